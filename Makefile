@@ -1,0 +1,52 @@
+# pitwall: `make demo` starts the server with demo settings, `make test` runs everything.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PEERS := prometheus prometheus-alertmanager
+
+.PHONY: demo server test lint typecheck pytest bench peers venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages of the real peers the differential tests run against.
+peers:
+	@missing=""; for p in $(PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing test peers:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  for p in $(PEERS); do $$SUDO systemctl disable --now $$p >/dev/null 2>&1 || true; done; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/pitwall demo
+
+server: $(STAMP)
+	$(BIN)/pitwall server
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected no tests: that is a failure here.
+pytest: $(STAMP) peers
+	$(BIN)/pytest -q -p no:cacheprovider
+
+test: lint typecheck pytest
+
+bench: $(STAMP) peers
+	$(BIN)/python bench/metrics_ingest.py
+	$(BIN)/python bench/promql_queries.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

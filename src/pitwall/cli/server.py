@@ -1,0 +1,95 @@
+"""``pitwall server`` and ``pitwall demo``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+
+from pitwall.config import Settings, load_settings
+from pitwall.core.errors import ConfigError
+from pitwall.core.logs import setup_logging
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file.", exists=False)]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [default: ./pitwall-data].")]
+ListenOpt = Annotated[str | None, typer.Option("--listen", help="HOST:PORT [default: 127.0.0.1:9900].")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback listen address without auth.")]
+RetentionOpt = Annotated[str | None, typer.Option("--retention", help="Sample retention, e.g. 15d.")]
+
+
+def _settings(config: Path | None, data_dir: Path | None, listen: str | None, insecure: bool,
+              retention: str | None) -> Settings:
+    storage = {"retention": retention} if retention else None
+    try:
+        return load_settings(config, data_dir=data_dir, listen=listen, insecure=insecure or None,
+                             storage=storage)
+    except ConfigError as e:
+        typer.echo(f"pitwall: invalid configuration:\n{e.message}", err=True)
+        raise typer.Exit(2) from None
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests first."""
+    from pitwall.server import create_app
+
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        app = create_app(settings)
+    except ConfigError as e:
+        typer.echo(f"pitwall: {e.message}", err=True)
+        raise typer.Exit(2) from None
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
+        ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
+        limit_concurrency=1000,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+def server(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    listen: ListenOpt = None,
+    insecure: InsecureOpt = False,
+    retention: RetentionOpt = None,
+) -> None:
+    run(_settings(config, data_dir, listen, insecure, retention))
+
+
+def demo(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    listen: ListenOpt = None,
+    duration: Annotated[int, typer.Option("--duration", help="Stop after SECONDS (0 = run until Ctrl-C).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for reproducible runs.")] = 1,
+) -> None:
+    """For now the demo is the server scraping itself; the demo system is a later issue."""
+    import tempfile
+
+    settings = _settings(config, data_dir or Path(tempfile.mkdtemp(prefix="pitwall-demo-")), listen, False, None)
+    if not settings.scrape_configs:
+        settings.scrape_configs = [{
+            "job_name": "pitwall",
+            "scrape_interval": "5s",
+            "static_configs": [{"targets": [settings.listen]}],
+        }]
+    if duration:
+        import signal
+        import threading
+
+        threading.Timer(duration, lambda: signal.raise_signal(signal.SIGTERM)).start()
+    typer.echo(f"pitwall demo: http://{settings.listen}  (data in {settings.data_dir}; Ctrl-C stops)")
+    run(settings)

@@ -1,0 +1,201 @@
+"""Settings: one validated tree from a YAML file, ``PITWALL_*`` env vars and flags.
+
+Precedence: flags > environment > file > defaults. Environment variables
+nest with ``__``: ``PITWALL_STORAGE__RETENTION=30d``. Every validation error
+names its key: ``storage.retention: not a valid duration string: 'abc'``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pitwall.core.durations import parse_duration_ms
+from pitwall.core.errors import ConfigError
+from pitwall.core.limits import LimitsSettings
+
+
+def _duration(v: Any) -> Any:
+    if isinstance(v, str):
+        return parse_duration_ms(v)
+    return v
+
+
+DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StorageSettings(_Section):
+    retention: DurationMs = Field(15 * 86_400_000, description="how long samples are kept, e.g. 15d")
+    block_duration: DurationMs = Field(2 * 3_600_000, gt=0)
+    head_max_samples: int = Field(2_000_000, gt=0)
+    head_max_age: DurationMs = Field(15 * 60_000, gt=0)
+    fsync: bool = True
+    duckdb_memory_limit: str = "1GB"
+
+    @model_validator(mode="after")
+    def _retention_covers_block(self) -> StorageSettings:
+        if self.retention and self.retention < self.block_duration:
+            raise ValueError("retention must be at least the block duration")
+        return self
+
+
+class QuerySettings(_Section):
+    timeout: DurationMs = Field(120_000, gt=0)
+    max_samples: int = Field(50_000_000, gt=0)
+    lookback_delta: DurationMs = Field(300_000, gt=0)
+    max_points_per_series: int = Field(11_000, gt=0)
+
+
+class GlobalSettings(_Section):
+    """Prometheus' ``global`` section (defaults for scrape and rule configs)."""
+
+    scrape_interval: str = "1m"
+    scrape_timeout: str = "10s"
+    evaluation_interval: str = "1m"
+    external_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AuthToken(_Section):
+    token: str = Field(min_length=16)
+    scopes: list[Literal["read", "write", "admin"]] = Field(default_factory=lambda: ["read"])
+    name: str = ""
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one pitwall server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PITWALL_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    listen: str = "127.0.0.1:9900"
+    data_dir: Path = Path("./pitwall-data")
+    insecure: bool = False
+    auth_tokens: list[AuthToken] = Field(default_factory=list)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "text"] = "json"
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
+    global_: GlobalSettings = Field(default_factory=GlobalSettings, alias="global")
+    scrape_configs: list[dict[str, Any]] = Field(default_factory=list)
+    scrape_config_files: list[str] = Field(default_factory=list)
+    config_file: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        host, port = split_listen(self.listen)
+        if not self.insecure and not self.auth_tokens and not _is_loopback(host):
+            raise ValueError(
+                f"listen: refusing to listen on non-loopback address {host!r} without auth_tokens; "
+                "configure bearer tokens or pass --insecure"
+            )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        return self
+
+    @property
+    def host(self) -> str:
+        return split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return split_listen(self.listen)[1]
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"listen: expected HOST:PORT, got {listen!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _DictSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.data)
+
+
+def _format_error(e: ValidationError) -> str:
+    lines = []
+    for err in e.errors():
+        parts: list[str] = []
+        for p in err["loc"]:
+            if isinstance(p, int):
+                parts[-1:] = [f"{parts[-1]}[{p}]"] if parts else [f"[{p}]"]
+            else:
+                parts.append("global" if p == "global_" else str(p))
+        key = ".".join(parts)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        if msg.startswith(f"{key}:"):
+            lines.append(msg)
+        elif key:
+            lines.append(f"{key}: {msg}")
+        else:
+            lines.append(msg)
+    return "\n".join(lines)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as e:
+        raise ConfigError(f"config file {path}: {e.strerror}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build Settings from file, environment and explicit overrides (flags)."""
+    file_data = read_config_file(config_file) if config_file else {}
+    flags = {k: v for k, v in overrides.items() if v is not None}
+
+    class _Loaded(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (init_settings, env_settings, _DictSource(settings_cls, file_data))
+
+    try:
+        s = _Loaded(**flags)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e)) from e
+    s.config_file = config_file
+    return s

@@ -1,0 +1,1 @@
+"""Shared plumbing: WAL, limits, errors, component lifecycle. Imports no pillar."""

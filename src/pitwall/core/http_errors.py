@@ -1,0 +1,110 @@
+"""Errors mapped once: error kind -> HTTP status, rendered per wire format.
+
+Routers declare their wire format when created (``error_router("prometheus")``);
+a custom route class catches every ``PitwallError`` (and FastAPI's own
+validation errors) raised while handling a request and renders it in that
+format. Handlers never build error bodies themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from pitwall.core.errors import BadData, Overloaded, PitwallError
+
+log = logging.getLogger(__name__)
+
+ErrorFormat = Literal["prometheus", "text", "otlp", "native"]
+
+STATUS: dict[str, int] = {
+    "bad_data": 400,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "not_found": 404,
+    "too_large": 413,
+    "execution": 422,
+    "overloaded": 429,
+    "canceled": 499,
+    "internal": 500,
+    "unavailable": 503,
+    "timeout": 503,
+}
+
+# Prometheus' API has its own closed set of errorType values.
+_PROM_TYPES = {"too_large": "bad_data", "overloaded": "unavailable", "unauthorized": "bad_data",
+               "forbidden": "bad_data"}
+
+
+def status_of(err: PitwallError) -> int:
+    if isinstance(err, Overloaded):
+        return err.status
+    return STATUS.get(err.kind, 500)
+
+
+def render(err: PitwallError, fmt: ErrorFormat) -> Response:
+    """The response for ``err`` in wire format ``fmt``."""
+    status = status_of(err)
+    headers: dict[str, str] = {}
+    if isinstance(err, Overloaded):
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    if err.kind == "unauthorized":
+        headers["WWW-Authenticate"] = "Bearer"
+    if fmt == "prometheus":
+        body: dict[str, Any] = {
+            "status": "error",
+            "errorType": _PROM_TYPES.get(err.kind, err.kind),
+            "error": err.message,
+        }
+        return Response(json.dumps(body), status, headers, media_type="application/json")
+    if fmt == "otlp":
+        # OTLP/HTTP: a google.rpc.Status; JSON is accepted by every SDK's error logging.
+        body = {"code": _grpc_code(status), "message": err.message}
+        return Response(json.dumps(body), status, headers, media_type="application/json")
+    if fmt == "native":
+        body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
+        return Response(json.dumps(body), status, headers, media_type="application/json")
+    return Response(err.message + "\n", status, headers, media_type="text/plain; charset=utf-8")
+
+
+def _grpc_code(status: int) -> int:
+    return {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 429: 8, 503: 14}.get(status, 13)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p not in ("query", "body", "path"))
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def _route_class(fmt: ErrorFormat) -> type[APIRoute]:
+    class FormattedRoute(APIRoute):
+        error_format: ErrorFormat = fmt
+
+        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+            handler = super().get_route_handler()
+
+            async def handle(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except PitwallError as err:
+                    return render(err, fmt)
+                except RequestValidationError as exc:
+                    return render(BadData(_validation_message(exc)), fmt)
+
+            return handle
+
+    return FormattedRoute
+
+
+def error_router(fmt: ErrorFormat, **kwargs: Any) -> APIRouter:
+    """An APIRouter whose routes render errors in wire format ``fmt``."""
+    return APIRouter(route_class=_route_class(fmt), **kwargs)

@@ -1,0 +1,65 @@
+"""pitwall's own metrics, exposed at /metrics in Prometheus' text format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class SelfMetrics:
+    """One registry per server (no module globals, so tests can build many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pitwall_http_requests", "HTTP requests by handler and status code.",
+            ["handler", "code"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "pitwall_http_request_duration_seconds", "HTTP request latency.", ["handler"],
+            registry=self.registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.up_since = Gauge("pitwall_start_time_seconds", "Start time of the server.", registry=self.registry)
+        self.up_since.set(time.time())
+
+    def add_gauges(self, name: str, doc: str, read: Callable[[], float]) -> None:
+        """Register a gauge read at scrape time."""
+        class _C(Collector):
+            def collect(self):  # type: ignore[no-untyped-def]
+                yield GaugeMetricFamily(name, doc, value=read())
+
+        self.registry.register(_C())
+
+
+class RequestMetrics:
+    """ASGI middleware counting requests per route template."""
+
+    def __init__(self, app: ASGIApp, metrics: SelfMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def wrapped(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            route = scope.get("route")
+            handler = getattr(route, "path", None) or "other"
+            self.metrics.requests.labels(handler, str(status)).inc()
+            self.metrics.duration.labels(handler).observe(time.perf_counter() - start)

@@ -1,0 +1,377 @@
+"""Prometheus HTTP API v1 and the metric ingest endpoints.
+
+Responses are shaped exactly as Prometheus' (``status``/``data``/``warnings``
+envelope, ``[ts, "value"]`` pairs); errors use Prometheus' error envelope via
+``core.http_errors``. Remote write answers in plain text as Prometheus does.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from pitwall import __version__
+from pitwall.core.errors import BadData, NotFound
+from pitwall.core.http_errors import error_router
+from pitwall.core.limits import InflightBudget
+from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
+from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator, encode_response
+from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
+from pitwall.metrics.model import Matcher, format_labels
+from pitwall.metrics.promql import Engine, parse_matchers
+from pitwall.storage.metrics_store import MetricStore
+
+MIN_TIME_MS = -(2**62) // 1000
+MAX_TIME_MS = 2**62 // 1000
+
+
+class TargetsSource(Protocol):
+    def to_prometheus_targets_json(self, state: str) -> dict[str, Any]: ...
+
+
+@dataclass
+class MetricsApiDeps:
+    store: MetricStore
+    engine: Engine
+    remote_write: RemoteWriteIngester
+    otlp: OtlpMetricsTranslator
+    inflight: InflightBudget
+    max_points_per_series: int
+    started_at: float
+    flags: dict[str, str]
+    targets: TargetsSource | None = None
+
+
+def _success(data: Any, warnings: list[str] | None = None, infos: list[str] | None = None) -> Response:
+    body: dict[str, Any] = {"status": "success", "data": data}
+    if warnings:
+        body["warnings"] = warnings
+    if infos:
+        body["infos"] = infos
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _matcher_sets(values: list[str]) -> list[list[Matcher]]:
+    return [parse_matchers(v) for v in values]
+
+
+def _time_range(params: Any) -> tuple[int, int]:
+    start = parse_time_ms(params["start"]) if params.get("start") else MIN_TIME_MS
+    end = parse_time_ms(params["end"]) if params.get("end") else MAX_TIME_MS
+    if end < start:
+        raise BadData("end timestamp must not be before start time")
+    return start, end
+
+
+def _limit(params: Any) -> int:
+    raw = params.get("limit")
+    if not raw:
+        return 0
+    try:
+        n = int(raw)
+    except ValueError:
+        raise BadData(f'cannot parse "{raw}": invalid syntax') from None
+    if n < 0:
+        raise BadData("limit must be non-negative")
+    return n
+
+
+def query_router(deps: MetricsApiDeps) -> APIRouter:
+    """``/api/v1/...`` query endpoints with Prometheus' envelopes."""
+    r = error_router("prometheus", tags=["prometheus"])
+    engine, store = deps.engine, deps.store
+
+    @r.api_route("/api/v1/query", methods=["GET", "POST"])
+    async def query(request: Request) -> Response:
+        p = await all_params(request)
+        expr = p.get("query")
+        if not expr:
+            raise BadData("invalid parameter \"query\": query must not be empty" if expr == "" else
+                          "invalid parameter \"query\": no query provided")
+        at = parse_time_ms(p["time"]) if p.get("time") else int(time.time() * 1000)
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(engine.instant, q, expr, at)
+        return _success(res.to_prometheus_data(), res.warnings, res.infos)
+
+    @r.api_route("/api/v1/query_range", methods=["GET", "POST"])
+    async def query_range(request: Request) -> Response:
+        p = await all_params(request)
+        expr = p.get("query")
+        if not expr:
+            raise BadData("invalid parameter \"query\": no query provided")
+        for k in ("start", "end", "step"):
+            if not p.get(k):
+                raise BadData(f"invalid parameter \"{k}\": missing")
+        start = parse_time_ms(p["start"])
+        end = parse_time_ms(p["end"])
+        if end < start:
+            raise BadData("invalid parameter \"end\": end timestamp must not be before start time")
+        step = parse_duration_param_ms(p["step"])
+        if step <= 0:
+            raise BadData(
+                "invalid parameter \"step\": zero or negative query resolution step widths are not "
+                "accepted. Try a positive integer"
+            )
+        if (end - start) // step > deps.max_points_per_series:
+            raise BadData(
+                f"exceeded maximum resolution of {deps.max_points_per_series:,} points per timeseries. "
+                "Try decreasing the query resolution (?step=XX)"
+            )
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(engine.range, q, expr, start, end, step)
+        return _success(res.to_prometheus_data(), res.warnings, res.infos)
+
+    @r.api_route("/api/v1/series", methods=["GET", "POST"])
+    async def series(request: Request) -> Response:
+        p = await all_params(request)
+        matches = p.getlist("match[]")
+        if not matches:
+            raise BadData("no match[] parameter provided")
+        start, end = _time_range(p)
+        limit = _limit(p)
+        q = store.querier(tenant_of(request))
+        seen: dict[Any, None] = {}
+        for ms in _matcher_sets(matches):
+            for lbl in q.series(ms, start, end):
+                seen[lbl] = None
+        out = sorted(seen)
+        warnings = []
+        if limit and len(out) > limit:
+            out = out[:limit]
+            warnings.append("results truncated due to limit")
+        return _success([dict(lbl) for lbl in out], warnings)
+
+    @r.api_route("/api/v1/labels", methods=["GET", "POST"])
+    async def labels(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = _time_range(p)
+        q = store.querier(tenant_of(request))
+        sets = _matcher_sets(p.getlist("match[]")) or [[]]
+        names: set[str] = set()
+        for ms in sets:
+            names.update(q.label_names(ms, start, end))
+        return _limited(sorted(names), _limit(p))
+
+    @r.get("/api/v1/label/{name}/values")
+    async def label_values(name: str, request: Request) -> Response:
+        p = await all_params(request)
+        if name.startswith("U__"):
+            name = _unescape_label(name)
+        start, end = _time_range(p)
+        q = store.querier(tenant_of(request))
+        sets = _matcher_sets(p.getlist("match[]")) or [[]]
+        values: set[str] = set()
+        for ms in sets:
+            values.update(q.label_values(name, ms, start, end))
+        return _limited(sorted(values), _limit(p))
+
+    @r.get("/api/v1/metadata")
+    async def metadata(request: Request) -> Response:
+        p = await all_params(request)
+        limit = _limit(p)
+        metric = p.get("metric")
+        md = store.metadata(tenant_of(request))
+        out: dict[str, list[dict[str, str]]] = {}
+        for name in sorted(md):
+            if metric and name != metric:
+                continue
+            if limit and len(out) >= limit:
+                break
+            m = md[name]
+            out[name] = [{"type": m.type, "help": m.help, "unit": m.unit}]
+        return _success(out)
+
+    @r.api_route("/api/v1/query_exemplars", methods=["GET", "POST"])
+    async def query_exemplars(request: Request) -> Response:
+        p = await all_params(request)
+        expr = p.get("query")
+        if not expr:
+            raise BadData("invalid parameter \"query\": no query provided")
+        start, end = _time_range(p)
+        wanted = set(
+            store.querier(tenant_of(request)).series(_selectors_of(expr), start, end)
+        )
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for e in store.exemplars(tenant_of(request)):
+            if e.labels in wanted and start <= e.ts <= end:
+                groups.setdefault(e.labels, []).append(
+                    {"labels": dict(e.exemplar_labels), "value": _fmt(e.value), "timestamp": e.ts / 1000}
+                )
+        data = [{"seriesLabels": dict(k), "exemplars": v} for k, v in sorted(groups.items())]
+        return _success(data)
+
+    @r.get("/api/v1/targets")
+    async def targets(request: Request) -> Response:
+        state = request.query_params.get("state", "any")
+        if deps.targets is None:
+            return _success({"activeTargets": [], "droppedTargets": [], "droppedTargetCounts": {}})
+        return _success(deps.targets.to_prometheus_targets_json(state))
+
+    @r.get("/api/v1/status/buildinfo")
+    async def buildinfo() -> Response:
+        return _success({
+            "version": "3.0.0",  # the Prometheus API level pitwall implements; Grafana keys features on it
+            "revision": f"pitwall-{__version__}",
+            "branch": "main",
+            "buildUser": "pitwall",
+            "buildDate": "",
+            "goVersion": f"python{platform.python_version()}",
+        })
+
+    @r.get("/api/v1/status/runtimeinfo")
+    async def runtimeinfo() -> Response:
+        return _success({
+            "startTime": datetime.fromtimestamp(deps.started_at, UTC).isoformat().replace("+00:00", "Z"),
+            "CWD": str(__import__("os").getcwd()),
+            "reloadConfigSuccess": True,
+            "lastConfigTime": datetime.fromtimestamp(deps.started_at, UTC).isoformat().replace("+00:00", "Z"),
+            "corruptionCount": 0,
+            "goroutineCount": 0,
+            "GOMAXPROCS": __import__("os").cpu_count() or 1,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": deps.flags.get("storage.tsdb.retention.time", ""),
+            "pythonVersion": sys.version.split()[0],
+        })
+
+    @r.get("/api/v1/status/flags")
+    async def flags() -> Response:
+        return _success(deps.flags)
+
+    @r.get("/api/v1/status/tsdb")
+    async def tsdb(request: Request) -> Response:
+        tenant = tenant_of(request)
+        return _success({
+            "headStats": {"numSeries": store.num_series(tenant), "chunkCount": 0,
+                          "minTime": 0, "maxTime": 0},
+            "seriesCountByMetricName": [], "labelValueCountByLabelName": [],
+            "memoryInBytesByLabelName": [], "seriesCountByLabelValuePair": [],
+        })
+
+    return r
+
+
+def _limited(items: list[str], limit: int) -> Response:
+    if limit and len(items) > limit:
+        return _success(items[:limit], ["results truncated due to limit"])
+    return _success(items)
+
+
+def _selectors_of(expr: str) -> list[Matcher]:
+    # Exemplars are looked up for the series the expression selects; a full
+    # expression is reduced to its first selector, as most callers pass one.
+    try:
+        return parse_matchers(expr)
+    except BadData:
+        import re
+
+        m = re.search(r"[a-zA-Z_:][a-zA-Z0-9_:]*\s*(\{[^}]*\})?", expr)
+        if not m:
+            raise
+        return parse_matchers(m.group(0))
+
+
+def _unescape_label(name: str) -> str:
+    # Prometheus' UTF-8 escaping for label names in URL paths: U__ then _xx_ hex runes.
+    import re
+
+    body = name[3:]
+    return re.sub(r"_([0-9a-fA-F]+)_", lambda m: chr(int(m.group(1), 16)), body).replace("__", "_")
+
+
+def _fmt(v: float) -> str:
+    from pitwall.metrics.promql.format import format_float
+
+    return format_float(v)
+
+
+def ingest_router(deps: MetricsApiDeps) -> APIRouter:
+    """Remote write (plain-text errors, as Prometheus answers)."""
+    r = error_router("text", tags=["ingest"])
+
+    @r.post("/api/v1/write", status_code=204)
+    async def remote_write(request: Request) -> Response:
+        body = await _read_body(request, deps)
+        with deps.inflight.reserve(len(body)):
+            await deps.remote_write.write(tenant_of(request), body)
+        return Response(status_code=204)
+
+    return r
+
+
+def otlp_router(deps: MetricsApiDeps) -> APIRouter:
+    """OTLP/HTTP metrics: protobuf or JSON, answered in the request's encoding."""
+    r = error_router("otlp", tags=["otlp"])
+
+    @r.post("/v1/metrics")
+    async def otlp_metrics(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
+        if ctype not in ("application/x-protobuf", "application/json", "application/protobuf"):
+            raise BadData(f"unsupported content type {ctype!r}: use application/x-protobuf or application/json")
+        body = await _read_body(request, deps)
+        if request.headers.get("content-encoding", "").lower() == "gzip":
+            body = _gunzip(body, deps)
+        tenant = tenant_of(request)
+        with deps.inflight.reserve(len(body)):
+            req = deps.otlp.decode(body, ctype)
+            result = deps.otlp.translate(req, int(time.time() * 1000))
+            if len(result.batch):
+                await deps.store.append(tenant, result.batch)
+            if result.metadata:
+                await deps.store.append_metadata(tenant, result.metadata)
+            if result.exemplars:
+                await deps.store.append_exemplars(tenant, result.exemplars)
+        out_type = "application/json" if ctype == "application/json" else "application/x-protobuf"
+        return Response(encode_response(result, out_type), media_type=out_type)
+
+    return r
+
+
+async def _read_body(request: Request, deps: MetricsApiDeps) -> bytes:
+    limit = deps.remote_write.limits.max_request_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        from pitwall.metrics.errors import RequestTooLarge
+
+        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            from pitwall.metrics.errors import RequestTooLarge
+
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _gunzip(body: bytes, deps: MetricsApiDeps) -> bytes:
+    import zlib
+
+    limit = deps.remote_write.limits.max_decompressed_bytes
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise BadData(f"invalid gzip body: {e}") from e
+    if len(out) > limit:
+        from pitwall.metrics.errors import RequestTooLarge
+
+        raise RequestTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+    return out
+
+
+def not_found(what: str) -> NotFound:
+    return NotFound(f"{what} not found")
+
+
+__all__ = ["MetricsApiDeps", "format_labels", "ingest_router", "otlp_router", "query_router"]

@@ -1,0 +1,157 @@
+"""Prometheus remote write 1.0: snappy-compressed protobuf ``WriteRequest``.
+
+The hot path keeps Python work per series, not per label: a series' raw
+label bytes map straight to its sid through a per-tenant cache, and samples
+go to numpy arrays. Labels are only decoded for series never seen before.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+import cramjam
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from pitwall.core.errors import BadData
+from pitwall.core.limits import LimitsSettings
+from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
+from pitwall.metrics.ingest import prompb
+from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, format_labels
+from pitwall.storage.metrics_store import MetricStore
+
+
+class RemoteWriteIngester:
+    """Decodes, validates and durably stores remote-write requests."""
+
+    def __init__(self, store: MetricStore, limits: LimitsSettings) -> None:
+        self.store = store
+        self.limits = limits
+        self._cache: dict[str, dict[bytes, int]] = {}
+
+    def decompress(self, body: bytes) -> bytes:
+        if len(body) > self.limits.max_request_bytes:
+            raise RequestTooLarge(
+                f"request body of {len(body)} bytes exceeds the limit of {self.limits.max_request_bytes}"
+            )
+        try:
+            n = cramjam.snappy.decompress_raw_len(body)
+        except Exception as e:
+            raise BadData(f"snappy: corrupt input: {e}") from e
+        if n > self.limits.max_decompressed_bytes:
+            raise RequestTooLarge(
+                f"decompressed body of {n} bytes exceeds the limit of {self.limits.max_decompressed_bytes}"
+            )
+        try:
+            return bytes(cramjam.snappy.decompress_raw(body))
+        except Exception as e:
+            raise BadData(f"snappy: corrupt input: {e}") from e
+
+    async def write(self, tenant: str, body: bytes) -> int:
+        """Store one request; returns the number of samples written."""
+        raw = self.decompress(body)
+        req = prompb.FastWriteRequest()
+        try:
+            req.ParseFromString(raw)
+        except DecodeError as e:
+            raise BadData(f"proto: cannot parse request body: {e}") from e
+        timeseries = req.timeseries
+        lim = self.limits
+        if len(timeseries) > lim.max_series_per_request:
+            raise RequestTooLarge(
+                f"request has {len(timeseries)} series, more than the limit of {lim.max_series_per_request}"
+            )
+        cache = self._cache.setdefault(tenant, {})
+        sid_arr = array("q")
+        ts_arr = array("q")
+        val_arr = array("d")
+        counts = array("q")
+        misses: dict[bytes, Labels] = {}
+        miss_pos: list[tuple[int, bytes]] = []
+        exemplars: list[Exemplar] = []
+        max_labels = lim.max_labels_per_series
+        get = cache.get
+        for ts in timeseries:
+            lab = ts.labels
+            if len(lab) > max_labels:
+                raise RequestTooLarge(
+                    f"series {format_labels(self._decode_labels(lab))} has {len(lab)} labels, "
+                    f"more than the limit of {max_labels}"
+                )
+            key = b"".join(lab)
+            sid = get(key)
+            if sid is None:
+                if key not in misses:
+                    misses[key] = self._decode_labels(lab)
+                miss_pos.append((len(counts), key))
+                sid = -1
+            samples = ts.samples
+            counts.append(len(samples))
+            sid_arr.append(sid)
+            for s in samples:
+                val_arr.append(s.value)
+                ts_arr.append(s.timestamp)
+            if ts.exemplars:
+                exemplars.extend(self._exemplars(key, misses, ts))
+        if len(ts_arr) > lim.max_samples_per_request:
+            raise RequestTooLarge(
+                f"request has {len(ts_arr)} samples, more than the limit of {lim.max_samples_per_request}"
+            )
+        per_series = np.frombuffer(sid_arr, dtype=np.int64).copy()
+        new: list[tuple[int, Labels]] = []
+        new_keys: list[tuple[bytes, int]] = []
+        if misses:
+            keys = list(misses)
+            sids, new = self.store.resolve(tenant, [misses[k] for k in keys])
+            by_key = dict(zip(keys, sids.tolist(), strict=True))
+            for pos, key in miss_pos:
+                per_series[pos] = by_key[key]
+            new_keys = list(by_key.items())
+        sids_rep = np.repeat(per_series, np.frombuffer(counts, dtype=np.int64))
+        fut = self.store.commit(
+            tenant, sids_rep, np.frombuffer(ts_arr, dtype=np.int64), np.frombuffer(val_arr, dtype=np.float64), new
+        )
+        for key, sid in new_keys:
+            cache[key] = sid
+        if req.metadata:
+            await self.store.append_metadata(tenant, self._metadata(req))
+        if exemplars:
+            await self.store.append_exemplars(tenant, exemplars)
+        await fut
+        return len(ts_arr)
+
+    def _decode_labels(self, raw_labels: list[bytes]) -> Labels:
+        lim = self.limits
+        pairs: dict[str, str] = {}
+        lbl = prompb.Label()
+        for raw in raw_labels:
+            lbl.ParseFromString(raw)
+            name, value = lbl.name, lbl.value
+            if len(name) > lim.max_label_name_length:
+                raise InvalidLabels(f"label name {name[:64]!r}... longer than {lim.max_label_name_length}")
+            if len(value) > lim.max_label_value_length:
+                raise InvalidLabels(
+                    f"value of label {name!r} is {len(value)} characters, longer than {lim.max_label_value_length}"
+                )
+            if name in pairs:
+                raise InvalidLabels(f"duplicate label name {name!r} in series")
+            if value:
+                pairs[name] = value
+        if not pairs.get("__name__"):
+            raise InvalidLabels(f"series {format_labels(tuple(sorted(pairs.items())))} has no metric name")
+        return tuple(sorted(pairs.items()))
+
+    def _exemplars(self, key: bytes, misses: dict[bytes, Labels], ts: object) -> list[Exemplar]:
+        labels = misses.get(key) or self._decode_labels(list(ts.labels))  # type: ignore[attr-defined]
+        out = []
+        for e in ts.exemplars:  # type: ignore[attr-defined]
+            el = tuple(sorted((lb.name, lb.value) for lb in e.labels))
+            out.append(Exemplar(labels, el, int(e.timestamp), float(e.value)))
+        return out
+
+    def _metadata(self, req: object) -> list[MetricMetadata]:
+        return [
+            MetricMetadata(m.metric_family_name, prompb.METRIC_TYPES.get(m.type, "unknown"), m.help, m.unit)
+            for m in req.metadata  # type: ignore[attr-defined]
+            if m.metric_family_name
+        ]

@@ -1,0 +1,179 @@
+"""Metric data model: label sets, matchers, samples. Pure data, no I/O.
+
+A label set is a tuple of ``(name, value)`` pairs sorted by name, including
+``__name__`` when the series has one. Tuples are hashable and cheap, which
+matters on the ingest and query hot paths.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+Labels = tuple[tuple[str, str], ...]
+
+METRIC_NAME = "__name__"
+
+# Prometheus' staleness marker: a NaN with a specific bit pattern, distinct
+# from ordinary NaNs produced by arithmetic.
+STALE_NAN_BITS = 0x7FF0000000000002
+STALE_NAN: float = struct.unpack("<d", struct.pack("<Q", STALE_NAN_BITS))[0]
+
+
+def is_stale(value: float) -> bool:
+    """True when ``value`` is the staleness marker NaN (not any NaN)."""
+    return math.isnan(value) and struct.pack("<d", value) == struct.pack("<Q", STALE_NAN_BITS)
+
+
+def stale_mask(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of staleness markers in a float64 array."""
+    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+
+
+def labels_from_dict(d: dict[str, str]) -> Labels:
+    """Canonical label set from a mapping; empty values are dropped as Prometheus does."""
+    return tuple(sorted((k, v) for k, v in d.items() if v != ""))
+
+
+def labels_get(labels: Labels, name: str) -> str:
+    """Value of ``name`` in ``labels``, or "" when absent."""
+    for k, v in labels:
+        if k == name:
+            return v
+    return ""
+
+
+def metric_name(labels: Labels) -> str:
+    return labels_get(labels, METRIC_NAME)
+
+
+def without_name(labels: Labels) -> Labels:
+    return tuple(p for p in labels if p[0] != METRIC_NAME)
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def format_labels(labels: Labels) -> str:
+    """Prometheus' text form: ``name{a="1", b="2"}`` (``{}`` when empty)."""
+    name = metric_name(labels)
+    rest = ", ".join(f'{k}="{_escape(v)}"' for k, v in labels if k != METRIC_NAME)
+    if name and not rest:
+        return name
+    return f"{name}{{{rest}}}"
+
+
+class MatchType(str, Enum):
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    REGEX = "=~"
+    NOT_REGEX = "!~"
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A label matcher; regexes are fully anchored as in Prometheus."""
+
+    type: MatchType
+    name: str
+    value: str
+    _re: re.Pattern[str] | None = field(default=None, compare=False, repr=False, hash=False)
+
+    @classmethod
+    def of(cls, type_: MatchType | str, name: str, value: str) -> Matcher:
+        t = MatchType(type_)
+        rx = None
+        if t in (MatchType.REGEX, MatchType.NOT_REGEX):
+            try:
+                rx = re.compile(f"(?s:{value})\\Z")
+            except re.error as e:
+                raise ValueError(f"invalid regular expression {value!r}: {e}") from e
+        return cls(t, name, value, rx)
+
+    def matches(self, v: str) -> bool:
+        """Whether label value ``v`` (``""`` when the label is absent) matches."""
+        t = self.type
+        if t is MatchType.EQUAL:
+            return v == self.value
+        if t is MatchType.NOT_EQUAL:
+            return v != self.value
+        assert self._re is not None
+        hit = self._re.match(v) is not None
+        return hit if t is MatchType.REGEX else not hit
+
+    def matches_empty(self) -> bool:
+        return self.matches("")
+
+    def __str__(self) -> str:
+        return f'{self.name}{self.type.value}"{_escape(self.value)}"'
+
+
+@dataclass(frozen=True)
+class SeriesSamples:
+    """One series' samples in a time range, sorted by timestamp.
+
+    ``ts`` is int64 milliseconds, ``values`` float64 (may hold STALE_NAN).
+    """
+
+    labels: Labels
+    ts: np.ndarray
+    values: np.ndarray
+
+
+@dataclass
+class SampleBatch:
+    """Samples to append, column-wise: one row per sample.
+
+    ``series`` lists each distinct label set once; ``series_idx`` points into it.
+    Ingest paths build this without per-sample Python objects where they can.
+    """
+
+    series: list[Labels]
+    series_idx: np.ndarray  # int64, index into ``series``
+    ts: np.ndarray  # int64 ms
+    values: np.ndarray  # float64
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @classmethod
+    def from_rows(cls, rows: list[tuple[Labels, int, float]]) -> SampleBatch:
+        """Convenience constructor for small batches (scrapes, tests)."""
+        index: dict[Labels, int] = {}
+        series: list[Labels] = []
+        idx = np.empty(len(rows), dtype=np.int64)
+        ts = np.empty(len(rows), dtype=np.int64)
+        vals = np.empty(len(rows), dtype=np.float64)
+        for i, (lbl, t, v) in enumerate(rows):
+            j = index.get(lbl)
+            if j is None:
+                j = index[lbl] = len(series)
+                series.append(lbl)
+            idx[i] = j
+            ts[i] = t
+            vals[i] = v
+        return cls(series, idx, ts, vals)
+
+
+@dataclass(frozen=True)
+class MetricMetadata:
+    """Type/help/unit of a metric family, as /api/v1/metadata reports it."""
+
+    metric: str
+    type: str  # counter, gauge, histogram, summary, unknown...
+    help: str = ""
+    unit: str = ""
+
+
+@dataclass(frozen=True)
+class Exemplar:
+    labels: Labels  # the series the exemplar belongs to
+    exemplar_labels: Labels  # e.g. trace_id
+    ts: int
+    value: float

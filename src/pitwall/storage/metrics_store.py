@@ -1,0 +1,721 @@
+"""The embedded metrics store: WAL + in-memory head + DuckDB time blocks.
+
+Writes: ``commit`` validates a batch (order, duplicates, limits), applies it
+to the head and queues one WAL record, all without yielding to the event
+loop, then awaits the group fsync. Reads: the head and the DuckDB blocks
+that overlap the query range, merged per series. The head is flushed into
+per-block DuckDB tables (``metrics_samples_<block start ms>``) when it grows
+or ages; retention drops whole block tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pitwall.core.wal import Wal
+from pitwall.metrics.errors import (
+    DuplicateSample,
+    InvalidLabels,
+    OutOfOrderSample,
+    SeriesLimitExceeded,
+)
+from pitwall.metrics.model import (
+    Exemplar,
+    Labels,
+    Matcher,
+    MetricMetadata,
+    SampleBatch,
+    SeriesSamples,
+    format_labels,
+)
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.series_index import SeriesIndex
+
+log = logging.getLogger(__name__)
+
+REC_SAMPLES = 1
+REC_METADATA = 2
+REC_EXEMPLARS = 3
+
+_I64_MIN = np.iinfo(np.int64).min
+_I64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class StoreLimits:
+    max_series_per_tenant: int = 1_000_000
+    max_exemplars: int = 100_000
+
+
+@dataclass
+class _Chunk:
+    sid: np.ndarray  # int64, grouped by sid, time-ordered within a sid
+    ts: np.ndarray
+    val: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.sid.shape[0])
+
+
+@dataclass
+class _Tenant:
+    index: SeriesIndex = field(default_factory=SeriesIndex)
+    by_labels: dict[Labels, int] = field(default_factory=dict)
+    metadata: dict[str, MetricMetadata] = field(default_factory=dict)
+    exemplars: deque[Exemplar] = field(default_factory=lambda: deque(maxlen=100_000))
+
+
+def _encode_labels(labels: Labels) -> bytes:
+    return json.dumps(labels, separators=(",", ":")).encode()
+
+
+def _decode_labels(raw: str | bytes) -> Labels:
+    return tuple((k, v) for k, v in json.loads(raw))
+
+
+class MetricStore:
+    """Durable, queryable metric storage for all tenants of one server."""
+
+    name = "metrics-store"
+
+    def __init__(
+        self,
+        db: TelemetryDB,
+        wal_dir: Path,
+        *,
+        block_ms: int = 2 * 3600 * 1000,
+        retention_ms: int = 15 * 86400 * 1000,
+        head_max_samples: int = 2_000_000,
+        head_max_age_s: float = 900.0,
+        limits: StoreLimits | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.db = db
+        self.wal = Wal(wal_dir, fsync=fsync)
+        self.block_ms = block_ms
+        self.retention_ms = retention_ms
+        self.head_max_samples = head_max_samples
+        self.head_max_age_s = head_max_age_s
+        self.limits = limits or StoreLimits()
+        self._tenants: dict[str, _Tenant] = {}
+        self._labels: list[Labels] = []
+        self._tenant_of: list[str] = []
+        cap = 1024
+        self._last_ts = np.full(cap, _I64_MIN, dtype=np.int64)
+        self._last_bits = np.zeros(cap, dtype=np.uint64)
+        self._min_ts = np.full(cap, _I64_MAX, dtype=np.int64)
+        self._max_ts = np.full(cap, _I64_MIN, dtype=np.int64)
+        self._chunks: list[_Chunk] = []
+        self._frozen = 0  # chunks[:frozen] are being flushed
+        self._head_lock = threading.Lock()
+        self._head_samples = 0
+        self._head_since = time.monotonic()
+        self._flushed_sids = 0  # sids below this are in metrics_series
+        self._blocks: dict[int, str] = {}
+        self._flush_task: asyncio.Task[None] | None = None
+        self._maint_task: asyncio.Task[None] | None = None
+        self.samples_appended = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        self.wal.open_for_append()
+        self._maint_task = asyncio.create_task(self._maintenance_loop())
+
+    async def stop(self) -> None:
+        if self._maint_task is not None:
+            self._maint_task.cancel()
+        if self._flush_task is not None:
+            await self._flush_task
+        await self.flush()
+        await self.wal.close()
+
+    def _open(self) -> None:
+        db = self.db
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS metrics_series (sid BIGINT PRIMARY KEY, tenant VARCHAR, labels VARCHAR)"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS metrics_meta (key VARCHAR PRIMARY KEY, value BIGINT)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS metrics_metadata (tenant VARCHAR, metric VARCHAR, type VARCHAR, "
+            "help VARCHAR, unit VARCHAR)"
+        )
+        rows = db.execute("SELECT sid, tenant, labels FROM metrics_series ORDER BY sid").fetchall()
+        for sid, tenant, raw in rows:
+            self._register(int(sid), tenant, _decode_labels(raw))
+        self._flushed_sids = len(self._labels)
+        for tenant, metric, typ, help_, unit in db.execute("SELECT * FROM metrics_metadata").fetchall():
+            self._tenant(tenant).metadata[metric] = MetricMetadata(metric, typ, help_, unit)
+        for (tname,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_samples_%'"
+        ).fetchall():
+            self._blocks[int(tname.rsplit("_", 1)[1])] = tname
+        self._load_series_bounds()
+        got = db.execute("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'").fetchone()
+        replay_from = int(got[0]) if got else 0
+        n = 0
+        for rec in self.wal.replay(replay_from):
+            self._apply_record(rec.type, rec.payload)
+            n += 1
+        log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
+
+    def _load_series_bounds(self) -> None:
+        for table in self._blocks.values():
+            res = self.db.execute(
+                f"SELECT sid, min(ts), max(ts), arg_max(val, ts) FROM {table} GROUP BY sid"
+            ).fetchnumpy()
+            sid = res["sid"].astype(np.int64)
+            if not len(sid):
+                continue
+            np.minimum.at(self._min_ts, sid, res["min(ts)"].astype(np.int64))
+            mx = res["max(ts)"].astype(np.int64)
+            newer = mx > self._last_ts[sid]
+            self._last_ts[sid[newer]] = mx[newer]
+            self._last_bits[sid[newer]] = res["arg_max(val, ts)"].astype(np.float64)[newer].view(np.uint64)
+            np.maximum.at(self._max_ts, sid, mx)
+
+    # -- series registry -----------------------------------------------------
+
+    def _tenant(self, tenant: str) -> _Tenant:
+        t = self._tenants.get(tenant)
+        if t is None:
+            t = self._tenants[tenant] = _Tenant()
+            t.exemplars = deque(maxlen=self.limits.max_exemplars)
+        return t
+
+    def _grow(self, n: int) -> None:
+        cap = len(self._last_ts)
+        if n <= cap:
+            return
+        new = max(n, cap * 2)
+        self._last_ts = np.concatenate([self._last_ts, np.full(new - cap, _I64_MIN, dtype=np.int64)])
+        self._last_bits = np.concatenate([self._last_bits, np.zeros(new - cap, dtype=np.uint64)])
+        self._min_ts = np.concatenate([self._min_ts, np.full(new - cap, _I64_MAX, dtype=np.int64)])
+        self._max_ts = np.concatenate([self._max_ts, np.full(new - cap, _I64_MIN, dtype=np.int64)])
+
+    def _register(self, sid: int, tenant: str, labels: Labels) -> None:
+        assert sid == len(self._labels), "series ids must be dense"
+        self._labels.append(labels)
+        self._tenant_of.append(tenant)
+        t = self._tenant(tenant)
+        t.by_labels[labels] = sid
+        t.index.add(sid, labels)
+        self._grow(sid + 1)
+
+    def lookup(self, tenant: str, labels: Labels) -> int | None:
+        return self._tenant(tenant).by_labels.get(labels)
+
+    def resolve(self, tenant: str, series: Sequence[Labels]) -> tuple[np.ndarray, list[tuple[int, Labels]]]:
+        """Map label sets to sids; unknown ones get provisional ids past the end.
+
+        Provisional series are registered only when ``commit`` accepts the batch.
+        """
+        t = self._tenant(tenant)
+        sids = np.empty(len(series), dtype=np.int64)
+        new: list[tuple[int, Labels]] = []
+        new_ids: dict[Labels, int] = {}
+        nxt = len(self._labels)
+        get = t.by_labels.get
+        for i, lbl in enumerate(series):
+            sid = get(lbl)
+            if sid is None:
+                sid = new_ids.get(lbl)
+                if sid is None:
+                    _validate_labels(lbl)
+                    sid = new_ids[lbl] = nxt + len(new)
+                    new.append((sid, lbl))
+            sids[i] = sid
+        return sids, new
+
+    # -- writing -------------------------------------------------------------
+
+    async def append(self, tenant: str, batch: SampleBatch) -> None:
+        """Appender protocol: validate, apply and make durable one batch."""
+        sids, new = self.resolve(tenant, batch.series)
+        await self.commit(tenant, sids[batch.series_idx], batch.ts, batch.values, new)
+
+    def commit(
+        self,
+        tenant: str,
+        sids: np.ndarray,
+        ts: np.ndarray,
+        vals: np.ndarray,
+        new: list[tuple[int, Labels]],
+    ) -> asyncio.Future[None]:
+        """Validate and apply synchronously; the returned future resolves at fsync.
+
+        The whole batch is rejected (nothing applied) on the first invalid
+        sample, as Prometheus' remote-write handler rolls back its appender.
+        """
+        t = self._tenant(tenant)
+        if new and len(t.by_labels) + len(new) > self.limits.max_series_per_tenant:
+            raise SeriesLimitExceeded(
+                f"per-tenant series limit of {self.limits.max_series_per_tenant} exceeded "
+                f"(tenant {tenant!r} has {len(t.by_labels)}, request adds {len(new)})"
+            )
+        if new:
+            self._grow(new[-1][0] + 1)
+        s, tt, v = self._validate(sids, ts, vals, new)
+        for sid, lbl in new:
+            self._register(sid, tenant, lbl)
+        payload = _encode_samples(tenant, new, s, tt, v)
+        fut = self.wal.enqueue(REC_SAMPLES, payload)
+        self._apply_samples(s, tt, v)
+        return fut
+
+    def _validate(
+        self, sids: np.ndarray, ts: np.ndarray, vals: np.ndarray, new: list[tuple[int, Labels]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        order = np.argsort(sids, kind="stable")
+        s, t, v = sids[order], ts[order].astype(np.int64, copy=False), vals[order].astype(np.float64, copy=False)
+        if not len(s):
+            return s, t, v
+        bits = v.view(np.uint64)
+        same = s[1:] == s[:-1]
+        dt = t[1:] - t[:-1]
+        back = np.flatnonzero(same & (dt < 0))
+        if len(back):
+            i = int(back[0]) + 1
+            self._reject(OutOfOrderSample, "out of order sample", s[i], t[i], new)
+        dup = same & (dt == 0)
+        keep = np.ones(len(s), dtype=bool)
+        if dup.any():
+            clash = np.flatnonzero(dup & (bits[1:] != bits[:-1]))
+            if len(clash):
+                i = int(clash[0]) + 1
+                self._reject(DuplicateSample, "duplicate sample for timestamp", s[i], t[i], new)
+            keep[1:][dup] = False
+        first = np.concatenate([[True], ~same])
+        fi = np.flatnonzero(first)
+        fs = s[fi]
+        lt = self._last_ts[fs]
+        older = np.flatnonzero(t[fi] < lt)
+        if len(older):
+            i = int(fi[older[0]])
+            self._reject(OutOfOrderSample, "out of order sample", s[i], t[i], new)
+        eq = np.flatnonzero(t[fi] == lt)
+        if len(eq):
+            idx = fi[eq]
+            differ = bits[idx] != self._last_bits[s[idx]]
+            if differ.any():
+                i = int(idx[np.flatnonzero(differ)[0]])
+                self._reject(DuplicateSample, "duplicate sample for timestamp", s[i], t[i], new)
+            keep[idx] = False
+        if not keep.all():
+            s, t, v = s[keep], t[keep], v[keep]
+        return s, t, v
+
+    def _reject(
+        self, exc: type[Exception], what: str, sid: np.integer, ts: np.integer, new: list[tuple[int, Labels]]
+    ) -> None:
+        sid_i = int(sid)
+        labels = self._labels[sid_i] if sid_i < len(self._labels) else dict(new)[sid_i]
+        latest = int(self._last_ts[sid_i])
+        detail = f"; newest stored sample is at {latest}" if latest != _I64_MIN else ""
+        raise exc(f"{what} for series {format_labels(labels)} at timestamp {int(ts)}{detail}")
+
+    def _apply_samples(self, s: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+        if not len(s):
+            return
+        last = np.concatenate([s[1:] != s[:-1], [True]])
+        ls = s[last]
+        self._last_ts[ls] = t[last]
+        self._last_bits[ls] = v[last].view(np.uint64)
+        self._max_ts[ls] = np.maximum(self._max_ts[ls], t[last])
+        first = np.concatenate([[True], s[1:] != s[:-1]])
+        fs = s[first]
+        self._min_ts[fs] = np.minimum(self._min_ts[fs], t[first])
+        with self._head_lock:
+            if not self._chunks or self._head_samples == 0:
+                self._head_since = time.monotonic()
+            self._chunks.append(_Chunk(s, t, v))
+            self._head_samples += len(s)
+            if len(self._chunks) - self._frozen >= 64:
+                self._compact_locked()
+        self.samples_appended += len(s)
+        self._maybe_flush()
+
+    def _compact_locked(self) -> None:
+        tail = self._chunks[self._frozen :]
+        sid = np.concatenate([c.sid for c in tail])
+        order = np.argsort(sid, kind="stable")
+        merged = _Chunk(sid[order], np.concatenate([c.ts for c in tail])[order],
+                        np.concatenate([c.val for c in tail])[order])
+        self._chunks[self._frozen :] = [merged]
+
+    async def append_metadata(self, tenant: str, metadata: Sequence[MetricMetadata]) -> None:
+        t = self._tenant(tenant)
+        changed = [m for m in metadata if t.metadata.get(m.metric) != m]
+        if not changed:
+            return
+        for m in changed:
+            t.metadata[m.metric] = m
+        payload = json.dumps([tenant, [[m.metric, m.type, m.help, m.unit] for m in changed]]).encode()
+        await self.wal.enqueue(REC_METADATA, payload)
+
+    async def append_exemplars(self, tenant: str, exemplars: Sequence[Exemplar]) -> None:
+        if not exemplars:
+            return
+        self._tenant(tenant).exemplars.extend(exemplars)
+        payload = json.dumps(
+            [tenant, [[e.labels, e.exemplar_labels, e.ts, e.value] for e in exemplars]]
+        ).encode()
+        await self.wal.enqueue(REC_EXEMPLARS, payload)
+
+    def _apply_record(self, rtype: int, payload: bytes) -> None:
+        if rtype == REC_SAMPLES:
+            tenant, new, s, t, v = _decode_samples(payload)
+            for sid, lbl in new:
+                if sid == len(self._labels):
+                    self._register(sid, tenant, lbl)
+            self._apply_samples(s, t, v)
+        elif rtype == REC_METADATA:
+            tenant, items = json.loads(payload)
+            md = self._tenant(tenant).metadata
+            for metric, typ, help_, unit in items:
+                md[metric] = MetricMetadata(metric, typ, help_, unit)
+        elif rtype == REC_EXEMPLARS:
+            tenant, items = json.loads(payload)
+            ex = self._tenant(tenant).exemplars
+            for lbl, elbl, ts, value in items:
+                ex.append(Exemplar(_as_labels(lbl), _as_labels(elbl), int(ts), float(value)))
+
+    # -- flushing --------------------------------------------------------------
+
+    def _maybe_flush(self) -> None:
+        if self._head_samples < self.head_max_samples:
+            return
+        self._start_flush()
+
+    def _start_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # during replay; start() flushes later if needed
+            self._flush_task = loop.create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Move the head into DuckDB blocks and drop the WAL segments it covered."""
+        with self._head_lock:
+            if self._frozen:
+                return
+            self._frozen = len(self._chunks)
+            frozen = self._chunks[: self._frozen]
+        n_sids = len(self._labels)
+        if not frozen and n_sids == self._flushed_sids:
+            with self._head_lock:
+                self._frozen = 0
+            return
+        segment = await self.wal.rotate()
+        try:
+            await asyncio.to_thread(self._write_blocks, frozen, n_sids, segment)
+        except BaseException:
+            with self._head_lock:
+                self._frozen = 0
+            raise
+        self.wal.remove_before(segment)
+
+    def _write_blocks(self, frozen: list[_Chunk], n_sids: int, segment: int) -> None:
+        db = self.db
+        if frozen:
+            sid = np.concatenate([c.sid for c in frozen])
+            ts = np.concatenate([c.ts for c in frozen])
+            val = np.concatenate([c.val for c in frozen])
+            order = np.lexsort((ts, sid))
+            sid, ts, val = sid[order], ts[order], val[order]
+            block = ts // self.block_ms * self.block_ms
+        cur = db.cursor()
+        db.lock.acquire_write()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            self._write_new_series(cur, n_sids)
+            if frozen:
+                for b in np.unique(block):
+                    sel = block == b
+                    table = self._block_table(cur, int(b))
+                    tbl = pa.table({"sid": sid[sel], "ts": ts[sel], "val": val[sel]})
+                    cur.register("_flush_rows", tbl)
+                    cur.execute(f"INSERT INTO {table} SELECT sid, ts, val FROM _flush_rows")
+                    cur.unregister("_flush_rows")
+            self._write_metadata(cur)
+            cur.execute(
+                "INSERT OR REPLACE INTO metrics_meta VALUES ('wal_replay_from', ?)", [segment]
+            )
+            cur.execute("COMMIT")
+            with self._head_lock:
+                del self._chunks[: len(frozen)]
+                self._frozen = 0
+                self._head_samples = sum(len(c) for c in self._chunks)
+                self._head_since = time.monotonic()
+            self._flushed_sids = n_sids
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            db.lock.release_write()
+
+    def _write_new_series(self, cur: object, n_sids: int) -> None:
+        if n_sids <= self._flushed_sids:
+            return
+        rng = range(self._flushed_sids, n_sids)
+        tbl = pa.table({
+            "sid": pa.array(list(rng), pa.int64()),
+            "tenant": [self._tenant_of[i] for i in rng],
+            "labels": [_encode_labels(self._labels[i]).decode() for i in rng],
+        })
+        c = self.db.cursor()
+        c.register("_new_series", tbl)
+        c.execute("INSERT INTO metrics_series SELECT sid, tenant, labels FROM _new_series")
+        c.unregister("_new_series")
+
+    def _write_metadata(self, cur: object) -> None:
+        rows = [(tn, m.metric, m.type, m.help, m.unit) for tn, t in self._tenants.items() for m in t.metadata.values()]
+        c = self.db.cursor()
+        c.execute("DELETE FROM metrics_metadata")
+        if rows:
+            c.executemany("INSERT INTO metrics_metadata VALUES (?, ?, ?, ?, ?)", rows)
+
+    def _block_table(self, cur: object, block: int) -> str:
+        table = self._blocks.get(block)
+        if table is None:
+            table = f"metrics_samples_{block}"
+            self.db.cursor().execute(
+                f"CREATE TABLE IF NOT EXISTS {table} (sid BIGINT, ts BIGINT, val DOUBLE)"
+            )
+            self._blocks[block] = table
+        return table
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                if self._head_samples and time.monotonic() - self._head_since > self.head_max_age_s:
+                    self._start_flush()
+                await asyncio.to_thread(self.apply_retention, int(time.time() * 1000))
+            except Exception:
+                log.exception("metrics store maintenance failed")
+
+    def apply_retention(self, now_ms: int) -> list[str]:
+        """Drop block tables wholly older than the retention window."""
+        cutoff = now_ms - self.retention_ms
+        dropped = []
+        for block, table in sorted(self._blocks.items()):
+            if block + self.block_ms > cutoff:
+                continue
+            self.db.lock.acquire_write()
+            try:
+                self.db.cursor().execute(f"DROP TABLE IF EXISTS {table}")
+                del self._blocks[block]
+            finally:
+                self.db.lock.release_write()
+            dropped.append(table)
+        return dropped
+
+    # -- reading ---------------------------------------------------------------
+
+    def querier(self, tenant: str = "default") -> TenantQuerier:
+        return TenantQuerier(self, tenant)
+
+    def _candidate_sids(self, tenant: str, matchers: Sequence[Matcher], start: int, end: int) -> np.ndarray:
+        t = self._tenants.get(tenant)
+        if t is None:
+            return np.empty(0, dtype=np.int64)
+        sids = t.index.select(matchers)
+        if len(sids):
+            ok = (self._min_ts[sids] <= end) & (self._max_ts[sids] >= start)
+            sids = sids[ok]
+        return sids
+
+    def read(self, sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of ``sids`` in [start, end], sorted by (sid, ts)."""
+        if not len(sids):
+            e = np.empty(0, dtype=np.int64)
+            return e, e, np.empty(0, dtype=np.float64)
+        want = np.zeros(len(self._labels) + 1, dtype=bool)
+        want[sids] = True
+        parts_s: list[np.ndarray] = []
+        parts_t: list[np.ndarray] = []
+        parts_v: list[np.ndarray] = []
+        self.db.lock.acquire_read()
+        try:
+            with self._head_lock:
+                chunks = list(self._chunks)
+            blocks = [tb for b, tb in sorted(self._blocks.items()) if b <= end and b + self.block_ms > start]
+            if blocks:
+                self._read_blocks(blocks, sids, start, end, parts_s, parts_t, parts_v)
+        finally:
+            self.db.lock.release_read()
+        for c in chunks:
+            m = want[np.minimum(c.sid, len(want) - 1)] & (c.ts >= start) & (c.ts <= end)
+            if m.any():
+                parts_s.append(c.sid[m])
+                parts_t.append(c.ts[m])
+                parts_v.append(c.val[m])
+        if not parts_s:
+            e = np.empty(0, dtype=np.int64)
+            return e, e, np.empty(0, dtype=np.float64)
+        s = np.concatenate(parts_s)
+        t = np.concatenate(parts_t)
+        v = np.concatenate(parts_v)
+        if len(parts_s) > 1:
+            order = np.argsort(s, kind="stable")
+            s, t, v = s[order], t[order], v[order]
+        return s, t, v
+
+    def _read_blocks(
+        self,
+        blocks: list[str],
+        sids: np.ndarray,
+        start: int,
+        end: int,
+        ps: list[np.ndarray],
+        pt: list[np.ndarray],
+        pv: list[np.ndarray],
+    ) -> None:
+        cur = self.db.cursor()
+        cur.register("_want", pa.table({"sid": sids}))
+        try:
+            for table in blocks:
+                res = cur.execute(
+                    f"SELECT sid, ts, val FROM {table} WHERE ts BETWEEN ? AND ? "
+                    f"AND sid IN (SELECT sid FROM _want) ORDER BY sid, ts",
+                    [start, end],
+                ).fetchnumpy()
+                if len(res["sid"]):
+                    ps.append(np.asarray(res["sid"], dtype=np.int64))
+                    pt.append(np.asarray(res["ts"], dtype=np.int64))
+                    pv.append(np.asarray(res["val"], dtype=np.float64))
+        finally:
+            cur.unregister("_want")
+
+    def labels_of(self, sid: int) -> Labels:
+        return self._labels[sid]
+
+    def tenant_index(self, tenant: str) -> SeriesIndex | None:
+        t = self._tenants.get(tenant)
+        return t.index if t else None
+
+    def metadata(self, tenant: str) -> dict[str, MetricMetadata]:
+        t = self._tenants.get(tenant)
+        return dict(t.metadata) if t else {}
+
+    def exemplars(self, tenant: str) -> list[Exemplar]:
+        t = self._tenants.get(tenant)
+        return list(t.exemplars) if t else []
+
+    def num_series(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self._labels)
+        t = self._tenants.get(tenant)
+        return len(t.by_labels) if t else 0
+
+    @property
+    def head_samples(self) -> int:
+        return self._head_samples
+
+
+class TenantQuerier:
+    """The ``Querier`` protocol over one tenant of a ``MetricStore``."""
+
+    def __init__(self, store: MetricStore, tenant: str) -> None:
+        self.store = store
+        self.tenant = tenant
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesSamples]:
+        st = self.store
+        sids = st._candidate_sids(self.tenant, matchers, start_ms, end_ms)
+        s, t, v = st.read(sids, start_ms, end_ms)
+        if not len(s):
+            return []
+        cuts = np.flatnonzero(s[1:] != s[:-1]) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [len(s)]])
+        labels = st._labels
+        return [
+            SeriesSamples(labels[int(s[a])], t[a:b], v[a:b])
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+
+    def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
+        sids = self.store._candidate_sids(self.tenant, matchers, start_ms, end_ms)
+        return [self.store._labels[i] for i in sids.tolist()]
+
+    def label_names(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        names: set[str] = set()
+        for lbl in self.series(matchers, start_ms, end_ms):
+            names.update(k for k, _ in lbl)
+        return sorted(names)
+
+    def label_values(self, name: str, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[str]:
+        values: set[str] = set()
+        for lbl in self.series(matchers, start_ms, end_ms):
+            for k, v in lbl:
+                if k == name:
+                    values.add(v)
+                    break
+        return sorted(values)
+
+
+def _as_labels(raw: list[list[str]]) -> Labels:
+    return tuple((k, v) for k, v in raw)
+
+
+def _validate_labels(labels: Labels) -> None:
+    prev = ""
+    for i, (k, _v) in enumerate(labels):
+        if not k:
+            raise InvalidLabels(f"invalid label name \"\" in series {format_labels(labels)}")
+        if i and k <= prev:
+            raise InvalidLabels(f"duplicate label name {k!r} in series {format_labels(labels)}")
+        prev = k
+
+
+_HDR = struct.Struct("<HII")
+
+
+def _encode_samples(
+    tenant: str, new: list[tuple[int, Labels]], s: np.ndarray, t: np.ndarray, v: np.ndarray
+) -> bytes:
+    tb = tenant.encode()
+    series = json.dumps([[sid, lbl] for sid, lbl in new], separators=(",", ":")).encode() if new else b""
+    return b"".join([
+        _HDR.pack(len(tb), len(series), len(s)),
+        tb,
+        series,
+        s.astype(np.int64, copy=False).tobytes(),
+        t.astype(np.int64, copy=False).tobytes(),
+        v.astype(np.float64, copy=False).tobytes(),
+    ])
+
+
+def _decode_samples(
+    payload: bytes,
+) -> tuple[str, list[tuple[int, Labels]], np.ndarray, np.ndarray, np.ndarray]:
+    tl, sl, n = _HDR.unpack_from(payload, 0)
+    pos = _HDR.size
+    tenant = payload[pos : pos + tl].decode()
+    pos += tl
+    new: list[tuple[int, Labels]] = []
+    if sl:
+        new = [(int(sid), _as_labels(lbl)) for sid, lbl in json.loads(payload[pos : pos + sl])]
+    pos += sl
+    s = np.frombuffer(payload, dtype=np.int64, count=n, offset=pos)
+    pos += 8 * n
+    t = np.frombuffer(payload, dtype=np.int64, count=n, offset=pos)
+    pos += 8 * n
+    v = np.frombuffer(payload, dtype=np.float64, count=n, offset=pos)
+    return tenant, new, s, t, v

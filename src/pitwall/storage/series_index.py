@@ -1,0 +1,110 @@
+"""In-memory inverted index of one tenant's series: label pair -> series ids.
+
+Series ids (sids) are global, dense, increasing integers, so posting lists
+stay sorted by construction and set operations are numpy merges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from pitwall.metrics.model import Labels, Matcher, MatchType
+
+_EMPTY = np.empty(0, dtype=np.int64)
+
+
+class _Postings:
+    """An append-only sorted sid list with a cached numpy view."""
+
+    __slots__ = ("_arr", "_list")
+
+    def __init__(self) -> None:
+        self._list: list[int] = []
+        self._arr: np.ndarray = _EMPTY
+
+    def add(self, sid: int) -> None:
+        self._list.append(sid)
+
+    def array(self) -> np.ndarray:
+        if len(self._arr) != len(self._list):
+            self._arr = np.fromiter(self._list, dtype=np.int64, count=len(self._list))
+        return self._arr
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+
+class SeriesIndex:
+    """Label-pair postings for one tenant."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, dict[str, _Postings]] = {}
+        self._all = _Postings()
+
+    def add(self, sid: int, labels: Labels) -> None:
+        self._all.add(sid)
+        for name, value in labels:
+            values = self._by_name.get(name)
+            if values is None:
+                values = self._by_name[name] = {}
+            p = values.get(value)
+            if p is None:
+                p = values[value] = _Postings()
+            p.add(sid)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def all_sids(self) -> np.ndarray:
+        return self._all.array()
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+    def values(self, name: str) -> list[str]:
+        return sorted(self._by_name.get(name, {}))
+
+    def _union(self, postings: Iterable[_Postings]) -> np.ndarray:
+        arrays = [p.array() for p in postings]
+        if not arrays:
+            return _EMPTY
+        if len(arrays) == 1:
+            return arrays[0]
+        return np.unique(np.concatenate(arrays))
+
+    def _matching(self, m: Matcher) -> np.ndarray:
+        """Sids whose value for ``m.name`` is non-empty and matches ``m``."""
+        values = self._by_name.get(m.name, {})
+        if m.type is MatchType.EQUAL:
+            p = values.get(m.value)
+            return p.array() if p is not None else _EMPTY
+        return self._union(p for v, p in values.items() if m.matches(v))
+
+    def _not_matching(self, m: Matcher) -> np.ndarray:
+        """Sids that have label ``m.name`` with a value that fails ``m``."""
+        values = self._by_name.get(m.name, {})
+        return self._union(p for v, p in values.items() if not m.matches(v))
+
+    def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
+        """Sorted sids of series matching every matcher (Prometheus semantics:
+        an absent label has the empty value)."""
+        positive = [m for m in matchers if not m.matches_empty()]
+        negative = [m for m in matchers if m.matches_empty()]
+        if positive:
+            sets = sorted((self._matching(m) for m in positive), key=len)
+            result = sets[0]
+            for s in sets[1:]:
+                if not len(result):
+                    break
+                result = np.intersect1d(result, s, assume_unique=True)
+        else:
+            result = self.all_sids()
+        for m in negative:
+            if not len(result):
+                break
+            bad = self._not_matching(m)
+            if len(bad):
+                result = np.setdiff1d(result, bad, assume_unique=True)
+        return result

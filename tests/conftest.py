@@ -1,0 +1,115 @@
+"""Shared fixtures: settings with small limits, an in-process client, a live server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from pitwall.config import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        data_dir=tmp_path / "data",
+        listen="127.0.0.1:0",
+        limits={"max_series_per_request": 1000, "max_request_bytes": 1 << 20},
+        storage={"fsync": False},
+    )
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client over the ASGI app, with its lifespan entered."""
+    from pitwall.server import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pitwall") as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+class LiveServer:
+    """uvicorn in a thread on a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from pitwall.server import create_app
+
+        app = create_app(self.settings)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        wait_ready(self.url)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    s = load_settings(data_dir=tmp_path / "live", listen="127.0.0.1:0", storage={"fsync": False})
+    srv = LiveServer(s)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path | None = None) -> subprocess.Popen[bytes]:
+    """The real CLI in a subprocess (for kill -9 crash tests)."""
+    cmd = [sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(data_dir),
+           "--listen", f"127.0.0.1:{port}", *extra]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pitwall.metrics.model import Labels, Matcher
+from pitwall.storage.series_index import SeriesIndex
+
+
+def _idx() -> tuple[SeriesIndex, list[Labels]]:
+    series: list[Labels] = [
+        (("__name__", "up"), ("instance", "a"), ("job", "api")),
+        (("__name__", "up"), ("instance", "b"), ("job", "api")),
+        (("__name__", "up"), ("instance", "c"), ("job", "db")),
+        (("__name__", "http_total"), ("job", "api"), ("path", "/x")),
+        (("__name__", "http_total"), ("job", "api")),
+    ]
+    idx = SeriesIndex()
+    for i, s in enumerate(series):
+        idx.add(i, s)
+    return idx, series
+
+
+def test_equality_and_regex() -> None:
+    idx, _ = _idx()
+    assert idx.select([Matcher.of("=", "__name__", "up")]).tolist() == [0, 1, 2]
+    assert idx.select([Matcher.of("=", "__name__", "up"), Matcher.of("=~", "job", "a.*")]).tolist() == [0, 1]
+    assert idx.select([Matcher.of("=~", "instance", "a|c")]).tolist() == [0, 2]
+
+
+def test_regex_is_anchored() -> None:
+    idx, _ = _idx()
+    assert idx.select([Matcher.of("=~", "job", "ap")]).tolist() == []
+
+
+def test_negative_and_empty_matchers() -> None:
+    idx, _ = _idx()
+    # path="" selects series without a path label, as in Prometheus.
+    assert idx.select([Matcher.of("=", "__name__", "http_total"), Matcher.of("=", "path", "")]).tolist() == [4]
+    assert idx.select([Matcher.of("!=", "job", "api")]).tolist() == [2]
+    assert idx.select([Matcher.of("!~", "instance", "a|b")]).tolist() == [2, 3, 4]
+    assert idx.select([Matcher.of("=~", "path", ".+")]).tolist() == [3]
+
+
+def test_names_and_values() -> None:
+    idx, _ = _idx()
+    assert idx.names() == ["__name__", "instance", "job", "path"]
+    assert idx.values("job") == ["api", "db"]
