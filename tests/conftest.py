@@ -112,4 +112,5 @@ def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path |
     if config is not None:
         cmd += ["--config", str(config)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(data_dir.parent / f"pitwall-{port}.log", "ab") as log:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)

@@ -64,9 +64,12 @@ class GlobalSettings(_Section):
     external_labels: dict[str, str] = Field(default_factory=dict)
 
 
+Scope = Literal["read", "write", "admin"]
+
+
 class AuthToken(_Section):
     token: str = Field(min_length=16)
-    scopes: list[Literal["read", "write", "admin"]] = Field(default_factory=lambda: ["read"])
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
     name: str = ""
 
 
@@ -95,7 +98,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        host, port = split_listen(self.listen)
+        host, _port = split_listen(self.listen)
         if not self.insecure and not self.auth_tokens and not _is_loopback(host):
             raise ValueError(
                 f"listen: refusing to listen on non-loopback address {host!r} without auth_tokens; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
@@ -43,8 +43,10 @@ _PROM_TYPES = {"too_large": "bad_data", "overloaded": "unavailable", "unauthoriz
 
 
 def status_of(err: PitwallError) -> int:
-    if isinstance(err, Overloaded):
-        return err.status
+    """The HTTP status: an error's own ``status`` (e.g. 415, 503) or its kind's."""
+    own = getattr(err, "status", None)
+    if isinstance(own, int):
+        return own
     return STATUS.get(err.kind, 500)
 
 
@@ -62,14 +64,14 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
             "errorType": _PROM_TYPES.get(err.kind, err.kind),
             "error": err.message,
         }
-        return Response(json.dumps(body), status, headers, media_type="application/json")
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
     if fmt == "otlp":
         # OTLP/HTTP: a google.rpc.Status; JSON is accepted by every SDK's error logging.
         body = {"code": _grpc_code(status), "message": err.message}
-        return Response(json.dumps(body), status, headers, media_type="application/json")
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
-        return Response(json.dumps(body), status, headers, media_type="application/json")
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
     return Response(err.message + "\n", status, headers, media_type="text/plain; charset=utf-8")
 
 
@@ -89,7 +91,7 @@ def _route_class(fmt: ErrorFormat) -> type[APIRoute]:
     class FormattedRoute(APIRoute):
         error_format: ErrorFormat = fmt
 
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:

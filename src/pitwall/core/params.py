@@ -45,14 +45,14 @@ def parse_time_ms(text: str) -> int:
     else:
         if math.isnan(f) or math.isinf(f):
             raise BadData(f'cannot parse "{text}" to a valid timestamp')
-        return int(round(f * 1000))
+        return round(f * 1000)
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise BadData(f'cannot parse "{text}" to a valid timestamp') from None
     if dt.tzinfo is None:
         raise BadData(f'cannot parse "{text}" to a valid timestamp')
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 def parse_duration_param_ms(text: str) -> int:
@@ -68,4 +68,4 @@ def parse_duration_param_ms(text: str) -> int:
         raise BadData(f'cannot parse "{text}" to a valid duration')
     if f * 1000 > 2**62:
         raise BadData(f'cannot parse "{text}" to a valid duration. It overflows int64')
-    return int(round(f * 1000))
+    return round(f * 1000)

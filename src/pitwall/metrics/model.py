@@ -11,7 +11,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -32,7 +32,8 @@ def is_stale(value: float) -> bool:
 
 def stale_mask(values: np.ndarray) -> np.ndarray:
     """Boolean mask of staleness markers in a float64 array."""
-    return values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    mask: np.ndarray = values.view(np.uint64) == np.uint64(STALE_NAN_BITS)
+    return mask
 
 
 def labels_from_dict(d: dict[str, str]) -> Labels:
@@ -69,7 +70,7 @@ def format_labels(labels: Labels) -> str:
     return f"{name}{{{rest}}}"
 
 
-class MatchType(str, Enum):
+class MatchType(StrEnum):
     EQUAL = "="
     NOT_EQUAL = "!="
     REGEX = "=~"

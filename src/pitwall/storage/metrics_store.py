@@ -162,7 +162,8 @@ class MetricStore:
         for (tname,) in db.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_samples_%'"
         ).fetchall():
-            self._blocks[int(tname.rsplit("_", 1)[1])] = tname
+            suffix = tname.rsplit("_", 1)[1]
+            self._blocks[-int(suffix[1:]) if suffix.startswith("n") else int(suffix)] = tname
         self._load_series_bounds()
         got = db.execute("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'").fetchone()
         replay_from = int(got[0]) if got else 0
@@ -492,7 +493,7 @@ class MetricStore:
     def _block_table(self, cur: object, block: int) -> str:
         table = self._blocks.get(block)
         if table is None:
-            table = f"metrics_samples_{block}"
+            table = f"metrics_samples_{block}" if block >= 0 else f"metrics_samples_n{-block}"
             self.db.cursor().execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (sid BIGINT, ts BIGINT, val DOUBLE)"
             )

@@ -20,6 +20,13 @@ from pitwall.metrics.ingest import prompb
 from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, format_labels
 from pitwall.storage.metrics_store import MetricStore
 
+try:
+    from pitwall import _rwdecode  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: the upb path below serves
+    _rwdecode = None
+
+_NATIVE_FALLBACK = 2 | 4  # exemplars/histograms present, or labels not contiguous
+
 
 class RemoteWriteIngester:
     """Decodes, validates and durably stores remote-write requests."""
@@ -37,7 +44,7 @@ class RemoteWriteIngester:
         try:
             n = cramjam.snappy.decompress_raw_len(body)
         except Exception as e:
-            raise BadData(f"snappy: corrupt input: {e}") from e
+            raise BadData(f"snappy: {e}") from e
         if n > self.limits.max_decompressed_bytes:
             raise RequestTooLarge(
                 f"decompressed body of {n} bytes exceeds the limit of {self.limits.max_decompressed_bytes}"
@@ -45,11 +52,75 @@ class RemoteWriteIngester:
         try:
             return bytes(cramjam.snappy.decompress_raw(body))
         except Exception as e:
-            raise BadData(f"snappy: corrupt input: {e}") from e
+            raise BadData(f"snappy: {e}") from e
 
     async def write(self, tenant: str, body: bytes) -> int:
         """Store one request; returns the number of samples written."""
         raw = self.decompress(body)
+        if _rwdecode is not None:
+            try:
+                decoded = _rwdecode.decode(raw)
+            except ValueError as e:
+                raise BadData(f"proto: cannot parse request body: {e}") from e
+            if not decoded[4] & _NATIVE_FALLBACK:
+                return await self._write_native(tenant, raw, decoded)
+        return await self._write_upb(tenant, raw)
+
+    async def _write_native(self, tenant: str, raw: bytes, decoded: tuple[bytes, bytes, bytes, bytes, int]) -> int:
+        span_b, count_b, ts_b, val_b, flags = decoded
+        spans = np.frombuffer(span_b, dtype=np.int64).reshape(-1, 2)
+        counts = np.frombuffer(count_b, dtype=np.int64)
+        lim = self.limits
+        if len(counts) > lim.max_series_per_request:
+            raise RequestTooLarge(
+                f"request has {len(counts)} series, more than the limit of {lim.max_series_per_request}"
+            )
+        if len(ts_b) // 8 > lim.max_samples_per_request:
+            raise RequestTooLarge(
+                f"request has {len(ts_b) // 8} samples, more than the limit of {lim.max_samples_per_request}"
+            )
+        cache = self._cache.setdefault(tenant, {})
+        get = cache.get
+        per_series = np.empty(len(counts), dtype=np.int64)
+        misses: dict[bytes, Labels] = {}
+        miss_pos: list[tuple[int, bytes]] = []
+        mv = memoryview(raw)
+        for i, (a, b) in enumerate(spans.tolist()):
+            key = bytes(mv[a:b])
+            sid = get(key)
+            if sid is None:
+                if key not in misses:
+                    misses[key] = self._decode_labels(_split_labels(key))
+                miss_pos.append((i, key))
+                sid = -1
+            per_series[i] = sid
+        new, new_keys = self._resolve_misses(tenant, misses, miss_pos, per_series)
+        fut = self.store.commit(
+            tenant, np.repeat(per_series, counts), np.frombuffer(ts_b, dtype=np.int64),
+            np.frombuffer(val_b, dtype=np.float64), new,
+        )
+        for key, sid in new_keys:
+            cache[key] = sid
+        if flags & 1:
+            req = prompb.FastWriteRequest()
+            req.ParseFromString(raw)
+            await self.store.append_metadata(tenant, self._metadata(req))
+        await fut
+        return len(ts_b) // 8
+
+    def _resolve_misses(
+        self, tenant: str, misses: dict[bytes, Labels], miss_pos: list[tuple[int, bytes]], per_series: np.ndarray
+    ) -> tuple[list[tuple[int, Labels]], list[tuple[bytes, int]]]:
+        if not misses:
+            return [], []
+        keys = list(misses)
+        sids, new = self.store.resolve(tenant, [misses[k] for k in keys])
+        by_key = dict(zip(keys, sids.tolist(), strict=True))
+        for pos, key in miss_pos:
+            per_series[pos] = by_key[key]
+        return new, list(by_key.items())
+
+    async def _write_upb(self, tenant: str, raw: bytes) -> int:
         req = prompb.FastWriteRequest()
         try:
             req.ParseFromString(raw)
@@ -98,15 +169,7 @@ class RemoteWriteIngester:
                 f"request has {len(ts_arr)} samples, more than the limit of {lim.max_samples_per_request}"
             )
         per_series = np.frombuffer(sid_arr, dtype=np.int64).copy()
-        new: list[tuple[int, Labels]] = []
-        new_keys: list[tuple[bytes, int]] = []
-        if misses:
-            keys = list(misses)
-            sids, new = self.store.resolve(tenant, [misses[k] for k in keys])
-            by_key = dict(zip(keys, sids.tolist(), strict=True))
-            for pos, key in miss_pos:
-                per_series[pos] = by_key[key]
-            new_keys = list(by_key.items())
+        new, new_keys = self._resolve_misses(tenant, misses, miss_pos, per_series)
         sids_rep = np.repeat(per_series, np.frombuffer(counts, dtype=np.int64))
         fut = self.store.commit(
             tenant, sids_rep, np.frombuffer(ts_arr, dtype=np.int64), np.frombuffer(val_arr, dtype=np.float64), new
@@ -122,6 +185,10 @@ class RemoteWriteIngester:
 
     def _decode_labels(self, raw_labels: list[bytes]) -> Labels:
         lim = self.limits
+        if len(raw_labels) > lim.max_labels_per_series:
+            raise RequestTooLarge(
+                f"series has {len(raw_labels)} labels, more than the limit of {lim.max_labels_per_series}"
+            )
         pairs: dict[str, str] = {}
         lbl = prompb.Label()
         for raw in raw_labels:
@@ -155,3 +222,22 @@ class RemoteWriteIngester:
             for m in req.metadata  # type: ignore[attr-defined]
             if m.metric_family_name
         ]
+
+
+def _split_labels(key: bytes) -> list[bytes]:
+    """The raw ``Label`` messages inside a run of TimeSeries field-1 records."""
+    out = []
+    pos = 0
+    while pos < len(key):
+        pos += 1  # tag 0x0a
+        length = shift = 0
+        while True:
+            c = key[pos]
+            pos += 1
+            length |= (c & 0x7F) << shift
+            if not c & 0x80:
+                break
+            shift += 7
+        out.append(key[pos : pos + length])
+        pos += length
+    return out

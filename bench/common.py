@@ -1,0 +1,105 @@
+"""Shared bench plumbing: start pitwall and Debian's prometheus side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_BENCH = REPO.parent / "shared" / "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(url)
+
+
+class Server:
+    """A server process with its data dir, for one bench run."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
+        self.kind = kind
+        self.dir = workdir / kind
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(self.dir / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+        if kind == "prometheus":
+            (self.dir / "prometheus.yml").write_text("global: {}\n")
+            cmd = ["prometheus", f"--config.file={self.dir / 'prometheus.yml'}",
+                   f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
+                   "--web.enable-remote-write-receiver", "--storage.tsdb.retention.time=100y",
+                   "--query.max-samples=50000000"]
+        else:
+            cmd = [sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(self.dir / "data"),
+                   "--listen", f"127.0.0.1:{self.port}", "--retention", "100y"]
+        env = dict(os.environ, PITWALL_LOG_LEVEL="warning")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
+        wait_ready(self.url, self.proc)
+
+    def rss_mib(self) -> tuple[float, float]:
+        """(current, peak) resident memory in MiB."""
+        cur = peak = 0.0
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+        return cur, peak
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in (self.dir / "data").rglob("*") if p.is_file())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def run_shared(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one of ../shared/bench's scripts with --json and return its result."""
+    out = subprocess.run(
+        [sys.executable, str(SHARED_BENCH / script), *args, "--json"],
+        capture_output=True, text=True, check=False, env=dict(os.environ, **(env or {})), timeout=3600,
+    )
+    if out.returncode not in (0, 1):
+        raise RuntimeError(f"{script} failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b else "n/a"

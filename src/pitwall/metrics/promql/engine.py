@@ -1,0 +1,174 @@
+"""The PromQL engine's public interface: ``Engine`` and ``QueryResult``."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pitwall.metrics.model import Labels
+from pitwall.metrics.promql.ast import parse
+from pitwall.metrics.promql.context import EvalContext
+from pitwall.metrics.promql.errors import PromQLEvalError
+from pitwall.metrics.promql.evaluator import Evaluator, finalize
+from pitwall.metrics.promql.format import format_float, format_seconds
+from pitwall.metrics.promql.values import RangeSamples, Scalar, StepVector, String
+from pitwall.metrics.store import Querier
+
+_TYPE_NAMES = {RangeSamples: "range vector", String: "string"}
+
+
+@dataclass
+class QueryResult:
+    """A query's answer.
+
+    ``vector``/``matrix``: ``series[i]`` has points ``timestamps[i]`` (int64 ms)
+    and ``values[i]`` (float64); a vector has one point per series, in the
+    engine's output order (which matters after ``sort``/``topk``); a matrix is
+    sorted by labels. ``scalar``: one series with empty labels and one point.
+    ``string``: ``string_value`` at ``timestamps[0][0]``.
+    """
+
+    result_type: str  # "vector" | "matrix" | "scalar" | "string"
+    series: list[Labels] = field(default_factory=list)
+    timestamps: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    string_value: str = ""
+    warnings: list[str] = field(default_factory=list)
+    infos: list[str] = field(default_factory=list)
+
+    def to_prometheus_data(self) -> dict[str, Any]:
+        """The ``data`` object of Prometheus' /api/v1/query(_range) response."""
+        rt = self.result_type
+        if rt == "string":
+            return {
+                "resultType": rt,
+                "result": [format_seconds(int(self.timestamps[0][0])), self.string_value],
+            }
+        if rt == "scalar":
+            t, v = int(self.timestamps[0][0]), float(self.values[0][0])
+            return {"resultType": rt, "result": [format_seconds(t), format_float(v)]}
+        out: list[dict[str, Any]] = []
+        for lb, ts, vals in zip(self.series, self.timestamps, self.values, strict=True):
+            points = [[format_seconds(int(t)), format_float(float(v))] for t, v in zip(ts, vals, strict=True)]
+            item: dict[str, Any] = {"metric": dict(lb)}
+            if rt == "vector":
+                item["value"] = points[0]
+            else:
+                item["values"] = points
+            out.append(item)
+        return {"resultType": rt, "result": out}
+
+
+class Engine:
+    """Evaluates PromQL over a Querier with Prometheus 3 semantics."""
+
+    def __init__(
+        self,
+        *,
+        lookback_delta_ms: int = 300_000,
+        max_samples: int = 50_000_000,
+        timeout_s: float = 120.0,
+        default_subquery_step_ms: int = 60_000,
+    ) -> None:
+        self.lookback_delta_ms = lookback_delta_ms
+        self.max_samples = max_samples
+        self.timeout_s = timeout_s
+        self.default_subquery_step_ms = default_subquery_step_ms
+
+    def _context(self, querier: Querier, start_ms: int, end_ms: int, step_ms: int = 0) -> EvalContext:
+        return EvalContext(
+            querier=querier,
+            lookback_ms=self.lookback_delta_ms,
+            max_samples=self.max_samples,
+            deadline=time.monotonic() + self.timeout_s,
+            default_step_ms=self.default_subquery_step_ms,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            step_ms=step_ms,
+            is_range=step_ms > 0,
+        )
+
+    def instant(self, querier: Querier, expr: str, time_ms: int) -> QueryResult:
+        """Evaluate ``expr`` at one instant."""
+        node = parse(expr)
+        ctx = self._context(querier, time_ms, time_ms)
+        ts = np.array([time_ms], dtype=np.int64)
+        value = Evaluator(ctx).eval(node, ts)
+        result = _instant_result(value, time_ms)
+        result.warnings = list(ctx.warnings)
+        result.infos = list(ctx.infos)
+        return result
+
+    def range(self, querier: Querier, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
+        """Evaluate ``expr`` at every step from ``start_ms`` to ``end_ms`` inclusive."""
+        if step_ms <= 0:
+            raise PromQLEvalError("zero or negative query resolution step widths are not accepted")
+        if end_ms < start_ms:
+            raise PromQLEvalError("end timestamp must not be before start time")
+        node = parse(expr)
+        ctx = self._context(querier, start_ms, end_ms, step_ms)
+        ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        value = Evaluator(ctx).eval(node, ts)
+        if isinstance(value, (RangeSamples, String)):
+            raise PromQLEvalError(
+                f'invalid expression type "{_TYPE_NAMES[type(value)]}" for range query, '
+                "must be Scalar or instant Vector"
+            )
+        if isinstance(value, Scalar):
+            value = StepVector([()], value.values[None, :], np.ones((1, ts.shape[0]), dtype=bool))
+        result = _matrix_result(finalize(value), ts)
+        result.warnings = list(ctx.warnings)
+        result.infos = list(ctx.infos)
+        return result
+
+
+def _instant_result(value: object, time_ms: int) -> QueryResult:
+    if isinstance(value, String):
+        return QueryResult("string", timestamps=[np.array([time_ms])], string_value=value.value)
+    if isinstance(value, Scalar):
+        return QueryResult("scalar", [()], [np.array([time_ms])], [value.values[:1].copy()])
+    if isinstance(value, RangeSamples):
+        return _range_vector_result(value)
+    assert isinstance(value, StepVector)
+    vec = finalize(value)
+    rows = np.nonzero(vec.present[:, 0])[0]
+    return QueryResult(
+        "vector",
+        [vec.labels[i] for i in rows],
+        [np.array([time_ms], dtype=np.int64) for _ in rows],
+        [vec.values[i, :1].copy() for i in rows],
+    )
+
+
+def _range_vector_result(rs: RangeSamples) -> QueryResult:
+    series: list[Labels] = []
+    ts: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    lbl = rs.labels
+    if rs.drop_name is not None:
+        from pitwall.metrics.model import without_name
+
+        lbl = [without_name(lb) if d else lb for lb, d in zip(rs.labels, rs.drop_name, strict=True)]
+    for i in sorted(range(rs.num_series), key=lambda i: lbl[i]):
+        lo, hi = int(rs.lo[i, 0]), int(rs.hi[i, 0])
+        if hi > lo:
+            series.append(lbl[i])
+            ts.append(rs.ts[lo:hi].copy())
+            vals.append(rs.values[lo:hi].copy())
+    return QueryResult("matrix", series, ts, vals)
+
+
+def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
+    series: list[Labels] = []
+    tss: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for i in sorted(range(vec.num_series), key=lambda i: vec.labels[i]):
+        mask = vec.present[i]
+        if mask.any():
+            series.append(vec.labels[i])
+            tss.append(ts[mask])
+            vals.append(vec.values[i][mask])
+    return QueryResult("matrix", series, tss, vals)
