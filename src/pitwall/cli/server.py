@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -31,6 +32,14 @@ def _settings(config: Path | None, data_dir: Path | None, listen: str | None, in
         raise typer.Exit(2) from None
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after draining; pitwall exits 0 instead, as Prometheus does."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests first."""
     from pitwall.server import create_app
@@ -53,7 +62,7 @@ def run(settings: Settings) -> None:
         limit_concurrency=1000,
         server_header=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     server.run()
     if not server.started:
         sys.exit(1)

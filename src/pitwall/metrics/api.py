@@ -8,25 +8,33 @@ envelope, ``[ts, "value"]`` pairs); errors use Prometheus' error envelope via
 from __future__ import annotations
 
 import json
+import os
 import platform
+import re
 import sys
 import time
+import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import promql_parser
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
-from pitwall.core.errors import BadData, NotFound
+from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget
 from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
+from pitwall.metrics.errors import RequestTooLarge
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
-from pitwall.metrics.model import Matcher, format_labels
+from pitwall.metrics.model import Matcher
 from pitwall.metrics.promql import Engine, parse_matchers
+from pitwall.metrics.promql.ast import parse as parse_promql
+from pitwall.metrics.promql.format import format_float
 from pitwall.storage.metrics_store import MetricStore
 
 MIN_TIME_MS = -(2**62) // 1000
@@ -48,6 +56,20 @@ class MetricsApiDeps:
     started_at: float
     flags: dict[str, str]
     targets: TargetsSource | None = None
+
+
+_H = TypeVar("_H", bound=Callable[..., Awaitable[Response]])
+
+
+def _get_post(r: APIRouter, path: str) -> Callable[[_H], _H]:
+    """Register a handler for GET and form POST, with distinct OpenAPI operation ids."""
+
+    def deco(fn: _H) -> _H:
+        for method in ("GET", "POST"):
+            r.add_api_route(path, fn, methods=[method], operation_id=f"{fn.__name__}_{method.lower()}")
+        return fn
+
+    return deco
 
 
 def _success(data: Any, warnings: list[str] | None = None, infos: list[str] | None = None) -> Response:
@@ -89,7 +111,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
     r = error_router("prometheus", tags=["prometheus"])
     engine, store = deps.engine, deps.store
 
-    @r.api_route("/api/v1/query", methods=["GET", "POST"])
+    @_get_post(r, "/api/v1/query")
     async def query(request: Request) -> Response:
         p = await all_params(request)
         expr = p.get("query")
@@ -101,7 +123,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         res = await run_in_threadpool(engine.instant, q, expr, at)
         return _success(res.to_prometheus_data(), res.warnings, res.infos)
 
-    @r.api_route("/api/v1/query_range", methods=["GET", "POST"])
+    @_get_post(r, "/api/v1/query_range")
     async def query_range(request: Request) -> Response:
         p = await all_params(request)
         expr = p.get("query")
@@ -129,7 +151,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         res = await run_in_threadpool(engine.range, q, expr, start, end, step)
         return _success(res.to_prometheus_data(), res.warnings, res.infos)
 
-    @r.api_route("/api/v1/series", methods=["GET", "POST"])
+    @_get_post(r, "/api/v1/series")
     async def series(request: Request) -> Response:
         p = await all_params(request)
         matches = p.getlist("match[]")
@@ -149,7 +171,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
             warnings.append("results truncated due to limit")
         return _success([dict(lbl) for lbl in out], warnings)
 
-    @r.api_route("/api/v1/labels", methods=["GET", "POST"])
+    @_get_post(r, "/api/v1/labels")
     async def labels(request: Request) -> Response:
         p = await all_params(request)
         start, end = _time_range(p)
@@ -173,6 +195,13 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
             values.update(q.label_values(name, ms, start, end))
         return _limited(sorted(values), _limit(p))
 
+    @_get_post(r, "/api/v1/format_query")
+    async def format_query(request: Request) -> Response:
+        p = await all_params(request)
+        expr = p.get("query") or ""
+        parse_promql(expr)  # raises the engine's parse error, as Prometheus does
+        return _success(promql_parser.parse(expr).prettify())
+
     @r.get("/api/v1/metadata")
     async def metadata(request: Request) -> Response:
         p = await all_params(request)
@@ -189,7 +218,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
             out[name] = [{"type": m.type, "help": m.help, "unit": m.unit}]
         return _success(out)
 
-    @r.api_route("/api/v1/query_exemplars", methods=["GET", "POST"])
+    @_get_post(r, "/api/v1/query_exemplars")
     async def query_exemplars(request: Request) -> Response:
         p = await all_params(request)
         expr = p.get("query")
@@ -203,7 +232,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         for e in store.exemplars(tenant_of(request)):
             if e.labels in wanted and start <= e.ts <= end:
                 groups.setdefault(e.labels, []).append(
-                    {"labels": dict(e.exemplar_labels), "value": _fmt(e.value), "timestamp": e.ts / 1000}
+                    {"labels": dict(e.exemplar_labels), "value": format_float(e.value), "timestamp": e.ts / 1000}
                 )
         data = [{"seriesLabels": dict(k), "exemplars": v} for k, v in sorted(groups.items())]
         return _success(data)
@@ -230,12 +259,12 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
     async def runtimeinfo() -> Response:
         return _success({
             "startTime": datetime.fromtimestamp(deps.started_at, UTC).isoformat().replace("+00:00", "Z"),
-            "CWD": str(__import__("os").getcwd()),
+            "CWD": str(os.getcwd()),
             "reloadConfigSuccess": True,
             "lastConfigTime": datetime.fromtimestamp(deps.started_at, UTC).isoformat().replace("+00:00", "Z"),
             "corruptionCount": 0,
             "goroutineCount": 0,
-            "GOMAXPROCS": __import__("os").cpu_count() or 1,
+            "GOMAXPROCS": os.cpu_count() or 1,
             "GOGC": "",
             "GODEBUG": "",
             "storageRetention": deps.flags.get("storage.tsdb.retention.time", ""),
@@ -271,8 +300,6 @@ def _selectors_of(expr: str) -> list[Matcher]:
     try:
         return parse_matchers(expr)
     except BadData:
-        import re
-
         m = re.search(r"[a-zA-Z_:][a-zA-Z0-9_:]*\s*(\{[^}]*\})?", expr)
         if not m:
             raise
@@ -281,16 +308,8 @@ def _selectors_of(expr: str) -> list[Matcher]:
 
 def _unescape_label(name: str) -> str:
     # Prometheus' UTF-8 escaping for label names in URL paths: U__ then _xx_ hex runes.
-    import re
-
     body = name[3:]
     return re.sub(r"_([0-9a-fA-F]+)_", lambda m: chr(int(m.group(1), 16)), body).replace("__", "_")
-
-
-def _fmt(v: float) -> str:
-    from pitwall.metrics.promql.format import format_float
-
-    return format_float(v)
 
 
 def ingest_router(deps: MetricsApiDeps) -> APIRouter:
@@ -313,9 +332,7 @@ def otlp_router(deps: MetricsApiDeps) -> APIRouter:
 
     @r.post("/v1/metrics")
     async def otlp_metrics(request: Request) -> Response:
-        ctype = request.headers.get("content-type", "application/x-protobuf").split(";")[0].strip()
-        if ctype not in ("application/x-protobuf", "application/json", "application/protobuf"):
-            raise BadData(f"unsupported content type {ctype!r}: use application/x-protobuf or application/json")
+        ctype = request.headers.get("content-type", "")
         body = await _read_body(request, deps)
         if request.headers.get("content-encoding", "").lower() == "gzip":
             body = _gunzip(body, deps)
@@ -329,7 +346,7 @@ def otlp_router(deps: MetricsApiDeps) -> APIRouter:
                 await deps.store.append_metadata(tenant, result.metadata)
             if result.exemplars:
                 await deps.store.append_exemplars(tenant, result.exemplars)
-        out_type = "application/json" if ctype == "application/json" else "application/x-protobuf"
+        out_type = "application/json" if ctype.split(";")[0].strip() == "application/json" else "application/x-protobuf"
         return Response(encode_response(result, out_type), media_type=out_type)
 
     return r
@@ -339,24 +356,18 @@ async def _read_body(request: Request, deps: MetricsApiDeps) -> bytes:
     limit = deps.remote_write.limits.max_request_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        from pitwall.metrics.errors import RequestTooLarge
-
         raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
     chunks = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            from pitwall.metrics.errors import RequestTooLarge
-
             raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 def _gunzip(body: bytes, deps: MetricsApiDeps) -> bytes:
-    import zlib
-
     limit = deps.remote_write.limits.max_decompressed_bytes
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
@@ -364,14 +375,8 @@ def _gunzip(body: bytes, deps: MetricsApiDeps) -> bytes:
     except zlib.error as e:
         raise BadData(f"invalid gzip body: {e}") from e
     if len(out) > limit:
-        from pitwall.metrics.errors import RequestTooLarge
-
         raise RequestTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
     return out
 
 
-def not_found(what: str) -> NotFound:
-    return NotFound(f"{what} not found")
-
-
-__all__ = ["MetricsApiDeps", "format_labels", "ingest_router", "otlp_router", "query_router"]
+__all__ = ["MetricsApiDeps", "ingest_router", "otlp_router", "query_router"]

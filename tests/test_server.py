@@ -1,0 +1,138 @@
+"""The server as scripts and operators use it: CLI flags, auth, TLS, signals."""
+
+from __future__ import annotations
+
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cramjam
+import httpx
+import pytest
+import yaml
+
+from pitwall.config import load_settings
+from pitwall.metrics.ingest import prompb
+from tests.conftest import LiveServer, free_port, start_pitwall_process, wait_ready
+
+READ = "r" * 20
+WRITE = "w" * 20
+ADMIN = "a" * 20
+
+
+def _body(name: str, t: int) -> bytes:
+    w = prompb.WriteRequest()
+    ts = w.timeseries.add()
+    lb = ts.labels.add()
+    lb.name, lb.value = "__name__", name
+    s = ts.samples.add()
+    s.timestamp, s.value = t, 1.0
+    return bytes(cramjam.snappy.compress_raw(w.SerializeToString()))
+
+
+def test_non_loopback_listen_refused_without_auth(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(tmp_path), "--listen", "0.0.0.0:0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    assert "refusing to listen on non-loopback address" in out.stderr
+
+
+def test_bearer_tokens_and_scopes(tmp_path: Path) -> None:
+    settings = load_settings(
+        data_dir=tmp_path / "d", listen="127.0.0.1:0", storage={"fsync": False},
+        auth_tokens=[{"token": READ, "scopes": ["read"]}, {"token": WRITE, "scopes": ["write"]},
+                     {"token": ADMIN, "scopes": ["admin"]}],
+    )
+    srv = LiveServer(settings)
+    srv.start()
+    try:
+        def h(tok: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tok}"}
+
+        q = srv.url + "/api/v1/query?query=1"
+        assert httpx.get(srv.url + "/-/healthy").status_code == 200
+        r = httpx.get(q)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert httpx.get(q, headers=h("x" * 20)).status_code == 401
+        assert httpx.get(q, headers=h(READ)).status_code == 200
+        body = _body("up", int(time.time() * 1000))
+        assert httpx.post(srv.url + "/api/v1/write", content=body, headers=h(READ)).status_code == 403
+        assert httpx.post(srv.url + "/api/v1/write", content=body, headers=h(WRITE)).status_code == 204
+        assert httpx.post(srv.url + "/-/reload", headers=h(WRITE)).status_code == 403
+        assert httpx.post(srv.url + "/-/reload", headers=h(ADMIN)).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"tls_cert_file": str(cert), "tls_key_file": str(key)}))
+    port = free_port()
+    proc = start_pitwall_process(tmp_path / "d", port, config=cfg)
+    ctx = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/-/ready", verify=ctx, timeout=1)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"scrape_configs": []}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "d"
+    proc = start_pitwall_process(data, port, config=cfg)
+    try:
+        wait_ready(url, proc=proc)
+        assert httpx.get(url + "/api/v1/targets").json()["data"]["activeTargets"] == []
+        cfg.write_text(yaml.safe_dump({"scrape_configs": [
+            {"job_name": "self", "scrape_interval": "1s", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]}))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while not httpx.get(url + "/api/v1/targets").json()["data"]["activeTargets"]:
+            assert time.monotonic() < deadline, "SIGHUP did not reload the scrape config"
+            time.sleep(0.2)
+        # A bad config is refused by /-/reload and the old one stays.
+        cfg.write_text("storage: {retention: nonsense}\n")
+        r = httpx.post(url + "/-/reload")
+        assert r.status_code == 500 and "storage.retention" in r.text
+        t = int(time.time() * 1000)
+        assert httpx.post(url + "/api/v1/write", content=_body("drained", t)).status_code == 204
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # A clean stop flushed the head: the WAL is empty and the sample is in DuckDB.
+    proc = start_pitwall_process(data, port)
+    try:
+        wait_ready(url, proc=proc)
+        r = httpx.get(url + "/api/v1/query", params={"query": "drained", "time": t / 1000}).json()
+        assert r["data"]["result"][0]["value"][1] == "1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
