@@ -7,6 +7,8 @@ from pathlib import Path
 import cramjam
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pitwall.core.errors import BadData
 from pitwall.core.limits import LimitsSettings
@@ -107,3 +109,33 @@ def test_native_decoder_matches_protobuf() -> None:
     labels = [remote_write._split_labels(raw[a:b]) for a, b in sp.tolist()]
     parsed = [dict((lb.name, lb.value) for lb in (prompb.Label.FromString(x) for x in ls)) for ls in labels]
     assert parsed == [{k: v for k, v in lbl.items()} for lbl, _ in series]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=400))
+def test_native_decoder_never_crashes_on_garbage(data: bytes) -> None:
+    if remote_write._rwdecode is None:
+        return
+    try:
+        spans, counts, ts, vals, _ = remote_write._rwdecode.decode(data)
+    except ValueError:
+        return
+    n = len(counts) // 8
+    sp = np.frombuffer(spans, dtype=np.int64).reshape(-1, 2)
+    assert sp.shape[0] == n
+    assert ((sp[:, 0] <= sp[:, 1]) & (sp[:, 1] <= len(data))).all()
+    assert len(ts) == len(vals) == 8 * int(np.frombuffer(counts, dtype=np.int64).sum())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_native_decoder_on_mutated_requests(data: st.DataObject) -> None:
+    if remote_write._rwdecode is None:
+        return
+    raw = bytearray(cramjam.snappy.decompress_raw(_request([({"__name__": "m", "a": "b"}, [(1, 2.0), (3, 4.0)])])))
+    for _ in range(data.draw(st.integers(1, 4))):
+        raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    try:
+        remote_write._rwdecode.decode(bytes(raw))
+    except ValueError:
+        pass

@@ -1,0 +1,53 @@
+"""`pitwall query` against a live server, as a person uses it in a terminal."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cramjam
+import httpx
+from typer.testing import CliRunner
+
+from pitwall.cli.main import app
+from pitwall.cli.query import parse_when
+from pitwall.metrics.ingest import prompb
+from tests.conftest import LiveServer
+
+
+def _push(url: str) -> None:
+    w = prompb.WriteRequest()
+    now = int(time.time() * 1000)
+    for job in ("api", "db"):
+        ts = w.timeseries.add()
+        for k, v in (("__name__", "up"), ("job", job)):
+            lb = ts.labels.add()
+            lb.name, lb.value = k, v
+        s = ts.samples.add()
+        s.timestamp, s.value = now - 1000, 1.0
+    r = httpx.post(url + "/api/v1/write", content=bytes(cramjam.snappy.compress_raw(w.SerializeToString())))
+    assert r.status_code == 204
+
+
+def test_query_table_and_json(live_server: LiveServer) -> None:
+    _push(live_server.url)
+    runner = CliRunner()
+    out = runner.invoke(app, ["query", "--server", live_server.url, "up"])
+    assert out.exit_code == 0, out.output
+    assert 'up{job="api"}' in out.output and 'up{job="db"}' in out.output
+    out = runner.invoke(app, ["query", "--server", live_server.url, "--output", "json", "count(up)"])
+    assert json.loads(out.output)["result"][0]["value"][1] == "2"
+    out = runner.invoke(app, ["query", "--server", live_server.url, "--range", "--start", "-5m", "--step", "1m", "up"])
+    assert out.exit_code == 0 and "points" in out.output
+
+
+def test_query_error_is_reported(live_server: LiveServer) -> None:
+    out = CliRunner().invoke(app, ["query", "--server", live_server.url, "sum(up"])
+    assert out.exit_code == 1
+    assert "bad_data" in out.output and "parse error" in out.output
+
+
+def test_parse_when() -> None:
+    assert parse_when("now", now=1000.0) == 1000.0
+    assert parse_when("-1h", now=10_000.0) == 6400.0
+    assert parse_when("2026-01-01T00:00:00Z") == 1767225600.0
