@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager
+PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch
 
 .PHONY: demo server test lint typecheck pytest bench peers venv clean
 

@@ -1,5 +1,10 @@
 """Errors mapped once: error kind -> HTTP status, rendered per wire format.
 
+Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
+``text`` (plain text: Prometheus remote write, Loki, Zipkin), ``otlp``
+(google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
+declares), ``native`` (pitwall's own ``{"error": {...}}``).
+
 Routers declare their wire format when created (``error_router("prometheus")``);
 a custom route class catches every ``PitwallError`` (and FastAPI's own
 validation errors) raised while handling a request and renders it in that
@@ -21,7 +26,7 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 
 log = logging.getLogger(__name__)
 
-ErrorFormat = Literal["prometheus", "text", "otlp", "native"]
+ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -69,6 +74,9 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
         # OTLP/HTTP: a google.rpc.Status; JSON is accepted by every SDK's error logging.
         body = {"code": _grpc_code(status), "message": err.message}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
+    if fmt == "alertmanager":
+        # Alertmanager API v2 declares its error responses as a JSON string.
+        return Response(json.dumps(err.message), status, headers, media_type="application/json")
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")

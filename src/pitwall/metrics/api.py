@@ -7,6 +7,7 @@ envelope, ``[ts, "value"]`` pairs); errors use Prometheus' error envelope via
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -14,7 +15,7 @@ import re
 import sys
 import time
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -32,7 +33,7 @@ from pitwall.metrics.errors import RequestTooLarge
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.model import Matcher
-from pitwall.metrics.promql import Engine, parse_matchers
+from pitwall.metrics.promql import Engine, PromQLParseError, parse_matchers
 from pitwall.metrics.promql.ast import parse as parse_promql
 from pitwall.metrics.promql.format import format_float
 from pitwall.storage.metrics_store import MetricStore
@@ -120,7 +121,8 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
                           "invalid parameter \"query\": no query provided")
         at = parse_time_ms(p["time"]) if p.get("time") else int(time.time() * 1000)
         q = store.querier(tenant_of(request))
-        res = await run_in_threadpool(engine.instant, q, expr, at)
+        with _query_param_errors():
+            res = await run_in_threadpool(engine.instant, q, expr, at)
         return _success(res.to_prometheus_data(), res.warnings, res.infos)
 
     @_get_post(r, "/api/v1/query_range")
@@ -148,7 +150,8 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
                 "Try decreasing the query resolution (?step=XX)"
             )
         q = store.querier(tenant_of(request))
-        res = await run_in_threadpool(engine.range, q, expr, start, end, step)
+        with _query_param_errors():
+            res = await run_in_threadpool(engine.range, q, expr, start, end, step)
         return _success(res.to_prometheus_data(), res.warnings, res.infos)
 
     @_get_post(r, "/api/v1/series")
@@ -286,6 +289,15 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         })
 
     return r
+
+
+@contextlib.contextmanager
+def _query_param_errors() -> Iterator[None]:
+    """Prometheus prefixes parse errors of the query parameter with its name."""
+    try:
+        yield
+    except PromQLParseError as e:
+        raise BadData(f'invalid parameter "query": {e.message}') from e
 
 
 def _limited(items: list[str], limit: int) -> Response:

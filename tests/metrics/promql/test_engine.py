@@ -166,3 +166,69 @@ def test_inline_regex_flags_are_scoped() -> None:
     ms = parse_matchers('up{job=~"a((?i)BC)"}')
     assert ms[1].matches("abc")
     assert not ms[1].matches("Abc")
+
+
+# Bad queries and the messages we give, each checked against what Debian's
+# Prometheus 2.42 answers for the same query (same wording in 3.x).
+PARSE_ERRORS = [
+    ("sum(", "1:5: parse error: unclosed left parenthesis"),
+    ("foo{", "1:5: parse error: unexpected end of input inside braces"),
+    ("foo +", "1:6: parse error: unexpected end of input"),
+    ("1 +* 2", "1:4: parse error: unexpected <op:*>"),
+    ("foo[5m", "1:7: parse error: unclosed left bracket"),
+    ("sum by (a) b", '1:12: parse error: unexpected identifier "b" in aggregation'),
+    ("sum without (a b) (x)", '1:16: parse error: unexpected identifier "b" in grouping opts, expected "," or ")"'),
+    ("}", "1:1: parse error: unexpected character: '}'"),
+    ("foo)", "1:5: parse error: unexpected right parenthesis ')'"),
+    ("rate(foo)", '1:6: parse error: expected type range vector in call to function "rate", got instant vector'),
+    ("topk(a, b)", "1:6: parse error: expected type scalar in aggregation parameter, got instant vector"),
+    ("sum(abs(1, 2))", '1:5: parse error: expected 1 argument(s) in call to "abs", got 2'),
+    ("foo offset", "1:11: parse error: unexpected end of input in offset, expected duration"),
+    ('"a" + 1', "1:1: parse error: binary expression must contain only scalar and instant vector types"),
+    ("nonexistent_fn(foo)", '1:1: parse error: unknown function with name "nonexistent_fn"'),
+    ("foo @ bar", '1:7: parse error: unexpected identifier "bar" in @, expected timestamp'),
+    ("rate(foo[5m:1m:2m])", "1:15: parse error: unexpected colon ':'"),
+    ("{}", "1:1: parse error: vector selector must contain at least one non-empty matcher"),
+    ("foo and 1", '1:1: parse error: set operator "and" not allowed in binary scalar expression'),
+    ("foo bar", '1:5: parse error: unexpected identifier "bar"'),
+    ("1 2", '1:3: parse error: unexpected number "2"'),
+    ("sum(foo) by", '1:12: parse error: unexpected end of input in grouping opts, expected "("'),
+]
+
+
+@pytest.mark.parametrize(("query", "message"), PARSE_ERRORS, ids=[q for q, _ in PARSE_ERRORS])
+def test_parse_error_messages_match_prometheus(query: str, message: str) -> None:
+    with pytest.raises(PromQLParseError) as ei:
+        Engine().instant(_querier(), query, 0)
+    assert ei.value.message == message
+
+
+def test_smoothing_factor_error_is_execution_error() -> None:
+    # Prometheus answers 422 "execution" for a factor outside (0, 1).
+    with pytest.raises(ExecutionError) as ei:
+        Engine().instant(_querier(), "double_exponential_smoothing(http_requests_total[5m], 1, 0.5)", 600_000)
+    assert not isinstance(ei.value, BadData)
+    assert ei.value.message == "invalid smoothing factor. Expected: 0 < sf < 1, got: 1.000000"
+
+
+def test_fill_modifiers_fill_missing_sides() -> None:
+    q = _querier()
+    q.add((("__name__", "other"), ("job", "api")), 0, 100.0)
+    q.add((("__name__", "other"), ("job", "db")), 0, 7.0)
+    res = Engine().instant(q, "http_requests_total + fill(0) other", 0)
+    got = {dict(lb)["job"]: float(v[0]) for lb, v in zip(res.series, res.values, strict=True)}
+    assert got == {"api": 100.0, "web": 0.0, "db": 7.0}
+    res = Engine().instant(q, "http_requests_total + fill_right(1) other", 0)
+    got = {dict(lb)["job"]: float(v[0]) for lb, v in zip(res.series, res.values, strict=True)}
+    assert got == {"api": 100.0, "web": 1.0}
+
+
+def test_info_adds_target_info_labels() -> None:
+    q = MemoryQuerier()
+    q.add((("__name__", "up"), ("instance", "a"), ("job", "j")), 0, 1.0)
+    q.add((("__name__", "target_info"), ("instance", "a"), ("job", "j"), ("region", "eu")), 0, 1.0)
+    res = Engine().instant(q, "info(up)", 0)
+    assert res.series == [(("__name__", "up"), ("instance", "a"), ("job", "j"), ("region", "eu"))]
+    res = Engine().instant(q, 'info(up, {region=~".*"})', 0)
+    assert res.series == [(("__name__", "up"), ("instance", "a"), ("job", "j"), ("region", "eu"))]
+    assert Engine().instant(q, 'info(up, {zone=~".+"})', 0).series == []

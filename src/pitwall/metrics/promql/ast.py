@@ -20,7 +20,7 @@ from typing import Any
 import promql_parser as pp
 
 from pitwall.metrics.model import Matcher, MatchType
-from pitwall.metrics.promql.errors import PromQLParseError
+from pitwall.metrics.promql.errors import PromQLParseError, parse_error
 
 Pos = tuple[int, int]
 
@@ -290,7 +290,7 @@ class _Converter:
         else:
             self.scan.cursor -= 1
             self.scan.skip_braces()
-        ms = tuple(self.matcher(m) for m in e.matchers.matchers)
+        ms = tuple(self.matcher(m) for m in e.matchers.matchers if str(m.name) != _INFO_PLACEHOLDER)
         ors = tuple(tuple(self.matcher(m) for m in grp) for grp in e.matchers.or_matchers)
         if name:
             ms = (Matcher.of(MatchType.EQUAL, "__name__", name), *ms)
@@ -403,13 +403,45 @@ def _group_end(s: str, i: int) -> int:
     return len(s)
 
 
-def _error_position(text: str, msg: str) -> str:
-    """Prometheus prefixes parse errors with ``line:col``; we know it only at end of input."""
-    if "end of input" in msg or "unclosed" in msg:
-        line = text.count("\n") + 1
-        col = len(text) - (text.rfind("\n") + 1) + 1
-        return f"{line}:{col}: "
-    return ""
+# info()'s second argument is a label selector whose matchers may all match the
+# empty string (``{data=~".*"}``), which promql-parser rejects for any vector
+# selector. Such an argument is parsed with this never-empty matcher added,
+# which the converter then removes again.
+_INFO_PLACEHOLDER = "__pitwall_info_selector__"
+_EMPTY_SELECTOR = "vector selector must contain at least one non-empty matcher"
+
+
+def _with_info_placeholders(text: str) -> str | None:
+    """``text`` with the placeholder matcher added to each info() label selector."""
+    out = text
+    changed = False
+    for m in reversed(list(re.finditer(r"\binfo\s*\(", text))):
+        masked = _Scanner(text).masked
+        depth = 0
+        i = m.end()
+        comma = -1
+        while i < len(masked):
+            ch = masked[i]
+            if ch in "([{":
+                depth += 1
+            elif ch in ")]}":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif ch == "," and depth == 0:
+                comma = i
+                break
+            i += 1
+        if comma < 0:
+            continue
+        open_ = masked.find("{", comma)
+        close = masked.find("}", open_)
+        if open_ < 0 or close < 0 or masked[comma + 1 : open_].strip() or not masked[open_ + 1 : close].strip():
+            continue
+        inner = out[open_ + 1 : close].rstrip().rstrip(",")
+        out = f'{out[: open_ + 1]}{inner}, {_INFO_PLACEHOLDER}="1"{out[close:]}'
+        changed = True
+    return out if changed else None
 
 
 def parse(text: str) -> Node:
@@ -419,7 +451,14 @@ def parse(text: str) -> Node:
         raw = pp.parse(text)
     except (ValueError, OverflowError) as ex:
         msg = str(ex)
-        raise PromQLParseError(f"{_error_position(text, msg)}parse error: {msg}") from ex
+        retry = _with_info_placeholders(text) if _EMPTY_SELECTOR in msg else None
+        if retry is None:
+            raise parse_error(text, msg) from ex
+        try:
+            raw = pp.parse(retry)
+        except (ValueError, OverflowError):
+            raise parse_error(text, msg) from ex
+        return _Converter(retry).convert(raw)
     return _Converter(text).convert(raw)
 
 

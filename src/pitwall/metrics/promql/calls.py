@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pitwall.metrics.model import METRIC_NAME, Labels, Matcher, MatchType
 from pitwall.metrics.promql import functions as fn
-from pitwall.metrics.promql.ast import Call, MatrixSel, Node, Paren, Selector, Subquery
+from pitwall.metrics.promql.ast import Call, MatrixSel, Node, Paren, Selector, Subquery, children
 from pitwall.metrics.promql.errors import PromQLEvalError
+from pitwall.metrics.promql.format import labels_string
 from pitwall.metrics.promql.values import RangeSamples, Scalar, StepVector, String, Value
 
 if TYPE_CHECKING:
@@ -36,7 +39,7 @@ def call(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
 
 
 def _range_call(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
-    from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS
+    from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS, FunctionArgError
 
     name = node.func
     range_node = next(a for a in node.args if _is_range_arg(a))
@@ -52,7 +55,12 @@ def _range_call(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
     extra = [ev.scalar(a, ts) for a in node.args if a is not range_node]
     if name == "predict_linear":
         extra[0] = extra[0] + _prediction_shift(rs, ts)
-    values, present = impl(rs, extra, ev.ctx.warner(range_node.pos), ev.ctx.informer(range_node.pos))
+    try:
+        values, present = impl(rs, extra, ev.ctx.warner(range_node.pos), ev.ctx.informer(range_node.pos))
+    except FunctionArgError as ex:
+        # Prometheus reports a bad function argument (e.g. a smoothing factor
+        # outside (0, 1)) as an ``execution`` error (HTTP 422), not bad_data.
+        raise PromQLEvalError(ex.message) from ex
     if name in ("last_over_time", "first_over_time"):
         drop = rs.drop_name
     else:
@@ -199,7 +207,7 @@ def _histogram_quantile(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
         # Prometheus attaches quantile complaints to the first argument, bucket ones to the second.
         ev.ctx.warn(msg, phi_pos if msg.startswith("quantile value") else vec_pos)
 
-    out = histogram_quantile(phi, vec, warn, ev.ctx.informer(vec_pos))
+    out = histogram_quantile(phi, vec, warn, ev.ctx.informer(vec_pos), step_times=ts)
     return _drop_names(out)
 
 
@@ -230,7 +238,7 @@ def _histogram_quantiles(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
         def warn(msg: str, q_pos: tuple[int, int] = q_node.pos) -> None:
             ev.ctx.warn(msg, q_pos if msg.startswith("quantile value") else vec_pos)
 
-        out = histogram_quantile(phi, vec, warn, ev.ctx.informer(vec_pos))
+        out = histogram_quantile(phi, vec, warn, ev.ctx.informer(vec_pos), step_times=ts)
         text = fn.quantile_label(float(phi[0]))
         labels = [tuple(sorted({**dict(lb), label: text}.items())) for lb in out.labels]
         parts.append(StepVector(labels, out.values, out.present, np.ones(len(labels), dtype=bool)))
@@ -279,6 +287,165 @@ def _native_only(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
     return StepVector([], np.zeros((0, ts.shape[0])), np.zeros((0, ts.shape[0]), dtype=bool))
 
 
+# -- info() -----------------------------------------------------------------
+
+_INFO_ID_LABELS = ("instance", "job")
+_TARGET_INFO = "target_info"
+
+
+def _selector_path(node: Node) -> list[Node] | None:
+    """The nodes from ``node`` down to its first vector selector (pre-order)."""
+    if isinstance(node, Selector):
+        return [node]
+    for child in children(node):
+        path = _selector_path(child)
+        if path is not None:
+            return [node, *path]
+    return None
+
+
+def _info_times(ev: Evaluator, base: Node, ts: np.ndarray) -> np.ndarray:
+    """When info series are looked up: the base data's time after its @ and offsets."""
+    times = ts
+    for n in _selector_path(base) or []:
+        if isinstance(n, (Selector, Subquery)):
+            times = ev._times(n.at, n.offset_ms, times)
+    return times
+
+
+def _info(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
+    """``info(v, {selector})``: add the data labels of matching info series.
+
+    Info series join on the identifying labels ``instance`` and ``job``; the
+    selector picks the info metrics (``__name__``, default ``target_info``)
+    and which data labels to add. Series that are themselves selected info
+    metrics pass through unchanged.
+    """
+    from pitwall.metrics.promql.evaluator import dedupe
+
+    base = ev.vector(node.args[0], ts)
+    data: dict[str, list[Matcher]] = {}
+    if len(node.args) > 1:
+        sel = _unwrap(node.args[1])
+        assert isinstance(sel, Selector)
+        for m in dict.fromkeys(sel.matchers):
+            data.setdefault(m.name, []).append(m)
+    # The info metrics considered: target_info by default; with only negative
+    # __name__ matchers, any *_info metric they do not exclude.
+    name_ms = data.pop(METRIC_NAME, [])
+    if not name_ms:
+        name_ms = [Matcher.of(MatchType.EQUAL, METRIC_NAME, _TARGET_INFO)]
+    elif not any(m.type in (MatchType.EQUAL, MatchType.REGEX) for m in name_ms):
+        name_ms = [Matcher.of(MatchType.REGEX, METRIC_NAME, ".+_info"), *name_ms]
+    ignored = np.array(
+        [all(m.matches(dict(lb).get(METRIC_NAME, "")) for m in name_ms) for lb in base.labels], dtype=bool
+    )
+    id_values: dict[str, set[str]] = {}
+    for lb, ign in zip(base.labels, ignored, strict=True):
+        if not ign:
+            d = dict(lb)
+            for k in _INFO_ID_LABELS:
+                if d.get(k):
+                    id_values.setdefault(k, set()).add(d[k])
+    t = ts.shape[0]
+    info_labels: list[Labels] = []
+    info_present = np.zeros((0, t), dtype=bool)
+    info_ts = np.zeros((0, t), dtype=np.int64)
+    if id_values:
+        ms = [Matcher.of(MatchType.REGEX, k, "|".join(re.escape(v) for v in sorted(vals)))
+              for k, vals in sorted(id_values.items())]
+        ms += [m for group in data.values() for m in group] + name_ms
+        sel = Selector("", tuple(ms), (), 0, None, "info", pos=node.pos)
+        vec, sample_ts = ev.instant_selector(sel, _info_times(ev, node.args[0], ts))
+        info_labels, info_present, info_ts = vec.labels, vec.present, sample_ts
+    return dedupe(_combine_info(base, ignored, info_labels, info_present, info_ts, data))
+
+
+def _info_sig(name: str, labels: Labels) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return name, tuple(p for p in labels if p[0] in _INFO_ID_LABELS)
+
+
+def _combine_info(
+    base: StepVector,
+    ignored: np.ndarray,
+    info_labels: list[Labels],
+    info_present: np.ndarray,
+    info_ts: np.ndarray,
+    data: dict[str, list[Matcher]],
+) -> StepVector:
+    names = sorted({dict(lb)[METRIC_NAME] for lb in info_labels})
+    info_sigs = [_info_sig(dict(lb)[METRIC_NAME], lb) for lb in info_labels]
+    need_match = any(not m.matches("") for group in data.values() for m in group)
+    drops = base.drop_name if base.drop_name is not None else np.zeros(base.num_series, dtype=bool)
+    t = base.present.shape[1]
+    out_index: dict[Labels, int] = {}
+    out_drop: list[bool] = []
+    cells: list[tuple[int, int, float]] = []
+    for c in range(t):
+        rows = np.flatnonzero(base.present[:, c])
+        if not rows.shape[0]:
+            continue
+        best: dict[tuple[str, Labels], int] = {}
+        for i in np.flatnonzero(info_present[:, c]).tolist():
+            j = best.get(info_sigs[i])
+            if j is None or info_ts[i, c] > info_ts[j, c]:
+                best[info_sigs[i]] = i
+            elif info_ts[i, c] == info_ts[j, c]:
+                raise PromQLEvalError(
+                    f"found duplicate series for info metric: existing {labels_string(info_labels[j])} "
+                    f"@ {int(info_ts[j, c])}, new {labels_string(info_labels[i])} @ {int(info_ts[i, c])}"
+                )
+        for r in rows.tolist():
+            lb = base.labels[r]
+            if not ignored[r]:
+                added = _info_labels_for(lb, names, best, info_labels, data)
+                if added is None:
+                    if need_match:
+                        continue
+                    added = {}
+                if added:
+                    lb = tuple(sorted({**dict(lb), **added}.items()))
+            k = out_index.setdefault(lb, len(out_index))
+            if k == len(out_drop):
+                out_drop.append(bool(drops[r]))
+            cells.append((k, c, float(base.values[r, c])))
+    n = len(out_index)
+    values = np.zeros((n, t))
+    present = np.zeros((n, t), dtype=bool)
+    for k, c, v in cells:
+        if present[k, c]:
+            raise PromQLEvalError("vector cannot contain metrics with the same labelset")
+        values[k, c] = v
+        present[k, c] = True
+    return StepVector(list(out_index), values, present, np.array(out_drop, dtype=bool))
+
+
+def _info_labels_for(
+    lb: Labels,
+    names: list[str],
+    best: dict[tuple[str, Labels], int],
+    info_labels: list[Labels],
+    data: dict[str, list[Matcher]],
+) -> dict[str, str] | None:
+    """Data labels the info series matching ``lb`` add, or None when none matches."""
+    base = dict(lb)
+    added: dict[str, str] = {}
+    seen = False
+    for name in names:
+        i = best.get(_info_sig(name, lb))
+        if i is None:
+            continue
+        seen = True
+        for k, v in info_labels[i]:
+            if k == METRIC_NAME or (data and k not in data):
+                continue
+            if added.get(k, v) != v:
+                raise PromQLEvalError(f"conflicting label: {k}")
+            if k not in base:
+                added[k] = v
+    return added if seen else None
+
+
 _Impl = Callable[["Evaluator", Call, np.ndarray], Value]
 _SIMPLE: dict[str, _Impl] = {
     **{name: _math for name in fn.MATH_FUNCTIONS},
@@ -308,6 +475,7 @@ _SIMPLE: dict[str, _Impl] = {
     "end": _end,
     "min_of": _min_max_of,
     "max_of": _min_max_of,
+    "info": _info,
     **{
         name: _native_only
         for name in (

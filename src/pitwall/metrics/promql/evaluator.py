@@ -75,6 +75,55 @@ def finalize(vec: StepVector) -> StepVector:
     return dedupe(vec)
 
 
+def fill_missing(node: Binary, lhs: StepVector, rhs: StepVector) -> tuple[StepVector, StepVector]:
+    """Apply ``fill``/``fill_left``/``fill_right``: add the missing side's series.
+
+    Where one side has a match group at a step and the other has none, a
+    series carrying only the group's matching labels, valued at the fill
+    value, is added to the other side, so ordinary matching pairs it up. With
+    ``group_right`` Prometheus applies the two fill values the other way
+    round (its one-to-many evaluation swaps the operands).
+    """
+    fill_l, fill_r = node.fill_lhs, node.fill_rhs
+    if node.card == "one-to-many":
+        fill_l, fill_r = fill_r, fill_l
+    index: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def ids(vec: StepVector) -> np.ndarray:
+        out = np.empty(vec.num_series, dtype=np.int64)
+        for i, lb in enumerate(vec.labels):
+            out[i] = index.setdefault(binops.signature(lb, node.on, node.matching), len(index))
+        return out
+
+    lsig, rsig = ids(lhs), ids(rhs)
+    sigs = list(index)
+    t = lhs.present.shape[1]
+
+    def presence(sig: np.ndarray, vec: StepVector) -> np.ndarray:
+        p = np.zeros((len(sigs), t), dtype=bool)
+        if vec.num_series:
+            np.logical_or.at(p, sig, vec.present)
+        return p
+
+    lp, rp = presence(lsig, lhs), presence(rsig, rhs)
+
+    def add(vec: StepVector, need: np.ndarray, value: float) -> StepVector:
+        rows = np.flatnonzero(need.any(axis=1))
+        if not rows.shape[0]:
+            return vec
+        drop = vec.drop_name if vec.drop_name is not None else np.zeros(vec.num_series, dtype=bool)
+        return StepVector(
+            vec.labels + [sigs[int(g)] for g in rows],
+            np.concatenate([vec.values, np.full((rows.shape[0], t), value)]),
+            np.concatenate([vec.present, need[rows]]),
+            np.concatenate([drop, np.zeros(rows.shape[0], dtype=bool)]),
+        )
+
+    new_lhs = add(lhs, rp & ~lp, fill_l) if fill_l is not None else lhs
+    new_rhs = add(rhs, lp & ~rp, fill_r) if fill_r is not None else rhs
+    return new_lhs, new_rhs
+
+
 class Evaluator:
     """Evaluates parsed nodes over a vector of step times (int64 ms)."""
 
@@ -202,6 +251,8 @@ class Evaluator:
         if isinstance(lhs, StepVector) and isinstance(rhs, StepVector):
             if node.op in binops.SET_OPS:
                 return binops.set_op(node, lhs, rhs)
+            if node.fill_lhs is not None or node.fill_rhs is not None:
+                lhs, rhs = fill_missing(node, lhs, rhs)
             return binops.vector_vector(node, lhs, rhs)
         raise PromQLEvalError("binary expression must contain only scalar and instant vector types")
 
