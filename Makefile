@@ -4,9 +4,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch
+PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium
 
-.PHONY: demo server test lint typecheck pytest bench peers venv clean
+.PHONY: assets demo server test lint typecheck pytest bench peers venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,10 +26,22 @@ peers:
 	  for p in $(PEERS); do $$SUDO systemctl disable --now $$p >/dev/null 2>&1 || true; done; \
 	fi
 
-demo: $(STAMP)
+# Web UI assets (htmx, uPlot) from package.json, copied into a git-ignored folder.
+UI_VENDOR := src/pitwall/ui/static/vendor
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+$(UI_VENDOR)/.stamp: node_modules/.package-lock.json
+	mkdir -p $(UI_VENDOR)
+	cp node_modules/htmx.org/dist/htmx.min.js node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(UI_VENDOR)/
+	touch $@
+
+assets: $(UI_VENDOR)/.stamp
+
+demo: $(STAMP) assets
 	$(BIN)/pitwall demo
 
-server: $(STAMP)
+server: $(STAMP) assets
 	$(BIN)/pitwall server
 
 lint: $(STAMP)
@@ -39,7 +51,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no tests: that is a failure here.
-pytest: $(STAMP) peers
+pytest: $(STAMP) peers assets
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest
@@ -47,6 +59,7 @@ test: lint typecheck pytest
 bench: $(STAMP) peers
 	$(BIN)/python bench/metrics_ingest.py
 	$(BIN)/python bench/promql_queries.py
+	$(BIN)/python bench/traces_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -15,9 +15,14 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pitwall.alerting.notify.settings import NotificationSettings
+from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
+from pitwall.logs.settings import LogsSettings
+from pitwall.traces.settings import TracesSettings
+from pitwall.ui.settings import UISettings
 
 
 def _duration(v: Any) -> Any:
@@ -61,6 +66,7 @@ class GlobalSettings(_Section):
     scrape_interval: str = "1m"
     scrape_timeout: str = "10s"
     evaluation_interval: str = "1m"
+    rule_query_offset: str = "0s"
     external_labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -91,9 +97,17 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    traces: TracesSettings = Field(default_factory=TracesSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
+    ui: UISettings = Field(default_factory=UISettings)
     global_: GlobalSettings = Field(default_factory=GlobalSettings, alias="global")
     scrape_configs: list[dict[str, Any]] = Field(default_factory=list)
     scrape_config_files: list[str] = Field(default_factory=list)
+    rule_files: list[str] = Field(default_factory=list, description="globs of Prometheus rule files")
+    rules: RulesSettings = Field(default_factory=RulesSettings)
+    alerting: AlertingSettings = Field(default_factory=AlertingSettings)
+    alertmanager_config: Path | None = Field(None, description="Alertmanager configuration file (notifications)")
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

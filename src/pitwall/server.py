@@ -24,6 +24,10 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pitwall import __version__
+from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
+from pitwall.alerting.rules.api import rules_router
+from pitwall.alerting.rules.manager import RuleManager
+from pitwall.alerting.rules.wiring import build_rule_manager, reload_rules
 from pitwall.config import Settings, load_settings
 from pitwall.core.auth import BearerAuth
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
@@ -31,14 +35,18 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.lifecycle import Component
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
+from pitwall.logs.wiring import LogsParts, build_logs, logs_routers
 from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_router, query_router
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.ingest.scrape import ScrapeManager
 from pitwall.metrics.promql import Engine
+from pitwall.metrics.query import local_instant
 from pitwall.metrics.scrape_config import GlobalScrapeDefaults, ScrapeConfig, parse_scrape_configs
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics_store import MetricStore, StoreLimits
+from pitwall.traces.wiring import TracesParts, build_traces
+from pitwall.ui.routes import ui_router
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +64,17 @@ class Components:
     scrape: ScrapeManager
     self_metrics: SelfMetrics
     inflight: InflightBudget
+    traces: TracesParts
+    logs: LogsParts
+    notifications: NotificationParts
+    rules: RuleManager | None = None
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
     def lifecycle(self) -> list[Component]:
-        return [self.metric_store, self.scrape]
+        return [self.metric_store, *self.traces.lifecycle, *self.logs.lifecycle, *self.notifications.lifecycle,
+                *([self.rules] if self.rules else []), self.scrape]
 
 
 def scrape_configs_of(settings: Settings) -> list[ScrapeConfig]:
@@ -86,9 +99,12 @@ def build(settings: Settings) -> Components:
         limits=StoreLimits(max_series_per_tenant=settings.limits.max_series_per_tenant),
         fsync=st.fsync,
     )
+    inflight = InflightBudget(settings.limits.max_inflight_bytes)
+    traces = build_traces(settings.traces, settings.limits, db, data, appender=store, inflight=inflight,
+                          fsync=st.fsync)
     q = settings.query
     engine = Engine(lookback_delta_ms=q.lookback_delta, max_samples=q.max_samples, timeout_s=q.timeout / 1000)
-    return Components(
+    c = Components(
         settings=settings,
         db=db,
         metric_store=store,
@@ -97,8 +113,15 @@ def build(settings: Settings) -> Components:
         otlp_metrics=OtlpMetricsTranslator(max_label_value_length=settings.limits.max_label_value_length),
         scrape=ScrapeManager(store, configs=scrape_configs_of(settings)),
         self_metrics=SelfMetrics(),
-        inflight=InflightBudget(settings.limits.max_inflight_bytes),
+        inflight=inflight,
+        traces=traces,
+        logs=build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight,
+                        fsync=st.fsync, auth_tokens=[(t.token, frozenset(t.scopes)) for t in settings.auth_tokens]),
+        notifications=build_notifications(settings),
     )
+    c.rules = build_rule_manager(settings, instant=local_instant(engine, store), store=store,
+                                 notify=c.notifications.notify, logs=c.logs)
+    return c
 
 
 def _flags(settings: Settings) -> dict[str, str]:
@@ -138,6 +161,9 @@ async def reload_config(app: FastAPI) -> None:
     c: Components = app.state.components
     old = c.settings
     new = load_settings(old.config_file, data_dir=old.data_dir, listen=old.listen, insecure=old.insecure)
+    await c.notifications.reload(new)
+    if c.rules is not None:
+        await reload_rules(c.rules, new, c.notifications.notify)
     await c.scrape.reload(scrape_configs_of(new))
     c.settings = new
     log.info("configuration reloaded", extra={"config_file": str(old.config_file)})
@@ -201,6 +227,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(query_router(deps))
     app.include_router(ingest_router(deps))
     app.include_router(otlp_router(deps))
+    for router in c.traces.routers():
+        app.include_router(router)
+    for router in logs_routers(c.logs, lambda: c.ready):
+        app.include_router(router)
+    for router in c.notifications.routers():
+        app.include_router(router)
+    app.include_router(rules_router(lambda: c.rules))
+    if settings.ui.enabled:
+        app.include_router(ui_router(c))
     c.self_metrics.add_gauges("pitwall_metrics_series", "Series in the metrics store.",
                               lambda: float(c.metric_store.num_series()))
     c.self_metrics.add_gauges("pitwall_metrics_head_samples", "Samples in the in-memory head.",

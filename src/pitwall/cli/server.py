@@ -1,4 +1,4 @@
-"""``pitwall server`` and ``pitwall demo``."""
+"""``pitwall server``."""
 
 from __future__ import annotations
 
@@ -77,28 +77,3 @@ def server(
 ) -> None:
     run(_settings(config, data_dir, listen, insecure, retention))
 
-
-def demo(
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-    listen: ListenOpt = None,
-    duration: Annotated[int, typer.Option("--duration", help="Stop after SECONDS (0 = run until Ctrl-C).")] = 0,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for reproducible runs.")] = 1,
-) -> None:
-    """For now the demo is the server scraping itself; the demo system is a later issue."""
-    import tempfile
-
-    settings = _settings(config, data_dir or Path(tempfile.mkdtemp(prefix="pitwall-demo-")), listen, False, None)
-    if not settings.scrape_configs:
-        settings.scrape_configs = [{
-            "job_name": "pitwall",
-            "scrape_interval": "5s",
-            "static_configs": [{"targets": [settings.listen]}],
-        }]
-    if duration:
-        import signal
-        import threading
-
-        threading.Timer(duration, lambda: signal.raise_signal(signal.SIGTERM)).start()
-    typer.echo(f"pitwall demo: http://{settings.listen}  (data in {settings.data_dir}; Ctrl-C stops)")
-    run(settings)

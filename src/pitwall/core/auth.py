@@ -12,14 +12,15 @@ from pitwall.core.http_errors import render
 
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
 WRITE_PATHS = ("/api/v1/write", "/v1/metrics", "/v1/traces", "/v1/logs", "/loki/api/v1/push",
-               "/api/v2/spans", "/api/v2/alerts")
+               "/api/v2/spans", "/api/v2/alerts", "/api/v2/silences", "/api/v2/silence/",
+               "/_bulk", "/elasticsearch/")
 ADMIN_PATHS = ("/-/reload", "/-/quit", "/api/v1/admin")
 
 
 def required_scope(method: str, path: str) -> str:
     if path.startswith(ADMIN_PATHS):
         return "admin"
-    if method == "POST" and path.startswith(WRITE_PATHS):
+    if method in ("POST", "PUT", "DELETE") and path.startswith(WRITE_PATHS):
         return "write"
     return "read"
 

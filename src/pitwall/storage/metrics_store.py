@@ -542,40 +542,38 @@ class MetricStore:
         return sids
 
     def read(self, sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Samples of ``sids`` in [start, end], sorted by (sid, ts)."""
-        if not len(sids):
+        """Samples of ``sids`` (sorted, unique) in [start, end], sorted by (sid, ts)."""
+        sids = np.asarray(sids, dtype=np.int64)
+        counts, t, v = self.read_columns(sids, start, end)
+        return np.repeat(sids, counts), t, v
+
+    def read_columns(self, sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of ``sids`` (unique, in any order) in [start, end], flat.
+
+        Returns ``(counts, ts, values)``: series ``sids[i]`` owns the next
+        ``counts[i]`` samples, in time order, series in the order of ``sids``.
+        """
+        k = len(sids)
+        if not k:
             e = np.empty(0, dtype=np.int64)
             return e, e, np.empty(0, dtype=np.float64)
-        want = np.zeros(len(self._labels) + 1, dtype=bool)
-        want[sids] = True
-        parts_s: list[np.ndarray] = []
-        parts_t: list[np.ndarray] = []
-        parts_v: list[np.ndarray] = []
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self.db.lock.acquire_read()
         try:
             with self._head_lock:
                 chunks = list(self._chunks)
             blocks = [tb for b, tb in sorted(self._blocks.items()) if b <= end and b + self.block_ms > start]
             if blocks:
-                self._read_blocks(blocks, sids, start, end, parts_s, parts_t, parts_v)
+                self._read_blocks(blocks, sids, start, end, parts)
         finally:
             self.db.lock.release_read()
         for c in chunks:
-            m = want[np.minimum(c.sid, len(want) - 1)] & (c.ts >= start) & (c.ts <= end)
-            if m.any():
-                parts_s.append(c.sid[m])
-                parts_t.append(c.ts[m])
-                parts_v.append(c.val[m])
-        if not parts_s:
-            e = np.empty(0, dtype=np.int64)
-            return e, e, np.empty(0, dtype=np.float64)
-        s = np.concatenate(parts_s)
-        t = np.concatenate(parts_t)
-        v = np.concatenate(parts_v)
-        if len(parts_s) > 1:
-            order = np.argsort(s, kind="stable")
-            s, t, v = s[order], t[order], v[order]
-        return s, t, v
+            part = _gather_head(c, sids, start, end)
+            if part is not None:
+                parts.append(part)
+        rank = np.empty(len(self._labels) + 1, dtype=np.int64)
+        rank[sids] = np.arange(k, dtype=np.int64)
+        return _place(parts, rank, k)
 
     def _read_blocks(
         self,
@@ -583,25 +581,45 @@ class MetricStore:
         sids: np.ndarray,
         start: int,
         end: int,
-        ps: list[np.ndarray],
-        pt: list[np.ndarray],
-        pv: list[np.ndarray],
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
     ) -> None:
+        """Append the block rows of ``sids`` in [start, end] to ``parts``, one per block.
+
+        DuckDB returns the rows of a semi-join in no guaranteed order, though
+        mostly in long runs sorted by (sid, ts) as they were inserted; a stable
+        sort on a composite key restores the order cheaply (timsort merges runs).
+        """
         cur = self.db.cursor()
-        cur.register("_want", pa.table({"sid": sids}))
+        lo, hi = int(sids.min()), int(sids.max())
+        # A sid range that is mostly wanted is cheaper to filter in numpy than to join.
+        dense = len(sids) * 2 >= hi - lo + 1
+        want: np.ndarray | None = None
+        if dense:
+            want = np.zeros(hi - lo + 1, dtype=bool)
+            want[sids - lo] = True
+            sql = "SELECT sid, ts, val FROM {} WHERE ts BETWEEN ? AND ? AND sid BETWEEN ? AND ?"
+            params: list[int] = [start, end, lo, hi]
+        else:
+            cur.register("_want", pa.table({"sid": sids}))
+            sql = "SELECT sid, ts, val FROM {} WHERE ts BETWEEN ? AND ? AND sid IN (SELECT sid FROM _want)"
+            params = [start, end]
         try:
             for table in blocks:
-                res = cur.execute(
-                    f"SELECT sid, ts, val FROM {table} WHERE ts BETWEEN ? AND ? "
-                    f"AND sid IN (SELECT sid FROM _want) ORDER BY sid, ts",
-                    [start, end],
-                ).fetchnumpy()
-                if len(res["sid"]):
-                    ps.append(np.asarray(res["sid"], dtype=np.int64))
-                    pt.append(np.asarray(res["ts"], dtype=np.int64))
-                    pv.append(np.asarray(res["val"], dtype=np.float64))
+                # Arrow is the cheapest way out of DuckDB for large results.
+                res = cur.sql(sql.format(table), params=params).to_arrow_table()
+                if not res.num_rows:
+                    continue
+                s = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
+                t = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
+                v = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
+                if want is not None and not want.all():
+                    m = want[s - lo]
+                    if not m.all():
+                        s, t, v = s[m], t[m], v[m]
+                parts.append(_sorted_by_sid_ts(s, t, v, lo, hi, start, end))
         finally:
-            cur.unregister("_want")
+            if not dense:
+                cur.unregister("_want")
 
     def labels_of(self, sid: int) -> Labels:
         return self._labels[sid]
@@ -639,17 +657,39 @@ class TenantQuerier:
     def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesSamples]:
         st = self.store
         sids = st._candidate_sids(self.tenant, matchers, start_ms, end_ms)
-        s, t, v = st.read(sids, start_ms, end_ms)
-        if not len(s):
-            return []
-        cuts = np.flatnonzero(s[1:] != s[:-1]) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [len(s)]])
+        counts, t, v = st.read_columns(sids, start_ms, end_ms)
+        ends = np.cumsum(counts)
         labels = st._labels
         return [
-            SeriesSamples(labels[int(s[a])], t[a:b], v[a:b])
-            for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+            SeriesSamples(labels[sid], t[b - n : b], v[b - n : b])
+            for sid, n, b in zip(sids.tolist(), counts.tolist(), ends.tolist(), strict=True)
+            if n
         ]
+
+    def select_flat(
+        self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
+    ) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
+        """Series matching any of ``matcher_sets``, sorted by labels, with samples flat.
+
+        Returns ``(labels, ts, values, offsets)``: series ``i`` owns
+        ``ts[offsets[i]:offsets[i+1]]``. Series without samples are left out.
+        """
+        st = self.store
+        found = [st._candidate_sids(self.tenant, m, start_ms, end_ms) for m in matcher_sets]
+        sids = found[0] if len(found) == 1 else np.unique(np.concatenate(found))
+        all_labels = st._labels
+        sid_list = sids.tolist()
+        # Label sets are unique per tenant, so sorting (labels, sid) never compares sids.
+        sid_list.sort(key=all_labels.__getitem__)
+        ordered = np.array(sid_list, dtype=np.int64)
+        counts, t, v = st.read_columns(ordered, start_ms, end_ms)
+        keep = np.flatnonzero(counts)
+        if len(keep) < len(counts):
+            sid_list = ordered[keep].tolist()
+            counts = counts[keep]
+        offsets = np.zeros(len(sid_list) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        return [all_labels[i] for i in sid_list], t, v, offsets
 
     def series(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[Labels]:
         sids = self.store._candidate_sids(self.tenant, matchers, start_ms, end_ms)
@@ -669,6 +709,114 @@ class TenantQuerier:
                     values.add(v)
                     break
         return sorted(values)
+
+
+def _sorted_by_sid_ts(
+    s: np.ndarray, t: np.ndarray, v: np.ndarray, lo: int, hi: int, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows sorted by (sid, ts); cheap when they already are, or nearly are."""
+    width = end - start + 1
+    if (hi - lo + 1) * width >= 2**62:
+        order = np.lexsort((t, s))
+        return s[order], t[order], v[order]
+    key = s - lo
+    key *= width
+    key += t - start
+    if bool(np.all(key[1:] > key[:-1])):
+        return s, t, v
+    order = np.argsort(key, kind="stable")
+    return s[order], t[order], v[order]
+
+
+def _gather_head(
+    c: _Chunk, sids: np.ndarray, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Samples of ``sids`` in [start, end] from one head chunk, grouped by sid in ``sids`` order."""
+    if not len(c.sid):
+        return None
+    a = np.searchsorted(c.sid, sids, side="left")
+    b = np.searchsorted(c.sid, sids, side="right")
+    n = b - a
+    total = int(n.sum())
+    if not total:
+        return None
+    has = np.flatnonzero(n)
+    a, n = a[has], n[has]
+    idx: np.ndarray | None = None
+    if total < len(c.sid) or bool(np.any(a[1:] < a[:-1])):
+        idx = np.arange(total, dtype=np.int64) + np.repeat(a - (np.cumsum(n) - n), n)
+    s = c.sid if idx is None else c.sid[idx]
+    t = c.ts if idx is None else c.ts[idx]
+    v = c.val if idx is None else c.val[idx]
+    if int(t.min()) < start or int(t.max()) > end:
+        m = (t >= start) & (t <= end)
+        s, t, v = s[m], t[m], v[m]
+        if not len(s):
+            return None
+    return s, t, v
+
+
+def _place(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge parts into one flat layout ordered by ``rank[sid]``, then time.
+
+    Each part holds (sid, ts, val) with every sid's samples contiguous and in
+    time order, and parts come in time order per sid (blocks by start time in
+    insertion order, then head chunks). Every sample's destination is computed
+    directly, without sorting.
+    """
+    counts = np.zeros(k, dtype=np.int64)
+    if not parts:
+        e = np.empty(0, dtype=np.int64)
+        return counts, e, np.empty(0, dtype=np.float64)
+    runs = []
+    for s, _t, _v in parts:
+        n = len(s)
+        new_run = np.empty(n, dtype=bool)
+        new_run[0] = True
+        np.not_equal(s[1:], s[:-1], out=new_run[1:])
+        run_start = np.flatnonzero(new_run)
+        run_len = np.diff(np.append(run_start, n))
+        run_rank = rank[s[run_start]]
+        if int(np.bincount(run_rank, minlength=k).max()) > 1:
+            # A sid in two runs of one part: not grouped as promised; sort instead.
+            return _place_sorted(parts, rank, k)
+        runs.append((run_start, run_len, run_rank))
+        counts[run_rank] += run_len
+    if len(parts) == 1 and bool(np.all(runs[0][2][1:] > runs[0][2][:-1])):
+        return counts, parts[0][1], parts[0][2]  # already in the wanted order
+    total = int(counts.sum())
+    start = np.zeros(k, dtype=np.int64)
+    np.cumsum(counts[:-1], out=start[1:])
+    ts = np.empty(total, dtype=np.int64)
+    vals = np.empty(total, dtype=np.float64)
+    for (s, t, v), (run_start, run_len, run_rank) in zip(parts, runs, strict=True):
+        pos = np.repeat(start[run_rank] - run_start, run_len)
+        pos += np.arange(len(s), dtype=np.int64)
+        ts[pos] = t
+        vals[pos] = v
+        start[run_rank] += run_len
+    # Each series must come out strictly increasing in time.
+    bad = ts[1:] <= ts[:-1]
+    if bad.any():
+        ends = np.cumsum(counts)[:-1]
+        bad[ends[(ends > 0) & (ends < total)] - 1] = False
+        if bad.any():
+            return _place_sorted(parts, rank, k)
+    return counts, ts, vals
+
+
+def _place_sorted(
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], rank: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_place`` for parts in no particular order: a full (rank, ts) sort."""
+    s = np.concatenate([p[0] for p in parts])
+    t = np.concatenate([p[1] for p in parts])
+    v = np.concatenate([p[2] for p in parts])
+    r = rank[s]
+    order = np.lexsort((t, r))
+    return np.bincount(r, minlength=k).astype(np.int64), t[order], v[order]
 
 
 def _as_labels(raw: list[list[str]]) -> Labels:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pitwall.metrics.model import METRIC_NAME, Labels
+from pitwall.metrics.model import METRIC_NAME, Labels, without_name
 from pitwall.metrics.promql.errors import PromQLEvalError
 from pitwall.metrics.promql.format import format_float
 from pitwall.metrics.promql.values import StepVector
@@ -308,7 +308,12 @@ def limitk(vec: StepVector, k: np.ndarray, grouping: tuple[str, ...], without: b
 
 
 def limit_ratio(vec: StepVector, ratio: np.ndarray, warn: Warn) -> StepVector:
-    """``limit_ratio(r, v)``: a deterministic sample of series by label hash."""
+    """``limit_ratio(r, v)``: a deterministic sample of series by label hash.
+
+    As Prometheus' ``HashRatioSampler``: a series' offset is its labels' hash
+    (``labels.Hash()``, XXH64) over the largest uint64; it is kept where the
+    offset is below ``r`` (or, for negative ``r``, at least ``1 + r``).
+    """
     if np.isnan(ratio).any():
         raise PromQLEvalError("Ratio value is NaN")
     for r in np.unique(ratio):
@@ -317,14 +322,69 @@ def limit_ratio(vec: StepVector, ratio: np.ndarray, warn: Warn) -> StepVector:
                 f"ratio value should be between -1 and 1, got {format_float(float(r))}, capping to {1 if r > 0 else -1}"
             )
     r = np.clip(ratio, -1.0, 1.0)
-    sample = np.array([_ratio_of(lb) for lb in vec.labels], dtype=np.float64).reshape(-1, 1)
+    drops = vec.drop_name if vec.drop_name is not None else np.zeros(vec.num_series, dtype=bool)
+    sample = np.array(
+        [_ratio_of(without_name(lb) if d else lb) for lb, d in zip(vec.labels, drops.tolist(), strict=True)],
+        dtype=np.float64,
+    ).reshape(-1, 1)
     keep = np.where(r[None, :] >= 0, sample < r[None, :], sample >= 1.0 + r[None, :])
     present = vec.present & keep
     return StepVector(vec.labels, vec.values, present, vec.drop_name)
 
 
 def _ratio_of(labels: Labels) -> float:
-    import hashlib
+    data = b"".join(k.encode() + b"\xff" + v.encode() + b"\xff" for k, v in labels)
+    return float(xxh64(data)) / float(_U64)
 
-    h = hashlib.blake2b(repr(labels).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / float(1 << 64)
+
+_U64 = 1 << 64
+_M64 = _U64 - 1
+_P1 = 11400714785074694791
+_P2 = 14029467366897019727
+_P3 = 1609587929392839161
+_P4 = 9650029242287828579
+_P5 = 2870177450012600261
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M64
+
+
+def _round(acc: int, lane: int) -> int:
+    return (_rotl((acc + lane * _P2) & _M64, 31) * _P1) & _M64
+
+
+def xxh64(data: bytes, seed: int = 0) -> int:
+    """XXH64 of ``data`` (Go's ``xxhash.Sum64`` with seed 0), as Prometheus hashes labels."""
+    n = len(data)
+    i = 0
+    if n >= 32:
+        v = [(seed + _P1 + _P2) & _M64, (seed + _P2) & _M64, seed & _M64, (seed - _P1) & _M64]
+        while i + 32 <= n:
+            for j in range(4):
+                v[j] = _round(v[j], int.from_bytes(data[i + 8 * j : i + 8 * j + 8], "little"))
+            i += 32
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _M64
+        for lane in v:
+            h = ((h ^ _round(0, lane)) * _P1 + _P4) & _M64
+    else:
+        h = (seed + _P5) & _M64
+    h = (h + n) & _M64
+    while i + 8 <= n:
+        h ^= _round(0, int.from_bytes(data[i : i + 8], "little"))
+        h = (_rotl(h, 27) * _P1 + _P4) & _M64
+        i += 8
+    if i + 4 <= n:
+        h ^= (int.from_bytes(data[i : i + 4], "little") * _P1) & _M64
+        h = (_rotl(h, 23) * _P2 + _P3) & _M64
+        i += 4
+    while i < n:
+        h ^= (data[i] * _P5) & _M64
+        h = (_rotl(h, 11) * _P1) & _M64
+        i += 1
+    h ^= h >> 33
+    h = (h * _P2) & _M64
+    h ^= h >> 29
+    h = (h * _P3) & _M64
+    h ^= h >> 32
+    return h

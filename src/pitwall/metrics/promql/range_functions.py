@@ -681,9 +681,15 @@ def quantile_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, i
 
 @_quiet
 def mad_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: WarnFn) -> Result:
-    """Median absolute deviation from the median of the window's values."""
+    """Median absolute deviation from the median of the window's values.
+
+    A NaN sample makes the window's result NaN (Prometheus 3 propagates it
+    rather than letting it sort to one end).
+    """
     cols = _Columns(rs)
     out = np.empty(cols.size)
+    nan_before = _prefix(np.isnan(rs.values).astype(np.int64))
+    has_nan = nan_before[cols.lo + cols.cnt] > nan_before[cols.lo]
     for part in _chunks(cols):
         cnt = cols.cnt[part]
         half = np.full(len(cnt), 0.5)
@@ -694,6 +700,7 @@ def mad_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: 
         raw = _padded_raw(rs.values, cols.lo[part], cnt)
         dev = np.sort(np.where(inside, np.abs(raw - median[:, None]), np.nan), axis=1)
         out[part] = _quantile_rows(half, dev, cnt)
+    out[has_nan] = np.nan
     return _scatter(rs, cols.windows, out)
 
 

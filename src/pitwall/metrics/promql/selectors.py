@@ -1,15 +1,18 @@
 """Reading series for selectors, vectorised over all steps.
 
 Samples of all selected series are concatenated into one flat array sorted by
-(series, time). A composite key ``series * K + (t - base)`` is then sorted as a
-whole, so one ``np.searchsorted`` finds, for every (series, step) pair at once,
-the latest sample at or before the step (instant selectors) or the window
-bounds (range selectors).
+(series, time). Window bounds for every (series, step) pair come from one pass
+over the samples: each sample is assigned the first step whose time is at or
+after it (arithmetic on a regular step grid, a binary search otherwise), a
+per-series histogram of those step indices is accumulated, and its running sum
+is the number of samples at or before each step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,12 +32,27 @@ class Flat:
     offsets: np.ndarray  # int64 (S+1,)
 
 
+@runtime_checkable
+class FlatQuerier(Protocol):
+    """A Querier that can hand over samples flat, without per-series objects."""
+
+    def select_flat(
+        self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
+    ) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]: ...
+
+
 def fetch(ctx: EvalContext, sel: Selector, mint: int, maxt: int) -> Flat:
     """Select the samples of ``sel`` in [mint, maxt], series sorted by labels."""
     groups: list[tuple[Matcher, ...]] = list(sel.or_matchers) if sel.or_matchers else [sel.matchers]
+    q = ctx.querier
+    if isinstance(q, FlatQuerier):
+        labels, ts, vals, offsets = q.select_flat([list(m) for m in groups], mint, maxt)
+        flat = Flat(labels, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False), offsets)
+        ctx.load(int(ts.shape[0]))
+        return flat
     found: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}
     for matchers in groups:
-        for s in ctx.querier.select(list(matchers), mint, maxt):
+        for s in q.select(list(matchers), mint, maxt):
             found.setdefault(s.labels, (s.ts, s.values))
     labels = sorted(found)
     counts = np.array([found[lb][0].shape[0] for lb in labels], dtype=np.int64)
@@ -55,19 +73,75 @@ def _series_index(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(counts.shape[0], dtype=np.int64), counts)
 
 
-class _Keys:
-    """Composite (series, time) keys for vectorised lookups."""
+def _first_step_at_or_after(times: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """For each sample time, the index of the first step time >= it (len(times) if none).
 
-    def __init__(self, flat: Flat, mint: int, maxt: int) -> None:
-        self.base = mint - 1
-        self.k = maxt - self.base + 2
-        self.keys = _series_index(flat.offsets) * self.k + (flat.ts - self.base)
+    ``times`` is non-decreasing.
+    """
+    n = times.shape[0]
+    t0 = int(times[0])
+    if n == 1 or int(times[-1]) == t0:
+        return np.where(ts <= t0, 0, n)
+    step = int(times[1]) - t0
+    if step > 0 and int(times[-1]) - t0 == step * (n - 1) and bool(np.all(np.diff(times) == step)):
+        # Regular grid: ceil((ts - t0) / step), clipped.
+        j = (ts - t0) + (step - 1)
+        j //= step
+        np.clip(j, 0, n, out=j)
+        return j
+    found: np.ndarray = np.searchsorted(times, ts, side="left")
+    return found
 
-    def search(self, s: int, times: np.ndarray) -> np.ndarray:
-        """(S, T) indices: ``searchsorted(..., 'right')`` of each series/time pair."""
-        q = np.arange(s, dtype=np.int64)[:, None] * self.k + (times[None, :] - self.base)
-        found: np.ndarray = np.searchsorted(self.keys, q.ravel(), side="right")
-        return found.reshape(q.shape)
+
+def _window_ends(flat: Flat, times: np.ndarray, sidx: np.ndarray) -> np.ndarray:
+    """(S, T): one past the flat index of the last sample at or before ``times[t]``."""
+    s = len(flat.labels)
+    t = times.shape[0]
+    if s == 0 or t == 0:
+        return np.zeros((s, t), dtype=np.int64)
+    if bool(np.any(times[1:] < times[:-1])):
+        return _window_ends_search(flat, times, sidx)
+    key = sidx * (t + 1)
+    key += _first_step_at_or_after(times, flat.ts)
+    hist = np.bincount(key, minlength=s * (t + 1)).reshape(s, t + 1)[:, :t]
+    out = np.cumsum(hist, axis=1)
+    out += flat.offsets[:-1, None]
+    return out
+
+
+def _window_bounds(flat: Flat, eff: np.ndarray, range_ms: int, sidx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) window bounds of ``(t - range, t]`` for every series and step.
+
+    When the range is a whole number ``m`` of steps of a regular grid, both
+    come from one pass over the grid extended by ``m`` steps to the left:
+    ``lo`` at step ``t`` is ``hi`` at step ``t - m``.
+    """
+    n = eff.shape[0]
+    if n > 1 and range_ms > 0:
+        step = int(eff[1]) - int(eff[0])
+        m = range_ms // step if step > 0 else 0
+        if (
+            step > 0
+            and m * step == range_ms
+            and m <= 4 * n
+            and int(eff[-1]) - int(eff[0]) == step * (n - 1)
+            and bool(np.all(np.diff(eff) == step))
+        ):
+            grid = np.arange(int(eff[0]) - m * step, int(eff[-1]) + 1, step, dtype=np.int64)
+            ends = _window_ends(flat, grid, sidx)
+            return ends[:, :n], ends[:, m:]
+    return _window_ends(flat, eff - range_ms, sidx), _window_ends(flat, eff, sidx)
+
+
+def _window_ends_search(flat: Flat, times: np.ndarray, sidx: np.ndarray) -> np.ndarray:
+    """``_window_ends`` for unsorted times: binary search on (series, time) keys."""
+    s = len(flat.labels)
+    base = min(int(flat.ts.min()) if flat.ts.shape[0] else 0, int(times.min())) - 1
+    k = max(int(flat.ts.max()) if flat.ts.shape[0] else 0, int(times.max())) - base + 2
+    keys = sidx * k + (flat.ts - base)
+    q = np.arange(s, dtype=np.int64)[:, None] * k + (times[None, :] - base)
+    found: np.ndarray = np.searchsorted(keys, q.ravel(), side="right")
+    return found.reshape(q.shape)
 
 
 def instant_from_flat(
@@ -79,12 +153,13 @@ def instant_from_flat(
     if s == 0:
         empty = np.zeros((0, t))
         return StepVector([], empty, np.zeros((0, t), dtype=bool)), empty.astype(np.int64)
-    keys = _Keys(flat, mint, maxt)
-    idx = keys.search(s, eff) - 1
-    safe = np.maximum(idx, 0)
-    sample_ts = flat.ts[safe]
-    present = (idx >= flat.offsets[:-1, None]) & (sample_ts > eff[None, :] - lookback_ms)
-    vals = flat.values[safe]
+    idx = _window_ends(flat, eff, _series_index(flat.offsets))
+    idx -= 1
+    present = idx >= flat.offsets[:-1, None]
+    np.maximum(idx, 0, out=idx)
+    sample_ts = flat.ts[idx]
+    present &= sample_ts > eff[None, :] - lookback_ms
+    vals = flat.values[idx]
     present &= ~stale_mask(vals)
     return StepVector(list(flat.labels), vals, present), sample_ts
 
@@ -93,6 +168,7 @@ def range_from_flat(
     flat: Flat, eff: np.ndarray, range_ms: int, mint: int, maxt: int, drop_stale: bool = True
 ) -> RangeSamples:
     """Window bounds of ``(t - range, t]`` for each series and step."""
+    sidx: np.ndarray | None = None
     if drop_stale and flat.values.shape[0]:
         keep = ~stale_mask(flat.values)
         if not keep.all():
@@ -105,9 +181,9 @@ def range_from_flat(
     if s == 0:
         z = np.zeros((0, eff.shape[0]), dtype=np.int64)
         return RangeSamples([], flat.ts, flat.values, flat.offsets, z, z, eff, range_ms)
-    keys = _Keys(flat, mint, maxt)
-    hi = keys.search(s, eff)
-    lo = keys.search(s, eff - range_ms)
+    if sidx is None:
+        sidx = _series_index(flat.offsets)
+    lo, hi = _window_bounds(flat, eff, range_ms, sidx)
     return RangeSamples(list(flat.labels), flat.ts, flat.values, flat.offsets, lo, hi, eff, range_ms)
 
 

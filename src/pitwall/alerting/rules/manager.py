@@ -1,0 +1,202 @@
+"""The rule manager: loads rule files, runs one task per group, reloads live.
+
+Like Prometheus' ``rules/manager.go``: a reload keeps unchanged groups
+running untouched, copies alert state into changed groups, writes staleness
+markers for the series of removed groups, and leaves the previous rule set
+in place when the new files do not load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pitwall.alerting.model import NotifyFunc
+from pitwall.alerting.rules.alerting_rule import AlertingRule
+from pitwall.alerting.rules.base import QueryFunc
+from pitwall.alerting.rules.group import AppendFunc, Group, Rule
+from pitwall.alerting.rules.recording_rule import RecordingRule
+from pitwall.alerting.rules.rulefmt import ExprCheck, GroupSpec, parse_rule_file
+from pitwall.core.errors import ConfigError
+from pitwall.metrics.store import Querier
+
+log = logging.getLogger(__name__)
+
+__all__ = ["RuleManager", "RuleOptions", "build_groups", "expand_globs", "promql_check"]
+
+
+def promql_check(expr: str) -> str | None:
+    """Parse error of a PromQL expression, or None."""
+    from pitwall.metrics.promql.ast import parse
+    from pitwall.metrics.promql.errors import PromQLParseError
+
+    try:
+        parse(expr)
+    except PromQLParseError as e:
+        return e.message
+    return None
+
+
+@dataclass
+class RuleOptions:
+    """Evaluation options shared by all groups (from pitwall.yaml)."""
+
+    default_interval_ms: int = 60_000
+    query_offset_ms: int = 0
+    external_labels: dict[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    resend_delay_ms: int = 60_000
+    for_grace_period_ms: int = 600_000
+    outage_tolerance_ms: int = 3_600_000
+
+
+def expand_globs(patterns: Sequence[str], base: Path | None = None) -> list[str]:
+    """Files matching ``patterns`` (relative ones resolved against ``base``), sorted per pattern."""
+    out: list[str] = []
+    for pat in patterns:
+        p = pat if base is None or Path(pat).is_absolute() else str(base / pat)
+        for f in sorted(glob.glob(p)):
+            if f not in out:
+                out.append(f)
+    return out
+
+
+def build_groups(specs: Sequence[GroupSpec], query: QueryFunc, opts: RuleOptions, *, append: AppendFunc,
+                 notify: NotifyFunc | None, restored: bool, offload: bool = True,
+                 interval_ms: int | None = None) -> list[Group]:
+    """Runnable groups from parsed specs."""
+    groups = []
+    for spec in specs:
+        rules: list[Rule] = []
+        for r in spec.rules:
+            labels = {**spec.labels, **r.labels}
+            if r.alert:
+                rules.append(AlertingRule(
+                    r.name, r.expr, hold_ms=r.for_ms, keep_firing_for_ms=r.keep_firing_for_ms, labels=labels,
+                    annotations=r.annotations, query=query, external_labels=opts.external_labels,
+                    external_url=opts.external_url, restored=restored))
+            else:
+                rules.append(RecordingRule(r.name, r.expr, labels, query))
+        groups.append(Group(
+            spec.name, spec.file, rules,
+            interval_ms=spec.interval_ms or interval_ms or opts.default_interval_ms,
+            query_offset_ms=opts.query_offset_ms if spec.query_offset_ms is None else spec.query_offset_ms,
+            limit=spec.limit, append=append, notify=notify, resend_delay_ms=opts.resend_delay_ms,
+            external_labels=opts.external_labels, external_url=opts.external_url, offload=offload))
+    return groups
+
+
+class RuleManager:
+    """Component running rule groups; ``languages`` maps a language to (query function, expression check)."""
+
+    name = "rules"
+
+    def __init__(self, *, languages: Mapping[str, tuple[QueryFunc, ExprCheck]], append: AppendFunc,
+                 notify: NotifyFunc | None, querier: Callable[[], Querier] | None = None,
+                 options: RuleOptions | None = None) -> None:
+        self.languages = dict(languages)
+        self.append = append
+        self.notify = notify
+        self.querier = querier
+        self.options = options or RuleOptions()
+        self.groups: dict[tuple[str, str], Group] = {}
+        self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self._started = False
+        self._restored_once = False
+
+    def load(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> list[Group]:
+        """Parse rule files per language into groups; raises ConfigError listing every error."""
+        opts = options or self.options
+        errors: list[str] = []
+        groups: list[Group] = []
+        for language, paths in files.items():
+            if not paths:
+                continue
+            lang = self.languages.get(language)
+            if lang is None:
+                errors.append(f"{language} rule files are configured but no {language} engine is available")
+                continue
+            query, check = lang
+            specs: list[GroupSpec] = []
+            for path in paths:
+                got, errs = parse_rule_file(path, check)
+                specs.extend(got)
+                errors.extend(errs)
+            groups += build_groups(specs, query, opts, append=self.append, notify=self.notify,
+                                   restored=self._restored_once or self.querier is None)
+        if errors:
+            raise ConfigError("error loading rules:\n" + "\n".join(errors))
+        return groups
+
+    async def update(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> None:
+        """Swap in the groups of ``files``; on a load error the running rules stay."""
+        new_groups = self.load(files, options)
+        if options is not None:
+            self.options = options
+        old = self.groups
+        fresh: dict[tuple[str, str], Group] = {}
+        for g in new_groups:
+            prev = old.get(g.key)
+            if prev is not None and prev.identity() == g.identity():
+                fresh[g.key] = prev  # unchanged: keep it running as is
+                continue
+            if prev is not None:
+                g.copy_state(prev)
+            fresh[g.key] = g
+        now_ms = int(time.time() * 1000)
+        for key, g in old.items():
+            if fresh.get(key) is not g:
+                await self._stop_group(key)
+                if key not in fresh:
+                    await g.mark_stale(now_ms)
+        self.groups = fresh
+        for g in fresh.values():
+            g.notify = self.notify
+        if self._started:
+            for key, g in fresh.items():
+                if key not in self._tasks:
+                    self._start_group(g, restore=False)
+
+    def _start_group(self, g: Group, restore: bool) -> None:
+        stop = asyncio.Event()
+        restore_fn = None
+        if restore and self.querier is not None:
+            querier = self.querier
+
+            def restore_fn(ts_ms: int) -> None:
+                g.restore_for_state(ts_ms, querier(), self.options.for_grace_period_ms,
+                                    self.options.outage_tolerance_ms)
+
+        task = asyncio.create_task(g.run(stop, restore_fn), name=f"rules:{g.file}:{g.name}")
+        self._tasks[g.key] = (task, stop)
+
+    async def _stop_group(self, key: tuple[str, str]) -> None:
+        entry = self._tasks.pop(key, None)
+        if entry is None:
+            return
+        task, stop = entry
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+    async def start(self) -> None:
+        self._started = True
+        for g in self.groups.values():
+            self._start_group(g, restore=not self._restored_once)
+        self._restored_once = True
+
+    async def stop(self) -> None:
+        self._started = False
+        for key in list(self._tasks):
+            await self._stop_group(key)
+
+    def rule_groups(self) -> list[Group]:
+        """Groups sorted by file then name, as /api/v1/rules lists them."""
+        return [self.groups[k] for k in sorted(self.groups)]

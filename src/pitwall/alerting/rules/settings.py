@@ -1,0 +1,59 @@
+"""Settings of the rules pillar and Prometheus' ``alerting:`` section (pitwall.yaml)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from pitwall.core.durations import parse_duration_ms
+
+__all__ = ["AlertingSettings", "AlertmanagerConfig", "RulesSettings", "StaticConfig"]
+
+
+def _duration(v: Any) -> Any:
+    return parse_duration_ms(v) if isinstance(v, str) else v
+
+
+Millis = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RulesSettings(_Strict):
+    """How rules are evaluated and how their alerts are sent."""
+
+    resend_delay: Millis = Field(60_000, description="minimum time between re-sends of a firing alert")
+    for_grace_period: Millis = Field(600_000, description="minimum 'for' left after restoring state")
+    outage_tolerance: Millis = Field(3_600_000, description="how far back ALERTS_FOR_STATE is read on restore")
+    query_offset: Millis = Field(0, description="default query_offset of groups (global.rule_query_offset)")
+    external_url: str = Field("", description="URL pitwall is reachable at, for generatorURL and templates")
+    logql_rule_files: list[str] = Field(default_factory=list,
+                                        description="globs of rule files in Loki's ruler format (LogQL)")
+
+
+class StaticConfig(_Strict):
+    targets: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class AlertmanagerConfig(_Strict):
+    """One entry of Prometheus' ``alerting.alertmanagers`` (static targets only)."""
+
+    static_configs: list[StaticConfig] = Field(default_factory=list)
+    scheme: Literal["http", "https"] = "http"
+    path_prefix: str = "/"
+    timeout: Millis = 10_000
+    api_version: Literal["v2"] = "v2"
+
+    def urls(self) -> list[str]:
+        prefix = "/" + self.path_prefix.strip("/") if self.path_prefix.strip("/") else ""
+        return [f"{self.scheme}://{t}{prefix}" for sc in self.static_configs for t in sc.targets]
+
+
+class AlertingSettings(_Strict):
+    """Prometheus' ``alerting:`` section: where rule alerts are sent besides pitwall's own pipeline."""
+
+    alertmanagers: list[AlertmanagerConfig] = Field(default_factory=list)

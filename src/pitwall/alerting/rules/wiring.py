@@ -1,0 +1,85 @@
+"""Builds the rule manager from Settings; server.py calls these few functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pitwall.alerting.model import NotifyFunc
+from pitwall.alerting.rules.base import (
+    OutSample,
+    QueryFunc,
+    instant_query_func,
+    logql_check,
+    logql_query_func,
+)
+from pitwall.alerting.rules.manager import RuleManager, RuleOptions, expand_globs, promql_check
+from pitwall.alerting.rules.notifier import alertmanager_notify, fan_out
+from pitwall.alerting.rules.rulefmt import ExprCheck
+from pitwall.core.durations import parse_duration_ms
+from pitwall.metrics.model import SampleBatch
+from pitwall.metrics.query import InstantQuery
+from pitwall.storage.metrics_store import MetricStore
+
+__all__ = ["build_rule_manager", "reload_rules", "rule_files_of"]
+
+
+def _options(settings: Any) -> RuleOptions:
+    g, r = settings.global_, settings.rules
+    return RuleOptions(
+        default_interval_ms=parse_duration_ms(g.evaluation_interval),
+        query_offset_ms=r.query_offset or parse_duration_ms(getattr(g, "rule_query_offset", "0s")),
+        external_labels=dict(g.external_labels),
+        external_url=r.external_url,
+        resend_delay_ms=r.resend_delay,
+        for_grace_period_ms=r.for_grace_period,
+        outage_tolerance_ms=r.outage_tolerance,
+    )
+
+
+def rule_files_of(settings: Any) -> dict[str, list[str]]:
+    """Rule files per language, globs expanded relative to the config file's directory."""
+    base = Path(settings.config_file).parent if settings.config_file else None
+    return {"promql": expand_globs(settings.rule_files, base),
+            "logql": expand_globs(settings.rules.logql_rule_files, base)}
+
+
+def _notify(settings: Any, own: NotifyFunc | None) -> NotifyFunc | None:
+    targets: list[NotifyFunc] = [own] if own is not None else []
+    for am in settings.alerting.alertmanagers:
+        targets += [alertmanager_notify(u, am.timeout / 1000) for u in am.urls()]
+    if not targets:
+        return None
+    return targets[0] if len(targets) == 1 else fan_out(targets)
+
+
+def _logql_language(logs: Any, tenant: str) -> tuple[QueryFunc, ExprCheck] | None:
+    """LogQL rules run on the logs pillar's engine and store (``LogsParts``), when there is one."""
+    if logs is None:
+        return None
+    return logql_query_func(logs.engine, lambda: logs.store.querier(tenant)), logql_check
+
+
+def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricStore,
+                       notify: NotifyFunc | None = None, logs: Any = None, tenant: str = "default") -> RuleManager:
+    """A RuleManager over the embedded store, loaded from ``rule_files`` (errors raise ConfigError)."""
+
+    async def append(samples: Sequence[OutSample]) -> None:
+        batch = SampleBatch.from_rows([(s.labels, s.ts_ms, s.value) for s in samples])
+        await store.append(tenant, batch)
+
+    languages: dict[str, tuple[QueryFunc, ExprCheck]] = {"promql": (instant_query_func(instant, tenant), promql_check)}
+    logql = _logql_language(logs, tenant)
+    if logql is not None:
+        languages["logql"] = logql
+    mgr = RuleManager(languages=languages, append=append, notify=_notify(settings, notify),
+                      querier=lambda: store.querier(tenant), options=_options(settings))
+    mgr.groups = {g.key: g for g in mgr.load(rule_files_of(settings))}
+    return mgr
+
+
+async def reload_rules(mgr: RuleManager, settings: Any, notify: NotifyFunc | None = None) -> None:
+    """Apply new settings (SIGHUP, /-/reload); the old rules stay on error."""
+    mgr.notify = _notify(settings, notify)
+    await mgr.update(rule_files_of(settings), _options(settings))

@@ -1,0 +1,141 @@
+"""``pitwall alerts [FILTER...]`` and ``pitwall silence add|query|expire``: Alertmanager API v2 from the terminal."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pitwall.alerting.notify.matchers import MatcherError, parse_matchers
+from pitwall.core.durations import parse_duration_ms
+
+ServerOpt = Annotated[str, typer.Option("--server", envvar="PITWALL_URL", help="Server base URL.")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="PITWALL_TOKEN", help="Bearer token.")]
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
+
+silence_app = typer.Typer(help="Add, query and expire silences.", no_args_is_help=True)
+
+
+def _call(server: str, token: str | None, method: str, path: str, **kw: Any) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        resp = httpx.request(method, server.rstrip("/") + "/api/v2" + path, headers=headers, timeout=30, **kw)
+    except httpx.HTTPError as e:
+        typer.echo(f"pitwall: cannot reach {server}: {e}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code >= 400:
+        try:
+            msg = resp.json()
+        except ValueError:
+            msg = resp.text.strip()
+        typer.echo(f"pitwall: HTTP {resp.status_code}: {msg}", err=True)
+        raise typer.Exit(1)
+    return resp.json() if resp.content else None
+
+
+def _check_filters(filters: list[str]) -> None:
+    for f in filters:
+        try:
+            parse_matchers(f)
+        except MatcherError as e:
+            typer.echo(f"pitwall: {e}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _labels(d: dict[str, str]) -> str:
+    return ", ".join(f'{k}="{v}"' for k, v in sorted(d.items()))
+
+
+def alerts(
+    filters: Annotated[list[str] | None, typer.Argument(help='Matchers, e.g. alertname=Foo \'env=~"prod|stag"\'.')] = None,
+    silenced: Annotated[bool, typer.Option("--silenced", help="Include silenced alerts.")] = False,
+    inhibited: Annotated[bool, typer.Option("--inhibited", help="Include inhibited alerts.")] = False,
+    receiver: Annotated[str, typer.Option(help="Only alerts routed to receivers matching this regex.")] = "",
+    output: OutputOpt = "table",
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+) -> None:
+    """List the alerts pitwall (or an Alertmanager) holds."""
+    filters = filters or []
+    _check_filters(filters)
+    params: list[tuple[str, str]] = [("filter", f) for f in filters]
+    params += [("silenced", str(silenced).lower()), ("inhibited", str(inhibited).lower())]
+    if receiver:
+        params.append(("receiver", receiver))
+    data = _call(server, token, "GET", "/alerts", params=params)
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("alertname", "starts at", "state", "labels", "summary"):
+        table.add_column(col)
+    for a in data:
+        labels = dict(a["labels"])
+        name = labels.pop("alertname", "")
+        table.add_row(name, a["startsAt"], a["status"]["state"], _labels(labels),
+                      a.get("annotations", {}).get("summary", ""))
+    Console().print(table)
+
+
+@silence_app.command("add")
+def silence_add(
+    matchers: Annotated[list[str], typer.Argument(help="Matchers the silence applies to.")],
+    comment: Annotated[str, typer.Option("--comment", "-c", help="Why.")],
+    author: Annotated[str, typer.Option("--author", "-a", envvar="USER", help="Who.")] = "pitwall",
+    duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h.")] = "1h",
+    start: Annotated[str, typer.Option(help="RFC 3339 start (default now).")] = "",
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+) -> None:
+    """Silence alerts matching all MATCHERS; prints the new silence id."""
+    _check_filters(matchers)
+    ms = [m for text in matchers for m in parse_matchers(text)]
+    begins = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else datetime.now(UTC)
+    ends = begins + timedelta(milliseconds=parse_duration_ms(duration))
+    body = {
+        "matchers": [{"name": m.name, "value": m.value, "isRegex": m.is_regex, "isEqual": m.is_equal} for m in ms],
+        "startsAt": begins.isoformat(), "endsAt": ends.isoformat(), "createdBy": author, "comment": comment,
+    }
+    typer.echo(_call(server, token, "POST", "/silences", json=body)["silenceID"])
+
+
+@silence_app.command("query")
+def silence_query(
+    filters: Annotated[list[str] | None, typer.Argument(help="Matchers the silences must carry.")] = None,
+    expired: Annotated[bool, typer.Option("--expired", help="Show expired silences instead of current ones.")] = False,
+    output: OutputOpt = "table",
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+) -> None:
+    """List silences (active and pending, or expired with --expired)."""
+    filters = filters or []
+    _check_filters(filters)
+    data = _call(server, token, "GET", "/silences", params=[("filter", f) for f in filters])
+    data = [s for s in data if (s["status"]["state"] == "expired") == expired]
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("id", "matchers", "state", "ends at", "created by", "comment"):
+        table.add_column(col)
+    for s in data:
+        ms = " ".join(f'{m["name"]}{"=" if m.get("isEqual", True) else "!"}{"~" if m["isRegex"] else ""}'
+                      f'"{m["value"]}"' for m in s["matchers"])
+        table.add_row(s["id"], ms, s["status"]["state"], s["endsAt"], s["createdBy"], s["comment"])
+    Console().print(table)
+
+
+@silence_app.command("expire")
+def silence_expire(
+    ids: Annotated[list[str], typer.Argument(help="Silence ids.")],
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+) -> None:
+    """Expire silences now."""
+    for sid in ids:
+        _call(server, token, "DELETE", f"/silence/{sid}")

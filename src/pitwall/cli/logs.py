@@ -1,0 +1,133 @@
+"""``pitwall logs query 'LOGQL'`` and ``pitwall logs tail 'SELECTOR'``: Loki's API from the terminal.
+
+Works against pitwall or any Loki (``--server``). Log results print as
+``<time> <labels> <line>`` (oldest first unless ``--direction backward``);
+metric results as a table, or the raw ``data`` object with ``-o json``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import httpx
+import typer
+from rich.console import Console
+
+from pitwall.cli.query import ServerOpt, TokenOpt, parse_when, render_table
+
+app = typer.Typer(help="Query and tail logs (LogQL, Loki API).", no_args_is_help=True)
+TenantOpt = Annotated[str | None, typer.Option("--tenant", envvar="PITWALL_TENANT", help="X-Scope-OrgID.")]
+
+
+def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
+    h = {}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    if tenant:
+        h["X-Scope-OrgID"] = tenant
+    return h
+
+
+def _fmt_labels(labels: dict[str, str]) -> str:
+    return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+
+
+def format_entries(result: list[dict[str, Any]], *, newest_first: bool = False) -> list[str]:
+    """Loki ``streams`` as terminal lines, merged across streams in time order."""
+    rows = [(int(v[0]), s["stream"], v[1]) for s in result for v in s["values"]]
+    rows.sort(key=lambda r: r[0], reverse=newest_first)
+    out = []
+    for ts, labels, line in rows:
+        when = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        out.append(f"{when} {_fmt_labels(labels)} {line}")
+    return out
+
+
+def query(
+    expr: Annotated[str, typer.Argument(help="LogQL expression.")],
+    since: Annotated[str, typer.Option(help="Range start: -1h, now, unix or RFC 3339.")] = "-1h",
+    until: Annotated[str, typer.Option(help="Range end (and instant time).")] = "now",
+    limit: Annotated[int, typer.Option(help="Most log lines to return.")] = 100,
+    direction: Annotated[str, typer.Option(help="backward (newest first) or forward.")] = "backward",
+    step: Annotated[str | None, typer.Option(help="Metric query step, e.g. 1m.")] = None,
+    instant: Annotated[bool, typer.Option("--instant", help="Instant query at --until.")] = False,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """Run a LogQL query and print lines or series."""
+    end = parse_when(until)
+    if instant:
+        path, params = "/loki/api/v1/query", {"query": expr, "time": f"{end:.3f}", "limit": str(limit)}
+    else:
+        params = {"query": expr, "start": f"{parse_when(since):.3f}", "end": f"{end:.3f}", "limit": str(limit),
+                  "direction": direction}
+        if step:
+            params["step"] = step
+        path = "/loki/api/v1/query_range"
+    try:
+        resp = httpx.get(server.rstrip("/") + path, params=params, headers=_headers(token, tenant), timeout=130)
+    except httpx.HTTPError as e:
+        typer.echo(f"pitwall logs: cannot reach {server}: {e}", err=True)
+        raise typer.Exit(1) from None
+    if resp.status_code != 200:
+        typer.echo(f"pitwall logs: HTTP {resp.status_code}: {resp.text.strip()}", err=True)
+        raise typer.Exit(1)
+    data = resp.json()["data"]
+    if output == "json":
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if data["resultType"] == "streams":
+        for line in format_entries(data["result"], newest_first=direction == "backward"):
+            typer.echo(line)
+        return
+    render_table(data, Console())
+
+
+def tail(
+    expr: Annotated[str, typer.Argument(help="Log query: a selector, optionally with a pipeline.")],
+    since: Annotated[str, typer.Option(help="Show entries since, e.g. -5m.")] = "-1h",
+    limit: Annotated[int, typer.Option(help="Most lines of history to show first.")] = 100,
+    server: ServerOpt = "http://127.0.0.1:9900",
+    token: TokenOpt = None,
+    tenant: TenantOpt = None,
+    max_messages: Annotated[int, typer.Option(hidden=True, help="Stop after this many messages (tests).")] = 0,
+) -> None:
+    """Follow new log lines as they arrive (Loki's tail websocket), until Ctrl-C."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    start_ns = int(parse_when(since) * 1e9)
+    qs = urlencode({"query": expr, "limit": str(limit), "start": str(start_ns)})
+    url = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+    n = 0
+    try:
+        with connect(f"{url}/loki/api/v1/tail?{qs}", additional_headers=_headers(token, tenant),
+                     open_timeout=10) as ws:
+            for raw in ws:
+                msg = json.loads(raw)
+                for line in format_entries(msg.get("streams") or []):
+                    typer.echo(line)
+                for d in msg.get("dropped_entries") or []:
+                    typer.echo(f"(dropped entry of {_fmt_labels(d['labels'])} at {d['timestamp']})", err=True)
+                n += 1
+                if max_messages and n >= max_messages:
+                    return
+    except ConnectionClosed as e:
+        reason = e.rcvd.reason if e.rcvd is not None else str(e)
+        if reason:
+            typer.echo(f"pitwall logs tail: {reason}", err=True)
+            raise typer.Exit(1) from None
+    except (OSError, TimeoutError) as e:
+        typer.echo(f"pitwall logs tail: cannot reach {server}: {e}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        return
+
+
+app.command("query")(query)
+app.command("tail")(tail)

@@ -1,0 +1,181 @@
+"""``pitwall demo``: the server, the webhook receiver, five services and the load, as one run.
+
+Start order: the alert webhook receiver (the server's Alertmanager config
+points at it), ``pitwall server`` with the rendered demo config, then the
+services leaves first, then the load generator. Everything is a child of the
+:class:`~pitwall.demo.supervisor.Supervisor`; a ``finally`` block stops them
+all, in reverse order, on Ctrl-C, SIGTERM, the end of ``--duration`` or any
+failure, and removes the run's temporary directory unless the user chose
+one.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from pitwall.demo import config as demo_config
+from pitwall.demo.services import SERVICES, TOPOLOGY
+from pitwall.demo.supervisor import Child, ChildFailed, Supervisor
+
+__all__ = ["DemoOptions", "DemoRun", "free_port", "run_demo"]
+
+SERVER_READY_TIMEOUT_S = 60.0
+CHILD_READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    listen: str = "127.0.0.1:9900"
+    duration_s: float = 0.0  # 0: until Ctrl-C
+    seed: int = 1
+    day_s: float = 300.0
+    work_dir: Path | None = None  # kept after the run when given
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free right now on ``host`` (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class DemoRun:
+    """One run's addresses and files (what the summary prints)."""
+
+    options: DemoOptions
+    work_dir: Path
+    ports: dict[str, int]
+    supervisor: Supervisor
+
+    @property
+    def pitwall_url(self) -> str:
+        return f"http://{self.options.listen}"
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+
+def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> int:
+    """Run the demo until the duration ends or a signal arrives; 0 on a clean run."""
+    work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="pitwall-demo-"))
+    stop = threading.Event()
+    # --duration counts from the command's start, so a 60 s run ends after about 60 s.
+    deadline = time.monotonic() + options.duration_s if options.duration_s else None
+    run = DemoRun(options, work_dir, _ports(), Supervisor(work_dir / "logs"))
+    code = 0
+    # The handlers stay installed through the cleanup: a second Ctrl-C must not
+    # kill the supervisor half-way and leave children behind.
+    with _stop_on_signals(stop):
+        try:
+            _start_all(run, stop, echo)
+            if not stop.is_set():
+                _print_summary(run, echo)
+                code = _watch(run, stop, deadline, echo)
+        except ChildFailed as e:
+            echo(f"pitwall demo: {e}")
+            code = 1
+        finally:
+            echo("pitwall demo: stopping ...")
+            run.supervisor.stop_all()
+            if options.work_dir is None:
+                shutil.rmtree(work_dir, ignore_errors=True)
+            echo("pitwall demo: stopped")
+    return code
+
+
+def _ports() -> dict[str, int]:
+    return {name: free_port() for name in (*SERVICES, "loadgen", "webhook")}
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (the main loop notices) instead of raising mid-cleanup."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _py(module: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def _start_all(run: DemoRun, stop: threading.Event, echo: Callable[[str], None]) -> None:
+    sup, o = run.supervisor, run.options
+    webhook_url = run.url("webhook") + "/alerts"
+    targets = {name: f"127.0.0.1:{run.ports[name]}" for name in (*SERVICES, "loadgen")}
+    targets["pitwall"] = o.listen
+    rendered = demo_config.render(run.work_dir / "config", targets, webhook_url)
+    for key in rendered.skipped:
+        echo(f"pitwall demo: this pitwall has no '{key}' setting yet; running without it")
+    hook = sup.start("webhook", _py("pitwall.demo.webhook", "--port", str(run.ports["webhook"]),
+                                     "--pitwall", run.pitwall_url), ready_url=run.url("webhook") + "/healthz")
+    server = sup.start("pitwall", _py("pitwall.cli.main", "server", "--config", str(rendered.pitwall_file),
+                                      "--data-dir", str(run.work_dir / "data"), "--listen", o.listen),
+                       ready_url=run.pitwall_url + "/-/ready")
+    echo(f"pitwall demo: starting pitwall at {run.pitwall_url} (work dir {run.work_dir})")
+    sup.wait_ready(hook, CHILD_READY_TIMEOUT_S, stop.is_set)
+    sup.wait_ready(server, SERVER_READY_TIMEOUT_S, stop.is_set)
+    epoch = f"{time.time():.3f}"
+    common = ["--pitwall", run.pitwall_url, "--seed", str(o.seed), "--epoch", epoch, "--day", str(o.day_s)]
+    started: list[Child] = []
+    for name in SERVICES:
+        peers = [a for p in TOPOLOGY[name] for a in ("--peer", f"{p}={run.url(p)}")]
+        started.append(sup.start(name, _py(f"pitwall.demo.services.{name}", "--port", str(run.ports[name]),
+                                           *common, *peers), ready_url=run.url(name) + "/healthz"))
+    for child in started:
+        sup.wait_ready(child, CHILD_READY_TIMEOUT_S, stop.is_set)
+    load = sup.start("loadgen", _py("pitwall.demo.loadgen", "--target", run.url("frontend"),
+                                    "--port", str(run.ports["loadgen"]), "--seed", str(o.seed),
+                                    "--epoch", epoch, "--day", str(o.day_s)),
+                     ready_url=run.url("loadgen") + "/metrics")
+    sup.wait_ready(load, CHILD_READY_TIMEOUT_S, stop.is_set)
+
+
+def _print_summary(run: DemoRun, echo: Callable[[str], None]) -> None:
+    p = run.pitwall_url
+    lines = [
+        f"pitwall demo: running (seed {run.options.seed}; "
+        + (f"stops after {run.options.duration_s:g}s" if run.options.duration_s else "Ctrl-C stops") + ")",
+        f"  pitwall          {p}   (Grafana: Prometheus, Loki and Zipkin data sources all at this URL)",
+        f"  metrics          {p}/api/v1/query?query=sum+by+(job)+(rate(http_server_requests_total[1m]))",
+        f"  logs             {p}/loki/api/v1/query_range?query=%7Bservice_name%3D%22payment%22%7D",
+        f"  traces           {p}/api/v2/services",
+        f"  alerts           {p}/api/v2/alerts",
+        f"  alert webhook    {run.url('webhook')}/notifications",
+    ]
+    lines += [f"  child {c.name:<10} pid {c.pid:<7} {c.ready_url or ''}" for c in run.supervisor.children]
+    lines.append(f"  child logs       {run.supervisor.log_dir}")
+    for line in lines:
+        echo(line)
+
+
+def _watch(run: DemoRun, stop: threading.Event, deadline: float | None, echo: Callable[[str], None]) -> int:
+    """Wait for the end; a child that dies on its own ends the run with code 1."""
+    while not stop.wait(0.5):
+        if deadline is not None and time.monotonic() >= deadline:
+            return 0
+        dead = run.supervisor.exited()
+        if dead:
+            for c in dead:
+                echo(f"pitwall demo: {c.name} exited with code {c.proc.returncode}:\n{c.log_tail()}")
+            return 1
+    return 0

@@ -1,0 +1,288 @@
+"""Loki's HTTP API (push, query, labels, series, index stats, build info) and pitwall's native log endpoints.
+
+Responses are shaped as Loki's (``{"status": "success", "data": ...}``;
+index stats bare); errors are Loki's plain text, rendered once by
+``core.http_errors`` from the exception kinds. Handlers parse parameters,
+call the store or the LogQL engine, and write the envelope.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from pitwall import __version__
+from pitwall.core.errors import BadData, NotFound
+from pitwall.core.http_errors import error_router
+from pitwall.core.limits import InflightBudget, LimitsSettings
+from pitwall.core.params import all_params, tenant_of
+from pitwall.logs.errors import RequestTooLarge
+from pitwall.logs.ingest.distributor import LogIngester
+from pitwall.logs.ingest.loki_push import LabelCache, decode_push
+from pitwall.logs.model import Direction, LogStream, Matcher
+from pitwall.logs.params import (
+    NS,
+    bounds,
+    default_step_ns,
+    parse_direction,
+    parse_duration_ns,
+    parse_limit,
+    parse_timestamp_ns,
+)
+from pitwall.logs.settings import LogsSettings
+from pitwall.storage.logs_store import LogStore
+
+MAX_POINTS = 11_000
+LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
+
+
+class LogQLRunner(Protocol):
+    """The part of the LogQL engine the API calls (``pitwall.logs.logql.LogQLEngine``)."""
+
+    def query_range(self, querier: Any, expr: str, start_ns: int, end_ns: int, step_ns: int, *, limit: int,
+                    direction: Direction, interval_ns: int | None = None) -> Any: ...
+
+    def query_instant(self, querier: Any, expr: str, time_ns: int, *, limit: int, direction: Direction) -> Any: ...
+
+
+@dataclass
+class LogsApiDeps:
+    store: LogStore
+    ingester: LogIngester
+    engine: LogQLRunner
+    parse_selector: Callable[[str], list[Matcher]]
+    settings: LogsSettings
+    limits: LimitsSettings
+    inflight: InflightBudget
+    labels: LabelCache
+
+
+_H = TypeVar("_H", bound=Callable[..., Awaitable[Response]])
+
+
+def _get_post(r: APIRouter, path: str) -> Callable[[_H], _H]:
+    """Register a handler for GET and form POST, with distinct OpenAPI operation ids."""
+
+    def deco(fn: _H) -> _H:
+        for method in ("GET", "POST"):
+            r.add_api_route(path, fn, methods=[method], operation_id=f"loki_{fn.__name__}_{method.lower()}")
+        return fn
+
+    return deco
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status,
+                    media_type="application/json; charset=UTF-8")
+
+
+def _success(data: Any) -> Response:
+    return _json({"status": "success", "data": data})
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def push_router(deps: LogsApiDeps) -> APIRouter:
+    """``POST /loki/api/v1/push`` (204 once in the WAL), plain-text errors as Loki's distributor."""
+    r = error_router("text", tags=["loki"])
+
+    @r.post("/loki/api/v1/push", status_code=204)
+    async def push(request: Request) -> Response:
+        tenant = tenant_of(request)
+        body = await read_body(request, deps.limits.max_request_bytes)
+        with deps.inflight.reserve(len(body)):
+            cols = decode_push(body, request.headers.get("content-type", ""),
+                               request.headers.get("content-encoding", ""), deps.labels,
+                               deps.limits.max_decompressed_bytes)
+            await deps.ingester.push(tenant, cols)
+        return Response(status_code=204)
+
+    return r
+
+
+def query_router(deps: LogsApiDeps) -> APIRouter:
+    """Loki's read API under ``/loki/api/v1``."""
+    r = error_router("text", tags=["loki"])
+    store = deps.store
+
+    def selector(p: Any, key: str = "query") -> list[Matcher]:
+        q = p.get(key)
+        return deps.parse_selector(q) if q else []
+
+    @_get_post(r, "/loki/api/v1/query_range")
+    async def query_range(request: Request) -> Response:
+        p = await all_params(request)
+        expr = _query_param(p)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        limit = _limit(p, deps)
+        direction = parse_direction(p.get("direction"))
+        step = parse_duration_ns(p["step"]) if p.get("step") else default_step_ns(start, end)
+        if step <= 0:
+            raise BadData("zero or negative query resolution step widths are not accepted. "
+                          "Try a positive integer")
+        if (end - start) // step > MAX_POINTS:
+            raise BadData(f"exceeded maximum resolution of {MAX_POINTS:,} points per timeseries. "
+                          "Try increasing the value of the step parameter")
+        interval = parse_duration_ns(p["interval"], "interval") if p.get("interval") else None
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(deps.engine.query_range, q, expr, start, end, step, limit=limit,
+                                      direction=direction, interval_ns=interval)
+        return _success(res.to_loki_data())
+
+    @_get_post(r, "/loki/api/v1/query")
+    async def query(request: Request) -> Response:
+        p = await all_params(request)
+        expr = _query_param(p)
+        at = parse_timestamp_ns(p["time"]) if p.get("time") else time.time_ns()
+        limit = _limit(p, deps)
+        direction = parse_direction(p.get("direction"))
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(deps.engine.query_instant, q, expr, at, limit=limit, direction=direction)
+        return _success(res.to_loki_data())
+
+    @_get_post(r, "/loki/api/v1/labels")
+    async def labels(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        q = store.querier(tenant_of(request))
+        ms = selector(p)
+        if ms:
+            names = sorted({k for lbl in q.series(ms, start, end + 1) for k, _ in lbl})
+        else:
+            names = q.label_names(start, end + 1)
+        return _success(names)
+
+    @_get_post(r, "/loki/api/v1/label/{name}/values")
+    async def label_values(name: str, request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        q = store.querier(tenant_of(request))
+        return _success(q.label_values(name, selector(p), start, end + 1))
+
+    @_get_post(r, "/loki/api/v1/series")
+    async def series(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        q = store.querier(tenant_of(request))
+        sets = [deps.parse_selector(m) for m in p.getlist("match[]") or p.getlist("match")] or [[]]
+        seen: dict[Any, None] = {}
+        for ms in sets:
+            for lbl in q.series(ms, start, end + 1):
+                seen[lbl] = None
+        return _success([dict(lbl) for lbl in sorted(seen)])
+
+    @_get_post(r, "/loki/api/v1/index/stats")
+    async def index_stats(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        ms = selector(p)
+        q = store.querier(tenant_of(request))
+        return _json(await run_in_threadpool(q.stats, ms, start, end + 1))
+
+    @_get_post(r, "/loki/api/v1/index/volume")
+    async def index_volume(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        ms = selector(p)
+        limit = parse_limit(p.get("limit"), 100)
+        target = [x for x in (p.get("targetLabels") or "").split(",") if x]
+        q = store.querier(tenant_of(request))
+        vols = await run_in_threadpool(q.volume, ms, start, end + 1, target or None)
+        ts = end / NS
+        result = [{"metric": dict(lbl), "value": [ts, str(v)]} for lbl, v in vols[:limit]]
+        return _success({"resultType": "vector", "result": result})
+
+    @r.get("/loki/api/v1/status/buildinfo")
+    async def buildinfo() -> Response:
+        return _json({"version": LOKI_API_VERSION, "revision": f"pitwall-{__version__}", "branch": "main",
+                      "buildUser": "pitwall", "buildDate": "", "goVersion": ""})
+
+    return r
+
+
+def ready_router(is_ready: Callable[[], bool]) -> APIRouter:
+    """Loki's ``GET /ready``: ``ready`` once every component started."""
+    from pitwall.core.errors import Unavailable
+
+    r = error_router("text", tags=["loki"])
+
+    @r.get("/ready")
+    async def ready() -> Response:
+        if not is_ready():
+            raise Unavailable("Ingester not ready: waiting for components to start")
+        return Response("ready\n", media_type="text/plain; charset=utf-8")
+
+    return r
+
+
+def native_router(deps: LogsApiDeps) -> APIRouter:
+    """pitwall's own log endpoints (JSON errors): a trace's logs."""
+    r = error_router("native", tags=["logs"])
+
+    @r.get("/api/logs/v1/trace/{trace_id}")
+    async def trace_logs(trace_id: str, request: Request) -> Response:
+        """Every log entry whose structured metadata ``trace_id`` is ``trace_id``, oldest first."""
+        tid = trace_id.strip().lower()
+        if not tid or len(tid) > 64 or any(c not in "0123456789abcdef" for c in tid):
+            raise BadData(f"invalid trace id {trace_id[:80]!r}: expected hex")
+        p = await all_params(request)
+        start = parse_timestamp_ns(p["start"]) if p.get("start") else 0
+        end = parse_timestamp_ns(p["end"]) if p.get("end") else time.time_ns() + 3600 * NS
+        limit = parse_limit(p.get("limit"), 1000)
+        q = deps.store.querier(tenant_of(request))
+        streams = await run_in_threadpool(q.by_trace_id, tid, start, end, min(limit, 10_000))
+        if not streams and p.get("require") == "true":
+            raise NotFound(f"no log entries for trace {tid}")
+        return _json({"traceId": tid, "streams": streams_json(streams)})
+
+    return r
+
+
+def streams_json(streams: Sequence[LogStream]) -> list[dict[str, Any]]:
+    """Loki's ``streams`` result shape; structured metadata as the third element when present."""
+    out = []
+    for s in streams:
+        values: list[list[Any]] = []
+        md = s.metadata or [()] * len(s)
+        for ts, line, m in zip(s.ts_ns.tolist(), s.lines, md, strict=True):
+            values.append([str(ts), line, dict(m)] if m else [str(ts), line])
+        out.append({"stream": dict(s.labels), "values": values})
+    return out
+
+
+def _query_param(p: Any) -> str:
+    expr = p.get("query")
+    if expr is None or not expr.strip():
+        raise BadData("query must not be empty" if expr is not None else "missing query parameter")
+    return str(expr)
+
+
+def _limit(p: Any, deps: LogsApiDeps) -> int:
+    limit = parse_limit(p.get("limit"))
+    mx = deps.settings.limits.max_entries_limit_per_query
+    if limit > mx:
+        raise BadData(f"max entries limit per query exceeded, limit > max_entries_limit_per_query ({limit} > {mx})")
+    return limit
+
+
+__all__ = ["LogsApiDeps", "native_router", "push_router", "query_router", "read_body", "ready_router",
+           "streams_json"]

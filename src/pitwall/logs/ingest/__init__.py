@@ -1,0 +1,1 @@
+"""Log intake: Loki push, OTLP logs, syslog, Elasticsearch bulk; all through ``LogIngester``."""

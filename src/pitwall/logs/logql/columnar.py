@@ -1,0 +1,327 @@
+"""Column-wise ``| json`` extraction and label filters over many entries at once.
+
+The per-entry pipeline (``pipeline.py``) is the reference; this module only
+decides what it can decide exactly and leaves every other entry to it. For a
+batch of lines it decodes each JSON object once, reads the top-level values
+of the few labels a query uses, and evaluates label filters column-wise in
+three-valued logic: ``FALSE`` (the pipeline surely drops the entry), ``TRUE``
+(it surely keeps it, with no error label) or ``UNKNOWN`` (run the pipeline).
+
+A line is decided only when it is a JSON object whose keys are all label
+names already, with no nested object that could flatten into a used label,
+and the entry carries no structured metadata; numbers compare by value
+(orjson and Go's ``ParseFloat`` both round correctly), and text is read back
+only where it is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+
+import numpy as np
+import orjson
+
+from pitwall.logs.logql import ast
+from pitwall.logs.logql.pipeline import _CMP, _DUPLICATE_SUFFIX, _Inexact, _number_text, _sanitize_key
+from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
+
+__all__ = ["FALSE", "TRUE", "UNKNOWN", "JsonColumns", "filter_prefix", "label_filter_names", "tri_filter"]
+
+FALSE = np.int8(0)
+TRUE = np.int8(1)
+UNKNOWN = np.int8(2)
+
+# kinds of a value per line
+K_MISSING = 0  # the label is not set
+K_NUMBER = 1  # a JSON number: ``num`` holds its value, ``raw`` the Python number
+K_TEXT = 2  # a string label value in ``text``
+K_UNKNOWN = 3  # only the per-entry pipeline can tell
+
+_FILTERS = (
+    ast.StringLabelFilter,
+    ast.NumericLabelFilter,
+    ast.DurationLabelFilter,
+    ast.BytesLabelFilter,
+    ast.BinaryLabelFilter,
+)
+_VALID_KEYS: set[str] = set()
+_MISSING = object()
+
+
+def filter_prefix(stages: Sequence[ast.Stage]) -> list[ast.LabelFilter] | None:
+    """The label filters right after a leading ``| json`` (no parameters), or None.
+
+    Dropping an entry these filters drop is exact whatever follows them.
+    """
+    if not stages or not isinstance(stages[0], ast.JsonParser) or stages[0].params:
+        return None
+    out: list[ast.LabelFilter] = []
+    for st in stages[1:]:
+        if not isinstance(st, _FILTERS):
+            break
+        out.append(st)
+    return out
+
+
+def label_filter_names(filters: Sequence[ast.LabelFilter]) -> set[str]:
+    names: set[str] = set()
+    todo: list[ast.LabelFilter] = list(filters)
+    while todo:
+        f = todo.pop()
+        if isinstance(f, ast.BinaryLabelFilter):
+            todo.extend((f.left, f.right))
+        elif isinstance(f, ast.StringLabelFilter):
+            names.add(f.matcher.name)
+        else:
+            names.add(f.name)
+    return names
+
+
+def _decode(lines: Sequence[str]) -> list[object]:
+    loads = orjson.loads
+    try:
+        return [loads(x) for x in lines]
+    except orjson.JSONDecodeError:
+        out: list[object] = []
+        for x in lines:
+            try:
+                out.append(loads(x))
+            except orjson.JSONDecodeError:
+                out.append(None)
+        return out
+
+
+@dataclass
+class _Column:
+    kind: np.ndarray  # int8 per line, K_*
+    num: np.ndarray  # float64 per line (K_NUMBER)
+    raw: list[object] | None  # per line: the decoded value, or _MISSING; None when every line's comes from ``base``
+    in_base: np.ndarray  # per line: the value is a stream label (``base[stream]``)
+    base: list[str | None]  # per stream: its label of this name
+
+
+_KIND: dict[type, int] = {str: K_TEXT, bool: K_TEXT, type(None): K_TEXT, float: K_NUMBER, int: -1, list: K_MISSING,
+                          object: K_MISSING}
+
+
+class JsonColumns:
+    """Top-level JSON values of ``names`` for every line, as ``| json`` would set them.
+
+    ``stream_idx[i]`` indexes ``bases`` (the stream labels of line i);
+    ``undecidable[i]`` marks lines only the pipeline can handle (not a plain
+    JSON object, metadata present...).
+    """
+
+    def __init__(
+        self,
+        lines: Sequence[str],
+        stream_idx: np.ndarray,
+        bases: Sequence[dict[str, str]],
+        names: set[str],
+        undecidable: np.ndarray | None = None,
+    ) -> None:
+        n = len(lines)
+        self.lines = lines
+        self.stream_idx = stream_idx
+        self.bases = bases
+        objs = _decode(lines)
+        bad = np.zeros(n, dtype=bool) if undecidable is None else undecidable.copy()
+        is_dict = [type(o) is dict for o in objs]
+        if not all(is_dict):
+            bad |= ~np.asarray(is_dict, dtype=bool)
+            objs = [o if d else {} for o, d in zip(objs, is_dict, strict=True)]
+        dicts: list[dict[str, object]] = objs  # type: ignore[assignment]
+        keys: set[str] = set().union(*dicts) if dicts else set()
+        invalid = set()
+        for k in keys - _VALID_KEYS:
+            if k and _sanitize_key(k) == k:
+                _VALID_KEYS.add(k)
+            else:
+                invalid.add(k)
+        if invalid:
+            bad |= np.fromiter((not o.keys().isdisjoint(invalid) for o in dicts), dtype=bool, count=n)
+        # A nested object under a prefix of a used name could flatten into it (``a: {b: 1}`` -> ``a_b``).
+        prefixes = ({nm[:i] for nm in names for i in range(1, len(nm)) if nm[i] == "_"} | set(names)) & keys
+        if prefixes:
+            # only lines with a second "{" can hold a nested object
+            for i in [i for i, x in enumerate(lines) if x.find("{", 1) >= 0]:
+                o = dicts[i]
+                if any(type(o.get(p)) is dict for p in prefixes):
+                    bad[i] = True
+        self.bad = bad
+        self._dicts = dicts
+        self._cols: dict[str, _Column] = {}
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def column(self, name: str) -> _Column:
+        col = self._cols.get(name)
+        if col is None:
+            col = self._cols[name] = self._column(name)
+        return col
+
+    def _column(self, name: str) -> _Column:
+        n = len(self.lines)
+        base: list[str | None] = [b.get(name) for b in self.bases]
+        if name.startswith("__") or name.endswith(_DUPLICATE_SUFFIX):
+            return _Column(np.full(n, K_UNKNOWN, dtype=np.int8), np.full(n, np.nan), None, np.zeros(n, dtype=bool),
+                           base)
+        has = np.asarray([v is not None for v in base], dtype=bool)
+        in_base = has[self.stream_idx] if has.any() else np.zeros(n, dtype=bool)
+        num = np.full(n, np.nan)
+        raw: list[object] | None = None
+        if in_base.all():
+            # A stream label wins: the parsed key would go to ``<name>_extracted``.
+            kind = np.full(n, K_TEXT, dtype=np.int8)
+        else:
+            raw = list(map(dict.get, self._dicts, repeat(name), repeat(_MISSING)))
+            kind = np.fromiter(map(_KIND.get, map(type, raw), repeat(K_UNKNOWN)), dtype=np.int8, count=n)
+            ints = kind == -1
+            numeric = ints | (kind == K_NUMBER)
+            idx = np.flatnonzero(numeric)
+            if len(idx):
+                num[idx] = np.asarray([raw[i] for i in idx.tolist()], dtype=np.float64)
+            kind[numeric] = K_NUMBER
+            kind[ints & (num == 0)] = K_UNKNOWN  # "-0" keeps its sign in text only
+            kind[in_base] = K_TEXT
+            num[in_base] = np.nan
+        kind[self.bad] = K_UNKNOWN
+        return _Column(kind, num, raw, in_base, base)
+
+    def text(self, name: str, i: int) -> str | None:
+        """The label text of line ``i``; None when not set. ``_Inexact`` when it cannot be proven."""
+        col = self.column(name)
+        k = col.kind[i]
+        if k == K_MISSING:
+            return None
+        if k == K_UNKNOWN:
+            raise _Inexact
+        if col.in_base[i]:
+            return col.base[int(self.stream_idx[i])]
+        assert col.raw is not None
+        return _text(col.raw[i], name, self.lines[i])
+
+    def codes(self, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """Per line an index into the returned texts (-1: not set) and a mask of lines whose text is unknown."""
+        col = self.column(name)
+        n = len(self.lines)
+        vocab: dict[str, int] = {}
+        codes = np.full(n, -1, dtype=np.int64)
+        unknown = col.kind == K_UNKNOWN
+        known = (col.kind == K_TEXT) | (col.kind == K_NUMBER)
+        if col.raw is not None:
+            raw = col.raw
+            lines = self.lines
+            idx = np.flatnonzero(known & ~col.in_base).tolist()
+            picked = [raw[i] for i in idx]
+            vals: list[str]
+            if set(map(type, picked)) - {str}:
+                vals = []
+                for i, v in zip(idx, picked, strict=True):
+                    try:
+                        vals.append(_text(v, name, lines[i]))
+                    except _Inexact:
+                        unknown[i] = True
+                        vals.append("")
+            else:
+                vals = picked  # type: ignore[assignment]
+            vocab = {v: j for j, v in enumerate(dict.fromkeys(vals))}
+            if idx:
+                codes[idx] = list(map(vocab.__getitem__, vals))
+        if col.in_base.any():
+            per_stream = np.asarray([-1 if v is None else vocab.setdefault(v, len(vocab)) for v in col.base],
+                                    dtype=np.int64)
+            sel = col.in_base & known
+            codes[sel] = per_stream[self.stream_idx[sel]]
+        codes[unknown] = -1
+        return codes, list(vocab), unknown
+
+
+def _text(v: object, name: str, line: str) -> str:
+    tv = type(v)
+    if tv is str:
+        return v  # type: ignore[return-value]
+    if tv is bool:
+        return "true" if v else "false"
+    if v is None:
+        return ""
+    if tv is int:
+        return str(v)
+    return _number_text(v, name, line)  # type: ignore[arg-type]
+
+
+def tri_filter(f: ast.LabelFilter, cols: JsonColumns) -> np.ndarray:
+    """``FALSE``/``TRUE``/``UNKNOWN`` per line for one label filter (``label_filter_predicate``'s logic)."""
+    if isinstance(f, ast.BinaryLabelFilter):
+        a = tri_filter(f.left, cols)
+        b = tri_filter(f.right, cols)
+        if f.and_:
+            out = np.where((a == FALSE) | (b == FALSE), FALSE, UNKNOWN)
+            out[(a == TRUE) & (b == TRUE)] = TRUE
+        else:
+            out = np.where((a == TRUE) | (b == TRUE), TRUE, UNKNOWN)
+            out[(a == FALSE) & (b == FALSE)] = FALSE
+        return out.astype(np.int8)
+    if isinstance(f, ast.StringLabelFilter):
+        return _tri_string(f, cols)
+    conv: Callable[[str], float]
+    if isinstance(f, ast.NumericLabelFilter):
+        conv, target, numeric_ok = parse_go_float, float(f.value), True
+    elif isinstance(f, ast.DurationLabelFilter):
+        conv, target, numeric_ok = (lambda s: float(parse_duration_ns(s, go_only=True))), float(f.value_ns), False
+    else:
+        conv, target, numeric_ok = (lambda s: float(parse_bytes(s))), float(f.value), False
+    cmp = _CMP[f.op]
+    col = cols.column(f.name)
+    out = np.full(len(col.kind), UNKNOWN, dtype=np.int8)
+    out[col.kind == K_MISSING] = FALSE
+    if numeric_ok:
+        nums = col.kind == K_NUMBER
+        if nums.any():
+            with np.errstate(invalid="ignore"):
+                hit = _np_cmp(f.op, col.num, target)
+            out[nums & hit] = TRUE
+            out[nums & ~hit] = FALSE
+    cache: dict[str, np.int8] = {}
+    for i in np.flatnonzero(col.kind == K_TEXT).tolist():
+        s = cols.text(f.name, i)
+        assert s is not None
+        r = cache.get(s)
+        if r is None:
+            try:
+                r = TRUE if cmp(conv(s), target) else FALSE
+            except ValueError:
+                r = UNKNOWN  # the pipeline sets LabelFilterErr and keeps the entry
+            cache[s] = r
+        out[i] = r
+    return out
+
+
+def _np_cmp(op: str, a: np.ndarray, b: float) -> np.ndarray:
+    ops: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+        "==": np.equal, "!=": np.not_equal, ">": np.greater, ">=": np.greater_equal, "<": np.less, "<=": np.less_equal,
+    }
+    return ops[op](a, b)
+
+
+def _tri_string(f: ast.StringLabelFilter, cols: JsonColumns) -> np.ndarray:
+    m = f.matcher
+    codes, vocab, unknown = cols.codes(m.name)
+    # index 0: the label is not set (the filter sees ""); then one result per distinct text
+    table = np.asarray([m.matches("")] + [m.matches(v) for v in vocab], dtype=bool)
+    out = np.where(table[codes + 1], TRUE, FALSE).astype(np.int8)
+    out[unknown] = UNKNOWN
+    return out
+
+
+def tri_filters(filters: Sequence[ast.LabelFilter], cols: JsonColumns) -> np.ndarray:
+    """Every filter in sequence: FALSE when one drops the entry, TRUE when all surely keep it."""
+    out = np.full(len(cols), TRUE, dtype=np.int8)
+    for f in filters:
+        r = tri_filter(f, cols)
+        out[r == FALSE] = FALSE
+        out[(r == UNKNOWN) & (out == TRUE)] = UNKNOWN
+    return out

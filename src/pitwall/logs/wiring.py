@@ -1,0 +1,98 @@
+"""Builds the logs pillar from Settings: store, ingester, engine, listeners and routers.
+
+``server.py`` calls ``build_logs`` inside ``build()`` and ``logs_routers``
+inside ``create_app()``, so the composition root stays a few lines per pillar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+
+from pitwall.core.lifecycle import Component
+from pitwall.core.limits import InflightBudget, LimitsSettings
+from pitwall.logs.api import LogsApiDeps, native_router, push_router, query_router, ready_router
+from pitwall.logs.ingest.distributor import LogIngester
+from pitwall.logs.ingest.elasticsearch import es_router
+from pitwall.logs.ingest.loki_push import LabelCache
+from pitwall.logs.ingest.otlp import OtlpLogsTranslator, otlp_logs_router
+from pitwall.logs.ingest.syslog import SyslogServer
+from pitwall.logs.logql import LogQLEngine, parse_expr, parse_stream_selector
+from pitwall.logs.logql.errors import LogQLParseError
+from pitwall.logs.model import Matcher
+from pitwall.logs.settings import LogsSettings
+from pitwall.logs.tail import TailHub, tail_router
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.logs_store import LogStore, OutOfOrderPolicy
+
+MS = 1_000_000
+
+
+@dataclass
+class LogsParts:
+    """The logs pillar's components, in start order, and what its routers need."""
+
+    settings: LogsSettings
+    store: LogStore
+    ingester: LogIngester
+    engine: LogQLEngine
+    tail: TailHub
+    syslog: SyslogServer | None
+    deps: LogsApiDeps
+    otlp: OtlpLogsTranslator
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lifecycle(self) -> list[Component]:
+        comps: list[Component] = [self.store, self.tail]
+        if self.syslog is not None:
+            comps.append(self.syslog)
+        return comps
+
+
+def log_query_selector(expr: str) -> list[Matcher]:
+    """The stream selector of a log query (``{app="x"} |= "y" | json`` -> ``app="x"``), for live tail."""
+    node = parse_expr(expr)
+    matchers = getattr(node, "matchers", None)
+    if matchers is None:
+        raise LogQLParseError("tail is only supported for log queries, not metric queries")
+    return list(matchers)
+
+
+def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limits: LimitsSettings,
+               inflight: InflightBudget, fsync: bool = True,
+               auth_tokens: Sequence[tuple[str, frozenset[str]]] = ()) -> LogsParts:
+    """Construct the logs pillar (no I/O beyond opening files)."""
+    lim = settings.limits
+    store = LogStore(
+        db,
+        data_dir / "wal" / "logs",
+        block_ns=settings.block_duration * MS,
+        retention_ns=settings.retention * MS,
+        head_max_bytes=settings.head_max_bytes,
+        head_max_age_s=settings.head_max_age / 1000,
+        max_streams_per_tenant=lim.max_streams_per_tenant,
+        out_of_order=OutOfOrderPolicy(lim.out_of_order, lim.out_of_order_window * MS),
+        fsync=fsync,
+    )
+    ingester = LogIngester(store, lim)
+    engine = LogQLEngine(max_entries_limit=lim.max_entries_limit_per_query, max_series=settings.max_query_series,
+                         timeout_s=settings.query_timeout / 1000)
+    deps = LogsApiDeps(store=store, ingester=ingester, engine=engine, parse_selector=parse_stream_selector,
+                       settings=settings, limits=limits, inflight=inflight, labels=LabelCache())
+    tail = TailHub(store, engine, log_query_selector, max_connections=lim.max_tail_connections,
+                   tokens=auth_tokens)
+    syslog = SyslogServer(ingester, settings.syslog) if settings.syslog.enabled else None
+    return LogsParts(settings=settings, store=store, ingester=ingester, engine=engine, tail=tail, syslog=syslog,
+                     deps=deps, otlp=OtlpLogsTranslator())
+
+
+def logs_routers(parts: LogsParts, is_ready: Callable[[], bool]) -> list[APIRouter]:
+    """Every router of the logs pillar, to include in the app."""
+    d = parts.deps
+    return [push_router(d), query_router(d), ready_router(is_ready), native_router(d),
+            otlp_logs_router(d, parts.otlp), es_router(d, parts.settings.elasticsearch), tail_router(parts.tail)]

@@ -1,0 +1,1 @@
+"""Span ingest: OTLP/HTTP and Zipkin v2 decoders into the one span model."""

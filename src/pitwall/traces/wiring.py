@@ -1,0 +1,69 @@
+"""Builds the traces pillar from Settings: store, receiver, span metrics, routers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter
+
+from pitwall.core.lifecycle import Component
+from pitwall.core.limits import InflightBudget, LimitsSettings
+from pitwall.metrics.store import Appender
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.traces_store import TraceStore
+from pitwall.traces.api import TracesApiDeps, otlp_router, zipkin_router
+from pitwall.traces.ingest.common import IngestLimits
+from pitwall.traces.ingest.receiver import SpanReceiver
+from pitwall.traces.native_api import native_router
+from pitwall.traces.query import TraceQuery
+from pitwall.traces.settings import TracesSettings
+from pitwall.traces.spanmetrics import SpanMetrics
+
+
+@dataclass
+class TracesParts:
+    store: TraceStore
+    spanmetrics: SpanMetrics | None
+    deps: TracesApiDeps
+
+    @property
+    def lifecycle(self) -> list[Component]:
+        """Start order: the store, then span metrics (which flush into the metrics store)."""
+        return [self.store, *([self.spanmetrics] if self.spanmetrics else [])]
+
+    def routers(self) -> list[APIRouter]:
+        return [otlp_router(self.deps), zipkin_router(self.deps), native_router(self.deps)]
+
+
+def build_traces(
+    ts: TracesSettings, limits: LimitsSettings, db: TelemetryDB, data_dir: Path, *,
+    appender: Appender, inflight: InflightBudget, fsync: bool = True,
+) -> TracesParts:
+    """Construct (no I/O beyond opening files); start via ``lifecycle``."""
+    ms = 1_000_000
+    store = TraceStore(
+        db, data_dir / "wal" / "traces",
+        block_ns=ts.block_duration * ms, retention_ns=ts.retention * ms,
+        head_max_spans=ts.head_max_spans, head_max_age_s=ts.head_max_age / 1000,
+        max_spans_per_trace=ts.max_spans_per_trace, fsync=fsync,
+    )
+    sm = ts.spanmetrics
+    spanmetrics = SpanMetrics(appender, buckets_ms=sm.buckets_ms, flush_interval_s=sm.flush_interval / 1000,
+                              max_series=sm.max_series) if sm.enabled else None
+    store.derived = spanmetrics  # counted on commit and on WAL replay, snapshotted at each flush
+    receiver = SpanReceiver(
+        store=store,
+        limits=IngestLimits(
+            max_spans_per_request=ts.max_spans_per_request,
+            max_attributes_per_span=ts.max_attributes_per_span,
+            max_attribute_value_length=ts.max_attribute_value_length,
+            max_events_per_span=ts.max_events_per_span,
+        ),
+        inflight=inflight,
+        max_request_bytes=limits.max_request_bytes,
+        max_decompressed_bytes=limits.max_decompressed_bytes,
+    )
+    deps = TracesApiDeps(receiver=receiver, query=TraceQuery(store, ts.max_search_results),
+                         default_lookback_ms=ts.default_lookback, autocomplete_keys=list(ts.autocomplete_keys))
+    return TracesParts(store, spanmetrics, deps)

@@ -1,0 +1,78 @@
+"""The alerts page: grouped alerts, rules, silences (create from an alert, expire), notification history."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from pitwall.core.errors import PitwallError
+from pitwall.core.params import tenant_of
+from pitwall.ui.web import Pages, call
+
+__all__ = ["add_routes", "parse_matcher"]
+
+_OPS = ("=~", "!~", "!=", "=")
+
+
+def parse_matcher(text: str) -> tuple[str, str, str]:
+    """``name=value``, ``name!=value``, ``name=~re``, ``name!~re`` (value may be quoted)."""
+    for op in _OPS:
+        i = text.find(op)
+        if i > 0:
+            name, value = text[:i].strip(), text[i + len(op):].strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return name, op, value
+    return text.strip(), "=", ""
+
+
+def add_routes(r: APIRouter, pages: Pages) -> None:
+    deps = pages.deps
+
+    async def render(request: Request, problem: str = "", status: int = 200) -> Response:
+        tr, err = pages.range_or_error(request)
+        av = deps.alerts
+        if av is None:
+            return pages.render(request, "alerts.html", "alerts", tr, error=err, available=False)
+        tenant = tenant_of(request)
+        prefill = [parse_matcher(m) for m in request.query_params.getlist("m") if m]
+        return pages.render(
+            request, "alerts.html", "alerts", tr, error=err, available=True, status=status,
+            groups=await call(av.groups, tenant), pending=await call(av.pending),
+            rules=await call(av.rule_list), silences=await call(av.silences), history=await call(av.history),
+            counters=await call(av.counters), prefill=prefill or [("", "=", "")], problem=problem,
+            show_expired=request.query_params.get("expired") == "1",
+            silence_link=lambda labels: "/alerts?" + urlencode(
+                [("m", f"{k}={v}") for k, v in sorted(labels.items())]) + "#new-silence")
+
+    @r.get("/alerts", response_class=HTMLResponse)
+    async def alerts(request: Request) -> Response:
+        return await render(request)
+
+    @r.post("/alerts/silences", response_class=HTMLResponse)
+    async def create_silence(request: Request) -> Response:
+        if deps.alerts is None:
+            return await render(request, "the alerting pillar is not available", 503)
+        form = await request.form()
+        names = [str(v) for v in form.getlist("name")]
+        ops = [str(v) for v in form.getlist("op")]
+        values = [str(v) for v in form.getlist("value")]
+        matchers = list(zip(names, ops, values, strict=False))
+        try:
+            sid = await call(deps.alerts.create_silence, matchers, str(form.get("duration", "2h")),
+                             str(form.get("created_by", "")), str(form.get("comment", "")))
+        except PitwallError as e:
+            return await render(request, e.message, 400)
+        return RedirectResponse(f"/alerts?created={sid}#silences", 303)
+
+    @r.post("/alerts/silences/{silence_id}/expire", response_class=HTMLResponse)
+    async def expire_silence(silence_id: str, request: Request) -> Response:
+        if deps.alerts is None:
+            return await render(request, "the alerting pillar is not available", 503)
+        try:
+            await call(deps.alerts.expire_silence, silence_id)
+        except PitwallError as e:
+            return await render(request, e.message, 400)
+        return RedirectResponse("/alerts#silences", 303)

@@ -1,0 +1,218 @@
+"""Pages over logs and traces: the logs explorer, trace search and trace view, the service map."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse
+
+from pitwall.core.durations import parse_duration_ms
+from pitwall.core.errors import BadData, PitwallError, Unavailable
+from pitwall.core.params import tenant_of
+from pitwall.traces.model import STATUS_ERROR, STATUS_OK, STATUS_UNSET
+from pitwall.traces.query import SpanFilter, parse_attr_filter
+from pitwall.ui.queries import query_error, service_stats
+from pitwall.ui.web import Pages, call, int_param, json_error, json_response
+
+__all__ = ["add_routes", "layout_graph"]
+
+MS = 1_000_000
+_STATUS = {"ok": STATUS_OK, "error": STATUS_ERROR, "unset": STATUS_UNSET}
+
+
+def _duration_ns(raw: str, name: str) -> int | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        return int(float(raw) * MS)
+    except ValueError:
+        pass
+    try:
+        return parse_duration_ms(raw) * MS
+    except ValueError:
+        raise BadData(f"{name}: not a duration: {raw[:64]!r} (use e.g. 250ms, 2s)") from None
+
+
+def trace_filter(p: Any, start_ms: int, end_ms: int) -> SpanFilter:
+    status = (p.get("status") or "").lower()
+    if status and status not in _STATUS:
+        raise BadData(f"status must be one of ok, error, unset; got {status[:32]!r}")
+    attrs = [a for a in p.getlist("attr") if a.strip()] if hasattr(p, "getlist") else list(p.get("attr", []))
+    return SpanFilter(
+        start_ns=start_ms * MS, end_ns=end_ms * MS + MS - 1, service=p.get("service", ""),
+        name=p.get("operation", ""), attrs=tuple(parse_attr_filter(a) for a in attrs),
+        status=_STATUS[status] if status else None,
+        min_duration_ns=_duration_ns(p.get("min_duration", ""), "min duration"),
+        max_duration_ns=_duration_ns(p.get("max_duration", ""), "max duration"))
+
+
+def layout_graph(nodes: list[str], width: float = 900, height: float = 520) -> dict[str, tuple[float, float]]:
+    """Nodes on a circle, in the order given (callers first keeps edges readable)."""
+    n = len(nodes)
+    cx, cy, rad = width / 2, height / 2, min(width, height) / 2 - 70
+    if n == 1:
+        return {nodes[0]: (cx, cy)}
+    return {name: (cx + rad * math.cos(2 * math.pi * i / n - math.pi / 2),
+                   cy + rad * math.sin(2 * math.pi * i / n - math.pi / 2)) for i, name in enumerate(nodes)}
+
+
+def _error_colour(ratio: float | None) -> str:
+    if ratio is None:
+        return "var(--muted)"
+    if ratio >= 0.05:
+        return "var(--err)"
+    if ratio >= 0.01:
+        return "var(--warn)"
+    return "var(--ok)"
+
+
+def add_routes(r: APIRouter, pages: Pages) -> None:
+    deps = pages.deps
+
+    # ---------------------------------------------------------------- logs
+
+    @r.get("/logs", response_class=HTMLResponse)
+    async def logs(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        p = request.query_params
+        expr = p.get("query", "").strip()
+        trace_id = p.get("trace_id", "").strip().lower()
+        limit = int_param(request, "limit", 200, 1, 5000)
+        result = None
+        qerr = None
+        labels: list[str] = []
+        if deps.logs is None:
+            return pages.render(request, "logs.html", "logs", tr, error=err, available=False, expr=expr)
+        tenant = tenant_of(request)
+        try:
+            labels = await call(deps.logs.label_names, tr, tenant)
+            if trace_id:
+                result = {"kind": "streams", "lines": await call(deps.logs.by_trace, trace_id, tenant, limit)}
+            elif expr:
+                res = await call(deps.logs.run, expr, tr, limit, 600, tenant)
+                result = {"kind": res.kind, "lines": res.lines}
+        except PitwallError as e:
+            qerr = query_error(e)
+        return pages.render(request, "logs.html", "logs", tr, error=err, available=True, expr=expr, result=result,
+                            qerr=qerr, labels=labels, trace_id=trace_id, limit=limit)
+
+    @r.get("/ui/api/logs/chart")
+    async def logs_chart(request: Request) -> Response:
+        """The volume histogram of a log query, or the series of a metric LogQL query."""
+        if deps.logs is None:
+            return json_error(Unavailable("the logs pillar is not available"))
+        p = request.query_params
+        expr = p.get("query", "").strip()
+        points = int_param(request, "points", 120, 10, 2000)
+        try:
+            tr = pages.time_range(request)
+            if p.get("mode") == "metric":
+                res = await call(deps.logs.run, expr, tr, 100, points, tenant_of(request))
+                if res.chart is None:
+                    raise BadData("not a metric query")
+                return json_response(res.chart.to_json())
+            data = await call(deps.logs.volume, expr, tr, points, tenant_of(request))
+        except PitwallError as e:
+            return json_error(e)
+        return json_response(data.to_json())
+
+    @r.get("/ui/fragment/log-label-values", response_class=HTMLResponse)
+    async def log_label_values(request: Request) -> Response:
+        tr, _ = pages.range_or_error(request)
+        name = request.query_params.get("name", "")
+        values: list[str] = []
+        if deps.logs is not None and name:
+            values = await call(deps.logs.label_values, name, tr, tenant_of(request))
+        return pages.render(request, "_label_values.html", "logs", tr, name=name, values=values[:200])
+
+    # ---------------------------------------------------------------- traces
+
+    @r.get("/traces", response_class=HTMLResponse)
+    async def traces(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        if deps.traces is None:
+            return pages.render(request, "traces.html", "traces", tr, error=err, available=False)
+        p = request.query_params
+        tenant = tenant_of(request)
+        service = p.get("service", "")
+        services = await call(deps.traces.services, tenant)
+        ops = await call(deps.traces.operations, tenant, service)
+        found: list[Any] = []
+        qerr = None
+        limit = int_param(request, "limit", 50, 1, 1000)
+        try:
+            f = trace_filter(p, tr.start_ms, tr.end_ms)
+            found = await call(deps.traces.search, tenant, f, limit)
+        except PitwallError as e:
+            qerr = query_error(e)
+        points = sorted(({"t": t.summary.start_ns / 1e9, "d": t.summary.duration_ns / 1e6,
+                          "e": t.summary.error_count > 0, "id": t.display_id} for t in found), key=lambda x: x["t"])
+        return pages.render(request, "traces.html", "traces", tr, error=err, available=True, services=services,
+                            ops=ops, found=found, qerr=qerr, points=points, limit=limit,
+                            attrs=[a for a in p.getlist("attr") if a])
+
+    @r.get("/traces/{trace_id}", response_class=HTMLResponse)
+    async def trace(trace_id: str, request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        if deps.traces is None:
+            return pages.render(request, "traces.html", "traces", tr, error=err, available=False)
+        try:
+            wf = await call(deps.traces.trace, tenant_of(request), trace_id)
+        except PitwallError as e:
+            return pages.render(request, "trace.html", "traces", tr, error=err, wf=None, qerr=query_error(e),
+                                trace_id=trace_id, status=404 if e.kind == "not_found" else 400)
+        log_count = None
+        if deps.logs is not None:
+            try:
+                log_count = len(await call(deps.logs.by_trace, wf.trace_id, tenant_of(request), 1000))
+            except PitwallError:
+                log_count = None
+        return pages.render(request, "trace.html", "traces", tr, error=err, wf=wf, qerr=None, trace_id=trace_id,
+                            log_count=log_count, logs_available=deps.logs is not None)
+
+    # ---------------------------------------------------------------- service map
+
+    @r.get("/services", response_class=HTMLResponse)
+    async def service_map(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        if deps.traces is None:
+            return pages.render(request, "services.html", "services", tr, error=err, available=False)
+        tenant = tenant_of(request)
+        links = await call(deps.traces.dependencies, tenant, tr.start_ms * MS, tr.end_ms * MS + MS - 1)
+        services = await call(deps.traces.services, tenant)
+        try:
+            stats = {s.service: s for s in await call(service_stats, deps.metrics, tr, services, tenant)}
+        except PitwallError as e:
+            stats, err = {}, err or e.message
+        callers = {ln.parent for ln in links}
+        names = sorted({*services, *callers, *(ln.child for ln in links)},
+                       key=lambda n: (n not in callers, n))
+        pos = layout_graph(names)
+        max_rate = max([s.rate or 0.0 for s in stats.values()] + [1e-9])
+        span_s = max(tr.span_ms / 1000, 1)
+        nodes = []
+        for n in names:
+            st = stats.get(n)
+            rate = st.rate if st else None
+            radius = 14 + 22 * math.sqrt((rate or 0.0) / max_rate)
+            nodes.append({"name": n, "x": pos[n][0], "y": pos[n][1], "r": radius, "rate": rate,
+                          "error_ratio": st.error_ratio if st else None,
+                          "colour": _error_colour(st.error_ratio if st else None)})
+        radius_of = {nd["name"]: nd["r"] for nd in nodes}
+        edges = []
+        for ln in links:
+            (x1, y1), (x2, y2) = pos[ln.parent], pos[ln.child]
+            dx, dy = x2 - x1, y2 - y1
+            d = math.hypot(dx, dy) or 1.0
+            r1, r2 = float(radius_of[ln.parent]), float(radius_of[ln.child]) + 6
+            edges.append({"parent": ln.parent, "child": ln.child, "calls": ln.call_count,
+                          "errors": ln.error_count, "rate": ln.call_count / span_s,
+                          "x1": x1 + dx / d * r1, "y1": y1 + dy / d * r1,
+                          "x2": x2 - dx / d * r2, "y2": y2 - dy / d * r2,
+                          "mx": (x1 + x2) / 2, "my": (y1 + y2) / 2,
+                          "colour": "var(--err)" if ln.error_count else "var(--edge)"})
+        return pages.render(request, "services.html", "services", tr, error=err, available=True, nodes=nodes,
+                            edges=edges, links=links)

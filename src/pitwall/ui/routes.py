@@ -1,0 +1,223 @@
+"""The web UI router, mounted at ``/`` (the native and compatibility APIs keep their own paths).
+
+Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
+(+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
+``/dashboards`` (+ view, edit, import), ``/targets``. Fragments and chart data
+live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+and htmx/uPlot copied from node_modules by ``make assets``).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
+
+from pitwall.core.errors import BadData, NotFound, PitwallError
+from pitwall.core.params import tenant_of
+from pitwall.metrics.query import local_instant, local_range
+from pitwall.storage.state import StateStore, sqlite_url
+from pitwall.traces.model import STATUS_ERROR
+from pitwall.traces.query import SpanFilter
+from pitwall.ui import pages_alerts, pages_dashboards, pages_signals
+from pitwall.ui.dashboards import DashboardStore
+from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
+from pitwall.ui.settings import UISettings
+from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
+
+__all__ = ["deps_from_components", "ui_router"]
+
+STATIC = HERE / "static"
+REPO_ROOT = HERE.parents[2]
+# Third-party assets: copied into static/vendor by `make assets`; else read from node_modules.
+VENDOR = {
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
+    "uPlot.min.css": "uplot/dist/uPlot.min.css",
+}
+
+
+def deps_from_components(c: Any) -> UIDeps:
+    """The UI's view of ``server.Components``; pillars not (yet) wired there show as not available."""
+    from pitwall.ui.alerts_view import alerts_view_of
+    from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.traces_view import TracesView
+
+    settings: UISettings = getattr(c.settings, "ui", None) or UISettings()
+    metrics = MetricsView(local_instant(c.engine, c.metric_store), local_range(c.engine, c.metric_store),
+                          c.metric_store.querier)
+    traces_parts = getattr(c, "traces", None)
+    traces = TracesView(traces_parts.deps.query) if traces_parts is not None else None
+    logs_parts = getattr(c, "logs", None)
+    logs = LogsView(logs_parts.deps) if logs_parts is not None else None
+    notifications = getattr(c, "notifications", None)
+    state: StateStore | None = getattr(notifications, "state", None)
+    if state is None:
+        state = StateStore(sqlite_url(c.settings.data_dir))
+    return UIDeps(settings=settings, metrics=metrics, targets=c.scrape.targets, traces=traces, logs=logs,
+                  alerts=alerts_view_of(c), dashboards=DashboardStore(settings.dashboards_dir, state.engine))
+
+
+def _static_file(name: str) -> Path:
+    if name.startswith("vendor/"):
+        vname = name.removeprefix("vendor/")
+        if vname not in VENDOR:
+            raise NotFound(name)
+        for p in (STATIC / "vendor" / vname, REPO_ROOT / "node_modules" / VENDOR[vname]):
+            if p.is_file():
+                return p
+        raise NotFound(f"{name}: run `make assets` (npm ci) to install the UI's third-party assets")
+    p = (STATIC / name).resolve()
+    if not p.is_relative_to(STATIC) or not p.is_file():
+        raise NotFound(name)
+    return p
+
+
+def ui_router(c: Any) -> APIRouter:
+    deps = deps_from_components(c)
+    pages = Pages(deps)
+    r = APIRouter(include_in_schema=False)
+
+    @r.get("/ui/static/{name:path}")
+    async def static(name: str) -> Response:
+        try:
+            p = _static_file(name)
+        except NotFound as e:
+            return Response(e.message, 404, media_type="text/plain")
+        ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+        return FileResponse(p, media_type=ctype, headers={"Cache-Control": "public, max-age=3600"})
+
+    # ---------------------------------------------------------------- overview
+
+    @r.get("/", response_class=HTMLResponse)
+    async def overview(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        tenant = tenant_of(request)
+        services: list[str] = []
+        if deps.traces is not None:
+            services = await call(deps.traces.services, tenant)
+        stats: list[Any] = []
+        try:
+            stats = await call(service_stats, deps.metrics, tr, services, tenant)
+        except PitwallError as e:
+            err = err or e.message
+        alerts = await call(deps.alerts.firing, tenant) if deps.alerts is not None else None
+        return pages.render(request, "overview.html", "overview", tr, error=err, stats=stats, alerts=alerts,
+                            traces_available=deps.traces is not None)
+
+    # ---------------------------------------------------------------- metrics explorer
+
+    @r.get("/graph", response_class=HTMLResponse)
+    async def graph(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        p = request.query_params
+        expr = p.get("expr", "").strip()
+        qtype = "instant" if p.get("type") == "instant" else "range"
+        view = "table" if qtype == "instant" or p.get("view") == "table" else "graph"
+        table = None
+        qerr = None
+        if expr and view == "table":
+            try:
+                at = tr.end_ms
+                if qtype == "range":
+                    table = await call(_range_table, deps.metrics, expr, tr)
+                else:
+                    table = await call(deps.metrics.table, expr, at, tenant_of(request))
+            except PitwallError as e:
+                qerr = query_error(e)
+        return pages.render(request, "graph.html", "metrics", tr, error=err, expr=expr, qtype=qtype, view=view,
+                            stacked=p.get("stacked") == "1", table=table, qerr=qerr)
+
+    @r.get("/ui/api/chart")
+    async def chart(request: Request) -> Response:
+        p = request.query_params
+        expr = p.get("expr", "").strip()
+        try:
+            tr = pages.time_range(request)
+            if not expr:
+                return json_error(BadData("empty query"))
+            data = await call(deps.metrics.chart, expr, tr, int_param(request, "points", 600, 10, 4000),
+                              tenant_of(request))
+        except PitwallError as e:
+            return json_error(e)
+        return json_response(data.to_json())
+
+    @r.get("/ui/api/complete")
+    async def complete(request: Request) -> Response:
+        """Completion candidates: ``kind`` = metric (names + functions), label (names), value."""
+        p = request.query_params
+        kind = p.get("kind", "metric")
+        prefix = p.get("prefix", "")
+        tenant = tenant_of(request)
+        try:
+            tr = pages.time_range(request)
+            if kind == "label":
+                items = await call(deps.metrics.label_names, p.get("metric", ""), tr, tenant)
+            elif kind == "value":
+                metric = p.get("metric", "")
+                items = await call(deps.metrics.label_values, p.get("label", ""), metric, tr, tenant)
+            else:
+                names = await call(deps.metrics.metric_names, tr, tenant)
+                items = [*names, *PROMQL_FUNCTIONS]
+        except PitwallError as e:
+            return json_error(e)
+        low = prefix.lower()
+        hits = [i for i in items if i.lower().startswith(low)]
+        hits += [i for i in items if low and low in i.lower() and not i.lower().startswith(low)]
+        return json_response({"items": hits[:100]})
+
+    # ---------------------------------------------------------------- targets
+
+    @r.get("/targets", response_class=HTMLResponse)
+    async def targets(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        pools = targets_view(deps.targets(), time.time())
+        only = request.query_params.get("health", "")
+        if only:
+            pools = {k: [t for t in v if t.health == only] for k, v in pools.items()}
+        return pages.render(request, "targets.html", "targets", tr, error=err, pools=pools, health=only)
+
+    # ---------------------------------------------------------------- service page (RED from span metrics)
+
+    @r.get("/services/{name}", response_class=HTMLResponse)
+    async def service(name: str, request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        tenant = tenant_of(request)
+        stats = await call(service_stats, deps.metrics, tr, [name], tenant, name)
+        ops: list[tuple[str, float | None]] = []
+        errors: list[Any] = []
+        try:
+            w = f"{max(tr.span_ms // 1000, 60)}s"
+            vec = await call(deps.metrics.vector,
+                             f'topk(10, sum by (span_name) (rate(traces_span_metrics_calls_total{{service_name="{_q(name)}"}}[{w}])))',
+                             tr.end_ms, tenant)
+            ops = sorted(((dict(lb).get("span_name", ""), v) for lb, v in vec), key=lambda t: -(t[1] or 0))
+        except PitwallError as e:
+            err = err or e.message
+        if deps.traces is not None:
+            f = SpanFilter(start_ns=tr.start_ms * 1_000_000, end_ns=tr.end_ms * 1_000_000 + 999_999, service=name,
+                           status=STATUS_ERROR)
+            errors = await call(deps.traces.search, tenant, f, 10)
+        return pages.render(request, "service.html", "services", tr, error=err, name=name,
+                            stats=stats[0] if stats else None, ops=ops, errors=errors,
+                            logs_available=deps.logs is not None)
+
+    pages_signals.add_routes(r, pages)
+    pages_alerts.add_routes(r, pages)
+    pages_dashboards.add_routes(r, pages)
+    return r
+
+
+def _q(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _range_table(mv: MetricsView, expr: str, tr: Any) -> Any:
+    from pitwall.ui.queries import table_of
+
+    step = max(tr.span_ms // 250, 1000)
+    return table_of(mv.range_query(expr, tr.start_ms, tr.end_ms, step))

@@ -1,0 +1,458 @@
+/* pitwall UI: charts (uPlot), PromQL completion, query history, time picker, keyboard, waterfall, live tail.
+   Pages are server-rendered; this file only adds behaviour. No globals besides `pitwall`. */
+(function () {
+  "use strict";
+
+  const PALETTE = ["#4c8bf5", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#e03131", "#5c7cfa",
+    "#66a80f", "#d6336c", "#1098ad", "#a61e4d", "#364fc7", "#087f5b", "#c2255c", "#5f3dc4"];
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+
+  function fmt(v) {
+    if (v == null || Number.isNaN(v)) return "—";
+    const a = Math.abs(v);
+    if (a === 0) return "0";
+    if (a >= 1e9) return (v / 1e9).toPrecision(3) + "G";
+    if (a >= 1e6) return (v / 1e6).toPrecision(3) + "M";
+    if (a >= 1e3) return (v / 1e3).toPrecision(3) + "k";
+    if (a < 1e-3) return v.toExponential(2);
+    return String(+v.toPrecision(4));
+  }
+
+  /* ---------------------------------------------------------------- theme */
+  function setupTheme() {
+    const btn = $("[data-theme-toggle]");
+    if (!btn) return;
+    btn.addEventListener("click", () => {
+      const cur = document.documentElement.dataset.theme;
+      const dark = cur === "dark" || (cur === "auto" && matchMedia("(prefers-color-scheme: dark)").matches);
+      const next = dark ? "light" : "dark";
+      document.documentElement.dataset.theme = next;
+      localStorage.setItem("pw-theme", next);
+      $$(".pw-chart[data-rendered]").forEach((el) => { if (el._pwData) renderChart(el, el._pwData); });
+    });
+  }
+
+  /* ---------------------------------------------------------------- time picker and auto-submit */
+  function setupTimePicker() {
+    $$("[data-quick]").forEach((sel) => sel.addEventListener("change", () => {
+      if (!sel.value) return;
+      const form = sel.form;
+      form.elements.from.value = "now-" + sel.value;
+      form.elements.to.value = "now";
+      sel.disabled = true; /* keep "quick" out of the URL */
+      form.submit();
+    }));
+    $$("[data-autosubmit]").forEach((sel) => sel.addEventListener("change", () => {
+      const q = sel.form.querySelector("[data-quick]");
+      if (q) q.disabled = true;
+      sel.form.submit();
+    }));
+    $$("form.timepicker").forEach((f) => f.addEventListener("submit", () => {
+      const q = f.querySelector("[data-quick]");
+      if (q) q.disabled = true;
+    }));
+  }
+
+  /* ---------------------------------------------------------------- charts */
+  function showChartError(el, err) {
+    const sel = el.dataset.errorTarget;
+    const target = sel ? $(sel) : null;
+    const msg = (err && err.message) || "query failed";
+    if (target) {
+      target.hidden = false;
+      target.textContent = "";
+      const kind = document.createElement("span");
+      kind.className = "kind";
+      kind.textContent = (err.kind || "error") + " ";
+      target.append(kind, msg);
+      if (err.line && err.col) {
+        target.dataset.line = err.line; target.dataset.col = err.col; target.dataset.for = el.dataset.editor || "";
+        addCaret(target);
+      }
+      el.innerHTML = "";
+    } else {
+      el.innerHTML = "";
+      const p = document.createElement("p");
+      p.className = "errtext"; p.textContent = msg;
+      el.append(p);
+    }
+    el.dataset.rendered = "error";
+  }
+
+  function renderChart(el, data) {
+    el._pwData = data;
+    el.innerHTML = "";
+    const n = data.series.length;
+    el.dataset.seriesCount = String(n);
+    if (!n) {
+      const p = document.createElement("p");
+      p.className = "chart-msg"; p.textContent = "No data in this range.";
+      el.append(p);
+      el.dataset.rendered = "empty";
+      return;
+    }
+    const stacked = el.dataset.stacked === "1";
+    const bars = el.dataset.kind === "bars";
+    const raw = data.series.map((s) => s.values);
+    let ys = raw;
+    if (stacked) {
+      const acc = new Array(data.x.length).fill(0);
+      ys = raw.map((vals) => vals.map((v, i) => (acc[i] += v == null ? 0 : v)));
+    }
+    const fg = css("--fg"), grid = css("--line");
+    const width = Math.max(el.clientWidth || 600, 200);
+    const height = +el.dataset.height || (el.classList.contains("big") ? 300 : 180);
+    const series = [{ value: (u, v) => (v == null ? "—" : new Date(v * 1000).toISOString().replace("T", " ").slice(0, 19)) }];
+    data.series.forEach((s, i) => {
+      const colour = PALETTE[i % PALETTE.length];
+      const cfg = {
+        label: s.name, stroke: colour, width: 1.5, points: { show: false },
+        value: (u, v, si, idx) => (idx == null ? "—" : fmt(raw[si - 1][idx])),
+      };
+      if (stacked) cfg.fill = colour + "55";
+      if (bars) { cfg.paths = uPlot.paths.bars({ size: [0.8, 40] }); cfg.fill = colour + "aa"; }
+      series.push(cfg);
+    });
+    const bands = [];
+    if (stacked) for (let i = n; i > 1; i--) bands.push({ series: [i, i - 1], fill: PALETTE[(i - 1) % PALETTE.length] + "55" });
+    if (stacked) series.forEach((s, i) => { if (i > 1) delete s.fill; });
+    const opts = {
+      width, height, series, bands,
+      scales: { x: { time: true } },
+      legend: { live: true, show: n <= 60 || el.classList.contains("big") },
+      axes: [
+        { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
+        { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 56, values: (u, vals) => vals.map(fmt) },
+      ],
+      cursor: { focus: { prox: 16 } },
+      focus: { alpha: 0.35 },
+    };
+    el._plot = new uPlot(opts, [data.x, ...ys], el);
+    el.dataset.rendered = "1";
+  }
+
+  function renderScatter(el) {
+    const pts = JSON.parse(el.dataset.points || "[]");
+    el.innerHTML = "";
+    const x = pts.map((p) => p.t);
+    const ok = pts.map((p) => (p.e ? null : p.d));
+    const bad = pts.map((p) => (p.e ? p.d : null));
+    const fg = css("--fg"), grid = css("--line");
+    const mk = (label, colour) => ({
+      label, stroke: colour, fill: colour, paths: () => null, points: { show: true, size: 7, fill: colour },
+      value: (u, v) => (v == null ? "—" : fmt(v) + " ms"),
+    });
+    const opts = {
+      width: Math.max(el.clientWidth || 600, 200), height: +el.dataset.height || 220,
+      series: [{}, mk("ok", css("--bar") || "#4c8bf5"), mk("error", css("--err") || "#cf222e")],
+      scales: { x: { time: true } },
+      axes: [{ stroke: fg, grid: { stroke: grid } }, { stroke: fg, grid: { stroke: grid }, size: 60, label: "ms", values: (u, v) => v.map(fmt) }],
+      cursor: { points: { size: 10 } },
+    };
+    const plot = new uPlot(opts, [x, ok, bad], el);
+    plot.over.style.cursor = "pointer";
+    plot.over.addEventListener("click", () => {
+      const idx = plot.cursor.idx;
+      if (idx != null && pts[idx]) location.href = el.dataset.link.replace("{id}", pts[idx].id);
+    });
+    el.dataset.seriesCount = String(pts.length);
+    el.dataset.rendered = "1";
+  }
+
+  async function loadChart(el) {
+    if (el.dataset.kind === "scatter") { renderScatter(el); return; }
+    const src = el.dataset.src;
+    if (!src) return;
+    const width = Math.max(el.clientWidth || 600, 200);
+    const points = Math.max(20, Math.round(width / (el.dataset.kind === "bars" ? 8 : 2)));
+    el.setAttribute("aria-busy", "true");
+    try {
+      const resp = await fetch(src + (src.includes("?") ? "&" : "?") + "points=" + points, { headers: { Accept: "application/json" } });
+      const body = await resp.json();
+      if (!resp.ok || body.error) showChartError(el, body.error || { message: resp.statusText });
+      else renderChart(el, body);
+    } catch (e) {
+      showChartError(el, { message: String(e) });
+    } finally {
+      el.removeAttribute("aria-busy");
+    }
+  }
+
+  function mountCharts(root) {
+    if (typeof uPlot === "undefined") return;
+    $$(".pw-chart", root).forEach((el) => { if (!el.dataset.mounted) { el.dataset.mounted = "1"; loadChart(el); } });
+  }
+
+  /* ---------------------------------------------------------------- errors with positions */
+  function addCaret(box) {
+    const line = +box.dataset.line, col = +box.dataset.col;
+    const editor = box.dataset.for ? document.getElementById(box.dataset.for) : null;
+    if (!line || !col || !editor) return;
+    const text = editor.value.split("\n")[line - 1] || "";
+    $$(".caret", box).forEach((c) => c.remove());
+    const caret = document.createElement("span");
+    caret.className = "caret";
+    caret.textContent = text + "\n" + " ".repeat(Math.max(col - 1, 0)) + "^";
+    box.append(caret);
+    box.style.cursor = "pointer";
+    box.title = "Click to put the cursor at the error";
+    box.onclick = () => {
+      const lines = editor.value.split("\n");
+      let off = 0;
+      for (let i = 0; i < line - 1; i++) off += lines[i].length + 1;
+      off += col - 1;
+      editor.focus();
+      editor.setSelectionRange(off, off);
+    };
+  }
+
+  /* ---------------------------------------------------------------- query history */
+  function historyKey(k) { return "pw-history-" + k; }
+  function readHistory(k) { try { return JSON.parse(localStorage.getItem(historyKey(k)) || "[]"); } catch (e) { return []; } }
+  function setupHistory() {
+    $$("form[data-history]").forEach((form) => {
+      const key = form.dataset.history;
+      const ta = form.querySelector("textarea");
+      form.addEventListener("submit", () => {
+        const v = ta.value.trim();
+        if (!v) return;
+        const h = [v, ...readHistory(key).filter((x) => x !== v)].slice(0, 30);
+        localStorage.setItem(historyKey(key), JSON.stringify(h));
+      });
+      const list = $(`[data-history-list="${key}"]`);
+      if (!list) return;
+      const items = readHistory(key);
+      if (!items.length) { list.innerHTML = '<li class="muted">No queries yet.</li>'; return; }
+      items.forEach((q) => {
+        const li = document.createElement("li");
+        const b = document.createElement("button");
+        b.type = "button"; b.textContent = q;
+        b.addEventListener("click", () => { ta.value = q; form.requestSubmit(); });
+        li.append(b); list.append(li);
+      });
+    });
+  }
+
+  /* ---------------------------------------------------------------- PromQL completion */
+  function completionContext(before) {
+    const open = before.lastIndexOf("{"), close = before.lastIndexOf("}");
+    if (open > close) {
+      const inside = before.slice(open + 1);
+      const metric = (before.slice(0, open).match(/([a-zA-Z_:][\w:]*)\s*$/) || [])[1] || "";
+      const val = inside.match(/([a-zA-Z_]\w*)\s*(=~|!~|!=|=)\s*"([^"]*)$/);
+      if (val) return { kind: "value", label: val[1], prefix: val[3], metric };
+      const nm = inside.match(/(?:^|[,{\s])([a-zA-Z_]\w*)?$/);
+      if (nm) return { kind: "label", prefix: nm[1] || "", metric };
+      return null;
+    }
+    const word = before.match(/([a-zA-Z_:][\w:]*)$/);
+    if (word) {
+      if (/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*$/.test(before)) return { kind: "label", prefix: word[1], metric: "" };
+      return { kind: "metric", prefix: word[1] };
+    }
+    return null;
+  }
+
+  function setupCompletion() {
+    $$("textarea[data-complete]").forEach((ta) => {
+      const list = ta.parentElement.querySelector(".completions");
+      let items = [], sel = -1, ctx = null, timer = 0, seq = 0;
+      const form = ta.form;
+      const close = () => { list.hidden = true; items = []; sel = -1; };
+      const paint = () => {
+        list.innerHTML = "";
+        items.forEach((it, i) => {
+          const li = document.createElement("li");
+          li.textContent = it; li.setAttribute("role", "option");
+          li.setAttribute("aria-selected", i === sel ? "true" : "false");
+          li.addEventListener("mousedown", (e) => { e.preventDefault(); sel = i; accept(); });
+          list.append(li);
+        });
+        list.hidden = items.length === 0;
+        const cur = list.children[sel];
+        if (cur) cur.scrollIntoView({ block: "nearest" });
+      };
+      const accept = () => {
+        if (sel < 0 || !ctx) return;
+        const pos = ta.selectionStart;
+        const start = pos - ctx.prefix.length;
+        let ins = items[sel];
+        if (ctx.kind === "label") ins += '="';
+        if (ctx.kind === "value") ins += '"';
+        ta.setRangeText(ins, start, pos, "end");
+        close();
+        ta.dispatchEvent(new Event("input"));
+      };
+      const query = async () => {
+        const before = ta.value.slice(0, ta.selectionStart);
+        ctx = completionContext(before);
+        if (!ctx || (ctx.kind === "metric" && ctx.prefix.length < 1)) { close(); return; }
+        const f = form.elements;
+        const params = new URLSearchParams({ kind: ctx.kind, prefix: ctx.prefix, from: f.from.value, to: f.to.value });
+        if (ctx.metric) params.set("metric", ctx.metric);
+        if (ctx.label) params.set("label", ctx.label);
+        const my = ++seq;
+        try {
+          const r = await fetch("/ui/api/complete?" + params);
+          const body = await r.json();
+          if (my !== seq) return;
+          items = (body.items || []).filter((x) => x !== ctx.prefix || ctx.kind === "value");
+          sel = items.length ? 0 : -1;
+          paint();
+        } catch (e) { close(); }
+      };
+      ta.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(query, 120); });
+      ta.addEventListener("blur", () => setTimeout(close, 150));
+      ta.addEventListener("keydown", (e) => {
+        if (!list.hidden && items.length) {
+          if (e.key === "ArrowDown") { sel = (sel + 1) % items.length; paint(); e.preventDefault(); return; }
+          if (e.key === "ArrowUp") { sel = (sel - 1 + items.length) % items.length; paint(); e.preventDefault(); return; }
+          if ((e.key === "Enter" && !e.ctrlKey && !e.metaKey) || e.key === "Tab") { accept(); e.preventDefault(); return; }
+          if (e.key === "Escape") { close(); e.preventDefault(); return; }
+        }
+        if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); form.requestSubmit(); }
+      });
+    });
+  }
+
+  /* ---------------------------------------------------------------- keyboard */
+  function setupKeyboard() {
+    let pendingG = 0;
+    document.addEventListener("keydown", (e) => {
+      const t = e.target;
+      const typing = t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
+      if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && typing && t.form) { e.preventDefault(); t.form.requestSubmit(); return; }
+      if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (e.key === "/") {
+        const ed = $("main textarea, main form.search select, main form.search input");
+        if (ed) { e.preventDefault(); ed.focus(); }
+      } else if (e.key === "g") {
+        pendingG = Date.now();
+      } else if (pendingG && Date.now() - pendingG < 1500) {
+        pendingG = 0;
+        const a = $(`nav a[data-key="${e.key}"]`);
+        if (a) { e.preventDefault(); location.href = a.href; }
+      }
+    });
+  }
+
+  /* ---------------------------------------------------------------- waterfall */
+  function setupWaterfall() {
+    const wf = $(".waterfall");
+    if (!wf) return;
+    const rows = $$(".span-row", wf);
+    const byParent = new Map();
+    rows.forEach((r) => {
+      const p = r.dataset.parent;
+      if (p !== "") { if (!byParent.has(p)) byParent.set(p, []); byParent.get(p).push(r); }
+    });
+    const setHidden = (idx, hidden) => {
+      (byParent.get(idx) || []).forEach((child) => {
+        child.hidden = hidden;
+        const det = $(`.span-details[data-for="${child.dataset.index}"]`, wf);
+        if (det && hidden) det.hidden = true;
+        if (hidden || child.getAttribute("aria-expanded") !== "false") setHidden(child.dataset.index, hidden);
+      });
+    };
+    wf.addEventListener("click", (e) => {
+      const tw = e.target.closest("[data-collapse]");
+      if (tw) {
+        const row = tw.closest(".span-row");
+        const expanded = row.getAttribute("aria-expanded") !== "false";
+        row.setAttribute("aria-expanded", expanded ? "false" : "true");
+        tw.textContent = expanded ? "▸" : "▾";
+        tw.setAttribute("aria-label", expanded ? "Expand children" : "Collapse children");
+        setHidden(row.dataset.index, expanded);
+        return;
+      }
+      const sb = e.target.closest("[data-span-details]");
+      if (sb) {
+        const det = document.getElementById(sb.getAttribute("aria-controls"));
+        if (det) { det.hidden = !det.hidden; sb.setAttribute("aria-expanded", String(!det.hidden)); }
+      }
+    });
+  }
+
+  /* ---------------------------------------------------------------- logs: label browser, live tail */
+  function setupLogs() {
+    const ta = $("#logql");
+    if (!ta) return;
+    document.addEventListener("click", (e) => {
+      const b = e.target.closest("[data-insert-label]");
+      if (!b) return;
+      const pair = `${b.dataset.insertLabel}="${b.dataset.insertValue.replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`;
+      const v = ta.value.trim();
+      const m = v.match(/^\{([^}]*)\}/);
+      if (!m) ta.value = `{${pair}}` + (v ? " " + v : "");
+      else if (!m[1].trim()) ta.value = `{${pair}}` + v.slice(m[0].length);
+      else ta.value = `{${m[1]}, ${pair}}` + v.slice(m[0].length);
+      ta.focus();
+    });
+    const btn = $("[data-live-tail]");
+    if (!btn) return;
+    let ws = null;
+    btn.addEventListener("click", () => {
+      if (ws) { ws.close(); ws = null; btn.setAttribute("aria-pressed", "false"); btn.textContent = "Live tail"; return; }
+      const q = ta.value.trim();
+      if (!q) { ta.focus(); return; }
+      const box = $("#tail"), list = $("[data-tail-list]");
+      if (box) box.hidden = false;
+      const proto = location.protocol === "https:" ? "wss:" : "ws:";
+      ws = new WebSocket(`${proto}//${location.host}/loki/api/v1/tail?` + new URLSearchParams({ query: q, limit: "50" }));
+      btn.setAttribute("aria-pressed", "true"); btn.textContent = "Stop tail";
+      ws.onmessage = (ev) => {
+        let msg; try { msg = JSON.parse(ev.data); } catch (e) { return; }
+        (msg.streams || []).forEach((s) => (s.values || []).forEach((v) => {
+          const li = document.createElement("li");
+          const ts = new Date(Number(BigInt(v[0]) / 1000000n)).toISOString().replace("T", " ").slice(0, 23);
+          li.textContent = ts + "  " + v[1];
+          if (/\b(error|fatal|critical)\b/i.test(v[1])) li.className = "lv-error";
+          else if (/\bwarn(ing)?\b/i.test(v[1])) li.className = "lv-warn";
+          if (list) { list.prepend(li); while (list.children.length > 500) list.lastChild.remove(); }
+        }));
+      };
+      ws.onclose = () => { ws = null; btn.setAttribute("aria-pressed", "false"); btn.textContent = "Live tail"; };
+    });
+  }
+
+  /* ---------------------------------------------------------------- auto-refresh */
+  function setupRefresh() {
+    const ms = +document.body.dataset.refreshMs;
+    if (!ms) return;
+    setInterval(async () => {
+      const a = document.activeElement;
+      if (a && (a.tagName === "TEXTAREA" || a.tagName === "INPUT") || $(".span-details:not([hidden])") || $("details[open] .fields")) return;
+      try {
+        const r = await fetch(location.href, { headers: { "HX-Request": "refresh" } });
+        if (!r.ok) return;
+        const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+        const fresh = doc.getElementById("main"), main = document.getElementById("main");
+        if (!fresh || !main) return;
+        main.innerHTML = fresh.innerHTML;
+        if (window.htmx) window.htmx.process(main);
+        mountCharts(main);
+        $$(".qerror[data-line]", main).forEach(addCaret);
+      } catch (e) { /* offline for a moment: try again next tick */ }
+    }, Math.max(ms, 2000));
+  }
+
+  function init() {
+    setupTheme();
+    setupTimePicker();
+    setupHistory();
+    setupCompletion();
+    setupKeyboard();
+    setupWaterfall();
+    setupLogs();
+    setupRefresh();
+    $$(".qerror[data-line]").forEach(addCaret);
+    mountCharts(document);
+    document.body.addEventListener("htmx:afterSwap", (e) => mountCharts(e.target));
+  }
+
+  window.pitwall = { mountCharts, fmt };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

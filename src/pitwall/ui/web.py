@@ -1,0 +1,162 @@
+"""Plumbing shared by the UI's page modules: templates, the time range of a request, JSON answers."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fastapi import Request, Response
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+
+from pitwall import __version__
+from pitwall.core.errors import PitwallError
+from pitwall.core.params import tenant_of
+from pitwall.metrics.ingest.scrape import TargetsSnapshot
+from pitwall.ui.queries import MetricsView, query_error
+from pitwall.ui.settings import UISettings
+from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
+
+if TYPE_CHECKING:
+    from pitwall.ui.alerts_view import AlertsView
+    from pitwall.ui.dashboards import DashboardStore
+    from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.traces_view import TracesView
+
+HERE = Path(__file__).resolve().parent
+NAV = [
+    ("overview", "/", "Overview", "o"),
+    ("metrics", "/graph", "Metrics", "m"),
+    ("logs", "/logs", "Logs", "l"),
+    ("traces", "/traces", "Traces", "t"),
+    ("services", "/services", "Service map", "s"),
+    ("alerts", "/alerts", "Alerts", "a"),
+    ("dashboards", "/dashboards", "Dashboards", "d"),
+    ("targets", "/targets", "Targets", "g"),
+]
+_STATUS = {"bad_data": 400, "not_found": 404, "too_large": 413, "overloaded": 429, "timeout": 503,
+           "canceled": 499, "unavailable": 503, "execution": 422, "unauthorized": 401, "forbidden": 403}
+
+
+@dataclass
+class UIDeps:
+    """Everything the pages read, each through its pillar's public query interface; None = not available."""
+
+    settings: UISettings
+    metrics: MetricsView
+    targets: Callable[[], TargetsSnapshot]
+    traces: TracesView | None
+    logs: LogsView | None
+    alerts: AlertsView | None
+    dashboards: DashboardStore
+
+
+def _fmt_num(v: float | None, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    a = abs(v)
+    if a == 0:
+        return "0"
+    if a >= 1e9:
+        return f"{v / 1e9:.{digits}g}G"
+    if a >= 1e6:
+        return f"{v / 1e6:.{digits}g}M"
+    if a >= 1e3:
+        return f"{v / 1e3:.{digits}g}k"
+    return f"{v:.{digits}g}"
+
+
+def _fmt_pct(v: float | None) -> str:
+    return "—" if v is None else f"{v * 100:.2f}%"
+
+
+def _fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.1f}ms"
+
+
+def _fmt_ts(v: float | None) -> str:
+    if not v:
+        return "—"
+    return datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _fmt_ns(v: int) -> str:
+    return datetime.fromtimestamp(v / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def make_env() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = _fmt_num
+    env.filters["pct"] = _fmt_pct
+    env.filters["ms"] = _fmt_ms
+    env.filters["ts"] = _fmt_ts
+    env.filters["ns_ts"] = _fmt_ns
+    env.filters["tojson_attr"] = lambda v: json.dumps(v, separators=(",", ":"))
+    env.globals["nav"] = NAV
+    env.globals["version"] = __version__
+    env.globals["quick_ranges"] = QUICK_RANGES
+    env.globals["refresh_choices"] = REFRESH_CHOICES
+    env.globals["urlencode"] = urlencode
+    return env
+
+
+class Pages:
+    """Renders templates with what every page needs: the time range, the current page, the URL."""
+
+    def __init__(self, deps: UIDeps) -> None:
+        self.deps = deps
+        self.env = make_env()
+
+    def time_range(self, request: Request) -> TimeRange:
+        p = request.query_params
+        return TimeRange.parse(p.get("from"), p.get("to"), p.get("refresh"), self.deps.settings.default_range)
+
+    def render(self, request: Request, template: str, page: str, tr: TimeRange | None, status: int = 200,
+               **ctx: Any) -> HTMLResponse:
+        keep = [(k, v) for k, v in request.query_params.multi_items() if k not in ("from", "to", "refresh")]
+        html = self.env.get_template(template).render(
+            request=request, page=page, tr=tr, keep=keep, path=request.url.path,
+            tenant=tenant_of(request), **ctx)
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def range_or_error(self, request: Request) -> tuple[TimeRange, str]:
+        """The request's range, or the default one and the error to show when it is invalid."""
+        try:
+            return self.time_range(request), ""
+        except PitwallError as e:
+            return TimeRange.parse(None, None, None, self.deps.settings.default_range), e.message
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(json.dumps(data, separators=(",", ":"), allow_nan=False), status_code=status,
+                    media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def json_error(e: PitwallError) -> Response:
+    """A query's error for the page's scripts: HTTP 200 with ``error`` (so browsers log no failed
+    resource for a typo in a query), the status it would have had inside."""
+    return json_response({"error": {**query_error(e).to_json(), "status": _STATUS.get(e.kind, 500)}})
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a (blocking, CPU-bound) query off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name, "")
+    try:
+        v = int(raw) if raw else default
+    except ValueError:
+        v = default
+    return max(lo, min(v, hi))

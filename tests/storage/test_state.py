@@ -1,0 +1,44 @@
+"""The SQLite state store: silences, notification log and the pending-notification queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pitwall.storage.state import NflogRow, SilenceRow, StateStore, sqlite_url
+
+
+def test_rows_survive_reopen(tmp_path: Path) -> None:
+    s = StateStore(sqlite_url(tmp_path))
+    s.put_silence(SilenceRow("s1", {"id": "s1", "comment": "x"}, ends_at=100.0, updated_at=1.0))
+    s.put_silence(SilenceRow("s1", {"id": "s1", "comment": "y"}, ends_at=200.0, updated_at=2.0))
+    s.put_nflog(NflogRow("r/webhook/0", "{}:{}", 5.0, [1, 2], [3], expires_at=50.0))
+    s.close()
+    s = StateStore(sqlite_url(tmp_path))
+    try:
+        (sil,) = s.load_silences()
+        assert sil.doc == {"id": "s1", "comment": "y"} and sil.ends_at == 200.0
+        assert s.load_nflog() == [NflogRow("r/webhook/0", "{}:{}", 5.0, [1, 2], [3], 50.0)]
+        assert s.delete_silences_ended_before(300.0) == 1 and s.load_silences() == []
+        assert s.delete_nflog_expired(60.0) == 1
+    finally:
+        s.close()
+
+
+def test_pending_queue_replaces_per_group_and_guards_by_seq(tmp_path: Path) -> None:
+    s = StateStore(sqlite_url(tmp_path))
+    try:
+        id1, seq1 = s.put_pending("r/webhook/0", "g1", {"n": 1}, now=10.0)
+        id2, seq2 = s.put_pending("r/webhook/0", "g1", {"n": 2}, now=11.0)
+        assert (id2, seq2) == (id1, seq1 + 1)
+        other, _ = s.put_pending("r/webhook/0", "g2", {"n": 3}, now=12.0)
+        assert [r.payload for r in s.list_pending()] == [{"n": 2}, {"n": 3}]
+        # A stale delivery (older seq) must not delete the newer notification.
+        assert not s.delete_pending(id1, seq1)
+        s.reschedule_pending(id1, seq2, attempts=1, next_attempt=99.0, error="boom")
+        row = s.list_pending()[0]
+        assert (row.attempts, row.next_attempt, row.last_error) == (1, 99.0, "boom")
+        assert s.delete_pending(id1, seq2)
+        s.drop_pending(other)
+        assert s.count_pending() == 0
+    finally:
+        s.close()
