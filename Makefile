@@ -1,4 +1,4 @@
-# pitwall: `make demo` starts the server with demo settings, `make test` runs everything.
+# pitwall: `make demo` runs the live demo system, `make test` installs everything and runs all checks.
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -60,6 +60,7 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/metrics_ingest.py
 	$(BIN)/python bench/promql_queries.py
 	$(BIN)/python bench/traces_ingest.py
+	$(BIN)/python bench/logs_ingest.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -7,7 +7,9 @@ go to numpy arrays. Labels are only decoded for series never seen before.
 
 from __future__ import annotations
 
+import importlib
 from array import array
+from typing import Any
 
 import cramjam
 import numpy as np
@@ -20,8 +22,9 @@ from pitwall.metrics.ingest import prompb
 from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, format_labels
 from pitwall.storage.metrics_store import MetricStore
 
+_rwdecode: Any
 try:
-    from pitwall import _rwdecode  # type: ignore[attr-defined]
+    _rwdecode = importlib.import_module("pitwall._rwdecode")
 except ImportError:  # built without a C compiler: the upb path below serves
     _rwdecode = None
 
