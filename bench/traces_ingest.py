@@ -202,6 +202,26 @@ async def _bulk_load(data_dir: Path, enc: Encoder, first_req: int, n_req: int, t
         db.close()
 
 
+def _reopen(args: argparse.Namespace) -> None:
+    import duckdb
+
+    db = duckdb.connect(str(args.workdir / "pitwall" / "data" / "telemetry.duckdb"), read_only=True)
+    tables = [r[0] for r in db.execute("SELECT tbl FROM traces_blocks").fetchall()]
+    n = sum(db.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables)
+    ids = [r[0] for t in tables for r in db.execute(
+        f"SELECT DISTINCT trace_id FROM {t} USING SAMPLE {args.lookups} ROWS").fetchall()]
+    db.close()
+    s = time.perf_counter()
+    srv = _Reopened(args.workdir)
+    print(f"  server restarted on {n / 1e6:g}M spans in {time.perf_counter() - s:.1f} s", flush=True)
+    try:
+        _measure(srv.url, ids, args.lookups, f"{n / 1e6:g}M")
+        rss, peak = srv.rss_mib()
+        print(f"  [{n / 1e6:g}M] RSS {rss:.0f} MiB, peak {peak:.0f} MiB", flush=True)
+    finally:
+        srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spans", type=int, default=1_000_000, help="spans sent over HTTP")
@@ -209,8 +229,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=3)
     ap.add_argument("--lookups", type=int, default=300)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/pitwall-bench-traces"))
+    ap.add_argument("--reopen", action="store_true",
+                    help="only measure lookups and search again on the data a previous run left")
     args = ap.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+    if args.reopen:
+        _reopen(args)
+        return
     enc = Encoder()
     n_req, total_req = args.spans // SPANS_PER_REQ, args.total // SPANS_PER_REQ
     span_ns = 3 * 3600 * 10**9 // max(1, args.total)  # all spans start within the last 3 hours

@@ -224,3 +224,13 @@ async def test_zipkin_lower_cases_names_and_queries_ignore_case(client: httpx.As
     native = (await client.get("/api/traces/v1/search", params={"service": "BILLING", "operation": "charge CARD"}
                                )).json()["traces"]
     assert [t["rootSpanName"] for t in native] == ["Charge Card"]
+
+
+async def test_time_parameters_beyond_int64_nanoseconds_are_clamped(client: httpx.AsyncClient) -> None:
+    huge = 59681684835169650797830886177898496
+    r = await client.get("/api/v2/dependencies", params={"endTs": huge, "lookback": 5817000})
+    assert r.status_code == 200 and r.json() == []
+    assert (await client.get("/api/v2/traces", params={"endTs": huge})).status_code == 200
+    span = {"traceId": "a" * 16, "id": "b" * 16, "timestamp": 2**64 - 1, "duration": 1}
+    r = await client.post("/api/v2/spans", json=[span])
+    assert r.status_code == 400 and "timestamp must be a non-negative integer" in r.text

@@ -50,6 +50,7 @@ from pitwall.storage.series_index import SeriesIndex
 log = logging.getLogger(__name__)
 
 REC_ENTRIES = 1
+_SMALL_BATCH_ROWS = 8192  # head batches below this are merged 64 at a time
 _FIRST_WINDOW_DIV = 64  # limited selects read 1/64 of the range first, then wider windows
 
 _I64_MIN = int(np.iinfo(np.int64).min)
@@ -414,9 +415,14 @@ class LogStore:
                 self._head_since = time.monotonic()
             self._head.append(batch)
             self._head_bytes += nbytes
-            if len(self._head) - self._frozen >= 64:
-                tail = pa.Table.from_batches(self._head[self._frozen :]).combine_chunks()
-                self._head[self._frozen :] = tail.to_batches()
+            if batch.num_rows < _SMALL_BATCH_ROWS:
+                # Merge runs of 64 small batches (fewer chunks to scan) without ever copying the big ones.
+                k = len(self._head)
+                while k > self._frozen and self._head[k - 1].num_rows < _SMALL_BATCH_ROWS:
+                    k -= 1
+                if len(self._head) - k >= 64:
+                    tail = pa.Table.from_batches(self._head[k:]).combine_chunks()
+                    self._head[k:] = tail.to_batches()
         self.entries_appended += batch.num_rows
         self.bytes_appended += nbytes
         if self._head_bytes >= self.head_max_bytes:

@@ -27,6 +27,7 @@ from pitwall.traces.render import to_zipkin
 
 __all__ = ["TracesApiDeps", "otlp_router", "zipkin_router"]
 
+_MAX_MS = (2**63 - 1) // 1_000_000 - 1
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{16}([0-9a-fA-F]{16})?$")
 
 
@@ -65,6 +66,7 @@ def _window(request: Request, deps: TracesApiDeps, *, end_required: bool = False
     assert end_ms is not None
     if lookback is None:
         lookback = end_ms if end_required else deps.default_lookback_ms
+    end_ms = min(end_ms, _MAX_MS)  # span times are int64 nanoseconds
     start_ms = max(0, end_ms - lookback)
     return start_ms * 1_000_000, end_ms * 1_000_000 + 999_999
 

@@ -62,7 +62,8 @@ def _range(request: Request) -> tuple[int, int]:
         start_ms = end_ms - since // 1_000_000
     if end_ms < start_ms:
         raise BadQuery("end must not be before start")
-    return start_ms * 1_000_000, end_ms * 1_000_000 + 999_999
+    lim = (2**63 - 1) // 1_000_000 - 1  # span times are int64 nanoseconds
+    return max(-lim, min(start_ms, lim)) * 1_000_000, max(-lim, min(end_ms, lim)) * 1_000_000 + 999_999
 
 
 def _limit(request: Request, default: int) -> int:

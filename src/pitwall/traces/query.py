@@ -108,7 +108,16 @@ def _needles(a: AttrFilter) -> list[list[str]]:
     return [[key + dumps(a.value), *([key + literal] if literal is not None else [])]]
 
 
-def _where(store: TraceStore, tenant: str, f: SpanFilter) -> tuple[str, list[Any]] | None:
+@dataclass(frozen=True)
+class _Where:
+    columns: str  # conditions on plain columns
+    columns_params: list[Any]
+    json: str  # conditions that read the JSON columns ("" if none)
+    json_params: list[Any]
+    narrowed: bool  # the column conditions go beyond tenant and time range
+
+
+def _where(store: TraceStore, tenant: str, f: SpanFilter) -> _Where | None:
     """SQL conditions and parameters for ``f``; None when no span can match.
 
     Service, span and remote service names match case-insensitively, as Zipkin's
@@ -138,6 +147,9 @@ def _where(store: TraceStore, tenant: str, f: SpanFilter) -> tuple[str, list[Any
     if f.max_duration_ns is not None:
         conds.append("duration_ns <= ?")
         params.append(f.max_duration_ns)
+    narrowed = len(conds) > 2
+    cols_params, params = params, []
+    cols, conds = conds, []
     for a in f.attrs:
         path = f'$."{a.key}"'
         # Substring tests on the canonical JSON first: they reject most rows without parsing JSON.
@@ -158,12 +170,13 @@ def _where(store: TraceStore, tenant: str, f: SpanFilter) -> tuple[str, list[Any
             params.append(a.value)
     for w in f.words:
         if w == "error":  # Zipkin's error tag is the span's ERROR status here
-            conds.append("status_code = 2")
+            cols.append("status_code = 2")
+            narrowed = True
             continue
         conds.append("(json_exists(attributes, ?) OR coalesce(list_contains("
                      "json_extract_string(NULLIF(events, ''), '$[*].name'), ?), false))")
         params += [f'$."{w}"', w]
-    return " AND ".join(conds), params
+    return _Where(" AND ".join(cols), cols_params, " AND ".join(conds), params, narrowed)
 
 
 @dataclass
@@ -210,12 +223,20 @@ class TraceQuery:
         got = _where(self.store, tenant, f)
         if got is None:
             return []
-        where, params = got
+        tail = "GROUP BY trace_id ORDER BY t DESC LIMIT ?"
         with self.store.relation(f.start_ns, f.end_ns) as (cur, rel):
+            if got.json and got.narrowed:
+                # Column filters first, JSON only on the spans they keep: DuckDB would otherwise
+                # evaluate the JSON conditions on every span of the range.
+                extra = ", events" if f.words else ""
+                sql = (f"WITH c AS MATERIALIZED (SELECT trace_id, start_ns, attributes, resource{extra} "
+                       f"FROM {rel} WHERE {got.columns}) SELECT trace_id, max(start_ns) AS t FROM c "
+                       f"WHERE {got.json} {tail}")
+            else:
+                sql = (f"SELECT trace_id, max(start_ns) AS t FROM {rel} WHERE {got.columns}"
+                       f"{' AND ' + got.json if got.json else ''} {tail}")
             try:
-                rows = cur.execute(
-                    f"SELECT trace_id, max(start_ns) AS t FROM {rel} WHERE {where} "
-                    "GROUP BY trace_id ORDER BY t DESC LIMIT ?", [*params, limit]).fetchall()
+                rows = cur.execute(sql, [*got.columns_params, *got.json_params, limit]).fetchall()
             except Exception as e:  # duckdb errors on malformed JSON paths from user keys
                 if type(e).__module__.startswith("duckdb") or type(e).__module__.startswith("_duckdb"):
                     raise BadQuery(f"invalid search: {e}") from None

@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 
 from pitwall.logs.logql import LogQLEngine, LogQLPipelineError, ast
 from pitwall.logs.logql import engine as engine_mod
-from pitwall.logs.logql.columnar import FALSE, TRUE, UNKNOWN, JsonColumns, filter_prefix, tri_filters
+from pitwall.logs.logql.columnar import (
+    FALSE,
+    TRUE,
+    UNKNOWN,
+    JsonColumns,
+    filter_prefix,
+    text_drops,
+    tri_filters,
+)
 from pitwall.logs.logql.parser import parse_expr
 from pitwall.logs.logql.pipeline import split_pushdown
 from pitwall.logs.memory import InMemoryLogQuerier
@@ -208,3 +216,49 @@ def test_clean_json_needs_no_per_entry_pipeline(monkeypatch: pytest.MonkeyPatch)
     lines[7] = "broken"
     _run(_querier(lines), 'sum by (level) (count_over_time({app="api"} | json | status > 500 [100s]))')
     assert calls == [1]  # only the broken line goes through the pipeline
+
+
+def test_text_drops_only_what_json_would_drop() -> None:
+    lines = [
+        '{"status":200,"x":1}',  # one top-level occurrence, fails >= 500: dropped
+        '{"status": 503 , "x":1}',  # passes: kept
+        '{"x":1}',  # no such key: dropped
+        '{"stat\\u0075s":503}',  # escaped key decodes to "status": kept (backslash)
+        '{"a":{"status":200},"status":503}',  # two occurrences: kept
+        '{"status":"200"}',  # a string: left to the decoder
+        '{"status":0123}',  # not a JSON number: left to the decoder
+        'status=200 not json',  # no "status" key text: dropped (json sets no label)
+        '{"a":{"status":100}}',  # nested only: label not set, dropped either way
+    ]
+    f = _filters('{a="b"} | json | status >= 500 and latency_ms > 1')
+    assert text_drops(lines, f, frozenset({"a"})).tolist() == [True, False, True, False, False, False, False, True,
+                                                               True]
+    # a stream label of that name, or an underscore name (sanitized/nested keys may produce it): no decision
+    assert not text_drops(lines, f, frozenset({"status"})).any()
+    assert not text_drops(lines, _filters('{a="b"} | json | latency_ms > 1'), frozenset()).any()
+
+
+def test_flat_lines_are_read_from_text_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pitwall.logs.logql import columnar
+
+    decoded: list[str] = []
+    orig = columnar._decode
+
+    def spy(lines: list[str]) -> list[object]:
+        decoded.extend(lines)
+        return orig(lines)
+
+    monkeypatch.setattr(columnar, "_decode", spy)
+    lines = [
+        '{"level":"info","n":12.50,"ok":true,"x":null}',  # flat: numbers keep their source text
+        '{ "level" : "warn" , "n" : -0 }',  # flat, JSON whitespace
+        '{"level":"a\\"b","n":1}',  # an escape: decoded
+        '{"level":"x","n":1,"n":2}',  # flat, duplicate key: left to the pipeline
+        '{"level":"x","n":123456789012345678901}',  # too many digits for the text path: decoded
+    ]
+    cols = JsonColumns(lines, np.zeros(len(lines), dtype=np.int64), [{}], {"level", "n"})
+    assert decoded == [lines[2], lines[4]]
+    assert [cols.text("n", i) for i in (0, 1)] == ["12.50", "-0"]
+    assert cols.text("ok", 0) == "true" and cols.text("x", 0) == "" and cols.text("missing", 0) is None
+    assert cols.column("n").kind.tolist()[3] == 3  # K_UNKNOWN
+    assert cols.text("level", 2) == 'a"b'

@@ -2,8 +2,10 @@
 
 The per-entry pipeline (``pipeline.py``) is the reference; this module only
 decides what it can decide exactly and leaves every other entry to it. For a
-batch of lines it decodes each JSON object once, reads the top-level values
-of the few labels a query uses, and evaluates label filters column-wise in
+batch of lines it reads the top-level values of the few labels a query uses
+(from the text of flat objects, matched by one RE2 pattern over an Arrow
+column; by decoding the others once with orjson), and evaluates label filters
+column-wise in
 three-valued logic: ``FALSE`` (the pipeline surely drops the entry), ``TRUE``
 (it surely keeps it, with no error label) or ``UNKNOWN`` (run the pipeline).
 
@@ -16,18 +18,35 @@ only where it is exact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.pipeline import _CMP, _DUPLICATE_SUFFIX, _Inexact, _number_text, _sanitize_key
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 
-__all__ = ["FALSE", "TRUE", "UNKNOWN", "JsonColumns", "filter_prefix", "label_filter_names", "tri_filter"]
+__all__ = [
+    "FALSE",
+    "K_MISSING",
+    "K_NUMBER",
+    "K_TEXT",
+    "K_UNKNOWN",
+    "TRUE",
+    "UNKNOWN",
+    "JsonColumns",
+    "filter_prefix",
+    "label_filter_names",
+    "text_drops",
+    "tri_filter",
+    "tri_filters",
+]
 
 FALSE = np.int8(0)
 TRUE = np.int8(1)
@@ -102,6 +121,15 @@ class _Column:
     base: list[str | None]  # per stream: its label of this name
 
 
+_WS = "[ \\t\\n\\r]*"
+_KEY = '"[a-zA-Z_][a-zA-Z0-9_]*"'
+# JSON strings without escapes or control characters, numbers small enough for every decoder, literals.
+_VALUE = '"[^"\\\\\\x00-\\x1f]*"|-?(?:0|[1-9][0-9]{0,17})(?:\\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?|true|false|null'
+_MEMBER = f"{_KEY}{_WS}:{_WS}(?:{_VALUE}){_WS}"
+_FLAT_OBJECT = f"^{_WS}\\{{{_WS}(?:{_MEMBER}(?:,{_WS}{_MEMBER})*)?\\}}{_WS}$"
+_LABEL_NAME = re.compile("[a-zA-Z_][a-zA-Z0-9_]*")
+_EMPTY: dict[str, object] = {}
+
 _KIND: dict[type, int] = {str: K_TEXT, bool: K_TEXT, type(None): K_TEXT, float: K_NUMBER, int: -1, list: K_MISSING,
                           object: K_MISSING}
 
@@ -126,30 +154,41 @@ class JsonColumns:
         self.lines = lines
         self.stream_idx = stream_idx
         self.bases = bases
-        objs = _decode(lines)
         bad = np.zeros(n, dtype=bool) if undecidable is None else undecidable.copy()
-        is_dict = [type(o) is dict for o in objs]
-        if not all(is_dict):
-            bad |= ~np.asarray(is_dict, dtype=bool)
-            objs = [o if d else {} for o, d in zip(objs, is_dict, strict=True)]
-        dicts: list[dict[str, object]] = objs  # type: ignore[assignment]
-        keys: set[str] = set().union(*dicts) if dicts else set()
-        invalid = set()
-        for k in keys - _VALID_KEYS:
-            if k and _sanitize_key(k) == k:
-                _VALID_KEYS.add(k)
-            else:
-                invalid.add(k)
-        if invalid:
-            bad |= np.fromiter((not o.keys().isdisjoint(invalid) for o in dicts), dtype=bool, count=n)
-        # A nested object under a prefix of a used name could flatten into it (``a: {b: 1}`` -> ``a_b``).
-        prefixes = ({nm[:i] for nm in names for i in range(1, len(nm)) if nm[i] == "_"} | set(names)) & keys
-        if prefixes:
-            # only lines with a second "{" can hold a nested object
-            for i in [i for i, x in enumerate(lines) if x.find("{", 1) >= 0]:
-                o = dicts[i]
-                if any(type(o.get(p)) is dict for p in prefixes):
+        # Flat objects of plain values (the common log line) are read with RE2 over Arrow, never decoded.
+        self._arr = pa.array(lines, pa.string())
+        flat = pc.match_substring_regex(self._arr, _FLAT_OBJECT).to_numpy(zero_copy_only=False) if n else bad
+        self.flat = flat & ~bad
+        others = np.flatnonzero(~self.flat).tolist()
+        dicts: list[dict[str, object]] = [_EMPTY] * n
+        if others:
+            sub_lines = [lines[i] for i in others] if len(others) < n else list(lines)
+            objs = _decode(sub_lines)
+            for i, o in zip(others, objs, strict=True):
+                if type(o) is dict:
+                    dicts[i] = o
+                else:
                     bad[i] = True
+            sub = [dicts[i] for i in others]
+            keys: set[str] = set().union(*sub)
+            invalid = set()
+            for k in keys - _VALID_KEYS:
+                if k and _sanitize_key(k) == k:
+                    if len(_VALID_KEYS) < 100_000:  # keys repeat across lines; bound the cache for hostile input
+                        _VALID_KEYS.add(k)
+                else:
+                    invalid.add(k)
+            if invalid:
+                for i in others:
+                    if not dicts[i].keys().isdisjoint(invalid):
+                        bad[i] = True
+            # A nested object under a prefix of a used name could flatten into it (``a: {b: 1}`` -> ``a_b``).
+            prefixes = ({nm[:i] for nm in names for i in range(1, len(nm)) if nm[i] == "_"} | set(names)) & keys
+            if prefixes:
+                # only lines with a second "{" can hold a nested object
+                for i in others:
+                    if lines[i].find("{", 1) >= 0 and any(type(dicts[i].get(p)) is dict for p in prefixes):
+                        bad[i] = True
         self.bad = bad
         self._dicts = dicts
         self._cols: dict[str, _Column] = {}
@@ -186,10 +225,37 @@ class JsonColumns:
                 num[idx] = np.asarray([raw[i] for i in idx.tolist()], dtype=np.float64)
             kind[numeric] = K_NUMBER
             kind[ints & (num == 0)] = K_UNKNOWN  # "-0" keeps its sign in text only
+            if self.flat.any():
+                self._flat_values(name, kind, num, raw)
             kind[in_base] = K_TEXT
             num[in_base] = np.nan
         kind[self.bad] = K_UNKNOWN
         return _Column(kind, num, raw, in_base, base)
+
+    def _flat_values(self, name: str, kind: np.ndarray, num: np.ndarray, raw: list[object]) -> None:
+        """Values of ``name`` on flat lines, from the text: numbers keep their source text."""
+        flat = self.flat
+        if not _LABEL_NAME.fullmatch(name):
+            kind[flat] = K_UNKNOWN
+            return
+        key = f'"{name}"{_WS}:'
+        count = pc.count_substring_regex(self._arr, key).to_numpy(zero_copy_only=False)
+        kind[flat & (count == 0)] = K_MISSING
+        kind[flat & (count > 1)] = K_UNKNOWN  # a duplicate key: the last one wins
+        one = np.flatnonzero(flat & (count == 1))
+        if not len(one):
+            return
+        got = pc.extract_regex(self._arr.take(pa.array(one)), key + _WS + f"(?P<v>{_VALUE})").field("v")
+        first = pc.utf8_slice_codeunits(got, 0, 1)
+        is_str = pc.equal(first, '"').to_numpy(zero_copy_only=False)
+        is_lit = pc.is_in(first, pa.array(["t", "f", "n"])).to_numpy(zero_copy_only=False)
+        is_num = ~is_str & ~is_lit
+        texts = pc.if_else(is_str, pc.utf8_slice_codeunits(got, 1, -1), got)
+        texts = pc.if_else(pc.equal(got, "null"), "", texts).to_pylist()
+        for i, t in zip(one.tolist(), texts, strict=True):
+            raw[i] = t
+        kind[one] = np.where(is_num, K_NUMBER, K_TEXT)
+        num[one[is_num]] = pc.cast(got.filter(pa.array(is_num)), pa.float64()).to_numpy(zero_copy_only=False)
 
     def text(self, name: str, i: int) -> str | None:
         """The label text of line ``i``; None when not set. ``_Inexact`` when it cannot be proven."""
@@ -325,3 +391,50 @@ def tri_filters(filters: Sequence[ast.LabelFilter], cols: JsonColumns) -> np.nda
         out[r == FALSE] = FALSE
         out[(r == UNKNOWN) & (out == TRUE)] = UNKNOWN
     return out
+
+
+_JSON_NUMBER = r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
+
+
+def _conjuncts(f: ast.LabelFilter) -> list[ast.LabelFilter]:
+    if isinstance(f, ast.BinaryLabelFilter) and f.and_:
+        return _conjuncts(f.left) + _conjuncts(f.right)
+    return [f]
+
+
+def text_drops(
+    lines: Sequence[str], filters: Sequence[ast.LabelFilter], base_names: frozenset[str]
+) -> np.ndarray:
+    """Lines that ``| json | <filters>`` surely drops, told from the raw text without decoding it.
+
+    For a numeric filter on a name without ``_`` (so no other key, sanitized
+    or nested, can become that label) and a line without backslashes (so no
+    key is escaped and every quote delimits a string): if ``"name"`` does not
+    occur, the label is not set; if it occurs once followed by ``:`` and a
+    number, that is the label's value when it is a top-level key, and the
+    label is not set otherwise. Either way a failed comparison drops the
+    entry, whether or not the rest of the line is valid JSON. Entries with
+    structured metadata must be excluded by the caller.
+    """
+    n = len(lines)
+    drop = np.zeros(n, dtype=bool)
+    checks = [c for f in filters for c in _conjuncts(f)
+              if isinstance(c, ast.NumericLabelFilter) and "_" not in c.name and c.name not in base_names
+              and _sanitize_key(c.name) == c.name]
+    if not checks or not n:
+        return drop
+    arr = pa.array(lines, pa.string())
+    plain = ~pc.match_substring(arr, "\\").to_numpy(zero_copy_only=False)
+    for f in checks:
+        key = f'"{f.name}"'
+        count = pc.count_substring(arr, key).to_numpy(zero_copy_only=False)
+        got = pc.extract_regex(arr, key + r"\s*:\s*(?P<v>" + _JSON_NUMBER + r")\s*[,}\s]")
+        matched = got.is_valid().to_numpy(zero_copy_only=False)
+        num = np.full(n, np.nan)
+        idx = np.flatnonzero(matched)
+        if len(idx):
+            num[idx] = np.asarray(got.field("v").take(pa.array(idx)).to_pylist(), dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            fails = ~_np_cmp(f.op, num, float(f.value))
+        drop |= plain & ((count == 0) | ((count == 1) & ~np.isnan(num) & fails))
+    return drop

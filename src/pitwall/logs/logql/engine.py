@@ -26,6 +26,7 @@ from pitwall.logs.logql.columnar import (
     JsonColumns,
     filter_prefix,
     label_filter_names,
+    text_drops,
     tri_filters,
 )
 from pitwall.logs.logql.errors import LogQLError, LogQLLimitError, LogQLPipelineError, LogQLTimeout
@@ -690,9 +691,12 @@ class _StreamReader:
         static = self.pipeline.empty
         prefilter = self.prefilter
         chunk = _CHUNK if self.batch_filters is not None else len(order_s)
-        for lo in range(0, len(order_s), max(chunk, 1)):
+        lo = 0
+        while lo < len(order_s):
             sis = order_s[lo : lo + chunk]
             poss = order_p[lo : lo + chunk]
+            lo += chunk
+            chunk *= 4  # small first (the limit may come early), then amortize per-batch costs
             state = self._batch_state(streams, bases, sis, poss)
             if state is not None:
                 keep = np.flatnonzero(state != FALSE)
@@ -750,8 +754,18 @@ class _StreamReader:
                  for si, pos in zip(sis.tolist(), poss.tolist(), strict=True)),
                 dtype=bool, count=len(sis),
             )
-        cols = JsonColumns(lines, sis, bases, label_filter_names(filters), undecidable)
-        return tri_filters(filters, cols)
+        state = np.full(len(lines), FALSE, dtype=np.int8)
+        # Lines the raw text already rules out are never decoded.
+        drop = text_drops(lines, filters, frozenset(k for b in bases for k in b))
+        if undecidable is not None:
+            drop &= ~undecidable
+        rest = np.flatnonzero(~drop)
+        if len(rest):
+            sub = [lines[i] for i in rest.tolist()] if len(rest) < len(lines) else lines
+            cols = JsonColumns(sub, sis[rest], bases, label_filter_names(filters),
+                               None if undecidable is None else undecidable[rest])
+            state[rest] = tri_filters(filters, cols)
+        return state
 
     def _interval_ok(self, ts: int) -> bool:
         last = self.last_ts

@@ -51,6 +51,7 @@ PROTOBUF = "application/x-protobuf"
 __all__ = ["decode", "media_type"]
 
 _HEX = frozenset("0123456789abcdef")
+_MAX_US = (2**63 - 1) // 1000  # times are kept as int64 nanoseconds
 
 
 def media_type(content_type: str) -> str:
@@ -147,8 +148,9 @@ def _hex_id(value: Any, what: str, i: int, lengths: tuple[int, ...]) -> str:
 def _int(value: Any, what: str, i: int) -> int:
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidSpan(f"span {i}: {what} must be a non-negative integer of microseconds, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < _MAX_US:
+        raise InvalidSpan(f"span {i}: {what} must be a non-negative integer of microseconds below {_MAX_US}, "
+                          f"got {value!r}")
     return int(value)
 
 
