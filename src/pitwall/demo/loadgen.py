@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     gen = LoadGenerator(args.target, scenario, args.max_concurrency)
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        gen.stop.set()
+        # Not gen.stop.set() here: the main thread may hold the Event's lock (deadlock).
+        threading.Thread(target=gen.stop.set, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

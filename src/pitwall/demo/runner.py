@@ -103,15 +103,32 @@ def _ports() -> dict[str, int]:
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """SIGINT/SIGTERM set ``stop`` (the main loop notices) instead of raising mid-cleanup."""
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+    # The handler must take no lock: it runs between bytecodes of the main
+    # thread, which may be inside ``stop.wait()`` holding the Event's lock, so
+    # ``stop.set()`` there can deadlock. It only flips a flag; a helper thread
+    # turns the flag into ``stop.set()``.
+    requested: list[bool] = []
 
+    def handler(signum: int, frame: FrameType | None) -> None:
+        requested.append(True)
+
+    done = threading.Event()
+
+    def relay() -> None:
+        while not done.wait(0.05):
+            if requested:
+                stop.set()
+
+    relay_thread = threading.Thread(target=relay, name="signal-relay", daemon=True)
+    relay_thread.start()
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        done.set()
+        relay_thread.join(timeout=1)
 
 
 def _py(module: str, *args: str) -> list[str]:
