@@ -9,29 +9,20 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
-from pitwall.core.durations import parse_duration_ms
+from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
 from pitwall.logs.settings import LogsSettings
 from pitwall.traces.settings import TracesSettings
 from pitwall.ui.settings import UISettings
-
-
-def _duration(v: Any) -> Any:
-    if isinstance(v, str):
-        return parse_duration_ms(v)
-    return v
-
-
-DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
 
 
 class _Section(BaseModel):

@@ -14,7 +14,7 @@ TESTDATA = Path(__file__).parent / "testdata"
 
 EXPECTED_ERRORS = {
     "unknown_key.bad.yaml": "storage.retension: unknown setting",
-    "bad_duration.bad.yaml": "storage.retention: not a valid duration string: '30 days'",
+    "bad_duration.bad.yaml": 'storage.retention: not a valid duration string: "30 days"',
     "retention_below_block.bad.yaml": "storage: retention must be at least the block duration",
     "public_listen.bad.yaml": "listen: refusing to listen on non-loopback address '0.0.0.0' without auth_tokens",
     "short_token.bad.yaml": "auth_tokens[0].token: String should have at least 16 characters",

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from pitwall.core.durations import format_duration_ms, parse_duration_ms
 from pitwall.core.errors import ConfigError
 from pitwall.metrics.relabel import RelabelConfig
 
@@ -38,43 +39,9 @@ __all__ = [
     "parse_size",
 ]
 
-_DURATION_RE = re.compile(
-    r"(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?\Z"
-)
-_UNIT_MS = (
-    ("y", 365 * 86_400_000),
-    ("w", 7 * 86_400_000),
-    ("d", 86_400_000),
-    ("h", 3_600_000),
-    ("m", 60_000),
-    ("s", 1000),
-    ("ms", 1),
-)
 
-
-def parse_duration(s: str) -> int:
-    """Parse a Prometheus duration (``15s``, ``1m30s``, ``1h``, ``0``) into milliseconds."""
-    if s == "":
-        raise ValueError("empty duration string")
-    if s == "0":
-        return 0
-    m = _DURATION_RE.match(s)
-    if m is None or not any(m.groups()):
-        raise ValueError(f'not a valid duration string: "{s}"')
-    return sum(int(g) * mult for g, (_, mult) in zip(m.groups(), _UNIT_MS, strict=True) if g is not None)
-
-
-def format_duration(ms: int) -> str:
-    """Render milliseconds as Prometheus' ``model.Duration.String`` does (``0s`` for zero)."""
-    if ms == 0:
-        return "0s"
-    out = []
-    rest = ms
-    for unit, mult in _UNIT_MS:
-        q, rest = divmod(rest, mult)
-        if q:
-            out.append(f"{q}{unit}")
-    return "".join(out)
+parse_duration = parse_duration_ms
+format_duration = format_duration_ms
 
 
 def _duration_field(v: Any) -> Any:

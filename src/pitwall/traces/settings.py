@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
-
-from pitwall.core.durations import parse_duration_ms
-
-
-def _duration(v: Any) -> Any:
-    if isinstance(v, str):
-        return parse_duration_ms(v)
-    return v
-
-
-DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
+from pitwall.core.durations import DurationMs
 
 # The OpenTelemetry spanmetrics connector's default histogram buckets, in ms.
 DEFAULT_BUCKETS_MS = [2, 4, 6, 8, 10, 50, 100, 200, 400, 800, 1000, 1400, 2000, 5000, 10000, 15000]

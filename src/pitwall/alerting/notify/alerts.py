@@ -42,7 +42,7 @@ def fingerprint(labels: Mapping[str, str]) -> int:
 
 def labels_string(labels: Mapping[str, str]) -> str:
     """``{a="1", b="2"}``: Prometheus' ``LabelSet.String`` (used in group keys)."""
-    from pitwall.alerting.notify.matchers import go_quote
+    from pitwall.core.gofmt import go_quote
 
     return "{" + ", ".join(f"{k}={go_quote(labels[k])}" for k in sorted(labels)) + "}"
 

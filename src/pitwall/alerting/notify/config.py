@@ -34,7 +34,7 @@ from pydantic import (
 
 from pitwall.alerting.notify.matchers import Matcher, MatcherError, is_valid_label_name, parse_matchers
 from pitwall.alerting.notify.timeintervals import NamedTimeInterval
-from pitwall.core.durations import format_duration_ms, parse_duration_ms
+from pitwall.core.durations import DurationMs, format_duration_ms
 from pitwall.core.errors import ConfigError
 
 __all__ = [
@@ -62,17 +62,6 @@ UNSUPPORTED_INTEGRATIONS = ("opsgenie_configs", "wechat_configs", "pushover_conf
 SECRET = "<secret>"
 
 
-def _duration(v: Any) -> Any:
-    if isinstance(v, str):
-        if v == "":
-            raise ValueError("empty duration string")
-        return parse_duration_ms(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"not a valid duration string: {v!r}")
-    return v
-
-
-DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
 
 
 def _url(v: Any) -> Any:

@@ -9,11 +9,12 @@ Alertmanager's UTF-8 mode, a label name may also be double-quoted
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
+
+from pitwall.core.gofmt import go_quote
 
 __all__ = [
     "MatchType",
@@ -87,11 +88,6 @@ class Matcher:
     def sort_key(self) -> tuple[str, str, int]:
         """Alertmanager's Matchers ordering: name, then value, then type."""
         return (self.name, self.value, ("=", "!=", "=~", "!~").index(self.type))
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q``/strconv.Quote for the printable strings labels hold (JSON escaping agrees)."""
-    return json.dumps(s, ensure_ascii=False)
 
 
 def matchers_match(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:

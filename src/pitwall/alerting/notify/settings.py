@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-from pitwall.core.durations import parse_duration_ms
+from pitwall.core.durations import DurationMs
 
 __all__ = ["NotificationSettings"]
 
 
-def _duration(v: Any) -> Any:
-    return parse_duration_ms(v) if isinstance(v, str) else v
-
-
-DurationMs = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
 
 
 class NotificationSettings(BaseModel):

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from pitwall.core.durations import parse_duration_ms
+from pitwall.core.durations import DurationMs
 
 __all__ = ["AlertingSettings", "AlertmanagerConfig", "RulesSettings", "StaticConfig"]
 
 
-def _duration(v: Any) -> Any:
-    return parse_duration_ms(v) if isinstance(v, str) else v
-
-
-Millis = Annotated[int, BeforeValidator(_duration), Field(ge=0)]
+Millis = DurationMs  # the name this module uses
 
 
 class _Strict(BaseModel):

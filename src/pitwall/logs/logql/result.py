@@ -5,36 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitwall.core.gofmt import go_quote
 from pitwall.logs.logql.units import format_sample_value
 from pitwall.metrics.model import Labels
 
 __all__ = ["LogQLResult", "QueryStats", "SeriesResult", "StreamEntry", "StreamResult", "labels_string"]
 
 
-def _quote(v: str) -> str:
-    out = ['"']
-    for ch in v:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
 def labels_string(labels: Labels) -> str:
     """Prometheus' ``labels.Labels.String()``: ``{a="1", b="2"}`` (Loki sorts streams by it)."""
-    return "{" + ", ".join(f"{k}={_quote(v)}" for k, v in labels) + "}"
+    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in labels) + "}"
 
 
 @dataclass(frozen=True)

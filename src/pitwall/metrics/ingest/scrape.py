@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import yaml
 
+from pitwall.core.gofmt import go_quote
 from pitwall.metrics.ingest.exposition import Exposition, ExpositionError, parse, parse_series
 from pitwall.metrics.model import (
     METRIC_NAME,
@@ -176,10 +177,6 @@ def _fnv64a(data: bytes) -> int:
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h
-
-
-def _go_quote(s: str) -> str:
-    return json.dumps(s, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------- targets
@@ -551,7 +548,7 @@ class _ScrapeLoop:
             if c.label_value_length_limit and len(value) > c.label_value_length_limit:
                 raise _ScrapeError(
                     f"label_value_length_limit exceeded (metric: {raw[:50]}, label name: {name[:50]}, "
-                    f"value: {_go_quote(value[:50])}, length: {len(value)}, limit: {c.label_value_length_limit})"
+                    f"value: {go_quote(value[:50])}, length: {len(value)}, limit: {c.label_value_length_limit})"
                 )
             if c.name_scheme == "legacy" and not is_valid_label_name(name, "legacy"):
                 raise _ScrapeError(f"invalid metric name or label names: {raw[:50]}")

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from pitwall.core.gofmt import go_quote
 from pitwall.metrics.model import Labels
 
 
@@ -25,27 +26,6 @@ def format_seconds(ms: int) -> float | int:
     return ms / 1000
 
 
-def _quote(v: str) -> str:
-    """Go's ``strconv.Quote`` for the characters label values commonly hold."""
-    out = []
-    for ch in v:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
 def labels_string(labels: Labels) -> str:
     """``labels.Labels.String()``: ``{__name__="x", a="b"}``, every pair quoted."""
-    return "{" + ", ".join(f"{k}={_quote(v)}" for k, v in labels) + "}"
+    return "{" + ", ".join(f"{k}={go_quote(v)}" for k, v in labels) + "}"

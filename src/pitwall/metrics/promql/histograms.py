@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from pitwall.core.gofmt import go_quote
 from pitwall.metrics.model import METRIC_NAME, Labels, labels_get, metric_name
-from pitwall.metrics.promql.range_functions import WarnFn, go_format_g, go_quote
+from pitwall.metrics.promql.range_functions import WarnFn, go_format_g
 from pitwall.metrics.promql.values import StepVector
 
 BUCKET_LABEL = "le"

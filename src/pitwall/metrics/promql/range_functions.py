@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from pitwall.core.errors import BadData
+from pitwall.core.gofmt import go_quote
 from pitwall.metrics.model import METRIC_NAME, Labels, metric_name
 from pitwall.metrics.promql.values import RangeSamples
 
@@ -57,25 +58,6 @@ class FunctionArgError(BadData):
 
 # --------------------------------------------------------------------------
 # Go-compatible formatting for annotation and error texts.
-
-
-def go_quote(s: str) -> str:
-    """Go's ``%q`` for the label values that appear in annotations."""
-    out = []
-    for ch in s:
-        if ch in ('"', "\\"):
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
 
 
 def _decimal_digits(x: float, prec: int | None) -> tuple[str, int]:
