@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pitwall.metrics.errors import DuplicateSample, OutOfOrderSample, SeriesLimitExceeded
-from pitwall.metrics.model import STALE_NAN, Labels, Matcher, SampleBatch, stale_mask
+from pitwall.metrics.model import STALE_NAN, Labels, Matcher, SampleBatch, labels_from_dict, stale_mask
+from pitwall.storage import metrics_store
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics_store import MetricStore, StoreLimits
 
@@ -153,4 +155,123 @@ async def test_many_series_compaction(tmp_path: Path) -> None:
     assert len(st._chunks) < 64
     vals = _select(st, "up")[UP_B]
     assert np.allclose([v for _, v in vals], [-t for t in range(100)])
+    await st.stop()
+
+
+def _block_fixture() -> tuple[list[Labels], list[tuple[int, int, float]]]:
+    """12 metrics x 15 series, registered interleaved so one metric's sids are spread out;
+    rows (series index, ts, value) over 3 s, some series missing some steps."""
+    series = [labels_from_dict({"__name__": f"m{m}", "i": str(i), "odd": str(i % 2)})
+              for i in range(15) for m in range(12)]
+    rng = np.random.default_rng(11)
+    rows = [(k, t, float(rng.normal())) for t in range(0, 3000, 50) for k in range(len(series))
+            if rng.random() > 0.2]
+    return series, rows
+
+
+async def _load_in_runs(st: MetricStore, series: list[Labels], rows: list[tuple[int, int, float]],
+                        flush_every_ms: int) -> None:
+    """Append step by step, flushing every ``flush_every_ms``: each block gets several runs."""
+    by_t: dict[int, list[tuple[int, int, float]]] = {}
+    for r in rows:
+        by_t.setdefault(r[1], []).append(r)
+    for t in sorted(by_t):
+        step = by_t[t]
+        await st.append("default", SampleBatch(
+            series, np.array([k for k, _, _ in step]), np.array([t] * len(step)), np.array([v for _, _, v in step])))
+        if t % flush_every_ms == flush_every_ms - 50:
+            await st.flush()
+
+
+def _expect(series: list[Labels], rows: list[tuple[int, int, float]], keep: Callable[[Labels], bool],
+            start: int, end: int) -> dict[Labels, list[tuple[int, float]]]:
+    out: dict[Labels, list[tuple[int, float]]] = {}
+    for k, t, v in rows:
+        if keep(series[k]) and start <= t <= end:
+            out.setdefault(series[k], []).append((t, v))
+    return out
+
+
+_SELECTIONS: list[tuple[list[Matcher], Callable[[Labels], bool]]] = [
+    ([Matcher.of("=", "__name__", "m3")], lambda lb: dict(lb)["__name__"] == "m3"),
+    ([Matcher.of("=", "__name__", "m5"), Matcher.of("=", "odd", "1")],
+     lambda lb: dict(lb)["__name__"] == "m5" and dict(lb)["odd"] == "1"),
+    ([Matcher.of("=~", "__name__", "m1|m7"), Matcher.of("=", "i", "4")],
+     lambda lb: dict(lb)["__name__"] in ("m1", "m7") and dict(lb)["i"] == "4"),
+    ([Matcher.of("=~", "__name__", "m.*")], lambda lb: True),
+]
+
+
+@pytest.mark.parametrize(("join_gap", "max_spans"), [(0, 1000), (0, 2), (1 << 16, 16)])
+async def test_block_reads_by_row_ranges_return_exactly_the_selected_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_gap: int, max_spans: int
+) -> None:
+    monkeypatch.setattr(metrics_store, "_JOIN_GAP", join_gap)
+    monkeypatch.setattr(metrics_store, "_MAX_SPANS", max_spans)
+    series, rows = _block_fixture()
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    await _load_in_runs(st, series, rows, flush_every_ms=400)
+    await st.flush()
+    assert all(b.index.fragmented() for b in st._blocks.values())
+    # Each flush wrote a metric's series next to each other: one range per run.
+    m3 = np.sort(st._candidate_sids("default", _SELECTIONS[0][0], 0, 999))
+    runs = st._blocks[0].index.spans(m3, max_spans=1000, join_gap=0)[0]
+    assert len(runs) == 3
+    for matchers, keep in _SELECTIONS:
+        for start, end in [(0, 10**6), (420, 2210), (1000, 1999), (999, 1000)]:
+            got = st.querier().select(matchers, start, end)
+            assert {s.labels: list(zip(s.ts.tolist(), s.values.tolist(), strict=True)) for s in got} == \
+                _expect(series, rows, keep, start, end)
+    await st.stop()
+
+
+async def test_compaction_rewrites_sealed_blocks_as_one_run_and_survives_restart(tmp_path: Path) -> None:
+    series, rows = _block_fixture()
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    await _load_in_runs(st, series, rows, flush_every_ms=400)
+    # The head still holds samples of the last block: that one is not sealed.
+    assert st._chunks
+    assert st.compact(now_ms=10**6) == ["metrics_samples_0", "metrics_samples_1000"]
+    assert not st._blocks[0].index.fragmented() and st._blocks[2000].index.fragmented()
+    await st.flush()
+    assert st.compact(now_ms=2500) == []  # the clock has not passed the last block yet
+    assert st.compact(now_ms=3000) == ["metrics_samples_2000"]
+    # One stretch per series, a metric's series next to each other.
+    m3 = np.sort(st._candidate_sids("default", _SELECTIONS[0][0], 0, 10**6))
+    for b in st._blocks.values():
+        assert len(b.index.spans(m3, max_spans=1000, join_gap=0)[0]) == 1
+    for matchers, keep in _SELECTIONS:
+        got = st.querier().select(matchers, 0, 10**6)
+        assert {s.labels: list(zip(s.ts.tolist(), s.values.tolist(), strict=True)) for s in got} == \
+            _expect(series, rows, keep, 0, 10**6)
+    index = {k: (b.index.keys.tolist(), b.index.lo.tolist(), b.index.hi.tolist()) for k, b in st._blocks.items()}
+    await st.stop()
+
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    assert {k: (b.index.keys.tolist(), b.index.lo.tolist(), b.index.hi.tolist())
+            for k, b in st._blocks.items()} == index
+    got = st.querier().select(_SELECTIONS[3][0], 0, 10**6)
+    assert sum(len(s.ts) for s in got) == len(rows)
+    # The newest sample of every series came back from the blocks: a rewrite is a duplicate.
+    last = rows[-1]
+    with pytest.raises(DuplicateSample):
+        await st.append("default", SampleBatch(series, np.array([last[0]]), np.array([last[1]]), np.array([1e9])))
+    await st.stop()
+
+
+async def test_open_drops_a_compaction_cut_short(tmp_path: Path) -> None:
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    await st.append("default", SampleBatch.from_rows([(UP_A, 10, 1.0)]))
+    await st.stop()
+    st.db.execute("CREATE TABLE metrics_compact_0 (sid BIGINT, ts BIGINT, val DOUBLE)")
+    st.db.close()
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    tables = {r[0] for r in st.db.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert "metrics_compact_0" not in tables
+    assert _select(st, "up") == {UP_A: [(10, 1.0)]}
     await st.stop()

@@ -61,5 +61,11 @@ class TelemetryDB:
     def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
         return self.cursor().execute(sql, params)
 
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        """The first column of the first row, or None; the result is read to its end
+        (an unfinished result blocks the next ``register`` on this thread's cursor)."""
+        rows = self.cursor().execute(sql, params).fetchall()
+        return rows[0][0] if rows else None
+
     def close(self) -> None:
         self._con.close()

@@ -232,9 +232,9 @@ class LogStore:
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'logs_entries_%'"
         ).fetchall():
             self._blocks[int(tname.rsplit("_", 1)[1])] = tname
-        got = db.execute("SELECT value FROM logs_meta WHERE key = 'wal_replay_from'").fetchone()
+        got = db.scalar("SELECT value FROM logs_meta WHERE key = 'wal_replay_from'")
         n = 0
-        for rec in self.wal.replay(int(got[0]) if got else 0):
+        for rec in self.wal.replay(int(got or 0)):
             if rec.type == REC_ENTRIES:
                 self._apply_record(rec.payload)
                 n += 1

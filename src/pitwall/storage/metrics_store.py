@@ -6,6 +6,14 @@ loop, then awaits the group fsync. Reads: the head and the DuckDB blocks
 that overlap the query range, merged per series. The head is flushed into
 per-block DuckDB tables (``metrics_samples_<block start ms>``) when it grows
 or ages; retention drops whole block tables.
+
+Within each flushed run, rows are ordered by (tenant and metric name, series,
+time), so the series one selector picks, which nearly always share a metric
+name, are neighbours. Each block keeps a ``RowRanges`` index (series -> row
+stretches, rebuilt from the table on open), and a read fetches only a few
+``rowid`` ranges per block. Once the head has moved past a block, a
+maintenance pass rewrites a block flushed in several runs as one run in that
+order, so a metric's series are then one range per block.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from pitwall.metrics.model import (
     format_labels,
 )
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.row_ranges import RowRanges
 from pitwall.storage.series_index import SeriesIndex
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,11 @@ log = logging.getLogger(__name__)
 REC_SAMPLES = 1
 REC_METADATA = 2
 REC_EXEMPLARS = 3
+
+# Reading a block by row ranges: ranges closer than this many rows are read as
+# one, and at most this many go in one query (a range costs more than 10^5 rows).
+_JOIN_GAP = 1 << 16
+_MAX_SPANS = 16
 
 _I64_MIN = np.iinfo(np.int64).min
 _I64_MAX = np.iinfo(np.int64).max
@@ -67,6 +81,12 @@ class _Chunk:
 
     def __len__(self) -> int:
         return int(self.sid.shape[0])
+
+
+@dataclass
+class _Block:
+    table: str
+    index: RowRanges = field(default_factory=RowRanges)
 
 
 @dataclass
@@ -114,6 +134,8 @@ class MetricStore:
         self._tenant_of: list[str] = []
         cap = 1024
         self._last_ts = np.full(cap, _I64_MIN, dtype=np.int64)
+        self._cluster = np.zeros(cap, dtype=np.int64)  # per sid: its (tenant, metric name) id
+        self._cluster_ids: dict[tuple[str, str], int] = {}
         self._last_bits = np.zeros(cap, dtype=np.uint64)
         self._min_ts = np.full(cap, _I64_MAX, dtype=np.int64)
         self._max_ts = np.full(cap, _I64_MIN, dtype=np.int64)
@@ -123,7 +145,9 @@ class MetricStore:
         self._head_samples = 0
         self._head_since = time.monotonic()
         self._flushed_sids = 0  # sids below this are in metrics_series
-        self._blocks: dict[int, str] = {}
+        self._blocks: dict[int, _Block] = {}
+        self._compact_lock = threading.Lock()
+        self._closing = False
         self._flush_task: asyncio.Task[None] | None = None
         self._maint_task: asyncio.Task[None] | None = None
         self.samples_appended = 0
@@ -136,8 +160,12 @@ class MetricStore:
         self._maint_task = asyncio.create_task(self._maintenance_loop())
 
     async def stop(self) -> None:
+        self._closing = True
         if self._maint_task is not None:
             self._maint_task.cancel()
+        # A compaction running in its thread finishes its block first.
+        await asyncio.to_thread(self._compact_lock.acquire)
+        self._compact_lock.release()
         if self._flush_task is not None:
             await self._flush_task
         await self.flush()
@@ -160,33 +188,43 @@ class MetricStore:
         for tenant, metric, typ, help_, unit in db.execute("SELECT * FROM metrics_metadata").fetchall():
             self._tenant(tenant).metadata[metric] = MetricMetadata(metric, typ, help_, unit)
         for (tname,) in db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_compact_%'"
+        ).fetchall():
+            db.execute(f"DROP TABLE {tname}")  # a compaction cut short before its swap
+        for (tname,) in db.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_samples_%'"
         ).fetchall():
             suffix = tname.rsplit("_", 1)[1]
-            self._blocks[-int(suffix[1:]) if suffix.startswith("n") else int(suffix)] = tname
-        self._load_series_bounds()
-        got = db.execute("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'").fetchone()
-        replay_from = int(got[0]) if got else 0
+            self._blocks[-int(suffix[1:]) if suffix.startswith("n") else int(suffix)] = self._load_block(tname)
+        got = db.scalar("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'")
+        replay_from = int(got or 0)
         n = 0
         for rec in self.wal.replay(replay_from):
             self._apply_record(rec.type, rec.payload)
             n += 1
         log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
 
-    def _load_series_bounds(self) -> None:
-        for table in self._blocks.values():
-            res = self.db.execute(
-                f"SELECT sid, min(ts), max(ts), arg_max(val, ts) FROM {table} GROUP BY sid"
-            ).fetchnumpy()
-            sid = res["sid"].astype(np.int64)
-            if not len(sid):
-                continue
-            np.minimum.at(self._min_ts, sid, res["min(ts)"].astype(np.int64))
-            mx = res["max(ts)"].astype(np.int64)
-            newer = mx > self._last_ts[sid]
-            self._last_ts[sid[newer]] = mx[newer]
-            self._last_bits[sid[newer]] = res["arg_max(val, ts)"].astype(np.float64)[newer].view(np.uint64)
-            np.maximum.at(self._max_ts, sid, mx)
+    def _load_block(self, table: str) -> _Block:
+        """Index a block table and fold its series' time bounds and newest samples into the registry."""
+        # Without ORDER BY, DuckDB returns a table's rows in insertion (rowid) order.
+        res = self.db.cursor().sql(f"SELECT sid, ts, val FROM {table}").to_arrow_table()
+        sid = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
+        ts = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
+        val = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
+        index = RowRanges.of_table(sid)
+        if len(sid):
+            k = index.keys
+            np.minimum.at(self._min_ts, k, ts[index.lo])
+            newest = ts[index.hi]
+            np.maximum.at(self._max_ts, k, newest)
+            # Per sid, its stretch ending latest; keep it where it beats what other blocks gave.
+            order = np.lexsort((newest, k))
+            last = order[np.concatenate([k[order][1:] != k[order][:-1], [True]])]
+            ls, lt = k[last], newest[last]
+            newer = lt > self._last_ts[ls]
+            self._last_ts[ls[newer]] = lt[newer]
+            self._last_bits[ls[newer]] = val[index.hi[last]][newer].view(np.uint64)
+        return _Block(table, index)
 
     # -- series registry -----------------------------------------------------
 
@@ -206,6 +244,7 @@ class MetricStore:
         self._last_bits = np.concatenate([self._last_bits, np.zeros(new - cap, dtype=np.uint64)])
         self._min_ts = np.concatenate([self._min_ts, np.full(new - cap, _I64_MAX, dtype=np.int64)])
         self._max_ts = np.concatenate([self._max_ts, np.full(new - cap, _I64_MIN, dtype=np.int64)])
+        self._cluster = np.concatenate([self._cluster, np.zeros(new - cap, dtype=np.int64)])
 
     def _register(self, sid: int, tenant: str, labels: Labels) -> None:
         assert sid == len(self._labels), "series ids must be dense"
@@ -215,6 +254,15 @@ class MetricStore:
         t.by_labels[labels] = sid
         t.index.add(sid, labels)
         self._grow(sid + 1)
+        name = next((v for k, v in labels if k == "__name__"), "")
+        self._cluster[sid] = self._cluster_ids.setdefault((tenant, name), len(self._cluster_ids))
+
+    def _cluster_rank(self, n: int) -> np.ndarray:
+        """Per sid below ``n``: its position in (tenant and metric name, sid) order."""
+        order = np.argsort(self._cluster[:n], kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n, dtype=np.int64)
+        return rank
 
     def lookup(self, tenant: str, labels: Labels) -> int | None:
         return self._tenant(tenant).by_labels.get(labels)
@@ -436,27 +484,31 @@ class MetricStore:
             sid = np.concatenate([c.sid for c in frozen])
             ts = np.concatenate([c.ts for c in frozen])
             val = np.concatenate([c.val for c in frozen])
-            order = np.lexsort((ts, sid))
+            order = _order_by(self._cluster_rank(n_sids)[sid], ts)
             sid, ts, val = sid[order], ts[order], val[order]
             block = ts // self.block_ms * self.block_ms
         cur = db.cursor()
+        runs: dict[int, tuple[str, np.ndarray]] = {}
         db.lock.acquire_write()
         try:
             cur.execute("BEGIN TRANSACTION")
             self._write_new_series(cur, n_sids)
             if frozen:
-                for b in np.unique(block):
+                for b in np.unique(block).tolist():
                     sel = block == b
-                    table = self._block_table(cur, int(b))
+                    table = self._block_table(cur, b)
                     tbl = pa.table({"sid": sid[sel], "ts": ts[sel], "val": val[sel]})
                     cur.register("_flush_rows", tbl)
                     cur.execute(f"INSERT INTO {table} SELECT sid, ts, val FROM _flush_rows")
                     cur.unregister("_flush_rows")
+                    runs[b] = (table, sid[sel])
             self._write_metadata(cur)
             cur.execute(
                 "INSERT OR REPLACE INTO metrics_meta VALUES ('wal_replay_from', ?)", [segment]
             )
             cur.execute("COMMIT")
+            for b, (table, run) in runs.items():
+                self._blocks.setdefault(b, _Block(table)).index.add_run(run)
             with self._head_lock:
                 del self._chunks[: len(frozen)]
                 self._frozen = 0
@@ -491,13 +543,12 @@ class MetricStore:
             c.executemany("INSERT INTO metrics_metadata VALUES (?, ?, ?, ?, ?)", rows)
 
     def _block_table(self, cur: object, block: int) -> str:
-        table = self._blocks.get(block)
-        if table is None:
-            table = f"metrics_samples_{block}" if block >= 0 else f"metrics_samples_n{-block}"
-            self.db.cursor().execute(
-                f"CREATE TABLE IF NOT EXISTS {table} (sid BIGINT, ts BIGINT, val DOUBLE)"
-            )
-            self._blocks[block] = table
+        known = self._blocks.get(block)
+        if known is not None:
+            return known.table
+        table = f"metrics_samples_{block}" if block >= 0 else f"metrics_samples_n{-block}"
+        # Registered in _blocks only once the flush commits (the CREATE rolls back with it).
+        self.db.cursor().execute(f"CREATE TABLE IF NOT EXISTS {table} (sid BIGINT, ts BIGINT, val DOUBLE)")
         return table
 
     async def _maintenance_loop(self) -> None:
@@ -506,7 +557,9 @@ class MetricStore:
             try:
                 if self._head_samples and time.monotonic() - self._head_since > self.head_max_age_s:
                     self._start_flush()
-                await asyncio.to_thread(self.apply_retention, int(time.time() * 1000))
+                now_ms = int(time.time() * 1000)
+                await asyncio.to_thread(self.apply_retention, now_ms)
+                await asyncio.to_thread(self.compact, now_ms)
             except Exception:
                 log.exception("metrics store maintenance failed")
 
@@ -514,17 +567,73 @@ class MetricStore:
         """Drop block tables wholly older than the retention window."""
         cutoff = now_ms - self.retention_ms
         dropped = []
-        for block, table in sorted(self._blocks.items()):
+        for block, b in sorted(self._blocks.items()):
             if block + self.block_ms > cutoff:
                 continue
             self.db.lock.acquire_write()
             try:
-                self.db.cursor().execute(f"DROP TABLE IF EXISTS {table}")
+                self.db.cursor().execute(f"DROP TABLE IF EXISTS {b.table}")
                 del self._blocks[block]
             finally:
                 self.db.lock.release_write()
-            dropped.append(table)
+            dropped.append(b.table)
         return dropped
+
+    def compact(self, now_ms: int) -> list[str]:
+        """Rewrite each sealed block flushed in several runs as one run; returns their tables.
+
+        A block is sealed once the head holds nothing older than its end and
+        the clock has passed it: only a late new series can still add to it
+        (that makes a new run, and a later pass rewrites the block again).
+        """
+        with self._head_lock:
+            chunks = list(self._chunks)
+        sealed_before = min([now_ms, *(int(c.ts.min()) for c in chunks if len(c))])
+        done = []
+        for block, b in sorted(self._blocks.items()):
+            if self._closing:
+                break
+            if block + self.block_ms > sealed_before or not b.index.fragmented():
+                continue
+            with self._compact_lock:
+                if self._compact_block(block, b):
+                    done.append(b.table)
+        return done
+
+    def _compact_block(self, block: int, b: _Block) -> bool:
+        """One block rewritten in (metric, series, time) order, then swapped in under the write lock."""
+        rows = b.index.rows
+        tmp = f"metrics_compact_{block}" if block >= 0 else f"metrics_compact_n{-block}"
+        n = len(self._labels)
+        cur = self.db.cursor()
+        # DuckDB sorts within its memory limit (spilling if it must); the rank is per sid.
+        cur.register("_rank", pa.table({"sid": np.arange(n, dtype=np.int64), "rank": self._cluster_rank(n)}))
+        try:
+            cur.execute(f"CREATE OR REPLACE TABLE {tmp} (sid BIGINT, ts BIGINT, val DOUBLE)")
+            cur.execute(
+                f"INSERT INTO {tmp} SELECT s.sid, s.ts, s.val FROM {b.table} s "
+                "JOIN _rank r ON s.sid = r.sid ORDER BY r.rank, s.ts"
+            )
+        finally:
+            cur.unregister("_rank")
+        sid = np.asarray(cur.sql(f"SELECT sid FROM {tmp}").fetchnumpy()["sid"], dtype=np.int64)
+        self.db.lock.acquire_write()
+        try:
+            if b.index.rows != rows or len(sid) != rows or self._blocks.get(block) is not b:
+                cur.execute(f"DROP TABLE {tmp}")  # a flush added rows meanwhile: next pass
+                return False
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                cur.execute(f"DROP TABLE {b.table}")
+                cur.execute(f"ALTER TABLE {tmp} RENAME TO {b.table}")
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            b.index = RowRanges.of_table(sid)
+        finally:
+            self.db.lock.release_write()
+        return True
 
     # -- reading ---------------------------------------------------------------
 
@@ -562,7 +671,7 @@ class MetricStore:
         try:
             with self._head_lock:
                 chunks = list(self._chunks)
-            blocks = [tb for b, tb in sorted(self._blocks.items()) if b <= end and b + self.block_ms > start]
+            blocks = [bl for b, bl in sorted(self._blocks.items()) if b <= end and b + self.block_ms > start]
             if blocks:
                 self._read_blocks(blocks, sids, start, end, parts)
         finally:
@@ -577,7 +686,7 @@ class MetricStore:
 
     def _read_blocks(
         self,
-        blocks: list[str],
+        blocks: list[_Block],
         sids: np.ndarray,
         start: int,
         end: int,
@@ -585,43 +694,42 @@ class MetricStore:
     ) -> None:
         """Append the block rows of ``sids`` in [start, end] to ``parts``, one per block.
 
-        DuckDB returns the rows of a semi-join in no guaranteed order, though
-        mostly in long runs sorted by (sid, ts) as they were inserted; a stable
-        sort on a composite key restores the order cheaply (timsort merges runs).
+        Each block's index gives the row ranges holding the series; a few
+        ranges are read by ``rowid`` (zone maps skip the rest), while a
+        selection covering most of a block is cheaper to scan whole. Rows of
+        unwanted series inside a joined range are dropped in numpy.
         """
         cur = self.db.cursor()
-        lo, hi = int(sids.min()), int(sids.max())
-        # A sid range that is mostly wanted is cheaper to filter in numpy than to join.
-        dense = len(sids) * 2 >= hi - lo + 1
-        want: np.ndarray | None = None
-        if dense:
-            want = np.zeros(hi - lo + 1, dtype=bool)
-            want[sids - lo] = True
-            sql = "SELECT sid, ts, val FROM {} WHERE ts BETWEEN ? AND ? AND sid BETWEEN ? AND ?"
-            params: list[int] = [start, end, lo, hi]
-        else:
-            cur.register("_want", pa.table({"sid": sids}))
-            # The sid range lets DuckDB's zone maps skip row groups: each flush is sorted by sid.
-            sql = ("SELECT sid, ts, val FROM {} WHERE ts BETWEEN ? AND ? AND sid BETWEEN ? AND ? "
-                   "AND sid IN (SELECT sid FROM _want)")
-            params = [start, end, lo, hi]
-        try:
-            for table in blocks:
-                # Arrow is the cheapest way out of DuckDB for large results.
-                res = cur.sql(sql.format(table), params=params).to_arrow_table()
-                if not res.num_rows:
-                    continue
-                s = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
-                t = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
-                v = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
-                if want is not None and not want.all():
-                    m = want[s - lo]
-                    if not m.all():
-                        s, t, v = s[m], t[m], v[m]
-                parts.append(_sorted_by_sid_ts(s, t, v, lo, hi, start, end))
-        finally:
-            if not dense:
-                cur.unregister("_want")
+        wanted = np.sort(sids)
+        lo, hi = int(wanted[0]), int(wanted[-1])
+        want = np.zeros(hi - lo + 1, dtype=bool)
+        want[wanted - lo] = True
+        every = bool(want.all())
+        when = f"ts BETWEEN {int(start)} AND {int(end)}"
+        for b in blocks:
+            first, last = b.index.spans(wanted, max_spans=_MAX_SPANS, join_gap=_JOIN_GAP)
+            if not len(first):
+                continue
+            if int((last - first + 1).sum()) * 2 > b.index.rows:
+                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when} AND sid BETWEEN {lo} AND {hi}"
+            else:
+                sql = " UNION ALL ".join(
+                    f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
+                    for x, y in zip(first.tolist(), last.tolist(), strict=True))
+            # Arrow is the cheapest way out of DuckDB for large results.
+            res = cur.sql(sql).to_arrow_table()
+            if not res.num_rows:
+                continue
+            s = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
+            t = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
+            v = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
+            if not every:
+                inside = (s >= lo) & (s <= hi)
+                m = inside
+                m[inside] = want[s[inside] - lo]
+                if not m.all():
+                    s, t, v = s[m], t[m], v[m]
+            parts.append(_sorted_by_sid_ts(s, t, v, lo, hi, start, end))
 
     def labels_of(self, sid: int) -> Labels:
         return self._labels[sid]
@@ -728,6 +836,19 @@ def _sorted_by_sid_ts(
         return s, t, v
     order = np.argsort(key, kind="stable")
     return s[order], t[order], v[order]
+
+
+def _order_by(major: np.ndarray, minor: np.ndarray) -> np.ndarray:
+    """The permutation sorting rows by (major, minor), both int64 and major >= 0."""
+    if not len(major):
+        return np.empty(0, dtype=np.int64)
+    base = int(minor.min())
+    width = int(minor.max()) - base + 1
+    if (int(major.max()) + 1) * width >= 2**62:
+        return np.lexsort((minor, major))
+    key = major * width
+    key += minor - base
+    return np.argsort(key, kind="stable")
 
 
 def _gather_head(

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.row_ranges import RowRanges
 from pitwall.traces.model import COLUMNS, SPAN_SCHEMA, empty_table
 
 log = logging.getLogger(__name__)
@@ -98,42 +99,17 @@ class _Chunk:
 
 @dataclass
 class _Block:
-    """A block table and its in-memory index: one (trace key, first seq, last seq) entry per run
-    holding the key (each run is sorted by trace key, so a trace is contiguous in a run)."""
+    """A block table and its in-memory index: the seq range of each (trace key, run) holding the key
+    (each run is sorted by trace key, so a trace is contiguous in a run)."""
 
     table: str
-    keys: np.ndarray  # trace keys, sorted (a key appears once per run that holds it)
-    lo: np.ndarray  # first seq of the key in that run
-    hi: np.ndarray  # last seq of the key in that run
-    rows: int = 0  # next seq
+    index: RowRanges
     runs: int = 1  # sorted runs written
-
-    def add_run(self, keys: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Merge the index of a new run (its keys unique and sorted): O(entries), no re-sort."""
-        pos = np.searchsorted(self.keys, keys, side="right")
-        self.keys = np.insert(self.keys, pos, keys)
-        self.lo = np.insert(self.lo, pos, lo)
-        self.hi = np.insert(self.hi, pos, hi)
 
     def ranges(self, keys: np.ndarray) -> list[tuple[int, int, int]]:
         """(key, first seq, last seq) of every run's entry for any of ``keys``."""
-        a = np.searchsorted(self.keys, keys, side="left")
-        b = np.searchsorted(self.keys, keys, side="right")
-        out: list[tuple[int, int, int]] = []
-        for i, j in zip(a[b > a].tolist(), b[b > a].tolist(), strict=True):
-            out += zip(self.keys[i:j].tolist(), self.lo[i:j].tolist(), self.hi[i:j].tolist(), strict=True)
-        return out
-
-
-def _run_index(tkey: np.ndarray, base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index of a run sorted by tkey whose first row has seq ``base``."""
-    if not len(tkey):
-        e = np.empty(0, dtype=np.int64)
-        return e, e, e
-    first = np.concatenate([[True], tkey[1:] != tkey[:-1]])
-    starts = np.flatnonzero(first)
-    ends = np.concatenate([starts[1:], [len(tkey)]]) - 1
-    return tkey[starts], starts + base, ends + base
+        k, lo, hi = self.index.entries(keys)
+        return list(zip(k.tolist(), lo.tolist(), hi.tolist(), strict=True))
 
 
 @dataclass
@@ -228,8 +204,8 @@ class TraceStore:
             rows = db.execute(f"SELECT DISTINCT tenant, service, name, remote_service FROM {tbl}").fetchall()
             for tenant, service, name, remote in rows:
                 self._catalog_add(tenant, service, name, remote)
-        got = db.execute("SELECT value FROM traces_meta WHERE key = 'wal_replay_from'").fetchone()
-        replay_from = int(got[0]) if got else 0
+        got = db.scalar("SELECT value FROM traces_meta WHERE key = 'wal_replay_from'")
+        replay_from = int(got or 0)
         n = 0
         for rec in self.wal.replay(replay_from):
             if rec.type == REC_SPANS:
@@ -374,12 +350,12 @@ class TraceStore:
             self.db.lock.acquire_write()
             try:
                 cur.execute("BEGIN TRANSACTION")
-                new_runs: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, int]] = {}
+                new_runs: dict[int, np.ndarray] = {}
                 for a, b in bounds:
                     blk = int(block[a])
                     tbl = self._block_table(cur, blk)
                     prev = self._blocks.get(blk)
-                    base = prev.rows if prev is not None else 0
+                    base = prev.index.rows if prev is not None else 0
                     part = table.slice(a, b - a).append_column(
                         "seq", pa.array(np.arange(base, base + b - a, dtype=np.int64)))
                     cur.register("_flush_spans", part)
@@ -389,20 +365,19 @@ class TraceStore:
                         "INSERT INTO traces_blocks VALUES (?, ?, 1) ON CONFLICT (block) DO UPDATE SET runs = runs + 1",
                         [blk, tbl],
                     )
-                    new_runs[blk] = (*_run_index(tkey[a:b], base), base + b - a)
+                    new_runs[blk] = tkey[a:b]
                 cur.execute("INSERT OR REPLACE INTO traces_meta VALUES ('wal_replay_from', ?)", [segment])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
             else:
-                for blk, (keys, lo, hi, rows) in new_runs.items():
+                for blk, run in new_runs.items():
                     b_ = self._blocks.get(blk)
                     if b_ is None:
-                        self._blocks[blk] = _Block(_table_name(blk), keys, lo, hi, rows, 1)
+                        self._blocks[blk] = _Block(_table_name(blk), RowRanges.of_table(run))
                     else:
-                        b_.add_run(keys, lo, hi)
-                        b_.rows = rows
+                        b_.index.add_run(run)
                         b_.runs += 1
                 with self._head_lock:
                     del self._chunks[: len(frozen)]
@@ -547,9 +522,7 @@ def _table_name(block_ns: int) -> str:
 def _load_block(cur: duckdb.DuckDBPyConnection, tbl: str, runs: int) -> _Block:
     """A block's in-memory index, rebuilt from its table: one entry per stretch of equal keys in seq order."""
     tkey = np.asarray(cur.execute(f"SELECT tkey FROM {tbl} ORDER BY seq").fetchnumpy()["tkey"], dtype=np.int64)
-    keys, lo, hi = _run_index(tkey, 0)
-    order = np.argsort(keys, kind="stable")
-    return _Block(tbl, keys[order], lo[order], hi[order], len(tkey), runs)
+    return _Block(tbl, RowRanges.of_table(tkey), runs)
 
 
 def _select_ranges(cur: duckdb.DuckDBPyConnection, table: str, tenant: str,
