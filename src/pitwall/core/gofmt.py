@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_float", "go_quote", "go_sprint", "go_sprintf", "go_sprintln", "go_type_name",
+__all__ = ["format_float", "format_float_f", "go_quote", "go_sprint", "go_sprintf", "go_sprintln", "go_type_name",
            "go_value"]
 
 def go_type_name(v: Any) -> str:
@@ -88,6 +88,15 @@ def format_float(x: float, verb: str = "g", prec: int = -1) -> str:
     else:
         out = format(x, f".{prec}{lower}")
     return out.upper() if verb.isupper() else out
+
+
+def format_float_f(x: float) -> str:
+    """``strconv.FormatFloat(x, 'f', -1, 64)``, the form of every sample value in
+    Prometheus' API: a fast path for the floats ``repr`` prints without an exponent."""
+    r = repr(x)
+    if "e" in r or "n" in r:  # an exponent, inf or nan
+        return format_float(x, "f")
+    return r[:-2] if r.endswith(".0") else r
 
 
 def _place_point(digits: str, dp: int) -> str:

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from enum import Enum
 from typing import Any
 
+from pitwall.core.gofmt import format_float, format_float_f
+
 __all__ = [
     "InvalidNameError",
     "MetricKind",
@@ -206,45 +208,6 @@ def build_label_name(name: str) -> str:
     return out
 
 
-def _shortest_digits(v: float) -> tuple[str, str, int]:
-    """Sign, shortest round-trip digits and decimal point position of a finite float."""
-    r = repr(v)
-    sign = ""
-    if r[0] == "-":
-        sign, r = "-", r[1:]
-    mantissa, _, exp_s = r.partition("e")
-    int_part, _, frac = mantissa.partition(".")
-    digits = int_part + frac
-    point = len(int_part) + (int(exp_s) if exp_s else 0)
-    stripped = digits.lstrip("0")
-    point -= len(digits) - len(stripped)
-    return sign, stripped.rstrip("0"), point
-
-
-def format_float_f(v: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``: shortest digits, never an exponent."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    sign, digits, point = _shortest_digits(v)
-    if not digits:
-        return sign + "0"
-    if point <= 0:
-        return f"{sign}0.{'0' * -point}{digits}"
-    if point >= len(digits):
-        return sign + digits + "0" * (point - len(digits))
-    return f"{sign}{digits[:point]}.{digits[point:]}"
-
-
-def _format_float_e(v: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'e', -1, 64)`` (exponent with at least two digits)."""
-    sign, digits, point = _shortest_digits(v)
-    exp = point - 1
-    mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-    return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-
-
 def format_float_json(v: float) -> str:
     """A double as pdata's ``AsString`` renders it (ES6 number formatting)."""
     if math.isnan(v) or math.isinf(v):
@@ -252,7 +215,7 @@ def format_float_json(v: float) -> str:
         return f"json: unsupported value: {go}"
     a = abs(v)
     if a != 0 and (a < 1e-6 or a >= 1e21):
-        out = _format_float_e(v)
+        out = format_float(v, "e")
         # Go trims the exponent's leading zero: e-07 -> e-7 (not e+21).
         n = len(out)
         if n >= 4 and out[n - 4] == "e" and out[n - 3] == "-" and out[n - 2] == "0":

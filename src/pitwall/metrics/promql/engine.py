@@ -52,7 +52,7 @@ class QueryResult:
             return {"resultType": rt, "result": [format_seconds(t), format_float(v)]}
         out: list[dict[str, Any]] = []
         for lb, ts, vals in zip(self.series, self.timestamps, self.values, strict=True):
-            points = [[format_seconds(int(t)), format_float(float(v))] for t, v in zip(ts, vals, strict=True)]
+            points = [[format_seconds(t), format_float(v)] for t, v in zip(ts.tolist(), vals.tolist(), strict=True)]
             item: dict[str, Any] = {"metric": dict(lb)}
             if rt == "vector":
                 item["value"] = points[0]

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
+from pitwall.core.gofmt import format_float_f as format_float
 from pitwall.core.gofmt import go_quote
 from pitwall.metrics.model import Labels
 
-
-def format_float(v: float) -> str:
-    """Go's ``strconv.FormatFloat(v, 'f', -1, 64)``: shortest round-trip digits, no exponent."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return str(np.format_float_positional(v, unique=True, trim="-"))
+__all__ = ["format_float", "format_seconds", "labels_string"]
 
 
 def format_seconds(ms: int) -> float | int:
