@@ -12,7 +12,9 @@ from pathlib import Path
 import cramjam
 import httpx
 import pytest
+import websockets
 import yaml
+from websockets.sync.client import connect as ws_connect
 
 from pitwall.config import load_settings
 from pitwall.metrics.ingest import prompb
@@ -65,6 +67,15 @@ def test_bearer_tokens_and_scopes(tmp_path: Path) -> None:
         assert httpx.post(srv.url + "/api/v1/write", content=body, headers=h(WRITE)).status_code == 204
         assert httpx.post(srv.url + "/-/reload", headers=h(WRITE)).status_code == 403
         assert httpx.post(srv.url + "/-/reload", headers=h(ADMIN)).status_code == 200
+        # Websocket handshakes (Loki's tail) go through the same check: refused with 403.
+        tail = srv.url.replace("http", "ws") + "/loki/api/v1/tail?query=%7Bapp%3D%22x%22%7D"
+        for headers in ({}, h("x" * 20), h(WRITE)):
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                ws_connect(tail, additional_headers=headers, open_timeout=10).close()
+            assert refused.value.response.status_code == 403
+        for tok in (READ, ADMIN):
+            with ws_connect(tail, additional_headers=h(tok), open_timeout=10) as ws:
+                assert ws.ping().wait(10)  # accepted and being served
     finally:
         srv.stop()
 

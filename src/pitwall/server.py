@@ -116,7 +116,7 @@ def build(settings: Settings) -> Components:
         inflight=inflight,
         traces=traces,
         logs=build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight,
-                        fsync=st.fsync, auth_tokens=[(t.token, frozenset(t.scopes)) for t in settings.auth_tokens]),
+                        fsync=st.fsync),
         notifications=build_notifications(settings),
     )
     c.rules = build_rule_manager(settings, instant=local_instant(engine, store), store=store,

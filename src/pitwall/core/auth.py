@@ -1,4 +1,9 @@
-"""Bearer-token authentication with scopes (read, write, admin), as ASGI middleware."""
+"""Bearer-token authentication with scopes (read, write, admin), as ASGI middleware.
+
+Covers HTTP requests and websocket handshakes alike (Loki's tail is a
+websocket); a refused handshake is closed with 1008 before it is accepted,
+which the server answers as HTTP 403.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ WRITE_PATHS = ("/api/v1/write", "/v1/metrics", "/v1/traces", "/v1/logs", "/loki/
                "/api/v2/spans", "/api/v2/alerts", "/api/v2/silences", "/api/v2/silence/",
                "/_bulk", "/elasticsearch/")
 ADMIN_PATHS = ("/-/reload", "/-/quit", "/api/v1/admin")
+WS_POLICY_VIOLATION = 1008
 
 
 def required_scope(method: str, path: str) -> str:
@@ -33,13 +39,17 @@ class BearerAuth:
         self.tokens = [(t.encode(), scopes) for t, scopes in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.tokens or scope["path"] in OPEN_PATHS:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or not self.tokens or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         try:
             self._check(scope)
         except PitwallError as err:
-            await render(err, "text")(scope, receive, send)
+            if kind == "websocket":
+                await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
+            else:
+                await render(err, "text")(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -52,7 +62,7 @@ class BearerAuth:
         if not header.lower().startswith(b"bearer "):
             raise Unauthorized("missing bearer token")
         given = header[7:].strip()
-        need = required_scope(scope["method"], scope["path"])
+        need = required_scope(scope.get("method", "GET"), scope["path"])
         for token, scopes in self.tokens:
             if hmac.compare_digest(given, token):
                 if need in scopes or "admin" in scopes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import time
@@ -94,12 +93,11 @@ class TailHub:
     name = "logs-tail"
 
     def __init__(self, store: LogStore, engine: Any, parse_selector: Callable[[str], list[Matcher]], *,
-                 max_connections: int = 32, tokens: Sequence[tuple[str, frozenset[str]]] = ()) -> None:
+                 max_connections: int = 32) -> None:
         self.store = store
         self.engine = engine
         self.parse_selector = parse_selector
         self.max_connections = max_connections
-        self.tokens = [(t.encode(), s) for t, s in tokens]
         self.sessions: set[TailSession] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._stopping = asyncio.Event()
@@ -119,18 +117,6 @@ class TailHub:
         for s in self.sessions:
             if s.tenant == tenant:
                 s.offer(labels, batch)
-
-    def check_auth(self, ws: WebSocket) -> None:
-        """Bearer auth for the websocket (the HTTP auth middleware sees only HTTP requests)."""
-        if not self.tokens:
-            return
-        header = ws.headers.get("authorization", "").encode()
-        if header.lower().startswith(b"bearer "):
-            given = header[7:].strip()
-            for token, scopes in self.tokens:
-                if hmac.compare_digest(given, token) and ("read" in scopes or "admin" in scopes):
-                    return
-        raise PermissionError("missing or invalid bearer token with the read scope")
 
     def render(self, expr: str, rows: list[tuple[Labels, int, str, str | None]], limit: int) -> list[Any]:
         """Run ``expr``'s pipeline over ``rows``; Loki's ``streams`` result."""
@@ -162,11 +148,7 @@ def tail_router(hub: TailHub) -> APIRouter:
 
     @r.websocket("/loki/api/v1/tail")
     async def tail(ws: WebSocket) -> None:
-        try:
-            hub.check_auth(ws)
-        except PermissionError as e:
-            await ws.close(CLOSE_POLICY, str(e))
-            return
+        # Bearer auth happened in core.auth.BearerAuth, which covers websocket handshakes.
         await ws.accept()
         if len(hub.sessions) >= hub.max_connections:
             await ws.close(CLOSE_POLICY, f"max concurrent tail requests limit exceeded ({hub.max_connections})")

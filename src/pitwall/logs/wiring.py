@@ -6,7 +6,7 @@ inside ``create_app()``, so the composition root stays a few lines per pillar.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,8 +64,7 @@ def log_query_selector(expr: str) -> list[Matcher]:
 
 
 def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limits: LimitsSettings,
-               inflight: InflightBudget, fsync: bool = True,
-               auth_tokens: Sequence[tuple[str, frozenset[str]]] = ()) -> LogsParts:
+               inflight: InflightBudget, fsync: bool = True) -> LogsParts:
     """Construct the logs pillar (no I/O beyond opening files)."""
     lim = settings.limits
     store = LogStore(
@@ -84,8 +83,7 @@ def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limit
                          timeout_s=settings.query_timeout / 1000)
     deps = LogsApiDeps(store=store, ingester=ingester, engine=engine, parse_selector=parse_stream_selector,
                        settings=settings, limits=limits, inflight=inflight, labels=LabelCache())
-    tail = TailHub(store, engine, log_query_selector, max_connections=lim.max_tail_connections,
-                   tokens=auth_tokens)
+    tail = TailHub(store, engine, log_query_selector, max_connections=lim.max_tail_connections)
     syslog = SyslogServer(ingester, settings.syslog) if settings.syslog.enabled else None
     return LogsParts(settings=settings, store=store, ingester=ingester, engine=engine, tail=tail, syslog=syslog,
                      deps=deps, otlp=OtlpLogsTranslator())
