@@ -11,6 +11,7 @@ one.
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -44,10 +45,34 @@ class DemoOptions:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now on ``host`` (the OS picks it)."""
-    with socket.socket() as s:
+    """A port free right now on ``host``, below the kernel's ephemeral range.
+
+    The children bind their ports a few seconds after they are chosen; ports
+    the OS hands out (bind to 0) come from the ephemeral range, where any
+    outgoing connection made meanwhile (the OTel exporters, the scraper) can
+    take the very same port (seen here: a sandbox kernel handing out ports
+    in sequence, just under the configured range). A random port well below
+    that range is not taken that way.
+    """
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(max(1024, low // 2), max(1025, low - 4096))
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: let the OS pick after all
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 @dataclass
