@@ -392,18 +392,24 @@ class MetricStore:
                 self._head_since = time.monotonic()
             self._chunks.append(_Chunk(s, t, v))
             self._head_samples += len(s)
-            if len(self._chunks) - self._frozen >= 64:
-                self._compact_locked()
+            self._merge_tail_locked()
         self.samples_appended += len(s)
         self._maybe_flush()
 
-    def _compact_locked(self) -> None:
-        tail = self._chunks[self._frozen :]
-        sid = np.concatenate([c.sid for c in tail])
-        order = np.argsort(sid, kind="stable")
-        merged = _Chunk(sid[order], np.concatenate([c.ts for c in tail])[order],
-                        np.concatenate([c.val for c in tail])[order])
-        self._chunks[self._frozen :] = [merged]
+    def _merge_tail_locked(self) -> None:
+        """Merge the newest chunk into the one before while that one is no bigger.
+
+        A binary counter: the head keeps O(log n) chunks (a read gathers from
+        each) and every sample is merged O(log n) times. Merging keeps each
+        sid's samples in time order: the newer chunk's come after.
+        """
+        ch = self._chunks
+        while len(ch) - self._frozen >= 2 and len(ch[-2]) <= len(ch[-1]):
+            a, b = ch[-2], ch[-1]
+            sid = np.concatenate([a.sid, b.sid])
+            order = np.argsort(sid, kind="stable")  # two sorted runs: a linear merge
+            ch[-2:] = [_Chunk(sid[order], np.concatenate([a.ts, b.ts])[order],
+                              np.concatenate([a.val, b.val])[order])]
 
     async def append_metadata(self, tenant: str, metadata: Sequence[MetricMetadata]) -> None:
         t = self._tenant(tenant)
