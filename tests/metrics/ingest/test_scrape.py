@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from pitwall.core.errors import BadData
+from pitwall.metrics.ingest import scrape as scrape_module
 from pitwall.metrics.ingest.scrape import ScrapeManager, accept_header
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, format_labels, is_stale
 from pitwall.metrics.scrape_config import ScrapeConfig, parse_scrape_configs
@@ -547,3 +549,21 @@ async def test_same_series_as_real_prometheus(tmp_path: Path) -> None:
     ours = set().union(*(rows(b).keys() for b in app.batches))
     assert theirs, "prometheus produced no series"
     assert ours == theirs
+
+
+async def test_stopping_a_loop_survives_a_swallowed_cancel() -> None:
+    # Python 3.11's asyncio.timeout can turn a cancel that lands as it expires into TimeoutError,
+    # which the scrape loop treats as a failed scrape and carries on: stop must cancel again.
+    async def stubborn() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(30)
+        await asyncio.sleep(30)
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(scrape_module._cancel(task))
+    done, _ = await asyncio.wait({stopping}, timeout=15)  # a liveness bound: stubborn() would run 30 s
+    if not done:
+        task.cancel()
+        stopping.cancel()
+    assert done and task.cancelled()

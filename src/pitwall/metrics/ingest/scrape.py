@@ -791,11 +791,19 @@ class _Pool:
 
 
 async def _cancel(task: asyncio.Task[Any] | None) -> None:
-    if task is None or task.done():
+    """Cancel ``task`` and wait until it has ended.
+
+    Cancels again while it runs on: in Python 3.11 a cancel that lands while
+    the scrape's ``asyncio.timeout`` expires comes out as TimeoutError (a
+    failed scrape), the loop carries on, and a single cancel would wait forever.
+    """
+    if task is None:
         return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled():
+        task.result()  # re-raise what it ended with, as awaiting it would
 
 
 def _read_secret(value: str | None, path: str | None) -> str:
