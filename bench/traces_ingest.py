@@ -211,15 +211,21 @@ def _reopen(args: argparse.Namespace) -> None:
     ids = [r[0] for t in tables for r in db.execute(
         f"SELECT DISTINCT trace_id FROM {t} USING SAMPLE {args.lookups} ROWS").fetchall()]
     db.close()
+    _measure_restarted(args.workdir, ids, args.lookups, n)
+
+
+def _measure_restarted(workdir: Path, ids: list[str], lookups: int, n: int) -> _Reopened:
+    """Restart the server on the stored ``n`` spans, then time lookups and search; returns it stopped."""
     s = time.perf_counter()
-    srv = _Reopened(args.workdir)
+    srv = _Reopened(workdir)
     print(f"  server restarted on {n / 1e6:g}M spans in {time.perf_counter() - s:.1f} s", flush=True)
     try:
-        _measure(srv.url, ids, args.lookups, f"{n / 1e6:g}M")
+        _measure(srv.url, ids, lookups, f"{n / 1e6:g}M")
         rss, peak = srv.rss_mib()
         print(f"  [{n / 1e6:g}M] RSS {rss:.0f} MiB, peak {peak:.0f} MiB", flush=True)
     finally:
         srv.stop()
+    return srv
 
 
 def main() -> None:
@@ -286,15 +292,7 @@ def main() -> None:
     s = time.perf_counter()
     asyncio.run(_bulk_load(data_dir, enc, n_req, total_req - n_req, t0, span_ns, ids))
     print(f"  done in {time.perf_counter() - s:.0f} s", flush=True)
-    s = time.perf_counter()
-    srv = _Reopened(args.workdir)
-    print(f"  server restarted on {args.total / 1e6:g}M spans in {time.perf_counter() - s:.1f} s", flush=True)
-    try:
-        _measure(srv.url, ids, args.lookups, f"{args.total / 1e6:g}M")
-        rss, peak = srv.rss_mib()
-        print(f"  [{args.total / 1e6:g}M] RSS {rss:.0f} MiB, peak {peak:.0f} MiB", flush=True)
-    finally:
-        srv.stop()
+    srv = _measure_restarted(args.workdir, ids, args.lookups, args.total)
     print(f"  [{args.total / 1e6:g}M] bytes per span on disk {srv.disk_bytes() / args.total:.1f}", flush=True)
 
 

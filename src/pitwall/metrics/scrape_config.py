@@ -7,8 +7,8 @@ unique. ``parse_scrape_configs`` turns every problem into a ``ConfigError``
 whose message starts with the key path, e.g.
 ``scrape_configs[0].scrape_timeout: scrape timeout greater than scrape interval ...``.
 
-Durations are kept as integer milliseconds; ``format_duration`` renders them
-as Prometheus does (``1m30s``).
+Durations are kept as integer milliseconds (``core.durations`` parses and
+renders them as Prometheus does, ``1m30s``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from pitwall.core.durations import format_duration_ms, parse_duration_ms
+from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import ConfigError
 from pitwall.metrics.relabel import RelabelConfig
 
@@ -33,15 +33,9 @@ __all__ = [
     "ScrapeConfig",
     "StaticConfig",
     "TLSConfig",
-    "format_duration",
-    "parse_duration",
     "parse_scrape_configs",
     "parse_size",
 ]
-
-
-parse_duration = parse_duration_ms
-format_duration = format_duration_ms
 
 
 def _duration_field(v: Any) -> Any:
@@ -50,7 +44,7 @@ def _duration_field(v: Any) -> Any:
     if isinstance(v, int) and v == 0:
         return 0
     if isinstance(v, str):
-        return parse_duration(v)
+        return parse_duration_ms(v)
     raise ValueError(f'not a valid duration string: "{v}"')
 
 

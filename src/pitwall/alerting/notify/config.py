@@ -62,8 +62,6 @@ UNSUPPORTED_INTEGRATIONS = ("opsgenie_configs", "wechat_configs", "pushover_conf
 SECRET = "<secret>"
 
 
-
-
 def _url(v: Any) -> Any:
     """Alertmanager's URL type: http(s) with a host (``<secret>`` is kept as a placeholder)."""
     if v is None or v == SECRET:

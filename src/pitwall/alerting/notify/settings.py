@@ -9,8 +9,6 @@ from pitwall.core.durations import DurationMs
 __all__ = ["NotificationSettings"]
 
 
-
-
 class NotificationSettings(BaseModel):
     """Limits and timings of the notification pipeline."""
 

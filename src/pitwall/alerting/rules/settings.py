@@ -11,8 +11,6 @@ from pitwall.core.durations import DurationMs
 __all__ = ["AlertingSettings", "AlertmanagerConfig", "RulesSettings", "StaticConfig"]
 
 
-Millis = DurationMs  # the name this module uses
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -21,10 +19,10 @@ class _Strict(BaseModel):
 class RulesSettings(_Strict):
     """How rules are evaluated and how their alerts are sent."""
 
-    resend_delay: Millis = Field(60_000, description="minimum time between re-sends of a firing alert")
-    for_grace_period: Millis = Field(600_000, description="minimum 'for' left after restoring state")
-    outage_tolerance: Millis = Field(3_600_000, description="how far back ALERTS_FOR_STATE is read on restore")
-    query_offset: Millis = Field(0, description="default query_offset of groups (global.rule_query_offset)")
+    resend_delay: DurationMs = Field(60_000, description="minimum time between re-sends of a firing alert")
+    for_grace_period: DurationMs = Field(600_000, description="minimum 'for' left after restoring state")
+    outage_tolerance: DurationMs = Field(3_600_000, description="how far back ALERTS_FOR_STATE is read on restore")
+    query_offset: DurationMs = Field(0, description="default query_offset of groups (global.rule_query_offset)")
     external_url: str = Field("", description="URL pitwall is reachable at, for generatorURL and templates")
     logql_rule_files: list[str] = Field(default_factory=list,
                                         description="globs of rule files in Loki's ruler format (LogQL)")
@@ -41,7 +39,7 @@ class AlertmanagerConfig(_Strict):
     static_configs: list[StaticConfig] = Field(default_factory=list)
     scheme: Literal["http", "https"] = "http"
     path_prefix: str = "/"
-    timeout: Millis = 10_000
+    timeout: DurationMs = 10_000
     api_version: Literal["v2"] = "v2"
 
     def urls(self) -> list[str]:

@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 import yaml
 
+from pitwall.core.durations import format_duration_ms, parse_duration_ms
 from pitwall.core.gofmt import go_quote
 from pitwall.metrics.ingest.exposition import Exposition, ExpositionError, parse, parse_series
 from pitwall.metrics.model import (
@@ -47,12 +48,7 @@ from pitwall.metrics.model import (
     SampleBatch,
 )
 from pitwall.metrics.relabel import is_valid_label_name, relabel
-from pitwall.metrics.scrape_config import (
-    SCRAPE_PROTOCOL_HEADERS,
-    ScrapeConfig,
-    format_duration,
-    parse_duration,
-)
+from pitwall.metrics.scrape_config import SCRAPE_PROTOCOL_HEADERS, ScrapeConfig
 from pitwall.metrics.store import Appender
 
 __all__ = ["DroppedTarget", "ScrapeManager", "TargetMetadata", "TargetStatus", "TargetsSnapshot", "accept_header"]
@@ -224,8 +220,8 @@ def populate_labels(
     lb = dict(discovered)
     defaults = {
         "job": cfg.job_name,
-        "__scrape_interval__": format_duration(cfg.interval_ms),
-        "__scrape_timeout__": format_duration(cfg.timeout_ms),
+        "__scrape_interval__": format_duration_ms(cfg.interval_ms),
+        "__scrape_timeout__": format_duration_ms(cfg.timeout_ms),
         "__metrics_path__": cfg.metrics_path,
         "__scheme__": cfg.scheme,
     }
@@ -261,7 +257,7 @@ def populate_labels(
 
 def _label_duration(labels: dict[str, str], name: str, what: str) -> int:
     try:
-        ms = parse_duration(labels.get(name, ""))
+        ms = parse_duration_ms(labels.get(name, ""))
     except ValueError as e:
         raise ValueError(f"error parsing scrape {what}: {e}") from e
     if ms == 0:
