@@ -68,7 +68,15 @@ class Unauthorized(PitwallError):
 
 
 class Forbidden(PitwallError):
+    """The caller is known but may not do this: a missing scope, a tenant outside its token, a cross-origin write."""
+
     kind = "forbidden"
+
+
+class Misdirected(PitwallError):
+    """The request names a host this server does not answer for (HTTP 421, RFC 9110 section 15.5.20)."""
+
+    kind = "misdirected"
 
 
 class ConfigError(PitwallError):

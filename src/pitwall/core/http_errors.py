@@ -3,7 +3,8 @@
 Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
 ``text`` (plain text: Prometheus remote write, Loki, Zipkin), ``otlp``
 (google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
-declares), ``native`` (pitwall's own ``{"error": {...}}``).
+declares), ``native`` (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
+for the web UI's routes, whose pages show most errors themselves).
 
 Routers declare their wire format when created (``error_router("prometheus")``);
 a custom route class catches every ``PitwallError`` (and FastAPI's own
@@ -13,6 +14,7 @@ format. Handlers never build error bodies themselves.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from collections.abc import Callable, Coroutine
@@ -26,7 +28,7 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 
 log = logging.getLogger(__name__)
 
-ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager"]
+ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -34,6 +36,7 @@ STATUS: dict[str, int] = {
     "forbidden": 403,
     "not_found": 404,
     "too_large": 413,
+    "misdirected": 421,
     "execution": 422,
     "overloaded": 429,
     "canceled": 499,
@@ -44,7 +47,7 @@ STATUS: dict[str, int] = {
 
 # Prometheus' API has its own closed set of errorType values.
 _PROM_TYPES = {"too_large": "bad_data", "overloaded": "unavailable", "unauthorized": "bad_data",
-               "forbidden": "bad_data"}
+               "forbidden": "bad_data", "misdirected": "bad_data"}
 
 
 def status_of(err: PitwallError) -> int:
@@ -80,11 +83,15 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
+    if fmt == "html":
+        page = (f"<!doctype html><meta charset=utf-8><title>{status} · pitwall</title>"
+                f"<h1>{status}</h1><p>{html.escape(err.message)}</p><p><a href=\"/\">pitwall</a></p>\n")
+        return Response(page, status, headers, media_type="text/html; charset=utf-8")
     return Response(err.message + "\n", status, headers, media_type="text/plain; charset=utf-8")
 
 
 def _grpc_code(status: int) -> int:
-    return {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 429: 8, 503: 14}.get(status, 13)
+    return {400: 3, 401: 16, 403: 7, 404: 5, 413: 8, 421: 7, 429: 8, 503: 14}.get(status, 13)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
