@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitwall.alerting.notify.settings import NotificationSettings
@@ -20,6 +28,7 @@ from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
+from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.logs.settings import LogsSettings
 from pitwall.traces.settings import TracesSettings
 from pitwall.ui.settings import UISettings
@@ -64,10 +73,36 @@ class GlobalSettings(_Section):
 Scope = Literal["read", "write", "admin"]
 
 
+def _tenant_id(v: str) -> str:
+    problem = None if v == ANY_TENANT else tenant_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
 class AuthToken(_Section):
+    """One bearer token: what it may do (scopes) and as which tenants (``X-Scope-OrgID``)."""
+
     token: str = Field(min_length=16)
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
     name: str = ""
+    tenants: list[Annotated[str, AfterValidator(_tenant_id)]] | None = Field(
+        None, description="tenants the token may use; '*' for any; unset: any for admin tokens, else 'default'")
+
+    @field_validator("tenants")
+    @classmethod
+    def _some_tenant(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError("name at least one tenant ('*' for any), or leave the key out")
+        return v
+
+    def principal(self) -> Principal:
+        """The principal the auth middleware binds requests with this token to."""
+        if self.tenants is None:
+            tenants = None if "admin" in self.scopes else frozenset({DEFAULT_TENANT})
+        else:
+            tenants = None if ANY_TENANT in self.tenants else frozenset(self.tenants)
+        return Principal(self.name, frozenset(self.scopes), tenants)
 
 
 class Settings(BaseSettings):
@@ -111,6 +146,11 @@ class Settings(BaseSettings):
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
+        seen: dict[str, int] = {}
+        for i, t in enumerate(self.auth_tokens):
+            if t.token in seen:
+                raise ValueError(f"auth_tokens[{i}].token: the same token as auth_tokens[{seen[t.token]}]")
+            seen[t.token] = i
         return self
 
     @property

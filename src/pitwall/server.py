@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pitwall import __version__
@@ -35,6 +35,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.lifecycle import Component
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
+from pitwall.core.tenancy import require_server_wide
 from pitwall.logs.wiring import LogsParts, build_logs, logs_routers
 from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_router, query_router
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
@@ -212,6 +213,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.components = c
+    # Routes that act on the whole server rather than one tenant (see core.tenancy).
+    server_wide = [Depends(require_server_wide)]
     deps = MetricsApiDeps(
         store=c.metric_store,
         engine=c.engine,
@@ -223,7 +226,7 @@ def create_app(settings: Settings) -> FastAPI:
         flags=_flags(settings),
         targets=c.scrape,
     )
-    app.include_router(_ops_router(c))
+    app.include_router(_ops_router(c), dependencies=server_wide)
     app.include_router(query_router(deps))
     app.include_router(ingest_router(deps))
     app.include_router(otlp_router(deps))
@@ -232,8 +235,8 @@ def create_app(settings: Settings) -> FastAPI:
     for router in logs_routers(c.logs, lambda: c.ready):
         app.include_router(router)
     for router in c.notifications.routers():
-        app.include_router(router)
-    app.include_router(rules_router(lambda: c.rules))
+        app.include_router(router, dependencies=server_wide)
+    app.include_router(rules_router(lambda: c.rules), dependencies=server_wide)
     if settings.ui.enabled:
         app.include_router(ui_router(c))
     c.self_metrics.add_gauges("pitwall_metrics_series", "Series in the metrics store.",
@@ -243,7 +246,7 @@ def create_app(settings: Settings) -> FastAPI:
     c.self_metrics.add_gauges("pitwall_metrics_samples_appended_total", "Samples appended since start.",
                               lambda: float(c.metric_store.samples_appended))
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    tokens = [(t.token, frozenset(t.scopes)) for t in settings.auth_tokens]
+    tokens = [(t.token, t.principal()) for t in settings.auth_tokens]
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
     return app

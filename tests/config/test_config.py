@@ -22,6 +22,9 @@ EXPECTED_ERRORS = {
     "negative_limit.bad.yaml": "limits.max_series_per_request: Input should be greater than 0",
     "not_a_mapping.bad.yaml": "top level must be a mapping",
     "tls_half.bad.yaml": "tls_cert_file and tls_key_file must be set together",
+    "bad_tenant.bad.yaml": "auth_tokens[0].tenants[1]: invalid tenant ID 'a/b'",
+    "empty_tenants.bad.yaml": "auth_tokens[0].tenants: name at least one tenant",
+    "duplicate_token.bad.yaml": "auth_tokens[1].token: the same token as auth_tokens[0]",
 }
 
 
@@ -61,3 +64,13 @@ def test_scrape_config_errors_name_the_key() -> None:
 def test_missing_file() -> None:
     with pytest.raises(ConfigError, match="No such file"):
         load_settings(TESTDATA / "nope.yaml")
+
+
+def test_token_tenants_default_by_scope() -> None:
+    s = load_settings(auth_tokens=[
+        {"token": "r" * 16}, {"token": "a" * 16, "scopes": ["admin"]},
+        {"token": "t" * 16, "tenants": ["team-a"]}, {"token": "s" * 16, "tenants": ["*"]}])
+    read, admin, team, anyone = (t.principal() for t in s.auth_tokens)
+    assert read.tenants == frozenset({"default"})  # a read or write token: the default tenant only
+    assert admin.tenants is None  # an admin token: any tenant, as before
+    assert team.tenants == frozenset({"team-a"}) and anyone.tenants is None

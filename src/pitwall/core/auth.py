@@ -1,8 +1,20 @@
-"""Bearer-token authentication with scopes (read, write, admin), as ASGI middleware.
+"""Bearer-token authentication with scopes (read, write, admin) and tenants, as ASGI middleware.
 
-Covers HTTP requests and websocket handshakes alike (Loki's tail is a
-websocket); a refused handshake is closed with 1008 before it is accepted,
-which the server answers as HTTP 403.
+The scope a request needs follows from what it does, not from a list of API
+paths, so a route added later is covered the day it is written:
+
+- ``GET``, ``HEAD``, ``OPTIONS`` and websocket handshakes read (``read``);
+- every other method changes something (``write``), except the POST forms of
+  query endpoints that peers send (``READ_ONLY_POSTS``: Prometheus' and
+  Loki's query APIs, which Grafana and promtool POST), which read;
+- ``ADMIN_PATHS`` (reload, quit, Prometheus' admin API) need ``admin`` for any
+  method. A token with ``admin`` may do everything.
+
+The middleware resolves the token once and leaves its ``Principal`` in the
+ASGI scope; it also refuses a named tenant (``X-Scope-OrgID``) outside the
+token's tenants before routing (``core.tenancy``). HTTP requests and websocket
+handshakes are checked alike (Loki's tail is a websocket); a refused handshake
+is closed with 1008 before it is accepted, which the server answers as HTTP 403.
 """
 
 from __future__ import annotations
@@ -10,33 +22,54 @@ from __future__ import annotations
 import hmac
 from collections.abc import Sequence
 
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pitwall.core.errors import Forbidden, PitwallError, Unauthorized
 from pitwall.core.http_errors import render
+from pitwall.core.tenancy import PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
+
+__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "is_read_only_post",
+           "required_scope"]
 
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
-WRITE_PATHS = ("/api/v1/write", "/v1/metrics", "/v1/traces", "/v1/logs", "/loki/api/v1/push",
-               "/api/v2/spans", "/api/v2/alerts", "/api/v2/silences", "/api/v2/silence/",
-               "/_bulk", "/elasticsearch/")
-ADMIN_PATHS = ("/-/reload", "/-/quit", "/api/v1/admin")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+ADMIN_PATHS = frozenset({"/-/reload", "/-/quit"})
+ADMIN_PREFIX = "/api/v1/admin/"
+# POSTs that only read: the form-encoded twins of GET query endpoints (long queries do not fit a URL).
+READ_ONLY_POSTS = frozenset({
+    # Prometheus HTTP API
+    "/api/v1/query", "/api/v1/query_range", "/api/v1/query_exemplars", "/api/v1/series", "/api/v1/labels",
+    "/api/v1/format_query", "/api/v1/parse_query",
+    # Loki HTTP API
+    "/loki/api/v1/query", "/loki/api/v1/query_range", "/loki/api/v1/labels", "/loki/api/v1/label/{name}/values",
+    "/loki/api/v1/series", "/loki/api/v1/index/stats", "/loki/api/v1/index/volume",
+})
+_READ_ONLY_POST_RE = [compile_path(p)[0] for p in sorted(READ_ONLY_POSTS)]
+_TENANT_HEADER = TENANT_HEADER.lower().encode()
 WS_POLICY_VIOLATION = 1008
 
 
+def is_read_only_post(path: str) -> bool:
+    return any(rx.fullmatch(path) for rx in _READ_ONLY_POST_RE)
+
+
 def required_scope(method: str, path: str) -> str:
-    if path.startswith(ADMIN_PATHS):
+    """The scope a request needs: ``admin`` for admin paths, ``read`` for safe methods and read-only
+    POSTs, ``write`` for everything else (websocket handshakes count as ``GET``)."""
+    if path in ADMIN_PATHS or path.startswith(ADMIN_PREFIX) or path == ADMIN_PREFIX.rstrip("/"):
         return "admin"
-    if method in ("POST", "PUT", "DELETE") and path.startswith(WRITE_PATHS):
-        return "write"
-    return "read"
+    if method in SAFE_METHODS or (method == "POST" and is_read_only_post(path)):
+        return "read"
+    return "write"
 
 
 class BearerAuth:
-    """Rejects requests without a token holding the scope the path needs."""
+    """Rejects requests without a token holding the scope the request needs, or naming a tenant outside it."""
 
-    def __init__(self, app: ASGIApp, tokens: Sequence[tuple[str, frozenset[str]]]) -> None:
+    def __init__(self, app: ASGIApp, tokens: Sequence[tuple[str, Principal]]) -> None:
         self.app = app
-        self.tokens = [(t.encode(), scopes) for t, scopes in tokens]
+        self.tokens = [(t.encode(), p) for t, p in tokens]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -44,7 +77,7 @@ class BearerAuth:
             await self.app(scope, receive, send)
             return
         try:
-            self._check(scope)
+            scope[PRINCIPAL_KEY] = self._check(scope)
         except PitwallError as err:
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
@@ -53,19 +86,29 @@ class BearerAuth:
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> None:
+    def _check(self, scope: Scope) -> Principal:
         header = b""
-        for k, v in scope["headers"]:
-            if k == b"authorization":
+        named = b""
+        for k, v in scope["headers"]:  # the first of each, as Starlette's ``headers.get``
+            if k == b"authorization" and not header:
                 header = v
-                break
+            elif k == _TENANT_HEADER and not named:
+                named = v
         if not header.lower().startswith(b"bearer "):
             raise Unauthorized("missing bearer token")
         given = header[7:].strip()
+        principal = self._principal(given)
         need = required_scope(scope.get("method", "GET"), scope["path"])
-        for token, scopes in self.tokens:
-            if hmac.compare_digest(given, token):
-                if need in scopes or "admin" in scopes:
-                    return
-                raise Forbidden(f"token lacks the {need!r} scope")
-        raise Unauthorized("invalid bearer token")
+        if not principal.may(need):
+            raise Forbidden(f"{principal.describe()} lacks the {need!r} scope")
+        resolve_tenant(principal, named.decode("latin-1"))
+        return principal
+
+    def _principal(self, given: bytes) -> Principal:
+        found = None
+        for token, principal in self.tokens:
+            if hmac.compare_digest(given, token) and found is None:
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid bearer token")
+        return found

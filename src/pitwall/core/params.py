@@ -6,23 +6,20 @@ import math
 from datetime import datetime
 
 from starlette.datastructures import MultiDict
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import BadData
+from pitwall.core.tenancy import DEFAULT_TENANT, TENANT_HEADER, principal_of, resolve_tenant
 
-TENANT_HEADER = "X-Scope-OrgID"
-DEFAULT_TENANT = "default"
+__all__ = ["DEFAULT_TENANT", "TENANT_HEADER", "all_params", "parse_duration_param_ms", "parse_time_ms",
+           "tenant_of"]
 
 
-def tenant_of(request: Request) -> str:
-    """The tenant named by ``X-Scope-OrgID`` (as Loki, Mimir and Tempo use it)."""
-    t = request.headers.get(TENANT_HEADER, "").strip()
-    if not t:
-        return DEFAULT_TENANT
-    if len(t) > 150 or any(c in t for c in "/\\\n\r") or t in (".", ".."):
-        raise BadData(f"invalid tenant ID {t[:64]!r}")
-    return t
+def tenant_of(conn: HTTPConnection) -> str:
+    """The tenant a request or websocket acts as: the one ``X-Scope-OrgID`` names (as Loki, Mimir and
+    Tempo use it), bound to its bearer token's tenants (``core.tenancy.resolve_tenant``)."""
+    return resolve_tenant(principal_of(conn), conn.headers.get(TENANT_HEADER, ""))
 
 
 async def all_params(request: Request) -> MultiDict:

@@ -169,7 +169,7 @@ async def _run(hub: TailHub, ws: WebSocket) -> None:
     expr = p.get("query") or ""
     if not expr.strip():
         raise BadData("missing query parameter")
-    tenant = tenant_of(ws)  # type: ignore[arg-type]
+    tenant = tenant_of(ws)
     limit = parse_limit(p.get("limit"))
     delay = min(max(int(p.get("delay_for") or 0), 0), MAX_DELAY_S)
     now = time.time_ns()

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import promql_parser
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
@@ -29,6 +29,7 @@ from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget
 from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
+from pitwall.core.tenancy import require_server_wide
 from pitwall.metrics.errors import RequestTooLarge
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
@@ -240,7 +241,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         data = [{"seriesLabels": dict(k), "exemplars": v} for k, v in sorted(groups.items())]
         return _success(data)
 
-    @r.get("/api/v1/targets")
+    @r.get("/api/v1/targets", dependencies=[Depends(require_server_wide)])  # scrape targets are server-wide
     async def targets(request: Request) -> Response:
         state = request.query_params.get("state", "any")
         if deps.targets is None:

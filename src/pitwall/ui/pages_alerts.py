@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from pitwall.core.errors import PitwallError
 from pitwall.core.params import tenant_of
+from pitwall.core.tenancy import require_server_wide
 from pitwall.ui.web import Pages, call
 
 __all__ = ["add_routes", "parse_matcher"]
@@ -30,6 +31,7 @@ def parse_matcher(text: str) -> tuple[str, str, str]:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
+    server_wide = [Depends(require_server_wide)]  # one alerting pipeline for the whole server
 
     async def render(request: Request, problem: str = "", status: int = 200) -> Response:
         tr, err = pages.range_or_error(request)
@@ -47,11 +49,11 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             silence_link=lambda labels: "/alerts?" + urlencode(
                 [("m", f"{k}={v}") for k, v in sorted(labels.items())]) + "#new-silence")
 
-    @r.get("/alerts", response_class=HTMLResponse)
+    @r.get("/alerts", response_class=HTMLResponse, dependencies=server_wide)
     async def alerts(request: Request) -> Response:
         return await render(request)
 
-    @r.post("/alerts/silences", response_class=HTMLResponse)
+    @r.post("/alerts/silences", response_class=HTMLResponse, dependencies=server_wide)
     async def create_silence(request: Request) -> Response:
         if deps.alerts is None:
             return await render(request, "the alerting pillar is not available", 503)
@@ -67,7 +69,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             return await render(request, e.message, 400)
         return RedirectResponse(f"/alerts?created={sid}#silences", 303)
 
-    @r.post("/alerts/silences/{silence_id}/expire", response_class=HTMLResponse)
+    @r.post("/alerts/silences/{silence_id}/expire", response_class=HTMLResponse, dependencies=server_wide)
     async def expire_silence(silence_id: str, request: Request) -> Response:
         if deps.alerts is None:
             return await render(request, "the alerting pillar is not available", 503)

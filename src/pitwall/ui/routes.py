@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
 from pitwall.core.errors import BadData, NotFound, PitwallError
+from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
+from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.metrics.query import local_instant, local_range
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.model import STATUS_ERROR
@@ -80,7 +82,8 @@ def _static_file(name: str) -> Path:
 def ui_router(c: Any) -> APIRouter:
     deps = deps_from_components(c)
     pages = Pages(deps)
-    r = APIRouter(include_in_schema=False)
+    # Most pages show their errors themselves; anything else (a tenant the token may not use) as a bare page.
+    r = error_router("html", include_in_schema=False)
 
     @r.get("/ui/static/{name:path}")
     async def static(name: str) -> Response:
@@ -105,7 +108,9 @@ def ui_router(c: Any) -> APIRouter:
             stats = await call(service_stats, deps.metrics, tr, services, tenant)
         except PitwallError as e:
             err = err or e.message
-        alerts = await call(deps.alerts.firing, tenant) if deps.alerts is not None else None
+        alerts = None
+        if deps.alerts is not None and sees_whole_server(request):  # alerting serves the whole server
+            alerts = await call(deps.alerts.firing, tenant)
         return pages.render(request, "overview.html", "overview", tr, error=err, stats=stats, alerts=alerts,
                             traces_available=deps.traces is not None)
 
@@ -124,7 +129,7 @@ def ui_router(c: Any) -> APIRouter:
             try:
                 at = tr.end_ms
                 if qtype == "range":
-                    table = await call(_range_table, deps.metrics, expr, tr)
+                    table = await call(_range_table, deps.metrics, expr, tr, tenant_of(request))
                 else:
                     table = await call(deps.metrics.table, expr, at, tenant_of(request))
             except PitwallError as e:
@@ -172,7 +177,7 @@ def ui_router(c: Any) -> APIRouter:
 
     # ---------------------------------------------------------------- targets
 
-    @r.get("/targets", response_class=HTMLResponse)
+    @r.get("/targets", response_class=HTMLResponse, dependencies=[Depends(require_server_wide)])
     async def targets(request: Request) -> Response:
         tr, err = pages.range_or_error(request)
         pools = targets_view(deps.targets(), time.time())
@@ -216,8 +221,8 @@ def _q(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _range_table(mv: MetricsView, expr: str, tr: Any) -> Any:
+def _range_table(mv: MetricsView, expr: str, tr: Any, tenant: str) -> Any:
     from pitwall.ui.queries import table_of
 
     step = max(tr.span_ms // 250, 1000)
-    return table_of(mv.range_query(expr, tr.start_ms, tr.end_ms, step))
+    return table_of(mv.range_query(expr, tr.start_ms, tr.end_ms, step, tenant))

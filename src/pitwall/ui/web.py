@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
 from pitwall.core.errors import PitwallError
+from pitwall.core.http_errors import status_of
 from pitwall.core.params import tenant_of
 from pitwall.metrics.ingest.scrape import TargetsSnapshot
 from pitwall.ui.queries import MetricsView, query_error
@@ -41,8 +42,6 @@ NAV = [
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
 ]
-_STATUS = {"bad_data": 400, "not_found": 404, "too_large": 413, "overloaded": 429, "timeout": 503,
-           "canceled": 499, "unavailable": 503, "execution": 422, "unauthorized": 401, "forbidden": 403}
 
 
 @dataclass
@@ -145,7 +144,7 @@ def json_response(data: Any, status: int = 200) -> Response:
 def json_error(e: PitwallError) -> Response:
     """A query's error for the page's scripts: HTTP 200 with ``error`` (so browsers log no failed
     resource for a typo in a query), the status it would have had inside."""
-    return json_response({"error": {**query_error(e).to_json(), "status": _STATUS.get(e.kind, 500)}})
+    return json_response({"error": {**query_error(e).to_json(), "status": status_of(e)}})
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

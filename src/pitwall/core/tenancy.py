@@ -1,0 +1,106 @@
+"""Who is asking and as which tenant: the principal a token stands for, and the tenant a request acts as.
+
+A request names its tenant with ``X-Scope-OrgID`` (as Loki, Mimir and Tempo
+do); without it, it acts as ``default``. When bearer tokens are configured,
+``core.auth.BearerAuth`` resolves the token once and leaves its ``Principal``
+in the ASGI scope (``PRINCIPAL_KEY``); ``resolve_tenant`` then binds the
+request to the token's tenants:
+
+- a token limited to one tenant and a request naming none acts as that tenant;
+- a request naming a tenant outside the token's list is ``Forbidden`` (403);
+- a token without a list (``tenants`` is None) may use any tenant.
+
+The middleware applies the rule before routing (so a websocket is refused
+before it is accepted), and ``core.params.tenant_of`` applies it again, so
+every route that reads the tenant is bound whichever way it was reached.
+
+Routes that are not per tenant (the alerting pipeline, rules, scrape targets,
+self-metrics) act on the server as a whole, whose data lives in the default
+tenant: ``require_server_wide`` lets only principals allowed that tenant in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
+
+from pitwall.core.errors import BadData, Forbidden
+
+__all__ = ["ANY_TENANT", "DEFAULT_TENANT", "PRINCIPAL_KEY", "TENANT_HEADER", "Principal", "principal_of",
+           "require_server_wide", "resolve_tenant", "sees_whole_server", "tenant_problem"]
+
+TENANT_HEADER = "X-Scope-OrgID"
+DEFAULT_TENANT = "default"
+ANY_TENANT = "*"
+PRINCIPAL_KEY = "pitwall.principal"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """What one bearer token may do: its scopes and the tenants it may act as (None: any; the
+    configuration's ``tenants: ["*"]`` becomes None)."""
+
+    name: str
+    scopes: frozenset[str]
+    tenants: frozenset[str] | None
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or "admin" in self.scopes
+
+    def may_use(self, tenant: str) -> bool:
+        return self.tenants is None or tenant in self.tenants
+
+    def describe(self) -> str:
+        return f"token {self.name!r}" if self.name else "this token"
+
+
+def principal_of(conn: HTTPConnection | Scope) -> Principal | None:
+    """The principal ``BearerAuth`` resolved for this request; None when the server has no tokens."""
+    scope = conn.scope if isinstance(conn, HTTPConnection) else conn
+    p = scope.get(PRINCIPAL_KEY)
+    return p if isinstance(p, Principal) else None
+
+
+def tenant_problem(tenant: str) -> str | None:
+    """Why ``tenant`` is not a valid tenant ID (None when it is); the rules Loki and Mimir apply."""
+    if not tenant:
+        return "empty tenant ID"
+    if len(tenant) > 150:
+        return "tenant ID longer than 150 characters"
+    if any(c in tenant for c in "/\\\n\r") or tenant in (".", ".."):
+        return f"invalid tenant ID {tenant[:64]!r}"
+    return None
+
+
+def resolve_tenant(principal: Principal | None, named: str) -> str:
+    """The tenant a request acts as, given the tenant it names (``""`` for none) and its principal."""
+    named = named.strip()
+    if named:
+        problem = tenant_problem(named)
+        if problem:
+            raise BadData(problem)
+    if principal is None or principal.tenants is None:
+        return named or DEFAULT_TENANT
+    if not named:
+        named = next(iter(principal.tenants)) if len(principal.tenants) == 1 else DEFAULT_TENANT
+    if named in principal.tenants:
+        return named
+    allowed = ", ".join(sorted(principal.tenants))
+    raise Forbidden(f"{principal.describe()} may not use tenant {named!r} (its tenants: {allowed}); "
+                    f"name one of them with {TENANT_HEADER}")
+
+
+def sees_whole_server(conn: HTTPConnection) -> bool:
+    """Whether this request may use routes that act on the whole server (its token may use ``default``)."""
+    p = principal_of(conn)
+    return p is None or p.may_use(DEFAULT_TENANT)
+
+
+def require_server_wide(request: HTTPConnection) -> None:
+    """FastAPI dependency for routes that act on the whole server: the token must be allowed ``default``."""
+    p = principal_of(request)
+    if p is not None and p.tenants is not None and DEFAULT_TENANT not in p.tenants:
+        raise Forbidden(f"{p.describe()} is limited to tenants {', '.join(sorted(p.tenants))}; "
+                        f"{request.url.path} serves the whole server (tenant {DEFAULT_TENANT!r})")
