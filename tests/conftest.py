@@ -46,7 +46,7 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pitwall") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
             c.app = app  # type: ignore[attr-defined]
             yield c
 

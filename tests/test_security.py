@@ -1,5 +1,5 @@
-"""Security issue 23 on the real app: scopes by what a route does, tokens bound to tenants
-(docs/security.md)."""
+"""Security issue 23 on the real app: scopes by what a route does, tokens bound to tenants,
+cross-site writes, foreign Host names (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,16 @@ from typing import Any
 import cramjam
 import httpx
 import pytest
+import websockets
 from fastapi import FastAPI
 from starlette.routing import WebSocketRoute
+from websockets.sync.client import connect as ws_connect
 
 from pitwall.config import load_settings
 from pitwall.core.auth import READ_ONLY_POSTS, SAFE_METHODS, required_scope
 from pitwall.metrics.ingest import prompb
 from pitwall.server import create_app
+from tests.conftest import LiveServer
 
 READ, WRITE, ADMIN = "read-token-000000", "write-token-00000", "admin-token-00000"
 A_READ, A_WRITE = "team-a-read-00000", "team-a-write-0000"
@@ -57,6 +60,14 @@ async def _client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 async def secured(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     async for c in _client(create_app(_settings(tmp_path, auth_tokens=TOKENS))):
+        yield c
+
+
+@pytest.fixture
+async def open_app(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The default server: loopback, no tokens."""
+    settings = _settings(tmp_path, allowed_origins=["https://grafana.example.com"])
+    async for c in _client(create_app(settings)):
         yield c
 
 
@@ -266,3 +277,65 @@ async def test_ui_reads_as_the_tokens_tenant(tenant_data: httpx.AsyncClient) -> 
     assert "<table" not in r.text or "m_team_a" not in r.text.split("<table", 1)[1]
     r = await c.get("/graph", headers=h(A_READ, "team-b"))
     assert r.status_code == 403
+
+
+# ---------------------------------------------------------------- cross-site writes and foreign hosts (no tokens)
+
+
+async def test_cross_origin_form_cannot_silence(open_app: httpx.AsyncClient) -> None:
+    c = open_app
+    r = await c.post("/alerts/silences", data=YEAR_SILENCE, headers={"Origin": "http://attacker.example"})
+    assert r.status_code == 403 and "cross-site request refused" in r.text
+    r = await c.post("/alerts/silences", data=YEAR_SILENCE,
+                     headers={"Origin": "http://attacker.example", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert (await c.get("/api/v2/silences")).json() == []
+    alert = json.dumps([{"labels": {"alertname": "Injected"}}])
+    r = await c.post("/api/v2/alerts", content=alert,
+                     headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"})
+    assert r.status_code == 403
+    assert (await c.get("/api/v2/alerts")).json() == []
+    # pitwall's own page, and the origins allowed in the settings
+    r = await c.post("/alerts/silences", data=YEAR_SILENCE,
+                     headers={"Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"})
+    assert r.status_code == 303
+    r = await c.post("/api/v2/alerts", json=[{"labels": {"alertname": "FromGrafana"}}],
+                     headers={"Origin": "https://grafana.example.com", "Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 200, r.text
+
+
+async def test_foreign_host_is_not_answered(open_app: httpx.AsyncClient) -> None:
+    r = await open_app.get("/api/v1/query", params={"query": "1"}, headers={"Host": "attacker.example:9900"})
+    assert r.status_code == 421 and "allowed_hosts" in r.text
+    for host in ("localhost:9900", "127.0.0.1:9900", "[::1]:9900"):
+        assert (await open_app.get("/api/v1/query", params={"query": "1"}, headers={"Host": host})).status_code == 200
+
+
+# ---------------------------------------------------------------- over a real socket: Host, Origin, tail websocket
+
+
+def test_live_server_host_origin_and_tail(tmp_path: Path) -> None:
+    srv = LiveServer(_settings(tmp_path, auth_tokens=TOKENS))
+    srv.start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=10) as c:
+            r = c.get("/api/v1/query", params={"query": "1"}, headers={**h(READ), "Host": "attacker.example"})
+            assert r.status_code == 421
+            now = time.time_ns()
+            for tenant in TENANT_DATA:
+                body = {"streams": [{"stream": {"app": tenant}, "values": [[str(now), f"line of {tenant}"]]}]}
+                r = c.post("/loki/api/v1/push", json=body, headers=h(ADMIN, None if tenant == "default" else tenant))
+                assert r.status_code == 204, r.text
+        tail = srv.url.replace("http", "ws") + f"/loki/api/v1/tail?query=%7Bapp%3D~%22.%2B%22%7D&start={now - 10**9}"
+        refused = [h(READ, "team-a"), h(A_READ, "team-b"), h(AB_READ),
+                   {**h(READ), "Origin": "http://attacker.example"}]
+        for headers in refused:
+            with pytest.raises(websockets.InvalidStatus) as e:
+                ws_connect(tail, additional_headers=headers, open_timeout=10).close()
+            assert e.value.response.status_code == 403, headers
+        for headers, tenant in ((h(A_READ), "team-a"), (h(AB_READ, "team-b"), "team-b"), (h(READ), "default")):
+            with ws_connect(tail, additional_headers=headers, open_timeout=10) as ws:
+                msg = json.loads(ws.recv(timeout=10))
+                assert {s["stream"]["app"] for s in msg["streams"]} == {tenant}, headers
+    finally:
+        srv.stop()

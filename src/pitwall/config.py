@@ -8,6 +8,7 @@ names its key: ``storage.retention: not a valid duration string: 'abc'``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,6 +106,35 @@ class AuthToken(_Section):
         return Principal(self.name, frozenset(self.scopes), tenants)
 
 
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?")
+_ORIGIN = re.compile(r"https?://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(:[0-9]{1,5})?")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _allowed_host(v: str) -> str:
+    h = v.strip().lower()
+    if h.startswith("[") and h.endswith("]"):
+        h = h[1:-1]
+    if h == "*":
+        return h
+    try:
+        return str(ipaddress.ip_address(h))
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(h):
+        raise ValueError(f"expected a host name or IP address without scheme, port or path "
+                         f"('*.example.com' for its subdomains, '*' for any), got {v!r}")
+    return h.rstrip(".")
+
+
+def _allowed_origin(v: str) -> str:
+    o = v.strip().lower().rstrip("/")
+    if not _ORIGIN.fullmatch(o):
+        raise ValueError(f"expected an origin such as https://grafana.example.com:3000 "
+                         f"(scheme, host, optional port; no path), got {v!r}")
+    return o
+
+
 class Settings(BaseSettings):
     """The whole configuration of one pitwall server."""
 
@@ -116,6 +146,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./pitwall-data")
     insecure: bool = False
     auth_tokens: list[AuthToken] = Field(default_factory=list)
+    allowed_hosts: list[Annotated[str, AfterValidator(_allowed_host)]] | None = Field(
+        None, description="host names the server answers for; unset: localhost names and the listen "
+                          "address on a loopback listen, any name otherwise")
+    allowed_origins: list[Annotated[str, AfterValidator(_allowed_origin)]] = Field(
+        default_factory=list, description="other sites whose pages may send writes and open websockets")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -152,6 +187,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"auth_tokens[{i}].token: the same token as auth_tokens[{seen[t.token]}]")
             seen[t.token] = i
         return self
+
+    def host_allow_list(self) -> frozenset[str] | None:
+        """The host names answered (None: any): ``allowed_hosts``, else the localhost names and the
+        listen address when listening on loopback; a non-loopback listen answers any name by default,
+        as the names clients use for it (DNS, containers, load balancers) cannot be guessed."""
+        if self.allowed_hosts is not None:
+            return frozenset(self.allowed_hosts)
+        host = self.host.lower()
+        if not _is_loopback(host):
+            return None
+        return frozenset({*LOCAL_HOSTS, host})
 
     @property
     def host(self) -> str:

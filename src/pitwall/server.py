@@ -30,6 +30,7 @@ from pitwall.alerting.rules.manager import RuleManager
 from pitwall.alerting.rules.wiring import build_rule_manager, reload_rules
 from pitwall.config import Settings, load_settings
 from pitwall.core.auth import BearerAuth
+from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.lifecycle import Component
@@ -249,6 +250,9 @@ def create_app(settings: Settings) -> FastAPI:
     tokens = [(t.token, t.principal()) for t in settings.auth_tokens]
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
+    # Outermost: a foreign Host or a cross-site write is refused before anything else looks at it.
+    app.add_middleware(BrowserGuard, allowed_hosts=settings.host_allow_list(),
+                       allowed_origins=settings.allowed_origins)
     return app
 
 

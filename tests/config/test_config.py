@@ -25,6 +25,8 @@ EXPECTED_ERRORS = {
     "bad_tenant.bad.yaml": "auth_tokens[0].tenants[1]: invalid tenant ID 'a/b'",
     "empty_tenants.bad.yaml": "auth_tokens[0].tenants: name at least one tenant",
     "duplicate_token.bad.yaml": "auth_tokens[1].token: the same token as auth_tokens[0]",
+    "bad_allowed_host.bad.yaml": "allowed_hosts[1]: expected a host name or IP address without scheme, port or path",
+    "bad_allowed_origin.bad.yaml": "allowed_origins[0]: expected an origin such as https://grafana.example.com:3000",
 }
 
 
@@ -74,3 +76,15 @@ def test_token_tenants_default_by_scope() -> None:
     assert read.tenants == frozenset({"default"})  # a read or write token: the default tenant only
     assert admin.tenants is None  # an admin token: any tenant, as before
     assert team.tenants == frozenset({"team-a"}) and anyone.tenants is None
+
+
+def test_allowed_hosts_default_from_the_listen_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().host_allow_list() == {"localhost", "127.0.0.1", "::1"}
+    assert load_settings(listen="[::1]:9900").host_allow_list() == {"localhost", "127.0.0.1", "::1"}
+    assert load_settings(listen="127.0.0.5:9900").host_allow_list() == {"localhost", "127.0.0.1", "::1",
+                                                                          "127.0.0.5"}
+    assert load_settings(listen="0.0.0.0:9900", insecure=True).host_allow_list() is None
+    s = load_settings(TESTDATA / "full.good.yaml")
+    assert s.host_allow_list() == {"localhost", "127.0.0.1", "::1", "pitwall.example.com", "*.pitwall.example.com"}
+    monkeypatch.setenv("PITWALL_ALLOWED_HOSTS", '["pitwall.internal"]')
+    assert load_settings(listen="0.0.0.0:9900", insecure=True).host_allow_list() == {"pitwall.internal"}

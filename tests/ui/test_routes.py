@@ -221,5 +221,5 @@ async def test_ui_can_be_disabled(tmp_path: Path) -> None:
                       ui={"enabled": False})
     app = create_app(s)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://x") as c:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         assert (await c.get("/graph")).status_code == 404

@@ -46,7 +46,7 @@ def am_app(tmp_path: Path) -> Callable[..., Any]:
         app = create_app(s)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://pitwall") as c:
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
                 c.app = app  # type: ignore[attr-defined]
                 yield c
 

@@ -37,7 +37,7 @@ def config(tmp_path: Path) -> Path:
 async def _app_client(config: Path, tmp_path: Path) -> tuple[object, httpx.AsyncClient]:
     settings = load_settings(config, data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False})
     app = create_app(settings)
-    return app, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pitwall")
+    return app, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
 
 async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None:

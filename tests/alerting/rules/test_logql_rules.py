@@ -30,7 +30,7 @@ async def test_logql_rules_fire_from_pushed_logs(tmp_path: Path) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://pitwall") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             now_ns = time.time_ns() // 1_000_000 * 1_000_000  # rules evaluate at millisecond times
             values = [[str(now_ns - i * 1_000_000_000), line] for i, line in
                       enumerate(["error: a", "ok", "error: b", "error: c"])]
