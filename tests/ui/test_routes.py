@@ -158,6 +158,9 @@ async def test_dashboards_list_view_edit_and_errors(client: httpx.AsyncClient) -
     assert "provisioned, edited in UI" in (await client.get("/dashboards")).text
     await client.post("/dashboards/checkout/delete")
     assert "Checkout health" in (await client.get("/dashboards/checkout")).text  # back to the file
+    for path in ("/dashboards/nope", "/dashboards/nope/edit"):  # security issue 23: edit answered 500
+        missing = await client.get(path)
+        assert missing.status_code == 404 and "dashboard &#39;nope&#39; not found" in missing.text, path
 
 
 async def test_panel_fragment(client: httpx.AsyncClient) -> None:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import MultiDict
 
-from pitwall.core.errors import BadData, PitwallError
+from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.ui.dashboards import Dashboard, Panel, from_grafana, substitute, to_yaml, variable_query
 from pitwall.ui.pages_signals import trace_filter
@@ -126,7 +126,11 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
     @r.get("/dashboards/{uid}/edit", response_class=HTMLResponse)
     async def edit(uid: str, request: Request) -> Response:
         tr, err = pages.range_or_error(request)
-        entry = await call(deps.dashboards.get, uid, tenant_of(request))
+        try:
+            entry = await call(deps.dashboards.get, uid, tenant_of(request))
+        except NotFound as e:
+            return pages.render(request, "dashboards.html", "dashboards", tr, error=e.message, entries=[],
+                                folder=deps.settings.dashboards_dir, status=404)
         return pages.render(request, "dashboard_edit.html", "dashboards", tr, error=err, uid=uid, text=entry.yaml,
                             problem="", source=entry.source)
 
