@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from pitwall.metrics.relabel import RelabelConfig, expand_template, relabel
+from pitwall.metrics.relabel import RelabelConfig, compile_regex, relabel
 
 
 def cfgs(*raw: dict[str, Any]) -> list[RelabelConfig]:
@@ -149,9 +148,9 @@ def test_defaults() -> None:
     ],
 )
 def test_expand_like_go(template: str, want: str) -> None:
-    m = re.match(r"(a)-(?P<name>b)", "a-b")
+    m = compile_regex(r"(a)-(?P<name>b)").search("a-b")
     assert m is not None
-    assert expand_template(template, m) == want
+    assert m.expand(template) == want
 
 
 @pytest.mark.parametrize(
@@ -197,3 +196,19 @@ def test_utf8_target_allowed_by_default_legacy_skips() -> None:
     assert relabel({"a": "v"}, rules) == {"a": "v", "my.label": "v"}
     rules = cfgs({"source_labels": ["a"], "regex": "(.*)", "target_label": "${1}"})
     assert relabel({"a": "not valid"}, rules, scheme="legacy") == {"a": "not valid"}
+
+
+@pytest.mark.timeout(60)
+def test_regexes_and_legacy_targets_take_linear_time() -> None:
+    # Both the user's regex and Prometheus' own target-label pattern have nested repetition.
+    rules = cfgs({"source_labels": ["a"], "regex": "(a+)+b", "action": "keep"})
+    assert relabel({"a": "a" * 40 + "!"}, rules) is None
+    cfg = RelabelConfig(source_labels=["a"], target_label="$" + "a" * 40 + "!")
+    with pytest.raises(ValueError, match="is invalid 'target_label'"):
+        cfg.validate_names("legacy")
+
+
+@pytest.mark.parametrize("bad", ["(a)\\1", "(?=a)"])
+def test_backreferences_and_lookarounds_are_rejected(bad: str) -> None:
+    with pytest.raises(ValidationError, match="error parsing regexp"):
+        RelabelConfig.model_validate({"source_labels": ["a"], "regex": bad, "action": "keep"})

@@ -164,11 +164,16 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         start, end = _time_range(p)
         limit = _limit(p)
         q = store.querier(tenant_of(request))
-        seen: dict[Any, None] = {}
-        for ms in _matcher_sets(matches):
-            for lbl in q.series(ms, start, end):
-                seen[lbl] = None
-        out = sorted(seen)
+        sets = _matcher_sets(matches)
+
+        def collect() -> list[Any]:
+            seen: dict[Any, None] = {}
+            for ms in sets:
+                for lbl in q.series(ms, start, end):
+                    seen[lbl] = None
+            return sorted(seen)
+
+        out = await run_in_threadpool(collect)  # matching many series must not hold up the event loop
         warnings = []
         if limit and len(out) > limit:
             out = out[:limit]
@@ -181,10 +186,14 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         start, end = _time_range(p)
         q = store.querier(tenant_of(request))
         sets = _matcher_sets(p.getlist("match[]")) or [[]]
-        names: set[str] = set()
-        for ms in sets:
-            names.update(q.label_names(ms, start, end))
-        return _limited(sorted(names), _limit(p))
+
+        def collect() -> list[str]:
+            names: set[str] = set()
+            for ms in sets:
+                names.update(q.label_names(ms, start, end))
+            return sorted(names)
+
+        return _limited(await run_in_threadpool(collect), _limit(p))
 
     @r.get("/api/v1/label/{name}/values")
     async def label_values(name: str, request: Request) -> Response:
@@ -194,10 +203,14 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         start, end = _time_range(p)
         q = store.querier(tenant_of(request))
         sets = _matcher_sets(p.getlist("match[]")) or [[]]
-        values: set[str] = set()
-        for ms in sets:
-            values.update(q.label_values(name, ms, start, end))
-        return _limited(sorted(values), _limit(p))
+
+        def collect() -> list[str]:
+            values: set[str] = set()
+            for ms in sets:
+                values.update(q.label_values(name, ms, start, end))
+            return sorted(values)
+
+        return _limited(await run_in_threadpool(collect), _limit(p))
 
     @_get_post(r, "/api/v1/format_query")
     async def format_query(request: Request) -> Response:
@@ -230,7 +243,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
             raise BadData("invalid parameter \"query\": no query provided")
         start, end = _time_range(p)
         wanted = set(
-            store.querier(tenant_of(request)).series(_selectors_of(expr), start, end)
+            await run_in_threadpool(store.querier(tenant_of(request)).series, _selectors_of(expr), start, end)
         )
         groups: dict[Any, list[dict[str, Any]]] = {}
         for e in store.exemplars(tenant_of(request)):

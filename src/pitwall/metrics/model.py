@@ -8,12 +8,14 @@ matters on the ingest and query hot paths.
 from __future__ import annotations
 
 import math
-import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+
+from pitwall.core import regex
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -79,22 +81,20 @@ class MatchType(StrEnum):
 
 @dataclass(frozen=True)
 class Matcher:
-    """A label matcher; regexes are fully anchored as in Prometheus."""
+    """A label matcher; regexes are RE2, fully anchored and dot-all as in Prometheus (``^(?s:re)$``)."""
 
     type: MatchType
     name: str
     value: str
-    _re: re.Pattern[str] | None = field(default=None, compare=False, repr=False, hash=False)
+    _re: regex.Regex | None = field(default=None, compare=False, repr=False, hash=False)
 
     @classmethod
     def of(cls, type_: MatchType | str, name: str, value: str) -> Matcher:
+        """A matcher; ``regex.RegexError`` (a ValueError with Go's text) for an invalid regex."""
         t = MatchType(type_)
         rx = None
         if t in (MatchType.REGEX, MatchType.NOT_REGEX):
-            try:
-                rx = re.compile(f"(?s:{value})\\Z")
-            except re.error as e:
-                raise ValueError(f"invalid regular expression {value!r}: {e}") from e
+            rx = regex.compile(value, anchored=True, dot_nl=True)
         return cls(t, name, value, rx)
 
     def matches(self, v: str) -> bool:
@@ -105,8 +105,18 @@ class Matcher:
         if t is MatchType.NOT_EQUAL:
             return v != self.value
         assert self._re is not None
-        hit = self._re.match(v) is not None
+        hit = self._re.matches(v)
         return hit if t is MatchType.REGEX else not hit
+
+    def matches_many(self, values: Sequence[str]) -> np.ndarray:
+        """``matches`` for every value as a bool array (regexes over the whole array at once)."""
+        t = self.type
+        if t is MatchType.EQUAL or t is MatchType.NOT_EQUAL:
+            hit = np.fromiter((v == self.value for v in values), dtype=bool, count=len(values))
+            return hit if t is MatchType.EQUAL else ~hit
+        assert self._re is not None
+        hit = self._re.match_many(values)
+        return hit if t is MatchType.REGEX else ~hit
 
     def matches_empty(self) -> bool:
         return self.matches("")

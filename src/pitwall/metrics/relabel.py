@@ -10,7 +10,6 @@ become empty). Setting a label to the empty string deletes it.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Sequence
@@ -19,11 +18,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pitwall.core import regex
+from pitwall.core.regex import Regex
+
 __all__ = [
     "RelabelAction",
     "RelabelConfig",
     "compile_regex",
-    "expand_template",
     "is_valid_label_name",
     "relabel",
 ]
@@ -31,8 +32,9 @@ __all__ = [
 NameScheme = Literal["utf8", "legacy"]
 
 _LEGACY_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
-# Prometheus' ``relabelTarget``: a label name in which ``$var`` / ``${var}`` may appear.
-_RELABEL_TARGET = re.compile(r"(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+\Z", re.ASCII)
+# Prometheus' ``relabelTarget``: a label name in which ``$var`` / ``${var}`` may appear. Nested
+# repetition, so RE2: Python's ``re`` takes seconds on "$aaaaaaaaaaaaaaaaaaa!".
+_RELABEL_TARGET = regex.compile(r"(?:(?:[a-zA-Z_]|\$(?:\{\w+\}|\w+))+\w*)+", anchored=True)
 
 DEFAULT_REGEX = "(.*)"
 DEFAULT_SEPARATOR = ";"
@@ -60,80 +62,9 @@ def is_valid_label_name(name: str, scheme: NameScheme = "utf8") -> bool:
     return name != ""
 
 
-@functools.lru_cache(maxsize=4096)
-def compile_regex(expr: str) -> re.Pattern[str]:
-    """Compile a Prometheus (RE2) regex fully anchored.
-
-    ``\\Z`` rather than ``$`` because Python's ``$`` also matches before a final
-    newline, Go's does not. ``re.ASCII`` keeps ``\\w``/``\\d``/``\\s`` ASCII as in RE2.
-    """
-    return re.compile(f"(?:{expr})\\Z", re.ASCII)
-
-
-def _is_name_char(c: str) -> bool:
-    return c == "_" or c.isalpha() or c.isdigit()
-
-
-def _extract(template: str, i: int) -> tuple[str, int] | None:
-    """Parse a reference starting after ``$`` at ``template[i]``: (name, next index) or None."""
-    brace = i < len(template) and template[i] == "{"
-    j = i + 1 if brace else i
-    k = j
-    while k < len(template) and _is_name_char(template[k]):
-        k += 1
-    if k == j:
-        return None
-    name = template[j:k]
-    if brace:
-        if k >= len(template) or template[k] != "}":
-            return None
-        k += 1
-    return name, k
-
-
-def _group_number(name: str) -> int:
-    """Go's rule: all digits, no leading zero, below 1e8 -> group index; else -1 (a name)."""
-    if not name.isascii() or not name.isdigit() or (len(name) > 1 and name[0] == "0") or len(name) > 8:
-        return -1
-    return int(name)
-
-
-def expand_template(template: str, m: re.Match[str]) -> str:
-    """Expand ``$1``/``${1}``/``$name``/``$$`` like Go's ``Regexp.ExpandString``."""
-    if "$" not in template:
-        return template
-    out: list[str] = []
-    i = 0
-    n = len(template)
-    while i < n:
-        d = template.find("$", i)
-        if d < 0:
-            out.append(template[i:])
-            break
-        out.append(template[i:d])
-        i = d + 1
-        if i < n and template[i] == "$":
-            out.append("$")
-            i += 1
-            continue
-        ref = _extract(template, i)
-        if ref is None:
-            # Malformed reference: Go keeps the "$" as literal text.
-            out.append("$")
-            continue
-        name, i = ref
-        out.append(_group_value(m, name))
-    return "".join(out)
-
-
-def _group_value(m: re.Match[str], name: str) -> str:
-    # Out-of-range indexes and unknown names expand to "" as in Go.
-    num = _group_number(name)
-    try:
-        v = m.group(num) if num >= 0 else m.group(name)
-    except IndexError:
-        return ""
-    return v or ""
+def compile_regex(expr: str) -> Regex:
+    """A Prometheus relabel regex: RE2, fully anchored (compiled once per distinct expression)."""
+    return regex.compile(expr, anchored=True)
 
 
 class RelabelConfig(BaseModel):
@@ -168,10 +99,7 @@ class RelabelConfig(BaseModel):
         if v is None:
             return ""
         if isinstance(v, str):
-            try:
-                compile_regex(v)
-            except re.error as e:
-                raise ValueError(f"error parsing regexp {v!r}: {e}") from e
+            compile_regex(v)  # RegexError is a ValueError with Go's text
         return v
 
     @model_validator(mode="after")
@@ -180,7 +108,7 @@ class RelabelConfig(BaseModel):
         return self
 
     @property
-    def compiled(self) -> re.Pattern[str]:
+    def compiled(self) -> Regex:
         """The anchored, compiled regex (compiled once per distinct expression)."""
         return compile_regex(self.regex)
 
@@ -195,7 +123,7 @@ class RelabelConfig(BaseModel):
             raise ValueError(f"relabel configuration for {a.value} action requires 'target_label' value")
         if a is A.REPLACE:
             ok = (
-                (_RELABEL_TARGET.match(tl) is not None if scheme == "legacy" else tl != "")
+                (_RELABEL_TARGET.matches(tl) if scheme == "legacy" else tl != "")
                 if "$" in tl
                 else is_valid_label_name(tl, scheme)
             )
@@ -209,7 +137,7 @@ class RelabelConfig(BaseModel):
             raise ValueError(f"'replacement' can not be set for {a.value} action")
         if a is A.LABELMAP:
             ok = (
-                _RELABEL_TARGET.match(self.replacement) is not None
+                _RELABEL_TARGET.matches(self.replacement)
                 if scheme == "legacy"
                 else self.replacement != ""
             )
@@ -260,9 +188,9 @@ def _apply(cfg: RelabelConfig, lb: dict[str, str], scheme: NameScheme) -> bool:
     if a is A.REPLACE:
         _replace(cfg, lb, val, scheme)
     elif a is A.KEEP:
-        return rx.match(val) is not None
+        return rx.matches(val)
     elif a is A.DROP:
-        return rx.match(val) is None
+        return not rx.matches(val)
     elif a is A.KEEPEQUAL:
         return lb.get(cfg.target_label, "") == val
     elif a is A.DROPEQUAL:
@@ -276,14 +204,14 @@ def _apply(cfg: RelabelConfig, lb: dict[str, str], scheme: NameScheme) -> bool:
     elif a is A.LABELMAP:
         # Iterate over a snapshot: labels added by this rule are not revisited.
         for name, value in list(lb.items()):
-            m = rx.match(name)
+            m = rx.search(name)
             if m is not None:
-                _set(lb, expand_template(cfg.replacement, m), value)
+                _set(lb, m.expand(cfg.replacement), value)
     elif a is A.LABELDROP:
-        for name in [n for n in lb if rx.match(n) is not None]:
+        for name in [n for n in lb if rx.matches(n)]:
             del lb[name]
     elif a is A.LABELKEEP:
-        for name in [n for n in lb if rx.match(n) is None]:
+        for name in [n for n in lb if not rx.matches(n)]:
             del lb[name]
     return True
 
@@ -298,13 +226,13 @@ def _replace(cfg: RelabelConfig, lb: dict[str, str], val: str, scheme: NameSchem
     ):
         _set(lb, cfg.target_label, cfg.replacement)
         return
-    m = cfg.compiled.match(val)
+    m = cfg.compiled.search(val)
     if m is None:
         return
-    target = expand_template(cfg.target_label, m)
+    target = m.expand(cfg.target_label)
     if not is_valid_label_name(target, scheme):
         return
-    res = expand_template(cfg.replacement, m)
+    res = m.expand(cfg.replacement)
     _set(lb, target, res)
 
 

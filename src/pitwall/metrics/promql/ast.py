@@ -302,11 +302,8 @@ class _Converter:
         op = _lookup(_OPS, m.op)
         value = str(m.value)
         try:
-            if op in (MatchType.REGEX, MatchType.NOT_REGEX):
-                # Matcher.of would compile the RE2 text as-is; compile the translation instead.
-                return Matcher(op, str(m.name), value, re.compile(f"(?s:{go_regex(value)})\\Z"))
             return Matcher.of(op, str(m.name), value)
-        except (ValueError, re.error) as ex:
+        except ValueError as ex:
             raise PromQLParseError(f"parse error: {ex}") from ex
 
     def call(self, e: Any) -> Call:
@@ -357,50 +354,6 @@ class _Converter:
             fill.rhs if fill is not None else None,
             pos=lhs.pos,
         )
-
-
-_INLINE_FLAGS = re.compile(r"\(\?([imsU]+)\)")
-
-
-def go_regex(pattern: str) -> str:
-    """Translate RE2 syntax Python lacks: flag groups like ``(?i)`` inside a pattern.
-
-    RE2 applies ``(?i)`` to the rest of the enclosing group; Python only
-    accepts global flags at the very start, so the rest of the group is
-    wrapped in a scoped ``(?i:...)``.
-    """
-    out = pattern
-    while True:
-        m = _INLINE_FLAGS.search(out)
-        if m is None:
-            return out
-        flags = m.group(1).replace("U", "")
-        end = _group_end(out, m.end())
-        inner = out[m.end() : end]
-        repl = f"(?{flags}:{inner})" if flags else f"(?:{inner})"
-        out = out[: m.start()] + repl + out[end:]
-
-
-def _group_end(s: str, i: int) -> int:
-    """Index of the ``)`` closing the group that contains position ``i`` (or len(s))."""
-    depth = 0
-    while i < len(s):
-        ch = s[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == "[":
-            j = s.find("]", i + 2)
-            i = j + 1 if j >= 0 else len(s)
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            if depth == 0:
-                return i
-            depth -= 1
-        i += 1
-    return len(s)
 
 
 # info()'s second argument is a label selector whose matchers may all match the

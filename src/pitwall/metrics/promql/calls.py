@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pitwall.core import regex
 from pitwall.metrics.model import METRIC_NAME, Labels, Matcher, MatchType
 from pitwall.metrics.promql import functions as fn
 from pitwall.metrics.promql.ast import Call, MatrixSel, Node, Paren, Selector, Subquery, children
@@ -352,7 +352,7 @@ def _info(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
     info_present = np.zeros((0, t), dtype=bool)
     info_ts = np.zeros((0, t), dtype=np.int64)
     if id_values:
-        ms = [Matcher.of(MatchType.REGEX, k, "|".join(re.escape(v) for v in sorted(vals)))
+        ms = [Matcher.of(MatchType.REGEX, k, "|".join(regex.escape(v) for v in sorted(vals)))
               for k, vals in sorted(id_values.items())]
         ms += [m for group in data.values() for m in group] + name_ms
         sel = Selector("", tuple(ms), (), 0, None, "info", pos=node.pos)

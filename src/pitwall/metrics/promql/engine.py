@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from pitwall.core import deadline
 from pitwall.metrics.model import Labels
 from pitwall.metrics.promql.ast import parse
 from pitwall.metrics.promql.context import EvalContext
-from pitwall.metrics.promql.errors import PromQLEvalError
+from pitwall.metrics.promql.errors import PromQLEvalError, QueryTimeout
 from pitwall.metrics.promql.evaluator import Evaluator, finalize
 from pitwall.metrics.promql.format import format_float, format_seconds
 from pitwall.metrics.promql.values import RangeSamples, Scalar, StepVector, String
@@ -96,7 +97,8 @@ class Engine:
         node = parse(expr)
         ctx = self._context(querier, time_ms, time_ms)
         ts = np.array([time_ms], dtype=np.int64)
-        value = Evaluator(ctx).eval(node, ts)
+        with deadline.scope(ctx.deadline, QueryTimeout):
+            value = Evaluator(ctx).eval(node, ts)
         result = _instant_result(value, time_ms)
         result.warnings = list(ctx.warnings)
         result.infos = list(ctx.infos)
@@ -111,7 +113,8 @@ class Engine:
         node = parse(expr)
         ctx = self._context(querier, start_ms, end_ms, step_ms)
         ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
-        value = Evaluator(ctx).eval(node, ts)
+        with deadline.scope(ctx.deadline, QueryTimeout):
+            value = Evaluator(ctx).eval(node, ts)
         if isinstance(value, (RangeSamples, String)):
             raise PromQLEvalError(
                 f'invalid expression type "{_TYPE_NAMES[type(value)]}" for range query, '

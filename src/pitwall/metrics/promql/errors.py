@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from pitwall.core import regex
 from pitwall.core.errors import BadData, ExecutionError, Timeout
 
 
@@ -216,6 +217,32 @@ def _wrong_arg(text: str, func: str, got: str) -> int | None:
     return call
 
 
+def _literal(tok: str) -> str:
+    """A PromQL string literal's value, near enough to find one matcher by its value."""
+    if tok[0] == "`":
+        return tok[1:-1]
+    try:
+        return str(json.loads('"' + tok[1:-1].replace('\\"', '"').replace('"', '\\"') + '"'))
+    except ValueError:
+        return tok[1:-1]
+
+
+def _bad_regex(text: str, pattern: str) -> tuple[int | None, str]:
+    """Where the matcher with regex ``pattern`` starts (its label name), and Go's error for the regex."""
+    try:
+        regex.compile(pattern, anchored=True, dot_nl=True)
+        msg = f"illegal regex for {pattern}"  # RE2 takes what the parser's engine refused
+    except regex.RegexError as e:
+        msg = str(e)
+    toks = _tokens(text)
+    for i, (kind, tok, _) in enumerate(toks):
+        if kind == "op" and tok in ("=~", "!~") and 0 < i < len(toks) - 1:
+            nxt = toks[i + 1]
+            if nxt[0] == "string" and _literal(nxt[1]) == pattern:
+                return toks[i - 1][2], msg
+    return None, msg
+
+
 def parse_error(text: str, msg: str) -> PromQLParseError:
     """A promql-parser error message as the PromQLParseError Prometheus would raise."""
     end = len(text)
@@ -261,6 +288,9 @@ def parse_error(text: str, msg: str) -> PromQLParseError:
     elif msg.startswith("unexpected second colon"):
         first_colon = text.find(":", text.find("["))
         offset, msg = text.find(":", first_colon + 1), "unexpected colon ':'"
+    elif msg.startswith("illegal regex for "):
+        # Prometheus reports Go's regexp error at the matcher's label name.
+        offset, msg = _bad_regex(text, msg.removeprefix("illegal regex for "))
     elif msg == "invalid promql query":
         found = _syntax_error(text)
         if found is not None:

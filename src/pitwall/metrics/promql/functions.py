@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pitwall.core import regex as regex_
 from pitwall.metrics.model import METRIC_NAME, Labels, MatchType
 from pitwall.metrics.promql.ast import MatrixSel, Node, Paren, Selector
 from pitwall.metrics.promql.errors import PromQLEvalError
@@ -124,40 +125,21 @@ def _check_label_name(name: str, func: str, what: str) -> None:
         raise PromQLEvalError(f"invalid {what} label name in {func}(): {name}")
 
 
-_GO_TEMPLATE = re.compile(r"\$(?:\$|\{([^}]*)\}|([a-zA-Z0-9_]+))")
-
-
-def expand_template(template: str, m: re.Match[str]) -> str:
-    """Go's ``Regexp.ExpandString``: ``$1``, ``${1}``, ``$name``, ``$$``; unknown -> ""."""
-
-    def rep(g: re.Match[str]) -> str:
-        if g.group(0) == "$$":
-            return "$"
-        key = g.group(1) if g.group(1) is not None else g.group(2)
-        try:
-            val = m.group(int(key)) if key.isdigit() else m.group(key)
-        except (IndexError, re.error):
-            return ""
-        return val or ""
-
-    return _GO_TEMPLATE.sub(rep, template)
-
-
 def label_replace(vec: StepVector, dst: str, repl: str, src: str, regex: str) -> StepVector:
     try:
-        rx = re.compile(f"(?s:{regex})\\Z")
-    except re.error as ex:
+        rx = regex_.compile(regex, anchored=True, dot_nl=True)
+    except regex_.RegexError as ex:
         raise PromQLEvalError(f"invalid regular expression in label_replace(): {regex}") from ex
     _check_label_name(dst, "label_replace", "destination")
     labels: list[Labels] = []
     drops = _drops(vec).copy()
     for i, lb in enumerate(vec.labels):
         d = dict(lb)
-        m = rx.match(d.get(src, ""))
+        m = rx.search(d.get(src, ""))
         if m is None:
             labels.append(lb)
             continue
-        val = expand_template(repl, m)
+        val = m.expand(repl)
         if val:
             d[dst] = val
         else:

@@ -1,0 +1,96 @@
+"""Security finding 23: a regex must not hang the server (RE2, linear time), nor a query the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from pitwall.metrics.promql.engine import Engine
+from tests.metrics.test_api import T0, _write_body
+
+EVIL = "a" * 40 + "!"
+
+
+@pytest.fixture
+async def redos(client: httpx.AsyncClient) -> httpx.AsyncClient:
+    series = [({"__name__": "redos_metric", "v": EVIL}, [(T0, 1.0)]),
+              ({"__name__": "redos_metric", "v": "aab"}, [(T0, 2.0)])]
+    r = await client.post("/api/v1/write", content=_write_body(series))
+    assert r.status_code == 204, r.text
+    return client
+
+
+def _data(r: httpx.Response) -> Any:
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+@pytest.mark.timeout(60)
+async def test_catastrophic_regex_answers_quickly(redos: httpx.AsyncClient) -> None:
+    at = T0 / 1000
+    data = _data(await redos.get("/api/v1/query", params={"query": 'redos_metric{v=~"(a+)+b"}', "time": at}))
+    assert [s["metric"]["v"] for s in data["result"]] == ["aab"]
+    data = _data(await redos.get("/api/v1/query", params={"query": 'redos_metric{v=~"(a+)+b", v!="aab"}',
+                                                          "time": at}))
+    assert data == {"resultType": "vector", "result": []}
+    data = _data(await redos.get("/api/v1/query", params={"query": 'redos_metric{v!~"(a+)+b"}', "time": at}))
+    assert [s["metric"]["v"] for s in data["result"]] == [EVIL]
+    rng = {"query": 'label_replace(redos_metric, "w", "$1", "v", "((a+)+b)")', "start": at, "end": at + 60,
+           "step": 15}
+    data = _data(await redos.get("/api/v1/query_range", params=rng))
+    assert sorted(s["metric"].get("w", "") for s in data["result"]) == ["", "aab"]
+    series = _data(await redos.get("/api/v1/series", params={"match[]": 'redos_metric{v=~"(a+)+b"}'}))
+    assert series == [{"__name__": "redos_metric", "v": "aab"}]
+    values = _data(await redos.get("/api/v1/label/v/values", params={"match[]": '{v=~"(a+)+!"}'}))
+    assert values == [EVIL]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ('redos_metric{v=~"(a)\\\\1"}', "1:14: parse error: error parsing regexp: invalid escape sequence: `\\1`"),
+        ('redos_metric{v=~"(?=a)"}',
+         "1:14: parse error: error parsing regexp: invalid or unsupported Perl syntax: `(?=`"),
+        ('redos_metric{v!~"a(?<!b)"}',
+         "1:14: parse error: error parsing regexp: invalid or unsupported Perl syntax: `(?<!`"),
+    ],
+)
+async def test_backreferences_and_lookarounds_are_bad_data(client: httpx.AsyncClient, query: str,
+                                                           message: str) -> None:
+    for path, key, prefix in (("/api/v1/query", "query", 'invalid parameter "query": '),
+                              ("/api/v1/series", "match[]", "")):
+        r = await client.get(path, params={key: query})
+        assert r.status_code == 400, r.text
+        assert r.json() == {"status": "error", "errorType": "bad_data", "error": prefix + message}
+
+
+async def test_invalid_label_replace_regex_is_an_execution_error(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/query", params={"query": 'label_replace(vector(1), "a", "$1", "b", "(?=x)")'})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid regular expression in label_replace(): (?=x)"
+
+
+@pytest.mark.timeout(60)
+async def test_healthy_answers_while_a_query_runs(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    started, release = threading.Event(), threading.Event()
+    real = Engine.instant
+
+    def held(self: Engine, *args: Any) -> Any:
+        started.set()
+        release.wait(30)
+        return real(self, *args)
+
+    monkeypatch.setattr(Engine, "instant", held)
+    query = asyncio.create_task(client.get("/api/v1/query", params={"query": "1+1", "time": "4"}))
+    try:
+        assert await asyncio.to_thread(started.wait, 30)
+        r = await client.get("/-/healthy")
+        assert r.status_code == 200
+        assert not query.done()  # the query is still being evaluated, in its own thread
+    finally:
+        release.set()
+    assert _data(await query) == {"resultType": "scalar", "result": [4, "2"]}
