@@ -276,3 +276,29 @@ async def test_open_drops_a_compaction_cut_short(tmp_path: Path) -> None:
     assert "metrics_compact_0" not in tables
     assert _select(st, "up") == {UP_A: [(10, 1.0)]}
     await st.stop()
+
+
+async def test_joined_row_ranges_drop_other_series_when_the_selection_is_contiguous(tmp_path: Path) -> None:
+    """A metric whose series have consecutive ids, flushed in two runs: joining its two
+    row ranges reads the other metric's rows between them, which must not leak into the
+    result (they once did, and the merge then indexed past its arrays)."""
+    a = [labels_from_dict({"__name__": "a", "i": str(i)}) for i in range(10)]
+    b = [labels_from_dict({"__name__": "b", "i": str(i)}) for i in range(10)]
+    st = _store(tmp_path, block_ms=10**6)
+    await st.start()
+    for run in range(2):
+        # Far more rows of b in the last run, so the joined range is under half the block.
+        n_b = 5 if run == 0 else 200
+        rows = [(lb, run * 1000 + t, 1.0) for lb in a for t in range(5)]
+        rows += [(lb, run * 1000 + t, 2.0) for lb in b for t in range(n_b)]
+        await st.append("default", SampleBatch.from_rows(rows))
+        await st.flush()
+    sids = np.sort(st._candidate_sids("default", [Matcher.of("=", "__name__", "a")], 0, 10**6))
+    first, last = st._blocks[0].index.spans(sids, max_spans=16, join_gap=1 << 16)
+    assert len(first) == 1 and int(last[0] - first[0] + 1) * 2 <= st._blocks[0].index.rows
+    got = _select(st, "a")
+    assert set(got) == set(a)
+    assert all(len(pts) == 10 for pts in got.values())
+    labels, ts, _vals, offsets = st.querier().select_flat([[Matcher.of("=", "__name__", "a")]], 0, 10**6)
+    assert sorted(labels) == sorted(a) and len(ts) == 100 and offsets[-1] == 100
+    await st.stop()

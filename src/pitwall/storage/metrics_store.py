@@ -711,13 +711,15 @@ class MetricStore:
         want = np.zeros(hi - lo + 1, dtype=bool)
         want[wanted - lo] = True
         every = bool(want.all())
-        when = f"ts BETWEEN {int(start)} AND {int(end)}"
+        # Joined row ranges also cover other series' rows: the sid bound drops
+        # those outside [lo, hi] in every plan, the numpy mask the rest.
+        when = f"ts BETWEEN {int(start)} AND {int(end)} AND sid BETWEEN {lo} AND {hi}"
         for b in blocks:
             first, last = b.index.spans(wanted, max_spans=_MAX_SPANS, join_gap=_JOIN_GAP)
             if not len(first):
                 continue
             if int((last - first + 1).sum()) * 2 > b.index.rows:
-                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when} AND sid BETWEEN {lo} AND {hi}"
+                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
             else:
                 sql = " UNION ALL ".join(
                     f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
@@ -730,9 +732,7 @@ class MetricStore:
             t = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
             v = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
             if not every:
-                inside = (s >= lo) & (s <= hi)
-                m = inside
-                m[inside] = want[s[inside] - lo]
+                m = want[s - lo]
                 if not m.all():
                     s, t, v = s[m], t[m], v[m]
             parts.append(_sorted_by_sid_ts(s, t, v, lo, hi, start, end))
