@@ -118,3 +118,9 @@ def test_text_arrow_cannot_hold_falls_back() -> None:
 def test_compiled_patterns_are_cached() -> None:
     assert rx.compile("x+y") is rx.compile("x+y")
     assert rx.compile("x+y") is not rx.compile("x+y", anchored=True)
+
+
+def test_submatches_are_gos_find_string_submatch() -> None:
+    r = rx.compile("(?P<k>é+)(x)?=(\\d*)")
+    assert r.submatches("aéé=12") == ["éé=12", "éé", "", "12"]
+    assert r.submatches("nothing") is None

@@ -330,6 +330,17 @@ class Regex:
             return None
         return Match(self, data, spans)
 
+    def submatches(self, text: str) -> list[str] | None:
+        """Go's ``FindStringSubmatch``: every group's text ("" when unset), or None without a match.
+
+        The per-line path of ``| regexp``: no ``Match`` object, one decode per group.
+        """
+        data = _enc(text)
+        spans = self._re.Match(_ANCHOR_BOTH if self.anchored else _UNANCHORED, data, 0, len(data))
+        if spans[0][0] < 0:
+            return None
+        return [_dec(data[s:e]) if s >= 0 else "" for s, e in spans]
+
     def _all(self, data: bytes) -> list[list[tuple[int, int]]]:
         """Go's ``allMatches``: successive non-overlapping matches, no empty one right after a match."""
         out: list[list[tuple[int, int]]] = []

@@ -165,18 +165,20 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
         q = store.querier(tenant_of(request))
         ms = selector(p)
-        if ms:
-            names = sorted({k for lbl in q.series(ms, start, end + 1) for k, _ in lbl})
-        else:
-            names = q.label_names(start, end + 1)
-        return _success(names)
+
+        def collect() -> list[str]:
+            if ms:
+                return sorted({k for lbl in q.series(ms, start, end + 1) for k, _ in lbl})
+            return q.label_names(start, end + 1)
+
+        return _success(await run_in_threadpool(collect))
 
     @_get_post(r, "/loki/api/v1/label/{name}/values")
     async def label_values(name: str, request: Request) -> Response:
         p = await all_params(request)
         start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
         q = store.querier(tenant_of(request))
-        return _success(q.label_values(name, selector(p), start, end + 1))
+        return _success(await run_in_threadpool(q.label_values, name, selector(p), start, end + 1))
 
     @_get_post(r, "/loki/api/v1/series")
     async def series(request: Request) -> Response:
@@ -184,11 +186,15 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
         q = store.querier(tenant_of(request))
         sets = [deps.parse_selector(m) for m in p.getlist("match[]") or p.getlist("match")] or [[]]
-        seen: dict[Any, None] = {}
-        for ms in sets:
-            for lbl in q.series(ms, start, end + 1):
-                seen[lbl] = None
-        return _success([dict(lbl) for lbl in sorted(seen)])
+
+        def collect() -> list[dict[str, str]]:
+            seen: dict[Any, None] = {}
+            for ms in sets:
+                for lbl in q.series(ms, start, end + 1):
+                    seen[lbl] = None
+            return [dict(lbl) for lbl in sorted(seen)]
+
+        return _success(await run_in_threadpool(collect))
 
     @_get_post(r, "/loki/api/v1/index/stats")
     async def index_stats(request: Request) -> Response:

@@ -7,13 +7,12 @@ it can stand in for any store behind the engine.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from pitwall.logs.logql.units import go_regex
+from pitwall.core import regex
 from pitwall.logs.model import Direction, LineFilter, LineFilterOp, LogBatch, LogEntry, LogStream, PushStream
 from pitwall.metrics.model import Labels, Matcher, labels_get
 
@@ -46,17 +45,20 @@ class _Stream:
         return self.ts_arr, self.bytes_arr
 
 
-def _filter_fn(f: LineFilter) -> Callable[[str], bool]:
+_LineMask = Callable[[list[str]], np.ndarray]
+
+
+def _filter_fn(f: LineFilter) -> _LineMask:
+    """``lines -> keep mask`` for one line filter; a regex runs over all the lines at once (RE2)."""
+    p = f.pattern
     if f.op is LineFilterOp.CONTAINS:
-        p = f.pattern
-        return lambda line: p in line
+        return lambda lines: np.fromiter((p in x for x in lines), dtype=bool, count=len(lines))
     if f.op is LineFilterOp.NOT_CONTAINS:
-        p = f.pattern
-        return lambda line: p not in line
-    search = re.compile(go_regex(f.pattern)).search
+        return lambda lines: np.fromiter((p not in x for x in lines), dtype=bool, count=len(lines))
+    rx = regex.compile(p)
     if f.op is LineFilterOp.REGEX:
-        return lambda line: search(line) is not None
-    return lambda line: search(line) is None
+        return rx.match_many
+    return lambda lines: ~rx.match_many(lines)
 
 
 class InMemoryLogQuerier:
@@ -121,19 +123,22 @@ class InMemoryLogQuerier:
         out.sort(key=lambda st: st.labels)
         return out
 
-    def _indices(
-        self, st: _Stream, start_ns: int, end_ns: int, filters: Sequence[Callable[[str], bool]]
-    ) -> np.ndarray:
+    def _indices(self, st: _Stream, start_ns: int, end_ns: int, filters: Sequence[_LineMask]) -> np.ndarray:
         ts, _ = st.columns()
         lo = int(np.searchsorted(ts, start_ns, side="left"))
         hi = int(np.searchsorted(ts, end_ns, side="left"))
         if not filters:
             return np.arange(lo, hi, dtype=np.int64)
-        keep: list[int] = list(range(lo, hi))
-        lines = st.lines
-        for f in filters:
-            keep = [i for i in keep if f(lines[i])]
-        return np.asarray(keep, dtype=np.int64)
+        keep = np.arange(lo, hi, dtype=np.int64)
+        lines = st.lines[lo:hi]
+        for k, f in enumerate(filters):
+            if not len(keep):
+                break
+            hit = f(lines)
+            keep = keep[hit]
+            if k + 1 < len(filters):
+                lines = [x for x, h in zip(lines, hit.tolist(), strict=True) if h]
+        return keep
 
     def select(
         self,
@@ -171,7 +176,7 @@ class InMemoryLogQuerier:
         streams: list[_Stream],
         start_ns: int,
         end_ns: int,
-        fns: list[Callable[[str], bool]],
+        fns: list[_LineMask],
         direction: Direction,
         limit: int,
     ) -> dict[int, np.ndarray]:

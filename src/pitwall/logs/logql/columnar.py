@@ -377,7 +377,7 @@ def _tri_string(f: ast.StringLabelFilter, cols: JsonColumns) -> np.ndarray:
     m = f.matcher
     codes, vocab, unknown = cols.codes(m.name)
     # index 0: the label is not set (the filter sees ""); then one result per distinct text
-    table = np.asarray([m.matches("")] + [m.matches(v) for v in vocab], dtype=bool)
+    table = m.matches_many(["", *vocab])
     out = np.where(table[codes + 1], TRUE, FALSE).astype(np.int8)
     out[unknown] = UNKNOWN
     return out

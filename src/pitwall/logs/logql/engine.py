@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pitwall.core import deadline
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.columnar import (
     FALSE,
@@ -212,8 +213,9 @@ class LogQLEngine:
     ) -> LogQLResult:
         t0 = time.perf_counter()
         ctx = self._ctx(querier, start, end, step)
-        value = self._eval(node, ctx)
-        result = self._metric_result(node, value, ctx, instant)
+        with deadline.scope(ctx.deadline, LogQLTimeout):
+            value = self._eval(node, ctx)
+            result = self._metric_result(node, value, ctx, instant)
         ctx.stats.exec_time_s = time.perf_counter() - t0
         result.stats = ctx.stats
         return result
@@ -311,8 +313,8 @@ class LogQLEngine:
     ) -> LogQLResult:
         t0 = time.perf_counter()
         ctx = self._ctx(querier, start, end, 0)
-        reader = _StreamReader(node, ctx, limit, direction, interval_ns)
-        streams = reader.read()
+        with deadline.scope(ctx.deadline, LogQLTimeout):
+            streams = _StreamReader(node, ctx, limit, direction, interval_ns).read()
         stats = ctx.stats
         stats.entries_returned = sum(len(s.entries) for s in streams)
         stats.exec_time_s = time.perf_counter() - t0

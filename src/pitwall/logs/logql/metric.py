@@ -14,15 +14,14 @@ is ``(t - offset - range, t - offset]``, left-open and right-closed.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from pitwall.core import regex
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.errors import LogQLError
-from pitwall.logs.logql.units import go_regex
 from pitwall.metrics.model import Labels
 
 __all__ = [
@@ -511,17 +510,13 @@ def _vector_vector(node: ast.BinOp, lhs: StepMatrix, rhs: StepMatrix) -> StepMat
 
 def eval_label_replace(node: ast.LabelReplace, m: StepMatrix) -> StepMatrix:
     """Prometheus' ``label_replace`` with a fully anchored regex and ``$1``/``${name}`` expansion."""
-    rx = re.compile(f"(?s:{go_regex(node.regex)})\\Z")
-    repl = re.sub(r"\$\{?([A-Za-z0-9_]+)\}?", r"\\g<\1>", node.replacement.replace("\\", "\\\\"))
+    rx = regex.compile(node.regex, anchored=True, dot_nl=True)
     labels: list[Labels] = []
     for lbl in m.labels:
         d = dict(lbl)
-        mt = rx.match(d.get(node.src, ""))
+        mt = rx.search(d.get(node.src, ""))
         if mt is not None:
-            try:
-                value = mt.expand(repl)
-            except (re.error, IndexError):
-                value = ""
+            value = mt.expand(node.replacement)
             if value:
                 d[node.dst] = value
             else:

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import re
 
+from pitwall.core import regex
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.errors import LogQLParseError
 from pitwall.logs.logql.lexer import Tok, Token, tokenize
-from pitwall.logs.logql.units import go_regex, parse_bytes, parse_duration_ns, parse_go_float
+from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.metrics.model import Matcher, MatchType
 
 __all__ = ["parse_expr", "parse_log_selector", "parse_matchers"]
@@ -303,11 +304,8 @@ class _Parser:
         return tuple(matchers)
 
     def make_matcher(self, op: str, name: str, val: Token) -> Matcher:
-        value = val.value
-        if op in ("=~", "!~"):
-            value = go_regex(value)
         try:
-            return Matcher.of(MatchType(op), name, value)
+            return Matcher.of(MatchType(op), name, val.value)
         except ValueError as e:
             raise LogQLParseError(str(e), val.line, val.col) from None
 
@@ -357,9 +355,9 @@ class _Parser:
         t = self.expect_kind(Tok.STRING)
         if op in ("|~", "!~"):
             try:
-                re.compile(go_regex(t.value))
-            except re.error as e:
-                raise LogQLParseError(f"invalid regular expression: {e}", t.line, t.col) from None
+                regex.compile(t.value)
+            except regex.RegexError as e:
+                raise LogQLParseError(str(e), t.line, t.col) from None
         return t.value
 
     def stage(self) -> ast.Stage:
@@ -435,9 +433,9 @@ class _Parser:
     def regexp_or_pattern(self, name: str, s: Token) -> ast.Stage:
         if name == "regexp":
             try:
-                rx = re.compile(go_regex(s.value))
-            except re.error as e:
-                raise LogQLParseError(f"invalid regular expression: {e}", s.line, s.col) from None
+                rx = regex.compile(s.value)
+            except regex.RegexError as e:
+                raise LogQLParseError(str(e), s.line, s.col) from None
             if not rx.groupindex:
                 raise LogQLParseError("at least one named capture must be supplied", s.line, s.col)
             return ast.RegexpParser(s.value)
@@ -669,8 +667,8 @@ class _Parser:
             args.append(self.expect_kind(Tok.STRING))
         self.expect_op(")")
         try:
-            re.compile(go_regex(args[3].value))
-        except re.error as e:
+            regex.compile(args[3].value, anchored=True, dot_nl=True)
+        except regex.RegexError as e:
             raise LogQLParseError(f"invalid regex in label_replace: {e}", args[3].line, args[3].col) from None
         if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", args[0].value):
             raise LogQLParseError(f"invalid destination label name in label_replace: {args[0].value}")

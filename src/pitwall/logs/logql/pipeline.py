@@ -20,9 +20,10 @@ from typing import Any
 
 import orjson
 
+from pitwall.core import regex
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.template import TemplateError, compile_template
-from pitwall.logs.logql.units import go_regex, parse_bytes, parse_duration_ns, parse_go_float
+from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.logs.model import LineFilter, LineFilterOp
 from pitwall.metrics.model import Labels, Matcher
 
@@ -61,7 +62,8 @@ def split_pushdown(stages: Sequence[ast.Stage]) -> tuple[list[LineFilter], list[
 
     A line filter commutes with every stage that leaves the line unchanged
     (parsers, label filters), so all filters before the first line rewrite
-    are pushed down; an ``or`` chain or a pattern filter stays here.
+    are pushed down; an ``or`` chain goes down as one regex (the store
+    matches it over all lines at once); a pattern filter stays here.
     """
     pushed: list[LineFilter] = []
     rest: list[ast.Stage] = []
@@ -69,13 +71,15 @@ def split_pushdown(stages: Sequence[ast.Stage]) -> tuple[list[LineFilter], list[
     for st in stages:
         if isinstance(st, _LINE_REWRITERS):
             rewritten = True
-        if (
-            not rewritten
-            and isinstance(st, ast.LineFilterExpr)
-            and len(st.patterns) == 1
-            and st.op in _PUSHABLE_OPS
-        ):
-            pushed.append(LineFilter(_PUSHABLE_OPS[st.op], st.patterns[0]))
+        if not rewritten and isinstance(st, ast.LineFilterExpr) and st.op in _PUSHABLE_OPS:
+            if len(st.patterns) == 1:
+                pushed.append(LineFilter(_PUSHABLE_OPS[st.op], st.patterns[0]))
+            else:
+                # ``|= a or b`` keeps lines holding either; ``!= a or b`` drops them.
+                literal = st.op in ("|=", "!=")
+                op = LineFilterOp.REGEX if st.op in ("|=", "|~") else LineFilterOp.NOT_REGEX
+                pats = [regex.escape(p) for p in st.patterns] if literal else st.patterns
+                pushed.append(LineFilter(op, line_regex(pats).pattern))
             continue
         rest.append(st)
     return pushed, rest
@@ -98,19 +102,25 @@ def line_filter_predicate(op: str, patterns: Sequence[str]) -> Callable[[str], b
             else (lambda line: not any(x in line for x in pats))
         )
     if op in ("|~", "!~"):
-        rx = re.compile("|".join(f"(?:{go_regex(p)})" for p in patterns))
-        search = rx.search
-        return (lambda line: search(line) is not None) if positive else (lambda line: search(line) is None)
-    rxs = [_pattern_filter_regex(p) for p in patterns]
+        test = line_regex(patterns).matches
+        return test if positive else (lambda line: not test(line))
+    tests = [_pattern_filter_regex(p).matches for p in patterns]
     if positive:
-        return lambda line: any(r.match(line) is not None for r in rxs)
-    return lambda line: not any(r.match(line) is not None for r in rxs)
+        return lambda line: any(t(line) for t in tests)
+    return lambda line: not any(t(line) for t in tests)
 
 
-def _pattern_filter_regex(pattern: str) -> re.Pattern[str]:
+def line_regex(patterns: Sequence[str]) -> regex.Regex:
+    """The one (unanchored) RE2 regex a line must match for ``|~ p1 or p2 ...``."""
+    if len(patterns) == 1:
+        return regex.compile(patterns[0])
+    return regex.compile("|".join(f"(?:{p})" for p in patterns))
+
+
+def _pattern_filter_regex(pattern: str) -> regex.Regex:
     nodes = _parse_pattern(pattern)
-    parts = [re.escape(n) if not is_capture else "(?:.*?)" for is_capture, n in nodes]
-    return re.compile("".join(parts) + r"\Z", re.S)
+    parts = [regex.escape(n) if not is_capture else ".*" for is_capture, n in nodes]
+    return regex.compile("".join(parts), anchored=True, dot_nl=True)
 
 
 # ---------------------------------------------------------------- helpers
@@ -537,15 +547,17 @@ def _logfmt_stage(stage: ast.LogfmtParser) -> StageFn:
 
 
 def _regexp_stage(stage: ast.RegexpParser) -> StageFn:
-    rx = re.compile(go_regex(stage.pattern))
+    rx = regex.compile(stage.pattern)
     names = [(idx, _sanitize_key(name)) for name, idx in rx.groupindex.items()]
 
+    submatches = rx.submatches
+
     def run(ts: int, line: str, labels: dict[str, str], base: frozenset[str]) -> str | None:
-        m = rx.search(line)
-        if m is None:
+        groups = submatches(line)
+        if groups is None:
             return line
         for idx, name in names:
-            _set_parsed(labels, base, name, m.group(idx) or "")
+            _set_parsed(labels, base, name, groups[idx])
         return line
 
     return run

@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
+from pitwall.core import regex
 from pitwall.logs.logql.template import TemplateError, truth
-from pitwall.logs.logql.units import format_go_float, go_regex, parse_bytes, parse_duration_ns
+from pitwall.logs.logql.units import format_go_float, parse_bytes, parse_duration_ns
 
 __all__ = ["GoTime", "entry_functions", "go_sprint"]
 
@@ -259,44 +260,9 @@ def _len(v: Any) -> int:
 # ---------------------------------------------------------------- string functions
 
 
-def _go_replacement(repl: str) -> str:
-    """Go's ``$1``/``${name}`` expansion syntax as Python's ``\\g<...>``."""
-
-    def sub(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1) or m.group(2)
-        return f"\\g<{name}>"
-
-    escaped = repl.replace("\\", "\\\\")
-    return re.sub(r"\$\$|\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)", sub, escaped)
-
-
-def _regex_replace_all(regex: str, s: str, repl: str) -> str:
-    rx = re.compile(go_regex(regex))
-    try:
-        return rx.sub(_go_replacement(repl), s)
-    except (re.error, IndexError):
-        # Go expands an unknown group to "", Python raises: fall back per match.
-        return rx.sub(lambda m: _expand_lenient(m, repl), s)
-
-
-def _expand_lenient(m: re.Match[str], repl: str) -> str:
-    def group(g: re.Match[str]) -> str:
-        if g.group(0) == "$$":
-            return "$"
-        name = g.group(1) or g.group(2)
-        try:
-            val = m.group(int(name)) if name.isdigit() else m.group(name)
-        except (IndexError, error_type()):
-            return ""
-        return val or ""
-
-    return re.sub(r"\$\$|\$\{([A-Za-z0-9_]+)\}|\$([A-Za-z0-9_]+)", group, repl)
-
-
-def error_type() -> type[Exception]:
-    return re.error
+def _regex_replace_all(pattern: str, s: str, repl: str) -> str:
+    """Sprig's ``regexReplaceAll``: Go's ``ReplaceAllString`` (``$1``/``${name}`` expand, unknown -> "")."""
+    return regex.compile(pattern).replace_all(s, repl)
 
 
 def _trunc(c: Any, s: Any) -> str:
@@ -701,8 +667,8 @@ def _urldecode(s: Any) -> str:
     return urllib.parse.unquote_plus(text)
 
 
-def _count(regex: Any, s: Any) -> int:
-    return len(re.findall(go_regex(_to_str(regex)), _to_str(s)))
+def _count(pattern: Any, s: Any) -> int:
+    return regex.compile(_to_str(pattern)).count(_to_str(s))
 
 
 def _slice(item: Any, *idx: Any) -> Any:
@@ -755,8 +721,8 @@ _BASE: dict[str, Callable[..., Any]] = {
     "TrimSuffix": lambda s, p: _to_str(s).removesuffix(_to_str(p)),
     "TrimSpace": lambda s: _to_str(s).strip(" \t\n\r\v\f"),
     "regexReplaceAll": lambda r, s, repl: _regex_replace_all(_to_str(r), _to_str(s), _to_str(repl)),
-    "regexReplaceAllLiteral": lambda r, s, repl: re.sub(
-        go_regex(_to_str(r)), lambda _m: _to_str(repl), _to_str(s)
+    "regexReplaceAllLiteral": lambda r, s, repl: regex.compile(_to_str(r)).replace_all(
+        _to_str(s), _to_str(repl), literal=True
     ),
     "count": _count,
     "urldecode": _urldecode,

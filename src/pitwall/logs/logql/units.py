@@ -2,8 +2,8 @@
 
 Durations (``time.ParseDuration`` plus Prometheus' d/w/y units), humanized
 byte sizes (``go-humanize`` ``ParseBytes``), ``strconv.ParseFloat``-style
-numbers, Go string literals and RE2 regular expressions translated to
-Python's ``re`` dialect.
+numbers and Go string literals. (Regular expressions are RE2 itself, see
+``pitwall.core.regex``.)
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from decimal import Decimal
 __all__ = [
     "format_go_float",
     "format_sample_value",
-    "go_regex",
     "go_unquote",
     "parse_bytes",
     "parse_duration_ns",
@@ -244,29 +243,3 @@ def go_unquote(body: str, quote: str) -> str:
         else:
             raise ValueError("invalid syntax")
     return "".join(out)
-
-
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7F",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-
-
-def go_regex(pattern: str) -> str:
-    """Translate RE2 syntax Python's ``re`` lacks: ``(?<n>``, ``\\z``, ``[[:alpha:]]``."""
-    p = re.sub(r"\(\?<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P<\1>", pattern)
-    p = p.replace("\\z", "\\Z")
-    p = re.sub(r"\[:([a-z]+):\]", lambda m: _POSIX_CLASSES.get(m.group(1), m.group(0)), p)
-    return p
