@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
 import cramjam
@@ -112,6 +113,31 @@ async def test_too_many_samples_is_422_execution(loaded: httpx.AsyncClient) -> N
     assert r.status_code == 422
     assert r.json() == {"status": "error", "errorType": "execution",
                         "error": "query processing would load too many samples into memory in query execution"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("query", "max_samples"), [
+    # The security review's query, default limit: 2.6e9 inner steps, refused before any.
+    ("count_over_time(http_requests_total[30d:1ms])", None),
+    # 2.6M inner steps fit 3M; 2 series x 2.6M steps do not.
+    ("count_over_time(http_requests_total[30d:1s])", 3_000_000),
+])
+async def test_huge_subquery_is_refused_before_allocating(
+    loaded: httpx.AsyncClient, query: str, max_samples: int | None
+) -> None:
+    """The query is refused with Prometheus' error instead of growing memory to the
+    host's limit (it once reached 22.8 GB)."""
+    if max_samples is not None:
+        loaded.app.state.components.engine.max_samples = max_samples  # type: ignore[attr-defined]
+    tracemalloc.start()
+    try:
+        r = await loaded.get("/api/v1/query", params={"query": query, "time": (T0 + 600_000) / 1000})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert r.status_code == 422
+    assert r.json()["error"] == "query processing would load too many samples into memory in query execution"
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB"
 
 
 async def test_query_timeout_is_503_timeout(loaded: httpx.AsyncClient) -> None:

@@ -302,3 +302,27 @@ async def test_joined_row_ranges_drop_other_series_when_the_selection_is_contigu
     labels, ts, _vals, offsets = st.querier().select_flat([[Matcher.of("=", "__name__", "a")]], 0, 10**6)
     assert sorted(labels) == sorted(a) and len(ts) == 100 and offsets[-1] == 100
     await st.stop()
+
+
+async def test_reads_account_each_part_and_stop_when_told(tmp_path: Path) -> None:
+    """The samples limit is enforced as blocks are read, not after all of them are."""
+    st = _store(tmp_path, block_ms=1000)
+    await st.start()
+    for blk in range(4):
+        await st.append("default", SampleBatch.from_rows([(UP_A, blk * 1000 + t, 1.0) for t in range(0, 1000, 10)]))
+        await st.flush()
+    await st.append("default", SampleBatch.from_rows([(UP_A, 5000, 1.0)]))  # and one in the head
+    seen: list[int] = []
+
+    def account(n: int) -> None:
+        seen.append(n)
+        if sum(seen) > 150:
+            raise OverflowError
+
+    with pytest.raises(OverflowError):
+        st.querier().select_flat([[Matcher.of("=", "__name__", "up")]], 0, 10**6, account)
+    assert seen == [100, 100]
+    seen.clear()
+    _, ts, _, _ = st.querier().select_flat([[Matcher.of("=", "__name__", "up")]], 0, 10**6, seen.append)
+    assert seen == [100, 100, 100, 100, 1] and len(ts) == 401
+    await st.stop()

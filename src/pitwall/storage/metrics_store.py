@@ -25,7 +25,7 @@ import struct
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -662,11 +662,15 @@ class MetricStore:
         counts, t, v = self.read_columns(sids, start, end)
         return np.repeat(sids, counts), t, v
 
-    def read_columns(self, sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read_columns(
+        self, sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Samples of ``sids`` (unique, in any order) in [start, end], flat.
 
         Returns ``(counts, ts, values)``: series ``sids[i]`` owns the next
         ``counts[i]`` samples, in time order, series in the order of ``sids``.
+        ``account(n)`` is told of each block's and head chunk's ``n`` samples
+        as they are read, and may raise to stop the read (a samples limit).
         """
         k = len(sids)
         if not k:
@@ -679,12 +683,14 @@ class MetricStore:
                 chunks = list(self._chunks)
             blocks = [bl for b, bl in sorted(self._blocks.items()) if b <= end and b + self.block_ms > start]
             if blocks:
-                self._read_blocks(blocks, sids, start, end, parts)
+                self._read_blocks(blocks, sids, start, end, parts, account)
         finally:
             self.db.lock.release_read()
         for c in chunks:
             part = _gather_head(c, sids, start, end)
             if part is not None:
+                if account is not None:
+                    account(len(part[0]))
                 parts.append(part)
         rank = np.empty(len(self._labels) + 1, dtype=np.int64)
         rank[sids] = np.arange(k, dtype=np.int64)
@@ -697,6 +703,7 @@ class MetricStore:
         start: int,
         end: int,
         parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        account: Callable[[int], None] | None = None,
     ) -> None:
         """Append the block rows of ``sids`` in [start, end] to ``parts``, one per block.
 
@@ -735,6 +742,8 @@ class MetricStore:
                 m = want[s - lo]
                 if not m.all():
                     s, t, v = s[m], t[m], v[m]
+            if account is not None:
+                account(len(s))
             parts.append(_sorted_by_sid_ts(s, t, v, lo, hi, start, end))
 
     def labels_of(self, sid: int) -> Labels:
@@ -783,12 +792,17 @@ class TenantQuerier:
         ]
 
     def select_flat(
-        self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
+        self,
+        matcher_sets: Sequence[Sequence[Matcher]],
+        start_ms: int,
+        end_ms: int,
+        account: Callable[[int], None] | None = None,
     ) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
         """Series matching any of ``matcher_sets``, sorted by labels, with samples flat.
 
         Returns ``(labels, ts, values, offsets)``: series ``i`` owns
         ``ts[offsets[i]:offsets[i+1]]``. Series without samples are left out.
+        ``account`` is as for ``MetricStore.read_columns``.
         """
         st = self.store
         found = [st._candidate_sids(self.tenant, m, start_ms, end_ms) for m in matcher_sets]
@@ -798,7 +812,7 @@ class TenantQuerier:
         # Label sets are unique per tenant, so sorting (labels, sid) never compares sids.
         sid_list.sort(key=all_labels.__getitem__)
         ordered = np.array(sid_list, dtype=np.int64)
-        counts, t, v = st.read_columns(ordered, start_ms, end_ms)
+        counts, t, v = st.read_columns(ordered, start_ms, end_ms, account)
         keep = np.flatnonzero(counts)
         if len(keep) < len(counts):
             sid_list = ordered[keep].tolist()

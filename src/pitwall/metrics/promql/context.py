@@ -48,6 +48,16 @@ class EvalContext:
         if self.loaded > self.max_samples:
             raise TooManySamples()
 
+    def grid(self, series: int, steps: int) -> None:
+        """Check, before allocating, that a (series x steps) grid fits the samples limit.
+
+        The evaluator holds step results densely, so a grid costs its cells
+        whether or not each holds a point: this bounds memory for any query,
+        including subqueries with tiny steps over long ranges.
+        """
+        if series * steps > self.max_samples:
+            raise TooManySamples()
+
     def hold(self, n: int) -> None:
         """Check that ``n`` result points on top of what was loaded fit the limit."""
         if self.loaded + n > self.max_samples:

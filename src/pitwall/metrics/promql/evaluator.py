@@ -201,6 +201,7 @@ class Evaluator:
         mint = int(eff.min()) - lookback + 1
         maxt = int(eff.max())
         flat = fetch(self.ctx, sel, mint, maxt)
+        self.ctx.grid(len(flat.labels), eff.shape[0])
         return instant_from_flat(flat, eff, lookback, mint, maxt)
 
     def matrix_selector(self, node: MatrixSel, ts: np.ndarray) -> RangeSamples:
@@ -208,6 +209,7 @@ class Evaluator:
         mint = int(eff.min()) - node.range_ms + 1
         maxt = int(eff.max())
         flat = fetch(self.ctx, node.sel, mint, maxt)
+        self.ctx.grid(len(flat.labels), eff.shape[0])
         return range_from_flat(flat, eff, node.range_ms, mint, maxt)
 
     def subquery(self, node: Subquery, ts: np.ndarray) -> RangeSamples:
@@ -219,12 +221,15 @@ class Evaluator:
         if first <= lo:
             first += step
         maxt = int(eff.max())
+        # Refuse before allocating: `x[30d:1ms]` would be 2.6e9 inner steps.
+        self.ctx.grid(1, max(0, (maxt - first) // step + 1))
         inner_ts = np.arange(first, maxt + 1, step, dtype=np.int64)
         if inner_ts.shape[0] == 0:
             inner = empty_vector(0)
         else:
             inner = self.vector(node.expr, inner_ts)
         flat = step_vector_to_flat(inner, inner_ts)
+        self.ctx.grid(len(flat.labels), eff.shape[0])
         rs = range_from_flat(flat, eff, node.range_ms, lo, max(maxt, first), drop_stale=False)
         rs.drop_name = inner.drop_name
         return rs

@@ -10,7 +10,7 @@ is the number of samples at or before each step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -37,8 +37,14 @@ class FlatQuerier(Protocol):
     """A Querier that can hand over samples flat, without per-series objects."""
 
     def select_flat(
-        self, matcher_sets: Sequence[Sequence[Matcher]], start_ms: int, end_ms: int
-    ) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]: ...
+        self,
+        matcher_sets: Sequence[Sequence[Matcher]],
+        start_ms: int,
+        end_ms: int,
+        account: Callable[[int], None] | None = None,
+    ) -> tuple[list[Labels], np.ndarray, np.ndarray, np.ndarray]:
+        """``account(n)`` is called as each part of ``n`` samples is read; it may raise to stop."""
+        ...
 
 
 def fetch(ctx: EvalContext, sel: Selector, mint: int, maxt: int) -> Flat:
@@ -46,10 +52,9 @@ def fetch(ctx: EvalContext, sel: Selector, mint: int, maxt: int) -> Flat:
     groups: list[tuple[Matcher, ...]] = list(sel.or_matchers) if sel.or_matchers else [sel.matchers]
     q = ctx.querier
     if isinstance(q, FlatQuerier):
-        labels, ts, vals, offsets = q.select_flat([list(m) for m in groups], mint, maxt)
-        flat = Flat(labels, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False), offsets)
-        ctx.load(int(ts.shape[0]))
-        return flat
+        # The store accounts as it reads, so the samples limit stops a huge read midway.
+        labels, ts, vals, offsets = q.select_flat([list(m) for m in groups], mint, maxt, ctx.load)
+        return Flat(labels, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False), offsets)
     found: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}
     for matchers in groups:
         for s in q.select(list(matchers), mint, maxt):
