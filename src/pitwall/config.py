@@ -40,7 +40,7 @@ class _Section(BaseModel):
 
 
 class StorageSettings(_Section):
-    retention: DurationMs = Field(15 * 86_400_000, description="how long samples are kept, e.g. 15d")
+    retention: DurationMs = Field(15 * 86_400_000, description="how long samples are kept, e.g. 15d; 0 keeps them")
     block_duration: DurationMs = Field(2 * 3_600_000, gt=0)
     head_max_samples: int = Field(2_000_000, gt=0)
     head_max_age: DurationMs = Field(15 * 60_000, gt=0)

@@ -161,6 +161,9 @@ async def test_retention_drops_whole_blocks(tmp_path: Path) -> None:
     await st.push("default", [PushStream(A, [LogEntry(10 * S, "old"), LogEntry(3 * 3600 * S, "new")])])
     await st.flush()
     assert len(st.disk_blocks()) == 2
+    st.retention_ns = 0
+    assert await asyncio.to_thread(st.apply_retention, 10**6 * 3600 * S) == []
+    st.retention_ns = 3600 * S
     dropped = await asyncio.to_thread(st.apply_retention, 3 * 3600 * S + 10 * S)
     assert dropped == ["logs_entries_0"]
     assert _flat(st.querier().select([Matcher.of("=", "app", "a")], 0, 4 * 3600 * S)) == [(3 * 3600 * S, "new")]

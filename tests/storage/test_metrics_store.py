@@ -112,6 +112,9 @@ async def test_retention_drops_whole_blocks(tmp_path: Path) -> None:
     await st.start()
     await st.append("default", SampleBatch.from_rows([(UP_A, t, 1.0) for t in range(0, 40_000, 5000)]))
     await st.flush()
+    st.retention_ms = 0  # storage.retention: 0 keeps everything, as in the logs and traces stores
+    assert st.apply_retention(now_ms=10**12) == []
+    st.retention_ms = 20_000
     dropped = st.apply_retention(now_ms=45_000)
     assert len(dropped) == 2
     assert [t for t, _ in _select(st, "up")[UP_A]] == [20_000, 25_000, 30_000, 35_000]

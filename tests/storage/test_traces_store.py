@@ -92,6 +92,7 @@ async def test_replay_flush_restart_and_index_lookups(tmp_path: Path, monkeypatc
     assert sorted(st.traces("default", [tkey_of(ids[25])]).column("start_ns").to_pylist()) == [
         T0 + 6, T0 + 25 * HOUR // 10]
     assert st.services("default") == ["svc"] and st.span_names("default", "svc") == ["op"]
+    assert st.apply_retention(T0 + 10**6 * HOUR) == []  # retention 0 keeps everything
     st.retention_ns = 2 * HOUR
     dropped = st.apply_retention(T0 + 5 * HOUR)
     assert len(dropped) == 3 and st.block_count() == 1

@@ -45,6 +45,7 @@ from pitwall.logs.model import (
 )
 from pitwall.metrics.model import format_labels
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.retention import expired_blocks
 from pitwall.storage.series_index import SeriesIndex
 
 log = logging.getLogger(__name__)
@@ -557,13 +558,9 @@ class LogStore:
 
     def apply_retention(self, now_ns: int) -> list[str]:
         """Drop block tables wholly older than the retention window (0: keep everything)."""
-        if not self.retention_ns:
-            return []
-        cutoff = now_ns - self.retention_ns
         dropped = []
-        for block, table in sorted(self._blocks.items()):
-            if block + self.block_ns > cutoff:
-                continue
+        for block in expired_blocks(self._blocks, self.block_ns, self.retention_ns, now_ns):
+            table = self._blocks[block]
             self.db.lock.acquire_write()
             try:
                 self.db.cursor().execute(f"DROP TABLE IF EXISTS {table}")

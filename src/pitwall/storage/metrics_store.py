@@ -49,6 +49,7 @@ from pitwall.metrics.model import (
     format_labels,
 )
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
 from pitwall.storage.series_index import SeriesIndex
 
@@ -570,12 +571,10 @@ class MetricStore:
                 log.exception("metrics store maintenance failed")
 
     def apply_retention(self, now_ms: int) -> list[str]:
-        """Drop block tables wholly older than the retention window."""
-        cutoff = now_ms - self.retention_ms
+        """Drop block tables wholly older than the retention window (0: keep everything)."""
         dropped = []
-        for block, b in sorted(self._blocks.items()):
-            if block + self.block_ms > cutoff:
-                continue
+        for block in expired_blocks(self._blocks, self.block_ms, self.retention_ms, now_ms):
+            b = self._blocks[block]
             self.db.lock.acquire_write()
             try:
                 self.db.cursor().execute(f"DROP TABLE IF EXISTS {b.table}")

@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
 from pitwall.traces.model import COLUMNS, SPAN_SCHEMA, empty_table
 
@@ -405,14 +406,10 @@ class TraceStore:
                 log.exception("traces store maintenance failed")
 
     def apply_retention(self, now_ns: int) -> list[str]:
-        """Drop block tables wholly older than the retention window."""
-        if not self.retention_ns:
-            return []
-        cutoff = now_ns - self.retention_ns
+        """Drop block tables wholly older than the retention window (0: keep everything)."""
         dropped = []
-        for blk, b in sorted(self._blocks.items()):
-            if blk + self.block_ns > cutoff:
-                continue
+        for blk in expired_blocks(self._blocks, self.block_ns, self.retention_ns, now_ns):
+            b = self._blocks[blk]
             with self._compact_lock:
                 self.db.lock.acquire_write()
                 try:

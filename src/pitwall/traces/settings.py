@@ -32,7 +32,7 @@ class TracesSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    retention: DurationMs = Field(7 * 86_400_000, description="how long spans are kept, e.g. 7d")
+    retention: DurationMs = Field(7 * 86_400_000, description="how long spans are kept, e.g. 7d; 0 keeps them")
     block_duration: DurationMs = Field(2 * 3_600_000, gt=0)
     head_max_spans: int = Field(200_000, gt=0, description="spans kept in memory before a flush")
     head_max_age: DurationMs = Field(5 * 60_000, gt=0)
