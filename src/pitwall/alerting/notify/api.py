@@ -22,6 +22,7 @@ from pitwall.alerting.notify.alerts import StoredAlert, sort_alerts
 from pitwall.alerting.notify.matchers import Matcher, MatcherError, MatchType, parse_matchers
 from pitwall.alerting.notify.pipeline import NotificationPipeline
 from pitwall.alerting.notify.silences import Silence, filter_labels_match
+from pitwall.core import regex
 from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 
@@ -75,13 +76,13 @@ def _filters(request: Request) -> list[Matcher]:
     return out
 
 
-def _receiver_re(request: Request) -> re.Pattern[str] | None:
+def _receiver_re(request: Request) -> regex.Regex | None:
     v = request.query_params.get("receiver")
     if not v:
         return None
     try:
-        return re.compile(f"^(?:{v})$")
-    except re.error as e:
+        return regex.compile(v, anchored=True)
+    except regex.RegexError as e:
         raise BadData(f"failed to parse receiver param: {e}") from None
 
 
@@ -222,7 +223,7 @@ def router(get: Callable[[], NotificationPipeline]) -> APIRouter:
         for a in sorted(p.alerts.list(), key=lambda a: a.fingerprint):
             if not v.keep(a, now, filters, flags):
                 continue
-            if rre is not None and not any(rre.match(r.receiver) for r in p.rt.route.match(a.labels)):
+            if rre is not None and not any(rre.matches(r.receiver) for r in p.rt.route.match(a.labels)):
                 continue
             out.append(v.alert(a, now))
         return _json(out)
@@ -244,7 +245,7 @@ def router(get: Callable[[], NotificationPipeline]) -> APIRouter:
         filters, rre = _filters(request), _receiver_re(request)
         out = []
         for g in p.rt.dispatcher.snapshot():
-            if rre is not None and not rre.match(g.route.receiver):
+            if rre is not None and not rre.matches(g.route.receiver):
                 continue
             alerts = [a for a in g.alerts.values() if v.keep(a, now, filters, flags)]
             if not alerts:

@@ -4,7 +4,7 @@ The parser follows Alertmanager's classic rules (``pkg/labels/parse.go``):
 braces are optional, values may be quoted or bare, ``\\n``, ``\\"`` and
 ``\\\\`` are the only escapes, a comma inside quotes does not split. As in
 Alertmanager's UTF-8 mode, a label name may also be double-quoted
-(``{"service name"="api"}``). Regular expressions are fully anchored.
+(``{"service name"="api"}``). Regular expressions are RE2, fully anchored.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pitwall.core import regex
 from pitwall.core.gofmt import go_quote
 
 __all__ = [
@@ -50,17 +51,17 @@ class Matcher:
     name: str
     type: MatchType
     value: str
-    _re: re.Pattern[str] | None = field(default=None, compare=False, repr=False, hash=False)
+    _re: regex.Regex | None = field(default=None, compare=False, repr=False, hash=False)
 
     @classmethod
     def create(cls, name: str, type_: MatchType, value: str) -> Matcher:
-        """A matcher, compiling the regex now so a bad one fails at load."""
+        """A matcher, compiling the regex (RE2, ``^(?:value)$``) now so a bad one fails at load."""
         compiled = None
         if type_ in ("=~", "!~"):
             try:
-                compiled = re.compile(f"(?:{value})\\Z")
-            except re.error as e:
-                raise MatcherError(f"error parsing regexp: {e}: `{value}`") from None
+                compiled = regex.compile(value, anchored=True)
+            except regex.RegexError as e:
+                raise MatcherError(str(e)) from None
         return cls(name, type_, value, compiled)
 
     @property
@@ -78,7 +79,7 @@ class Matcher:
         if self.type == "!=":
             return value != self.value
         assert self._re is not None
-        hit = self._re.match(value) is not None
+        hit = self._re.matches(value)
         return hit if self.type == "=~" else not hit
 
     def __str__(self) -> str:

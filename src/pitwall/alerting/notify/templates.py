@@ -21,6 +21,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from pitwall.alerting.notify.alerts import StoredAlert
+from pitwall.core import regex
 from pitwall.core.errors import ConfigError
 from pitwall.core.gotemplate import Template, TemplateError
 
@@ -160,12 +161,7 @@ def build_data(receiver: str, group_labels: Mapping[str, str], alerts: Iterable[
 
 def _receiver_name(name: str) -> str:
     # Alertmanager passes the receiver name through Go's regexp.QuoteMeta.
-    return re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\1", name)
-
-
-def _go_repl(repl: str) -> str:
-    """Go's ``$1``/``${name}`` replacement syntax -> Python's ``\\g<...>``."""
-    return re.sub(r"\$(\{(\w+)\}|(\w+))", lambda m: f"\\g<{m.group(2) or m.group(3)}>", repl.replace("\\", "\\\\"))
+    return regex.escape(name)
 
 
 def _title(s: str) -> str:
@@ -182,9 +178,10 @@ FUNCS: dict[str, Any] = {
     "title": _title,
     "trimSpace": str.strip,
     "join": lambda sep, items: sep.join(items),
-    "match": lambda pattern, text: re.search(pattern, text) is not None,
+    # Go's regexp.MatchString and Regexp.ReplaceAllString, in RE2.
+    "match": lambda pattern, text: regex.compile(pattern).matches(text),
     "safeHtml": lambda text: text,
-    "reReplaceAll": lambda pattern, repl, text: re.sub(pattern, _go_repl(repl), text),
+    "reReplaceAll": lambda pattern, repl, text: regex.compile(pattern).replace_all(text, repl),
     "stringSlice": lambda *items: list(items),
     "date": lambda layout, t: t.Format(layout),
     "tz": _tz,

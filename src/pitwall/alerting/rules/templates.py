@@ -11,11 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote_plus, urlparse
 
+from pitwall.core import regex
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.gofmt import format_float, go_sprintf, go_type_name
 from pitwall.core.gotemplate import Template, TemplateError, ZeroMap
@@ -216,37 +216,18 @@ def title(s: str) -> str:
     return "".join(out)
 
 
-_GO_REPL = re.compile(r"\$(?:\$|\{(\w+)\}|(\w+))")
-
-
 def re_replace_all(pattern: str, repl: str, text: str) -> str:
-    """Go's ``Regexp.ReplaceAllString``: ``$1``/``${name}`` expand; unknown groups are empty."""
-    rx = _compile(pattern)
-
-    def expand(m: re.Match[str]) -> str:
-        def sub(r: re.Match[str]) -> str:
-            if r.group(0) == "$$":
-                return "$"
-            name = r.group(1) or r.group(2)
-            try:
-                key: int | str = int(name) if name.isdigit() else name
-                return m.group(key) or ""
-            except IndexError:
-                return ""
-        return _GO_REPL.sub(sub, repl)
-
-    return rx.sub(expand, text)
+    """Go's ``Regexp.ReplaceAllString`` (RE2): ``$1``/``${name}`` expand; unknown groups are empty."""
+    return _compile(pattern).replace_all(text, repl)
 
 
-def _compile(pattern: str) -> re.Pattern[str]:
-    try:
-        return re.compile(pattern)
-    except re.error as e:
-        raise ValueError(f"error parsing regexp: {e}: `{pattern}`") from None
+def _compile(pattern: str) -> regex.Regex:
+    return regex.compile(pattern)  # RegexError: a ValueError with Go's "error parsing regexp: ..."
 
 
 def match(pattern: str, text: str) -> bool:
-    return _compile(pattern).search(text) is not None
+    """Go's ``regexp.MatchString``."""
+    return _compile(pattern).matches(text)
 
 
 def graph_link(expr: str) -> str:
