@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import httpx
 import pytest
 
 from pitwall.logs.logql.engine import LogQLEngine
+from pitwall.logs.logql.errors import LogQLTimeout
+from pitwall.logs.memory import InMemoryLogQuerier
+from pitwall.logs.model import LogBatch
 from tests.logs.conftest import now_ns, push_body
 
 EVIL = "a" * 40 + "!"
@@ -88,3 +92,27 @@ async def test_healthy_answers_while_a_query_runs(client: httpx.AsyncClient, mon
     finally:
         release.set()
     assert (await query).status_code == 200
+
+
+class _SlowStore(InMemoryLogQuerier):
+    """A store that starts filtering lines only after the query's deadline has passed."""
+
+    stopped = False
+
+    def scan(self, *args: Any, **kwargs: Any) -> LogBatch:
+        time.sleep(0.3)
+        try:
+            return super().scan(*args, **kwargs)  # a regex filter over many lines checks the deadline
+        except LogQLTimeout:
+            self.stopped = True
+            raise
+
+
+def test_line_filtering_in_storage_stops_at_the_query_timeout() -> None:
+    q = _SlowStore()
+    q.append_columns((("job", "x"),), list(range(1, 1001)), [EVIL] * 1000)
+    expr = 'sum(count_over_time({job="x"} |~ "(a+)+b" [1h]))'
+    assert LogQLEngine(timeout_s=60).query_instant(q, expr, 10**9).to_loki_data()["result"] == []
+    with pytest.raises(LogQLTimeout):
+        LogQLEngine(timeout_s=0.1).query_instant(q, expr, 10**9)
+    assert q.stopped

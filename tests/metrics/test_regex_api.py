@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 import pytest
 
+from pitwall.metrics.memory import MemoryQuerier
+from pitwall.metrics.model import Matcher, SeriesSamples
 from pitwall.metrics.promql.engine import Engine
+from pitwall.metrics.promql.errors import QueryTimeout
 from tests.metrics.test_api import T0, _write_body
 
 EVIL = "a" * 40 + "!"
@@ -94,3 +99,28 @@ async def test_healthy_answers_while_a_query_runs(client: httpx.AsyncClient, mon
     finally:
         release.set()
     assert _data(await query) == {"resultType": "scalar", "result": [4, "2"]}
+
+
+class _SlowIndex(MemoryQuerier):
+    """A store whose label matching starts only after the query's deadline has passed."""
+
+    stopped = False
+
+    def select(self, matchers: Sequence[Matcher], start_ms: int, end_ms: int) -> list[SeriesSamples]:
+        time.sleep(0.3)
+        try:
+            for m in matchers:
+                m.matches_many([EVIL] * 1000)  # a regex over many values checks the deadline between chunks
+        except QueryTimeout:
+            self.stopped = True
+            raise
+        return super().select(matchers, start_ms, end_ms)
+
+
+def test_label_matching_in_storage_stops_at_the_query_timeout() -> None:
+    q = _SlowIndex()
+    q.add((("__name__", "redos_metric"), ("v", EVIL)), 0, 1.0)
+    assert Engine(timeout_s=60).instant(q, 'redos_metric{v=~"(a+)+b"}', 0).series == []
+    with pytest.raises(QueryTimeout):
+        Engine(timeout_s=0.1).instant(q, 'redos_metric{v=~"(a+)+b"}', 0)
+    assert q.stopped
