@@ -206,3 +206,32 @@ async def test_no_alertmanager_config_still_serves_api(client: httpx.AsyncClient
     r = await client.post("/api/v2/alerts", json=[{"labels": {"alertname": "x"}}])
     assert r.status_code == 200
     assert (await client.get("/api/v2/receivers")).json() == [{"name": "default"}]
+
+
+async def test_stop_awaits_deliveries_in_flight(am_app: Any) -> None:
+    """A delivery hanging on a silent receiver is cancelled and awaited on stop: no task
+    of the pipeline outlives it (deliveries were once started with no reference)."""
+    accepted = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        try:
+            await reader.read()  # never answers; ends when the client hangs up
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with am_app(webhook_config(f"http://127.0.0.1:{port}/hook", group_wait="50ms")) as c:
+            r = await c.post("/api/v2/alerts", json=[{"labels": {"alertname": "Hang"}}])
+            assert r.status_code == 200
+            await asyncio.wait_for(accepted.wait(), 10)
+            pipeline = c.app.state.components.notifications.pipeline  # type: ignore[attr-defined]
+            assert pipeline.tasks.running >= 3  # the two loops and the delivery
+        assert pipeline.tasks.running == 0
+        assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("notifications/")]
+        assert pipeline.tasks.healthy
+    finally:
+        server.close()
+        await server.wait_closed()

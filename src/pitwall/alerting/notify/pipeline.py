@@ -38,6 +38,7 @@ from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.notify.silences import Silences
 from pitwall.alerting.notify.templates import Templates
 from pitwall.alerting.notify.timeintervals import any_contains
+from pitwall.core.tasks import Supervisor
 from pitwall.storage.state import PendingRow, StateStore
 
 __all__ = ["DEFAULT_CONFIG", "AlertStatus", "NotificationPipeline"]
@@ -112,7 +113,7 @@ class NotificationPipeline:
         self._queue: list[tuple[float, int]] = []  # (due unix time, pending id)
         self._inflight: set[int] = set()
         self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.tasks = Supervisor("notifications")
         self._sem = asyncio.Semaphore(settings.send_concurrency)
         self.delivered = 0
         self.failed = 0
@@ -153,18 +154,12 @@ class NotificationPipeline:
         for row in self.state.list_pending():
             heapq.heappush(self._queue, (row.next_attempt, row.id))
         await self.rt.dispatcher.start()
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._deliver_loop(), name="notify-delivery"),
-                       loop.create_task(self._gc_loop(), name="notify-gc")]
+        self.tasks.spawn(self._deliver_loop(), name="delivery")
+        self.tasks.spawn(self._gc_loop(), name="gc")
 
     async def stop(self) -> None:
         await self.rt.dispatcher.stop()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks = []
+        await self.tasks.stop()  # the loops and every delivery in flight
         await self._close_integrations(self.rt)
 
     @staticmethod
@@ -281,7 +276,7 @@ class NotificationPipeline:
                 _, id_ = heapq.heappop(self._queue)
                 if id_ not in self._inflight:
                     self._inflight.add(id_)
-                    asyncio.get_running_loop().create_task(self._deliver(id_))
+                    self.tasks.spawn(self._deliver(id_), name=f"deliver-{id_}", loop=False)
             timeout = self._queue[0][0] - now if self._queue else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
