@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pitwall.core.errors import BadData, Overloaded
+from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
 from pitwall.logs.model import (
@@ -196,7 +197,7 @@ class LogStore:
         self._flushed_sids = 0
         self._blocks: dict[int, str] = {}
         self._flush_task: asyncio.Task[None] | None = None
-        self._maint_task: asyncio.Task[None] | None = None
+        self.tasks = Supervisor("logs-store")
         self._listeners: list[Callable[[str, list[Labels], pa.RecordBatch], None]] = []
         self.entries_appended = 0
         self.bytes_appended = 0
@@ -206,11 +207,10 @@ class LogStore:
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
         self.wal.open_for_append()
-        self._maint_task = asyncio.create_task(self._maintenance_loop())
+        self.tasks.spawn(self._maintenance_loop(), name="maintenance")
 
     async def stop(self) -> None:
-        if self._maint_task is not None:
-            self._maint_task.cancel()
+        await self.tasks.stop()
         if self._flush_task is not None:
             await self._flush_task
         await self.flush()

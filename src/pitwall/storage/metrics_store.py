@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.metrics.errors import (
     DuplicateSample,
@@ -150,7 +151,7 @@ class MetricStore:
         self._compact_lock = threading.Lock()
         self._closing = False
         self._flush_task: asyncio.Task[None] | None = None
-        self._maint_task: asyncio.Task[None] | None = None
+        self.tasks = Supervisor("metrics-store")
         self.samples_appended = 0
 
     # -- lifecycle -----------------------------------------------------------
@@ -158,12 +159,11 @@ class MetricStore:
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
         self.wal.open_for_append()
-        self._maint_task = asyncio.create_task(self._maintenance_loop())
+        self.tasks.spawn(self._maintenance_loop(), name="maintenance")
 
     async def stop(self) -> None:
         self._closing = True
-        if self._maint_task is not None:
-            self._maint_task.cancel()
+        await self.tasks.stop()
         # A compaction running in its thread finishes its block first.
         await asyncio.to_thread(self._compact_lock.acquire)
         self._compact_lock.release()

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
@@ -175,7 +176,7 @@ class TraceStore:
         self._prev_counts: dict[tuple[str, int], int] = {}
         self._catalog: dict[str, dict[str, _Service]] = {}
         self._flush_task: asyncio.Task[None] | None = None
-        self._maint_task: asyncio.Task[None] | None = None
+        self.tasks = Supervisor("traces-store")
         self.spans_appended = 0
         self.derived: Derived | None = None
 
@@ -184,13 +185,10 @@ class TraceStore:
     async def start(self) -> None:
         await asyncio.to_thread(self._open)
         self.wal.open_for_append()
-        self._maint_task = asyncio.create_task(self._maintenance_loop())
+        self.tasks.spawn(self._maintenance_loop(), name="maintenance")
 
     async def stop(self) -> None:
-        if self._maint_task is not None:
-            self._maint_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maint_task
+        await self.tasks.stop()
         if self._flush_task is not None:
             await self._flush_task
         await self.flush()

@@ -21,7 +21,6 @@ metrics, and the counters carry on without a reset.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from pitwall.core.tasks import Supervisor
 from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, SampleBatch
 from pitwall.metrics.store import Appender
 from pitwall.traces.model import KIND_NAMES, STATUS_NAMES
@@ -74,17 +74,14 @@ class SpanMetrics:
         self.flush_interval_s = flush_interval_s
         self.max_series = max_series
         self._tenants: dict[str, _TenantState] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.tasks = Supervisor("spanmetrics")
         self._last_ts = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
+        self.tasks.spawn(self._loop(), name="flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self.tasks.stop()
         await self.flush()
 
     async def _loop(self) -> None:
