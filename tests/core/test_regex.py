@@ -120,7 +120,8 @@ def test_compiled_patterns_are_cached() -> None:
     assert rx.compile("x+y") is not rx.compile("x+y", anchored=True)
 
 
-def test_submatches_are_gos_find_string_submatch() -> None:
+def test_extractor_is_gos_find_string_submatch() -> None:
     r = rx.compile("(?P<k>é+)(x)?=(\\d*)")
-    assert r.submatches("aéé=12") == ["éé=12", "éé", "", "12"]
-    assert r.submatches("nothing") is None
+    assert r.extractor(range(4))("aéé=12") == ["éé=12", "éé", "", "12"]
+    assert r.extractor([3, 1])("aéé=12") == ["12", "éé"]
+    assert r.extractor([1])("nothing") is None

@@ -330,16 +330,28 @@ class Regex:
             return None
         return Match(self, data, spans)
 
-    def submatches(self, text: str) -> list[str] | None:
-        """Go's ``FindStringSubmatch``: every group's text ("" when unset), or None without a match.
+    def extractor(self, groups: Sequence[int]) -> Callable[[str], list[str] | None]:
+        """``text ->`` the texts of ``groups`` ("" when unset) in the first match, or None without one.
 
-        The per-line path of ``| regexp``: no ``Match`` object, one decode per group.
+        Go's ``FindStringSubmatch`` cut to the groups asked for: the per-line
+        path of ``| regexp``, with no ``Match`` object and one decode per group.
         """
-        data = _enc(text)
-        spans = self._re.Match(_ANCHOR_BOTH if self.anchored else _UNANCHORED, data, 0, len(data))
-        if spans[0][0] < 0:
-            return None
-        return [_dec(data[s:e]) if s >= 0 else "" for s, e in spans]
+        match = self._re.Match
+        anchor = _ANCHOR_BOTH if self.anchored else _UNANCHORED
+        wanted = tuple(groups)
+
+        def run(text: str) -> list[str] | None:
+            data = text.encode("utf-8", "surrogatepass")
+            spans = match(anchor, data, 0, len(data))
+            if spans[0][0] < 0:
+                return None
+            out = []
+            for i in wanted:
+                s, e = spans[i]
+                out.append(data[s:e].decode("utf-8", "surrogatepass") if s >= 0 else "")
+            return out
+
+        return run
 
     def _all(self, data: bytes) -> list[list[tuple[int, int]]]:
         """Go's ``allMatches``: successive non-overlapping matches, no empty one right after a match."""

@@ -548,16 +548,16 @@ def _logfmt_stage(stage: ast.LogfmtParser) -> StageFn:
 
 def _regexp_stage(stage: ast.RegexpParser) -> StageFn:
     rx = regex.compile(stage.pattern)
-    names = [(idx, _sanitize_key(name)) for name, idx in rx.groupindex.items()]
-
-    submatches = rx.submatches
+    named = sorted(rx.groupindex.items(), key=lambda kv: kv[1])
+    names = [_sanitize_key(name) for name, _ in named]
+    extract = rx.extractor([idx for _, idx in named])
 
     def run(ts: int, line: str, labels: dict[str, str], base: frozenset[str]) -> str | None:
-        groups = submatches(line)
-        if groups is None:
+        values = extract(line)
+        if values is None:
             return line
-        for idx, name in names:
-            _set_parsed(labels, base, name, groups[idx])
+        for name, value in zip(names, values, strict=True):
+            _set_parsed(labels, base, name, value)
         return line
 
     return run
