@@ -6,35 +6,27 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pitwall.alerting.notify.matchers import MatcherError, parse_matchers
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.core.durations import parse_duration_ms
 
-ServerOpt = Annotated[str, typer.Option("--server", envvar="PITWALL_URL", help="Server base URL.")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="PITWALL_TOKEN", help="Bearer token.")]
 OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
 
 silence_app = typer.Typer(help="Add, query and expire silences.", no_args_is_help=True)
 
 
 def _call(server: str, token: str | None, method: str, path: str, **kw: Any) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = httpx.request(method, server.rstrip("/") + "/api/v2" + path, headers=headers, timeout=30, **kw)
-    except httpx.HTTPError as e:
-        typer.echo(f"pitwall: cannot reach {server}: {e}", err=True)
-        raise typer.Exit(1) from None
+    resp = call("pitwall", method, server, "/api/v2" + path, token=token, timeout=30, **kw)
     if resp.status_code >= 400:
         try:
             msg = resp.json()
         except ValueError:
             msg = resp.text.strip()
-        typer.echo(f"pitwall: HTTP {resp.status_code}: {msg}", err=True)
-        raise typer.Exit(1)
+        fail("pitwall", f"HTTP {resp.status_code}: {msg}")
     return resp.json() if resp.content else None
 
 
@@ -43,8 +35,7 @@ def _check_filters(filters: list[str]) -> None:
         try:
             parse_matchers(f)
         except MatcherError as e:
-            typer.echo(f"pitwall: {e}", err=True)
-            raise typer.Exit(2) from None
+            fail("pitwall", str(e), 2)
 
 
 def _labels(d: dict[str, str]) -> str:
@@ -57,7 +48,7 @@ def alerts(
     inhibited: Annotated[bool, typer.Option("--inhibited", help="Include inhibited alerts.")] = False,
     receiver: Annotated[str, typer.Option(help="Only alerts routed to receivers matching this regex.")] = "",
     output: OutputOpt = "table",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """List the alerts pitwall (or an Alertmanager) holds."""
@@ -89,7 +80,7 @@ def silence_add(
     author: Annotated[str, typer.Option("--author", "-a", envvar="USER", help="Who.")] = "pitwall",
     duration: Annotated[str, typer.Option("--duration", "-d", help="How long, e.g. 2h.")] = "1h",
     start: Annotated[str, typer.Option(help="RFC 3339 start (default now).")] = "",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """Silence alerts matching all MATCHERS; prints the new silence id."""
@@ -109,7 +100,7 @@ def silence_query(
     filters: Annotated[list[str] | None, typer.Argument(help="Matchers the silences must carry.")] = None,
     expired: Annotated[bool, typer.Option("--expired", help="Show expired silences instead of current ones.")] = False,
     output: OutputOpt = "table",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """List silences (active and pending, or expired with --expired)."""
@@ -133,7 +124,7 @@ def silence_query(
 @silence_app.command("expire")
 def silence_expire(
     ids: Annotated[list[str], typer.Argument(help="Silence ids.")],
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """Expire silences now."""

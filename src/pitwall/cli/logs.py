@@ -12,23 +12,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-import httpx
 import typer
 from rich.console import Console
 
-from pitwall.cli.query import ServerOpt, TokenOpt, parse_when, render_table
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TenantOpt, TokenOpt, call, fail, headers
+from pitwall.cli.query import parse_when, render_table
 
 app = typer.Typer(help="Query and tail logs (LogQL, Loki API).", no_args_is_help=True)
-TenantOpt = Annotated[str | None, typer.Option("--tenant", envvar="PITWALL_TENANT", help="X-Scope-OrgID.")]
-
-
-def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
-    h = {}
-    if token:
-        h["Authorization"] = f"Bearer {token}"
-    if tenant:
-        h["X-Scope-OrgID"] = tenant
-    return h
 
 
 def _fmt_labels(labels: dict[str, str]) -> str:
@@ -55,7 +45,7 @@ def query(
     step: Annotated[str | None, typer.Option(help="Metric query step, e.g. 1m.")] = None,
     instant: Annotated[bool, typer.Option("--instant", help="Instant query at --until.")] = False,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     tenant: TenantOpt = None,
 ) -> None:
@@ -69,14 +59,9 @@ def query(
         if step:
             params["step"] = step
         path = "/loki/api/v1/query_range"
-    try:
-        resp = httpx.get(server.rstrip("/") + path, params=params, headers=_headers(token, tenant), timeout=130)
-    except httpx.HTTPError as e:
-        typer.echo(f"pitwall logs: cannot reach {server}: {e}", err=True)
-        raise typer.Exit(1) from None
+    resp = call("pitwall logs", "GET", server, path, token=token, tenant=tenant, timeout=130, params=params)
     if resp.status_code != 200:
-        typer.echo(f"pitwall logs: HTTP {resp.status_code}: {resp.text.strip()}", err=True)
-        raise typer.Exit(1)
+        fail("pitwall logs", f"HTTP {resp.status_code}: {resp.text.strip()}")
     data = resp.json()["data"]
     if output == "json":
         typer.echo(json.dumps(data, indent=2))
@@ -92,7 +77,7 @@ def tail(
     expr: Annotated[str, typer.Argument(help="Log query: a selector, optionally with a pipeline.")],
     since: Annotated[str, typer.Option(help="Show entries since, e.g. -5m.")] = "-1h",
     limit: Annotated[int, typer.Option(help="Most lines of history to show first.")] = 100,
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     tenant: TenantOpt = None,
     max_messages: Annotated[int, typer.Option(hidden=True, help="Stop after this many messages (tests).")] = 0,
@@ -106,7 +91,7 @@ def tail(
     url = server.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1)
     n = 0
     try:
-        with connect(f"{url}/loki/api/v1/tail?{qs}", additional_headers=_headers(token, tenant),
+        with connect(f"{url}/loki/api/v1/tail?{qs}", additional_headers=headers(token, tenant),
                      open_timeout=10) as ws:
             for raw in ws:
                 msg = json.loads(raw)
@@ -120,11 +105,9 @@ def tail(
     except ConnectionClosed as e:
         reason = e.rcvd.reason if e.rcvd is not None else str(e)
         if reason:
-            typer.echo(f"pitwall logs tail: {reason}", err=True)
-            raise typer.Exit(1) from None
+            fail("pitwall logs tail", reason)
     except (OSError, TimeoutError) as e:
-        typer.echo(f"pitwall logs tail: cannot reach {server}: {e}", err=True)
-        raise typer.Exit(1) from None
+        fail("pitwall logs tail", f"cannot reach {server}: {e}")
     except KeyboardInterrupt:
         return
 

@@ -7,15 +7,12 @@ import time
 from datetime import datetime
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.core.durations import parse_duration_ms
-
-ServerOpt = Annotated[str, typer.Option("--server", envvar="PITWALL_URL", help="Server base URL.")]
-TokenOpt = Annotated[str | None, typer.Option("--token", envvar="PITWALL_TOKEN", help="Bearer token.")]
 
 
 def parse_when(text: str, now: float | None = None) -> float:
@@ -65,10 +62,9 @@ def query(
     end: Annotated[str, typer.Option(help="Range end / instant time.")] = "now",
     step: Annotated[str, typer.Option(help="Range step, e.g. 15s.")] = "15s",
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     if range_:
         params = {"query": expr, "start": str(parse_when(start)), "end": str(parse_when(end)),
                   "step": str(parse_duration_ms(step) / 1000)}
@@ -76,19 +72,13 @@ def query(
     else:
         params = {"query": expr, "time": str(parse_when(end))}
         path = "/api/v1/query"
-    try:
-        resp = httpx.post(server.rstrip("/") + path, data=params, headers=headers, timeout=130)
-    except httpx.HTTPError as e:
-        typer.echo(f"pitwall query: cannot reach {server}: {e}", err=True)
-        raise typer.Exit(1) from None
+    resp = call("pitwall query", "POST", server, path, token=token, timeout=130, data=params)
     try:
         body = resp.json()
     except ValueError:
-        typer.echo(f"pitwall query: HTTP {resp.status_code}: {resp.text.strip()}", err=True)
-        raise typer.Exit(1) from None
+        fail("pitwall query", f"HTTP {resp.status_code}: {resp.text.strip()}")
     if body.get("status") != "success":
-        typer.echo(f"pitwall query: {body.get('errorType')}: {body.get('error')}", err=True)
-        raise typer.Exit(1)
+        fail("pitwall query", f"{body.get('errorType')}: {body.get('error')}")
     if output == "json":
         typer.echo(json.dumps(body["data"], indent=2))
         return

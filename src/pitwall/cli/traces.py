@@ -6,12 +6,12 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pitwall.cli.query import ServerOpt, TokenOpt, parse_when
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli.query import parse_when
 
 app = typer.Typer(help="Search traces and show one as a waterfall.", no_args_is_help=True)
 
@@ -19,20 +19,14 @@ _WIDTH = 40
 
 
 def _get(server: str, path: str, params: Any, token: str | None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        resp = httpx.get(server.rstrip("/") + path, params=params, headers=headers, timeout=60)
-    except httpx.HTTPError as e:
-        typer.echo(f"pitwall traces: cannot reach {server}: {e}", err=True)
-        raise typer.Exit(1) from None
+    resp = call("pitwall traces", "GET", server, path, token=token, params=params)
     try:
         body = resp.json()
     except ValueError:
         body = None
     if resp.status_code != 200:
         msg = body["error"]["message"] if isinstance(body, dict) and "error" in body else resp.text.strip()
-        typer.echo(f"pitwall traces: HTTP {resp.status_code}: {msg}", err=True)
-        raise typer.Exit(1)
+        fail("pitwall traces", f"HTTP {resp.status_code}: {msg}")
     return body
 
 
@@ -48,7 +42,7 @@ def search(
     end: Annotated[str, typer.Option(help="Range end.")] = "now",
     limit: Annotated[int, typer.Option(help="Most traces to list.")] = 20,
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """List traces with a span matching every filter, newest first."""
@@ -113,7 +107,7 @@ def waterfall(doc: dict[str, Any], width: int = _WIDTH) -> list[str]:
 def get(
     trace_id: Annotated[str, typer.Argument(help="Trace id, 16 or 32 hex characters.")],
     output: Annotated[str, typer.Option("--output", "-o", help="waterfall or json (OTLP).")] = "waterfall",
-    server: ServerOpt = "http://127.0.0.1:9900",
+    server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """Print one trace as a text waterfall (or its OTLP JSON)."""
