@@ -21,18 +21,16 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import ConfigError
+from pitwall.core.httpconfig import HTTPClientConfig, http_config_problems
 from pitwall.metrics.relabel import RelabelConfig
 
 __all__ = [
     "DEFAULT_SCRAPE_PROTOCOLS",
     "SCRAPE_PROTOCOL_HEADERS",
-    "Authorization",
-    "BasicAuth",
     "FileSDConfig",
     "GlobalScrapeDefaults",
     "ScrapeConfig",
     "StaticConfig",
-    "TLSConfig",
     "parse_scrape_configs",
     "parse_size",
 ]
@@ -146,32 +144,6 @@ class FileSDConfig(_Strict):
         return v
 
 
-class BasicAuth(_Strict):
-    username: str = ""
-    username_file: str | None = None
-    password: str = ""
-    password_file: str | None = None
-
-
-class Authorization(_Strict):
-    type: str = "Bearer"
-    credentials: str | None = None
-    credentials_file: str | None = None
-
-
-class TLSConfig(_Strict):
-    ca_file: str | None = None
-    ca: str | None = None
-    cert_file: str | None = None
-    cert: str | None = None
-    key_file: str | None = None
-    key: str | None = None
-    server_name: str | None = None
-    insecure_skip_verify: bool = False
-    min_version: str | None = None
-    max_version: str | None = None
-
-
 class GlobalScrapeDefaults(_Strict):
     """The scrape-related part of Prometheus' ``global`` section (other keys accepted, unused)."""
 
@@ -206,8 +178,11 @@ class GlobalScrapeDefaults(_Strict):
         return min(DEFAULT_SCRAPE_TIMEOUT_MS, self.interval_ms())
 
 
-class ScrapeConfig(_Strict):
-    """One ``scrape_configs`` entry. After ``parse_scrape_configs`` interval/timeout are set."""
+class ScrapeConfig(HTTPClientConfig):
+    """One ``scrape_configs`` entry. After ``parse_scrape_configs`` interval/timeout are set.
+
+    The HTTP client keys (auth, TLS, proxy) are inline, as in Prometheus.
+    """
 
     job_name: str
     honor_labels: bool = False
@@ -234,18 +209,6 @@ class ScrapeConfig(_Strict):
     file_sd_configs: list[FileSDConfig] = Field(default_factory=list)
     relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
-    # HTTP client settings (Prometheus' common HTTPClientConfig).
-    basic_auth: BasicAuth | None = None
-    authorization: Authorization | None = None
-    bearer_token: str | None = None
-    bearer_token_file: str | None = None
-    tls_config: TLSConfig = Field(default_factory=TLSConfig)
-    proxy_url: str | None = None
-    no_proxy: str | None = None
-    proxy_from_environment: bool = False
-    follow_redirects: bool = True
-    enable_http2: bool = True  # accepted; pitwall scrapes over HTTP/1.1
-    http_headers: dict[str, Any] | None = None
     # Native-histogram knobs: accepted so real configs load; pitwall scrapes classic text formats.
     scrape_classic_histograms: bool = False
     always_scrape_classic_histograms: bool = False
@@ -350,33 +313,6 @@ def _resolve(cfg: ScrapeConfig, g: GlobalScrapeDefaults) -> ScrapeConfig:
     return cfg.model_copy(update=upd)
 
 
-def _http_checks(cfg: ScrapeConfig) -> list[tuple[str, str]]:
-    """Prometheus' HTTPClientConfig.Validate, as (key, message) pairs."""
-    errs: list[tuple[str, str]] = []
-    if cfg.bearer_token and cfg.bearer_token_file:
-        errs.append(("bearer_token", "at most one of bearer_token & bearer_token_file must be configured"))
-    has_bearer = bool(cfg.bearer_token or cfg.bearer_token_file)
-    if cfg.basic_auth is not None and has_bearer:
-        errs.append(("basic_auth", "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured"))
-    if cfg.authorization is not None:
-        if has_bearer:
-            errs.append(("authorization", "authorization is not compatible with bearer_token & bearer_token_file"))
-        if cfg.basic_auth is not None:
-            errs.append(("authorization", "at most one of basic_auth, oauth2 & authorization must be configured"))
-        a = cfg.authorization
-        if a.credentials and a.credentials_file:
-            errs.append(("authorization", "at most one of authorization credentials & credentials_file must be configured"))
-        if a.type.lower() == "basic":
-            errs.append(("authorization.type", 'authorization type cannot be set to "basic", use "basic_auth" instead'))
-    b = cfg.basic_auth
-    if b is not None:
-        if b.username and b.username_file:
-            errs.append(("basic_auth", "at most one of basic_auth username & username_file must be configured"))
-        if b.password and b.password_file:
-            errs.append(("basic_auth", "at most one of basic_auth password & password_file must be configured"))
-    return errs
-
-
 def parse_scrape_configs(
     raw: Sequence[Mapping[str, Any]],
     global_defaults: GlobalScrapeDefaults | Mapping[str, Any] | None = None,
@@ -420,7 +356,7 @@ def _cross_checks(prefix: str, cfg: ScrapeConfig, seen: dict[str, int], i: int) 
         )
     if cfg.interval_ms == 0:
         problems.append(f"{prefix}.scrape_interval: scrape interval cannot be 0")
-    for key, msg in _http_checks(cfg):
+    for key, msg in http_config_problems(cfg):
         problems.append(f"{prefix}.{key}: {msg}")
     if cfg.name_scheme == "legacy":
         for key in ("relabel_configs", "metric_relabel_configs"):

@@ -36,13 +36,14 @@ from pitwall.alerting.notify.matchers import Matcher, MatcherError, is_valid_lab
 from pitwall.alerting.notify.timeintervals import NamedTimeInterval
 from pitwall.core.durations import DurationMs, format_duration_ms
 from pitwall.core.errors import ConfigError
+from pitwall.core.httpconfig import HTTPClientConfig, TLSConfig, http_config_problems
 
 __all__ = [
     "SUPPORTED_INTEGRATIONS",
     "UNSUPPORTED_INTEGRATIONS",
     "AlertmanagerConfig",
     "EmailConfig",
-    "HTTPClientConfig",
+    "HTTPConfig",
     "InhibitRuleConfig",
     "LoadedConfig",
     "PagerdutyConfig",
@@ -98,56 +99,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-class BasicAuth(_Strict):
-    username: str = ""
-    password: str | None = None
-    password_file: str | None = None
-
-
-class Authorization(_Strict):
-    type: str = "Bearer"
-    credentials: str | None = None
-    credentials_file: str | None = None
-
-
-class TLSConfig(_Strict):
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    server_name: str | None = None
-    insecure_skip_verify: bool = False
-    min_version: str | None = None
-    max_version: str | None = None
-
-
-class HTTPClientConfig(_Strict):
-    """The subset of Prometheus' common ``http_config`` that pitwall's client honours."""
-
-    basic_auth: BasicAuth | None = None
-    authorization: Authorization | None = None
-    bearer_token: str | None = None
-    bearer_token_file: str | None = None
-    tls_config: TLSConfig | None = None
-    proxy_url: URL | None = None
-    follow_redirects: bool = True
-    enable_http2: bool = True
+class HTTPConfig(HTTPClientConfig):
+    """Prometheus' common ``http_config``, validated as Alertmanager validates it."""
 
     @model_validator(mode="after")
-    def _one_auth(self) -> HTTPClientConfig:
-        n = sum(x is not None for x in (self.basic_auth, self.authorization, self.bearer_token,
-                                        self.bearer_token_file))
-        if n > 1:
-            raise ValueError("at most one of basic_auth, authorization, bearer_token & bearer_token_file "
-                             "must be configured")
+    def _valid(self) -> HTTPConfig:
+        problems = http_config_problems(self)
+        if problems:
+            raise ValueError(problems[0][1])
         return self
 
 
 class GlobalConfig(_Strict):
     resolve_timeout: DurationMs = 300_000
-    http_config: HTTPClientConfig = Field(default_factory=HTTPClientConfig)
+    http_config: HTTPConfig = Field(default_factory=HTTPConfig)
     smtp_from: str = ""
     smtp_hello: str = "localhost"
     smtp_smarthost: HostPort = ""
@@ -182,7 +147,7 @@ class GlobalConfig(_Strict):
 
 class WebhookConfig(_Strict):
     send_resolved: bool = True
-    http_config: HTTPClientConfig | None = None
+    http_config: HTTPConfig | None = None
     url: URL | None = None
     url_file: str | None = None
     max_alerts: int = Field(0, ge=0)
@@ -258,7 +223,7 @@ class SlackAction(_Strict):
 
 class SlackConfig(_Strict):
     send_resolved: bool = False
-    http_config: HTTPClientConfig | None = None
+    http_config: HTTPConfig | None = None
     api_url: URL | None = None
     api_url_file: str | None = None
     channel: str = ""
@@ -309,7 +274,7 @@ _PD_DETAILS = {
 
 class PagerdutyConfig(_Strict):
     send_resolved: bool = True
-    http_config: HTTPClientConfig | None = None
+    http_config: HTTPConfig | None = None
     service_key: str = ""
     service_key_file: str = ""
     routing_key: str = ""

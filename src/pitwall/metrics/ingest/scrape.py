@@ -18,12 +18,10 @@ manager writes none (Prometheus presumes a restart) unless asked to.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import logging
 import socket
-import ssl
 import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
@@ -38,6 +36,7 @@ import yaml
 
 from pitwall.core.durations import format_duration_ms, parse_duration_ms
 from pitwall.core.gofmt import go_quote
+from pitwall.core.httpconfig import auth_header, ssl_context
 from pitwall.metrics.ingest.exposition import Exposition, ExpositionError, parse, parse_series
 from pitwall.metrics.model import (
     METRIC_NAME,
@@ -689,7 +688,7 @@ class _Pool:
             "User-Agent": _USER_AGENT,
             "X-Prometheus-Scrape-Timeout-Seconds": f"{timeout_s:g}",
         }
-        auth = _auth_header(self.cfg)
+        auth = auth_header(self.cfg)
         if auth:
             h["Authorization"] = auth
         return h
@@ -802,43 +801,9 @@ async def _cancel(task: asyncio.Task[Any] | None) -> None:
         task.result()  # re-raise what it ended with, as awaiting it would
 
 
-def _read_secret(value: str | None, path: str | None) -> str:
-    if path:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    return value or ""
-
-
-def _auth_header(cfg: ScrapeConfig) -> str | None:
-    if cfg.basic_auth is not None:
-        b = cfg.basic_auth
-        user = _read_secret(b.username, b.username_file)
-        pw = _read_secret(b.password, b.password_file)
-        return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
-    if cfg.authorization is not None:
-        a = cfg.authorization
-        return f"{a.type} {_read_secret(a.credentials, a.credentials_file)}"
-    if cfg.bearer_token or cfg.bearer_token_file:
-        return "Bearer " + _read_secret(cfg.bearer_token, cfg.bearer_token_file)
-    return None
-
-
-def _ssl_context(cfg: ScrapeConfig) -> ssl.SSLContext | bool:
-    tls = cfg.tls_config
-    if not (tls.ca_file or tls.ca or tls.cert_file or tls.insecure_skip_verify):
-        return True
-    ctx = ssl.create_default_context(cafile=tls.ca_file, cadata=tls.ca)
-    if tls.cert_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def _make_client(cfg: ScrapeConfig, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        verify=_ssl_context(cfg),
+        verify=ssl_context(cfg.tls_config),
         follow_redirects=cfg.follow_redirects,
         proxy=cfg.proxy_url,
         trust_env=cfg.proxy_from_environment,

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 
 import httpx
 
 from pitwall.alerting.notify.alerts import StoredAlert
-from pitwall.alerting.notify.config import HTTPClientConfig, TLSConfig
 from pitwall.alerting.notify.errors import DeliveryError
 from pitwall.alerting.notify.templates import TemplateData, Templates, build_data
+from pitwall.core.httpconfig import HTTPClientConfig, auth_header, read_secret, ssl_context
 
-__all__ = ["Integration", "NotifyContext", "check_response", "http_client", "read_secret_file", "ssl_context"]
+__all__ = ["Integration", "NotifyContext", "check_response", "http_client", "read_secret_file"]
 
 USER_AGENT = "Alertmanager/0.25.0 (pitwall)"
 
@@ -51,47 +49,23 @@ class Integration(Protocol):
 
 def read_secret_file(path: str, what: str) -> str:
     try:
-        return Path(path).read_text().strip()
+        return read_secret(None, path)
     except OSError as e:
         raise DeliveryError(f"unable to read {what} {path}: {e.strerror}", retryable=False) from e
-
-
-def ssl_context(tls: TLSConfig | None) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=tls.ca_file if tls else None)
-    if tls is None:
-        return ctx
-    if tls.ca:
-        ctx.load_verify_locations(cadata=tls.ca)
-    if tls.cert_file and tls.key_file:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def http_client(cfg: HTTPClientConfig | None, timeout: float = 10.0) -> httpx.AsyncClient:
     """An httpx client honouring Prometheus' ``http_config`` (auth, TLS, proxy, redirects)."""
     cfg = cfg or HTTPClientConfig()
     headers = {"User-Agent": USER_AGENT}
-    auth: httpx.Auth | None = None
-    if cfg.basic_auth is not None:
-        pw = cfg.basic_auth.password or ""
-        if cfg.basic_auth.password_file:
-            pw = read_secret_file(cfg.basic_auth.password_file, "password file")
-        auth = httpx.BasicAuth(cfg.basic_auth.username, pw)
-    token = cfg.bearer_token
-    if cfg.bearer_token_file:
-        token = read_secret_file(cfg.bearer_token_file, "bearer token file")
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    if cfg.authorization is not None:
-        cred = cfg.authorization.credentials or ""
-        if cfg.authorization.credentials_file:
-            cred = read_secret_file(cfg.authorization.credentials_file, "credentials file")
-        headers["Authorization"] = f"{cfg.authorization.type} {cred}".strip()
+    try:
+        auth = auth_header(cfg)
+    except OSError as e:
+        raise DeliveryError(f"unable to read credentials file {e.filename}: {e.strerror}", retryable=False) from e
+    if auth:
+        headers["Authorization"] = auth
     return httpx.AsyncClient(
-        headers=headers, auth=auth, verify=ssl_context(cfg.tls_config), proxy=cfg.proxy_url,
+        headers=headers, verify=ssl_context(cfg.tls_config), proxy=cfg.proxy_url,
         follow_redirects=cfg.follow_redirects, timeout=timeout, trust_env=False,
     )
 

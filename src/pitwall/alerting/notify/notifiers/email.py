@@ -20,7 +20,8 @@ from email.utils import formatdate, getaddresses, make_msgid
 from pitwall.alerting.notify.alerts import StoredAlert
 from pitwall.alerting.notify.config import EmailConfig, GlobalConfig
 from pitwall.alerting.notify.errors import DeliveryError
-from pitwall.alerting.notify.notifiers.base import NotifyContext, read_secret_file, ssl_context
+from pitwall.alerting.notify.notifiers.base import NotifyContext, read_secret_file
+from pitwall.core.httpconfig import ssl_context
 
 __all__ = ["Email"]
 
