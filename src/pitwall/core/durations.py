@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field
 
+NS_PER_MS = 1_000_000  # stores keep nanoseconds (logs, spans), APIs and settings milliseconds
+
 _UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
              "y": 31_536_000_000}
 _ORDER = ["y", "w", "d", "h", "m", "s", "ms"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from pitwall.core.durations import NS_PER_MS
 from pitwall.core.lifecycle import Component
 from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.logs.api import LogsApiDeps, native_router, push_router, query_router, ready_router
@@ -28,8 +29,6 @@ from pitwall.logs.settings import LogsSettings
 from pitwall.logs.tail import TailHub, tail_router
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.logs_store import LogStore, OutOfOrderPolicy
-
-MS = 1_000_000
 
 
 @dataclass
@@ -70,12 +69,12 @@ def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limit
     store = LogStore(
         db,
         data_dir / "wal" / "logs",
-        block_ns=settings.block_duration * MS,
-        retention_ns=settings.retention * MS,
+        block_ns=settings.block_duration * NS_PER_MS,
+        retention_ns=settings.retention * NS_PER_MS,
         head_max_bytes=settings.head_max_bytes,
         head_max_age_s=settings.head_max_age / 1000,
         max_streams_per_tenant=lim.max_streams_per_tenant,
-        out_of_order=OutOfOrderPolicy(lim.out_of_order, lim.out_of_order_window * MS),
+        out_of_order=OutOfOrderPolicy(lim.out_of_order, lim.out_of_order_window * NS_PER_MS),
         fsync=fsync,
     )
     ingester = LogIngester(store, lim)

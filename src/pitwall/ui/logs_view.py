@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pitwall.core.durations import NS_PER_MS
 from pitwall.logs.api import LogsApiDeps, streams_json
 from pitwall.logs.model import Direction
 from pitwall.ui.queries import ChartData, ChartSeries
@@ -22,7 +23,6 @@ from pitwall.ui.timerange import TimeRange, pick_step_ms
 __all__ = ["LogLine", "LogsView", "parse_fields", "severity_of"]
 
 NS = 1_000_000_000
-MS = 1_000_000
 _LOGFMT = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _LEVEL_KEYS = ("level", "severity", "detected_level", "lvl", "severity_text", "loglevel")
 _TRACE_KEYS = ("trace_id", "traceid", "traceId", "trace.id", "traceID")
@@ -84,7 +84,7 @@ class LogLine:
     @property
     def time(self) -> str:
         dt = datetime.fromtimestamp(self.ts_ns / NS, UTC)
-        return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{(self.ts_ns // MS) % 1000:03d}"
+        return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{(self.ts_ns // NS_PER_MS) % 1000:03d}"
 
 
 def to_line(ts: str | int, line: str, labels: dict[str, str], md: dict[str, str] | None = None) -> LogLine:
@@ -140,9 +140,9 @@ class LogsView:
 
     def run(self, expr: str, tr: TimeRange, limit: int, points: int, tenant: str = "default") -> LogsResult:
         step = pick_step_ms(tr.span_ms, points)
-        start_ns, end_ns = tr.start_ms * MS, tr.end_ms * MS
+        start_ns, end_ns = tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS
         q = self.deps.store.querier(tenant)
-        res = self.deps.engine.query_range(q, expr, start_ns, end_ns, step * MS, limit=limit,
+        res = self.deps.engine.query_range(q, expr, start_ns, end_ns, step * NS_PER_MS, limit=limit,
                                            direction=Direction.BACKWARD)
         try:  # stream labels apart from structured metadata (trace_id) and parsed labels
             data: dict[str, Any] = res.to_loki_data(categorize_labels=True)
@@ -159,15 +159,15 @@ class LogsView:
         s0, e0 = tr.start_ms - tr.start_ms % step, tr.end_ms - tr.end_ms % step
         vexpr = f"sum(count_over_time({expr} [{step // 1000}s]))"
         q = self.deps.store.querier(tenant)
-        res = self.deps.engine.query_range(q, vexpr, s0 * MS, e0 * MS, step * MS, limit=1,
+        res = self.deps.engine.query_range(q, vexpr, s0 * NS_PER_MS, e0 * NS_PER_MS, step * NS_PER_MS, limit=1,
                                            direction=Direction.BACKWARD)
         return _chart_from_matrix(res.to_loki_data(), s0, e0, step)
 
     def label_names(self, tr: TimeRange, tenant: str = "default") -> list[str]:
-        return self.deps.store.querier(tenant).label_names(tr.start_ms * MS, tr.end_ms * MS + 1)
+        return self.deps.store.querier(tenant).label_names(tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
 
     def label_values(self, name: str, tr: TimeRange, tenant: str = "default") -> list[str]:
-        return self.deps.store.querier(tenant).label_values(name, [], tr.start_ms * MS, tr.end_ms * MS + 1)
+        return self.deps.store.querier(tenant).label_values(name, [], tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
 
     def by_trace(self, trace_id: str, tenant: str = "default", limit: int = 1000) -> list[LogLine]:
         """Every line whose structured metadata names ``trace_id`` (the native trace-logs query)."""

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
-from pitwall.core.durations import parse_duration_ms
+from pitwall.core.durations import NS_PER_MS, parse_duration_ms
 from pitwall.core.errors import BadData, PitwallError, Unavailable
 from pitwall.core.params import tenant_of
 from pitwall.traces.model import STATUS_ERROR, STATUS_OK, STATUS_UNSET
@@ -18,7 +18,6 @@ from pitwall.ui.web import Pages, call, int_param, json_error, json_response
 
 __all__ = ["add_routes", "layout_graph"]
 
-MS = 1_000_000
 _STATUS = {"ok": STATUS_OK, "error": STATUS_ERROR, "unset": STATUS_UNSET}
 
 
@@ -27,11 +26,11 @@ def _duration_ns(raw: str, name: str) -> int | None:
     if not raw:
         return None
     try:
-        return int(float(raw) * MS)
+        return int(float(raw) * NS_PER_MS)
     except ValueError:
         pass
     try:
-        return parse_duration_ms(raw) * MS
+        return parse_duration_ms(raw) * NS_PER_MS
     except ValueError:
         raise BadData(f"{name}: not a duration: {raw[:64]!r} (use e.g. 250ms, 2s)") from None
 
@@ -42,7 +41,7 @@ def trace_filter(p: Any, start_ms: int, end_ms: int) -> SpanFilter:
         raise BadData(f"status must be one of ok, error, unset; got {status[:32]!r}")
     attrs = [a for a in p.getlist("attr") if a.strip()] if hasattr(p, "getlist") else list(p.get("attr", []))
     return SpanFilter(
-        start_ns=start_ms * MS, end_ns=end_ms * MS + MS - 1, service=p.get("service", ""),
+        start_ns=start_ms * NS_PER_MS, end_ns=end_ms * NS_PER_MS + NS_PER_MS - 1, service=p.get("service", ""),
         name=p.get("operation", ""), attrs=tuple(parse_attr_filter(a) for a in attrs),
         status=_STATUS[status] if status else None,
         min_duration_ns=_duration_ns(p.get("min_duration", ""), "min duration"),
@@ -181,7 +180,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         if deps.traces is None:
             return pages.render(request, "services.html", "services", tr, error=err, available=False)
         tenant = tenant_of(request)
-        links = await call(deps.traces.dependencies, tenant, tr.start_ms * MS, tr.end_ms * MS + MS - 1)
+        links = await call(deps.traces.dependencies, tenant, tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + NS_PER_MS - 1)
         services = await call(deps.traces.services, tenant)
         try:
             stats = {s.service: s for s in await call(service_stats, deps.metrics, tr, services, tenant)}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pitwall.core import deadline
+from pitwall.core.durations import NS_PER_MS
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.columnar import (
     FALSE,
@@ -65,7 +66,6 @@ from pitwall.metrics.model import Labels, Matcher
 
 __all__ = ["LogQLEngine"]
 
-NS_PER_MS = 1_000_000
 DEFAULT_MAX_QUERY_LENGTH_NS = 721 * 3600 * 1_000_000_000  # Loki's max_query_length default
 INSTANT_LOOKBACK_NS = 30 * 1_000_000_000  # Loki's querier.engine.max-lookback-period
 MAX_POINTS = 11_000  # Loki/Prometheus resolution limit per series
