@@ -34,6 +34,16 @@ class TooLarge(PitwallError):
     kind = "too_large"
 
 
+class BodyTooLarge(TooLarge):
+    """A request body, as sent or once decompressed, over its byte limit (HTTP 413)."""
+
+
+class UnsupportedMediaType(BadData):
+    """A Content-Type the endpoint does not accept (HTTP 415)."""
+
+    status = 415
+
+
 class Overloaded(PitwallError):
     """Back off and retry (HTTP 429 / 503 with Retry-After)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,20 +28,58 @@ class LimitsSettings(BaseModel):
 
 
 class InflightBudget:
-    """Bounds the bytes of request bodies being processed; beyond it, 429."""
+    """Bounds the bytes of request bodies held at once; a request over it gets 429 with Retry-After.
 
-    def __init__(self, max_bytes: int) -> None:
+    Each request holds a ``Reservation``: taken before its body is read (the
+    declared Content-Length, or step by step as a chunked body streams in),
+    grown by the decoded size when it decompresses, released once the request
+    is handled. A request may go over the budget only when it is alone, so a
+    body within ``max_request_bytes`` always goes through on an idle server.
+    Thread-safe: decoding, and so growing, runs in worker threads.
+    """
+
+    def __init__(self, max_bytes: int, retry_after: float = 1.0) -> None:
         self.max_bytes = max_bytes
+        self.retry_after = retry_after
         self.used = 0
+        self._lock = threading.Lock()
+
+    def reservation(self) -> Reservation:
+        """An empty reservation; ``grow`` it before holding bytes, ``release`` it when done."""
+        return Reservation(self)
 
     @contextlib.contextmanager
-    def reserve(self, n: int) -> Iterator[None]:
-        if self.used + n > self.max_bytes and self.used > 0:
-            raise Overloaded(
-                f"too many bytes in flight ({self.used} of {self.max_bytes}); retry later", retry_after=1.0
-            )
-        self.used += n
+    def reserve(self, n: int) -> Iterator[Reservation]:
+        """Hold ``n`` bytes for the block."""
+        r = self.reservation()
         try:
-            yield
+            r.grow(n)
+            yield r
         finally:
-            self.used -= n
+            r.release()
+
+
+class Reservation:
+    """One request's share of an ``InflightBudget``."""
+
+    def __init__(self, budget: InflightBudget) -> None:
+        self.budget = budget
+        self.held = 0
+
+    def grow(self, n: int) -> None:
+        """Hold ``n`` more bytes, or raise ``Overloaded`` (429) when others hold the rest of the budget."""
+        b = self.budget
+        with b._lock:
+            others = b.used - self.held
+            if others > 0 and b.used + n > b.max_bytes:
+                raise Overloaded(
+                    f"too many bytes in flight ({b.used} of {b.max_bytes}); retry later", retry_after=b.retry_after
+                )
+            b.used += n
+            self.held += n
+
+    def release(self) -> None:
+        b = self.budget
+        with b._lock:
+            b.used -= self.held
+            self.held = 0
