@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
+from pitwall.core.body import BodyLimits, read_body
 from pitwall.core.errors import BadData, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.core.params import all_params, tenant_of
-from pitwall.logs.errors import RequestTooLarge
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.loki_push import LabelCache, decode_push
 from pitwall.logs.model import Direction, LogStream, Matcher
@@ -86,21 +86,6 @@ def _success(data: Any) -> Response:
     return _json({"status": "success", "data": data})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def push_router(deps: LogsApiDeps) -> APIRouter:
     """``POST /loki/api/v1/push`` (204 once in the WAL), plain-text errors as Loki's distributor."""
     r = error_router("text", tags=["loki"])
@@ -108,11 +93,8 @@ def push_router(deps: LogsApiDeps) -> APIRouter:
     @r.post("/loki/api/v1/push", status_code=204)
     async def push(request: Request) -> Response:
         tenant = tenant_of(request)
-        body = await read_body(request, deps.limits.max_request_bytes)
-        with deps.inflight.reserve(len(body)):
-            cols = decode_push(body, request.headers.get("content-type", ""),
-                               request.headers.get("content-encoding", ""), deps.labels,
-                               deps.limits.max_decompressed_bytes)
+        async with read_body(request, BodyLimits.of(deps.limits), deps.inflight) as body:
+            cols = await body.in_thread(decode_push, body, request.headers.get("content-type", ""), deps.labels)
             await deps.ingester.push(tenant, cols)
         return Response(status_code=204)
 
@@ -290,5 +272,4 @@ def _limit(p: Any, deps: LogsApiDeps) -> int:
     return limit
 
 
-__all__ = ["LogsApiDeps", "native_router", "push_router", "query_router", "read_body", "ready_router",
-           "streams_json"]
+__all__ = ["LogsApiDeps", "native_router", "push_router", "query_router", "ready_router", "streams_json"]

@@ -94,7 +94,7 @@ class LogIngester:
         if not n:
             return PushOutcome(0, 0, {})
         now_ns = time.time_ns() if now_ns is None else now_ns
-        line_arr = pa.array(cols.lines, pa.string())
+        line_arr = cols.line_array if cols.line_array is not None else pa.array(cols.lines, pa.string())
         nbytes = pc.binary_length(line_arr).to_numpy(zero_copy_only=False).astype(np.int64)
         keep, reasons = self._entry_checks(cols, nbytes, now_ns)
         total = int(nbytes[keep].sum())

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
+from pitwall.core.body import Body, BodyLimits, read_body
 from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
@@ -174,42 +175,46 @@ def _err(kind: str, reason: str) -> dict[str, Any]:
     return {"type": kind, "reason": reason}
 
 
-def bulk_response(req: BulkRequest, took_ms: int) -> dict[str, Any]:
-    items = []
-    for seq, it in enumerate(req.items):
-        body: dict[str, Any] = {"_index": it.index, "_id": it.doc_id, "status": it.status}
-        if it.error is not None:
-            body["error"] = it.error
-        else:
-            body.update({"_version": 1, "result": "created", "_seq_no": seq, "_primary_term": 1,
-                         "_shards": {"total": 1, "successful": 1, "failed": 0}})
-        items.append({it.action: body})
-    return {"took": took_ms, "errors": any(it.error is not None for it in req.items), "items": items}
+def bulk_response(req: BulkRequest, took_ms: int, step: int = 10_000) -> bytes:
+    """Elasticsearch's per-item answer as JSON, its items encoded a slice at a time (no long hold of the GIL)."""
+    sep = (",", ":")
+    items = ",".join(json.dumps([_item(seq, it) for seq, it in enumerate(req.items[a : a + step], a)],
+                                separators=sep)[1:-1] for a in range(0, len(req.items), step))
+    errors = "true" if any(it.error is not None for it in req.items) else "false"
+    return f'{{"took":{json.dumps(took_ms)},"errors":{errors},"items":[{items}]}}'.encode()
+
+
+def _item(seq: int, it: BulkItem) -> dict[str, Any]:
+    body: dict[str, Any] = {"_index": it.index, "_id": it.doc_id, "status": it.status}
+    if it.error is not None:
+        body["error"] = it.error
+    else:
+        body.update({"_version": 1, "result": "created", "_seq_no": seq, "_primary_term": 1,
+                     "_shards": {"total": 1, "successful": 1, "failed": 0}})
+    return {it.action: body}
 
 
 def es_router(deps: Any, settings: ElasticsearchSettings) -> APIRouter:
     """``_bulk`` and the few probes shippers make (``GET /``, ``_cat/health``), errors as JSON."""
-    from pitwall.logs.api import read_body
-    from pitwall.logs.ingest.loki_push import decompress
-
     r = error_router("native", tags=["elasticsearch"])
     decoder = BulkDecoder(settings)
+
+    def decode(body: Body, index: str | None) -> BulkRequest:
+        return decoder.decode(body.decoded(), index)
 
     async def bulk(request: Request, index: str | None = None) -> Response:
         t0 = time.monotonic()
         tenant = tenant_of(request)
-        body = await read_body(request, deps.limits.max_request_bytes)
-        with deps.inflight.reserve(len(body)):
-            body = decompress(body, request.headers.get("content-encoding", ""), deps.limits.max_decompressed_bytes)
-            req = decoder.decode(body, index)
+        async with read_body(request, BodyLimits.of(deps.limits), deps.inflight) as body:
+            req = await body.in_thread(decode, body, index)
             assert req.cols is not None
             out = await deps.ingester.push(tenant, req.cols, raise_on_reject=False)
-        for entry, reason in out.reasons.items():
-            it = req.items[req.entry_item[entry]]
-            it.status, it.error = 400, _err("illegal_argument_exception", reason)
-        took = int((time.monotonic() - t0) * 1000)
-        return Response(json.dumps(bulk_response(req, took), separators=(",", ":")),
-                        media_type="application/json; charset=UTF-8")
+            for entry, reason in out.reasons.items():
+                it = req.items[req.entry_item[entry]]
+                it.status, it.error = 400, _err("illegal_argument_exception", reason)
+            took = int((time.monotonic() - t0) * 1000)
+            answer = await body.in_thread(bulk_response, req, took)
+        return Response(answer, media_type="application/json; charset=UTF-8")
 
     async def bulk_index(index: str, request: Request) -> Response:
         return await bulk(request, index)

@@ -8,16 +8,17 @@ per tenant and cached.
 
 from __future__ import annotations
 
-import json
-import zlib
+from collections.abc import Iterator
 from typing import Any
 
-import cramjam
 import numpy as np
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 
+from pitwall.core import jsonchunks
+from pitwall.core.body import Body
 from pitwall.core.errors import BadData
-from pitwall.logs.errors import InvalidPush, RequestTooLarge
+from pitwall.logs.errors import InvalidPush
 from pitwall.logs.ingest import logproto
 from pitwall.logs.labels import canonical, parse_labels
 from pitwall.logs.model import Labels
@@ -43,78 +44,122 @@ class LabelCache:
         return lbl
 
 
-def decompress(body: bytes, content_encoding: str, max_bytes: int) -> bytes:
-    """Undo ``Content-Encoding`` gzip/deflate/snappy within ``max_bytes``."""
-    enc = content_encoding.strip().lower()
-    if enc in ("", "identity"):
-        return body
-    if enc in ("gzip", "deflate"):
-        d = zlib.decompressobj(16 + zlib.MAX_WBITS if enc == "gzip" else zlib.MAX_WBITS)
-        try:
-            out = d.decompress(body, max_bytes + 1)
-        except zlib.error as e:
-            raise InvalidPush(f"invalid {enc} body: {e}") from e
-        if len(out) > max_bytes:
-            raise RequestTooLarge(f"decompressed body exceeds the limit of {max_bytes} bytes")
-        return out
-    if enc == "snappy":
-        return snappy_block(body, max_bytes)
-    raise BadData(f"unsupported Content-Encoding {content_encoding!r}")
-
-
-def snappy_block(body: bytes, max_bytes: int) -> bytes:
-    try:
-        n = cramjam.snappy.decompress_raw_len(body)
-    except Exception as e:
-        raise InvalidPush(f"snappy: {str(e).removeprefix('snappy: ')}") from e
-    if n > max_bytes:
-        raise RequestTooLarge(f"decompressed body of {n} bytes exceeds the limit of {max_bytes}")
-    try:
-        return bytes(cramjam.snappy.decompress_raw(body))
-    except Exception as e:
-        raise InvalidPush(f"snappy: {str(e).removeprefix('snappy: ')}") from e
-
-
 def decode_json(body: bytes) -> EntryColumns:
-    """Loki's JSON push body: ``{"streams": [{"stream": {...}, "values": [["<ns>", "<line>", {md}?]]}]}``."""
+    """Loki's JSON push body: ``{"streams": [{"stream": {...}, "values": [["<ns>", "<line>", {md}?]]}]}``.
+
+    Parsed in slices (``core.jsonchunks``): a large push never holds the GIL
+    for long, and only one slice of parsed entries is alive at a time.
+    """
+    out = _Streams()
     try:
-        doc = json.loads(body)
+        root = jsonchunks.parse(body)
+        streams: Any = None
+        if root.kind == "object":
+            for m in root.members():
+                if isinstance(m, dict):
+                    streams = m.get("streams", streams)
+                elif m[0] == "streams":
+                    streams = m[1]
+        else:
+            doc = root.load()
+            streams = doc.get("streams") if isinstance(doc, dict) else None
+        if isinstance(streams, jsonchunks.Value):
+            streams = streams.batches() if streams.kind == "array" else streams.load()
+        if isinstance(streams, list):
+            streams = [streams]
+        if not isinstance(streams, Iterator | list):
+            raise InvalidPush('loghttp.PushRequest: expected an object with a "streams" array')
+        for batch in streams:
+            if isinstance(batch, jsonchunks.Value):
+                out.add_large(batch)
+            else:
+                for st in batch:
+                    out.add(st)
     except (ValueError, RecursionError) as e:
         raise InvalidPush(f"loghttp.PushRequest: {e}") from e
-    if not isinstance(doc, dict) or not isinstance(doc.get("streams"), list):
-        raise InvalidPush('loghttp.PushRequest: expected an object with a "streams" array')
-    streams: list[Labels] = []
-    counts: list[int] = []
-    ts_parts: list[np.ndarray] = []
-    lines: list[str] = []
-    metadata: list[Metadata] = []
-    any_md = False
-    for i, st in enumerate(doc["streams"]):
+    return out.columns()
+
+
+class _Streams:
+    """Streams of a JSON push as they are parsed, one values slice at a time."""
+
+    def __init__(self) -> None:
+        self.streams: list[Labels] = []
+        self.counts: list[int] = []
+        self.ts_parts: list[np.ndarray] = []
+        self.lines: list[str] = []
+        self.metadata: list[Metadata] = []
+        self.any_md = False
+
+    def add(self, st: Any) -> None:
+        i = len(self.streams)
         if not isinstance(st, dict):
             raise InvalidPush(f"streams[{i}]: expected an object")
-        streams.append(_json_labels(st.get("stream"), i))
-        values = st.get("values")
-        if not isinstance(values, list):
-            raise InvalidPush(f"streams[{i}].values: expected an array")
-        try:
-            ts_strs = [v[0] for v in values]
-            new_lines = [v[1] for v in values]
-        except (TypeError, IndexError, KeyError):
-            raise InvalidPush(f"streams[{i}].values: each value must be [\"<unix ns>\", \"<line>\"]") from None
-        ts_parts.append(_parse_ts(ts_strs, i))
-        if not all(type(x) is str for x in new_lines):
-            raise InvalidPush(f"streams[{i}].values: log lines must be strings")
-        lines.extend(new_lines)
-        md = _json_metadata(values, i)
-        if md is not None:
-            any_md = True
-        else:
-            md = [()] * len(values)
-        metadata.extend(md)
-        counts.append(len(values))
-    idx = np.repeat(np.arange(len(streams), dtype=np.int64), counts)
-    ts = np.concatenate(ts_parts) if ts_parts else np.empty(0, dtype=np.int64)
-    return EntryColumns(streams, idx, ts, lines, metadata if any_md else None)
+        labels = _json_labels(st.get("stream"), i)
+        self._append(labels, [_values(st.get("values"), i)])
+
+    def add_large(self, st: jsonchunks.Value) -> None:
+        """A stream object too large to parse in one go: its values come in slices."""
+        i = len(self.streams)
+        if st.kind != "object":
+            self.add(st.load())
+            return
+        labels: Any = None
+        parts: list[tuple[np.ndarray, list[str], list[Metadata] | None]] = []
+        have_values = False
+        for m in st.members():
+            if isinstance(m, dict):
+                labels = m.get("stream", labels)
+                if "values" in m:
+                    parts, have_values = [_values(m["values"], i)], True
+            elif m[0] == "stream":
+                labels = m[1].load()
+            elif m[0] == "values":
+                have_values = True
+                v = m[1]
+                if v.kind != "array":
+                    parts = [_values(v.load(), i)]
+                    continue
+                parts = []
+                for b in v.batches():
+                    parts.append(_values([b.load()] if isinstance(b, jsonchunks.Value) else b, i))
+        if not have_values:
+            _values(None, i)
+        self._append(_json_labels(labels, i), parts)
+
+    def _append(self, labels: Labels, parts: list[tuple[np.ndarray, list[str], list[Metadata] | None]]) -> None:
+        self.streams.append(labels)
+        n = 0
+        for ts, lines, md in parts:
+            self.ts_parts.append(ts)
+            self.lines.extend(lines)
+            if md is not None:
+                self.any_md = True
+                self.metadata.extend(md)
+            else:
+                self.metadata.extend([()] * len(lines))
+            n += len(lines)
+        self.counts.append(n)
+
+    def columns(self) -> EntryColumns:
+        idx = np.repeat(np.arange(len(self.streams), dtype=np.int64), self.counts)
+        ts = np.concatenate(self.ts_parts) if self.ts_parts else np.empty(0, dtype=np.int64)
+        return EntryColumns(self.streams, idx, ts, self.lines, self.metadata if self.any_md else None)
+
+
+def _values(values: Any, i: int) -> tuple[np.ndarray, list[str], list[Metadata] | None]:
+    """Timestamps, lines and structured metadata (None when no entry has any) of values ``[[ts, line, md?]...]``."""
+    if not isinstance(values, list):
+        raise InvalidPush(f"streams[{i}].values: expected an array")
+    try:
+        ts_strs = [v[0] for v in values]
+        lines = [v[1] for v in values]
+    except (TypeError, IndexError, KeyError):
+        raise InvalidPush(f"streams[{i}].values: each value must be [\"<unix ns>\", \"<line>\"]") from None
+    ts = _parse_ts(ts_strs, i)
+    if not all(type(x) is str for x in lines):
+        raise InvalidPush(f"streams[{i}].values: log lines must be strings")
+    return ts, lines, _json_metadata(values, i)
 
 
 def _json_labels(obj: Any, i: int) -> Labels:
@@ -183,13 +228,27 @@ def decode_protobuf(raw: bytes, cache: LabelCache) -> EntryColumns:
     return EntryColumns(streams, idx, ts, lines, metadata if any_md else None)
 
 
-def decode_push(body: bytes, content_type: str, content_encoding: str, cache: LabelCache,
-                max_bytes: int) -> EntryColumns:
-    """Decode a push body as Loki does: JSON when the content type says so, else snappy protobuf."""
+def decode_push(body: Body, content_type: str, cache: LabelCache) -> EntryColumns:
+    """Decode a push body as Loki does: JSON when the content type says so, else snappy protobuf.
+
+    As Loki's, ``Content-Encoding: snappy`` on a protobuf push names the
+    snappy block the body already is. The lines are also handed over as Arrow,
+    built here (in the decoding thread) rather than on the event loop.
+    """
     media = content_type.split(";", 1)[0].strip().lower()
-    raw = decompress(body, content_encoding, max_bytes)
     if media == JSON:
-        return decode_json(raw)
-    if media not in ("", "application/x-protobuf", "application/octet-stream"):
+        cols = decode_json(body.decoded())
+    elif media not in ("", "application/x-protobuf", "application/octet-stream"):
         raise BadData(f"unsupported Content-Type {content_type!r}")
-    return decode_protobuf(snappy_block(raw, max_bytes), cache)
+    else:
+        raw = body.data if body.content_encoding.strip().lower() == "snappy" else body.decoded()
+        cols = decode_protobuf(body.snappy(raw), cache)
+    cols.line_array = arrow_lines(cols.lines)
+    return cols
+
+
+def arrow_lines(lines: list[str], step: int = 1 << 16) -> pa.Array:
+    """``lines`` as an Arrow string array, converted a slice at a time (no long hold of the GIL)."""
+    if len(lines) <= step:
+        return pa.array(lines, pa.string())
+    return pa.concat_arrays([pa.array(lines[i : i + step], pa.string()) for i in range(0, len(lines), step)])

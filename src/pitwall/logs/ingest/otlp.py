@@ -23,7 +23,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceResponse,
 )
 
-from pitwall.core.errors import BadData
+from pitwall.core import jsonchunks
+from pitwall.core.body import Body, BodyLimits, read_body
+from pitwall.core.errors import BadData, UnsupportedMediaType
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.logs.labels import canonical, sanitize_name
@@ -46,8 +48,8 @@ class OtlpLogsDecodeError(BadData):
     """Not a valid OTLP ExportLogsServiceRequest."""
 
 
-class UnsupportedContentType(BadData):
-    status = 415
+class UnsupportedContentType(UnsupportedMediaType):
+    """Neither ``application/x-protobuf`` nor ``application/json`` (OTLP answers 415)."""
 
 
 def _any_value(v: Any) -> Any:
@@ -103,7 +105,7 @@ class OtlpLogsTranslator:
         req = ExportLogsServiceRequest()
         if media == JSON:
             try:
-                doc = json.loads(body)
+                doc = jsonchunks.loads(body)
                 _hex_ids_to_base64(doc)
                 json_format.ParseDict(doc, req, ignore_unknown_fields=True)
             except (ValueError, TypeError, RecursionError, json_format.ParseError) as e:
@@ -199,19 +201,17 @@ def _hex_ids_to_base64(doc: Any) -> None:
 
 def otlp_logs_router(deps: Any, translator: OtlpLogsTranslator) -> APIRouter:
     """``POST /v1/logs``: OTLP errors (google.rpc.Status), success answered in the request's encoding."""
-    from pitwall.logs.api import read_body
-    from pitwall.logs.ingest.loki_push import decompress
-
     r = error_router("otlp", tags=["otlp"])
+
+    def decode(body: Body, ctype: str) -> EntryColumns:
+        return translator.translate(translator.decode(body.decoded(), ctype))
 
     @r.post("/v1/logs")
     async def otlp_logs(request: Request) -> Response:
         tenant = tenant_of(request)
         ctype = request.headers.get("content-type", "")
-        body = await read_body(request, deps.limits.max_request_bytes)
-        with deps.inflight.reserve(len(body)):
-            raw = decompress(body, request.headers.get("content-encoding", ""), deps.limits.max_decompressed_bytes)
-            cols = translator.translate(translator.decode(raw, ctype))
+        async with read_body(request, BodyLimits.of(deps.limits), deps.inflight) as body:
+            cols = await body.in_thread(decode, body, ctype)
             await deps.ingester.push(tenant, cols)
         out, media = encode_response(ctype)
         return Response(out, media_type=media)
