@@ -1,0 +1,36 @@
+"""The Kubernetes API: discovery, OpenAPI, REST verbs, watch, patch/apply, CRDs.
+
+It knows resources, not what they mean: objects of every served kind live
+in the revisioned store under Kubernetes' etcd key layout, and controllers
+elsewhere in pitwall give them meaning through ``KubeClient``.
+"""
+
+from pitwall.kube.client import KubeClient, ListResult, WatchEvent
+from pitwall.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Gone,
+    Invalid,
+    KubeError,
+    MethodNotAllowed,
+    NotFoundError,
+)
+from pitwall.kube.server import KubeAPI
+from pitwall.kube.wiring import build_kube
+
+__all__ = [
+    "AlreadyExists",
+    "BadRequest",
+    "Conflict",
+    "Gone",
+    "Invalid",
+    "KubeAPI",
+    "KubeClient",
+    "KubeError",
+    "ListResult",
+    "MethodNotAllowed",
+    "NotFoundError",
+    "WatchEvent",
+    "build_kube",
+]

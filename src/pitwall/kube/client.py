@@ -1,0 +1,108 @@
+"""The in-process client pitwall's own controllers use: the same verbs as the HTTP API, no HTTP.
+
+Objects are plain dicts in their API shape. Kinds are named by
+``apiVersion`` and ``kind`` (``"apps/v1", "Deployment"``); any kind the API
+serves works, CRD kinds included. Errors are the API's own
+(``NotFoundError``, ``Conflict``, ``Invalid``...), so a controller handles
+a 409 exactly as a remote client would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from pitwall.kube.convert import from_storage, to_storage
+from pitwall.kube.errors import Conflict, NotFoundError
+from pitwall.kube.managed import apply_config
+from pitwall.kube.meta import meta
+from pitwall.kube.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch
+from pitwall.kube.registry import ResourceType
+from pitwall.kube.resources import ListResult, Resources, WatchEvent
+
+__all__ = ["KubeClient", "ListResult", "PatchType", "WatchEvent"]
+
+Obj = dict[str, Any]
+PatchType = Literal["merge", "json", "strategic", "apply"]
+_PATCH_MEDIA = {"merge": MERGE_PATCH, "json": JSON_PATCH, "strategic": STRATEGIC}
+
+
+class KubeClient:
+    """Create, read, watch, update, patch and delete objects of any served kind."""
+
+    def __init__(self, resources: Resources, *, field_manager: str = "pitwall") -> None:
+        self._res = resources
+        self.field_manager = field_manager
+
+    def resource_type(self, api_version: str, kind: str) -> ResourceType:
+        rt = self._res.registry.by_kind(api_version, kind)
+        if rt is None:
+            raise NotFoundError(f'no matches for kind "{kind}" in version "{api_version}"', details={})
+        return rt
+
+    def _of(self, obj: Obj) -> tuple[ResourceType, str, str]:
+        rt = self.resource_type(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+        m = meta(obj)
+        return rt, str(m.get("namespace") or ("default" if rt.namespaced else "")), str(m.get("name", ""))
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj:
+        return await self._res.get(self.resource_type(api_version, kind), namespace, name)
+
+    async def list(self, api_version: str, kind: str, namespace: str = "", *, label_selector: str | None = None,
+                   field_selector: str | None = None, limit: int = 0, continue_token: str = "") -> ListResult:
+        return await self._res.list(self.resource_type(api_version, kind), namespace, label_selector=label_selector,
+                                    field_selector=field_selector, limit=limit, continue_token=continue_token)
+
+    def watch(self, api_version: str, kind: str, namespace: str = "", *, resource_version: str = "",
+              label_selector: str | None = None, field_selector: str | None = None) -> AsyncIterator[WatchEvent]:
+        """Events after ``resource_version`` (none: the current objects as ADDED first); ``Gone`` when too old."""
+        return self._res.watch(self.resource_type(api_version, kind), namespace, resource_version=resource_version,
+                               label_selector=label_selector, field_selector=field_selector)
+
+    async def create(self, obj: Obj, *, dry_run: bool = False, field_manager: str = "") -> Obj:
+        rt, ns, _ = self._of(obj)
+        return await self._res.create(rt, ns, obj, dry_run=dry_run, field_manager=field_manager or self.field_manager)
+
+    async def update(self, obj: Obj, *, field_manager: str = "") -> Obj:
+        """Replace the object; its ``metadata.resourceVersion`` (if set) must be current, else ``Conflict``."""
+        rt, ns, name = self._of(obj)
+        return await self._res.update(rt, ns, name, obj, field_manager=field_manager or self.field_manager)
+
+    async def update_status(self, obj: Obj, *, field_manager: str = "") -> Obj:
+        """Replace only ``status`` (the ``status`` subresource); resourceVersion checked as in ``update``."""
+        rt, ns, name = self._of(obj)
+        sub = "status" if "status" in rt.subresources else ""
+        return await self._res.update(rt, ns, name, obj, subresource=sub,
+                                      field_manager=field_manager or self.field_manager)
+
+    async def patch(self, api_version: str, kind: str, name: str, patch: Any, *, namespace: str = "",
+                    patch_type: PatchType = "merge", subresource: str = "", field_manager: str = "",
+                    force: bool = False) -> Obj:
+        rt = self.resource_type(api_version, kind)
+        manager = field_manager or self.field_manager
+        if patch_type == "apply":
+            try:
+                return await self._res.modify(rt, namespace, name, lambda old: apply_config(rt, old, patch, manager, force),
+                                              subresource=subresource, field_manager=manager, apply=True)
+            except NotFoundError:
+                created = apply_config(rt, None, {**patch, "metadata": {**meta(dict(patch)), "name": name}}, manager,
+                                       force)
+                return await self._res.create(rt, namespace, created, field_manager=manager, apply=True)
+        media = _PATCH_MEDIA[patch_type]
+
+        def fn(old: Obj) -> Obj:
+            patched = apply_patch(rt, media, from_storage(rt, old), patch)
+            rv = meta(patched).get("resourceVersion")
+            if rv and rv != meta(old).get("resourceVersion"):
+                raise Conflict.modified(rt.plural, rt.group, name)
+            return to_storage(rt, patched)
+
+        return await self._res.modify(rt, namespace, name, fn, subresource=subresource, field_manager=manager)
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
+                     propagation: Literal["Background", "Foreground", "Orphan", ""] = "",
+                     uid: str = "") -> Obj:
+        """Delete (or begin deleting, with finalizers); returns the object as it was last seen."""
+        obj, _ = await self._res.delete(self.resource_type(api_version, kind), namespace, name,
+                                        propagation=propagation, preconditions={"uid": uid} if uid else None)
+        return obj

@@ -1,0 +1,454 @@
+"""The verbs on objects, over the revisioned store: what every API path and client calls.
+
+``Resources`` implements get, list, watch, create, update (main resource,
+``status`` and ``scale``), patch and delete the way kube-apiserver's generic
+registry does: objects are JSON under ``ResourceType.key``; an object's
+``resourceVersion`` is its key's mod revision and a list's is the store
+revision; writes are compare-and-swap transactions on the mod revision, so a
+stale ``resourceVersion`` is a 409 Conflict; ``generation`` counts spec
+changes; deletion honours finalizers and the propagation policy (the
+garbage collector in ``gc.py`` finishes what is left); a write that changes
+nothing is not written.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from pitwall.kube import strategy
+from pitwall.kube.convert import from_storage, to_storage
+from pitwall.kube.errors import (
+    AlreadyExists,
+    BadRequest,
+    Cause,
+    Conflict,
+    Gone,
+    Invalid,
+    NotFoundError,
+)
+from pitwall.kube.managed import track_update
+from pitwall.kube.meta import generated_name, meta, new_uid, now_rfc3339
+from pitwall.kube.registry import Registry, ResourceType
+from pitwall.kube.selectors import FieldSelector, LabelSelector
+from pitwall.storage.revstore import Compacted, Compare, KeyValue, Op, RevStore
+
+__all__ = ["ListResult", "Resources", "WatchEvent"]
+
+Obj = dict[str, Any]
+_MAX_RETRIES = 16
+
+
+@dataclass
+class ListResult:
+    items: list[Obj]
+    resource_version: str
+    continue_token: str = ""
+    remaining: int | None = None
+
+
+@dataclass
+class WatchEvent:
+    type: str  # ADDED MODIFIED DELETED BOOKMARK
+    object: Obj
+
+
+def _decode(rt: ResourceType, kv: KeyValue, revision: int | None = None) -> Obj:
+    obj: Obj = json.loads(kv.value)
+    meta(obj)["resourceVersion"] = str(revision if revision is not None else kv.mod_revision)
+    return from_storage(rt, obj)
+
+
+def _encode(obj: Obj) -> bytes:
+    body = copy.copy(obj)
+    m = dict(body.get("metadata") or {})
+    m.pop("resourceVersion", None)
+    m.pop("selfLink", None)
+    body["metadata"] = m
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _encode_continue(rv: int, start: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, str]:
+    try:
+        d = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
+        return int(d["rv"]), str(d["start"])
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("continue key is not valid: incorrect encoded start resourceVersion "
+                         "(version meta.k8s.io/v1)") from None
+
+
+def _parse_rv(rv: str | None, what: str = "resourceVersion") -> int:
+    if rv is None or rv == "":
+        return 0
+    try:
+        n = int(rv)
+    except ValueError:
+        raise BadRequest(f"invalid {what}: {rv!r}") from None
+    if n < 0:
+        raise BadRequest(f"invalid {what}: {rv!r}")
+    return n
+
+
+class Resources:
+    """Verbs on every served resource type, over one ``RevStore``."""
+
+    def __init__(self, store: RevStore, registry: Registry, *,
+                 service_cidr: str = strategy.DEFAULT_SERVICE_CIDR) -> None:
+        self.store = store
+        self.registry = registry
+        self.service_cidr = service_cidr
+
+    # ---- reads -------------------------------------------------------------------------------------------
+    async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
+        kv = await self.store.get(rt.key(namespace, name))
+        if kv is None:
+            raise NotFoundError.of(rt.plural, rt.group, name)
+        return _decode(rt, kv)
+
+    async def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
+                   field_selector: str | None = None, limit: int = 0, continue_token: str = "",
+                   resource_version: str = "") -> ListResult:
+        labels = LabelSelector.parse(label_selector)
+        fields = FieldSelector.parse(field_selector, rt.kind)
+        prefix = rt.list_prefix(namespace)
+        start: str | None = None
+        rev = 0
+        if continue_token:
+            rev, start = _decode_continue(continue_token)
+        elif resource_version not in ("", "0"):
+            rev = _parse_rv(resource_version)
+        items: list[Obj] = []
+        page = max(limit, 0)
+        more = False
+        try:
+            while True:
+                res = await self.store.range(prefix, start=start, limit=(page + 1) if page else 0, revision=rev)
+                rev = res.revision if rev == 0 else rev
+                kvs = res.kvs
+                last_key = ""
+                for kv in kvs:
+                    if page and len(items) >= page:
+                        more = True
+                        break
+                    last_key = kv.key
+                    obj = _decode(rt, kv)
+                    if self._matches(obj, labels, fields):
+                        items.append(obj)
+                else:
+                    if not (page and res.more):
+                        break
+                    start = last_key + "\0"
+                    continue
+                break
+        except Compacted as e:
+            raise Gone("The provided continue parameter is too old to display a consistent list result. "
+                       "You can start a new list without the continue parameter, or use the continue "
+                       f"token in this response to retrieve the remainder of the results (compacted {e})"
+                       ) from None
+        token = ""
+        if more and items:
+            token = _encode_continue(rev, rt.key(meta(items[-1]).get("namespace", ""),
+                                                 meta(items[-1])["name"]) + "\0")
+        return ListResult(items, str(rev), token)
+
+    @staticmethod
+    def _matches(obj: Obj, labels: LabelSelector, fields: FieldSelector) -> bool:
+        return labels.matches(meta(obj).get("labels")) and fields.matches(obj)
+
+    async def watch(self, rt: ResourceType, namespace: str = "", *, resource_version: str = "",
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    send_initial: bool | None = None) -> AsyncIterator[WatchEvent]:
+        """Events after ``resource_version``; with none (or "0"), the current objects as ADDED first.
+
+        Raises ``Gone`` when the version was compacted away. An object that stops
+        matching the selectors is seen as DELETED, one that starts as ADDED.
+        """
+        labels = LabelSelector.parse(label_selector)
+        fields = FieldSelector.parse(field_selector, rt.kind)
+        prefix = rt.list_prefix(namespace)
+        rv = _parse_rv(resource_version)
+        if rv == 0 or send_initial:
+            res = await self.store.range(prefix, revision=rv if send_initial and rv else 0)
+            for kv in res.kvs:
+                obj = _decode(rt, kv)
+                if self._matches(obj, labels, fields):
+                    yield WatchEvent("ADDED", obj)
+            rv = res.revision
+            if send_initial:
+                yield WatchEvent("BOOKMARK", self._bookmark(rt, rv, initial_done=True))
+        try:
+            async for batch in self.store.watch(prefix, start_revision=rv + 1, prev_kv=True):
+                for ev in batch:
+                    if rt.namespaced and not namespace and ev.kv.key.count("/") != rt.prefix.count("/") + 1:
+                        continue
+                    new = _decode(rt, ev.kv) if ev.type == "PUT" else None
+                    old = _decode(rt, ev.prev_kv, ev.kv.mod_revision) if ev.prev_kv is not None else None
+                    new_ok = new is not None and self._matches(new, labels, fields)
+                    old_ok = old is not None and self._matches(old, labels, fields)
+                    if new is not None and new_ok:
+                        yield WatchEvent("MODIFIED" if old_ok else "ADDED", new)
+                    elif old is not None and old_ok:
+                        gone = old if new is None else new
+                        meta(gone)["resourceVersion"] = str(ev.kv.mod_revision)
+                        yield WatchEvent("DELETED", gone)
+        except Compacted as e:
+            raise Gone.too_old(e.requested, e.compact_revision) from None
+
+    def _bookmark(self, rt: ResourceType, rv: int, initial_done: bool = False) -> Obj:
+        m: Obj = {"resourceVersion": str(rv)}
+        if initial_done:
+            m["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": m}
+
+    # ---- writes ------------------------------------------------------------------------------------------
+    async def _require_namespace(self, rt: ResourceType, namespace: str) -> None:
+        if not rt.namespaced:
+            return
+        if not namespace:
+            raise BadRequest("the server could not find the requested resource: namespace is required")
+        ns_rt = self.registry.get("", "v1", "namespaces")
+        assert ns_rt is not None
+        if await self.store.get(ns_rt.key("", namespace)) is None:
+            raise NotFoundError.of("namespaces", "", namespace)
+
+    def _check_identity(self, rt: ResourceType, obj: Obj, namespace: str, name: str | None) -> None:
+        av, kind = obj.get("apiVersion"), obj.get("kind")
+        accepted = {rt.api_version}
+        if av and av not in accepted:
+            raise BadRequest(f"the API version in the data ({av}) does not match the expected API version "
+                             f"({rt.api_version})")
+        if kind and kind != rt.kind:
+            raise BadRequest(f"the kind in the data ({kind}) does not match the expected kind ({rt.kind})")
+        m = meta(obj)
+        if rt.namespaced:
+            ns = m.get("namespace")
+            if ns and namespace and ns != namespace:
+                raise BadRequest("the namespace of the provided object does not match the namespace sent on "
+                                 "the request")
+            m["namespace"] = namespace or ns
+        else:
+            m.pop("namespace", None)
+        if name is not None and m.get("name") and m["name"] != name:
+            raise BadRequest(f"the name of the object ({m['name']}) does not match the name on the URL ({name})")
+        if name is not None:
+            m["name"] = name
+
+    async def create(self, rt: ResourceType, namespace: str, obj: Obj, *, dry_run: bool = False,
+                     field_manager: str = "", apply: bool = False) -> Obj:
+        obj = copy.deepcopy(obj)
+        if not isinstance(obj, dict):
+            raise BadRequest("the body of the request was in an unknown format")
+        self._check_identity(rt, obj, namespace, None)
+        obj["apiVersion"], obj["kind"] = rt.api_version, rt.kind
+        m = meta(obj)
+        if not m.get("name"):
+            if m.get("generateName"):
+                m["name"] = generated_name(m["generateName"])
+            else:
+                raise Invalid(rt.kind, rt.group, "", [Cause("metadata.name", "FieldValueRequired",
+                                                            "Required value: name or generateName is required")])
+        namespace = m.get("namespace", "") if rt.namespaced else ""
+        for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+            m.pop(k, None)
+        m["uid"] = new_uid()
+        m["creationTimestamp"] = now_rfc3339()
+        if rt.has_generation:
+            m["generation"] = 1
+        else:
+            m.pop("generation", None)
+        await self._require_namespace(rt, namespace)
+        stored = to_storage(rt, obj)
+        strategy.prepare_create(rt, stored)
+        self._validate(rt, stored, None)
+        await strategy.admit_create(self, rt, stored, self.service_cidr)
+        track_update(rt, stored, None, field_manager, apply=apply)
+        if dry_run:
+            if await self.store.get(rt.key(namespace, m["name"])) is not None:
+                raise AlreadyExists.of(rt.plural, rt.group, m["name"])
+            return from_storage(rt, stored)
+        key = rt.key(namespace, m["name"])
+        res = await self.store.txn([Compare(key, "create", "=", 0)], [Op.put(key, _encode(stored))])
+        if not res.succeeded:
+            raise AlreadyExists.of(rt.plural, rt.group, m["name"])
+        meta(stored)["resourceVersion"] = str(res.revision)
+        await strategy.after_write(self, rt, None, stored)
+        return from_storage(rt, stored)
+
+    def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        causes = strategy.validate(self.registry, rt, obj, old)
+        if causes:
+            raise Invalid(rt.kind, rt.group, str(meta(obj).get("name", "")), causes)
+
+    async def update(self, rt: ResourceType, namespace: str, name: str, obj: Obj, *, subresource: str = "",
+                     dry_run: bool = False, field_manager: str = "") -> Obj:
+        """PUT: replace the object (or only its status); a stale resourceVersion is a Conflict."""
+        if not isinstance(obj, dict):
+            raise BadRequest("the body of the request was in an unknown format")
+        obj = copy.deepcopy(obj)
+        self._check_identity(rt, obj, namespace, name)
+        want_rv = _parse_rv(meta(obj).get("resourceVersion"))
+
+        def build(old: Obj) -> Obj:
+            if want_rv and want_rv != int(meta(old)["resourceVersion"]):
+                raise Conflict.modified(rt.plural, rt.group, name)
+            return to_storage(rt, obj)
+
+        return await self._modify(rt, namespace, name, build, subresource=subresource, dry_run=dry_run,
+                                  field_manager=field_manager)
+
+    async def modify(self, rt: ResourceType, namespace: str, name: str, fn: Any, *, subresource: str = "",
+                     dry_run: bool = False, field_manager: str = "", apply: bool = False) -> Obj:
+        """Read, let ``fn(old) -> new`` compute the object (both in the stored shape), write with CAS; retried
+        when another writer got there first. ``fn`` raises to refuse."""
+        return await self._modify(rt, namespace, name, fn, subresource=subresource, dry_run=dry_run,
+                                  field_manager=field_manager, apply=apply)
+
+    async def _modify(self, rt: ResourceType, namespace: str, name: str, fn: Any, *, subresource: str,
+                      dry_run: bool, field_manager: str, apply: bool = False) -> Obj:
+        key = rt.key(namespace, name)
+        for _ in range(_MAX_RETRIES):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise NotFoundError.of(rt.plural, rt.group, name)
+            old: Obj = json.loads(kv.value)
+            meta(old)["resourceVersion"] = str(kv.mod_revision)
+            new = fn(copy.deepcopy(old))
+            new["apiVersion"], new["kind"] = old.get("apiVersion"), old.get("kind")
+            new = self._merge_preserved(rt, old, new, subresource)
+            strategy.prepare_update(rt, new, old)
+            self._validate(rt, new, old)
+            if rt.has_generation and strategy.spec_changed(rt, old, new):
+                meta(new)["generation"] = int(meta(old).get("generation") or 1) + 1
+            track_update(rt, new, old, field_manager, apply=apply)
+            if _same(old, new):
+                return from_storage(rt, old)
+            m = meta(new)
+            finalize = bool(m.get("deletionTimestamp")) and not m.get("finalizers") and rt.kind != "Namespace"
+            if dry_run:
+                return from_storage(rt, new)
+            if finalize:
+                res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], [Op.delete(key)])
+            else:
+                res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], [Op.put(key, _encode(new))])
+            if res.succeeded:
+                meta(new)["resourceVersion"] = str(res.revision)
+                await strategy.after_write(self, rt, old, None if finalize else new)
+                return from_storage(rt, new)
+        raise Conflict.modified(rt.plural, rt.group, name)
+
+    @staticmethod
+    def _merge_preserved(rt: ResourceType, old: Obj, new: Obj, subresource: str) -> Obj:
+        om, nm = meta(old), meta(new)
+        if subresource == "status":
+            out = copy.deepcopy(old)
+            if "status" in new:
+                out["status"] = new["status"]
+            else:
+                out.pop("status", None)
+            return out
+        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"):
+            if k in om:
+                nm[k] = om[k]
+            else:
+                nm.pop(k, None)
+        nm["name"], nm["resourceVersion"] = om["name"], om["resourceVersion"]
+        if "namespace" in om:
+            nm["namespace"] = om["namespace"]
+        if "managedFields" not in nm and "managedFields" in om:
+            nm["managedFields"] = om["managedFields"]
+        if "status" in rt.subresources and subresource != "status" and rt.kind != "Namespace":
+            if "status" in old:
+                new["status"] = old["status"]
+            else:
+                new.pop("status", None)
+        return new
+
+    async def delete(self, rt: ResourceType, namespace: str, name: str, *, propagation: str = "",
+                     preconditions: dict[str, Any] | None = None, dry_run: bool = False) -> tuple[Obj, bool]:
+        """Delete (or start deleting) an object; returns (object, whether it is gone now)."""
+        key = rt.key(namespace, name)
+        if propagation and propagation not in ("Orphan", "Background", "Foreground"):
+            raise BadRequest(f"propagationPolicy: Unsupported value: {propagation!r}: supported values: "
+                             '"Foreground", "Background", "Orphan"')
+        for _ in range(_MAX_RETRIES):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise NotFoundError.of(rt.plural, rt.group, name)
+            cur = _decode(rt, kv)
+            stored: Obj = json.loads(kv.value)
+            m = meta(stored)
+            pre = preconditions or {}
+            if pre.get("uid") and pre["uid"] != m.get("uid"):
+                raise Conflict(f"Precondition failed: UID in precondition: {pre['uid']}, UID in object meta: "
+                               f"{m.get('uid')}", details={"name": name, "kind": rt.plural})
+            if pre.get("resourceVersion") and pre["resourceVersion"] != str(kv.mod_revision):
+                raise Conflict(f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                               f"ResourceVersion in object meta: {kv.mod_revision}",
+                               details={"name": name, "kind": rt.plural})
+            finalizers = list(m.get("finalizers") or [])
+            if propagation == "Orphan" and "orphan" not in finalizers:
+                finalizers.append("orphan")
+            if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            if rt.kind == "Namespace":
+                spec_fin = (stored.get("spec") or {}).get("finalizers")
+                if spec_fin is None:
+                    stored.setdefault("spec", {})["finalizers"] = ["kubernetes"]
+                stored.setdefault("status", {})["phase"] = "Terminating"
+                finalizers = finalizers or []
+                graceful = True
+            else:
+                graceful = bool(finalizers)
+            if graceful:
+                unchanged = bool(m.get("deletionTimestamp")) and finalizers == list(m.get("finalizers") or [])
+                if unchanged and (rt.kind != "Namespace" or (stored.get("status") or {}).get("phase") == "Terminating"):
+                    return cur, False
+                m.setdefault("deletionTimestamp", now_rfc3339())
+                m.setdefault("deletionGracePeriodSeconds", 0)
+                if finalizers:
+                    m["finalizers"] = finalizers
+                if rt.has_generation:
+                    m["generation"] = int(m.get("generation") or 1) + 1
+                if dry_run:
+                    return from_storage(rt, stored), False
+                res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)],
+                                           [Op.put(key, _encode(stored))])
+                if res.succeeded:
+                    m["resourceVersion"] = str(res.revision)
+                    return from_storage(rt, stored), False
+                continue
+            if dry_run:
+                return cur, True
+            res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], [Op.delete(key)])
+            if res.succeeded:
+                await strategy.after_write(self, rt, stored, None)
+                return cur, True
+        raise Conflict.modified(rt.plural, rt.group, name)
+
+
+def _same(old: Obj, new: Obj) -> bool:
+    def strip(o: Obj) -> Obj:
+        c = dict(o)
+        m = dict(c.get("metadata") or {})
+        for k in ("resourceVersion", "managedFields"):
+            m.pop(k, None)
+        c["metadata"] = m
+        return c
+
+    if strip(old) != strip(new):
+        return False
+    # Only managedFields differ: a no-op unless the set of managers changed.
+    oms = [(e.get("manager"), e.get("operation"), e.get("fieldsV1"))
+           for e in meta(old).get("managedFields") or []]
+    nms = [(e.get("manager"), e.get("operation"), e.get("fieldsV1"))
+           for e in meta(new).get("managedFields") or []]
+    return oms == nms

@@ -1,0 +1,117 @@
+"""``KubeAPI``: the Kubernetes API server as one pitwall component.
+
+It owns the resource registry (built-in kinds plus the CRDs found in the
+store), the verbs over the revisioned store, the OpenAPI documents, the
+garbage collector, and the in-process ``client`` for controllers. ``start``
+creates the default namespaces, loads CRDs and follows them (another pitwall
+sharing an etcd may add some), and starts the garbage collector; ``stop``
+ends both loops. ``router()`` is every HTTP route.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter
+
+from pitwall import __version__
+from pitwall.core.tasks import Supervisor
+from pitwall.kube.api import SubresourceHandler, kube_router
+from pitwall.kube.client import KubeClient
+from pitwall.kube.crd import types_from_crd
+from pitwall.kube.errors import AlreadyExists
+from pitwall.kube.gc import GarbageCollector
+from pitwall.kube.openapi import OpenAPI
+from pitwall.kube.registry import Registry
+from pitwall.kube.resources import Resources
+from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
+from pitwall.storage.revstore import RevStore
+
+__all__ = ["DEFAULT_NAMESPACES", "KubeAPI"]
+
+log = logging.getLogger(__name__)
+DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_CRD_PREFIX = "/registry/apiextensions.k8s.io/customresourcedefinitions/"
+
+
+class KubeAPI:
+    """The Kubernetes API over one ``RevStore`` (a ``Component``)."""
+
+    name = "kube"
+
+    def __init__(self, store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
+                 watch_timeout_s: float = 1800.0, bookmark_interval_s: float = 60.0, gc_resync_s: float = 30.0,
+                 run_gc: bool = True) -> None:
+        self.store = store
+        self.registry = Registry()
+        self.resources = Resources(store, self.registry, service_cidr=service_cidr)
+        self.openapi = OpenAPI(self.registry)
+        self.client = KubeClient(self.resources)
+        self.gc = GarbageCollector(self.resources, resync_s=gc_resync_s)
+        self.server_address = server_address
+        self.watch_timeout_s = watch_timeout_s
+        self.bookmark_interval_s = bookmark_interval_s
+        self.run_gc = run_gc
+        # (group, plural, subresource) -> handler, for subresources others serve (pods/log from node/).
+        self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
+        self.version_info: dict[str, Any] = {
+            "major": "1", "minor": "32", "gitVersion": "v1.32.0-pitwall." + __version__,
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "python",
+            "compiler": "cpython", "platform": "linux/amd64",
+        }
+        self.ready = False
+        self._tasks = Supervisor("kube")
+
+    def router(self) -> APIRouter:
+        return kube_router(self)
+
+    async def start(self) -> None:
+        ns_rt = self.registry.get("", "v1", "namespaces")
+        assert ns_rt is not None
+        for ns in DEFAULT_NAMESPACES:
+            with contextlib.suppress(AlreadyExists):
+                await self.resources.create(ns_rt, "", {"metadata": {"name": ns}}, field_manager="pitwall")
+        rev = await self._load_crds()
+        self._tasks.spawn(self._follow_crds(rev), name="kube-crds")
+        if self.run_gc:
+            await self.gc.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.run_gc:
+            await self.gc.stop()
+        await self._tasks.stop()
+
+    def healthy(self) -> bool:
+        return self._tasks.healthy and (not self.run_gc or self.gc.healthy())
+
+    async def _load_crds(self) -> int:
+        res = await self.store.range(_CRD_PREFIX)
+        for kv in res.kvs:
+            crd = json.loads(kv.value)
+            self.registry.replace_crd(str(crd.get("metadata", {}).get("name", "")), types_from_crd(crd))
+        return res.revision
+
+    async def _follow_crds(self, rev: int) -> None:
+        while True:
+            try:
+                async for batch in self.store.watch(_CRD_PREFIX, start_revision=rev + 1, prev_kv=True):
+                    for ev in batch:
+                        rev = ev.kv.mod_revision
+                        name = ev.kv.key[len(_CRD_PREFIX):]
+                        if ev.type == "PUT":
+                            self.registry.replace_crd(name, types_from_crd(json.loads(ev.kv.value)))
+                        else:
+                            self.registry.replace_crd(name, [])
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("kube: following CRDs failed; reloading")
+                await asyncio.sleep(1)
+                rev = await self._load_crds()
