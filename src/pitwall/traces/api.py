@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from pitwall.core.body import read_body
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.traces.errors import BadQuery
@@ -85,8 +86,9 @@ def zipkin_router(deps: TracesApiDeps) -> APIRouter:
     @r.post("/api/v2/spans", status_code=202)
     async def post_spans(request: Request) -> Response:
         media = zipkin.media_type(request.headers.get("content-type", ""))
-        body = await deps.receiver.read_body(request)
-        await deps.receiver.receive(tenant_of(request), body, media, zipkin.decode)
+        rc = deps.receiver
+        async with read_body(request, rc.body_limits, rc.inflight) as body:
+            await rc.receive(tenant_of(request), body, media, zipkin.decode)
         return Response(status_code=202)
 
     @r.get("/api/v2/services")
@@ -179,8 +181,9 @@ def otlp_router(deps: TracesApiDeps) -> APIRouter:
     @r.post("/v1/traces")
     async def otlp_traces(request: Request) -> Response:
         media = otlp.media_type(request.headers.get("content-type", ""))
-        body = await deps.receiver.read_body(request)
-        result = await deps.receiver.receive(tenant_of(request), body, media, otlp.decode)
+        rc = deps.receiver
+        async with read_body(request, rc.body_limits, rc.inflight) as body:
+            result = await rc.receive(tenant_of(request), body, media, otlp.decode)
         return Response(otlp.encode_response(media, result.rejected, result.message), media_type=media)
 
     return r

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pitwall.core import errors as core
 from pitwall.core.errors import BadData, NotFound, TooLarge
 
 
@@ -19,14 +20,8 @@ class SpanLimitExceeded(TooLarge):
     status = 400
 
 
-class BodyTooLarge(TooLarge):
-    """The (compressed or decompressed) body exceeds its byte limit (413)."""
-
-
-class UnsupportedMediaType(BadData):
+class UnsupportedMediaType(core.UnsupportedMediaType):
     """A content type the endpoint does not accept (415)."""
-
-    status = 415
 
 
 class TraceNotFound(NotFound):

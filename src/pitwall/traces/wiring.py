@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fastapi import APIRouter
 
+from pitwall.core.body import BodyLimits
 from pitwall.core.lifecycle import Component
 from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.metrics.store import Appender
@@ -61,8 +62,7 @@ def build_traces(
             max_events_per_span=ts.max_events_per_span,
         ),
         inflight=inflight,
-        max_request_bytes=limits.max_request_bytes,
-        max_decompressed_bytes=limits.max_decompressed_bytes,
+        body_limits=BodyLimits.of(limits),
     )
     deps = TracesApiDeps(receiver=receiver, query=TraceQuery(store, ts.max_search_results),
                          default_lookback_ms=ts.default_lookback, autocomplete_keys=list(ts.autocomplete_keys))
