@@ -8,53 +8,34 @@ checks this against the official definition compiled with protoc.
 
 from __future__ import annotations
 
-from typing import Any
+from google.protobuf import descriptor_pb2, timestamp_pb2
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
-
-_F = descriptor_pb2.FieldDescriptorProto
+from pitwall.core.protodesc import F, Messages, add_field
 
 
-def _field(msg: Any, name: str, number: int, ftype: int, label: int = _F.LABEL_OPTIONAL,
-           type_name: str = "") -> None:
-    f = msg.field.add()
-    f.name, f.number, f.type, f.label = name, number, ftype, label
-    if type_name:
-        f.type_name = type_name
-
-
-def _build() -> descriptor_pool.DescriptorPool:
-    pool = descriptor_pool.DescriptorPool()
-    ts_fd = descriptor_pb2.FileDescriptorProto()
-    timestamp_pb2.DESCRIPTOR.CopyToProto(ts_fd)
-    pool.Add(ts_fd)
+def _declare() -> descriptor_pb2.FileDescriptorProto:
     fd = descriptor_pb2.FileDescriptorProto(name="pitwall_logproto.proto", package="logproto", syntax="proto3")
     fd.dependency.append("google/protobuf/timestamp.proto")
     req = fd.message_type.add(name="PushRequest")
-    _field(req, "streams", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".logproto.StreamAdapter")
-    _field(req, "format", 2, _F.TYPE_STRING)
+    add_field(req, "streams", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".logproto.StreamAdapter")
+    add_field(req, "format", 2, F.TYPE_STRING)
     fd.message_type.add(name="PushResponse")
     st = fd.message_type.add(name="StreamAdapter")
-    _field(st, "labels", 1, _F.TYPE_STRING)
-    _field(st, "entries", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".logproto.EntryAdapter")
-    _field(st, "hash", 3, _F.TYPE_UINT64)
+    add_field(st, "labels", 1, F.TYPE_STRING)
+    add_field(st, "entries", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".logproto.EntryAdapter")
+    add_field(st, "hash", 3, F.TYPE_UINT64)
     lp = fd.message_type.add(name="LabelPairAdapter")
-    _field(lp, "name", 1, _F.TYPE_STRING)
-    _field(lp, "value", 2, _F.TYPE_STRING)
+    add_field(lp, "name", 1, F.TYPE_STRING)
+    add_field(lp, "value", 2, F.TYPE_STRING)
     en = fd.message_type.add(name="EntryAdapter")
-    _field(en, "timestamp", 1, _F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
-    _field(en, "line", 2, _F.TYPE_STRING)
-    _field(en, "structuredMetadata", 3, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".logproto.LabelPairAdapter")
-    _field(en, "parsed", 4, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".logproto.LabelPairAdapter")
-    pool.Add(fd)
-    return pool
+    add_field(en, "timestamp", 1, F.TYPE_MESSAGE, type_name=".google.protobuf.Timestamp")
+    add_field(en, "line", 2, F.TYPE_STRING)
+    add_field(en, "structuredMetadata", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".logproto.LabelPairAdapter")
+    add_field(en, "parsed", 4, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".logproto.LabelPairAdapter")
+    return fd
 
 
-_POOL = _build()
-
-
-def _cls(name: str) -> Any:
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"logproto.{name}"))
+_cls = Messages(_declare(), timestamp_pb2.DESCRIPTOR).cls
 
 
 PushRequest = _cls("PushRequest")

@@ -8,63 +8,47 @@ label: the raw bytes of a series' labels are its cache key.
 
 from __future__ import annotations
 
-from typing import Any
+from google.protobuf import descriptor_pb2
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-_F = descriptor_pb2.FieldDescriptorProto
+from pitwall.core.protodesc import F, Messages, add_field
 
 
-def _field(msg: Any, name: str, number: int, ftype: int, label: int = _F.LABEL_OPTIONAL,
-           type_name: str = "") -> None:
-    f = msg.field.add()
-    f.name, f.number, f.type, f.label = name, number, ftype, label
-    if type_name:
-        f.type_name = type_name
-
-
-def _build() -> descriptor_pool.DescriptorPool:
+def _declare() -> descriptor_pb2.FileDescriptorProto:
     fd = descriptor_pb2.FileDescriptorProto(name="pitwall_prompb.proto", package="pitwall.prompb",
                                             syntax="proto3")
     label = fd.message_type.add(name="Label")
-    _field(label, "name", 1, _F.TYPE_STRING)
-    _field(label, "value", 2, _F.TYPE_STRING)
+    add_field(label, "name", 1, F.TYPE_STRING)
+    add_field(label, "value", 2, F.TYPE_STRING)
     sample = fd.message_type.add(name="Sample")
-    _field(sample, "value", 1, _F.TYPE_DOUBLE)
-    _field(sample, "timestamp", 2, _F.TYPE_INT64)
+    add_field(sample, "value", 1, F.TYPE_DOUBLE)
+    add_field(sample, "timestamp", 2, F.TYPE_INT64)
     ex = fd.message_type.add(name="Exemplar")
-    _field(ex, "labels", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Label")
-    _field(ex, "value", 2, _F.TYPE_DOUBLE)
-    _field(ex, "timestamp", 3, _F.TYPE_INT64)
+    add_field(ex, "labels", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Label")
+    add_field(ex, "value", 2, F.TYPE_DOUBLE)
+    add_field(ex, "timestamp", 3, F.TYPE_INT64)
     ts = fd.message_type.add(name="TimeSeries")
-    _field(ts, "labels", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Label")
-    _field(ts, "samples", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Sample")
-    _field(ts, "exemplars", 3, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Exemplar")
+    add_field(ts, "labels", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Label")
+    add_field(ts, "samples", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Sample")
+    add_field(ts, "exemplars", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Exemplar")
     md = fd.message_type.add(name="MetricMetadata")
-    _field(md, "type", 1, _F.TYPE_INT32)
-    _field(md, "metric_family_name", 2, _F.TYPE_STRING)
-    _field(md, "help", 4, _F.TYPE_STRING)
-    _field(md, "unit", 5, _F.TYPE_STRING)
+    add_field(md, "type", 1, F.TYPE_INT32)
+    add_field(md, "metric_family_name", 2, F.TYPE_STRING)
+    add_field(md, "help", 4, F.TYPE_STRING)
+    add_field(md, "unit", 5, F.TYPE_STRING)
     wr = fd.message_type.add(name="WriteRequest")
-    _field(wr, "timeseries", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.TimeSeries")
-    _field(wr, "metadata", 3, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.MetricMetadata")
+    add_field(wr, "timeseries", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.TimeSeries")
+    add_field(wr, "metadata", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.MetricMetadata")
     fts = fd.message_type.add(name="FastTimeSeries")
-    _field(fts, "labels", 1, _F.TYPE_BYTES, _F.LABEL_REPEATED)
-    _field(fts, "samples", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Sample")
-    _field(fts, "exemplars", 3, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.Exemplar")
+    add_field(fts, "labels", 1, F.TYPE_BYTES, F.LABEL_REPEATED)
+    add_field(fts, "samples", 2, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Sample")
+    add_field(fts, "exemplars", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.Exemplar")
     fwr = fd.message_type.add(name="FastWriteRequest")
-    _field(fwr, "timeseries", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.FastTimeSeries")
-    _field(fwr, "metadata", 3, _F.TYPE_MESSAGE, _F.LABEL_REPEATED, ".pitwall.prompb.MetricMetadata")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    return pool
+    add_field(fwr, "timeseries", 1, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.FastTimeSeries")
+    add_field(fwr, "metadata", 3, F.TYPE_MESSAGE, F.LABEL_REPEATED, ".pitwall.prompb.MetricMetadata")
+    return fd
 
 
-_POOL = _build()
-
-
-def _cls(name: str) -> Any:
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"pitwall.prompb.{name}"))
+_cls = Messages(_declare()).cls
 
 
 Label = _cls("Label")
