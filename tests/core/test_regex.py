@@ -87,7 +87,8 @@ def test_escape_is_quote_meta() -> None:
     assert rx.compile(rx.escape(text), anchored=True).matches(text)
 
 
-PATTERNS = ["", "abc", "a|b|", "api|web", ".*", ".+", "a.*", ".*b", "(a|b)+c?", "[^x]*", "(?i)AB", "é.", "a\\z"]
+PATTERNS = ["", "abc", "a|b|", "api|web", ".*", ".+", "a.*", ".*b", ".*é.*", ".*.*", "ab.*", ".*\n", "(a|b)+c?",
+            "[^x]*", "(?i)AB", "é.", "a\\z", "a.*|b"]
 
 
 @given(st.sampled_from(PATTERNS), st.lists(st.text(alphabet="abcxAé\n", max_size=6), max_size=80),

@@ -269,21 +269,36 @@ class Regex:
     # ------------------------------------------------------------ booleans
 
     def _fast_test(self) -> Callable[[str], bool] | None:
-        """A test without RE2 for the common shapes: a literal, literals joined by ``|``, ``.*``, ``.+``."""
+        """A test without RE2 for the common shapes (as Prometheus' FastRegexMatcher has).
+
+        A literal, literals joined by ``|``; with ``dot_nl`` (``.`` matches
+        anything) and anchoring also ``.*``, ``.+``, ``lit.*``, ``.*lit`` and
+        ``.*lit.*``.
+        """
         p = self.pattern
-        if not _META.isdisjoint(p):
-            if self.anchored and self.dot_nl:
-                if p == ".*":
-                    return lambda s: True
-                if p == ".+":
-                    return lambda s: s != ""
-            if self.anchored and "|" in p and _META.isdisjoint(p.replace("|", "")):
-                alts = frozenset(p.split("|"))
-                return alts.__contains__
+        plain = _META.isdisjoint
+        if plain(p):
+            return p.__eq__ if self.anchored else (lambda s: p in s)
+        if not self.anchored:
             return None
-        if self.anchored:
-            return p.__eq__
-        return lambda s: p in s
+        if "|" in p and plain(p.replace("|", "")):
+            return frozenset(p.split("|")).__contains__
+        if not self.dot_nl:
+            return None
+        if p == ".*":
+            return lambda s: True
+        if p == ".+":
+            return lambda s: s != ""
+        if len(p) >= 4 and p.startswith(".*") and p.endswith(".*") and plain(p[2:-2]):
+            inner = p[2:-2]
+            return lambda s: inner in s
+        if p.endswith(".*") and plain(p[:-2]):
+            prefix = p[:-2]
+            return lambda s: s.startswith(prefix)
+        if p.startswith(".*") and plain(p[2:]):
+            suffix = p[2:]
+            return lambda s: s.endswith(suffix)
+        return None
 
     def _re2_test(self, text: str) -> bool:
         data = _enc(text)

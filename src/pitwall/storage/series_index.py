@@ -88,9 +88,12 @@ class SeriesIndex:
 
     def _select_values(self, values: dict[str, _Postings], m: Matcher, want: bool) -> np.ndarray:
         # One call over all values: a regex runs over the whole array in RE2 (and checks the deadline).
-        items = list(values.items())
-        hits = m.matches_many([v for v, _ in items])
-        return self._union(items[i][1] for i in np.flatnonzero(hits == want).tolist())
+        # Values are only ever appended, so the i-th key and the i-th postings agree even if one
+        # arrives between the two copies; no (key, postings) tuples, which would wake the GC.
+        keys = list(values)
+        postings = list(values.values())
+        hits = m.matches_many(keys)
+        return self._union(postings[i] for i in np.flatnonzero(hits == want).tolist())
 
     def select(self, matchers: Sequence[Matcher]) -> np.ndarray:
         """Sorted sids of series matching every matcher (Prometheus semantics:
