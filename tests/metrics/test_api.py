@@ -158,6 +158,16 @@ async def test_remote_write_errors_are_plain_text(loaded: httpx.AsyncClient) -> 
     assert r.status_code == 400 and "snappy" in r.text
 
 
+async def test_remote_write_empty_bodies_answered_as_prometheus(client: httpx.AsyncClient) -> None:
+    # Zero bytes are no snappy block: Prometheus' handler answers 400 with Go's "snappy: corrupt input".
+    r = await client.post("/api/v1/write", content=b"",
+                          headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
+    assert r.status_code == 400
+    assert r.text == "snappy: corrupt input\n"
+    # The one-byte block of an empty WriteRequest decodes, holds nothing, and is acknowledged, as there.
+    assert (await client.post("/api/v1/write", content=b"\x00")).status_code == 204
+
+
 async def test_remote_write_body_limit_is_413(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/write", content=b"x" * ((1 << 20) + 1))
     assert r.status_code == 413

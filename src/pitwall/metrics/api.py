@@ -14,7 +14,6 @@ import platform
 import re
 import sys
 import time
-import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +24,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
+from pitwall.core.body import Body, BodyLimits, read_body
 from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget
 from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
 from pitwall.core.tenancy import require_server_wide
-from pitwall.metrics.errors import RequestTooLarge
-from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator, encode_response
+from pitwall.metrics.ingest.otlp import OtlpMetricsResult, OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.model import Matcher
 from pitwall.metrics.promql import Engine, PromQLParseError, parse_matchers
@@ -344,9 +343,10 @@ def ingest_router(deps: MetricsApiDeps) -> APIRouter:
 
     @r.post("/api/v1/write", status_code=204)
     async def remote_write(request: Request) -> Response:
-        body = await _read_body(request, deps)
-        with deps.inflight.reserve(len(body)):
-            await deps.remote_write.write(tenant_of(request), body)
+        rw = deps.remote_write
+        async with read_body(request, BodyLimits.of(rw.limits), deps.inflight) as body:
+            decoded = await body.in_thread(rw.decode, body.data, body.reservation)
+            await rw.write(tenant_of(request), body.data, decoded)
         return Response(status_code=204)
 
     return r
@@ -356,16 +356,16 @@ def otlp_router(deps: MetricsApiDeps) -> APIRouter:
     """OTLP/HTTP metrics: protobuf or JSON, answered in the request's encoding."""
     r = error_router("otlp", tags=["otlp"])
 
+    def translate(body: Body, ctype: str) -> OtlpMetricsResult:
+        # The translator is thread-safe (its DELTA state has a lock).
+        return deps.otlp.translate(deps.otlp.decode(body.decoded(), ctype), int(time.time() * 1000))
+
     @r.post("/v1/metrics")
     async def otlp_metrics(request: Request) -> Response:
         ctype = request.headers.get("content-type", "")
-        body = await _read_body(request, deps)
-        if request.headers.get("content-encoding", "").lower() == "gzip":
-            body = _gunzip(body, deps)
         tenant = tenant_of(request)
-        with deps.inflight.reserve(len(body)):
-            req = deps.otlp.decode(body, ctype)
-            result = deps.otlp.translate(req, int(time.time() * 1000))
+        async with read_body(request, BodyLimits.of(deps.remote_write.limits), deps.inflight) as body:
+            result = await body.in_thread(translate, body, ctype)
             if len(result.batch):
                 await deps.store.append(tenant, result.batch)
             if result.metadata:
@@ -376,33 +376,6 @@ def otlp_router(deps: MetricsApiDeps) -> APIRouter:
         return Response(encode_response(result, out_type), media_type=out_type)
 
     return r
-
-
-async def _read_body(request: Request, deps: MetricsApiDeps) -> bytes:
-    limit = deps.remote_write.limits.max_request_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _gunzip(body: bytes, deps: MetricsApiDeps) -> bytes:
-    limit = deps.remote_write.limits.max_decompressed_bytes
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise BadData(f"invalid gzip body: {e}") from e
-    if len(out) > limit:
-        raise RequestTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
-    return out
 
 
 __all__ = ["MetricsApiDeps", "ingest_router", "otlp_router", "query_router"]

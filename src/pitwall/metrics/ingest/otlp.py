@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-from pitwall.core.errors import BadData
+from pitwall.core.errors import BadData, UnsupportedMediaType
 from pitwall.metrics.ingest.otlp_translate import (
     DeltaState,
     OtlpMetricsResult,
@@ -53,10 +53,8 @@ class OtlpDecodeError(BadData):
     """The body is not a valid OTLP ExportMetricsServiceRequest."""
 
 
-class UnsupportedContentType(BadData):
+class UnsupportedContentType(UnsupportedMediaType):
     """Neither ``application/x-protobuf`` nor ``application/json`` (OTLP answers 415)."""
-
-    status = 415
 
 
 def _media_type(content_type: str) -> str:

@@ -11,12 +11,12 @@ import importlib
 from array import array
 from typing import Any
 
-import cramjam
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from pitwall.core.body import snappy_block
 from pitwall.core.errors import BadData
-from pitwall.core.limits import LimitsSettings
+from pitwall.core.limits import LimitsSettings, Reservation
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb
 from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, format_labels
@@ -30,6 +30,9 @@ except ImportError:  # built without a C compiler: the upb path below serves
 
 _NATIVE_FALLBACK = 2 | 4  # exemplars/histograms present, or labels not contiguous
 
+# The decompressed body, and the C decoder's columns (label spans, counts, timestamps, values, flags) if built.
+Decoded = tuple[bytes, tuple[bytes, bytes, bytes, bytes, int] | None]
+
 
 class RemoteWriteIngester:
     """Decodes, validates and durably stores remote-write requests."""
@@ -39,34 +42,27 @@ class RemoteWriteIngester:
         self.limits = limits
         self._cache: dict[str, dict[bytes, int]] = {}
 
-    def decompress(self, body: bytes) -> bytes:
-        if len(body) > self.limits.max_request_bytes:
-            raise RequestTooLarge(
-                f"request body of {len(body)} bytes exceeds the limit of {self.limits.max_request_bytes}"
-            )
-        try:
-            n = cramjam.snappy.decompress_raw_len(body)
-        except Exception as e:
-            raise BadData(f"snappy: {e}") from e
-        if n > self.limits.max_decompressed_bytes:
-            raise RequestTooLarge(
-                f"decompressed body of {n} bytes exceeds the limit of {self.limits.max_decompressed_bytes}"
-            )
-        try:
-            return bytes(cramjam.snappy.decompress_raw(body))
-        except Exception as e:
-            raise BadData(f"snappy: {e}") from e
+    def decompress(self, body: bytes, reservation: Reservation | None = None) -> bytes:
+        return snappy_block(body, self.limits.max_decompressed_bytes, reservation)
 
-    async def write(self, tenant: str, body: bytes) -> int:
-        """Store one request; returns the number of samples written."""
-        raw = self.decompress(body)
-        if _rwdecode is not None:
-            try:
-                decoded = _rwdecode.decode(raw)
-            except ValueError as e:
-                raise BadData(f"proto: cannot parse request body: {e}") from e
-            if not decoded[4] & _NATIVE_FALLBACK:
-                return await self._write_native(tenant, raw, decoded)
+    def decode(self, body: bytes, reservation: Reservation | None = None) -> Decoded:
+        """Snappy, then the protobuf when the C decoder is built: the CPU part, safe in a worker thread."""
+        raw = self.decompress(body, reservation)
+        if _rwdecode is None:
+            return raw, None
+        try:
+            return raw, _rwdecode.decode(raw)
+        except ValueError as e:
+            raise BadData(f"proto: cannot parse request body: {e}") from e
+
+    async def write(self, tenant: str, body: bytes, decoded: Decoded | None = None) -> int:
+        """Store one request; returns the number of samples written.
+
+        ``decoded`` is what ``decode(body)`` gave, when the caller ran it already (in a thread).
+        """
+        raw, native = decoded if decoded is not None else self.decode(body)
+        if native is not None and not native[4] & _NATIVE_FALLBACK:
+            return await self._write_native(tenant, raw, native)
         return await self._write_upb(tenant, raw)
 
     async def _write_native(self, tenant: str, raw: bytes, decoded: tuple[bytes, bytes, bytes, bytes, int]) -> int:
