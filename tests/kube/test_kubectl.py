@@ -1,0 +1,230 @@
+"""The real kubectl (v1.32) against a live pitwall Kubernetes API over the SQLite RevStore."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SHARED
+from tests.kube.conftest import KubeServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+DATA = Path(__file__).parent / "data"
+WEB = str(DATA / "web.yaml")
+WAVE2 = SHARED / "conformance" / "wave2"
+
+
+def _json(p: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
+    out: dict = json.loads(p.stdout)  # type: ignore[type-arg]
+    return out
+
+
+def test_apply_get_describe(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    out = k("apply", "-f", WEB).stdout
+    assert "configmap/web-config created" in out
+    assert "deployment.apps/web created" in out
+    assert "service/web created" in out
+
+    table = k("get", "deployments").stdout.splitlines()
+    assert table[0].split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert table[1].split()[:4] == ["web", "0/2", "0", "0"]
+    wide = k("get", "deploy", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    assert wide[1].split()[-3:] == ["web", "nginx:1.27", "app=web"]
+    svc = k("get", "svc", "web").stdout.splitlines()
+    assert svc[0].split() == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+    assert svc[1].split()[1] == "ClusterIP" and svc[1].split()[4] == "80/TCP"
+    assert k("get", "cm", "web-config").stdout.splitlines()[0].split() == ["NAME", "DATA", "AGE"]
+
+    dep = _json(k("get", "deploy", "web", "-o", "json"))
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate",
+                                       "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}
+    assert dep["spec"]["revisionHistoryLimit"] == 10 and dep["spec"]["progressDeadlineSeconds"] == 600
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Always" and pod["terminationGracePeriodSeconds"] == 30
+    assert pod["dnsPolicy"] == "ClusterFirst"
+    assert pod["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+    assert pod["containers"][0]["ports"][0]["protocol"] == "TCP"
+    assert dep["metadata"]["generation"] == 1 and int(dep["metadata"]["resourceVersion"]) > 0
+    assert "kubectl.kubernetes.io/last-applied-configuration" in dep["metadata"]["annotations"]
+    as_yaml = yaml.safe_load(k("get", "svc", "web", "-o", "yaml").stdout)
+    assert as_yaml["spec"]["sessionAffinity"] == "None" and as_yaml["spec"]["clusterIP"].startswith("127.96.")
+
+    desc = k("describe", "deployment", "web").stdout
+    assert "RollingUpdateStrategy:  25% max unavailable, 25% max surge" in desc
+    assert "nginx:1.27" in desc
+
+    again = k("apply", "-f", WEB).stdout
+    assert "deployment.apps/web unchanged" in again
+    assert _json(k("get", "deploy", "web", "-o", "json"))["metadata"]["resourceVersion"] == \
+        dep["metadata"]["resourceVersion"]
+
+    changed = Path(kube_server.kubeconfig.parent / "web-changed.yaml")
+    changed.write_text(Path(WEB).read_text().replace("replicas: 2", "replicas: 3"))
+    assert "deployment.apps/web configured" in k("apply", "-f", str(changed)).stdout
+    assert _json(k("get", "deploy", "web", "-o", "json"))["spec"]["replicas"] == 3
+
+
+def test_label_annotate_scale_patch(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    k("apply", "-f", WEB)
+    assert "labeled" in k("label", "deploy", "web", "tier=front", "--overwrite").stdout
+    assert "annotated" in k("annotate", "deploy", "web", "note=hello", "--overwrite").stdout
+    assert "scaled" in k("scale", "deploy", "web", "--replicas=4").stdout
+    k("patch", "deploy", "web", "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.28"}]}}}}')
+    k("patch", "deploy", "web", "--type=merge", "-p", '{"metadata":{"labels":{"merged":"yes"}}}')
+    k("patch", "deploy", "web", "--type=json", "-p", '[{"op":"add","path":"/metadata/annotations/json","value":"1"}]')
+    dep = _json(k("get", "deploy", "web", "-o", "json"))
+    assert dep["metadata"]["labels"] == {"app": "web", "tier": "front", "merged": "yes"}
+    assert dep["metadata"]["annotations"]["note"] == "hello" and dep["metadata"]["annotations"]["json"] == "1"
+    assert dep["spec"]["replicas"] == 4
+    c = dep["spec"]["template"]["spec"]["containers"]
+    assert len(c) == 1 and c[0]["image"] == "nginx:1.28" and c[0]["env"][0]["name"] == "GREETING"
+    assert k("get", "deploy", "-l", "tier in (front,back)", "-o", "name").stdout.strip() == "deployment.apps/web"
+    assert k("get", "deploy", "-l", "tier!=front", "-o", "name").stdout.strip() == ""
+    bad = k("patch", "deploy", "web", "--type=json", "-p", '[{"op":"replace","path":"/spec/replicas","value":-1}]',
+            check=False)
+    assert bad.returncode != 0 and "spec.replicas: Invalid value: -1" in bad.stderr
+
+
+def test_server_side_apply(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1", "b": "2"}}
+    out = k("apply", "--server-side", "-f", "-", input=json.dumps(doc)).stdout
+    assert "configmap/ssa serverside-applied" in out
+    doc["data"] = {"a": "1"}
+    k("apply", "--server-side", "-f", "-", input=json.dumps(doc))
+    cm = _json(k("get", "cm", "ssa", "-o", "json", "--show-managed-fields"))
+    assert cm["data"] == {"a": "1"}  # b was applied before and is no longer: removed
+    assert [m["manager"] for m in cm["metadata"]["managedFields"]] == ["kubectl"]
+    k("patch", "cm", "ssa", "--type=merge", "-p", '{"data":{"a":"other"}}')
+    conflict = k("apply", "--server-side", "-f", "-", input=json.dumps(doc), check=False)
+    assert conflict.returncode != 0 and "conflict" in conflict.stderr.lower()
+    k("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(doc))
+    assert _json(k("get", "cm", "ssa", "-o", "json"))["data"] == {"a": "1"}
+
+
+def test_watch_sees_update(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    k("apply", "-f", WEB)
+    env_cmd = ["/usr/bin/kubectl", f"--cache-dir={kube_server.cache}", "get", "deploy", "web", "-w",
+               "--request-timeout=20s"]
+    env = {**os.environ, "KUBECONFIG": str(kube_server.kubeconfig), "HOME": str(kube_server.kubeconfig.parent)}
+    with subprocess.Popen(env_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) as proc:
+        try:
+            assert proc.stdout is not None
+            header = proc.stdout.readline()
+            assert header.split()[:2] == ["NAME", "READY"]
+            first = proc.stdout.readline()
+            assert first.split()[0] == "web"
+            k("scale", "deploy", "web", "--replicas=6")
+            for _ in range(10):
+                line = proc.stdout.readline()
+                if line.split()[1:2] == ["0/6"]:
+                    break
+            else:
+                raise AssertionError("watch did not show the update")
+        finally:
+            proc.kill()
+
+
+def test_discovery_and_explain(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    versions = k("api-versions").stdout.split()
+    for gv in ("v1", "apps/v1", "batch/v1", "autoscaling/v2", "discovery.k8s.io/v1", "events.k8s.io/v1",
+               "apiextensions.k8s.io/v1"):
+        assert gv in versions
+    res = {line.split()[0]: line.split() for line in k("api-resources").stdout.splitlines()[1:]}
+    assert res["deployments"][1:] == ["deploy", "apps/v1", "true", "Deployment"]
+    assert res["namespaces"][1:] == ["ns", "v1", "false", "Namespace"]
+    assert res["horizontalpodautoscalers"][1:] == ["hpa", "autoscaling/v2", "true", "HorizontalPodAutoscaler"]
+    explain = k("explain", "deployment.spec").stdout
+    assert "KIND:       Deployment" in explain and "revisionHistoryLimit" in explain
+    assert "strategy\t<DeploymentStrategy>" in explain
+    version = k("version", "-o", "json").stdout
+    assert json.loads(version)["serverVersion"]["minor"] == "32"
+
+
+def test_errors(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    nf = k("get", "pod", "nope", check=False)
+    assert nf.returncode == 1 and 'pods "nope" not found' in nf.stderr
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "Bad_Name"},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 70000}]}]}}}}
+    p = k("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert p.returncode != 0
+    assert 'The Deployment "Bad_Name" is invalid' in p.stderr
+    assert "metadata.name: Invalid value" in p.stderr
+    assert "spec.template.spec.containers[0].image: Required value" in p.stderr
+    assert "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000" in p.stderr
+    unknown = dict(bad, metadata={"name": "good"}, spec={"replicaz": 1})
+    p = k("apply", "-f", "-", input=json.dumps(unknown), check=False)
+    assert p.returncode != 0 and 'unknown field "spec.replicaz"' in p.stderr
+    assert k("get", "nosuchkind", check=False).stderr.strip().endswith(
+        'the server doesn\'t have a resource type "nosuchkind"')
+
+
+def test_delete_cascading(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    k("apply", "-f", WEB)
+    duid = _json(k("get", "deploy", "web", "-o", "json"))["metadata"]["uid"]
+    rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+          "metadata": {"name": "web-1", "labels": {"app": "web"}, "ownerReferences": [
+              {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": duid, "controller": True,
+               "blockOwnerDeletion": True}]},
+          "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+                   "template": {"metadata": {"labels": {"app": "web"}},
+                                "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}
+    k("apply", "-f", "-", input=json.dumps(rs))
+    rsuid = _json(k("get", "rs", "web-1", "-o", "json"))["metadata"]["uid"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "web-1-a", "labels": {"app": "web"}, "ownerReferences": [
+               {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": rsuid, "controller": True}]},
+           "spec": {"containers": [{"name": "web", "image": "nginx"}]}}
+    k("apply", "-f", "-", input=json.dumps(pod))
+    pods = k("get", "pods").stdout.splitlines()
+    assert pods[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert pods[1].split()[:4] == ["web-1-a", "0/1", "Pending", "0"]
+    assert 'deployment.apps "web" deleted' in k("delete", "deployment", "web").stdout
+    for _ in range(100):
+        left = k("get", "rs,pods", "-o", "name").stdout.split()
+        if not left:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"dependents not collected: {left}")
+
+
+def test_crd_round_trip(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    assert "customresourcedefinition.apiextensions.k8s.io/canaries.flagger.app created" in \
+        k("apply", "-f", str(WAVE2 / "flagger/artifacts/flagger/crd.yaml")).stdout
+    k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "test"}}))
+    example = WAVE2 / "flagger/artifacts/examples/istio-canary.yaml"
+    assert "canary.flagger.app/podinfo created" in k("apply", "-f", str(example)).stdout
+    rows = k("get", "canaries", "-n", "test").stdout.splitlines()
+    assert rows[0].split() == ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME", "AGE"]
+    assert rows[1].split()[0] == "podinfo"
+    got = yaml.safe_load(k("get", "canary", "podinfo", "-n", "test", "-o", "yaml").stdout)
+    assert got["spec"] == yaml.safe_load(example.read_text())["spec"]
+    bad = yaml.safe_load(example.read_text())
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["analysis"]["threshold"] = "many"
+    p = k("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert p.returncode != 0 and "spec.analysis.threshold" in p.stderr
+    k("apply", "-f", str(WAVE2 / "chaos-mesh/config/crd/bases/chaos-mesh.org_podchaos.yaml"))
+    k("apply", "-f", str(WAVE2 / "chaos-mesh/examples/pod-kill-example.yaml"))
+    assert "pod-kill-example" in k("get", "podchaos", "-A").stdout
+    assert "podchaos" in k("api-resources", "--api-group=chaos-mesh.org").stdout
+    k("delete", "crd", "canaries.flagger.app")
+    gone = k("get", "canaries", "-n", "test", check=False)
+    assert gone.returncode != 0
