@@ -361,3 +361,14 @@ async def test_stop_ends_watches(make_store: MakeStore, ns: str) -> None:
     await asyncio.sleep(0.2)
     await s.stop()
     assert await asyncio.wait_for(task, 20) == 0  # ended, not hanging
+
+
+@pytest.mark.timeout(60)
+async def test_compacted_says_where(store: RevStore, ns: str) -> None:
+    """The "too old" answer names the compaction point (Kubernetes puts it in its 410 message)."""
+    v1 = await store.put(ns + "k", b"1")
+    v2 = await store.put(ns + "k", b"2")
+    await store.compact(v2.mod_revision)
+    with pytest.raises(Compacted) as e:
+        await store.get(ns + "k", revision=v1.mod_revision)
+    assert e.value.requested == v1.mod_revision and e.value.compact_revision >= v2.mod_revision

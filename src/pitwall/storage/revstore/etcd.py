@@ -109,7 +109,7 @@ class _EtcdError(RevStoreError):
 def _error(requested: int, message: str, code: int) -> RevStoreError:
     """etcd's gateway error (gRPC status as JSON) as the store's exception."""
     if "required revision has been compacted" in message:
-        return Compacted(requested, 0)  # etcd's error does not say where the compaction point is
+        return Compacted(requested, 0)  # the caller looks the compaction point up
     if "future revision" in message:
         return FutureRevision(message)
     if "lease not found" in message:
@@ -221,10 +221,30 @@ class EtcdRevStore:
             if not isinstance(data, dict):
                 data = {}
             if status != 200 or isinstance(data.get("error"), str):
-                raise _error(requested, str(data.get("message") or data.get("error") or f"HTTP {status}"),
+                err = _error(requested, str(data.get("message") or data.get("error") or f"HTTP {status}"),
                              int(data.get("code", 0)))
+                if isinstance(err, Compacted) and requested > 0:
+                    err = Compacted(requested, await self._compact_revision(idx, requested))
+                raise err
             return data
         raise RevStoreError(f"no etcd endpoint answered ({', '.join(self.endpoints)}): {last!r}")
+
+    async def _compact_revision(self, idx: int, requested: int) -> int:
+        """Where etcd's compaction point is (its range error does not say; a watch's cancellation does)."""
+        assert self._http is not None
+        create = {"key": _b64(b"\0"), "start_revision": str(requested)}
+        lines = self._http.stream(self.endpoints[idx], "/v3/watch", {"create_request": create})
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                async for msg in lines:
+                    res = msg.get("result", {}) if isinstance(msg, dict) else {}
+                    if res.get("canceled") or res.get("events"):
+                        return int(res.get("compact_revision", 0))
+        except (TransportFailed, TimeoutError):
+            pass
+        finally:
+            await lines.aclose()
+        return 0
 
     # -- reads ------------------------------------------------------------
     async def revision(self) -> int:

@@ -421,9 +421,11 @@ class SqliteRevStore:
         while True:
             await asyncio.sleep(_LEASE_CHECK_S)
             now = time.monotonic()
-            for lease in [lease for lease, d in self._deadlines.items() if d <= now]:
-                with contextlib.suppress(LeaseNotFound):
-                    await self.revoke(lease)
+            expired = [lease for lease, d in self._deadlines.items() if d <= now]
+            # Together, so the revocations share group commits; each is still its own revision.
+            for r in await asyncio.gather(*(self.revoke(lease) for lease in expired), return_exceptions=True):
+                if isinstance(r, BaseException) and not isinstance(r, LeaseNotFound):
+                    log.warning("lease revocation failed", extra={"error": repr(r)})
 
     async def compact(self, revision: int) -> None:
         """Forget history before ``revision``; each key's state at ``revision`` stays readable.
