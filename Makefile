@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium
+PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server
 
 .PHONY: assets demo server test lint typecheck pytest bench peers venv clean
 
