@@ -31,7 +31,7 @@ MakeStore = Callable[[], Awaitable[RevStore]]
 WATCH_QUEUE_LIMIT = 8  # small, so the slow-watcher path runs in every watch test
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -51,7 +51,7 @@ def start_etcd(data_dir: Path) -> EtcdServer:
     binary = etcd_binary()
     if binary is None:
         pytest.skip("etcd is not installed (Debian package etcd-server)")
-    client, peer = _free_port(), _free_port()
+    client, peer = free_port(), free_port()
     url = f"http://127.0.0.1:{client}"
     log_path = data_dir.parent / f"{data_dir.name}.log"
     with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
