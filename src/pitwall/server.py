@@ -119,7 +119,7 @@ def build(settings: Settings) -> Components:
         traces=traces,
         logs=build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight,
                         fsync=st.fsync),
-        notifications=build_notifications(settings),
+        notifications=build_notifications(settings, inflight),
     )
     c.rules = build_rule_manager(settings, instant=local_instant(engine, store), store=store,
                                  notify=c.notifications.notify, logs=c.logs)

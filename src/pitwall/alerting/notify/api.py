@@ -3,6 +3,11 @@
 Shapes follow Alertmanager's OpenAPI spec (``api/v2/openapi.yaml``); errors
 are JSON strings, as the spec declares. Handlers parse parameters, call the
 pipeline and write the response; they build no error bodies themselves.
+
+Bodies are JSON only, as the spec's ``consumes`` says: any other (or no)
+Content-Type is a 415, worded as go-openapi words it, which also keeps a
+browser's cross-site ``text/plain`` form from posting alerts. They are read
+within the request limits (``core.body``) and parsed in a worker thread.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import json
 import platform
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +29,11 @@ from pitwall.alerting.notify.matchers import Matcher, MatcherError, MatchType, p
 from pitwall.alerting.notify.pipeline import NotificationPipeline
 from pitwall.alerting.notify.silences import Silence, filter_labels_match
 from pitwall.core import regex
+from pitwall.core.body import BodyLimits, read_body, require_media
 from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
+from pitwall.core.jsonchunks import loads as load_json
+from pitwall.core.limits import InflightBudget
 
 __all__ = ["api_time", "parse_api_time", "router"]
 
@@ -185,17 +194,36 @@ def _postable_silence(doc: Any) -> Silence:
                    annotations=_labelset(doc.get("annotations"), "annotations"))
 
 
-async def _body(request: Request) -> Any:
-    raw = await request.body()
+def _unsupported(content_type: str) -> str:
+    media = content_type.split(";", 1)[0].strip().lower() or "application/octet-stream"
+    return f"unsupported media type {json.dumps(media)}, only [application/json] are allowed"
+
+
+def _parse(data: bytes, build: Callable[[Any], Any]) -> Any:
     try:
-        return json.loads(raw)
-    except ValueError as e:
+        doc = load_json(data)
+    except (ValueError, RecursionError) as e:
         raise BadData(f"parsing body failed: {e}") from None
+    return build(doc)
 
 
-def router(get: Callable[[], NotificationPipeline]) -> APIRouter:
+def _alerts(doc: Any) -> list[Alert]:
+    if not isinstance(doc, list):
+        raise BadData("alerts in body must be of type array")
+    return [_postable_alert(i, a) for i, a in enumerate(doc)]
+
+
+def router(get: Callable[[], NotificationPipeline], limits: BodyLimits, budget: InflightBudget) -> APIRouter:
     """The ``/api/v2`` router; ``get`` returns the live pipeline (it survives reloads)."""
     r = error_router("alertmanager", prefix="/api/v2", tags=["alertmanager"])
+
+    @asynccontextmanager
+    async def body(request: Request, build: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        """The JSON body turned into model objects by ``build`` (in a worker thread), held in the budget."""
+        if request.headers.get("content-length") != "0":  # go-openapi checks the type of a body, if any
+            require_media(request, ("application/json",), _unsupported)
+        async with read_body(request, limits, budget) as b:
+            yield await b.in_thread(_parse, b.data, build)
 
     @r.get("/status")
     async def status() -> Response:
@@ -230,10 +258,8 @@ def router(get: Callable[[], NotificationPipeline]) -> APIRouter:
 
     @r.post("/alerts")
     async def post_alerts(request: Request) -> Response:
-        doc = await _body(request)
-        if not isinstance(doc, list):
-            raise BadData("alerts in body must be of type array")
-        get().put_alerts([_postable_alert(i, a) for i, a in enumerate(doc)])
+        async with body(request, _alerts) as alerts:
+            get().put_alerts(alerts)
         return Response(status_code=200)
 
     @r.get("/alerts/groups")
@@ -262,12 +288,12 @@ def router(get: Callable[[], NotificationPipeline]) -> APIRouter:
 
     @r.post("/silences")
     async def post_silences(request: Request) -> Response:
-        s = _postable_silence(await _body(request))
-        if s.starts_at >= s.ends_at:
-            raise BadData("Failed to create silence: start time must be before end time")
-        if s.ends_at < datetime.now(UTC):
-            raise BadData("Failed to create silence: end time can't be in the past")
-        return _json({"silenceID": get().silences.set(s)})
+        async with body(request, _postable_silence) as s:
+            if s.starts_at >= s.ends_at:
+                raise BadData("Failed to create silence: start time must be before end time")
+            if s.ends_at < datetime.now(UTC):
+                raise BadData("Failed to create silence: end time can't be in the past")
+            return _json({"silenceID": get().silences.set(s)})
 
     @r.get("/silence/{silence_id}")
     async def get_silence(silence_id: str) -> Response:

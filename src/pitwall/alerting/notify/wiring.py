@@ -18,7 +18,9 @@ from pitwall.alerting.model import NotifyFunc
 from pitwall.alerting.notify.api import router as api_router
 from pitwall.alerting.notify.pipeline import NotificationPipeline
 from pitwall.alerting.notify.settings import NotificationSettings
+from pitwall.core.body import BodyLimits
 from pitwall.core.lifecycle import Component
+from pitwall.core.limits import InflightBudget
 from pitwall.storage.state import StateStore, sqlite_url
 
 __all__ = ["NotificationParts", "alertmanager_config_path", "build_notifications"]
@@ -43,6 +45,8 @@ class _StateCloser:
 class NotificationParts:
     pipeline: NotificationPipeline
     state: StateStore
+    body_limits: BodyLimits
+    inflight: InflightBudget
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -53,7 +57,7 @@ class NotificationParts:
         return self.pipeline.notify
 
     def routers(self) -> list[APIRouter]:
-        return [api_router(lambda: self.pipeline)]
+        return [api_router(lambda: self.pipeline, self.body_limits, self.inflight)]
 
     async def reload(self, settings: Any) -> None:
         """Re-read the Alertmanager file named by the (new) settings; raises ConfigError if bad."""
@@ -69,8 +73,11 @@ def alertmanager_config_path(settings: Any) -> Path | None:
     return (cfg_file.parent / path) if cfg_file is not None else path
 
 
-def build_notifications(settings: Any) -> NotificationParts:
-    """The pipeline for ``settings`` (a ``pitwall.config.Settings``); loads and validates the Alertmanager file."""
+def build_notifications(settings: Any, inflight: InflightBudget) -> NotificationParts:
+    """The pipeline for ``settings`` (a ``pitwall.config.Settings``); loads and validates the Alertmanager file.
+
+    API bodies are read within ``settings.limits``, holding their bytes in ``inflight``.
+    """
     ns: NotificationSettings = getattr(settings, "notifications", None) or NotificationSettings()
     data_dir: Path = settings.data_dir
     state = StateStore(ns.state_url or sqlite_url(data_dir))
@@ -80,4 +87,4 @@ def build_notifications(settings: Any) -> NotificationParts:
     except BaseException:
         state.close()
         raise
-    return NotificationParts(pipeline, state)
+    return NotificationParts(pipeline, state, BodyLimits.of(settings.limits), inflight)
