@@ -47,14 +47,14 @@ _STRUCTURAL = _CLASS != 0
 _CLOSER = {ord("["): ord("]"), ord("{"): ord("}")}
 
 
-def loads(data: bytes, chunk: int = CHUNK) -> Any:
-    """``json.loads(data)``, parsed in slices of about ``chunk`` bytes."""
+def loads(data: bytes, chunk: int | None = None) -> Any:
+    """``json.loads(data)``, parsed in slices of about ``chunk`` (default ``CHUNK``) bytes."""
     return parse(data, chunk).load()
 
 
-def parse(data: bytes, chunk: int = CHUNK) -> Value:
+def parse(data: bytes, chunk: int | None = None) -> Value:
     """The document as a lazy ``Value`` (nothing is parsed or indexed yet)."""
-    doc = _Doc(data, chunk)
+    doc = _Doc(data, chunk or CHUNK)
     m = _NON_WS.search(data)
     if m is None or b"\x00" in data[:4]:
         return Value(doc, 0, len(data), 1, whole=True)
@@ -68,7 +68,7 @@ class _Doc:
 
     def __init__(self, data: bytes, chunk: int) -> None:
         self.data = data
-        self.chunk = max(1, chunk)
+        self.chunk = chunk
         self._pos: np.ndarray | None = None
         self._code: np.ndarray | None = None
 

@@ -10,6 +10,7 @@ import cramjam
 import httpx
 import pytest
 
+from pitwall.core import jsonchunks
 from pitwall.core.errors import BadData
 from pitwall.logs.ingest.loki_push import LabelCache, decode_json, decode_protobuf
 from pitwall.logs.labels import parse_labels
@@ -97,6 +98,53 @@ async def test_protobuf_push_from_the_official_definition(client: httpx.AsyncCli
     r = await client.get("/api/logs/v1/trace/0af7651916cd43dd8448eb211c80319c")
     assert r.json()["streams"][0]["values"] == [[str(t), "proto line",
                                                 {"trace_id": "0af7651916cd43dd8448eb211c80319c"}]]
+
+
+def test_large_json_pushes_are_decoded_in_slices_to_the_same_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = {"streams": [
+        {"stream": {"app": "a"}, "values": [[str(i), f"line {i}"] for i in range(300)]},
+        {"values": [[str(i), "m", {"trace_id": f"t{i}"}] if i % 3 else [str(i), "n"] for i in range(200)],
+         "stream": {"app": "b"}},  # labels after values
+        {"stream": {"app": "c"}, "values": []},
+        {"stream": {"app": "d"}, "values": [["1", "x" * 500]]},
+    ]}
+    body = json.dumps(doc).encode()
+    whole = decode_json(body)
+    monkeypatch.setattr(jsonchunks, "CHUNK", 256)  # every stream and its values come in slices
+    sliced = decode_json(body)
+    assert sliced.streams == whole.streams == [(("app", "a"),), (("app", "b"),), (("app", "c"),), (("app", "d"),)]
+    assert sliced.stream_idx.tolist() == whole.stream_idx.tolist()
+    assert sliced.ts.tolist() == whole.ts.tolist()
+    assert sliced.lines == whole.lines
+    assert sliced.metadata == whole.metadata
+    assert whole.metadata is not None and whole.metadata[301] == (("trace_id", "t1"),)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"streams": [{"stream": {"a": "b"}, "values": [' + b'["1", "x"],' * 40 + b'["abc", "x"]]}]}',
+     "cannot parse timestamp 'abc'"),
+    (b'{"streams": [{"stream": {"a": 1}, "values": [' + b'["1", "x"],' * 40 + b'["2", "x"]]}]}', "string label values"),
+    (b'{"streams": [{"stream": {"a": "b"}, "values": [' + b'["1", "x"],' * 40 + b'["2", "x"],]}]}',
+     "loghttp.PushRequest: Expecting value"),
+    (b'{"streams": [{"stream": {"a": "b"}, "values": {' + b'"k": 1,' * 40 + b'"k": 2}}]}', "expected an array"),
+    (b'{"streamz": [' + b'1,' * 100 + b'1]}', 'expected an object with a "streams" array'),
+])
+def test_large_bad_json_pushes_are_refused_as_small_ones(monkeypatch: pytest.MonkeyPatch, body: bytes,
+                                                         message: str) -> None:
+    monkeypatch.setattr(jsonchunks, "CHUNK", 64)
+    with pytest.raises(BadData, match=message):
+        decode_json(body)
+
+
+async def test_protobuf_push_with_snappy_content_encoding(client: httpx.AsyncClient,
+                                                          official_logproto: ModuleType) -> None:
+    # Loki reads "Content-Encoding: snappy" on a protobuf push as naming the block the body is (#3407).
+    t = now_ns()
+    body = _proto_body(official_logproto, '{app="se"}', [(t, "snappy named", {})])
+    r = await client.post("/loki/api/v1/push", content=body,
+                          headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy"})
+    assert r.status_code == 204, r.text
+    assert await _query_all(client, "se") == [(t, "snappy named")]
 
 
 def test_decode_protobuf_caches_label_strings(official_logproto: ModuleType) -> None:
