@@ -55,7 +55,6 @@ _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every bad pattern to stderr
 _ANCHOR = _re2.RE2.Anchor
 _UNANCHORED = _ANCHOR.UNANCHORED
-_ANCHOR_BOTH = _ANCHOR.ANCHOR_BOTH
 _NO_SPAN = (-1, -1)
 
 _CACHE_SIZE = 1024  # compiled patterns kept
@@ -122,8 +121,8 @@ def compile(pattern: str, *, anchored: bool = False, dot_nl: bool = False) -> Re
     """The compiled (cached) form of ``pattern``; ``RegexError`` when it is not valid RE2 syntax.
 
     ``anchored``: matches must span the whole text (Prometheus' and
-    Alertmanager's matchers, relabeling). ``dot_nl``: ``.`` also matches
-    ``\\n``, as ``(?s:...)`` around the pattern.
+    Alertmanager's matchers, relabeling), compiled as they do: ``^(?:p)$``.
+    ``dot_nl``: ``.`` also matches ``\\n``: ``(?s:p)``.
     """
     return _compile(pattern, anchored, dot_nl)
 
@@ -251,16 +250,19 @@ class Regex:
         self.pattern = pattern
         self.anchored = anchored
         self.dot_nl = dot_nl
-        text = (f"(?s:{pattern})" if dot_nl else f"(?:{pattern})") if anchored or dot_nl else pattern
+        # The very text the peers compile and search (Prometheus: "^(?s:" + v + ")$"), so errors quote
+        # the same expression (`^(?s:()$`) and odd values ("a)|(b") mean the same; RE2 runs a
+        # leading ^ and trailing $ as an anchored match.
+        text = f"(?s:{pattern})" if dot_nl else f"(?:{pattern})" if anchored else pattern
+        if anchored:
+            text = f"^{text}$"
         rx = _raw(text)
         if not rx.ok():
-            # Report the error against the user's text, not the wrapped one.
-            own = _raw(pattern)
-            raise _error(pattern, own if not own.ok() else rx)
+            raise _error(pattern, rx)
         self._re = rx
         self.groups: int = rx.NumberOfCapturingGroups()
         self.groupindex: dict[str, int] = {_dec(k): v for k, v in rx.NamedCapturingGroups()}
-        self._arrow = f"^{text}$" if anchored else text
+        self._arrow = text
         self._memo: dict[str, bool] = {}
         fast = self._fast_test()
         self._fast = fast is not None
@@ -302,8 +304,7 @@ class Regex:
 
     def _re2_test(self, text: str) -> bool:
         data = _enc(text)
-        anchor = _ANCHOR_BOTH if self.anchored else _UNANCHORED
-        return bool(self._re.Match(anchor, data, 0, len(data))[0] != _NO_SPAN)
+        return bool(self._re.Match(_UNANCHORED, data, 0, len(data))[0] != _NO_SPAN)
 
     def _memo_test(self, text: str) -> bool:
         memo = self._memo
@@ -340,7 +341,7 @@ class Regex:
     def search(self, text: str) -> Match | None:
         """The leftmost-first match (the whole text when ``anchored``), or None."""
         data = _enc(text)
-        spans = self._re.Match(_ANCHOR_BOTH if self.anchored else _UNANCHORED, data, 0, len(data))
+        spans = self._re.Match(_UNANCHORED, data, 0, len(data))
         if spans[0] == _NO_SPAN:
             return None
         return Match(self, data, spans)
@@ -352,12 +353,11 @@ class Regex:
         path of ``| regexp``, with no ``Match`` object and one decode per group.
         """
         match = self._re.Match
-        anchor = _ANCHOR_BOTH if self.anchored else _UNANCHORED
         wanted = tuple(groups)
 
         def run(text: str) -> list[str] | None:
             data = text.encode("utf-8", "surrogatepass")
-            spans = match(anchor, data, 0, len(data))
+            spans = match(_UNANCHORED, data, 0, len(data))
             if spans[0][0] < 0:
                 return None
             out = []
