@@ -64,7 +64,8 @@ class KubeServer:
                        check=True, capture_output=True)
         self.app, self.holder = make_app(data)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
-                                                    lifespan="on", ssl_certfile=str(cert), ssl_keyfile=str(key)))
+                                                    lifespan="on", ssl_certfile=str(cert), ssl_keyfile=str(key),
+                                                    timeout_graceful_shutdown=2))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.kubeconfig = data / "kubeconfig"
         self.cache = data / "kcache"

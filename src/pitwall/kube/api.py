@@ -51,6 +51,7 @@ __all__ = ["SubresourceHandler", "kube_router"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+_POLL_S = 1.0  # how often an idle watch checks that its client is still there
 SubresourceHandler = Callable[[Request, ResourceType, str, str], Awaitable[Response]]
 
 
@@ -319,8 +320,10 @@ def kube_router(api: KubeAPI) -> APIRouter:
                     await queue.put(None)
 
             task = asyncio.create_task(pump(), name="kube-watch")
+            api.active_watches += 1
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
+            next_bookmark = loop.time() + api.bookmark_interval_s
             last_rv = q.get("resourceVersion") or "0"
             try:
                 while True:
@@ -328,9 +331,12 @@ def kube_router(api: KubeAPI) -> APIRouter:
                     if left <= 0:
                         return
                     try:
-                        item = await asyncio.wait_for(queue.get(), min(left, api.bookmark_interval_s))
+                        item = await asyncio.wait_for(queue.get(), min(left, _POLL_S))
                     except TimeoutError:
-                        if bookmarks:
+                        if await request.is_disconnected() or api.closing:
+                            return
+                        if bookmarks and loop.time() >= next_bookmark:
+                            next_bookmark = loop.time() + api.bookmark_interval_s
                             rv = str(await res.store.revision())
                             yield frame("BOOKMARK", {"kind": t.rt.kind, "apiVersion": t.rt.api_version,
                                                      "metadata": {"resourceVersion": rv}})
@@ -343,6 +349,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
                     last_rv = str(meta(obj).get("resourceVersion", last_rv))
                     yield frame(typ, obj)
             finally:
+                api.active_watches -= 1
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task

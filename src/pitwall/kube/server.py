@@ -64,6 +64,8 @@ class KubeAPI:
             "compiler": "cpython", "platform": "linux/amd64",
         }
         self.ready = False
+        self.closing = False  # set on stop: open watch streams end
+        self.active_watches = 0
         self._tasks = Supervisor("kube")
 
     def router(self) -> APIRouter:
@@ -79,10 +81,12 @@ class KubeAPI:
         self._tasks.spawn(self._follow_crds(rev), name="kube-crds")
         if self.run_gc:
             await self.gc.start()
+        self.closing = False
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
+        self.closing = True
         if self.run_gc:
             await self.gc.stop()
         await self._tasks.stop()
