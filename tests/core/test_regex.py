@@ -138,3 +138,12 @@ def test_extractor_is_gos_find_string_submatch() -> None:
     assert r.extractor(range(4))("aéé=12") == ["éé=12", "éé", "", "12"]
     assert r.extractor([3, 1])("aéé=12") == ["12", "éé"]
     assert r.extractor([1])("nothing") is None
+
+
+def test_memo_is_given_up_when_texts_do_not_repeat() -> None:
+    r = rx.compile("x[0-9]+y", anchored=True, dot_nl=True)
+    texts = [f"x{i}y" for i in range(5000)]
+    assert all(r.matches(t) for t in texts)
+    assert len(r._memo) <= 1024
+    assert r.matches == r._re2_test  # filled four times: remembering no longer pays
+    assert r.matches("x1y") and not r.matches("x1")

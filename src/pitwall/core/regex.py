@@ -12,13 +12,16 @@ sequence: `\\1```).
 
 ``compile(p)`` is Go's ``regexp.MustCompile(p)`` (leftmost-first search);
 ``compile(p, anchored=True, dot_nl=True)`` is Prometheus' label matcher
-``^(?s:p)$``. Compiled patterns are cached (bounded LRU) and so shared by
-every query that uses them.
+``^(?s:p)$``. Compiled patterns are cached and so shared by every query
+that uses them. Memory is bounded: 256 patterns, each with at most 2 MiB of
+RE2 program and DFA cache and 1,024 remembered results for texts of at most
+128 characters.
 
 Speed: one call through the RE2 binding costs about 0.6 µs against 0.1 µs
 for ``re`` on short strings, so ``matches`` answers plain literals and
-alternations of literals without RE2 and remembers recent results for short
-texts (label values repeat), and ``match_many`` matches a whole column in
+alternations of literals (and ``lit.*``-like shapes) without RE2 and
+remembers recent results for short texts while they repeat (label values
+do), and ``match_many`` matches a whole column in
 Arrow's RE2 kernel, which also releases the GIL. Long array loops call
 ``core.deadline.check()`` between chunks, so a query's timeout stops them.
 """
@@ -53,13 +56,15 @@ class _RE2(Protocol):
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # RE2 would print every bad pattern to stderr
+_OPTIONS.max_mem = 2 << 20  # per pattern: program and DFA cache (RE2's default is 8 MiB)
 _ANCHOR = _re2.RE2.Anchor
 _UNANCHORED = _ANCHOR.UNANCHORED
 _NO_SPAN = (-1, -1)
 
-_CACHE_SIZE = 1024  # compiled patterns kept
-_MEMO_MAX = 4096  # remembered results per pattern
-_MEMO_LEN = 256  # texts up to this length are remembered
+_CACHE_SIZE = 256  # compiled patterns kept
+_MEMO_MAX = 1024  # remembered results per pattern
+_MEMO_LEN = 128  # texts up to this length are remembered
+_MEMO_ROUNDS = 4  # a memo filled this often is given up: the texts do not repeat
 _ARRAY_MIN = 64  # below this many values a Python loop beats building an Arrow array
 _CHUNK = 65_536  # values per Arrow call between deadline checks
 
@@ -241,8 +246,8 @@ def _utf8_width(data: bytes, pos: int) -> int:
 class Regex:
     """A compiled RE2 pattern (see ``compile``)."""
 
-    __slots__ = ("_arrow", "_fast", "_memo", "_re", "anchored", "dot_nl", "groupindex", "groups", "matches",
-                 "pattern")
+    __slots__ = ("_arrow", "_fast", "_memo", "_memo_rounds", "_re", "anchored", "dot_nl", "groupindex", "groups",
+                 "matches", "pattern")
 
     matches: Callable[[str], bool]
 
@@ -264,6 +269,7 @@ class Regex:
         self.groupindex: dict[str, int] = {_dec(k): v for k, v in rx.NamedCapturingGroups()}
         self._arrow = text
         self._memo: dict[str, bool] = {}
+        self._memo_rounds = 0
         fast = self._fast_test()
         self._fast = fast is not None
         self.matches = fast if fast is not None else self._memo_test
@@ -314,6 +320,10 @@ class Regex:
             if len(text) <= _MEMO_LEN:
                 if len(memo) >= _MEMO_MAX:
                     memo.clear()
+                    self._memo_rounds += 1
+                    if self._memo_rounds >= _MEMO_ROUNDS:
+                        self.matches = self._re2_test
+                        return r
                 memo[text] = r
         return r
 
