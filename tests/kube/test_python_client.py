@@ -12,7 +12,6 @@ import sys
 import textwrap
 
 import pytest
-
 from tests.kube.conftest import KubeServer
 
 pytest.importorskip("kubernetes")

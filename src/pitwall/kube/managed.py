@@ -234,7 +234,7 @@ def apply_config(rt: ResourceType, live: dict[str, Any] | None, applied: dict[st
     others_owned: set[Path] = set()
     for e in others:
         others_owned |= paths_of(e.get("fieldsV1"))
-    for p in sorted(prev - mine, key=len, reverse=True):
+    for p in sorted(prev - mine, key=lambda q: (q[-1] != ".", -len(q))):  # whole list items first
         if p in others_owned:
             continue
         if p[-1] == "." and any(q[: len(p) - 1] == p[:-1] for q in others_owned):
