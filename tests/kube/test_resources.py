@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ async def test_create_get_conflict_generation(kube: KubeAPI) -> None:
     d = await c.create(_dep())
     assert d["metadata"]["generation"] == 1 and d["metadata"]["uid"]
     assert await kube.store.get("/registry/deployments/default/web") is not None
-    with pytest.raises(AlreadyExists, match='deployments.apps "web" already exists'):
+    with pytest.raises(AlreadyExists, match=re.escape('deployments.apps "web" already exists')):
         await c.create(_dep())
     d2 = dict(d, spec={**d["spec"], "replicas": 2})
     d2 = await c.update(d2)
@@ -45,7 +46,7 @@ async def test_create_get_conflict_generation(kube: KubeAPI) -> None:
     assert st["status"] == {"replicas": 2} and st["spec"]["replicas"] == 2  # status subresource: status only
     main = await c.update({**st, "status": {"replicas": 7}})
     assert main["status"] == {"replicas": 2}  # main resource: status kept
-    with pytest.raises(NotFoundError, match='deployments.apps "nope" not found'):
+    with pytest.raises(NotFoundError, match=re.escape('deployments.apps "nope" not found')):
         await c.get("apps/v1", "Deployment", "nope", "default")
     with pytest.raises(NotFoundError, match='namespaces "nowhere" not found'):
         await c.create({**_cm("x"), "metadata": {"name": "x", "namespace": "nowhere"}})
@@ -196,7 +197,7 @@ async def test_crd_serves_kind_validates_prunes(kube: KubeAPI) -> None:
     assert "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1" in msg
     assert 'spec.color: Unsupported value: "green": supported values: "red", "blue"' in msg
     assert "spec.code in body should match '^[A-Z]+$'" in msg
-    with pytest.raises(Invalid, match="spec.size: Required value"):
+    with pytest.raises(Invalid, match=re.escape("spec.size: Required value")):
         await kube.client.create({"apiVersion": "example.com/v1", "kind": "Widget",
                                   "metadata": {"name": "w3", "namespace": "default"}, "spec": {}})
     await kube.client.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition", "widgets.example.com")

@@ -133,7 +133,10 @@ def _check_fields(request: Request, rt: ResourceType, obj: Any, node: Node | Non
 def _headers(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
-    return {"Warning": ", ".join(f'299 - "{w}"' for w in warnings)}
+    def quoted(w: str) -> str:
+        return '"' + w.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
 class _Target:

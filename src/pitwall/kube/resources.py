@@ -201,7 +201,7 @@ class Resources:
                         meta(gone)["resourceVersion"] = str(ev.kv.mod_revision)
                         yield WatchEvent("DELETED", gone)
         except Compacted as e:
-            raise Gone.too_old(e.requested, e.compact_revision) from None
+            raise Gone.too_old(rv, e.compact_revision) from None
 
     def _bookmark(self, rt: ResourceType, rv: int, initial_done: bool = False) -> Obj:
         m: Obj = {"resourceVersion": str(rv)}

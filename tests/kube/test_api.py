@@ -1,0 +1,170 @@
+"""The HTTP surface over ASGI: discovery, Status errors, tables, OpenAPI, watch streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from pitwall.kube import KubeAPI
+from pitwall.kube.discovery import AGGREGATED_V2
+
+pytestmark = pytest.mark.timeout(30)
+TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+
+
+@pytest.fixture
+async def http(kube: KubeAPI) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(kube.router())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
+        yield c
+
+
+def _status(r: httpx.Response, code: int, reason: str) -> dict[str, Any]:
+    body: dict[str, Any] = r.json()
+    assert r.status_code == code, body
+    assert body["kind"] == "Status" and body["status"] == "Failure" and body["code"] == code
+    assert body["reason"] == reason
+    return body
+
+
+DEP = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+       "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}
+
+
+async def test_discovery(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/api")).json()["versions"] == ["v1"]
+    groups = (await http.get("/apis")).json()
+    assert groups["kind"] == "APIGroupList"
+    assert [g["name"] for g in groups["groups"]][:2] == ["apps", "events.k8s.io"]
+    apps = (await http.get("/apis/apps")).json()
+    assert apps["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
+    core = (await http.get("/api/v1")).json()
+    names = {r["name"]: r for r in core["resources"]}
+    assert names["pods"]["shortNames"] == ["po"] and names["pods"]["categories"] == ["all"]
+    assert names["pods/status"]["verbs"] == ["get", "patch", "update"]
+    scale = (await http.get("/apis/apps/v1")).json()
+    sc = next(r for r in scale["resources"] if r["name"] == "deployments/scale")
+    assert (sc["group"], sc["version"], sc["kind"]) == ("autoscaling", "v1", "Scale")
+    agg = await http.get("/apis", headers={"Accept": AGGREGATED_V2 + ",application/json"})
+    assert agg.headers["content-type"] == AGGREGATED_V2
+    items = agg.json()["items"]
+    dep = next(r for g in items if g["metadata"]["name"] == "apps" for r in g["versions"][0]["resources"]
+               if r["resource"] == "deployments")
+    assert dep["scope"] == "Namespaced" and {s["subresource"] for s in dep["subresources"]} == {"status", "scale"}
+    assert (await http.get("/version")).json()["major"] == "1"
+    assert (await http.get("/readyz")).text == "ok"
+
+
+async def test_errors_are_status_objects(http: httpx.AsyncClient) -> None:
+    _status(await http.get("/api/v1/namespaces/default/pods/nope"), 404, "NotFound")
+    body = _status(await http.get("/apis/apps/v1/namespaces/default/nothings"), 404, "NotFound")
+    assert body["message"] == "the server could not find the requested resource"
+    _status(await http.put("/api/v1/namespaces/default/pods", json={}), 405, "MethodNotAllowed")
+    _status(await http.post("/apis/apps/v1/namespaces/default/deployments", content=b"\x00",
+                            headers={"Content-Type": "application/vnd.kubernetes.protobuf"}), 415,
+            "UnsupportedMediaType")
+    r = await http.post("/apis/apps/v1/namespaces/default/deployments", json=DEP)
+    assert r.status_code == 201
+    _status(await http.post("/apis/apps/v1/namespaces/default/deployments", json=DEP), 409, "AlreadyExists")
+    stale = dict(DEP, metadata={"name": "web", "resourceVersion": "1"})
+    body = _status(await http.put("/apis/apps/v1/namespaces/default/deployments/web", json=stale), 409, "Conflict")
+    assert body["details"] == {"name": "web", "group": "apps", "kind": "deployments"}
+    bad = json.loads(json.dumps(DEP))
+    bad["metadata"]["name"] = "bad"
+    bad["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 0}]
+    body = _status(await http.post("/apis/apps/v1/namespaces/default/deployments", json=bad), 422, "Invalid")
+    assert body["details"]["causes"] == [{
+        "reason": "FieldValueInvalid", "message": "Invalid value: 0: must be between 1 and 65535, inclusive",
+        "field": "spec.template.spec.containers[0].ports[0].containerPort"}]
+    assert body["details"]["kind"] == "Deployment" and body["details"]["group"] == "apps"
+    _status(await http.get("/api/v1/pods?labelSelector=a%20in%20b"), 400, "BadRequest")
+    _status(await http.get("/api/v1/configmaps?fieldSelector=status.phase%3DRunning"), 400, "BadRequest")
+    _status(await http.patch("/apis/apps/v1/namespaces/default/deployments/web", content=b"{}",
+                             headers={"Content-Type": "text/plain"}), 415, "UnsupportedMediaType")
+    strict = dict(DEP, metadata={"name": "strict"}, spec={**DEP["spec"], "replicaz": 1})  # type: ignore[dict-item]
+    body = _status(await http.post("/apis/apps/v1/namespaces/default/deployments?fieldValidation=Strict",
+                                   json=strict), 400, "BadRequest")
+    assert body["message"] == 'strict decoding error: unknown field "spec.replicaz"'
+    warned = await http.post("/apis/apps/v1/namespaces/default/deployments?fieldValidation=Warn", json=strict)
+    assert warned.status_code == 201 and 'unknown field \\"spec.replicaz\\"' in warned.headers["warning"]
+    assert "replicaz" not in warned.json()["spec"]
+
+
+async def test_table_and_scale(http: httpx.AsyncClient) -> None:
+    await http.post("/apis/apps/v1/namespaces/default/deployments", json=DEP)
+    t = (await http.get("/apis/apps/v1/namespaces/default/deployments", headers={"Accept": TABLE})).json()
+    assert t["kind"] == "Table" and t["apiVersion"] == "meta.k8s.io/v1"
+    assert [c["name"] for c in t["columnDefinitions"]] == ["Name", "Ready", "Up-to-date", "Available", "Age",
+                                                           "Containers", "Images", "Selector"]
+    assert [c["priority"] for c in t["columnDefinitions"]] == [0, 0, 0, 0, 0, 1, 1, 1]
+    row = t["rows"][0]
+    assert row["cells"][:4] == ["web", "0/1", 0, 0] and row["cells"][5:] == ["web", "nginx", "app=web"]
+    assert row["object"]["kind"] == "PartialObjectMetadata"
+    ns = (await http.get("/api/v1/namespaces", headers={"Accept": TABLE})).json()
+    assert [c["name"] for c in ns["columnDefinitions"]] == ["Name", "Status", "Age"]
+    sc = (await http.get("/apis/apps/v1/namespaces/default/deployments/web/scale")).json()
+    assert sc["kind"] == "Scale" and sc["spec"] == {"replicas": 1}
+    r = await http.patch("/apis/apps/v1/namespaces/default/deployments/web/scale", json={"spec": {"replicas": 4}},
+                         headers={"Content-Type": "application/merge-patch+json"})
+    assert r.json()["spec"]["replicas"] == 4
+    dep = (await http.get("/apis/apps/v1/namespaces/default/deployments/web")).json()
+    assert dep["spec"]["replicas"] == 4 and dep["metadata"]["generation"] == 2
+    gone = await http.delete("/apis/apps/v1/namespaces/default/deployments/web")
+    assert gone.json()["status"] == "Success" and gone.json()["details"]["kind"] == "deployments"
+
+
+async def test_openapi(http: httpx.AsyncClient) -> None:
+    root = (await http.get("/openapi/v3")).json()
+    url = root["paths"]["apis/apps/v1"]["serverRelativeURL"]
+    assert url.startswith("/openapi/v3/apis/apps/v1?hash=")
+    doc = (await http.get(url)).json()
+    patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": "apps", "kind": "Deployment", "version": "v1"}
+    assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
+    spec = doc["components"]["schemas"]["io.k8s.api.apps.v1.DeploymentSpec"]
+    assert "revisionHistoryLimit" in spec["properties"]
+    v2 = (await http.get("/openapi/v2", headers={"Accept": "application/json"})).json()
+    assert v2["swagger"] == "2.0" and "io.k8s.api.core.v1.Pod" in v2["definitions"]
+    assert (await http.get("/openapi/v2", headers={
+        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})).status_code == 406
+
+
+async def test_watch_stream_and_expired(http: httpx.AsyncClient, kube: KubeAPI) -> None:
+    r = await http.get("/api/v1/namespaces?watch=1&timeoutSeconds=1")
+    events = [json.loads(line) for line in r.text.splitlines()]
+    assert {e["type"] for e in events} == {"ADDED"}
+    assert {e["object"]["metadata"]["name"] for e in events} >= {"default", "kube-system"}
+    rev = await kube.store.revision()
+    await kube.store.compact(rev)
+    r = await http.get("/api/v1/namespaces?watch=true&resourceVersion=1&timeoutSeconds=1")
+    assert r.status_code == 200
+    (ev,) = [json.loads(line) for line in r.text.splitlines()]
+    assert ev["type"] == "ERROR" and ev["object"]["code"] == 410 and ev["object"]["reason"] == "Expired"
+    assert ev["object"]["message"].startswith("too old resource version: 1 (")
+    r = await http.get(f"/api/v1/namespaces?watch=true&resourceVersion={rev}&timeoutSeconds=1",
+                       headers={"Accept": TABLE})
+    assert r.text == ""
+
+
+async def test_events_two_views(http: httpx.AsyncClient) -> None:
+    ev = {"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e1", "namespace": "default"},
+          "eventTime": "2026-01-01T00:00:00.000000Z", "reason": "Scaled", "note": "scaled up", "type": "Normal",
+          "action": "Scale", "reportingController": "pitwall", "reportingInstance": "p1",
+          "regarding": {"kind": "Deployment", "name": "web", "namespace": "default"}}
+    assert (await http.post("/apis/events.k8s.io/v1/namespaces/default/events", json=ev)).status_code == 201
+    core = (await http.get("/api/v1/namespaces/default/events/e1")).json()
+    assert core["message"] == "scaled up" and core["involvedObject"]["name"] == "web"
+    t = (await http.get("/api/v1/namespaces/default/events", headers={"Accept": TABLE})).json()
+    assert [c["name"] for c in t["columnDefinitions"] if c["priority"] == 0] == \
+        ["Last Seen", "Type", "Reason", "Object", "Message"]
+    assert t["rows"][0]["cells"][3] == "deployment/web"
+    back = (await http.get("/apis/events.k8s.io/v1/namespaces/default/events/e1")).json()
+    assert back["note"] == "scaled up" and back["apiVersion"] == "events.k8s.io/v1"
