@@ -20,10 +20,10 @@ import random
 import time
 from collections.abc import Callable
 
+from pitwall.core.labels import Matcher, MatchType
 from pitwall.logs.logql import LogQLEngine
 from pitwall.logs.memory import InMemoryLogQuerier
 from pitwall.logs.model import Direction
-from pitwall.metrics.model import Matcher, MatchType
 from pitwall.metrics.relabel import RelabelConfig, relabel
 from pitwall.storage.series_index import SeriesIndex
 

@@ -29,8 +29,9 @@ import numpy as np
 import promql_parser
 
 from pitwall.core.errors import PitwallError
+from pitwall.core.labels import Labels, labels_get
 from pitwall.metrics.memory import MemoryQuerier
-from pitwall.metrics.model import STALE_NAN, Labels, SampleBatch, is_stale, labels_get
+from pitwall.metrics.model import STALE_NAN, SampleBatch, is_stale
 from pitwall.metrics.promql import Engine, QueryResult
 from pitwall.metrics.promql.ast import Selector, walk
 from pitwall.metrics.promql.ast import parse as parse_expr

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from pitwall.core.labels import Matcher
 from pitwall.metrics.memory import MemoryQuerier
-from pitwall.metrics.model import Matcher, SeriesSamples
+from pitwall.metrics.model import SeriesSamples
 from pitwall.metrics.promql.engine import Engine
 from pitwall.metrics.promql.errors import QueryTimeout
 from tests.metrics.test_api import T0, _write_body

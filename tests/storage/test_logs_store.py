@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pitwall.core.errors import BadData
+from pitwall.core.labels import Matcher
 from pitwall.logs.model import Direction, LineFilter, LineFilterOp, LogEntry, PushStream
-from pitwall.metrics.model import Matcher
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.logs_store import EntryColumns, LogStore, OutOfOrderPolicy
 

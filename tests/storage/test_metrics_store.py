@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pitwall.core.labels import Labels, Matcher, labels_from_dict
 from pitwall.metrics.errors import DuplicateSample, OutOfOrderSample, SeriesLimitExceeded
-from pitwall.metrics.model import STALE_NAN, Labels, Matcher, SampleBatch, labels_from_dict, stale_mask
+from pitwall.metrics.model import STALE_NAN, SampleBatch, stale_mask
 from pitwall.storage import metrics_store
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics_store import MetricStore, StoreLimits

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pitwall.metrics.model import Labels, Matcher
+from pitwall.core.labels import Labels, Matcher
 from pitwall.storage.series_index import SeriesIndex
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 
+from pitwall.core.labels import format_labels
 from pitwall.logs.errors import InvalidLabels
 from pitwall.logs.model import Labels
 from pitwall.logs.settings import LogLimits
-from pitwall.metrics.model import format_labels
 
 _NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _PAIR = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*(,|\})', re.S)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pitwall.core import regex
+from pitwall.core.labels import Labels, Matcher, labels_get
 from pitwall.logs.model import Direction, LineFilter, LineFilterOp, LogBatch, LogEntry, LogStream, PushStream
-from pitwall.metrics.model import Labels, Matcher, labels_get
 
 __all__ = ["InMemoryLogQuerier", "MemoryLogQuerier"]
 

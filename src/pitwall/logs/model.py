@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from pitwall.metrics.model import Labels, Matcher
+from pitwall.core.labels import Labels, Matcher
 
 __all__ = [
     "Direction",

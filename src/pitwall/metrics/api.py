@@ -27,12 +27,12 @@ from pitwall import __version__
 from pitwall.core.body import Body, BodyLimits, read_body
 from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
+from pitwall.core.labels import Matcher
 from pitwall.core.limits import InflightBudget
 from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
 from pitwall.core.tenancy import require_server_wide
 from pitwall.metrics.ingest.otlp import OtlpMetricsResult, OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
-from pitwall.metrics.model import Matcher
 from pitwall.metrics.promql import Engine, PromQLParseError, parse_matchers
 from pitwall.metrics.promql.ast import parse as parse_promql
 from pitwall.metrics.promql.format import format_float

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pitwall.metrics.model import Labels, Matcher, SeriesSamples, labels_get
+from pitwall.core.labels import Labels, Matcher, labels_get
+from pitwall.metrics.model import SeriesSamples
 
 
 class MemoryQuerier:

@@ -10,14 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from pitwall.metrics.model import (
-    Exemplar,
-    Labels,
-    Matcher,
-    MetricMetadata,
-    SampleBatch,
-    SeriesSamples,
-)
+from pitwall.core.labels import Labels, Matcher
+from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, SeriesSamples
 
 
 class Querier(Protocol):

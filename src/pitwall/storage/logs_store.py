@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pitwall.core.errors import BadData, Overloaded
+from pitwall.core.labels import format_labels
 from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
@@ -44,7 +45,6 @@ from pitwall.logs.model import (
     Matcher,
     PushStream,
 )
-from pitwall.metrics.model import format_labels
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.series_index import SeriesIndex

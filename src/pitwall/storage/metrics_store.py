@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from pitwall.core.labels import Labels, Matcher, format_labels
 from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.metrics.errors import (
@@ -40,15 +41,7 @@ from pitwall.metrics.errors import (
     OutOfOrderSample,
     SeriesLimitExceeded,
 )
-from pitwall.metrics.model import (
-    Exemplar,
-    Labels,
-    Matcher,
-    MetricMetadata,
-    SampleBatch,
-    SeriesSamples,
-    format_labels,
-)
+from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, SeriesSamples
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from pitwall.metrics.model import Labels, Matcher, MatchType
+from pitwall.core.labels import Labels, Matcher, MatchType
 
 _EMPTY = np.empty(0, dtype=np.int64)
 

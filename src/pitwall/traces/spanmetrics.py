@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+from pitwall.core.labels import Labels
 from pitwall.core.tasks import Supervisor
-from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, SampleBatch
+from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.store import Appender
 from pitwall.traces.model import KIND_NAMES, STATUS_NAMES
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from pitwall.core.errors import PitwallError
+from pitwall.core.labels import METRIC_NAME, Labels, Matcher
 from pitwall.metrics.ingest.scrape import TargetsSnapshot
-from pitwall.metrics.model import METRIC_NAME, Labels, Matcher
 from pitwall.metrics.promql import QueryResult, parse_matchers
 from pitwall.metrics.promql.format import format_float, labels_string
 from pitwall.metrics.query import InstantQuery, RangeQuery

@@ -30,7 +30,7 @@ def _proto_body(mod: ModuleType, labels: str, entries: list[tuple[int, str, dict
 
 async def _query_all(client: httpx.AsyncClient, app: str) -> list[tuple[int, str]]:
     store = client.app.state.components.logs.store  # type: ignore[attr-defined]
-    from pitwall.metrics.model import Matcher
+    from pitwall.core.labels import Matcher
 
     streams = store.querier("default").select([Matcher.of("=", "app", app)], 0, now_ns() + 10**12)
     return sorted((int(t), line) for s in streams for t, line in zip(s.ts_ns.tolist(), s.lines, strict=True))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from pitwall.core.labels import Matcher
 from pitwall.logs.memory import InMemoryLogQuerier
 from pitwall.logs.model import Direction, LineFilter, LineFilterOp
-from pitwall.metrics.model import Matcher
 from tests.logs.logql.helpers import S, querier
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pitwall.core.labels import MatchType
 from pitwall.logs.logql import LogQLParseError, ast, parse_expr, parse_stream_selector
-from pitwall.metrics.model import MatchType
 
 
 def test_stream_selector_matchers() -> None:

@@ -28,6 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 from pitwall.core.errors import BadData, TooLarge
+from pitwall.core.labels import Labels, format_labels
 from pitwall.metrics.ingest.otlp import (
     OtlpMetricsResult,
     OtlpMetricsTranslator,
@@ -43,7 +44,7 @@ from pitwall.metrics.ingest.otlp_naming import (
     build_unit,
     format_float_f,
 )
-from pitwall.metrics.model import STALE_NAN, Labels, format_labels, is_stale
+from pitwall.metrics.model import STALE_NAN, is_stale
 
 PROTO = "application/x-protobuf"
 JSON = "application/json"

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pitwall.core.errors import BadData
+from pitwall.core.labels import Matcher
 from pitwall.core.limits import LimitsSettings
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb, remote_write
-from pitwall.metrics.model import Matcher
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics_store import MetricStore
 

@@ -17,9 +17,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from pitwall.core.errors import BadData
+from pitwall.core.labels import format_labels
 from pitwall.metrics.ingest import scrape as scrape_module
 from pitwall.metrics.ingest.scrape import ScrapeManager, accept_header
-from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, format_labels, is_stale
+from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, is_stale
 from pitwall.metrics.scrape_config import ScrapeConfig, parse_scrape_configs
 
 

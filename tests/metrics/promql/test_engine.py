@@ -7,8 +7,9 @@ import math
 import pytest
 
 from pitwall.core.errors import BadData, ExecutionError, Timeout
+from pitwall.core.labels import MatchType
 from pitwall.metrics.memory import MemoryQuerier
-from pitwall.metrics.model import STALE_NAN, MatchType
+from pitwall.metrics.model import STALE_NAN
 from pitwall.metrics.promql import (
     Engine,
     PromQLParseError,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from pitwall.metrics.model import Labels, labels_from_dict
+from pitwall.core.labels import Labels, labels_from_dict
 from pitwall.metrics.promql.histograms import histogram_fraction, histogram_quantile, parse_go_float
 from pitwall.metrics.promql.values import StepVector
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from pitwall.metrics.model import Labels, labels_from_dict
+from pitwall.core.labels import Labels, labels_from_dict
 from pitwall.metrics.promql.range_functions import (
     RANGE_FUNCTIONS,
     FunctionArgError,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pitwall.metrics.model import STALE_NAN, Labels, Matcher, SampleBatch, labels_from_dict
+from pitwall.core.labels import Labels, Matcher, labels_from_dict
+from pitwall.metrics.model import STALE_NAN, SampleBatch
 from pitwall.metrics.promql.aggregations import _ratio_of, xxh64
 from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS
 from pitwall.metrics.promql.selectors import Flat, instant_from_flat, range_from_flat

@@ -15,7 +15,7 @@ from pitwall.alerting.rules.base import Health, OutSample, QueryFunc, RuleError
 from pitwall.alerting.rules.rulefmt import TEMPLATE_DEFS
 from pitwall.alerting.rules.templates import AlertTemplateData, expand
 from pitwall.core.gotemplate import TemplateError
-from pitwall.metrics.model import METRIC_NAME, Labels
+from pitwall.core.labels import METRIC_NAME, Labels
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from pitwall.core.errors import ExecutionError
-from pitwall.metrics.model import Labels
+from pitwall.core.labels import Labels
 from pitwall.metrics.query import InstantQuery
 
 __all__ = ["Health", "OutSample", "QueryFunc", "RuleError", "Vector", "instant_query_func", "logql_query_func"]

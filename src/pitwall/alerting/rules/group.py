@@ -23,7 +23,8 @@ from pitwall.alerting.rules.alerting_rule import ActiveAlert, AlertingRule
 from pitwall.alerting.rules.base import Health, OutSample
 from pitwall.alerting.rules.recording_rule import RecordingRule
 from pitwall.alerting.rules.templates import table_link
-from pitwall.metrics.model import METRIC_NAME, STALE_NAN, Labels, Matcher, MatchType, is_stale
+from pitwall.core.labels import METRIC_NAME, Labels, Matcher, MatchType
+from pitwall.metrics.model import STALE_NAN, is_stale
 from pitwall.metrics.store import Querier
 
 log = logging.getLogger(__name__)

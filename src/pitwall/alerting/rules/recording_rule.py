@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pitwall.alerting.rules.base import Health, OutSample, QueryFunc, RuleError
-from pitwall.metrics.model import METRIC_NAME, Labels
+from pitwall.core.labels import METRIC_NAME, Labels
 
 
 class RecordingRule:

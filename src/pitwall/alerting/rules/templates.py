@@ -19,7 +19,7 @@ from pitwall.core import regex
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.gofmt import format_float, go_sprintf, go_type_name
 from pitwall.core.gotemplate import Template, TemplateError, ZeroMap
-from pitwall.metrics.model import Labels
+from pitwall.core.labels import Labels
 
 __all__ = ["FUNCTION_NAMES", "AlertTemplateData", "QueryVector", "TemplateSample", "expand"]
 

@@ -16,11 +16,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pitwall.core.labels import format_labels
 from pitwall.logs.errors import EntryRejected, LineTooLong, RateLimited, RequestTooLarge
 from pitwall.logs.labels import validate
 from pitwall.logs.model import Labels
 from pitwall.logs.settings import LogLimits
-from pitwall.metrics.model import format_labels
 from pitwall.storage.logs_store import EntryColumns, LogStore, ns_to_rfc3339
 
 _MB = 1 << 20

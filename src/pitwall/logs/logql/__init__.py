@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitwall.core.labels import Matcher
 from pitwall.logs.logql.engine import LogQLEngine
 from pitwall.logs.logql.errors import (
     LogQLError,
@@ -21,7 +22,6 @@ from pitwall.logs.logql.errors import (
 from pitwall.logs.logql.parser import parse_expr as _parse_expr
 from pitwall.logs.logql.parser import parse_matchers
 from pitwall.logs.logql.result import LogQLResult
-from pitwall.metrics.model import Matcher
 
 __all__ = [
     "LogQLEngine",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pitwall.metrics.model import Matcher
+from pitwall.core.labels import Matcher
 
 __all__ = [
     "BinOp",

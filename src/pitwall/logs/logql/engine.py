@@ -17,6 +17,7 @@ import numpy as np
 
 from pitwall.core import deadline
 from pitwall.core.durations import NS_PER_MS
+from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.columnar import (
     FALSE,
@@ -62,7 +63,6 @@ from pitwall.logs.logql.result import (
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.logs.model import Direction, LineFilter, LogBatch, LogStream
 from pitwall.logs.store import LogQuerier
-from pitwall.metrics.model import Labels, Matcher
 
 __all__ = ["LogQLEngine"]
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pitwall.core import regex
+from pitwall.core.labels import Labels
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.errors import LogQLError
-from pitwall.metrics.model import Labels
 
 __all__ = [
     "StepMatrix",

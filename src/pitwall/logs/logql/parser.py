@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 
 from pitwall.core import regex
+from pitwall.core.labels import Matcher, MatchType
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.errors import LogQLParseError
 from pitwall.logs.logql.lexer import Tok, Token, tokenize
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
-from pitwall.metrics.model import Matcher, MatchType
 
 __all__ = ["parse_expr", "parse_log_selector", "parse_matchers"]
 

@@ -21,11 +21,11 @@ from typing import Any
 import orjson
 
 from pitwall.core import regex
+from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.template import TemplateError, compile_template
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.logs.model import LineFilter, LineFilterOp
-from pitwall.metrics.model import Labels, Matcher
 
 __all__ = [
     "ERROR_DETAILS_LABEL",

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.core.gofmt import go_quote
+from pitwall.core.labels import Labels
 from pitwall.logs.logql.units import format_sample_value
-from pitwall.metrics.model import Labels
 
 __all__ = ["LogQLResult", "QueryStats", "SeriesResult", "StreamEntry", "StreamResult", "labels_string"]
 

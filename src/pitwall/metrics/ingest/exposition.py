@@ -19,7 +19,8 @@ from typing import Literal
 import numpy as np
 
 from pitwall.core.errors import BadData
-from pitwall.metrics.model import METRIC_NAME, Labels, MetricMetadata
+from pitwall.core.labels import METRIC_NAME, Labels
+from pitwall.metrics.model import MetricMetadata
 
 __all__ = [
     "Exposition",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pitwall.core.errors import TooLarge
+from pitwall.core.labels import METRIC_NAME, Labels
 from pitwall.metrics.ingest.otlp_naming import (
     InvalidNameError,
     MetricKind,
@@ -40,7 +41,7 @@ from pitwall.metrics.ingest.otlp_naming import (
     format_float_f,
     set_label,
 )
-from pitwall.metrics.model import METRIC_NAME, STALE_NAN, Exemplar, Labels, MetricMetadata, SampleBatch
+from pitwall.metrics.model import STALE_NAN, Exemplar, MetricMetadata, SampleBatch
 
 __all__ = ["DeltaState", "OtlpMetricsResult", "OtlpTooLarge", "TranslateSettings", "translate_request"]
 

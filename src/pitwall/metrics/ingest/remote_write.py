@@ -16,10 +16,11 @@ from google.protobuf.message import DecodeError
 
 from pitwall.core.body import snappy_block
 from pitwall.core.errors import BadData
+from pitwall.core.labels import Labels, format_labels
 from pitwall.core.limits import LimitsSettings, Reservation
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb
-from pitwall.metrics.model import Exemplar, Labels, MetricMetadata, format_labels
+from pitwall.metrics.model import Exemplar, MetricMetadata
 from pitwall.storage.metrics_store import MetricStore
 
 _rwdecode: Any

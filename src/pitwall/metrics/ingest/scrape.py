@@ -37,15 +37,9 @@ import yaml
 from pitwall.core.durations import format_duration_ms, parse_duration_ms
 from pitwall.core.gofmt import go_quote
 from pitwall.core.httpconfig import auth_header, ssl_context
+from pitwall.core.labels import METRIC_NAME, Labels
 from pitwall.metrics.ingest.exposition import Exposition, ExpositionError, parse, parse_series
-from pitwall.metrics.model import (
-    METRIC_NAME,
-    STALE_NAN,
-    Exemplar,
-    Labels,
-    MetricMetadata,
-    SampleBatch,
-)
+from pitwall.metrics.model import STALE_NAN, Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.relabel import is_valid_label_name, relabel
 from pitwall.metrics.scrape_config import SCRAPE_PROTOCOL_HEADERS, ScrapeConfig
 from pitwall.metrics.store import Appender

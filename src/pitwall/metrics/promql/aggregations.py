@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pitwall.metrics.model import METRIC_NAME, Labels, without_name
+from pitwall.core.labels import METRIC_NAME, Labels, without_name
 from pitwall.metrics.promql.errors import PromQLEvalError
 from pitwall.metrics.promql.format import format_float
 from pitwall.metrics.promql.values import StepVector

@@ -19,7 +19,7 @@ from typing import Any
 
 import promql_parser as pp
 
-from pitwall.metrics.model import Matcher, MatchType
+from pitwall.core.labels import Matcher, MatchType
 from pitwall.metrics.promql.errors import PromQLParseError, parse_error
 
 Pos = tuple[int, int]

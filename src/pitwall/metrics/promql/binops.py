@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pitwall.metrics.model import METRIC_NAME, Labels
+from pitwall.core.labels import METRIC_NAME, Labels
 from pitwall.metrics.promql.ast import Binary
 from pitwall.metrics.promql.errors import PromQLEvalError
 from pitwall.metrics.promql.format import labels_string

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pitwall.core import regex
-from pitwall.metrics.model import METRIC_NAME, Labels, Matcher, MatchType
+from pitwall.core.labels import METRIC_NAME, Labels, Matcher, MatchType
 from pitwall.metrics.promql import functions as fn
 from pitwall.metrics.promql.ast import Call, MatrixSel, Node, Paren, Selector, Subquery, children
 from pitwall.metrics.promql.errors import PromQLEvalError

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from pitwall.core import deadline
-from pitwall.metrics.model import Labels
+from pitwall.core.labels import Labels
 from pitwall.metrics.promql.ast import parse
 from pitwall.metrics.promql.context import EvalContext
 from pitwall.metrics.promql.errors import PromQLEvalError, QueryTimeout
@@ -152,7 +152,7 @@ def _range_vector_result(rs: RangeSamples) -> QueryResult:
     vals: list[np.ndarray] = []
     lbl = rs.labels
     if rs.drop_name is not None:
-        from pitwall.metrics.model import without_name
+        from pitwall.core.labels import without_name
 
         lbl = [without_name(lb) if d else lb for lb, d in zip(rs.labels, rs.drop_name, strict=True)]
     for i in sorted(range(rs.num_series), key=lambda i: lbl[i]):

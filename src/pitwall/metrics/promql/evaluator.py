@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pitwall.metrics.model import without_name
+from pitwall.core.labels import without_name
 from pitwall.metrics.promql import aggregations as agg
 from pitwall.metrics.promql import binops, functions
 from pitwall.metrics.promql.ast import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pitwall.core.gofmt import format_float_f as format_float
 from pitwall.core.gofmt import go_quote
-from pitwall.metrics.model import Labels
+from pitwall.core.labels import Labels
 
 __all__ = ["format_float", "format_seconds", "labels_string"]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pitwall.core import regex as regex_
-from pitwall.metrics.model import METRIC_NAME, Labels, MatchType
+from pitwall.core.labels import METRIC_NAME, Labels, MatchType
 from pitwall.metrics.promql.ast import MatrixSel, Node, Paren, Selector
 from pitwall.metrics.promql.errors import PromQLEvalError
 from pitwall.metrics.promql.values import StepVector

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from pitwall.core.gofmt import go_quote
-from pitwall.metrics.model import METRIC_NAME, Labels, labels_get, metric_name
+from pitwall.core.labels import METRIC_NAME, Labels, labels_get, metric_name
 from pitwall.metrics.promql.range_functions import WarnFn, go_format_g
 from pitwall.metrics.promql.values import StepVector
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from pitwall.core.errors import BadData
 from pitwall.core.gofmt import go_quote
-from pitwall.metrics.model import METRIC_NAME, Labels, metric_name
+from pitwall.core.labels import METRIC_NAME, Labels, metric_name
 from pitwall.metrics.promql.values import RangeSamples
 
 WarnFn = Callable[[str], None]

@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from pitwall.metrics.model import Labels, Matcher, stale_mask
+from pitwall.core.labels import Labels, Matcher
+from pitwall.metrics.model import stale_mask
 from pitwall.metrics.promql.ast import Selector
 from pitwall.metrics.promql.context import EvalContext
 from pitwall.metrics.promql.values import RangeSamples, StepVector

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pitwall.metrics.model import Labels
+from pitwall.core.labels import Labels
 
 
 @dataclass
