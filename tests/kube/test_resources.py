@@ -225,3 +225,24 @@ async def test_service_cluster_ip_and_defaults(kube: KubeAPI) -> None:
     assert job["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
     assert job["spec"]["template"]["metadata"]["labels"]["job-name"] == "j"
     assert job["spec"]["backoffLimit"] == 6 and job["spec"]["completions"] == 1
+
+
+async def test_pod_graceful_deletion(kube: KubeAPI) -> None:
+    c = kube.client
+    spec = {"containers": [{"name": "c", "image": "busybox"}]}
+    await c.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "free", "namespace": "default"},
+                    "spec": spec})
+    await c.delete("v1", "Pod", "free", "default")  # not bound to a node: gone at once
+    with pytest.raises(NotFoundError):
+        await c.get("v1", "Pod", "free", "default")
+    await c.create({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bound", "namespace": "default"},
+                    "spec": {**spec, "nodeName": "pitwall", "terminationGracePeriodSeconds": 20}})
+    pod = await c.delete("v1", "Pod", "bound", "default")
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 20 and pod["metadata"]["deletionTimestamp"]
+    pod = await c.update_status({**pod, "status": {"phase": "Running"}})  # the node still reports on it
+    assert pod["metadata"]["deletionTimestamp"]
+    pod = await c.delete("v1", "Pod", "bound", "default", grace_period=5)
+    assert pod["metadata"]["deletionGracePeriodSeconds"] == 5
+    await c.delete("v1", "Pod", "bound", "default", grace_period=0)  # the node is done
+    with pytest.raises(NotFoundError):
+        await c.get("v1", "Pod", "bound", "default")

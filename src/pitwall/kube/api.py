@@ -448,6 +448,11 @@ def kube_router(api: KubeAPI) -> APIRouter:
         q = request.query_params
         if "propagationPolicy" in q:
             opts["propagationPolicy"] = q["propagationPolicy"]
+        if "gracePeriodSeconds" in q:
+            try:
+                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise BadRequest(f"gracePeriodSeconds: Invalid value: {q['gracePeriodSeconds']!r}") from None
         if "orphanDependents" in q:
             opts["orphanDependents"] = truthy(q["orphanDependents"])
         if "dryRun" in q:
@@ -459,10 +464,12 @@ def kube_router(api: KubeAPI) -> APIRouter:
     async def delete(request: Request, t: _Target) -> Response:
         opts = await _delete_options(request)
         dry = bool(opts.get("dryRun")) or _dry_run(request)
+        grace = opts.get("gracePeriodSeconds")
         obj, gone = await res.delete(t.rt, t.namespace, t.name, propagation=str(opts.get("propagationPolicy") or ""),
-                                     preconditions=opts.get("preconditions"), dry_run=dry)
+                                     preconditions=opts.get("preconditions"), dry_run=dry,
+                                     grace_period=int(grace) if isinstance(grace, int) else None)
         if not gone:
-            return render_one(request, t.rt, obj, 202 if t.rt.kind != "Namespace" else 200)
+            return render_one(request, t.rt, obj)  # 200 with the object, as upstream (202 only for a legacy flag)
         if t.rt.kind == "Pod" or t.rt.crd is not None:
             return render_one(request, t.rt, obj)
         details: Obj = {"name": t.name}

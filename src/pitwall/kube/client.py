@@ -101,8 +101,10 @@ class KubeClient:
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
                      propagation: Literal["Background", "Foreground", "Orphan", ""] = "",
-                     uid: str = "") -> Obj:
-        """Delete (or begin deleting, with finalizers); returns the object as it was last seen."""
+                     uid: str = "", grace_period: int | None = None) -> Obj:
+        """Delete (or begin deleting, with finalizers or a bound pod's grace period); returns the object as
+        last seen. A node finishes a pod's graceful deletion with ``grace_period=0``."""
         obj, _ = await self._res.delete(self.resource_type(api_version, kind), namespace, name,
-                                        propagation=propagation, preconditions={"uid": uid} if uid else None)
+                                        propagation=propagation, preconditions={"uid": uid} if uid else None,
+                                        grace_period=grace_period)
         return obj

@@ -12,8 +12,8 @@ __all__ = ["age", "generated_name", "new_uid", "now_rfc3339", "parse_time"]
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's utilrand alphabet (no vowels, no 0/1/3)
 
 
-def now_rfc3339() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def now_rfc3339(plus_s: float = 0) -> str:
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=plus_s)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def now_micro() -> str:

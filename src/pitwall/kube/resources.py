@@ -332,7 +332,8 @@ class Resources:
             if _same(old, new):
                 return from_storage(rt, old)
             m = meta(new)
-            finalize = bool(m.get("deletionTimestamp")) and not m.get("finalizers") and rt.kind != "Namespace"
+            finalize = (bool(m.get("deletionTimestamp")) and not m.get("finalizers") and rt.kind != "Namespace"
+                        and not m.get("deletionGracePeriodSeconds"))
             if dry_run:
                 return from_storage(rt, new)
             if finalize:
@@ -373,8 +374,15 @@ class Resources:
         return new
 
     async def delete(self, rt: ResourceType, namespace: str, name: str, *, propagation: str = "",
-                     preconditions: dict[str, Any] | None = None, dry_run: bool = False) -> tuple[Obj, bool]:
-        """Delete (or start deleting) an object; returns (object, whether it is gone now)."""
+                     preconditions: dict[str, Any] | None = None, dry_run: bool = False,
+                     grace_period: int | None = None) -> tuple[Obj, bool]:
+        """Delete (or start deleting) an object; returns (object, whether it is gone now).
+
+        A pod bound to a node is deleted gracefully, as upstream: it keeps a
+        ``deletionTimestamp`` in the future and ``deletionGracePeriodSeconds``
+        until its node deletes it with a grace period of 0; an unbound or
+        finished pod goes at once.
+        """
         key = rt.key(namespace, name)
         if propagation and propagation not in ("Orphan", "Background", "Foreground"):
             raise BadRequest(f"propagationPolicy: Unsupported value: {propagation!r}: supported values: "
@@ -399,6 +407,7 @@ class Resources:
                 finalizers.append("orphan")
             if propagation == "Foreground" and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
+            grace = _pod_grace(rt, stored, grace_period)
             if rt.kind == "Namespace":
                 spec_fin = (stored.get("spec") or {}).get("finalizers")
                 if spec_fin is None:
@@ -407,11 +416,19 @@ class Resources:
                 finalizers = finalizers or []
                 graceful = True
             else:
-                graceful = bool(finalizers)
+                graceful = bool(finalizers) or grace > 0
+                if not finalizers and grace == 0 and m.get("deletionTimestamp"):
+                    graceful = False  # the node's final delete (grace 0) of a terminating pod
             if graceful:
                 unchanged = bool(m.get("deletionTimestamp")) and finalizers == list(m.get("finalizers") or [])
+                old_grace = m.get("deletionGracePeriodSeconds")
+                if grace > 0 and m.get("deletionTimestamp") and (old_grace is None or grace < int(old_grace)):
+                    unchanged = False  # a shorter grace period replaces a longer one
                 if unchanged and (rt.kind != "Namespace" or (stored.get("status") or {}).get("phase") == "Terminating"):
                     return cur, False
+                if grace > 0:
+                    m["deletionTimestamp"] = now_rfc3339(grace)
+                    m["deletionGracePeriodSeconds"] = grace
                 m.setdefault("deletionTimestamp", now_rfc3339())
                 m.setdefault("deletionGracePeriodSeconds", 0)
                 if finalizers:
@@ -433,6 +450,19 @@ class Resources:
                 await strategy.after_write(self, rt, stored, None)
                 return cur, True
         raise Conflict.modified(rt.plural, rt.group, name)
+
+
+def _pod_grace(rt: ResourceType, pod: Obj, requested: int | None) -> int:
+    """Seconds a pod's deletion waits for its node (0: delete now)."""
+    if rt.kind != "Pod" or rt.group != "":
+        return 0
+    spec, status = pod.get("spec") or {}, pod.get("status") or {}
+    if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+        return 0
+    if requested is not None:
+        return max(0, int(requested))
+    tg = spec.get("terminationGracePeriodSeconds")
+    return int(tg) if isinstance(tg, int) and tg >= 0 else 30
 
 
 def _same(old: Obj, new: Obj) -> bool:
