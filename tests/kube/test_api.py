@@ -168,3 +168,15 @@ async def test_events_two_views(http: httpx.AsyncClient) -> None:
     assert t["rows"][0]["cells"][3] == "deployment/web"
     back = (await http.get("/apis/events.k8s.io/v1/namespaces/default/events/e1")).json()
     assert back["note"] == "scaled up" and back["apiVersion"] == "events.k8s.io/v1"
+
+
+async def test_tenant_bound_token_is_forbidden(kube: KubeAPI) -> None:
+    from pitwall.core.auth import BearerAuth, Principal
+
+    app = FastAPI()
+    app.include_router(kube.router())
+    app.add_middleware(BearerAuth, tokens=[("t" * 20, Principal("team-a", frozenset({"read", "write"}),
+                                                                 frozenset({"team-a"})))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
+        r = await c.get("/api/v1/namespaces", headers={"Authorization": "Bearer " + "t" * 20})
+        _status(r, 403, "Forbidden")

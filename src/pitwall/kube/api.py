@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from pitwall.core.errors import PitwallError
+from pitwall.core.tenancy import require_server_wide
 from pitwall.kube import discovery
 from pitwall.kube.errors import (
     BadRequest,
@@ -58,6 +59,7 @@ SubresourceHandler = Callable[[Request, ResourceType, str, str], Awaitable[Respo
 def _handle(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     async def wrapped(request: Request) -> Response:
         try:
+            require_server_wide(request)  # the cluster is server-wide state: tokens must be allowed 'default'
             return await fn(request)
         except PitwallError as e:
             return status_response(e)
