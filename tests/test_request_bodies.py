@@ -75,6 +75,14 @@ async def test_each_body_endpoint_refuses_large_bodies_and_backs_off(
     assert budget.used == 0
 
 
+@pytest.mark.parametrize(("path", "ctype", "body"), [e for e in ENDPOINTS if e[0] != "/api/v1/write"])
+@pytest.mark.parametrize("deep", [b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000])
+async def test_deeply_nested_json_is_a_400_everywhere(client: httpx.AsyncClient, path: str, ctype: str, body: bytes,
+                                                      deep: bytes) -> None:
+    r = await client.post(path, content=deep, headers={"Content-Type": ctype})
+    assert r.status_code == 400, r.text
+
+
 # -- the real server -----------------------------------------------------------------------------------------------
 
 
