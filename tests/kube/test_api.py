@@ -68,7 +68,7 @@ async def test_errors_are_status_objects(http: httpx.AsyncClient) -> None:
     body = _status(await http.get("/apis/apps/v1/namespaces/default/nothings"), 404, "NotFound")
     assert body["message"] == "the server could not find the requested resource"
     _status(await http.put("/api/v1/namespaces/default/pods", json={}), 405, "MethodNotAllowed")
-    _status(await http.post("/apis/apps/v1/namespaces/default/deployments", content=b"\x00",
+    _status(await http.post("/api/v1/namespaces/default/endpoints", content=b"k8s\x00",
                             headers={"Content-Type": "application/vnd.kubernetes.protobuf"}), 415,
             "UnsupportedMediaType")
     r = await http.post("/apis/apps/v1/namespaces/default/deployments", json=DEP)

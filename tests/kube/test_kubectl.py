@@ -227,3 +227,29 @@ def test_crd_round_trip(kube_server: KubeServer) -> None:
     k("delete", "crd", "canaries.flagger.app")
     gone = k("get", "canaries", "-n", "test", check=False)
     assert gone.returncode != 0
+
+
+def test_create_generators_send_protobuf(kube_server: KubeServer) -> None:
+    """kubectl's typed clients send Kubernetes protobuf bodies; the generators' kinds decode."""
+    k = kube_server.kubectl
+    assert "namespace/gen created" in k("create", "namespace", "gen").stdout
+    k("create", "configmap", "gen-cm", "-n", "gen", "--from-literal=a=1", "--from-literal=b=2")
+    k("create", "secret", "generic", "gen-s", "-n", "gen", "--from-literal=pw=x")
+    k("create", "deployment", "gen-d", "-n", "gen", "--image=nginx:1.27", "--replicas=2", "--port=8080")
+    k("expose", "deployment", "gen-d", "-n", "gen", "--port=80", "--target-port=8080")
+    k("run", "gen-p", "-n", "gen", "--image=busybox", "--env=A=1", "--labels=x=y", "--", "sleep", "10")
+    k("create", "job", "gen-j", "-n", "gen", "--image=busybox", "--", "echo", "hi")
+    k("create", "cronjob", "gen-cj", "-n", "gen", "--image=busybox", "--schedule=*/5 * * * *", "--", "date")
+    k("create", "serviceaccount", "gen-sa", "-n", "gen")
+    assert _json(k("get", "cm", "gen-cm", "-n", "gen", "-o", "json"))["data"] == {"a": "1", "b": "2"}
+    assert _json(k("get", "secret", "gen-s", "-n", "gen", "-o", "json"))["data"] == {"pw": "eA=="}
+    dep = _json(k("get", "deploy", "gen-d", "-n", "gen", "-o", "json"))
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["selector"] == {"matchLabels": {"app": "gen-d"}}
+    assert dep["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    svc = _json(k("get", "svc", "gen-d", "-n", "gen", "-o", "json"))
+    assert svc["spec"]["ports"] == [{"port": 80, "protocol": "TCP", "targetPort": 8080}]
+    pod = _json(k("get", "pod", "gen-p", "-n", "gen", "-o", "json"))
+    assert pod["spec"]["containers"][0]["args"] == ["sleep", "10"] and pod["metadata"]["labels"] == {"x": "y"}
+    cj = _json(k("get", "cronjob", "gen-cj", "-n", "gen", "-o", "json"))
+    assert cj["spec"]["schedule"] == "*/5 * * * *"
+    assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["date"]

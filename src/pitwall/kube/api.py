@@ -365,7 +365,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
                                  headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
 
     async def create(request: Request, t: _Target) -> Response:
-        body = await read_body(request)
+        body = await read_body(request, protobuf_kind=(t.rt.group, t.rt.kind))
         body, warnings = _check_fields(request, t.rt, body)
         if not isinstance(body, dict):
             raise BadRequest("the body of the request was in an unknown format")
@@ -374,7 +374,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
         return render_one(request, t.rt, obj, 201, warnings)
 
     async def update(request: Request, t: _Target) -> Response:
-        body = await read_body(request)
+        body = await read_body(request, protobuf_kind=(t.rt.group, t.rt.kind))
         body, warnings = _check_fields(request, t.rt, body)
         obj = await res.update(t.rt, t.namespace, t.name, body, subresource=t.sub, dry_run=_dry_run(request),
                                field_manager=_field_manager(request, "unknown"))

@@ -25,7 +25,8 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_body(request: Request, *, allow_yaml: bool = True) -> Any:
+async def read_body(request: Request, *, allow_yaml: bool = True, protobuf_kind: tuple[str, str] | None = None) -> Any:
+    """The request body as JSON data (JSON, YAML, or for ``protobuf_kind`` (group, kind) Kubernetes protobuf)."""
     raw = b""
     async for chunk in request.stream():
         raw += chunk
@@ -42,6 +43,10 @@ async def read_body(request: Request, *, allow_yaml: bool = True) -> Any:
             raise BadRequest(f"error converting YAML to JSON: {e}") from None
     if ct and ct not in ("application/json", "application/json-patch+json", "application/merge-patch+json",
                          "application/strategic-merge-patch+json", "*/*"):
+        if ct == "application/vnd.kubernetes.protobuf" and protobuf_kind is not None:
+            from pitwall.kube.protobuf import decode
+
+            return decode(raw, *protobuf_kind)
         if ct == "application/vnd.kubernetes.protobuf":
             raise UnsupportedMedia("the body of the request was in an unknown format - accepted media types "
                                    "include: application/json, application/yaml")
