@@ -253,3 +253,26 @@ def test_create_generators_send_protobuf(kube_server: KubeServer) -> None:
     cj = _json(k("get", "cronjob", "gen-cj", "-n", "gen", "-o", "json"))
     assert cj["spec"]["schedule"] == "*/5 * * * *"
     assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["date"]
+
+
+def test_nodes_and_leases(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    node = {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "pitwall", "labels": {"node-role.kubernetes.io/control-plane": ""}},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                       "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "nodeInfo": {"kubeletVersion": "v1.32.0-pitwall", "osImage": "Debian", "kernelVersion": "6.1",
+                                    "containerRuntimeVersion": "pitwall://0.1", "architecture": "amd64",
+                                    "bootID": "", "machineID": "", "operatingSystem": "linux", "systemUUID": "",
+                                    "kubeProxyVersion": ""}}}
+    k("apply", "-f", "-", input=json.dumps(node))  # a node registers with its status
+    wide = k("get", "nodes", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[:5] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    cells = wide[1].split()
+    assert cells[:3] == ["pitwall", "Ready", "control-plane"] and cells[4:6] == ["v1.32.0-pitwall", "127.0.0.1"]
+    lease = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+             "metadata": {"name": "pitwall", "namespace": "kube-node-lease"},
+             "spec": {"holderIdentity": "pitwall", "leaseDurationSeconds": 40}}
+    k("apply", "-f", "-", input=json.dumps(lease))
+    described = k("describe", "node", "pitwall").stdout
+    assert "HolderIdentity:  pitwall" in described and "Failed to get lease" not in described

@@ -47,9 +47,10 @@ class _Item:
 class GarbageCollector:
     name = "kube-gc"
 
-    def __init__(self, resources: Resources, *, resync_s: float = 30.0) -> None:
+    def __init__(self, resources: Resources, *, resync_s: float = 30.0, min_interval_s: float = 0.05) -> None:
         self.resources = resources
         self.resync_s = resync_s
+        self.min_interval_s = min_interval_s
         self._wake = asyncio.Event()
         self._tasks = Supervisor("kube-gc")
         self.passes = 0
@@ -62,6 +63,7 @@ class GarbageCollector:
     async def stop(self) -> None:
         await self._tasks.stop()
 
+    @property
     def healthy(self) -> bool:
         return self._tasks.healthy
 
@@ -84,7 +86,7 @@ class GarbageCollector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.resync_s)
             self._wake.clear()
-            await asyncio.sleep(0.02)  # let a burst of writes land before one pass
+            await asyncio.sleep(self.min_interval_s)  # a burst of writes costs one pass
             try:
                 await self.sweep()
             except asyncio.CancelledError:

@@ -82,6 +82,8 @@ _NS_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 BUILTIN: tuple[ResourceType, ...] = (
     _b("", "v1", "Namespace", "namespaces", False, short_names=("ns",), verbs=_NS_VERBS,
        subresources=("status", "finalize"), has_generation=False),
+    _b("", "v1", "Node", "nodes", False, short_names=("no",), subresources=("status",), storage="minions",
+       has_generation=False),
     _b("", "v1", "Pod", "pods", short_names=("po",), categories=_ALL, subresources=("status", "log")),
     _b("", "v1", "Service", "services", short_names=("svc",), categories=_ALL, subresources=("status",),
        storage="services/specs", verbs=("create", "delete", "deletecollection", "get", "list", "patch",
@@ -103,6 +105,7 @@ BUILTIN: tuple[ResourceType, ...] = (
     _b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
        categories=_ALL, subresources=("status",)),
     _b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", has_generation=False),
+    _b("coordination.k8s.io", "v1", "Lease", "leases", has_generation=False),
     _b("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage="events", has_generation=False),
     _b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
        short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",),
@@ -110,7 +113,8 @@ BUILTIN: tuple[ResourceType, ...] = (
 )
 
 # Groups in the order kube-apiserver lists them (preferred first); CRD groups follow.
-_GROUP_ORDER = ("", "apps", "events.k8s.io", "autoscaling", "batch", "discovery.k8s.io", "apiextensions.k8s.io")
+_GROUP_ORDER = ("", "apps", "events.k8s.io", "autoscaling", "batch", "discovery.k8s.io", "coordination.k8s.io",
+                "apiextensions.k8s.io")
 
 
 class Registry:

@@ -184,6 +184,7 @@ KIND_FIELDS: dict[str, dict[str, FieldGetter]] = {
         "type": _path("type"),
     },
     "Secret": {"type": _path("type")},
+    "Node": {"spec.unschedulable": _path("spec", "unschedulable")},
     "Namespace": {"status.phase": _path("status", "phase")},
     "ReplicaSet": {"status.replicas": _path("status", "replicas")},
     "Job": {"status.successful": _path("status", "succeeded")},

@@ -91,8 +91,10 @@ class KubeAPI:
             await self.gc.stop()
         await self._tasks.stop()
 
+    @property
     def healthy(self) -> bool:
-        return self._tasks.healthy and (not self.run_gc or self.gc.healthy())
+        """False once a background loop (CRD follower, garbage collector) died."""
+        return self._tasks.healthy and (not self.run_gc or self.gc.healthy)
 
     async def _load_crds(self) -> int:
         res = await self.store.range(_CRD_PREFIX)

@@ -41,7 +41,7 @@ def _default(rt: ResourceType, obj: Obj) -> None:
 
 
 def prepare_create(rt: ResourceType, obj: Obj) -> None:
-    if "status" in rt.subresources and rt.kind not in ("Namespace",):
+    if "status" in rt.subresources and rt.kind not in ("Namespace", "Node"):  # a node registers with its status
         obj.pop("status", None)
     if rt.kind == "Pod" and rt.group == "":
         obj["status"] = {"phase": "Pending", "qosClass": _qos(obj)}

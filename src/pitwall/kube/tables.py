@@ -174,6 +174,19 @@ def _hpa_targets(o: Obj) -> str:
     return ", ".join(out[:2]) + (f" + {len(out) - 2} more..." if len(out) > 2 else "")
 
 
+def _node_status(o: Obj) -> str:
+    ready = next((c.get("status") for c in _g(o, "status", "conditions", default=[]) if c.get("type") == "Ready"), None)
+    out = "Ready" if ready == "True" else ("NotReady" if ready == "False" else "Unknown")
+    if _g(o, "spec", "unschedulable"):
+        out += ",SchedulingDisabled"
+    return out
+
+
+def _addr(o: Obj, typ: str) -> str:
+    return ",".join(a.get("address", "") for a in _g(o, "status", "addresses", default=[]) if a.get("type") == typ) \
+        or "<none>"
+
+
 def _images(o: Obj, tpl: tuple[str, ...]) -> str:
     return ",".join(str(c.get("image", "")) for c in _containers(o, tpl))
 
@@ -249,6 +262,23 @@ _COLUMNS: dict[tuple[str, str], list[Col]] = {
     ],
     ("", "ServiceAccount"): [
         ("Secrets", "string", 0, lambda o: len(o.get("secrets") or []), "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use."),
+        ("Age", "string", 0, _age, _AGE_DESC),
+    ],
+    ("", "Node"): [
+        ("Status", "string", 0, lambda o: _node_status(o), "The status of the node"),
+        ("Roles", "string", 0, lambda o: ",".join(sorted(k.split("/", 1)[1] for k in _g(o, "metadata", "labels", default={})
+                                                         if k.startswith("node-role.kubernetes.io/"))) or "<none>",
+         "The roles of the node"),
+        ("Age", "string", 0, _age, _AGE_DESC),
+        ("Version", "string", 0, lambda o: _g(o, "status", "nodeInfo", "kubeletVersion", default=""), "Kubelet Version reported by the node."),
+        ("Internal-IP", "string", 1, lambda o: _addr(o, "InternalIP"), "List of internal IPs."),
+        ("External-IP", "string", 1, lambda o: _addr(o, "ExternalIP"), "List of external IPs."),
+        ("OS-Image", "string", 1, lambda o: _g(o, "status", "nodeInfo", "osImage", default="<unknown>"), "OS Image reported by the node."),
+        ("Kernel-Version", "string", 1, lambda o: _g(o, "status", "nodeInfo", "kernelVersion", default="<unknown>"), "Kernel Version reported by the node."),
+        ("Container-Runtime", "string", 1, lambda o: _g(o, "status", "nodeInfo", "containerRuntimeVersion", default="<unknown>"), "Container Runtime Version reported by the node."),
+    ],
+    ("coordination.k8s.io", "Lease"): [
+        ("Holder", "string", 0, lambda o: _g(o, "spec", "holderIdentity", default=""), "The holder of the lease."),
         ("Age", "string", 0, _age, _AGE_DESC),
     ],
     ("", "Namespace"): [

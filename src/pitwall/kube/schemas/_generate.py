@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 ROOTS = [
-    "io.k8s.api.core.v1.Namespace", "io.k8s.api.core.v1.Pod", "io.k8s.api.core.v1.Service",
+    "io.k8s.api.core.v1.Namespace", "io.k8s.api.core.v1.Node", "io.k8s.api.core.v1.Pod", "io.k8s.api.core.v1.Service",
     "io.k8s.api.core.v1.Endpoints", "io.k8s.api.core.v1.ConfigMap", "io.k8s.api.core.v1.Secret",
     "io.k8s.api.core.v1.ServiceAccount", "io.k8s.api.core.v1.Event", "io.k8s.api.apps.v1.Deployment",
     "io.k8s.api.apps.v1.ReplicaSet", "io.k8s.api.apps.v1.StatefulSet", "io.k8s.api.batch.v1.Job",
     "io.k8s.api.batch.v1.CronJob", "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
-    "io.k8s.api.autoscaling.v1.Scale", "io.k8s.api.discovery.v1.EndpointSlice", "io.k8s.api.events.v1.Event",
+    "io.k8s.api.autoscaling.v1.Scale", "io.k8s.api.discovery.v1.EndpointSlice", "io.k8s.api.coordination.v1.Lease", "io.k8s.api.events.v1.Event",
     "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
     "io.k8s.apimachinery.pkg.apis.meta.v1.Status", "io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent", "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
