@@ -221,7 +221,12 @@ def test_crd_round_trip(kube_server: KubeServer) -> None:
     p = k("apply", "-f", "-", input=json.dumps(bad), check=False)
     assert p.returncode != 0 and "spec.analysis.threshold" in p.stderr
     k("apply", "-f", str(WAVE2 / "chaos-mesh/config/crd/bases/chaos-mesh.org_podchaos.yaml"))
-    k("apply", "-f", str(WAVE2 / "chaos-mesh/examples/pod-kill-example.yaml"))
+    chaos = WAVE2 / "chaos-mesh/examples/pod-kill-example.yaml"
+    k("apply", "-f", str(chaos))
+    assert "unchanged" in k("apply", "-f", str(chaos)).stdout
+    changed = chaos.read_text().replace("mode: one", "mode: all")
+    assert "configured" in k("apply", "-f", "-", input=changed).stdout  # client-side apply: a merge patch for CRs
+    assert _json(k("get", "podchaos", "pod-kill-example", "-o", "json"))["spec"]["mode"] == "all"
     assert "pod-kill-example" in k("get", "podchaos", "-A").stdout
     assert "podchaos" in k("api-resources", "--api-group=chaos-mesh.org").stdout
     k("delete", "crd", "canaries.flagger.app")

@@ -167,7 +167,8 @@ def _paths(rt: ResourceType, v3: bool) -> Obj:
         out[f"{coll}/{{name}}"]["patch"]["requestBody"] = {"content": {
             t: {"schema": {"$ref": f"#/components/schemas/{_META}Patch"}}
             for t in ("application/apply-patch+yaml", "application/json-patch+json", "application/merge-patch+json",
-                      "application/strategic-merge-patch+json")}, "required": True}
+                      *(() if rt.crd is not None else ("application/strategic-merge-patch+json",)))},
+            "required": True}  # kubectl picks strategic merge for a kind only if its PATCH accepts it
     for sub in rt.subresources:
         if sub not in ("status", "scale"):
             continue
