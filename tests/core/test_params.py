@@ -47,3 +47,30 @@ async def test_all_params_merges_query_and_form() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
         r = await c.post("/q", params={"match[]": "up"}, data={"match[]": "down", "time": "1"})
         assert r.json() == {"match[]": ["up", "down"], "time": ["1"]}
+
+
+async def test_form_bodies_are_bounded() -> None:
+    """A url-encoded query form past the form limit is refused while it streams in (413)."""
+    from pitwall.core.errors import PitwallError
+    from pitwall.core.http_errors import render
+
+    app = FastAPI()
+
+    @app.post("/q")
+    async def q(request: Request) -> dict[str, int]:
+        try:
+            p = await all_params(request)
+        except PitwallError as e:
+            return {"status": render(e, "text").status_code}
+        return {"n": len(p.getlist("query"))}
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        yield b"query=up"
+        for _ in range(9):
+            yield b"&query=" + b"x" * (1 << 20)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+        r = await c.post("/q", content=chunks(), headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.json() == {"status": 413}
+        r = await c.post("/q", data={"query": ["up", "down"]})
+        assert r.json() == {"n": 2}

@@ -26,16 +26,18 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import parse_qsl
 
 import anyio.to_thread
 import cramjam
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from pitwall.core.errors import BadData, BodyTooLarge, UnsupportedMediaType
 from pitwall.core.limits import InflightBudget, LimitsSettings, Reservation
 
-__all__ = ["ENCODINGS", "Body", "BodyLimits", "decode", "media_type", "offload", "read_body", "require_media",
-           "snappy_block"]
+__all__ = ["ENCODINGS", "FORM_MAX_BYTES", "Body", "BodyLimits", "decode", "media_type", "offload", "read_body",
+           "read_form", "require_media", "snappy_block"]
 
 ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "snappy"})
 _STEP = 1 << 20  # bytes reserved (and inflated) at a time
@@ -110,6 +112,37 @@ async def read_body(request: Request, limits: BodyLimits, budget: InflightBudget
         yield Body(data, request.headers.get("content-encoding", ""), limits, reservation)
     finally:
         reservation.release()
+
+
+FORM_MAX_BYTES = 8 << 20  # query forms and UI forms (a pasted dashboard is the largest)
+
+
+async def read_form(request: Request, max_bytes: int = FORM_MAX_BYTES) -> FormData:
+    """An HTML form body (url-encoded or multipart), refused past ``max_bytes`` (413).
+
+    Starlette's ``request.form()`` reads a url-encoded body whole, however long;
+    this reads it within the limit first. A multipart body must declare its
+    length, and each part is bounded by the same limit.
+    """
+    media = media_type(request)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"form body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    if media == "multipart/form-data":
+        if declared is None:
+            raise BodyTooLarge("a multipart form body must declare its Content-Length")
+        return await request.form(max_files=16, max_fields=1000, max_part_size=max_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"form body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    text = b"".join(chunks).decode("latin-1")
+    fields: list[tuple[str, str | UploadFile]] = []
+    fields.extend(parse_qsl(text, keep_blank_values=True, max_num_fields=10_000, encoding="utf-8"))
+    return FormData(fields)
 
 
 def decode(data: bytes, encoding: str, max_bytes: int, reservation: Reservation | None = None) -> bytes:

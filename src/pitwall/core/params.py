@@ -8,6 +8,7 @@ from datetime import datetime
 from starlette.datastructures import MultiDict
 from starlette.requests import HTTPConnection, Request
 
+from pitwall.core.body import read_form
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import BadData
 from pitwall.core.tenancy import DEFAULT_TENANT, TENANT_HEADER, principal_of, resolve_tenant
@@ -28,7 +29,7 @@ async def all_params(request: Request) -> MultiDict:
     if request.method == "POST":
         ctype = request.headers.get("content-type", "")
         if ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data"):
-            form = await request.form()
+            form = await read_form(request)
             items.extend((k, v) for k, v in form.multi_items() if isinstance(v, str))
     return MultiDict(items)
 

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from pitwall.core.body import read_form
 from pitwall.core.errors import PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide
@@ -57,7 +58,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
     async def create_silence(request: Request) -> Response:
         if deps.alerts is None:
             return await render(request, "the alerting pillar is not available", 503)
-        form = await request.form()
+        form = await read_form(request)
         names = [str(v) for v in form.getlist("name")]
         ops = [str(v) for v in form.getlist("op")]
         values = [str(v) for v in form.getlist("value")]

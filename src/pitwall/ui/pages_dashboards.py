@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.datastructures import MultiDict
 
+from pitwall.core.body import read_form
 from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.ui.dashboards import Dashboard, Panel, from_grafana, substitute, to_yaml, variable_query
@@ -84,7 +85,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
     @r.post("/dashboards/import", response_class=HTMLResponse)
     async def import_post(request: Request) -> Response:
         tr, err = pages.range_or_error(request)
-        form = await request.form()
+        form = await read_form(request)
         text = str(form.get("json", ""))
         tenant = tenant_of(request)
         try:
@@ -137,7 +138,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
     @r.post("/dashboards/{uid}/edit", response_class=HTMLResponse)
     async def save(uid: str, request: Request) -> Response:
         tr, err = pages.range_or_error(request)
-        form = await request.form()
+        form = await read_form(request)
         text = str(form.get("yaml", ""))
         tenant = tenant_of(request)
         try:
