@@ -206,3 +206,40 @@ def test_float_shortest(value: float, want: str) -> None:
 ])
 def test_sprintf(fmt: str, args: tuple[Any, ...], want: str) -> None:
     assert go_sprintf(fmt, *args) == want
+
+
+def test_no_value_and_nil_are_different_cases() -> None:
+    # Go prints <no value> for an action whose value is missing or a nil interface
+    # (a missing map key, a nil map element, index of a missing key), while fmt
+    # prints <nil> for a nil handed to print/printf.
+    data = {"n": None, "m": {}}
+    assert run("{{.missing}}|{{.n}}|{{index .m \"k\"}}", data) == "<no value>|<no value>|<no value>"
+    assert run("{{print .n}}|{{printf \"%v\" .missing}}|{{print nil}}|{{.n | print}}", data) == \
+        "<nil>|<nil>|<nil>|<nil>"
+    # map[string]string under missingkey=zero: the zero string.
+    assert Template("t").option("missingkey=zero").parse("[{{.x}}]").execute(ZeroMap({})) == "[]"
+
+
+def test_per_execution_funcs_and_constant_text() -> None:
+    t = Template("t", {"who": lambda: "nobody"}).parse("hi {{who}}")
+    assert t.execute(None) == "hi nobody"
+    assert t.execute(None, funcs={"who": lambda: "you"}) == "hi you"
+    sub = Template("t", {"who": lambda: "nobody"}).parse('{{define "d"}}<{{who}}>{{end}}{{template "d"}}')
+    assert sub.execute(None, funcs={"who": lambda: "you"}) == "<you>"
+    assert t.constant_text() is None
+    assert Template("c").parse("just text").constant_text() == "just text"
+
+
+def test_arity_of_plain_functions_and_methods() -> None:
+    def two(a: int, b: int = 0) -> int:
+        return a + b
+
+    def many(a: int, *rest: int) -> int:
+        return a + sum(rest)
+
+    assert run("{{two 1}} {{two 1 2}} {{many 1 2 3}}", two=two, many=many) == "1 3 6"
+    with pytest.raises(TemplateError, match="wrong number of args for two: want 2 got 3"):
+        run("{{two 1 2 3}}", two=two)
+    with pytest.raises(TemplateError, match="wrong number of args for many: want at least 1 got 0"):
+        run("{{many}}", many=many)
+    assert run("{{.sample.Double 2}}", {"sample": Sample({}, 1.5)}) == "3"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import types
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -47,6 +48,8 @@ class _Missing:
 
 
 _MISSING = _Missing()
+_FunctionType = types.FunctionType
+_CO_VARARGS = inspect.CO_VARARGS
 _MAX_DEPTH = 100  # template calls; Python's stack is far shallower than Go's
 _KEYWORDS = {"block", "break", "continue", "define", "else", "end", "if", "range", "template", "with"}
 _SPACE = " \t\r\n"
@@ -832,9 +835,11 @@ def truth(v: Any) -> bool:
 
 
 class _State:
-    def __init__(self, tmpl: Template, tree: _Tree, depth: int) -> None:
+    def __init__(self, tmpl: Template, tree: _Tree, depth: int,
+                 extra: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.tmpl = tmpl
         self.tree = tree
+        self.extra = extra
         self.vars: list[tuple[str, Any]] = []
         self.node: _Node | None = None
         self.out: list[str] = []
@@ -865,16 +870,22 @@ class _State:
 
     # walking
     def walk(self, dot: Any, node: _Node) -> None:
+        # Node classes have no subclasses: exact type tests are the fast dispatch.
         self.node = node
-        if isinstance(node, _Text):
-            self.out.append(node.text)
-        elif isinstance(node, _Action):
-            val = self.eval_pipeline(dot, node.pipe)
-            if not node.pipe.decl:
-                self.print_value(node, val)
-        elif isinstance(node, _List):
-            for n in node.nodes:
+        t = type(node)
+        if t is _Text:
+            self.out.append(node.text)  # type: ignore[attr-defined]
+        elif t is _List:
+            for n in node.nodes:  # type: ignore[attr-defined]
                 self.walk(dot, n)
+        elif t is _Action:
+            pipe = node.pipe  # type: ignore[attr-defined]
+            val = self.eval_pipeline(dot, pipe)
+            if not pipe.decl:
+                if type(val) is str:
+                    self.out.append(val)
+                else:
+                    self.print_value(node, val)
         elif isinstance(node, _Control):
             if node.kind == "range":
                 self.walk_range(dot, node)
@@ -970,7 +981,7 @@ class _State:
         if self.depth >= _MAX_DEPTH:
             raise self.fail(f"exceeded maximum template depth ({_MAX_DEPTH})")
         new_dot = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else None
-        sub = _State(self.tmpl, tree, self.depth + 1)
+        sub = _State(self.tmpl, tree, self.depth + 1, self.extra)
         sub.vars.append(("$", new_dot))
         sub.out = self.out
         sub.walk(new_dot, tree.root)
@@ -993,12 +1004,13 @@ class _State:
     def eval_command(self, dot: Any, cmd: _Command, final: Any) -> Any:
         first = cmd.args[0]
         self.node = first
-        if isinstance(first, _Field):
-            return self.eval_field_chain(dot, dot, first, first.idents, cmd.args, final)
+        t = type(first)
+        if t is _Field:
+            return self.eval_field_chain(dot, dot, first, first.idents, cmd.args, final)  # type: ignore[attr-defined]
+        if t is _Ident:
+            return self.eval_function(dot, first, cmd, cmd.args, final)  # type: ignore[arg-type]
         if isinstance(first, _Chain):
             return self.eval_chain(dot, first, cmd.args, final)
-        if isinstance(first, _Ident):
-            return self.eval_function(dot, first, cmd, cmd.args, final)
         if isinstance(first, _Var):
             return self.eval_variable(dot, first, cmd.args, final)
         self.not_a_function(cmd.args, final)
@@ -1018,6 +1030,11 @@ class _State:
 
     def eval_arg(self, dot: Any, node: _Node) -> Any:
         self.node = node
+        t = type(node)
+        if t is _Const:
+            return node.value  # type: ignore[attr-defined]
+        if t is _Field:
+            return self.eval_field_chain(dot, dot, node, node.idents, [node], _MISSING)  # type: ignore[attr-defined]
         if isinstance(node, _Dot):
             return dot
         if isinstance(node, _Nil):
@@ -1053,6 +1070,12 @@ class _State:
 
     def eval_field_chain(self, dot: Any, receiver: Any, node: _Node, idents: list[str], args: list[_Node],
                          final: Any) -> Any:
+        if len(idents) == 1 and type(receiver) is ZeroMap and len(args) == 1 and final is _MISSING \
+                and not idents[0][:1].isupper():
+            # ``.label`` on a plain label map, the common case: no methods, no arguments.
+            self.node = node
+            name = idents[0]
+            return receiver.get(name, receiver.zero)
         for ident in idents[:-1]:
             receiver = self.eval_field(dot, ident, node, [], _MISSING, receiver)
         return self.eval_field(dot, idents[-1], node, args, final, receiver)
@@ -1097,7 +1120,8 @@ class _State:
         name = ident.name
         if name in ("and", "or"):
             return self.eval_and_or(dot, name, cmd, args, final)
-        fn = self.tmpl._funcs.get(name) or _BUILTINS.get(name)
+        fn = (self.extra.get(name) if self.extra is not None else None) or self.tmpl._funcs.get(name) \
+            or _BUILTINS.get(name)
         if fn is None:
             raise self.fail(f'"{name}" is not a defined function')
         return self.call(dot, fn, cmd, name, args, final)
@@ -1122,7 +1146,19 @@ class _State:
         if final is not _MISSING:
             argv.append(final)
         self.node = node
-        _check_arity(self, fn, name, len(argv))
+        t = type(fn)
+        if t is _FunctionType and not fn.__dict__:  # plain function: arity from its code, no inspect
+            code = fn.__code__
+            hi = code.co_argcount
+            lo = hi - len(fn.__defaults__ or ())
+            got = len(argv)
+            if code.co_flags & _CO_VARARGS:
+                if got < lo:
+                    raise self.fail(f"wrong number of args for {name}: want at least {lo} got {got}")
+            elif not lo <= got <= hi:
+                raise self.fail(f"wrong number of args for {name}: want {hi} got {got}")
+        else:
+            _check_arity(self, fn, name, len(argv))
         try:
             return fn(*argv)
         except (_BreakLoop, _ContinueLoop):  # pragma: no cover - cannot cross a call
@@ -1219,15 +1255,28 @@ class Template:
     def lookup(self, name: str) -> bool:
         return name in self._trees
 
-    def execute(self, data: Any, name: str | None = None) -> str:
-        """Run the root template (or the one called ``name``) with ``data`` as dot."""
+    def constant_text(self) -> str | None:
+        """The root template's output when it is text alone (no actions), else None."""
+        tree = self._trees.get(self.name)
+        if tree is None or not all(isinstance(n, _Text) for n in tree.root.nodes):
+            return None
+        return "".join(n.text for n in tree.root.nodes if isinstance(n, _Text))
+
+    def execute(self, data: Any, name: str | None = None, *,
+                funcs: Mapping[str, Callable[..., Any]] | None = None) -> str:
+        """Run the root template (or the one called ``name``) with ``data`` as dot.
+
+        ``funcs`` are functions for this execution only, looked up before the
+        template's own (each must have been known, by name, when parsing); they
+        bind per-call values such as LogQL's ``__line__`` without copying the set.
+        """
         target = name or self.name
         tree = self._trees.get(target)
         if tree is None:
             if name is not None and name != self.name:
                 raise TemplateError(f'template: no template "{name}" associated with template "{self.name}"')
             raise TemplateError(f'template: {target}: "{target}" is an incomplete or empty template')
-        state = _State(self, tree, 0)
+        state = _State(self, tree, 0, funcs)
         state.vars.append(("$", data))
         try:
             state.walk(data, tree.root)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pitwall.logs.logql.template import TemplateError, compile_template
+from pitwall.logs.logql.templates import TemplateError, compile_template
 from tests.logs.logql.helpers import line_of, one_line
 
 LABELS = {
@@ -75,6 +75,9 @@ LABELS = {
         ('{{ index (fromJson "{\\"a\\":{\\"b\\":\\"c\\"}}") "a" "b" }}', "c"),
         ('{{/* a comment */}}x {{- "  y" -}}  z', "x  yz"),
         ("{{ .missing }}|{{ .path }}", "|/a b/cdef"),
+        # Go's printing: a missing key of a fromJson map is <no value>, nil through fmt is <nil>.
+        ('{{ (fromJson "{}").x }}|{{ printf "%v" (fromJson "{}").x }}|{{ print nil }}', "<no value>|<nil>|<nil>"),
+        ('{{ html "<a>" }} {{ js "it\'s" }} {{ urlquery "a b" }}', "&lt;a&gt; it\\'s a+b"),
     ],
 )
 def test_template_functions(tmpl: str, expected: str) -> None:
@@ -82,7 +85,12 @@ def test_template_functions(tmpl: str, expected: str) -> None:
 
 
 def test_range_with_index_variable() -> None:
-    # `range $i, $v` declares both; our subset binds the element to the last variable.
+    assert (
+        compile_template('{{ range $i, $v := fromJson "[\\"a\\",\\"b\\"]" }}{{ $i }}={{ $v }} {{ end }}').render(
+            {}, "", 0
+        )
+        == "0=a 1=b "
+    )
     assert (
         compile_template('{{ range fromJson "[\\"a\\",\\"b\\"]" }}<{{ . }}>{{ end }}').render({}, "", 0)
         == "<a><b>"
@@ -93,6 +101,13 @@ def test_range_with_index_variable() -> None:
 def test_bad_templates_fail(bad: str) -> None:
     with pytest.raises(TemplateError):
         compile_template(bad).render({"a": "1"}, "", 0)
+
+
+def test_template_errors_read_like_go() -> None:
+    with pytest.raises(TemplateError, match=r"error calling div: runtime error: integer divide by zero"):
+        compile_template("{{ div 1 0 }}").render({}, "", 0)
+    with pytest.raises(TemplateError, match=r'function "nosuch" not defined'):
+        compile_template("{{ nosuch }}")
 
 
 def test_comparing_string_and_number_is_a_template_error() -> None:

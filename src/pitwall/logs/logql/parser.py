@@ -676,7 +676,7 @@ class _Parser:
 
 
 def _check_template(tok: Token) -> None:
-    from pitwall.logs.logql.template import TemplateError, compile_template
+    from pitwall.logs.logql.templates import TemplateError, compile_template
 
     try:
         compile_template(tok.value)

@@ -23,7 +23,7 @@ import orjson
 from pitwall.core import regex
 from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
-from pitwall.logs.logql.template import TemplateError, compile_template
+from pitwall.logs.logql.templates import TemplateError, compile_template
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.logs.model import LineFilter, LineFilterOp
 
