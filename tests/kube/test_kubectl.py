@@ -281,3 +281,43 @@ def test_nodes_and_leases(kube_server: KubeServer) -> None:
     k("apply", "-f", "-", input=json.dumps(lease))
     described = k("describe", "node", "pitwall").stdout
     assert "HolderIdentity:  pitwall" in described and "Failed to get lease" not in described
+
+
+def _docs(paths: list[Path]) -> list[dict]:  # type: ignore[type-arg]
+    out = []
+    for p in paths:
+        out += [d for d in yaml.safe_load_all(p.read_text()) if isinstance(d, dict) and d.get("kind")]
+    return out
+
+
+def test_upstream_crds_and_examples_round_trip(kube_server: KubeServer) -> None:
+    """Chaos Mesh's and Istio's CRDs, then every Chaos Mesh example and Istio's Bookinfo routing samples."""
+    k = kube_server.kubectl
+    k("apply", "--server-side", "-f", str(WAVE2 / "chaos-mesh/config/crd/bases"))
+    k("apply", "-f", str(WAVE2 / "istio/manifests/charts/base/files/crd-all.gen.yaml"))
+    k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                            "metadata": {"name": "istio-system"}}))
+    for d in ("db", "storage", "web", "chaos-testing", "busybox", "tidb-cluster"):
+        k("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": d}}))
+    chaos = sorted((WAVE2 / "chaos-mesh/examples").rglob("*.yaml"))
+    bookinfo = sorted((WAVE2 / "istio/samples/bookinfo/networking").glob("*.yaml"))
+    for group in (chaos, bookinfo):
+        args = [a for p in group for a in ("-f", str(p))]
+        k("apply", *args)
+    last: dict[tuple[str, str, str], dict] = {}  # type: ignore[type-arg]
+    for doc in _docs(chaos + bookinfo):  # a later sample may re-apply an object: the last one wins
+        last[(doc["kind"], doc["metadata"].get("namespace", "default"), doc["metadata"]["name"])] = doc
+    kinds = sorted({f"{kind.lower()}.{d['apiVersion'].split('/')[0]}" for (kind, _, _), d in last.items()})
+    listed = _json(k("get", ",".join(kinds), "-A", "-o", "json"))["items"]
+    stored = {(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]): o for o in listed}
+    assert set(last) <= set(stored)
+    for key, doc in last.items():
+        assert _subset(doc.get("spec"), stored[key].get("spec")), key  # schema defaults may add fields
+
+
+def _subset(want: object, got: object) -> bool:
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(_subset(v, got.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return isinstance(got, list) and len(want) == len(got) and all(_subset(a, b) for a, b in zip(want, got, strict=True))
+    return want == got
