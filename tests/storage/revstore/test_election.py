@@ -16,7 +16,7 @@ from pitwall.storage.revstore.etcd import EtcdRevStore
 
 from .conftest import EtcdServer, MakeStore
 
-TTL = 2.0
+TTL = 3.0  # long enough that a loaded machine does not make a live leader step down
 
 
 async def _until(cond: object, timeout: float = 30.0) -> None:

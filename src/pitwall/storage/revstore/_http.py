@@ -98,29 +98,41 @@ class HttpPool:
         reused = bool(idle)
         conn = idle.pop() if idle else await self._connect(origin)
         try:
-            status, raw, keep = await asyncio.wait_for(self._exchange(conn, origin, path, body), self.timeout_s)
-        except (asyncio.IncompleteReadError, ConnectionError) as e:
-            conn[1].close()
-            if reused and isinstance(e, asyncio.IncompleteReadError) and not e.partial:
-                # The server had closed this idle connection before reading our request; a fresh
-                # connection is the usual remedy (Go's client does the same).
-                conn = await self._connect(origin)
-                try:
-                    status, raw, keep = await asyncio.wait_for(self._exchange(conn, origin, path, body),
-                                                               self.timeout_s)
-                except (OSError, EOFError, TimeoutError, asyncio.IncompleteReadError, ValueError) as e2:
-                    conn[1].close()
-                    raise TransportFailed(repr(e2)) from e2
-            else:
+            status, raw, keep = await self._exchange_or_close(conn, origin, path, body)
+        except asyncio.IncompleteReadError as e:
+            if not (reused and not e.partial):
                 raise TransportFailed(repr(e)) from e
-        except (OSError, TimeoutError, asyncio.LimitOverrunError, ValueError) as e:
-            conn[1].close()
-            raise TransportFailed(repr(e)) from e
+            # The server had closed this idle connection before reading our request; a fresh
+            # connection is the usual remedy (Go's client does the same).
+            conn = await self._connect(origin)
+            try:
+                status, raw, keep = await self._exchange_or_close(conn, origin, path, body)
+            except asyncio.IncompleteReadError as e2:
+                raise TransportFailed(repr(e2)) from e2
         if keep and len(idle) < self.max_idle:
             idle.append(conn)
         else:
             conn[1].close()
-        return status, (json.loads(raw) if raw.strip() else None)
+        try:
+            return status, (json.loads(raw) if raw.strip() else None)
+        except ValueError as e:
+            raise TransportFailed(f"answer is not JSON: {raw[:200]!r}") from e
+
+    async def _exchange_or_close(self, conn: _Conn, origin: tuple[str, int, bool], path: str,
+                                 body: bytes) -> tuple[int, bytes, bool]:
+        """One exchange; on any failure, cancellation included, the connection is closed (a
+        half-read answer would poison the next request). An empty EOF stays IncompleteReadError."""
+        try:
+            return await asyncio.wait_for(self._exchange(conn, origin, path, body), self.timeout_s)
+        except asyncio.IncompleteReadError:
+            conn[1].close()
+            raise
+        except (OSError, TimeoutError, asyncio.LimitOverrunError, ValueError) as e:
+            conn[1].close()
+            raise TransportFailed(repr(e)) from e
+        except BaseException:
+            conn[1].close()
+            raise
 
     async def _exchange(self, conn: _Conn, origin: tuple[str, int, bool], path: str,
                         body: bytes) -> tuple[int, bytes, bool]:

@@ -447,6 +447,21 @@ class SqliteRevStore:
             return None, []
         await self._submit(fn)
 
+    async def backup(self, dest: Path) -> int:
+        """A consistent copy of the database at ``dest`` (SQLite's online backup), taken while
+        writes go on; returns the revision it holds. For ``pitwall backup self``."""
+        self._check_open()
+
+        def copy() -> int:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            target = sqlite3.connect(dest)
+            try:
+                self._rconn().backup(target)
+                return int(target.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0])
+            finally:
+                target.close()
+        return await self._read(copy)
+
     # -- the writer thread ----------------------------------------------------
     async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         self._check_open()
