@@ -34,6 +34,7 @@ __all__ = ["GarbageCollector"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
+_META_KEYS = ("uid", "ownerReferences", "finalizers", "deletionTimestamp", "namespace", "name")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GarbageCollector:
         self._wake = asyncio.Event()
         self._tasks = Supervisor("kube-gc")
         self.passes = 0
+        self._cache: dict[str, tuple[int, _Item]] = {}
 
     async def start(self) -> None:
         self._tasks.spawn(self._watch(), name="kube-gc-watch")
@@ -95,20 +97,31 @@ class GarbageCollector:
                 log.exception("kube gc: pass failed")
 
     async def _all(self) -> list[_Item]:
+        """Every object's metadata; objects unchanged since the last pass are not decoded again."""
         items: list[_Item] = []
         seen: set[str] = set()
+        cache: dict[str, tuple[int, _Item]] = {}
         for rt in self.resources.registry:
             if rt.prefix in seen:
                 continue
             seen.add(rt.prefix)
             res = await self.resources.store.range(rt.prefix)
             for kv in res.kvs:
-                try:
-                    obj = json.loads(kv.value)
-                except ValueError:
-                    continue
-                m = obj.get("metadata") or {}
-                items.append(_Item(rt, str(m.get("namespace", "")), str(m.get("name", "")), obj))
+                hit = self._cache.get(kv.key)
+                if hit is not None and hit[0] == kv.mod_revision:
+                    item = hit[1]
+                else:
+                    try:
+                        obj = json.loads(kv.value)
+                    except ValueError:
+                        continue
+                    m = obj.get("metadata") or {}
+                    # only what collection looks at is kept: metadata and the kind's identity
+                    item = _Item(rt, str(m.get("namespace", "")), str(m.get("name", "")),
+                                 {"metadata": {k: m[k] for k in _META_KEYS if k in m}})
+                cache[kv.key] = (kv.mod_revision, item)
+                items.append(item)
+        self._cache = cache
         return items
 
     async def sweep(self) -> None:
