@@ -180,3 +180,23 @@ async def test_tenant_bound_token_is_forbidden(kube: KubeAPI) -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
         r = await c.get("/api/v1/namespaces", headers={"Authorization": "Bearer " + "t" * 20})
         _status(r, 403, "Forbidden")
+
+
+async def test_access_review_follows_token_scopes(kube: KubeAPI) -> None:
+    from pitwall.core.auth import BearerAuth, Principal
+
+    app = FastAPI()
+    app.include_router(kube.router())
+    app.add_middleware(BearerAuth, tokens=[("r" * 20, Principal("reader", frozenset({"read"}), None))])
+    ssar = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": "list", "resource": "pods"}}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube",
+                                 headers={"Authorization": "Bearer " + "r" * 20}) as c:
+        url = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+        r = await c.post(url, json=ssar)  # a create, so the middleware wants 'write': refused before any review
+        assert r.status_code == 403
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=FastAPI(routes=kube.router().routes)),
+                                 base_url="http://kube") as c:
+        r = await c.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json=ssar)
+        assert r.status_code == 201 and r.json()["status"]["allowed"] is True
+        assert (await c.get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")).status_code == 405

@@ -321,3 +321,10 @@ def _subset(want: object, got: object) -> bool:
     if isinstance(want, list):
         return isinstance(got, list) and len(want) == len(got) and all(_subset(a, b) for a, b in zip(want, got, strict=True))
     return want == got
+
+
+def test_auth_can_i_and_whoami(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    assert k("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
+    assert "Username    test" in k("auth", "whoami").stdout
+    assert "[*]" in k("auth", "can-i", "--list").stdout

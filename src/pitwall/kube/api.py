@@ -42,6 +42,7 @@ from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
 from pitwall.kube.patch import APPLY, JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch, schema_of
 from pitwall.kube.registry import ResourceType
+from pitwall.kube.reviews import REVIEW_GROUPS, review
 from pitwall.kube.schemas import Node
 from pitwall.kube.tables import table
 
@@ -227,6 +228,9 @@ def kube_router(api: KubeAPI) -> APIRouter:
                 return await list_(request, t)
             if m == "POST":
                 _verb(rt, "create")
+                if rt.group in REVIEW_GROUPS:
+                    body = await read_body(request, protobuf_kind=(rt.group, rt.kind))
+                    return json_response(review(request, rt, body), 201)
                 return await create(request, t)
             if m == "DELETE":
                 _verb(rt, "deletecollection")

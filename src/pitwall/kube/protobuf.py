@@ -138,12 +138,31 @@ _MSG: dict[str, dict[int, F]] = {
                     3: ("concurrencyPolicy", "s", ""), 4: ("suspend", "b", "p"), 5: ("jobTemplate", "m:JobTemplateSpec", ""),
                     6: ("successfulJobsHistoryLimit", "i", "p"), 7: ("failedJobsHistoryLimit", "i", "p")},
     "CronJobStatus": {},
+    # authorization.k8s.io/v1, authentication.k8s.io/v1 (kubectl auth can-i / whoami)
+    "SelfSubjectAccessReview": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:SelfSubjectAccessReviewSpec", ""),
+                                3: ("status", "m:SubjectAccessReviewStatus", "")},
+    "SelfSubjectAccessReviewSpec": {1: ("resourceAttributes", "m:ResourceAttributes", ""),
+                                    2: ("nonResourceAttributes", "m:NonResourceAttributes", "")},
+    "ResourceAttributes": {1: ("namespace", "s", ""), 2: ("verb", "s", ""), 3: ("group", "s", ""),
+                           4: ("version", "s", ""), 5: ("resource", "s", ""), 6: ("subresource", "s", ""),
+                           7: ("name", "s", "")},
+    "NonResourceAttributes": {1: ("path", "s", ""), 2: ("verb", "s", "")},
+    "SubjectAccessReviewStatus": {},
+    "SelfSubjectRulesReview": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:SelfSubjectRulesReviewSpec", ""),
+                               3: ("status", "m:SubjectRulesReviewStatus", "")},
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "s", "")},
+    "SubjectRulesReviewStatus": {},
+    "SelfSubjectReview": {1: ("metadata", "m:ObjectMeta", ""), 2: ("status", "m:SelfSubjectReviewStatus", "")},
+    "SelfSubjectReviewStatus": {},
 }
 
 # (group, kind) -> root message
 _ROOTS = {("", "Namespace"): "Namespace", ("", "ConfigMap"): "ConfigMap", ("", "Secret"): "Secret",
           ("", "ServiceAccount"): "ServiceAccount", ("", "Pod"): "Pod", ("", "Service"): "Service",
-          ("apps", "Deployment"): "Deployment", ("batch", "Job"): "Job", ("batch", "CronJob"): "CronJob"}
+          ("apps", "Deployment"): "Deployment", ("batch", "Job"): "Job", ("batch", "CronJob"): "CronJob",
+          ("authorization.k8s.io", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
+          ("authorization.k8s.io", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
+          ("authentication.k8s.io", "SelfSubjectReview"): "SelfSubjectReview"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -211,7 +230,7 @@ def _scalar(typ: str, wt: int, v: Any) -> Any:
 
 # Status is the server's to write: fields of these messages that the table lacks are skipped, not refused.
 _LENIENT = {"NamespaceStatus", "PodStatus", "ServiceStatus", "LoadBalancerStatus", "DeploymentStatus", "JobStatus",
-            "CronJobStatus"}
+            "CronJobStatus", "SubjectAccessReviewStatus", "SubjectRulesReviewStatus", "SelfSubjectReviewStatus"}
 
 
 def _message(name: str, buf: bytes) -> Any:

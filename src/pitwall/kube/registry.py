@@ -107,14 +107,20 @@ BUILTIN: tuple[ResourceType, ...] = (
     _b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", has_generation=False),
     _b("coordination.k8s.io", "v1", "Lease", "leases", has_generation=False),
     _b("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage="events", has_generation=False),
+    _b("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+       verbs=("create",), has_generation=False),
+    _b("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+       verbs=("create",), has_generation=False),
+    _b("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",),
+       has_generation=False),
     _b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
        short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",),
        storage="apiextensions.k8s.io/customresourcedefinitions"),
 )
 
 # Groups in the order kube-apiserver lists them (preferred first); CRD groups follow.
-_GROUP_ORDER = ("", "apps", "events.k8s.io", "autoscaling", "batch", "discovery.k8s.io", "coordination.k8s.io",
-                "apiextensions.k8s.io")
+_GROUP_ORDER = ("", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
+                "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io")
 
 
 class Registry:
