@@ -328,3 +328,24 @@ def test_auth_can_i_and_whoami(kube_server: KubeServer) -> None:
     assert k("auth", "can-i", "create", "deployments").stdout.strip() == "yes"
     assert "Username    test" in k("auth", "whoami").stdout
     assert "[*]" in k("auth", "can-i", "--list").stdout
+
+
+class _Metrics:
+    async def pod_metrics(self, namespace: str) -> list[dict]:  # type: ignore[type-arg]
+        pods = [{"metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+                 "timestamp": "2026-01-01T00:00:00Z", "window": "10s",
+                 "containers": [{"name": "web", "usage": {"cpu": "250m", "memory": "64Mi"}}]}]
+        return [p for p in pods if not namespace or p["metadata"]["namespace"] == namespace]
+
+    async def node_metrics(self) -> list[dict]:  # type: ignore[type-arg]
+        return [{"metadata": {"name": "pitwall"}, "timestamp": "2026-01-01T00:00:00Z", "window": "10s",
+                 "usage": {"cpu": "1", "memory": "1Gi"}}]
+
+
+def test_top_reads_metrics_api(kube_server: KubeServer) -> None:
+    kube_server.kube.set_metrics_provider(_Metrics())
+    k = kube_server.kubectl
+    rows = k("top", "pod").stdout.splitlines()
+    assert rows[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"] and rows[1].split() == ["web-1", "250m", "64Mi"]
+    assert k("top", "pod", "-l", "app=other", check=False).stderr.strip().startswith("No resources found")
+    assert "metrics.k8s.io/v1beta1" in k("api-versions").stdout.split()

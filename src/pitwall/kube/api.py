@@ -40,6 +40,7 @@ from pitwall.kube.errors import (
 from pitwall.kube.http import json_response, media_type, read_body, truthy, wants_table
 from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
+from pitwall.kube.metricsapi import METRICS_GROUP, get_metrics, list_metrics
 from pitwall.kube.patch import APPLY, JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch, schema_of
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.reviews import REVIEW_GROUPS, review
@@ -219,6 +220,14 @@ def kube_router(api: KubeAPI) -> APIRouter:
     async def dispatch(request: Request, t: _Target) -> Response:
         m = request.method
         rt = t.rt
+        if rt.group == METRICS_GROUP and api.metrics_provider is not None:
+            if m != "GET" or t.sub:
+                raise MethodNotAllowed()
+            q = request.query_params
+            if t.name:
+                return json_response(await get_metrics(api.metrics_provider, rt, t.namespace, t.name))
+            return json_response(await list_metrics(api.metrics_provider, rt, t.namespace, q.get("labelSelector"),
+                                                    q.get("fieldSelector")))
         if not t.name:
             if m == "GET":
                 if request.query_params.get("watch", "false").lower() in ("1", "true", "t", "yes"):

@@ -187,6 +187,11 @@ def _paths(rt: ResourceType, v3: bool) -> Obj:
     return out
 
 
+def _described(rt: ResourceType) -> bool:
+    """Whether a schema describes the kind (custom kinds, upstream kinds; not answered-only ones)."""
+    return rt.crd is not None or rt.definition in definitions()
+
+
 class OpenAPI:
     """Builds and caches the documents; the cache is dropped when the registry changes."""
 
@@ -223,7 +228,7 @@ class OpenAPI:
         return out
 
     def _gv_types(self, group: str, version: str) -> list[ResourceType]:
-        return self.registry.resources(group, version)
+        return [rt for rt in self.registry.resources(group, version) if _described(rt)]
 
     def v3_doc(self, group: str, version: str) -> bytes | None:
         key = f"v3:{group}/{version}"
@@ -247,6 +252,8 @@ class OpenAPI:
             for v in versions:
                 rel = f"api/{v}" if not group else f"apis/{group}/{v}"
                 doc = self.v3_doc(group, v)
+                if doc is None:
+                    continue
                 h = hashlib.sha512(doc or b"").hexdigest().upper()[:128]
                 paths[rel] = {"serverRelativeURL": f"/openapi/v3/{rel}?hash={h}"}
         return {"paths": paths}
@@ -254,7 +261,7 @@ class OpenAPI:
     def v2(self) -> bytes:
         if "v2" in self._cache:
             return self._cache["v2"]
-        types = list(self.registry)
+        types = [rt for rt in self.registry if _described(rt)]
         paths: Obj = {}
         for rt in types:
             paths.update(_paths(rt, False))

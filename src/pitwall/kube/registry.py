@@ -120,7 +120,7 @@ BUILTIN: tuple[ResourceType, ...] = (
 
 # Groups in the order kube-apiserver lists them (preferred first); CRD groups follow.
 _GROUP_ORDER = ("", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
-                "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io")
+                "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io")
 
 
 class Registry:
@@ -169,6 +169,12 @@ class Registry:
     def resources(self, group: str, version: str) -> list[ResourceType]:
         return sorted((rt for rt in self._types.values() if rt.group == group and rt.version == version),
                       key=lambda rt: rt.plural)
+
+    def add_virtual(self, types: list[ResourceType]) -> None:
+        """Serve kinds that are answered, not stored (metrics.k8s.io)."""
+        for rt in types:
+            self._types[(rt.group, rt.version, rt.plural)] = rt
+        self._changed()
 
     def replace_crd(self, crd_name: str, types: list[ResourceType]) -> None:
         """Serve exactly ``types`` for the CRD ``crd_name`` (none: stop serving it)."""

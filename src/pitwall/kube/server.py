@@ -25,6 +25,7 @@ from pitwall.kube.client import KubeClient
 from pitwall.kube.crd import types_from_crd
 from pitwall.kube.errors import AlreadyExists
 from pitwall.kube.gc import GarbageCollector
+from pitwall.kube.metricsapi import NODE_METRICS, POD_METRICS, MetricsProvider
 from pitwall.kube.openapi import OpenAPI
 from pitwall.kube.registry import Registry
 from pitwall.kube.resources import Resources
@@ -58,6 +59,7 @@ class KubeAPI:
         self.run_gc = run_gc
         # (group, plural, subresource) -> handler, for subresources others serve (pods/log from node/).
         self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
+        self.metrics_provider: MetricsProvider | None = None
         self.version_info: dict[str, Any] = {
             "major": "1", "minor": "32", "gitVersion": "v1.32.0-pitwall." + __version__,
             "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "python",
@@ -67,6 +69,11 @@ class KubeAPI:
         self.closing = False  # set on stop: open watch streams end
         self.active_watches = 0
         self._tasks = Supervisor("kube")
+
+    def set_metrics_provider(self, provider: MetricsProvider) -> None:
+        """Serve ``metrics.k8s.io/v1beta1`` (``kubectl top``) from ``provider``."""
+        self.metrics_provider = provider
+        self.registry.add_virtual([POD_METRICS, NODE_METRICS])
 
     def router(self) -> APIRouter:
         return kube_router(self)
