@@ -41,20 +41,30 @@ def free_port() -> int:
 class EtcdServer:
     url: str
     proc: subprocess.Popen[bytes]
+    ports: tuple[int, int]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def etcd_binary() -> str | None:
     return shutil.which("etcd") or (("/usr/bin/etcd") if Path("/usr/bin/etcd").exists() else None)
 
 
-def start_etcd(data_dir: Path) -> EtcdServer:
+def start_etcd(data_dir: Path, ports: tuple[int, int] | None = None) -> EtcdServer:
+    """An etcd on 127.0.0.1 (client, peer ports: given, to restart one, or free ones)."""
     binary = etcd_binary()
     if binary is None:
         pytest.skip("etcd is not installed (Debian package etcd-server)")
-    client, peer = free_port(), free_port()
+    client, peer = ports or (free_port(), free_port())
     url = f"http://127.0.0.1:{client}"
     log_path = data_dir.parent / f"{data_dir.name}.log"
-    with open(log_path, "wb") as log:  # the child keeps its own copy of the descriptor
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [binary, "--name", "t", "--data-dir", str(data_dir),
              "--listen-client-urls", url, "--advertise-client-urls", url,
@@ -69,7 +79,7 @@ def start_etcd(data_dir: Path) -> EtcdServer:
             raise RuntimeError(f"etcd exited with {proc.returncode}; see {log_path}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.post(f"{url}/v3/kv/range", json={"key": "AA=="}, timeout=1).status_code == 200:
-                return EtcdServer(url, proc)
+                return EtcdServer(url, proc, (client, peer))
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("etcd did not answer within 20 s")
@@ -79,12 +89,7 @@ def start_etcd(data_dir: Path) -> EtcdServer:
 def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
     server = start_etcd(tmp_path_factory.mktemp("etcd") / "data")
     yield server
-    server.proc.terminate()
-    try:
-        server.proc.wait(10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
+    server.stop()
 
 
 @pytest.fixture

@@ -90,25 +90,39 @@ class HttpPool:
                 headers[k.strip().lower()] = v.strip()
         return status, headers
 
-    async def post(self, base_url: str, path: str, doc: Any) -> tuple[int, Any]:
-        """POST ``doc`` as JSON; returns the status and the decoded JSON answer (None when empty)."""
+    def _idle_conn(self, origin: tuple[str, int, bool]) -> _Conn | None:
+        """A kept-alive connection the server has not closed meanwhile (its FIN would show as EOF)."""
+        idle = self._idle.setdefault(origin, [])
+        while idle:
+            r, w = idle.pop()
+            if not r.at_eof() and not w.is_closing():
+                return r, w
+            w.close()
+        return None
+
+    async def post(self, base_url: str, path: str, doc: Any, *, idempotent: bool = False) -> tuple[int, Any]:
+        """POST ``doc`` as JSON; returns the status and the decoded JSON answer (None when empty).
+
+        A reused connection that turns out closed (EOF before any answer) is retried on a new
+        one only when ``idempotent``: otherwise the server may have applied the request.
+        """
         origin = _origin(base_url)
         body = json.dumps(doc, separators=(",", ":")).encode()
-        idle = self._idle.setdefault(origin, [])
-        reused = bool(idle)
-        conn = idle.pop() if idle else await self._connect(origin)
+        conn = self._idle_conn(origin)
+        reused = conn is not None
+        if conn is None:
+            conn = await self._connect(origin)
         try:
             status, raw, keep = await self._exchange_or_close(conn, origin, path, body)
         except asyncio.IncompleteReadError as e:
-            if not (reused and not e.partial):
+            if not (reused and idempotent and not e.partial):
                 raise TransportFailed(repr(e)) from e
-            # The server had closed this idle connection before reading our request; a fresh
-            # connection is the usual remedy (Go's client does the same).
             conn = await self._connect(origin)
             try:
                 status, raw, keep = await self._exchange_or_close(conn, origin, path, body)
             except asyncio.IncompleteReadError as e2:
                 raise TransportFailed(repr(e2)) from e2
+        idle = self._idle.setdefault(origin, [])
         if keep and len(idle) < self.max_idle:
             idle.append(conn)
         else:

@@ -33,6 +33,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
@@ -115,6 +116,13 @@ def _error(requested: int, message: str, code: int) -> RevStoreError:
     if "lease not found" in message:
         return LeaseNotFound(message)
     return _EtcdError(f"etcd: {message} (code {code})")
+
+
+@dataclass
+class _Cursor:
+    """Where a watch resumes: the revision after the last one handed to the consumer (0: now)."""
+
+    next_rev: int
 
 
 class _Chan:
@@ -208,7 +216,7 @@ class EtcdRevStore:
         for i in range(n):
             idx = (self._current + i) % n
             try:
-                status, data = await self._http.post(self.endpoints[idx], path, body)
+                status, data = await self._http.post(self.endpoints[idx], path, body, idempotent=idempotent)
             except ConnectFailed as e:
                 last = e  # nothing was sent: any call may move on
                 continue
@@ -389,16 +397,16 @@ class EtcdRevStore:
                 await reader
 
     async def _read_watch(self, ch: _Chan, prefix: str, start_revision: int, prev_kv: bool) -> None:
-        next_rev = start_revision
+        cur = _Cursor(start_revision)
         backoff = 0.05
         try:
             while not self._stopped:
                 idx = self._current
                 create: dict[str, Any] = {**_key_range(prefix, True), "prev_kv": prev_kv}
-                if next_rev > 0:
-                    create["start_revision"] = str(next_rev)
+                if cur.next_rev > 0:
+                    create["start_revision"] = str(cur.next_rev)
                 try:
-                    next_rev = await self._stream(ch, idx, create, next_rev)
+                    await self._stream(ch, idx, create, cur)
                     backoff = 0.05
                 except (TransportFailed, ConnectFailed) as e:
                     log.info("etcd watch stream broke; reopening",
@@ -413,23 +421,29 @@ class EtcdRevStore:
         finally:
             ch.close()
 
-    async def _stream(self, ch: _Chan, idx: int, create: dict[str, Any], next_rev: int) -> int:
-        """Follow one watch stream; returns the revision to resume from when it ends."""
+    async def _stream(self, ch: _Chan, idx: int, create: dict[str, Any], cur: _Cursor) -> None:
+        """Follow one watch stream, moving ``cur`` past every delivered revision (so a broken
+        stream resumes right after the last event the consumer was given)."""
         assert self._http is not None
         lines = self._http.stream(self.endpoints[idx], "/v3/watch", {"create_request": create})
         try:
             async for msg in lines:
                 if "error" in msg:
+                    # The gateway ends a stream with {"error": {"grpc_code": 14, "message": "transport is
+                    # closing", ...}} when its member shuts down: reconnect, unless history is gone.
                     err = msg["error"]
-                    raise _error(next_rev, str(err.get("message", err)) if isinstance(err, dict) else str(err),
-                                 int(err.get("code", 0)) if isinstance(err, dict) else 0)
+                    text = str(err.get("message", err)) if isinstance(err, dict) else str(err)
+                    mapped = _error(cur.next_rev, text, int(err.get("grpc_code", 0)) if isinstance(err, dict) else 0)
+                    if isinstance(mapped, Compacted | FutureRevision):
+                        raise mapped
+                    raise TransportFailed(f"watch stream ended: {text}")
                 res = msg.get("result", {})
-                if res.get("created") and next_rev <= 0:
-                    next_rev = _rev(res) + 1  # "from now on" is pinned at the creation revision
+                if res.get("created") and cur.next_rev <= 0:
+                    cur.next_rev = _rev(res) + 1  # "from now on" is pinned at the creation revision
                 if res.get("canceled"):
                     compact = int(res.get("compact_revision", 0))
                     if compact:
-                        raise Compacted(next_rev, compact)
+                        raise Compacted(cur.next_rev, compact)
                     raise RevStoreError(f"etcd cancelled the watch: {res.get('cancel_reason', '')}")
                 batch: list[Event] = []
                 for e in res.get("events") or []:
@@ -438,12 +452,11 @@ class EtcdRevStore:
                     ev = Event("DELETE" if e.get("type") == "DELETE" else "PUT", kv, prev)
                     if batch and batch[0].kv.mod_revision != kv.mod_revision:
                         await ch.put(batch)
-                        next_rev = batch[0].kv.mod_revision + 1
+                        cur.next_rev = batch[0].kv.mod_revision + 1
                         batch = []
                     batch.append(ev)
                 if batch:
                     await ch.put(batch)
-                    next_rev = batch[0].kv.mod_revision + 1
+                    cur.next_rev = batch[0].kv.mod_revision + 1
         finally:
             await lines.aclose()
-        return next_rev
