@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from pitwall.kube import AlreadyExists, Conflict, Gone, Invalid, KubeAPI, NotFoundError
+from pitwall.kube.errors import Forbidden
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -161,6 +162,10 @@ async def test_namespace_deletion(kube: KubeAPI) -> None:
     await c.create({**_cm("x"), "metadata": {"name": "x", "namespace": "temp"}})
     ns = await c.delete("v1", "Namespace", "temp")
     assert ns["status"]["phase"] == "Terminating"
+    with pytest.raises(Forbidden, match="because it is being terminated"):
+        await c.create({**_cm("y"), "metadata": {"name": "y", "namespace": "temp"}})
+    with pytest.raises(Forbidden, match="may not be deleted"):
+        await c.delete("v1", "Namespace", "default")
     for _ in range(3):
         await kube.gc.sweep()
     with pytest.raises(NotFoundError):

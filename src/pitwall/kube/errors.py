@@ -13,6 +13,7 @@ Tree::
       Conflict                           409 Conflict
       Invalid(BadData)                   422 Invalid (details.causes name field paths)
       BadRequest(BadData)                400 BadRequest
+      Forbidden                          403 Forbidden (a terminating or undeletable namespace)
       MethodNotAllowed                   405 MethodNotAllowed
       NotAcceptable                      406 NotAcceptable
       UnsupportedMedia                   415 UnsupportedMediaType
@@ -35,6 +36,7 @@ __all__ = [
     "BadRequest",
     "Cause",
     "Conflict",
+    "Forbidden",
     "Gone",
     "InternalError",
     "Invalid",
@@ -138,6 +140,11 @@ class Invalid(KubeError, BadData):
         d["causes"] = [c.as_dict() for c in causes]
         super().__init__(f'{qual} "{name}" is invalid: {summary}', details=d)
         self.causes = causes
+
+
+class Forbidden(KubeError):
+    code = 403
+    reason = "Forbidden"
 
 
 class BadRequest(KubeError, BadData):

@@ -27,9 +27,11 @@ from pitwall.kube.errors import (
     BadRequest,
     Cause,
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     NotFoundError,
+    qualified,
 )
 from pitwall.kube.managed import track_update
 from pitwall.kube.meta import generated_name, meta, new_uid, now_rfc3339
@@ -41,6 +43,7 @@ __all__ = ["ListResult", "Resources", "WatchEvent"]
 
 Obj = dict[str, Any]
 _MAX_RETRIES = 16
+_UNDELETABLE = ("default", "kube-system", "kube-public")  # as kube-apiserver's namespace lifecycle admission
 
 
 @dataclass
@@ -217,8 +220,13 @@ class Resources:
             raise BadRequest("the server could not find the requested resource: namespace is required")
         ns_rt = self.registry.get("", "v1", "namespaces")
         assert ns_rt is not None
-        if await self.store.get(ns_rt.key("", namespace)) is None:
+        kv = await self.store.get(ns_rt.key("", namespace))
+        if kv is None:
             raise NotFoundError.of("namespaces", "", namespace)
+        if (json.loads(kv.value).get("metadata") or {}).get("deletionTimestamp"):
+            raise Forbidden(f'{qualified(rt.plural, rt.group)} is forbidden: unable to create new content in '
+                            f'namespace {namespace} because it is being terminated',
+                            details={"kind": rt.plural, **({"group": rt.group} if rt.group else {})})
 
     def _check_identity(self, rt: ResourceType, obj: Obj, namespace: str, name: str | None) -> None:
         av, kind = obj.get("apiVersion"), obj.get("kind")
@@ -384,6 +392,9 @@ class Resources:
         finished pod goes at once.
         """
         key = rt.key(namespace, name)
+        if rt.kind == "Namespace" and rt.group == "" and name in _UNDELETABLE:
+            raise Forbidden(f'namespaces "{name}" is forbidden: this namespace may not be deleted',
+                            details={"name": name, "kind": "namespaces"})
         if propagation and propagation not in ("Orphan", "Background", "Foreground"):
             raise BadRequest(f"propagationPolicy: Unsupported value: {propagation!r}: supported values: "
                              '"Foreground", "Background", "Orphan"')
