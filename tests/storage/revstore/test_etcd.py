@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from pitwall.storage.revstore import RevStoreError
+from pitwall.storage.revstore import Compare, Op, RevStoreError
 from pitwall.storage.revstore.etcd import EtcdRevStore
 
-from .conftest import EtcdServer, free_port, start_etcd
+from .conftest import EtcdServer, etcd_binary, free_port, start_etcd
 
 
 @pytest.mark.timeout(60)
@@ -74,3 +75,70 @@ async def test_watch_and_leases_survive_an_etcd_restart(tmp_path: Path) -> None:
     finally:
         await store.stop()
         server.stop()
+
+
+def _start_cluster(tmp: Path, n: int = 3) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+    binary = etcd_binary()
+    if binary is None:
+        pytest.skip("etcd is not installed (Debian package etcd-server)")
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{p}" for i, (_, p) in enumerate(ports))
+    procs = []
+    for i, (c, p) in enumerate(ports):
+        with open(tmp / f"m{i}.log", "wb") as log:
+            procs.append(subprocess.Popen(
+                [binary, "--name", f"m{i}", "--data-dir", str(tmp / f"m{i}"),
+                 "--listen-client-urls", f"http://127.0.0.1:{c}", "--advertise-client-urls", f"http://127.0.0.1:{c}",
+                 "--listen-peer-urls", f"http://127.0.0.1:{p}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
+                 "--initial-cluster", cluster, "--initial-cluster-state", "new",
+                 "--heartbeat-interval", "100", "--election-timeout", "500"],
+                stdout=log, stderr=subprocess.STDOUT))
+    return procs, [f"http://127.0.0.1:{c}" for c, _ in ports]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_member_dies_under_a_three_member_cluster(tmp_path: Path) -> None:
+    """Writes and a watch go on through the other members when the one in use is killed."""
+    procs, urls = _start_cluster(tmp_path)
+    store = EtcdRevStore(urls, compact_interval_s=None, timeout_s=3)
+    try:
+        for _ in range(300):  # the cluster elects its first leader
+            try:
+                await store.start()
+                break
+            except RevStoreError:
+                await asyncio.sleep(0.1)
+        else:
+            pytest.fail("the cluster did not start")
+
+        async def create(i: int) -> None:
+            # Create-if-absent, so a retry after an ambiguous failure cannot write twice.
+            key = f"/c/{i:03d}"
+            for _attempt in range(100):
+                try:
+                    await store.txn([Compare(key, "create", "=", 0)], [Op.put(key, b"v")])
+                    return
+                except RevStoreError:
+                    await asyncio.sleep(0.1)
+            pytest.fail(f"could not write {key}")
+
+        await create(0)
+        start = await store.revision()
+        watch = store.watch("/c/", start_revision=start)
+        for i in range(1, 10):
+            await create(i)
+        procs[0].kill()  # the member the client talks to (the first endpoint)
+        procs[0].wait()
+        for i in range(10, 20):
+            await create(i)
+        keys: list[str] = []
+        while len(keys) < 20:
+            keys += [e.kv.key for e in await asyncio.wait_for(anext(watch), 30)]
+        await watch.aclose()  # type: ignore[attr-defined]
+        assert keys == [f"/c/{i:03d}" for i in range(20)]
+    finally:
+        await store.stop()
+        for p in procs:
+            p.kill()
+            p.wait()
