@@ -251,3 +251,34 @@ async def test_pod_graceful_deletion(kube: KubeAPI) -> None:
     await c.delete("v1", "Pod", "bound", "default", grace_period=0)  # the node is done
     with pytest.raises(NotFoundError):
         await c.get("v1", "Pod", "bound", "default")
+
+
+async def test_restart_keeps_objects_and_crd_kinds(tmp_path: Any) -> None:
+    from pitwall.kube.wiring import build_kube
+    from pitwall.storage.revstore.sqlite import SqliteRevStore
+
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com"},
+           "spec": {"group": "example.com", "scope": "Cluster", "names": {"plural": "gadgets", "kind": "Gadget"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object",
+                                                                 "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    for round_ in range(2):
+        store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+        await store.start()
+        api = build_kube(store)
+        await api.start()
+        try:
+            if round_ == 0:
+                await api.client.create(crd)
+                await api.client.create({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"},
+                                         "spec": {"x": 1}})
+                await api.client.create(_cm("kept"))
+            else:
+                assert (await api.client.get("example.com/v1", "Gadget", "g"))["spec"] == {"x": 1}
+                assert (await api.client.get("v1", "ConfigMap", "kept", "default"))["data"] == {"k": "v"}
+                names = [n["metadata"]["name"] for n in (await api.client.list("v1", "Namespace")).items]
+                assert names == ["default", "kube-node-lease", "kube-public", "kube-system"]
+        finally:
+            await api.stop()
+            await store.stop()
