@@ -29,6 +29,7 @@ from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
+from pitwall.core.listen import split_listen
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.logs.settings import LogsSettings
 from pitwall.traces.settings import TracesSettings
@@ -206,13 +207,6 @@ class Settings(BaseSettings):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"listen: expected HOST:PORT, got {listen!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def _is_loopback(host: str) -> bool:

@@ -10,9 +10,9 @@ import pytest
 
 from pitwall.core.errors import BadData
 from pitwall.core.labels import Matcher
-from pitwall.logs.model import Direction, LineFilter, LineFilterOp, LogEntry, PushStream
+from pitwall.logs.model import Direction, EntryColumns, LineFilter, LineFilterOp, LogEntry, PushStream
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.logs_store import EntryColumns, LogStore, OutOfOrderPolicy
+from pitwall.storage.logs_store import LogStore, OutOfOrderPolicy
 
 S = 10**9
 A = (("app", "a"), ("env", "prod"))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pitwall.config import split_listen
+from pitwall.core.listen import split_listen
 
 __all__ = ["demo"]
 

@@ -36,7 +36,7 @@ from pitwall.logs.params import (
     parse_timestamp_ns,
 )
 from pitwall.logs.settings import LogsSettings
-from pitwall.storage.logs_store import LogStore
+from pitwall.logs.store import LogSource
 
 MAX_POINTS = 11_000
 LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
@@ -53,7 +53,7 @@ class LogQLRunner(Protocol):
 
 @dataclass
 class LogsApiDeps:
-    store: LogStore
+    store: LogSource
     ingester: LogIngester
     engine: LogQLRunner
     parse_selector: Callable[[str], list[Matcher]]

@@ -7,15 +7,25 @@ matchers. Timestamps are int64 nanoseconds.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pitwall.core.labels import Labels, Matcher
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 __all__ = [
+    "CommitResult",
     "Direction",
+    "EntryColumns",
     "Labels",
     "LineFilter",
     "LineFilterOp",
@@ -23,8 +33,15 @@ __all__ = [
     "LogEntry",
     "LogStream",
     "Matcher",
+    "Metadata",
     "PushStream",
+    "decode_metadata",
+    "encode_metadata",
+    "ns_to_rfc3339",
 ]
+
+# Loki's structured metadata of one entry: (key, value) pairs, e.g. trace_id from OTLP.
+Metadata = tuple[tuple[str, str], ...]
 
 
 class Direction(StrEnum):
@@ -52,7 +69,7 @@ class LogEntry:
     ts_ns: int
     line: str
     # Loki's structured metadata (non-indexed key/values), e.g. trace_id from OTLP.
-    metadata: tuple[tuple[str, str], ...] = ()
+    metadata: Metadata = ()
 
 
 @dataclass
@@ -93,3 +110,64 @@ class LogBatch:
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
+
+
+@dataclass
+class EntryColumns:
+    """What ingest paths hand to the store: entries of many streams, column-wise.
+
+    ``streams`` are canonical label sets (sorted, validated); ``stream_idx``
+    indexes them per entry. ``metadata`` is None when no entry has any.
+    """
+
+    streams: list[Labels]
+    stream_idx: np.ndarray
+    ts: np.ndarray
+    lines: list[str]
+    metadata: list[Metadata] | None = None
+    line_array: pa.Array | None = None  # ``lines`` as Arrow, when a caller already built it
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @classmethod
+    def from_push(cls, streams: Sequence[PushStream]) -> EntryColumns:
+        labels = [s.labels for s in streams]
+        n = [len(s.entries) for s in streams]
+        idx = np.repeat(np.arange(len(streams), dtype=np.int64), n)
+        ts = np.fromiter((e.ts_ns for s in streams for e in s.entries), dtype=np.int64, count=sum(n))
+        lines = [e.line for s in streams for e in s.entries]
+        md: list[Metadata] | None = [e.metadata for s in streams for e in s.entries]
+        if md is not None and not any(md):
+            md = None
+        return cls(labels, idx, ts, lines, md)
+
+
+@dataclass
+class CommitResult:
+    """What a ``LogCommitter.commit`` did: how many entries it kept, why it refused the others."""
+
+    accepted: int
+    rejected: int
+    errors: list[str]
+    fsynced: asyncio.Future[None] | None
+    keep: np.ndarray | None = None  # per entry: stored (None when all were)
+
+
+def encode_metadata(md: Metadata) -> str | None:
+    """Metadata as stored: compact JSON ``[[k, v], ...]``, or None when empty."""
+    return json.dumps(md, separators=(",", ":"), ensure_ascii=False) if md else None
+
+
+def decode_metadata(raw: str | None) -> Metadata:
+    """The inverse of ``encode_metadata``."""
+    if not raw:
+        return ()
+    return tuple((k, v) for k, v in json.loads(raw))
+
+
+def ns_to_rfc3339(ns: int) -> str:
+    """Go's RFC 3339 rendering of a nanosecond timestamp, as Loki's messages print it."""
+    secs, frac = divmod(ns, 10**9)
+    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z" if frac else base + "Z"

@@ -28,9 +28,9 @@ from starlette.websockets import WebSocketDisconnect
 from pitwall.core.errors import BadData, PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.logs.memory import MemoryLogQuerier
-from pitwall.logs.model import Direction, Labels, Matcher
+from pitwall.logs.model import Direction, Labels, Matcher, decode_metadata
 from pitwall.logs.params import parse_limit, parse_timestamp_ns
-from pitwall.storage.logs_store import LogStore, decode_metadata
+from pitwall.logs.store import LogFeed
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class TailHub:
 
     name = "logs-tail"
 
-    def __init__(self, store: LogStore, engine: Any, parse_selector: Callable[[str], list[Matcher]], *,
+    def __init__(self, store: LogFeed, engine: Any, parse_selector: Callable[[str], list[Matcher]], *,
                  max_connections: int = 32) -> None:
         self.store = store
         self.engine = engine

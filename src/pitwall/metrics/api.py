@@ -36,7 +36,7 @@ from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.promql import Engine, PromQLParseError, parse_matchers
 from pitwall.metrics.promql.ast import parse as parse_promql
 from pitwall.metrics.promql.format import format_float
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.metrics.store import MetricsBackend
 
 MIN_TIME_MS = -(2**62) // 1000
 MAX_TIME_MS = 2**62 // 1000
@@ -48,7 +48,7 @@ class TargetsSource(Protocol):
 
 @dataclass
 class MetricsApiDeps:
-    store: MetricStore
+    store: MetricsBackend
     engine: Engine
     remote_write: RemoteWriteIngester
     otlp: OtlpMetricsTranslator

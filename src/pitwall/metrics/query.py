@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pitwall.metrics.promql import Engine, QueryResult
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.metrics.store import Queryable
 
 
 class InstantQuery(Protocol):
@@ -23,7 +23,7 @@ class RangeQuery(Protocol):
     ) -> QueryResult: ...
 
 
-def local_instant(engine: Engine, store: MetricStore) -> InstantQuery:
+def local_instant(engine: Engine, store: Queryable) -> InstantQuery:
     """Instant queries evaluated in-process over the embedded store."""
 
     def query(expr: str, at_ms: int, tenant: str = "default") -> QueryResult:
@@ -32,7 +32,7 @@ def local_instant(engine: Engine, store: MetricStore) -> InstantQuery:
     return query
 
 
-def local_range(engine: Engine, store: MetricStore) -> RangeQuery:
+def local_range(engine: Engine, store: Queryable) -> RangeQuery:
     """Range queries evaluated in-process over the embedded store."""
 
     def query(expr: str, start_ms: int, end_ms: int, step_ms: int, tenant: str = "default") -> QueryResult:

@@ -3,15 +3,25 @@
 The PromQL engine reads only through ``Querier``; ingest writes only through
 ``Appender``. The DuckDB store, an in-memory store for tests, and later a
 remote Prometheus API implement these.
+
+Around them, what the rest of the pillar (and other pillars' wiring) needs,
+so that only the composition root names the concrete ``MetricStore``:
+``Queryable`` hands out per-tenant queriers, ``SeriesAppender`` is remote
+write's fast path (resolve label sets to series ids once, then commit
+columns), ``MetricStorage`` reads and appends, ``MetricsBackend`` adds what
+the HTTP API shows (metadata, exemplars, head stats).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from pitwall.core.labels import Labels, Matcher
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, SeriesSamples
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class Querier(Protocol):
@@ -45,3 +55,40 @@ class Appender(Protocol):
     async def append_metadata(self, tenant: str, metadata: Sequence[MetricMetadata]) -> None: ...
 
     async def append_exemplars(self, tenant: str, exemplars: Sequence[Exemplar]) -> None: ...
+
+
+class Queryable(Protocol):
+    """A ``Querier`` per tenant (Prometheus' ``Queryable``)."""
+
+    def querier(self, tenant: str) -> Querier: ...
+
+
+class SeriesAppender(Appender, Protocol):
+    """The column-wise fast path of ingest: no per-sample Python objects.
+
+    ``resolve`` maps label sets to series ids, provisional ones past the end
+    for series never seen; ``commit`` validates and applies the columns
+    synchronously (registering the provisional series) and returns an
+    awaitable that resolves once the WAL record is fsynced. A batch is
+    accepted or refused whole.
+    """
+
+    def resolve(self, tenant: str, series: Sequence[Labels]) -> tuple[np.ndarray, list[tuple[int, Labels]]]: ...
+
+    def commit(
+        self, tenant: str, sids: np.ndarray, ts: np.ndarray, vals: np.ndarray, new: list[tuple[int, Labels]]
+    ) -> Awaitable[None]: ...
+
+
+class MetricStorage(Queryable, Appender, Protocol):
+    """Reads and durable appends: what the rule manager's wiring needs."""
+
+
+class MetricsBackend(MetricStorage, Protocol):
+    """What the Prometheus HTTP API reads besides series: metadata, exemplars, head stats."""
+
+    def metadata(self, tenant: str) -> dict[str, MetricMetadata]: ...
+
+    def exemplars(self, tenant: str) -> list[Exemplar]: ...
+
+    def num_series(self, tenant: str | None = None) -> int: ...

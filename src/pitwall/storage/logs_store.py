@@ -36,14 +36,20 @@ from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
 from pitwall.logs.model import (
+    CommitResult,
     Direction,
+    EntryColumns,
     Labels,
     LineFilter,
     LineFilterOp,
     LogBatch,
     LogStream,
     Matcher,
+    Metadata,
     PushStream,
+    decode_metadata,
+    encode_metadata,
+    ns_to_rfc3339,
 )
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
@@ -66,39 +72,6 @@ SCHEMA = pa.schema([
     ("trace_id", pa.string()),  # copied out of the metadata so trace lookups are a column scan
 ])
 
-Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class EntryColumns:
-    """What ingest paths hand to the store: entries of many streams, column-wise.
-
-    ``streams`` are canonical label sets (sorted, validated); ``stream_idx``
-    indexes them per entry. ``metadata`` is None when no entry has any.
-    """
-
-    streams: list[Labels]
-    stream_idx: np.ndarray
-    ts: np.ndarray
-    lines: list[str]
-    metadata: list[Metadata] | None = None
-    line_array: pa.Array | None = None  # ``lines`` as Arrow, when a caller already built it
-
-    def __len__(self) -> int:
-        return int(self.ts.shape[0])
-
-    @classmethod
-    def from_push(cls, streams: Sequence[PushStream]) -> EntryColumns:
-        labels = [s.labels for s in streams]
-        n = [len(s.entries) for s in streams]
-        idx = np.repeat(np.arange(len(streams), dtype=np.int64), n)
-        ts = np.fromiter((e.ts_ns for s in streams for e in s.entries), dtype=np.int64, count=sum(n))
-        lines = [e.line for s in streams for e in s.entries]
-        md: list[Metadata] | None = [e.metadata for s in streams for e in s.entries]
-        if md is not None and not any(md):
-            md = None
-        return cls(labels, idx, ts, lines, md)
-
 
 @dataclass
 class OutOfOrderPolicy:
@@ -106,17 +79,6 @@ class OutOfOrderPolicy:
 
     mode: str = "window"
     window_ns: int = 3_600 * 10**9
-
-
-@dataclass
-class CommitResult:
-    """What ``commit`` did: how many entries it kept, why it refused the others."""
-
-    accepted: int
-    rejected: int
-    errors: list[str]
-    fsynced: asyncio.Future[None] | None
-    keep: np.ndarray | None = None  # per entry: stored (None when all were)
 
 
 @dataclass
@@ -133,28 +95,11 @@ def _decode_labels(raw: str) -> Labels:
     return tuple((k, v) for k, v in json.loads(raw))
 
 
-def encode_metadata(md: Metadata) -> str | None:
-    return json.dumps(md, separators=(",", ":"), ensure_ascii=False) if md else None
-
-
-def decode_metadata(raw: str | None) -> Metadata:
-    if not raw:
-        return ()
-    return tuple((k, v) for k, v in json.loads(raw))
-
-
 def _trace_id(md: Metadata) -> str | None:
     for k, v in md:
         if k == "trace_id":
             return v
     return None
-
-
-def ns_to_rfc3339(ns: int) -> str:
-    """Go's RFC 3339 rendering of a nanosecond timestamp, as Loki's messages print it."""
-    secs, frac = divmod(ns, 10**9)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z" if frac else base + "Z"
 
 
 class LogStore:

@@ -49,7 +49,7 @@ from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
-from pitwall.traces.model import COLUMNS, SPAN_SCHEMA, empty_table
+from pitwall.traces.model import COLUMNS, SPAN_SCHEMA, AppendResult, empty_table
 
 log = logging.getLogger(__name__)
 
@@ -118,15 +118,6 @@ class _Block:
 class _Service:
     names: set[str] = field(default_factory=set)
     remotes: set[str] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class AppendResult:
-    """How many spans a commit kept and rejected (spans over the per-trace limit)."""
-
-    accepted: int
-    rejected: int = 0
-    message: str = ""
 
 
 def _ipc(table: pa.Table) -> bytes:

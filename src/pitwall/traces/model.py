@@ -183,6 +183,15 @@ def empty_table() -> pa.Table:
 
 
 @dataclass(frozen=True)
+class AppendResult:
+    """How many spans a commit kept and rejected (spans over the per-trace limit)."""
+
+    accepted: int
+    rejected: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class SpanRow:
     """One stored span, decoded for the query APIs (never on the ingest path)."""
 

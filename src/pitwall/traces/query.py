@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pitwall.traces.dependencies import dependency_links
 from pitwall.traces.errors import BadQuery, TraceNotFound
@@ -23,9 +23,7 @@ from pitwall.traces.model import (
     summarize,
     tkey_of,
 )
-
-if TYPE_CHECKING:  # the store imports traces.model, which imports this package
-    from pitwall.storage.traces_store import TraceStore
+from pitwall.traces.store import SpanSource
 
 __all__ = ["AttrFilter", "SpanFilter", "TraceQuery", "parse_annotation_query", "parse_attr_filter"]
 
@@ -117,7 +115,7 @@ class _Where:
     narrowed: bool  # the column conditions go beyond tenant and time range
 
 
-def _where(store: TraceStore, tenant: str, f: SpanFilter) -> _Where | None:
+def _where(store: SpanSource, tenant: str, f: SpanFilter) -> _Where | None:
     """SQL conditions and parameters for ``f``; None when no span can match.
 
     Service, span and remote service names match case-insensitively, as Zipkin's
@@ -181,9 +179,9 @@ def _where(store: TraceStore, tenant: str, f: SpanFilter) -> _Where | None:
 
 @dataclass
 class TraceQuery:
-    """Trace lookup and search over one ``TraceStore``."""
+    """Trace lookup and search over one ``SpanSource`` (the DuckDB ``TraceStore`` in production)."""
 
-    store: TraceStore
+    store: SpanSource
     max_results: int = 1000
 
     def trace(self, tenant: str, trace_id: str) -> list[SpanRow]:

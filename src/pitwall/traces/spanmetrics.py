@@ -31,8 +31,7 @@ import pyarrow as pa
 
 from pitwall.core.labels import Labels
 from pitwall.core.tasks import Supervisor
-from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
-from pitwall.metrics.store import Appender
+from pitwall.metrics import Appender, Exemplar, MetricMetadata, SampleBatch
 from pitwall.traces.model import KIND_NAMES, STATUS_NAMES
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from pitwall.core.body import BodyLimits
 from pitwall.core.lifecycle import Component
 from pitwall.core.limits import InflightBudget, LimitsSettings
-from pitwall.metrics.store import Appender
+from pitwall.metrics import Appender
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.traces_store import TraceStore
 from pitwall.traces.api import TracesApiDeps, otlp_router, zipkin_router

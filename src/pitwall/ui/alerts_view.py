@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from pitwall.alerting.notify.alerts import sort_alerts
-from pitwall.alerting.notify.matchers import Matcher, MatcherError
-from pitwall.alerting.notify.pipeline import NotificationPipeline
-from pitwall.alerting.notify.silences import Silence
-from pitwall.alerting.rules.alerting_rule import AlertingRule
-from pitwall.alerting.rules.manager import RuleManager
+from pitwall.alerting import (
+    AlertingRule,
+    AlertMatcher,
+    MatcherError,
+    NotificationPipeline,
+    RuleManager,
+    Silence,
+    sort_alerts,
+)
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import BadData
 
@@ -184,14 +187,14 @@ class AlertsView:
                        comment: str) -> str:
         if self.pipeline is None:
             raise BadData("the notification pipeline is not available")
-        ms: list[Matcher] = []
+        ms: list[AlertMatcher] = []
         for name, op, value in matchers_text:
             if not name.strip():
                 continue
             if op not in ("=", "!=", "=~", "!~"):
                 raise BadData(f"invalid matcher operator {op!r}")
             try:
-                ms.append(Matcher.create(name.strip(), op, value))  # type: ignore[arg-type]
+                ms.append(AlertMatcher.create(name.strip(), op, value))  # type: ignore[arg-type]
             except MatcherError as e:
                 raise BadData(f"invalid matcher {name}{op}{value}: {e}") from None
         if not ms:

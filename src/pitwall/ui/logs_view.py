@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.core.durations import NS_PER_MS
-from pitwall.logs.api import LogsApiDeps, streams_json
-from pitwall.logs.model import Direction
+from pitwall.logs import Direction, LogsApiDeps, streams_json
 from pitwall.ui.queries import ChartData, ChartSeries
 from pitwall.ui.timerange import TimeRange, pick_step_ms
 

@@ -11,8 +11,7 @@ from fastapi.responses import HTMLResponse
 from pitwall.core.durations import NS_PER_MS, parse_duration_ms
 from pitwall.core.errors import BadData, PitwallError, Unavailable
 from pitwall.core.params import tenant_of
-from pitwall.traces.model import STATUS_ERROR, STATUS_OK, STATUS_UNSET
-from pitwall.traces.query import SpanFilter, parse_attr_filter
+from pitwall.traces import STATUS_ERROR, STATUS_OK, STATUS_UNSET, SpanFilter, parse_attr_filter
 from pitwall.ui.queries import query_error, service_stats
 from pitwall.ui.web import Pages, call, int_param, json_error, json_response
 

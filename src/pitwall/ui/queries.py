@@ -18,11 +18,16 @@ import numpy as np
 
 from pitwall.core.errors import PitwallError
 from pitwall.core.labels import METRIC_NAME, Labels, Matcher
-from pitwall.metrics.ingest.scrape import TargetsSnapshot
-from pitwall.metrics.promql import QueryResult, parse_matchers
-from pitwall.metrics.promql.format import format_float, labels_string
-from pitwall.metrics.query import InstantQuery, RangeQuery
-from pitwall.metrics.store import Querier
+from pitwall.metrics import (
+    InstantQuery,
+    Querier,
+    QueryResult,
+    RangeQuery,
+    TargetsSnapshot,
+    format_float,
+    labels_string,
+    parse_matchers,
+)
 from pitwall.ui.timerange import TimeRange, pick_step_ms
 
 __all__ = [

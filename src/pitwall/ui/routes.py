@@ -21,10 +21,9 @@ from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide, sees_whole_server
-from pitwall.metrics.query import local_instant, local_range
+from pitwall.metrics import local_instant, local_range
 from pitwall.storage.state import StateStore, sqlite_url
-from pitwall.traces.model import STATUS_ERROR
-from pitwall.traces.query import SpanFilter
+from pitwall.traces import STATUS_ERROR, SpanFilter
 from pitwall.ui import pages_alerts, pages_dashboards, pages_signals
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view

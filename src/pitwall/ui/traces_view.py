@@ -11,8 +11,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pitwall.traces import DependencyLink, SpanFilter, SpanRow, TraceQuery, TraceSummary
-from pitwall.traces.model import KIND_NAMES, STATUS_ERROR, STATUS_NAMES, display_trace_id
+from pitwall.traces import (
+    KIND_NAMES,
+    STATUS_ERROR,
+    STATUS_NAMES,
+    DependencyLink,
+    SpanFilter,
+    SpanRow,
+    TraceQuery,
+    TraceSummary,
+    display_trace_id,
+)
 
 __all__ = ["SpanView", "TracesView", "Waterfall", "critical_path", "format_duration_ns", "waterfall"]
 

@@ -20,7 +20,7 @@ from pitwall import __version__
 from pitwall.core.errors import PitwallError
 from pitwall.core.http_errors import status_of
 from pitwall.core.params import tenant_of
-from pitwall.metrics.ingest.scrape import TargetsSnapshot
+from pitwall.metrics import TargetsSnapshot
 from pitwall.ui.queries import MetricsView, query_error
 from pitwall.ui.settings import UISettings
 from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange

@@ -15,7 +15,7 @@ from typing import Any
 
 from pitwall.core.errors import ExecutionError
 from pitwall.core.labels import Labels
-from pitwall.metrics.query import InstantQuery
+from pitwall.metrics import InstantQuery
 
 __all__ = ["Health", "OutSample", "QueryFunc", "RuleError", "Vector", "instant_query_func", "logql_query_func"]
 
@@ -74,11 +74,10 @@ def logql_query_func(engine: Any, querier: Callable[[], Any]) -> QueryFunc:
 
 def logql_check(expr: str) -> str | None:
     """Parse error of a LogQL rule expression (log queries are not allowed in rules), or None."""
-    from pitwall.logs.logql import LogQLError, parse_expr
-    from pitwall.logs.logql.ast import LogSelector
+    from pitwall.logs import LogQLError, LogSelector, parse_logql
 
     try:
-        node = parse_expr(expr)
+        node = parse_logql(expr)
     except LogQLError as e:
         return e.message
     if isinstance(node, LogSelector):

@@ -24,8 +24,7 @@ from pitwall.alerting.rules.base import Health, OutSample
 from pitwall.alerting.rules.recording_rule import RecordingRule
 from pitwall.alerting.rules.templates import table_link
 from pitwall.core.labels import METRIC_NAME, Labels, Matcher, MatchType
-from pitwall.metrics.model import STALE_NAN, is_stale
-from pitwall.metrics.store import Querier
+from pitwall.metrics import STALE_NAN, Querier, is_stale
 
 log = logging.getLogger(__name__)
 

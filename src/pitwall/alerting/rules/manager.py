@@ -24,7 +24,7 @@ from pitwall.alerting.rules.group import AppendFunc, Group, Rule
 from pitwall.alerting.rules.recording_rule import RecordingRule
 from pitwall.alerting.rules.rulefmt import ExprCheck, GroupSpec, parse_rule_file
 from pitwall.core.errors import ConfigError
-from pitwall.metrics.store import Querier
+from pitwall.metrics import Querier
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,10 @@ __all__ = ["RuleManager", "RuleOptions", "build_groups", "expand_globs", "promql
 
 def promql_check(expr: str) -> str | None:
     """Parse error of a PromQL expression, or None."""
-    from pitwall.metrics.promql.ast import parse
-    from pitwall.metrics.promql.errors import PromQLParseError
+    from pitwall.metrics import PromQLParseError, parse_promql
 
     try:
-        parse(expr)
+        parse_promql(expr)
     except PromQLParseError as e:
         return e.message
     return None

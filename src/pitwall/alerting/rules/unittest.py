@@ -28,9 +28,7 @@ from pitwall.core.durations import format_duration_ms, parse_duration_ms
 from pitwall.core.errors import PitwallError
 from pitwall.core.gofmt import format_float
 from pitwall.core.labels import Labels
-from pitwall.metrics.memory import MemoryQuerier
-from pitwall.metrics.model import STALE_NAN
-from pitwall.metrics.promql import Engine, parse_matchers
+from pitwall.metrics import STALE_NAN, Engine, MemoryQuerier, parse_matchers
 
 __all__ = ["parse_values", "run_test_files"]
 

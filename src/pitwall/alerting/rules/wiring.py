@@ -18,9 +18,7 @@ from pitwall.alerting.rules.manager import RuleManager, RuleOptions, expand_glob
 from pitwall.alerting.rules.notifier import alertmanager_notify, fan_out
 from pitwall.alerting.rules.rulefmt import ExprCheck
 from pitwall.core.durations import parse_duration_ms
-from pitwall.metrics.model import SampleBatch
-from pitwall.metrics.query import InstantQuery
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.metrics import InstantQuery, MetricStorage, SampleBatch
 
 __all__ = ["build_rule_manager", "reload_rules", "rule_files_of"]
 
@@ -61,7 +59,7 @@ def _logql_language(logs: Any, tenant: str) -> tuple[QueryFunc, ExprCheck] | Non
     return logql_query_func(logs.engine, lambda: logs.store.querier(tenant)), logql_check
 
 
-def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricStore,
+def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricStorage,
                        notify: NotifyFunc | None = None, logs: Any = None, tenant: str = "default") -> RuleManager:
     """A RuleManager over the embedded store, loaded from ``rule_files`` (errors raise ConfigError)."""
 

@@ -19,9 +19,9 @@ import pyarrow.compute as pc
 from pitwall.core.labels import format_labels
 from pitwall.logs.errors import EntryRejected, LineTooLong, RateLimited, RequestTooLarge
 from pitwall.logs.labels import validate
-from pitwall.logs.model import Labels
+from pitwall.logs.model import EntryColumns, Labels, ns_to_rfc3339
 from pitwall.logs.settings import LogLimits
-from pitwall.storage.logs_store import EntryColumns, LogStore, ns_to_rfc3339
+from pitwall.logs.store import LogCommitter
 
 _MB = 1 << 20
 
@@ -57,7 +57,7 @@ class PushOutcome:
 class LogIngester:
     """Validates and stores pushed entries for every intake path."""
 
-    def __init__(self, store: LogStore, limits: LogLimits) -> None:
+    def __init__(self, store: LogCommitter, limits: LogLimits) -> None:
         self.store = store
         self.limits = limits
         self.rate = TokenBucket(limits.ingestion_rate_mb * _MB, limits.ingestion_burst_size_mb * _MB)

@@ -12,6 +12,7 @@ Served at ``/_bulk`` and under ``/elasticsearch`` (``/elasticsearch/_bulk``,
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,9 +26,8 @@ from pitwall.core.errors import BadData
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.logs.labels import canonical, sanitize_name
-from pitwall.logs.model import Labels
+from pitwall.logs.model import EntryColumns, Labels
 from pitwall.logs.settings import ElasticsearchSettings
-from pitwall.storage.logs_store import EntryColumns
 
 ES_VERSION = "8.11.0"
 _ACTIONS = ("index", "create", "update", "delete")
@@ -61,20 +61,24 @@ def _lookup(doc: dict[str, Any], path: str) -> Any:
 
 
 def parse_timestamp(v: Any) -> int | None:
-    """RFC 3339 / ISO 8601 text or epoch milliseconds -> ns; None when unparsable."""
+    """RFC 3339 / ISO 8601 text or epoch milliseconds -> ns; None when unparsable or past int64 nanoseconds."""
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
-        return int(v * 1_000_000)
-    if not isinstance(v, str) or not v:
+        if not math.isfinite(v):
+            return None
+        ns = int(v * 1_000_000)
+    elif not isinstance(v, str) or not v:
         return None
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        return None
-    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    else:
+        try:
+            dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            return None
+        ns = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    return ns if -(1 << 63) <= ns < 1 << 63 else None
 
 
 class BulkDecoder:

@@ -21,8 +21,7 @@ from pitwall.core.errors import BadData
 from pitwall.logs.errors import InvalidPush
 from pitwall.logs.ingest import logproto
 from pitwall.logs.labels import canonical, parse_labels
-from pitwall.logs.model import Labels
-from pitwall.storage.logs_store import EntryColumns, Metadata
+from pitwall.logs.model import EntryColumns, Labels, Metadata
 
 JSON = "application/json"
 

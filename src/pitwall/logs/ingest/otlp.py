@@ -29,8 +29,7 @@ from pitwall.core.errors import BadData, UnsupportedMediaType
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.logs.labels import canonical, sanitize_name
-from pitwall.logs.model import Labels
-from pitwall.storage.logs_store import EntryColumns, Metadata
+from pitwall.logs.model import EntryColumns, Labels, Metadata
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -149,8 +148,11 @@ class OtlpLogsTranslator:
                         md["flags"] = str(rec.flags)
                     if rec.observed_time_unix_nano:
                         md["observed_timestamp"] = str(rec.observed_time_unix_nano)
+                    t = rec.time_unix_nano or rec.observed_time_unix_nano or now_ns
+                    if t >= 1 << 63:  # fixed64 on the wire; pitwall's timestamps are int64 nanoseconds
+                        raise OtlpLogsDecodeError(f"log record time {t} is past the year 2262")
                     idx.append(sidx)
-                    ts.append(rec.time_unix_nano or rec.observed_time_unix_nano or now_ns)
+                    ts.append(t)
                     lines.append(_as_text(_any_value(rec.body)) if rec.HasField("body") else "")
                     metadata.append(tuple(sorted(md.items())))
         return EntryColumns(

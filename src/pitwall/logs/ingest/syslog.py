@@ -23,13 +23,12 @@ from datetime import datetime
 
 import numpy as np
 
-from pitwall.config import split_listen
+from pitwall.core.listen import split_listen
 from pitwall.logs.errors import InvalidLabels
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.labels import canonical, sanitize_name
-from pitwall.logs.model import Labels
+from pitwall.logs.model import EntryColumns, Labels, Metadata
 from pitwall.logs.settings import SyslogSettings
-from pitwall.storage.logs_store import EntryColumns, Metadata
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +97,8 @@ def _parse_5424(rest: str, now_ns: int) -> tuple[int, str, str, Metadata, str] |
         except ValueError:
             return None
         ts = int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+        if not -(1 << 63) <= ts < 1 << 63:  # beyond int64 nanoseconds (before 1677, after 2262): receive time
+            ts = now_ns
     md: dict[str, str] = {}
     if _nil(procid):
         md["pid"] = procid
@@ -341,7 +342,10 @@ class SyslogServer:
         if not first:
             return None
         if first.isdigit():
-            digits = first + await reader.readuntil(b" ")
+            try:
+                digits = first + await reader.readuntil(b" ")
+            except asyncio.LimitOverrunError as e:
+                raise ValueError("syslog frame length not followed by a space within max_message_bytes") from e
             n = int(digits[:-1])
             if n > self.settings.max_message_bytes:
                 raise ValueError(f"syslog frame of {n} bytes exceeds max_message_bytes")

@@ -21,7 +21,7 @@ from pitwall.core.limits import LimitsSettings, Reservation
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb
 from pitwall.metrics.model import Exemplar, MetricMetadata
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.metrics.store import SeriesAppender
 
 _rwdecode: Any
 try:
@@ -38,7 +38,7 @@ Decoded = tuple[bytes, tuple[bytes, bytes, bytes, bytes, int] | None]
 class RemoteWriteIngester:
     """Decodes, validates and durably stores remote-write requests."""
 
-    def __init__(self, store: MetricStore, limits: LimitsSettings) -> None:
+    def __init__(self, store: SeriesAppender, limits: LimitsSettings) -> None:
         self.store = store
         self.limits = limits
         self._cache: dict[str, dict[bytes, int]] = {}

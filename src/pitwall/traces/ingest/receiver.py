@@ -9,9 +9,9 @@ import pyarrow as pa
 
 from pitwall.core.body import Body, BodyLimits
 from pitwall.core.limits import InflightBudget
-from pitwall.storage.traces_store import AppendResult, TraceStore
 from pitwall.traces.ingest.common import IngestLimits
-from pitwall.traces.model import SpanArrays, SpanColumns
+from pitwall.traces.model import AppendResult, SpanArrays, SpanColumns
+from pitwall.traces.store import SpanAppender
 
 Decoder = Callable[[bytes, str, IngestLimits], SpanColumns | SpanArrays]
 
@@ -20,7 +20,7 @@ Decoder = Callable[[bytes, str, IngestLimits], SpanColumns | SpanArrays]
 class SpanReceiver:
     """Acknowledges a request only once its spans are in the fsynced WAL."""
 
-    store: TraceStore
+    store: SpanAppender
     limits: IngestLimits
     inflight: InflightBudget
     body_limits: BodyLimits
