@@ -245,17 +245,22 @@ async def test_watch_catch_up_to_live_boundary(store: RevStore, ns: str) -> None
 @pytest.mark.timeout(60)
 async def test_slow_watcher_loses_nothing(store: RevStore, ns: str) -> None:
     """A consumer far behind (more than the queue limit) still gets every event."""
-    start = await store.revision() + 1
-    watch = store.watch(ns, start_revision=start)
+    first = await store.put(ns + "k", b"first")
+    watch = store.watch(ns, start_revision=first.mod_revision)
     try:
+        assert _seen(await _collect(watch, 1)) == [("PUT", ns + "k", first.mod_revision)]  # live now
         n = WATCH_QUEUE_LIMIT * 6
         for i in range(n):
             await store.put(ns + "k", str(i).encode())
         await asyncio.sleep(0.2)  # let the queue overflow before consuming
         events = await _collect(watch, n)
+        last = await store.put(ns + "k", b"last")
+        after = await _collect(watch, 1)  # and it is live again afterwards
     finally:
         await _aclose(watch)
     assert [e.kv.value for e in events] == [str(i).encode() for i in range(n)]
+    assert [e.kv.mod_revision for e in events] == list(range(first.mod_revision + 1, last.mod_revision))
+    assert _seen(after) == [("PUT", ns + "k", last.mod_revision)]
 
 
 @pytest.mark.timeout(60)
