@@ -46,7 +46,7 @@ from pitwall.metrics.promql import Engine
 from pitwall.metrics.query import local_instant
 from pitwall.metrics.scrape_config import GlobalScrapeDefaults, ScrapeConfig, parse_scrape_configs
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics_store import MetricStore, StoreLimits
+from pitwall.storage.metrics import MetricStore, StoreLimits
 from pitwall.traces.wiring import TracesParts, build_traces
 from pitwall.ui.routes import ui_router
 

@@ -37,7 +37,7 @@ from pitwall.metrics.promql.ast import Selector, walk
 from pitwall.metrics.promql.ast import parse as parse_expr
 from pitwall.metrics.store import Querier
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.storage.metrics import MetricStore
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO.parent / "shared" / "conformance" / "prometheus" / "promql" / "promqltest" / "testdata"

@@ -9,9 +9,9 @@ import pytest
 from pitwall.core.labels import Labels, Matcher, labels_from_dict
 from pitwall.metrics.errors import DuplicateSample, OutOfOrderSample, SeriesLimitExceeded
 from pitwall.metrics.model import STALE_NAN, SampleBatch, stale_mask
-from pitwall.storage import metrics_store
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics_store import MetricStore, StoreLimits
+from pitwall.storage.metrics import MetricStore, StoreLimits
+from pitwall.storage.metrics import blocks as metric_blocks
 
 UP_A: Labels = (("__name__", "up"), ("instance", "a"))
 UP_B: Labels = (("__name__", "up"), ("instance", "b"))
@@ -104,7 +104,7 @@ async def test_flush_then_query_merges_blocks_and_head(tmp_path: Path) -> None:
     await st.append("default", SampleBatch.from_rows(rows[20:]))
     got = _select(st, "up")[UP_A]
     assert got == [(t, float(t)) for t in range(0, 30_000, 1000)]
-    assert len(st._blocks) == 2
+    assert len(st.blocks.by_start) == 2
     await st.stop()
 
 
@@ -157,7 +157,7 @@ async def test_many_series_compaction(tmp_path: Path) -> None:
     for t in range(100):
         await st.append("default", SampleBatch.from_rows([(UP_A, t * 1000, float(t)), (UP_B, t * 1000, -t)]))
     # Equal appends merge like a binary counter: 100 = 0b1100100, three chunks.
-    assert [len(c) for c in st._chunks] == [128, 64, 8]
+    assert [len(c) for c in st.head.chunks] == [128, 64, 8]
     vals = _select(st, "up")[UP_B]
     assert np.allclose([v for _, v in vals], [-t for t in range(100)])
     await st.stop()
@@ -211,17 +211,17 @@ _SELECTIONS: list[tuple[list[Matcher], Callable[[Labels], bool]]] = [
 async def test_block_reads_by_row_ranges_return_exactly_the_selected_samples(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_gap: int, max_spans: int
 ) -> None:
-    monkeypatch.setattr(metrics_store, "_JOIN_GAP", join_gap)
-    monkeypatch.setattr(metrics_store, "_MAX_SPANS", max_spans)
+    monkeypatch.setattr(metric_blocks, "_JOIN_GAP", join_gap)
+    monkeypatch.setattr(metric_blocks, "_MAX_SPANS", max_spans)
     series, rows = _block_fixture()
     st = _store(tmp_path, block_ms=1000)
     await st.start()
     await _load_in_runs(st, series, rows, flush_every_ms=400)
     await st.flush()
-    assert all(b.index.fragmented() for b in st._blocks.values())
+    assert all(b.index.fragmented() for b in st.blocks.by_start.values())
     # Each flush wrote a metric's series next to each other: one range per run.
-    m3 = np.sort(st._candidate_sids("default", _SELECTIONS[0][0], 0, 999))
-    runs = st._blocks[0].index.spans(m3, max_spans=1000, join_gap=0)[0]
+    m3 = np.sort(st.candidate_sids("default", _SELECTIONS[0][0], 0, 999))
+    runs = st.blocks.by_start[0].index.spans(m3, max_spans=1000, join_gap=0)[0]
     assert len(runs) == 3
     for matchers, keep in _SELECTIONS:
         for start, end in [(0, 10**6), (420, 2210), (1000, 1999), (999, 1000)]:
@@ -237,27 +237,27 @@ async def test_compaction_rewrites_sealed_blocks_as_one_run_and_survives_restart
     await st.start()
     await _load_in_runs(st, series, rows, flush_every_ms=400)
     # The head still holds samples of the last block: that one is not sealed.
-    assert st._chunks
+    assert st.head.chunks
     assert st.compact(now_ms=10**6) == ["metrics_samples_0", "metrics_samples_1000"]
-    assert not st._blocks[0].index.fragmented() and st._blocks[2000].index.fragmented()
+    assert not st.blocks.by_start[0].index.fragmented() and st.blocks.by_start[2000].index.fragmented()
     await st.flush()
     assert st.compact(now_ms=2500) == []  # the clock has not passed the last block yet
     assert st.compact(now_ms=3000) == ["metrics_samples_2000"]
     # One stretch per series, a metric's series next to each other.
-    m3 = np.sort(st._candidate_sids("default", _SELECTIONS[0][0], 0, 10**6))
-    for b in st._blocks.values():
+    m3 = np.sort(st.candidate_sids("default", _SELECTIONS[0][0], 0, 10**6))
+    for b in st.blocks.by_start.values():
         assert len(b.index.spans(m3, max_spans=1000, join_gap=0)[0]) == 1
     for matchers, keep in _SELECTIONS:
         got = st.querier().select(matchers, 0, 10**6)
         assert {s.labels: list(zip(s.ts.tolist(), s.values.tolist(), strict=True)) for s in got} == \
             _expect(series, rows, keep, 0, 10**6)
-    index = {k: (b.index.keys.tolist(), b.index.lo.tolist(), b.index.hi.tolist()) for k, b in st._blocks.items()}
+    index = {k: (b.index.keys.tolist(), b.index.lo.tolist(), b.index.hi.tolist()) for k, b in st.blocks.by_start.items()}
     await st.stop()
 
     st = _store(tmp_path, block_ms=1000)
     await st.start()
     assert {k: (b.index.keys.tolist(), b.index.lo.tolist(), b.index.hi.tolist())
-            for k, b in st._blocks.items()} == index
+            for k, b in st.blocks.by_start.items()} == index
     got = st.querier().select(_SELECTIONS[3][0], 0, 10**6)
     assert sum(len(s.ts) for s in got) == len(rows)
     # The newest sample of every series came back from the blocks: a rewrite is a duplicate.
@@ -297,9 +297,9 @@ async def test_joined_row_ranges_drop_other_series_when_the_selection_is_contigu
         rows += [(lb, run * 1000 + t, 2.0) for lb in b for t in range(n_b)]
         await st.append("default", SampleBatch.from_rows(rows))
         await st.flush()
-    sids = np.sort(st._candidate_sids("default", [Matcher.of("=", "__name__", "a")], 0, 10**6))
-    first, last = st._blocks[0].index.spans(sids, max_spans=16, join_gap=1 << 16)
-    assert len(first) == 1 and int(last[0] - first[0] + 1) * 2 <= st._blocks[0].index.rows
+    sids = np.sort(st.candidate_sids("default", [Matcher.of("=", "__name__", "a")], 0, 10**6))
+    first, last = st.blocks.by_start[0].index.spans(sids, max_spans=16, join_gap=1 << 16)
+    assert len(first) == 1 and int(last[0] - first[0] + 1) * 2 <= st.blocks.by_start[0].index.rows
     got = _select(st, "a")
     assert set(got) == set(a)
     assert all(len(pts) == 10 for pts in got.values())

@@ -17,7 +17,7 @@ from pitwall.core.limits import LimitsSettings
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb, remote_write
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.storage.metrics import MetricStore
 
 
 def _request(series: list[tuple[dict[str, str], list[tuple[int, float]]]], metadata: bool = False) -> bytes:

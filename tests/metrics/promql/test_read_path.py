@@ -20,7 +20,7 @@ from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS
 from pitwall.metrics.promql.selectors import Flat, instant_from_flat, range_from_flat
 from pitwall.metrics.promql.values import RangeSamples
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics_store import MetricStore
+from pitwall.storage.metrics import MetricStore
 
 
 def _random_flat(rng: np.random.Generator, n_series: int, t_max: int) -> Flat:
@@ -122,7 +122,7 @@ async def test_store_flat_read_matches_samples_across_blocks_and_head(tmp_path: 
         t += 130  # several rounds per 1 s block, so blocks get several flushes
         if rnd % 3 == 2 and rnd < 11:
             await st.flush()
-    assert st._blocks and st._chunks  # data both in DuckDB blocks and in the head
+    assert st.blocks.by_start and st.head.chunks  # data both in DuckDB blocks and in the head
     q = st.querier()
     for start, end in [(0, 10**6), (250, 900), (1000, 1000), (1, 3)]:
         for matchers in ([Matcher.of("=", "__name__", "m")], [Matcher.of("=", "odd", "1")]):

@@ -1,0 +1,529 @@
+"""The embedded metrics store: series registry, WAL-backed write path, head, reads.
+
+Writes: ``commit`` validates a batch (order, duplicates, limits), applies it
+to the head and queues one WAL record (``walrec``), all without yielding to
+the event loop, then awaits the group fsync. The head is a few sorted chunks
+(``merge.Chunk``); it is flushed into DuckDB time blocks (``blocks``) when it
+grows or ages, in one transaction with the new series and metadata, and the
+WAL segments it covered are dropped. Reads (``read_columns``) merge the
+blocks overlapping the range and the head per series (``merge.place``);
+``TenantQuerier`` (``querier``) answers PromQL's Querier protocol through the
+store's public read methods only (``candidate_sids``, ``read_columns``,
+``series_labels``). Retention drops whole blocks; a maintenance pass rewrites
+sealed blocks flushed in several runs as one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from pitwall.core.labels import Labels, Matcher
+from pitwall.core.tasks import Supervisor
+from pitwall.core.wal import Wal
+from pitwall.metrics.errors import (
+    SeriesLimitExceeded,
+)
+from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.metrics.blocks import Block, BlockTables, Columns
+from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
+from pitwall.storage.metrics.head import Head
+from pitwall.storage.metrics.merge import Chunk, gather_head, order_by, place
+from pitwall.storage.metrics.querier import TenantQuerier
+from pitwall.storage.metrics.walrec import (
+    REC_EXEMPLARS,
+    REC_METADATA,
+    REC_SAMPLES,
+    as_labels,
+    decode_labels,
+    decode_samples,
+    encode_labels,
+    encode_samples,
+)
+from pitwall.storage.series_index import SeriesIndex
+
+__all__ = ["MetricStore", "StoreLimits"]
+
+log = logging.getLogger(__name__)
+
+_I64_MAX = np.iinfo(np.int64).max
+
+
+@dataclass
+class StoreLimits:
+    max_series_per_tenant: int = 1_000_000
+    max_exemplars: int = 100_000
+
+
+
+@dataclass
+class _Tenant:
+    index: SeriesIndex = field(default_factory=SeriesIndex)
+    by_labels: dict[Labels, int] = field(default_factory=dict)
+    metadata: dict[str, MetricMetadata] = field(default_factory=dict)
+    exemplars: deque[Exemplar] = field(default_factory=lambda: deque(maxlen=100_000))
+
+
+
+class MetricStore:
+    """Durable, queryable metric storage for all tenants of one server."""
+
+    name = "metrics-store"
+
+    def __init__(
+        self,
+        db: TelemetryDB,
+        wal_dir: Path,
+        *,
+        block_ms: int = 2 * 3600 * 1000,
+        retention_ms: int = 15 * 86400 * 1000,
+        head_max_samples: int = 2_000_000,
+        head_max_age_s: float = 900.0,
+        limits: StoreLimits | None = None,
+        fsync: bool = True,
+    ) -> None:
+        self.db = db
+        self.wal = Wal(wal_dir, fsync=fsync)
+        self.block_ms = block_ms
+        self.retention_ms = retention_ms
+        self.head_max_samples = head_max_samples
+        self.head_max_age_s = head_max_age_s
+        self.limits = limits or StoreLimits()
+        self._tenants: dict[str, _Tenant] = {}
+        self._labels: list[Labels] = []
+        self._tenant_of: list[str] = []
+        cap = 1024
+        self._last_ts = np.full(cap, I64_MIN, dtype=np.int64)
+        self._cluster = np.zeros(cap, dtype=np.int64)  # per sid: its (tenant, metric name) id
+        self._cluster_ids: dict[tuple[str, str], int] = {}
+        self._last_bits = np.zeros(cap, dtype=np.uint64)
+        self._min_ts = np.full(cap, _I64_MAX, dtype=np.int64)
+        self._max_ts = np.full(cap, I64_MIN, dtype=np.int64)
+        self.head = Head()
+        self._flushed_sids = 0  # sids below this are in metrics_series
+        self.blocks = BlockTables(db, block_ms)
+        self._flush_task: asyncio.Task[None] | None = None
+        self.tasks = Supervisor("metrics-store")
+        self.samples_appended = 0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._open)
+        self.wal.open_for_append()
+        self.tasks.spawn(self._maintenance_loop(), name="maintenance")
+
+    async def stop(self) -> None:
+        self.blocks.closing = True
+        await self.tasks.stop()
+        # A compaction running in its thread finishes its block first.
+        await asyncio.to_thread(self.blocks.compact_lock.acquire)
+        self.blocks.compact_lock.release()
+        if self._flush_task is not None:
+            await self._flush_task
+        await self.flush()
+        await self.wal.close()
+
+    def _open(self) -> None:
+        db = self.db
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS metrics_series (sid BIGINT PRIMARY KEY, tenant VARCHAR, labels VARCHAR)"
+        )
+        db.execute("CREATE TABLE IF NOT EXISTS metrics_meta (key VARCHAR PRIMARY KEY, value BIGINT)")
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS metrics_metadata (tenant VARCHAR, metric VARCHAR, type VARCHAR, "
+            "help VARCHAR, unit VARCHAR)"
+        )
+        rows = db.execute("SELECT sid, tenant, labels FROM metrics_series ORDER BY sid").fetchall()
+        for sid, tenant, raw in rows:
+            self._register(int(sid), tenant, decode_labels(raw))
+        self._flushed_sids = len(self._labels)
+        for tenant, metric, typ, help_, unit in db.execute("SELECT * FROM metrics_metadata").fetchall():
+            self._tenant(tenant).metadata[metric] = MetricMetadata(metric, typ, help_, unit)
+        for block, rows in self.blocks.open():
+            self._fold_block(block, rows)
+        got = db.scalar("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'")
+        replay_from = int(got or 0)
+        n = 0
+        for rec in self.wal.replay(replay_from):
+            self._apply_record(rec.type, rec.payload)
+            n += 1
+        log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
+
+    def _fold_block(self, block: Block, rows: Columns) -> None:
+        """Fold an opened block's series time bounds and newest samples into the registry."""
+        sid, ts, val = rows
+        index = block.index
+        if len(sid):
+            k = index.keys
+            np.minimum.at(self._min_ts, k, ts[index.lo])
+            newest = ts[index.hi]
+            np.maximum.at(self._max_ts, k, newest)
+            # Per sid, its stretch ending latest; keep it where it beats what other blocks gave.
+            order = np.lexsort((newest, k))
+            last = order[np.concatenate([k[order][1:] != k[order][:-1], [True]])]
+            ls, lt = k[last], newest[last]
+            newer = lt > self._last_ts[ls]
+            self._last_ts[ls[newer]] = lt[newer]
+            self._last_bits[ls[newer]] = val[index.hi[last]][newer].view(np.uint64)
+
+    # -- series registry -----------------------------------------------------
+
+    def _tenant(self, tenant: str) -> _Tenant:
+        t = self._tenants.get(tenant)
+        if t is None:
+            t = self._tenants[tenant] = _Tenant()
+            t.exemplars = deque(maxlen=self.limits.max_exemplars)
+        return t
+
+    def _grow(self, n: int) -> None:
+        cap = len(self._last_ts)
+        if n <= cap:
+            return
+        new = max(n, cap * 2)
+        self._last_ts = np.concatenate([self._last_ts, np.full(new - cap, I64_MIN, dtype=np.int64)])
+        self._last_bits = np.concatenate([self._last_bits, np.zeros(new - cap, dtype=np.uint64)])
+        self._min_ts = np.concatenate([self._min_ts, np.full(new - cap, _I64_MAX, dtype=np.int64)])
+        self._max_ts = np.concatenate([self._max_ts, np.full(new - cap, I64_MIN, dtype=np.int64)])
+        self._cluster = np.concatenate([self._cluster, np.zeros(new - cap, dtype=np.int64)])
+
+    def _register(self, sid: int, tenant: str, labels: Labels) -> None:
+        assert sid == len(self._labels), "series ids must be dense"
+        self._labels.append(labels)
+        self._tenant_of.append(tenant)
+        t = self._tenant(tenant)
+        t.by_labels[labels] = sid
+        t.index.add(sid, labels)
+        self._grow(sid + 1)
+        name = next((v for k, v in labels if k == "__name__"), "")
+        self._cluster[sid] = self._cluster_ids.setdefault((tenant, name), len(self._cluster_ids))
+
+    def _cluster_rank(self, n: int) -> np.ndarray:
+        """Per sid below ``n``: its position in (tenant and metric name, sid) order."""
+        order = np.argsort(self._cluster[:n], kind="stable")
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(n, dtype=np.int64)
+        return rank
+
+    def lookup(self, tenant: str, labels: Labels) -> int | None:
+        return self._tenant(tenant).by_labels.get(labels)
+
+    def resolve(self, tenant: str, series: Sequence[Labels]) -> tuple[np.ndarray, list[tuple[int, Labels]]]:
+        """Map label sets to sids; unknown ones get provisional ids past the end.
+
+        Provisional series are registered only when ``commit`` accepts the batch.
+        """
+        t = self._tenant(tenant)
+        sids = np.empty(len(series), dtype=np.int64)
+        new: list[tuple[int, Labels]] = []
+        new_ids: dict[Labels, int] = {}
+        nxt = len(self._labels)
+        get = t.by_labels.get
+        for i, lbl in enumerate(series):
+            sid = get(lbl)
+            if sid is None:
+                sid = new_ids.get(lbl)
+                if sid is None:
+                    check_label_names(lbl)
+                    sid = new_ids[lbl] = nxt + len(new)
+                    new.append((sid, lbl))
+            sids[i] = sid
+        return sids, new
+
+    # -- writing -------------------------------------------------------------
+
+    async def append(self, tenant: str, batch: SampleBatch) -> None:
+        """Appender protocol: validate, apply and make durable one batch."""
+        sids, new = self.resolve(tenant, batch.series)
+        await self.commit(tenant, sids[batch.series_idx], batch.ts, batch.values, new)
+
+    def commit(
+        self,
+        tenant: str,
+        sids: np.ndarray,
+        ts: np.ndarray,
+        vals: np.ndarray,
+        new: list[tuple[int, Labels]],
+    ) -> asyncio.Future[None]:
+        """Validate and apply synchronously; the returned future resolves at fsync.
+
+        The whole batch is rejected (nothing applied) on the first invalid
+        sample, as Prometheus' remote-write handler rolls back its appender.
+        """
+        t = self._tenant(tenant)
+        if new and len(t.by_labels) + len(new) > self.limits.max_series_per_tenant:
+            raise SeriesLimitExceeded(
+                f"per-tenant series limit of {self.limits.max_series_per_tenant} exceeded "
+                f"(tenant {tenant!r} has {len(t.by_labels)}, request adds {len(new)})"
+            )
+        if new:
+            self._grow(new[-1][0] + 1)
+        known = len(self._labels)
+
+        def labels_of(sid: int) -> Labels:  # only called to word an error
+            return self._labels[sid] if sid < known else dict(new)[sid]
+
+        s, tt, v = check_batch(sids, ts, vals, self._last_ts, self._last_bits, labels_of)
+        for sid, lbl in new:
+            self._register(sid, tenant, lbl)
+        payload = encode_samples(tenant, new, s, tt, v)
+        fut = self.wal.enqueue(REC_SAMPLES, payload)
+        self._apply_samples(s, tt, v)
+        return fut
+
+    def _apply_samples(self, s: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+        if not len(s):
+            return
+        last = np.concatenate([s[1:] != s[:-1], [True]])
+        ls = s[last]
+        self._last_ts[ls] = t[last]
+        self._last_bits[ls] = v[last].view(np.uint64)
+        self._max_ts[ls] = np.maximum(self._max_ts[ls], t[last])
+        first = np.concatenate([[True], s[1:] != s[:-1]])
+        fs = s[first]
+        self._min_ts[fs] = np.minimum(self._min_ts[fs], t[first])
+        self.head.add(s, t, v)
+        self.samples_appended += len(s)
+        self._maybe_flush()
+
+    async def append_metadata(self, tenant: str, metadata: Sequence[MetricMetadata]) -> None:
+        t = self._tenant(tenant)
+        changed = [m for m in metadata if t.metadata.get(m.metric) != m]
+        if not changed:
+            return
+        for m in changed:
+            t.metadata[m.metric] = m
+        payload = json.dumps([tenant, [[m.metric, m.type, m.help, m.unit] for m in changed]]).encode()
+        await self.wal.enqueue(REC_METADATA, payload)
+
+    async def append_exemplars(self, tenant: str, exemplars: Sequence[Exemplar]) -> None:
+        if not exemplars:
+            return
+        self._tenant(tenant).exemplars.extend(exemplars)
+        payload = json.dumps(
+            [tenant, [[e.labels, e.exemplar_labels, e.ts, e.value] for e in exemplars]]
+        ).encode()
+        await self.wal.enqueue(REC_EXEMPLARS, payload)
+
+    def _apply_record(self, rtype: int, payload: bytes) -> None:
+        if rtype == REC_SAMPLES:
+            tenant, new, s, t, v = decode_samples(payload)
+            for sid, lbl in new:
+                if sid == len(self._labels):
+                    self._register(sid, tenant, lbl)
+            self._apply_samples(s, t, v)
+        elif rtype == REC_METADATA:
+            tenant, items = json.loads(payload)
+            md = self._tenant(tenant).metadata
+            for metric, typ, help_, unit in items:
+                md[metric] = MetricMetadata(metric, typ, help_, unit)
+        elif rtype == REC_EXEMPLARS:
+            tenant, items = json.loads(payload)
+            ex = self._tenant(tenant).exemplars
+            for lbl, elbl, ts, value in items:
+                ex.append(Exemplar(as_labels(lbl), as_labels(elbl), int(ts), float(value)))
+
+    # -- flushing --------------------------------------------------------------
+
+    def _maybe_flush(self) -> None:
+        if self.head.samples < self.head_max_samples:
+            return
+        self._start_flush()
+
+    def _start_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # during replay; start() flushes later if needed
+            self._flush_task = loop.create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Move the head into DuckDB blocks and drop the WAL segments it covered."""
+        frozen = self.head.freeze()
+        if frozen is None:
+            return
+        n_sids = len(self._labels)
+        if not frozen and n_sids == self._flushed_sids:
+            self.head.thaw()
+            return
+        segment = await self.wal.rotate()
+        try:
+            await asyncio.to_thread(self._write_blocks, frozen, n_sids, segment)
+        except BaseException:
+            self.head.thaw()
+            raise
+        self.wal.remove_before(segment)
+
+    def _write_blocks(self, frozen: list[Chunk], n_sids: int, segment: int) -> None:
+        db = self.db
+        if frozen:
+            sid = np.concatenate([c.sid for c in frozen])
+            ts = np.concatenate([c.ts for c in frozen])
+            val = np.concatenate([c.val for c in frozen])
+            order = order_by(self._cluster_rank(n_sids)[sid], ts)
+            sid, ts, val = sid[order], ts[order], val[order]
+        cur = db.cursor()
+        runs: dict[int, tuple[str, np.ndarray]] = {}
+        db.lock.acquire_write()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            self._write_new_series(cur, n_sids)
+            if frozen:
+                runs = self.blocks.write(cur, sid, ts, val)
+            self._write_metadata(cur)
+            cur.execute(
+                "INSERT OR REPLACE INTO metrics_meta VALUES ('wal_replay_from', ?)", [segment]
+            )
+            cur.execute("COMMIT")
+            self.blocks.commit_runs(runs)
+            self.head.drop_frozen(len(frozen))
+            self._flushed_sids = n_sids
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            db.lock.release_write()
+
+    def _write_new_series(self, cur: object, n_sids: int) -> None:
+        if n_sids <= self._flushed_sids:
+            return
+        rng = range(self._flushed_sids, n_sids)
+        tbl = pa.table({
+            "sid": pa.array(list(rng), pa.int64()),
+            "tenant": [self._tenant_of[i] for i in rng],
+            "labels": [encode_labels(self._labels[i]).decode() for i in rng],
+        })
+        c = self.db.cursor()
+        c.register("_new_series", tbl)
+        c.execute("INSERT INTO metrics_series SELECT sid, tenant, labels FROM _new_series")
+        c.unregister("_new_series")
+
+    def _write_metadata(self, cur: object) -> None:
+        rows = [(tn, m.metric, m.type, m.help, m.unit) for tn, t in self._tenants.items() for m in t.metadata.values()]
+        c = self.db.cursor()
+        c.execute("DELETE FROM metrics_metadata")
+        if rows:
+            c.executemany("INSERT INTO metrics_metadata VALUES (?, ?, ?, ?, ?)", rows)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                if self.head.samples and time.monotonic() - self.head.since > self.head_max_age_s:
+                    self._start_flush()
+                now_ms = int(time.time() * 1000)
+                await asyncio.to_thread(self.apply_retention, now_ms)
+                await asyncio.to_thread(self.compact, now_ms)
+            except Exception:
+                log.exception("metrics store maintenance failed")
+
+    def apply_retention(self, now_ms: int) -> list[str]:
+        """Drop block tables wholly older than the retention window (0: keep everything)."""
+        return self.blocks.apply_retention(self.retention_ms, now_ms)
+
+    def compact(self, now_ms: int) -> list[str]:
+        """Rewrite each sealed block flushed in several runs as one run; returns their tables.
+
+        A block is sealed once the head holds nothing older than its end and
+        the clock has passed it: only a late new series can still add to it
+        (that makes a new run, and a later pass rewrites the block again).
+        """
+        chunks = self.head.snapshot()
+        sealed_before = min([now_ms, *(int(c.ts.min()) for c in chunks if len(c))])
+        return self.blocks.compact(sealed_before, lambda: self._cluster_rank(len(self._labels)))
+
+    # -- reading ---------------------------------------------------------------
+
+    def querier(self, tenant: str = "default") -> TenantQuerier:
+        return TenantQuerier(self, tenant)
+
+    def candidate_sids(self, tenant: str, matchers: Sequence[Matcher], start: int, end: int) -> np.ndarray:
+        """Sids of ``tenant``'s series matching ``matchers`` with samples possibly in [start, end]."""
+        t = self._tenants.get(tenant)
+        if t is None:
+            return np.empty(0, dtype=np.int64)
+        sids = t.index.select(matchers)
+        if len(sids):
+            ok = (self._min_ts[sids] <= end) & (self._max_ts[sids] >= start)
+            sids = sids[ok]
+        return sids
+
+    def read(self, sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of ``sids`` (sorted, unique) in [start, end], sorted by (sid, ts)."""
+        sids = np.asarray(sids, dtype=np.int64)
+        counts, t, v = self.read_columns(sids, start, end)
+        return np.repeat(sids, counts), t, v
+
+    def read_columns(
+        self, sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of ``sids`` (unique, in any order) in [start, end], flat.
+
+        Returns ``(counts, ts, values)``: series ``sids[i]`` owns the next
+        ``counts[i]`` samples, in time order, series in the order of ``sids``.
+        ``account(n)`` is told of each block's and head chunk's ``n`` samples
+        as they are read, and may raise to stop the read (a samples limit).
+        """
+        k = len(sids)
+        if not k:
+            e = np.empty(0, dtype=np.int64)
+            return e, e, np.empty(0, dtype=np.float64)
+        parts: list[Columns] = []
+        self.db.lock.acquire_read()
+        try:
+            chunks = self.head.snapshot()
+            blocks = self.blocks.overlapping(start, end)
+            if blocks:
+                self.blocks.read(blocks, sids, start, end, parts, account)
+        finally:
+            self.db.lock.release_read()
+        for c in chunks:
+            part = gather_head(c, sids, start, end)
+            if part is not None:
+                if account is not None:
+                    account(len(part[0]))
+                parts.append(part)
+        rank = np.empty(len(self._labels) + 1, dtype=np.int64)
+        rank[sids] = np.arange(k, dtype=np.int64)
+        return place(parts, rank, k)
+
+    def labels_of(self, sid: int) -> Labels:
+        return self._labels[sid]
+
+    def series_labels(self, sids: Sequence[int]) -> list[Labels]:
+        """The label sets of ``sids`` (as from ``candidate_sids``), in that order."""
+        labels = self._labels
+        return [labels[i] for i in sids]
+
+    def tenant_index(self, tenant: str) -> SeriesIndex | None:
+        t = self._tenants.get(tenant)
+        return t.index if t else None
+
+    def metadata(self, tenant: str) -> dict[str, MetricMetadata]:
+        t = self._tenants.get(tenant)
+        return dict(t.metadata) if t else {}
+
+    def exemplars(self, tenant: str) -> list[Exemplar]:
+        t = self._tenants.get(tenant)
+        return list(t.exemplars) if t else []
+
+    def num_series(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return len(self._labels)
+        t = self._tenants.get(tenant)
+        return len(t.by_labels) if t else 0
+
+    @property
+    def head_samples(self) -> int:
+        return self.head.samples
