@@ -48,7 +48,7 @@ def make_app(data: Path) -> tuple[FastAPI, dict[str, Any]]:
     kube = build_kube(SqliteRevStore(data / "unused.db"))
     holder["kube"] = kube
     app = FastAPI(lifespan=lifespan)
-    app.include_router(kube.router())
+    kube.install(app)
     app.add_middleware(BearerAuth, tokens=[(TOKEN, Principal("test", frozenset({"read", "write", "admin"}), None))])
     return app, holder
 

@@ -20,7 +20,7 @@ TABLE = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
 @pytest.fixture
 async def http(kube: KubeAPI) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.include_router(kube.router())
+    kube.install(app)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
         yield c
 
@@ -174,7 +174,7 @@ async def test_tenant_bound_token_is_forbidden(kube: KubeAPI) -> None:
     from pitwall.core.auth import BearerAuth, Principal
 
     app = FastAPI()
-    app.include_router(kube.router())
+    kube.install(app)
     app.add_middleware(BearerAuth, tokens=[("t" * 20, Principal("team-a", frozenset({"read", "write"}),
                                                                  frozenset({"team-a"})))])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
@@ -186,7 +186,7 @@ async def test_access_review_follows_token_scopes(kube: KubeAPI) -> None:
     from pitwall.core.auth import BearerAuth, Principal
 
     app = FastAPI()
-    app.include_router(kube.router())
+    kube.install(app)
     app.add_middleware(BearerAuth, tokens=[("r" * 20, Principal("reader", frozenset({"read"}), None))])
     ssar = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
             "spec": {"resourceAttributes": {"verb": "list", "resource": "pods"}}}
@@ -200,3 +200,19 @@ async def test_access_review_follows_token_scopes(kube: KubeAPI) -> None:
         r = await c.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", json=ssar)
         assert r.status_code == 201 and r.json()["status"]["allowed"] is True
         assert (await c.get("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews")).status_code == 405
+
+
+async def test_prometheus_paths_stay_reachable(kube: KubeAPI) -> None:
+    from starlette.responses import PlainTextResponse
+
+    app = FastAPI()
+    kube.install(app)  # before the Prometheus API's routes, as server.py may order them
+
+    @app.get("/api/v1/query")
+    async def query() -> PlainTextResponse:
+        return PlainTextResponse("promql")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://kube") as c:
+        assert (await c.get("/api/v1/query")).text == "promql"
+        assert (await c.get("/api/v1/namespaces")).json()["kind"] == "NamespaceList"
+        assert (await c.get("/api/v1/pods")).json()["kind"] == "PodList"

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from pitwall.core.errors import PitwallError
 from pitwall.core.tenancy import require_server_wide
@@ -143,13 +145,30 @@ def _headers(warnings: list[str]) -> dict[str, str]:
     return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
+class _Route(Route):
+    """A route that can decline a path it would match (so /api/v1/query stays Prometheus')."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str],
+                 owned: Callable[[str], bool] | None = None) -> None:
+        super().__init__(path, endpoint, methods=methods, include_in_schema=False)
+        self.owned = owned
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match != Match.NONE and self.owned is not None and not self.owned(scope["path"]):
+            return Match.NONE, {}
+        return match, child
+
+
 class _Target:
     def __init__(self, rt: ResourceType, namespace: str, name: str, sub: str) -> None:
         self.rt, self.namespace, self.name, self.sub = rt, namespace, name, sub
 
 
 def kube_router(api: KubeAPI) -> APIRouter:
-    """Every route of the Kubernetes API, as one router for ``server.py`` to include."""
+    """Every route of the Kubernetes API. Add them with ``app.router.routes.extend(router.routes)``
+    (``KubeAPI.install``): ``include_router`` would copy them as plain routes, and then the core
+    catch-all must come after Prometheus' ``/api/v1/...`` routes."""
     r = APIRouter()
     reg, res = api.registry, api.resources
 
@@ -593,18 +612,27 @@ def kube_router(api: KubeAPI) -> APIRouter:
         return Response(doc, headers=headers, media_type="application/json")
 
     all_methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    r.add_route("/api", api_root, methods=["GET"], include_in_schema=False)
-    r.add_route("/api/v1", core_v1, methods=["GET"], include_in_schema=False)
-    r.add_route("/api/v1/{path:path}", core_objects, methods=all_methods, include_in_schema=False)
-    r.add_route("/apis", apis_root, methods=["GET"], include_in_schema=False)
-    r.add_route("/apis/{group}", group_doc, methods=["GET"], include_in_schema=False)
-    r.add_route("/apis/{group}/{version}", group_version_doc, methods=["GET"], include_in_schema=False)
-    r.add_route("/apis/{group}/{version}/{path:path}", group_objects, methods=all_methods, include_in_schema=False)
-    r.add_route("/version", version, methods=["GET"], include_in_schema=False)
-    r.add_route("/livez", livez, methods=["GET"], include_in_schema=False)
-    r.add_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
-    r.add_route("/healthz", livez, methods=["GET"], include_in_schema=False)
-    r.add_route("/openapi/v2", openapi_v2, methods=["GET"], include_in_schema=False)
-    r.add_route("/openapi/v3", openapi_v3_root, methods=["GET"], include_in_schema=False)
-    r.add_route("/openapi/v3/{path:path}", openapi_v3_doc, methods=["GET"], include_in_schema=False)
+
+    def core_owned(path: str) -> bool:
+        """Only served core resources (and namespaces) under /api/v1/: Prometheus' /api/v1/query & co. pass."""
+        first = path[len("/api/v1/"):].split("/", 1)[0]
+        return first == "namespaces" or reg.get("", "v1", first) is not None
+
+    routes = [
+        _Route("/api", api_root, ["GET"]),
+        _Route("/api/v1", core_v1, ["GET"]),
+        _Route("/api/v1/{path:path}", core_objects, all_methods, owned=core_owned),
+        _Route("/apis", apis_root, ["GET"]),
+        _Route("/apis/{group}", group_doc, ["GET"]),
+        _Route("/apis/{group}/{version}", group_version_doc, ["GET"]),
+        _Route("/apis/{group}/{version}/{path:path}", group_objects, all_methods),
+        _Route("/version", version, ["GET"]),
+        _Route("/livez", livez, ["GET"]),
+        _Route("/readyz", readyz, ["GET"]),
+        _Route("/healthz", livez, ["GET"]),
+        _Route("/openapi/v2", openapi_v2, ["GET"]),
+        _Route("/openapi/v3", openapi_v3_root, ["GET"]),
+        _Route("/openapi/v3/{path:path}", openapi_v3_doc, ["GET"]),
+    ]
+    r.routes.extend(routes)
     return r

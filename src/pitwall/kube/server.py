@@ -16,7 +16,7 @@ import json
 import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 
 from pitwall import __version__
 from pitwall.core.tasks import Supervisor
@@ -77,6 +77,11 @@ class KubeAPI:
 
     def router(self) -> APIRouter:
         return kube_router(self)
+
+    def install(self, app: FastAPI) -> None:
+        """Add every route to ``app`` as is, so the core resources' catch-all yields /api/v1/query & co.
+        to the Prometheus API wherever the routes sit."""
+        app.router.routes.extend(self.router().routes)
 
     async def start(self) -> None:
         ns_rt = self.registry.get("", "v1", "namespaces")
