@@ -216,3 +216,14 @@ async def test_prometheus_paths_stay_reachable(kube: KubeAPI) -> None:
         assert (await c.get("/api/v1/query")).text == "promql"
         assert (await c.get("/api/v1/namespaces")).json()["kind"] == "NamespaceList"
         assert (await c.get("/api/v1/pods")).json()["kind"] == "PodList"
+
+
+async def test_watch_bookmarks(http: httpx.AsyncClient, kube: KubeAPI) -> None:
+    kube.bookmark_interval_s = 0
+    rev = await kube.store.revision()
+    r = await http.get(f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rev}"
+                       "&allowWatchBookmarks=true&timeoutSeconds=3")
+    events = [json.loads(line) for line in r.text.splitlines()]
+    assert events and {e["type"] for e in events} == {"BOOKMARK"}
+    assert events[0]["object"] == {"kind": "ConfigMap", "apiVersion": "v1",
+                                   "metadata": {"resourceVersion": str(rev)}}

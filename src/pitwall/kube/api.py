@@ -13,16 +13,15 @@ watch that fails after it started sends an ``ERROR`` event with the Status.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
@@ -36,18 +35,18 @@ from pitwall.kube.errors import (
     MethodNotAllowed,
     NotAcceptable,
     NotFoundError,
-    status_object,
     status_response,
 )
+from pitwall.kube.fields import check_fields, warning_headers
 from pitwall.kube.http import json_response, media_type, read_body, truthy, wants_table
 from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
 from pitwall.kube.metricsapi import METRICS_GROUP, get_metrics, list_metrics
-from pitwall.kube.patch import APPLY, JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch, schema_of
+from pitwall.kube.patch import APPLY, JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.reviews import REVIEW_GROUPS, review
-from pitwall.kube.schemas import Node
 from pitwall.kube.tables import table
+from pitwall.kube.watch import watch_response
 
 if TYPE_CHECKING:
     from pitwall.kube.server import KubeAPI
@@ -56,7 +55,6 @@ __all__ = ["SubresourceHandler", "kube_router"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-_POLL_S = 1.0  # how often an idle watch checks that its client is still there
 SubresourceHandler = Callable[[Request, ResourceType, str, str], Awaitable[Response]]
 
 
@@ -90,59 +88,6 @@ def _dry_run(request: Request) -> bool:
         if v != "All":
             raise BadRequest(f'Invalid dryRun parameter: {v!r}: supported values: "All"')
     return bool(vals)
-
-
-def _unknown_fields(value: Any, node: Node | None, path: str, out: list[str], prune: bool) -> Any:
-    if node is None:
-        return value
-    s = node.schema
-    if isinstance(value, dict):
-        props = s.get("properties")
-        free = "additionalProperties" in s or s.get("x-kubernetes-preserve-unknown-fields") or \
-            (s.get("x-kubernetes-embedded-resource") and False)
-        result: Obj = {}
-        for k, v in value.items():
-            child = node.child(k)
-            p = f"{path}.{k}" if path else k
-            if isinstance(props, dict) and k not in props and not free and child is None:
-                out.append(p)
-                if prune:
-                    continue
-            result[k] = _unknown_fields(v, child, p, out, prune)
-        return result
-    if isinstance(value, list):
-        it = node.items()
-        return [_unknown_fields(v, it, f"{path}[{i}]", out, prune) for i, v in enumerate(value)]
-    return value
-
-
-def _check_fields(request: Request, rt: ResourceType, obj: Any, node: Node | None = None) -> tuple[Any, list[str]]:
-    """Apply ``fieldValidation`` (Strict: 400 on unknown fields, Warn: a Warning header); prune built-ins."""
-    if not isinstance(obj, dict):
-        return obj, []
-    mode = request.query_params.get("fieldValidation", "")
-    if mode and mode not in ("Ignore", "Warn", "Strict"):
-        raise BadRequest(f'fieldValidation: Unsupported value: "{mode}": supported values: "Ignore", "Warn", '
-                         '"Strict"')
-    node = node if node is not None else schema_of(rt)
-    unknown: list[str] = []
-    top = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-    pruned = _unknown_fields(top, node, "", unknown, prune=rt.crd is None)
-    pruned = {**{k: obj[k] for k in ("apiVersion", "kind") if k in obj}, **pruned}
-    if mode == "Strict" and unknown:
-        msg = ", ".join(f'unknown field "{u}"' for u in unknown)
-        raise BadRequest(f"strict decoding error: {msg}")
-    warnings = [f'unknown field "{u}"' for u in unknown] if mode == "Warn" else []
-    return pruned, warnings
-
-
-def _headers(warnings: list[str]) -> dict[str, str]:
-    if not warnings:
-        return {}
-    def quoted(w: str) -> str:
-        return '"' + w.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    return {"Warning": ", ".join(f"299 - {quoted(w)}" for w in warnings)}
 
 
 class _Route(Route):
@@ -251,7 +196,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
             if m == "GET":
                 if request.query_params.get("watch", "false").lower() in ("1", "true", "t", "yes"):
                     _verb(rt, "watch")
-                    return await watch(request, t)
+                    return await watch_response(api, request, t.rt, t.namespace)
                 _verb(rt, "list")
                 return await list_(request, t)
             if m == "POST":
@@ -295,8 +240,8 @@ def kube_router(api: KubeAPI) -> APIRouter:
         if wants_table(request):
             return json_response(table(rt, [obj], include_object=request.query_params.get("includeObject", "Metadata"),
                                        resource_version=str(meta(obj).get("resourceVersion", ""))), status,
-                                 _headers(warnings or []))
-        return json_response(obj, status, _headers(warnings or []))
+                                 warning_headers(warnings or []))
+        return json_response(obj, status, warning_headers(warnings or []))
 
     async def list_(request: Request, t: _Target) -> Response:
         q = request.query_params
@@ -316,89 +261,9 @@ def kube_router(api: KubeAPI) -> APIRouter:
         return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": md,
                               "items": lr.items})
 
-    async def watch(request: Request, t: _Target) -> Response:
-        q = request.query_params
-        as_table = wants_table(request)
-        include = q.get("includeObject", "Metadata")
-        bookmarks = truthy(q.get("allowWatchBookmarks")) if "allowWatchBookmarks" in q else False
-        try:
-            timeout = float(q.get("timeoutSeconds") or api.watch_timeout_s)
-        except ValueError:
-            raise BadRequest(f"timeoutSeconds: Invalid value: {q.get('timeoutSeconds')!r}") from None
-        send_initial = truthy(q.get("sendInitialEvents")) if "sendInitialEvents" in q else None
-        events = res.watch(t.rt, t.namespace, resource_version=q.get("resourceVersion") or "",
-                           label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
-                           send_initial=send_initial)
-        from pitwall.kube.selectors import FieldSelector, LabelSelector
-
-        LabelSelector.parse(q.get("labelSelector"))  # a bad selector is a plain 400, before streaming
-        FieldSelector.parse(q.get("fieldSelector"), t.rt.kind)
-        with_cols = [True]
-
-        def frame(typ: str, obj: Obj) -> bytes:
-            if as_table and typ != "BOOKMARK" and typ != "ERROR":
-                obj = table(t.rt, [obj], include_object=include,
-                            resource_version=str(meta(obj).get("resourceVersion", "")), with_columns=with_cols[0])
-                with_cols[0] = False
-            return json.dumps({"type": typ, "object": obj}, separators=(",", ":")).encode() + b"\n"
-
-        async def stream() -> AsyncIterator[bytes]:
-            queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue(maxsize=1000)
-
-            async def pump() -> None:
-                try:
-                    ev = await anext(events, None)
-                    while ev is not None:
-                        await queue.put((ev.type, ev.object))
-                        ev = await anext(events, None)
-                except PitwallError as e:
-                    await queue.put(("ERROR", status_object(e)))
-                finally:
-                    await queue.put(None)
-
-            task = asyncio.create_task(pump(), name="kube-watch")
-            api.active_watches += 1
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            next_bookmark = loop.time() + api.bookmark_interval_s
-            last_rv = q.get("resourceVersion") or "0"
-            try:
-                while True:
-                    left = deadline - loop.time()
-                    if left <= 0:
-                        return
-                    try:
-                        item = await asyncio.wait_for(queue.get(), min(left, _POLL_S))
-                    except TimeoutError:
-                        if await request.is_disconnected() or api.closing:
-                            return
-                        if bookmarks and loop.time() >= next_bookmark:
-                            next_bookmark = loop.time() + api.bookmark_interval_s
-                            rv = str(await res.store.revision())
-                            yield frame("BOOKMARK", {"kind": t.rt.kind, "apiVersion": t.rt.api_version,
-                                                     "metadata": {"resourceVersion": rv}})
-                        continue
-                    if item is None:
-                        return
-                    typ, obj = item
-                    if typ == "BOOKMARK" and not bookmarks:
-                        continue
-                    last_rv = str(meta(obj).get("resourceVersion", last_rv))
-                    yield frame(typ, obj)
-            finally:
-                api.active_watches -= 1
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
-                with contextlib.suppress(BaseException):
-                    await events.aclose()  # type: ignore[attr-defined]
-
-        return StreamingResponse(stream(), media_type="application/json",
-                                 headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
-
     async def create(request: Request, t: _Target) -> Response:
         body = await read_body(request, protobuf_kind=(t.rt.group, t.rt.kind))
-        body, warnings = _check_fields(request, t.rt, body)
+        body, warnings = check_fields(request, t.rt, body)
         if not isinstance(body, dict):
             raise BadRequest("the body of the request was in an unknown format")
         obj = await res.create(t.rt, t.namespace, body, dry_run=_dry_run(request),
@@ -407,7 +272,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
 
     async def update(request: Request, t: _Target) -> Response:
         body = await read_body(request, protobuf_kind=(t.rt.group, t.rt.kind))
-        body, warnings = _check_fields(request, t.rt, body)
+        body, warnings = check_fields(request, t.rt, body)
         obj = await res.update(t.rt, t.namespace, t.name, body, subresource=t.sub, dry_run=_dry_run(request),
                                field_manager=_field_manager(request, "unknown"))
         return render_one(request, t.rt, obj, 200, warnings)
@@ -425,7 +290,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
             force = truthy(request.query_params.get("force")) if "force" in request.query_params else False
             if not isinstance(body, dict):
                 raise BadRequest("error decoding YAML: the apply configuration must be an object")
-            body, warnings = _check_fields(request, rt, body)
+            body, warnings = check_fields(request, rt, body)
             if meta(body).get("name") not in (None, t.name):
                 raise BadRequest(f"the name of the object ({meta(body).get('name')}) does not match the name on "
                                  f"the URL ({t.name})")
@@ -461,7 +326,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
                 from pitwall.kube.errors import Conflict
 
                 raise Conflict.modified(rt.plural, rt.group, t.name)
-            checked, w = _check_fields(request, rt, patched)
+            checked, w = check_fields(request, rt, patched)
             warnings[:] = w
             return to_storage(rt, checked)
 
