@@ -9,7 +9,7 @@ import pytest
 from pitwall.core.durations import format_duration_ms as format_duration
 from pitwall.core.durations import parse_duration_ms as parse_duration
 from pitwall.core.errors import ConfigError
-from pitwall.metrics.scrape_config import GlobalScrapeDefaults, parse_scrape_configs, parse_size
+from pitwall.metrics.scrape.config import GlobalScrapeDefaults, parse_scrape_configs, parse_size
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING
 from pitwall.core.exports import lazy_exports
 
 if TYPE_CHECKING:
-    from pitwall.metrics.ingest.scrape import TargetsSnapshot
     from pitwall.metrics.memory import MemoryQuerier
     from pitwall.metrics.model import (
         STALE_NAN,
@@ -26,6 +25,7 @@ if TYPE_CHECKING:
     from pitwall.metrics.promql.ast import parse as parse_promql
     from pitwall.metrics.promql.format import format_float, labels_string
     from pitwall.metrics.query import InstantQuery, RangeQuery, local_instant, local_range
+    from pitwall.metrics.scrape.targets import TargetsSnapshot
     from pitwall.metrics.store import (
         Appender,
         MetricsBackend,
@@ -53,7 +53,7 @@ _EXPORTS = {
     "SampleBatch": "pitwall.metrics.model",
     "SeriesAppender": "pitwall.metrics.store",
     "SeriesSamples": "pitwall.metrics.model",
-    "TargetsSnapshot": "pitwall.metrics.ingest.scrape",
+    "TargetsSnapshot": "pitwall.metrics.scrape.targets",
     "format_float": "pitwall.metrics.promql.format",
     "is_stale": "pitwall.metrics.model",
     "labels_string": "pitwall.metrics.promql.format",

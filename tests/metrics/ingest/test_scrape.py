@@ -18,10 +18,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from pitwall.core.errors import BadData
 from pitwall.core.labels import format_labels
-from pitwall.metrics.ingest import scrape as scrape_module
-from pitwall.metrics.ingest.scrape import ScrapeManager, accept_header
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch, is_stale
-from pitwall.metrics.scrape_config import ScrapeConfig, parse_scrape_configs
+from pitwall.metrics.scrape import manager as scrape_manager
+from pitwall.metrics.scrape.client import accept_header
+from pitwall.metrics.scrape.config import ScrapeConfig, parse_scrape_configs
+from pitwall.metrics.scrape.manager import ScrapeManager
 
 
 class RecordingAppender:
@@ -450,27 +451,31 @@ async def test_jitter_offset_is_deterministic_and_within_interval(exporter: Expo
 
 def test_label_value_limit_message() -> None:
     # Exercised through the loop's resolver with a cache miss.
-    from pitwall.metrics.ingest.scrape import _Pool, _ScrapeError, _ScrapeLoop, populate_labels
+    from pitwall.metrics.scrape.loop import ScrapeError, ScrapeLoop
+    from pitwall.metrics.scrape.manager import Pool
+    from pitwall.metrics.scrape.targets import populate_labels
 
     [cfg] = parse_scrape_configs([{"job_name": "j", "label_value_length_limit": 3}])
     tgt, _ = populate_labels({"__address__": "h:1"}, cfg)
     assert tgt is not None
-    pool = _Pool(ScrapeManager(RecordingAppender(), configs=[cfg]), cfg)
-    sl = _ScrapeLoop(pool, tgt)
-    with pytest.raises(_ScrapeError) as ei:
+    pool = Pool(ScrapeManager(RecordingAppender(), configs=[cfg]), cfg)
+    sl = ScrapeLoop(pool, tgt)
+    with pytest.raises(ScrapeError) as ei:
         sl._prepare(b'm{a="toolong"} 1\n', "text/plain", 0)
     assert str(ei.value).startswith('label_value_length_limit exceeded (metric: m{a="toolong"}, label name: ')
     asyncio.run(pool.client.aclose())
 
 
 def test_cached_prepare_is_columnar() -> None:
-    from pitwall.metrics.ingest.scrape import _Pool, _ScrapeLoop, populate_labels
+    from pitwall.metrics.scrape.loop import ScrapeLoop
+    from pitwall.metrics.scrape.manager import Pool
+    from pitwall.metrics.scrape.targets import populate_labels
 
     [cfg] = parse_scrape_configs([{"job_name": "j"}])
     tgt, _ = populate_labels({"__address__": "h:1"}, cfg)
     assert tgt is not None
-    pool = _Pool(ScrapeManager(RecordingAppender(), configs=[cfg]), cfg)
-    sl = _ScrapeLoop(pool, tgt)
+    pool = Pool(ScrapeManager(RecordingAppender(), configs=[cfg]), cfg)
+    sl = ScrapeLoop(pool, tgt)
     body = "".join(f'g{{k="{i}"}} {i}\n' for i in range(1000)).encode()
     p1 = sl._prepare(body, "text/plain", 5)
     p2 = sl._prepare(body, "text/plain", 6)
@@ -562,7 +567,7 @@ async def test_stopping_a_loop_survives_a_swallowed_cancel() -> None:
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
-    stopping = asyncio.create_task(scrape_module._cancel(task))
+    stopping = asyncio.create_task(scrape_manager.cancel(task))
     done, _ = await asyncio.wait({stopping}, timeout=15)  # a liveness bound: stubborn() would run 30 s
     if not done:
         task.cancel()
