@@ -233,6 +233,8 @@ def prune_and_default(v: Any, s: Obj | None, root: bool = False) -> Any:
         for k, x in v.items():
             if root and k in ("apiVersion", "kind", "metadata"):
                 out[k] = x
+            elif x is None and not (props.get(k) or {}).get("nullable"):
+                continue  # nulls of non-nullable fields are pruned, as the apiserver does before defaulting
             elif k in props:
                 out[k] = prune_and_default(x, props[k])
             elif isinstance(add, dict):

@@ -28,8 +28,11 @@ _CONFIG_KEY = r"[-._a-zA-Z0-9]+"
 
 
 def _go(v: Any) -> str:
+    """A value as Go's %#v prints it in apimachinery's field errors."""
     if isinstance(v, str):
         return json.dumps(v)
+    if isinstance(v, dict) and all(isinstance(x, str) for x in v.values()):
+        return "map[string]string{" + ", ".join(f"{json.dumps(k)}:{json.dumps(x)}" for k, x in sorted(v.items())) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
