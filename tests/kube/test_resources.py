@@ -282,3 +282,9 @@ async def test_restart_keeps_objects_and_crd_kinds(tmp_path: Any) -> None:
         finally:
             await api.stop()
             await store.stop()
+
+
+async def test_secret_string_data_becomes_data(kube: KubeAPI) -> None:
+    s = await kube.client.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
+                                  "stringData": {"pw": "hunter2"}, "data": {"user": "YWRtaW4="}})
+    assert s["data"] == {"user": "YWRtaW4=", "pw": "aHVudGVyMg=="} and "stringData" not in s and s["type"] == "Opaque"

@@ -10,6 +10,7 @@ and sessionAffinity None, Job and CronJob policies, Namespace finalizers.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 __all__ = ["default_object"]
@@ -172,6 +173,12 @@ def default_object(kind: str, group: str, obj: Obj) -> None:
             labels["kubernetes.io/metadata.name"] = obj["metadata"].get("name", "")
     elif kind == "Secret" and group == "":
         _d(obj, "type", "Opaque")
+        string_data = obj.pop("stringData", None)
+        if isinstance(string_data, dict) and string_data:  # written into data, as the apiserver does
+            data = obj.setdefault("data", {})
+            if isinstance(data, dict):
+                for k, v in string_data.items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
     elif kind == "HorizontalPodAutoscaler" and isinstance(spec, dict):
         _d(spec, "minReplicas", 1)
         if not spec.get("metrics"):
