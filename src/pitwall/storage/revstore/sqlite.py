@@ -27,7 +27,7 @@ its own connection; WAL readers never wait for the writer). Point reads at
 the current revision stay on the event loop: one primary-key lookup,
 measured at a few microseconds (see docs/state-store.md).
 
-Watchers each hold a bounded queue. One that falls more than
+Watchers (``_fanout.py``) each hold a bounded queue. One that falls more than
 ``watch_queue_limit`` revisions behind drops its queue and catches up from
 history instead (etcd's "unsynced watcher"): memory stays bounded and the
 client sees no gap; only if compaction overtook it does it get
@@ -55,10 +55,9 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -85,6 +84,7 @@ from ._common import (
     enc,
     prefix_bounds,
 )
+from ._fanout import FanOut, Watcher
 
 __all__ = ["SqliteRevStore"]
 
@@ -109,7 +109,6 @@ CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
 
 _KV_COLS = "key, value, create_rev, mod_rev, version, lease"
 _BATCH_MAX = 1000  # writes per group commit
-_HISTORY_PAGE_REVS = 500  # revisions per catch-up read
 _LEASE_CHECK_S = 0.1
 _MIN_TTL_S = 0.5
 
@@ -137,20 +136,6 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     events: list[tuple[bytes, Event]] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class _Watcher:
-    lo: bytes
-    hi: bytes | None
-    prev_kv: bool
-    limit: int
-    pending: deque[list[Event]] = field(default_factory=deque)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    lagged: bool = False
-
-    def matches(self, key: bytes) -> bool:
-        return key >= self.lo and (self.hi is None or key < self.hi)
 
 
 class SqliteRevStore:
@@ -190,7 +175,7 @@ class SqliteRevStore:
         self._compact_rev = 0
         self._deadlines: dict[int, float] = {}  # lease -> monotonic deadline
         self._ttls: dict[int, float] = {}
-        self._watchers: set[_Watcher] = set()
+        self._fanout = FanOut(self._read_history, watch_queue_limit)
         self._tasks = Supervisor("revstore")
         self._stopped = True
 
@@ -199,6 +184,7 @@ class SqliteRevStore:
         """Open (creating) the database, take the lock, start the writer and the lease/compaction loops."""
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self._open)
+        self._fanout.start(self._rev)
         self._stopped = False
         self._writer = threading.Thread(target=self._write_loop, name="revstore-writer", daemon=True)
         self._writer.start()
@@ -232,8 +218,7 @@ class SqliteRevStore:
         if self._stopped:
             return
         self._stopped = True
-        for w in list(self._watchers):
-            w.wake.set()
+        self._fanout.close()
         await self._tasks.stop()
         self._jobs.put(None)
         if self._writer is not None:
@@ -563,7 +548,8 @@ class SqliteRevStore:
             for kb, ev in job.events:
                 by_rev.setdefault(ev.kv.mod_revision, []).append((kb, ev))
         for r in sorted(by_rev):
-            self._fan_out(by_rev[r])
+            self._fanout.publish(r, by_rev[r])
+        self._fanout.advance(rev)
         self._rev = max(self._rev, rev)
         for job in batch:
             if job.future.done():  # the caller was cancelled; its write still happened
@@ -573,65 +559,15 @@ class SqliteRevStore:
             else:
                 job.future.set_result(job.result)
 
-    def _fan_out(self, events: list[tuple[bytes, Event]]) -> None:
-        bare: list[Event] | None = None
-        for w in self._watchers:
-            if w.lagged:
-                continue
-            mine = [ev for kb, ev in events if w.matches(kb)]
-            if not mine:
-                continue
-            if not w.prev_kv:
-                if bare is None:
-                    bare = [replace(ev, prev_kv=None) for _, ev in events]
-                mine = [bev for (kb, _), bev in zip(events, bare, strict=True) if w.matches(kb)]
-            if len(w.pending) >= w.limit:
-                w.lagged = True  # catch up from history instead of growing memory
-                w.pending.clear()
-            else:
-                w.pending.append(mine)
-            w.wake.set()
-
     def watch(self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False) -> AsyncIterator[list[Event]]:
         """Events under ``prefix``, one list per revision, from ``start_revision`` (0: from now on)."""
-        return self._watch(prefix, start_revision, prev_kv)
-
-    async def _watch(self, prefix: str, start_revision: int, prev_kv: bool) -> AsyncIterator[list[Event]]:
         self._check_open()
-        lo, hi = prefix_bounds(prefix)
-        w = _Watcher(lo, hi, prev_kv, self.watch_queue_limit)
-        next_rev = start_revision
-        try:
-            while not self._stopped:
-                # Subscribe first, then read history up to what was fanned out before the
-                # subscription: together they cover every revision exactly once.
-                w.pending.clear()
-                w.lagged = False
-                self._watchers.add(w)
-                known = self._rev
-                if next_rev <= 0:
-                    next_rev = known + 1
-                while next_rev <= known:
-                    upto = min(known, next_rev + _HISTORY_PAGE_REVS - 1)
-                    for batch in await self._read(self._r_history, w, next_rev, upto):
-                        yield batch
-                    next_rev = upto + 1
-                while not self._stopped and not w.lagged:
-                    if not w.pending:
-                        w.wake.clear()
-                        await w.wake.wait()
-                        continue
-                    batch = w.pending.popleft()
-                    rev = batch[0].kv.mod_revision
-                    if rev < next_rev:  # a future start_revision: skip what precedes it
-                        continue
-                    next_rev = rev + 1
-                    yield batch
-                self._watchers.discard(w)
-        finally:
-            self._watchers.discard(w)
+        return self._fanout.watch(prefix, start_revision, prev_kv)
 
-    def _r_history(self, w: _Watcher, first: int, last: int) -> list[list[Event]]:
+    async def _read_history(self, w: Watcher, first: int, last: int) -> list[list[Event]]:
+        return await self._read(self._r_history, w, first, last)
+
+    def _r_history(self, w: Watcher, first: int, last: int) -> list[list[Event]]:
         conn = self._rconn()
         conn.execute("BEGIN")
         try:
