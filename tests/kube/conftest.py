@@ -21,18 +21,25 @@ from tests.conftest import free_port
 from pitwall.core.auth import BearerAuth, Principal
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
+from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
 TOKEN = "kube-test-token-0123456789"
 KUBECTL = "/usr/bin/kubectl"
 
 
-def make_app(data: Path) -> tuple[FastAPI, dict[str, Any]]:
+def make_app(data: Path, etcd_url: str = "") -> tuple[FastAPI, dict[str, Any]]:
     holder: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = SqliteRevStore(data / "state.db", compact_interval_s=None)
+        store: RevStore
+        if etcd_url:
+            from pitwall.storage.revstore.etcd import EtcdRevStore
+
+            store = EtcdRevStore([etcd_url], compact_interval_s=None)
+        else:
+            store = SqliteRevStore(data / "state.db", compact_interval_s=None)
         await store.start()
         kube: KubeAPI = holder["kube"]
         kube.store = store
@@ -54,7 +61,7 @@ def make_app(data: Path) -> tuple[FastAPI, dict[str, Any]]:
 
 
 class KubeServer:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, etcd_url: str = "") -> None:
         self.port = free_port()
         # kubectl sends bearer tokens only over TLS: a self-signed certificate, skipped by the kubeconfig
         self.url = f"https://127.0.0.1:{self.port}"
@@ -62,7 +69,7 @@ class KubeServer:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                         str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                        check=True, capture_output=True)
-        self.app, self.holder = make_app(data)
+        self.app, self.holder = make_app(data, etcd_url)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
                                                     lifespan="on", ssl_certfile=str(cert), ssl_keyfile=str(key),
                                                     timeout_graceful_shutdown=2))
