@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pitwall.logs.logql import LogQLEngine, LogQLPipelineError, ast
-from pitwall.logs.logql import engine as engine_mod
+from pitwall.logs.logql import extract as extract_mod
+from pitwall.logs.logql import streams as streams_mod
 from pitwall.logs.logql.columnar import (
     FALSE,
     TRUE,
@@ -103,15 +104,15 @@ LOGS = [
 def _exact_and_columnar(monkeypatch: pytest.MonkeyPatch, q: InMemoryLogQuerier, expr: str, **kw: Any) -> None:
     fast = _run(q, expr, **kw)
     with monkeypatch.context() as m:
-        m.setattr(engine_mod._SampleExtractor, "_columnar_plan", lambda self, hints: None)
-        orig = engine_mod._StreamReader.__init__
+        m.setattr(extract_mod.SampleExtractor, "_columnar_plan", lambda self, hints: None)
+        orig = streams_mod.StreamReader.__init__
 
         def init(self: Any, *a: Any, **k: Any) -> None:
             orig(self, *a, **k)
             self.batch_filters = None
-            self.prefilter = engine_mod._prefilter(split_pushdown(self.node.stages)[1])
+            self.prefilter = streams_mod.compile_prefilter(split_pushdown(self.node.stages)[1])
 
-        m.setattr(engine_mod._StreamReader, "__init__", init)
+        m.setattr(streams_mod.StreamReader, "__init__", init)
         slow = _run(q, expr, **kw)
     assert fast == slow, expr
 
@@ -203,13 +204,13 @@ def test_clean_json_needs_no_per_entry_pipeline(monkeypatch: pytest.MonkeyPatch)
     lines = [f'{{"level":"l{i % 3}","status":{500 + i % 2},"latency_ms":{i}.5}}' for i in range(50)]
     q = _querier(lines)
     calls: list[int] = []
-    orig = engine_mod._SampleExtractor._per_entry_rows
+    orig = extract_mod.SampleExtractor._per_entry_rows
 
     def spy(self: Any, batch: Any, subset: Any) -> Any:
         calls.append(len(batch) if subset is None else len(subset))
         return orig(self, batch, subset)
 
-    monkeypatch.setattr(engine_mod._SampleExtractor, "_per_entry_rows", spy)
+    monkeypatch.setattr(extract_mod.SampleExtractor, "_per_entry_rows", spy)
     got = _run(q, 'sum by (level) (count_over_time({app="api"} | json | status > 500 [100s]))')
     assert calls == []
     assert {r["metric"]["level"] for r in got["result"]} == {"l0", "l1", "l2"}
