@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import websockets
 import yaml
 from websockets.sync.client import connect as ws_connect
 
-from pitwall.config import load_settings
+from pitwall.config import Settings, load_settings
 from pitwall.metrics.ingest import prompb
 from tests.conftest import LiveServer, free_port, start_pitwall_process, wait_ready
 
@@ -147,3 +148,36 @@ def test_sighup_reloads_and_sigterm_drains(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+async def test_ready_turns_false_when_a_supervised_loop_dies(client: httpx.AsyncClient) -> None:
+    """Every long-lived loop runs under a supervisor; one dying makes /-/ready 503 and say which."""
+    assert (await client.get("/-/ready")).status_code == 200
+    c = client.app.state.components  # type: ignore[attr-defined]
+
+    async def maintenance_breaks() -> None:
+        raise OSError("disk gone")
+
+    c.metrics.store.tasks.spawn(maintenance_breaks(), name="maintenance-2")
+    await asyncio.sleep(0.05)
+    r = await client.get("/-/ready")
+    assert r.status_code == 503
+    assert "metrics-store/maintenance-2: OSError: disk gone" in r.text
+    assert (await client.get("/-/healthy")).status_code == 200
+
+
+def test_every_part_follows_the_wiring_contract(settings: Settings) -> None:
+    """One contract for every pillar: the composition root only iterates parts."""
+    from pitwall.core.lifecycle import Component
+    from pitwall.server import build
+
+    c = build(settings)
+    try:
+        names = [p.name for p in c.parts]
+        assert names == ["metrics", "traces", "logs", "notifications", "rules", "ui"]
+        for part in c.parts:
+            assert all(isinstance(comp, Component) for comp in part.components())
+            assert isinstance(part.mounts(lambda: True), list)
+    finally:
+        c.state.close()
+        c.db.close()

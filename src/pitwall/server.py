@@ -1,8 +1,9 @@
 """Composition root: builds every component from Settings and serves them.
 
-``build(settings)`` constructs components in dependency order;
+``build(settings)`` constructs each pillar as a ``core.lifecycle.Part``;
 ``create_app(settings)`` wraps them in a FastAPI app whose lifespan starts
-them in that order and stops them in reverse. ``pitwall server``, ``pitwall
+their components in order and stops them in reverse, mounts their routers,
+hands them new settings on reload and lets them register self-metrics. ``pitwall server``, ``pitwall
 demo`` and the tests all go through ``create_app``.
 """
 
@@ -14,8 +15,7 @@ import fcntl
 import logging
 import os
 import signal
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,117 +25,108 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pitwall import __version__
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
-from pitwall.alerting.rules.api import rules_router
-from pitwall.alerting.rules.manager import RuleManager
-from pitwall.alerting.rules.wiring import build_rule_manager, reload_rules
+from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.config import Settings, load_settings
 from pitwall.core.auth import BearerAuth
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
-from pitwall.core.lifecycle import Component
+from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import require_server_wide
-from pitwall.logs.wiring import LogsParts, build_logs, logs_routers
-from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_router, query_router
-from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
-from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
-from pitwall.metrics.ingest.scrape import ScrapeManager
-from pitwall.metrics.promql import Engine
-from pitwall.metrics.query import local_instant
-from pitwall.metrics.scrape_config import GlobalScrapeDefaults, ScrapeConfig, parse_scrape_configs
+from pitwall.logs.wiring import LogsParts, build_logs
+from pitwall.metrics import Engine
+from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.storage.duckdb import TelemetryDB
-from pitwall.storage.metrics import MetricStore, StoreLimits
+from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
-from pitwall.ui.routes import ui_router
+from pitwall.ui.wiring import UIPart, build_ui
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Components:
-    """Everything the server runs, in start order."""
+    """Everything the server runs: shared plumbing, then the parts in start order."""
 
     settings: Settings
     db: TelemetryDB
-    metric_store: MetricStore
-    engine: Engine
-    remote_write: RemoteWriteIngester
-    otlp_metrics: OtlpMetricsTranslator
-    scrape: ScrapeManager
-    self_metrics: SelfMetrics
+    state: StateStore
     inflight: InflightBudget
+    self_metrics: SelfMetrics
+    metrics: MetricsPart
     traces: TracesParts
     logs: LogsParts
     notifications: NotificationParts
-    rules: RuleManager | None = None
+    rules: RulesPart
+    ui: UIPart
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
+    def parts(self) -> list[Part]:
+        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.ui]
+
+    @property
     def lifecycle(self) -> list[Component]:
-        return [self.metric_store, *self.traces.lifecycle, *self.logs.lifecycle, *self.notifications.lifecycle,
-                *([self.rules] if self.rules else []), self.scrape]
+        """Start order. The state store closes last; the metric store stops after all that append to it."""
+        comps: list[Component] = [_Closer("state-store", self.state.close)]
+        for part in self.parts:
+            comps.extend(part.components())
+        return comps
+
+    @property
+    def engine(self) -> Engine:
+        return self.metrics.engine
+
+    def problems(self) -> list[str]:
+        """Why the server is not ready: not started yet, or a supervised loop died."""
+        out = [] if self.ready else ["starting"]
+        for comp in self.started:
+            if isinstance(comp, Supervised):
+                out.extend(comp.tasks.failures)
+        return out
 
 
-def scrape_configs_of(settings: Settings) -> list[ScrapeConfig]:
-    g = settings.global_
-    defaults = GlobalScrapeDefaults(scrape_interval=g.scrape_interval, scrape_timeout=g.scrape_timeout)
-    return parse_scrape_configs(settings.scrape_configs, defaults)
+class _Closer:
+    """A component that only closes something when the server stops."""
+
+    def __init__(self, name: str, close: Callable[[], None]) -> None:
+        self.name = name
+        self._close = close
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        self._close()
 
 
 def build(settings: Settings) -> Components:
-    """Construct components (no I/O beyond opening files)."""
+    """Construct every part (no I/O beyond opening files)."""
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
     db = TelemetryDB(data / "telemetry.duckdb", memory_limit=settings.storage.duckdb_memory_limit)
-    st = settings.storage
-    store = MetricStore(
-        db,
-        data / "wal" / "metrics",
-        block_ms=st.block_duration,
-        retention_ms=st.retention,
-        head_max_samples=st.head_max_samples,
-        head_max_age_s=st.head_max_age / 1000,
-        limits=StoreLimits(max_series_per_tenant=settings.limits.max_series_per_tenant),
-        fsync=st.fsync,
-    )
+    state = StateStore(settings.notifications.state_url or sqlite_url(data))
     inflight = InflightBudget(settings.limits.max_inflight_bytes)
-    traces = build_traces(settings.traces, settings.limits, db, data, appender=store, inflight=inflight,
-                          fsync=st.fsync)
-    q = settings.query
-    engine = Engine(lookback_delta_ms=q.lookback_delta, max_samples=q.max_samples, timeout_s=q.timeout / 1000)
-    c = Components(
-        settings=settings,
-        db=db,
-        metric_store=store,
-        engine=engine,
-        remote_write=RemoteWriteIngester(store, settings.limits),
-        otlp_metrics=OtlpMetricsTranslator(max_label_value_length=settings.limits.max_label_value_length),
-        scrape=ScrapeManager(store, configs=scrape_configs_of(settings)),
-        self_metrics=SelfMetrics(),
-        inflight=inflight,
-        traces=traces,
-        logs=build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight,
-                        fsync=st.fsync),
-        notifications=build_notifications(settings, inflight),
-    )
-    c.rules = build_rule_manager(settings, instant=local_instant(engine, store), store=store,
-                                 notify=c.notifications.notify, logs=c.logs)
-    return c
-
-
-def _flags(settings: Settings) -> dict[str, str]:
-    return {
-        "config.file": str(settings.config_file or ""),
-        "storage.tsdb.path": str(settings.data_dir),
-        "storage.tsdb.retention.time": f"{settings.storage.retention // 1000}s",
-        "web.listen-address": settings.listen,
-        "query.lookback-delta": f"{settings.query.lookback_delta // 1000}s",
-        "query.max-samples": str(settings.query.max_samples),
-        "query.timeout": f"{settings.query.timeout // 1000}s",
-    }
+    fsync = settings.storage.fsync
+    metrics = build_metrics(settings, db, inflight)
+    traces = build_traces(settings.traces, settings.limits, db, data, appender=metrics.store, inflight=inflight,
+                          fsync=fsync)
+    logs = build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight, fsync=fsync)
+    try:
+        notifications = build_notifications(settings, state, inflight)
+        rules = build_rules(settings, instant=metrics.instant, store=metrics.store, notify=notifications.notify,
+                            logs=logs)
+    except BaseException:
+        state.close()
+        raise
+    ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
+                  targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
+                  notifications=notifications.pipeline, rules=lambda: rules.manager)
+    return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
+                      metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules, ui=ui)
 
 
 class _DataDirLock:
@@ -159,14 +150,12 @@ class _DataDirLock:
 
 
 async def reload_config(app: FastAPI) -> None:
-    """Re-read the config file and env; apply what can change live."""
+    """Re-read the config file and env; each part applies what can change live."""
     c: Components = app.state.components
     old = c.settings
     new = load_settings(old.config_file, data_dir=old.data_dir, listen=old.listen, insecure=old.insecure)
-    await c.notifications.reload(new)
-    if c.rules is not None:
-        await reload_rules(c.rules, new, c.notifications.notify)
-    await c.scrape.reload(scrape_configs_of(new))
+    for part in c.parts:
+        await part.reload(new)
     c.settings = new
     log.info("configuration reloaded", extra={"config_file": str(old.config_file)})
 
@@ -216,36 +205,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.components = c
     # Routes that act on the whole server rather than one tenant (see core.tenancy).
     server_wide = [Depends(require_server_wide)]
-    deps = MetricsApiDeps(
-        store=c.metric_store,
-        engine=c.engine,
-        remote_write=c.remote_write,
-        otlp=c.otlp_metrics,
-        inflight=c.inflight,
-        max_points_per_series=settings.query.max_points_per_series,
-        started_at=time.time(),
-        flags=_flags(settings),
-        targets=c.scrape,
-    )
     app.include_router(_ops_router(c), dependencies=server_wide)
-    app.include_router(query_router(deps))
-    app.include_router(ingest_router(deps))
-    app.include_router(otlp_router(deps))
-    for router in c.traces.routers():
-        app.include_router(router)
-    for router in logs_routers(c.logs, lambda: c.ready):
-        app.include_router(router)
-    for router in c.notifications.routers():
-        app.include_router(router, dependencies=server_wide)
-    app.include_router(rules_router(lambda: c.rules), dependencies=server_wide)
-    if settings.ui.enabled:
-        app.include_router(ui_router(c))
-    c.self_metrics.add_gauges("pitwall_metrics_series", "Series in the metrics store.",
-                              lambda: float(c.metric_store.num_series()))
-    c.self_metrics.add_gauges("pitwall_metrics_head_samples", "Samples in the in-memory head.",
-                              lambda: float(c.metric_store.head_samples))
-    c.self_metrics.add_gauges("pitwall_metrics_samples_appended_total", "Samples appended since start.",
-                              lambda: float(c.metric_store.samples_appended))
+    for part in c.parts:
+        for mount in part.mounts(lambda: c.ready):
+            app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
+        part.register_metrics(c.self_metrics)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
     tokens = [(t.token, t.principal()) for t in settings.auth_tokens]
     if tokens:
@@ -272,8 +236,10 @@ def _ops_router(c: Components) -> Any:
 
     @r.get("/-/ready")
     async def ready() -> Response:
-        if not c.ready:
-            raise Unavailable("Service Unavailable")
+        problems = c.problems()
+        if problems:
+            raise Unavailable("Service Unavailable" if problems == ["starting"] else
+                              "Service Unavailable: " + "; ".join(problems))
         return Response("pitwall is Ready.\n", media_type="text/plain")
 
     @r.post("/-/reload")

@@ -8,7 +8,7 @@ import pytest
 
 from pitwall.config import load_settings
 from pitwall.core.errors import ConfigError
-from pitwall.server import scrape_configs_of
+from pitwall.metrics.wiring import scrape_configs_of
 
 TESTDATA = Path(__file__).parent / "testdata"
 

@@ -12,7 +12,8 @@ import yaml
 from pitwall.config import load_settings
 from pitwall.demo import config as demo_config
 from pitwall.demo.services import SERVICES
-from pitwall.server import create_app, scrape_configs_of
+from pitwall.metrics.wiring import scrape_configs_of
+from pitwall.server import create_app
 
 TARGETS = {name: f"127.0.0.1:{20000 + i}" for i, name in enumerate((*SERVICES, "loadgen", "pitwall"))}
 WEBHOOK = "http://127.0.0.1:19999/alerts"

@@ -1,21 +1,20 @@
 """Builds the logs pillar from Settings: store, ingester, engine, listeners and routers.
 
-``server.py`` calls ``build_logs`` inside ``build()`` and ``logs_routers``
-inside ``create_app()``, so the composition root stays a few lines per pillar.
+``build_logs`` constructs; the returned ``LogsParts`` follows the wiring
+contract of ``core.lifecycle.Part``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter
-
 from pitwall.core.durations import NS_PER_MS
-from pitwall.core.lifecycle import Component
+from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget, LimitsSettings
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.logs.api import LogsApiDeps, native_router, push_router, query_router, ready_router
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.elasticsearch import es_router
@@ -45,12 +44,25 @@ class LogsParts:
     otlp: OtlpLogsTranslator
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def lifecycle(self) -> list[Component]:
+    name: str = "logs"
+
+    def components(self) -> Sequence[Component]:
         comps: list[Component] = [self.store, self.tail]
         if self.syslog is not None:
             comps.append(self.syslog)
         return comps
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        d = self.deps
+        return [Mount(r) for r in (push_router(d), query_router(d), ready_router(is_ready), native_router(d),
+                                   otlp_logs_router(d, self.otlp), es_router(d, self.settings.elasticsearch),
+                                   tail_router(self.tail))]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing of ``logs`` applies live: its settings take effect at the next start."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        """The logs store reports through its API (``/loki/api/v1/index/stats``), not gauges."""
 
 
 def log_query_selector(expr: str) -> list[Matcher]:
@@ -86,10 +98,3 @@ def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limit
     syslog = SyslogServer(ingester, settings.syslog) if settings.syslog.enabled else None
     return LogsParts(settings=settings, store=store, ingester=ingester, engine=engine, tail=tail, syslog=syslog,
                      deps=deps, otlp=OtlpLogsTranslator())
-
-
-def logs_routers(parts: LogsParts, is_ready: Callable[[], bool]) -> list[APIRouter]:
-    """Every router of the logs pillar, to include in the app."""
-    d = parts.deps
-    return [push_router(d), query_router(d), ready_router(is_ready), native_router(d),
-            otlp_logs_router(d, parts.otlp), es_router(d, parts.settings.elasticsearch), tail_router(parts.tail)]

@@ -1,8 +1,9 @@
 """The control-plane state store: SQLAlchemy Core 2 on SQLite (PostgreSQL later).
 
 Holds what must survive a restart but is not telemetry: Alertmanager-style
-silences, the notification log (what was sent to whom, for deduplication)
-and notifications still waiting to be delivered. Rows are plain values (JSON
+silences, the notification log (what was sent to whom, for deduplication),
+notifications still waiting to be delivered and dashboards saved from the UI.
+Every table is declared here, in one schema. Rows are plain values (JSON
 documents where the shape belongs to the pillar), so this module imports no
 pillar. Every row carries a tenant id (``default`` for now).
 """
@@ -35,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 
-__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "sqlite_url"]
+__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "sqlite_url", "ui_dashboards"]
 
 DEFAULT_TENANT = "default"
 
@@ -74,6 +75,15 @@ pending = Table(
     Column("created_at", Float, nullable=False),
     Column("last_error", Text, nullable=False, default=""),
     UniqueConstraint("tenant", "receiver", "group_key", name="pending_one_per_group"),
+)
+
+# Dashboards saved from the web UI (provisioned YAML files live on disk instead).
+ui_dashboards = Table(
+    "ui_dashboards", metadata,
+    Column("tenant", String(150), primary_key=True),
+    Column("uid", String(128), primary_key=True),
+    Column("yaml", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
 )
 
 

@@ -1,15 +1,20 @@
-"""Builds the traces pillar from Settings: store, receiver, span metrics, routers."""
+"""Builds the traces pillar from Settings: store, receiver, span metrics, routers.
+
+``build_traces`` constructs; ``TracesParts`` follows the wiring contract of ``core.lifecycle.Part``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from fastapi import APIRouter
+from typing import Any
 
 from pitwall.core.body import BodyLimits
-from pitwall.core.lifecycle import Component
+from pitwall.core.durations import NS_PER_MS
+from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget, LimitsSettings
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.metrics import Appender
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.traces_store import TraceStore
@@ -28,13 +33,20 @@ class TracesParts:
     spanmetrics: SpanMetrics | None
     deps: TracesApiDeps
 
-    @property
-    def lifecycle(self) -> list[Component]:
+    name: str = "traces"
+
+    def components(self) -> Sequence[Component]:
         """Start order: the store, then span metrics (which flush into the metrics store)."""
         return [self.store, *([self.spanmetrics] if self.spanmetrics else [])]
 
-    def routers(self) -> list[APIRouter]:
-        return [otlp_router(self.deps), zipkin_router(self.deps), native_router(self.deps)]
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps))]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing of ``traces`` applies live: its settings take effect at the next start."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        """Span (RED) metrics go to the metrics store instead (``spanmetrics``)."""
 
 
 def build_traces(
@@ -42,10 +54,9 @@ def build_traces(
     appender: Appender, inflight: InflightBudget, fsync: bool = True,
 ) -> TracesParts:
     """Construct (no I/O beyond opening files); start via ``lifecycle``."""
-    ms = 1_000_000
     store = TraceStore(
         db, data_dir / "wal" / "traces",
-        block_ns=ts.block_duration * ms, retention_ns=ts.retention * ms,
+        block_ns=ts.block_duration * NS_PER_MS, retention_ns=ts.retention * NS_PER_MS,
         head_max_spans=ts.head_max_spans, head_max_age_s=ts.head_max_age / 1000,
         max_spans_per_trace=ts.max_spans_per_trace, fsync=fsync,
     )

@@ -24,7 +24,7 @@ from pitwall.alerting import (
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import BadData
 
-__all__ = ["AlertRow", "AlertsView", "alerts_view_of"]
+__all__ = ["AlertRow", "AlertsView"]
 
 
 @dataclass
@@ -221,14 +221,3 @@ class AlertsView:
 def _silences(p: NotificationPipeline) -> Sequence[Silence]:
     # ``Silences.list`` (a method) shadows the builtin in its annotations; the result is a list.
     return cast("Sequence[Silence]", p.silences.query(()))
-
-
-def alerts_view_of(c: Any) -> AlertsView | None:
-    """The alerts view of ``server.Components``; None when the alerting pillar is not wired."""
-    parts = getattr(c, "notifications", None)
-    pipeline = getattr(parts, "pipeline", None)
-    if pipeline is None and getattr(c, "rules", None) is None:
-        return None
-
-    # The rule manager may be rebuilt on reload; read it at call time.
-    return AlertsView(pipeline, lambda: getattr(c, "rules", None))

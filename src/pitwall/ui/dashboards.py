@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Column, Float, MetaData, String, Table, Text, delete, insert, select
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, insert, select
 
 from pitwall.core.errors import BadData, NotFound
+from pitwall.storage.state import StateStore, ui_dashboards
 
 __all__ = ["Dashboard", "DashboardStore", "Panel", "Row", "Variable", "from_grafana", "parse_dashboard",
            "substitute"]
@@ -207,15 +207,6 @@ def from_grafana(text: str) -> tuple[Dashboard, list[str]]:
 
 # ------------------------------------------------------------------ storage
 
-_meta = MetaData()
-ui_dashboards = Table(
-    "ui_dashboards", _meta,
-    Column("tenant", String(150), primary_key=True),
-    Column("uid", String(128), primary_key=True),
-    Column("yaml", Text, nullable=False),
-    Column("updated_at", Float, nullable=False),
-)
-
 _UID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
 
 
@@ -237,10 +228,9 @@ class DashboardEntry:
 class DashboardStore:
     """Provisioned YAML files (read at each listing, so edits on disk show up) and saved edits."""
 
-    def __init__(self, folder: Path | None, engine: Engine) -> None:
+    def __init__(self, folder: Path | None, state: StateStore) -> None:
         self.folder = folder
-        self.engine = engine
-        _meta.create_all(engine)
+        self.engine = state.engine
 
     def _files(self) -> dict[str, tuple[Path, str]]:
         out: dict[str, tuple[Path, str]] = {}

@@ -21,16 +21,12 @@ from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide, sees_whole_server
-from pitwall.metrics import local_instant, local_range
-from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces import STATUS_ERROR, SpanFilter
 from pitwall.ui import pages_alerts, pages_dashboards, pages_signals
-from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
-from pitwall.ui.settings import UISettings
 from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
 
-__all__ = ["deps_from_components", "ui_router"]
+__all__ = ["ui_router"]
 
 STATIC = HERE / "static"
 REPO_ROOT = HERE.parents[2]
@@ -40,27 +36,6 @@ VENDOR = {
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
 }
-
-
-def deps_from_components(c: Any) -> UIDeps:
-    """The UI's view of ``server.Components``; pillars not (yet) wired there show as not available."""
-    from pitwall.ui.alerts_view import alerts_view_of
-    from pitwall.ui.logs_view import LogsView
-    from pitwall.ui.traces_view import TracesView
-
-    settings: UISettings = getattr(c.settings, "ui", None) or UISettings()
-    metrics = MetricsView(local_instant(c.engine, c.metric_store), local_range(c.engine, c.metric_store),
-                          c.metric_store.querier)
-    traces_parts = getattr(c, "traces", None)
-    traces = TracesView(traces_parts.deps.query) if traces_parts is not None else None
-    logs_parts = getattr(c, "logs", None)
-    logs = LogsView(logs_parts.deps) if logs_parts is not None else None
-    notifications = getattr(c, "notifications", None)
-    state: StateStore | None = getattr(notifications, "state", None)
-    if state is None:
-        state = StateStore(sqlite_url(c.settings.data_dir))
-    return UIDeps(settings=settings, metrics=metrics, targets=c.scrape.targets, traces=traces, logs=logs,
-                  alerts=alerts_view_of(c), dashboards=DashboardStore(settings.dashboards_dir, state.engine))
 
 
 def _static_file(name: str) -> Path:
@@ -78,8 +53,8 @@ def _static_file(name: str) -> Path:
     return p
 
 
-def ui_router(c: Any) -> APIRouter:
-    deps = deps_from_components(c)
+def ui_router(deps: UIDeps) -> APIRouter:
+    """Every page, fragment and static file of the web UI, over ``deps``."""
     pages = Pages(deps)
     # Most pages show their errors themselves; anything else (a tenant the token may not use) as a bare page.
     r = error_router("html", include_in_schema=False)

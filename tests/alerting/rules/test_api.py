@@ -45,9 +45,9 @@ async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None
     async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
         c = app.state.components  # type: ignore[attr-defined]
         now = int(time.time() * 1000)
-        await c.metric_store.append("default", SampleBatch.from_rows(
+        await c.metrics.store.append("default", SampleBatch.from_rows(
             [((("__name__", "up"), ("instance", "a"), ("job", "node")), now, 0.0)]))
-        (group,) = c.rules.rule_groups()
+        (group,) = c.rules.manager.rule_groups()
         await group.eval(now)
         r = await client.get("/api/v1/rules")
         body = r.json()
@@ -79,7 +79,7 @@ async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None
         # As in Prometheus, ALERTS is written only once 'for' state has been restored after startup.
         r = await client.get("/api/v1/query", params={"query": "ALERTS", "time": now / 1000})
         assert r.json()["data"]["result"] == []
-        group.restore_for_state(now, c.metric_store.querier(), 600_000, 3_600_000)
+        group.restore_for_state(now, c.metrics.store.querier(), 600_000, 3_600_000)
         await group.eval(now + 1000)
         r = await client.get("/api/v1/query", params={"query": "ALERTS", "time": now / 1000 + 1})
         assert r.json()["data"]["result"][0]["metric"]["alertstate"] == "firing"

@@ -38,7 +38,7 @@ async def test_logql_rules_fire_from_pushed_logs(tmp_path: Path) -> None:
                                                                           "values": values}]})
             assert r.status_code == 204, r.text
             c = app.state.components
-            (group,) = c.rules.rule_groups()
+            (group,) = c.rules.manager.rule_groups()
             await group.eval(now_ns // 1_000_000)
             rec, alert = group.rules
             assert rec.health == "ok" and alert.health == "ok", (rec.last_error, alert.last_error)

@@ -1,44 +1,27 @@
 """Builds the notification pipeline from Settings; ``server.py`` calls these in a few lines.
 
-``build_notifications`` (in ``build()``), ``NotificationParts.lifecycle`` (in
-the start order), ``NotificationParts.routers()`` (in ``create_app``) and
-``NotificationParts.reload(settings)`` (in ``reload_config``).
-``NotificationParts.notify`` is the NotifyFunc for the rule manager.
+``NotificationParts`` follows the wiring contract of ``core.lifecycle.Part``;
+its ``notify`` is the NotifyFunc for the rule manager.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from fastapi import APIRouter
 
 from pitwall.alerting.model import NotifyFunc
 from pitwall.alerting.notify.api import router as api_router
 from pitwall.alerting.notify.pipeline import NotificationPipeline
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.core.body import BodyLimits
-from pitwall.core.lifecycle import Component
+from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
-from pitwall.storage.state import StateStore, sqlite_url
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.storage.state import StateStore
 
 __all__ = ["NotificationParts", "alertmanager_config_path", "build_notifications"]
-
-
-class _StateCloser:
-    """Closes the state store after everything that writes to it has stopped."""
-
-    name = "state-store"
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        self.store.close()
 
 
 @dataclass
@@ -48,20 +31,25 @@ class NotificationParts:
     body_limits: BodyLimits
     inflight: InflightBudget
 
-    @property
-    def lifecycle(self) -> list[Component]:
-        return [_StateCloser(self.state), self.pipeline]
+    name: str = "notifications"
+
+    def components(self) -> Sequence[Component]:
+        return [self.pipeline]
 
     @property
     def notify(self) -> NotifyFunc:
         return self.pipeline.notify
 
-    def routers(self) -> list[APIRouter]:
-        return [api_router(lambda: self.pipeline, self.body_limits, self.inflight)]
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        """Alertmanager's API acts on the whole server (one alert space, as Alertmanager has)."""
+        return [Mount(api_router(lambda: self.pipeline, self.body_limits, self.inflight), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
         """Re-read the Alertmanager file named by the (new) settings; raises ConfigError if bad."""
         await self.pipeline.reload(alertmanager_config_path(settings))
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        """Notification outcomes are kept in the notification log, not as gauges."""
 
 
 def alertmanager_config_path(settings: Any) -> Path | None:
@@ -73,18 +61,13 @@ def alertmanager_config_path(settings: Any) -> Path | None:
     return (cfg_file.parent / path) if cfg_file is not None else path
 
 
-def build_notifications(settings: Any, inflight: InflightBudget) -> NotificationParts:
+def build_notifications(settings: Any, state: StateStore, inflight: InflightBudget) -> NotificationParts:
     """The pipeline for ``settings`` (a ``pitwall.config.Settings``); loads and validates the Alertmanager file.
 
+    Silences, the notification log and the retry queue live in ``state``.
     API bodies are read within ``settings.limits``, holding their bytes in ``inflight``.
     """
     ns: NotificationSettings = getattr(settings, "notifications", None) or NotificationSettings()
-    data_dir: Path = settings.data_dir
-    state = StateStore(ns.state_url or sqlite_url(data_dir))
     external = ns.external_url or f"http://{settings.listen}"
-    try:
-        pipeline = NotificationPipeline(ns, state, alertmanager_config_path(settings), external)
-    except BaseException:
-        state.close()
-        raise
+    pipeline = NotificationPipeline(ns, state, alertmanager_config_path(settings), external)
     return NotificationParts(pipeline, state, BodyLimits.of(settings.limits), inflight)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pitwall.alerting.model import NotifyFunc
+from pitwall.alerting.rules.api import rules_router
 from pitwall.alerting.rules.base import (
     OutSample,
     QueryFunc,
@@ -18,9 +20,11 @@ from pitwall.alerting.rules.manager import RuleManager, RuleOptions, expand_glob
 from pitwall.alerting.rules.notifier import alertmanager_notify, fan_out
 from pitwall.alerting.rules.rulefmt import ExprCheck
 from pitwall.core.durations import parse_duration_ms
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.metrics import InstantQuery, MetricStorage, SampleBatch
 
-__all__ = ["build_rule_manager", "reload_rules", "rule_files_of"]
+__all__ = ["RulesPart", "build_rule_manager", "build_rules", "reload_rules", "rule_files_of"]
 
 
 def _options(settings: Any) -> RuleOptions:
@@ -81,3 +85,30 @@ async def reload_rules(mgr: RuleManager, settings: Any, notify: NotifyFunc | Non
     """Apply new settings (SIGHUP, /-/reload); the old rules stay on error."""
     mgr.notify = _notify(settings, notify)
     await mgr.update(rule_files_of(settings), _options(settings))
+
+
+@dataclass
+class RulesPart:
+    """Rule evaluation as a part of the server (``core.lifecycle.Part``)."""
+
+    manager: RuleManager
+    notify: NotifyFunc | None
+    name: str = "rules"
+
+    def components(self) -> Sequence[Component]:
+        return [self.manager]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(rules_router(lambda: self.manager), server_wide=True)]
+
+    async def reload(self, settings: Any) -> None:
+        await reload_rules(self.manager, settings, self.notify)
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        """Rule health is served by ``/api/v1/rules``, as in Prometheus."""
+
+
+def build_rules(settings: Any, *, instant: InstantQuery, store: MetricStorage, notify: NotifyFunc | None = None,
+                logs: Any = None) -> RulesPart:
+    """The rule manager for ``settings`` as a part; rule files that do not load raise ConfigError."""
+    return RulesPart(build_rule_manager(settings, instant=instant, store=store, notify=notify, logs=logs), notify)

@@ -1,0 +1,113 @@
+"""Builds the metrics pillar from Settings: store, PromQL engine, ingest paths, scraping, routers.
+
+``build_metrics`` constructs (no I/O beyond opening files); the returned
+``MetricsPart`` follows the wiring contract of ``core.lifecycle.Part``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.limits import InflightBudget
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_router, query_router
+from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
+from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
+from pitwall.metrics.promql import Engine
+from pitwall.metrics.query import InstantQuery, RangeQuery, local_instant, local_range
+from pitwall.metrics.scrape.config import GlobalScrapeDefaults, ScrapeConfig, parse_scrape_configs
+from pitwall.metrics.scrape.manager import ScrapeManager
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.metrics import MetricStore, StoreLimits
+
+__all__ = ["MetricsPart", "build_metrics", "scrape_configs_of"]
+
+
+def scrape_configs_of(settings: Any) -> list[ScrapeConfig]:
+    """``scrape_configs`` of ``pitwall.config.Settings`` with the ``global`` defaults applied."""
+    g = settings.global_
+    defaults = GlobalScrapeDefaults(scrape_interval=g.scrape_interval, scrape_timeout=g.scrape_timeout)
+    return parse_scrape_configs(settings.scrape_configs, defaults)
+
+
+def _flags(settings: Any) -> dict[str, str]:
+    """What ``/api/v1/status/flags`` shows, under Prometheus' flag names."""
+    return {
+        "config.file": str(settings.config_file or ""),
+        "storage.tsdb.path": str(settings.data_dir),
+        "storage.tsdb.retention.time": f"{settings.storage.retention // 1000}s",
+        "web.listen-address": settings.listen,
+        "query.lookback-delta": f"{settings.query.lookback_delta // 1000}s",
+        "query.max-samples": str(settings.query.max_samples),
+        "query.timeout": f"{settings.query.timeout // 1000}s",
+    }
+
+
+@dataclass
+class MetricsPart:
+    """The metrics pillar: the store starts first (everything appends to it), scraping last."""
+
+    store: MetricStore
+    engine: Engine
+    scrape: ScrapeManager
+    deps: MetricsApiDeps
+    name: str = "metrics"
+
+    def components(self) -> Sequence[Component]:
+        return [self.store, self.scrape]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(query_router(self.deps)), Mount(ingest_router(self.deps)), Mount(otlp_router(self.deps))]
+
+    async def reload(self, settings: Any) -> None:
+        await self.scrape.reload(scrape_configs_of(settings))
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        st = self.store
+        metrics.add_gauges("pitwall_metrics_series", "Series in the metrics store.", lambda: float(st.num_series()))
+        metrics.add_gauges("pitwall_metrics_head_samples", "Samples in the in-memory head.",
+                           lambda: float(st.head_samples))
+        metrics.add_gauges("pitwall_metrics_samples_appended_total", "Samples appended since start.",
+                           lambda: float(st.samples_appended))
+
+    @property
+    def instant(self) -> InstantQuery:
+        """PromQL at one instant over the embedded store (rules, the UI)."""
+        return local_instant(self.engine, self.store)
+
+    @property
+    def range(self) -> RangeQuery:
+        return local_range(self.engine, self.store)
+
+
+def build_metrics(settings: Any, db: TelemetryDB, inflight: InflightBudget) -> MetricsPart:
+    """The metrics pillar for ``pitwall.config.Settings``."""
+    st, q = settings.storage, settings.query
+    store = MetricStore(
+        db,
+        settings.data_dir / "wal" / "metrics",
+        block_ms=st.block_duration,
+        retention_ms=st.retention,
+        head_max_samples=st.head_max_samples,
+        head_max_age_s=st.head_max_age / 1000,
+        limits=StoreLimits(max_series_per_tenant=settings.limits.max_series_per_tenant),
+        fsync=st.fsync,
+    )
+    engine = Engine(lookback_delta_ms=q.lookback_delta, max_samples=q.max_samples, timeout_s=q.timeout / 1000)
+    scrape = ScrapeManager(store, configs=scrape_configs_of(settings))
+    deps = MetricsApiDeps(
+        store=store,
+        engine=engine,
+        remote_write=RemoteWriteIngester(store, settings.limits),
+        otlp=OtlpMetricsTranslator(max_label_value_length=settings.limits.max_label_value_length),
+        inflight=inflight,
+        max_points_per_series=q.max_points_per_series,
+        started_at=time.time(),
+        flags=_flags(settings),
+        targets=scrape,
+    )
+    return MetricsPart(store, engine, scrape, deps)

@@ -1,0 +1,77 @@
+"""Builds the web UI from the other pillars' public query interfaces.
+
+The UI reads every signal through typed interfaces handed in here (a pillar
+that is not wired shows as "not available"), never through the server's
+component tree; ``UIPart`` follows the wiring contract of ``core.lifecycle.Part``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pitwall.alerting import NotificationPipeline, RuleManager
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.logs import LogsApiDeps
+from pitwall.metrics import InstantQuery, Queryable, RangeQuery, TargetsSnapshot
+from pitwall.storage.state import StateStore
+from pitwall.traces import TraceQuery
+from pitwall.ui.alerts_view import AlertsView
+from pitwall.ui.dashboards import DashboardStore
+from pitwall.ui.logs_view import LogsView
+from pitwall.ui.queries import MetricsView
+from pitwall.ui.routes import ui_router
+from pitwall.ui.settings import UISettings
+from pitwall.ui.traces_view import TracesView
+from pitwall.ui.web import UIDeps
+
+__all__ = ["UIPart", "build_ui"]
+
+
+@dataclass
+class UIPart:
+    deps: UIDeps
+    name: str = "ui"
+
+    def components(self) -> Sequence[Component]:
+        return []
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(ui_router(self.deps))] if self.deps.settings.enabled else []
+
+    async def reload(self, settings: Any) -> None:
+        """Dashboards on disk are re-read at each listing; other UI settings need a restart."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        """The UI has no state of its own to report."""
+
+
+def build_ui(
+    settings: UISettings,
+    *,
+    instant: InstantQuery,
+    range_: RangeQuery,
+    metrics: Queryable,
+    targets: Callable[[], TargetsSnapshot],
+    state: StateStore,
+    traces: TraceQuery | None = None,
+    logs: LogsApiDeps | None = None,
+    notifications: NotificationPipeline | None = None,
+    rules: Callable[[], RuleManager | None] | None = None,
+) -> UIPart:
+    """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload)."""
+    alerts = None
+    if notifications is not None or rules is not None:
+        alerts = AlertsView(notifications, rules or (lambda: None))
+    deps = UIDeps(
+        settings=settings,
+        metrics=MetricsView(instant, range_, metrics.querier),
+        targets=targets,
+        traces=TracesView(traces) if traces is not None else None,
+        logs=LogsView(logs) if logs is not None else None,
+        alerts=alerts,
+        dashboards=DashboardStore(settings.dashboards_dir, state),
+    )
+    return UIPart(deps)
