@@ -55,6 +55,24 @@ class StorageSettings(_Section):
         return self
 
 
+class StateSettings(_Section):
+    """The revisioned state store under the control plane (Kubernetes objects and what follows)."""
+
+    backend: Literal["sqlite", "etcd"] = Field("sqlite", description="sqlite (embedded, in data_dir) or etcd")
+    endpoints: list[str] = Field(default_factory=list, description="etcd client URLs, e.g. http://127.0.0.1:2379")
+    compact_interval: DurationMs = Field(300_000, ge=0, description="history compaction period; 0 turns it off")
+    election_ttl: DurationMs = Field(10_000, ge=2_000, description="controller leader lease (several servers, one etcd)")
+
+    @model_validator(mode="after")
+    def _etcd_needs_endpoints(self) -> StateSettings:
+        if self.backend == "etcd" and not self.endpoints:
+            raise ValueError("the etcd backend needs state.endpoints")
+        for url in self.endpoints:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"endpoint {url!r} must be an http:// or https:// URL")
+        return self
+
+
 class QuerySettings(_Section):
     timeout: DurationMs = Field(120_000, gt=0)
     max_samples: int = Field(50_000_000, gt=0)
@@ -157,6 +175,7 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     storage: StorageSettings = Field(default_factory=StorageSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)
