@@ -25,6 +25,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pitwall.core.tasks import Supervisor
 from pitwall.kube.errors import Conflict, NotFoundError
 from pitwall.kube.registry import ResourceType
@@ -112,7 +114,7 @@ class GarbageCollector:
                     item = hit[1]
                 else:
                     try:
-                        obj = json.loads(kv.value)
+                        obj = orjson.loads(kv.value)
                     except ValueError:
                         continue
                     m = obj.get("metadata") or {}

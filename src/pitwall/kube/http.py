@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 import yaml
 from starlette.requests import Request
 from starlette.responses import Response
@@ -53,7 +53,7 @@ async def read_body(request: Request, *, allow_yaml: bool = True, protobuf_kind:
         raise UnsupportedMedia(f"the body of the request was in an unknown format - accepted media types include: "
                                f"application/json, application/yaml (got {ct})")
     try:
-        return json.loads(raw)
+        return orjson.loads(raw)
     except ValueError as e:
         raise BadRequest(f"couldn't get version/kind; json parse error: {e}") from None
 
@@ -73,4 +73,4 @@ def wants_table(request: Request) -> bool:
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
                   media: str = "application/json") -> Response:
-    return Response(json.dumps(obj, separators=(",", ":")), status, headers, media_type=media)
+    return Response(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS), status, headers, media_type=media)

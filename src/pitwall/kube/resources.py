@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pitwall.kube import strategy
 from pitwall.kube.convert import from_storage, to_storage
 from pitwall.kube.errors import (
@@ -61,7 +63,7 @@ class WatchEvent:
 
 
 def _decode(rt: ResourceType, kv: KeyValue, revision: int | None = None) -> Obj:
-    obj: Obj = json.loads(kv.value)
+    obj: Obj = orjson.loads(kv.value)
     meta(obj)["resourceVersion"] = str(revision if revision is not None else kv.mod_revision)
     return from_storage(rt, obj)
 
@@ -72,7 +74,7 @@ def _encode(obj: Obj) -> bytes:
     m.pop("resourceVersion", None)
     m.pop("selfLink", None)
     body["metadata"] = m
-    return json.dumps(body, separators=(",", ":")).encode()
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
 
 
 def _encode_continue(rv: int, start: str) -> str:
@@ -327,7 +329,7 @@ class Resources:
             kv = await self.store.get(key)
             if kv is None:
                 raise NotFoundError.of(rt.plural, rt.group, name)
-            old: Obj = json.loads(kv.value)
+            old: Obj = orjson.loads(kv.value)
             meta(old)["resourceVersion"] = str(kv.mod_revision)
             new = fn(copy.deepcopy(old))
             new["apiVersion"], new["kind"] = old.get("apiVersion"), old.get("kind")
@@ -403,7 +405,7 @@ class Resources:
             if kv is None:
                 raise NotFoundError.of(rt.plural, rt.group, name)
             cur = _decode(rt, kv)
-            stored: Obj = json.loads(kv.value)
+            stored: Obj = orjson.loads(kv.value)
             m = meta(stored)
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != m.get("uid"):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -60,7 +60,7 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
             obj = table(rt, [obj], include_object=include, resource_version=str(meta(obj).get("resourceVersion", "")),
                         with_columns=with_columns[0])
             with_columns[0] = False
-        return json.dumps({"type": typ, "object": obj}, separators=(",", ":")).encode() + b"\n"
+        return orjson.dumps({"type": typ, "object": obj}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
     async def stream() -> AsyncIterator[bytes]:
         queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue(maxsize=QUEUE)

@@ -1,0 +1,137 @@
+"""Kubernetes API latency at 1,000 pods (pitwall over SQLite), beside the upstream SLOs.
+
+    .venv/bin/python bench/kube_api.py [--pods 1000] [--rounds 200] [--watchers 100]
+
+Starts the API in-process over the SQLite RevStore behind uvicorn (HTTP, no
+TLS), creates N pods, then measures over real HTTP with httpx: get one pod,
+patch one pod (merge patch of a label), list all pods in the namespace, and a
+watch fan-out (W watchers; p99 from a patch being acknowledged to the event
+reaching every watcher). Upstream's API SLOs (sig-scalability): p99 <= 1 s
+for mutating and single-object calls, <= 30 s for namespace-scoped lists.
+Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from pitwall.kube.wiring import build_kube
+from pitwall.storage.revstore.sqlite import SqliteRevStore
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p * len(xs)))]
+
+
+def _line(name: str, xs: list[float], slo_s: float) -> str:
+    p50, p99 = _pct(xs, 0.5) * 1000, _pct(xs, 0.99) * 1000
+    return f"{name:<22} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms   upstream SLO p99 <= {slo_s * 1000:.0f} ms" \
+           f"   ({slo_s * 1000 / max(p99, 1e-9):.0f}x under)"
+
+
+async def main(pods: int, rounds: int, watchers: int) -> None:
+    data = Path(tempfile.mkdtemp())
+    store = SqliteRevStore(data / "state.db", compact_interval_s=None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await store.start()
+        await kube.start()
+        yield
+        await kube.stop()
+        await store.stop()
+
+    kube = build_kube(store)
+    app = FastAPI(lifespan=lifespan)
+    kube.install(app)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=base, timeout=60) as c:
+        for _ in range(200):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await c.get("/readyz")).status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        sem = asyncio.Semaphore(16)
+
+        async def create(i: int) -> None:
+            async with sem:
+                r = await c.post("/api/v1/namespaces/default/pods", json={
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod-{i}", "labels": {"app": "bench"}},
+                    "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 8080}]}]}})
+                r.raise_for_status()
+
+        await asyncio.gather(*(create(i) for i in range(pods)))
+        print(f"created {pods} pods in {time.perf_counter() - t0:.2f} s")
+        gets, patches, lists = [], [], []
+        for i in range(rounds):
+            t = time.perf_counter()
+            (await c.get(f"/api/v1/namespaces/default/pods/pod-{i % pods}")).raise_for_status()
+            gets.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            (await c.patch(f"/api/v1/namespaces/default/pods/pod-{i % pods}",
+                           json={"metadata": {"labels": {"round": str(i)}}},
+                           headers={"Content-Type": "application/merge-patch+json"})).raise_for_status()
+            patches.append(time.perf_counter() - t)
+        for _ in range(max(5, rounds // 20)):
+            t = time.perf_counter()
+            (await c.get("/api/v1/namespaces/default/pods")).raise_for_status()
+            lists.append(time.perf_counter() - t)
+        print(_line("get pod", gets, 1.0))
+        print(_line("patch pod", patches, 1.0))
+        print(_line(f"list {pods} pods", lists, 30.0))
+
+        rv = (await c.get("/api/v1/namespaces/default/pods?limit=1")).json()["metadata"]["resourceVersion"]
+        seen: list[asyncio.Queue[float]] = [asyncio.Queue() for _ in range(watchers)]
+
+        async def watch(q: asyncio.Queue[float]) -> None:
+            async with httpx.AsyncClient(base_url=base, timeout=None) as wc, wc.stream(
+                    "GET", f"/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}") as r:
+                async for _ in r.aiter_lines():
+                    q.put_nowait(time.perf_counter())
+
+        tasks = [asyncio.create_task(watch(q)) for q in seen]
+        await asyncio.sleep(1)
+        delays: list[float] = []
+        for i in range(20):
+            t = time.perf_counter()
+            (await c.patch(f"/api/v1/namespaces/default/pods/pod-{i}", json={"metadata": {"labels": {"w": str(i)}}},
+                           headers={"Content-Type": "application/merge-patch+json"})).raise_for_status()
+            for q in seen:
+                delays.append(await asyncio.wait_for(q.get(), 30) - t)
+        print(_line(f"watch fan-out x{watchers}", delays, 1.0))
+        for wt in tasks:
+            wt.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    server.should_exit = True
+    await task
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--watchers", type=int, default=100)
+    a = ap.parse_args()
+    asyncio.run(main(a.pods, a.rounds, a.watchers))
