@@ -10,12 +10,14 @@ from pitwall.kube.errors import (
     AlreadyExists,
     BadRequest,
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     KubeError,
     MethodNotAllowed,
     NotFoundError,
 )
+from pitwall.kube.metricsapi import MetricsProvider
 from pitwall.kube.server import KubeAPI
 from pitwall.kube.wiring import build_kube
 
@@ -23,6 +25,7 @@ __all__ = [
     "AlreadyExists",
     "BadRequest",
     "Conflict",
+    "Forbidden",
     "Gone",
     "Invalid",
     "KubeAPI",
@@ -30,6 +33,7 @@ __all__ = [
     "KubeError",
     "ListResult",
     "MethodNotAllowed",
+    "MetricsProvider",
     "NotFoundError",
     "WatchEvent",
     "build_kube",
