@@ -288,3 +288,13 @@ async def test_secret_string_data_becomes_data(kube: KubeAPI) -> None:
     s = await kube.client.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s", "namespace": "default"},
                                   "stringData": {"pw": "hunter2"}, "data": {"user": "YWRtaW4="}})
     assert s["data"] == {"user": "YWRtaW4=", "pw": "aHVudGVyMg=="} and "stringData" not in s and s["type"] == "Opaque"
+
+
+async def test_client_scale(kube: KubeAPI) -> None:
+    await kube.client.create(_dep("sc", replicas=2))
+    sc = await kube.client.get_scale("apps/v1", "Deployment", "sc", "default")
+    assert sc["spec"] == {"replicas": 2} and sc["status"]["selector"] == "app=sc"
+    assert (await kube.client.set_scale("apps/v1", "Deployment", "sc", 5, "default"))["spec"] == {"replicas": 5}
+    assert (await kube.client.get("apps/v1", "Deployment", "sc", "default"))["spec"]["replicas"] == 5
+    with pytest.raises(NotFoundError, match="no scale subresource"):
+        await kube.client.get_scale("v1", "ConfigMap", "x", "default")

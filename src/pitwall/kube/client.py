@@ -19,6 +19,7 @@ from pitwall.kube.meta import meta
 from pitwall.kube.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.resources import ListResult, Resources, WatchEvent
+from pitwall.kube.scale import scale_of, set_replicas
 
 __all__ = ["KubeClient", "ListResult", "PatchType", "WatchEvent"]
 
@@ -98,6 +99,26 @@ class KubeClient:
             return to_storage(rt, patched)
 
         return await self._res.modify(rt, namespace, name, fn, subresource=subresource, field_manager=manager)
+
+    async def get_scale(self, api_version: str, kind: str, name: str, namespace: str = "") -> Obj:
+        """The autoscaling/v1 ``Scale`` of any kind with a ``scale`` subresource (CRDs included)."""
+        rt = self._scalable(api_version, kind)
+        return scale_of(rt, await self._res.get(rt, namespace, name))
+
+    async def set_scale(self, api_version: str, kind: str, name: str, replicas: int, namespace: str = "", *,
+                        field_manager: str = "") -> Obj:
+        """Set the replica count through the ``scale`` subresource; returns the new ``Scale``."""
+        rt = self._scalable(api_version, kind)
+        obj = await self._res.modify(rt, namespace, name, lambda old: set_replicas(rt, old, replicas),
+                                     field_manager=field_manager or self.field_manager)
+        return scale_of(rt, obj)
+
+    def _scalable(self, api_version: str, kind: str) -> ResourceType:
+        rt = self.resource_type(api_version, kind)
+        if "scale" not in rt.subresources:
+            raise NotFoundError(f"{rt.plural}.{rt.group} has no scale subresource" if rt.group else
+                                f"{rt.plural} has no scale subresource", details={})
+        return rt
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str = "", *,
                      propagation: Literal["Background", "Foreground", "Orphan", ""] = "",
