@@ -298,3 +298,21 @@ async def test_client_scale(kube: KubeAPI) -> None:
     assert (await kube.client.get("apps/v1", "Deployment", "sc", "default"))["spec"]["replicas"] == 5
     with pytest.raises(NotFoundError, match="no scale subresource"):
         await kube.client.get_scale("v1", "ConfigMap", "x", "default")
+
+
+async def test_admission_hooks(kube: KubeAPI) -> None:
+    from pitwall.kube.errors import Cause
+
+    def default(obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        obj.setdefault("data", {}).setdefault("stamp", "set-by-hook")
+
+    def validate(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+        if obj.get("data", {}).get("k") == "forbidden":
+            return [Cause("data.k", "FieldValueForbidden", "Forbidden: not this value")]
+        return []
+
+    kube.resources.add_admission("", "ConfigMap", default=default, validate=validate)
+    made = await kube.client.create(_cm("hooked"))
+    assert made["data"] == {"k": "v", "stamp": "set-by-hook"}
+    with pytest.raises(Invalid, match=re.escape("data.k: Forbidden: not this value")):
+        await kube.client.patch("v1", "ConfigMap", "hooked", {"data": {"k": "forbidden"}}, namespace="default")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,11 @@ from pitwall.kube.registry import Registry, ResourceType
 from pitwall.kube.selectors import FieldSelector, LabelSelector
 from pitwall.storage.revstore import Compacted, Compare, KeyValue, Op, RevStore
 
-__all__ = ["ListResult", "Resources", "WatchEvent"]
+__all__ = ["Defaulter", "ListResult", "Resources", "Validator", "WatchEvent"]
 
 Obj = dict[str, Any]
+Defaulter = Callable[[Obj, Obj | None], None]
+Validator = Callable[[Obj, Obj | None], list[Cause]]
 _MAX_RETRIES = 16
 _UNDELETABLE = ("default", "kube-system", "kube-public")  # as kube-apiserver's namespace lifecycle admission
 
@@ -111,6 +113,8 @@ class Resources:
         self.store = store
         self.registry = registry
         self.service_cidr = service_cidr
+        self._defaulters: dict[tuple[str, str], list[Defaulter]] = {}
+        self._validators: dict[tuple[str, str], list[Validator]] = {}
 
     # ---- reads -------------------------------------------------------------------------------------------
     async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -293,8 +297,22 @@ class Resources:
         await strategy.after_write(self, rt, None, stored)
         return from_storage(rt, stored)
 
+    def add_admission(self, group: str, kind: str, *, default: Defaulter | None = None,
+                      validate: Validator | None = None) -> None:
+        """Kind-specific admission from another pillar (as upstream webhooks): ``default(obj, old)``
+        fills fields in place, ``validate(obj, old)`` returns field errors (422). Both see the stored
+        shape, after built-in defaulting; ``old`` is None on create."""
+        if default is not None:
+            self._defaulters.setdefault((group, kind), []).append(default)
+        if validate is not None:
+            self._validators.setdefault((group, kind), []).append(validate)
+
     def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> None:
+        for fn in self._defaulters.get((rt.group, rt.kind), []):
+            fn(obj, old)
         causes = strategy.validate(self.registry, rt, obj, old)
+        for check in self._validators.get((rt.group, rt.kind), []):
+            causes += check(obj, old)
         if causes:
             raise Invalid(rt.kind, rt.group, str(meta(obj).get("name", "")), causes)
 
