@@ -16,13 +16,13 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from tests.conftest import free_port
 
 from pitwall.core.auth import BearerAuth, Principal
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.conftest import free_port
 
 TOKEN = "kube-test-token-0123456789"
 KUBECTL = "/usr/bin/kubectl"

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.kube.conftest import KubeServer
 from tests.storage.revstore.conftest import start_etcd
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from tests.kube.conftest import KUBECTL, TOKEN, KubeServer
 from typer.testing import CliRunner
 
 from pitwall.cli.kubeconfig import kubeconfig
+from tests.kube.conftest import KUBECTL, TOKEN, KubeServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import SHARED
 from tests.kube.conftest import KubeServer
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+
 from tests.kube.conftest import KubeServer
 
 pytest.importorskip("kubernetes")
