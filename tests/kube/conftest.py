@@ -109,6 +109,8 @@ class KubeServer:
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True,
                 timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        if not os.path.exists(KUBECTL):
+            pytest.skip(f"kubectl is not installed at {KUBECTL}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["HOME"] = str(self.kubeconfig.parent)
