@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from pitwall.core.labels import Labels, Matcher
 from pitwall.core.tasks import Supervisor
@@ -35,6 +34,7 @@ from pitwall.metrics.errors import (
 )
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.metrics import catalog
 from pitwall.storage.metrics.blocks import Block, BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
@@ -45,9 +45,7 @@ from pitwall.storage.metrics.walrec import (
     REC_METADATA,
     REC_SAMPLES,
     as_labels,
-    decode_labels,
     decode_samples,
-    encode_labels,
     encode_samples,
 )
 from pitwall.storage.series_index import SeriesIndex
@@ -136,26 +134,16 @@ class MetricStore:
 
     def _open(self) -> None:
         db = self.db
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS metrics_series (sid BIGINT PRIMARY KEY, tenant VARCHAR, labels VARCHAR)"
-        )
-        db.execute("CREATE TABLE IF NOT EXISTS metrics_meta (key VARCHAR PRIMARY KEY, value BIGINT)")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS metrics_metadata (tenant VARCHAR, metric VARCHAR, type VARCHAR, "
-            "help VARCHAR, unit VARCHAR)"
-        )
-        rows = db.execute("SELECT sid, tenant, labels FROM metrics_series ORDER BY sid").fetchall()
-        for sid, tenant, raw in rows:
-            self._register(int(sid), tenant, decode_labels(raw))
+        catalog.create(db)
+        for sid, tenant, labels in catalog.load_series(db):
+            self._register(sid, tenant, labels)
         self._flushed_sids = len(self._labels)
-        for tenant, metric, typ, help_, unit in db.execute("SELECT * FROM metrics_metadata").fetchall():
-            self._tenant(tenant).metadata[metric] = MetricMetadata(metric, typ, help_, unit)
+        for tenant, md in catalog.load_metadata(db):
+            self._tenant(tenant).metadata[md.metric] = md
         for block, rows in self.blocks.open():
             self._fold_block(block, rows)
-        got = db.scalar("SELECT value FROM metrics_meta WHERE key = 'wal_replay_from'")
-        replay_from = int(got or 0)
         n = 0
-        for rec in self.wal.replay(replay_from):
+        for rec in self.wal.replay(catalog.replay_from(db)):
             self._apply_record(rec.type, rec.payload)
             n += 1
         log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
@@ -378,13 +366,13 @@ class MetricStore:
         db.lock.acquire_write()
         try:
             cur.execute("BEGIN TRANSACTION")
-            self._write_new_series(cur, n_sids)
+            if n_sids > self._flushed_sids:
+                lo = self._flushed_sids
+                catalog.insert_series(db, lo, self._tenant_of[lo:n_sids], self._labels[lo:n_sids])
             if frozen:
                 runs = self.blocks.write(cur, sid, ts, val)
-            self._write_metadata(cur)
-            cur.execute(
-                "INSERT OR REPLACE INTO metrics_meta VALUES ('wal_replay_from', ?)", [segment]
-            )
+            catalog.replace_metadata(db, [(tn, m) for tn, t in self._tenants.items() for m in t.metadata.values()])
+            catalog.set_replay_from(cur, segment)
             cur.execute("COMMIT")
             self.blocks.commit_runs(runs)
             self.head.drop_frozen(len(frozen))
@@ -394,27 +382,6 @@ class MetricStore:
             raise
         finally:
             db.lock.release_write()
-
-    def _write_new_series(self, cur: object, n_sids: int) -> None:
-        if n_sids <= self._flushed_sids:
-            return
-        rng = range(self._flushed_sids, n_sids)
-        tbl = pa.table({
-            "sid": pa.array(list(rng), pa.int64()),
-            "tenant": [self._tenant_of[i] for i in rng],
-            "labels": [encode_labels(self._labels[i]).decode() for i in rng],
-        })
-        c = self.db.cursor()
-        c.register("_new_series", tbl)
-        c.execute("INSERT INTO metrics_series SELECT sid, tenant, labels FROM _new_series")
-        c.unregister("_new_series")
-
-    def _write_metadata(self, cur: object) -> None:
-        rows = [(tn, m.metric, m.type, m.help, m.unit) for tn, t in self._tenants.items() for m in t.metadata.values()]
-        c = self.db.cursor()
-        c.execute("DELETE FROM metrics_metadata")
-        if rows:
-            c.executemany("INSERT INTO metrics_metadata VALUES (?, ?, ?, ?, ?)", rows)
 
     async def _maintenance_loop(self) -> None:
         while True:
