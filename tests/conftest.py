@@ -82,13 +82,14 @@ class LiveServer:
         self.start()
 
 
-def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None) -> None:
+def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None,
+               verify: bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")
         try:
-            if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+            if httpx.get(url + "/-/ready", timeout=1, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

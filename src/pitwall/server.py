@@ -35,6 +35,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import require_server_wide
+from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
@@ -60,13 +61,14 @@ class Components:
     logs: LogsParts
     notifications: NotificationParts
     rules: RulesPart
+    kube: KubePart
     ui: UIPart
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
     def parts(self) -> list[Part]:
-        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.ui]
+        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -126,7 +128,8 @@ def build(settings: Settings) -> Components:
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager)
     return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
-                      metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules, ui=ui)
+                      metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules,
+                      kube=build_kube_part(settings), ui=ui)
 
 
 class _DataDirLock:

@@ -32,7 +32,8 @@ from pitwall.core.tenancy import PRINCIPAL_KEY, TENANT_HEADER, Principal, resolv
 __all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "is_read_only_post",
            "required_scope"]
 
-OPEN_PATHS = frozenset({"/-/healthy", "/-/ready"})
+# Health probes; kube-apiserver's public-info-viewer paths are open the same way.
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = frozenset({"/-/reload", "/-/quit"})
 ADMIN_PREFIX = "/api/v1/admin/"
@@ -44,6 +45,10 @@ READ_ONLY_POSTS = frozenset({
     # Loki HTTP API
     "/loki/api/v1/query", "/loki/api/v1/query_range", "/loki/api/v1/labels", "/loki/api/v1/label/{name}/values",
     "/loki/api/v1/series", "/loki/api/v1/index/stats", "/loki/api/v1/index/volume",
+    # Kubernetes reviews: questions about the caller's own access (kubectl auth can-i / whoami)
+    "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+    "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+    "/apis/authentication.k8s.io/v1/selfsubjectreviews",
 })
 _READ_ONLY_POST_RE = [compile_path(p)[0] for p in sorted(READ_ONLY_POSTS)]
 _TENANT_HEADER = TENANT_HEADER.lower().encode()

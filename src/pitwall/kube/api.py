@@ -38,7 +38,7 @@ from pitwall.kube.errors import (
     status_response,
 )
 from pitwall.kube.fields import check_fields, warning_headers
-from pitwall.kube.http import json_response, media_type, read_body, truthy, wants_table
+from pitwall.kube.http import json_response, media_type, read_body, read_raw, truthy, wants_table
 from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
 from pitwall.kube.metricsapi import METRICS_GROUP, get_metrics, list_metrics
@@ -338,7 +338,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
         opts: Obj = {}
         if request.headers.get("content-length", "0") not in ("0", "") or \
                 request.headers.get("transfer-encoding"):
-            raw = await request.body()
+            raw = await read_raw(request)
             if raw.strip():
                 try:
                     opts = json.loads(raw)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from pitwall.kube.errors import BadRequest, KubeError, UnsupportedMedia
 
-__all__ = ["MAX_BODY", "json_response", "read_body", "truthy", "wants_table"]
+__all__ = ["MAX_BODY", "json_response", "read_body", "read_raw", "truthy", "wants_table"]
 
 MAX_BODY = 3 * 1024 * 1024  # kube-apiserver's limit on a request body
 
@@ -25,13 +25,24 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
+async def read_raw(request: Request) -> bytes:
+    """The body's bytes, refused past ``MAX_BODY`` (413) before or while it streams in."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise RequestTooLarge("the request body is too large", details={})
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise RequestTooLarge("the request body is too large", details={})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def read_body(request: Request, *, allow_yaml: bool = True, protobuf_kind: tuple[str, str] | None = None) -> Any:
     """The request body as JSON data (JSON, YAML, or for ``protobuf_kind`` (group, kind) Kubernetes protobuf)."""
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise RequestTooLarge("the request body is too large", details={})
+    raw = await read_raw(request)
     ct = media_type(request)
     if not raw.strip():
         raise BadRequest("the body of the request was in an unknown format - accepted media types include: "

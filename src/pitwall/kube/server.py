@@ -68,7 +68,7 @@ class KubeAPI:
         self.ready = False
         self.closing = False  # set on stop: open watch streams end
         self.active_watches = 0
-        self._tasks = Supervisor("kube")
+        self.tasks = Supervisor("kube")
 
     def set_metrics_provider(self, provider: MetricsProvider) -> None:
         """Serve ``metrics.k8s.io/v1beta1`` (``kubectl top``) from ``provider``."""
@@ -90,7 +90,7 @@ class KubeAPI:
             with contextlib.suppress(AlreadyExists):
                 await self.resources.create(ns_rt, "", {"metadata": {"name": ns}}, field_manager="pitwall")
         rev = await self._load_crds()
-        self._tasks.spawn(self._follow_crds(rev), name="kube-crds")
+        self.tasks.spawn(self._follow_crds(rev), name="kube-crds")
         if self.run_gc:
             await self.gc.start()
         self.closing = False
@@ -101,12 +101,12 @@ class KubeAPI:
         self.closing = True
         if self.run_gc:
             await self.gc.stop()
-        await self._tasks.stop()
+        await self.tasks.stop()
 
     @property
     def healthy(self) -> bool:
         """False once a background loop (CRD follower, garbage collector) died."""
-        return self._tasks.healthy and (not self.run_gc or self.gc.healthy)
+        return self.tasks.healthy and (not self.run_gc or self.gc.healthy)
 
     async def _load_crds(self) -> int:
         res = await self.store.range(_CRD_PREFIX)

@@ -1,14 +1,64 @@
-"""Builds the Kubernetes API from the revisioned store (what ``server.py`` calls)."""
+"""Builds the Kubernetes API and the revisioned store under it from Settings.
+
+``KubePart`` follows the wiring contract of ``core.lifecycle.Part``: the
+store starts before the API and stops after it. Its routes must be mounted
+after the Prometheus API's (both serve below ``/api/v1``): the parts' order
+in ``server.py`` sees to that.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube.server import KubeAPI
 from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.etcd import EtcdRevStore
+from pitwall.storage.revstore.sqlite import SqliteRevStore
 
-__all__ = ["build_kube"]
+__all__ = ["KubePart", "build_kube", "build_kube_part", "build_revstore"]
 
 
 def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "") -> KubeAPI:
     """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store."""
     return KubeAPI(store, service_cidr=service_cidr, server_address=server_address)
+
+
+def build_revstore(state: Any, data_dir: Path) -> SqliteRevStore | EtcdRevStore:
+    """The store ``state`` (``pitwall.config.StateSettings``) names: SQLite in ``data_dir`` or an etcd cluster."""
+    every = state.compact_interval / 1000 or None  # 0: never compact
+    if state.backend == "etcd":
+        return EtcdRevStore(list(state.endpoints), compact_interval_s=every)
+    return SqliteRevStore(data_dir / "revstore.db", compact_interval_s=every)
+
+
+@dataclass
+class KubePart:
+    store: SqliteRevStore | EtcdRevStore
+    api: KubeAPI
+    name: str = "kube"
+
+    def components(self) -> Sequence[Component]:
+        return [self.store, self.api]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        # Per tenant as far as core.tenancy goes: the API itself refuses tokens bound to other tenants.
+        return [Mount(self.api.router())]
+
+    async def reload(self, settings: Any) -> None:
+        """The store and the API's address need a restart."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        metrics.add_gauges("pitwall_kube_watches", "Open watch streams of the Kubernetes API.",
+                           lambda: float(self.api.active_watches))
+
+
+def build_kube_part(settings: Any) -> KubePart:
+    """The Kubernetes API over the state store of ``pitwall.config.Settings``."""
+    store = build_revstore(settings.state, settings.data_dir)
+    return KubePart(store, build_kube(store, server_address=settings.listen))
