@@ -1,0 +1,7 @@
+"""The data plane: the service proxy on every Service's ClusterIP (later the mesh and the gateway)."""
+
+from pitwall.traffic.balancer import Backend, PortBalancer
+from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats
+from pitwall.traffic.wiring import build_proxy
+
+__all__ = ["Backend", "PortBalancer", "PortSpec", "ServiceProxy", "ServiceStats", "build_proxy"]

@@ -1,0 +1,392 @@
+"""The service proxy: every TCP port of every Service with a ClusterIP, served on ``clusterIP:port``.
+
+``ServiceProxy`` is a component. It follows Services and EndpointSlices
+through the Kubernetes API's in-process client (list, then watch from the
+list's revision; re-list on ``Gone``), and keeps one listener per
+``(clusterIP, port)``: opened when a Service port appears, closed when it
+goes. Each accepted connection is relayed to an endpoint of that port
+(``traffic.balancer``: round-robin over ready endpoints, ClientIP affinity,
+terminating-but-serving endpoints only when none is ready) with a connect
+budget and retry on another endpoint (``traffic.relay``).
+
+Endpoints come from the Service's EndpointSlices (label
+``kubernetes.io/service-name``), as kube-proxy reads them: a slice port is
+matched to the Service port by name, so a ``targetPort`` given by name is
+resolved per endpoint by whoever wrote the slice. Endpoints objects are not
+read. Headless Services (``clusterIP: None``), ExternalName Services and
+non-TCP ports get no listener; NodePort and LoadBalancer Services are served
+on their ClusterIP only.
+
+Connections to an endpoint that stops being ready (or serving, once
+terminating) are left open; if they are still open ``drain_timeout_s`` after
+it left, they are closed. A removed Service port stops accepting at once and
+its open connections drain the same way.
+
+Invariants: listeners and connections are only touched from the event
+loop, under ``_lock`` for listener changes; every task (the two watch
+loops, the bind retry loop, each connection, each drain timer) runs under
+``self.tasks``, so ``stop`` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pitwall.core.tasks import Supervisor
+from pitwall.kube import Gone, KubeClient
+from pitwall.traffic.balancer import Backend, PortBalancer
+from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
+
+__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "port_specs"]
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+SvcKey = tuple[str, str]  # namespace, name
+Addr = tuple[str, int]  # clusterIP, port
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+DEFAULT_AFFINITY_S = 10800.0  # sessionAffinityConfig.clientIP.timeoutSeconds default
+_RELIST_BACKOFF_MAX_S = 5.0
+
+
+@dataclass
+class ServiceStats:
+    """Counters of one Service (all its ports), for the proxy's metrics."""
+
+    connections_total: int = 0
+    connections_active: int = 0
+    bytes_sent: int = 0  # client → endpoints
+    bytes_received: int = 0  # endpoints → client
+    connect_failures: int = 0  # connect attempts an endpoint refused or let time out
+    no_endpoint: int = 0  # connections closed because no endpoint accepted in time
+
+    def add_sent(self, n: int) -> None:
+        self.bytes_sent += n
+
+    def add_received(self, n: int) -> None:
+        self.bytes_received += n
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One Service port the proxy listens for."""
+
+    service: SvcKey
+    port_name: str
+    cluster_ip: str
+    port: int
+    affinity_timeout_s: float | None = None
+
+
+@dataclass(eq=False)
+class _Listener:
+    spec: PortSpec
+    server: asyncio.Server
+    balancer: PortBalancer
+    conns: dict[asyncio.Task[Any], Backend | None] = field(default_factory=dict)
+
+
+def port_specs(key: SvcKey, svc: Obj) -> list[PortSpec]:
+    """The TCP ports of a Service that get a listener (none when headless or ExternalName)."""
+    spec = svc.get("spec") or {}
+    ip = spec.get("clusterIP")
+    if not ip or ip == "None" or spec.get("type") == "ExternalName":
+        return []
+    affinity: float | None = None
+    if spec.get("sessionAffinity") == "ClientIP":
+        cfg = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+        affinity = float(cfg.get("timeoutSeconds") or DEFAULT_AFFINITY_S)
+    out = []
+    for p in spec.get("ports") or []:
+        if (p.get("protocol") or "TCP") != "TCP" or not isinstance(p.get("port"), int):
+            continue
+        out.append(PortSpec(key, str(p.get("name") or ""), str(ip), int(p["port"]), affinity))
+    return out
+
+
+def endpoints_of(slices: Iterable[Obj], port_name: str) -> tuple[list[Backend], list[Backend]]:
+    """The ready and the terminating-but-serving endpoints of the Service port ``port_name``."""
+    ready: list[Backend] = []
+    fallback: list[Backend] = []
+    for sl in slices:
+        if sl.get("addressType", "IPv4") != "IPv4":
+            continue
+        port = next((sp.get("port") for sp in sl.get("ports") or []
+                     if str(sp.get("name") or "") == port_name and (sp.get("protocol") or "TCP") == "TCP"), None)
+        if not isinstance(port, int):
+            continue
+        for ep in sl.get("endpoints") or []:
+            addrs = ep.get("addresses") or []
+            if not addrs:
+                continue
+            cond = ep.get("conditions") or {}
+            is_ready = cond.get("ready") is not False  # unset means ready (upstream)
+            serving = cond.get("serving", is_ready) is not False
+            b = Backend(str(addrs[0]), port)
+            if is_ready and cond.get("terminating") is not True:
+                ready.append(b)
+            elif serving and cond.get("terminating") is True:
+                fallback.append(b)
+    return ready, fallback
+
+
+class ServiceProxy:
+    """Serves every Service's ClusterIP ports and relays connections to their endpoints (a Component)."""
+
+    name = "service-proxy"
+
+    def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
+                 drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0) -> None:
+        self.client = client
+        self.connect_budget_s = connect_budget_s
+        self.attempt_timeout_s = attempt_timeout_s
+        self.drain_timeout_s = drain_timeout_s
+        self.bind_retry_s = bind_retry_s
+        self.tasks = Supervisor("service-proxy")
+        self.stats: dict[SvcKey, ServiceStats] = {}
+        self.bind_errors: dict[Addr, str] = {}
+        self._services: dict[SvcKey, Obj] = {}
+        self._slices: dict[tuple[str, str], Obj] = {}  # (namespace, slice name) -> slice
+        self._listeners: dict[Addr, _Listener] = {}
+        self._retired: list[_Listener] = []
+        self._lock = asyncio.Lock()
+        self._synced = asyncio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._lock = asyncio.Lock()
+        svc_ready, sl_ready = asyncio.Event(), asyncio.Event()
+        self.tasks.spawn(self._follow("v1", "Service", self._on_services, svc_ready), name="watch-services")
+        self.tasks.spawn(self._follow("discovery.k8s.io/v1", "EndpointSlice", self._on_slices, sl_ready),
+                         name="watch-endpointslices")
+        self.tasks.spawn(self._retry_binds(), name="bind-retry")
+        self.tasks.spawn(self._mark_synced(svc_ready, sl_ready), name="first-sync", loop=False)
+
+    async def stop(self) -> None:
+        for lst in [*self._listeners.values(), *self._retired]:
+            lst.server.close()
+        await self.tasks.stop()
+        for lst in [*self._listeners.values(), *self._retired]:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lst.server.wait_closed(), 1.0)
+        self._listeners.clear()
+        self._retired.clear()
+        self._synced.clear()
+
+    @property
+    def healthy(self) -> bool:
+        return self.tasks.healthy
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        """Until the first list of Services and EndpointSlices has been applied."""
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    def listening(self) -> set[Addr]:
+        """The ``(clusterIP, port)`` pairs served now."""
+        return set(self._listeners)
+
+    def endpoints(self, cluster_ip: str, port: int) -> list[Backend]:
+        """The endpoints new connections to ``clusterIP:port`` may go to now."""
+        lst = self._listeners.get((cluster_ip, port))
+        return lst.balancer.usable() if lst else []
+
+    def open_connections(self) -> int:
+        return sum(len(lst.conns) for lst in [*self._listeners.values(), *self._retired])
+
+    async def _mark_synced(self, *events: asyncio.Event) -> None:
+        for e in events:
+            await e.wait()
+        self._synced.set()
+
+    # -- following the API --------------------------------------------------------------------
+
+    async def _follow(self, api_version: str, kind: str,
+                      apply: Callable[[list[Obj], list[tuple[str, Obj]] | None], Awaitable[None]],
+                      first: asyncio.Event) -> None:
+        """List then watch ``kind`` forever; ``apply(items, None)`` on a list, ``apply([], events)`` after."""
+        backoff = 0.1
+        while True:
+            try:
+                lr = await self.client.list(api_version, kind)
+                await apply(lr.items, None)
+                first.set()
+                async for ev in self.client.watch(api_version, kind, resource_version=lr.resource_version):
+                    if ev.type != "BOOKMARK":
+                        await apply([], [(ev.type, ev.object)])
+                    backoff = 0.1
+            except Gone:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service proxy: following %s failed; listing again", kind)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, _RELIST_BACKOFF_MAX_S)
+
+    async def _on_services(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+        touched: set[SvcKey] = set()
+        if events is None:
+            touched |= set(self._services)
+            self._services = {_key(o): o for o in items}
+            touched |= set(self._services)
+        else:
+            for typ, o in events:
+                k = _key(o)
+                if typ == "DELETED":
+                    self._services.pop(k, None)
+                else:
+                    self._services[k] = o
+                touched.add(k)
+        await self._sync(touched)
+
+    async def _on_slices(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+        touched: set[SvcKey] = set()
+        if events is None:
+            touched |= {_owner(o) for o in self._slices.values()}
+            self._slices = {_key(o): o for o in items}
+            touched |= {_owner(o) for o in self._slices.values()}
+        else:
+            for typ, o in events:
+                k = _key(o)
+                old = self._slices.pop(k, None)
+                if old is not None:
+                    touched.add(_owner(old))
+                if typ != "DELETED":
+                    self._slices[k] = o
+                    touched.add(_owner(o))
+        await self._sync(touched)
+
+    async def _retry_binds(self) -> None:
+        while True:
+            await asyncio.sleep(self.bind_retry_s)
+            if self.bind_errors:
+                await self._sync(set(self._services))
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    async def _sync(self, keys: set[SvcKey]) -> None:
+        async with self._lock:
+            for key in sorted(keys):
+                await self._sync_service(key)
+
+    async def _sync_service(self, key: SvcKey) -> None:
+        svc = self._services.get(key)
+        want = {(s.cluster_ip, s.port): s for s in (port_specs(key, svc) if svc else [])}
+        for addr in [a for a, lst in self._listeners.items() if lst.spec.service == key and a not in want]:
+            self._retire(addr)
+        if not want:
+            return
+        slices = [o for o in self._slices.values() if _owner(o) == key]
+        for addr, spec in want.items():
+            lst = self._listeners.get(addr)
+            if lst is not None and lst.spec.service != key:
+                self.bind_errors[addr] = f"already served for {'/'.join(lst.spec.service)}"
+                continue
+            if lst is None:
+                lst = await self._open(spec)
+                if lst is None:
+                    continue
+            lst.spec = spec
+            lst.balancer.affinity_timeout_s = spec.affinity_timeout_s
+            self._set_endpoints(lst, *endpoints_of(slices, spec.port_name))
+
+    async def _open(self, spec: PortSpec) -> _Listener | None:
+        addr = (spec.cluster_ip, spec.port)
+        holder: list[_Listener] = []
+
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                self.tasks.spawn(self._serve(holder[0], reader, writer), name=f"conn {spec.cluster_ip}:{spec.port}",
+                                 loop=False)
+            except RuntimeError:  # stopping
+                writer.transport.abort()
+
+        try:
+            server = await asyncio.start_server(accepted, spec.cluster_ip, spec.port, limit=CHUNK,
+                                                reuse_address=True, backlog=1024)
+        except OSError as e:
+            if addr not in self.bind_errors:
+                log.warning("service proxy: cannot listen on %s:%d for %s: %s", *addr, "/".join(spec.service), e)
+            self.bind_errors[addr] = str(e)
+            return None
+        self.bind_errors.pop(addr, None)
+        lst = _Listener(spec, server, PortBalancer(spec.affinity_timeout_s))
+        holder.append(lst)
+        self._listeners[addr] = lst
+        return lst
+
+    def _retire(self, addr: Addr) -> None:
+        lst = self._listeners.pop(addr)
+        lst.server.close()
+        if lst.conns:
+            self._retired.append(lst)
+            self.tasks.spawn(self._drain(lst, None), name=f"drain {addr[0]}:{addr[1]}", loop=False)
+
+    def _set_endpoints(self, lst: _Listener, ready: list[Backend], fallback: list[Backend]) -> None:
+        before = lst.balancer.active()
+        lst.balancer.set_endpoints(ready, fallback)
+        gone = before - lst.balancer.active()
+        if gone and any(b in gone for b in lst.conns.values()):
+            self.tasks.spawn(self._drain(lst, gone), name=f"drain {lst.spec.cluster_ip}:{lst.spec.port}", loop=False)
+
+    async def _drain(self, lst: _Listener, gone: set[Backend] | None) -> None:
+        """After the drain timeout, close the connections still open to endpoints that did not come back
+        (``gone``), or all of a retired listener's (``None``)."""
+        await asyncio.sleep(self.drain_timeout_s)
+        retired = gone is None
+        for task, backend in list(lst.conns.items()):
+            if retired or (backend in (gone or set()) and backend not in lst.balancer.active()):
+                task.cancel()
+        if retired and lst in self._retired:
+            self._retired.remove(lst)
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _serve(self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        stats = self.stats.setdefault(lst.spec.service, ServiceStats())
+        stats.connections_total += 1
+        stats.connections_active += 1
+        lst.conns[task] = None
+        peer = writer.get_extra_info("peername")
+        client_ip = str(peer[0]) if peer else ""
+
+        def failed(backend: Backend, e: BaseException) -> None:
+            stats.connect_failures += 1
+
+        try:
+            try:
+                up = await connect_any(lambda: lst.balancer.candidates(client_ip, time.monotonic()),
+                                       budget_s=self.connect_budget_s, attempt_timeout_s=self.attempt_timeout_s,
+                                       on_failure=failed)
+            except NoEndpoint:
+                stats.no_endpoint += 1
+                writer.transport.abort()
+                return
+            lst.balancer.chosen(client_ip, up.backend, time.monotonic())
+            lst.conns[task] = up.backend
+            await splice((reader, writer), (up.reader, up.writer), sent=stats.add_sent,
+                         received=stats.add_received)
+        finally:
+            stats.connections_active -= 1
+            lst.conns.pop(task, None)
+            if not writer.is_closing():
+                await close_writer(writer)
+
+
+def _key(o: Obj) -> tuple[str, str]:
+    m = o.get("metadata") or {}
+    return str(m.get("namespace") or "default"), str(m.get("name") or "")
+
+
+def _owner(sl: Obj) -> SvcKey:
+    m = sl.get("metadata") or {}
+    return str(m.get("namespace") or "default"), str((m.get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
