@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from pitwall.kube import KubeAPI
+from pitwall.controllers.loop import ControllerRunner, Reconciler
+from pitwall.kube import Conflict, KubeAPI, KubeClient, NotFoundError
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
@@ -34,3 +38,69 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, tries: int = 400, 
             return
         await asyncio.sleep(every_s)
     raise AssertionError("condition not reached")
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def set_ready(client: KubeClient, pod: dict[str, Any], ready: bool = True, *,
+                    since: str | None = None, restarts: int = 0) -> None:
+    """What a kubelet would write: Running with a Ready condition (``ready``) since ``since`` (now)."""
+    m = pod["metadata"]
+    for _ in range(10):
+        try:
+            cur = await client.get("v1", "Pod", m["name"], m["namespace"])
+        except NotFoundError:
+            return
+        cur["status"] = {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "lastTransitionTime": since or _now()}],
+            "containerStatuses": [{"name": "c", "ready": ready, "restartCount": restarts, "image": "x",
+                                   "imageID": "", "started": True, "state": {"running": {"startedAt": _now()}}}],
+        }
+        try:
+            await client.update_status(cur)
+            return
+        except Conflict:
+            continue
+
+
+class Kubelet:
+    """A simulated kubelet: marks every new pod (of ``namespace``) ready, optionally only when ``admit`` says."""
+
+    def __init__(self, client: KubeClient, namespace: str = "default") -> None:
+        self.client = client
+        self.namespace = namespace
+        self.admit: Callable[[dict[str, Any]], bool] = lambda pod: True
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Kubelet:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def sweep(self) -> None:
+        for pod in (await self.client.list("v1", "Pod", self.namespace)).items:
+            if pod["metadata"].get("deletionTimestamp") or pod.get("status", {}).get("phase") == "Running":
+                continue
+            if self.admit(pod):
+                await set_ready(self.client, pod)
+
+    async def _run(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(0.02)
+
+
+async def run_controller(client: KubeClient, reconciler: Reconciler) -> ControllerRunner:
+    r = ControllerRunner(client, reconciler, workers=2, resync_s=0)
+    await r.start()
+    await asyncio.wait_for(r.synced.wait(), 5)
+    return r
