@@ -1,0 +1,316 @@
+"""The kubelet: registers this machine as a Node, binds and runs its pods as processes.
+
+It acts only through the Kubernetes API's in-process client. Pods whose
+``spec.nodeName`` is empty are bound to this node (a merge patch of
+``spec.nodeName``, with a ``Scheduled`` event, as kube-scheduler would); pods
+bound here get a ``PodWorker`` each. A pod with a ``deletionTimestamp`` is
+stopped (preStop, SIGTERM, SIGKILL after its grace period) and then deleted
+with a grace period of 0, so ``kubectl delete pod`` returns once its
+processes are gone. On start, processes a previous run left (pid files)
+are killed and the pods are started again; on stop every container is
+stopped and the objects are kept, so the next start re-creates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import platform
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from pitwall.core.tasks import Supervisor
+from pitwall.kube import AlreadyExists, Gone, KubeAPI, NotFoundError
+from pitwall.logs import LogAppender
+from pitwall.metrics import Appender
+from pitwall.node.container import BackOff, rfc3339
+from pitwall.node.logs import LogShipper
+from pitwall.node.logsapi import logs_handler
+from pitwall.node.pods import PodWorker
+from pitwall.node.runtime import kill_leftovers, sample_groups
+from pitwall.node.stats import NodeStats
+
+__all__ = ["POD_NETWORK", "Kubelet"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+POD_NETWORK = ipaddress.ip_network("127.42.0.0/16")
+VERSION = "v1.32.0-pitwall"
+
+
+class Kubelet:
+    """The node component (``start``/``stop``); its loops run under ``self.tasks``."""
+
+    name = "node"
+
+    def __init__(self, kube: KubeAPI, *, data_dir: Path, logs: LogAppender | None = None,
+                 metrics: Appender | None = None, node_name: str = "", backoff_initial_s: float = 10.0,
+                 backoff_max_s: float = 300.0, backoff_reset_s: float = 600.0, volume_sync_s: float = 10.0,
+                 sample_interval_s: float = 1.0, metrics_interval_s: float = 15.0, lease_interval_s: float = 10.0,
+                 max_shutdown_grace_s: float = 30.0, log_flush_s: float = 1.0, tenant: str = "default") -> None:
+        self.kube = kube
+        self.client = kube.client
+        self.node_name = node_name or socket.gethostname().lower()
+        self.pods_dir = data_dir / "pods"
+        self.shipper = LogShipper(logs, tenant=tenant, flush_s=log_flush_s)
+        self.backoff = BackOff(backoff_initial_s, backoff_max_s, backoff_reset_s)
+        self.volume_sync_s = volume_sync_s
+        self.sample_interval_s = sample_interval_s
+        self.metrics_interval_s = metrics_interval_s
+        self.lease_interval_s = lease_interval_s
+        self.max_shutdown_grace_s = max_shutdown_grace_s
+        self.workers: dict[str, PodWorker] = {}  # by pod uid
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        self.stats = NodeStats(self, metrics, tenant=tenant)
+        self.tasks = Supervisor("node")
+        self._synced: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.pods_dir.mkdir(parents=True, exist_ok=True)
+        n = kill_leftovers(self.pods_dir)
+        if n:
+            log.warning("node: killed %d container process group(s) left by a previous run", n)
+        self._synced = asyncio.Event()
+        await self._register()
+        self.kube.subresource_handlers[("", "pods", "log")] = logs_handler(self)
+        self.kube.set_metrics_provider(self.stats)
+        self.tasks.spawn(self._follow_pods(), name="pods")
+        self.tasks.spawn(self.shipper.run(), name="log-shipper")
+        self.tasks.spawn(self._sample_loop(), name="sampler")
+        self.tasks.spawn(self.stats.run(self.metrics_interval_s), name="metrics")
+        self.tasks.spawn(self._lease_loop(), name="lease")
+
+    async def stop(self) -> None:
+        """Stop every container (each with its grace period, at most ``max_shutdown_grace_s``); keep the pods."""
+        for w in self.workers.values():
+            w.stop_for_shutdown()
+        tasks = list(self._worker_tasks.values())
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self.tasks.stop()
+        self.kube.subresource_handlers.pop(("", "pods", "log"), None)
+
+    @property
+    def healthy(self) -> bool:
+        return self.tasks.healthy
+
+    async def wait_synced(self, timeout: float = 10.0) -> None:
+        """Until the first list of pods was handled (tests, readiness)."""
+        assert self._synced is not None
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    # -- the Node and its Lease ------------------------------------------------
+
+    def _node(self) -> Obj:
+        cpus = str(os.cpu_count() or 1)
+        mem = "0"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            for line in Path("/proc/meminfo").read_text().splitlines():
+                if line.startswith("MemTotal:"):
+                    mem = line.split()[1] + "Ki"
+        now = rfc3339()
+        cap = {"cpu": cpus, "memory": mem, "pods": "110", "ephemeral-storage": "0"}
+        return {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.node_name, "labels": {
+                "kubernetes.io/hostname": self.node_name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
+                                                                                 platform.machine()),
+                "node-role.kubernetes.io/control-plane": ""}},
+            "spec": {"podCIDR": str(POD_NETWORK), "podCIDRs": [str(POD_NETWORK)]},
+            "status": {
+                "capacity": cap, "allocatable": cap,
+                "conditions": [
+                    {"type": t, "status": "False", "reason": r, "message": m, "lastHeartbeatTime": now,
+                     "lastTransitionTime": now}
+                    for t, r, m in (("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory"),
+                                    ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+                                    ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID"))
+                ] + [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                      "message": "pitwall node is posting ready status", "lastHeartbeatTime": now,
+                      "lastTransitionTime": now}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                              {"type": "Hostname", "address": self.node_name}],
+                "nodeInfo": {"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": platform.release(),
+                             "osImage": platform.platform(), "containerRuntimeVersion": "pitwall://processes",
+                             "kubeletVersion": VERSION, "kubeProxyVersion": VERSION, "operatingSystem": "linux",
+                             "architecture": "amd64"},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            },
+        }
+
+    async def _register(self) -> None:
+        node = self._node()
+        try:
+            await self.client.create(node)
+        except AlreadyExists:
+            await self.client.patch("v1", "Node", self.node_name, {"status": node["status"]}, subresource="status")
+        await self._renew_lease()
+
+    async def _renew_lease(self) -> None:
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": 40, "renewTime": now}
+        try:
+            await self.client.patch("coordination.k8s.io/v1", "Lease", self.node_name, {"spec": spec},
+                                    namespace="kube-node-lease")
+        except NotFoundError:
+            await self.client.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                                      "metadata": {"name": self.node_name, "namespace": "kube-node-lease"},
+                                      "spec": spec})
+
+    async def _lease_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_interval_s)
+            try:
+                await self._renew_lease()
+            except Exception as e:
+                log.warning("node: lease renewal failed: %s", e)
+
+    # -- pods ------------------------------------------------------------------
+
+    async def _follow_pods(self) -> None:
+        while True:
+            try:
+                listed = await self.client.list("v1", "Pod")
+                seen = set()
+                for pod in listed.items:
+                    seen.add(str((pod.get("metadata") or {}).get("uid")))
+                    self._handle(pod)
+                for uid, w in list(self.workers.items()):
+                    if uid not in seen:
+                        w.deleted()
+                self._clean_dirs(seen)
+                assert self._synced is not None
+                self._synced.set()
+                async for ev in self.client.watch("v1", "Pod", resource_version=listed.resource_version):
+                    if ev.type == "DELETED":
+                        gone = self.workers.get(str((ev.object.get("metadata") or {}).get("uid")))
+                        if gone is not None:
+                            gone.deleted()
+                    elif ev.type in ("ADDED", "MODIFIED"):
+                        self._handle(ev.object)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                continue
+            except Exception:
+                log.exception("node: following pods failed; listing again")
+                await asyncio.sleep(1.0)
+
+    def _clean_dirs(self, live: set[str]) -> None:
+        for d in self.pods_dir.iterdir() if self.pods_dir.is_dir() else []:
+            if d.name not in live and d.name not in self.workers:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def _handle(self, pod: Obj) -> None:
+        m, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        uid = str(m.get("uid"))
+        node = spec.get("nodeName")
+        if not node:
+            if not m.get("deletionTimestamp") and spec.get("schedulerName", "default-scheduler") == "default-scheduler":
+                self.tasks.spawn(self._bind(pod), name=f"bind {m.get('namespace')}/{m.get('name')}", loop=False)
+            return
+        if node != self.node_name:
+            return
+        existing = self.workers.get(uid)
+        if existing is not None:
+            existing.update(pod)
+            return
+        if m.get("deletionTimestamp"):  # terminating and not ours to run (e.g. after a restart): finish it
+            self.tasks.spawn(self._finish(pod), name=f"finish {m.get('namespace')}/{m.get('name')}", loop=False)
+            return
+        old_ip = str((pod.get("status") or {}).get("podIP") or "")
+        w = PodWorker(self, pod, self._allocate_ip(old_ip))
+        self.workers[uid] = w
+        task = self.tasks.spawn(w.run(), name=f"pod {m.get('namespace')}/{m.get('name')}", loop=False)
+        self._worker_tasks[uid] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self.workers.pop(uid, None)
+            self._worker_tasks.pop(uid, None)
+
+        task.add_done_callback(done)
+
+    async def _bind(self, pod: Obj) -> None:
+        m = pod.get("metadata") or {}
+        name, ns = str(m.get("name")), str(m.get("namespace"))
+        try:
+            await self.client.patch("v1", "Pod", name, {"spec": {"nodeName": self.node_name}}, namespace=ns)
+        except NotFoundError:
+            return
+        self.event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}",
+                   component="default-scheduler")
+
+    async def _finish(self, pod: Obj) -> None:
+        m = pod.get("metadata") or {}
+        with contextlib.suppress(NotFoundError):
+            await self.client.delete("v1", "Pod", str(m.get("name")), str(m.get("namespace")),
+                                     uid=str(m.get("uid")), grace_period=0)
+
+    def _allocate_ip(self, wanted: str) -> str:
+        used = {w.pod_ip for w in self.workers.values()}
+        if wanted and wanted not in used:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(wanted) in POD_NETWORK:
+                    return wanted
+        for ip in POD_NETWORK.hosts():
+            s = str(ip)
+            if s.endswith(".0.1") and s.count(".") == 3 and ip == POD_NETWORK.network_address + 1:
+                continue  # 127.42.0.1 is the network's gateway in a real cluster: left free
+            if s not in used:
+                return s
+        raise RuntimeError("no pod address left in 127.42.0.0/16")
+
+    def worker_for(self, namespace: str, name: str) -> PodWorker | None:
+        for w in self.workers.values():
+            if w.namespace == namespace and w.name == name:
+                return w
+        return None
+
+    # -- events ----------------------------------------------------------------
+
+    def event(self, pod: Obj, type_: str, reason: str, message: str, field_path: str = "",
+              component: str = "kubelet") -> None:
+        """Record an Event about ``pod`` (in the background; a failure is logged)."""
+        m = pod.get("metadata") or {}
+        now = rfc3339()
+        ev: Obj = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{m.get('name')}.{time.time_ns():x}", "namespace": m.get("namespace")},
+            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": m.get("name"),
+                               "namespace": m.get("namespace"), "uid": m.get("uid"),
+                               **({"fieldPath": field_path} if field_path else {})},
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": component, **({"host": self.node_name} if component == "kubelet" else {})},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": component, "reportingInstance": self.node_name if component == "kubelet" else "",
+        }
+
+        async def create() -> None:
+            try:
+                await self.client.create(ev)
+            except Exception as e:
+                log.debug("node: event not recorded: %s", e)
+
+        with contextlib.suppress(RuntimeError):
+            self.tasks.spawn(create(), name="event", loop=False)
+
+    # -- usage -----------------------------------------------------------------
+
+    async def _sample_loop(self) -> None:
+        while True:
+            workers = list(self.workers.values())
+            groups = {c.proc.pid for w in workers for c in w.containers if c.proc is not None and c.running()}
+            usage = await asyncio.to_thread(sample_groups, groups) if groups else {}
+            for w in workers:
+                w.sample(usage)
+            self.stats.sample_node()
+            await asyncio.sleep(self.sample_interval_s)
