@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import random
+import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -173,3 +176,46 @@ async def put_slice(client: KubeClient, service: str, endpoints: list[Obj], *, n
 
 def cluster_ip(svc: Obj) -> str:
     return str(svc["spec"]["clusterIP"])
+
+
+def _one_request(ip: str, port: int, timeout: float) -> str:
+    with socket.create_connection((ip, port), timeout=timeout) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    raw = b"".join(chunks)
+    if not raw.startswith(b"HTTP/1.1 200"):
+        raise OSError(f"bad answer: {raw[:60]!r}")
+    return raw.partition(b"\r\n\r\n")[2].decode()
+
+
+def steady_load(ip: str, port: int, requests: int, pace_s: float, timeout: float = 5.0) -> tuple[
+        collections.Counter[str], list[str]]:
+    """``requests`` requests one after another, each on a new connection, ``pace_s`` apart (run it in a
+    thread); the answering backends counted, and the failures."""
+    got: collections.Counter[str] = collections.Counter()
+    failures: list[str] = []
+    for _ in range(requests):
+        try:
+            got[_one_request(ip, port, timeout)] += 1
+        except OSError as e:
+            failures.append(repr(e))
+        time.sleep(pace_s)
+    return got, failures
+
+
+async def load_during(ip: str, port: int, work: Awaitable[None], *, threads: int = 4, requests: int = 500,
+                      pace_s: float = 0.02) -> tuple[collections.Counter[str], list[str]]:
+    """Run ``steady_load`` from ``threads`` threads while ``work`` runs; the merged results."""
+    load = asyncio.gather(*[asyncio.to_thread(steady_load, ip, port, requests, pace_s) for _ in range(threads)])
+    try:
+        await work
+    finally:
+        results = await load
+    total: collections.Counter[str] = collections.Counter()
+    failures: list[str] = []
+    for got, failed in results:
+        total.update(got)
+        failures += failed
+    return total, failures
