@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import httpx
@@ -9,6 +10,8 @@ import pytest
 
 from tests.node.conftest import (
     HTTP_SERVER,
+    IGNORE_TERM,
+    MEMORY_HOG,
     NODE,
     Node,
     alive,
@@ -63,3 +66,264 @@ async def _gone(node: Node, name: str) -> bool:
     except NotFoundError:
         return True
     return False
+
+
+PRINT_ENV = """
+import os, pathlib
+root = pathlib.Path(os.environ["PITWALL_POD_ROOT"])
+for k in ("GREETING", "POD_NAME", "POD_NS", "APP", "MY_IP", "NODE", "FROM_CM", "FROM_SECRET", "CFG_color",
+          "MIXED", "WEB_SERVICE_HOST", "WEB_SERVICE_PORT", "WEB_PORT_80_TCP_ADDR"):
+    print(f"{k}={os.environ.get(k)}", flush=True)
+print("argv", " ".join(__import__("sys").argv[1:]), flush=True)
+print("cwd", os.getcwd() == str(root), flush=True)
+print("file", (root / "etc/config/color").read_text(), flush=True)
+print("mountenv", open(os.environ["PITWALL_MOUNT_CONFIG"] + "/color").read(), flush=True)
+print("secretfile", (root / "etc/secret/token").read_text(), flush=True)
+print("mode", oct(os.stat(root / "etc/secret/token").st_mode & 0o777), flush=True)
+import time
+last = None
+for _ in range(400):
+    v = (root / "etc/config/color").read_text()
+    if v != last:
+        print("watch", v, flush=True)
+        last = v
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_env_value_from_env_from_service_vars_volumes_and_configmap_update(node: Node) -> None:
+    c = node.client
+    await c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"},
+                    "data": {"color": "blue", "size": "L"}})
+    await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sec", "namespace": "default"},
+                    "stringData": {"token": "s3cret"}})
+    await c.create({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    spec = py("app", PRINT_ENV, args=["$(GREETING)", "$$(GREETING)", "$(NOPE)"], env=[
+        {"name": "GREETING", "value": "hello"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "APP", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+        {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+        {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "size"}}},
+        {"name": "FROM_SECRET", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "token"}}},
+        {"name": "MIXED", "value": "$(GREETING)-$(POD_NAME)"},
+    ], envFrom=[{"configMapRef": {"name": "cfg"}, "prefix": "CFG_"}],
+        volumeMounts=[{"name": "config", "mountPath": "/etc/config"}, {"name": "secret", "mountPath": "/etc/secret"}])
+    await c.create(pod("envpod", spec, restartPolicy="Never", volumes=[
+        {"name": "config", "configMap": {"name": "cfg"}},
+        {"name": "secret", "secret": {"secretName": "sec", "defaultMode": 0o400}}]))
+    w = await until(lambda: _worker_line(node, "envpod", "watch blue"))
+    ip = (await node.status("envpod"))["podIP"]
+    svc_ip = (await c.get("v1", "Service", "web", "default"))["spec"]["clusterIP"]
+    await c.patch("v1", "ConfigMap", "cfg", {"data": {"color": "green"}}, namespace="default")
+    await until(lambda: _worker_line(node, "envpod", "watch green"))
+    lines = [ln for _, _, ln in w]
+    for want in ("GREETING=hello", "POD_NAME=envpod", "POD_NS=default", "APP=envpod", f"MY_IP={ip}",
+                 f"NODE={NODE}", "FROM_CM=L", "FROM_SECRET=s3cret", "CFG_color=blue", "MIXED=hello-envpod",
+                 f"WEB_SERVICE_HOST={svc_ip}", "WEB_SERVICE_PORT=80", f"WEB_PORT_80_TCP_ADDR={svc_ip}",
+                 "argv hello $(GREETING) $(NOPE)", "cwd True", "file blue", "mountenv blue", "secretfile s3cret",
+                 "mode 0o400"):
+        assert want in lines, (want, lines)
+
+
+async def _worker_line(node: Node, name: str, line: str) -> object:
+    w = node.kubelet.worker_for("default", name)
+    if w is None or w.containers[0].logs is None:
+        return None
+    entries = w.containers[0].logs.after(0)
+    return entries if any(e[2] == line for e in entries) else None
+
+
+@pytest.mark.timeout(60)
+async def test_crash_loop_back_off_restart_count_and_last_state(node: Node) -> None:
+    await node.client.create(pod("crash", py("c", "print('bye', flush=True); raise SystemExit(3)")))
+    st = await until(lambda: _if(node.container("crash"),
+                                 lambda s: (s.get("state") or {}).get("waiting", {}).get("reason") == "CrashLoopBackOff"
+                                 and s.get("restartCount", 0) >= 2))
+    term = st["lastState"]["terminated"]
+    assert term["exitCode"] == 3 and term["reason"] == "Error" and term["startedAt"] and term["finishedAt"]
+    assert "back-off" in st["state"]["waiting"]["message"]
+    assert (await node.status("crash"))["phase"] == "Running"
+    reasons = {e["reason"] for e in await node.events("crash")}
+    assert {"Scheduled", "Created", "Started", "BackOff"} <= reasons
+    w = node.kubelet.worker_for("default", "crash")
+    assert w is not None and w.containers[0].backoff.current <= 1.2  # capped at the (tiny) maximum
+
+
+@pytest.mark.timeout(60)
+async def test_restart_policies_and_phases(node: Node) -> None:
+    await node.client.create(pod("ok", py("c", "print('done')"), restartPolicy="Never"))
+    await node.client.create(pod("bad", py("c", "raise SystemExit(2)"), restartPolicy="Never"))
+    await node.client.create(pod("flaky", py("c", "import os,pathlib; p=pathlib.Path(os.environ['PITWALL_POD_ROOT'],"
+                                              "'..','..','flag'); ok=p.exists(); p.touch(); raise SystemExit(0 if ok "
+                                              "else 1)"), restartPolicy="OnFailure"))
+    await until(lambda: _if(node.status("ok"), lambda s: s.get("phase") == "Succeeded"))
+    await until(lambda: _if(node.status("bad"), lambda s: s.get("phase") == "Failed"))
+    st = await until(lambda: _if(node.status("flaky"), lambda s: s.get("phase") == "Succeeded"))
+    cs = st["containerStatuses"][0]
+    assert cs["restartCount"] == 1 and cs["state"]["terminated"]["reason"] == "Completed"
+    bad = await node.container("bad")
+    assert bad["state"]["terminated"]["exitCode"] == 2 and bad["restartCount"] == 0
+    assert not ready(await node.status("ok"))
+
+
+@pytest.mark.timeout(60)
+async def test_missing_command_and_args_without_command_are_reported(node: Node) -> None:
+    await node.client.create(pod("nocmd", {"name": "c", "image": "x", "command": ["/no/such/binary"]},
+                                 restartPolicy="Never"))
+    await node.client.create(pod("argsonly", {"name": "c", "image": "nginx", "args": ["-g", "daemon off;"]}))
+    st = await until(lambda: _if(node.container("nocmd"), lambda s: "terminated" in (s.get("state") or {})))
+    assert st["state"]["terminated"]["reason"] == "StartError"
+    assert "/no/such/binary" in st["state"]["terminated"]["message"]
+    st = await until(lambda: _if(node.container("argsonly"), lambda s: (s.get("state") or {}).get("waiting", {})
+                                 .get("reason") == "RunContainerError"))
+    assert "command" in st["state"]["waiting"]["message"]
+    evs = await until(lambda: _if(node.events("nocmd"), lambda es: any(e["reason"] == "Failed" for e in es)))
+    assert any("/no/such/binary" in e["message"] for e in evs)
+
+
+@pytest.mark.timeout(60)
+async def test_liveness_failure_restarts_the_container(node: Node) -> None:
+    port = free_port()
+    c = py("web", HTTP_SERVER, env=[{"name": "PORT", "value": str(port)}, {"name": "FAILFILE", "value": "$(PITWALL_POD_ROOT)/fail"}],
+           livenessProbe={"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 1, "failureThreshold": 2})
+    await node.client.create(pod("live", c))
+    await until(lambda: _if(node.container("live"), lambda s: "running" in (s.get("state") or {})))
+    first = node.pids("live")
+    w = node.kubelet.worker_for("default", "live")
+    assert w is not None
+    (w.root / "fail").touch()
+    st = await until(lambda: _if(node.container("live"), lambda s: s.get("restartCount", 0) >= 1))
+    assert st["lastState"]["terminated"]["exitCode"] in (137, 143)
+    (w.root / "fail").unlink()
+    evs = await node.events("live")
+    assert any(e["reason"] == "Unhealthy" and e["message"].startswith("Liveness probe failed") for e in evs)
+    assert any(e["reason"] == "Killing" and "failed liveness probe" in e["message"] for e in evs)
+    assert not any(alive(p) for p in first)
+
+
+@pytest.mark.timeout(60)
+async def test_readiness_and_startup_probes(node: Node) -> None:
+    c = py("c", "import time; time.sleep(60)",
+           startupProbe={"exec": {"command": ["test", "-e", "started"]}, "periodSeconds": 1, "failureThreshold": 30},
+           readinessProbe={"exec": {"command": ["test", "-e", "ready"]}, "periodSeconds": 1})
+    await node.client.create(pod("probed", c))
+    await until(lambda: _if(node.container("probed"), lambda s: "running" in (s.get("state") or {})))
+    w = node.kubelet.worker_for("default", "probed")
+    assert w is not None
+    (w.root / "ready").touch()  # readiness passes but startup has not: not ready
+    await asyncio.sleep(1.5)
+    cs = await node.container("probed")
+    assert cs["started"] is False and cs["ready"] is False
+    (w.root / "started").touch()
+    await until(lambda: _if(node.status("probed"), ready))
+    (w.root / "ready").unlink()
+    await until(lambda: _if(node.status("probed"), lambda s: not ready(s)))
+
+
+@pytest.mark.timeout(60)
+async def test_memory_limit_kills_with_oomkilled(node: Node) -> None:
+    c = py("hog", MEMORY_HOG, resources={"limits": {"memory": "100Mi"}})
+    await node.client.create(pod("hog", c, restartPolicy="Never"))
+    st = await until(lambda: _if(node.container("hog"), lambda s: "terminated" in (s.get("state") or {})), 40)
+    assert st["state"]["terminated"]["reason"] == "OOMKilled"
+    assert st["state"]["terminated"]["exitCode"] == 137
+
+
+@pytest.mark.timeout(60)
+async def test_grace_period_then_sigkill_and_prestop_hook(node: Node) -> None:
+    marker = node.data.parent / "prestop-ran"
+    c = py("c", IGNORE_TERM, lifecycle={"preStop": {"exec": {"command": ["touch", str(marker)]}}})
+    await node.client.create(pod("stubborn", c, terminationGracePeriodSeconds=1))
+    await until(lambda: _if(node.container("stubborn"), lambda s: "running" in (s.get("state") or {})))
+    await until(lambda: _worker_line(node, "stubborn", "sleeping " + str(node.pids("stubborn")[0])))
+    pids = node.pids("stubborn")
+    w = node.kubelet.worker_for("default", "stubborn")
+    assert w is not None
+    buf = w.containers[0].logs
+    obj = await node.client.delete("v1", "Pod", "stubborn", "default")
+    assert obj["metadata"]["deletionGracePeriodSeconds"] == 1
+    await until(lambda: _gone(node, "stubborn"))
+    assert not any(alive(p) for p in pids)
+    assert buf is not None and any(e[2] == "got SIGTERM, ignoring" for e in buf.after(0))
+    assert any(e["reason"] == "Killing" for e in await node.events("stubborn"))
+    assert marker.exists()
+
+
+@pytest.mark.timeout(60)
+async def test_children_of_a_container_die_with_it(node: Node) -> None:
+    code = ("import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(60)']);"
+            "print('child', p.pid, flush=True); time.sleep(60)")
+    await node.client.create(pod("family", py("c", code)))
+    entries = await until(lambda: _worker_prefix(node, "family", "child "))
+    child = int(entries.split()[1])
+    assert alive(child)
+    await node.client.delete("v1", "Pod", "family", "default")
+    await until(lambda: _gone(node, "family"))
+    await until(lambda: _async(not alive(child)))
+
+
+async def _async(v: object) -> object:
+    return v
+
+
+async def _worker_prefix(node: Node, name: str, prefix: str) -> str | None:
+    w = node.kubelet.worker_for("default", name)
+    if w is None or w.containers[0].logs is None:
+        return None
+    return next((e[2] for e in w.containers[0].logs.after(0) if e[2].startswith(prefix)), None)
+
+
+@pytest.mark.timeout(60)
+async def test_restart_of_pitwall_recreates_pods_and_kills_leftovers(node: Node) -> None:
+    await node.client.create(pod("keep", py("c", "import time; print('up', flush=True); time.sleep(60)")))
+    await until(lambda: _if(node.container("keep"), lambda s: "running" in (s.get("state") or {})))
+    old = node.pids("keep")
+    await node.kubelet.stop()
+    assert not any(alive(p) for p in old)
+    assert children_of(os.getpid()) == []
+    # a leftover from a "crashed" run: a process group recorded in a pid file
+    import json
+    import subprocess
+    import sys
+    w_dir = node.data / "pods" / "leftover-uid" / "containers"
+    w_dir.mkdir(parents=True)
+    stray = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        from pitwall.node.runtime import proc_start_ticks
+        (w_dir / "c.pid").write_text(json.dumps({"pid": stray.pid, "start_ticks": proc_start_ticks(stray.pid)}))
+        await node.restart_kubelet()
+        assert stray.wait(timeout=5) == -9
+    finally:
+        stray.kill()
+    st = await until(lambda: _if(node.container("keep"), lambda s: "running" in (s.get("state") or {})
+                                 and s.get("restartCount") == 1))
+    assert st["ready"] is True
+    assert node.pids("keep") and node.pids("keep") != old
+    assert not (node.data / "pods" / "leftover-uid").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_metrics_and_top(node: Node) -> None:
+    await node.client.create(pod("busy", py("c", "import time\nwhile True: sum(range(10000)); time.sleep(0.001)")))
+    await until(lambda: _if(node.container("busy"), lambda s: "running" in (s.get("state") or {})))
+    await until(lambda: _async({"kube_pod_status_phase", "kube_pod_container_status_restarts_total",
+                                "container_cpu_usage_seconds_total", "container_memory_working_set_bytes"}
+                               <= node.sinks.metric_names()))
+    pm = await until(lambda: node.kubelet.stats.pod_metrics("default"))
+    usage = pm[0]["containers"][0]["usage"]
+    assert usage["cpu"].endswith("n") and usage["memory"].endswith("Ki")
+    assert pm[0]["metadata"]["labels"] == {"app": "busy"}
+    nm = await node.kubelet.stats.node_metrics()
+    assert nm[0]["metadata"]["name"] == NODE
+
+
+@pytest.mark.timeout(30)
+async def test_node_and_lease_are_registered(node: Node) -> None:
+    n = await node.client.get("v1", "Node", NODE)
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    lease = await node.client.get("coordination.k8s.io/v1", "Lease", NODE, "kube-node-lease")
+    assert lease["spec"]["holderIdentity"] == NODE
