@@ -14,7 +14,7 @@ from pitwall.controllers import ControllerRunner
 from pitwall.controllers.endpoints import MANAGED_BY, EndpointsReconciler
 from pitwall.kube import KubeAPI, KubeClient, NotFoundError
 from pitwall.traffic import ServiceProxy
-from tests.traffic.conftest import backends, http_get, pod_ips
+from tests.traffic.conftest import Backend, backends, http_get, load_during, pod_ips
 
 Obj = dict[str, Any]
 SLICE = ("discovery.k8s.io/v1", "EndpointSlice")
@@ -260,3 +260,49 @@ async def _slice_view_of(c: KubeClient) -> dict[str, tuple[bool, bool, bool]]:
 
 async def _eq(got: Any, want: Any) -> bool:
     return bool(await got == want)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+async def test_rolling_pods_behind_the_controller_lose_no_request(kube: KubeAPI, runner: ControllerRunner) -> None:
+    """Pods replaced one by one as a Deployment's rollout does (new pod Ready, old pod deleted: terminating
+    for its grace period, its socket closed, then gone) under steady load through the ClusterIP."""
+    c = kube.client
+    old_ips, new_ips = pod_ips(2), pod_ips(2)
+    proxy = ServiceProxy(c, drain_timeout_s=2.0, connect_budget_s=2.0)
+    await proxy.start()
+    old = [await Backend(ip, 8080).start() for ip in old_ips]
+    new = [Backend(ip, 8080) for ip in new_ips]
+    try:
+        for i, ip in enumerate(old_ips):
+            await make_pod(c, f"web-old-{i}", ip)
+        svc = await make_service(c)
+        cip = svc["spec"]["clusterIP"]
+
+        async def serving(ips: list[str]) -> bool:
+            return {b.ip for b in proxy.endpoints(cip, 80)} == set(ips)
+
+        await until(lambda: serving(old_ips))
+
+        async def rollout() -> None:
+            await asyncio.sleep(1.0)
+            for i in range(2):
+                await new[i].start()
+                await make_pod(c, f"web-new-{i}", new_ips[i], ready=False)
+                await asyncio.sleep(0.3)
+                await set_pod(c, f"web-new-{i}", ready=True)  # the kubelet's readiness probe passed
+                await asyncio.sleep(1.0)
+                await c.delete("v1", "Pod", f"web-old-{i}", "default")  # terminating: out of the ready set
+                await asyncio.sleep(1.0)
+                await old[i].close_listener()  # SIGTERM handled: stops listening
+                await asyncio.sleep(0.5)
+                await c.delete("v1", "Pod", f"web-old-{i}", "default", grace_period=0)  # the node is done
+
+        got, failures = await load_during(cip, 80, rollout(), threads=4, requests=500, pace_s=0.02)
+        assert failures == []
+        assert sum(got.values()) == 2000 and set(got) == set(old_ips) | set(new_ips)
+        await until(lambda: serving(new_ips))
+    finally:
+        for b in old + new:
+            await b.stop()
+        await proxy.stop()
