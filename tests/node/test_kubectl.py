@@ -104,3 +104,22 @@ def test_kubectl_apply_get_logs_follow_delete(node_server: NodeServer) -> None:
     assert not any(alive(p) for p in pids)
     assert "hello" not in s.kubectl("get", "pods").stdout
     assert children_of(os.getpid()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_kubectl_shows_crash_loop_and_top(node_server: NodeServer) -> None:
+    if not os.path.exists(KUBECTL):
+        pytest.skip(f"kubectl is not installed at {KUBECTL}")
+    s = node_server
+    s.kubectl("apply", "-f", "-", input=_pod_yaml("crasher", "print('oops', flush=True); raise SystemExit(1)"))
+    s.kubectl("apply", "-f", "-", input=_pod_yaml("steady", "import time; time.sleep(120)"))
+    _wait(lambda: "CrashLoopBackOff" in s.kubectl("get", "pods", "crasher", "--no-headers").stdout)
+    assert "oops" in s.kubectl("logs", "crasher", "--previous").stdout
+    top = _wait(lambda: (lambda p: p.stdout if p.returncode == 0 and "steady" in p.stdout else None)(
+        s.kubectl("top", "pods", check=False)))
+    assert "MEMORY" in str(top)
+    assert "test-node" in str(_wait(lambda: (lambda p: p.stdout if p.returncode == 0 else None)(
+        s.kubectl("top", "nodes", check=False))))
+    s.kubectl("delete", "pod", "crasher", "steady", timeout=60)
+    assert children_of(os.getpid()) == []
