@@ -327,3 +327,14 @@ async def test_node_and_lease_are_registered(node: Node) -> None:
     assert any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
     lease = await node.client.get("coordination.k8s.io/v1", "Lease", NODE, "kube-node-lease")
     assert lease["spec"]["holderIdentity"] == NODE
+
+
+@pytest.mark.timeout(30)
+async def test_node_part_follows_the_wiring_contract(node: Node) -> None:
+    from pitwall.core.selfmetrics import SelfMetrics
+    from pitwall.node import NodePart, build_node_part
+
+    part = build_node_part(node.kube, data_dir=node.data / "other", logs=node.sinks, metrics=node.sinks,
+                           node_name="other-node")
+    assert isinstance(part, NodePart) and part.components() == [part.kubelet] and part.mounts(lambda: True) == []
+    part.register_metrics(SelfMetrics())

@@ -6,6 +6,6 @@
 from __future__ import annotations
 
 from pitwall.node.kubelet import POD_NETWORK, Kubelet
-from pitwall.node.wiring import build_node
+from pitwall.node.wiring import NodePart, build_node, build_node_part
 
-__all__ = ["POD_NETWORK", "Kubelet", "build_node"]
+__all__ = ["POD_NETWORK", "Kubelet", "NodePart", "build_node", "build_node_part"]
