@@ -155,11 +155,16 @@ class ReplicaSetController:
         if not deleting(rs):
             diff = len(active) - want
             if diff < 0:
-                failure = await self._create(rs, min(-diff, BURST))
+                created, failure = await self._create(rs, min(-diff, BURST))
+                active = [*active, *created]
             elif diff > 0:
                 uids = {meta(p).get("uid") for p in mine}
                 siblings = [p for p in pods if meta(p).get("uid") not in uids and is_active_pod(p)]
-                await self._delete(rs, pods_to_delete(active, min(diff, BURST), siblings))
+                doomed = pods_to_delete(active, min(diff, BURST), siblings)
+                await self._delete(rs, doomed)
+                gone = {meta(p).get("uid") for p in doomed}
+                active = [p for p in active if meta(p).get("uid") not in gone]
+        # status as it stands after this sync's own actions, so a deployment never counts a pod just deleted
         return await self._write_status(rs, active, failure)
 
     async def _claim(self, rs: Obj, pods: list[Obj]) -> list[Obj]:
@@ -194,24 +199,26 @@ class ReplicaSetController:
         except (NotFoundError, Conflict):
             return None  # gone or changed meanwhile: its event brings us back
 
-    async def _create(self, rs: Obj, count: int) -> str | None:
+    async def _create(self, rs: Obj, count: int) -> tuple[list[Obj], str | None]:
         """Create ``count`` pods in slow-start batches; the first error stops the rest (returned)."""
         batch, left = 1, count
+        created: list[Obj] = []
         while left > 0:
             n = min(batch, left)
             results = await asyncio.gather(*(self._create_one(rs) for _ in range(n)), return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             for r in results:
                 if isinstance(r, dict):
+                    created.append(r)
                     await record_event(self.client, rs, "Normal", "SuccessfulCreate",
                                        f"Created pod: {meta(r).get('name')}", COMPONENT)
             if errors:
                 err = errors[0]
                 await record_event(self.client, rs, "Warning", "FailedCreate", f"Error creating: {err}", COMPONENT)
-                return str(err)
+                return created, str(err)
             left -= n
             batch *= 2
-        return None
+        return created, None
 
     async def _create_one(self, rs: Obj) -> Obj:
         for _ in range(5):
