@@ -70,6 +70,7 @@ class Kubelet:
         self.stats = NodeStats(self, metrics, tenant=tenant)
         self.tasks = Supervisor("node")
         self._synced: asyncio.Event | None = None
+        self._events: dict[tuple[str, str, str, str, str], tuple[str, int]] = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -282,9 +283,29 @@ class Kubelet:
         """Record an Event about ``pod`` (in the background; a failure is logged)."""
         m = pod.get("metadata") or {}
         now = rfc3339()
+        key = (str(m.get("uid")), type_, reason, message, field_path)
+        seen = self._events.get(key)
+        if seen is not None:  # as the kubelet's event correlator: one object, counted
+            name, count = seen
+            self._events[key] = (name, count + 1)
+            patch = {"count": count + 1, "lastTimestamp": now}
+
+            async def bump() -> None:
+                try:
+                    await self.client.patch("v1", "Event", name, patch, namespace=str(m.get("namespace")))
+                except Exception as e:
+                    log.debug("node: event not updated: %s", e)
+
+            with contextlib.suppress(RuntimeError):
+                self.tasks.spawn(bump(), name="event", loop=False)
+            return
+        if len(self._events) >= 10_000:
+            self._events.clear()
+        ev_name = f"{m.get('name')}.{time.time_ns():x}"
+        self._events[key] = (ev_name, 1)
         ev: Obj = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": f"{m.get('name')}.{time.time_ns():x}", "namespace": m.get("namespace")},
+            "metadata": {"name": ev_name, "namespace": m.get("namespace")},
             "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": m.get("name"),
                                "namespace": m.get("namespace"), "uid": m.get("uid"),
                                **({"fieldPath": field_path} if field_path else {})},

@@ -204,8 +204,8 @@ class PodWorker:
             if vol is None:
                 raise ConfigError(f'volume "{vname}" is not ready: {self._volume_error or "not declared"}')
             target = vol / str(vm["subPath"]) if vm.get("subPath") else vol
-            if vm.get("subPath"):
-                target.mkdir(parents=True, exist_ok=True) if not target.exists() else None
+            if vm.get("subPath") and not target.exists():
+                target.mkdir(parents=True, exist_ok=True)
             link_mount(self.root, str(vm.get("mountPath", "")), target)
             env.setdefault(mount_env(vname), str(target))
         cache: dict[tuple[str, str], dict[str, bytes] | None] = {}
@@ -335,6 +335,7 @@ class PodWorker:
         c.logs = buf
         c.proc = proc
         c.kill_reason = ""
+        c.cpu_dead += sum(c.pid_cpu.values())  # the last run's processes: the counter keeps growing
         c.pid_cpu = {}
         c.started_mono = time.monotonic()
         c.state = {"running": {"startedAt": rfc3339(proc.started_at)}}
