@@ -54,9 +54,8 @@ async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: floa
             if left <= 0:
                 break
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(backend.ip, backend.port, limit=CHUNK),
-                    timeout=min(attempt_timeout_s, left))
+                async with asyncio.timeout(min(attempt_timeout_s, left)):  # no extra task, unlike wait_for
+                    reader, writer = await asyncio.open_connection(backend.ip, backend.port, limit=CHUNK)
             except (OSError, TimeoutError) as e:
                 failures += 1
                 if on_failure is not None:
