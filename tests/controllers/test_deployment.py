@@ -12,7 +12,7 @@ import pytest
 from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.loop import ControllerRunner
 from pitwall.controllers.replicaset import ReplicaSetController
-from pitwall.controllers.rollout import REVISION, REVISION_HISTORY
+from pitwall.controllers.rollout import REVISION, REVISION_HISTORY, max_surge, max_unavailable
 from pitwall.kube import KubeAPI, KubeClient
 from tests.controllers.conftest import Kubelet, eventually, run_controller
 
@@ -154,8 +154,6 @@ async def test_rolling_update_keeps_availability(kube: KubeAPI, controllers: lis
     async with Kubelet(kube.client):
         await kube.client.create(deployment(replicas, strategy=strategy))
         await eventually(lambda: rolled_out(kube, "web:v1", replicas))
-        from pitwall.controllers.rollout import max_surge, max_unavailable
-
         d = await get_d(kube)
         floor, ceiling = replicas - max_unavailable(d), replicas + max_surge(d)
         async with PodMonitor(kube.client) as mon:

@@ -88,6 +88,10 @@ def test_equal_ignore_hash() -> None:
     assert equal_ignore_hash(a, b)
     b["spec"]["containers"][0]["image"] = "z"
     assert not equal_ignore_hash(a, b)
+    # what kubectl rollout undo sends: a typed template with creationTimestamp: null
+    c = dep(1)["spec"]["template"]
+    c["metadata"]["creationTimestamp"] = None
+    assert equal_ignore_hash(a, c) and compute_hash(a) == compute_hash(c)
 
 
 def test_new_rs_new_replicas() -> None:

@@ -189,14 +189,24 @@ def compute_hash(template: Obj, collision_count: int | None = None) -> str:
     """The ``pod-template-hash`` of a template: fnv32a over its canonical form (sorted-key JSON; upstream
     hashes Go's printed struct), then the collision count as 8 little-endian bytes when set, rendered as
     upstream does (the decimal digits of the hash through ``safe_encode``)."""
-    data = json.dumps(template, sort_keys=True, separators=(",", ":")).encode()
+    data = json.dumps(_pruned(template), sort_keys=True, separators=(",", ":")).encode()
     if collision_count is not None:
         data += (collision_count & 0xFFFFFFFF).to_bytes(4, "little") + b"\0\0\0\0"
     return safe_encode(str(_fnv32a(data)))
 
 
+def _pruned(value: Any) -> Any:
+    """Without null fields: a typed Go client sends ``creationTimestamp: null`` in templates (``kubectl rollout
+    undo`` does) where the stored template has none, and the two must compare (and hash) alike."""
+    if isinstance(value, dict):
+        return {k: _pruned(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_pruned(v) for v in value]
+    return value
+
+
 def _without_hash(template: Obj | None) -> Obj:
-    t = copy.deepcopy(template or {})
+    t: Obj = _pruned(template or {})
     labels = (t.get("metadata") or {}).get("labels")
     if isinstance(labels, dict):
         labels.pop(HASH_LABEL, None)
