@@ -34,6 +34,12 @@ async def all_params(request: Request) -> MultiDict:
     return MultiDict(items)
 
 
+# Query times are clamped to about 146 years either side of 1970 (2^62 ns): the engines hold times
+# in int64 (nanoseconds in places), and steps and lookbacks around the bound must not overflow. A time
+# out there (1e30, or client_golang's zero time.Time sent as -62135596800) still bounds an empty range.
+MAX_QUERY_TIME_MS = (1 << 62) // 1_000_000
+
+
 def parse_time_ms(text: str) -> int:
     """Prometheus' time parameter: unix seconds (float) or RFC 3339."""
     try:
@@ -43,14 +49,18 @@ def parse_time_ms(text: str) -> int:
     else:
         if math.isnan(f) or math.isinf(f):
             raise BadData(f'cannot parse "{text}" to a valid timestamp')
-        return round(f * 1000)
+        return _clamp_ms(round(f * 1000))
     try:
         dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise BadData(f'cannot parse "{text}" to a valid timestamp') from None
     if dt.tzinfo is None:
         raise BadData(f'cannot parse "{text}" to a valid timestamp')
-    return round(dt.timestamp() * 1000)
+    return _clamp_ms(round(dt.timestamp() * 1000))
+
+
+def _clamp_ms(ms: int) -> int:
+    return max(-MAX_QUERY_TIME_MS, min(MAX_QUERY_TIME_MS, ms))
 
 
 def parse_duration_param_ms(text: str) -> int:

@@ -13,10 +13,22 @@ from pitwall.logs.model import Direction
 NS = 1_000_000_000
 DEFAULT_SINCE_NS = 3600 * NS
 DEFAULT_LIMIT = 100
+MAX_QUERY_TIME_NS = 1 << 62  # as core.params.MAX_QUERY_TIME_MS
 
 
 def parse_timestamp_ns(text: str) -> int:
-    """Loki's timestamp: unix ns (or seconds when 10 digits or fewer), float seconds, or RFC 3339."""
+    """Loki's timestamp: unix ns (or seconds when 10 digits or fewer), float seconds, or RFC 3339.
+
+    Clamped to 2^62 ns either side of 1970, as ``core.params.parse_time_ms``: no int64 overflow downstream.
+    """
+    return _clamp_ns(_parse_timestamp_ns(text))
+
+
+def _clamp_ns(ns: int) -> int:
+    return max(-MAX_QUERY_TIME_NS, min(MAX_QUERY_TIME_NS, ns))
+
+
+def _parse_timestamp_ns(text: str) -> int:
     v = text.strip()
     if "." in v and not any(c in v for c in "T:"):
         try:
@@ -28,7 +40,7 @@ def parse_timestamp_ns(text: str) -> int:
                 raise BadData(f"invalid timestamp {text!r}")
             secs = math.floor(f)
             return secs * NS + round((f - secs) * 1000) * 1_000_000
-    if not v.lstrip("-").isdigit():
+    if not (v.lstrip("-").isascii() and v.lstrip("-").isdigit()):  # isdigit alone passes "²"
         try:
             dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
         except ValueError:
@@ -84,7 +96,7 @@ def bounds(start: str | None, end: str | None, since: str | None = None) -> tupl
     if start:
         start_ns = parse_timestamp_ns(start)
     else:
-        start_ns = end_ns - (parse_duration_ns(since, "since") if since else DEFAULT_SINCE_NS)
+        start_ns = _clamp_ns(end_ns - (parse_duration_ns(since, "since") if since else DEFAULT_SINCE_NS))
     if end_ns < start_ns:
         raise BadData("end timestamp must not be before or equal to start time")
     return start_ns, end_ns

@@ -70,7 +70,7 @@ def _limit(request: Request, default: int) -> int:
     raw = request.query_params.get("limit")
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # isdigit alone passes "²"
         raise BadQuery(f"limit must be a positive integer, got {raw[:64]!r}")
     return int(raw)
 

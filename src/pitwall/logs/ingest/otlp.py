@@ -183,13 +183,22 @@ def encode_response(content_type: str) -> tuple[bytes, str]:
     return bytes(resp.SerializeToString()), PROTOBUF
 
 
+def _children(obj: Any, *keys: str) -> list[Any]:
+    """The list under the first of ``keys`` present in a JSON object; anything else (a mistyped body) is none."""
+    if not isinstance(obj, dict):
+        return []
+    for key in keys:
+        value = obj.get(key)
+        if value:
+            return value if isinstance(value, list) else []
+    return []
+
+
 def _hex_ids_to_base64(doc: Any) -> None:
     """OTLP/JSON carries trace/span ids as hex; protobuf's JSON parser expects base64."""
-    if not isinstance(doc, dict):
-        return
-    for rl in doc.get("resourceLogs") or doc.get("resource_logs") or []:
-        for sl in (rl or {}).get("scopeLogs") or (rl or {}).get("scope_logs") or []:
-            for rec in (sl or {}).get("logRecords") or (sl or {}).get("log_records") or []:
+    for rl in _children(doc, "resourceLogs", "resource_logs"):
+        for sl in _children(rl, "scopeLogs", "scope_logs"):
+            for rec in _children(sl, "logRecords", "log_records"):
                 if not isinstance(rec, dict):
                     continue
                 for key in ("traceId", "trace_id", "spanId", "span_id"):

@@ -61,7 +61,7 @@ def _nil(v: str) -> str:
 def _pri(text: str) -> tuple[int, str]:
     if text.startswith("<"):
         end = text.find(">", 1, 5)
-        if end > 1 and text[1:end].isdigit():
+        if end > 1 and text[1:end].isascii() and text[1:end].isdigit():  # isdigit alone passes "²"
             pri = int(text[1:end])
             if pri <= 191:
                 return pri, text[end + 1 :]

@@ -94,6 +94,14 @@ class RemoteWriteIngester:
                 miss_pos.append((i, key))
                 sid = -1
             per_series[i] = sid
+        metadata = None
+        if flags & 1:  # parsed before anything is stored: a body upb refuses is refused whole
+            req = prompb.FastWriteRequest()
+            try:
+                req.ParseFromString(raw)
+            except DecodeError as e:  # e.g. a metadata string not UTF-8, which the C decoder does not check
+                raise BadData(f"proto: cannot parse request body: {e}") from e
+            metadata = self._metadata(req)
         new, new_keys = self._resolve_misses(tenant, misses, miss_pos, per_series)
         fut = self.store.commit(
             tenant, np.repeat(per_series, counts), np.frombuffer(ts_b, dtype=np.int64),
@@ -101,10 +109,8 @@ class RemoteWriteIngester:
         )
         for key, sid in new_keys:
             cache[key] = sid
-        if flags & 1:
-            req = prompb.FastWriteRequest()
-            req.ParseFromString(raw)
-            await self.store.append_metadata(tenant, self._metadata(req))
+        if metadata is not None:
+            await self.store.append_metadata(tenant, metadata)
         await fut
         return len(ts_b) // 8
 
@@ -192,7 +198,10 @@ class RemoteWriteIngester:
         pairs: dict[str, str] = {}
         lbl = prompb.Label()
         for raw in raw_labels:
-            lbl.ParseFromString(raw)
+            try:
+                lbl.ParseFromString(raw)
+            except DecodeError as e:  # a label the C decoder passed on unchecked, e.g. a value not UTF-8
+                raise BadData(f"proto: cannot parse request body: {e}") from e
             name, value = lbl.name, lbl.value
             if len(name) > lim.max_label_name_length:
                 raise InvalidLabels(f"label name {name[:64]!r}... longer than {lim.max_label_name_length}")
