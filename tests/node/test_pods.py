@@ -338,3 +338,22 @@ async def test_node_part_follows_the_wiring_contract(node: Node) -> None:
                            node_name="other-node")
     assert isinstance(part, NodePart) and part.components() == [part.kubelet] and part.mounts(lambda: True) == []
     part.register_metrics(SelfMetrics())
+
+
+@pytest.mark.timeout(60)
+async def test_empty_dir_shared_by_two_containers_and_host_path(node: Node) -> None:
+    host = node.data.parent / "hostdir"
+    writer = py("writer", "import os,time; open(os.environ['PITWALL_MOUNT_SHARED'] + '/msg', 'w').write('hi');"
+                "open('host/h.txt', 'w').write('on host'); time.sleep(60)",
+                volumeMounts=[{"name": "shared", "mountPath": "/data"}, {"name": "host", "mountPath": "/host"}])
+    reader = py("reader", "import os,time\nfor _ in range(200):\n    p='data/msg'\n    if os.path.exists(p):\n"
+                "        print('read', open(p).read(), flush=True); break\n    time.sleep(0.05)\ntime.sleep(60)",
+                volumeMounts=[{"name": "shared", "mountPath": "/data"}])
+    await node.client.create(pod("shared", writer, reader, volumes=[
+        {"name": "shared", "emptyDir": {}},
+        {"name": "host", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}}]))
+    w = await until(lambda: _async(node.kubelet.worker_for("default", "shared")))
+    await until(lambda: _async(w.containers[1].logs is not None
+                               and any(e[2] == "read hi" for e in w.containers[1].logs.after(0))))
+    await until(lambda: _async((host / "h.txt").exists()))
+    assert (host / "h.txt").read_text() == "on host"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,18 +20,10 @@ from typing import Any, Protocol
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.node.container import BackOff, ContainerRun, rfc3339
 from pitwall.node.logs import LogBuffer, LogShipper, stream_labels
+from pitwall.node.podconfig import container_env, sync_volumes
 from pitwall.node.probes import ProbeContext, Prober, run_probe
 from pitwall.node.runtime import Exited, GroupUsage, spawn
-from pitwall.node.spec import (
-    ConfigError,
-    expand,
-    field_ref,
-    parse_quantity,
-    service_env,
-    source_data,
-    valid_env_name,
-)
-from pitwall.node.volumes import link_mount, mount_env, project, write_atomic
+from pitwall.node.spec import ConfigError, expand, parse_quantity
 
 __all__ = ["NodeHost", "PodWorker"]
 
@@ -140,131 +131,19 @@ class PodWorker:
         if all(c.done for c in self.containers):
             self.finished = True
 
-    # -- volumes ---------------------------------------------------------------
+    # -- configuration ---------------------------------------------------------
 
     async def _sync_volumes(self) -> None:
-        errors: list[str] = []
-        for v in (self.pod.get("spec") or {}).get("volumes") or []:
-            name = str(v.get("name"))
-            path = self.dir / "volumes" / name
-            try:
-                if "configMap" in v or "secret" in v:
-                    kind = "ConfigMap" if "configMap" in v else "Secret"
-                    src = v.get("configMap") if kind == "ConfigMap" else v.get("secret")
-                    src = src or {}
-                    ref = str(src.get("name") or src.get("secretName") or "")
-                    try:
-                        obj = await self.host.client.get("v1", kind, ref, self.namespace)
-                        data = source_data(obj)
-                    except NotFoundError:
-                        if not src.get("optional"):
-                            raise ConfigError(f'{kind.lower()} "{ref}" not found') from None
-                        data = {}
-                    write_atomic(path, project(data, src, kind=kind.lower(), name=ref))
-                elif "hostPath" in v:
-                    hp = v.get("hostPath") or {}
-                    path = Path(str(hp.get("path")))
-                    if hp.get("type") in ("DirectoryOrCreate",) and not path.exists():
-                        path.mkdir(parents=True, exist_ok=True)
-                    elif hp.get("type") == "FileOrCreate" and not path.exists():
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        path.touch()
-                    elif hp.get("type") and hp.get("type") != "" and not path.exists():
-                        raise ConfigError(f"hostPath type check failed: {path} does not exist")
-                elif "emptyDir" in v:
-                    path.mkdir(parents=True, exist_ok=True)
-                else:
-                    raise ConfigError(f'volume "{name}": only configMap, secret, emptyDir and hostPath are supported')
-                self._volumes[name] = path
-            except (ConfigError, OSError) as e:
-                errors.append(f'MountVolume.SetUp failed for volume "{name}" : {e}')
+        self._volumes, errors = await sync_volumes(self.host.client, self.pod, self.dir / "volumes")
         msg = "; ".join(errors)
         if msg and msg != self._volume_error:
             self.host.event(self.pod, "Warning", "FailedMount", msg)
         self._volume_error = msg
 
-    # -- starting --------------------------------------------------------------
-
     async def _env(self, c: ContainerRun) -> dict[str, str]:
-        spec = c.spec
-        pod_spec = self.pod.get("spec") or {}
-        client = self.host.client
-        env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-                               "HOSTNAME": self.name, "POD_IP": self.pod_ip,
-                               "PITWALL_POD_ROOT": str(self.root)}
-        for k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "HOME", "VIRTUAL_ENV"):
-            if k in os.environ:
-                env[k] = os.environ[k]
-        if pod_spec.get("enableServiceLinks", True) is not False:
-            svcs = (await client.list("v1", "Service", self.namespace)).items
-            env.update(service_env(svcs))
-        for vm in spec.get("volumeMounts") or []:
-            vname = str(vm.get("name"))
-            vol = self._volumes.get(vname)
-            if vol is None:
-                raise ConfigError(f'volume "{vname}" is not ready: {self._volume_error or "not declared"}')
-            target = vol / str(vm["subPath"]) if vm.get("subPath") else vol
-            if vm.get("subPath") and not target.exists():
-                target.mkdir(parents=True, exist_ok=True)
-            link_mount(self.root, str(vm.get("mountPath", "")), target)
-            env.setdefault(mount_env(vname), str(target))
-        cache: dict[tuple[str, str], dict[str, bytes] | None] = {}
-
-        async def source(kind: str, name: str) -> dict[str, bytes] | None:
-            if (kind, name) not in cache:
-                try:
-                    cache[(kind, name)] = source_data(await client.get("v1", kind, name, self.namespace))
-                except NotFoundError:
-                    cache[(kind, name)] = None
-            return cache[(kind, name)]
-
-        for ef in spec.get("envFrom") or []:
-            kind = "ConfigMap" if "configMapRef" in ef else "Secret"
-            ref = ef.get("configMapRef") or ef.get("secretRef") or {}
-            data = await source(kind, str(ref.get("name")))
-            if data is None:
-                if ref.get("optional"):
-                    continue
-                raise ConfigError(f'{kind.lower()} "{ref.get("name")}" not found')
-            for k, v in data.items():
-                key = str(ef.get("prefix") or "") + k
-                if valid_env_name(key):
-                    env[key] = v.decode(errors="replace")
-        for e in spec.get("env") or []:
-            name = str(e.get("name"))
-            if "valueFrom" not in e:
-                env[name] = expand(str(e.get("value", "")), env)
-                continue
-            vf = e.get("valueFrom") or {}
-            if "fieldRef" in vf:
-                env[name] = field_ref(self._pod_with_ip(), str((vf["fieldRef"] or {}).get("fieldPath", "")))
-            elif "configMapKeyRef" in vf or "secretKeyRef" in vf:
-                kind = "ConfigMap" if "configMapKeyRef" in vf else "Secret"
-                ref = vf.get("configMapKeyRef") or vf.get("secretKeyRef") or {}
-                data = await source(kind, str(ref.get("name")))
-                key = str(ref.get("key"))
-                if data is None or key not in data:
-                    if ref.get("optional"):
-                        continue
-                    raise ConfigError(f'{kind.lower()} "{ref.get("name")}" not found' if data is None else
-                                      f'couldn\'t find key {key} in {kind} {self.namespace}/{ref.get("name")}')
-                env[name] = data[key].decode(errors="replace")
-            elif "resourceFieldRef" in vf:
-                rf = vf["resourceFieldRef"] or {}
-                res, _, what = str(rf.get("resource", "")).partition(".")
-                val = ((spec.get("resources") or {}).get(res) or {}).get(what)
-                div = parse_quantity(rf.get("divisor", "1"))
-                env[name] = str(int(-(-parse_quantity(val) // div))) if val is not None else "0"
-            else:
-                raise ConfigError(f"env {name}: unsupported valueFrom")
-        return env
-
-    def _pod_with_ip(self) -> Obj:
-        p = dict(self.pod)
-        p["status"] = {**(p.get("status") or {}), "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}],
-                       "hostIP": "127.0.0.1"}
-        p["spec"] = {**(p.get("spec") or {}), "nodeName": self.host.node_name}
-        return p
+        return await container_env(self.host.client, self.pod, c.spec, pod_ip=self.pod_ip,
+                                   node_name=self.host.node_name, root=self.root, volumes=self._volumes,
+                                   volume_error=self._volume_error)
 
     def _cwd(self, c: ContainerRun) -> Path:
         wd = c.spec.get("workingDir")
