@@ -118,8 +118,13 @@ def test_apply_rollout_history_undo(server: ControllerServer) -> None:
     pods = json.loads(server.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
     assert len(pods) == 3 and all(p["spec"]["containers"][0]["image"] == "web:v1" for p in pods)
 
-    events = server.kubectl("get", "events").stdout
-    assert "ScalingReplicaSet" in events and "SuccessfulCreate" in events
+    server.kubectl("rollout", "undo", "deployment/web", "--to-revision=2")
+    server.kubectl("rollout", "status", "deployment/web", "--timeout=60s")
+    assert image_of(server) == "web:v2"
+
+    events = server.kubectl("get", "events", "--field-selector", "involvedObject.name=web").stdout
+    assert "ScalingReplicaSet" in events
+    assert "SuccessfulCreate" in server.kubectl("get", "events").stdout
     described = server.kubectl("describe", "deployment", "web").stdout
     assert "NewReplicaSetAvailable" in described and "Scaled" in described
 
@@ -133,6 +138,10 @@ def test_restart_pause_resume_scale(server: ControllerServer) -> None:
     server.kubectl("rollout", "status", "deployment/api", "--timeout=60s")
     after = set(server.kubectl("get", "pods", "-l", "app=api", "-o", "name").stdout.split())
     assert len(after) == 3 and not (before & after)
+
+    server.kubectl("create", "deployment", "made", "--image=web:v1", "--replicas=2")
+    server.kubectl("rollout", "status", "deployment/made", "--timeout=60s")
+    assert "2/2" in server.kubectl("get", "deployment", "made").stdout
 
     server.kubectl("rollout", "pause", "deployment/api")
     server.kubectl("set", "image", "deployment/api", "c=web:v9")
