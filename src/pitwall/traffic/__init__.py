@@ -2,6 +2,15 @@
 
 from pitwall.traffic.balancer import Backend, PortBalancer
 from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats
-from pitwall.traffic.wiring import build_proxy
+from pitwall.traffic.wiring import TrafficPart, build_proxy, build_traffic_part
 
-__all__ = ["Backend", "PortBalancer", "PortSpec", "ServiceProxy", "ServiceStats", "build_proxy"]
+__all__ = [
+    "Backend",
+    "PortBalancer",
+    "PortSpec",
+    "ServiceProxy",
+    "ServiceStats",
+    "TrafficPart",
+    "build_proxy",
+    "build_traffic_part",
+]

@@ -1,17 +1,84 @@
-"""Builds the service proxy over the Kubernetes API.
+"""Builds the service proxy over the Kubernetes API, as a ``core.lifecycle.Part``.
 
-The composition root starts the proxy after ``KubeAPI`` (it lists and
-watches through ``kube.client``) and stops it before.
+The composition root lists the traffic part after the kube part: the proxy
+lists and watches through ``kube.client``, so it starts after ``KubeAPI``
+and stops before it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI
 from pitwall.traffic.proxy import ServiceProxy
 
-__all__ = ["build_proxy"]
+__all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s)
+
+
+class _ProxyCollector(Collector):
+    """Per-Service counters of the proxy, read at scrape time."""
+
+    def __init__(self, proxy: ServiceProxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["namespace", "service"]
+        conns = CounterMetricFamily("pitwall_service_proxy_connections", "Connections accepted on a Service's "
+                                    "cluster IP.", labels=labels)
+        active = GaugeMetricFamily("pitwall_service_proxy_open_connections", "Connections open now.", labels=labels)
+        sent = CounterMetricFamily("pitwall_service_proxy_sent_bytes", "Bytes from clients to endpoints.",
+                                   labels=labels)
+        received = CounterMetricFamily("pitwall_service_proxy_received_bytes", "Bytes from endpoints to clients.",
+                                       labels=labels)
+        refused = CounterMetricFamily("pitwall_service_proxy_connect_failures", "Connects to an endpoint that "
+                                      "were refused or timed out (then retried on another).", labels=labels)
+        lost = CounterMetricFamily("pitwall_service_proxy_no_endpoint", "Connections closed because no endpoint "
+                                   "accepted them in time.", labels=labels)
+        for (ns, name), s in sorted(self.proxy.stats.items()):
+            conns.add_metric([ns, name], s.connections_total)
+            active.add_metric([ns, name], s.connections_active)
+            sent.add_metric([ns, name], s.bytes_sent)
+            received.add_metric([ns, name], s.bytes_received)
+            refused.add_metric([ns, name], s.connect_failures)
+            lost.add_metric([ns, name], s.no_endpoint)
+        yield from (conns, active, sent, received, refused, lost)
+
+
+@dataclass
+class TrafficPart:
+    """The data plane as a part of the server: the service proxy (later the mesh and the gateway)."""
+
+    proxy: ServiceProxy
+    name: str = "traffic"
+
+    def components(self) -> Sequence[Component]:
+        return [self.proxy]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return []
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload: Services and their endpoints come from the Kubernetes API."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        p = self.proxy
+        metrics.add_gauges("pitwall_service_proxy_listeners", "Cluster IP ports the service proxy serves.",
+                           lambda: float(len(p.listening())))
+        metrics.registry.register(_ProxyCollector(p))
+
+
+def build_traffic_part(kube: KubeAPI) -> TrafficPart:
+    """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part)."""
+    return TrafficPart(build_proxy(kube))
