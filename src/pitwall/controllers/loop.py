@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Sequence
@@ -55,6 +56,7 @@ Obj = dict[str, Any]
 
 BASE_DELAY_S = 0.005
 MAX_DELAY_S = 1000.0
+_LEADERSHIP_POLL_S = 1.0
 _RELIST_PAUSE_S = 1.0  # after a failed list or a watch that failed for another reason than Gone
 
 
@@ -390,7 +392,9 @@ class ControllerManager:
     async def _follow(self) -> None:
         assert self.election is not None
         while True:
-            await self._changed.wait()
+            # woken by on_change; the periodic look also covers an on_change replaced after us
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), _LEADERSHIP_POLL_S)
             self._changed.clear()
             await self._run_all(self.election.is_leader)
 
