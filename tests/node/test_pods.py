@@ -357,3 +357,27 @@ async def test_empty_dir_shared_by_two_containers_and_host_path(node: Node) -> N
                                and any(e[2] == "read hi" for e in w.containers[1].logs.after(0))))
     await until(lambda: _async((host / "h.txt").exists()))
     assert (host / "h.txt").read_text() == "on host"
+
+
+@pytest.mark.timeout(60)
+async def test_init_containers_run_first_in_order(node: Node) -> None:
+    mounts = [{"name": "work", "mountPath": "/work"}]
+    init1 = py("init1", "open('work/order', 'a').write('1')", volumeMounts=mounts)
+    init2 = py("init2", "import os,pathlib; p=pathlib.Path('work/tries'); n=int(p.read_text() if p.exists() else 0);"
+               "p.write_text(str(n+1)); open('work/order','a').write('2'); raise SystemExit(0 if n else 1)",
+               volumeMounts=mounts)
+    app = py("app", "import time; print('order', open('work/order').read(), flush=True); time.sleep(60)",
+             volumeMounts=mounts)
+    await node.client.create(pod("inits", app, initContainers=[init1, init2], volumes=[{"name": "work",
+                                                                                        "emptyDir": {}}]))
+    st = await until(lambda: _if(node.status("inits"), lambda s: s.get("phase") == "Running"))
+    ics = st["initContainerStatuses"]
+    assert [c["state"]["terminated"]["reason"] for c in ics] == ["Completed", "Completed"]
+    assert ics[1]["restartCount"] == 1
+    assert any(c["type"] == "Initialized" and c["status"] == "True" for c in st["conditions"])
+    await until(lambda: _worker_line(node, "inits", "order 122"))
+    await node.client.create(pod("initfail", py("app", "print('never')"), restartPolicy="Never",
+                                 initContainers=[py("boom", "raise SystemExit(4)")]))
+    st = await until(lambda: _if(node.status("initfail"), lambda s: s.get("phase") == "Failed"))
+    assert st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
+    assert st["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}

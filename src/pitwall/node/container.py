@@ -45,6 +45,7 @@ class ContainerRun:
 
     spec: Obj
     backoff: BackOff
+    is_init: bool = False
     restart_count: int = 0
     ever_started: bool = False
     state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})

@@ -61,17 +61,19 @@ def logs_handler(kubelet: Kubelet) -> Callable[[Request, Any, str, str], Awaitab
     async def handler(request: Request, rt: Any, namespace: str, name: str) -> Response:
         pod = await kubelet.client.get("v1", "Pod", name, namespace)  # NotFound: 404 as the API answers
         q = request.query_params
-        names = [str(c.get("name")) for c in (pod.get("spec") or {}).get("containers") or []]
+        spec = pod.get("spec") or {}
+        names = [str(c.get("name")) for c in spec.get("containers") or []]
+        inits = [str(c.get("name")) for c in spec.get("initContainers") or []]
         container = q.get("container") or ""
         if not container:
             if len(names) != 1:
                 raise BadRequest(f"a container name must be specified for pod {name}, choose one of: "
                                  f"[{' '.join(names)}]")
             container = names[0]
-        if container not in names:
+        if container not in names and container not in inits:
             raise BadRequest(f"container {container} is not valid for pod {name}")
         w = kubelet.worker_for(namespace, name)
-        run = next((c for c in w.containers if c.name == container), None) if w is not None else None
+        run = next((c for c in w.runs if c.name == container), None) if w is not None else None
         previous = q.get("previous") in ("true", "1")
         buf: LogBuffer | None
         if run is None:

@@ -60,16 +60,17 @@ class PodWorker:
         self.root = self.dir / "root"
         spec = pod.get("spec") or {}
         self.policy = str(spec.get("restartPolicy") or "Always")
-        old = {str(s.get("name")): s for s in (pod.get("status") or {}).get("containerStatuses") or []}
-        self.containers: list[ContainerRun] = []
-        for c in spec.get("containers") or []:
-            run = ContainerRun(c, BackOff(host.backoff.initial, host.backoff.maximum, host.backoff.reset))
-            prev = old.get(str(c.get("name")))
-            if prev:  # a pitwall restart: the containers are started again, and that counts
-                run.restart_count = int(prev.get("restartCount") or 0)
-                run.ever_started = "running" in (prev.get("state") or {}) or "terminated" in (prev.get("state") or {})
-                run.last_state = prev.get("lastState") or {}
-            self.containers.append(run)
+        status = pod.get("status") or {}
+        self.containers = self._runs(spec.get("containers") or [], status.get("containerStatuses"), False)
+        self.inits = self._runs(spec.get("initContainers") or [], status.get("initContainerStatuses"), True)
+        initialized = any(c.get("type") == "Initialized" and c.get("status") == "True"
+                          for c in status.get("conditions") or [])
+        for c in self.inits:  # initialized before a pitwall restart: not run again
+            if initialized and "terminated" in c.state:
+                c.done = True
+        if self.inits and not initialized:
+            for c in self.containers:
+                c.state = {"waiting": {"reason": "PodInitializing"}}
         self.finished = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
         self.start_time = str((pod.get("status") or {}).get("startTime") or rfc3339())
         self.terminating = False
@@ -82,6 +83,31 @@ class PodWorker:
         self._volumes: dict[str, Path] = {}
         self._volume_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _runs(self, specs: list[Obj], statuses: list[Obj] | None, init: bool) -> list[ContainerRun]:
+        old = {str(st.get("name")): st for st in statuses or []}
+        b = self.host.backoff
+        out = []
+        for c in specs:
+            run = ContainerRun(c, BackOff(b.initial, b.maximum, b.reset), is_init=init)
+            prev = old.get(str(c.get("name")))
+            if prev:  # a pitwall restart: the containers are started again, and that counts
+                state = prev.get("state") or {}
+                run.restart_count = int(prev.get("restartCount") or 0)
+                run.ever_started = "running" in state or "terminated" in state
+                run.last_state = prev.get("lastState") or {}
+                if init and "terminated" in state:
+                    run.state = state
+            out.append(run)
+        return out
+
+    @property
+    def runs(self) -> list[ContainerRun]:
+        """Init containers, then the others."""
+        return [*self.inits, *self.containers]
+
+    def initialized(self) -> bool:
+        return all(c.done and (c.state.get("terminated") or {}).get("exitCode") == 0 for c in self.inits)
 
     # -- inputs ----------------------------------------------------------------
 
@@ -122,9 +148,16 @@ class PodWorker:
         if now >= self._next_volume_sync:
             await self._sync_volumes()
             self._next_volume_sync = now + self.host.volume_sync_s
-        for c in self.containers:
+        for c in self.runs:
             if c.wait_task is not None and c.wait_task.done():
                 self._on_exit(c, c.wait_task.result())
+        if not self.initialized():
+            c = next(c for c in self.inits if not (c.done and c.state.get("terminated", {}).get("exitCode") == 0))
+            if c.done:  # an init container failed for good (restartPolicy Never)
+                self.finished = True
+            elif c.proc is None and time.monotonic() >= c.next_start:
+                await self._start(c)
+            return
         for c in self.containers:
             if c.proc is None and not c.done and time.monotonic() >= c.next_start:
                 await self._start(c)
@@ -223,7 +256,8 @@ class PodWorker:
                         f'Container image "{c.spec.get("image", "")}" already present on machine', fp)
         self.host.event(self.pod, "Normal", "Created", f"Created container {c.name}", fp)
         self.host.event(self.pod, "Normal", "Started", f"Started container {c.name}", fp)
-        self._start_probes(c)
+        if not c.is_init:
+            self._start_probes(c)
 
     async def _wait_exit(self, proc: Any) -> Exited:
         try:
@@ -309,7 +343,10 @@ class PodWorker:
         self._after_exit(c, ex.exit_code, term, ran_for=time.monotonic() - c.started_mono)
 
     def _after_exit(self, c: ContainerRun, code: int, term: Obj, *, ran_for: float, start_error: str = "") -> None:
-        restart = self.policy == "Always" or (self.policy == "OnFailure" and code != 0)
+        if c.is_init:  # an init container runs to completion, again only after a failure
+            restart = code != 0 and self.policy != "Never"
+        else:
+            restart = self.policy == "Always" or (self.policy == "OnFailure" and code != 0)
         if not restart or self.terminating:
             c.state = {"terminated": term}
             c.done = True
@@ -336,7 +373,7 @@ class PodWorker:
     def sample(self, usage: dict[int, GroupUsage]) -> None:
         """Usage of each running container from one /proc pass; kill a container above its memory limit."""
         now = time.monotonic()
-        for c in self.containers:
+        for c in self.runs:
             if not c.running() or c.proc is None:
                 continue
             u = usage.get(c.proc.pid)
@@ -363,6 +400,9 @@ class PodWorker:
     # -- status ----------------------------------------------------------------
 
     def phase(self) -> str:
+        if not self.initialized():
+            failed = any(c.done and (c.state.get("terminated") or {}).get("exitCode") != 0 for c in self.inits)
+            return "Failed" if failed else "Pending"
         cs = self.containers
         if cs and all(c.done for c in cs):
             ok = all("terminated" in c.state and c.state["terminated"].get("exitCode") == 0 for c in cs)
@@ -383,7 +423,8 @@ class PodWorker:
         phase = self.phase()
         ready = bool(self.containers) and all(c.ready and c.running() for c in self.containers)
         started = any(c.ever_started for c in self.containers)
-        conds = [self._condition("PodReadyToStartContainers", True), self._condition("Initialized", True),
+        initialized = self.initialized()
+        conds = [self._condition("PodReadyToStartContainers", True), self._condition("Initialized", initialized),
                  self._condition("Ready", ready), self._condition("ContainersReady", ready),
                  self._condition("PodScheduled", True)]
         for cond in conds[2:4]:
@@ -392,9 +433,15 @@ class PodWorker:
                 waiting = [c.name for c in self.containers if not (c.ready and c.running())]
                 if cond["reason"] == "ContainersNotReady":
                     cond["message"] = f"containers with unready status: [{' '.join(waiting)}]"
+        if not initialized:
+            pending = [c.name for c in self.inits if not c.done]
+            conds[1].update(reason="ContainersNotInitialized",
+                            message=f"containers with incomplete status: [{' '.join(pending)}]")
         out: Obj = {"phase": phase, "conditions": conds, "hostIP": "127.0.0.1", "hostIPs": [{"ip": "127.0.0.1"}],
                     "podIP": self.pod_ip, "podIPs": [{"ip": self.pod_ip}], "startTime": self.start_time,
                     "qosClass": self._qos(), "containerStatuses": [c.status() for c in self.containers]}
+        if self.inits:
+            out["initContainerStatuses"] = [c.status() for c in self.inits]
         if not started and not self.containers:
             out["phase"] = "Pending"
         return out
@@ -457,10 +504,10 @@ class PodWorker:
             grace = min(grace, 2.0)
         if self.shutdown:
             grace = min(grace, self.host.max_shutdown_grace_s)
-        for c in self.containers:
+        for c in self.runs:
             c.done = True
-        await asyncio.gather(*(self._stop_container(c, grace) for c in self.containers), return_exceptions=True)
-        for c in self.containers:
+        await asyncio.gather(*(self._stop_container(c, grace) for c in self.runs), return_exceptions=True)
+        for c in self.runs:
             for t in c.probers:
                 t.cancel()
             c.probers = []
