@@ -2,22 +2,30 @@
 
 Every controller is a ``Reconciler`` registered in ``RECONCILERS`` (a
 factory from the API's client to the reconciler) with its number of
-workers; the composition root calls ``build_controllers`` and adds the
-manager to the kube part's components, after the API.
+workers. ``build_controllers`` makes the manager; ``build_controllers_part``
+wraps it, with the leader election when the state store is shared (etcd),
+as a ``core.lifecycle.Part`` placed after the kube part in ``server.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler
 from pitwall.controllers.replicaset import ReplicaSetController
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.storage.revstore.election import Election
 
-__all__ = ["RECONCILERS", "Registration", "build_controllers"]
+__all__ = ["RECONCILERS", "ControllersPart", "Registration", "build_controllers", "build_controllers_part"]
+
+ELECTION_NAME = "controllers"
 
 
 @dataclass(frozen=True)
@@ -43,3 +51,62 @@ def build_controllers(kube: KubeAPI, *, election: Election | None,
     runners = [ControllerRunner(kube.client, reg.make(kube.client), workers=reg.workers, resync_s=reg.resync_s)
                for reg in [*RECONCILERS, *(extra or [])]]
     return ControllerManager(runners, election=election)
+
+
+class _Campaign:
+    """The election as a component: campaign on start, resign on stop."""
+
+    name = "controllers-election"
+
+    def __init__(self, election: Election) -> None:
+        self.election = election
+
+    async def start(self) -> None:
+        await self.election.start()
+
+    async def stop(self) -> None:
+        await self.election.stop()
+
+
+@dataclass
+class ControllersPart:
+    """The controllers as a part of the server: the election (if any) starts before the manager."""
+
+    manager: ControllerManager
+    election: Election | None = None
+    name: str = "controllers"
+    _campaign: list[Component] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.election is not None:
+            self._campaign = [_Campaign(self.election)]
+
+    def components(self) -> Sequence[Component]:
+        return [*self._campaign, self.manager]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return []
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload: controllers and the election need a restart."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        m = self.manager
+        metrics.add_gauges("pitwall_controllers_leading", "1 while this server runs the controllers.",
+                           lambda: float(m.leading))
+        metrics.add_gauges("pitwall_controllers_reconciles", "Reconciles run by every controller.",
+                           lambda: float(sum(r.reconciles for r in m.runners)))
+        metrics.add_gauges("pitwall_controllers_reconcile_errors", "Reconciles that failed (and were retried).",
+                           lambda: float(sum(r.errors for r in m.runners)))
+        metrics.add_gauges("pitwall_controllers_queue_depth", "Keys waiting in the controllers' work queues.",
+                           lambda: float(sum(len(r.queue) for r in m.runners)))
+
+
+def build_controllers_part(kube: KubeAPI, settings: Any) -> ControllersPart:
+    """The controllers over ``kube`` for ``pitwall.config.Settings``: with the etcd backend, several servers
+    may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``)."""
+    election: Election | None = None
+    if settings.state.backend == "etcd":
+        identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
+        election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
+    return ControllersPart(build_controllers(kube, election=election), election)
