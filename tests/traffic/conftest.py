@@ -185,7 +185,7 @@ def _one_request(ip: str, port: int, timeout: float) -> str:
         while data := s.recv(65536):
             chunks.append(data)
     raw = b"".join(chunks)
-    if not raw.startswith(b"HTTP/1.1 200"):
+    if not (raw.startswith(b"HTTP/1.") and raw[8:13] == b" 200 "):
         raise OSError(f"bad answer: {raw[:60]!r}")
     return raw.partition(b"\r\n\r\n")[2].decode()
 
