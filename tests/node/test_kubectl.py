@@ -82,7 +82,10 @@ def test_kubectl_apply_get_logs_follow_delete(node_server: NodeServer) -> None:
     _wait(running)
     wide = s.kubectl("get", "pods", "-o", "wide").stdout
     assert "127.42." in wide and "test-node" in wide
-    assert "test-node" in s.kubectl("get", "nodes").stdout
+    nodes = s.kubectl("get", "nodes", "-o", "wide").stdout
+    assert "test-node" in nodes and "Ready" in nodes and "127.0.0.1" in nodes
+    described = s.kubectl("describe", "node", "test-node").stdout
+    assert "KubeletReady" in described and "hello" in described  # the node's non-terminated pods
     follow = subprocess.Popen([KUBECTL, f"--cache-dir={s.cache}", "logs", "-f", "hello"], stdout=subprocess.PIPE,
                               text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("KUBE")},
                                               "KUBECONFIG": str(s.kubeconfig), "HOME": str(s.kubeconfig.parent)})
