@@ -57,7 +57,8 @@ Obj = dict[str, Any]
 BASE_DELAY_S = 0.005
 MAX_DELAY_S = 1000.0
 _LEADERSHIP_POLL_S = 1.0
-_RELIST_PAUSE_S = 1.0  # after a failed list or a watch that failed for another reason than Gone
+_RELIST_PAUSE_S = 1.0
+_RESUME_PAUSE_S = 0.1  # after a failed list or a watch that failed for another reason than Gone
 
 
 class Reconciler(Protocol):
@@ -286,7 +287,8 @@ class ControllerRunner:
                         if ev.type == "BOOKMARK":
                             continue
                         self._event(api_version, kind, ev.object)
-                    # the stream ended (server closing): resume from where it was
+                    # the stream ended (the API is closing, a watch timeout): resume from where it was
+                    await asyncio.sleep(_RESUME_PAUSE_S)
                 except asyncio.CancelledError:
                     raise
                 except Gone:
