@@ -58,6 +58,10 @@ def test_deletion_prefers_restarts_recent_readiness_newer_and_doubled_up() -> No
                                 1, at=T0)) == ["new-ready"]
     assert names(pods_to_delete([pod("old", node="n", age_s=5000), pod("young", node="n", age_s=3)],
                                 1, at=T0)) == ["young"]
+    cheap, dear = pod("cheap", node="n", restarts=0), pod("dear", node="n", restarts=9)
+    cheap["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "-5"}
+    dear["metadata"]["annotations"] = {"controller.kubernetes.io/pod-deletion-cost": "100"}
+    assert names(pods_to_delete([dear, cheap], 1, at=T0)) == ["cheap"]  # cost before restarts
     crowded = [pod("a1", node="a"), pod("a2", node="a"), pod("b1", node="b")]
     assert names(pods_to_delete(crowded, 1, at=T0))[0] in ("a1", "a2")
     assert pods_to_delete(crowded, 0, at=T0) == []

@@ -9,8 +9,8 @@ As upstream's (pkg/controller/replicaset), each sync of one ReplicaSet:
    ``BURST`` a sync), named ``<rs>-<5 random letters>``, each controlled by
    the ReplicaSet (``controller``, ``blockOwnerDeletion``); or deletes the
    surplus, choosing as upstream ranks them: unscheduled before scheduled,
-   Pending before Unknown before Running, not-ready before ready, pods
-   doubled up on a node first, recently ready first, more restarts first,
+   Pending before Unknown before Running, not-ready before ready, lower
+   ``pod-deletion-cost`` first, pods doubled up on a node first, recently ready first, more restarts first,
    newer first;
 4. writes ``status`` (replicas, fullyLabeledReplicas, readyReplicas,
    availableReplicas after ``minReadySeconds``, observedGeneration) and
@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 COMPONENT = "replicaset-controller"
 BURST = 500  # upstream's burstReplicas: most pods created or deleted in one sync
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 _PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
@@ -75,6 +76,14 @@ def _log2_bucket(seconds: float) -> int:
     return int(math.log2(seconds)) if seconds >= 1 else 0
 
 
+def _deletion_cost(pod: Obj) -> int:
+    raw = (meta(pod).get("annotations") or {}).get(DELETION_COST)
+    try:
+        return int(raw) if raw is not None else 0
+    except ValueError:
+        return 0
+
+
 def _deletion_key(pod: Obj, rank: int, at: datetime) -> tuple[Any, ...]:
     """Sorts ascending in upstream's order of deletion preference (ActivePodsWithRanks, logarithmic)."""
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
@@ -87,6 +96,7 @@ def _deletion_key(pod: Obj, rank: int, at: datetime) -> tuple[Any, ...]:
         bool(spec.get("nodeName")),  # unassigned first
         _PHASE_ORDER.get(str(status.get("phase") or ""), 0),  # Pending < Unknown < Running
         ready,  # not ready first
+        _deletion_cost(pod),  # lower controller.kubernetes.io/pod-deletion-cost first
         -rank,  # more pods on the same node first
         ready_for,  # ready for less time first
         -restarts(pod),  # more restarts first
