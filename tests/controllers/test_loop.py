@@ -346,3 +346,18 @@ async def test_record_event_counts_repeats(kube: KubeAPI) -> None:
     assert ev["source"]["component"] == "fake-controller" and ev["type"] == "Normal"
     assert ev["firstTimestamp"] and ev["lastTimestamp"]
     assert len(events) == 2
+
+
+@pytest.mark.timeout(20)
+async def test_a_dead_runner_loop_makes_the_manager_unhealthy(kube: KubeAPI) -> None:
+    m = ControllerManager([ControllerRunner(kube.client, Fake(), resync_s=0)])
+    await m.start()
+    try:
+        async def crash() -> None:
+            raise RuntimeError("bug")
+
+        m.runners[0].tasks.spawn(crash(), name="buggy")
+        await eventually(lambda: _true(bool(m.tasks.failures)))
+        assert not m.healthy and "bug" in m.tasks.failures[0]
+    finally:
+        await m.stop()

@@ -353,6 +353,9 @@ class ControllerManager:
         self.runners = list(runners)
         self.election = election
         self.tasks = Supervisor("controllers")
+        for r in self.runners:
+            # a runner's dead loop is the manager's: the server's readiness reads the manager's failures
+            r.tasks.failures = self.tasks.failures
         self._changed = asyncio.Event()
         self.leading = False
         if election is not None:
