@@ -283,6 +283,8 @@ async def test_restart_of_pitwall_recreates_pods_and_kills_leftovers(node: Node)
     await until(lambda: _if(node.container("keep"), lambda s: "running" in (s.get("state") or {})))
     old = node.pids("keep")
     await node.kubelet.stop()
+    n = await node.client.get("v1", "Node", NODE)
+    assert any(c["type"] == "Ready" and c["status"] == "False" for c in n["status"]["conditions"])
     assert not any(alive(p) for p in old)
     assert children_of(os.getpid()) == []
     # a leftover from a "crashed" run: a process group recorded in a pid file
@@ -381,3 +383,29 @@ async def test_init_containers_run_first_in_order(node: Node) -> None:
     st = await until(lambda: _if(node.status("initfail"), lambda s: s.get("phase") == "Failed"))
     assert st["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 4
     assert st["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
+
+
+@pytest.mark.timeout(60)
+async def test_watch_expired_relists(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections.abc import AsyncIterator
+    from typing import Any
+
+    from pitwall.kube import Gone, WatchEvent
+
+    real = node.client.watch
+    calls: list[int] = []
+
+    def watch(*args: Any, **kwargs: Any) -> AsyncIterator[WatchEvent]:
+        calls.append(1)
+        if len(calls) == 1:
+            async def expired() -> AsyncIterator[WatchEvent]:
+                raise Gone.too_old(1, 2)
+                yield  # pragma: no cover
+            return expired()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(node.client, "watch", watch)
+    await node.restart_kubelet()
+    await node.client.create(pod("after-gone", py("c", "import time; time.sleep(60)")))
+    await until(lambda: _if(node.container("after-gone"), lambda s: "running" in (s.get("state") or {})))
+    assert len(calls) >= 2

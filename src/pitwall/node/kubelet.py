@@ -98,6 +98,15 @@ class Kubelet:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self.tasks.stop()
         self.kube.subresource_handlers.pop(("", "pods", "log"), None)
+        now = rfc3339()
+        ready = {"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "pitwall node stopped",
+                 "lastHeartbeatTime": now, "lastTransitionTime": now}
+        conds = [c for c in self._node()["status"]["conditions"] if c["type"] != "Ready"] + [ready]
+        try:
+            await self.client.patch("v1", "Node", self.node_name, {"status": {"conditions": conds}},
+                                     subresource="status")
+        except Exception as e:  # the API is already down: the lease expires on its own
+            log.debug("node: not marked NotReady: %s", e)
 
     @property
     def healthy(self) -> bool:
