@@ -188,3 +188,24 @@ async def test_listeners_follow_services(kube: KubeAPI, proxy: ServiceProxy) -> 
         await eventually(lambda: not any(addr[0] == ip for addr in proxy.listening()))
         with pytest.raises(OSError):
             await http_get(ip, 81)
+
+
+@pytest.mark.timeout(30)
+async def test_address_in_use_is_retried(kube: KubeAPI) -> None:
+    (a,) = pod_ips(1)
+    blocker = await asyncio.start_server(lambda r, w: w.close(), "127.96.250.7", 80)  # someone else holds it
+    p = ServiceProxy(kube.client, bind_retry_s=0.1)
+    await p.start()
+    try:
+        async with backends((a, 8080)):
+            await make_service(kube.client, "busy", clusterIP="127.96.250.7")
+            await put_slice(kube.client, "busy", [endpoint(a)])
+            await eventually(lambda: ("127.96.250.7", 80) in p.bind_errors)
+            blocker.close()
+            await blocker.wait_closed()
+            await eventually(lambda: ("127.96.250.7", 80) in p.listening() and not p.bind_errors)
+            await eventually(lambda: bool(p.endpoints("127.96.250.7", 80)))
+            assert await http_get("127.96.250.7", 80) == a
+    finally:
+        blocker.close()
+        await p.stop()
