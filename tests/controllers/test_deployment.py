@@ -142,7 +142,7 @@ async def test_create_scale_and_status(kube: KubeAPI, controllers: list[Controll
         assert len(await rss(kube)) == 1
         reasons = [e["reason"] for e in (await kube.client.list("v1", "Event", "default")).items
                    if e["involvedObject"]["kind"] == "Deployment"]
-        assert "ScalingReplicaSet" in reasons
+        assert "ScalingReplicaSet" in reasons and "NewReplicaSetAvailable" in reasons
 
 
 @pytest.mark.timeout(60)
@@ -223,6 +223,9 @@ async def test_paused_deployment_does_not_roll(kube: KubeAPI, controllers: list[
         await eventually(lambda: _n_pods(kube, 3))
         await kube.client.patch("apps/v1", "Deployment", "web", {"spec": {"paused": False}}, namespace="default")
         await eventually(lambda: rolled_out(kube, "web:v2", 3))
+    reasons = {e["reason"] for e in (await kube.client.list("v1", "Event", "default")).items
+               if e["involvedObject"]["kind"] == "Deployment"}
+    assert {"DeploymentPaused", "DeploymentResumed"} <= reasons
 
 
 async def _n_pods(kube: KubeAPI, n: int) -> bool:

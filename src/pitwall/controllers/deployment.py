@@ -23,7 +23,9 @@ As upstream's (pkg/controller/deployment), one sync of a Deployment:
    progress deadline would pass.
 
 ``kubectl rollout status/history/undo/pause/resume/restart`` work on what
-this writes. Events: ScalingReplicaSet, and ProgressDeadlineExceeded.
+this writes. Events: ScalingReplicaSet for every resize; NewReplicaSetAvailable,
+DeploymentPaused, DeploymentResumed and ProgressDeadlineExceeded (a Warning)
+as the rollout reaches them.
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ __all__ = ["DeploymentController"]
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 COMPONENT = "deployment-controller"
+_MILESTONES = frozenset({NEW_RS_AVAILABLE, TIMED_OUT})  # Progressing reasons told as Events (and paused/resumed)
 
 
 def _created(obj: Obj) -> tuple[str, str]:
@@ -248,8 +251,10 @@ class DeploymentController:
         at = now()
         if (d.get("spec") or {}).get("paused") and not paused_cond:
             set_condition(status, new_condition("Progressing", "Unknown", PAUSED, "Deployment is paused", at))
+            await record_event(self.client, d, "Normal", PAUSED, "Deployment is paused", COMPONENT)
         elif not (d.get("spec") or {}).get("paused") and paused_cond:
             set_condition(status, new_condition("Progressing", "Unknown", RESUMED, "Deployment is resumed", at))
+            await record_event(self.client, d, "Normal", RESUMED, "Deployment is resumed", COMPONENT)
 
     # ---- new and old ReplicaSets ------------------------------------------------------------------------------
     async def _sync_revision(self, s: _Sync, create: bool) -> None:
@@ -561,16 +566,23 @@ class DeploymentController:
                 elif deployment_timed_out(d, status, at):
                     msg = f'ReplicaSet "{name}" has timed out progressing.' if name else \
                         f'Deployment "{meta(d)["name"]}" has timed out progressing.'
-                    before = get_condition(status, "Progressing")
                     set_condition(status, new_condition("Progressing", "False", TIMED_OUT, msg, at))
-                    if before is None or before.get("reason") != TIMED_OUT:
-                        await record_event(self.client, d, "Warning", TIMED_OUT, msg, COMPONENT)
             after = self._requeue_stuck(d, status, at)
+        await self._progress_event(s, status)
         status = compact_status(status)
         if status != s.stored_status:
             d["status"] = status
             await self.client.update_status(d)
         return after
+
+    async def _progress_event(self, s: _Sync, status: Obj) -> None:
+        """An Event when the rollout reaches a milestone: complete, paused, resumed, or past its deadline."""
+        was = (get_condition(s.stored_status, "Progressing") or {}).get("reason")
+        cond = get_condition(status, "Progressing")
+        if cond is None or cond.get("reason") == was or cond.get("reason") not in _MILESTONES:
+            return
+        type_ = "Warning" if cond["reason"] == TIMED_OUT else "Normal"
+        await record_event(self.client, s.d, type_, str(cond["reason"]), str(cond.get("message") or ""), COMPONENT)
 
     def _requeue_stuck(self, d: Obj, status: Obj, at: datetime) -> float | None:
         cur = get_condition(status, "Progressing")
