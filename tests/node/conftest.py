@@ -29,7 +29,7 @@ from tests.kube.conftest import KubeServer
 PY = sys.executable
 NODE = "test-node"
 FAST: dict[str, Any] = {"backoff_initial_s": 0.3, "backoff_max_s": 1.2, "backoff_reset_s": 600.0, "volume_sync_s": 0.3,
-        "sample_interval_s": 0.2, "metrics_interval_s": 0.5, "lease_interval_s": 5.0, "max_shutdown_grace_s": 5.0,
+        "sample_interval_s": 0.2, "metrics_interval_s": 0.5, "lease_interval_s": 5.0, "max_shutdown_grace_s": 5.0, "resync_s": 2.0,
         "log_flush_s": 0.2}
 
 # Tiny programs the pods run.

@@ -53,7 +53,8 @@ class Kubelet:
                  metrics: Appender | None = None, node_name: str = "", backoff_initial_s: float = 10.0,
                  backoff_max_s: float = 300.0, backoff_reset_s: float = 600.0, volume_sync_s: float = 10.0,
                  sample_interval_s: float = 1.0, metrics_interval_s: float = 15.0, lease_interval_s: float = 10.0,
-                 max_shutdown_grace_s: float = 30.0, log_flush_s: float = 1.0, tenant: str = "default") -> None:
+                 max_shutdown_grace_s: float = 30.0, log_flush_s: float = 1.0, resync_s: float = 300.0,
+                 tenant: str = "default") -> None:
         self.kube = kube
         self.client = kube.client
         self.node_name = node_name or socket.gethostname().lower()
@@ -65,6 +66,7 @@ class Kubelet:
         self.metrics_interval_s = metrics_interval_s
         self.lease_interval_s = lease_interval_s
         self.max_shutdown_grace_s = max_shutdown_grace_s
+        self.resync_s = resync_s
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         self.stats = NodeStats(self, metrics, tenant=tenant)
@@ -200,16 +202,17 @@ class Kubelet:
                 self._clean_dirs(seen)
                 assert self._synced is not None
                 self._synced.set()
-                async for ev in self.client.watch("v1", "Pod", resource_version=listed.resource_version):
-                    if ev.type == "DELETED":
-                        gone = self.workers.get(str((ev.object.get("metadata") or {}).get("uid")))
-                        if gone is not None:
-                            gone.deleted()
-                    elif ev.type in ("ADDED", "MODIFIED"):
-                        self._handle(ev.object)
+                async with asyncio.timeout(self.resync_s):  # a periodic relist heals any missed step
+                    async for ev in self.client.watch("v1", "Pod", resource_version=listed.resource_version):
+                        if ev.type == "DELETED":
+                            gone = self.workers.get(str((ev.object.get("metadata") or {}).get("uid")))
+                            if gone is not None:
+                                gone.deleted()
+                        elif ev.type in ("ADDED", "MODIFIED"):
+                            self._handle(ev.object)
             except asyncio.CancelledError:
                 raise
-            except Gone:
+            except (Gone, TimeoutError):
                 continue
             except Exception:
                 log.exception("node: following pods failed; listing again")
@@ -252,9 +255,16 @@ class Kubelet:
     async def _bind(self, pod: Obj) -> None:
         m = pod.get("metadata") or {}
         name, ns = str(m.get("name")), str(m.get("namespace"))
-        try:
-            await self.client.patch("v1", "Pod", name, {"spec": {"nodeName": self.node_name}}, namespace=ns)
-        except NotFoundError:
+        for attempt in range(5):
+            try:
+                await self.client.patch("v1", "Pod", name, {"spec": {"nodeName": self.node_name}}, namespace=ns)
+                break
+            except NotFoundError:
+                return
+            except Exception as e:  # the store is busy: try again, then leave it to the next resync
+                log.warning("node: binding pod %s/%s failed: %s", ns, name, e)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
             return
         self.event(pod, "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {self.node_name}",
                    component="default-scheduler")
