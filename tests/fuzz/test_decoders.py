@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -117,7 +118,6 @@ def test_bulk_decoder(data: st.DataObject, lines: list[Any]) -> None:
                                    "0001-01-01T00:00:00+14:00"])
 def test_bulk_timestamp_past_int64_falls_back_to_now(stamp: Any) -> None:
     """Epoch millis or dates past int64 nanoseconds were an OverflowError/ValueError, a 500 (found by the fuzzer)."""
-    import json
 
     body = b'{"index":{}}\n' + json.dumps({"@timestamp": stamp, "message": "m"}).encode() + b"\n"
     req = BulkDecoder(ElasticsearchSettings()).decode(body, "idx", now_ns=123)
@@ -240,3 +240,18 @@ def test_syslog_unicode_digit_priority_is_text(text: str) -> None:
     """str.isdigit passes "²", int() does not: a ValueError that closed the TCP connection (found by the fuzzer)."""
     msg = parse_syslog(text, 7)
     assert (msg.facility, msg.severity, msg.line) == ("user", "notice", text)
+
+
+@pytest.mark.parametrize(("start", "end"), [(2**64 - 1, 0), (1, 2**63), (2**63, 2**64 - 1)])
+def test_otlp_span_time_past_int64_is_invalid(start: int, end: int) -> None:
+    """The C decoder hands these to upb, whose columns then overflowed int64: a 500 (found by the fuzzer)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    req = ExportTraceServiceRequest()
+    sp = req.resource_spans.add().scope_spans.add().spans.add()
+    sp.trace_id, sp.span_id, sp.name = b"\x01" * 16, b"\x02" * 8, "s"
+    sp.start_time_unix_nano, sp.end_time_unix_nano = start, end
+    with pytest.raises(InvalidSpan, match="2262"):
+        otlp_traces.decode(req.SerializeToString(), otlp_traces.PROTOBUF, LIMITS)
+    with pytest.raises(InvalidSpan, match="2262"):
+        otlp_traces.decode(json.dumps(fz.otlp_json(req)).encode(), otlp_traces.JSON, LIMITS)

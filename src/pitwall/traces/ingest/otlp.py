@@ -242,6 +242,8 @@ def _span(cols: SpanColumns, sp: Any, service: str, res_json: str, scope_json: s
     if not 0 <= kind <= 5:
         raise InvalidSpan(f"span {sp.name[:100]!r} has unknown kind {kind}")
     start = int(sp.start_time_unix_nano)
+    if start >= 1 << 63 or sp.end_time_unix_nano >= 1 << 63:  # fixed64 on the wire, int64 nanoseconds here
+        raise InvalidSpan(f"span {sp.name[:100]!r} has a start or end time past the year 2262")
     tk = int(trace_id[16:], 16)
     cols.tkey.append(tk - (1 << 64) if tk >= 1 << 63 else tk)
     cols.trace_id.append(trace_id)
