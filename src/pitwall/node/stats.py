@@ -136,7 +136,7 @@ class NodeStats:
             m = w.pod.get("metadata") or {}
             out.append({"metadata": {"name": w.name, "namespace": w.namespace, "labels": m.get("labels") or {},
                                      "creationTimestamp": rfc3339()},
-                        "timestamp": rfc3339(), "window": f"{int(self.kubelet.sample_interval_s)}s",
+                        "timestamp": rfc3339(), "window": f"{self.kubelet.sample_interval_s:g}s",
                         "containers": containers})
         return out
 
@@ -148,5 +148,5 @@ class NodeStats:
         name = self.kubelet.node_name
         return [{"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name},
                               "creationTimestamp": rfc3339()},
-                 "timestamp": rfc3339(), "window": f"{int(self.kubelet.sample_interval_s)}s",
+                 "timestamp": rfc3339(), "window": f"{self.kubelet.sample_interval_s:g}s",
                  "usage": {"cpu": _cpu_quantity(rate), "memory": _mem_quantity(self.node_memory)}}]
