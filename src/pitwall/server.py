@@ -39,9 +39,11 @@ from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
+from pitwall.node import NodePart, build_node_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
+from pitwall.traffic import TrafficPart, build_traffic_part
 from pitwall.ui.wiring import UIPart, build_ui
 
 log = logging.getLogger(__name__)
@@ -62,13 +64,16 @@ class Components:
     notifications: NotificationParts
     rules: RulesPart
     kube: KubePart
+    node: NodePart
+    traffic: TrafficPart
     ui: UIPart
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
     def parts(self) -> list[Part]:
-        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.ui]
+        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.node,
+                self.traffic, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -127,9 +132,12 @@ def build(settings: Settings) -> Components:
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager)
+    kube = build_kube_part(settings)
+    # Pods' output goes to the log store, their resource usage to the metric store.
+    node = build_node_part(kube.api, data_dir=data, logs=logs.store, metrics=metrics.store)
     return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
                       metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules,
-                      kube=build_kube_part(settings), ui=ui)
+                      kube=kube, node=node, traffic=build_traffic_part(kube.api), ui=ui)
 
 
 class _DataDirLock:
