@@ -24,12 +24,13 @@ if TYPE_CHECKING:
         parse_expr as parse_logql,
     )
     from pitwall.logs.logql.ast import LogSelector
-    from pitwall.logs.model import Direction, LogStream
+    from pitwall.logs.model import Direction, LogEntry, LogStream, PushStream
     from pitwall.logs.store import LogAppender, LogQuerier, LogSource
 
 _EXPORTS = {
     "Direction": "pitwall.logs.model",
     "LogAppender": "pitwall.logs.store",
+    "LogEntry": "pitwall.logs.model",
     "LogQLEngine": "pitwall.logs.logql",
     "LogQLError": "pitwall.logs.logql",
     "LogQLResult": "pitwall.logs.logql",
@@ -38,6 +39,7 @@ _EXPORTS = {
     "LogSource": "pitwall.logs.store",
     "LogStream": "pitwall.logs.model",
     "LogsApiDeps": "pitwall.logs.api",
+    "PushStream": "pitwall.logs.model",
     "parse_logql": "pitwall.logs.logql:parse_expr",
     "parse_stream_selector": "pitwall.logs.logql",
     "streams_json": "pitwall.logs.api",
@@ -46,6 +48,7 @@ _EXPORTS = {
 __all__ = [
     "Direction",
     "LogAppender",
+    "LogEntry",
     "LogQLEngine",
     "LogQLError",
     "LogQLResult",
@@ -54,6 +57,7 @@ __all__ = [
     "LogSource",
     "LogStream",
     "LogsApiDeps",
+    "PushStream",
     "parse_logql",
     "parse_stream_selector",
     "streams_json",

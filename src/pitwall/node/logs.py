@@ -14,12 +14,10 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pitwall.core.labels import Labels, labels_from_dict
-from pitwall.logs import LogAppender
+from pitwall.logs import LogAppender, LogEntry, PushStream
 
 __all__ = ["LogBuffer", "LogShipper", "stream_labels"]
 
@@ -72,19 +70,6 @@ def stream_labels(pod: dict[str, Any], container: str, stream: str, node: str) -
                              "job": f"{ns}/{app}", "stream": stream, "node": node})
 
 
-@dataclass(frozen=True)
-class _Entry:  # shaped as pitwall.logs' LogEntry (structural; the logs pillar does not export it)
-    ts_ns: int
-    line: str
-    metadata: tuple[tuple[str, str], ...] = ()
-
-
-@dataclass
-class _Stream:  # shaped as pitwall.logs' PushStream
-    labels: Labels
-    entries: list[_Entry] = field(default_factory=list)
-
-
 class LogShipper:
     """Collects lines and pushes them to a ``LogAppender`` every ``flush_s`` or ``max_batch`` lines."""
 
@@ -95,7 +80,7 @@ class LogShipper:
         self.flush_s = flush_s
         self.max_batch = max_batch
         self.max_pending = max_pending
-        self._pending: dict[Labels, list[_Entry]] = {}
+        self._pending: dict[Labels, list[LogEntry]] = {}
         self._last_ts: dict[Labels, int] = {}
         self._count = 0
         self.dropped = 0
@@ -110,7 +95,7 @@ class LogShipper:
             return
         ts_ns = max(ts_ns, self._last_ts.get(labels, 0) + 1)  # one stream's entries in order
         self._last_ts[labels] = ts_ns
-        self._pending.setdefault(labels, []).append(_Entry(ts_ns, line))
+        self._pending.setdefault(labels, []).append(LogEntry(ts_ns, line))
         self._count += 1
         if self._count >= self.max_batch:
             self._full.set()
@@ -120,9 +105,9 @@ class LogShipper:
             return
         batch, self._pending, n = self._pending, {}, self._count
         self._count = 0
-        streams: Sequence[_Stream] = [_Stream(lbl, ents) for lbl, ents in batch.items()]
+        streams = [PushStream(lbl, ents) for lbl, ents in batch.items()]
         try:
-            await self.appender.push(self.tenant, cast(Any, streams))
+            await self.appender.push(self.tenant, streams)
             self.pushed += n
         except Exception as e:  # the store refused or is overloaded: the lines stay in kubectl logs
             self.dropped += n
