@@ -130,3 +130,16 @@ def test_conditions_and_deadline() -> None:
     set_condition(st, {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "",
                        "lastUpdateTime": "later", "lastTransitionTime": "later"})
     assert st["conditions"][0]["lastTransitionTime"] == t and st["conditions"][0]["reason"] == "NewReplicaSetAvailable"
+
+
+def test_replica_failure_is_carried_to_the_deployment() -> None:
+    d = dep(2)
+    failing = rs(2)
+    failing["status"]["conditions"] = [{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                                        "message": "quota", "lastTransitionTime": "2026-01-01T00:00:00Z"}]
+    st = calculate_status(d, [failing], failing, T0)
+    c = next(c for c in st["conditions"] if c["type"] == "ReplicaFailure")
+    assert (c["status"], c["reason"], c["message"]) == ("True", "FailedCreate", "quota")
+    d["status"] = st
+    healed = calculate_status(d, [rs(2)], rs(2), T0)
+    assert not [c for c in healed["conditions"] if c["type"] == "ReplicaFailure"]

@@ -289,7 +289,26 @@ def calculate_status(d: Obj, all_rss: Sequence[Obj], new_rs: Obj | None, at: dat
     if old.get("collisionCount") is not None:
         status["collisionCount"] = old["collisionCount"]
     set_condition(status, available_condition(d, available, at))
+    failure = _replica_failure(all_rss, new_rs, at)
+    if failure is not None:
+        set_condition(status, failure)
+    else:
+        remove_condition(status, "ReplicaFailure")
     return status
+
+
+def _replica_failure(all_rss: Sequence[Obj], new_rs: Obj | None, at: datetime) -> Obj | None:
+    """A ReplicaSet's ReplicaFailure condition (the new one's first) as the Deployment's (upstream
+    getReplicaFailures)."""
+    ordered = [*([new_rs] if new_rs is not None else []), *(rs for rs in all_rss if rs is not new_rs)]
+    for rs in ordered:
+        c = get_condition(rs.get("status") or {}, "ReplicaFailure")
+        if c is not None:
+            cond = new_condition("ReplicaFailure", str(c.get("status") or "True"), str(c.get("reason") or ""),
+                                 str(c.get("message") or ""), at)
+            cond["lastTransitionTime"] = c.get("lastTransitionTime") or cond["lastTransitionTime"]
+            return cond
+    return None
 
 
 def compact_status(status: Obj) -> Obj:
