@@ -34,9 +34,9 @@ import contextlib
 import copy
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
+from pitwall.controllers._claim import claim
 from pitwall.controllers._common import (
     controller_ref,
     deleting,
@@ -44,7 +44,6 @@ from pitwall.controllers._common import (
     meta,
     now,
     owner_ref,
-    parse_time,
 )
 from pitwall.controllers.loop import object_key, record_event, split_key
 from pitwall.controllers.rollout import (
@@ -58,7 +57,6 @@ from pitwall.controllers.rollout import (
     RESUMED,
     REVISION,
     REVISION_HISTORY,
-    RS_UPDATED,
     SKIPPED_ANNOTATIONS,
     TIMED_OUT,
     available_of,
@@ -66,8 +64,6 @@ from pitwall.controllers.rollout import (
     compact_status,
     compute_hash,
     deployment_complete,
-    deployment_progressing,
-    deployment_timed_out,
     equal_ignore_hash,
     get_condition,
     has_progress_deadline,
@@ -77,11 +73,12 @@ from pitwall.controllers.rollout import (
     new_condition,
     new_rs_new_replicas,
     proportional_sizes,
-    remove_condition,
     replicas_of,
+    requeue_stuck,
     revision,
     set_condition,
     status_int,
+    sync_progress,
 )
 from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError
 
@@ -174,7 +171,8 @@ class DeploymentController:
         d.setdefault("kind", "Deployment")
         spec = d.get("spec") or {}
         self._selectors[key] = spec.get("selector") or {}
-        rss = await self._claim(d, (await self.client.list("apps/v1", "ReplicaSet", ns)).items)
+        rss = await claim(self.client, d, (await self.client.list("apps/v1", "ReplicaSet", ns)).items, "apps/v1",
+                          "ReplicaSet")
         for rs in rss:
             self._rs_owner[object_key(rs)] = key
         pods: list[Obj] = []
@@ -192,41 +190,6 @@ class DeploymentController:
         if is_rolling(d):
             return await self._rolling(s)
         return await self._recreate(s)
-
-    async def _claim(self, d: Obj, rss: list[Obj]) -> list[Obj]:
-        uid = meta(d).get("uid")
-        selector = (d.get("spec") or {}).get("selector") or {}
-        mine: list[Obj] = []
-        for rs in rss:
-            rs.setdefault("apiVersion", "apps/v1")
-            rs.setdefault("kind", "ReplicaSet")
-            ref = controller_ref(rs)
-            matches = match_selector(selector, meta(rs).get("labels"))
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    mine.append(rs)
-                elif not deleting(rs):
-                    await self._set_owners(rs, [r for r in meta(rs).get("ownerReferences") or []
-                                                if r.get("uid") != uid])
-                continue
-            if matches and not deleting(d) and not deleting(rs):
-                adopted = await self._set_owners(rs, [*(meta(rs).get("ownerReferences") or []), owner_ref(d)])
-                if adopted is not None:
-                    mine.append(adopted)
-        return mine
-
-    async def _set_owners(self, rs: Obj, refs: list[Obj]) -> Obj | None:
-        m = meta(rs)
-        patch = {"metadata": {"resourceVersion": m.get("resourceVersion"), "ownerReferences": refs or None}}
-        try:
-            out = await self.client.patch("apps/v1", "ReplicaSet", m["name"], patch, namespace=m.get("namespace", ""))
-        except (NotFoundError, Conflict):
-            return None
-        out.setdefault("apiVersion", "apps/v1")
-        out.setdefault("kind", "ReplicaSet")
-        return out
 
     def _is_scaling_event(self, s: _Sync) -> bool:
         """Whether an active ReplicaSet was last scaled for another size than the Deployment's now."""
@@ -543,31 +506,8 @@ class DeploymentController:
         status = calculate_status(d, s.all, s.new, at)
         after: float | None = None
         if rollout:
-            if not has_progress_deadline(d):
-                remove_condition(status, "Progressing")
-            cur = get_condition(status, "Progressing")
-            already_complete = (int(status.get("replicas") or 0) == int(status.get("updatedReplicas") or 0)
-                                and cur is not None and cur.get("reason") == NEW_RS_AVAILABLE)
-            name = meta(s.new)["name"] if s.new is not None else None
-            if has_progress_deadline(d) and not already_complete:
-                if deployment_complete(d, status):
-                    msg = f'ReplicaSet "{name}" has successfully progressed.' if name else \
-                        f'Deployment "{meta(d)["name"]}" has successfully progressed.'
-                    set_condition(status, new_condition("Progressing", "True", NEW_RS_AVAILABLE, msg, at))
-                elif deployment_progressing(d, status):
-                    msg = f'ReplicaSet "{name}" is progressing.' if name else \
-                        f'Deployment "{meta(d)["name"]}" is progressing.'
-                    cond = new_condition("Progressing", "True", RS_UPDATED, msg, at)
-                    if cur is not None:
-                        if cur.get("status") == "True":
-                            cond["lastTransitionTime"] = cur.get("lastTransitionTime", cond["lastTransitionTime"])
-                        remove_condition(status, "Progressing")
-                    set_condition(status, cond)
-                elif deployment_timed_out(d, status, at):
-                    msg = f'ReplicaSet "{name}" has timed out progressing.' if name else \
-                        f'Deployment "{meta(d)["name"]}" has timed out progressing.'
-                    set_condition(status, new_condition("Progressing", "False", TIMED_OUT, msg, at))
-            after = self._requeue_stuck(d, status, at)
+            sync_progress(d, status, meta(s.new)["name"] if s.new is not None else None, at)
+            after = requeue_stuck(d, status, at)
         await self._progress_event(s, status)
         status = compact_status(status)
         if status != s.stored_status:
@@ -583,16 +523,3 @@ class DeploymentController:
             return
         type_ = "Warning" if cond["reason"] == TIMED_OUT else "Normal"
         await record_event(self.client, s.d, type_, str(cond["reason"]), str(cond.get("message") or ""), COMPONENT)
-
-    def _requeue_stuck(self, d: Obj, status: Obj, at: datetime) -> float | None:
-        cur = get_condition(status, "Progressing")
-        if not has_progress_deadline(d) or cur is None:
-            return None
-        if deployment_complete(d, status) or cur.get("reason") == TIMED_OUT:
-            return None
-        since = parse_time(cur.get("lastUpdateTime"))
-        if since is None:
-            return None
-        left = since.timestamp() + int((d.get("spec") or {}).get("progressDeadlineSeconds") or 0) - at.timestamp()
-        return float(max(left, 0.0) + 1.0)
-

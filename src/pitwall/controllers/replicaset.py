@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from pitwall.controllers._claim import claim
 from pitwall.controllers._common import (
     controller_ref,
     deleting,
@@ -46,7 +47,7 @@ from pitwall.controllers._common import (
     until_available,
 )
 from pitwall.controllers.loop import object_key, record_event, split_key
-from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError
+from pitwall.kube import AlreadyExists, KubeClient, NotFoundError
 
 __all__ = ["BURST", "ReplicaSetController", "pod_from_template", "pods_to_delete"]
 
@@ -157,7 +158,7 @@ class ReplicaSetController:
         spec = rs.get("spec") or {}
         self._selectors[key] = spec.get("selector") or {}
         pods = (await self.client.list("v1", "Pod", ns)).items
-        mine = await self._claim(rs, pods)
+        mine = await claim(self.client, rs, pods, "v1", "Pod")
         active = [p for p in mine if is_active_pod(p)]
         replicas = spec.get("replicas")
         want = 1 if replicas is None else int(replicas)
@@ -176,38 +177,6 @@ class ReplicaSetController:
                 active = [p for p in active if meta(p).get("uid") not in gone]
         # status as it stands after this sync's own actions, so a deployment never counts a pod just deleted
         return await self._write_status(rs, active, failure)
-
-    async def _claim(self, rs: Obj, pods: list[Obj]) -> list[Obj]:
-        """The pods ``rs`` controls after adopting matching orphans and releasing non-matching pods."""
-        m = meta(rs)
-        uid = m.get("uid")
-        selector = (rs.get("spec") or {}).get("selector") or {}
-        mine: list[Obj] = []
-        for pod in pods:
-            ref = controller_ref(pod)
-            matches = match_selector(selector, meta(pod).get("labels"))
-            if ref is not None:
-                if ref.get("uid") != uid:
-                    continue
-                if matches:
-                    mine.append(pod)
-                elif not deleting(pod):
-                    await self._set_owners(pod, [r for r in meta(pod).get("ownerReferences") or []
-                                                 if r.get("uid") != uid])
-                continue
-            if matches and not deleting(rs) and not deleting(pod):
-                adopted = await self._set_owners(pod, [*(meta(pod).get("ownerReferences") or []), owner_ref(rs)])
-                if adopted is not None:
-                    mine.append(adopted)
-        return mine
-
-    async def _set_owners(self, pod: Obj, refs: list[Obj]) -> Obj | None:
-        pm = meta(pod)
-        patch = {"metadata": {"resourceVersion": pm.get("resourceVersion"), "ownerReferences": refs or None}}
-        try:
-            return await self.client.patch("v1", "Pod", pm["name"], patch, namespace=pm.get("namespace") or "")
-        except (NotFoundError, Conflict):
-            return None  # gone or changed meanwhile: its event brings us back
 
     async def _create(self, rs: Obj, count: int) -> tuple[list[Obj], str | None]:
         """Create ``count`` pods in slow-start batches; the first error stops the rest (returned)."""

@@ -35,10 +35,12 @@ __all__ = [
     "max_unavailable",
     "new_rs_new_replicas",
     "proportional_sizes",
+    "requeue_stuck",
     "resolve_fenceposts",
     "revision",
     "safe_encode",
     "set_condition",
+    "sync_progress",
 ]
 
 Obj = dict[str, Any]
@@ -349,3 +351,44 @@ def deployment_timed_out(d: Obj, status: Obj, at: datetime) -> bool:
     if since is None:
         return False
     return (at - since).total_seconds() > int((d.get("spec") or {}).get("progressDeadlineSeconds") or 0)
+
+
+def sync_progress(d: Obj, status: Obj, new_name: str | None, at: datetime) -> None:
+    """Move the Progressing condition of ``status`` (upstream syncRolloutStatus): NewReplicaSetAvailable once
+    complete, ReplicaSetUpdated on any progress (keeping the transition time), ProgressDeadlineExceeded
+    after ``progressDeadlineSeconds`` without; nothing once complete, nothing without a deadline."""
+    if not has_progress_deadline(d):
+        remove_condition(status, "Progressing")
+        return
+    cur = get_condition(status, "Progressing")
+    if (int(status.get("replicas") or 0) == int(status.get("updatedReplicas") or 0)
+            and cur is not None and cur.get("reason") == NEW_RS_AVAILABLE):
+        return  # already complete
+    who = f'ReplicaSet "{new_name}"' if new_name else f'Deployment "{meta(d)["name"]}"'
+    if deployment_complete(d, status):
+        set_condition(status, new_condition("Progressing", "True", NEW_RS_AVAILABLE,
+                                            f"{who} has successfully progressed.", at))
+    elif deployment_progressing(d, status):
+        cond = new_condition("Progressing", "True", RS_UPDATED, f"{who} is progressing.", at)
+        if cur is not None:
+            if cur.get("status") == "True":
+                cond["lastTransitionTime"] = cur.get("lastTransitionTime", cond["lastTransitionTime"])
+            remove_condition(status, "Progressing")
+        set_condition(status, cond)
+    elif deployment_timed_out(d, status, at):
+        set_condition(status, new_condition("Progressing", "False", TIMED_OUT, f"{who} has timed out progressing.",
+                                            at))
+
+
+def requeue_stuck(d: Obj, status: Obj, at: datetime) -> float | None:
+    """Seconds until the progress deadline would pass (plus one), so a stalled rollout is seen in time."""
+    cur = get_condition(status, "Progressing")
+    if not has_progress_deadline(d) or cur is None:
+        return None
+    if deployment_complete(d, status) or cur.get("reason") == TIMED_OUT:
+        return None
+    since = parse_time(cur.get("lastUpdateTime"))
+    if since is None:
+        return None
+    left = since.timestamp() + int((d.get("spec") or {}).get("progressDeadlineSeconds") or 0) - at.timestamp()
+    return float(max(left, 0.0) + 1.0)
