@@ -2,9 +2,25 @@
 
 ``loop`` holds the shared machinery (informers, work queue, runner,
 leader-gated manager, Events); ``replicaset`` and ``deployment`` are the
-workload controllers; ``wiring.build_controllers`` assembles them.
+workload controllers; ``wiring`` assembles them (``build_controllers_part``
+for the composition root, ``RECONCILERS`` to register one more).
 """
 
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler, record_event
+from pitwall.controllers.wiring import (
+    ControllersPart,
+    Registration,
+    build_controllers,
+    build_controllers_part,
+)
 
-__all__ = ["ControllerManager", "ControllerRunner", "Reconciler", "record_event"]
+__all__ = [
+    "ControllerManager",
+    "ControllerRunner",
+    "ControllersPart",
+    "Reconciler",
+    "Registration",
+    "build_controllers",
+    "build_controllers_part",
+    "record_event",
+]
