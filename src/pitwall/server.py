@@ -27,6 +27,7 @@ from pitwall import __version__
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.config import Settings, load_settings
+from pitwall.controllers import ControllersPart, build_controllers_part
 from pitwall.core.auth import BearerAuth
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
@@ -64,6 +65,7 @@ class Components:
     notifications: NotificationParts
     rules: RulesPart
     kube: KubePart
+    controllers: ControllersPart
     node: NodePart
     traffic: TrafficPart
     ui: UIPart
@@ -72,8 +74,8 @@ class Components:
 
     @property
     def parts(self) -> list[Part]:
-        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.node,
-                self.traffic, self.ui]
+        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.controllers,
+                self.node, self.traffic, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -137,7 +139,8 @@ def build(settings: Settings) -> Components:
     node = build_node_part(kube.api, data_dir=data, logs=logs.store, metrics=metrics.store)
     return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
                       metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules,
-                      kube=kube, node=node, traffic=build_traffic_part(kube.api), ui=ui)
+                      kube=kube, controllers=build_controllers_part(kube.api, settings), node=node,
+                      traffic=build_traffic_part(kube.api), ui=ui)
 
 
 class _DataDirLock:

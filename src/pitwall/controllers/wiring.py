@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.controllers.deployment import DeploymentController
+from pitwall.controllers.endpoints import EndpointsReconciler
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler
 from pitwall.controllers.replicaset import ReplicaSetController
 from pitwall.core.lifecycle import Component, Mount
@@ -41,6 +42,7 @@ class Registration:
 RECONCILERS: list[Registration] = [
     Registration(ReplicaSetController),
     Registration(DeploymentController),
+    Registration(EndpointsReconciler),
 ]
 
 
