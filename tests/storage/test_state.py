@@ -42,3 +42,30 @@ def test_pending_queue_replaces_per_group_and_guards_by_seq(tmp_path: Path) -> N
         assert s.count_pending() == 0
     finally:
         s.close()
+
+
+def test_migrations_bring_every_database_to_the_declared_schema(tmp_path: Path) -> None:
+    """A new database and one made by create_all before migrations existed end with the same tables,
+    each stamped at the newest revision; reopening is a no-op."""
+    from sqlalchemy import create_engine, inspect, text
+
+    from pitwall.storage.state import metadata, migrate, silences
+
+    fresh = StateStore(f"sqlite:///{tmp_path / 'fresh.db'}")
+    old_engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    silences.metadata.create_all(old_engine, tables=[silences])  # an old database: one table, no version
+    with old_engine.begin() as c:
+        c.execute(text("INSERT INTO silences VALUES ('default', 's1', '{}', 1.0, 1.0)"))
+    migrate(old_engine)
+    migrate(old_engine)  # idempotent
+    for engine in (fresh.engine, old_engine):
+        insp = inspect(engine)
+        assert set(metadata.tables) <= set(insp.get_table_names())
+        for name, table in metadata.tables.items():
+            assert {c["name"] for c in insp.get_columns(name)} == set(table.columns.keys()), name
+        with engine.connect() as c:
+            assert c.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    with old_engine.connect() as c:
+        assert c.execute(text("SELECT id FROM silences")).scalar() == "s1"  # kept
+    fresh.close()
+    old_engine.dispose()

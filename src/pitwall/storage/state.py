@@ -3,7 +3,9 @@
 Holds what must survive a restart but is not telemetry: Alertmanager-style
 silences, the notification log (what was sent to whom, for deduplication),
 notifications still waiting to be delivered and dashboards saved from the UI.
-Every table is declared here, in one schema. Rows are plain values (JSON
+Every table is declared here, in one schema, and created or changed only by
+the Alembic migrations in ``storage/migrations`` (a new table or column is a
+new revision there), which ``StateStore`` applies when it opens. Rows are plain values (JSON
 documents where the shape belongs to the pillar), so this module imports no
 pillar. Every row carries a tenant id (``default`` for now).
 """
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import (
     Column,
     Connection,
@@ -36,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 
-__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "sqlite_url", "ui_dashboards"]
+__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "migrate", "sqlite_url", "ui_dashboards"]
 
 DEFAULT_TENANT = "default"
 
@@ -87,6 +91,15 @@ ui_dashboards = Table(
 )
 
 
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema (``storage/migrations``, Alembic), creating it if empty."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{data_dir / 'state.db'}"
 
@@ -130,7 +143,7 @@ class StateStore:
         self.engine: Engine = create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
