@@ -17,6 +17,7 @@ from typing import Any
 
 from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.endpoints import EndpointsReconciler
+from pitwall.controllers.job import JobController
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler
 from pitwall.controllers.replicaset import ReplicaSetController
 from pitwall.core.lifecycle import Component, Mount
@@ -43,6 +44,7 @@ RECONCILERS: list[Registration] = [
     Registration(ReplicaSetController),
     Registration(DeploymentController),
     Registration(EndpointsReconciler),
+    Registration(JobController),
 ]
 
 
