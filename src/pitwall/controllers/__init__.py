@@ -3,9 +3,11 @@
 ``loop`` holds the shared machinery (informers, work queue, runner,
 leader-gated manager, Events); ``replicaset`` and ``deployment`` are the
 workload controllers; ``wiring`` assembles them (``build_controllers_part``
-for the composition root, ``RECONCILERS`` to register one more).
+for the composition root, ``RECONCILERS`` to register one more);
+``KubeStateMetrics`` writes the objects as kube-state-metrics series.
 """
 
+from pitwall.controllers.kube_state_metrics import KubeStateMetrics
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler, record_event
 from pitwall.controllers.wiring import (
     ControllersPart,
@@ -18,6 +20,7 @@ __all__ = [
     "ControllerManager",
     "ControllerRunner",
     "ControllersPart",
+    "KubeStateMetrics",
     "Reconciler",
     "Registration",
     "build_controllers",

@@ -1,0 +1,462 @@
+"""kube-state-metrics inside pitwall: the objects of the Kubernetes API as series, every 15 s.
+
+Every ``interval_s`` the component lists Deployments, ReplicaSets, Pods,
+Jobs, CronJobs, HorizontalPodAutoscalers, Services, Namespaces and Nodes
+through the in-process ``KubeClient`` and appends one sample per series
+through the metrics pillar's ``Appender``, under kube-state-metrics v2's
+names and labels (``namespace``, ``deployment``, ``pod``, ``uid``,
+``container``, ``condition``, ``reason``...), so kubernetes-mixin's
+dashboards and alerts work unchanged. Series carry ``job="kube-state-metrics"``
+as a Prometheus scraping kube-state-metrics labels them. A series that was
+written in the previous round and is gone now (its object deleted, its
+reason changed) gets a staleness marker (``STALE_NAN``).
+
+The node writes the pod series it knows best (``kube_pod_status_phase``,
+``kube_pod_container_status_restarts_total``,
+``kube_pod_container_status_ready``; see ``pitwall.node``), so they are not
+written here. It lives in controllers/ because, like a controller, it
+gives kinds their meaning (kube/ knows resources, not what they mean) and
+reads them only through the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pitwall.core.labels import Labels, labels_from_dict
+from pitwall.core.tasks import Supervisor
+from pitwall.kube import KubeClient, KubeError
+from pitwall.metrics import STALE_NAN, Appender, SampleBatch
+
+__all__ = ["KubeStateMetrics", "next_schedule_time", "state_rows"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+Row = tuple[Labels, int, float]
+JOB = "kube-state-metrics"
+
+# (apiVersion, kind) listed each round, in this order.
+KINDS: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("v1", "Pod"), ("batch/v1", "Job"),
+    ("batch/v1", "CronJob"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("v1", "Service"),
+    ("v1", "Namespace"), ("v1", "Node"),
+)
+
+
+class _Rows:
+    """Collects the samples of one round."""
+
+    def __init__(self, ts_ms: int) -> None:
+        self.ts_ms = ts_ms
+        self.rows: list[Row] = []
+
+    def add(self, name: str, labels: dict[str, str], value: float) -> None:
+        self.rows.append((labels_from_dict({**labels, "__name__": name, "job": JOB}), self.ts_ms, float(value)))
+
+
+def _meta(o: Obj) -> Obj:
+    return o.get("metadata") or {}
+
+
+def _ts(s: Any) -> float | None:
+    """Seconds since the epoch of an RFC 3339 timestamp, None when absent or bad."""
+    if not isinstance(s, str) or not s:
+        return None
+    try:
+        return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else 0.0
+
+
+def _owner(o: Obj) -> tuple[str, str, str]:
+    """(kind, name, is_controller) of the controlling owner, else the first, else ``<none>``."""
+    refs = _meta(o).get("ownerReferences") or []
+    ref = next((r for r in refs if r.get("controller")), refs[0] if refs else None)
+    if not ref:
+        return "<none>", "<none>", "<none>"
+    return str(ref.get("kind", "")), str(ref.get("name", "")), "true" if ref.get("controller") else "false"
+
+
+def _conditions(r: _Rows, name: str, base: dict[str, str], conds: Iterable[Obj]) -> None:
+    """``<name>{condition,status}`` 1 for the condition's status and 0 for the two others, as k-s-m writes it."""
+    for c in conds:
+        status = str(c.get("status", "Unknown")).lower()
+        for s in ("true", "false", "unknown"):
+            r.add(name, {**base, "condition": str(c.get("type", "")), "status": s}, 1.0 if s == status else 0.0)
+
+
+_SUFFIX = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+           "E": 1e18, "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60}
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
+
+
+def _quantity(q: Any) -> float | None:
+    m = _QUANTITY.match(str(q).strip())
+    if not m or m.group(2) not in _SUFFIX:
+        return None
+    try:
+        return float(m.group(1)) * _SUFFIX[m.group(2)]
+    except ValueError:
+        return None
+
+
+def _resources(r: _Rows, name: str, base: dict[str, str], res: Obj) -> None:
+    for resource, q in (res or {}).items():
+        v = _quantity(q)
+        if v is None:
+            continue
+        unit = "core" if resource == "cpu" else "byte" if resource in ("memory", "ephemeral-storage") else "integer"
+        r.add(name, {**base, "resource": resource, "unit": unit}, v)
+
+
+# -- one function per kind ---------------------------------------------------------------------------------------
+
+def _deployment(r: _Rows, d: Obj) -> None:
+    m, spec, st = _meta(d), d.get("spec") or {}, d.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "deployment": str(m.get("name", ""))}
+    r.add("kube_deployment_spec_replicas", b, _num(spec.get("replicas", 1)))
+    r.add("kube_deployment_spec_paused", b, 1.0 if spec.get("paused") else 0.0)
+    r.add("kube_deployment_status_replicas", b, _num(st.get("replicas")))
+    r.add("kube_deployment_status_replicas_ready", b, _num(st.get("readyReplicas")))
+    r.add("kube_deployment_status_replicas_available", b, _num(st.get("availableReplicas")))
+    r.add("kube_deployment_status_replicas_unavailable", b, _num(st.get("unavailableReplicas")))
+    r.add("kube_deployment_status_replicas_updated", b, _num(st.get("updatedReplicas")))
+    r.add("kube_deployment_status_observed_generation", b, _num(st.get("observedGeneration")))
+    r.add("kube_deployment_metadata_generation", b, _num(m.get("generation")))
+    _conditions(r, "kube_deployment_status_condition", b, st.get("conditions") or [])
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_deployment_created", b, t)
+
+
+def _replicaset(r: _Rows, rs: Obj) -> None:
+    m, spec, st = _meta(rs), rs.get("spec") or {}, rs.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "replicaset": str(m.get("name", ""))}
+    r.add("kube_replicaset_spec_replicas", b, _num(spec.get("replicas", 1)))
+    r.add("kube_replicaset_status_replicas", b, _num(st.get("replicas")))
+    r.add("kube_replicaset_status_ready_replicas", b, _num(st.get("readyReplicas")))
+    r.add("kube_replicaset_status_fully_labeled_replicas", b, _num(st.get("fullyLabeledReplicas")))
+    r.add("kube_replicaset_status_observed_generation", b, _num(st.get("observedGeneration")))
+    r.add("kube_replicaset_metadata_generation", b, _num(m.get("generation")))
+    kind, name, ctl = _owner(rs)
+    r.add("kube_replicaset_owner", {**b, "owner_kind": kind, "owner_name": name, "owner_is_controller": ctl}, 1.0)
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_replicaset_created", b, t)
+
+
+def _pod(r: _Rows, p: Obj) -> None:
+    m, spec, st = _meta(p), p.get("spec") or {}, p.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "pod": str(m.get("name", "")), "uid": str(m.get("uid", ""))}
+    kind, name, ctl = _owner(p)
+    r.add("kube_pod_info", {**b, "host_ip": str(st.get("hostIP", "")), "pod_ip": str(st.get("podIP", "")),
+                            "node": str(spec.get("nodeName", "")), "created_by_kind": kind,
+                            "created_by_name": name, "priority_class": str(spec.get("priorityClassName", "")),
+                            "host_network": "true" if spec.get("hostNetwork") else "false"}, 1.0)
+    r.add("kube_pod_owner", {**b, "owner_kind": kind, "owner_name": name, "owner_is_controller": ctl}, 1.0)
+    r.add("kube_pod_labels", b, 1.0)  # k-s-m v2 adds only allow-listed label_* labels: none by default
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_pod_created", b, t)
+    if (t := _ts(st.get("startTime"))) is not None:
+        r.add("kube_pod_start_time", b, t)
+    if (t := _ts(m.get("deletionTimestamp"))) is not None:
+        r.add("kube_pod_deletion_timestamp", b, t)
+    if spec.get("nodeName"):
+        r.add("kube_pod_status_scheduled", {**b, "condition": "true"}, 1.0)
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Ready":
+            status = str(c.get("status", "Unknown")).lower()
+            for s in ("true", "false", "unknown"):
+                r.add("kube_pod_status_ready", {**b, "condition": s}, 1.0 if s == status else 0.0)
+    if st.get("reason"):
+        r.add("kube_pod_status_reason", {**b, "reason": str(st["reason"])}, 1.0)
+    statuses = {str(cs.get("name", "")): cs for cs in st.get("containerStatuses") or []}
+    for c in spec.get("containers") or []:
+        cb = {**b, "container": str(c.get("name", ""))}
+        res = c.get("resources") or {}
+        _resources(r, "kube_pod_container_resource_requests", {**cb, "node": str(spec.get("nodeName", ""))},
+                   res.get("requests") or {})
+        _resources(r, "kube_pod_container_resource_limits", {**cb, "node": str(spec.get("nodeName", ""))},
+                   res.get("limits") or {})
+        cs = statuses.get(cb["container"])
+        if cs is None:
+            continue
+        r.add("kube_pod_container_info", {**cb, "image": str(c.get("image", "")),
+                                          "image_spec": str(c.get("image", "")),
+                                          "image_id": str(cs.get("imageID", "")),
+                                          "container_id": str(cs.get("containerID", ""))}, 1.0)
+        state = cs.get("state") or {}
+        r.add("kube_pod_container_status_waiting", cb, 1.0 if "waiting" in state else 0.0)
+        r.add("kube_pod_container_status_running", cb, 1.0 if "running" in state else 0.0)
+        r.add("kube_pod_container_status_terminated", cb, 1.0 if "terminated" in state else 0.0)
+        if (w := state.get("waiting")) is not None and w.get("reason"):
+            r.add("kube_pod_container_status_waiting_reason", {**cb, "reason": str(w["reason"])}, 1.0)
+        if (t := state.get("terminated")) is not None and t.get("reason"):
+            r.add("kube_pod_container_status_terminated_reason", {**cb, "reason": str(t["reason"])}, 1.0)
+        last = (cs.get("lastState") or {}).get("terminated")
+        if last is not None and last.get("reason"):
+            r.add("kube_pod_container_status_last_terminated_reason", {**cb, "reason": str(last["reason"])}, 1.0)
+            if "exitCode" in last:
+                r.add("kube_pod_container_status_last_terminated_exitcode", cb, _num(last.get("exitCode")))
+
+
+def _job(r: _Rows, j: Obj) -> None:
+    m, spec, st = _meta(j), j.get("spec") or {}, j.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "job_name": str(m.get("name", ""))}
+    r.add("kube_job_info", b, 1.0)
+    r.add("kube_job_status_succeeded", b, _num(st.get("succeeded")))
+    r.add("kube_job_status_failed", b, _num(st.get("failed")))
+    r.add("kube_job_status_active", b, _num(st.get("active")))
+    r.add("kube_job_spec_parallelism", b, _num(spec.get("parallelism", 1)))
+    if spec.get("completions") is not None:
+        r.add("kube_job_spec_completions", b, _num(spec.get("completions")))
+    if spec.get("activeDeadlineSeconds") is not None:
+        r.add("kube_job_spec_active_deadline_seconds", b, _num(spec.get("activeDeadlineSeconds")))
+    kind, name, ctl = _owner(j)
+    r.add("kube_job_owner", {**b, "owner_kind": kind, "owner_name": name, "owner_is_controller": ctl}, 1.0)
+    for c in st.get("conditions") or []:
+        metric = {"Complete": "kube_job_complete", "Failed": "kube_job_failed"}.get(str(c.get("type")))
+        if metric is None:
+            continue
+        status = str(c.get("status", "Unknown")).lower()
+        for s in ("true", "false", "unknown"):
+            r.add(metric, {**b, "condition": s}, 1.0 if s == status else 0.0)
+    for field, metric in (("startTime", "kube_job_status_start_time"),
+                          ("completionTime", "kube_job_status_completion_time")):
+        if (t := _ts(st.get(field))) is not None:
+            r.add(metric, b, t)
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_job_created", b, t)
+
+
+def _cronjob(r: _Rows, cj: Obj, now: datetime) -> None:
+    m, spec, st = _meta(cj), cj.get("spec") or {}, cj.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "cronjob": str(m.get("name", ""))}
+    schedule = str(spec.get("schedule", ""))
+    r.add("kube_cronjob_info", {**b, "schedule": schedule,
+                                "concurrency_policy": str(spec.get("concurrencyPolicy", "Allow"))}, 1.0)
+    r.add("kube_cronjob_spec_suspend", b, 1.0 if spec.get("suspend") else 0.0)
+    r.add("kube_cronjob_status_active", b, float(len(st.get("active") or [])))
+    if (t := _ts(st.get("lastScheduleTime"))) is not None:
+        r.add("kube_cronjob_status_last_schedule_time", b, t)
+    if (t := _ts(st.get("lastSuccessfulTime"))) is not None:
+        r.add("kube_cronjob_status_last_successful_time", b, t)
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_cronjob_created", b, t)
+    last = _ts(st.get("lastScheduleTime")) or _ts(m.get("creationTimestamp"))
+    start = datetime.fromtimestamp(last, UTC) if last is not None else now
+    tz = spec.get("timeZone")
+    try:
+        nxt = next_schedule_time(schedule, start, ZoneInfo(tz) if tz else UTC)
+    except (ValueError, KeyError):
+        nxt = None
+    if nxt is not None:
+        r.add("kube_cronjob_next_schedule_time", b, nxt.timestamp())
+
+
+def _hpa(r: _Rows, h: Obj) -> None:
+    m, spec, st = _meta(h), h.get("spec") or {}, h.get("status") or {}
+    b = {"namespace": str(m.get("namespace", "")), "horizontalpodautoscaler": str(m.get("name", ""))}
+    ref = spec.get("scaleTargetRef") or {}
+    r.add("kube_horizontalpodautoscaler_info", {**b, "scaletargetref_api_version": str(ref.get("apiVersion", "")),
+                                                "scaletargetref_kind": str(ref.get("kind", "")),
+                                                "scaletargetref_name": str(ref.get("name", ""))}, 1.0)
+    r.add("kube_horizontalpodautoscaler_spec_min_replicas", b, _num(spec.get("minReplicas", 1)))
+    r.add("kube_horizontalpodautoscaler_spec_max_replicas", b, _num(spec.get("maxReplicas")))
+    r.add("kube_horizontalpodautoscaler_status_current_replicas", b, _num(st.get("currentReplicas")))
+    r.add("kube_horizontalpodautoscaler_status_desired_replicas", b, _num(st.get("desiredReplicas")))
+    r.add("kube_horizontalpodautoscaler_metadata_generation", b, _num(m.get("generation")))
+    _conditions(r, "kube_horizontalpodautoscaler_status_condition", b, st.get("conditions") or [])
+
+
+def _service(r: _Rows, s: Obj) -> None:
+    m, spec = _meta(s), s.get("spec") or {}
+    b = {"namespace": str(m.get("namespace", "")), "service": str(m.get("name", "")), "uid": str(m.get("uid", ""))}
+    ingress = ((s.get("status") or {}).get("loadBalancer") or {}).get("ingress") or [{}]
+    r.add("kube_service_info", {**b, "cluster_ip": str(spec.get("clusterIP", "")),
+                                "external_name": str(spec.get("externalName", "")),
+                                "load_balancer_ip": str(ingress[0].get("ip", ""))}, 1.0)
+    r.add("kube_service_spec_type", {**b, "type": str(spec.get("type", "ClusterIP"))}, 1.0)
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_service_created", b, t)
+
+
+def _namespace(r: _Rows, n: Obj) -> None:
+    m = _meta(n)
+    b = {"namespace": str(m.get("name", ""))}
+    phase = str((n.get("status") or {}).get("phase", "Active"))
+    for p in ("Active", "Terminating"):
+        r.add("kube_namespace_status_phase", {**b, "phase": p}, 1.0 if p == phase else 0.0)
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_namespace_created", b, t)
+
+
+def _node(r: _Rows, n: Obj) -> None:
+    m, spec, st = _meta(n), n.get("spec") or {}, n.get("status") or {}
+    b = {"node": str(m.get("name", ""))}
+    info = st.get("nodeInfo") or {}
+    addrs = {str(a.get("type")): str(a.get("address", "")) for a in st.get("addresses") or []}
+    r.add("kube_node_info", {**b, "kernel_version": str(info.get("kernelVersion", "")),
+                             "os_image": str(info.get("osImage", "")),
+                             "container_runtime_version": str(info.get("containerRuntimeVersion", "")),
+                             "kubelet_version": str(info.get("kubeletVersion", "")),
+                             "kubeproxy_version": str(info.get("kubeProxyVersion", "")),
+                             "provider_id": str(spec.get("providerID", "")), "pod_cidr": str(spec.get("podCIDR", "")),
+                             "system_uuid": str(info.get("systemUUID", "")),
+                             "internal_ip": addrs.get("InternalIP", "")}, 1.0)
+    r.add("kube_node_spec_unschedulable", b, 1.0 if spec.get("unschedulable") else 0.0)
+    _conditions(r, "kube_node_status_condition", b, st.get("conditions") or [])
+    _resources(r, "kube_node_status_capacity", b, st.get("capacity") or {})
+    _resources(r, "kube_node_status_allocatable", b, st.get("allocatable") or {})
+    if (t := _ts(m.get("creationTimestamp"))) is not None:
+        r.add("kube_node_created", b, t)
+
+
+def state_rows(objects: dict[str, list[Obj]], ts_ms: int) -> list[Row]:
+    """Every kube-state-metrics sample for ``objects`` (kind -> objects of that kind) at ``ts_ms``."""
+    r = _Rows(ts_ms)
+    now = datetime.fromtimestamp(ts_ms / 1000, UTC)
+    one: dict[str, Callable[[_Rows, Obj], None]] = {
+        "Deployment": _deployment, "ReplicaSet": _replicaset, "Pod": _pod, "Job": _job,
+        "CronJob": lambda rr, o: _cronjob(rr, o, now), "HorizontalPodAutoscaler": _hpa, "Service": _service,
+        "Namespace": _namespace, "Node": _node,
+    }
+    for kind, objs in objects.items():
+        fn = one.get(kind)
+        if fn is None:
+            continue
+        for o in objs:
+            try:
+                fn(r, o)
+            except (TypeError, ValueError, AttributeError) as e:  # a malformed object costs its own series only
+                log.debug("kube-state-metrics: skipping %s %s: %s", kind, _meta(o).get("name"), e)
+    return r.rows
+
+
+# -- cron schedules ---------------------------------------------------------------------------------------------
+
+_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
+           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
+_NAMES = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
+          "nov": 11, "dec": 12, "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
+
+
+def _field(text: str, lo: int, hi: int) -> tuple[set[int], bool]:
+    """The values of one cron field, and whether it was ``*`` (or ``?``)."""
+    out: set[int] = set()
+    star = text in ("*", "?")
+    for part in text.split(","):
+        rng, _, step_s = part.partition("/")
+        step = int(step_s) if step_s else 1
+        if step < 1:
+            raise ValueError(f"bad step in {text!r}")
+        if rng in ("*", "?"):
+            a, z = lo, hi
+        else:
+            a_s, dash, z_s = rng.partition("-")
+            a = int(_NAMES.get(a_s.lower(), a_s))
+            z = int(_NAMES.get(z_s.lower(), z_s)) if dash else (hi if step_s else a)
+        if not (lo <= a <= hi and lo <= z <= hi + (1 if hi == 6 else 0)):  # 7 is Sunday too
+            raise ValueError(f"value out of range in {text!r}")
+        out.update(v % 7 if hi == 6 else v for v in range(a, z + 1, step))
+    return out, star
+
+
+def next_schedule_time(schedule: str, after: datetime, tz: Any = UTC) -> datetime | None:
+    """The first minute strictly after ``after`` matching the five-field cron ``schedule`` in ``tz``
+    (as the CronJob controller reads it: day-of-month and day-of-week OR-ed when both are restricted);
+    None when nothing matches within eight years."""
+    s = schedule.strip()
+    if s.startswith("TZ=") or s.startswith("CRON_TZ="):
+        zone, _, s = s.partition(" ")
+        tz = ZoneInfo(zone.partition("=")[2])
+    fields = _MACROS.get(s, s).split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields in {schedule!r}")
+    minutes, _ = _field(fields[0], 0, 59)
+    hours, _ = _field(fields[1], 0, 23)
+    mdays, mday_star = _field(fields[2], 1, 31)
+    months, _ = _field(fields[3], 1, 12)
+    wdays, wday_star = _field(fields[4], 0, 6)
+    t = after.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
+    day = t.replace(hour=0, minute=0)
+    for _ in range(366 * 8):
+        dom_ok = day.day in mdays
+        dow_ok = (day.weekday() + 1) % 7 in wdays
+        ok = (dom_ok and dow_ok) if (mday_star or wday_star) else (dom_ok or dow_ok)
+        if day.month in months and ok:
+            for h in sorted(hours):
+                for mi in sorted(minutes):
+                    cand = day.replace(hour=h, minute=mi)
+                    if cand >= t:
+                        return cand
+        day = (day + timedelta(days=1)).replace(hour=0, minute=0)
+    return None
+
+
+# -- the component ----------------------------------------------------------------------------------------------
+
+class KubeStateMetrics:
+    """Lists the API's objects every ``interval_s`` and appends their series; a ``core.lifecycle.Component``."""
+
+    name = "kube-state-metrics"
+
+    def __init__(self, client: KubeClient, appender: Appender, *, interval_s: float = 15.0,
+                 tenant: str = "default") -> None:
+        self.client = client
+        self.appender = appender
+        self.interval_s = interval_s
+        self.tenant = tenant
+        self.tasks = Supervisor(self.name)
+        self.rounds = 0
+        self.errors = 0
+        self._last: set[Labels] = set()
+
+    async def start(self) -> None:
+        self.tasks.spawn(self._run(), name="collect")
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+
+    async def collect(self) -> dict[str, list[Obj]]:
+        """The current objects of every kind the API serves (a kind it does not serve is skipped)."""
+        out: dict[str, list[Obj]] = {}
+        for api_version, kind in KINDS:
+            try:
+                out[kind] = list((await self.client.list(api_version, kind)).items)
+            except KubeError as e:
+                log.debug("kube-state-metrics: cannot list %s: %s", kind, e)
+        return out
+
+    async def write_once(self, ts_ms: int | None = None) -> int:
+        """One round: append every current series, and a staleness marker for each that vanished.
+        Returns the number of samples appended."""
+        ts = int(time.time() * 1000) if ts_ms is None else ts_ms
+        rows = state_rows(await self.collect(), ts)
+        current = {lbl for lbl, _, _ in rows}
+        rows += [(lbl, ts, STALE_NAN) for lbl in sorted(self._last - current)]
+        if rows:
+            await self.appender.append(self.tenant, SampleBatch.from_rows(rows))
+        self._last = current
+        self.rounds += 1
+        return len(rows)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.write_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the next round retries; the loop never dies on one bad round
+                self.errors += 1
+                log.warning("kube-state-metrics: round failed: %s", e)
+            await asyncio.sleep(self.interval_s)
