@@ -91,7 +91,7 @@ async def read_body(request: Request, limits: BodyLimits, budget: InflightBudget
     """The request body, read within ``limits`` while holding its bytes in ``budget``."""
     limit = limits.max_bytes
     declared = request.headers.get("content-length")
-    length = int(declared) if declared is not None and declared.isdigit() else None
+    length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
     if length is not None and length > limit:
         raise BodyTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
     reservation = budget.reservation()
@@ -126,7 +126,7 @@ async def read_form(request: Request, max_bytes: int = FORM_MAX_BYTES) -> FormDa
     """
     media = media_type(request)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise BodyTooLarge(f"form body of {declared} bytes exceeds the limit of {max_bytes} bytes")
     if media == "multipart/form-data":
         if declared is None:

@@ -28,7 +28,7 @@ def media_type(request: Request) -> str:
 async def read_raw(request: Request) -> bytes:
     """The body's bytes, refused past ``MAX_BODY`` (413) before or while it streams in."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
         raise RequestTooLarge("the request body is too large", details={})
     chunks: list[bytes] = []
     size = 0
