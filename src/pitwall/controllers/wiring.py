@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitwall.controllers.cronjob import CronJobController
 from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.endpoints import EndpointsReconciler
 from pitwall.controllers.job import JobController
@@ -45,6 +46,7 @@ RECONCILERS: list[Registration] = [
     Registration(DeploymentController),
     Registration(EndpointsReconciler),
     Registration(JobController),
+    Registration(CronJobController),
 ]
 
 
