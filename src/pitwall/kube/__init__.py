@@ -3,6 +3,8 @@
 It knows resources, not what they mean: objects of every served kind live
 in the revisioned store under Kubernetes' etcd key layout, and controllers
 elsewhere in pitwall give them meaning through ``KubeClient``.
+``KubePodSource`` and ``KubeWorkloads`` are read-only views other pillars
+are handed (pod discovery for scraping, the UI's workloads pages).
 """
 
 from pitwall.kube.client import KubeClient, ListResult, WatchEvent
@@ -19,6 +21,7 @@ from pitwall.kube.errors import (
 )
 from pitwall.kube.metricsapi import MetricsProvider
 from pitwall.kube.server import KubeAPI
+from pitwall.kube.views import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import build_kube
 
 __all__ = [
@@ -31,6 +34,8 @@ __all__ = [
     "KubeAPI",
     "KubeClient",
     "KubeError",
+    "KubePodSource",
+    "KubeWorkloads",
     "ListResult",
     "MethodNotAllowed",
     "MetricsProvider",

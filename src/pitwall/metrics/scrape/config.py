@@ -29,6 +29,9 @@ __all__ = [
     "SCRAPE_PROTOCOL_HEADERS",
     "FileSDConfig",
     "GlobalScrapeDefaults",
+    "KubernetesNamespaces",
+    "KubernetesSDConfig",
+    "KubernetesSelector",
     "ScrapeConfig",
     "StaticConfig",
     "parse_scrape_configs",
@@ -144,6 +147,52 @@ class FileSDConfig(_Strict):
         return v
 
 
+class KubernetesNamespaces(_Strict):
+    """Which namespaces a ``kubernetes_sd_configs`` entry watches (all when ``names`` is empty)."""
+
+    own_namespace: bool = False
+    names: list[str] = Field(default_factory=list)
+
+
+class KubernetesSelector(_Strict):
+    """A label and/or field selector applied to the objects of ``role``."""
+
+    role: str
+    label: str = ""
+    field: str = ""
+
+
+class KubernetesSDConfig(HTTPClientConfig):
+    """Prometheus' ``kubernetes_sd_config``, answered from pitwall's own Kubernetes API (in process).
+
+    Only ``role: pod`` is served; ``api_server`` and ``kubeconfig_file`` are
+    rejected, since the objects come from this pitwall, not a remote cluster.
+    The HTTP client keys are accepted (a copied config loads) and unused.
+    """
+
+    role: Literal["pod", "node", "service", "endpoints", "endpointslice", "ingress"]
+    api_server: str | None = None
+    kubeconfig_file: str | None = None
+    namespaces: KubernetesNamespaces = Field(default_factory=KubernetesNamespaces)
+    selectors: list[KubernetesSelector] = Field(default_factory=list)
+    attach_metadata: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, v: str) -> str:
+        if v != "pod":
+            raise ValueError(f'role "{v}" is not supported by pitwall\'s in-process discovery (only "pod")')
+        return v
+
+    @field_validator("api_server", "kubeconfig_file")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        if v:
+            raise ValueError("pitwall discovers pods from its own Kubernetes API; "
+                             "api_server and kubeconfig_file are not supported")
+        return v
+
+
 class GlobalScrapeDefaults(_Strict):
     """The scrape-related part of Prometheus' ``global`` section (other keys accepted, unused)."""
 
@@ -207,6 +256,7 @@ class ScrapeConfig(HTTPClientConfig):
     metric_name_escaping_scheme: str | None = None
     static_configs: list[StaticConfig] = Field(default_factory=list)
     file_sd_configs: list[FileSDConfig] = Field(default_factory=list)
+    kubernetes_sd_configs: list[KubernetesSDConfig] = Field(default_factory=list)
     relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     metric_relabel_configs: list[RelabelConfig] = Field(default_factory=list)
     # Native-histogram knobs: accepted so real configs load; pitwall scrapes classic text formats.

@@ -26,6 +26,7 @@ from pitwall.core.labels import Labels
 from pitwall.metrics.scrape.client import accept_header, make_client, request_headers
 from pitwall.metrics.scrape.config import ScrapeConfig
 from pitwall.metrics.scrape.discovery import Groups, read_file_groups, target_groups, targets_of
+from pitwall.metrics.scrape.kubernetes import DEFAULT_POD_JOB, PodSource, default_pod_job, pod_groups, pods_of
 from pitwall.metrics.scrape.loop import ScrapeLoop
 from pitwall.metrics.scrape.targets import DroppedTarget, TargetMetadata, TargetsSnapshot, TargetStatus
 from pitwall.metrics.store import Appender
@@ -33,6 +34,9 @@ from pitwall.metrics.store import Appender
 __all__ = ["Pool", "ScrapeManager", "cancel"]
 
 log = logging.getLogger(__name__)
+
+POD_RESYNC_S = 30.0  # re-list pods this often even without a change notice
+POD_RETRY_S = 1.0  # after a failed list, or when the change stream ends
 
 
 class Pool:
@@ -47,6 +51,8 @@ class Pool:
         self.dropped_count = 0
         self.file_groups: dict[str, Groups] = {}
         self.file_task: asyncio.Task[None] | None = None
+        self.pod_groups: Groups = []
+        self.pod_task: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
         self._accept = accept_header(cfg.protocols)
 
@@ -63,7 +69,8 @@ class Pool:
     async def sync(self) -> None:
         """Rebuild targets from the current groups; start new loops, retire vanished ones."""
         async with self.lock:
-            wanted, dropped = targets_of(target_groups(self.cfg, self.file_groups), self.cfg)
+            groups = target_groups(self.cfg, self.file_groups) + self.pod_groups
+            wanted, dropped = targets_of(groups, self.cfg)
             self.dropped_count = len(dropped)
             keep_n = self.cfg.keep_dropped_targets or 0
             self.dropped = dropped[:keep_n] if keep_n else dropped
@@ -90,8 +97,48 @@ class Pool:
     async def start(self) -> None:
         self.refresh_files()
         await self.sync()
+        self.start_watchers()
+
+    def start_watchers(self) -> None:
+        """The file_sd and kubernetes_sd refresh tasks this job needs."""
         if self.cfg.file_sd_configs:
             self.file_task = asyncio.create_task(self._watch_files(), name=f"file_sd {self.cfg.job_name}")
+        if self.cfg.kubernetes_sd_configs:
+            source = self.manager.pod_source
+            if source is None:
+                log.warning("job %s has kubernetes_sd_configs but this server has no Kubernetes API",
+                            self.cfg.job_name)
+            else:
+                self.pod_task = asyncio.create_task(self._watch_pods(source),
+                                                    name=f"kubernetes_sd {self.cfg.job_name}")
+
+    async def refresh_pods(self, source: PodSource) -> bool:
+        """Re-list the pods of every ``kubernetes_sd_configs`` entry; True when the groups changed."""
+        groups: Groups = []
+        for sd in self.cfg.kubernetes_sd_configs:
+            groups += pod_groups(await pods_of(source, sd))
+        changed = groups != self.pod_groups
+        self.pod_groups = groups
+        return changed
+
+    async def _watch_pods(self, source: PodSource) -> None:
+        changed = asyncio.Event()
+        listener = asyncio.create_task(_listen(source, changed), name=f"pod changes {self.cfg.job_name}")
+        try:
+            while True:
+                changed.clear()
+                try:
+                    if await self.refresh_pods(source):
+                        await self.sync()
+                    delay = POD_RESYNC_S
+                except Exception as e:  # the API not started yet, or a failed list: retry soon
+                    log.debug("kubernetes_sd refresh of job %s failed: %s", self.cfg.job_name, e)
+                    delay = POD_RETRY_S
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), delay)
+                await asyncio.sleep(0.05)  # one re-list for a burst of changes
+        finally:
+            await cancel(listener)
 
     async def _watch_files(self) -> None:
         interval = min(sd.refresh_interval for sd in self.cfg.file_sd_configs) / 1000
@@ -104,16 +151,29 @@ class Pool:
                 log.exception("file_sd refresh of job %s failed", self.cfg.job_name)
 
     async def stop_loops(self) -> list[ScrapeLoop]:
-        """Cancel the file watcher and every loop; return the loops (for staleness decisions)."""
+        """Cancel the discovery watchers and every loop; return the loops (for staleness decisions)."""
         if self.file_task is not None:
             self.file_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.file_task
+        await cancel(self.pod_task)
         loops = list(self.loops.values())
         self.loops.clear()
         for sl in loops:
             await cancel(sl.task)
         return loops
+
+
+async def _listen(source: PodSource, changed: asyncio.Event) -> None:
+    """Set ``changed`` on every change the source reports; subscribe again when its stream ends."""
+    while True:
+        try:
+            async for _ in source.pod_changes():
+                changed.set()
+        except Exception as e:
+            log.debug("pod change stream ended: %s", e)
+        changed.set()  # something may have been missed while away
+        await asyncio.sleep(POD_RETRY_S)
 
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:
@@ -163,10 +223,26 @@ class ScrapeManager:
         self._pools: dict[str, Pool] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         self._started = False
+        self.pod_source: PodSource | None = None
+        self.default_pod_interval_ms = 15_000
+
+    def set_pod_source(self, source: PodSource | None, *, default_interval_ms: int = 15_000) -> None:
+        """Discover pods (``kubernetes_sd_configs``, role pod) from ``source``; call before ``start``.
+        Unless a job uses ``kubernetes_sd_configs`` (or is named ``kubernetes-pods``), the manager adds
+        the conventional ``kubernetes-pods`` job, scraping annotated pods every ``default_interval_ms``."""
+        self.pod_source = source
+        self.default_pod_interval_ms = default_interval_ms
+
+    def _effective(self, configs: Sequence[ScrapeConfig]) -> list[ScrapeConfig]:
+        out = list(configs)
+        if self.pod_source is not None and not any(c.kubernetes_sd_configs or c.job_name == DEFAULT_POD_JOB
+                                                   for c in out):
+            out.append(default_pod_job(self.default_pod_interval_ms))
+        return out
 
     async def start(self) -> None:
         self._started = True
-        for cfg in self._configs:
+        for cfg in self._effective(self._configs):
             await self._add_pool(cfg)
 
     async def _add_pool(self, cfg: ScrapeConfig) -> None:
@@ -192,7 +268,7 @@ class ScrapeManager:
         self._configs = list(configs)
         if not self._started:
             return
-        new = {c.job_name: c for c in configs}
+        new = {c.job_name: c for c in self._effective(configs)}
         for job in [j for j in self._pools if j not in new]:
             pool = self._pools.pop(job)
             for sl in await pool.stop_loops():
@@ -214,10 +290,14 @@ class ScrapeManager:
         old.loops.clear()
         if old.file_task is not None:
             await cancel(old.file_task)
+        await cancel(old.pod_task)
         await old.client.aclose()
         pool = Pool(self, cfg)
         self._pools[cfg.job_name] = pool
         pool.refresh_files()
+        if self.pod_source is not None and cfg.kubernetes_sd_configs:
+            with contextlib.suppress(Exception):
+                await pool.refresh_pods(self.pod_source)
         await pool.sync()
         for key, sl in previous.items():
             new_loop = pool.loops.get(key)
@@ -227,8 +307,7 @@ class ScrapeManager:
                 # Like Prometheus' reload: no end-of-run markers, staleness continues from the old loop.
                 new_loop.prev = sl.prev
                 new_loop.scraped_once = sl.scraped_once
-        if cfg.file_sd_configs:
-            pool.file_task = asyncio.create_task(pool._watch_files(), name=f"file_sd {cfg.job_name}")
+        pool.start_watchers()
 
     async def retire(self, sl: ScrapeLoop, *, already_stopped: bool = False) -> None:
         """Stop a loop whose target vanished and schedule its end-of-run staleness markers."""
