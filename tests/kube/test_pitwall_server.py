@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -25,18 +26,40 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 TOKEN = "pitwall-kube-token-0123456789"
 
 
-def test_kubectl_against_pitwall_server(tmp_path: Path) -> None:
-    if not os.path.exists(KUBECTL):
-        pytest.skip(f"kubectl is not installed at {KUBECTL}")
+def _tls_config(tmp_path: Path) -> Path:
+    """pitwall.yaml with a fresh self-signed certificate (kubectl sends tokens only over TLS) and a token."""
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                    check=True, capture_output=True)
     cfg = tmp_path / "pitwall.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "tls_cert_file": str(cert), "tls_key_file": str(key), "storage": {"fsync": False},
-        "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"]}],
-    }))
+    cfg.write_text(yaml.safe_dump({"tls_cert_file": str(cert), "tls_key_file": str(key), "storage": {"fsync": False},
+                                   "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"]}]}))
+    return cfg
+
+
+def _kubectl_for(url: str, tmp_path: Path) -> Callable[..., str]:
+    """kubectl with the context ``pitwall kubeconfig`` prints for ``url``."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(subprocess.run(
+        [sys.executable, "-m", "pitwall.cli.main", "kubeconfig", "--server", url, "--token", TOKEN],
+        capture_output=True, text=True, check=True).stdout)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
+    env.update(KUBECONFIG=str(kubeconfig), HOME=str(tmp_path))
+
+    def kubectl(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
+        p = subprocess.run([KUBECTL, f"--cache-dir={tmp_path / 'kcache'}", *args], input=stdin, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+        assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stdout}\n{p.stderr}"
+        return p.stdout
+
+    return kubectl
+
+
+def test_kubectl_against_pitwall_server(tmp_path: Path) -> None:
+    if not os.path.exists(KUBECTL):
+        pytest.skip(f"kubectl is not installed at {KUBECTL}")
+    cfg = _tls_config(tmp_path)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     data = tmp_path / "data"
@@ -44,19 +67,7 @@ def test_kubectl_against_pitwall_server(tmp_path: Path) -> None:
     proc = start_pitwall_process(data, port, config=cfg)
     try:
         wait_ready(url, proc=proc, verify=False)
-        kc = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "kubeconfig", "--server", url,
-                             "--token", TOKEN], capture_output=True, text=True, check=True)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(kc.stdout)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        env.update(KUBECONFIG=str(kubeconfig), HOME=str(tmp_path))
-
-        def kubectl(*args: str, stdin: str | None = None) -> str:
-            p = subprocess.run([KUBECTL, f"--cache-dir={tmp_path / 'kcache'}", *args], input=stdin, env=env,
-                               capture_output=True, text=True, timeout=60)
-            assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stdout}\n{p.stderr}"
-            return p.stdout
-
+        kubectl = _kubectl_for(url, tmp_path)
         assert "default" in kubectl("get", "namespaces")
         cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop", "labels": {"app": "shop"}},
               "data": {"LOG_LEVEL": "info"}}
@@ -132,13 +143,7 @@ def test_a_deployment_behind_a_service_on_pitwall_server(tmp_path: Path) -> None
     completes, the ClusterIP answers, a new version rolls out, and no process outlives the server."""
     if not os.path.exists(KUBECTL):
         pytest.skip(f"kubectl is not installed at {KUBECTL}")
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    cfg = tmp_path / "pitwall.yaml"
-    cfg.write_text(yaml.safe_dump({"tls_cert_file": str(cert), "tls_key_file": str(key), "storage": {"fsync": False},
-                                   "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"]}]}))
+    cfg = _tls_config(tmp_path)
     port = free_port()
     url = f"https://127.0.0.1:{port}"
     data = tmp_path / "data"
@@ -147,19 +152,7 @@ def test_a_deployment_behind_a_service_on_pitwall_server(tmp_path: Path) -> None
     proc = start_pitwall_process(data, port, config=cfg)
     try:
         wait_ready(url, proc=proc, verify=False)
-        kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(subprocess.run(
-            [sys.executable, "-m", "pitwall.cli.main", "kubeconfig", "--server", url, "--token", TOKEN],
-            capture_output=True, text=True, check=True).stdout)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBE")}
-        env.update(KUBECONFIG=str(kubeconfig), HOME=str(tmp_path))
-
-        def kubectl(*args: str, stdin: str | None = None, timeout: float = 60) -> str:
-            p = subprocess.run([KUBECTL, f"--cache-dir={tmp_path / 'kcache'}", *args], input=stdin, env=env,
-                               capture_output=True, text=True, timeout=timeout)
-            assert p.returncode == 0, f"kubectl {' '.join(args)}: {p.stdout}\n{p.stderr}"
-            return p.stdout
-
+        kubectl = _kubectl_for(url, tmp_path)
         kubectl("apply", "-f", "-", stdin=_manifests("v1"))
         kubectl("rollout", "status", "deployment/web", "--timeout=90s", timeout=100)
         cluster_ip = json.loads(kubectl("get", "service", "web", "-o", "json"))["spec"]["clusterIP"]
