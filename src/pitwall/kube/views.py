@@ -28,6 +28,7 @@ WORKLOAD_KINDS: dict[str, tuple[str, str]] = {
     "cronjob": ("batch/v1", "CronJob"),
     "horizontalpodautoscaler": ("autoscaling/v2", "HorizontalPodAutoscaler"),
     "service": ("v1", "Service"),
+    "namespace": ("v1", "Namespace"),
 }
 
 
@@ -83,13 +84,22 @@ class KubeWorkloads:
         except NotFoundError:
             return None
 
-    async def events(self, namespace: str, kind: str, name: str) -> list[Obj]:
-        """core/v1 Events about one object (``involvedObject``), oldest first."""
-        _, k = WORKLOAD_KINDS[kind]
+    async def events(self, namespace: str = "", kind: str = "", name: str = "") -> list[Obj]:
+        """core/v1 Events of ``namespace`` (all when empty), about one object when ``kind`` and ``name``
+        are given; oldest first."""
+        fields = []
+        if kind:
+            fields.append(f"involvedObject.kind={WORKLOAD_KINDS[kind][1] if kind in WORKLOAD_KINDS else kind}")
+        if name:
+            fields.append(f"involvedObject.name={name}")
         try:
             items = (await self.client.list("v1", "Event", namespace,
-                                            field_selector=f"involvedObject.kind={k},involvedObject.name={name}")).items
+                                            field_selector=",".join(fields) or None)).items
         except NotFoundError:
             return []
-        return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime")
-                                                or (e.get("metadata") or {}).get("creationTimestamp") or ""))
+        return sorted(items, key=_event_time)
+
+
+def _event_time(e: Obj) -> str:
+    return str(e.get("lastTimestamp") or e.get("eventTime") or (e.get("metadata") or {}).get("creationTimestamp")
+               or "")

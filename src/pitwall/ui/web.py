@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.logs_view import LogsView
     from pitwall.ui.traces_view import TracesView
+    from pitwall.ui.workloads_view import WorkloadsSource
 
 HERE = Path(__file__).resolve().parent
 NAV = [
@@ -41,6 +42,7 @@ NAV = [
     ("alerts", "/alerts", "Alerts", "a"),
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
+    ("workloads", "/workloads", "Workloads", "w"),
 ]
 
 
@@ -55,6 +57,7 @@ class UIDeps:
     logs: LogsView | None
     alerts: AlertsView | None
     dashboards: DashboardStore
+    workloads: WorkloadsSource | None = None
 
 
 def _fmt_num(v: float | None, digits: int = 3) -> str:

@@ -26,6 +26,7 @@ from pitwall.ui.routes import ui_router
 from pitwall.ui.settings import UISettings
 from pitwall.ui.traces_view import TracesView
 from pitwall.ui.web import UIDeps
+from pitwall.ui.workloads_view import WorkloadsSource
 
 __all__ = ["UIPart", "build_ui"]
 
@@ -60,8 +61,10 @@ def build_ui(
     logs: LogsApiDeps | None = None,
     notifications: NotificationPipeline | None = None,
     rules: Callable[[], RuleManager | None] | None = None,
+    workloads: WorkloadsSource | None = None,
 ) -> UIPart:
-    """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload)."""
+    """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
+    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -73,5 +76,6 @@ def build_ui(
         logs=LogsView(logs) if logs is not None else None,
         alerts=alerts,
         dashboards=DashboardStore(settings.dashboards_dir, state),
+        workloads=workloads,
     )
     return UIPart(deps)
