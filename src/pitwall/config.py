@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
+from pitwall.core.audit import AuditSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
@@ -172,6 +173,7 @@ class Settings(BaseSettings):
         default_factory=list, description="other sites whose pages may send writes and open websockets")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     storage: StorageSettings = Field(default_factory=StorageSettings)

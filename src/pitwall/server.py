@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,18 @@ from pitwall.alerting.notify.wiring import NotificationParts, build_notification
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, build_controllers_part
+from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
 from pitwall.core.auth import BearerAuth
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
+from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
 from pitwall.kube.wiring import KubePart, build_kube_part
+from pitwall.logs import LogAppender, LogEntry, PushStream
 from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
@@ -62,6 +65,7 @@ class Components:
     metrics: MetricsPart
     traces: TracesParts
     logs: LogsParts
+    audit: AuditLog
     notifications: NotificationParts
     rules: RulesPart
     kube: KubePart
@@ -74,8 +78,8 @@ class Components:
 
     @property
     def parts(self) -> list[Part]:
-        return [self.metrics, self.traces, self.logs, self.notifications, self.rules, self.kube, self.controllers,
-                self.node, self.traffic, self.ui]
+        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, self.kube,
+                self.controllers, self.node, self.traffic, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -96,6 +100,20 @@ class Components:
             if isinstance(comp, Supervised):
                 out.extend(comp.tasks.failures)
         return out
+
+
+class _AuditToLogs:
+    """``core.audit``'s sink: entries into the log store under the reserved tenant, as logfmt lines."""
+
+    def __init__(self, store: LogAppender) -> None:
+        self.store = store
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        streams: dict[tuple[tuple[str, str], ...], list[LogEntry]] = {}
+        for e in entries:
+            streams.setdefault(labels_from_dict(e.stream_labels()), []).append(LogEntry(e.ts_ns, e.logfmt()))
+        await self.store.push(AUDIT_TENANT, [PushStream(k, sorted(v, key=lambda x: x.ts_ns))
+                                             for k, v in streams.items()])
 
 
 class _Closer:
@@ -138,8 +156,9 @@ def build(settings: Settings) -> Components:
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=data, logs=logs.store, metrics=metrics.store)
     return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
-                      metrics=metrics, traces=traces, logs=logs, notifications=notifications, rules=rules,
-                      kube=kube, controllers=build_controllers_part(kube.api, settings), node=node,
+                      metrics=metrics, traces=traces, logs=logs,
+                      audit=AuditLog(_AuditToLogs(logs.store), settings.audit), notifications=notifications,
+                      rules=rules, kube=kube, controllers=build_controllers_part(kube.api, settings), node=node,
                       traffic=build_traffic_part(kube.api), ui=ui)
 
 
@@ -228,9 +247,11 @@ def create_app(settings: Settings) -> FastAPI:
     tokens = [(t.token, t.principal()) for t in settings.auth_tokens]
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
-    # Outermost: a foreign Host or a cross-site write is refused before anything else looks at it.
+    # A foreign Host or a cross-site write is refused before anything else looks at it.
     app.add_middleware(BrowserGuard, allowed_hosts=settings.host_allow_list(),
                        allowed_origins=settings.allowed_origins)
+    # Outermost, only watching: the audit log sees every answer, the refusals above included.
+    app.add_middleware(AuditMiddleware, audit=c.audit)
     return app
 
 

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pitwall.core.errors import Forbidden, PitwallError, Unauthorized
 from pitwall.core.http_errors import render
-from pitwall.core.tenancy import PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
+from pitwall.core.tenancy import AUDIT_TENANT, PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
 
 __all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "is_read_only_post",
            "required_scope"]
@@ -103,10 +103,12 @@ class BearerAuth:
             raise Unauthorized("missing bearer token")
         given = header[7:].strip()
         principal = self._principal(given)
+        scope[PRINCIPAL_KEY] = principal  # known even if refused below: the audit log names who was refused
         need = required_scope(scope.get("method", "GET"), scope["path"])
         if not principal.may(need):
             raise Forbidden(f"{principal.describe()} lacks the {need!r} scope")
-        resolve_tenant(principal, named.decode("latin-1"))
+        if resolve_tenant(principal, named.decode("latin-1")) == AUDIT_TENANT and need == "write":
+            raise Forbidden(f"tenant {AUDIT_TENANT!r} holds the audit log, which only the server writes")
         return principal
 
     def _principal(self, given: bytes) -> Principal:

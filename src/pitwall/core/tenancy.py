@@ -14,6 +14,10 @@ The middleware applies the rule before routing (so a websocket is refused
 before it is accepted), and ``core.params.tenant_of`` applies it again, so
 every route that reads the tenant is bound whichever way it was reached.
 
+The audit log (``core.audit``) lives in the reserved tenant ``pitwall-audit``:
+only a token with the ``admin`` scope may name it, whatever its ``tenants``
+say, and ``core.auth`` refuses every write to it (the server alone writes it).
+
 Routes that are not per tenant (the alerting pipeline, rules, scrape targets,
 self-metrics) act on the server as a whole, whose data lives in the default
 tenant: ``require_server_wide`` lets only principals allowed that tenant in.
@@ -28,13 +32,15 @@ from starlette.types import Scope
 
 from pitwall.core.errors import BadData, Forbidden
 
-__all__ = ["ANY_TENANT", "DEFAULT_TENANT", "PRINCIPAL_KEY", "TENANT_HEADER", "Principal", "principal_of",
+__all__ = ["ANY_TENANT", "AUDIT_TENANT", "DEFAULT_TENANT", "PRINCIPAL_KEY", "TENANT_HEADER", "Principal",
+           "principal_of",
            "require_server_wide", "resolve_tenant", "sees_whole_server", "tenant_problem"]
 
 TENANT_HEADER = "X-Scope-OrgID"
 DEFAULT_TENANT = "default"
 ANY_TENANT = "*"
 PRINCIPAL_KEY = "pitwall.principal"
+AUDIT_TENANT = "pitwall-audit"
 
 
 @dataclass(frozen=True)
@@ -81,11 +87,14 @@ def resolve_tenant(principal: Principal | None, named: str) -> str:
         problem = tenant_problem(named)
         if problem:
             raise BadData(problem)
-    if principal is None or principal.tenants is None:
+    if principal is None:
         return named or DEFAULT_TENANT
     if not named:
-        named = next(iter(principal.tenants)) if len(principal.tenants) == 1 else DEFAULT_TENANT
-    if named in principal.tenants:
+        one = principal.tenants is not None and len(principal.tenants) == 1
+        named = next(iter(principal.tenants)) if principal.tenants and one else DEFAULT_TENANT
+    if named == AUDIT_TENANT and not principal.may("admin"):
+        raise Forbidden(f"{principal.describe()} may not use tenant {named!r}: the audit log needs an admin token")
+    if principal.tenants is None or named in principal.tenants:
         return named
     allowed = ", ".join(sorted(principal.tenants))
     raise Forbidden(f"{principal.describe()} may not use tenant {named!r} (its tenants: {allowed}); "

@@ -1,0 +1,235 @@
+"""The audit log: who changed what, and who was refused, as ASGI middleware feeding a bounded queue.
+
+``AuditMiddleware`` records one ``AuditEntry`` for every HTTP request that is
+not a read (a method other than GET, HEAD and OPTIONS, outside
+``core.auth``'s read-only POSTs) and for every refused one (401, 403),
+reads included: when, the token's name (never the token), the tenant,
+method, path (the query string's keys only: values may hold secrets),
+status, remote address, user agent and duration.
+
+Entries go to a bounded queue that ``AuditLog`` drains into an ``AuditSink``
+in batches; a full queue drops the entry and counts it
+(``pitwall_audit_dropped_total``), so a slow sink never holds up a request.
+The composition root connects the sink to the log store, under the reserved
+tenant ``core.tenancy.AUDIT_TENANT``: core names no pillar.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pitwall.core.auth import SAFE_METHODS, is_read_only_post
+from pitwall.core.errors import PitwallError
+from pitwall.core.tasks import Supervisor
+from pitwall.core.tenancy import AUDIT_TENANT, TENANT_HEADER, principal_of, resolve_tenant
+
+if TYPE_CHECKING:
+    from pitwall.core.lifecycle import Component, Mount
+    from pitwall.core.selfmetrics import SelfMetrics
+
+__all__ = ["AUDIT_TENANT", "AuditEntry", "AuditLog", "AuditMiddleware", "AuditSettings", "AuditSink",
+           "is_audited"]
+
+log = logging.getLogger(__name__)
+
+REFUSED = frozenset({401, 403})
+_BATCH = 512
+_TENANT_HEADER = TENANT_HEADER.lower().encode()
+
+
+class AuditSettings(BaseModel):
+    """The ``audit`` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="record writes and refused requests in the audit tenant")
+    queue_size: int = Field(10_000, gt=0, description="entries waiting for the log store; more are dropped")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    ts_ns: int
+    who: str  # the token's name ("" when unnamed, refused or without tokens)
+    tenant: str
+    method: str
+    path: str
+    query_keys: tuple[str, ...]
+    status: int
+    remote: str
+    user_agent: str
+    duration_s: float
+
+    @property
+    def status_class(self) -> str:
+        return f"{self.status // 100}xx"
+
+    def stream_labels(self) -> dict[str, str]:
+        """Labels of the log stream this entry goes to."""
+        return {"job": AUDIT_TENANT, "method": self.method, "status_class": self.status_class}
+
+    def logfmt(self) -> str:
+        pairs = [("who", self.who), ("tenant", self.tenant), ("method", self.method), ("path", self.path),
+                 ("query", ",".join(self.query_keys)), ("status", str(self.status)), ("remote", self.remote),
+                 ("user_agent", self.user_agent), ("duration", f"{self.duration_s:.6f}s")]
+        return " ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs)
+
+
+def _logfmt_value(v: str) -> str:
+    if v and not any(c in v for c in ' "=\\') and v.isprintable():
+        return v
+    escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{"".join(c if c.isprintable() else "?" for c in escaped)}"'
+
+
+class AuditSink(Protocol):
+    """Where batches of entries go (the log store, in the server)."""
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None: ...
+
+
+def is_audited(method: str, path: str, status: int) -> bool:
+    """Whether a request is recorded: it is not a read, or it was refused."""
+    if status in REFUSED:
+        return True
+    return not (method in SAFE_METHODS or (method == "POST" and is_read_only_post(path)))
+
+
+class AuditLog:
+    """The queue between requests and the sink, and the task draining it: a ``Component`` and a
+    ``core.lifecycle.Part`` (no routes)."""
+
+    name = "audit"
+
+    def __init__(self, sink: AuditSink, settings: AuditSettings) -> None:
+        self.sink = sink
+        self.enabled = settings.enabled
+        self.queue: asyncio.Queue[AuditEntry] = asyncio.Queue(settings.queue_size)
+        self.tasks = Supervisor("audit")
+        self.dropped = 0
+        self.failed = 0  # entries the sink refused
+        self._writing = False
+
+    def offer(self, entry: AuditEntry) -> None:
+        """Queue an entry, or drop and count it when the queue is full; never waits."""
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def start(self) -> None:
+        self.tasks.spawn(self._drain(), name="drain")
+
+    async def stop(self) -> None:
+        for _ in range(500):  # let a batch being written finish (at most 5 s), then stop waiting for more
+            if not self._writing:
+                break
+            await asyncio.sleep(0.01)
+        await self.tasks.stop()
+        rest: list[AuditEntry] = []
+        while not self.queue.empty():
+            rest.append(self.queue.get_nowait())
+        for i in range(0, len(rest), _BATCH):
+            await self._write(rest[i:i + _BATCH])
+
+    async def _drain(self) -> None:
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < _BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            self._writing = True
+            try:
+                await self._write(batch)
+            finally:
+                self._writing = False
+
+    async def _write(self, batch: Sequence[AuditEntry]) -> None:
+        try:
+            await self.sink.record(batch)
+        except Exception as e:
+            self.failed += len(batch)
+            log.warning("audit entries not stored", extra={"entries": len(batch), "error": str(e)})
+
+    # core.lifecycle.Part
+    def components(self) -> Sequence[Component]:
+        return [self]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return []
+
+    async def reload(self, settings: Any) -> None:
+        self.enabled = settings.audit.enabled
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        audit = self
+
+        class _Dropped(Collector):
+            def collect(self):  # type: ignore[no-untyped-def]
+                yield CounterMetricFamily("pitwall_audit_dropped", "Audit entries dropped on a full queue.",
+                                          value=audit.dropped)
+                yield CounterMetricFamily("pitwall_audit_failed", "Audit entries the log store refused.",
+                                          value=audit.failed)
+
+        metrics.registry.register(_Dropped())
+
+
+class AuditMiddleware:
+    """Records audited HTTP requests into an ``AuditLog``; outside ``BearerAuth`` so refusals are seen
+    (the principal it resolves stays in the shared ASGI scope)."""
+
+    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
+        self.app = app
+        self.audit = audit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.audit.enabled:
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def wrapped(msg: Message) -> None:
+            nonlocal status
+            if msg["type"] == "http.response.start":
+                status = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, wrapped)
+        finally:
+            method = scope.get("method", "GET")
+            if is_audited(method, scope["path"], status):
+                self.audit.offer(_entry(scope, method, status, time.perf_counter() - start))
+
+
+def _entry(scope: Scope, method: str, status: int, duration_s: float) -> AuditEntry:
+    named = b""
+    agent = b""
+    for k, v in scope["headers"]:
+        if k == _TENANT_HEADER and not named:
+            named = v
+        elif k == b"user-agent" and not agent:
+            agent = v
+    principal = principal_of(scope)
+    tenant = named.decode("latin-1").strip()
+    with contextlib.suppress(PitwallError):  # refused: the tenant as named
+        tenant = resolve_tenant(principal, tenant)
+    query = scope.get("query_string", b"").decode("latin-1")
+    keys = tuple(dict.fromkeys(k[:64] for k, _ in parse_qsl(query, keep_blank_values=True)))
+    client = scope.get("client")
+    return AuditEntry(
+        ts_ns=time.time_ns(), who=principal.name if principal else "", tenant=tenant[:150], method=method,
+        path=scope["path"][:2048], query_keys=keys[:32], status=status, remote=client[0] if client else "",
+        user_agent=agent.decode("latin-1")[:256], duration_s=duration_s,
+    )
