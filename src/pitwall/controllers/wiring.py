@@ -13,11 +13,12 @@ import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pitwall.controllers.cronjob import CronJobController
 from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.endpoints import EndpointsReconciler
+from pitwall.controllers.hpa import SYNC_PERIOD_S, HorizontalPodAutoscalerController, pod_metrics_of
 from pitwall.controllers.job import JobController
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler
 from pitwall.controllers.replicaset import ReplicaSetController
@@ -25,6 +26,9 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.storage.revstore.election import Election
+
+if TYPE_CHECKING:
+    from pitwall.metrics import InstantQuery
 
 __all__ = ["RECONCILERS", "ControllersPart", "Registration", "build_controllers", "build_controllers_part"]
 
@@ -50,12 +54,21 @@ RECONCILERS: list[Registration] = [
 ]
 
 
+def _hpa(kube: KubeAPI, instant: InstantQuery | None) -> Registration:
+    """The HorizontalPodAutoscaler controller: Resource metrics from the metrics API ``kube`` serves,
+    Pods/Object/External ones through ``instant`` (PromQL; without it those report FailedGet*Metric)."""
+    return Registration(lambda client: HorizontalPodAutoscalerController(
+        client, instant=instant, pod_metrics=pod_metrics_of(kube)), resync_s=SYNC_PERIOD_S)
+
+
 def build_controllers(kube: KubeAPI, *, election: Election | None,
-                      extra: list[Registration] | None = None) -> ControllerManager:
-    """Every registered controller (and ``extra``) over ``kube.client``, run while ``election`` is won
-    (always without one). Start it after ``kube``; start ``election`` too (the manager only follows it)."""
+                      extra: list[Registration] | None = None,
+                      instant: InstantQuery | None = None) -> ControllerManager:
+    """Every registered controller, the HorizontalPodAutoscaler one (reading metrics through ``instant``)
+    and ``extra`` over ``kube.client``, run while ``election`` is won (always without one). Start it after
+    ``kube``; start ``election`` too (the manager only follows it)."""
     runners = [ControllerRunner(kube.client, reg.make(kube.client), workers=reg.workers, resync_s=reg.resync_s)
-               for reg in [*RECONCILERS, *(extra or [])]]
+               for reg in [*RECONCILERS, _hpa(kube, instant), *(extra or [])]]
     return ControllerManager(runners, election=election)
 
 
@@ -108,11 +121,12 @@ class ControllersPart:
                            lambda: float(sum(len(r.queue) for r in m.runners)))
 
 
-def build_controllers_part(kube: KubeAPI, settings: Any) -> ControllersPart:
+def build_controllers_part(kube: KubeAPI, settings: Any, *, instant: InstantQuery | None = None) -> ControllersPart:
     """The controllers over ``kube`` for ``pitwall.config.Settings``: with the etcd backend, several servers
-    may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``)."""
+    may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``).
+    ``instant`` (the metrics part's) answers the HPAs' Pods/Object/External metrics."""
     election: Election | None = None
     if settings.state.backend == "etcd":
         identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
         election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
-    return ControllersPart(build_controllers(kube, election=election), election)
+    return ControllersPart(build_controllers(kube, election=election, instant=instant), election)
