@@ -101,10 +101,17 @@ def _tenant_id(v: str) -> str:
     return v
 
 
-class AuthToken(_Section):
-    """One bearer token: what it may do (scopes) and as which tenants (``X-Scope-OrgID``)."""
+MIN_TOKEN_LENGTH = 16
 
-    token: str = Field(min_length=16)
+
+class AuthToken(_Section):
+    """One bearer token: what it may do (scopes) and as which tenants (``X-Scope-OrgID``).
+
+    The token is given inline (``token``) or as a file holding it (``token_file``, read at load: at
+    start and on every reload). No message, ``repr`` or log line carries its value."""
+
+    token: str | None = Field(None, min_length=MIN_TOKEN_LENGTH, repr=False)
+    token_file: Path | None = Field(None, description="file holding the token (surrounding whitespace ignored)")
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
     name: str = ""
     tenants: list[Annotated[str, AfterValidator(_tenant_id)]] | None = Field(
@@ -116,6 +123,28 @@ class AuthToken(_Section):
         if v is not None and not v:
             raise ValueError("name at least one tenant ('*' for any), or leave the key out")
         return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthToken:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("set exactly one of token and token_file")
+        if self.token_file is not None:
+            try:
+                value = self.token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise ValueError(f"token_file: cannot read {self.token_file}: {reason}") from None
+            if len(value) < MIN_TOKEN_LENGTH:
+                raise ValueError(f"token_file: {self.token_file} holds {len(value)} characters; "
+                                 f"a token needs at least {MIN_TOKEN_LENGTH}")
+            self.token = value
+        return self
+
+    @property
+    def secret(self) -> str:
+        """The token itself (from ``token`` or ``token_file``)."""
+        assert self.token is not None  # set by the validator
+        return self.token
 
     def principal(self) -> Principal:
         """The principal the auth middleware binds requests with this token to."""
@@ -205,9 +234,9 @@ class Settings(BaseSettings):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
         seen: dict[str, int] = {}
         for i, t in enumerate(self.auth_tokens):
-            if t.token in seen:
-                raise ValueError(f"auth_tokens[{i}].token: the same token as auth_tokens[{seen[t.token]}]")
-            seen[t.token] = i
+            if t.secret in seen:
+                raise ValueError(f"auth_tokens[{i}].token: the same token as auth_tokens[{seen[t.secret]}]")
+            seen[t.secret] = i
         return self
 
     def host_allow_list(self) -> frozenset[str] | None:
@@ -273,13 +302,22 @@ def _format_error(e: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's snippet of the line (which may hold a token)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{e.problem or e.context or 'syntax error'}{where}"
+    return type(e).__name__
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except OSError as e:
         raise ConfigError(f"config file {path}: {e.strerror}") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path}: invalid YAML: {e}") from e
+        raise ConfigError(f"config file {path}: invalid YAML: {_yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: top level must be a mapping")
     return data
@@ -305,6 +343,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     try:
         s = _Loaded(**flags)
     except ValidationError as e:
-        raise ConfigError(_format_error(e)) from e
+        # Not chained: a ValidationError's text quotes the input, tokens included, and a traceback would show it.
+        raise ConfigError(_format_error(e)) from None
     s.config_file = config_file
     return s

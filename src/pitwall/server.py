@@ -244,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    tokens = [(t.token, t.principal()) for t in settings.auth_tokens]
+    tokens = [(t.secret, t.principal()) for t in settings.auth_tokens]
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
     # A foreign Host or a cross-site write is refused before anything else looks at it.
