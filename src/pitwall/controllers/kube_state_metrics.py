@@ -25,12 +25,14 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pitwall.core.labels import Labels, labels_from_dict
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.core.tasks import Supervisor
 from pitwall.kube import KubeClient, KubeError
 from pitwall.metrics import STALE_NAN, Appender, SampleBatch
@@ -406,7 +408,11 @@ def next_schedule_time(schedule: str, after: datetime, tz: Any = UTC) -> datetim
 # -- the component ----------------------------------------------------------------------------------------------
 
 class KubeStateMetrics:
-    """Lists the API's objects every ``interval_s`` and appends their series; a ``core.lifecycle.Component``."""
+    """Lists the API's objects every ``interval_s`` and appends their series.
+
+    Both a ``core.lifecycle.Component`` and a ``Part`` of its own (one component, no routes), so the
+    composition root places it after the kube part like any other part.
+    """
 
     name = "kube-state-metrics"
 
@@ -426,6 +432,23 @@ class KubeStateMetrics:
 
     async def stop(self) -> None:
         await self.tasks.stop()
+
+    # -- core.lifecycle.Part
+
+    def components(self) -> Sequence[Component]:
+        return [self]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return []
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        metrics.add_gauges("pitwall_kube_state_metrics_rounds", "Rounds of kube-state-metrics written.",
+                           lambda: float(self.rounds))
+        metrics.add_gauges("pitwall_kube_state_metrics_errors", "Rounds of kube-state-metrics that failed.",
+                           lambda: float(self.errors))
 
     async def collect(self) -> dict[str, list[Obj]]:
         """The current objects of every kind the API serves (a kind it does not serve is skipped)."""
