@@ -187,6 +187,8 @@ async def reload_config(app: FastAPI) -> None:
     c: Components = app.state.components
     old = c.settings
     new = load_settings(old.config_file, data_dir=old.data_dir, listen=old.listen, insecure=old.insecure)
+    for hook in app.state.reloaders:  # the edge's own, first: the CLI's TLS certificate
+        hook(new)
     for part in c.parts:
         await part.reload(new)
     c.settings = new
@@ -236,6 +238,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.components = c
+    app.state.reloaders = list[Callable[[Settings], None]]()
     # Routes that act on the whole server rather than one tenant (see core.tenancy).
     server_wide = [Depends(require_server_wide)]
     app.include_router(_ops_router(c), dependencies=server_wide)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Annotated
@@ -30,6 +33,31 @@ def _settings(config: Path | None, data_dir: Path | None, listen: str | None, in
     except ConfigError as e:
         typer.echo(f"pitwall: invalid configuration:\n{e.message}", err=True)
         raise typer.Exit(2) from None
+
+
+log = logging.getLogger(__name__)
+
+
+def tls_reloader(config: uvicorn.Config) -> Callable[[Settings], None]:
+    """On reload, load ``tls_cert_file``/``tls_key_file`` again into the SSL context uvicorn serves with
+    (``config.ssl``): handshakes from then on present the new certificate; open connections keep theirs.
+    A pair that does not load (missing, unreadable, key not matching) fails the reload and the old
+    certificate stays. Turning TLS on or off takes a restart."""
+
+    def reload(settings: Settings) -> None:
+        ctx = config.ssl
+        if ctx is None or settings.tls_cert_file is None or settings.tls_key_file is None:
+            return
+        cert, key = str(settings.tls_cert_file), str(settings.tls_key_file)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key, config.ssl_keyfile_password)
+            ctx.load_cert_chain(cert, key, config.ssl_keyfile_password)  # only once the pair loads
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"tls_cert_file, tls_key_file: cannot load {cert} and {key}: "
+                              f"{getattr(e, 'strerror', None) or e}") from None
+        log.info("TLS certificate reloaded", extra={"tls_cert_file": cert})
+
+    return reload
 
 
 class _Server(uvicorn.Server):
@@ -62,6 +90,7 @@ def run(settings: Settings) -> None:
         limit_concurrency=1000,
         server_header=False,
     )
+    app.state.reloaders.append(tls_reloader(config))
     server = _Server(config)
     server.run()
     if not server.started:
