@@ -97,6 +97,17 @@ async def _seed(c: KubeClient) -> None:
                                        "apiVersion": "apps/v1"},
                     "reason": "ScalingReplicaSet", "type": "Normal", "message": "Scaled up replica set web-2 to 1",
                     "source": {"component": "deployment-controller"}, "lastTimestamp": _now()})
+    cj = await c.create({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "tick", "namespace": "default"},
+                         "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+                             "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}}}})
+    job = await c.create({"apiVersion": "batch/v1", "kind": "Job",
+                          "metadata": {"name": "tick-1", "namespace": "default", "ownerReferences": [
+                              {"apiVersion": "batch/v1", "kind": "CronJob", "name": "tick",
+                               "uid": cj["metadata"]["uid"], "controller": True}]},
+                          "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                                         "containers": [{"name": "c", "image": "x"}]}}}})
+    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    await c.update_status(job)
 
 
 @pytest.mark.timeout(30)
@@ -115,6 +126,9 @@ async def test_workloads_page_lists_deployments_and_pods(kube: KubeAPI) -> None:
     assert "Readiness probe failed: HTTP 503" in pods
     logs = unquote_plus(pods.split('href="/logs?')[1].split('"')[0])
     assert logs.startswith('query={namespace="default",pod="web-2-abcde"}')
+    others = t.split('class="data others"')[1].split("</table>")[0]
+    assert "/workloads/default/cronjob/tick" in others and "*/5 * * * *" in others
+    assert "/workloads/default/job/tick-1" in others and "Complete" in others and "1/1 succeeded" in others
     graph = unquote_plus(pods.split('href="/graph?')[1].split('"')[0].replace("&amp;", "&"))
     assert 'container_cpu_usage_seconds_total{namespace="default",pod="web-2-abcde",container!=""}' in graph
 
@@ -127,6 +141,7 @@ async def test_deployment_and_pod_pages(kube: KubeAPI) -> None:
         pod = await client.get("/workloads/default/pod/web-2-abcde")
         missing = await client.get("/workloads/default/deployment/nope")
         bad_kind = await client.get("/workloads/default/secret/x")
+        cron = await client.get("/workloads/default/cronjob/tick")
     assert r.status_code == 200, r.text
     hist = r.text.split('class="data history"')[1].split("</table>")[0]
     assert hist.index("web-2") < hist.index("web-1") and "current" in hist and "web:1" in hist
@@ -139,6 +154,7 @@ async def test_deployment_and_pod_pages(kube: KubeAPI) -> None:
     assert "Readiness probe failed" in pod.text.split('class="data events"')[1]
     assert missing.status_code == 404 and "not found" in missing.text
     assert bad_kind.status_code == 404
+    assert cron.status_code == 200 and "tick-1" in cron.text.split('class="data others"')[1]
 
 
 @pytest.mark.timeout(30)

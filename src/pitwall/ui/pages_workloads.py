@@ -22,6 +22,7 @@ from pitwall.ui.workloads_view import (
     history,
     logs_link,
     metrics_link,
+    other_rows,
     owned_by,
     pod_row,
 )
@@ -57,7 +58,10 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         pods = [pod_row(p, pod_events.get((str(p["metadata"].get("namespace", "")), str(p["metadata"]["name"]))))
                 for p in await src.objects("pod", ns)]
         namespaces = sorted(str(n["metadata"]["name"]) for n in await src.objects("namespace"))
+        others = other_rows(await src.objects("job", ns), await src.objects("cronjob", ns),
+                            await src.objects("horizontalpodautoscaler", ns))
         return pages.render(request, "workloads.html", "workloads", tr, error=err, available=True, namespace=ns,
+                            others=others,
                             namespaces=namespaces, deployments=sorted(deployments, key=lambda d: (d.namespace,
                                                                                                d.name)),
                             pods=sorted(pods, key=lambda p: (p.namespace, p.name)), logs_link=logs_link,
@@ -88,6 +92,9 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             ctx["pod_regex"] = "|".join(p["metadata"]["name"] for p in pods) or name + "-.*"
         elif kind == "replicaset" or kind == "job":
             pods = owned_by(await src.objects("pod", namespace), {str(obj["metadata"].get("uid", ""))})
+        elif kind == "cronjob":
+            ctx["jobs"] = other_rows(owned_by(await src.objects("job", namespace),
+                                              {str(obj["metadata"].get("uid", ""))}), [], [])
         elif kind == "pod":
             pods = [obj]
         pod_events = _by_pod(await src.events(namespace, "pod")) if pods else {}

@@ -23,6 +23,7 @@ __all__ = [
     "history",
     "logs_link",
     "metrics_link",
+    "other_rows",
     "pod_row",
 ]
 
@@ -254,6 +255,41 @@ def pod_row(p: Obj, events: list[Obj] | None = None, now: datetime | None = None
         restarts=sum(int(cs.get("restartCount") or 0) for cs in statuses), age=age(m.get("creationTimestamp"), now),
         node=str(spec.get("nodeName", "")) or "<none>", ip=str(st.get("podIP", "")) or "<none>", probe=probe,
         owner=owner, app=str((m.get("labels") or {}).get("app", "")), containers=containers)
+
+
+def other_rows(jobs: list[Obj], cronjobs: list[Obj], hpas: list[Obj],
+               now: datetime | None = None) -> list[dict[str, str]]:
+    """Jobs, CronJobs and HorizontalPodAutoscalers as one table: kind, name, a status summary, age."""
+    out = []
+    for j in jobs:
+        m, spec, st = _meta(j), j.get("spec") or {}, j.get("status") or {}
+        done = next((c.get("type") for c in st.get("conditions") or []
+                     if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"), "")
+        out.append({"kind": "job", "namespace": str(m.get("namespace", "")), "name": str(m.get("name", "")),
+                    "state": str(done or ("Running" if st.get("active") else "Pending")),
+                    "summary": f"{st.get('succeeded', 0) or 0}/{spec.get('completions', 1) or 1} succeeded, "
+                               f"{st.get('active', 0) or 0} active, {st.get('failed', 0) or 0} failed",
+                    "age": age(m.get("creationTimestamp"), now)})
+    for cj in cronjobs:
+        m, spec, st = _meta(cj), cj.get("spec") or {}, cj.get("status") or {}
+        out.append({"kind": "cronjob", "namespace": str(m.get("namespace", "")), "name": str(m.get("name", "")),
+                    "state": "Suspended" if spec.get("suspend") else "Scheduled",
+                    "summary": f"{spec.get('schedule', '')} · "
+                               + (f"last {age(st['lastScheduleTime'], now)} ago" if st.get("lastScheduleTime")
+                                  else "never run") + f" · {len(st.get('active') or [])} active",
+                    "age": age(m.get("creationTimestamp"), now)})
+    for h in hpas:
+        m, spec, st = _meta(h), h.get("spec") or {}, h.get("status") or {}
+        ref = spec.get("scaleTargetRef") or {}
+        limited = next((c for c in st.get("conditions") or [] if c.get("type") == "ScalingLimited"
+                        and c.get("status") == "True"), None)
+        out.append({"kind": "horizontalpodautoscaler", "namespace": str(m.get("namespace", "")),
+                    "name": str(m.get("name", "")), "state": "Limited" if limited else "Active",
+                    "summary": f"{ref.get('kind', '')}/{ref.get('name', '')}: {st.get('currentReplicas', 0) or 0}"
+                               f" → {st.get('desiredReplicas', 0) or 0} (min {spec.get('minReplicas', 1)}, "
+                               f"max {spec.get('maxReplicas', '?')})",
+                    "age": age(m.get("creationTimestamp"), now)})
+    return sorted(out, key=lambda r: (r["namespace"], r["kind"], r["name"]))
 
 
 def owned_by(objs: list[Obj], uids: set[str]) -> list[Obj]:
