@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -184,3 +184,19 @@ async def test_deadline_suspend_and_ttl(kube: KubeAPI) -> None:
         await eventually(gone)
     finally:
         await r.stop()
+
+
+def test_backoff_counts_failures_since_the_last_success() -> None:
+    def ended(phase: str, at: datetime) -> dict[str, Any]:
+        return {"metadata": {"name": "x"}, "status": {"phase": phase, "containerStatuses": [
+            {"state": {"terminated": {"finishedAt": at.strftime("%Y-%m-%dT%H:%M:%SZ")}}}]}}
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    ctl = JobController(None)  # type: ignore[arg-type]  # pure computation: no client needed
+    failed = [ended("Failed", t0), ended("Failed", t0 + timedelta(seconds=1)), ended("Failed", t0 + timedelta(seconds=5))]
+    # three failures: 40 s after the last one
+    assert ctl._backoff_left(failed, [], 0, t0 + timedelta(seconds=5)) == 40
+    # a success at t0+2 resets the count: one failure since, 10 s
+    assert ctl._backoff_left(failed, [ended("Succeeded", t0 + timedelta(seconds=2))], 0,
+                             t0 + timedelta(seconds=5)) == 10
+    assert ctl._backoff_left(failed, [], 0, t0 + timedelta(seconds=60)) == 0

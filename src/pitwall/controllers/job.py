@@ -19,7 +19,8 @@ As upstream's (pkg/controller/job), one sync of a Job:
    ``completions``, once a pod succeeded and none is active);
 6. otherwise keeps ``min(parallelism, completions - succeeded)`` pods active
    (``<job>-<5 letters>``, controlled by the Job), waiting between
-   re-creations after failures: 10 s doubling per failure, at most 6 min;
+   re-creations after failures: 10 s doubling per failure since the last
+   success, at most 6 min;
 7. writes ``status``: active, ready, succeeded, failed, startTime,
    completionTime and the conditions.
 
@@ -223,7 +224,7 @@ class JobController:
                     want = 0 if succeeded else parallelism
                 diff = want - len(active)
                 if diff > 0:
-                    wait = self._backoff_left(failed, n_failed, at)
+                    wait = self._backoff_left(failed, succeeded, n_failed - len(failed), at)
                     if wait > 0:
                         after = wait
                     else:
@@ -255,14 +256,15 @@ class JobController:
                 return 0.0  # changed since read: sync again at once
         return after
 
-    def _backoff_left(self, failed: list[Obj], n_failed: int, at: datetime) -> float:
-        if n_failed <= 0:
+    def _backoff_left(self, failed: list[Obj], succeeded: list[Obj], restarts_: int, at: datetime) -> float:
+        """Seconds to wait before creating pods: the back-off of the failures since the last success (a
+        success resets it, as upstream's back-off record), counted from the latest failure."""
+        last_ok = max((t for p in succeeded if (t := _finished_at(p)) is not None), default=None)
+        times = [t for p in failed if (t := _finished_at(p)) is not None and (last_ok is None or t > last_ok)]
+        if not times:
             return 0.0
-        last = max((t for p in failed if (t := _finished_at(p)) is not None), default=None)
-        if last is None:
-            return 0.0
-        due = last + timedelta(seconds=backoff_delay(n_failed, self.backoff_base_s, self.backoff_max_s))
-        return max(0.0, (due - at).total_seconds())
+        delay = backoff_delay(len(times) + restarts_, self.backoff_base_s, self.backoff_max_s)
+        return max(0.0, (max(times) + timedelta(seconds=delay) - at).total_seconds())
 
     def _ttl_left(self, job: Obj, finished_at: datetime, at: datetime) -> float | None:
         ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
