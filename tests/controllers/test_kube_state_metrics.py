@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pitwall.controllers.kube_state_metrics import KubeStateMetrics, next_schedule_time
+from pitwall.controllers.kube_state_metrics import KubeStateMetrics, state_rows
 from pitwall.kube import KubeAPI
 from pitwall.metrics import Exemplar, MetricMetadata, SampleBatch
 
@@ -171,23 +171,17 @@ async def test_component_runs_and_stops(kube: KubeAPI) -> None:
     assert find(app.last(), "kube_namespace_status_phase", namespace="default", phase="Active")
 
 
-@pytest.mark.parametrize(("schedule", "after", "want"), [
-    ("*/5 * * * *", "2026-01-01T00:03:10", "2026-01-01T00:05:00"),
-    ("0 3 * * *", "2026-01-01T03:00:00", "2026-01-02T03:00:00"),
-    ("@hourly", "2026-01-01T10:59:59", "2026-01-01T11:00:00"),
-    ("30 9 * * mon-fri", "2026-12-05T12:00:00", "2026-12-07T09:30:00"),  # Saturday -> Monday
-    ("0 0 13 * 5", "2026-12-05T00:00:00", "2026-12-11T00:00:00"),  # day-of-month OR Friday
-    ("0 12 29 2 *", "2026-03-01T00:00:00", "2028-02-29T12:00:00"),
-])
 @pytest.mark.timeout(10)
-def test_next_schedule_time(schedule: str, after: str, want: str) -> None:
-    got = next_schedule_time(schedule, datetime.fromisoformat(after).replace(tzinfo=UTC))
-    assert got is not None and got.replace(tzinfo=None).isoformat() == want
+def test_cronjob_next_schedule_time_follows_the_controllers_parser() -> None:
+    def cj(name: str, schedule: str, **spec: Any) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": "n", "creationTimestamp": "2026-12-05T12:00:30Z"},
+                "spec": {"schedule": schedule, **spec},
+                "status": {"lastScheduleTime": "2026-12-05T13:00:00Z"} if name == "ran" else {}}
 
-
-@pytest.mark.timeout(10)
-def test_bad_schedule() -> None:
-    with pytest.raises(ValueError):
-        next_schedule_time("61 * * * *", datetime.now(UTC))
-    with pytest.raises(ValueError):
-        next_schedule_time("* * *", datetime.now(UTC))
+    rows = state_rows({"CronJob": [cj("new", "*/5 * * * *"), cj("ran", "@hourly"),
+                                   cj("paris", "0 9 * * *", timeZone="Europe/Paris"), cj("bad", "61 * * * *")]},
+                      ts_ms=1_796_480_000_000)
+    got = {dict(lbl)["cronjob"]: v for lbl, _, v in rows if dict(lbl)["__name__"] == "kube_cronjob_next_schedule_time"}
+    ts = {k: datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%dT%H:%M") for k, v in got.items()}
+    assert ts == {"new": "2026-12-05T12:05", "ran": "2026-12-05T14:00", "paris": "2026-12-06T08:00"}
+    assert any(dict(lbl)["__name__"] == "kube_cronjob_info" and dict(lbl)["cronjob"] == "bad" for lbl, _, _ in rows)

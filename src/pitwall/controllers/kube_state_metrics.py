@@ -26,10 +26,10 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
+from pitwall.controllers.cron import CronError, Schedule
 from pitwall.core.labels import Labels, labels_from_dict
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -37,7 +37,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.kube import KubeClient, KubeError
 from pitwall.metrics import STALE_NAN, Appender, SampleBatch
 
-__all__ = ["KubeStateMetrics", "next_schedule_time", "state_rows"]
+__all__ = ["KubeStateMetrics", "state_rows"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -256,10 +256,9 @@ def _cronjob(r: _Rows, cj: Obj, now: datetime) -> None:
         r.add("kube_cronjob_created", b, t)
     last = _ts(st.get("lastScheduleTime")) or _ts(m.get("creationTimestamp"))
     start = datetime.fromtimestamp(last, UTC) if last is not None else now
-    tz = spec.get("timeZone")
-    try:
-        nxt = next_schedule_time(schedule, start, ZoneInfo(tz) if tz else UTC)
-    except (ValueError, KeyError):
+    try:  # the CronJob controller's own parser, so the series says what the controller will do
+        nxt = Schedule.parse(schedule, spec.get("timeZone") or None).next(start)
+    except CronError:
         nxt = None
     if nxt is not None:
         r.add("kube_cronjob_next_schedule_time", b, nxt.timestamp())
@@ -342,67 +341,6 @@ def state_rows(objects: dict[str, list[Obj]], ts_ms: int) -> list[Row]:
             except (TypeError, ValueError, AttributeError) as e:  # a malformed object costs its own series only
                 log.debug("kube-state-metrics: skipping %s %s: %s", kind, _meta(o).get("name"), e)
     return r.rows
-
-
-# -- cron schedules ---------------------------------------------------------------------------------------------
-
-_MACROS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-           "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *"}
-_NAMES = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8, "sep": 9, "oct": 10,
-          "nov": 11, "dec": 12, "sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-
-
-def _field(text: str, lo: int, hi: int) -> tuple[set[int], bool]:
-    """The values of one cron field, and whether it was ``*`` (or ``?``)."""
-    out: set[int] = set()
-    star = text in ("*", "?")
-    for part in text.split(","):
-        rng, _, step_s = part.partition("/")
-        step = int(step_s) if step_s else 1
-        if step < 1:
-            raise ValueError(f"bad step in {text!r}")
-        if rng in ("*", "?"):
-            a, z = lo, hi
-        else:
-            a_s, dash, z_s = rng.partition("-")
-            a = int(_NAMES.get(a_s.lower(), a_s))
-            z = int(_NAMES.get(z_s.lower(), z_s)) if dash else (hi if step_s else a)
-        if not (lo <= a <= hi and lo <= z <= hi + (1 if hi == 6 else 0)):  # 7 is Sunday too
-            raise ValueError(f"value out of range in {text!r}")
-        out.update(v % 7 if hi == 6 else v for v in range(a, z + 1, step))
-    return out, star
-
-
-def next_schedule_time(schedule: str, after: datetime, tz: Any = UTC) -> datetime | None:
-    """The first minute strictly after ``after`` matching the five-field cron ``schedule`` in ``tz``
-    (as the CronJob controller reads it: day-of-month and day-of-week OR-ed when both are restricted);
-    None when nothing matches within eight years."""
-    s = schedule.strip()
-    if s.startswith("TZ=") or s.startswith("CRON_TZ="):
-        zone, _, s = s.partition(" ")
-        tz = ZoneInfo(zone.partition("=")[2])
-    fields = _MACROS.get(s, s).split()
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 fields in {schedule!r}")
-    minutes, _ = _field(fields[0], 0, 59)
-    hours, _ = _field(fields[1], 0, 23)
-    mdays, mday_star = _field(fields[2], 1, 31)
-    months, _ = _field(fields[3], 1, 12)
-    wdays, wday_star = _field(fields[4], 0, 6)
-    t = after.astimezone(tz).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    day = t.replace(hour=0, minute=0)
-    for _ in range(366 * 8):
-        dom_ok = day.day in mdays
-        dow_ok = (day.weekday() + 1) % 7 in wdays
-        ok = (dom_ok and dow_ok) if (mday_star or wday_star) else (dom_ok or dow_ok)
-        if day.month in months and ok:
-            for h in sorted(hours):
-                for mi in sorted(minutes):
-                    cand = day.replace(hour=h, minute=mi)
-                    if cand >= t:
-                        return cand
-        day = (day + timedelta(days=1)).replace(hour=0, minute=0)
-    return None
 
 
 # -- the component ----------------------------------------------------------------------------------------------
