@@ -117,8 +117,8 @@ def test_job_and_cronjob_with_kubectl(server: BatchServer) -> None:
         time.sleep(0.2)
     assert made
     k("wait", "--for=condition=complete", made[0], "--timeout=60s", timeout=90)
-    row = k("get", "cronjob", "often").stdout.splitlines()[1]
-    assert "<none>" not in row.split("false", 1)[1].split()[1], row  # LAST SCHEDULE set
+    line = k("get", "cronjob", "often").stdout.splitlines()[1]
+    assert line.split("false", 1)[1].split()[1] != "<none>", line  # LAST SCHEDULE set
 
 
 
