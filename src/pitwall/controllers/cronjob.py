@@ -4,7 +4,8 @@ As upstream's (pkg/controller/cronjob, the v2 controller), one sync of a CronJob
 
 1. reads the Jobs it controls; ``status.active`` loses finished or vanished
    Jobs (Event SawCompletedJob) and gains running ones missing from it;
-   ``status.lastSuccessfulTime`` follows the latest completion;
+   ``status.lastSuccessfulTime`` follows the latest completion (Event
+   MissingJob for an active Job that vanished);
 2. being deleted, suspended, an unknown ``timeZone`` (Warning
    UnknownTimeZone) or an unparseable schedule (Warning
    UnparseableSchedule): nothing is started;
@@ -135,7 +136,9 @@ class CronJobController:
         for ref in status.get("active") or []:
             j = by_uid.get(ref.get("uid"))
             if j is None:
-                continue  # gone: dropped from active
+                await record_event(self.client, cj, "Normal", "MissingJob", f"Active job went missing: {ref.get('name')}",
+                                   COMPONENT)
+                continue
             if job_finished(j) is not None:
                 f = job_finished(j)
                 assert f is not None
@@ -197,8 +200,9 @@ class CronJobController:
                                f"Missed scheduled time to start a job: {fmt_time(scheduled)}", COMPONENT)
             return
         name = job_name(meta(cj)["name"], scheduled)
-        if any(meta(j).get("name") == name for j in jobs):
-            return  # already started (its status update was lost): nothing to do
+        if any(meta(j).get("name") == name for j in jobs):  # already started (the status update was lost)
+            status["lastScheduleTime"] = fmt_time(scheduled.astimezone(UTC))
+            return
         policy = spec.get("concurrencyPolicy") or "Allow"
         if policy == "Forbid" and status.get("active"):
             await record_event(self.client, cj, "Normal", "JobAlreadyActive",
