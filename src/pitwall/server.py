@@ -29,7 +29,7 @@ from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
-from pitwall.core.auth import BearerAuth
+from pitwall.core.auth import BearerAuth, TokenTable
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
@@ -158,7 +158,7 @@ def build(settings: Settings) -> Components:
     return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
                       metrics=metrics, traces=traces, logs=logs,
                       audit=AuditLog(_AuditToLogs(logs.store), settings.audit), notifications=notifications,
-                      rules=rules, kube=kube, controllers=build_controllers_part(kube.api, settings), node=node,
+                      rules=rules, kube=kube, controllers=build_controllers_part(kube.api, settings, instant=metrics.instant), node=node,
                       traffic=build_traffic_part(kube.api), ui=ui)
 
 
@@ -247,9 +247,10 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    tokens = [(t.secret, t.principal()) for t in settings.auth_tokens]
+    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
+    app.state.reloaders.append(lambda s: tokens.replace([(t.secret, t.principal()) for t in s.auth_tokens]))
     # A foreign Host or a cross-site write is refused before anything else looks at it.
     app.add_middleware(BrowserGuard, allowed_hosts=settings.host_allow_list(),
                        allowed_origins=settings.allowed_origins)

@@ -130,3 +130,29 @@ def test_the_server_log_never_holds_a_token(tmp_path: Path) -> None:
     assert "configuration reload failed" in out and "auth_tokens[0].token" in out
     for token in (FILE_TOKEN, INLINE_TOKEN, SHORT):
         assert token not in out
+
+
+@pytest.mark.timeout(60)
+async def test_a_rotated_token_file_applies_on_reload(tmp_path: Path) -> None:
+    from pitwall.server import create_app
+
+    secret = tmp_path / "token"
+    secret.write_text(FILE_TOKEN)
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"auth_tokens": [{"token_file": str(secret), "scopes": ["admin"]}]}))
+    app = create_app(load_settings(cfg, data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False}))
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                    base_url="http://localhost") as c:
+        old, new = {"Authorization": f"Bearer {FILE_TOKEN}"}, {"Authorization": f"Bearer {INLINE_TOKEN}"}
+        assert (await c.get("/api/v1/labels", headers=old)).status_code == 200
+        secret.write_text(INLINE_TOKEN + "\n")
+        assert (await c.get("/api/v1/labels", headers=old)).status_code == 200  # not before the reload
+        assert (await c.post("/-/reload", headers=old)).status_code == 200
+        assert (await c.get("/api/v1/labels", headers=old)).status_code == 401
+        assert (await c.get("/api/v1/labels", headers=new)).status_code == 200
+
+        cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}}))  # no tokens: the old ones stay
+        assert (await c.post("/-/reload", headers=new)).status_code == 200
+        assert (await c.get("/api/v1/labels")).status_code == 401
+        assert (await c.get("/api/v1/labels", headers=new)).status_code == 200

@@ -20,6 +20,7 @@ is closed with 1008 before it is accepted, which the server answers as HTTP 403.
 from __future__ import annotations
 
 import hmac
+import logging
 from collections.abc import Sequence
 
 from starlette.routing import compile_path
@@ -29,8 +30,8 @@ from pitwall.core.errors import Forbidden, PitwallError, Unauthorized
 from pitwall.core.http_errors import render
 from pitwall.core.tenancy import AUDIT_TENANT, PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
 
-__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "is_read_only_post",
-           "required_scope"]
+__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "TokenTable",
+           "is_read_only_post", "required_scope"]
 
 # Health probes; kube-apiserver's public-info-viewer paths are open the same way.
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
@@ -50,6 +51,7 @@ READ_ONLY_POSTS = frozenset({
     "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
     "/apis/authentication.k8s.io/v1/selfsubjectreviews",
 })
+log = logging.getLogger(__name__)
 _READ_ONLY_POST_RE = [compile_path(p)[0] for p in sorted(READ_ONLY_POSTS)]
 _TENANT_HEADER = TENANT_HEADER.lower().encode()
 WS_POLICY_VIOLATION = 1008
@@ -69,12 +71,32 @@ def required_scope(method: str, path: str) -> str:
     return "write"
 
 
+class TokenTable:
+    """The tokens ``BearerAuth`` accepts and whom they stand for; replaced whole on reload."""
+
+    def __init__(self, tokens: Sequence[tuple[str, Principal]]) -> None:
+        self.entries = [(t.encode(), p) for t, p in tokens]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def replace(self, tokens: Sequence[tuple[str, Principal]]) -> None:
+        """New tokens from a reload. Auth is switched on or off only by a restart (the middleware is
+        installed at start): a reload going from some tokens to none, or from none to some, keeps
+        the tokens in use and logs a warning."""
+        if bool(tokens) != bool(self.entries):
+            log.warning("auth_tokens: turning bearer authentication on or off takes a restart; "
+                        "the tokens in use stay", extra={"tokens_in_use": len(self.entries)})
+            return
+        self.entries = [(t.encode(), p) for t, p in tokens]
+
+
 class BearerAuth:
     """Rejects requests without a token holding the scope the request needs, or naming a tenant outside it."""
 
-    def __init__(self, app: ASGIApp, tokens: Sequence[tuple[str, Principal]]) -> None:
+    def __init__(self, app: ASGIApp, tokens: TokenTable | Sequence[tuple[str, Principal]]) -> None:
         self.app = app
-        self.tokens = [(t.encode(), p) for t, p in tokens]
+        self.tokens = tokens if isinstance(tokens, TokenTable) else TokenTable(tokens)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -113,7 +135,7 @@ class BearerAuth:
 
     def _principal(self, given: bytes) -> Principal:
         found = None
-        for token, principal in self.tokens:
+        for token, principal in self.tokens.entries:
             if hmac.compare_digest(given, token) and found is None:
                 found = principal
         if found is None:
