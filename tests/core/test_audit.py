@@ -169,3 +169,6 @@ def test_logfmt_quotes_what_needs_it() -> None:
     assert line == ('who="" tenant="team a" method=POST path="/x\\"y" query=a,b status=403 remote=::1 '
                     'user_agent="curl/8 (x=1)\\n" duration=0.500000s')
     assert json.dumps(e.stream_labels()) == '{"job": "pitwall-audit", "method": "POST", "status_class": "4xx"}'
+    odd = AuditEntry(ts_ns=1, who="", tenant="", method="BREW", path="/", query_keys=(), status=501, remote="",
+                     user_agent="", duration_s=0)
+    assert odd.stream_labels()["method"] == "other" and "method=BREW" in odd.logfmt()
