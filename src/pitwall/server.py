@@ -27,7 +27,7 @@ from pitwall import __version__
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.config import Settings, load_settings
-from pitwall.controllers import ControllersPart, build_controllers_part
+from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
 from pitwall.core.auth import BearerAuth, TokenTable
 from pitwall.core.browser_guard import BrowserGuard
@@ -38,6 +38,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs import LogAppender, LogEntry, PushStream
 from pitwall.logs.wiring import LogsParts, build_logs
@@ -70,6 +71,7 @@ class Components:
     rules: RulesPart
     kube: KubePart
     controllers: ControllersPart
+    kube_state_metrics: KubeStateMetrics
     node: NodePart
     traffic: TrafficPart
     ui: UIPart
@@ -79,7 +81,7 @@ class Components:
     @property
     def parts(self) -> list[Part]:
         return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, self.kube,
-                self.controllers, self.node, self.traffic, self.ui]
+                self.controllers, self.kube_state_metrics, self.node, self.traffic, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -149,17 +151,23 @@ def build(settings: Settings) -> Components:
     except BaseException:
         state.close()
         raise
+    kube = build_kube_part(settings)
+    # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
+    metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
-                  notifications=notifications.pipeline, rules=lambda: rules.manager)
-    kube = build_kube_part(settings)
+                  notifications=notifications.pipeline, rules=lambda: rules.manager,
+                  workloads=KubeWorkloads(kube.api.client))
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=data, logs=logs.store, metrics=metrics.store)
-    return Components(settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
-                      metrics=metrics, traces=traces, logs=logs,
-                      audit=AuditLog(_AuditToLogs(logs.store), settings.audit), notifications=notifications,
-                      rules=rules, kube=kube, controllers=build_controllers_part(kube.api, settings, instant=metrics.instant), node=node,
-                      traffic=build_traffic_part(kube.api), ui=ui)
+    return Components(
+        settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
+        metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
+        notifications=notifications, rules=rules, kube=kube,
+        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant),
+        kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store), node=node,
+        traffic=build_traffic_part(kube.api), ui=ui,
+    )
 
 
 class _DataDirLock:

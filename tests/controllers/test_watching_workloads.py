@@ -30,12 +30,6 @@ http.server.HTTPServer((os.environ["POD_IP"], int(os.environ["PORT"])), H).serve
 """
 
 
-def _wired() -> bool:
-    from pitwall.server import Components
-
-    return "kube_state_metrics" in Components.__dataclass_fields__
-
-
 async def _query(c: httpx.AsyncClient, q: str) -> list[dict[str, Any]]:
     r = await c.get("/api/v1/query", params={"query": q})
     return list(r.json().get("data", {}).get("result", []))
@@ -43,8 +37,6 @@ async def _query(c: httpx.AsyncClient, q: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(120)
 async def test_a_deployment_is_watched_without_configuration(tmp_path: Path) -> None:
-    if not _wired():
-        pytest.skip("server.py does not wire kube-state-metrics / pod discovery / the workloads page yet")
     from pitwall.server import create_app
 
     s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False})
