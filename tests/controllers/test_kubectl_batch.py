@@ -168,8 +168,6 @@ def test_hpa_from_a_v2_manifest(server: BatchServer) -> None:
     wait_scaled(server, "web")
 
 
-@pytest.mark.xfail(reason="kubectl 1.32 autoscale POSTs autoscaling/v1, which kube/ does not serve yet (404)",
-                   strict=False)
 @pytest.mark.timeout(180)
 def test_kubectl_autoscale(server: BatchServer) -> None:
     web_deployment(server, "api")

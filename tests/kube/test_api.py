@@ -232,3 +232,41 @@ async def test_watch_bookmarks(http: httpx.AsyncClient, kube: KubeAPI) -> None:
     assert events and {e["type"] for e in events} == {"BOOKMARK"}
     assert events[0]["object"] == {"kind": "ConfigMap", "apiVersion": "v1",
                                    "metadata": {"resourceVersion": str(rev)}}
+
+
+async def test_hpa_v1_view_of_v2(http: httpx.AsyncClient) -> None:
+    base = "/apis/autoscaling/{}/namespaces/default/horizontalpodautoscalers"
+    pods = {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}
+    cpu = {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "h", "namespace": "default"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 5, "metrics": [cpu, pods]}}
+    assert (await http.post(base.format("v2"), json=hpa)).status_code == 201
+    status = {"currentReplicas": 2, "desiredReplicas": 3, "currentMetrics": [
+        {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 75, "averageValue": "150m"}}}]}
+    cur = (await http.get(base.format("v2") + "/h")).json()
+    cur["status"] = status
+    assert (await http.put(base.format("v2") + "/h/status", json=cur)).status_code == 200
+    v1 = (await http.get(base.format("v1") + "/h")).json()
+    assert v1["apiVersion"] == "autoscaling/v1"
+    assert v1["spec"] == {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                          "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
+    assert v1["status"]["currentCPUUtilizationPercentage"] == 75 and v1["status"]["desiredReplicas"] == 3
+    ann = v1["metadata"]["annotations"]
+    assert json.loads(ann["autoscaling.alpha.kubernetes.io/metrics"]) == [pods]
+    # A v1 write keeps the other metrics (from the annotation) and changes the cpu target.
+    v1["spec"]["targetCPUUtilizationPercentage"] = 40
+    r = await http.put(base.format("v1") + "/h", json=v1)
+    assert r.status_code == 200, r.text
+    v2 = (await http.get(base.format("v2") + "/h")).json()
+    assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 40
+    assert v2["spec"]["metrics"][1] == pods and "annotations" not in v2["metadata"]
+    assert v2["status"]["currentMetrics"] == status["currentMetrics"]
+    lst = (await http.get(base.format("v1"))).json()
+    assert lst["kind"] == "HorizontalPodAutoscalerList" and lst["items"][0]["apiVersion"] == "autoscaling/v1"
+    # A v1 object with no cpu target gets upstream's default (80%) in storage.
+    bare = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "b"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 2}}
+    assert (await http.post(base.format("v1"), json=bare)).status_code == 201
+    assert (await http.get(base.format("v1") + "/b")).json()["spec"]["targetCPUUtilizationPercentage"] == 80

@@ -350,3 +350,19 @@ def test_top_reads_metrics_api(kube_server: KubeServer) -> None:
     assert rows[0].split() == ["NAME", "CPU(cores)", "MEMORY(bytes)"] and rows[1].split() == ["web-1", "250m", "64Mi"]
     assert k("top", "pod", "-l", "app=other", check=False).stderr.strip().startswith("No resources found")
     assert "metrics.k8s.io/v1beta1" in k("api-versions").stdout.split()
+
+
+def test_autoscale_posts_v1_hpa(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    k("create", "deployment", "web", "--image=nginx")
+    out = k("autoscale", "deployment", "web", "--min=1", "--max=4", "--cpu-percent=50").stdout
+    assert "autoscaled" in out
+    rows = k("get", "hpa").stdout.splitlines()
+    assert rows[1].split()[:6] == ["web", "Deployment/web", "cpu:", "<unknown>/50%", "1", "4"]
+    v2 = json.loads(k("get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json").stdout)
+    assert v2["spec"]["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]
+    v1 = json.loads(k("get", "horizontalpodautoscalers.v1.autoscaling", "web", "-o", "json").stdout)
+    assert v1["apiVersion"] == "autoscaling/v1" and v1["spec"]["targetCPUUtilizationPercentage"] == 50
+    assert "annotations" not in v1["metadata"]
+    assert "autoscaling/v1" in k("api-versions").stdout.split()

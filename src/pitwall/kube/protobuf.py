@@ -2,7 +2,7 @@
 
 kubectl's typed clients (``kubectl create namespace|configmap|secret|
 deployment|job|cronjob|service|serviceaccount``, ``kubectl run``, ``kubectl
-expose``) send ``application/vnd.kubernetes.protobuf``: the magic bytes
+expose``, ``kubectl autoscale`` (an autoscaling/v1 HPA)) send ``application/vnd.kubernetes.protobuf``: the magic bytes
 ``k8s\\0`` and a ``runtime.Unknown`` holding the type and the encoded object.
 This module reads that wire format for those kinds with a table of their
 messages (field number -> JSON name and type, as Kubernetes' protobuf
@@ -148,6 +148,16 @@ _MSG: dict[str, dict[int, F]] = {
                            7: ("name", "s", "")},
     "NonResourceAttributes": {1: ("path", "s", ""), 2: ("verb", "s", "")},
     "SubjectAccessReviewStatus": {},
+    # autoscaling/v1 (kubectl autoscale)
+    "HorizontalPodAutoscaler": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:HorizontalPodAutoscalerSpec", ""),
+                                3: ("status", "m:HorizontalPodAutoscalerStatus", "")},
+    "HorizontalPodAutoscalerSpec": {1: ("scaleTargetRef", "m:CrossVersionObjectReference", ""),
+                                    2: ("minReplicas", "i", "p"), 3: ("maxReplicas", "i", ""),
+                                    4: ("targetCPUUtilizationPercentage", "i", "p")},
+    "CrossVersionObjectReference": {1: ("kind", "s", ""), 2: ("name", "s", ""), 3: ("apiVersion", "s", "")},
+    "HorizontalPodAutoscalerStatus": {1: ("observedGeneration", "i", "p"), 2: ("lastScaleTime", "t", ""),
+                                      3: ("currentReplicas", "i", ""), 4: ("desiredReplicas", "i", ""),
+                                      5: ("currentCPUUtilizationPercentage", "i", "p")},
     "SelfSubjectRulesReview": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:SelfSubjectRulesReviewSpec", ""),
                                3: ("status", "m:SubjectRulesReviewStatus", "")},
     "SelfSubjectRulesReviewSpec": {1: ("namespace", "s", "")},
@@ -160,6 +170,7 @@ _MSG: dict[str, dict[int, F]] = {
 _ROOTS = {("", "Namespace"): "Namespace", ("", "ConfigMap"): "ConfigMap", ("", "Secret"): "Secret",
           ("", "ServiceAccount"): "ServiceAccount", ("", "Pod"): "Pod", ("", "Service"): "Service",
           ("apps", "Deployment"): "Deployment", ("batch", "Job"): "Job", ("batch", "CronJob"): "CronJob",
+          ("autoscaling", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler",
           ("authorization.k8s.io", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
           ("authorization.k8s.io", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
           ("authentication.k8s.io", "SelfSubjectReview"): "SelfSubjectReview"}

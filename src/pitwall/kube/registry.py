@@ -104,6 +104,8 @@ BUILTIN: tuple[ResourceType, ...] = (
     _b("batch", "v1", "CronJob", "cronjobs", short_names=("cj",), categories=_ALL, subresources=("status",)),
     _b("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
        categories=_ALL, subresources=("status",)),
+    _b("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", short_names=("hpa",),
+       categories=_ALL, subresources=("status",)),  # a view of the v2 objects (convert.py)
     _b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", has_generation=False),
     _b("coordination.k8s.io", "v1", "Lease", "leases", has_generation=False),
     _b("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage="events", has_generation=False),

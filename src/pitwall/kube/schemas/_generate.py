@@ -20,6 +20,7 @@ ROOTS = [
     "io.k8s.api.core.v1.ServiceAccount", "io.k8s.api.core.v1.Event", "io.k8s.api.apps.v1.Deployment",
     "io.k8s.api.apps.v1.ReplicaSet", "io.k8s.api.apps.v1.StatefulSet", "io.k8s.api.batch.v1.Job",
     "io.k8s.api.batch.v1.CronJob", "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler",
+    "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler",
     "io.k8s.api.autoscaling.v1.Scale", "io.k8s.api.discovery.v1.EndpointSlice", "io.k8s.api.coordination.v1.Lease", "io.k8s.api.authorization.v1.SelfSubjectAccessReview",
     "io.k8s.api.authorization.v1.SelfSubjectRulesReview", "io.k8s.api.authentication.v1.SelfSubjectReview", "io.k8s.api.events.v1.Event",
     "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition",
