@@ -366,3 +366,29 @@ def test_autoscale_posts_v1_hpa(kube_server: KubeServer) -> None:
     assert v1["apiVersion"] == "autoscaling/v1" and v1["spec"]["targetCPUUtilizationPercentage"] == 50
     assert "annotations" not in v1["metadata"]
     assert "autoscaling/v1" in k("api-versions").stdout.split()
+
+
+def test_rollout_undo_stores_no_nulls(kube_server: KubeServer) -> None:
+    """kubectl rollout undo patches in the old ReplicaSet's template as Go marshals it
+    (``metadata.creationTimestamp: null``); the apiserver's decoding drops the null."""
+    k = kube_server.kubectl
+    k("create", "deployment", "undo", "--image=nginx:1")
+    dep = _json(k("get", "deployment", "undo", "-o", "json"))
+    for rev, image in ((1, "nginx:1"), (2, "nginx:2")):
+        tpl = json.loads(json.dumps(dep["spec"]["template"]))
+        tpl["metadata"]["labels"]["pod-template-hash"] = f"h{rev}"
+        tpl["spec"]["containers"][0]["image"] = image
+        rs = {"apiVersion": "apps/v1", "kind": "ReplicaSet",
+              "metadata": {"name": f"undo-h{rev}", "labels": tpl["metadata"]["labels"],
+                           "annotations": {"deployment.kubernetes.io/revision": str(rev)},
+                           "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "undo",
+                                                "uid": dep["metadata"]["uid"], "controller": True}]},
+              "spec": {"replicas": 0, "selector": {"matchLabels": tpl["metadata"]["labels"]}, "template": tpl}}
+        k("create", "-f", "-", input=json.dumps(rs))
+    k("set", "image", "deployment/undo", "nginx=nginx:2")
+    k("annotate", "deployment/undo", "deployment.kubernetes.io/revision=2")  # as the controller would
+    out = k("rollout", "undo", "deployment/undo").stdout
+    assert "rolled back" in out
+    back = _json(k("get", "deployment", "undo", "-o", "json"))
+    assert back["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1"
+    assert "creationTimestamp" not in back["spec"]["template"]["metadata"]

@@ -316,3 +316,45 @@ async def test_admission_hooks(kube: KubeAPI) -> None:
     assert made["data"] == {"k": "v", "stamp": "set-by-hook"}
     with pytest.raises(Invalid, match=re.escape("data.k: Forbidden: not this value")):
         await kube.client.patch("v1", "ConfigMap", "hooked", {"data": {"k": "forbidden"}}, namespace="default")
+
+
+async def test_explicit_nulls_dropped_as_go_decoding_does(kube: KubeAPI) -> None:
+    c = kube.client
+    d = _dep("nulls")
+    d["metadata"]["annotations"] = None
+    d["spec"]["template"]["metadata"]["creationTimestamp"] = None  # what kubectl rollout undo sends
+    d["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "A", "value": None}]
+    d["spec"]["strategy"] = None
+    made = await c.create(d)
+    assert "creationTimestamp" not in made["spec"]["template"]["metadata"]
+    assert "annotations" not in made["metadata"]
+    assert made["spec"]["template"]["spec"]["containers"][0]["env"] == [{"name": "A"}]
+    assert made["spec"]["strategy"]["type"] == "RollingUpdate"  # defaulted, not null
+    made["spec"]["template"]["metadata"]["creationTimestamp"] = None
+    made["spec"]["paused"] = None
+    upd = await c.update(made)
+    assert upd["metadata"]["resourceVersion"] == made["metadata"]["resourceVersion"]  # nothing changed
+    raw = (await kube.store.get("/registry/deployments/default/nulls"))
+    assert raw is not None and b":null" not in raw.value
+    # Free-form JSON values in a built-in kind keep their nulls (a CRD schema's example) ...
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": "gadgets.example.com", "annotations": None},
+           "spec": {"group": "example.com", "scope": "Namespaced",
+                    "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "shortNames": None},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                                      "spec": {"type": "object", "properties": {
+                                          "n": {"type": "string", "nullable": True, "example": None},
+                                          "s": {"type": "string"},
+                                          "free": {"type": "object", "example": {"a": None},
+                                                   "x-kubernetes-preserve-unknown-fields": True}}}}}}}]}}
+    made_crd = await c.create(crd)
+    props = made_crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert props["n"] == {"type": "string", "nullable": True}  # a null *JSON is nil in Go: dropped
+    assert props["free"]["example"] == {"a": None}  # inside the JSON value, nulls are data
+    assert "shortNames" not in made_crd["spec"]["names"] and "annotations" not in made_crd["metadata"]
+    # ... and custom objects follow their schema: nullable and preserved nulls stay, others go.
+    g = await c.create({"apiVersion": "example.com/v1", "kind": "Gadget",
+                        "metadata": {"name": "g", "namespace": "default", "labels": None},
+                        "spec": {"n": None, "s": None, "free": {"x": None}}})
+    assert g["spec"] == {"n": None, "free": {"x": None}} and "labels" not in g["metadata"]

@@ -221,6 +221,11 @@ def _check(e: Errs, path: str, v: Any, s: Obj) -> None:
             e.invalid(path, v, f"{path} in body must not validate the schema (not)")
 
 
+def _non_nullable(s: Any) -> bool:
+    """A schema position whose null is pruned (one the schema names, not marked ``nullable``)."""
+    return isinstance(s, dict) and not s.get("nullable")
+
+
 def prune_and_default(v: Any, s: Obj | None, root: bool = False) -> Any:
     """Drop fields the schema does not know (unless it preserves them) and fill in defaults."""
     if not isinstance(s, dict):
@@ -233,8 +238,9 @@ def prune_and_default(v: Any, s: Obj | None, root: bool = False) -> Any:
         for k, x in v.items():
             if root and k in ("apiVersion", "kind", "metadata"):
                 out[k] = x
-            elif x is None and not (props.get(k) or {}).get("nullable"):
-                continue  # nulls of non-nullable fields are pruned, as the apiserver does before defaulting
+            elif x is None and _non_nullable(props.get(k, add)):
+                continue  # nulls of non-nullable fields are pruned, as the apiserver does before defaulting;
+                # a null where the schema preserves unknown fields is a value
             elif k in props:
                 out[k] = prune_and_default(x, props[k])
             elif isinstance(add, dict):

@@ -18,12 +18,13 @@ from pitwall.kube.crd import crd_status, prune_and_default, types_from_crd, vali
 from pitwall.kube.defaults import default_object
 from pitwall.kube.errors import Cause, Invalid
 from pitwall.kube.registry import Registry, ResourceType
+from pitwall.kube.schemas import Node, node_for_definition
 from pitwall.kube.validation import validate_builtin
 
 if TYPE_CHECKING:
     from pitwall.kube.resources import Resources
 
-__all__ = ["after_write", "prepare_create", "prepare_update", "spec_changed", "validate"]
+__all__ = ["after_write", "drop_nulls", "prepare_create", "prepare_update", "spec_changed", "validate"]
 
 Obj = dict[str, Any]
 
@@ -38,6 +39,41 @@ def _default(rt: ResourceType, obj: Obj) -> None:
         obj.update(pruned)
         return
     default_object(rt.kind, rt.group, obj)
+
+
+def _free_form(node: Node) -> bool:
+    """A position holding any JSON (``JSON``, ``x-kubernetes-preserve-unknown-fields``): nulls are values there."""
+    sch = node.schema
+    if sch.get("x-kubernetes-preserve-unknown-fields"):
+        return True
+    return not any(k in sch for k in ("type", "properties", "additionalProperties", "items",
+                                      "x-kubernetes-int-or-string", "anyOf", "format"))
+
+
+def _drop_nulls(v: Any, node: Node | None) -> Any:
+    if node is not None and _free_form(node):
+        return v
+    if isinstance(v, dict):
+        return {k: _drop_nulls(x, node.child(k) if node is not None else None) for k, x in v.items() if x is not None}
+    if isinstance(v, list):
+        item = node.items() if node is not None else None
+        return [_drop_nulls(x, item) for x in v]
+    return v
+
+
+def drop_nulls(rt: ResourceType, obj: Obj) -> None:
+    """Remove explicit nulls from map fields in place, as decoding into Go structs does: a built-in kind
+    loses every null outside its free-form JSON fields; a custom object only in ``metadata`` (its schema's
+    pruning decides for the rest, ``nullable`` keeps them)."""
+    if rt.crd is not None:
+        m = obj.get("metadata")
+        if isinstance(m, dict):
+            obj["metadata"] = _drop_nulls(m, None)
+        return
+    node = node_for_definition(rt.definition) if rt.definition else None
+    out = _drop_nulls(obj, node)
+    obj.clear()
+    obj.update(out)
 
 
 def prepare_create(rt: ResourceType, obj: Obj) -> None:
