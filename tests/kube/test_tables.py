@@ -54,3 +54,39 @@ def test_registry_groups_and_versions() -> None:
     assert reg.by_kind("apps/v1", "Deployment") is not None
     assert reg.get("", "v1", "services") is not None and reg.get("", "v1", "services").key("ns", "a") == \
         "/registry/services/specs/ns/a"  # type: ignore[union-attr]
+
+
+def test_hpa_targets_as_kubectl_prints_them() -> None:
+    v2 = next(rt for rt in BUILTIN if rt.kind == "HorizontalPodAutoscaler" and rt.version == "v2")
+    v1 = next(rt for rt in BUILTIN if rt.kind == "HorizontalPodAutoscaler" and rt.version == "v1")
+    metrics = [
+        {"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}},
+        {"type": "Object", "object": {"metric": {"name": "q"}, "target": {"type": "Value", "value": "1"}}},
+        {"type": "External", "external": {"metric": {"name": "e"},
+                                          "target": {"type": "AverageValue", "averageValue": "2k"}}},
+        {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "1Gi"}}},
+        {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "c", "target": {
+            "type": "Utilization", "averageUtilization": 60}}},
+    ]
+    hpa: dict[str, Any] = {"apiVersion": "autoscaling/v2", "metadata": {"name": "h"},
+                           "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3,
+                                    "metrics": metrics}}
+    assert _row(v2, hpa)[2] == "<unknown>/10, <unknown>/1 + 3 more..."
+    hpa["status"] = {"currentMetrics": [
+        {"type": "Pods", "pods": {"metric": {"name": "rps"}, "current": {"averageValue": "5"}}},
+        {"type": "Object", "object": {"metric": {"name": "q"}, "current": {"value": "0.5"}}},
+        {"type": "External", "external": {"metric": {"name": "e"}, "current": {"averageValue": "1500"}}},
+        {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "1048576Ki"}}},
+        {"type": "ContainerResource", "containerResource": {"name": "cpu", "container": "c", "current": {
+            "averageUtilization": 42}}}]}
+    assert _row(v2, hpa)[2] == "5/10, 500m/1 + 3 more..."
+    from pitwall.kube.tables import _hpa_metric
+
+    got = [_hpa_metric(m, s) for m, s in zip(metrics, hpa["status"]["currentMetrics"], strict=True)]
+    assert got == ["5/10", "500m/1", "1500/2k (avg)", "memory: 1Gi/1Gi", "cpu: 42%/60%"]
+    assert _hpa_metric(metrics[2], None) == "<unknown>/2k (avg)"
+    one = {"apiVersion": "autoscaling/v1", "metadata": {"name": "h"},
+           "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3,
+                    "targetCPUUtilizationPercentage": 50}, "status": {"currentCPUUtilizationPercentage": 20}}
+    assert _row(v1, one)[2] == "cpu: 20%/50%"
+    assert _row(v2, {"metadata": {"name": "h"}, "spec": {}})[2] == "<none>"

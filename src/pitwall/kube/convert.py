@@ -23,7 +23,7 @@ from typing import Any
 
 from pitwall.kube.registry import ResourceType
 
-__all__ = ["from_storage", "to_storage"]
+__all__ = ["from_storage", "hpa_v2", "to_storage"]
 
 # events.k8s.io/v1 field -> core/v1 field
 _EVENTS_V1 = {
@@ -66,7 +66,8 @@ def _json_list(s: Any) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
-def _hpa_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
+def hpa_v2(obj: dict[str, Any]) -> dict[str, Any]:
+    """An autoscaling/v1 HorizontalPodAutoscaler in the autoscaling/v2 shape."""
     m = dict(obj.get("metadata") or {})
     ann = dict(m.get("annotations") or {})
     extra = {k: ann.pop(k) for k in _HPA_ANNOTATIONS if k in ann}
@@ -157,7 +158,7 @@ def _hpa_to_v1(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
 def to_storage(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     """The stored shape (core/v1 Event, autoscaling/v2 HPA) of ``obj`` written through ``rt``."""
     if _is_hpa_v1(rt):
-        return _hpa_to_v2(obj)
+        return hpa_v2(obj)
     if rt.group != "events.k8s.io":
         return obj
     out: dict[str, Any] = {"apiVersion": "v1", "kind": "Event", "metadata": obj.get("metadata", {})}

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pitwall.kube.convert import hpa_v2
 from pitwall.kube.meta import age, human_duration, parse_time
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.selectors import selector_string
@@ -151,26 +152,87 @@ def _job_status(o: Obj) -> str:
     return "Running"
 
 
+_QTY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:([eE][+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
+_BIN = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
+_DEC = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_DEC_SUFFIX = {v: k for k, v in _DEC.items()}
+
+
+def _quantity(q: Any) -> str:
+    """A quantity as resource.Quantity's ``String()`` prints it (canonical: ``0.5`` -> ``500m``, ``2000`` ->
+    ``2k``, ``2048Ki`` -> ``2Mi``); ``<nil>`` when absent, as Go prints a nil *Quantity."""
+    from decimal import ROUND_CEILING, Decimal
+
+    if q is None:
+        return "<nil>"
+    m = _QTY.match(str(q).strip())
+    if not m:
+        return str(q)
+    num, exp, suffix = Decimal(m.group(1)), m.group(2), m.group(3) or ""
+    if suffix in _BIN:
+        value = num * (Decimal(1024) ** _BIN[suffix])
+        if value == value.to_integral_value() and abs(value) >= 1024:
+            n, k = int(value), 0
+            while k < 6 and n % 1024 == 0:
+                n, k = n // 1024, k + 1
+            return f"{n}{'' if k == 0 else list(_BIN)[k - 1]}"
+        suffix = ""
+        num = value
+    else:
+        num = num.scaleb(int(exp[1:]) if exp else _DEC[suffix])
+    nanos = (num * 10 ** 9).to_integral_value(rounding=ROUND_CEILING)  # upstream rounds up to nano units
+    if nanos == 0:
+        return "0"
+    n, k = int(nanos), -9
+    while k < 18 and n % 1000 == 0:
+        n, k = n // 1000, k + 3
+    return f"{n}{_DEC_SUFFIX[k]}"
+
+
+def _hpa_metric(spec: Obj, status: Obj | None) -> str:
+    """One metric as kubectl's printer shows it (``formatHPAMetrics``): current/target."""
+    typ = spec.get("type")
+    if typ in ("External", "Object"):
+        key = typ.lower()
+        tgt = _g(spec, key, "target", default={}) or {}
+        cur = (status or {}).get(key) if isinstance(status, dict) else None
+        if tgt.get("averageValue") is not None:
+            current = "<unknown>"
+            if isinstance(cur, dict) and _g(cur, "current", "averageValue") is not None:
+                current = _quantity(_g(cur, "current", "averageValue"))
+            return f"{current}/{_quantity(tgt['averageValue'])} (avg)"
+        current = _quantity(_g(cur, "current", "value")) if isinstance(cur, dict) else "<unknown>"
+        return f"{current}/{_quantity(tgt.get('value'))}"
+    if typ == "Pods":
+        cur = (status or {}).get("pods") if isinstance(status, dict) else None
+        current = _quantity(_g(cur, "current", "averageValue")) if isinstance(cur, dict) else "<unknown>"
+        return f"{current}/{_quantity(_g(spec, 'pods', 'target', 'averageValue'))}"
+    if typ in ("Resource", "ContainerResource"):
+        key = "resource" if typ == "Resource" else "containerResource"
+        src = spec.get(key) or {}
+        tgt = src.get("target") or {}
+        cur = (status or {}).get(key) if isinstance(status, dict) else None
+        name = src.get("name", "")
+        if tgt.get("averageValue") is not None:
+            current = _quantity(_g(cur, "current", "averageValue")) if isinstance(cur, dict) else "<unknown>"
+            return f"{name}: {current}/{_quantity(tgt['averageValue'])}"
+        current = "<unknown>"
+        if isinstance(cur, dict) and _g(cur, "current", "averageUtilization") is not None:
+            current = f"{_g(cur, 'current', 'averageUtilization')}%"
+        target = f"{tgt['averageUtilization']}%" if tgt.get("averageUtilization") is not None else "<auto>"
+        return f"{name}: {current}/{target}"
+    return "<unknown type>"
+
+
 def _hpa_targets(o: Obj) -> str:
-    out = []
-    current = _g(o, "status", "currentMetrics", default=[])
-    for i, m in enumerate(_g(o, "spec", "metrics", default=[])):
-        if m.get("type") == "Resource":
-            tgt = _g(m, "resource", "target", default={})
-            cur = current[i] if i < len(current) else {}
-            cur_v = _g(cur, "resource", "current", "averageUtilization")
-            name = _g(m, "resource", "name", default="")
-            if tgt.get("averageUtilization") is not None:
-                out.append(f"{name}: {cur_v if cur_v is not None else '<unknown>'}%/{tgt['averageUtilization']}%"
-                           if cur_v is not None else f"{name}: <unknown>/{tgt['averageUtilization']}%")
-            else:
-                out.append(f"{name}: <unknown>/{tgt.get('averageValue') or tgt.get('value')}")
-        else:
-            kind = str(m.get("type", "")).lower()
-            tgt = _g(m, kind, "target", default={})
-            out.append(f"<unknown>/{tgt.get('averageValue') or tgt.get('value') or tgt.get('averageUtilization')}")
-    if not out:
+    if o.get("apiVersion") == "autoscaling/v1":  # the v1 view: its metrics as the stored v2 object has them
+        o = hpa_v2(o)
+    specs = _g(o, "spec", "metrics", default=[]) or []
+    if not specs:
         return "<none>"
+    current = _g(o, "status", "currentMetrics", default=[]) or []
+    out = [_hpa_metric(m if isinstance(m, dict) else {}, current[i] if i < len(current) else None)
+           for i, m in enumerate(specs)]
     return ", ".join(out[:2]) + (f" + {len(out) - 2} more..." if len(out) > 2 else "")
 
 
