@@ -270,3 +270,30 @@ async def test_hpa_v1_view_of_v2(http: httpx.AsyncClient) -> None:
             "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 2}}
     assert (await http.post(base.format("v1"), json=bare)).status_code == 201
     assert (await http.get(base.format("v1") + "/b")).json()["spec"]["targetCPUUtilizationPercentage"] == 80
+
+
+async def test_pod_binding(http: httpx.AsyncClient) -> None:
+    pods = "/api/v1/namespaces/default/pods"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "b"},
+           "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    assert (await http.post(pods, json=pod)).status_code == 201
+    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "b", "annotations": {"x": "y"}},
+               "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}}
+    r = await http.post(f"{pods}/b/binding", json=binding)
+    assert r.status_code == 201 and r.json()["status"] == "Success", r.text
+    got = (await http.get(f"{pods}/b")).json()
+    assert got["spec"]["nodeName"] == "n1" and got["metadata"]["annotations"] == {"x": "y"}
+    assert [(c["type"], c["status"]) for c in got["status"]["conditions"]] == [("PodScheduled", "True")]
+    again = await http.post(f"{pods}/b/binding", json={**binding, "target": {"kind": "Node", "name": "n2"}})
+    assert again.status_code == 409
+    assert again.json()["message"] == 'Operation cannot be fulfilled on pods/binding "b": pod b is already ' \
+        'assigned to node "n1"'
+    bad = await http.post(f"{pods}/b/binding", json={"apiVersion": "v1", "kind": "Binding", "target": {}})
+    assert bad.status_code == 422 and "target.name: Required value" in bad.json()["message"]
+    other = await http.post(f"{pods}/b/binding", json={**binding, "metadata": {"name": "other"}})
+    assert other.status_code == 400
+    missing = await http.post(f"{pods}/nope/binding", json={**binding, "metadata": {"name": "nope"}})
+    assert missing.status_code == 404
+    assert (await http.get(f"{pods}/b/binding")).status_code == 405
+    res = {r["name"]: r for r in (await http.get("/api/v1")).json()["resources"]}
+    assert res["pods/binding"]["verbs"] == ["create"] and res["pods/binding"]["kind"] == "Binding"

@@ -51,3 +51,15 @@ def test_unknown_fields_and_kinds_are_refused() -> None:
         decode(_envelope("v1", "Endpoints", b""), "", "Endpoints")
     with pytest.raises(UnsupportedMedia, match="magic"):
         decode(b"{}", "", "ConfigMap")
+
+
+def test_decode_binding_and_v1_hpa() -> None:
+    raw = _field(1, _field(1, b"p")) + _field(2, _field(1, b"Node") + _field(3, b"n1"))
+    assert decode(_envelope("v1", "Binding", raw), "", "Binding") == {
+        "apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": "n1"}}
+    ref = _field(1, b"Deployment") + _field(2, b"web") + _field(3, b"apps/v1")
+    spec = _field(1, ref) + _field(2, 1) + _field(3, 4) + _field(4, 50)
+    hpa = decode(_envelope("autoscaling/v1", "HorizontalPodAutoscaler", _field(1, _field(1, b"web")) + _field(2, spec)),
+                 "autoscaling", "HorizontalPodAutoscaler")
+    assert hpa["spec"] == {"scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+                           "minReplicas": 1, "maxReplicas": 4, "targetCPUUtilizationPercentage": 50}

@@ -211,6 +211,14 @@ def kube_router(api: KubeAPI) -> APIRouter:
             raise MethodNotAllowed()
         if t.sub == "scale":
             return await scale(request, t)
+        if t.sub == "binding" and rt.group == "" and rt.plural == "pods":
+            if m != "POST":
+                raise MethodNotAllowed()
+            body = await read_body(request, protobuf_kind=("", "Binding"))
+            await res.bind(t.namespace, t.name, body, dry_run=_dry_run(request),
+                           field_manager=_field_manager(request, "unknown"))
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                  "code": 201}, 201)
         if t.sub and t.sub not in ("status",):
             handler = api.subresource_handlers.get((rt.group, rt.plural, t.sub))
             if handler is None:

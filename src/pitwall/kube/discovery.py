@@ -22,7 +22,7 @@ AGGREGATED_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGro
 
 Obj = dict[str, Any]
 _SUB_VERBS = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"], "log": ["get"],
-              "finalize": ["update"]}
+              "finalize": ["update"], "binding": ["create"]}
 
 
 def wants_aggregated(accept: str) -> str:
@@ -78,6 +78,8 @@ def api_resource_list(reg: Registry, group: str, version: str) -> Obj:
                       "kind": rt.kind, "verbs": _SUB_VERBS.get(sub, ["get"])}
             if sub == "scale":
                 s.update(group="autoscaling", version="v1", kind="Scale")
+            elif sub == "binding":
+                s["kind"] = "Binding"
             resources.append(s)
     out: Obj = {"kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
                 "resources": resources}
@@ -101,6 +103,7 @@ def _discovery_resource(rt: ResourceType) -> Obj:
     subs = []
     for sub in rt.subresources:
         kind = {"group": "autoscaling", "version": "v1", "kind": "Scale"} if sub == "scale" else \
+            {"group": "", "version": "v1", "kind": "Binding"} if sub == "binding" else \
             {"group": rt.group, "version": rt.version, "kind": rt.kind}
         subs.append({"subresource": sub, "responseKind": kind, "verbs": _SUB_VERBS.get(sub, ["get"])})
     if subs:

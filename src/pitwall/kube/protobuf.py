@@ -148,6 +148,7 @@ _MSG: dict[str, dict[int, F]] = {
                            7: ("name", "s", "")},
     "NonResourceAttributes": {1: ("path", "s", ""), 2: ("verb", "s", "")},
     "SubjectAccessReviewStatus": {},
+    "Binding": {1: ("metadata", "m:ObjectMeta", ""), 2: ("target", "m:ObjectReference", "")},
     # autoscaling/v1 (kubectl autoscale)
     "HorizontalPodAutoscaler": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:HorizontalPodAutoscalerSpec", ""),
                                 3: ("status", "m:HorizontalPodAutoscalerStatus", "")},
@@ -170,7 +171,7 @@ _MSG: dict[str, dict[int, F]] = {
 _ROOTS = {("", "Namespace"): "Namespace", ("", "ConfigMap"): "ConfigMap", ("", "Secret"): "Secret",
           ("", "ServiceAccount"): "ServiceAccount", ("", "Pod"): "Pod", ("", "Service"): "Service",
           ("apps", "Deployment"): "Deployment", ("batch", "Job"): "Job", ("batch", "CronJob"): "CronJob",
-          ("autoscaling", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler",
+          ("autoscaling", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler", ("", "Binding"): "Binding",
           ("authorization.k8s.io", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
           ("authorization.k8s.io", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
           ("authentication.k8s.io", "SelfSubjectReview"): "SelfSubjectReview"}

@@ -396,12 +396,70 @@ class Resources:
             nm["namespace"] = om["namespace"]
         if "managedFields" not in nm and "managedFields" in om:
             nm["managedFields"] = om["managedFields"]
-        if "status" in rt.subresources and subresource != "status" and rt.kind != "Namespace":
+        if "status" in rt.subresources and subresource not in ("status", "binding") and rt.kind != "Namespace":
             if "status" in old:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
         return new
+
+    async def bind(self, namespace: str, name: str, binding: Obj, *, dry_run: bool = False,
+                   field_manager: str = "") -> Obj:
+        """``pods/binding``: assign a pod to the node a ``Binding`` names, as kube-scheduler does.
+
+        Sets ``spec.nodeName``, copies the Binding's annotations to the pod and marks it PodScheduled;
+        a pod already assigned, being deleted or still gated is a 409 Conflict, as upstream's BindingREST.
+        """
+        rt = self.registry.get("", "v1", "pods")
+        assert rt is not None
+        if not isinstance(binding, dict):
+            raise BadRequest("the body of the request was in an unknown format")
+        av, kind = binding.get("apiVersion"), binding.get("kind")
+        if (av and av != "v1") or (kind and kind != "Binding"):
+            raise BadRequest(f"the kind in the data ({av}, Kind={kind}) does not match the expected kind "
+                             "(v1, Kind=Binding)")
+        bm = meta(binding)
+        if bm.get("name") and bm["name"] != name:
+            raise BadRequest("name in URL does not match name in Binding object")
+        if bm.get("namespace") and bm["namespace"] != namespace:
+            raise BadRequest("namespace in URL does not match namespace in Binding object")
+        raw_target = binding.get("target")
+        target: Obj = raw_target if isinstance(raw_target, dict) else {}
+        causes: list[Cause] = []
+        if not target.get("name"):
+            causes.append(Cause("target.name", "FieldValueRequired", "Required value"))
+        if target.get("kind") not in (None, "", "Node"):
+            causes.append(Cause("target.kind", "FieldValueNotSupported",
+                                f'Unsupported value: "{target["kind"]}": supported values: "Node", "<empty>"'))
+        if causes:
+            raise Invalid("Binding", "", name, causes)
+        node = str(target["name"])
+
+        def fn(pod: Obj) -> Obj:
+            pm = meta(pod)
+            spec = pod.setdefault("spec", {})
+
+            def refuse(why: str) -> Conflict:
+                return Conflict(f'Operation cannot be fulfilled on pods/binding "{name}": {why}',
+                                details={"name": name, "kind": "pods/binding"})
+
+            if pm.get("deletionTimestamp"):
+                raise refuse(f"pod {name} is being deleted, cannot be assigned to a host")
+            if spec.get("nodeName"):
+                raise refuse(f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+            if spec.get("schedulingGates"):
+                raise refuse(f"pod {name} has non-empty .spec.schedulingGates")
+            spec["nodeName"] = node
+            if bm.get("annotations"):
+                pm["annotations"] = {**(pm.get("annotations") or {}), **bm["annotations"]}
+            status = pod.setdefault("status", {})
+            conds = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            status["conditions"] = [*conds, {"type": "PodScheduled", "status": "True",
+                                             "lastTransitionTime": now_rfc3339()}]
+            return pod
+
+        return await self._modify(rt, namespace, name, fn, subresource="binding", dry_run=dry_run,
+                                  field_manager=field_manager)
 
     async def delete(self, rt: ResourceType, namespace: str, name: str, *, propagation: str = "",
                      preconditions: dict[str, Any] | None = None, dry_run: bool = False,
