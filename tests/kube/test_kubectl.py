@@ -392,3 +392,24 @@ def test_rollout_undo_stores_no_nulls(kube_server: KubeServer) -> None:
     back = _json(k("get", "deployment", "undo", "-o", "json"))
     assert back["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1"
     assert "creationTimestamp" not in back["spec"]["template"]["metadata"]
+
+
+def test_v1_hpa_server_side_apply(kube_server: KubeServer) -> None:
+    k = kube_server.kubectl
+    hpa = {"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "ssa", "namespace": "default"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                    "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70}}
+    k("apply", "--server-side", "-f", "-", input=json.dumps(hpa))
+    hpa["spec"]["targetCPUUtilizationPercentage"] = 30
+    out = k("apply", "--server-side", "-f", "-", input=json.dumps(hpa)).stdout
+    assert "serverside-applied" in out
+    v2 = _json(k("get", "horizontalpodautoscalers.v2.autoscaling", "ssa", "-o", "json",
+                 "--show-managed-fields"))
+    assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 30
+    assert v2["spec"]["maxReplicas"] == 3 and "annotations" not in v2["metadata"]
+    assert [e["apiVersion"] for e in v2["metadata"]["managedFields"]] == ["autoscaling/v1"]
+    k("patch", "horizontalpodautoscalers.v1.autoscaling", "ssa", "--type=merge", "-p",
+      '{"spec": {"maxReplicas": 5}}')
+    v1 = _json(k("get", "horizontalpodautoscalers.v1.autoscaling", "ssa", "-o", "json"))
+    assert v1["spec"]["maxReplicas"] == 5 and v1["spec"]["targetCPUUtilizationPercentage"] == 30

@@ -28,6 +28,7 @@ from starlette.types import Scope
 from pitwall.core.errors import PitwallError
 from pitwall.core.tenancy import require_server_wide
 from pitwall.kube import discovery
+from pitwall.kube.convert import from_storage, to_storage
 from pitwall.kube.errors import (
     BadRequest,
     InternalError,
@@ -308,7 +309,8 @@ def kube_router(api: KubeAPI) -> APIRouter:
                     raise BadRequest(f"invalid object type: {k} is required")
             try:
                 obj = await res.modify(rt, t.namespace, t.name,
-                                       lambda old: apply_config(rt, old, body, manager, force),
+                                       lambda old: to_storage(rt, apply_config(rt, from_storage(rt, old), body,
+                                                                               manager, force)),
                                        subresource=t.sub, dry_run=dry, field_manager=manager, apply=True)
             except NotFoundError:
                 if t.sub:
@@ -325,8 +327,6 @@ def kube_router(api: KubeAPI) -> APIRouter:
                                    + (f", {STRATEGIC}" if rt.crd is None else ""))
 
         def fn(old: Obj) -> Obj:
-            from pitwall.kube.convert import from_storage, to_storage
-
             view = from_storage(rt, old)
             patched = apply_patch(rt, ct, view, body)
             rv = meta(patched).get("resourceVersion")
@@ -415,8 +415,6 @@ def kube_router(api: KubeAPI) -> APIRouter:
         dry = _dry_run(request)
 
         def fn(old: Obj) -> Obj:
-            from pitwall.kube.convert import from_storage
-
             cur = scale_of(rt, from_storage(rt, old))
             if request.method == "PUT":
                 new = body
