@@ -254,7 +254,11 @@ async def test_hpa_v1_view_of_v2(http: httpx.AsyncClient) -> None:
                           "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}
     assert v1["status"]["currentCPUUtilizationPercentage"] == 75 and v1["status"]["desiredReplicas"] == 3
     ann = v1["metadata"]["annotations"]
-    assert json.loads(ann["autoscaling.alpha.kubernetes.io/metrics"]) == [pods]
+    assert json.loads(ann["autoscaling.alpha.kubernetes.io/metrics"]) == [  # upstream's v1 field names
+        {"type": "Pods", "pods": {"metricName": "rps", "targetAverageValue": "10"}}]
+    assert json.loads(ann["autoscaling.alpha.kubernetes.io/current-metrics"]) == [
+        {"type": "Resource", "resource": {"name": "cpu", "currentAverageUtilization": 75,
+                                          "currentAverageValue": "150m"}}]
     # A v1 write keeps the other metrics (from the annotation) and changes the cpu target.
     v1["spec"]["targetCPUUtilizationPercentage"] = 40
     r = await http.put(base.format("v1") + "/h", json=v1)

@@ -9,10 +9,9 @@ the fields. HPAs are stored in the autoscaling/v2 shape; the v1 view has
 ``status.currentCPUUtilizationPercentage`` for the cpu Utilization metric, and
 keeps what v1 cannot say in annotations, as upstream's v1 conversion does:
 ``autoscaling.alpha.kubernetes.io/metrics`` (the other metrics),
-``.../current-metrics``, ``.../conditions`` and ``.../behavior``. Upstream
-writes those annotations in the autoscaling/v1 (v2beta1-like) field names;
-here they hold the v2 JSON, which round-trips through pitwall but is not
-byte-for-byte what kube-apiserver shows.
+``.../current-metrics`` (both in autoscaling/v1's MetricSpec/MetricStatus
+field names: ``metricName``, ``targetAverageValue``, ``currentValue``...),
+``.../conditions`` and ``.../behavior``.
 """
 
 from __future__ import annotations
@@ -66,6 +65,183 @@ def _json_list(s: Any) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
+def _put(d: dict[str, Any], key: str, v: Any) -> None:
+    if v is not None:
+        d[key] = v
+
+
+def _target_v1(t: Any, value: str, average: str, util: str = "") -> dict[str, Any]:
+    t = t if isinstance(t, dict) else {}
+    out: dict[str, Any] = {}
+    _put(out, value, t.get("value"))
+    _put(out, average, t.get("averageValue"))
+    if util:
+        _put(out, util, t.get("averageUtilization"))
+    return out
+
+
+def _target_v2(src: dict[str, Any], value: str, average: str, util: str = "") -> dict[str, Any]:
+    if util and src.get(util) is not None:
+        return {"type": "Utilization", "averageUtilization": src[util]}
+    if src.get(average) is not None:
+        out = {"type": "AverageValue", "averageValue": src[average]}
+        _put(out, "value", src.get(value) if value else None)
+        return out
+    t: dict[str, Any] = {"type": "Value"}
+    _put(t, "value", src.get(value) if value else None)
+    return t
+
+
+def _metric_id_v1(m: Any, name: str = "metricName", selector: str = "selector") -> dict[str, Any]:
+    m = m if isinstance(m, dict) else {}
+    out: dict[str, Any] = {}
+    _put(out, name, m.get("name"))
+    _put(out, selector, m.get("selector"))
+    return out
+
+
+def _metric_id_v2(src: dict[str, Any], name: str = "metricName", selector: str = "selector") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    _put(out, "name", src.get(name))
+    _put(out, "selector", src.get(selector))
+    return out
+
+
+def _metric_spec_v1(x: Any) -> Any:
+    """An autoscaling/v2 MetricSpec in autoscaling/v1's field names (what upstream's annotation holds)."""
+    if not isinstance(x, dict):
+        return x
+    typ = x.get("type")
+    out: dict[str, Any] = {"type": typ}
+    if typ == "Object" and isinstance(x.get("object"), dict):
+        o = x["object"]
+        t = o.get("target") or {}
+        body = {**({"target": o["describedObject"]} if "describedObject" in o else {}), **_metric_id_v1(o.get("metric"))}
+        _put(body, "targetValue", t.get("value"))
+        _put(body, "averageValue", t.get("averageValue"))
+        out["object"] = body
+    elif typ == "Pods" and isinstance(x.get("pods"), dict):
+        p = x["pods"]
+        out["pods"] = {**_metric_id_v1(p.get("metric")), **_target_v1(p.get("target"), "", "targetAverageValue")}
+    elif typ in ("Resource", "ContainerResource") and isinstance(x.get(_key(typ)), dict):
+        r = x[_key(typ)]
+        body = {"name": r.get("name"), **_target_v1(r.get("target"), "", "targetAverageValue",
+                                                    "targetAverageUtilization")}
+        _put(body, "container", r.get("container"))
+        out[_key(typ)] = body
+    elif typ == "External" and isinstance(x.get("external"), dict):
+        e = x["external"]
+        out["external"] = {**_metric_id_v1(e.get("metric"), selector="metricSelector"),
+                           **_target_v1(e.get("target"), "targetValue", "targetAverageValue")}
+    else:
+        return x
+    return out
+
+
+def _metric_spec_v2(x: Any) -> Any:
+    if not isinstance(x, dict):
+        return x
+    typ = x.get("type")
+    out: dict[str, Any] = {"type": typ}
+    if typ == "Object" and isinstance(x.get("object"), dict):
+        o = x["object"]
+        body: dict[str, Any] = {}
+        _put(body, "describedObject", o.get("target"))
+        body["metric"] = _metric_id_v2(o)
+        t: dict[str, Any] = {"type": "AverageValue" if o.get("averageValue") is not None else "Value"}
+        _put(t, "value", o.get("targetValue"))
+        _put(t, "averageValue", o.get("averageValue"))
+        body["target"] = t
+        out["object"] = body
+    elif typ == "Pods" and isinstance(x.get("pods"), dict):
+        p = x["pods"]
+        out["pods"] = {"metric": _metric_id_v2(p), "target": _target_v2(p, "", "targetAverageValue")}
+    elif typ in ("Resource", "ContainerResource") and isinstance(x.get(_key(typ)), dict):
+        r = x[_key(typ)]
+        body = {"name": r.get("name")}
+        _put(body, "container", r.get("container"))
+        body["target"] = _target_v2(r, "", "targetAverageValue", "targetAverageUtilization")
+        out[_key(typ)] = body
+    elif typ == "External" and isinstance(x.get("external"), dict):
+        e = x["external"]
+        out["external"] = {"metric": _metric_id_v2(e, selector="metricSelector"),
+                           "target": _target_v2(e, "targetValue", "targetAverageValue")}
+    else:
+        return x
+    return out
+
+
+def _metric_status_v1(x: Any) -> Any:
+    if not isinstance(x, dict):
+        return x
+    typ = x.get("type")
+    out: dict[str, Any] = {"type": typ}
+    src = x.get(_key(typ)) if isinstance(typ, str) else None
+    if not isinstance(src, dict):
+        return x
+    raw_cur = src.get("current")
+    cur: dict[str, Any] = raw_cur if isinstance(raw_cur, dict) else {}
+    if typ == "Object":
+        body = {**({"target": src["describedObject"]} if "describedObject" in src else {}),
+                **_metric_id_v1(src.get("metric"))}
+        _put(body, "currentValue", cur.get("value"))
+        _put(body, "averageValue", cur.get("averageValue"))
+    elif typ == "Pods":
+        body = _metric_id_v1(src.get("metric"))
+        _put(body, "currentAverageValue", cur.get("averageValue"))
+    elif typ in ("Resource", "ContainerResource"):
+        body = {"name": src.get("name")}
+        _put(body, "currentAverageUtilization", cur.get("averageUtilization"))
+        _put(body, "currentAverageValue", cur.get("averageValue"))
+        _put(body, "container", src.get("container"))
+    elif typ == "External":
+        body = _metric_id_v1(src.get("metric"), selector="metricSelector")
+        _put(body, "currentValue", cur.get("value"))
+        _put(body, "currentAverageValue", cur.get("averageValue"))
+    else:
+        return x
+    out[_key(typ)] = body
+    return out
+
+
+def _metric_status_v2(x: Any) -> Any:
+    if not isinstance(x, dict):
+        return x
+    typ = x.get("type")
+    out: dict[str, Any] = {"type": typ}
+    src = x.get(_key(typ)) if isinstance(typ, str) else None
+    if not isinstance(src, dict):
+        return x
+    cur: dict[str, Any] = {}
+    if typ == "Object":
+        body: dict[str, Any] = {}
+        _put(body, "describedObject", src.get("target"))
+        body["metric"] = _metric_id_v2(src)
+        _put(cur, "value", src.get("currentValue"))
+        _put(cur, "averageValue", src.get("averageValue"))
+    elif typ == "Pods":
+        body = {"metric": _metric_id_v2(src)}
+        _put(cur, "averageValue", src.get("currentAverageValue"))
+    elif typ in ("Resource", "ContainerResource"):
+        body = {"name": src.get("name")}
+        _put(body, "container", src.get("container"))
+        _put(cur, "averageUtilization", src.get("currentAverageUtilization"))
+        _put(cur, "averageValue", src.get("currentAverageValue"))
+    elif typ == "External":
+        body = {"metric": _metric_id_v2(src, selector="metricSelector")}
+        _put(cur, "value", src.get("currentValue"))
+        _put(cur, "averageValue", src.get("currentAverageValue"))
+    else:
+        return x
+    body["current"] = cur
+    out[_key(typ)] = body
+    return out
+
+
+def _key(typ: str) -> str:
+    return typ[:1].lower() + typ[1:]
+
+
 def hpa_v2(obj: dict[str, Any]) -> dict[str, Any]:
     """An autoscaling/v1 HorizontalPodAutoscaler in the autoscaling/v2 shape."""
     m = dict(obj.get("metadata") or {})
@@ -84,7 +260,8 @@ def hpa_v2(obj: dict[str, Any]) -> dict[str, Any]:
         if cpu is not None:
             metrics.append({"type": "Resource", "resource": {
                 "name": "cpu", "target": {"type": "Utilization", "averageUtilization": cpu}}})
-        metrics += [x for x in _json_list(extra.get(_HPA_METRICS)) if not (cpu is not None and _cpu_utilization(x))]
+        metrics += [m2 for m2 in map(_metric_spec_v2, _json_list(extra.get(_HPA_METRICS)))
+                    if not (cpu is not None and _cpu_utilization(m2))]
         if metrics:
             s2["metrics"] = metrics
         if _HPA_BEHAVIOR in extra:
@@ -101,7 +278,7 @@ def hpa_v2(obj: dict[str, Any]) -> dict[str, Any]:
     if isinstance(status, dict):
         st: dict[str, Any] = {k: status[k] for k in _HPA_STATUS if k in status}
         if _HPA_CURRENT in extra:
-            current = _json_list(extra[_HPA_CURRENT])
+            current = [_metric_status_v2(x) for x in _json_list(extra[_HPA_CURRENT])]
         elif status.get("currentCPUUtilizationPercentage") is not None:
             current = [{"type": "Resource", "resource": {"name": "cpu", "current": {
                 "averageUtilization": status["currentCPUUtilizationPercentage"]}}}]
@@ -129,7 +306,7 @@ def _hpa_to_v1(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
             s1["targetCPUUtilizationPercentage"] = cpu["resource"]["target"]["averageUtilization"]
         others = [x for x in metrics if x is not cpu]
         if others:
-            ann[_HPA_METRICS] = json.dumps(others, separators=(",", ":"))
+            ann[_HPA_METRICS] = json.dumps([_metric_spec_v1(x) for x in others], separators=(",", ":"))
         if spec.get("behavior"):
             ann[_HPA_BEHAVIOR] = json.dumps(spec["behavior"], separators=(",", ":"))
         out["spec"] = s1
@@ -144,7 +321,7 @@ def _hpa_to_v1(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
                 if util is not None:
                     st["currentCPUUtilizationPercentage"] = util
         if current:
-            ann[_HPA_CURRENT] = json.dumps(current, separators=(",", ":"))
+            ann[_HPA_CURRENT] = json.dumps([_metric_status_v1(x) for x in current], separators=(",", ":"))
         if status.get("conditions"):
             ann[_HPA_CONDITIONS] = json.dumps(status["conditions"], separators=(",", ":"))
         st.setdefault("currentReplicas", 0)
