@@ -158,3 +158,30 @@ def test_native_decoder_takes_ordinary_requests() -> None:
     row = batch.to_table("t").to_pylist()[0]
     assert row["service"] == "checkout" and row["remote_service"] == "db" and row["status_code"] == 2
     assert row["attributes"] == '{"http.method":"GET","peer.service":"db","n":-5,"f":0.1,"ok":true}'
+
+
+@native
+@pytest.mark.parametrize("field", ["schema_url", "scope_attribute"])
+def test_native_decoder_leaves_unchecked_strings_to_upb(field: str) -> None:
+    """Found by the fuzzer: bad UTF-8 in a ScopeSpans schema_url or a scope attribute was accepted by the
+    C decoder (which does not store them) while upb, like the SDKs' protobuf, refuses the request."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    req = trace_service_pb2.ExportTraceServiceRequest()
+    ss = req.resource_spans.add().scope_spans.add()
+    ss.schema_url, ss.scope.name = "ZZZZ", "lib"
+    kv = ss.scope.attributes.add()
+    kv.key, kv.value.string_value = "YYYY", "x"
+    body = bytearray(req.SerializeToString())
+    body[body.index(b"ZZZZ" if field == "schema_url" else b"YYYY")] = 0xFF
+    assert _check(bytes(body)) is False
+
+
+@native
+def test_native_decoder_checks_every_occurrence_of_a_string() -> None:
+    """Found by the fuzzer: an AnyValue holding two string_value members, the first not UTF-8. Protobuf
+    keeps the last, but upb (and so the SDKs' decoders) refuse the request; the C decoder must too."""
+    body = bytes.fromhex(
+        "0a470a380a070a013012022a000a11120f2a0d0a092100000000000000000a000a1a0a0730303030303030120f2a000a"
+        "0921000000000000f03f0a00120b0a09120730303030303030")
+    assert _check(body) is False

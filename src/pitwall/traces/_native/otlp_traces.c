@@ -250,6 +250,7 @@ static int any_value(buf_t *b, const uint8_t *p, const uint8_t *end, ctx_t *cx, 
         if (num >= 1 && num <= 7) {
             static const int want[8] = {0, 2, 0, 0, 1, 2, 2, 2};
             if (wt != want[num]) return FALLBACK;
+            if (num == 1 && utf8_len(fs.p, fs.n) < 0) return FALLBACK; /* upb checks replaced members too */
             which = num;
             s = fs;
             v = fv;
@@ -322,7 +323,7 @@ static int kv_object(buf_t *b, const uint8_t *p, const uint8_t *end, int fieldno
             slice_t s2 = {0};
             uint64_t v2 = 0;
             if (field(&q, qe, &n2, &w2, &s2, &v2)) return FALLBACK;
-            if (n2 == 1) { if (w2 != 2) return FALLBACK; key = s2; }
+            if (n2 == 1) { if (w2 != 2 || utf8_len(s2.p, s2.n) < 0) return FALLBACK; key = s2; }
             else if (n2 == 2) { if (w2 != 2 || val.p) return FALLBACK; val = s2; }
         }
         if (utf8_len(key.p, key.n) < 0 || nk >= MAX_KEYS) return FALLBACK;
@@ -397,7 +398,7 @@ static int span(out_t *o, const uint8_t *p, const uint8_t *end, group_t *g, ctx_
         case 2: if (wt != 2) return FALLBACK; sid = s; break;
         case 3: if (wt != 2 || utf8_len(s.p, s.n) < 0) return FALLBACK; break;
         case 4: if (wt != 2) return FALLBACK; parent = s; break;
-        case 5: if (wt != 2) return FALLBACK; name = s; break;
+        case 5: if (wt != 2 || utf8_len(s.p, s.n) < 0) return FALLBACK; name = s; break;
         case 6: if (wt != 0) return FALLBACK; kind = v; break;
         case 7: if (wt != 1) return FALLBACK; start = v; break;
         case 8: if (wt != 1) return FALLBACK; stop = v; break;
@@ -476,7 +477,7 @@ static int span(out_t *o, const uint8_t *p, const uint8_t *end, group_t *g, ctx_
                 uint64_t v2 = 0;
                 if (field(&eq, ee, &n2, &w2, &s2, &v2)) return FALLBACK;
                 if (n2 == 1) { if (w2 != 1) return FALLBACK; t = v2; }
-                else if (n2 == 2) { if (w2 != 2) return FALLBACK; en = s2; }
+                else if (n2 == 2) { if (w2 != 2 || utf8_len(s2.p, s2.n) < 0) return FALLBACK; en = s2; }
                 else if (n2 == 3) { if (w2 != 2) return FALLBACK; }
                 else if (n2 == 4) { if (w2 != 0) return FALLBACK; }
             }
@@ -513,7 +514,7 @@ static int span(out_t *o, const uint8_t *p, const uint8_t *end, group_t *g, ctx_
             if (field(&lq, le, &n2, &w2, &s2, &v2)) return FALLBACK;
             if (n2 == 1) { if (w2 != 2) return FALLBACK; lt = s2; }
             else if (n2 == 2) { if (w2 != 2) return FALLBACK; ls = s2; }
-            else if (n2 == 3) { if (w2 != 2) return FALLBACK; st = s2; }
+            else if (n2 == 3) { if (w2 != 2 || utf8_len(s2.p, s2.n) < 0) return FALLBACK; st = s2; }
             else if (n2 == 4) { if (w2 != 2) return FALLBACK; }
             else if (n2 == 5) { if (w2 != 0) return FALLBACK; }
             else if (n2 == 6) { if (w2 != 5) return FALLBACK; }
@@ -566,7 +567,8 @@ static int scope_spans(out_t *o, const uint8_t *p, const uint8_t *end, group_t *
         uint64_t v = 0;
         if (field(&q, end, &num, &wt, &s, &v)) return FALLBACK;
         if (num == 1) { if (wt != 2 || has_scope) return FALLBACK; has_scope = 1; scope = s; }
-        else if (num == 2 || num == 3) { if (wt != 2) return FALLBACK; }
+        else if (num == 2) { if (wt != 2) return FALLBACK; }
+        else if (num == 3) { if (wt != 2 || utf8_len(s.p, s.n) < 0) return FALLBACK; } /* schema_url */
     }
     slice_t sn = {(const uint8_t *)"", 0}, sv = {(const uint8_t *)"", 0};
     if (has_scope) {
@@ -576,9 +578,10 @@ static int scope_spans(out_t *o, const uint8_t *p, const uint8_t *end, group_t *
             slice_t s = {0};
             uint64_t v = 0;
             if (field(&sq, se, &num, &wt, &s, &v)) return FALLBACK;
-            if (num == 1) { if (wt != 2) return FALLBACK; sn = s; }
-            else if (num == 2) { if (wt != 2) return FALLBACK; sv = s; }
-            else if (num == 3) { if (wt != 2) return FALLBACK; }
+            if (num == 1) { if (wt != 2 || utf8_len(s.p, s.n) < 0) return FALLBACK; sn = s; }
+            else if (num == 2) { if (wt != 2 || utf8_len(s.p, s.n) < 0) return FALLBACK; sv = s; }
+            /* Scope attributes are rare and not stored: upb checks their strings. */
+            else if (num == 3) return FALLBACK;
             else if (num == 4) { if (wt != 0) return FALLBACK; }
         }
         if (utf8_len(sn.p, sn.n) < 0 || utf8_len(sv.p, sv.n) < 0) return FALLBACK;
@@ -625,8 +628,9 @@ static int resource_spans(out_t *o, const uint8_t *p, const uint8_t *end, group_
             slice_t s = {0};
             uint64_t v = 0;
             if (field(&rq, re, &num, &wt, &s, &v)) return FALLBACK;
-            if ((num == 1 || num == 3) && wt != 2) return FALLBACK;
+            if (num == 1 && wt != 2) return FALLBACK;
             if (num == 2 && wt != 0) return FALLBACK;
+            if (num == 3) return FALLBACK; /* entity refs: rare, and their strings are upb's to check */
         }
         if ((r = kv_object(&g->resource, res.p, res.p + res.n, 1, cx, 0, &na, 1))) return r;
         if (na > cx->lim->max_attrs) return FALLBACK;
