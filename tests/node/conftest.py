@@ -106,6 +106,16 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
+def pod_children(pid: int) -> list[int]:
+    """Children of ``pid`` that are pod containers (they carry ``POD_IP``), not other tests' helpers."""
+    out = []
+    for child in children_of(pid):
+        with contextlib.suppress(OSError):
+            if b"\0POD_IP=" in b"\0" + Path(f"/proc/{child}/environ").read_bytes():
+                out.append(child)
+    return out
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

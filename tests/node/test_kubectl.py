@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.kube.conftest import KUBECTL
-from tests.node.conftest import PY, NodeServer, alive, children_of
+from tests.node.conftest import PY, NodeServer, alive, pod_children
 
 TICKER = "import time\nfor i in range(1000):\n    print('tick', i, flush=True)\n    time.sleep(0.2)"
 
@@ -106,7 +106,7 @@ def test_kubectl_apply_get_logs_follow_delete(node_server: NodeServer) -> None:
     s.kubectl("delete", "pod", "hello", timeout=60)
     assert not any(alive(p) for p in pids)
     assert "hello" not in s.kubectl("get", "pods").stdout
-    assert children_of(os.getpid()) == []
+    assert pod_children(os.getpid()) == []
 
 
 @pytest.mark.slow
@@ -125,4 +125,4 @@ def test_kubectl_shows_crash_loop_and_top(node_server: NodeServer) -> None:
     assert "test-node" in str(_wait(lambda: (lambda p: p.stdout if p.returncode == 0 else None)(
         s.kubectl("top", "nodes", check=False))))
     s.kubectl("delete", "pod", "crasher", "steady", timeout=60)
-    assert children_of(os.getpid()) == []
+    assert pod_children(os.getpid()) == []

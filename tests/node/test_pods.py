@@ -15,9 +15,9 @@ from tests.node.conftest import (
     NODE,
     Node,
     alive,
-    children_of,
     free_port,
     pod,
+    pod_children,
     py,
     until,
 )
@@ -49,7 +49,7 @@ async def test_http_pod_binds_its_ip_gets_ready_and_deletion_leaves_no_process(n
     await node.client.delete("v1", "Pod", "web", "default")
     await until(lambda: _gone(node, "web"))
     assert not any(alive(p) for p in pids)
-    assert children_of(os.getpid()) == []
+    assert pod_children(os.getpid()) == []
     assert "listening on " + ip + f" {port}" in node.sinks.lines(pod="web", container="web", app="web",
                                                                     namespace="default", job="default/web")
 
@@ -286,7 +286,7 @@ async def test_restart_of_pitwall_recreates_pods_and_kills_leftovers(node: Node)
     n = await node.client.get("v1", "Node", NODE)
     assert any(c["type"] == "Ready" and c["status"] == "False" for c in n["status"]["conditions"])
     assert not any(alive(p) for p in old)
-    assert children_of(os.getpid()) == []
+    assert pod_children(os.getpid()) == []
     # a leftover from a "crashed" run: a process group recorded in a pid file
     import json
     import subprocess
