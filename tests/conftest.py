@@ -30,11 +30,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
+    """Telemetry only: these tests compare exact answers (every series, every target), and the
+    control plane (kube-state-metrics, the default pod scrape job) has tests of its own."""
     return load_settings(
         data_dir=tmp_path / "data",
         listen="127.0.0.1:0",
         limits={"max_series_per_request": 1000, "max_request_bytes": 1 << 20},
         storage={"fsync": False},
+        kube={"enabled": False},
     )
 
 
@@ -99,7 +102,8 @@ def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | No
 
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[LiveServer]:
-    s = load_settings(data_dir=tmp_path / "live", listen="127.0.0.1:0", storage={"fsync": False})
+    s = load_settings(data_dir=tmp_path / "live", listen="127.0.0.1:0", storage={"fsync": False},
+                      kube={"enabled": False})  # differential tests compare every series with Prometheus
     srv = LiveServer(s)
     srv.start()
     yield srv

@@ -74,6 +74,12 @@ class StateSettings(_Section):
         return self
 
 
+class KubeSettings(_Section):
+    """The control plane: Kubernetes API, controllers, node and service proxy (on by default)."""
+
+    enabled: bool = Field(True, description="false runs pitwall as telemetry only, without the control plane")
+
+
 class QuerySettings(_Section):
     timeout: DurationMs = Field(120_000, gt=0)
     max_samples: int = Field(50_000_000, gt=0)
@@ -207,6 +213,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     storage: StorageSettings = Field(default_factory=StorageSettings)
     state: StateSettings = Field(default_factory=StateSettings)
+    kube: KubeSettings = Field(default_factory=KubeSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)

@@ -69,19 +69,17 @@ class Components:
     audit: AuditLog
     notifications: NotificationParts
     rules: RulesPart
-    kube: KubePart
-    controllers: ControllersPart
-    kube_state_metrics: KubeStateMetrics
-    node: NodePart
-    traffic: TrafficPart
     ui: UIPart
+    control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
     def parts(self) -> list[Part]:
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, self.kube,
-                self.controllers, self.kube_state_metrics, self.node, self.traffic, self.ui]
+        cp = self.control_plane
+        control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
+                                                      cp.traffic]
+        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -102,6 +100,31 @@ class Components:
             if isinstance(comp, Supervised):
                 out.extend(comp.tasks.failures)
         return out
+
+
+@dataclass
+class ControlPlane:
+    """The parts that run services: the Kubernetes API and what gives its objects meaning."""
+
+    kube: KubePart
+    controllers: ControllersPart
+    kube_state_metrics: KubeStateMetrics
+    node: NodePart
+    traffic: TrafficPart
+
+
+def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
+    kube = build_kube_part(settings)
+    # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
+    metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
+    return ControlPlane(
+        kube=kube,
+        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant),
+        kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
+        # Pods' output goes to the log store, their resource usage to the metric store.
+        node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
+        traffic=build_traffic_part(kube.api),
+    )
 
 
 class _AuditToLogs:
@@ -151,22 +174,15 @@ def build(settings: Settings) -> Components:
     except BaseException:
         state.close()
         raise
-    kube = build_kube_part(settings)
-    # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
-    metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
+    cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
-                  workloads=KubeWorkloads(kube.api.client))
-    # Pods' output goes to the log store, their resource usage to the metric store.
-    node = build_node_part(kube.api, data_dir=data, logs=logs.store, metrics=metrics.store)
+                  workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, kube=kube,
-        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant),
-        kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store), node=node,
-        traffic=build_traffic_part(kube.api), ui=ui,
+        notifications=notifications, rules=rules, ui=ui, control_plane=cp,
     )
 
 
