@@ -119,3 +119,27 @@ def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path |
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(data_dir.parent / f"pitwall-{port}.log", "ab") as log:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def _skip_without_shared(exc: BaseException) -> None:
+    """On a bare clone (no ../shared beside the repo) a test reading shared conformance data skips."""
+    if isinstance(exc, FileNotFoundError) and not SHARED.exists() and str(SHARED) in str(exc.filename):
+        pytest.skip(f"../shared is not beside the repo ({exc.filename})")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    except FileNotFoundError as e:
+        _skip_without_shared(e)
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    except FileNotFoundError as e:
+        _skip_without_shared(e)
+        raise

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 DATA = Path(__file__).parent / "data"
 WEB = str(DATA / "web.yaml")
 WAVE2 = SHARED / "conformance" / "wave2"
+needs_wave2 = pytest.mark.skipif(not WAVE2.is_dir(), reason="../shared/conformance/wave2 is not beside the repo")
 
 
 def _json(p: subprocess.CompletedProcess[str]) -> dict:  # type: ignore[type-arg]
@@ -204,6 +205,7 @@ def test_delete_cascading(kube_server: KubeServer) -> None:
         raise AssertionError(f"dependents not collected: {left}")
 
 
+@needs_wave2
 def test_crd_round_trip(kube_server: KubeServer) -> None:
     k = kube_server.kubectl
     assert "customresourcedefinition.apiextensions.k8s.io/canaries.flagger.app created" in \
@@ -291,6 +293,7 @@ def _docs(paths: list[Path]) -> list[dict]:  # type: ignore[type-arg]
     return out
 
 
+@needs_wave2
 def test_upstream_crds_and_examples_round_trip(kube_server: KubeServer) -> None:
     """Chaos Mesh's and Istio's CRDs, then every Chaos Mesh example and Istio's Bookinfo routing samples."""
     k = kube_server.kubectl

@@ -27,6 +27,8 @@ from tests.traces.helpers import PROTO, otlp_request
 pytestmark = pytest.mark.slow
 
 SPEC = SHARED / "conformance" / "zipkin-api" / "zipkin2-api.yaml"
+if not SPEC.is_file():
+    pytest.skip("../shared/conformance/zipkin-api is not beside the repo", allow_module_level=True)
 schema = schemathesis.openapi.from_path(SPEC)
 
 
