@@ -358,3 +358,34 @@ async def test_explicit_nulls_dropped_as_go_decoding_does(kube: KubeAPI) -> None
                         "metadata": {"name": "g", "namespace": "default", "labels": None},
                         "spec": {"n": None, "s": None, "free": {"x": None}}})
     assert g["spec"] == {"n": None, "free": {"x": None}} and "labels" not in g["metadata"]
+
+
+async def test_builtin_crds_installed_on_start_and_upgraded(tmp_path: Any) -> None:
+    from pitwall.kube.wiring import build_kube
+    from pitwall.storage.revstore.sqlite import SqliteRevStore
+
+    def crd(version: str) -> dict[str, Any]:
+        return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "sprockets.example.com"},
+                "spec": {"group": "example.com", "scope": "Namespaced",
+                         "names": {"plural": "sprockets", "kind": "Sprocket"},
+                         "versions": [{"name": version, "served": True, "storage": True,
+                                       "schema": {"openAPIV3Schema": {
+                                           "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+    for version in ("v1", "v1", "v2"):  # first install, restart unchanged, restart with a newer schema
+        store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+        await store.start()
+        api = build_kube(store)
+        api.add_builtin_crds([crd(version)])
+        await api.start()
+        try:
+            got = await api.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                       "sprockets.example.com")
+            assert [v["name"] for v in got["spec"]["versions"]] == [version]
+            made = await api.client.create({"apiVersion": f"example.com/{version}", "kind": "Sprocket",
+                                            "metadata": {"generateName": "s-", "namespace": "default"}})
+            assert made["kind"] == "Sprocket"
+        finally:
+            await api.stop()
+            await store.stop()

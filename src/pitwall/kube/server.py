@@ -69,6 +69,12 @@ class KubeAPI:
         self.closing = False  # set on stop: open watch streams end
         self.active_watches = 0
         self.tasks = Supervisor("kube")
+        self.builtin_crds: list[dict[str, Any]] = []
+
+    def add_builtin_crds(self, crds: list[dict[str, Any]]) -> None:
+        """CRDs a capability ships (Istio's, Flagger's, ...): installed on ``start`` as if
+        ``kubectl apply``-ed, so they are served, listed and watched like any other CRD. Call before ``start``."""
+        self.builtin_crds.extend(crds)
 
     def set_metrics_provider(self, provider: MetricsProvider) -> None:
         """Serve ``metrics.k8s.io/v1beta1`` (``kubectl top``) from ``provider``."""
@@ -89,6 +95,7 @@ class KubeAPI:
         for ns in DEFAULT_NAMESPACES:
             with contextlib.suppress(AlreadyExists):
                 await self.resources.create(ns_rt, "", {"metadata": {"name": ns}}, field_manager="pitwall")
+        await self._install_builtin_crds()
         rev = await self._load_crds()
         self.tasks.spawn(self._follow_crds(rev), name="kube-crds")
         if self.run_gc:
@@ -107,6 +114,20 @@ class KubeAPI:
     def healthy(self) -> bool:
         """False once a background loop (CRD follower, garbage collector) died."""
         return self.tasks.healthy and (not self.run_gc or self.gc.healthy)
+
+    async def _install_builtin_crds(self) -> None:
+        """Create each shipped CRD, or bring its spec up to the shipped one (a newer pitwall's schema wins;
+        servers sharing an etcd converge on the same objects)."""
+        rt = self.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        assert rt is not None
+        for crd in self.builtin_crds:
+            name = str(crd["metadata"]["name"])
+            try:
+                await self.resources.create(rt, "", crd, field_manager="pitwall")
+            except AlreadyExists:
+                def same_spec(old: dict[str, Any], crd: dict[str, Any] = crd) -> dict[str, Any]:
+                    return {**old, "spec": crd["spec"]}
+                await self.resources.modify(rt, "", name, same_spec)
 
     async def _load_crds(self) -> int:
         res = await self.store.range(_CRD_PREFIX)

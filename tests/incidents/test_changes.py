@@ -1,0 +1,45 @@
+"""The change-event stream over the SQLite state store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from pitwall.incidents import ChangeEvent, ChangeLog
+from pitwall.storage.revstore.sqlite import SqliteRevStore
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def test_record_between_follow_prune(tmp_path: Path) -> None:
+    store = SqliteRevStore(tmp_path / "s.db", compact_interval_s=None)
+    await store.start()
+    try:
+        log = ChangeLog(store)
+        seen: list[ChangeEvent] = []
+
+        async def follow() -> None:
+            async for ev in log.follow():
+                seen.append(ev)
+                if len(seen) == 3:
+                    return
+
+        task = asyncio.create_task(follow())
+        await asyncio.sleep(0.05)
+        for i, svc in enumerate(["default/web", "default/api", "default/web"]):
+            await log.record(ChangeEvent("deploy", f"rollout {i}", "deployment-controller", service=svc,
+                                         ts_ns=1_000 + i, details={"revision": i}))
+        await asyncio.wait_for(task, 5)
+        assert [e.summary for e in seen] == ["rollout 0", "rollout 1", "rollout 2"]
+        assert [e.summary for e in await log.between(0, 10_000)] == ["rollout 0", "rollout 1", "rollout 2"]
+        assert [e.details["revision"] for e in await log.between(1_001, 10_000, service="default/web")] == [2]
+        assert await log.between(1_000, 1_001) == [seen[0]]
+        assert len(await log.between(0, 10_000, limit=2)) == 2
+        with pytest.raises(ValueError, match="unknown change kind"):
+            await log.record(ChangeEvent("nonsense", "x", "y"))  # type: ignore[arg-type]
+        assert await log.prune(1_002) == 2
+        assert [e.summary for e in await log.between(0, 10_000)] == ["rollout 2"]
+    finally:
+        await store.stop()
