@@ -78,6 +78,18 @@ class KubeSettings(_Section):
     """The control plane: Kubernetes API, controllers, node and service proxy (on by default)."""
 
     enabled: bool = Field(True, description="false runs pitwall as telemetry only, without the control plane")
+    node_name: str = Field("", description="this server's Node (default: the host name); unique per server")
+    pod_cidr: str = Field("", description="this node's pod addresses, inside 127.42.0.0/16 (default: all of it); "
+                                          "servers sharing an etcd on one machine need disjoint ranges")
+
+    @field_validator("pod_cidr")
+    @classmethod
+    def _cidr(cls, v: str) -> str:
+        if v:
+            net = ipaddress.ip_network(v, strict=True)
+            if not net.subnet_of(ipaddress.ip_network("127.42.0.0/16")):  # type: ignore[arg-type]
+                raise ValueError(f"{v} is not inside 127.42.0.0/16")
+        return v
 
 
 class QuerySettings(_Section):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
-from pitwall.kube import AlreadyExists, Gone, KubeAPI, NotFoundError
+from pitwall.kube import AlreadyExists, Conflict, Gone, KubeAPI, NotFoundError
 from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.node.container import BackOff, rfc3339
@@ -54,10 +54,14 @@ class Kubelet:
                  backoff_max_s: float = 300.0, backoff_reset_s: float = 600.0, volume_sync_s: float = 10.0,
                  sample_interval_s: float = 1.0, metrics_interval_s: float = 15.0, lease_interval_s: float = 10.0,
                  max_shutdown_grace_s: float = 30.0, log_flush_s: float = 1.0, resync_s: float = 300.0,
-                 tenant: str = "default") -> None:
+                 tenant: str = "default", pod_cidr: str = "") -> None:
         self.kube = kube
         self.client = kube.client
         self.node_name = node_name or socket.gethostname().lower()
+        # Several nodes on one machine (servers sharing an etcd) need disjoint pod address ranges.
+        self.pod_network = ipaddress.ip_network(pod_cidr) if pod_cidr else POD_NETWORK
+        if not self.pod_network.subnet_of(POD_NETWORK):  # type: ignore[arg-type]
+            raise ValueError(f"pod_cidr {pod_cidr} is not inside {POD_NETWORK}")
         self.pods_dir = data_dir / "pods"
         self.shipper = LogShipper(logs, tenant=tenant, flush_s=log_flush_s)
         self.backoff = BackOff(backoff_initial_s, backoff_max_s, backoff_reset_s)
@@ -137,7 +141,7 @@ class Kubelet:
                 "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(),
                                                                                  platform.machine()),
                 "node-role.kubernetes.io/control-plane": ""}},
-            "spec": {"podCIDR": str(POD_NETWORK), "podCIDRs": [str(POD_NETWORK)]},
+            "spec": {"podCIDR": str(self.pod_network), "podCIDRs": [str(self.pod_network)]},
             "status": {
                 "capacity": cap, "allocatable": cap,
                 "conditions": [
@@ -255,11 +259,13 @@ class Kubelet:
     async def _bind(self, pod: Obj) -> None:
         m = pod.get("metadata") or {}
         name, ns = str(m.get("name")), str(m.get("namespace"))
+        binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                   "target": {"kind": "Node", "name": self.node_name}}
         for attempt in range(5):
-            try:
-                await self.client.patch("v1", "Pod", name, {"spec": {"nodeName": self.node_name}}, namespace=ns)
+            try:  # pods/binding refuses a pod another node took first (servers sharing an etcd)
+                await self.kube.resources.bind(ns, name, binding, field_manager="pitwall-scheduler")
                 break
-            except NotFoundError:
+            except (NotFoundError, Conflict):
                 return
             except Exception as e:  # the store is busy: try again, then leave it to the next resync
                 log.warning("node: binding pod %s/%s failed: %s", ns, name, e)
@@ -279,15 +285,15 @@ class Kubelet:
         used = {w.pod_ip for w in self.workers.values()}
         if wanted and wanted not in used:
             with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(wanted) in POD_NETWORK:
+                if ipaddress.ip_address(wanted) in self.pod_network:
                     return wanted
-        for ip in POD_NETWORK.hosts():
+        for ip in self.pod_network.hosts():
             s = str(ip)
-            if s.endswith(".0.1") and s.count(".") == 3 and ip == POD_NETWORK.network_address + 1:
-                continue  # 127.42.0.1 is the network's gateway in a real cluster: left free
+            if ip == self.pod_network.network_address + 1:
+                continue  # the first address is the network's gateway in a real cluster: left free
             if s not in used:
                 return s
-        raise RuntimeError("no pod address left in 127.42.0.0/16")
+        raise RuntimeError(f"no pod address left in {self.pod_network}")
 
     def worker_for(self, namespace: str, name: str) -> PodWorker | None:
         for w in self.workers.values():

@@ -309,8 +309,10 @@ class ServiceProxy:
                 writer.transport.abort()
 
         try:
+            # reuse_port: servers sharing an etcd on one machine all serve every ClusterIP; the kernel spreads
+            # the connections over them.
             server = await asyncio.start_server(accepted, spec.cluster_ip, spec.port, limit=CHUNK,
-                                                reuse_address=True, backlog=1024)
+                                                reuse_address=True, reuse_port=True, backlog=1024)
         except OSError as e:
             if addr not in self.bind_errors:
                 log.warning("service proxy: cannot listen on %s:%d for %s: %s", *addr, "/".join(spec.service), e)
