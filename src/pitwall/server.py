@@ -38,6 +38,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs import LogAppender, LogEntry, PushStream
@@ -111,19 +112,23 @@ class ControlPlane:
     kube_state_metrics: KubeStateMetrics
     node: NodePart
     traffic: TrafficPart
+    changes: ChangeLog  # the change-event stream every capability reports to (the incident timeline reads it)
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
     kube = build_kube_part(settings)
     # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
     metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
+    changes = ChangeLog(kube.store)
     return ControlPlane(
         kube=kube,
-        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant),
+        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant, changes=changes),
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         # Pods' output goes to the log store, their resource usage to the metric store.
-        node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
+        node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
+                             node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr),
         traffic=build_traffic_part(kube.api),
+        changes=changes,
     )
 
 

@@ -13,6 +13,7 @@ from pitwall.controllers.deployment import DeploymentController
 from pitwall.controllers.loop import ControllerRunner
 from pitwall.controllers.replicaset import ReplicaSetController
 from pitwall.controllers.rollout import REVISION, REVISION_HISTORY, max_surge, max_unavailable
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI, KubeClient
 from tests.controllers.conftest import Kubelet, eventually, run_controller
 
@@ -30,7 +31,7 @@ def deployment(replicas: int = 3, image: str = "web:v1", *, strategy: Obj | None
 @pytest.fixture
 async def controllers(kube: KubeAPI) -> AsyncIterator[list[ControllerRunner]]:
     runners = [await run_controller(kube.client, ReplicaSetController(kube.client)),
-               await run_controller(kube.client, DeploymentController(kube.client))]
+               await run_controller(kube.client, DeploymentController(kube.client, changes=ChangeLog(kube.store)))]
     try:
         yield runners
     finally:
@@ -202,6 +203,14 @@ async def test_rollback_as_kubectl_undo_does(kube: KubeAPI, controllers: list[Co
     assert back["metadata"]["annotations"][REVISION] == "3"
     assert back["metadata"]["annotations"][REVISION_HISTORY] == "1"
     assert (await get_d(kube))["metadata"]["annotations"][REVISION] == "3"
+    # Each rollout, the rollback and each completion went on the incident timeline's change stream.
+    changes = [(c.kind, c.summary) for c in await ChangeLog(kube.store).between(0, 2**62, service="default/web")]
+    assert [s for k, s in changes if k == "deploy" and "started" in s] == [
+        "Deployment default/web: rollout of revision 1 started (web:v1)",
+        "Deployment default/web: rollout of revision 2 started (web:v2)"]
+    assert [s for k, s in changes if k == "rollback"] == [
+        f"Deployment default/web: rolled back to replica set {old['metadata']['name']} (revision 1 is now 3)"]
+    assert sum("successfully progressed" in s for _, s in changes) >= 3
 
 
 @pytest.mark.timeout(60)

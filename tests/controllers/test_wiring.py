@@ -18,7 +18,7 @@ def settings(backend: str) -> SimpleNamespace:
 
 def test_registered_controllers() -> None:
     names = {reg.make.__name__ for reg in RECONCILERS}
-    assert {"ReplicaSetController", "DeploymentController"} <= names
+    assert {"ReplicaSetController", "EndpointsReconciler", "JobController"} <= names
 
 
 @pytest.mark.timeout(20)

@@ -80,6 +80,7 @@ from pitwall.controllers.rollout import (
     status_int,
     sync_progress,
 )
+from pitwall.incidents import ChangeEvent, ChangeKind, ChangeSink
 from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError
 
 __all__ = ["DeploymentController"]
@@ -132,8 +133,9 @@ class DeploymentController:
     primary = ("apps/v1", "Deployment")
     secondary: Sequence[tuple[str, str]] = (("apps/v1", "ReplicaSet"), ("v1", "Pod"))
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, *, changes: ChangeSink | None = None) -> None:
         self.client = client
+        self.changes = changes  # rollouts, rollbacks and their outcome go on the incident timeline
         self._selectors: dict[str, Obj] = {}  # deployment key -> selector (orphan ReplicaSets)
         self._rs_owner: dict[str, str] = {}  # ReplicaSet key -> deployment key (pods)
 
@@ -227,6 +229,7 @@ class DeploymentController:
         new_revision = max_old + 1
         if s.new is not None:
             rs = copy.deepcopy(s.new)
+            old_rev = revision(rs)
             changed = self._set_rs_annotations(d, rs, new_revision, sizes=False)
             mrs = int((d.get("spec") or {}).get("minReadySeconds") or 0)
             if int((rs.get("spec") or {}).get("minReadySeconds") or 0) != mrs:
@@ -234,6 +237,9 @@ class DeploymentController:
                 changed = True
             if changed:
                 s.replace(s.new, await self._update_rs(rs))
+            if 0 < old_rev < new_revision:  # an old template is back (rollout undo): told once it is written
+                await self._change(d, "rollback", f"rolled back to replica set {meta(rs)['name']} "
+                                   f"(revision {old_rev} is now {new_revision})", revision=new_revision)
             if has_progress_deadline(d) and get_condition(d.setdefault("status", {}), "Progressing") is None:
                 set_condition(d["status"], new_condition("Progressing", "True", FOUND_NEW_RS,
                                                          f'Found new replica set "{meta(rs)["name"]}"', now()))
@@ -300,6 +306,9 @@ class DeploymentController:
                            f"collisionCount now {status['collisionCount']}") from None
         created.setdefault("apiVersion", "apps/v1")
         created.setdefault("kind", "ReplicaSet")
+        images = [str(c.get("image") or "") for c in (template.get("spec") or {}).get("containers") or []]
+        await self._change(d, "deploy", f"rollout of revision {new_revision} started ({', '.join(images)})",
+                           revision=new_revision, replica_set=meta(created)["name"], images=images)
         n = replicas_of(created)
         if n > 0:
             await record_event(self.client, d, "Normal", "ScalingReplicaSet",
@@ -523,3 +532,16 @@ class DeploymentController:
             return
         type_ = "Warning" if cond["reason"] == TIMED_OUT else "Normal"
         await record_event(self.client, s.d, type_, str(cond["reason"]), str(cond.get("message") or ""), COMPONENT)
+        await self._change(s.d, "deploy", str(cond.get("message") or cond["reason"]), reason=str(cond["reason"]))
+
+    async def _change(self, d: Obj, kind: ChangeKind, what: str, **details: Any) -> None:
+        """Report a change of a running service; like Events, a failure to record one never fails the sync."""
+        if self.changes is None:
+            return
+        m = meta(d)
+        service = f"{m.get('namespace') or 'default'}/{m.get('name')}"
+        try:
+            await self.changes.record(ChangeEvent(kind=kind, summary=f"Deployment {service}: {what}",
+                                                  source=COMPONENT, service=service, details=details))
+        except Exception as e:
+            log.warning("could not record a change event", extra={"service": service, "error": repr(e)})

@@ -24,6 +24,7 @@ from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconc
 from pitwall.controllers.replicaset import ReplicaSetController
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.storage.revstore.election import Election
 
@@ -47,7 +48,6 @@ class Registration:
 # Add a controller here (the endpoints controller, Jobs, HPAs...): one line each.
 RECONCILERS: list[Registration] = [
     Registration(ReplicaSetController),
-    Registration(DeploymentController),
     Registration(EndpointsReconciler),
     Registration(JobController),
     Registration(CronJobController),
@@ -61,14 +61,20 @@ def _hpa(kube: KubeAPI, instant: InstantQuery | None) -> Registration:
         client, instant=instant, pod_metrics=pod_metrics_of(kube)), resync_s=SYNC_PERIOD_S)
 
 
+def _deployments(changes: ChangeSink | None) -> Registration:
+    """The Deployment controller, reporting rollouts and rollbacks to ``changes`` (the incident timeline)."""
+    return Registration(lambda client: DeploymentController(client, changes=changes))
+
+
 def build_controllers(kube: KubeAPI, *, election: Election | None,
                       extra: list[Registration] | None = None,
-                      instant: InstantQuery | None = None) -> ControllerManager:
-    """Every registered controller, the HorizontalPodAutoscaler one (reading metrics through ``instant``)
-    and ``extra`` over ``kube.client``, run while ``election`` is won (always without one). Start it after
-    ``kube``; start ``election`` too (the manager only follows it)."""
+                      instant: InstantQuery | None = None, changes: ChangeSink | None = None) -> ControllerManager:
+    """Every registered controller, the Deployment one (reporting to ``changes``), the
+    HorizontalPodAutoscaler one (reading metrics through ``instant``) and ``extra`` over ``kube.client``, run
+    while ``election`` is won (always without one). Start it after ``kube``; start ``election`` too (the
+    manager only follows it)."""
     runners = [ControllerRunner(kube.client, reg.make(kube.client), workers=reg.workers, resync_s=reg.resync_s)
-               for reg in [*RECONCILERS, _hpa(kube, instant), *(extra or [])]]
+               for reg in [*RECONCILERS, _deployments(changes), _hpa(kube, instant), *(extra or [])]]
     return ControllerManager(runners, election=election)
 
 
@@ -121,7 +127,8 @@ class ControllersPart:
                            lambda: float(sum(len(r.queue) for r in m.runners)))
 
 
-def build_controllers_part(kube: KubeAPI, settings: Any, *, instant: InstantQuery | None = None) -> ControllersPart:
+def build_controllers_part(kube: KubeAPI, settings: Any, *, instant: InstantQuery | None = None,
+                           changes: ChangeSink | None = None) -> ControllersPart:
     """The controllers over ``kube`` for ``pitwall.config.Settings``: with the etcd backend, several servers
     may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``).
     ``instant`` (the metrics part's) answers the HPAs' Pods/Object/External metrics."""
@@ -129,4 +136,4 @@ def build_controllers_part(kube: KubeAPI, settings: Any, *, instant: InstantQuer
     if settings.state.backend == "etcd":
         identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
         election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
-    return ControllersPart(build_controllers(kube, election=election, instant=instant), election)
+    return ControllersPart(build_controllers(kube, election=election, instant=instant, changes=changes), election)
