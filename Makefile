@@ -26,7 +26,8 @@ peers:
 	  for p in $(PEERS); do $$SUDO systemctl disable --now $$p >/dev/null 2>&1 || true; done; \
 	fi
 
-# Web UI assets (htmx, uPlot) from package.json, copied into a git-ignored folder.
+# Web UI assets (htmx, uPlot): shipped in the package (committed); this refreshes them from package.json's
+# pinned versions. tests/ui/test_assets.py checks the committed files equal what npm installs.
 UI_VENDOR := src/pitwall/ui/static/vendor
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -34,14 +35,16 @@ node_modules/.package-lock.json: package.json package-lock.json
 $(UI_VENDOR)/.stamp: node_modules/.package-lock.json
 	mkdir -p $(UI_VENDOR)
 	cp node_modules/htmx.org/dist/htmx.min.js node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css $(UI_VENDOR)/
+	cp node_modules/htmx.org/LICENSE $(UI_VENDOR)/htmx.LICENSE
+	cp node_modules/uplot/LICENSE $(UI_VENDOR)/uPlot.LICENSE
 	touch $@
 
 assets: $(UI_VENDOR)/.stamp
 
-demo: $(STAMP) assets
+demo: $(STAMP)
 	$(BIN)/pitwall demo
 
-server: $(STAMP) assets
+server: $(STAMP)
 	$(BIN)/pitwall server
 
 lint: $(STAMP)

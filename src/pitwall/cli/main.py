@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from pitwall import __version__
 from pitwall.cli import alerts as alerts_cmd
 from pitwall.cli import demo as demo_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
@@ -15,6 +16,20 @@ from pitwall.cli import traces as traces_cmd
 
 app = typer.Typer(help="pitwall: production support for microservices in one process.", no_args_is_help=True,
                   add_completion=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pitwall {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", help="Print pitwall's version and exit.",
+                                       callback=_version, is_eager=True)) -> None:
+    """pitwall: production support for microservices in one process."""
+
+
 app.command("server", help="Run the pitwall server.")(server_cmd.server)
 app.command("demo", help="Run pitwall with a live demo shop: 5 services, load, alerts.")(demo_cmd.demo)
 app.command("query", help="Run a PromQL query against a pitwall (or Prometheus) server.")(query_cmd.query)

@@ -4,7 +4,7 @@ Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 (+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
 (+ ``/workloads/{namespace}/{kind}/{name}``). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
-and htmx/uPlot copied from node_modules by ``make assets``).
+and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
 from __future__ import annotations
@@ -29,24 +29,9 @@ from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, jso
 __all__ = ["ui_router"]
 
 STATIC = HERE / "static"
-REPO_ROOT = HERE.parents[2]
-# Third-party assets: copied into static/vendor by `make assets`; else read from node_modules.
-VENDOR = {
-    "htmx.min.js": "htmx.org/dist/htmx.min.js",
-    "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
-    "uPlot.min.css": "uplot/dist/uPlot.min.css",
-}
 
 
 def _static_file(name: str) -> Path:
-    if name.startswith("vendor/"):
-        vname = name.removeprefix("vendor/")
-        if vname not in VENDOR:
-            raise NotFound(name)
-        for p in (STATIC / "vendor" / vname, REPO_ROOT / "node_modules" / VENDOR[vname]):
-            if p.is_file():
-                return p
-        raise NotFound(f"{name}: run `make assets` (npm ci) to install the UI's third-party assets")
     p = (STATIC / name).resolve()
     if not p.is_relative_to(STATIC) or not p.is_file():
         raise NotFound(name)
