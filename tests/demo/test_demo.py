@@ -117,6 +117,17 @@ def probe_loki_services(c: httpx.Client, run: Run) -> Any:
     return values
 
 
+def probe_dashboards(c: httpx.Client, run: Run) -> Any:
+    page = c.get("/dashboards")
+    page.raise_for_status()
+    uids = set(re.findall(r'href="/dashboards/([\w-]+)\?', page.text)) - {"new", "import"}
+    assert {"service-overview", "business-kpis"} <= uids, f"dashboards listed: {uids}"
+    view = c.get("/dashboards/service-overview")
+    view.raise_for_status()
+    assert view.text.count('data-testid="panel"') >= 6
+    return uids
+
+
 def probe_zipkin_services(c: httpx.Client, run: Run) -> Any:
     r = c.get("/api/v2/services")
     r.raise_for_status()
@@ -239,6 +250,7 @@ PROBES: dict[str, Callable[[httpx.Client, Run], Any]] = {
     "payment_errors": probe_payment_errors,
     "loki_services": probe_loki_services,
     "zipkin_services": probe_zipkin_services,
+    "dashboards": probe_dashboards,
     "wide_trace": probe_wide_trace,
     "dependencies": probe_dependencies,
     "log_to_trace": probe_log_to_trace,
@@ -345,6 +357,10 @@ def test_every_service_has_logs(run: Run) -> None:
     assert set(SERVICES) <= run.evidence("loki_services")
 
 
+def test_the_shipped_dashboards_are_listed(run: Run) -> None:
+    assert {"service-overview", "business-kpis"} <= run.evidence("dashboards")
+
+
 def test_every_service_has_traces(run: Run) -> None:
     assert set(SERVICES) <= run.evidence("zipkin_services")
 
@@ -408,12 +424,14 @@ def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals) -> None:
     assert out.rstrip().endswith("pitwall demo: stopped")
 
 
-def test_a_child_that_cannot_start_fails_the_run_cleanly(tmp_path: Path) -> None:
+def test_a_taken_port_fails_the_run_before_anything_starts(tmp_path: Path) -> None:
+    # Issue 22: a second demo on a taken port used to pass its readiness check against the other server.
     with socket_in_use() as port:
         proc = _start_demo(port, tmp_path, "--duration", "30")
         out = _finish(proc)
     assert proc.returncode == 1, out
-    assert "pitwall exited with code" in out or "pitwall not ready" in out, out
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out, out
+    assert "starting pitwall" not in out
     assert _own_processes(str(tmp_path)) == []
 
 

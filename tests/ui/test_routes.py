@@ -132,6 +132,10 @@ async def test_trace_view_and_not_found(client: httpx.AsyncClient) -> None:
     assert page.text.count("span-row critical") >= 3
     assert "card declined" in page.text  # the failed span's status message
     assert "order.validated" in page.text  # an event
+    summary = page.text[page.text.index('class="summary"'):][:700]
+    assert re.search(r"\d errors?</span>\s+· started", summary), summary  # issue 22: "6 errors· started"
+    service = await client.get("/services/payment")
+    assert re.search(r"Logs of payment</a>\s+· <a", service.text)
     missing = await client.get("/traces/" + "ab" * 16)
     assert missing.status_code == 404 and "not found" in missing.text
     search = await client.get("/traces", params={"service": "payment", "status": "error"})
@@ -179,6 +183,29 @@ async def test_panel_fragment(client: httpx.AsyncClient) -> None:
     assert 'class="pw-chart" data-src="/ui/api/chart?expr=rate' in ts.text
     missing = await client.get("/ui/panel/req/5/0")
     assert "no such panel" in missing.text
+
+
+async def test_panel_legend_thresholds_and_widths(client: httpx.AsyncClient) -> None:
+    import time
+
+    await _write_metrics(client, int(time.time() * 1000))
+    r = await client.post("/dashboards/_new/edit", data={"yaml": (
+        "title: Legend\ntime: {from: now-30m, to: now}\n"
+        "rows: [{panels: [{title: N, type: stat, query: 'count(req_total)', legend: 'all {{job}}',"
+        " thresholds: [{value: 2, color: orange}, {value: 3, color: red}], width: 4},"
+        " {title: T, type: timeseries, query: 'rate(req_total[1m])', legend: '{{instance}} of {{job}}'}]}]\n")})
+    assert r.status_code == 303, r.text
+    view = await client.get("/dashboards/legend")
+    assert "grid-column: span 4" in view.text and "grid-column: span 8" in view.text  # the rest of the row
+    assert "from=now-30m" in view.text  # the dashboard's default range
+    stat = await client.get("/ui/panel/legend/0/0")
+    assert re.search(r'data-testid="stat-value" style="color: red">3<', stat.text)  # 3 reaches the red step
+    assert ">all <" in stat.text  # count() has no job label: {{job}} is empty
+    ts = await client.get("/ui/panel/legend/0/1")
+    src = re.search(r'data-src="([^"]+)"', ts.text)
+    assert src is not None and "legend=" in src.group(1)
+    chart = (await client.get(src.group(1).replace("&amp;", "&"))).json()
+    assert sorted(s["name"] for s in chart["series"]) == ["i0 of api", "i1 of api", "i2 of api"]
 
 
 async def test_grafana_import(client: httpx.AsyncClient) -> None:

@@ -53,7 +53,8 @@ def render(directory: Path, targets: dict[str, str], webhook_url: str) -> Render
     out.alertmanager_file.write_text(
         string.Template(shipped_text(ALERTMANAGER_FILE)).substitute(webhook_url=webhook_url))
     text = string.Template(shipped_text(PITWALL_FILE)).substitute(
-        **targets, rules_file=str(out.rules_file), alertmanager_file=str(out.alertmanager_file))
+        **targets, rules_file=str(out.rules_file), alertmanager_file=str(out.alertmanager_file),
+        dashboards_dir=str(resources.files("pitwall.demo").joinpath("dashboards")))
     settings: dict[str, Any] = yaml.safe_load(text)
     known = known_settings()
     out.skipped = [k for k in settings if k not in known]

@@ -1,16 +1,26 @@
 """YAML dashboards: provisioned from a folder, edited in the UI and saved to the state store.
 
-The format (shared with ``pitwall.demo.dashboards``)::
+The format (the demo's dashboards in ``pitwall/demo/dashboards/`` use it too)::
 
     title: Checkout
     refresh: 30s            # optional
-    time: 1h                # optional default range
+    time: 1h                # optional default range; Grafana's {from: now-1h, to: now} works too
     variables:
       - {name: service, label: Service, query: label_values(traces_span_metrics_calls_total, service_name)}
     rows:
       - title: Traffic
         panels:
-          - {title: Requests, type: timeseries, datasource: prometheus, query: 'sum(rate(x{s="$service"}[5m]))', unit: req/s}
+          - {title: Requests, type: timeseries, datasource: prometheus, query: 'sum(rate(x{s="$service"}[5m]))', unit: req/s,
+             legend: '{{route}}', width: 8}
+          - {title: Errors, type: stat, query: 'sum(increase(errors_total[5m]))',
+             thresholds: [{value: 1, color: orange}, {value: 20, color: red}], width: 4}
+
+Panel fields beyond the query: ``legend`` names each series as Grafana's
+``legendFormat`` does (``{{label}}`` replaced by the series' label value);
+``thresholds`` colour a stat or gauge value with the colour of the highest
+threshold it reaches; ``limit`` caps the lines of a logs panel or the traces
+of a traces panel; ``width`` (1-12 of the row's twelve columns) sizes panels
+as Grafana's grid does (panels without one share what is left).
 
 Panel types: timeseries, stat, gauge, table, logs, traces; datasources:
 prometheus (PromQL), loki (LogQL), traces (a trace search such as
@@ -28,24 +38,35 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, insert, select
 
 from pitwall.core.errors import BadData, NotFound
 from pitwall.storage.state import StateStore, ui_dashboards
 
-__all__ = ["Dashboard", "DashboardStore", "Panel", "Row", "Variable", "from_grafana", "parse_dashboard",
-           "substitute"]
+__all__ = ["Dashboard", "DashboardStore", "Panel", "Row", "Threshold", "Variable", "from_grafana",
+           "parse_dashboard", "substitute"]
 
 PanelType = Literal["timeseries", "stat", "gauge", "table", "logs", "traces"]
 Datasource = Literal["prometheus", "loki", "traces"]
+_ALLOWED_TYPES: dict[str, frozenset[str]] = {  # what each datasource's panels can draw
+    "prometheus": frozenset({"timeseries", "stat", "gauge", "table"}),
+    "loki": frozenset({"logs", "timeseries"}),
+    "traces": frozenset({"traces"}),
+}
+_VAR_REF = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
 
 
 class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class Threshold(_M):
+    value: float
+    color: str = Field(pattern=r"^(#[0-9a-fA-F]{3,8}|[a-z]+)$")
 
 
 class Panel(_M):
@@ -58,11 +79,36 @@ class Panel(_M):
     min: float | None = None
     max: float | None = None
     description: str = ""
+    legend: str = Field("", max_length=200)
+    thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
+    limit: int | None = Field(None, ge=1, le=5000)  # default: 50 log lines, 20 traces
+    width: int | None = Field(None, ge=1, le=12)
+
+    @model_validator(mode="after")
+    def _type_fits_datasource(self) -> Panel:
+        if self.type not in _ALLOWED_TYPES[self.datasource]:
+            raise ValueError(f"a {self.type} panel cannot show {self.datasource} data "
+                             f"(allowed: {', '.join(sorted(_ALLOWED_TYPES[self.datasource]))})")
+        return self
+
+    def color_of(self, value: float) -> str:
+        """The colour of the highest threshold ``value`` reaches ("" below all of them)."""
+        reached = [t for t in self.thresholds if value >= t.value]
+        return max(reached, key=lambda t: t.value).color if reached else ""
 
 
 class Row(_M):
     title: str = ""
     panels: list[Panel] = Field(default_factory=list)
+
+    def spans(self) -> list[int] | None:
+        """Columns (of 12) per panel when any panel sets ``width``; None keeps the automatic layout."""
+        if not any(p.width for p in self.panels):
+            return None
+        free = [p for p in self.panels if not p.width]
+        left = max(12 - sum(p.width or 0 for p in self.panels), 0)
+        share = max(left // len(free), 1) if free else 0
+        return [p.width or share or 12 for p in self.panels]
 
 
 class Variable(_M):
@@ -72,14 +118,38 @@ class Variable(_M):
     default: str = ""
 
 
+_GRAFANA_TIME = re.compile(r"^now-(\d+[smhdwy])$")
+
+
+def _default_range(v: Any) -> Any:
+    """``1h``, or Grafana's ``{from: now-1h, to: now}`` (the only shape a default range takes here)."""
+    if isinstance(v, dict):
+        m = _GRAFANA_TIME.match(str(v.get("from", "")))
+        if set(v) - {"from", "to"} or str(v.get("to", "now")) != "now" or not m:
+            raise ValueError("must be a duration such as 1h or {from: now-<duration>, to: now}")
+        return m.group(1)
+    return v
+
+
 class Dashboard(_M):
     title: str
     description: str = ""
     refresh: str = ""
-    time: str = "1h"
+    time: Annotated[str, BeforeValidator(_default_range)] = "1h"
     tags: list[str] = Field(default_factory=list)
     variables: list[Variable] = Field(default_factory=list)
     rows: list[Row] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _variables_defined(self) -> Dashboard:
+        names = {v.name for v in self.variables}
+        for r in self.rows:
+            for p in r.panels:
+                for m in _VAR_REF.finditer(p.query):
+                    ref = m.group(1) or m.group(2)
+                    if ref not in names and not ref.startswith("__"):
+                        raise ValueError(f"panel {p.title!r} uses undefined variable ${ref}")
+        return self
 
 
 def parse_dashboard(text: str, source: str = "dashboard") -> Dashboard:
@@ -95,8 +165,8 @@ def parse_dashboard(text: str, source: str = "dashboard") -> Dashboard:
         lines = []
         for err in e.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            lines.append(f"{loc}: {msg}")
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}" if loc else msg)
         raise BadData(f"{source}: " + "; ".join(lines)) from None
 
 

@@ -15,7 +15,7 @@ from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.ui.dashboards import Dashboard, Panel, from_grafana, substitute, to_yaml, variable_query
 from pitwall.ui.pages_signals import trace_filter
-from pitwall.ui.queries import query_error
+from pitwall.ui.queries import legend_name, query_error
 from pitwall.ui.timerange import TimeRange
 from pitwall.ui.web import Pages, call
 
@@ -175,31 +175,36 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
                 if p.type in ("stat", "gauge"):
                     vec = await call(deps.metrics.vector, query, tr.end_ms, tenant)
                     vals = [(lb, v) for lb, v in vec]
-                    ctx["stats"] = [{"name": _name(lb), "value": v,
+                    ctx["stats"] = [{"name": legend_name(p.legend, dict(lb)) if p.legend else _name(lb), "value": v,
+                                     "color": p.color_of(v),
                                      "arc": _gauge_arc(v, p.min if p.min is not None else 0.0,
                                                        p.max if p.max is not None else _auto_max(v, p.unit))}
                                     for lb, v in vals[:12]]
                 elif p.type == "table":
                     ctx["table"] = await call(deps.metrics.table, query, tr.end_ms, tenant)
                 else:
-                    ctx["chart_src"] = "/ui/api/chart?" + urlencode({"expr": query, **tr.params()})
+                    ctx["chart_src"] = "/ui/api/chart?" + urlencode({"expr": query, **_legend(p), **tr.params()})
             elif p.datasource == "loki":
                 if deps.logs is None:
                     raise BadData("the logs pillar is not available")
                 if p.type == "logs":
-                    res = await call(deps.logs.run, query, tr, 50, 100, tenant)
+                    res = await call(deps.logs.run, query, tr, p.limit or 50, 100, tenant)
                     ctx["lines"] = res.lines
                 else:
                     ctx["chart_src"] = "/ui/api/logs/chart?" + urlencode({"query": query, "mode": "metric",
-                                                                         **tr.params()})
+                                                                         **_legend(p), **tr.params()})
             else:
                 if deps.traces is None:
                     raise BadData("the traces pillar is not available")
                 f = trace_filter(trace_params(query), tr.start_ms, tr.end_ms)
-                ctx["traces"] = await call(deps.traces.search, tenant, f, 20)
+                ctx["traces"] = await call(deps.traces.search, tenant, f, p.limit or 20)
         except PitwallError as e:
             ctx["problem"] = query_error(e).message
         return pages.render(request, "_panel.html", "dashboards", tr, **ctx)
+
+
+def _legend(p: Panel) -> dict[str, str]:
+    return {"legend": p.legend} if p.legend else {}
 
 
 def _name(labels: Any) -> str:

@@ -111,7 +111,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
                 res = await call(deps.logs.run, expr, tr, 100, points, tenant_of(request))
                 if res.chart is None:
                     raise BadData("not a metric query")
-                return json_response(res.chart.to_json())
+                return json_response(res.chart.named(p.get("legend", "")).to_json())
             data = await call(deps.logs.volume, expr, tr, points, tenant_of(request))
         except PitwallError as e:
             return json_error(e)

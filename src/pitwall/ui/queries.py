@@ -39,6 +39,7 @@ __all__ = [
     "ServiceStats",
     "TableData",
     "TargetRow",
+    "legend_name",
     "query_error",
     "series_name",
     "sparkline_path",
@@ -79,6 +80,14 @@ def query_error(e: PitwallError) -> QueryError:
     return QueryError(e.message, e.kind)
 
 
+_LEGEND = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+
+def legend_name(fmt: str, labels: dict[str, str]) -> str:
+    """Grafana's ``legendFormat``: each ``{{label}}`` replaced by the series' value of it (missing: empty)."""
+    return _LEGEND.sub(lambda m: labels.get(m.group(1), ""), fmt)
+
+
 def series_name(labels: Labels) -> str:
     name = ""
     rest: list[tuple[str, str]] = []
@@ -114,6 +123,13 @@ class ChartData:
     def to_json(self) -> dict[str, Any]:
         return {"x": self.x, "series": [s.to_json() for s in self.series], "step": self.step_ms / 1000,
                 "warnings": self.warnings}
+
+    def named(self, legend: str) -> ChartData:
+        """The series named by a Grafana ``legendFormat`` (``{{label}}``); unchanged when ``legend`` is empty."""
+        if legend:
+            for s in self.series:
+                s.name = legend_name(legend, s.labels) or s.name
+        return self
 
 
 @dataclass

@@ -108,7 +108,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
                               tenant_of(request))
         except PitwallError as e:
             return json_error(e)
-        return json_response(data.to_json())
+        return json_response(data.named(p.get("legend", "")).to_json())
 
     @r.get("/ui/api/complete")
     async def complete(request: Request) -> Response:
