@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import cramjam
 import httpx
@@ -51,3 +52,48 @@ def test_parse_when() -> None:
     assert parse_when("now", now=1000.0) == 1000.0
     assert parse_when("-1h", now=10_000.0) == 6400.0
     assert parse_when("2026-01-01T00:00:00Z") == 1767225600.0
+
+
+def test_version() -> None:
+    from pitwall import __version__
+
+    out = CliRunner().invoke(app, ["--version"])
+    assert out.exit_code == 0 and out.output.strip() == f"pitwall {__version__}"
+
+
+def test_server_on_a_taken_port_fails_first_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = CliRunner().invoke(app, ["server", "--data-dir", str(tmp_path / "data"), "--listen",
+                                       f"127.0.0.1:{port}"])
+    assert out.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.output
+    assert not (tmp_path / "data").exists()  # nothing was started (no data directory, no stores)
+
+
+def test_help_shows_defaults_and_no_value_for_flags() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "server", "--help"], capture_output=True,
+                         text=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert "(default: ./pitwall-data)" in out and "(default: 127.0.0.1:9900)" in out
+    assert "<bool>" not in out and "--insecure" in out
+    query = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "query", "--help"], capture_output=True,
+                           text=True, env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert "--range" in query and "<bool>" not in query
+
+
+def test_the_cli_starts_without_the_server_imports() -> None:
+    """`pitwall --help` and the client commands do not import the web framework, the stores or uvicorn."""
+    import subprocess
+    import sys
+
+    code = "import sys, pitwall.cli.main; print(sorted(m for m in ('fastapi', 'uvicorn', 'duckdb', 'pitwall.config') " \
+           "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pitwall.alerting.notify.matchers import MatcherError, parse_matchers
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.core.durations import parse_duration_ms
 
@@ -31,6 +30,8 @@ def _call(server: str, token: str | None, method: str, path: str, **kw: Any) -> 
 
 
 def _check_filters(filters: list[str]) -> None:
+    from pitwall.alerting.notify.matchers import MatcherError, parse_matchers
+
     for f in filters:
         try:
             parse_matchers(f)
@@ -85,6 +86,8 @@ def silence_add(
 ) -> None:
     """Silence alerts matching all MATCHERS; prints the new silence id."""
     _check_filters(matchers)
+    from pitwall.alerting.notify.matchers import parse_matchers
+
     ms = [m for text in matchers for m in parse_matchers(text)]
     begins = datetime.fromisoformat(start.replace("Z", "+00:00")) if start else datetime.now(UTC)
     ends = begins + timedelta(milliseconds=parse_duration_ms(duration))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from pitwall import __version__
@@ -42,8 +44,29 @@ app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl c
     kubeconfig_cmd.kubeconfig)
 
 
+def _hide_flag_types(cmd: Any) -> None:
+    """Flags take no value: show ``--range``, not ``--range <bool>``, in every command's help (duck-typed:
+    typer builds its commands on its own copy of click)."""
+    for p in cmd.params:
+        if getattr(p, "is_flag", False):
+            p.metavar = ""
+    help_option = cmd.get_help_option
+
+    def quiet_help_option(ctx: Any) -> Any:
+        opt = help_option(ctx)
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+    cmd.get_help_option = quiet_help_option
+    for sub in getattr(cmd, "commands", {}).values():
+        _hide_flag_types(sub)
+
+
 def main() -> None:
-    app()
+    cmd = typer.main.get_command(app)
+    _hide_flag_types(cmd)
+    cmd()
 
 
 if __name__ == "__main__":

@@ -7,10 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pitwall.alerting.rules.manager import promql_check
-from pitwall.alerting.rules.rulefmt import parse_rule_file
-from pitwall.alerting.rules.unittest import run_test_files
-
 app = typer.Typer(help="Validate and unit-test Prometheus rule files (like promtool).", no_args_is_help=True)
 
 Files = Annotated[list[str], typer.Argument(help="Rule files (check) or unit test files (test).")]
@@ -18,6 +14,9 @@ Files = Annotated[list[str], typer.Argument(help="Rule files (check) or unit tes
 
 def check_files(files: list[str]) -> int:
     """promtool's ``check rules`` output; returns the exit code."""
+    from pitwall.alerting.rules.manager import promql_check
+    from pitwall.alerting.rules.rulefmt import parse_rule_file
+
     failed = False
     for f in files:
         print(f"Checking {f}")
@@ -42,4 +41,6 @@ def check(files: Files) -> None:
 
 @app.command("test", help="Run promtool-format unit tests for rules.")
 def test(files: Files) -> None:
+    from pitwall.alerting.rules.unittest import run_test_files
+
     raise typer.Exit(run_test_files(files, sys.stdout, sys.stderr))

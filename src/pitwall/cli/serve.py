@@ -1,14 +1,14 @@
-"""``pitwall server``."""
+"""What ``pitwall server`` runs: settings, the listening socket, uvicorn (imported only by that command)."""
 
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
 
 import typer
 import uvicorn
@@ -17,14 +17,8 @@ from pitwall.config import Settings, load_settings
 from pitwall.core.errors import ConfigError
 from pitwall.core.logs import setup_logging
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file.", exists=False)]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory [default: ./pitwall-data].")]
-ListenOpt = Annotated[str | None, typer.Option("--listen", help="HOST:PORT [default: 127.0.0.1:9900].")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow a non-loopback listen address without auth.")]
-RetentionOpt = Annotated[str | None, typer.Option("--retention", help="Sample retention, e.g. 15d.")]
 
-
-def _settings(config: Path | None, data_dir: Path | None, listen: str | None, insecure: bool,
+def settings_from(config: Path | None, data_dir: Path | None, listen: str | None, insecure: bool,
               retention: str | None) -> Settings:
     storage = {"retention": retention} if retention else None
     try:
@@ -68,14 +62,30 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now; a port in use exits at once, naming it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        typer.echo(f"pitwall: cannot listen on {host}:{port}: {e.strerror or e} "
+                   "(is another pitwall running? choose another address with --listen)", err=True)
+        raise typer.Exit(1) from None
+    return sock
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests first."""
     from pitwall.server import create_app
 
     setup_logging(settings.log_level, settings.log_format)
+    sock = _listen_socket(settings.host, settings.port)  # first: a taken port fails before anything starts
     try:
         app = create_app(settings)
     except ConfigError as e:
+        sock.close()
         typer.echo(f"pitwall: {e.message}", err=True)
         raise typer.Exit(2) from None
     config = uvicorn.Config(
@@ -92,17 +102,6 @@ def run(settings: Settings) -> None:
     )
     app.state.reloaders.append(tls_reloader(config))
     server = _Server(config)
-    server.run()
+    server.run(sockets=[sock])
     if not server.started:
         sys.exit(1)
-
-
-def server(
-    config: ConfigOpt = None,
-    data_dir: DataDirOpt = None,
-    listen: ListenOpt = None,
-    insecure: InsecureOpt = False,
-    retention: RetentionOpt = None,
-) -> None:
-    run(_settings(config, data_dir, listen, insecure, retention))
-

@@ -94,6 +94,10 @@ class DemoRun:
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> int:
     """Run the demo until the duration ends or a signal arrives; 0 on a clean run."""
+    problem = _listen_problem(options.listen)
+    if problem:  # before anything starts: a taken port would pass the readiness check against another server
+        echo(f"pitwall demo: {problem}")
+        return 1
     work_dir = options.work_dir or Path(tempfile.mkdtemp(prefix="pitwall-demo-"))
     stop = threading.Event()
     # --duration counts from the command's start, so a 60 s run ends after about 60 s.
@@ -118,6 +122,20 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> int:
                 shutil.rmtree(work_dir, ignore_errors=True)
             echo("pitwall demo: stopped")
     return code
+
+
+def _listen_problem(listen: str) -> str:
+    """Why pitwall could not listen on ``listen`` (HOST:PORT), or "" when the address is free."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, int(port)))
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            return f"cannot listen on {listen}: {why} (is another pitwall running? choose another with --listen)"
+    return ""
 
 
 def _ports() -> dict[str, int]:
