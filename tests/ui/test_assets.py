@@ -44,3 +44,16 @@ def test_templates_load_only_shipped_assets() -> None:
                 "/ui/static/vendor/uPlot.min.css"):
         assert ref in base
         assert (VENDOR / Path(ref).name).exists()
+
+
+def test_a_missing_asset_is_logged_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    from pitwall.ui import wiring
+
+    assert wiring.missing_assets() == []
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "htmx.min.js").write_text("x")
+    monkeypatch.setattr(wiring, "STATIC", tmp_path)
+    with caplog.at_level("WARNING", logger="pitwall.ui.wiring"):
+        assert wiring.missing_assets() == ["uPlot.iife.min.js", "uPlot.min.css"]
+    assert "the asset uPlot.min.css is missing" in caplog.text

@@ -7,6 +7,7 @@ component tree; ``UIPart`` follows the wiring contract of ``core.lifecycle.Part`
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +23,15 @@ from pitwall.ui.alerts_view import AlertsView
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.logs_view import LogsView
 from pitwall.ui.queries import MetricsView
-from pitwall.ui.routes import ui_router
+from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
 from pitwall.ui.traces_view import TracesView
 from pitwall.ui.web import UIDeps
 from pitwall.ui.workloads_view import WorkloadsSource
 
-__all__ = ["UIPart", "build_ui"]
+__all__ = ["UIPart", "build_ui", "missing_assets"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,4 +81,18 @@ def build_ui(
         dashboards=DashboardStore(settings.dashboards_dir, state),
         workloads=workloads,
     )
+    if settings.enabled:
+        missing_assets()
     return UIPart(deps)
+
+
+VENDOR_ASSETS = ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css")
+
+
+def missing_assets() -> list[str]:
+    """The shipped browser assets that are absent (a broken install), each logged as a warning."""
+    missing = [n for n in VENDOR_ASSETS if not (STATIC / "vendor" / n).is_file()]
+    for name in missing:
+        log.warning("ui: the asset %s is missing from %s: charts and live updates will not work; reinstall "
+                    "pitwall (or run `make assets` in a checkout)", name, STATIC / "vendor")
+    return missing
