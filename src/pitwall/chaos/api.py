@@ -10,16 +10,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, PAUSE_ANNOTATION
+from pitwall.core.errors import BadData, BodyTooLarge
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
 from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = ["chaos_router", "halt_all"]
+
+MAX_RUN_REPORT_BYTES = 64 << 10
+
+
+async def _small_json(request: Request) -> dict[str, Any]:
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > MAX_RUN_REPORT_BYTES:
+            raise BodyTooLarge(f"run report larger than {MAX_RUN_REPORT_BYTES} bytes")
+    try:
+        doc = orjson.loads(bytes(buf))
+    except orjson.JSONDecodeError as e:
+        raise BadData(f"run report: invalid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("status"), str):
+        raise BadData("run report: an object with a string status is required")
+    return doc
 
 
 async def halt_all(client: KubeClient) -> list[str]:
@@ -61,6 +80,15 @@ def chaos_router(client: KubeClient, report: ChaosReport) -> APIRouter:
         paused = await halt_all(client)
         await report.halt(who, paused)
         return JSONResponse({"status": "halted", "paused": paused})
+
+    @r.post("/runs")
+    async def run_report(request: Request) -> JSONResponse:
+        """A Chaos Toolkit run (``pitwall chaos run --report``) onto the change stream and the counters."""
+        doc = await _small_json(request)
+        status = "deviated" if doc.get("deviated") else str(doc["status"])[:32]
+        details: dict[str, Any] = {k: doc[k] for k in ("file", "start", "end", "rollbacks", "status", "deviated") if k in doc}
+        await report.run(str(doc.get("title") or "")[:256], status, details)
+        return JSONResponse({"recorded": True, "status": status})
 
     @r.get("/experiments")
     async def list_experiments() -> JSONResponse:
