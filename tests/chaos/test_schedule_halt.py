@@ -167,3 +167,21 @@ async def test_halt_pauses_everything_and_records_a_change(kube: KubeAPI, chaos:
 async def _paused(kube: KubeAPI, name: str) -> bool:
     c = await conds(kube, "NetworkChaos", name)
     return c.get("Paused", ("",))[0] == "True"
+
+
+async def test_created_paused_selects_once_resumed(kube: KubeAPI, chaos: ChaosReport) -> None:
+    await pods(kube, 1, app="later")
+    await kube.client.create({"apiVersion": API, "kind": "NetworkChaos",
+                              "metadata": {"name": "p", "namespace": "default",
+                                           "annotations": {"experiment.chaos-mesh.org/pause": "true"}},
+                              "spec": {"action": "loss", "mode": "all", "loss": {"loss": "10"},
+                                       "selector": {"labelSelectors": {"app": "later"}}}})
+    await until(lambda: _paused(kube, "p"))
+    assert (await conds(kube, "NetworkChaos", "p"))["Selected"][0] == "False"
+    await kube.client.patch(API, "NetworkChaos", "p",
+                            {"metadata": {"annotations": {"experiment.chaos-mesh.org/pause": None}}},
+                            namespace="default")
+
+    async def selected() -> bool:
+        return (await conds(kube, "NetworkChaos", "p")).get("Selected", ("",))[0] == "True"
+    await until(selected)

@@ -167,12 +167,12 @@ class ChaosReconciler:
                 await record_event(self.client, obj, "Warning", "Failed", f"Failed to select targets: {e}", COMPONENT)
                 await self._write_status(obj, phase, None, str(e) if why_not == "" else why_not, selected_reason=str(e))
                 return None
-        records = records or []
+        records = records or []  # none selected yet (paused, or nothing matched): selected when it runs
         self._index(key, records)
         if fault is not None:
             for r in records:
                 await self._step(obj, fault, r, phase)
-        await self._write_status(obj, phase, records, why_not)
+        await self._write_status(obj, phase, records or None, why_not)
         if deleting and all(r["phase"] == NOT_INJECTED for r in records):
             await self._drop_finalizer(obj)
             return None
