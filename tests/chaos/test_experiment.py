@@ -199,3 +199,17 @@ def test_invalid_experiments_are_refused_with_the_reason(exp: dict[str, Any], me
     with pytest.raises(ExperimentError) as e:
         validate_experiment(exp)
     assert message in str(e.value)
+
+
+def test_continuous_hypothesis_fail_fast(tmp_path: Path) -> None:
+    flag = tmp_path / "broken"
+    exp = _exp(**{"steady-state-hypothesis": {"title": "h", "probes": [
+        {"type": "probe", "name": "not-broken", "tolerance": False,
+         "provider": {"type": "python", "module": "os.path", "func": "exists", "arguments": {"path": str(flag)}}}]}},
+        method=[_py("break", "touch", path=str(flag)), _py("wait", "sleep_then", s=1.0, v=None)],
+        runtime={"hypothesis": {"strategy": "continuously", "frequency": 0.2, "fail_fast": True}})
+    journal = run_experiment(exp)
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    during = journal["steady_states"]["during"]
+    assert during and during[-1]["steady_state_met"] is False
+    assert journal["status"] == "failed"

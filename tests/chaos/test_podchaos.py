@@ -275,3 +275,31 @@ async def _gone(env: Env, kind: str, name: str) -> bool:
     except Exception:
         return True
     return False
+
+
+@pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed")
+async def test_stress_reverted_when_its_target_pod_goes_away(env: Env) -> None:
+    await env.client.create(deployment("gone", 1))
+    [p] = await until(lambda: _n(running_pods(env, "gone"), 1), 30)
+    name = p["metadata"]["name"]
+    await env.client.create(chaos("StressChaos", "orphan", {"mode": "one", "selector": {"labelSelectors": {"app": "gone"}},
+                                                            "stressors": {"cpu": {"workers": 1, "load": 10}}}))
+    await until(lambda: _injected(env, "StressChaos", "orphan"), 20)
+    import orjson
+
+    from pitwall.chaos.faults import _group_members
+
+    [kv] = (await env.store.range("/pitwall/chaos/stressors/", limit=10)).kvs
+    pgid = orjson.loads(kv.value)["pgid"]
+    await env.client.delete("v1", "Pod", name, "default")  # the Deployment makes another; the stressor must go
+    await until(lambda: _none(_group_members(pgid)), 30)
+
+    async def reported() -> Any:
+        obj = await env.chaos("StressChaos", "orphan")
+        [r] = obj["status"]["experiment"]["containerRecords"]
+        ops = [(e["type"], e["operation"]) for e in r.get("events") or []]
+        return r["recoveredCount"] == 1 and ("Failed", "Apply") in ops and r["phase"] == "Not Injected"
+    await until(reported, 20)
+    failed = [c for c in await env.changes.between(0, 2**62) if "apply failed" in c.summary]
+    messages = [c.details["message"] for c in failed]
+    assert failed and len(messages) == len(set(messages)), messages  # a retry of the same failure: reported once

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 MAX_EVENTS = 10  # per record, as Chaos Mesh's controller config (oldest dropped)
 COMPONENT = "chaos-controller-manager"
+RETRY_S = 2.0
 
 
 def _action(obj: Obj) -> str:
@@ -177,7 +178,7 @@ class ChaosReconciler:
             await self._drop_finalizer(obj)
             return None
         if fault is not None and any(r["phase"] != (INJECTED if phase == "Run" else NOT_INJECTED) for r in records):
-            return 1.0  # a failed apply/recover is retried (a target not running yet, a store hiccup)
+            return RETRY_S  # a failed apply/recover is retried (a target not running yet, a store hiccup)
         if fault is not None and phase == "Run" and not fault.one_shot:
             return min(until, 5.0) if until is not None else 5.0  # check the fault is still in place
         return until
@@ -219,6 +220,9 @@ class ChaosReconciler:
         try:
             await fn(obj, r["id"])
         except (FaultError, ChaosSpecError, OSError) as e:
+            last = (r.get("events") or [{}])[-1]
+            if last.get("type") == "Failed" and last.get("operation") == op and last.get("message") == str(e):
+                return  # the same failure again (a retry): reported once
             _push(r, _event("Failed", op, str(e)))
             await record_event(self.client, obj, "Warning", "Failed", f"Failed to {op.lower()} chaos: {e}", COMPONENT)
             await self.report.fault(op, self.kind, action, exp, r["id"], ok=False, message=str(e))

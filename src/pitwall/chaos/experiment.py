@@ -520,14 +520,19 @@ class Run:
                          state["probes"][-1]["activity"]["name"] if state["probes"] else "")
 
     def _continuously(self) -> None:
-        while not self._stop_hypothesis.wait(self.frequency):
+        """Every ``frequency`` seconds during the method; with fail-fast a deviation fails the run at once."""
+        while not self._stop_hypothesis.is_set():
+            if self.journal["status"] in ("failed", "interrupted", "aborted"):
+                return
             state = self.hypothesis()
             if state is None:
                 return
             self.journal["steady_states"]["during"].append(state)
             if not state["steady_state_met"] and self.fail_fast:
+                log.info("Terminating immediately the experiment: the steady state deviated")
                 self.journal["status"] = "failed"
                 return
+            self._stop_hypothesis.wait(self.frequency)
 
     # -- method and rollbacks --
 
@@ -606,7 +611,8 @@ class Run:
                     self._stop_hypothesis.set()
                     if hypo_thread is not None:
                         hypo_thread.join()
-                    if self.journal["status"] not in ("interrupted", "aborted") and ssh and \
+                    # a fail-fast deviation during the method stays failed (Chaos Toolkit rewrites it)
+                    if self.journal["status"] not in ("interrupted", "aborted", "failed") and ssh and \
                             strategy in ("default", "after-method-only", "continuously"):
                         self._deviation()
             except Interrupted as i:

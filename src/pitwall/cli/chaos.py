@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,8 +56,9 @@ def run(
         None,
     var_file: Annotated[Path | None, typer.Option("--var-file", help="JSON/YAML with configuration and secrets "
                                                   "entries (as Chaos Toolkit's).")] = None,
-    report: Annotated[bool, typer.Option("--report/--no-report",
-                                         help="Record the run as a change event on the server.")] = False,
+    report: Annotated[bool | None, typer.Option(
+        "--report/--no-report", help="Record the run as a change event on the server (default: when PITWALL_URL "
+                                     "is set).")] = None,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
@@ -71,7 +73,7 @@ def run(
     except ExperimentError as e:
         fail("pitwall chaos", f"invalid experiment: {e}", 1)
     journal_path.write_text(json.dumps(journal, indent=2, ensure_ascii=False, default=str))
-    if report:
+    if report or (report is None and os.environ.get("PITWALL_URL")):
         _report(server, token, journal, file)
     if journal["status"] != "completed" or journal["deviated"]:
         raise typer.Exit(1)
