@@ -303,3 +303,19 @@ async def test_stress_reverted_when_its_target_pod_goes_away(env: Env) -> None:
     failed = [c for c in await env.changes.between(0, 2**62) if "apply failed" in c.summary]
     messages = [c.details["message"] for c in failed]
     assert failed and len(messages) == len(set(messages)), messages  # a retry of the same failure: reported once
+
+
+async def test_pod_failure_on_a_never_restart_pod_runs_it_again(env: Env) -> None:
+    await env.client.create({"apiVersion": "v1", "kind": "Pod",
+                             "metadata": {"name": "once", "namespace": "default", "labels": {"app": "once"}},
+                             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                                      "containers": [{"name": "main", "image": "python:3.11",
+                                                      "command": [PY, "-u", "-c", SLEEPER]}]}})
+    await until(lambda: _n(running_pods(env, "once"), 1), 30)
+    await env.client.create(chaos("PodChaos", "fail-once", {"action": "pod-failure", "mode": "all", "duration": "2s",
+                                                            "selector": {"labelSelectors": {"app": "once"}}}))
+    await until(lambda: _injected(env, "PodChaos", "fail-once"), 20)
+    await until(lambda: _recovered(env, "PodChaos", "fail-once"), 20)
+    await until(lambda: _n(running_pods(env, "once"), 1), 30)
+    st = (await env.client.get("v1", "Pod", "once", "default"))["status"]
+    assert st["phase"] == "Running" and st["containerStatuses"][0]["restartCount"] >= 1

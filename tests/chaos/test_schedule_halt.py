@@ -185,3 +185,21 @@ async def test_created_paused_selects_once_resumed(kube: KubeAPI, chaos: ChaosRe
     async def selected() -> bool:
         return (await conds(kube, "NetworkChaos", "p")).get("Selected", ("",))[0] == "True"
     await until(selected)
+
+
+async def test_network_chaos_target_side_has_its_own_records(kube: KubeAPI, chaos: ChaosReport) -> None:
+    await pods(kube, 2, app="front")
+    await pods(kube, 3, app="back")
+    await kube.client.create({"apiVersion": API, "kind": "NetworkChaos",
+                              "metadata": {"name": "part", "namespace": "default"},
+                              "spec": {"action": "partition", "mode": "all", "direction": "both",
+                                       "selector": {"labelSelectors": {"app": "front"}},
+                                       "target": {"mode": "fixed", "value": "2",
+                                                  "selector": {"labelSelectors": {"app": "back"}}}}})
+
+    async def records() -> list[dict[str, Any]] | None:
+        obj = await kube.client.get(API, "NetworkChaos", "part", "default")
+        return ((obj.get("status") or {}).get("experiment") or {}).get("containerRecords")
+    recs = await until(records)
+    assert sorted(r["id"] for r in recs if r["selectorKey"] == ".") == ["default/front-0", "default/front-1"]
+    assert len([r for r in recs if r["selectorKey"] == ".Target"]) == 2

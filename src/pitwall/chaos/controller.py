@@ -203,8 +203,17 @@ class ChaosReconciler:
             containers = None
         elif self.kind in ("IOChaos", "TimeChaos"):
             containers = [str(c) for c in spec.get("containerNames") or []]
-        return [{"id": t, "selectorKey": ".", "phase": NOT_INJECTED, "injectedCount": 0, "recoveredCount": 0}
-                for t in target_ids(chosen, containers)]
+        records = [{"id": t, "selectorKey": ".", "phase": NOT_INJECTED, "injectedCount": 0, "recoveredCount": 0}
+                   for t in target_ids(chosen, containers)]
+        target = spec.get("target") if self.kind == "NetworkChaos" else None
+        if isinstance(target, dict) and target.get("selector") is not None:
+            # the other side of a NetworkChaos (direction to/from/both), selected with its own mode
+            others = await select_pods(self.client, obj["metadata"]["namespace"], target.get("selector") or {})
+            if others:
+                picked = filter_by_mode(others, str(target.get("mode") or ""), str(target.get("value") or ""))
+                records += [{"id": t, "selectorKey": ".Target", "phase": NOT_INJECTED, "injectedCount": 0,
+                             "recoveredCount": 0} for t in target_ids(picked, None)]
+        return records
 
     async def _step(self, obj: Obj, fault: Fault, r: Obj, phase: str) -> None:
         exp = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"

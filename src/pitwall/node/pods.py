@@ -364,6 +364,7 @@ class PodWorker:
             restart = code != 0 and self.policy != "Never"
         else:
             restart = self.policy == "Always" or (self.policy == "OnFailure" and code != 0)
+        restart = restart or (self.held and not c.is_init)  # stopped by a pod-failure: runs again once released
         if not restart or self.terminating:
             c.state = {"terminated": term}
             c.done = True
