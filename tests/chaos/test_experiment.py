@@ -213,3 +213,39 @@ def test_continuous_hypothesis_fail_fast(tmp_path: Path) -> None:
     during = journal["steady_states"]["during"]
     assert during and during[-1]["steady_state_met"] is False
     assert journal["status"] == "failed"
+
+
+def test_aborted_run_still_rolls_back(tmp_path: Path) -> None:
+    marker = tmp_path / "rolled"
+    exp = _exp(configuration={"wait": "soon"},
+               method=[{**_py("odd-pause", "value", v=1), "pauses": {"before": "${wait}"}}],
+               rollbacks=[_py("undo", "touch", path=str(marker))])
+    journal = run_experiment(exp)
+    assert journal["status"] == "aborted"
+    assert marker.exists() and [r["status"] for r in journal["rollbacks"]] == ["succeeded"]
+
+
+def test_sigterm_interrupts_the_cli_run_and_rolls_back(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    marker = tmp_path / "rolled"
+    exp = _exp(method=[{"type": "action", "name": "long", "provider": {"type": "process", "path": "sleep",
+                                                                       "arguments": ["30"]}}],
+               rollbacks=[{"type": "action", "name": "undo", "provider": {"type": "process", "path": "touch",
+                                                                          "arguments": [str(marker)]}}])
+    (tmp_path / "exp.json").write_text(json.dumps(exp))
+    proc = subprocess.Popen([str(PITWALL), "chaos", "run", "exp.json"], cwd=tmp_path, stderr=subprocess.PIPE,
+                            env={**os.environ, "PITWALL_URL": ""})
+    assert proc.stderr is not None
+    for line in proc.stderr:  # wait until the method runs
+        if b"Action: long" in line:
+            break
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGTERM)
+    proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(30) == 1
+    journal = json.loads((tmp_path / "journal.json").read_text())
+    assert journal["status"] == "interrupted"
+    assert marker.exists() and [r["activity"]["name"] for r in journal["rollbacks"]] == ["undo"]
