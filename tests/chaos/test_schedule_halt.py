@@ -203,3 +203,14 @@ async def test_network_chaos_target_side_has_its_own_records(kube: KubeAPI, chao
     recs = await until(records)
     assert sorted(r["id"] for r in recs if r["selectorKey"] == ".") == ["default/front-0", "default/front-1"]
     assert len([r for r in recs if r["selectorKey"] == ".Target"]) == 2
+
+
+async def test_container_kill_without_container_names_is_refused(kube: KubeAPI, chaos: ChaosReport) -> None:
+    await pods(kube, 1, app="ck")
+    await kube.client.create({"apiVersion": API, "kind": "PodChaos", "metadata": {"name": "ck", "namespace": "default"},
+                              "spec": {"action": "container-kill", "mode": "one",
+                                       "selector": {"labelSelectors": {"app": "ck"}}}})
+
+    async def reported() -> Any:
+        return (await conds(kube, "PodChaos", "ck")).get("Selected", ("", ""))[1]
+    assert "spec.containerNames" in await until(reported)

@@ -199,6 +199,9 @@ class ChaosReconciler:
         containers: list[str] | None = None
         if self.kind == "StressChaos" or (self.kind == "PodChaos" and _action(obj) == "container-kill"):
             containers = [str(c) for c in spec.get("containerNames") or []]
+            if not containers and _action(obj) == "container-kill":  # Chaos Mesh's webhook refuses it
+                raise ChaosSpecError("spec.containerNames: the name of container is required on container-kill "
+                                     "action")
         elif self.kind in ("NetworkChaos", "HTTPChaos"):
             containers = None
         elif self.kind in ("IOChaos", "TimeChaos"):
