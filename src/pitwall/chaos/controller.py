@@ -120,6 +120,7 @@ class ChaosReconciler:
         self.store = store
         self.report = report
         self._by_pod: dict[str, set[str]] = {}  # "ns/pod" -> experiment keys with a record on it
+        self._faults: dict[str, Fault | None] = {}
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
@@ -135,7 +136,11 @@ class ChaosReconciler:
             self._by_pod.setdefault(f"{ns}/{pod}", set()).add(key)
 
     def _fault(self, obj: Obj) -> Fault | None:
-        return fault_for(self.kind, _action(obj), client=self.client, node=self.node, store=self.store)
+        """One fault object per action, kept: a stressor's process is awaited by the one that started it."""
+        action = _action(obj)
+        if action not in self._faults:
+            self._faults[action] = fault_for(self.kind, action, client=self.client, node=self.node, store=self.store)
+        return self._faults[action]
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")

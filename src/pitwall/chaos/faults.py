@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -199,8 +200,8 @@ def kill_stressor(rec: Obj) -> bool:
     The group is ours when its leader is the recorded process (same start time) or, the leader gone,
     every member is a stress-ng process (its workers)."""
     pgid = int(rec.get("pgid") or 0)
-    if pgid <= 1:
-        return False
+    if pgid <= 1 or rec.get("host", socket.gethostname()) != socket.gethostname():
+        return False  # another machine's (servers sharing an etcd): not a process group here
     members = _group_members(pgid)
     if not members:
         return False
@@ -229,6 +230,7 @@ class Stress:
         self.store = store
         self.binary = binary
         self._procs: dict[str, asyncio.subprocess.Process] = {}
+        self._reapers: set[asyncio.Task[None]] = set()  # each waits for its stressor, so none is left a zombie
 
     @staticmethod
     def key(obj: Obj, target: str) -> str:
@@ -256,10 +258,12 @@ class Stress:
             exe, *argv, "--timeout", "0", stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL, start_new_session=True, preexec_fn=_child_setup)
         rec = {"pgid": proc.pid, "start_ticks": _start_ticks(proc.pid), "pod_uid": pod["metadata"].get("uid"),
-               "target": target, "argv": argv}
+               "target": target, "argv": argv, "host": socket.gethostname()}
         await self.store.put(self.key(obj, target), orjson.dumps(rec))
         self._procs[self.key(obj, target)] = proc
-        asyncio.get_running_loop().create_task(self._reap(self.key(obj, target), proc))
+        reaper = asyncio.get_running_loop().create_task(self._reap(self.key(obj, target), proc))
+        self._reapers.add(reaper)
+        reaper.add_done_callback(self._reapers.discard)
         self.node.attach_group(ns, name, container, proc.pid)
         await asyncio.sleep(0.05)
         if proc.returncode is not None:
