@@ -299,7 +299,10 @@ class Stress:
             return False  # the target is gone: what is left of the fault must go too
         if pod["metadata"].get("uid") != rec.get("pod_uid") or pod["metadata"].get("deletionTimestamp"):
             return False
-        return container in self.node.container_groups(ns, name)
+        if container not in self.node.container_groups(ns, name):
+            return False
+        # a node started again forgets attachments: the stressor's usage keeps counting as the container's
+        return self.node.attach_group(ns, name, container, int(rec["pgid"]))
 
 
 async def sweep_stressors(store: RevStore, exists: Any) -> int:
