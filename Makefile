@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server
+PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng
 
 .PHONY: assets demo server test lint typecheck pytest bench peers venv clean
 

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pitwall import __version__
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
+from pitwall.chaos.wiring import ChaosPart, build_chaos_part
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
@@ -79,7 +80,7 @@ class Components:
     def parts(self) -> list[Part]:
         cp = self.control_plane
         control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
-                                                      cp.traffic]
+                                                      cp.traffic, cp.chaos]
         return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
 
     @property
@@ -113,6 +114,7 @@ class ControlPlane:
     node: NodePart
     traffic: TrafficPart
     changes: ChangeLog  # the change-event stream every capability reports to (the incident timeline reads it)
+    chaos: ChaosPart
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
@@ -120,15 +122,20 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
     metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
     changes = ChangeLog(kube.store)
+    controllers = build_controllers_part(kube.api, settings, instant=metrics.instant, changes=changes)
+    # Pods' output goes to the log store, their resource usage to the metric store.
+    node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
+                           node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
     return ControlPlane(
         kube=kube,
-        controllers=build_controllers_part(kube.api, settings, instant=metrics.instant, changes=changes),
+        controllers=controllers,
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
-        # Pods' output goes to the log store, their resource usage to the metric store.
-        node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
-                             node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr),
+        node=node,
         traffic=build_traffic_part(kube.api),
         changes=changes,
+        # Faults act on pods through the node; every one is a change event and a series.
+        chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
+                               election=controllers.election),
     )
 
 

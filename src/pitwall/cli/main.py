@@ -8,6 +8,7 @@ import typer
 
 from pitwall import __version__
 from pitwall.cli import alerts as alerts_cmd
+from pitwall.cli import chaos as chaos_cmd
 from pitwall.cli import demo as demo_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
@@ -40,6 +41,7 @@ app.add_typer(traces_cmd.app, name="traces")
 app.add_typer(rules_cmd.app, name="rules")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
+app.add_typer(chaos_cmd.app, name="chaos")
 app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl context for this server.")(
     kubeconfig_cmd.kubeconfig)
 

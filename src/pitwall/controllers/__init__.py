@@ -4,9 +4,11 @@
 leader-gated manager, Events); ``replicaset`` and ``deployment`` are the
 workload controllers; ``wiring`` assembles them (``build_controllers_part``
 for the composition root, ``RECONCILERS`` to register one more);
-``KubeStateMetrics`` writes the objects as kube-state-metrics series.
+``KubeStateMetrics`` writes the objects as kube-state-metrics series;
+``Schedule`` (the cron parser) serves every pillar that runs things on a schedule.
 """
 
+from pitwall.controllers.cron import CronError, Schedule, missed_times
 from pitwall.controllers.kube_state_metrics import KubeStateMetrics
 from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler, record_event
 from pitwall.controllers.wiring import (
@@ -20,10 +22,13 @@ __all__ = [
     "ControllerManager",
     "ControllerRunner",
     "ControllersPart",
+    "CronError",
     "KubeStateMetrics",
     "Reconciler",
     "Registration",
+    "Schedule",
     "build_controllers",
     "build_controllers_part",
+    "missed_times",
     "record_event",
 ]

@@ -301,6 +301,44 @@ class Kubelet:
                 return w
         return None
 
+    # -- fault hooks (pitwall.chaos) ---------------------------------------------
+    # Chaos experiments act on pods through these three calls only: they are the
+    # runtime's side of Chaos Mesh's chaos-daemon (kill a container, attach a
+    # stressor to a pod's cgroup, make a pod fail for a while).
+
+    def container_groups(self, namespace: str, name: str) -> dict[str, int]:
+        """The process group of each running container of the pod (empty when not on this node)."""
+        w = self.worker_for(namespace, name)
+        if w is None:
+            return {}
+        return {c.name: c.proc.pid for c in w.containers if c.proc is not None and c.running()}
+
+    def attach_group(self, namespace: str, name: str, container: str, pgid: int, attach: bool = True) -> bool:
+        """Count process group ``pgid``'s CPU and memory as the container's (a stressor run "inside" it),
+        or stop counting it; False when the pod is not on this node."""
+        w = self.worker_for(namespace, name)
+        if w is None:
+            return False
+        groups = w.attached.setdefault(container, set())
+        if attach:
+            groups.add(pgid)
+        else:
+            groups.discard(pgid)
+        return True
+
+    def hold_pod(self, namespace: str, name: str, held: bool) -> bool:
+        """While held, the pod's containers are stopped and not restarted (pod-failure); False when the
+        pod is not on this node. Not persisted: a restarted node runs every pod again."""
+        w = self.worker_for(namespace, name)
+        if w is None:
+            return False
+        w.hold(held)
+        return True
+
+    def is_held(self, namespace: str, name: str) -> bool:
+        w = self.worker_for(namespace, name)
+        return w is not None and w.held
+
     # -- events ----------------------------------------------------------------
 
     def event(self, pod: Obj, type_: str, reason: str, message: str, field_path: str = "",
@@ -355,6 +393,7 @@ class Kubelet:
         while True:
             workers = list(self.workers.values())
             groups = {c.proc.pid for w in workers for c in w.containers if c.proc is not None and c.running()}
+            groups |= {g for w in workers for gs in w.attached.values() for g in gs}
             usage = await asyncio.to_thread(sample_groups, groups) if groups else {}
             for w in workers:
                 w.sample(usage)

@@ -83,6 +83,9 @@ class PodWorker:
         self._volumes: dict[str, Path] = {}
         self._volume_error = ""
         self._tasks: set[asyncio.Task[Any]] = set()
+        # fault hooks (pitwall.chaos): process groups whose usage counts as a container's, and a hold
+        self.attached: dict[str, set[int]] = {}
+        self.held = False
 
     def _runs(self, specs: list[Obj], statuses: list[Obj] | None, init: bool) -> list[ContainerRun]:
         old = {str(st.get("name")): st for st in statuses or []}
@@ -123,6 +126,18 @@ class PodWorker:
         self.gone = self.terminating = True
         self._wake.set()
 
+    def hold(self, held: bool) -> None:
+        """Stop the containers and keep them stopped (``held``), or let them run again at once."""
+        self.held = held
+        for c in self.containers:
+            if held and c.proc is not None:
+                c.kill_reason = "PodFailure"
+                self._job(c.proc.stop(0))
+            elif not held:
+                c.next_start = 0.0
+                c.backoff = BackOff(c.backoff.initial, c.backoff.maximum, c.backoff.reset)
+        self._wake.set()
+
     def stop_for_shutdown(self) -> None:
         self.shutdown = self.terminating = True
         self._wake.set()
@@ -159,7 +174,9 @@ class PodWorker:
                 await self._start(c)
             return
         for c in self.containers:
-            if c.proc is None and not c.done and time.monotonic() >= c.next_start:
+            if self.held and c.proc is None and not c.done:
+                c.state = {"waiting": {"reason": "PodFailure", "message": "stopped by a pod-failure chaos"}}
+            elif c.proc is None and not c.done and time.monotonic() >= c.next_start:
                 await self._start(c)
         if all(c.done for c in self.containers):
             self.finished = True
@@ -347,6 +364,7 @@ class PodWorker:
             restart = code != 0 and self.policy != "Never"
         else:
             restart = self.policy == "Always" or (self.policy == "OnFailure" and code != 0)
+        restart = restart or (self.held and not c.is_init)  # stopped by a pod-failure: runs again once released
         if not restart or self.terminating:
             c.state = {"terminated": term}
             c.done = True
@@ -379,23 +397,29 @@ class PodWorker:
             u = usage.get(c.proc.pid)
             if u is None:
                 continue
+            pids, rss = dict(u.pids), u.rss
+            for g in self.attached.get(c.name, ()):  # a stressor attached by a chaos experiment
+                extra = usage.get(g)
+                if extra is not None:
+                    pids.update(extra.pids)
+                    rss += extra.rss
             for pid, cpu in c.pid_cpu.items():
-                if pid not in u.pids:
+                if pid not in pids:
                     c.cpu_dead += cpu
-            c.pid_cpu = dict(u.pids)
-            c.rss = u.rss
+            c.pid_cpu = pids
+            c.rss = rss
             c.cpu_samples = [*c.cpu_samples[-1:], (now, c.cpu_total)]
             limit = ((c.spec.get("resources") or {}).get("limits") or {}).get("memory")
             if limit is not None and c.kill_reason != "OOMKilled":
                 try:
-                    over = u.rss > parse_quantity(limit)
+                    over = rss > parse_quantity(limit)
                 except ValueError:
                     over = False
                 if over:
                     c.kill_reason = "OOMKilled"
                     c.proc.killpg(9)
                     log.info("node: %s/%s container %s above its memory limit (%d bytes): killed",
-                             self.namespace, self.name, c.name, u.rss)
+                             self.namespace, self.name, c.name, rss)
 
     # -- status ----------------------------------------------------------------
 

@@ -1,0 +1,97 @@
+"""``/api/chaos/v1``: the global halt-all (Gremlin's Halt) and a list of experiments.
+
+``POST /api/chaos/v1/halt`` sets Chaos Mesh's pause annotation on every
+chaos object and Schedule in every namespace; the controllers then recover
+every fault (a paused experiment's desired phase is Stop) and Schedules stop
+spawning. Resume one with ``kubectl annotate ... experiment.chaos-mesh.org/pause-``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from pitwall.chaos.events import ChaosReport
+from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, PAUSE_ANNOTATION
+from pitwall.core.errors import BadData, BodyTooLarge
+from pitwall.core.http_errors import error_router
+from pitwall.core.tenancy import PRINCIPAL_KEY
+from pitwall.kube import KubeClient, NotFoundError
+
+__all__ = ["chaos_router", "halt_all"]
+
+MAX_RUN_REPORT_BYTES = 64 << 10
+
+
+async def _small_json(request: Request) -> dict[str, Any]:
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > MAX_RUN_REPORT_BYTES:
+            raise BodyTooLarge(f"run report larger than {MAX_RUN_REPORT_BYTES} bytes")
+    try:
+        doc = orjson.loads(bytes(buf))
+    except orjson.JSONDecodeError as e:
+        raise BadData(f"run report: invalid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("status"), str):
+        raise BadData("run report: an object with a string status is required")
+    return doc
+
+
+async def halt_all(client: KubeClient) -> list[str]:
+    """Pause every chaos object and Schedule; returns ``Kind ns/name`` of those newly paused."""
+    paused: list[str] = []
+    for kind in (*CHAOS_KINDS, "Schedule", "Workflow"):
+        for obj in (await client.list(API_VERSION, kind)).items:
+            m = obj["metadata"]
+            if (m.get("annotations") or {}).get(PAUSE_ANNOTATION) == "true" or m.get("deletionTimestamp"):
+                continue
+            try:
+                await client.patch(API_VERSION, kind, m["name"], {"metadata": {"annotations": {PAUSE_ANNOTATION: "true"}}},
+                                   namespace=m["namespace"])
+            except NotFoundError:
+                continue
+            paused.append(f"{kind} {m['namespace']}/{m['name']}")
+    return paused
+
+
+async def experiments(client: KubeClient) -> list[dict[str, Any]]:
+    out = []
+    for kind in CHAOS_KINDS:
+        for obj in (await client.list(API_VERSION, kind)).items:
+            st = obj.get("status") or {}
+            out.append({"kind": kind, "namespace": obj["metadata"]["namespace"], "name": obj["metadata"]["name"],
+                        "desiredPhase": (st.get("experiment") or {}).get("desiredPhase", ""),
+                        "conditions": {c["type"]: c["status"] for c in st.get("conditions") or []},
+                        "targets": [r["id"] for r in (st.get("experiment") or {}).get("containerRecords") or []]})
+    return out
+
+
+def chaos_router(client: KubeClient, report: ChaosReport) -> APIRouter:
+    r = error_router("native", prefix="/api/chaos/v1", tags=["chaos"])
+
+    @r.post("/halt")
+    async def halt(request: Request) -> JSONResponse:
+        principal = request.scope.get(PRINCIPAL_KEY)
+        who = getattr(principal, "name", "") or "anonymous"
+        paused = await halt_all(client)
+        await report.halt(who, paused)
+        return JSONResponse({"status": "halted", "paused": paused})
+
+    @r.post("/runs")
+    async def run_report(request: Request) -> JSONResponse:
+        """A Chaos Toolkit run (``pitwall chaos run --report``) onto the change stream and the counters."""
+        doc = await _small_json(request)
+        status = "deviated" if doc.get("deviated") else str(doc["status"])[:32]
+        details: dict[str, Any] = {k: doc[k] for k in ("file", "start", "end", "rollbacks", "status", "deviated") if k in doc}
+        await report.run(str(doc.get("title") or "")[:256], status, details)
+        return JSONResponse({"recorded": True, "status": status})
+
+    @r.get("/experiments")
+    async def list_experiments() -> JSONResponse:
+        return JSONResponse({"experiments": await experiments(client)})
+
+    return r

@@ -1,0 +1,122 @@
+"""Builds the chaos pillar: Chaos Mesh's CRDs, a controller per kind plus Schedules (leader-gated like the
+other controllers), the startup sweep of faults left by a previous run, and the halt-all API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from pitwall.chaos.api import chaos_router
+from pitwall.chaos.controller import ChaosReconciler
+from pitwall.chaos.crds import chaos_mesh_crds
+from pitwall.chaos.events import ChaosReport
+from pitwall.chaos.faults import NodeHooks, sweep_stressors
+from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
+from pitwall.chaos.schedule import ScheduleReconciler
+from pitwall.controllers import ControllerManager, ControllerRunner
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeSink
+from pitwall.kube import KubeAPI, KubeClient, NotFoundError
+from pitwall.metrics import Appender
+from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.election import Election
+
+__all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
+
+
+def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
+                        report: ChaosReport) -> list[ControllerRunner]:
+    """A runner per chaos kind and one for Schedules (start them after the API)."""
+    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report), workers=2,
+                                resync_s=30.0) for k in CHAOS_KINDS]
+    runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
+    return runners
+
+
+class _Sweep:
+    """On start, before the controllers: kill stressors whose experiment is gone (deleted while pitwall was
+    down); faults of experiments that still exist are reconciled by their controller."""
+
+    name = "chaos-sweep"
+
+    def __init__(self, client: KubeClient, store: RevStore) -> None:
+        self.client = client
+        self.store = store
+        self.removed = 0
+
+    async def _exists(self, ns: str, name: str) -> bool:
+        try:
+            await self.client.get(API_VERSION, "StressChaos", name, ns)
+        except NotFoundError:
+            return False
+        return True
+
+    async def start(self) -> None:
+        self.removed = await sweep_stressors(self.store, self._exists)
+
+    async def stop(self) -> None:
+        return None
+
+
+class _Counters(Collector):
+    def __init__(self, report: ChaosReport) -> None:
+        self.report = report
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        r = self.report
+        for name, doc, counter in (("pitwall_chaos_injections", "Faults injected, by kind and action.", r.injections),
+                                   ("pitwall_chaos_recoveries", "Faults reverted, by kind and action.", r.recoveries),
+                                   ("pitwall_chaos_failures", "Fault applies/recoveries that failed.", r.failures)):
+            fam = CounterMetricFamily(name, doc, labels=["kind", "action"])
+            for (kind, action), n in sorted(counter.items()):
+                fam.add_metric([kind, action], float(n))
+            yield fam
+        runs = CounterMetricFamily("pitwall_chaos_runs", "Chaos Toolkit runs reported, by status.",
+                                   labels=["status"])
+        for status, n in sorted(r.runs.items()):
+            runs.add_metric([status], float(n))
+        yield runs
+        yield CounterMetricFamily("pitwall_chaos_halts", "Halt-all requests.", value=float(r.halts))
+
+
+@dataclass
+class ChaosPart:
+    """The chaos pillar as a part of the server (after the node and the controllers)."""
+
+    client: KubeClient
+    store: RevStore
+    report: ChaosReport
+    manager: ControllerManager
+    name: str = "chaos"
+    sweep: _Sweep = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sweep = _Sweep(self.client, self.store)
+
+    def components(self) -> Sequence[Component]:
+        return [self.sweep, self.manager]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(chaos_router(self.client, self.report), server_wide=True)]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        metrics.registry.register(_Counters(self.report))
+
+
+def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
+                     appender: Appender | None = None, election: Election | None = None) -> ChaosPart:
+    """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
+    injecting through ``node`` (the kubelet), reporting to ``changes`` and ``appender``; with ``election``
+    (the controllers'), they run only on the leader."""
+    kube.add_builtin_crds(chaos_mesh_crds())
+    report = ChaosReport(changes, appender)
+    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report)
+    return ChaosPart(kube.client, kube.store, report, ControllerManager(runners, election=election))
