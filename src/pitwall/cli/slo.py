@@ -27,8 +27,8 @@ WindowsPath = Annotated[str, typer.Option("--slo-period-windows-path",
                                           help="Directory of AlertWindows files replacing the 28d/30d catalog.")]
 
 
-def _options(extra_labels: list[str], period: str, windows: str, strict: bool, **flags: bool) -> tuple[
-        GenerateOptions, int]:
+def _options(extra_labels: list[str], period: str, windows: str, strict: bool, *, disable_alerts: bool = False,
+             disable_recordings: bool = False) -> tuple[GenerateOptions, int]:
     labels = {}
     for kv in extra_labels:
         k, sep, v = kv.partition("=")
@@ -41,7 +41,8 @@ def _options(extra_labels: list[str], period: str, windows: str, strict: bool, *
         raise typer.BadParameter(str(e), param_hint="--default-slo-period") from None
     catalog = WindowsCatalog.from_dir(windows, strict=strict) if windows else WindowsCatalog(strict=strict)
     catalog.get(period_ms)  # an unsupported default period fails before any file is read (as Sloth)
-    return GenerateOptions(extra_labels=labels, windows=catalog, **flags), period_ms
+    return GenerateOptions(extra_labels=labels, windows=catalog, disable_alerts=disable_alerts,
+                           disable_recordings=disable_recordings), period_ms
 
 
 @app.command("generate", help="Print the Prometheus rules generated from SLO spec files.")
@@ -90,9 +91,9 @@ def validate(
         raise typer.Exit(1)
     failed = False
     for v in validate_paths(files, opts, period_ms, ignore_duplicates=ignore_duplicates):
-        for e in v.errors:
+        for problem in v.errors:
             failed = True
-            print(f"{v.file}: {e}", file=sys.stderr)
+            print(f"{v.file}: {problem}", file=sys.stderr)
     if failed:
         print("validation failed", file=sys.stderr)
         raise typer.Exit(1)
