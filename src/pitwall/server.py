@@ -45,6 +45,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
@@ -71,6 +72,7 @@ class Components:
     rules: RulesPart
     ui: UIPart
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
+    slo: SLOPart | None = None  # after the control plane: its controller watches the kube API
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
@@ -79,7 +81,9 @@ class Components:
         cp = self.control_plane
         control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
                                                       cp.traffic]
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
+        slo: list[Part] = [] if self.slo is None else [self.slo]
+        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, *slo,
+                self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -175,6 +179,8 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
+    slo = build_slo_part(settings, kube=cp.kube.api if cp is not None else None, rules=rules.manager,
+                         instant=metrics.instant)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -182,7 +188,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, control_plane=cp,
+        notifications=notifications, rules=rules, ui=ui, control_plane=cp, slo=slo,
     )
 
 
