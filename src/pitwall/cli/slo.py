@@ -60,7 +60,10 @@ def generate(
     try:
         opts, period_ms = _options(extra_labels, period, windows, strict_periods, disable_alerts=disable_alerts,
                                    disable_recordings=disable_recordings)
-        text = generate_files(files, opts, period_ms)
+        notes: list[str] = []
+        text = generate_files(files, opts, period_ms, notes)
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
     except (PitwallError, ValueError) as e:
         print(f"error: {getattr(e, 'message', e)}", file=sys.stderr)
         raise typer.Exit(1) from None

@@ -58,6 +58,7 @@ class SLOStatus:
     queries: dict[str, str] = field(default_factory=dict)
     recorded: dict[str, float | None] = field(default_factory=dict)
     source: str = ""  # "namespace/name" of the PrometheusServiceLevel
+    notes: list[str] = field(default_factory=list)  # e.g. an interpolated latency threshold
 
     def to_json(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -148,4 +149,5 @@ class SLOService:
             period=period, window="rolling", at_ms=at_ms, error_ratio_period=ratio_p, error_ratio_now=ratio_now,
             burn_rate_period=burn_p, burn_rate_now=burn_now, budget_remaining=remaining,
             breaching=remaining is not None and remaining <= 0, arithmetic=arithmetic,
-            queries={"period_error_ratio": q_period, "current_error_ratio": q_now}, recorded=recorded, source=src)
+            queries={"period_error_ratio": q_period, "current_error_ratio": q_now}, recorded=recorded, source=src,
+            notes=list(slo.notes))

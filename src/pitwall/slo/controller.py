@@ -102,6 +102,9 @@ class SLOController:
             await record_event(self.client, obj, "Normal", "RulesGenerated",
                                f"{len(results)} SLOs: rules loaded into the rule manager", COMPONENT)
             await self._change(obj, group.slos[0].service if group.slos else name, generation, len(results))
+            for s in group.slos:
+                for note in s.notes:
+                    await record_event(self.client, obj, "Normal", "SLIInterpolated", f"{s.id}: {note}", COMPONENT)
         return None
 
     async def _failed(self, obj: dict[str, Any], status: dict[str, Any], generation: int, message: str) -> None:

@@ -36,9 +36,12 @@ def discover(path: str | Path, include: str = "", exclude: str = "") -> list[Pat
     return out
 
 
-def generate_files(paths: Sequence[str | Path], opts: GenerateOptions, default_period_ms: int) -> str:
-    """The rule file(s) for ``paths`` as ``pitwall slo generate`` prints them."""
+def generate_files(paths: Sequence[str | Path], opts: GenerateOptions, default_period_ms: int,
+                   notes: list[str] | None = None) -> str:
+    """The rule file(s) for ``paths`` as ``pitwall slo generate`` prints them; SLO notes go to ``notes``."""
     groups = load_files(paths, default_period_ms)
+    if notes is not None:
+        notes.extend(f"{s.id}: {n}" for g in groups for s in g.slos for n in s.notes)
     docs: list[tuple[SLOGroup, Sequence[SLOResult]]] = [(g, generate_group(g, opts)) for g in groups]
     from pitwall.slo.generate import info_version
 

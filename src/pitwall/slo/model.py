@@ -62,6 +62,7 @@ class SLO:
     ticket: AlertMeta = field(default_factory=AlertMeta)
     plugins: tuple[PluginRef, ...] = ()
     override_plugins: bool = False
+    notes: tuple[str, ...] = ()  # what a user should know (an interpolated latency threshold)
 
 
 @dataclass(frozen=True)

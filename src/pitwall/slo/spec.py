@@ -205,6 +205,25 @@ def _plugins(n: _Node) -> tuple[bool, list[PluginRef]]:
     return n.flag("overridePrevious"), chain
 
 
+def _sli_plugin(n: _Node) -> tuple[SLI, tuple[str, ...]]:
+    """pitwall's built-in SLI plugin; Sloth's other SLI plugins are Go code, not loadable here."""
+    from pitwall.slo.latency import PLUGIN_ID, histogram_latency_sli
+
+    if n.text("id") != PLUGIN_ID:
+        raise n.fail(f"SLI plugin {n.text('id')!r} is not available (SLI plugins are Go code loaded by Sloth); "
+                     f"use events, raw or {PLUGIN_ID}", "id")
+    opts = n.child("options")
+    buckets = [b.strip() for b in opts.text("buckets").split(",") if b.strip()]
+    try:
+        lat = histogram_latency_sli(opts.text("metric"), opts.number("threshold"), buckets or None,
+                                    opts.text("filter"))
+    except SpecError as e:
+        raise n.fail(e.message.partition(": ")[2], "options." + e.message.split(":")[0].rsplit(".", 1)[-1]) from None
+    except ValueError as e:
+        raise n.fail(f"not a number: {e}", "options.buckets") from None
+    return lat.sli, (lat.note,) if lat.interpolated else ()
+
+
 def _alert(alerting: _Node, which: str) -> AlertMeta:
     a = alerting.child(which)
     if a.flag("disable"):
@@ -238,11 +257,12 @@ def _sloth(node: _Node, period_ms: int, *, k8s: bool) -> SLOGroup:
         else:
             plugins += chain
         sli_n = s.child("sli")
-        if sli_n.mapping().get("plugin") is not None:
-            raise sli_n.fail("SLI plugins (Go code loaded by Sloth) are not supported; use events or raw", "plugin")
         events, raw = sli_n.child("events"), sli_n.child("raw")
         sli = SLI(error_query=events.text(k("error_query")), total_query=events.text(k("total_query")),
                   error_ratio_query=raw.text(k("error_ratio_query")))
+        notes: tuple[str, ...] = ()
+        if sli_n.mapping().get("plugin") is not None:
+            sli, notes = _sli_plugin(sli_n.child("plugin"))
         if events.value is not None and raw.value is not None:
             raise sli_n.fail("only one SLI type is allowed (events or raw)")
         alerting = s.child("alerting")
@@ -252,7 +272,7 @@ def _sloth(node: _Node, period_ms: int, *, k8s: bool) -> SLOGroup:
             objective=s.number("objective"), description=s.text("description"),
             labels={**labels, **s.labels("labels")},
             page=_alert(alerting, k("page_alert")), ticket=_alert(alerting, k("ticket_alert")),
-            plugins=tuple(plugins), override_plugins=override or group_override))
+            plugins=tuple(plugins), override_plugins=override or group_override, notes=notes))
     k8s_meta = None
     if k8s:
         m = node.child("metadata")
