@@ -78,6 +78,10 @@ async def test_object_becomes_rules_and_status(kube: KubeAPI) -> None:
         assert st["processedSLOs"] == 1 and st["promOpRulesGeneratedSLOs"] == 1
         assert st["observedGeneration"] == o["metadata"]["generation"]
         assert st["lastPromOpRulesSuccessfulGenerated"].endswith("Z")
+        async def changed() -> bool:
+            return bool(await changes.between(0, 2**62))
+
+        await eventually(changed)  # recorded right after the status
         events = await changes.between(0, 2**62)
         assert [e.kind for e in events] == ["config"] and events[0].service == "monitoring/myservice"
 
