@@ -94,11 +94,14 @@ async def test_object_becomes_rules_and_status(kube: KubeAPI) -> None:
                                         "monitoring")
             return (cur.get("status") or {}).get("promOpRulesGenerated") is False
 
+        async def warned() -> bool:
+            evs = (await kube.client.list("v1", "Event", "monitoring")).items
+            return any(e["reason"] == "InvalidSLO" and "objective: must be >0 and <=100, got 101" in e["message"]
+                       for e in evs)
+
         await eventually(flagged)
+        await eventually(warned)  # the Event follows the status write
         assert src in sink.groups
-        evs = (await kube.client.list("v1", "Event", "monitoring")).items
-        assert any(e["reason"] == "InvalidSLO" and "objective: must be >0 and <=100, got 101" in e["message"]
-                   for e in evs)
 
         await kube.client.delete("sloth.slok.dev/v1", "PrometheusServiceLevel", "sloth-slo-my-service", "monitoring")
 
