@@ -31,7 +31,7 @@ from pitwall.slo.spec import SPEC_OPENSLO_V1, SPEC_OPENSLO_V1ALPHA, SPEC_SLOTH_K
 from pitwall.slo.validate import render_window, validate_slo
 from pitwall.slo.windows import MWMBAlert, MWMBAlertGroup, WindowsCatalog
 
-__all__ = ["GenerateOptions", "generate_group", "info_version", "label_filter", "prom_duration", "sli_metric"]
+__all__ = ["GenerateOptions", "PluginRequest", "Processor", "generate_group", "info_version", "label_filter", "prom_duration", "sli_metric"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _g(x: float) -> str:
 
 
 @dataclass
-class _Request:
+class PluginRequest:
     slo: SLO
     alerts: MWMBAlertGroup
     info: dict[str, str]
@@ -102,7 +102,7 @@ def _optimized_sli_rule(slo: SLO, window_ms: int, short_ms: int) -> Rule:
     return Rule(expr, record=sli_metric(window_ms), labels={**_id_labels(slo), WINDOW_LABEL: w, **slo.labels})
 
 
-def _sli_rules(req: _Request, optimized: bool = True) -> None:
+def _sli_rules(req: PluginRequest, optimized: bool = True) -> None:
     rules = [_sli_rule(req.slo, w) for w in req.alerts.windows_ms()]
     period = req.slo.period_ms
     rules.append(_optimized_sli_rule(req.slo, period, req.alerts.page_quick.short_ms) if optimized
@@ -115,7 +115,7 @@ def _burn_rate_expr(sli: str, f: str) -> str:
             f"slo:error_budget:ratio{f}\n")
 
 
-def _meta_rules(req: _Request) -> None:
+def _meta_rules(req: PluginRequest) -> None:
     slo = req.slo
     labels = {**_id_labels(slo), **slo.labels}
     ratio = slo.objective / 100
@@ -163,7 +163,7 @@ def _alert_rule(slo: SLO, meta: AlertMeta, quick: MWMBAlert, slow: MWMBAlert) ->
                 annotations={**annotations, **meta.annotations})
 
 
-def _alert_rules(req: _Request) -> None:
+def _alert_rules(req: PluginRequest) -> None:
     rules = []
     if not req.slo.page.disable:
         rules.append(_alert_rule(req.slo, req.slo.page, req.alerts.page_quick, req.alerts.page_slow))
@@ -172,23 +172,23 @@ def _alert_rules(req: _Request) -> None:
     req.rules.alerts = replace(req.rules.alerts, rules=tuple(rules))
 
 
-def _validate(req: _Request) -> None:
+def _validate(req: PluginRequest) -> None:
     validate_slo(req.slo)
 
 
-def _validate_metricsql(req: _Request) -> None:
+def _validate_metricsql(req: PluginRequest) -> None:
     validate_slo(req.slo, check_promql=False)
 
 
-def _noop(req: _Request) -> None:
+def _noop(req: PluginRequest) -> None:
     return None
 
 
-def _debug(req: _Request) -> None:
+def _debug(req: PluginRequest) -> None:
     log.debug("slo plugin debug", extra={"slo": req.slo.id, "rules": len(req.rules.groups())})
 
 
-Processor = Callable[[_Request], None]
+Processor = Callable[[PluginRequest], None]
 CORE = "sloth.dev/core/"
 PLUGINS: dict[str, Processor] = {
     CORE + "validate/v1": _validate,
@@ -203,14 +203,22 @@ DEFAULT_CHAIN: Sequence[Processor] = (_validate, _sli_rules, _meta_rules, _alert
 
 
 def _processor(plugin_id: str, config: object, slo: SLO) -> Processor:
+    from pitwall.slo.contrib import CONTRIB
+
     if plugin_id == CORE + "sli_rules/v1" and isinstance(config, dict) and \
             str(config.get("disableOptimized", "false")).lower() == "true":
         return lambda req: _sli_rules(req, optimized=False)
     p = PLUGINS.get(plugin_id)
-    if p is None:
+    if p is not None:
+        return p
+    factory = CONTRIB.get(plugin_id)
+    if factory is None:
         raise SpecError(f"invalid SLO {slo.id!r}: plugins: SLO plugin {plugin_id!r} is not available in pitwall "
-                        f"(known: {', '.join(sorted(PLUGINS))})")
-    return p
+                        f"(known: {', '.join(sorted([*PLUGINS, *CONTRIB]))})")
+    try:
+        return factory(config if isinstance(config, dict) else {})
+    except (ValueError, TypeError) as e:
+        raise SpecError(f"invalid SLO {slo.id!r}: plugins: {plugin_id}: invalid config: {e}") from None
 
 
 def _chain(slo: SLO) -> list[Processor]:
@@ -253,7 +261,7 @@ def generate_group(group: SLOGroup, opts: GenerateOptions | None = None) -> list
         rules = GeneratedRules(RuleGroup("sloth-slo-sli-recordings-" + slo.id, ()),
                                RuleGroup("sloth-slo-meta-recordings-" + slo.id, ()),
                                RuleGroup("sloth-slo-alerts-" + slo.id, ()))
-        req = _Request(slo, alerts, info, rules)
+        req = PluginRequest(slo, alerts, info, rules)
         for p in _chain(slo):
             p(req)
         if opts.disable_alerts:
