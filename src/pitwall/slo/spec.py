@@ -112,6 +112,9 @@ class _Node:
         return out
 
 
+_LOADER = getattr(yaml, "CBaseLoader", yaml.BaseLoader)  # libyaml's parser when PyYAML has it
+
+
 def _parse(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=yaml.BaseLoader)
