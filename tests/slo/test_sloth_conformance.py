@@ -119,3 +119,14 @@ def test_validate_duplicates() -> None:
     for sub in ("prom", "k8s", "openslo"):
         assert any("SLO duplicated" in e for e in _failed(dup / sub)), sub
     assert _failed(dup / "bad-prom-multi-duplicates.yaml")
+
+
+@pytest.mark.parametrize("query", ['{{printf "%99999999d" 1}}[{{.window}}]', '{{printf "%*d" 99999999 1}}[{{.window}}]',
+                                   '{{printf "%.99999999f" 1.0}}[{{.window}}]'])
+def test_template_cannot_allocate_gigabytes(tmp_path: Path, query: str) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"version: prometheus/v1\nservice: s\nslos:\n  - name: a\n    objective: 99\n"
+                    f"    sli: {{raw: {{error_ratio_query: '{query}'}}}}\n"
+                    "    alerting: {page_alert: {disable: true}, ticket_alert: {disable: true}}\n")
+    with pytest.raises(SpecError, match="printf: width"):
+        generate_files([spec], GenerateOptions(), 30 * DAY)

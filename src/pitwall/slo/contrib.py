@@ -18,11 +18,11 @@ from dataclasses import replace
 from typing import Any
 
 from pitwall.core.durations import parse_duration_ms
-from pitwall.core.gotemplate import Template
 from pitwall.slo.errors import SpecError
 from pitwall.slo.generate import PluginRequest, Processor, label_filter, sli_metric
 from pitwall.slo.model import Rule
 from pitwall.slo.promfmt import prom_duration
+from pitwall.slo.validate import render_template
 
 __all__ = ["CONTRIB"]
 
@@ -31,7 +31,7 @@ NUMERATOR_CORRECTION = "slo:numerator_correction:ratio"
 
 
 def _render(text: str, data: dict[str, str]) -> str:
-    return Template("sliExpr").option("missingkey=error").parse(text).execute(data)
+    return render_template(text, data)
 
 
 def _ids(req: PluginRequest) -> dict[str, str]:

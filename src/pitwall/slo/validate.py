@@ -4,19 +4,39 @@ from __future__ import annotations
 
 import re
 
+from pitwall.core.gofmt import go_sprintf
 from pitwall.core.gotemplate import Template, TemplateError
 from pitwall.slo.errors import SpecError
 from pitwall.slo.model import SLO, AlertMeta
 
-__all__ = ["NAME_RE", "render_window", "validate_slo"]
+__all__ = ["NAME_RE", "render_template", "render_window", "validate_slo"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][-A-Za-z0-9_.]*[A-Za-z0-9]$")
 _WINDOW_VAR_RE = re.compile(r"{{ *\.window *}}")
 
 
+_MAX_WIDTH = 4096
+_WIDTH_RE = re.compile(r"%[-+# 0]*(\d*)(?:\.(\d*))?")
+
+
+def _printf(fmt: str, *args: object) -> str:
+    # A spec is user input: "%9999999999d" would allocate gigabytes, so widths are bounded.
+    if "*" in fmt:
+        raise TemplateError(f"printf: widths from arguments (*) are not allowed in {fmt!r}")
+    for m in _WIDTH_RE.finditer(fmt):
+        if any(g and int(g) > _MAX_WIDTH for g in m.groups()):
+            raise TemplateError(f"printf: width or precision over {_MAX_WIDTH} in {fmt!r}")
+    return go_sprintf(fmt, *args)
+
+
+def render_template(text: str, data: dict[str, str]) -> str:
+    """``text`` as Go's text/template renders it (missingkey=error), ``printf`` widths bounded."""
+    return Template("sliExpr", {"printf": _printf}).option("missingkey=error").parse(text).execute(data)
+
+
 def render_window(query: str, window: str) -> str:
-    """``query`` as Go's text/template renders it with ``.window`` (missingkey=error)."""
-    return Template("sliExpr").option("missingkey=error").parse(query).execute({"window": window})
+    """``query`` rendered with ``.window``."""
+    return render_template(query, {"window": window})
 
 
 def _name(value: str, field: str) -> str | None:
