@@ -179,8 +179,8 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
-    slo = build_slo_part(settings, kube=cp.kube.api if cp is not None else None, rules=rules.manager,
-                         instant=metrics.instant)
+    slo = build_slo_part(settings, kube=cp.kube.api, rules=rules.manager, instant=metrics.instant) \
+        if cp is not None else None  # SLOs are Kubernetes objects: none without the control plane
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,

@@ -71,10 +71,6 @@ def kube_source(client: KubeClient) -> Callable[[], Any]:
     return source
 
 
-async def _no_slos() -> list[tuple[SLO, str]]:
-    return []
-
-
 class _Campaign:
     name = "slo-election"
 
@@ -124,11 +120,9 @@ class SLOPart:
                            lambda: float(sum(r.errors for r in m.runners)))
 
 
-def build_slo_part(settings: Any, *, kube: KubeAPI | None, rules: RuleSink, instant: InstantQuery) -> SLOPart:
-    """The part for ``pitwall.config.Settings``; without ``kube`` (kube.enabled false) only the API, empty."""
+def build_slo_part(settings: Any, *, kube: KubeAPI, rules: RuleSink, instant: InstantQuery) -> SLOPart:
+    """The part for ``pitwall.config.Settings`` over ``kube`` (call before ``kube`` starts: CRDs go in)."""
     query = instant_values(instant)
-    if kube is None:
-        return SLOPart(SLOService(_no_slos, query))
     kube.add_builtin_crds(builtin_crds())
     controller = SLOController(kube.client, rules, changes=ChangeLog(kube.store))
     election = None
