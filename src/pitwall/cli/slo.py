@@ -2,17 +2,22 @@
 
 ``generate`` prints the Prometheus rule file (or, for a Kubernetes
 ``PrometheusServiceLevel``, the PrometheusRule) that Sloth would write;
-``validate`` checks every spec below a path, as ``sloth validate`` does.
+``validate`` checks every spec below a path, as ``sloth validate`` does;
+``status`` asks a server's error budget API.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import PitwallError
 from pitwall.slo.files import discover, generate_files, validate_paths
@@ -101,3 +106,38 @@ def validate(
         print("validation failed", file=sys.stderr)
         raise typer.Exit(1)
     print(f"Validation succeeded: {len(files)} files")
+
+
+def _pct(x: object) -> str:
+    return "-" if not isinstance(x, (int, float)) else f"{100 * x:.2f}%"
+
+
+def _num(x: object) -> str:
+    return "-" if not isinstance(x, (int, float)) else f"{x:.3g}"
+
+
+@app.command("status", help="Error budgets from a server: every SLO, or one with its arithmetic.")
+def status(
+    name: Annotated[str | None, typer.Argument(help="An SLO's sloth_id (<service>-<slo>).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    path = "/api/slo/v1/slos" + (f"/{name}" if name else "")
+    resp = call("pitwall", "GET", server, path, token=token, timeout=60)
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {resp.text.strip()}")
+    body = resp.json()
+    if output == "json":
+        print(json.dumps(body, indent=2))
+        return
+    slos = [body] if name else body["slos"]
+    table = Table("SLO", "OBJECTIVE", "PERIOD", "BUDGET LEFT", "BURN NOW", "BURN PERIOD", "BREACHING")
+    for s in slos:
+        table.add_row(s["name"], _pct(s["objective"]), s["period"], _pct(s["budget_remaining"]),
+                      _num(s["burn_rate_now"]), _num(s["burn_rate_period"]), "yes" if s["breaching"] else "no")
+    console = Console(width=140)
+    console.print(table)
+    if name:
+        for line in [*body["arithmetic"], *[f"note: {n}" for n in body.get("notes", [])]]:
+            console.print(line, highlight=False)
