@@ -52,6 +52,19 @@ def test_kubectl_apply_sloth_example(tmp_path: Path) -> None:
         assert groups == ["sloth-slo-alerts-myservice-requests-availability",
                           "sloth-slo-meta-recordings-myservice-requests-availability",
                           "sloth-slo-sli-recordings-myservice-requests-availability"]
+        # A restart rebuilds the generated groups from the stored object (nothing was written to a file).
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc = start_pitwall_process(data, port, config=cfg)
+        wait_ready(url, proc=proc, verify=False)
+        again: list[str] = []
+        for _ in range(200):
+            rules = httpx.get(url + "/api/v1/rules", headers=headers, verify=False).json()
+            again = [g["name"] for g in rules["data"]["groups"] if g["file"] == "slo:monitoring/sloth-slo-my-service"]
+            if again:
+                break
+            time.sleep(0.1)
+        assert again == groups
         slos = httpx.get(url + "/api/slo/v1/slos", headers=headers, verify=False).json()["slos"]
         assert [s["name"] for s in slos] == ["myservice-requests-availability"]
         assert slos[0]["objective"] == pytest.approx(0.999) and slos[0]["error_ratio_period"] is None  # no data
