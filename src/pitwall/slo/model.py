@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitwall.slo.promfmt import prom_duration
+
 __all__ = ["SLI", "SLO", "AlertMeta", "GeneratedRules", "PluginRef", "Rule", "RuleGroup", "SLOGroup", "SLOResult"]
 
 
@@ -107,11 +109,9 @@ class RuleGroup:
     interval_ms: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        from pitwall.slo.promfmt import prom_duration as format_duration_ms
-
         out: dict[str, Any] = {"name": self.name}
         if self.interval_ms:
-            out["interval"] = format_duration_ms(self.interval_ms)
+            out["interval"] = prom_duration(self.interval_ms)
         out["rules"] = [r.as_dict() for r in self.rules]
         return out
 

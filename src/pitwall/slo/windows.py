@@ -153,6 +153,8 @@ def load_windows(text: str, where: str = "windows") -> Windows:
     if not isinstance(doc, dict) or doc.get("apiVersion") != "sloth.slok.dev/v1" or doc.get("kind") != "AlertWindows":
         raise SpecError(f"{where}: invalid spec version: want apiVersion sloth.slok.dev/v1, kind AlertWindows")
     spec = doc.get("spec") or {}
+    if not isinstance(spec, dict) or not all(isinstance(spec.get(k) or {}, dict) for k in ("page", "ticket")):
+        raise SpecError(f"{where}: spec, spec.page and spec.ticket must be mappings")
 
     def dur(v: Any, path: str) -> int:
         try:
@@ -163,7 +165,12 @@ def load_windows(text: str, where: str = "windows") -> Windows:
     def win(sev: str, speed: str) -> Window:
         w = ((spec.get(sev) or {}).get(speed)) or {}
         path = f"{sev}.{speed}"
-        out = Window(float(w.get("errorBudgetPercent") or 0), dur(w.get("shortWindow"), path + ".shortWindow"),
+        try:
+            pct = float(w.get("errorBudgetPercent") or 0)
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}: spec.{path}.errorBudgetPercent: not a number: "
+                            f"{w.get('errorBudgetPercent')!r}") from None
+        out = Window(pct, dur(w.get("shortWindow"), path + ".shortWindow"),
                      dur(w.get("longWindow"), path + ".longWindow"))
         for value, name in ((out.long_ms, "longWindow"), (out.short_ms, "shortWindow"),
                             (out.error_budget_percent, "errorBudgetPercent")):
