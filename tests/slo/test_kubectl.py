@@ -15,9 +15,9 @@ from tests.conftest import free_port, start_pitwall_process, wait_ready
 from tests.kube.conftest import KUBECTL
 from tests.kube.test_pitwall_server import TOKEN, _kubectl_for, _tls_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
-
 EXAMPLES = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "wave2" / "sloth" / "examples"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180),
+              pytest.mark.skipif(not EXAMPLES.exists(), reason="../shared is not beside the repo")]
 
 
 def test_kubectl_apply_sloth_example(tmp_path: Path) -> None:
