@@ -1,7 +1,9 @@
 """SLOs as Sloth generates them: Sloth ``prometheus/v1``, Kubernetes ``PrometheusServiceLevel`` and
 OpenSLO specs -> recording and multi-window multi-burn-rate alerting rules; error budgets.
 
-``__all__`` is the capability's public interface (``tests/test_layout.py``).
+``__all__`` is the capability's public interface (``tests/test_layout.py``). The SLO status other
+capabilities gate on is ``SLOStatusQuery`` (``await slo_status(name) -> SLOStatus``): the composition
+root hands them ``SLOPart.slo_status`` (``pitwall.slo.wiring``).
 Names load on first use (``pitwall.core.exports``).
 """
 
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 from pitwall.core.exports import lazy_exports
 
 if TYPE_CHECKING:
+    from pitwall.slo.budget import SLOService, SLOStatus, SLOStatusQuery
     from pitwall.slo.errors import SLONotFound, SpecError
     from pitwall.slo.generate import GenerateOptions, generate_group
     from pitwall.slo.model import SLO, SLOGroup, SLOResult
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
     from pitwall.slo.windows import WindowsCatalog
 
 _EXPORTS = {
+    "SLOService": "pitwall.slo.budget",
+    "SLOStatus": "pitwall.slo.budget",
+    "SLOStatusQuery": "pitwall.slo.budget",
     "GenerateOptions": "pitwall.slo.generate",
     "SLO": "pitwall.slo.model",
     "SLOGroup": "pitwall.slo.model",
@@ -39,6 +45,9 @@ __all__ = [
     "SLOGroup",
     "SLONotFound",
     "SLOResult",
+    "SLOService",
+    "SLOStatus",
+    "SLOStatusQuery",
     "SpecError",
     "WindowsCatalog",
     "generate_group",
