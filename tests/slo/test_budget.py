@@ -56,3 +56,28 @@ async def test_no_data_and_unknown_name() -> None:
     assert st.to_json()["burn_rate_now"] is None
     with pytest.raises(SLONotFound):
         await svc.slo_status("nope")
+
+
+async def test_calendar_windows_judge_the_period_so_far() -> None:
+    from datetime import UTC, datetime
+
+    from pitwall.core.errors import BadData
+
+    asked: list[str] = []
+
+    def query(expr: str, at_ms: int) -> Sequence[float]:
+        asked.append(expr)
+        return [0.001] if "errors" in expr else []
+
+    # Saturday 2026-12-05 12:00 UTC: the month began 4.5 days ago, the (ISO) week on Monday 30 Nov, 5.5 days ago.
+    now = datetime(2026, 12, 5, 12, tzinfo=UTC).timestamp()
+    svc = SLOService(_source, query, clock=lambda: now)
+    month = await svc.slo_status("pay-availability", calendar="month")
+    assert month.window == "calendar-month" and month.period == "4d12h"
+    assert any("[4d12h]" in q for q in asked)
+    assert month.arithmetic[1] == "error ratio since 2026-12-01T00:00:00Z (4d12h) = 0.001 (query period_error_ratio)"
+    assert month.budget_remaining == pytest.approx(1 - 0.001 / 0.005)
+    week = await svc.slo_status("pay-availability", calendar="week")
+    assert week.window == "calendar-week" and week.period == "5d12h"
+    with pytest.raises(BadData, match='calendar: must be "month" or "week"'):
+        await svc.slo_status("pay-availability", calendar="year")

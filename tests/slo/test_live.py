@@ -122,6 +122,11 @@ async def test_slo_object_to_rules_to_budget(server: httpx.AsyncClient) -> None:
     assert fired["labels"]["sloth_severity"] == "page" and fired["labels"]["sloth_slo"] == "strict"
     assert not any(x["labels"].get("alertname") == "ShopAvailabilityBurn" for x in alerts["data"]["alerts"])
 
+    month = (await c.get("/api/slo/v1/slos/shop-availability", params={"calendar": "month"})).json()
+    assert month["window"] == "calendar-month" and month["burn_rate_period"] == pytest.approx(0.5, rel=1e-9)
+    bad = await c.get("/api/slo/v1/slos/shop-availability", params={"calendar": "year"})
+    assert bad.status_code == 400 and "calendar" in bad.text
+
     listed = (await c.get("/api/slo/v1/slos")).json()["slos"]
     assert [x["name"] for x in listed] == ["shop-availability", "shop-strict"]
     missing = await c.get("/api/slo/v1/slos/nope")
