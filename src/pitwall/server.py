@@ -47,6 +47,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
@@ -79,9 +80,8 @@ class Components:
     @property
     def parts(self) -> list[Part]:
         cp = self.control_plane
-        control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
-                                                      cp.traffic, cp.chaos]
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
+        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules,
+                *(cp.parts() if cp is not None else []), self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -115,9 +115,14 @@ class ControlPlane:
     traffic: TrafficPart
     changes: ChangeLog  # the change-event stream every capability reports to (the incident timeline reads it)
     chaos: ChaosPart
+    slo: SLOPart
+
+    def parts(self) -> list[Part]:
+        """In start order: the API first, then what gives its objects meaning."""
+        return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo]
 
 
-def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
+def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, rules: RulesPart) -> ControlPlane:
     kube = build_kube_part(settings)
     # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
     metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
@@ -136,6 +141,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Faults act on pods through the node; every one is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
                                election=controllers.election),
+        # SLOs are Kubernetes objects whose generated rules the rule manager runs.
+        slo=build_slo_part(settings, kube=kube.api, rules=rules.manager, instant=metrics.instant),
     )
 
 
@@ -186,7 +193,7 @@ def build(settings: Settings) -> Components:
     except BaseException:
         state.close()
         raise
-    cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
+    cp = build_control_plane(settings, metrics, logs, rules) if settings.kube.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,

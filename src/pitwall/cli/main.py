@@ -15,6 +15,7 @@ from pitwall.cli import logs as logs_cmd
 from pitwall.cli import query as query_cmd
 from pitwall.cli import rules as rules_cmd
 from pitwall.cli import server as server_cmd
+from pitwall.cli import slo as slo_cmd
 from pitwall.cli import traces as traces_cmd
 
 app = typer.Typer(help="pitwall: production support for microservices in one process.", no_args_is_help=True,
@@ -39,6 +40,7 @@ app.command("query", help="Run a PromQL query against a pitwall (or Prometheus) 
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(traces_cmd.app, name="traces")
 app.add_typer(rules_cmd.app, name="rules")
+app.add_typer(slo_cmd.app, name="slo")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
 app.add_typer(chaos_cmd.app, name="chaos")

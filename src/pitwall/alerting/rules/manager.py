@@ -22,7 +22,7 @@ from pitwall.alerting.rules.alerting_rule import AlertingRule
 from pitwall.alerting.rules.base import QueryFunc
 from pitwall.alerting.rules.group import AppendFunc, Group, Rule
 from pitwall.alerting.rules.recording_rule import RecordingRule
-from pitwall.alerting.rules.rulefmt import ExprCheck, GroupSpec, parse_rule_file
+from pitwall.alerting.rules.rulefmt import ExprCheck, GroupSpec, parse_rule_file, parse_rules
 from pitwall.core.errors import ConfigError
 from pitwall.metrics import Querier
 
@@ -108,6 +108,9 @@ class RuleManager:
         self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._started = False
         self._restored_once = False
+        # Groups added at run time by a source that is not a file (an SLO object, ...): source -> specs.
+        self._generated: dict[str, list[GroupSpec]] = {}
+        self._swap_lock = asyncio.Lock()  # one swap at a time: reloads and generated groups interleave otherwise
 
     def load(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> list[Group]:
         """Parse rule files per language into groups; raises ConfigError listing every error."""
@@ -136,8 +139,45 @@ class RuleManager:
     async def update(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> None:
         """Swap in the groups of ``files``; on a load error the running rules stay."""
         new_groups = self.load(files, options)
-        if options is not None:
-            self.options = options
+        async with self._swap_lock:
+            if options is not None:
+                self.options = options
+            await self._swap(new_groups + self._generated_groups())
+
+    def _generated_groups(self) -> list[Group]:
+        query, _check = self.languages["promql"]
+        specs = [s for source in sorted(self._generated) for s in self._generated[source]]
+        return build_groups(specs, query, self.options, append=self.append, notify=self.notify,
+                            restored=self._restored_once or self.querier is None)
+
+    async def set_rule_groups(self, source: str, text: str) -> None:
+        """Add or replace the groups of ``source`` (a name that is not a file, e.g. ``slo:ns/name``) from
+        rule-file YAML, live, as a reload would; ConfigError (promtool's messages) changes nothing."""
+        _query, check = self.languages["promql"]
+        specs, errs = parse_rules(text, source, check)
+        if errs:
+            raise ConfigError(f"{source}: " + "\n".join(errs))
+        await self._replace_generated(source, specs)
+
+    async def remove_rule_groups(self, source: str) -> None:
+        """Drop the groups of ``source`` (their series get staleness markers); unknown sources are ignored."""
+        if source in self._generated:
+            await self._replace_generated(source, None)
+
+    def generated_sources(self) -> list[str]:
+        return sorted(self._generated)
+
+    async def _replace_generated(self, source: str, specs: list[GroupSpec] | None) -> None:
+        async with self._swap_lock:
+            owned = set(self._generated) | {source}
+            files = [g for g in self.groups.values() if g.file not in owned]
+            if specs is None:
+                self._generated.pop(source, None)
+            else:
+                self._generated[source] = specs
+            await self._swap(files + self._generated_groups())
+
+    async def _swap(self, new_groups: list[Group]) -> None:
         old = self.groups
         fresh: dict[tuple[str, str], Group] = {}
         for g in new_groups:

@@ -1,0 +1,31 @@
+"""The error budget API: ``GET /api/slo/v1/slos`` and ``GET /api/slo/v1/slos/{name}`` (pitwall's own JSON).
+
+``name`` is the SLO's ``sloth_id`` (``<service>-<slo name>``); ``?calendar=month|week`` judges the
+budget over the calendar period so far instead of the rolling period. Errors are
+pitwall's native shape, ``{"error": {"type": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from pitwall.core.http_errors import error_router
+from pitwall.slo.budget import SLOService
+
+__all__ = ["slo_router"]
+
+
+def slo_router(service: SLOService) -> APIRouter:
+    r = error_router("native", prefix="/api/slo/v1", tags=["slo"])
+
+    @r.get("/slos", summary="Every loaded SLO with its error budget (rolling, or calendar=month|week)")
+    async def list_slos(calendar: str = "") -> dict[str, Any]:
+        return {"slos": [s.to_json() for s in await service.list(calendar)]}
+
+    @r.get("/slos/{name}", summary="One SLO's objective, remaining budget and burn rates, with the arithmetic")
+    async def get_slo(name: str, calendar: str = "") -> dict[str, Any]:
+        return (await service.slo_status(name, calendar)).to_json()
+
+    return r

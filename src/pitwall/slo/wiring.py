@@ -1,0 +1,133 @@
+"""Builds the SLO capability as a ``core.lifecycle.Part``: the PrometheusServiceLevel CRD built into the
+Kubernetes API, its controller (leader-gated with the etcd state backend), and the error budget API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from pitwall.controllers import ControllerManager, ControllerRunner
+from pitwall.core.errors import PitwallError
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeLog
+from pitwall.kube import KubeAPI, KubeClient
+from pitwall.metrics import InstantQuery
+from pitwall.slo.api import slo_router
+from pitwall.slo.budget import ScalarQuery, SLOService, SLOStatus
+from pitwall.slo.controller import API_VERSION, KIND, RuleSink, SLOController
+from pitwall.slo.model import SLO
+from pitwall.slo.spec import parse_k8s_object
+from pitwall.storage.revstore.election import Election
+
+__all__ = ["SLOPart", "build_slo_part", "builtin_crds", "instant_values"]
+
+log = logging.getLogger(__name__)
+ELECTION_NAME = "slo-controller"
+
+
+def builtin_crds() -> list[dict[str, Any]]:
+    """The CRDs vendored from Sloth (see ``crds/PROVENANCE.md``)."""
+    out: list[dict[str, Any]] = []
+    for f in sorted(resources.files("pitwall.slo").joinpath("crds").iterdir(), key=lambda p: p.name):
+        if f.name.endswith(".yaml"):
+            out.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+    return out
+
+
+def instant_values(instant: InstantQuery, tenant: str = "default") -> ScalarQuery:
+    """The metrics pillar's instant query as the budget's ``ScalarQuery`` (values of a vector or scalar)."""
+
+    def run(expr: str, at_ms: int) -> list[float]:
+        res = instant(expr, at_ms, tenant)
+        if res.result_type not in ("vector", "scalar"):
+            return []
+        return [float(v[-1]) for v in res.values if len(v)]
+
+    return run
+
+
+def kube_source(client: KubeClient) -> Callable[[], Any]:
+    """Every valid PrometheusServiceLevel's SLOs (invalid ones are reported by the controller)."""
+
+    async def source() -> list[tuple[SLO, str]]:
+        out: list[tuple[SLO, str]] = []
+        for obj in (await client.list(API_VERSION, KIND)).items:
+            m = obj.get("metadata") or {}
+            try:
+                group = parse_k8s_object(obj)
+            except PitwallError:
+                continue
+            out.extend((s, f"{m.get('namespace', '')}/{m.get('name', '')}") for s in group.slos)
+        return out
+
+    return source
+
+
+class _Campaign:
+    name = "slo-election"
+
+    def __init__(self, election: Election) -> None:
+        self.election = election
+
+    async def start(self) -> None:
+        await self.election.start()
+
+    async def stop(self) -> None:
+        await self.election.stop()
+
+
+@dataclass
+class SLOPart:
+    """SLOs as a part of the server; ``slo_status`` is the gate other capabilities are handed."""
+
+    service: SLOService
+    manager: ControllerManager | None = None
+    election: Election | None = None
+    name: str = "slo"
+    _campaign: list[Component] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.election is not None:
+            self._campaign = [_Campaign(self.election)]
+
+    async def slo_status(self, name: str) -> SLOStatus:
+        return await self.service.slo_status(name)
+
+    def components(self) -> Sequence[Component]:
+        return [*self._campaign, *([self.manager] if self.manager is not None else [])]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(slo_router(self.service))]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload: SLOs come from Kubernetes objects."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        m = self.manager
+        if m is None:
+            return
+        metrics.add_gauges("pitwall_slo_controller_reconciles", "PrometheusServiceLevel reconciles run.",
+                           lambda: float(sum(r.reconciles for r in m.runners)))
+        metrics.add_gauges("pitwall_slo_controller_reconcile_errors", "PrometheusServiceLevel reconciles that failed.",
+                           lambda: float(sum(r.errors for r in m.runners)))
+
+
+def build_slo_part(settings: Any, *, kube: KubeAPI, rules: RuleSink, instant: InstantQuery) -> SLOPart:
+    """The part for ``pitwall.config.Settings`` over ``kube`` (call before ``kube`` starts: CRDs go in)."""
+    query = instant_values(instant)
+    kube.add_builtin_crds(builtin_crds())
+    controller = SLOController(kube.client, rules, changes=ChangeLog(kube.store))
+    election = None
+    if settings.state.backend == "etcd":
+        identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
+        election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
+    manager = ControllerManager([ControllerRunner(kube.client, controller, workers=1)], election=election)
+    return SLOPart(SLOService(kube_source(kube.client), query), manager, election)
