@@ -38,6 +38,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs import LogAppender, LogEntry, PushStream
@@ -49,6 +50,7 @@ from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
 from pitwall.traffic import TrafficPart, build_traffic_part
+from pitwall.traffic.gateway.wiring import GatewayPart, build_gateway_part
 from pitwall.ui.wiring import UIPart, build_ui
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class Components:
     rules: RulesPart
     ui: UIPart
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
+    gateway: GatewayPart | None = None
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
@@ -79,7 +82,9 @@ class Components:
         cp = self.control_plane
         control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
                                                       cp.traffic]
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
+        edge: list[Part] = [] if self.gateway is None else [self.gateway]
+        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, *edge,
+                self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -175,6 +180,8 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
+    gateway = build_gateway_part(settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
+                                 changes=ChangeLog(cp.kube.store) if cp else None)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -182,7 +189,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, control_plane=cp,
+        notifications=notifications, rules=rules, ui=ui, control_plane=cp, gateway=gateway,
     )
 
 

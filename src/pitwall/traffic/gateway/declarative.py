@@ -42,6 +42,7 @@ __all__ = ["DeclarativeError", "KongState", "apply_declarative", "dump", "load_d
 
 Entity = dict[str, Any]
 FORMAT_VERSION = "3.0"
+_ID_NAMESPACE = uuid.UUID("6f3b0c52-6d1e-4a7b-9a57-2b1e4c7d9f10")
 _TOP_KEYS = ("_format_version", "_transform", "_workspace", "_info", "_comment", "services", "routes", "plugins",
              "upstreams", "consumers", "certificates", "ca_certificates", "snis", "vaults")
 # Accepted on any entity (exported by Kong or decK) and ignored.
@@ -195,10 +196,12 @@ class _Loader:
         self.errors: Errors = []
         self.pending: list[tuple[str, Entity, str]] = []  # (kind, entity, path) whose references resolve later
 
-    def new_id(self, given: Any) -> str:
+    def new_id(self, given: Any, seed: str) -> str:
+        """The given id, else one derived from the entity's name or place: the same across reloads, so
+        counters keyed by ids (rate limits per consumer) survive a reload of an unchanged file."""
         if isinstance(given, str) and given:
             return given
-        i = str(uuid.uuid4())
+        i = str(uuid.uuid5(_ID_NAMESPACE, seed))
         self.state.generated_ids.add(i)
         return i
 
@@ -208,7 +211,10 @@ class _Loader:
             return None
         body = {k: v for k, v in raw.items() if k not in drop and k not in _META}
         e: Entity = check(body, spec, path, self.errors)
-        e["id"] = self.new_id(e.get("id"))
+        named = e.get("name") or e.get("username") or e.get("custom_id") or e.get("key") or e.get("target")
+        kind = path.rsplit(".", 1)[-1].split("[")[0]
+        seed = f"{kind}:{named}" if isinstance(named, str) and kind != "plugins" else f"{path}:{e.get('name')}"
+        e["id"] = self.new_id(e.get("id"), seed)
         return e
 
     # services and routes
