@@ -75,7 +75,7 @@ def check(value: Any, spec: F, path: str, errors: Errors) -> Any:
     """``value`` with defaults filled; problems appended to ``errors`` as ``path: message``."""
     where = f"{path}: " if path else ""
     if value is None:
-        if spec.required and spec.default is None:
+        if spec.required and spec.default is None and spec.type != "record":  # a record gets its defaults
             errors.append(f"{where}required field missing")
         return _default(spec)
     if not _type_ok(value, spec):
