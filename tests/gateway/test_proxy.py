@@ -228,3 +228,25 @@ async def test_head_and_pipelined_keepalive(upstreams: Upstreams, gateway: Start
     data = await asyncio.wait_for(reader.read(), 10)
     writer.close()
     assert data.count(b"HTTP/1.1 200 OK") == 2 and data.index(b"/one") < data.index(b"/two")
+
+
+async def test_kube_resolver_reads_the_service_cluster_ip(tmp_path: Any) -> None:
+    from pitwall.kube.wiring import build_kube
+    from pitwall.storage.revstore.sqlite import SqliteRevStore
+    from pitwall.traffic.gateway.wiring import kube_resolver
+
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    api = build_kube(store)
+    await api.start()
+    try:
+        await api.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+        created = await api.client.create({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"selector": {"app": "cart"}, "ports": [{"port": 80}]}})
+        resolve = kube_resolver(api.client)
+        assert await resolve("shop", "cart") == created["spec"]["clusterIP"]
+        assert await resolve("shop", "missing") is None
+    finally:
+        await api.stop()
+        await store.stop()
