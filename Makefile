@@ -61,6 +61,7 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/promql_queries.py
 	$(BIN)/python bench/traces_ingest.py
 	$(BIN)/python bench/logs_ingest.py
+	$(BIN)/python bench/gateway_wrk.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -130,21 +130,22 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def _timed_out(self) -> None:
+        self._fail(ReadTimeout())
+
     async def request(self, data: bytes, timeout_s: float, head_only: bool) -> UpstreamResponse:
+        """One request and its response; the parser carries on across keep-alive responses."""
         assert self.transport is not None
         self._reset()
-        self.parser = httptools.HttpResponseParser(self)
         self.head_only = head_only
         loop = asyncio.get_running_loop()
         self.waiter = loop.create_future()
         self.transport.write(data)
+        timer = loop.call_later(timeout_s, self._timed_out)  # cheaper than asyncio.timeout per request
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self.waiter
-        except TimeoutError:
-            self.close()
-            raise ReadTimeout from None
+            return await self.waiter
         finally:
+            timer.cancel()
             self.waiter = None
 
 

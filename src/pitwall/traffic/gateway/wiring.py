@@ -13,6 +13,7 @@ as a ``config`` change event.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,10 @@ class GatewayPart:
         self.server = GatewayServer(compile_state(initial, self.stats), resolve=self.resolve)
         host, port = split_listen(self.listen)
         await self.server.start(host, port)
+        # What is alive once the server has started lives as long as the process: take it out of the
+        # collector's generations, or each full collection walks the whole heap (100+ ms pauses, the
+        # gateway's p99, under request load that allocates steadily).
+        gc.freeze()
         self.tasks.spawn(self.stats.run(), name="gateway-metrics-flush")
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
         log.info("gateway listening", extra={"listen": self.listen, "routes": len(initial.routes)})
