@@ -6,9 +6,10 @@ The upstream is nginx serving a fixed 200 on its own port (one worker).
 The reference is a second nginx (one worker, non-daemon, temp config)
 proxying to it with upstream keep-alive. pitwall runs as ``pitwall server``
 (telemetry only, the gateway on its own listener) with a declarative file
-whose route has key-auth and rate-limiting (a limit never reached) on, then
-again with no plugins. wrk (Debian's, one thread) drives each for
-``--duration`` seconds; the script prints requests/s, p50/p99 and the
+of two routes to that upstream: ``/auth`` with key-auth and rate-limiting
+(a limit never reached) on, ``/bare`` with no plugins. wrk (Debian's, one
+thread) drives each target for ``--duration`` seconds, ``--rounds`` times
+interleaved; the script prints the median requests/s, p50/p99 and the
 ratio and added p99 against nginx. Needs the Debian packages ``nginx`` and
 ``wrk``. Not part of the tests.
 """
@@ -99,45 +100,45 @@ def _ms(s: str) -> float:
     return float(num) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def kong_file(up_port: int, plugins: bool) -> dict[str, Any]:
-    svc: dict[str, Any] = {"name": "bench", "url": f"http://127.0.0.1:{up_port}", "routes": [{"paths": ["/"]}]}
-    if plugins:
-        svc["plugins"] = [{"name": "key-auth"}, {"name": "rate-limiting", "config": {"hour": 1_000_000_000,
-                                                                                    "limit_by": "consumer"}}]
-    return {"_format_version": "3.0", "services": [svc],
-            "consumers": [{"username": "bench", "keyauth_credentials": [{"key": "bench-key"}]}]}
+def kong_file(up_port: int) -> dict[str, Any]:
+    """Two routes to the same upstream: ``/auth`` with key-auth + rate-limiting, ``/bare`` with none."""
+    url = f"http://127.0.0.1:{up_port}"
+    return {"_format_version": "3.0", "services": [
+        {"name": "auth", "url": url, "routes": [{"paths": ["/auth"]}], "plugins": [
+            {"name": "key-auth"},
+            {"name": "rate-limiting", "config": {"hour": 1_000_000_000, "limit_by": "consumer"}}]},
+        {"name": "bare", "url": url, "routes": [{"paths": ["/bare"]}]}],
+        "consumers": [{"username": "bench", "keyauth_credentials": [{"key": "bench-key"}]}]}
 
 
-def run_pitwall(tmp: Path, name: str, up_port: int, plugins: bool, duration: int, connections: int
-                ) -> dict[str, float]:
-    gw_port, api_port = free_port(), free_port()
-    kong = tmp / f"kong-{name}.yaml"
-    kong.write_text(yaml.safe_dump(kong_file(up_port, plugins)))
-    cfg = tmp / f"pitwall-{name}.yaml"
-    cfg.write_text(yaml.safe_dump({"gateway": {"listen": f"127.0.0.1:{gw_port}", "declarative_config": str(kong)},
-                                   "kube": {"enabled": False}, "storage": {"fsync": False},
-                                   "log_level": "warning"}))
-    data = tmp / f"data-{name}"
-    with open(tmp / f"pitwall-{name}.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
-                                 "--data-dir", str(data), "--listen", f"127.0.0.1:{api_port}"],
-                                stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
-    headers = {"apikey": "bench-key"} if plugins else {}
-    try:
-        wait_http(f"http://127.0.0.1:{api_port}/-/ready")  # every component started: nothing else warming up
-        wait_http(f"http://127.0.0.1:{gw_port}/", headers)
-        time.sleep(2)
-        wrk(f"http://127.0.0.1:{gw_port}/", 2, connections, headers)  # warm-up
-        return wrk(f"http://127.0.0.1:{gw_port}/", duration, connections, headers)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+class Pitwall:
+    """``pitwall server`` (telemetry only) with the gateway on its own port."""
+
+    def __init__(self, tmp: Path, up_port: int) -> None:
+        self.gw_port, self.api_port = free_port(), free_port()
+        kong = tmp / "kong.yaml"
+        kong.write_text(yaml.safe_dump(kong_file(up_port)))
+        cfg = tmp / "pitwall.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "gateway": {"listen": f"127.0.0.1:{self.gw_port}", "declarative_config": str(kong)},
+            "kube": {"enabled": False}, "storage": {"fsync": False}, "log_level": "warning"}))
+        with open(tmp / "pitwall.log", "wb") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
+                                          "--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{self.api_port}"],
+                                         stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
+        wait_http(f"http://127.0.0.1:{self.api_port}/-/ready")  # every component started: nothing warming up
+        wait_http(f"http://127.0.0.1:{self.gw_port}/auth/", {"apikey": "bench-key"})
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -147,20 +148,30 @@ def main() -> None:
         up_port, px_port = free_port(), free_port()
         upstream = start_nginx(tmp, "upstream", UPSTREAM_BODY.format(port=up_port))
         proxy = start_nginx(tmp, "proxy", PROXY_BODY.format(up=up_port, port=px_port))
+        pitwall: Pitwall | None = None
         try:
             wait_http(f"http://127.0.0.1:{px_port}/")
-            wrk(f"http://127.0.0.1:{px_port}/", 2, a.connections, {})
-            results = {"nginx proxy": wrk(f"http://127.0.0.1:{px_port}/", a.duration, a.connections, {})}
-            results["pitwall gateway, key-auth + rate-limiting"] = run_pitwall(tmp, "plugins", up_port, True,
-                                                                               a.duration, a.connections)
-            results["pitwall gateway, no plugins"] = run_pitwall(tmp, "bare", up_port, False, a.duration,
-                                                                 a.connections)
+            pitwall = Pitwall(tmp, up_port)
+            gw = f"http://127.0.0.1:{pitwall.gw_port}"
+            targets = {"nginx proxy": (f"http://127.0.0.1:{px_port}/", {}),
+                       "pitwall gateway, key-auth + rate-limiting": (gw + "/auth/", {"apikey": "bench-key"}),
+                       "pitwall gateway, no plugins": (gw + "/bare/", {})}
+            for url, headers in targets.values():  # warm-up
+                wrk(url, 2, a.connections, headers)
+            runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for _round in range(a.rounds):  # interleaved, so a noisy moment hits every target alike
+                for name, (url, headers) in targets.items():
+                    runs[name].append(wrk(url, a.duration, a.connections, headers))
         finally:
+            if pitwall is not None:
+                pitwall.stop()
             for p in (proxy, upstream):
                 p.terminate()
                 p.wait(timeout=10)
+    results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}  # median
     base = results["nginx proxy"]
-    print(f"wrk -t1 -c{a.connections} -d{a.duration}s, upstream: nginx static 200 (1 worker)")
+    print(f"wrk -t1 -c{a.connections} -d{a.duration}s, median of {a.rounds} interleaved rounds, "
+          "upstream: nginx static 200 (1 worker)")
     print(f"{'target':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'+p99 ms':>8} {'non-2xx':>8}")
     for name, r in results.items():
         print(f"{name:44} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps'] / base['rps']:8.2f}x "

@@ -109,12 +109,18 @@ def test_gateway_in_pitwall_server(tmp_path: Path, upstream: int) -> None:
         r = httpx.post(api + "/kong-admin/config", json=_kong(upstream, "/admin", minute=100), timeout=10)
         assert r.status_code == 201 and r.json()["services"][0]["routes"][0]["paths"] == ["/admin"]
         assert _curl(gw + "/admin/z", "-H", "apikey: alice-key")[0] == 200
+        form = tmp_path / "form.yaml"
+        form.write_text(yaml.safe_dump(_kong(upstream, "/form", minute=100)))
+        code, body = _curl(api + "/kong-admin/config", "-X", "POST", "-F", f"config=@{form}")
+        assert code == 201 and json.loads(body)["services"][0]["routes"][0]["paths"] == ["/form"]
+        assert _curl(gw + "/form/z", "-H", "apikey: alice-key")[0] == 200
+        assert "/form" in httpx.get(api + "/kong-admin/config", timeout=10).json()["config"]
         r = httpx.post(api + "/kong-admin/config", json={"_format_version": "3.0", "plugins": [{"name": "x"}]},
                        timeout=10)
         assert r.status_code == 400 and r.json()["name"] == "invalid declarative configuration"
         assert r.json()["fields"] == ["plugins[0].name: plugin 'x' not enabled; add it to the 'plugins' "
                                       "configuration property"]
-        assert _curl(gw + "/admin/z", "-H", "apikey: alice-key")[0] == 200
+        assert _curl(gw + "/form/z", "-H", "apikey: alice-key")[0] == 200
 
         # Per-consumer analytics are PromQL series (flushed every 10 s).
         def series() -> None:

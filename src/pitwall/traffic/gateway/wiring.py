@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 import yaml
 from fastapi import APIRouter, Request, Response
+from starlette.datastructures import UploadFile
 
-from pitwall.core.errors import ConfigError
+from pitwall.core.body import media_type, read_form
+from pitwall.core.errors import BodyTooLarge, ConfigError
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.listen import split_listen
 from pitwall.core.selfmetrics import SelfMetrics
@@ -185,11 +187,10 @@ class GatewayPart:
 
         @r.post("/kong-admin/config")
         async def post_config(request: Request) -> Response:
-            body = await _read_limited(request)
-            if body is None:
-                return _kong_json(413, {"message": "Payload too large"})
             try:
-                doc = _config_document(body, request.headers.get("content-type", ""))
+                doc = await _config_document(request)
+                if doc is None:
+                    return _kong_json(413, {"message": "Payload too large"})
                 state = load_declarative(doc)
             except DeclarativeError as e:
                 return _kong_json(400, {"code": 14, "name": "invalid declarative configuration",
@@ -206,13 +207,20 @@ class GatewayPart:
         return r
 
 
-def _config_document(body: bytes, content_type: str) -> Any:
-    """Kong accepts the document itself or ``{"config": "<yaml or json text>"}`` (form or JSON)."""
-    ct = content_type.split(";")[0].strip().lower()
-    if ct in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        from urllib.parse import parse_qs
-        text = parse_qs(body.decode("utf-8", "replace")).get("config", [""])[0]
-        return parse_config_text(text.encode(), "config")
+async def _config_document(request: Request) -> Any:
+    """Kong accepts the document itself, ``{"config": "<yaml or json text>"}``, or a form field (or file)
+    ``config``; None when the body is over ``MAX_CONFIG_BYTES``."""
+    if media_type(request) in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        try:
+            form = await read_form(request, MAX_CONFIG_BYTES)
+        except BodyTooLarge:
+            return None
+        field = form.get("config")
+        text = await field.read() if isinstance(field, UploadFile) else (field or "").encode()
+        return parse_config_text(text, "config")
+    body = await _read_limited(request)
+    if body is None:
+        return None
     doc = parse_config_text(body, "body")
     if isinstance(doc, dict) and isinstance(doc.get("config"), str) and "_format_version" not in doc:
         return parse_config_text(doc["config"].encode(), "config")
