@@ -159,10 +159,13 @@ class GatewayPart:
         log.info("gateway configuration applied", extra={"source": source, "routes": len(state.routes),
                                                           "services": len(state.services)})
         if self.changes is not None:
-            await self.changes.record(ChangeEvent(
-                kind="config", summary=f"gateway configuration applied ({source}): {len(state.services)} services, "
-                                       f"{len(state.routes)} routes, {len(state.plugins)} plugins",
-                source="gateway", who=who, details={"source": source}))
+            try:
+                await self.changes.record(ChangeEvent(
+                    kind="config", summary=f"gateway configuration applied ({source}): {len(state.services)} "
+                                           f"services, {len(state.routes)} routes, {len(state.plugins)} plugins",
+                    source="gateway", who=who, details={"source": source}))
+            except Exception:  # the configuration is in force either way; only its record is lost
+                log.exception("gateway: recording the configuration change failed")
 
     async def _watch(self) -> None:
         while True:

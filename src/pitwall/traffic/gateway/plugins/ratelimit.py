@@ -33,12 +33,26 @@ _NAMES = {p: p.capitalize() for p in PERIODS}
 MAX_KEYS = 1_000_000  # counters kept; past this, windows that have ended are dropped
 
 
+_FIXED = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_calendar_cache: dict[tuple[str, int], int] = {}
+
+
 def window_start(period: str, now: float) -> int:
     """Start of the window holding ``now`` (seconds since the epoch, UTC)."""
     n = int(now)
-    if period in ("second", "minute", "hour", "day"):
-        size = EXPIRATION[period]
+    size = _FIXED.get(period)
+    if size is not None:
         return n - n % size
+    day = n - n % 86400  # months and years start on a day boundary: computed once a day
+    got = _calendar_cache.get((period, day))
+    if got is None:
+        if len(_calendar_cache) > 64:
+            _calendar_cache.clear()
+        got = _calendar_cache[(period, day)] = _calendar_start(period, n)
+    return got
+
+
+def _calendar_start(period: str, n: int) -> int:
     d = datetime.fromtimestamp(n, UTC)
     start = d.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if period == "year":
