@@ -97,6 +97,11 @@ def test_consumer_credentials_are_filled() -> None:
     ({"_format_version": "3.0", "plugins": [{"name": "key-auth", "config": {"nope": 1}}]},
      "plugins[0].config.nope: unknown field"),
     ({"_format_version": "3.0", "routes": [{"paths": ["~/(a"]}]}, "routes[0].paths[0]: invalid regex"),
+    ({"_format_version": "3.0", "services": [{"name": "a", "host": "h", "routes": [{"name": "r", "paths": ["/"]}]},
+                                             {"name": "b", "host": "h", "routes": [{"name": "r", "paths": ["/"]}]}]},
+     "services[1].routes[0].name: uniqueness violation: 'routes' entity with name set to 'r' already declared"),
+    ({"_format_version": "3.0", "consumers": [{"username": "u"}, {"username": "u"}]},
+     "consumers[1].username: uniqueness violation"),
     ({"_format_version": "3.0", "consumers": [{"tags": ["x"]}]},
      "consumers[0]: at least one of these fields must be non-empty: 'custom_id', 'username'"),
 ])

@@ -195,6 +195,7 @@ class _Loader:
         self.state = state
         self.errors: Errors = []
         self.pending: list[tuple[str, Entity, str]] = []  # (kind, entity, path) whose references resolve later
+        self.seen: set[tuple[str, str, Any]] = set()  # (kind, attribute, value) declared in this file
 
     def new_id(self, given: Any, seed: str) -> str:
         """The given id, else one derived from the entity's name or place: the same across reloads, so
@@ -215,6 +216,12 @@ class _Loader:
         kind = path.rsplit(".", 1)[-1].split("[")[0]
         seed = f"{kind}:{named}" if isinstance(named, str) and kind != "plugins" else f"{path}:{e.get('name')}"
         e["id"] = self.new_id(e.get("id"), seed)
+        for attr in ("name", "username", "custom_id") if kind not in ("plugins", "vaults", "snis") else ():
+            v = e.get(attr)
+            if isinstance(v, str) and (kind, attr, v) in self.seen:
+                self.errors.append(f"{path}.{attr}: uniqueness violation: '{kind}' entity with {attr} set to "
+                                   f"'{v}' already declared")
+            self.seen.add((kind, attr, v))
         return e
 
     # services and routes
