@@ -67,14 +67,40 @@ def kong_error(status: int, message: str | None = None, headers: list[tuple[str,
 
 
 class ResponseHead:
-    """Status and headers of a response on its way to the client; plugins edit ``headers`` in place."""
+    """Status, headers and body of a response on its way to the client; plugins edit ``headers`` in place.
 
-    __slots__ = ("body", "headers", "status")
+    An upstream's headers stay as the bytes it sent (``raw``) until a plugin reads ``headers``: a
+    response no plugin looks at is passed through without decoding and re-encoding each header.
+    ``add`` appends a header without decoding the others.
+    """
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+    __slots__ = ("_headers", "body", "extra", "raw", "status")
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes,
+                 raw: list[tuple[bytes, bytes]] | None = None) -> None:
         self.status = status
-        self.headers = headers
+        self._headers = headers
         self.body = body
+        self.raw = raw
+        self.extra: list[tuple[str, str]] = []
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        if self.raw is not None or self.extra:
+            decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw or ()]
+            self._headers = decoded + self._headers + self.extra
+            self.raw = None
+            self.extra = []
+        return self._headers
+
+    @headers.setter
+    def headers(self, value: list[tuple[str, str]]) -> None:
+        self.raw = None
+        self.extra = []
+        self._headers = value
+
+    def add(self, name: str, value: str) -> None:
+        self.extra.append((name, value))
 
     def get(self, name: str) -> str | None:
         n = name.lower()

@@ -53,8 +53,8 @@ MAX_PIPELINE = 16
 LINGER_S = 2.0  # how long a refused request's remaining bytes are read and dropped
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                   "content-length", "host"})
-_RESP_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection",
-                       "trailer", "upgrade"})
+_RESP_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                       b"proxy-connection", b"trailer", b"upgrade"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 Resolver = Callable[[str, str], Awaitable[str | None]]
@@ -132,13 +132,13 @@ class GatewayServer:
         except Reply as r:
             head = ResponseHead(r.status, list(r.headers), r.body)
         if ctx.resp_headers:
-            head.headers.extend(ctx.resp_headers)
+            head.extra.extend(ctx.resp_headers)
         total_ms = int((time.perf_counter() - ctx.start) * 1000)
         if ctx.upstream_ms >= 0:  # Kong's latency headers: upstream's time, and the gateway's own
-            head.headers += [("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(int(ctx.upstream_ms))),
-                             ("X-Kong-Proxy-Latency", str(max(0, total_ms - int(ctx.upstream_ms))))]
+            head.extra += [("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(int(ctx.upstream_ms))),
+                           ("X-Kong-Proxy-Latency", str(max(0, total_ms - int(ctx.upstream_ms))))]
         else:
-            head.headers += [("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms))]
+            head.extra += [("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms))]
         if route is None:
             return head
         if route.consumer_scoped and ctx.consumer is not None:
@@ -237,26 +237,27 @@ class GatewayServer:
                     continue
                 break
             ctx.upstream_ms = (time.perf_counter() - t0) * 1000.0
-            headers = [(k, v) for k, v in resp.headers if k.lower() not in _RESP_HOP]
-            return ResponseHead(resp.status, headers, resp.body)
+            return ResponseHead(resp.status, [], resp.body, raw=[(k, v) for k, v in resp.headers
+                                                                 if k.lower() not in _RESP_HOP])
         if isinstance(failure, ReadTimeout):
             raise kong_error(504, "The upstream server is timing out")
         raise kong_error(502, "An invalid response was received from the upstream server")
 
 
-def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool, extra: list[tuple[str, str]]
-                    ) -> bytes:
+def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) -> bytes:
+    """Status line, headers (an upstream's still as bytes when no plugin decoded them), framing, body."""
     reason = _REASONS.get(head.status, "Unknown")
-    parts = [f"HTTP/1.1 {head.status} {reason}\r\n"]
-    for k, v in head.headers:
-        parts.append(f"{k}: {v}\r\n")
-    for k, v in extra:
-        parts.append(f"{k}: {v}\r\n")
+    parts = [f"HTTP/1.1 {head.status} {reason}\r\n".encode("latin-1")]
+    if head.raw is not None:
+        parts.extend(k + b": " + v + b"\r\n" for k, v in head.raw)
+    text = [f"{k}: {v}\r\n" for k, v in (*head._headers, *head.extra)]
     if head.status >= 200 and head.status not in (204, 304):
-        parts.append(f"Content-Length: {len(head.body)}\r\n")
-    parts.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
-    out = "".join(parts).encode("latin-1")
-    return out if head_request else out + head.body
+        text.append(f"Content-Length: {len(head.body)}\r\n")
+    text.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    parts.append("".join(text).encode("latin-1"))
+    if not head_request:
+        parts.append(head.body)
+    return b"".join(parts)
 
 
 class _ClientConn(asyncio.Protocol):
@@ -322,7 +323,8 @@ class _ClientConn(asyncio.Protocol):
             return
         err = kong_error(status)
         head = ResponseHead(status, err.headers, err.body)
-        self.transport.write(encode_response(head, False, False, [("Server", "pitwall")]))
+        head.add("Server", "pitwall")
+        self.transport.write(encode_response(head, False, False))
         self.discarding = True
         asyncio.get_running_loop().call_later(LINGER_S, self.close)
 
@@ -387,7 +389,7 @@ class _ClientConn(asyncio.Protocol):
                 head = ResponseHead(500, err.headers, err.body)
             if self.transport is None:
                 return
-            self.transport.write(encode_response(head, req.keep_alive, req.method == "HEAD", []))
+            self.transport.write(encode_response(head, req.keep_alive, req.method == "HEAD"))
             if not req.keep_alive:
                 self.transport.close()
                 self.transport = None

@@ -45,7 +45,7 @@ class BadResponse(Exception):
 class UpstreamResponse:
     __slots__ = ("body", "headers", "keep_alive", "status")
 
-    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, keep_alive: bool) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -64,7 +64,7 @@ class _Conn(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self.headers: list[tuple[str, str]] = []
+        self.headers: list[tuple[bytes, bytes]] = []  # as received: decoded only if a plugin reads them
         self.body: list[bytes] = []
         self.size = 0
         self.done = False
@@ -88,7 +88,7 @@ class _Conn(asyncio.Protocol):
         w = self.waiter
         if w is None or w.done():
             return
-        framed = any(k.lower() in ("content-length", "transfer-encoding") for k, _ in self.headers)
+        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
         if self.headers_done and not framed:  # a body delimited by the close of the connection ends here
             w.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body), False))
         else:
@@ -97,7 +97,7 @@ class _Conn(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
