@@ -52,6 +52,8 @@ async def test_key_auth(upstreams: Upstreams, gateway: StartGateway) -> None:
     h = r.json()["headers"]
     assert h["x-consumer-username"] == "alice" and h["x-consumer-custom-id"] == "a-1"
     assert h["x-consumer-id"] and h["x-credential-identifier"] and "apikey" not in h
+    r = await c.get("/", headers=[("apikey", "alice-key"), ("apikey", "bob-key")])
+    assert (r.status_code, r.json()) == (401, {"message": "Duplicate API key found"})
     r = await c.get("/?apikey=bob-key&x=1")
     assert r.status_code == 200 and r.json()["query"] == "x=1" and r.json()["headers"]["x-consumer-username"] == "bob"
 

@@ -87,7 +87,7 @@ class KeyAuth(_Auth):
                 v = req.headers.get(name.lower())
                 if v is not None:
                     key, where = v, "header"
-                    if "," in v and v.split(",")[0].strip() != v:
+                    if ", " in v:  # the header was sent more than once (repeats are joined with ", ")
                         raise kong_error(401, "Duplicate API key found", challenge)
                     break
             if self.conf["key_in_query"] and req.query:
