@@ -180,8 +180,9 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
-    gateway = build_gateway_part(settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
-                                 changes=ChangeLog(cp.kube.store) if cp else None)
+    gateway = None if settings.gateway.listen is None else build_gateway_part(
+        settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
+        changes=ChangeLog(cp.kube.store) if cp else None)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
