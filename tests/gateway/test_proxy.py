@@ -250,3 +250,16 @@ async def test_kube_resolver_reads_the_service_cluster_ip(tmp_path: Any) -> None
     finally:
         await api.stop()
         await store.stop()
+
+
+async def test_https_only_route_answers_426_or_redirects(upstreams: Upstreams, gateway: StartGateway) -> None:
+    port = await upstreams.start("a")
+    _gw, client = await gateway(doc(svc(port, routes=[
+        {"paths": ["/secure"], "protocols": ["https"]},
+        {"paths": ["/moved"], "protocols": ["https"], "https_redirect_status_code": 301}])))
+    r = await client.get("/secure/x")
+    assert (r.status_code, r.json()) == (426, {"message": "Please use HTTPS protocol"})
+    assert r.headers["upgrade"] == "TLS/1.2, HTTP/1.1"
+    r = await client.get("/moved/x?a=1", headers={"Host": "api.example.com:8000"})
+    assert r.status_code == 301 and r.headers["location"] == "https://api.example.com/moved/x?a=1"
+    assert not upstreams.seen

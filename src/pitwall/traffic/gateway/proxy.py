@@ -124,6 +124,8 @@ class GatewayServer:
             ctx.route = route
             ctx.service = route.service
             ctx.matched_path = m.matched_path
+            if route.https_only:
+                raise _https_redirect(route, req)
             if route.plugins:
                 self._access(cfg, route, ctx)
             if route.service is None:
@@ -242,6 +244,18 @@ class GatewayServer:
         if isinstance(failure, ReadTimeout):
             raise kong_error(504, "The upstream server is timing out")
         raise kong_error(502, "An invalid response was received from the upstream server")
+
+
+def _https_redirect(route: RouteRT, req: Request) -> Reply:
+    """Kong's answer to plain HTTP on an https-only route: 426, or a redirect to the https URL."""
+    status = route.https_redirect_status
+    if status == 426:
+        return kong_error(426, "Please use HTTPS protocol", [("Connection", "Upgrade"),
+                                                             ("Upgrade", "TLS/1.2, HTTP/1.1")])
+    host = req.host.rsplit(":", 1)[0] if req.host and not req.host.endswith("]") else req.host
+    return kong_error(status, "Moved Permanently" if status == 301 else "Found" if status == 302 else
+                      "Temporary Redirect" if status == 307 else "Permanent Redirect",
+                      [("Location", f"https://{host}{req.target}")])
 
 
 def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) -> bytes:

@@ -93,6 +93,8 @@ class RouteRT:
         self.strip_path: bool = e["strip_path"]
         self.preserve_host: bool = e["preserve_host"]
         self.path_handling: str = e["path_handling"]
+        self.https_only = "http" not in e["protocols"]  # this listener is plain HTTP
+        self.https_redirect_status: int = e["https_redirect_status_code"]
 
 
 class GatewayConfig:

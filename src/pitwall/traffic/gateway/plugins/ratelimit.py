@@ -123,7 +123,6 @@ class RateLimiting(Plugin):
                 stop = period
         headers = self._headers(usage, stop, now) if not self.conf["hide_client_headers"] else None
         if stop is not None:
-            ctx.rate_limited = True
             if headers is not None:
                 headers.append(("Retry-After", headers[-1][1]))
             raise kong_error(int(self.conf["error_code"]), self.conf["error_message"], headers)
