@@ -263,3 +263,48 @@ async def test_https_only_route_answers_426_or_redirects(upstreams: Upstreams, g
     r = await client.get("/moved/x?a=1", headers={"Host": "api.example.com:8000"})
     assert r.status_code == 301 and r.headers["location"] == "https://api.example.com/moved/x?a=1"
     assert not upstreams.seen
+
+
+async def _raw_upstream(answer: bytes, *, close: bool) -> tuple[Any, int, list[asyncio.StreamWriter]]:
+    """An upstream that answers every request with ``answer`` (closing after it when ``close``)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    srv = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    return srv, int(srv.sockets[0].getsockname()[1]), writers
+
+
+@pytest.mark.parametrize(("answer", "close", "status", "body"), [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", False, 200,
+     b"hello world"),
+    (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end", True, 200, b"until the end"),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", False, 204, b""),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort", True, 502,
+     b'{"message":"An invalid response was received from the upstream server"}'),
+    (b"garbage\r\n\r\n", True, 502, b'{"message":"An invalid response was received from the upstream server"}'),
+])
+async def test_upstream_framing(gateway: StartGateway, answer: bytes, close: bool, status: int, body: bytes) -> None:
+    srv, port, writers = await _raw_upstream(answer, close=close)
+    gw, client = await gateway(doc(svc(port, retries=0, routes=[{"paths": ["/"]}])))
+    try:
+        for _ in range(2):  # the second request reuses the pooled connection when there is one
+            r = await client.get("/")
+            assert (r.status_code, r.content) == (status, body)
+            assert "transfer-encoding" not in r.headers or status != 200
+    finally:
+        await gw.stop()  # its pooled connections close first, so the upstream's handlers finish
+        srv.close()
+        for w in writers:
+            w.close()
+        await srv.wait_closed()
