@@ -308,3 +308,26 @@ async def test_upstream_framing(gateway: StartGateway, answer: bytes, close: boo
         for w in writers:
             w.close()
         await srv.wait_closed()
+
+
+async def test_write_timeout_when_the_upstream_takes_no_bytes(gateway: StartGateway) -> None:
+    done = asyncio.Event()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def never_reads(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await done.wait()  # accepts, reads nothing: the request stays in the gateway's send buffer
+        writer.close()
+
+    srv = await asyncio.start_server(never_reads, "127.0.0.1", 0, limit=1024)
+    port = int(srv.sockets[0].getsockname()[1])
+    gw, client = await gateway(doc(svc(port, retries=0, read_timeout=30000, write_timeout=300,
+                                       routes=[{"paths": ["/"]}])))
+    try:
+        r = await client.post("/", content=b"z" * (15 << 20))
+        assert (r.status_code, r.json()) == (504, {"message": "The upstream server is timing out"})
+    finally:
+        await gw.stop()
+        done.set()
+        srv.close()
+        await srv.wait_closed()

@@ -227,7 +227,8 @@ class GatewayServer:
             t0 = time.perf_counter()
             try:
                 resp = await self.pools.send(host, port, data, connect_timeout_s=svc.connect_timeout_s,
-                                             read_timeout_s=svc.read_timeout_s, head_only=method == "HEAD")
+                                             read_timeout_s=svc.read_timeout_s, write_timeout_s=svc.write_timeout_s,
+                                             head_only=method == "HEAD")
             except NameResolutionFailed:
                 raise kong_error(503, "name resolution failed") from None
             except ConnectFailed as e:

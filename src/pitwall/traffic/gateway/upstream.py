@@ -123,7 +123,9 @@ class _Conn(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
-        self.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # drop what is unsent: half a request must not reach the upstream later
 
     def close(self) -> None:
         self.closed = True
@@ -133,8 +135,16 @@ class _Conn(asyncio.Protocol):
     def _timed_out(self) -> None:
         self._fail(ReadTimeout())
 
-    async def request(self, data: bytes, timeout_s: float, head_only: bool) -> UpstreamResponse:
-        """One request and its response; the parser carries on across keep-alive responses."""
+    def _write_stalled(self) -> None:
+        if self.transport is not None and self.transport.get_write_buffer_size() > 0:
+            self._fail(ReadTimeout("upstream did not take the request within write_timeout"))
+
+    async def request(self, data: bytes, timeout_s: float, head_only: bool,
+                      write_timeout_s: float | None = None) -> UpstreamResponse:
+        """One request and its response; the parser carries on across keep-alive responses.
+
+        ``timeout_s`` bounds the wait for the response; when the request does not fit the socket at
+        once, ``write_timeout_s`` bounds how long the rest may wait to be taken."""
         assert self.transport is not None
         self._reset()
         self.head_only = head_only
@@ -142,10 +152,15 @@ class _Conn(asyncio.Protocol):
         self.waiter = loop.create_future()
         self.transport.write(data)
         timer = loop.call_later(timeout_s, self._timed_out)  # cheaper than asyncio.timeout per request
+        stalled = None
+        if write_timeout_s is not None and self.transport.get_write_buffer_size() > 0:
+            stalled = loop.call_later(write_timeout_s, self._write_stalled)
         try:
             return await self.waiter
         finally:
             timer.cancel()
+            if stalled is not None:
+                stalled.cancel()
             self.waiter = None
 
 
@@ -173,11 +188,11 @@ class Pools:
         return conn
 
     async def send(self, host: str, port: int, data: bytes, *, connect_timeout_s: float, read_timeout_s: float,
-                   head_only: bool = False) -> UpstreamResponse:
+                   write_timeout_s: float | None = None, head_only: bool = False) -> UpstreamResponse:
         """Send one serialized request and read its whole response."""
         conn = await self._connect(host, port, connect_timeout_s)
         try:
-            resp = await conn.request(data, read_timeout_s, head_only)
+            resp = await conn.request(data, read_timeout_s, head_only, write_timeout_s)
         except BaseException:
             conn.close()
             raise
