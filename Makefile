@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng
 
-.PHONY: assets demo server test lint typecheck pytest bench peers venv clean
+.PHONY: assets demo server test lint typecheck pytest bench bench-peers peers venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -59,11 +59,21 @@ pytest: $(STAMP) peers assets
 
 test: lint typecheck pytest
 
-bench: $(STAMP) peers
+# The gateway bench compares with Debian's nginx and drives both with Debian's wrk.
+bench-peers:
+	@for p in nginx wrk; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  $$SUDO systemctl disable --now nginx >/dev/null 2>&1 || true; \
+	fi
+
+bench: $(STAMP) peers bench-peers
 	$(BIN)/python bench/metrics_ingest.py
 	$(BIN)/python bench/promql_queries.py
 	$(BIN)/python bench/traces_ingest.py
 	$(BIN)/python bench/logs_ingest.py
+	$(BIN)/python bench/gateway_wrk.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -92,6 +92,20 @@ class KubeSettings(_Section):
         return v
 
 
+class GatewaySettings(_Section):
+    """The API gateway: a public proxy configured by a Kong 3.x declarative file (off while ``listen`` is unset)."""
+
+    listen: str | None = Field(None, description="host:port of the public proxy, e.g. 127.0.0.1:8000")
+    declarative_config: Path | None = Field(None, description="a Kong 3.x declarative file (_format_version 3.0)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_listen(v)
+        return v
+
+
 class QuerySettings(_Section):
     timeout: DurationMs = Field(120_000, gt=0)
     max_samples: int = Field(50_000_000, gt=0)
@@ -226,6 +240,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     kube: KubeSettings = Field(default_factory=KubeSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)

@@ -52,6 +52,7 @@ from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
 from pitwall.traffic import TrafficPart, build_traffic_part
+from pitwall.traffic.gateway.wiring import GatewayPart, build_gateway_part
 from pitwall.ui.wiring import UIPart, build_ui
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,16 @@ class Components:
     rules: RulesPart
     ui: UIPart
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
+    gateway: GatewayPart | None = None
     started: list[Component] = field(default_factory=list)
     ready: bool = False
 
     @property
     def parts(self) -> list[Part]:
         cp = self.control_plane
+        edge: list[Part] = [] if self.gateway is None else [self.gateway]
         return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules,
-                *(cp.parts() if cp is not None else []), self.ui]
+                *(cp.parts() if cp is not None else []), *edge, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -194,6 +197,9 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs, rules) if settings.kube.enabled else None
+    gateway = None if settings.gateway.listen is None else build_gateway_part(
+        settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
+        changes=cp.changes if cp else None)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -201,7 +207,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, control_plane=cp,
+        notifications=notifications, rules=rules, ui=ui, control_plane=cp, gateway=gateway,
     )
 
 

@@ -1,0 +1,420 @@
+"""The gateway's public listener: HTTP/1.1 on a raw asyncio Protocol with httptools, proxied as Kong does.
+
+Per request: match a route (``router``), run the route's plugins' access
+phase (they may answer instead), build the upstream request (Kong's
+``strip_path``/``path_handling``/``preserve_host`` and ``X-Forwarded-*``
+headers), send it to the service's host, Kong upstream targets (weighted
+round-robin) or pitwall Service (``<name>.<namespace>.svc``, its ClusterIP
+from the Kubernetes API) through keep-alive pools, retry connection
+failures up to the service's ``retries``, then run the response and log
+phases. Errors answer as Kong does: 404 ``no Route matched with those
+values``, 502 ``An invalid response was received from the upstream
+server``, 503 ``name resolution failed`` / ``failure to get a peer from the
+ring-balancer``, 504 ``The upstream server is timing out``.
+
+Limits: request line ``MAX_URL`` bytes (414), headers ``MAX_HEADER_BYTES``
+(431), body ``max_body_bytes`` (413); pipelined requests are answered in
+order, at most ``MAX_PIPELINE`` queued before reading pauses.
+
+The configuration is one reference (``self.config``) read once per request:
+a reload swaps it, so a request never sees half of one configuration and
+half of another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+
+from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
+from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT, ServiceRT
+from pitwall.traffic.gateway.upstream import (
+    BadResponse,
+    ConnectFailed,
+    NameResolutionFailed,
+    Pools,
+    ReadTimeout,
+)
+
+__all__ = ["GatewayServer", "upstream_path"]
+
+log = logging.getLogger(__name__)
+
+MAX_URL = 8 << 10
+MAX_HEADER_BYTES = 32 << 10
+MAX_PIPELINE = 16
+LINGER_S = 2.0  # how long a refused request's remaining bytes are read and dropped
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+                  "content-length", "host"})
+_RESP_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                       b"proxy-connection", b"trailer", b"upgrade"})
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+Resolver = Callable[[str, str], Awaitable[str | None]]
+
+
+def upstream_path(service_path: str | None, req_path: str, matched: str, strip: bool, handling: str) -> str:
+    """The path sent upstream: Kong's ``path_handling`` v0 or v1 joining service path and request path."""
+    rest = req_path[len(matched):] if strip and matched else req_path
+    if handling == "v1":
+        if not service_path:
+            return rest or "/"
+        if service_path.endswith("/") and rest.startswith("/"):
+            return service_path + rest[1:]
+        return service_path + rest
+    if not rest:
+        return service_path or "/"
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    if not service_path or service_path == "/":
+        return rest
+    return service_path.rstrip("/") + rest
+
+
+class GatewayServer:
+    """The listener and everything a request needs; ``config`` is swapped whole on reload."""
+
+    def __init__(self, config: GatewayConfig, *, resolve: Resolver | None = None,
+                 max_body_bytes: int = 16 << 20) -> None:
+        self.config = config
+        self.resolve = resolve
+        self.max_body_bytes = max_body_bytes
+        self.pools = Pools()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+        self.requests_total = 0
+        self.conns: set[_ClientConn] = set()
+        self._kube_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: _ClientConn(self), host, port, reuse_address=True,
+                                               backlog=1024)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for c in list(self.conns):
+                c.close()
+            await self.server.wait_closed()
+            self.server = None
+        self.pools.close()
+
+    # one request
+
+    async def handle(self, req: Request, client_ip: str) -> ResponseHead:
+        cfg = self.config  # one snapshot for the whole request
+        self.requests_total += 1
+        ctx = Ctx(req, client_ip, time.perf_counter())
+        route: RouteRT | None = None
+        bytes_in = len(req.body)
+        try:
+            m = cfg.router.find(req.method, req.host, req.path, req.headers)
+            if m is None:
+                raise kong_error(404, "no Route matched with those values")
+            route = m.route
+            ctx.route = route
+            ctx.service = route.service
+            ctx.matched_path = m.matched_path
+            if route.https_only:
+                raise _https_redirect(route, req)
+            if route.plugins:
+                self._access(cfg, route, ctx)
+            if route.service is None:
+                raise kong_error(503, "no Service found with those values")
+            head = await self._proxy(route, route.service, ctx)
+        except Reply as r:
+            head = ResponseHead(r.status, list(r.headers), r.body)
+        if ctx.resp_headers:
+            head.extra.extend(ctx.resp_headers)
+        total_ms = int((time.perf_counter() - ctx.start) * 1000)
+        if ctx.upstream_ms >= 0:  # Kong's latency headers: upstream's time, and the gateway's own
+            head.extra += [("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(int(ctx.upstream_ms))),
+                           ("X-Kong-Proxy-Latency", str(max(0, total_ms - int(ctx.upstream_ms))))]
+        else:
+            head.extra += [("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms))]
+        if route is None:
+            return head
+        if route.consumer_scoped and ctx.consumer is not None:
+            chain = cfg.consumer_chain(route, ctx.consumer["id"])
+            on_response, on_log = [p for p in chain if p.has_response], [p for p in chain if p.has_log]
+        else:
+            on_response, on_log = list(route.response_plugins), list(route.log_plugins)
+        for p in on_response:
+            p.response(ctx, head)
+        for p in on_log:
+            try:
+                p.log(ctx, head, bytes_in)
+            except Exception:
+                log.exception("gateway plugin log phase failed", extra={"plugin": p.name})
+        return head
+
+    def _access(self, cfg: GatewayConfig, route: RouteRT, ctx: Ctx) -> None:
+        """Run the access phase; once an auth plugin names a consumer, the consumer's own chain continues."""
+        chain = route.plugins
+        i = 0
+        swapped = False
+        while i < len(chain):
+            p = chain[i]
+            if not p.is_auth and not swapped and route.consumer_scoped and ctx.consumer is not None:
+                swapped = True
+                chain = cfg.consumer_chain(route, ctx.consumer["id"])
+                i = next((j for j, q in enumerate(chain) if not q.is_auth), len(chain))
+                continue
+            p.access(ctx)
+            i += 1
+
+    async def _peer(self, svc: ServiceRT) -> tuple[str, int]:
+        if svc.targets is not None:
+            peer = svc.targets.next()
+            if peer is None:
+                raise kong_error(503, "failure to get a peer from the ring-balancer")
+            return peer
+        if svc.kube is not None:
+            ip = await self._cluster_ip(*svc.kube)
+            if ip is None:
+                raise kong_error(503, "name resolution failed")
+            return ip, svc.port
+        return svc.host, svc.port
+
+    async def _cluster_ip(self, namespace: str, name: str) -> str | None:
+        now = time.monotonic()
+        got = self._kube_cache.get((namespace, name))
+        if got is not None and got[0] > now:
+            return got[1]
+        ip = await self.resolve(namespace, name) if self.resolve is not None else None
+        if len(self._kube_cache) > 10_000:
+            self._kube_cache.clear()
+        self._kube_cache[(namespace, name)] = (now + 5.0, ip)
+        return ip
+
+    def _serialize(self, route: RouteRT, svc: ServiceRT, ctx: Ctx) -> bytes:
+        req = ctx.req
+        path = ctx.upstream_path or upstream_path(svc.path, req.path, ctx.matched_path, route.strip_path,
+                                                  route.path_handling)
+        target = f"{path}?{req.query}" if req.query else path
+        h = req.headers
+        host_only = req.host.rsplit(":", 1)[0] if not req.host.endswith("]") else req.host
+        lines = [f"{req.method} {target} HTTP/1.1",
+                 f"host: {req.host if route.preserve_host and req.host else svc.host_header}"]
+        for k, v in h.items():
+            if k not in _HOP and not k.startswith("x-forwarded-") and k != "x-real-ip":
+                lines.append(f"{k}: {v}")
+        xff = h.get("x-forwarded-for")
+        lines += [f"x-forwarded-for: {xff + ', ' if xff else ''}{ctx.client_ip}", "x-forwarded-proto: http",
+                  f"x-forwarded-host: {host_only}", f"x-forwarded-port: {self.port}",
+                  f"x-forwarded-path: {req.path}", f"x-real-ip: {ctx.client_ip}"]
+        if route.strip_path and ctx.matched_path and ctx.matched_path != "/":
+            lines.append(f"x-forwarded-prefix: {ctx.matched_path}")
+        if req.body or req.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"content-length: {len(req.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + req.body
+
+    async def _proxy(self, route: RouteRT, svc: ServiceRT, ctx: Ctx) -> ResponseHead:
+        data = self._serialize(route, svc, ctx)
+        method = ctx.req.method
+        failure: Exception | None = None
+        for _attempt in range(svc.retries + 1):
+            host, port = await self._peer(svc)
+            t0 = time.perf_counter()
+            try:
+                resp = await self.pools.send(host, port, data, connect_timeout_s=svc.connect_timeout_s,
+                                             read_timeout_s=svc.read_timeout_s, write_timeout_s=svc.write_timeout_s,
+                                             head_only=method == "HEAD")
+            except NameResolutionFailed:
+                raise kong_error(503, "name resolution failed") from None
+            except ConnectFailed as e:
+                failure = e
+                continue
+            except (ReadTimeout, BadResponse) as e:
+                failure = e
+                if method in _IDEMPOTENT:
+                    continue
+                break
+            ctx.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            return ResponseHead(resp.status, [], resp.body, raw=[(k, v) for k, v in resp.headers
+                                                                 if k.lower() not in _RESP_HOP])
+        if isinstance(failure, ReadTimeout):
+            raise kong_error(504, "The upstream server is timing out")
+        raise kong_error(502, "An invalid response was received from the upstream server")
+
+
+def _https_redirect(route: RouteRT, req: Request) -> Reply:
+    """Kong's answer to plain HTTP on an https-only route: 426, or a redirect to the https URL."""
+    status = route.https_redirect_status
+    if status == 426:
+        return kong_error(426, "Please use HTTPS protocol", [("Connection", "Upgrade"),
+                                                             ("Upgrade", "TLS/1.2, HTTP/1.1")])
+    host = req.host.rsplit(":", 1)[0] if req.host and not req.host.endswith("]") else req.host
+    return kong_error(status, "Moved Permanently" if status == 301 else "Found" if status == 302 else
+                      "Temporary Redirect" if status == 307 else "Permanent Redirect",
+                      [("Location", f"https://{host}{req.target}")])
+
+
+def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) -> bytes:
+    """Status line, headers (an upstream's still as bytes when no plugin decoded them), framing, body."""
+    reason = _REASONS.get(head.status, "Unknown")
+    parts = [f"HTTP/1.1 {head.status} {reason}\r\n".encode("latin-1")]
+    if head.raw is not None:
+        parts.extend(k + b": " + v + b"\r\n" for k, v in head.raw)
+    text = [f"{k}: {v}\r\n" for k, v in (*head._headers, *head.extra)]
+    if head.status >= 200 and head.status not in (204, 304):
+        text.append(f"Content-Length: {len(head.body)}\r\n")
+    text.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
+    parts.append("".join(text).encode("latin-1"))
+    if not head_request:
+        parts.append(head.body)
+    return b"".join(parts)
+
+
+class _ClientConn(asyncio.Protocol):
+    """One client connection: parse requests, answer them in order."""
+
+    def __init__(self, gw: GatewayServer) -> None:
+        self.gw = gw
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[Request] = deque()
+        self.wake: asyncio.Future[None] | None = None  # set while the serving loop waits for a request
+        self.task: asyncio.Task[None] | None = None
+        self.paused = False
+        self.client_ip = ""
+        self.too_big = 0
+        self.discarding = False
+        self._new()
+
+    def _new(self) -> None:
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self._name = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if peer else ""
+        self.gw.conns.add(self)
+        # One serving loop per connection, waiting on a future between requests: cheaper than a task each.
+        self.task = asyncio.get_running_loop().create_task(self._serve())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gw.conns.discard(self)
+        self.transport = None
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self.wake
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.discarding:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400)
+        except httptools.HttpParserError:  # a callback's _TooBig arrives wrapped in this
+            self._refuse(self.too_big or 400)
+
+    def _refuse(self, status: int) -> None:
+        """Answer a request we will not read further; what the client still sends is read and dropped for
+        ``LINGER_S`` (so it sees the answer rather than a reset), then the connection closes."""
+        if self.transport is None:
+            return
+        err = kong_error(status)
+        head = ResponseHead(status, err.headers, err.body)
+        head.add("Server", "pitwall")
+        self.transport.write(encode_response(head, False, False))
+        self.discarding = True
+        asyncio.get_running_loop().call_later(LINGER_S, self.close)
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._new()
+
+    def _too_big(self, status: int) -> _TooBig:
+        self.too_big = status
+        return _TooBig(status)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > MAX_URL:
+            raise self._too_big(414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value) + 4
+        if self.header_bytes > MAX_HEADER_BYTES:
+            raise self._too_big(431)
+        k = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        cur = self.headers.get(k)
+        self.headers[k] = v if cur is None else (f"{cur}; {v}" if k == "cookie" else f"{cur}, {v}")
+
+    def on_headers_complete(self) -> None:
+        cl = self.headers.get("content-length")
+        if cl is not None and cl.isdigit() and int(cl) > self.gw.max_body_bytes:
+            raise self._too_big(413)
+
+    def on_body(self, body: bytes) -> None:
+        self.body_size += len(body)
+        if self.body_size > self.gw.max_body_bytes:
+            raise self._too_big(413)
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        p = self.parser
+        req = Request(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
+                      b"".join(self.body), p.get_http_version(), p.should_keep_alive())
+        self.queue.append(req)
+        if len(self.queue) >= MAX_PIPELINE and self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    async def _serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.transport is not None:
+            if not self.queue:
+                self.wake = loop.create_future()
+                await self.wake
+                self.wake = None
+                continue
+            req = self.queue.popleft()
+            try:
+                head = await self.gw.handle(req, self.client_ip)
+            except Exception:
+                log.exception("gateway request failed")
+                err = kong_error(500)
+                head = ResponseHead(500, err.headers, err.body)
+            if self.transport is None:
+                return
+            self.transport.write(encode_response(head, req.keep_alive, req.method == "HEAD"))
+            if not req.keep_alive:
+                self.transport.close()
+                self.transport = None
+                return
+            if self.paused and len(self.queue) < MAX_PIPELINE // 2:
+                self.paused = False
+                self.transport.resume_reading()
+
+
+class _TooBig(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

@@ -1,0 +1,212 @@
+"""HTTP/1.1 to upstreams: keep-alive connection pools, Kong's timeouts, a bounded response.
+
+One ``_Conn`` (an asyncio Protocol with httptools' response parser) per
+upstream connection; idle connections wait in a pool per ``(host, port)``
+(at most ``MAX_IDLE`` each) and are reused by the next request, as Kong's
+``upstream_keepalive_pool_size``. ``Pools.send`` writes one request and
+reads one whole response (``response_buffering``), with the service's
+``connect_timeout``, ``write_timeout`` and ``read_timeout``. Failures are
+typed: ``ConnectFailed`` (refused, unreachable, connect timeout: safe to
+retry on another target), ``ReadTimeout`` (504) and ``BadResponse`` (502).
+A connection that fails is closed, never pooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from typing import cast
+
+import httptools
+
+__all__ = ["BadResponse", "ConnectFailed", "NameResolutionFailed", "Pools", "ReadTimeout", "UpstreamResponse"]
+
+MAX_IDLE = 64  # idle keep-alive connections kept per upstream host:port
+MAX_RESPONSE_BYTES = 64 << 20  # a bigger upstream body is a 502, not unbounded memory
+
+
+class ConnectFailed(Exception):
+    """No connection could be made (refused, unreachable, timed out)."""
+
+
+class NameResolutionFailed(ConnectFailed):
+    """The upstream host name does not resolve."""
+
+
+class ReadTimeout(Exception):
+    """The upstream did not answer (or was not written to) within its timeout."""
+
+
+class BadResponse(Exception):
+    """The upstream closed the connection early or sent something that is not HTTP."""
+
+
+class UpstreamResponse:
+    __slots__ = ("body", "headers", "keep_alive", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.closed = False
+        self.head_only = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []  # as received: decoded only if a plugin reads them
+        self.body: list[bytes] = []
+        self.size = 0
+        self.done = False
+        self.headers_done = False
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(BadResponse("upgrade not supported"))
+        except httptools.HttpParserError as e:
+            self._fail(BadResponse(str(e)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        w = self.waiter
+        if w is None or w.done():
+            return
+        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
+        if self.headers_done and not framed:  # a body delimited by the close of the connection ends here
+            w.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body), False))
+        else:
+            w.set_exception(BadResponse("upstream closed the connection"))
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+        if self.head_only:  # a response to HEAD has no body whatever its Content-Length says
+            self.on_message_complete()
+            self.close()
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_RESPONSE_BYTES:
+            self._fail(BadResponse("upstream response too large"))
+            return
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        w = self.waiter
+        if w is not None and not w.done():
+            status = self.parser.get_status_code()
+            w.set_result(UpstreamResponse(status, self.headers, b"".join(self.body),
+                                          self.parser.should_keep_alive()))
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()  # drop what is unsent: half a request must not reach the upstream later
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _timed_out(self) -> None:
+        self._fail(ReadTimeout())
+
+    def _write_stalled(self) -> None:
+        if self.transport is not None and self.transport.get_write_buffer_size() > 0:
+            self._fail(ReadTimeout("upstream did not take the request within write_timeout"))
+
+    async def request(self, data: bytes, timeout_s: float, head_only: bool,
+                      write_timeout_s: float | None = None) -> UpstreamResponse:
+        """One request and its response; the parser carries on across keep-alive responses.
+
+        ``timeout_s`` bounds the wait for the response; when the request does not fit the socket at
+        once, ``write_timeout_s`` bounds how long the rest may wait to be taken."""
+        assert self.transport is not None
+        self._reset()
+        self.head_only = head_only
+        loop = asyncio.get_running_loop()
+        self.waiter = loop.create_future()
+        self.transport.write(data)
+        timer = loop.call_later(timeout_s, self._timed_out)  # cheaper than asyncio.timeout per request
+        stalled = None
+        if write_timeout_s is not None and self.transport.get_write_buffer_size() > 0:
+            stalled = loop.call_later(write_timeout_s, self._write_stalled)
+        try:
+            return await self.waiter
+        finally:
+            timer.cancel()
+            if stalled is not None:
+                stalled.cancel()
+            self.waiter = None
+
+
+class Pools:
+    """Idle keep-alive connections per upstream ``(host, port)``."""
+
+    def __init__(self) -> None:
+        self.idle: dict[tuple[str, int], deque[_Conn]] = {}
+        self.closed = False
+
+    async def _connect(self, host: str, port: int, timeout_s: float) -> _Conn:
+        pool = self.idle.get((host, port))
+        while pool:
+            c = pool.pop()
+            if not c.closed:
+                return c
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout_s):
+                _t, conn = await loop.create_connection(_Conn, host, port)
+        except socket.gaierror as e:
+            raise NameResolutionFailed(str(e)) from None
+        except (OSError, TimeoutError) as e:
+            raise ConnectFailed(str(e) or type(e).__name__) from None
+        return conn
+
+    async def send(self, host: str, port: int, data: bytes, *, connect_timeout_s: float, read_timeout_s: float,
+                   write_timeout_s: float | None = None, head_only: bool = False) -> UpstreamResponse:
+        """Send one serialized request and read its whole response."""
+        conn = await self._connect(host, port, connect_timeout_s)
+        try:
+            resp = await conn.request(data, read_timeout_s, head_only, write_timeout_s)
+        except BaseException:
+            conn.close()
+            raise
+        if resp.keep_alive and not conn.closed and not self.closed:
+            pool = self.idle.setdefault((host, port), deque())
+            if len(pool) < MAX_IDLE:
+                pool.append(conn)
+                return resp
+        conn.close()
+        return resp
+
+    def close(self) -> None:
+        self.closed = True
+        for pool in self.idle.values():
+            for c in pool:
+                c.close()
+        self.idle.clear()
