@@ -6,6 +6,7 @@ import typer
 
 from pitwall.cli import alerts as alerts_cmd
 from pitwall.cli import demo as demo_cmd
+from pitwall.cli import incidents as incidents_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
 from pitwall.cli import query as query_cmd
@@ -23,6 +24,9 @@ app.add_typer(traces_cmd.app, name="traces")
 app.add_typer(rules_cmd.app, name="rules")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
+app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
+    incidents_cmd.oncall)
+app.add_typer(incidents_cmd.incident_app, name="incident")
 app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl context for this server.")(
     kubeconfig_cmd.kubeconfig)
 
