@@ -286,7 +286,7 @@ def config_router(deps: RestDeps) -> APIRouter:
                                       "end_ns": parse_time(str(item.get("end", "")), sched.time_zone),
                                       "user": user_id, "created_ns": svc.clock()})
             await store.put_override(schedule_id, o)
-            out.append({"status": "created", "override": deps.views.override(o, names)})
+            out.append({"status": 201, "errors": [], "override": deps.views.override(o, names)})
         # One override in, the override out; a list in, PagerDuty's per-item status list out.
         return json_response(out if several else {"override": out[0]["override"]}, 201)
 
@@ -357,6 +357,8 @@ async def _override_body(request: Request, deps: RestDeps) -> tuple[list[Any], b
             raise InvalidInput("Invalid Input Provided", ["The request body is not valid JSON"]) from None
     if isinstance(data, dict) and isinstance(data.get("override"), dict):
         return [data["override"]], False
+    if isinstance(data, dict) and isinstance(data.get("overrides"), dict):  # pdpyras wraps one object so
+        return [data["overrides"]], True
     if isinstance(data, dict) and isinstance(data.get("overrides"), list) and 0 < len(data["overrides"]) <= 100:
         return list(data["overrides"]), True
     raise InvalidInput("Invalid Input Provided", ["override or overrides must be provided"])

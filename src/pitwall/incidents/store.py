@@ -19,6 +19,7 @@ several pitwall servers on one etcd agree.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -46,6 +47,7 @@ PREFIX = "/pitwall/incidents/"
 _KINDS: dict[type[BaseModel], str] = {Service: "services", User: "users", EscalationPolicy: "escalation_policies",
                                       Schedule: "schedules"}
 _CAS_TRIES = 50
+_SEQ = itertools.count()
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -207,7 +209,8 @@ class IncidentStore:
         raise Conflict(f"incident {id_}: too many concurrent updates")
 
     def _log_op(self, incident_id: str, e: LogEntry) -> Op:
-        return Op.put(f"{self.p}log/{incident_id}/{e.created_ns:020d}-{e.id}", _dump(e))
+        # Entries of the same nanosecond (one write records several) keep the order they were made in.
+        return Op.put(f"{self.p}log/{incident_id}/{e.created_ns:020d}-{next(_SEQ):012d}-{e.id}", _dump(e))
 
     async def alerts(self, incident_id: str) -> list[Alert]:
         res = await self.store.range(f"{self.p}alerts/{incident_id}/")
