@@ -125,7 +125,7 @@ async def test_too_many_events_for_one_key_get_429(tmp_path: Path) -> None:
 
     app = create_app(pd_settings(tmp_path, events_per_minute=3))
     async with (app.router.lifespan_context(app),
-                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://x") as c):
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c):
         codes = [(await c.post("/v2/enqueue", json={**trigger(), "dedup_key": "same"})).status_code
                  for _ in range(4)]
         assert codes == [202, 202, 202, 429]

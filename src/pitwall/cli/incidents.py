@@ -63,7 +63,9 @@ def oncall(
         return
     if schedule and not entries:
         fail("pitwall", "nobody is on call in that schedule at that time")
-    table = Table("ESCALATION POLICY", "LEVEL", "SCHEDULE", "USER", "FROM", "UNTIL", box=None)
+    table = Table(box=None)
+    for title in ("ESCALATION POLICY", "LEVEL", "SCHEDULE", "USER", "FROM", "UNTIL"):
+        table.add_column(title, overflow="fold")  # narrow terminals wrap times rather than cut them
     for e in entries:
         table.add_row(e["escalation_policy"]["summary"], str(e["escalation_level"]),
                       (e.get("schedule") or {}).get("summary", "-"), e["user"]["summary"],

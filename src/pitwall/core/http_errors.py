@@ -113,6 +113,8 @@ def _pagerduty(err: PitwallError, fmt: ErrorFormat, status: int, headers: dict[s
                     "errors": errors}
     else:
         code, message = _PD_CODES.get(err.kind, (2000, "Internal Error"))
+        if err.kind == "bad_data" and getattr(err, "errors", None):  # a specific PagerDuty message, with details
+            message = err.message
         body = {"error": {"message": message, "code": code, "errors": errors}}
     return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
 
