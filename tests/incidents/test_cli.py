@@ -36,11 +36,12 @@ def test_oncall(pd_live: LiveServer) -> None:
 
 
 def test_incident_postmortem(pd_live: LiveServer) -> None:
-    r = httpx.post(pd_live.url + "/v2/enqueue", json={
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = httpx.post(pd_live.url + "/v2/enqueue", headers=auth, json={
         "routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": "db",
         "payload": {"summary": "db down", "source": "db1", "severity": "critical"}})
     assert r.status_code == 202
-    httpx.post(pd_live.url + "/v2/enqueue", json={"routing_key": ROUTING_KEY, "event_action": "resolve",
+    httpx.post(pd_live.url + "/v2/enqueue", headers=auth, json={"routing_key": ROUTING_KEY, "event_action": "resolve",
                                                   "dedup_key": "db"})
     runner = CliRunner()
     for ref in ("1", "Q0000001"):

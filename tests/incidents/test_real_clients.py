@@ -31,9 +31,13 @@ from tests.incidents.conftest import OTHER_KEY, ROUTING_KEY, TOKEN, pd_settings
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 
+BEARER = {"Authorization": f"Bearer {TOKEN}"}  # with auth_tokens set, events need a write token too
+
+
 def _events(url: str, key: str = ROUTING_KEY) -> pdpyras.EventsAPISession:
     s = pdpyras.EventsAPISession(key)
     s.url = url  # pdpyras' sessions take their base URL from ``url``
+    s.headers.update(BEARER)
     return s
 
 
@@ -64,6 +68,7 @@ def test_pdpyras_events_and_rest(pd_live: LiveServer) -> None:
 
     changes = pdpyras.ChangeEventsAPISession(ROUTING_KEY)
     changes.url = pd_live.url
+    changes.headers.update(BEARER)
     changes.submit("deploy web v42", source="ci", custom_details={"sha": "abc"},
                    links=[{"href": "https://ci/42", "text": "pipeline"}])
     (ce,) = api.rget("change_events")
@@ -149,19 +154,20 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
 
 def test_official_pagerduty_client_over_tls(tls_server: tuple[str, ssl.SSLContext]) -> None:
     url, ctx = tls_server
-    events = pagerduty.EventsApiV2Client(ROUTING_KEY, base_url=url, verify=ctx)
-    key = events.trigger("cpu hot on web1", "web1", dedup_key="cpu-web1", severity="error",
-                         custom_details={"load": 9})
-    assert key == "cpu-web1"
-    assert events.acknowledge(key) == key
-    events.send_change_event(payload={"summary": "config change: raise limits", "source": "ops",
-                                      "timestamp": "2026-12-05T10:00:00Z"})
-    rest = pagerduty.RestApiV2Client(TOKEN, default_from="bob@example.com", base_url=url + "/pagerduty",
-                                     verify=ctx)
-    (inc,) = rest.list_all("incidents", params={"statuses[]": ["acknowledged"]})
-    assert inc["incident_key"] == "cpu-web1"
-    assert events.resolve(key) == key
-    assert rest.rget(f"incidents/{inc['id']}")["status"] == "resolved"
-    assert [c["summary"] for c in rest.list_all("change_events")] == ["config change: raise limits"]
-    with pytest.raises(pagerduty.Error):
-        pagerduty.EventsApiV2Client("0" * 32, base_url=url, verify=ctx).trigger("x", "y")
+    with (pagerduty.EventsApiV2Client(ROUTING_KEY, base_url=url, verify=ctx, headers=BEARER) as events,
+          pagerduty.RestApiV2Client(TOKEN, default_from="bob@example.com", base_url=url + "/pagerduty",
+                                    verify=ctx) as rest,
+          pagerduty.EventsApiV2Client("0" * 32, base_url=url, verify=ctx, headers=BEARER) as unknown):
+        key = events.trigger("cpu hot on web1", "web1", dedup_key="cpu-web1", severity="error",
+                             custom_details={"load": 9})
+        assert key == "cpu-web1"
+        assert events.acknowledge(key) == key
+        events.send_change_event(payload={"summary": "config change: raise limits", "source": "ops",
+                                          "timestamp": "2026-12-05T10:00:00Z"})
+        (inc,) = rest.list_all("incidents", params={"statuses[]": ["acknowledged"]})
+        assert inc["incident_key"] == "cpu-web1"
+        assert events.resolve(key) == key
+        assert rest.rget(f"incidents/{inc['id']}")["status"] == "resolved"
+        assert [c["summary"] for c in rest.list_all("change_events")] == ["config change: raise limits"]
+        with pytest.raises(pagerduty.Error):
+            unknown.trigger("x", "y")

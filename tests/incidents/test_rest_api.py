@@ -252,8 +252,12 @@ async def test_token_auth_for_the_pagerduty_prefix(tmp_path: Path) -> None:
         assert (await c.get("/pagerduty/incidents", headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 200
         # PagerDuty's header form is for the PagerDuty prefix only.
         assert (await c.get("/api/v1/query", params={"query": "1"}, headers=ok)).status_code == 401
-        # The Events API authenticates by routing key.
-        await _trigger(c, "no-token")
+        # With auth on, the Events API needs a write token too (as a bearer token).
+        event = {"routing_key": ROUTING_KEY, "event_action": "trigger",
+                 "payload": {"summary": "s", "source": "h", "severity": "info"}}
+        assert (await c.post("/v2/enqueue", json=event)).status_code == 401
+        r = await c.post("/v2/enqueue", json=event, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 202
         assert len((await c.get("/pagerduty/incidents", headers=ok)).json()["incidents"]) == 1
 
 

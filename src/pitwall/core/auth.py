@@ -33,10 +33,8 @@ from pitwall.core.tenancy import AUDIT_TENANT, PRINCIPAL_KEY, TENANT_HEADER, Pri
 __all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "TokenTable",
            "is_read_only_post", "required_scope"]
 
-# Health probes; kube-apiserver's public-info-viewer paths are open the same way. PagerDuty's Events API
-# authenticates each event by its routing key (a service's integration key), not by a token.
-OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version",
-                        "/v2/enqueue", "/v2/change/enqueue"})
+# Health probes; kube-apiserver's public-info-viewer paths are open the same way.
+OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
 # PagerDuty's REST API clients send ``Authorization: Token token=<key>``: the key is a pitwall token.
 PAGERDUTY_PREFIX = "/pagerduty/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

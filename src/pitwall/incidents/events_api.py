@@ -3,9 +3,9 @@
 Answers as PagerDuty does: 202 ``{"status": "success", "message": "Event
 processed", "dedup_key": ...}``; 400 ``invalid event`` listing each problem
 (an unknown routing key is ``Invalid routing key``); 429 ``throttle event``
-when a routing key sends more than ``incidents.events_per_minute``. The
-routing key authenticates the sender, as at PagerDuty, so these two paths
-need no bearer token.
+when a routing key sends more than ``incidents.events_per_minute``. With
+``auth_tokens`` set, senders also need a token with the ``write`` scope (as a
+bearer token), like every other write to pitwall.
 """
 
 from __future__ import annotations
