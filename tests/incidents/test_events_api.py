@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.incidents.conftest import OTHER_KEY, ROUTING_KEY, pd_settings
 
@@ -135,3 +137,27 @@ async def test_too_many_events_for_one_key_get_429(tmp_path: Path) -> None:
                             "message": "Requests for this service are arriving too quickly.  Please retry later."}
         # Another routing key has its own budget.
         assert (await c.post("/v2/enqueue", json=trigger(OTHER_KEY))).status_code == 202
+
+
+async def test_concurrent_triggers_with_one_key_open_one_incident(pd: httpx.AsyncClient) -> None:
+    import asyncio
+
+    codes = await asyncio.gather(*(pd.post("/v2/enqueue", json={**trigger(), "dedup_key": "storm"})
+                                   for _ in range(20)))
+    assert {r.status_code for r in codes} == {202}
+    incs = (await pd.get("/pagerduty/incidents")).json()["incidents"]
+    assert len(incs) == 1 and incs[0]["incident_key"] == "storm"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(event=st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+                          lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                              st.sampled_from(["routing_key", "event_action", "payload", "summary", "source",
+                                               "severity", "dedup_key", "links", "images", "timestamp", "x"]),
+                              inner, max_size=6), max_leaves=20))
+async def test_any_json_gets_202_or_a_pagerduty_400(pd: httpx.AsyncClient, event: Any) -> None:
+    r = await pd.post("/v2/enqueue", json=event)
+    assert r.status_code in (202, 400), r.text
+    if r.status_code == 400:
+        body = r.json()
+        assert body["status"] == "invalid event" and body["errors"] and all(isinstance(e, str) for e in body["errors"])
