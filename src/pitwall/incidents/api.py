@@ -14,7 +14,7 @@ notes and log entries, change events and the postmortem draft.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -111,11 +111,13 @@ def array(request: Request, name: str) -> list[str]:
     return [x for v in vals for x in v.split(",") if x]
 
 
-def page(request: Request, items: Sequence[Any], key: str) -> Response:
-    """One page of ``items`` in PagerDuty's classic pagination envelope."""
+def page(request: Request, items: Sequence[Any], key: str, render: Callable[[Any], Any] | None = None) -> Response:
+    """One page of ``items`` in PagerDuty's classic pagination envelope (``render`` applied to that page only)."""
     limit = min(max(_ints(request, "limit", _DEFAULT_LIMIT), 1), MAX_LIMIT)
     offset = _ints(request, "offset", 0)
     chunk = list(items[offset:offset + limit])
+    if render is not None:
+        chunk = [render(x) for x in chunk]
     want_total = request.query_params.get("total", "").lower() in ("true", "1")
     return json_response({key: chunk, "limit": limit, "offset": offset, "more": offset + limit < len(items),
                           "total": len(items) if want_total else None})
@@ -196,7 +198,9 @@ def incidents_router(deps: RestDeps) -> APIRouter:
                 and (window is None or window[0] <= i.created_ns < window[1])]
         incs = _sort(incs, request.query_params.get("sort_by", "incident_number:asc"))
         names = await deps.names()
-        return page(request, [await render_incident(deps, i, names) for i in incs], "incidents")
+        views = deps.views
+        return page(request, incs, "incidents", lambda i: views.incident(
+            i, names.get(i.service_id, i.service_id), names.get(i.escalation_policy_id, ""), names))
 
     @r.post("/incidents", status_code=201)
     async def create_incident(request: Request) -> Response:
