@@ -277,13 +277,13 @@ class IncidentService:
                 continue
             if inc.resolve_at_ns and now >= inc.resolve_at_ns:
                 await self.resolve(inc_id, "", channel="timeout", summary="Resolved by the auto-resolve timeout")
-                n += 1
             elif inc.status == "acknowledged" and inc.ack_until_ns and now >= inc.ack_until_ns:
                 await self.store.update_incident(inc_id, lambda i: self._unacknowledge(i, now))
-                n += 1
             elif inc.status == "triggered" and inc.next_escalation_ns and now >= inc.next_escalation_ns:
                 await self.store.update_incident(inc_id, lambda i: self._escalate(i, now))
-                n += 1
+            elif not inc.outbox:
+                continue  # nothing due and nothing queued: no write, no second read
+            n += 1
             await self.flush(inc_id)
         return n
 
@@ -334,9 +334,9 @@ class IncidentService:
         for item in inc.outbox:
             if await self.store.claim_notification(inc.id, item.key, {"user": item.user_id, "reason": item.reason,
                                                                       "state": "sending", "at": self.clock()}):
-                result = await self._deliver(inc, svc, item)
+                result, entry = await self._deliver(inc, svc, item)
                 await self.store.finish_notification(inc.id, item.key, {"user": item.user_id, "reason": item.reason,
-                                                                        **result, "at": self.clock()})
+                                                                        **result, "at": self.clock()}, entry)
             sent.add(item.key)
 
         async def drop(i: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
@@ -346,10 +346,14 @@ class IncidentService:
 
         await self.store.update_incident(inc.id, drop)
 
-    async def _deliver(self, inc: Incident, svc: Service | None, item: Outbox) -> dict[str, object]:
+    async def _deliver(self, inc: Incident, svc: Service | None,
+                       item: Outbox) -> tuple[dict[str, object], LogEntry]:
+        """Send one page to the user's contact methods; returns the outcome and its log entry."""
         user = await self.store.get(User, item.user_id)
         if user is None:
-            return {"state": "failed", "error": f"user {item.user_id} not found"}
+            why = f"user {item.user_id} not found"
+            return ({"state": "failed", "errors": [why]},
+                    _entry("notify_log_entry", self.clock(), f"Could not notify {item.user_id}: {why}", channel="auto"))
         chosen = user.notification_rules.get(inc.urgency)
         methods = [c for c in user.contact_methods if chosen is None or c.id in chosen]
         page = Page(inc.id, inc.number, inc.title, inc.status, inc.urgency, svc.name if svc else inc.service_id,
@@ -368,9 +372,8 @@ class IncidentService:
                 log.warning("page failed", extra={"incident": inc.id, "contact": cm.id, "error": str(e)})
         entry = _entry("notify_log_entry", self.clock(), f"Notified {user.name} ({item.reason})",
                        channel="auto", user=user.id, contact_methods=done, errors=errors)
-        await self.store.add_log(inc.id, entry)
-        return {"state": "sent" if done and not errors else ("partial" if done else "failed"),
-                "contact_methods": done, "errors": errors}
+        return ({"state": "sent" if done and not errors else ("partial" if done else "failed"),
+                 "contact_methods": done, "errors": errors}, entry)
 
     async def flush_all(self) -> None:
         """After a restart: deliver what open incidents still have queued (claimed pages are not resent)."""

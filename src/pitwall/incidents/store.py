@@ -238,8 +238,11 @@ class IncidentStore:
         res = await self.store.txn([Compare(k, "version", "=", 0)], [Op.put(k, orjson.dumps(record))])
         return res.succeeded
 
-    async def finish_notification(self, incident_id: str, key: str, record: dict[str, object]) -> None:
-        await self.store.put(f"{self.p}notified/{incident_id}/{key}", orjson.dumps(record))
+    async def finish_notification(self, incident_id: str, key: str, record: dict[str, object],
+                                  entry: LogEntry) -> None:
+        """Record how a claimed notification went, with its log entry, in one write."""
+        await self.store.txn([], [Op.put(f"{self.p}notified/{incident_id}/{key}", orjson.dumps(record)),
+                                  self._log_op(incident_id, entry)])
 
     async def notifications(self, incident_id: str) -> list[dict[str, object]]:
         res = await self.store.range(f"{self.p}notified/{incident_id}/")
