@@ -161,3 +161,19 @@ async def test_any_json_gets_202_or_a_pagerduty_400(pd: httpx.AsyncClient, event
     if r.status_code == 400:
         body = r.json()
         assert body["status"] == "invalid event" and body["errors"] and all(isinstance(e, str) for e in body["errors"])
+
+
+async def test_severity_based_urgency_and_disabled_services(pd: httpx.AsyncClient) -> None:
+    r = await pd.put("/pagerduty/services/PAPI001", json={"service": {
+        "incident_urgency_rule": {"type": "severity_based"}}})
+    assert r.status_code == 200 and r.json()["service"]["incident_urgency_rule"] == {"type": "severity_based"}
+    for sev in ("warning", "error", "info", "critical"):
+        await pd.post("/v2/enqueue", json={**trigger(OTHER_KEY, severity=sev), "dedup_key": sev})
+    incs = (await pd.get("/pagerduty/incidents")).json()["incidents"]
+    assert [(i["incident_key"], i["urgency"]) for i in incs] == [
+        ("warning", "low"), ("error", "high"), ("info", "low"), ("critical", "high")]
+    r = await pd.put("/pagerduty/services/PWEB001", json={"service": {"status": "disabled"}})
+    assert r.json()["service"]["status"] == "disabled"
+    r = await pd.post("/v2/enqueue", json={**trigger(), "dedup_key": "dropped"})
+    assert r.status_code == 202 and r.json()["dedup_key"] == "dropped"
+    assert len((await pd.get("/pagerduty/incidents")).json()["incidents"]) == 4

@@ -63,7 +63,9 @@ def service_in(d: Any, id_: str = "") -> Service:
                      "integration_keys"))
     data["escalation_policy"] = _ref_id(d.get("escalation_policy")) or ""
     rule = d.get("incident_urgency_rule")
-    if isinstance(rule, dict) and rule.get("urgency"):
+    if isinstance(rule, dict) and rule.get("type") == "severity_based":
+        data["urgency"] = "severity_based"
+    elif isinstance(rule, dict) and rule.get("urgency"):
         data["urgency"] = rule["urgency"]
     return _validated(Service, {**data, "id": id_ or d.get("id") or ""})
 
@@ -184,7 +186,8 @@ def _as_input(obj: BaseModel, render: Any) -> dict[str, Any]:
     """An object's stored fields in the input shape (for a PUT that sends only some of them)."""
     d = obj.model_dump(mode="json", by_alias=True)
     if isinstance(obj, Service):
-        d["incident_urgency_rule"] = {"type": "constant", "urgency": obj.urgency}
+        d["incident_urgency_rule"] = ({"type": "severity_based"} if obj.urgency == "severity_based"
+                                      else {"type": "constant", "urgency": obj.urgency})
     if isinstance(obj, User):
         d["contact_methods"] = [{**c, "type": f"{c['type']}_contact_method"} for c in d["contact_methods"]]
     return d

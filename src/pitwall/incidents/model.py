@@ -94,8 +94,9 @@ class Service(_Record):
     integration_keys: list[str] = Field(default_factory=list, max_length=32)
     acknowledgement_timeout: int | None = Field(1800, ge=0, description="seconds; null: never re-trigger")
     auto_resolve_timeout: int | None = Field(14400, ge=0, description="seconds; null: never auto-resolve")
-    urgency: Urgency = "high"
-    status: Literal["active", "disabled"] = "active"
+    # PagerDuty's incident_urgency_rule: constant high or low, or severity_based (critical/error: high).
+    urgency: Literal["high", "low", "severity_based"] = "high"
+    status: Literal["active", "disabled"] = Field("active", description="disabled services drop events")
 
     @field_validator("integration_keys")
     @classmethod

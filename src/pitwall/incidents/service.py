@@ -123,6 +123,8 @@ class IncidentService:
         svc = await self.service_for(ev.routing_key)
         now = self.clock()
         dedup = ev.dedup_key or secrets.token_hex(16)
+        if svc.status == "disabled":  # PagerDuty accepts events for a disabled service and drops them
+            return dedup
         agent = f"service:{svc.id}"
         if ev.action == "trigger":
             await self.trigger(svc, dedup, ev, now)
@@ -155,12 +157,16 @@ class IncidentService:
     async def _create(self, svc: Service, dedup: str, ev: AlertEvent | None, now: int, *,
                       title: str, urgency: str) -> Incident | None:
         pol = await self.policy_of(svc)
+        payload = ev.payload if ev else {}
+        if not urgency:
+            urgency = svc.urgency
+            if urgency == "severity_based":
+                urgency = "high" if payload.get("severity") in ("critical", "error") else "low"
         number = await self.store.next_number()
         inc_id = f"Q{number:07d}"
-        payload = ev.payload if ev else {}
         summary = title or payload.get("summary") or dedup
         inc = Incident(id=inc_id, number=number, title=summary, service_id=svc.id,
-                       escalation_policy_id=pol.id if pol else "", urgency=urgency or svc.urgency,
+                       escalation_policy_id=pol.id if pol else "", urgency=urgency,
                        incident_key=dedup, created_ns=now, updated_ns=now, last_status_change_ns=now,
                        last_alert_severity=payload.get("severity", ""))
         if svc.auto_resolve_timeout:

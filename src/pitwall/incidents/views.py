@@ -64,7 +64,8 @@ class Views:
             "acknowledgement_timeout": s.acknowledgement_timeout,
             "auto_resolve_timeout": s.auto_resolve_timeout,
             "escalation_policy": self.ref("escalation_policy", policy.id, policy.name) if policy else None,
-            "incident_urgency_rule": {"type": "constant", "urgency": s.urgency},
+            "incident_urgency_rule": {"type": "severity_based"} if s.urgency == "severity_based"
+            else {"type": "constant", "urgency": s.urgency},
             "integrations": [{"id": f"{s.id}I{i}", "type": "events_api_v2_inbound_integration",
                               "summary": "Events API v2", "integration_key": k,
                               "self": f"{self.base}/services/{s.id}/integrations/{s.id}I{i}"}
