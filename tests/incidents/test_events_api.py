@@ -147,6 +147,11 @@ async def test_concurrent_triggers_with_one_key_open_one_incident(pd: httpx.Asyn
     assert {r.status_code for r in codes} == {202}
     incs = (await pd.get("/pagerduty/incidents")).json()["incidents"]
     assert len(incs) == 1 and incs[0]["incident_key"] == "storm"
+    # Distinct keys at once: every incident gets the next number, none skipped (as PagerDuty numbers them).
+    await asyncio.gather(*(pd.post("/v2/enqueue", json={**trigger(), "dedup_key": f"k{i}"}) for i in range(12)))
+    incs = (await pd.get("/pagerduty/incidents", params={"limit": 100})).json()["incidents"]
+    assert [i["incident_number"] for i in incs] == list(range(1, 14))
+    assert sorted(i["incident_key"] for i in incs[1:]) == sorted(f"k{i}" for i in range(12))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

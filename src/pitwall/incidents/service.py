@@ -18,10 +18,10 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pitwall.incidents.changes import ChangeEvent, ChangeSink
-from pitwall.incidents.errors import InvalidEvent, InvalidInput, NotFoundError
+from pitwall.incidents.errors import Conflict, InvalidEvent, InvalidInput, NotFoundError
 from pitwall.incidents.events import AlertEvent, ChangeEventIn
 from pitwall.incidents.model import (
     Alert,
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], int]
 _MIN_NS = 60 * 1_000_000_000
 _S_NS = 1_000_000_000
+_CREATE_TRIES = 100  # attempts to take the next incident number under contention
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,18 @@ class IncidentService:
             urgency = svc.urgency
             if urgency == "severity_based":
                 urgency = "high" if payload.get("severity") in ("critical", "error") else "low"
-        number = await self.store.next_number()
+        for _ in range(_CREATE_TRIES):
+            number, counter_rev = await self.store.next_number()
+            outcome = await self._store_new(svc, pol, dedup, ev, now, payload, number, counter_rev,
+                                            title=title, urgency=urgency)
+            if outcome is not None:
+                return outcome if isinstance(outcome, Incident) else None
+        raise Conflict("too many incidents created at once; retry")
+
+    async def _store_new(self, svc: Service, pol: EscalationPolicy | None, dedup: str, ev: AlertEvent | None,
+                         now: int, payload: dict[str, Any], number: int, counter_rev: int, *, title: str,
+                         urgency: str) -> Incident | bool | None:
+        """One attempt: the incident, False when its dedup key is taken, None when its number was."""
         inc_id = f"Q{number:07d}"
         summary = title or payload.get("summary") or dedup
         inc = Incident(id=inc_id, number=number, title=summary, service_id=svc.id,
@@ -185,8 +197,8 @@ class IncidentService:
             inc.alert_counts = {"all": 1, "triggered": 1, "resolved": 0}
         if pol is not None:
             entries += await self._assign_level(inc, pol, 1, now, "assigned")
-        ok = await self.store.create_incident(inc, alert, entries)
-        return inc if ok else None
+        outcome = await self.store.create_incident(inc, alert, entries, counter_rev)
+        return inc if outcome == "created" else (False if outcome == "deduplicated" else None)
 
     async def _assign_level(self, inc: Incident, pol: EscalationPolicy, level: int, now: int,
                             reason: str) -> list[LogEntry]:

@@ -130,27 +130,30 @@ class IncidentStore:
     def _ikey(self, id_: str) -> str:
         return f"{self.p}incidents/{id_}"
 
-    async def next_number(self) -> int:
-        key = f"{self.p}counter"
-        for _ in range(_CAS_TRIES):
-            kv = await self.store.get(key)
-            n = int(kv.value) + 1 if kv else 1
-            res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision if kv else 0)],
-                                       [Op.put(key, str(n).encode())])
-            if res.succeeded:
-                return n
-        raise Conflict("incident counter: too much contention")
+    async def next_number(self) -> tuple[int, int]:
+        """The next incident number and the counter's mod revision, to pass to ``create_incident``."""
+        kv = await self.store.get(f"{self.p}counter")
+        return (int(kv.value) + 1, kv.mod_revision) if kv else (1, 0)
 
-    async def create_incident(self, inc: Incident, alert: Alert | None, entries: Sequence[LogEntry]) -> bool:
-        """Store a new incident (with its first alert and log entries) unless its dedup key is taken."""
+    async def create_incident(self, inc: Incident, alert: Alert | None, entries: Sequence[LogEntry],
+                              counter_rev: int) -> str:
+        """Store a new incident (with its first alert and log entries) in one write, taking its number.
+
+        Returns ``"created"``, ``"deduplicated"`` (an open incident holds the dedup key) or ``"renumber"``
+        (another incident took the number first: ask ``next_number`` again). Numbers are never skipped.
+        """
         dedup = f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"
-        ops = [Op.put(self._ikey(inc.id), _dump(inc)), Op.put(dedup, inc.id.encode()),
-               Op.put(f"{self.p}open/{inc.id}", b"")]
+        counter = f"{self.p}counter"
+        ops = [Op.put(counter, str(inc.number).encode()), Op.put(self._ikey(inc.id), _dump(inc)),
+               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", b"")]
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
-        res = await self.store.txn([Compare(dedup, "version", "=", 0)], ops)
-        return res.succeeded
+        res = await self.store.txn([Compare(dedup, "version", "=", 0), Compare(counter, "mod", "=", counter_rev)],
+                                   ops, [Op.get(dedup)])
+        if res.succeeded:
+            return "created"
+        return "deduplicated" if res.results and res.results[0] else "renumber"
 
     async def open_by_dedup(self, service_id: str, dedup_key: str) -> Incident | None:
         kv = await self.store.get(f"{self.p}dedup/{service_id}/{dedup_key}")
