@@ -13,12 +13,13 @@ tested with a fake one: ``tick()`` does what is due at the clock's now.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from pitwall.incidents.changes import ChangeEvent, ChangeSink
 from pitwall.incidents.errors import Conflict, InvalidEvent, InvalidInput, NotFoundError
@@ -84,6 +85,7 @@ class IncidentService:
         self.pager = pager
         self.clock = clock
         self.base_url = base_url.rstrip("/")
+        self._numbering = asyncio.Lock()
 
     # --- look-ups --------------------------------------------------------------------------------
 
@@ -157,27 +159,32 @@ class IncidentService:
 
     async def _create(self, svc: Service, dedup: str, ev: AlertEvent | None, now: int, *,
                       title: str, urgency: str) -> Incident | None:
+        """A new incident stored under the next number; None when an open one took ``dedup`` meanwhile."""
+        inc, alert, entries = await self._build(svc, dedup, ev, now, title=title, urgency=urgency)
+        # Numbers are taken one at a time in this process (the counter's CAS settles it between servers),
+        # so concurrent triggers do not spin on the counter.
+        async with self._numbering:
+            for _ in range(_CREATE_TRIES):
+                number, counter_rev = await self.store.next_number()
+                inc.number, inc.id = number, f"Q{number:07d}"
+                if alert is not None:
+                    alert.incident_id = inc.id
+                outcome = await self.store.create_incident(inc, alert, entries, counter_rev)
+                if outcome != "renumber":
+                    return inc if outcome == "created" else None
+        raise Conflict("too many incidents created at once; retry")
+
+    async def _build(self, svc: Service, dedup: str, ev: AlertEvent | None, now: int, *, title: str,
+                     urgency: str) -> tuple[Incident, Alert | None, list[LogEntry]]:
+        """The incident (number still 0), its first alert and log entries, its first assignment and pages."""
         pol = await self.policy_of(svc)
         payload = ev.payload if ev else {}
         if not urgency:
             urgency = svc.urgency
             if urgency == "severity_based":
                 urgency = "high" if payload.get("severity") in ("critical", "error") else "low"
-        for _ in range(_CREATE_TRIES):
-            number, counter_rev = await self.store.next_number()
-            outcome = await self._store_new(svc, pol, dedup, ev, now, payload, number, counter_rev,
-                                            title=title, urgency=urgency)
-            if outcome is not None:
-                return outcome if isinstance(outcome, Incident) else None
-        raise Conflict("too many incidents created at once; retry")
-
-    async def _store_new(self, svc: Service, pol: EscalationPolicy | None, dedup: str, ev: AlertEvent | None,
-                         now: int, payload: dict[str, Any], number: int, counter_rev: int, *, title: str,
-                         urgency: str) -> Incident | bool | None:
-        """One attempt: the incident, False when its dedup key is taken, None when its number was."""
-        inc_id = f"Q{number:07d}"
         summary = title or payload.get("summary") or dedup
-        inc = Incident(id=inc_id, number=number, title=summary, service_id=svc.id,
+        inc = Incident(id="", number=0, title=summary, service_id=svc.id,
                        escalation_policy_id=pol.id if pol else "", urgency=urgency,
                        incident_key=dedup, created_ns=now, updated_ns=now, last_status_change_ns=now,
                        last_alert_severity=payload.get("severity", ""))
@@ -188,7 +195,7 @@ class IncidentService:
                           "Triggered through the Events API", agent=f"service:{svc.id}",
                           channel="api" if ev is None else "events_api", dedup_key=dedup)]
         if ev is not None:
-            alert = Alert(id="A" + secrets.token_hex(6).upper(), incident_id=inc_id, service_id=svc.id,
+            alert = Alert(id="A" + secrets.token_hex(6).upper(), incident_id="", service_id=svc.id,
                           dedup_key=dedup, created_ns=now, summary=summary, severity=payload.get("severity", ""),
                           source=payload.get("source", ""), component=payload.get("component", ""),
                           group=payload.get("group", ""), class_=payload.get("class", ""),
@@ -197,8 +204,7 @@ class IncidentService:
             inc.alert_counts = {"all": 1, "triggered": 1, "resolved": 0}
         if pol is not None:
             entries += await self._assign_level(inc, pol, 1, now, "assigned")
-        outcome = await self.store.create_incident(inc, alert, entries, counter_rev)
-        return inc if outcome == "created" else (False if outcome == "deduplicated" else None)
+        return inc, alert, entries
 
     async def _assign_level(self, inc: Incident, pol: EscalationPolicy, level: int, now: int,
                             reason: str) -> list[LogEntry]:
