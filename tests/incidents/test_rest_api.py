@@ -146,6 +146,14 @@ async def test_configuration_crud_drives_routing(pd: httpx.AsyncClient) -> None:
     r = await pd.post(f"/pagerduty/users/{dave['id']}/contact_methods", json={"contact_method": {
         "type": "email_contact_method", "address": "dave@x.io", "label": "Work"}})
     assert r.status_code == 201 and r.json()["contact_method"]["type"] == "email_contact_method"
+    cm_id = r.json()["contact_method"]["id"]
+    r = await pd.put(f"/pagerduty/users/{dave['id']}", json={"user": {
+        "notification_rules": [{"urgency": "low", "contact_methods": [cm_id]}]}})
+    assert r.status_code == 200, r.text
+    dave_now = r.json()["user"]
+    assert dave_now["notification_rules"] == [{"urgency": "low", "contact_methods": [cm_id]}]
+    assert [c["id"] for c in dave_now["contact_methods"]] == [cm_id]  # kept by the partial update
+    assert dave_now["time_zone"] == "Asia/Tokyo"
     r = await pd.post("/pagerduty/escalation_policies", json={"escalation_policy": {
         "type": "escalation_policy", "name": "Payments",
         "escalation_rules": [{"escalation_delay_in_minutes": 15,

@@ -77,7 +77,11 @@ def user_in(d: Any, id_: str = "") -> User:
         if isinstance(c, dict):
             cms.append({"id": c.get("id", ""), "type": _CM_TYPES.get(c.get("type", ""), c.get("type", "email")),
                         "address": c.get("address", ""), "label": c.get("label", "")})
-    return _validated(User, {**data, "contact_methods": cms, "id": id_ or d.get("id") or ""})
+    rules = d.get("notification_rules") or {}
+    if isinstance(rules, list):  # as rendered: [{"urgency": "high", "contact_methods": [ids]}]
+        rules = {r.get("urgency"): r.get("contact_methods") for r in rules if isinstance(r, dict)}
+    return _validated(User, {**data, "contact_methods": cms, "notification_rules": rules,
+                             "id": id_ or d.get("id") or ""})
 
 
 def policy_in(d: Any, id_: str = "") -> EscalationPolicy:
