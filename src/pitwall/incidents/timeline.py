@@ -53,6 +53,8 @@ async def timeline(inc: Incident, store: _Reads, changes: _Changes, names: dict[
         items.append(TimelineItem(a.created_ns, "alert", f"alert ({a.severity}) from {a.source or '?'}: "
                                                          f"{a.summary}"))
     for e in await store.log_entries(inc.id):
+        if e.type == "annotate_log_entry":
+            continue  # the note itself is listed below
         agent = names.get(e.agent.split(":", 1)[-1], e.agent) if e.agent else ""
         items.append(TimelineItem(e.created_ns, "log", f"{e.summary}" + (f" ({agent})" if agent else "")))
     for n in await store.notes(inc.id):
