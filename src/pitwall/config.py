@@ -32,6 +32,7 @@ from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
 from pitwall.core.listen import split_listen
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
+from pitwall.incidents.settings import IncidentsSettings
 from pitwall.logs.settings import LogsSettings
 from pitwall.traces.settings import TracesSettings
 from pitwall.ui.settings import UISettings
@@ -254,6 +255,7 @@ class Settings(BaseSettings):
     alerting: AlertingSettings = Field(default_factory=AlertingSettings)
     alertmanager_config: Path | None = Field(None, description="Alertmanager configuration file (notifications)")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    incidents: IncidentsSettings = Field(default_factory=IncidentsSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

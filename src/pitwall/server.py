@@ -24,6 +24,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pitwall import __version__
+from pitwall.alerting import ContactPager
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.chaos.wiring import ChaosPart, build_chaos_part
@@ -40,8 +41,9 @@ from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
 from pitwall.incidents import ChangeLog
+from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
 from pitwall.kube import KubePodSource, KubeWorkloads
-from pitwall.kube.wiring import KubePart, build_kube_part
+from pitwall.kube.wiring import KubePart, build_kube_part, build_revstore
 from pitwall.logs import LogAppender, LogEntry, PushStream
 from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
@@ -74,6 +76,7 @@ class Components:
     notifications: NotificationParts
     rules: RulesPart
     ui: UIPart
+    incidents: IncidentsPart
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     gateway: GatewayPart | None = None
     started: list[Component] = field(default_factory=list)
@@ -84,7 +87,7 @@ class Components:
         cp = self.control_plane
         edge: list[Part] = [] if self.gateway is None else [self.gateway]
         return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules,
-                *(cp.parts() if cp is not None else []), *edge, self.ui]
+                *(cp.parts() if cp is not None else []), *edge, self.incidents, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -200,6 +203,10 @@ def build(settings: Settings) -> Components:
     gateway = None if settings.gateway.listen is None else build_gateway_part(
         settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
         changes=cp.changes if cp else None)
+    # Incidents live in the control plane's state store; without a control plane they start one of their own.
+    pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
+    incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
+                                     inflight, pager=pager, own_store=cp is None)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -207,7 +214,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, control_plane=cp, gateway=gateway,
+        notifications=notifications, rules=rules, ui=ui, incidents=incidents, control_plane=cp, gateway=gateway,
     )
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pitwall.alerting.notify.alerts import StoredAlert, sort_alerts
     from pitwall.alerting.notify.matchers import Matcher as AlertMatcher
     from pitwall.alerting.notify.matchers import MatcherError
+    from pitwall.alerting.notify.people import ContactPager
     from pitwall.alerting.notify.pipeline import NotificationPipeline
     from pitwall.alerting.notify.silences import Silence
     from pitwall.alerting.rules.alerting_rule import AlertingRule
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AlertMatcher": "pitwall.alerting.notify.matchers:Matcher",
     "AlertingRule": "pitwall.alerting.rules.alerting_rule",
+    "ContactPager": "pitwall.alerting.notify.people",
     "MatcherError": "pitwall.alerting.notify.matchers",
     "NotificationPipeline": "pitwall.alerting.notify.pipeline",
     "RuleManager": "pitwall.alerting.rules.manager",
@@ -36,6 +38,7 @@ _EXPORTS = {
 __all__ = [
     "AlertMatcher",
     "AlertingRule",
+    "ContactPager",
     "MatcherError",
     "NotificationPipeline",
     "RuleManager",

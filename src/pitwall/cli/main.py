@@ -10,6 +10,7 @@ from pitwall import __version__
 from pitwall.cli import alerts as alerts_cmd
 from pitwall.cli import chaos as chaos_cmd
 from pitwall.cli import demo as demo_cmd
+from pitwall.cli import incidents as incidents_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
 from pitwall.cli import query as query_cmd
@@ -44,6 +45,9 @@ app.add_typer(slo_cmd.app, name="slo")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
 app.add_typer(chaos_cmd.app, name="chaos")
+app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
+    incidents_cmd.oncall)
+app.add_typer(incidents_cmd.incident_app, name="incident")
 app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl context for this server.")(
     kubeconfig_cmd.kubeconfig)
 

@@ -35,6 +35,8 @@ __all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "Bear
 
 # Health probes; kube-apiserver's public-info-viewer paths are open the same way.
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
+# PagerDuty's REST API clients send ``Authorization: Token token=<key>``: the key is a pitwall token.
+PAGERDUTY_PREFIX = "/pagerduty/"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = frozenset({"/-/reload", "/-/quit"})
 ADMIN_PREFIX = "/api/v1/admin/"
@@ -121,9 +123,12 @@ class BearerAuth:
                 header = v
             elif k == _TENANT_HEADER and not named:
                 named = v
-        if not header.lower().startswith(b"bearer "):
+        if header.lower().startswith(b"token token=") and scope["path"].startswith(PAGERDUTY_PREFIX):
+            given = header[12:].strip()
+        elif header.lower().startswith(b"bearer "):
+            given = header[7:].strip()
+        else:
             raise Unauthorized("missing bearer token")
-        given = header[7:].strip()
         principal = self._principal(given)
         scope[PRINCIPAL_KEY] = principal  # known even if refused below: the audit log names who was refused
         need = required_scope(scope.get("method", "GET"), scope["path"])

@@ -3,7 +3,9 @@
 Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
 ``text`` (plain text: Prometheus remote write, Loki, Zipkin), ``otlp``
 (google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
-declares), ``native`` (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
+declares), ``pagerduty`` (REST API v2: ``{"error": {"message", "code", "errors"}}``),
+``pagerduty_events`` (Events API v2: ``{"status", "message", "errors"}``), ``native``
+(pitwall's own ``{"error": {...}}``), ``html`` (a bare page
 for the web UI's routes, whose pages show most errors themselves).
 
 Routers declare their wire format when created (``error_router("prometheus")``);
@@ -28,7 +30,8 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 
 log = logging.getLogger(__name__)
 
-ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html"]
+ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html", "pagerduty",
+                      "pagerduty_events"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -80,6 +83,8 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
     if fmt == "alertmanager":
         # Alertmanager API v2 declares its error responses as a JSON string.
         return Response(json.dumps(err.message), status, headers, media_type="application/json")
+    if fmt in ("pagerduty", "pagerduty_events"):
+        return _pagerduty(err, fmt, status, headers)
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
@@ -88,6 +93,30 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
                 f"<h1>{status}</h1><p>{html.escape(err.message)}</p><p><a href=\"/\">pitwall</a></p>\n")
         return Response(page, status, headers, media_type="text/html; charset=utf-8")
     return Response(err.message + "\n", status, headers, media_type="text/plain; charset=utf-8")
+
+
+# PagerDuty REST API v2 error codes and their fixed messages, per kind.
+_PD_CODES = {"bad_data": (2001, "Invalid Input Provided"), "not_found": (2100, "Not Found"),
+             "unauthorized": (2006, "Authentication failed"), "forbidden": (2010, "Access Denied"),
+             "overloaded": (2020, "Rate Limit Exceeded"), "too_large": (2001, "Invalid Input Provided")}
+
+
+def _pagerduty(err: PitwallError, fmt: ErrorFormat, status: int, headers: dict[str, str]) -> Response:
+    errors = list(getattr(err, "errors", None) or [err.message])
+    body: dict[str, Any]
+    if fmt == "pagerduty_events":
+        if err.kind == "overloaded":
+            body = {"status": "throttle event",
+                    "message": "Requests for this service are arriving too quickly.  Please retry later."}
+        else:
+            body = {"status": "invalid event" if status < 500 else "error", "message": err.message,
+                    "errors": errors}
+    else:
+        code, message = _PD_CODES.get(err.kind, (2000, "Internal Error"))
+        if err.kind == "bad_data" and getattr(err, "errors", None):  # a specific PagerDuty message, with details
+            message = err.message
+        body = {"error": {"message": message, "code": code, "errors": errors}}
+    return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
 
 
 def _grpc_code(status: int) -> int:

@@ -1,0 +1,133 @@
+"""Incidents: Events API v2 intake and the REST reads an on-call engineer makes, on a real `pitwall server`.
+
+    PYTHONPATH=src .venv/bin/python bench/incidents_events.py [--n 1000] [--concurrency 16]
+
+Starts `pitwall server` (SQLite state store, fsync on) with one service, a
+weekly schedule and a two-level policy, then measures: new-incident triggers
+(unique dedup keys: events/s, p50/p99), deduplicated triggers (one key),
+acknowledge+resolve by dedup key, listing all incidents with pagination
+(`GET /pagerduty/incidents`, 100 per page), and `GET /pagerduty/oncalls`.
+PagerDuty is a hosted service with no local peer to run beside it, so the
+figures stand alone. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import yaml
+
+KEY = "BENCHKEY000000000000000000000001"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(path: Path) -> None:
+    path.write_text(yaml.safe_dump({"incidents": {
+        "events_per_minute": 10_000_000,
+        "users": [{"name": "Alice", "email": "alice@example.com"}, {"name": "Bob", "email": "bob@example.com"}],
+        "schedules": [{"name": "Primary", "time_zone": "Europe/Berlin", "schedule_layers": [{
+            "start": "2026-01-05T09:00:00+01:00", "rotation_virtual_start": "2026-01-05T09:00:00+01:00",
+            "rotation_turn_length_seconds": 604800, "users": ["Alice", "Bob"]}]}],
+        "escalation_policies": [{"name": "P", "escalation_rules": [
+            {"escalation_delay_in_minutes": 30, "targets": [{"type": "schedule_reference", "id": "Primary"}]},
+            {"escalation_delay_in_minutes": 30, "targets": [{"type": "user_reference", "id": "Bob"}]}]}],
+        "services": [{"name": "web", "escalation_policy": "P", "integration_keys": [KEY]}],
+    }}))
+
+
+async def _run(n: int, conc: int, make: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
+    lat: list[float] = []
+    it = iter(range(n))
+
+    async def worker() -> None:
+        for i in it:
+            t = time.perf_counter()
+            await make(i)
+            lat.append(time.perf_counter() - t)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(conc)))
+    return n / (time.perf_counter() - t0), sorted(lat)
+
+
+def _show(name: str, rate: float, lat: list[float]) -> None:
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(f"{name:<34} {rate:9.0f}/s   p50 {statistics.median(lat) * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms")
+
+
+async def bench(url: str, n: int, conc: int) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        async def send(action: str, key: str) -> None:
+            body: dict[str, object] = {"routing_key": KEY, "event_action": action, "dedup_key": key}
+            if action == "trigger":
+                body["payload"] = {"summary": f"alert {key}", "source": "bench", "severity": "critical"}
+            r = await c.post("/v2/enqueue", json=body)
+            assert r.status_code == 202, r.text
+
+        _show("trigger (new incident)", *await _run(n, conc, lambda i: send("trigger", f"k{i}")))
+        _show("trigger (deduplicated)", *await _run(n, conc, lambda i: send("trigger", "k0")))
+        _show("acknowledge", *await _run(n, conc, lambda i: send("acknowledge", f"k{i}")))
+        _show("resolve", *await _run(n, conc, lambda i: send("resolve", f"k{i}")))
+
+        async def list_all(_: int) -> None:
+            offset = 0
+            while True:
+                body = (await c.get("/pagerduty/incidents", params={"limit": 100, "offset": offset})).json()
+                if not body["more"]:
+                    return
+                offset += 100
+
+        _show(f"list {n} incidents (pages of 100)", *await _run(5, 1, list_all))
+
+        async def oncalls(_: int) -> None:
+            r = await c.get("/pagerduty/oncalls")
+            assert r.status_code == 200
+
+        _show("GET /oncalls", *await _run(200, 4, oncalls))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "pitwall.yaml"
+        _config(cfg)
+        port = _free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
+                                 "--data-dir", str(Path(tmp) / "data"), "--listen", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)
+            print(f"pitwall incidents, {args.n} events per row, concurrency {args.concurrency}")
+            asyncio.run(bench(url, args.n, args.concurrency))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Shared fixtures: a pitwall with two people, a weekly schedule, a two-level escalation policy and a service."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from pitwall.config import Settings, load_settings
+from tests.conftest import LiveServer
+
+ROUTING_KEY = "R0UT1NGKEY0000000000000000000001"  # 32 letters and digits, as PagerDuty's integration keys
+OTHER_KEY = "R0UT1NGKEY0000000000000000000002"
+TOKEN = "pd-test-token-0123456789abcdef"
+
+
+def incidents_config() -> dict[str, Any]:
+    """Alice and Bob rotate weekly on "Primary" (handoff Monday 09:00 Berlin); Carol is the level-2 manager."""
+    return {
+        "users": [
+            {"id": "PALICE1", "name": "Alice", "email": "alice@example.com",
+             "contact_methods": [{"type": "webhook", "address": "http://127.0.0.1:9/alice"}]},
+            {"id": "PBOB001", "name": "Bob", "email": "bob@example.com"},
+            {"id": "PCAROL1", "name": "Carol", "email": "carol@example.com"},
+        ],
+        "schedules": [{
+            "id": "PSCHED1", "name": "Primary", "time_zone": "Europe/Berlin",
+            "schedule_layers": [{"start": "2026-01-05T09:00:00+01:00",
+                                 "rotation_virtual_start": "2026-01-05T09:00:00+01:00",
+                                 "rotation_turn_length_seconds": 604800, "users": ["alice@example.com", "Bob"]}],
+        }],
+        "escalation_policies": [{
+            "id": "PPOLICY", "name": "Web on-call", "num_loops": 1,
+            "escalation_rules": [
+                {"escalation_delay_in_minutes": 10, "targets": [{"type": "schedule_reference", "id": "Primary"}]},
+                {"escalation_delay_in_minutes": 5, "targets": [{"type": "user_reference", "id": "PCAROL1"}]},
+            ],
+        }],
+        "services": [
+            {"id": "PWEB001", "name": "web", "escalation_policy": "Web on-call", "integration_keys": [ROUTING_KEY]},
+            {"id": "PAPI001", "name": "api", "escalation_policy": "PPOLICY", "integration_keys": [OTHER_KEY],
+             "urgency": "low"},
+        ],
+        "events_per_minute": 1000,
+    }
+
+
+def pd_settings(tmp_path: Path, *, kube: bool = False, tokens: bool = False, **extra: Any) -> Settings:
+    auth = {"auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"], "name": "oncall-bot"}]} if tokens else {}
+    return load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                         kube={"enabled": kube}, incidents={**incidents_config(), **extra}, **auth)
+
+
+@pytest.fixture
+async def pd(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of a pitwall configured with ``incidents_config`` (telemetry-only control plane)."""
+    from pitwall.server import create_app
+
+    app = create_app(pd_settings(tmp_path))
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c):
+        c.app = app  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.fixture
+def pd_live(tmp_path: Path) -> Iterator[LiveServer]:
+    """A live pitwall (uvicorn in a thread) with ``incidents_config`` and a read/write token."""
+    srv = LiveServer(pd_settings(tmp_path, tokens=True))
+    srv.start()
+    yield srv
+    srv.stop()
