@@ -38,6 +38,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part
 from pitwall.logs import LogAppender, LogEntry, PushStream
@@ -45,6 +46,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.registry import RegistryPart, build_registry_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
@@ -78,7 +80,7 @@ class Components:
     def parts(self) -> list[Part]:
         cp = self.control_plane
         control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
-                                                      cp.traffic]
+                                                      cp.traffic, cp.registry]
         return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
 
     @property
@@ -111,6 +113,7 @@ class ControlPlane:
     kube_state_metrics: KubeStateMetrics
     node: NodePart
     traffic: TrafficPart
+    registry: RegistryPart
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
@@ -124,6 +127,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Pods' output goes to the log store, their resource usage to the metric store.
         node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
         traffic=build_traffic_part(kube.api),
+        registry=build_registry_part(kube.store, ChangeLog(kube.store), listen=settings.listen),
     )
 
 

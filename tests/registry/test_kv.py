@@ -1,0 +1,76 @@
+"""Consul KV, txn and blocking queries through py-consul against a live pitwall (SQLite store)."""
+
+from __future__ import annotations
+
+import consul
+import httpx
+import pytest
+from consul.exceptions import ACLPermissionDenied, ConsulException
+
+from tests.conftest import LiveServer
+from tests.registry import kv_cases
+from tests.registry.conftest import ADMIN, READER, client_for
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_put_get_delete(c: consul.Consul) -> None:
+    kv_cases.kv_roundtrip(c, "rt")
+
+
+def test_cas(c: consul.Consul) -> None:
+    kv_cases.kv_cas(c, "cas")
+
+
+def test_recurse_keys_separator(c: consul.Consul) -> None:
+    kv_cases.kv_recurse_and_keys(c, "tree")
+
+
+def test_blocking_reads(c: consul.Consul) -> None:
+    kv_cases.kv_blocking(c, "block")
+
+
+def test_txn(c: consul.Consul) -> None:
+    kv_cases.kv_txn(c, "txn")
+
+
+def test_bad_input_answered_as_consul(server: LiveServer) -> None:
+    kv_cases.kv_bad_input(server.url, ADMIN, "bad")
+
+
+def test_raw_and_headers(server: LiveServer, c: consul.Consul) -> None:
+    c.kv.put("raw/k", b"\x00\x01bytes")
+    r = httpx.get(f"{server.url}/v1/kv/raw/k?raw", headers={"X-Consul-Token": ADMIN})
+    assert r.content == b"\x00\x01bytes" and r.headers["content-type"].startswith("text/plain")
+    assert int(r.headers["X-Consul-Index"]) > 0 and r.headers["X-Consul-KnownLeader"] == "true"
+    assert r.headers["X-Consul-LastContact"] == "0"
+
+
+def test_tokens_and_scopes(server: LiveServer) -> None:
+    reader = client_for(server, READER)
+    client_for(server).kv.put("scoped", "v")
+    assert reader.kv.get("scoped")[1]["Value"] == b"v"
+    with pytest.raises((ACLPermissionDenied, ConsulException)):
+        reader.kv.put("scoped", "w")
+    r = httpx.get(f"{server.url}/v1/kv/scoped?token={READER}")
+    assert r.status_code == 200
+    r = httpx.get(f"{server.url}/v1/kv/scoped", headers={"Authorization": f"Bearer {READER}"})
+    assert r.status_code == 200
+    assert httpx.get(f"{server.url}/v1/kv/scoped").status_code == 401
+    assert httpx.get(f"{server.url}/v1/kv/scoped", headers={"X-Consul-Token": "wrong-token-0000000000"}
+                     ).status_code == 401
+    # X-Consul-Token is only for Consul's paths
+    assert httpx.get(f"{server.url}/api/v1/query?query=1", headers={"X-Consul-Token": ADMIN}).status_code == 401
+
+
+def test_history_records_who_and_what(server: LiveServer, c: consul.Consul) -> None:
+    c.kv.put("hist/k", "one")
+    c.kv.put("hist/k", "two")
+    c.kv.delete("hist/k")
+    r = httpx.get(f"{server.url}/api/config/v1/history", params={"key": "hist/k"},
+                  headers={"Authorization": f"Bearer {ADMIN}"})
+    changes = r.json()["changes"]
+    assert [(ch["Old"], ch["New"]) for ch in changes] == [(None, "b25l"), ("b25l", "dHdv"), ("dHdv", None)]
+    assert {ch["Who"] for ch in changes} == {"ops"}
+    revs = [ch["Revision"] for ch in changes]
+    assert revs == sorted(revs) and len(set(revs)) == 3
