@@ -127,7 +127,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Pods' output goes to the log store, their resource usage to the metric store.
         node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
         traffic=build_traffic_part(kube.api),
-        registry=build_registry_part(kube.store, ChangeLog(kube.store), listen=settings.listen),
+        registry=build_registry_part(kube.store, ChangeLog(kube.store), listen=settings.listen, kube=kube.api.client),
     )
 
 

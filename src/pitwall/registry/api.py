@@ -23,7 +23,7 @@ from pitwall.registry.kv import MAX_TXN_OPS, KVStore
 from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, check_key
 from pitwall.registry.sessions import SessionStore
 
-__all__ = ["AgentInfo", "consul_router", "history_router"]
+__all__ = ["AgentInfo", "Blocking", "consul_router", "history_router", "json_response", "read_limited"]
 
 Blocking = Callable[[Request, tuple[str, ...], Callable[[], Awaitable[tuple[Any, int]]],
                      Callable[[Any, int], Response]], Awaitable[Response]]
@@ -95,8 +95,9 @@ def _raw_path_check(request: Request) -> None:
         raise ConsulError(400, "URL path contains encoded traversal sequence")
 
 
-def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: AgentInfo) -> APIRouter:
-    """The ``/v1/`` routes for KV, txn, sessions, status and agent/self."""
+def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: AgentInfo,
+                  extra: Callable[[APIRouter, Blocking], None] | None = None) -> APIRouter:
+    """The ``/v1/`` routes for KV, txn, sessions, status and agent/self; ``extra`` adds more (the catalog)."""
     r = error_router("text", tags=["consul"])
 
     async def blocking(request: Request, prefixes: tuple[str, ...], read: Callable[[], Awaitable[tuple[Any, int]]],
@@ -182,6 +183,8 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
 
     _session_routes(r, sessions, blocking, agent)
     _status_routes(r, agent)
+    if extra is not None:
+        extra(r, blocking)
     return r
 
 

@@ -16,8 +16,12 @@ from typing import Any
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
+from pitwall.kube import KubeClient
+from pitwall.registry.agent import AGENT_PREFIX, AgentServices, CheckRunner
 from pitwall.registry.api import AgentInfo, consul_router, history_router
 from pitwall.registry.blocking import WatchHub
+from pitwall.registry.catalog import KUBE_PREFIX, Catalog
+from pitwall.registry.catalog_api import catalog_routes
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kv import KVStore
 from pitwall.registry.model import KV_PREFIX, SESSION_PREFIX
@@ -36,13 +40,18 @@ class RegistryPart:
     sessions: SessionStore
     history: ConfigHistory
     agent: AgentInfo
+    services: AgentServices
+    checks: CheckRunner
+    catalog: Catalog
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
-        return [self.hub, self.sessions]
+        return [self.hub, self.sessions, self.checks]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent)),
+        def extra(r: Any, blocking: Any) -> None:
+            catalog_routes(r, self.catalog, self.services, self.checks, blocking)
+        return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.history))]
 
     async def reload(self, settings: Any) -> None:
@@ -53,15 +62,18 @@ class RegistryPart:
                            lambda: float(self.hub.waiting))
 
 
-def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: str,
+def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: str, kube: KubeClient | None = None,
                         max_blocking_queries: int = 20_000) -> RegistryPart:
-    """The Consul API over ``store``; KV changes are reported to ``changes``."""
+    """The Consul API over ``store``; KV changes are reported to ``changes``; the catalog shows ``kube``'s
+    Services."""
     history = ConfigHistory(store, changes)
     delays = LockDelays()
     kv = KVStore(store, history, delays.until)
     agent = AgentInfo(socket.gethostname() or "pitwall", listen)
     sessions = SessionStore(store, kv, delays, node=agent.node)
-    hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX], prev_kv=frozenset({SESSION_PREFIX}),
+    hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX, AGENT_PREFIX, KUBE_PREFIX], prev_kv=frozenset({SESSION_PREFIX}),
                    max_waiters=max_blocking_queries)
     hub.listen(sessions.on_events)
-    return RegistryPart(hub, kv, sessions, history, agent)
+    services = AgentServices(store, agent.node)
+    catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
+    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog)
