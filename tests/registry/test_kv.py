@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import consul
 import httpx
 import pytest
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
+from pitwall.config import load_settings
+from pitwall.incidents import ChangeLog
+from pitwall.server import create_app
 from tests.conftest import LiveServer
 from tests.registry import kv_cases
 from tests.registry.conftest import ADMIN, READER, client_for
@@ -74,3 +84,33 @@ def test_history_records_who_and_what(server: LiveServer, c: consul.Consul) -> N
     assert {ch["Who"] for ch in changes} == {"ops"}
     revs = [ch["Revision"] for ch in changes]
     assert revs == sorted(revs) and len(set(revs)) == 3
+
+
+def test_config_history_cli(server: LiveServer, c: consul.Consul) -> None:
+    c.kv.put("cli/timeout", "5s")
+    c.kv.put("cli/timeout", "10s")
+    env = dict(os.environ, PITWALL_URL=server.url, PITWALL_TOKEN=ADMIN)
+    out = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "config", "history", "cli/timeout"],
+                         capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert [(r[2], r[3], r[4]) for r in rows] == [("ops", "(none)", "5s"), ("ops", "5s", "10s")]
+    js = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "config", "history", "cli/timeout", "-o", "json"],
+                        capture_output=True, text=True, env=env, timeout=60, check=True).stdout
+    assert [ch["Revision"] for ch in json.loads(js)] == [int(r[0]) for r in rows]
+    missing = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "config", "history", "cli/none"],
+                             capture_output=True, text=True, env=env, timeout=60)
+    assert missing.returncode == 1 and "no recorded changes" in missing.stderr
+
+
+async def test_kv_changes_are_change_events(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False})
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as h:
+            assert (await h.put("/v1/kv/events/flag", content=b"on")).json() is True
+            index = int((await h.get("/v1/kv/events/flag")).headers["X-Consul-Index"])
+        store = app.state.components.control_plane.kube.store
+        events = await ChangeLog(store).between(0, time.time_ns() + 1)
+    mine = [e for e in events if e.details.get("key") == "events/flag"]
+    assert len(mine) == 1 and mine[0].kind == "config" and mine[0].source == "consul-kv"
+    assert mine[0].who == "anonymous" and mine[0].details["revision"] == index

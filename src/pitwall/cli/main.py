@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pitwall.cli import alerts as alerts_cmd
+from pitwall.cli import config as config_cmd
 from pitwall.cli import demo as demo_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
@@ -23,6 +24,7 @@ app.add_typer(traces_cmd.app, name="traces")
 app.add_typer(rules_cmd.app, name="rules")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
+app.add_typer(config_cmd.app, name="config")
 app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl context for this server.")(
     kubeconfig_cmd.kubeconfig)
 
