@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -110,7 +111,11 @@ async def test_kv_changes_are_change_events(tmp_path: Path) -> None:
             assert (await h.put("/v1/kv/events/flag", content=b"on")).json() is True
             index = int((await h.get("/v1/kv/events/flag")).headers["X-Consul-Index"])
         store = app.state.components.control_plane.kube.store
-        events = await ChangeLog(store).between(0, time.time_ns() + 1)
-    mine = [e for e in events if e.details.get("key") == "events/flag"]
+        for _ in range(100):  # recorded just after the write answered
+            events = await ChangeLog(store).between(0, time.time_ns() + 1)
+            mine = [e for e in events if e.details.get("key") == "events/flag"]
+            if mine:
+                break
+            await asyncio.sleep(0.05)
     assert len(mine) == 1 and mine[0].kind == "config" and mine[0].source == "consul-kv"
     assert mine[0].who == "anonymous" and mine[0].details["revision"] == index

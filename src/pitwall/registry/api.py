@@ -27,6 +27,7 @@ __all__ = ["AgentInfo", "Blocking", "consul_router", "history_router", "json_res
 
 Blocking = Callable[[Request, tuple[str, ...], Callable[[], Awaitable[tuple[Any, int]]],
                      Callable[[Any, int], Response]], Awaitable[Response]]
+_NOT_QUERY = frozenset({"index", "wait", "token", "stale", "consistent", "cached"})
 TXN_MAX_BYTES = MAX_VALUE_BYTES  # Consul's txn_max_req_len default
 SESSION_BODY_MAX = 64 * 1024
 
@@ -103,7 +104,9 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
     async def blocking(request: Request, prefixes: tuple[str, ...], read: Callable[[], Awaitable[tuple[Any, int]]],
                        render: Callable[[Any, int], Response]) -> Response:
         opts = QueryOptions(request)
-        result, idx = await blocking_read(hub, prefixes, opts, read)
+        share = (request.url.path, tuple(sorted((k, v) for k, v in request.query_params.multi_items()
+                                                if k not in _NOT_QUERY)))
+        result, idx = await blocking_read(hub, prefixes, opts, read, share)
         return render(result, idx if idx > 0 else max(hub.seen, 1))
 
     @r.get("/v1/kv/{key:path}")

@@ -20,7 +20,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -113,6 +113,7 @@ class WatchHub:
         self.floor = 0  # deletes at or below this revision may be missing from the ring
         self.seen = 0  # the last revision delivered
         self._listeners: list[Callable[[list[Event]], None]] = []
+        self._reads: dict[Hashable, asyncio.Future[Any]] = {}
 
     @property
     def waiting(self) -> int:
@@ -152,6 +153,17 @@ class WatchHub:
                     w.fut.set_result(rev)
         for fn in self._listeners:
             fn(batch)
+
+    async def shared_read(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, shared by every waiter woken for the same query and revision: a change watched by
+        thousands of clients costs one store read, not thousands."""
+        fut = self._reads.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(read())
+            self._reads[key] = fut
+            fut.add_done_callback(lambda f: self._reads.pop(key, None) if self._reads.get(key) is f else None)
+        result: T = await asyncio.shield(fut)
+        return result
 
     def _register(self, prefixes: tuple[str, ...]) -> _Waiter:
         if len(self._waiters) >= self.max_waiters:
@@ -204,13 +216,14 @@ async def _disconnected(request: Request) -> None:
 
 
 async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOptions,
-                        read: Callable[[], Awaitable[tuple[T, int]]]) -> tuple[T, int]:
+                        read: Callable[[], Awaitable[tuple[T, int]]], share: Hashable = None) -> tuple[T, int]:
     """Consul's blocking query over ``read`` (which returns a result and its index).
 
     Without ``index`` (or with 0) it answers at once. Otherwise it answers
     as soon as the result's index passes ``index``, or at the deadline with
     the result as it stands (and an index no lower than the one asked for,
-    so clients do not take a time-out for a reset).
+    so clients do not take a time-out for a reset). Waiters of the same query
+    (``share``, when given) woken by the same revision share one read.
     """
     result, idx = await read()
     if opts.index <= 0 or idx > opts.index:
@@ -221,7 +234,7 @@ async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOpt
         rev = 0 if remaining <= 0 else await hub.wait(prefixes, opts.index, remaining, opts.request)
         if rev <= 0:  # the deadline, or the client left (then the answer goes nowhere)
             return result, max(idx, min(opts.index, hub.seen), 1)
-        result, idx = await read()
+        result, idx = await (hub.shared_read((share, rev), read) if share is not None else read())
         idx = max(idx, rev)
         if idx > opts.index:
             return result, idx

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.registry.model import ROOT
 from pitwall.storage.revstore import Op, RevStore
@@ -48,12 +49,26 @@ class HistoryRecord:
 
 
 class ConfigHistory:
-    """Writes history records with each change and reads them back, newest last."""
+    """Writes history records with each change and reads them back, newest last.
+
+    The change events and the pruning run after the write has answered (a
+    supervised task per commit), so a KV write costs one store commit on its
+    request path; the history record itself is in the change's own commit.
+    """
+
+    name = "consul-config-history"
 
     def __init__(self, store: RevStore, changes: ChangeSink | None, *, keep: int = 100) -> None:
         self.store = store
         self.changes = changes
         self.keep = keep
+        self.tasks = Supervisor(self.name)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
 
     def ops(self, records: Sequence[HistoryRecord]) -> list[Op]:
         """The puts that record ``records`` (to add to the change's own transaction)."""
@@ -67,6 +82,11 @@ class ConfigHistory:
 
     async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int) -> None:
         """After a commit: one ``config`` change event per (key, who, created, deleted), then pruning."""
+        if changes:
+            self.tasks.spawn(self._after_commit(list(changes), revision), name=f"config-history {revision}",
+                             loop=False)
+
+    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]], revision: int) -> None:
         for key, who, created, deleted in changes:
             verb = "created" if created else "deleted" if deleted else "changed"
             if self.changes is not None:

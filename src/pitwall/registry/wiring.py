@@ -28,7 +28,11 @@ from pitwall.registry.model import KV_PREFIX, SESSION_PREFIX
 from pitwall.registry.sessions import LockDelays, SessionStore
 from pitwall.storage.revstore import RevStore
 
-__all__ = ["RegistryPart", "build_registry_part"]
+__all__ = ["MAX_BLOCKING_QUERIES", "RegistryPart", "build_registry_part"]
+
+# Held blocking queries; below the HTTP server's own concurrency limit (``pitwall server`` runs uvicorn
+# with limit_concurrency=1000), so waiting clients never take every slot from other requests.
+MAX_BLOCKING_QUERIES = 768
 
 
 @dataclass
@@ -46,7 +50,7 @@ class RegistryPart:
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
-        return [self.hub, self.sessions, self.checks]
+        return [self.hub, self.history, self.sessions, self.checks]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
@@ -63,7 +67,7 @@ class RegistryPart:
 
 
 def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: str, kube: KubeClient | None = None,
-                        max_blocking_queries: int = 20_000) -> RegistryPart:
+                        max_blocking_queries: int = MAX_BLOCKING_QUERIES) -> RegistryPart:
     """The Consul API over ``store``; KV changes are reported to ``changes``; the catalog shows ``kube``'s
     Services."""
     history = ConfigHistory(store, changes)
