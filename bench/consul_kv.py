@@ -1,6 +1,6 @@
 """Consul KV on pitwall beside Debian's etcd (v3 JSON gateway), same machine, same run.
 
-    PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 2000]
+    PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 700]
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
 connection), concurrent PUTs (``--concurrency`` connections), and for
@@ -86,14 +86,30 @@ def bench_etcd(url: str, n: int, workers: int) -> dict[str, float]:
     return out
 
 
+async def _held_query(host: str, port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A blocking GET on its own raw connection (an HTTP client's own pool would be what is measured)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    data = await reader.read()  # until the server closes: the whole answer
+    writer.close()
+    return data
+
+
 async def bench_watchers(server: Server, watchers: int) -> dict[str, float]:
     url = server.url
-    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=watchers + 8)) as c:
+    async with httpx.AsyncClient(timeout=120) as c:
         await c.put(f"{url}/v1/kv/watched", content=b"v0")
         index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
         rss_before, _ = server.rss_mib()
-        tasks = [asyncio.create_task(c.get(f"{url}/v1/kv/watched", params={"index": index, "wait": "60s"}))
-                 for _ in range(watchers)]
+        conns = await asyncio.gather(*(_held_query("127.0.0.1", server.port,
+                                                   f"/v1/kv/watched?index={index}&wait=60s")
+                                       for _ in range(watchers)))
+        answers = [asyncio.create_task(_answer(r, w)) for r, w in conns]
         while True:  # until every query is held (the server's own gauge says so)
             m = (await c.get(f"{url}/metrics")).text
             held = next((float(x.split()[-1]) for x in m.splitlines()
@@ -104,9 +120,10 @@ async def bench_watchers(server: Server, watchers: int) -> dict[str, float]:
         rss_held, _ = server.rss_mib()
         t0 = time.perf_counter()
         await c.put(f"{url}/v1/kv/watched", content=b"v1")
-        done = await asyncio.gather(*tasks)
+        done = await asyncio.gather(*answers)
         wake = time.perf_counter() - t0
-    assert all(r.status_code == 200 and r.headers["X-Consul-Index"] != index for r in done)
+    assert all(d.startswith(b"HTTP/1.1 200") and b"x-consul-index: " in d.lower()
+               and b"x-consul-index: " + index.encode() + b"\r\n" not in d.lower() for d in done)
     return {"rss_before": rss_before, "rss_held": rss_held, "kib_per_waiter": (rss_held - rss_before) * 1024 / watchers,
             "wake_all_ms": wake * 1000}
 
@@ -115,7 +132,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--watchers", type=int, default=2000)
+    ap.add_argument("--watchers", type=int, default=700)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
