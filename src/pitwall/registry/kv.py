@@ -274,7 +274,7 @@ class KVStore:
         elif verb == "lock":
             await self._check_session(op["Session"], sessions)
             if self.lock_delay_until(key) > time.time():
-                raise ConsulError(409, f'failed to lock key "{key}", lock-delay is in effect')
+                raise ConsulError(409, f'failed to lock key "{key}" due to lock delay')
             if cur is not None and cur.session and cur.session != op["Session"]:
                 raise ConsulError(409, f'failed to lock key "{key}", lock is already held')
             same = cur is not None and cur.session == op["Session"]
