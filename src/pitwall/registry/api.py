@@ -52,11 +52,19 @@ def who(request: Request) -> str:
     return p.name if p is not None and p.name else "anonymous"
 
 
+def query_meta(index: int) -> dict[str, str]:
+    """The headers of every read (one server: always a known leader, no replication lag)."""
+    return {"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
+
+
 def json_response(data: Any, index: int | None = None, status: int = 200) -> Response:
-    headers = {}
-    if index is not None:
-        headers = {"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
+    headers = {} if index is None else query_meta(index)
     return Response(orjson.dumps(data), status, headers, media_type="application/json")
+
+
+def not_found(index: int) -> Response:
+    """Consul's answer for a missing key or an empty prefix: 404, no body, the index still set."""
+    return Response(b"", 404, query_meta(index))
 
 
 async def read_limited(request: Request, limit: int, too_large: Callable[[int], ConsulError]) -> bytes:
@@ -120,25 +128,18 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
             sep = q.get("separator", q.get("seperator", ""))
 
             def keys_out(ks: list[str], idx: int) -> Response:
-                if not ks and key:
-                    return Response(b"", 404, {"X-Consul-Index": str(idx), "X-Consul-KnownLeader": "true",
-                                                "X-Consul-LastContact": "0"})
-                return json_response(ks, idx)
+                return not_found(idx) if not ks and key else json_response(ks, idx)
             return await blocking(request, prefix, lambda: kv.keys(key, sep), keys_out)
         if "recurse" in q:
             def list_out(entries: list[Any], idx: int) -> Response:
-                if not entries:
-                    return Response(b"", 404, {"X-Consul-Index": str(idx), "X-Consul-KnownLeader": "true",
-                                                "X-Consul-LastContact": "0"})
-                return json_response([e.to_api() for e in entries], idx)
+                return json_response([e.to_api() for e in entries], idx) if entries else not_found(idx)
             return await blocking(request, prefix, lambda: kv.tree(key), list_out)
 
         def one_out(e: Any, idx: int) -> Response:
-            meta = {"X-Consul-Index": str(idx), "X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
             if e is None:
-                return Response(b"", 404, meta)
+                return not_found(idx)
             if "raw" in q:
-                return Response(e.value, 200, {**meta, "X-Content-Type-Options": "nosniff",
+                return Response(e.value, 200, {**query_meta(idx), "X-Content-Type-Options": "nosniff",
                                                "Content-Security-Policy": "sandbox"}, media_type="text/plain")
             return json_response([e.to_api()], idx)
         return await blocking(request, prefix, lambda: kv.get(key), one_out)

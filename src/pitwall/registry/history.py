@@ -10,6 +10,7 @@ is announced on the one change-event stream (``incidents.ChangeLog``) as a
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 from collections.abc import Sequence
@@ -63,6 +64,7 @@ class ConfigHistory:
         self.changes = changes
         self.keep = keep
         self.tasks = Supervisor(self.name)
+        self._prune_lock = asyncio.Lock()  # count-then-delete must not interleave, or it over-deletes
 
     async def start(self) -> None:
         return None
@@ -100,12 +102,13 @@ class ConfigHistory:
 
     async def _prune(self, key: str) -> None:
         prefix = f"{HISTORY_PREFIX}{key}{_SEP}"
-        res = await self.store.range(prefix, limit=1)
-        extra = res.count - self.keep
-        if extra > 0:
-            old = await self.store.range(prefix, limit=extra)
-            for kv in old.kvs:
-                await self.store.delete(kv.key)
+        async with self._prune_lock:
+            res = await self.store.range(prefix, limit=1)
+            extra = res.count - self.keep
+            if extra > 0:
+                old = await self.store.range(prefix, limit=extra)
+                for kv in old.kvs:
+                    await self.store.delete(kv.key)
 
     async def of(self, key: str, *, limit: int = 100) -> list[HistoryRecord]:
         """The recorded changes of ``key``, oldest first (at most the newest ``limit``)."""
