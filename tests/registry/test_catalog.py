@@ -131,3 +131,22 @@ def test_status_and_agent_self(c: consul.Consul) -> None:
     me = c.agent.self()
     assert me["Config"]["Datacenter"] == "dc1" and me["Member"]["Name"] == me["Config"]["NodeName"]
     assert c.catalog.nodes()[1]
+
+
+def test_agent_services_block_on_content_hash(server: LiveServer, c: consul.Consul) -> None:
+    h = {"X-Consul-Token": ADMIN}
+    r = httpx.get(f"{server.url}/v1/agent/services", headers=h)
+    digest = r.headers["X-Consul-ContentHash"]
+    t0 = time.monotonic()
+    same = httpx.get(f"{server.url}/v1/agent/services", params={"hash": digest, "wait": "1s"}, headers=h)
+    assert same.headers["X-Consul-ContentHash"] == digest and time.monotonic() - t0 >= 0.9
+    got: dict[str, Any] = {}
+    th = threading.Thread(target=lambda: got.__setitem__("r", httpx.get(
+        f"{server.url}/v1/agent/services", params={"hash": digest, "wait": "30s"}, headers=h, timeout=40)))
+    th.start()
+    time.sleep(0.3)
+    c.agent.service.register("hashed", service_id="hashed-1", check=consul.Check.ttl("30s"))
+    th.join(10)
+    assert not th.is_alive()
+    assert got["r"].headers["X-Consul-ContentHash"] != digest and "hashed-1" in got["r"].json()
+    c.agent.service.deregister("hashed-1")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -9,6 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, CheckRunner, lower_keys, parse_check
 from pitwall.registry.api import Blocking, json_response, read_limited
+from pitwall.registry.blocking import QueryOptions, WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, Instance
 from pitwall.registry.model import ConsulError
 
@@ -37,7 +41,7 @@ async def _json_body(request: Request) -> Any:
         raise ConsulError(400, f"Request decode failed: {e}") from None
 
 
-def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner,
+def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner, hub: WatchHub,
                    blocking: Blocking) -> None:
     """Adds the catalog, health and agent service routes to ``r``."""
 
@@ -94,20 +98,46 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
             return json_response([c for c in checks.values() if state == "any" or c["Status"] == state], idx)
         return await blocking(request, _PREFIXES, catalog.instances, out)
 
-    _agent_routes(r, catalog, agent, runner)
+    _agent_routes(r, catalog, agent, runner, hub)
 
 
-def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner) -> None:
+async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awaitable[Any]]) -> Response:
+    """Consul's agent endpoints block on a content hash: ``?hash=H&wait=D`` answers once the body's hash
+    differs from ``H`` (or at the deadline), with ``X-Consul-ContentHash``."""
+    opts = QueryOptions(request)
+    given = request.query_params.get("hash", "")
+    deadline = time.monotonic() + opts.deadline_s()
+    while True:
+        mark = hub.seen
+        body = orjson.dumps(await read(), option=orjson.OPT_SORT_KEYS)
+        digest = hashlib.blake2b(body, digest_size=8).hexdigest()
+        remaining = deadline - time.monotonic()
+        if not given or digest != given or remaining <= 0:
+            return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
+        if hub.seen != mark:
+            continue  # a change arrived while reading: read again before waiting
+        # no await between that check and the waiter's registration, so no change slips between them
+        if await hub.wait((AGENT_PREFIX,), mark, remaining, request) < 0:
+            return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
+
+
+def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner, hub: WatchHub) -> None:
+    async def services_view() -> dict[str, Any]:
+        items, _ = await agent.services()
+        return {s["ID"]: {**s, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
+                          "Datacenter": catalog.datacenter} for s, _, _ in items}
+
+    async def checks_view() -> dict[str, Any]:
+        items, _ = await agent.all_checks()
+        return {c.id: c.to_api(catalog.node, (cc, cm)) for c, cc, cm in items}
+
     @r.get("/v1/agent/services")
-    async def agent_services() -> Response:
-        items, idx = await agent.services()
-        return json_response({s["ID"]: {**s, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
-                                        "Datacenter": catalog.datacenter} for s, _, _ in items}, idx)
+    async def agent_services(request: Request) -> Response:
+        return await hash_blocking(request, hub, services_view)
 
     @r.get("/v1/agent/checks")
-    async def agent_checks() -> Response:
-        items, idx = await agent.all_checks()
-        return json_response({c.id: c.to_api(catalog.node, (cc, cm)) for c, cc, cm in items}, idx)
+    async def agent_checks(request: Request) -> Response:
+        return await hash_blocking(request, hub, checks_view)
 
     @r.put("/v1/agent/service/register")
     async def register(request: Request) -> Response:

@@ -54,7 +54,7 @@ class RegistryPart:
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
-            catalog_routes(r, self.catalog, self.services, self.checks, blocking)
+            catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.history))]
 
