@@ -18,7 +18,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pitwall.registry.history import ConfigHistory, HistoryRecord
-from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, Entry, check_key
+from pitwall.registry.model import (
+    HELD_PREFIX,
+    KV_PREFIX,
+    MAX_VALUE_BYTES,
+    SESSION_PREFIX,
+    ConsulError,
+    Entry,
+    check_key,
+)
 from pitwall.storage.revstore import Compare, Op, RevStore
 
 __all__ = ["MAX_TXN_OPS", "KVStore", "TxnOutcome"]
@@ -184,7 +192,13 @@ class KVStore:
                 errors.append({"OpIndex": i, "What": e.message, "_status": e.status})
         if errors:
             return TxnOutcome(None, errors)
-        compares = w.compares() + [Compare(SESSION_PREFIX + s, "create", ">", 0) for s, ok in sessions.items() if ok]
+        rev = await self._commit(w, who, [s for s, ok in sessions.items() if ok])
+        return TxnOutcome(self._render(w, results, rev), None, rev)
+
+    async def _commit(self, w: _Work, who: str, live_sessions: Sequence[str] = ()) -> int:
+        """Write what ``w`` changed, its history records and the lock index (``HELD_PREFIX``) in one
+        transaction that holds only if nothing it read has changed (else ``_Conflict``); the revision."""
+        compares = w.compares() + [Compare(SESSION_PREFIX + s, "create", ">", 0) for s in live_sessions]
         writes: list[Op] = []
         changes: list[tuple[str, Entry | None, Entry | None]] = []
         for key, new in w.state.items():
@@ -192,18 +206,18 @@ class KVStore:
             if new == old:
                 continue
             writes.append(Op.put(KV_PREFIX + key, new.stored()) if new else Op.delete(KV_PREFIX + key))
+            writes.extend(_held_ops(key, old, new))
             changes.append((key, old, new))
         now_ns = time.time_ns()
         writes.extend(self.history.ops([HistoryRecord(key, who, now_ns, old.value if old else None,
                                                       new.value if new else None, 0) for key, old, new in changes]))
         if not writes:
-            rev = await self.store.revision()
-            return TxnOutcome(self._render(w, results, rev), None, rev)
+            return await self.store.revision()
         res = await self.store.txn(compares, writes)
         if not res.succeeded:
             raise _Conflict
         await self.history.announce([(key, who, old is None, new is None) for key, old, new in changes], res.revision)
-        return TxnOutcome(self._render(w, results, res.revision), None, res.revision)
+        return res.revision
 
     def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:
         out = []
@@ -294,26 +308,35 @@ class KVStore:
             raise ConsulError(500, f'invalid session "{sid}"')
 
     async def release_session(self, sid: str, behavior: str, *, who: str) -> list[str]:
-        """A session ended: release (or delete, per its Behavior) every key it holds; returns those keys."""
-        entries, _ = await self.tree("")
-        held = [e.key for e in entries if e.session == sid]
-        verb = "delete" if behavior == "delete" else "release"
+        """A session ended: release (or delete, per its Behavior) every key it holds; returns those keys.
+        The keys come from the session's lock index, so this reads what the session holds, not all of KV."""
+        res = await self.store.range(f"{HELD_PREFIX}{sid}/")
+        held = [kv.key[len(HELD_PREFIX) + len(sid) + 1:] for kv in res.kvs]
         for key in held:
             for _ in range(_RETRIES):
                 w = _Work(self.store, {}, {}, {})
                 cur = await w.entry(key)
                 if cur is None or cur.session != sid:
+                    await self.store.delete(f"{HELD_PREFIX}{sid}/{key}")  # a stale index entry
                     break
-                w.state[key] = None if verb == "delete" else replace(cur, session="")
-                hist = self.history.ops([HistoryRecord(key, who, time.time_ns(), cur.value,
-                                                       None if verb == "delete" else cur.value, 0)])
-                new = w.state[key]
-                op = Op.delete(KV_PREFIX + key) if new is None else Op.put(KV_PREFIX + key, new.stored())
-                res = await self.store.txn(w.compares(), [op, *hist])
-                if res.succeeded:
-                    await self.history.announce([(key, who, False, new is None)], res.revision)
+                w.state[key] = None if behavior == "delete" else replace(cur, session="")
+                try:
+                    await self._commit(w, who)
                     break
+                except _Conflict:
+                    continue
         return held
+
+
+def _held_ops(key: str, old: Entry | None, new: Entry | None) -> list[Op]:
+    """Keep ``HELD_PREFIX<session>/<key>`` in step with which session holds ``key``."""
+    before, after = old.session if old else "", new.session if new else ""
+    if before == after:
+        return []
+    ops = [Op.delete(f"{HELD_PREFIX}{before}/{key}")] if before else []
+    if after:
+        ops.append(Op.put(f"{HELD_PREFIX}{after}/{key}", b""))
+    return ops
 
 
 def _ok(out: TxnOutcome) -> bool:

@@ -19,12 +19,13 @@ import orjson
 from pitwall.core.errors import PitwallError
 from pitwall.storage.revstore import KeyValue
 
-__all__ = ["KV_PREFIX", "MAX_VALUE_BYTES", "ROOT", "SESSION_PREFIX", "ConsulError", "Entry", "Session",
+__all__ = ["HELD_PREFIX", "KV_PREFIX", "MAX_VALUE_BYTES", "ROOT", "SESSION_PREFIX", "ConsulError", "Entry", "Session",
            "check_key"]
 
 ROOT = "/pitwall/consul/"
 KV_PREFIX = ROOT + "kv/"
 SESSION_PREFIX = ROOT + "sessions/"
+HELD_PREFIX = ROOT + "held/"  # <session>/<key>: the keys a session holds, so ending it reads only those
 MAX_VALUE_BYTES = 512 * 1024  # Consul's kv_max_value_size default (raft's suggested entry size)
 
 
