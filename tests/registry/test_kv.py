@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -119,3 +120,32 @@ async def test_kv_changes_are_change_events(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
     assert len(mine) == 1 and mine[0].kind == "config" and mine[0].source == "consul-kv"
     assert mine[0].who == "anonymous" and mine[0].details["revision"] == index
+
+
+def _cli(server: LiveServer, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PITWALL_URL=server.url, PITWALL_TOKEN=ADMIN)
+    return subprocess.run([sys.executable, "-m", "pitwall.cli.main", "config", *args], capture_output=True,
+                          text=True, env=env, timeout=60, check=check)
+
+
+def test_config_diff_and_rollback_cli(server: LiveServer, c: consul.Consul) -> None:
+    c.kv.put("rb/a", "1")
+    c.kv.put("rb/b", "x")
+    r1 = int(c.kv.get("rb/b")[0])
+    c.kv.put("rb/a", "2")
+    c.kv.delete("rb/b")
+    c.kv.put("rb/c", "new")
+    r2 = int(c.kv.get("rb/c")[0])
+    changes = json.loads(_cli(server, "diff", str(r1), str(r2), "--prefix", "rb/", "-o", "json").stdout)
+    assert [(ch["Key"], ch["Old"], ch["New"]) for ch in changes] == [
+        ("rb/a", "MQ==", "Mg=="), ("rb/b", "eA==", None), ("rb/c", None, "bmV3")]
+    out = _cli(server, "rollback", "rb/a", "--to", str(r1)).stdout
+    assert "restored to its value at revision" in out and c.kv.get("rb/a")[1]["Value"] == b"1"
+    _cli(server, "rollback", "rb/c", "--to", str(r2))  # the value it got at r2: unchanged
+    assert c.kv.get("rb/c")[1]["Value"] == b"new"
+    hist = json.loads(_cli(server, "history", "rb/a", "-o", "json").stdout)
+    assert [base64.b64decode(h["New"]) for h in hist] == [b"1", b"2", b"1"]  # the rollback is a change too
+    bad = _cli(server, "rollback", "rb/never", "--to", str(r1), check=False)
+    assert bad.returncode == 1 and "no recorded change" in bad.stderr
+    future = _cli(server, "diff", "1", str(r2 + 10_000), check=False)
+    assert future.returncode == 1 and "HTTP 400" in future.stderr

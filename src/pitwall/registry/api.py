@@ -9,6 +9,7 @@ errors with Consul's statuses and messages (``ConsulError`` through
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -255,8 +256,9 @@ def _status_routes(r: APIRouter, agent: AgentInfo) -> None:
         })
 
 
-def history_router(history: ConfigHistory) -> APIRouter:
-    """pitwall's own API: ``GET /api/config/v1/history?key=K`` lists a key's recorded changes."""
+def history_router(history: ConfigHistory, kv: KVStore) -> APIRouter:
+    """pitwall's own config API: a key's recorded changes, the KV difference between two revisions, and
+    putting a key back to the value it had at a revision."""
     r = error_router("native", tags=["config"])
 
     @r.get("/api/config/v1/history")
@@ -265,4 +267,40 @@ def history_router(history: ConfigHistory) -> APIRouter:
         recs = await history.of(key, limit=max(1, min(limit, 1000)))
         return json_response({"key": key, "changes": [rec.to_api() for rec in recs]})
 
+    @r.get("/api/config/v1/diff")
+    async def diff(request: Request, prefix: str = "") -> Response:
+        check_key(prefix, allow_empty=True)
+        a, b = _revision(request, "from"), _revision(request, "to")
+        old, new = await kv.at(prefix, a), await kv.at(prefix, b)
+        out = [{"Key": k, "Old": _b64(old.get(k)), "New": _b64(new.get(k))}
+               for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+        return json_response({"from": a, "to": b, "changes": out})
+
+    @r.post("/api/config/v1/rollback")
+    async def rollback(request: Request, key: str) -> Response:
+        check_key(key)
+        to = _revision(request, "to")
+        recs = [rec for rec in await history.of(key, limit=history.keep) if rec.revision <= to]
+        if not recs:
+            raise ConsulError(404, f"no recorded change of {key!r} at or before revision {to}")
+        value = recs[-1].new
+        if value is None:
+            await kv.delete(key, who=who(request))
+        else:
+            await kv.put(key, value, who=who(request))
+        now, _ = await kv.get(key)
+        return json_response({"key": key, "to": to, "revision": now.modify_index if now else None,
+                              "deleted": value is None})
+
     return r
+
+
+def _revision(request: Request, name: str) -> int:
+    raw = request.query_params.get(name, "")
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConsulError(400, f"{name}: a store revision (a positive integer) is required, got {raw!r}")
+    return int(raw)
+
+
+def _b64(v: bytes | None) -> str | None:
+    return None if v is None else base64.b64encode(v).decode()

@@ -27,7 +27,7 @@ from pitwall.registry.model import (
     Entry,
     check_key,
 )
-from pitwall.storage.revstore import Compare, Op, RevStore
+from pitwall.storage.revstore import Compacted, Compare, FutureRevision, Op, RevStore
 
 __all__ = ["MAX_TXN_OPS", "KVStore", "TxnOutcome"]
 
@@ -109,6 +109,17 @@ class KVStore:
         res = await self.store.range(KV_PREFIX + prefix)
         entries = [Entry.from_kv(kv) for kv in res.kvs]
         return entries, max((e.modify_index for e in entries), default=0)
+
+    async def at(self, prefix: str, revision: int) -> dict[str, bytes]:
+        """Values under ``prefix`` as they were at ``revision`` (Consul errors: 410 once compacted away, 400
+        for a revision not reached yet)."""
+        try:
+            res = await self.store.range(KV_PREFIX + prefix, revision=revision)
+        except Compacted as e:
+            raise ConsulError(410, str(e)) from None
+        except FutureRevision:
+            raise ConsulError(400, f"revision {revision} is newer than the store's") from None
+        return {e.key: e.value for e in map(Entry.from_kv, res.kvs)}
 
     async def keys(self, prefix: str, separator: str) -> tuple[list[str], int]:
         """Keys under ``prefix``; with a separator, each key cut after the first separator past the prefix

@@ -56,7 +56,7 @@ class RegistryPart:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
-                Mount(history_router(self.history))]
+                Mount(history_router(self.history, self.kv))]
 
     async def reload(self, settings: Any) -> None:
         """Nothing of it is configured live."""
