@@ -49,6 +49,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.registry import RegistryPart, build_registry_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
@@ -122,10 +123,12 @@ class ControlPlane:
     changes: ChangeLog  # the change-event stream every capability reports to (the incident timeline reads it)
     chaos: ChaosPart
     slo: SLOPart
+    registry: RegistryPart
 
     def parts(self) -> list[Part]:
         """In start order: the API first, then what gives its objects meaning."""
-        return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo]
+        return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo,
+                self.registry]
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, rules: RulesPart) -> ControlPlane:
@@ -149,6 +152,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                election=controllers.election),
         # SLOs are Kubernetes objects whose generated rules the rule manager runs.
         slo=build_slo_part(settings, kube=kube.api, rules=rules.manager, instant=metrics.instant),
+        # Consul's API over the same store; its catalog follows Services and Endpoints.
+        registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
     )
 
 

@@ -9,6 +9,7 @@ import typer
 from pitwall import __version__
 from pitwall.cli import alerts as alerts_cmd
 from pitwall.cli import chaos as chaos_cmd
+from pitwall.cli import config as config_cmd
 from pitwall.cli import demo as demo_cmd
 from pitwall.cli import incidents as incidents_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
@@ -48,6 +49,7 @@ app.add_typer(chaos_cmd.app, name="chaos")
 app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
     incidents_cmd.oncall)
 app.add_typer(incidents_cmd.incident_app, name="incident")
+app.add_typer(config_cmd.app, name="config")
 app.command("kubeconfig", help="Print (or merge into ~/.kube/config) a kubectl context for this server.")(
     kubeconfig_cmd.kubeconfig)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Sequence
+from urllib.parse import parse_qsl
 
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -73,6 +74,14 @@ def required_scope(method: str, path: str) -> str:
     return "write"
 
 
+def _query_token(scope: Scope) -> bytes:
+    """Consul's ``?token=`` query parameter (its clients' fallback to ``X-Consul-Token``)."""
+    for k, v in parse_qsl(scope.get("query_string", b"").decode("latin-1")):
+        if k == "token":
+            return str(v).encode("latin-1")
+    return b""
+
+
 class TokenTable:
     """The tokens ``BearerAuth`` accepts and whom they stand for; replaced whole on reload."""
 
@@ -118,15 +127,20 @@ class BearerAuth:
     def _check(self, scope: Scope) -> Principal:
         header = b""
         named = b""
+        consul = b""
         for k, v in scope["headers"]:  # the first of each, as Starlette's ``headers.get``
             if k == b"authorization" and not header:
                 header = v
             elif k == _TENANT_HEADER and not named:
                 named = v
+            elif k == b"x-consul-token" and not consul:
+                consul = v
         if header.lower().startswith(b"token token=") and scope["path"].startswith(PAGERDUTY_PREFIX):
-            given = header[12:].strip()
+            given = header[12:].strip()  # PagerDuty's REST clients: Authorization: Token token=...
         elif header.lower().startswith(b"bearer "):
             given = header[7:].strip()
+        elif scope["path"].startswith("/v1/") and (consul or _query_token(scope)):
+            given = consul.strip() or _query_token(scope)  # Consul's clients: X-Consul-Token or ?token=
         else:
             raise Unauthorized("missing bearer token")
         principal = self._principal(given)

@@ -1,0 +1,164 @@
+"""Consul KV on pitwall beside Debian's etcd (v3 JSON gateway), same machine, same run.
+
+    PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 700]
+
+Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
+connection), concurrent PUTs (``--concurrency`` connections), and for
+pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
+one key, the server's RSS before and while they are held, and the time from
+the write to the last waiter answering. pitwall runs as ``pitwall server``
+(SQLite state store, fsync on each commit; each KV write also records its
+history and a change event); etcd fsyncs its WAL before it answers. Not part
+of the tests: run it and copy the figures into docs/status.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Server, ratio
+from revstore import start_etcd
+
+VALUE = b"x" * 256
+
+
+def _b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def _seq(n: int, op: Callable[[int], httpx.Response]) -> tuple[float, float, float]:
+    lat = []
+    t0 = time.perf_counter()
+    for i in range(n):
+        a = time.perf_counter()
+        r = op(i)
+        r.raise_for_status()
+        lat.append(time.perf_counter() - a)
+    total = time.perf_counter() - t0
+    q = statistics.quantiles(lat, n=100)
+    return n / total, q[49] * 1000, q[98] * 1000
+
+
+async def _concurrent(n: int, workers: int, make: Callable[[httpx.AsyncClient, int], object]) -> float:
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=workers)) as client:
+        counter = iter(range(n))
+
+        async def worker() -> None:
+            for i in counter:
+                r = await make(client, i)  # type: ignore[misc]
+                r.raise_for_status()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        return n / (time.perf_counter() - t0)
+
+
+def bench_pitwall(url: str, n: int, workers: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    with httpx.Client(base_url=url, timeout=60) as c:
+        out["put"], out["put_p50"], out["put_p99"] = _seq(n, lambda i: c.put(f"/v1/kv/bench/k{i}", content=VALUE))
+        out["get"], out["get_p50"], out["get_p99"] = _seq(n, lambda i: c.get(f"/v1/kv/bench/k{i}"))
+    out["put_conc"] = asyncio.run(_concurrent(n, workers, lambda c, i: c.put(f"{url}/v1/kv/bench/c{i}",
+                                                                               content=VALUE)))
+    return out
+
+
+def bench_etcd(url: str, n: int, workers: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    v = _b64(VALUE)
+    with httpx.Client(base_url=url, timeout=60) as c:
+        out["put"], out["put_p50"], out["put_p99"] = _seq(
+            n, lambda i: c.post("/v3/kv/put", json={"key": _b64(f"bench/k{i}"), "value": v}))
+        out["get"], out["get_p50"], out["get_p99"] = _seq(
+            n, lambda i: c.post("/v3/kv/range", json={"key": _b64(f"bench/k{i}")}))
+    out["put_conc"] = asyncio.run(_concurrent(n, workers, lambda c, i: c.post(
+        f"{url}/v3/kv/put", json={"key": _b64(f"bench/c{i}"), "value": v})))
+    return out
+
+
+async def _held_query(host: str, port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A blocking GET on its own raw connection (an HTTP client's own pool would be what is measured)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    data = await reader.read()  # until the server closes: the whole answer
+    writer.close()
+    return data
+
+
+async def bench_watchers(server: Server, watchers: int) -> dict[str, float]:
+    url = server.url
+    async with httpx.AsyncClient(timeout=120) as c:
+        await c.put(f"{url}/v1/kv/watched", content=b"v0")
+        index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
+        rss_before, _ = server.rss_mib()
+        conns = await asyncio.gather(*(_held_query("127.0.0.1", server.port,
+                                                   f"/v1/kv/watched?index={index}&wait=60s")
+                                       for _ in range(watchers)))
+        answers = [asyncio.create_task(_answer(r, w)) for r, w in conns]
+        while True:  # until every query is held (the server's own gauge says so)
+            m = (await c.get(f"{url}/metrics")).text
+            held = next((float(x.split()[-1]) for x in m.splitlines()
+                         if x.startswith("pitwall_consul_blocking_queries ")), 0.0)
+            if held >= watchers:
+                break
+            await asyncio.sleep(0.2)
+        rss_held, _ = server.rss_mib()
+        t0 = time.perf_counter()
+        await c.put(f"{url}/v1/kv/watched", content=b"v1")
+        done = await asyncio.gather(*answers)
+        wake = time.perf_counter() - t0
+    assert all(d.startswith(b"HTTP/1.1 200") and b"x-consul-index: " in d.lower()
+               and b"x-consul-index: " + index.encode() + b"\r\n" not in d.lower() for d in done)
+    return {"rss_before": rss_before, "rss_held": rss_held, "kib_per_waiter": (rss_held - rss_before) * 1024 / watchers,
+            "wake_all_ms": wake * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--watchers", type=int, default=700)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        etcd_url, etcd = start_etcd(work / "etcd")
+        pit = Server("pitwall", work)
+        try:
+            print("etcd ...", file=sys.stderr, flush=True)
+            e = bench_etcd(etcd_url, args.n, args.concurrency)
+            print("pitwall ...", file=sys.stderr, flush=True)
+            p = bench_pitwall(pit.url, args.n, args.concurrency)
+            print("blocking queries ...", file=sys.stderr, flush=True)
+            w = asyncio.run(bench_watchers(pit, args.watchers))
+        finally:
+            pit.stop()
+            etcd.terminate()
+            etcd.wait(30)
+    print(f"{'':24}{'pitwall':>12}{'etcd':>12}{'ratio':>8}")
+    for k, label in (("put", "PUT ops/s (sequential)"), ("get", "GET ops/s (sequential)"),
+                     ("put_conc", f"PUT ops/s ({args.concurrency} conns)")):
+        print(f"{label:24}{p[k]:12.0f}{e[k]:12.0f}{ratio(p[k], e[k]):>8}")
+    for k in ("put_p50", "put_p99", "get_p50", "get_p99"):
+        print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
+    print(f"blocking queries held: {args.watchers}; RSS {w['rss_before']:.0f} -> {w['rss_held']:.0f} MiB "
+          f"({w['kib_per_waiter']:.1f} KiB per held query, connection included); "
+          f"all woken {w['wake_all_ms']:.0f} ms after the write")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""``pitwall config history KEY``, ``config diff REV REV``, ``config rollback KEY --to REV``: Consul KV config
+history (who, when, old -> new, revision), the difference between two revisions, and putting a value back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+
+app = typer.Typer(help="Configuration history of Consul KV keys.", no_args_is_help=True)
+_SHOWN = 60  # characters of a value shown in the table
+
+
+def _value(b64: str | None) -> str:
+    if b64 is None:
+        return "(none)"
+    raw = base64.b64decode(b64)
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError:
+        return f"({len(raw)} bytes)"
+    return text if len(text) <= _SHOWN else text[:_SHOWN - 1] + "…"
+
+
+@app.command("history")
+def history(
+    key: Annotated[str, typer.Argument(help="The Consul KV key, e.g. config/web/timeout.")],
+    limit: Annotated[int, typer.Option(help="At most this many of the newest changes.")] = 100,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Revisions of KEY, oldest first: revision, time, who, old -> new value."""
+    resp = call("pitwall", "GET", server, "/api/config/v1/history", token=token, timeout=30,
+                params={"key": key, "limit": limit})
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
+    changes: list[dict[str, Any]] = resp.json()["changes"]
+    if output == "json":
+        typer.echo(json.dumps(changes, indent=2))
+        return
+    if not changes:
+        fail("pitwall", f"no recorded changes of {key!r}")
+    table = Table("REVISION", "TIME", "WHO", "OLD", "NEW", box=None)
+    for ch in changes:
+        when = datetime.fromtimestamp(ch["Time"] / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        table.add_row(str(ch["Revision"]), when, ch["Who"], _value(ch["Old"]), _value(ch["New"]))
+    Console(width=200).print(table)
+
+
+@app.command("diff")
+def diff(
+    rev_a: Annotated[int, typer.Argument(help="The older store revision (an index from history or X-Consul-Index).")],
+    rev_b: Annotated[int, typer.Argument(help="The newer store revision.")],
+    prefix: Annotated[str, typer.Option(help="Only keys under this prefix.")] = "",
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Keys whose values differ between two revisions: old -> new."""
+    resp = call("pitwall", "GET", server, "/api/config/v1/diff", token=token, timeout=30,
+                params={"from": rev_a, "to": rev_b, "prefix": prefix})
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
+    changes: list[dict[str, Any]] = resp.json()["changes"]
+    if output == "json":
+        typer.echo(json.dumps(changes, indent=2))
+        return
+    table = Table("KEY", "OLD", "NEW", box=None)
+    for ch in changes:
+        table.add_row(ch["Key"], _value(ch["Old"]), _value(ch["New"]))
+    Console(width=200).print(table)
+
+
+@app.command("rollback")
+def rollback(
+    key: Annotated[str, typer.Argument(help="The Consul KV key.")],
+    to: Annotated[int, typer.Option("--to", help="Put back the value the key had at this revision.")],
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Set KEY back to its value at revision --to (deleting it if it did not exist then); recorded as a change."""
+    resp = call("pitwall", "POST", server, "/api/config/v1/rollback", token=token, timeout=30,
+                params={"key": key, "to": to})
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
+    out = resp.json()
+    if out["deleted"]:
+        typer.echo(f"{key}: deleted, as it was at revision {to}")
+    else:
+        typer.echo(f"{key}: restored to its value at revision {to} (now revision {out['revision']})")
+
+
+def _message(resp: Any) -> str:
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return str(resp.text.strip())

@@ -1,0 +1,240 @@
+"""Blocking queries: ``?index=N&wait=D`` answered when the watched keys change, or at the deadline.
+
+One ``WatchHub`` holds one store watch per root prefix (Consul KV and
+sessions, and the Kubernetes Services and Endpoints the catalog is built
+from) and a table of waiters, each an ``asyncio.Future`` keyed by the store
+prefix its query reads. An event wakes only the waiters whose prefix covers
+its key, so an index moves when the watched keys change and not on
+unrelated churn (hashicorp/consul#3890). No thread or store watch is held
+per waiter; a client that disconnects removes its waiter at once.
+
+A deleted key leaves no revision behind to read, so the hub keeps the most
+recent deletes in a ring: a query whose index predates a delete under its
+prefix returns at once with the delete's revision as its index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from starlette.requests import Request
+
+from pitwall.core.tasks import Supervisor
+from pitwall.registry.model import ConsulError
+from pitwall.storage.revstore import Event, RevStore
+
+__all__ = ["DEFAULT_WAIT_S", "MAX_WAIT_S", "QueryOptions", "WatchHub", "blocking_read", "parse_go_duration"]
+
+T = TypeVar("T")
+DEFAULT_WAIT_S = 300.0  # Consul: 5 minutes
+MAX_WAIT_S = 600.0  # Consul: 10 minutes
+DELETE_RING = 4096
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's ``time.ParseDuration`` (as Consul parses ``wait`` and TTLs) in seconds; ``ValueError`` when bad."""
+    s = text.strip()
+    if s in ("0", ""):
+        if s == "":
+            raise ValueError(f"time: invalid duration {text!r}")
+        return 0.0
+    sign = -1.0 if s.startswith("-") else 1.0
+    s = s.lstrip("+-")
+    pos, total = 0, 0.0
+    for m in _GO_DURATION.finditer(s):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(s) or pos == 0:
+        raise ValueError(f"time: invalid duration {text!r}")
+    return sign * total
+
+
+class QueryOptions:
+    """A read's ``index``, ``wait`` and consistency flags, parsed as Consul parses them."""
+
+    def __init__(self, request: Request) -> None:
+        q = request.query_params
+        self.index = 0
+        if "index" in q:
+            try:
+                self.index = int(q["index"])
+            except ValueError:
+                raise ConsulError(400, "Invalid index") from None
+            if self.index < 0:
+                raise ConsulError(400, "Invalid index")
+        self.wait_s = DEFAULT_WAIT_S
+        if "wait" in q:
+            try:
+                self.wait_s = parse_go_duration(q["wait"])
+            except ValueError:
+                raise ConsulError(400, "Invalid wait time") from None
+        self.wait_s = min(max(self.wait_s, 0.0), MAX_WAIT_S)
+        if "stale" in q and "consistent" in q:
+            raise ConsulError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+        self.request = request
+
+    def deadline_s(self) -> float:
+        """The wait plus Consul's jitter of up to wait/16, so many clients do not wake together."""
+        return self.wait_s + random.uniform(0.0, self.wait_s / 16)
+
+
+class _Waiter:
+    __slots__ = ("fut", "prefixes")
+
+    def __init__(self, prefixes: tuple[str, ...], fut: asyncio.Future[int]) -> None:
+        self.prefixes = prefixes
+        self.fut = fut
+
+
+class WatchHub:
+    """The store watches behind every blocking query, and the waiters they wake."""
+
+    name = "consul-watch-hub"
+
+    def __init__(self, store: RevStore, roots: Sequence[str], *, prev_kv: frozenset[str] = frozenset(),
+                 max_waiters: int = 20_000) -> None:
+        self.store = store
+        self.roots = tuple(roots)
+        self.prev_kv = prev_kv  # roots whose events carry the previous value (what a deleted key held)
+        self.max_waiters = max_waiters
+        self.tasks = Supervisor(self.name)
+        self._waiters: set[_Waiter] = set()
+        self._deletes: deque[tuple[int, str]] = deque(maxlen=DELETE_RING)
+        self.floor = 0  # deletes at or below this revision may be missing from the ring
+        self.seen = 0  # the last revision delivered
+        self._listeners: list[Callable[[list[Event]], None]] = []
+        self._reads: dict[Hashable, asyncio.Future[Any]] = {}
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def listen(self, fn: Callable[[list[Event]], None]) -> None:
+        """Call ``fn`` with every batch of events the hub sees (on the event loop, in order per root)."""
+        self._listeners.append(fn)
+
+    async def start(self) -> None:
+        rev = await self.store.revision()
+        self.floor = self.seen = rev
+        for root in self.roots:
+            self.tasks.spawn(self._follow(root, rev + 1), name=f"consul-watch {root}")
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        for w in list(self._waiters):
+            if not w.fut.done():
+                w.fut.cancel()
+
+    async def _follow(self, root: str, start: int) -> None:
+        async for batch in self.store.watch(root, start_revision=start, prev_kv=root in self.prev_kv):
+            self.deliver(batch)
+
+    def deliver(self, batch: list[Event]) -> None:
+        """Wake the waiters whose prefixes cover a key of ``batch`` with that revision."""
+        for ev in batch:
+            rev = ev.kv.mod_revision
+            self.seen = max(self.seen, rev)
+            if ev.type == "DELETE":
+                if len(self._deletes) == self._deletes.maxlen:
+                    self.floor = max(self.floor, self._deletes[0][0])
+                self._deletes.append((rev, ev.kv.key))
+            for w in list(self._waiters):
+                if not w.fut.done() and any(ev.kv.key.startswith(p) for p in w.prefixes):
+                    w.fut.set_result(rev)
+        for fn in self._listeners:
+            fn(batch)
+
+    async def shared_read(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``, shared by every waiter woken for the same query and revision: a change watched by
+        thousands of clients costs one store read, not thousands."""
+        fut = self._reads.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(read())
+            self._reads[key] = fut
+            fut.add_done_callback(lambda f: self._reads.pop(key, None) if self._reads.get(key) is f else None)
+        result: T = await asyncio.shield(fut)
+        return result
+
+    def _register(self, prefixes: tuple[str, ...]) -> _Waiter:
+        if len(self._waiters) >= self.max_waiters:
+            raise ConsulError(429, f"too many blocking queries held ({self.max_waiters}); retry later")
+        w = _Waiter(prefixes, asyncio.get_running_loop().create_future())
+        self._waiters.add(w)
+        return w
+
+    def _deleted_since(self, prefixes: tuple[str, ...], index: int) -> int:
+        """The revision of a delete under ``prefixes`` after ``index`` (or the floor when the ring
+        cannot tell), else 0."""
+        if index < self.floor:
+            return self.floor
+        for rev, key in reversed(self._deletes):
+            if rev <= index:
+                break
+            if any(key.startswith(p) for p in prefixes):
+                return rev
+        return 0
+
+    async def wait(self, prefixes: tuple[str, ...], index: int, timeout_s: float, request: Request | None) -> int:
+        """Until a key under ``prefixes`` changes after ``index``: that change's revision; 0 on timeout,
+        -1 when the client went away."""
+        w = self._register(prefixes)
+        gone: asyncio.Task[None] | None = None
+        try:
+            rev = self._deleted_since(prefixes, index)
+            if rev:
+                return rev
+            waits: set[asyncio.Future[Any]] = {w.fut}
+            if request is not None:
+                gone = asyncio.ensure_future(_disconnected(request))
+                waits.add(gone)
+            await asyncio.wait(waits, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
+            if w.fut.done() and not w.fut.cancelled():
+                return w.fut.result()
+            return -1 if gone is not None and gone.done() else 0
+        finally:
+            self._waiters.discard(w)
+            if gone is not None:
+                gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (a GET has no body left to read)."""
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            return
+
+
+async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOptions,
+                        read: Callable[[], Awaitable[tuple[T, int]]], share: Hashable = None) -> tuple[T, int]:
+    """Consul's blocking query over ``read`` (which returns a result and its index).
+
+    Without ``index`` (or with 0) it answers at once. Otherwise it answers
+    as soon as the result's index passes ``index``, or at the deadline with
+    the result as it stands (and an index no lower than the one asked for,
+    so clients do not take a time-out for a reset). Waiters of the same query
+    (``share``, when given) woken by the same revision share one read.
+    """
+    result, idx = await read()
+    if opts.index <= 0 or idx > opts.index:
+        return result, max(idx, 1)
+    deadline = time.monotonic() + opts.deadline_s()
+    while True:
+        remaining = deadline - time.monotonic()
+        rev = 0 if remaining <= 0 else await hub.wait(prefixes, opts.index, remaining, opts.request)
+        if rev <= 0:  # the deadline, or the client left (then the answer goes nowhere)
+            return result, max(idx, min(opts.index, hub.seen), 1)
+        result, idx = await (hub.shared_read((share, rev), read) if share is not None else read())
+        idx = max(idx, rev)
+        if idx > opts.index:
+            return result, idx

@@ -1,0 +1,374 @@
+"""Consul's KV semantics over the revisioned store: get/list/keys, set, CAS, lock/unlock, delete, txn.
+
+Every write is one store transaction that compares the state it read (the
+key's mod revision, or its absence) and retries on a race, so concurrent
+writers from several pitwall servers on one etcd never lose an update. The
+same transaction writes the change's history record (``history.py``), so a
+change and its audit trail share one revision. Locks follow Consul's rules:
+``acquire`` needs a live session and fails while another session holds the
+key or while the key's lock-delay (set when a holding session ended) runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pitwall.registry.history import ConfigHistory, HistoryRecord
+from pitwall.registry.model import (
+    HELD_PREFIX,
+    KV_PREFIX,
+    MAX_VALUE_BYTES,
+    SESSION_PREFIX,
+    ConsulError,
+    Entry,
+    check_key,
+)
+from pitwall.storage.revstore import Compacted, Compare, FutureRevision, Op, RevStore
+
+__all__ = ["MAX_TXN_OPS", "KVStore", "TxnOutcome"]
+
+MAX_TXN_OPS = 64  # Consul's maxTxnOps
+_RETRIES = 20
+_WRITE_VERBS = frozenset({"set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree"})
+_READ_VERBS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})
+
+
+@dataclass
+class TxnOutcome:
+    """A transaction's ``Results`` (on success) or ``Errors`` (on failure), as Consul's JSON."""
+
+    results: list[dict[str, Any]] | None
+    errors: list[dict[str, Any]] | None
+    index: int = 0
+
+    def to_api(self) -> dict[str, Any]:
+        errors = None if self.errors is None else [{"OpIndex": e["OpIndex"], "What": e["What"]} for e in self.errors]
+        return {"Results": self.results, "Errors": errors}
+
+
+class _Conflict(Exception):
+    """The store changed between read and write: read again."""
+
+
+@dataclass
+class _Work:
+    """A transaction being planned: what was read (to compare) and each key's state after the ops."""
+
+    store: RevStore
+    read: dict[str, Entry | None]
+    state: dict[str, Entry | None]
+    trees: dict[str, list[str]]
+
+    async def entry(self, key: str) -> Entry | None:
+        if key not in self.state:
+            kv = await self.store.get(KV_PREFIX + key)
+            self.read[key] = self.state[key] = Entry.from_kv(kv) if kv else None
+        return self.state[key]
+
+    async def tree(self, prefix: str) -> list[Entry]:
+        if prefix not in self.trees:
+            res = await self.store.range(KV_PREFIX + prefix)
+            keys = []
+            for kv in res.kvs:
+                e = Entry.from_kv(kv)
+                keys.append(e.key)
+                if e.key not in self.state:
+                    self.read[e.key] = self.state[e.key] = e
+            self.trees[prefix] = keys
+        known = set(self.trees[prefix]) | {k for k in self.state if k.startswith(prefix)}
+        return [found for k in sorted(known) if (found := self.state.get(k)) is not None]
+
+    def compares(self) -> list[Compare]:
+        out = []
+        for key, e in self.read.items():
+            out.append(Compare(KV_PREFIX + key, "mod", "=", e.modify_index) if e else
+                       Compare(KV_PREFIX + key, "create", "=", 0))
+        return out
+
+
+class KVStore:
+    """Consul KV on a ``RevStore``; ``lock_delay_until`` is consulted before every ``acquire``."""
+
+    def __init__(self, store: RevStore, history: ConfigHistory,
+                 lock_delay_until: Callable[[str], float] = lambda key: 0.0) -> None:
+        self.store = store
+        self.history = history
+        self.lock_delay_until = lock_delay_until
+
+    # ---- reads --------------------------------------------------------------------------------------
+
+    async def get(self, key: str) -> tuple[Entry | None, int]:
+        kv = await self.store.get(KV_PREFIX + key)
+        return (Entry.from_kv(kv), kv.mod_revision) if kv else (None, 0)
+
+    async def tree(self, prefix: str) -> tuple[list[Entry], int]:
+        res = await self.store.range(KV_PREFIX + prefix)
+        entries = [Entry.from_kv(kv) for kv in res.kvs]
+        return entries, max((e.modify_index for e in entries), default=0)
+
+    async def at(self, prefix: str, revision: int) -> dict[str, bytes]:
+        """Values under ``prefix`` as they were at ``revision`` (Consul errors: 410 once compacted away, 400
+        for a revision not reached yet)."""
+        try:
+            res = await self.store.range(KV_PREFIX + prefix, revision=revision)
+        except Compacted as e:
+            raise ConsulError(410, str(e)) from None
+        except FutureRevision:
+            raise ConsulError(400, f"revision {revision} is newer than the store's") from None
+        return {e.key: e.value for e in map(Entry.from_kv, res.kvs)}
+
+    async def keys(self, prefix: str, separator: str) -> tuple[list[str], int]:
+        """Keys under ``prefix``; with a separator, each key cut after the first separator past the prefix
+        (Consul's "directories"), deduplicated."""
+        entries, idx = await self.tree(prefix)
+        out: list[str] = []
+        for e in entries:
+            k = e.key
+            if separator:
+                cut = k.find(separator, len(prefix))
+                if cut >= 0:
+                    k = k[:cut + len(separator)]
+            if not out or out[-1] != k:
+                out.append(k)
+        return out, idx
+
+    # ---- single writes (each a one-operation transaction) -------------------------------------------
+
+    async def put(self, key: str, value: bytes, *, who: str, flags: int = 0, cas: int | None = None,
+                  acquire: str = "", release: str = "") -> bool:
+        """``PUT /v1/kv/<key>``: a plain set answers true; CAS, acquire and release answer whether they
+        took effect."""
+        check_value(key, value)
+        verb, op = "set", {"Key": key, "Value": value, "Flags": flags}
+        if cas is not None:
+            verb, op["Index"] = "cas", cas
+        elif acquire:
+            verb, op["Session"] = "lock", acquire
+        elif release:
+            verb, op["Session"] = "unlock", release
+        return _ok(await self._run([(verb, op)], who=who))
+
+    async def delete(self, key: str, *, who: str, recurse: bool = False, cas: int | None = None) -> bool:
+        if recurse:
+            return _ok(await self._run([("delete-tree", {"Key": key})], who=who))
+        if cas is not None:
+            return _ok(await self._run([("delete-cas", {"Key": key, "Index": cas})], who=who))
+        return _ok(await self._run([("delete", {"Key": key})], who=who))
+
+    async def txn(self, ops: Sequence[dict[str, Any]], *, who: str) -> TxnOutcome:
+        """``PUT /v1/txn`` (KV operations): all or nothing; per-operation errors as Consul reports them."""
+        parsed: list[tuple[str, dict[str, Any]]] = []
+        for i, op in enumerate(ops):
+            kv = op.get("KV") if isinstance(op, dict) else None
+            if not isinstance(kv, dict):
+                raise ConsulError(400, f"Failed to parse body: operation {i} is not a KV operation "
+                                       "(only KV operations are served)")
+            verb = kv.get("Verb")
+            key = kv.get("Key", "")
+            if not isinstance(verb, str) or not isinstance(key, str):
+                raise ConsulError(400, f"Failed to parse body: operation {i} needs a string Verb and Key")
+            raw = kv.get("Value")
+            try:
+                value = base64.b64decode(raw, validate=True) if raw else b""
+            except (ValueError, TypeError) as e:
+                raise ConsulError(400, f"Failed to parse body: failed to decode value: {e}") from None
+            check_value(key, value, txn=True)
+            parsed.append((verb, {"Key": key, "Value": value, "Flags": _uint(kv.get("Flags", 0)),
+                                  "Index": _uint(kv.get("Index", 0)), "Session": str(kv.get("Session") or "")}))
+        return await self._run(parsed, who=who)
+
+    # ---- the engine ---------------------------------------------------------------------------------
+
+    async def _run(self, ops: Sequence[tuple[str, dict[str, Any]]], *, who: str) -> TxnOutcome:
+        for _ in range(_RETRIES):
+            try:
+                return await self._attempt(ops, who)
+            except _Conflict:
+                continue
+        raise ConsulError(500, "transaction kept conflicting with concurrent writes; retry")
+
+    async def _attempt(self, ops: Sequence[tuple[str, dict[str, Any]]], who: str) -> TxnOutcome:
+        w = _Work(self.store, {}, {}, {})
+        results: list[tuple[str, str, bool]] = []  # (verb, key, with value) to render after the commit
+        errors: list[dict[str, Any]] = []
+        sessions: dict[str, bool] = {}
+        for i, (verb, op) in enumerate(ops):
+            try:
+                results.extend(await self._apply(w, verb, op, sessions))
+            except ConsulError as e:
+                errors.append({"OpIndex": i, "What": e.message, "_status": e.status})
+        if errors:
+            return TxnOutcome(None, errors)
+        rev = await self._commit(w, who, [s for s, ok in sessions.items() if ok])
+        return TxnOutcome(self._render(w, results, rev), None, rev)
+
+    async def _commit(self, w: _Work, who: str, live_sessions: Sequence[str] = ()) -> int:
+        """Write what ``w`` changed, its history records and the lock index (``HELD_PREFIX``) in one
+        transaction that holds only if nothing it read has changed (else ``_Conflict``); the revision."""
+        compares = w.compares() + [Compare(SESSION_PREFIX + s, "create", ">", 0) for s in live_sessions]
+        writes: list[Op] = []
+        changes: list[tuple[str, Entry | None, Entry | None]] = []
+        for key, new in w.state.items():
+            old = w.read.get(key)
+            if new == old:
+                continue
+            writes.append(Op.put(KV_PREFIX + key, new.stored()) if new else Op.delete(KV_PREFIX + key))
+            writes.extend(_held_ops(key, old, new))
+            changes.append((key, old, new))
+        now_ns = time.time_ns()
+        writes.extend(self.history.ops([HistoryRecord(key, who, now_ns, old.value if old else None,
+                                                      new.value if new else None, 0) for key, old, new in changes]))
+        if not writes:
+            return await self.store.revision()
+        res = await self.store.txn(compares, writes)
+        if not res.succeeded:
+            raise _Conflict
+        await self.history.announce([(key, who, old is None, new is None) for key, old, new in changes], res.revision)
+        return res.revision
+
+    def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:
+        out = []
+        for _verb, key, with_value in results:
+            found = w.state.get(key) or w.read.get(key)
+            if found is None:
+                continue
+            e = found
+            if found != w.read.get(key):  # written by this transaction: its indexes are the commit's revision
+                e = replace(e, modify_index=rev, create_index=e.create_index or rev)
+            out.append({"KV": e.to_api(with_value=with_value)})
+        return out
+
+    async def _apply(self, w: _Work, verb: str, op: dict[str, Any],
+                     sessions: dict[str, bool]) -> list[tuple[str, str, bool]]:
+        key: str = op["Key"]
+        if verb not in _WRITE_VERBS | _READ_VERBS:
+            raise ConsulError(400, f"unknown KV verb {verb!r}")
+        check_key(key, allow_empty=verb in ("get-tree", "delete-tree"))
+        if verb == "get-tree":
+            return [(verb, e.key, True) for e in await w.tree(key)]
+        if verb == "delete-tree":
+            for e in await w.tree(key):
+                w.state[e.key] = None
+            return []
+        cur = await w.entry(key)
+        flags = op.get("Flags")
+        value: bytes = op.get("Value") or b""
+        if verb == "get":
+            if cur is None:
+                raise ConsulError(409, f'key "{key}" doesn\'t exist')
+            return [(verb, key, True)]
+        if verb == "check-not-exists":
+            if cur is not None:
+                raise ConsulError(409, f'key "{key}" exists')
+            return []
+        if verb == "check-index":
+            if cur is None:
+                raise ConsulError(409, f'failed index check for key "{key}", key doesn\'t exist')
+            if cur.modify_index != op["Index"]:
+                raise ConsulError(409, f'failed index check for key "{key}", current modify index '
+                                       f'{cur.modify_index} != {op["Index"]}')
+            return [(verb, key, False)]
+        if verb == "check-session":
+            if cur is None:
+                raise ConsulError(409, f'failed session check for key "{key}", key doesn\'t exist')
+            if cur.session != op["Session"]:
+                raise ConsulError(409, f'failed session check for key "{key}", current session '
+                                       f'"{cur.session}" != "{op["Session"]}"')
+            return [(verb, key, False)]
+        if verb == "delete":
+            w.state[key] = None
+            return []
+        if verb == "delete-cas":
+            if cur is not None and cur.modify_index != op["Index"]:
+                raise ConsulError(409, f'failed to delete key "{key}", index is stale')
+            w.state[key] = None
+            return []
+        base = cur or Entry(key, b"", 0, "", 0, 0, 0)
+        new_flags = int(flags or 0)
+        if verb == "set":
+            w.state[key] = replace(base, value=value, flags=new_flags)
+        elif verb == "cas":
+            if (op["Index"] == 0 and cur is not None) or (op["Index"] != 0 and (
+                    cur is None or cur.modify_index != op["Index"])):
+                raise ConsulError(409, f'failed to set key "{key}", index is stale')
+            w.state[key] = replace(base, value=value, flags=new_flags)
+        elif verb == "lock":
+            await self._check_session(op["Session"], sessions)
+            if self.lock_delay_until(key) > time.time():
+                raise ConsulError(409, f'failed to lock key "{key}" due to lock delay')
+            if cur is not None and cur.session and cur.session != op["Session"]:
+                raise ConsulError(409, f'failed to lock key "{key}", lock is already held')
+            same = cur is not None and cur.session == op["Session"]
+            w.state[key] = replace(base, value=value, flags=new_flags, session=op["Session"],
+                                   lock_index=base.lock_index + (0 if same else 1))
+        elif verb == "unlock":
+            if cur is None or cur.session != op["Session"]:
+                raise ConsulError(409, f'failed to unlock key "{key}", lock isn\'t held, or is held by another '
+                                       "session")
+            w.state[key] = replace(base, value=value, flags=new_flags, session="")
+        return [(verb, key, False)]
+
+    async def _check_session(self, sid: str, seen: dict[str, bool]) -> None:
+        if sid not in seen:
+            seen[sid] = await self.store.get(SESSION_PREFIX + sid) is not None
+        if not seen[sid]:
+            raise ConsulError(500, f'invalid session "{sid}"')
+
+    async def release_session(self, sid: str, behavior: str, *, who: str) -> list[str]:
+        """A session ended: release (or delete, per its Behavior) every key it holds; returns those keys.
+        The keys come from the session's lock index, so this reads what the session holds, not all of KV."""
+        res = await self.store.range(f"{HELD_PREFIX}{sid}/")
+        held = [kv.key[len(HELD_PREFIX) + len(sid) + 1:] for kv in res.kvs]
+        for key in held:
+            for _ in range(_RETRIES):
+                w = _Work(self.store, {}, {}, {})
+                cur = await w.entry(key)
+                if cur is None or cur.session != sid:
+                    await self.store.delete(f"{HELD_PREFIX}{sid}/{key}")  # a stale index entry
+                    break
+                w.state[key] = None if behavior == "delete" else replace(cur, session="")
+                try:
+                    await self._commit(w, who)
+                    break
+                except _Conflict:
+                    continue
+        return held
+
+
+def _held_ops(key: str, old: Entry | None, new: Entry | None) -> list[Op]:
+    """Keep ``HELD_PREFIX<session>/<key>`` in step with which session holds ``key``."""
+    before, after = old.session if old else "", new.session if new else ""
+    if before == after:
+        return []
+    ops = [Op.delete(f"{HELD_PREFIX}{before}/{key}")] if before else []
+    if after:
+        ops.append(Op.put(f"{HELD_PREFIX}{after}/{key}", b""))
+    return ops
+
+
+def _ok(out: TxnOutcome) -> bool:
+    """A single write's answer: false when its condition failed; an error other than a failed condition
+    (an unknown session, a bad key) is raised with its own status."""
+    for e in out.errors or ():
+        if e["_status"] != 409:
+            raise ConsulError(e["_status"], e["What"])
+    return out.errors is None
+
+
+def check_value(key: str, value: bytes, *, txn: bool = False) -> None:
+    """Consul's value limit (kv_max_value_size, 512 KiB), answered with its status and message."""
+    if len(value) > MAX_VALUE_BYTES:
+        if txn:
+            raise ConsulError(413, f'Value for key "{key}" is too large ({len(value)} > {MAX_VALUE_BYTES} bytes)')
+        raise ConsulError(413, f"Request body({len(value)} bytes) too large, max size: {MAX_VALUE_BYTES} bytes. See "
+                               "https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.")
+
+
+def _uint(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise ConsulError(400, f"Failed to parse body: expected an unsigned integer, got {v!r}")
+    return v

@@ -1,0 +1,83 @@
+"""Builds the Consul API over the control plane's revisioned store (``core.lifecycle.Part``).
+
+Its components start after the store (the kube part's) and stop before it:
+the watch hub first (blocking queries and session expiry need it), then the
+session reaper. Its routes serve ``/v1/...`` (INTERFACES.md) and pitwall's
+own ``/api/config/v1/history``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeSink
+from pitwall.kube import KubeClient
+from pitwall.registry.agent import AGENT_PREFIX, AgentServices, CheckRunner
+from pitwall.registry.api import AgentInfo, consul_router, history_router
+from pitwall.registry.blocking import WatchHub
+from pitwall.registry.catalog import KUBE_PREFIX, Catalog
+from pitwall.registry.catalog_api import catalog_routes
+from pitwall.registry.history import ConfigHistory
+from pitwall.registry.kv import KVStore
+from pitwall.registry.model import KV_PREFIX, SESSION_PREFIX
+from pitwall.registry.sessions import LockDelays, SessionStore
+from pitwall.storage.revstore import RevStore
+
+__all__ = ["MAX_BLOCKING_QUERIES", "RegistryPart", "build_registry_part"]
+
+# Held blocking queries; below the HTTP server's own concurrency limit (``pitwall server`` runs uvicorn
+# with limit_concurrency=1000), so waiting clients never take every slot from other requests.
+MAX_BLOCKING_QUERIES = 768
+
+
+@dataclass
+class RegistryPart:
+    """Consul's HTTP API as a part of the server."""
+
+    hub: WatchHub
+    kv: KVStore
+    sessions: SessionStore
+    history: ConfigHistory
+    agent: AgentInfo
+    services: AgentServices
+    checks: CheckRunner
+    catalog: Catalog
+    name: str = "registry"
+
+    def components(self) -> Sequence[Component]:
+        return [self.hub, self.history, self.sessions, self.checks]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        def extra(r: Any, blocking: Any) -> None:
+            catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
+        return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
+                Mount(history_router(self.history, self.kv))]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing of it is configured live."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        metrics.add_gauges("pitwall_consul_blocking_queries", "Consul blocking queries held open.",
+                           lambda: float(self.hub.waiting))
+
+
+def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: str, kube: KubeClient | None = None,
+                        max_blocking_queries: int = MAX_BLOCKING_QUERIES) -> RegistryPart:
+    """The Consul API over ``store``; KV changes are reported to ``changes``; the catalog shows ``kube``'s
+    Services."""
+    history = ConfigHistory(store, changes)
+    delays = LockDelays()
+    kv = KVStore(store, history, delays.until)
+    agent = AgentInfo(socket.gethostname() or "pitwall", listen)
+    sessions = SessionStore(store, kv, delays, node=agent.node)
+    hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX, AGENT_PREFIX, KUBE_PREFIX], prev_kv=frozenset({SESSION_PREFIX}),
+                   max_waiters=max_blocking_queries)
+    hub.listen(sessions.on_events)
+    services = AgentServices(store, agent.node)
+    catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
+    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog)

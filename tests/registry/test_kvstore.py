@@ -1,0 +1,92 @@
+"""KVStore and ConfigHistory on a SQLite RevStore, without HTTP: txn planning, retries, history bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pitwall.registry.history import ConfigHistory
+from pitwall.registry.kv import KVStore
+from pitwall.registry.model import ConsulError
+from pitwall.storage.revstore.sqlite import SqliteRevStore
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def kv(tmp_path: Path) -> AsyncIterator[KVStore]:
+    store = SqliteRevStore(tmp_path / "s.db", compact_interval_s=None)
+    await store.start()
+    delays: dict[str, float] = {}
+    k = KVStore(store, ConfigHistory(store, None, keep=5), lambda key: delays.get(key, 0.0))
+    k.delays = delays  # type: ignore[attr-defined]
+    yield k
+    await k.history.stop()
+    await store.stop()
+
+
+async def _settled(h: ConfigHistory) -> None:
+    while h.tasks.running:
+        await asyncio.sleep(0.01)
+
+
+async def test_history_keeps_the_newest_per_key(kv: KVStore) -> None:
+    for i in range(8):
+        await kv.put("h", str(i).encode(), who="t")
+    await kv.put("h2", b"other", who="t")
+    await _settled(kv.history)
+    recs = await kv.history.of("h")
+    assert [r.new for r in recs] == [b"3", b"4", b"5", b"6", b"7"]
+    assert [r.old for r in recs] == [b"2", b"3", b"4", b"5", b"6"]
+    assert [r.key for r in await kv.history.of("h2")] == ["h2"]
+
+
+async def test_concurrent_cas_creates_exactly_one(kv: KVStore) -> None:
+    results = await asyncio.gather(*(kv.put("once", str(i).encode(), who="t", cas=0) for i in range(10)))
+    assert results.count(True) == 1
+
+
+async def test_concurrent_sets_lose_no_lock(kv: KVStore) -> None:
+    await kv.store.put("/pitwall/consul/sessions/s1", b"{}")
+    assert await kv.put("l", b"a", who="t", acquire="s1")
+    await asyncio.gather(*(kv.put("l", str(i).encode(), who="t") for i in range(5)))
+    e, _ = await kv.get("l")
+    assert e is not None and e.session == "s1" and e.lock_index == 1  # a plain set keeps the lock
+
+
+async def test_txn_errors_and_limits(kv: KVStore) -> None:
+    out = await kv.txn([{"KV": {"Verb": "get", "Key": "nope"}}, {"KV": {"Verb": "unlock", "Key": "nope",
+                                                                        "Session": "x"}}], who="t")
+    assert out.results is None and [e["OpIndex"] for e in out.to_api()["Errors"]] == [0, 1]
+    assert out.to_api()["Errors"][0]["What"] == 'key "nope" doesn\'t exist'
+    with pytest.raises(ConsulError) as err:
+        await kv.txn([{"Node": {}}], who="t")
+    assert err.value.status == 400
+    with pytest.raises(ConsulError):
+        await kv.txn([{"KV": {"Verb": "set", "Key": "k", "Value": "***"}}], who="t")
+    big = base64.b64encode(b"z" * (512 * 1024 + 1)).decode()
+    with pytest.raises(ConsulError) as err:
+        await kv.txn([{"KV": {"Verb": "set", "Key": "k", "Value": big}}], who="t")
+    assert err.value.status == 413
+    out = await kv.txn([{"KV": {"Verb": "frobnicate", "Key": "k"}}], who="t")
+    assert out.errors and out.errors[0]["What"] == "unknown KV verb 'frobnicate'"
+    assert (await kv.tree(""))[0] == []
+
+
+async def test_lock_delay_and_session_release(kv: KVStore) -> None:
+    await kv.store.put("/pitwall/consul/sessions/a", b"{}")
+    await kv.store.put("/pitwall/consul/sessions/b", b"{}")
+    assert await kv.put("d1", b"x", who="t", acquire="a")
+    assert await kv.put("d2", b"y", who="t", acquire="a")
+    assert sorted(await kv.release_session("a", "delete", who="t")) == ["d1", "d2"]
+    assert (await kv.tree(""))[0] == []
+    kv.delays["d3"] = time.time() + 30  # type: ignore[attr-defined]
+    assert await kv.put("d3", b"x", who="t", acquire="b") is False
+    with pytest.raises(ConsulError) as err:
+        await kv.put("d4", b"x", who="t", acquire="gone")
+    assert err.value.status == 500 and err.value.message == 'invalid session "gone"'
