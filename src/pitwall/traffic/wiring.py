@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI
+from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.proxy import ServiceProxy
 
 __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
@@ -80,5 +81,7 @@ class TrafficPart:
 
 
 def build_traffic_part(kube: KubeAPI) -> TrafficPart:
-    """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part)."""
+    """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
+    are installed into ``kube`` when it starts."""
+    kube.add_builtin_crds(istio_crds())
     return TrafficPart(build_proxy(kube))
