@@ -39,11 +39,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
-from pitwall.kube import Gone, KubeClient
+from pitwall.kube import Gone, KubeClient, NotFoundError
+from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
+from pitwall.traffic.cluster import Cluster
+from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target
+from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
+from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
+from pitwall.traffic.telemetry import MeshTelemetry
 
-__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "port_specs"]
+__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +88,20 @@ class PortSpec:
     cluster_ip: str
     port: int
     affinity_timeout_s: float | None = None
+    http: bool = False  # Istio treats the port as HTTP: requests are routed (traffic.http)
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
+
+
+def is_http(port: Obj) -> bool:
+    """Istio's protocol selection: ``appProtocol`` first, else the port name's ``<protocol>[-suffix]``."""
+    app = str(port.get("appProtocol") or "").lower()
+    if app:
+        return app.startswith(("http", "grpc", "kubernetes.io/h2c"))
+    proto = str(port.get("name") or "").lower().split("-", 1)[0]
+    return proto in ("http", "http2", "grpc", "grpc-web") or proto.startswith("grpc")
 
 
 @dataclass(eq=False)
@@ -106,7 +126,7 @@ def port_specs(key: SvcKey, svc: Obj) -> list[PortSpec]:
     for p in spec.get("ports") or []:
         if (p.get("protocol") or "TCP") != "TCP" or not isinstance(p.get("port"), int):
             continue
-        out.append(PortSpec(key, str(p.get("name") or ""), str(ip), int(p["port"]), affinity))
+        out.append(PortSpec(key, str(p.get("name") or ""), str(ip), int(p["port"]), affinity, is_http(p)))
     return out
 
 
@@ -142,8 +162,17 @@ class ServiceProxy:
     name = "service-proxy"
 
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
-                 drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0) -> None:
+                 drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
+                 http_limits: HttpLimits | None = None) -> None:
         self.client = client
+        self.telemetry = telemetry
+        self.http_limits = http_limits or HttpLimits()
+        # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
+        self.mesh = MeshConfig()
+        self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
+        self._clusters: dict[str, Cluster] = {}
+        self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
+                                                              "AuthorizationPolicy": {}}
         self.connect_budget_s = connect_budget_s
         self.attempt_timeout_s = attempt_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -166,6 +195,12 @@ class ServiceProxy:
         self.tasks.spawn(self._follow("v1", "Service", self._on_services, svc_ready), name="watch-services")
         self.tasks.spawn(self._follow("discovery.k8s.io/v1", "EndpointSlice", self._on_slices, sl_ready),
                          name="watch-endpointslices")
+        self.tasks.spawn(self._follow("v1", "Pod", self._on_pods, asyncio.Event()), name="watch-pods")
+        for api_version, kind in (("networking.istio.io/v1", "VirtualService"),
+                                  ("networking.istio.io/v1", "DestinationRule"),
+                                  ("security.istio.io/v1", "AuthorizationPolicy")):
+            self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
+                             name=f"watch-{kind.lower()}")
         self.tasks.spawn(self._retry_binds(), name="bind-retry")
         self.tasks.spawn(self._mark_synced(svc_ready, sl_ready), name="first-sync", loop=False)
 
@@ -225,6 +260,9 @@ class ServiceProxy:
                 continue
             except asyncio.CancelledError:
                 raise
+            except NotFoundError:  # the kind is not served (Istio's CRDs not installed): look again later
+                first.set()
+                await asyncio.sleep(_RELIST_BACKOFF_MAX_S)
             except Exception:
                 log.exception("service proxy: following %s failed; listing again", kind)
                 await asyncio.sleep(backoff)
@@ -245,6 +283,7 @@ class ServiceProxy:
                     self._services[k] = o
                 touched.add(k)
         await self._sync(touched)
+        self._rebuild_mesh()
 
     async def _on_slices(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
         touched: set[SvcKey] = set()
@@ -268,6 +307,74 @@ class ServiceProxy:
             await asyncio.sleep(self.bind_retry_s)
             if self.bind_errors:
                 await self._sync(set(self._services))
+
+    # -- the mesh -----------------------------------------------------------------------------
+
+    async def _on_pods(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+        if events is None:
+            self.pods = {}
+            events = [("ADDED", o) for o in items]
+        for typ, o in events:
+            st = o.get("status") or {}
+            ips = {str(p.get("ip")) for p in st.get("podIPs") or [] if p.get("ip")} | (
+                {str(st["podIP"])} if st.get("podIP") else set())
+            info = pod_info(o)
+            for ip in ips:
+                if typ == "DELETED":
+                    if (cur := self.pods.get(ip)) is not None and cur.name == info.name:
+                        del self.pods[ip]
+                else:
+                    self.pods[ip] = info
+
+    def _istio_handler(self, kind: str) -> Callable[[list[Obj], list[tuple[str, Obj]] | None], Awaitable[None]]:
+        async def apply(items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+            objs = self._istio[kind]
+            if events is None:
+                objs.clear()
+                events = [("ADDED", o) for o in items]
+            for typ, o in events:
+                if typ == "DELETED":
+                    objs.pop(_key(o), None)
+                else:
+                    objs[_key(o)] = o
+            self._rebuild_mesh()
+        return apply
+
+    def _rebuild_mesh(self) -> None:
+        """Compile and swap in a new snapshot (requests in flight keep the one they took)."""
+        fqdns = [f"{name}.{ns}.{DOMAIN}" for ns, name in self._services]
+        cfg = compile_mesh(fqdns, self._istio["VirtualService"].values(), self._istio["DestinationRule"].values(),
+                           compile_authz(self._istio["AuthorizationPolicy"].values()))
+        for what, err in cfg.errors.items():
+            if self.mesh.errors.get(what) != err:
+                log.warning("mesh: %s ignored: %s", what, err)
+        self.mesh = cfg
+
+    def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
+        """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
+        the port the request came in on (same Service), else the Service's only or first port."""
+        parts = fqdn.split(".")
+        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
+            return None
+        key = (parts[1], parts[0])
+        lsts = [lst for lst in self._listeners.values() if lst.spec.service == key]
+        if not lsts:
+            return None
+        want = port or (from_port if fqdn == from_fqdn else 0)
+        lst = next((x for x in lsts if x.spec.port == want), None) if want else min(lsts, key=lambda x: x.spec.port)
+        if lst is None:
+            return None
+        return Target(fqdn, key[0], key[1], lst.spec.port, lst.balancer.usable(),
+                      lst.spec.affinity_timeout_s is not None)
+
+    def cluster(self, name: str) -> Cluster:
+        c = self._clusters.get(name)
+        if c is None:
+            c = self._clusters[name] = Cluster(name)
+        return c
+
+    def clusters(self) -> dict[str, Cluster]:
+        return self._clusters
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -332,7 +439,13 @@ class ServiceProxy:
     def _set_endpoints(self, lst: _Listener, ready: list[Backend], fallback: list[Backend]) -> None:
         before = lst.balancer.active()
         lst.balancer.set_endpoints(ready, fallback)
-        gone = before - lst.balancer.active()
+        keep = lst.balancer.active()
+        suffix = f"|{lst.spec.fqdn}"
+        prefix = f"outbound|{lst.spec.port}|"
+        for name, c in self._clusters.items():  # pooled connections and host state of endpoints that left
+            if name.startswith(prefix) and name.endswith(suffix):
+                c.forget(keep)
+        gone = before - keep
         if gone and any(b in gone for b in lst.conns.values()):
             self.tasks.spawn(self._drain(lst, gone), name=f"drain {lst.spec.cluster_ip}:{lst.spec.port}", loop=False)
 
@@ -349,6 +462,11 @@ class ServiceProxy:
 
     # -- connections --------------------------------------------------------------------------
 
+    @staticmethod
+    def _default_route(spec: PortSpec) -> Route:
+        """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
+        return _default_route_for(spec.fqdn)
+
     async def _serve(self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -362,7 +480,17 @@ class ServiceProxy:
         def failed(backend: Backend, e: BaseException) -> None:
             stats.connect_failures += 1
 
+        first = b""
         try:
+            if lst.spec.http:
+                first = await reader.read(CHUNK)
+                if not first:
+                    return
+                if not H2_PREFACE.startswith(first[:len(H2_PREFACE)]):
+                    session = HttpSession(self, lst.spec.fqdn, lst.spec.port, self.http_limits, client_ip, stats,
+                                          self._default_route(lst.spec))
+                    await session.serve(reader, writer, first)
+                    return
             try:
                 up = await connect_any(lambda: lst.balancer.candidates(client_ip, time.monotonic()),
                                        budget_s=self.connect_budget_s, attempt_timeout_s=self.attempt_timeout_s,
@@ -373,6 +501,9 @@ class ServiceProxy:
                 return
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
             lst.conns[task] = up.backend
+            if first:  # HTTP/2 on an HTTP port: relayed as bytes (no L7 routing)
+                up.writer.write(first)
+                stats.add_sent(len(first))
             await splice((reader, writer), (up.reader, up.writer), sent=stats.add_sent,
                          received=stats.add_received)
         finally:
@@ -380,6 +511,18 @@ class ServiceProxy:
             lst.conns.pop(task, None)
             if not writer.is_closing():
                 await close_writer(writer)
+
+
+_DEFAULT_ROUTES: dict[str, Route] = {}
+
+
+def _default_route_for(fqdn: str) -> Route:
+    r = _DEFAULT_ROUTES.get(fqdn)
+    if r is None:
+        if len(_DEFAULT_ROUTES) > 10_000:
+            _DEFAULT_ROUTES.clear()
+        r = _DEFAULT_ROUTES[fqdn] = Route("default", (), (RouteDest(fqdn),))
+    return r
 
 
 def _key(o: Obj) -> tuple[str, str]:
