@@ -123,7 +123,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         # Pods' output goes to the log store, their resource usage to the metric store.
         node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
-        traffic=build_traffic_part(kube.api),
+        traffic=build_traffic_part(kube.api, metrics=metrics.store),  # Istio's metrics into the store
     )
 
 

@@ -175,6 +175,7 @@ class _RespParser:
         self.headers_done = False
         self.complete = False
         self.has_length = False
+        self.keep_alive = False
 
     def on_message_begin(self) -> None:
         self.headers, self.body, self.headers_done = [], bytearray(), False
@@ -199,6 +200,7 @@ class _RespParser:
             self.headers_done = False
             return
         self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside this callback
 
 
 async def _read_response(reader: asyncio.StreamReader, head_only: bool, max_body: int) -> _Resp:
@@ -219,7 +221,7 @@ async def _read_response(reader: asyncio.StreamReader, head_only: bool, max_body
             raise
         if head_only and st.headers_done and st.status >= 200:
             return _Resp(st.status, st.headers, b"", keep_alive=False)
-    return _Resp(st.status, st.headers, bytes(st.body), keep_alive=st.parser.should_keep_alive())
+    return _Resp(st.status, st.headers, bytes(st.body), keep_alive=st.keep_alive)
 
 
 @dataclass(slots=True)

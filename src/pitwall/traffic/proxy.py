@@ -214,6 +214,8 @@ class ServiceProxy:
         self._listeners.clear()
         self._retired.clear()
         self._synced.clear()
+        for c in self._clusters.values():
+            c.close_idle()
 
     @property
     def healthy(self) -> bool:

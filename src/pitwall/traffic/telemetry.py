@@ -45,6 +45,7 @@ LABELS = (
     "destination_cluster", "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy",
 )
+_IDLE_FLUSH_S = 60.0
 _MAX_SERIES = 20_000  # label sets kept; more are counted under response_flags="overflow" of the same service
 
 
@@ -130,10 +131,13 @@ class MeshTelemetry:
         return self.tasks.healthy
 
     async def _loop(self) -> None:
+        idle = 0
         while True:
             await asyncio.sleep(self.interval_s)
-            if not self._dirty:
-                continue  # nothing new: the last samples still stand (within the 5 min lookback)
+            idle += 1
+            if not self._dirty and idle * self.interval_s < _IDLE_FLUSH_S:
+                continue  # nothing new: the last samples stand, rewritten now and then so they never go stale
+            idle = 0
             try:
                 await self.flush()
             except Exception:

@@ -1,12 +1,17 @@
-"""Builds the service proxy over the Kubernetes API, as a ``core.lifecycle.Part``.
+"""Builds the service proxy (the mesh's data plane) over the Kubernetes API, as a ``core.lifecycle.Part``.
 
 The composition root lists the traffic part after the kube part: the proxy
 lists and watches through ``kube.client``, so it starts after ``KubeAPI``
-and stops before it.
+and stops before it. Istio's CRDs are handed to the kube part here, so they
+are installed when it starts. Istio's request metrics go to ``metrics``
+(the metric store's appender) when one is given; the telemetry component
+starts before the proxy and stops after it, so its last flush sees every
+request.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,15 +22,19 @@ from prometheus_client.registry import Collector
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI
+from pitwall.metrics import Appender
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.proxy import ServiceProxy
+from pitwall.traffic.telemetry import MeshTelemetry
 
 __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 
-def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0) -> ServiceProxy:
+def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
+                telemetry: MeshTelemetry | None = None) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``."""
-    return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s)
+    return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
+                        telemetry=telemetry)
 
 
 class _ProxyCollector(Collector):
@@ -55,6 +64,14 @@ class _ProxyCollector(Collector):
             refused.add_metric([ns, name], s.connect_failures)
             lost.add_metric([ns, name], s.no_endpoint)
         yield from (conns, active, sent, received, refused, lost)
+        ejections = CounterMetricFamily("pitwall_mesh_outlier_ejections", "Hosts ejected by a DestinationRule's "
+                                        "outlierDetection.", labels=["cluster"])
+        ejected = GaugeMetricFamily("pitwall_mesh_outlier_ejected_hosts", "Hosts ejected now.", labels=["cluster"])
+        now = time.monotonic()
+        for name, c in sorted(self.proxy.clusters().items()):
+            ejections.add_metric([name], c.ejections_total)
+            ejected.add_metric([name], c.ejected(now))
+        yield from (ejections, ejected)
 
 
 @dataclass
@@ -62,10 +79,11 @@ class TrafficPart:
     """The data plane as a part of the server: the service proxy (later the mesh and the gateway)."""
 
     proxy: ServiceProxy
+    telemetry: MeshTelemetry | None = None
     name: str = "traffic"
 
     def components(self) -> Sequence[Component]:
-        return [self.proxy]
+        return [self.telemetry, self.proxy] if self.telemetry is not None else [self.proxy]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return []
@@ -78,10 +96,13 @@ class TrafficPart:
         metrics.add_gauges("pitwall_service_proxy_listeners", "Cluster IP ports the service proxy serves.",
                            lambda: float(len(p.listening())))
         metrics.registry.register(_ProxyCollector(p))
+        metrics.add_gauges("pitwall_mesh_config_errors", "Istio objects ignored because the mesh cannot use them.",
+                           lambda: float(len(p.mesh.errors)))
 
 
-def build_traffic_part(kube: KubeAPI) -> TrafficPart:
+def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
-    are installed into ``kube`` when it starts."""
+    are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``."""
     kube.add_builtin_crds(istio_crds())
-    return TrafficPart(build_proxy(kube))
+    telemetry = MeshTelemetry(metrics) if metrics is not None else None
+    return TrafficPart(build_proxy(kube, telemetry=telemetry), telemetry)
