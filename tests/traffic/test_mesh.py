@@ -207,6 +207,7 @@ async def test_retries_on_5xx_and_default_policy(world: World) -> None:
         app.fail_first = 10
         r = await c.get("/")
         assert r.status_code == 503 and len(app.requests) == 8  # 1 try + 3 retries, then the last answer
+        assert world.series(response_code="503", response_flags="URX") == 1
         await world.configure(vs("web", [{"route": [{"destination": {"host": "web"}}],
                                           "retries": {"attempts": 2, "retryOn": "gateway-error,409"}}]),
                               lambda m: (r := m.routes_for(FQDN)) is not None and r[0].retry.attempts == 2)

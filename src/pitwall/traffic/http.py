@@ -476,9 +476,9 @@ class HttpSession:
                     last = res
                     if not _retriable_response(retry, res):
                         break
-                else:
-                    if retry.attempts and last is not None and last.flags != "-":
-                        last.flags = "URX," + last.flags if last.flags else "URX"
+                else:  # every try failed in a way the policy retries: Envoy's retry limit exceeded
+                    if retry.attempts and last is not None:
+                        last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
         except TimeoutError:
             return _Outcome(_local(504, b"upstream request timeout", "UT"), last_pod, target)
         assert last is not None
