@@ -113,7 +113,8 @@ class ControlPlane:
     traffic: TrafficPart
 
 
-def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts) -> ControlPlane:
+def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts,
+                        traces: TracesParts) -> ControlPlane:
     kube = build_kube_part(settings)
     # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
     metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
@@ -123,7 +124,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         # Pods' output goes to the log store, their resource usage to the metric store.
         node=build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store),
-        traffic=build_traffic_part(kube.api, metrics=metrics.store),  # Istio's metrics into the store
+        # Istio's metrics and a span per mesh hop into the stores.
+        traffic=build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store),
     )
 
 
@@ -174,7 +176,7 @@ def build(settings: Settings) -> Components:
     except BaseException:
         state.close()
         raise
-    cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
+    cp = build_control_plane(settings, metrics, logs, traces) if settings.kube.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,

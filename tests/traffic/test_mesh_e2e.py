@@ -65,7 +65,9 @@ def live(tmp_path: Path) -> Iterator[Live]:
     proc = start_pitwall_process(data, port, config=cfg)
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout=60, proc=proc)
-        yield Live(f"http://127.0.0.1:{port}")
+        server = Live(f"http://127.0.0.1:{port}")
+        with server.http:
+            yield server
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -141,8 +143,13 @@ def test_mesh_on_a_live_server(live: Live) -> None:
         return sum(1 for s in eps for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")) == 2
 
     _until(both_ready)
-    as_sleep = httpx.Client(base_url=f"http://{ip}", timeout=10,
-                            transport=httpx.HTTPTransport(local_address=caller))
+    with httpx.Client(base_url=f"http://{ip}", timeout=10,
+                      transport=httpx.HTTPTransport(local_address=caller)) as as_sleep:
+        _check(live, ip, as_sleep)
+
+
+def _check(live: Live, ip: str, as_sleep: httpx.Client) -> None:
+    """Traffic from the sleep pod (and from nobody), then what the stores hold of it."""
     _until(lambda: as_sleep.get("/").status_code == 200)
     got: collections.Counter[str] = collections.Counter()
     for _ in range(200):
@@ -172,6 +179,22 @@ def test_mesh_on_a_live_server(live: Live) -> None:
     denied_total = live.promql('sum(istio_requests_total{reporter="source",response_code="403",'
                                'source_workload="unknown",destination_service="web.default.svc.cluster.local"})')
     assert float(denied_total[0]["value"][1]) == 1
+    # A sampled caller's trace is continued: the hop's span is in the trace store (Zipkin's API) and the
+    # dependency graph links the caller to the Service.
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen = as_sleep.get("/", headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert seen.status_code == 200
+
+    def hop_span() -> list[dict[str, Any]]:
+        r = live.http.get(f"/api/v2/trace/{trace_id}")
+        spans: list[dict[str, Any]] = r.json() if r.status_code == 200 else []
+        return spans
+
+    (span,) = _until(hop_span, timeout=30)
+    assert span["parentId"] == "00f067aa0ba902b7" and span["kind"] == "CLIENT"
+    assert span["localEndpoint"]["serviceName"] == "sleep.default"
+    assert span["remoteEndpoint"]["serviceName"] == "web.default"
+    assert span["tags"]["http.status_code"] == "200" and span["name"] == "web.default.svc.cluster.local:80/*"
     buckets = live.promql('count(istio_request_duration_milliseconds_bucket{reporter="destination",'
                           'destination_service_name="web",response_code="500"})')
     assert float(buckets[0]["value"][1]) == 20  # Istio's 19 bounds and +Inf

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httptools
@@ -38,6 +38,7 @@ from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, R
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 from pitwall.traffic.relay import CHUNK
 from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target"]
 
@@ -79,6 +80,7 @@ class MeshView(Protocol):
     mesh: MeshConfig
     pods: dict[str, PodInfo]
     telemetry: MeshTelemetry | None
+    tracer: MeshTracer | None
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None: ...
 
@@ -234,7 +236,8 @@ class _Outcome:
     resp: _Resp
     dest: PodInfo = UNKNOWN
     target: Target | None = None
-    extra: list[tuple[str, str]] = field(default_factory=list)
+    trace: _Trace | None = None
+    cluster: str = ""
 
 
 def _local(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None) -> _Resp:
@@ -312,6 +315,7 @@ class HttpSession:
 
     async def _one(self, req: _Req, writer: asyncio.StreamWriter) -> bool:
         t0 = time.perf_counter()
+        start_ns = time.time_ns()
         view = self.view
         src = view.pods.get(self.client_ip)
         out = await self._handle(req, src)
@@ -325,11 +329,34 @@ class HttpSession:
             await writer.drain()
         except OSError:
             keep = False
+        elapsed = time.perf_counter() - t0
         tel = view.telemetry
         if tel is not None:
-            tel.record(self._labels(req, resp, src, out), (time.perf_counter() - t0) * 1000.0, len(req.body),
-                       len(resp.body))
+            tel.record(self._labels(req, resp, src, out), elapsed * 1000.0, len(req.body), len(resp.body))
+        if out.trace is not None and out.trace.sampled and view.tracer is not None:
+            self._span(view.tracer, req, resp, src, out, start_ns, int(elapsed * 1e9))
         return keep
+
+    def _span(self, tracer: MeshTracer, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome,
+              start_ns: int, duration_ns: int) -> None:
+        assert out.trace is not None
+        s = src or UNKNOWN
+        t = out.target
+        dest_name = t.name if t else self.fqdn.split(".")[0]
+        dest_ns = t.namespace if t else self.fqdn.split(".")[1]
+        authority = _get(req.headers, "host") or ""
+        tracer.record(
+            trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
+            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown",
+            remote=f"{out.dest.canonical_service}.{dest_ns}" if out.dest is not UNKNOWN else f"{dest_name}.{dest_ns}",
+            name=f"{t.fqdn if t else self.fqdn}:{t.port if t else self.port}/*", start_ns=start_ns,
+            duration_ns=duration_ns, status=resp.status,
+            attributes={"http.method": req.method, "http.url": f"http://{authority}{req.target}",
+                        "http.status_code": str(resp.status), "response_flags": resp.flags,
+                        "upstream_cluster": out.cluster, "istio.canonical_service": s.canonical_service,
+                        "istio.namespace": s.namespace, "component": "proxy", "peer.address": self.client_ip,
+                        "guid:x-request-id": _get(req.headers, "x-request-id") or "",
+                        "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
 
     def _labels(self, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
         s = src or UNKNOWN
@@ -402,31 +429,35 @@ class HttpSession:
             hash_key = _hash_key(lb, mreq, self.client_ip)
         elif target.affinity and dr is None:  # Istio hashes on the source IP for sessionAffinity ClientIP
             lb, hash_key = LbPolicy("RING_HASH", hash_source_ip=True), self.client_ip
-        head_headers = self._upstream_headers(route, dest, req)
+        head_headers, trace = self._upstream_headers(route, dest, req)
         path, authority = _rewritten(route, req.target, mreq.authority)
         try:
             cluster.admit(policy.pool)
         except Overflow:
             return _Outcome(_overflow(), target=target)
         try:
-            return await self._forward(cluster, policy, lb, hash_key, endpoints, route, dest, target, req, path,
-                                       authority, head_headers, src)
+            out = await self._forward(cluster, policy, lb, hash_key, endpoints, route, dest, target, req, path,
+                                      authority, head_headers, src)
+            out.trace = trace
+            out.cluster = cluster.name
+            return out
         finally:
             cluster.release_request()
 
-    def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> list[tuple[str, str]]:
+    def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> tuple[list[tuple[str, str]], _Trace]:
         hs = [(k, v) for k, v in req.headers if k.lower() not in _HOP and k.lower() != "host"]
         names = {k.lower() for k, _ in hs}
         if "x-request-id" not in names:
             hs.append(("x-request-id", _uuid4()))
         if "x-forwarded-proto" not in names:
             hs.append(("x-forwarded-proto", "http"))
-        _trace_headers(hs, names)
+        tracer = self.view.tracer
+        trace = _trace_headers(hs, tracer.sample_new if tracer is not None else _never)
         if route.request_headers:
             hs = route.request_headers.apply(hs)
         if dest.request_headers:
             hs = dest.request_headers.apply(hs)
-        return hs
+        return hs, trace
 
     # -- forwarding with retries ----------------------------------------------------------------
 
@@ -560,6 +591,10 @@ class HttpSession:
             cluster.release_slot()
 
 
+def _never() -> bool:
+    return False
+
+
 def _has_labels(pod: PodInfo | None, labels: tuple[tuple[str, str], ...]) -> bool:
     return pod is not None and all(pod.labels.get(k) == v for k, v in labels)
 
@@ -676,28 +711,40 @@ def _uuid4() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _trace_headers(hs: list[tuple[str, str]], names: set[str]) -> None:
+@dataclass(slots=True)
+class _Trace:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    sampled: bool
+
+
+def _trace_headers(hs: list[tuple[str, str]], sample_new: Callable[[], bool]) -> _Trace:
     """Continue the caller's trace with a new span for this hop (W3C and B3), or start one."""
     span = f"{random.getrandbits(64):016x}"
     trace: str | None = None
-    sampled = "01"
+    parent = ""
+    sampled: bool | None = None
     tp = next((v for k, v in hs if k.lower() == "traceparent"), None)
     if tp is not None:
         parts = tp.split("-")
-        if len(parts) == 4 and len(parts[1]) == 32:
-            trace, sampled = parts[1], parts[3]
+        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+            trace, parent, sampled = parts[1], parts[2], parts[3][-1:] in ("1", "3", "5", "7", "9", "b", "d", "f")
     if trace is None:
         b3 = next((v for k, v in hs if k.lower() == "x-b3-traceid"), None)
         if b3 is not None and len(b3) in (16, 32):
             trace = b3.rjust(32, "0")
-            s = next((v for k, v in hs if k.lower() == "x-b3-sampled"), "1")
-            sampled = "01" if s in ("1", "true") else "00"
+            parent = next((v for k, v in hs if k.lower() == "x-b3-spanid"), "")
+            s = next((v for k, v in hs if k.lower() == "x-b3-sampled"), None)
+            sampled = None if s is None else s in ("1", "true")
     if trace is None:
         trace = f"{random.getrandbits(128):032x}"
-    parent = next((v for k, v in hs if k.lower() == "x-b3-spanid"), None)
+    if sampled is None:
+        sampled = sample_new()
     drop = {"traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"}
     hs[:] = [(k, v) for k, v in hs if k.lower() not in drop]
-    hs.append(("traceparent", f"00-{trace}-{span}-{sampled}"))
-    hs += [("x-b3-traceid", trace), ("x-b3-spanid", span), ("x-b3-sampled", "1" if sampled == "01" else "0")]
+    hs.append(("traceparent", f"00-{trace}-{span}-{'01' if sampled else '00'}"))
+    hs += [("x-b3-traceid", trace), ("x-b3-spanid", span), ("x-b3-sampled", "1" if sampled else "0")]
     if parent:
         hs.append(("x-b3-parentspanid", parent))
+    return _Trace(trace, span, parent, sampled)

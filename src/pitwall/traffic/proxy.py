@@ -48,6 +48,7 @@ from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_m
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
 from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
 
@@ -163,9 +164,10 @@ class ServiceProxy:
 
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
                  drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
-                 http_limits: HttpLimits | None = None) -> None:
+                 tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None) -> None:
         self.client = client
         self.telemetry = telemetry
+        self.tracer = tracer
         self.http_limits = http_limits or HttpLimits()
         # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
         self.mesh = MeshConfig()

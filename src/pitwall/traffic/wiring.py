@@ -4,9 +4,9 @@ The composition root lists the traffic part after the kube part: the proxy
 lists and watches through ``kube.client``, so it starts after ``KubeAPI``
 and stops before it. Istio's CRDs are handed to the kube part here, so they
 are installed when it starts. Istio's request metrics go to ``metrics``
-(the metric store's appender) when one is given; the telemetry component
-starts before the proxy and stops after it, so its last flush sees every
-request.
+(the metric store's appender) and a span per sampled hop to ``spans`` (the
+trace store) when given; both sinks start before the proxy and stop after
+it, so their last flush sees every request.
 """
 
 from __future__ import annotations
@@ -23,18 +23,20 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube import KubeAPI
 from pitwall.metrics import Appender
+from pitwall.traces import SpanAppender
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.proxy import ServiceProxy
 from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
-                telemetry: MeshTelemetry | None = None) -> ServiceProxy:
+                telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
-                        telemetry=telemetry)
+                        telemetry=telemetry, tracer=tracer)
 
 
 class _ProxyCollector(Collector):
@@ -80,10 +82,13 @@ class TrafficPart:
 
     proxy: ServiceProxy
     telemetry: MeshTelemetry | None = None
+    tracer: MeshTracer | None = None
     name: str = "traffic"
 
     def components(self) -> Sequence[Component]:
-        return [self.telemetry, self.proxy] if self.telemetry is not None else [self.proxy]
+        """The sinks start before the proxy and stop after it, so their last flush sees every request."""
+        sinks: list[Component] = [c for c in (self.telemetry, self.tracer) if c is not None]
+        return [*sinks, self.proxy]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return []
@@ -100,9 +105,12 @@ class TrafficPart:
                            lambda: float(len(p.mesh.errors)))
 
 
-def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None) -> TrafficPart:
+def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
+                       spans: SpanAppender | None = None) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
-    are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``."""
+    are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
+    sampled hop to ``spans``."""
     kube.add_builtin_crds(istio_crds())
     telemetry = MeshTelemetry(metrics) if metrics is not None else None
-    return TrafficPart(build_proxy(kube, telemetry=telemetry), telemetry)
+    tracer = MeshTracer(spans) if spans is not None else None
+    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer), telemetry, tracer)
