@@ -369,15 +369,24 @@ async def test_config_swap_is_atomic(world: World) -> None:
     assert set(pairs) == {("v1", "v1"), ("v2", "v2")}  # never one config's route with the other's headers
 
 
-async def test_bad_config_is_ignored_whole(world: World) -> None:
+async def test_bad_config_is_rejected_whole_and_the_previous_stays(world: World) -> None:
     await world.web(("a", {}, {}))
     await apply(world.client, vs("web", [{"match": [{"uri": {"regex": "(a+"}}],
                                           "route": [{"destination": {"host": "web"}}]}]))
     await eventually(lambda: "VirtualService default/web" in world.proxy.mesh.errors)
+    assert world.proxy.mesh.errors["VirtualService default/web"].startswith("spec.http[0].match[0].uri.regex: ")
     assert "missing closing )" in world.proxy.mesh.errors["VirtualService default/web"]
-    assert world.proxy.mesh.routes_for(FQDN) is None  # the default route stays in force
+    assert world.proxy.mesh.routes_for(FQDN) is None  # nothing before it: the default route
     async with world.http() as c:
         assert (await c.get("/anything")).status_code == 200
+        good = vs("web", [{"route": [{"destination": {"host": "web"}}],
+                           "headers": {"response": {"set": {"x-version": "good"}}}}])
+        await world.configure(good, lambda m: m.routes_for(FQDN) is not None and not m.errors)
+        bad = vs("web", [{"route": [{"destination": {"host": "web"}}], "timeout": "soon"}])
+        await apply(world.client, bad)
+        await eventually(lambda: "VirtualService default/web" in world.proxy.mesh.errors)
+        assert "spec.http[0].timeout: invalid duration 'soon'" in world.proxy.mesh.errors["VirtualService default/web"]
+        assert (await c.get("/")).headers["x-version"] == "good"  # the previous version stays in force
 
 
 async def test_consistent_hash_on_header(world: World) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -175,6 +176,7 @@ class ServiceProxy:
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
                                                               "AuthorizationPolicy": {}}
+        self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         self.connect_budget_s = connect_budget_s
         self.attempt_timeout_s = attempt_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -337,10 +339,22 @@ class ServiceProxy:
                 objs.clear()
                 events = [("ADDED", o) for o in items]
             for typ, o in events:
+                k = _key(o)
+                self._rejected.pop((kind, k), None)
                 if typ == "DELETED":
-                    objs.pop(_key(o), None)
+                    objs.pop(k, None)
+                    continue
+                err = _compile_error(kind, o)
+                if err is None:
+                    objs[k] = o
+                    continue
+                # Rejected whole: the version in force before (if any) stays, the error names the field.
+                self._rejected[(kind, k)] = err
+                if k not in objs:
+                    log.warning("mesh: %s %s/%s ignored: %s", kind, k[0], k[1], err)
                 else:
-                    objs[_key(o)] = o
+                    log.warning("mesh: %s %s/%s: the new version is ignored, the previous one stays: %s",
+                                kind, k[0], k[1], err)
             self._rebuild_mesh()
         return apply
 
@@ -349,10 +363,8 @@ class ServiceProxy:
         fqdns = [f"{name}.{ns}.{DOMAIN}" for ns, name in self._services]
         cfg = compile_mesh(fqdns, self._istio["VirtualService"].values(), self._istio["DestinationRule"].values(),
                            compile_authz(self._istio["AuthorizationPolicy"].values()))
-        for what, err in cfg.errors.items():
-            if self.mesh.errors.get(what) != err:
-                log.warning("mesh: %s ignored: %s", what, err)
-        self.mesh = cfg
+        rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected})
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
         """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
@@ -527,6 +539,17 @@ def _default_route_for(fqdn: str) -> Route:
             _DEFAULT_ROUTES.clear()
         r = _DEFAULT_ROUTES[fqdn] = Route("default", (), (RouteDest(fqdn),))
     return r
+
+
+def _compile_error(kind: str, o: Obj) -> str | None:
+    """Why the mesh cannot use this object (a bad regex, a bad duration), or None."""
+    if kind == "VirtualService":
+        errs = compile_mesh([], [o], []).errors
+    elif kind == "DestinationRule":
+        errs = compile_mesh([], [], [o]).errors
+    else:
+        return None
+    return next(iter(errs.values()), None)
 
 
 def _key(o: Obj) -> tuple[str, str]:
