@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -83,7 +84,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     kube.add_builtin_crds(istio_crds())
     await kube.start()
     tel = MeshTelemetry(None)
-    proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel,
+    proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel, changes=ChangeLog(store),
                          http_limits=HttpLimits(max_header_bytes=8192, max_body_bytes=65536))
     await proxy.start()
     await proxy.wait_synced(10)
@@ -265,6 +266,16 @@ async def test_outlier_detection_ejects_the_failing_host(world: World) -> None:
     assert codes[-10:] == [200] * 10
     cluster = world.proxy.clusters()["outbound|80||" + FQDN]
     assert cluster.ejections_total == 1
+    assert world.proxy.changes is not None
+    log = world.proxy.changes
+    assert isinstance(log, ChangeLog)
+
+    async def ejection_recorded() -> bool:
+        return len(await log.between(0, 2**62, service="default/web")) == 1
+
+    await eventually(ejection_recorded)
+    (ev,) = await log.between(0, 2**62, service="default/web")
+    assert ev.source == "mesh" and ev.summary == f"outlier detection ejected pod default/bad from outbound|80||{FQDN} for 30s"
 
 
 async def test_max_ejection_percent_keeps_hosts_in(world: World) -> None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
+from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Gone, KubeClient, NotFoundError
 from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
@@ -165,8 +166,10 @@ class ServiceProxy:
 
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
                  drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
-                 tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None) -> None:
+                 tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None,
+                 changes: ChangeSink | None = None) -> None:
         self.client = client
+        self.changes = changes  # outlier ejections are reported to the change-event stream
         self.telemetry = telemetry
         self.tracer = tracer
         self.http_limits = http_limits or HttpLimits()
@@ -386,8 +389,31 @@ class ServiceProxy:
     def cluster(self, name: str) -> Cluster:
         c = self._clusters.get(name)
         if c is None:
-            c = self._clusters[name] = Cluster(name)
+            c = self._clusters[name] = Cluster(name, self._ejected)
         return c
+
+    def _ejected(self, cluster: str, backend: Backend, seconds: float) -> None:
+        """Report an outlier ejection as a change (it moves traffic); never blocks the request."""
+        if self.changes is None:
+            return
+        _, port, subset, fqdn = cluster.split("|", 3)
+        name, ns = fqdn.split(".")[:2]
+        pod = self.pods.get(backend.ip)
+        who = f"pod {pod.namespace}/{pod.name}" if pod else str(backend)
+        event = ChangeEvent(kind="other", source="mesh", service=f"{ns}/{name}",
+                            summary=f"outlier detection ejected {who} from {cluster} for {seconds:g}s",
+                            details={"cluster": cluster, "endpoint": str(backend), "subset": subset, "port": port,
+                                     "ejection_s": seconds})
+        sink = self.changes
+
+        async def record() -> None:
+            try:
+                await sink.record(event)
+            except Exception:
+                log.exception("mesh: recording an ejection failed")
+
+        with contextlib.suppress(RuntimeError):  # stopping
+            self.tasks.spawn(record(), name="record-ejection", loop=False)
 
     def clusters(self) -> dict[str, Cluster]:
         return self._clusters

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI
 from pitwall.metrics import Appender
 from pitwall.traces import SpanAppender
@@ -34,9 +35,10 @@ __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
                 telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None) -> ServiceProxy:
-    """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``."""
+    """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
+    Its outlier ejections go to the change-event stream in ``kube``'s state store."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
-                        telemetry=telemetry, tracer=tracer)
+                        telemetry=telemetry, tracer=tracer, changes=ChangeLog(kube.store))
 
 
 class _ProxyCollector(Collector):
