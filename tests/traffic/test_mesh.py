@@ -416,3 +416,17 @@ def test_labels_are_istios() -> None:
             "response_code", "response_flags", "request_protocol", "source_principal",
             "destination_principal", "connection_security_policy"} <= set(LABELS)
     assert json.dumps(LABELS)  # a plain tuple of strings
+
+
+async def test_idle_client_connection_is_closed(world: World) -> None:
+    await world.web(("a", {}, {}))
+    world.proxy.http_limits = HttpLimits(idle_timeout_s=0.2)
+    r, w = await asyncio.open_connection(world.ip, 80)
+    w.write(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+    await w.drain()
+    head = await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length")))
+    await r.readexactly(length)
+    assert await asyncio.wait_for(r.read(), 5) == b""  # kept alive, then closed once idle
+    w.close()

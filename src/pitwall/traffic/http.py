@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                   "content-length", "expect"})
+_TRACE = frozenset({"traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"})
+_DROP_UP = _HOP | _TRACE | {"host"}  # not copied upstream: hop-by-hop, rewritten trace context, host
 _UC_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: "
 _GRPC_RETRY = {"cancelled": "1", "deadline-exceeded": "4", "resource-exhausted": "8", "internal": "13",
                "unavailable": "14"}
@@ -100,6 +102,7 @@ class _Req:
     body: bytes
     keep_alive: bool
     version: str
+    lower: dict[str, str]  # lower-cased name -> value (the last one), built while parsing
 
 
 class _ReqParser:
@@ -115,6 +118,7 @@ class _ReqParser:
     def _reset(self) -> None:
         self.url = bytearray()
         self.headers: list[tuple[str, str]] = []
+        self.lower: dict[str, str] = {}
         self.body = bytearray()
         self.head_bytes = 0
 
@@ -131,14 +135,16 @@ class _ReqParser:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.limits.max_header_bytes:
             raise _TooLarge(431)
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        n, v = name.decode("latin-1"), value.decode("latin-1")
+        self.headers.append((n, v))
+        self.lower[n.lower()] = v
 
     def on_headers_complete(self) -> None:
-        for k, v in self.headers:
-            if k.lower() == "content-length" and v.strip().isdigit() and int(v) > self.limits.max_body_bytes:
-                raise _TooLarge(413)
-            if k.lower() == "expect" and v.lower() == "100-continue":
-                self.on_expect()
+        cl = self.lower.get("content-length", "")
+        if cl.strip().isdigit() and int(cl) > self.limits.max_body_bytes:
+            raise _TooLarge(413)
+        if self.lower.get("expect", "").lower() == "100-continue":
+            self.on_expect()
 
     def on_body(self, body: bytes) -> None:
         self.body += body
@@ -148,7 +154,7 @@ class _ReqParser:
     def on_message_complete(self) -> None:
         p = self.parser
         self.done.append(_Req(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
-                              bytes(self.body), p.should_keep_alive(), p.get_http_version()))
+                              bytes(self.body), p.should_keep_alive(), p.get_http_version(), self.lower))
 
 
 @dataclass(slots=True)
@@ -271,9 +277,30 @@ class HttpSession:
         self.client_ip = client_ip
         self.stats = stats
         self.default_route = default_route
+        self.idle_since = 0.0  # monotonic time the connection started waiting for a request; 0 while busy
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
         """Handle requests until the client closes, asks to, or goes idle. ``first`` was already read."""
+        # One timer per connection, not one per read: it closes the connection once idle for too long.
+        self._watchdog = asyncio.get_running_loop().call_later(self.limits.idle_timeout_s, self._idle_check, writer)
+        try:
+            await self._serve(reader, writer, first)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = None
+
+    def _idle_check(self, writer: asyncio.StreamWriter) -> None:
+        idle = self.idle_since
+        limit = self.limits.idle_timeout_s
+        if idle and time.monotonic() - idle >= limit:
+            writer.transport.abort()  # the pending read sees a reset and the session ends
+            return
+        wait = limit - (time.monotonic() - idle) if idle else limit
+        self._watchdog = asyncio.get_running_loop().call_later(wait, self._idle_check, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
         p = _ReqParser(self.limits, lambda: writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
         data = first
         while True:
@@ -297,11 +324,12 @@ class HttpSession:
                 keep = await self._one(req, writer)
                 if not keep:
                     return
+            self.idle_since = time.monotonic()
             try:
-                async with asyncio.timeout(self.limits.idle_timeout_s):
-                    data = await reader.read(CHUNK)
-            except TimeoutError:
+                data = await reader.read(CHUNK)
+            except OSError:  # the client reset the connection
                 return
+            self.idle_since = 0.0
             if not data:
                 return
 
@@ -344,7 +372,7 @@ class HttpSession:
         t = out.target
         dest_name = t.name if t else self.fqdn.split(".")[0]
         dest_ns = t.namespace if t else self.fqdn.split(".")[1]
-        authority = _get(req.headers, "host") or ""
+        authority = req.lower.get("host", "")
         tracer.record(
             trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
             service=f"{s.canonical_service}.{s.namespace}" if src else "unknown",
@@ -355,7 +383,7 @@ class HttpSession:
                         "http.status_code": str(resp.status), "response_flags": resp.flags,
                         "upstream_cluster": out.cluster, "istio.canonical_service": s.canonical_service,
                         "istio.namespace": s.namespace, "component": "proxy", "peer.address": self.client_ip,
-                        "guid:x-request-id": _get(req.headers, "x-request-id") or "",
+                        "guid:x-request-id": req.lower.get("x-request-id", ""),
                         "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
 
     def _labels(self, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
@@ -364,7 +392,7 @@ class HttpSession:
         t = out.target
         svc_fqdn = t.fqdn if t else self.fqdn
         svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
-        grpc = (_get(req.headers, "content-type") or "").startswith("application/grpc")
+        grpc = req.lower.get("content-type", "").startswith("application/grpc")
         return (s.workload, s.namespace, s.principal if src else "unknown", s.app, s.version, s.canonical_service,
                 s.canonical_revision, "Kubernetes",
                 svc_fqdn, svc_name, svc_ns, d.workload, d.namespace, d.principal if d is not UNKNOWN else "unknown",
@@ -376,7 +404,7 @@ class HttpSession:
 
     async def _handle(self, req: _Req, src: PodInfo | None) -> _Outcome:
         cfg = self.view.mesh  # one snapshot for the whole request
-        headers = {k.lower(): v for k, v in req.headers}
+        headers = req.lower
         authority = headers.get("host", "")
         mreq = Request(req.method, req.target, headers, authority, self.port, src)
         routes = cfg.routes_for(self.fqdn)
@@ -445,14 +473,14 @@ class HttpSession:
             cluster.release_request()
 
     def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> tuple[list[tuple[str, str]], _Trace]:
-        hs = [(k, v) for k, v in req.headers if k.lower() not in _HOP and k.lower() != "host"]
-        names = {k.lower() for k, _ in hs}
-        if "x-request-id" not in names:
+        low = req.lower
+        hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_UP]
+        if "x-request-id" not in low:
             hs.append(("x-request-id", _uuid4()))
-        if "x-forwarded-proto" not in names:
+        if "x-forwarded-proto" not in low:
             hs.append(("x-forwarded-proto", "http"))
         tracer = self.view.tracer
-        trace = _trace_headers(hs, tracer.sample_new if tracer is not None else _never)
+        trace = _trace_headers(hs, low, tracer.sample_new if tracer is not None else _never)
         if route.request_headers:
             hs = route.request_headers.apply(hs)
         if dest.request_headers:
@@ -469,7 +497,7 @@ class HttpSession:
         last: _Resp | None = None
         last_pod = UNKNOWN
         try:
-            async with asyncio.timeout(route.timeout_s):
+            async with _maybe_timeout(route.timeout_s):
                 for n in range(1 + retry.attempts):
                     if n > 0:
                         if cluster.active_retries >= policy.pool.max_retries:
@@ -523,7 +551,7 @@ class HttpSession:
         if authz is None or not authz.policies:
             return True
         ar = AuthzRequest(src, self.client_ip, req.method, req.target, authority.split(":")[0], host.port,
-                          {k.lower(): v for k, v in req.headers}, host.ip)
+                          req.lower, host.ip)
         allowed: bool = authz.allowed(dest, ar)
         return allowed
 
@@ -538,7 +566,7 @@ class HttpSession:
         hs.active += 1
         conn: UpConn | None = None
         try:
-            async with asyncio.timeout(retry.per_try_timeout_s) as per_try:
+            async with _maybe_timeout(retry.per_try_timeout_s) as per_try:
                 for fresh in (False, True):
                     conn = None if fresh else cluster.take_idle(host)
                     reused = conn is not None
@@ -579,7 +607,7 @@ class HttpSession:
         except TimeoutError:
             if conn is not None:
                 conn.close()
-            if per_try.expired():
+            if per_try is not None and per_try.expired():
                 return _Failure("timeout")
             raise
         except BaseException:
@@ -589,6 +617,23 @@ class HttpSession:
         finally:
             hs.active -= 1
             cluster.release_slot()
+
+
+class _NoTimeout:
+    """``asyncio.timeout(None)`` without its bookkeeping: most routes have no timeout."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_TIMEOUT = _NoTimeout()
+
+
+def _maybe_timeout(seconds: float | None) -> asyncio.Timeout | _NoTimeout:
+    return _NO_TIMEOUT if seconds is None else asyncio.timeout(seconds)
 
 
 def _never() -> bool:
@@ -719,32 +764,32 @@ class _Trace:
     sampled: bool
 
 
-def _trace_headers(hs: list[tuple[str, str]], sample_new: Callable[[], bool]) -> _Trace:
-    """Continue the caller's trace with a new span for this hop (W3C and B3), or start one."""
+def _trace_headers(hs: list[tuple[str, str]], low: dict[str, str], sample_new: Callable[[], bool]) -> _Trace:
+    """Continue the caller's trace with a new span for this hop (W3C and B3), or start one; ``hs`` has no
+    trace headers yet and gets this hop's."""
     span = f"{random.getrandbits(64):016x}"
     trace: str | None = None
     parent = ""
     sampled: bool | None = None
-    tp = next((v for k, v in hs if k.lower() == "traceparent"), None)
+    tp = low.get("traceparent")
     if tp is not None:
         parts = tp.split("-")
         if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
             trace, parent, sampled = parts[1], parts[2], parts[3][-1:] in ("1", "3", "5", "7", "9", "b", "d", "f")
     if trace is None:
-        b3 = next((v for k, v in hs if k.lower() == "x-b3-traceid"), None)
+        b3 = low.get("x-b3-traceid")
         if b3 is not None and len(b3) in (16, 32):
             trace = b3.rjust(32, "0")
-            parent = next((v for k, v in hs if k.lower() == "x-b3-spanid"), "")
-            s = next((v for k, v in hs if k.lower() == "x-b3-sampled"), None)
+            parent = low.get("x-b3-spanid", "")
+            s = low.get("x-b3-sampled")
             sampled = None if s is None else s in ("1", "true")
     if trace is None:
         trace = f"{random.getrandbits(128):032x}"
     if sampled is None:
         sampled = sample_new()
-    drop = {"traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"}
-    hs[:] = [(k, v) for k, v in hs if k.lower() not in drop]
-    hs.append(("traceparent", f"00-{trace}-{span}-{'01' if sampled else '00'}"))
-    hs += [("x-b3-traceid", trace), ("x-b3-spanid", span), ("x-b3-sampled", "1" if sampled else "0")]
+    flag = "01" if sampled else "00"
+    hs += [("traceparent", f"00-{trace}-{span}-{flag}"), ("x-b3-traceid", trace), ("x-b3-spanid", span),
+           ("x-b3-sampled", "1" if sampled else "0")]
     if parent:
         hs.append(("x-b3-parentspanid", parent))
     return _Trace(trace, span, parent, sampled)

@@ -190,6 +190,7 @@ class ServiceProxy:
         self._services: dict[SvcKey, Obj] = {}
         self._slices: dict[tuple[str, str], Obj] = {}  # (namespace, slice name) -> slice
         self._listeners: dict[Addr, _Listener] = {}
+        self._by_port: dict[tuple[SvcKey, int], _Listener] = {}  # (Service, port) -> its listener
         self._retired: list[_Listener] = []
         self._lock = asyncio.Lock()
         self._synced = asyncio.Event()
@@ -219,6 +220,7 @@ class ServiceProxy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lst.server.wait_closed(), 1.0)
         self._listeners.clear()
+        self._by_port.clear()
         self._retired.clear()
         self._synced.clear()
         for c in self._clusters.values():
@@ -376,13 +378,13 @@ class ServiceProxy:
         if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
             return None
         key = (parts[1], parts[0])
-        lsts = [lst for lst in self._listeners.values() if lst.spec.service == key]
-        if not lsts:
-            return None
         want = port or (from_port if fqdn == from_fqdn else 0)
-        lst = next((x for x in lsts if x.spec.port == want), None) if want else min(lsts, key=lambda x: x.spec.port)
+        lst = self._by_port.get((key, want)) if want else None
         if lst is None:
-            return None
+            lsts = [x for x in self._listeners.values() if x.spec.service == key]
+            if not lsts or want:
+                return None
+            lst = min(lsts, key=lambda x: x.spec.port)
         return Target(fqdn, key[0], key[1], lst.spec.port, lst.balancer.usable(),
                       lst.spec.affinity_timeout_s is not None)
 
@@ -469,10 +471,13 @@ class ServiceProxy:
         lst = _Listener(spec, server, PortBalancer(spec.affinity_timeout_s))
         holder.append(lst)
         self._listeners[addr] = lst
+        self._by_port[(spec.service, spec.port)] = lst
         return lst
 
     def _retire(self, addr: Addr) -> None:
         lst = self._listeners.pop(addr)
+        if self._by_port.get((lst.spec.service, lst.spec.port)) is lst:
+            del self._by_port[(lst.spec.service, lst.spec.port)]
         lst.server.close()
         if lst.conns:
             self._retired.append(lst)
