@@ -430,3 +430,18 @@ async def test_idle_client_connection_is_closed(world: World) -> None:
     await r.readexactly(length)
     assert await asyncio.wait_for(r.read(), 5) == b""  # kept alive, then closed once idle
     w.close()
+
+
+async def test_mirror_sends_a_shadow_copy(world: World) -> None:
+    v1, v2 = await world.web(("v1", {"version": "v1"}, {}), ("v2", {"version": "v2"}, {"status": 500}))
+    await world.configure(dr("web", _subsets()), lambda m: m.dest_rule(FQDN) is not None)
+    await world.configure(vs("web", [{"route": [{"destination": {"host": "web", "subset": "v1"}}],
+                                      "mirror": {"host": "web", "subset": "v2"}}]),
+                          lambda m: (r := m.routes_for(FQDN)) is not None and bool(r[0].mirrors))
+    async with world.http() as c:
+        for _ in range(3):
+            r = await c.post("/orders", content=b"{}", headers={"host": "web:80"})
+            assert r.status_code == 200 and r.json()["name"] == "v1"  # the copy's 500 never reaches the caller
+    await eventually(lambda: len(v2.requests) == 3)
+    assert {q["headers"]["host"] for q in v2.requests} == {"web-shadow:80"}
+    assert [q["body"] for q in v2.requests] == [b"{}"] * 3 and len(v1.requests) == 3

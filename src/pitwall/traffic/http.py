@@ -40,7 +40,7 @@ from pitwall.traffic.relay import CHUNK
 from pitwall.traffic.telemetry import MeshTelemetry
 from pitwall.traffic.tracing import MeshTracer
 
-__all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target"]
+__all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target", "cancel_mirrors"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,9 @@ _DROP_UP = _HOP | _TRACE | {"host"}  # not copied upstream: hop-by-hop, rewritte
 _UC_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: "
 _GRPC_RETRY = {"cancelled": "1", "deadline-exceeded": "4", "resource-exhausted": "8", "internal": "13",
                "unavailable": "14"}
+_MAX_MIRRORS = 1000  # mirrored copies in flight, process-wide
+_MIRRORS: set[asyncio.Task[Any]] = set()
+_MIRROR_RETRY = Retry(0, 10.0)  # a copy is tried once and given up after 10 s
 _BACKOFF_BASE_S = 0.025  # Envoy's default retry back-off base interval
 _BACKOFF_MAX_S = 0.25  # and its default maximum (10 x base)
 
@@ -459,6 +462,9 @@ class HttpSession:
             lb, hash_key = LbPolicy("RING_HASH", hash_source_ip=True), self.client_ip
         head_headers, trace = self._upstream_headers(route, dest, req)
         path, authority = _rewritten(route, req.target, mreq.authority)
+        for mdest, pct in route.mirrors:
+            if pct >= 100 or random.random() * 100 < pct:
+                self._mirror(cfg, mdest, req, path, authority, head_headers)
         try:
             cluster.admit(policy.pool)
         except Overflow:
@@ -471,6 +477,32 @@ class HttpSession:
             return out
         finally:
             cluster.release_request()
+
+    def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: _Req, path: str, authority: str,
+                headers: list[tuple[str, str]]) -> None:
+        """Send a copy (Host ``<authority>-shadow``, as Envoy) and forget it: its answer, errors and
+        time never reach the caller. Bounded: past ``_MAX_MIRRORS`` copies in flight, copies are skipped."""
+        if len(_MIRRORS) >= _MAX_MIRRORS:
+            return
+        target = self.view.target(dest.host, dest.port, self.port, self.fqdn)
+        if target is None:
+            return
+        dr = cfg.dest_rule(target.fqdn)
+        sub = dr.for_subset(dest.subset) if dr is not None else ((), Policy())
+        if sub is None:
+            return
+        labels, policy = sub
+        pods = self.view.pods
+        endpoints = [b for b in target.endpoints if not labels or _has_labels(pods.get(b.ip), labels)]
+        cluster = self.view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
+        host = cluster.pick(endpoints, policy.lb, self.client_ip, set(), time.monotonic())
+        if host is None:
+            return
+        host_part, sep, port_part = authority.partition(":")
+        head = _request_head(req.method, path, f"{host_part}-shadow{sep}{port_part}", headers, req.body)
+        task = asyncio.create_task(self._try(cluster, host, policy, head, req.body, _MIRROR_RETRY, False))
+        _MIRRORS.add(task)
+        task.add_done_callback(_MIRRORS.discard)
 
     def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> tuple[list[tuple[str, str]], _Trace]:
         low = req.lower
@@ -638,6 +670,14 @@ def _maybe_timeout(seconds: float | None) -> asyncio.Timeout | _NoTimeout:
 
 def _never() -> bool:
     return False
+
+
+async def cancel_mirrors() -> None:
+    """End the mirrored copies still in flight (the proxy is stopping)."""
+    tasks = list(_MIRRORS)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _has_labels(pod: PodInfo | None, labels: tuple[tuple[str, str], ...]) -> bool:

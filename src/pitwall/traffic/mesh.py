@@ -335,6 +335,7 @@ class Route:
     fault: Fault | None = None
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
+    mirrors: tuple[tuple[RouteDest, float], ...] = ()  # (destination, percent of requests copied)
 
     def test(self, r: Request) -> bool:
         return not self.matches or any(m.test(r) for m in self.matches)
@@ -447,7 +448,26 @@ def _http_route(r: Obj, ns: str, path: str, index: int) -> Route:
     return Route(str(r.get("name") or f"route-{index}"),
                  tuple(_http_match(m, f"{path}.match[{k}]") for k, m in enumerate(r.get("match") or [])),
                  tuple(dests), redirect, rewrite, direct, timeout, retry, fault,
-                 _header_ops(h.get("request")), _header_ops(h.get("response")))
+                 _header_ops(h.get("request")), _header_ops(h.get("response")), _mirrors(r, ns))
+
+
+def _mirror_dest(d: Any, ns: str) -> RouteDest | None:
+    if not isinstance(d, dict) or not d.get("host"):
+        return None
+    return RouteDest(fqdn(str(d["host"]), ns), str(d.get("subset") or ""), int((d.get("port") or {}).get("number") or 0))
+
+
+def _mirrors(r: Obj, ns: str) -> tuple[tuple[RouteDest, float], ...]:
+    """``mirror`` with ``mirrorPercentage`` (100 % when unset, as Istio), and the newer ``mirrors`` list."""
+    out: list[tuple[RouteDest, float]] = []
+    one = _mirror_dest(r.get("mirror"), ns)
+    if one is not None:
+        out.append((one, _pct(r["mirrorPercentage"]) if "mirrorPercentage" in r else 100.0))
+    for m in r.get("mirrors") or []:
+        d = _mirror_dest((m or {}).get("destination"), ns)
+        if d is not None:
+            out.append((d, _pct(m["percentage"]) if "percentage" in m else 100.0))
+    return tuple(out)
 
 
 # -- DestinationRule ---------------------------------------------------------------------------

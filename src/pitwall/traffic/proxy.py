@@ -45,7 +45,7 @@ from pitwall.kube import Gone, KubeClient, NotFoundError
 from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
 from pitwall.traffic.cluster import Cluster
-from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target
+from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target, cancel_mirrors
 from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
@@ -216,6 +216,7 @@ class ServiceProxy:
         for lst in [*self._listeners.values(), *self._retired]:
             lst.server.close()
         await self.tasks.stop()
+        await cancel_mirrors()
         for lst in [*self._listeners.values(), *self._retired]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lst.server.wait_closed(), 1.0)
