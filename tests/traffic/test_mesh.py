@@ -445,3 +445,17 @@ async def test_mirror_sends_a_shadow_copy(world: World) -> None:
     await eventually(lambda: len(v2.requests) == 3)
     assert {q["headers"]["host"] for q in v2.requests} == {"web-shadow:80"}
     assert [q["body"] for q in v2.requests] == [b"{}"] * 3 and len(v1.requests) == 3
+
+
+async def test_undefined_subset_and_empty_subset(world: World) -> None:
+    await world.web(("v1", {"version": "v1"}, {}))
+    await world.configure(vs("web", [
+        {"match": [{"uri": {"prefix": "/v2"}}], "route": [{"destination": {"host": "web", "subset": "v2"}}]},
+        {"route": [{"destination": {"host": "web", "subset": "v9"}}]}]), lambda m: m.routes_for(FQDN) is not None)
+    async with world.http() as c:
+        assert (await c.get("/")).status_code == 503  # no DestinationRule defines v9
+        await world.configure(dr("web", _subsets()), lambda m: m.dest_rule(FQDN) is not None)
+        r = await c.get("/v2")
+        assert r.status_code == 503 and r.text == "no healthy upstream"  # defined, but no v2 pod
+    assert world.series(response_code="503", response_flags="NC") == 1
+    assert world.series(response_code="503", response_flags="UH") == 1

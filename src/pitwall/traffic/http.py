@@ -444,10 +444,10 @@ class HttpSession:
         dr = cfg.dest_rule(target.fqdn)
         labels: tuple[tuple[str, str], ...] = ()
         policy = Policy()
-        if dr is not None:
-            sub = dr.for_subset(dest.subset)
-            if sub is None:  # Istio routes to a cluster that has no endpoints
-                return _Outcome(_local(503, b"no healthy upstream", "UH"), target=target)
+        if dr is not None or dest.subset:
+            sub = dr.for_subset(dest.subset) if dr is not None else None
+            if sub is None:  # a subset no DestinationRule defines: Istio builds no such cluster (Envoy's NC)
+                return _Outcome(_local(503, flags="NC"), target=target)
             labels, policy = sub
         endpoints = target.endpoints
         if labels:
