@@ -623,8 +623,7 @@ class HttpSession:
                         return _Failure("reset", "connection termination")
                     except _TooLarge:
                         conn.close()
-                        return _Resp(502, [("content-type", "text/plain")], b"upstream response too large", False,
-                                     "UMSDR")
+                        return _Resp(502, [("content-type", "text/plain")], b"upstream response too large", False)
                     except (OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
                         conn.close()
                         return _Failure("reset", "connection termination")
