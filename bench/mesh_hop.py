@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -149,7 +150,8 @@ async def _configure(kube: Any) -> str:
 async def main(a: argparse.Namespace) -> None:
     backend = await asyncio.create_subprocess_exec(sys.executable, __file__, "--backend", stdout=subprocess.PIPE)
     assert backend.stdout is not None
-    await asyncio.wait_for(backend.stdout.readline(), 10)
+    if await asyncio.wait_for(backend.stdout.readline(), 10) != b"ready\n":
+        raise SystemExit(f"the backend did not start on {BACKEND_IP}:{BACKEND_PORT}")
     data = Path(tempfile.mkdtemp())
     store = SqliteRevStore(data / "state.db", compact_interval_s=None)
     await store.start()
@@ -180,7 +182,8 @@ async def main(a: argparse.Namespace) -> None:
         await proxy.stop()
         await kube.stop()
         await store.stop()
-        backend.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            backend.terminate()
         await backend.wait()
 
 
