@@ -17,15 +17,26 @@ read. Headless Services (``clusterIP: None``), ExternalName Services and
 non-TCP ports get no listener; NodePort and LoadBalancer Services are served
 on their ClusterIP only.
 
+Ports Istio treats as HTTP (``is_http``) are served by the mesh instead of
+the byte relay: each connection becomes a ``traffic.http.HttpSession`` that
+routes request by request with the current ``MeshConfig``. The proxy also
+follows Pods (who is behind a pod IP: ``traffic.pods``) and Istio's
+VirtualServices, DestinationRules and AuthorizationPolicies; any change
+compiles a new ``MeshConfig`` that replaces the old one in one assignment.
+An object the mesh cannot use is rejected whole (its previous version, if
+any, stays). Per-destination runtime state (pools, outlier detection) lives
+in ``traffic.cluster.Cluster`` objects keyed like Envoy's clusters.
+
 Connections to an endpoint that stops being ready (or serving, once
 terminating) are left open; if they are still open ``drain_timeout_s`` after
 it left, they are closed. A removed Service port stops accepting at once and
 its open connections drain the same way.
 
 Invariants: listeners and connections are only touched from the event
-loop, under ``_lock`` for listener changes; every task (the two watch
-loops, the bind retry loop, each connection, each drain timer) runs under
-``self.tasks``, so ``stop`` leaves nothing behind.
+loop, under ``_lock`` for listener changes; every task (the watch loops,
+the bind retry loop, each connection, each drain timer) runs under
+``self.tasks``, and mirrored copies are cancelled, so ``stop`` leaves
+nothing behind.
 """
 
 from __future__ import annotations
