@@ -584,8 +584,7 @@ class HttpSession:
             return True
         ar = AuthzRequest(src, self.client_ip, req.method, req.target, authority.split(":")[0], host.port,
                           req.lower, host.ip)
-        allowed: bool = authz.allowed(dest, ar)
-        return allowed
+        return authz.allowed(dest, ar)
 
     async def _try(self, cluster: Cluster, host: Backend, policy: Policy, head: bytes, body: bytes, retry: Retry,
                    head_only: bool) -> _Resp | _Failure:

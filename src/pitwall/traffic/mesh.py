@@ -24,8 +24,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pitwall.core import regex as re2
+from pitwall.traffic.authz import AuthzConfig
 from pitwall.traffic.pods import PodInfo
 
 __all__ = [
@@ -113,7 +115,6 @@ class Request:
         return self.path.split("?", 1)[0]
 
     def query(self) -> dict[str, str]:
-        from urllib.parse import parse_qsl
         q = self.path.split("?", 1)
         return dict(parse_qsl(q[1], keep_blank_values=True)) if len(q) == 2 else {}
 
@@ -598,7 +599,7 @@ class MeshConfig:
     routes: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)  # service FQDN -> routes
     dest_rules: Mapping[str, DestRule] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)  # "kind ns/name" -> error
-    authz: Any = None  # traffic.authz.AuthzConfig
+    authz: AuthzConfig | None = None
 
     def routes_for(self, host: str) -> tuple[Route, ...] | None:
         return self.routes.get(host)
@@ -618,7 +619,7 @@ def _age(o: Obj) -> tuple[str, str]:
 
 
 def compile_mesh(services: Iterable[str], virtual_services: Iterable[Obj], dest_rules: Iterable[Obj],
-                 authz: Any = None) -> MeshConfig:
+                 authz: AuthzConfig | None = None) -> MeshConfig:
     """Build the config for the Service FQDNs ``services`` from the current Istio objects."""
     names = list(services)
     routes: dict[str, tuple[Route, ...]] = {}
