@@ -459,3 +459,20 @@ async def test_undefined_subset_and_empty_subset(world: World) -> None:
         assert r.status_code == 503 and r.text == "no healthy upstream"  # defined, but no v2 pod
     assert world.series(response_code="503", response_flags="NC") == 1
     assert world.series(response_code="503", response_flags="UH") == 1
+
+
+async def test_pool_accounting_returns_to_zero_under_load(world: World) -> None:
+    await world.web(("a", {}, {"delay_s": 0.005}), ("b", {}, {"delay_s": 0.005, "fail_first": 5}))
+    await world.configure(dr("web", {"trafficPolicy": {"connectionPool": {
+        "tcp": {"maxConnections": 3}, "http": {"http1MaxPendingRequests": 1000}}}}),
+        lambda m: m.dest_rule(FQDN) is not None)
+    await world.configure(vs("web", [{"route": [{"destination": {"host": "web"}}],
+                                      "retries": {"attempts": 2, "retryOn": "5xx", "perTryTimeout": "2s"}}]),
+                          lambda m: m.routes_for(FQDN) is not None)
+    async with world.http() as c:
+        rs = await asyncio.gather(*[c.get("/") for _ in range(60)])
+    assert [r.status_code for r in rs if r.status_code != 200] == []  # the 503s of b were retried on a
+    cluster = world.proxy.clusters()["outbound|80||" + FQDN]
+    assert (cluster.in_use, cluster.pending, cluster.active_requests, cluster.active_retries) == (0, 0, 0, 0)
+    assert all(h.active == 0 for h in cluster.hosts.values())
+    assert sum(len(v) for v in cluster.idle.values()) <= 3  # never more connections than maxConnections in use

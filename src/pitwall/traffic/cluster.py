@@ -203,6 +203,17 @@ class Cluster:
                 return
         self.in_use -= 1
 
+    def make_room(self, pool: ConnPool) -> None:
+        """Before opening a connection: close idle ones (of other hosts) so that connections in use plus
+        idle ones stay within ``tcp.maxConnections``, which caps a cluster's connections as in Envoy."""
+        if pool.max_connections == UNLIMITED:
+            return
+        excess = self.in_use + sum(len(v) for v in self.idle.values()) - pool.max_connections
+        for conns in self.idle.values():
+            while excess > 0 and conns:
+                conns.pop().close()
+                excess -= 1
+
     def take_idle(self, b: Backend) -> UpConn | None:
         conns = self.idle.get(b)
         while conns:

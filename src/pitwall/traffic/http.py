@@ -602,6 +602,7 @@ class HttpSession:
                     conn = None if fresh else cluster.take_idle(host)
                     reused = conn is not None
                     if conn is None:
+                        cluster.make_room(pool)
                         try:
                             async with asyncio.timeout(pool.connect_timeout_s):
                                 r, w = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
