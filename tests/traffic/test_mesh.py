@@ -476,3 +476,17 @@ async def test_pool_accounting_returns_to_zero_under_load(world: World) -> None:
     assert (cluster.in_use, cluster.pending, cluster.active_requests, cluster.active_retries) == (0, 0, 0, 0)
     assert all(h.active == 0 for h in cluster.hosts.values())
     assert sum(len(v) for v in cluster.idle.values()) <= 3  # never more connections than maxConnections in use
+
+
+async def test_max_retries_caps_outstanding_retries(world: World) -> None:
+    (app,) = await world.web(("down", {}, {"status": 503, "delay_s": 0.2}))
+    await world.configure(dr("web", {"trafficPolicy": {"connectionPool": {"http": {"maxRetries": 1}}}}),
+                          lambda m: m.dest_rule(FQDN) is not None)
+    await world.configure(vs("web", [{"route": [{"destination": {"host": "web"}}],
+                                      "retries": {"attempts": 1, "retryOn": "5xx"}}]),
+                          lambda m: m.routes_for(FQDN) is not None)
+    async with world.http() as c:
+        rs = await asyncio.gather(*[c.get("/") for _ in range(3)])
+    assert [r.status_code for r in rs] == [503] * 3
+    assert len(app.requests) == 4  # three tries, and one retry: the other two found the budget taken
+    assert world.proxy.clusters()["outbound|80||" + FQDN].active_retries == 0

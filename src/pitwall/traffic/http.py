@@ -525,6 +525,7 @@ class HttpSession:
                        endpoints: list[Backend], route: Route, dest: RouteDest, target: Target, req: _Req,
                        path: str, authority: str, headers: list[tuple[str, str]], src: PodInfo | None) -> _Outcome:
         retry = route.retry
+        retrying = False  # a retry is counted in cluster.active_retries (maxRetries) while it is outstanding
         tried: set[Backend] = set()
         last: _Resp | None = None
         last_pod = UNKNOWN
@@ -533,13 +534,10 @@ class HttpSession:
                 for n in range(1 + retry.attempts):
                     if n > 0:
                         if cluster.active_retries >= policy.pool.max_retries:
-                            break
-                        cluster.active_retries += 1
-                        try:
-                            await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S,
-                                                                      _BACKOFF_BASE_S * (2**n - 1))))
-                        finally:
-                            cluster.active_retries -= 1
+                            break  # Envoy's retry overflow: the last answer stands
+                        retrying = True
+                        cluster.active_retries += 1  # outstanding until this try ends
+                        await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * (2**n - 1))))
                     host = cluster.pick(endpoints, lb, hash_key, tried, time.monotonic())
                     if host is None:
                         if last is None:
@@ -553,6 +551,9 @@ class HttpSession:
                         return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
                     head = _request_head(req.method, path, authority, headers, req.body)
                     res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+                    if retrying:
+                        retrying = False
+                        cluster.active_retries -= 1
                     now = time.monotonic()
                     if isinstance(res, _Failure):
                         if res.kind == "overflow":
@@ -572,6 +573,9 @@ class HttpSession:
                         last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
         except TimeoutError:
             return _Outcome(_local(504, b"upstream request timeout", "UT"), last_pod, target)
+        finally:
+            if retrying:
+                cluster.active_retries -= 1
         assert last is not None
         if last.upstream is not None:
             extra = route.response_headers.apply(last.headers) if route.response_headers else last.headers
