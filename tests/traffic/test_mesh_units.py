@@ -170,3 +170,40 @@ def test_telemetry_rows_are_cumulative_histograms() -> None:
     assert rows[("istio_request_duration_milliseconds_sum", None, "source")] == pytest.approx(7.3)
     assert rows[("istio_response_bytes_bucket", "10", "source")] == 1
     assert len(DURATION_BUCKETS_MS) == 19 and not math.isinf(DURATION_BUCKETS_MS[-1])
+
+
+def test_outlier_detection_rules() -> None:
+    from pitwall.traffic.balancer import Backend
+    from pitwall.traffic.cluster import Cluster
+    from pitwall.traffic.mesh import LbPolicy, Outlier
+
+    a, b = Backend("127.42.0.1", 80), Backend("127.42.0.2", 80)
+    gw = Outlier(consecutive_5xx=0, consecutive_gateway=2, base_ejection_s=10.0, max_ejection_percent=100)
+    c = Cluster("outbound|80||web")
+    for _ in range(3):
+        c.result(a, 500, gw, 2, 0.0)  # a 500 is not a gateway error
+    assert c.ejected(0.0) == 0
+    c.result(a, 502, gw, 2, 0.0)
+    c.result(a, 0, gw, 2, 0.0)  # a connect failure is one
+    assert c.ejected(0.0) == 1 and c.host(a).ejected_until == 10.0
+    assert c.pick([a, b], LbPolicy("ROUND_ROBIN"), None, set(), 1.0) == b
+    assert c.pick([a, b], LbPolicy("ROUND_ROBIN"), None, set(), 1.0) == b
+    c.result(a, 503, gw, 2, 11.0)
+    c.result(a, 504, gw, 2, 11.0)  # back after 10 s, ejected again: 2 x baseEjectionTime
+    assert c.host(a).ejected_until == 31.0 and c.host(a).times_ejected == 2
+    c.result(b, 503, gw, 2, 12.0)
+    c.result(b, 503, gw, 2, 12.0)
+    assert c.pick([a, b], LbPolicy(), None, set(), 12.0) is None  # all out (maxEjectionPercent 100): no panic mode
+    five = Outlier(consecutive_5xx=2, max_ejection_percent=10)
+    d = Cluster("outbound|80||api")
+    d.result(a, 500, five, 2, 0.0)
+    d.result(a, 200, five, 2, 0.0)  # a success resets the count
+    d.result(a, 500, five, 2, 0.0)
+    assert d.ejected(0.0) == 0
+    d.result(a, 500, five, 2, 0.0)
+    assert d.ejected(0.0) == 0  # one of two hosts is 50 % > maxEjectionPercent 10: Envoy ejects none
+    half = Outlier(consecutive_5xx=1, max_ejection_percent=50)
+    e = Cluster("outbound|80||db")
+    e.result(a, 500, half, 2, 0.0)
+    e.result(b, 500, half, 2, 0.0)
+    assert e.ejected(0.0) == 1  # 1 of 2 is 50 %: allowed; 2 of 2 is not

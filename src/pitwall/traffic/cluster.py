@@ -16,7 +16,9 @@ Semantics (Envoy's, as Istio configures it):
 - outlier detection: a host's consecutive 5xx (and, when configured,
   gateway errors: 502/503/504 and connect failures) eject it for
   ``baseEjectionTime × times ejected``, unless that would put more than
-  ``maxEjectionPercent`` of the hosts out. An ejected host comes back when
+  ``maxEjectionPercent`` of the hosts out (this one included, as Envoy
+  counts: with the default 10 % a cluster of fewer than 10 hosts ejects
+  none). An ejected host comes back when
   its time is up (Envoy checks on its ``interval`` timer; we check at
   selection). With every host ejected there is no panic mode (Istio sets
   the panic threshold to 0): ``no healthy upstream``.
@@ -140,7 +142,8 @@ class Cluster:
         if not tripped:
             return
         ejected = sum(1 for s in self.hosts.values() if s.ejected_until > now)
-        if total_hosts <= 0 or 100.0 * ejected / total_hosts >= od.max_ejection_percent:
+        # Envoy counts this host in: with maxEjectionPercent 10 a cluster of fewer than 10 hosts ejects none
+        if total_hosts <= 0 or 100.0 * (ejected + 1) / total_hosts > od.max_ejection_percent:
             return
         h.times_ejected += 1
         h.ejected_until = now + od.base_ejection_s * h.times_ejected
