@@ -490,3 +490,16 @@ async def test_max_retries_caps_outstanding_retries(world: World) -> None:
     assert [r.status_code for r in rs] == [503] * 3
     assert len(app.requests) == 4  # three tries, and one retry: the other two found the budget taken
     assert world.proxy.clusters()["outbound|80||" + FQDN].active_retries == 0
+
+
+async def test_slow_client_byte_by_byte_is_still_http(world: World) -> None:
+    (app,) = await world.web(("a", {}, {}))
+    r, w = await asyncio.open_connection(world.ip, 80)
+    for b in b"PUT /slow HTTP/1.1\r\nHost: web\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok":
+        w.write(bytes([b]))
+        await w.drain()
+        await asyncio.sleep(0.001)
+    raw = await asyncio.wait_for(r.read(), 5)
+    w.close()
+    assert raw.startswith(b"HTTP/1.1 200 ") and b"x-envoy" not in raw.lower()
+    assert app.requests[0]["path"] == "/slow" and "x-request-id" in app.requests[0]["headers"]  # routed by the mesh

@@ -521,6 +521,22 @@ class ServiceProxy:
 
     # -- connections --------------------------------------------------------------------------
 
+    async def _first_bytes(self, reader: asyncio.StreamReader) -> bytes:
+        """What the client sent first, enough to tell HTTP/1 from the HTTP/2 preface (a slow client's
+        ``P`` could be either); ``b""`` when it closed or stayed silent for the idle timeout."""
+        data = b""
+        try:
+            async with asyncio.timeout(self.http_limits.idle_timeout_s):
+                while True:
+                    chunk = await reader.read(CHUNK)
+                    if not chunk:
+                        return b""
+                    data += chunk
+                    if len(data) >= len(H2_PREFACE) or not H2_PREFACE.startswith(data):
+                        return data
+        except (TimeoutError, OSError):
+            return b""
+
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:
         """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
@@ -542,7 +558,7 @@ class ServiceProxy:
         first = b""
         try:
             if lst.spec.http:
-                first = await reader.read(CHUNK)
+                first = await self._first_bytes(reader)
                 if not first:
                     return
                 if not H2_PREFACE.startswith(first[:len(H2_PREFACE)]):
