@@ -131,7 +131,8 @@ class ControlPlane:
                 self.registry]
 
 
-def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, rules: RulesPart) -> ControlPlane:
+def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, traces: TracesParts,
+                        rules: RulesPart) -> ControlPlane:
     kube = build_kube_part(settings)
     # Annotated pods are scraped (kubernetes_sd_configs role pod, default job kubernetes-pods).
     metrics.scrape.set_pod_source(KubePodSource(kube.api.client))
@@ -145,7 +146,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         controllers=controllers,
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         node=node,
-        traffic=build_traffic_part(kube.api),
+        # Istio's metrics and a span per mesh hop into the stores.
+        traffic=build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store),
         changes=changes,
         # Faults act on pods through the node; every one is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
@@ -204,7 +206,7 @@ def build(settings: Settings) -> Components:
     except BaseException:
         state.close()
         raise
-    cp = build_control_plane(settings, metrics, logs, rules) if settings.kube.enabled else None
+    cp = build_control_plane(settings, metrics, logs, traces, rules) if settings.kube.enabled else None
     gateway = None if settings.gateway.listen is None else build_gateway_part(
         settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
         changes=cp.changes if cp else None)

@@ -20,9 +20,11 @@ if TYPE_CHECKING:
         STATUS_OK,
         STATUS_UNSET,
         DependencyLink,
+        SpanColumns,
         SpanRow,
         TraceSummary,
         display_trace_id,
+        tkey_of,
     )
     from pitwall.traces.query import SpanFilter, TraceQuery, parse_attr_filter
     from pitwall.traces.store import SpanAppender, SpanSource
@@ -36,11 +38,13 @@ _EXPORTS = {
     "STATUS_UNSET": "pitwall.traces.model",
     "SpanAppender": "pitwall.traces.store",
     "SpanFilter": "pitwall.traces.query",
+    "SpanColumns": "pitwall.traces.model",
     "SpanRow": "pitwall.traces.model",
     "SpanSource": "pitwall.traces.store",
     "TraceQuery": "pitwall.traces.query",
     "TraceSummary": "pitwall.traces.model",
     "display_trace_id": "pitwall.traces.model",
+    "tkey_of": "pitwall.traces.model",
     "parse_attr_filter": "pitwall.traces.query",
 }
 
@@ -52,6 +56,7 @@ __all__ = [
     "STATUS_UNSET",
     "DependencyLink",
     "SpanAppender",
+    "SpanColumns",
     "SpanFilter",
     "SpanRow",
     "SpanSource",
@@ -59,6 +64,7 @@ __all__ = [
     "TraceSummary",
     "display_trace_id",
     "parse_attr_filter",
+    "tkey_of",
 ]
 
 if not TYPE_CHECKING:

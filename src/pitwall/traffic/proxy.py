@@ -17,21 +17,33 @@ read. Headless Services (``clusterIP: None``), ExternalName Services and
 non-TCP ports get no listener; NodePort and LoadBalancer Services are served
 on their ClusterIP only.
 
+Ports Istio treats as HTTP (``is_http``) are served by the mesh instead of
+the byte relay: each connection becomes a ``traffic.http.HttpSession`` that
+routes request by request with the current ``MeshConfig``. The proxy also
+follows Pods (who is behind a pod IP: ``traffic.pods``) and Istio's
+VirtualServices, DestinationRules and AuthorizationPolicies; any change
+compiles a new ``MeshConfig`` that replaces the old one in one assignment.
+An object the mesh cannot use is rejected whole (its previous version, if
+any, stays). Per-destination runtime state (pools, outlier detection) lives
+in ``traffic.cluster.Cluster`` objects keyed like Envoy's clusters.
+
 Connections to an endpoint that stops being ready (or serving, once
 terminating) are left open; if they are still open ``drain_timeout_s`` after
 it left, they are closed. A removed Service port stops accepting at once and
 its open connections drain the same way.
 
 Invariants: listeners and connections are only touched from the event
-loop, under ``_lock`` for listener changes; every task (the two watch
-loops, the bind retry loop, each connection, each drain timer) runs under
-``self.tasks``, so ``stop`` leaves nothing behind.
+loop, under ``_lock`` for listener changes; every task (the watch loops,
+the bind retry loop, each connection, each drain timer) runs under
+``self.tasks``, and mirrored copies are cancelled, so ``stop`` leaves
+nothing behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -39,11 +51,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
-from pitwall.kube import Gone, KubeClient
+from pitwall.incidents import ChangeEvent, ChangeSink
+from pitwall.kube import Gone, KubeClient, NotFoundError
+from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
+from pitwall.traffic.cluster import Cluster
+from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target, cancel_mirrors
+from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
+from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
+from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 
-__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "port_specs"]
+__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +102,20 @@ class PortSpec:
     cluster_ip: str
     port: int
     affinity_timeout_s: float | None = None
+    http: bool = False  # Istio treats the port as HTTP: requests are routed (traffic.http)
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
+
+
+def is_http(port: Obj) -> bool:
+    """Istio's protocol selection: ``appProtocol`` first, else the port name's ``<protocol>[-suffix]``."""
+    app = str(port.get("appProtocol") or "").lower()
+    if app:
+        return app.startswith(("http", "grpc", "kubernetes.io/h2c"))
+    proto = str(port.get("name") or "").lower().split("-", 1)[0]
+    return proto in ("http", "http2", "grpc", "grpc-web") or proto.startswith("grpc")
 
 
 @dataclass(eq=False)
@@ -106,7 +140,7 @@ def port_specs(key: SvcKey, svc: Obj) -> list[PortSpec]:
     for p in spec.get("ports") or []:
         if (p.get("protocol") or "TCP") != "TCP" or not isinstance(p.get("port"), int):
             continue
-        out.append(PortSpec(key, str(p.get("name") or ""), str(ip), int(p["port"]), affinity))
+        out.append(PortSpec(key, str(p.get("name") or ""), str(ip), int(p["port"]), affinity, is_http(p)))
     return out
 
 
@@ -142,8 +176,21 @@ class ServiceProxy:
     name = "service-proxy"
 
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
-                 drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0) -> None:
+                 drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
+                 tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None,
+                 changes: ChangeSink | None = None) -> None:
         self.client = client
+        self.changes = changes  # outlier ejections are reported to the change-event stream
+        self.telemetry = telemetry
+        self.tracer = tracer
+        self.http_limits = http_limits or HttpLimits()
+        # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
+        self.mesh = MeshConfig()
+        self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
+        self._clusters: dict[str, Cluster] = {}
+        self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
+                                                              "AuthorizationPolicy": {}}
+        self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         self.connect_budget_s = connect_budget_s
         self.attempt_timeout_s = attempt_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -154,6 +201,7 @@ class ServiceProxy:
         self._services: dict[SvcKey, Obj] = {}
         self._slices: dict[tuple[str, str], Obj] = {}  # (namespace, slice name) -> slice
         self._listeners: dict[Addr, _Listener] = {}
+        self._by_port: dict[tuple[SvcKey, int], _Listener] = {}  # (Service, port) -> its listener
         self._retired: list[_Listener] = []
         self._lock = asyncio.Lock()
         self._synced = asyncio.Event()
@@ -166,6 +214,12 @@ class ServiceProxy:
         self.tasks.spawn(self._follow("v1", "Service", self._on_services, svc_ready), name="watch-services")
         self.tasks.spawn(self._follow("discovery.k8s.io/v1", "EndpointSlice", self._on_slices, sl_ready),
                          name="watch-endpointslices")
+        self.tasks.spawn(self._follow("v1", "Pod", self._on_pods, asyncio.Event()), name="watch-pods")
+        for api_version, kind in (("networking.istio.io/v1", "VirtualService"),
+                                  ("networking.istio.io/v1", "DestinationRule"),
+                                  ("security.istio.io/v1", "AuthorizationPolicy")):
+            self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
+                             name=f"watch-{kind.lower()}")
         self.tasks.spawn(self._retry_binds(), name="bind-retry")
         self.tasks.spawn(self._mark_synced(svc_ready, sl_ready), name="first-sync", loop=False)
 
@@ -173,12 +227,16 @@ class ServiceProxy:
         for lst in [*self._listeners.values(), *self._retired]:
             lst.server.close()
         await self.tasks.stop()
+        await cancel_mirrors()
         for lst in [*self._listeners.values(), *self._retired]:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lst.server.wait_closed(), 1.0)
         self._listeners.clear()
+        self._by_port.clear()
         self._retired.clear()
         self._synced.clear()
+        for c in self._clusters.values():
+            c.close_idle()
 
     @property
     def healthy(self) -> bool:
@@ -225,6 +283,9 @@ class ServiceProxy:
                 continue
             except asyncio.CancelledError:
                 raise
+            except NotFoundError:  # the kind is not served (Istio's CRDs not installed): look again later
+                first.set()
+                await asyncio.sleep(_RELIST_BACKOFF_MAX_S)
             except Exception:
                 log.exception("service proxy: following %s failed; listing again", kind)
                 await asyncio.sleep(backoff)
@@ -245,6 +306,7 @@ class ServiceProxy:
                     self._services[k] = o
                 touched.add(k)
         await self._sync(touched)
+        self._rebuild_mesh()
 
     async def _on_slices(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
         touched: set[SvcKey] = set()
@@ -268,6 +330,107 @@ class ServiceProxy:
             await asyncio.sleep(self.bind_retry_s)
             if self.bind_errors:
                 await self._sync(set(self._services))
+
+    # -- the mesh -----------------------------------------------------------------------------
+
+    async def _on_pods(self, items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+        if events is None:
+            self.pods = {}
+            events = [("ADDED", o) for o in items]
+        for typ, o in events:
+            st = o.get("status") or {}
+            ips = {str(p.get("ip")) for p in st.get("podIPs") or [] if p.get("ip")} | (
+                {str(st["podIP"])} if st.get("podIP") else set())
+            info = pod_info(o)
+            for ip in ips:
+                if typ == "DELETED":
+                    if (cur := self.pods.get(ip)) is not None and cur.name == info.name:
+                        del self.pods[ip]
+                else:
+                    self.pods[ip] = info
+
+    def _istio_handler(self, kind: str) -> Callable[[list[Obj], list[tuple[str, Obj]] | None], Awaitable[None]]:
+        async def apply(items: list[Obj], events: list[tuple[str, Obj]] | None) -> None:
+            objs = self._istio[kind]
+            if events is None:
+                objs.clear()
+                events = [("ADDED", o) for o in items]
+            for typ, o in events:
+                k = _key(o)
+                self._rejected.pop((kind, k), None)
+                if typ == "DELETED":
+                    objs.pop(k, None)
+                    continue
+                err = _compile_error(kind, o)
+                if err is None:
+                    objs[k] = o
+                    continue
+                # Rejected whole: the version in force before (if any) stays, the error names the field.
+                self._rejected[(kind, k)] = err
+                if k not in objs:
+                    log.warning("mesh: %s %s/%s ignored: %s", kind, k[0], k[1], err)
+                else:
+                    log.warning("mesh: %s %s/%s: the new version is ignored, the previous one stays: %s",
+                                kind, k[0], k[1], err)
+            self._rebuild_mesh()
+        return apply
+
+    def _rebuild_mesh(self) -> None:
+        """Compile and swap in a new snapshot (requests in flight keep the one they took)."""
+        fqdns = [f"{name}.{ns}.{DOMAIN}" for ns, name in self._services]
+        cfg = compile_mesh(fqdns, self._istio["VirtualService"].values(), self._istio["DestinationRule"].values(),
+                           compile_authz(self._istio["AuthorizationPolicy"].values()))
+        rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected})
+
+    def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
+        """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
+        the port the request came in on (same Service), else the Service's only or first port."""
+        parts = fqdn.split(".")
+        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
+            return None
+        key = (parts[1], parts[0])
+        want = port or (from_port if fqdn == from_fqdn else 0)
+        lst = self._by_port.get((key, want)) if want else None
+        if lst is None:
+            lsts = [x for x in self._listeners.values() if x.spec.service == key]
+            if not lsts or want:
+                return None
+            lst = min(lsts, key=lambda x: x.spec.port)
+        return Target(fqdn, key[0], key[1], lst.spec.port, lst.balancer.usable(),
+                      lst.spec.affinity_timeout_s is not None)
+
+    def cluster(self, name: str) -> Cluster:
+        c = self._clusters.get(name)
+        if c is None:
+            c = self._clusters[name] = Cluster(name, self._ejected)
+        return c
+
+    def _ejected(self, cluster: str, backend: Backend, seconds: float) -> None:
+        """Report an outlier ejection as a change (it moves traffic); never blocks the request."""
+        if self.changes is None:
+            return
+        _, port, subset, fqdn = cluster.split("|", 3)
+        name, ns = fqdn.split(".")[:2]
+        pod = self.pods.get(backend.ip)
+        who = f"pod {pod.namespace}/{pod.name}" if pod else str(backend)
+        event = ChangeEvent(kind="other", source="mesh", service=f"{ns}/{name}",
+                            summary=f"outlier detection ejected {who} from {cluster} for {seconds:g}s",
+                            details={"cluster": cluster, "endpoint": str(backend), "subset": subset, "port": port,
+                                     "ejection_s": seconds})
+        sink = self.changes
+
+        async def record() -> None:
+            try:
+                await sink.record(event)
+            except Exception:
+                log.exception("mesh: recording an ejection failed")
+
+        with contextlib.suppress(RuntimeError):  # stopping
+            self.tasks.spawn(record(), name="record-ejection", loop=False)
+
+    def clusters(self) -> dict[str, Cluster]:
+        return self._clusters
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -322,10 +485,13 @@ class ServiceProxy:
         lst = _Listener(spec, server, PortBalancer(spec.affinity_timeout_s))
         holder.append(lst)
         self._listeners[addr] = lst
+        self._by_port[(spec.service, spec.port)] = lst
         return lst
 
     def _retire(self, addr: Addr) -> None:
         lst = self._listeners.pop(addr)
+        if self._by_port.get((lst.spec.service, lst.spec.port)) is lst:
+            del self._by_port[(lst.spec.service, lst.spec.port)]
         lst.server.close()
         if lst.conns:
             self._retired.append(lst)
@@ -334,7 +500,13 @@ class ServiceProxy:
     def _set_endpoints(self, lst: _Listener, ready: list[Backend], fallback: list[Backend]) -> None:
         before = lst.balancer.active()
         lst.balancer.set_endpoints(ready, fallback)
-        gone = before - lst.balancer.active()
+        keep = lst.balancer.active()
+        suffix = f"|{lst.spec.fqdn}"
+        prefix = f"outbound|{lst.spec.port}|"
+        for name, c in self._clusters.items():  # pooled connections and host state of endpoints that left
+            if name.startswith(prefix) and name.endswith(suffix):
+                c.forget(keep)
+        gone = before - keep
         if gone and any(b in gone for b in lst.conns.values()):
             self.tasks.spawn(self._drain(lst, gone), name=f"drain {lst.spec.cluster_ip}:{lst.spec.port}", loop=False)
 
@@ -351,6 +523,27 @@ class ServiceProxy:
 
     # -- connections --------------------------------------------------------------------------
 
+    async def _first_bytes(self, reader: asyncio.StreamReader) -> bytes:
+        """What the client sent first, enough to tell HTTP/1 from the HTTP/2 preface (a slow client's
+        ``P`` could be either); ``b""`` when it closed or stayed silent for the idle timeout."""
+        data = b""
+        try:
+            async with asyncio.timeout(self.http_limits.idle_timeout_s):
+                while True:
+                    chunk = await reader.read(CHUNK)
+                    if not chunk:
+                        return b""
+                    data += chunk
+                    if len(data) >= len(H2_PREFACE) or not H2_PREFACE.startswith(data):
+                        return data
+        except (TimeoutError, OSError):
+            return b""
+
+    @staticmethod
+    def _default_route(spec: PortSpec) -> Route:
+        """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
+        return _default_route_for(spec.fqdn)
+
     async def _serve(self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -364,7 +557,17 @@ class ServiceProxy:
         def failed(backend: Backend, e: BaseException) -> None:
             stats.connect_failures += 1
 
+        first = b""
         try:
+            if lst.spec.http:
+                first = await self._first_bytes(reader)
+                if not first:
+                    return
+                if not H2_PREFACE.startswith(first[:len(H2_PREFACE)]):
+                    session = HttpSession(self, lst.spec.fqdn, lst.spec.port, self.http_limits, client_ip, stats,
+                                          self._default_route(lst.spec))
+                    await session.serve(reader, writer, first)
+                    return
             try:
                 up = await connect_any(lambda: lst.balancer.candidates(client_ip, time.monotonic()),
                                        budget_s=self.connect_budget_s, attempt_timeout_s=self.attempt_timeout_s,
@@ -375,6 +578,9 @@ class ServiceProxy:
                 return
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
             lst.conns[task] = up.backend
+            if first:  # HTTP/2 on an HTTP port: relayed as bytes (no L7 routing)
+                up.writer.write(first)
+                stats.add_sent(len(first))
             await splice((reader, writer), (up.reader, up.writer), sent=stats.add_sent,
                          received=stats.add_received)
         finally:
@@ -382,6 +588,29 @@ class ServiceProxy:
             lst.conns.pop(task, None)
             if not writer.is_closing():
                 await close_writer(writer)
+
+
+_DEFAULT_ROUTES: dict[str, Route] = {}
+
+
+def _default_route_for(fqdn: str) -> Route:
+    r = _DEFAULT_ROUTES.get(fqdn)
+    if r is None:
+        if len(_DEFAULT_ROUTES) > 10_000:
+            _DEFAULT_ROUTES.clear()
+        r = _DEFAULT_ROUTES[fqdn] = Route("default", (), (RouteDest(fqdn),))
+    return r
+
+
+def _compile_error(kind: str, o: Obj) -> str | None:
+    """Why the mesh cannot use this object (a bad regex, a bad duration), or None."""
+    if kind == "VirtualService":
+        errs = compile_mesh([], [o], []).errors
+    elif kind == "DestinationRule":
+        errs = compile_mesh([], [], [o]).errors
+    else:
+        return None
+    return next(iter(errs.values()), None)
 
 
 def _key(o: Obj) -> tuple[str, str]:

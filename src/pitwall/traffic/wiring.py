@@ -1,12 +1,17 @@
-"""Builds the service proxy over the Kubernetes API, as a ``core.lifecycle.Part``.
+"""Builds the service proxy (the mesh's data plane) over the Kubernetes API, as a ``core.lifecycle.Part``.
 
 The composition root lists the traffic part after the kube part: the proxy
 lists and watches through ``kube.client``, so it starts after ``KubeAPI``
-and stops before it.
+and stops before it. Istio's CRDs are handed to the kube part here, so they
+are installed when it starts. Istio's request metrics go to ``metrics``
+(the metric store's appender) and a span per sampled hop to ``spans`` (the
+trace store) when given; both sinks start before the proxy and stop after
+it, so their last flush sees every request.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,15 +21,24 @@ from prometheus_client.registry import Collector
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI
+from pitwall.metrics import Appender
+from pitwall.traces import SpanAppender
+from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.proxy import ServiceProxy
+from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 
-def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0) -> ServiceProxy:
-    """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``."""
-    return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s)
+def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
+                telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None) -> ServiceProxy:
+    """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
+    Its outlier ejections go to the change-event stream in ``kube``'s state store."""
+    return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
+                        telemetry=telemetry, tracer=tracer, changes=ChangeLog(kube.store))
 
 
 class _ProxyCollector(Collector):
@@ -54,6 +68,14 @@ class _ProxyCollector(Collector):
             refused.add_metric([ns, name], s.connect_failures)
             lost.add_metric([ns, name], s.no_endpoint)
         yield from (conns, active, sent, received, refused, lost)
+        ejections = CounterMetricFamily("pitwall_mesh_outlier_ejections", "Hosts ejected by a DestinationRule's "
+                                        "outlierDetection.", labels=["cluster"])
+        ejected = GaugeMetricFamily("pitwall_mesh_outlier_ejected_hosts", "Hosts ejected now.", labels=["cluster"])
+        now = time.monotonic()
+        for name, c in sorted(self.proxy.clusters().items()):
+            ejections.add_metric([name], c.ejections_total)
+            ejected.add_metric([name], c.ejected(now))
+        yield from (ejections, ejected)
 
 
 @dataclass
@@ -61,10 +83,14 @@ class TrafficPart:
     """The data plane as a part of the server: the service proxy (later the mesh and the gateway)."""
 
     proxy: ServiceProxy
+    telemetry: MeshTelemetry | None = None
+    tracer: MeshTracer | None = None
     name: str = "traffic"
 
     def components(self) -> Sequence[Component]:
-        return [self.proxy]
+        """The sinks start before the proxy and stop after it, so their last flush sees every request."""
+        sinks: list[Component] = [c for c in (self.telemetry, self.tracer) if c is not None]
+        return [*sinks, self.proxy]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return []
@@ -77,8 +103,16 @@ class TrafficPart:
         metrics.add_gauges("pitwall_service_proxy_listeners", "Cluster IP ports the service proxy serves.",
                            lambda: float(len(p.listening())))
         metrics.registry.register(_ProxyCollector(p))
+        metrics.add_gauges("pitwall_mesh_config_errors", "Istio objects ignored because the mesh cannot use them.",
+                           lambda: float(len(p.mesh.errors)))
 
 
-def build_traffic_part(kube: KubeAPI) -> TrafficPart:
-    """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part)."""
-    return TrafficPart(build_proxy(kube))
+def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
+                       spans: SpanAppender | None = None) -> TrafficPart:
+    """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
+    are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
+    sampled hop to ``spans``."""
+    kube.add_builtin_crds(istio_crds())
+    telemetry = MeshTelemetry(metrics) if metrics is not None else None
+    tracer = MeshTracer(spans) if spans is not None else None
+    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer), telemetry, tracer)

@@ -1,0 +1,838 @@
+"""The HTTP/1.1 data path of the mesh: parse, route, authorise, forward with retries, count.
+
+One ``HttpSession`` per client connection on a Service port Istio treats
+as HTTP. Requests are parsed with ``httptools`` (llhttp) and handled one
+after another (pipelined requests wait their turn); each is routed by the
+``MeshConfig`` snapshot it took at its start (``mesh``), sent over a pooled
+keep-alive connection (``cluster``), retried as Envoy does, and counted in
+Istio's metrics (``telemetry``). Local replies carry Envoy's status codes,
+bodies and response flags, so clients and dashboards read them as they
+would Envoy's.
+
+Bounds: request line plus headers ``max_header_bytes`` (431), request body
+``max_body_bytes`` (413), response body ``max_response_bytes`` (502); an
+idle client connection is closed after ``idle_timeout_s``. Bodies are
+buffered (a retry must resend the request; a response is inspected before
+it is passed on), which is why they are bounded. A connection that opens
+with the HTTP/2 preface (gRPC, h2c) is relayed as TCP without L7 features.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httptools
+
+from pitwall.traffic.authz import AuthzRequest
+from pitwall.traffic.balancer import Backend
+from pitwall.traffic.cluster import Cluster, Overflow, UpConn
+from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
+from pitwall.traffic.pods import UNKNOWN, PodInfo
+from pitwall.traffic.relay import CHUNK
+from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
+
+__all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target", "cancel_mirrors"]
+
+log = logging.getLogger(__name__)
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+                  "content-length", "expect"})
+_TRACE = frozenset({"traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"})
+_DROP_UP = _HOP | _TRACE | {"host"}  # not copied upstream: hop-by-hop, rewritten trace context, host
+_UC_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: "
+_GRPC_RETRY = {"cancelled": "1", "deadline-exceeded": "4", "resource-exhausted": "8", "internal": "13",
+               "unavailable": "14"}
+_MAX_MIRRORS = 1000  # mirrored copies in flight, process-wide
+_MIRRORS: set[asyncio.Task[Any]] = set()
+_MIRROR_RETRY = Retry(0, 10.0)  # a copy is tried once and given up after 10 s
+_BACKOFF_BASE_S = 0.025  # Envoy's default retry back-off base interval
+_BACKOFF_MAX_S = 0.25  # and its default maximum (10 x base)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int = 60 * 1024  # Envoy's max_request_headers_kb default
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_response_bytes: int = 64 * 1024 * 1024
+    idle_timeout_s: float = 300.0
+
+
+@dataclass
+class Target:
+    """Where a destination resolves: the Service, its port and the endpoints serving it now."""
+
+    fqdn: str
+    namespace: str
+    name: str
+    port: int
+    endpoints: list[Backend]
+    affinity: bool = False  # the Service has sessionAffinity ClientIP
+
+
+class MeshView(Protocol):
+    """What a session needs of the proxy (``ServiceProxy`` provides it)."""
+
+    mesh: MeshConfig
+    pods: dict[str, PodInfo]
+    telemetry: MeshTelemetry | None
+    tracer: MeshTracer | None
+
+    def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None: ...
+
+    def cluster(self, name: str) -> Cluster: ...
+
+
+class _TooLarge(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+@dataclass(slots=True)
+class _Req:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    keep_alive: bool
+    version: str
+    lower: dict[str, str]  # lower-cased name -> value (the last one), built while parsing
+
+
+class _ReqParser:
+    """httptools callbacks collecting complete requests, enforcing the size limits."""
+
+    def __init__(self, limits: HttpLimits, on_expect: Callable[[], None]) -> None:
+        self.limits = limits
+        self.on_expect = on_expect
+        self.parser = httptools.HttpRequestParser(self)
+        self.done: list[_Req] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self.url = bytearray()
+        self.headers: list[tuple[str, str]] = []
+        self.lower: dict[str, str] = {}
+        self.body = bytearray()
+        self.head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._reset()
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _TooLarge(431)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.head_bytes += len(name) + len(value) + 4
+        if self.head_bytes > self.limits.max_header_bytes:
+            raise _TooLarge(431)
+        n, v = name.decode("latin-1"), value.decode("latin-1")
+        self.headers.append((n, v))
+        self.lower[n.lower()] = v
+
+    def on_headers_complete(self) -> None:
+        cl = self.lower.get("content-length", "")
+        if cl.strip().isdigit() and int(cl) > self.limits.max_body_bytes:
+            raise _TooLarge(413)
+        if self.lower.get("expect", "").lower() == "100-continue":
+            self.on_expect()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > self.limits.max_body_bytes:
+            raise _TooLarge(413)
+
+    def on_message_complete(self) -> None:
+        p = self.parser
+        self.done.append(_Req(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
+                              bytes(self.body), p.should_keep_alive(), p.get_http_version(), self.lower))
+
+
+@dataclass(slots=True)
+class _Resp:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    keep_alive: bool = True
+    flags: str = "-"
+    upstream: Backend | None = None
+
+
+class _UpstreamEOF(Exception):
+    def __init__(self, got_bytes: bool) -> None:
+        self.got_bytes = got_bytes
+
+
+class _RespParser:
+    def __init__(self, max_body: int) -> None:
+        self.max_body = max_body
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.status = 0
+        self.headers_done = False
+        self.complete = False
+        self.has_length = False
+        self.keep_alive = False
+
+    def on_message_begin(self) -> None:
+        self.headers, self.body, self.headers_done = [], bytearray(), False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = name.decode("latin-1")
+        if n.lower() in ("content-length", "transfer-encoding"):
+            self.has_length = True
+        self.headers.append((n, value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+        if len(self.body) > self.max_body:
+            raise _TooLarge(502)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self.status < 200:  # an interim response: the real one follows
+            self.headers_done = False
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside this callback
+
+
+async def _read_response(reader: asyncio.StreamReader, head_only: bool, max_body: int) -> _Resp:
+    st = _RespParser(max_body)
+    got = False
+    while not st.complete:
+        data = await reader.read(CHUNK)
+        if not data:
+            if st.headers_done and not st.has_length:  # body delimited by the close
+                return _Resp(st.status, st.headers, bytes(st.body), keep_alive=False)
+            raise _UpstreamEOF(got)
+        got = True
+        try:
+            st.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            if isinstance(e.__context__, _TooLarge):
+                raise e.__context__ from None
+            raise
+        if head_only and st.headers_done and st.status >= 200:
+            return _Resp(st.status, st.headers, b"", keep_alive=False)
+    return _Resp(st.status, st.headers, bytes(st.body), keep_alive=st.keep_alive)
+
+
+@dataclass(slots=True)
+class _Failure:
+    kind: str  # connect | reset | timeout | overflow
+    detail: str = ""
+
+
+@dataclass
+class _Outcome:
+    resp: _Resp
+    dest: PodInfo = UNKNOWN
+    target: Target | None = None
+    trace: _Trace | None = None
+    cluster: str = ""
+
+
+def _local(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None) -> _Resp:
+    hs = [("content-type", "text/plain")] if body else []
+    return _Resp(status, hs + (headers or []), body, True, flags)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _get(headers: list[tuple[str, str]], name: str) -> str | None:
+    for k, v in headers:
+        if k.lower() == name:
+            return v
+    return None
+
+
+class HttpSession:
+    """Serves one client connection of an HTTP Service port."""
+
+    def __init__(self, view: MeshView, service_fqdn: str, port: int, limits: HttpLimits, client_ip: str,
+                 stats: Any, default_route: Route) -> None:
+        self.view = view
+        self.fqdn = service_fqdn
+        self.port = port
+        self.limits = limits
+        self.client_ip = client_ip
+        self.stats = stats
+        self.default_route = default_route
+        self.idle_since = 0.0  # monotonic time the connection started waiting for a request; 0 while busy
+        self._watchdog: asyncio.TimerHandle | None = None
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
+        """Handle requests until the client closes, asks to, or goes idle. ``first`` was already read."""
+        # One timer per connection, not one per read: it closes the connection once idle for too long.
+        self._watchdog = asyncio.get_running_loop().call_later(self.limits.idle_timeout_s, self._idle_check, writer)
+        try:
+            await self._serve(reader, writer, first)
+        finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            self._watchdog = None
+
+    def _idle_check(self, writer: asyncio.StreamWriter) -> None:
+        idle = self.idle_since
+        limit = self.limits.idle_timeout_s
+        if idle and time.monotonic() - idle >= limit:
+            writer.transport.abort()  # the pending read sees a reset and the session ends
+            return
+        wait = limit - (time.monotonic() - idle) if idle else limit
+        self._watchdog = asyncio.get_running_loop().call_later(wait, self._idle_check, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
+        p = _ReqParser(self.limits, lambda: writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
+        data = first
+        while True:
+            if data:
+                self.stats.add_sent(len(data))  # bytes from the client, as the TCP path counts them
+                try:
+                    p.parser.feed_data(data)
+                except httptools.HttpParserCallbackError as e:
+                    ctx = e.__context__
+                    status = ctx.status if isinstance(ctx, _TooLarge) else 400
+                    await self._reply_and_close(writer, status)
+                    return
+                except httptools.HttpParserUpgrade:
+                    await self._reply_and_close(writer, 501, b"protocol upgrade is not supported by the mesh proxy")
+                    return
+                except httptools.HttpParserError:
+                    await self._reply_and_close(writer, 400)
+                    return
+            while p.done:
+                req = p.done.pop(0)
+                keep = await self._one(req, writer)
+                if not keep:
+                    return
+            self.idle_since = time.monotonic()
+            try:
+                data = await reader.read(CHUNK)
+            except OSError:  # the client reset the connection
+                return
+            self.idle_since = 0.0
+            if not data:
+                return
+
+    async def _reply_and_close(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"") -> None:
+        if not body and status in (413, 431):
+            body = b"request too large" if status == 413 else b"request header too large"
+        resp = _local(status, body or _reason(status).encode())
+        writer.write(_serialize(resp, keep_alive=False, head_only=False))
+        with contextlib.suppress(OSError):
+            await writer.drain()
+
+    async def _one(self, req: _Req, writer: asyncio.StreamWriter) -> bool:
+        t0 = time.perf_counter()
+        start_ns = time.time_ns()
+        view = self.view
+        src = view.pods.get(self.client_ip)
+        out = await self._handle(req, src)
+        resp = out.resp
+        keep = req.keep_alive
+        head_only = req.method == "HEAD"
+        data = _serialize(resp, keep_alive=keep, head_only=head_only)
+        writer.write(data)
+        self.stats.add_received(len(data))
+        try:
+            await writer.drain()
+        except OSError:
+            keep = False
+        elapsed = time.perf_counter() - t0
+        tel = view.telemetry
+        if tel is not None:
+            tel.record(self._labels(req, resp, src, out), elapsed * 1000.0, len(req.body), len(resp.body))
+        if out.trace is not None and out.trace.sampled and view.tracer is not None:
+            self._span(view.tracer, req, resp, src, out, start_ns, int(elapsed * 1e9))
+        return keep
+
+    def _span(self, tracer: MeshTracer, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome,
+              start_ns: int, duration_ns: int) -> None:
+        assert out.trace is not None
+        s = src or UNKNOWN
+        t = out.target
+        dest_name = t.name if t else self.fqdn.split(".")[0]
+        dest_ns = t.namespace if t else self.fqdn.split(".")[1]
+        authority = req.lower.get("host", "")
+        tracer.record(
+            trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
+            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown",
+            remote=f"{out.dest.canonical_service}.{dest_ns}" if out.dest is not UNKNOWN else f"{dest_name}.{dest_ns}",
+            name=f"{t.fqdn if t else self.fqdn}:{t.port if t else self.port}/*", start_ns=start_ns,
+            duration_ns=duration_ns, status=resp.status,
+            attributes={"http.method": req.method, "http.url": f"http://{authority}{req.target}",
+                        "http.status_code": str(resp.status), "response_flags": resp.flags,
+                        "upstream_cluster": out.cluster, "istio.canonical_service": s.canonical_service,
+                        "istio.namespace": s.namespace, "component": "proxy", "peer.address": self.client_ip,
+                        "guid:x-request-id": req.lower.get("x-request-id", ""),
+                        "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
+
+    def _labels(self, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
+        s = src or UNKNOWN
+        d = out.dest
+        t = out.target
+        svc_fqdn = t.fqdn if t else self.fqdn
+        svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
+        grpc = req.lower.get("content-type", "").startswith("application/grpc")
+        return (s.workload, s.namespace, s.principal if src else "unknown", s.app, s.version, s.canonical_service,
+                s.canonical_revision, "Kubernetes",
+                svc_fqdn, svc_name, svc_ns, d.workload, d.namespace, d.principal if d is not UNKNOWN else "unknown",
+                d.app, d.version, d.canonical_service, d.canonical_revision, "Kubernetes",
+                "grpc" if grpc else "http", str(resp.status), _get(resp.headers, "grpc-status") or "",
+                resp.flags, "none" if src else "unknown")
+
+    # -- routing --------------------------------------------------------------------------------
+
+    async def _handle(self, req: _Req, src: PodInfo | None) -> _Outcome:
+        cfg = self.view.mesh  # one snapshot for the whole request
+        headers = req.lower
+        authority = headers.get("host", "")
+        mreq = Request(req.method, req.target, headers, authority, self.port, src)
+        routes = cfg.routes_for(self.fqdn)
+        route: Route | None = self.default_route if routes is None else next(
+            (r for r in routes if r.test(mreq)), None)
+        if route is None:
+            return _Outcome(_local(404, flags="NR"))
+        if route.redirect is not None:
+            return _Outcome(_redirect(route, req, authority))
+        if route.direct is not None:
+            return _Outcome(_local(route.direct[0], route.direct[1]))
+        delay = 0.0
+        if route.fault is not None:
+            delay = route.fault.delay()
+            if delay:
+                await asyncio.sleep(delay)
+            if route.fault.abort():
+                f = route.fault
+                if f.abort_grpc is not None:
+                    return _Outcome(_local(200, flags="FI", headers=[("content-type", "application/grpc"),
+                                                                     ("grpc-status", str(f.abort_grpc))]))
+                return _Outcome(_local(f.abort_status, b"fault filter abort", "FI"))
+        out = await self._to_destination(cfg, route, route.pick(), req, mreq, src)
+        if delay and out.resp.flags == "-":
+            out.resp.flags = "DI"  # Envoy's flag for an injected delay
+        return out
+
+    async def _to_destination(self, cfg: MeshConfig, route: Route, dest: RouteDest, req: _Req, mreq: Request,
+                              src: PodInfo | None) -> _Outcome:
+        view = self.view
+        target = view.target(dest.host, dest.port, self.port, self.fqdn)
+        if target is None:
+            return _Outcome(_local(503, flags="NC"))
+        dr = cfg.dest_rule(target.fqdn)
+        labels: tuple[tuple[str, str], ...] = ()
+        policy = Policy()
+        if dr is not None or dest.subset:
+            sub = dr.for_subset(dest.subset) if dr is not None else None
+            if sub is None:  # a subset no DestinationRule defines: Istio builds no such cluster (Envoy's NC)
+                return _Outcome(_local(503, flags="NC"), target=target)
+            labels, policy = sub
+        endpoints = target.endpoints
+        if labels:
+            pods = view.pods
+            endpoints = [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+        cluster = view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
+        lb = policy.lb
+        hash_key: str | None = None
+        if lb.consistent:
+            hash_key = _hash_key(lb, mreq, self.client_ip)
+        elif target.affinity and dr is None:  # Istio hashes on the source IP for sessionAffinity ClientIP
+            lb, hash_key = LbPolicy("RING_HASH", hash_source_ip=True), self.client_ip
+        head_headers, trace = self._upstream_headers(route, dest, req)
+        path, authority = _rewritten(route, req.target, mreq.authority)
+        for mdest, pct in route.mirrors:
+            if pct >= 100 or random.random() * 100 < pct:
+                self._mirror(cfg, mdest, req, path, authority, head_headers)
+        try:
+            cluster.admit(policy.pool)
+        except Overflow:
+            return _Outcome(_overflow(), target=target)
+        try:
+            out = await self._forward(cluster, policy, lb, hash_key, endpoints, route, dest, target, req, path,
+                                      authority, head_headers, src)
+            out.trace = trace
+            out.cluster = cluster.name
+            return out
+        finally:
+            cluster.release_request()
+
+    def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: _Req, path: str, authority: str,
+                headers: list[tuple[str, str]]) -> None:
+        """Send a copy (Host ``<authority>-shadow``, as Envoy) and forget it: its answer, errors and
+        time never reach the caller. Bounded: past ``_MAX_MIRRORS`` copies in flight, copies are skipped."""
+        if len(_MIRRORS) >= _MAX_MIRRORS:
+            return
+        target = self.view.target(dest.host, dest.port, self.port, self.fqdn)
+        if target is None:
+            return
+        dr = cfg.dest_rule(target.fqdn)
+        sub = dr.for_subset(dest.subset) if dr is not None else ((), Policy())
+        if sub is None:
+            return
+        labels, policy = sub
+        pods = self.view.pods
+        endpoints = [b for b in target.endpoints if not labels or _has_labels(pods.get(b.ip), labels)]
+        cluster = self.view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
+        host = cluster.pick(endpoints, policy.lb, self.client_ip, set(), time.monotonic())
+        if host is None:
+            return
+        host_part, sep, port_part = authority.partition(":")
+        head = _request_head(req.method, path, f"{host_part}-shadow{sep}{port_part}", headers, req.body)
+        task = asyncio.create_task(self._try(cluster, host, policy, head, req.body, _MIRROR_RETRY, False))
+        _MIRRORS.add(task)
+        task.add_done_callback(_MIRRORS.discard)
+
+    def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> tuple[list[tuple[str, str]], _Trace]:
+        low = req.lower
+        hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_UP]
+        if "x-request-id" not in low:
+            hs.append(("x-request-id", _uuid4()))
+        if "x-forwarded-proto" not in low:
+            hs.append(("x-forwarded-proto", "http"))
+        tracer = self.view.tracer
+        trace = _trace_headers(hs, low, tracer.sample_new if tracer is not None else _never)
+        if route.request_headers:
+            hs = route.request_headers.apply(hs)
+        if dest.request_headers:
+            hs = dest.request_headers.apply(hs)
+        return hs, trace
+
+    # -- forwarding with retries ----------------------------------------------------------------
+
+    async def _forward(self, cluster: Cluster, policy: Policy, lb: Any, hash_key: str | None,
+                       endpoints: list[Backend], route: Route, dest: RouteDest, target: Target, req: _Req,
+                       path: str, authority: str, headers: list[tuple[str, str]], src: PodInfo | None) -> _Outcome:
+        retry = route.retry
+        retrying = False  # a retry is counted in cluster.active_retries (maxRetries) while it is outstanding
+        tried: set[Backend] = set()
+        last: _Resp | None = None
+        last_pod = UNKNOWN
+        try:
+            async with _maybe_timeout(route.timeout_s):
+                for n in range(1 + retry.attempts):
+                    if n > 0:
+                        if cluster.active_retries >= policy.pool.max_retries:
+                            break  # Envoy's retry overflow: the last answer stands
+                        retrying = True
+                        cluster.active_retries += 1  # outstanding until this try ends
+                        await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * (2**n - 1))))
+                    host = cluster.pick(endpoints, lb, hash_key, tried, time.monotonic())
+                    if host is None:
+                        if last is None:
+                            self.stats.no_endpoint += 1
+                            last = _local(503, b"no healthy upstream", "UH")
+                        break
+                    tried.add(host)
+                    dpod = self.view.pods.get(host.ip) or PodInfo("unknown", target.namespace, "unknown")
+                    last_pod = dpod
+                    if not self._authorized(dpod, req, authority, host, src):
+                        return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
+                    head = _request_head(req.method, path, authority, headers, req.body)
+                    res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+                    if retrying:
+                        retrying = False
+                        cluster.active_retries -= 1
+                    now = time.monotonic()
+                    if isinstance(res, _Failure):
+                        if res.kind == "overflow":
+                            return _Outcome(_overflow(), dpod, target)
+                        cluster.result(host, 0, policy.outlier, len(endpoints), now)
+                        last = _failure_response(res)
+                        if not _retriable_failure(retry, res):
+                            break
+                        continue
+                    cluster.result(host, res.status, policy.outlier, len(endpoints), now)
+                    res.upstream = host
+                    last = res
+                    if not _retriable_response(retry, res):
+                        break
+                else:  # every try failed in a way the policy retries: Envoy's retry limit exceeded
+                    if retry.attempts and last is not None:
+                        last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
+        except TimeoutError:
+            return _Outcome(_local(504, b"upstream request timeout", "UT"), last_pod, target)
+        finally:
+            if retrying:
+                cluster.active_retries -= 1
+        assert last is not None
+        if last.upstream is not None:
+            extra = route.response_headers.apply(last.headers) if route.response_headers else last.headers
+            last.headers = dest.response_headers.apply(extra) if dest.response_headers else extra
+        return _Outcome(last, last_pod, target)
+
+    def _authorized(self, dest: PodInfo, req: _Req, authority: str, host: Backend, src: PodInfo | None) -> bool:
+        authz = self.view.mesh.authz
+        if authz is None or not authz.policies:
+            return True
+        ar = AuthzRequest(src, self.client_ip, req.method, req.target, authority.split(":")[0], host.port,
+                          req.lower, host.ip)
+        return authz.allowed(dest, ar)
+
+    async def _try(self, cluster: Cluster, host: Backend, policy: Policy, head: bytes, body: bytes, retry: Retry,
+                   head_only: bool) -> _Resp | _Failure:
+        pool = policy.pool
+        try:
+            await cluster.acquire_slot(pool)
+        except Overflow:
+            return _Failure("overflow")
+        hs = cluster.host(host)
+        hs.active += 1
+        conn: UpConn | None = None
+        try:
+            async with _maybe_timeout(retry.per_try_timeout_s) as per_try:
+                for fresh in (False, True):
+                    conn = None if fresh else cluster.take_idle(host)
+                    reused = conn is not None
+                    if conn is None:
+                        cluster.make_room(pool)
+                        try:
+                            async with asyncio.timeout(pool.connect_timeout_s):
+                                r, w = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
+                        except (OSError, TimeoutError) as e:
+                            self.stats.connect_failures += 1
+                            return _Failure("connect", _connect_detail(e))
+                        conn = UpConn(host, r, w)
+                    try:
+                        conn.writer.write(head + body if len(body) < 65536 else head)
+                        if len(body) >= 65536:
+                            conn.writer.write(body)
+                        await conn.writer.drain()
+                        resp = await _read_response(conn.reader, head_only, self.limits.max_response_bytes)
+                    except _UpstreamEOF as e:
+                        conn.close()
+                        if reused and not e.got_bytes:
+                            continue  # a kept-alive connection the server had closed: once more on a new one
+                        return _Failure("reset", "connection termination")
+                    except _TooLarge:
+                        conn.close()
+                        return _Resp(502, [("content-type", "text/plain")], b"upstream response too large", False)
+                    except (OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
+                        conn.close()
+                        return _Failure("reset", "connection termination")
+                    conn.requests += 1
+                    if resp.keep_alive:
+                        cluster.give_back(conn, pool)
+                    else:
+                        conn.close()
+                    conn = None
+                    return resp
+                return _Failure("reset", "connection termination")
+        except TimeoutError:
+            if conn is not None:
+                conn.close()
+            if per_try is not None and per_try.expired():
+                return _Failure("timeout")
+            raise
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
+        finally:
+            hs.active -= 1
+            cluster.release_slot()
+
+
+class _NoTimeout:
+    """``asyncio.timeout(None)`` without its bookkeeping: most routes have no timeout."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_TIMEOUT = _NoTimeout()
+
+
+def _maybe_timeout(seconds: float | None) -> asyncio.Timeout | _NoTimeout:
+    return _NO_TIMEOUT if seconds is None else asyncio.timeout(seconds)
+
+
+def _never() -> bool:
+    return False
+
+
+async def cancel_mirrors() -> None:
+    """End the mirrored copies still in flight (the proxy is stopping)."""
+    tasks = list(_MIRRORS)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _has_labels(pod: PodInfo | None, labels: tuple[tuple[str, str], ...]) -> bool:
+    return pod is not None and all(pod.labels.get(k) == v for k, v in labels)
+
+
+def _hash_key(lb: Any, r: Request, client_ip: str) -> str | None:
+    if lb.hash_header:
+        return r.headers.get(lb.hash_header)
+    if lb.hash_cookie:
+        for part in (r.headers.get("cookie") or "").split(";"):
+            k, _, v = part.strip().partition("=")
+            if k == lb.hash_cookie:
+                return v
+        return None
+    if lb.hash_query:
+        return r.query().get(lb.hash_query)
+    return client_ip if lb.hash_source_ip else None
+
+
+def _rewritten(route: Route, target: str, authority: str) -> tuple[str, str]:
+    rw = route.rewrite
+    if rw is None:
+        return target, authority
+    path, q, query = target.partition("?")
+    if rw.regex is not None:
+        path = rw.regex.replace_all(path, rw.regex_rewrite)
+    elif rw.uri is not None:
+        # a prefix match has its matched prefix replaced (Envoy's prefix_rewrite); otherwise the whole path
+        pm = next((m.uri for m in route.matches if m.uri is not None and m.uri.kind == "prefix"
+                   and m.uri.test(path)), None)
+        path = rw.uri + path[len(pm.value):] if pm is not None else rw.uri
+    return path + q + query, rw.authority or authority
+
+
+def _redirect(route: Route, req: _Req, authority: str) -> _Resp:
+    rd = route.redirect
+    assert rd is not None
+    path = rd.uri or req.target
+    host = rd.authority or authority
+    if rd.port:
+        host = f"{host.split(':')[0]}:{rd.port}"
+    loc = f"{rd.scheme or 'http'}://{host}{path}"
+    return _local(rd.code, headers=[("location", loc)])
+
+
+def _overflow() -> _Resp:
+    return _local(503, _UC_BODY + b"overflow", "UO", [("x-envoy-overloaded", "true")])
+
+
+def _connect_detail(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "connection timeout"
+    errno = getattr(e, "errno", None)
+    return f"delayed connect error: {errno}" if errno else "connection failure"
+
+
+def _failure_response(f: _Failure) -> _Resp:
+    if f.kind == "connect":
+        return _local(503, _UC_BODY + b"remote connection failure, transport failure reason: "
+                      + f.detail.encode(), "UF")
+    if f.kind == "timeout":
+        return _local(504, b"upstream request timeout", "UT")
+    return _local(503, _UC_BODY + f.detail.encode(), "UC")
+
+
+def _retriable_failure(r: Retry, f: _Failure) -> bool:
+    on = r.on
+    if f.kind == "connect":
+        return bool(on & {"connect-failure", "5xx", "gateway-error", "reset"})
+    return bool(on & {"5xx", "gateway-error", "reset"})
+
+
+def _retriable_response(r: Retry, resp: _Resp) -> bool:
+    on, s = r.on, resp.status
+    if not on:
+        return False
+    if "5xx" in on and s >= 500:
+        return True
+    if "gateway-error" in on and s in (502, 503, 504):
+        return True
+    if "retriable-4xx" in on and s == 409:
+        return True
+    if "retriable-status-codes" in on and s in r.codes:
+        return True
+    if "envoy-ratelimited" in on and _get(resp.headers, "x-envoy-ratelimited") is not None:
+        return True
+    g = _get(resp.headers, "grpc-status")
+    return g is not None and any(name in on and code == g for name, code in _GRPC_RETRY.items())
+
+
+def _request_head(method: str, path: str, authority: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"host: {authority}"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"content-length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _serialize(resp: _Resp, *, keep_alive: bool, head_only: bool) -> bytes:
+    lines = [f"HTTP/1.1 {resp.status} {_reason(resp.status)}"]
+    lines += [f"{k}: {v}" for k, v in resp.headers if k.lower() not in _HOP]
+    no_body = resp.status in (204, 304) or 100 <= resp.status < 200
+    if not no_body:
+        lines.append(f"content-length: {len(resp.body)}")
+    if not keep_alive:
+        lines.append("connection: close")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head if head_only or no_body else head + resp.body
+
+
+def _uuid4() -> str:
+    # ids need to be unique, not secret: the PRNG spares a syscall per request
+    h = f"{random.getrandbits(128):032x}"
+    h = h[:12] + "4" + h[13:16] + "89ab"[int(h[16], 16) & 3] + h[17:]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@dataclass(slots=True)
+class _Trace:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    sampled: bool
+
+
+def _trace_headers(hs: list[tuple[str, str]], low: dict[str, str], sample_new: Callable[[], bool]) -> _Trace:
+    """Continue the caller's trace with a new span for this hop (W3C and B3), or start one; ``hs`` has no
+    trace headers yet and gets this hop's."""
+    span = f"{random.getrandbits(64):016x}"
+    trace: str | None = None
+    parent = ""
+    sampled: bool | None = None
+    tp = low.get("traceparent")
+    if tp is not None:
+        parts = tp.split("-")
+        if len(parts) == 4 and len(parts[1]) == 32 and len(parts[2]) == 16:
+            trace, parent, sampled = parts[1], parts[2], parts[3][-1:] in ("1", "3", "5", "7", "9", "b", "d", "f")
+    if trace is None:
+        b3 = low.get("x-b3-traceid")
+        if b3 is not None and len(b3) in (16, 32):
+            trace = b3.rjust(32, "0")
+            parent = low.get("x-b3-spanid", "")
+            s = low.get("x-b3-sampled")
+            sampled = None if s is None else s in ("1", "true")
+    if trace is None:
+        trace = f"{random.getrandbits(128):032x}"
+    if sampled is None:
+        sampled = sample_new()
+    flag = "01" if sampled else "00"
+    hs += [("traceparent", f"00-{trace}-{span}-{flag}"), ("x-b3-traceid", trace), ("x-b3-spanid", span),
+           ("x-b3-sampled", "1" if sampled else "0")]
+    if parent:
+        hs.append(("x-b3-parentspanid", parent))
+    return _Trace(trace, span, parent, sampled)
