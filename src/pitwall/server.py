@@ -293,7 +293,7 @@ def _install_auth(app: FastAPI, c: Components) -> None:
         app.include_router(oidc.router())
         authenticators.append(oidc.authenticate)
     if c.control_plane is not None:
-        pass  # ServiceAccount tokens: step 3
+        authenticators.append(c.control_plane.kube.api.service_accounts.authenticator(policy))
     if tokens or settings.oidc is not None:
         app.add_middleware(BearerAuth, tokens=tokens, authenticators=authenticators, routes=app.router.routes)
 
