@@ -27,14 +27,14 @@ def tls_pair(d: Path) -> tuple[Path, Path]:
 class Pitwall:
     """`pitwall server` in a subprocess with ``config`` plus a fresh TLS certificate."""
 
-    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+    def __init__(self, root: Path, config: dict[str, Any], port: int | None = None) -> None:
         self.root = root
         cert, key = tls_pair(root)
         self.cert = cert
         cfg = {"tls_cert_file": str(cert), "tls_key_file": str(key), "storage": {"fsync": False}, **config}
         self.config = root / "pitwall.yaml"
         self.config.write_text(yaml.safe_dump(cfg))
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self.data = root / "data"
         self.data.mkdir()
