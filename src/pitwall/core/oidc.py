@@ -13,8 +13,8 @@ UI sign-in is the authorization code flow with PKCE (S256), ``state`` and
 ``nonce`` kept in a short-lived signed cookie. The session is a signed cookie
 (HttpOnly, SameSite=Lax, Secure when served over TLS) holding the user, its
 groups, an expiry and a CSRF token; state-changing requests authenticated by
-the session must echo that token (``X-CSRF-Token`` header or ``csrf_token``
-query parameter), and pass the Origin check of ``core.browser_guard``.
+the session must echo that token (``X-CSRF-Token`` header, ``csrf_token``
+query parameter or form field: ``csrf_field`` renders it into the UI's forms), and pass the Origin check of ``core.browser_guard``.
 Logout revokes the session (for the server's life) and clears the cookie.
 Logins, failed logins and logouts are audit log entries (the callback and
 logout paths are always audited).
@@ -37,16 +37,19 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import jwt
 from fastapi import APIRouter, Request
+from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
-from starlette.types import Scope
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitwall.core.errors import BadData, Forbidden, PitwallError, Unauthorized, Unavailable
 from pitwall.core.http_errors import render
 from pitwall.core.rbac import Policy
 from pitwall.core.tenancy import PRINCIPAL_KEY, Principal
 
-__all__ = ["CALLBACK_PATH", "LOGIN_PATH", "LOGOUT_PATH", "OIDC", "SESSION_COOKIE", "OIDCSettings", "load_key"]
+__all__ = ["CALLBACK_PATH", "CSRF_KEY", "LOGIN_PATH", "LOGOUT_PATH", "OIDC", "SESSION_COOKIE", "OIDCSettings",
+           "SessionCSRF", "csrf_field", "load_key"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,9 @@ MAX_DOC_BYTES = 1 << 20  # discovery documents, JWKS and token responses are sma
 FLOW_TTL_S = 600
 MAX_REVOKED = 100_000
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_KEY, CSRF_PENDING = "pitwall.csrf", "pitwall.csrf_pending"
+CSRF_MESSAGE = "missing or wrong CSRF token for this session (X-CSRF-Token header or csrf_token form field)"
+MAX_FORM_BYTES = 1 << 20
 
 
 class OIDCSettings(BaseModel):
@@ -281,10 +287,13 @@ class OIDC:
         s = self.sessions.loads(raw)
         if s is None or str(s.get("sid")) in self.revoked:
             raise Unauthorized("the session has expired or was ended; sign in again at " + LOGIN_PATH)
+        scope[CSRF_KEY] = str(s.get("csrf"))  # for the UI's forms (csrf_field) and SessionCSRF
         if scope.get("method", "GET") not in _SAFE and scope["path"] != LOGOUT_PATH:
             sent = _header(scope, b"x-csrf-token") or _query(scope, "csrf_token")
-            if not sent or not hmac.compare_digest(sent, str(s.get("csrf"))):
-                raise Forbidden("missing or wrong CSRF token for this session (X-CSRF-Token or csrf_token)")
+            if not sent:
+                scope[CSRF_PENDING] = True  # a form field may carry it: SessionCSRF reads the body
+            elif not hmac.compare_digest(sent, str(s.get("csrf"))):
+                raise Forbidden(CSRF_MESSAGE)
         groups = frozenset(str(g) for g in s.get("groups") or [])
         user = str(s.get("user"))
         return Principal(user, frozenset(), frozenset(), self.policy.grants("user", user, groups), groups, "user")
@@ -385,6 +394,50 @@ class OIDC:
     def _set_cookie(request: Request, resp: Response, name: str, value: str, max_age: float) -> None:
         resp.set_cookie(name, value, max_age=int(max_age), path="/", httponly=True, samesite="lax",
                         secure=request.url.scheme == "https")
+
+
+def csrf_field(conn: HTTPConnection) -> Markup:
+    """The hidden form field carrying this session's CSRF token ("" without a session): for the UI's forms."""
+    token = conn.scope.get(CSRF_KEY)
+    if not token:
+        return Markup("")
+    return Markup('<input type="hidden" name="csrf_token" value="{}">').format(token)
+
+
+class SessionCSRF:
+    """Checks the ``csrf_token`` form field of a session's state-changing form post (``BearerAuth`` marked it
+    pending: no header or query token), then hands the body on unchanged. Runs inside ``BearerAuth``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope.get(CSRF_PENDING):
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = bool(msg.get("more_body"))
+            if len(body) > MAX_FORM_BYTES:
+                break
+        ctype = _header(scope, b"content-type").split(";")[0].strip().lower()
+        sent = dict(_pairs(body)).get("csrf_token", "") if ctype == "application/x-www-form-urlencoded" else ""
+        if len(body) > MAX_FORM_BYTES or not sent or not hmac.compare_digest(sent, str(scope.get(CSRF_KEY))):
+            await render(Forbidden(CSRF_MESSAGE), "text")(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _guard(work: Awaitable[Response]) -> Response:
