@@ -36,7 +36,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
-from pitwall.core.oidc import OIDC, SessionCSRF, load_key
+from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
@@ -297,7 +297,8 @@ def _install_auth(app: FastAPI, c: Components) -> None:
     if settings.oidc is not None:
         app.add_middleware(SessionCSRF)  # inside BearerAuth: checks a session's form posts
     if tokens or settings.oidc is not None:
-        app.add_middleware(BearerAuth, tokens=tokens, authenticators=authenticators, routes=app.router.routes)
+        app.add_middleware(BearerAuth, tokens=tokens, authenticators=authenticators, routes=app.router.routes,
+                           login_path=LOGIN_PATH if settings.oidc is not None else None)
 
     def reload(s: Settings) -> None:
         policy.replace(s.rbac.compiled())

@@ -28,7 +28,8 @@ ADMIN = "admin-token-00000000"
 PROVIDER = Path(__file__).parent / "op" / "provider.py"
 USERS = [{"username": "alice", "password": "alice-pw-12345", "groups": ["sre"]},
          {"username": "bob", "password": "bob-pw-1234567", "groups": ["team-a-readers"]},
-         {"username": "carol", "password": "carol-pw-12345", "groups": []}]
+         {"username": "carol", "password": "carol-pw-12345", "groups": []},
+         {"username": "dave", "password": "dave-pw-123456", "groups": ["k8s-viewers"]}]
 CLI_REDIRECT = "http://127.0.0.1:9/cli-callback"
 
 
@@ -123,7 +124,7 @@ def _get(env: Env, path: str, token: str, tenant: str | None = None, **params: s
 
 
 def test_id_token_as_bearer_maps_groups_to_roles_and_tenants(env: Env) -> None:
-    alice, bob, carol = (_id_token(env, u) for u in USERS)
+    alice, bob, carol = (_id_token(env, u) for u in USERS[:3])
     assert _get(env, "/api/v1/query", alice, query="1").status_code == 200
     assert _get(env, "/api/v1/query", alice, "team-b", query="1").status_code == 200  # editor, any tenant
     r = httpx.post(env.url + "/api/v2/alerts", json=[{"labels": {"alertname": "FromAlice"}}], verify=False,
@@ -136,6 +137,23 @@ def test_id_token_as_bearer_maps_groups_to_roles_and_tenants(env: Env) -> None:
     assert r.status_code == 403
     r = _get(env, "/api/v1/query", carol, query="1")  # signed in, but no binding
     assert r.status_code == 403 and "user 'carol' lacks the 'read' scope" in r.text
+
+
+def test_kubernetes_rbac_for_oidc_users_and_groups(env: Env) -> None:
+    """Users without pitwall roles reach the Kubernetes API, where RoleBindings to their name or group decide."""
+    admin = env.pitwall.kubectl_as(ADMIN, "operator")
+    assert admin("create", "rolebinding", "carol-view", "--clusterrole=view", "--user=carol").returncode == 0
+    r = admin("create", "clusterrolebinding", "k8s-viewers", "--clusterrole=view", "--group=k8s-viewers")
+    assert r.returncode == 0, r.stderr
+    carol = env.pitwall.kubectl_as(_id_token(env, USERS[2]), "carol")
+    assert carol("auth", "can-i", "list", "pods").stdout.strip() == "yes"
+    assert carol("auth", "can-i", "list", "pods", "-n", "kube-system").stdout.strip() == "no"
+    r = carol("get", "pods", "-n", "kube-system")
+    assert 'pods is forbidden: User "carol" cannot list resource "pods"' in r.stderr
+    dave = env.pitwall.kubectl_as(_id_token(env, USERS[3]), "dave")
+    assert dave("auth", "can-i", "list", "pods", "-n", "kube-system").stdout.strip() == "yes"
+    who = json.loads(dave("auth", "whoami", "-o", "json").stdout)["status"]["userInfo"]
+    assert who["username"] == "dave" and "k8s-viewers" in who["groups"]
 
 
 def test_bad_jwts_are_refused(env: Env) -> None:
@@ -153,8 +171,9 @@ def test_bad_jwts_are_refused(env: Env) -> None:
 def test_ui_sign_in_end_to_end(env: Env) -> None:
     with httpx.Client(verify=False) as c:
         r = c.get(env.url + "/alerts")
-        assert r.status_code == 401  # no credential
-        start = c.get(env.url + "/auth/login", params={"next": "/alerts"})
+        assert r.status_code == 302 and r.headers["location"] == "/auth/login?next=%2Falerts"  # sign in first
+        assert httpx.get(env.url + "/api/v1/query", verify=False).status_code == 401  # APIs just refuse
+        start = c.get(env.url + r.headers["location"])
         assert start.status_code == 302
         auth = urlparse(start.headers["location"])
         q = parse_qs(auth.query)
@@ -187,8 +206,8 @@ def test_ui_sign_in_end_to_end(env: Env) -> None:
         stolen = c.cookies.get("pitwall_session")
         r = c.post(env.url + "/auth/logout", data={"csrf_token": csrf})
         assert r.status_code == 303
-        r = httpx.get(env.url + "/alerts", cookies={"pitwall_session": str(stolen)}, verify=False)
-        assert r.status_code == 401
+        r = httpx.get(env.url + "/api/v2/alerts", cookies={"pitwall_session": str(stolen)}, verify=False)
+        assert r.status_code == 401 and "session has expired or was ended" in r.text
 
 
 def test_callback_refuses_a_forged_state(env: Env) -> None:

@@ -23,8 +23,9 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import urlencode
 
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -116,11 +117,13 @@ class BearerAuth:
     themselves (the Kubernetes API, by its RBAC: ``authorizes_itself``) decide past the tenant check."""
 
     def __init__(self, app: ASGIApp, tokens: TokenTable | Sequence[tuple[str, Principal]],
-                 authenticators: Sequence[Authenticator] = (), routes: Iterable[BaseRoute] | None = None) -> None:
+                 authenticators: Sequence[Authenticator] = (), routes: Iterable[BaseRoute] | None = None,
+                 login_path: str | None = None) -> None:
         self.app = app
         self.tokens = tokens if isinstance(tokens, TokenTable) else TokenTable(tokens)
         self.authenticators = list(authenticators)
         self.routes = routes
+        self.login_path = login_path  # where a browser without credentials is sent from the UI's pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -134,10 +137,19 @@ class BearerAuth:
         except PitwallError as err:
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
+            elif self._sign_in_first(err, scope, route):
+                back = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string")
+                                        else "")
+                await RedirectResponse(f"{self.login_path}?{urlencode({'next': back})}", 302)(scope, receive, send)
             else:
                 await _render(err, route)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _sign_in_first(self, err: PitwallError, scope: Scope, route: BaseRoute | None) -> bool:
+        """A browser opening one of the UI's pages without credentials signs in first (OIDC)."""
+        return (self.login_path is not None and isinstance(err, Unauthorized) and scope.get("method") == "GET"
+                and getattr(route, "error_format", None) == "html" and not _has_authorization(scope))
 
     def _route(self, scope: Scope) -> BaseRoute | None:
         """The route that will answer (for its error format and whether it authorizes itself)."""
@@ -181,6 +193,10 @@ class BearerAuth:
             if p is not None:
                 return p
         return None
+
+
+def _has_authorization(scope: Scope) -> bool:
+    return any(k == b"authorization" for k, _ in scope["headers"])
 
 
 def _find_route(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:

@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pitwall.core.errors import BadData, Forbidden, PitwallError, Unauthorized, Unavailable
 from pitwall.core.http_errors import render
 from pitwall.core.rbac import Policy
-from pitwall.core.tenancy import PRINCIPAL_KEY, Principal
+from pitwall.core.tenancy import DEFAULT_TENANT, PRINCIPAL_KEY, Principal
 
 __all__ = ["CALLBACK_PATH", "CSRF_KEY", "LOGIN_PATH", "LOGOUT_PATH", "OIDC", "SESSION_COOKIE", "OIDCSettings",
            "SessionCSRF", "csrf_field", "load_key"]
@@ -261,7 +261,7 @@ class OIDC:
             raise Unauthorized(f"the token has no {self.settings.username_claim!r} claim")
         raw = claims.get(self.settings.groups_claim) or []
         groups = frozenset(str(g) for g in (raw if isinstance(raw, list) else [raw]))
-        return Principal(user, frozenset(), frozenset(), self.policy.grants("user", user, groups), groups, "user")
+        return _user(user, groups, self.policy)
 
     # ------------------------------------------------------------ core.auth.Authenticator
 
@@ -295,8 +295,7 @@ class OIDC:
             elif not hmac.compare_digest(sent, str(s.get("csrf"))):
                 raise Forbidden(CSRF_MESSAGE)
         groups = frozenset(str(g) for g in s.get("groups") or [])
-        user = str(s.get("user"))
-        return Principal(user, frozenset(), frozenset(), self.policy.grants("user", user, groups), groups, "user")
+        return _user(str(s.get("user")), groups, self.policy)
 
     def csrf_token(self, scope: Scope) -> str | None:
         """The CSRF token of this request's session, for forms to echo."""
@@ -438,6 +437,14 @@ class SessionCSRF:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _user(name: str, groups: frozenset[str], policy: Policy) -> Principal:
+    """An OIDC user: the roles bindings give it, each for its tenants. Its own tenant is ``default`` (holding
+    no role there): server-wide state such as the Kubernetes API, decided by Kubernetes RBAC, stays open to
+    users without pitwall roles."""
+    return Principal(name, frozenset(), frozenset({DEFAULT_TENANT}), policy.grants("user", name, groups), groups,
+                     "user")
 
 
 async def _guard(work: Awaitable[Response]) -> Response:
