@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -124,6 +124,7 @@ class BearerAuth:
         self.authenticators = list(authenticators)
         self.routes = routes
         self.login_path = login_path  # where a browser without credentials is sent from the UI's pages
+        self._own: list[tuple[str, str, BaseRoute]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -131,10 +132,10 @@ class BearerAuth:
                 (not self.tokens and not self.authenticators):
             await self.app(scope, receive, send)
             return
-        route = self._route(scope)
         try:
-            scope[PRINCIPAL_KEY] = await self._check(scope, route)
+            scope[PRINCIPAL_KEY] = await self._check(scope, self._self_authorizing(scope))
         except PitwallError as err:
+            route = self._route(scope)  # only now: finding it takes a walk over every route
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
             elif self._sign_in_first(err, scope, route):
@@ -155,7 +156,16 @@ class BearerAuth:
         """The route that will answer (for its error format and whether it authorizes itself)."""
         return _find_route(self.routes or (), scope)
 
-    async def _check(self, scope: Scope, route: BaseRoute | None) -> Principal:
+    def _self_authorizing(self, scope: Scope) -> bool:
+        """Whether a route that authorizes itself (``authorizes_itself``: the Kubernetes API's, which
+        decline the paths they do not own) answers this request."""
+        if self._own is None:
+            self._own = list(_self_authorizing_routes(self.routes or (), ""))
+        path = scope["path"]
+        return any(path.startswith(literal) and r.matches({**scope, "path": path[len(prefix):]})[0] != Match.NONE
+                   for prefix, literal, r in self._own)
+
+    async def _check(self, scope: Scope, self_authorizing: bool) -> Principal:
         header = b""
         named = b""
         for k, v in scope["headers"]:  # the first of each, as Starlette's ``headers.get``
@@ -170,7 +180,6 @@ class BearerAuth:
         scope[PRINCIPAL_KEY] = principal  # known even if refused below: the audit log names who was refused
         path = scope["path"]
         need = action(scope.get("method", "GET"), path)
-        self_authorizing = getattr(route, "authorizes_itself", False)
         if not self_authorizing and not principal.allows(need, path):
             raise Forbidden(f"{principal.describe()} lacks the {need!r} scope")
         tenant = resolve_tenant(principal, named.decode("latin-1"))
@@ -193,6 +202,18 @@ class BearerAuth:
             if p is not None:
                 return p
         return None
+
+
+def _self_authorizing_routes(routes: Iterable[BaseRoute], prefix: str) -> Iterator[tuple[str, str, BaseRoute]]:
+    """(prefix, literal start of its paths, route) of every route marked ``authorizes_itself``, included
+    routers searched; the literal start rejects most paths before the route's own (slower) match."""
+    for r in routes:
+        sub = getattr(r, "original_router", None)
+        if sub is not None:
+            inner = getattr(getattr(r, "include_context", None), "prefix", "") or ""
+            yield from _self_authorizing_routes(sub.routes, prefix + inner)
+        elif getattr(r, "authorizes_itself", False):
+            yield prefix, prefix + str(getattr(r, "path_format", "") or getattr(r, "path", "")).split("{")[0], r
 
 
 def _has_authorization(scope: Scope) -> bool:
