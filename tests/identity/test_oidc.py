@@ -202,8 +202,10 @@ def test_ui_sign_in_end_to_end(env: Env) -> None:
         r = c.post(env.url + "/api/v2/alerts", json=[{"labels": {"alertname": "ui"}}], headers={"X-CSRF-Token": csrf})
         assert r.status_code == 200, r.text[:300]  # the header, as the UI's scripts send it
         assert "alertname=x" in c.get(env.url + "/alerts").text or "from the UI" in c.get(env.url + "/alerts").text
-        # logout ends the session, also for a copy of the cookie kept elsewhere
+        # logout (the page's sign-out form) ends the session, also for a copy of the cookie kept elsewhere
+        assert 'action="/auth/logout"><input type="hidden" name="csrf_token"' in page.text and "Sign out alice" in page.text
         stolen = c.cookies.get("pitwall_session")
+        assert c.post(env.url + "/auth/logout", data={"csrf_token": "wrong"}).status_code == 403
         r = c.post(env.url + "/auth/logout", data={"csrf_token": csrf})
         assert r.status_code == 303
         r = httpx.get(env.url + "/api/v2/alerts", cookies={"pitwall_session": str(stolen)}, verify=False)
