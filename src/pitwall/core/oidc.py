@@ -357,7 +357,7 @@ class OIDC:
         claims = await self.verify(id_token, audience=[self.settings.client_id], nonce=str(flow["nonce"]))
         principal = self.principal(claims)
         request.scope[PRINCIPAL_KEY] = principal  # the audit entry of this request names who signed in
-        ttl = min(self.settings.session_ttl, max(60.0, float(claims["exp"]) - time.time() + self.settings.session_ttl))
+        ttl = self.settings.session_ttl  # the session outlives the ID token: pitwall does not refresh it
         session = {"sid": secrets.token_urlsafe(16), "user": principal.name, "groups": sorted(principal.groups),
                    "csrf": secrets.token_urlsafe(24), "exp": time.time() + ttl}
         resp = RedirectResponse(str(flow["next"]), 303)
