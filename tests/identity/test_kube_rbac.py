@@ -176,3 +176,29 @@ def test_resource_rule_matching() -> None:
     b = Attributes("list", True, "", "", "v1", "x", "pods")
     assert not resource_rule_allows({"verbs": ["list"], "apiGroups": [""], "resources": ["pods"],
                                      "resourceNames": ["p"]}, b)  # names never match a collection
+
+
+def test_no_escalation_through_roles_and_bindings(server: Pitwall) -> None:
+    """A user who may write Roles and RoleBindings grants only what it holds, unless it may escalate or bind."""
+    admin, bob = server.kubectl_as(ADMIN, "operator"), server.kubectl_as(BOB, "bob")
+    binder = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+              "metadata": {"name": "binder", "namespace": "default"},
+              "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+                         "verbs": ["create", "get", "list"]},
+                        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]}
+    assert admin("apply", "-f", "-", stdin=json.dumps(binder)).returncode == 0
+    assert admin("create", "rolebinding", "bob-binds", "--role=binder", "--user=bob").returncode == 0
+    r = bob("create", "rolebinding", "grab", "--clusterrole=cluster-admin", "--user=bob")
+    assert r.returncode == 1
+    assert ('rolebindings.rbac.authorization.k8s.io "grab" is forbidden: user "bob" (groups=["system:authenticated"]) '
+            "is attempting to grant RBAC permissions not currently held") in r.stderr
+    r = bob("create", "role", "wider", "--verb=delete", "--resource=pods")
+    assert r.returncode == 1 and "not currently held" in r.stderr and 'Verbs:["delete"]' in r.stderr
+    assert bob("create", "role", "narrow", "--verb=get", "--resource=pods").returncode == 0
+    assert bob("create", "rolebinding", "carol-narrow", "--role=narrow", "--user=carol").returncode == 0
+    assert bob("create", "rolebinding", "carol-edit", "--clusterrole=edit", "--user=carol").returncode == 1
+    binder["rules"].append({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+                            "resourceNames": ["edit"], "verbs": ["bind"]})
+    assert admin("apply", "-f", "-", stdin=json.dumps(binder)).returncode == 0
+    r = bob("create", "rolebinding", "carol-edit", "--clusterrole=edit", "--user=carol")
+    assert r.returncode == 0, r.stderr  # bind on that ClusterRole

@@ -26,9 +26,10 @@ are allowed, as before.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,10 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
 READ_VERBS = frozenset({"get", "list", "watch"})
+RBAC_KINDS = ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")
+# Who is writing an RBAC object in this request, with the policy they hold (None: no check: a server
+# without credentials, system:masters, a pitwall role, or pitwall's own controllers).
+_WRITER: contextvars.ContextVar[tuple[UserInfo, Any] | None] = contextvars.ContextVar("rbac_writer", default=None)
 _NS_SUBRESOURCES = frozenset({"status", "finalize"})
 _METHOD_VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
@@ -259,6 +264,8 @@ class RBACAuthorizer:
     def __init__(self, registry: Registry, resources: Resources) -> None:
         self.registry = registry
         self.resources = resources
+        for kind in RBAC_KINDS:
+            resources.add_admission(RBAC_GROUP, kind, validate=_escalation_check(kind))
 
     async def _policy(self) -> _Policy:
         p = _Policy()
@@ -311,6 +318,10 @@ class RBACAuthorizer:
         allowed, reason = await self.decide(p, a)
         if not allowed:
             raise forbidden(user_of(p), a, reason)
+        user = user_of(p)
+        writes_rbac = a.api_group == RBAC_GROUP and a.verb in ("create", "update", "patch")
+        if writes_rbac and MASTERS not in user.groups and not self.by_pitwall_role(p, a):
+            _WRITER.set((user, await self._policy()))  # the escalation check (admission) reads it
 
     async def rules(self, p: Principal, namespace: str) -> tuple[list[Obj], list[Obj], str]:
         """(resourceRules, nonResourceRules, evaluationError) for SelfSubjectRulesReview."""
@@ -352,6 +363,74 @@ class RBACAuthorizer:
         for obj in BOOTSTRAP_BINDINGS:
             with contextlib.suppress(AlreadyExists):
                 await self.resources.create(crbt, "", obj, field_manager="pitwall")
+
+
+def _atoms(rule: Obj) -> Iterator[Attributes]:
+    """The single permissions a rule grants, wildcards kept literal (only a ``*`` covers a ``*``)."""
+    for verb in rule.get("verbs") or []:
+        for url in rule.get("nonResourceURLs") or []:
+            yield Attributes(str(verb), False, str(url))
+        for group in rule.get("apiGroups") or []:
+            for res in rule.get("resources") or []:
+                resource, _, sub = str(res).partition("/")
+                for name in rule.get("resourceNames") or [""]:
+                    yield Attributes(str(verb), True, "", str(group), "", "", resource, sub, str(name))
+
+
+def _uncovered(rules: list[Obj], held: list[Obj]) -> list[str]:
+    """The rules of ``rules`` not covered by ``held`` (as upstream prints them), empty when all are."""
+    out = []
+    for r in rules:
+        if not all(any(rule_allows(h, atom) for h in held) for atom in _atoms(r)):
+            parts = [f"{k[0].upper()}{k[1:]}:[{', '.join(json.dumps(v) for v in r[k])}]"
+                     for k in ("apiGroups", "resources", "resourceNames", "nonResourceURLs", "verbs") if r.get(k)]
+            out.append("{" + ", ".join(parts) + "}")
+    return out
+
+
+def check_escalation(kind: str, obj: Obj, old: Obj | None) -> list[Any]:
+    """Admission for RBAC objects written over HTTP, as kube-apiserver's escalation check: a Role or
+    ClusterRole may grant only what its writer holds (or may ``escalate``), a binding may bind only a role
+    whose rules its writer holds (or may ``bind``). Raises the apiserver's 403."""
+    writer = _WRITER.get()
+    if writer is None:
+        return []
+    user, policy = writer
+    m = obj.get("metadata") or {}
+    ns, name = str(m.get("namespace", "")), str(m.get("name", ""))
+    held = [r for _d, rules, _m in policy.visit(user, ns) for r in rules or []]
+    plural = {"Role": "roles", "ClusterRole": "clusterroles", "RoleBinding": "rolebindings",
+              "ClusterRoleBinding": "clusterrolebindings"}[kind]
+    if kind in ("Role", "ClusterRole"):
+        if any(rule_allows(h, Attributes("escalate", True, "", RBAC_GROUP, "v1", ns, plural, "", name)) for h in held):
+            return []
+        granted = list(obj.get("rules") or [])
+    else:
+        ref = obj.get("roleRef") or {}
+        ref_plural = "roles" if ref.get("kind") == "Role" else "clusterroles"
+        bind = Attributes("bind", True, "", RBAC_GROUP, "v1", ns, ref_plural, "",
+                          str(ref.get("name", "")))
+        if any(rule_allows(h, bind) for h in held):
+            return []
+        if ref.get("kind") == "Role":
+            role = policy.roles.get((ns, str(ref.get("name", ""))))
+            granted = list((role or {}).get("rules") or [])
+        else:
+            granted = policy.cluster_role_rules(str(ref.get("name", ""))) or []
+    missing = _uncovered(granted, held)
+    if not missing:
+        return []
+    groups = ", ".join(json.dumps(g) for g in user.groups)
+    raise Forbidden(f'{plural}.{RBAC_GROUP} "{name}" is forbidden: user "{user.name}" (groups=[{groups}]) is '
+                    f"attempting to grant RBAC permissions not currently held:\n" + "\n".join(missing),
+                    details={"name": name, "group": RBAC_GROUP, "kind": plural})
+
+
+def _escalation_check(kind: str) -> Callable[[Obj, Obj | None], list[Any]]:
+    def validate(obj: Obj, old: Obj | None) -> list[Any]:
+        return check_escalation(kind, obj, old)
+
+    return validate
 
 
 _BOOT_META = {"labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
