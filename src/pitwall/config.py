@@ -31,6 +31,8 @@ from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
 from pitwall.core.listen import split_listen
+from pitwall.core.oidc import OIDCSettings
+from pitwall.core.rbac import Binding, Grant, RBACSettings
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.logs.settings import LogsSettings
@@ -145,7 +147,8 @@ class AuthToken(_Section):
 
     token: str | None = Field(None, min_length=MIN_TOKEN_LENGTH, repr=False)
     token_file: Path | None = Field(None, description="file holding the token (surrounding whitespace ignored)")
-    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]))
+    scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["read"]),
+                                description="read | write | admin; [] for a token whose roles come from rbac.bindings")
     name: str = ""
     tenants: list[Annotated[str, AfterValidator(_tenant_id)]] | None = Field(
         None, description="tenants the token may use; '*' for any; unset: any for admin tokens, else 'default'")
@@ -179,13 +182,15 @@ class AuthToken(_Section):
         assert self.token is not None  # set by the validator
         return self.token
 
-    def principal(self) -> Principal:
-        """The principal the auth middleware binds requests with this token to."""
+    def principal(self, bindings: list[Binding] | None = None) -> Principal:
+        """The principal the auth middleware binds requests with this token to; ``bindings`` naming the
+        token (``kind: token``, its ``name``) add their roles."""
         if self.tenants is None:
             tenants = None if "admin" in self.scopes else frozenset({DEFAULT_TENANT})
         else:
             tenants = None if ANY_TENANT in self.tenants else frozenset(self.tenants)
-        return Principal(self.name, frozenset(self.scopes), tenants)
+        grants = tuple(Grant(b.role, b.tenants) for b in bindings or () if self.name and b.names("token", self.name, ()))
+        return Principal(self.name, frozenset(self.scopes), tenants, grants)
 
 
 _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?\.?")
@@ -236,6 +241,8 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    rbac: RBACSettings = Field(default_factory=RBACSettings)
+    oidc: OIDCSettings | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -261,7 +268,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         host, _port = split_listen(self.listen)
-        if not self.insecure and not self.auth_tokens and not _is_loopback(host):
+        if not self.insecure and not self.auth_tokens and self.oidc is None and not _is_loopback(host):
             raise ValueError(
                 f"listen: refusing to listen on non-loopback address {host!r} without auth_tokens; "
                 "configure bearer tokens or pass --insecure"

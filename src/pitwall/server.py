@@ -31,13 +31,15 @@ from pitwall.chaos.wiring import ChaosPart, build_chaos_part
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
-from pitwall.core.auth import BearerAuth, TokenTable
+from pitwall.core.auth import Authenticator, BearerAuth, TokenTable
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
+from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
+from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
 from pitwall.incidents import ChangeLog
@@ -310,16 +312,38 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])
-    if tokens:
-        app.add_middleware(BearerAuth, tokens=tokens)
-    app.state.reloaders.append(lambda s: tokens.replace([(t.secret, t.principal()) for t in s.auth_tokens]))
+    _install_auth(app, c)
     # A foreign Host or a cross-site write is refused before anything else looks at it.
     app.add_middleware(BrowserGuard, allowed_hosts=settings.host_allow_list(),
                        allowed_origins=settings.allowed_origins)
     # Outermost, only watching: the audit log sees every answer, the refusals above included.
     app.add_middleware(AuditMiddleware, audit=c.audit)
     return app
+
+
+def _install_auth(app: FastAPI, c: Components) -> None:
+    """Tokens, roles and bindings (reloaded), OIDC bearer JWTs and UI sessions, ServiceAccount JWTs."""
+    settings = c.settings
+    policy = Policy(settings.rbac.compiled())
+    tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
+    authenticators: list[Authenticator] = []
+    if settings.oidc is not None:
+        oidc = OIDC(settings.oidc, policy, load_key(settings.data_dir / "identity" / "session.key"))
+        app.include_router(oidc.router())
+        authenticators.append(oidc.authenticate)
+    if c.control_plane is not None:
+        authenticators.append(c.control_plane.kube.api.service_accounts.authenticator(policy))
+    if settings.oidc is not None:
+        app.add_middleware(SessionCSRF)  # inside BearerAuth: checks a session's form posts
+    if tokens or settings.oidc is not None:
+        app.add_middleware(BearerAuth, tokens=tokens, authenticators=authenticators, routes=app.router.routes,
+                           login_path=LOGIN_PATH if settings.oidc is not None else None)
+
+    def reload(s: Settings) -> None:
+        policy.replace(s.rbac.compiled())
+        tokens.replace([(t.secret, t.principal(list(policy.bindings))) for t in s.auth_tokens])
+
+    app.state.reloaders.append(reload)
 
 
 async def _reload_logged(app: FastAPI) -> None:

@@ -50,6 +50,10 @@ _BATCH = 512
 _TENANT_HEADER = TENANT_HEADER.lower().encode()
 
 
+# Sign-in and sign-out (core.oidc): recorded whatever the method and status.
+ALWAYS_AUDITED = frozenset({"/auth/callback", "/auth/logout"})
+
+
 class AuditSettings(BaseModel):
     """The ``audit`` section."""
 
@@ -103,7 +107,7 @@ class AuditSink(Protocol):
 
 def is_audited(method: str, path: str, status: int) -> bool:
     """Whether a request is recorded: it is not a read, or it was refused."""
-    if status in REFUSED:
+    if status in REFUSED or path in ALWAYS_AUDITED:
         return True
     return not (method in SAFE_METHODS or (method == "POST" and is_read_only_post(path)))
 

@@ -21,23 +21,27 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
-from starlette.routing import compile_path
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Match, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pitwall.core.errors import Forbidden, PitwallError, Unauthorized
 from pitwall.core.http_errors import render
 from pitwall.core.tenancy import AUDIT_TENANT, PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
 
-__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "BearerAuth", "TokenTable",
-           "is_read_only_post", "required_scope"]
+__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "Authenticator", "BearerAuth",
+           "TokenTable", "action", "is_read_only_post", "required_scope"]
 
 # Health probes; kube-apiserver's public-info-viewer paths are open the same way.
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
 # PagerDuty's REST API clients send ``Authorization: Token token=<key>``: the key is a pitwall token.
 PAGERDUTY_PREFIX = "/pagerduty/"
+# The OIDC sign-in's start and callback need no credential: they are how a user gets one (core.oidc).
+SIGN_IN_PATHS = frozenset({"/auth/login", "/auth/callback"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = frozenset({"/-/reload", "/-/quit"})
 ADMIN_PREFIX = "/api/v1/admin/"
@@ -82,6 +86,17 @@ def _query_token(scope: Scope) -> bytes:
     return b""
 
 
+def action(method: str, path: str) -> str:
+    """The one decision every API and UI route goes through: the verb (``read``, ``write``, ``admin``)
+    a request needs, which ``core.rbac`` roles grant per path and tenant."""
+    return required_scope(method, path)
+
+
+# Resolves a credential other than a configured token: (ASGI scope, bearer token or b"") -> principal,
+# None when the credential is not of its kind (OIDC JWTs, ServiceAccount JWTs, UI session cookies).
+Authenticator = Callable[[Scope, bytes], Awaitable[Principal | None]]
+
+
 class TokenTable:
     """The tokens ``BearerAuth`` accepts and whom they stand for; replaced whole on reload."""
 
@@ -103,28 +118,64 @@ class TokenTable:
 
 
 class BearerAuth:
-    """Rejects requests without a token holding the scope the request needs, or naming a tenant outside it."""
+    """Rejects requests without a credential whose roles allow what the request does, or naming a tenant
+    outside them.
 
-    def __init__(self, app: ASGIApp, tokens: TokenTable | Sequence[tuple[str, Principal]]) -> None:
+    Credentials: a configured token (``TokenTable``), else the first ``authenticators`` entry that
+    recognises the request (OIDC or ServiceAccount JWTs, a UI session). ``routes`` (the app's) let a
+    refusal be rendered in the matched route's own error format, and let routes that authorize
+    themselves (the Kubernetes API, by its RBAC: ``authorizes_itself``) decide past the tenant check."""
+
+    def __init__(self, app: ASGIApp, tokens: TokenTable | Sequence[tuple[str, Principal]],
+                 authenticators: Sequence[Authenticator] = (), routes: Iterable[BaseRoute] | None = None,
+                 login_path: str | None = None) -> None:
         self.app = app
         self.tokens = tokens if isinstance(tokens, TokenTable) else TokenTable(tokens)
+        self.authenticators = list(authenticators)
+        self.routes = routes
+        self.login_path = login_path  # where a browser without credentials is sent from the UI's pages
+        self._own: list[tuple[str, str, BaseRoute]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or not self.tokens or scope["path"] in OPEN_PATHS:
+        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or scope["path"] in SIGN_IN_PATHS or \
+                (not self.tokens and not self.authenticators):
             await self.app(scope, receive, send)
             return
         try:
-            scope[PRINCIPAL_KEY] = self._check(scope)
+            scope[PRINCIPAL_KEY] = await self._check(scope, self._self_authorizing(scope))
         except PitwallError as err:
+            route = self._route(scope)  # only now: finding it takes a walk over every route
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
+            elif self._sign_in_first(err, scope, route):
+                back = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string")
+                                        else "")
+                await RedirectResponse(f"{self.login_path}?{urlencode({'next': back})}", 302)(scope, receive, send)
             else:
-                await render(err, "text")(scope, receive, send)
+                await _render(err, route)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope) -> Principal:
+    def _sign_in_first(self, err: PitwallError, scope: Scope, route: BaseRoute | None) -> bool:
+        """A browser opening one of the UI's pages without credentials signs in first (OIDC)."""
+        return (self.login_path is not None and isinstance(err, Unauthorized) and scope.get("method") == "GET"
+                and getattr(route, "error_format", None) == "html" and not _has_authorization(scope))
+
+    def _route(self, scope: Scope) -> BaseRoute | None:
+        """The route that will answer (for its error format and whether it authorizes itself)."""
+        return _find_route(self.routes or (), scope)
+
+    def _self_authorizing(self, scope: Scope) -> bool:
+        """Whether a route that authorizes itself (``authorizes_itself``: the Kubernetes API's, which
+        decline the paths they do not own) answers this request."""
+        if self._own is None:
+            self._own = list(_self_authorizing_routes(self.routes or (), ""))
+        path = scope["path"]
+        return any(path.startswith(literal) and r.matches({**scope, "path": path[len(prefix):]})[0] != Match.NONE
+                   for prefix, literal, r in self._own)
+
+    async def _check(self, scope: Scope, self_authorizing: bool) -> Principal:
         header = b""
         named = b""
         consul = b""
@@ -142,21 +193,85 @@ class BearerAuth:
         elif scope["path"].startswith("/v1/") and (consul or _query_token(scope)):
             given = consul.strip() or _query_token(scope)  # Consul's clients: X-Consul-Token or ?token=
         else:
-            raise Unauthorized("missing bearer token")
-        principal = self._principal(given)
+            given = b""
+        principal = await self._principal(scope, given)
+        if principal is None:
+            raise Unauthorized("invalid bearer token" if given else "missing bearer token")
         scope[PRINCIPAL_KEY] = principal  # known even if refused below: the audit log names who was refused
-        need = required_scope(scope.get("method", "GET"), scope["path"])
-        if not principal.may(need):
+        path = scope["path"]
+        need = action(scope.get("method", "GET"), path)
+        if not self_authorizing and not principal.allows(need, path):
             raise Forbidden(f"{principal.describe()} lacks the {need!r} scope")
-        if resolve_tenant(principal, named.decode("latin-1")) == AUDIT_TENANT and need == "write":
+        tenant = resolve_tenant(principal, named.decode("latin-1"))
+        if tenant == AUDIT_TENANT and need == "write":
             raise Forbidden(f"tenant {AUDIT_TENANT!r} holds the audit log, which only the server writes")
+        if not self_authorizing and not principal.allows(need, path, tenant):
+            raise Forbidden(f"{principal.describe()} lacks the {need!r} scope for tenant {tenant!r}")
         return principal
 
-    def _principal(self, given: bytes) -> Principal:
-        found = None
-        for token, principal in self.tokens.entries:
-            if hmac.compare_digest(given, token) and found is None:
-                found = principal
-        if found is None:
-            raise Unauthorized("invalid bearer token")
-        return found
+    async def _principal(self, scope: Scope, given: bytes) -> Principal | None:
+        if given:
+            found = None
+            for token, principal in self.tokens.entries:
+                if hmac.compare_digest(given, token) and found is None:
+                    found = principal
+            if found is not None:
+                return found
+        for authenticate in self.authenticators:
+            p = await authenticate(scope, given)
+            if p is not None:
+                return p
+        return None
+
+
+def _self_authorizing_routes(routes: Iterable[BaseRoute], prefix: str) -> Iterator[tuple[str, str, BaseRoute]]:
+    """(prefix, literal start of its paths, route) of every route marked ``authorizes_itself``, included
+    routers searched; the literal start rejects most paths before the route's own (slower) match."""
+    for r in routes:
+        sub = getattr(r, "original_router", None)
+        if sub is not None:
+            inner = getattr(getattr(r, "include_context", None), "prefix", "") or ""
+            yield from _self_authorizing_routes(sub.routes, prefix + inner)
+        elif getattr(r, "authorizes_itself", False):
+            yield prefix, prefix + str(getattr(r, "path_format", "") or getattr(r, "path", "")).split("{")[0], r
+
+
+def _has_authorization(scope: Scope) -> bool:
+    return any(k == b"authorization" for k, _ in scope["headers"])
+
+
+def _find_route(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:
+    """The first route matching path and method, else the first matching the path alone; included
+    routers (FastAPI's ``original_router``) are searched below their prefix."""
+    partial = None
+    for r in routes:
+        try:
+            match, _ = r.matches(scope)
+        except Exception:  # a route that cannot judge this scope does not answer it
+            continue
+        if match == Match.NONE:
+            continue
+        sub = getattr(r, "original_router", None)
+        if sub is not None:
+            prefix = getattr(getattr(r, "include_context", None), "prefix", "") or ""
+            inner = _find_route(sub.routes, {**scope, "path": scope["path"][len(prefix):]})
+            if inner is None:
+                continue
+            match, _ = inner.matches({**scope, "path": scope["path"][len(prefix):]})
+            r = inner
+        if match == Match.FULL:
+            return r
+        if partial is None:
+            partial = r  # the path is served, not with this method (405)
+    return partial
+
+
+def _render(err: PitwallError, route: BaseRoute | None) -> Response:
+    """``err`` in the wire format of the route that would have answered (plain text when none)."""
+    own: Any = getattr(route, "render_error", None)
+    if callable(own):
+        out = own(err)
+        if isinstance(out, Response):
+            return out
+    fmt = getattr(route, "error_format", "text")
+    return render(err, fmt if isinstance(fmt, str) else "text")  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Scope
 
 from pitwall.core.errors import BadData, Forbidden
+from pitwall.core.rbac import BUILTIN_ROLES, SCOPE_ROLES, Grant
 
 __all__ = ["ANY_TENANT", "AUDIT_TENANT", "DEFAULT_TENANT", "PRINCIPAL_KEY", "TENANT_HEADER", "Principal",
            "principal_of",
@@ -45,21 +46,55 @@ AUDIT_TENANT = "pitwall-audit"
 
 @dataclass(frozen=True)
 class Principal:
-    """What one bearer token may do: its scopes and the tenants it may act as (None: any; the
-    configuration's ``tenants: ["*"]`` becomes None)."""
+    """Who a request comes from and what it may do.
+
+    ``scopes`` and ``tenants`` are a token's own (``auth_tokens[].scopes`` and ``.tenants``; the
+    configuration's ``tenants: ["*"]`` becomes None: any); each scope stands for a built-in role held
+    for those tenants (``core.rbac.SCOPE_ROLES``). ``grants`` are the roles bindings add (``rbac.bindings``),
+    each for its own tenants. ``kind`` says how it authenticated (``token``, ``user`` for OIDC,
+    ``serviceaccount``); ``groups`` are its groups (OIDC's groups claim; Kubernetes RBAC subjects)."""
 
     name: str
     scopes: frozenset[str]
     tenants: frozenset[str] | None
+    grants: tuple[Grant, ...] = ()
+    groups: frozenset[str] = frozenset()
+    kind: str = "token"
+
+    def all_grants(self) -> tuple[Grant, ...]:
+        own = tuple(Grant(BUILTIN_ROLES[SCOPE_ROLES[s]], self.tenants) for s in sorted(self.scopes)
+                    if s in SCOPE_ROLES)
+        return own + self.grants
+
+    def allows(self, verb: str, path: str | None = None, tenant: str | None = None) -> bool:
+        """Whether a grant allows ``verb`` (read, write, admin) on ``path`` (None: every path) as ``tenant``."""
+        return any(g.allows(verb, path, tenant) for g in self.all_grants())
 
     def may(self, scope: str) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        """Whether the principal holds ``scope`` on every path (``admin`` implies the others)."""
+        return self.allows(scope)
+
+    @property
+    def reach(self) -> frozenset[str] | None:
+        """Every tenant some grant of the principal covers (None: any)."""
+        grants = self.all_grants()
+        if not grants:
+            return self.tenants
+        out: set[str] = set()
+        for g in grants:
+            if g.tenants is None:
+                return None
+            out |= g.tenants
+        return frozenset(out)
 
     def may_use(self, tenant: str) -> bool:
-        return self.tenants is None or tenant in self.tenants
+        reach = self.reach
+        return reach is None or tenant in reach
 
     def describe(self) -> str:
-        return f"token {self.name!r}" if self.name else "this token"
+        if self.kind == "token":
+            return f"token {self.name!r}" if self.name else "this token"
+        return f"{self.kind} {self.name!r}"
 
 
 def principal_of(conn: HTTPConnection | Scope) -> Principal | None:
@@ -89,14 +124,15 @@ def resolve_tenant(principal: Principal | None, named: str) -> str:
             raise BadData(problem)
     if principal is None:
         return named or DEFAULT_TENANT
+    reach = principal.reach
     if not named:
-        one = principal.tenants is not None and len(principal.tenants) == 1
-        named = next(iter(principal.tenants)) if principal.tenants and one else DEFAULT_TENANT
+        one = reach is not None and len(reach) == 1
+        named = next(iter(reach)) if reach and one else DEFAULT_TENANT
     if named == AUDIT_TENANT and not principal.may("admin"):
         raise Forbidden(f"{principal.describe()} may not use tenant {named!r}: the audit log needs an admin token")
-    if principal.tenants is None or named in principal.tenants:
+    if reach is None or named in reach:
         return named
-    allowed = ", ".join(sorted(principal.tenants))
+    allowed = ", ".join(sorted(reach)) or "none"
     raise Forbidden(f"{principal.describe()} may not use tenant {named!r} (its tenants: {allowed}); "
                     f"name one of them with {TENANT_HEADER}")
 
@@ -110,6 +146,7 @@ def sees_whole_server(conn: HTTPConnection) -> bool:
 def require_server_wide(request: HTTPConnection) -> None:
     """FastAPI dependency for routes that act on the whole server: the token must be allowed ``default``."""
     p = principal_of(request)
-    if p is not None and p.tenants is not None and DEFAULT_TENANT not in p.tenants:
-        raise Forbidden(f"{p.describe()} is limited to tenants {', '.join(sorted(p.tenants))}; "
+    reach = p.reach if p is not None else None
+    if p is not None and reach is not None and DEFAULT_TENANT not in reach:
+        raise Forbidden(f"{p.describe()} is limited to tenants {', '.join(sorted(reach)) or 'none'}; "
                         f"{request.url.path} serves the whole server (tenant {DEFAULT_TENANT!r})")

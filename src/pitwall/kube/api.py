@@ -59,10 +59,12 @@ Obj = dict[str, Any]
 SubresourceHandler = Callable[[Request, ResourceType, str, str], Awaitable[Response]]
 
 
-def _handle(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+def _answer(fn: Callable[[Request], Awaitable[Response]],
+            authorize: Callable[[Request], Awaitable[None]]) -> Callable[[Request], Awaitable[Response]]:
     async def wrapped(request: Request) -> Response:
         try:
             require_server_wide(request)  # the cluster is server-wide state: tokens must be allowed 'default'
+            await authorize(request)  # Kubernetes RBAC (kube.rbac)
             return await fn(request)
         except PitwallError as e:
             return status_response(e)
@@ -92,7 +94,12 @@ def _dry_run(request: Request) -> bool:
 
 
 class _Route(Route):
-    """A route that can decline a path it would match (so /api/v1/query stays Prometheus')."""
+    """A route that can decline a path it would match (so /api/v1/query stays Prometheus'). Its requests
+    are authorized by Kubernetes RBAC in the handler, and refused as a ``Status`` (``core.auth`` reads
+    ``authorizes_itself`` and ``render_error``)."""
+
+    authorizes_itself = True
+    render_error = staticmethod(status_response)
 
     def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str],
                  owned: Callable[[str], bool] | None = None) -> None:
@@ -117,6 +124,9 @@ def kube_router(api: KubeAPI) -> APIRouter:
     catch-all must come after Prometheus' ``/api/v1/...`` routes."""
     r = APIRouter()
     reg, res = api.registry, api.resources
+
+    def _handle(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        return _answer(fn, api.authorizer.check)
 
     def resolve(group: str, version: str, path: str) -> _Target:
         segs = [s for s in path.split("/") if s != ""]
@@ -204,7 +214,7 @@ def kube_router(api: KubeAPI) -> APIRouter:
                 _verb(rt, "create")
                 if rt.group in REVIEW_GROUPS:
                     body = await read_body(request, protobuf_kind=(rt.group, rt.kind))
-                    return json_response(review(request, rt, body), 201)
+                    return json_response(await review(request, rt, body, api.authorizer), 201)
                 return await create(request, t)
             if m == "DELETE":
                 _verb(rt, "deletecollection")

@@ -34,6 +34,16 @@ class KubeClient:
     def __init__(self, resources: Resources, *, field_manager: str = "pitwall") -> None:
         self._res = resources
         self.field_manager = field_manager
+        self.token_issuer: Any = None  # kube.serviceaccounts.ServiceAccountTokens, set by KubeAPI
+
+    async def create_token(self, namespace: str, name: str, *, pod: Obj | None = None,
+                           seconds: int = 3600) -> tuple[str, int]:
+        """A token for ServiceAccount ``namespace/name`` bound to ``pod`` (the TokenRequest API,
+        what the kubelet asks for); (token, expiry in Unix seconds). ``NotFoundError`` if it is absent."""
+        if self.token_issuer is None:
+            raise NotFoundError("service account tokens are not served here", details={})
+        token, exp = await self.token_issuer.issue(namespace, name, pod=pod, seconds=seconds)
+        return str(token), int(exp)
 
     def resource_type(self, api_version: str, kind: str) -> ResourceType:
         rt = self._res.registry.by_kind(api_version, kind)

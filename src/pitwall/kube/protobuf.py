@@ -165,6 +165,24 @@ _MSG: dict[str, dict[int, F]] = {
     "SubjectRulesReviewStatus": {},
     "SelfSubjectReview": {1: ("metadata", "m:ObjectMeta", ""), 2: ("status", "m:SelfSubjectReviewStatus", "")},
     "SelfSubjectReviewStatus": {},
+    # authentication.k8s.io/v1 TokenRequest (kubectl create token)
+    "TokenRequest": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:TokenRequestSpec", ""),
+                     3: ("status", "m:TokenRequestStatus", "")},
+    "TokenRequestSpec": {1: ("audiences", "s", "r"), 4: ("expirationSeconds", "i", "p"),
+                         3: ("boundObjectRef", "m:BoundObjectReference", "")},
+    "BoundObjectReference": {1: ("kind", "s", ""), 2: ("apiVersion", "s", ""), 3: ("name", "s", ""), 4: ("uid", "s", "")},
+    "TokenRequestStatus": {1: ("token", "s", ""), 2: ("expirationTimestamp", "t", "")},
+    # rbac.authorization.k8s.io/v1 (kubectl create role|clusterrole|rolebinding|clusterrolebinding)
+    "PolicyRule": {1: ("verbs", "s", "r"), 2: ("apiGroups", "s", "r"), 3: ("resources", "s", "r"),
+                   4: ("resourceNames", "s", "r"), 5: ("nonResourceURLs", "s", "r")},
+    "AggregationRule": {1: ("clusterRoleSelectors", "m:LabelSelector", "r")},
+    "Role": {1: ("metadata", "m:ObjectMeta", ""), 2: ("rules", "m:PolicyRule", "r")},
+    "ClusterRole": {1: ("metadata", "m:ObjectMeta", ""), 2: ("rules", "m:PolicyRule", "r"),
+                    3: ("aggregationRule", "m:AggregationRule", "")},
+    "RbacSubject": {1: ("kind", "s", ""), 2: ("apiGroup", "s", ""), 3: ("name", "s", ""), 4: ("namespace", "s", "")},
+    "RoleRef": {1: ("apiGroup", "s", ""), 2: ("kind", "s", ""), 3: ("name", "s", "")},
+    "RoleBinding": {1: ("metadata", "m:ObjectMeta", ""), 2: ("subjects", "m:RbacSubject", "r"),
+                    3: ("roleRef", "m:RoleRef", "")},
 }
 
 # (group, kind) -> root message
@@ -174,7 +192,11 @@ _ROOTS = {("", "Namespace"): "Namespace", ("", "ConfigMap"): "ConfigMap", ("", "
           ("autoscaling", "HorizontalPodAutoscaler"): "HorizontalPodAutoscaler", ("", "Binding"): "Binding",
           ("authorization.k8s.io", "SelfSubjectAccessReview"): "SelfSubjectAccessReview",
           ("authorization.k8s.io", "SelfSubjectRulesReview"): "SelfSubjectRulesReview",
-          ("authentication.k8s.io", "SelfSubjectReview"): "SelfSubjectReview"}
+          ("authentication.k8s.io", "SelfSubjectReview"): "SelfSubjectReview",
+          ("authentication.k8s.io", "TokenRequest"): "TokenRequest",
+          ("rbac.authorization.k8s.io", "Role"): "Role", ("rbac.authorization.k8s.io", "ClusterRole"): "ClusterRole",
+          ("rbac.authorization.k8s.io", "RoleBinding"): "RoleBinding",
+          ("rbac.authorization.k8s.io", "ClusterRoleBinding"): "RoleBinding"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:

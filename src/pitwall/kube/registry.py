@@ -93,7 +93,8 @@ BUILTIN: tuple[ResourceType, ...] = (
        has_generation=False),
     _b("", "v1", "ConfigMap", "configmaps", short_names=("cm",), has_generation=False),
     _b("", "v1", "Secret", "secrets", has_generation=False),
-    _b("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), has_generation=False),
+    _b("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), subresources=("token",),
+       has_generation=False),
     _b("", "v1", "Event", "events", short_names=("ev",), has_generation=False),
     _b("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=_ALL,
        subresources=("status", "scale")),
@@ -116,6 +117,10 @@ BUILTIN: tuple[ResourceType, ...] = (
        verbs=("create",), has_generation=False),
     _b("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",),
        has_generation=False),
+    _b("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, has_generation=False),
+    _b("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False, has_generation=False),
+    _b("rbac.authorization.k8s.io", "v1", "Role", "roles", has_generation=False),
+    _b("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", has_generation=False),
     _b("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", False,
        short_names=("crd", "crds"), categories=("api-extensions",), subresources=("status",),
        storage="apiextensions.k8s.io/customresourcedefinitions"),
@@ -123,7 +128,7 @@ BUILTIN: tuple[ResourceType, ...] = (
 
 # Groups in the order kube-apiserver lists them (preferred first); CRD groups follow.
 _GROUP_ORDER = ("", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
-                "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io")
+                "rbac.authorization.k8s.io", "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io")
 
 
 class Registry:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -27,8 +28,10 @@ from pitwall.kube.errors import AlreadyExists
 from pitwall.kube.gc import GarbageCollector
 from pitwall.kube.metricsapi import NODE_METRICS, POD_METRICS, MetricsProvider
 from pitwall.kube.openapi import OpenAPI
+from pitwall.kube.rbac import RBACAuthorizer
 from pitwall.kube.registry import Registry
 from pitwall.kube.resources import Resources
+from pitwall.kube.serviceaccounts import ServiceAccountTokens
 from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.storage.revstore import RevStore
 
@@ -46,19 +49,24 @@ class KubeAPI:
 
     def __init__(self, store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
                  watch_timeout_s: float = 1800.0, bookmark_interval_s: float = 60.0, gc_resync_s: float = 30.0,
-                 run_gc: bool = True) -> None:
+                 run_gc: bool = True, sa_key_path: Path | None = None) -> None:
         self.store = store
         self.registry = Registry()
         self.resources = Resources(store, self.registry, service_cidr=service_cidr)
         self.openapi = OpenAPI(self.registry)
         self.client = KubeClient(self.resources)
+        self.authorizer = RBACAuthorizer(self.registry, self.resources)
+        # ServiceAccount tokens, signed by a key in the data directory (in memory without one)
+        self.service_accounts = ServiceAccountTokens(self.resources, sa_key_path)
+        self.client.token_issuer = self.service_accounts
         self.gc = GarbageCollector(self.resources, resync_s=gc_resync_s)
         self.server_address = server_address
         self.watch_timeout_s = watch_timeout_s
         self.bookmark_interval_s = bookmark_interval_s
         self.run_gc = run_gc
         # (group, plural, subresource) -> handler, for subresources others serve (pods/log from node/).
-        self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {}
+        self.subresource_handlers: dict[tuple[str, str, str], SubresourceHandler] = {
+            ("", "serviceaccounts", "token"): self.service_accounts.token_request}
         self.metrics_provider: MetricsProvider | None = None
         self.version_info: dict[str, Any] = {
             "major": "1", "minor": "32", "gitVersion": "v1.32.0-pitwall." + __version__,
@@ -95,6 +103,7 @@ class KubeAPI:
         for ns in DEFAULT_NAMESPACES:
             with contextlib.suppress(AlreadyExists):
                 await self.resources.create(ns_rt, "", {"metadata": {"name": ns}}, field_manager="pitwall")
+        await self.authorizer.ensure_bootstrap()
         await self._install_builtin_crds()
         rev = await self._load_crds()
         self.tasks.spawn(self._follow_crds(rev), name="kube-crds")

@@ -351,6 +351,21 @@ def _config_keys(e: Errs, obj: Obj, fields: tuple[str, ...]) -> None:
             seen.add(k)
 
 
+def _validate_role_ref(e: Errs, kind: str, obj: Obj, old: Obj | None) -> None:
+    """A binding's roleRef: a Role (RoleBindings only) or ClusterRole by name; never changed (upstream)."""
+    ref = obj.get("roleRef")
+    allowed = ["ClusterRole", "Role"] if kind == "RoleBinding" else ["ClusterRole"]
+    if not isinstance(ref, dict):
+        e.required("roleRef")
+        return
+    if ref.get("kind") not in allowed:
+        e.unsupported("roleRef.kind", ref.get("kind"), allowed)
+    if not ref.get("name"):
+        e.required("roleRef.name")
+    if old is not None and old.get("roleRef") != ref:
+        e.invalid("roleRef", ref, "cannot change roleRef")
+
+
 def _immutable(e: Errs, path: str, old: Any, new: Any) -> None:
     if old != new:
         e.invalid(path, new, "field is immutable")
@@ -358,8 +373,11 @@ def _immutable(e: Errs, path: str, old: Any, new: Any) -> None:
 
 def validate_builtin(kind: str, group: str, obj: Obj, old: Obj | None, namespaced: bool) -> list[Cause]:
     e = Errs()
-    rule = {"Namespace": "label", "Service": "dns1035", "Event": "path"}.get(kind, "subdomain")
+    rbac = group == "rbac.authorization.k8s.io"
+    rule = "path" if rbac else {"Namespace": "label", "Service": "dns1035", "Event": "path"}.get(kind, "subdomain")
     validate_meta(e, obj, rule, namespaced)
+    if rbac and kind in ("RoleBinding", "ClusterRoleBinding"):
+        _validate_role_ref(e, kind, obj, old)
     spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
     assert isinstance(spec, dict)
     if kind == "Pod" and group == "":

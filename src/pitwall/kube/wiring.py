@@ -24,9 +24,11 @@ from pitwall.storage.revstore.sqlite import SqliteRevStore
 __all__ = ["KubePart", "build_kube", "build_kube_part", "build_revstore"]
 
 
-def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "") -> KubeAPI:
-    """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store."""
-    return KubeAPI(store, service_cidr=service_cidr, server_address=server_address)
+def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
+               sa_key_path: Path | None = None) -> KubeAPI:
+    """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store.
+    ``sa_key_path``: the key signing ServiceAccount tokens (created if absent; None: in memory)."""
+    return KubeAPI(store, service_cidr=service_cidr, server_address=server_address, sa_key_path=sa_key_path)
 
 
 def build_revstore(state: Any, data_dir: Path) -> SqliteRevStore | EtcdRevStore:
@@ -61,4 +63,5 @@ class KubePart:
 def build_kube_part(settings: Any) -> KubePart:
     """The Kubernetes API over the state store of ``pitwall.config.Settings``."""
     store = build_revstore(settings.state, settings.data_dir)
-    return KubePart(store, build_kube(store, server_address=settings.listen))
+    return KubePart(store, build_kube(store, server_address=settings.listen,
+                                      sa_key_path=settings.data_dir / "identity" / "sa-signing-key.pem"))

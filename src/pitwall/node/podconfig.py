@@ -8,6 +8,7 @@ in-process client; a missing one raises ``ConfigError`` (the kubelet's
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,42 @@ from pitwall.node.spec import (
 )
 from pitwall.node.volumes import link_mount, mount_env, project, write_atomic
 
-__all__ = ["container_env", "sync_volumes"]
+__all__ = ["SA_MOUNT", "SA_VOLUME", "container_env", "service_account_volume", "sync_volumes"]
 
 Obj = dict[str, Any]
+# The kubelet's projected ServiceAccount token, at its usual path below the pod's root.
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+SA_VOLUME = "kube-api-access"
+TOKEN_SECONDS = 3600
+TOKEN_REFRESH_S = 0.8 * TOKEN_SECONDS  # the kubelet renews at 80% of a token's life
+
+
+async def service_account_volume(client: KubeClient, pod: Obj, volumes_dir: Path) -> Path | None:
+    """Write (or renew) the pod's ServiceAccount token and namespace under ``volumes_dir``; None when the
+    pod or its ServiceAccount opts out (``automountServiceAccountToken: false``) or the account is absent."""
+    spec = pod.get("spec") or {}
+    namespace = str((pod.get("metadata") or {}).get("namespace", ""))
+    name = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+    if spec.get("automountServiceAccountToken") is False:
+        return None
+    d = volumes_dir / SA_VOLUME
+    token_file = d / "token"
+    if token_file.exists() and time.time() - token_file.stat().st_mtime < TOKEN_REFRESH_S:
+        return d
+    try:
+        sa = await client.get("v1", "ServiceAccount", name, namespace)
+        if sa.get("automountServiceAccountToken") is False and spec.get("automountServiceAccountToken") is None:
+            return None
+        token, _exp = await client.create_token(namespace, name, pod=pod, seconds=TOKEN_SECONDS)
+    except NotFoundError:
+        return None
+    d.mkdir(parents=True, exist_ok=True)
+    for fname, text in (("namespace", namespace), ("token", token)):
+        tmp = d / f".{fname}.tmp"
+        tmp.touch(mode=0o600)
+        tmp.write_text(text)
+        tmp.replace(d / fname)
+    return d
 
 
 async def sync_volumes(client: KubeClient, pod: Obj, volumes_dir: Path) -> tuple[dict[str, Path], list[str]]:
@@ -96,6 +130,10 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
             target.mkdir(parents=True, exist_ok=True)
         link_mount(root, str(vm.get("mountPath", "")), target)
         env.setdefault(mount_env(vname), str(target))
+    sa_dir = volumes.get(SA_VOLUME)
+    if sa_dir is not None and not any(vm.get("mountPath") == SA_MOUNT for vm in spec.get("volumeMounts") or []):
+        link_mount(root, SA_MOUNT, sa_dir)
+        env.setdefault(mount_env(SA_VOLUME), str(sa_dir))
     cache: dict[tuple[str, str], dict[str, bytes] | None] = {}
 
     async def source(kind: str, name: str) -> dict[str, bytes] | None:

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.node.container import BackOff, ContainerRun, rfc3339
 from pitwall.node.logs import LogBuffer, LogShipper, stream_labels
-from pitwall.node.podconfig import container_env, sync_volumes
+from pitwall.node.podconfig import SA_VOLUME, container_env, service_account_volume, sync_volumes
 from pitwall.node.probes import ProbeContext, Prober, run_probe
 from pitwall.node.runtime import Exited, GroupUsage, spawn
 from pitwall.node.spec import ConfigError, expand, parse_quantity
@@ -185,6 +185,9 @@ class PodWorker:
 
     async def _sync_volumes(self) -> None:
         self._volumes, errors = await sync_volumes(self.host.client, self.pod, self.dir / "volumes")
+        sa = await service_account_volume(self.host.client, self.pod, self.dir / "volumes")
+        if sa is not None:
+            self._volumes[SA_VOLUME] = sa
         msg = "; ".join(errors)
         if msg and msg != self._volume_error:
             self.host.event(self.pod, "Warning", "FailedMount", msg)

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from pitwall import __version__
 from pitwall.core.errors import PitwallError
 from pitwall.core.http_errors import status_of
+from pitwall.core.oidc import csrf_field
 from pitwall.core.params import tenant_of
 from pitwall.metrics import TargetsSnapshot
 from pitwall.ui.queries import MetricsView, query_error
@@ -109,6 +110,7 @@ def make_env() -> Environment:
     env.globals["quick_ranges"] = QUICK_RANGES
     env.globals["refresh_choices"] = REFRESH_CHOICES
     env.globals["urlencode"] = urlencode
+    env.globals["csrf_field"] = csrf_field  # the session's CSRF token in every POST form (core.oidc)
     return env
 
 
