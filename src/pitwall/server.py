@@ -30,12 +30,14 @@ from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
 from pitwall.core.auth import BearerAuth, TokenTable
+from pitwall.core.body import BodyLimits
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
+from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
 from pitwall.incidents import ChangeLog
@@ -71,6 +73,8 @@ class Components:
     notifications: NotificationParts
     rules: RulesPart
     ui: UIPart
+    tokens: TokenTable
+    otlp_grpc: OtlpGrpcServer | None = None  # None with otlp_grpc.enabled false
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     started: list[Component] = field(default_factory=list)
     ready: bool = False
@@ -80,7 +84,8 @@ class Components:
         cp = self.control_plane
         control: list[Part] = [] if cp is None else [cp.kube, cp.controllers, cp.kube_state_metrics, cp.node,
                                                       cp.traffic]
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules, *control, self.ui]
+        grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]  # after the stores it feeds
+        return [self.metrics, self.traces, self.logs, *grpc, self.audit, self.notifications, self.rules, *control, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -180,6 +185,12 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
+    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])
+    otlp_grpc = OtlpGrpcServer(
+        settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
+        tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
+        tls=TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file
+        else None) if settings.otlp_grpc.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -187,7 +198,7 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, control_plane=cp,
+        notifications=notifications, rules=rules, ui=ui, tokens=tokens, otlp_grpc=otlp_grpc, control_plane=cp,
     )
 
 
@@ -276,7 +287,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])
+    tokens = c.tokens
     if tokens:
         app.add_middleware(BearerAuth, tokens=tokens)
     app.state.reloaders.append(lambda s: tokens.replace([(t.secret, t.principal()) for t in s.auth_tokens]))

@@ -90,6 +90,33 @@ class TokenTable:
             return
         self.entries = [(t.encode(), p) for t, p in tokens]
 
+    def principal(self, given: bytes) -> Principal:
+        """Whom the token ``given`` stands for (compared in constant time); ``Unauthorized`` if none."""
+        found = None
+        for token, principal in self.entries:
+            if hmac.compare_digest(given, token) and found is None:
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid bearer token")
+        return found
+
+    def authorize(self, header: bytes, scope: str, named_tenant: str) -> tuple[Principal, str]:
+        """An ``Authorization`` header checked for ``scope``, and the tenant the request acts as.
+
+        The rules ``BearerAuth`` applies to HTTP, for transports without an ASGI
+        scope (OTLP/gRPC metadata): missing or unknown token ``Unauthorized``,
+        missing scope or a tenant outside the token ``Forbidden``.
+        """
+        if not header.lower().startswith(b"bearer "):
+            raise Unauthorized("missing bearer token")
+        principal = self.principal(header[7:].strip())
+        if not principal.may(scope):
+            raise Forbidden(f"{principal.describe()} lacks the {scope!r} scope")
+        tenant = resolve_tenant(principal, named_tenant)
+        if tenant == AUDIT_TENANT and scope == "write":
+            raise Forbidden(f"tenant {AUDIT_TENANT!r} holds the audit log, which only the server writes")
+        return principal, tenant
+
 
 class BearerAuth:
     """Rejects requests without a token holding the scope the request needs, or naming a tenant outside it."""
@@ -134,10 +161,4 @@ class BearerAuth:
         return principal
 
     def _principal(self, given: bytes) -> Principal:
-        found = None
-        for token, principal in self.tokens.entries:
-            if hmac.compare_digest(given, token) and found is None:
-                found = principal
-        if found is None:
-            raise Unauthorized("invalid bearer token")
-        return found
+        return self.tokens.principal(given)

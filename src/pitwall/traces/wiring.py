@@ -18,7 +18,7 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.metrics import Appender
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.traces_store import TraceStore
-from pitwall.traces.api import TracesApiDeps, otlp_router, zipkin_router
+from pitwall.traces.api import OtlpExport, TracesApiDeps, otlp_export, otlp_router, zipkin_router
 from pitwall.traces.ingest.common import IngestLimits
 from pitwall.traces.ingest.receiver import SpanReceiver
 from pitwall.traces.native_api import native_router
@@ -44,6 +44,11 @@ class TracesParts:
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``traces`` applies live: its settings take effect at the next start."""
+
+    @property
+    def otlp_export(self) -> OtlpExport:
+        """OTLP traces export (tenant, body, content type -> response): OTLP/HTTP and OTLP/gRPC share it."""
+        return otlp_export(self.deps)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         """Span (RED) metrics go to the metrics store instead (``spanmetrics``)."""
