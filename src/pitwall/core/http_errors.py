@@ -3,7 +3,8 @@
 Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
 ``text`` (plain text: Prometheus remote write, Loki, Zipkin), ``otlp``
 (google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
-declares), ``native`` (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
+declares), ``jaeger`` (the Jaeger query API's ``structuredResponse`` with
+``errors: [{code, msg}]``), ``native`` (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
 for the web UI's routes, whose pages show most errors themselves).
 
 Routers declare their wire format when created (``error_router("prometheus")``);
@@ -28,7 +29,7 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 
 log = logging.getLogger(__name__)
 
-ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html"]
+ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html", "jaeger"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -80,6 +81,9 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
     if fmt == "alertmanager":
         # Alertmanager API v2 declares its error responses as a JSON string.
         return Response(json.dumps(err.message), status, headers, media_type="application/json")
+    if fmt == "jaeger":
+        body = {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": status, "msg": err.message}]}
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")

@@ -254,6 +254,19 @@ class TraceQuery:
         with self.store.relation(start_ns, end_ns) as (cur, rel):
             return dependency_links(cur, rel, tenant, start_ns, end_ns)
 
+    def operations(self, tenant: str, service: str, start_ns: int, end_ns: int) -> list[tuple[str, int]]:
+        """Distinct (span name, kind) of ``service``'s spans that started in [start_ns, end_ns]."""
+        spellings = self.store.spellings(tenant, "service", service)
+        if spellings is not None and not spellings:
+            return []
+        names = spellings if spellings else [service]
+        with self.store.relation(start_ns, end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT name, kind FROM {rel} WHERE tenant = ? AND start_ns BETWEEN ? AND ? "
+                f"AND service IN ({', '.join('?' * len(names))}) ORDER BY name, kind",
+                [tenant, start_ns, end_ns, *names]).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
     def tag_values(self, tenant: str, key: str, start_ns: int, end_ns: int, limit: int = 1000) -> list[str]:
         if '"' in key:
             raise BadQuery(f"invalid key {key[:100]!r}")

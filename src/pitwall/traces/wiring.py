@@ -21,6 +21,7 @@ from pitwall.storage.traces_store import TraceStore
 from pitwall.traces.api import OtlpExport, TracesApiDeps, otlp_export, otlp_router, zipkin_router
 from pitwall.traces.ingest.common import IngestLimits
 from pitwall.traces.ingest.receiver import SpanReceiver
+from pitwall.traces.jaeger_api import jaeger_router
 from pitwall.traces.native_api import native_router
 from pitwall.traces.query import TraceQuery
 from pitwall.traces.settings import TracesSettings
@@ -40,7 +41,8 @@ class TracesParts:
         return [self.store, *([self.spanmetrics] if self.spanmetrics else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps))]
+        return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps)),
+                Mount(jaeger_router(self.deps))]
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``traces`` applies live: its settings take effect at the next start."""
