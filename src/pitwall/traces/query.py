@@ -267,6 +267,32 @@ class TraceQuery:
                 [tenant, start_ns, end_ns, *names]).fetchall()
         return [(r[0], int(r[1])) for r in rows]
 
+    def attribute_keys(self, tenant: str, column: str, start_ns: int, end_ns: int, limit: int = 1000) -> list[str]:
+        """Distinct keys of ``column`` (``attributes`` or ``resource``) over spans in [start_ns, end_ns]."""
+        if column not in ("attributes", "resource"):
+            raise ValueError(column)
+        with self.store.relation(start_ns, end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(NULLIF({column}, ''))) AS k FROM {rel} "
+                "WHERE tenant = ? AND start_ns BETWEEN ? AND ?) WHERE k IS NOT NULL ORDER BY k LIMIT ?",
+                [tenant, start_ns, end_ns, limit]).fetchall()
+        return [r[0] for r in rows]
+
+    def attribute_values(self, tenant: str, column: str, key: str, start_ns: int, end_ns: int,
+                         limit: int = 1000) -> list[tuple[str, str]]:
+        """Distinct (JSON type, text) of ``key`` in ``column`` over spans in [start_ns, end_ns]."""
+        if column not in ("attributes", "resource"):
+            raise ValueError(column)
+        if '"' in key:
+            raise BadQuery(f"invalid key {key[:100]!r}")
+        with self.store.relation(start_ns, end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT json_type(v) AS t, json_extract_string(v, '$') AS s FROM ("
+                f"SELECT json_extract(NULLIF({column}, ''), ?) AS v FROM {rel} "
+                "WHERE tenant = ? AND start_ns BETWEEN ? AND ?) WHERE v IS NOT NULL ORDER BY s LIMIT ?",
+                [f'$."{key}"', tenant, start_ns, end_ns, limit]).fetchall()
+        return [(r[0], r[1]) for r in rows if r[1] is not None]
+
     def tag_values(self, tenant: str, key: str, start_ns: int, end_ns: int, limit: int = 1000) -> list[str]:
         if '"' in key:
             raise BadQuery(f"invalid key {key[:100]!r}")

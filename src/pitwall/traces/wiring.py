@@ -26,6 +26,7 @@ from pitwall.traces.native_api import native_router
 from pitwall.traces.query import TraceQuery
 from pitwall.traces.settings import TracesSettings
 from pitwall.traces.spanmetrics import SpanMetrics
+from pitwall.traces.tempo_api import tempo_router, tempo_trace_response
 
 
 @dataclass
@@ -42,7 +43,7 @@ class TracesParts:
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps)),
-                Mount(jaeger_router(self.deps))]
+                Mount(jaeger_router(self.deps, tempo_trace_response)), Mount(tempo_router(self.deps))]
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``traces`` applies live: its settings take effect at the next start."""
