@@ -156,18 +156,31 @@ def _trace_json(spans: list[SpanRow], matched: list[SpanRow], attrs: list[Attrib
     return out
 
 
+def _candidates(q: TraceQuery, tenant: str, query: Query, f: SpanFilter) -> list[str]:
+    """Trace ids that may match, newest first: for each alternative, the traces every one of its
+    filters finds (at most ``max_results`` each)."""
+    ids: list[str] = []
+    for alternative in candidate_filters(query.spansets, f):
+        found = [q.find_trace_ids(tenant, cf, q.max_results) for cf in alternative]
+        others = [set(x) for x in found[1:]]
+        ids.extend(t for t in found[0] if all(t in o for o in others))
+    return list(dict.fromkeys(ids))
+
+
 def _search(q: TraceQuery, tenant: str, query: Query, f: SpanFilter, limit: int, spss: int,
             min_ns: int | None, max_ns: int | None) -> dict[str, Any]:
-    """Traces matching ``query``: candidates from the store (newest first), each checked exactly."""
-    ids: list[str] = []
-    for cf in candidate_filters(query.spansets, f):
-        ids.extend(q.find_trace_ids(tenant, cf, q.max_results))
-    ids = list(dict.fromkeys(ids))
+    """Traces matching ``query``: candidates from the store (newest first), each checked exactly.
+
+    Candidates are read in growing batches (``limit``, then twice as many...): a query the
+    store narrowed well is done after the first.
+    """
+    ids = _candidates(q, tenant, query, f)
     attrs = referenced_attributes(query.spansets)
     found: list[dict[str, Any]] = []
     inspected = spans_read = 0
-    for i in range(0, len(ids), _BATCH):
-        for spans in q.traces(tenant, ids[i:i + _BATCH]):
+    pos, batch = 0, max(limit, 10)
+    while pos < len(ids) and len(found) < limit:
+        for spans in q.traces(tenant, ids[pos:pos + batch]):
             inspected += 1
             spans_read += len(spans)
             duration = summarize(spans).duration_ns
@@ -176,8 +189,8 @@ def _search(q: TraceQuery, tenant: str, query: Query, f: SpanFilter, limit: int,
             matched = evaluate(query, spans)
             if matched:
                 found.append(_trace_json(spans, matched, attrs, spss))
-        if len(found) >= limit:
-            break
+        pos += batch
+        batch = min(batch * 2, _BATCH)
     found.sort(key=lambda t: int(t["startTimeUnixNano"]), reverse=True)
     return {"traces": found[:limit], "metrics": {"inspectedTraces": inspected, "inspectedSpans": str(spans_read),
                                                  "completedJobs": 1, "totalJobs": 1}}

@@ -278,19 +278,31 @@ def _weight(f: SpanFilter) -> int:
             + (f.min_duration_ns is not None) + (f.max_duration_ns is not None))
 
 
-def candidate_filters(e: SpansetExpr, base: SpanFilter) -> list[SpanFilter]:
-    """Filters such that every matching trace has a span matching at least one of them."""
+_MAX_ALTERNATIVES = 8
+
+
+def candidate_filters(e: SpansetExpr, base: SpanFilter) -> list[list[SpanFilter]]:
+    """Alternatives of filters: every matching trace has, for some alternative, a span matching each
+    of its filters (``||`` adds alternatives; ``&&`` and the structural operators need both sides)."""
     if isinstance(e, SpansetFilter):
         f = base
         if e.expr is not None:
             for c in _conjuncts(e.expr):
                 f = _narrow(f, c)
-        return [f]
+        return [[f]]
+    lhs, rhs = candidate_filters(e.lhs, base), candidate_filters(e.rhs, base)
     if e.op == "||":
-        return candidate_filters(e.lhs, base) + candidate_filters(e.rhs, base)
-    # &&, and the structural operators, need a span from both sides: either side's filters will do
-    sides = [candidate_filters(e.lhs, base), candidate_filters(e.rhs, base)]
-    return max(sides, key=lambda fs: min(_weight(f) for f in fs))
+        return lhs + rhs
+    if len(lhs) * len(rhs) <= _MAX_ALTERNATIVES:
+        return [_useful(a + b) for a in lhs for b in rhs]
+    # too many combinations: either side alone is still necessary; keep the more selective one
+    return max((lhs, rhs), key=lambda alts: min(_weight(f) for alt in alts for f in alt))
+
+
+def _useful(filters: list[SpanFilter]) -> list[SpanFilter]:
+    """Drop filters that narrow nothing beyond the time range, unless nothing else is left."""
+    kept = [f for f in dict.fromkeys(filters) if _weight(f)]
+    return kept or filters[:1]
 
 
 def referenced_attributes(e: SpansetExpr | FieldExpr | None) -> list[Attribute]:
