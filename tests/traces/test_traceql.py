@@ -51,6 +51,7 @@ CASES: list[tuple[str, set[str]]] = [
     ("{ span:childCount > 1 }", set()),
     ("{ span:childCount = 1 && kind = consumer }", set()),
     ('{ resource.service.name = "worker" && span."job.id" = "42" }', {C}),
+    ('{ span."a\\b" = "x" }', set()),  # a key no JSON path names: checked exactly, not pushed down
     ("{ true }", {A, B, C}),
     ("{ false }", set()),
     ('({ status = error } || { status = ok }) && { kind = server }', {A, B}),

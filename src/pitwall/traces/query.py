@@ -283,7 +283,7 @@ class TraceQuery:
         """Distinct (JSON type, text) of ``key`` in ``column`` over spans in [start_ns, end_ns]."""
         if column not in ("attributes", "resource"):
             raise ValueError(column)
-        if '"' in key:
+        if '"' in key or "\\" in key:  # not expressible in a JSON path
             raise BadQuery(f"invalid key {key[:100]!r}")
         with self.store.relation(start_ns, end_ns) as (cur, rel):
             rows = cur.execute(

@@ -256,8 +256,8 @@ def _narrow(f: SpanFilter, c: FieldExpr) -> SpanFilter:
             return f
         text = _literal_text(rhs)
         numeric = rhs.kind in ("int", "float")
-        if text is None or op == "!=" or (op not in ("=",) and not numeric):
-            return f
+        if text is None or op == "!=" or (op not in ("=",) and not numeric) or any(c in lhs.name for c in '"\\'):
+            return f  # the exact check alone handles it (a JSON path cannot name such a key)
         return replace(f, attrs=(*f.attrs, AttrFilter(lhs.name, op, text)))
     if isinstance(lhs, Intrinsic):
         if lhs.name == "name" and op == "=" and rhs.kind == "string":
