@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+from pathlib import Path
 
 import grpc
 import grpc.aio
@@ -12,7 +14,7 @@ from pitwall.core.auth import TokenTable
 from pitwall.core.body import Body, BodyLimits
 from pitwall.core.errors import BadData, NotFound, Unavailable
 from pitwall.core.limits import InflightBudget
-from pitwall.core.otlp_grpc import SERVICES, OtlpGrpcServer, OtlpGrpcSettings
+from pitwall.core.otlp_grpc import SERVICES, OtlpGrpcServer, OtlpGrpcSettings, TlsFiles
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -87,3 +89,48 @@ async def test_a_taken_port_is_a_config_error_naming_the_key() -> None:
             await second.start()
     finally:
         await first.stop()
+
+
+def _cert(dir_: Path, name: str) -> tuple[bytes, bytes]:
+    cert, key = dir_ / f"{name}.crt", dir_ / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True, timeout=60)
+    return cert.read_bytes(), key.read_bytes()
+
+
+async def _handshake(port: int, ca: bytes) -> bool:
+    """Whether a call verifying against ``ca`` gets through TLS (the export itself then fails: NOT_FOUND)."""
+    creds = grpc.ssl_channel_credentials(ca)
+    async with grpc.aio.secure_channel(f"localhost:{port}", creds) as ch:
+        try:
+            await ch.unary_unary(LOGS)(b"", timeout=5)
+        except grpc.aio.AioRpcError as e:
+            return e.code() != grpc.StatusCode.UNAVAILABLE
+    return True
+
+
+async def test_reload_serves_the_new_certificate_to_new_connections(tmp_path: Path) -> None:
+    old, new = _cert(tmp_path, "old"), _cert(tmp_path, "new")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(old[0])
+    key.write_bytes(old[1])
+
+    async def export(tenant: str, body: Body, ctype: str) -> bytes:
+        raise NotFound("nothing here")
+
+    srv = OtlpGrpcServer(OtlpGrpcSettings(listen="127.0.0.1:0"), {"logs": export}, tokens=TokenTable([]),
+                         inflight=InflightBudget(1 << 20), body_limits=BodyLimits(1 << 16, 1 << 18),
+                         tls=TlsFiles(cert, key))
+    await srv.start()
+    try:
+        assert srv.port is not None
+        assert await _handshake(srv.port, old[0])
+        assert not await _handshake(srv.port, new[0])
+        cert.write_bytes(new[0])
+        key.write_bytes(new[1])
+        await srv.reload(None)
+        assert await _handshake(srv.port, new[0])
+        assert not await _handshake(srv.port, old[0])
+    finally:
+        await srv.stop()
