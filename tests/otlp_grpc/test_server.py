@@ -134,3 +134,34 @@ async def test_reload_serves_the_new_certificate_to_new_connections(tmp_path: Pa
         assert not await _handshake(srv.port, old[0])
     finally:
         await srv.stop()
+
+
+async def test_requests_are_counted_by_method_and_code() -> None:
+    from pitwall.core.selfmetrics import SelfMetrics
+
+    async def export(tenant: str, body: Body, ctype: str) -> bytes:
+        if body.decoded() == b"bad":
+            raise BadData("bad")
+        return b""
+
+    srv = _server(export)
+    metrics = SelfMetrics()
+    srv.register_metrics(metrics)
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            await ch.unary_unary(LOGS)(b"", timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await ch.unary_unary(LOGS)(b"bad", timeout=5)
+            srv._stopping = True  # as stop() sets it before the server drains
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await ch.unary_unary(LOGS)(b"", timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert info.value.details() == "the server is shutting down"
+    finally:
+        await srv.stop()
+
+    def count(code: str) -> float | None:
+        return metrics.registry.get_sample_value("pitwall_grpc_requests_total", {"method": LOGS, "code": code})
+
+    assert (count("OK"), count("INVALID_ARGUMENT"), count("UNAVAILABLE")) == (1.0, 1.0, 1.0)

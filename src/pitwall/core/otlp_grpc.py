@@ -23,6 +23,7 @@ carries differently from HTTP:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import grpc
 import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from pitwall.core.auth import TokenTable
@@ -120,6 +122,7 @@ class OtlpGrpcServer:
         self._server: Any = None
         self._stopping = False
         self._tls_pending: tuple[bytes, bytes] | None = None
+        self._requests: Counter | None = None
 
     # -- Part --------------------------------------------------------------
     def components(self) -> Sequence[Component]:
@@ -134,7 +137,9 @@ class OtlpGrpcServer:
             self._tls_pending = self.tls.load()
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
-        """Requests are counted by the stores they append to."""
+        """``pitwall_grpc_requests_total{method, code}``, beside the HTTP listener's request counter."""
+        self._requests = Counter("pitwall_grpc_requests", "OTLP/gRPC requests by method and status code.",
+                                 ["method", "code"], registry=metrics.registry)
 
     # -- Component ---------------------------------------------------------
     async def start(self) -> None:
@@ -182,14 +187,28 @@ class OtlpGrpcServer:
         return grpc.dynamic_ssl_server_credentials(initial, fetch)
 
     def _handler(self, signal: str, export: Export) -> Callable[[bytes, Any], Awaitable[bytes]]:
+        method = f"/{SERVICES[signal]}/Export"
+
         async def handle(request: bytes, context: Any) -> bytes:
+            code = grpc.StatusCode.OK
             try:
                 return await self._call(export, request, context)
             except PitwallError as err:
+                code = GRPC_CODES.get(err.kind, grpc.StatusCode.INTERNAL)
                 await _abort(context, err)
+            except grpc.aio.AbortError:  # _call's own abort (UNAVAILABLE while stopping)
+                code = grpc.StatusCode.UNAVAILABLE
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception:
+                code = grpc.StatusCode.INTERNAL
                 log.exception("OTLP/gRPC export failed", extra={"signal": signal})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if self._requests is not None:
+                    self._requests.labels(method, code.name).inc()
             raise AssertionError("unreachable: abort raises")
 
         return handle
