@@ -185,12 +185,8 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs) if settings.kube.enabled else None
-    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])
-    otlp_grpc = OtlpGrpcServer(
-        settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
-        tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
-        tls=TlsFiles(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file
-        else None) if settings.otlp_grpc.enabled else None
+    tokens = TokenTable([(t.secret, t.principal()) for t in settings.auth_tokens])  # HTTP and gRPC alike
+    otlp_grpc = _otlp_grpc(settings, tokens, inflight, metrics, traces, logs) if settings.otlp_grpc.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -200,6 +196,16 @@ def build(settings: Settings) -> Components:
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
         notifications=notifications, rules=rules, ui=ui, tokens=tokens, otlp_grpc=otlp_grpc, control_plane=cp,
     )
+
+
+def _otlp_grpc(settings: Settings, tokens: TokenTable, inflight: InflightBudget, metrics: MetricsPart,
+               traces: TracesParts, logs: LogsParts) -> OtlpGrpcServer:
+    """The OTLP/gRPC listener, handed the same export functions as the pillars' OTLP/HTTP routes."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    return OtlpGrpcServer(
+        settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
+        tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
+        tls=TlsFiles(cert, key) if cert and key else None)
 
 
 class _DataDirLock:
