@@ -164,3 +164,21 @@ async def test_bad_queries_are_400_in_plain_text(client: httpx.AsyncClient, para
     assert r.status_code == 400, r.text
     assert r.headers["content-type"].startswith("text/plain")
     assert msg in r.text
+
+
+async def test_tag_values_narrowed_by_q_as_grafana_sends_it(client: httpx.AsyncClient) -> None:
+    """Grafana's search editor asks span names for the chosen service: ``q={resource.service.name="x"}``."""
+    await load_shop(client)
+
+    async def values(tag: str, q: str) -> list[str]:
+        r = await client.get(f"/api/v2/search/tag/{tag}/values", params={"q": q, **_range()})
+        assert r.status_code == 200, r.text
+        return [v["value"] for v in r.json()["tagValues"]]
+
+    assert await values("name", '{resource.service.name="backend"}') == ["GET /items", "POST /reserve",
+                                                                        "SELECT stock"]
+    assert await values("span.http.status_code", '{resource.service.name="frontend"}') == ["200", "500"]
+    assert await values("resource.service.name", "{ status = error }") == ["backend", "frontend"]
+    assert await values("rootServiceName", "{}") == ["frontend", "worker"]
+    # the query still being typed narrows nothing
+    assert len(await values("name", '{resource.service.name="backend" && }')) == 7

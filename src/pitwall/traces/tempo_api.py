@@ -37,7 +37,7 @@ from pitwall.traces.jaeger_api import trace_by_id
 from pitwall.traces.model import SpanRow, summarize
 from pitwall.traces.query import SpanFilter, TraceQuery
 from pitwall.traces.render import any_value, to_otlp_json, to_otlp_proto
-from pitwall.traces.traceql import candidate_filters, evaluate, parse, referenced_attributes
+from pitwall.traces.traceql import TraceQLError, candidate_filters, evaluate, parse, referenced_attributes
 from pitwall.traces.traceql.ast import Attribute, Binary, FieldExpr, Intrinsic, Query, SpansetFilter, Static
 
 __all__ = ["TEMPO_API_VERSION", "tempo_router", "tempo_trace_response"]
@@ -281,15 +281,19 @@ def tempo_router(deps: TracesApiDeps) -> APIRouter:
     async def _values(request: Request, tag: str) -> list[tuple[str, str]]:
         start, end = _window(request, deps)
         tenant = tenant_of(request)
+        base = SpanFilter(start_ns=start, end_ns=end)
+        f = _narrowed_by(request.query_params.get("q", ""), base)
         scope, name = _tag_scope(tag)
         if scope == "intrinsic":
-            return await run_in_threadpool(_intrinsic_values, q, tenant, name, start, end)
+            return await run_in_threadpool(_intrinsic_values, q, tenant, name, f)
         if (scope, name) in (("resource", "service.name"), ("", "service.name")):
-            return [("string", s) for s in q.store.services(tenant)]
+            if f == base:
+                return [("string", s) for s in q.store.services(tenant)]
+            return [("string", s) for s in await run_in_threadpool(q.column_values, tenant, "service", f)]
         got: list[tuple[str, str]] = []
         for column in (["attributes"] if scope == "span" else ["resource"] if scope == "resource"
                        else ["attributes", "resource"]):
-            got += await run_in_threadpool(q.attribute_values, tenant, column, name, start, end)
+            got += await run_in_threadpool(q.attribute_values, tenant, column, name, f)
         return sorted({(_JSON_TYPES.get(t, "string"), v) for t, v in got}, key=lambda x: x[1])
 
     @r.get("/api/search/tag/{tag}/values")
@@ -305,22 +309,35 @@ def tempo_router(deps: TracesApiDeps) -> APIRouter:
     return r
 
 
-def _intrinsic_values(q: TraceQuery, tenant: str, name: str, start: int, end: int) -> list[tuple[str, str]]:
+def _narrowed_by(raw: str, base: SpanFilter) -> SpanFilter:
+    """The store filter a tag-values ``q`` implies (``{ resource.service.name = "x" }``: that service's
+    values). Grafana sends the query being typed, so one that does not parse, or that needs more than
+    one span filter, narrows nothing."""
+    if not raw.strip():
+        return base
+    try:
+        alternatives = candidate_filters(parse(raw).spansets, base)
+    except TraceQLError:
+        return base
+    return alternatives[0][0] if len(alternatives) == 1 and len(alternatives[0]) == 1 else base
+
+
+def _intrinsic_values(q: TraceQuery, tenant: str, name: str, f: SpanFilter) -> list[tuple[str, str]]:
     if name in ("status", "span:status"):
         return [("keyword", s) for s in ("error", "ok", "unset")]
     if name in ("kind", "span:kind"):
         return [("keyword", k) for k in ("unspecified", *JAEGER_KINDS.values())]
-    column = {"name": "name", "span:name": "name", "rootServiceName": "service", "trace:rootService": "service",
-              "rootName": "name", "trace:rootName": "name", "statusMessage": "status_message"}.get(name)
-    if column is None:
-        return []
-    with q.store.relation(start, end) as (cur, rel):
-        rows = cur.execute(
-            f"SELECT DISTINCT {column} FROM {rel} WHERE tenant = ? AND start_ns BETWEEN ? AND ? "
-            f"AND {column} <> '' " + ("AND (parent_id = '' OR parent_id IS NULL) " if name.startswith(
-                ("root", "trace:")) else "") + f"ORDER BY {column} LIMIT 1000",
-            [tenant, start, end]).fetchall()
-    return [("string", r[0]) for r in rows]
+    if name in ("rootName", "trace:rootName", "rootServiceName", "trace:rootService"):
+        column = "name" if name.endswith("Name") and "Service" not in name else "service"
+        with q.store.relation(f.start_ns, f.end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT {column} FROM {rel} WHERE tenant = ? AND start_ns BETWEEN ? AND ? "
+                f"AND {column} <> '' AND coalesce(parent_id, '') = '' ORDER BY 1 LIMIT 1000",
+                [tenant, f.start_ns, f.end_ns]).fetchall()
+        return [("string", r[0]) for r in rows]
+    plain = {"name": "name", "span:name": "name", "statusMessage": "status_message",
+             "span:statusMessage": "status_message"}.get(name)
+    return [("string", v) for v in q.column_values(tenant, plain, f)] if plain else []
 
 
 def _varint(n: int) -> bytes:
