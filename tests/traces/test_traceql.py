@@ -7,8 +7,11 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from pitwall.traces.traceql import TraceQLError, parse
+from pitwall.traces.model import SpanRow
+from pitwall.traces.traceql import TraceQLError, evaluate, parse
 from pitwall.traces.traceql.ast import Attribute, Binary, Intrinsic, SpansetFilter, SpansetOp, Static
 from tests.traces.shop import A, B, C, load_shop
 
@@ -96,3 +99,57 @@ def test_parse_tree() -> None:
 def test_bad_queries(query: str, msg: str) -> None:
     with pytest.raises(TraceQLError, match=msg.replace("(", r"\(")):
         parse(query)
+
+
+_ALPHABET = st.sampled_from([
+    *'{}()"`.:=!~<>&|-+ 0123456789abcnrestuxy_', "span.", "resource.", "status", "error", "duration", "name", "kind", "server", "100ms", "nil", "count()",
+    "&&", "||", ">>", "=~", "!=", "true", "| ", "span:", "trace:", "event.", "parent."])
+
+
+_FIELDS = st.sampled_from(["span.a", "span.b", ".c", "resource.service.name", ".d", ".e", ".missing", "name",
+                           "status", "duration", "kind", "traceDuration", "rootName", "span:childCount"])
+_VALUES = st.sampled_from(['"x"', '"op1"', "1", "2.5", "-3", "100ms", "1s", "true", "nil", "error", "ok",
+                           "server", "client", '"svc"'])
+_CMP = st.sampled_from(["=", "!=", ">", ">=", "<", "<=", "=~", "!~"])
+
+
+def _field_exprs() -> st.SearchStrategy[str]:
+    leaf = st.builds(lambda f, op, v: f"{f} {op} {v}" if op not in ("=~", "!~") else f'{f} {op} "o.*"',
+                     _FIELDS, _CMP, _VALUES)
+    return st.recursive(leaf, lambda inner: st.one_of(
+        st.builds(lambda a, op, b: f"{a} {op} {b}", inner, st.sampled_from(["&&", "||"]), inner),
+        st.builds(lambda a: f"!({a})", inner), st.builds(lambda a: f"({a})", inner)), max_leaves=6)
+
+
+def _queries() -> st.SearchStrategy[str]:
+    spanset = st.one_of(st.just("{ }"), _field_exprs().map(lambda e: "{ " + e + " }"))
+    combined = st.recursive(spanset, lambda inner: st.builds(
+        lambda a, op, b: f"({a}) {op} ({b})", inner, st.sampled_from(["&&", "||", ">", ">>", "<", "<<", "~"]),
+        inner), max_leaves=4)
+    return st.builds(lambda q, c: q + c, combined, st.sampled_from(["", " | count() > 1", " | count() = 4"]))
+
+
+_SPANS = [SpanRow(trace_id="ab" * 16, span_id=f"{i:016x}", parent_id=f"{i - 1:016x}" if i else "",
+                  service="svc", name=f"op{i}", kind=i % 6, start_ns=i * 1000, duration_ns=10 ** (i + 5),
+                  status_code=i % 3, status_message="", remote_service="", flags=0,
+                  attributes={"a": i, "b": "x", "c": 1.5, "d": True, "e": [1]}, resource={"service.name": "svc"},
+                  scope={}, events=[], links=[]) for i in range(4)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_queries())
+def test_generated_queries_parse_and_evaluate(text: str) -> None:
+    q = parse(text)
+    got = evaluate(q, _SPANS)
+    assert {s.span_id for s in got} <= {s.span_id for s in _SPANS}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ALPHABET, max_size=30).map("".join))
+def test_any_text_parses_or_is_a_clear_error(text: str) -> None:
+    try:
+        q = parse(text)
+    except TraceQLError as e:
+        assert str(e)
+        return
+    evaluate(q, _SPANS)
