@@ -153,3 +153,20 @@ def test_any_text_parses_or_is_a_clear_error(text: str) -> None:
         assert str(e)
         return
     evaluate(q, _SPANS)
+
+
+def test_structural_operators_stay_linear_on_a_deep_and_a_wide_trace() -> None:
+    """A 20k-span chain and a 20k-child fan-out: a quadratic walk would not finish within the timeout."""
+    def row(i: int, parent: str) -> SpanRow:
+        return SpanRow(trace_id="cd" * 16, span_id=f"{i + 1:016x}", parent_id=parent, service="s", name="op",
+                       kind=1, start_ns=i, duration_ns=1, status_code=0, status_message="", remote_service="",
+                       flags=0, attributes={}, resource={}, scope={}, events=[], links=[])
+
+    n = 20_000
+    chain = [row(i, f"{i:016x}" if i else "") for i in range(n)]
+    fan = [row(0, ""), *(row(i, f"{1:016x}") for i in range(1, n))]
+    assert len(evaluate(parse("{ } >> { }"), chain)) == n - 1
+    assert len(evaluate(parse("{ } << { }"), chain)) == n - 1
+    assert len(evaluate(parse("{ } ~ { }"), fan)) == n - 1
+    assert len(evaluate(parse("{ } > { }"), fan)) == n - 1
+    assert len(evaluate(parse("{ } < { }"), fan)) == 1

@@ -20,7 +20,7 @@ the store narrows the traces to read before this module checks them exactly.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -176,32 +176,39 @@ def _spanset(e: SpansetExpr, t: TraceContext) -> set[str]:
         return lhs | rhs if lhs and rhs else set()
     if e.op == "||":
         return lhs | rhs
-    return {sid for sid in rhs if _related(e.op, sid, lhs, t)}
+    return rhs & _structural(e.op, lhs, t)
 
 
-def _ancestors(sid: str, t: TraceContext) -> list[str]:
-    out: list[str] = []
-    seen = {sid}
-    cur = t.by_id[sid].parent_id
-    while cur and cur in t.by_id and cur not in seen:
-        out.append(cur)
-        seen.add(cur)
-        cur = t.by_id[cur].parent_id
-    return out
-
-
-def _related(op: str, sid: str, lhs: set[str], t: TraceContext) -> bool:
-    parent = t.by_id[sid].parent_id
+def _structural(op: str, lhs: set[str], t: TraceContext) -> set[str]:
+    """The spans standing in relation ``op`` to some span of ``lhs``; linear in the trace's size."""
     if op == ">":
-        return parent in lhs
-    if op == ">>":
-        return any(a in lhs for a in _ancestors(sid, t))
+        return {c for p in lhs for c in t.children.get(p, ())}
     if op == "<":
-        return any(c in lhs for c in t.children.get(sid, ()))
+        return {t.by_id[x].parent_id for x in lhs if t.by_id[x].parent_id in t.by_id}
+    if op == ">>":
+        return _reach(lhs, lambda x: t.children.get(x, ()))
     if op == "<<":
-        return any(sid in _ancestors(x, t) for x in lhs)
-    # "~": another span with the same parent
-    return bool(parent) and any(x != sid and x in lhs for x in t.children.get(parent, ()))
+        return _reach(lhs, lambda x: (t.by_id[x].parent_id,) if t.by_id[x].parent_id in t.by_id else ())
+    # "~": a span whose parent has another child in lhs
+    in_lhs: dict[str, int] = {}
+    for x in lhs:
+        p = t.by_id[x].parent_id
+        if p:
+            in_lhs[p] = in_lhs.get(p, 0) + 1
+    return {s.span_id for s in t.spans
+            if s.parent_id and in_lhs.get(s.parent_id, 0) - (s.span_id in lhs) > 0}
+
+
+def _reach(start: set[str], step: Callable[[str], Iterable[str]]) -> set[str]:
+    """Every span one or more steps from ``start`` (each visited once, cycles included)."""
+    seen: set[str] = set()
+    todo = [n for x in start for n in step(x)]
+    while todo:
+        x = todo.pop()
+        if x not in seen:
+            seen.add(x)
+            todo.extend(step(x))
+    return seen
 
 
 def evaluate(q: Query, spans: list[SpanRow]) -> list[SpanRow]:
