@@ -170,3 +170,14 @@ def test_structural_operators_stay_linear_on_a_deep_and_a_wide_trace() -> None:
     assert len(evaluate(parse("{ } ~ { }"), fan)) == n - 1
     assert len(evaluate(parse("{ } > { }"), fan)) == n - 1
     assert len(evaluate(parse("{ } < { }"), fan)) == 1
+
+
+@pytest.mark.parametrize("query", [
+    "{ " + " && ".join([".a = 1"] * 300) + " }",
+    " && ".join(["{ }"] * 300),
+    "{ " + "!" * 300 + ".a = 1 }",
+])
+def test_long_operator_chains_are_refused_before_evaluation_recurses(query: str) -> None:
+    with pytest.raises(TraceQLError, match=r"more than 256 operators|nests deeper"):
+        parse(query)
+    assert parse(" && ".join(["{ }"] * 200)).spansets is not None  # within the limit

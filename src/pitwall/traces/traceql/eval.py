@@ -213,6 +213,8 @@ def _reach(start: set[str], step: Callable[[str], Iterable[str]]) -> set[str]:
 
 def evaluate(q: Query, spans: list[SpanRow]) -> list[SpanRow]:
     """The spans of this trace the query returns (empty: the trace does not match), by start time."""
+    if not spans:
+        return []
     t = TraceContext(spans)
     found = _spanset(q.spansets, t)
     for stage in q.pipeline:

@@ -41,6 +41,7 @@ __all__ = ["TraceQLError", "parse"]
 
 MAX_QUERY_LENGTH = 16 << 10
 MAX_DEPTH = 64
+MAX_OPERATORS = 256  # binary operators in all: evaluation recurses once per operator
 
 
 class TraceQLError(BadQuery):
@@ -112,6 +113,7 @@ class _Parser:
         self.toks = _lex(text)
         self.i = 0
         self.depth = 0
+        self.operators = 0
 
     @property
     def tok(self) -> Token:
@@ -128,6 +130,11 @@ class _Parser:
 
     def at(self, *texts: str) -> bool:
         return self.tok.kind == "op" and self.tok.text in texts
+
+    def operator(self) -> None:
+        self.operators += 1
+        if self.operators > MAX_OPERATORS:
+            raise TraceQLError(f"query has more than {MAX_OPERATORS} operators")
 
     def nest(self) -> None:
         self.depth += 1
@@ -165,6 +172,7 @@ class _Parser:
         lhs = self.spanset_and()
         while self.at("||"):
             self.take()
+            self.operator()
             lhs = SpansetOp("||", lhs, self.spanset_and())
         return lhs
 
@@ -172,6 +180,7 @@ class _Parser:
         lhs = self.structural()
         while self.at("&&"):
             self.take()
+            self.operator()
             lhs = SpansetOp("&&", lhs, self.structural())
         return lhs
 
@@ -179,6 +188,7 @@ class _Parser:
         lhs = self.spanset_primary()
         while self.at(">", ">>", "<", "<<", "~"):
             op = self.take().text
+            self.operator()
             lhs = SpansetOp(op, lhs, self.spanset_primary())
         if self.at("!>", "!<", "!~", "&>", "&<", "&~"):
             raise TraceQLError(f"unsupported TraceQL: structural operator {self.tok.text!r}")
@@ -207,6 +217,7 @@ class _Parser:
         lhs = self.and_expr()
         while self.at("||"):
             self.take()
+            self.operator()
             lhs = Binary("||", lhs, self.and_expr())
         return lhs
 
@@ -214,6 +225,7 @@ class _Parser:
         lhs = self.unary()
         while self.at("&&"):
             self.take()
+            self.operator()
             lhs = Binary("&&", lhs, self.unary())
         return lhs
 
@@ -221,6 +233,7 @@ class _Parser:
         if self.at("!"):
             self.take()
             self.nest()
+            self.operator()
             try:
                 return Not(self.unary())
             finally:
