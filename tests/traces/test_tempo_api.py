@@ -157,6 +157,8 @@ async def test_echo_and_buildinfo(client: httpx.AsyncClient) -> None:
     ({"q": "{ }", "limit": "0"}, "invalid limit"),
     ({"q": "{ }", "minDuration": "10"}, "invalid minDuration"),
     ({"q": "{ duration > 1d }"}, "parse error"),
+    ({"tags": " ".join(f"k{i}=v" for i in range(300))}, "more than 256 tags"),
+    ({"tags": "a=1 a=2"}, "tag a has been set twice"),
 ])
 async def test_bad_queries_are_400_in_plain_text(client: httpx.AsyncClient, params: dict[str, str],
                                                  msg: str) -> None:

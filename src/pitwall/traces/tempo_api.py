@@ -46,6 +46,7 @@ PROTOBUF = "application/protobuf"
 TEMPO_API_VERSION = "2.6.0"  # the Tempo release whose HTTP API this follows (Grafana picks features by it)
 DEFAULT_LIMIT = 20
 DEFAULT_SPSS = 3
+MAX_TAGS = 256  # the tags become one && chain, which evaluation walks recursively
 _BATCH = 200
 INTRINSIC_TAGS = ["duration", "kind", "name", "rootName", "rootServiceName", "status", "statusMessage",
                   "traceDuration"]
@@ -111,6 +112,8 @@ def _tags_query(raw: str) -> Query:
         key, value = m.group(1), m.group(2)
         if key in seen:
             raise BadQuery(f"invalid tags: tag {key} has been set twice")
+        if len(seen) >= MAX_TAGS:
+            raise BadQuery(f"invalid tags: more than {MAX_TAGS} tags")
         seen.add(key)
         if value.startswith('"'):
             value = json.loads(value)
