@@ -58,6 +58,7 @@ def _peak_rss_mib(pid: int) -> float:
 def _start(data: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(data),
                              "--listen", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            env={"PITWALL_OTLP_GRPC__LISTEN": "127.0.0.1:0", **os.environ},
                             stderr=open(data.parent / "server.log", "ab"))  # noqa: SIM115
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -136,6 +136,7 @@ class _Reopened(Server):
         cmd = [sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(self.dir / "data"),
                "--listen", f"127.0.0.1:{self.port}", "--retention", "100y"]
         env = dict(os.environ, PITWALL_LOG_LEVEL="warning")
+        env.setdefault("PITWALL_OTLP_GRPC__LISTEN", "127.0.0.1:0")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, env=env)
         wait_ready(self.url, self.proc, timeout=600)
 

@@ -18,6 +18,10 @@ import uvicorn
 
 from pitwall.config import Settings, load_settings
 
+# Tests never take the well-known OTLP/gRPC port: every server they start (in process or as a
+# subprocess, which inherits the environment) binds a free one unless a test names its own.
+os.environ.setdefault("PITWALL_OTLP_GRPC__LISTEN", "127.0.0.1:0")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
@@ -62,12 +66,13 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
+        self.app: Any = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         from pitwall.server import create_app
 
-        app = create_app(self.settings)
+        app = self.app = create_app(self.settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)

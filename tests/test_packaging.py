@@ -63,6 +63,7 @@ def test_wheel_install_is_complete(installed: Path, tmp_path: Path) -> None:
         p.name for p in vendor.iterdir()}
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PITWALL_", "PYTHONPATH"))}
+    env["PITWALL_OTLP_GRPC__LISTEN"] = "127.0.0.1:0"  # not the machine-wide 4317
     with open(tmp_path / "server.log", "wb") as log:
         proc = subprocess.Popen([str(installed / "pitwall"), "server", "--data-dir", str(tmp_path / "data"),
                                  "--listen", f"127.0.0.1:{port}"], cwd=tmp_path, env=env,

@@ -32,6 +32,7 @@ from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
 from pitwall.core.listen import split_listen
 from pitwall.core.oidc import OIDCSettings
+from pitwall.core.otlp_grpc import OtlpGrpcSettings
 from pitwall.core.rbac import Binding, Grant, RBACSettings
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.incidents.settings import IncidentsSettings
@@ -252,6 +253,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)
+    otlp_grpc: OtlpGrpcSettings = Field(default_factory=OtlpGrpcSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
     ui: UISettings = Field(default_factory=UISettings)
     global_: GlobalSettings = Field(default_factory=GlobalSettings, alias="global")
@@ -272,6 +274,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"listen: refusing to listen on non-loopback address {host!r} without auth_tokens; "
                 "configure bearer tokens or pass --insecure"
+            )
+        grpc_host, _ = split_listen(self.otlp_grpc.listen)
+        if self.otlp_grpc.enabled and not self.insecure and not self.auth_tokens and not _is_loopback(grpc_host):
+            raise ValueError(
+                f"otlp_grpc.listen: refusing to listen on non-loopback address {grpc_host!r} without "
+                "auth_tokens; configure bearer tokens or pass --insecure"
             )
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")

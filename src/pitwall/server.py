@@ -32,6 +32,7 @@ from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
 from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
 from pitwall.core.auth import Authenticator, BearerAuth, TokenTable
+from pitwall.core.body import BodyLimits
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
@@ -39,6 +40,7 @@ from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
+from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
@@ -80,6 +82,9 @@ class Components:
     rules: RulesPart
     ui: UIPart
     incidents: IncidentsPart
+    tokens: TokenTable  # HTTP and OTLP/gRPC check the same tokens
+    policy: Policy  # roles and bindings
+    otlp_grpc: OtlpGrpcServer | None = None  # None with otlp_grpc.enabled false
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     gateway: GatewayPart | None = None
     started: list[Component] = field(default_factory=list)
@@ -89,7 +94,8 @@ class Components:
     def parts(self) -> list[Part]:
         cp = self.control_plane
         edge: list[Part] = [] if self.gateway is None else [self.gateway]
-        return [self.metrics, self.traces, self.logs, self.audit, self.notifications, self.rules,
+        grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]  # after the stores it feeds
+        return [self.metrics, self.traces, self.logs, *grpc, self.audit, self.notifications, self.rules,
                 *(cp.parts() if cp is not None else []), *edge, self.incidents, self.ui]
 
     @property
@@ -216,6 +222,9 @@ def build(settings: Settings) -> Components:
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
     incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
                                      inflight, pager=pager, own_store=cp is None)
+    policy = Policy(settings.rbac.compiled())
+    tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
+    otlp_grpc = _otlp_grpc(settings, tokens, inflight, metrics, traces, logs) if settings.otlp_grpc.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -223,8 +232,19 @@ def build(settings: Settings) -> Components:
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
-        notifications=notifications, rules=rules, ui=ui, incidents=incidents, control_plane=cp, gateway=gateway,
+        notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy,
+        otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
     )
+
+
+def _otlp_grpc(settings: Settings, tokens: TokenTable, inflight: InflightBudget, metrics: MetricsPart,
+               traces: TracesParts, logs: LogsParts) -> OtlpGrpcServer:
+    """The OTLP/gRPC listener, handed the same export functions as the pillars' OTLP/HTTP routes."""
+    cert, key = settings.tls_cert_file, settings.tls_key_file
+    return OtlpGrpcServer(
+        settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
+        tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
+        tls=TlsFiles(cert, key) if cert and key else None)
 
 
 class _DataDirLock:
@@ -323,9 +343,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _install_auth(app: FastAPI, c: Components) -> None:
     """Tokens, roles and bindings (reloaded), OIDC bearer JWTs and UI sessions, ServiceAccount JWTs."""
-    settings = c.settings
-    policy = Policy(settings.rbac.compiled())
-    tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
+    settings, policy, tokens = c.settings, c.policy, c.tokens
     authenticators: list[Authenticator] = []
     if settings.oidc is not None:
         oidc = OIDC(settings.oidc, policy, load_key(settings.data_dir / "identity" / "session.key"))

@@ -116,6 +116,37 @@ class TokenTable:
             return
         self.entries = [(t.encode(), p) for t, p in tokens]
 
+    def principal(self, given: bytes) -> Principal:
+        """Whom the token ``given`` stands for (compared in constant time); ``Unauthorized`` if none."""
+        found = None
+        for token, principal in self.entries:
+            if hmac.compare_digest(given, token) and found is None:
+                found = principal
+        if found is None:
+            raise Unauthorized("invalid bearer token")
+        return found
+
+    def authorize(self, header: bytes, scope: str, named_tenant: str, path: str | None = None
+                  ) -> tuple[Principal, str]:
+        """An ``Authorization`` header checked for ``scope`` on ``path`` (the HTTP path of the same
+        operation, for roles limited to paths), and the tenant the request acts as.
+
+        The rules ``BearerAuth`` applies to HTTP, for transports without an ASGI
+        scope (OTLP/gRPC metadata): missing or unknown token ``Unauthorized``,
+        missing role or a tenant outside the token ``Forbidden``.
+        """
+        if not header.lower().startswith(b"bearer "):
+            raise Unauthorized("missing bearer token")
+        principal = self.principal(header[7:].strip())
+        if not principal.allows(scope, path):
+            raise Forbidden(f"{principal.describe()} lacks the {scope!r} scope")
+        tenant = resolve_tenant(principal, named_tenant)
+        if tenant == AUDIT_TENANT and scope == "write":
+            raise Forbidden(f"tenant {AUDIT_TENANT!r} holds the audit log, which only the server writes")
+        if not principal.allows(scope, path, tenant):
+            raise Forbidden(f"{principal.describe()} lacks the {scope!r} scope for tenant {tenant!r}")
+        return principal, tenant
+
 
 class BearerAuth:
     """Rejects requests without a credential whose roles allow what the request does, or naming a tenant

@@ -4,7 +4,8 @@ Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
 ``text`` (plain text: Prometheus remote write, Loki, Zipkin), ``otlp``
 (google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
 declares), ``pagerduty`` (REST API v2: ``{"error": {"message", "code", "errors"}}``),
-``pagerduty_events`` (Events API v2: ``{"status", "message", "errors"}``), ``native``
+``pagerduty_events`` (Events API v2: ``{"status", "message", "errors"}``), ``jaeger`` (the Jaeger query
+API's ``structuredResponse`` with ``errors: [{code, msg}]``), ``native``
 (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
 for the web UI's routes, whose pages show most errors themselves).
 
@@ -31,7 +32,7 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 log = logging.getLogger(__name__)
 
 ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html", "pagerduty",
-                      "pagerduty_events"]
+                      "pagerduty_events", "jaeger"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -85,6 +86,9 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
         return Response(json.dumps(err.message), status, headers, media_type="application/json")
     if fmt in ("pagerduty", "pagerduty_events"):
         return _pagerduty(err, fmt, status, headers)
+    if fmt == "jaeger":
+        body = {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": status, "msg": err.message}]}
+        return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")

@@ -6,11 +6,12 @@ contract of ``core.lifecycle.Part``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pitwall.core.body import Body
 from pitwall.core.durations import NS_PER_MS
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget, LimitsSettings
@@ -19,7 +20,7 @@ from pitwall.logs.api import LogsApiDeps, native_router, push_router, query_rout
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.elasticsearch import es_router
 from pitwall.logs.ingest.loki_push import LabelCache
-from pitwall.logs.ingest.otlp import OtlpLogsTranslator, otlp_logs_router
+from pitwall.logs.ingest.otlp import OtlpLogsTranslator, otlp_export, otlp_logs_router
 from pitwall.logs.ingest.syslog import SyslogServer
 from pitwall.logs.logql import LogQLEngine, parse_expr, parse_stream_selector
 from pitwall.logs.logql.errors import LogQLParseError
@@ -60,6 +61,11 @@ class LogsParts:
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``logs`` applies live: its settings take effect at the next start."""
+
+    @property
+    def otlp_export(self) -> Callable[[str, Body, str], Awaitable[bytes]]:
+        """OTLP logs export (tenant, body, content type -> response): OTLP/HTTP and OTLP/gRPC share it."""
+        return otlp_export(self.deps, self.otlp)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         """The logs store reports through its API (``/loki/api/v1/index/stats``), not gauges."""

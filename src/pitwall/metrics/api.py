@@ -352,30 +352,48 @@ def ingest_router(deps: MetricsApiDeps) -> APIRouter:
     return r
 
 
-def otlp_router(deps: MetricsApiDeps) -> APIRouter:
-    """OTLP/HTTP metrics: protobuf or JSON, answered in the request's encoding."""
-    r = error_router("otlp", tags=["otlp"])
+def otlp_export(deps: MetricsApiDeps) -> Callable[[str, Body, str], Awaitable[bytes]]:
+    """Tenant + an ExportMetricsServiceRequest body -> the encoded response (OTLP/HTTP and OTLP/gRPC alike).
+
+    The body's bytes are already held in the in-flight budget; translation,
+    the store's limits and ``partial_success`` are the same for both.
+    """
 
     def translate(body: Body, ctype: str) -> OtlpMetricsResult:
         # The translator is thread-safe (its DELTA state has a lock).
         return deps.otlp.translate(deps.otlp.decode(body.decoded(), ctype), int(time.time() * 1000))
+
+    async def export(tenant: str, body: Body, ctype: str) -> bytes:
+        result = await body.in_thread(translate, body, ctype)
+        if len(result.batch):
+            await deps.store.append(tenant, result.batch)
+        if result.metadata:
+            await deps.store.append_metadata(tenant, result.metadata)
+        if result.exemplars:
+            await deps.store.append_exemplars(tenant, result.exemplars)
+        return encode_response(result, _otlp_out_type(ctype))
+
+    return export
+
+
+def _otlp_out_type(ctype: str) -> str:
+    return "application/json" if ctype.split(";")[0].strip() == "application/json" else "application/x-protobuf"
+
+
+def otlp_router(deps: MetricsApiDeps) -> APIRouter:
+    """OTLP/HTTP metrics: protobuf or JSON, answered in the request's encoding."""
+    r = error_router("otlp", tags=["otlp"])
+    export = otlp_export(deps)
 
     @r.post("/v1/metrics")
     async def otlp_metrics(request: Request) -> Response:
         ctype = request.headers.get("content-type", "")
         tenant = tenant_of(request)
         async with read_body(request, BodyLimits.of(deps.remote_write.limits), deps.inflight) as body:
-            result = await body.in_thread(translate, body, ctype)
-            if len(result.batch):
-                await deps.store.append(tenant, result.batch)
-            if result.metadata:
-                await deps.store.append_metadata(tenant, result.metadata)
-            if result.exemplars:
-                await deps.store.append_exemplars(tenant, result.exemplars)
-        out_type = "application/json" if ctype.split(";")[0].strip() == "application/json" else "application/x-protobuf"
-        return Response(encode_response(result, out_type), media_type=out_type)
+            out = await export(tenant, body, ctype)
+        return Response(out, media_type=_otlp_out_type(ctype))
 
     return r
 
 
-__all__ = ["MetricsApiDeps", "ingest_router", "otlp_router", "query_router"]
+__all__ = ["MetricsApiDeps", "ingest_router", "otlp_export", "otlp_router", "query_router"]

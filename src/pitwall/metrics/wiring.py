@@ -7,14 +7,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pitwall.core.body import Body
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
 from pitwall.core.selfmetrics import SelfMetrics
-from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_router, query_router
+from pitwall.metrics.api import MetricsApiDeps, ingest_router, otlp_export, otlp_router, query_router
 from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.promql import Engine
@@ -73,6 +74,11 @@ class MetricsPart:
                            lambda: float(st.head_samples))
         metrics.add_gauges("pitwall_metrics_samples_appended_total", "Samples appended since start.",
                            lambda: float(st.samples_appended))
+
+    @property
+    def otlp_export(self) -> Callable[[str, Body, str], Awaitable[bytes]]:
+        """OTLP metrics export (tenant, body, content type -> response): OTLP/HTTP and OTLP/gRPC share it."""
+        return otlp_export(self.deps)
 
     @property
     def instant(self) -> InstantQuery:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from pitwall.core.body import read_body
+from pitwall.core.body import Body, read_body
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.traces.errors import BadQuery
@@ -26,7 +27,7 @@ from pitwall.traces.model import normalize_trace_id
 from pitwall.traces.query import SpanFilter, TraceQuery, parse_annotation_query
 from pitwall.traces.render import to_zipkin
 
-__all__ = ["TracesApiDeps", "otlp_router", "zipkin_router"]
+__all__ = ["OtlpExport", "TracesApiDeps", "otlp_export", "otlp_router", "zipkin_router"]
 
 _MAX_MS = (2**63 - 1) // 1_000_000 - 1
 _TRACE_ID = re.compile(r"^[0-9a-fA-F]{16}([0-9a-fA-F]{16})?$")
@@ -174,16 +175,36 @@ def zipkin_router(deps: TracesApiDeps) -> APIRouter:
     return r
 
 
+OtlpExport = Callable[[str, Body, str], Awaitable[bytes]]
+
+
+def otlp_export(deps: TracesApiDeps) -> OtlpExport:
+    """Tenant + an ExportTraceServiceRequest body -> the encoded response, for OTLP/HTTP and OTLP/gRPC alike.
+
+    The body's bytes are already held in the in-flight budget; decoding, the
+    limits, the WAL commit and ``partial_success`` are the same for both.
+    """
+
+    async def export(tenant: str, body: Body, content_type: str) -> bytes:
+        media = otlp.media_type(content_type)
+        result = await deps.receiver.receive(tenant, body, media, otlp.decode)
+        return otlp.encode_response(media, result.rejected, result.message)
+
+    return export
+
+
 def otlp_router(deps: TracesApiDeps) -> APIRouter:
     """OTLP/HTTP ``POST /v1/traces``: protobuf or JSON, answered in the request's encoding."""
     r = error_router("otlp", tags=["otlp"])
+    export = otlp_export(deps)
 
     @r.post("/v1/traces")
     async def otlp_traces(request: Request) -> Response:
-        media = otlp.media_type(request.headers.get("content-type", ""))
+        ctype = request.headers.get("content-type", "")
+        media = otlp.media_type(ctype)  # 415 before a byte is read
         rc = deps.receiver
         async with read_body(request, rc.body_limits, rc.inflight) as body:
-            result = await rc.receive(tenant_of(request), body, media, otlp.decode)
-        return Response(otlp.encode_response(media, result.rejected, result.message), media_type=media)
+            out = await export(tenant_of(request), body, ctype)
+        return Response(out, media_type=media)
 
     return r

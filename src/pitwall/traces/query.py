@@ -254,6 +254,61 @@ class TraceQuery:
         with self.store.relation(start_ns, end_ns) as (cur, rel):
             return dependency_links(cur, rel, tenant, start_ns, end_ns)
 
+    def operations(self, tenant: str, service: str, start_ns: int, end_ns: int) -> list[tuple[str, int]]:
+        """Distinct (span name, kind) of ``service``'s spans that started in [start_ns, end_ns]."""
+        spellings = self.store.spellings(tenant, "service", service)
+        if spellings is not None and not spellings:
+            return []
+        names = spellings if spellings else [service]
+        with self.store.relation(start_ns, end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT name, kind FROM {rel} WHERE tenant = ? AND start_ns BETWEEN ? AND ? "
+                f"AND service IN ({', '.join('?' * len(names))}) ORDER BY name, kind",
+                [tenant, start_ns, end_ns, *names]).fetchall()
+        return [(r[0], int(r[1])) for r in rows]
+
+    def attribute_keys(self, tenant: str, column: str, start_ns: int, end_ns: int, limit: int = 1000) -> list[str]:
+        """Distinct keys of ``column`` (``attributes`` or ``resource``) over spans in [start_ns, end_ns]."""
+        if column not in ("attributes", "resource"):
+            raise ValueError(column)
+        with self.store.relation(start_ns, end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT k FROM (SELECT unnest(json_keys(NULLIF({column}, ''))) AS k FROM {rel} "
+                "WHERE tenant = ? AND start_ns BETWEEN ? AND ?) WHERE k IS NOT NULL ORDER BY k LIMIT ?",
+                [tenant, start_ns, end_ns, limit]).fetchall()
+        return [r[0] for r in rows]
+
+    def attribute_values(self, tenant: str, column: str, key: str, f: SpanFilter,
+                         limit: int = 1000) -> list[tuple[str, str]]:
+        """Distinct (JSON type, text) of ``key`` in ``column`` over the spans matching ``f``."""
+        if column not in ("attributes", "resource"):
+            raise ValueError(column)
+        if '"' in key or "\\" in key:  # not expressible in a JSON path
+            raise BadQuery(f"invalid key {key[:100]!r}")
+        rows = self._distinct(tenant, f, f"json_extract(NULLIF({column}, ''), ?)", [f'$."{key}"'], limit)
+        return [(r[0], r[1]) for r in rows if r[1] is not None]
+
+    def column_values(self, tenant: str, column: str, f: SpanFilter, limit: int = 1000) -> list[str]:
+        """Distinct non-empty values of a plain column (``name``, ``service``, ``status_message``) over ``f``."""
+        if column not in ("name", "service", "status_message"):
+            raise ValueError(column)
+        rows = self._distinct(tenant, f, f"NULLIF({column}, '')", [], limit, plain=True)
+        return [r[0] for r in rows if r[0] is not None]
+
+    def _distinct(self, tenant: str, f: SpanFilter, expr: str, params: list[Any], limit: int,
+                  plain: bool = False) -> list[tuple[Any, ...]]:
+        got = _where(self.store, tenant, f)
+        if got is None:
+            return []
+        where = got.columns + (f" AND {got.json}" if got.json else "")
+        shown = "v" if plain else "json_type(v), json_extract_string(v, '$')"
+        with self.store.relation(f.start_ns, f.end_ns) as (cur, rel):
+            rows = cur.execute(
+                f"SELECT DISTINCT {shown} FROM (SELECT {expr} AS v FROM {rel} WHERE {where}) "
+                f"WHERE v IS NOT NULL ORDER BY {1 if plain else 2} LIMIT ?",
+                [*params, *got.columns_params, *got.json_params, limit]).fetchall()
+        return [tuple(r) for r in rows]
+
     def tag_values(self, tenant: str, key: str, start_ns: int, end_ns: int, limit: int = 1000) -> list[str]:
         if '"' in key:
             raise BadQuery(f"invalid key {key[:100]!r}")

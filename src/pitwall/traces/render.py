@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from typing import Any
+
+from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
 from pitwall.traces.model import (
     FLAG_DEBUG,
@@ -17,7 +20,7 @@ from pitwall.traces.model import (
     dumps,
 )
 
-__all__ = ["summary_json", "to_otlp_json", "to_zipkin"]
+__all__ = ["summary_json", "to_otlp_json", "to_otlp_proto", "to_zipkin"]
 
 
 def _tag(v: Any) -> str:
@@ -161,3 +164,69 @@ def summary_json(s: TraceSummary) -> dict[str, Any]:
         "startTimeUnixNano": str(s.start_ns), "durationMs": s.duration_ns / 1e6,
         "spanCount": s.span_count, "errorCount": s.error_count, "services": s.services,
     }
+
+
+def _set_any(target: Any, v: Any) -> None:
+    """Fill an OTLP ``AnyValue`` message from a stored plain value."""
+    if isinstance(v, str):
+        target.string_value = v
+    elif isinstance(v, bool):
+        target.bool_value = v
+    elif isinstance(v, int):
+        target.int_value = v
+    elif isinstance(v, float):
+        target.double_value = v
+    elif isinstance(v, list):
+        arr = target.array_value
+        for x in v:
+            _set_any(arr.values.add(), x)
+    elif isinstance(v, dict) and set(v) == {"$bytes"}:
+        target.bytes_value = base64.b64decode(v["$bytes"])
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            kv = target.kvlist_value.values.add()
+            kv.key = k
+            _set_any(kv.value, x)
+
+
+def _set_attrs(target: Any, attrs: dict[str, Any]) -> None:
+    for k, v in attrs.items():
+        kv = target.add()
+        kv.key = k
+        _set_any(kv.value, v)
+
+
+def to_otlp_proto(spans: list[SpanRow]) -> bytes:
+    """A trace as OTLP protobuf ``TracesData`` (Tempo's ``tempopb.Trace`` has the same wire form)."""
+    doc = TracesData()
+    groups: dict[str, Any] = {}
+    scopes: dict[tuple[str, str], Any] = {}
+    for r in spans:
+        rk, sk = dumps(r.resource), dumps(r.scope)
+        rs = groups.get(rk)
+        if rs is None:
+            rs = groups[rk] = doc.resource_spans.add()
+            _set_attrs(rs.resource.attributes, r.resource)
+        ss = scopes.get((rk, sk))
+        if ss is None:
+            ss = scopes[(rk, sk)] = rs.scope_spans.add()
+            ss.scope.name, ss.scope.version = r.scope.get("name", ""), r.scope.get("version", "")
+        sp = ss.spans.add()
+        sp.trace_id, sp.span_id = bytes.fromhex(r.trace_id), bytes.fromhex(r.span_id)
+        if r.parent_id:
+            sp.parent_span_id = bytes.fromhex(r.parent_id)
+        sp.name, sp.kind = r.name, r.kind
+        sp.start_time_unix_nano, sp.end_time_unix_nano = max(r.start_ns, 0), max(r.end_ns, 0)
+        _set_attrs(sp.attributes, r.attributes)
+        for e in r.events:
+            ev = sp.events.add()
+            ev.time_unix_nano, ev.name = max(int(e["t"]), 0), e["name"]
+            _set_attrs(ev.attributes, e.get("attributes") or {})
+        for ln in r.links:
+            lk = sp.links.add()
+            lk.trace_id, lk.span_id = bytes.fromhex(ln["traceId"]), bytes.fromhex(ln["spanId"])
+            lk.trace_state = ln.get("traceState", "")
+            _set_attrs(lk.attributes, ln.get("attributes", {}))
+        sp.status.code, sp.status.message = r.status_code, r.status_message
+    return bytes(doc.SerializeToString())
+

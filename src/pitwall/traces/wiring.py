@@ -18,13 +18,15 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.metrics import Appender
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.traces_store import TraceStore
-from pitwall.traces.api import TracesApiDeps, otlp_router, zipkin_router
+from pitwall.traces.api import OtlpExport, TracesApiDeps, otlp_export, otlp_router, zipkin_router
 from pitwall.traces.ingest.common import IngestLimits
 from pitwall.traces.ingest.receiver import SpanReceiver
+from pitwall.traces.jaeger_api import jaeger_router
 from pitwall.traces.native_api import native_router
 from pitwall.traces.query import TraceQuery
 from pitwall.traces.settings import TracesSettings
 from pitwall.traces.spanmetrics import SpanMetrics
+from pitwall.traces.tempo_api import tempo_router, tempo_trace_response
 
 
 @dataclass
@@ -40,10 +42,16 @@ class TracesParts:
         return [self.store, *([self.spanmetrics] if self.spanmetrics else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps))]
+        return [Mount(otlp_router(self.deps)), Mount(zipkin_router(self.deps)), Mount(native_router(self.deps)),
+                Mount(jaeger_router(self.deps, tempo_trace_response)), Mount(tempo_router(self.deps))]
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``traces`` applies live: its settings take effect at the next start."""
+
+    @property
+    def otlp_export(self) -> OtlpExport:
+        """OTLP traces export (tenant, body, content type -> response): OTLP/HTTP and OTLP/gRPC share it."""
+        return otlp_export(self.deps)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         """Span (RED) metrics go to the metrics store instead (``spanmetrics``)."""

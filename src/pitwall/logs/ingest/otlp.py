@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -210,21 +211,35 @@ def _hex_ids_to_base64(doc: Any) -> None:
                             raise OtlpLogsDecodeError(f"invalid OTLP/JSON: {key} {v!r} is not hex") from None
 
 
-def otlp_logs_router(deps: Any, translator: OtlpLogsTranslator) -> APIRouter:
-    """``POST /v1/logs``: OTLP errors (google.rpc.Status), success answered in the request's encoding."""
-    r = error_router("otlp", tags=["otlp"])
+def otlp_export(deps: Any, translator: OtlpLogsTranslator) -> Callable[[str, Body, str], Awaitable[bytes]]:
+    """Tenant + an ExportLogsServiceRequest body -> the encoded response (OTLP/HTTP and OTLP/gRPC alike).
+
+    The body's bytes are already held in the in-flight budget; translation,
+    the ingester's limits and its WAL are the same for both.
+    """
 
     def decode(body: Body, ctype: str) -> EntryColumns:
         return translator.translate(translator.decode(body.decoded(), ctype))
+
+    async def export(tenant: str, body: Body, ctype: str) -> bytes:
+        cols = await body.in_thread(decode, body, ctype)
+        await deps.ingester.push(tenant, cols)
+        return encode_response(ctype)[0]
+
+    return export
+
+
+def otlp_logs_router(deps: Any, translator: OtlpLogsTranslator) -> APIRouter:
+    """``POST /v1/logs``: OTLP errors (google.rpc.Status), success answered in the request's encoding."""
+    r = error_router("otlp", tags=["otlp"])
+    export = otlp_export(deps, translator)
 
     @r.post("/v1/logs")
     async def otlp_logs(request: Request) -> Response:
         tenant = tenant_of(request)
         ctype = request.headers.get("content-type", "")
         async with read_body(request, BodyLimits.of(deps.limits), deps.inflight) as body:
-            cols = await body.in_thread(decode, body, ctype)
-            await deps.ingester.push(tenant, cols)
-        out, media = encode_response(ctype)
-        return Response(out, media_type=media)
+            out = await export(tenant, body, ctype)
+        return Response(out, media_type=encode_response(ctype)[1])
 
     return r
