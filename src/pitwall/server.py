@@ -161,7 +161,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
                                election=controllers.election),
         # SLOs are Kubernetes objects whose generated rules the rule manager runs.
-        slo=build_slo_part(settings, kube=kube.api, rules=rules.manager, instant=metrics.instant),
+        slo=build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
+                           election=controllers.election),
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
     )

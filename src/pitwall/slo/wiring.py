@@ -4,10 +4,8 @@ Kubernetes API, its controller (leader-gated with the etcd state backend), and t
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -17,7 +15,7 @@ from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.errors import PitwallError
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
-from pitwall.incidents import ChangeLog
+from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.metrics import InstantQuery
 from pitwall.slo.api import slo_router
@@ -30,7 +28,6 @@ from pitwall.storage.revstore.election import Election
 __all__ = ["SLOPart", "build_slo_part", "builtin_crds", "instant_values"]
 
 log = logging.getLogger(__name__)
-ELECTION_NAME = "slo-controller"
 
 
 def builtin_crds() -> list[dict[str, Any]]:
@@ -71,38 +68,19 @@ def kube_source(client: KubeClient) -> Callable[[], Any]:
     return source
 
 
-class _Campaign:
-    name = "slo-election"
-
-    def __init__(self, election: Election) -> None:
-        self.election = election
-
-    async def start(self) -> None:
-        await self.election.start()
-
-    async def stop(self) -> None:
-        await self.election.stop()
-
-
 @dataclass
 class SLOPart:
     """SLOs as a part of the server; ``slo_status`` is the gate other capabilities are handed."""
 
     service: SLOService
     manager: ControllerManager | None = None
-    election: Election | None = None
     name: str = "slo"
-    _campaign: list[Component] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.election is not None:
-            self._campaign = [_Campaign(self.election)]
 
     async def slo_status(self, name: str) -> SLOStatus:
         return await self.service.slo_status(name)
 
     def components(self) -> Sequence[Component]:
-        return [*self._campaign, *([self.manager] if self.manager is not None else [])]
+        return [self.manager] if self.manager is not None else []
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(slo_router(self.service))]
@@ -120,14 +98,13 @@ class SLOPart:
                            lambda: float(sum(r.errors for r in m.runners)))
 
 
-def build_slo_part(settings: Any, *, kube: KubeAPI, rules: RuleSink, instant: InstantQuery) -> SLOPart:
-    """The part for ``pitwall.config.Settings`` over ``kube`` (call before ``kube`` starts: CRDs go in)."""
+def build_slo_part(kube: KubeAPI, *, rules: RuleSink, instant: InstantQuery, changes: ChangeSink,
+                   election: Election | None = None) -> SLOPart:
+    """The part over ``kube`` (call before ``kube`` starts: CRDs go in). Its controller runs while
+    ``election`` (the controllers' one, when servers share an etcd) is won; generated rule groups go to
+    ``rules``, each new generation is a change event on ``changes``."""
     query = instant_values(instant)
     kube.add_builtin_crds(builtin_crds())
-    controller = SLOController(kube.client, rules, changes=ChangeLog(kube.store))
-    election = None
-    if settings.state.backend == "etcd":
-        identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
-        election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
+    controller = SLOController(kube.client, rules, changes=changes)
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=1)], election=election)
-    return SLOPart(SLOService(kube_source(kube.client), query), manager, election)
+    return SLOPart(SLOService(kube_source(kube.client), query), manager)
