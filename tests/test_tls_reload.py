@@ -57,8 +57,9 @@ def test_certificate_reload_on_sighup_and_reload_endpoint(tmp_path: Path) -> Non
     served = (tmp_path / "tls.crt", tmp_path / "tls.key")
     _install(one, served)
     cfg = tmp_path / "pitwall.yaml"
+    gateway_port = free_port()  # the gateway's listener takes the same pair (issue 23: TLS on every listener)
     cfg.write_text(yaml.safe_dump({"tls_cert_file": str(served[0]), "tls_key_file": str(served[1]),
-                                   "storage": {"fsync": False}}))
+                                   "storage": {"fsync": False}, "gateway": {"listen": f"127.0.0.1:{gateway_port}"}}))
     port = free_port()
     data = tmp_path / "data"
     data.mkdir()
@@ -67,6 +68,10 @@ def test_certificate_reload_on_sighup_and_reload_endpoint(tmp_path: Path) -> Non
     try:
         wait_ready(url, proc=proc, verify=False)
         assert _served_fingerprint(port) == _file_fingerprint(one[0])
+        assert _served_fingerprint(gateway_port) == _file_fingerprint(one[0])
+        no_route = httpx.get(f"https://127.0.0.1:{gateway_port}/x", verify=ssl.create_default_context(cafile=one[0]),
+                             timeout=10)
+        assert no_route.status_code == 404 and no_route.json() == {"message": "no Route matched with those values"}
 
         # SIGHUP: the reload runs in the background; new handshakes show the new certificate once it has.
         _install(two, served)
@@ -84,12 +89,14 @@ def test_certificate_reload_on_sighup_and_reload_endpoint(tmp_path: Path) -> Non
         with httpx.Client(base_url=url, verify=False, timeout=30) as c:
             assert c.post("/-/reload").status_code == 200
             assert _served_fingerprint(port) == _file_fingerprint(three[0])
+            assert _served_fingerprint(gateway_port) == _file_fingerprint(three[0])
 
             # A key that does not match its certificate: the reload fails, the old pair stays.
             _install((one[0], two[1]), served)
             r = c.post("/-/reload")
             assert r.status_code == 500 and "tls_cert_file" in r.text, r.text
             assert _served_fingerprint(port) == _file_fingerprint(three[0])
+            assert _served_fingerprint(gateway_port) == _file_fingerprint(three[0])
             assert c.get("/-/healthy").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from ssl import SSLContext
 from typing import cast
 
 import httptools
@@ -93,10 +94,10 @@ class GatewayServer:
         self.conns: set[_ClientConn] = set()
         self._kube_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
 
-    async def start(self, host: str, port: int) -> None:
+    async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: _ClientConn(self), host, port, reuse_address=True,
-                                               backlog=1024)
+                                               backlog=1024, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,12 +80,14 @@ class GatewayPart:
     stats: GatewayStats
     resolve: Resolver | None = None
     changes: ChangeSink | None = None
+    tls: tuple[Path, Path] | None = None  # (cert, key): the server's tls_cert_file/tls_key_file, as every listener
     name: str = "gateway"
     tasks: Supervisor = field(default_factory=lambda: Supervisor("gateway"))
     server: GatewayServer | None = None
     state: KongState = field(default_factory=KongState)
     _mtime: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _ssl: ssl.SSLContext | None = None
 
     # Part
 
@@ -99,6 +102,13 @@ class GatewayPart:
         if g.listen != self.listen and self.server is not None:
             raise ConfigError("gateway.listen: changing the gateway's address needs a restart")
         self.config_file = g.declarative_config
+        if self._ssl is not None and settings.tls_cert_file and settings.tls_key_file:
+            pair = (str(settings.tls_cert_file), str(settings.tls_key_file))
+            try:  # on a scratch context first: a pair that fails half-loaded would break every handshake
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(*pair)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"tls_cert_file, tls_key_file: cannot load {pair[0]} and {pair[1]}: {e}") from e
+            self._ssl.load_cert_chain(*pair)  # new handshakes get it; open connections keep theirs
         if self.server is not None:
             await self.load_file(source="reload")
 
@@ -114,7 +124,10 @@ class GatewayPart:
         self.state = initial
         self.server = GatewayServer(compile_state(initial, self.stats), resolve=self.resolve)
         host, port = split_listen(self.listen)
-        await self.server.start(host, port)
+        if self.tls is not None:
+            self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ssl.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
+        await self.server.start(host, port, ssl=self._ssl)
         # What is alive once the server has started lives as long as the process: take it out of the
         # collector's generations, or each full collection walks the whole heap (100+ ms pauses, the
         # gateway's p99, under request load that allocates steadily).
@@ -249,7 +262,9 @@ def build_gateway_part(settings: Any, *, metrics: Appender | None, kube_client: 
                        changes: ChangeSink | None = None) -> GatewayPart:
     """The gateway for ``settings.gateway`` (inactive while ``listen`` is unset)."""
     g = settings.gateway
+    tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file else None
     return GatewayPart(listen=g.listen, config_file=g.declarative_config, stats=GatewayStats(metrics),
-                       resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes)
+                       resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes,
+                       tls=tls)
 
 
