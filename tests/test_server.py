@@ -174,7 +174,7 @@ def test_every_part_follows_the_wiring_contract(settings: Settings) -> None:
     c = build(settings.model_copy(update={"kube": settings.kube.model_copy(update={"enabled": True})}))
     try:
         names = [p.name for p in c.parts]
-        assert names == ["metrics", "traces", "logs", "otlp-grpc", "audit", "notifications", "rules", "kube",
+        assert names == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules", "kube",
                          "controllers", "kube-state-metrics", "node", "traffic", "chaos", "slo", "registry",
                          "incidents", "ui"]
         for part in c.parts:
@@ -189,7 +189,7 @@ async def test_telemetry_only_without_the_control_plane(client: httpx.AsyncClien
     """kube.enabled false: no Kubernetes API, node or controllers; the telemetry APIs as before."""
     c = client.app.state.components  # type: ignore[attr-defined]
     assert c.control_plane is None
-    assert [p.name for p in c.parts] == ["metrics", "traces", "logs", "otlp-grpc", "audit", "notifications", "rules",
+    assert [p.name for p in c.parts] == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules",
                                          "incidents", "ui"]
     assert (await client.get("/api/v1/namespaces")).status_code == 404
     assert (await client.get("/api/v1/query", params={"query": "1"})).status_code == 200

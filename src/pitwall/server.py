@@ -94,8 +94,9 @@ class Components:
     def parts(self) -> list[Part]:
         cp = self.control_plane
         edge: list[Part] = [] if self.gateway is None else [self.gateway]
-        grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]  # after the stores it feeds
-        return [self.metrics, self.traces, self.logs, *grpc, self.audit, self.notifications, self.rules,
+        # after the stores it feeds and the audit log it reports to
+        grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]
+        return [self.metrics, self.traces, self.logs, self.audit, *grpc, self.notifications, self.rules,
                 *(cp.parts() if cp is not None else []), *edge, self.incidents, self.ui]
 
     @property
@@ -225,27 +226,29 @@ def build(settings: Settings) -> Components:
                                      inflight, pager=pager, own_store=cp is None)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
-    otlp_grpc = _otlp_grpc(settings, tokens, inflight, metrics, traces, logs) if settings.otlp_grpc.enabled else None
+    audit = AuditLog(_AuditToLogs(logs.store), settings.audit)
+    otlp_grpc = _otlp_grpc(settings, tokens, inflight, metrics, traces, logs, audit) \
+        if settings.otlp_grpc.enabled else None
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
                   workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
-        metrics=metrics, traces=traces, logs=logs, audit=AuditLog(_AuditToLogs(logs.store), settings.audit),
+        metrics=metrics, traces=traces, logs=logs, audit=audit,
         notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy,
         otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
     )
 
 
 def _otlp_grpc(settings: Settings, tokens: TokenTable, inflight: InflightBudget, metrics: MetricsPart,
-               traces: TracesParts, logs: LogsParts) -> OtlpGrpcServer:
+               traces: TracesParts, logs: LogsParts, audit: AuditLog) -> OtlpGrpcServer:
     """The OTLP/gRPC listener, handed the same export functions as the pillars' OTLP/HTTP routes."""
     cert, key = settings.tls_cert_file, settings.tls_key_file
     return OtlpGrpcServer(
         settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
         tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
-        tls=TlsFiles(cert, key) if cert and key else None)
+        tls=TlsFiles(cert, key) if cert and key else None, audit=audit)
 
 
 class _DataDirLock:

@@ -165,3 +165,41 @@ async def test_requests_are_counted_by_method_and_code() -> None:
         return metrics.registry.get_sample_value("pitwall_grpc_requests_total", {"method": LOGS, "code": code})
 
     assert (count("OK"), count("INVALID_ARGUMENT"), count("UNAVAILABLE")) == (1.0, 1.0, 1.0)
+
+
+async def test_every_export_is_in_the_audit_log_with_who_and_tenant() -> None:
+    from pitwall.core.audit import AuditEntry
+    from pitwall.core.tenancy import Principal
+
+    async def export(tenant: str, body: Body, ctype: str) -> bytes:
+        if body.decoded() == b"bad":
+            raise BadData("bad")
+        return b""
+
+    class Audit:
+        entries: list[AuditEntry] = []
+
+        def offer(self, entry: AuditEntry) -> None:
+            self.entries.append(entry)
+
+    audit = Audit()
+    srv = OtlpGrpcServer(OtlpGrpcSettings(listen="127.0.0.1:0"), {"logs": export},
+                         tokens=TokenTable([("secret-token-0123456789", Principal("ingest", frozenset({"write"}),
+                                                                                   frozenset({"team-a"})))]),
+                         inflight=InflightBudget(1 << 20), body_limits=BodyLimits(1 << 16, 1 << 18),
+                         audit=audit)  # type: ignore[arg-type]
+    await srv.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{srv.port}") as ch:
+            auth = (("authorization", "Bearer secret-token-0123456789"),)
+            await ch.unary_unary(LOGS)(b"", metadata=auth, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await ch.unary_unary(LOGS)(b"bad", metadata=auth, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await ch.unary_unary(LOGS)(b"", metadata=(("authorization", "Bearer wrong"),), timeout=5)
+    finally:
+        await srv.stop()
+    got = [(e.who, e.tenant, e.method, e.path, e.status) for e in audit.entries]
+    assert got == [("ingest", "team-a", "POST", LOGS, 200), ("ingest", "team-a", "POST", LOGS, 400),
+                   ("", "", "POST", LOGS, 401)]
+    assert audit.entries[0].user_agent.startswith("grpc-") and audit.entries[0].remote  # the client's own

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from pitwall.core.audit import AuditEntry, AuditLog
 from pitwall.core.auth import TokenTable
 from pitwall.core.body import Body, BodyLimits
 from pitwall.core.errors import ConfigError, Overloaded, PitwallError
+from pitwall.core.http_errors import status_of
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
 from pitwall.core.listen import split_listen
@@ -111,8 +114,10 @@ class OtlpGrpcServer:
     name = "otlp-grpc"
 
     def __init__(self, settings: OtlpGrpcSettings, exports: Mapping[str, Export], *, tokens: TokenTable,
-                 inflight: InflightBudget, body_limits: BodyLimits, tls: TlsFiles | None = None) -> None:
+                 inflight: InflightBudget, body_limits: BodyLimits, tls: TlsFiles | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.settings = settings
+        self.audit = audit  # every export is a write: recorded as the HTTP ones are
         self.exports = dict(exports)
         self.tokens = tokens
         self.inflight = inflight
@@ -191,10 +196,13 @@ class OtlpGrpcServer:
 
         async def handle(request: bytes, context: Any) -> bytes:
             code = grpc.StatusCode.OK
+            status, who = 200, {"name": "", "tenant": ""}  # for the audit log, as HTTP writes are
+            started = time.monotonic()
             try:
-                return await self._call(export, request, context, f"/v1/{signal}")
+                return await self._call(export, request, context, f"/v1/{signal}", who)
             except PitwallError as err:
                 code = GRPC_CODES.get(err.kind, grpc.StatusCode.INTERNAL)
+                status = status_of(err)
                 await _abort(context, err)
             except grpc.aio.AbortError:  # _call's own abort (UNAVAILABLE while stopping)
                 code = grpc.StatusCode.UNAVAILABLE
@@ -209,27 +217,43 @@ class OtlpGrpcServer:
             finally:
                 if self._requests is not None:
                     self._requests.labels(method, code.name).inc()
+                if self.audit is not None:
+                    status = 500 if code == grpc.StatusCode.INTERNAL else 503 if code in (
+                        grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED) else status
+                    self.audit.offer(AuditEntry(time.time_ns(), who["name"], who["tenant"], "POST", method, (),
+                                                status, str(context.peer() or ""), _user_agent(context),
+                                                time.monotonic() - started))
             raise AssertionError("unreachable: abort raises")
 
         return handle
 
-    async def _call(self, export: Export, request: bytes, context: Any, http_path: str) -> bytes:
+    async def _call(self, export: Export, request: bytes, context: Any, http_path: str,
+                    who: dict[str, str]) -> bytes:
         if self._stopping:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
         md = {k: v for k, v in reversed(tuple(context.invocation_metadata() or ()))}  # the first of each
         named = str(md.get("x-scope-orgid", ""))
         if self.tokens:
             auth = md.get("authorization", "")
-            _, tenant = self.tokens.authorize(auth.encode("latin-1") if isinstance(auth, str) else auth,
-                                              "write", named, http_path)  # roles see OTLP/HTTP's path
+            principal, tenant = self.tokens.authorize(auth.encode("latin-1") if isinstance(auth, str) else auth,
+                                                      "write", named, http_path)  # roles see OTLP/HTTP's path
+            who["name"] = principal.name
         else:
             tenant = resolve_tenant(None, named)
+        who["tenant"] = tenant
         reservation = self.inflight.reservation()
         try:
             reservation.grow(len(request))  # before decoding, as read_body does
             return await export(tenant, Body(request, "", self.body_limits, reservation), PROTOBUF)
         finally:
             reservation.release()
+
+
+def _user_agent(context: Any) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == "user-agent":
+            return str(v)
+    return ""
 
 
 async def _abort(context: Any, err: PitwallError) -> None:
