@@ -177,7 +177,8 @@ async def test_every_export_is_in_the_audit_log_with_who_and_tenant() -> None:
         return b""
 
     class Audit:
-        entries: list[AuditEntry] = []
+        def __init__(self) -> None:
+            self.entries: list[AuditEntry] = []
 
         def offer(self, entry: AuditEntry) -> None:
             self.entries.append(entry)
