@@ -1,4 +1,5 @@
-"""Prometheus duration strings ("1h30m", "15s", "2d", "500ms") <-> milliseconds.
+"""Prometheus duration strings ("1h30m", "15s", "2d", "500ms") <-> milliseconds, and Go's
+``time.ParseDuration`` in nanoseconds (LogQL, Jaeger, TraceQL).
 
 One implementation for every settings tree and Prometheus-family config
 format (pitwall.yaml, scrape configs, rule files, Alertmanager configs), with
@@ -56,3 +57,46 @@ def _duration_field(v: Any) -> Any:
 
 # A settings field holding milliseconds, written as a duration string (an int is taken as ms).
 DurationMs = Annotated[int, BeforeValidator(_duration_field), Field(ge=0)]
+
+
+_GO_UNIT_NS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60 * 1_000_000_000,
+    "h": 3600 * 1_000_000_000,
+    "d": 86400 * 1_000_000_000,
+    "w": 7 * 86400 * 1_000_000_000,
+    "y": 365 * 86400 * 1_000_000_000,
+}
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
+
+
+def parse_duration_ns(text: str, *, go_only: bool = False) -> int:
+    """Nanoseconds in a Go duration (``1h30m``, ``1.5s``, ``-2ms``); d/w/y unless ``go_only``.
+
+    Raises ``ValueError`` with Go's wording on malformed input.
+    """
+    s = text
+    sign = 1
+    if s[:1] in "+-":
+        sign = -1 if s[0] == "-" else 1
+        s = s[1:]
+    if s == "0":
+        return 0
+    if not s:
+        raise ValueError(f'time: invalid duration "{text}"')
+    pos = 0
+    total = 0.0
+    while pos < len(s):
+        m = _GO_PART.match(s, pos)
+        if m is None or (go_only and m.group(2) in ("d", "w", "y")):
+            if re.match(r"(\d+(?:\.\d*)?|\.\d+)$", s[pos:]):
+                raise ValueError(f'time: missing unit in duration "{text}"')
+            raise ValueError(f'time: invalid duration "{text}"')
+        total += float(m.group(1)) * _GO_UNIT_NS[m.group(2)]
+        pos = m.end()
+    return sign * round(total)

@@ -12,9 +12,9 @@ resource attributes but ``service.name``.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from pitwall.core.durations import parse_duration_ns
 from pitwall.traces.model import (
     KIND_CLIENT,
     KIND_CONSUMER,
@@ -35,28 +35,9 @@ JAEGER_KINDS = {KIND_SERVER: "server", KIND_CLIENT: "client", KIND_PRODUCER: "pr
 KIND_OF_JAEGER = {v: k for k, v in JAEGER_KINDS.items()}
 _JS_SAFE = 2**53 - 1  # larger int64 values go as strings, which JavaScript reads without loss
 
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-            "m": 60_000_000_000, "h": 3_600_000_000_000}
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-
-
 def parse_go_duration_ns(text: str) -> int:
     """Go's ``time.ParseDuration`` (``100ms``, ``1.5s``, ``1h30m``), in nanoseconds; ValueError with Go's text."""
-    s, sign = text, 1
-    if s[:1] in "+-":
-        sign, s = (-1 if s[0] == "-" else 1), s[1:]
-    if s == "0":
-        return 0
-    pos, total = 0, 0.0
-    while pos < len(s) or not s:
-        m = _GO_PART.match(s, pos)
-        if m is None:
-            if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", s[pos:]):
-                raise ValueError(f'time: missing unit in duration "{text}"')
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    return sign * round(total)
+    return parse_duration_ns(text, go_only=True)
 
 
 def key_value(key: str, v: Any) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Go-compatible value parsing and formatting that LogQL relies on.
 
-Durations (``time.ParseDuration`` plus Prometheus' d/w/y units), humanized
+Durations (``time.ParseDuration`` plus Prometheus' d/w/y units, in ``core.durations``), humanized
 byte sizes (``go-humanize`` ``ParseBytes``), ``strconv.ParseFloat``-style
 numbers and Go string literals. (Regular expressions are RE2 itself, see
 ``pitwall.core.regex``.)
@@ -12,6 +12,8 @@ import math
 import re
 from decimal import Decimal
 
+from pitwall.core.durations import parse_duration_ns
+
 __all__ = [
     "format_go_float",
     "format_sample_value",
@@ -21,48 +23,7 @@ __all__ = [
     "parse_go_float",
 ]
 
-_UNIT_NS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "μs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60 * 1_000_000_000,
-    "h": 3600 * 1_000_000_000,
-    "d": 86400 * 1_000_000_000,
-    "w": 7 * 86400 * 1_000_000_000,
-    "y": 365 * 86400 * 1_000_000_000,
-}
-_DUR_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h|d|w|y)")
 DURATION_RE = re.compile(r"[+-]?(?:(?:\d+(?:\.\d*)?|\.\d+)(?:ns|us|µs|μs|ms|s|m|h|d|w|y))+")
-
-
-def parse_duration_ns(text: str, *, go_only: bool = False) -> int:
-    """Nanoseconds in a Go duration (``1h30m``, ``1.5s``, ``-2ms``); d/w/y unless ``go_only``.
-
-    Raises ``ValueError`` with Go's wording on malformed input.
-    """
-    s = text
-    sign = 1
-    if s[:1] in "+-":
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(f'time: invalid duration "{text}"')
-    pos = 0
-    total = 0.0
-    while pos < len(s):
-        m = _DUR_PART.match(s, pos)
-        if m is None or (go_only and m.group(2) in ("d", "w", "y")):
-            if re.match(r"(\d+(?:\.\d*)?|\.\d+)$", s[pos:]):
-                raise ValueError(f'time: missing unit in duration "{text}"')
-            raise ValueError(f'time: invalid duration "{text}"')
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    return sign * round(total)
 
 
 _BYTE_UNITS = {
