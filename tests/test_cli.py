@@ -97,3 +97,36 @@ def test_the_cli_starts_without_the_server_imports() -> None:
            "if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_status_says_what_runs_and_what_fails(tmp_path: Path) -> None:
+    from pitwall.config import load_settings
+    from tests.conftest import LiveServer
+
+    rules = tmp_path / "r.yaml"
+    rules.write_text("groups: [{name: g, rules: [{alert: Always, expr: vector(1)}, {record: r, expr: vector(2)}]}]\n")
+    s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                      rule_files=[str(rules)], **{"global": {"evaluation_interval": "100ms"}},
+                      scrape_configs=[{"job_name": "dead", "scrape_interval": "100ms",
+                                       "static_configs": [{"targets": ["127.0.0.1:1"]}]}])
+    srv = LiveServer(s)
+    srv.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until a scrape and a rule evaluation ran: the dead target is down, the alert fires
+            out = CliRunner().invoke(app, ["status", "--server", srv.url, "--output", "json"])
+            assert out.exit_code == 0, out.output
+            got = json.loads(out.stdout)  # stdout alone: an earlier `server` test may have set up logging
+            if (got["alerts_firing"] and got["targets_down"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert got["ready"] is True and got["problems"] == []
+        assert got["rules"] == 2 and got["alerts_firing"] == ["Always"]
+        assert got["targets_up"] == 0 and len(got["targets_down"]) == 1 and "dead" in got["targets_down"][0]
+        assert got["nodes"] and set(got["pods"]) <= {"Pending", "Running", "Succeeded", "Failed"}
+        table = CliRunner().invoke(app, ["status", "--server", srv.url])
+        assert table.exit_code == 0 and "firing: Always" in table.stdout and "0 up, 1 down" in table.stdout
+    finally:
+        srv.stop()
+    down = CliRunner().invoke(app, ["status", "--server", srv.url])
+    assert down.exit_code == 1 and "cannot reach" in down.output

@@ -18,6 +18,7 @@ from pitwall.cli import query as query_cmd
 from pitwall.cli import rules as rules_cmd
 from pitwall.cli import server as server_cmd
 from pitwall.cli import slo as slo_cmd
+from pitwall.cli import status as status_cmd
 from pitwall.cli import traces as traces_cmd
 
 app = typer.Typer(help="pitwall: production support for microservices in one process.", no_args_is_help=True,
@@ -38,6 +39,8 @@ def _root(version: bool = typer.Option(False, "--version", help="Print pitwall's
 
 app.command("server", help="Run the pitwall server.")(server_cmd.server)
 app.command("demo", help="Run pitwall with a live demo shop: 5 services, load, alerts.")(demo_cmd.demo)
+app.command("status", help="What a server runs and what is failing (exit 1 when it is not ready).")(
+    status_cmd.status)
 app.command("query", help="Run a PromQL query against a pitwall (or Prometheus) server.")(query_cmd.query)
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(traces_cmd.app, name="traces")
