@@ -301,3 +301,31 @@ async def test_pod_binding(http: httpx.AsyncClient) -> None:
     assert (await http.get(f"{pods}/b/binding")).status_code == 405
     res = {r["name"]: r for r in (await http.get("/api/v1")).json()["resources"]}
     assert res["pods/binding"]["verbs"] == ["create"] and res["pods/binding"]["kind"] == "Binding"
+
+
+async def test_lists_reuse_encoded_objects_until_they_change(http: httpx.AsyncClient, kube: KubeAPI) -> None:
+    base = "/apis/apps/v1/namespaces/default/deployments"
+    for n in ("a", "b", "c"):
+        assert (await http.post(base, json={**DEP, "metadata": {"name": n, "labels": {"tier": n}}})).status_code == 201
+    first = (await http.get(base)).json()
+    cache = kube.resources.cache
+    misses = cache.misses
+    again = (await http.get(base)).json()
+    assert again == first and cache.misses == misses  # nothing decoded or encoded again
+    r = await http.patch(base + "/b", json={"metadata": {"labels": {"tier": "x"}}},
+                         headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200
+    after = (await http.get(base)).json()
+    assert cache.misses == misses + 1  # only the changed object
+    assert [d["metadata"]["labels"]["tier"] for d in after["items"]] == ["a", "x", "c"]
+    assert after["items"][1]["metadata"]["resourceVersion"] == r.json()["metadata"]["resourceVersion"]
+    assert int(after["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
+    # Selectors, pages and the v1/v2 views still apply per request.
+    sel = (await http.get(base, params={"labelSelector": "tier in (a,c)"})).json()
+    assert [d["metadata"]["name"] for d in sel["items"]] == ["a", "c"]
+    page = (await http.get(base, params={"limit": "2"})).json()
+    assert [d["metadata"]["name"] for d in page["items"]] == ["a", "b"] and page["metadata"]["continue"]
+    rest = (await http.get(base, params={"limit": "2", "continue": page["metadata"]["continue"]})).json()
+    assert [d["metadata"]["name"] for d in rest["items"]] == ["c"] and "continue" not in rest["metadata"]
+    empty = (await http.get("/apis/apps/v1/namespaces/none/deployments")).json()
+    assert empty["items"] == [] and empty["kind"] == "DeploymentList"

@@ -39,7 +39,15 @@ from pitwall.kube.errors import (
     status_response,
 )
 from pitwall.kube.fields import check_fields, warning_headers
-from pitwall.kube.http import json_response, media_type, read_body, read_raw, truthy, wants_table
+from pitwall.kube.http import (
+    encoded_list_response,
+    json_response,
+    media_type,
+    read_body,
+    read_raw,
+    truthy,
+    wants_table,
+)
 from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
 from pitwall.kube.metricsapi import METRICS_GROUP, get_metrics, list_metrics
@@ -268,17 +276,17 @@ def kube_router(api: KubeAPI) -> APIRouter:
             limit = int(q.get("limit") or 0)
         except ValueError:
             raise BadRequest(f"limit: Invalid value: {q.get('limit')!r}") from None
-        lr = await res.list(t.rt, t.namespace, label_selector=q.get("labelSelector"),
-                            field_selector=q.get("fieldSelector"), limit=limit,
-                            continue_token=q.get("continue") or "", resource_version=q.get("resourceVersion") or "")
+        found, rv, token = await res.list_encoded(
+            t.rt, t.namespace, label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
+            limit=limit, continue_token=q.get("continue") or "", resource_version=q.get("resourceVersion") or "")
         if wants_table(request):
-            return json_response(table(t.rt, lr.items, include_object=q.get("includeObject", "Metadata"),
-                                       resource_version=lr.resource_version, continue_token=lr.continue_token))
-        md: Obj = {"resourceVersion": lr.resource_version}
-        if lr.continue_token:
-            md["continue"] = lr.continue_token
-        return json_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": md,
-                              "items": lr.items})
+            return json_response(table(t.rt, [obj for obj, _ in found], include_object=q.get("includeObject", "Metadata"),
+                                       resource_version=rv, continue_token=token))
+        md: Obj = {"resourceVersion": rv}
+        if token:
+            md["continue"] = token
+        return encoded_list_response({"kind": t.rt.list_kind, "apiVersion": t.rt.api_version, "metadata": md},
+                                     [raw for _, raw in found])
 
     async def create(request: Request, t: _Target) -> Response:
         body = await read_body(request, protobuf_kind=(t.rt.group, t.rt.kind))

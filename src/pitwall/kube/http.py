@@ -82,6 +82,13 @@ def wants_table(request: Request) -> bool:
     return False
 
 
+def encoded_list_response(head: dict[str, Any], items: list[bytes]) -> Response:
+    """A list whose items are already JSON: ``head`` plus ``"items": [...]`` spliced in, nothing re-encoded."""
+    body = orjson.dumps(head, option=orjson.OPT_NON_STR_KEYS)
+    return Response(b"".join((body[:-1], b',"items":[', b",".join(items), b"]}")), 200,
+                    media_type="application/json")
+
+
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None,
                   media: str = "application/json") -> Response:
     return Response(orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS), status, headers, media_type=media)

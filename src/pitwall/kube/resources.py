@@ -37,6 +37,7 @@ from pitwall.kube.errors import (
 )
 from pitwall.kube.managed import track_update
 from pitwall.kube.meta import generated_name, meta, new_uid, now_rfc3339
+from pitwall.kube.objcache import ObjectCache
 from pitwall.kube.registry import Registry, ResourceType
 from pitwall.kube.selectors import FieldSelector, LabelSelector
 from pitwall.storage.revstore import Compacted, Compare, KeyValue, Op, RevStore
@@ -46,6 +47,8 @@ __all__ = ["Defaulter", "ListResult", "Resources", "Validator", "WatchEvent"]
 Obj = dict[str, Any]
 Defaulter = Callable[[Obj, Obj | None], None]
 Validator = Callable[[Obj, Obj | None], list[Cause]]
+Encoded = list[tuple[Obj, bytes]]  # list items with their JSON
+_Entries = list[Any]
 _MAX_RETRIES = 16
 _UNDELETABLE = ("default", "kube-system", "kube-public")  # as kube-apiserver's namespace lifecycle admission
 
@@ -115,6 +118,7 @@ class Resources:
         self.service_cidr = service_cidr
         self._defaulters: dict[tuple[str, str], list[Defaulter]] = {}
         self._validators: dict[tuple[str, str], list[Validator]] = {}
+        self.cache = ObjectCache()
 
     # ---- reads -------------------------------------------------------------------------------------------
     async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
@@ -126,6 +130,34 @@ class Resources:
     async def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
                    field_selector: str | None = None, limit: int = 0, continue_token: str = "",
                    resource_version: str = "") -> ListResult:
+        found, rv, token = await self._scan(rt, namespace, lambda kv: _decode(rt, kv), label_selector=label_selector,
+                                            field_selector=field_selector, limit=limit,
+                                            continue_token=continue_token, resource_version=resource_version)
+        return ListResult(found, rv, token)
+
+    async def list_encoded(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
+                           field_selector: str | None = None, limit: int = 0, continue_token: str = "",
+                           resource_version: str = "") -> tuple[Encoded, str, str]:
+        """As ``list``, with each item's JSON, through the object cache: the items are shared, read-only.
+
+        The API serves lists from this: an unchanged object is neither decoded
+        nor encoded again.
+        """
+        cache = self.cache
+
+        def decode(kv: KeyValue) -> Obj:
+            return _decode(rt, kv)
+
+        found, rv, token = await self._scan(rt, namespace, lambda kv: cache.get(rt.api_version, kv, decode),
+                                            label_selector=label_selector, field_selector=field_selector,
+                                            limit=limit, continue_token=continue_token,
+                                            resource_version=resource_version)
+        return found, rv, token
+
+    async def _scan(self, rt: ResourceType, namespace: str, load: Callable[[KeyValue], Any], *,
+                    label_selector: str | None, field_selector: str | None, limit: int, continue_token: str,
+                    resource_version: str) -> tuple[_Entries, str, str]:
+        """The matching entries (``load``'s results; an ``Obj`` or ``(Obj, ...)``), the list's revision, a token."""
         labels = LabelSelector.parse(label_selector)
         fields = FieldSelector.parse(field_selector, rt.kind)
         prefix = rt.list_prefix(namespace)
@@ -135,23 +167,26 @@ class Resources:
             rev, start = _decode_continue(continue_token)
         elif resource_version not in ("", "0"):
             rev = _parse_rv(resource_version)
-        items: list[Obj] = []
+        items: list[Any] = []
+        last_obj: Obj | None = None
         page = max(limit, 0)
         more = False
+        select = not (labels.empty and fields.empty)
         try:
             while True:
                 res = await self.store.range(prefix, start=start, limit=(page + 1) if page else 0, revision=rev)
                 rev = res.revision if rev == 0 else rev
-                kvs = res.kvs
                 last_key = ""
-                for kv in kvs:
+                for kv in res.kvs:
                     if page and len(items) >= page:
                         more = True
                         break
                     last_key = kv.key
-                    obj = _decode(rt, kv)
-                    if self._matches(obj, labels, fields):
-                        items.append(obj)
+                    entry = load(kv)
+                    obj = entry if isinstance(entry, dict) else entry[0]
+                    if not select or self._matches(obj, labels, fields):
+                        items.append(entry)
+                        last_obj = obj
                 else:
                     if not (page and res.more):
                         break
@@ -164,10 +199,9 @@ class Resources:
                        f"token in this response to retrieve the remainder of the results (compacted {e})"
                        ) from None
         token = ""
-        if more and items:
-            token = _encode_continue(rev, rt.key(meta(items[-1]).get("namespace", ""),
-                                                 meta(items[-1])["name"]) + "\0")
-        return ListResult(items, str(rev), token)
+        if more and last_obj is not None:
+            token = _encode_continue(rev, rt.key(meta(last_obj).get("namespace", ""), meta(last_obj)["name"]) + "\0")
+        return items, str(rev), token
 
     @staticmethod
     def _matches(obj: Obj, labels: LabelSelector, fields: FieldSelector) -> bool:
