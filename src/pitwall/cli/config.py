@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 
-app = typer.Typer(help="Configuration history of Consul KV keys.", no_args_is_help=True)
+app = typer.Typer(help="Check a pitwall.yaml; history, diff and rollback of Consul KV keys.", no_args_is_help=True)
 _SHOWN = 60  # characters of a value shown in the table
 
 
@@ -27,6 +28,16 @@ def _value(b64: str | None) -> str:
     except UnicodeDecodeError:
         return f"({len(raw)} bytes)"
     return text if len(text) <= _SHOWN else text[:_SHOWN - 1] + "…"
+
+
+@app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="The pitwall.yaml to check.")],
+) -> None:
+    """Check FILE and every file it names (rules, scrape configs, Alertmanager, gateway, TLS, dashboards)."""
+    from pitwall.cli.config_check import check_config_file
+
+    raise typer.Exit(check_config_file(file))
 
 
 @app.command("history")

@@ -12,6 +12,7 @@ from pitwall.cli import chaos as chaos_cmd
 from pitwall.cli import config as config_cmd
 from pitwall.cli import demo as demo_cmd
 from pitwall.cli import incidents as incidents_cmd
+from pitwall.cli import inventory as inventory_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
 from pitwall.cli import query as query_cmd
@@ -41,6 +42,9 @@ app.command("server", help="Run the pitwall server.")(server_cmd.server)
 app.command("demo", help="Run pitwall with a live demo shop: 5 services, load, alerts.")(demo_cmd.demo)
 app.command("status", help="What a server runs and what is failing (exit 1 when it is not ready).")(
     status_cmd.status)
+app.command("targets", help="Scrape targets: health, last scrape, error.")(inventory_cmd.targets)
+app.command("services", help="Services: Kubernetes Services with ready endpoints, and services seen in traces.")(
+    inventory_cmd.services)
 app.command("query", help="Run a PromQL query against a pitwall (or Prometheus) server.")(query_cmd.query)
 app.add_typer(logs_cmd.app, name="logs")
 app.add_typer(traces_cmd.app, name="traces")
