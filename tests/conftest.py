@@ -115,6 +115,21 @@ def live_server(tmp_path: Path) -> Iterator[LiveServer]:
     srv.stop()
 
 
+@pytest.fixture
+def rules_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """A live server with one always-firing alert, one recording rule and a scrape target that is down."""
+    rules = tmp_path / "r.yaml"
+    rules.write_text("groups: [{name: g, rules: [{alert: Always, expr: vector(1)}, {record: r, expr: vector(2)}]}]\n")
+    s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                      rule_files=[str(rules)], **{"global": {"evaluation_interval": "100ms"}},
+                      scrape_configs=[{"job_name": "dead", "scrape_interval": "100ms",
+                                       "static_configs": [{"targets": ["127.0.0.1:1"]}]}])
+    srv = LiveServer(s)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path | None = None) -> subprocess.Popen[bytes]:
     """The real CLI in a subprocess (for kill -9 crash tests)."""
     cmd = [sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(data_dir),

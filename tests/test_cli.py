@@ -99,18 +99,8 @@ def test_the_cli_starts_without_the_server_imports() -> None:
     assert out.strip() == "[]"
 
 
-def test_status_says_what_runs_and_what_fails(tmp_path: Path) -> None:
-    from pitwall.config import load_settings
-    from tests.conftest import LiveServer
-
-    rules = tmp_path / "r.yaml"
-    rules.write_text("groups: [{name: g, rules: [{alert: Always, expr: vector(1)}, {record: r, expr: vector(2)}]}]\n")
-    s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
-                      rule_files=[str(rules)], **{"global": {"evaluation_interval": "100ms"}},
-                      scrape_configs=[{"job_name": "dead", "scrape_interval": "100ms",
-                                       "static_configs": [{"targets": ["127.0.0.1:1"]}]}])
-    srv = LiveServer(s)
-    srv.start()
+def test_status_says_what_runs_and_what_fails(rules_server: LiveServer) -> None:
+    srv = rules_server
     try:
         deadline = time.monotonic() + 30
         while True:  # until a scrape and a rule evaluation ran: the dead target is down, the alert fires
@@ -127,6 +117,6 @@ def test_status_says_what_runs_and_what_fails(tmp_path: Path) -> None:
         table = CliRunner().invoke(app, ["status", "--server", srv.url])
         assert table.exit_code == 0 and "firing: Always" in table.stdout and "0 up, 1 down" in table.stdout
     finally:
-        srv.stop()
+        srv.stop()  # the fixture's stop then finds it stopped
     down = CliRunner().invoke(app, ["status", "--server", srv.url])
     assert down.exit_code == 1 and "cannot reach" in down.output

@@ -12,57 +12,45 @@ import yaml
 from typer.testing import CliRunner
 
 from pitwall.cli.main import app
+from tests.conftest import LiveServer
 
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_listings_of_a_live_server(tmp_path: Path) -> None:
-    from pitwall.config import load_settings
-    from tests.conftest import LiveServer
-
-    rules = tmp_path / "r.yaml"
-    rules.write_text("groups: [{name: g, rules: [{alert: Always, expr: vector(1)}, {record: r, expr: vector(2)}]}]\n")
-    s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
-                      rule_files=[str(rules)], **{"global": {"evaluation_interval": "100ms"}},
-                      scrape_configs=[{"job_name": "dead", "scrape_interval": "100ms",
-                                       "static_configs": [{"targets": ["127.0.0.1:1"]}]}])
-    srv = LiveServer(s)
-    srv.start()
-    try:
-        svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop-api-with-a-long-name"},
-               "spec": {"selector": {"app": "shop"}, "ports": [{"port": 8080}]}}
-        r = httpx.post(srv.url + "/api/v1/namespaces/default/services", json=svc, timeout=10)
-        assert r.status_code == 201, r.text
-        run = CliRunner().invoke
-        deadline = time.monotonic() + 30
-        while True:  # until a scrape failed and the alert fires
-            rows = json.loads(run(app, ["rules", "list", "--server", srv.url, "-o", "json"]).stdout)
-            tg = json.loads(run(app, ["targets", "--server", srv.url, "-o", "json"]).stdout)
-            firing = [a for g in rows for rule in g["rules"] for a in rule.get("alerts", [])]
-            if (firing and tg["activeTargets"][0]["health"] == "down") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert [rule["name"] for rule in rows[0]["rules"]] == ["Always", "r"] and firing
-        table = run(app, ["rules", "list", "--server", srv.url])
-        assert table.exit_code == 0, table.output
-        head, *lines = table.stdout.splitlines()
-        assert head.split() == ["GROUP", "RULE", "TYPE", "STATE", "HEALTH", "ALERTS", "LAST", "EVAL", "ERROR"]
-        assert lines[0].split()[:6] == ["g", "Always", "alerting", "firing", "ok", "1"]
-        wide = run(app, ["rules", "list", "--server", srv.url, "-o", "wide"]).stdout
-        assert "vector(1)" in wide and str(rules) in wide
-        t = run(app, ["targets", "--server", srv.url]).stdout.splitlines()
-        assert t[1].split()[:3] == ["dead", "http://127.0.0.1:1/metrics", "down"]
-        assert "connection refused" in t[1].lower() or "connect" in t[1].lower()
-        svcs = run(app, ["services", "--server", srv.url, "-o", "yaml"])
-        got = {x["name"]: x for x in yaml.safe_load(svcs.stdout)}
-        assert got["shop-api-with-a-long-name"]["endpoints"] == "0/0"
-        assert got["shop-api-with-a-long-name"]["ports"] == ["8080/TCP"]
-        plain = run(app, ["services", "--server", srv.url]).stdout
-        assert "shop-api-with-a-long-name" in plain and "…" not in plain  # full names through a pipe
-        bad = run(app, ["targets", "--server", srv.url, "-o", "xml"])
-        assert bad.exit_code == 2 and "--output must be one of" in bad.output
-    finally:
-        srv.stop()
+def test_listings_of_a_live_server(rules_server: LiveServer) -> None:
+    srv = rules_server
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop-api-with-a-long-name"},
+           "spec": {"selector": {"app": "shop"}, "ports": [{"port": 8080}]}}
+    r = httpx.post(srv.url + "/api/v1/namespaces/default/services", json=svc, timeout=10)
+    assert r.status_code == 201, r.text
+    run = CliRunner().invoke
+    deadline = time.monotonic() + 30
+    while True:  # until a scrape failed and the alert fires
+        rows = json.loads(run(app, ["rules", "list", "--server", srv.url, "-o", "json"]).stdout)
+        tg = json.loads(run(app, ["targets", "--server", srv.url, "-o", "json"]).stdout)
+        firing = [a for g in rows for rule in g["rules"] for a in rule.get("alerts", [])]
+        if (firing and tg["activeTargets"][0]["health"] == "down") or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [rule["name"] for rule in rows[0]["rules"]] == ["Always", "r"] and firing
+    table = run(app, ["rules", "list", "--server", srv.url])
+    assert table.exit_code == 0, table.output
+    head, *lines = table.stdout.splitlines()
+    assert head.split() == ["GROUP", "RULE", "TYPE", "STATE", "HEALTH", "ALERTS", "LAST", "EVAL", "ERROR"]
+    assert lines[0].split()[:6] == ["g", "Always", "alerting", "firing", "ok", "1"]
+    wide = run(app, ["rules", "list", "--server", srv.url, "-o", "wide"]).stdout
+    assert "vector(1)" in wide and "r.yaml" in wide
+    t = run(app, ["targets", "--server", srv.url]).stdout.splitlines()
+    assert t[1].split()[:3] == ["dead", "http://127.0.0.1:1/metrics", "down"]
+    assert "connection refused" in t[1].lower() or "connect" in t[1].lower()
+    svcs = run(app, ["services", "--server", srv.url, "-o", "yaml"])
+    got = {x["name"]: x for x in yaml.safe_load(svcs.stdout)}
+    assert got["shop-api-with-a-long-name"]["endpoints"] == "0/0"
+    assert got["shop-api-with-a-long-name"]["ports"] == ["8080/TCP"]
+    plain = run(app, ["services", "--server", srv.url]).stdout
+    assert "shop-api-with-a-long-name" in plain and "…" not in plain  # full names through a pipe
+    bad = run(app, ["targets", "--server", srv.url, "-o", "xml"])
+    assert bad.exit_code == 2 and "--output must be one of" in bad.output
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

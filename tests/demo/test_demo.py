@@ -50,6 +50,7 @@ class Run:
     returncode: int | None = None
     child_pids: dict[str, int] = field(default_factory=dict)
     leftovers: list[str] = field(default_factory=list)
+    firing: set[tuple[str, str]] = field(default_factory=set)  # (alertname, service_name) seen firing
 
     def evidence(self, criterion: str) -> Any:
         if criterion not in self.found:
@@ -267,13 +268,21 @@ def _read_lines(proc: subprocess.Popen[str], run: Run) -> None:
         run.lines.append(line.rstrip("\n"))
 
 
+def _record_firing(c: httpx.Client, run: Run) -> None:
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+        for a in c.get("/api/v1/alerts").json()["data"]["alerts"]:
+            if a.get("state") == "firing":
+                run.firing.add((a["labels"].get("alertname", ""), a["labels"].get("service_name", "")))
+
+
 def _poll(run: Run, proc: subprocess.Popen[str]) -> None:
-    """Probe until every criterion holds or the demo is about to stop."""
+    """Probe until every criterion holds, and note every alert that fires, until the demo stops."""
     with httpx.Client(base_url=run.url, timeout=10) as c:
-        while proc.poll() is None and set(PROBES) - set(run.found):
+        while proc.poll() is None:
             if not any("pitwall demo: running" in ln for ln in run.lines):
                 time.sleep(0.5)
                 continue
+            _record_firing(c, run)
             for name, probe in PROBES.items():
                 if name in run.found:
                     continue
@@ -379,6 +388,13 @@ def test_a_log_lines_trace_id_resolves_to_a_trace(run: Run) -> None:
 
 def test_the_demo_alert_fires(run: Run) -> None:
     assert run.evidence("alert")
+
+
+def test_only_the_alerts_the_quickstart_names_fire(run: Run) -> None:
+    """docs/quickstart.md: one alert per outage, HighErrorRate (payment; checkout's and frontend's inhibited)."""
+    assert ("HighErrorRate", "payment") in run.firing
+    assert {name for name, _ in run.firing} == {DEMO_ALERT}, run.firing
+    assert {svc for _, svc in run.firing} <= {"payment", "checkout", "frontend"}, run.firing
 
 
 def test_the_run_ends_cleanly_without_orphans(run: Run) -> None:

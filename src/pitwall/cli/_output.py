@@ -60,9 +60,11 @@ def _cell(v: Any) -> str:
 
 
 def ago(iso: str | None, now: float | None = None) -> str:
-    """``12s``, ``3m4s``, ``2h5m``, ``4d3h`` since an RFC 3339 time; ``-`` when unknown or zero."""
+    """kubectl's short age (``42s``, ``5m``, ``3h``, ``2d``) since an RFC 3339 time; ``-`` when unknown."""
     import time
     from datetime import datetime
+
+    from pitwall.core.durations import short_age
 
     if not iso or iso.startswith("0001-"):
         return "-"
@@ -70,11 +72,4 @@ def ago(iso: str | None, now: float | None = None) -> str:
         t = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return iso
-    s = max(0, int((now if now is not None else time.time()) - t))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60}m"
-    return f"{s // 86400}d{s % 86400 // 3600}h"
+    return short_age((now if now is not None else time.time()) - t)

@@ -100,3 +100,15 @@ def parse_duration_ns(text: str, *, go_only: bool = False) -> int:
         total += float(m.group(1)) * _GO_UNIT_NS[m.group(2)]
         pos = m.end()
     return sign * round(total)
+
+
+def short_age(seconds: float) -> str:
+    """kubectl's short age of a duration: ``42s``, ``5m``, ``3h``, ``2d`` (never negative)."""
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"

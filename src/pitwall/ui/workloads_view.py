@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from pitwall.core.durations import short_age
+
 __all__ = [
     "DeploymentRow",
     "PodRow",
@@ -65,14 +67,7 @@ def age(ts: Any, now: datetime | None = None) -> str:
     t = _ts(ts)
     if t is None:
         return "—"
-    s = max(0, int(((now or datetime.now(UTC)) - t).total_seconds()))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
+    return short_age(((now or datetime.now(UTC)) - t).total_seconds())
 
 
 def _meta(o: Obj) -> Obj:
