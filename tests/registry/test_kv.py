@@ -1,4 +1,5 @@
-"""Consul KV, txn and blocking queries through py-consul against a live pitwall (SQLite store)."""
+"""Consul KV through py-consul against a live pitwall (SQLite store): what is not per backend
+(the cases both backends share are in test_kv_backends.py)."""
 
 from __future__ import annotations
 
@@ -20,34 +21,9 @@ from pitwall.config import load_settings
 from pitwall.incidents import ChangeLog
 from pitwall.server import create_app
 from tests.conftest import LiveServer
-from tests.registry import kv_cases
 from tests.registry.conftest import ADMIN, READER, client_for
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def test_put_get_delete(c: consul.Consul) -> None:
-    kv_cases.kv_roundtrip(c, "rt")
-
-
-def test_cas(c: consul.Consul) -> None:
-    kv_cases.kv_cas(c, "cas")
-
-
-def test_recurse_keys_separator(c: consul.Consul) -> None:
-    kv_cases.kv_recurse_and_keys(c, "tree")
-
-
-def test_blocking_reads(c: consul.Consul) -> None:
-    kv_cases.kv_blocking(c, "block")
-
-
-def test_txn(c: consul.Consul) -> None:
-    kv_cases.kv_txn(c, "txn")
-
-
-def test_bad_input_answered_as_consul(server: LiveServer) -> None:
-    kv_cases.kv_bad_input(server.url, ADMIN, "bad")
 
 
 def test_raw_and_headers(server: LiveServer, c: consul.Consul) -> None:

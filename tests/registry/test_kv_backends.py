@@ -1,4 +1,7 @@
-"""The same Consul KV behaviour with the state store on a real etcd (Debian's etcd-server), and a restart."""
+"""Consul KV through py-consul on each state-store backend: SQLite (embedded) and a real etcd (Debian's etcd-server).
+
+The same cases (``kv_cases``) run on both, and both keep everything over a restart.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +13,20 @@ import pytest
 from tests.conftest import LiveServer
 from tests.registry import kv_cases
 from tests.registry.conftest import ADMIN, client_for, consul_server
-from tests.storage.revstore.conftest import EtcdServer, start_etcd
+from tests.storage.revstore.conftest import start_etcd
 
-pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
-    e = start_etcd(tmp_path_factory.mktemp("etcd") / "data")
-    yield e
-    e.stop()
+pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module")
-def server(etcd: EtcdServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = consul_server(tmp_path_factory.mktemp("consul-etcd") / "data", backend="etcd", endpoints=[etcd.url],
-                        compact_interval="0s")
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("etcd", marks=[pytest.mark.slow, pytest.mark.peer])])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    data = tmp_path_factory.mktemp(f"consul-{request.param}")
+    if request.param == "etcd":
+        etcd = start_etcd(data / "etcd")
+        request.addfinalizer(etcd.stop)
+        srv = consul_server(data / "data", backend="etcd", endpoints=[etcd.url], compact_interval="0s")
+    else:
+        srv = consul_server(data / "data")
     yield srv
     srv.stop()
 
@@ -55,16 +56,16 @@ def test_txn(c: consul.Consul) -> None:
     kv_cases.kv_txn(c, "txn")
 
 
-def test_bad_input(server: LiveServer) -> None:
+def test_bad_input_answered_as_consul(server: LiveServer) -> None:
     kv_cases.kv_bad_input(server.url, ADMIN, "bad")
 
 
-def test_lock_on_etcd(c: consul.Consul) -> None:
+def test_lock(c: consul.Consul) -> None:
     s1 = c.session.create(name="a", lock_delay=0, ttl=10)
     s2 = c.session.create(name="b")
-    assert c.kv.put("lock/etcd", "1", acquire=s1) and not c.kv.put("lock/etcd", "2", acquire=s2)
+    assert c.kv.put("lock/k", "1", acquire=s1) and not c.kv.put("lock/k", "2", acquire=s2)
     c.session.destroy(s1)
-    assert c.kv.put("lock/etcd", "2", acquire=s2)
+    assert c.kv.put("lock/k", "2", acquire=s2)
     c.session.destroy(s2)
 
 
