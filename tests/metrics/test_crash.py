@@ -19,6 +19,7 @@ import pytest
 
 from pitwall.metrics.ingest import prompb
 from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.crash import Stop, kill_under_load, restarted
 
 pytestmark = pytest.mark.slow
 
@@ -41,41 +42,23 @@ def test_sigkill_during_remote_write_loses_nothing_acknowledged(tmp_path: Path) 
     data = tmp_path / "data"
     proc = start_pitwall_process(data, port)
     wait_ready(url, proc=proc)
-    acked: set[str] = set()
-    sent: set[str] = set()
-    stop = threading.Event()
     t0 = (int(time.time()) - 600) * 1000
+    clients = [httpx.Client(timeout=5) for _ in range(4)]
+    sent: set[str] = set()
 
-    def writer(w: int) -> None:
-        with httpx.Client(timeout=5) as c:
-            n = 0
-            while not stop.is_set() and n < 100_000:
-                rid = f"{w}-{n}"
-                sent.add(rid)
-                try:
-                    r = c.post(url + "/api/v1/write", content=_body(rid, t0))
-                except httpx.HTTPError:
-                    return
-                if r.status_code == 204:
-                    acked.add(rid)
-                n += 1
+    def send(w: int, n: int) -> str | None:
+        rid = f"{w}-{n}"
+        sent.add(rid)
+        try:
+            r = clients[w].post(url + "/api/v1/write", content=_body(rid, t0))
+        except httpx.HTTPError:
+            raise Stop from None
+        return rid if r.status_code == 204 else None
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 20
-    while len(acked) < 300 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-    assert len(acked) >= 300
-
-    proc = start_pitwall_process(data, port)
-    try:
-        wait_ready(url, proc=proc)
+    acked = kill_under_load(proc, send, within_s=20)
+    for c in clients:
+        c.close()
+    with restarted(data, port):
         r = httpx.get(url + "/api/v1/query", params={
             "query": "count_over_time(crash_total[1h])", "time": t0 / 1000 + 60}, timeout=60)
         result = r.json()["data"]["result"]
@@ -85,10 +68,6 @@ def test_sigkill_during_remote_write_loses_nothing_acknowledged(tmp_path: Path) 
         partial = {k: v for k, v in counts.items() if v != 10}
         assert not partial, f"half-visible requests: {partial}"
         assert counts.keys() <= sent
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-
 
 
 def _wide_body(metric: str, client: int, req: int, t0: int, n_series: int = 2000) -> bytes:
