@@ -42,15 +42,19 @@ def check(
 
 @app.command("history")
 def history(
-    key: Annotated[str, typer.Argument(help="The Consul KV key, e.g. config/web/timeout.")],
+    key: Annotated[str, typer.Argument(help="A Consul KV key (config/web/timeout), or configmap/NS/NAME or "
+                                            "secret/NS/NAME for a Kubernetes ConfigMap's or Secret's data.")],
     limit: Annotated[int, typer.Option(help="At most this many of the newest changes.")] = 100,
+    source: Annotated[str, typer.Option(help="consul or kubernetes (default: kubernetes for configmap/... and "
+                                             "secret/... keys, else consul).")] = "",
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
-    """Revisions of KEY, oldest first: revision, time, who, old -> new value."""
+    """Revisions of KEY, oldest first: revision, time, who, old -> new value (Secret values as digests)."""
+    source = source or ("kubernetes" if key.startswith(("configmap/", "secret/")) else "consul")
     resp = call("pitwall", "GET", server, "/api/config/v1/history", token=token, timeout=30,
-                params={"key": key, "limit": limit})
+                params={"key": key, "limit": limit, "source": source})
     if resp.status_code >= 400:
         fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
     changes: list[dict[str, Any]] = resp.json()["changes"]

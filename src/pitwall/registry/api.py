@@ -20,6 +20,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
 from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
 from pitwall.registry.history import ConfigHistory
+from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import MAX_TXN_OPS, KVStore
 from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, check_key
 from pitwall.registry.sessions import SessionStore
@@ -256,16 +257,28 @@ def _status_routes(r: APIRouter, agent: AgentInfo) -> None:
         })
 
 
-def history_router(history: ConfigHistory, kv: KVStore) -> APIRouter:
-    """pitwall's own config API: a key's recorded changes, the KV difference between two revisions, and
-    putting a key back to the value it had at a revision."""
+def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfigHistory | None = None) -> APIRouter:
+    """pitwall's own config API: a key's recorded changes (a Consul key's, or with ``source=kubernetes`` a
+    ConfigMap's or Secret's, named ``configmap/NS/NAME``), the KV difference between two revisions, and
+    putting a Consul key back to the value it had at a revision."""
     r = error_router("native", tags=["config"])
 
     @r.get("/api/config/v1/history")
-    async def key_history(key: str, limit: int = 100) -> Response:
+    async def key_history(key: str, limit: int = 100, source: str = "consul") -> Response:
         check_key(key)
-        recs = await history.of(key, limit=max(1, min(limit, 1000)))
-        return json_response({"key": key, "changes": [rec.to_api() for rec in recs]})
+        n = max(1, min(limit, 1000))
+        if source == "kubernetes":
+            if kube_history is None:
+                raise ConsulError(404, "the Kubernetes API is off (kube.enabled: false): no ConfigMap history")
+            if not key.startswith(("configmap/", "secret/")) or key.count("/") != 2:
+                raise ConsulError(400, f"source=kubernetes names configmap/NAMESPACE/NAME or "
+                                       f"secret/NAMESPACE/NAME, not {key!r}")
+            recs = await kube_history.of(key, limit=n)
+        elif source == "consul":
+            recs = await history.of(key, limit=n)
+        else:
+            raise ConsulError(400, f"source must be consul or kubernetes, not {source!r}")
+        return json_response({"key": key, "source": source, "changes": [rec.to_api() for rec in recs]})
 
     @r.get("/api/config/v1/diff")
     async def diff(request: Request, prefix: str = "") -> Response:

@@ -23,6 +23,7 @@ from pitwall.registry.blocking import WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog
 from pitwall.registry.catalog_api import catalog_routes
 from pitwall.registry.history import ConfigHistory
+from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import KVStore
 from pitwall.registry.model import KV_PREFIX, SESSION_PREFIX
 from pitwall.registry.sessions import LockDelays, SessionStore
@@ -47,16 +48,18 @@ class RegistryPart:
     services: AgentServices
     checks: CheckRunner
     catalog: Catalog
+    kube_history: KubeConfigHistory | None = None
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
-        return [self.hub, self.history, self.sessions, self.checks]
+        own: list[Component] = [self.hub, self.history, self.sessions, self.checks]
+        return own + ([self.kube_history] if self.kube_history is not None else [])
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
-                Mount(history_router(self.history, self.kv))]
+                Mount(history_router(self.history, self.kv, self.kube_history))]
 
     async def reload(self, settings: Any) -> None:
         """Nothing of it is configured live."""
@@ -80,4 +83,8 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     hub.listen(sessions.on_events)
     services = AgentServices(store, agent.node)
     catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
-    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog)
+    kube_history = None
+    if kube is not None:
+        kube_history = KubeConfigHistory(store, {k.lower(): kube.resource_type("v1", k).prefix
+                                                 for k in ("ConfigMap", "Secret")}, changes)
+    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history)
