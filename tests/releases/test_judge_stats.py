@@ -18,6 +18,7 @@ import pytest
 
 from pitwall.releases._stats import (
     AllTied,
+    _ShiftedRanks,
     average_ranks,
     fisher_exact_2x2,
     percentile_r7,
@@ -144,6 +145,20 @@ def test_average_ranks_share_ties() -> None:
     ranks, ties = average_ranks(np.array([10.0, 20.0, 10.0, 30.0, 20.0, 20.0]))
     assert ranks.tolist() == [1.5, 4.0, 1.5, 6.0, 4.0, 4.0]
     assert sorted(ties.tolist()) == [1, 2, 3]
+
+
+def test_shifted_ranks_agree_with_ranking_afresh() -> None:
+    # The root finder's fast path against ranking c(x - d, y) from scratch, at shifts
+    # that make x - d meet y values exactly (cross ties) and at shifts between them.
+    rng = np.random.default_rng(7)
+    x = rng.integers(0, 12, 40).astype(np.float64) / 2
+    y = rng.integers(0, 12, 35).astype(np.float64) / 2
+    fast = _ShiftedRanks(x, y)
+    for d in [-3.0, -0.5, 0.0, 0.25, 1.0, 2.5, 0.1, 5.75]:
+        ranks, ties = average_ranks(np.concatenate([x - d, y]))
+        rank_sum, tie_term = fast.at(d)
+        assert rank_sum == pytest.approx(float(ranks[: x.size].sum()))
+        assert tie_term == pytest.approx(float((ties.astype(np.float64) ** 3 - ties).sum()))
 
 
 def test_zeroin_finds_a_smooth_root() -> None:

@@ -44,11 +44,11 @@ def pnorm(z: float) -> float:
     return _STD.cdf(z)
 
 
-def percentile_r7(values: Sequence[float], p: float) -> float:
+def percentile_r7(values: Sequence[float], p: float, presorted: bool = False) -> float:
     """The ``p``-th percentile (0-100) by R's type 7 rule (Apache Commons' ``R_7``); NaN when empty."""
     if not values:
         return math.nan
-    data = sorted(values)
+    data = values if presorted else sorted(values)
     h = (len(data) - 1) * p / 100.0
     lo = math.floor(h)
     if lo + 1 >= len(data):
@@ -58,7 +58,7 @@ def percentile_r7(values: Sequence[float], p: float) -> float:
 
 def average_ranks(values: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
     """Ranks 1..n with ties given their mean rank (R's ``rank``), and the size of each tie group."""
-    order = np.argsort(values, kind="mergesort")
+    order = np.argsort(values)  # any order within a tie: its members share one rank
     ordered = values[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
     counts = np.diff(np.r_[starts, len(values)])
@@ -251,11 +251,14 @@ def _normal(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], statistic:
     z = (z - (math.copysign(0.5, z) if correct and z != 0 else 0.0)) / sigma
     p_value = min(1.0, 2 * pnorm(-abs(z)))
 
+    shifted = _ShiftedRanks(xs, ys)
+
     def w(d: float, with_correction: bool) -> float:
-        ranks, tie_sizes = average_ranks(np.concatenate([xs - d, ys]))
-        dz = float(ranks[:nx].sum()) - nx * (nx + 1) / 2 - nx * ny / 2
+        rank_sum, tie_term = shifted.at(d)
+        dz = rank_sum - nx * (nx + 1) / 2 - nx * ny / 2
         corr = math.copysign(0.5, dz) if with_correction and dz != 0 else 0.0
-        s = _sigma(nx, ny, tie_sizes)
+        n = nx + ny
+        s = math.sqrt((nx * ny / 12) * ((n + 1) - tie_term / (n * (n - 1))))
         if s == 0:
             raise AllTied("cannot compute confidence interval when all observations are tied")
         return (dz - corr) / s
@@ -283,6 +286,34 @@ def _normal(xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64], statistic:
     estimate = zeroin(lambda d: w(d, False), mumin, mumax, e_lower, e_upper, tol_root)
     return WilcoxResult(statistic=statistic, p_value=p_value, lower=lower, upper=upper,
                         estimate=estimate, conf_level=conf_level, exact=False)
+
+
+class _ShiftedRanks:
+    """Rank sum of x - d and the tie term sum(t^3 - t) of c(x - d, y), without re-sorting per d.
+
+    x and y are sorted once; x - d stays sorted (rounding is monotone), so each
+    group of equal x - d values finds its equals and its lower neighbours in y
+    by binary search. Equality is of the computed doubles, as R's ``rank`` sees them.
+    """
+
+    def __init__(self, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.float64]) -> None:
+        self.xs = np.sort(xs)
+        self.ys = np.sort(ys)
+        y_counts = np.diff(np.r_[np.flatnonzero(np.r_[True, self.ys[1:] != self.ys[:-1]]), self.ys.size])
+        self.y_ties = float((y_counts.astype(np.float64) ** 3 - y_counts).sum())
+
+    def at(self, d: float) -> tuple[float, float]:
+        v = self.xs - d
+        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+        a = np.diff(np.r_[starts, v.size]).astype(np.float64)
+        values = v[starts]
+        below = np.searchsorted(self.ys, values, side="left")
+        b = (np.searchsorted(self.ys, values, side="right") - below).astype(np.float64)
+        mean_rank = starts + below + (a + b + 1) / 2  # 1-based mean rank of each group of equals
+        rank_sum = float((a * mean_rank).sum())
+        t = a + b
+        tie_term = float((t**3 - t - (b**3 - b)).sum()) + self.y_ties
+        return rank_sum, tie_term
 
 
 # -- Fisher's exact test -------------------------------------------------------------------------------
