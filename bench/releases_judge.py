@@ -25,7 +25,8 @@ def _metrics(n_metrics: int, points: int, rng: np.random.Generator) -> list[Metr
     for i in range(n_metrics):
         base = rng.lognormal(np.log(100), 0.3, points)
         canary = rng.lognormal(np.log(105), 0.3, points)
-        out.append(MetricInput(f"m{i}", canary=canary.tolist(), baseline=base.tolist(), outlier_strategy="remove"))
+        out.append(MetricInput(f"m{i}", canary=canary.tolist(), baseline=base.tolist(),
+                               outlier_strategy="remove"))
     return out
 
 

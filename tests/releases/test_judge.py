@@ -109,7 +109,8 @@ def test_empty_series_are_nodata_not_failure() -> None:
 
 
 def test_every_metric_without_data_never_passes() -> None:
-    result = judge([MetricInput("a", canary=[], baseline=[]), MetricInput("b", canary=[1.0], baseline=[])], CFG)
+    metrics = [MetricInput("a", canary=[], baseline=[]), MetricInput("b", canary=[1.0], baseline=[])]
+    result = judge(metrics, CFG)
     assert (result.score, result.classification, result.inconclusive) == (0.0, "Fail", True)
     assert result.reason.startswith("Inconclusive")
     assert judge([], CFG).classification == "Fail"
@@ -123,7 +124,8 @@ def test_every_metric_errored_never_passes() -> None:
 
 
 def test_half_the_metrics_without_data_fails() -> None:
-    metrics = [MetricInput("a", canary=NOISY_A, baseline=NOISY_B), MetricInput("b", canary=[], baseline=[1.0])]
+    metrics = [MetricInput("a", canary=NOISY_A, baseline=NOISY_B),
+               MetricInput("b", canary=[], baseline=[1.0])]
     result = judge(metrics, CFG)
     assert (result.score, result.classification) == (0.0, "Fail")
     assert "50% or more metrics returned NODATA" in result.reason

@@ -43,7 +43,10 @@ Test = Literal["z", "fisher"]
 
 @dataclass(frozen=True, slots=True)
 class Variant:
-    """One arm of an experiment: ``successes`` out of ``trials`` (counts; increase() may make them fractional)."""
+    """One arm of an experiment: ``successes`` out of ``trials``.
+
+    Counts may be fractional: PromQL's ``increase()`` extrapolates.
+    """
 
     name: str
     successes: float
@@ -75,7 +78,8 @@ def variants_from_ratio(numerator: Mapping[str, float], denominator: Mapping[str
     extra = sorted(set(numerator) - set(denominator))
     if extra:
         raise ValueError(f"variants with a numerator but no denominator: {', '.join(extra)}")
-    return [Variant(name, float(numerator.get(name, 0.0)), float(trials)) for name, trials in denominator.items()]
+    return [Variant(name, float(numerator.get(name, 0.0)), float(trials))
+            for name, trials in denominator.items()]
 
 
 def wilson_interval(successes: float, trials: float, confidence: float = 0.95) -> tuple[float, float]:
@@ -137,7 +141,8 @@ class Comparison:
         }
 
 
-def compare(control: Variant, treatment: Variant, confidence: float = 0.95, comparisons: int = 1) -> Comparison:
+def compare(control: Variant, treatment: Variant, confidence: float = 0.95,
+            comparisons: int = 1) -> Comparison:
     """Test ``treatment`` against ``control``; ``comparisons`` is the Bonferroni factor."""
     _check_level(confidence)
     p1, p2 = _rates(control, treatment)
@@ -156,7 +161,8 @@ def compare(control: Variant, treatment: Variant, confidence: float = 0.95, comp
     return Comparison(control=control.name, treatment=treatment.name, test=test, p_value=p_value,
                       p_adjusted=p_adjusted, significant=p_adjusted < 1 - confidence, z=z,
                       difference=p2 - p1, difference_lower=p2 - p1 - z_crit * se,
-                      difference_upper=p2 - p1 + z_crit * se, lift=lift, lift_lower=lift_lo, lift_upper=lift_hi)
+                      difference_upper=p2 - p1 + z_crit * se, lift=lift, lift_lower=lift_lo,
+                      lift_upper=lift_hi)
 
 
 def sample_size_per_variant(baseline_rate: float, mde: float, alpha: float = 0.05, power: float = 0.8,
@@ -261,7 +267,8 @@ def _small(control: Variant, treatment: Variant) -> bool:
                for n in (control.trials, treatment.trials) for k in (successes, failures))
 
 
-def _lift(control: Variant, treatment: Variant, z_crit: float) -> tuple[float | None, float | None, float | None]:
+def _lift(control: Variant, treatment: Variant,
+          z_crit: float) -> tuple[float | None, float | None, float | None]:
     """Relative lift and its Katz log interval: exp(ln RR ± z sqrt(1/x2 - 1/n2 + 1/x1 - 1/n1)) - 1."""
     p1, p2 = _rates(control, treatment)
     if p1 == 0:
@@ -269,7 +276,8 @@ def _lift(control: Variant, treatment: Variant, z_crit: float) -> tuple[float | 
     lift = p2 / p1 - 1
     if p2 == 0:
         return lift, None, None
-    se = math.sqrt(1 / treatment.successes - 1 / treatment.trials + 1 / control.successes - 1 / control.trials)
+    se = math.sqrt(1 / treatment.successes - 1 / treatment.trials
+                   + 1 / control.successes - 1 / control.trials)
     log_rr = math.log(p2 / p1)
     return lift, math.exp(log_rr - z_crit * se) - 1, math.exp(log_rr + z_crit * se) - 1
 

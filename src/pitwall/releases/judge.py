@@ -230,28 +230,25 @@ def classify_metric(metric: MetricInput, config: JudgeConfig) -> MetricVerdict:
         muted=metric.muted, direction=metric.direction, lower=None, upper=None, estimate=None,
         ratio=None, effect_size=None, exact=None, canary=_summary(canary), baseline=_summary(baseline))
     if not finite:
-        return replace(base, classification="Error", reason=f"{metric.name} has infinite samples",
-                             critical=False)
+        return replace(base, classification="Error", reason=f"{metric.name} has infinite samples")
     if not canary or not baseline:
         side = "canary" if not canary else "baseline"
         if metric.nan_strategy == "replace":
-            return replace(base, classification="Pass", reason=f"no {side} data (NaNs count as zero)",
-                                 critical=False)
+            return replace(base, classification="Pass", reason=f"no {side} data (NaNs count as zero)")
         reason = f"Missing data for {metric.name} ({side} has no values)"
         if metric.must_have_data and not metric.critical:
             return replace(base, classification="NodataFailMetric", reason=reason, critical=False)
         return replace(base, classification="Nodata", reason=reason, critical=metric.critical)
     if sorted(canary) == sorted(baseline):
         return replace(base, classification="Pass", reason="The canary and baseline data are identical",
-                             critical=False, ratio=1.0)
+                       ratio=1.0)
     if len(set(canary) | set(baseline)) == 1:
         return replace(base, classification="Pass", reason="every value is the same",
-                             critical=False, ratio=1.0)
+                       ratio=1.0)
     try:
         return _compare(metric, canary, baseline, config, base)
     except (AllTied, ValueError) as exc:
-        return replace(base, classification="Error", reason=f"Metric Classification Failed: {exc}",
-                             critical=False)
+        return replace(base, classification="Error", reason=f"Metric Classification Failed: {exc}")
 
 
 def _compare(metric: MetricInput, canary: list[float], baseline: list[float], config: JudgeConfig,
@@ -401,7 +398,8 @@ def _round2(x: float) -> float:
 
 def _choice(field_name: str, value: str, allowed: tuple[str, ...], metric: str) -> None:
     if value not in allowed:
-        raise ValueError(f"metric {metric!r}: {field_name} must be one of {', '.join(allowed)}, got {value!r}")
+        raise ValueError(f"metric {metric!r}: {field_name} must be one of {', '.join(allowed)}, "
+                         f"got {value!r}")
 
 
 def _num(x: float | None) -> float | None:
