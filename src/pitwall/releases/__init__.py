@@ -1,0 +1,1 @@
+"""Releases: progressive delivery, its statistical judge and A/B reports."""
