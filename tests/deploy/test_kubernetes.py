@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from pitwall.config import load_settings
+from pitwall.metrics.scrape.config import parse_scrape_configs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.timeout(120)
@@ -123,4 +124,5 @@ def test_the_configmap_is_pitwall_settings(built: tuple[str, str, list[dict[str,
     assert str(s.data_dir) == mounts["data"] and s.listen == "0.0.0.0:9900"
     assert yaml.safe_load(text)["otlp_grpc"]["listen"] == "0.0.0.0:4317"  # (the tests' env overrides the loaded one)
     assert s.state.backend == ("sqlite" if variant == "base" else "postgres")
-    assert any(j["job_name"] == "pitwall" for j in s.scrape_configs)  # the self-scrape
+    [own] = parse_scrape_configs(s.scrape_configs)  # the self-scrape, as the scrape manager reads it
+    assert own.job_name == "pitwall" and own.static_configs[0].targets == [s.listen.replace("0.0.0.0", "127.0.0.1")]

@@ -15,11 +15,14 @@ the Kubernetes API server writes one key per transaction. ``RevStore``
 transactions, prefix deletes and lease revocations write several keys as one
 revision, so ``id`` (bigserial) orders the rows and ``revision`` is a column.
 
-Writes: each runs in one database transaction that first locks the single
-``kine_meta`` row (``FOR UPDATE``). That serialises writers of every pitwall
-server sharing the database, so revisions are gapless and commit in order:
-a reader that sees revision R sees everything before it. The transaction
-ends with ``pg_notify``, delivered to listeners when it commits.
+Writes: one writer task per store applies the writes queued meanwhile in one
+database transaction (group commit: one WAL flush for the lot), each its own
+revision inside a savepoint, so one failing write does not fail the others.
+The transaction first locks the single ``kine_meta`` row (``FOR UPDATE``).
+That serialises the writers of every pitwall server sharing the database, so
+revisions are gapless and commit in order: a reader that sees revision R sees
+everything before it. The transaction ends with ``pg_notify``, delivered to
+listeners when it commits.
 
 Watches: one follower task per store LISTENs on the channel and, on each
 notification (and every ``poll_s`` in case a notification was missed or the
@@ -43,7 +46,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
@@ -154,6 +158,25 @@ def _events(rows: Sequence[Sequence[Any]]) -> list[list[tuple[bytes, Event]]]:
     return out
 
 
+_BATCH_MAX = 1000  # writes per group commit
+_WriteFn = Callable[["AsyncConnection[Any]", int], Awaitable[tuple[Any, bool]]]
+
+
+class _Failed(Exception):
+    """A single-write batch failed: roll its transaction back (the job holds the error)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    """A queued write: ``fn(conn, revision it would take)`` returns its result and whether it wrote."""
+
+    fn: _WriteFn
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: RevStoreError | None = None
+    revision: int = 0  # the revision it committed as (0: none)
+
+
 class PostgresRevStore:
     """``RevStore`` on a PostgreSQL database (``dsn``: a libpq connection string or URL).
 
@@ -187,6 +210,7 @@ class PostgresRevStore:
         self._fanout = FanOut(self._read_history, watch_queue_limit)
         self._published = asyncio.Condition()
         self._kick = asyncio.Event()
+        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks = Supervisor("revstore")
         self._stopped = True
 
@@ -213,6 +237,8 @@ class PostgresRevStore:
             self._pool.put_nowait(None)  # connected on first use
         self._fanout.start(int(row[0]))
         self._stopped = False
+        self._jobs = asyncio.Queue()
+        self._tasks.spawn(self._write_loop(), name="writer")
         self._tasks.spawn(self._listen(), name="listen")
         self._tasks.spawn(self._follow(), name="follow")
         self._tasks.spawn(self._expire_leases(), name="lease-expiry")
@@ -322,14 +348,13 @@ class PostgresRevStore:
         """Under the meta row lock: compare the current state, run one branch as one revision."""
         check_txn_ops(success)
         check_txn_ops(failure)
-        async with self._conn() as conn, conn.transaction():
-            current, _ = await self._lock(conn)
+
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[TxnResult, bool]:
             ok = True
             for c in compare:
                 if not compare_holds(c, await self._current(conn, c.key)):
                     ok = False
                     break
-            rev = current + 1
             results: list[list[KeyValue]] = []
             wrote = False
             for op in success if ok else failure:
@@ -344,22 +369,88 @@ class PostgresRevStore:
                     where, p = _range_where(*_bounds(op.key, op.prefix))
                     cur = await conn.execute(_latest_sql(where, False) + " ORDER BY name", p)
                     results.append([_kv(r) for r in await cur.fetchall()])
-            if wrote:
-                await self._commit_revision(conn, rev)
-        if wrote:
-            await self._until_published(rev)
-            return TxnResult(ok, rev, results)
-        return TxnResult(ok, current, results)
+            return TxnResult(ok, rev if wrote else rev - 1, results), wrote
 
-    async def _lock(self, conn: AsyncConnection[Any]) -> tuple[int, int]:
-        cur = await conn.execute("SELECT revision, compact_revision FROM kine_meta WHERE id = 1 FOR UPDATE")
-        row = await cur.fetchone()
-        assert row is not None
-        return int(row[0]), int(row[1])
+        result: TxnResult = await self._submit(fn)
+        return result
 
-    async def _commit_revision(self, conn: AsyncConnection[Any], rev: int) -> None:
-        await conn.execute("UPDATE kine_meta SET revision = %s WHERE id = 1", (rev,))
-        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(rev)))
+    # -- the writer ---------------------------------------------------------
+    async def _submit(self, fn: _WriteFn) -> Any:
+        """Queue a write for the writer; once it is committed, wait until it was fanned out here."""
+        if self._stopped:
+            raise RevStoreError("the revision store is not running")
+        job = _Job(fn, asyncio.get_running_loop().create_future())
+        self._jobs.put_nowait(job)
+        result = await job.future
+        if job.revision:
+            await self._until_published(job.revision)
+        return result
+
+    async def _write_loop(self) -> None:
+        """Group commit: the writes queued meanwhile go into one transaction under one meta lock,
+        each its own revision (and savepoint), with one WAL flush for all."""
+        conn: AsyncConnection[Any] | None = None
+        batch: list[_Job] = []
+        try:
+            while True:
+                batch = [await self._jobs.get()]
+                while len(batch) < _BATCH_MAX and not self._jobs.empty():
+                    batch.append(self._jobs.get_nowait())
+                try:
+                    if conn is None or conn.closed:
+                        conn = await self._connect()
+                    await self._run_batch(conn, batch)
+                except _Failed:  # its one job holds the error; the transaction was rolled back
+                    pass
+                except psycopg.Error as e:
+                    err = RevStoreError(f"PostgreSQL: {e}")
+                    for job in batch:
+                        job.error, job.revision = err, 0
+                    if conn is not None and (conn.closed or isinstance(e, psycopg.OperationalError)):
+                        await conn.close()
+                        conn = None
+                for job in batch:
+                    if job.future.done():  # the caller was cancelled; its write stands
+                        continue
+                    if job.error is not None:
+                        job.future.set_exception(job.error)
+                    else:
+                        job.future.set_result(job.result)
+                batch = []
+        finally:
+            stopped = RevStoreError("the revision store stopped")
+            while not self._jobs.empty():
+                batch.append(self._jobs.get_nowait())
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(stopped)
+            if conn is not None:
+                await conn.close()
+
+    async def _run_batch(self, conn: AsyncConnection[Any], batch: list[_Job]) -> None:
+        async with conn.transaction():
+            cur = await conn.execute("SELECT revision FROM kine_meta WHERE id = 1 FOR UPDATE")
+            row = await cur.fetchone()
+            assert row is not None
+            start = rev = int(row[0])
+            for job in batch:
+                try:
+                    if len(batch) == 1:  # no savepoint needed: a failure rolls back the whole transaction
+                        job.result, wrote = await job.fn(conn, rev + 1)
+                    else:
+                        async with conn.transaction():
+                            job.result, wrote = await job.fn(conn, rev + 1)
+                except (RevStoreError, psycopg.Error) as e:
+                    job.error = e if isinstance(e, RevStoreError) else RevStoreError(f"PostgreSQL: {e}")
+                    if len(batch) == 1:
+                        raise _Failed() from e
+                    continue
+                if wrote:
+                    rev += 1
+                    job.revision = rev
+            if rev != start:
+                await conn.execute("UPDATE kine_meta SET revision = %s WHERE id = 1 RETURNING pg_notify(%s, %s)",
+                                   (rev, CHANNEL, str(rev)))
 
     async def _current(self, conn: AsyncConnection[Any], key: str) -> KeyValue | None:
         cur = await conn.execute(f"SELECT {_COLS} FROM kine WHERE name = %s ORDER BY id DESC LIMIT 1", (enc(key),))
@@ -402,17 +493,21 @@ class PostgresRevStore:
 
         Compacting at or below the current compaction point does nothing.
         """
-        async with self._conn() as conn, conn.transaction():
-            current, compacted = await self._lock(conn)
-            if revision > current:
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, bool]:
+            if revision >= rev:
                 raise FutureRevision(f"required revision {revision} is a future revision")
-            if revision <= compacted:
-                return
+            cur = await conn.execute("SELECT compact_revision FROM kine_meta WHERE id = 1")
+            row = await cur.fetchone()
+            if row is None or revision <= int(row[0]):
+                return None, False
             # Keep, per key, the newest change at or below `revision` unless it is a deletion.
             await conn.execute(
                 "DELETE FROM kine k WHERE k.revision < %(r)s AND (k.deleted OR k.id < ("
                 "SELECT MAX(h.id) FROM kine h WHERE h.name = k.name AND h.revision <= %(r)s))", {"r": revision})
             await conn.execute("UPDATE kine_meta SET compact_revision = %s WHERE id = 1", (revision,))
+            return None, False
+
+        await self._submit(fn)
 
     # -- leases -------------------------------------------------------------
     async def grant(self, ttl_s: float) -> int:
@@ -438,8 +533,7 @@ class PostgresRevStore:
 
     async def revoke(self, lease: int) -> None:
         """Delete the lease and its keys, as one revision."""
-        async with self._conn() as conn, conn.transaction():
-            current, _ = await self._lock(conn)
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, bool]:
             cur = await conn.execute("DELETE FROM kine_leases WHERE id = %s RETURNING id", (lease,))
             if await cur.fetchone() is None:
                 raise LeaseNotFound(f"lease {lease} not found")
@@ -449,12 +543,10 @@ class PostgresRevStore:
                 f"(SELECT name FROM kine WHERE lease = %(l)s) ORDER BY name, id DESC) s "
                 f"WHERE lease = %(l)s AND NOT deleted ORDER BY name", {"l": lease})
             prev = [_kv(r) for r in await cur.fetchall()]
-            rev = current + 1
             await self._tombstones(conn, rev, prev)
-            if prev:
-                await self._commit_revision(conn, rev)
-        if prev:
-            await self._until_published(rev)
+            return None, bool(prev)
+
+        await self._submit(fn)
 
     async def _expire_leases(self) -> None:
         while True:
