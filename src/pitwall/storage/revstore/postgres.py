@@ -47,7 +47,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pitwall.core.tasks import Supervisor
@@ -159,7 +159,12 @@ def _events(rows: Sequence[Sequence[Any]]) -> list[list[tuple[bytes, Event]]]:
 
 
 _BATCH_MAX = 1000  # writes per group commit
-_WriteFn = Callable[["AsyncConnection[Any]", int], Awaitable[tuple[Any, bool]]]
+_Changes = list[tuple[bytes, Event]]  # a write's events, each with its encoded key
+_WriteFn = Callable[["AsyncConnection[Any]", int], Awaitable[tuple[Any, _Changes]]]
+
+
+def _deletions(rev: int, gone: list[KeyValue]) -> _Changes:
+    return [(enc(kv.key), Event("DELETE", KeyValue(kv.key, b"", 0, rev, 0), kv)) for kv in gone]
 
 
 class _Failed(Exception):
@@ -168,13 +173,14 @@ class _Failed(Exception):
 
 @dataclass(eq=False)
 class _Job:
-    """A queued write: ``fn(conn, revision it would take)`` returns its result and whether it wrote."""
+    """A queued write: ``fn(conn, revision it would take)`` returns its result and its events."""
 
     fn: _WriteFn
     future: asyncio.Future[Any]
     result: Any = None
     error: RevStoreError | None = None
     revision: int = 0  # the revision it committed as (0: none)
+    events: _Changes = field(default_factory=list)
 
 
 class PostgresRevStore:
@@ -211,6 +217,7 @@ class PostgresRevStore:
         self._published = asyncio.Condition()
         self._kick = asyncio.Event()
         self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self._writer_pid = 0  # the writer connection's backend, whose notifications need no follow-up
         self._tasks = Supervisor("revstore")
         self._stopped = True
 
@@ -349,27 +356,28 @@ class PostgresRevStore:
         check_txn_ops(success)
         check_txn_ops(failure)
 
-        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[TxnResult, bool]:
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[TxnResult, _Changes]:
             ok = True
             for c in compare:
                 if not compare_holds(c, await self._current(conn, c.key)):
                     ok = False
                     break
             results: list[list[KeyValue]] = []
-            wrote = False
+            events: _Changes = []
             for op in success if ok else failure:
                 if op.kind == "put":
-                    results.append([await self._put(conn, rev, op.key, bytes(op.value), op.lease)])
-                    wrote = True
+                    kv, prev = await self._put(conn, rev, op.key, bytes(op.value), op.lease)
+                    results.append([kv])
+                    events.append((enc(kv.key), Event("PUT", kv, prev)))
                 elif op.kind == "delete":
                     gone = await self._delete(conn, rev, *_bounds(op.key, op.prefix))
                     results.append(gone)
-                    wrote = wrote or bool(gone)
+                    events += _deletions(rev, gone)
                 else:
                     where, p = _range_where(*_bounds(op.key, op.prefix))
                     cur = await conn.execute(_latest_sql(where, False) + " ORDER BY name", p)
                     results.append([_kv(r) for r in await cur.fetchall()])
-            return TxnResult(ok, rev if wrote else rev - 1, results), wrote
+            return TxnResult(ok, rev if events else rev - 1, results), events
 
         result: TxnResult = await self._submit(fn)
         return result
@@ -399,16 +407,18 @@ class PostgresRevStore:
                 try:
                     if conn is None or conn.closed:
                         conn = await self._connect()
+                        self._writer_pid = conn.info.backend_pid
                     await self._run_batch(conn, batch)
                 except _Failed:  # its one job holds the error; the transaction was rolled back
                     pass
                 except psycopg.Error as e:
                     err = RevStoreError(f"PostgreSQL: {e}")
                     for job in batch:
-                        job.error, job.revision = err, 0
+                        job.error, job.revision, job.events = err, 0, []
                     if conn is not None and (conn.closed or isinstance(e, psycopg.OperationalError)):
                         await conn.close()
                         conn = None
+                self._publish_own(batch)
                 for job in batch:
                     if job.future.done():  # the caller was cancelled; its write stands
                         continue
@@ -427,6 +437,16 @@ class PostgresRevStore:
             if conn is not None:
                 await conn.close()
 
+    def _publish_own(self, batch: list[_Job]) -> None:
+        """Fan a committed batch out at once when every revision before it was (the common case on a
+        server that writes); otherwise the follower delivers it in order from the table."""
+        mine = [j for j in batch if j.revision]
+        if not mine or self._fanout.published != mine[0].revision - 1:
+            self._kick.set()
+            return
+        for j in mine:
+            self._fanout.publish(j.revision, j.events)
+
     async def _run_batch(self, conn: AsyncConnection[Any], batch: list[_Job]) -> None:
         async with conn.transaction():
             cur = await conn.execute("SELECT revision FROM kine_meta WHERE id = 1 FOR UPDATE")
@@ -436,16 +456,16 @@ class PostgresRevStore:
             for job in batch:
                 try:
                     if len(batch) == 1:  # no savepoint needed: a failure rolls back the whole transaction
-                        job.result, wrote = await job.fn(conn, rev + 1)
+                        job.result, job.events = await job.fn(conn, rev + 1)
                     else:
                         async with conn.transaction():
-                            job.result, wrote = await job.fn(conn, rev + 1)
+                            job.result, job.events = await job.fn(conn, rev + 1)
                 except (RevStoreError, psycopg.Error) as e:
                     job.error = e if isinstance(e, RevStoreError) else RevStoreError(f"PostgreSQL: {e}")
                     if len(batch) == 1:
                         raise _Failed() from e
                     continue
-                if wrote:
+                if job.events:
                     rev += 1
                     job.revision = rev
             if rev != start:
@@ -457,7 +477,8 @@ class PostgresRevStore:
         row = await cur.fetchone()
         return None if row is None or row[6] else _kv(row)
 
-    async def _put(self, conn: AsyncConnection[Any], rev: int, key: str, value: bytes, lease: int) -> KeyValue:
+    async def _put(self, conn: AsyncConnection[Any], rev: int, key: str, value: bytes,
+                   lease: int) -> tuple[KeyValue, KeyValue | None]:
         if lease:
             cur = await conn.execute("SELECT 1 FROM kine_leases WHERE id = %s", (lease,))
             if await cur.fetchone() is None:
@@ -470,7 +491,7 @@ class PostgresRevStore:
             "value, old_value) VALUES (%s, %s, %s, false, %s, %s, %s, %s, %s, %s)",
             (rev, enc(key), prev is None, create, prev.mod_revision if prev else 0, lease, version, value,
              prev.value if prev else None))
-        return KeyValue(key, value, create, rev, version, lease)
+        return KeyValue(key, value, create, rev, version, lease), prev
 
     async def _delete(self, conn: AsyncConnection[Any], rev: int, lo: bytes, hi: bytes | None) -> list[KeyValue]:
         where, p = _range_where(lo, hi)
@@ -493,19 +514,19 @@ class PostgresRevStore:
 
         Compacting at or below the current compaction point does nothing.
         """
-        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, bool]:
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, _Changes]:
             if revision >= rev:
                 raise FutureRevision(f"required revision {revision} is a future revision")
             cur = await conn.execute("SELECT compact_revision FROM kine_meta WHERE id = 1")
             row = await cur.fetchone()
             if row is None or revision <= int(row[0]):
-                return None, False
+                return None, []
             # Keep, per key, the newest change at or below `revision` unless it is a deletion.
             await conn.execute(
                 "DELETE FROM kine k WHERE k.revision < %(r)s AND (k.deleted OR k.id < ("
                 "SELECT MAX(h.id) FROM kine h WHERE h.name = k.name AND h.revision <= %(r)s))", {"r": revision})
             await conn.execute("UPDATE kine_meta SET compact_revision = %s WHERE id = 1", (revision,))
-            return None, False
+            return None, []
 
         await self._submit(fn)
 
@@ -533,7 +554,7 @@ class PostgresRevStore:
 
     async def revoke(self, lease: int) -> None:
         """Delete the lease and its keys, as one revision."""
-        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, bool]:
+        async def fn(conn: AsyncConnection[Any], rev: int) -> tuple[None, _Changes]:
             cur = await conn.execute("DELETE FROM kine_leases WHERE id = %s RETURNING id", (lease,))
             if await cur.fetchone() is None:
                 raise LeaseNotFound(f"lease {lease} not found")
@@ -544,7 +565,7 @@ class PostgresRevStore:
                 f"WHERE lease = %(l)s AND NOT deleted ORDER BY name", {"l": lease})
             prev = [_kv(r) for r in await cur.fetchall()]
             await self._tombstones(conn, rev, prev)
-            return None, bool(prev)
+            return None, _deletions(rev, prev)
 
         await self._submit(fn)
 
@@ -588,7 +609,9 @@ class PostgresRevStore:
         return [[ev for _, ev in batch] for batch in _events(rows)]
 
     async def _until_published(self, rev: int) -> None:
-        """Wait (bounded) until the follower has fanned ``rev`` out; the write is committed either way."""
+        """Wait (bounded) until ``rev`` was fanned out here; the write is committed either way."""
+        if self._fanout.published >= rev:
+            return
         self._kick.set()
         async with self._published:
             with contextlib.suppress(TimeoutError):
@@ -624,7 +647,9 @@ class PostgresRevStore:
                 cur = await conn.execute(_EVENTS_SQL.format(cond=""), {"first": done + 1, "last": last})
                 rows = await cur.fetchall()
             for batch in _events(rows):
-                self._fanout.publish(batch[0][1].kv.mod_revision, batch)
+                rev = batch[0][1].kv.mod_revision
+                if rev > self._fanout.published:  # the writer may have delivered this server's own already
+                    self._fanout.publish(rev, batch)
             self._fanout.advance(last)
             async with self._published:
                 self._published.notify_all()
@@ -639,8 +664,9 @@ class PostgresRevStore:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     backoff = 0.5
                     self._kick.set()  # anything committed while not listening
-                    async for _ in conn.notifies():
-                        self._kick.set()
+                    async for n in conn.notifies():
+                        if n.pid != self._writer_pid:  # this server's own writes are delivered already
+                            self._kick.set()
                 finally:
                     await conn.close()
             except psycopg.Error as e:
