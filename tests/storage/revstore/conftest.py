@@ -109,8 +109,10 @@ class PostgresServer:
     """A throwaway PostgreSQL cluster; ``dsn(db)`` addresses one of its databases."""
 
     port: int
-    proc: subprocess.Popen[bytes]
     root: Path
+    cmd: list[str]  # how to run the server (again, after stop_server)
+    stop_cmd: list[str]  # pg_ctl's fast shutdown: open sessions are ended, nothing is left behind
+    proc: subprocess.Popen[bytes] | None = None
 
     def dsn(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -124,13 +126,36 @@ class PostgresServer:
             conn.execute(f"CREATE DATABASE {name}")
         return self.dsn(name)
 
-    def stop(self) -> None:
-        self.proc.terminate()
+    def run_server(self) -> None:
+        """Start the server process and wait until it answers."""
+        import psycopg
+
+        with open(self.root / "postgres.log", "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                log = (self.root / "postgres.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{log}")
+            with contextlib.suppress(psycopg.OperationalError), psycopg.connect(self.dsn(), connect_timeout=1):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not answer within 30 s")
+
+    def stop_server(self) -> None:
+        """Stop the server process (fast shutdown: open sessions are ended); the data stays."""
+        if self.proc is None:
+            return
+        # Not SIGTERM: that is PostgreSQL's "smart" shutdown, which waits for every client.
+        subprocess.run(self.stop_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
         try:
             self.proc.wait(20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -154,22 +179,16 @@ def start_postgres() -> PostgresServer:
     data, port = root / "data", free_port()
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                     "-E", "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with open(root / "postgres.log", "ab") as log:
-        proc = subprocess.Popen(
-            [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-             "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=log, stderr=subprocess.STDOUT)
-    server = PostgresServer(port, proc, root)
-    import psycopg
-
-    for _ in range(300):
-        if proc.poll() is not None:
-            raise RuntimeError(f"postgres exited with {proc.returncode}; see {root / 'postgres.log'}")
-        with contextlib.suppress(psycopg.OperationalError), psycopg.connect(server.dsn(), connect_timeout=1):
-            return server
-        time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("postgres did not answer within 30 s")
+    server = PostgresServer(port, root, [
+        *prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+        "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"],
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast", "-w", "-t", "30"])
+    try:
+        server.run_server()
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from pitwall.storage.revstore import Compacted, Event, RevStoreError
 from pitwall.storage.revstore.election import Election
 from pitwall.storage.revstore.postgres import PostgresRevStore
 
-from .conftest import PostgresServer, free_port
+from .conftest import PostgresServer, free_port, start_postgres
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -171,3 +171,37 @@ async def test_failover_after_kill_9(postgres_server: PostgresServer) -> None:
         if child.stdout is not None:
             child.stdout.close()
         await store.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_a_database_restart_under_writes_and_a_watch() -> None:
+    """PostgreSQL restarts: calls fail while it is down, then work again on new connections, and the
+    watch goes on after the last revision it delivered, with no gap."""
+    server = await asyncio.to_thread(start_postgres)
+    store = PostgresRevStore(server.dsn(), compact_interval_s=None, poll_s=0.5, connect_timeout_s=2)
+    try:
+        await store.start()
+        first = await store.put("/d/k", b"0")
+        watch = store.watch("/d/", start_revision=first.mod_revision)
+        seen = [e.kv.mod_revision for e in await _next(watch)]
+        await asyncio.to_thread(server.stop_server)
+        with pytest.raises(RevStoreError):
+            await store.put("/d/k", b"down")
+        await asyncio.to_thread(server.run_server)
+        written = [first.mod_revision]
+        for i in range(1, 4):
+            for _attempt in range(20):  # each pooled connection finds out once that its session is gone
+                try:
+                    written.append((await store.put("/d/k", str(i).encode())).mod_revision)
+                    break
+                except RevStoreError:
+                    await asyncio.sleep(0.1)
+        assert len(written) == 4 and written == list(range(first.mod_revision, first.mod_revision + 4))
+        while len(seen) < 4:
+            seen += [e.kv.mod_revision for e in await _next(watch, 30)]
+        assert seen == written
+        await watch.aclose()  # type: ignore[attr-defined]
+    finally:
+        await store.stop()
+        server.stop()
