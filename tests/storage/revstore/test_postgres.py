@@ -80,6 +80,24 @@ async def test_watch_survives_losing_the_listen_connection(postgres_server: Post
         await reader.stop()
 
 
+async def test_reads_survive_their_sessions_ending(postgres_server: PostgresServer) -> None:
+    """Every pooled session terminated (as a database restart or an operator would): reads go on."""
+    dsn = postgres_server.create_database()
+    store = PostgresRevStore(dsn, compact_interval_s=None)
+    await store.start()
+    try:
+        kv = await store.put("/s/k", b"v")
+        await asyncio.gather(*(store.range("/s/") for _ in range(8)))  # every pooled connection opened
+        with psycopg.connect(dsn, autocommit=True) as admin:  # blocking on purpose: no loop runs meanwhile
+            ended = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchall()
+        assert len(ended) >= 4
+        assert [await store.get("/s/k") for _ in range(6)] == [kv] * 6
+        assert (await store.range("/s/")).kvs == [kv] and await store.revision() == kv.mod_revision
+    finally:
+        await store.stop()
+
+
 async def test_restart_keeps_everything(postgres_server: PostgresServer) -> None:
     dsn = postgres_server.create_database()
     s = PostgresRevStore(dsn, compact_interval_s=None)
@@ -189,6 +207,8 @@ async def test_a_database_restart_under_writes_and_a_watch() -> None:
         with pytest.raises(RevStoreError):
             await store.put("/d/k", b"down")
         await asyncio.to_thread(server.run_server)
+        # A read is repeated once on a fresh connection when its pooled one's session is gone.
+        assert [(await store.get("/d/k")).value for _ in range(5)] == [b"0"] * 5  # type: ignore[union-attr]
         written = [first.mod_revision]
         for i in range(1, 4):
             for _attempt in range(20):  # each pooled connection finds out once that its session is gone

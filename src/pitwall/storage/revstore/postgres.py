@@ -48,7 +48,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pitwall.core.tasks import Supervisor
 
@@ -84,6 +84,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 __all__ = ["PostgresRevStore"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 CHANNEL = "pitwall_revstore"
 _MIN_TTL_S = 0.5
@@ -269,12 +271,15 @@ class PostgresRevStore:
             self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout_s)))
 
     @contextlib.asynccontextmanager
-    async def _conn(self) -> AsyncIterator[AsyncConnection[Any]]:
-        """A pooled connection; a broken one is dropped (reconnected on next use); errors become RevStoreError."""
+    async def _conn(self, fresh: bool = False) -> AsyncIterator[AsyncConnection[Any]]:
+        """A pooled connection (``fresh``: a new one in its place); a broken one is dropped and
+        reconnected on next use; errors become RevStoreError."""
         if self._stopped:
             raise RevStoreError("the revision store is not running")
         conn = await self._pool.get()
         try:
+            if fresh and conn is not None:
+                await conn.close()
             if conn is None or conn.closed:
                 conn = await self._connect()
             yield conn
@@ -286,23 +291,37 @@ class PostgresRevStore:
         finally:
             self._pool.put_nowait(conn)
 
+    async def _read(self, fn: Callable[[AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run a read on a pooled connection, and once more on a fresh one if that connection's session
+        had ended (the database restarted, or the session was terminated): reads are safe to repeat."""
+        try:
+            async with self._conn() as conn:
+                return await fn(conn)
+        except RevStoreError as e:
+            if not isinstance(e.__cause__, psycopg.OperationalError):
+                raise
+        async with self._conn(fresh=True) as conn:  # the next pooled one may have lost its session too
+            return await fn(conn)
+
     # -- reads ------------------------------------------------------------
     async def revision(self) -> int:
         """The database's current revision (every server's writes)."""
-        async with self._conn() as conn:
+        async def fn(conn: AsyncConnection[Any]) -> int:
             cur = await conn.execute("SELECT revision FROM kine_meta WHERE id = 1")
             row = await cur.fetchone()
-        assert row is not None
-        return int(row[0])
+            assert row is not None
+            return int(row[0])
+        return await self._read(fn)
 
     async def get(self, key: str, *, revision: int = 0) -> KeyValue | None:
         """One key at ``revision`` (0: now)."""
         if revision == 0:
-            async with self._conn() as conn:
+            async def fn(conn: AsyncConnection[Any]) -> KeyValue | None:
                 cur = await conn.execute(
                     f"SELECT {_COLS} FROM kine WHERE name = %s ORDER BY id DESC LIMIT 1", (enc(key),))
                 row = await cur.fetchone()
-            return None if row is None or row[6] else _kv(row)
+                return None if row is None or row[6] else _kv(row)
+            return await self._read(fn)
         res = await self.range_bounds(enc(key), enc(key) + b"\0", 1, revision)
         return res.kvs[0] if res.kvs else None
 
@@ -318,27 +337,30 @@ class PostgresRevStore:
     async def range_bounds(self, lo: bytes, hi: bytes | None, limit: int, revision: int) -> RangeResult:
         """Keys in ``[lo, hi)`` as of ``revision``, read in one snapshot with the revision itself."""
         where, p = _range_where(lo, hi)
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur = await conn.execute("SELECT revision, compact_revision FROM kine_meta WHERE id = 1")
-            meta = await cur.fetchone()
-            assert meta is not None
-            current, compacted = int(meta[0]), int(meta[1])
-            if revision > current:
-                raise FutureRevision(f"required revision {revision} is a future revision (current {current})")
-            if 0 < revision < compacted:
-                raise Compacted(revision, compacted)
-            src = _latest_sql(where, revision not in (0, current))
-            p["rev"] = revision
-            sql = f"{src} ORDER BY name" + (" LIMIT %(limit)s" if limit > 0 else "")
-            cur = await conn.execute(sql, {**p, "limit": limit})
-            kvs = [_kv(r) for r in await cur.fetchall()]
-            count = len(kvs)
-            if limit > 0 and count == limit:
-                cur = await conn.execute(f"SELECT COUNT(*) FROM ({src}) c", p)
-                n = await cur.fetchone()
-                count = int(n[0]) if n else count
-        return RangeResult(kvs, current, more=count > len(kvs), count=count)
+
+        async def fn(conn: AsyncConnection[Any]) -> RangeResult:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute("SELECT revision, compact_revision FROM kine_meta WHERE id = 1")
+                meta = await cur.fetchone()
+                assert meta is not None
+                current, compacted = int(meta[0]), int(meta[1])
+                if revision > current:
+                    raise FutureRevision(f"required revision {revision} is a future revision (current {current})")
+                if 0 < revision < compacted:
+                    raise Compacted(revision, compacted)
+                src = _latest_sql(where, revision not in (0, current))
+                p["rev"] = revision
+                sql = f"{src} ORDER BY name" + (" LIMIT %(limit)s" if limit > 0 else "")
+                cur = await conn.execute(sql, {**p, "limit": limit})
+                kvs = [_kv(r) for r in await cur.fetchall()]
+                count = len(kvs)
+                if limit > 0 and count == limit:
+                    cur = await conn.execute(f"SELECT COUNT(*) FROM ({src}) c", p)
+                    n = await cur.fetchone()
+                    count = int(n[0]) if n else count
+            return RangeResult(kvs, current, more=count > len(kvs), count=count)
+        return await self._read(fn)
 
     # -- writes -----------------------------------------------------------
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> KeyValue:
@@ -596,17 +618,20 @@ class PostgresRevStore:
 
     async def _read_history(self, w: Watcher, first: int, last: int) -> list[list[Event]]:
         cond = " AND k.name >= %(lo)s" + ("" if w.hi is None else " AND k.name < %(hi)s")
-        async with self._conn() as conn, conn.transaction():
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            cur = await conn.execute("SELECT compact_revision FROM kine_meta WHERE id = 1")
-            row = await cur.fetchone()
-            assert row is not None
-            if first < int(row[0]):
-                raise Compacted(first, int(row[0]))
-            cur = await conn.execute(_EVENTS_SQL.format(cond=cond),
-                                     {"first": first, "last": last, "lo": w.lo, "hi": w.hi})
-            rows = await cur.fetchall()
-        return [[ev for _, ev in batch] for batch in _events(rows)]
+
+        async def fn(conn: AsyncConnection[Any]) -> list[list[Event]]:
+            async with conn.transaction():
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                cur = await conn.execute("SELECT compact_revision FROM kine_meta WHERE id = 1")
+                row = await cur.fetchone()
+                assert row is not None
+                if first < int(row[0]):
+                    raise Compacted(first, int(row[0]))
+                cur = await conn.execute(_EVENTS_SQL.format(cond=cond),
+                                         {"first": first, "last": last, "lo": w.lo, "hi": w.hi})
+                rows = await cur.fetchall()
+            return [[ev for _, ev in batch] for batch in _events(rows)]
+        return await self._read(fn)
 
     async def _until_published(self, rev: int) -> None:
         """Wait (bounded) until ``rev`` was fanned out here; the write is committed either way."""
