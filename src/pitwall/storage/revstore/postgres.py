@@ -502,7 +502,9 @@ class PostgresRevStore:
     async def _put(self, conn: AsyncConnection[Any], rev: int, key: str, value: bytes,
                    lease: int) -> tuple[KeyValue, KeyValue | None]:
         if lease:
-            cur = await conn.execute("SELECT 1 FROM kine_leases WHERE id = %s", (lease,))
+            # Overdue counts as gone, as in etcd, even before an expiry check has revoked it.
+            cur = await conn.execute(
+                "SELECT 1 FROM kine_leases WHERE id = %s AND expires_at > clock_timestamp()", (lease,))
             if await cur.fetchone() is None:
                 raise LeaseNotFound(f"lease {lease} not found")
         prev = await self._current(conn, key)
@@ -601,13 +603,12 @@ class PostgresRevStore:
             except RevStoreError as e:
                 log.warning("lease expiry check failed", extra={"error": str(e)})
                 continue
-            for lease in expired:
-                try:
-                    await self.revoke(lease)
-                except LeaseNotFound:  # another server revoked it first
-                    pass
-                except RevStoreError as e:
-                    log.warning("lease revocation failed", extra={"lease": lease, "error": str(e)})
+            # Together, so the revocations share a group commit; each is still its own revision.
+            results = await asyncio.gather(*(self.revoke(lease) for lease in expired), return_exceptions=True)
+            for lease, r in zip(expired, results, strict=True):
+                # LeaseNotFound: another server revoked it first
+                if isinstance(r, BaseException) and not isinstance(r, LeaseNotFound):
+                    log.warning("lease revocation failed", extra={"lease": lease, "error": repr(r)})
 
     # -- watches ------------------------------------------------------------
     def watch(self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False) -> AsyncIterator[list[Event]]:
