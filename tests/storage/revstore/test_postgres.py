@@ -9,10 +9,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from pitwall.config import load_settings
+from pitwall.core.errors import ConfigError
 from pitwall.storage.revstore import Compacted, Event, RevStoreError
 from pitwall.storage.revstore.election import Election
 from pitwall.storage.revstore.postgres import PostgresRevStore
@@ -225,3 +228,12 @@ async def test_a_database_restart_under_writes_and_a_watch() -> None:
     finally:
         await store.stop()
         server.stop()
+
+
+def test_the_postgres_backend_needs_a_dsn(tmp_path: Path) -> None:
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text("state:\n  backend: postgres\n")
+    with pytest.raises(ConfigError, match=r"state\.dsn"):
+        load_settings(cfg)
+    cfg.write_text("state:\n  backend: postgres\n  dsn: postgresql://pitwall@db/pitwall\n")
+    assert load_settings(cfg).state.dsn == "postgresql://pitwall@db/pitwall"
