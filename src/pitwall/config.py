@@ -63,8 +63,11 @@ class StorageSettings(_Section):
 class StateSettings(_Section):
     """The revisioned state store under the control plane (Kubernetes objects and what follows)."""
 
-    backend: Literal["sqlite", "etcd"] = Field("sqlite", description="sqlite (embedded, in data_dir) or etcd")
+    backend: Literal["sqlite", "etcd", "postgres"] = Field(
+        "sqlite", description="sqlite (embedded, in data_dir), etcd or postgres")
     endpoints: list[str] = Field(default_factory=list, description="etcd client URLs, e.g. http://127.0.0.1:2379")
+    dsn: str = Field("", description="PostgreSQL connection string, e.g. postgresql://pitwall@db:5432/pitwall; "
+                                     "keep the password out of it with PGPASSWORD or PGPASSFILE")
     compact_interval: DurationMs = Field(300_000, ge=0, description="history compaction period; 0 turns it off")
     election_ttl: DurationMs = Field(10_000, ge=2_000, description="controller leader lease (several servers, one etcd)")
 
@@ -72,6 +75,8 @@ class StateSettings(_Section):
     def _etcd_needs_endpoints(self) -> StateSettings:
         if self.backend == "etcd" and not self.endpoints:
             raise ValueError("the etcd backend needs state.endpoints")
+        if self.backend == "postgres" and not self.dsn:
+            raise ValueError("the postgres backend needs state.dsn")
         for url in self.endpoints:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"endpoint {url!r} must be an http:// or https:// URL")

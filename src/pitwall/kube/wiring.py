@@ -19,6 +19,7 @@ from pitwall.kube.server import KubeAPI
 from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.etcd import EtcdRevStore
+from pitwall.storage.revstore.postgres import PostgresRevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
 __all__ = ["KubePart", "build_kube", "build_kube_part", "build_revstore"]
@@ -31,17 +32,20 @@ def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, ser
     return KubeAPI(store, service_cidr=service_cidr, server_address=server_address, sa_key_path=sa_key_path)
 
 
-def build_revstore(state: Any, data_dir: Path) -> SqliteRevStore | EtcdRevStore:
-    """The store ``state`` (``pitwall.config.StateSettings``) names: SQLite in ``data_dir`` or an etcd cluster."""
+def build_revstore(state: Any, data_dir: Path) -> SqliteRevStore | EtcdRevStore | PostgresRevStore:
+    """The store ``state`` (``pitwall.config.StateSettings``) names: SQLite in ``data_dir``, an etcd
+    cluster or a PostgreSQL database."""
     every = state.compact_interval / 1000 or None  # 0: never compact
     if state.backend == "etcd":
         return EtcdRevStore(list(state.endpoints), compact_interval_s=every)
+    if state.backend == "postgres":
+        return PostgresRevStore(state.dsn, compact_interval_s=every)
     return SqliteRevStore(data_dir / "revstore.db", compact_interval_s=every)
 
 
 @dataclass
 class KubePart:
-    store: SqliteRevStore | EtcdRevStore
+    store: SqliteRevStore | EtcdRevStore | PostgresRevStore
     api: KubeAPI
     name: str = "kube"
 

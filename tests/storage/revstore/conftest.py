@@ -1,18 +1,29 @@
-"""Both backends behind one fixture: a fresh SQLite store, or a real etcd started for the session.
+"""Every backend behind one fixture: a fresh SQLite store, a real etcd or a real PostgreSQL started
+for the session.
 
 etcd runs from Debian's ``etcd-server`` package (``/usr/bin/etcd``) on
 127.0.0.1 with random ports and a temporary data directory; its election
 timeout is short so its minimum lease TTL is one second. Tests that share
 the etcd process keep to their own key prefix (``ns``) and compare
 revisions relative to ones they observed.
+
+PostgreSQL runs from Debian's ``postgresql`` package (``/usr/lib/postgresql/<v>/bin``): ``initdb``
+makes a throwaway cluster in a temporary directory, ``postgres`` serves it on a free 127.0.0.1 port
+(and a Unix socket in that directory). PostgreSQL refuses to run as root, so when the tests run as
+root the directory is handed to the ``postgres`` user and the server runs as that user (``runuser``).
+The cluster runs with ``fsync=off`` (a test never pulls the power); each test gets a database of its
+own, so revisions start at 0 there.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +35,7 @@ import pytest
 
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.etcd import EtcdRevStore
+from pitwall.storage.revstore.postgres import PostgresRevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
 MakeStore = Callable[[], Awaitable[RevStore]]
@@ -92,13 +104,107 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
     server.stop()
 
 
+@dataclass
+class PostgresServer:
+    """A throwaway PostgreSQL cluster; ``dsn(db)`` addresses one of its databases."""
+
+    port: int
+    root: Path
+    cmd: list[str]  # how to run the server (again, after stop_server)
+    stop_cmd: list[str]  # pg_ctl's fast shutdown: open sessions are ended, nothing is left behind
+    proc: subprocess.Popen[bytes] | None = None
+
+    def dsn(self, db: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
+
+    def create_database(self) -> str:
+        """A new empty database; returns its DSN."""
+        import psycopg
+
+        name = f"t_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.dsn(name)
+
+    def run_server(self) -> None:
+        """Start the server process and wait until it answers."""
+        import psycopg
+
+        with open(self.root / "postgres.log", "ab") as log:
+            self.proc = subprocess.Popen(self.cmd, stdout=log, stderr=subprocess.STDOUT)
+        for _ in range(300):
+            if self.proc.poll() is not None:
+                log = (self.root / "postgres.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"postgres exited with {self.proc.returncode}:\n{log}")
+            with contextlib.suppress(psycopg.OperationalError), psycopg.connect(self.dsn(), connect_timeout=1):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("postgres did not answer within 30 s")
+
+    def stop_server(self) -> None:
+        """Stop the server process (fast shutdown: open sessions are ended); the data stays."""
+        if self.proc is None:
+            return
+        # Not SIGTERM: that is PostgreSQL's "smart" shutdown, which waits for every client.
+        subprocess.run(self.stop_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        self.stop_server()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def postgres_bindir() -> Path | None:
+    """Debian's versioned bin directory of the newest installed PostgreSQL."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def start_postgres() -> PostgresServer:
+    """initdb + postgres in a fresh directory under /tmp; as root, run as the ``postgres`` user."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (Debian package postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="pitwall-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse root
+        pw = pwd.getpwnam("postgres")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                    "-E", "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = PostgresServer(port, root, [
+        *prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+        "-k", str(root), "-c", "fsync=off", "-c", "max_connections=200"],
+        [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "stop", "-m", "fast", "-w", "-t", "30"])
+    try:
+        server.run_server()
+    except RuntimeError:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def ns() -> str:
     """A key prefix of this test's own."""
     return f"/t/{uuid.uuid4().hex[:12]}/"
 
 
-@pytest.fixture(params=["sqlite", "etcd"])
+@pytest.fixture(params=["sqlite", "etcd", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -109,10 +215,13 @@ async def make_store(backend: str, request: pytest.FixtureRequest,
     """A factory of started stores of the test's backend, all on the same data; stopped at the end."""
     stores: list[RevStore] = []
     server = request.getfixturevalue("etcd_server") if backend == "etcd" else None
+    dsn = request.getfixturevalue("postgres_server").create_database() if backend == "postgres" else None
 
     async def make() -> RevStore:
         s: RevStore
-        if server is not None:
+        if dsn is not None:  # each store its own connections, as separate servers would have
+            s = PostgresRevStore(dsn, compact_interval_s=None, watch_queue_limit=WATCH_QUEUE_LIMIT)
+        elif server is not None:
             s = EtcdRevStore([server.url], compact_interval_s=None, watch_queue_limit=WATCH_QUEUE_LIMIT)
         else:
             # SQLite is one process's store: a second "client" is the same object.

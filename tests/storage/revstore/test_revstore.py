@@ -377,3 +377,20 @@ async def test_compacted_says_where(store: RevStore, ns: str) -> None:
     with pytest.raises(Compacted) as e:
         await store.get(ns + "k", revision=v1.mod_revision)
     assert e.value.requested == v1.mod_revision and e.value.compact_revision >= v2.mod_revision
+
+
+@pytest.mark.timeout(60)
+async def test_a_failing_write_fails_alone(store: RevStore, ns: str) -> None:
+    """Writes sent together (one group commit where a backend batches) succeed or fail each on its own."""
+    before = await store.revision()
+    results = await asyncio.gather(
+        *(store.put(f"{ns}k{i}", b"v") for i in range(5)),
+        store.put(ns + "bad", b"v", lease=12345),  # no such lease
+        store.txn([], [Op.put(ns + "dup", b"1"), Op.put(ns + "dup", b"2")]),  # refused
+        *(store.put(f"{ns}k{i}", b"w") for i in range(5, 10)),
+        return_exceptions=True)
+    assert isinstance(results[5], LeaseNotFound) and isinstance(results[6], RevStoreError)
+    good = [r for i, r in enumerate(results) if i not in (5, 6)]
+    assert not any(isinstance(r, BaseException) for r in good)
+    assert sorted(r.mod_revision for r in good) == list(range(before + 1, before + 11))  # type: ignore[union-attr]
+    assert await store.get(ns + "bad") is None and await store.revision() == before + 10

@@ -9,9 +9,10 @@ expire keys; a watch replays every event after a revision, in order, then
 follows new ones. Kubernetes objects (``/registry/<resource>/<ns>/<name>``),
 Consul KV, incidents and pipeline runs are all keys here.
 
-Two backends implement ``RevStore`` and pass one shared test suite:
-``sqlite.SqliteRevStore`` (embedded, the default) and ``etcd.EtcdRevStore``
-(a real etcd v3 cluster). Keys are ``str``, values ``bytes``.
+Three backends implement ``RevStore`` and pass one shared test suite:
+``sqlite.SqliteRevStore`` (embedded, the default), ``etcd.EtcdRevStore``
+(a real etcd v3 cluster) and ``postgres.PostgresRevStore`` (a PostgreSQL
+database, kine-style). Keys are ``str``, values ``bytes``.
 """
 
 from __future__ import annotations

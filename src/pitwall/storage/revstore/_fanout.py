@@ -1,6 +1,6 @@
 """In-process watch fan-out over a history: bounded per-watcher queues, no gap, no repeat.
 
-A backend that applies writes itself (SQLite; a PostgreSQL one later) hands
+A backend that applies writes itself (SQLite; PostgreSQL's follower) hands
 each committed revision's events to ``FanOut.publish`` on the event loop, in
 revision order, and gives ``FanOut`` a function that reads events of a
 revision range from its history. ``FanOut.watch`` then:
