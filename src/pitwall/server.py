@@ -150,20 +150,23 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
                            node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
+    # Istio's metrics and a span per mesh hop into the stores.
+    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store)
+    # SLOs are Kubernetes objects whose generated rules the rule manager runs.
+    slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
+                         election=controllers.election)
     return ControlPlane(
         kube=kube,
         controllers=controllers,
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         node=node,
-        # Istio's metrics and a span per mesh hop into the stores.
-        traffic=build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store),
+        traffic=traffic,
         changes=changes,
-        # Faults act on pods through the node; every one is a change event and a series.
+        # Faults act on pods through the node, on traffic through the service proxy's fault table; every one
+        # is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
-                               election=controllers.election),
-        # SLOs are Kubernetes objects whose generated rules the rule manager runs.
-        slo=build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
-                           election=controllers.election),
+                               election=controllers.election, mesh=traffic.proxy.faults),
+        slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
     )

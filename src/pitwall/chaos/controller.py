@@ -22,6 +22,7 @@ from typing import Any
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import Fault, FaultError, NodeHooks, fault_for
+from pitwall.chaos.meshfaults import MeshHttpChaos, MeshNetworkChaos
 from pitwall.chaos.model import (
     API_VERSION,
     FINALIZER,
@@ -38,6 +39,7 @@ from pitwall.chaos.selector import filter_by_mode, select_pods, target_ids
 from pitwall.controllers import record_event
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 from pitwall.storage.revstore import RevStore
+from pitwall.traffic import FaultTable
 
 __all__ = ["ChaosReconciler", "desired_phase"]
 
@@ -53,6 +55,11 @@ def _action(obj: Obj) -> str:
     if obj.get("kind") == "StressChaos":
         return "stress"
     return str(spec.get("action") or "")
+
+
+def _target(r: Obj) -> str:
+    """What a fault is applied to: the record's id, prefixed ``target:`` on a NetworkChaos's target side."""
+    return f"target:{r['id']}" if r.get("selectorKey") == ".Target" else str(r["id"])
 
 
 def is_paused(obj: Obj) -> bool:
@@ -110,8 +117,9 @@ class ChaosReconciler:
     """Reconciles one chaos kind (a ``controllers.Reconciler``); pod events wake the experiments on them."""
 
     def __init__(self, kind: str, client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                 report: ChaosReport) -> None:
+                 report: ChaosReport, mesh: FaultTable | None = None) -> None:
         self.kind = kind
+        self.mesh = mesh  # the service proxy's fault table: HTTPChaos and NetworkChaos go there
         self.name = f"chaos-{kind.lower()}"
         self.primary = (API_VERSION, kind)
         self.secondary: Sequence[tuple[str, str]] = [("v1", "Pod")]
@@ -138,6 +146,10 @@ class ChaosReconciler:
     def _fault(self, obj: Obj) -> Fault | None:
         """One fault object per action, kept: a stressor's process is awaited by the one that started it."""
         action = _action(obj)
+        if action not in self._faults and self.kind in ("HTTPChaos", "NetworkChaos"):
+            mesh = self.mesh
+            self._faults[action] = None if mesh is None else (
+                MeshHttpChaos(self.client, mesh) if self.kind == "HTTPChaos" else MeshNetworkChaos(self.client, mesh))
         if action not in self._faults:
             self._faults[action] = fault_for(self.kind, action, client=self.client, node=self.node, store=self.store)
         return self._faults[action]
@@ -162,6 +174,15 @@ class ChaosReconciler:
             await self._refuse(obj, str(e))
             return None
         deleting = bool(obj["metadata"].get("deletionTimestamp"))
+        check = getattr(fault, "check", None)
+        if check is not None and not deleting and (records is None or phase == "Run"):
+            try:
+                check(obj)  # an invalid spec is refused with its field path before anything is injected
+            except ChaosSpecError as e:
+                await self._refuse(obj, str(e))
+                return None
+        note = getattr(fault, "note", None)
+        where = str(note(obj)) if note is not None else ""  # where (and only where) the fault is enforced
         if fault is not None and not deleting and FINALIZER not in (obj["metadata"].get("finalizers") or []):
             obj["metadata"]["finalizers"] = [*(obj["metadata"].get("finalizers") or []), FINALIZER]
             await self.client.update(obj)
@@ -178,7 +199,7 @@ class ChaosReconciler:
         if fault is not None:
             for r in records:
                 await self._step(obj, fault, r, phase)
-        await self._write_status(obj, phase, records or None, why_not)
+        await self._write_status(obj, phase, records or None, why_not or where)
         if deleting and all(r["phase"] == NOT_INJECTED for r in records):
             await self._drop_finalizer(obj)
             return None
@@ -226,7 +247,7 @@ class ChaosReconciler:
     async def _step(self, obj: Obj, fault: Fault, r: Obj, phase: str) -> None:
         exp = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         action = _action(obj)
-        if phase == "Run" and r["phase"] == INJECTED and not fault.one_shot and not await fault.active(obj, r["id"]):
+        if phase == "Run" and r["phase"] == INJECTED and not fault.one_shot and not await fault.active(obj, _target(r)):
             await self._do(fault.recover, obj, r, "Recover", exp, action, note="the fault was no longer in place")
         if phase == "Run" and r["phase"] != INJECTED:
             await self._do(fault.apply, obj, r, "Apply", exp, action)
@@ -235,7 +256,7 @@ class ChaosReconciler:
 
     async def _do(self, fn: Any, obj: Obj, r: Obj, op: str, exp: str, action: str, note: str = "") -> None:
         try:
-            await fn(obj, r["id"])
+            await fn(obj, _target(r))
         except (FaultError, ChaosSpecError, OSError) as e:
             last = (r.get("events") or [{}])[-1]
             if last.get("type") == "Failed" and last.get("operation") == op and last.get("message") == str(e):

@@ -25,15 +25,17 @@ from pitwall.kube import KubeAPI, KubeClient, NotFoundError
 from pitwall.metrics import Appender
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
+from pitwall.traffic import FaultTable
 
 __all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
 
 
 def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                        report: ChaosReport) -> list[ControllerRunner]:
-    """A runner per chaos kind and one for Schedules (start them after the API)."""
-    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report), workers=2,
-                                resync_s=30.0) for k in CHAOS_KINDS]
+                        report: ChaosReport, mesh: FaultTable | None = None) -> list[ControllerRunner]:
+    """A runner per chaos kind and one for Schedules (start them after the API); HTTPChaos and NetworkChaos
+    go into ``mesh``, the service proxy's fault table."""
+    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh),
+                                workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
     return runners
 
@@ -112,11 +114,12 @@ class ChaosPart:
 
 
 def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
-                     appender: Appender | None = None, election: Election | None = None) -> ChaosPart:
+                     appender: Appender | None = None, election: Election | None = None,
+                     mesh: FaultTable | None = None) -> ChaosPart:
     """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
-    injecting through ``node`` (the kubelet), reporting to ``changes`` and ``appender``; with ``election``
-    (the controllers'), they run only on the leader."""
+    injecting through ``node`` (the kubelet) and ``mesh`` (the service proxy's fault table), reporting to
+    ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
-    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report)
+    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh)
     return ChaosPart(kube.client, kube.store, report, ControllerManager(runners, election=election))
