@@ -165,7 +165,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Faults act on pods through the node, on traffic through the service proxy's fault table; every one
         # is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
-                               election=controllers.election, mesh=traffic.proxy.faults),
+                               election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status),
         slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),

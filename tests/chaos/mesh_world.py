@@ -14,6 +14,7 @@ from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.incidents import ChangeLog
 from pitwall.kube.wiring import build_kube
+from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic import ServiceProxy
 from tests.traffic.conftest import Backend, cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
@@ -27,8 +28,9 @@ class World:
     """KubeAPI with Chaos Mesh's CRDs, the service proxy, the chaos controllers feeding its fault table;
     Service ``web`` (HTTP, two pods), Service ``echo`` (plain TCP, one pod), callers ``sleep`` and ``other``."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, slo_status: SLOStatusQuery | None = None) -> None:
         self.tmp = tmp
+        self.slo_status = slo_status
         self.runners: list[ControllerRunner] = []
         self.apps: list[App] = []
         self.echoes: list[Backend] = []
@@ -69,7 +71,7 @@ class World:
         await self.proxy.wait_synced(10)
         self.report = ChaosReport(self.changes)
         self.runners = build_chaos_runners(self.client, node=None, store=self.store, report=self.report,
-                                           mesh=self.proxy.faults)
+                                           mesh=self.proxy.faults, slo_status=self.slo_status)
         for r in self.runners:
             await r.start()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import Fault, FaultError, NodeHooks, fault_for
+from pitwall.chaos.guard import Guard
 from pitwall.chaos.meshfaults import MeshHttpChaos, MeshNetworkChaos
 from pitwall.chaos.model import (
     API_VERSION,
@@ -48,6 +49,7 @@ Obj = dict[str, Any]
 MAX_EVENTS = 10  # per record, as Chaos Mesh's controller config (oldest dropped)
 COMPONENT = "chaos-controller-manager"
 RETRY_S = 2.0
+GUARD_RETRY_S = 10.0  # a refused experiment is tried again (the blast radius may free up, the SLO recover)
 
 
 def _action(obj: Obj) -> str:
@@ -117,8 +119,9 @@ class ChaosReconciler:
     """Reconciles one chaos kind (a ``controllers.Reconciler``); pod events wake the experiments on them."""
 
     def __init__(self, kind: str, client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                 report: ChaosReport, mesh: FaultTable | None = None) -> None:
+                 report: ChaosReport, mesh: FaultTable | None = None, guard: Guard | None = None) -> None:
         self.kind = kind
+        self.guard = guard  # the namespaces' guard rails (chaos.guard), checked before and while injecting
         self.mesh = mesh  # the service proxy's fault table: HTTPChaos and NetworkChaos go there
         self.name = f"chaos-{kind.lower()}"
         self.primary = (API_VERSION, kind)
@@ -194,6 +197,11 @@ class ChaosReconciler:
                 await record_event(self.client, obj, "Warning", "Failed", f"Failed to select targets: {e}", COMPONENT)
                 await self._write_status(obj, phase, None, str(e) if why_not == "" else why_not, selected_reason=str(e))
                 return None
+            refused = await self._guard_refuses(obj, fault, records, phase)
+            if refused:
+                return GUARD_RETRY_S
+        elif records and phase == "Run" and not deleting and await self._guard_halts(obj, fault, records):
+            return 0.0  # paused: the next pass (at once) reverts every fault
         records = records or []  # none selected yet (paused, or nothing matched): selected when it runs
         self._index(key, records)
         if fault is not None:
@@ -208,6 +216,35 @@ class ChaosReconciler:
         if fault is not None and phase == "Run" and not fault.one_shot:
             return min(until, 5.0) if until is not None else 5.0  # check the fault is still in place
         return until
+
+    async def _guard_refuses(self, obj: Obj, fault: Fault | None, records: list[Obj], phase: str) -> bool:
+        """Refuse newly selected targets a namespace guard forbids: nothing injected, the reason in the status."""
+        if self.guard is None or fault is None:
+            return False
+        why = await self.guard.refuse(obj, records)
+        if why is None:
+            return False
+        cur = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        if cur.get("AllInjected", {}).get("reason") != why:
+            await record_event(self.client, obj, "Warning", "GuardRefused", why, COMPONENT)
+        await self._write_status(obj, phase, None, why)
+        return True
+
+    async def _guard_halts(self, obj: Obj, fault: Fault | None, records: list[Obj]) -> bool:
+        """Halt a running experiment whose namespace's SLO guard is crossed: the pause annotation, an event
+        and a change event; True when it was halted."""
+        if self.guard is None or fault is None or fault.one_shot:
+            return False
+        why = await self.guard.halt_reason(obj, records)
+        if why is None:
+            return False
+        m = obj["metadata"]
+        await self.client.patch(API_VERSION, self.kind, m["name"], {"metadata": {"annotations": {PAUSE_ANNOTATION:
+                                                                                                 "true"}}},
+                                namespace=m["namespace"])
+        await record_event(self.client, obj, "Warning", "GuardHalted", why, COMPONENT)
+        await self.report.halt(f"guard ({why})", [f"{self.kind} {m['namespace']}/{m['name']}"])
+        return True
 
     def _why_not(self, obj: Obj) -> str:
         if self.kind in NOT_YET_INJECTED:

@@ -15,6 +15,7 @@ from pitwall.chaos.controller import ChaosReconciler
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import NodeHooks, sweep_stressors
+from pitwall.chaos.guard import Guard
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.controllers import ControllerManager, ControllerRunner
@@ -23,6 +24,7 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient, NotFoundError
 from pitwall.metrics import Appender
+from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
 from pitwall.traffic import FaultTable
@@ -31,11 +33,13 @@ __all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
 
 
 def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                        report: ChaosReport, mesh: FaultTable | None = None) -> list[ControllerRunner]:
+                        report: ChaosReport, mesh: FaultTable | None = None,
+                        slo_status: SLOStatusQuery | None = None) -> list[ControllerRunner]:
     """A runner per chaos kind and one for Schedules (start them after the API); HTTPChaos and NetworkChaos
-    go into ``mesh``, the service proxy's fault table."""
-    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh),
-                                workers=2, resync_s=30.0) for k in CHAOS_KINDS]
+    go into ``mesh``, the service proxy's fault table; the namespaces' guard rails read ``slo_status``."""
+    guard = Guard(client, slo_status)
+    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
+                                                        guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
     return runners
 
@@ -115,11 +119,13 @@ class ChaosPart:
 
 def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
                      appender: Appender | None = None, election: Election | None = None,
-                     mesh: FaultTable | None = None) -> ChaosPart:
+                     mesh: FaultTable | None = None, slo_status: SLOStatusQuery | None = None) -> ChaosPart:
     """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
     injecting through ``node`` (the kubelet) and ``mesh`` (the service proxy's fault table), reporting to
-    ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader."""
+    ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader. The
+    namespaces' SLO guards read ``slo_status``."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
-    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh)
+    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh,
+                                  slo_status=slo_status)
     return ChaosPart(kube.client, kube.store, report, ControllerManager(runners, election=election))
