@@ -606,6 +606,9 @@ class HttpSession:
             self.stats.connect_failures += 1
             return _Failure("connect", "delayed connect error: 111")
         http_faults = faults.http_for(host.ip, host.port)
+        if link is None and not http_faults:  # faults elsewhere, none on this hop
+            head = _request_head(req.method, path, authority, headers, req.body)
+            return await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
         msg = HttpMessage(req.method, path, list(headers), req.body)
         for f in http_faults:
             if not await f.on_request(msg):
