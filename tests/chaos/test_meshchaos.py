@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pitwall.chaos.meshsync import MeshFaultSync
+from pitwall.traffic import ServiceProxy
 from tests.chaos.mesh_world import GROUP, World
 from tests.traffic.conftest import eventually
 
@@ -304,3 +306,37 @@ async def test_invalid_network_chaos_is_refused(world: World) -> None:
     await eventually(refused, tries=1500)
     assert world.proxy.faults.keys() == set()
     assert json.dumps(await world.conds("NetworkChaos", "badrate"))
+
+
+async def test_a_second_server_mirrors_the_leaders_faults(world: World) -> None:
+    """Servers sharing the state store all serve the cluster IP (the kernel spreads connections over them);
+    the one not leading the controllers mirrors the injected faults into its own proxy."""
+    follower = ServiceProxy(world.client, drain_timeout_s=0.5, connect_budget_s=1.0, attempt_timeout_s=0.5)
+    await follower.start()
+    leads = False
+    sync = MeshFaultSync(world.client, follower.faults, lambda: leads, interval_s=0.1)
+    await sync.start()
+    try:
+        await eventually(lambda: len(follower.endpoints(world.ip, 80)) == 2)
+        await world.create("HTTPChaos", "everywhere", {"mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+                                                       "target": "Request", "port": 8080, "abort": True})
+        await world.until_conds("HTTPChaos", "everywhere", AllInjected="True")
+        await eventually(lambda: len(follower.faults.keys()) == 2)
+        got = set()
+        for _ in range(30):  # a connection each: whichever server the kernel gives it to
+            async with world.http() as c:
+                got.add((await c.get("/")).status_code)
+        assert got == {503}
+        served = [sum(s.connections_total for s in p.stats.values()) for p in (world.proxy, follower)]
+        assert all(n > 0 for n in served), served  # both servers took connections
+        await world.delete("HTTPChaos", "everywhere")
+        await eventually(lambda: follower.faults.keys() == set())
+        await world.create("HTTPChaos", "again", {"mode": "all", "selector": {"labelSelectors": {"app": "web"}},
+                                                  "target": "Request", "port": 8080, "abort": True})
+        await eventually(lambda: len(follower.faults.keys()) == 2)
+        leads = True  # the follower becomes the leader: its mirrored faults go, its controllers apply theirs
+        await eventually(lambda: follower.faults.keys() == set())
+        await world.delete("HTTPChaos", "again")
+    finally:
+        await sync.stop()
+        await follower.stop()

@@ -16,6 +16,7 @@ from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import NodeHooks, sweep_stressors
 from pitwall.chaos.guard import Guard
+from pitwall.chaos.meshsync import MeshFaultSync
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.controllers import ControllerManager, ControllerRunner
@@ -99,13 +100,14 @@ class ChaosPart:
     report: ChaosReport
     manager: ControllerManager
     name: str = "chaos"
+    mesh_sync: MeshFaultSync | None = None  # servers sharing an etcd: the leader's mesh faults, mirrored
     sweep: _Sweep = field(init=False)
 
     def __post_init__(self) -> None:
         self.sweep = _Sweep(self.client, self.store)
 
     def components(self) -> Sequence[Component]:
-        return [self.sweep, self.manager]
+        return [self.sweep, self.manager, *([self.mesh_sync] if self.mesh_sync is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(chaos_router(self.client, self.report), server_wide=True)]
@@ -128,4 +130,7 @@ def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSi
     report = ChaosReport(changes, appender)
     runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh,
                                   slo_status=slo_status)
-    return ChaosPart(kube.client, kube.store, report, ControllerManager(runners, election=election))
+    manager = ControllerManager(runners, election=election)
+    # with an election, other servers serve the cluster IPs too: they mirror the leader's mesh faults
+    sync = MeshFaultSync(kube.client, mesh, lambda: manager.leading) if mesh is not None and election is not None else None
+    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync)
