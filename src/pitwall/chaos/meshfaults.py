@@ -487,7 +487,7 @@ class MeshHttpChaos:
         validate_http(obj.get("spec") or {})
 
     def note(self, obj: Obj) -> str:
-        return PROXY_NOTE
+        return PROXY_NOTE + ", on Service ports the mesh treats as HTTP (HTTP/1.1)"
 
     async def apply(self, obj: Obj, target: str) -> None:
         rule = HttpRule(obj.get("spec") or {})

@@ -27,6 +27,11 @@ An object the mesh cannot use is rejected whole (its previous version, if
 any, stays). Per-destination runtime state (pools, outlier detection) lives
 in ``traffic.cluster.Cluster`` objects keyed like Envoy's clusters.
 
+Chaos faults (HTTPChaos, NetworkChaos) reach the data path through one
+hook, ``self.faults`` (``traffic.faults.FaultTable``): consulted per TCP
+connection here and per HTTP request in ``traffic.http``; when it is empty
+the only cost is one attribute test.
+
 Connections to an endpoint that stops being ready (or serving, once
 terminating) are left open; if they are still open ``drain_timeout_s`` after
 it left, they are closed. A removed Service port stops accepting at once and
