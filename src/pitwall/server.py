@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
-from pitwall.incidents import ChangeLog
+from pitwall.incidents import ChangeLog, IncidentService
+from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
 from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part, build_revstore
@@ -172,6 +173,21 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     )
 
 
+def _open_incidents(service: IncidentService) -> Callable[[str], Awaitable[list[str]]]:
+    """The open incidents ("#12") of the PagerDuty service with that name or id (the chaos guard's query)."""
+    async def query(name: str) -> list[str]:
+        out = []
+        for id_ in await service.store.open_ids():
+            inc = await service.store.get_incident(id_)
+            if inc is None:
+                continue
+            svc = await service.store.get(IncidentServiceRecord, inc.service_id)
+            if name in (inc.service_id, svc.name if svc is not None else ""):
+                out.append(f"#{inc.number}")
+        return out
+    return query
+
+
 class _AuditToLogs:
     """``core.audit``'s sink: entries into the log store under the reserved tenant, as logfmt lines."""
 
@@ -227,6 +243,8 @@ def build(settings: Settings) -> Components:
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
     incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
                                      inflight, pager=pager, own_store=cp is None)
+    if cp is not None and cp.chaos.guard is not None:  # chaos is refused and halted while an incident is open
+        cp.chaos.guard.open_incidents = _open_incidents(incidents.service)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

@@ -10,6 +10,7 @@ import httpx
 
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
+from pitwall.chaos.guard import Guard, OpenIncidents
 from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.incidents import ChangeLog
@@ -28,9 +29,11 @@ class World:
     """KubeAPI with Chaos Mesh's CRDs, the service proxy, the chaos controllers feeding its fault table;
     Service ``web`` (HTTP, two pods), Service ``echo`` (plain TCP, one pod), callers ``sleep`` and ``other``."""
 
-    def __init__(self, tmp: Path, slo_status: SLOStatusQuery | None = None) -> None:
+    def __init__(self, tmp: Path, slo_status: SLOStatusQuery | None = None,
+                 open_incidents: OpenIncidents | None = None) -> None:
         self.tmp = tmp
         self.slo_status = slo_status
+        self.open_incidents = open_incidents
         self.runners: list[ControllerRunner] = []
         self.apps: list[App] = []
         self.echoes: list[Backend] = []
@@ -71,7 +74,8 @@ class World:
         await self.proxy.wait_synced(10)
         self.report = ChaosReport(self.changes)
         self.runners = build_chaos_runners(self.client, node=None, store=self.store, report=self.report,
-                                           mesh=self.proxy.faults, slo_status=self.slo_status)
+                                           mesh=self.proxy.faults,
+                                           guard=Guard(self.client, self.slo_status, self.open_incidents))
         for r in self.runners:
             await r.start()
 

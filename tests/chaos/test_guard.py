@@ -11,9 +11,16 @@ from typing import Any
 
 import pytest
 
-from pitwall.chaos.guard import BLAST_RADIUS, MAX_BURN, MIN_BUDGET, PROTECTED, SLO_GUARD
+from pitwall.chaos.guard import BLAST_RADIUS, INCIDENT_SERVICES, MAX_BURN, MIN_BUDGET, PROTECTED, SLO_GUARD
+from pitwall.incidents import ChangeLog, IncidentService
+from pitwall.incidents.events import parse_event
+from pitwall.incidents.settings import IncidentsSettings
+from pitwall.incidents.store import IncidentStore
+from pitwall.incidents.wiring import apply_settings
+from pitwall.server import _open_incidents
 from pitwall.slo import SLONotFound, SLOStatus
 from tests.chaos.mesh_world import World
+from tests.incidents.conftest import ROUTING_KEY, incidents_config
 from tests.traffic.conftest import eventually
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
@@ -143,3 +150,47 @@ async def test_blast_radius_per_namespace(guarded: tuple[World, FakeSLOs]) -> No
     await w.delete("NetworkChaos", "third")
     assert w.proxy.faults.keys() == set()
     assert await w.obj("NetworkChaos", "third") is None
+
+
+class Incidents:
+    """pitwall's incident service over the world's state store, its query handed to the guard as server.py
+    hands it (PagerDuty services ``web`` and ``api`` from the incidents tests' configuration)."""
+
+    def __init__(self) -> None:
+        self.service: IncidentService | None = None
+
+    async def query(self, name: str) -> list[str]:
+        return await _open_incidents(self.service)(name) if self.service is not None else []
+
+
+@pytest.fixture
+async def with_incidents(tmp_path: Path) -> AsyncIterator[tuple[World, IncidentService]]:
+    inc = Incidents()
+    w = World(tmp_path, open_incidents=inc.query)
+    await w.start()
+    await apply_settings(IncidentStore(w.store), IncidentsSettings.model_validate(incidents_config()))
+    inc.service = IncidentService(IncidentStore(w.store), ChangeLog(w.store))
+    try:
+        yield w, inc.service
+    finally:
+        await w.stop()
+
+
+async def test_open_incident_halts_and_refuses(with_incidents: tuple[World, IncidentService]) -> None:
+    w, incidents = with_incidents
+    await set_namespace(w, {}, {INCIDENT_SERVICES: "web"})
+    await w.create("HTTPChaos", "calm", abort_spec())
+    await w.until_conds("HTTPChaos", "calm", AllInjected="True")
+    assert await codes(w) == {503}
+    await incidents.handle_event(parse_event({
+        "routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": "web-down",
+        "payload": {"summary": "web is down", "source": "web", "severity": "critical"}}))
+    await w.until_conds("HTTPChaos", "calm", Paused="True", AllRecovered="True")
+    assert w.proxy.faults.keys() == set() and await codes(w) == {200}
+    events = (await w.client.list("v1", "Event", "default")).items
+    assert any(e["reason"] == "GuardHalted" and "incident #1 is open on service web" in e["message"]
+               for e in events)
+    await w.create("HTTPChaos", "during", abort_spec())
+    await until_reason(w, "HTTPChaos", "during", "incident #1 is open")
+    await incidents.resolve("Q0000001", "PALICE1")
+    await w.until_conds("HTTPChaos", "during", AllInjected="True")  # tried again once it is resolved

@@ -13,6 +13,10 @@ limits, and every chaos kind and every Schedule's spawn obeys them:
   change event. An SLO the guard names that does not exist refuses the
   experiment (a guard that cannot be read is not a pass); an SLO without
   data yet does not stop it.
+* ``chaos.pitwall.io/incident-services: "<service>[,<service>...]"``
+  (PagerDuty services of pitwall's incidents, by name or id): an open
+  (triggered or acknowledged) incident on one of them refuses new faults
+  and halts running ones, like the SLO guard.
 * label ``chaos.pitwall.io/protected: "true"``: experiments selecting pods
   there are refused.
 * ``chaos.pitwall.io/max-blast-radius: "<n>"`` or ``"<p>%"``: at most that
@@ -26,14 +30,15 @@ Refusals leave nothing injected and say why in ``AllInjected``'s reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, INJECTED
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.slo import SLONotFound, SLOStatusQuery
 
-__all__ = ["BLAST_RADIUS", "MAX_BURN", "MIN_BUDGET", "PROTECTED", "SLO_GUARD", "Guard"]
+__all__ = ["BLAST_RADIUS", "INCIDENT_SERVICES", "MAX_BURN", "MIN_BUDGET", "PROTECTED", "SLO_GUARD", "Guard",
+           "OpenIncidents"]
 
 Obj = dict[str, Any]
 PROTECTED = "chaos.pitwall.io/protected"
@@ -41,6 +46,9 @@ BLAST_RADIUS = "chaos.pitwall.io/max-blast-radius"
 SLO_GUARD = "chaos.pitwall.io/slo-guard"
 MIN_BUDGET = "chaos.pitwall.io/min-budget-remaining"
 MAX_BURN = "chaos.pitwall.io/max-burn-rate"
+INCIDENT_SERVICES = "chaos.pitwall.io/incident-services"
+# The open incidents (their numbers, "#12") of a PagerDuty service named or with that id.
+OpenIncidents = Callable[[str], Awaitable[list[str]]]
 
 
 def _pod_key(record_id: str) -> str:
@@ -67,9 +75,11 @@ def _limit(text: str, total: int) -> int:
 class Guard:
     """The namespace guards (see the module doc); ``slo_status`` reads SLOs (none: SLO guards refuse)."""
 
-    def __init__(self, client: KubeClient, slo_status: SLOStatusQuery | None = None) -> None:
+    def __init__(self, client: KubeClient, slo_status: SLOStatusQuery | None = None,
+                 open_incidents: OpenIncidents | None = None) -> None:
         self.client = client
         self.slo_status = slo_status
+        self.open_incidents = open_incidents  # handed in once the incidents part exists (server.py)
 
     async def _namespace(self, name: str) -> Obj:
         try:
@@ -110,9 +120,12 @@ class Guard:
         return None
 
     async def halt_reason(self, obj: Obj, records: Iterable[Obj]) -> str | None:
-        """Why a running experiment must stop now (an SLO guard crossed), or None."""
+        """Why a running experiment must stop now (an SLO guard crossed, an incident open), or None."""
         for ns in namespaces_of(obj, records):
             ann = ((await self._namespace(ns)).get("metadata") or {}).get("annotations") or {}
+            why = await self._incidents(ns, str(ann.get(INCIDENT_SERVICES) or ""))
+            if why:
+                return why
             names = [n.strip() for n in str(ann.get(SLO_GUARD) or "").split(",") if n.strip()]
             if not names:
                 continue
@@ -125,6 +138,15 @@ class Guard:
                 why = await self._slo(ns, name, floor, burn)
                 if why:
                     return why
+        return None
+
+    async def _incidents(self, ns: str, services: str) -> str | None:
+        for name in (n.strip() for n in services.split(",") if n.strip()):
+            if self.open_incidents is None:
+                return f"GuardRefused: namespace {ns} guards on incidents of {name}, but this server has no incidents"
+            open_ = await self.open_incidents(name)
+            if open_:
+                return f"GuardHalted: incident {', '.join(open_[:5])} is open on service {name} (namespace {ns})"
         return None
 
     async def _slo(self, ns: str, name: str, floor: float, burn: float | None) -> str | None:

@@ -35,10 +35,11 @@ __all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
 
 def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
                         report: ChaosReport, mesh: FaultTable | None = None,
-                        slo_status: SLOStatusQuery | None = None) -> list[ControllerRunner]:
+                        slo_status: SLOStatusQuery | None = None, guard: Guard | None = None) -> list[ControllerRunner]:
     """A runner per chaos kind and one for Schedules (start them after the API); HTTPChaos and NetworkChaos
-    go into ``mesh``, the service proxy's fault table; the namespaces' guard rails read ``slo_status``."""
-    guard = Guard(client, slo_status)
+    go into ``mesh``, the service proxy's fault table; the namespaces' guard rails (``guard``, else one over
+    ``slo_status``) are checked before and while injecting."""
+    guard = guard or Guard(client, slo_status)
     runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
                                                         guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
@@ -101,6 +102,7 @@ class ChaosPart:
     manager: ControllerManager
     name: str = "chaos"
     mesh_sync: MeshFaultSync | None = None  # servers sharing an etcd: the leader's mesh faults, mirrored
+    guard: Guard | None = None  # the namespaces' guard rails (its incident query is set by server.py)
     sweep: _Sweep = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,9 +130,9 @@ def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSi
     namespaces' SLO guards read ``slo_status``."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
-    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh,
-                                  slo_status=slo_status)
+    guard = Guard(kube.client, slo_status)
+    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh, guard=guard)
     manager = ControllerManager(runners, election=election)
     # with an election, other servers serve the cluster IPs too: they mirror the leader's mesh faults
     sync = MeshFaultSync(kube.client, mesh, lambda: manager.leading) if mesh is not None and election is not None else None
-    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync)
+    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard)
