@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,8 @@ from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
-from pitwall.incidents import ChangeLog
+from pitwall.incidents import ChangeLog, IncidentService
+from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
 from pitwall.kube import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import KubePart, build_kube_part, build_revstore
@@ -150,23 +151,41 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
                            node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
+    # Istio's metrics and a span per mesh hop into the stores.
+    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store)
+    # SLOs are Kubernetes objects whose generated rules the rule manager runs.
+    slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
+                         election=controllers.election)
     return ControlPlane(
         kube=kube,
         controllers=controllers,
         kube_state_metrics=KubeStateMetrics(kube.api.client, metrics.store),
         node=node,
-        # Istio's metrics and a span per mesh hop into the stores.
-        traffic=build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store),
+        traffic=traffic,
         changes=changes,
-        # Faults act on pods through the node; every one is a change event and a series.
+        # Faults act on pods through the node, on traffic through the service proxy's fault table; every one
+        # is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
-                               election=controllers.election),
-        # SLOs are Kubernetes objects whose generated rules the rule manager runs.
-        slo=build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
-                           election=controllers.election),
+                               election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status),
+        slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
     )
+
+
+def _open_incidents(service: IncidentService) -> Callable[[str], Awaitable[list[str]]]:
+    """The open incidents ("#12") of the PagerDuty service with that name or id (the chaos guard's query)."""
+    async def query(name: str) -> list[str]:
+        out = []
+        for id_ in await service.store.open_ids():
+            inc = await service.store.get_incident(id_)
+            if inc is None:
+                continue
+            svc = await service.store.get(IncidentServiceRecord, inc.service_id)
+            if name in (inc.service_id, svc.name if svc is not None else ""):
+                out.append(f"#{inc.number}")
+        return out
+    return query
 
 
 class _AuditToLogs:
@@ -224,6 +243,8 @@ def build(settings: Settings) -> Components:
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
     incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
                                      inflight, pager=pager, own_store=cp is None)
+    if cp is not None and cp.chaos.guard is not None:  # chaos is refused and halted while an incident is open
+        cp.chaos.guard.open_incidents = _open_incidents(incidents.service)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

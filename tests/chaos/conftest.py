@@ -11,6 +11,7 @@ from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.chaos.mesh_world import World
 from tests.conftest import SHARED
 
 CHAOS_MESH = SHARED / "conformance" / "wave2" / "chaos-mesh"
@@ -29,3 +30,14 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     finally:
         await api.stop()
         await store.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """The service proxy and the chaos controllers over one KubeAPI, Services with real servers behind them."""
+    w = World(tmp_path)
+    await w.start()
+    try:
+        yield w
+    finally:
+        await w.stop()

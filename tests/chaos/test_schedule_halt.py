@@ -104,7 +104,7 @@ async def test_schedule_forbid_waits_for_a_running_chaos(kube: KubeAPI, chaos: C
     assert any(e["reason"] == "Forbid" and e["involvedObject"]["name"] == "net" for e in events)
 
 
-async def test_network_chaos_is_stored_and_says_why_it_is_not_injected(kube: KubeAPI, chaos: ChaosReport) -> None:
+async def test_network_chaos_without_the_proxy_says_why_it_is_not_injected(kube: KubeAPI, chaos: ChaosReport) -> None:
     await pods(kube, 2, app="db")
     await kube.client.create({"apiVersion": API, "kind": "NetworkChaos",
                               "metadata": {"name": "slow", "namespace": "default"},
@@ -115,7 +115,7 @@ async def test_network_chaos_is_stored_and_says_why_it_is_not_injected(kube: Kub
         c = await conds(kube, "NetworkChaos", "slow")
         return c if c.get("Selected", ("",))[0] == "True" else None
     c = await until(reported)
-    assert c["AllInjected"][0] == "False" and "mesh data plane" in c["AllInjected"][1]
+    assert c["AllInjected"][0] == "False" and "service proxy" in c["AllInjected"][1]
     obj = await kube.client.get(API, "NetworkChaos", "slow", "default")
     assert [r["phase"] for r in obj["status"]["experiment"]["containerRecords"]] == ["Not Injected"] * 2
     assert "finalizers" not in obj["metadata"]  # nothing to recover: deletion is immediate

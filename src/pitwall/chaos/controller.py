@@ -22,6 +22,8 @@ from typing import Any
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import Fault, FaultError, NodeHooks, fault_for
+from pitwall.chaos.guard import Guard
+from pitwall.chaos.meshfaults import MeshHttpChaos, MeshNetworkChaos
 from pitwall.chaos.model import (
     API_VERSION,
     FINALIZER,
@@ -38,6 +40,7 @@ from pitwall.chaos.selector import filter_by_mode, select_pods, target_ids
 from pitwall.controllers import record_event
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 from pitwall.storage.revstore import RevStore
+from pitwall.traffic import FaultTable
 
 __all__ = ["ChaosReconciler", "desired_phase"]
 
@@ -46,6 +49,7 @@ Obj = dict[str, Any]
 MAX_EVENTS = 10  # per record, as Chaos Mesh's controller config (oldest dropped)
 COMPONENT = "chaos-controller-manager"
 RETRY_S = 2.0
+GUARD_RETRY_S = 10.0  # a refused experiment is tried again (the blast radius may free up, the SLO recover)
 
 
 def _action(obj: Obj) -> str:
@@ -53,6 +57,11 @@ def _action(obj: Obj) -> str:
     if obj.get("kind") == "StressChaos":
         return "stress"
     return str(spec.get("action") or "")
+
+
+def _target(r: Obj) -> str:
+    """What a fault is applied to: the record's id, prefixed ``target:`` on a NetworkChaos's target side."""
+    return f"target:{r['id']}" if r.get("selectorKey") == ".Target" else str(r["id"])
 
 
 def is_paused(obj: Obj) -> bool:
@@ -110,8 +119,10 @@ class ChaosReconciler:
     """Reconciles one chaos kind (a ``controllers.Reconciler``); pod events wake the experiments on them."""
 
     def __init__(self, kind: str, client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                 report: ChaosReport) -> None:
+                 report: ChaosReport, mesh: FaultTable | None = None, guard: Guard | None = None) -> None:
         self.kind = kind
+        self.guard = guard  # the namespaces' guard rails (chaos.guard), checked before and while injecting
+        self.mesh = mesh  # the service proxy's fault table: HTTPChaos and NetworkChaos go there
         self.name = f"chaos-{kind.lower()}"
         self.primary = (API_VERSION, kind)
         self.secondary: Sequence[tuple[str, str]] = [("v1", "Pod")]
@@ -138,6 +149,10 @@ class ChaosReconciler:
     def _fault(self, obj: Obj) -> Fault | None:
         """One fault object per action, kept: a stressor's process is awaited by the one that started it."""
         action = _action(obj)
+        if action not in self._faults and self.kind in ("HTTPChaos", "NetworkChaos"):
+            mesh = self.mesh
+            self._faults[action] = None if mesh is None else (
+                MeshHttpChaos(self.client, mesh) if self.kind == "HTTPChaos" else MeshNetworkChaos(self.client, mesh))
         if action not in self._faults:
             self._faults[action] = fault_for(self.kind, action, client=self.client, node=self.node, store=self.store)
         return self._faults[action]
@@ -162,6 +177,15 @@ class ChaosReconciler:
             await self._refuse(obj, str(e))
             return None
         deleting = bool(obj["metadata"].get("deletionTimestamp"))
+        check = getattr(fault, "check", None)
+        if check is not None and not deleting and (records is None or phase == "Run"):
+            try:
+                check(obj)  # an invalid spec is refused with its field path before anything is injected
+            except ChaosSpecError as e:
+                await self._refuse(obj, str(e))
+                return None
+        note = getattr(fault, "note", None)
+        where = str(note(obj)) if note is not None else ""  # where (and only where) the fault is enforced
         if fault is not None and not deleting and FINALIZER not in (obj["metadata"].get("finalizers") or []):
             obj["metadata"]["finalizers"] = [*(obj["metadata"].get("finalizers") or []), FINALIZER]
             await self.client.update(obj)
@@ -173,12 +197,17 @@ class ChaosReconciler:
                 await record_event(self.client, obj, "Warning", "Failed", f"Failed to select targets: {e}", COMPONENT)
                 await self._write_status(obj, phase, None, str(e) if why_not == "" else why_not, selected_reason=str(e))
                 return None
+            refused = await self._guard_refuses(obj, fault, records, phase)
+            if refused:
+                return GUARD_RETRY_S
+        elif records and phase == "Run" and not deleting and await self._guard_halts(obj, fault, records):
+            return 0.0  # paused: the next pass (at once) reverts every fault
         records = records or []  # none selected yet (paused, or nothing matched): selected when it runs
         self._index(key, records)
         if fault is not None:
             for r in records:
                 await self._step(obj, fault, r, phase)
-        await self._write_status(obj, phase, records or None, why_not)
+        await self._write_status(obj, phase, records or None, why_not or where)
         if deleting and all(r["phase"] == NOT_INJECTED for r in records):
             await self._drop_finalizer(obj)
             return None
@@ -187,6 +216,35 @@ class ChaosReconciler:
         if fault is not None and phase == "Run" and not fault.one_shot:
             return min(until, 5.0) if until is not None else 5.0  # check the fault is still in place
         return until
+
+    async def _guard_refuses(self, obj: Obj, fault: Fault | None, records: list[Obj], phase: str) -> bool:
+        """Refuse newly selected targets a namespace guard forbids: nothing injected, the reason in the status."""
+        if self.guard is None or fault is None:
+            return False
+        why = await self.guard.refuse(obj, records)
+        if why is None:
+            return False
+        cur = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+        if cur.get("AllInjected", {}).get("reason") != why:
+            await record_event(self.client, obj, "Warning", "GuardRefused", why, COMPONENT)
+        await self._write_status(obj, phase, None, why)
+        return True
+
+    async def _guard_halts(self, obj: Obj, fault: Fault | None, records: list[Obj]) -> bool:
+        """Halt a running experiment whose namespace's SLO guard is crossed: the pause annotation, an event
+        and a change event; True when it was halted."""
+        if self.guard is None or fault is None or fault.one_shot:
+            return False
+        why = await self.guard.halt_reason(obj, records)
+        if why is None:
+            return False
+        m = obj["metadata"]
+        await self.client.patch(API_VERSION, self.kind, m["name"], {"metadata": {"annotations": {PAUSE_ANNOTATION:
+                                                                                                 "true"}}},
+                                namespace=m["namespace"])
+        await record_event(self.client, obj, "Warning", "GuardHalted", why, COMPONENT)
+        await self.report.halt(f"guard ({why})", [f"{self.kind} {m['namespace']}/{m['name']}"])
+        return True
 
     def _why_not(self, obj: Obj) -> str:
         if self.kind in NOT_YET_INJECTED:
@@ -226,7 +284,7 @@ class ChaosReconciler:
     async def _step(self, obj: Obj, fault: Fault, r: Obj, phase: str) -> None:
         exp = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         action = _action(obj)
-        if phase == "Run" and r["phase"] == INJECTED and not fault.one_shot and not await fault.active(obj, r["id"]):
+        if phase == "Run" and r["phase"] == INJECTED and not fault.one_shot and not await fault.active(obj, _target(r)):
             await self._do(fault.recover, obj, r, "Recover", exp, action, note="the fault was no longer in place")
         if phase == "Run" and r["phase"] != INJECTED:
             await self._do(fault.apply, obj, r, "Apply", exp, action)
@@ -235,7 +293,7 @@ class ChaosReconciler:
 
     async def _do(self, fn: Any, obj: Obj, r: Obj, op: str, exp: str, action: str, note: str = "") -> None:
         try:
-            await fn(obj, r["id"])
+            await fn(obj, _target(r))
         except (FaultError, ChaosSpecError, OSError) as e:
             last = (r.get("events") or [{}])[-1]
             if last.get("type") == "Failed" and last.get("operation") == op and last.get("message") == str(e):

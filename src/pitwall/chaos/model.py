@@ -17,8 +17,8 @@ INJECTED, NOT_INJECTED = "Injected", "Not Injected"
 # Kinds pitwall injects itself, and those it accepts and stores but cannot inject yet (with why).
 CHAOS_KINDS = ("PodChaos", "StressChaos", "NetworkChaos", "HTTPChaos", "IOChaos", "TimeChaos")
 NOT_YET_INJECTED = {
-    "NetworkChaos": "network faults are enforced in pitwall's mesh data plane, which is not built yet",
-    "HTTPChaos": "HTTP faults are enforced in pitwall's mesh data plane, which is not built yet",
+    "NetworkChaos": "network faults are enforced by pitwall's service proxy, which this server does not run",
+    "HTTPChaos": "HTTP faults are enforced by pitwall's service proxy, which this server does not run",
     "IOChaos": "file faults need a FUSE mount or syscall interposition in the pod, which pitwall's node lacks",
     "TimeChaos": "clock skew needs a vDSO patch in the pod's processes (ptrace, root), which pitwall's node lacks",
 }

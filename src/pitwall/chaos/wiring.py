@@ -15,6 +15,8 @@ from pitwall.chaos.controller import ChaosReconciler
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import NodeHooks, sweep_stressors
+from pitwall.chaos.guard import Guard
+from pitwall.chaos.meshsync import MeshFaultSync
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.controllers import ControllerManager, ControllerRunner
@@ -23,17 +25,23 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient, NotFoundError
 from pitwall.metrics import Appender
+from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
+from pitwall.traffic import FaultTable
 
 __all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
 
 
 def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
-                        report: ChaosReport) -> list[ControllerRunner]:
-    """A runner per chaos kind and one for Schedules (start them after the API)."""
-    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report), workers=2,
-                                resync_s=30.0) for k in CHAOS_KINDS]
+                        report: ChaosReport, mesh: FaultTable | None = None,
+                        slo_status: SLOStatusQuery | None = None, guard: Guard | None = None) -> list[ControllerRunner]:
+    """A runner per chaos kind and one for Schedules (start them after the API); HTTPChaos and NetworkChaos
+    go into ``mesh``, the service proxy's fault table; the namespaces' guard rails (``guard``, else one over
+    ``slo_status``) are checked before and while injecting."""
+    guard = guard or Guard(client, slo_status)
+    runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
+                                                        guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
     return runners
 
@@ -93,13 +101,15 @@ class ChaosPart:
     report: ChaosReport
     manager: ControllerManager
     name: str = "chaos"
+    mesh_sync: MeshFaultSync | None = None  # servers sharing an etcd: the leader's mesh faults, mirrored
+    guard: Guard | None = None  # the namespaces' guard rails (its incident query is set by server.py)
     sweep: _Sweep = field(init=False)
 
     def __post_init__(self) -> None:
         self.sweep = _Sweep(self.client, self.store)
 
     def components(self) -> Sequence[Component]:
-        return [self.sweep, self.manager]
+        return [self.sweep, self.manager, *([self.mesh_sync] if self.mesh_sync is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(chaos_router(self.client, self.report), server_wide=True)]
@@ -112,11 +122,17 @@ class ChaosPart:
 
 
 def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
-                     appender: Appender | None = None, election: Election | None = None) -> ChaosPart:
+                     appender: Appender | None = None, election: Election | None = None,
+                     mesh: FaultTable | None = None, slo_status: SLOStatusQuery | None = None) -> ChaosPart:
     """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
-    injecting through ``node`` (the kubelet), reporting to ``changes`` and ``appender``; with ``election``
-    (the controllers'), they run only on the leader."""
+    injecting through ``node`` (the kubelet) and ``mesh`` (the service proxy's fault table), reporting to
+    ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader. The
+    namespaces' SLO guards read ``slo_status``."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
-    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report)
-    return ChaosPart(kube.client, kube.store, report, ControllerManager(runners, election=election))
+    guard = Guard(kube.client, slo_status)
+    runners = build_chaos_runners(kube.client, node=node, store=kube.store, report=report, mesh=mesh, guard=guard)
+    manager = ControllerManager(runners, election=election)
+    # with an election, other servers serve the cluster IPs too: they mirror the leader's mesh faults
+    sync = MeshFaultSync(kube.client, mesh, lambda: manager.leading) if mesh is not None and election is not None else None
+    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard)

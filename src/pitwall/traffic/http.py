@@ -34,6 +34,7 @@ import httptools
 from pitwall.traffic.authz import AuthzRequest
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.cluster import Cluster, Overflow, UpConn
+from pitwall.traffic.faults import FaultTable, HttpMessage
 from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 from pitwall.traffic.relay import CHUNK
@@ -86,6 +87,7 @@ class MeshView(Protocol):
     pods: dict[str, PodInfo]
     telemetry: MeshTelemetry | None
     tracer: MeshTracer | None
+    faults: FaultTable
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None: ...
 
@@ -549,8 +551,11 @@ class HttpSession:
                     last_pod = dpod
                     if not self._authorized(dpod, req, authority, host, src):
                         return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
-                    head = _request_head(req.method, path, authority, headers, req.body)
-                    res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+                    if self.view.faults.active:
+                        res = await self._try_faulted(cluster, host, policy, req, path, authority, headers, retry)
+                    else:
+                        head = _request_head(req.method, path, authority, headers, req.body)
+                        res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
                     if retrying:
                         retrying = False
                         cluster.active_retries -= 1
@@ -589,6 +594,48 @@ class HttpSession:
         ar = AuthzRequest(src, self.client_ip, req.method, req.target, authority.split(":")[0], host.port,
                           req.lower, host.ip)
         return authz.allowed(dest, ar)
+
+    async def _try_faulted(self, cluster: Cluster, host: Backend, policy: Policy, req: _Req, path: str,
+                           authority: str, headers: list[tuple[str, str]], retry: Retry) -> _Resp | _Failure:
+        """``_try`` through the chaos faults on this client -> endpoint hop (``traffic.faults``): a partition
+        refuses the connect, a lost message or an HTTP abort is a reset, and the faults may delay, change
+        or duplicate the request and delay or change the response."""
+        faults = self.view.faults
+        link = faults.link(self.client_ip, host.ip)
+        if link is not None and link.refused():
+            self.stats.connect_failures += 1
+            return _Failure("connect", "delayed connect error: 111")
+        http_faults = faults.http_for(host.ip, host.port)
+        if link is None and not http_faults:  # faults elsewhere, none on this hop
+            head = _request_head(req.method, path, authority, headers, req.body)
+            return await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+        msg = HttpMessage(req.method, path, list(headers), req.body)
+        for f in http_faults:
+            if not await f.on_request(msg):
+                return _Failure("reset", "connection termination")
+        if link is not None and link.up:
+            if link.lost_up():
+                return _Failure("reset", "connection termination")
+            msg.body = await link.send_up(self.client_ip, msg.body)  # an empty body still waits out the delay
+        head = _request_head(msg.method, msg.target, authority, msg.headers, msg.body)
+        if link is not None and link.duplicated_up() and len(_MIRRORS) < _MAX_MIRRORS:
+            dup = asyncio.create_task(self._try(cluster, host, policy, head, msg.body, _MIRROR_RETRY, False))
+            _MIRRORS.add(dup)
+            dup.add_done_callback(_MIRRORS.discard)
+        res = await self._try(cluster, host, policy, head, msg.body, retry, msg.method == "HEAD")
+        if isinstance(res, _Failure):
+            return res
+        if link is not None and link.down:
+            if link.lost_down():
+                return _Failure("reset", "connection termination")
+            res.body = await link.send_down(host.ip, res.body)
+        if http_faults:
+            out = HttpMessage(msg.method, msg.target, res.headers, res.body, res.status)
+            for f in http_faults:
+                if not await f.on_response(msg, out):
+                    return _Failure("reset", "connection termination")
+            res.status, res.headers, res.body = out.status, out.headers, out.body
+        return res
 
     async def _try(self, cluster: Cluster, host: Backend, policy: Policy, head: bytes, body: bytes, retry: Retry,
                    head_only: bool) -> _Resp | _Failure:

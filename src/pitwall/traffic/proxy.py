@@ -27,6 +27,11 @@ An object the mesh cannot use is rejected whole (its previous version, if
 any, stays). Per-destination runtime state (pools, outlier detection) lives
 in ``traffic.cluster.Cluster`` objects keyed like Envoy's clusters.
 
+Chaos faults (HTTPChaos, NetworkChaos) reach the data path through one
+hook, ``self.faults`` (``traffic.faults.FaultTable``): consulted per TCP
+connection here and per HTTP request in ``traffic.http``; when it is empty
+the only cost is one attribute test.
+
 Connections to an endpoint that stops being ready (or serving, once
 terminating) are left open; if they are still open ``drain_timeout_s`` after
 it left, they are closed. A removed Service port stops accepting at once and
@@ -56,6 +61,7 @@ from pitwall.kube import Gone, KubeClient, NotFoundError
 from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
 from pitwall.traffic.cluster import Cluster
+from pitwall.traffic.faults import FaultTable, Link
 from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target, cancel_mirrors
 from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
 from pitwall.traffic.pods import PodInfo, pod_info
@@ -184,6 +190,7 @@ class ServiceProxy:
         self.telemetry = telemetry
         self.tracer = tracer
         self.http_limits = http_limits or HttpLimits()
+        self.faults = FaultTable()  # chaos faults in force (traffic.faults): consulted per request/connection
         # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
         self.mesh = MeshConfig()
         self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
@@ -568,26 +575,57 @@ class ServiceProxy:
                                           self._default_route(lst.spec))
                     await session.serve(reader, writer, first)
                     return
+            faults = self.faults
+
+            def candidates() -> list[Backend]:
+                got = lst.balancer.candidates(client_ip, time.monotonic())
+                if faults.active:  # a NetworkChaos partition: the endpoints cut off from this client refuse
+                    got = [b for b in got if not ((link := faults.link(client_ip, b.ip)) and link.refused())]
+                return got
+
+            if faults.active and not candidates() and lst.balancer.candidates(client_ip, time.monotonic()):
+                writer.transport.abort()  # every endpoint is partitioned from this client: refused at once
+                return
             try:
-                up = await connect_any(lambda: lst.balancer.candidates(client_ip, time.monotonic()),
-                                       budget_s=self.connect_budget_s, attempt_timeout_s=self.attempt_timeout_s,
-                                       on_failure=failed)
+                up = await connect_any(candidates, budget_s=self.connect_budget_s,
+                                       attempt_timeout_s=self.attempt_timeout_s, on_failure=failed)
             except NoEndpoint:
                 stats.no_endpoint += 1
                 writer.transport.abort()
                 return
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
             lst.conns[task] = up.backend
+            link = faults.link(client_ip, up.backend.ip) if faults.active else None
+            if link is not None and (link.lost_up() or link.lost_down()):
+                writer.transport.abort()  # NetworkChaos loss: this connection is lost
+                up.writer.transport.abort()
+                return
             if first:  # HTTP/2 on an HTTP port: relayed as bytes (no L7 routing)
                 up.writer.write(first)
                 stats.add_sent(len(first))
             await splice((reader, writer), (up.reader, up.writer), sent=stats.add_sent,
-                         received=stats.add_received)
+                         received=stats.add_received, **_shapers(link, client_ip, up.backend.ip))
         finally:
             stats.connections_active -= 1
             lst.conns.pop(task, None)
             if not writer.is_closing():
                 await close_writer(writer)
+
+
+def _shapers(link: Link | None, client_ip: str, endpoint_ip: str) -> dict[str, Any]:
+    """``splice``'s per-direction shapers for the network faults on a connection (none without faults)."""
+    if link is None:
+        return {}
+    out: dict[str, Any] = {}
+    if link.up:
+        async def up(data: bytes) -> bytes:
+            return await link.send_up(client_ip, data)
+        out["shape_up"] = up
+    if link.down:
+        async def down(data: bytes) -> bytes:
+            return await link.send_down(endpoint_ip, data)
+        out["shape_down"] = down
+    return out
 
 
 _DEFAULT_ROUTES: dict[str, Route] = {}

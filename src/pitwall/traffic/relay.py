@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pitwall.traffic.balancer import Backend
@@ -67,11 +67,17 @@ async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: floa
         await asyncio.sleep(_ROUND_PAUSE_S)
 
 
-async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: Callable[[int], None]) -> None:
+Shape = Callable[[bytes], Awaitable[bytes]]  # a chaos fault's delay/bandwidth/corruption of one chunk
+
+
+async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: Callable[[int], None],
+                shape: Shape | None = None) -> None:
     while True:
         data = await src.read(CHUNK)
         if not data:
             break
+        if shape is not None:
+            data = await shape(data)
         dst.write(data)
         count(len(data))
         await dst.drain()
@@ -82,14 +88,16 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: Cal
 
 async def splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
                  upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                 *, sent: Callable[[int], None], received: Callable[[int], None]) -> None:
+                 *, sent: Callable[[int], None], received: Callable[[int], None],
+                 shape_up: Shape | None = None, shape_down: Shape | None = None) -> None:
     """Copy client→upstream (counted by ``sent``) and upstream→client (``received``) until both
-    directions ended; a reset in either ends both. Both writers are closed on return."""
+    directions ended; a reset in either ends both. Both writers are closed on return. ``shape_up`` and
+    ``shape_down`` (network faults, ``traffic.faults``) pass each chunk of their direction first."""
     (cr, cw), (ur, uw) = client, upstream
     try:
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(_copy(cr, uw, sent))
-            tg.create_task(_copy(ur, cw, received))
+            tg.create_task(_copy(cr, uw, sent, shape_up))
+            tg.create_task(_copy(ur, cw, received, shape_down))
     except* (OSError, asyncio.IncompleteReadError):
         pass  # a reset or broken pipe on one side: the connection is over
     finally:
