@@ -169,7 +169,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
-        releases=build_releases_part(kube.api),
+        releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
+                                     election=controllers.election),
     )
 
 

@@ -28,3 +28,21 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     finally:
         await api.stop()
         await store.stop()
+
+
+@pytest.fixture
+async def mesh_kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
+    """Flagger's CRDs and Istio's, as the server has them."""
+    from pitwall.traffic.istio_crds import istio_crds
+
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    api = build_kube(store)
+    api.add_builtin_crds(flagger_crds())
+    api.add_builtin_crds(istio_crds())
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.stop()
+        await store.stop()
