@@ -326,6 +326,8 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
             msg = f"Prometheus query failed: {e}"
         except TemplateError as e:
             msg = f"Metric {name} query render error: {e}"
+        except Exception as e:  # a query the engine refuses (parse error, limits): a failed check, as in Flagger
+            msg = f"Prometheus query failed for {name}: {e}"
         if msg is not None:
             events.append(("Warning", msg))
             return CheckResult(False, events=events)
