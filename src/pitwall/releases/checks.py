@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import importlib.util
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -135,13 +136,15 @@ def _http_prometheus(ctx: MetricContext, address: str, creds: Mapping[str, str])
         headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
 
     async def run(query: str) -> float:
-        async with ctx.http() as http:
-            r = await http.get(url, params={"query": query}, headers=headers)
-        if len(r.content) > _MAX_RESPONSE:
-            raise ValueError(f"response of {url} larger than {_MAX_RESPONSE} bytes")
+        body = bytearray()
+        async with ctx.http() as http, http.stream("GET", url, params={"query": query}, headers=headers) as r:
+            async for chunk in r.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_RESPONSE:
+                    raise ValueError(f"response of {url} larger than {_MAX_RESPONSE} bytes")
         if r.status_code != 200:
-            raise ValueError(f"{url} answered {r.status_code}: {r.text[:200]}")
-        data = (r.json().get("data") or {})
+            raise ValueError(f"{url} answered {r.status_code}: {bytes(body[:200]).decode(errors='replace')}")
+        data = (json.loads(body).get("data") or {})
         rt, result = data.get("resultType", ""), data.get("result") or []
         if rt == "scalar":
             return _value("scalar", [[float(result[1])]] if result else [])
