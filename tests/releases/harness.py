@@ -115,25 +115,27 @@ class Driver:
         return CanaryController(self.client, metrics=MetricContext(instant=self.answers, client=self.client),
                                 changes=self.changes, clock=lambda: self.now)
 
-    async def tick(self, key: str = "default/podinfo", *, ready: bool = True) -> dict[str, Any]:
+    async def tick(self, key: str = "default/podinfo", *, ready: bool = True, stuck: str = "") -> dict[str, Any]:
         self.now += 3600.0
         if ready:
-            await self.roll_out_all()
+            await self.roll_out_all(stuck)
         await self.ctl.reconcile(key)
         if ready:
-            await self.roll_out_all()
+            await self.roll_out_all(stuck)
         ns, _, name = key.partition("/")
         try:
             return await self.client.get("flagger.app/v1beta1", "Canary", name, ns)
         except NotFoundError:
             return {}
 
-    async def roll_out_all(self) -> None:
-        """The kubelet and Deployment controller's outcome: every Deployment fully rolled out."""
+    async def roll_out_all(self, stuck: str = "") -> None:
+        """The kubelet and Deployment controller's outcome: every Deployment fully rolled out (but ``stuck``,
+        whose pods never become available)."""
         for d in (await self.client.list("apps/v1", "Deployment")).items:
             n = d["spec"].get("replicas", 1)
+            ok = 0 if d["metadata"]["name"] == stuck else n
             st = {"observedGeneration": d["metadata"].get("generation", 1), "replicas": n, "updatedReplicas": n,
-                  "readyReplicas": n, "availableReplicas": n}
+                  "readyReplicas": ok, "availableReplicas": ok, "unavailableReplicas": n - ok}
             if d.get("status") != st:
                 d["status"] = st
                 await self.client.update_status(d)

@@ -280,3 +280,21 @@ async def test_deleting_the_canary_restores_the_target_and_routing(mesh_kube: Ku
     with pytest.raises(NotFoundError):
         await d.client.get(NET, "VirtualService", "podinfo", "default")
     assert d.changes.events[-1].details["phase"] == "Terminated"
+
+
+async def test_a_canary_that_never_becomes_ready_is_rolled_back_after_the_deadline(mesh_kube: KubeAPI) -> None:
+    import asyncio
+
+    d = Driver(mesh_kube, Answers())
+    await _initialized(d, canary(CANARY_ANALYSIS, progressDeadlineSeconds=1))
+    await set_image(mesh_kube, "v2-crashing")
+    assert (await d.tick(stuck="podinfo"))["status"]["phase"] == "Progressing"
+    assert (await d.tick(stuck="podinfo"))["status"]["phase"] == "Progressing"  # waiting, within the deadline
+    await asyncio.sleep(2.1)  # lastTransitionTime has second precision
+    st = (await d.tick(stuck="podinfo"))["status"]
+    assert st["phase"] == "Failed"
+    msgs = {e["message"] for e in (await mesh_kube.client.list("v1", "Event", "default")).items}
+    assert 'Rolling back podinfo.default progress deadline exceeded deployment "podinfo" exceeded its progress ' \
+           "deadline" in msgs
+    assert (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]["containers"][0]["image"] == \
+        "podinfo:v1"

@@ -311,9 +311,9 @@ class CanaryController:
                                f"\"{ref.get('name')}\" not found in namespace {ns}") from None
         return target, label, value
 
-    def _deadline_passed(self, cd: CanaryView) -> bool:
-        since = parse_time(cd.status.get("lastTransitionTime"))
-        return since is not None and (datetime.now(UTC) - since).total_seconds() > cd.progress_deadline_s
+    @staticmethod
+    def _since(cd: CanaryView) -> datetime | None:
+        return parse_time(cd.status.get("lastTransitionTime"))
 
     async def advance(self, cd: CanaryView) -> None:
         """One tick of Flagger's advanceCanary."""
@@ -333,7 +333,7 @@ class CanaryController:
         await router.reconcile_services(self.client, cd, label, value)
         primary = await workload.ensure_primary(self.client, cd, target, label, value)
         if initializing:
-            ready, why = workload.readiness(primary)
+            ready, why, _ = workload.readiness(primary)
             if not ready:
                 await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
                 return
@@ -349,11 +349,11 @@ class CanaryController:
 
     async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj) -> None:
         if not cd.skip_analysis:
-            ready, why = workload.readiness(primary)
+            ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd))
             if not ready:
-                if cd.phase in (Phase.PROMOTING, Phase.FINALISING) and self._deadline_passed(cd):
+                if not retriable and cd.phase in (Phase.PROMOTING, Phase.FINALISING):
                     await self._failed_promotion(cd, why)
-                elif self._deadline_passed(cd) and cd.phase in ADVANCING:
+                elif not retriable:
                     await self._rollback(cd, target)
                 else:
                     await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
@@ -369,9 +369,9 @@ class CanaryController:
             await self._sync(cd, target, Phase.PROGRESSING)
             return
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
-        ready, why = workload.readiness(target)
+        ready, why, retriable = workload.readiness(target, cd.progress_deadline_s, self._since(cd))
         if not ready:
-            if self._deadline_passed(cd):
+            if not retriable:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} progress deadline "
                                                  f"exceeded {why}")
                 await self._rollback(cd, target)

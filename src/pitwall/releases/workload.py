@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.kube import Conflict, KubeClient, NotFoundError
-from pitwall.releases.model import API_VERSION, CANARY, CanaryView
+from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
     "SELECTOR_LABELS",
@@ -127,8 +128,37 @@ async def scale(client: KubeClient, namespace: str, name: str, replicas: int) ->
     await client.patch("apps/v1", "Deployment", name, {"spec": {"replicas": replicas}}, namespace=namespace)
 
 
-def readiness(dep: Obj) -> tuple[bool, str]:
-    """Whether every replica of the Deployment's current template is updated and available; else why not."""
+def _progress_stuck(dep: Obj, deadline_s: int, since: datetime | None) -> bool:
+    """Flagger's isDeploymentReady deadline: the Progressing condition says ProgressDeadlineExceeded, or
+    replicas are unavailable longer than ``deadline_s`` after its last update (``since``, the Canary's last
+    transition, when the Deployment has no such condition)."""
+    st = dep.get("status") or {}
+    cond = next((c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), None)
+    if cond is not None:
+        if cond.get("reason") == "ProgressDeadlineExceeded":
+            return True
+        since = parse_time(cond.get("lastUpdateTime")) or since
+    if since is None:
+        return False
+    waited = (datetime.now(UTC) - since).total_seconds()
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    unavailable = int(st.get("unavailableReplicas") or 0) or max(0, want - int(st.get("availableReplicas") or 0))
+    return unavailable > 0 and waited > deadline_s
+
+
+def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> tuple[bool, str, bool]:
+    """(ready, why not, retriable): every replica of the Deployment's current template updated and available;
+    not retriable once it is stuck past ``deadline_s`` (with a deadline given)."""
+    ready, why = _readiness(dep)
+    if ready:
+        return True, "", True
+    stuck = deadline_s > 0 and _progress_stuck(dep, deadline_s, since)
+    if stuck:
+        why = f"deployment \"{(dep.get('metadata') or {}).get('name')}\" exceeded its progress deadline"
+    return False, why, not stuck
+
+
+def _readiness(dep: Obj) -> tuple[bool, str]:
     m, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
     name = f"{m.get('name')}.{m.get('namespace') or 'default'}"
     want = spec.get("replicas", 1)
