@@ -194,10 +194,11 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(server: httpx.C
         assert {10, 20, 30, 40, 50} <= weights
         assert _primary_image(c) == "podinfo:v2"
         _until(lambda: load.answers[-1] == (200, "v2"), 30, "v2 answering from the primary")
+        # post-rollout hooks run just after the phase is written, as in Flagger
+        _until(lambda: sink.types()[-1] == "post-rollout", 20, "post-rollout after Succeeded")
         assert sink.types()[:2] == ["confirm-rollout", "pre-rollout"]
         assert sink.types()[-2:] == ["confirm-promotion", "post-rollout"]
         assert set(sink.types()[2:-2]) == {"rollout"}
-        assert sink.received[-1][1]["phase"] == "Succeeded" if sink.received[-1][0] != "event" else True
         good_hooks = len(sink.types())
         # Let the metric window (15s, plus the mesh's 5s flush) pass: the canary workload's samples from v2
         # must not count for v3 (the queries select by workload, as Flagger's do). Steps of 10 give the
@@ -210,6 +211,7 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(server: httpx.C
         assert c.get(f"{DEPLOY}/podinfo").json()["spec"]["replicas"] == 0
         vs = c.get("/apis/networking.istio.io/v1/namespaces/default/virtualservices/podinfo").json()
         assert [d["weight"] for d in vs["spec"]["http"][0]["route"]] == [100, 0]
+        _until(lambda: sink.types()[-1] == "post-rollout", 20, "post-rollout after Failed")
         bad = sink.types()[good_hooks:]
         assert bad[:2] == ["confirm-rollout", "pre-rollout"] and bad[-1] == "post-rollout"
         post = [b for t, b in sink.received if t == "post-rollout"]
@@ -218,6 +220,7 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(server: httpx.C
     finally:
         load.stop.set()
         sink.server.shutdown()
+        sink.server.server_close()
     events = c.get("/api/v1/namespaces/default/events").json()["items"]
     msgs = [e["message"] for e in events if e["involvedObject"]["kind"] == "Canary"]
     assert any(m.startswith("Halt podinfo.default advancement success rate") for m in msgs)
