@@ -70,8 +70,9 @@ class Sink:
 class Load:
     """Requests to the apex Service all the time (the canary has no traffic of its own)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.url = url
+        self.headers = headers or {}
         self.stop = threading.Event()
         self.answers: list[tuple[int, str]] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -81,7 +82,7 @@ class Load:
         with httpx.Client(timeout=5) as c:
             while not self.stop.is_set():
                 try:
-                    r = c.get(self.url)
+                    r = c.get(self.url, headers=self.headers)
                     self.answers.append((r.status_code, r.text))
                 except httpx.HTTPError:
                     pass
@@ -227,3 +228,36 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(server: httpx.C
     assert "Rolling back podinfo.default failed checks threshold reached 2" in msgs
     assert any(b["metadata"]["eventMessage"] == "Promotion completed! Scaling down podinfo.default"
                for t, b in sink.received if t == "event")
+
+
+def test_ab_testing_sends_only_matching_requests_to_the_canary(server: httpx.Client) -> None:
+    c = server
+    assert c.post(DEPLOY, json=_deployment("v1", False)).status_code == 201
+    canary = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+              "metadata": {"name": "podinfo", "annotations": {"releases.pitwall.dev/min-requests": "5",
+                                                              "releases.pitwall.dev/no-traffic": "wait"}},
+              "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
+                       "service": {"port": 80, "targetPort": 8080},
+                       "analysis": {"interval": "2s", "threshold": 3, "iterations": 4,
+                                    "match": [{"headers": {"x-canary": {"exact": "insider"}}}],
+                                    "metrics": [{"name": "request-success-rate", "interval": "15s",
+                                                 "thresholdRange": {"min": 99}}]}}}
+    assert c.post(API, json=canary).status_code == 201
+    _until(lambda: _status(c).get("phase") == "Initialized", 90, "Initialized", lambda: _story(c))
+    ip = c.get("/api/v1/namespaces/default/services/podinfo").json()["spec"]["clusterIP"]
+    plain, insider = Load(f"http://{ip}/"), Load(f"http://{ip}/", {"x-canary": "insider"})
+    try:
+        _until(lambda: plain.answers and insider.answers and insider.answers[-1] == (200, "v1"), 60, "v1 answering")
+        _set_version(c, "v2", fail=False)
+        _until(lambda: int(_status(c).get("iterations") or 0) >= 1, 60, "the first iteration", lambda: _story(c))
+        _until(lambda: insider.answers[-1] == (200, "v2"), 30, "insiders on the canary")
+        mark = len(plain.answers), len(insider.answers)
+        _until(lambda: len(plain.answers) > mark[0] + 30 and len(insider.answers) > mark[1] + 30, 30, "traffic")
+        assert _status(c)["phase"] == "Progressing"
+        assert {v for _, v in plain.answers[mark[0]:]} == {"v1"}  # everyone else on the primary
+        assert {v for _, v in insider.answers[mark[1]:]} == {"v2"}
+        _until(lambda: _status(c).get("phase") == "Succeeded", 120, "Succeeded", lambda: _story(c))
+        _until(lambda: plain.answers[-1] == (200, "v2"), 30, "v2 for everyone after promotion")
+    finally:
+        plain.stop.set()
+        insider.stop.set()
