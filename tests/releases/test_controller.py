@@ -298,3 +298,41 @@ async def test_a_canary_that_never_becomes_ready_is_rolled_back_after_the_deadli
            "deadline" in msgs
     assert (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]["containers"][0]["image"] == \
         "podinfo:v1"
+
+
+async def test_approval_gates_wait_and_a_rollback_hook_rolls_back(mesh_kube: KubeAPI) -> None:
+    async with Sink() as sink:
+        hooks = [{"name": "go", "type": "confirm-rollout", "url": f"{sink.url}/go"},
+                 {"name": "ship", "type": "confirm-promotion", "url": f"{sink.url}/ship"},
+                 {"name": "abort", "type": "rollback", "url": f"{sink.url}/abort"}]
+        sink.refuse.update({"/go": 403, "/ship": 403, "/abort": 404})
+        d = Driver(mesh_kube, Answers())
+        await _initialized(d, canary({**CANARY_ANALYSIS, "maxWeight": 20, "webhooks": hooks}))
+        await set_image(mesh_kube, "v2")
+        for _ in range(2):
+            st = (await d.tick())["status"]
+            assert st["phase"] == "Waiting" and (await d.deployment("podinfo"))["spec"]["replicas"] == 0
+        (promoted,) = [c for c in st["conditions"] if c["type"] == "Promoted"]
+        assert (promoted["status"], promoted["message"]) == ("Unknown", "Waiting for approval.")
+        del sink.refuse["/go"]
+        assert (await d.tick())["status"]["phase"] == "Progressing"
+        assert (await d.tick())["status"]["canaryWeight"] == 20
+        st = (await d.tick())["status"]
+        assert st["phase"] == "WaitingPromotion"
+        assert (await d.tick())["status"]["phase"] == "WaitingPromotion"
+        del sink.refuse["/ship"]
+        assert (await d.tick())["status"]["phase"] == "Promoting"
+        for _ in range(2):
+            st = (await d.tick())["status"]
+        assert st["phase"] == "Succeeded"
+        # a new revision, and the rollback hook now says yes: rolled back while progressing
+        await set_image(mesh_kube, "v3")
+        assert (await d.tick())["status"]["phase"] == "Progressing"
+        del sink.refuse["/abort"]
+        st = (await d.tick())["status"]
+        assert st["phase"] == "Failed"
+        msgs = {e["message"] for e in (await mesh_kube.client.list("v1", "Event", "default")).items}
+        assert "Rolling back podinfo.default manual webhook invoked" in msgs
+        assert "Halt podinfo.default advancement waiting for promotion approval ship" in msgs
+        assert (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]["containers"][0]["image"] == \
+            "podinfo:v2"
