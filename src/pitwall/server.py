@@ -55,6 +55,7 @@ from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
 from pitwall.registry import RegistryPart, build_registry_part
+from pitwall.releases.wiring import ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
@@ -134,11 +135,12 @@ class ControlPlane:
     chaos: ChaosPart
     slo: SLOPart
     registry: RegistryPart
+    releases: ReleasesPart
 
     def parts(self) -> list[Part]:
         """In start order: the API first, then what gives its objects meaning."""
         return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo,
-                self.registry]
+                self.registry, self.releases]
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, traces: TracesParts,
@@ -170,6 +172,9 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
+        # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
+        releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
+                                     election=controllers.election),
     )
 
 

@@ -22,10 +22,10 @@ from pitwall.storage.revstore import RevStore
 
 __all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink"]
 
-ChangeKind = Literal["deploy", "rollback", "scale", "config", "canary", "chaos", "backup", "restore", "pipeline",
-                     "other"]
-CHANGE_KINDS: tuple[str, ...] = ("deploy", "rollback", "scale", "config", "canary", "chaos", "backup", "restore",
-                                 "pipeline", "other")
+ChangeKind = Literal["deploy", "rollback", "scale", "config", "canary", "release", "chaos", "backup", "restore",
+                     "pipeline", "other"]
+CHANGE_KINDS: tuple[str, ...] = ("deploy", "rollback", "scale", "config", "canary", "release", "chaos", "backup",
+                                 "restore", "pipeline", "other")
 PREFIX = "/pitwall/changes/"
 _TS_DIGITS = 20
 

@@ -1,6 +1,13 @@
-"""Releases: progressive delivery, its statistical judge and A/B reports."""
+"""Releases: Flagger's Canary (progressive canary, A/B testing, blue/green) on pitwall's mesh, the statistical
+judge (Kayenta's NetflixACAJudge) and A/B reports.
+
+``__all__`` is the pillar's public interface.
+"""
+
+from __future__ import annotations
 
 from pitwall.releases.abtest import ABReport, Variant, ab_report, sample_size_per_variant, variants_from_ratio
+from pitwall.releases.crds import flagger_crds
 from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "MetricVerdict",
     "Variant",
     "ab_report",
+    "flagger_crds",
     "judge",
     "sample_size_per_variant",
     "variants_from_ratio",

@@ -1,0 +1,176 @@
+"""The Deployments of a Canary, as Flagger's ``pkg/canary/deployment_controller.go`` handles them: the primary
+``<target>-primary`` copied from the target (its selector label's value suffixed ``-primary``), readiness,
+scaling, promotion (the target's pod template copied to the primary), and the pod template's hash that
+tells a new revision (``status.lastAppliedSpec``)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
+
+__all__ = [
+    "SELECTOR_LABELS",
+    "TargetError",
+    "compute_hash",
+    "ensure_primary",
+    "promote",
+    "readiness",
+    "scale",
+    "selector_label",
+    "spec_changed",
+]
+
+Obj = dict[str, Any]
+SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")  # Flagger's default -selector-labels
+_SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
+
+
+class TargetError(Exception):
+    """The target cannot be used as it is (the message names the object and field)."""
+
+
+def compute_hash(value: Any) -> str:
+    """FNV-32a over the canonical JSON of ``value``, encoded as Kubernetes' SafeEncodeString (Flagger's
+    ComputeHash hashes Go's dump of the struct instead: same shape of value, not the same string)."""
+    h = 0x811C9DC5
+    for b in json.dumps(value, sort_keys=True, separators=(",", ":")).encode():
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+    return "".join(_SAFE[ord(c) % len(_SAFE)] for c in str(h))
+
+
+def selector_label(cd: CanaryView, dep: Obj) -> tuple[str, str]:
+    """The label (and its value) that selects the target's pods."""
+    labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    for label in SELECTOR_LABELS:
+        if labels.get(label):
+            return label, str(labels[label])
+    raise TargetError(f"Deployment {cd.target}.{cd.namespace} spec.selector.matchLabels must contain one of "
+                      f"[{' '.join(SELECTOR_LABELS)}]")
+
+
+def spec_changed(cd: CanaryView, dep: Obj) -> bool:
+    """Whether the target's pod template is a revision not yet analysed (Flagger's hasSpecChanged): a template
+    equal to the last promoted one is a manual rollback and starts nothing."""
+    applied = str(cd.status.get("lastAppliedSpec") or "")
+    if not applied:
+        return True
+    h = compute_hash((dep.get("spec") or {}).get("template") or {})
+    if str(cd.status.get("lastPromotedSpec") or "") == h:
+        return False
+    return applied != h
+
+
+def _primary_template(template: Obj, label: str, value: str) -> Obj:
+    t = copy.deepcopy(template)
+    labels = (t.setdefault("metadata", {}).get("labels") or {})
+    labels[label] = f"{value}-primary"
+    t["metadata"]["labels"] = labels
+    return t
+
+
+def _owner(cd: CanaryView) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": CANARY, "name": cd.name, "uid": str(cd.meta.get("uid") or ""),
+            "controller": True, "blockOwnerDeletion": True}
+
+
+async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> Obj:
+    """The primary Deployment, created from the target when absent (replicas as the target's, at least 1)."""
+    name = cd.primary_workload
+    try:
+        found: Obj = await client.get("apps/v1", "Deployment", name, cd.namespace)
+        return found
+    except NotFoundError:
+        pass
+    spec = copy.deepcopy(target.get("spec") or {})
+    replicas = spec.get("replicas")
+    spec["replicas"] = replicas if isinstance(replicas, int) and replicas > 0 else 1
+    spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
+    spec["template"] = _primary_template(spec.get("template") or {}, label, value)
+    tm = target.get("metadata") or {}
+    labels = {**(tm.get("labels") or {}), label: f"{value}-primary"}
+    made: Obj = await client.create({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": cd.namespace, "labels": labels,
+                     "annotations": dict(tm.get("annotations") or {}), "ownerReferences": [_owner(cd)]},
+        "spec": spec})
+    return made
+
+
+async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> None:
+    """Copy the target's pod template (and rollout settings) to the primary."""
+    src = target.get("spec") or {}
+    for _ in range(5):
+        primary = await client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
+        new = copy.deepcopy(primary)
+        spec = new.setdefault("spec", {})
+        spec["template"] = _primary_template(src.get("template") or {}, label, value)
+        for f in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
+            if f in src:
+                spec[f] = copy.deepcopy(src[f])
+        try:
+            await client.update(new)
+            return
+        except Conflict:
+            continue
+    raise RuntimeError(f"Deployment {cd.primary_workload}.{cd.namespace} promotion kept conflicting")
+
+
+async def scale(client: KubeClient, namespace: str, name: str, replicas: int) -> None:
+    """Set a Deployment's replicas (no write when already there)."""
+    dep = await client.get("apps/v1", "Deployment", name, namespace)
+    if (dep.get("spec") or {}).get("replicas") == replicas:
+        return
+    await client.patch("apps/v1", "Deployment", name, {"spec": {"replicas": replicas}}, namespace=namespace)
+
+
+def _progress_stuck(dep: Obj, deadline_s: int, since: datetime | None) -> bool:
+    """Flagger's isDeploymentReady deadline: the Progressing condition says ProgressDeadlineExceeded, or
+    replicas are unavailable longer than ``deadline_s`` after its last update (``since``, the Canary's last
+    transition, when the Deployment has no such condition)."""
+    st = dep.get("status") or {}
+    cond = next((c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), None)
+    if cond is not None:
+        if cond.get("reason") == "ProgressDeadlineExceeded":
+            return True
+        since = parse_time(cond.get("lastUpdateTime")) or since
+    if since is None:
+        return False
+    waited = (datetime.now(UTC) - since).total_seconds()
+    want = (dep.get("spec") or {}).get("replicas", 1)
+    unavailable = int(st.get("unavailableReplicas") or 0) or max(0, want - int(st.get("availableReplicas") or 0))
+    return unavailable > 0 and waited > deadline_s
+
+
+def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> tuple[bool, str, bool]:
+    """(ready, why not, retriable): every replica of the Deployment's current template updated and available;
+    not retriable once it is stuck past ``deadline_s`` (with a deadline given)."""
+    ready, why = _readiness(dep)
+    if ready:
+        return True, "", True
+    stuck = deadline_s > 0 and _progress_stuck(dep, deadline_s, since)
+    if stuck:
+        why = f"deployment \"{(dep.get('metadata') or {}).get('name')}\" exceeded its progress deadline"
+    return False, why, not stuck
+
+
+def _readiness(dep: Obj) -> tuple[bool, str]:
+    m, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
+    name = f"{m.get('name')}.{m.get('namespace') or 'default'}"
+    want = spec.get("replicas", 1)
+    if int(st.get("observedGeneration") or 0) < int(m.get("generation") or 0):
+        return False, "waiting for rollout to finish: observed deployment generation less than desired generation"
+    updated, available = int(st.get("updatedReplicas") or 0), int(st.get("availableReplicas") or 0)
+    if updated < want:
+        return False, (f"{name} waiting for rollout to finish: {updated} out of {want} new replicas have been "
+                       "updated")
+    if int(st.get("replicas") or 0) > updated:
+        return False, (f"{name} waiting for rollout to finish: {int(st.get('replicas') or 0) - updated} old "
+                       "replicas are pending termination")
+    if available < updated:
+        return False, f"{name} waiting for rollout to finish: {available} of {updated} updated replicas are available"
+    return True, ""
