@@ -213,3 +213,42 @@ async def test_webhook_payload_refusal_and_retries() -> None:
                                                               "timeout": "1s"})
     with pytest.raises(WebhookError, match="not http"):
         await call_webhook(default_http, cd, "Progressing", {"name": "bad", "url": "file:///etc/passwd"})
+
+
+def _latency(expr: str, at_ms: int, tenant: str = "default") -> FakeResult:
+    """A canary ("podinfo") 40% slower than its primary ("podinfo-primary"), with a little deterministic noise."""
+    noise = ((at_ms // 1000) * 7919 % 13) / 13.0
+    base = 100.0 + 5 * noise
+    v = base * 1.4 if 'app="podinfo"' in expr else base
+    return FakeResult("vector", [[v]])
+
+
+async def test_kayenta_judge_on_an_annotated_template(mesh_kube: KubeAPI) -> None:
+    await _ns(mesh_kube)
+    await mesh_kube.client.create({
+        "apiVersion": "flagger.app/v1beta1", "kind": "MetricTemplate",
+        "metadata": {"name": "latency", "namespace": "test",
+                     "annotations": {"releases.pitwall.dev/judge": "kayenta",
+                                     "releases.pitwall.dev/judge-direction": "increase"}},
+        "spec": {"provider": {"type": "prometheus"}, "query": 'latency_ms{app="{{ target }}"}'}})
+    metric = {"name": "latency", "templateRef": {"name": "latency"}, "interval": "1m"}
+    slower = await run_checks(MetricContext(instant=_latency, client=mesh_kube.client), _cd([metric]))
+    assert not slower.ok
+    msg = slower.events[0][1]
+    assert msg.startswith("Halt podinfo.test advancement judge latency score 0 Fail: latency High")
+
+    seen: list[str] = []
+
+    def same(expr: str, at_ms: int, tenant: str = "default") -> FakeResult:
+        seen.append(expr)
+        return _latency(expr.replace('app="podinfo"', 'app="x"'), at_ms)
+
+    assert (await run_checks(MetricContext(instant=same, client=mesh_kube.client), _cd([metric]))).ok
+    assert {'latency_ms{app="podinfo"}', 'latency_ms{app="podinfo-primary"}'} == set(seen)  # canary vs primary
+    assert len(seen) == 60  # 30 samples a side over the interval
+
+    def empty(expr: str, at_ms: int, tenant: str = "default") -> FakeResult:
+        return FakeResult("vector", [])
+
+    res = await run_checks(MetricContext(instant=empty, client=mesh_kube.client), _cd([metric]))
+    assert not res.ok and "judge latency" in res.events[0][1]  # nothing to judge never passes

@@ -14,15 +14,18 @@ default), ``wait`` (the step is run again, nothing counted) or ``pass``.
 
 Providers are chosen in one place, ``provider_for``: ``prometheus`` with an
 empty address (or one naming this server) runs in process, another address
-through the Prometheus HTTP API; ``kayenta`` is the statistical judge
-(``pitwall.releases.judge``), reported unavailable until it is there.
+through the Prometheus HTTP API. Kayenta's statistical judge
+(``pitwall.releases.judge``) is asked for with the annotation
+``releases.pitwall.dev/judge: kayenta`` on a ``prometheus`` MetricTemplate
+(Flagger's schema has no ``kayenta`` provider type): the template's query is
+sampled over the interval for the canary (``{{ target }}``) and for the
+primary, and the judge compares the two.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import json
 import math
 import time
@@ -35,6 +38,7 @@ import httpx
 from pitwall.core.gotemplate import Template, TemplateError
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.metrics import InstantQuery
+from pitwall.releases.judge import JudgeConfig, MetricInput, judge
 from pitwall.releases.model import (
     API_VERSION,
     METRIC_TEMPLATE,
@@ -57,6 +61,13 @@ __all__ = [
 ]
 
 METRIC_INTERVAL = "1m"
+# A MetricTemplate with this annotation is judged by Kayenta's NetflixACAJudge, canary against primary.
+JUDGE = "releases.pitwall.dev/judge"
+JUDGE_DIRECTION = "releases.pitwall.dev/judge-direction"  # increase, decrease or either (bad when it moves so)
+JUDGE_CRITICAL = "releases.pitwall.dev/judge-critical"  # "true": a failing metric fails the whole judgement
+JUDGE_PASS = "releases.pitwall.dev/judge-pass-score"  # default 95
+JUDGE_MARGINAL = "releases.pitwall.dev/judge-marginal-score"  # default 75
+JUDGE_POINTS = 30  # samples per side over the metric interval
 _HTTP_TIMEOUT_S = 10.0
 _MAX_RESPONSE = 4 << 20
 
@@ -173,17 +184,17 @@ async def provider_for(ctx: MetricContext, provider: Mapping[str, Any], namespac
         if ref.get("name"):
             creds = await _secret_data(ctx.client, namespace, str(ref["name"]))
         return _http_prometheus(ctx, address, creds)
-    if kind == "kayenta":
-        if importlib.util.find_spec("pitwall.releases.judge") is None:
-            raise ProviderUnavailable("provider kayenta not available")
-        raise ProviderUnavailable("provider kayenta not available: pitwall.releases.judge is not wired to "
-                                  "MetricTemplates yet")
+    if kind == "kayenta":  # Flagger's schema refuses this type; the judge is a MetricTemplate annotation
+        raise ProviderUnavailable(f"provider kayenta not available: annotate a prometheus MetricTemplate with "
+                                  f"{JUDGE}: kayenta")
     raise ProviderUnavailable(f"provider {kind or '(empty)'} not available: pitwall serves prometheus")
 
 
-def render_query(text: str, cd: CanaryView, interval: str, variables: Mapping[str, Any] | None) -> str:
-    """A query with Flagger's template functions filled in (Go's text/template, missingkey=error)."""
-    target = cd.target
+def render_query(text: str, cd: CanaryView, interval: str, variables: Mapping[str, Any] | None,
+                 target: str = "") -> str:
+    """A query with Flagger's template functions filled in (Go's text/template, missingkey=error); ``target``
+    replaces the Canary's target (the judge renders the query for the primary too)."""
+    target = target or cd.target
     service = str(cd.service.get("name") or target)
     ingress = str((cd.spec.get("ingressRef") or {}).get("name") or target)
     route = str((cd.spec.get("routeRef") or {}).get("name") or target)
@@ -284,6 +295,9 @@ async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, An
     except NotFoundError:
         return f"Metric template {tname}.{ns} error: metrictemplate.flagger.app \"{tname}\" not found"
     spec = tmpl.get("spec") or {}
+    annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
+    if annotations.get(JUDGE):
+        return await _judged(ctx, cd, metric, spec, annotations, interval, f"{tname}.{ns}")
     try:
         run = await provider_for(ctx, spec.get("provider") or {}, ns)
     except (ProviderUnavailable, NotFoundError) as e:
@@ -299,6 +313,56 @@ async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, An
     except (httpx.HTTPError, ValueError) as e:
         return f"Metric query failed for {name}: {e}"
     return _judge(cd, metric, name, val, f"{val:.2f}", False)
+
+
+async def _judged(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], spec: Mapping[str, Any],
+                  annotations: Mapping[str, str], interval: str, where: str) -> str | None:
+    """Kayenta's judge over the template's query for the canary and for the primary, sampled over the interval;
+    the Halt message (score and each verdict) unless the judge passes."""
+    name = str(metric.get("name"))
+    if annotations.get(JUDGE) != "kayenta":
+        return f"Metric template {where} error: {JUDGE} must be kayenta, not {annotations.get(JUDGE)!r}"
+    provider = spec.get("provider") or {}
+    address = str(provider.get("address") or "").rstrip("/")
+    if provider.get("type") != "prometheus" or (address and address not in ctx.self_addresses):
+        return f"Metric template {where} error: the judge reads pitwall's own metrics (provider prometheus, " \
+               f"no address)"
+    if ctx.instant is None:
+        raise ProviderUnavailable("prometheus not available: no metric store in this server")
+    try:
+        inp = MetricInput(
+            name=name, canary=await _samples(ctx, cd, spec, metric, interval, cd.target),
+            baseline=await _samples(ctx, cd, spec, metric, interval, cd.primary_workload),
+            direction=annotations.get(JUDGE_DIRECTION, "either"),
+            critical=annotations.get(JUDGE_CRITICAL, "false") == "true")
+        result = judge([inp], JudgeConfig(pass_threshold=float(annotations.get(JUDGE_PASS, 95.0)),
+                                          marginal_threshold=float(annotations.get(JUDGE_MARGINAL, 75.0))))
+    except TemplateError as e:
+        return f"Metric template {where} query render error: {e}"
+    except ValueError as e:
+        return f"Metric template {where} judge error: {e}"
+    verdicts = "; ".join(f"{v.name} {v.classification}: {v.reason}" for v in result.metrics)
+    if result.classification == "Pass":
+        return None
+    return (f"Halt {cd.name}.{cd.namespace} advancement judge {name} score {result.score:.0f} "
+            f"{result.classification}: {verdicts or result.reason}")
+
+
+async def _samples(ctx: MetricContext, cd: CanaryView, spec: Mapping[str, Any], metric: Mapping[str, Any],
+                   interval: str, target: str) -> list[float]:
+    """The query's value at JUDGE_POINTS instants over the last interval (NaN where it had none)."""
+    assert ctx.instant is not None
+    query = render_query(str(spec.get("query") or ""), cd, interval, metric.get("templateVariables"), target)
+    end_ms = int(time.time() * 1000)
+    step_ms = max(1, int(duration_s(interval) * 1000) // JUDGE_POINTS)
+    out = []
+    for i in range(JUDGE_POINTS):
+        res = await asyncio.to_thread(ctx.instant, query, end_ms - i * step_ms, ctx.tenant)
+        try:
+            out.append(_value(res.result_type, list(res.values)))
+        except NoValuesFound:
+            out.append(math.nan)
+    return out[::-1]
 
 
 async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
