@@ -154,7 +154,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
                            node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
     # Istio's metrics and a span per mesh hop into the stores.
-    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store)
+    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes)
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)

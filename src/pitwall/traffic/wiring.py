@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
-from pitwall.incidents import ChangeLog
+from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI
 from pitwall.metrics import Appender
 from pitwall.traces import SpanAppender
@@ -34,11 +34,12 @@ __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
-                telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None) -> ServiceProxy:
+                telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None,
+                changes: ChangeSink | None = None) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
-    Its outlier ejections go to the change-event stream in ``kube``'s state store."""
+    Its outlier ejections go to ``changes`` (the control plane's change-event stream)."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
-                        telemetry=telemetry, tracer=tracer, changes=ChangeLog(kube.store))
+                        telemetry=telemetry, tracer=tracer, changes=changes)
 
 
 class _ProxyCollector(Collector):
@@ -108,11 +109,11 @@ class TrafficPart:
 
 
 def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
-                       spans: SpanAppender | None = None) -> TrafficPart:
+                       spans: SpanAppender | None = None, changes: ChangeSink | None = None) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
     are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
     sampled hop to ``spans``."""
     kube.add_builtin_crds(istio_crds())
     telemetry = MeshTelemetry(metrics) if metrics is not None else None
     tracer = MeshTracer(spans) if spans is not None else None
-    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer), telemetry, tracer)
+    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes), telemetry, tracer)
