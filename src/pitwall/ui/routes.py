@@ -98,17 +98,24 @@ def ui_router(deps: UIDeps) -> APIRouter:
 
     @r.get("/ui/api/chart")
     async def chart(request: Request) -> Response:
+        """One chart of up to 25 queries (``expr`` repeated, each with its ``legend``: a dashboard panel's)."""
         p = request.query_params
-        expr = p.get("expr", "").strip()
+        exprs = [e.strip() for e in p.getlist("expr")][:25]
+        legends = p.getlist("legend")
         try:
             tr = pages.time_range(request)
-            if not expr:
+            if not exprs or not all(exprs):
                 return json_error(BadData("empty query"))
-            data = await call(deps.metrics.chart, expr, tr, int_param(request, "points", 600, 10, 4000),
-                              tenant_of(request))
+            points = int_param(request, "points", 600, 10, 4000)
+            data = None
+            for i, expr in enumerate(exprs):
+                one = (await call(deps.metrics.chart, expr, tr, points, tenant_of(request)))
+                one.named(legends[i] if i < len(legends) else "")
+                data = one if data is None else data.merge(one)
         except PitwallError as e:
             return json_error(e)
-        return json_response(data.named(p.get("legend", "")).to_json())
+        assert data is not None
+        return json_response(data.to_json())
 
     @r.get("/ui/api/complete")
     async def complete(request: Request) -> Response:

@@ -61,7 +61,7 @@ class UIDeps:
     workloads: WorkloadsSource | None = None
 
 
-def _fmt_num(v: float | None, digits: int = 3) -> str:
+def fmt_num(v: float | None, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     a = abs(v)
@@ -99,7 +99,7 @@ def _fmt_ns(v: int) -> str:
 def make_env() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _fmt_num
+    env.filters["num"] = fmt_num
     env.filters["pct"] = _fmt_pct
     env.filters["ms"] = _fmt_ms
     env.filters["ts"] = _fmt_ts

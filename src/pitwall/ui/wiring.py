@@ -46,7 +46,10 @@ class UIPart:
         return [Mount(ui_router(self.deps))] if self.deps.settings.enabled else []
 
     async def reload(self, settings: Any) -> None:
-        """Dashboards on disk are re-read at each listing; other UI settings need a restart."""
+        """Dashboards are provisioned afresh from ``ui.dashboards_dir`` (files are also re-read whenever
+        they change); other UI settings need a restart."""
+        ui = getattr(settings, "ui", settings)
+        self.deps.dashboards.reload(getattr(ui, "dashboards_dir", self.deps.settings.dashboards_dir))
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         """The UI has no state of its own to report."""

@@ -55,6 +55,16 @@
     }));
   }
 
+  /* ---------------------------------------------------------------- a chosen file into a text box */
+  function setupFileInputs() {
+    $$("[data-json-file]").forEach((input) => input.addEventListener("change", () => {
+      const file = input.files && input.files[0];
+      const target = $(input.dataset.jsonFile);
+      if (!file || !target) return;
+      file.text().then((text) => { target.value = text; });
+    }));
+  }
+
   /* ---------------------------------------------------------------- charts */
   function showChartError(el, err) {
     const sel = el.dataset.errorTarget;
@@ -441,6 +451,7 @@
   function init() {
     setupTheme();
     setupTimePicker();
+    setupFileInputs();
     setupHistory();
     setupCompletion();
     setupKeyboard();
