@@ -461,6 +461,10 @@
     $$(".qerror[data-line]").forEach(addCaret);
     mountCharts(document);
     document.body.addEventListener("htmx:afterSwap", (e) => mountCharts(e.target));
+    /* a collapsed dashboard row drew its charts at a guessed width: redraw them at the real one when opened */
+    $$("details.drow").forEach((d) => d.addEventListener("toggle", () => {
+      if (d.open) $$(".pw-chart[data-rendered]", d).forEach((el) => { if (el._pwData) renderChart(el, el._pwData); });
+    }));
   }
 
   window.pitwall = { mountCharts, fmt };
