@@ -4,11 +4,14 @@ one with legacy graph/singlestat panels), pasted and uploaded, then every panel 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from tests.ui.conftest import SeededServer
 from tests.ui.seed import INSTANCES
-from tests.ui.test_e2e import Browser, chromium, web  # noqa: F401 (fixtures)
+from tests.ui.test_e2e import Browser, chromium  # noqa: F401 (the module's browser fixture)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -18,6 +21,13 @@ pytestmark = [
 ]
 
 FIXTURES = Path(__file__).parent / "grafana"
+
+
+@pytest.fixture
+def web(chromium: Any, seeded_server: SeededServer) -> Iterator[Browser]:  # noqa: F811
+    b = Browser(chromium, seeded_server.url)
+    yield b
+    b.ctx.close()
 
 
 def _loaded(page: object) -> None:
