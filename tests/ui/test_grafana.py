@@ -56,7 +56,7 @@ def test_modern_dashboard_panels_layout_and_field_config() -> None:
     assert [(p.title, p.type, p.datasource) for p in details.panels] == [
         ("Top series", "table", "prometheus"), ("Checkout logs", "logs", "loki"),
         ("Slow traces", "traces", "traces")]
-    assert details.panels[2].query == "service=checkout min_duration=100ms"
+    assert details.panels[2].query == "service=frontend min_duration=10ms"
     # the pie chart is not drawable: a note on the dashboard and a warning, never silently gone
     assert any("'Share'" in w and "piechart" in w for w in imp.warnings)
     assert any("'Share'" in n for n in d.notes)

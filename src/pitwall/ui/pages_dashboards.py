@@ -302,6 +302,12 @@ async def _prometheus_panel(pages: Pages, p: Panel, queries: list[tuple[str, str
                               "value": v, "text": _fmt_value(shown, p.decimals), "color": p.color_of(v),
                               "arc": _gauge_arc(v, lo, hi),
                               "pct": 0.0 if hi <= lo else max(0.0, min(100.0, (v - lo) / (hi - lo) * 100))})
+        if p.type == "bargauge" and p.max is None and stats:
+            # bars share one scale, as Grafana's bar gauge: up to the largest value shown
+            lo = p.min if p.min is not None else 0.0
+            hi = max(s["value"] for s in stats)
+            for s in stats:
+                s["pct"] = 0.0 if hi <= lo else max(0.0, min(100.0, (s["value"] - lo) / (hi - lo) * 100))
         ctx["stats"] = stats[:24]
     elif p.type == "table":
         table = None
