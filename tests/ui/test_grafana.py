@@ -130,6 +130,10 @@ def test_bad_documents_are_refused_clearly() -> None:
         with pytest.raises(BadData, match=msg):
             from_grafana(text)
     assert is_grafana({"dashboard": {"panels": []}}) and not is_grafana({"title": "t", "rows": []})
+    many = {"title": "m", "panels": [], "templating": {"list": [
+        {"type": "constant", "name": f"v{i}", "query": "x"} for i in range(101)]}}
+    with pytest.raises(BadData, match="at most 100"):
+        from_grafana(many)
 
 
 def test_undefined_variable_becomes_a_text_box() -> None:

@@ -126,7 +126,7 @@ class Panel(_M):
 class Row(_M):
     title: str = ""
     collapsed: bool = False
-    panels: list[Panel] = Field(default_factory=list)
+    panels: list[Panel] = Field(default_factory=list, max_length=500)
 
     def spans(self) -> list[int] | None:
         """Columns (of 12) per panel when any panel sets ``width``; None keeps the automatic layout."""
@@ -183,8 +183,8 @@ class Dashboard(_M):
     refresh: str = ""
     time: Annotated[str, BeforeValidator(_default_range)] = "1h"
     tags: list[str] = Field(default_factory=list)
-    variables: list[Variable] = Field(default_factory=list)
-    rows: list[Row] = Field(default_factory=list)
+    variables: list[Variable] = Field(default_factory=list, max_length=100)
+    rows: list[Row] = Field(default_factory=list, max_length=200)
     notes: list[str] = Field(default_factory=list, max_length=200)  # what an import left out, shown on top
 
     @model_validator(mode="after")
