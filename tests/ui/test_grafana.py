@@ -15,7 +15,7 @@ from tests.ui.seed import DASHBOARD, _remote_write
 
 from pitwall.config import Settings, load_settings
 from pitwall.core.errors import BadData
-from pitwall.ui.dashboards import VarValue, builtin_values, parse_dashboard, substitute, to_yaml
+from pitwall.ui.dashboards import Variable, VarValue, builtin_values, parse_dashboard, substitute, to_yaml
 from pitwall.ui.grafana import from_grafana, is_grafana
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,6 +75,15 @@ def test_variables_of_every_kind() -> None:
     assert (by["env"].type, by["env"].options()) == ("constant", ["prod"])
     assert (by["search"].type, by["search"].default) == ("textbox", "GET")
     assert by["ds"].hide  # a datasource variable: pitwall is the data source
+
+
+def test_variable_regex_filters_and_extracts() -> None:
+    v = Variable(name="x", query="label_values(up, instance)", regex="/([a-c]):9100/")
+    assert v.filtered(["a:9100", "b:9100", "z:9100", "a:9100"]) == ["a", "b"]
+    assert Variable(name="x", regex="/^API/i").filtered(["api-1", "web"]) == ["api-1"]
+    assert Variable(name="x", regex="(?P<value>\\d+)-.*").filtered(["12-a", "x"]) == ["12"]
+    with pytest.raises(BadData, match="invalid regex"):
+        Variable(name="x", regex="(a").filtered(["a"])
 
 
 def test_legacy_schema_rows_graph_and_singlestat() -> None:

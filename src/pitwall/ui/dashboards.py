@@ -43,6 +43,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, insert, select
 
+from pitwall.core import regex as user_regex
 from pitwall.core.errors import BadData, NotFound
 from pitwall.storage.state import StateStore, ui_dashboards
 
@@ -153,7 +154,30 @@ class Variable(_M):
     multi: bool = False
     include_all: bool = False
     all_value: str = ""  # what All stands for (Grafana's allValue, e.g. ``.*``); empty: every option
+    regex: str = Field("", max_length=500)  # keeps matching options; a capture group (or ``value``) extracts
     hide: bool = False
+
+    def filtered(self, options: list[str]) -> list[str]:
+        """``options`` through the variable's regex as Grafana applies it (``/re/i`` form accepted, RE2)."""
+        if not self.regex:
+            return options
+        pattern = self.regex
+        m = re.fullmatch(r"/(.*)/([gimsuy]*)", pattern, re.S)
+        if m:
+            pattern = ("(?i)" if "i" in m.group(2) else "") + m.group(1)
+        try:
+            rx = user_regex.compile(pattern)
+        except ValueError as e:
+            raise BadData(f"variable {self.name}: invalid regex: {e}") from None
+        out: list[str] = []
+        for o in options:
+            hit = rx.search(o)
+            if hit is None:
+                continue
+            v = hit.group("value") or hit.group(1) or o
+            if v not in out:
+                out.append(v)
+        return out
 
     def options(self) -> list[str]:
         """The fixed options of a custom or interval variable (a query variable's come from the data)."""

@@ -344,13 +344,14 @@ class _Converter:
         default = str(cur or "")
         if vtype == "textbox" and not default:
             default = query
-        if v.get("regex"):
-            self.warnings.append(f"variable {name!r}: the regex filter {str(v['regex'])[:60]!r} is not applied")
+        if vtype == "interval" and v.get("auto"):
+            self.warnings.append(f"variable {name!r}: the auto interval option is not offered")
         kind: VariableType = vtype  # type: ignore[assignment]
         try:
             return Variable(name=name, label=str(v.get("label") or ""), type=kind, query=query[:2000],
                             default=default[:500], multi=bool(v.get("multi")),
                             include_all=bool(v.get("includeAll")), all_value=str(v.get("allValue") or "")[:500],
+                            regex=str(v.get("regex") or "")[:500] if vtype == "query" else "",
                             hide=v.get("hide") == 2)
         except ValidationError as e:
             self.warnings.append(f"variable {name!r}: {e.errors()[0]['msg']}")

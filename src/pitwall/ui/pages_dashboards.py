@@ -92,8 +92,8 @@ async def _resolve(pages: Pages, d: Dashboard, request: Request, tr: TimeRange) 
             try:
                 selector, label = variable_query(v)
                 selector = substitute(selector, values)
-                options = list(await call(pages.deps.metrics.label_values, label, selector, tr,
-                                          tenant_of(request)))[:_MAX_OPTIONS]
+                found = await call(pages.deps.metrics.label_values, label, selector, tr, tenant_of(request))
+                options = v.filtered(list(found))[:_MAX_OPTIONS]
             except PitwallError as e:
                 problem = e.message
         else:
