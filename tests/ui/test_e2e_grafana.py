@@ -94,7 +94,10 @@ def test_import_a_legacy_schema_14_dashboard_by_file(web: Browser) -> None:
     page.set_input_files("input[type=file][data-json-file]", str(FIXTURES / "legacy-v14.json"))
     page.wait_for_function("document.querySelector('#json').value.includes('singlestat')")
     page.click("button.primary")
-    page.wait_for_url(re.compile(r"/dashboards/legacy-grafana-4"))  # nothing to report: straight to it
+    warnings = page.locator("[data-testid=import-warnings]")
+    assert "reduced by 'avg'" in warnings.inner_text()  # singlestat valueName avg: reported
+    warnings.locator("a").first.click()
+    page.wait_for_url(re.compile(r"/dashboards/legacy-grafana-4"))
     _loaded(page)
     assert [h.strip() for h in page.locator("section.drow > h2").all_inner_texts()] == ["Traffic", "Details"]
     page.wait_for_selector("[data-testid=panel][data-title='Request rate'] .pw-chart[data-rendered='1']")

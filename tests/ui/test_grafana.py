@@ -39,6 +39,7 @@ def test_modern_dashboard_panels_layout_and_field_config() -> None:
         ("By instance", "bargauge", 6)]
     ts = top[0]
     assert ts.unit == "reqps" and ts.stacked and ts.decimals == 1
+    assert (ts.height, ts.chart_height()) == (8, 180) and top[2].height == 6
     # two visible targets drawn together, the hidden one noted; legendFormat kept per query
     assert [q.query for q in ts.all_queries()] == [
         'sum by (code) (rate(http_requests_total{instance=~"$instance"}[$__rate_interval]))',
@@ -98,6 +99,7 @@ def test_legacy_schema_rows_graph_and_singlestat() -> None:
     assert [(t.value, t.color) for t in single.thresholds] == [
         (-math.inf, "#299c46"), (3.0, "rgba(237, 129, 40, 0.89)"), (10.0, "#d44a3a")]
     assert (gauge.type, gauge.unit, gauge.max, gauge.width) == ("gauge", "percent", 100.0, 12)  # singlestat gauge
+    assert any("'avg'" in n for n in gauge.notes)  # valueName avg: pitwall shows the last value
     assert not gauge.thresholds  # neither colorValue nor colorBackground: Grafana shows no colours
     assert d.rows[1].panels[0].type == "table"
     assert [v.name for v in d.variables] == ["instance"]

@@ -105,7 +105,12 @@ class Panel(_M):
     thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
     limit: int | None = Field(None, ge=1, le=5000)  # default: 50 log lines, 20 traces
     width: int | None = Field(None, ge=1, le=12)
+    height: int | None = Field(None, ge=3, le=60)  # in Grafana's grid rows (30 px each); default 8
     notes: list[str] = Field(default_factory=list, max_length=50)  # what an import could not carry over
+
+    def chart_height(self) -> int:
+        """Pixels of the chart: the panel's grid height less its title and legend, as Grafana lays it out."""
+        return max((self.height or 8) * 30 - 60, 120)
 
     def all_queries(self) -> list[Query]:
         """The panel's first query and its further ones, in order."""

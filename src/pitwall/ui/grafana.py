@@ -179,9 +179,10 @@ class _Converter:
         if ptype in ("logs", "traces") and len(same) > 1:
             notes.append(f"only the first of {len(same)} queries is shown in a {ptype} panel")
             same = same[:1]
+        height = _grid_height(p)
         out: dict[str, Any] = {"title": title, "type": ptype, "datasource": ds, "query": same[0].query,
                                "legend": same[0].legend, "queries": same[1:25], "width": width,
-                               "description": str(p.get("description") or "")[:2000]}
+                               "description": str(p.get("description") or "")[:2000], "height": height}
         if len(same) > 25:
             notes.append(f"{len(same) - 25} queries beyond the first 25 are not drawn")
         self.field_options(p, gtype, out, notes)
@@ -234,6 +235,12 @@ class _Converter:
             out["stacked"] = stacking in ("normal", "percent")
             if stacking == "percent":
                 notes.append("100% stacking is drawn as normal stacking")
+        calcs = ((p.get("options") or {}).get("reduceOptions") or {}).get("calcs") or []
+        reducer = calcs[0] if calcs and isinstance(calcs[0], str) else "lastNotNull"
+        if gtype == "singlestat":
+            reducer = {"current": "lastNotNull"}.get(str(p.get("valueName") or "current"), str(p.get("valueName")))
+        if out["type"] in ("stat", "gauge", "bargauge") and reducer not in ("lastNotNull", "last"):
+            notes.append(f"reduced by {reducer!r} in Grafana; pitwall shows the value at the end of the range")
         unit = defaults.get("unit")
         if isinstance(unit, str) and unit not in ("short", "none"):
             out["unit"] = unit[:40]
@@ -457,6 +464,14 @@ def _grid_width(p: dict[str, Any]) -> int | None:
     if not isinstance(w, int | float) or isinstance(w, bool):
         return None
     return max(1, min(12, round(w / 2)))  # 24 columns in Grafana, 12 in pitwall
+
+
+def _grid_height(p: dict[str, Any]) -> int | None:
+    gp = p.get("gridPos")
+    h = gp.get("h") if isinstance(gp, dict) else None
+    if not isinstance(h, int | float) or isinstance(h, bool):
+        return None
+    return max(3, min(60, round(h)))
 
 
 def _span_width(span: Any) -> int | None:
