@@ -30,8 +30,9 @@ def web(chromium: Any, seeded_server: SeededServer) -> Iterator[Browser]:  # noq
     b.ctx.close()
 
 
-def _loaded(page: object) -> None:
-    page.wait_for_function(  # type: ignore[attr-defined]
+def _loaded(page: Any) -> None:
+    """Every panel has swapped in its content."""
+    page.wait_for_function(
         "![...document.querySelectorAll('.panel-body p.muted')].some(p => p.textContent === 'loading…')")
 
 
@@ -110,4 +111,8 @@ def test_import_a_legacy_schema_14_dashboard_by_file(web: Browser) -> None:
     assert page.locator("[data-testid=panel][data-title='Error percentage'] [data-testid=gauge-value]").count() == 1
     assert page.locator("[data-testid=panel][data-title='Requests by instance'] [data-testid=panel-table] tr").count() == len(INSTANCES)
     web.shot("grafana-import-legacy")
+    page.click("[data-theme-toggle]")  # readable in the dark theme too
+    page.wait_for_selector("[data-testid=panel][data-title='Request rate'] .pw-chart[data-rendered='1']")
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(15, 18, 22)"
+    web.shot("grafana-import-legacy-dark")
     web.assert_clean()
