@@ -150,10 +150,13 @@ def test_bad_documents_are_refused_clearly() -> None:
 def test_undefined_variable_becomes_a_text_box() -> None:
     doc = {"title": "U", "panels": [{"type": "stat", "title": "S", "targets": [{"expr": 'up{job="$job"}'}]}],
            "templating": {"list": [{"type": "adhoc", "name": "filters"},
+                                   {"type": "query", "name": "app", "datasource": {"type": "loki"},
+                                    "query": "label_values(app)"},
                                    {"type": "query", "name": "job", "query": "query_result(up)"}]}}
     imp = from_grafana(doc)
     assert [(v.name, v.type) for v in imp.dashboard.variables] == [("job", "textbox")]
     assert any("adhoc" in w for w in imp.warnings) and any("query_result" in w for w in imp.warnings)
+    assert any("'app'" in w and "loki" in w for w in imp.warnings)
 
 
 # ---------------------------------------------------------------- through the HTTP API

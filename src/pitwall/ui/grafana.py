@@ -337,8 +337,9 @@ class _Converter:
         q = q.get("query", "") if isinstance(q, dict) else q
         query = str(q or "")
         if vtype == "query":
-            if self.ds_kind(v.get("datasource")) not in ("prometheus", "default", "mixed", "loki"):
-                self.warnings.append(f"variable {name!r}: its data source is not served by pitwall")
+            kind = self.ds_kind(v.get("datasource"))
+            if kind not in ("prometheus", "default", "mixed"):  # options come from the metrics store's labels
+                self.warnings.append(f"variable {name!r}: options from a {kind} data source are not supported")
                 return None
             if not _LABEL_VALUES.match(query):
                 self.warnings.append(f"variable {name!r}: only label_values() queries are supported, "
@@ -353,9 +354,9 @@ class _Converter:
             default = query
         if vtype == "interval" and v.get("auto"):
             self.warnings.append(f"variable {name!r}: the auto interval option is not offered")
-        kind: VariableType = vtype  # type: ignore[assignment]
+        vt: VariableType = vtype  # type: ignore[assignment]
         try:
-            return Variable(name=name, label=str(v.get("label") or ""), type=kind, query=query[:2000],
+            return Variable(name=name, label=str(v.get("label") or ""), type=vt, query=query[:2000],
                             default=default[:500], multi=bool(v.get("multi")),
                             include_all=bool(v.get("includeAll")), all_value=str(v.get("allValue") or "")[:500],
                             regex=str(v.get("regex") or "")[:500] if vtype == "query" else "",
