@@ -258,7 +258,7 @@ def build(settings: Settings) -> Components:
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
-                  workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None)
+                  workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,

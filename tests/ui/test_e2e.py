@@ -81,6 +81,7 @@ PAGES = [
     ("dashboards", "/dashboards"),
     ("dashboard", "/dashboards/checkout"),
     ("targets", "/targets"),
+    ("status", "/status"),
 ]
 
 

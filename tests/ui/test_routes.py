@@ -12,6 +12,8 @@ from tests.ui.seed import DASHBOARD, KNOWN_TRACE, RULES, _otlp_traces, _remote_w
 
 from pitwall.config import Settings, load_settings
 
+pytestmark = pytest.mark.timeout(60)
+
 PAGES = ["/", "/graph", "/logs", "/traces", "/services", "/alerts", "/dashboards", "/targets",
          "/dashboards/new", "/dashboards/import"]
 
@@ -176,7 +178,7 @@ async def test_panel_fragment(client: httpx.AsyncClient) -> None:
         "rows: [{panels: [{title: N, type: stat, query: 'count(req_total{instance=\"$inst\"})'},"
         " {title: T, type: timeseries, query: 'rate(req_total[1m])'}]}]\n")}))
     view = await client.get("/dashboards/req")
-    assert '<option selected>i0</option>' in view.text
+    assert '<option value="i0" selected>i0</option>' in view.text
     stat = await client.get("/ui/panel/req/0/0", params={"var-inst": "i1"})
     assert re.search(r'data-testid="stat-value">1<', stat.text)
     ts = await client.get("/ui/panel/req/0/1")

@@ -6,13 +6,16 @@ import pytest
 
 from pitwall.core.errors import BadData
 from pitwall.traces.model import SpanRow
-from pitwall.ui.dashboards import Variable, from_grafana, parse_dashboard, substitute, variable_query
+from pitwall.ui.dashboards import Variable, parse_dashboard, substitute, variable_query
+from pitwall.ui.grafana import from_grafana
 from pitwall.ui.logs_view import parse_fields, severity_of, to_line
 from pitwall.ui.pages_alerts import parse_matcher
 from pitwall.ui.pages_dashboards import trace_params
 from pitwall.ui.queries import sparkline_path
 from pitwall.ui.timerange import TimeRange, parse_time, pick_step_ms
 from pitwall.ui.traces_view import critical_path, waterfall
+
+pytestmark = pytest.mark.timeout(30)
 
 NOW = 1_700_000_000_000
 
@@ -112,12 +115,14 @@ def test_grafana_import_types_rows_and_variables() -> None:
            '{"type": "stat", "title": "no query", "targets": []}],'
            '"templating": {"list": [{"type": "query", "name": "job", "query": "label_values(up, job)"},'
            '{"type": "custom", "name": "c"}, {"type": "query", "name": "q", "query": "query_result(up)"}]}}}')
-    d, skipped = from_grafana(doc)
+    imp = from_grafana(doc)
+    d, skipped = imp.dashboard, imp.warnings
     assert d.time == "6h" and [r.title for r in d.rows] == ["", "Logs"]
     assert d.rows[0].panels[0].type == "timeseries"
     assert (d.rows[1].panels[0].type, d.rows[1].panels[0].datasource) == ("logs", "loki")
-    assert [v.name for v in d.variables] == ["job"]
+    assert [(v.name, v.type) for v in d.variables] == [("job", "query"), ("c", "custom")]
     assert any("no query" in s for s in skipped) and any("'q'" in s for s in skipped)
+    assert d.notes == skipped  # nothing here is a note of a kept panel: all shown on top of the dashboard
 
 
 def test_trace_panel_query() -> None:

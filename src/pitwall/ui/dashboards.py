@@ -33,7 +33,6 @@ dashboard shadows its file until it is deleted from the UI.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -44,20 +43,34 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import delete, insert, select
 
+from pitwall.core import regex as user_regex
 from pitwall.core.errors import BadData, NotFound
 from pitwall.storage.state import StateStore, ui_dashboards
 
-__all__ = ["Dashboard", "DashboardStore", "Panel", "Row", "Threshold", "Variable", "from_grafana",
-           "parse_dashboard", "substitute"]
+__all__ = [
+    "VAR_REF",
+    "Dashboard",
+    "DashboardStore",
+    "Panel",
+    "Query",
+    "Row",
+    "Threshold",
+    "VarValue",
+    "Variable",
+    "builtin_values",
+    "parse_dashboard",
+    "substitute",
+]
 
-PanelType = Literal["timeseries", "stat", "gauge", "table", "logs", "traces"]
+PanelType = Literal["timeseries", "stat", "gauge", "bargauge", "table", "logs", "traces"]
 Datasource = Literal["prometheus", "loki", "traces"]
 _ALLOWED_TYPES: dict[str, frozenset[str]] = {  # what each datasource's panels can draw
-    "prometheus": frozenset({"timeseries", "stat", "gauge", "table"}),
+    "prometheus": frozenset({"timeseries", "stat", "gauge", "bargauge", "table"}),
     "loki": frozenset({"logs", "timeseries"}),
     "traces": frozenset({"traces"}),
 }
-_VAR_REF = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+# $name, ${name}, ${name:format} and Grafana's deprecated [[name]] / [[name:format]]
+VAR_REF = re.compile(r"\$\{(\w+)(?::(\w+))?\}|\[\[(\w+)(?::(\w+))?\]\]|\$(\w+)")
 
 
 class _M(BaseModel):
@@ -65,8 +78,15 @@ class _M(BaseModel):
 
 
 class Threshold(_M):
-    value: float
-    color: str = Field(pattern=r"^(#[0-9a-fA-F]{3,8}|[a-z]+)$")
+    value: float  # -.inf for Grafana's base step (its ``value: null``)
+    color: str = Field(pattern=r"^(#[0-9a-fA-F]{3,8}|[a-z]+|rgba?\(\s*[0-9.]+\s*(,\s*[0-9.]+%?\s*){2,3}\))$")
+
+
+class Query(_M):
+    """One more query of a panel (Grafana's further ``targets``), drawn with the panel's first one."""
+
+    query: str
+    legend: str = Field("", max_length=200)
 
 
 class Panel(_M):
@@ -78,11 +98,23 @@ class Panel(_M):
     stacked: bool = False
     min: float | None = None
     max: float | None = None
+    decimals: int | None = Field(None, ge=0, le=10)
     description: str = ""
     legend: str = Field("", max_length=200)
+    queries: list[Query] = Field(default_factory=list, max_length=25)
     thresholds: list[Threshold] = Field(default_factory=list, max_length=20)
     limit: int | None = Field(None, ge=1, le=5000)  # default: 50 log lines, 20 traces
     width: int | None = Field(None, ge=1, le=12)
+    height: int | None = Field(None, ge=3, le=60)  # in Grafana's grid rows (30 px each); default 8
+    notes: list[str] = Field(default_factory=list, max_length=50)  # what an import could not carry over
+
+    def chart_height(self) -> int:
+        """Pixels of the chart: the panel's grid height less its title and legend, as Grafana lays it out."""
+        return max((self.height or 8) * 30 - 60, 120)
+
+    def all_queries(self) -> list[Query]:
+        """The panel's first query and its further ones, in order."""
+        return [Query(query=self.query, legend=self.legend), *self.queries]
 
     @model_validator(mode="after")
     def _type_fits_datasource(self) -> Panel:
@@ -99,7 +131,8 @@ class Panel(_M):
 
 class Row(_M):
     title: str = ""
-    panels: list[Panel] = Field(default_factory=list)
+    collapsed: bool = False
+    panels: list[Panel] = Field(default_factory=list, max_length=500)
 
     def spans(self) -> list[int] | None:
         """Columns (of 12) per panel when any panel sets ``width``; None keeps the automatic layout."""
@@ -111,11 +144,53 @@ class Row(_M):
         return [p.width or share or 12 for p in self.panels]
 
 
+VariableType = Literal["query", "custom", "interval", "constant", "textbox"]
+
+
 class Variable(_M):
+    """A template variable, as Grafana's: ``query`` is ``label_values([selector,] label)`` for the query type,
+    the comma-separated options of custom and interval, the value of constant, the default text of textbox."""
+
     name: str = Field(pattern=r"^[A-Za-z_]\w*$")
     label: str = ""
-    query: str
+    type: VariableType = "query"
+    query: str = ""
     default: str = ""
+    multi: bool = False
+    include_all: bool = False
+    all_value: str = ""  # what All stands for (Grafana's allValue, e.g. ``.*``); empty: every option
+    regex: str = Field("", max_length=500)  # keeps matching options; a capture group (or ``value``) extracts
+    hide: bool = False
+
+    def filtered(self, options: list[str]) -> list[str]:
+        """``options`` through the variable's regex as Grafana applies it (``/re/i`` form accepted, RE2)."""
+        if not self.regex:
+            return options
+        pattern = self.regex
+        m = re.fullmatch(r"/(.*)/([gimsuy]*)", pattern, re.S)
+        if m:
+            pattern = ("(?i)" if "i" in m.group(2) else "") + m.group(1)
+        try:
+            rx = user_regex.compile(pattern)
+        except ValueError as e:
+            raise BadData(f"variable {self.name}: invalid regex: {e}") from None
+        out: list[str] = []
+        for o in options:
+            hit = rx.search(o)
+            if hit is None:
+                continue
+            v = hit.group("value") or hit.group(1) or o
+            if v not in out:
+                out.append(v)
+        return out
+
+    def options(self) -> list[str]:
+        """The fixed options of a custom or interval variable (a query variable's come from the data)."""
+        if self.type in ("custom", "interval"):
+            return [o.strip() for o in re.split(r"(?<!\\),", self.query) if o.strip()]
+        if self.type == "constant":
+            return [self.query]
+        return []
 
 
 _GRAFANA_TIME = re.compile(r"^now-(\d+[smhdwy])$")
@@ -137,18 +212,20 @@ class Dashboard(_M):
     refresh: str = ""
     time: Annotated[str, BeforeValidator(_default_range)] = "1h"
     tags: list[str] = Field(default_factory=list)
-    variables: list[Variable] = Field(default_factory=list)
-    rows: list[Row] = Field(default_factory=list)
+    variables: list[Variable] = Field(default_factory=list, max_length=100)
+    rows: list[Row] = Field(default_factory=list, max_length=200)
+    notes: list[str] = Field(default_factory=list, max_length=200)  # what an import left out, shown on top
 
     @model_validator(mode="after")
     def _variables_defined(self) -> Dashboard:
         names = {v.name for v in self.variables}
         for r in self.rows:
             for p in r.panels:
-                for m in _VAR_REF.finditer(p.query):
-                    ref = m.group(1) or m.group(2)
-                    if ref not in names and not ref.startswith("__"):
-                        raise ValueError(f"panel {p.title!r} uses undefined variable ${ref}")
+                for q in p.all_queries():
+                    for m in VAR_REF.finditer(q.query):
+                        ref = m.group(1) or m.group(3) or m.group(5)
+                        if ref not in names and not ref.startswith("__"):
+                            raise ValueError(f"panel {p.title!r} uses undefined variable ${ref}")
         return self
 
 
@@ -181,13 +258,70 @@ def variable_query(v: Variable) -> tuple[str, str]:
     return (m.group(1) or ""), m.group(2)
 
 
-def substitute(query: str, values: dict[str, str]) -> str:
-    """Replace ``$name`` and ``${name}`` with the variable's value (longest names first)."""
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(2)
-        return values.get(name, m.group(0))
+_REGEX_SPECIAL = re.compile(r"[\\^$.|?*+()\[\]{}]")
 
-    return re.sub(r"\$\{(\w+)\}|\$(\w+)", repl, query)
+
+def _regex_escape(v: str) -> str:
+    # Grafana escapes regex metacharacters of each value; PromQL strings need the backslashes doubled.
+    return _REGEX_SPECIAL.sub(lambda m: "\\\\" + m.group(0), v)
+
+
+@dataclass(frozen=True)
+class VarValue:
+    """A variable's current value(s); ``all_value`` is set when All is chosen and the variable names one."""
+
+    values: tuple[str, ...]
+    multi: bool = False
+    all_value: str | None = None
+
+
+def _format(v: VarValue, fmt: str | None) -> str:
+    if v.all_value is not None:
+        return v.all_value
+    vals = v.values
+    if fmt in ("csv",):
+        return ",".join(vals)
+    if fmt == "pipe":
+        return "|".join(vals)
+    if fmt == "raw" or fmt == "text":
+        return ",".join(vals) if len(vals) != 1 else vals[0]
+    if fmt == "regex" or (fmt is None and v.multi):
+        # Grafana's Prometheus/Loki default for multi-value and All: a regex alternation of escaped values
+        esc = [_regex_escape(x) for x in vals]
+        return esc[0] if len(esc) == 1 and fmt is None else "(" + "|".join(esc) + ")"
+    return vals[0] if vals else ""
+
+
+def substitute(query: str, values: dict[str, str] | dict[str, VarValue]) -> str:
+    """Replace ``$name``, ``${name}``, ``${name:format}`` and ``[[name]]`` with the variable's value.
+
+    Formats as Grafana's: ``regex`` (``(a|b)``, values escaped), ``pipe``, ``csv``, ``raw``; a multi-value
+    variable without a format becomes the regex form, as Grafana's Prometheus and Loki datasources do.
+    Unknown names stay as written (the query engine then reports them)."""
+    def repl(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(3) or m.group(5)
+        fmt = m.group(2) or m.group(4)
+        v = values.get(name)
+        if v is None:
+            return m.group(0)
+        return _format(v if isinstance(v, VarValue) else VarValue((v,)), fmt)
+
+    return VAR_REF.sub(repl, query)
+
+
+def builtin_values(span_ms: int, points: int = 600, scrape_ms: int = 15_000) -> dict[str, VarValue]:
+    """Grafana's global variables for a range: ``$__interval`` (range / points, at least the scrape
+    interval), ``$__rate_interval`` (max(interval + scrape, 4 x scrape)), ``$__range`` and its _s/_ms."""
+    interval = max(span_ms // max(points, 1), scrape_ms)
+    rate = max(interval + scrape_ms, 4 * scrape_ms)
+    secs = max(span_ms // 1000, 1)
+
+    def d(ms: int) -> VarValue:
+        return VarValue((f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms",))
+
+    return {"__interval": d(interval), "__interval_ms": VarValue((str(interval),)), "__rate_interval": d(rate),
+            "__range": VarValue((f"{secs}s",)), "__range_s": VarValue((str(secs),)),
+            "__range_ms": VarValue((str(span_ms),))}
 
 
 def to_yaml(d: Dashboard) -> str:
@@ -196,87 +330,9 @@ def to_yaml(d: Dashboard) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
 
 
-# ------------------------------------------------------------------ Grafana import
-
-_GRAFANA_TYPES: dict[str, PanelType] = {
-    "timeseries": "timeseries", "graph": "timeseries", "stat": "stat", "singlestat": "stat", "gauge": "gauge",
-    "bargauge": "gauge", "table": "table", "table-old": "table", "logs": "logs", "traces": "traces",
-}
-
-
-def _ds_type(ds: Any) -> str:
-    if isinstance(ds, dict):
-        return str(ds.get("type", ""))
-    return str(ds or "")
-
-
-def from_grafana(text: str) -> tuple[Dashboard, list[str]]:
-    """A Grafana dashboard JSON as a pitwall dashboard, plus what was skipped and why."""
-    try:
-        g = json.loads(text)
-    except ValueError as e:
-        raise BadData(f"not a JSON document: {e}") from None
-    if isinstance(g, dict) and isinstance(g.get("dashboard"), dict):
-        g = g["dashboard"]
-    if not isinstance(g, dict) or not isinstance(g.get("panels", []), list):
-        raise BadData("not a Grafana dashboard: expected an object with 'panels'")
-    skipped: list[str] = []
-    rows: list[Row] = [Row(title="")]
-
-    def add(p: dict[str, Any]) -> None:
-        ptype = _GRAFANA_TYPES.get(str(p.get("type", "")))
-        title = str(p.get("title", ""))
-        if ptype is None:
-            skipped.append(f"panel {title!r}: type {p.get('type')!r} is not supported")
-            return
-        targets = [t for t in p.get("targets", []) if isinstance(t, dict)]
-        ds = _ds_type(p.get("datasource")) or (_ds_type(targets[0].get("datasource")) if targets else "")
-        query = ""
-        for t in targets:
-            query = str(t.get("expr") or t.get("query") or "")
-            if query:
-                break
-        if not query:
-            skipped.append(f"panel {title!r}: no query")
-            return
-        datasource: Datasource = "prometheus"
-        if "loki" in ds or ptype == "logs":
-            datasource = "loki"
-        elif ds in ("tempo", "zipkin", "jaeger") or ptype == "traces":
-            datasource = "traces"
-        unit = str((p.get("fieldConfig") or {}).get("defaults", {}).get("unit", "") or "")
-        query = query.replace("$__rate_interval", "5m").replace("$__interval", "1m")
-        rows[-1].panels.append(Panel(title=title, type=ptype, datasource=datasource, query=query, unit=unit))
-
-    for p in g.get("panels", []):
-        if not isinstance(p, dict):
-            continue
-        if p.get("type") == "row":
-            rows.append(Row(title=str(p.get("title", ""))))
-            for inner in p.get("panels", []):
-                if isinstance(inner, dict):
-                    add(inner)
-        else:
-            add(p)
-    variables: list[Variable] = []
-    for v in (g.get("templating") or {}).get("list", []):
-        if not isinstance(v, dict) or v.get("type") != "query":
-            continue
-        q = v.get("query")
-        q = q.get("query", "") if isinstance(q, dict) else q
-        if isinstance(q, str) and _LABEL_VALUES.match(q):
-            variables.append(Variable(name=str(v.get("name")), label=str(v.get("label") or ""), query=q))
-        else:
-            skipped.append(f"variable {v.get('name')!r}: only label_values() queries are supported")
-    tr = (g.get("time") or {}).get("from", "now-1h")
-    dash = Dashboard(title=str(g.get("title") or "Imported dashboard"), refresh=str(g.get("refresh") or ""),
-                     time=tr[4:] if isinstance(tr, str) and tr.startswith("now-") else "1h",
-                     variables=variables, rows=[r for r in rows if r.panels])
-    return dash, skipped
-
-
 # ------------------------------------------------------------------ storage
 
+_MAX_FILE = 8 << 20  # a provisioned file larger than this is not read
 _UID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,127}$")
 
 
@@ -295,24 +351,76 @@ class DashboardEntry:
     problems: list[str] = field(default_factory=list)
 
 
+def parse_any(text: str, source: str) -> Dashboard:
+    """A dashboard file by its content: Grafana's JSON (any file name) or pitwall's YAML."""
+    from pitwall.ui.grafana import from_grafana, is_grafana  # grafana builds on this module's models
+
+    try:
+        data = yaml.safe_load(text)  # JSON is YAML: one parse tells the two apart
+    except yaml.YAMLError as e:
+        raise BadData(f"{source}: invalid YAML or JSON: {e}") from None
+    if is_grafana(data):
+        try:
+            return from_grafana(data).dashboard
+        except BadData as e:
+            raise BadData(f"{source}: {e.message}") from None
+    return parse_dashboard(text, source)
+
+
+_PROVISIONED = ("*.yaml", "*.yml", "*.json")
+
+
 class DashboardStore:
-    """Provisioned YAML files (read at each listing, so edits on disk show up) and saved edits."""
+    """Provisioned files (pitwall YAML or Grafana JSON, told apart by content; re-read when a file changes,
+    appears or goes) and dashboards saved from the UI."""
 
     def __init__(self, folder: Path | None, state: StateStore) -> None:
         self.folder = folder
         self.engine = state.engine
+        self._parsed: dict[Path, tuple[tuple[int, int], Dashboard | BadData, str]] = {}
+
+    def reload(self, folder: Path | None) -> None:
+        """Provision from ``folder`` from now on, every file parsed afresh (``/-/reload``)."""
+        self.folder = folder
+        self._parsed.clear()
 
     def _files(self) -> dict[str, tuple[Path, str]]:
         out: dict[str, tuple[Path, str]] = {}
         if self.folder is None or not self.folder.is_dir():
             return out
-        for p in sorted([*self.folder.glob("*.yaml"), *self.folder.glob("*.yml")]):
+        paths = sorted({p for pat in _PROVISIONED for p in self.folder.glob(pat)})
+        for p in paths:
             uid = slug(p.stem)
+            if uid in out:  # a.yaml and a.json: the first in name order wins
+                continue
             try:
+                if p.stat().st_size > _MAX_FILE:
+                    continue
                 out[uid] = (p, p.read_text())
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 continue
         return out
+
+    def _provisioned(self, path: Path, text: str) -> tuple[Dashboard | BadData, str]:
+        """The file's dashboard (or why not) and its YAML, parsed once per change of the file."""
+        try:
+            st = path.stat()
+            key = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = (0, 0)
+        hit = self._parsed.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1], hit[2]
+        result: Dashboard | BadData
+        try:
+            result = parse_any(text, str(path))
+            shown = text if path.suffix != ".json" else to_yaml(result)
+        except BadData as e:
+            result, shown = e, text
+        if len(self._parsed) > 10_000:
+            self._parsed.clear()
+        self._parsed[path] = (key, result, shown)
+        return result, shown
 
     def _saved(self, tenant: str) -> dict[str, str]:
         with self.engine.connect() as c:
@@ -326,14 +434,19 @@ class DashboardStore:
         out: list[DashboardEntry] = []
         for uid in sorted(set(files) | set(saved)):
             path = files[uid][0] if uid in files else None
-            text = saved.get(uid) if uid in saved else files[uid][1]
-            assert text is not None
             source = ("edited" if uid in files else "saved") if uid in saved else "file"
-            try:
-                d = parse_dashboard(text, str(path or uid))
-                out.append(DashboardEntry(uid, d, text, source, path))
-            except BadData as e:
-                out.append(DashboardEntry(uid, Dashboard(title=uid), text, source, path, [e.message]))
+            if uid in saved:
+                text = saved[uid]
+                try:
+                    parsed: Dashboard | BadData = parse_dashboard(text, str(path or uid))
+                except BadData as e:
+                    parsed = e
+            else:
+                parsed, text = self._provisioned(*files[uid])
+            if isinstance(parsed, BadData):
+                out.append(DashboardEntry(uid, Dashboard(title=uid), text, source, path, [parsed.message]))
+            else:
+                out.append(DashboardEntry(uid, parsed, text, source, path))
         out.sort(key=lambda e: e.dashboard.title.lower())
         return out
 

@@ -107,11 +107,18 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         points = int_param(request, "points", 120, 10, 2000)
         try:
             tr = pages.time_range(request)
-            if p.get("mode") == "metric":
-                res = await call(deps.logs.run, expr, tr, 100, points, tenant_of(request))
-                if res.chart is None:
-                    raise BadData("not a metric query")
-                return json_response(res.chart.named(p.get("legend", "")).to_json())
+            if p.get("mode") == "metric":  # up to 25 queries (``query`` repeated, each with its ``legend``)
+                legends = p.getlist("legend")
+                merged = None
+                for i, q in enumerate(p.getlist("query")[:25]):
+                    res = await call(deps.logs.run, q.strip(), tr, 100, points, tenant_of(request))
+                    if res.chart is None:
+                        raise BadData("not a metric query")
+                    res.chart.named(legends[i] if i < len(legends) else "")
+                    merged = res.chart if merged is None else merged.merge(res.chart)
+                if merged is None:
+                    raise BadData("empty query")
+                return json_response(merged.to_json())
             data = await call(deps.logs.volume, expr, tr, points, tenant_of(request))
         except PitwallError as e:
             return json_error(e)

@@ -124,6 +124,12 @@ class ChartData:
         return {"x": self.x, "series": [s.to_json() for s in self.series], "step": self.step_ms / 1000,
                 "warnings": self.warnings}
 
+    def merge(self, other: ChartData) -> ChartData:
+        """The series of ``other`` (a query over the same range and step) added to these."""
+        self.series.extend(other.series)
+        self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        return self
+
     def named(self, legend: str) -> ChartData:
         """The series named by a Grafana ``legendFormat`` (``{{label}}``); unchanged when ``legend`` is empty."""
         if legend:

@@ -3,7 +3,7 @@
 Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 (+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
-(+ ``/workloads/{namespace}/{kind}/{name}``). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+(+ ``/workloads/{namespace}/{kind}/{name}``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
 and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
@@ -22,7 +22,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.traces import STATUS_ERROR, SpanFilter
-from pitwall.ui import pages_alerts, pages_dashboards, pages_signals, pages_workloads
+from pitwall.ui import pages_alerts, pages_dashboards, pages_signals, pages_status, pages_workloads
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
 from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
 
@@ -98,17 +98,24 @@ def ui_router(deps: UIDeps) -> APIRouter:
 
     @r.get("/ui/api/chart")
     async def chart(request: Request) -> Response:
+        """One chart of up to 25 queries (``expr`` repeated, each with its ``legend``: a dashboard panel's)."""
         p = request.query_params
-        expr = p.get("expr", "").strip()
+        exprs = [e.strip() for e in p.getlist("expr")][:25]
+        legends = p.getlist("legend")
         try:
             tr = pages.time_range(request)
-            if not expr:
+            if not exprs or not all(exprs):
                 return json_error(BadData("empty query"))
-            data = await call(deps.metrics.chart, expr, tr, int_param(request, "points", 600, 10, 4000),
-                              tenant_of(request))
+            points = int_param(request, "points", 600, 10, 4000)
+            data = None
+            for i, expr in enumerate(exprs):
+                one = (await call(deps.metrics.chart, expr, tr, points, tenant_of(request)))
+                one.named(legends[i] if i < len(legends) else "")
+                data = one if data is None else data.merge(one)
         except PitwallError as e:
             return json_error(e)
-        return json_response(data.named(p.get("legend", "")).to_json())
+        assert data is not None
+        return json_response(data.to_json())
 
     @r.get("/ui/api/complete")
     async def complete(request: Request) -> Response:
@@ -174,6 +181,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_alerts.add_routes(r, pages)
     pages_dashboards.add_routes(r, pages)
     pages_workloads.add_routes(r, pages)
+    pages_status.add_routes(r, pages)
     return r
 
 

@@ -12,6 +12,6 @@ class UISettings(BaseModel):
 
     enabled: bool = Field(True, description="serve the web UI at /")
     dashboards_dir: Path | None = Field(
-        None, description="folder of YAML dashboards provisioned at start (read-only in the UI)"
+        None, description="folder of dashboards (pitwall YAML or Grafana JSON) provisioned and re-read on change"
     )
     default_range: str = Field("1h", pattern=r"^\d+[smhdw]$", description="time range of a page opened without one")

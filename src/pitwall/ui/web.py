@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
 
@@ -44,6 +45,7 @@ NAV = [
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
     ("workloads", "/workloads", "Workloads", "w"),
+    ("status", "/status", "Status", "u"),
 ]
 
 
@@ -59,9 +61,10 @@ class UIDeps:
     alerts: AlertsView | None
     dashboards: DashboardStore
     workloads: WorkloadsSource | None = None
+    status: StatusView | None = None
 
 
-def _fmt_num(v: float | None, digits: int = 3) -> str:
+def fmt_num(v: float | None, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     a = abs(v)
@@ -96,14 +99,34 @@ def _fmt_ns(v: int) -> str:
     return datetime.fromtimestamp(v / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
+def fmt_bytes(v: float | None) -> str:
+    """Bytes in binary units (KiB, MiB, ...), as Prometheus' status pages show sizes."""
+    if v is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(v) < 1024 or unit == "TiB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v:.1f} TiB"
+
+
+def fmt_duration(s: float) -> str:
+    d, rest = divmod(int(s), 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return (f"{d}d " if d else "") + (f"{h}h " if h or d else "") + f"{m}m {sec}s"
+
+
 def make_env() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
-    env.filters["num"] = _fmt_num
+    env.filters["num"] = fmt_num
     env.filters["pct"] = _fmt_pct
     env.filters["ms"] = _fmt_ms
     env.filters["ts"] = _fmt_ts
     env.filters["ns_ts"] = _fmt_ns
+    env.filters["bytes"] = fmt_bytes
+    env.filters["duration"] = fmt_duration
     env.filters["tojson_attr"] = lambda v: json.dumps(v, separators=(",", ":"))
     env.globals["nav"] = NAV
     env.globals["version"] = __version__

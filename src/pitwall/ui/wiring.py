@@ -25,6 +25,7 @@ from pitwall.ui.logs_view import LogsView
 from pitwall.ui.queries import MetricsView
 from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
+from pitwall.ui.status_view import StatusView
 from pitwall.ui.traces_view import TracesView
 from pitwall.ui.web import UIDeps
 from pitwall.ui.workloads_view import WorkloadsSource
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 class UIPart:
     deps: UIDeps
     name: str = "ui"
+    registry: Any = None  # the server's self-metrics registry, read by the status page
+    config: Any = None  # the server's settings, shown redacted on the status page
 
     def components(self) -> Sequence[Component]:
         return []
@@ -46,10 +49,16 @@ class UIPart:
         return [Mount(ui_router(self.deps))] if self.deps.settings.enabled else []
 
     async def reload(self, settings: Any) -> None:
-        """Dashboards on disk are re-read at each listing; other UI settings need a restart."""
+        """Dashboards are provisioned afresh from ``ui.dashboards_dir`` (files are also re-read whenever
+        they change); other UI settings need a restart."""
+        ui = getattr(settings, "ui", settings)
+        self.deps.dashboards.reload(getattr(ui, "dashboards_dir", self.deps.settings.dashboards_dir))
+        if hasattr(settings, "ui"):
+            self.config = settings
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
-        """The UI has no state of its own to report."""
+        """The UI reports nothing; it reads the registry for the status page."""
+        self.registry = metrics.registry
 
 
 def build_ui(
@@ -65,9 +74,11 @@ def build_ui(
     notifications: NotificationPipeline | None = None,
     rules: Callable[[], RuleManager | None] | None = None,
     workloads: WorkloadsSource | None = None,
+    config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
-    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages."""
+    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``config`` (the server's
+    settings) is shown, redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -81,9 +92,11 @@ def build_ui(
         dashboards=DashboardStore(settings.dashboards_dir, state),
         workloads=workloads,
     )
+    part = UIPart(deps, config=config)
+    deps.status = StatusView(lambda: part.registry, lambda: part.config)
     if settings.enabled:
         missing_assets()
-    return UIPart(deps)
+    return part
 
 
 VENDOR_ASSETS = ("htmx.min.js", "uPlot.iife.min.js", "uPlot.min.css")

@@ -55,6 +55,16 @@
     }));
   }
 
+  /* ---------------------------------------------------------------- a chosen file into a text box */
+  function setupFileInputs() {
+    $$("[data-json-file]").forEach((input) => input.addEventListener("change", () => {
+      const file = input.files && input.files[0];
+      const target = $(input.dataset.jsonFile);
+      if (!file || !target) return;
+      file.text().then((text) => { target.value = text; });
+    }));
+  }
+
   /* ---------------------------------------------------------------- charts */
   function showChartError(el, err) {
     const sel = el.dataset.errorTarget;
@@ -441,6 +451,7 @@
   function init() {
     setupTheme();
     setupTimePicker();
+    setupFileInputs();
     setupHistory();
     setupCompletion();
     setupKeyboard();
@@ -450,6 +461,10 @@
     $$(".qerror[data-line]").forEach(addCaret);
     mountCharts(document);
     document.body.addEventListener("htmx:afterSwap", (e) => mountCharts(e.target));
+    /* a collapsed dashboard row drew its charts at a guessed width: redraw them at the real one when opened */
+    $$("details.drow").forEach((d) => d.addEventListener("toggle", () => {
+      if (d.open) $$(".pw-chart[data-rendered]", d).forEach((el) => { if (el._pwData) renderChart(el, el._pwData); });
+    }));
   }
 
   window.pitwall = { mountCharts, fmt };
