@@ -178,6 +178,9 @@ def test_backup_while_ingesting_restore_elsewhere_and_compare(tmp_path: Path, mo
         assert run["phase"] == "Completed" and run["created_repository"] is True
         assert run["summary"]["data_added"] > 0 and run["wal"]["metrics"]
         source_counts, source_logs, source_silences = _series_counts(url), _log_count(url), _silences(url)
+        changes = httpx.get(url + "/pagerduty/change_events", timeout=10).json()["change_events"]
+        assert any(c["summary"].startswith(f"pitwall self-backup to {repo}: snapshot {run['snapshot_id']}")
+                   for c in changes)
 
         # restic by hand reads what pitwall wrote
         snaps = json.loads(_restic("snapshots", "--json", repo=repo).stdout)
