@@ -165,9 +165,10 @@ class Restic:
         return True
 
     async def backup(self, path: Path, *, tags: Sequence[str] = (), host: str = "pitwall",
-                     excludes: Sequence[str] = ()) -> BackupSummary:
-        """``restic backup .`` from inside ``path``: the snapshot's tree holds ``path``'s contents at its root."""
-        args = ["backup", ".", "--host", host]
+                     excludes: Sequence[str] = (), ignore_ctime: bool = False) -> BackupSummary:
+        """``restic backup .`` from inside ``path``: the snapshot's tree holds ``path``'s contents at its root.
+        ``ignore_ctime``: a file is unchanged when its size, mtime and inode are (hard links change ctime)."""
+        args = ["backup", ".", "--host", host, *(["--ignore-ctime"] if ignore_ctime else [])]
         for t in tags:
             args += ["--tag", t]
         for x in excludes:

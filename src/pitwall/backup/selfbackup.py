@@ -14,6 +14,7 @@ with a note.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -104,8 +105,10 @@ class SelfBackup:
         self.host = host or socket.gethostname()
         self.runs: list[SelfRun] = []
 
-    def _staging(self) -> Path:
-        return self.data_dir / STAGING / f"self-{time.time_ns()}"
+    def _staging(self, repo: str) -> Path:
+        """One fixed directory per repository: restic finds the previous snapshot of the same path as its
+        parent and skips unchanged files; runs to one repository are serialised, so it is never shared."""
+        return self.data_dir / STAGING / f"self-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
 
     async def run(self, restic: Restic) -> SelfRun:
         """One self-backup into ``restic``'s repository (created if absent); the run, Completed or Failed."""
@@ -133,14 +136,15 @@ class SelfBackup:
 
     async def _run(self, restic: Restic, run: SelfRun) -> None:
         run.created_repository = await restic.ensure()
-        staging = self._staging()
+        staging = self._staging(restic.repo)
+        await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
         try:
             copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db)
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
 
             async def backup() -> BackupSummary:
-                return await restic.backup(staging, tags=[SELF_TAG], host=self.host)
+                return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True)
 
             summary: BackupSummary = await with_stale_lock_retry(restic, backup, run.warnings)
             run.snapshot_id, run.summary = summary.snapshot_id, summary.raw

@@ -14,8 +14,10 @@ What is copied how, and why it is consistent:
   not yet acknowledged). Ingest is never blocked: it appends to the WAL.
 - SQLite files (``state.db``, ``revstore.db``) through SQLite's online
   backup API, a transactionally consistent copy while writers go on.
-- Everything else (pods' volumes, identity keys) as plain file copies; a file
-  that vanishes mid-copy is a warning in the manifest.
+- Everything else (pods' volumes, identity keys) is hard-linked into the copy
+  (copied where links are not possible): no bytes are copied, and restic
+  sees unchanged files as unchanged. A file that vanishes meanwhile is a
+  warning in the manifest.
 
 The manifest (``pitwall-backup.json`` at the copy's root) records all of it.
 """
@@ -85,6 +87,16 @@ def _copy_prefix(src: Path, dst: Path, nbytes: int) -> None:
                 break
             w.write(chunk)
             left -= len(chunk)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """A hard link where the file system allows (no copy; restic then sees the same inode and mtime as last
+    time and skips an unchanged file), else a copy. Either way the file is read live, as any file copy would."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _sqlite_backup(src: Path, dst: Path) -> dict[str, Any]:
@@ -171,8 +183,7 @@ def copy_data_dir(data_dir: Path, out: Path, db: TelemetryDB | None) -> SelfCopy
             if _is_sqlite(src):
                 rec.sqlite.append(_sqlite_backup(src, dst))
             else:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, dst)
+                _link_or_copy(src, dst)
             rec.bytes += dst.stat().st_size
             rec.files += 1
         except FileNotFoundError:
