@@ -85,7 +85,7 @@ def _done(obj: dict[str, Any]) -> bool:
     return (obj.get("status") or {}).get("phase") in ("Completed", "PartiallyFailed", "Failed", "FailedValidation")
 
 
-def _bsl(name: str, prefix: Path, **spec: Any) -> dict[str, Any]:
+def _bsl(name: str, prefix: Path | str, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
             "metadata": {"name": name, "namespace": "velero"},
             "spec": {"provider": "restic", "objectStorage": {"bucket": "unused"},
@@ -269,6 +269,17 @@ def test_failing_and_hanging_hooks(cluster: Cluster) -> None:
     assert "/resources/pods/namespaces/hooks/bad.json" not in listed  # Fail: left out
 
 
+def test_locations_are_validated(cluster: Cluster) -> None:
+    def validated(o: dict[str, Any]) -> bool:
+        return bool((o.get("status") or {}).get("lastValidationTime"))
+
+    ok = cluster.wait("backupstoragelocations.velero.io", "local", validated)
+    assert ok["status"]["phase"] == "Available" and ok["status"]["accessMode"] == "ReadWrite"
+    cluster.apply({**_bsl("s3", cluster.prefix), "spec": {"provider": "aws", "objectStorage": {"bucket": "b"}}})
+    bad = cluster.wait("backupstoragelocations.velero.io", "s3", validated)
+    assert bad["status"]["phase"] == "Unavailable" and "provider 'aws' is not supported" in bad["status"]["message"]
+
+
 def test_wrong_password_and_missing_location_fail_clearly(cluster: Cluster, tmp_path: Path) -> None:
     cluster.apply(_backup("no-bsl", storageLocation="nowhere"))
     b = cluster.wait("backup", "no-bsl", _done)
@@ -282,6 +293,10 @@ def test_wrong_password_and_missing_location_fail_clearly(cluster: Cluster, tmp_
     cluster.apply(_bsl("other", other), _backup("wrong-pw", storageLocation="other", includedNamespaces=["default"]))
     b = cluster.wait("backup", "wrong-pw", _done)
     assert b["status"]["phase"] == "Failed" and "wrong password" in b["status"]["failureReason"]
+    cluster.apply(_bsl("down", "rest:http://127.0.0.1:1"),
+                  _backup("down-1", storageLocation="down", includedNamespaces=["default"]))
+    b = cluster.wait("backup", "down-1", _done)
+    assert b["status"]["phase"] == "Failed" and "connection refused" in b["status"]["failureReason"]
     cluster.apply(_bsl("ro", cluster.prefix, accessMode="ReadOnly"),
                   _backup("ro-1", storageLocation="ro", includedNamespaces=["default"]))
     b = cluster.wait("backup", "ro-1", _done)

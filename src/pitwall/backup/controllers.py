@@ -42,6 +42,7 @@ from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import (
     API_VERSION,
     DEFAULT_TTL,
+    DEFAULT_VALIDATION,
     LABEL_BACKUP_NAME,
     LABEL_RESTORE_NAME,
     LABEL_SCHEDULE_NAME,
@@ -67,7 +68,7 @@ from pitwall.backup.velero import (
 from pitwall.controllers import CronError, Schedule, record_event
 from pitwall.kube import AlreadyExists, Conflict, KubeAPI, KubeClient, KubeError, NotFoundError
 
-__all__ = ["BackupReconciler", "RestoreReconciler", "ScheduleReconciler"]
+__all__ = ["BackupReconciler", "LocationReconciler", "RestoreReconciler", "ScheduleReconciler"]
 
 log = logging.getLogger(__name__)
 
@@ -577,3 +578,48 @@ class ScheduleReconciler:
             return await self.client.get(API_VERSION, "Backup", meta["name"], m["namespace"])
         await record_event(self.client, s, "Normal", "BackupCreated", f"created backup {meta['name']}", self.name)
         return made
+
+
+class LocationReconciler:
+    """Validates velero.io/v1 BackupStorageLocations every ``validationFrequency`` (default 1m): phase
+    Available, or Unavailable with the reason in ``status.message``."""
+
+    name = "velero-backup-storage-location"
+    primary = (API_VERSION, "BackupStorageLocation")
+    secondary: Sequence[tuple[str, str]] = ()  # a fixed Secret is seen at the next validation
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            bsl = await self.client.get(API_VERSION, "BackupStorageLocation", name, ns)
+        except NotFoundError:
+            return None
+        spec, st = bsl.get("spec") or {}, bsl.get("status") or {}
+        try:
+            every = parse_duration(spec.get("validationFrequency"), DEFAULT_VALIDATION).total_seconds()
+        except ValueError:
+            every = DEFAULT_VALIDATION.total_seconds()
+        phase, message = "Available", ""
+        try:
+            await repository_for(self.client, bsl, "validation", writing=False)
+            prefix = str((spec.get("config") or {}).get("resticRepoPrefix"))
+            if ":" not in prefix.split("/")[0]:  # a local path: it must be a directory pitwall can create
+                await asyncio.to_thread(Path(prefix).mkdir, parents=True, exist_ok=True)
+        except (LocationError, OSError) as e:
+            phase, message = "Unavailable", str(e)
+        now = datetime.now(UTC)
+        last = parse_time(st.get("lastValidationTime"))
+        fresh = last is not None and (now - last).total_seconds() < every
+        if st.get("phase") != phase or st.get("message", "") != message or not fresh:
+            status: Obj = {"phase": phase, "lastValidationTime": rfc3339(now),
+                           "accessMode": spec.get("accessMode") or "ReadWrite"}
+            status["message"] = message
+            await _set_status(self.client, bsl, "BackupStorageLocation", status)
+        return every

@@ -41,6 +41,7 @@ API_VERSION = "velero.io/v1"
 SECRET_NAME = "velero-repo-credentials"
 SECRET_KEY = "repository-password"
 DEFAULT_TTL = timedelta(hours=720)
+DEFAULT_VALIDATION = timedelta(minutes=1)
 SNAPSHOTS_ANNOTATION = "backup.pitwall.dev/snapshots"  # JSON {namespace: snapshot id}
 LABEL_BACKUP_NAME = "velero.io/backup-name"
 LABEL_RESTORE_NAME = "velero.io/restore-name"

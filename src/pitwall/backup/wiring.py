@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from pitwall.backup.api import backup_router
-from pitwall.backup.controllers import BackupReconciler, ChangeHook, RestoreReconciler, ScheduleReconciler
+from pitwall.backup.controllers import (
+    BackupReconciler,
+    ChangeHook,
+    LocationReconciler,
+    RestoreReconciler,
+    ScheduleReconciler,
+)
 from pitwall.backup.crds import velero_crds
 from pitwall.backup.selfbackup import RepoLocks, SelfBackup, SelfRun
 from pitwall.backup.stats import BackupStats
@@ -91,10 +97,11 @@ def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | N
 
 def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
                          changes: ChangeSink | None = None) -> list[ControllerRunner]:
-    """A runner each for Backup, Restore and Schedule (start them after the API)."""
+    """A runner each for Backup, Restore, Schedule and BackupStorageLocation (start them after the API)."""
     hook = _velero_change_hook(changes) if changes is not None else None
     client = kube.client
     return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook),
                              workers=2, resync_s=300.0),
             ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
-            ControllerRunner(client, ScheduleReconciler(client), workers=1, resync_s=60.0)]
+            ControllerRunner(client, ScheduleReconciler(client), workers=1, resync_s=60.0),
+            ControllerRunner(client, LocationReconciler(client), workers=1, resync_s=60.0)]
