@@ -236,7 +236,9 @@ def build(settings: Settings) -> Components:
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
                   workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None)
     # Self-backup of the data directory; with a control plane each run is a change event.
-    backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None,
+    outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
+    outside += ["notifications.state_url"] if settings.notifications.state_url else []
+    backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
                                kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
                                host=cp.node.kubelet if cp else None)
     return Components(

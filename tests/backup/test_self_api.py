@@ -133,3 +133,19 @@ async def test_a_stale_lock_of_a_crashed_restic_is_removed_with_a_note(tmp_path:
     await with_stale_lock_retry(restic, lambda: restic.run("forget", "--keep-last", "1", json_out=False), notes)
     assert notes and "removed 1 stale restic lock" in notes[0]
     assert await restic.locks() == []
+
+
+async def test_state_outside_the_data_directory_is_named_in_every_run(tmp_path: Path) -> None:
+    from pitwall.backup import RepoLocks, SelfBackup
+    from pitwall.backup.stats import BackupStats
+
+    data = tmp_path / "data"
+    (data / "pods" / "p1").mkdir(parents=True)
+    (data / "pods" / "p1" / "f.txt").write_text("kept")
+    sb = SelfBackup(data, None, locks=RepoLocks(), stats=BackupStats(), outside=["state store on etcd"])
+    run = await sb.run(Restic(str(tmp_path / "r"), "pw"))
+    assert run.phase == "Completed"
+    assert run.warnings == ["state store on etcd is outside the data directory and not in this backup"]
+    names = {n["path"] for n in await Restic(str(tmp_path / "r"), "pw").ls("latest")}
+    assert {"/pods/p1/f.txt", "/pitwall-backup.json"} <= names
+    assert not (data / ".backup-staging").exists() or not any((data / ".backup-staging").iterdir())

@@ -20,7 +20,7 @@ import logging
 import shutil
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,7 +96,7 @@ class SelfBackup:
     """Backs up ``data_dir`` of this server (``db`` is its telemetry database, whose lock freezes flushes)."""
 
     def __init__(self, data_dir: Path, db: TelemetryDB | None, *, locks: RepoLocks, stats: BackupStats,
-                 on_change: ChangeHook | None = None, host: str | None = None) -> None:
+                 on_change: ChangeHook | None = None, host: str | None = None, outside: Sequence[str] = ()) -> None:
         self.data_dir = data_dir
         self.db = db
         self.locks = locks
@@ -104,6 +104,7 @@ class SelfBackup:
         self.on_change = on_change
         self.host = host or socket.gethostname()
         self.runs: list[SelfRun] = []
+        self.outside = list(outside)  # state not in the data directory: named in every run's warnings
 
     def _staging(self, repo: str) -> Path:
         """One fixed directory per repository: restic finds the previous snapshot of the same path as its
@@ -142,6 +143,7 @@ class SelfBackup:
             copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db)
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
+            run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
 
             async def backup() -> BackupSummary:
                 return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True)

@@ -79,14 +79,16 @@ class BackupPart:
 
 def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | None = None,
                       changes: ChangeSink | None = None, kube: KubeAPI | None = None,
-                      election: Election | None = None, host: PodHost | None = None) -> BackupPart:
+                      election: Election | None = None, host: PodHost | None = None,
+                      outside: Sequence[str] = ()) -> BackupPart:
     """Self-backup of ``data_dir`` (whose telemetry database is ``db``); figures appended to ``appender``,
     each run a change event in ``changes``. With ``kube`` (call before it starts): Velero's CRDs and
-    controllers, run while ``election`` is won, hooks and volumes through ``host`` (the kubelet)."""
+    controllers, run while ``election`` is won, hooks and volumes through ``host`` (the kubelet). ``outside``
+    names state kept outside the data directory (each self-backup warns that it does not hold it)."""
     locks = RepoLocks()
     stats = BackupStats(appender)
     self_backup = SelfBackup(data_dir, db, locks=locks, stats=stats,
-                             on_change=_change_hook(changes) if changes is not None else None)
+                             on_change=_change_hook(changes) if changes is not None else None, outside=outside)
     manager = None
     if kube is not None:
         kube.add_builtin_crds(velero_crds())
