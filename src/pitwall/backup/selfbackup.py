@@ -23,12 +23,14 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pitwall.backup.restic import BackupSummary, Restic, ResticError
 from pitwall.backup.snapshot import MANIFEST, STAGING, copy_data_dir, read_manifest
 from pitwall.backup.stats import BackupStats
-from pitwall.storage.duckdb import TelemetryDB
+
+if TYPE_CHECKING:
+    from pitwall.storage.duckdb import TelemetryDB
 
 __all__ = ["RepoLocks", "RestoreError", "SelfBackup", "SelfRun", "restore_self", "with_stale_lock_retry"]
 

@@ -32,10 +32,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pitwall import __version__
-from pitwall.storage.duckdb import TelemetryDB
+
+if TYPE_CHECKING:
+    from pitwall.storage.duckdb import TelemetryDB
 
 __all__ = ["MANIFEST", "STAGING", "SelfCopy", "copy_data_dir", "read_manifest"]
 
