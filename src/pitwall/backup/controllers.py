@@ -25,6 +25,7 @@ controller's parser); the first one at once unless ``skipImmediately``;
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import shutil
@@ -126,8 +127,9 @@ class BackupReconciler:
     secondary: Sequence[tuple[str, str]] = ()
 
     def __init__(self, kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
-                 on_change: ChangeHook | None = None) -> None:
+                 on_change: ChangeHook | None = None, staging_root: Path | None = None) -> None:
         self.kube = kube
+        self.staging_root = staging_root
         self.client = kube.client
         self.locks = locks
         self.stats = stats
@@ -286,10 +288,24 @@ class BackupReconciler:
     async def _namespace(self, b: Obj, location: str, ns: str, items: list[tuple[str, Obj]], restic: Restic,
                          res: _Result) -> str:
         """One namespace's objects and pod volumes into its repository; the snapshot id."""
+        async with self.locks.of(restic.repo):  # the whole step: the staging directory is the repository's
+            return await self._namespace_locked(b, location, ns, items, restic, res)
+
+    def _staging(self, repo: str) -> Path:
+        """A fixed directory per repository (restic then finds the previous snapshot of the same path as its
+        parent and skips unchanged files), or a fresh temporary one without ``staging_root``."""
+        if self.staging_root is None:
+            return Path(tempfile.mkdtemp(prefix="pitwall-velero-"))
+        return self.staging_root / f"velero-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
+
+    async def _namespace_locked(self, b: Obj, location: str, ns: str, items: list[tuple[str, Obj]],
+                                restic: Restic, res: _Result) -> str:
         spec = b.get("spec") or {}
         pods = [o for d, o in items if d == "pods"]
         failed = await self._hooks(b, pods, "pre", res)
-        staging = Path(tempfile.mkdtemp(prefix="pitwall-velero-"))
+        staging = self._staging(restic.repo)
+        await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
+        staging.mkdir(parents=True, exist_ok=True)
         try:
             for rdir, obj in items:
                 om = obj["metadata"]
@@ -304,13 +320,13 @@ class BackupReconciler:
             post = await self._hooks(b, [p for p in pods if p["metadata"]["name"] not in failed], "post", res)
             del post  # a failed post hook is an error of the backup; the pod is already in it
             (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings}, indent=2))
-            async with self.locks.of(restic.repo):
-                await restic.ensure()
-                notes: list[str] = []
-                tags = backup_tags(b["metadata"]["name"], location, ns)
-                summary = await with_stale_lock_retry(restic, lambda: restic.backup(staging, tags=tags), notes)
-                for n in notes:
-                    res.warn(n)
+            await restic.ensure()
+            notes: list[str] = []
+            tags = backup_tags(b["metadata"]["name"], location, ns)
+            summary = await with_stale_lock_retry(
+                restic, lambda: restic.backup(staging, tags=tags, ignore_ctime=True, ignore_inode=True), notes)
+            for n in notes:
+                res.warn(n)
             res.bytes_added += summary.data_added
             return str(summary.snapshot_id)
         finally:

@@ -165,10 +165,13 @@ class Restic:
         return True
 
     async def backup(self, path: Path, *, tags: Sequence[str] = (), host: str = "pitwall",
-                     excludes: Sequence[str] = (), ignore_ctime: bool = False) -> BackupSummary:
+                     excludes: Sequence[str] = (), ignore_ctime: bool = False,
+                     ignore_inode: bool = False) -> BackupSummary:
         """``restic backup .`` from inside ``path``: the snapshot's tree holds ``path``'s contents at its root.
-        ``ignore_ctime``: a file is unchanged when its size, mtime and inode are (hard links change ctime)."""
-        args = ["backup", ".", "--host", host, *(["--ignore-ctime"] if ignore_ctime else [])]
+        ``ignore_ctime``/``ignore_inode``: a file is unchanged when its size and mtime (and inode) are, for a
+        staging copy whose links or copies change ctime (and inode) but not content."""
+        args = ["backup", ".", "--host", host, *(["--ignore-ctime"] if ignore_ctime else []),
+                *(["--ignore-inode"] if ignore_inode else [])]
         for t in tags:
             args += ["--tag", t]
         for x in excludes:

@@ -18,6 +18,7 @@ from pitwall.backup.controllers import (
 )
 from pitwall.backup.crds import velero_crds
 from pitwall.backup.selfbackup import RepoLocks, SelfBackup, SelfRun
+from pitwall.backup.snapshot import STAGING
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import PodHost
 from pitwall.controllers import ControllerManager, ControllerRunner
@@ -93,16 +94,19 @@ def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | N
     if kube is not None:
         kube.add_builtin_crds(velero_crds())
         manager = ControllerManager(build_velero_runners(kube, locks=locks, stats=stats, host=host,
-                                                         changes=changes), election=election)
+                                                         changes=changes, staging_root=data_dir / STAGING),
+                                    election=election)
     return BackupPart(self_backup=self_backup, stats=stats, locks=locks, manager=manager)
 
 
 def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
-                         changes: ChangeSink | None = None) -> list[ControllerRunner]:
+                         changes: ChangeSink | None = None, staging_root: Path | None = None) \
+        -> list[ControllerRunner]:
     """A runner each for Backup, Restore, Schedule and BackupStorageLocation (start them after the API)."""
     hook = _velero_change_hook(changes) if changes is not None else None
     client = kube.client
-    return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook),
+    return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook,
+                                                              staging_root=staging_root),
                              workers=2, resync_s=300.0),
             ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
             ControllerRunner(client, ScheduleReconciler(client), workers=1, resync_s=60.0),
