@@ -271,7 +271,13 @@ class BackupReconciler:
         failed: set[str] = set()
         for pod in pods:
             pm = pod["metadata"]
-            for h in hooks_for_pod(pod, (b.get("spec") or {}).get("hooks")):
+            try:
+                hooks = hooks_for_pod(pod, (b.get("spec") or {}).get("hooks"))
+            except ValueError as e:  # a bad timeout: the pod's hooks cannot run as asked
+                res.error(f"{phase} hooks of pod {pm['namespace']}/{pm['name']}: {e}")
+                failed.add(pm["name"])
+                continue
+            for h in hooks:
                 if h.phase != phase:
                     continue
                 err = await run_hook(self.host, pod, h)
