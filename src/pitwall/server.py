@@ -27,6 +27,7 @@ from pitwall import __version__
 from pitwall.alerting import ContactPager
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
+from pitwall.backup.wiring import BackupPart, build_backup_part
 from pitwall.chaos.wiring import ChaosPart, build_chaos_part
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
@@ -86,6 +87,7 @@ class Components:
     incidents: IncidentsPart
     tokens: TokenTable  # HTTP and OTLP/gRPC check the same tokens
     policy: Policy  # roles and bindings
+    backup: BackupPart
     otlp_grpc: OtlpGrpcServer | None = None  # None with otlp_grpc.enabled false
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     gateway: GatewayPart | None = None
@@ -99,7 +101,7 @@ class Components:
         # after the stores it feeds and the audit log it reports to
         grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]
         return [self.metrics, self.traces, self.logs, self.audit, *grpc, self.notifications, self.rules,
-                *(cp.parts() if cp is not None else []), *edge, self.incidents, self.ui]
+                *(cp.parts() if cp is not None else []), *edge, self.backup, self.incidents, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -259,10 +261,16 @@ def build(settings: Settings) -> Components:
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
                   workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings)
+    # Self-backup of the data directory; with a control plane each run is a change event.
+    outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
+    outside += ["notifications.state_url"] if settings.notifications.state_url else []
+    backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
+                               kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
+                               host=cp.node.kubelet if cp else None)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,
-        notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy,
+        notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy, backup=backup,
         otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
     )
 

@@ -8,6 +8,7 @@ import typer
 
 from pitwall import __version__
 from pitwall.cli import alerts as alerts_cmd
+from pitwall.cli import backup as backup_cmd
 from pitwall.cli import chaos as chaos_cmd
 from pitwall.cli import config as config_cmd
 from pitwall.cli import demo as demo_cmd
@@ -53,6 +54,8 @@ app.add_typer(slo_cmd.app, name="slo")
 app.command("alerts", help="List alerts (Alertmanager API v2).")(alerts_cmd.alerts)
 app.add_typer(alerts_cmd.silence_app, name="silence")
 app.add_typer(chaos_cmd.app, name="chaos")
+app.add_typer(backup_cmd.app, name="backup")
+app.add_typer(backup_cmd.restore_app, name="restore")
 app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
     incidents_cmd.oncall)
 app.add_typer(incidents_cmd.incident_app, name="incident")

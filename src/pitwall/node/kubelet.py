@@ -301,6 +301,19 @@ class Kubelet:
                 return w
         return None
 
+    # -- backup hooks (pitwall.backup): where a hook command runs, which directories a volume backup reads --
+
+    def exec_context(self, namespace: str, name: str, container: str | None = None) -> tuple[dict[str, str], Path] | None:
+        """Environment and working directory of a running container of the pod, as ``kubectl exec`` would run a
+        command there; None when the pod or container is not running on this node."""
+        w = self.worker_for(namespace, name)
+        return None if w is None else w.exec_context(container)
+
+    def volume_dirs(self, namespace: str, name: str) -> dict[str, Path]:
+        """The directory of each ready volume of the pod on this node (empty when it is not here)."""
+        w = self.worker_for(namespace, name)
+        return {} if w is None else w.volume_dirs()
+
     # -- fault hooks (pitwall.chaos) ---------------------------------------------
     # Chaos experiments act on pods through these three calls only: they are the
     # runtime's side of Chaos Mesh's chaos-daemon (kill a container, attach a

@@ -287,6 +287,17 @@ class PodWorker:
 
     # -- probes ----------------------------------------------------------------
 
+    def exec_context(self, container: str | None) -> tuple[dict[str, str], Path] | None:
+        """The environment and working directory of running ``container`` (the first one when None)."""
+        for c in self.containers:
+            if container in (None, "", c.name) and c.running() and c.env:
+                return dict(c.env), self._cwd(c)
+        return None
+
+    def volume_dirs(self) -> dict[str, Path]:
+        """Each ready volume's directory on this node (emptyDir under the pod's directory, hostPath as given)."""
+        return dict(self._volumes)
+
     def _probe_ctx(self, c: ContainerRun) -> ProbeContext:
         return ProbeContext(self.pod_ip, list(c.spec.get("ports") or []), c.env, self._cwd(c))
 

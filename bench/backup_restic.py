@@ -1,0 +1,113 @@
+"""pitwall's self-backup against plain ``restic backup`` of the same data: time and repository growth.
+
+    .venv/bin/python bench/backup_restic.py [--size-mib 256]
+
+A data directory with a mixed data set (half random bytes, a quarter text,
+a quarter many small files under ``pods/``) and a DuckDB file is backed up
+(1) by ``SelfBackup.run`` (the consistent copy, then restic) into one
+repository and (2) by ``restic backup`` run directly on the directory into
+another, in the same run; then 1% of the files change and both back up
+again. The issue's goal: pitwall within 1.1x restic's time (its overhead is
+the copy) and the same repository growth. Not part of the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from pitwall.backup import RepoLocks, Restic, SelfBackup
+from pitwall.backup.stats import BackupStats
+from pitwall.storage.duckdb import TelemetryDB
+
+PASSWORD = "bench"
+
+
+def _make(data: Path, size: int) -> list[Path]:
+    """The data set; returns its files."""
+    files: list[Path] = []
+    big = data / "pods" / "big"
+    big.mkdir(parents=True)
+    for i in range(max(1, size // 2 // (8 << 20))):
+        p = big / f"random-{i}.bin"
+        p.write_bytes(os.urandom(8 << 20))
+        files.append(p)
+    text = (b"ts=2026-01-01T00:00:00Z level=info msg=\"request served\" status=200 path=/api/items\n" * 1000)
+    for i in range(max(1, size // 4 // len(text))):
+        p = data / "pods" / "logs" / f"app-{i}.log"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(text + str(i).encode())
+        files.append(p)
+    for i in range(max(1, size // 4 // 16384)):
+        p = data / "pods" / "small" / f"{i % 64}" / f"f{i}.dat"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(os.urandom(16384))
+        files.append(p)
+    return files
+
+
+def _repo_bytes(repo: Path) -> int:
+    return sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
+
+
+def _restic_direct(repo: Path, data: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
+    env["RESTIC_PASSWORD"] = PASSWORD
+    t0 = time.monotonic()
+    subprocess.run(["restic", "-r", str(repo), "backup", ".", "--exclude", "lock", "-q"], cwd=data, env=env,
+                   check=True)
+    return time.monotonic() - t0
+
+
+async def _pitwall(sb: SelfBackup, repo: Path) -> float:
+    t0 = time.monotonic()
+    run = await sb.run(Restic(str(repo), PASSWORD))
+    if run.phase != "Completed":
+        raise SystemExit(f"self-backup failed: {run.error}")
+    return time.monotonic() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=256)
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pitwall-bench-backup-"))
+    try:
+        data = root / "data"
+        data.mkdir()
+        db = TelemetryDB(data / "telemetry.duckdb")
+        db.execute("CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(200000)")
+        files = _make(data, args.size_mib << 20)
+        size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+        env = {**os.environ, "RESTIC_PASSWORD": PASSWORD}
+        for name in ("repo-pitwall", "repo-restic"):
+            subprocess.run(["restic", "-r", str(root / name), "init", "-q"], env=env, check=True)
+        sb = SelfBackup(data, db, locks=RepoLocks(), stats=BackupStats())
+        print(f"data set: {size / 2**20:.0f} MiB in {len(files)} files")
+        rows = []
+        for label in ("first backup", "after a 1% change"):
+            if label != "first backup":
+                for p in files[:: max(1, len(files) // max(1, len(files) // 100))][: max(1, len(files) // 100)]:
+                    p.write_bytes(os.urandom(p.stat().st_size))
+            before_p, before_r = _repo_bytes(root / "repo-pitwall"), _repo_bytes(root / "repo-restic")
+            t_r = _restic_direct(root / "repo-restic", data)
+            t_p = asyncio.run(_pitwall(sb, root / "repo-pitwall"))
+            rows.append((label, t_p, t_r, _repo_bytes(root / "repo-pitwall") - before_p,
+                         _repo_bytes(root / "repo-restic") - before_r))
+        print(f"{'':20} {'pitwall s':>10} {'restic s':>10} {'ratio':>6} {'growth pitwall MiB':>19} "
+              f"{'growth restic MiB':>18}")
+        for label, t_p, t_r, g_p, g_r in rows:
+            print(f"{label:20} {t_p:10.2f} {t_r:10.2f} {t_p / t_r:6.2f} {g_p / 2**20:19.1f} {g_r / 2**20:18.1f}")
+        db.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

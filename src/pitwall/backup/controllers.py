@@ -1,0 +1,647 @@
+"""Velero's Backup, Restore and Schedule controllers (``controllers.Reconciler``s, leader-gated).
+
+Backup: New -> InProgress -> Completed / PartiallyFailed / Failed. The selected
+objects (and the pods' emptyDir/hostPath volumes) go, one restic snapshot per
+namespace, into the location's repositories; pre hooks run before a pod is
+read, post hooks after. Item problems are counted in ``status.errors`` /
+``status.warnings``, listed in the snapshot's ``pitwall-results.json`` and
+as Events; a location that cannot be used fails the Backup with
+``status.failureReason``. At ``status.expiration`` (``spec.ttl``, default
+720h) the snapshots are forgotten (``restic forget --prune``) and the Backup
+deleted. A Backup found InProgress that this process is not running (pitwall
+stopped mid-backup) is marked Failed, as Velero does on start.
+
+Restore: from ``backupName`` (or the newest finished Backup of
+``scheduleName``), for ``includedNamespaces``/``includedResources``, with
+``namespaceMapping``; an object that exists is left alone with a warning
+(``existingResourcePolicy: none``, the default) or updated (``update``):
+never silently overwritten.
+
+Schedule: a Backup from ``spec.template`` at each cron time (the CronJob
+controller's parser); the first one at once unless ``skipImmediately``;
+``paused`` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pitwall.backup.restic import Restic, ResticError
+from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
+from pitwall.backup.stats import BackupStats
+from pitwall.backup.velero import (
+    API_VERSION,
+    DEFAULT_TTL,
+    DEFAULT_VALIDATION,
+    LABEL_BACKUP_NAME,
+    LABEL_RESTORE_NAME,
+    LABEL_SCHEDULE_NAME,
+    LABEL_STORAGE_LOCATION,
+    SKIPPED_GROUPS,
+    SKIPPED_KINDS,
+    SNAPSHOTS_ANNOTATION,
+    Hook,
+    LocationError,
+    PodHost,
+    Selection,
+    backup_tags,
+    hooks_for_pod,
+    location_of,
+    parse_duration,
+    parse_time,
+    repository_for,
+    resource_dir,
+    rfc3339,
+    run_hook,
+    selector_string,
+)
+from pitwall.controllers import CronError, Schedule, record_event
+from pitwall.kube import AlreadyExists, Conflict, KubeAPI, KubeClient, KubeError, NotFoundError
+
+__all__ = ["BackupReconciler", "LocationReconciler", "RestoreReconciler", "ScheduleReconciler"]
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+RESULTS = "pitwall-results.json"
+TERMINAL = frozenset({"Completed", "PartiallyFailed", "Failed", "FailedValidation"})
+_MAX_MESSAGES = 200
+ChangeHook = Callable[[str, str, Obj], Awaitable[None]]  # (kind "backup"/"restore", summary, object)
+
+
+@dataclass
+class _Result:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    items: int = 0
+    total: int = 0
+    bytes_added: int = 0
+
+    def error(self, msg: str) -> None:
+        self.errors.append(msg)
+
+    def warn(self, msg: str) -> None:
+        self.warnings.append(msg)
+
+
+def _strip(obj: Obj) -> Obj:
+    """An object as restore creates it: no server-set metadata, no status."""
+    m = dict(obj.get("metadata") or {})
+    for k in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
+              "deletionTimestamp", "deletionGracePeriodSeconds", "ownerReferences"):
+        m.pop(k, None)
+    out = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+    out["metadata"] = m
+    return out
+
+
+async def _set_status(client: KubeClient, obj: Obj, kind: str, status: Obj) -> Obj:
+    m = obj["metadata"]
+    for _ in range(5):
+        obj["status"] = {**(obj.get("status") or {}), **status}
+        obj.setdefault("apiVersion", API_VERSION)
+        obj.setdefault("kind", kind)
+        try:
+            return await client.update_status(obj)
+        except Conflict:
+            obj = await client.get(API_VERSION, kind, m["name"], m["namespace"])
+    raise Conflict(f"{kind} {m['namespace']}/{m['name']}: status update kept conflicting")
+
+
+class BackupReconciler:
+    """Reconciles velero.io/v1 Backups."""
+
+    name = "velero-backup"
+    primary = (API_VERSION, "Backup")
+    secondary: Sequence[tuple[str, str]] = ()
+
+    def __init__(self, kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
+                 on_change: ChangeHook | None = None, staging_root: Path | None = None) -> None:
+        self.kube = kube
+        self.staging_root = staging_root
+        self.client = kube.client
+        self.locks = locks
+        self.stats = stats
+        self.host = host
+        self.on_change = on_change
+        self.running: set[str] = set()
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            b = await self.client.get(API_VERSION, "Backup", name, ns)
+        except NotFoundError:
+            return None
+        phase = (b.get("status") or {}).get("phase") or "New"
+        if phase in TERMINAL:
+            return await self._expire(b)
+        if phase == "InProgress":
+            if key not in self.running:
+                await _set_status(self.client, b, "Backup", {
+                    "phase": "Failed", "completionTimestamp": rfc3339(datetime.now(UTC)),
+                    "failureReason": "found a backup with status InProgress during the server starting, "
+                                     "mark it as Failed"})
+            return None
+        self.running.add(key)
+        try:
+            await self._run(b)
+        finally:
+            self.running.discard(key)
+        return 1.0  # then the terminal branch schedules the expiry
+
+    async def _expire(self, b: Obj) -> float | None:
+        exp = parse_time((b.get("status") or {}).get("expiration"))
+        if exp is None:
+            return None
+        left = (exp - datetime.now(UTC)).total_seconds()
+        if left > 0:
+            return min(left, 3600.0)
+        snaps = json.loads((b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
+        m = b["metadata"]
+        try:
+            bsl = await location_of(self.client, m["namespace"], (b.get("spec") or {}).get("storageLocation"))
+            for ns, snap in sorted(snaps.items()):
+                restic = await repository_for(self.client, bsl, ns, writing=True)
+                async with self.locks.of(restic.repo):
+                    notes: list[str] = []
+                    await with_stale_lock_retry(restic, _forget(restic, snap), notes)
+                    for n in notes:
+                        await record_event(self.client, b, "Warning", "StaleLockRemoved", n, self.name)
+        except (LocationError, ResticError) as e:
+            await record_event(self.client, b, "Warning", "ExpireFailed", f"expiring the backup failed: {e}",
+                               self.name)
+            return 300.0
+        await self.client.delete(API_VERSION, "Backup", m["name"], m["namespace"])
+        await record_event(self.client, b, "Normal", "Expired", f"backup expired; snapshots {sorted(snaps.values())} "
+                                                                "forgotten", self.name)
+        return None
+
+    async def _run(self, b: Obj) -> None:
+        m, spec = b["metadata"], b.get("spec") or {}
+        now = datetime.now(UTC)
+        t0 = time.monotonic()
+        try:
+            ttl = parse_duration(spec.get("ttl"), DEFAULT_TTL)
+        except ValueError as e:
+            await _set_status(self.client, b, "Backup", {"phase": "FailedValidation", "validationErrors": [str(e)]})
+            return
+        b = await _set_status(self.client, b, "Backup", {
+            "phase": "InProgress", "startTimestamp": rfc3339(now), "expiration": rfc3339(now + ttl),
+            "version": 1, "formatVersion": "1.1.0"})
+        res = _Result()
+        status: Obj = {}
+        snaps: dict[str, str] = {}
+        location = ""
+        try:
+            bsl = await location_of(self.client, m["namespace"], spec.get("storageLocation"))
+            location = bsl["metadata"]["name"]
+            if (bsl.get("spec") or {}).get("accessMode") == "ReadOnly":
+                raise LocationError(f'backup storage location "{location}" is read-only')
+            by_ns = await self._select(spec, res)
+            for ns, items in sorted(by_ns.items()):
+                restic = await repository_for(self.client, bsl, ns, writing=True)
+                snaps[ns] = await self._namespace(b, location, ns, items, restic, res)
+            phase = "PartiallyFailed" if res.errors else "Completed"
+        except (LocationError, ResticError) as e:
+            phase = "Failed"
+            status["failureReason"] = str(e)
+        status.update({"phase": phase, "completionTimestamp": rfc3339(datetime.now(UTC)),
+                       "errors": len(res.errors), "warnings": len(res.warnings),
+                       "progress": {"totalItems": res.total, "itemsBackedUp": res.items}})
+        ann = {SNAPSHOTS_ANNOTATION: json.dumps(snaps, sort_keys=True)}
+        labels = {LABEL_STORAGE_LOCATION: location} if location else {}
+        b = await self.client.patch(API_VERSION, "Backup", m["name"], {"metadata": {"annotations": ann,
+                                                                                     "labels": labels}},
+                                    namespace=m["namespace"])
+        b = await _set_status(self.client, b, "Backup", status)
+        for msg in res.errors[:_MAX_MESSAGES]:
+            await record_event(self.client, b, "Warning", "ItemError", msg, self.name)
+        for msg in res.warnings[:_MAX_MESSAGES]:
+            await record_event(self.client, b, "Warning", "ItemWarning", msg, self.name)
+        summary = (f"velero backup {m['namespace']}/{m['name']}: {phase}, {res.items}/{res.total} items"
+                   + (f", {len(res.errors)} errors" if res.errors else "")
+                   + (f" ({status['failureReason']})" if "failureReason" in status else ""))
+        await record_event(self.client, b, "Normal" if phase == "Completed" else "Warning", phase, summary, self.name)
+        sched = (b["metadata"].get("labels") or {}).get(LABEL_SCHEDULE_NAME)
+        self.stats.observe("velero", f"{m['namespace']}/{sched or m['name']}", location, ok=phase == "Completed",
+                           duration_s=time.monotonic() - t0, bytes_added=res.bytes_added)
+        if self.on_change is not None:
+            await self.on_change("backup", summary, b)
+
+    async def _select(self, spec: Obj, res: _Result) -> dict[str, list[tuple[str, Obj]]]:
+        """The selected objects by namespace: (resource directory, object)."""
+        sel = Selection.of(spec)
+        selector = selector_string(spec.get("labelSelector"))
+        out: dict[str, list[tuple[str, Obj]]] = {}
+        for rt in list(self.kube.registry):
+            if not rt.namespaced or rt.group in SKIPPED_GROUPS or (rt.group, rt.kind) in SKIPPED_KINDS \
+                    or "list" not in rt.verbs or not sel.resource(rt.group, rt.plural, rt.kind, rt.short_names):
+                continue
+            try:
+                items = (await self.client.list(rt.api_version, rt.kind, label_selector=selector)).items
+            except KubeError as e:
+                res.warn(f"listing {resource_dir(rt.group, rt.plural)}: {e}")
+                continue
+            for obj in items:
+                ns = obj["metadata"].get("namespace") or ""
+                if sel.namespace(ns):
+                    obj.setdefault("apiVersion", rt.api_version)
+                    obj.setdefault("kind", rt.kind)
+                    out.setdefault(ns, []).append((resource_dir(rt.group, rt.plural), obj))
+        res.total = sum(len(v) for v in out.values())
+        return out
+
+    async def _hooks(self, b: Obj, pods: list[Obj], phase: str, res: _Result) -> set[str]:
+        """Run every pod's ``phase`` hooks; the pods whose Fail hook failed (left out of the backup)."""
+        failed: set[str] = set()
+        for pod in pods:
+            pm = pod["metadata"]
+            try:
+                hooks = hooks_for_pod(pod, (b.get("spec") or {}).get("hooks"))
+            except ValueError as e:  # a bad timeout: the pod's hooks cannot run as asked
+                res.error(f"{phase} hooks of pod {pm['namespace']}/{pm['name']}: {e}")
+                failed.add(pm["name"])
+                continue
+            for h in hooks:
+                if h.phase != phase:
+                    continue
+                err = await run_hook(self.host, pod, h)
+                if err is None:
+                    continue
+                msg = _hook_message(h, pm, err)
+                if h.on_error == "Continue":
+                    res.warn(msg)
+                else:
+                    res.error(msg)
+                    failed.add(pm["name"])
+        return failed
+
+    async def _namespace(self, b: Obj, location: str, ns: str, items: list[tuple[str, Obj]], restic: Restic,
+                         res: _Result) -> str:
+        """One namespace's objects and pod volumes into its repository; the snapshot id."""
+        async with self.locks.of(restic.repo):  # the whole step: the staging directory is the repository's
+            return await self._namespace_locked(b, location, ns, items, restic, res)
+
+    def _staging(self, repo: str) -> Path:
+        """A fixed directory per repository (restic then finds the previous snapshot of the same path as its
+        parent and skips unchanged files), or a fresh temporary one without ``staging_root``."""
+        if self.staging_root is None:
+            return Path(tempfile.mkdtemp(prefix="pitwall-velero-"))
+        return self.staging_root / f"velero-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
+
+    async def _namespace_locked(self, b: Obj, location: str, ns: str, items: list[tuple[str, Obj]],
+                                restic: Restic, res: _Result) -> str:
+        spec = b.get("spec") or {}
+        pods = [o for d, o in items if d == "pods"]
+        failed = await self._hooks(b, pods, "pre", res)
+        staging = self._staging(restic.repo)
+        await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            for rdir, obj in items:
+                om = obj["metadata"]
+                if rdir == "pods" and om["name"] in failed:
+                    continue
+                path = staging / "resources" / rdir / "namespaces" / ns / f"{om['name']}.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+                res.items += 1
+                if rdir == "pods":
+                    await asyncio.to_thread(self._volumes, obj, spec, staging, res)
+            post = await self._hooks(b, [p for p in pods if p["metadata"]["name"] not in failed], "post", res)
+            del post  # a failed post hook is an error of the backup; the pod is already in it
+            (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings}, indent=2))
+            await restic.ensure()
+            notes: list[str] = []
+            tags = backup_tags(b["metadata"]["name"], location, ns)
+            summary = await with_stale_lock_retry(
+                restic, lambda: restic.backup(staging, tags=tags, ignore_ctime=True, ignore_inode=True), notes)
+            for n in notes:
+                res.warn(n)
+            res.bytes_added += summary.data_added
+            return str(summary.snapshot_id)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+    def _volumes(self, pod: Obj, spec: Obj, staging: Path, res: _Result) -> None:
+        """Copy the pod's emptyDir/hostPath volumes that the backup covers (all with
+        ``defaultVolumesToFsBackup``, else those named in ``backup.velero.io/backup-volumes``)."""
+        pm = pod["metadata"]
+        ann = pm.get("annotations") or {}
+        opt_in = {v.strip() for v in (ann.get("backup.velero.io/backup-volumes") or "").split(",") if v.strip()}
+        opt_out = {v.strip() for v in (ann.get("backup.velero.io/backup-volumes-excludes") or "").split(",")}
+        dirs = self.host.volume_dirs(pm["namespace"], pm["name"]) if self.host is not None else {}
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            name = str(v.get("name"))
+            if "emptyDir" not in v and "hostPath" not in v:
+                continue
+            wanted = name in opt_in or (bool(spec.get("defaultVolumesToFsBackup")) and name not in opt_out)
+            if not wanted:
+                continue
+            src = dirs.get(name)
+            if src is None or not src.exists():
+                res.warn(f"pod {pm['namespace']}/{pm['name']} volume {name}: not on this node, not backed up")
+                continue
+            dst = staging / "volumes" / pm["name"] / name
+            try:
+                if src.is_dir():
+                    shutil.copytree(src, dst, symlinks=True)
+                else:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dst)
+            except (OSError, shutil.Error) as e:
+                res.error(f"pod {pm['namespace']}/{pm['name']} volume {name}: {e}")
+
+
+def _forget(restic: Restic, snapshot: str) -> Callable[[], Awaitable[None]]:
+    async def forget() -> None:
+        await restic.forget([snapshot])
+    return forget
+
+
+def _hook_message(h: Hook, pm: Obj, err: str) -> str:
+    return (f"{h.phase} hook ({h.source}) {json.dumps(list(h.command))} in pod {pm['namespace']}/{pm['name']}"
+            f" failed: {err}")
+
+
+class RestoreReconciler:
+    """Reconciles velero.io/v1 Restores."""
+
+    name = "velero-restore"
+    primary = (API_VERSION, "Restore")
+    secondary: Sequence[tuple[str, str]] = ()
+
+    def __init__(self, kube: KubeAPI, *, locks: RepoLocks, on_change: ChangeHook | None = None) -> None:
+        self.kube = kube
+        self.client = kube.client
+        self.locks = locks
+        self.on_change = on_change
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+
+    async def _backup(self, ns: str, spec: Obj) -> Obj:
+        if spec.get("backupName"):
+            try:
+                b = await self.client.get(API_VERSION, "Backup", spec["backupName"], ns)
+            except NotFoundError:
+                raise LocationError(f"backup {spec['backupName']!r} not found") from None
+        elif spec.get("scheduleName"):
+            items = (await self.client.list(API_VERSION, "Backup", ns,
+                                            label_selector=f"{LABEL_SCHEDULE_NAME}={spec['scheduleName']}")).items
+            done = [x for x in items if (x.get("status") or {}).get("phase") in ("Completed", "PartiallyFailed")]
+            if not done:
+                raise LocationError(f"no completed backup of schedule {spec['scheduleName']!r}")
+            b = max(done, key=lambda x: (x.get("status") or {}).get("startTimestamp") or "")
+        else:
+            raise LocationError("either a backup or schedule name must be specified")
+        if (b.get("status") or {}).get("phase") not in ("Completed", "PartiallyFailed"):
+            raise LocationError(f"backup {b['metadata']['name']!r} is not completed "
+                                f"(phase {(b.get('status') or {}).get('phase')})")
+        return b
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            r = await self.client.get(API_VERSION, "Restore", name, ns)
+        except NotFoundError:
+            return None
+        if (r.get("status") or {}).get("phase") not in (None, "", "New"):
+            return None
+        spec = r.get("spec") or {}
+        policy = str(spec.get("existingResourcePolicy") or "none")
+        if policy not in ("none", "update"):
+            await _set_status(self.client, r, "Restore", {"phase": "FailedValidation", "validationErrors": [
+                f"invalid existingResourcePolicy {policy!r}: none or update"]})
+            return None
+        try:
+            b = await self._backup(ns, spec)
+        except LocationError as e:
+            await _set_status(self.client, r, "Restore", {"phase": "FailedValidation", "validationErrors": [str(e)]})
+            return None
+        r = await _set_status(self.client, r, "Restore", {"phase": "InProgress",
+                                                          "startTimestamp": rfc3339(datetime.now(UTC))})
+        res = _Result()
+        status: Obj = {}
+        try:
+            await self._restore(r, b, policy, res)
+            phase = "PartiallyFailed" if res.errors else "Completed"
+        except (LocationError, ResticError) as e:
+            phase, status["failureReason"] = "Failed", str(e)
+        status.update({"phase": phase, "completionTimestamp": rfc3339(datetime.now(UTC)),
+                       "errors": len(res.errors), "warnings": len(res.warnings),
+                       "progress": {"totalItems": res.total, "itemsRestored": res.items}})
+        r = await _set_status(self.client, r, "Restore", status)
+        for msg in (res.errors + res.warnings)[:_MAX_MESSAGES]:
+            await record_event(self.client, r, "Warning", "ItemError" if msg in res.errors else "ItemWarning", msg,
+                               self.name)
+        summary = (f"velero restore {ns}/{name} from backup {b['metadata']['name']}: {phase}, "
+                   f"{res.items}/{res.total} items, {len(res.warnings)} warnings, {len(res.errors)} errors")
+        await record_event(self.client, r, "Normal" if phase == "Completed" else "Warning", phase, summary, self.name)
+        if self.on_change is not None:
+            await self.on_change("restore", summary, r)
+        return None
+
+    async def _restore(self, r: Obj, b: Obj, policy: str, res: _Result) -> None:
+        spec = r.get("spec") or {}
+        sel = Selection.of(spec)
+        mapping: dict[str, str] = dict(spec.get("namespaceMapping") or {})
+        snaps = json.loads((b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
+        bsl = await location_of(self.client, b["metadata"]["namespace"], (b.get("spec") or {}).get("storageLocation"))
+        for src_ns, snap in sorted(snaps.items()):
+            if not sel.namespace(src_ns):
+                continue
+            restic = await repository_for(self.client, bsl, src_ns, writing=False)
+            tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
+            try:
+                async with self.locks.of(restic.repo):
+                    await restic.restore(snap, tmp, includes=["/resources"])
+                await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    async def _apply(self, r: Obj, b: Obj, root: Path, src_ns: str, dst_ns: str, sel: Selection, policy: str,
+                     res: _Result) -> None:
+        docs: list[Obj] = []
+        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json")):
+            obj = json.loads(path.read_text())
+            group = obj.get("apiVersion", "").rpartition("/")[0] if "/" in obj.get("apiVersion", "") else ""
+            rt = self.kube.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
+            plural = rt.plural if rt is not None else path.parent.parent.parent.name.split(".")[0]
+            if sel.resource(group, plural, obj.get("kind", ""), rt.short_names if rt else ()):
+                docs.append(obj)
+        res.total += len(docs)
+        if docs and dst_ns != src_ns:
+            await self._ensure_namespace(dst_ns, res)
+        for obj in docs:
+            new = _strip(obj)
+            new["metadata"]["namespace"] = dst_ns
+            labels = new["metadata"].setdefault("labels", {})
+            labels[LABEL_BACKUP_NAME] = b["metadata"]["name"]
+            labels[LABEL_RESTORE_NAME] = r["metadata"]["name"]
+            if obj.get("kind") == "Pod":
+                (new.get("spec") or {}).pop("nodeName", None)
+            await self._create_or_keep(new, policy, res)
+
+    async def _ensure_namespace(self, ns: str, res: _Result) -> None:
+        try:
+            await self.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        except AlreadyExists:
+            pass
+        except KubeError as e:
+            res.error(f"creating namespace {ns}: {e}")
+
+    async def _create_or_keep(self, new: Obj, policy: str, res: _Result) -> None:
+        m = new["metadata"]
+        what = f"{new.get('kind')} {m['namespace']}/{m['name']}"
+        try:
+            await self.client.create(new)
+            res.items += 1
+            return
+        except AlreadyExists:
+            pass
+        except KubeError as e:
+            res.error(f"could not restore {what}: {e}")
+            return
+        if policy != "update":
+            res.warn(f"could not restore, {what} already exists (existingResourcePolicy none: left as it is)")
+            return
+        try:
+            cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m["namespace"])
+            new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
+            await self.client.update(new)
+            res.items += 1
+            res.warn(f"{what} existed and was updated (existingResourcePolicy update)")
+        except KubeError as e:
+            res.error(f"could not update existing {what}: {e}")
+
+
+class ScheduleReconciler:
+    """Reconciles velero.io/v1 Schedules: a Backup per cron time."""
+
+    name = "velero-schedule"
+    primary = (API_VERSION, "Schedule")
+    secondary: Sequence[tuple[str, str]] = ()
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            s = await self.client.get(API_VERSION, "Schedule", name, ns)
+        except NotFoundError:
+            return None
+        spec, st = s.get("spec") or {}, s.get("status") or {}
+        try:
+            cron = Schedule.parse(str(spec.get("schedule") or ""))
+        except CronError as e:
+            if st.get("phase") != "FailedValidation":
+                await _set_status(self.client, s, "Schedule", {"phase": "FailedValidation", "validationErrors": [
+                    f"invalid schedule: {e}"]})
+            return None
+        if spec.get("paused"):
+            if st.get("phase") != "Enabled":
+                await _set_status(self.client, s, "Schedule", {"phase": "Enabled"})
+            return None
+        now = datetime.now(UTC)
+        last = parse_time(st.get("lastBackup"))
+        due: datetime | None
+        if last is not None:
+            due = cron.next(last)
+        elif not spec.get("skipImmediately"):
+            due = now  # never run: the first backup at once, as Velero
+        else:
+            skipped = parse_time(st.get("lastSkipped"))
+            if skipped is None:
+                s = await _set_status(self.client, s, "Schedule", {"phase": "Enabled", "lastSkipped": rfc3339(now)})
+            due = cron.next(skipped or now)
+        if due is not None and due <= now:
+            await self._spawn(s, now)
+            await _set_status(self.client, s, "Schedule", {"phase": "Enabled", "lastBackup": rfc3339(now)})
+            due = cron.next(now)
+        elif st.get("phase") != "Enabled":
+            await _set_status(self.client, s, "Schedule", {"phase": "Enabled"})
+        return None if due is None else max((due - datetime.now(UTC)).total_seconds(), 0.05)
+
+    async def _spawn(self, s: Obj, now: datetime) -> Obj:
+        m, spec = s["metadata"], s.get("spec") or {}
+        meta: Obj = {"name": f"{m['name']}-{now.strftime('%Y%m%d%H%M%S')}", "namespace": m["namespace"],
+                     "labels": {**(m.get("labels") or {}), **((spec.get("template") or {}).get("metadata") or {})
+                                .get("labels", {}), LABEL_SCHEDULE_NAME: m["name"]}}
+        if spec.get("useOwnerReferencesInBackup"):
+            meta["ownerReferences"] = [{"apiVersion": API_VERSION, "kind": "Schedule", "name": m["name"],
+                                        "uid": m.get("uid"), "controller": True}]
+        template = {k: v for k, v in (spec.get("template") or {}).items() if k != "metadata"}
+        try:
+            made = await self.client.create({"apiVersion": API_VERSION, "kind": "Backup", "metadata": meta,
+                                             "spec": template})
+        except AlreadyExists:
+            return await self.client.get(API_VERSION, "Backup", meta["name"], m["namespace"])
+        await record_event(self.client, s, "Normal", "BackupCreated", f"created backup {meta['name']}", self.name)
+        return made
+
+
+class LocationReconciler:
+    """Validates velero.io/v1 BackupStorageLocations every ``validationFrequency`` (default 1m): phase
+    Available, or Unavailable with the reason in ``status.message``."""
+
+    name = "velero-backup-storage-location"
+    primary = (API_VERSION, "BackupStorageLocation")
+    secondary: Sequence[tuple[str, str]] = ()  # a fixed Secret is seen at the next validation
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            bsl = await self.client.get(API_VERSION, "BackupStorageLocation", name, ns)
+        except NotFoundError:
+            return None
+        spec, st = bsl.get("spec") or {}, bsl.get("status") or {}
+        try:
+            every = parse_duration(spec.get("validationFrequency"), DEFAULT_VALIDATION).total_seconds()
+        except ValueError:
+            every = DEFAULT_VALIDATION.total_seconds()
+        phase, message = "Available", ""
+        try:
+            await repository_for(self.client, bsl, "validation", writing=False)
+            prefix = str((spec.get("config") or {}).get("resticRepoPrefix"))
+            if ":" not in prefix.split("/")[0]:  # a local path: it must be a directory pitwall can create
+                await asyncio.to_thread(Path(prefix).mkdir, parents=True, exist_ok=True)
+        except (LocationError, OSError) as e:
+            phase, message = "Unavailable", str(e)
+        now = datetime.now(UTC)
+        last = parse_time(st.get("lastValidationTime"))
+        fresh = last is not None and (now - last).total_seconds() < every
+        if st.get("phase") != phase or st.get("message", "") != message or not fresh:
+            status: Obj = {"phase": phase, "lastValidationTime": rfc3339(now),
+                           "accessMode": spec.get("accessMode") or "ReadWrite"}
+            status["message"] = message
+            await _set_status(self.client, bsl, "BackupStorageLocation", status)
+        return every

@@ -1,0 +1,30 @@
+"""Velero's CustomResourceDefinitions (``velero.io/v1`` Backup, Restore, Schedule, BackupStorageLocation),
+vendored at a release tag.
+
+See ``PROVENANCE.md`` beside this file for where they come from.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from importlib import resources
+from typing import Any
+
+import yaml
+
+__all__ = ["CRD_FILES", "velero_crds"]
+
+CRD_FILES = ("backupstoragelocations", "backups", "restores", "schedules")
+
+
+@functools.cache
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files(__package__).joinpath(f"velero.io_{name}.yaml").read_text()
+    doc: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return doc
+
+
+def velero_crds() -> list[dict[str, Any]]:
+    """The CRD objects for ``KubeAPI.add_builtin_crds`` (parsed once per process; callers get copies)."""
+    return [copy.deepcopy(_load(n)) for n in CRD_FILES]

@@ -1,0 +1,199 @@
+"""``pitwall backup self``: the running server's data directory into a restic repository, and back.
+
+A run: a consistent copy of the data directory (``snapshot.copy_data_dir``)
+into a staging directory inside it, ``restic backup`` of that copy tagged
+``pitwall-self``, the staging directory removed. restic's JSON summary is
+recorded (the run list, the metrics, a change event). Runs against one
+repository are serialised (``RepoLocks``), in this process and with the
+Velero-kind backups; a restic lock left by a pitwall that crashed mid-run
+(restic#2736) is removed with ``restic unlock`` (it removes only locks whose
+process is gone or that are older than 30 minutes) and the run retried once,
+with a note.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import shutil
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pitwall.backup.restic import BackupSummary, Restic, ResticError
+from pitwall.backup.snapshot import MANIFEST, STAGING, copy_data_dir, read_manifest
+from pitwall.backup.stats import BackupStats
+
+if TYPE_CHECKING:
+    from pitwall.storage.duckdb import TelemetryDB
+
+__all__ = ["RepoLocks", "RestoreError", "SelfBackup", "SelfRun", "restore_self", "with_stale_lock_retry"]
+
+log = logging.getLogger(__name__)
+
+SELF_TAG = "pitwall-self"
+_MAX_RUNS = 100  # kept in memory for the API
+
+
+class RepoLocks:
+    """One asyncio lock per repository: concurrent backups to one repository run one after another."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def of(self, repo: str) -> asyncio.Lock:
+        return self._locks.setdefault(repo.rstrip("/"), asyncio.Lock())
+
+
+async def with_stale_lock_retry(restic: Restic, op: Callable[[], Awaitable[Any]], notes: list[str]) -> Any:
+    """Run ``op``; if restic finds the repository locked, remove stale locks and retry once. The caller holds
+    the repository's ``RepoLocks`` lock, so a lock restic reports is not one of this process's live runs."""
+    try:
+        return await op()
+    except ResticError as e:
+        if e.reason != "locked":
+            raise
+        before = await restic.locks()
+        await restic.unlock()
+        after = await restic.locks()
+        removed = len(before) - len(after)
+        notes.append(f"repository was locked; removed {removed} stale restic lock(s) (restic#2736)")
+        log.warning("removed stale restic locks", extra={"repository": restic.repo, "removed": removed})
+        return await op()
+
+
+@dataclass
+class SelfRun:
+    """One self-backup as the API reports it."""
+
+    repository: str
+    started: float
+    phase: str = "InProgress"  # Completed, Failed
+    snapshot_id: str = ""
+    finished: float = 0.0
+    duration_s: float = 0.0
+    lock_held_s: float = 0.0
+    files: int = 0
+    bytes: int = 0
+    created_repository: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+    wal: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    reason: str = ""
+
+    def doc(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ChangeHook = Callable[[SelfRun], Awaitable[None]]
+
+
+class SelfBackup:
+    """Backs up ``data_dir`` of this server (``db`` is its telemetry database, whose lock freezes flushes)."""
+
+    def __init__(self, data_dir: Path, db: TelemetryDB | None, *, locks: RepoLocks, stats: BackupStats,
+                 on_change: ChangeHook | None = None, host: str | None = None, outside: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.db = db
+        self.locks = locks
+        self.stats = stats
+        self.on_change = on_change
+        self.host = host or socket.gethostname()
+        self.runs: list[SelfRun] = []
+        self.outside = list(outside)  # state not in the data directory: named in every run's warnings
+
+    def _staging(self, repo: str) -> Path:
+        """One fixed directory per repository: restic finds the previous snapshot of the same path as its
+        parent and skips unchanged files; runs to one repository are serialised, so it is never shared."""
+        return self.data_dir / STAGING / f"self-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
+
+    async def run(self, restic: Restic) -> SelfRun:
+        """One self-backup into ``restic``'s repository (created if absent); the run, Completed or Failed."""
+        run = SelfRun(repository=restic.repo, started=time.time())
+        self.runs = [*self.runs[-(_MAX_RUNS - 1):], run]
+        t0 = time.monotonic()
+        async with self.locks.of(restic.repo):
+            try:
+                await self._run(restic, run)
+                run.phase = "Completed"
+            except ResticError as e:
+                run.phase, run.reason, run.error = "Failed", e.reason, e.message
+            except OSError as e:
+                run.phase, run.reason, run.error = "Failed", "copy", f"copying the data directory: {e}"
+        run.finished = time.time()
+        run.duration_s = time.monotonic() - t0
+        self.stats.observe("self", "pitwall", restic.repo, ok=run.phase == "Completed", duration_s=run.duration_s,
+                           bytes_added=int(run.summary.get("data_added", 0)))
+        if self.on_change is not None:
+            try:
+                await self.on_change(run)
+            except Exception:
+                log.exception("recording the self-backup change event failed")
+        return run
+
+    async def _run(self, restic: Restic, run: SelfRun) -> None:
+        run.created_repository = await restic.ensure()
+        staging = self._staging(restic.repo)
+        await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
+        try:
+            copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db)
+            run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
+            run.wal, run.warnings = copy.wal, list(copy.warnings)
+            run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
+
+            async def backup() -> BackupSummary:
+                return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True)
+
+            summary: BackupSummary = await with_stale_lock_retry(restic, backup, run.warnings)
+            run.snapshot_id, run.summary = summary.snapshot_id, summary.raw
+        finally:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+class RestoreError(Exception):
+    """A self-restore that cannot go on (target not empty, no such snapshot, not a pitwall backup)."""
+
+
+async def restore_self(restic: Restic, data_dir: Path, snapshot: str | None = None) -> dict[str, Any]:
+    """Restore a self-backup into the empty (or absent) ``data_dir``; the restored manifest plus the snapshot.
+
+    ``snapshot`` is an id (or ``latest``); by default the newest ``pitwall-self`` snapshot. Nothing is
+    overwritten: a non-empty ``data_dir`` is refused."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        raise RestoreError(f"{data_dir} is not empty; restore into a fresh directory")
+    snaps = await restic.snapshots(tags=[SELF_TAG])
+    if not snaps:
+        raise RestoreError(f"no {SELF_TAG} snapshot in {restic.repo}")
+    if snapshot in (None, "", "latest"):
+        chosen = snaps[-1]
+    else:
+        match = [s for s in snaps if str(s.get("id", "")).startswith(snapshot or "")
+                 or s.get("short_id") == snapshot]
+        if not match:
+            raise RestoreError(f"no {SELF_TAG} snapshot {snapshot!r} in {restic.repo}")
+        chosen = match[-1]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    await restic.restore(str(chosen["id"]), data_dir)
+    manifest = read_manifest(data_dir)
+    if manifest is None:
+        raise RestoreError(f"snapshot {chosen['short_id']} has no {MANIFEST}: not a pitwall self-backup")
+    _check_wal(data_dir, manifest)
+    return {"snapshot": chosen, "manifest": manifest}
+
+
+def _check_wal(data_dir: Path, manifest: dict[str, Any]) -> None:
+    """Every WAL segment the manifest names is back at its recorded size (restic restores whole files)."""
+    for pillar, segs in (manifest.get("wal") or {}).items():
+        for seg in segs:
+            if seg["segment"] < 0:
+                continue
+            p = data_dir / "wal" / pillar / f"{seg['segment']:08d}.wal"
+            if not p.is_file() or p.stat().st_size != seg["bytes"]:
+                raise RestoreError(f"restored WAL segment {p.name} of {pillar} does not match the manifest: "
+                                   + json.dumps(seg))

@@ -1,0 +1,263 @@
+"""Velero's model on restic: storage locations, what a Backup selects, the tarball layout, hooks.
+
+A BackupStorageLocation with ``provider: restic`` names ``config.resticRepoPrefix``;
+each namespace a Backup covers goes to its own restic repository
+``<prefix>/<namespace>`` (as Velero's restic integration lays them out), one
+snapshot per Backup and namespace, tagged ``velero.io/backup=<name>``,
+``velero.io/storage-location=<bsl>`` and ``velero.io/namespace=<ns>``. The
+password is the Secret ``velero-repo-credentials``, key ``repository-password``,
+in the location's namespace.
+
+A snapshot holds the selected objects in Velero's tarball layout
+(``resources/<resource>[.<group>]/namespaces/<ns>/<name>.json``), the pods'
+emptyDir/hostPath volumes (``volumes/<pod>/<volume>/...``) and
+``pitwall-results.json`` (per-item errors and warnings).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import fnmatch
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from pitwall.backup.restic import Restic
+from pitwall.kube import KubeClient, NotFoundError
+
+__all__ = [
+    "API_VERSION", "Hook", "LocationError", "PodHost", "Selection", "backup_tags", "hooks_for_pod", "location_of",
+    "parse_duration", "parse_time", "repository_for", "resource_dir", "rfc3339", "run_hook", "selector_string",
+]
+
+Obj = dict[str, Any]
+API_VERSION = "velero.io/v1"
+SECRET_NAME = "velero-repo-credentials"
+SECRET_KEY = "repository-password"
+DEFAULT_TTL = timedelta(hours=720)
+DEFAULT_VALIDATION = timedelta(minutes=1)
+SNAPSHOTS_ANNOTATION = "backup.pitwall.dev/snapshots"  # JSON {namespace: snapshot id}
+LABEL_BACKUP_NAME = "velero.io/backup-name"
+LABEL_RESTORE_NAME = "velero.io/restore-name"
+LABEL_SCHEDULE_NAME = "velero.io/schedule-name"
+LABEL_STORAGE_LOCATION = "velero.io/storage-location"
+# never backed up: what only describes the moment (Events) or belongs to the backup machinery itself
+SKIPPED_GROUPS = frozenset({"velero.io", "events.k8s.io"})
+SKIPPED_KINDS = frozenset({("", "Event")})
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
+
+
+class LocationError(Exception):
+    """The storage location cannot be used (missing, read-only, no password, not restic)."""
+
+
+class PodHost(Protocol):
+    """The node's side of backups (``pitwall.node.Kubelet``): where a hook runs, where volumes live."""
+
+    def exec_context(self, namespace: str, name: str, container: str | None = None) \
+            -> tuple[dict[str, str], Path] | None: ...
+
+    def volume_dirs(self, namespace: str, name: str) -> dict[str, Path]: ...
+
+
+def parse_duration(text: str | None, default: timedelta) -> timedelta:
+    """A Go duration as Velero's fields take it (``720h0m0s``, ``10m``, ``30s``)."""
+    if not text:
+        return default
+    parts = _DURATION.findall(str(text))
+    if not parts or "".join(a + u for a, u in parts) != str(text).replace(" ", ""):
+        raise ValueError(f"invalid duration {text!r}")
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return timedelta(seconds=sum(float(a) * scale[u] for a, u in parts))
+
+
+async def location_of(client: KubeClient, namespace: str, name: str | None) -> Obj:
+    """The BackupStorageLocation ``name`` in ``namespace`` (by default the one marked ``default``, else the one
+    named ``default``)."""
+    if name:
+        try:
+            return await client.get(API_VERSION, "BackupStorageLocation", name, namespace)
+        except NotFoundError:
+            raise LocationError(f'backup storage location "{name}" not found in namespace {namespace}') from None
+    items = (await client.list(API_VERSION, "BackupStorageLocation", namespace)).items
+    marked = [b for b in items if (b.get("spec") or {}).get("default")]
+    named = [b for b in items if b["metadata"]["name"] == "default"]
+    if marked or named:
+        return (marked or named)[0]
+    raise LocationError(f"no default backup storage location in namespace {namespace}")
+
+
+async def repository_for(client: KubeClient, bsl: Obj, namespace: str, *, writing: bool) -> Restic:
+    """The restic repository of ``namespace`` below ``bsl``'s prefix, with the location's password."""
+    spec = bsl.get("spec") or {}
+    name = bsl["metadata"]["name"]
+    if spec.get("provider") != "restic":
+        raise LocationError(f'backup storage location "{name}": provider {spec.get("provider")!r} is not '
+                            'supported (pitwall stores backups with provider: restic)')
+    prefix = str((spec.get("config") or {}).get("resticRepoPrefix") or "")
+    if not prefix:
+        raise LocationError(f'backup storage location "{name}": config.resticRepoPrefix is required')
+    if writing and spec.get("accessMode") == "ReadOnly":
+        raise LocationError(f'backup storage location "{name}" is read-only')
+    ns = bsl["metadata"]["namespace"]
+    try:
+        secret = await client.get("v1", "Secret", SECRET_NAME, ns)
+    except NotFoundError:
+        raise LocationError(f'secret "{SECRET_NAME}" not found in namespace {ns}') from None
+    raw = (secret.get("data") or {}).get(SECRET_KEY)
+    password = base64.b64decode(raw).decode() if raw else (secret.get("stringData") or {}).get(SECRET_KEY, "")
+    if not password:
+        raise LocationError(f'secret "{SECRET_NAME}" in namespace {ns} has no key {SECRET_KEY}')
+    return Restic(f"{prefix.rstrip('/')}/{namespace}", password)
+
+
+def backup_tags(backup: str, location: str, namespace: str) -> list[str]:
+    return [f"velero.io/backup={backup}", f"velero.io/storage-location={location}", f"velero.io/namespace={namespace}"]
+
+
+def resource_dir(group: str, plural: str) -> str:
+    """Velero's group-resource directory name: ``pods``, ``deployments.apps``."""
+    return plural if not group else f"{plural}.{group}"
+
+
+def selector_string(sel: Obj | None) -> str | None:
+    """A ``metav1.LabelSelector`` as a label selector string (None selects everything)."""
+    if not sel:
+        return None
+    parts = [f"{k}={v}" for k, v in sorted((sel.get("matchLabels") or {}).items())]
+    for e in sel.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), ",".join(e.get("values") or [])
+        parts.append({"In": f"{key} in ({values})", "NotIn": f"{key} notin ({values})", "Exists": f"{key}",
+                      "DoesNotExist": f"!{key}"}.get(str(op), f"{key}"))
+    return ",".join(parts) or None
+
+
+def _matches(name: str, patterns: Sequence[str]) -> bool:
+    return any(p == "*" or fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+@dataclass
+class Selection:
+    """What a Backup's (or Restore's) include/exclude fields select."""
+
+    included_namespaces: list[str] = field(default_factory=lambda: ["*"])
+    excluded_namespaces: list[str] = field(default_factory=list)
+    included_resources: list[str] = field(default_factory=lambda: ["*"])
+    excluded_resources: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, spec: Obj) -> Selection:
+        return cls(list(spec.get("includedNamespaces") or ["*"]), list(spec.get("excludedNamespaces") or []),
+                   list(spec.get("includedResources") or ["*"]), list(spec.get("excludedResources") or []))
+
+    def namespace(self, ns: str) -> bool:
+        return _matches(ns, self.included_namespaces) and not _matches(ns, self.excluded_namespaces)
+
+    @staticmethod
+    def _names(group: str, plural: str, kind: str, short: Iterable[str]) -> set[str]:
+        names = {plural, kind.lower(), *short}
+        return names | {f"{n}.{group}" for n in names} if group else names
+
+    def resource(self, group: str, plural: str, kind: str, short: Iterable[str] = ()) -> bool:
+        names = self._names(group, plural, kind, short)
+        inc = "*" in self.included_resources or bool(names & set(self.included_resources))
+        return inc and not names & set(self.excluded_resources)
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One exec hook for one pod: pre or post, from the pod's annotations or the Backup's ``spec.hooks``."""
+
+    phase: str  # pre, post
+    command: tuple[str, ...]
+    container: str | None
+    on_error: str  # Fail, Continue
+    timeout_s: float
+    source: str  # "annotation" or the hook's name
+
+
+def _annotation_hook(ann: dict[str, str], phase: str) -> Hook | None:
+    prefix = f"{phase}.hook.backup.velero.io/"
+    raw = ann.get(prefix + "command")
+    if not raw:
+        return None
+    try:
+        parsed = json.loads(raw) if raw.strip().startswith("[") else [raw]
+    except ValueError:
+        parsed = [raw]
+    timeout = parse_duration(ann.get(prefix + "timeout"), timedelta(seconds=30)).total_seconds()
+    return Hook(phase, tuple(str(x) for x in parsed), ann.get(prefix + "container") or None,
+                ann.get(prefix + "on-error") or "Fail", timeout, "annotation")
+
+
+def hooks_for_pod(pod: Obj, spec_hooks: Obj | None) -> list[Hook]:
+    """The pod's pre and post hooks: its annotations when it has any (as Velero, they win), else every
+    ``spec.hooks.resources`` entry whose namespaces and label selector match it."""
+    m = pod.get("metadata") or {}
+    ann = m.get("annotations") or {}
+    own = [h for h in (_annotation_hook(ann, "pre"), _annotation_hook(ann, "post")) if h is not None]
+    if own:
+        return own
+    out: list[Hook] = []
+    labels = m.get("labels") or {}
+    for res in (spec_hooks or {}).get("resources") or []:
+        sel = Selection(list(res.get("includedNamespaces") or ["*"]), list(res.get("excludedNamespaces") or []),
+                        list(res.get("includedResources") or ["*"]), list(res.get("excludedResources") or []))
+        if not sel.namespace(str(m.get("namespace"))) or not sel.resource("", "pods", "Pod", ("po",)):
+            continue
+        want = (res.get("labelSelector") or {}).get("matchLabels") or {}
+        if any(labels.get(k) != v for k, v in want.items()):
+            continue
+        for phase in ("pre", "post"):
+            for h in res.get(phase) or []:
+                ex = h.get("exec") or {}
+                out.append(Hook(phase, tuple(str(x) for x in ex.get("command") or []), ex.get("container") or None,
+                                str(ex.get("onError") or "Fail"),
+                                parse_duration(ex.get("timeout"), timedelta(seconds=30)).total_seconds(),
+                                str(res.get("name") or "hook")))
+    return out
+
+
+async def run_hook(host: PodHost | None, pod: Obj, hook: Hook) -> str | None:
+    """Run ``hook`` in the pod's container environment; None on success, else why it failed."""
+    m = pod["metadata"]
+    if not hook.command:
+        return "hook has no command"
+    ctx = host.exec_context(m["namespace"], m["name"], hook.container) if host is not None else None
+    if ctx is None:
+        return f"container {hook.container or '(first)'} of pod {m['namespace']}/{m['name']} is not running"
+    env, cwd = ctx
+    try:
+        proc = await asyncio.create_subprocess_exec(*hook.command, env=env, cwd=str(cwd),
+                                                    stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        return f"{hook.command[0]}: {e}"
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), hook.timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return f"hook timed out after {hook.timeout_s:g}s"
+    if proc.returncode != 0:
+        text = out.decode(errors="replace").strip()[-500:]
+        return f"command exited with {proc.returncode}" + (f": {text}" if text else "")
+    return None
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)

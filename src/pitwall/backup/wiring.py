@@ -1,0 +1,113 @@
+"""Builds the backup capability as a part of the server: the self-backup admin API, the backup metrics and,
+with the control plane, Velero's CRDs and their controllers (leader-gated like the others)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pitwall.backup.api import backup_router
+from pitwall.backup.controllers import (
+    BackupReconciler,
+    ChangeHook,
+    LocationReconciler,
+    RestoreReconciler,
+    ScheduleReconciler,
+)
+from pitwall.backup.crds import velero_crds
+from pitwall.backup.selfbackup import RepoLocks, SelfBackup, SelfRun
+from pitwall.backup.snapshot import STAGING
+from pitwall.backup.stats import BackupStats
+from pitwall.backup.velero import PodHost
+from pitwall.controllers import ControllerManager, ControllerRunner
+from pitwall.core.lifecycle import Component, Mount
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.incidents import ChangeEvent, ChangeSink
+from pitwall.kube import KubeAPI
+from pitwall.metrics import Appender
+from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.revstore.election import Election
+
+__all__ = ["BackupPart", "build_backup_part", "build_velero_runners"]
+
+
+def _change_hook(changes: ChangeSink) -> Callable[[SelfRun], Any]:
+    async def record(run: SelfRun) -> None:
+        ok = run.phase == "Completed"
+        summary = (f"pitwall self-backup to {run.repository}: snapshot {run.snapshot_id}, "
+                   f"{int(run.summary.get('data_added', 0))} bytes added" if ok else
+                   f"pitwall self-backup to {run.repository} failed ({run.reason}): {run.error[:300]}")
+        await changes.record(ChangeEvent(kind="backup", summary=summary, source="pitwall-backup",
+                                         details={"phase": run.phase, "repository": run.repository,
+                                                  "snapshot": run.snapshot_id, "duration_s": run.duration_s,
+                                                  "data_added": run.summary.get("data_added", 0)}))
+    return record
+
+
+def _velero_change_hook(changes: ChangeSink) -> ChangeHook:
+    async def record(kind: str, summary: str, obj: dict[str, Any]) -> None:
+        m = obj["metadata"]
+        await changes.record(ChangeEvent(kind="backup" if kind == "backup" else "restore", summary=summary,
+                                         source="velero", service=f"{m['namespace']}/{m['name']}",
+                                         details={"phase": (obj.get("status") or {}).get("phase", "")}))
+    return record
+
+
+@dataclass
+class BackupPart:
+    """The backup capability: ``/api/backup/v1`` and the backup metrics."""
+
+    self_backup: SelfBackup
+    stats: BackupStats
+    locks: RepoLocks
+    manager: ControllerManager | None = None  # Velero's controllers, with the control plane
+    name: str = "backup"
+
+    def components(self) -> Sequence[Component]:
+        return [self.stats, *([self.manager] if self.manager is not None else [])]
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(backup_router(self.self_backup), server_wide=True)]
+
+    async def reload(self, settings: Any) -> None:
+        """Nothing to reload."""
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        metrics.registry.register(self.stats)
+
+
+def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | None = None,
+                      changes: ChangeSink | None = None, kube: KubeAPI | None = None,
+                      election: Election | None = None, host: PodHost | None = None,
+                      outside: Sequence[str] = ()) -> BackupPart:
+    """Self-backup of ``data_dir`` (whose telemetry database is ``db``); figures appended to ``appender``,
+    each run a change event in ``changes``. With ``kube`` (call before it starts): Velero's CRDs and
+    controllers, run while ``election`` is won, hooks and volumes through ``host`` (the kubelet). ``outside``
+    names state kept outside the data directory (each self-backup warns that it does not hold it)."""
+    locks = RepoLocks()
+    stats = BackupStats(appender)
+    self_backup = SelfBackup(data_dir, db, locks=locks, stats=stats,
+                             on_change=_change_hook(changes) if changes is not None else None, outside=outside)
+    manager = None
+    if kube is not None:
+        kube.add_builtin_crds(velero_crds())
+        manager = ControllerManager(build_velero_runners(kube, locks=locks, stats=stats, host=host,
+                                                         changes=changes, staging_root=data_dir / STAGING),
+                                    election=election)
+    return BackupPart(self_backup=self_backup, stats=stats, locks=locks, manager=manager)
+
+
+def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
+                         changes: ChangeSink | None = None, staging_root: Path | None = None) \
+        -> list[ControllerRunner]:
+    """A runner each for Backup, Restore, Schedule and BackupStorageLocation (start them after the API)."""
+    hook = _velero_change_hook(changes) if changes is not None else None
+    client = kube.client
+    return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook,
+                                                              staging_root=staging_root),
+                             workers=2, resync_s=300.0),
+            ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
+            ControllerRunner(client, ScheduleReconciler(client), workers=1, resync_s=60.0),
+            ControllerRunner(client, LocationReconciler(client), workers=1, resync_s=60.0)]
