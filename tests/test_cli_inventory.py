@@ -77,3 +77,19 @@ def test_config_check(tmp_path: Path) -> None:
     unknown = _write(tmp_path, "unknown.yaml", "retention_tim: 3d\n")
     out = CliRunner().invoke(app, ["config", "check", str(unknown)])
     assert out.exit_code == 1 and "retention_tim" in out.output
+
+
+def test_config_check_reads_the_dashboards_folder_as_the_server_does(tmp_path: Path) -> None:
+    d = tmp_path / "dash"
+    d.mkdir()
+    (d / "ok.yaml").write_text("title: Mine\nrows: [{panels: [{title: up, query: up}]}]\n")
+    (d / "grafana.json").write_text(json.dumps({"title": "From Grafana", "schemaVersion": 39, "panels": [
+        {"type": "timeseries", "title": "rps", "gridPos": {"x": 0, "y": 0, "w": 12, "h": 8},
+         "targets": [{"refId": "A", "expr": "sum(rate(http_requests_total[5m]))"}]}]}))
+    cfg = _write(tmp_path, "pitwall.yaml", "ui:\n  dashboards_dir: dash\n")
+    out = CliRunner().invoke(app, ["config", "check", str(cfg)])
+    assert out.exit_code == 0, out.output
+    assert "2 dashboards" in out.stdout
+    (d / "bad.yaml").write_text("title: Bad\nrows: [{panels: [{title: x, qurey: up}]}]\n")
+    out = CliRunner().invoke(app, ["config", "check", str(cfg)])
+    assert out.exit_code == 1 and "bad.yaml" in out.output and "qurey" in out.output

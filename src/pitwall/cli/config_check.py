@@ -3,7 +3,7 @@
 The settings themselves (every key named in its error), then each file they
 point at, with the loader the server uses for it: scrape configs, PromQL and
 LogQL rule files, the Alertmanager file, the gateway's Kong declarative file,
-the TLS pair and the dashboards folder. Output in promtool's shape
+the TLS pair and the dashboards folder (pitwall's YAML and Grafana's JSON). Output in promtool's shape
 (``Checking X`` / ``SUCCESS`` / ``FAILED:``); exit 1 when anything fails.
 """
 
@@ -135,15 +135,15 @@ def _tls(cert: Path, key: Path) -> str:
 
 
 def _dashboards(folder: Path) -> str:
-    from pitwall.ui.dashboards import parse_dashboard
+    from pitwall.ui.dashboards import parse_any
 
     if not folder.is_dir():
         raise ConfigError(f"ui.dashboards_dir: {folder} is not a directory")
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
     problems = []
     for f in files:
         try:
-            parse_dashboard(f.read_text(), str(f))
+            parse_any(f.read_text(), str(f))  # pitwall's YAML or Grafana's JSON, by content
         except PitwallError as e:
             problems.append(f"{f.name}: {e}")
     if problems:
