@@ -53,6 +53,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.pipelines import PipelinesPart, build_pipelines_part
 from pitwall.registry import RegistryPart, build_registry_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
@@ -133,11 +134,13 @@ class ControlPlane:
     chaos: ChaosPart
     slo: SLOPart
     registry: RegistryPart
+    pipelines: PipelinesPart | None = None  # None with pipelines.enabled false
 
     def parts(self) -> list[Part]:
         """In start order: the API first, then what gives its objects meaning."""
+        extra: list[Part] = [] if self.pipelines is None else [self.pipelines]
         return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo,
-                self.registry]
+                self.registry, *extra]
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, traces: TracesParts,
@@ -166,6 +169,10 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                            election=controllers.election),
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
+        # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
+        pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
+                                       logs=logs.store, metrics=metrics.store, changes=changes)
+        if settings.pipelines.enabled else None,
     )
 
 
