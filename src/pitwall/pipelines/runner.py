@@ -398,6 +398,7 @@ class PipelineRunner:
         now = time.time()
         j.update(status="running", started_at=now)
         await self.store.put_job(j)
+        self.kick(p["id"])  # the pipeline turns running
         project = await self.store.project(p["project_id"]) or {"name": str(p["project_id"]), "repo": ""}
         env, masks = self._job_env(p, j, pj)
         timeout = min(pj.timeout_s or 1e12, self.settings.job_timeout / 1000)
