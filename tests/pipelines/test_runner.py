@@ -210,8 +210,15 @@ async def test_resource_group_serialises(runner_env: Any, tmp_path: Path) -> Non
     runner, _, _ = runner_env
     log = tmp_path / "rg.log"
     job = f"  resource_group: prod\n  script: ['echo start >> {log}', 'sleep 0.3', 'echo end >> {log}']\n"
-    p, _ = await run(runner, tmp_path, "a:\n" + job + "b:\n" + job)
-    assert p["status"] == "success"
+    make_repo(tmp_path / "repo", {".gitlab-ci.yml": "a:\n" + job + "b:\n" + job})
+    p = await runner.create(str(tmp_path / "repo"), None, [])
+    seen: set[str] = set()
+    deadline = time.monotonic() + 30
+    while (await runner.store.pipeline(p["id"]) or {})["status"] != "success":
+        seen.update(j["status"] for j in await runner.store.jobs(p["id"]))
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    assert "waiting_for_resource" in seen
     assert log.read_text().split() == ["start", "end", "start", "end"]
 
 
@@ -286,3 +293,27 @@ test:
 """, files={"report.xml": xml})
     rep = runner.junit(jobs["test"]["id"])
     assert rep is not None and rep["total_count"] == 2 and rep["skipped_count"] == 1 and rep["total_time"] == 1.5
+
+
+async def test_expired_artifacts_are_removed(runner_env: Any, tmp_path: Path) -> None:
+    runner, _, _ = runner_env
+    _, jobs = await run(runner, tmp_path, """
+short:
+  script: [echo a > a.txt]
+  artifacts: {paths: [a.txt], expire_in: 1 hour}
+kept:
+  script: [echo b > b.txt]
+  artifacts: {paths: [b.txt], expire_in: never}
+default:
+  script: [echo c > c.txt]
+  artifacts: {paths: [c.txt]}
+""".replace("default:", "dflt:"))
+    short, kept, dflt = jobs["short"], jobs["kept"], jobs["dflt"]
+    assert short["artifacts_expire_at"] - short["finished_at"] == pytest.approx(3600)
+    assert kept["artifacts_expire_at"] is None
+    assert dflt["artifacts_expire_at"] - dflt["finished_at"] == pytest.approx(30 * 86400)  # the retention
+    assert await runner.sweep_artifacts(short["finished_at"] + 3500) == 0
+    assert await runner.sweep_artifacts(short["finished_at"] + 3601) == 1
+    assert not (runner.executor.artifacts_dir(short["id"]) / "files").exists()
+    assert (runner.executor.artifacts_dir(kept["id"]) / "files" / "b.txt").exists()
+    assert (await runner.store.job(short["id"]) or {})["artifacts_files"] == 0

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 MAX_VARIABLES = 200
 MAX_VAR_BYTES = 64 << 10
 RESTARTED = "runner restarted"
+SWEEP_INTERVAL_S = 600.0
 
 
 def iso(ts: float | None) -> str | None:
@@ -96,6 +98,32 @@ class PipelineRunner:
                     with contextlib.suppress(OSError), self.executor.trace_path(j["id"]).open("a") as f:
                         f.write(f"ERROR: Job failed: {RESTARTED}\n")
             self.kick(p["id"])
+        t = asyncio.create_task(self._sweep_loop(), name="pipelines-artifact-sweep")
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _sweep_loop(self) -> None:
+        while not self._stopping:
+            try:
+                await self.sweep_artifacts(time.time())
+            except Exception:
+                log.exception("artifact sweep failed")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def sweep_artifacts(self, now: float) -> int:
+        """Delete the artifacts of finished pipelines' jobs past their expiry; returns how many jobs'."""
+        removed = 0
+        for p in await self.store.pipelines():
+            if p["status"] not in COMPLETED and p["status"] != "manual":
+                continue
+            for j in await self.store.jobs(p["id"]):
+                exp = j.get("artifacts_expire_at")
+                if exp is not None and exp <= now and j["artifacts_files"]:
+                    await asyncio.to_thread(shutil.rmtree, self.executor.artifacts_dir(j["id"]) / "files", True)
+                    j.update(artifacts_files=0, artifacts_size=0)
+                    await self.store.put_job(j)
+                    removed += 1
+        return removed
 
     async def stop(self) -> None:
         self._stopping = True
@@ -381,6 +409,10 @@ class PipelineRunner:
                     return
                 pj = _planned(p, j["name"])
                 group = self._groups.setdefault(pj.resource_group, asyncio.Lock()) if pj.resource_group else None
+                if group is not None and group.locked():
+                    j["status"] = "waiting_for_resource"  # as GitLab shows a job queued on its resource group
+                    await self.store.put_job(j)
+                    self.kick(p["id"])
                 async with group or contextlib.nullcontext():
                     result = await self._attempt(p, j, pj, cancel)
                 await self._finish(p, j, result)

@@ -83,7 +83,7 @@ class ArtifactsSpec:
     paths: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     when: str = "on_success"
-    expire_in: float | None = None  # seconds; None: never (GitLab's instance default is 30 days)
+    expire_in: float | None = None  # seconds; 0: never; None: the retention setting (GitLab's default: 30 days)
     name: str = ""
     junit: tuple[str, ...] = ()
 
@@ -629,7 +629,7 @@ def _artifacts(name: str, d: LineDict) -> ArtifactsSpec:
     when = a.get("when", "on_success")
     if when not in ("on_success", "on_failure", "always"):
         raise SpecError(f"jobs:{name}:artifacts when should be on_success, on_failure or always", *where)
-    expire: float | None = None
+    expire: float | None = 0.0 if a.get("expire_in") == "never" else None
     if a.get("expire_in") is not None and a["expire_in"] != "never":
         try:
             expire = parse_human_duration(a["expire_in"])
