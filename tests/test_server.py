@@ -175,7 +175,7 @@ def test_every_part_follows_the_wiring_contract(settings: Settings) -> None:
     try:
         names = [p.name for p in c.parts]
         assert names == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules", "kube",
-                         "controllers", "kube-state-metrics", "node", "traffic", "chaos", "slo", "registry",
+                         "controllers", "kube-state-metrics", "node", "traffic", "chaos", "slo", "registry", "pipelines",
                          "incidents", "ui"]
         for part in c.parts:
             assert all(isinstance(comp, Component) for comp in part.components())
