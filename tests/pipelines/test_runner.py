@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pitwall.core.errors import BadData
+from pitwall.core.errors import BadData, Unavailable
 from pitwall.pipelines.runner import PipelineRunner
 from tests.pipelines.conftest import make_repo, wait_done
 
@@ -222,17 +222,33 @@ async def test_resource_group_serialises(runner_env: Any, tmp_path: Path) -> Non
     assert log.read_text().split() == ["start", "end", "start", "end"]
 
 
-async def test_new_pipeline_cancels_interruptible_jobs(runner_env: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("mode", "after"), [("conservative", "canceled"), ("interruptible", "created"),
+                                             ("none", "created")])
+async def test_new_pipeline_cancels_interruptible_jobs(runner_env: Any, tmp_path: Path, mode: str,
+                                                       after: str) -> None:
     runner, _, _ = runner_env
-    make_repo(tmp_path / "repo", {".gitlab-ci.yml": "slow:\n  interruptible: true\n  script: [sleep 60]\n"})
+    ci = (f"workflow: {{auto_cancel: {{on_new_commit: {mode}}}}}\n"
+          "slow:\n  interruptible: true\n  script: [sleep 60]\n"
+          "next:\n  stage: deploy\n  script: [echo next]\n")
+    make_repo(tmp_path / "repo", {".gitlab-ci.yml": ci})
     first = await runner.create(str(tmp_path / "repo"), None, [])
     deadline = time.monotonic() + 30
     while (await runner.store.pipeline(first["id"]) or {})["status"] != "running":
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     second = await runner.create(str(tmp_path / "repo"), None, [])
-    p, jobs = await wait_done(runner, first["id"])
-    assert p["status"] == "canceled" and jobs["slow"]["status"] == "canceled"
+    if mode == "none":
+        await asyncio.sleep(0.5)
+        jobs = {j["name"]: j for j in await runner.store.jobs(first["id"])}
+        assert jobs["slow"]["status"] == "running" and jobs["next"]["status"] == "created"
+    else:
+        p, jobs = await wait_done(runner, first["id"])
+        assert jobs["slow"]["status"] == "canceled"
+        # conservative cancels the whole pipeline; interruptible only the interruptible job, so "next" is
+        # skipped after the canceled stage instead
+        assert jobs["next"]["status"] == ("canceled" if after == "canceled" else "skipped")
+        assert p["status"] == "canceled"
+    await runner.cancel_pipeline(first["id"])
     await runner.cancel_pipeline(second["id"])
 
 
@@ -252,7 +268,7 @@ async def test_restart_marks_running_jobs_failed(runner_env: Any, tmp_path: Path
     for t in [*runner._drivers.values(), *runner._tasks]:
         t.cancel()
     await asyncio.gather(*runner._drivers.values(), *runner._tasks, return_exceptions=True)
-    second = make()
+    second = make()  # the same data directory: the same runner, so its pipelines are recovered at once
     await second.start()
     p, jobs = await wait_done(second, p["id"])
     assert p["status"] == "failed"
@@ -317,3 +333,31 @@ default:
     assert not (runner.executor.artifacts_dir(short["id"]) / "files").exists()
     assert (runner.executor.artifacts_dir(kept["id"]) / "files" / "b.txt").exists()
     assert (await runner.store.job(short["id"]) or {})["artifacts_files"] == 0
+
+
+async def test_servers_sharing_a_store_leave_each_others_pipelines_alone(runner_env: Any, tmp_path: Path) -> None:
+    a, _, _ = runner_env
+    make_repo(tmp_path / "repo", {".gitlab-ci.yml": "slow:\n  script: [sleep 60]\n"})
+    p = await a.create(str(tmp_path / "repo"), None, [])
+    deadline = time.monotonic() + 30
+    while not any(j["status"] == "running" for j in await a.store.jobs(p["id"])):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    b = PipelineRunner(a.store.store, tmp_path / "other-server", a.settings, a.reporter)
+    await b.start()
+    try:
+        assert [j["status"] for j in await b.store.jobs(p["id"])] == ["running"]
+        with pytest.raises(Unavailable, match="send the request to that server"):
+            await b.cancel_pipeline(p["id"])
+        # a dies: its tasks vanish and its lease lapses
+        a._stopping = True
+        for t in [*a._drivers.values(), *a._tasks]:
+            t.cancel()
+        await asyncio.gather(*a._drivers.values(), *a._tasks, return_exceptions=True)
+        await a.store.store.revoke(a._lease)
+        await b._recover()
+        p2, jobs = await wait_done(b, p["id"])
+        assert p2["status"] == "failed" and p2["runner"] == b.runner_id
+        assert jobs["slow"]["failure_reason"] == "runner_system_failure"
+    finally:
+        await b.stop()

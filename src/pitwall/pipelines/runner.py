@@ -13,6 +13,7 @@ import contextlib
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from typing import Any
 import orjson
 
 from pitwall import __version__
-from pitwall.core.errors import BadData, NotFound
+from pitwall.core.errors import BadData, NotFound, Unavailable
 from pitwall.incidents import ChangeEvent
 from pitwall.pipelines.executor import Executor, JobResult, JobRun, expand
 from pitwall.pipelines.gitrepo import Commit, GitRepo
@@ -42,6 +43,8 @@ MAX_VARIABLES = 200
 MAX_VAR_BYTES = 64 << 10
 RESTARTED = "runner restarted"
 SWEEP_INTERVAL_S = 600.0
+RUNNER_TTL_S = 30.0  # a runner whose lease lapsed this long ago is dead: its pipelines are taken over
+RUNNERS = "/pitwall/pipelines/runners/"
 
 
 def iso(ts: float | None) -> str | None:
@@ -83,14 +86,34 @@ class PipelineRunner:
         self._locks: dict[int, asyncio.Lock] = {}
         self._groups: dict[str, asyncio.Lock] = {}
         self._stopping = False
+        # stable across restarts of one server (one data directory), distinct between servers sharing an etcd
+        self.runner_id = f"{socket.gethostname()}:{root.resolve()}"
+        self._lease = 0
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Fail the jobs a previous server left running, then drive every unfinished pipeline on."""
+        """Announce this runner (a key on a lease), fail the jobs dead runners left running and drive their
+        unfinished pipelines on; pipelines of live runners (servers sharing an etcd) are left to them."""
+        self._lease = await self.store.store.grant(RUNNER_TTL_S)
+        await self.store.store.put(RUNNERS + self.runner_id, b"", lease=self._lease)
+        keeper = asyncio.create_task(self._keepalive(), name="pipelines-runner-lease")
+        self._tasks.add(keeper)
+        keeper.add_done_callback(self._tasks.discard)
+        await self._recover()
+        t = asyncio.create_task(self._sweep_loop(), name="pipelines-artifact-sweep")
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _recover(self) -> None:
+        """Take over unfinished pipelines whose runner is gone (this server before a restart, or a dead peer)."""
         for p in await self.store.pipelines():
-            if p["status"] in COMPLETED:
+            if p["status"] in COMPLETED or p["id"] in self._drivers or await self._owner_alive(p):
                 continue
+            if p.get("runner") == self.runner_id and self._drivers:
+                continue  # ours and this process is up: nothing was lost
+            p["runner"] = self.runner_id
+            await self.store.put_pipeline(p)
             for j in await self.store.jobs(p["id"]):
                 if j["status"] in ACTIVE:
                     j.update(status="failed", failure_reason="runner_system_failure", finished_at=time.time())
@@ -98,14 +121,30 @@ class PipelineRunner:
                     with contextlib.suppress(OSError), self.executor.trace_path(j["id"]).open("a") as f:
                         f.write(f"ERROR: Job failed: {RESTARTED}\n")
             self.kick(p["id"])
-        t = asyncio.create_task(self._sweep_loop(), name="pipelines-artifact-sweep")
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+
+    async def _keepalive(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(RUNNER_TTL_S / 3)
+            try:
+                await self.store.store.keepalive(self._lease)
+            except Exception as e:  # a lapsed lease: announce again (our pipelines may have been taken over)
+                log.warning("pipelines runner lease lost: %s", e)
+                with contextlib.suppress(Exception):
+                    self._lease = await self.store.store.grant(RUNNER_TTL_S)
+                    await self.store.store.put(RUNNERS + self.runner_id, b"", lease=self._lease)
+
+    async def _owner_alive(self, p: dict[str, Any]) -> bool:
+        """Whether another live runner drives ``p``."""
+        owner = p.get("runner")
+        if not owner or owner == self.runner_id:
+            return False
+        return await self.store.store.get(RUNNERS + owner) is not None
 
     async def _sweep_loop(self) -> None:
         while not self._stopping:
             try:
                 await self.sweep_artifacts(time.time())
+                await self._recover()
             except Exception:
                 log.exception("artifact sweep failed")
             await asyncio.sleep(SWEEP_INTERVAL_S)
@@ -133,6 +172,9 @@ class PipelineRunner:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._lease:
+            with contextlib.suppress(Exception):
+                await self.store.store.revoke(self._lease)
 
     # ------------------------------------------------------------ creating
 
@@ -156,7 +198,7 @@ class PipelineRunner:
         p = {"id": pid, "iid": iid, "project_id": project["id"], "sha": commit.sha, "ref": commit.ref,
              "tag": commit.is_tag, "source": source, "status": "created", "created_at": now, "updated_at": now,
              "started_at": None, "finished_at": None, "before_sha": "0" * 40, "name": planned.name or None,
-             "user": user, "variables": uvars, "predefined": predefined, "commit_message": commit.message,
+             "user": user, "runner": self.runner_id, "variables": uvars, "predefined": predefined, "commit_message": commit.message,
              "commit_author": commit.author, "commit_timestamp": commit.timestamp,
              "plan": {"stages": planned.stages, "variables": planned.variables,
                       "auto_cancel_on_new_commit": planned.auto_cancel_on_new_commit,
@@ -202,22 +244,26 @@ class PipelineRunner:
         return j
 
     async def _auto_cancel(self, p: dict[str, Any]) -> None:
-        """``interruptible`` jobs of older pipelines on the same ref are cancelled by a newer one."""
-        if p["plan"]["auto_cancel_on_new_commit"] == "none":
+        """A newer pipeline on the same ref cancels older ones (``workflow:auto_cancel:on_new_commit``):
+        ``conservative`` cancels a whole pipeline while every job that has started is interruptible,
+        ``interruptible`` cancels only its interruptible jobs, ``none`` nothing."""
+        mode = p["plan"]["auto_cancel_on_new_commit"]
+        if mode == "none":
             return
         for old in await self.store.pipelines():
             if old["id"] >= p["id"] or old["project_id"] != p["project_id"] or old["ref"] != p["ref"] \
                     or old["status"] in COMPLETED:
                 continue
-            jobs = {j["name"]: j for j in latest_jobs(await self.store.jobs(old["id"]))}
-            specs = {pj["name"]: pj for pj in old["plan"]["jobs"]}
-            started = [j for j in jobs.values() if j["status"] in ACTIVE or j["status"] in COMPLETED]
-            if p["plan"]["auto_cancel_on_new_commit"] == "conservative" and \
-                    not all(specs[j["name"]]["interruptible"] for j in started if j["status"] in ACTIVE | COMPLETED
-                            and j["started_at"] is not None):
-                continue
-            for j in jobs.values():
-                if specs[j["name"]]["interruptible"] and j["status"] not in COMPLETED:
+            jobs = latest_jobs(await self.store.jobs(old["id"]))
+            interruptible = {pj["name"]: pj["interruptible"] for pj in old["plan"]["jobs"]}
+            if mode == "conservative":
+                if not all(interruptible[j["name"]] for j in jobs if j["started_at"] is not None):
+                    continue
+                doomed = [j for j in jobs if j["status"] not in COMPLETED]
+            else:
+                doomed = [j for j in jobs if interruptible[j["name"]] and j["status"] not in COMPLETED]
+            async with self._lock(old["id"]):
+                for j in doomed:
                     await self._cancel_job(j)
             self.kick(old["id"])
 
@@ -225,7 +271,7 @@ class PipelineRunner:
 
     async def retry_pipeline(self, pid: int) -> dict[str, Any]:
         """Retry the failed and canceled jobs; the jobs they skipped go back to created."""
-        p = await self._pipeline(pid)
+        p = await self._own(await self._pipeline(pid))
         async with self._lock(pid):
             jobs = latest_jobs(await self.store.jobs(pid))
             retried = [j for j in jobs if j["status"] in ("failed", "canceled")]
@@ -240,7 +286,7 @@ class PipelineRunner:
         return p
 
     async def cancel_pipeline(self, pid: int) -> dict[str, Any]:
-        await self._pipeline(pid)
+        await self._own(await self._pipeline(pid))
         async with self._lock(pid):
             for j in latest_jobs(await self.store.jobs(pid)):
                 if j["status"] not in COMPLETED:
@@ -252,7 +298,7 @@ class PipelineRunner:
         j = await self._job(job_id)
         if j["status"] not in COMPLETED or j.get("retried"):
             raise BadData(f"Job is not retryable (status {j['status']})")
-        p = await self._pipeline(j["pipeline_id"])
+        p = await self._own(await self._pipeline(j["pipeline_id"]))
         async with self._lock(p["id"]):
             new = await self._clone_job(p, j)
             await self._reset_skipped(p, {j["stage_idx"]})
@@ -263,6 +309,7 @@ class PipelineRunner:
         j = await self._job(job_id)
         if j["status"] in COMPLETED:
             return j
+        await self._own(await self._pipeline(j["pipeline_id"]))
         async with self._lock(j["pipeline_id"]):
             await self._cancel_job(j)
         self.kick(j["pipeline_id"])
@@ -272,11 +319,22 @@ class PipelineRunner:
         j = await self._job(job_id)
         if j["status"] != "manual":
             raise BadData(f"Unplayable Job (status {j['status']})")
+        await self._own(await self._pipeline(j["pipeline_id"]))
         async with self._lock(j["pipeline_id"]):
             j.update(status="pending", queued_at=time.time(), manual_variables=_check_variables(variables or []))
             await self.store.put_job(j)
         self.kick(j["pipeline_id"])
         return j
+
+    async def _own(self, p: dict[str, Any]) -> dict[str, Any]:
+        """``p``, driven from now on by this runner; ``Unavailable`` while another live runner drives it
+        (its processes run on that server)."""
+        if await self._owner_alive(p):
+            raise Unavailable(f"pipeline {p['id']} is run by {p['runner']}; send the request to that server")
+        if p.get("runner") != self.runner_id:
+            p["runner"] = self.runner_id
+            await self.store.put_pipeline(p)
+        return p
 
     async def _cancel_job(self, j: dict[str, Any]) -> None:
         ev = self._running.get(j["id"])
