@@ -195,3 +195,45 @@ def test_bad_definition_rejected_before_running(server: LiveServer, tmp_path: Pa
     r = _cli(server.url, "run", "--repo", str(repo))
     assert r.returncode == 1
     assert ".gitlab-ci.yml:3: jobs:job config contains unknown keys: imag" in r.stderr
+
+
+def test_kill_9_mid_job_then_restart(tmp_path: Path) -> None:
+    """A real ``pitwall server`` killed with SIGKILL while a job runs: after the restart the job is failed
+    (runner restarted) and its leftover process tree (in a session of its own, so it outlived the server)
+    is killed."""
+    from tests.conftest import free_port, start_pitwall_process, wait_ready
+
+    data = tmp_path / "data"
+    data.mkdir()
+    pidfile = tmp_path / "sleep.pid"
+    repo = make_repo(tmp_path / "svc", {".gitlab-ci.yml": f"slow:\n  script: ['sleep 120 & echo $! > {pidfile}; wait']\n"
+                                                          "after:\n  stage: deploy\n  script: [echo after]\n"})
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_pitwall_process(data, port)
+    try:
+        wait_ready(url, 60, proc)
+        r = _cli(url, "run", "--repo", str(repo), "--output", "json")
+        assert r.returncode == 0, r.stderr
+        pid = json.loads(r.stdout)["id"]
+        deadline = time.monotonic() + 60
+        while not pidfile.exists() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        child = int(pidfile.read_text())
+        proc.kill()
+        proc.wait(30)
+        proc = start_pitwall_process(data, port)
+        wait_ready(url, 60, proc)
+        gl = gitlab.Gitlab(url + "/gitlab")
+        pipeline = gl.projects.get(1, lazy=True).pipelines.get(pid)
+        _wait(pipeline, {"failed"})
+        jobs = {j.name: j for j in pipeline.jobs.list(get_all=True)}
+        assert jobs["slow"].status == "failed" and jobs["slow"].failure_reason == "runner_system_failure"
+        assert jobs["after"].status == "skipped"
+        assert "runner restarted" in gl.projects.get(1, lazy=True).jobs.get(jobs["slow"].id).trace().decode()
+        assert not Path(f"/proc/{child}").exists() or \
+            Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    finally:
+        proc.kill()
+        proc.wait(30)

@@ -84,6 +84,23 @@ class Executor:
         for d in ("builds", "traces", "artifacts", "cache"):
             (root / d).mkdir(parents=True, exist_ok=True)
 
+    def kill_leftovers(self, job_id: int) -> bool:
+        """After a crash: kill the process group a job of a previous server process left running (when it
+        still runs that job's script) and remove its working copy. True when something was killed."""
+        base = self.root / "builds" / str(job_id)
+        killed = False
+        try:
+            pgid = int((base / "pgid").read_text())
+            cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            cmdline = b""
+        if str(base).encode() in cmdline:  # the same process, not a reused pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed = True
+        shutil.rmtree(base, ignore_errors=True)
+        return killed
+
     def trace_path(self, job_id: int) -> Path:
         return self.root / "traces" / f"{job_id}.log"
 
@@ -154,6 +171,7 @@ class Executor:
         proc = await asyncio.create_subprocess_exec(
             "bash", "--noprofile", "--norc", str(path), cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        (path.parent / "pgid").write_text(str(proc.pid))  # for a restarted server to find what is left running
         reader = asyncio.create_task(self._pump(proc, trace, r))
         waiter = asyncio.create_task(proc.wait())
         canceller = asyncio.create_task(cancel.wait())

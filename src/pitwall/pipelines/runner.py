@@ -116,6 +116,7 @@ class PipelineRunner:
             await self.store.put_pipeline(p)
             for j in await self.store.jobs(p["id"]):
                 if j["status"] in ACTIVE:
+                    self.executor.kill_leftovers(j["id"])  # what this server ran before a crash
                     j.update(status="failed", failure_reason="runner_system_failure", finished_at=time.time())
                     await self.store.put_job(j)
                     with contextlib.suppress(OSError), self.executor.trace_path(j["id"]).open("a") as f:
