@@ -188,6 +188,11 @@ def test_errors_in_gitlab_shape(server: LiveServer, first_run: dict[str, Any]) -
     resp = httpx.get(f"{server.url}/gitlab/api/v4/projects/{first_run['project_id']}/pipelines/999999",
                      headers={"PRIVATE-TOKEN": READER})
     assert resp.status_code == 404 and resp.json() == {"message": "404 Pipeline Not Found"}
+    resp = httpx.get(f"{server.url}/api/pipelines/v1/pipelines/{first_run['id']}", headers={"PRIVATE-TOKEN": READER})
+    assert resp.status_code == 401  # GitLab's header counts on GitLab's paths only
+    resp = httpx.post(f"{server.url}/gitlab/api/v4/projects/{first_run['project_id']}/pipeline",
+                      headers={"PRIVATE-TOKEN": TOKEN}, content=b"[1]")
+    assert resp.status_code == 400 and "JSON object" in resp.json()["message"]
 
 
 def test_bad_definition_rejected_before_running(server: LiveServer, tmp_path: Path) -> None:
