@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MAX_VARIABLES = 200
 MAX_VAR_BYTES = 64 << 10
 RESTARTED = "runner restarted"
+ZERO_SHA = "0" * 40
 SWEEP_INTERVAL_S = 600.0
 RUNNER_TTL_S = 30.0  # a runner whose lease lapsed this long ago is dead: its pipelines are taken over
 RUNNERS = "/pitwall/pipelines/runners/"
@@ -180,7 +181,7 @@ class PipelineRunner:
     # ------------------------------------------------------------ creating
 
     async def create(self, repo: str, ref: str | None, variables: list[dict[str, Any]], *, source: str = "api",
-                     user: str = "") -> dict[str, Any]:
+                     user: str = "", before_sha: str = ZERO_SHA) -> dict[str, Any]:
         """A new pipeline for ``ref`` of the repository at ``repo``; ``BadData`` for a definition GitLab's
         lint would reject (nothing is stored then)."""
         uvars = _check_variables(variables)
@@ -191,14 +192,16 @@ class PipelineRunner:
         iid = await self.store.next_id(f"iid-{project['id']}")
         now = time.time()
         predefined = self._pipeline_vars(project, commit, pid, iid, source, now, path)
+        predefined["CI_COMMIT_BEFORE_SHA"] = before_sha
         user_env = {v["key"]: v["value"] for v in uvars}
         try:
-            planned = await asyncio.to_thread(_load_and_plan, path, commit, source, {**predefined, **user_env})
+            planned = await asyncio.to_thread(_load_and_plan, path, commit, source, {**predefined, **user_env},
+                                              before_sha)
         except SpecError as e:
             raise BadData(str(e)) from None
         p = {"id": pid, "iid": iid, "project_id": project["id"], "sha": commit.sha, "ref": commit.ref,
              "tag": commit.is_tag, "source": source, "status": "created", "created_at": now, "updated_at": now,
-             "started_at": None, "finished_at": None, "before_sha": "0" * 40, "name": planned.name or None,
+             "started_at": None, "finished_at": None, "before_sha": before_sha, "name": planned.name or None,
              "user": user, "runner": self.runner_id, "variables": uvars, "predefined": predefined, "commit_message": commit.message,
              "commit_author": commit.author, "commit_timestamp": commit.timestamp,
              "plan": {"stages": planned.stages, "variables": planned.variables,
@@ -221,7 +224,7 @@ class PipelineRunner:
                "CI_SERVER_VERSION": __version__, "CI_SERVER_URL": url, "CI_API_V4_URL": f"{url}/gitlab/api/v4",
                "CI_PIPELINE_ID": str(pid), "CI_PIPELINE_IID": str(iid), "CI_PIPELINE_SOURCE": source,
                "CI_PIPELINE_CREATED_AT": iso(now) or "", "CI_PIPELINE_URL": f"{proj_url}/-/pipelines/{pid}",
-               "CI_COMMIT_SHA": c.sha, "CI_COMMIT_SHORT_SHA": c.sha[:8], "CI_COMMIT_BEFORE_SHA": "0" * 40,
+               "CI_COMMIT_SHA": c.sha, "CI_COMMIT_SHORT_SHA": c.sha[:8], "CI_COMMIT_BEFORE_SHA": ZERO_SHA,
                "CI_COMMIT_REF_NAME": c.ref, "CI_COMMIT_REF_SLUG": slug(c.ref), "CI_COMMIT_MESSAGE": c.message,
                "CI_COMMIT_TITLE": title, "CI_COMMIT_DESCRIPTION": c.message[len(title):].strip(),
                "CI_COMMIT_AUTHOR": c.author, "CI_COMMIT_TIMESTAMP": c.timestamp,
@@ -702,7 +705,8 @@ def _check_variables(variables: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def _load_and_plan(path: Path, commit: Commit, source: str, variables: dict[str, str]) -> PlannedPipeline:
+def _load_and_plan(path: Path, commit: Commit, source: str, variables: dict[str, str],
+                   before_sha: str = ZERO_SHA) -> PlannedPipeline:
     """Read ``.gitlab-ci.yml`` (and includes) at the commit and plan the pipeline (in a worker thread)."""
     def git(*args: str) -> tuple[int, bytes]:
         r = subprocess.run(["git", "-C", str(path), *args], capture_output=True, timeout=30, check=False)
@@ -721,6 +725,8 @@ def _load_and_plan(path: Path, commit: Commit, source: str, variables: dict[str,
         return files_cache
 
     def changed(compare_to: str | None) -> list[str] | None:
+        if compare_to is None and before_sha != ZERO_SHA:
+            compare_to = before_sha  # a push: what it changed (GitLab compares with the push's before SHA)
         if compare_to is None:
             return None
         code, out = git("diff", "--name-only", "-z", f"{compare_to}...{commit.sha}")

@@ -19,6 +19,7 @@ from pitwall.pipelines.api import gitlab_router, native_router
 from pitwall.pipelines.report import Reporter
 from pitwall.pipelines.runner import PipelineRunner
 from pitwall.pipelines.settings import PipelinesSettings
+from pitwall.pipelines.watch import RepoWatcher
 from pitwall.storage.revstore import RevStore
 
 __all__ = ["PipelinesPart", "build_pipelines_part"]
@@ -36,18 +37,21 @@ class _Gauges(Collector):
 @dataclass
 class PipelinesPart:
     runner: PipelineRunner
+    watcher: RepoWatcher
     base_url: str
     name: str = "pipelines"
 
     def components(self) -> Sequence[Component]:
-        return [self.runner]
+        return [self.runner, self.watcher]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
                 Mount(native_router(self.runner, self.base_url), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
-        """The pool size and limits apply from the next start."""
+        """Watched repositories apply at once; the pool size and limits from the next start."""
+        self.watcher.watch = list(settings.pipelines.watch)
+        self.watcher.interval_s = settings.pipelines.watch_interval / 1000
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.registry.register(_Gauges(self.runner))
@@ -60,4 +64,5 @@ def build_pipelines_part(store: RevStore, data_dir: Path, settings: PipelinesSet
     base_url = f"http://{listen}"
     runner = PipelineRunner(store, data_dir / "pipelines", settings, Reporter(logs, metrics, changes),
                             base_url=base_url)
-    return PipelinesPart(runner, base_url)
+    watcher = RepoWatcher(runner, settings.watch, settings.watch_interval / 1000)
+    return PipelinesPart(runner, watcher, base_url)
