@@ -127,6 +127,8 @@ def test_include_local_with_glob_and_override() -> None:
     ("a:\n  script: [x\n", {}, "invalid YAML"),
     (".hidden:\n  script: [x]\n", {}, "at least one visible job"),
     ("a:\n  script: [x]\n  needs: [{pipeline: other}]\n", {}, "needs:pipeline is not supported"),
+    ("a:\n  script: [x]\n  coverage: 'Total: 9'\n", {}, ".gitlab-ci.yml:3: jobs:a:coverage config must be a regular"),
+    ("a:\n  script: [x]\n  coverage: '/(/'\n", {}, "coverage config must be a regular expression: invalid pattern"),
 ])
 def test_lint_errors_name_file_line_and_keyword(text: str, files: dict[str, str], message: str) -> None:
     assert message in lint_error(text, **files)

@@ -96,7 +96,7 @@ class GitLabShapes:
         started, finished = j.get("started_at"), j.get("finished_at")
         out: dict[str, Any] = {
             "id": j["id"], "status": j["status"], "stage": j["stage"], "name": j["name"], "ref": p["ref"],
-            "tag": p["tag"], "coverage": None, "allow_failure": j["allow_failure"], "archived": False,
+            "tag": p["tag"], "coverage": j.get("coverage"), "allow_failure": j["allow_failure"], "archived": False,
             "created_at": iso(j["created_at"]), "started_at": iso(started), "finished_at": iso(finished),
             "erased_at": None, "duration": round((finished or started) - started, 3) if started else None,
             "queued_duration": round(started - j["queued_at"], 3) if started and j.get("queued_at") else None,

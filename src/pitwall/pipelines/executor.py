@@ -21,12 +21,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pitwall.core.regex import compile as compile_regex
 from pitwall.pipelines.junit import parse_junit
 from pitwall.pipelines.plan import PlannedJob
 from pitwall.pipelines.spec import CacheSpec, glob_match
 from pitwall.pipelines.trace import TraceWriter
 
-__all__ = ["Executor", "JobResult", "JobRun", "expand"]
+__all__ = ["Executor", "JobResult", "JobRun", "coverage_of", "expand"]
 
 AFTER_SCRIPT_TIMEOUT_S = 300.0
 KILL_GRACE_S = 2.0
@@ -71,6 +72,7 @@ class JobResult:
     artifacts_size: int = 0
     artifacts_files: int = 0
     junit: dict[str, object] | None = None
+    coverage: float | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +159,8 @@ class Executor:
             if c.policy != "pull" and _cache_when(c, status):
                 trace.line(f"Saving cache {d.name}")
                 _save_paths(work, c.paths, (), d, self.max_artifacts_bytes)
+        if r.job.coverage:
+            result.coverage = coverage_of(trace.lines_seen, r.job.coverage)
         if status == "success":
             trace.line("Job succeeded")
         return result
@@ -226,6 +230,22 @@ class Executor:
             trace.line(f"WARNING: artifacts larger than {self.max_artifacts_bytes} bytes were cut")
         if spec.junit:
             result.junit = parse_junit(dest / "files", spec.junit)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def coverage_of(lines: list[str], pattern: str) -> float | None:
+    """GitLab's ``coverage``: the number in the last log line's match of ``pattern`` (RE2), in its first
+    group when it has groups."""
+    rx = compile_regex(pattern)
+    for line in reversed(lines):
+        m = rx.search(line)
+        if m is not None:
+            num = _NUMBER.search((m.group(1) if rx.groups else m.group(0)) or "")
+            if num is not None:
+                return float(num.group(0))
+    return None
 
 
 def _artifacts_when(when: str, status: str) -> bool:

@@ -57,6 +57,7 @@ class PlannedJob:
     node_index: int = 0
     node_total: int = 1
     tags: list[str] = field(default_factory=list)
+    coverage: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +168,7 @@ def _plan_job(spec: JobSpec, cfg: CiConfig, global_vars: dict[str, list[Any]], c
             artifacts=asdict(spec.artifacts) if spec.artifacts is not None else None,
             cache=[asdict(c) for c in spec.cache], environment=spec.environment, resource_group=spec.resource_group,
             interruptible=spec.interruptible, node_index=i + 1 if spec.parallel > 1 else 0,
-            node_total=spec.parallel, tags=list(spec.tags)))
+            node_total=spec.parallel, tags=list(spec.tags), coverage=spec.coverage))
     return out
 
 

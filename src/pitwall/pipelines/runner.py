@@ -561,7 +561,7 @@ class PipelineRunner:
             cur.update(status=r.status, finished_at=now, exit_code=r.exit_code,
                        failure_reason=r.failure_reason or None, allow_failure=allow,
                        artifacts_size=r.artifacts_size, artifacts_files=r.artifacts_files,
-                       junit=r.junit is not None)
+                       junit=r.junit is not None, coverage=r.coverage)
             a = pj.artifacts_spec
             expire = a.expire_in if a is not None and a.expire_in is not None else \
                 (self.settings.artifacts_retention / 1000 or None)

@@ -30,12 +30,12 @@ MAX_PARALLEL = 200
 MAX_JOBS = 1000
 DEFAULT_TIMEOUT_S = 3600.0
 
-JOB_KEYS = frozenset({"after_script", "allow_failure", "artifacts", "before_script", "cache", "dependencies",
+JOB_KEYS = frozenset({"after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies",
                       "environment", "extends", "inherit", "interruptible", "needs", "parallel", "resource_group",
                       "retry", "rules", "script", "stage", "start_in", "tags", "timeout", "variables", "when",
                       "only", "except"})
 # GitLab keywords pitwall does not run: an error rather than a silently different pipeline.
-UNSUPPORTED_JOB_KEYS = frozenset({"coverage", "dast_configuration", "hooks", "identity", "id_tokens", "image",
+UNSUPPORTED_JOB_KEYS = frozenset({"dast_configuration", "hooks", "identity", "id_tokens", "image",
                                   "manual_confirmation", "pages", "release", "run", "secrets", "services",
                                   "trigger"})
 DEFAULT_KEYS = frozenset({"after_script", "artifacts", "before_script", "cache", "interruptible", "retry", "tags",
@@ -140,6 +140,7 @@ class JobSpec:
     parallel: int = 1
     matrix: list[dict[str, str]] = field(default_factory=list)
     tags: tuple[str, ...] = ()
+    coverage: str | None = None  # a /regex/ over the log
 
 
 @dataclass(frozen=True)
@@ -446,7 +447,22 @@ def _job(name: str, d: LineDict, stages: list[str]) -> JobSpec:
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise SpecError(f"jobs:{name}:tags config should be an array of strings", *d.where("tags"))
     job.tags = tuple(tags)
+    job.coverage = _coverage(name, d)
     return job
+
+
+def _coverage(name: str, d: LineDict) -> str | None:
+    cov = d.get("coverage")
+    if cov is None:
+        return None
+    if not isinstance(cov, str) or len(cov) < 3 or not cov.startswith("/") or not cov.endswith("/"):
+        raise SpecError(f"jobs:{name}:coverage config must be a regular expression (/.../)", *d.where("coverage"))
+    try:
+        parse_expression(f'"" =~ {cov}')
+    except ExprError as e:
+        raise SpecError(f"jobs:{name}:coverage config must be a regular expression: {e}", *d.where("coverage")) \
+            from None
+    return cov[1:-1]
 
 
 def _stage(name: str, d: LineDict, stages: list[str]) -> str:

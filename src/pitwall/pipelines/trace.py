@@ -9,6 +9,7 @@ __all__ = ["MASK", "TraceWriter"]
 
 MASK = "[MASKED]"
 MAX_LINE = 64 << 10  # a line without a newline is cut here
+KEEP_LINES = 1000  # the last lines, for the coverage regex
 
 
 class TraceWriter:
@@ -27,6 +28,7 @@ class TraceWriter:
         self._buf = b""
         self._keep = max((len(m.encode()) for m in self.masks), default=0)
         self._f = path.open("ab")
+        self.lines_seen: list[str] = []
 
     def mask(self, text: str) -> str:
         for m in self.masks:
@@ -76,6 +78,8 @@ class TraceWriter:
             self.written += size
             self._f.write((text + "\n").encode())
             out.append(text)
+        self.lines_seen.extend(out)
+        del self.lines_seen[:-KEEP_LINES]
         self._f.flush()
         if out:
             self.on_lines(out)
