@@ -215,6 +215,28 @@ deploy:
     assert p.jobs[6].needs == [["test 1/3", False], ["test 2/3", False], ["test 3/3", False]]
 
 
+def test_needs_parallel_matrix_picks_instances() -> None:
+    p = planned("""
+build:
+  stage: build
+  parallel:
+    matrix:
+      - PROVIDER: [aws, gcp]
+        STACK: [app, data]
+  script: [x]
+deploy-aws:
+  needs:
+    - job: build
+      artifacts: false
+      parallel:
+        matrix:
+          - PROVIDER: aws
+            STACK: [app, data]
+  script: [x]
+""")
+    assert p.jobs[4].needs == [["build: [aws, app]", False], ["build: [aws, data]", False]]
+
+
 def test_needs_and_dependencies_checked_against_the_pipeline() -> None:
     with pytest.raises(SpecError, match="'b' job needs 'a' job, but 'a' does not exist in the pipeline"):
         planned("a:\n  script: [x]\n  rules: [{if: $NOPE}]\nb:\n  needs: [a]\n  script: [x]\n")

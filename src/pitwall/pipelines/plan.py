@@ -47,7 +47,7 @@ class PlannedJob:
     retry_when: list[str]
     retry_exit_codes: list[int]
     timeout_s: float | None
-    needs: list[list[Any]] | None  # [[name, artifacts], ...]; None: stage order
+    needs: list[list[Any]] | None  # [[name, artifacts], ...] once resolved; None: stage order
     dependencies: list[str] | None
     artifacts: dict[str, Any] | None
     cache: list[dict[str, Any]]
@@ -163,7 +163,8 @@ def _plan_job(spec: JobSpec, cfg: CiConfig, global_vars: dict[str, list[Any]], c
             allow_failure=allow_failure, allow_failure_exit_codes=list(spec.allow_failure_exit_codes),
             start_in=start_in if when == "delayed" else None, retry_max=spec.retry_max,
             retry_when=list(spec.retry_when), retry_exit_codes=list(spec.retry_exit_codes), timeout_s=spec.timeout_s,
-            needs=[[n.job, n.artifacts, n.optional] for n in spec.needs] if spec.needs is not None else None,
+            needs=[[n.job, n.artifacts, n.optional, [list(map(list, c)) for c in n.matrix]] for n in spec.needs]
+            if spec.needs is not None else None,
             dependencies=spec.dependencies,
             artifacts=asdict(spec.artifacts) if spec.artifacts is not None else None,
             cache=[asdict(c) for c in spec.cache], environment=spec.environment, resource_group=spec.resource_group,
@@ -240,8 +241,11 @@ def _resolve_needs(jobs: list[PlannedJob], cfg: CiConfig) -> None:
         spec = cfg.jobs[j.base]
         if j.needs is not None:
             resolved: list[list[Any]] = []
-            for name, artifacts, optional in j.needs:
+            for name, artifacts, optional, matrix in j.needs:
                 targets = by_base.get(name, [])
+                if matrix:  # needs:parallel:matrix: only the instances whose matrix values are listed
+                    targets = [t for t in targets if any(all(t.variables.get(k, [None])[0] == v for k, v in combo)
+                                                         for combo in matrix)]
                 if not targets:
                     if optional:
                         continue

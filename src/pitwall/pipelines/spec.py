@@ -76,6 +76,7 @@ class Need:
     job: str
     artifacts: bool = True
     optional: bool = False
+    matrix: tuple[tuple[tuple[str, str], ...], ...] = ()  # needs:parallel:matrix: the instances wanted
 
 
 @dataclass(frozen=True)
@@ -607,17 +608,34 @@ def _needs(job: JobSpec, d: LineDict) -> None:
     for n in raw:
         if isinstance(n, str):
             needs.append(Need(n))
-        elif isinstance(n, dict) and "job" in n and not set(n) - {"job", "artifacts", "optional"}:
+        elif isinstance(n, dict) and "job" in n and not set(n) - {"job", "artifacts", "optional", "parallel"}:
             if not isinstance(n["job"], str) or not isinstance(n.get("artifacts", True), bool) \
                     or not isinstance(n.get("optional", False), bool):
                 raise SpecError(f"jobs:{job.name}:needs entry has a wrong type", *d.where("needs"))
-            needs.append(Need(n["job"], n.get("artifacts", True), n.get("optional", False)))
-        elif isinstance(n, dict) and set(n) & {"pipeline", "project", "parallel"}:
-            key = sorted(set(n) & {"pipeline", "project", "parallel"})[0]
+            matrix = _needs_matrix(job.name, n.get("parallel"), d) if "parallel" in n else ()
+            needs.append(Need(n["job"], n.get("artifacts", True), n.get("optional", False), matrix))
+        elif isinstance(n, dict) and set(n) & {"pipeline", "project"}:
+            key = sorted(set(n) & {"pipeline", "project"})[0]
             raise SpecError(f"jobs:{job.name}: needs:{key} is not supported by pitwall", *d.where("needs"))
         else:
             raise SpecError(f"jobs:{job.name}:needs config uses invalid types", *d.where("needs"))
     job.needs = needs
+
+
+def _needs_matrix(name: str, par: Any, d: LineDict) -> tuple[tuple[tuple[str, str], ...], ...]:
+    """``needs:parallel:matrix``: every combination it names, as sorted (variable, value) pairs."""
+    if not isinstance(par, dict) or set(par) != {"matrix"} or not isinstance(par["matrix"], list):
+        raise SpecError(f"jobs:{name}:needs:parallel should be a hash with matrix", *d.where("needs"))
+    out: list[tuple[tuple[str, str], ...]] = []
+    for entry in par["matrix"]:
+        if not isinstance(entry, dict) or not entry:
+            raise SpecError(f"jobs:{name}:needs:parallel:matrix should be an array of hashes", *d.where("needs"))
+        combos: list[dict[str, str]] = [{}]
+        for k, vals in entry.items():
+            vals = vals if isinstance(vals, list) else [vals]
+            combos = [{**c, str(k): str(v)} for c in combos for v in vals]
+        out.extend(tuple(sorted(c.items())) for c in combos)
+    return tuple(out)
 
 
 def _paths(name: str, d: dict[str, Any], key: str, where: tuple[str, int]) -> tuple[str, ...]:
