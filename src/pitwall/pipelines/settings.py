@@ -4,11 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pitwall.core.durations import DurationMs
 
-__all__ = ["PipelinesSettings", "WatchedRepo"]
+__all__ = ["PipelineSchedule", "PipelinesSettings", "WatchedRepo"]
+
+
+class PipelineSchedule(BaseModel):
+    """A pipeline on a cron schedule (GitLab's pipeline schedules)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    repo: Path = Field(description="the repository on the server's machine")
+    ref: str = Field("", description="branch or tag (default: the checked-out branch)")
+    cron: str = Field(description="5-field cron or @daily/@hourly/..., as Kubernetes CronJobs take it")
+    cron_timezone: str = Field("", description="IANA time zone of cron (default UTC)")
+    description: str = ""
+    variables: dict[str, str] = Field(default_factory=dict, description="pipeline variables")
+    active: bool = True
+
+    @model_validator(mode="after")
+    def _cron(self) -> PipelineSchedule:
+        from pitwall.controllers import CronError, Schedule  # here: loading settings imports no controllers
+
+        try:
+            Schedule.parse(self.cron, self.cron_timezone or None)
+        except CronError as e:
+            raise ValueError(f"cron {self.cron!r}: {e}") from None
+        return self
 
 
 class WatchedRepo(BaseModel):
@@ -35,3 +59,4 @@ class PipelinesSettings(BaseModel):
     max_artifacts_bytes: int = Field(100 << 20, ge=1024, description="a job's artifacts (GitLab: 100 MiB)")
     watch: list[WatchedRepo] = Field(default_factory=list, description="repositories whose pushes run pipelines")
     watch_interval: DurationMs = Field(5_000, ge=200, description="how often watched repositories are polled")
+    schedules: list[PipelineSchedule] = Field(default_factory=list, description="pipelines on cron schedules")

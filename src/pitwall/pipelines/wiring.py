@@ -18,6 +18,7 @@ from pitwall.metrics import Appender
 from pitwall.pipelines.api import gitlab_router, native_router
 from pitwall.pipelines.report import Reporter
 from pitwall.pipelines.runner import PipelineRunner
+from pitwall.pipelines.schedules import Scheduler
 from pitwall.pipelines.settings import PipelinesSettings
 from pitwall.pipelines.watch import RepoWatcher
 from pitwall.storage.revstore import RevStore
@@ -38,11 +39,12 @@ class _Gauges(Collector):
 class PipelinesPart:
     runner: PipelineRunner
     watcher: RepoWatcher
+    scheduler: Scheduler
     base_url: str
     name: str = "pipelines"
 
     def components(self) -> Sequence[Component]:
-        return [self.runner, self.watcher]
+        return [self.runner, self.watcher, self.scheduler]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
@@ -52,6 +54,7 @@ class PipelinesPart:
         """Watched repositories apply at once; the pool size and limits from the next start."""
         self.watcher.watch = list(settings.pipelines.watch)
         self.watcher.interval_s = settings.pipelines.watch_interval / 1000
+        self.scheduler.schedules = list(settings.pipelines.schedules)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.registry.register(_Gauges(self.runner))
@@ -65,4 +68,4 @@ def build_pipelines_part(store: RevStore, data_dir: Path, settings: PipelinesSet
     runner = PipelineRunner(store, data_dir / "pipelines", settings, Reporter(logs, metrics, changes),
                             base_url=base_url)
     watcher = RepoWatcher(runner, settings.watch, settings.watch_interval / 1000)
-    return PipelinesPart(runner, watcher, base_url)
+    return PipelinesPart(runner, watcher, Scheduler(runner, settings.schedules), base_url)
