@@ -31,6 +31,7 @@ stages: [build, test, deploy]
 build:
   stage: build
   script:
+    - if [ -n "$SLOW" ]; then sleep 60; fi
     - mkdir -p out && echo "built $CI_COMMIT_SHORT_SHA" > out/build.txt
     - echo "secret is $DEPLOY_KEY"
   artifacts:
@@ -159,6 +160,31 @@ def test_retry_only_failed_then_play_manual(server: LiveServer, first_run: dict[
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert "approved" in project.jobs.get(after["approve"].id).trace().decode()
+
+
+def test_create_cancel_and_job_retry(server: LiveServer, first_run: dict[str, Any]) -> None:
+    gl = gitlab.Gitlab(server.url + "/gitlab", private_token=TOKEN)
+    project = gl.projects.get(first_run["project_id"], lazy=True)
+    created = project.pipelines.create({"ref": "main", "variables": [{"key": "SLOW", "value": "1"}]})
+    assert created.source == "api" and created.ref == "main"
+    assert [v.key for v in created.variables.list()] == ["SLOW"]
+    deadline = time.monotonic() + 60
+    while [j.status for j in created.jobs.list(get_all=True) if j.name == "build"] != ["running"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    created.cancel()
+    created.refresh()
+    _wait(created, {"canceled"})
+    jobs = {j.name: j for j in created.jobs.list(get_all=True)}
+    assert jobs["build"].status == "canceled" and jobs["unit"].status == "canceled"
+    # retry one job of the first pipeline: a new job with the same name runs
+    first = {j.name: j for j in project.pipelines.get(first_run["id"]).jobs.list(get_all=True)}
+    new = project.jobs.get(first["build"].id, lazy=True).retry()
+    assert new["id"] != first["build"].id and new["name"] == "build"
+    deadline = time.monotonic() + 60
+    while project.jobs.get(new["id"]).status != "success":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def test_job_logs_in_the_log_store(server: LiveServer, first_run: dict[str, Any]) -> None:
