@@ -24,7 +24,7 @@ import pytest
 from pitwall.pipelines.runner import PipelineRunner, latest_jobs
 from tests.pipelines.conftest import make_repo, wait_done
 
-pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 GCL_VERSION = "4.65.1"  # the last 4.x that runs on Node 20 (later ones need Node 22's Set methods)
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pitwall-tests" / f"gcl-{GCL_VERSION}"

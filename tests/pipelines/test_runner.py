@@ -365,7 +365,7 @@ async def test_servers_sharing_a_store_leave_each_others_pipelines_alone(runner_
 
 async def test_coverage_from_the_log(runner_env: Any, tmp_path: Path) -> None:
     runner, _, _ = runner_env
-    _, jobs = await run(runner, tmp_path, """
+    p, jobs = await run(runner, tmp_path, """
 unit:
   coverage: '/TOTAL.+ ([0-9]{1,3}(?:\\.[0-9]+)?%)/'
   script: ['echo "TOTAL   120   12   80%"', 'echo "TOTAL   130   10   92.5%"', echo done]
@@ -374,3 +374,4 @@ none:
   script: [echo nothing]
 """)
     assert jobs["unit"]["coverage"] == 92.5 and jobs["none"]["coverage"] is None
+    assert p["coverage"] == "92.50"

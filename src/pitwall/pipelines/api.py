@@ -88,7 +88,8 @@ class GitLabShapes:
         out.update({"before_sha": p["before_sha"], "tag": p["tag"], "yaml_errors": None, "user": _user(p["user"]),
                     "started_at": iso(started), "finished_at": iso(p.get("finished_at")),
                     "committed_at": p.get("commit_timestamp") or None, "duration": _secs(pipeline_duration(p)),
-                    "queued_duration": round(started - p["created_at"], 3) if started else None, "coverage": None,
+                    "queued_duration": round(started - p["created_at"], 3) if started else None,
+                    "coverage": p.get("coverage"),
                     "detailed_status": _detailed(p["status"], f"/-/pipelines/{p['id']}")})
         return out
 

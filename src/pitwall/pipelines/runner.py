@@ -607,6 +607,8 @@ class PipelineRunner:
             p["started_at"] = now
         if status in COMPLETED:
             p["finished_at"] = now
+            covs = [j["coverage"] for j in jobs if j.get("coverage") is not None]
+            p["coverage"] = f"{sum(covs) / len(covs):.2f}" if covs else None  # GitLab: the jobs' average
         await self.store.put_pipeline(p)
         if status in COMPLETED:
             await self._pipeline_finished(p, jobs)
