@@ -71,3 +71,42 @@ async def test_a_broken_push_starts_nothing(runner_env: Any, tmp_path: Path) -> 
     commit(repo, {".gitlab-ci.yml": "job:\n  scirpt: [x]\n"}, "typo")
     assert await w.poll(w.watch[0]) == []
     assert await runner.store.pipelines() == []
+
+
+@pytest.mark.slow
+def test_gitlab_push_webhook_on_a_live_server(tmp_path: Path) -> None:
+    """A GitLab push hook (its secret token is a pitwall write token) starts the pushed ref's pipeline at once."""
+    import time
+
+    import httpx
+
+    from pitwall.config import load_settings
+    from tests.conftest import LiveServer
+
+    token = "hook-secret-token-0123456789"
+    repo = make_repo(tmp_path / "shop", {".gitlab-ci.yml": CI, "src/app.py": "v1\n"})
+    s = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                      auth_tokens=[{"token": token, "name": "gitlab-hook", "scopes": ["read", "write"]}],
+                      pipelines={"watch": [{"repo": str(repo)}], "watch_interval": "1h"})
+    srv = LiveServer(s)
+    srv.start()
+    try:
+        watcher = srv.app.state.components.control_plane.pipelines.watcher
+        deadline = time.monotonic() + 30
+        while watcher.polls == 0:  # the first poll records the refs as they are
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        after = commit(repo, {"src/app.py": "v2\n"}, "v2")
+        hook = {"object_kind": "push", "ref": "refs/heads/main", "after": after, "project": {"name": "shop"}}
+        url = srv.url + "/gitlab/hooks/push"
+        assert httpx.post(url, json=hook, headers={"X-Gitlab-Token": "wrong-token-0123456789"}).status_code == 401
+        r = httpx.post(url, json={**hook, "project": {"name": "other"}}, headers={"X-Gitlab-Token": token})
+        assert r.status_code == 404 and "no watched repository" in r.json()["message"]
+        r = httpx.post(url, json=hook, headers={"X-Gitlab-Token": token})
+        assert r.status_code == 200, r.text
+        [pid] = r.json()["pipelines"]
+        p = httpx.get(f"{srv.url}/gitlab/api/v4/projects/1/pipelines/{pid}", headers={"PRIVATE-TOKEN": token}).json()
+        assert p["source"] == "push" and p["sha"] == after and p["before_sha"] != "0" * 40
+    finally:
+        srv.stop()
+

@@ -17,8 +17,9 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
 from pitwall.pipelines.runner import PipelineRunner, iso, latest_jobs, pipeline_duration
 from pitwall.pipelines.status import COMPLETED
+from pitwall.pipelines.watch import RepoWatcher
 
-__all__ = ["gitlab_router", "native_router"]
+__all__ = ["gitlab_hook_router", "gitlab_router", "native_router"]
 
 MAX_BODY_BYTES = 1 << 20
 MAX_PER_PAGE = 100
@@ -165,6 +166,38 @@ def _paginate(request: Request, items: list[Any]) -> Response:
 def _scopes(request: Request) -> set[str]:
     q = request.query_params
     return set(q.getlist("scope[]") + q.getlist("scope"))
+
+
+def gitlab_hook_router(watcher: RepoWatcher) -> APIRouter:
+    """``POST /gitlab/hooks/push``: a GitLab push webhook (``X-Gitlab-Token`` is a pitwall write token) polls
+    the watched repository it names at once, so its pipeline starts without waiting for the interval."""
+    r = error_router("gitlab", prefix="/gitlab/hooks", tags=["gitlab"])
+
+    @r.post("/push")
+    async def push(request: Request) -> JSONResponse:
+        body = await _json(request)
+        if body.get("object_kind") not in ("push", "tag_push"):
+            raise BadData("400 Bad request - only push and tag_push events start pipelines")
+        names = {str(v) for v in (_dig(body, "project", "name"), _dig(body, "project", "path"),
+                                   _dig(body, "repository", "name")) if v}
+        started = []
+        matched = False
+        for w in watcher.watch:
+            if w.repo.expanduser().name.removesuffix(".git") in names:
+                matched = True
+                started.extend(await watcher.poll(w))
+        if not matched:
+            raise NotFound(f"404 no watched repository named {sorted(names)} (pipelines.watch)")
+        return JSONResponse({"pipelines": started})
+
+    return r
+
+
+def _dig(d: dict[str, Any], *keys: str) -> Any:
+    cur: Any = d
+    for k in keys:
+        cur = cur.get(k) if isinstance(cur, dict) else None
+    return cur
 
 
 def gitlab_router(runner: PipelineRunner, base_url: str) -> APIRouter:

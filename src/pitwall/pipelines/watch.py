@@ -63,6 +63,7 @@ class RepoWatcher:
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
         self.triggered = 0
+        self.polls = 0
 
     async def start(self) -> None:
         if self.watch:
@@ -104,6 +105,7 @@ class RepoWatcher:
                 started.append(p["id"])
                 self.triggered += 1
         await self.runner.store.store.put(key, orjson.dumps({r: s for r, (s, _) in refs.items()}))
+        self.polls += 1
         return started
 
 

@@ -15,7 +15,7 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
-from pitwall.pipelines.api import gitlab_router, native_router
+from pitwall.pipelines.api import gitlab_hook_router, gitlab_router, native_router
 from pitwall.pipelines.report import Reporter
 from pitwall.pipelines.runner import PipelineRunner
 from pitwall.pipelines.schedules import Scheduler
@@ -48,6 +48,7 @@ class PipelinesPart:
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
+                Mount(gitlab_hook_router(self.watcher), server_wide=True),
                 Mount(native_router(self.runner, self.base_url), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
