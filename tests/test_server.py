@@ -176,7 +176,7 @@ def test_every_part_follows_the_wiring_contract(settings: Settings) -> None:
         names = [p.name for p in c.parts]
         assert names == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules", "kube",
                          "controllers", "kube-state-metrics", "node", "traffic", "chaos", "slo", "registry", "releases",
-                         "backup", "incidents", "ui"]
+                         "pipelines", "backup", "incidents", "ui"]
         for part in c.parts:
             assert all(isinstance(comp, Component) for comp in part.components())
             assert isinstance(part.mounts(lambda: True), list)

@@ -37,6 +37,7 @@ from pitwall.core.rbac import Binding, Grant, RBACSettings
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.logs.settings import LogsSettings
+from pitwall.pipelines.settings import PipelinesSettings
 from pitwall.traces.settings import TracesSettings
 from pitwall.ui.settings import UISettings
 
@@ -270,6 +271,7 @@ class Settings(BaseSettings):
     alertmanager_config: Path | None = Field(None, description="Alertmanager configuration file (notifications)")
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     incidents: IncidentsSettings = Field(default_factory=IncidentsSettings)
+    pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

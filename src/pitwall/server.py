@@ -55,6 +55,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
+from pitwall.pipelines import PipelinesPart, build_pipelines_part
 from pitwall.registry import RegistryPart, build_registry_part
 from pitwall.releases.wiring import ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
@@ -138,11 +139,13 @@ class ControlPlane:
     slo: SLOPart
     registry: RegistryPart
     releases: ReleasesPart
+    pipelines: PipelinesPart | None = None  # None with pipelines.enabled false
 
     def parts(self) -> list[Part]:
         """In start order: the API first, then what gives its objects meaning."""
+        extra: list[Part] = [] if self.pipelines is None else [self.pipelines]
         return [self.kube, self.controllers, self.kube_state_metrics, self.node, self.traffic, self.chaos, self.slo,
-                self.registry, self.releases]
+                self.registry, self.releases, *extra]
 
 
 def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsParts, traces: TracesParts,
@@ -177,6 +180,10 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
         releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
                                      election=controllers.election),
+        # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
+        pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
+                                       logs=logs.store, metrics=metrics.store, changes=changes)
+        if settings.pipelines.enabled else None,
     )
 
 

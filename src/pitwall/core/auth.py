@@ -40,6 +40,9 @@ __all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "Auth
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/livez", "/readyz", "/healthz", "/version"})
 # PagerDuty's REST API clients send ``Authorization: Token token=<key>``: the key is a pitwall token.
 PAGERDUTY_PREFIX = "/pagerduty/"
+# GitLab's API clients (python-gitlab, glab) send ``PRIVATE-TOKEN: <token>``, its webhooks
+# ``X-Gitlab-Token: <secret>``: on /gitlab/ paths either is a pitwall token.
+GITLAB_PREFIX = "/gitlab/"
 # The OIDC sign-in's start and callback need no credential: they are how a user gets one (core.oidc).
 SIGN_IN_PATHS = frozenset({"/auth/login", "/auth/callback"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -210,6 +213,7 @@ class BearerAuth:
         header = b""
         named = b""
         consul = b""
+        private = b""
         for k, v in scope["headers"]:  # the first of each, as Starlette's ``headers.get``
             if k == b"authorization" and not header:
                 header = v
@@ -217,10 +221,14 @@ class BearerAuth:
                 named = v
             elif k == b"x-consul-token" and not consul:
                 consul = v
+            elif k in (b"private-token", b"x-gitlab-token") and not private:
+                private = v  # GitLab's API clients, and its webhooks' secret token
         if header.lower().startswith(b"token token=") and scope["path"].startswith(PAGERDUTY_PREFIX):
             given = header[12:].strip()  # PagerDuty's REST clients: Authorization: Token token=...
         elif header.lower().startswith(b"bearer "):
             given = header[7:].strip()
+        elif private and scope["path"].startswith(GITLAB_PREFIX):
+            given = private.strip()
         elif scope["path"].startswith("/v1/") and (consul or _query_token(scope)):
             given = consul.strip() or _query_token(scope)  # Consul's clients: X-Consul-Token or ?token=
         else:

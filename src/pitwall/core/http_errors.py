@@ -5,7 +5,7 @@ Formats: ``prometheus`` (``{"status":"error","errorType":...,"error":...}``),
 (google.rpc.Status as JSON), ``alertmanager`` (a JSON string, as API v2
 declares), ``pagerduty`` (REST API v2: ``{"error": {"message", "code", "errors"}}``),
 ``pagerduty_events`` (Events API v2: ``{"status", "message", "errors"}``), ``jaeger`` (the Jaeger query
-API's ``structuredResponse`` with ``errors: [{code, msg}]``), ``native``
+API's ``structuredResponse`` with ``errors: [{code, msg}]``), ``gitlab`` (``{"message": ...}``), ``native``
 (pitwall's own ``{"error": {...}}``), ``html`` (a bare page
 for the web UI's routes, whose pages show most errors themselves).
 
@@ -32,7 +32,7 @@ from pitwall.core.errors import BadData, Overloaded, PitwallError
 log = logging.getLogger(__name__)
 
 ErrorFormat = Literal["prometheus", "text", "otlp", "native", "alertmanager", "html", "pagerduty",
-                      "pagerduty_events", "jaeger"]
+                      "pagerduty_events", "jaeger", "gitlab"]
 
 STATUS: dict[str, int] = {
     "bad_data": 400,
@@ -89,6 +89,9 @@ def render(err: PitwallError, fmt: ErrorFormat) -> Response:
     if fmt == "jaeger":
         body = {"data": None, "total": 0, "limit": 0, "offset": 0, "errors": [{"code": status, "msg": err.message}]}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")
+    if fmt == "gitlab":  # GitLab's REST API: {"message": "404 Not found"}
+        return Response(json.dumps({"message": err.message}, separators=(",", ":")), status, headers,
+                        media_type="application/json")
     if fmt == "native":
         body = {"error": {"kind": err.kind, "message": err.message, "status": status}}
         return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type="application/json")

@@ -1,0 +1,331 @@
+"""The shell executor: one job in a clean working copy of the repository at the pipeline's commit.
+
+Like GitLab Runner's shell executor: ``before_script`` and ``script`` run in one bash with ``set -eo
+pipefail``, each command echoed as ``$ command``; ``after_script`` runs in a shell of its own with
+``CI_JOB_STATUS`` set. The job runs in its own process group, so a timeout or a cancel kills the whole tree.
+The working copy (``git clone --shared``) lives under the data directory and is removed afterwards, so nothing
+of one job leaks into another; artifacts of the jobs it depends on and its cache are copied in first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pitwall.core.regex import compile as compile_regex
+from pitwall.pipelines.junit import parse_junit
+from pitwall.pipelines.plan import PlannedJob
+from pitwall.pipelines.spec import CacheSpec, glob_match
+from pitwall.pipelines.trace import TraceWriter
+
+__all__ = ["Executor", "JobResult", "JobRun", "coverage_of", "expand"]
+
+AFTER_SCRIPT_TIMEOUT_S = 300.0
+KILL_GRACE_S = 2.0
+READ_CHUNK = 64 << 10
+# Passed through from the server's environment; nothing else (tokens and secrets stay out of jobs).
+PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+_VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """``$VAR`` and ``${VAR}`` from ``env`` (unset: empty), ``$$`` a literal ``$``: GitLab's variable expansion."""
+    def sub(m: re.Match[str]) -> str:
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1) or m.group(2), "")
+
+    return _VAR.sub(sub, value)
+
+
+@dataclass
+class JobRun:
+    """Everything one attempt of a job needs."""
+
+    job_id: int
+    project_id: int
+    repo: Path
+    sha: str
+    job: PlannedJob
+    env: dict[str, str]
+    masks: list[str]
+    timeout_s: float
+    artifacts_from: list[Path]  # artifact directories of the jobs it depends on, in order
+    on_lines: Callable[[list[str]], None]
+    flush: Callable[[], Awaitable[None]]
+
+
+@dataclass
+class JobResult:
+    status: str  # success, failed, canceled
+    exit_code: int | None = None
+    failure_reason: str = ""
+    artifacts_size: int = 0
+    artifacts_files: int = 0
+    junit: dict[str, object] | None = None
+    coverage: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Executor:
+    """Runs jobs under ``root`` (``<data_dir>/pipelines``)."""
+
+    def __init__(self, root: Path, *, max_log_bytes: int, max_artifacts_bytes: int) -> None:
+        self.root = root
+        self.max_log_bytes = max_log_bytes
+        self.max_artifacts_bytes = max_artifacts_bytes
+        for d in ("builds", "traces", "artifacts", "cache"):
+            (root / d).mkdir(parents=True, exist_ok=True)
+
+    def kill_leftovers(self, job_id: int) -> bool:
+        """After a crash: kill the process group a job of a previous server process left running (when it
+        still runs that job's script) and remove its working copy. True when something was killed."""
+        base = self.root / "builds" / str(job_id)
+        killed = False
+        try:
+            pgid = int((base / "pgid").read_text())
+            cmdline = Path(f"/proc/{pgid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            cmdline = b""
+        if str(base).encode() in cmdline:  # the same process, not a reused pid
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
+                killed = True
+        shutil.rmtree(base, ignore_errors=True)
+        return killed
+
+    def trace_path(self, job_id: int) -> Path:
+        return self.root / "traces" / f"{job_id}.log"
+
+    def artifacts_dir(self, job_id: int) -> Path:
+        return self.root / "artifacts" / str(job_id)
+
+    async def run(self, r: JobRun, cancel: asyncio.Event) -> JobResult:
+        """Run one attempt; returns its verdict (never raises for the job's own failures)."""
+        base = self.root / "builds" / str(r.job_id)
+        work = base / "src"
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir(parents=True)
+        trace = TraceWriter(self.trace_path(r.job_id), r.masks, self.max_log_bytes, r.on_lines)
+        try:
+            return await self._run(r, base, work, trace, cancel)
+        finally:
+            trace.close()
+            await r.flush()
+            shutil.rmtree(base, ignore_errors=True)
+
+    async def _run(self, r: JobRun, base: Path, work: Path, trace: TraceWriter, cancel: asyncio.Event) -> JobResult:
+        trace.line('Preparing the "shell" executor')
+        trace.line(f"Fetching changes... Checking out {r.sha[:8]} as detached HEAD (ref {r.env.get('CI_COMMIT_REF_NAME')})")
+        err = await _clone(r.repo, r.sha, work)
+        if err:
+            trace.line(f"ERROR: Job failed: getting the source failed: {err}")
+            return JobResult("failed", failure_reason="runner_system_failure")
+        for src in r.artifacts_from:
+            _copy_tree(src / "files", work)
+        if r.artifacts_from:
+            trace.line(f"Downloading artifacts of {len(r.artifacts_from)} job(s)")
+        caches = [(c, self._cache_dir(r, c, work)) for c in r.job.cache_specs]
+        for c, d in caches:
+            if c.policy != "push" and d.is_dir():
+                trace.line(f"Restoring cache {d.name}")
+                _copy_tree(d, work)
+        env = {**{k: os.environ[k] for k in PASS_ENV if k in os.environ}, **r.env}
+        main = [*r.job.before_script, *r.job.script]
+        code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s)
+        status = "canceled" if why == "canceled" else ("success" if code == 0 else "failed")
+        if r.job.after_script and status != "canceled":
+            trace.line("Running after_script")
+            await self._shell(r.job.after_script, {**env, "CI_JOB_STATUS": status}, work, base / "after.sh", r,
+                              trace, cancel, AFTER_SCRIPT_TIMEOUT_S)
+        result = JobResult(status, exit_code=code)
+        if why == "timeout":
+            result.failure_reason = "job_execution_timeout"
+            trace.line(f"ERROR: Job failed: execution took longer than {_fmt_s(r.timeout_s)} seconds")
+        elif status == "failed":
+            result.failure_reason = "script_failure"
+            trace.line(f"ERROR: Job failed: exit status {code}")
+        self._collect(r, work, status, result, trace)
+        for c, d in caches:
+            if c.policy != "pull" and _cache_when(c, status):
+                trace.line(f"Saving cache {d.name}")
+                _save_paths(work, c.paths, (), d, self.max_artifacts_bytes)
+        if r.job.coverage:
+            result.coverage = coverage_of(trace.lines_seen, r.job.coverage)
+        if status == "success":
+            trace.line("Job succeeded")
+        return result
+
+    async def _shell(self, commands: list[str], env: dict[str, str], cwd: Path, path: Path, r: JobRun,
+                     trace: TraceWriter, cancel: asyncio.Event, timeout_s: float) -> tuple[int | None, str]:
+        lines = ["set -eo pipefail", "set +o noclobber"]
+        for cmd in commands:
+            lines.append(f"printf '%s\\n' {shlex.quote('$ ' + trace.mask(cmd))}")
+            lines.append(cmd)
+        path.write_text("\n".join(lines) + "\n")
+        proc = await asyncio.create_subprocess_exec(
+            "bash", "--noprofile", "--norc", str(path), cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        (path.parent / "pgid").write_text(str(proc.pid))  # for a restarted server to find what is left running
+        reader = asyncio.create_task(self._pump(proc, trace, r))
+        waiter = asyncio.create_task(proc.wait())
+        canceller = asyncio.create_task(cancel.wait())
+        why = ""
+        try:
+            done, _ = await asyncio.wait({waiter, canceller}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                why = "canceled" if canceller in done else "timeout"
+                await _kill_group(proc)
+        finally:
+            canceller.cancel()
+            if not waiter.done():
+                await _kill_group(proc)
+            await waiter
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(reader, 5)
+            if not reader.done():
+                reader.cancel()
+        return proc.returncode, why
+
+    async def _pump(self, proc: asyncio.subprocess.Process, trace: TraceWriter, r: JobRun) -> None:
+        assert proc.stdout is not None
+        while True:
+            chunk = await proc.stdout.read(READ_CHUNK)
+            if not chunk:
+                return
+            trace.feed(chunk)
+            await r.flush()
+
+    def _cache_dir(self, r: JobRun, c: CacheSpec, work: Path) -> Path:
+        key = expand(c.key, r.env)
+        if c.key_files:
+            h = hashlib.sha256()
+            for f in c.key_files:
+                p = work / f
+                h.update(f.encode() + b"\0" + (p.read_bytes() if p.is_file() else b""))
+            key = (expand(c.key_prefix, r.env) + "-" if c.key_prefix else "") + h.hexdigest()[:40]
+        safe = re.sub(r"[^A-Za-z0-9._-]", "-", key)[:200] or "default"
+        return self.root / "cache" / str(r.project_id) / safe
+
+    def _collect(self, r: JobRun, work: Path, status: str, result: JobResult, trace: TraceWriter) -> None:
+        spec = r.job.artifacts_spec
+        if spec is None or not _artifacts_when(spec.when, status):
+            return
+        dest = self.artifacts_dir(r.job_id)
+        shutil.rmtree(dest, ignore_errors=True)
+        paths = (*spec.paths, *spec.junit)
+        n, size, capped = _save_paths(work, paths, spec.exclude, dest / "files", self.max_artifacts_bytes)
+        result.artifacts_files, result.artifacts_size = n, size
+        trace.line(f"Uploading artifacts: {n} file(s), {size} bytes")
+        if capped:
+            trace.line(f"WARNING: artifacts larger than {self.max_artifacts_bytes} bytes were cut")
+        if spec.junit:
+            result.junit = parse_junit(dest / "files", spec.junit)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def coverage_of(lines: list[str], pattern: str) -> float | None:
+    """GitLab's ``coverage``: the number in the last log line's match of ``pattern`` (RE2), in its first
+    group when it has groups."""
+    rx = compile_regex(pattern)
+    for line in reversed(lines):
+        m = rx.search(line)
+        if m is not None:
+            num = _NUMBER.search((m.group(1) if rx.groups else m.group(0)) or "")
+            if num is not None:
+                return float(num.group(0))
+    return None
+
+
+def _artifacts_when(when: str, status: str) -> bool:
+    return when == "always" or (when == "on_success") == (status == "success")
+
+
+def _cache_when(c: CacheSpec, status: str) -> bool:
+    return _artifacts_when(c.when, status)
+
+
+def _fmt_s(s: float) -> str:
+    return str(int(s)) if s == int(s) else f"{s:g}"
+
+
+async def _clone(repo: Path, sha: str, work: Path) -> str:
+    for args in (["git", "clone", "-q", "--shared", "--no-checkout", str(repo), str(work)],
+                 ["git", "-C", str(work), "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", sha]):
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
+        out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            return out.decode("utf-8", "replace").strip()[-500:]
+    return ""
+
+
+async def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the job's process group, SIGKILL what is left after a grace period."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), KILL_GRACE_S)
+        except TimeoutError:
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # children that outlived the shell
+        return
+
+
+def _files(work: Path) -> list[str]:
+    out: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(work):
+        rel = os.path.relpath(dirpath, work)
+        if rel == ".":
+            dirnames[:] = [d for d in dirnames if d != ".git"]
+            rel = ""
+        for f in filenames:
+            out.append(f"{rel}/{f}" if rel else f)
+        for d in dirnames:  # symlinked directories are not followed
+            if os.path.islink(os.path.join(dirpath, d)):
+                out.append(f"{rel}/{d}" if rel else d)
+    return sorted(out)
+
+
+def _selected(path: str, patterns: tuple[str, ...]) -> bool:
+    """A file is selected by a pattern matching it or one of its parent directories."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(glob_match(p.rstrip("/"), pre) for p in patterns for pre in prefixes)
+
+
+def _save_paths(work: Path, patterns: tuple[str, ...], exclude: tuple[str, ...], dest: Path,
+                limit: int) -> tuple[int, int, bool]:
+    n = size = 0
+    for rel in _files(work):
+        if not _selected(rel, patterns) or (exclude and _selected(rel, exclude)):
+            continue
+        src = work / rel
+        if src.is_symlink() or not src.is_file():
+            continue  # symlinks could point outside the working copy
+        sz = src.stat().st_size
+        if size + sz > limit:
+            return n, size, True
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+        n, size = n + 1, size + sz
+    return n, size, False
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    if src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True, symlinks=True)
