@@ -250,7 +250,7 @@ def streams_json(streams: Sequence[LogStream]) -> list[dict[str, Any]]:
     out = []
     for s in streams:
         values: list[list[Any]] = []
-        md = s.metadata or [()] * len(s)
+        md = [s.entry_metadata(i) for i in range(len(s))]
         for ts, line, m in zip(s.ts_ns.tolist(), s.lines, md, strict=True):
             values.append([str(ts), line, dict(m)] if m else [str(ts), line])
         out.append({"stream": dict(s.labels), "values": values})
