@@ -127,7 +127,7 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         interval = parse_duration_ns(p["interval"], "interval") if p.get("interval") else None
         q = store.querier(tenant_of(request))
         res = await run_in_threadpool(deps.engine.query_range, q, expr, start, end, step, limit=limit,
-                                      direction=direction, interval_ns=interval)
+                                      direction=direction, interval_ns=interval, align_step=True)
         return _success(_encoded(res, request))
 
     @_get_post(r, "/loki/api/v1/query")
