@@ -113,6 +113,7 @@ class StreamReader:
         base_names = [frozenset(b) for b in bases]
         # Shared metadata (detected_level) joins the labels, yet is no stream label for parsers.
         full = [b | dict(s.stream_md) if s.stream_md else b for b, s in zip(bases, streams, strict=True)]
+        full_t = [tuple(sorted(f.items())) if s.stream_md else s.labels for f, s in zip(full, streams, strict=True)]
         static = self.pipeline.empty
         prefilter = self.prefilter
         chunk = _CHUNK if self.batch_filters is not None else len(order_s)
@@ -138,10 +139,11 @@ class StreamReader:
                 ts = int(s.ts_ns[pos])
                 if self.interval_ns and not self._interval_ok(ts):
                     continue
-                md = s.entry_metadata(pos)
+                own = s.metadata[pos] if s.metadata else ()
+                md = own + s.stream_md if s.stream_md else own
                 line: str | None = s.lines[pos]
-                if static and not md:
-                    labels_t = s.labels
+                if static and not own:
+                    labels_t = full_t[si]
                     parsed: tuple[tuple[str, str], ...] = ()
                 else:
                     assert line is not None
