@@ -711,9 +711,12 @@ class TenantLogQuerier:
             ", metadata" if with_metadata else "")
         tbl = st.query(sids, start_ns, end_ns, f"WHERE {cond}" if cond else "", params, columns=cols)
         key, vocab = _stream_keys(tbl)
-        tbl = _take_sorted(tbl, key, tbl.column("ts").to_numpy())
-        key, _ = _stream_keys(tbl, vocab)
-        uniq, idx = np.unique(key, return_inverse=True)
+        ts = tbl.column("ts").to_numpy()
+        idx, uniq = _dense(key)
+        order = _stream_order(tbl.column("sid").to_numpy(), ts, idx)
+        if order is not None:
+            tbl = tbl.take(pa.array(order))
+            idx = idx[order]
         width = len(vocab) + 1
         return LogBatch(
             streams=[st.labels_of(int(k) // width) for k in uniq.tolist()],
@@ -818,6 +821,40 @@ def _stream_keys(tbl: pa.Table, vocab: list[str] | None = None) -> tuple[np.ndar
         vocab = sorted(v for v in pc.unique(col).to_pylist() if v is not None)
     codes = pc.fill_null(pc.index_in(col, value_set=pa.array(vocab, pa.string())), -1)
     return sid * (len(vocab) + 1) + codes.to_numpy().astype(np.int64) + 1, vocab
+
+
+def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per row the rank of its key among the distinct keys, the distinct keys ascending)."""
+    if not len(key):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    top = int(key.max())
+    if top <= 8 * len(key) + 1_000_000:  # a presence table beats sorting every row
+        seen = np.zeros(top + 1, dtype=bool)
+        seen[key] = True
+        uniq = np.flatnonzero(seen)
+        rank = np.cumsum(seen) - 1
+        return rank[key].astype(np.int64), uniq.astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    return inv.astype(np.int64).reshape(-1), uniq.astype(np.int64)
+
+
+def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
+    """Row order by (result stream ``idx``, ts); None when the rows already are in it.
+
+    Blocks hold rows sorted by (sid, ts), and ``idx`` only splits a stream by level, so
+    a stable sort by ``idx`` (a radix sort on small codes) usually finishes the job.
+    """
+    n = len(idx)
+    if n < 2:
+        return None
+    ds = np.diff(sid)
+    base = None if bool(((ds > 0) | ((ds == 0) & (np.diff(ts) >= 0))).all()) else np.lexsort((ts, sid))
+    k = idx if base is None else idx[base]
+    if bool((np.diff(k) >= 0).all()):
+        return base
+    small = k.astype(np.uint16) if int(k.max()) < 65536 else k
+    o = np.argsort(small, kind="stable")
+    return o if base is None else base[o]
 
 
 def _level_md(vocab: list[str], code: int) -> Metadata:
