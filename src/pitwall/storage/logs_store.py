@@ -655,8 +655,9 @@ class TenantLogQuerier:
             # Sorting in numpy beats DuckDB's ORDER BY over the line payload.
             tbl = st.query(sids, start_ns, end_ns, f"WHERE {cond}" if cond else "", params)
             ts = tbl.column("ts").to_numpy()
-            return _to_streams(st, _take_sorted(tbl, tbl.column("sid").to_numpy(),
-                                                -ts if direction is Direction.BACKWARD else ts))
+            # By result stream (stream and level) at once, so grouping moves no line twice.
+            key, _ = _stream_keys(tbl)
+            return _to_streams(st, _take_sorted(tbl, key, -ts if direction is Direction.BACKWARD else ts))
         return _to_streams(st, self._select_newest_first(sids, start_ns, end_ns, tail, params, direction, limit))
 
     def _select_newest_first(self, sids: np.ndarray, start: int, end: int, tail: str, params: list[Any],
