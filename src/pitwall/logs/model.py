@@ -106,10 +106,12 @@ class LogStream:
 
 @dataclass
 class LogBatch:
-    """Entries of many streams column-wise, sorted by (stream, ts ascending).
+    """Entries of many streams column-wise, each stream's entries by ts ascending.
 
     What metric queries and parser stages scan: no per-entry objects, and
-    ``lines`` only when the caller asked for them.
+    ``lines`` only when the caller asked for them. Without lines entries are
+    grouped by stream (``stream_idx`` ascending); with lines, streams that
+    differ only in ``stream_md`` may interleave (regrouping would copy lines).
     """
 
     streams: list[Labels]

@@ -714,7 +714,9 @@ class TenantLogQuerier:
         key, vocab = _stream_keys(tbl)
         ts = tbl.column("ts").to_numpy()
         idx, uniq = _dense(key)
-        order = _stream_order(tbl.column("sid").to_numpy(), ts, idx)
+        # With lines, keep (sid, ts) order: regrouping by level would copy every line, and the
+        # per-entry paths key their samples themselves (LogBatch's contract).
+        order = _stream_order(tbl.column("sid").to_numpy(), ts, None if with_lines else idx)
         if order is not None:
             tbl = tbl.take(pa.array(order))
             idx = idx[order]
@@ -839,17 +841,20 @@ def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return inv.astype(np.int64).reshape(-1), uniq.astype(np.int64)
 
 
-def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray) -> np.ndarray | None:
-    """Row order by (result stream ``idx``, ts); None when the rows already are in it.
+def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray | None) -> np.ndarray | None:
+    """Row order by (result stream ``idx``, ts), or by (sid, ts) when ``idx`` is None; None when
+    the rows already are in it.
 
     Blocks hold rows sorted by (sid, ts), and ``idx`` only splits a stream by level, so
     a stable sort by ``idx`` (a radix sort on small codes) usually finishes the job.
     """
-    n = len(idx)
+    n = len(sid)
     if n < 2:
         return None
     ds = np.diff(sid)
     base = None if bool(((ds > 0) | ((ds == 0) & (np.diff(ts) >= 0))).all()) else np.lexsort((ts, sid))
+    if idx is None:
+        return base
     k = idx if base is None else idx[base]
     if bool((np.diff(k) >= 0).all()):
         return base
