@@ -351,3 +351,23 @@ async def test_discover_log_levels_off(tmp_path: Path) -> None:
         data = await _push_and_query(c, '{app="lvl"}')
     assert sorted(tuple(sorted(st["stream"])) for st in data["result"]) == [
         ("app",), ("app", "level"), ("app", "severity_number")]
+
+
+def test_logfmt_fast_path_agrees_with_the_decoder() -> None:
+    """The regex path reads well-formed lines exactly as the byte-wise port of Loki's decoder."""
+    import random
+
+    from pitwall.logs.ingest.levels import _logfmt_pairs, _logfmt_pairs_fast
+
+    rng = random.Random(24)
+    alphabet = ["a", "b", "=", '"', " ", "\\", "x", "\t", "é", "l", "1"]
+    checked = 0
+    for _ in range(20_000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        fast = _logfmt_pairs_fast(line)
+        if fast is not None:
+            checked += 1
+            assert fast == _logfmt_pairs(line.encode()), line
+    assert checked > 5_000
+    assert _logfmt_pairs_fast('a="x"b=1 c') == [(b"a", b"x"), (b"b", b"1"), (b"c", b"")]
+    assert _logfmt_pairs_fast("a=b=c") is None  # a syntax error: the decoder decides

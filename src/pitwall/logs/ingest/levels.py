@@ -312,13 +312,34 @@ def _logfmt_pairs(line: bytes) -> list[tuple[bytes, bytes]]:
     return out
 
 
+# A logfmt line the decoder reads to its end without a syntax error (possessive, so linear):
+# keys of bytes > ' ' other than '=' and '"', values unquoted (same bytes) or quoted; a bare key
+# or an unquoted value ends at a space byte or the end, a quoted value may touch the next key.
+_LF_KEY = r'[^\x00-\x20="]++'
+_LF_QUOTED = r'"(?:[^"\\]|\\.)*+"'
+_LF_LINE = re.compile(
+    rf'(?>[\x00-\x20]*+(?:{_LF_KEY}={_LF_QUOTED}|{_LF_KEY}(?:=[^\x00-\x20="]*+)?(?=[\x00-\x20]|\Z)))*+'
+    r'[\x00-\x20]*+\Z', re.S)
+_LF_PAIR = re.compile(rf'({_LF_KEY})(?:=(?:"((?:[^"\\]|\\.)*+)"|([^\x00-\x20="]*+)))?', re.S)
+
+
+def _logfmt_pairs_fast(line: str) -> list[tuple[bytes, bytes]] | None:
+    """``_logfmt_pairs`` for lines without syntax errors or escapes; None for the others."""
+    if "\\" in line or "\ufffd" in line or _LF_LINE.match(line) is None:
+        return None
+    return [(m.group(1).encode(), (m.group(2) or m.group(3) or "").encode()) for m in _LF_PAIR.finditer(line)]
+
+
 def logfmt_level_value(line: str, fields: Sequence[str]) -> str:
     """The value of the first occurrence of the earliest of ``fields`` (keys compared
     case-insensitively, as Go's EqualFold), or empty."""
     folded = [f.casefold() for f in fields]
     best = len(folded)
     res = b""
-    for k, v in _logfmt_pairs(line.encode("utf-8", "surrogatepass")):
+    pairs = _logfmt_pairs_fast(line)
+    if pairs is None:
+        pairs = _logfmt_pairs(line.encode("utf-8", "surrogatepass"))
+    for k, v in pairs:
         kf = k.decode("utf-8", "replace").casefold()
         for x, f in enumerate(folded):
             if x >= best:
