@@ -34,9 +34,10 @@ async def test_labels_as_grafana_asks(loaded: tuple[httpx.AsyncClient, int]) -> 
     client, t = loaded
     r = await client.get("/loki/api/v1/labels", params=_range(t))
     assert r.status_code == 200
-    assert r.json() == {"status": "success", "data": ["app", "env"]}
+    # service_name: Loki 3's discover_service_name (from ``app``); detected_level is metadata, no label
+    assert r.json() == {"status": "success", "data": ["app", "env", "service_name"]}
     r = await client.get("/loki/api/v1/labels", params={**_range(t), "query": '{env="dev"}'})
-    assert r.json()["data"] == ["app", "env"]
+    assert r.json()["data"] == ["app", "env", "service_name"]
     # a window with no entries has no labels
     r = await client.get("/loki/api/v1/labels", params={"start": "1000000000", "end": "1100000000"})
     assert r.json() == {"status": "success", "data": []}
@@ -53,7 +54,8 @@ async def test_label_values_with_selector(loaded: tuple[httpx.AsyncClient, int])
 async def test_series_get_and_form_post(loaded: tuple[httpx.AsyncClient, int]) -> None:
     client, t = loaded
     r = await client.get("/loki/api/v1/series", params={"match[]": '{env="prod"}', **_range(t)})
-    assert r.json() == {"status": "success", "data": [{"app": "api", "env": "prod"}, {"app": "web", "env": "prod"}]}
+    assert r.json() == {"status": "success", "data": [{"app": "api", "env": "prod", "service_name": "api"},
+                                                      {"app": "web", "env": "prod", "service_name": "web"}]}
     r = await client.post("/loki/api/v1/series", data={"match[]": ['{app="cron"}', '{app="web"}'], **_range(t)})
     assert [s["app"] for s in r.json()["data"]] == ["cron", "web"]
 
@@ -84,7 +86,8 @@ async def test_trace_logs_native_endpoint(loaded: tuple[httpx.AsyncClient, int])
     client, t = loaded
     r = await client.get("/api/logs/v1/trace/AB12")
     assert r.json() == {"traceId": "ab12", "streams": [
-        {"stream": {"app": "api", "env": "prod"}, "values": [[str(t + 10**9), "GET /x 500 error", {"trace_id": "ab12"}]]}]}
+        {"stream": {"app": "api", "env": "prod", "service_name": "api"},
+         "values": [[str(t + 10**9), "GET /x 500 error", {"trace_id": "ab12", "detected_level": "error"}]]}]}
     r = await client.get("/api/logs/v1/trace/not-hex")
     assert r.status_code == 400 and r.json()["error"]["message"].startswith("invalid trace id")
 

@@ -25,8 +25,8 @@ def test_logs_query_prints_lines_and_series(live_server: LiveServer) -> None:
     res = runner.invoke(app, ["logs", "query", '{app="cli"} |= "error"', "--server", live_server.url])
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert [ln.split(" ", 2)[2] for ln in lines] == ['third error', 'first error']
-    assert lines[0].split(" ")[1] == '{app="cli"}'
+    assert [ln.split("} ", 1)[1] for ln in lines] == ['third error', 'first error']
+    assert lines[0].split(" ", 1)[1].startswith('{app="cli", detected_level="error", service_name="cli"}')
     res = runner.invoke(app, ["logs", "query", 'sum(count_over_time({app="cli"}[1h]))', "--instant",
                               "--server", live_server.url])
     assert res.exit_code == 0, res.output
@@ -40,4 +40,5 @@ def test_logs_tail_shows_history(live_server: LiveServer) -> None:
     res = CliRunner().invoke(app, ["logs", "tail", '{app="cli"}', "--since", "-1m", "--server", live_server.url,
                                    "--max-messages", "1"])
     assert res.exit_code == 0, res.output
-    assert [ln.split(" ", 2)[2] for ln in res.output.strip().splitlines()] == ["first error", "second", "third error"]
+    got = [ln.split("} ", 1)[1] for ln in res.output.strip().splitlines()]
+    assert got == ["first error", "second", "third error"]

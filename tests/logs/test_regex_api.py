@@ -51,7 +51,7 @@ async def test_catastrophic_regexes_answer_quickly(loaded: tuple[httpx.AsyncClie
     assert r.status_code == 200, r.text
     assert sorted(s["metric"].get("w", "") for s in r.json()["data"]["result"]) == ["", "", "aab"]
     r = await client.get("/loki/api/v1/series", params={"match[]": '{job=~"(x+)+y|x"}', **rng})
-    assert r.json()["data"] == [{"job": "x"}]
+    assert r.json()["data"] == [{"job": "x", "service_name": "x"}]
 
 
 @pytest.mark.parametrize(

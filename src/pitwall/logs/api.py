@@ -46,7 +46,7 @@ class LogQLRunner(Protocol):
     """The part of the LogQL engine the API calls (``pitwall.logs.logql.LogQLEngine``)."""
 
     def query_range(self, querier: Any, expr: str, start_ns: int, end_ns: int, step_ns: int, *, limit: int,
-                    direction: Direction, interval_ns: int | None = None) -> Any: ...
+                    direction: Direction, interval_ns: int | None = None, align_step: bool = False) -> Any: ...
 
     def query_instant(self, querier: Any, expr: str, time_ns: int, *, limit: int, direction: Direction) -> Any: ...
 
@@ -127,8 +127,8 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         interval = parse_duration_ns(p["interval"], "interval") if p.get("interval") else None
         q = store.querier(tenant_of(request))
         res = await run_in_threadpool(deps.engine.query_range, q, expr, start, end, step, limit=limit,
-                                      direction=direction, interval_ns=interval)
-        return _success(res.to_loki_data())
+                                      direction=direction, interval_ns=interval, align_step=True)
+        return _success(_encoded(res, request))
 
     @_get_post(r, "/loki/api/v1/query")
     async def query(request: Request) -> Response:
@@ -139,7 +139,7 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         direction = parse_direction(p.get("direction"))
         q = store.querier(tenant_of(request))
         res = await run_in_threadpool(deps.engine.query_instant, q, expr, at, limit=limit, direction=direction)
-        return _success(res.to_loki_data())
+        return _success(_encoded(res, request))
 
     @_get_post(r, "/loki/api/v1/labels")
     async def labels(request: Request) -> Response:
@@ -250,11 +250,23 @@ def streams_json(streams: Sequence[LogStream]) -> list[dict[str, Any]]:
     out = []
     for s in streams:
         values: list[list[Any]] = []
-        md = s.metadata or [()] * len(s)
+        md = [s.entry_metadata(i) for i in range(len(s))]
         for ts, line, m in zip(s.ts_ns.tolist(), s.lines, md, strict=True):
             values.append([str(ts), line, dict(m)] if m else [str(ts), line])
         out.append({"stream": dict(s.labels), "values": values})
     return out
+
+
+def _encoded(res: Any, request: Request) -> dict[str, Any]:
+    """Loki's ``data``, shaped by the ``X-Loki-Response-Encoding-Flags`` header (echoed back as
+    ``encodingFlags``; ``categorize-labels`` splits stream, structured metadata and parsed labels)."""
+    raw = request.headers.get("x-loki-response-encoding-flags", "")
+    flags = list(dict.fromkeys(raw.split(","))) if raw else []
+    data: dict[str, Any] = res.to_loki_data(categorize_labels="categorize-labels" in flags)
+    if not flags:
+        return data
+    return {"resultType": data["resultType"], "encodingFlags": flags,
+            **{k: v for k, v in data.items() if k != "resultType"}}
 
 
 def _query_param(p: Any) -> str:

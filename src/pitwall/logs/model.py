@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 __all__ = [
+    "LEVEL_LABEL",
     "CommitResult",
     "Direction",
     "EntryColumns",
@@ -39,6 +40,9 @@ __all__ = [
     "encode_metadata",
     "ns_to_rfc3339",
 ]
+
+# The structured metadata key Loki's distributor adds to every entry (``discover_log_levels``).
+LEVEL_LABEL = "detected_level"
 
 # Loki's structured metadata of one entry: (key, value) pairs, e.g. trace_id from OTLP.
 Metadata = tuple[tuple[str, str], ...]
@@ -88,17 +92,26 @@ class LogStream:
     ts_ns: np.ndarray  # int64
     lines: list[str]
     metadata: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
+    # Structured metadata every entry of this stream shares, after its own (``detected_level``).
+    stream_md: Metadata = ()
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
 
+    def entry_metadata(self, i: int) -> Metadata:
+        """Entry ``i``'s structured metadata as Loki returns it (its own, then the shared)."""
+        own = self.metadata[i] if self.metadata else ()
+        return own + self.stream_md if self.stream_md else own
+
 
 @dataclass
 class LogBatch:
-    """Entries of many streams column-wise, sorted by (stream, ts ascending).
+    """Entries of many streams column-wise, each stream's entries by ts ascending.
 
     What metric queries and parser stages scan: no per-entry objects, and
-    ``lines`` only when the caller asked for them.
+    ``lines`` only when the caller asked for them. Without lines entries are
+    grouped by stream (``stream_idx`` ascending); with lines, streams that
+    differ only in ``stream_md`` may interleave (regrouping would copy lines).
     """
 
     streams: list[Labels]
@@ -107,6 +120,8 @@ class LogBatch:
     line_bytes: np.ndarray  # int64 per entry: the line's length in UTF-8 bytes
     lines: list[str] | None = None
     metadata: list[tuple[tuple[str, str], ...]] | None = None
+    # Per stream: structured metadata all its entries share (``detected_level``); None: none.
+    stream_md: list[Metadata] | None = None
 
     def __len__(self) -> int:
         return int(self.ts_ns.shape[0])
@@ -126,6 +141,7 @@ class EntryColumns:
     lines: list[str]
     metadata: list[Metadata] | None = None
     line_array: pa.Array | None = None  # ``lines`` as Arrow, when a caller already built it
+    levels: pa.Array | None = None  # Loki's ``detected_level`` per entry (string, null: none)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])

@@ -8,6 +8,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from pitwall.core.durations import parse_duration_ms
 
+# Loki's default ``discover_service_name`` list (limits_config), in its order.
+DEFAULT_SERVICE_NAME_LABELS: tuple[str, ...] = (
+    "service", "app", "application", "app_name", "name", "app_kubernetes_io_name", "container",
+    "container_name", "k8s_container_name", "component", "workload", "job", "k8s_job_name",
+)
+
+# Loki's validation.DefaultAllowedLevelFields, in its order (also in logs.ingest.levels).
+DEFAULT_LEVEL_FIELDS: tuple[str, ...] = (
+    "level", "LEVEL", "Level", "log.level", "severity", "SEVERITY", "Severity", "SeverityText",
+    "lvl", "LVL", "Lvl", "severity_text", "Severity_Text", "SEVERITY_TEXT",
+)
+
 
 def _duration(v: Any) -> Any:
     if isinstance(v, str):
@@ -45,6 +57,17 @@ class LogLimits(_Section):
     max_query_lookback: DurationMs = Field(0, description="0: unlimited")
     max_entries_limit_per_query: int = Field(5000, gt=0)
     max_tail_connections: int = Field(32, gt=0)
+    discover_service_name: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SERVICE_NAME_LABELS),
+        description="a stream without service_name gets the first of these labels' values as service_name "
+        "(unknown_service when none is set); an empty list turns this off")
+    discover_log_levels: bool = Field(
+        True, description="add Loki's detected_level structured metadata to every entry at ingest")
+    log_level_fields: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LEVEL_FIELDS),
+        description="stream labels, metadata keys and line fields that name an entry's level, in precedence order")
+    log_level_from_json_max_depth: int = Field(
+        2, description="JSON nesting searched for a level field; 0 or less: unlimited")
 
 
 class SyslogSettings(_Section):

@@ -28,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 from pitwall.core.errors import BadData, PitwallError
 from pitwall.core.params import tenant_of
 from pitwall.logs.memory import MemoryLogQuerier
-from pitwall.logs.model import Direction, Labels, Matcher, decode_metadata
+from pitwall.logs.model import LEVEL_LABEL, Direction, Labels, Matcher, decode_metadata, encode_metadata
 from pitwall.logs.params import parse_limit, parse_timestamp_ns
 from pitwall.logs.store import LogFeed
 
@@ -71,6 +71,8 @@ class TailSession:
         ts = batch.column(1).to_numpy()
         lines = batch.column(2).take(pa.array(hit)).to_pylist()
         mds = batch.column(3).take(pa.array(hit)).to_pylist()
+        if batch.num_columns > 5:
+            mds = _with_levels(mds, batch.column(5).take(pa.array(hit)).to_pylist())
         for j, i in enumerate(hit.tolist()):
             self.rows.append((labels[int(sid[i])], int(ts[i]), lines[j], mds[j]))
         over = len(self.rows) - SESSION_BUFFER
@@ -225,3 +227,14 @@ async def _wait_closed(ws: WebSocket) -> None:
             msg = await ws.receive()
             if msg.get("type") == "websocket.disconnect":
                 return
+
+
+def _with_levels(mds: list[str | None], levels: list[str | None]) -> list[str | None]:
+    """Stored metadata with the entry's detected_level appended, as queries return it."""
+    out: list[str | None] = []
+    for md, lvl in zip(mds, levels, strict=True):
+        if lvl is None:
+            out.append(md)
+        else:
+            out.append(encode_metadata((*decode_metadata(md), (LEVEL_LABEL, lvl))))
+    return out

@@ -36,6 +36,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
 from pitwall.logs.model import (
+    LEVEL_LABEL,
     CommitResult,
     Direction,
     EntryColumns,
@@ -70,7 +71,12 @@ SCHEMA = pa.schema([
     ("line", pa.string()),
     ("metadata", pa.string()),  # JSON [[k, v], ...] or null
     ("trace_id", pa.string()),  # copied out of the metadata so trace lookups are a column scan
+    # Loki's detected_level: structured metadata, kept as its own column because every entry has one
+    # and few values exist (dictionary-compressed; queries split streams by it instead of decoding JSON).
+    ("detected_level", pa.string()),
 ])
+# WAL records written before detected_level existed.
+_SCHEMA_V1 = pa.schema(list(SCHEMA)[:5])
 
 
 @dataclass
@@ -178,6 +184,8 @@ class LogStore:
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'logs_entries_%'"
         ).fetchall():
             self._blocks[int(tname.rsplit("_", 1)[1])] = tname
+            # Blocks written before detected_level existed get the column (null: no level).
+            db.execute(f"ALTER TABLE {tname} ADD COLUMN IF NOT EXISTS detected_level VARCHAR")
         got = db.scalar("SELECT value FROM logs_meta WHERE key = 'wal_replay_from'")
         n = 0
         for rec in self.wal.replay(int(got or 0)):
@@ -342,10 +350,15 @@ class LogStore:
             mds = cols.metadata if all_kept else [x for x, k in zip(cols.metadata, keep.tolist(), strict=True) if k]
             md_col = pa.array([encode_metadata(x) for x in mds], pa.string())
             tr_col = pa.array([_trace_id(x) for x in mds], pa.string())
+        lv_col: pa.Array
+        if cols.levels is None:
+            lv_col = pa.nulls(len(lines), pa.string())
+        else:
+            lv_col = cols.levels if all_kept else cols.levels.filter(pa.array(keep))
         batch = pa.RecordBatch.from_arrays(
             [pa.array(sid[keep] if not all_kept else sid, pa.int64()),
              pa.array(cols.ts[keep] if not all_kept else cols.ts, pa.int64()),
-             lines, md_col, tr_col],
+             lines, md_col, tr_col, lv_col],
             schema=SCHEMA,
         )
         return batch
@@ -434,7 +447,7 @@ class LogStore:
                 for b in blocks:
                     table = self._block_table(cur, int(b))
                     cur.execute(
-                        f"INSERT INTO {table} SELECT sid, ts, line, metadata, trace_id FROM _flush_rows "
+                        f"INSERT INTO {table} SELECT sid, ts, line, metadata, trace_id, detected_level FROM _flush_rows "
                         "WHERE ts >= ? AND ts < ? ORDER BY sid, ts",
                         [int(b), int(b) + self.block_ns],
                     )
@@ -486,7 +499,7 @@ class LogStore:
             table = f"logs_entries_{block}"
             cur.execute(
                 f"CREATE TABLE IF NOT EXISTS {table} (sid BIGINT, ts BIGINT, line VARCHAR, metadata VARCHAR, "
-                "trace_id VARCHAR)"
+                "trace_id VARCHAR, detected_level VARCHAR)"
             )
             self._blocks[block] = table
         return table
@@ -559,7 +572,7 @@ class LogStore:
             where = f"WHERE {sid_sql} AND ts >= {int(start)} AND ts < {int(end)}"
             if not parts:
                 yield "(SELECT * FROM (SELECT NULL::BIGINT sid, NULL::BIGINT ts, NULL::VARCHAR line, " \
-                      "NULL::VARCHAR metadata, NULL::VARCHAR trace_id) WHERE false)"
+                      "NULL::VARCHAR metadata, NULL::VARCHAR trace_id, NULL::VARCHAR detected_level) WHERE false)"
             else:
                 yield "(" + " UNION ALL ".join(f"{p} {where}" for p in parts) + ")"
         finally:
@@ -569,7 +582,7 @@ class LogStore:
             self.db.lock.release_read()
 
     def query(self, sids: np.ndarray, start: int, end: int, sql_tail: str, params: list[Any],
-              columns: str = "sid, ts, line, metadata") -> pa.Table:
+              columns: str = "sid, ts, line, metadata, detected_level") -> pa.Table:
         """``SELECT columns FROM <entries> <sql_tail>``: the one place queries touch DuckDB."""
         cur = self.db.cursor()
         with self._source(cur, sids, start, end) as src:
@@ -642,8 +655,9 @@ class TenantLogQuerier:
             # Sorting in numpy beats DuckDB's ORDER BY over the line payload.
             tbl = st.query(sids, start_ns, end_ns, f"WHERE {cond}" if cond else "", params)
             ts = tbl.column("ts").to_numpy()
-            return _to_streams(st, _take_sorted(tbl, tbl.column("sid").to_numpy(),
-                                                -ts if direction is Direction.BACKWARD else ts))
+            # By result stream (stream and level) at once, so grouping moves no line twice.
+            key, _ = _stream_keys(tbl)
+            return _to_streams(st, _take_sorted(tbl, key, -ts if direction is Direction.BACKWARD else ts))
         return _to_streams(st, self._select_newest_first(sids, start_ns, end_ns, tail, params, direction, limit))
 
     def _select_newest_first(self, sids: np.ndarray, start: int, end: int, tail: str, params: list[Any],
@@ -694,15 +708,23 @@ class TenantLogQuerier:
             e = np.empty(0, dtype=np.int64)
             return LogBatch([], e, e, e.copy(), [] if with_lines else None, [] if with_metadata else None)
         cond, params = filters_sql(filters)
-        cols = "sid, ts, strlen(line) AS nbytes" + (", line" if with_lines else "") + (
+        cols = "sid, ts, strlen(line) AS nbytes, detected_level" + (", line" if with_lines else "") + (
             ", metadata" if with_metadata else "")
         tbl = st.query(sids, start_ns, end_ns, f"WHERE {cond}" if cond else "", params, columns=cols)
-        tbl = _take_sorted(tbl, tbl.column("sid").to_numpy(), tbl.column("ts").to_numpy())
-        sid = tbl.column("sid").to_numpy()
-        uniq, idx = np.unique(sid, return_inverse=True)
+        key, vocab = _stream_keys(tbl)
+        ts = tbl.column("ts").to_numpy()
+        idx, uniq = _dense(key)
+        # With lines, keep (sid, ts) order: regrouping by level would copy every line, and the
+        # per-entry paths key their samples themselves (LogBatch's contract).
+        order = _stream_order(tbl.column("sid").to_numpy(), ts, None if with_lines else idx)
+        if order is not None:
+            tbl = tbl.take(pa.array(order))
+            idx = idx[order]
+        width = len(vocab) + 1
         return LogBatch(
-            streams=[st.labels_of(int(s)) for s in uniq.tolist()],
-            stream_idx=idx.astype(np.int64),
+            streams=[st.labels_of(int(k) // width) for k in uniq.tolist()],
+            stream_md=[_level_md(vocab, int(k) % width) for k in uniq.tolist()],
+            stream_idx=idx.astype(np.int64).reshape(-1),
             ts_ns=tbl.column("ts").to_numpy().astype(np.int64),
             line_bytes=tbl.column("nbytes").to_numpy().astype(np.int64),
             lines=tbl.column("line").to_pylist() if with_lines else None,
@@ -772,7 +794,7 @@ def _to_streams(st: LogStore, tbl: pa.Table) -> list[LogStream]:
     """Group result rows (already in the wanted order) into one LogStream per stream."""
     if not tbl.num_rows:
         return []
-    sid = tbl.column("sid").to_numpy()
+    sid, vocab = _stream_keys(tbl)
     order = np.argsort(sid, kind="stable")
     s = sid[order]
     if not np.array_equal(order, np.arange(len(order))):
@@ -782,10 +804,67 @@ def _to_streams(st: LogStore, tbl: pa.Table) -> list[LogStream]:
     mds = _metadata_list(tbl.column("metadata"))
     cuts = [0, *(np.flatnonzero(s[1:] != s[:-1]) + 1).tolist(), len(s)]
     out = []
+    width = len(vocab) + 1
     for a, b in itertools.pairwise(cuts):
-        out.append(LogStream(labels=st.labels_of(int(s[a])), ts_ns=ts[a:b], lines=lines[a:b], metadata=mds[a:b]))
-    out.sort(key=lambda x: x.labels)
+        k = int(s[a])
+        out.append(LogStream(labels=st.labels_of(k // width), ts_ns=ts[a:b], lines=lines[a:b], metadata=mds[a:b],
+                             stream_md=_level_md(vocab, k % width)))
+    out.sort(key=lambda x: (x.labels, x.stream_md))
     return out
+
+
+def _stream_keys(tbl: pa.Table, vocab: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Per row ``sid * (len(vocab) + 1) + level code`` (0: no level): entries of one stream with one
+    detected_level form one result stream, as Loki splits streams by structured metadata."""
+    sid = tbl.column("sid").to_numpy().astype(np.int64)
+    col = tbl.column(LEVEL_LABEL)
+    if col.null_count == len(col):
+        return sid * (len(vocab or []) + 1), vocab or []
+    if vocab is None:
+        vocab = sorted(v for v in pc.unique(col).to_pylist() if v is not None)
+    codes = pc.fill_null(pc.index_in(col, value_set=pa.array(vocab, pa.string())), -1)
+    return sid * (len(vocab) + 1) + codes.to_numpy().astype(np.int64) + 1, vocab
+
+
+def _dense(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per row the rank of its key among the distinct keys, the distinct keys ascending)."""
+    if not len(key):
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    top = int(key.max())
+    if top <= 8 * len(key) + 1_000_000:  # a presence table beats sorting every row
+        seen = np.zeros(top + 1, dtype=bool)
+        seen[key] = True
+        uniq = np.flatnonzero(seen)
+        rank = np.cumsum(seen) - 1
+        return rank[key].astype(np.int64), uniq.astype(np.int64)
+    uniq, inv = np.unique(key, return_inverse=True)
+    return inv.astype(np.int64).reshape(-1), uniq.astype(np.int64)
+
+
+def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray | None) -> np.ndarray | None:
+    """Row order by (result stream ``idx``, ts), or by (sid, ts) when ``idx`` is None; None when
+    the rows already are in it.
+
+    Blocks hold rows sorted by (sid, ts), and ``idx`` only splits a stream by level, so
+    a stable sort by ``idx`` (a radix sort on small codes) usually finishes the job.
+    """
+    n = len(sid)
+    if n < 2:
+        return None
+    ds = np.diff(sid)
+    base = None if bool(((ds > 0) | ((ds == 0) & (np.diff(ts) >= 0))).all()) else np.lexsort((ts, sid))
+    if idx is None:
+        return base
+    k = idx if base is None else idx[base]
+    if bool((np.diff(k) >= 0).all()):
+        return base
+    small = k.astype(np.uint16) if int(k.max()) < 65536 else k
+    o = np.argsort(small, kind="stable")
+    return o if base is None else base[o]
+
+
+def _level_md(vocab: list[str], code: int) -> Metadata:
+    return ((LEVEL_LABEL, vocab[code - 1]),) if code else ()
 
 
 def _take_sorted(tbl: pa.Table, sid: np.ndarray, key: np.ndarray) -> pa.Table:
@@ -839,5 +918,10 @@ def _decode_record(payload: bytes) -> tuple[str, list[tuple[int, Labels]], pa.Re
     if sl:
         new = [(int(sid), tuple((k, v) for k, v in lbl)) for sid, lbl in json.loads(payload[pos : pos + sl])]
     pos += sl
-    batch = pa.ipc.read_record_batch(pa.py_buffer(payload[pos:]), SCHEMA)
+    buf = pa.py_buffer(payload[pos:])
+    try:
+        batch = pa.ipc.read_record_batch(buf, SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowIndexError):
+        old = pa.ipc.read_record_batch(buf, _SCHEMA_V1)
+        batch = pa.RecordBatch.from_arrays([*old.columns, pa.nulls(old.num_rows, pa.string())], schema=SCHEMA)
     return tenant, new, batch

@@ -97,7 +97,8 @@ async def test_protobuf_push_from_the_official_definition(client: httpx.AsyncCli
     assert await _query_all(client, "pb") == [(t, "proto line"), (t + 5, "second")]
     r = await client.get("/api/logs/v1/trace/0af7651916cd43dd8448eb211c80319c")
     assert r.json()["streams"][0]["values"] == [[str(t), "proto line",
-                                                {"trace_id": "0af7651916cd43dd8448eb211c80319c"}]]
+                                                {"trace_id": "0af7651916cd43dd8448eb211c80319c",
+                                                 "detected_level": "unknown"}]]
 
 
 def test_large_json_pushes_are_decoded_in_slices_to_the_same_columns(monkeypatch: pytest.MonkeyPatch) -> None:

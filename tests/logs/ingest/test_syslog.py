@@ -81,7 +81,8 @@ def test_tcp_framings_and_udp(syslog_server: tuple[LiveServer, int]) -> None:
     got = wait_lines(srv.url, '{job="syslog"}', 5)
     assert got == ["newline one", "newline two", "octet one", "octet two, ünïcode", "over udp"]
     r = httpx.get(srv.url + "/loki/api/v1/series", params={"match[]": '{app="app3"}'})
-    assert r.json()["data"] == [{"app": "app3", "facility": "user", "host": "h3", "job": "syslog", "severity": "err"}]
+    assert r.json()["data"] == [{"app": "app3", "facility": "user", "host": "h3", "job": "syslog",
+                                 "service_name": "app3", "severity": "err"}]
 
 
 def test_oversized_frame_closes_only_that_connection(syslog_server: tuple[LiveServer, int]) -> None:

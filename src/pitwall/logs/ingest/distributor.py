@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 from pitwall.core.labels import format_labels
 from pitwall.logs.errors import EntryRejected, LineTooLong, RateLimited, RequestTooLarge
+from pitwall.logs.ingest.levels import LevelDetector, assign_levels
 from pitwall.logs.labels import validate
 from pitwall.logs.model import EntryColumns, Labels, ns_to_rfc3339
 from pitwall.logs.settings import LogLimits
@@ -62,6 +63,9 @@ class LogIngester:
         self.limits = limits
         self.rate = TokenBucket(limits.ingestion_rate_mb * _MB, limits.ingestion_burst_size_mb * _MB)
         self._valid_labels: dict[Labels, None] = {}
+        self._service_named: dict[Labels, Labels] = {}
+        self.levels = LevelDetector(limits.log_level_fields, limits.log_level_from_json_max_depth) \
+            if limits.discover_log_levels else None
 
     def check_request(self, n_streams: int, n_entries: int) -> None:
         lim = self.limits
@@ -71,6 +75,22 @@ class LogIngester:
         if n_entries > lim.max_entries_per_request:
             raise RequestTooLarge(
                 f"request has {n_entries} entries, more than the limit of {lim.max_entries_per_request}")
+
+    def with_service_name(self, labels: Labels) -> Labels:
+        """``labels`` plus Loki's ``service_name`` when absent: the first ``discover_service_name``
+        label with a value, else ``unknown_service``."""
+        got = self._service_named.get(labels)
+        if got is not None:
+            return got
+        d = dict(labels)
+        out = labels
+        if "service_name" not in d:
+            svc = next((d[k] for k in self.limits.discover_service_name if d.get(k)), "unknown_service")
+            out = tuple(sorted((*labels, ("service_name", svc))))
+        if len(self._service_named) > 200_000:
+            self._service_named.clear()
+        self._service_named[labels] = out
+        return out
 
     def validate_labels(self, labels: Labels) -> None:
         if labels in self._valid_labels:
@@ -89,6 +109,8 @@ class LogIngester:
         """
         n = len(cols)
         self.check_request(len(cols.streams), n)
+        if self.limits.discover_service_name:
+            cols.streams = [self.with_service_name(lbl) for lbl in cols.streams]
         for lbl in cols.streams:
             self.validate_labels(lbl)
         if not n:
@@ -110,6 +132,9 @@ class LogIngester:
         kept_idx = np.flatnonzero(keep)
         if len(kept_idx) < n:
             cols = _subset(cols, keep)
+        if self.levels is not None:
+            # After validation, as Loki's distributor: the added metadata counts against no limit.
+            cols = assign_levels(cols, self.levels)
         res = self.store.commit(tenant, cols)
         if res.fsynced is not None:
             await res.fsynced

@@ -101,8 +101,13 @@ class LogQLEngine:
         limit: int = 100,
         direction: Direction = Direction.BACKWARD,
         interval_ns: int | None = None,
+        align_step: bool = False,
     ) -> LogQLResult:
-        """Loki's ``/query_range``: streams for log expressions, a matrix for metric ones."""
+        """Loki's ``/query_range``: streams for log expressions, a matrix for metric ones.
+
+        ``align_step``: round a metric query's start down and end up to multiples of the step,
+        as Loki's query frontend does before splitting (``metricQuerySplitter.alignStartEnd``).
+        """
         node = parse_expr(expr)
         if end_ns < start_ns:
             raise LogQLError("end timestamp must not be before or equal to start time")
@@ -119,6 +124,9 @@ class LogQLEngine:
                 "exceeded maximum resolution of 11,000 points per timeseries. "
                 "Try decreasing the query resolution (?step=XX)"
             )
+        if align_step:
+            start_ns -= start_ns % step_ns
+            end_ns += -end_ns % step_ns
         return self._run_metric(querier, node, start_ns, end_ns, step_ns, instant=False)
 
     def query_instant(

@@ -44,7 +44,7 @@ from pitwall.logs.logql.result import (
     labels_string,
 )
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
-from pitwall.logs.model import LogBatch
+from pitwall.logs.model import LEVEL_LABEL, LogBatch
 
 __all__ = ["SampleExtractor"]
 
@@ -170,6 +170,9 @@ class SampleExtractor:
         g = self.grouping
         assert g is not None and not g.without
         names = sorted(set(g.labels))
+        if batch.stream_md is not None and any(
+                n.startswith(LEVEL_LABEL) for n in set(names) | label_filter_names(filters)):
+            return self._per_entry(batch)  # detected_level is metadata here, not a stream label
         bases = [dict(lbl) for lbl in batch.streams]
         undecidable = None
         if batch.metadata is not None:
@@ -237,9 +240,13 @@ class SampleExtractor:
         bounds = np.searchsorted(batch.stream_idx, np.arange(n_streams + 1), side="left")
         values = batch.line_bytes.astype(np.float64) if self.op in _BYTES_OPS else None
         groups: dict[Labels, list[int]] = {}
+        smd = batch.stream_md
         for s, lbl in enumerate(batch.streams):
             if bounds[s + 1] > bounds[s]:
-                groups.setdefault(self.key(dict(lbl)), []).append(s)
+                labels = dict(lbl)
+                if smd is not None and smd[s]:
+                    labels.update(smd[s])
+                groups.setdefault(self.key(labels), []).append(s)
         out: list[tuple[Labels, np.ndarray, np.ndarray]] = []
         for key, members in groups.items():
             ts = np.concatenate([batch.ts_ns[bounds[s] : bounds[s + 1]] for s in members])
@@ -268,6 +275,9 @@ class SampleExtractor:
         assert batch.lines is not None
         bases = [dict(lbl) for lbl in batch.streams]
         base_names = [frozenset(b) for b in bases]
+        if batch.stream_md is not None:
+            # Shared metadata (detected_level) joins the labels, yet is no stream label for parsers.
+            bases = [b | dict(m) if m else b for b, m in zip(bases, batch.stream_md, strict=True)]
         lines = batch.lines
         mds = batch.metadata
         sidx = batch.stream_idx.tolist()

@@ -36,7 +36,7 @@ from pitwall.logs.logql.result import (
     StreamResult,
     labels_string,
 )
-from pitwall.logs.model import Direction, LineFilter, LogStream
+from pitwall.logs.model import LEVEL_LABEL, Direction, LineFilter, LogStream
 
 __all__ = ["StreamReader", "compile_prefilter", "pushed_filters"]
 
@@ -111,6 +111,9 @@ class StreamReader:
         process = self.pipeline.process
         bases = [dict(s.labels) for s in streams]
         base_names = [frozenset(b) for b in bases]
+        # Shared metadata (detected_level) joins the labels, yet is no stream label for parsers.
+        full = [b | dict(s.stream_md) if s.stream_md else b for b, s in zip(bases, streams, strict=True)]
+        full_t = [tuple(sorted(f.items())) if s.stream_md else s.labels for f, s in zip(full, streams, strict=True)]
         static = self.pipeline.empty
         prefilter = self.prefilter
         chunk = _CHUNK if self.batch_filters is not None else len(order_s)
@@ -136,20 +139,21 @@ class StreamReader:
                 ts = int(s.ts_ns[pos])
                 if self.interval_ns and not self._interval_ok(ts):
                     continue
-                md = s.metadata[pos] if s.metadata else ()
+                own = s.metadata[pos] if s.metadata else ()
+                md = own + s.stream_md if s.stream_md else own
                 line: str | None = s.lines[pos]
-                if static and not md:
-                    labels_t = s.labels
+                if static and not own:
+                    labels_t = full_t[si]
                     parsed: tuple[tuple[str, str], ...] = ()
                 else:
                     assert line is not None
                     if prefilter is not None and not ok:
-                        scratch = bases[si].copy()
+                        scratch = full[si].copy()
                         if md:
                             scratch.update(md)
                         if prefilter.process(ts, line, scratch, base_names[si]) is None:
                             continue
-                    labels = bases[si].copy()
+                    labels = full[si].copy()
                     if md:
                         labels.update(md)
                     line = process(ts, line, labels, base_names[si])
@@ -168,6 +172,9 @@ class StreamReader:
         filters = self.batch_filters
         if filters is None or not len(sis):
             return None
+        if any(s.stream_md for s in streams) and any(
+                n.startswith(LEVEL_LABEL) for n in label_filter_names(filters)):
+            return None  # detected_level is metadata here, not a stream label
         pairs = zip(sis.tolist(), poss.tolist(), strict=True)
         lines = [streams[si].lines[pos] for si, pos in pairs]
         undecidable = None
@@ -255,10 +262,10 @@ _PARSERS = (ast.JsonParser, ast.LogfmtParser, ast.RegexpParser, ast.PatternParse
 
 def _merge_order(streams: list[LogStream], direction: Direction) -> tuple[np.ndarray, np.ndarray]:
     """(stream, position) arrays of every entry in direction order; ties by stream labels."""
-    ranks = {
-        i: r
-        for r, i in enumerate(sorted(range(len(streams)), key=lambda i: labels_string(streams[i].labels)))
-    }
+    # Loki's heap iterator breaks ties by the labels string, shared metadata (detected_level) included.
+    keys = [labels_string(tuple(sorted(s.labels + s.stream_md))) if s.stream_md else labels_string(s.labels)
+            for s in streams]
+    ranks = {i: r for r, i in enumerate(sorted(range(len(streams)), key=lambda i: keys[i]))}
     ts_parts: list[np.ndarray] = []
     sid_parts: list[np.ndarray] = []
     pos_parts: list[np.ndarray] = []
