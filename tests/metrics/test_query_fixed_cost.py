@@ -28,6 +28,7 @@ from pitwall.metrics.promql.engine import (
     QueryResult,
     encode_response_body,
 )
+from pitwall.metrics.promql.format import format_float, format_seconds
 from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics import MetricStore
@@ -152,3 +153,15 @@ async def test_a_writer_holding_the_store_does_not_stall_the_event_loop(client: 
         store.db.lock.release_write()
     r = await query
     assert r.json()["data"]["result"][0]["value"][1] == "1.5"
+
+
+def test_matrix_points_are_spelled_as_one_by_one() -> None:
+    vals = np.array([0.0, -0.0, 2.0, 1.5, 100.0, 1e15, 1e16, 1.5e-7, 123456.789, -3.25, 1 / 3])
+    ts = np.array([-1500, -1000, 0, 999, 1000, 1234, 15000, 1700000001234, 1700000001000, 7, 8], dtype=np.int64)
+    for sl in (slice(None), slice(0, 6), slice(2, 5), slice(7, 9), slice(0, 0)):
+        res = QueryResult("matrix", [labels_from_dict({"a": "b"})], [ts[sl]], [vals[sl]])
+        got = res.to_prometheus_data()["result"][0]["values"] if len(ts[sl]) else []
+        want = [[format_seconds(t), format_float(v)] for t, v in zip(ts[sl].tolist(), vals[sl].tolist(), strict=True)]
+        assert [[type(t), t, v] for t, v in got] == [[type(t), t, v] for t, v in want]
+    nan = QueryResult("matrix", [()], [np.array([1000, 2000])], [np.array([np.nan, -np.inf])])
+    assert nan.to_prometheus_data()["result"][0]["values"] == [[1, "NaN"], [2, "-Inf"]]

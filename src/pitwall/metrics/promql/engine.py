@@ -78,16 +78,35 @@ class QueryResult:
             for lb, ts, vals in zip(self.series, self.timestamps, self.values, strict=True):
                 out.append({"metric": dict(lb), "value": [secs(int(ts[0])), fmt(float(vals[0]))]})
             return {"resultType": rt, "result": out}
-        when: dict[int, float | int] = {}  # a range query's series share its steps
         for lb, ts, vals in zip(self.series, self.timestamps, self.values, strict=True):
-            points = []
-            for t, v in zip(ts.tolist(), vals.tolist(), strict=True):
-                s = when.get(t)
-                if s is None:
-                    s = when[t] = secs(t)
-                points.append([s, fmt(v)])
+            points = list(map(list, zip(_seconds(ts), _values_text(vals), strict=True)))
             out.append({"metric": dict(lb), "values": points})
         return {"resultType": rt, "result": out}
+
+
+def _values_text(vals: np.ndarray) -> list[str]:
+    """``format_float`` of every value: one ``repr`` of them all (shortest round-trip digits, as Go's).
+
+    Go spells ``2`` where Python spells ``2.0``; exponents, NaN and infinities
+    (rare in results) are spelled value by value.
+    """
+    if not len(vals):
+        return []
+    txt = repr(vals.tolist())[1:-1]
+    if "e" in txt or "n" in txt:
+        return [format_float(v) for v in vals.tolist()]
+    return (txt + ", ").replace(".0, ", ", ").split(", ")[:-1]
+
+
+def _seconds(ts: np.ndarray) -> list[float | int]:
+    """``format_seconds`` of every timestamp (ms), vectorised when all or none are whole seconds."""
+    whole = ts % 1000 == 0
+    if whole.all():
+        out: list[float | int] = (ts // 1000).tolist()
+        return out
+    if not whole.any():
+        return (ts / 1000).tolist()  # type: ignore[no-any-return]
+    return [format_seconds(t) for t in ts.tolist()]
 
 
 def encode_response_body(res: QueryResult) -> bytes:
