@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,12 @@ class QueryResult:
 
     def to_prometheus_data(self) -> dict[str, Any]:
         """The ``data`` object of Prometheus' /api/v1/query(_range) response."""
+        return self._data(list)
+
+    def _data(self, pair: Callable[[Iterable[Any]], Sequence[Any]]) -> dict[str, Any]:
+        # ``pair`` builds each [time, "value"] point of a matrix: the encoder
+        # passes ``tuple``, as a matrix of lists wakes the garbage collector
+        # every 700 allocations (more than doubling a 100k-point encode).
         rt = self.result_type
         if rt == "string":
             return {
@@ -79,7 +86,7 @@ class QueryResult:
                 out.append({"metric": dict(lb), "value": [secs(int(ts[0])), fmt(float(vals[0]))]})
             return {"resultType": rt, "result": out}
         for lb, ts, vals in zip(self.series, self.timestamps, self.values, strict=True):
-            points = list(map(list, zip(_seconds(ts), _values_text(vals), strict=True)))
+            points = list(map(pair, zip(_seconds(ts), _values_text(vals), strict=True)))
             out.append({"metric": dict(lb), "values": points})
         return {"resultType": rt, "result": out}
 
@@ -111,7 +118,7 @@ def _seconds(ts: np.ndarray) -> list[float | int]:
 
 def encode_response_body(res: QueryResult) -> bytes:
     """The JSON body of Prometheus' /api/v1/query(_range) success response for ``res``."""
-    body: dict[str, Any] = {"status": "success", "data": res.to_prometheus_data()}
+    body: dict[str, Any] = {"status": "success", "data": res._data(tuple)}
     if res.warnings:
         body["warnings"] = res.warnings
     if res.infos:
