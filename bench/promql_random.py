@@ -15,7 +15,11 @@ per-query medians on each side and their ratio; overall: the median over
 all queries. ``agree`` counts queries whose answers are the same series
 with every point equal within 1e-9 (relative); ``agree>15m`` the same over
 the steps after the first 15 min: rate-based ones may differ at their first
-steps, see promql_queries.py on Prometheus 2.42 vs 3.x.
+steps, see promql_queries.py on Prometheus 2.42 vs 3.x. Subqueries differ
+all along at the steps where the window's start falls on a subquery step:
+Prometheus 3.x (and pitwall) leave the range open at its start, 2.42 keeps
+that point (seen on ``max_over_time(sum by (job) (rate(x[1m]))[5m:1m])``:
+every differing step is a whole minute).
 
 Environment: ``N``, ``REPS``, ``SEED`` (default 24).
 """
