@@ -165,3 +165,17 @@ def test_matrix_points_are_spelled_as_one_by_one() -> None:
         assert [[type(t), t, v] for t, v in got] == [[type(t), t, v] for t, v in want]
     nan = QueryResult("matrix", [()], [np.array([1000, 2000])], [np.array([np.nan, -np.inf])])
     assert nan.to_prometheus_data()["result"][0]["values"] == [[1, "NaN"], [2, "-Inf"]]
+
+
+def test_matrix_values_match_format_float_over_magnitudes() -> None:
+    rng = np.random.default_rng(7)
+    ts = np.arange(121, dtype=np.int64) * 15_000
+    for k in range(300):
+        vals = rng.normal(size=121) * 10.0 ** int(rng.integers(-8, 20))
+        if k % 3 == 0:
+            vals = np.round(vals)
+        elif k % 3 == 1:
+            vals = np.round(vals, 3)
+        res = QueryResult("matrix", [()], [ts], [vals])
+        got = [v for _, v in res.to_prometheus_data()["result"][0]["values"]]
+        assert got == [format_float(v) for v in vals.tolist()]

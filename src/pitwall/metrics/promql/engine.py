@@ -92,17 +92,20 @@ class QueryResult:
 
 
 def _values_text(vals: np.ndarray) -> list[str]:
-    """``format_float`` of every value: one ``repr`` of them all (shortest round-trip digits, as Go's).
+    """``format_float`` of every value, from orjson's text of the array.
 
-    Go spells ``2`` where Python spells ``2.0``; exponents, NaN and infinities
-    (rare in results) are spelled value by value.
+    orjson prints each float's shortest round-trip digits (as Go's
+    FormatFloat does) about 4x faster than ``repr``; Go spells ``2`` where
+    orjson spells ``2.0``. Exponents and NaN/Inf (orjson's ``null``), rare in
+    results, are spelled value by value.
     """
     if not len(vals):
         return []
-    txt = repr(vals.tolist())[1:-1]
+    txt = orjson.dumps(np.ascontiguousarray(vals, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    txt = txt[1:-1]
     if "e" in txt or "n" in txt:
         return [format_float(v) for v in vals.tolist()]
-    return (txt + ", ").replace(".0, ", ", ").split(", ")[:-1]
+    return (txt + ",").replace(".0,", ",").split(",")[:-1]
 
 
 def _seconds(ts: np.ndarray) -> list[float | int]:
