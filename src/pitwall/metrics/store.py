@@ -24,6 +24,14 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+class WouldBlock(Exception):
+    """A non-blocking read (``MetricsBackend.nonblocking_querier``) cannot answer without blocking.
+
+    Its samples are on disk, a writer holds the store, or the query reads
+    more than the querier's budget: evaluate again on a worker thread.
+    """
+
+
 class Querier(Protocol):
     """Read access to one tenant's series over a time range (ms, inclusive)."""
 
@@ -92,3 +100,12 @@ class MetricsBackend(MetricStorage, Protocol):
     def exemplars(self, tenant: str) -> list[Exemplar]: ...
 
     def num_series(self, tenant: str | None = None) -> int: ...
+
+    def nonblocking_querier(self, tenant: str, max_series: int, max_samples: int) -> Querier:
+        """A querier safe to call on an event loop: it never waits for a lock or the disk.
+
+        Reads raise ``WouldBlock`` instead of waiting, reading samples not held
+        in memory, or selecting more than ``max_series`` series or
+        ``max_samples`` samples in all (over every read of this querier).
+        """
+        ...

@@ -23,6 +23,14 @@ class RWLock:
                 self._cond.wait()
             self._readers += 1
 
+    def try_acquire_read(self) -> bool:
+        """``acquire_read`` when no writer holds the lock; False at once instead of waiting for one."""
+        with self._cond:
+            if self._writer:
+                return False
+            self._readers += 1
+            return True
+
     def release_read(self) -> None:
         with self._cond:
             self._readers -= 1

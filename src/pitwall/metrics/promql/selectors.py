@@ -52,9 +52,10 @@ def fetch(ctx: EvalContext, sel: Selector, mint: int, maxt: int) -> Flat:
     """Select the samples of ``sel`` in [mint, maxt], series sorted by labels."""
     groups: list[tuple[Matcher, ...]] = list(sel.or_matchers) if sel.or_matchers else [sel.matchers]
     q = ctx.querier
-    if isinstance(q, FlatQuerier):
+    select_flat = getattr(q, "select_flat", None)  # FlatQuerier; isinstance on a Protocol costs ~10 us
+    if select_flat is not None:
         # The store accounts as it reads, so the samples limit stops a huge read midway.
-        labels, ts, vals, offsets = q.select_flat([list(m) for m in groups], mint, maxt, ctx.load)
+        labels, ts, vals, offsets = select_flat([list(m) for m in groups], mint, maxt, ctx.load)
         return Flat(labels, ts.astype(np.int64, copy=False), vals.astype(np.float64, copy=False), offsets)
     found: dict[Labels, tuple[np.ndarray, np.ndarray]] = {}
     for matchers in groups:

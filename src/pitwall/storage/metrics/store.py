@@ -33,13 +33,14 @@ from pitwall.metrics.errors import (
     SeriesLimitExceeded,
 )
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
+from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics import catalog
 from pitwall.storage.metrics.blocks import Block, BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
 from pitwall.storage.metrics.merge import Chunk, gather_head, order_by, place
-from pitwall.storage.metrics.querier import TenantQuerier
+from pitwall.storage.metrics.querier import ReadBudget, TenantQuerier
 from pitwall.storage.metrics.walrec import (
     REC_EXEMPLARS,
     REC_METADATA,
@@ -415,6 +416,10 @@ class MetricStore:
     def querier(self, tenant: str = "default") -> TenantQuerier:
         return TenantQuerier(self, tenant)
 
+    def nonblocking_querier(self, tenant: str, max_series: int, max_samples: int) -> TenantQuerier:
+        """A querier for the event loop: head reads only, no waiting, within the budget (else ``WouldBlock``)."""
+        return TenantQuerier(self, tenant, ReadBudget(max_series, max_samples))
+
     def candidate_sids(self, tenant: str, matchers: Sequence[Matcher], start: int, end: int) -> np.ndarray:
         """Sids of ``tenant``'s series matching ``matchers`` with samples possibly in [start, end]."""
         t = self._tenants.get(tenant)
@@ -433,7 +438,8 @@ class MetricStore:
         return np.repeat(sids, counts), t, v
 
     def read_columns(
-        self, sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None = None
+        self, sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None = None,
+        nowait: bool = False,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Samples of ``sids`` (unique, in any order) in [start, end], flat.
 
@@ -441,16 +447,23 @@ class MetricStore:
         ``counts[i]`` samples, in time order, series in the order of ``sids``.
         ``account(n)`` is told of each block's and head chunk's ``n`` samples
         as they are read, and may raise to stop the read (a samples limit).
+        With ``nowait`` it raises ``WouldBlock`` instead of waiting for a
+        writer or reading a block (DuckDB): only the in-memory head is read.
         """
         k = len(sids)
         if not k:
             e = np.empty(0, dtype=np.int64)
             return e, e, np.empty(0, dtype=np.float64)
         parts: list[Columns] = []
-        self.db.lock.acquire_read()
+        if not nowait:
+            self.db.lock.acquire_read()
+        elif not self.db.lock.try_acquire_read():
+            raise WouldBlock("a writer holds the store")
         try:
             chunks = self.head.snapshot()
             blocks = self.blocks.overlapping(start, end)
+            if blocks and nowait:
+                raise WouldBlock("samples in blocks")
             if blocks:
                 self.blocks.read(blocks, sids, start, end, parts, account)
         finally:
