@@ -9,10 +9,9 @@ import pytest
 
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.kube import KubeAPI
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.chaos.mesh_world import World
 from tests.conftest import SHARED
+from tests.kube_fixture import started_kube
 
 CHAOS_MESH = SHARED / "conformance" / "wave2" / "chaos-mesh"
 CTK_FIXTURES = SHARED / "conformance" / "wave2" / "chaostoolkit" / "tests" / "fixtures"
@@ -20,16 +19,8 @@ CTK_FIXTURES = SHARED / "conformance" / "wave2" / "chaostoolkit" / "tests" / "fi
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(chaos_mesh_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, chaos_mesh_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 @pytest.fixture

@@ -8,26 +8,17 @@ from pathlib import Path
 import pytest
 
 from pitwall.kube import KubeAPI
-from pitwall.kube.wiring import build_kube
 from pitwall.releases.crds import flagger_crds
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import SHARED
+from tests.kube_fixture import started_kube
 
 FLAGGER = SHARED / "conformance" / "wave2" / "flagger"
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(flagger_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, flagger_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 @pytest.fixture
@@ -35,14 +26,5 @@ async def mesh_kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """Flagger's CRDs and Istio's, as the server has them."""
     from pitwall.traffic.istio_crds import istio_crds
 
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(flagger_crds())
-    api.add_builtin_crds(istio_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, flagger_crds(), istio_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()

@@ -8,20 +8,11 @@ from pathlib import Path
 import pytest
 
 from pitwall.kube import KubeAPI
-from pitwall.kube.wiring import build_kube
 from pitwall.slo.wiring import builtin_crds
-from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.kube_fixture import started_kube
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(builtin_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, builtin_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()

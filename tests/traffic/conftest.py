@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from pitwall.kube import KubeAPI, KubeClient
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic import ServiceProxy
+from tests.kube_fixture import started_kube
 
 Obj = dict[str, Any]
 
@@ -25,15 +24,8 @@ Obj = dict[str, Any]
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store (no HTTP)."""
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with started_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 @pytest.fixture

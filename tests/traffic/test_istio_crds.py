@@ -12,11 +12,10 @@ import pytest
 import yaml
 
 from pitwall.kube import KubeAPI, KubeError
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic.istio_crds import ISTIO_KINDS, istio_crds
 from tests.conftest import SHARED
 from tests.kube.conftest import KubeServer
+from tests.kube_fixture import started_kube
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,16 +50,8 @@ SCHEMA_REJECTED = {
 
 @pytest.fixture
 async def istio_kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(istio_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, istio_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
