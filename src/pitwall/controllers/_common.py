@@ -8,6 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pitwall.kube import parse_time
+
 Obj = dict[str, Any]
 
 
@@ -21,20 +23,6 @@ def meta(obj: Obj) -> Obj:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def fmt_time(t: datetime) -> str:
-    """RFC 3339 in UTC with second precision, as ``metav1.Time`` serialises."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(s: Any) -> datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def match_selector(selector: Obj | None, labels: Obj | None) -> bool:

@@ -37,11 +37,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pitwall.controllers._common import controller_ref, deleting, fmt_time, meta, now, owner_ref, parse_time
+from pitwall.controllers._common import controller_ref, deleting, meta, now, owner_ref
 from pitwall.controllers.cron import CronError, Schedule, missed_times
 from pitwall.controllers.job import job_finished
 from pitwall.controllers.loop import object_key, record_event, split_key
-from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError
+from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError, fmt_time, parse_time
 
 __all__ = ["CronJobController", "job_from_template", "job_name"]
 

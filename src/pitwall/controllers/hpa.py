@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pitwall.controllers._common import deleting, fmt_time, meta, now, parse_time
+from pitwall.controllers._common import deleting, meta, now
 from pitwall.controllers.autoscale import (
     Behavior,
     History,
@@ -64,7 +64,7 @@ from pitwall.controllers.autoscale import (
     total_replicas,
 )
 from pitwall.controllers.loop import object_key, record_event, split_key
-from pitwall.kube import Conflict, KubeAPI, KubeClient, NotFoundError
+from pitwall.kube import Conflict, KubeAPI, KubeClient, NotFoundError, fmt_time, parse_time
 
 if TYPE_CHECKING:
     from pitwall.metrics import InstantQuery

@@ -46,17 +46,15 @@ from pitwall.controllers._claim import claim
 from pitwall.controllers._common import (
     controller_ref,
     deleting,
-    fmt_time,
     is_pod_ready,
     meta,
     now,
-    parse_time,
     restarts,
     selector_string,
 )
 from pitwall.controllers.loop import object_key, record_event, split_key
 from pitwall.controllers.replicaset import pod_from_template
-from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError
+from pitwall.kube import AlreadyExists, Conflict, KubeClient, NotFoundError, fmt_time, parse_time
 
 __all__ = ["BACKOFF_BASE_S", "BACKOFF_MAX_S", "JobController", "backoff_delay", "job_finished"]
 

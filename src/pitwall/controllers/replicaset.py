@@ -41,13 +41,12 @@ from pitwall.controllers._common import (
     meta,
     now,
     owner_ref,
-    parse_time,
     ready_since,
     restarts,
     until_available,
 )
 from pitwall.controllers.loop import object_key, record_event, split_key
-from pitwall.kube import AlreadyExists, KubeClient, NotFoundError
+from pitwall.kube import AlreadyExists, KubeClient, NotFoundError, parse_time
 
 __all__ = ["BURST", "ReplicaSetController", "pod_from_template", "pods_to_delete"]
 

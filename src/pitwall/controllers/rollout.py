@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from pitwall.controllers._common import fmt_time, int_or_percent, meta, parse_time
+from pitwall.controllers._common import int_or_percent, meta
+from pitwall.kube import fmt_time, parse_time
 
 __all__ = [
     "DESIRED_REPLICAS",

@@ -19,6 +19,7 @@ from pitwall.kube.errors import (
     MethodNotAllowed,
     NotFoundError,
 )
+from pitwall.kube.meta import fmt_time, parse_time
 from pitwall.kube.metricsapi import MetricsProvider
 from pitwall.kube.server import KubeAPI
 from pitwall.kube.views import KubePodSource, KubeWorkloads
@@ -42,4 +43,6 @@ __all__ = [
     "NotFoundError",
     "WatchEvent",
     "build_kube",
+    "fmt_time",
+    "parse_time",
 ]

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from typing import Any
 
-__all__ = ["age", "generated_name", "new_uid", "now_rfc3339", "parse_time"]
+__all__ = ["age", "fmt_time", "generated_name", "new_uid", "now_rfc3339", "parse_time"]
 
 _ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's utilrand alphabet (no vowels, no 0/1/3)
 
@@ -29,13 +29,19 @@ def generated_name(base: str) -> str:
     return base + "".join(secrets.choice(_ALPHABET) for _ in range(5))
 
 
-def parse_time(s: str | None) -> dt.datetime | None:
-    if not s:
+def parse_time(s: Any) -> dt.datetime | None:
+    """A ``metav1.Time`` (RFC 3339) as a datetime; None when absent or malformed."""
+    if not isinstance(s, str) or not s:
         return None
     try:
         return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def fmt_time(t: dt.datetime) -> str:
+    """RFC 3339 in UTC with second precision, as ``metav1.Time`` serialises."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def human_duration(seconds: float) -> str:

@@ -10,10 +10,10 @@ to 10s; pitwall honours short intervals (tests and demos run in seconds).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.core.durations import parse_duration_ns
+from pitwall.kube import fmt_time, parse_time
 
 __all__ = [
     "ALERT_PROVIDER",
@@ -66,20 +66,6 @@ TOTAL_WEIGHT = 100
 def duration_s(text: str) -> float:
     """Seconds in a Go duration (``30s``, ``1m30s``); ``ValueError`` on a malformed one."""
     return parse_duration_ns(text, go_only=True) / 1e9
-
-
-def fmt_time(t: datetime) -> str:
-    """RFC 3339 in UTC, as ``metav1.Time`` serialises."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(s: Any) -> datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _int(v: Any, default: int = 0) -> int:
