@@ -179,7 +179,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
         releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
-                                     election=controllers.election),
+                                     election=controllers.election, slo_status=slo.slo_status),
         # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
         pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
                                        logs=logs.store, metrics=metrics.store, changes=changes)
@@ -188,7 +188,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
 
 
 def _open_incidents(service: IncidentService) -> Callable[[str], Awaitable[list[str]]]:
-    """The open incidents ("#12") of the PagerDuty service with that name or id (the chaos guard's query)."""
+    """The open incidents ("#12") of the PagerDuty service with that name or id (the chaos guard's and the
+    release gates' query)."""
     async def query(name: str) -> list[str]:
         out = []
         for id_ in await service.store.open_ids():
@@ -259,6 +260,8 @@ def build(settings: Settings) -> Components:
                                      inflight, pager=pager, own_store=cp is None)
     if cp is not None and cp.chaos.guard is not None:  # chaos is refused and halted while an incident is open
         cp.chaos.guard.open_incidents = _open_incidents(incidents.service)
+    if cp is not None:  # a Canary with an incident gate waits while its service has an open incident
+        cp.releases.controller.gates.open_incidents = _open_incidents(incidents.service)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

@@ -336,3 +336,56 @@ async def test_approval_gates_wait_and_a_rollback_hook_rolls_back(mesh_kube: Kub
         assert "Halt podinfo.default advancement waiting for promotion approval ship" in msgs
         assert (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]["containers"][0]["image"] == \
             "podinfo:v2"
+
+
+async def test_slo_and_incident_gates_hold_promotion_and_a_breach_while_waiting_rolls_back(mesh_kube: KubeAPI) -> None:
+    from pitwall.releases.gates import Gates
+    from pitwall.slo import SLONotFound
+
+    budget = {"podinfo-availability": 0.05}
+    incidents: dict[str, list[str]] = {"podinfo": ["#7"]}
+
+    async def slo_status(name: str) -> Any:
+        if name not in budget:
+            raise SLONotFound(name)
+        return type("Status", (), {"budget_remaining": budget[name]})()
+
+    async def open_incidents(service: str) -> list[str]:
+        return incidents.get(service, [])
+
+    answers = Answers()
+    d = Driver(mesh_kube, answers)
+    d.ctl.gates = Gates(slo_status, open_incidents)
+    obj = canary({**CANARY_ANALYSIS, "maxWeight": 20})
+    obj["metadata"]["annotations"] = {"releases.pitwall.dev/slo-gate": "podinfo-availability",
+                                      "releases.pitwall.dev/min-budget-remaining": "0.1",
+                                      "releases.pitwall.dev/incident-gate": "podinfo"}
+    await _initialized(d, obj)
+    await set_image(mesh_kube, "v2")
+    assert (await d.tick())["status"]["phase"] == "Progressing"
+    assert (await d.tick())["status"]["canaryWeight"] == 20
+    assert (await d.tick())["status"]["phase"] == "WaitingPromotion"  # incident #7 is open
+    incidents.clear()
+    assert (await d.tick())["status"]["phase"] == "WaitingPromotion"  # 5% of the budget left, floor 10%
+    assert await d.ctl.gates.closed(obj["metadata"]["annotations"]) == \
+        "SLO podinfo-availability has 0.05 of its error budget left, not above 0.1"
+    msgs = {e["message"] for e in (await mesh_kube.client.list("v1", "Event", "default")).items}
+    assert "Halt podinfo.default advancement waiting for promotion gate: incident #7 is open on service podinfo" \
+        in msgs
+    budget["podinfo-availability"] = 0.5
+    assert (await d.tick())["status"]["phase"] == "Promoting"
+    for _ in range(2):
+        st = (await d.tick())["status"]
+    assert st["phase"] == "Succeeded"
+
+    # Waiting at a closed gate, the canary's checks still run: a breach rolls it back (flagger#1801).
+    budget["podinfo-availability"] = 0.0
+    await set_image(mesh_kube, "v3")
+    assert (await d.tick())["status"]["phase"] == "Progressing"
+    assert (await d.tick())["status"]["canaryWeight"] == 20
+    assert (await d.tick())["status"]["phase"] == "WaitingPromotion"
+    answers.success_rate = 50.0
+    for _ in range(3):
+        st = (await d.tick())["status"]
+    assert st["phase"] == "Failed"
+    assert (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:v2"

@@ -33,6 +33,7 @@ from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 from pitwall.releases import router, workload
 from pitwall.releases.checks import MetricContext, run_checks
+from pitwall.releases.gates import Gates
 from pitwall.releases.model import (
     ADVANCING,
     API_VERSION,
@@ -102,9 +103,11 @@ class CanaryController:
     secondary: Sequence[tuple[str, str]] = (("apps/v1", "Deployment"),)
 
     def __init__(self, client: KubeClient, *, metrics: MetricContext, changes: ChangeSink | None = None,
-                 http: HttpFactory = default_http, clock: Callable[[], float] = time.monotonic) -> None:
+                 http: HttpFactory = default_http, clock: Callable[[], float] = time.monotonic,
+                 gates: Gates | None = None) -> None:
         self.client = client
         self.metrics = metrics
+        self.gates = gates or Gates()
         self.changes = changes
         self.http = http
         self.clock = clock
@@ -483,12 +486,16 @@ class CanaryController:
             for h in cd.webhooks:
                 if h.get("type") == "confirm-promotion":
                     await self._event(cd, "Normal", f"Confirm-promotion check {h.get('name')} passed")
-            return True
-        assert hook is not None
+            closed = await self.gates.closed(cd.meta.get("annotations") or {})
+            if closed is None:
+                return True
+            why = f"promotion gate: {closed}"
+        else:
+            assert hook is not None
+            why = f"promotion approval {hook.get('name')}"
         if cd.phase != Phase.WAITING_PROMOTION:
             await self._set_phase(cd, Phase.WAITING_PROMOTION)
-            await self._event(cd, "Warning", f"Halt {cd.name}.{cd.namespace} advancement waiting for promotion "
-                                             f"approval {hook.get('name')}")
+            await self._event(cd, "Warning", f"Halt {cd.name}.{cd.namespace} advancement waiting for {why}")
         else:
             await self._set(cd, iterations=cd.iterations - 1)
         return False

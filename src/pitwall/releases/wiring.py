@@ -16,6 +16,8 @@ from pitwall.metrics import InstantQuery
 from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
+from pitwall.releases.gates import Gates
+from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore.election import Election
 
 __all__ = ["ReleasesPart", "build_releases_part", "self_addresses"]
@@ -54,13 +56,15 @@ def self_addresses(listen: str) -> frozenset[str]:
 
 
 def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes: ChangeSink | None,
-                        listen: str = "", election: Election | None = None) -> ReleasesPart:
+                        listen: str = "", election: Election | None = None,
+                        slo_status: SLOStatusQuery | None = None) -> ReleasesPart:
     """The part over ``kube`` (call before ``kube`` starts: Flagger's CRDs go in). Canaries' metrics are
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
-    controllers' one) the controller runs only on the leader."""
+    controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
+    incidents the composition root hands ``controller.gates`` once the incidents part exists)."""
     kube.add_builtin_crds(flagger_crds())
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
-    controller = CanaryController(kube.client, metrics=ctx, changes=changes)
+    controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status))
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
     return ReleasesPart(manager, controller)
