@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli._output import OutputOpt, emit
 from pitwall.core.durations import parse_duration_ms
-
-OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table or json.")]
 
 silence_app = typer.Typer(help="Add, query and expire silences.", no_args_is_help=True)
 
@@ -60,18 +56,16 @@ def alerts(
     if receiver:
         params.append(("receiver", receiver))
     data = _call(server, token, "GET", "/alerts", params=params)
-    if output == "json":
-        typer.echo(json.dumps(data, indent=2))
-        return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("alertname", "starts at", "state", "labels", "summary"):
-        table.add_column(col)
+    rows = []
     for a in data:
         labels = dict(a["labels"])
-        name = labels.pop("alertname", "")
-        table.add_row(name, a["startsAt"], a["status"]["state"], _labels(labels),
-                      a.get("annotations", {}).get("summary", ""))
-    Console().print(table)
+        rows.append({"alertname": labels.pop("alertname", ""), "starts": a["startsAt"],
+                     "state": a["status"]["state"], "labels": _labels(labels),
+                     "summary": a.get("annotations", {}).get("summary", ""),
+                     "receivers": [r["name"] for r in a.get("receivers", [])], "fingerprint": a.get("fingerprint")})
+    emit(rows, [("ALERTNAME", "alertname"), ("STARTS AT", "starts"), ("STATE", "state"), ("LABELS", "labels"),
+                ("SUMMARY", "summary")], output, wide=[("RECEIVERS", "receivers"), ("FINGERPRINT", "fingerprint")],
+         raw=data, empty="no alerts")
 
 
 @silence_app.command("add")
@@ -111,17 +105,14 @@ def silence_query(
     _check_filters(filters)
     data = _call(server, token, "GET", "/silences", params=[("filter", f) for f in filters])
     data = [s for s in data if (s["status"]["state"] == "expired") == expired]
-    if output == "json":
-        typer.echo(json.dumps(data, indent=2))
-        return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("id", "matchers", "state", "ends at", "created by", "comment"):
-        table.add_column(col)
-    for s in data:
-        ms = " ".join(f'{m["name"]}{"=" if m.get("isEqual", True) else "!"}{"~" if m["isRegex"] else ""}'
-                      f'"{m["value"]}"' for m in s["matchers"])
-        table.add_row(s["id"], ms, s["status"]["state"], s["endsAt"], s["createdBy"], s["comment"])
-    Console().print(table)
+    rows = [{"id": s["id"], "matchers": " ".join(
+                f'{m["name"]}{"=" if m.get("isEqual", True) else "!"}{"~" if m["isRegex"] else ""}"{m["value"]}"'
+                for m in s["matchers"]),
+             "state": s["status"]["state"], "starts": s["startsAt"], "ends": s["endsAt"], "by": s["createdBy"],
+             "comment": s["comment"]} for s in data]
+    emit(rows, [("ID", "id"), ("MATCHERS", "matchers"), ("STATE", "state"), ("ENDS AT", "ends"),
+                ("CREATED BY", "by"), ("COMMENT", "comment")], output, wide=[("STARTS AT", "starts")],
+         raw=data, empty="no silences")
 
 
 @silence_app.command("expire")

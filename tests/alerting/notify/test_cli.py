@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pitwall.cli.main import app
@@ -32,12 +33,19 @@ def test_alerts_and_silences_from_the_terminal(server: LiveServer) -> None:
     assert r.exit_code == 0, r.output
     assert [a["labels"] for a in json.loads(r.output)] == [{"alertname": "Hot", "zone": "a"}]
     r = run(app, ["alerts", "--server", server.url])
-    assert "Hot" in r.output and "too hot" in r.output
+    assert "Hot" in r.output and "too hot" in r.output and 'zone="a"' in r.output
+    r = run(app, ["alerts", "--server", server.url, "-o", "wide"])
+    assert r.output.splitlines()[0].split()[-2:] == ["RECEIVERS", "FINGERPRINT"]
     r = run(app, ["silence", "add", "alertname=Hot", "--comment", "fixing", "--server", server.url])
     assert r.exit_code == 0, r.output
     sid = r.output.strip()
     r = run(app, ["silence", "query", "--server", server.url, "-o", "json"])
     assert [s["id"] for s in json.loads(r.output)] == [sid]
+    r = run(app, ["silence", "query", "--server", server.url])
+    assert r.output.splitlines()[0].split()[:3] == ["ID", "MATCHERS", "STATE"]
+    assert r.output.splitlines()[1].split()[:3] == [sid, 'alertname="Hot"', "active"]  # the whole id, never cut
+    r = run(app, ["silence", "query", "--server", server.url, "-o", "yaml"])
+    assert [s["id"] for s in yaml.safe_load(r.output)] == [sid]
     r = run(app, ["alerts", "--server", server.url, "-o", "json"])
     assert json.loads(r.output) == []
     assert run(app, ["silence", "expire", sid, "--server", server.url]).exit_code == 0
