@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
+from pitwall.chaos.settings import ChaosSettings
 from pitwall.core.audit import AuditSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
@@ -272,6 +273,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     incidents: IncidentsSettings = Field(default_factory=IncidentsSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
+    chaos: ChaosSettings = Field(default_factory=ChaosSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -173,7 +173,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Faults act on pods through the node, on traffic through the service proxy's fault table; every one
         # is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
-                               election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status),
+                               election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status,
+                               monkey=settings.chaos.monkey),
         slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
         registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
@@ -201,6 +202,17 @@ def _open_incidents(service: IncidentService) -> Callable[[str], Awaitable[list[
                 out.append(f"#{inc.number}")
         return out
     return query
+
+
+def _any_open_incident(service: IncidentService) -> Callable[[], Awaitable[str | None]]:
+    """Chaos Monkey's outage checker: the open incidents ("#12, #14"), or None when there are none."""
+    async def check() -> str | None:
+        ids = await service.store.open_ids()
+        if not ids:
+            return None
+        numbers = [f"#{inc.number}" for inc in [await service.store.get_incident(i) for i in ids[:5]] if inc]
+        return "open incidents " + ", ".join(numbers)
+    return check
 
 
 class _AuditToLogs:
@@ -262,6 +274,8 @@ def build(settings: Settings) -> Components:
         cp.chaos.guard.open_incidents = _open_incidents(incidents.service)
     if cp is not None:  # a Canary with an incident gate waits while its service has an open incident
         cp.releases.controller.gates.open_incidents = _open_incidents(incidents.service)
+    if cp is not None and cp.chaos.monkey is not None:  # Chaos Monkey's outage checker: any open incident
+        cp.chaos.monkey.outage = _any_open_incident(incidents.service)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

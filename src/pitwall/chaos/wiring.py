@@ -18,7 +18,9 @@ from pitwall.chaos.faults import NodeHooks, sweep_stressors
 from pitwall.chaos.guard import Guard
 from pitwall.chaos.meshsync import MeshFaultSync
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
+from pitwall.chaos.monkey import ChaosMonkey
 from pitwall.chaos.schedule import ScheduleReconciler
+from pitwall.chaos.settings import MonkeySettings
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -103,13 +105,15 @@ class ChaosPart:
     name: str = "chaos"
     mesh_sync: MeshFaultSync | None = None  # servers sharing an etcd: the leader's mesh faults, mirrored
     guard: Guard | None = None  # the namespaces' guard rails (its incident query is set by server.py)
+    monkey: ChaosMonkey | None = None  # Chaos Monkey's schedule (its outage checker is set by server.py)
     sweep: _Sweep = field(init=False)
 
     def __post_init__(self) -> None:
         self.sweep = _Sweep(self.client, self.store)
 
     def components(self) -> Sequence[Component]:
-        return [self.sweep, self.manager, *([self.mesh_sync] if self.mesh_sync is not None else [])]
+        extra = [c for c in (self.mesh_sync, self.monkey) if c is not None]
+        return [self.sweep, self.manager, *extra]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(chaos_router(self.client, self.report), server_wide=True)]
@@ -123,11 +127,12 @@ class ChaosPart:
 
 def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
                      appender: Appender | None = None, election: Election | None = None,
-                     mesh: FaultTable | None = None, slo_status: SLOStatusQuery | None = None) -> ChaosPart:
+                     mesh: FaultTable | None = None, slo_status: SLOStatusQuery | None = None,
+                     monkey: MonkeySettings | None = None) -> ChaosPart:
     """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
     injecting through ``node`` (the kubelet) and ``mesh`` (the service proxy's fault table), reporting to
     ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader. The
-    namespaces' SLO guards read ``slo_status``."""
+    namespaces' SLO guards read ``slo_status``; with ``monkey`` enabled, Chaos Monkey's schedule runs on the leader."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
     guard = Guard(kube.client, slo_status)
@@ -135,4 +140,6 @@ def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSi
     manager = ControllerManager(runners, election=election)
     # with an election, other servers serve the cluster IPs too: they mirror the leader's mesh faults
     sync = MeshFaultSync(kube.client, mesh, lambda: manager.leading) if mesh is not None and election is not None else None
-    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard)
+    cm = ChaosMonkey(kube.client, kube.store, monkey, changes, leading=lambda: manager.leading) \
+        if monkey is not None and monkey.enabled else None
+    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard, monkey=cm)
