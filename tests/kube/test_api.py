@@ -329,3 +329,16 @@ async def test_lists_reuse_encoded_objects_until_they_change(http: httpx.AsyncCl
     assert [d["metadata"]["name"] for d in rest["items"]] == ["c"] and "continue" not in rest["metadata"]
     empty = (await http.get("/apis/apps/v1/namespaces/none/deployments")).json()
     assert empty["items"] == [] and empty["kind"] == "DeploymentList"
+
+
+def test_the_object_cache_is_bounded_by_size() -> None:
+    from pitwall.kube.objcache import ObjectCache
+    from pitwall.storage.revstore import KeyValue
+
+    cache = ObjectCache(max_bytes=10_000)
+    for i in range(100):
+        kv = KeyValue(f"/registry/x/{i}", b"", 1, i + 1, 1)
+        cache.get("v1", kv, lambda _kv: {"data": "x" * 1000})
+    assert len(cache) <= 10 and cache.misses == 100
+    cache.get("v1", KeyValue("/registry/x/99", b"", 1, 100, 1), lambda _kv: {"never": "called"})
+    assert cache.hits == 1  # the newest entries stay

@@ -24,11 +24,13 @@ _Key = tuple[str, str, int]
 
 
 class ObjectCache:
-    """A bounded LRU of ``(object, its JSON)`` per stored version of a key."""
+    """An LRU of ``(object, its JSON)`` per stored version of a key, bounded by the JSON's total size (the
+    decoded objects take a few times that)."""
 
-    def __init__(self, max_entries: int = 50_000) -> None:
-        self.max_entries = max_entries
+    def __init__(self, max_bytes: int = 32 << 20) -> None:
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[_Key, tuple[Obj, bytes]] = OrderedDict()
+        self._bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -44,8 +46,10 @@ class ObjectCache:
         obj = decode(kv)
         entry = (obj, orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS))
         self._entries[k] = entry
-        if len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._bytes += len(entry[1])
+        while self._bytes > self.max_bytes and len(self._entries) > 1:
+            _, (_, old) = self._entries.popitem(last=False)
+            self._bytes -= len(old)
         return entry
 
     def __len__(self) -> int:
