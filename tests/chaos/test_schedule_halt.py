@@ -77,8 +77,13 @@ async def test_schedule_spawns_on_time_forbid_and_history(kube: KubeAPI, chaos: 
         assert first[0]["metadata"]["name"].startswith("every2-")
         assert first[0]["spec"]["action"] == "pod-kill"
         assert first[0]["metadata"]["ownerReferences"][0]["kind"] == "Schedule"
-        sched = await kube.client.get(API, "Schedule", "every2", "default")
-        assert sched["status"]["time"] and sched["status"]["active"][0]["name"] == first[0]["metadata"]["name"]
+
+        async def recorded() -> dict[str, Any] | None:  # the status is written just after the spawn
+            st = (await kube.client.get(API, "Schedule", "every2", "default")).get("status") or {}
+            return st if st.get("time") and st.get("active") else None
+
+        st = await until(recorded, 10)
+        assert st["active"][0]["name"].startswith("every2-") and st["active"][0]["kind"] == "PodChaos"
         await until(lambda: spawned(2), 10)
         # historyLimit 2: a third activation deletes the oldest finished one
         names: set[str] = set()
