@@ -27,3 +27,41 @@ async def started_kube(tmp_path: Path, *crds: Sequence[dict[str, Any]]) -> Async
     finally:
         await api.stop()
         await store.stop()
+
+
+def extras(got: Any, want: Any, path: str) -> set[str]:
+    """``key=value`` present in ``got`` but not ``want`` (what the server filled in); fails on any changed or
+    missing value, naming its path. With ``schema_defaults``: an object round-trips unchanged but for them."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict), path
+        out: set[str] = set()
+        for k, v in want.items():
+            assert k in got, f"{path}.{k} dropped"
+            out |= extras(got[k], v, f"{path}.{k}")
+        return out | {f"{k}={got[k]}" for k in got.keys() - want.keys()}
+    if isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        return set().union(*(extras(g, w, path) for g, w in zip(got, want, strict=True)))
+    assert got == want, path
+    return set()
+
+
+def schema_defaults(crds: Sequence[dict[str, Any]], kind: str | None = None) -> set[str]:
+    """``key=value`` of every property with a ``default`` in the CRDs' schemas (of ``kind`` only, if given)."""
+    out: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in (node.get("properties") or {}).items():
+                if isinstance(v, dict) and "default" in v:
+                    out.add(f"{k}={v['default']}")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for crd in crds:
+        if kind is None or crd["spec"]["names"]["kind"] == kind:
+            walk(crd["spec"]["versions"])
+    return out

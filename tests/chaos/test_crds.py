@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
+from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.kube import Invalid, KubeAPI
 from tests.chaos.conftest import CHAOS_MESH
+from tests.kube_fixture import extras, schema_defaults
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,48 +45,9 @@ async def test_example_accepted_and_round_trips(kube: KubeAPI, path: Path) -> No
         made = await kube.client.create(doc)
         got = await kube.client.get(doc["apiVersion"], doc["kind"], made["metadata"]["name"], ns)
         # unchanged but for the defaults the schema declares (as kube-apiserver fills them in)
-        assert _extras(got["spec"], doc["spec"], "spec") <= _schema_defaults(kube, doc["kind"])
+        assert extras(got["spec"], doc["spec"], "spec") <= schema_defaults(chaos_mesh_crds(), doc["kind"])
         again = await kube.client.get(doc["apiVersion"], doc["kind"], made["metadata"]["name"], ns)
         assert again["spec"] == got["spec"]
-
-
-def _extras(got: Any, want: Any, path: str) -> set[str]:
-    """Paths (last key only) present in ``got`` but not ``want``; fails on any changed or missing value."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict), path
-        out: set[str] = set()
-        for k, v in want.items():
-            assert k in got, f"{path}.{k} dropped"
-            out |= _extras(got[k], v, f"{path}.{k}")
-        return out | {f"{k}={got[k]}" for k in got.keys() - want.keys()}
-    if isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), path
-        return set().union(*(_extras(g, w, path) for g, w in zip(got, want, strict=True)))
-    assert got == want, path
-    return set()
-
-
-def _schema_defaults(kube: KubeAPI, kind: str) -> set[str]:
-    """``key=value`` of every property with a ``default`` in the kind's schema."""
-    from pitwall.chaos.crds import chaos_mesh_crds
-
-    out: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in (node.get("properties") or {}).items():
-                if isinstance(v, dict) and "default" in v:
-                    out.add(f"{k}={v['default']}")
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    for crd in chaos_mesh_crds():
-        if crd["spec"]["names"]["kind"] == kind:
-            walk(crd["spec"]["versions"])
-    return out
 
 
 async def test_invalid_object_rejected_with_the_field_path(kube: KubeAPI) -> None:

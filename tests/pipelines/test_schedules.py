@@ -46,3 +46,17 @@ def test_bad_cron_is_a_settings_error(tmp_path: Path) -> None:
         PipelineSchedule(repo=tmp_path, cron="61 * * * *")
     with pytest.raises(ValidationError, match="unknown time zone"):
         PipelineSchedule(repo=tmp_path, cron="@daily", cron_timezone="Mars/Olympus")
+
+
+async def test_servers_sharing_the_store_run_an_activation_once(runner_env: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    runner, _, _ = runner_env
+    repo = make_repo(tmp_path / "repo", {".gitlab-ci.yml": "nightly:\n  script: [echo nightly]\n"})
+    spec = PipelineSchedule(repo=repo, cron="0 2 * * *")
+    a, b = Scheduler(runner, [spec]), Scheduler(runner, [spec])  # two servers' schedulers, one store
+    t0 = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+    await asyncio.gather(a.tick(t0), b.tick(t0))
+    started = await asyncio.gather(a.tick(t0 + timedelta(hours=1, minutes=1)), b.tick(t0 + timedelta(hours=1, minutes=1)))
+    assert sorted(len(s) for s in started) == [0, 1]
+    await wait_done(runner, next(pid for s in started for pid in s))

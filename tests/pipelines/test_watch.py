@@ -63,6 +63,20 @@ async def test_push_starts_a_pipeline_with_the_changes_of_the_push(runner_env: A
     assert await w2.poll(w.watch[0]) == []
 
 
+async def test_servers_sharing_the_store_start_a_push_once(runner_env: Any, tmp_path: Path) -> None:
+    import asyncio
+
+    runner, _, _ = runner_env
+    repo = make_repo(tmp_path / "repo", {".gitlab-ci.yml": "build:\n  script: [echo build]\n"})
+    spec = [WatchedRepo(repo=repo)]
+    a, b = RepoWatcher(runner, spec, 3600), RepoWatcher(runner, spec, 3600)  # two servers, one store
+    await a.poll(spec[0])
+    commit(repo, {"x.txt": "1\n"}, "push")
+    started = await asyncio.gather(a.poll(spec[0]), b.poll(spec[0]))
+    assert sorted(len(s) for s in started) == [0, 1]
+    await wait_done(runner, next(pid for s in started for pid in s))
+
+
 async def test_a_broken_push_starts_nothing(runner_env: Any, tmp_path: Path) -> None:
     runner, _, _ = runner_env
     repo = make_repo(tmp_path / "repo", {".gitlab-ci.yml": CI, "src/app.py": "v1\n"})

@@ -15,6 +15,7 @@ import yaml
 from pitwall.kube import AlreadyExists, Invalid, KubeAPI, NotFoundError
 from pitwall.releases.crds import flagger_crds
 from tests.kube.conftest import KubeServer
+from tests.kube_fixture import extras, schema_defaults
 from tests.releases.conftest import FLAGGER
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,40 +75,6 @@ DOCS_INVALID = {
 DOCS_UNSERVED = {"metrics#14:MetricTemplate/cloudwatch-error-rate"}
 
 
-def _extras(got: Any, want: Any, path: str) -> set[str]:
-    """Keys present in ``got`` but not ``want`` (schema defaults); fails on a changed or missing value."""
-    if isinstance(want, dict):
-        assert isinstance(got, dict), path
-        out: set[str] = set()
-        for k, v in want.items():
-            assert k in got, f"{path}.{k} dropped"
-            out |= _extras(got[k], v, f"{path}.{k}")
-        return out | {f"{k}={got[k]}" for k in got.keys() - want.keys()}
-    if isinstance(want, list):
-        assert isinstance(got, list) and len(got) == len(want), path
-        return set().union(*(_extras(g, w, path) for g, w in zip(got, want, strict=True)))
-    assert got == want, path
-    return set()
-
-
-def _schema_defaults() -> set[str]:
-    out: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in (node.get("properties") or {}).items():
-                if isinstance(v, dict) and "default" in v:
-                    out.add(f"{k}={v['default']}")
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(flagger_crds())
-    return out
-
-
 def test_the_fixtures_are_there() -> None:
     if not FLAGGER.is_dir():
         pytest.skip("../shared is absent")
@@ -136,7 +103,7 @@ async def test_example_accepted_and_round_trips(kube: KubeAPI, path: Path) -> No
         await _ensure_ns(kube, ns)
         await kube.client.create(doc)
         got = await kube.client.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], ns)
-        assert _extras(got["spec"], doc["spec"], "spec") <= _schema_defaults()
+        assert extras(got["spec"], doc["spec"], "spec") <= schema_defaults(flagger_crds())
 
 
 @pytest.mark.parametrize(("label", "doc"), DOC_OBJECTS, ids=[lbl for lbl, _ in DOC_OBJECTS])
@@ -155,7 +122,7 @@ async def test_docs_object_accepted_and_round_trips(kube: KubeAPI, label: str, d
         return
     await kube.client.create(doc)
     got = await kube.client.get(doc["apiVersion"], doc["kind"], doc["metadata"]["name"], ns)
-    assert _extras(got["spec"], doc["spec"], "spec") <= _schema_defaults(), label
+    assert extras(got["spec"], doc["spec"], "spec") <= schema_defaults(flagger_crds()), label
 
 
 async def test_invalid_canary_rejected_with_the_field_path(kube: KubeAPI) -> None:
@@ -192,7 +159,7 @@ def test_kubectl_applies_the_examples_and_prints_flaggers_columns(server: KubeSe
         doc["metadata"]["name"] = path.stem  # several examples share the name podinfo
         server.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
         got = yaml.safe_load(server.kubectl("get", "canary", path.stem, "-n", "test", "-o", "yaml").stdout)
-        assert _extras(got["spec"], doc["spec"], "spec") <= _schema_defaults(), path
+        assert extras(got["spec"], doc["spec"], "spec") <= schema_defaults(flagger_crds()), path
     rows = server.kubectl("get", "canaries", "-n", "test").stdout.splitlines()
     assert rows[0].split() == ["NAME", "STATUS", "WEIGHT", "LASTTRANSITIONTIME", "AGE"]
     assert sorted(r.split()[0] for r in rows[1:]) == sorted(p.stem for p in EXAMPLES)

@@ -66,7 +66,7 @@ from pitwall.backup.velero import (
     run_hook,
     selector_string,
 )
-from pitwall.controllers import CronError, Schedule, record_event
+from pitwall.controllers import CronError, Schedule, object_key, record_event
 from pitwall.kube import AlreadyExists, Conflict, KubeAPI, KubeClient, KubeError, NotFoundError
 
 __all__ = ["BackupReconciler", "LocationReconciler", "RestoreReconciler", "ScheduleReconciler"]
@@ -138,8 +138,7 @@ class BackupReconciler:
         self.running: set[str] = set()
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
-        m = obj.get("metadata") or {}
-        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        return [object_key(obj)]
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")
@@ -393,8 +392,7 @@ class RestoreReconciler:
         self.on_change = on_change
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
-        m = obj.get("metadata") or {}
-        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        return [object_key(obj)]
 
     async def _backup(self, ns: str, spec: Obj) -> Obj:
         if spec.get("backupName"):
@@ -543,8 +541,7 @@ class ScheduleReconciler:
         self.client = client
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
-        m = obj.get("metadata") or {}
-        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        return [object_key(obj)]
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")
@@ -614,8 +611,7 @@ class LocationReconciler:
         self.client = client
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
-        m = obj.get("metadata") or {}
-        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        return [object_key(obj)]
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")

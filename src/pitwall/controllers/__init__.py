@@ -10,7 +10,7 @@ for the composition root, ``RECONCILERS`` to register one more);
 
 from pitwall.controllers.cron import CronError, Schedule, missed_times
 from pitwall.controllers.kube_state_metrics import KubeStateMetrics
-from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler, record_event
+from pitwall.controllers.loop import ControllerManager, ControllerRunner, Reconciler, object_key, record_event
 from pitwall.controllers.wiring import (
     ControllersPart,
     Registration,
@@ -30,5 +30,6 @@ __all__ = [
     "build_controllers",
     "build_controllers_part",
     "missed_times",
+    "object_key",
     "record_event",
 ]

@@ -1,7 +1,8 @@
 """Pipeline schedules: a pipeline per cron activation, ``CI_PIPELINE_SOURCE=schedule``.
 
 As GitLab, activations missed while pitwall was down run once (the latest), not once each; the last
-activation run is a key in the revisioned store per schedule, so a restart does not run it twice.
+activation run is a key in the revisioned store per schedule, so a restart does not run it twice, and it
+is claimed by compare-and-swap, so servers sharing the store run each activation once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pitwall.core.errors import PitwallError
 from pitwall.pipelines.runner import PipelineRunner
 from pitwall.pipelines.settings import PipelineSchedule
 from pitwall.pipelines.store import PREFIX
+from pitwall.storage.revstore import Compare, Op
 
 __all__ = ["Scheduler"]
 
@@ -66,15 +68,20 @@ class Scheduler:
                 continue
             cron = Schedule.parse(s.cron, s.cron_timezone or None)
             key = _key(s)
-            kv = await self.runner.store.store.get(key)
+            store = self.runner.store.store
+            kv = await store.get(key)
             if kv is None:  # first sight: from now on
-                await self.runner.store.store.put(key, orjson.dumps({"last": now.timestamp()}))
+                await store.txn([Compare(key, "create", "=", 0)], [Op.put(key, orjson.dumps({"last": now.timestamp()}))])
                 continue
             last = datetime.fromtimestamp(orjson.loads(kv.value)["last"], UTC)
             due = cron.next(last)
             if due is None or due > now:
                 continue
-            await self.runner.store.store.put(key, orjson.dumps({"last": now.timestamp()}))
+            # Claim the activation: of servers sharing the store, only the one whose write lands runs it.
+            claim = await store.txn([Compare(key, "mod", "=", kv.mod_revision)],
+                                    [Op.put(key, orjson.dumps({"last": now.timestamp()}))])
+            if not claim.succeeded:
+                continue
             variables = [{"key": k, "value": v} for k, v in s.variables.items()]
             try:
                 p = await self.runner.create(str(s.repo), s.ref or None, variables, source="schedule",

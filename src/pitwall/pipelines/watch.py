@@ -20,6 +20,7 @@ from pitwall.core.errors import PitwallError
 from pitwall.pipelines.runner import ZERO_SHA, PipelineRunner
 from pitwall.pipelines.settings import WatchedRepo
 from pitwall.pipelines.store import PREFIX
+from pitwall.storage.revstore import Compare, Op
 
 __all__ = ["RepoWatcher", "list_refs"]
 
@@ -88,10 +89,17 @@ class RepoWatcher:
         """One look at ``w``: pipelines started for the refs that moved (their ids)."""
         path = w.repo.expanduser().resolve()
         key = f"{PREFIX}watch/{hashlib.sha256(str(path).encode()).hexdigest()[:32]}"
-        kv = await self.runner.store.store.get(key)
+        store = self.runner.store.store
+        kv = await store.get(key)
         seen: dict[str, str] | None = orjson.loads(kv.value) if kv is not None else None
         refs = await list_refs(path)
         started: list[int] = []
+        # Claim what moved: of servers sharing the store, only the one whose write lands starts the pipelines.
+        claim = await store.txn([Compare(key, "mod", "=", kv.mod_revision if kv is not None else 0)],
+                                [Op.put(key, orjson.dumps({r: s for r, (s, _) in refs.items()}))])
+        self.polls += 1
+        if not claim.succeeded:
+            return started
         if seen is not None:
             for ref, (sha, is_tag) in sorted(refs.items()):
                 if seen.get(ref) == sha or not _wanted(ref, is_tag, w.refs):
@@ -104,8 +112,6 @@ class RepoWatcher:
                     continue
                 started.append(p["id"])
                 self.triggered += 1
-        await self.runner.store.store.put(key, orjson.dumps({r: s for r, (s, _) in refs.items()}))
-        self.polls += 1
         return started
 
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import yaml
 
-from pitwall.controllers import record_event
+from pitwall.controllers import object_key, record_event
 from pitwall.core.errors import PitwallError
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
@@ -68,8 +68,7 @@ class SLOController:
         self.changes = changes
 
     def keys_for(self, api_version: str, kind: str, obj: dict[str, Any]) -> list[str]:
-        m = obj.get("metadata") or {}
-        return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        return [object_key(obj)]
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")
