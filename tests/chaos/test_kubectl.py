@@ -12,8 +12,8 @@ import yaml
 
 from pitwall.chaos.crds import chaos_mesh_crds
 from tests.chaos.conftest import CHAOS_MESH
-from tests.chaos.test_crds import _extras, _schema_defaults
 from tests.kube.conftest import KubeServer
+from tests.kube_fixture import extras, schema_defaults
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,7 +51,7 @@ def test_examples_applied_and_read_back(server: KubeServer) -> None:
             got: dict[str, Any] = yaml.safe_load(server.kubectl(
                 "get", f"{doc['kind'].lower()}.chaos-mesh.org", m["name"], "-n", m.get("namespace") or "default",
                 "-o", "yaml").stdout)
-            assert _extras(got["spec"], doc["spec"], "spec") <= _schema_defaults(server.kube, doc["kind"]), path
+            assert extras(got["spec"], doc["spec"], "spec") <= schema_defaults(chaos_mesh_crds(), doc["kind"]), path
 
 
 def test_invalid_object_refused_with_the_field(server: KubeServer, tmp_path: Path) -> None:
