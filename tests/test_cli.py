@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cramjam
 import httpx
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from pitwall.cli.main import app
-from pitwall.cli.query import parse_when
+from pitwall.cli.query import parse_when, sparkline
 from pitwall.metrics.ingest import prompb
 from tests.conftest import LiveServer
 
 
-def _push(url: str) -> None:
+def _push(url: str, tenant: str | None = None) -> None:
     w = prompb.WriteRequest()
     now = int(time.time() * 1000)
     for job in ("api", "db"):
@@ -26,7 +30,8 @@ def _push(url: str) -> None:
             lb.name, lb.value = k, v
         s = ts.samples.add()
         s.timestamp, s.value = now - 1000, 1.0
-    r = httpx.post(url + "/api/v1/write", content=bytes(cramjam.snappy.compress_raw(w.SerializeToString())))
+    r = httpx.post(url + "/api/v1/write", content=bytes(cramjam.snappy.compress_raw(w.SerializeToString())),
+                   headers={"X-Scope-OrgID": tenant} if tenant else {})
     assert r.status_code == 204
 
 
@@ -39,7 +44,32 @@ def test_query_table_and_json(live_server: LiveServer) -> None:
     out = runner.invoke(app, ["query", "--server", live_server.url, "--output", "json", "count(up)"])
     assert json.loads(out.output)["result"][0]["value"][1] == "2"
     out = runner.invoke(app, ["query", "--server", live_server.url, "--range", "--start", "-5m", "--step", "1m", "up"])
-    assert out.exit_code == 0 and "points" in out.output
+    assert out.exit_code == 0, out.output
+    assert out.output.split()[:3] == ["SERIES", "LAST", "TREND"]
+    out = runner.invoke(app, ["query", "--server", live_server.url, "--range", "--start", "-5m", "--step", "1m",
+                              "-o", "wide", 'up{job="db"}'])
+    assert out.output.splitlines()[0].split() == ["SERIES", "LAST", "TREND", "MIN", "MAX", "MEAN", "POINTS"]
+    out = runner.invoke(app, ["query", "--server", live_server.url, "-o", "yaml", "count(up)"])
+    assert yaml.safe_load(out.output)["result"][0]["value"][1] == "2"
+
+
+def test_query_tenant_is_sent(live_server: LiveServer) -> None:
+    _push(live_server.url, tenant="team-q")
+    runner = CliRunner()
+    other = runner.invoke(app, ["query", "--server", live_server.url, "--tenant", "team-none", "-o", "json",
+                                'count(up{job="api"})'])
+    mine = runner.invoke(app, ["query", "--server", live_server.url, "--tenant", "team-q", "-o", "json",
+                               'count(up{job="api"})'])
+    assert json.loads(mine.output)["result"][0]["value"][1] == "1"
+    assert json.loads(other.output)["result"] == []
+
+
+def test_sparkline_scales_to_the_range() -> None:
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert sparkline([5.0, 5.0]) == "▁▁"
+    assert sparkline([0, float("nan"), 7]) == "▁ █"
+    assert sparkline([float("nan")]) == ""
+    assert len(sparkline(list(range(1000)), width=30)) == 30
 
 
 def test_query_error_is_reported(live_server: LiveServer) -> None:
@@ -61,6 +91,17 @@ def test_version() -> None:
     assert out.exit_code == 0 and out.output.strip() == f"pitwall {__version__}"
 
 
+@pytest.fixture
+def own_logging() -> Iterator[None]:
+    """Put back the root logger: ``server`` points it at CliRunner's stderr, closed after the call."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("own_logging")
 def test_server_on_a_taken_port_fails_first_naming_it(tmp_path: Path) -> None:
     import socket
 

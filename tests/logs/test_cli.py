@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import yaml
 from typer.testing import CliRunner
 
 from pitwall.cli.main import app
@@ -31,6 +32,11 @@ def test_logs_query_prints_lines_and_series(live_server: LiveServer) -> None:
                               "--server", live_server.url])
     assert res.exit_code == 0, res.output
     assert "3" in res.output
+    res = runner.invoke(app, ["logs", "query", '{app="cli"} |= "error"', "--raw", "--direction", "forward",
+                              "--server", live_server.url])
+    assert res.output.splitlines() == ["first error", "third error"]
+    res = runner.invoke(app, ["logs", "query", '{app="cli"}', "-o", "yaml", "--server", live_server.url])
+    assert yaml.safe_load(res.output)["resultType"] == "streams"
     res = runner.invoke(app, ["logs", "query", '{app="cli"', "--server", live_server.url])
     assert res.exit_code == 1 and "HTTP 400" in res.output and "parse error" in res.output
 

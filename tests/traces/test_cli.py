@@ -21,6 +21,10 @@ def test_search_and_waterfall(live_server: LiveServer) -> None:
     res = runner.invoke(app, ["traces", "search", "--service", "shop", "--server", live_server.url, "-o", "json"])
     assert res.exit_code == 0, res.output
     assert '"spanCount": 2' in res.output and TID in res.output
+    res = runner.invoke(app, ["traces", "search", "--service", "shop", "--server", live_server.url, "-o", "wide"])
+    header, row = res.output.splitlines()[:2]
+    assert header.split() == ["TRACE", "ID", "START", "ROOT", "DURATION", "SPANS", "ERRORS", "SERVICES"]
+    assert row.startswith(TID) and row.split()[-2:] == ["1", "shop"]
     res = runner.invoke(app, ["traces", "get", TID, "--server", live_server.url])
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()

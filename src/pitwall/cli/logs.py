@@ -1,8 +1,9 @@
 """``pitwall logs query 'LOGQL'`` and ``pitwall logs tail 'SELECTOR'``: Loki's API from the terminal.
 
 Works against pitwall or any Loki (``--server``). Log results print as
-``<time> <labels> <line>`` (oldest first unless ``--direction backward``);
-metric results as a table, or the raw ``data`` object with ``-o json``.
+``<time> <labels> <line>`` (newest first unless ``--direction forward``), or the
+lines alone with ``--raw`` (for pipes); metric results as rows with a trend
+line per series; ``-o json|yaml`` print Loki's ``data`` object.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Annotated, Any
 from urllib.parse import urlencode
 
 import typer
-from rich.console import Console
 
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TenantOpt, TokenOpt, call, fail, headers
-from pitwall.cli.query import parse_when, render_table
+from pitwall.cli.query import emit_result, parse_when
 
 app = typer.Typer(help="Query and tail logs (LogQL, Loki API).", no_args_is_help=True)
 
@@ -25,10 +25,12 @@ def _fmt_labels(labels: dict[str, str]) -> str:
     return "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
 
 
-def format_entries(result: list[dict[str, Any]], *, newest_first: bool = False) -> list[str]:
-    """Loki ``streams`` as terminal lines, merged across streams in time order."""
+def format_entries(result: list[dict[str, Any]], *, newest_first: bool = False, raw: bool = False) -> list[str]:
+    """Loki ``streams`` as terminal lines, merged across streams in time order; ``raw``: the lines alone."""
     rows = [(int(v[0]), s["stream"], v[1]) for s in result for v in s["values"]]
     rows.sort(key=lambda r: r[0], reverse=newest_first)
+    if raw:
+        return [line for _, _, line in rows]
     out = []
     for ts, labels, line in rows:
         when = datetime.fromtimestamp(ts / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -44,7 +46,8 @@ def query(
     direction: Annotated[str, typer.Option(help="backward (newest first) or forward.")] = "backward",
     step: Annotated[str | None, typer.Option(help="Metric query step, e.g. 1m.")] = None,
     instant: Annotated[bool, typer.Option("--instant", help="Instant query at --until.")] = False,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    output: Annotated[str, typer.Option("--output", "-o", help="text (table, wide), json or yaml.")] = "text",
+    raw: Annotated[bool, typer.Option("--raw", help="Log lines only: no time, no labels.")] = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     tenant: TenantOpt = None,
@@ -63,14 +66,11 @@ def query(
     if resp.status_code != 200:
         fail("pitwall logs", f"HTTP {resp.status_code}: {resp.text.strip()}")
     data = resp.json()["data"]
-    if output == "json":
-        typer.echo(json.dumps(data, indent=2))
-        return
-    if data["resultType"] == "streams":
-        for line in format_entries(data["result"], newest_first=direction == "backward"):
+    if data["resultType"] == "streams" and output in ("text", "table", "wide"):
+        for line in format_entries(data["result"], newest_first=direction == "backward", raw=raw):
             typer.echo(line)
         return
-    render_table(data, Console())
+    emit_result(data, "table" if output == "text" else output)
 
 
 def tail(
@@ -80,6 +80,7 @@ def tail(
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     tenant: TenantOpt = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Log lines only: no time, no labels.")] = False,
     max_messages: Annotated[int, typer.Option(hidden=True, help="Stop after this many messages (tests).")] = 0,
 ) -> None:
     """Follow new log lines as they arrive (Loki's tail websocket), until Ctrl-C."""
@@ -93,9 +94,9 @@ def tail(
     try:
         with connect(f"{url}/loki/api/v1/tail?{qs}", additional_headers=headers(token, tenant),
                      open_timeout=10) as ws:
-            for raw in ws:
-                msg = json.loads(raw)
-                for line in format_entries(msg.get("streams") or []):
+            for frame in ws:
+                msg = json.loads(frame)
+                for line in format_entries(msg.get("streams") or [], raw=raw):
                     typer.echo(line)
                 for d in msg.get("dropped_entries") or []:
                     typer.echo(f"(dropped entry of {_fmt_labels(d['labels'])} at {d['timestamp']})", err=True)

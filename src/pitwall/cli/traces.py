@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TenantOpt, TokenOpt, call, fail
+from pitwall.cli._output import OutputOpt, emit
 from pitwall.cli.query import parse_when
 
 app = typer.Typer(help="Search traces and show one as a waterfall.", no_args_is_help=True)
@@ -18,8 +16,8 @@ app = typer.Typer(help="Search traces and show one as a waterfall.", no_args_is_
 _WIDTH = 40
 
 
-def _get(server: str, path: str, params: Any, token: str | None) -> Any:
-    resp = call("pitwall traces", "GET", server, path, token=token, params=params)
+def _get(server: str, path: str, params: Any, token: str | None, tenant: str | None) -> Any:
+    resp = call("pitwall traces", "GET", server, path, token=token, tenant=tenant, params=params)
     try:
         body = resp.json()
     except ValueError:
@@ -41,9 +39,10 @@ def search(
     start: Annotated[str, typer.Option(help="now, -1h, unix seconds or RFC 3339.")] = "-1h",
     end: Annotated[str, typer.Option(help="Range end.")] = "now",
     limit: Annotated[int, typer.Option(help="Most traces to list.")] = 20,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    output: OutputOpt = "table",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    tenant: TenantOpt = None,
 ) -> None:
     """List traces with a span matching every filter, newest first."""
     params: list[tuple[str, str]] = [("start", str(parse_when(start))), ("end", str(parse_when(end))),
@@ -53,19 +52,21 @@ def search(
         if v:
             params.append((k, v))
     params += [("attr", a) for a in attr or []]
-    body = _get(server, "/api/traces/v1/search", params, token)
-    if output == "json":
-        typer.echo(json.dumps(body, indent=2))
-        return
-    table = Table(show_header=True, header_style="bold")
-    for col in ("trace id", "start", "root", "duration", "spans", "errors", "services"):
-        table.add_column(col)
-    for t in body["traces"]:
-        started = datetime.fromtimestamp(int(t["startTimeUnixNano"]) / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
-        table.add_row(t["traceId"], started, f"{t['rootServiceName']}: {t['rootSpanName']}",
-                      f"{t['durationMs']:.1f}ms", str(t["spanCount"]), str(t["errorCount"]),
-                      ", ".join(t["services"]))
-    Console().print(table)
+    body = _get(server, "/api/traces/v1/search", params, token, tenant)
+    emit([_trace_row(t) for t in body["traces"]], _SEARCH_COLUMNS, output, wide=_SEARCH_WIDE, raw=body,
+         empty="no traces")
+
+
+_SEARCH_COLUMNS = [("TRACE ID", "id"), ("START", "start"), ("ROOT", "root"), ("DURATION", "duration"),
+                   ("SPANS", "spans"), ("ERRORS", "errors")]
+_SEARCH_WIDE = [("SERVICES", "services")]
+
+
+def _trace_row(t: dict[str, Any]) -> dict[str, Any]:
+    started = datetime.fromtimestamp(int(t["startTimeUnixNano"]) / 1e9, UTC).strftime("%H:%M:%S.%f")[:-3]
+    return {"id": t["traceId"], "start": started, "root": f"{t['rootServiceName']}: {t['rootSpanName']}",
+            "duration": f"{t['durationMs']:.1f}ms", "spans": t["spanCount"], "errors": t["errorCount"],
+            "services": t["services"]}
 
 
 def waterfall(doc: dict[str, Any], width: int = _WIDTH) -> list[str]:
@@ -106,14 +107,15 @@ def waterfall(doc: dict[str, Any], width: int = _WIDTH) -> list[str]:
 @app.command("get")
 def get(
     trace_id: Annotated[str, typer.Argument(help="Trace id, 16 or 32 hex characters.")],
-    output: Annotated[str, typer.Option("--output", "-o", help="waterfall or json (OTLP).")] = "waterfall",
+    output: Annotated[str, typer.Option("--output", "-o", help="waterfall, json or yaml (OTLP).")] = "waterfall",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
+    tenant: TenantOpt = None,
 ) -> None:
-    """Print one trace as a text waterfall (or its OTLP JSON)."""
-    body = _get(server, f"/api/traces/v1/{trace_id}", None, token)
-    if output == "json":
-        typer.echo(json.dumps(body, indent=2))
+    """Print one trace as a text waterfall (or its OTLP JSON/YAML)."""
+    body = _get(server, f"/api/traces/v1/{trace_id}", None, token, tenant)
+    if output in ("json", "yaml"):
+        emit([], [], output, raw=body)
         return
     for line in waterfall(body):
         typer.echo(line)
