@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI
 
 from pitwall.kube import KubeAPI
@@ -133,8 +134,48 @@ async def test_openapi(http: httpx.AsyncClient) -> None:
     assert "revisionHistoryLimit" in spec["properties"]
     v2 = (await http.get("/openapi/v2", headers={"Accept": "application/json"})).json()
     assert v2["swagger"] == "2.0" and "io.k8s.api.core.v1.Pod" in v2["definitions"]
-    assert (await http.get("/openapi/v2", headers={
-        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})).status_code == 406
+    pb = await http.get("/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"})
+    assert pb.headers["content-type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    doc_fields = dict(_fields(pb.content))  # the last of a repeated field wins: fine for these
+    assert doc_fields[1] == b"2.0"
+    named = {dict(_fields(n))[1].decode(): dict(_fields(n))[2] for _, n in _fields(doc_fields[9])}
+    assert named.keys() == v2["definitions"].keys()
+    pod = _fields(named["io.k8s.api.core.v1.Pod"])
+    ext = [dict(_fields(v)) for num, v in pod if num == 31]
+    gvk = next(yaml.safe_load(dict(_fields(e[2]))[2]) for e in ext if e[1] == b"x-kubernetes-group-version-kind")
+    assert gvk == [{"group": "", "kind": "Pod", "version": "v1"}]
+    props = {dict(_fields(n))[1].decode() for num, v in pod if num == 25 for _, n in _fields(v)}
+    assert props == set(v2["definitions"]["io.k8s.api.core.v1.Pod"]["properties"])
+    assert (await http.get("/openapi/v2", headers={"Accept": "application/xml"})).status_code == 406
+
+
+def _fields(data: bytes) -> list[tuple[int, bytes]]:
+    """A protobuf message's length-delimited fields as (number, bytes); varints and doubles skipped."""
+    out, i = [], 0
+
+    def varint() -> int:
+        nonlocal i
+        n = shift = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                return n
+
+    while i < len(data):
+        key = varint()
+        wire = key & 7
+        if wire == 0:
+            varint()
+        elif wire == 1:
+            i += 8
+        else:
+            n = varint()
+            out.append((key >> 3, data[i:i + n]))
+            i += n
+    return out
 
 
 async def test_watch_stream_and_expired(http: httpx.AsyncClient, kube: KubeAPI) -> None:

@@ -416,3 +416,24 @@ def test_v1_hpa_server_side_apply(kube_server: KubeServer) -> None:
       '{"spec": {"maxReplicas": 5}}')
     v1 = _json(k("get", "horizontalpodautoscalers.v1.autoscaling", "ssa", "-o", "json"))
     assert v1["spec"]["maxReplicas"] == 5 and v1["spec"]["targetCPUUtilizationPercentage"] == 30
+
+
+def test_a_list_applies_and_is_validated_on_the_client(kube_server: KubeServer) -> None:
+    """kubectl checks a List's items itself, against ``/openapi/v2`` in protobuf; ``get -o yaml`` output replays."""
+    k = kube_server.kubectl
+    good = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"listed-{i}"}, "data": {"n": str(i)}}
+        for i in range(2)]}
+    out = k("apply", "-f", "-", input=yaml.safe_dump(good)).stdout
+    assert "configmap/listed-0 created" in out and "configmap/listed-1 created" in out
+    bad = {"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "listed-bad"}, "dataa": {"x": "1"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "listed-bad"}, "spec": {"replicas": "x"}}]}
+    p = k("apply", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert p.returncode == 1
+    assert 'unknown field "dataa" in io.k8s.api.core.v1.ConfigMap' in p.stderr
+    assert 'invalid type for io.k8s.api.apps.v1.DeploymentSpec.replicas: got "string", expected "integer"' in p.stderr
+    assert k("get", "cm", "listed-bad", check=False).returncode == 1  # nothing of a refused List is applied
+    listed = k("get", "cm", "-l", "!nothing", "-o", "yaml").stdout
+    assert "kind: List" in listed
+    assert "configmap/listed-0 replaced" in k("replace", "-f", "-", input=listed).stdout

@@ -51,6 +51,7 @@ from pitwall.kube.http import (
 from pitwall.kube.managed import apply_config
 from pitwall.kube.meta import meta
 from pitwall.kube.metricsapi import METRICS_GROUP, get_metrics, list_metrics
+from pitwall.kube.openapi_pb import PROTOBUF_V2, accepts_protobuf
 from pitwall.kube.patch import APPLY, JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.reviews import REVIEW_GROUPS, review
@@ -477,8 +478,10 @@ def kube_router(api: KubeAPI) -> APIRouter:
     @_handle
     async def openapi_v2(request: Request) -> Response:
         accept = request.headers.get("accept", "")
+        if accepts_protobuf(accept):
+            return Response(api.openapi.v2(protobuf=True), media_type=PROTOBUF_V2)
         if accept and "json" not in accept and "*/*" not in accept:
-            raise NotAcceptable("only application/json is served for /openapi/v2", details={})
+            raise NotAcceptable(f"only application/json and {PROTOBUF_V2} are served for /openapi/v2", details={})
         return Response(api.openapi.v2(), media_type="application/json")
 
     @_handle

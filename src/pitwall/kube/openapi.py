@@ -17,6 +17,7 @@ import hashlib
 import json
 from typing import Any
 
+from pitwall.kube.openapi_pb import encode_document
 from pitwall.kube.registry import Registry, ResourceType
 from pitwall.kube.schemas import definitions
 
@@ -258,15 +259,17 @@ class OpenAPI:
                 paths[rel] = {"serverRelativeURL": f"/openapi/v3/{rel}?hash={h}"}
         return {"paths": paths}
 
-    def v2(self) -> bytes:
-        if "v2" in self._cache:
-            return self._cache["v2"]
+    def v2(self, protobuf: bool = False) -> bytes:
+        """The v2 document as JSON, or as gnostic's protobuf (what kubectl fetches to validate a List)."""
+        key = "v2pb" if protobuf else "v2"
+        if key in self._cache:
+            return self._cache[key]
         types = [rt for rt in self.registry if _described(rt)]
         paths: Obj = {}
         for rt in types:
             paths.update(_paths(rt, False))
         doc = {"swagger": "2.0", "info": {"title": "Kubernetes", "version": K8S_VERSION}, "paths": paths,
                "definitions": self._schemas(types)}
-        body = json.dumps(doc, separators=(",", ":")).encode()
-        self._cache["v2"] = body
+        body = encode_document(doc) if protobuf else json.dumps(doc, separators=(",", ":")).encode()
+        self._cache[key] = body
         return body
