@@ -14,6 +14,7 @@ from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, CheckR
 from pitwall.registry.api import Blocking, json_response, read_limited
 from pitwall.registry.blocking import QueryOptions, WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, Instance
+from pitwall.registry.filter import Filter, FilterError, parse_filter
 from pitwall.registry.model import ConsulError
 
 __all__ = ["catalog_routes"]
@@ -29,6 +30,27 @@ def _idx(items: list[Instance]) -> int:
 def _tag_filter(request: Request, items: list[Instance]) -> list[Instance]:
     tags = request.query_params.getlist("tag")
     return [i for i in items if all(t in i.service["Tags"] for t in tags)]
+
+
+def _filtered(request: Request) -> Callable[[list[Any]], list[Any]]:
+    """``?filter=`` as a function over an answer's list; a bad expression is Consul's 400 before any work."""
+    flt = _parse(request)
+    if flt is None:
+        return lambda items: items
+
+    def run(items: list[Any]) -> list[Any]:
+        try:
+            return flt.apply(items)
+        except FilterError as e:
+            raise ConsulError(400, str(e)) from None
+    return run
+
+
+def _parse(request: Request) -> Filter | None:
+    try:
+        return parse_filter(request.query_params.get("filter", ""))
+    except FilterError as e:
+        raise ConsulError(400, str(e)) from None
 
 
 async def _json_body(request: Request) -> Any:
@@ -62,40 +84,46 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
 
     @r.get("/v1/catalog/service/{name}")
     async def service(name: str, request: Request) -> Response:
+        flt = _filtered(request)
         return await blocking(request, _PREFIXES, lambda: of_service(name), lambda items, idx: json_response(
-            [catalog.catalog_entry(i) for i in _tag_filter(request, items)], idx))
+            flt([catalog.catalog_entry(i) for i in _tag_filter(request, items)]), idx))
 
     @r.get("/v1/catalog/nodes")
     async def nodes(request: Request) -> Response:
+        flt = _filtered(request)
+
         def out(items: list[Instance], idx: int) -> Response:
             seen = {catalog.node: catalog.node_address, **{i.node: i.node_address for i in items}}
-            return json_response([{"ID": "", "Node": n, "Address": a, "Datacenter": catalog.datacenter,
-                                   "TaggedAddresses": {"lan": a, "wan": a}, "Meta": {}, "CreateIndex": 0,
-                                   "ModifyIndex": 0} for n, a in sorted(seen.items())], idx)
+            return json_response(flt([{"ID": "", "Node": n, "Address": a, "Datacenter": catalog.datacenter,
+                                       "TaggedAddresses": {"lan": a, "wan": a}, "Meta": {}, "CreateIndex": 0,
+                                       "ModifyIndex": 0} for n, a in sorted(seen.items())]), idx)
         return await blocking(request, _PREFIXES, catalog.instances, out)
 
     @r.get("/v1/health/service/{name}")
     async def health_service(name: str, request: Request) -> Response:
         passing = "passing" in request.query_params
+        flt = _filtered(request)
 
         def out(items: list[Instance], idx: int) -> Response:
             chosen = [i for i in _tag_filter(request, items) if not passing or i.status() == "passing"]
-            return json_response([catalog.health_entry(i) for i in chosen], idx)
+            return json_response(flt([catalog.health_entry(i) for i in chosen]), idx)
         return await blocking(request, _PREFIXES, lambda: of_service(name), out)
 
     @r.get("/v1/health/checks/{name}")
     async def health_checks(name: str, request: Request) -> Response:
+        flt = _filtered(request)
         return await blocking(request, _PREFIXES, lambda: of_service(name), lambda items, idx: json_response(
-            [c for i in items for c in i.checks if c["ServiceID"]], idx))
+            flt([c for i in items for c in i.checks if c["ServiceID"]]), idx))
 
     @r.get("/v1/health/state/{state}")
     async def health_state(state: str, request: Request) -> Response:
         if state not in (*STATUSES, "any"):
             raise ConsulError(400, f"Invalid check state: {state!r}")
+        flt = _filtered(request)
 
         def out(items: list[Instance], idx: int) -> Response:
             checks = {(c["Node"], c["CheckID"]): c for i in items for c in i.checks}
-            return json_response([c for c in checks.values() if state == "any" or c["Status"] == state], idx)
+            return json_response(flt([c for c in checks.values() if state == "any" or c["Status"] == state]), idx)
         return await blocking(request, _PREFIXES, catalog.instances, out)
 
     _agent_routes(r, catalog, agent, runner, hub)
@@ -121,6 +149,20 @@ async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awai
             return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
 
 
+def _by_id(view: Callable[[], Awaitable[dict[str, Any]]], flt: Filter | None
+           ) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """An agent view (an object keyed by id) with ``?filter=`` applied to its values."""
+    if flt is None:
+        return view
+
+    async def read() -> dict[str, Any]:
+        try:
+            return flt.apply_map(await view())
+        except FilterError as e:
+            raise ConsulError(400, str(e)) from None
+    return read
+
+
 def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner, hub: WatchHub) -> None:
     async def services_view() -> dict[str, Any]:
         items, _ = await agent.services()
@@ -133,11 +175,11 @@ def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: 
 
     @r.get("/v1/agent/services")
     async def agent_services(request: Request) -> Response:
-        return await hash_blocking(request, hub, services_view)
+        return await hash_blocking(request, hub, _by_id(services_view, _parse(request)))
 
     @r.get("/v1/agent/checks")
     async def agent_checks(request: Request) -> Response:
-        return await hash_blocking(request, hub, checks_view)
+        return await hash_blocking(request, hub, _by_id(checks_view, _parse(request)))
 
     @r.put("/v1/agent/service/register")
     async def register(request: Request) -> Response:
