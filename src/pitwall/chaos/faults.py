@@ -50,6 +50,10 @@ class NodeHooks(Protocol):
 
     def is_held(self, namespace: str, name: str) -> bool: ...
 
+    def container_output(self, namespace: str, name: str, container: str) -> str | None:
+        """What a container's last run printed, once it ended and its output is all read; else None."""
+        ...
+
 
 class Fault(Protocol):
     one_shot: bool

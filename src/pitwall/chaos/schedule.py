@@ -25,7 +25,7 @@ from pitwall.chaos.model import API_VERSION, INJECTED, NOT_INJECTED, parse_time
 from pitwall.controllers import CronError, Schedule, missed_times, record_event
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 
-__all__ = ["EMBED_FIELDS", "ScheduleReconciler", "chaos_finished"]
+__all__ = ["EMBED_FIELDS", "ScheduleReconciler", "chaos_finished", "random_suffix"]
 
 Obj = dict[str, Any]
 COMPONENT = "schedule-cron"
@@ -46,7 +46,8 @@ def chaos_finished(obj: Obj, now: datetime) -> bool:
     return phase == "Stop" and all(r.get("phase") == NOT_INJECTED for r in records)
 
 
-def _suffix() -> str:
+def random_suffix() -> str:
+    """Five random lowercase letters and digits, as ``generateName`` appends."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(5))
 
@@ -139,7 +140,7 @@ class ScheduleReconciler:
     async def _spawn(self, sched: Obj, kind: str) -> Obj:
         m = sched["metadata"]
         obj = {"apiVersion": API_VERSION, "kind": kind,
-               "metadata": {"name": f"{m['name']}-{_suffix()}", "namespace": m["namespace"],
+               "metadata": {"name": f"{m['name']}-{random_suffix()}", "namespace": m["namespace"],
                             "labels": {LABEL_MANAGED_BY: m["name"]},
                             "ownerReferences": [{"apiVersion": API_VERSION, "kind": "Schedule", "name": m["name"],
                                                  "uid": m.get("uid"), "controller": True,

@@ -21,6 +21,7 @@ from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.monkey import ChaosMonkey
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.chaos.settings import MonkeySettings
+from pitwall.chaos.workflow import WorkflowNodeReconciler, WorkflowReconciler
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -45,6 +46,8 @@ def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: Re
     runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
                                                         guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
+    runners.append(ControllerRunner(client, WorkflowReconciler(client), workers=1, resync_s=30.0))
+    runners.append(ControllerRunner(client, WorkflowNodeReconciler(client, node), workers=2, resync_s=30.0))
     return runners
 
 

@@ -295,6 +295,14 @@ class Kubelet:
                 return s
         raise RuntimeError(f"no pod address left in {self.pod_network}")
 
+    def container_output(self, namespace: str, name: str, container: str) -> str | None:
+        """The lines a container's current run printed, once it ended and they are all read; else None."""
+        w = self.worker_for(namespace, name)
+        run = next((c for c in w.runs if c.name == container), None) if w is not None else None
+        if run is None or run.logs is None or not run.logs.closed:
+            return None
+        return "\n".join(line for _, _, line in run.logs.after(0))
+
     def worker_for(self, namespace: str, name: str) -> PodWorker | None:
         for w in self.workers.values():
             if w.namespace == namespace and w.name == name:

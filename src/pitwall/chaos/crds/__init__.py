@@ -14,7 +14,7 @@ import yaml
 __all__ = ["CRD_FILES", "chaos_mesh_crds"]
 
 CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", "timechaos", "schedules",
-             "workflows")
+             "workflows", "workflownodes")
 
 
 @functools.cache

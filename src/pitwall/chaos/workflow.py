@@ -1,0 +1,405 @@
+"""Chaos Mesh's Workflow: a tree of WorkflowNodes, one per template instance, run as upstream runs them.
+
+The Workflow reconciler spawns the entry node (``<template>-<random>``,
+label ``chaos-mesh.org/controlled-by: <workflow>``) and mirrors it into the
+Workflow's status (``entryNode``, ``startTime``, ``endTime``, conditions
+``Scheduled`` and ``Accomplished``). The node reconciler runs each node by
+its template type:
+
+- ``Serial``: one child at a time, in order; ``Parallel``: all children at
+  once; both are accomplished when every child is finished;
+- a chaos kind (``PodChaos``, ``NetworkChaos``, ...): creates the chaos
+  object (``<node>-<random>``, owned by the node) and sets ``ChaosInjected``;
+  it runs until the node's deadline, then the object is deleted (which
+  recovers the fault);
+- ``Suspend``: waits for its deadline;
+- ``Task``: runs ``task.container`` as a Pod (restartPolicy Never), then
+  evaluates ``conditionalBranches`` over ``{exitCode, stdout}`` and runs the
+  chosen targets as children.
+
+A node is finished when ``Accomplished``, ``DeadlineExceed`` or ``Aborted``
+is True. A node whose ``deadline`` passes gets ``DeadlineExceed``
+(``NodeDeadlineExceed``) and so do its unfinished descendants
+(``ParentNodeDeadlineExceed``). Deleting the Workflow deletes its nodes,
+their chaos objects and pods (owner references). ``Schedule`` and
+``StatusCheck`` templates are not run: the node says so in an Event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pitwall.chaos.branches import ExprError, eval_bool
+from pitwall.chaos.faults import NodeHooks
+from pitwall.chaos.model import API_VERSION, parse_time
+from pitwall.chaos.schedule import EMBED_FIELDS, random_suffix
+from pitwall.controllers import record_event
+from pitwall.core.durations import parse_duration_ms
+from pitwall.kube import Conflict, KubeClient, KubeError, NotFoundError, fmt_time
+
+__all__ = ["LABEL_CONTROLLED_BY", "LABEL_WORKFLOW", "WorkflowNodeReconciler", "WorkflowReconciler",
+           "node_finished"]
+
+Obj = dict[str, Any]
+LABEL_CONTROLLED_BY = "chaos-mesh.org/controlled-by"
+LABEL_WORKFLOW = "chaos-mesh.org/workflow"
+COMPONENT = "workflow-controller"
+_FINISHED = ("Accomplished", "DeadlineExceed", "Aborted")
+
+
+def node_finished(node: Obj) -> bool:
+    """Chaos Mesh's WorkflowNodeFinished: Accomplished, DeadlineExceed or Aborted is True."""
+    return any(_condition(node, t) == "True" for t in _FINISHED)
+
+
+def _condition(obj: Obj, type_: str) -> str:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return str(c.get("status"))
+    return ""
+
+
+def _set_condition(status: Obj, type_: str, value: str, reason: str = "") -> None:
+    conds = [c for c in status.get("conditions") or [] if c.get("type") != type_]
+    status["conditions"] = [*conds, {"type": type_, "status": value, "reason": reason}]
+
+
+def _owner(kind: str, obj: Obj) -> Obj:
+    m = obj["metadata"]
+    return {"apiVersion": API_VERSION, "kind": kind, "name": m["name"], "uid": m.get("uid"), "controller": True,
+            "blockOwnerDeletion": True}
+
+
+def _by_age(objs: Sequence[Obj]) -> list[Obj]:
+    return sorted(objs, key=lambda o: (o["metadata"].get("creationTimestamp") or "",
+                                       int(o["metadata"].get("resourceVersion") or 0)))
+
+
+def render_node(workflow: Obj, template_name: str, parent: Obj | None, now: datetime) -> Obj:
+    """A WorkflowNode for ``template_name`` of ``workflow`` (child of ``parent``, else the entry)."""
+    templates = {t.get("name"): t for t in (workflow.get("spec") or {}).get("templates") or []}
+    wm = workflow["metadata"]
+    if template_name not in templates:
+        raise LookupError(f"workflow {wm['name']} do not contains template called {template_name}")
+    t = templates[template_name]
+    spec: Obj = {"templateName": template_name, "workflowName": wm["name"], "type": t.get("templateType"),
+                 "startTime": fmt_time(now)}
+    if t.get("deadline"):
+        ms = parse_duration_ms(str(t["deadline"]))
+        spec["deadline"] = fmt_time(datetime.fromtimestamp(now.timestamp() + ms / 1000, UTC))
+    for field in ("children", "task", "conditionalBranches", "schedule", "statusCheck", "abortWithStatusCheck",
+                  *EMBED_FIELDS.values()):
+        if t.get(field) is not None:
+            spec[field] = t[field]
+    owner = parent if parent is not None else workflow
+    return {"apiVersion": API_VERSION, "kind": "WorkflowNode",
+            "metadata": {"name": f"{template_name}-{random_suffix()}", "namespace": wm["namespace"],
+                         "labels": {LABEL_CONTROLLED_BY: owner["metadata"]["name"], LABEL_WORKFLOW: wm["name"]},
+                         "ownerReferences": [_owner("WorkflowNode" if parent is not None else "Workflow", owner)]},
+            "spec": spec}
+
+
+class WorkflowReconciler:
+    """Spawns each Workflow's entry node and reports it in the Workflow's status."""
+
+    name = "workflow-entry"
+    primary = (API_VERSION, "Workflow")
+    secondary: Sequence[tuple[str, str]] = [(API_VERSION, "WorkflowNode")]
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        if kind == "Workflow":
+            return [f"{m.get('namespace') or ''}/{m.get('name') or ''}"]
+        wf = (m.get("labels") or {}).get(LABEL_WORKFLOW)
+        return [f"{m.get('namespace')}/{wf}"] if wf else []
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            wf = await self.client.get(API_VERSION, "Workflow", name, ns)
+        except NotFoundError:
+            return None
+        wf.setdefault("apiVersion", API_VERSION)
+        wf.setdefault("kind", "Workflow")
+        if wf["metadata"].get("deletionTimestamp"):
+            return None
+        entries = await self._entries(wf)
+        if not entries:
+            entry = str((wf.get("spec") or {}).get("entry") or "")
+            try:
+                made = await self.client.create(render_node(wf, entry, None, datetime.now(UTC)))
+            except (LookupError, ValueError) as e:
+                await record_event(self.client, wf, "Warning", "InvalidEntry",
+                                   f"Invalid entry, template: {entry}: {e}", COMPONENT)
+                return None
+            await record_event(self.client, wf, "Normal", "EntryCreated", f"Entry node created: {made['metadata']['name']}",
+                               COMPONENT)
+            entries = [made]
+        for extra in entries[1:]:  # as upstream: only the first entry node counts
+            with contextlib.suppress(NotFoundError):
+                await self.client.delete(API_VERSION, "WorkflowNode", extra["metadata"]["name"], ns)
+        await self._status(wf, entries[0])
+        return None
+
+    async def _entries(self, wf: Obj) -> list[Obj]:
+        m = wf["metadata"]
+        items = (await self.client.list(API_VERSION, "WorkflowNode", m["namespace"],
+                                        label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items
+        return _by_age(items)
+
+    async def _status(self, wf: Obj, entry: Obj) -> None:
+        for _ in range(5):
+            st = dict(wf.get("status") or {})
+            st["entryNode"] = entry["metadata"]["name"]
+            st.setdefault("startTime", fmt_time(datetime.now(UTC)))
+            _set_condition(st, "Scheduled", "True")
+            done = node_finished(entry)
+            _set_condition(st, "Accomplished", "True" if done else "False")
+            if done and not st.get("endTime"):
+                st["endTime"] = fmt_time(datetime.now(UTC))
+                await record_event(self.client, wf, "Normal", "WorkflowAccomplished", "Workflow accomplished",
+                                   COMPONENT)
+            elif not done:
+                st.pop("endTime", None)
+            if st == (wf.get("status") or {}):
+                return
+            wf["status"] = st
+            try:
+                await self.client.update_status(wf)
+                return
+            except Conflict:
+                wf = await self.client.get(API_VERSION, "Workflow", wf["metadata"]["name"], wf["metadata"]["namespace"])
+                entry = await self.client.get(API_VERSION, "WorkflowNode", entry["metadata"]["name"],
+                                              entry["metadata"]["namespace"])
+
+
+class WorkflowNodeReconciler:
+    """Runs each WorkflowNode by its template type (see the module's docstring)."""
+
+    name = "workflow-node"
+    primary = (API_VERSION, "WorkflowNode")
+
+    def __init__(self, client: KubeClient, output: NodeHooks | None = None) -> None:
+        self.client = client
+        self.output = output
+        self.secondary: Sequence[tuple[str, str]] = [(API_VERSION, "WorkflowNode"), ("v1", "Pod"),
+                                                     *((API_VERSION, k) for k in EMBED_FIELDS)]
+
+    def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
+        m = obj.get("metadata") or {}
+        keys = [f"{m.get('namespace') or ''}/{m.get('name') or ''}"] if kind == "WorkflowNode" else []
+        keys += [f"{m.get('namespace')}/{r.get('name')}" for r in m.get("ownerReferences") or []
+                 if r.get("kind") == "WorkflowNode"]
+        return keys
+
+    async def reconcile(self, key: str) -> float | None:
+        ns, _, name = key.partition("/")
+        try:
+            node = await self.client.get(API_VERSION, "WorkflowNode", name, ns)
+        except NotFoundError:
+            return None
+        node.setdefault("apiVersion", API_VERSION)
+        node.setdefault("kind", "WorkflowNode")
+        if node["metadata"].get("deletionTimestamp"):
+            return None
+        now = datetime.now(UTC)
+        spec = node.get("spec") or {}
+        kind = str(spec.get("type") or "")
+        deadline = parse_time(spec["deadline"]) if spec.get("deadline") else None
+        if not node_finished(node) and deadline is not None and now >= deadline:
+            await self._exceed(node, "NodeDeadlineExceed")
+            node = await self.client.get(API_VERSION, "WorkflowNode", name, ns)
+        children = await self._children(node)
+        if node_finished(node):
+            await self._finish(node, kind, children)
+            return None
+        if kind in ("Serial", "Parallel"):
+            await self._flow(node, kind, children)
+        elif kind in EMBED_FIELDS:
+            await self._chaos(node, kind)
+        elif kind == "Task":
+            again = await self._task(node, children)
+            if again is not None:
+                return again
+        elif kind != "Suspend":
+            await record_event(self.client, node, "Warning", "Unsupported",
+                               f"template type {kind!r} is not run by pitwall", COMPONENT)
+        return max((deadline - now).total_seconds(), 0.05) if deadline is not None else None
+
+    async def _children(self, node: Obj) -> list[Obj]:
+        m = node["metadata"]
+        items = (await self.client.list(API_VERSION, "WorkflowNode", m["namespace"],
+                                        label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items
+        return _by_age([o for o in items if any(r.get("uid") == m.get("uid")
+                                                for r in o["metadata"].get("ownerReferences") or [])])
+
+    async def _workflow(self, node: Obj) -> Obj:
+        return await self.client.get(API_VERSION, "Workflow", node["spec"]["workflowName"], node["metadata"]["namespace"])
+
+    async def _spawn(self, node: Obj, templates: Sequence[str]) -> None:
+        if not templates:
+            return
+        wf = await self._workflow(node)
+        made = [await self.client.create(render_node(wf, t, node, datetime.now(UTC))) for t in templates]
+        await record_event(self.client, node, "Normal", "NodesCreated",
+                           f"child nodes created, {', '.join(o['metadata']['name'] for o in made)}", COMPONENT)
+
+    async def _flow(self, node: Obj, kind: str, children: list[Obj]) -> None:
+        wanted = list(node["spec"].get("children") or [])
+        active = [c for c in children if not node_finished(c)]
+        if kind == "Serial":
+            todo = wanted[len(children):len(children) + 1] if not active else []
+        else:
+            have = [c["spec"]["templateName"] for c in children]
+            todo = [t for t in wanted if t not in have]
+        await self._spawn(node, todo)
+        done = len(children) + len(todo) == len(wanted) and not active and not todo
+        await self._update(node, lambda st: self._flow_status(st, children, done))
+
+    @staticmethod
+    def _flow_status(st: Obj, children: list[Obj], done: bool) -> None:
+        st["activeChildren"] = [{"name": c["metadata"]["name"]} for c in children if not node_finished(c)] or None
+        st["finishedChildren"] = [{"name": c["metadata"]["name"]} for c in children if node_finished(c)] or None
+        _set_condition(st, "Accomplished", "True" if done else "False")
+
+    async def _chaos(self, node: Obj, kind: str) -> None:
+        m = node["metadata"]
+        owned = [o for o in (await self.client.list(API_VERSION, kind, m["namespace"],
+                                                    label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items]
+        if not owned:
+            obj = {"apiVersion": API_VERSION, "kind": kind,
+                   "metadata": {"name": f"{m['name']}-{random_suffix()}", "namespace": m["namespace"],
+                                "labels": {LABEL_CONTROLLED_BY: m["name"], LABEL_WORKFLOW: node["spec"]["workflowName"]},
+                                "ownerReferences": [_owner("WorkflowNode", node)]},
+                   "spec": dict(node["spec"].get(EMBED_FIELDS[kind]) or {})}
+            try:
+                made = await self.client.create(obj)
+            except KubeError as e:  # a refused object (invalid spec) is reported on the node, as upstream does
+                await record_event(self.client, node, "Warning", "ChaosCustomResourceCreateFailed",
+                                   f"Failed to create chaos CR: {e}", COMPONENT)
+                await self._update(node, lambda st: _set_condition(st, "ChaosInjected", "False"))
+                return
+            await record_event(self.client, node, "Normal", "ChaosCustomResourceCreated",
+                               f"Chaos CR {made['metadata']['name']} created", COMPONENT)
+            owned = [made]
+        ref = {"kind": kind, "name": owned[0]["metadata"]["name"], "apiGroup": "chaos-mesh.org"}
+
+        def status(st: Obj) -> None:
+            st["chaosResource"] = ref
+            _set_condition(st, "ChaosInjected", "True")
+        await self._update(node, status)
+
+    async def _task(self, node: Obj, children: list[Obj]) -> float | None:
+        m = node["metadata"]
+        st = node.get("status") or {}
+        if st.get("conditionalBranchesStatus") is None:
+            pods = (await self.client.list("v1", "Pod", m["namespace"],
+                                           label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items
+            if not pods:
+                await self._task_pod(node)
+                return None
+            env = self._collect(pods[0])
+            if env is None:
+                return 0.2  # running, or its output not yet all read
+            await self._evaluate(node, env)
+            node = await self.client.get(API_VERSION, "WorkflowNode", m["name"], m["namespace"])
+        chosen = [b["target"] for b in node["status"]["conditionalBranchesStatus"].get("branches") or []
+                  if b.get("evaluationResult") == "True"]
+        have = [c["spec"]["templateName"] for c in children]
+        todo = [t for t in chosen if t not in have]
+        await self._spawn(node, todo)
+        active = [c for c in children if not node_finished(c)]
+        done = not todo and not active and len(children) >= len(chosen)
+        await self._update(node, lambda s: self._flow_status(s, children, done))
+        return None
+
+    async def _task_pod(self, node: Obj) -> None:
+        m = node["metadata"]
+        task = node["spec"].get("task") or {}
+        container = dict(task.get("container") or {})
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": f"{m['name']}-{random_suffix()}", "namespace": m["namespace"],
+                            "labels": {LABEL_CONTROLLED_BY: m["name"], LABEL_WORKFLOW: node["spec"]["workflowName"]},
+                            "ownerReferences": [_owner("WorkflowNode", node)]},
+               "spec": {"restartPolicy": "Never", "containers": [container],
+                        **({"volumes": task["volumes"]} if task.get("volumes") else {})}}
+        try:
+            made = await self.client.create(pod)
+        except KubeError as e:
+            await record_event(self.client, node, "Warning", "TaskPodSpawnFailed", f"Failed to spawn task pod: {e}",
+                               COMPONENT)
+            return
+        await record_event(self.client, node, "Normal", "TaskPodSpawned", f"Task pod {made['metadata']['name']} spawned",
+                           COMPONENT)
+
+    def _collect(self, pod: Obj) -> Obj | None:
+        """``{exitCode, stdout}`` of a finished task pod (stdout trimmed, as upstream's collector), else None."""
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        term = (statuses[0].get("state") or {}).get("terminated") if statuses else None
+        if not term:
+            return None
+        m = pod["metadata"]
+        name = str(pod["spec"]["containers"][0].get("name") or "")
+        out = self.output.container_output(m["namespace"], m["name"], name) if self.output else ""
+        if out is None:
+            return None
+        return {"exitCode": int(term.get("exitCode") or 0), "stdout": out.strip()}
+
+    async def _evaluate(self, node: Obj, env: Obj) -> None:
+        branches = []
+        for b in node["spec"].get("conditionalBranches") or []:
+            try:
+                result = "True" if eval_bool(str(b.get("expression") or ""), env) else "False"
+            except ExprError:
+                result = "Unknown"
+            branches.append({"target": b.get("target"), "evaluationResult": result})
+        chosen = [b["target"] for b in branches if b["evaluationResult"] == "True"]
+        await record_event(self.client, node, "Normal", "ConditionalBranchesSelected",
+                           f"selected branches: {chosen}", COMPONENT)
+
+        def status(st: Obj) -> None:
+            st["conditionalBranchesStatus"] = {"branches": branches, "context": [json.dumps(env)]}
+        await self._update(node, status)
+
+    async def _exceed(self, node: Obj, reason: str) -> None:
+        """``DeadlineExceed`` on ``node`` and every unfinished descendant (``ParentNodeDeadlineExceed``)."""
+        await self._update(node, lambda st: _set_condition(st, "DeadlineExceed", "True", reason))
+        await record_event(self.client, node, "Normal", reason, "deadline exceed" if reason == "NodeDeadlineExceed"
+                           else "parent node deadline exceed", COMPONENT)
+        for child in await self._children(node):
+            if not node_finished(child):
+                await self._exceed(child, "ParentNodeDeadlineExceed")
+
+    async def _finish(self, node: Obj, kind: str, children: list[Obj]) -> None:
+        """A finished chaos node deletes its chaos objects (recovering the faults); Task pods stay for logs."""
+        if kind not in EMBED_FIELDS:
+            return
+        m = node["metadata"]
+        for o in (await self.client.list(API_VERSION, kind, m["namespace"],
+                                         label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items:
+            with contextlib.suppress(NotFoundError):
+                await self.client.delete(API_VERSION, kind, o["metadata"]["name"], m["namespace"])
+                await record_event(self.client, node, "Normal", "ChaosCustomResourceDeleted",
+                                   f"Chaos CR {o['metadata']['name']} deleted", COMPONENT)
+
+    async def _update(self, node: Obj, change: Any) -> None:
+        m = node["metadata"]
+        for _ in range(5):
+            st = json.loads(json.dumps(node.get("status") or {}))
+            change(st)
+            st = {k: v for k, v in st.items() if v is not None}
+            if st == (node.get("status") or {}):
+                return
+            node["status"] = st
+            try:
+                await self.client.update_status(node)
+                return
+            except Conflict:
+                node = await self.client.get(API_VERSION, "WorkflowNode", m["name"], m["namespace"])
