@@ -204,12 +204,51 @@ class IncidentStore:
             ops += [self._log_op(id_, e) for e in entries]
             ops += [Op.put(f"{self.p}alerts/{id_}/{a.id}", _dump(a)) for a in alerts]
             if was_open and inc.status == "resolved":
-                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"),
-                        Op.delete(f"{self.p}open/{id_}")]
+                keys = {inc.incident_key} | {a.dedup_key for a in await self.alerts(id_)}
+                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{k}") for k in sorted(keys)]
+                ops.append(Op.delete(f"{self.p}open/{id_}"))
+            elif inc.status != "resolved":  # an alert resolved on its own frees its dedup key
+                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{a.dedup_key}") for a in alerts
+                        if a.status == "resolved"]
             res = await self.store.txn([Compare(self._ikey(id_), "mod", "=", kv.mod_revision)], ops)
             if res.succeeded:
                 return inc
         raise Conflict(f"incident {id_}: too many concurrent updates")
+
+    async def add_alert(self, id_: str, alert: Alert,
+                        change: Callable[[Incident], Awaitable[list[LogEntry] | None]]) -> str:
+        """Group ``alert`` into open incident ``id_``: ``change`` updates the incident (None: it no longer
+        takes the alert). One write stores the incident, the alert, its dedup key and the log entries.
+
+        Returns ``"added"``, ``"deduplicated"`` (an open incident took the alert's dedup key meanwhile) or
+        ``"refused"`` (the incident was resolved or no longer matches).
+        """
+        dedup = f"{self.p}dedup/{alert.service_id}/{alert.dedup_key}"
+        for _ in range(_CAS_TRIES):
+            kv = await self.store.get(self._ikey(id_))
+            if kv is None:
+                return "refused"
+            inc = Incident.model_validate_json(kv.value)
+            if inc.status == "resolved":
+                return "refused"
+            entries = await change(inc)
+            if entries is None:
+                return "refused"
+            ops = [Op.put(self._ikey(id_), _dump(inc)), Op.put(f"{self.p}alerts/{id_}/{alert.id}", _dump(alert)),
+                   Op.put(dedup, id_.encode()), *(self._log_op(id_, e) for e in entries)]
+            res = await self.store.txn([Compare(self._ikey(id_), "mod", "=", kv.mod_revision),
+                                        Compare(dedup, "version", "=", 0)], ops, [Op.get(dedup)])
+            if res.succeeded:
+                return "added"
+            if res.results and res.results[0]:
+                return "deduplicated"
+        raise Conflict(f"incident {id_}: too many concurrent updates")
+
+    async def open_incidents(self, service_id: str) -> list[Incident]:
+        """The service's open incidents, newest first."""
+        out = [i for i in [await self.get_incident(x) for x in await self.open_ids()]
+               if i is not None and i.service_id == service_id and i.status != "resolved"]
+        return sorted(out, key=lambda i: -i.number)
 
     def _log_op(self, incident_id: str, e: LogEntry) -> Op:
         # Entries of the same nanosecond (one write records several) keep the order they were made in.
