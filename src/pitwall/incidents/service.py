@@ -170,6 +170,8 @@ class IncidentService:
         """Add the alert to the newest open incident its service's grouping puts it in; None: none takes it."""
         g = svc.alert_grouping_parameters
         for cand in await self.store.open_incidents(svc.id):
+            if g.type != "time" and not _in_window(g, cand, now):
+                continue  # cheap test first: reading the first alert costs a range read
             first = await self._first_alert(cand.id) if g.type != "time" else None
             if not await self._fits(g, cand, ev.payload, now, first):
                 continue
@@ -210,8 +212,7 @@ class IncidentService:
         if g.type == "time":
             timeout = (g.config.timeout if g.config else None) or 0
             return timeout == 0 or now - inc.created_ns < timeout * _MIN_NS
-        last = inc.last_alert_ns or inc.created_ns
-        if now - last > window_ns(g) or now - inc.created_ns > MAX_GROUP_NS or first is None:
+        if not _in_window(g, inc, now) or first is None:
             return False
         if g.type == "content_based":
             assert g.config is not None and g.config.aggregate is not None  # validated with the service
@@ -521,3 +522,8 @@ def _payload_of(a: Alert) -> dict[str, Any]:
     """An alert's payload fields as the Events API named them (for content-based comparison)."""
     return {"summary": a.summary, "source": a.source, "severity": a.severity, "component": a.component,
             "group": a.group, "class": a.class_, "custom_details": a.custom_details}
+
+
+def _in_window(g: AlertGrouping, inc: Incident, now: int) -> bool:
+    """Content-based and intelligent grouping's rolling window (from the latest alert, 24 h at most)."""
+    return now - (inc.last_alert_ns or inc.created_ns) <= window_ns(g) and now - inc.created_ns <= MAX_GROUP_NS

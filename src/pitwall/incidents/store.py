@@ -19,8 +19,10 @@ several pitwall servers on one etcd agree.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -47,6 +49,7 @@ PREFIX = "/pitwall/incidents/"
 _KINDS: dict[type[BaseModel], str] = {Service: "services", User: "users", EscalationPolicy: "escalation_policies",
                                       Schedule: "schedules"}
 _CAS_TRIES = 50
+_STRIPES = 64
 _SEQ = itertools.count()
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,6 +69,12 @@ class IncidentStore:
     def __init__(self, store: RevStore, prefix: str = PREFIX) -> None:
         self.store = store
         self.p = prefix
+        # Writers of one incident in this process take turns (striped locks), so compare-and-swap
+        # retries are only spent on other servers' writes: with grouping, many events hit one incident.
+        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+
+    def _lock(self, incident_id: str) -> asyncio.Lock:
+        return self._locks[zlib.crc32(incident_id.encode()) % _STRIPES]
 
     # --- configuration objects -------------------------------------------------------------------
 
@@ -190,6 +199,12 @@ class IncidentStore:
     ) -> Incident:
         """Apply ``change`` (mutating the incident; returning log entries and alerts to write, or None for
         no change) with compare-and-swap, retrying on a concurrent write."""
+        async with self._lock(id_):
+            return await self._update_incident(id_, change)
+
+    async def _update_incident(
+        self, id_: str, change: Callable[[Incident], Awaitable[tuple[list[LogEntry], list[Alert]] | None]],
+    ) -> Incident:
         for _ in range(_CAS_TRIES):
             kv = await self.store.get(self._ikey(id_))
             if kv is None:
@@ -223,6 +238,11 @@ class IncidentStore:
         Returns ``"added"``, ``"deduplicated"`` (an open incident took the alert's dedup key meanwhile) or
         ``"refused"`` (the incident was resolved or no longer matches).
         """
+        async with self._lock(id_):
+            return await self._add_alert(id_, alert, change)
+
+    async def _add_alert(self, id_: str, alert: Alert,
+                         change: Callable[[Incident], Awaitable[list[LogEntry] | None]]) -> str:
         dedup = f"{self.p}dedup/{alert.service_id}/{alert.dedup_key}"
         for _ in range(_CAS_TRIES):
             kv = await self.store.get(self._ikey(id_))
