@@ -174,6 +174,9 @@ def test_grouping_disabled(pd: PD) -> None:
     pd.group({"type": "time", "config": {"timeout": 0}})
     svc = pd.group({"type": None})
     assert svc["alert_grouping_parameters"] == {"type": None, "config": None}
+    pd.group({"type": "intelligent"})
+    svc = dict(pd.api.rput("services/PWEB001", json={"service": {"alert_grouping_parameters": None}}))
+    assert svc["alert_grouping_parameters"] == {"type": None, "config": None}
     pd.trigger("a", "first")
     pd.trigger("b", "second")
     pd.trigger("a", "first")  # the dedup key alone still deduplicates
@@ -266,3 +269,8 @@ def test_grouping_in_settings_and_similarity_rules() -> None:
     assert similar("Disk 91% full on db-7", "Disk 97% full on db-12")
     assert not similar("Disk full on db1", "Login failures on auth")
     assert not similar("", "anything")
+    from pitwall.incidents.signals import signal_service
+
+    assert signal_service({"component": "cart", "custom_details": {"labels": {"service": "checkout"}}}) == "checkout"
+    assert signal_service({"component": " cart ", "custom_details": "text"}) == "cart"
+    assert signal_service({"custom_details": {"service": ""}}) == ""

@@ -64,6 +64,8 @@ def service_in(d: Any, id_: str = "") -> Service:
     if "alert_grouping_parameters" not in d and "alert_grouping" in d:  # PagerDuty's deprecated pair
         data["alert_grouping_parameters"] = {"type": d["alert_grouping"], "config": (
             {"timeout": d.get("alert_grouping_timeout")} if d["alert_grouping"] == "time" else None)}
+    if "alert_grouping_parameters" in data and data["alert_grouping_parameters"] is None:
+        data["alert_grouping_parameters"] = {"type": None}  # null turns grouping off, as type null does
     if isinstance(data.get("alert_grouping_parameters"), dict):  # as rendered: drop read-only keys' nulls
         agp = data["alert_grouping_parameters"]
         if isinstance(agp.get("config"), dict):
