@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from pitwall.cli.main import app as cli
 from pitwall.incidents.oncall import parse_time
 from tests.conftest import LiveServer
-from tests.incidents.conftest import ROUTING_KEY, TOKEN
+from tests.incidents.conftest import OTHER_KEY, ROUTING_KEY, TOKEN
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", UserWarning)  # pdpyras announces its deprecation on import (still in use)
@@ -113,8 +113,12 @@ def test_time_based_until_resolved(pd: PD) -> None:
     pd.trigger("a", "first")
     pd.clock.at(600)  # ten hours later, still open (auto-resolve is 4 h, but nothing ticks the fake clock)
     pd.trigger("b", "second")
-    (inc,) = pd.incidents()
-    assert inc["alert_counts"]["all"] == 2
+    other = pdpyras.EventsAPISession(OTHER_KEY)  # the "api" service does not group: its own incident
+    other.url, other.headers = pd.events.url, pd.events.headers
+    other.trigger("third", "api1", dedup_key="c")
+    web, api = pd.incidents()
+    assert (web["alert_counts"]["all"], _keys(pd, web)) == (2, ["a", "b"])
+    assert (api["service"]["id"], _keys(pd, api)) == ("PAPI001", ["c"])
 
 
 def test_resolved_incident_never_absorbs(pd: PD) -> None:

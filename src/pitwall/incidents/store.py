@@ -8,7 +8,7 @@ Layout (values are the JSON of ``model``):
 - ``incidents/<id>`` (ids sort by incident number), ``counter`` (the last number)
 - ``dedup/<service id>/<dedup key>`` -> incident id, only while the incident is open: a resolved
   incident never absorbs a new alert with the same key
-- ``open/<id>``: the open incidents, the escalation loop's work list
+- ``open/<id>`` -> service id: the open incidents, the escalation loop's work list
 - ``alerts/<incident>/<id>``, ``notes/<incident>/<ts>-<id>``, ``log/<incident>/<ts>-<id>``
 - ``notified/<incident>/<key>``: the notification log; a notification is sent only by the writer that
   created its key, so a restart never sends one twice
@@ -154,7 +154,7 @@ class IncidentStore:
         dedup = f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"
         counter = f"{self.p}counter"
         ops = [Op.put(counter, str(inc.number).encode()), Op.put(self._ikey(inc.id), _dump(inc)),
-               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", b"")]
+               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
@@ -265,8 +265,11 @@ class IncidentStore:
         raise Conflict(f"incident {id_}: too many concurrent updates")
 
     async def open_incidents(self, service_id: str) -> list[Incident]:
-        """The service's open incidents, newest first."""
-        out = [i for i in [await self.get_incident(x) for x in await self.open_ids()]
+        """The service's open incidents, newest first (``open/<id>`` holds the service id; empty: older
+        incidents, read to learn it)."""
+        res = await self.store.range(f"{self.p}open/")
+        ids = [kv.key.rsplit("/", 1)[1] for kv in res.kvs if kv.value in (b"", service_id.encode())]
+        out = [i for i in [await self.get_incident(x) for x in ids]
                if i is not None and i.service_id == service_id and i.status != "resolved"]
         return sorted(out, key=lambda i: -i.number)
 
