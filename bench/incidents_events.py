@@ -6,7 +6,9 @@ Starts `pitwall server` (SQLite state store, fsync on) with one service, a
 weekly schedule and a two-level policy, then measures: new-incident triggers
 (unique dedup keys: events/s, p50/p99), deduplicated triggers (one key),
 acknowledge+resolve by dedup key, listing all incidents with pagination
-(`GET /pagerduty/incidents`, 100 per page), and `GET /pagerduty/oncalls`.
+(`GET /pagerduty/incidents`, 100 per page), `GET /pagerduty/oncalls`, and
+triggers under alert grouping: time-based (all join one incident) and
+content-based with no match (each opens an incident, so the open set grows).
 PagerDuty is a hosted service with no local peer to run beside it, so the
 figures stand alone. Not part of the tests.
 """
@@ -99,6 +101,20 @@ async def bench(url: str, n: int, conc: int) -> None:
             assert r.status_code == 200
 
         _show("GET /oncalls", *await _run(200, 4, oncalls))
+
+        # Alert grouping: every trigger first looks through the service's open incidents.
+        sid = (await c.get("/pagerduty/services")).json()["services"][0]["id"]
+
+        async def grouping(params: dict[str, object]) -> None:
+            r = await c.put(f"/pagerduty/services/{sid}", json={"service": {"alert_grouping_parameters": params}})
+            assert r.status_code == 200, r.text
+
+        await grouping({"type": "time", "config": {"timeout": 0}})
+        _show("trigger (time-grouped, 1 incident)", *await _run(n, conc, lambda i: send("trigger", f"g{i}")))
+        await send("resolve", "g0")  # its first alert only: resolve the rest so nothing stays open
+        await _run(n, conc, lambda i: send("resolve", f"g{i}"))
+        await grouping({"type": "content_based", "config": {"aggregate": "all", "fields": ["summary"]}})
+        _show(f"trigger (content, no match, 0-{n} open)", *await _run(n, conc, lambda i: send("trigger", f"c{i}")))
 
 
 def main() -> None:

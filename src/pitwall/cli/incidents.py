@@ -82,3 +82,30 @@ def postmortem(
     if incident_id.isdigit():  # an incident number: ids are Q + the number in 7 digits
         incident_id = f"Q{int(incident_id):07d}"
     typer.echo(_get(server, token, f"/incidents/{incident_id}/postmortem").text, nl=False)
+
+
+@incident_app.command("show", help="Show an incident: status, alerts and links to the service's signals.")
+def show(
+    incident_id: Annotated[str, typer.Argument(help="Incident id (e.g. Q0000001) or number.")],
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    if incident_id.isdigit():
+        incident_id = f"Q{int(incident_id):07d}"
+    inc = _get(server, token, f"/incidents/{incident_id}").json()["incident"]
+    alerts = _get(server, token, f"/incidents/{incident_id}/alerts", [("limit", "100")]).json()["alerts"]
+    if output == "json":
+        typer.echo(json.dumps({"incident": inc, "alerts": alerts}, indent=2))
+        return
+    counts = inc["alert_counts"]
+    lines = [f"{inc['summary']}",
+             f"  status:   {inc['status']} ({inc['urgency']} urgency), service {inc['service']['summary']}",
+             f"  created:  {inc['created_at']}" + (f", resolved {inc['resolved_at']}" if inc["resolved_at"] else ""),
+             f"  alerts:   {counts['all']} ({counts['triggered']} triggered, {counts['resolved']} resolved)"]
+    lines += [f"    {a['status']:<9} {a['alert_key']}  {a['summary']}" for a in alerts]
+    links = (inc.get("pitwall") or {}).get("links") or []
+    if links:
+        lines.append(f"  signals of {inc['pitwall']['service']}:")
+        lines += [f"    {link['text']}\n      {link['href']}" for link in links]
+    typer.echo("\n".join(lines))

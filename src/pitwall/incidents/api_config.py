@@ -60,7 +60,17 @@ def _ref_id(v: Any) -> Any:
 
 def service_in(d: Any, id_: str = "") -> Service:
     data = _pick(d, ("name", "description", "acknowledgement_timeout", "auto_resolve_timeout", "status",
-                     "integration_keys"))
+                     "integration_keys", "alert_creation", "alert_grouping_parameters"))
+    if "alert_grouping_parameters" not in d and "alert_grouping" in d:  # PagerDuty's deprecated pair
+        data["alert_grouping_parameters"] = {"type": d["alert_grouping"], "config": (
+            {"timeout": d.get("alert_grouping_timeout")} if d["alert_grouping"] == "time" else None)}
+    if "alert_grouping_parameters" in data and data["alert_grouping_parameters"] is None:
+        data["alert_grouping_parameters"] = {"type": None}  # null turns grouping off, as type null does
+    if isinstance(data.get("alert_grouping_parameters"), dict):  # as rendered: drop read-only keys' nulls
+        agp = data["alert_grouping_parameters"]
+        if isinstance(agp.get("config"), dict):
+            agp = {**agp, "config": {k: v for k, v in agp["config"].items() if v is not None}}
+        data["alert_grouping_parameters"] = agp
     data["escalation_policy"] = _ref_id(d.get("escalation_policy")) or ""
     rule = d.get("incident_urgency_rule")
     if isinstance(rule, dict) and rule.get("type") == "severity_based":

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pitwall.incidents.grouping import AlertGrouping
+
 __all__ = [
     "INCIDENT_STATUSES",
     "URGENCIES",
@@ -97,6 +99,9 @@ class Service(_Record):
     # PagerDuty's incident_urgency_rule: constant high or low, or severity_based (critical/error: high).
     urgency: Literal["high", "low", "severity_based"] = "high"
     status: Literal["active", "disabled"] = Field("active", description="disabled services drop events")
+    # create_incidents: events open incidents without alert records (so nothing can be grouped).
+    alert_creation: Literal["create_alerts_and_incidents", "create_incidents"] = "create_alerts_and_incidents"
+    alert_grouping_parameters: AlertGrouping = Field(default_factory=AlertGrouping)
 
     @field_validator("integration_keys")
     @classmethod
@@ -109,6 +114,9 @@ class Service(_Record):
     @model_validator(mode="after")
     def _id(self) -> Service:
         self.id = self.id or derived_id("service", self.name)
+        if self.alert_creation == "create_incidents" and self.alert_grouping_parameters.type is not None:
+            raise ValueError("alert_grouping_parameters: alert grouping requires alert_creation "
+                             "create_alerts_and_incidents")
         return self
 
 
@@ -302,6 +310,8 @@ class Incident(_Record):
     notify_seq: int = 0
     outbox: list[Outbox] = Field(default_factory=list)
     last_alert_severity: str = ""
+    last_alert_ns: int = 0  # the latest alert grouped in: content-based grouping's rolling window
+    signal_service: str = ""  # the service the first alert's payload names: links to its signals
 
 
 def _time_zone(v: str) -> str:

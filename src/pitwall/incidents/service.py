@@ -17,13 +17,14 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pitwall.incidents.changes import ChangeEvent, ChangeSink
 from pitwall.incidents.errors import Conflict, InvalidEvent, InvalidInput, NotFoundError
 from pitwall.incidents.events import AlertEvent, ChangeEventIn
+from pitwall.incidents.grouping import MAX_GROUP_NS, AlertGrouping, matches, similar, window_ns
 from pitwall.incidents.model import (
     Alert,
     ContactMethod,
@@ -36,6 +37,7 @@ from pitwall.incidents.model import (
     User,
 )
 from pitwall.incidents.oncall import on_call_at, parse_time
+from pitwall.incidents.signals import signal_service
 from pitwall.incidents.store import IncidentStore
 
 __all__ = ["Clock", "IncidentService", "Page", "Pager"]
@@ -45,6 +47,7 @@ Clock = Callable[[], int]
 _MIN_NS = 60 * 1_000_000_000
 _S_NS = 1_000_000_000
 _CREATE_TRIES = 100  # attempts to take the next incident number under contention
+_SIMILAR_TO = 50  # intelligent grouping compares a summary with the incident's latest alerts only
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ class IncidentService:
         if ev.action == "acknowledge":
             await self.acknowledge(inc.id, agent, channel="events_api")
         else:
-            await self.resolve(inc.id, agent, channel="events_api")
+            await self.resolve_alert(inc.id, dedup, agent)
         return dedup
 
     async def trigger(self, svc: Service, dedup: str, ev: AlertEvent | None, now: int, *,
@@ -151,11 +154,80 @@ class IncidentService:
                                                              agent=f"service:{svc.id}", channel="events_api",
                                                              dedup_key=dedup))
                 return open_inc
+            if ev is not None and svc.alert_grouping_parameters.type is not None:
+                outcome = await self._group(svc, dedup, ev, now)
+                if isinstance(outcome, Incident):
+                    return outcome
+                if outcome == "deduplicated":
+                    continue  # another trigger took the key meanwhile: deduplicate against it
             created = await self._create(svc, dedup, ev, now, title=title, urgency=urgency)
             if created is not None:
                 await self.flush(created.id)
                 return created
         raise InvalidInput("could not create the incident: its dedup key keeps changing hands")
+
+    async def _group(self, svc: Service, dedup: str, ev: AlertEvent, now: int) -> Incident | str | None:
+        """Add the alert to the newest open incident its service's grouping puts it in; None: none takes it."""
+        g = svc.alert_grouping_parameters
+        for cand in await self.store.open_incidents(svc.id):
+            if g.type != "time" and not _in_window(g, cand, now):
+                continue  # cheap test first: reading the first alert costs a range read
+            first = await self._first_alert(cand.id) if g.type != "time" else None
+            if not await self._fits(g, cand, ev.payload, now, first):
+                continue
+            alert = self._alert(svc, dedup, ev, now, cand.id)
+            outcome = await self.store.add_alert(cand.id, alert, self._joiner(g, alert, ev.payload, now, first))
+            if outcome == "added":
+                return await self.require(cand.id)
+            if outcome == "deduplicated":
+                return outcome
+        return None
+
+    def _joiner(self, g: AlertGrouping, alert: Alert, payload: dict[str, Any], now: int,
+                first: Alert | None) -> Callable[[Incident], Awaitable[list[LogEntry] | None]]:
+        """The change that adds ``alert`` to an incident, re-checking the grouping on the incident as stored."""
+
+        async def change(inc: Incident) -> list[LogEntry] | None:
+            if inc.status == "resolved" or not await self._fits(g, inc, payload, now, first):
+                return None
+            inc.alert_counts = {**inc.alert_counts, "all": inc.alert_counts.get("all", 0) + 1,
+                                "triggered": inc.alert_counts.get("triggered", 0) + 1}
+            inc.updated_ns = inc.last_alert_ns = now
+            inc.last_alert_severity = alert.severity or inc.last_alert_severity
+            return [_entry("trigger_log_entry", now, f"Alert grouped into this incident ({g.type} grouping): "
+                           f"{alert.summary[:200]}", agent=f"service:{alert.service_id}", channel="events_api",
+                           dedup_key=alert.dedup_key, alert_id=alert.id, grouping=g.type)]
+
+        return change
+
+    async def _first_alert(self, incident_id: str) -> Alert | None:
+        alerts = await self.store.alerts(incident_id)
+        return alerts[0] if alerts else None
+
+    async def _fits(self, g: AlertGrouping, inc: Incident, payload: dict[str, Any], now: int,
+                    first: Alert | None) -> bool:
+        """Whether grouping ``g`` puts an alert with ``payload`` arriving at ``now`` into open incident ``inc``."""
+        if inc.alert_counts.get("all", 0) == 0:  # created by hand or without alerts: nothing to group with
+            return False
+        if g.type == "time":
+            timeout = (g.config.timeout if g.config else None) or 0
+            return timeout == 0 or now - inc.created_ns < timeout * _MIN_NS
+        if not _in_window(g, inc, now) or first is None:
+            return False
+        if g.type == "content_based":
+            assert g.config is not None and g.config.aggregate is not None  # validated with the service
+            return matches(g.config.aggregate, list(g.config.fields or []), _payload_of(first), payload)
+        summary = str(payload.get("summary", ""))
+        return any(similar(summary, a.summary) for a in (await self.store.alerts(inc.id))[-_SIMILAR_TO:])
+
+    def _alert(self, svc: Service, dedup: str, ev: AlertEvent, now: int, incident_id: str) -> Alert:
+        p = ev.payload
+        return Alert(id="A" + secrets.token_hex(6).upper(), incident_id=incident_id, service_id=svc.id,
+                     dedup_key=dedup, created_ns=now, summary=p.get("summary") or dedup,
+                     severity=p.get("severity", ""), source=p.get("source", ""), component=p.get("component", ""),
+                     group=p.get("group", ""), class_=p.get("class", ""), custom_details=p.get("custom_details"),
+                     timestamp=p.get("timestamp", ""), client=ev.client, client_url=ev.client_url, links=ev.links,
+                     images=ev.images)
 
     async def _create(self, svc: Service, dedup: str, ev: AlertEvent | None, now: int, *,
                       title: str, urgency: str) -> Incident | None:
@@ -187,20 +259,16 @@ class IncidentService:
         inc = Incident(id="", number=0, title=summary, service_id=svc.id,
                        escalation_policy_id=pol.id if pol else "", urgency=urgency,
                        incident_key=dedup, created_ns=now, updated_ns=now, last_status_change_ns=now,
-                       last_alert_severity=payload.get("severity", ""))
+                       last_alert_severity=payload.get("severity", ""), last_alert_ns=now,
+                       signal_service=signal_service(payload))
         if svc.auto_resolve_timeout:
             inc.resolve_at_ns = now + svc.auto_resolve_timeout * _S_NS
         alert = None
         entries = [_entry("trigger_log_entry", now, "Triggered through the API" if ev is None else
                           "Triggered through the Events API", agent=f"service:{svc.id}",
                           channel="api" if ev is None else "events_api", dedup_key=dedup)]
-        if ev is not None:
-            alert = Alert(id="A" + secrets.token_hex(6).upper(), incident_id="", service_id=svc.id,
-                          dedup_key=dedup, created_ns=now, summary=summary, severity=payload.get("severity", ""),
-                          source=payload.get("source", ""), component=payload.get("component", ""),
-                          group=payload.get("group", ""), class_=payload.get("class", ""),
-                          custom_details=payload.get("custom_details"), timestamp=payload.get("timestamp", ""),
-                          client=ev.client, client_url=ev.client_url, links=ev.links, images=ev.images)
+        if ev is not None and svc.alert_creation == "create_alerts_and_incidents":
+            alert = self._alert(svc, dedup, ev, now, "")
             inc.alert_counts = {"all": 1, "triggered": 1, "resolved": 0}
         if pol is not None:
             entries += await self._assign_level(inc, pol, 1, now, "assigned")
@@ -245,11 +313,11 @@ class IncidentService:
     async def resolve(self, incident_id: str, agent: str, *, channel: str = "api",
                       summary: str = "Resolved") -> Incident:
         now = self.clock()
-        alerts = await self.store.alerts(incident_id)
 
         async def change(inc: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
             if inc.status == "resolved":
                 return None
+            alerts = await self.store.alerts(incident_id)  # read per attempt: grouping may add one meanwhile
             inc.status = "resolved"
             inc.updated_ns = inc.last_status_change_ns = inc.resolved_ns = now
             inc.next_escalation_ns = inc.ack_until_ns = inc.resolve_at_ns = 0
@@ -259,6 +327,34 @@ class IncidentService:
             return [_entry("resolve_log_entry", now, summary, agent=agent, channel=channel)], done
 
         return await self.store.update_incident(incident_id, change)
+
+    async def resolve_alert(self, incident_id: str, dedup: str, agent: str) -> Incident:
+        """A resolve event: resolve the alert(s) under ``dedup``; the incident resolves with its last open alert."""
+        now = self.clock()
+        resolve_all = False
+
+        async def change(inc: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
+            nonlocal resolve_all
+            if inc.status == "resolved":
+                return None
+            alerts = await self.store.alerts(incident_id)
+            still = [a for a in alerts if a.status == "triggered" and a.dedup_key != dedup]
+            done = [a.model_copy(update={"status": "resolved", "resolved_ns": now}) for a in alerts
+                    if a.status == "triggered" and a.dedup_key == dedup]
+            if not still or not done:  # its last open alert (or an incident without alerts): resolve it all
+                resolve_all = True
+                return None
+            n_resolved = sum(a.status == "resolved" for a in alerts) + len(done)
+            inc.alert_counts = {"all": len(alerts), "triggered": len(alerts) - n_resolved, "resolved": n_resolved}
+            inc.updated_ns = now
+            return [_entry("annotate_log_entry", now, f"Alert resolved through the Events API ({len(still)} of "
+                           f"{len(alerts)} alerts still triggered)", agent=agent, channel="events_api",
+                           dedup_key=dedup)], done
+
+        inc = await self.store.update_incident(incident_id, change)
+        if resolve_all:
+            inc = await self.resolve(incident_id, agent, channel="events_api")
+        return inc
 
     async def reassign(self, incident_id: str, agent: str, *, users: Sequence[str] = (),
                        escalation_level: int = 0) -> Incident:
@@ -420,3 +516,14 @@ class IncidentService:
         if inc is None:
             raise NotFoundError(f"Incident {incident_id} not found")
         return inc
+
+
+def _payload_of(a: Alert) -> dict[str, Any]:
+    """An alert's payload fields as the Events API named them (for content-based comparison)."""
+    return {"summary": a.summary, "source": a.source, "severity": a.severity, "component": a.component,
+            "group": a.group, "class": a.class_, "custom_details": a.custom_details}
+
+
+def _in_window(g: AlertGrouping, inc: Incident, now: int) -> bool:
+    """Content-based and intelligent grouping's rolling window (from the latest alert, 24 h at most)."""
+    return now - (inc.last_alert_ns or inc.created_ns) <= window_ns(g) and now - inc.created_ns <= MAX_GROUP_NS

@@ -8,7 +8,7 @@ Layout (values are the JSON of ``model``):
 - ``incidents/<id>`` (ids sort by incident number), ``counter`` (the last number)
 - ``dedup/<service id>/<dedup key>`` -> incident id, only while the incident is open: a resolved
   incident never absorbs a new alert with the same key
-- ``open/<id>``: the open incidents, the escalation loop's work list
+- ``open/<id>`` -> service id: the open incidents, the escalation loop's work list
 - ``alerts/<incident>/<id>``, ``notes/<incident>/<ts>-<id>``, ``log/<incident>/<ts>-<id>``
 - ``notified/<incident>/<key>``: the notification log; a notification is sent only by the writer that
   created its key, so a restart never sends one twice
@@ -19,8 +19,10 @@ several pitwall servers on one etcd agree.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import secrets
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -47,6 +49,7 @@ PREFIX = "/pitwall/incidents/"
 _KINDS: dict[type[BaseModel], str] = {Service: "services", User: "users", EscalationPolicy: "escalation_policies",
                                       Schedule: "schedules"}
 _CAS_TRIES = 50
+_STRIPES = 64
 _SEQ = itertools.count()
 M = TypeVar("M", bound=BaseModel)
 
@@ -66,6 +69,12 @@ class IncidentStore:
     def __init__(self, store: RevStore, prefix: str = PREFIX) -> None:
         self.store = store
         self.p = prefix
+        # Writers of one incident in this process take turns (striped locks), so compare-and-swap
+        # retries are only spent on other servers' writes: with grouping, many events hit one incident.
+        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+
+    def _lock(self, incident_id: str) -> asyncio.Lock:
+        return self._locks[zlib.crc32(incident_id.encode()) % _STRIPES]
 
     # --- configuration objects -------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ class IncidentStore:
         dedup = f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"
         counter = f"{self.p}counter"
         ops = [Op.put(counter, str(inc.number).encode()), Op.put(self._ikey(inc.id), _dump(inc)),
-               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", b"")]
+               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
@@ -190,6 +199,12 @@ class IncidentStore:
     ) -> Incident:
         """Apply ``change`` (mutating the incident; returning log entries and alerts to write, or None for
         no change) with compare-and-swap, retrying on a concurrent write."""
+        async with self._lock(id_):
+            return await self._update_incident(id_, change)
+
+    async def _update_incident(
+        self, id_: str, change: Callable[[Incident], Awaitable[tuple[list[LogEntry], list[Alert]] | None]],
+    ) -> Incident:
         for _ in range(_CAS_TRIES):
             kv = await self.store.get(self._ikey(id_))
             if kv is None:
@@ -204,12 +219,59 @@ class IncidentStore:
             ops += [self._log_op(id_, e) for e in entries]
             ops += [Op.put(f"{self.p}alerts/{id_}/{a.id}", _dump(a)) for a in alerts]
             if was_open and inc.status == "resolved":
-                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"),
-                        Op.delete(f"{self.p}open/{id_}")]
+                keys = {inc.incident_key} | {a.dedup_key for a in await self.alerts(id_)}
+                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{k}") for k in sorted(keys)]
+                ops.append(Op.delete(f"{self.p}open/{id_}"))
+            elif inc.status != "resolved":  # an alert resolved on its own frees its dedup key
+                ops += [Op.delete(f"{self.p}dedup/{inc.service_id}/{a.dedup_key}") for a in alerts
+                        if a.status == "resolved"]
             res = await self.store.txn([Compare(self._ikey(id_), "mod", "=", kv.mod_revision)], ops)
             if res.succeeded:
                 return inc
         raise Conflict(f"incident {id_}: too many concurrent updates")
+
+    async def add_alert(self, id_: str, alert: Alert,
+                        change: Callable[[Incident], Awaitable[list[LogEntry] | None]]) -> str:
+        """Group ``alert`` into open incident ``id_``: ``change`` updates the incident (None: it no longer
+        takes the alert). One write stores the incident, the alert, its dedup key and the log entries.
+
+        Returns ``"added"``, ``"deduplicated"`` (an open incident took the alert's dedup key meanwhile) or
+        ``"refused"`` (the incident was resolved or no longer matches).
+        """
+        async with self._lock(id_):
+            return await self._add_alert(id_, alert, change)
+
+    async def _add_alert(self, id_: str, alert: Alert,
+                         change: Callable[[Incident], Awaitable[list[LogEntry] | None]]) -> str:
+        dedup = f"{self.p}dedup/{alert.service_id}/{alert.dedup_key}"
+        for _ in range(_CAS_TRIES):
+            kv = await self.store.get(self._ikey(id_))
+            if kv is None:
+                return "refused"
+            inc = Incident.model_validate_json(kv.value)
+            if inc.status == "resolved":
+                return "refused"
+            entries = await change(inc)
+            if entries is None:
+                return "refused"
+            ops = [Op.put(self._ikey(id_), _dump(inc)), Op.put(f"{self.p}alerts/{id_}/{alert.id}", _dump(alert)),
+                   Op.put(dedup, id_.encode()), *(self._log_op(id_, e) for e in entries)]
+            res = await self.store.txn([Compare(self._ikey(id_), "mod", "=", kv.mod_revision),
+                                        Compare(dedup, "version", "=", 0)], ops, [Op.get(dedup)])
+            if res.succeeded:
+                return "added"
+            if res.results and res.results[0]:
+                return "deduplicated"
+        raise Conflict(f"incident {id_}: too many concurrent updates")
+
+    async def open_incidents(self, service_id: str) -> list[Incident]:
+        """The service's open incidents, newest first (``open/<id>`` holds the service id; empty: older
+        incidents, read to learn it)."""
+        res = await self.store.range(f"{self.p}open/")
+        ids = [kv.key.rsplit("/", 1)[1] for kv in res.kvs if kv.value in (b"", service_id.encode())]
+        out = [i for i in [await self.get_incident(x) for x in ids]
+               if i is not None and i.service_id == service_id and i.status != "resolved"]
+        return sorted(out, key=lambda i: -i.number)
 
     def _log_op(self, incident_id: str, e: LogEntry) -> Op:
         # Entries of the same nanosecond (one write records several) keep the order they were made in.

@@ -17,6 +17,7 @@ from pitwall.incidents.model import (
     User,
 )
 from pitwall.incidents.oncall import Span, from_ns
+from pitwall.incidents.signals import signal_links
 
 __all__ = ["Views", "iso"]
 
@@ -33,7 +34,8 @@ class Views:
     """Renderers bound to the base URL that ``self`` and ``html_url`` point below."""
 
     def __init__(self, base_url: str = "") -> None:
-        self.base = base_url.rstrip("/") + "/pagerduty"
+        self.root = base_url.rstrip("/")
+        self.base = self.root + "/pagerduty"
 
     def ref(self, kind: str, id_: str, summary: str = "") -> dict[str, Any]:
         plural = {"user": "users", "service": "services", "schedule": "schedules", "incident": "incidents",
@@ -70,7 +72,8 @@ class Views:
                               "summary": "Events API v2", "integration_key": k,
                               "self": f"{self.base}/services/{s.id}/integrations/{s.id}I{i}"}
                              for i, k in enumerate(s.integration_keys)],
-            "teams": [], "alert_creation": "create_alerts_and_incidents",
+            "teams": [], "alert_creation": s.alert_creation,
+            "alert_grouping_parameters": s.alert_grouping_parameters.render(),
         }
 
     def policy(self, p: EscalationPolicy, names: dict[str, str]) -> dict[str, Any]:
@@ -132,6 +135,9 @@ class Views:
             "alert_counts": i.alert_counts, "escalation_level": i.escalation_level, "priority": None,
             "teams": [], "pending_actions": self._pending(i), "is_mergeable": True,
             "last_status_change_by": None,
+            # pitwall's own: the named service's golden signals, error logs and traces over the incident
+            "pitwall": {"service": i.signal_service or None,
+                        "links": signal_links(self.root, i.signal_service, i.created_ns, i.resolved_ns)},
         }
 
     def _agent(self, agent: str, names: dict[str, str]) -> dict[str, Any]:
