@@ -96,7 +96,7 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     kube_history = reloader = None
     if kube is not None:
         kube_history = KubeConfigHistory(store, {k.lower(): kube.resource_type("v1", k).prefix
-                                                 for k in ("ConfigMap", "Secret")}, changes)
+                                                 for k in ("ConfigMap", "Secret")}, changes, kube=kube)
         reloader = ControllerManager([ControllerRunner(kube, ReloadController(kube, changes), workers=2)],
                                      election=election)
     return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history,
