@@ -103,6 +103,34 @@ def diff(
     Console(width=200).print(table)
 
 
+@app.command("diff-env")
+def diff_env(
+    env_a: Annotated[str, typer.Argument(help="An environment: the KV prefix config/ENV_A/.")],
+    env_b: Annotated[str, typer.Argument(help="The environment to compare it with.")],
+    service: Annotated[str, typer.Option(help="Only this service's keys (config/ENV/SERVICE/...).")] = "",
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Keys (SERVICE/KEY) only in ENV_A, only in ENV_B, and with different values in the two."""
+    resp = call("pitwall", "GET", server, "/api/config/v1/diff-env", token=token, timeout=30,
+                params={"a": env_a, "b": env_b, "service": service})
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
+    out: dict[str, Any] = resp.json()
+    if output == "json":
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table("KEY", "STATE", env_a.upper(), env_b.upper(), box=None)
+    for k in out["only_in_a"]:
+        table.add_row(k, f"only in {env_a}", "", "")
+    for k in out["only_in_b"]:
+        table.add_row(k, f"only in {env_b}", "", "")
+    for d in out["different"]:
+        table.add_row(d["Key"], "differs", _value(d["A"]), _value(d["B"]))
+    Console(width=200).print(table)
+
+
 @app.command("rollback")
 def rollback(
     key: Annotated[str, typer.Argument(help="The Consul KV key, or configmap/NS/NAME or secret/NS/NAME.")],

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
 from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
+from pitwall.registry.envs import diff_envs
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import MAX_TXN_OPS, KVStore
@@ -261,8 +262,8 @@ def _status_routes(r: APIRouter, agent: AgentInfo) -> None:
 def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfigHistory | None = None) -> APIRouter:
     """pitwall's own config API: a key's recorded changes (a Consul key's, or with ``source=kubernetes`` a
     ConfigMap's or Secret's, named ``configmap/NS/NAME``), the difference between two revisions (of KV keys
-    under a prefix, or of one ConfigMap's or Secret's data), and putting a key or a ConfigMap/Secret back to
-    what it was at a revision."""
+    under a prefix, or of one ConfigMap's or Secret's data), putting a key or a ConfigMap/Secret back to what
+    it was at a revision, and the difference between two environments (``config/<env>/<service>/...``)."""
     r = error_router("native", tags=["config"])
 
     def kube_named(key: str) -> KubeConfigHistory:
@@ -327,6 +328,10 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
         now, _ = await kv.get(key)
         return json_response({"key": key, "to": to, "revision": now.modify_index if now else None,
                               "deleted": value is None})
+
+    @r.get("/api/config/v1/diff-env")
+    async def diff_env(a: str, b: str, service: str = "") -> Response:
+        return json_response((await diff_envs(kv, a, b, service)).to_api())
 
     return r
 
