@@ -119,8 +119,9 @@ async def test_a_changed_configmap_rolls_only_the_deployments_that_asked(reloade
     cur["data"] = {"GREETING": "bonjour"}
     await c.update(cur)
 
-    async def reloaded() -> bool:
-        return all([LAST_RELOADED_FROM in (await _ann(api, n))[1] for n in ("auto", "named")])
+    async def reloaded() -> bool:  # the change event is recorded just after the patch
+        return all([LAST_RELOADED_FROM in (await _ann(api, n))[1] for n in ("auto", "named")]) and \
+            len(sink.events) == 2
     await eventually(reloaded)
     src = orjson.loads((await _ann(api, "auto"))[1][LAST_RELOADED_FROM])
     assert src["type"] == "CONFIGMAP" and src["name"] == "cfg" and src["namespace"] == "default"
@@ -167,7 +168,7 @@ async def test_search_match_ignore_and_secrets(reloader: tuple[KubeAPI, Sink]) -
     await c.update(cur)
 
     async def reloaded() -> bool:
-        return all([LAST_RELOADED_FROM in (await _ann(api, n))[1] for n in ("s", "sec")])
+        return all([LAST_RELOADED_FROM in (await _ann(api, n))[1] for n in ("s", "sec")]) and len(sink.events) == 2
     await eventually(reloaded)
     assert orjson.loads((await _ann(api, "s"))[1][LAST_RELOADED_FROM])["name"] == "matched"
     src = orjson.loads((await _ann(api, "sec"))[1][LAST_RELOADED_FROM])
@@ -188,3 +189,18 @@ async def test_search_match_ignore_and_secrets(reloader: tuple[KubeAPI, Sink]) -
 
 async def _has_ann(api: KubeAPI, name: str) -> bool:
     return HASHES_ANNOTATION in (await _ann(api, name))[0]
+
+
+def test_configmap_events_wake_only_the_deployments_that_reload_on_it() -> None:
+    rc = ReloadController(None)  # type: ignore[arg-type]  # keys_for reads no API
+    cm = configmap("cfg", {})
+    d = deployment("a", {"reloader.stakater.com/auto": "true"}, env_from="cfg")
+    assert rc.keys_for("apps/v1", "Deployment", d) == ["default/a"]
+    rc.keys_for("apps/v1", "Deployment", deployment("b", {}, env_from="cfg"))  # not opted in
+    assert rc.keys_for("v1", "ConfigMap", cm) == ["default/a"]
+    assert rc.keys_for("v1", "ConfigMap", configmap("other", {})) == []
+    assert rc.keys_for("v1", "Secret", {"metadata": {"name": "cfg", "namespace": "default"}}) == []
+    rc.keys_for("apps/v1", "Deployment", deployment("a", {"reloader.stakater.com/auto": "true"}, env_from="new"))
+    assert rc.keys_for("v1", "ConfigMap", cm) == []  # no longer referenced
+    assert rc.keys_for("v1", "ConfigMap", configmap("new", {})) == ["default/a"]
+    assert rc.keys_for("v1", "ConfigMap", configmap("new", {}, {"reloader.stakater.com/ignore": "true"})) == []

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
+from pitwall.kube import KubeError
 from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
 from pitwall.registry.envs import diff_envs
 from pitwall.registry.history import ConfigHistory
@@ -316,6 +317,8 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
                                        f"live only in the store's revisions") from None
             except FutureRevision:
                 raise ConsulError(400, f"revision {to} is newer than the store's") from None
+            except KubeError as e:  # e.g. a concurrent edit (409): the Kubernetes API's own status
+                raise ConsulError(e.code, f"the Kubernetes API refused the rollback: {e}") from None
             return json_response(done.to_api())
         recs = [rec for rec in await history.of(key, limit=history.keep) if rec.revision <= to]
         if not recs:

@@ -149,27 +149,42 @@ class ReloadController:
     def __init__(self, client: KubeClient, changes: ChangeSink | None = None) -> None:
         self.client = client
         self.changes = changes
-        # namespace -> names of the Deployments seen there: a ConfigMap event wakes those (stale names of
-        # deleted Deployments only cost a NotFound read).
-        self._seen: dict[str, set[str]] = {}
+        # (namespace, "configmap/NAME") -> the Deployments that reload on it, and each Deployment's entries
+        # (to replace them when it changes). A ConfigMap event wakes only those; a deleted Deployment's
+        # entries stay until a reconcile finds it gone.
+        self._users: dict[tuple[str, str], set[str]] = {}
+        self._targets: dict[tuple[str, str], set[str]] = {}
         self.reloads = 0
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
         ns = str(m.get("namespace") or "")
         if kind == "Deployment":
-            self._seen.setdefault(ns, set()).add(str(m.get("name") or ""))
+            self._index(ns, str(m.get("name") or ""), {t.ref for t in targets_of(obj)})
             return [object_key(obj)]
         if _true(m.get("annotations") or {}, IGNORE):
             return []
-        return [f"{ns}/{name}" for name in sorted(self._seen.get(ns, ()))]
+        ref = f"{'configmap' if kind == 'ConfigMap' else 'secret'}/{m.get('name') or ''}"
+        return [f"{ns}/{name}" for name in sorted(self._users.get((ns, ref), ()))]
+
+    def _index(self, ns: str, name: str, refs: set[str]) -> None:
+        for ref in self._targets.pop((ns, name), set()) - refs:
+            users = self._users.get((ns, ref))
+            if users is not None:
+                users.discard(name)
+                if not users:
+                    del self._users[(ns, ref)]
+        if refs:
+            self._targets[(ns, name)] = refs
+            for ref in refs:
+                self._users.setdefault((ns, ref), set()).add(name)
 
     async def reconcile(self, key: str) -> float | None:
         ns, _, name = key.partition("/")
         try:
             d = await self.client.get("apps/v1", "Deployment", name, ns)
         except NotFoundError:
-            self._seen.get(ns, set()).discard(name)
+            self._index(ns, name, set())
             return None
         targets = targets_of(d)
         ann = d["metadata"].get("annotations") or {}
