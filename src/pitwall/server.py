@@ -177,7 +177,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                monkey=settings.chaos.monkey),
         slo=slo,
         # Consul's API over the same store; its catalog follows Services and Endpoints.
-        registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client),
+        registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client,
+                                     election=controllers.election),
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
         releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
                                      election=controllers.election, slo_status=slo.slo_status),

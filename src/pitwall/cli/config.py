@@ -1,5 +1,6 @@
-"""``pitwall config history KEY``, ``config diff REV REV``, ``config rollback KEY --to REV``: Consul KV config
-history (who, when, old -> new, revision), the difference between two revisions, and putting a value back."""
+"""``pitwall config history KEY``, ``config diff [NAME] REV REV``, ``config rollback KEY --to REV``,
+``config diff-env A B``: config history of Consul KV keys, ConfigMaps and Secrets (who, when, old -> new,
+revision), the difference between two revisions, putting a value back, and comparing two environments."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from rich.table import Table
 
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 
-app = typer.Typer(help="Check a pitwall.yaml; history, diff and rollback of Consul KV keys.", no_args_is_help=True)
+app = typer.Typer(help="Check a pitwall.yaml; history, diff and rollback of Consul KV keys, ConfigMaps and "
+                       "Secrets; compare environments.", no_args_is_help=True)
 _SHOWN = 60  # characters of a value shown in the table
 
 
@@ -72,16 +74,23 @@ def history(
 
 @app.command("diff")
 def diff(
-    rev_a: Annotated[int, typer.Argument(help="The older store revision (an index from history or X-Consul-Index).")],
-    rev_b: Annotated[int, typer.Argument(help="The newer store revision.")],
-    prefix: Annotated[str, typer.Option(help="Only keys under this prefix.")] = "",
+    args: Annotated[list[str], typer.Argument(
+        help="REV REV (Consul KV keys), or configmap/NS/NAME REV REV or secret/NS/NAME REV REV (one object's "
+             "data; a Secret's values as digests). Revisions are store revisions (from history or "
+             "X-Consul-Index).", show_default=False)],
+    prefix: Annotated[str, typer.Option(help="Only keys under this prefix (Consul KV).")] = "",
     output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """Keys whose values differ between two revisions: old -> new."""
-    resp = call("pitwall", "GET", server, "/api/config/v1/diff", token=token, timeout=30,
-                params={"from": rev_a, "to": rev_b, "prefix": prefix})
+    name = args[0] if len(args) == 3 else ""
+    revs = args[1:] if name else args
+    if len(revs) != 2 or not all(r.isdigit() for r in revs):
+        fail("pitwall", "usage: pitwall config diff [configmap/NS/NAME | secret/NS/NAME] REV REV")
+    params: dict[str, Any] = {"from": revs[0], "to": revs[1]}
+    params.update({"key": name} if name else {"prefix": prefix})
+    resp = call("pitwall", "GET", server, "/api/config/v1/diff", token=token, timeout=30, params=params)
     if resp.status_code >= 400:
         fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
     changes: list[dict[str, Any]] = resp.json()["changes"]
@@ -94,10 +103,38 @@ def diff(
     Console(width=200).print(table)
 
 
+@app.command("diff-env")
+def diff_env(
+    env_a: Annotated[str, typer.Argument(help="An environment: the KV prefix config/ENV_A/.")],
+    env_b: Annotated[str, typer.Argument(help="The environment to compare it with.")],
+    service: Annotated[str, typer.Option(help="Only this service's keys (config/ENV/SERVICE/...).")] = "",
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Keys (SERVICE/KEY) only in ENV_A, only in ENV_B, and with different values in the two."""
+    resp = call("pitwall", "GET", server, "/api/config/v1/diff-env", token=token, timeout=30,
+                params={"a": env_a, "b": env_b, "service": service})
+    if resp.status_code >= 400:
+        fail("pitwall", f"HTTP {resp.status_code}: {_message(resp)}")
+    out: dict[str, Any] = resp.json()
+    if output == "json":
+        typer.echo(json.dumps(out, indent=2))
+        return
+    table = Table("KEY", "STATE", env_a.upper(), env_b.upper(), box=None)
+    for k in out["only_in_a"]:
+        table.add_row(k, f"only in {env_a}", "", "")
+    for k in out["only_in_b"]:
+        table.add_row(k, f"only in {env_b}", "", "")
+    for d in out["different"]:
+        table.add_row(d["Key"], "differs", _value(d["A"]), _value(d["B"]))
+    Console(width=200).print(table)
+
+
 @app.command("rollback")
 def rollback(
-    key: Annotated[str, typer.Argument(help="The Consul KV key.")],
-    to: Annotated[int, typer.Option("--to", help="Put back the value the key had at this revision.")],
+    key: Annotated[str, typer.Argument(help="The Consul KV key, or configmap/NS/NAME or secret/NS/NAME.")],
+    to: Annotated[int, typer.Option("--to", help="Put back the value (or data) it had at this revision.")],
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
@@ -110,7 +147,8 @@ def rollback(
     if out["deleted"]:
         typer.echo(f"{key}: deleted, as it was at revision {to}")
     else:
-        typer.echo(f"{key}: restored to its value at revision {to} (now revision {out['revision']})")
+        now = out.get("revision") or out.get("resourceVersion")
+        typer.echo(f"{key}: restored to its value at revision {to} (now revision {now})")
 
 
 def _message(resp: Any) -> str:

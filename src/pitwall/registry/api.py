@@ -18,12 +18,15 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
+from pitwall.kube import KubeError
 from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
+from pitwall.registry.envs import diff_envs
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import MAX_TXN_OPS, KVStore
 from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, check_key
 from pitwall.registry.sessions import SessionStore
+from pitwall.storage.revstore import Compacted, FutureRevision
 
 __all__ = ["AgentInfo", "Blocking", "consul_router", "history_router", "json_response", "read_limited"]
 
@@ -259,21 +262,25 @@ def _status_routes(r: APIRouter, agent: AgentInfo) -> None:
 
 def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfigHistory | None = None) -> APIRouter:
     """pitwall's own config API: a key's recorded changes (a Consul key's, or with ``source=kubernetes`` a
-    ConfigMap's or Secret's, named ``configmap/NS/NAME``), the KV difference between two revisions, and
-    putting a Consul key back to the value it had at a revision."""
+    ConfigMap's or Secret's, named ``configmap/NS/NAME``), the difference between two revisions (of KV keys
+    under a prefix, or of one ConfigMap's or Secret's data), putting a key or a ConfigMap/Secret back to what
+    it was at a revision, and the difference between two environments (``config/<env>/<service>/...``)."""
     r = error_router("native", tags=["config"])
+
+    def kube_named(key: str) -> KubeConfigHistory:
+        if kube_history is None:
+            raise ConsulError(404, "the Kubernetes API is off (kube.enabled: false): no ConfigMap history")
+        if not key.startswith(("configmap/", "secret/")) or key.count("/") != 2 or key.endswith("/"):
+            raise ConsulError(400, f"source=kubernetes names configmap/NAMESPACE/NAME or "
+                                   f"secret/NAMESPACE/NAME, not {key!r}")
+        return kube_history
 
     @r.get("/api/config/v1/history")
     async def key_history(key: str, limit: int = 100, source: str = "consul") -> Response:
         check_key(key)
         n = max(1, min(limit, 1000))
         if source == "kubernetes":
-            if kube_history is None:
-                raise ConsulError(404, "the Kubernetes API is off (kube.enabled: false): no ConfigMap history")
-            if not key.startswith(("configmap/", "secret/")) or key.count("/") != 2:
-                raise ConsulError(400, f"source=kubernetes names configmap/NAMESPACE/NAME or "
-                                       f"secret/NAMESPACE/NAME, not {key!r}")
-            recs = await kube_history.of(key, limit=n)
+            recs = await kube_named(key).of(key, limit=n)
         elif source == "consul":
             recs = await history.of(key, limit=n)
         else:
@@ -281,9 +288,16 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
         return json_response({"key": key, "source": source, "changes": [rec.to_api() for rec in recs]})
 
     @r.get("/api/config/v1/diff")
-    async def diff(request: Request, prefix: str = "") -> Response:
-        check_key(prefix, allow_empty=True)
+    async def diff(request: Request, prefix: str = "", key: str = "") -> Response:
         a, b = _revision(request, "from"), _revision(request, "to")
+        if key:  # one ConfigMap's or Secret's data (a Secret's values as digests)
+            check_key(key)
+            kh = kube_named(key)
+            da, db = await kh.data_at(key, a) or {}, await kh.data_at(key, b) or {}
+            out = [{"Key": k, "Old": _b64s(da.get(k)), "New": _b64s(db.get(k))}
+                   for k in sorted(da.keys() | db.keys()) if da.get(k) != db.get(k)]
+            return json_response({"key": key, "from": a, "to": b, "changes": out})
+        check_key(prefix, allow_empty=True)
         old, new = await kv.at(prefix, a), await kv.at(prefix, b)
         out = [{"Key": k, "Old": _b64(old.get(k)), "New": _b64(new.get(k))}
                for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
@@ -293,6 +307,19 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
     async def rollback(request: Request, key: str) -> Response:
         check_key(key)
         to = _revision(request, "to")
+        if key.startswith(("configmap/", "secret/")):
+            try:
+                done = await kube_named(key).rollback(key, to, who=who(request))
+            except LookupError as e:
+                raise ConsulError(404, str(e)) from None
+            except Compacted as e:
+                raise ConsulError(410, f"{key} at revision {to} is no longer kept ({e}); a Secret's old values "
+                                       f"live only in the store's revisions") from None
+            except FutureRevision:
+                raise ConsulError(400, f"revision {to} is newer than the store's") from None
+            except KubeError as e:  # e.g. a concurrent edit (409): the Kubernetes API's own status
+                raise ConsulError(e.code, f"the Kubernetes API refused the rollback: {e}") from None
+            return json_response(done.to_api())
         recs = [rec for rec in await history.of(key, limit=history.keep) if rec.revision <= to]
         if not recs:
             raise ConsulError(404, f"no recorded change of {key!r} at or before revision {to}")
@@ -304,6 +331,10 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
         now, _ = await kv.get(key)
         return json_response({"key": key, "to": to, "revision": now.modify_index if now else None,
                               "deleted": value is None})
+
+    @r.get("/api/config/v1/diff-env")
+    async def diff_env(a: str, b: str, service: str = "") -> Response:
+        return json_response((await diff_envs(kv, a, b, service)).to_api())
 
     return r
 
@@ -317,3 +348,7 @@ def _revision(request: Request, name: str) -> int:
 
 def _b64(v: bytes | None) -> str | None:
     return None if v is None else base64.b64encode(v).decode()
+
+
+def _b64s(v: str | None) -> str | None:
+    return None if v is None else base64.b64encode(v.encode()).decode()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
@@ -26,8 +27,10 @@ from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import KVStore
 from pitwall.registry.model import KV_PREFIX, SESSION_PREFIX
+from pitwall.registry.reload import ReloadController
 from pitwall.registry.sessions import LockDelays, SessionStore
 from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.election import Election
 
 __all__ = ["MAX_BLOCKING_QUERIES", "RegistryPart", "build_registry_part"]
 
@@ -49,11 +52,12 @@ class RegistryPart:
     checks: CheckRunner
     catalog: Catalog
     kube_history: KubeConfigHistory | None = None
+    reloader: ControllerManager | None = None  # reload-on-config-change, leader only
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
         own: list[Component] = [self.hub, self.history, self.sessions, self.checks]
-        return own + ([self.kube_history] if self.kube_history is not None else [])
+        return own + [c for c in (self.kube_history, self.reloader) if c is not None]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
@@ -67,12 +71,18 @@ class RegistryPart:
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.add_gauges("pitwall_consul_blocking_queries", "Consul blocking queries held open.",
                            lambda: float(self.hub.waiting))
+        if self.reloader is not None:
+            reloaders = [r.reconciler for r in self.reloader.runners]
+            metrics.add_gauges("pitwall_config_reloads", "Deployments rolled because a ConfigMap or Secret changed.",
+                               lambda: float(sum(getattr(r, "reloads", 0) for r in reloaders)))
 
 
 def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: str, kube: KubeClient | None = None,
-                        max_blocking_queries: int = MAX_BLOCKING_QUERIES) -> RegistryPart:
+                        max_blocking_queries: int = MAX_BLOCKING_QUERIES,
+                        election: Election | None = None) -> RegistryPart:
     """The Consul API over ``store``; KV changes are reported to ``changes``; the catalog shows ``kube``'s
-    Services."""
+    Services; Deployments reload on their ConfigMaps' and Secrets' changes while ``election`` is won (the
+    controllers' election; always without one)."""
     history = ConfigHistory(store, changes)
     delays = LockDelays()
     kv = KVStore(store, history, delays.until)
@@ -83,8 +93,11 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     hub.listen(sessions.on_events)
     services = AgentServices(store, agent.node)
     catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
-    kube_history = None
+    kube_history = reloader = None
     if kube is not None:
         kube_history = KubeConfigHistory(store, {k.lower(): kube.resource_type("v1", k).prefix
-                                                 for k in ("ConfigMap", "Secret")}, changes)
-    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history)
+                                                 for k in ("ConfigMap", "Secret")}, changes, kube=kube)
+        reloader = ControllerManager([ControllerRunner(kube, ReloadController(kube, changes), workers=2)],
+                                     election=election)
+    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history,
+                        reloader)
