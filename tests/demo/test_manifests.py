@@ -51,6 +51,8 @@ def test_one_deployment_and_one_service_per_app_in_namespace_shop() -> None:
         assert services[name]["metadata"]["namespace"] == deployments[name]["metadata"]["namespace"] == "shop"
         assert services[name]["spec"]["selector"] == deployments[name]["spec"]["selector"]["matchLabels"] \
             == {"app": name}
+        # A byte relay, as kube-proxy: no mesh hop spans between the services' own spans.
+        assert [p.get("appProtocol") for p in services[name]["spec"]["ports"]] == ["tcp"]
 
 
 @pytest.mark.parametrize("name", sorted(APPS))
