@@ -5,23 +5,29 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from pitwall.config import load_settings
 from pitwall.demo import config as demo_config
+from pitwall.demo import shop
 from pitwall.demo.services import SERVICES
+from pitwall.metrics.scrape.kubernetes import pod_groups
+from pitwall.metrics.scrape.targets import populate_labels
 from pitwall.metrics.wiring import scrape_configs_of
 from pitwall.server import create_app
 
-TARGETS = {name: f"127.0.0.1:{20000 + i}" for i, name in enumerate((*SERVICES, "loadgen", "pitwall"))}
+pytestmark = pytest.mark.timeout(60)
+
+PITWALL = "127.0.0.1:20000"
 WEBHOOK = "http://127.0.0.1:19999/alerts"
 
 
 @pytest.fixture
 def rendered(tmp_path: Path) -> demo_config.RenderedConfig:
-    return demo_config.render(tmp_path / "config", TARGETS, WEBHOOK)
+    return demo_config.render(tmp_path / "config", PITWALL, WEBHOOK)
 
 
 def test_every_placeholder_is_filled(rendered: demo_config.RenderedConfig) -> None:
@@ -31,16 +37,36 @@ def test_every_placeholder_is_filled(rendered: demo_config.RenderedConfig) -> No
     assert am["receivers"][0]["webhook_configs"][0]["url"] == WEBHOOK
 
 
-def test_settings_scrape_every_service_under_its_service_name(rendered: demo_config.RenderedConfig,
+def _pod(deployment: dict[str, Any], ip: str) -> dict[str, Any]:
+    """A running pod of ``deployment`` as pitwall's node reports it."""
+    tpl = deployment["spec"]["template"]
+    md = {**tpl["metadata"], "name": deployment["metadata"]["name"] + "-abc12", "namespace": "shop", "uid": ip}
+    return {"metadata": md, "spec": tpl["spec"], "status": {"phase": "Running", "podIP": ip}}
+
+
+def test_the_shops_pods_are_scraped_under_job_and_service_name(rendered: demo_config.RenderedConfig,
                                                                tmp_path: Path) -> None:
+    """The pods of manifests/shop.yaml, discovered as Prometheus' pod role does and relabeled by the
+    demo's job, get the labels the rules and dashboards use: job and (services only) service_name."""
     settings = load_settings(rendered.pitwall_file, data_dir=tmp_path / "data")
     jobs = {c.job_name: c for c in scrape_configs_of(settings)}
-    assert set(jobs) == {*SERVICES, "loadgen", "pitwall"}
-    for name in SERVICES:
-        static = jobs[name].static_configs[0]
-        assert static.targets == [TARGETS[name]]
-        assert static.labels == {"service_name": name}
-        assert jobs[name].scrape_interval == 5000
+    assert set(jobs) == {"shop", "pitwall"}
+    assert jobs["pitwall"].static_configs[0].targets == [PITWALL]
+    deployments = [o for o in shop.manifests() if o["kind"] == "Deployment"]
+    pods = [_pod(d, f"127.42.0.{i + 2}") for i, d in enumerate(deployments)]
+    seen = {}
+    for targets, labels in pod_groups(pods):
+        for t in targets:
+            target, _ = populate_labels({**labels, "__address__": t}, jobs["shop"])
+            if target is not None:
+                seen[target.labels["job"]] = target.labels
+    assert set(seen) == {*SERVICES, "loadgen"}
+    for name, labels in seen.items():
+        assert labels.get("service_name") == (name if name in SERVICES else None), labels
+        assert labels["namespace"] == "shop" and labels["pod"] == f"{name}-abc12"
+        assert labels["__address__"].endswith(":8080")
+    assert jobs["shop"].scrape_interval == 5000
+    assert [sd.namespaces.names for sd in jobs["shop"].kubernetes_sd_configs] == [["shop"]]
 
 
 def test_only_unknown_settings_are_skipped(rendered: demo_config.RenderedConfig) -> None:

@@ -36,6 +36,8 @@ EXPECTED_EDGES = {("frontend", "catalog"), ("frontend", "checkout"), ("catalog",
                   ("checkout", "inventory"), ("checkout", "payment")}
 DEMO_ALERT = "HighErrorRate"
 _TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+# The summary's "child NAME pid N" (supervised) and "pod APP pid N" (the shop's pods on pitwall's node) lines.
+_PID_LINE = re.compile(r"\s+(?:child|pod) (\S+)\s+pid (\d+)")
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Run:
     found: dict[str, Any] = field(default_factory=dict)  # criterion -> evidence
     errors: dict[str, str] = field(default_factory=dict)  # criterion -> last failure
     returncode: int | None = None
-    child_pids: dict[str, int] = field(default_factory=dict)
+    child_pids: dict[str, int] = field(default_factory=dict)  # the runner's children and the shop's pods
     leftovers: list[str] = field(default_factory=list)
     firing: set[tuple[str, str]] = field(default_factory=set)  # (alertname, service_name) seen firing
 
@@ -243,7 +245,19 @@ def probe_alert(c: httpx.Client, run: Run) -> Any:
     return seen
 
 
+def probe_shop_pods(c: httpx.Client, run: Run) -> Any:
+    """The shop runs as pods of namespace shop on pitwall's node, each Deployment rolled out."""
+    pods = c.get("/api/v1/namespaces/shop/pods").json()["items"]
+    running = {p["metadata"]["labels"]["app"] for p in pods if p["status"].get("phase") == "Running"}
+    assert running == {*SERVICES, "loadgen"}, f"running pods of shop: {running}"
+    deps = c.get("/apis/apps/v1/namespaces/shop/deployments").json()["items"]
+    available = {d["metadata"]["name"] for d in deps if d["status"].get("availableReplicas") == 1}
+    assert available == running, f"available deployments: {available}"
+    return running
+
+
 PROBES: dict[str, Callable[[httpx.Client, Run], Any]] = {
+    "shop_pods": probe_shop_pods,
     "up": probe_up,
     "service_metrics": probe_service_metrics,
     "load_curve": probe_load_curve,
@@ -332,7 +346,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         if proc.stdout is not None:
             proc.stdout.close()
     for line in r.lines:
-        m = re.match(r"\s+child (\S+)\s+pid (\d+)", line)
+        m = _PID_LINE.match(line)
         if m:
             r.child_pids[m.group(1)] = int(m.group(2))
     r.leftovers = [f"{n} (pid {p})" for n, p in r.child_pids.items() if not gone(p, within_s=5)]
@@ -341,6 +355,13 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 
 # -- the criteria -----------------------------------------------------------------------------------
+
+
+def test_the_shop_runs_as_pods_and_the_summary_says_how_to_see_them(run: Run) -> None:
+    assert run.evidence("shop_pods") == {*SERVICES, "loadgen"}
+    hint = next((ln for ln in run.lines if ln.strip().startswith("pods ")), "")
+    assert re.search(r"kubectl --kubeconfig \S+/kubeconfig get pods -n shop$", hint), run.lines
+    assert any("pitwall kubeconfig --server " in ln for ln in run.lines)
 
 
 def test_every_service_is_scraped_and_up(run: Run) -> None:
@@ -400,6 +421,7 @@ def test_only_the_alerts_the_quickstart_names_fire(run: Run) -> None:
 def test_the_run_ends_cleanly_without_orphans(run: Run) -> None:
     assert run.returncode == 0, "\n".join(run.lines[-30:])
     assert set(run.child_pids) == {*SERVICES, "pitwall", "loadgen", "webhook"}, run.child_pids
+    assert all(run.child_pids.values()), run.child_pids  # every pod's process was found
     assert run.leftovers == []
     assert run.lines[-1] == "pitwall demo: stopped"
 
@@ -433,8 +455,8 @@ def test_a_signal_stops_everything(tmp_path: Path, sig: signal.Signals) -> None:
     proc.send_signal(sig)
     out = "".join(lines) + _finish(proc, timeout_s=180)
     assert proc.returncode == 0, out
-    pids = [int(p) for p in re.findall(r"child \S+\s+pid (\d+)", out)]
-    assert len(pids) == len(SERVICES) + 3, out
+    pids = [int(m.group(2)) for m in map(_PID_LINE.match, out.splitlines()) if m]
+    assert len(pids) == len(SERVICES) + 3 and all(pids), out
     assert [p for p in pids if not gone(p, within_s=5)] == []
     assert _own_processes(str(tmp_path)) == []
     assert out.rstrip().endswith("pitwall demo: stopped")

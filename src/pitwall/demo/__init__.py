@@ -9,11 +9,13 @@ pitwall), driven by a load generator with a compressed daily traffic curve::
                         -> checkout -> inventory
                                     -> payment
 
-Every part is a child process (``python -m pitwall.demo.services.<name>``,
-``python -m pitwall.demo.loadgen``, ``python -m pitwall.demo.webhook``) of
-the supervisor in :mod:`pitwall.demo.runner`, which also runs ``pitwall
-server`` with the shipped ``pitwall.yaml`` (scrape configs, ``demo.rules.yaml``,
-``alertmanager.yml``). :mod:`pitwall.demo.scenario` holds the behaviour: the
+The services and the load generator (``python -m pitwall.demo.services.<name>``,
+``python -m pitwall.demo.loadgen``) are Deployments in ``manifests/shop.yaml``,
+applied by :mod:`pitwall.demo.runner` (through :mod:`pitwall.demo.shop`) to
+the ``pitwall server`` it runs with the shipped ``pitwall.yaml`` (scrape
+configs, ``demo.rules.yaml``, ``alertmanager.yml``), so they run as that
+server's pods; the server and ``python -m pitwall.demo.webhook`` are the
+runner's supervised children. :mod:`pitwall.demo.scenario` holds the behaviour: the
 traffic curve, the payment provider's periodic outage that makes the demo
 alert fire and resolve, inventory's slow lock waits. ``--seed`` makes the
 request sequence and every per-request decision reproducible.

@@ -2,7 +2,7 @@
 
 The package ships ``pitwall.yaml``, ``demo.rules.yaml`` and
 ``alertmanager.yml`` with ``${name}`` placeholders for what changes per run
-(the free ports, the files' absolute paths). :func:`render` fills them in and
+(pitwall's own address, the files' absolute paths). :func:`render` fills them in and
 writes the three files into a directory, ready for ``pitwall server
 --config``. Settings this build of pitwall does not know yet are left out of
 the rendered ``pitwall.yaml`` and reported, so the demo runs with whichever
@@ -41,11 +41,11 @@ def shipped_text(name: str) -> str:
     return resources.files("pitwall.demo").joinpath(name).read_text()
 
 
-def render(directory: Path, targets: dict[str, str], webhook_url: str) -> RenderedConfig:
+def render(directory: Path, pitwall_addr: str, webhook_url: str) -> RenderedConfig:
     """Write the demo's config files into ``directory``.
 
-    ``targets`` maps each scrape job (the five services, ``loadgen``,
-    ``pitwall``) to its ``host:port``.
+    ``pitwall_addr`` (``host:port``) is the server's own scrape target; the
+    shop's pods are found by Kubernetes discovery, so they need no address here.
     """
     directory.mkdir(parents=True, exist_ok=True)
     out = RenderedConfig(directory / PITWALL_FILE, directory / RULES_FILE, directory / ALERTMANAGER_FILE)
@@ -53,7 +53,7 @@ def render(directory: Path, targets: dict[str, str], webhook_url: str) -> Render
     out.alertmanager_file.write_text(
         string.Template(shipped_text(ALERTMANAGER_FILE)).substitute(webhook_url=webhook_url))
     text = string.Template(shipped_text(PITWALL_FILE)).substitute(
-        **targets, rules_file=str(out.rules_file), alertmanager_file=str(out.alertmanager_file),
+        pitwall=pitwall_addr, rules_file=str(out.rules_file), alertmanager_file=str(out.alertmanager_file),
         dashboards_dir=str(resources.files("pitwall.demo").joinpath("dashboards")))
     settings: dict[str, Any] = yaml.safe_load(text)
     known = known_settings()

@@ -32,7 +32,7 @@ from types import FrameType
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from pitwall.demo.scenario import Scenario, request_rng
+from pitwall.demo.scenario import Scenario, epoch_arg, request_rng
 from pitwall.demo.services import PRODUCTS
 
 __all__ = ["LoadGenerator", "Page", "Visit", "plan_visit"]
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, required=True, help="port of the generator's own /metrics")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--epoch", type=float, default=None)
+    p.add_argument("--epoch", type=epoch_arg, default=None)
     p.add_argument("--day", type=float, default=300.0, help="seconds per simulated day")
     p.add_argument("--max-concurrency", type=int, default=32)
     args = p.parse_args(argv)

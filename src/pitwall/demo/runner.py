@@ -1,12 +1,15 @@
-"""``pitwall demo``: the server, the webhook receiver, five services and the load, as one run.
+"""``pitwall demo``: the server, the webhook receiver, and the shop on pitwall's Kubernetes, as one run.
 
 Start order: the alert webhook receiver (the server's Alertmanager config
-points at it), ``pitwall server`` with the rendered demo config, then the
-services leaves first, then the load generator. Everything is a child of the
-:class:`~pitwall.demo.supervisor.Supervisor`; a ``finally`` block stops them
-all, in reverse order, on Ctrl-C, SIGTERM, the end of ``--duration`` or any
-failure, and removes the run's temporary directory unless the user chose
-one.
+points at it), ``pitwall server`` with the rendered demo config, both
+children of the :class:`~pitwall.demo.supervisor.Supervisor`; then the shop
+(five services and the load generator, ``manifests/shop.yaml``) is applied
+to that server's Kubernetes API and runs as pods of pitwall's node, and the
+runner waits for its Deployments to roll out. A ``finally`` block stops the
+children in reverse order on Ctrl-C, SIGTERM, the end of ``--duration`` or
+any failure: the server's shutdown stops every pod's processes (and the
+runner kills, by their pid files, any the server left), and the run's
+temporary directory is removed unless the user chose one.
 """
 
 from __future__ import annotations
@@ -21,18 +24,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+import httpx
+import yaml
+
+from pitwall.cli.kubeconfig import build_kubeconfig
 from pitwall.demo import config as demo_config
-from pitwall.demo.services import SERVICES, TOPOLOGY
-from pitwall.demo.supervisor import Child, ChildFailed, Supervisor
+from pitwall.demo import shop
+from pitwall.demo.supervisor import ChildFailed, Supervisor
+from pitwall.node.runtime import kill_leftovers
 
 __all__ = ["DemoOptions", "DemoRun", "free_port", "run_demo"]
 
 SERVER_READY_TIMEOUT_S = 60.0
 CHILD_READY_TIMEOUT_S = 30.0
+ROLLOUT_TIMEOUT_S = 120.0  # six Python processes starting on a busy machine
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class DemoRun:
     work_dir: Path
     ports: dict[str, int]
     supervisor: Supervisor
+    pods: list[tuple[shop.PodInfo, int]] = field(default_factory=list)  # (pod, pid of its process)
 
     @property
     def pitwall_url(self) -> str:
@@ -90,6 +100,10 @@ class DemoRun:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.work_dir / "data" / "pods"  # the node's, below the server's --data-dir
 
 
 def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> int:
@@ -112,12 +126,15 @@ def run_demo(options: DemoOptions, echo: Callable[[str], None] = print) -> int:
             if not stop.is_set():
                 _print_summary(run, echo)
                 code = _watch(run, stop, deadline, echo)
-        except ChildFailed as e:
+        except (ChildFailed, shop.ApplyFailed, httpx.HTTPError) as e:
             echo(f"pitwall demo: {e}")
             code = 1
         finally:
             echo("pitwall demo: stopping ...")
             run.supervisor.stop_all()
+            left = kill_leftovers(run.pods_dir)  # only if the server was killed before it stopped its pods
+            if left:
+                echo(f"pitwall demo: killed {left} pod process(es) the server left behind")
             if options.work_dir is None:
                 shutil.rmtree(work_dir, ignore_errors=True)
             echo("pitwall demo: stopped")
@@ -139,7 +156,7 @@ def _listen_problem(listen: str) -> str:
 
 
 def _ports() -> dict[str, int]:
-    return {name: free_port() for name in (*SERVICES, "loadgen", "webhook")}
+    return {"webhook": free_port()}
 
 
 @contextmanager
@@ -181,9 +198,7 @@ def _py(module: str, *args: str) -> list[str]:
 def _start_all(run: DemoRun, stop: threading.Event, echo: Callable[[str], None]) -> None:
     sup, o = run.supervisor, run.options
     webhook_url = run.url("webhook") + "/alerts"
-    targets = {name: f"127.0.0.1:{run.ports[name]}" for name in (*SERVICES, "loadgen")}
-    targets["pitwall"] = o.listen
-    rendered = demo_config.render(run.work_dir / "config", targets, webhook_url)
+    rendered = demo_config.render(run.work_dir / "config", o.listen, webhook_url)
     for key in rendered.skipped:
         echo(f"pitwall demo: this pitwall has no '{key}' setting yet; running without it")
     hook = sup.start("webhook", _py("pitwall.demo.webhook", "--port", str(run.ports["webhook"]),
@@ -194,20 +209,32 @@ def _start_all(run: DemoRun, stop: threading.Event, echo: Callable[[str], None])
     echo(f"pitwall demo: starting pitwall at {run.pitwall_url} (work dir {run.work_dir})")
     sup.wait_ready(hook, CHILD_READY_TIMEOUT_S, stop.is_set)
     sup.wait_ready(server, SERVER_READY_TIMEOUT_S, stop.is_set)
-    epoch = f"{time.time():.3f}"
-    common = ["--pitwall", run.pitwall_url, "--seed", str(o.seed), "--epoch", epoch, "--day", str(o.day_s)]
-    started: list[Child] = []
-    for name in SERVICES:
-        peers = [a for p in TOPOLOGY[name] for a in ("--peer", f"{p}={run.url(p)}")]
-        started.append(sup.start(name, _py(f"pitwall.demo.services.{name}", "--port", str(run.ports[name]),
-                                           *common, *peers), ready_url=run.url(name) + "/healthz"))
-    for child in started:
-        sup.wait_ready(child, CHILD_READY_TIMEOUT_S, stop.is_set)
-    load = sup.start("loadgen", _py("pitwall.demo.loadgen", "--target", run.url("frontend"),
-                                    "--port", str(run.ports["loadgen"]), "--seed", str(o.seed),
-                                    "--epoch", epoch, "--day", str(o.day_s)),
-                     ready_url=run.url("loadgen") + "/metrics")
-    sup.wait_ready(load, CHILD_READY_TIMEOUT_S, stop.is_set)
+    _start_shop(run, stop, echo)
+
+
+def _start_shop(run: DemoRun, stop: threading.Event, echo: Callable[[str], None]) -> None:
+    """Apply the shop's manifests to the server, wait for the rollout, note each pod's process."""
+    o = run.options
+    scenario = shop.Scenario(seed=o.seed, epoch=f"{time.time():.3f}", day_s=o.day_s, otlp_url=run.pitwall_url)
+    (run.work_dir / "kubeconfig").write_text(yaml.safe_dump(build_kubeconfig(run.pitwall_url, None, namespace="shop"),
+                                                            sort_keys=False))
+    with httpx.Client(base_url=run.pitwall_url, timeout=shop.REQUEST_TIMEOUT_S) as client:
+        applied = shop.apply(client, scenario)
+        echo(f"pitwall demo: applied {len(applied)} objects of {shop.MANIFEST}; waiting for the rollout ...")
+        shop.wait_available(client, shop.deployment_names(), ROLLOUT_TIMEOUT_S, stop.is_set)
+        if stop.is_set():
+            return
+        run.pods = [(p, _pod_pid(run.pods_dir, p)) for p in shop.pods(client) if p.phase == "Running"]
+
+
+def _pod_pid(pods_dir: Path, pod: shop.PodInfo) -> int:
+    """The pid of the pod's (only) container process, from the node's pid file; 0 when there is none."""
+    for f in sorted((pods_dir / pod.uid / "containers").glob("*.pid")):
+        try:
+            return int(yaml.safe_load(f.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+            continue
+    return 0
 
 
 def _print_summary(run: DemoRun, echo: Callable[[str], None]) -> None:
@@ -223,7 +250,13 @@ def _print_summary(run: DemoRun, echo: Callable[[str], None]) -> None:
         f"  alert webhook    {run.url('webhook')}/notifications",
     ]
     lines += [f"  child {c.name:<10} pid {c.pid:<7} {c.ready_url or ''}" for c in run.supervisor.children]
-    lines.append(f"  child logs       {run.supervisor.log_dir}")
+    lines += [f"  pod {p.app:<12} pid {pid:<7} http://{p.ip}:8080   {shop.NAMESPACE}/{p.name}" for p, pid in run.pods]
+    lines += [
+        f"  pods             kubectl --kubeconfig {run.work_dir / 'kubeconfig'} get pods -n shop",
+        f"                   (or: pitwall kubeconfig --server {p} --merge && kubectl get pods -n shop)",
+        f"  pod logs         kubectl --kubeconfig {run.work_dir / 'kubeconfig'} logs -n shop deploy/payment",
+        f"  child logs       {run.supervisor.log_dir}",
+    ]
     for line in lines:
         echo(line)
 

@@ -25,7 +25,7 @@ import math
 import random
 from dataclasses import dataclass
 
-__all__ = ["Scenario", "request_rng"]
+__all__ = ["Scenario", "epoch_arg", "request_rng"]
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,12 @@ def request_rng(seed: int, *parts: str) -> random.Random:
     the same in every process and every run (unlike ``hash()``).
     """
     return random.Random(":".join([str(seed), *parts]))
+
+
+def epoch_arg(text: str) -> float | None:
+    """``--epoch``'s value: Unix time, or None ("now") for an empty string.
+
+    The demo's manifests pass ``--epoch $(DEMO_EPOCH)``, which is empty when
+    the scenario's ConfigMap names no start (a plain ``kubectl apply``).
+    """
+    return float(text) if text.strip() else None

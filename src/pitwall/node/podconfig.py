@@ -8,6 +8,7 @@ in-process client; a missing one raises ``ConfigError`` (the kubelet's
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from pitwall.node.spec import (
 )
 from pitwall.node.volumes import link_mount, mount_env, project, write_atomic
 
-__all__ = ["SA_MOUNT", "SA_VOLUME", "container_env", "service_account_volume", "sync_volumes"]
+__all__ = ["SA_MOUNT", "SA_VOLUME", "container_env", "pod_path", "service_account_volume", "sync_volumes"]
 
 Obj = dict[str, Any]
 # The kubelet's projected ServiceAccount token, at its usual path below the pod's root.
@@ -111,7 +112,7 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
     m = pod.get("metadata") or {}
     namespace, pod_name = str(m.get("namespace", "")), str(m.get("name", ""))
     pod_spec = pod.get("spec") or {}
-    env: dict[str, str] = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+    env: dict[str, str] = {"PATH": pod_path(),
                            "HOSTNAME": pod_name, "POD_IP": pod_ip,
                            "PITWALL_POD_ROOT": str(root)}
     for k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "HOME", "VIRTUAL_ENV"):
@@ -184,6 +185,20 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom")
     return env
+
+def pod_path() -> str:
+    """A container's ``PATH``: the server's, with the directory of the server's own interpreter first.
+
+    pitwall runs ``command`` on this host and ignores ``image``, so a manifest's ``python`` (as in an
+    image's ``command: ["python", ...]``) must be the interpreter pitwall runs on (its virtualenv has the
+    packages), not whatever ``python`` comes first on the PATH the server was started with.
+    """
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    bindir = os.path.dirname(sys.executable)
+    if not bindir or path.split(os.pathsep)[0] == bindir:
+        return path
+    return os.pathsep.join([bindir, *(d for d in path.split(os.pathsep) if d != bindir)])
+
 
 def _with_ip(pod: Obj, pod_ip: str, node_name: str) -> Obj:
     p = dict(pod)

@@ -1,8 +1,9 @@
 """The five demo services and how they call each other.
 
-``TOPOLOGY`` maps each service to the peers it calls; the supervisor starts
-them leaves first and hands each its peers' URLs (``--peer name=url``).
-Each module runs as ``python -m pitwall.demo.services.<name> --port N``.
+``TOPOLOGY`` maps each service to the peers it calls; each gets its peers'
+URLs as ``--peer name=url`` (in ``manifests/shop.yaml``: the peers' Service
+variables, ``http://$(NAME_SERVICE_HOST):$(NAME_SERVICE_PORT)``).
+Each module runs as ``python -m pitwall.demo.services.<name> --host IP --port N``.
 """
 
 from __future__ import annotations

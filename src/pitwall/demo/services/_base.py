@@ -33,7 +33,7 @@ from opentelemetry import baggage, context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
-from pitwall.demo.scenario import Scenario, request_rng
+from pitwall.demo.scenario import Scenario, epoch_arg, request_rng
 from pitwall.instrument import DEFAULT_ENDPOINT, Instrumentation, instrument
 
 __all__ = ["Reply", "Request", "Route", "Service", "main", "parse_args"]
@@ -264,7 +264,7 @@ def parse_args(name: str, argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--pitwall", default=DEFAULT_ENDPOINT, help="OTLP/HTTP base URL")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--epoch", type=float, default=None, help="scenario start (Unix time) [default: now]")
+    p.add_argument("--epoch", type=epoch_arg, default=None, help="scenario start (Unix time) [default: now]")
     p.add_argument("--day", type=float, default=300.0, help="seconds per simulated day")
     p.add_argument("--peer", action="append", default=[], metavar="NAME=URL")
     return p.parse_args(argv)
