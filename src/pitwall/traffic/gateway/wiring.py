@@ -35,6 +35,8 @@ from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.metrics import Appender
 from pitwall.traffic.gateway.declarative import DeclarativeError, KongState, dump, load_declarative
+from pitwall.traffic.gateway.ingress import IngressRoutes
+from pitwall.traffic.gateway.kubesource import KubeRouteSource
 from pitwall.traffic.gateway.proxy import GatewayServer, Resolver
 from pitwall.traffic.gateway.runtime import compile_state
 from pitwall.traffic.gateway.stats import GatewayStats
@@ -79,6 +81,7 @@ class GatewayPart:
     config_file: Path | None
     stats: GatewayStats
     resolve: Resolver | None = None
+    kube_client: Any = None  # the Kubernetes API's client: Ingresses become routes (every server, no leader)
     changes: ChangeSink | None = None
     tls: tuple[Path, Path] | None = None  # (cert, key): the server's tls_cert_file/tls_key_file, as every listener
     name: str = "gateway"
@@ -88,6 +91,7 @@ class GatewayPart:
     _mtime: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ssl: ssl.SSLContext | None = None
+    kube_source: KubeRouteSource | None = None
 
     # Part
 
@@ -134,6 +138,9 @@ class GatewayPart:
         gc.freeze()
         self.tasks.spawn(self.stats.run(), name="gateway-metrics-flush")
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
+        if self.kube_client is not None:
+            self.kube_source = KubeRouteSource(self.kube_client, self._publish_kube, status_address(host))
+            self.tasks.spawn(self.kube_source.run(), name="gateway-kube-routes")
         log.info("gateway listening", extra={"listen": self.listen, "routes": len(initial.routes)})
 
     async def stop(self) -> None:
@@ -143,6 +150,12 @@ class GatewayPart:
             self.server = None
 
     # configuration
+
+    def _publish_kube(self, routes: IngressRoutes) -> None:
+        """Swap in the routes translated from Kubernetes objects (one reference, as ``apply`` does)."""
+        if self.server is not None:
+            self.server.kube_routes = routes
+        log.info("gateway Kubernetes routes applied", extra={"ingresses": routes.count})
 
     async def _read_file(self) -> KongState:
         assert self.config_file is not None
@@ -265,6 +278,11 @@ def build_gateway_part(settings: Any, *, metrics: Appender | None, kube_client: 
     tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file else None
     return GatewayPart(listen=g.listen, config_file=g.declarative_config, stats=GatewayStats(metrics),
                        resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes,
-                       tls=tls)
+                       tls=tls, kube_client=kube_client)
+
+
+def status_address(host: str) -> str:
+    """The address an Ingress's status shows: the listen host (loopback when it listens on every address)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
 
 

@@ -1,0 +1,115 @@
+"""Routes from the Kubernetes API: a watch on Ingresses, IngressClasses and Services feeding the gateway.
+
+Every server's gateway runs its own source (no leader): each lists then
+watches the kinds, and after a burst of events settles (``SETTLE_S``)
+translates the whole set again and hands the result to ``publish``, which
+swaps one reference, as a file reload does. Each pitwall Ingress's
+``status.loadBalancer.ingress`` is set to the gateway's listen address
+(written only when it differs, so servers that agree write nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pitwall.traffic.gateway.ingress import IngressRoutes, translate_ingresses
+
+__all__ = ["KubeRouteSource"]
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+SETTLE_S = 0.05
+RELIST_MAX_S = 5.0
+_KINDS = (("networking.k8s.io/v1", "IngressClass"), ("networking.k8s.io/v1", "Ingress"), ("v1", "Service"))
+
+
+def _key(o: Obj) -> tuple[str, str]:
+    m = o.get("metadata") or {}
+    return str(m.get("namespace") or ""), str(m.get("name") or "")
+
+
+class KubeRouteSource:
+    """Follows the kinds in ``_KINDS``; ``publish(routes)`` after each settled change."""
+
+    def __init__(self, client: Any, publish: Callable[[IngressRoutes], None], address: str) -> None:
+        self.client = client
+        self.publish = publish
+        self.address = address
+        self.objects: dict[str, dict[tuple[str, str], Obj]] = {kind: {} for _, kind in _KINDS}
+        self.changed = asyncio.Event()
+        self.synced = asyncio.Event()
+        self._listed: set[str] = set()
+
+    async def run(self) -> None:
+        """Follow every kind and rebuild on change, until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for api_version, kind in _KINDS:
+                tg.create_task(self._follow(api_version, kind))
+            tg.create_task(self._rebuild_loop())
+
+    async def _follow(self, api_version: str, kind: str) -> None:
+        from pitwall.kube import Gone
+
+        backoff = 0.1
+        while True:
+            try:
+                lr = await self.client.list(api_version, kind)
+                self.objects[kind] = {_key(o): o for o in lr.items}
+                self._listed.add(kind)
+                self.changed.set()
+                async for ev in self.client.watch(api_version, kind, resource_version=lr.resource_version):
+                    if ev.type == "BOOKMARK":
+                        continue
+                    if ev.type == "DELETED":
+                        self.objects[kind].pop(_key(ev.object), None)
+                    else:
+                        self.objects[kind][_key(ev.object)] = ev.object
+                    self.changed.set()
+                    backoff = 0.1
+            except Gone:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway: following %s failed; listing again", kind)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RELIST_MAX_S)
+
+    async def _rebuild_loop(self) -> None:
+        while True:
+            await self.changed.wait()
+            await asyncio.sleep(SETTLE_S)  # a kubectl apply of many objects becomes one rebuild
+            self.changed.clear()
+            if len(self._listed) < len(_KINDS):
+                continue  # half a picture would drop routes that exist
+            try:
+                await self.rebuild()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("gateway: translating Kubernetes routes failed; the previous routes stay")
+
+    async def rebuild(self) -> None:
+        classes = {name: c for (_, name), c in self.objects["IngressClass"].items()}
+        t = translate_ingresses(self.objects["Ingress"].values(), classes, self.objects["Service"])
+        self.publish(t.routes)
+        self.synced.set()
+        for key, errs in t.problems.items():
+            log.warning("gateway: Ingress %s partly served: %s", key, "; ".join(errs))
+        for ing in t.served:
+            await self._write_status(ing)
+
+    async def _write_status(self, ing: Obj) -> None:
+        from pitwall.kube import KubeError
+
+        want = [{"ip": self.address}]
+        if ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") == want:
+            return
+        fresh = {**ing, "status": {**(ing.get("status") or {}), "loadBalancer": {"ingress": want}}}
+        try:
+            await self.client.update_status(fresh)
+        except KubeError as e:  # changed meanwhile (its watch event brings a new round) or deleted
+            log.debug("gateway: Ingress status not written: %s", e)

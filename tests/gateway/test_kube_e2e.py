@@ -1,0 +1,164 @@
+"""``pitwall server`` with its gateway on: kubectl creates an IngressClass, Services (selector-less, with
+EndpointSlices naming plain HTTP servers on pod addresses) and Ingresses; httpx goes through the gateway."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.kube.conftest import KUBECTL
+from tests.kube.test_pitwall_server import _kubectl_for, _tls_config
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+class _Named(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = json.dumps({"server": self.server.name, "path": self.path,  # type: ignore[attr-defined]
+                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None
+
+
+class Backends:
+    """Plain HTTP servers, one per name, on distinct pod-range loopback addresses (port 8080)."""
+
+    def __init__(self) -> None:
+        self.servers: dict[str, ThreadingHTTPServer] = {}
+        self.base = f"127.43.{random.randrange(1, 250)}"
+
+    def start(self, name: str) -> str:
+        ip = f"{self.base}.{len(self.servers) + 10}"
+        srv = ThreadingHTTPServer((ip, 8080), _Named)
+        srv.name = name  # type: ignore[attr-defined]
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        self.servers[name] = srv
+        return ip
+
+    def stop(self) -> None:
+        for s in self.servers.values():
+            s.shutdown()
+            s.server_close()
+
+
+@pytest.fixture
+def backends() -> Iterator[Backends]:
+    b = Backends()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+class Live:
+    def __init__(self, kubectl: Callable[..., str], gateway: str) -> None:
+        self.kubectl = kubectl
+        self.http = httpx.Client(base_url=gateway, verify=False, timeout=10)
+
+    def apply(self, *objs: dict[str, Any]) -> str:
+        return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
+
+    def service(self, name: str, ip: str) -> None:
+        self.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+                   {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
+                    "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
+
+    def get(self, path: str, host: str) -> tuple[int, Any]:
+        r = self.http.get(path, headers={"Host": host})
+        try:
+            return r.status_code, r.json()
+        except ValueError:
+            return r.status_code, r.text
+
+
+def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, AssertionError, KeyError) as e:
+            last = e
+        time.sleep(0.2)
+    raise AssertionError(f"not reached in {timeout}s; last: {last!r}")
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    if not os.path.exists(KUBECTL):
+        pytest.skip(f"kubectl is not installed at {KUBECTL}")
+    cfg = _tls_config(tmp_path)
+    gw_port, port = free_port(), free_port()
+    doc = yaml.safe_load(cfg.read_text())
+    doc["gateway"] = {"listen": f"127.0.0.1:{gw_port}"}
+    cfg.write_text(yaml.safe_dump(doc))
+    data = tmp_path / "data"
+    data.mkdir()
+    proc = start_pitwall_process(data, port, config=cfg)
+    try:
+        wait_ready(f"https://127.0.0.1:{port}", timeout=90, proc=proc, verify=False)
+        server = Live(_kubectl_for(f"https://127.0.0.1:{port}", tmp_path), f"https://127.0.0.1:{gw_port}")
+        with server.http:
+            yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except Exception:
+            proc.kill()
+
+
+def test_ingress_through_kubectl(live: Live, backends: Backends) -> None:
+    for name in ("web", "api"):
+        live.service(name, backends.start(name))
+    live.apply({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "pitwall"},
+                "spec": {"controller": "pitwall.dev/gateway"}})
+    out = live.kubectl("create", "ingress", "site", "--class=pitwall", "--rule=www.example.com/*=web:80",
+                       "--rule=/api/*=api:http", "--rule=/exact=web:80")
+    assert "ingress.networking.k8s.io/site created" in out
+    assert until(lambda: live.get("/", "www.example.com")[1]["server"] == "web")
+    status, body = live.get("/api/users?x=1", "other.example.com")
+    assert (status, body["server"], body["path"]) == (200, "api", "/api/users?x=1")
+    assert body["headers"]["host"] == "other.example.com"  # the Host is kept, as ingress-nginx does
+    assert live.get("/apix", "other.example.com")[0] == 404  # element-wise prefix; no Kong route, no default
+    assert live.get("/exact", "other.example.com")[1]["server"] == "web"
+    assert live.get("/exact/more", "other.example.com")[0] == 404
+
+    def row() -> list[str]:
+        lines = live.kubectl("get", "ingress", "site").splitlines()
+        assert lines[0].split() == ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+        cols = lines[1].split()
+        assert cols[:5] == ["site", "pitwall", "www.example.com", "127.0.0.1", "80"], cols
+        return cols
+
+    until(row)
+    classes = live.kubectl("get", "ingressclass").splitlines()
+    assert classes[0].split() == ["NAME", "CONTROLLER", "PARAMETERS", "AGE"]
+    assert classes[1].split()[:3] == ["pitwall", "pitwall.dev/gateway", "<none>"]
+    # an edit swaps the routes
+    live.kubectl("delete", "ingress", "site")
+    assert until(lambda: live.get("/", "www.example.com")[0] == 404)
