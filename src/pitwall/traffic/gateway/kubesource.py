@@ -1,4 +1,5 @@
-"""Routes from the Kubernetes API: a watch on Ingresses, IngressClasses and Services feeding the gateway.
+"""Routes from the Kubernetes API: a watch on Ingresses, IngressClasses, GatewayClasses, Gateways, HTTPRoutes
+and Services feeding the gateway.
 
 Every server's gateway runs its own source (no leader): each lists then
 watches the kinds, and after a burst of events settles (``SETTLE_S``)
@@ -15,7 +16,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pitwall.traffic.gateway.ingress import IngressRoutes, translate_ingresses
+from pitwall.traffic.gateway.gatewayapi import (
+    CONTROLLER,
+    Translation,
+    translate_gateway_api,
+    with_transition_times,
+)
+from pitwall.traffic.gateway.ingress import translate_ingresses
+from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 
 __all__ = ["KubeRouteSource"]
 
@@ -23,7 +31,9 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 SETTLE_S = 0.05
 RELIST_MAX_S = 5.0
-_KINDS = (("networking.k8s.io/v1", "IngressClass"), ("networking.k8s.io/v1", "Ingress"), ("v1", "Service"))
+_GW = "gateway.networking.k8s.io/v1"
+_KINDS = (("networking.k8s.io/v1", "IngressClass"), ("networking.k8s.io/v1", "Ingress"), ("v1", "Service"),
+          (_GW, "GatewayClass"), (_GW, "Gateway"), (_GW, "HTTPRoute"))
 
 
 def _key(o: Obj) -> tuple[str, str]:
@@ -34,10 +44,13 @@ def _key(o: Obj) -> tuple[str, str]:
 class KubeRouteSource:
     """Follows the kinds in ``_KINDS``; ``publish(routes)`` after each settled change."""
 
-    def __init__(self, client: Any, publish: Callable[[IngressRoutes], None], address: str) -> None:
+    def __init__(self, client: Any, publish: Callable[[KubeRoutes], None], address: str, *, port: int = 80,
+                 scheme: str = "http") -> None:
         self.client = client
         self.publish = publish
         self.address = address
+        self.port = port
+        self.scheme = scheme
         self.objects: dict[str, dict[tuple[str, str], Obj]] = {kind: {} for _, kind in _KINDS}
         self.changed = asyncio.Event()
         self.synced = asyncio.Event()
@@ -51,7 +64,7 @@ class KubeRouteSource:
             tg.create_task(self._rebuild_loop())
 
     async def _follow(self, api_version: str, kind: str) -> None:
-        from pitwall.kube import Gone
+        from pitwall.kube import Gone, NotFoundError
 
         backoff = 0.1
         while True:
@@ -73,6 +86,11 @@ class KubeRouteSource:
                 continue
             except asyncio.CancelledError:
                 raise
+            except NotFoundError:  # not served (the Gateway API CRDs are absent): empty, look again later
+                self.objects[kind] = {}
+                self._listed.add(kind)
+                self.changed.set()
+                await asyncio.sleep(RELIST_MAX_S)
             except Exception:
                 log.exception("gateway: following %s failed; listing again", kind)
                 await asyncio.sleep(backoff)
@@ -95,12 +113,16 @@ class KubeRouteSource:
     async def rebuild(self) -> None:
         classes = {name: c for (_, name), c in self.objects["IngressClass"].items()}
         t = translate_ingresses(self.objects["Ingress"].values(), classes, self.objects["Service"])
-        self.publish(t.routes)
+        g = translate_gateway_api(self.objects["GatewayClass"].values(), self.objects["Gateway"].values(),
+                                  self.objects["HTTPRoute"].values(), self.objects["Service"],
+                                  address=self.address, scheme=self.scheme, port=self.port)
+        self.publish(KubeRoutes(g.table, t.routes))
         self.synced.set()
         for key, errs in t.problems.items():
             log.warning("gateway: Ingress %s partly served: %s", key, "; ".join(errs))
         for ing in t.served:
             await self._write_status(ing)
+        await self._write_gateway_api_status(g)
 
     async def _write_status(self, ing: Obj) -> None:
         from pitwall.kube import KubeError
@@ -113,3 +135,51 @@ class KubeRouteSource:
             await self.client.update_status(fresh)
         except KubeError as e:  # changed meanwhile (its watch event brings a new round) or deleted
             log.debug("gateway: Ingress status not written: %s", e)
+
+    async def _write_gateway_api_status(self, g: Translation) -> None:
+        for (_, name), cls in self.objects["GatewayClass"].items():
+            if name in g.class_status:
+                await self._merge_conditions(cls, g.class_status[name])
+        for key, gw in self.objects["Gateway"].items():
+            want = g.gateway_status.get(key)
+            if want is None:
+                continue
+            old = gw.get("status") or {}
+            old_listeners = {ls.get("name"): ls for ls in old.get("listeners") or []}
+            listeners = [{**ls, "conditions": with_transition_times(
+                ls["conditions"], (old_listeners.get(ls["name"]) or {}).get("conditions"))} for ls in want["listeners"]]
+            await self._put_status(gw, {**old, "addresses": want["addresses"], "listeners": listeners,
+                                        "conditions": with_transition_times(want["conditions"], old.get("conditions"))})
+        for key, rt in self.objects["HTTPRoute"].items():
+            ours = g.route_parents.get(key, [])
+            old = rt.get("status") or {}
+            old_parents = old.get("parents") or []
+            before = {_ref_key(p.get("parentRef") or {}, key[0]): p for p in old_parents
+                      if p.get("controllerName") == CONTROLLER}
+            mine = [{**p, "conditions": with_transition_times(
+                p["conditions"], (before.get(_ref_key(p["parentRef"], key[0])) or {}).get("conditions"))}
+                for p in ours]
+            others = [p for p in old_parents if p.get("controllerName") != CONTROLLER]
+            if not mine and not before:
+                continue
+            await self._put_status(rt, {**old, "parents": others + mine})
+
+    async def _merge_conditions(self, obj: Obj, want: Obj) -> None:
+        old = obj.get("status") or {}
+        await self._put_status(obj, {**old, "conditions": with_transition_times(want["conditions"],
+                                                                                 old.get("conditions"))})
+
+    async def _put_status(self, obj: Obj, status: Obj) -> None:
+        from pitwall.kube import KubeError
+
+        if obj.get("status") == status:
+            return
+        try:
+            await self.client.update_status({**obj, "status": status})
+        except KubeError as e:  # changed meanwhile (its watch event brings a new round) or deleted
+            log.debug("gateway: status not written: %s", e)
+
+
+def _ref_key(ref: Obj, ns: str) -> tuple[str, str, str, str]:
+    return (str(ref.get("namespace") or ns), str(ref.get("name", "")), str(ref.get("sectionName") or ""),
+            str(ref.get("port") or ""))

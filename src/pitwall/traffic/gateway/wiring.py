@@ -34,8 +34,9 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.metrics import Appender
+from pitwall.traffic.gateway.crds import gateway_api_crds
 from pitwall.traffic.gateway.declarative import DeclarativeError, KongState, dump, load_declarative
-from pitwall.traffic.gateway.ingress import IngressRoutes
+from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 from pitwall.traffic.gateway.kubesource import KubeRouteSource
 from pitwall.traffic.gateway.proxy import GatewayServer, Resolver
 from pitwall.traffic.gateway.runtime import compile_state
@@ -139,7 +140,8 @@ class GatewayPart:
         self.tasks.spawn(self.stats.run(), name="gateway-metrics-flush")
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
         if self.kube_client is not None:
-            self.kube_source = KubeRouteSource(self.kube_client, self._publish_kube, status_address(host))
+            self.kube_source = KubeRouteSource(self.kube_client, self._publish_kube, status_address(host),
+                                               port=self.server.port, scheme="https" if self._ssl else "http")
             self.tasks.spawn(self.kube_source.run(), name="gateway-kube-routes")
         log.info("gateway listening", extra={"listen": self.listen, "routes": len(initial.routes)})
 
@@ -151,11 +153,12 @@ class GatewayPart:
 
     # configuration
 
-    def _publish_kube(self, routes: IngressRoutes) -> None:
+    def _publish_kube(self, routes: KubeRoutes) -> None:
         """Swap in the routes translated from Kubernetes objects (one reference, as ``apply`` does)."""
         if self.server is not None:
             self.server.kube_routes = routes
-        log.info("gateway Kubernetes routes applied", extra={"ingresses": routes.count})
+        log.info("gateway Kubernetes routes applied", extra={"ingresses": routes.ingress.count,
+                                                              "httproute_matches": len(routes.http.entries)})
 
     async def _read_file(self) -> KongState:
         assert self.config_file is not None
@@ -271,10 +274,16 @@ def _kong_json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json; charset=utf-8")
 
 
-def build_gateway_part(settings: Any, *, metrics: Appender | None, kube_client: Any = None,
+def build_gateway_part(settings: Any, *, metrics: Appender | None, kube: Any = None,
                        changes: ChangeSink | None = None) -> GatewayPart:
-    """The gateway for ``settings.gateway`` (inactive while ``listen`` is unset)."""
+    """The gateway for ``settings.gateway`` (inactive while ``listen`` is unset). With ``kube`` (the
+    ``KubeAPI``, not started yet) the Gateway API CRDs are installed and Ingresses/HTTPRoutes become routes."""
     g = settings.gateway
+    kube_client = None
+    if kube is not None:
+        if g.listen is not None:
+            kube.add_builtin_crds(gateway_api_crds())
+        kube_client = kube.client
     tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file else None
     return GatewayPart(listen=g.listen, config_file=g.declarative_config, stats=GatewayStats(metrics),
                        resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes,
