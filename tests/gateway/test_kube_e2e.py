@@ -22,6 +22,9 @@ from tests.conftest import free_port, start_pitwall_process, wait_ready
 from tests.kube.conftest import KUBECTL
 from tests.kube.test_pitwall_server import _kubectl_for, _tls_config
 
+EXAMPLES = Path(__file__).parent / "data" / "gateway-api"  # the Gateway API's own examples (PROVENANCE.md)
+GW = "gateway.networking.k8s.io/v1"
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
@@ -77,16 +80,16 @@ class Live:
     def apply(self, *objs: dict[str, Any]) -> str:
         return self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
 
-    def service(self, name: str, ip: str) -> None:
+    def service(self, name: str, ip: str, port: int = 80) -> None:
         self.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+                    "spec": {"ports": [{"name": "http", "port": port, "targetPort": 8080}]}},
                    {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {"name": f"{name}-1", "labels": {"kubernetes.io/service-name": name}},
                     "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": True}}],
                     "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
 
-    def get(self, path: str, host: str) -> tuple[int, Any]:
-        r = self.http.get(path, headers={"Host": host})
+    def get(self, path: str, host: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        r = self.http.get(path, headers={"Host": host, **(headers or {})})
         try:
             return r.status_code, r.json()
         except ValueError:
@@ -162,3 +165,53 @@ def test_ingress_through_kubectl(live: Live, backends: Backends) -> None:
     # an edit swaps the routes
     live.kubectl("delete", "ingress", "site")
     assert until(lambda: live.get("/", "www.example.com")[0] == 404)
+
+
+def test_gateway_api_examples_through_kubectl(live: Live, backends: Backends) -> None:
+    """The upstream http-routing guide's Gateway and HTTPRoutes, applied unchanged (our GatewayClass is named
+    as their Gateway expects), then the routing the guide describes checked through the gateway."""
+    live.service("example-svc", backends.start("example-svc"))
+    for name in ("foo-svc", "bar-svc", "bar-svc-canary", "echo"):
+        live.service(name, backends.start(name), port=8080)
+    live.apply({"apiVersion": GW, "kind": "GatewayClass", "metadata": {"name": "example-gateway-class"},
+                "spec": {"controllerName": "pitwall.dev/gateway"}},
+               {"apiVersion": GW, "kind": "Gateway", "metadata": {"name": "acme-gw"},
+                "spec": {"gatewayClassName": "example-gateway-class",
+                         "listeners": [{"name": "http", "protocol": "HTTP", "port": 80}]}})
+    for f in ("http-routing-gateway.yaml", "http-routing-foo-httproute.yaml", "http-routing-bar-httproute.yaml",
+              "http-request-header-add.yaml"):
+        live.kubectl("apply", "-f", str(EXAMPLES / f))
+    assert until(lambda: live.get("/", "example.com")[1]["server"] == "example-svc")
+    assert until(lambda: live.get("/add-a-request-header", "x")[0] == 200)  # the last one applied is in force
+    assert live.get("/login/x", "foo.example.com")[1]["server"] == "foo-svc"
+    assert live.get("/logout", "foo.example.com")[0] == 404
+    assert live.get("/", "bar.example.com", {"env": "canary"})[1]["server"] == "bar-svc-canary"
+    assert live.get("/", "bar.example.com")[1]["server"] == "bar-svc"
+    status, body = live.get("/add-a-request-header", "anything.example.org", {"my-header-name": "first"})
+    assert status == 200, body
+    assert body["server"] == "echo" and body["headers"]["my-header-name"] == "first,my-header-value"
+
+    def programmed() -> bool:
+        gw = json.loads(live.kubectl("get", "gateway", "example-gateway", "-o", "json"))
+        conds = {c["type"]: c["status"] for c in gw["status"]["conditions"]}
+        return conds.get("Programmed") == "True" and gw["status"]["listeners"][0]["attachedRoutes"] == 3
+
+    until(programmed)
+    rows = live.kubectl("get", "gateway", "example-gateway").splitlines()
+    assert rows[0].split()[:4] == ["NAME", "CLASS", "ADDRESS", "PROGRAMMED"]
+    assert rows[1].split()[:4] == ["example-gateway", "example-gateway-class", "127.0.0.1", "True"]
+
+    # a bad route (a Service that does not exist): ResolvedRefs False, BackendNotFound; others unharmed
+    live.apply({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "bad"},
+                "spec": {"parentRefs": [{"name": "example-gateway"}], "hostnames": ["bad.example.com"],
+                         "rules": [{"backendRefs": [{"name": "no-such-svc", "port": 80}]}]}})
+
+    def resolved_refs() -> dict[str, str]:
+        rt = json.loads(live.kubectl("get", "httproute", "bad", "-o", "json"))
+        got = {c["type"]: c for c in rt["status"]["parents"][0]["conditions"]}["ResolvedRefs"]
+        assert got["status"] == "False"
+        return dict(got)
+
+    assert until(resolved_refs)["reason"] == "BackendNotFound"
+    assert live.get("/", "bad.example.com")[0] == 500
+    assert live.get("/login", "foo.example.com")[1]["server"] == "foo-svc"
