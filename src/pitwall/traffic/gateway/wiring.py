@@ -7,7 +7,9 @@ the start with its field paths) and again, atomically, on ``POST
 when a configuration is posted to Kong's admin endpoint at
 ``/kong-admin/config`` on pitwall's API port. A rejected configuration
 leaves the one in force untouched. Each applied configuration is recorded
-as a ``config`` change event.
+as a ``config`` change event. With the Kubernetes API, Ingresses and
+Gateway API HTTPRoutes are routes too (``kubesource``), tried before the
+file's routes.
 """
 
 from __future__ import annotations
