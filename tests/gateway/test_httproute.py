@@ -272,3 +272,37 @@ async def test_httproutes_end_to_end(stack: tuple[KubeAPI, httpx.AsyncClient, Ec
     await eventually(later)
     assert (await c.get(GW, "HTTPRoute", "split", "default"))["metadata"]["resourceVersion"] == before
     assert orjson.loads((await http.get("/later")).content)["server"] == "web"
+
+
+async def test_two_servers_agree_on_status(stack: tuple[KubeAPI, httpx.AsyncClient, EchoAt]) -> None:
+    """A second server's gateway (another listen address) adds its address beside the first's; then both
+    find the status as they want it and write nothing more (no write-back loop between servers)."""
+    api, _, _ = stack
+    c = api.client
+    await c.create(CLASS)
+    await c.create(gateway())
+    await c.create({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "pitwall"},
+                    "spec": {"controller": "pitwall.dev/gateway"}})
+    await c.create({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "metadata": {"name": "site", "namespace": "default"},
+                    "spec": {"ingressClassName": "pitwall", "defaultBackend": {
+                        "service": {"name": "web", "port": {"number": 80}}}}})
+    other = KubeRouteSource(c, lambda routes: None, "127.0.0.2")
+    task = asyncio.create_task(other.run())
+    try:
+        async def both() -> bool:
+            gw = await c.get(GW, "Gateway", "gw", "default")
+            ing = await c.get("networking.k8s.io/v1", "Ingress", "site", "default")
+            ips = {a["value"] for a in gw.get("status", {}).get("addresses", [])}
+            ing_ips = {i["ip"] for i in ing.get("status", {}).get("loadBalancer", {}).get("ingress", [])}
+            return ips == ing_ips == {"127.0.0.1", "127.0.0.2"}
+
+        await eventually(both)
+        rvs = [(await c.get(GW, "Gateway", "gw", "default"))["metadata"]["resourceVersion"],
+               (await c.get("networking.k8s.io/v1", "Ingress", "site", "default"))["metadata"]["resourceVersion"]]
+        await asyncio.sleep(1.0)  # several settle periods: a loop would have written again by now
+        assert rvs == [(await c.get(GW, "Gateway", "gw", "default"))["metadata"]["resourceVersion"],
+                       (await c.get("networking.k8s.io/v1", "Ingress", "site",
+                                    "default"))["metadata"]["resourceVersion"]]
+    finally:
+        task.cancel()

@@ -470,7 +470,7 @@ def _gateway_status(gw: Obj, attached: Mapping[tuple[str, str, str], int], addre
                 _cond("ResolvedRefs", True, "ResolvedRefs", "", gen)]})
     return {"addresses": [{"type": "IPAddress", "value": address}], "listeners": listeners,
             "conditions": [_cond("Accepted", True, "Accepted", "handled by pitwall's gateway", gen),
-                           _cond("Programmed", True, "Programmed", f"served on {address}", gen)]}
+                           _cond("Programmed", True, "Programmed", "served on the gateway's listener", gen)]}
 
 
 def with_transition_times(new: list[Obj], old: list[Obj] | None) -> list[Obj]:

@@ -127,9 +127,10 @@ class KubeRouteSource:
     async def _write_status(self, ing: Obj) -> None:
         from pitwall.kube import KubeError
 
-        want = [{"ip": self.address}]
-        if ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") == want:
-            return
+        have = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+        if {"ip": self.address} in have:
+            return  # servers with other listen addresses add theirs beside it: no write-back loop
+        want = [*have, {"ip": self.address}]
         fresh = {**ing, "status": {**(ing.get("status") or {}), "loadBalancer": {"ingress": want}}}
         try:
             await self.client.update_status(fresh)
@@ -148,7 +149,9 @@ class KubeRouteSource:
             old_listeners = {ls.get("name"): ls for ls in old.get("listeners") or []}
             listeners = [{**ls, "conditions": with_transition_times(
                 ls["conditions"], (old_listeners.get(ls["name"]) or {}).get("conditions"))} for ls in want["listeners"]]
-            await self._put_status(gw, {**old, "addresses": want["addresses"], "listeners": listeners,
+            have = list(old.get("addresses") or [])  # other servers' addresses stay, in place: no write-back loop
+            addresses = have + [a for a in want["addresses"] if a not in have]
+            await self._put_status(gw, {**old, "addresses": addresses, "listeners": listeners,
                                         "conditions": with_transition_times(want["conditions"], old.get("conditions"))})
         for key, rt in self.objects["HTTPRoute"].items():
             ours = g.route_parents.get(key, [])
