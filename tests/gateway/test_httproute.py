@@ -91,6 +91,7 @@ def test_matching_precedence() -> None:
               created="2026-02-01T00:00:00Z"),
         route("hosts", [{"backendRefs": [to("host")]}], hostnames=["api.example.com"]),
         route("wild", [{"backendRefs": [to("wild")]}], hostnames=["*.example.com"]),
+        route("wild2", [{"backendRefs": [to("any")]}], hostnames=["*.b.example.com"]),
     ]
     t = translate_gateway_api([CLASS], [gateway()], routes, SERVICES, address="127.0.0.1")
     assert pick(t, "GET", "x", "/foo") == "b"  # Exact first
@@ -104,7 +105,8 @@ def test_matching_precedence() -> None:
     assert pick(t, "GET", "x", "/re/12x?v=2") is None  # the regex matches the whole path
     assert pick(t, "GET", "x", "/same/1") == "old"  # then the oldest route
     assert pick(t, "GET", "api.example.com", "/foo") == "host"  # the most specific hostname first
-    assert pick(t, "GET", "a.b.example.com:8080", "/foo") == "wild"
+    assert pick(t, "GET", "c.example.com:8080", "/foo") == "wild"
+    assert pick(t, "GET", "a.b.example.com", "/foo") == "any"  # the longer wildcard first
     assert pick(t, "GET", "example.com", "/foo") == "b"
 
 

@@ -23,7 +23,7 @@ RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -170,9 +170,33 @@ def _value_matcher(m: Obj, lower: bool) -> tuple[str, str | None, Regex | None]:
 class HTTPRouteTable:
     """HTTPRoute matches in precedence order; never changed once built."""
 
-    entries: list[_Entry] = field(default_factory=list)
+    entries: list[_Entry] = field(default_factory=list)  # in precedence order
     scheme: str = "http"
     port: int = 80
+
+    def __post_init__(self) -> None:
+        # Indexed by hostname so a request looks at its own host's matches only. The hostname ranks
+        # first in the precedence, so exact host, then wildcards by longest suffix, then no hostname
+        # visits the entries in the same order as one scan of ``entries``.
+        self.exact: dict[str, list[_Entry]] = {}
+        self.wildcard: dict[str, list[_Entry]] = {}  # ".example.com" for "*.example.com"
+        self.any_host: list[_Entry] = []
+        for e in self.entries:
+            if e.host is None:
+                self.any_host.append(e)
+            elif e.host.startswith("*."):
+                self.wildcard.setdefault(e.host[1:], []).append(e)
+            else:
+                self.exact.setdefault(e.host, []).append(e)
+
+    def _candidates(self, host: str) -> Iterator[_Entry]:
+        yield from self.exact.get(host, ())
+        if self.wildcard:
+            i = host.find(".")
+            while i >= 0:
+                yield from self.wildcard.get(host[i:], ())
+                i = host.find(".", i + 1)
+        yield from self.any_host
 
     def find(self, req: Request, ctx: Ctx) -> RouteRT | None:
         """The route (backend) for ``req`` with the rule's filters applied, or None; a redirect or an
@@ -180,8 +204,10 @@ class HTTPRouteTable:
         if not self.entries:
             return None
         host = _host_only(req.host)
-        query = {k: v for k, v in reversed(parse_qsl(req.query, keep_blank_values=True))}  # the first value
-        for e in self.entries:
+        query: dict[str, str] | None = None
+        for e in self._candidates(host):
+            if query is None:
+                query = {k: v for k, v in reversed(parse_qsl(req.query, keep_blank_values=True))}  # first value
             if e.matches(host, req, query):
                 return self._apply(e, req, ctx)
         return None
