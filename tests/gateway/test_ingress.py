@@ -112,8 +112,9 @@ def test_port_names_and_problems() -> None:
 
 
 class Stack:
-    def __init__(self, api: KubeAPI, gw: GatewayServer, source: KubeRouteSource, http: httpx.AsyncClient) -> None:
-        self.api, self.gw, self.source, self.http = api, gw, source, http
+    def __init__(self, api: KubeAPI, gw: GatewayServer, source: KubeRouteSource, http: httpx.AsyncClient,
+                 changes: list[str]) -> None:
+        self.api, self.gw, self.source, self.http, self.changes = api, gw, source, http, changes
 
 
 @pytest.fixture
@@ -133,12 +134,17 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         def publish(routes: IngressRoutes) -> None:
             gw.kube_routes = routes
 
-        source = KubeRouteSource(api.client, publish, "127.0.0.1")
+        changes: list[str] = []
+
+        async def record(summary: str, details: Obj) -> None:
+            changes.append(summary)
+
+        source = KubeRouteSource(api.client, publish, "127.0.0.1", record=record)
         task = asyncio.create_task(source.run())
         http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{gw.port}", timeout=10)
         try:
             await asyncio.wait_for(source.synced.wait(), 10)
-            yield Stack(api, gw, source, http)
+            yield Stack(api, gw, source, http, changes)
         finally:
             task.cancel()
             await http.aclose()
@@ -183,6 +189,9 @@ async def test_ingress_routes_requests_to_services(stack: Stack) -> None:
             return bool(got.get("status", {}).get("loadBalancer", {}).get("ingress") == [{"ip": "127.0.0.1"}])
 
         await eventually(status_written)
+        # one change event for the Ingress; its status write and the Services' changes add none
+        assert [x for x in stack.changes if "1 Ingresses" in x] == \
+            ["gateway Kubernetes routes applied: 1 Ingresses, 0 HTTPRoutes, 0 HTTPRoute matches"]
 
         # a change swaps the routes: the class goes away, the Ingress is no longer ours
         await c.delete("networking.k8s.io/v1", "IngressClass", "pitwall")
@@ -191,6 +200,12 @@ async def test_ingress_routes_requests_to_services(stack: Stack) -> None:
             return (await stack.http.get("/x", headers={"Host": "www.example.com"})).status_code == 404
 
         await eventually(unrouted)
+
+        async def address_dropped() -> bool:
+            got = await c.get("networking.k8s.io/v1", "Ingress", "site", "default")
+            return not got.get("status", {}).get("loadBalancer", {}).get("ingress")
+
+        await eventually(address_dropped)
     finally:
         for b in backends:
             await b.stop()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pitwall.traffic.gateway.gatewayapi import (
@@ -45,9 +45,11 @@ class KubeRouteSource:
     """Follows the kinds in ``_KINDS``; ``publish(routes)`` after each settled change."""
 
     def __init__(self, client: Any, publish: Callable[[KubeRoutes], None], address: str, *, port: int = 80,
-                 scheme: str = "http") -> None:
+                 scheme: str = "http", record: Callable[[str, Obj], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.publish = publish
+        self.record = record  # told (summary, details) when the set of served objects changes
+        self._served: frozenset[tuple[str, str, str, int]] | None = None
         self.address = address
         self.port = port
         self.scheme = scheme
@@ -117,11 +119,39 @@ class KubeRouteSource:
         t, g = await asyncio.to_thread(self._translate, snap)
         self.publish(KubeRoutes(g.table, t.routes))
         self.synced.set()
+        await self._record(t, g, snap)
         for key, errs in t.problems.items():
             log.warning("gateway: Ingress %s partly served: %s", key, "; ".join(errs))
         for ing in t.served:
             await self._write_status(ing)
+        served = {_key(i) for i in t.served}
+        for ing_key, ing in snap["Ingress"].items():
+            if ing_key not in served:
+                await self._drop_address(ing)
         await self._write_gateway_api_status(g)
+
+    async def _record(self, t: IngressTranslation, g: Translation, snap: dict[str, dict[tuple[str, str], Obj]]) \
+            -> None:
+        """One change event when the served objects or their specs (generations) change; status writes and
+        unrelated Services do not count."""
+        served = {("Ingress", *_key(i), int((i.get("metadata") or {}).get("generation") or 0)) for i in t.served}
+        served |= {("HTTPRoute", ns, name, int((snap["HTTPRoute"][(ns, name)].get("metadata") or {})
+                                               .get("generation") or 0))
+                   for ns, name in g.route_parents if (ns, name) in snap["HTTPRoute"]}
+        now = frozenset(served)
+        if now == self._served:
+            return
+        first = self._served is None
+        self._served = now
+        if self.record is None or (first and not now):
+            return
+        n_ing = sum(1 for x in now if x[0] == "Ingress")
+        summary = (f"gateway Kubernetes routes applied: {n_ing} Ingresses, {len(now) - n_ing} HTTPRoutes, "
+                   f"{len(g.table.entries)} HTTPRoute matches")
+        try:
+            await self.record(summary, {"ingresses": n_ing, "httproutes": len(now) - n_ing})
+        except Exception:  # the routes are in force either way; only their record is lost
+            log.exception("gateway: recording the Kubernetes routes change failed")
 
     def _translate(self, snap: dict[str, dict[tuple[str, str], Obj]]) -> tuple[IngressTranslation, Translation]:
         classes = {name: c for (_, name), c in snap["IngressClass"].items()}
@@ -143,6 +173,14 @@ class KubeRouteSource:
             await self.client.update_status(fresh)
         except KubeError as e:  # changed meanwhile (its watch event brings a new round) or deleted
             log.debug("gateway: Ingress status not written: %s", e)
+
+    async def _drop_address(self, ing: Obj) -> None:
+        """An Ingress no longer ours (its class changed or went away) stops showing our address."""
+        status = ing.get("status") or {}
+        have = (status.get("loadBalancer") or {}).get("ingress") or []
+        if {"ip": self.address} in have:
+            await self._put_status(ing, {**status, "loadBalancer": {
+                "ingress": [a for a in have if a != {"ip": self.address}]}})
 
     async def _write_gateway_api_status(self, g: Translation) -> None:
         for (_, name), cls in self.objects["GatewayClass"].items():

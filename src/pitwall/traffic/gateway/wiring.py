@@ -143,7 +143,8 @@ class GatewayPart:
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
         if self.kube_client is not None:
             self.kube_source = KubeRouteSource(self.kube_client, self._publish_kube, status_address(host),
-                                               port=self.server.port, scheme="https" if self._ssl else "http")
+                                               port=self.server.port, scheme="https" if self._ssl else "http",
+                                               record=self._record_kube)
             self.tasks.spawn(self.kube_source.run(), name="gateway-kube-routes")
         log.info("gateway listening", extra={"listen": self.listen, "routes": len(initial.routes)})
 
@@ -154,6 +155,11 @@ class GatewayPart:
             self.server = None
 
     # configuration
+
+    async def _record_kube(self, summary: str, details: dict[str, Any]) -> None:
+        if self.changes is not None:
+            await self.changes.record(ChangeEvent(kind="config", summary=summary, source="gateway",
+                                                  details={"source": "kubernetes", **details}))
 
     def _publish_kube(self, routes: KubeRoutes) -> None:
         """Swap in the routes translated from Kubernetes objects (one reference, as ``apply`` does)."""
