@@ -19,7 +19,7 @@ from pitwall.traffic import ServiceProxy
 from pitwall.traffic.gateway.context import Ctx, Request
 from pitwall.traffic.gateway.crds import gateway_api_crds
 from pitwall.traffic.gateway.declarative import load_declarative
-from pitwall.traffic.gateway.gatewayapi import intersect, translate_gateway_api
+from pitwall.traffic.gateway.gatewayapi import CRD_BUNDLE, intersect, translate_gateway_api
 from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 from pitwall.traffic.gateway.kubesource import KubeRouteSource
 from pitwall.traffic.gateway.proxy import GatewayServer
@@ -261,7 +261,10 @@ async def test_httproutes_end_to_end(stack: tuple[KubeAPI, httpx.AsyncClient, Ec
     assert _conds(gw["status"])["Programmed"] == ("True", "Programmed")
     assert gw["status"]["listeners"][0]["attachedRoutes"] == 3
     cls = await c.get(GW, "GatewayClass", "pitwall")
-    assert _conds(cls["status"])["Accepted"] == ("True", "Accepted")
+    assert _conds(cls["status"]) == {"Accepted": ("True", "Accepted"),
+                                     "SupportedVersion": ("True", "SupportedVersion")}
+    crd = await c.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", "gatewayclasses.gateway.networking.k8s.io")
+    assert crd["metadata"]["annotations"]["gateway.networking.k8s.io/bundle-version"] == CRD_BUNDLE
     assert (await http.get("/split")).status_code == 200
     # the status write is stable: a second rebuild writes nothing (same resourceVersion)
     before = (await c.get(GW, "HTTPRoute", "split", "default"))["metadata"]["resourceVersion"]

@@ -41,6 +41,7 @@ CONTROLLER = "pitwall.dev/gateway"
 GROUP = "gateway.networking.k8s.io"
 SUPPORTED_FILTERS = frozenset({"RequestHeaderModifier", "ResponseHeaderModifier", "RequestRedirect", "URLRewrite"})
 _SCHEME_PORTS = {"http": 80, "https": 443}
+CRD_BUNDLE = "v1.6.1"  # the vendored CRDs' gateway.networking.k8s.io/bundle-version
 
 
 def _meta(o: Obj) -> Obj:
@@ -296,8 +297,10 @@ def translate_gateway_api(classes: Iterable[Obj], gateways: Iterable[Obj], route
                           port: int = 80) -> Translation:
     """pitwall's Gateways and the HTTPRoutes attached to them as a table, with every status to write."""
     ours = {_name(c): c for c in classes if (c.get("spec") or {}).get("controllerName") == CONTROLLER}
-    class_status = {n: {"conditions": [_cond("Accepted", True, "Accepted", "handled by pitwall's gateway",
-                                             int(_meta(c).get("generation") or 0))]} for n, c in ours.items()}
+    class_status = {n: {"conditions": [
+        _cond("Accepted", True, "Accepted", "handled by pitwall's gateway", int(_meta(c).get("generation") or 0)),
+        _cond("SupportedVersion", True, "SupportedVersion", f"pitwall serves the Gateway API CRDs {CRD_BUNDLE}",
+              int(_meta(c).get("generation") or 0))]} for n, c in ours.items()}
     gws = {(_ns(g), _name(g)): g for g in gateways if (g.get("spec") or {}).get("gatewayClassName") in ours}
     attached: dict[tuple[str, str, str], int] = {}
     entries: list[_Entry] = []
