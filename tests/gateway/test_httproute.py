@@ -311,3 +311,15 @@ async def test_two_servers_agree_on_status(stack: tuple[KubeAPI, httpx.AsyncClie
                                     "default"))["metadata"]["resourceVersion"]]
     finally:
         task.cancel()
+
+
+def test_allowed_routes_namespace_selector() -> None:
+    gw = gateway(listeners=[{"name": "sel", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {
+        "from": "Selector", "selector": {"matchLabels": {"shared-gateway": "true"}}}}}])
+    rt = route("r", [{"backendRefs": [to("a")]}])
+    for labels, want in (({"shared-gateway": "true"}, ("True", "Accepted")),
+                         ({"shared-gateway": "no"}, ("False", "NotAllowedByListeners"))):
+        t = translate_gateway_api([CLASS], [gw], [rt], SERVICES, address="127.0.0.1",
+                                  namespaces={"default": {"metadata": {"name": "default", "labels": labels}}})
+        assert _conds(t.route_parents[("default", "r")][0])["Accepted"] == want
+        assert (pick(t, "GET", "x", "/") == "a") == (want[0] == "True")

@@ -4,8 +4,8 @@ A GatewayClass is pitwall's when ``spec.controllerName`` is
 ``pitwall.dev/gateway``; every listener (HTTP or HTTPS) of every Gateway of
 such a class is served on the one gateway socket (``gateway.listen``). An
 HTTPRoute attaches through ``parentRefs`` (``sectionName``/``port`` pick
-listeners; ``allowedRoutes`` ``Same``/``All`` namespaces and kinds are
-honoured); its effective hostnames are the intersection of the listener's
+listeners; ``allowedRoutes`` namespaces ``Same``/``All``/``Selector`` and
+kinds are honoured); its effective hostnames are the intersection of the listener's
 hostname and its own (Gateway API wildcards cover any number of labels).
 
 Matching precedence is the specification's ("HTTPRouteRule" matches): the
@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl
 
 from pitwall.core.regex import Regex, RegexError
 from pitwall.core.regex import compile as re2_compile
+from pitwall.kube import match_label_selector_object
 from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
 from pitwall.traffic.gateway.ingress import kube_route, kube_service
 from pitwall.traffic.gateway.runtime import RouteRT
@@ -294,8 +295,10 @@ def _cond(typ: str, ok: bool, reason: str, message: str, generation: int) -> Obj
 
 def translate_gateway_api(classes: Iterable[Obj], gateways: Iterable[Obj], routes: Iterable[Obj],
                           services: Mapping[tuple[str, str], Obj], *, address: str, scheme: str = "http",
-                          port: int = 80) -> Translation:
-    """pitwall's Gateways and the HTTPRoutes attached to them as a table, with every status to write."""
+                          port: int = 80, namespaces: Mapping[str, Obj] | None = None) -> Translation:
+    """pitwall's Gateways and the HTTPRoutes attached to them as a table, with every status to write;
+    ``namespaces`` (by name) give the labels ``allowedRoutes.namespaces.from: Selector`` is matched on."""
+    labels = {n: (_meta(o).get("labels") or {}) for n, o in (namespaces or {}).items()}
     ours = {_name(c): c for c in classes if (c.get("spec") or {}).get("controllerName") == CONTROLLER}
     class_status = {n: {"conditions": [
         _cond("Accepted", True, "Accepted", "handled by pitwall's gateway", int(_meta(c).get("generation") or 0)),
@@ -306,7 +309,7 @@ def translate_gateway_api(classes: Iterable[Obj], gateways: Iterable[Obj], route
     entries: list[_Entry] = []
     route_parents: dict[tuple[str, str], list[Obj]] = {}
     for rt in sorted(routes, key=lambda r: (str(_meta(r).get("creationTimestamp") or ""), _ns(r), _name(r))):
-        parents = _route(rt, gws, services, attached, entries)
+        parents = _route(rt, gws, services, attached, entries, labels)
         if parents:
             route_parents[(_ns(rt), _name(rt))] = parents
     entries.sort(key=lambda e: e.key)
@@ -322,17 +325,22 @@ def _listener_ok(ls: Obj) -> bool:
     return ls.get("protocol") in ("HTTP", "HTTPS")
 
 
-def _allows(ls: Obj, gw: Obj, route_ns: str) -> bool:
+def _allows(ls: Obj, gw: Obj, route_ns: str, ns_labels: Mapping[str, dict[str, str]]) -> bool:
     allowed = ls.get("allowedRoutes") or {}
     kinds = allowed.get("kinds")
     if kinds and not any(k.get("kind") == "HTTPRoute" and k.get("group", GROUP) == GROUP for k in kinds):
         return False
-    frm = (allowed.get("namespaces") or {}).get("from", "Same")
+    namespaces = allowed.get("namespaces") or {}
+    frm = namespaces.get("from", "Same")
+    if frm == "Selector":
+        return route_ns in ns_labels and match_label_selector_object(namespaces.get("selector") or {},
+                                                                    ns_labels[route_ns])
     return frm == "All" or (frm == "Same" and route_ns == _ns(gw))
 
 
 def _route(rt: Obj, gws: Mapping[tuple[str, str], Obj], services: Mapping[tuple[str, str], Obj],
-           attached: dict[tuple[str, str, str], int], entries: list[_Entry]) -> list[Obj]:
+           attached: dict[tuple[str, str, str], int], entries: list[_Entry],
+           ns_labels: Mapping[str, dict[str, str]]) -> list[Obj]:
     ns, spec = _ns(rt), rt.get("spec") or {}
     gen = int(_meta(rt).get("generation") or 0)
     route_hosts = [str(h).lower() for h in spec.get("hostnames") or []]
@@ -353,7 +361,7 @@ def _route(rt: Obj, gws: Mapping[tuple[str, str], Obj], services: Mapping[tuple[
         if not picked:
             reason, message = "NoMatchingParent", "no HTTP listener matches sectionName/port"
         else:
-            allowed = [ls for ls in picked if _allows(ls, gw, ns)]
+            allowed = [ls for ls in picked if _allows(ls, gw, ns, ns_labels)]
             if not allowed:
                 reason, message = "NotAllowedByListeners", "the listeners' allowedRoutes do not admit this route"
             for ls in allowed:

@@ -33,7 +33,7 @@ SETTLE_S = 0.05
 RELIST_MAX_S = 5.0
 _GW = "gateway.networking.k8s.io/v1"
 _KINDS = (("networking.k8s.io/v1", "IngressClass"), ("networking.k8s.io/v1", "Ingress"), ("v1", "Service"),
-          (_GW, "GatewayClass"), (_GW, "Gateway"), (_GW, "HTTPRoute"))
+          (_GW, "GatewayClass"), (_GW, "Gateway"), (_GW, "HTTPRoute"), ("v1", "Namespace"))
 
 
 def _key(o: Obj) -> tuple[str, str]:
@@ -158,7 +158,8 @@ class KubeRouteSource:
         t = translate_ingresses(snap["Ingress"].values(), classes, snap["Service"])
         g = translate_gateway_api(snap["GatewayClass"].values(), snap["Gateway"].values(),
                                   snap["HTTPRoute"].values(), snap["Service"],
-                                  address=self.address, scheme=self.scheme, port=self.port)
+                                  address=self.address, scheme=self.scheme, port=self.port,
+                                  namespaces={name: o for (_, name), o in snap["Namespace"].items()})
         return t, g
 
     async def _write_status(self, ing: Obj) -> None:
