@@ -159,6 +159,7 @@ def test_ingress_through_kubectl(live: Live, backends: Backends) -> None:
         return cols
 
     until(row)
+    assert "pathType" in live.kubectl("explain", "ingress.spec.rules.http.paths")  # the upstream schema
     classes = live.kubectl("get", "ingressclass").splitlines()
     assert classes[0].split() == ["NAME", "CONTROLLER", "PARAMETERS", "AGE"]
     assert classes[1].split()[:3] == ["pitwall", "pitwall.dev/gateway", "<none>"]
@@ -200,6 +201,10 @@ def test_gateway_api_examples_through_kubectl(live: Live, backends: Backends) ->
     rows = live.kubectl("get", "gateway", "example-gateway").splitlines()
     assert rows[0].split()[:4] == ["NAME", "CLASS", "ADDRESS", "PROGRAMMED"]
     assert rows[1].split()[:4] == ["example-gateway", "example-gateway-class", "127.0.0.1", "True"]
+
+    routes = live.kubectl("get", "httproutes").splitlines()
+    assert routes[0].split() == ["NAME", "HOSTNAMES", "AGE"]
+    assert any(r.split()[:2] == ["foo-route", '["foo.example.com"]'] for r in routes[1:]), routes
 
     # a bad route (a Service that does not exist): ResolvedRefs False, BackendNotFound; others unharmed
     live.apply({"apiVersion": GW, "kind": "HTTPRoute", "metadata": {"name": "bad"},
