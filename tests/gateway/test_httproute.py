@@ -19,7 +19,7 @@ from pitwall.traffic import ServiceProxy
 from pitwall.traffic.gateway.context import Ctx, Request
 from pitwall.traffic.gateway.crds import gateway_api_crds
 from pitwall.traffic.gateway.declarative import load_declarative
-from pitwall.traffic.gateway.gatewayapi import CRD_BUNDLE, intersect, translate_gateway_api
+from pitwall.traffic.gateway.gatewayapi import CRD_BUNDLE, duration_s, intersect, translate_gateway_api
 from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 from pitwall.traffic.gateway.kubesource import KubeRouteSource
 from pitwall.traffic.gateway.proxy import GatewayServer
@@ -63,6 +63,10 @@ def pick(t: Any, method: str, host: str, target: str, headers: dict[str, str] | 
 
 
 SERVICES = {("default", n): {} for n in ("a", "b", "c", "d", "e", "f", "old", "new", "host", "wild", "any")}
+
+
+def test_durations() -> None:
+    assert [duration_s(x) for x in ("10s", "500ms", "1h", "1m30s", "0s")] == [10.0, 0.5, 3600.0, 90.0, 0.0]
 
 
 def test_intersection() -> None:
@@ -219,6 +223,9 @@ async def test_httproutes_end_to_end(stack: tuple[KubeAPI, httpx.AsyncClient, Ec
              "scheme": "https", "hostname": "new.example.com", "path": {"type": "ReplaceFullPath",
                                                                       "replaceFullPath": "/new"},
              "statusCode": 301}}]}]))
+    await c.create(route("slow", [{"matches": [{"path": {"type": "PathPrefix", "value": "/sleep"}}],
+                                   "timeouts": {"request": "10s", "backendRequest": "300ms"},
+                                   "backendRefs": [to("web")]}]))
     await c.create(route("broken", [{"matches": [{"path": {"type": "PathPrefix", "value": "/broken"}}],
                                      "backendRefs": [to("no-such-service")]}]))
 
@@ -244,6 +251,11 @@ async def test_httproutes_end_to_end(stack: tuple[KubeAPI, httpx.AsyncClient, Ec
     assert seen["headers"]["host"] == "internal.svc"
     assert r.headers["x-echo-name"] == "hidden" and r.headers["x-resp"] == "r" and "set-cookie" not in r.headers
 
+    # the rule's timeouts: the backend sleeps 2 s, the 300 ms backendRequest answers 504 first
+    r = await http.get("/sleep/2")
+    assert r.status_code == 504 and "timing out" in r.text
+    assert (await http.get("/sleep/0")).status_code == 200
+
     r = await http.get("/old?x=1")
     assert (r.status_code, r.headers["location"]) == (301, "https://new.example.com/new?x=1")
 
@@ -259,7 +271,7 @@ async def test_httproutes_end_to_end(stack: tuple[KubeAPI, httpx.AsyncClient, Ec
     await eventually(bad_status)
     gw = await c.get(GW, "Gateway", "gw", "default")
     assert _conds(gw["status"])["Programmed"] == ("True", "Programmed")
-    assert gw["status"]["listeners"][0]["attachedRoutes"] == 3
+    assert gw["status"]["listeners"][0]["attachedRoutes"] == 4
     cls = await c.get(GW, "GatewayClass", "pitwall")
     assert _conds(cls["status"]) == {"Accepted": ("True", "Accepted"),
                                      "SupportedVersion": ("True", "SupportedVersion")}

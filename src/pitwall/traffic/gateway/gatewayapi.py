@@ -17,12 +17,14 @@ then rule and match order. ``RegularExpression`` paths (RE2, whole path)
 rank after every prefix (implementation-specific in the spec). Weighted
 ``backendRefs`` are split by smooth weighted round-robin; a backend that
 does not resolve takes its share as a 500, as the spec asks. Filters:
-RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite.
+RequestHeaderModifier, ResponseHeaderModifier, RequestRedirect, URLRewrite;
+``timeouts`` bound each upstream attempt.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +35,7 @@ from pitwall.core.regex import compile as re2_compile
 from pitwall.kube import match_label_selector_object
 from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
 from pitwall.traffic.gateway.ingress import kube_route, kube_service
-from pitwall.traffic.gateway.runtime import RouteRT
+from pitwall.traffic.gateway.runtime import RouteRT, ServiceRT
 
 __all__ = ["CONTROLLER", "GROUP", "HTTPRouteTable", "Translation", "translate_gateway_api"]
 
@@ -407,6 +409,8 @@ def _rules(rt: Obj, rules: list[Obj], services: Mapping[tuple[str, str], Obj]) \
             route, problem = _backend(ns, ref, services, f"httproute:{ns}/{_name(rt)}:{i}:{j}")
             if problem is not None and resolved[0] == "ResolvedRefs":
                 resolved = problem
+            if route is not None and route.service is not None:
+                _apply_timeouts(route.service, rule.get("timeouts") or {})
             items.append((route, int(ref.get("weight", 1))))
         filters = _Filters()
         for f in rule.get("filters") or []:
@@ -429,6 +433,27 @@ def _rules(rt: Obj, rules: list[Obj], services: Mapping[tuple[str, str], Obj]) \
                 unsupported = unsupported or f"spec.rules[{i}].matches: invalid RE2 regular expression: {e}"
         out.append(_Compiled(matches, _Backends(items), filters, i))
     return out, resolved, unsupported
+
+
+_DURATION = re.compile(r"([0-9]+)(ms|h|m|s)")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def duration_s(text: str) -> float:
+    """A Gateway API Duration (``1h``, ``10s``, ``500ms``, ``1m30s``) in seconds; the CRD validates the form."""
+    return sum(int(n) * _UNIT_S[u] for n, u in _DURATION.findall(text))
+
+
+def _apply_timeouts(svc: ServiceRT, timeouts: Obj) -> None:
+    """``timeouts.request`` and ``backendRequest`` bound each upstream attempt (504 when one runs out);
+    ``0s`` (or absent) leaves Kong's 60 s defaults."""
+    limits = [duration_s(str(timeouts[k])) for k in ("request", "backendRequest") if timeouts.get(k)]
+    limits = [x for x in limits if x > 0]
+    if limits:
+        t = min(limits)
+        svc.connect_timeout_s = min(svc.connect_timeout_s, t)
+        svc.read_timeout_s = min(svc.read_timeout_s, t)
+        svc.write_timeout_s = min(svc.write_timeout_s, t)
 
 
 def _backend(ns: str, ref: Obj, services: Mapping[tuple[str, str], Obj], owner: str) \
