@@ -265,7 +265,7 @@ def build(settings: Settings) -> Components:
         raise
     cp = build_control_plane(settings, metrics, logs, traces, rules) if settings.kube.enabled else None
     gateway = None if settings.gateway.listen is None else build_gateway_part(
-        settings, metrics=metrics.store, kube_client=cp.kube.api.client if cp else None,
+        settings, metrics=metrics.store, kube=cp.kube.api if cp else None,
         changes=cp.changes if cp else None)
     # Incidents live in the control plane's state store; without a control plane they start one of their own.
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)

@@ -21,6 +21,7 @@ from pitwall.kube.errors import (
 )
 from pitwall.kube.meta import fmt_time, parse_time
 from pitwall.kube.metricsapi import MetricsProvider
+from pitwall.kube.selectors import match_label_selector_object
 from pitwall.kube.server import KubeAPI
 from pitwall.kube.views import KubePodSource, KubeWorkloads
 from pitwall.kube.wiring import build_kube
@@ -44,5 +45,6 @@ __all__ = [
     "WatchEvent",
     "build_kube",
     "fmt_time",
+    "match_label_selector_object",
     "parse_time",
 ]

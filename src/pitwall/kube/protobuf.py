@@ -2,7 +2,7 @@
 
 kubectl's typed clients (``kubectl create namespace|configmap|secret|
 deployment|job|cronjob|service|serviceaccount``, ``kubectl run``, ``kubectl
-expose``, ``kubectl autoscale`` (an autoscaling/v1 HPA)) send ``application/vnd.kubernetes.protobuf``: the magic bytes
+expose``, ``kubectl autoscale`` (an autoscaling/v1 HPA), ``kubectl create ingress``) send ``application/vnd.kubernetes.protobuf``: the magic bytes
 ``k8s\\0`` and a ``runtime.Unknown`` holding the type and the encoded object.
 This module reads that wire format for those kinds with a table of their
 messages (field number -> JSON name and type, as Kubernetes' protobuf
@@ -183,6 +183,26 @@ _MSG: dict[str, dict[int, F]] = {
     "RoleRef": {1: ("apiGroup", "s", ""), 2: ("kind", "s", ""), 3: ("name", "s", "")},
     "RoleBinding": {1: ("metadata", "m:ObjectMeta", ""), 2: ("subjects", "m:RbacSubject", "r"),
                     3: ("roleRef", "m:RoleRef", "")},
+    # networking.k8s.io/v1 (kubectl create ingress|ingressclass)
+    "Ingress": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:IngressSpec", ""),
+                3: ("status", "m:IngressStatus", "")},
+    "IngressSpec": {4: ("ingressClassName", "s", ""), 1: ("defaultBackend", "m:IngressBackend", ""),
+                    2: ("tls", "m:IngressTLS", "r"), 3: ("rules", "m:IngressRule", "r")},
+    "IngressBackend": {4: ("service", "m:IngressServiceBackend", ""),
+                       3: ("resource", "m:TypedLocalObjectReference", "")},
+    "IngressServiceBackend": {1: ("name", "s", ""), 2: ("port", "m:ServiceBackendPort", "")},
+    "ServiceBackendPort": {1: ("name", "s", ""), 2: ("number", "i", "")},
+    "TypedLocalObjectReference": {1: ("apiGroup", "s", ""), 2: ("kind", "s", ""), 3: ("name", "s", "")},
+    "IngressTLS": {1: ("hosts", "s", "r"), 2: ("secretName", "s", "")},
+    "IngressRule": {1: ("host", "s", ""), 2: ("", "m:IngressRuleValue", "n")},
+    "IngressRuleValue": {1: ("http", "m:HTTPIngressRuleValue", "")},
+    "HTTPIngressRuleValue": {1: ("paths", "m:HTTPIngressPath", "r")},
+    "HTTPIngressPath": {1: ("path", "s", ""), 3: ("pathType", "s", ""), 2: ("backend", "m:IngressBackend", "")},
+    "IngressStatus": {},
+    "IngressClass": {1: ("metadata", "m:ObjectMeta", ""), 2: ("spec", "m:IngressClassSpec", "")},
+    "IngressClassSpec": {1: ("controller", "s", ""), 2: ("parameters", "m:IngressClassParametersReference", "")},
+    "IngressClassParametersReference": {1: ("apiGroup", "s", ""), 2: ("kind", "s", ""), 3: ("name", "s", ""),
+                                        4: ("scope", "s", ""), 5: ("namespace", "s", "")},
 }
 
 # (group, kind) -> root message
@@ -196,7 +216,8 @@ _ROOTS = {("", "Namespace"): "Namespace", ("", "ConfigMap"): "ConfigMap", ("", "
           ("authentication.k8s.io", "TokenRequest"): "TokenRequest",
           ("rbac.authorization.k8s.io", "Role"): "Role", ("rbac.authorization.k8s.io", "ClusterRole"): "ClusterRole",
           ("rbac.authorization.k8s.io", "RoleBinding"): "RoleBinding",
-          ("rbac.authorization.k8s.io", "ClusterRoleBinding"): "RoleBinding"}
+          ("rbac.authorization.k8s.io", "ClusterRoleBinding"): "RoleBinding",
+          ("networking.k8s.io", "Ingress"): "Ingress", ("networking.k8s.io", "IngressClass"): "IngressClass"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -264,7 +285,8 @@ def _scalar(typ: str, wt: int, v: Any) -> Any:
 
 # Status is the server's to write: fields of these messages that the table lacks are skipped, not refused.
 _LENIENT = {"NamespaceStatus", "PodStatus", "ServiceStatus", "LoadBalancerStatus", "DeploymentStatus", "JobStatus",
-            "CronJobStatus", "SubjectAccessReviewStatus", "SubjectRulesReviewStatus", "SelfSubjectReviewStatus"}
+            "CronJobStatus", "SubjectAccessReviewStatus", "SubjectRulesReviewStatus", "SelfSubjectReviewStatus",
+            "IngressStatus"}
 
 
 def _message(name: str, buf: bytes) -> Any:

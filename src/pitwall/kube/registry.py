@@ -110,6 +110,8 @@ BUILTIN: tuple[ResourceType, ...] = (
        categories=_ALL, subresources=("status",)),  # a view of the v2 objects (convert.py)
     _b("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", has_generation=False),
     _b("coordination.k8s.io", "v1", "Lease", "leases", has_generation=False),
+    _b("networking.k8s.io", "v1", "Ingress", "ingresses", short_names=("ing",), subresources=("status",)),
+    _b("networking.k8s.io", "v1", "IngressClass", "ingressclasses", False),
     _b("events.k8s.io", "v1", "Event", "events", short_names=("ev",), storage="events", has_generation=False),
     _b("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
        verbs=("create",), has_generation=False),
@@ -128,7 +130,7 @@ BUILTIN: tuple[ResourceType, ...] = (
 
 # Groups in the order kube-apiserver lists them (preferred first); CRD groups follow.
 _GROUP_ORDER = ("", "apps", "events.k8s.io", "authentication.k8s.io", "authorization.k8s.io", "autoscaling", "batch",
-                "rbac.authorization.k8s.io", "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io")
+                "networking.k8s.io", "rbac.authorization.k8s.io", "discovery.k8s.io", "coordination.k8s.io", "apiextensions.k8s.io", "metrics.k8s.io")
 
 
 class Registry:

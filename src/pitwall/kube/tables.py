@@ -127,6 +127,29 @@ def _endpoints(o: Obj) -> str:
     return ",".join(out[:3]) + (f" + {len(out) - 3} more..." if len(out) > 3 else "")
 
 
+def _ingress_hosts(o: Obj) -> str:
+    """kubectl's formatHosts: the first three rule hosts, then how many more rules; ``*`` when none."""
+    rules = _g(o, "spec", "rules", default=[])
+    hosts = [r["host"] for r in rules[:3] if r.get("host")]
+    if not hosts:
+        return "*"
+    return ",".join(hosts) + (f" + {len(rules) - 3} more..." if len(rules) > 3 else "")
+
+
+def _ingress_address(o: Obj) -> str:
+    out = ",".join(i.get("ip") or i.get("hostname") or "" for i in _g(o, "status", "loadBalancer", "ingress",
+                                                                        default=[]))
+    return out if len(out) <= 16 else out[:13] + "..."
+
+
+def _ingress_class_params(o: Obj) -> str:
+    p = _g(o, "spec", "parameters")
+    if not p:
+        return "<none>"
+    kind = f"{p.get('kind', '')}.{p['apiGroup']}" if p.get("apiGroup") else str(p.get("kind", ""))
+    return f"{kind}/{p.get('name', '')}"
+
+
 def _job_duration(o: Obj) -> str:
     start = parse_time(_g(o, "status", "startTime"))
     if start is None:
@@ -302,6 +325,18 @@ _COLUMNS: dict[tuple[str, str], list[Col]] = {
         ("Port(s)", "string", 0, _ports, "Port(s) of the service."),
         ("Age", "string", 0, _age, _AGE_DESC),
         ("Selector", "string", 1, lambda o: _none(",".join(f"{k}={v}" for k, v in sorted((_g(o, "spec", "selector", default={})).items()))), "Route service traffic to pods with label keys and values matching this selector."),
+    ],
+    ("networking.k8s.io", "Ingress"): [
+        ("Class", "string", 0, lambda o: _none(_g(o, "spec", "ingressClassName")), "The name of the IngressClass resource that should be used for additional configuration"),
+        ("Hosts", "string", 0, _ingress_hosts, "Hosts that incoming requests are matched against before the ingress rule"),
+        ("Address", "string", 0, _ingress_address, "Address is a list containing ingress points for the load-balancer"),
+        ("Ports", "string", 0, lambda o: "80, 443" if _g(o, "spec", "tls") else "80", "Ports of TLS configurations that open"),
+        ("Age", "string", 0, _age, _AGE_DESC),
+    ],
+    ("networking.k8s.io", "IngressClass"): [
+        ("Controller", "string", 0, lambda o: _g(o, "spec", "controller", default=""), "Controller that is responsible for handling this class"),
+        ("Parameters", "string", 0, _ingress_class_params, "A reference to a resource with additional parameters"),
+        ("Age", "string", 0, _age, _AGE_DESC),
     ],
     ("", "Endpoints"): [
         ("Endpoints", "string", 0, _endpoints, "Endpoints of the service."),

@@ -28,6 +28,7 @@ ROOTS = [
     "io.k8s.apimachinery.pkg.apis.meta.v1.WatchEvent", "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
     "io.k8s.api.rbac.v1.Role", "io.k8s.api.rbac.v1.ClusterRole", "io.k8s.api.rbac.v1.RoleBinding",
     "io.k8s.api.rbac.v1.ClusterRoleBinding", "io.k8s.api.authentication.v1.TokenRequest",
+    "io.k8s.api.networking.v1.Ingress", "io.k8s.api.networking.v1.IngressClass",
 ]
 
 

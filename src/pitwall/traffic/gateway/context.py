@@ -121,7 +121,7 @@ class ResponseHead:
 class Ctx:
     """Per-request state shared by the plugins: route, consumer, credential, headers to add to the response."""
 
-    __slots__ = ("authenticated_groups", "client_ip", "consumer", "credential", "matched_path",
+    __slots__ = ("authenticated_groups", "client_ip", "consumer", "credential", "matched_path", "on_response",
                  "req", "resp_headers", "route", "service", "start", "upstream_ms", "upstream_path")
 
     def __init__(self, req: Request, client_ip: str, start: float) -> None:
@@ -136,7 +136,8 @@ class Ctx:
         self.authenticated_groups: list[str] | None = None
         self.resp_headers: list[tuple[str, str]] | None = None
         self.upstream_ms = -1.0
-        self.upstream_path: str | None = None  # set by request-transformer's replace.uri
+        self.upstream_path: str | None = None  # set by request-transformer's replace.uri, an HTTPRoute URLRewrite
+        self.on_response: Any = None  # an HTTPRoute's ResponseHeaderModifier: called with the ResponseHead
 
     def add_response_header(self, name: str, value: str) -> None:
         if self.resp_headers is None:

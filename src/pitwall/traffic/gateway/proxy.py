@@ -35,6 +35,7 @@ from typing import cast
 import httptools
 
 from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
+from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT, ServiceRT
 from pitwall.traffic.gateway.upstream import (
     BadResponse,
@@ -85,6 +86,7 @@ class GatewayServer:
     def __init__(self, config: GatewayConfig, *, resolve: Resolver | None = None,
                  max_body_bytes: int = 16 << 20) -> None:
         self.config = config
+        self.kube_routes: KubeRoutes | None = None  # swapped whole, as ``config`` is
         self.resolve = resolve
         self.max_body_bytes = max_body_bytes
         self.pools = Pools()
@@ -118,13 +120,9 @@ class GatewayServer:
         route: RouteRT | None = None
         bytes_in = len(req.body)
         try:
-            m = cfg.router.find(req.method, req.host, req.path, req.headers)
-            if m is None:
-                raise kong_error(404, "no Route matched with those values")
-            route = m.route
+            route = self._route(cfg, req, ctx)
             ctx.route = route
             ctx.service = route.service
-            ctx.matched_path = m.matched_path
             if route.https_only:
                 raise _https_redirect(route, req)
             if route.plugins:
@@ -136,6 +134,8 @@ class GatewayServer:
             head = ResponseHead(r.status, list(r.headers), r.body)
         if ctx.resp_headers:
             head.extra.extend(ctx.resp_headers)
+        if ctx.on_response is not None:
+            ctx.on_response(head)
         total_ms = int((time.perf_counter() - ctx.start) * 1000)
         if ctx.upstream_ms >= 0:  # Kong's latency headers: upstream's time, and the gateway's own
             head.extra += [("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(int(ctx.upstream_ms))),
@@ -157,6 +157,21 @@ class GatewayServer:
             except Exception:
                 log.exception("gateway plugin log phase failed", extra={"plugin": p.name})
         return head
+
+    def _route(self, cfg: GatewayConfig, req: Request, ctx: Ctx) -> RouteRT:
+        """HTTPRoutes, then Ingress rules, then Kong's routes, then an Ingress default backend (documented)."""
+        kube = self.kube_routes
+        if kube is not None:
+            got = kube.find(req, ctx)
+            if got is not None:
+                return got
+        m = cfg.router.find(req.method, req.host, req.path, req.headers)
+        if m is not None:
+            ctx.matched_path = m.matched_path
+            return cast(RouteRT, m.route)
+        if kube is not None and kube.default is not None:
+            return kube.default
+        raise kong_error(404, "no Route matched with those values")
 
     def _access(self, cfg: GatewayConfig, route: RouteRT, ctx: Ctx) -> None:
         """Run the access phase; once an auth plugin names a consumer, the consumer's own chain continues."""

@@ -7,7 +7,9 @@ the start with its field paths) and again, atomically, on ``POST
 when a configuration is posted to Kong's admin endpoint at
 ``/kong-admin/config`` on pitwall's API port. A rejected configuration
 leaves the one in force untouched. Each applied configuration is recorded
-as a ``config`` change event.
+as a ``config`` change event. With the Kubernetes API, Ingresses and
+Gateway API HTTPRoutes are routes too (``kubesource``), tried before the
+file's routes.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.metrics import Appender
+from pitwall.traffic.gateway.crds import gateway_api_crds
 from pitwall.traffic.gateway.declarative import DeclarativeError, KongState, dump, load_declarative
+from pitwall.traffic.gateway.kuberoutes import KubeRoutes
+from pitwall.traffic.gateway.kubesource import KubeRouteSource
 from pitwall.traffic.gateway.proxy import GatewayServer, Resolver
 from pitwall.traffic.gateway.runtime import compile_state
 from pitwall.traffic.gateway.stats import GatewayStats
@@ -79,6 +84,7 @@ class GatewayPart:
     config_file: Path | None
     stats: GatewayStats
     resolve: Resolver | None = None
+    kube_client: Any = None  # the Kubernetes API's client: Ingresses become routes (every server, no leader)
     changes: ChangeSink | None = None
     tls: tuple[Path, Path] | None = None  # (cert, key): the server's tls_cert_file/tls_key_file, as every listener
     name: str = "gateway"
@@ -88,6 +94,7 @@ class GatewayPart:
     _mtime: float | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ssl: ssl.SSLContext | None = None
+    kube_source: KubeRouteSource | None = None
 
     # Part
 
@@ -134,6 +141,11 @@ class GatewayPart:
         gc.freeze()
         self.tasks.spawn(self.stats.run(), name="gateway-metrics-flush")
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
+        if self.kube_client is not None:
+            self.kube_source = KubeRouteSource(self.kube_client, self._publish_kube, status_address(host),
+                                               port=self.server.port, scheme="https" if self._ssl else "http",
+                                               record=self._record_kube)
+            self.tasks.spawn(self.kube_source.run(), name="gateway-kube-routes")
         log.info("gateway listening", extra={"listen": self.listen, "routes": len(initial.routes)})
 
     async def stop(self) -> None:
@@ -143,6 +155,18 @@ class GatewayPart:
             self.server = None
 
     # configuration
+
+    async def _record_kube(self, summary: str, details: dict[str, Any]) -> None:
+        if self.changes is not None:
+            await self.changes.record(ChangeEvent(kind="config", summary=summary, source="gateway",
+                                                  details={"source": "kubernetes", **details}))
+
+    def _publish_kube(self, routes: KubeRoutes) -> None:
+        """Swap in the routes translated from Kubernetes objects (one reference, as ``apply`` does)."""
+        if self.server is not None:
+            self.server.kube_routes = routes
+        log.info("gateway Kubernetes routes applied", extra={"ingresses": routes.ingress.count,
+                                                              "httproute_matches": len(routes.http.entries)})
 
     async def _read_file(self) -> KongState:
         assert self.config_file is not None
@@ -258,13 +282,24 @@ def _kong_json(status: int, body: Any) -> Response:
     return Response(orjson.dumps(body), status, media_type="application/json; charset=utf-8")
 
 
-def build_gateway_part(settings: Any, *, metrics: Appender | None, kube_client: Any = None,
+def build_gateway_part(settings: Any, *, metrics: Appender | None, kube: Any = None,
                        changes: ChangeSink | None = None) -> GatewayPart:
-    """The gateway for ``settings.gateway`` (inactive while ``listen`` is unset)."""
+    """The gateway for ``settings.gateway`` (inactive while ``listen`` is unset). With ``kube`` (the
+    ``KubeAPI``, not started yet) the Gateway API CRDs are installed and Ingresses/HTTPRoutes become routes."""
     g = settings.gateway
+    kube_client = None
+    if kube is not None:
+        if g.listen is not None:
+            kube.add_builtin_crds(gateway_api_crds())
+        kube_client = kube.client
     tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file else None
     return GatewayPart(listen=g.listen, config_file=g.declarative_config, stats=GatewayStats(metrics),
                        resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes,
-                       tls=tls)
+                       tls=tls, kube_client=kube_client)
+
+
+def status_address(host: str) -> str:
+    """The address an Ingress's status shows: the listen host (loopback when it listens on every address)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
 
 
