@@ -8,6 +8,7 @@ import os
 import httpx
 import pytest
 
+from pitwall.node.podconfig import source_address_env
 from tests.node.conftest import (
     HTTP_SERVER,
     IGNORE_TERM,
@@ -409,3 +410,28 @@ async def test_watch_expired_relists(node: Node, monkeypatch: pytest.MonkeyPatch
     await node.client.create(pod("after-gone", py("c", "import time; time.sleep(60)")))
     await until(lambda: _if(node.container("after-gone"), lambda s: "running" in (s.get("state") or {})))
     assert len(calls) >= 2
+
+
+async def test_a_pods_connections_leave_from_its_own_address(node: Node) -> None:
+    """Connections to loopback addresses come from POD_IP (the preloaded library), not 127.0.0.1."""
+    if not source_address_env("127.42.0.9"):
+        pytest.skip("pitwall.node._podsource was not built (no C compiler)")
+    seen: list[str] = []
+
+    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.append(w.get_extra_info("peername")[0])
+        w.close()
+    srv = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    code = (f"import socket, time\nsocket.create_connection(('127.0.0.1', {port})).close()\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.connect(('127.0.0.1', %d)); s.close()\n"
+            "time.sleep(30)\n" % port)
+    await node.client.create(pod("caller", py("c", code)))
+    async with srv:
+        await until(lambda: _ready_when(len(seen) == 2), timeout=30)
+    ip = (await node.status("caller"))["podIP"]
+    assert seen == [ip, "127.0.0.1"]  # a socket the program bound itself keeps its address
+
+
+async def _ready_when(v: bool) -> bool:
+    return v

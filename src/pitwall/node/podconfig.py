@@ -7,6 +7,8 @@ in-process client; a missing one raises ``ConfigError`` (the kubelet's
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import sys
 import time
@@ -115,6 +117,7 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
     env: dict[str, str] = {"PATH": pod_path(),
                            "HOSTNAME": pod_name, "POD_IP": pod_ip,
                            "PITWALL_POD_ROOT": str(root)}
+    env.update(source_address_env(pod_ip))
     for k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "HOME", "VIRTUAL_ENV"):
         if k in os.environ:
             env[k] = os.environ[k]
@@ -185,6 +188,20 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom")
     return env
+
+def source_address_env(pod_ip: str) -> dict[str, str]:
+    """``LD_PRELOAD`` of the library that makes the pod's connections to loopback addresses leave from
+    ``pod_ip`` (so Services, the mesh and NetworkChaos see which pod calls), when it was built; a
+    container's own ``env`` may set ``LD_PRELOAD`` to something else (or empty) to opt out."""
+    lib = _podsource_library()
+    return {"LD_PRELOAD": lib, "PITWALL_POD_SOURCE_IP": pod_ip} if lib and pod_ip else {}
+
+
+@functools.cache
+def _podsource_library() -> str:
+    spec = importlib.util.find_spec("pitwall.node._podsource")  # located, never imported (no Python API)
+    return spec.origin if spec is not None and spec.origin and os.path.exists(spec.origin) else ""
+
 
 def pod_path() -> str:
     """A container's ``PATH``: the server's, with the directory of the server's own interpreter first.
