@@ -25,6 +25,8 @@ from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.core.params import all_params, tenant_of
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.loki_push import LabelCache, decode_push
+from pitwall.logs.logql.detected import detect_fields, detected_labels, field_values
+from pitwall.logs.logql.parser import parse_log_selector
 from pitwall.logs.model import Direction, LogStream, Matcher
 from pitwall.logs.params import (
     NS,
@@ -39,6 +41,9 @@ from pitwall.logs.settings import LogsSettings
 from pitwall.logs.store import LogSource
 
 MAX_POINTS = 11_000
+DETECTED_LINE_LIMIT = 1000  # Loki's defaults for detected_fields' line_limit and field_limit
+DETECTED_FIELD_LIMIT = 1000
+MAX_DETECTED_FIELDS = 10_000  # pitwall's bound on field names (and values) held per request
 LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
 
 
@@ -198,6 +203,53 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         ts = end / NS
         result = [{"metric": dict(lbl), "value": [ts, str(v)]} for lbl, v in vols[:limit]]
         return _success({"resultType": "vector", "result": result})
+
+    async def detection_streams(request: Request, p: Any) -> list[dict[str, Any]]:
+        """The newest ``line_limit`` entries of a log query, categorized (Loki's detected_fields read)."""
+        expr = _query_param(p)
+        parse_log_selector(expr)  # Loki: ParseLogSelector, metric queries refused
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), DETECTED_LINE_LIMIT)
+        mx = deps.settings.limits.max_entries_limit_per_query
+        if limit > mx:
+            raise BadData(f"max entries limit per query exceeded, limit > max_entries_limit_per_query "
+                          f"({limit} > {mx})")
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(deps.engine.query_range, q, expr, start, end, default_step_ns(start, end),
+                                      limit=limit, direction=Direction.BACKWARD)
+        return list(res.to_loki_data(categorize_labels=True)["result"])
+
+    @_get_post(r, "/loki/api/v1/detected_labels")
+    async def detected_labels_(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        q = store.querier(tenant_of(request))
+        ms = selector(p)
+
+        def collect() -> list[dict[str, Any]]:
+            values: dict[str, set[str]] = {}
+            for lbl in q.series(ms, start, end + 1):
+                for k, v in lbl:
+                    values.setdefault(k, set()).add(v)
+            return detected_labels(values)
+
+        return _json({"detectedLabels": await run_in_threadpool(collect)})
+
+    @_get_post(r, "/loki/api/v1/detected_fields")
+    async def detected_fields_(request: Request) -> Response:
+        p = await all_params(request)
+        field_limit = min(parse_limit(p.get("field_limit") or p.get("limit"), DETECTED_FIELD_LIMIT),
+                          MAX_DETECTED_FIELDS)
+        streams = await detection_streams(request, p)
+        fields = await run_in_threadpool(detect_fields, streams, field_limit)
+        return _json({"fields": fields, "limit": field_limit})
+
+    @_get_post(r, "/loki/api/v1/detected_field/{name}/values")
+    async def detected_field_values(name: str, request: Request) -> Response:
+        p = await all_params(request)
+        limit = min(parse_limit(p.get("limit"), DETECTED_FIELD_LIMIT), MAX_DETECTED_FIELDS)
+        streams = await detection_streams(request, p)
+        return _json({"values": await run_in_threadpool(field_values, streams, name, limit)})
 
     @r.get("/loki/api/v1/status/buildinfo")
     async def buildinfo() -> Response:

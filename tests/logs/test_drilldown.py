@@ -1,0 +1,130 @@
+"""Loki's endpoints for Grafana's Logs Drilldown app, called as the app calls them.
+
+The app (grafana/logs-drilldown, ``getResource('detected_labels' | 'detected_fields' | 'patterns', ...)``)
+sends ``query`` plus ``start``/``end`` as ISO 8601 (``range.from.utc().toISOString()``) and reads
+``detectedLabels``, ``fields`` and ``data`` from Loki's JSON; errors are Loki's plain text.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from pitwall.logs.logql.detected import detected_labels, determine_type
+from tests.logs.conftest import now_ns, push_body
+
+pytestmark = pytest.mark.timeout(60)
+S = 10**9
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / S, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.fixture
+async def loaded(client: httpx.AsyncClient) -> tuple[httpx.AsyncClient, int]:
+    t = (now_ns() // S - 600) * S
+    body = push_body({
+        (("app", "api"), ("cluster", "eu"), ("pod", "api-1"), ("build", "42")): [
+            [t, json.dumps({"level": "info", "msg": "served", "status": 200, "took": "12ms",
+                            "req": {"path": "/a", "size": "1KB"}})],
+            [t + S, json.dumps({"level": "error", "msg": "served", "status": 500, "took": "1.5s",
+                                "req": {"path": "/b", "size": "2KB"}}), {"trace_id": "ab12"}],
+        ],
+        (("app", "web"), ("cluster", "eu"), ("pod", "web-1"), ("build", "43")): [
+            [t + 2 * S, "level=warn caller=main.go ratio=0.5 ok=true"],
+            [t + 3 * S, "level=info caller=main.go ratio=0.75 ok=false"],
+        ],
+        (("app", "cron"), ("cluster", "eu"), ("pod", "cron-1"), ("build", "44")): [[t, "tick"]],
+    })
+    r = await client.post("/loki/api/v1/push", json=body)
+    assert r.status_code == 204, r.text
+    return client, t
+
+
+def _window(t: int) -> dict[str, str]:
+    return {"start": _iso(t - 3600 * S), "end": _iso(t + 60 * S)}
+
+
+async def test_detected_labels_as_drilldown_asks(loaded: tuple[httpx.AsyncClient, int]) -> None:
+    client, t = loaded
+    r = await client.get("/loki/api/v1/detected_labels", params={"query": "", **_window(t)})
+    assert r.status_code == 200, r.text
+    got = {d["label"]: d["cardinality"] for d in r.json()["detectedLabels"]}
+    # build: every value numeric, an id, dropped; cluster: static, kept with one value
+    assert got == {"app": 3, "cluster": 1, "pod": 3, "service_name": 3}
+    r = await client.get("/loki/api/v1/detected_labels", params={"query": '{app="web"}', **_window(t)})
+    assert {d["label"]: d["cardinality"] for d in r.json()["detectedLabels"]} == {"app": 1, "cluster": 1, "pod": 1,
+                                                                                 "service_name": 1}
+    r = await client.get("/loki/api/v1/detected_labels", params={"start": _iso(10 * S), "end": _iso(20 * S)})
+    assert r.json() == {"detectedLabels": []}
+
+
+def test_detected_label_rules() -> None:
+    uuids = ["6f1c6b55-1c0e-4b8e-9a55-25a6b0f1a9f1", "0b0e6f0e-5a0e-4c1e-8f1e-1f2e3d4c5b6a"]
+    got = detected_labels({"ids": [*uuids, "7"], "flag": ["0", "1"], "one": ["x"], "n": ["1", "2", "3"],
+                           "namespace": ["1"], "__stream_shard__": ["a", "b"], "mixed": ["1", "x"]})
+    assert got == [{"label": "flag", "cardinality": 2}, {"label": "mixed", "cardinality": 2},
+                   {"label": "namespace", "cardinality": 1}, {"label": "one", "cardinality": 1}]
+
+
+@pytest.mark.parametrize(("value", "kind"), [
+    ("200", "int"), ("-3", "int"), ("0.5", "float"), ("1e3", "float"), ("true", "boolean"), ("F", "boolean"),
+    ("12ms", "duration"), ("1h30m", "duration"), ("2KB", "bytes"), ("5 MiB", "bytes"), ("served", "string"),
+    ("", "string"), ("99999999999999999999", "float"),
+])
+def test_field_types_as_loki_determines_them(value: str, kind: str) -> None:
+    assert determine_type(value) == kind
+
+
+async def test_detected_fields_json_logfmt_and_metadata(loaded: tuple[httpx.AsyncClient, int]) -> None:
+    client, t = loaded
+    r = await client.get("/loki/api/v1/detected_fields", params={"query": '{cluster="eu"}', **_window(t)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["limit"] == 1000
+    fields = {f["label"]: f for f in body["fields"]}
+    assert fields["status"] == {"label": "status", "type": "int", "cardinality": 2, "parsers": ["json"],
+                                "jsonPath": ["status"]}
+    assert fields["req_path"]["jsonPath"] == ["req", "path"]
+    assert fields["req_size"]["type"] == "bytes"
+    assert fields["took"]["type"] == "duration" and fields["took"]["cardinality"] == 2
+    assert fields["ratio"] == {"label": "ratio", "type": "float", "cardinality": 2, "parsers": ["logfmt"]}
+    assert fields["ok"]["type"] == "boolean"
+    assert fields["level"]["parsers"] == ["json", "logfmt"] or fields["level"]["parsers"] == ["logfmt", "json"]
+    assert fields["level"]["cardinality"] == 3
+    # structured metadata: no parser
+    assert fields["trace_id"]["parsers"] is None
+    assert fields["detected_level"]["parsers"] is None
+    assert "tick" not in fields and "app" not in fields
+    r = await client.get("/loki/api/v1/detected_fields",
+                         params={"query": '{cluster="eu"} | logfmt', "field_limit": "2", **_window(t)})
+    assert len(r.json()["fields"]) == 2 and r.json()["limit"] == 2
+
+
+async def test_detected_field_values(loaded: tuple[httpx.AsyncClient, int]) -> None:
+    client, t = loaded
+    r = await client.get("/loki/api/v1/detected_field/level/values", params={"query": '{cluster="eu"}',
+                                                                            **_window(t)})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"values": ["error", "info", "warn"]}
+    r = await client.get("/loki/api/v1/detected_field/trace_id/values",
+                         params={"query": '{app="api"}', **_window(t)})
+    assert r.json() == {"values": ["ab12"]}
+
+
+@pytest.mark.parametrize(("path", "params", "needle"), [
+    ("/loki/api/v1/detected_fields", {"query": "sum(rate({a=\"b\"}[1m]))"}, "only log selector is supported"),
+    ("/loki/api/v1/detected_fields", {}, "missing query parameter"),
+    ("/loki/api/v1/detected_fields", {"query": '{a="b"}', "line_limit": "999999999"}, "max entries limit"),
+    ("/loki/api/v1/detected_labels", {"query": "{a="}, "parse error"),
+])
+async def test_drilldown_errors_are_loki_plain_text(client: httpx.AsyncClient, path: str,
+                                                    params: dict[str, str], needle: str) -> None:
+    r = await client.get(path, params=params)
+    assert r.status_code == 400
+    assert r.headers["content-type"].startswith("text/plain")
+    assert needle in r.text
