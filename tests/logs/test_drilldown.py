@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
+from pitwall.logs.drain import Drain, DrainConfig, detect_format
+from pitwall.logs.drain import patterns as drain_patterns
 from pitwall.logs.logql.detected import detected_labels, determine_type
 from tests.logs.conftest import now_ns, push_body
 
@@ -128,3 +130,64 @@ async def test_drilldown_errors_are_loki_plain_text(client: httpx.AsyncClient, p
     assert r.status_code == 400
     assert r.headers["content-type"].startswith("text/plain")
     assert needle in r.text
+
+
+# ---------------------------------------------------------------- patterns (Drain)
+
+
+def test_drain_clusters_as_loki() -> None:
+    d = Drain(detect_format("user 1 logged in"))
+    for i in range(5):
+        d.train(f"user {i} logged in from 10.0.0.{i} after {i * 3}ms", 0)
+        d.train(f"connection reset by peer addr=10.1.1.{i}:443", 0)
+    d.train("too few", 0)  # under 4 tokens: skipped, as Loki
+    d.train("x " * 100, 0)  # over 80 tokens: skipped
+    got = {d.pattern(c): c.size for c in d.clusters.values()}
+    assert got == {"user <_> logged in from <_> after <_>": 5, "connection reset by peer addr=<_>": 5}
+
+
+def test_drain_logfmt_and_json_tokenizers() -> None:
+    lines = [f'level=info ts=2024-01-0{i}T00:00:00Z msg="request done" status={200 + i} path=/a' for i in (1, 2, 3)]
+    assert detect_format(lines[0]) == "logfmt"
+    d = Drain("logfmt")
+    for line in lines:
+        d.train(line, 0)
+    assert [d.pattern(c) for c in d.clusters.values()] == ['level=info ts=<_> msg="request done" status=<_> path=/a']
+    d = Drain(detect_format('{"msg":"x"}'))
+    for i in range(3):
+        d.train(json.dumps({"msg": f"order {i} shipped to warehouse B", "level": "info"}), 0)
+    # Loki's JSON tokenizer patterns the message field, wrapped in placeholders
+    assert [d.pattern(c) for c in d.clusters.values()] == ["<_>order <_> shipped to warehouse B<_>"]
+
+
+def test_drain_bounded_clusters() -> None:
+    d = Drain("", DrainConfig(max_clusters=3))
+    for i in range(10):
+        d.train(" ".join(["word"] * (4 + i)), 0)  # a token count of its own: a new cluster each
+    assert len(d.clusters) == 3
+
+
+def test_patterns_bucketed_per_step() -> None:
+    entries = [(("a",), "info", f"job {i} done in {i}s ok", 1_000_000 + i * 1000) for i in range(30)]
+    got = drain_patterns(entries, 10_000, limit=10)
+    assert got == [{"pattern": "job <_> done in <_> ok", "level": "info",
+                    "samples": [[1000, 10], [1010, 10], [1020, 10]]}]
+
+
+async def test_patterns_as_drilldown_asks(client: httpx.AsyncClient) -> None:
+    t = (now_ns() // S - 600) // 60 * 60 * S
+    vals = [[t + i * S, f"GET /api/items/{i} 200 {i}ms"] for i in range(40)]
+    vals += [[t + i * S, f"level=error msg=\"db timeout\" attempt={i}"] for i in range(0, 40, 4)]
+    r = await client.post("/loki/api/v1/push", json=push_body({(("app", "shop"),): vals}))
+    assert r.status_code == 204, r.text
+    r = await client.get("/loki/api/v1/patterns", params={"query": '{app="shop"}', "step": "30s",
+                                                        "start": _iso(t - 60 * S), "end": _iso(t + 120 * S)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "success"
+    got = {(p["pattern"], p.get("level")): p["samples"] for p in body["data"]}
+    # one stream, two detected levels (Loki keeps a Drain per stream and level)
+    assert got[("GET <_> 200 <_>", "unknown")] == [[t // S, 30], [t // S + 30, 10]]
+    assert got[('level=error msg="db timeout" attempt=<_>', "error")] == [[t // S, 8], [t // S + 30, 2]]
+    r = await client.get("/loki/api/v1/patterns", params={"query": "{app=", "step": "30s"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/plain")

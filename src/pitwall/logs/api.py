@@ -23,6 +23,7 @@ from pitwall.core.errors import BadData, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.core.params import all_params, tenant_of
+from pitwall.logs.drain import patterns as drain_patterns
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.loki_push import LabelCache, decode_push
 from pitwall.logs.logql.detected import detect_fields, detected_labels, field_values
@@ -44,6 +45,9 @@ MAX_POINTS = 11_000
 DETECTED_LINE_LIMIT = 1000  # Loki's defaults for detected_fields' line_limit and field_limit
 DETECTED_FIELD_LIMIT = 1000
 MAX_DETECTED_FIELDS = 10_000  # pitwall's bound on field names (and values) held per request
+PATTERN_LINE_LIMIT = 20_000  # newest lines a /patterns request trains Drain on (capped by max entries)
+PATTERN_RESOLUTION_MS = 10_000  # Loki's pattern sample resolution; smaller steps are widened to it
+MAX_PATTERNS = 1000
 LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
 
 
@@ -204,13 +208,14 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         result = [{"metric": dict(lbl), "value": [ts, str(v)]} for lbl, v in vols[:limit]]
         return _success({"resultType": "vector", "result": result})
 
-    async def detection_streams(request: Request, p: Any) -> list[dict[str, Any]]:
+    async def detection_streams(request: Request, p: Any, default_limit: int = DETECTED_LINE_LIMIT
+                                ) -> list[dict[str, Any]]:
         """The newest ``line_limit`` entries of a log query, categorized (Loki's detected_fields read)."""
         expr = _query_param(p)
         parse_log_selector(expr)  # Loki: ParseLogSelector, metric queries refused
         start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
-        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), DETECTED_LINE_LIMIT)
         mx = deps.settings.limits.max_entries_limit_per_query
+        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), min(default_limit, mx))
         if limit > mx:
             raise BadData(f"max entries limit per query exceeded, limit > max_entries_limit_per_query "
                           f"({limit} > {mx})")
@@ -250,6 +255,31 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         limit = min(parse_limit(p.get("limit"), DETECTED_FIELD_LIMIT), MAX_DETECTED_FIELDS)
         streams = await detection_streams(request, p)
         return _json({"values": await run_in_threadpool(field_values, streams, name, limit)})
+
+    @_get_post(r, "/loki/api/v1/patterns")
+    async def patterns(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        step = parse_duration_ns(p["step"]) if p.get("step") else default_step_ns(start, end)
+        if step <= 0:
+            raise BadData("zero or negative query resolution step widths are not accepted. "
+                          "Try a positive integer")
+        step_ms = max(step // 1_000_000, PATTERN_RESOLUTION_MS)
+        streams = await detection_streams(request, p, PATTERN_LINE_LIMIT)
+
+        def entries() -> list[tuple[Any, str, str, int]]:
+            out = []
+            for st in streams:
+                key = tuple(sorted(st["stream"].items()))
+                for v in reversed(st["values"]):  # read newest first; Drain trains oldest first
+                    md = (v[2].get("structuredMetadata") or {}) if len(v) > 2 else {}
+                    level = md.get("detected_level") or st["stream"].get("detected_level", "")
+                    out.append((key, level, v[1], int(v[0]) // 1_000_000))
+            out.sort(key=lambda e: e[3])
+            return out
+
+        data = await run_in_threadpool(lambda: drain_patterns(entries(), step_ms, limit=MAX_PATTERNS))
+        return _success(data)
 
     @r.get("/loki/api/v1/status/buildinfo")
     async def buildinfo() -> Response:
