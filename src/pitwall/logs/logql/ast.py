@@ -19,6 +19,8 @@ __all__ = [
     "DurationLabelFilter",
     "Expr",
     "Grouping",
+    "IpLabelFilter",
+    "IpLineFilter",
     "JsonParser",
     "KeepLabels",
     "LabelFilter",
@@ -51,6 +53,14 @@ class LineFilterExpr:
 
     op: str
     patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IpLineFilter:
+    """``|= ip("...")`` / ``!= ip("...")``: lines holding (not holding) an address in the set."""
+
+    op: str
+    pattern: str
 
 
 @dataclass(frozen=True)
@@ -115,8 +125,18 @@ class BinaryLabelFilter:
     and_: bool
 
 
+@dataclass(frozen=True)
+class IpLabelFilter:
+    """``| name = ip("...")`` (``op`` ``=`` or ``!=``)."""
+
+    name: str
+    op: str
+    pattern: str
+
+
 LabelFilter = (
     StringLabelFilter | NumericLabelFilter | DurationLabelFilter | BytesLabelFilter | BinaryLabelFilter
+    | IpLabelFilter
 )
 
 
@@ -151,6 +171,7 @@ class Decolorize:
 
 Stage = (
     LineFilterExpr
+    | IpLineFilter
     | JsonParser
     | LogfmtParser
     | RegexpParser
