@@ -79,3 +79,10 @@ def test_ip_matching_units() -> None:
     assert not text_has_ip(v4, "::ffff:10.0.0.1")  # a v4-mapped v6 address is another family, as Go's netip
     v6 = compile_ip_pattern("2001:db8::/32")
     assert text_has_ip(v6, "peer=[2001:db8::1]:80") and not text_has_ip(v6, "peer=2001:db9::1")
+
+
+def test_ip_label_filter_in_metric_query_groups() -> None:
+    from tests.logs.logql.helpers import vector
+    q = querier(({"job": "x"}, LINES))
+    got = vector(q, 'sum by (msg) (count_over_time({job="x"} | logfmt | addr = ip("192.168.0.0/16") [1m]))', 10)
+    assert sorted(lbl["msg"] for lbl, _ in got) == ["a", "b"]

@@ -15,6 +15,7 @@ __all__ = [
     "BinaryLabelFilter",
     "BytesLabelFilter",
     "Decolorize",
+    "Distinct",
     "DropLabels",
     "DurationLabelFilter",
     "Expr",
@@ -169,6 +170,13 @@ class Decolorize:
     pass
 
 
+@dataclass(frozen=True)
+class Distinct:
+    """``| distinct a, b``: only the first entry of each combination of the labels' values."""
+
+    labels: tuple[str, ...]
+
+
 Stage = (
     LineFilterExpr
     | IpLineFilter
@@ -183,6 +191,7 @@ Stage = (
     | DropLabels
     | KeepLabels
     | Decolorize
+    | Distinct
 )
 
 

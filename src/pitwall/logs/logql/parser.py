@@ -75,7 +75,7 @@ VECTOR_OPS = frozenset(
     {"sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "sort", "sort_desc"}
 )
 _PARSER_STAGES = frozenset({"json", "logfmt", "regexp", "pattern", "unpack"})
-_STAGE_WORDS = _PARSER_STAGES | {"decolorize", "line_format", "label_format", "drop", "keep"}
+_STAGE_WORDS = _PARSER_STAGES | {"decolorize", "distinct", "line_format", "label_format", "drop", "keep"}
 _RESERVED = frozenset({"by", "without", "offset", "or", "and", "unless", "bool", "on", "ignoring"})
 _CMP = ("==", "!=", ">", ">=", "<", "<=")
 # Binary operator precedence, lowest first (Prometheus'/Loki's).
@@ -404,6 +404,13 @@ class _Parser:
             if name == "decolorize":
                 self.advance()
                 return ast.Decolorize()
+            if name == "distinct":
+                self.advance()
+                names = [self.expect_kind(Tok.IDENT).text]
+                while self.is_op(","):
+                    self.advance()
+                    names.append(self.expect_kind(Tok.IDENT).text)
+                return ast.Distinct(tuple(names))
             if name == "line_format":
                 self.advance()
                 s = self.expect_kind(Tok.STRING)

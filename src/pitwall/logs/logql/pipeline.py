@@ -23,6 +23,7 @@ import orjson
 from pitwall.core import regex
 from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
+from pitwall.logs.logql.errors import LogQLLimitError
 from pitwall.logs.logql.ipfilter import compile_ip_pattern, text_has_ip
 from pitwall.logs.logql.templates import TemplateError, compile_template
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
@@ -49,7 +50,9 @@ _DUPLICATE_SUFFIX = "_extracted"
 
 StageFn = Callable[[int, str, dict[str, str], frozenset[str]], "str | None"]
 
-_LINE_REWRITERS = (ast.LineFormat, ast.Decolorize, ast.UnpackParser)
+# Stages line filters may not be moved across: they rewrite the line, or (distinct) remember entries.
+_LINE_REWRITERS = (ast.LineFormat, ast.Decolorize, ast.UnpackParser, ast.Distinct)
+MAX_DISTINCT_KEYS = 1_000_000  # combinations one ``| distinct`` remembers before the query is refused
 _PUSHABLE_OPS = {
     "|=": LineFilterOp.CONTAINS,
     "!=": LineFilterOp.NOT_CONTAINS,
@@ -824,6 +827,29 @@ def _decolorize_stage(ts: int, line: str, labels: dict[str, str], base: frozense
     return _ANSI.sub("", line)
 
 
+def _distinct_stage(stage: ast.Distinct) -> StageFn:
+    """Loki's ``DistinctFilter``: an entry missing one of the labels passes; state lives for the query."""
+    names = stage.labels
+    seen: set[tuple[str, ...]] = set()
+
+    def run(ts: int, line: str, labels: dict[str, str], base: frozenset[str]) -> str | None:
+        key = []
+        for n in names:
+            v = labels.get(n)
+            if v is None:
+                return line
+            key.append(v)
+        k = tuple(key)
+        if k in seen:
+            return None
+        if len(seen) >= MAX_DISTINCT_KEYS:
+            raise LogQLLimitError(f"distinct: more than {MAX_DISTINCT_KEYS} distinct label combinations")
+        seen.add(k)
+        return line
+
+    return run
+
+
 def _line_filter_stage(stage: ast.LineFilterExpr) -> StageFn:
     pred = line_filter_predicate(stage.op, stage.patterns)
 
@@ -868,6 +894,8 @@ def _compile_stage(st: ast.Stage, required: frozenset[str] | None) -> StageFn:
         return _keep_stage(st)
     if isinstance(st, ast.Decolorize):
         return _decolorize_stage
+    if isinstance(st, ast.Distinct):
+        return _distinct_stage(st)
     return _label_filter_stage(st)
 
 
