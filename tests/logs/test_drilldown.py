@@ -123,6 +123,13 @@ async def test_detected_field_values(loaded: tuple[httpx.AsyncClient, int]) -> N
     ("/loki/api/v1/detected_fields", {}, "missing query parameter"),
     ("/loki/api/v1/detected_fields", {"query": '{a="b"}', "line_limit": "999999999"}, "max entries limit"),
     ("/loki/api/v1/detected_labels", {"query": "{a="}, "parse error"),
+    ("/loki/api/v1/detected_labels", {"start": "20", "end": "10"}, "end timestamp must not be before"),
+    ("/loki/api/v1/detected_fields", {"query": '{a="b"}', "line_limit": "abc"}, "invalid limit"),
+    ("/loki/api/v1/detected_fields", {"query": '{a="b"}', "field_limit": "0"}, "limit must be a positive value"),
+    ("/loki/api/v1/detected_field/x/values", {"query": '{a=~".*"}'}, "queries require at least one regexp"),
+    ("/loki/api/v1/patterns", {"query": '{a="b"}', "step": "0"}, "zero or negative query resolution step"),
+    ("/loki/api/v1/patterns", {"query": '{a="b"}', "step": "x"}, "invalid step"),
+    ("/loki/api/v1/patterns", {"query": 'rate({a="b"}[1m])'}, "only log selector is supported"),
 ])
 async def test_drilldown_errors_are_loki_plain_text(client: httpx.AsyncClient, path: str,
                                                     params: dict[str, str], needle: str) -> None:
