@@ -198,3 +198,21 @@ async def test_patterns_as_drilldown_asks(client: httpx.AsyncClient) -> None:
     assert got[('level=error msg="db timeout" attempt=<_>', "error")] == [[t // S, 8], [t // S + 30, 2]]
     r = await client.get("/loki/api/v1/patterns", params={"query": "{app=", "step": "30s"})
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/plain")
+
+
+async def test_index_volume_range_buckets(client: httpx.AsyncClient) -> None:
+    t = (now_ns() // S - 600) // 60 * 60 * S
+    body = push_body({(("app", "a"), ("env", "prod")): [[t + 5 * S, "x" * 10], [t + 65 * S, "y" * 7]],
+                      (("app", "b"), ("env", "prod")): [[t + 70 * S, "z" * 3]]})
+    assert (await client.post("/loki/api/v1/push", json=body)).status_code == 204
+    r = await client.get("/loki/api/v1/index/volume_range", params={
+        "query": '{env="prod"}', "start": str(t), "end": str(t + 119 * S), "step": "60s", "targetLabels": "app"})
+    assert r.status_code == 200, r.text
+    data = r.json()["data"]
+    assert data["resultType"] == "matrix"
+    got = {s["metric"]["app"]: s["values"] for s in data["result"]}
+    assert got == {"a": [[t // S, "10"], [t // S + 60, "7"]], "b": [[t // S + 60, "3"]]}
+    assert f'[{t // S},"10"]' in r.text  # whole seconds written as integers
+    r = await client.get("/loki/api/v1/index/volume_range", params={
+        "query": '{env="prod"}', "start": str(t), "end": str(t + 3600 * S), "step": "1s"})
+    assert r.status_code == 400 and "maximum resolution" in r.text

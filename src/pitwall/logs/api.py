@@ -48,6 +48,7 @@ MAX_DETECTED_FIELDS = 10_000  # pitwall's bound on field names (and values) held
 PATTERN_LINE_LIMIT = 20_000  # newest lines a /patterns request trains Drain on (capped by max entries)
 PATTERN_RESOLUTION_MS = 10_000  # Loki's pattern sample resolution; smaller steps are widened to it
 MAX_PATTERNS = 1000
+MAX_VOLUME_BUCKETS = 1000  # index/volume_range runs one index read per bucket
 LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
 
 
@@ -280,6 +281,35 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
 
         data = await run_in_threadpool(lambda: drain_patterns(entries(), step_ms, limit=MAX_PATTERNS))
         return _success(data)
+
+    @_get_post(r, "/loki/api/v1/index/volume_range")
+    async def index_volume_range(request: Request) -> Response:
+        """Bytes per label set per step bucket (Loki splits at step-aligned bounds; points at bucket starts)."""
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        step = parse_duration_ns(p["step"]) if p.get("step") else default_step_ns(start, end)
+        if step <= 0:
+            raise BadData("zero or negative query resolution step widths are not accepted. "
+                          "Try a positive integer")
+        if (end - start) // step >= MAX_VOLUME_BUCKETS:
+            raise BadData(f"exceeded maximum resolution of {MAX_VOLUME_BUCKETS:,} buckets for index/volume_range. "
+                          "Try increasing the value of the step parameter")
+        ms = selector(p)
+        limit = parse_limit(p.get("limit"), 100)
+        target = [x for x in (p.get("targetLabels") or "").split(",") if x] or None
+        q = store.querier(tenant_of(request))
+
+        def collect() -> list[dict[str, Any]]:
+            series: dict[Any, list[list[Any]]] = {}
+            lo = start
+            while lo <= end:
+                hi = min((lo // step + 1) * step, end + 1)
+                for lbl, v in q.volume(ms, lo, hi, target)[:limit]:
+                    series.setdefault(lbl, []).append([lo // NS if lo % NS == 0 else lo / NS, str(v)])
+                lo = hi
+            return [{"metric": dict(lbl), "values": vals} for lbl, vals in sorted(series.items())]
+
+        return _success({"resultType": "matrix", "result": await run_in_threadpool(collect)})
 
     @r.get("/loki/api/v1/status/buildinfo")
     async def buildinfo() -> Response:
