@@ -16,6 +16,7 @@ import pytest
 from pitwall.logs.drain import Drain, DrainConfig, detect_format
 from pitwall.logs.drain import patterns as drain_patterns
 from pitwall.logs.logql.detected import detected_labels, determine_type
+from tests.conftest import LiveServer
 from tests.logs.conftest import now_ns, push_body
 
 pytestmark = pytest.mark.timeout(60)
@@ -216,3 +217,28 @@ async def test_index_volume_range_buckets(client: httpx.AsyncClient) -> None:
     r = await client.get("/loki/api/v1/index/volume_range", params={
         "query": '{env="prod"}', "start": str(t), "end": str(t + 3600 * S), "step": "1s"})
     assert r.status_code == 400 and "maximum resolution" in r.text
+
+
+@pytest.mark.slow
+def test_drilldown_over_http_after_restart(live_server: LiveServer) -> None:
+    """The app's four calls over a real socket, with Grafana's resource-proxy header, after a restart."""
+    t = (now_ns() // S - 300) // 60 * 60 * S
+    vals = [[t + i * S, json.dumps({"msg": f"charged card {i} for order {i * 7}", "amount": i,
+                                       "level": "info"})] for i in range(20)]
+    r = httpx.post(live_server.url + "/loki/api/v1/push", json=push_body({(("app", "pay"), ("pod", "p-1")): vals}))
+    assert r.status_code == 204, r.text
+    live_server.restart()
+    hdr = {"X-Query-Tags": "Source=grafana-lokiexplore-app"}
+    window = {"start": _iso(t - 60 * S), "end": _iso(t + 120 * S)}
+    with httpx.Client(base_url=live_server.url, headers=hdr, timeout=30) as c:
+        labels = c.get("/loki/api/v1/detected_labels", params={"query": '{app="pay"}', **window}).json()
+        assert {d["label"] for d in labels["detectedLabels"]} == {"app", "pod", "service_name"}
+        fields = {f["label"]: f for f in c.get("/loki/api/v1/detected_fields",
+                                              params={"query": '{app="pay"}', **window}).json()["fields"]}
+        assert fields["amount"]["type"] == "int" and fields["amount"]["cardinality"] == 20
+        assert c.get("/loki/api/v1/detected_field/level/values",
+                     params={"query": '{app="pay"}', **window}).json() == {"values": ["info"]}
+        pats = c.get("/loki/api/v1/patterns", params={"query": '{app="pay"}', "step": "60s", **window}).json()
+        assert pats["status"] == "success"
+        assert [(p["pattern"], sum(n for _, n in p["samples"])) for p in pats["data"]] == [
+            ("<_>charged card <_> for order <_>", 20)]  # JSON: the msg field, wrapped; <_><_> folded
