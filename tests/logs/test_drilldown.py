@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pitwall.logs.drain import Drain, DrainConfig, detect_format
 from pitwall.logs.drain import patterns as drain_patterns
@@ -242,3 +244,34 @@ def test_drilldown_over_http_after_restart(live_server: LiveServer) -> None:
         assert pats["status"] == "success"
         assert [(p["pattern"], sum(n for _, n in p["samples"])) for p in pats["data"]] == [
             ("<_>charged card <_> for order <_>", 20)]  # JSON: the msg field, wrapped; <_><_> folded
+
+
+_PATHS = ["/loki/api/v1/detected_labels", "/loki/api/v1/detected_fields", "/loki/api/v1/detected_field/x/values",
+          "/loki/api/v1/patterns", "/loki/api/v1/index/volume_range"]
+_QUERIES = st.one_of(st.sampled_from(['{app="pay"}', '{app="pay"} | json', '{app=~"p.*"} |= ip("10.0.0.0/8")',
+                                      'rate({app="pay"}[1m])', "{", "", '{app="pay"} | distinct msg']),
+                     st.text(max_size=30))
+_VALUES = st.one_of(st.none(), st.integers(-(10**20), 10**20).map(str), st.text(max_size=12),
+                    st.sampled_from(["1s", "0", "-5m", "1e9", "NaN", "2026-12-05T21:00:00Z", "10ms"]))
+
+
+@pytest.mark.slow
+def test_drilldown_endpoints_never_fail_with_5xx(live_server: LiveServer) -> None:
+    """Random parameters: every answer is a 2xx or Loki's plain-text 4xx, never a server error."""
+    t = now_ns()
+    httpx.post(live_server.url + "/loki/api/v1/push",
+               json=push_body({(("app", "pay"),): [[t - i * S, f"msg=m{i} addr=10.0.0.{i} took={i}ms"]
+                                                   for i in range(30)]}))
+    keys = ("start", "end", "step", "line_limit", "field_limit", "limit", "targetLabels")
+    with httpx.Client(base_url=live_server.url, timeout=30) as c:
+
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(path=st.sampled_from(_PATHS), query=_QUERIES, vals=st.tuples(*[_VALUES] * len(keys)))
+        def run(path: str, query: str, vals: tuple[str | None, ...]) -> None:
+            params = {k: v for k, v in zip(keys, vals, strict=True) if v is not None}
+            r = c.get(path, params={"query": query, **params})
+            assert r.status_code < 500, (path, query, params, r.text)
+            if r.status_code >= 400:
+                assert r.headers["content-type"].startswith("text/plain")
+
+        run()
