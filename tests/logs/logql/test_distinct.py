@@ -43,3 +43,4 @@ def test_distinct(expr: str, direction: str, expected: list[str]) -> None:
 def test_distinct_needs_labels() -> None:
     with pytest.raises(LogQLParseError):
         parse_expr('{job="x"} | distinct')
+
