@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -275,3 +276,24 @@ def test_drilldown_endpoints_never_fail_with_5xx(live_server: LiveServer) -> Non
                 assert r.headers["content-type"].startswith("text/plain")
 
         run()
+
+
+async def test_patterns_page_past_max_entries(tmp_path: Path) -> None:
+    """/patterns reads more lines than one query may return, in pages (max_entries_limit_per_query 50 here)."""
+    from pitwall.config import load_settings
+    from pitwall.server import create_app
+
+    app = create_app(load_settings(data_dir=tmp_path / "d", listen="127.0.0.1:0", storage={"fsync": False},
+                                   logs={"limits": {"max_entries_limit_per_query": 50}}))
+    t = (now_ns() // S - 600) // 60 * 60 * S
+    vals = [[t + i * S // 4, f"worker {i % 7} finished job {i} ok"] for i in range(230)]
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://localhost") as c:
+        assert (await c.post("/loki/api/v1/push", json=push_body({(("app", "w"),): vals}))).status_code == 204
+        r = await c.get("/loki/api/v1/patterns", params={"query": '{app="w"}', "step": "60s",
+                                                        "start": _iso(t - 60 * S), "end": _iso(t + 120 * S)})
+        assert r.status_code == 200, r.text
+        [pat] = r.json()["data"]
+        assert pat["pattern"] == "worker <_> finished job <_> ok"
+        assert sum(n for _, n in pat["samples"]) == 230

@@ -45,7 +45,7 @@ MAX_POINTS = 11_000
 DETECTED_LINE_LIMIT = 1000  # Loki's defaults for detected_fields' line_limit and field_limit
 DETECTED_FIELD_LIMIT = 1000
 MAX_DETECTED_FIELDS = 10_000  # pitwall's bound on field names (and values) held per request
-PATTERN_LINE_LIMIT = 20_000  # newest lines a /patterns request trains Drain on (capped by max entries)
+PATTERN_LINE_LIMIT = 20_000  # newest lines a /patterns request trains Drain on (paged by max entries)
 PATTERN_RESOLUTION_MS = 10_000  # Loki's pattern sample resolution; smaller steps are widened to it
 MAX_PATTERNS = 1000
 MAX_VOLUME_BUCKETS = 1000  # index/volume_range runs one index read per bucket
@@ -209,14 +209,13 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         result = [{"metric": dict(lbl), "value": [ts, str(v)]} for lbl, v in vols[:limit]]
         return _success({"resultType": "vector", "result": result})
 
-    async def detection_streams(request: Request, p: Any, default_limit: int = DETECTED_LINE_LIMIT
-                                ) -> list[dict[str, Any]]:
+    async def detection_streams(request: Request, p: Any) -> list[dict[str, Any]]:
         """The newest ``line_limit`` entries of a log query, categorized (Loki's detected_fields read)."""
         expr = _query_param(p)
         parse_log_selector(expr)  # Loki: ParseLogSelector, metric queries refused
         start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
         mx = deps.settings.limits.max_entries_limit_per_query
-        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), min(default_limit, mx))
+        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), min(DETECTED_LINE_LIMIT, mx))
         if limit > mx:
             raise BadData(f"max entries limit per query exceeded, limit > max_entries_limit_per_query "
                           f"({limit} > {mx})")
@@ -266,17 +265,37 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
             raise BadData("zero or negative query resolution step widths are not accepted. "
                           "Try a positive integer")
         step_ms = max(step // 1_000_000, PATTERN_RESOLUTION_MS)
-        streams = await detection_streams(request, p, PATTERN_LINE_LIMIT)
+        expr = _query_param(p)
+        parse_log_selector(expr)
+        q = store.querier(tenant_of(request))
+        page = min(PATTERN_LINE_LIMIT, deps.settings.limits.max_entries_limit_per_query)
 
         def entries() -> list[tuple[Any, str, str, int]]:
-            out = []
-            for st in streams:
-                key = tuple(sorted(st["stream"].items()))
-                for v in reversed(st["values"]):  # read newest first; Drain trains oldest first
-                    md = (v[2].get("structuredMetadata") or {}) if len(v) > 2 else {}
-                    level = md.get("detected_level") or st["stream"].get("detected_level", "")
-                    out.append((key, level, v[1], int(v[0]) // 1_000_000))
-            out.sort(key=lambda e: e[3])
+            """The newest PATTERN_LINE_LIMIT entries, read in pages of at most max_entries_limit_per_query."""
+            seen: set[tuple[Any, int, str]] = set()
+            out: list[tuple[Any, str, str, int]] = []
+            hi = end
+            while len(out) < PATTERN_LINE_LIMIT and hi >= start:
+                res = deps.engine.query_range(q, expr, start, hi, default_step_ns(start, end),
+                                              limit=min(page, PATTERN_LINE_LIMIT - len(out)),
+                                              direction=Direction.BACKWARD)
+                oldest, n = hi, 0
+                for st in res.to_loki_data(categorize_labels=True)["result"]:
+                    key = tuple(sorted(st["stream"].items()))
+                    for v in st["values"]:
+                        ts = int(v[0])
+                        n += 1
+                        oldest = min(oldest, ts)
+                        if (key, ts, v[1]) in seen:  # an entry on a page boundary, read twice
+                            continue
+                        seen.add((key, ts, v[1]))
+                        md = (v[2].get("structuredMetadata") or {}) if len(v) > 2 else {}
+                        level = md.get("detected_level") or st["stream"].get("detected_level", "")
+                        out.append((key, level, v[1], ts // 1_000_000))
+                if n < page or oldest <= start:
+                    break
+                hi = oldest
+            out.sort(key=lambda e: e[3])  # Drain trains oldest first
             return out
 
         data = await run_in_threadpool(lambda: drain_patterns(entries(), step_ms, limit=MAX_PATTERNS))
