@@ -297,3 +297,24 @@ async def test_patterns_page_past_max_entries(tmp_path: Path) -> None:
         [pat] = r.json()["data"]
         assert pat["pattern"] == "worker <_> finished job <_> ok"
         assert sum(n for _, n in pat["samples"]) == 230
+
+
+async def test_patterns_paging_ends_when_a_page_shares_one_timestamp(tmp_path: Path) -> None:
+    from pitwall.config import load_settings
+    from pitwall.server import create_app
+
+    app = create_app(load_settings(data_dir=tmp_path / "d", listen="127.0.0.1:0", storage={"fsync": False},
+                                   logs={"limits": {"max_entries_limit_per_query": 5}}))
+    t = (now_ns() // S - 600) * S
+    vals = [[t, f"same instant line number {i} here"] for i in range(12)]  # one nanosecond, 12 entries
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://localhost") as c:
+        assert (await c.post("/loki/api/v1/push", json=push_body({(("app", "w"),): vals}))).status_code == 204
+        r = await c.get("/loki/api/v1/patterns", params={"query": '{app="w"}', "step": "60s",
+                                                        "start": _iso(t - 60 * S), "end": _iso(t + 60 * S)})
+        assert r.status_code == 200, r.text
+        [pat] = r.json()["data"]
+        # the engine returns 5 of the 12 at that instant per page; paging steps past the instant and stops
+        assert pat["pattern"] == "same instant line number <_> here"
+        assert 5 <= sum(n for _, n in pat["samples"]) <= 12

@@ -279,7 +279,7 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
                 res = deps.engine.query_range(q, expr, start, hi, default_step_ns(start, end),
                                               limit=min(page, PATTERN_LINE_LIMIT - len(out)),
                                               direction=Direction.BACKWARD)
-                oldest, n = hi, 0
+                oldest, n, before = hi, 0, len(out)
                 for st in res.to_loki_data(categorize_labels=True)["result"]:
                     key = tuple(sorted(st["stream"].items()))
                     for v in st["values"]:
@@ -292,9 +292,10 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
                         md = (v[2].get("structuredMetadata") or {}) if len(v) > 2 else {}
                         level = md.get("detected_level") or st["stream"].get("detected_level", "")
                         out.append((key, level, v[1], ts // 1_000_000))
-                if n < page or oldest <= start:
+                if n < page or oldest <= start or len(out) == before:
                     break
-                hi = oldest
+                # a page all at one nanosecond cannot move the bound: step past it (the rest there is lost)
+                hi = oldest if oldest < hi else hi - 1
             out.sort(key=lambda e: e[3])  # Drain trains oldest first
             return out
 
