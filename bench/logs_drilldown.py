@@ -5,17 +5,24 @@ lines, default 20,000 capped by max_entries_limit_per_query) and
 ``/detected_fields`` (1,000 lines by default) on a synthetic mix of
 plain-text, logfmt and JSON lines, in process (no HTTP, no store reads).
 
-    .venv/bin/python bench/logs_drilldown.py [--lines 20000] [--runs 5]
+With ``--http`` it also pushes the lines into an in-process server (temporary
+data dir, ASGI transport) and times the four endpoints end to end.
+
+    .venv/bin/python bench/logs_drilldown.py [--lines 20000] [--runs 5] [--http]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import random
 import statistics
+import tempfile
 import time
 from typing import Any
+
+import httpx
 
 from pitwall.logs.drain import patterns
 from pitwall.logs.logql.detected import detect_fields
@@ -48,10 +55,37 @@ def _time(fn: Any, runs: int) -> float:
     return statistics.median(xs)
 
 
+async def _http(lines: list[tuple[str, str]], runs: int) -> None:
+    from pitwall.config import load_settings
+    from pitwall.server import create_app
+
+    with tempfile.TemporaryDirectory() as d:
+        app = create_app(load_settings(data_dir=f"{d}/data", listen="127.0.0.1:0", storage={"fsync": False}))
+        t0 = (time.time_ns() // 10**9 - 1800) * 10**9
+        values = [[str(t0 + i * 50_000_000), line] for i, (_, line) in enumerate(lines)]
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://localhost",
+                                                                       timeout=120) as c:
+            for i in range(0, len(values), 5000):
+                r = await c.post("/loki/api/v1/push", json={"streams": [{"stream": {"app": "shop"},
+                                                                         "values": values[i:i + 5000]}]})
+                r.raise_for_status()
+            window = {"query": '{app="shop"}', "start": str(t0 - 10**9), "end": str(t0 + 3600 * 10**9)}
+            for path, extra in (("detected_labels", {}), ("detected_fields", {}),
+                                ("detected_field/level/values", {}), ("patterns", {"step": "60s"})):
+                xs = []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    (await c.get(f"/loki/api/v1/{path}", params={**window, **extra})).raise_for_status()
+                    xs.append(time.perf_counter() - t)
+                print(f"GET /loki/api/v1/{path}: {statistics.median(xs) * 1000:.0f} ms (median of {runs})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=20_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--http", action="store_true")
     a = ap.parse_args()
     lines = _lines(a.lines)
     entries = [(("app", "shop"), lvl, line, 1_800_000_000_000 + i * 100) for i, (lvl, line) in enumerate(lines)]
@@ -64,6 +98,8 @@ def main() -> None:
     print(f"patterns: {a.lines} lines in {t_pat * 1000:.0f} ms ({a.lines / t_pat:,.0f} lines/s), "
           f"{len(got)} patterns")
     print(f"detected_fields: 1000 lines in {t_fields * 1000:.1f} ms, {len(detect_fields(streams, 1000))} fields")
+    if a.http:
+        asyncio.run(_http(lines, a.runs))
 
 
 if __name__ == "__main__":
