@@ -82,7 +82,7 @@ def parse_duration_ns(text: str, *, go_only: bool = False) -> int:
     """
     s = text
     sign = 1
-    if s[:1] in "+-":
+    if s and s[0] in "+-":  # s[:1] of "" is "", which `in` any string holds
         sign = -1 if s[0] == "-" else 1
         s = s[1:]
     if s == "0":

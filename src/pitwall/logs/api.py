@@ -23,8 +23,11 @@ from pitwall.core.errors import BadData, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget, LimitsSettings
 from pitwall.core.params import all_params, tenant_of
+from pitwall.logs.drain import patterns as drain_patterns
 from pitwall.logs.ingest.distributor import LogIngester
 from pitwall.logs.ingest.loki_push import LabelCache, decode_push
+from pitwall.logs.logql.detected import detect_fields, detected_labels, field_values
+from pitwall.logs.logql.parser import parse_log_selector
 from pitwall.logs.model import Direction, LogStream, Matcher
 from pitwall.logs.params import (
     NS,
@@ -39,6 +42,13 @@ from pitwall.logs.settings import LogsSettings
 from pitwall.logs.store import LogSource
 
 MAX_POINTS = 11_000
+DETECTED_LINE_LIMIT = 1000  # Loki's defaults for detected_fields' line_limit and field_limit
+DETECTED_FIELD_LIMIT = 1000
+MAX_DETECTED_FIELDS = 10_000  # pitwall's bound on field names (and values) held per request
+PATTERN_LINE_LIMIT = 20_000  # newest lines a /patterns request trains Drain on (paged by max entries)
+PATTERN_RESOLUTION_MS = 10_000  # Loki's pattern sample resolution; smaller steps are widened to it
+MAX_PATTERNS = 1000
+MAX_VOLUME_BUCKETS = 1000  # index/volume_range runs one index read per bucket
 LOKI_API_VERSION = "3.4.0"  # the Loki API level served; Grafana turns features on by this
 
 
@@ -198,6 +208,128 @@ def query_router(deps: LogsApiDeps) -> APIRouter:
         ts = end / NS
         result = [{"metric": dict(lbl), "value": [ts, str(v)]} for lbl, v in vols[:limit]]
         return _success({"resultType": "vector", "result": result})
+
+    async def detection_streams(request: Request, p: Any) -> list[dict[str, Any]]:
+        """The newest ``line_limit`` entries of a log query, categorized (Loki's detected_fields read)."""
+        expr = _query_param(p)
+        parse_log_selector(expr)  # Loki: ParseLogSelector, metric queries refused
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        mx = deps.settings.limits.max_entries_limit_per_query
+        limit = parse_limit(p.get("line_limit") or p.get("lineLimit"), min(DETECTED_LINE_LIMIT, mx))
+        if limit > mx:
+            raise BadData(f"max entries limit per query exceeded, limit > max_entries_limit_per_query "
+                          f"({limit} > {mx})")
+        q = store.querier(tenant_of(request))
+        res = await run_in_threadpool(deps.engine.query_range, q, expr, start, end, default_step_ns(start, end),
+                                      limit=limit, direction=Direction.BACKWARD)
+        return list(res.to_loki_data(categorize_labels=True)["result"])
+
+    @_get_post(r, "/loki/api/v1/detected_labels")
+    async def detected_labels_(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        q = store.querier(tenant_of(request))
+        ms = selector(p)
+
+        def collect() -> list[dict[str, Any]]:
+            values: dict[str, set[str]] = {}
+            for lbl in q.series(ms, start, end + 1):
+                for k, v in lbl:
+                    values.setdefault(k, set()).add(v)
+            return detected_labels(values)
+
+        return _json({"detectedLabels": await run_in_threadpool(collect)})
+
+    @_get_post(r, "/loki/api/v1/detected_fields")
+    async def detected_fields_(request: Request) -> Response:
+        p = await all_params(request)
+        field_limit = min(parse_limit(p.get("field_limit") or p.get("limit"), DETECTED_FIELD_LIMIT),
+                          MAX_DETECTED_FIELDS)
+        streams = await detection_streams(request, p)
+        fields = await run_in_threadpool(detect_fields, streams, field_limit)
+        return _json({"fields": fields, "limit": field_limit})
+
+    @_get_post(r, "/loki/api/v1/detected_field/{name}/values")
+    async def detected_field_values(name: str, request: Request) -> Response:
+        p = await all_params(request)
+        limit = min(parse_limit(p.get("limit"), DETECTED_FIELD_LIMIT), MAX_DETECTED_FIELDS)
+        streams = await detection_streams(request, p)
+        return _json({"values": await run_in_threadpool(field_values, streams, name, limit)})
+
+    @_get_post(r, "/loki/api/v1/patterns")
+    async def patterns(request: Request) -> Response:
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        step = parse_duration_ns(p["step"]) if p.get("step") else default_step_ns(start, end)
+        if step <= 0:
+            raise BadData("zero or negative query resolution step widths are not accepted. "
+                          "Try a positive integer")
+        step_ms = max(step // 1_000_000, PATTERN_RESOLUTION_MS)
+        expr = _query_param(p)
+        parse_log_selector(expr)
+        q = store.querier(tenant_of(request))
+        page = min(PATTERN_LINE_LIMIT, deps.settings.limits.max_entries_limit_per_query)
+
+        def entries() -> list[tuple[Any, str, str, int]]:
+            """The newest PATTERN_LINE_LIMIT entries, read in pages of at most max_entries_limit_per_query."""
+            seen: set[tuple[Any, int, str]] = set()
+            out: list[tuple[Any, str, str, int]] = []
+            hi = end
+            while len(out) < PATTERN_LINE_LIMIT and hi >= start:
+                res = deps.engine.query_range(q, expr, start, hi, default_step_ns(start, end),
+                                              limit=min(page, PATTERN_LINE_LIMIT - len(out)),
+                                              direction=Direction.BACKWARD)
+                oldest, n, before = hi, 0, len(out)
+                for st in res.to_loki_data(categorize_labels=True)["result"]:
+                    key = tuple(sorted(st["stream"].items()))
+                    for v in st["values"]:
+                        ts = int(v[0])
+                        n += 1
+                        oldest = min(oldest, ts)
+                        if (key, ts, v[1]) in seen:  # an entry on a page boundary, read twice
+                            continue
+                        seen.add((key, ts, v[1]))
+                        md = (v[2].get("structuredMetadata") or {}) if len(v) > 2 else {}
+                        level = md.get("detected_level") or st["stream"].get("detected_level", "")
+                        out.append((key, level, v[1], ts // 1_000_000))
+                if n < page or oldest <= start or len(out) == before:
+                    break
+                # a page all at one nanosecond cannot move the bound: step past it (the rest there is lost)
+                hi = oldest if oldest < hi else hi - 1
+            out.sort(key=lambda e: e[3])  # Drain trains oldest first
+            return out
+
+        data = await run_in_threadpool(lambda: drain_patterns(entries(), step_ms, limit=MAX_PATTERNS))
+        return _success(data)
+
+    @_get_post(r, "/loki/api/v1/index/volume_range")
+    async def index_volume_range(request: Request) -> Response:
+        """Bytes per label set per step bucket (Loki splits at step-aligned bounds; points at bucket starts)."""
+        p = await all_params(request)
+        start, end = bounds(p.get("start"), p.get("end"), p.get("since"))
+        step = parse_duration_ns(p["step"]) if p.get("step") else default_step_ns(start, end)
+        if step <= 0:
+            raise BadData("zero or negative query resolution step widths are not accepted. "
+                          "Try a positive integer")
+        if (end - start) // step >= MAX_VOLUME_BUCKETS:
+            raise BadData(f"exceeded maximum resolution of {MAX_VOLUME_BUCKETS:,} buckets for index/volume_range. "
+                          "Try increasing the value of the step parameter")
+        ms = selector(p)
+        limit = parse_limit(p.get("limit"), 100)
+        target = [x for x in (p.get("targetLabels") or "").split(",") if x] or None
+        q = store.querier(tenant_of(request))
+
+        def collect() -> list[dict[str, Any]]:
+            series: dict[Any, list[list[Any]]] = {}
+            lo = start
+            while lo <= end:
+                hi = min((lo // step + 1) * step, end + 1)
+                for lbl, v in q.volume(ms, lo, hi, target)[:limit]:
+                    series.setdefault(lbl, []).append([lo // NS if lo % NS == 0 else lo / NS, str(v)])
+                lo = hi
+            return [{"metric": dict(lbl), "values": vals} for lbl, vals in sorted(series.items())]
+
+        return _success({"resultType": "matrix", "result": await run_in_threadpool(collect)})
 
     @r.get("/loki/api/v1/status/buildinfo")
     async def buildinfo() -> Response:

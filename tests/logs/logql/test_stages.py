@@ -160,3 +160,11 @@ def test_line_filter_after_line_format_filters_new_line() -> None:
     q = querier(({"job": "x"}, LINES))
     got = streams(q, '{job="x"} | logfmt | line_format "{{.msg}}" |= "o"')
     assert sorted(v[1] for s in got for v in s["values"]) == ["boom", "ok", "slow"]
+
+
+def test_duration_filter_on_empty_value_is_a_label_filter_error() -> None:
+    # an empty value used to crash core's duration parser (IndexError, a 500); Go's time.ParseDuration("")
+    # fails, so Loki keeps the entry with __error__=LabelFilterErr
+    got = labels_of(one_line('{"took":""}'), '{job="test"} | json | took > 1ms')
+    assert got["__error__"] == "LabelFilterErr"
+    assert got["__error_details__"] == 'time: invalid duration ""'

@@ -57,6 +57,11 @@ LABELS = {
         ('{{ toDate "2006-01-02" "2021-11-02" | unixEpoch }}', "1635811200"),
         ('{{ toDate "2006-01-02" .ts | date "02.01.2006" }}', "02.11.2021"),
         ('{{ toDateInZone "2006-01-02" "UTC" "2021-11-02" | unixEpochMillis }}', "1635811200000"),
+        ('{{ unixToTime "1679577215" | date "2006-01-02T15:04:05Z07:00" }}', "2023-03-23T13:13:35Z"),
+        ('{{ unixToTime "1679577215123" | unixEpochMillis }} {{ unixToTime "19440" | unixEpoch }}',
+         "1679577215123 1679616000"),
+        ('{{ unixToTime "1679577215123456" | unixEpochNanos }}', "1679577215123456000"),
+        ('{{ unixToTime "1679577215123456789" | unixEpochNanos }}', "1679577215123456789"),
         ('{{ "hello" | b64enc }} {{ "aGVsbG8=" | b64dec }}', "aGVsbG8= hello"),
         ('{{ urlencode "a b&c" }} {{ urldecode "a+b%26c" }}', "a+b%26c a b&c"),
         ('{{ .foo | bytes }} {{ .dur | duration }} {{ duration_seconds "1m30s" }}', "1000 4320 90"),
@@ -122,3 +127,10 @@ def test_line_format_through_engine_uses_labels_and_line() -> None:
         '{job="test"} | logfmt | line_format "{{.path}} {{if ge (int .status) 500}}ERR{{end}} {{__line__}}"',
     )
     assert got == "/api ERR status=500 path=/api"
+
+
+@pytest.mark.parametrize(("epoch", "needle"), [("12345678", "%!w(<nil>)"), ("abc", "invalid syntax")])
+def test_unix_to_time_errors_read_like_loki(epoch: str, needle: str) -> None:
+    with pytest.raises(TemplateError, match=f"error calling unixToTime: unable to parse time '{epoch}'") as e:
+        compile_template(f'{{{{ unixToTime "{epoch}" }}}}').render({}, "", 0)
+    assert needle in str(e.value)

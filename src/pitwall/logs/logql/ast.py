@@ -15,10 +15,13 @@ __all__ = [
     "BinaryLabelFilter",
     "BytesLabelFilter",
     "Decolorize",
+    "Distinct",
     "DropLabels",
     "DurationLabelFilter",
     "Expr",
     "Grouping",
+    "IpLabelFilter",
+    "IpLineFilter",
     "JsonParser",
     "KeepLabels",
     "LabelFilter",
@@ -51,6 +54,14 @@ class LineFilterExpr:
 
     op: str
     patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class IpLineFilter:
+    """``|= ip("...")`` / ``!= ip("...")``: lines holding (not holding) an address in the set."""
+
+    op: str
+    pattern: str
 
 
 @dataclass(frozen=True)
@@ -115,8 +126,18 @@ class BinaryLabelFilter:
     and_: bool
 
 
+@dataclass(frozen=True)
+class IpLabelFilter:
+    """``| name = ip("...")`` (``op`` ``=`` or ``!=``)."""
+
+    name: str
+    op: str
+    pattern: str
+
+
 LabelFilter = (
     StringLabelFilter | NumericLabelFilter | DurationLabelFilter | BytesLabelFilter | BinaryLabelFilter
+    | IpLabelFilter
 )
 
 
@@ -149,8 +170,16 @@ class Decolorize:
     pass
 
 
+@dataclass(frozen=True)
+class Distinct:
+    """``| distinct a, b``: only the first entry of each combination of the labels' values."""
+
+    labels: tuple[str, ...]
+
+
 Stage = (
     LineFilterExpr
+    | IpLineFilter
     | JsonParser
     | LogfmtParser
     | RegexpParser
@@ -162,6 +191,7 @@ Stage = (
     | DropLabels
     | KeepLabels
     | Decolorize
+    | Distinct
 )
 
 

@@ -78,10 +78,17 @@ def filter_prefix(stages: Sequence[ast.Stage]) -> list[ast.LabelFilter] | None:
         return None
     out: list[ast.LabelFilter] = []
     for st in stages[1:]:
-        if not isinstance(st, _FILTERS):
+        if not isinstance(st, _FILTERS) or _has_ip(st):
             break
         out.append(st)
     return out
+
+
+def _has_ip(f: ast.LabelFilter) -> bool:
+    """An ``ip()`` filter inside ``and``/``or``: only the per-entry pipeline evaluates it."""
+    if isinstance(f, ast.BinaryLabelFilter):
+        return _has_ip(f.left) or _has_ip(f.right)
+    return isinstance(f, ast.IpLabelFilter)
 
 
 def label_filter_names(filters: Sequence[ast.LabelFilter]) -> set[str]:
@@ -333,6 +340,8 @@ def tri_filter(f: ast.LabelFilter, cols: JsonColumns) -> np.ndarray:
         return out.astype(np.int8)
     if isinstance(f, ast.StringLabelFilter):
         return _tri_string(f, cols)
+    if isinstance(f, ast.IpLabelFilter):  # left to the per-entry pipeline
+        return np.full(len(cols.column(f.name).kind), UNKNOWN, dtype=np.int8)
     conv: Callable[[str], float]
     if isinstance(f, ast.NumericLabelFilter):
         conv, target, numeric_ok = parse_go_float, float(f.value), True

@@ -70,6 +70,8 @@ def _required_labels(
     for st in stages:
         if isinstance(st, (ast.LineFormat, ast.LabelFormat, ast.DropLabels, ast.KeepLabels)):
             return None
+        if isinstance(st, ast.Distinct):
+            names.update(st.labels)
         if isinstance(
             st,
             (
@@ -78,6 +80,7 @@ def _required_labels(
                 ast.DurationLabelFilter,
                 ast.BytesLabelFilter,
                 ast.BinaryLabelFilter,
+                ast.IpLabelFilter,
             ),
         ):
             filters.append(st)

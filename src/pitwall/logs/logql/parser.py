@@ -17,6 +17,7 @@ from pitwall.core import regex
 from pitwall.core.labels import Matcher, MatchType
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.errors import LogQLParseError
+from pitwall.logs.logql.ipfilter import compile_ip_pattern
 from pitwall.logs.logql.lexer import Tok, Token, tokenize
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 
@@ -74,7 +75,7 @@ VECTOR_OPS = frozenset(
     {"sum", "avg", "min", "max", "count", "stddev", "stdvar", "topk", "bottomk", "sort", "sort_desc"}
 )
 _PARSER_STAGES = frozenset({"json", "logfmt", "regexp", "pattern", "unpack"})
-_STAGE_WORDS = _PARSER_STAGES | {"decolorize", "line_format", "label_format", "drop", "keep"}
+_STAGE_WORDS = _PARSER_STAGES | {"decolorize", "distinct", "line_format", "label_format", "drop", "keep"}
 _RESERVED = frozenset({"by", "without", "offset", "or", "and", "unless", "bool", "on", "ignoring"})
 _CMP = ("==", "!=", ">", ">=", "<", "<=")
 # Binary operator precedence, lowest first (Prometheus'/Loki's).
@@ -322,7 +323,7 @@ class _Parser:
             if self.is_op("|=", "!=", "|~", "!~", "|>", "!>"):
                 if unwrap is not None:
                     raise self.error()
-                stages.append(self.line_filter())
+                stages.append(self.ip_line_filter() if self._is_ip_call(1) else self.line_filter())
                 continue
             if not self.is_op("|"):
                 break
@@ -342,6 +343,29 @@ class _Parser:
             self.advance()
             stages.append(self.stage())
         return stages, unwrap
+
+    def _is_ip_call(self, k: int) -> bool:
+        t = self.peek(k) if k else self.tok
+        return t.kind is Tok.IDENT and t.text == "ip" and self.peek(k + 1).kind is Tok.OP and \
+            self.peek(k + 1).text == "("
+
+    def ip_arg(self) -> str:
+        """``ip("pattern")``, the pattern checked."""
+        self.advance()
+        self.expect_op("(")
+        s = self.expect_kind(Tok.STRING)
+        self.expect_op(")")
+        try:
+            compile_ip_pattern(s.value)
+        except ValueError as e:
+            raise LogQLParseError(str(e), s.line, s.col) from None
+        return s.value
+
+    def ip_line_filter(self) -> ast.IpLineFilter:
+        op = self.advance()
+        if op.text not in ("|=", "!="):
+            raise self.error("STRING", tok=self.tok)  # Loki: ip() only with |= and !=
+        return ast.IpLineFilter(op.text, self.ip_arg())
 
     def line_filter(self) -> ast.LineFilterExpr:
         op = self.advance().text
@@ -380,6 +404,13 @@ class _Parser:
             if name == "decolorize":
                 self.advance()
                 return ast.Decolorize()
+            if name == "distinct":
+                self.advance()
+                names = [self.expect_kind(Tok.IDENT).text]
+                while self.is_op(","):
+                    self.advance()
+                    names.append(self.expect_kind(Tok.IDENT).text)
+                return ast.Distinct(tuple(names))
             if name == "line_format":
                 self.advance()
                 s = self.expect_kind(Tok.STRING)
@@ -520,6 +551,8 @@ class _Parser:
             raise self.error("!= or !~ or < or <= or = or == or =~ or > or >=")
         op = self.advance().text
         val = self.tok
+        if op in ("=", "!=") and self._is_ip_call(0):
+            return ast.IpLabelFilter(name.text, op, self.ip_arg())
         if val.kind is Tok.STRING and op in ("=", "!=", "=~", "!~", "=="):
             self.advance()
             return ast.StringLabelFilter(self.make_matcher("=" if op == "==" else op, name.text, val))

@@ -23,6 +23,8 @@ import orjson
 from pitwall.core import regex
 from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
+from pitwall.logs.logql.errors import LogQLLimitError
+from pitwall.logs.logql.ipfilter import compile_ip_pattern, text_has_ip
 from pitwall.logs.logql.templates import TemplateError, compile_template
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
 from pitwall.logs.model import LineFilter, LineFilterOp
@@ -48,7 +50,9 @@ _DUPLICATE_SUFFIX = "_extracted"
 
 StageFn = Callable[[int, str, dict[str, str], frozenset[str]], "str | None"]
 
-_LINE_REWRITERS = (ast.LineFormat, ast.Decolorize, ast.UnpackParser)
+# Stages line filters may not be moved across: they rewrite the line, or (distinct) remember entries.
+_LINE_REWRITERS = (ast.LineFormat, ast.Decolorize, ast.UnpackParser, ast.Distinct)
+MAX_DISTINCT_KEYS = 1_000_000  # combinations one ``| distinct`` remembers before the query is refused
 _PUSHABLE_OPS = {
     "|=": LineFilterOp.CONTAINS,
     "!=": LineFilterOp.NOT_CONTAINS,
@@ -684,6 +688,8 @@ def label_filter_predicate(f: ast.LabelFilter) -> LabelPredicate:
         if f.and_:
             return lambda lb: left(lb) and right(lb)
         return lambda lb: left(lb) or right(lb)
+    if isinstance(f, ast.IpLabelFilter):
+        return _ip_label_filter(f)
     if isinstance(f, ast.StringLabelFilter):
         m: Matcher = f.matcher
         name = m.name
@@ -698,6 +704,22 @@ def label_filter_predicate(f: ast.LabelFilter) -> LabelPredicate:
     else:
         conv, target = (lambda s: float(parse_bytes(s))), float(f.value)
     return _converting_filter(f.name, _CMP[f.op], conv, target)
+
+
+def _ip_label_filter(f: ast.IpLabelFilter) -> LabelPredicate:
+    """Loki's ``IPLabelFilter``: an entry with an error passes; a missing label fails either way."""
+    match = compile_ip_pattern(f.pattern)
+    name, negate = f.name, f.op == "!="
+
+    def pred(lb: dict[str, str]) -> bool:
+        if ERROR_LABEL in lb:
+            return True
+        v = lb.get(name)
+        if v is None:
+            return False
+        return text_has_ip(match, v) != negate
+
+    return pred
 
 
 def _converting_filter(
@@ -805,6 +827,29 @@ def _decolorize_stage(ts: int, line: str, labels: dict[str, str], base: frozense
     return _ANSI.sub("", line)
 
 
+def _distinct_stage(stage: ast.Distinct) -> StageFn:
+    """Loki's ``DistinctFilter``: an entry missing one of the labels passes; state lives for the query."""
+    names = stage.labels
+    seen: set[tuple[str, ...]] = set()
+
+    def run(ts: int, line: str, labels: dict[str, str], base: frozenset[str]) -> str | None:
+        key = []
+        for n in names:
+            v = labels.get(n)
+            if v is None:
+                return line
+            key.append(v)
+        k = tuple(key)
+        if k in seen:
+            return None
+        if len(seen) >= MAX_DISTINCT_KEYS:
+            raise LogQLLimitError(f"distinct: more than {MAX_DISTINCT_KEYS} distinct label combinations")
+        seen.add(k)
+        return line
+
+    return run
+
+
 def _line_filter_stage(stage: ast.LineFilterExpr) -> StageFn:
     pred = line_filter_predicate(stage.op, stage.patterns)
 
@@ -814,9 +859,21 @@ def _line_filter_stage(stage: ast.LineFilterExpr) -> StageFn:
     return run
 
 
+def _ip_line_filter_stage(stage: ast.IpLineFilter) -> StageFn:
+    match = compile_ip_pattern(stage.pattern)
+    keep_if = stage.op == "|="
+
+    def run(ts: int, line: str, labels: dict[str, str], base: frozenset[str]) -> str | None:
+        return line if text_has_ip(match, line) == keep_if else None
+
+    return run
+
+
 def _compile_stage(st: ast.Stage, required: frozenset[str] | None) -> StageFn:
     if isinstance(st, ast.LineFilterExpr):
         return _line_filter_stage(st)
+    if isinstance(st, ast.IpLineFilter):
+        return _ip_line_filter_stage(st)
     if isinstance(st, ast.JsonParser):
         return _json_stage(st, required)
     if isinstance(st, ast.LogfmtParser):
@@ -837,6 +894,8 @@ def _compile_stage(st: ast.Stage, required: frozenset[str] | None) -> StageFn:
         return _keep_stage(st)
     if isinstance(st, ast.Decolorize):
         return _decolorize_stage
+    if isinstance(st, ast.Distinct):
+        return _distinct_stage(st)
     return _label_filter_stage(st)
 
 

@@ -252,7 +252,8 @@ def compile_prefilter(stages: Sequence[ast.Stage]) -> Pipeline | None:
             todo.extend((f.left, f.right))
         elif isinstance(f, ast.StringLabelFilter):
             names.add(f.matcher.name)
-        elif isinstance(f, (ast.NumericLabelFilter, ast.DurationLabelFilter, ast.BytesLabelFilter)):
+        elif isinstance(f, (ast.NumericLabelFilter, ast.DurationLabelFilter, ast.BytesLabelFilter,
+                            ast.IpLabelFilter)):
             names.add(f.name)
     return Pipeline.compile(stages, required=frozenset(names))
 

@@ -237,6 +237,24 @@ def _to_date(layout: Any, value: Any) -> GoTime:
         return GoTime(-62135596800 * 1_000_000_000)  # Go's zero time
 
 
+_EPOCH_UNIT_NS = {5: 86400 * 1_000_000_000, 10: 1_000_000_000, 13: 1_000_000, 16: 1000, 19: 1}
+
+
+def _unix_to_time(epoch: Any) -> GoTime:
+    """Loki's ``unixToTime``: an integer epoch whose digit count gives the unit (days, s, ms, µs, ns)."""
+    text = _to_str(epoch)
+    try:
+        n = int(text, 10) if text.lstrip("+-").isascii() and text.lstrip("+-").isdigit() else None
+    except ValueError:
+        n = None
+    if n is None or not -(1 << 63) <= n < 1 << 63:
+        raise ValueError(f"unable to parse time '{text}': strconv.ParseInt: parsing \"{text}\": invalid syntax")
+    unit = _EPOCH_UNIT_NS.get(len(text))
+    if unit is None:
+        raise ValueError(f"unable to parse time '{text}': %!w(<nil>)")
+    return GoTime(n * unit)
+
+
 def _to_date_in_zone(layout: Any, zone: Any, value: Any) -> GoTime:
     tz: timezone = UTC
     try:
@@ -324,6 +342,7 @@ LOKI_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "unixEpochMillis": _unix_epoch_millis,
     "unixEpochNanos": _unix_epoch_nanos,
     "toDateInZone": _to_date_in_zone,
+    "unixToTime": _unix_to_time,
     "alignLeft": _align_left,
     "alignRight": _align_right,
     # sprig subset
