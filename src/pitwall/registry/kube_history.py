@@ -17,6 +17,7 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -25,7 +26,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.registry.history import HistoryRecord
 from pitwall.registry.model import ROOT
-from pitwall.storage.revstore import Compacted, Event, RevStore
+from pitwall.storage.revstore import Compacted, Event, KeyValue, RevStore
 
 __all__ = ["KUBE_HISTORY_PREFIX", "KubeConfigHistory"]
 
@@ -40,8 +41,9 @@ class KubeConfigHistory:
     name = "kube-config-history"
 
     def __init__(self, store: RevStore, prefixes: dict[str, str], changes: ChangeSink | None, *,
-                 keep: int = 100) -> None:
+                 keep: int = 100, plain: Callable[[KeyValue], bytes] | None = None) -> None:
         self.store = store
+        self.plain = plain or (lambda kv: kv.value)  # the object's JSON (Secrets are encrypted in the store)
         self.prefixes = prefixes  # kind ("configmap", "secret") -> store prefix of its objects
         self.changes = changes
         self.keep = keep
@@ -70,8 +72,8 @@ class KubeConfigHistory:
                 start = now + 1
 
     async def _record(self, kind: str, prefix: str, ev: Event) -> None:
-        new_obj = None if ev.type == "DELETE" else orjson.loads(ev.kv.value)
-        old_obj = orjson.loads(ev.prev_kv.value) if ev.prev_kv is not None else None
+        new_obj = None if ev.type == "DELETE" else orjson.loads(self.plain(ev.kv))
+        old_obj = orjson.loads(self.plain(ev.prev_kv)) if ev.prev_kv is not None else None
         old, new = _data(kind, old_obj), _data(kind, new_obj)
         if old == new:
             return

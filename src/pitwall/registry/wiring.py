@@ -86,5 +86,6 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     kube_history = None
     if kube is not None:
         kube_history = KubeConfigHistory(store, {k.lower(): kube.resource_type("v1", k).prefix
-                                                 for k in ("ConfigMap", "Secret")}, changes)
+                                                 for k in ("ConfigMap", "Secret")}, changes,
+                                         plain=kube.stored_value)
     return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history)
