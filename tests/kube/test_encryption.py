@@ -310,7 +310,7 @@ async def test_key_rotation_by_replace_and_a_wrong_key_is_a_500(tmp_path: Path, 
     assert r.status_code == 500
     status = r.json()
     assert status["kind"] == "Status" and status["reason"] == "InternalError"
-    assert status["message"].startswith(f"Internal error occurred: unable to transform key '{KEY}'")
+    assert status["message"].startswith(f"Internal error occurred: unable to transform key \"{KEY}\"")
     assert "no matching prefix found" in status["message"]
 
 
@@ -332,3 +332,19 @@ async def test_secrets_stored_before_encryption_read_and_are_sealed_on_next_writ
     _assert_no_plaintext(raw)
     srv = _start(live, _settings(data))
     assert _password(srv) == VALUE
+
+
+def test_config_check_loads_the_encryption_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pitwall.cli.main import app
+
+    enc = tmp_path / "enc.yaml"
+    enc.write_text(yaml.safe_dump(_config({"aesgcm": {"keys": [{"name": "k", "secret": "YWJj"}]}})))
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"kube": {"encryption_config": str(enc)}}))
+    bad = CliRunner().invoke(app, ["config", "check", str(cfg)])
+    assert bad.exit_code == 1 and "aesgcm.keys[0].secret: aesgcm needs a key of 16 or 24 or 32 bytes, got 3" in bad.output
+    enc.write_text(yaml.safe_dump(_config(_aes("aesgcm", "k", 1), {"identity": {}})))
+    good = CliRunner().invoke(app, ["config", "check", str(cfg)])
+    assert good.exit_code == 0 and "Secrets encrypted" in good.output, good.output

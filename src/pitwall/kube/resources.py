@@ -125,8 +125,8 @@ class Resources:
         try:
             return self.encryption.unseal(rt.group, rt.plural, kv.key, kv.value)
         except DecryptError as e:  # kube-apiserver's words; never the undecrypted bytes
-            raise InternalError(f"Internal error occurred: unable to transform key {kv.key!r}: {e}",
-                                details={"causes": [{"message": f"unable to transform key {kv.key!r}: {e}"}]}) from None
+            raise InternalError(f"Internal error occurred: unable to transform key \"{kv.key}\": {e}",
+                                details={"causes": [{"message": f"unable to transform key \"{kv.key}\": {e}"}]}) from None
 
     def plain_value(self, kv: KeyValue) -> bytes:
         """The decrypted value of any object key, for readers outside the verbs (gc, RBAC, CRDs)."""
@@ -135,7 +135,7 @@ class Resources:
         try:
             return self.encryption.unseal_any(kv.key, kv.value)
         except DecryptError as e:
-            raise InternalError(f"Internal error occurred: unable to transform key {kv.key!r}: {e}") from None
+            raise InternalError(f"Internal error occurred: unable to transform key \"{kv.key}\": {e}") from None
 
     def _stored(self, rt: ResourceType, kv: KeyValue) -> Obj:
         obj: Obj = orjson.loads(self._plain(rt, kv)[0])
