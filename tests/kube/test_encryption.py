@@ -348,3 +348,46 @@ def test_config_check_loads_the_encryption_config(tmp_path: Path) -> None:
     enc.write_text(yaml.safe_dump(_config(_aes("aesgcm", "k", 1), {"identity": {}})))
     good = CliRunner().invoke(app, ["config", "check", str(cfg)])
     assert good.exit_code == 0 and "Secrets encrypted" in good.output, good.output
+
+
+async def test_watch_and_cached_lists_see_decrypted_objects(tmp_path: Path) -> None:
+    from pitwall.kube.wiring import build_kube
+
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    api = build_kube(store, encryption=local_encryption(tmp_path, env={}))
+    await api.start()
+    try:
+        c = api.client
+        watch = c.watch("v1", "Secret", "default", resource_version=str(await store.revision()))
+        await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "w", "namespace": "default"},
+                        "data": {"k": VALUE_B64}})
+        ev = await anext(aiter(watch))
+        assert ev.type == "ADDED" and ev.object["data"] == {"k": VALUE_B64}
+        await watch.aclose()  # type: ignore[attr-defined]
+        assert [s["data"] for s in (await c.list("v1", "Secret", "default")).items] == [{"k": VALUE_B64}]
+        rt = c.resource_type("v1", "Secret")
+        for _ in range(2):  # the API's list path; the second is served from the object cache (decrypted, in memory)
+            items, _, _ = await api.resources.list_encoded(rt, "default")
+            assert [obj["data"] for obj, _ in items] == [{"k": VALUE_B64}] and VALUE_B64.encode() in items[0][1]
+        assert api.resources.cache.hits == 1
+        raw = await store.get("/registry/secrets/default/w")
+        assert raw is not None and raw.value.startswith(b"k8s:enc:aesgcm:v1:key1:")
+        _assert_no_plaintext(raw.value)
+    finally:
+        await api.stop()
+        await store.stop()
+
+
+def test_servers_sharing_a_store_are_warned_about_their_own_keys(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PITWALL_SECRETS_KEY", raising=False)
+    kube = load_settings(data_dir=tmp_path).kube
+    build_encryption(kube, tmp_path, "sqlite")
+    assert "PITWALL_SECRETS_KEY" not in caplog.text
+    build_encryption(kube, tmp_path, "etcd")
+    assert "give every server the same PITWALL_SECRETS_KEY" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("PITWALL_SECRETS_KEY", _key(3))
+    build_encryption(kube, tmp_path, "etcd")
+    assert caplog.text == ""

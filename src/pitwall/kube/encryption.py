@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pitwall.core.errors import ConfigError
 
-__all__ = ["ENC_PREFIX", "DecryptError", "Encryption", "EncryptionConfigError", "load_encryption",
+__all__ = ["ENC_PREFIX", "KEY_ENV", "DecryptError", "Encryption", "EncryptionConfigError", "load_encryption",
            "local_encryption", "parse_config"]
 
 ENC_PREFIX = b"k8s:enc:"
