@@ -10,6 +10,7 @@ any file of the data directory.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -391,3 +392,32 @@ def test_servers_sharing_a_store_are_warned_about_their_own_keys(
     monkeypatch.setenv("PITWALL_SECRETS_KEY", _key(3))
     build_encryption(kube, tmp_path, "etcd")
     assert caplog.text == ""
+
+
+async def test_config_history_skips_a_secret_no_key_opens_and_keeps_following(tmp_path: Path) -> None:
+    from pitwall.kube import KubeError
+    from pitwall.registry.kube_history import KubeConfigHistory
+    from pitwall.storage.revstore import KeyValue
+
+    def plain(kv: KeyValue) -> bytes:
+        if kv.value.startswith(b"k8s:enc:"):
+            raise KubeError(f'Internal error occurred: unable to transform key "{kv.key}": no matching prefix found')
+        return kv.value
+
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    hist = KubeConfigHistory(store, {"secret": "/registry/secrets/"}, None, plain=plain)
+    await hist.start()
+    try:
+        await store.put("/registry/secrets/default/sealed", b"k8s:enc:aesgcm:v1:gone:xxxx")
+        await store.put("/registry/secrets/default/ok", json.dumps({"data": {"k": VALUE_B64}}).encode())
+        for _ in range(100):
+            if await hist.of("secret/default/ok"):
+                break
+            await asyncio.sleep(0.05)
+        recs = await hist.of("secret/default/ok")
+        assert len(recs) == 1 and VALUE_B64.encode() not in (recs[0].new or b"")
+        assert await hist.of("secret/default/sealed") == []
+    finally:
+        await hist.stop()
+        await store.stop()

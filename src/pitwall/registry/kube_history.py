@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from pitwall.core.errors import PitwallError
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.registry.history import HistoryRecord
@@ -72,8 +73,12 @@ class KubeConfigHistory:
                 start = now + 1
 
     async def _record(self, kind: str, prefix: str, ev: Event) -> None:
-        new_obj = None if ev.type == "DELETE" else orjson.loads(self.plain(ev.kv))
-        old_obj = orjson.loads(self.plain(ev.prev_kv)) if ev.prev_kv is not None else None
+        try:
+            new_obj = None if ev.type == "DELETE" else orjson.loads(self.plain(ev.kv))
+            old_obj = orjson.loads(self.plain(ev.prev_kv)) if ev.prev_kv is not None else None
+        except PitwallError as e:  # a value no configured key opens: skip it, keep following the others
+            log.warning("%s history: %s", kind, e)
+            return
         old, new = _data(kind, old_obj), _data(kind, new_obj)
         if old == new:
             return
