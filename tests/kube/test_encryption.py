@@ -421,3 +421,34 @@ async def test_config_history_skips_a_secret_no_key_opens_and_keeps_following(tm
     finally:
         await hist.stop()
         await store.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.peer
+async def test_secret_is_sealed_in_a_real_etcd(tmp_path: Path) -> None:
+    from pitwall.storage.revstore.etcd import EtcdRevStore
+    from tests.kube.conftest import KubeServer
+    from tests.storage.revstore.conftest import start_etcd
+
+    etcd = start_etcd(tmp_path / "etcd")
+    try:
+        (tmp_path / "kube").mkdir()
+        srv = KubeServer(tmp_path / "kube", etcd_url=etcd.url,
+                         encryption=parse_config(_config(_aes("secretbox", "box1", 4))))
+        srv.start()
+        try:
+            srv.kubectl("create", "secret", "generic", "db", f"--from-literal=password={VALUE}")
+            got = json.loads(srv.kubectl("get", "secret", "db", "-o", "json").stdout)
+            assert base64.b64decode(got["data"]["password"]).decode() == VALUE
+        finally:
+            srv.stop()
+        store = EtcdRevStore([etcd.url], compact_interval_s=None)
+        await store.start()
+        try:
+            kv = await store.get(KEY)
+        finally:
+            await store.stop()
+        assert kv is not None and kv.value.startswith(b"k8s:enc:secretbox:v1:box1:")
+        _assert_no_plaintext(kv.value)
+    finally:
+        etcd.stop()
