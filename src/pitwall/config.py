@@ -92,6 +92,10 @@ class KubeSettings(_Section):
     node_name: str = Field("", description="this server's Node (default: the host name); unique per server")
     pod_cidr: str = Field("", description="this node's pod addresses, inside 127.42.0.0/16 (default: all of it); "
                                           "servers sharing an etcd on one machine need disjoint ranges")
+    encryption_config: Path | None = Field(
+        None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
+                          "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "
+                          "$PITWALL_SECRETS_KEY or data_dir/secrets.key (made once)")
 
     @field_validator("pod_cidr")
     @classmethod

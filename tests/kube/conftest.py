@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from pitwall.core.auth import BearerAuth, Principal
 from pitwall.kube import KubeAPI
+from pitwall.kube.encryption import Encryption
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -28,7 +29,7 @@ TOKEN = "kube-test-token-0123456789"
 KUBECTL = "/usr/bin/kubectl"
 
 
-def make_app(data: Path, etcd_url: str = "") -> tuple[FastAPI, dict[str, Any]]:
+def make_app(data: Path, etcd_url: str = "", encryption: Encryption | None = None) -> tuple[FastAPI, dict[str, Any]]:
     holder: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
@@ -52,7 +53,7 @@ def make_app(data: Path, etcd_url: str = "") -> tuple[FastAPI, dict[str, Any]]:
             await store.stop()
 
     # the store object is replaced at start, inside the server's loop
-    kube = build_kube(SqliteRevStore(data / "unused.db"))
+    kube = build_kube(SqliteRevStore(data / "unused.db"), encryption=encryption)
     holder["kube"] = kube
     app = FastAPI(lifespan=lifespan)
     kube.install(app)
@@ -61,7 +62,7 @@ def make_app(data: Path, etcd_url: str = "") -> tuple[FastAPI, dict[str, Any]]:
 
 
 class KubeServer:
-    def __init__(self, data: Path, etcd_url: str = "") -> None:
+    def __init__(self, data: Path, etcd_url: str = "", encryption: Encryption | None = None) -> None:
         self.port = free_port()
         # kubectl sends bearer tokens only over TLS: a self-signed certificate, skipped by the kubeconfig
         self.url = f"https://127.0.0.1:{self.port}"
@@ -69,7 +70,7 @@ class KubeServer:
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                         str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
                        check=True, capture_output=True)
-        self.app, self.holder = make_app(data, etcd_url)
+        self.app, self.holder = make_app(data, etcd_url, encryption)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,
                                                     lifespan="on", ssl_certfile=str(cert), ssl_keyfile=str(key),
                                                     timeout_graceful_shutdown=2))

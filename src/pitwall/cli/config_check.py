@@ -2,7 +2,7 @@
 
 The settings themselves (every key named in its error), then each file they
 point at, with the loader the server uses for it: scrape configs, PromQL and
-LogQL rule files, the Alertmanager file, the gateway's Kong declarative file,
+LogQL rule files, the Alertmanager file, the gateway's Kong declarative file, the encryption config,
 the TLS pair and the dashboards folder (pitwall's YAML and Grafana's JSON). Output in promtool's shape
 (``Checking X`` / ``SUCCESS`` / ``FAILED:``); exit 1 when anything fails.
 """
@@ -80,6 +80,9 @@ def _checks(settings: Any) -> list[tuple[str, Check]]:
     if settings.tls_cert_file is not None and settings.tls_key_file is not None:
         cert, key = _resolve(settings, settings.tls_cert_file), _resolve(settings, settings.tls_key_file)
         out.append((f"{cert} and {key} (tls_cert_file, tls_key_file)", lambda: _tls(cert, key)))
+    if settings.kube.encryption_config is not None:
+        p = _resolve(settings, settings.kube.encryption_config)
+        out.append((f"{p} (kube.encryption_config)", lambda: _encryption(p)))
     if settings.ui.dashboards_dir is not None:
         d = _resolve(settings, settings.ui.dashboards_dir)
         out.append((f"{d} (ui.dashboards_dir)", lambda: _dashboards(d)))
@@ -121,6 +124,13 @@ def _gateway(path: Path) -> str:
 
     state = load_declarative(parse_config_text(path.read_bytes(), str(path)))
     return f"{len(state.services)} services, {len(state.routes)} routes"
+
+
+def _encryption(path: Path) -> str:
+    from pitwall.kube.encryption import load_encryption
+
+    enc = load_encryption(path)
+    return f"{len(enc.rules)} resource entries, Secrets {'encrypted' if enc.encrypts('', 'secrets') else 'plain'}"
 
 
 def _tls(cert: Path, key: Path) -> str:

@@ -20,6 +20,7 @@ from pitwall.kube.patch import JSON_PATCH, MERGE_PATCH, STRATEGIC, apply_patch
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.resources import ListResult, Resources, WatchEvent
 from pitwall.kube.scale import scale_of, set_replicas
+from pitwall.storage.revstore import KeyValue
 
 __all__ = ["KubeClient", "ListResult", "PatchType", "WatchEvent"]
 
@@ -50,6 +51,11 @@ class KubeClient:
         if rt is None:
             raise NotFoundError(f'no matches for kind "{kind}" in version "{api_version}"', details={})
         return rt
+
+    def stored_value(self, kv: KeyValue) -> bytes:
+        """The JSON of an object's store entry ``kv``, decrypted if it is sealed at rest (for readers that
+        follow the store directly). Raises ``KubeError`` (500) when no configured key opens it."""
+        return self._res.plain_value(kv)
 
     def _of(self, obj: Obj) -> tuple[ResourceType, str, str]:
         rt = self.resource_type(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from pitwall.core.tasks import Supervisor
-from pitwall.kube.errors import Conflict, NotFoundError
+from pitwall.kube.errors import Conflict, KubeError, NotFoundError
 from pitwall.kube.registry import ResourceType
 from pitwall.kube.resources import Resources
 
@@ -114,8 +114,8 @@ class GarbageCollector:
                     item = hit[1]
                 else:
                     try:
-                        obj = orjson.loads(kv.value)
-                    except ValueError:
+                        obj = orjson.loads(self.resources.plain_value(kv))
+                    except (ValueError, KubeError):  # unreadable (or undecryptable): not collected
                         continue
                     m = obj.get("metadata") or {}
                     # only what collection looks at is kept: metadata and the kind's identity
@@ -207,7 +207,7 @@ class GarbageCollector:
         kv = await self.resources.store.get(key)
         if kv is None:
             return
-        obj = json.loads(kv.value)
+        obj = json.loads(self.resources.plain_value(kv))
         if (obj.get("metadata") or {}).get("finalizers"):
             return  # someone else's finalizer still holds it
         await self.resources.store.delete(key)

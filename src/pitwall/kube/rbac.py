@@ -36,7 +36,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from pitwall.core.tenancy import DEFAULT_TENANT, Principal, principal_of
-from pitwall.kube.errors import AlreadyExists, Forbidden, qualified
+from pitwall.kube.errors import AlreadyExists, Forbidden, KubeError, qualified
 from pitwall.kube.registry import Registry
 from pitwall.kube.resources import Resources
 from pitwall.kube.selectors import match_label_selector_object
@@ -273,8 +273,8 @@ class RBACAuthorizer:
             res = await self.resources.store.range(f"/registry/{plural}/")
             for kv in res.kvs:
                 try:
-                    obj = json.loads(kv.value)
-                except ValueError:
+                    obj = json.loads(self.resources.plain_value(kv))
+                except (ValueError, KubeError):
                     continue
                 meta = obj.get("metadata") or {}
                 if plural == "roles":

@@ -24,6 +24,7 @@ import orjson
 
 from pitwall.kube import strategy
 from pitwall.kube.convert import from_storage, to_storage
+from pitwall.kube.encryption import DecryptError, Encryption
 from pitwall.kube.errors import (
     AlreadyExists,
     BadRequest,
@@ -31,6 +32,7 @@ from pitwall.kube.errors import (
     Conflict,
     Forbidden,
     Gone,
+    InternalError,
     Invalid,
     NotFoundError,
     qualified,
@@ -67,13 +69,7 @@ class WatchEvent:
     object: Obj
 
 
-def _decode(rt: ResourceType, kv: KeyValue, revision: int | None = None) -> Obj:
-    obj: Obj = orjson.loads(kv.value)
-    meta(obj)["resourceVersion"] = str(revision if revision is not None else kv.mod_revision)
-    return from_storage(rt, obj)
-
-
-def _encode(obj: Obj) -> bytes:
+def _json(obj: Obj) -> bytes:
     body = copy.copy(obj)
     m = dict(body.get("metadata") or {})
     m.pop("resourceVersion", None)
@@ -112,25 +108,59 @@ class Resources:
     """Verbs on every served resource type, over one ``RevStore``."""
 
     def __init__(self, store: RevStore, registry: Registry, *,
-                 service_cidr: str = strategy.DEFAULT_SERVICE_CIDR) -> None:
+                 service_cidr: str = strategy.DEFAULT_SERVICE_CIDR, encryption: Encryption | None = None) -> None:
         self.store = store
         self.registry = registry
         self.service_cidr = service_cidr
+        self.encryption = encryption  # None: objects are stored as plain JSON
         self._defaulters: dict[tuple[str, str], list[Defaulter]] = {}
         self._validators: dict[tuple[str, str], list[Validator]] = {}
         self.cache = ObjectCache()
+
+    # ---- stored form -------------------------------------------------------------------------------------
+    def _plain(self, rt: ResourceType, kv: KeyValue) -> tuple[bytes, bool]:
+        """The stored JSON of ``kv`` decrypted, and whether it is stale (not sealed by the first provider)."""
+        if self.encryption is None:
+            return kv.value, False
+        try:
+            return self.encryption.unseal(rt.group, rt.plural, kv.key, kv.value)
+        except DecryptError as e:  # kube-apiserver's words; never the undecrypted bytes
+            raise InternalError(f"Internal error occurred: unable to transform key \"{kv.key}\": {e}",
+                                details={"causes": [{"message": f"unable to transform key \"{kv.key}\": {e}"}]}) from None
+
+    def plain_value(self, kv: KeyValue) -> bytes:
+        """The decrypted value of any object key, for readers outside the verbs (gc, RBAC, CRDs)."""
+        if self.encryption is None:
+            return kv.value
+        try:
+            return self.encryption.unseal_any(kv.key, kv.value)
+        except DecryptError as e:
+            raise InternalError(f"Internal error occurred: unable to transform key \"{kv.key}\": {e}") from None
+
+    def _stored(self, rt: ResourceType, kv: KeyValue) -> Obj:
+        obj: Obj = orjson.loads(self._plain(rt, kv)[0])
+        return obj
+
+    def _decode(self, rt: ResourceType, kv: KeyValue, revision: int | None = None) -> Obj:
+        obj = self._stored(rt, kv)
+        meta(obj)["resourceVersion"] = str(revision if revision is not None else kv.mod_revision)
+        return from_storage(rt, obj)
+
+    def _encode(self, rt: ResourceType, key: str, obj: Obj) -> bytes:
+        data = _json(obj)
+        return data if self.encryption is None else self.encryption.seal(rt.group, rt.plural, key, data)
 
     # ---- reads -------------------------------------------------------------------------------------------
     async def get(self, rt: ResourceType, namespace: str, name: str) -> Obj:
         kv = await self.store.get(rt.key(namespace, name))
         if kv is None:
             raise NotFoundError.of(rt.plural, rt.group, name)
-        return _decode(rt, kv)
+        return self._decode(rt, kv)
 
     async def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
                    field_selector: str | None = None, limit: int = 0, continue_token: str = "",
                    resource_version: str = "") -> ListResult:
-        found, rv, token = await self._scan(rt, namespace, lambda kv: _decode(rt, kv), label_selector=label_selector,
+        found, rv, token = await self._scan(rt, namespace, lambda kv: self._decode(rt, kv), label_selector=label_selector,
                                             field_selector=field_selector, limit=limit,
                                             continue_token=continue_token, resource_version=resource_version)
         return ListResult(found, rv, token)
@@ -146,7 +176,7 @@ class Resources:
         cache = self.cache
 
         def decode(kv: KeyValue) -> Obj:
-            return _decode(rt, kv)
+            return self._decode(rt, kv)
 
         found, rv, token = await self._scan(rt, namespace, lambda kv: cache.get(rt.api_version, kv, decode),
                                             label_selector=label_selector, field_selector=field_selector,
@@ -222,7 +252,7 @@ class Resources:
         if rv == 0 or send_initial:
             res = await self.store.range(prefix, revision=rv if send_initial and rv else 0)
             for kv in res.kvs:
-                obj = _decode(rt, kv)
+                obj = self._decode(rt, kv)
                 if self._matches(obj, labels, fields):
                     yield WatchEvent("ADDED", obj)
             rv = res.revision
@@ -233,8 +263,8 @@ class Resources:
                 for ev in batch:
                     if rt.namespaced and not namespace and ev.kv.key.count("/") != rt.prefix.count("/") + 1:
                         continue
-                    new = _decode(rt, ev.kv) if ev.type == "PUT" else None
-                    old = _decode(rt, ev.prev_kv, ev.kv.mod_revision) if ev.prev_kv is not None else None
+                    new = self._decode(rt, ev.kv) if ev.type == "PUT" else None
+                    old = self._decode(rt, ev.prev_kv, ev.kv.mod_revision) if ev.prev_kv is not None else None
                     new_ok = new is not None and self._matches(new, labels, fields)
                     old_ok = old is not None and self._matches(old, labels, fields)
                     if new is not None and new_ok:
@@ -263,7 +293,7 @@ class Resources:
         kv = await self.store.get(ns_rt.key("", namespace))
         if kv is None:
             raise NotFoundError.of("namespaces", "", namespace)
-        if (json.loads(kv.value).get("metadata") or {}).get("deletionTimestamp"):
+        if (json.loads(self.plain_value(kv)).get("metadata") or {}).get("deletionTimestamp"):
             raise Forbidden(f'{qualified(rt.plural, rt.group)} is forbidden: unable to create new content in '
                             f'namespace {namespace} because it is being terminated',
                             details={"kind": rt.plural, **({"group": rt.group} if rt.group else {})})
@@ -325,7 +355,7 @@ class Resources:
                 raise AlreadyExists.of(rt.plural, rt.group, m["name"])
             return from_storage(rt, stored)
         key = rt.key(namespace, m["name"])
-        res = await self.store.txn([Compare(key, "create", "=", 0)], [Op.put(key, _encode(stored))])
+        res = await self.store.txn([Compare(key, "create", "=", 0)], [Op.put(key, self._encode(rt, key, stored))])
         if not res.succeeded:
             raise AlreadyExists.of(rt.plural, rt.group, m["name"])
         meta(stored)["resourceVersion"] = str(res.revision)
@@ -382,7 +412,8 @@ class Resources:
             kv = await self.store.get(key)
             if kv is None:
                 raise NotFoundError.of(rt.plural, rt.group, name)
-            old: Obj = orjson.loads(kv.value)
+            plain, stale = self._plain(rt, kv)
+            old: Obj = orjson.loads(plain)
             meta(old)["resourceVersion"] = str(kv.mod_revision)
             new = fn(copy.deepcopy(old))
             new["apiVersion"], new["kind"] = old.get("apiVersion"), old.get("kind")
@@ -393,7 +424,7 @@ class Resources:
             if rt.has_generation and strategy.spec_changed(rt, old, new):
                 meta(new)["generation"] = int(meta(old).get("generation") or 1) + 1
             track_update(rt, new, old, field_manager, apply=apply)
-            if _same(old, new):
+            if _same(old, new) and not stale:  # a stale one is rewritten: that is how keys rotate
                 return from_storage(rt, old)
             m = meta(new)
             finalize = (bool(m.get("deletionTimestamp")) and not m.get("finalizers") and rt.kind != "Namespace"
@@ -403,7 +434,8 @@ class Resources:
             if finalize:
                 res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], [Op.delete(key)])
             else:
-                res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)], [Op.put(key, _encode(new))])
+                res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)],
+                                           [Op.put(key, self._encode(rt, key, new))])
             if res.succeeded:
                 meta(new)["resourceVersion"] = str(res.revision)
                 await strategy.after_write(self, rt, old, None if finalize else new)
@@ -516,8 +548,8 @@ class Resources:
             kv = await self.store.get(key)
             if kv is None:
                 raise NotFoundError.of(rt.plural, rt.group, name)
-            cur = _decode(rt, kv)
-            stored: Obj = orjson.loads(kv.value)
+            cur = self._decode(rt, kv)
+            stored = self._stored(rt, kv)
             m = meta(stored)
             pre = preconditions or {}
             if pre.get("uid") and pre["uid"] != m.get("uid"):
@@ -563,7 +595,7 @@ class Resources:
                 if dry_run:
                     return from_storage(rt, stored), False
                 res = await self.store.txn([Compare(key, "mod", "=", kv.mod_revision)],
-                                           [Op.put(key, _encode(stored))])
+                                           [Op.put(key, self._encode(rt, key, stored))])
                 if res.succeeded:
                     m["resourceVersion"] = str(res.revision)
                     return from_storage(rt, stored), False

@@ -24,6 +24,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.kube.api import SubresourceHandler, kube_router
 from pitwall.kube.client import KubeClient
 from pitwall.kube.crd import types_from_crd
+from pitwall.kube.encryption import Encryption
 from pitwall.kube.errors import AlreadyExists
 from pitwall.kube.gc import GarbageCollector
 from pitwall.kube.metricsapi import NODE_METRICS, POD_METRICS, MetricsProvider
@@ -49,10 +50,12 @@ class KubeAPI:
 
     def __init__(self, store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
                  watch_timeout_s: float = 1800.0, bookmark_interval_s: float = 60.0, gc_resync_s: float = 30.0,
-                 run_gc: bool = True, sa_key_path: Path | None = None) -> None:
+                 run_gc: bool = True, sa_key_path: Path | None = None, encryption: Encryption | None = None) -> None:
         self.store = store
         self.registry = Registry()
-        self.resources = Resources(store, self.registry, service_cidr=service_cidr)
+        # encryption at rest (kube.encryption): Secrets (or what its config lists) are sealed in the store
+        self.encryption = encryption
+        self.resources = Resources(store, self.registry, service_cidr=service_cidr, encryption=encryption)
         self.openapi = OpenAPI(self.registry)
         self.client = KubeClient(self.resources)
         self.authorizer = RBACAuthorizer(self.registry, self.resources)
@@ -141,7 +144,7 @@ class KubeAPI:
     async def _load_crds(self) -> int:
         res = await self.store.range(_CRD_PREFIX)
         for kv in res.kvs:
-            crd = json.loads(kv.value)
+            crd = json.loads(self.resources.plain_value(kv))
             self.registry.replace_crd(str(crd.get("metadata", {}).get("name", "")), types_from_crd(crd))
         return res.revision
 
@@ -153,7 +156,7 @@ class KubeAPI:
                         rev = ev.kv.mod_revision
                         name = ev.kv.key[len(_CRD_PREFIX):]
                         if ev.type == "PUT":
-                            self.registry.replace_crd(name, types_from_crd(json.loads(ev.kv.value)))
+                            self.registry.replace_crd(name, types_from_crd(json.loads(self.resources.plain_value(ev.kv))))
                         else:
                             self.registry.replace_crd(name, [])
                 return

@@ -157,7 +157,7 @@ async def admit_create(res: Resources, rt: ResourceType, obj: Obj, service_cidr:
     used: set[str] = set()
     listed = await res.store.range(rt.prefix)
     for kv in listed.kvs:
-        other = json.loads(kv.value).get("spec") or {}
+        other = json.loads(res.plain_value(kv)).get("spec") or {}
         if other.get("clusterIP"):
             used.add(str(other["clusterIP"]))
     if want:

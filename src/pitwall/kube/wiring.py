@@ -8,6 +8,7 @@ in ``server.py`` sees to that.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.kube.encryption import KEY_ENV, Encryption, load_encryption, local_encryption
 from pitwall.kube.server import KubeAPI
 from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.storage.revstore import RevStore
@@ -22,14 +24,31 @@ from pitwall.storage.revstore.etcd import EtcdRevStore
 from pitwall.storage.revstore.postgres import PostgresRevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
-__all__ = ["KubePart", "build_kube", "build_kube_part", "build_revstore"]
+__all__ = ["KubePart", "build_encryption", "build_kube", "build_kube_part", "build_revstore"]
+
+log = logging.getLogger(__name__)
 
 
 def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
-               sa_key_path: Path | None = None) -> KubeAPI:
+               sa_key_path: Path | None = None, encryption: Encryption | None = None) -> KubeAPI:
     """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store.
-    ``sa_key_path``: the key signing ServiceAccount tokens (created if absent; None: in memory)."""
-    return KubeAPI(store, service_cidr=service_cidr, server_address=server_address, sa_key_path=sa_key_path)
+    ``sa_key_path``: the key signing ServiceAccount tokens (created if absent; None: in memory).
+    ``encryption``: what is sealed at rest (``build_encryption``; None: nothing)."""
+    return KubeAPI(store, service_cidr=service_cidr, server_address=server_address, sa_key_path=sa_key_path,
+                   encryption=encryption)
+
+
+def build_encryption(kube: Any, data_dir: Path, backend: str = "sqlite") -> Encryption:
+    """Encryption at rest from ``kube`` (``pitwall.config.KubeSettings``): its ``encryption_config`` file, else
+    Secrets sealed with aesgcm under ``$PITWALL_SECRETS_KEY`` or ``data_dir/secrets.key`` (made once)."""
+    if kube.encryption_config is not None:
+        return load_encryption(kube.encryption_config)
+    enc = local_encryption(data_dir)
+    if backend != "sqlite" and enc.source != KEY_ENV:
+        # servers sharing a store each made their own key: a Secret one writes, the others cannot read
+        log.warning("state.backend %s is shared, but Secrets are encrypted with this server's own key (%s): "
+                    "give every server the same PITWALL_SECRETS_KEY or kube.encryption_config", backend, enc.source)
+    return enc
 
 
 def build_revstore(state: Any, data_dir: Path) -> SqliteRevStore | EtcdRevStore | PostgresRevStore:
@@ -67,5 +86,7 @@ class KubePart:
 def build_kube_part(settings: Any) -> KubePart:
     """The Kubernetes API over the state store of ``pitwall.config.Settings``."""
     store = build_revstore(settings.state, settings.data_dir)
+    encryption = build_encryption(settings.kube, settings.data_dir, settings.state.backend)
     return KubePart(store, build_kube(store, server_address=settings.listen,
-                                      sa_key_path=settings.data_dir / "identity" / "sa-signing-key.pem"))
+                                      sa_key_path=settings.data_dir / "identity" / "sa-signing-key.pem",
+                                      encryption=encryption))

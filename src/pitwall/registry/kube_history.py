@@ -26,16 +26,18 @@ import base64
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
+from pitwall.core.errors import PitwallError
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.registry.history import HistoryRecord
 from pitwall.registry.model import ROOT
-from pitwall.storage.revstore import Compacted, Event, RevStore
+from pitwall.storage.revstore import Compacted, Event, KeyValue, RevStore
 
 __all__ = ["KUBE_HISTORY_PREFIX", "KubeConfigHistory", "Restored"]
 
@@ -50,9 +52,11 @@ class KubeConfigHistory:
     name = "kube-config-history"
 
     def __init__(self, store: RevStore, prefixes: dict[str, str], changes: ChangeSink | None, *,
-                 keep: int = 100, kube: KubeClient | None = None) -> None:
+                 keep: int = 100, kube: KubeClient | None = None,
+                 plain: Callable[[KeyValue], bytes] | None = None) -> None:
         self.store = store
         self.kube = kube  # writes rollbacks through the API (validation, managedFields, watches)
+        self.plain = plain or (lambda kv: kv.value)  # the object's JSON (Secrets are encrypted in the store)
         self.prefixes = prefixes  # kind ("configmap", "secret") -> store prefix of its objects
         self.changes = changes
         self.keep = keep
@@ -81,8 +85,12 @@ class KubeConfigHistory:
                 start = now + 1
 
     async def _record(self, kind: str, prefix: str, ev: Event) -> None:
-        new_obj = None if ev.type == "DELETE" else orjson.loads(ev.kv.value)
-        old_obj = orjson.loads(ev.prev_kv.value) if ev.prev_kv is not None else None
+        try:
+            new_obj = None if ev.type == "DELETE" else orjson.loads(self.plain(ev.kv))
+            old_obj = orjson.loads(self.plain(ev.prev_kv)) if ev.prev_kv is not None else None
+        except PitwallError as e:  # a value no configured key opens: skip it, keep following the others
+            log.warning("%s history: %s", kind, e)
+            return
         old, new = _data(kind, old_obj), _data(kind, new_obj)
         if old == new:
             return
@@ -185,7 +193,7 @@ class KubeConfigHistory:
             return None if shown is None else {"data": orjson.loads(shown)["data"]}
         for kv in res.kvs:
             if kv.key == key:
-                obj: dict[str, Any] = orjson.loads(kv.value)
+                obj: dict[str, Any] = orjson.loads(self.plain(kv))  # decrypted (a Secret is encrypted at rest)
                 return obj
         return None
 

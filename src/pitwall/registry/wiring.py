@@ -96,7 +96,8 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     kube_history = reloader = None
     if kube is not None:
         kube_history = KubeConfigHistory(store, {k.lower(): kube.resource_type("v1", k).prefix
-                                                 for k in ("ConfigMap", "Secret")}, changes, kube=kube)
+                                                 for k in ("ConfigMap", "Secret")}, changes, kube=kube,
+                                         plain=kube.stored_value)
         reloader = ControllerManager([ControllerRunner(kube, ReloadController(kube, changes), workers=2)],
                                      election=election)
     return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history,
