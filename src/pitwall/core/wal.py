@@ -111,6 +111,31 @@ class Wal:
             yield WalRecord(seg, rtype, payload)
             pos = end
 
+    def read_from(self, segment: int, offset: int, max_bytes: int) -> Iterator[tuple[int, WalRecord]]:
+        """Intact records of ``segment`` from ``offset`` (at most about ``max_bytes``), each with the
+        offset after it.
+
+        For a reader following the log while it is written (a forwarding
+        queue): it stops at an incomplete or torn record and never truncates.
+        """
+        path = self.dir / _segment_name(segment)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(max_bytes + (64 << 20))
+        except FileNotFoundError:
+            return
+        pos, read = 0, 0
+        while pos + _HEADER.size <= len(data) and read < max_bytes:
+            length, crc, rtype = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            payload = data[pos + _HEADER.size : end]
+            if end > len(data) or zlib.crc32(payload, zlib.crc32(bytes([rtype]))) != crc:
+                return
+            read += end - pos
+            pos = end
+            yield offset + pos, WalRecord(segment, rtype, payload)
+
     # -- writing -----------------------------------------------------------
 
     def open_for_append(self) -> None:
