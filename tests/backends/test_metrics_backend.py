@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -10,11 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from pitwall.config import load_settings
 from pitwall.core.errors import ConfigError
 from tests.backends.vm import VictoriaPeer, need_victoria, wait_for, write_body
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, free_port, start_pitwall_process, wait_ready
+from tests.crash import Stop, kill_under_load
+from tests.peers import PrometheusPeer, need_prometheus
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -165,3 +169,68 @@ def test_engine_down_under_write_load_loses_nothing_acknowledged(pitwall: LiveSe
     wait_for(lambda: not missing() or None, timeout=60) if missing() else None
     assert not missing()
     wait_for(lambda: httpx.get(pitwall.url + "/-/ready").status_code == 200)
+
+
+@pytest.mark.slow
+def test_kill_9_with_the_engine_down_loses_nothing_acknowledged(tmp_path: Path, vm: VictoriaPeer) -> None:
+    """The queue's position and the WAL segments it has not passed survive kill -9 of pitwall."""
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"kube": {"enabled": False}, "backends": {"metrics": {
+        "type": "prometheus-api", "write_url": vm.url + "/api/v1/write", "query_url": vm.url}}}))
+    port, data = free_port(), tmp_path / "data"
+    proc = start_pitwall_process(data, port, config=cfg)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc=proc, timeout=60)
+    t0 = int(time.time()) * 1000 - 3_600_000
+    clients = [httpx.Client(timeout=5) for _ in range(4)]
+
+    def send(w: int, n: int) -> str | None:
+        rid = f"{w}-{n}"
+        body = write_body([({"__name__": "bk_crash", "req": rid}, [(t0 + n, float(n))])])
+        try:
+            r = clients[w].post(url + "/api/v1/write", content=body, headers=WRITE_HEADERS)
+        except httpx.HTTPError:
+            raise Stop from None
+        if n == 100 and w == 0:
+            vm.stop()  # the rest queues up in pitwall's WAL
+        return rid if r.status_code == 204 else None
+
+    acked = kill_under_load(proc, send, want=600, within_s=60)
+    for c in clients:
+        c.close()
+    vm.start()
+    proc = start_pitwall_process(data, port, config=cfg)
+    try:
+        wait_ready(url, proc=proc, timeout=60)
+
+        def missing() -> set[str]:
+            got = vm.api("/api/v1/series", **{"match[]": "bk_crash", "start": str(t0 / 1000 - 10),
+                                              "end": str(t0 / 1000 + 600)})["data"]
+            return acked - {s["req"] for s in got}
+
+        wait_for(lambda: not missing(), timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_prometheus_as_remote_write_receiver(tmp_path: Path) -> None:
+    need_prometheus()
+    prom = PrometheusPeer(tmp_path / "prom")
+    s = load_settings(data_dir=tmp_path / "pw", listen="127.0.0.1:0", storage={"fsync": False},
+                      kube={"enabled": False},
+                      backends={"metrics": {"write_url": prom.url + "/api/v1/write", "query_url": prom.url}})
+    srv = LiveServer(s)
+    srv.start()
+    try:
+        now = int(time.time()) * 1000
+        r = httpx.post(srv.url + "/api/v1/write", content=write_body(_series(now)), headers=WRITE_HEADERS)
+        assert r.status_code == 204, r.text
+        params = {"query": "sum by (job) (rate(bk_requests_total[30s]))", "time": str(now / 1000)}
+        direct = wait_for(lambda: prom.api("/api/v1/query", **params)["data"]["result"])
+        via = httpx.get(srv.url + "/api/v1/query", params=params).json()["data"]["result"]
+        assert via == direct and len(direct) == 2
+    finally:
+        srv.stop()
+        prom.stop()
