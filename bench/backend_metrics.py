@@ -137,10 +137,11 @@ def main() -> None:
         t0 = (int(time.time()) - 7200) * 1000
         n = args.requests * args.series * args.points
         print(f"ingest: {args.requests} requests x {args.series} series x {args.points} points = {n:,} samples")
-        acked, done = ingest(pw + "/api/v1/write", vm, "bk_pitwall", args, t0)
-        print(f"  through pitwall: acked {acked:,.0f} samples/s, delivered+searchable {done:,.0f} samples/s")
-        acked, done = ingest(vm + "/api/v1/write", vm, "bk_direct", args, t0)
-        print(f"  straight into VM: acked {acked:,.0f} samples/s, searchable {done:,.0f} samples/s")
+        p_acked, p_done = ingest(pw + "/api/v1/write", vm, "bk_pitwall", args, t0)
+        print(f"  through pitwall: acked {p_acked:,.0f} samples/s, delivered+searchable {p_done:,.0f} samples/s")
+        d_acked, d_done = ingest(vm + "/api/v1/write", vm, "bk_direct", args, t0)
+        print(f"  straight into VM: acked {d_acked:,.0f} samples/s, searchable {d_done:,.0f} samples/s")
+        print(f"  ratio through pitwall / direct: acked {p_acked / d_acked:.2f}x, searchable {p_done / d_done:.2f}x")
         via, direct = latency(pw, args.queries, t0), latency(vm, args.queries, t0)
         print(f"query latency over {args.requests * args.series:,} series, {args.queries} runs (p50 / p95 ms):")
         for k in via:

@@ -153,7 +153,7 @@ def test_engine_down_under_write_load_loses_nothing_acknowledged(pitwall: LiveSe
         ready = wait_for(lambda: (x := httpx.get(pitwall.url + "/-/ready")).status_code == 503 and x.text)
         assert "metrics backend prometheus-api" in ready
         n_before = len(acked)
-        time.sleep(12)  # the engine is down 12+ s while writes go on
+        time.sleep(18)  # the engine is down 18+ s while writes go on
         assert len(acked) > n_before + 50  # pitwall kept acknowledging from its own WAL
         vm.start()
     finally:

@@ -112,8 +112,8 @@ class Wal:
             pos = end
 
     def read_from(self, segment: int, offset: int, max_bytes: int) -> Iterator[tuple[int, WalRecord]]:
-        """Intact records of ``segment`` from ``offset`` (at most about ``max_bytes``), each with the
-        offset after it.
+        """Intact records of ``segment`` from ``offset`` within ``max_bytes`` (at least the first
+        record), each with the offset after it.
 
         For a reader following the log while it is written (a forwarding
         queue): it stops at an incomplete or torn record and never truncates.
@@ -122,17 +122,20 @@ class Wal:
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
-                data = f.read(max_bytes + (64 << 20))
+                data = f.read(max_bytes)
+                if len(data) >= _HEADER.size:  # the first record whole, however large
+                    first = _HEADER.size + _HEADER.unpack_from(data, 0)[0]
+                    if len(data) < first <= _HEADER.size + MAX_RECORD_BYTES:  # larger: a torn header
+                        data += f.read(first - len(data))
         except FileNotFoundError:
             return
-        pos, read = 0, 0
-        while pos + _HEADER.size <= len(data) and read < max_bytes:
+        pos = 0
+        while pos + _HEADER.size <= len(data):
             length, crc, rtype = _HEADER.unpack_from(data, pos)
             end = pos + _HEADER.size + length
             payload = data[pos + _HEADER.size : end]
             if end > len(data) or zlib.crc32(payload, zlib.crc32(bytes([rtype]))) != crc:
                 return
-            read += end - pos
             pos = end
             yield offset + pos, WalRecord(segment, rtype, payload)
 

@@ -98,13 +98,15 @@ class BackendHealth:
 class RemoteEngine:
     """PromQL evaluated by a Prometheus-API engine: ``instant``/``range`` are an ``InstantQuery``/``RangeQuery``."""
 
-    def __init__(self, query_url: str, headers: Mapping[str, str], timeout_s: float) -> None:
+    def __init__(self, query_url: str, headers: Mapping[str, str], timeout_s: float, *,
+                 transport: httpx.BaseTransport | None = None,
+                 async_transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = query_url
         self.headers = dict(headers)
         self.timeout = timeout_s
         self.health = BackendHealth(f"prometheus-api at {query_url}")
-        self._client = httpx.Client(timeout=timeout_s)
-        self.aclient = httpx.AsyncClient(timeout=timeout_s)
+        self._client = httpx.Client(timeout=timeout_s, transport=transport)
+        self.aclient = httpx.AsyncClient(timeout=timeout_s, transport=async_transport)
 
     def instant(self, expr: str, at_ms: int, tenant: str = DEFAULT_TENANT) -> QueryResult:
         return self._query("/api/v1/query", {"query": expr, "time": f"{at_ms / 1000:.3f}"}, tenant)
@@ -240,8 +242,9 @@ class WalForwarder:
 
     def __init__(self, wal: Wal, labels_of: Callable[[int], Labels], write_url: str,
                  headers: Mapping[str, str], timeout_s: float, batch_samples: int,
-                 engine: RemoteEngine | None = None) -> None:
+                 engine: RemoteEngine | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.wal = wal
+        self.transport = transport
         self.labels_of = labels_of
         self.write_url = write_url
         self.headers = dict(headers)
@@ -371,7 +374,7 @@ class WalForwarder:
     # -- Component ---------------------------------------------------------------
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=self.timeout)
+        self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
         self.tasks.spawn(self.run(), name="forward")
 
     async def stop(self) -> None:
