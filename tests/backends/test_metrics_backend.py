@@ -98,6 +98,27 @@ def test_writes_reach_the_engine_and_pitwall_answers_as_the_engine(pitwall: Live
 
 
 @pytest.mark.slow
+def test_otlp_and_scraped_samples_are_forwarded(tmp_path: Path, vm: VictoriaPeer) -> None:
+    host = vm.url.removeprefix("http://")
+    srv = _server(tmp_path, vm, scrape_configs=[{"job_name": "vmself", "scrape_interval": "500ms",
+                                                  "static_configs": [{"targets": [host]}]}])
+    try:
+        now_ns = time.time_ns()
+        otlp = {"resourceMetrics": [{"resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "checkout"}}]},
+            "scopeMetrics": [{"metrics": [{"name": "bk_otlp_queue_depth", "gauge": {"dataPoints": [
+                {"timeUnixNano": str(now_ns), "asDouble": 7.5}]}}]}]}]}
+        r = httpx.post(srv.url + "/v1/metrics", json=otlp)
+        assert r.status_code == 200, r.text
+        got = wait_for(lambda: vm.api("/api/v1/query", query="bk_otlp_queue_depth")["data"]["result"])
+        assert got[0]["metric"]["job"] == "checkout" and got[0]["value"][1] == "7.5"
+        up = wait_for(lambda: vm.api("/api/v1/query", query='up{job="vmself"}')["data"]["result"])
+        assert up[0]["value"][1] == "1" and up[0]["metric"]["instance"] == host
+    finally:
+        srv.stop()
+
+
+@pytest.mark.slow
 def test_alert_rule_fires_from_engine_data(tmp_path: Path, vm: VictoriaPeer) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text("groups: [{name: g, interval: 200ms, rules: [{alert: EngineOnly, expr: 'engine_only_up > 0'},"

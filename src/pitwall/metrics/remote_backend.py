@@ -48,6 +48,7 @@ __all__ = ["RemoteEngine", "WalForwarder", "proxy_router"]
 log = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 256 << 20  # an engine's answer pitwall parses or relays
+MAX_RELAY_BODY = 4 << 20  # a relayed query's form body (PromQL and match[] selectors)
 PROXIED = ("/api/v1/query", "/api/v1/query_range", "/api/v1/series", "/api/v1/labels")
 
 
@@ -156,14 +157,19 @@ class RemoteEngine:
         ctype = request.headers.get("content-type")
         if ctype:
             headers["Content-Type"] = ctype
+        body = await request.body()
+        if len(body) > MAX_RELAY_BODY:
+            raise BadData(f"request body larger than {MAX_RELAY_BODY} bytes")
         try:
             r = await self.aclient.request(request.method, self.url + path, params=request.query_params,
-                                           content=await request.body(), headers=headers)
+                                           content=body, headers=headers)
         except httpx.HTTPError as e:
             raise self.unreachable(e) from None
         if r.status_code in (502, 503, 504):
             raise self.unreachable(f"HTTP {r.status_code}")
         self.health.ok()
+        if len(r.content) > MAX_RESPONSE_BYTES:
+            raise ExecutionError(f"{self.health.name}: answer larger than {MAX_RESPONSE_BYTES} bytes")
         return Response(r.content, status_code=r.status_code,
                         media_type=r.headers.get("content-type", "application/json"))
 
