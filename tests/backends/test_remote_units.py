@@ -122,3 +122,24 @@ async def test_queue_retries_5xx_drops_4xx_and_persists_its_position(tmp_path: P
     assert again.pos == fw.pos and again.keep_from() == 1
     await fw.stop()
     await wal.close()
+
+
+async def test_wal_read_from_follows_a_live_log_and_never_truncates(tmp_path: Path) -> None:
+    wal = Wal(tmp_path / "wal", fsync=False)
+    wal.open_for_append()
+    for i in range(3):
+        await wal.append(REC_METADATA, f"record {i}".encode() * 100)
+    got = list(wal.read_from(1, 0, max_bytes=1))  # a tiny budget still yields the first record whole
+    assert [r.payload[:8] for _, r in got] == [b"record 0"]
+    end0 = got[0][0]
+    rest = list(wal.read_from(1, end0, max_bytes=1 << 20))
+    assert [r.payload[:8] for _, r in rest] == [b"record 1", b"record 2"]
+    seg = tmp_path / "wal" / "00000001.wal"
+    size = seg.stat().st_size
+    assert rest[-1][0] == size
+    with open(seg, "ab") as f:  # a record being written: header and half its payload
+        f.write(b"\xff\x00\x00\x00\x00\x00\x00\x00\x02" + b"x" * 100)
+    assert list(wal.read_from(1, size, max_bytes=1 << 20)) == []
+    assert seg.stat().st_size == size + 109  # left alone for the writer
+    assert list(wal.read_from(7, 0, max_bytes=10)) == []  # a segment already removed
+    await wal.close()

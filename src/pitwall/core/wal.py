@@ -122,7 +122,7 @@ class Wal:
         try:
             with open(path, "rb") as f:
                 f.seek(offset)
-                data = f.read(max_bytes)
+                data = f.read(max(max_bytes, _HEADER.size))
                 if len(data) >= _HEADER.size:  # the first record whole, however large
                     first = _HEADER.size + _HEADER.unpack_from(data, 0)[0]
                     if len(data) < first <= _HEADER.size + MAX_RECORD_BYTES:  # larger: a torn header
