@@ -134,6 +134,9 @@ def test_alert_rule_fires_from_engine_data(tmp_path: Path, vm: VictoriaPeer) -> 
             return [a for a in alerts if a["labels"]["alertname"] == "EngineOnly" and a["state"] == "firing"]
 
         assert wait_for(firing)[0]["labels"]["job"] == "x"
+        # The UI's query page reads the engine too (the expression is echoed; its value, 123457, is not).
+        page = httpx.get(srv.url + "/graph", params={"expr": "engine_only_up * 123456 + 1", "type": "instant"})
+        assert page.status_code == 200 and "123457" in page.text
         # The recording rule's output went back to the engine through the forwarding queue.
         got = wait_for(lambda: vm.api("/api/v1/query", query="engine_only_doubled")["data"]["result"])
         assert got[0]["value"][1] == "2"
