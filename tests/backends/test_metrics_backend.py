@@ -134,6 +134,11 @@ def test_alert_rule_fires_from_engine_data(tmp_path: Path, vm: VictoriaPeer) -> 
             return [a for a in alerts if a["labels"]["alertname"] == "EngineOnly" and a["state"] == "firing"]
 
         assert wait_for(firing)[0]["labels"]["job"] == "x"
+        # The HTTP API relays to the engine (the embedded store has no such series).
+        api = httpx.get(srv.url + "/api/v1/query", params={"query": "engine_only_up"}).json()["data"]["result"]
+        assert [r["metric"] for r in api] == [{"__name__": "engine_only_up", "job": "x"}]
+        names = httpx.get(srv.url + "/api/v1/label/__name__/values").json()["data"]
+        assert "engine_only_up" in names
         # The UI's query page reads the engine too (the expression is echoed; its value, 123457, is not).
         page = httpx.get(srv.url + "/graph", params={"expr": "engine_only_up * 123456 + 1", "type": "instant"})
         assert page.status_code == 200 and "123457" in page.text
