@@ -11,6 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -119,6 +120,32 @@ class GatewaySettings(_Section):
         if v is not None:
             split_listen(v)
         return v
+
+
+def _http_url(v: str) -> str:
+    u = urlsplit(v)
+    if u.scheme not in ("http", "https") or not u.netloc:
+        raise ValueError(f"want an http(s) URL, got {v!r}")
+    return v.rstrip("/")
+
+
+class MetricsBackendSettings(_Section):
+    """Metrics kept by an existing Prometheus-API engine (VictoriaMetrics, Prometheus, Mimir, Thanos)."""
+
+    type: Literal["prometheus-api"] = "prometheus-api"
+    write_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="remote-write endpoint, e.g. http://vm:8428/api/v1/write")
+    query_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="the engine's Prometheus API root (the part before /api/v1), e.g. http://vm:8428")
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with every read and write")
+    timeout: DurationMs = Field(30_000, gt=0, description="per request to the engine")
+    batch_samples: int = Field(10_000, gt=0, le=1_000_000, description="samples per remote-write request")
+
+
+class BackendsSettings(_Section):
+    """Telemetry kept elsewhere; absent: the embedded stores."""
+
+    metrics: MetricsBackendSettings | None = None
 
 
 class QuerySettings(_Section):
@@ -263,6 +290,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)
+    backends: BackendsSettings = Field(default_factory=BackendsSettings)
     traces: TracesSettings = Field(default_factory=TracesSettings)
     otlp_grpc: OtlpGrpcSettings = Field(default_factory=OtlpGrpcSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)

@@ -119,6 +119,7 @@ class Components:
     def problems(self) -> list[str]:
         """Why the server is not ready: not started yet, or a supervised loop died."""
         out = [] if self.ready else ["starting"]
+        out.extend(self.metrics.problems())
         for comp in self.started:
             if isinstance(comp, Supervised):
                 out.extend(comp.tasks.failures)

@@ -111,6 +111,34 @@ class Wal:
             yield WalRecord(seg, rtype, payload)
             pos = end
 
+    def read_from(self, segment: int, offset: int, max_bytes: int) -> Iterator[tuple[int, WalRecord]]:
+        """Intact records of ``segment`` from ``offset`` within ``max_bytes`` (at least the first
+        record), each with the offset after it.
+
+        For a reader following the log while it is written (a forwarding
+        queue): it stops at an incomplete or torn record and never truncates.
+        """
+        path = self.dir / _segment_name(segment)
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                data = f.read(max(max_bytes, _HEADER.size))
+                if len(data) >= _HEADER.size:  # the first record whole, however large
+                    first = _HEADER.size + _HEADER.unpack_from(data, 0)[0]
+                    if len(data) < first <= _HEADER.size + MAX_RECORD_BYTES:  # larger: a torn header
+                        data += f.read(first - len(data))
+        except FileNotFoundError:
+            return
+        pos = 0
+        while pos + _HEADER.size <= len(data):
+            length, crc, rtype = _HEADER.unpack_from(data, pos)
+            end = pos + _HEADER.size + length
+            payload = data[pos + _HEADER.size : end]
+            if end > len(data) or zlib.crc32(payload, zlib.crc32(bytes([rtype]))) != crc:
+                return
+            pos = end
+            yield offset + pos, WalRecord(segment, rtype, payload)
+
     # -- writing -----------------------------------------------------------
 
     def open_for_append(self) -> None:

@@ -20,6 +20,7 @@ from pitwall.metrics.ingest.otlp import OtlpMetricsTranslator
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.promql import Engine
 from pitwall.metrics.query import InstantQuery, RangeQuery, local_instant, local_range
+from pitwall.metrics.remote_backend import RemoteEngine, WalForwarder, proxy_router
 from pitwall.metrics.scrape.config import GlobalScrapeDefaults, ScrapeConfig, parse_scrape_configs
 from pitwall.metrics.scrape.manager import ScrapeManager
 from pitwall.storage.duckdb import TelemetryDB
@@ -56,13 +57,23 @@ class MetricsPart:
     engine: Engine
     scrape: ScrapeManager
     deps: MetricsApiDeps
+    remote: RemoteEngine | None = None  # backends.metrics: reads go to the engine
+    forwarder: WalForwarder | None = None  # ...and the WAL is forwarded to it
     name: str = "metrics"
 
     def components(self) -> Sequence[Component]:
-        return [self.store, self.scrape]
+        fwd: list[Component] = [] if self.forwarder is None else [self.forwarder]
+        return [self.store, *fwd, self.scrape]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(query_router(self.deps)), Mount(ingest_router(self.deps)), Mount(otlp_router(self.deps))]
+        # Routes match in order: the engine's answers come before the embedded ones.
+        proxy = [] if self.remote is None else [Mount(proxy_router(self.remote))]
+        return [*proxy, Mount(query_router(self.deps)), Mount(ingest_router(self.deps)),
+                Mount(otlp_router(self.deps))]
+
+    def problems(self) -> list[str]:
+        """Why ``/-/ready`` fails on the metrics side: a backend that is down."""
+        return [] if self.forwarder is None else self.forwarder.problems()
 
     async def reload(self, settings: Any) -> None:
         await self.scrape.reload(scrape_configs_of(settings))
@@ -74,6 +85,17 @@ class MetricsPart:
                            lambda: float(st.head_samples))
         metrics.add_gauges("pitwall_metrics_samples_appended_total", "Samples appended since start.",
                            lambda: float(st.samples_appended))
+        fw = self.forwarder
+        if fw is not None:
+            metrics.add_gauges("pitwall_metrics_forwarded_samples_total", "Samples the metrics backend acked.",
+                               lambda: float(fw.sent_samples))
+            metrics.add_gauges("pitwall_metrics_forward_dropped_samples_total",
+                               "Samples the metrics backend refused (4xx).", lambda: float(fw.dropped_samples))
+            metrics.add_gauges("pitwall_metrics_forward_failures_total", "Failed sends to the metrics backend.",
+                               lambda: float(fw.failures))
+            metrics.add_gauges("pitwall_metrics_forward_pending_segments",
+                               "WAL segments the forwarding queue has not passed.",
+                               lambda: float(fw.pending_segments()))
 
     @property
     def otlp_export(self) -> Callable[[str, Body, str], Awaitable[bytes]]:
@@ -82,12 +104,12 @@ class MetricsPart:
 
     @property
     def instant(self) -> InstantQuery:
-        """PromQL at one instant over the embedded store (rules, the UI)."""
-        return local_instant(self.engine, self.store)
+        """PromQL at one instant (rules, SLOs, canaries, the HPA, the UI): the engine's, else the embedded."""
+        return self.remote.instant if self.remote is not None else local_instant(self.engine, self.store)
 
     @property
     def range(self) -> RangeQuery:
-        return local_range(self.engine, self.store)
+        return self.remote.range if self.remote is not None else local_range(self.engine, self.store)
 
 
 def build_metrics(settings: Any, db: TelemetryDB, inflight: InflightBudget) -> MetricsPart:
@@ -116,4 +138,10 @@ def build_metrics(settings: Any, db: TelemetryDB, inflight: InflightBudget) -> M
         flags=_flags(settings),
         targets=scrape,
     )
-    return MetricsPart(store, engine, scrape, deps)
+    remote, forwarder = None, None
+    if (b := settings.backends.metrics) is not None:
+        remote = RemoteEngine(b.query_url, b.headers, b.timeout / 1000)
+        forwarder = WalForwarder(store.wal, store.labels_of, b.write_url, b.headers, b.timeout / 1000,
+                                 b.batch_samples, engine=remote)
+        store.wal_keep = forwarder.keep_from
+    return MetricsPart(store, engine, scrape, deps, remote, forwarder)

@@ -93,6 +93,7 @@ class MetricStore:
     ) -> None:
         self.db = db
         self.wal = Wal(wal_dir, fsync=fsync)
+        self.wal_keep: Callable[[], int] | None = None  # the oldest WAL segment a reader still needs
         self.block_ms = block_ms
         self.retention_ms = retention_ms
         self.head_max_samples = head_max_samples
@@ -352,7 +353,8 @@ class MetricStore:
         except BaseException:
             self.head.thaw()
             raise
-        self.wal.remove_before(segment)
+        # A forwarding queue (metrics.remote_backend) may still need older segments.
+        self.wal.remove_before(segment if self.wal_keep is None else min(segment, self.wal_keep()))
 
     def _write_blocks(self, frozen: list[Chunk], n_sids: int, segment: int) -> None:
         db = self.db
