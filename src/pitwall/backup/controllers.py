@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pitwall.backup.checksums import write_checksums
 from pitwall.backup.restic import Restic, ResticError
 from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
@@ -325,6 +326,7 @@ class BackupReconciler:
             post = await self._hooks(b, [p for p in pods if p["metadata"]["name"] not in failed], "post", res)
             del post  # a failed post hook is an error of the backup; the pod is already in it
             (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings}, indent=2))
+            await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
             await restic.ensure()
             notes: list[str] = []
             tags = backup_tags(b["metadata"]["name"], location, ns)
@@ -537,8 +539,9 @@ class ScheduleReconciler:
     primary = (API_VERSION, "Schedule")
     secondary: Sequence[tuple[str, str]] = ()
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, stats: BackupStats | None = None) -> None:
         self.client = client
+        self.stats = stats
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         return [object_key(obj)]
@@ -548,10 +551,13 @@ class ScheduleReconciler:
         try:
             s = await self.client.get(API_VERSION, "Schedule", name, ns)
         except NotFoundError:
+            if self.stats is not None:
+                self.stats.drop_gauges(kind="velero", name=key)
             return None
         spec, st = s.get("spec") or {}, s.get("status") or {}
         try:
             cron = Schedule.parse(str(spec.get("schedule") or ""))
+            self._interval(key, s, cron)
         except CronError as e:
             if st.get("phase") != "FailedValidation":
                 await _set_status(self.client, s, "Schedule", {"phase": "FailedValidation", "validationErrors": [
@@ -580,6 +586,21 @@ class ScheduleReconciler:
         elif st.get("phase") != "Enabled":
             await _set_status(self.client, s, "Schedule", {"phase": "Enabled"})
         return None if due is None else max((due - datetime.now(UTC)).total_seconds(), 0.05)
+
+    def _interval(self, key: str, s: Obj, cron: Schedule) -> None:
+        """The schedule's interval and creation time as gauges, for the "no successful backup within twice
+        the schedule" rule (paused schedules are dropped: no backup is expected of them)."""
+        if self.stats is None:
+            return
+        labels = {"kind": "velero", "name": key}
+        first = cron.next(datetime.now(UTC))
+        second = cron.next(first) if first is not None else None
+        created = parse_time(s["metadata"].get("creationTimestamp"))
+        if (s.get("spec") or {}).get("paused") or first is None or second is None or created is None:
+            self.stats.drop_gauges(**labels)
+            return
+        self.stats.set_gauge("pitwall_backup_schedule_interval_seconds", labels, (second - first).total_seconds())
+        self.stats.set_gauge("pitwall_backup_schedule_created_timestamp_seconds", labels, created.timestamp())
 
     async def _spawn(self, s: Obj, now: datetime) -> Obj:
         m, spec = s["metadata"], s.get("spec") or {}

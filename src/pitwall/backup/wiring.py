@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pitwall.backup.alerts import RuleSink, load_shipped_rules
 from pitwall.backup.api import backup_router
 from pitwall.backup.controllers import (
     BackupReconciler,
@@ -16,7 +17,8 @@ from pitwall.backup.controllers import (
     RestoreReconciler,
     ScheduleReconciler,
 )
-from pitwall.backup.crds import velero_crds
+from pitwall.backup.crds import restore_drill_crd, velero_crds
+from pitwall.backup.drill import DrillReconciler
 from pitwall.backup.selfbackup import RepoLocks, SelfBackup, SelfRun
 from pitwall.backup.snapshot import STAGING
 from pitwall.backup.stats import BackupStats
@@ -46,6 +48,33 @@ def _change_hook(changes: ChangeSink) -> Callable[[SelfRun], Any]:
     return record
 
 
+def _drill_change_hook(changes: ChangeSink) -> Callable[[str, dict[str, Any]], Any]:
+    async def record(summary: str, obj: dict[str, Any]) -> None:
+        m, st = obj["metadata"], obj.get("status") or {}
+        await changes.record(ChangeEvent(kind="restore", summary=summary, source="pitwall-restore-drill",
+                                         service=f"{m['namespace']}/{m['name']}",
+                                         details={"result": st.get("lastResult", ""),
+                                                  "duration_s": st.get("durationSeconds"),
+                                                  "data_age_s": st.get("dataAgeSeconds"),
+                                                  "snapshot": st.get("snapshot", "")}))
+    return record
+
+
+class ShippedRules:
+    """Loads the shipped backup alert rules into the rule manager at start."""
+
+    name = "backup-rules"
+
+    def __init__(self, rules: RuleSink) -> None:
+        self.rules = rules
+
+    async def start(self) -> None:
+        await load_shipped_rules(self.rules)
+
+    async def stop(self) -> None:
+        """The groups stay with the rule manager, which stops them itself."""
+
+
 def _velero_change_hook(changes: ChangeSink) -> ChangeHook:
     async def record(kind: str, summary: str, obj: dict[str, Any]) -> None:
         m = obj["metadata"]
@@ -62,11 +91,13 @@ class BackupPart:
     self_backup: SelfBackup
     stats: BackupStats
     locks: RepoLocks
-    manager: ControllerManager | None = None  # Velero's controllers, with the control plane
+    manager: ControllerManager | None = None  # Velero's controllers and drills, with the control plane
+    rules: ShippedRules | None = None
     name: str = "backup"
 
     def components(self) -> Sequence[Component]:
-        return [self.stats, *([self.manager] if self.manager is not None else [])]
+        return [self.stats, *([self.manager] if self.manager is not None else []),
+                *([self.rules] if self.rules is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(backup_router(self.self_backup), server_wide=True)]
@@ -81,22 +112,27 @@ class BackupPart:
 def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | None = None,
                       changes: ChangeSink | None = None, kube: KubeAPI | None = None,
                       election: Election | None = None, host: PodHost | None = None,
-                      outside: Sequence[str] = ()) -> BackupPart:
+                      outside: Sequence[str] = (), rules: RuleSink | None = None) -> BackupPart:
     """Self-backup of ``data_dir`` (whose telemetry database is ``db``); figures appended to ``appender``,
     each run a change event in ``changes``. With ``kube`` (call before it starts): Velero's CRDs and
     controllers, run while ``election`` is won, hooks and volumes through ``host`` (the kubelet). ``outside``
-    names state kept outside the data directory (each self-backup warns that it does not hold it)."""
+    names state kept outside the data directory (each self-backup warns that it does not hold it). ``rules``:
+    the rule manager the shipped alert rules are loaded into."""
     locks = RepoLocks()
     stats = BackupStats(appender)
     self_backup = SelfBackup(data_dir, db, locks=locks, stats=stats,
                              on_change=_change_hook(changes) if changes is not None else None, outside=outside)
     manager = None
     if kube is not None:
-        kube.add_builtin_crds(velero_crds())
-        manager = ControllerManager(build_velero_runners(kube, locks=locks, stats=stats, host=host,
-                                                         changes=changes, staging_root=data_dir / STAGING),
-                                    election=election)
-    return BackupPart(self_backup=self_backup, stats=stats, locks=locks, manager=manager)
+        kube.add_builtin_crds([*velero_crds(), restore_drill_crd()])
+        runners = build_velero_runners(kube, locks=locks, stats=stats, host=host, changes=changes,
+                                       staging_root=data_dir / STAGING)
+        drills = DrillReconciler(kube.client, locks=locks, stats=stats, scratch_root=data_dir / STAGING,
+                                 on_change=_drill_change_hook(changes) if changes is not None else None)
+        runners.append(ControllerRunner(kube.client, drills, workers=1, resync_s=300.0))
+        manager = ControllerManager(runners, election=election)
+    return BackupPart(self_backup=self_backup, stats=stats, locks=locks, manager=manager,
+                      rules=ShippedRules(rules) if rules is not None else None)
 
 
 def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
