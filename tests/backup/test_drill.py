@@ -40,6 +40,7 @@ from tests.conftest import LiveServer
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 DRILL_PW = "drill-password"
+AT_START: dict[str, set[str]] = {}  # rule files the server had before any Schedule or drill existed
 
 
 def _restic(repo: Path, *args: str, pw: str = DRILL_PW) -> str:
@@ -57,6 +58,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     home = root / "home"
     home.mkdir()
     c = Cluster(srv, home, root / "repos")
+    groups = httpx.get(srv.url + "/api/v1/rules", timeout=30).json()["data"]["groups"]
+    AT_START["files"] = {g["file"] for g in groups}
     c.kubectl("create", "namespace", "velero")
     c.kubectl("create", "namespace", "drills")
     c.kubectl("-n", "drills", "create", "secret", "generic", "repo-pw", f"--from-literal=password={DRILL_PW}")
@@ -252,6 +255,7 @@ def _rule_exprs() -> dict[str, str]:
 
 def test_shipped_rules_are_loaded_and_fire_only_when_their_condition_holds(cluster: Cluster) -> None:
     groups = httpx.get(cluster.srv.url + "/api/v1/rules", timeout=30).json()["data"]["groups"]
+    assert SOURCE not in AT_START["files"]  # loaded once there is a Schedule or a drill to watch
     shipped = {r["name"] for g in groups if g["file"] == SOURCE for r in g["rules"]}
     assert shipped == set(_rule_exprs())
     exprs = _rule_exprs()
@@ -277,3 +281,56 @@ def test_shipped_rules_are_loaded_and_fire_only_when_their_condition_holds(clust
          now - 1800)])
     fired = {s["metric"]["name"] for s in _query(cluster, exprs["BackupScheduleMissed"])}
     assert fired == {"t/late", "t/never"}
+
+
+def _pitwall(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pitwall.cli.main", "backup", *args, "--server", c.srv.url],
+                          capture_output=True, text=True, timeout=120, env=c.env)
+
+
+def test_backup_list_describe_and_logs(cluster: Cluster) -> None:
+    cluster.kubectl("create", "namespace", "cli")
+    cluster.kubectl("-n", "cli", "create", "configmap", "settings", "--from-literal=mode=fast")
+    cluster.apply(_backup("cli-1", includedNamespaces=["cli"], ttl="2h0m0s"))
+    b = cluster.wait("backup", "cli-1", _done)
+    assert b["status"]["phase"] == "Completed", b["status"]
+    cluster.apply(_drill("cli-drill", {"backupName": "cli-1"}, ns="velero"))
+    cluster.wait("restoredrill", "cli-drill", _ran, ns="velero", timeout=120)
+    cluster.apply({"apiVersion": "velero.io/v1", "kind": "Restore", "metadata": {"name": "cli-back",
+                                                                                "namespace": "velero"},
+                   "spec": {"backupName": "cli-1", "namespaceMapping": {"cli": "cli-copy"}}})
+    cluster.wait("restore", "cli-back", _done)
+
+    out = _pitwall(cluster, "list")
+    assert out.returncode == 0, out.stderr
+    head, *rows = out.stdout.splitlines()
+    assert re.match(r"NAMESPACE\s+NAME\s+STATUS\s+ERRORS\s+WARNINGS\s+CREATED\s+EXPIRES\s+STORAGE LOCATION\s+SELECTOR",
+                    head), head
+    row = next(r for r in rows if re.match(r"velero\s+cli-1\s", r))
+    assert re.search(r"Completed\s+0\s+0\s+\S+\s+1[01]\dm\s+local\s+<none>", row), row
+    js = json.loads(_pitwall(cluster, "list", "-n", "velero", "-o", "json").stdout)
+    assert "cli-1" in {b["metadata"]["name"] for b in js} and all(b["kind"] == "Backup" for b in js)
+    assert _pitwall(cluster, "list", "-n", "nothing-here").stderr.strip() == "no backups found"
+
+    desc = _pitwall(cluster, "describe", "cli-1")
+    assert desc.returncode == 0, desc.stderr
+    text = desc.stdout
+    snap = json.loads(b["metadata"]["annotations"]["backup.pitwall.dev/snapshots"])["cli"]
+    for want in ("Name:         cli-1", "Phase:  Completed", "Included:  cli", "Storage Location:  local",
+                 "TTL:  2h0m0s", f"cli:  {snap}", "cli-back  (Completed)", "cli-drill:  pass, RTO",
+                 "Normal  Completed"):
+        assert want in text, (want, text)
+    y = yaml.safe_load(_pitwall(cluster, "describe", "cli-1", "-o", "yaml").stdout)
+    assert y["backup"]["metadata"]["name"] == "cli-1" and [r["metadata"]["name"] for r in y["restores"]] == ["cli-back"]
+
+    logs = _pitwall(cluster, "logs", "cli-1")
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert any('level=info reason=Completed msg="velero backup velero/cli-1: Completed, 1/1 items"' in x
+               for x in lines), lines
+    assert lines[-1].startswith('time="') and f'{snap}' in lines[-1]
+
+    missing = _pitwall(cluster, "describe", "nope")
+    assert missing.returncode == 1 and "backup velero/nope not found" in missing.stderr
+    bad = _pitwall(cluster, "list", "-o", "xml")
+    assert bad.returncode == 2 and "--output must be one of" in bad.stderr

@@ -539,9 +539,11 @@ class ScheduleReconciler:
     primary = (API_VERSION, "Schedule")
     secondary: Sequence[tuple[str, str]] = ()
 
-    def __init__(self, client: KubeClient, stats: BackupStats | None = None) -> None:
+    def __init__(self, client: KubeClient, stats: BackupStats | None = None,
+                 activate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.client = client
         self.stats = stats
+        self.activate = activate  # loads the shipped alert rules once a Schedule exists
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         return [object_key(obj)]
@@ -555,6 +557,8 @@ class ScheduleReconciler:
                 self.stats.drop_gauges(kind="velero", name=key)
             return None
         spec, st = s.get("spec") or {}, s.get("status") or {}
+        if self.activate is not None:
+            await self.activate()
         try:
             cron = Schedule.parse(str(spec.get("schedule") or ""))
             self._interval(key, s, cron)

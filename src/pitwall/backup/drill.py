@@ -124,8 +124,10 @@ class DrillReconciler:
     secondary: Sequence[tuple[str, str]] = ()
 
     def __init__(self, client: KubeClient, *, locks: RepoLocks, stats: BackupStats, scratch_root: Path,
-                 on_change: DrillChangeHook | None = None) -> None:
+                 on_change: DrillChangeHook | None = None,
+                 activate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.client = client
+        self.activate = activate  # loads the shipped alert rules once a drill exists
         self.locks = locks
         self.stats = stats
         self.scratch_root = scratch_root
@@ -142,6 +144,8 @@ class DrillReconciler:
             self.stats.drop_gauges(drill=key)
             return None
         spec, st = d.get("spec") or {}, d.get("status") or {}
+        if self.activate is not None:
+            await self.activate()
         try:
             cron = Schedule.parse(str(spec.get("schedule") or ""))
         except CronError as e:
