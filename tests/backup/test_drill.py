@@ -308,6 +308,12 @@ def test_backup_list_describe_and_logs(cluster: Cluster) -> None:
                     head), head
     row = next(r for r in rows if re.match(r"velero\s+cli-1\s", r))
     assert re.search(r"Completed\s+0\s+0\s+\S+\s+1[01]\dm\s+local\s+<none>", row), row
+    wide = _pitwall(cluster, "list", "-n", "velero", "-o", "wide").stdout
+    assert re.search(r"SIZE\s+ADDED\s+DURATION\s+SCHEDULE\s+SNAPSHOTS\s+AGE", wide), wide
+    stats = json.loads(b["metadata"]["annotations"]["backup.pitwall.dev/stats"])
+    assert stats["bytes"] > 0 and stats["bytesAdded"] > 0 and stats["durationSeconds"] > 0
+    assert re.search(rf"velero\s+cli-1\s.*\s{stats['bytes'] / (1 << 20):.2f}MiB\s+{stats['bytesAdded'] / (1 << 20):.2f}MiB"
+                     rf"\s+{stats['durationSeconds']:.1f}s\s", wide), wide
     js = json.loads(_pitwall(cluster, "list", "-n", "velero", "-o", "json").stdout)
     assert "cli-1" in {b["metadata"]["name"] for b in js} and all(b["kind"] == "Backup" for b in js)
     assert _pitwall(cluster, "list", "-n", "nothing-here").stderr.strip() == "no backups found"
@@ -318,7 +324,7 @@ def test_backup_list_describe_and_logs(cluster: Cluster) -> None:
     snap = json.loads(b["metadata"]["annotations"]["backup.pitwall.dev/snapshots"])["cli"]
     for want in ("Name:         cli-1", "Phase:  Completed", "Included:  cli", "Storage Location:  local",
                  "TTL:  2h0m0s", f"cli:  {snap}", "cli-back  (Completed)", "cli-drill:  pass, RTO",
-                 "Normal  Completed"):
+                 "Normal  Completed", f"Bytes added:  {stats['bytesAdded']} (deduplicated)"):
         assert want in text, (want, text)
     y = yaml.safe_load(_pitwall(cluster, "describe", "cli-1", "-o", "yaml").stdout)
     assert y["backup"]["metadata"]["name"] == "cli-1" and [r["metadata"]["name"] for r in y["restores"]] == ["cli-back"]
@@ -334,3 +340,31 @@ def test_backup_list_describe_and_logs(cluster: Cluster) -> None:
     assert missing.returncode == 1 and "backup velero/nope not found" in missing.stderr
     bad = _pitwall(cluster, "list", "-o", "xml")
     assert bad.returncode == 2 and "--output must be one of" in bad.stderr
+
+
+def test_backup_check_on_the_server_records_the_repository_metric(cluster: Cluster, tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    good, bad = _repo_with(tmp_path / "a"), _repo_with(tmp_path / "b")
+    pack = max((p for p in (bad / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    raw = bytearray(pack.read_bytes())
+    raw[len(raw) // 3] ^= 0x55
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(raw))
+    env = {**{k: v for k, v in cluster.env.items() if not k.startswith("RESTIC_")}, "RESTIC_PASSWORD": DRILL_PW}
+
+    def check(repo: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pitwall.cli.main", "backup", "check", "--repo", str(repo),
+                               "--read-data", "--on-server", "--server", cluster.srv.url],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    ok, damaged = check(good), check(bad)
+    assert ok.returncode == 0 and "no errors were found" in ok.stdout, ok.stderr
+    assert damaged.returncode == 1 and "pitwall backup check: restic check exited" in damaged.stderr
+    got = _wait_series(cluster, "pitwall_backup_repository_check_success",
+                       lambda g: {str(good), str(bad)} <= {s["metric"]["repository"] for s in g})
+    values = {s["metric"]["repository"]: s["value"][1] for s in got}
+    assert values[str(good)] == "1" and values[str(bad)] == "0"
+    r = httpx.post(cluster.srv.url + "/api/backup/v1/check", timeout=30,
+                   json={"repository": str(good), "password": DRILL_PW, "readDataSubset": "1; rm -rf /"})
+    assert r.status_code == 400 and "readDataSubset" in r.text

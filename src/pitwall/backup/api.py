@@ -6,6 +6,10 @@
   when Completed; 403 wrong password, 409 repository locked, 502 repository
   unreachable, 504 timeout, 500 otherwise, each with the run as the body.
 - ``GET /api/backup/v1/self/runs``: the runs since the server started, newest last.
+- ``POST /api/backup/v1/check`` ``{"repository", "password", "readData": false, "readDataSubset": ""}``:
+  ``restic check`` of REPO run by the server, which records ``pitwall_backup_repository_check_success``
+  (1/0); answers ``{"ok", "report"}`` or ``{"ok": false, "reason", "error"}`` (status 200 either way when the
+  check ran; 400 for a bad request).
 - ``GET /api/backup/v1/backups?namespace=NS``: Velero Backups (all namespaces without ``namespace``),
   ``{"items": [...]}``, newest first (with the control plane; 503 without).
 - ``GET /api/backup/v1/backups/NS/NAME``: ``{"backup": ..., "restores": [...], "drills": [...],
@@ -16,6 +20,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +40,7 @@ from pitwall.kube import KubeClient, NotFoundError
 __all__ = ["backup_router"]
 
 MAX_BODY_BYTES = 16 << 10
+_SUBSET = re.compile(r"^(\d{1,6}/\d{1,6}|\d{1,3}(\.\d+)?%|\d{1,12}[KMGT]?)$")  # restic's --read-data-subset forms
 MAX_LIST = 1000  # objects (and Events) one answer carries
 _STATUS = {"wrong-password": 403, "locked": 409, "unreachable": 502, "no-repository": 502, "timeout": 504}
 
@@ -144,6 +150,23 @@ def backup_router(self_backup: SelfBackup, kube: Callable[[], KubeClient | None]
         run = await self_backup.run(_restic_of(await _small_json(request)))
         status = 200 if run.phase == "Completed" else _STATUS.get(run.reason, 500)
         return JSONResponse(run.doc(), status_code=status)
+
+    @r.post("/check")
+    async def check(request: Request) -> JSONResponse:
+        doc = await _small_json(request)
+        restic = _restic_of(doc)
+        subset = doc.get("readDataSubset") or None
+        if subset is not None and (not isinstance(subset, str) or not _SUBSET.match(subset)):
+            raise BadData("readDataSubset: n/t, a percentage (5%) or a size (500M), as restic takes it")
+        ok, out = True, {}
+        async with self_backup.locks.of(restic.repo):
+            try:
+                out["report"] = (await restic.check(read_data=bool(doc.get("readData")), subset=subset)).strip()
+            except ResticError as e:
+                ok, out = False, {"reason": e.reason, "error": e.message}
+        self_backup.stats.set_gauge("pitwall_backup_repository_check_success", {"repository": restic.repo},
+                                    1.0 if ok else 0.0)
+        return JSONResponse({"ok": ok, "repository": restic.repo, **out})
 
     @r.get("/self/runs")
     async def runs() -> JSONResponse:

@@ -52,6 +52,7 @@ from pitwall.backup.velero import (
     SKIPPED_GROUPS,
     SKIPPED_KINDS,
     SNAPSHOTS_ANNOTATION,
+    STATS_ANNOTATION,
     Hook,
     LocationError,
     PodHost,
@@ -88,6 +89,7 @@ class _Result:
     items: int = 0
     total: int = 0
     bytes_added: int = 0
+    bytes_processed: int = 0  # restic's total_bytes_processed over the namespaces: the backup's size
 
     def error(self, msg: str) -> None:
         self.errors.append(msg)
@@ -223,7 +225,9 @@ class BackupReconciler:
         status.update({"phase": phase, "completionTimestamp": rfc3339(datetime.now(UTC)),
                        "errors": len(res.errors), "warnings": len(res.warnings),
                        "progress": {"totalItems": res.total, "itemsBackedUp": res.items}})
-        ann = {SNAPSHOTS_ANNOTATION: json.dumps(snaps, sort_keys=True)}
+        ann = {SNAPSHOTS_ANNOTATION: json.dumps(snaps, sort_keys=True),
+               STATS_ANNOTATION: json.dumps({"bytes": res.bytes_processed, "bytesAdded": res.bytes_added,
+                                             "durationSeconds": round(time.monotonic() - t0, 3)})}
         labels = {LABEL_STORAGE_LOCATION: location} if location else {}
         b = await self.client.patch(API_VERSION, "Backup", m["name"], {"metadata": {"annotations": ann,
                                                                                      "labels": labels}},
@@ -335,6 +339,7 @@ class BackupReconciler:
             for n in notes:
                 res.warn(n)
             res.bytes_added += summary.data_added
+            res.bytes_processed += summary.total_bytes_processed
             return str(summary.snapshot_id)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)

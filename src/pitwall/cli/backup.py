@@ -76,8 +76,24 @@ def backup_self(
 def check(
     repo: Annotated[str, typer.Option("--repo", help="restic repository (path or URL).")],
     read_data: Annotated[bool, typer.Option("--read-data", help="Read and verify every pack file.")] = False,
+    on_server: Annotated[bool, typer.Option(
+        "--on-server", help="Let the server run the check and record pitwall_backup_repository_check_success "
+                            "(the repository as the server sees it).")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
 ) -> None:
     """Verify a repository as ``restic check`` does; exit 1 when it is damaged."""
+    if on_server:
+        body = {"repository": _repo(repo), "password": _password("pitwall backup check"), "readData": read_data}
+        resp = call("pitwall backup check", "POST", server, "/api/backup/v1/check", token=token, timeout=6 * 3600,
+                    json=body)
+        if resp.status_code != 200:
+            fail("pitwall backup check", f"HTTP {resp.status_code}: {resp.text.strip()[:500]}")
+        doc = resp.json()
+        if not doc["ok"]:
+            fail("pitwall backup check", str(doc.get("error")))
+        typer.echo(str(doc.get("report", "")))
+        return
     restic = Restic(_repo(repo), _password("pitwall backup check"))
     try:
         report = asyncio.run(restic.check(read_data=read_data))
@@ -138,6 +154,7 @@ def _until(iso: str | None) -> str:
 def _row(b: dict[str, Any]) -> dict[str, Any]:
     m, spec, st = b["metadata"], b.get("spec") or {}, b.get("status") or {}
     sel = (spec.get("labelSelector") or {}).get("matchLabels") or {}
+    stats = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/stats") or "{}")
     return {"namespace": m.get("namespace"), "name": m.get("name"), "status": st.get("phase") or "New",
             "errors": st.get("errors", 0), "warnings": st.get("warnings", 0),
             "created": st.get("startTimestamp") or m.get("creationTimestamp"), "expires": _until(st.get("expiration")),
@@ -145,7 +162,13 @@ def _row(b: dict[str, Any]) -> dict[str, Any]:
             "selector": ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>",
             "schedule": (m.get("labels") or {}).get("velero.io/schedule-name"),
             "snapshots": json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/snapshots") or "{}"),
+            "size": _mib(stats.get("bytes")), "added": _mib(stats.get("bytesAdded")),
+            "duration": f"{stats['durationSeconds']:.1f}s" if "durationSeconds" in stats else None,
             "age": ago(m.get("creationTimestamp"))}
+
+
+def _mib(n: Any) -> str | None:
+    return None if n is None else f"{int(n) / (1 << 20):.2f}MiB"
 
 
 @app.command("list")
@@ -162,7 +185,8 @@ def list_backups(
          [("NAMESPACE", "namespace"), ("NAME", "name"), ("STATUS", "status"), ("ERRORS", "errors"),
           ("WARNINGS", "warnings"), ("CREATED", "created"), ("EXPIRES", "expires"),
           ("STORAGE LOCATION", "location"), ("SELECTOR", "selector")],
-         output, wide=[("SCHEDULE", "schedule"), ("SNAPSHOTS", "snapshots"), ("AGE", "age")], raw=items,
+         output, wide=[("SIZE", "size"), ("ADDED", "added"), ("DURATION", "duration"), ("SCHEDULE", "schedule"),
+               ("SNAPSHOTS", "snapshots"), ("AGE", "age")], raw=items,
          empty="no backups found")
 
 
@@ -191,7 +215,13 @@ def _describe_text(doc: dict[str, Any]) -> list[str]:
               f"Completed:  {st.get('completionTimestamp') or '<n/a>'}", "",
               f"Expiration:  {st.get('expiration') or '<n/a>'}", "",
               f"Total items to be backed up:  {prog.get('totalItems', 0)}",
-              f"Items backed up:              {prog.get('itemsBackedUp', 0)}", "", "Restic snapshots:"]
+              f"Items backed up:              {prog.get('itemsBackedUp', 0)}", ""]
+    stats = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/stats") or "{}")
+    if stats:
+        lines += [f"Size:         {stats.get('bytes', 0)} bytes (restic's total bytes processed)",
+                  f"Bytes added:  {stats.get('bytesAdded', 0)} (deduplicated)",
+                  f"Duration:     {stats.get('durationSeconds', 0)}s", ""]
+    lines += ["Restic snapshots:"]
     snaps = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/snapshots") or "{}")
     lines += [f"  {ns}:  {snap}" for ns, snap in sorted(snaps.items())] or ["  <none>"]
     lines += ["", "Restores:"]
