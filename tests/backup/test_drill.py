@@ -368,3 +368,31 @@ def test_backup_check_on_the_server_records_the_repository_metric(cluster: Clust
     r = httpx.post(cluster.srv.url + "/api/backup/v1/check", timeout=30,
                    json={"repository": str(good), "password": DRILL_PW, "readDataSubset": "1; rm -rf /"})
     assert r.status_code == 400 and "readDataSubset" in r.text
+
+
+def test_schedule_interval_series_and_a_drill_of_its_latest_backup(cluster: Cluster) -> None:
+    cluster.kubectl("create", "namespace", "nightly-ns")
+    cluster.kubectl("-n", "nightly-ns", "create", "configmap", "menu", "--from-literal=soup=yes")
+    cluster.apply({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": "nightly",
+                                                                                 "namespace": "velero"},
+                   "spec": {"schedule": "0 3 * * *", "template": {"includedNamespaces": ["nightly-ns"],
+                                                                     "storageLocation": "local"}}})
+    deadline = time.monotonic() + 120
+    done: list[dict[str, Any]] = []
+    while not done and time.monotonic() < deadline:
+        items = json.loads(cluster.kubectl("get", "backups", "-n", "velero", "-l", "velero.io/schedule-name=nightly",
+                                           "-o", "json").stdout)["items"]
+        done = [b for b in items if (b.get("status") or {}).get("phase") == "Completed"]
+        time.sleep(0.5)
+    assert done, "the schedule's first backup never completed"
+    got = _wait_series(cluster, 'pitwall_backup_schedule_interval_seconds{name="velero/nightly"}',
+                       lambda g: len(g) == 1)
+    assert got[0]["value"][1] == "86400" and got[0]["metric"]["kind"] == "velero"
+    _wait_series(cluster, 'pitwall_backup_last_success_timestamp_seconds{name="velero/nightly"}',
+                 lambda g: len(g) == 1)
+    assert "velero/nightly" not in {s["metric"]["name"] for s in _query(cluster, _rule_exprs()["BackupScheduleMissed"])}
+    cluster.apply(_drill("nightly-drill", {"scheduleName": "nightly"}, ns="velero",
+                         expect={"paths": ["nightly-ns/resources/configmaps/namespaces/nightly-ns/menu.json"]}))
+    st = cluster.wait("restoredrill", "nightly-drill", _ran, ns="velero", timeout=120)["status"]
+    snap = json.loads(done[0]["metadata"]["annotations"]["backup.pitwall.dev/snapshots"])["nightly-ns"]
+    assert st["lastResult"] == "pass" and st["snapshot"] == snap[:8], st

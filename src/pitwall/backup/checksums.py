@@ -37,10 +37,24 @@ def _files(root: Path) -> list[Path]:
 
 
 def write_checksums(root: Path) -> int:
-    """Write the manifest of the files below ``root`` into ``root``; the number of files it lists."""
-    files = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
-             for p in _files(root) if p.relative_to(root).as_posix() != CHECKSUMS}
-    (root / CHECKSUMS).write_text(json.dumps({"format": 1, "algorithm": "sha256", "files": files}, sort_keys=True))
+    """Write the manifest of the files below ``root`` into ``root``; the number of files it hashes.
+
+    A file with more than one link is a hard link to a live file (the self-backup links what it does not
+    copy): it may change before restic reads it, so it is listed under ``linked`` without a checksum (restic's
+    own check covers it) rather than given a checksum a later drill would wrongly fail on."""
+    files: dict[str, Any] = {}
+    linked: list[str] = []
+    for p in _files(root):
+        rel = p.relative_to(root).as_posix()
+        if rel == CHECKSUMS:
+            continue
+        st = p.stat()
+        if st.st_nlink > 1:
+            linked.append(rel)
+        else:
+            files[rel] = {"sha256": _sha256(p), "bytes": st.st_size}
+    (root / CHECKSUMS).write_text(json.dumps({"format": 1, "algorithm": "sha256", "files": files,
+                                              "linked": linked}, sort_keys=True))
     return len(files)
 
 

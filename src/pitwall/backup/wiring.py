@@ -179,5 +179,5 @@ def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats,
                                                               staging_root=staging_root),
                              workers=2, resync_s=300.0),
             ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
-            ControllerRunner(client, ScheduleReconciler(client), workers=1, resync_s=60.0),
+            ControllerRunner(client, ScheduleReconciler(client, stats, activate), workers=1, resync_s=60.0),
             ControllerRunner(client, LocationReconciler(client), workers=1, resync_s=60.0)]
