@@ -292,7 +292,7 @@ def build(settings: Settings) -> Components:
     outside += ["notifications.state_url"] if settings.notifications.state_url else []
     backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
                                kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
-                               host=cp.node.kubelet if cp else None)
+                               host=cp.node.kubelet if cp else None, rules=rules.manager)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,

@@ -6,24 +6,42 @@
   when Completed; 403 wrong password, 409 repository locked, 502 repository
   unreachable, 504 timeout, 500 otherwise, each with the run as the body.
 - ``GET /api/backup/v1/self/runs``: the runs since the server started, newest last.
+- ``POST /api/backup/v1/check`` ``{"repository", "password", "readData": false, "readDataSubset": ""}``:
+  ``restic check`` of REPO run by the server, which records ``pitwall_backup_repository_check_success``
+  (1/0); answers ``{"ok", "report"}`` or ``{"ok": false, "reason", "error"}`` (status 200 either way when the
+  check ran; 400 for a bad request).
+- ``GET /api/backup/v1/backups?namespace=NS``: Velero Backups (all namespaces without ``namespace``),
+  ``{"items": [...]}``, newest first (with the control plane; 503 without).
+- ``GET /api/backup/v1/backups/NS/NAME``: ``{"backup": ..., "restores": [...], "drills": [...],
+  "events": [...]}``, the Restores and RestoreDrills naming it and its Events.
+- ``GET /api/backup/v1/backups/NS/NAME/logs``: ``{"lines": [...]}``, its Events (the controller's record of
+  the run: phases, item errors and warnings, hook failures) oldest first, as logfmt lines.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from pitwall.backup.drill import DRILL_API_VERSION
 from pitwall.backup.restic import Restic, ResticError
 from pitwall.backup.selfbackup import SelfBackup
-from pitwall.core.errors import BadData, BodyTooLarge
+from pitwall.backup.velero import API_VERSION as VELERO
+from pitwall.backup.velero import LABEL_SCHEDULE_NAME, SNAPSHOTS_ANNOTATION
+from pitwall.core.errors import BadData, BodyTooLarge, NotFound, Unavailable
 from pitwall.core.http_errors import error_router
+from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = ["backup_router"]
 
 MAX_BODY_BYTES = 16 << 10
+_SUBSET = re.compile(r"^(\d{1,6}/\d{1,6}|\d{1,3}(\.\d+)?%|\d{1,12}[KMGT]?)$")  # restic's --read-data-subset forms
+MAX_LIST = 1000  # objects (and Events) one answer carries
 _STATUS = {"wrong-password": 403, "locked": 409, "unreachable": 502, "no-repository": 502, "timeout": 504}
 
 
@@ -54,14 +72,101 @@ def _restic_of(doc: dict[str, Any]) -> Restic:
         raise BadData(e.message) from None
 
 
-def backup_router(self_backup: SelfBackup) -> APIRouter:
+def _time(obj: dict[str, Any]) -> str:
+    return str((obj.get("status") or {}).get("startTimestamp") or obj["metadata"].get("creationTimestamp") or "")
+
+
+async def _events(client: KubeClient, kind: str, ns: str, name: str) -> list[dict[str, Any]]:
+    """The Events about one object, oldest first."""
+    items = (await client.list("v1", "Event", ns, field_selector=f"involvedObject.name={name}",
+                               limit=MAX_LIST)).items
+    mine = [e for e in items if (e.get("involvedObject") or {}).get("kind") == kind
+            and (e.get("involvedObject") or {}).get("name") == name]
+    return sorted(mine, key=lambda e: (e.get("firstTimestamp") or "", e.get("lastTimestamp") or ""))
+
+
+def _line(when: str, level: str, reason: str, msg: str) -> str:
+    """One logfmt line as Velero's logs print them."""
+    esc = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'time="{when}" level={level} reason={reason} msg="{esc}"'
+
+
+def _logfmt(e: dict[str, Any]) -> str:
+    count = int(e.get("count") or 1)
+    return _line(str(e.get("lastTimestamp") or e.get("firstTimestamp") or ""),
+                 "warning" if e.get("type") == "Warning" else "info", str(e.get("reason", "")),
+                 str(e.get("message", ""))) + (f" count={count}" if count > 1 else "")
+
+
+def _velero_routes(r: APIRouter, kube: Callable[[], KubeClient | None]) -> None:
+    def client() -> KubeClient:
+        c = kube()
+        if c is None:
+            raise Unavailable("the control plane is off (kube.enabled: false): there are no Velero Backups")
+        return c
+
+    async def backup(ns: str, name: str) -> dict[str, Any]:
+        try:
+            return await client().get(VELERO, "Backup", name, ns)
+        except NotFoundError:
+            raise NotFound(f"backup {ns}/{name} not found") from None
+
+    @r.get("/backups")
+    async def backups(namespace: str = "") -> JSONResponse:
+        items = (await client().list(VELERO, "Backup", namespace, limit=MAX_LIST)).items
+        return JSONResponse({"items": sorted(items, key=_time, reverse=True)})
+
+    @r.get("/backups/{ns}/{name}")
+    async def describe(ns: str, name: str) -> JSONResponse:
+        b = await backup(ns, name)
+        c = client()
+        sched = (b["metadata"].get("labels") or {}).get(LABEL_SCHEDULE_NAME)
+        restores = [x for x in (await c.list(VELERO, "Restore", ns, limit=MAX_LIST)).items
+                    if (x.get("spec") or {}).get("backupName") == name]
+        drills = [x for x in (await c.list(DRILL_API_VERSION, "RestoreDrill", ns, limit=MAX_LIST)).items
+                  if ((x.get("spec") or {}).get("source") or {}).get("backupName") == name
+                  or (sched and ((x.get("spec") or {}).get("source") or {}).get("scheduleName") == sched)]
+        return JSONResponse({"backup": b, "restores": restores, "drills": drills,
+                             "events": await _events(c, "Backup", ns, name)})
+
+    @r.get("/backups/{ns}/{name}/logs")
+    async def logs(ns: str, name: str) -> JSONResponse:
+        b = await backup(ns, name)
+        lines = [_logfmt(e) for e in await _events(client(), "Backup", ns, name)]
+        snaps = (b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION)
+        if snaps:
+            when = str((b.get("status") or {}).get("completionTimestamp") or "")
+            lines.append(_line(when, "info", "Snapshots", f"restic snapshots by namespace: {snaps}"))
+        return JSONResponse({"lines": lines})
+
+
+def backup_router(self_backup: SelfBackup, kube: Callable[[], KubeClient | None] = lambda: None) -> APIRouter:
+    """The routes; ``kube`` gives the control plane's client (None when it is off)."""
     r = error_router("native", prefix="/api/backup/v1", tags=["backup"])
+    _velero_routes(r, kube)
 
     @r.post("/self")
     async def backup_self(request: Request) -> JSONResponse:
         run = await self_backup.run(_restic_of(await _small_json(request)))
         status = 200 if run.phase == "Completed" else _STATUS.get(run.reason, 500)
         return JSONResponse(run.doc(), status_code=status)
+
+    @r.post("/check")
+    async def check(request: Request) -> JSONResponse:
+        doc = await _small_json(request)
+        restic = _restic_of(doc)
+        subset = doc.get("readDataSubset") or None
+        if subset is not None and (not isinstance(subset, str) or not _SUBSET.match(subset)):
+            raise BadData("readDataSubset: n/t, a percentage (5%) or a size (500M), as restic takes it")
+        ok, out = True, {}
+        async with self_backup.locks.of(restic.repo):
+            try:
+                out["report"] = (await restic.check(read_data=bool(doc.get("readData")), subset=subset)).strip()
+            except ResticError as e:
+                ok, out = False, {"reason": e.reason, "error": e.message}
+        self_backup.stats.set_gauge("pitwall_backup_repository_check_success", {"repository": restic.repo},
+                                    1.0 if ok else 0.0)
+        return JSONResponse({"ok": ok, "repository": restic.repo, **out})
 
     @r.get("/self/runs")
     async def runs() -> JSONResponse:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pitwall.backup.checksums import write_checksums
 from pitwall.backup.restic import Restic, ResticError
 from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
@@ -51,6 +52,7 @@ from pitwall.backup.velero import (
     SKIPPED_GROUPS,
     SKIPPED_KINDS,
     SNAPSHOTS_ANNOTATION,
+    STATS_ANNOTATION,
     Hook,
     LocationError,
     PodHost,
@@ -87,6 +89,7 @@ class _Result:
     items: int = 0
     total: int = 0
     bytes_added: int = 0
+    bytes_processed: int = 0  # restic's total_bytes_processed over the namespaces: the backup's size
 
     def error(self, msg: str) -> None:
         self.errors.append(msg)
@@ -222,7 +225,9 @@ class BackupReconciler:
         status.update({"phase": phase, "completionTimestamp": rfc3339(datetime.now(UTC)),
                        "errors": len(res.errors), "warnings": len(res.warnings),
                        "progress": {"totalItems": res.total, "itemsBackedUp": res.items}})
-        ann = {SNAPSHOTS_ANNOTATION: json.dumps(snaps, sort_keys=True)}
+        ann = {SNAPSHOTS_ANNOTATION: json.dumps(snaps, sort_keys=True),
+               STATS_ANNOTATION: json.dumps({"bytes": res.bytes_processed, "bytesAdded": res.bytes_added,
+                                             "durationSeconds": round(time.monotonic() - t0, 3)})}
         labels = {LABEL_STORAGE_LOCATION: location} if location else {}
         b = await self.client.patch(API_VERSION, "Backup", m["name"], {"metadata": {"annotations": ann,
                                                                                      "labels": labels}},
@@ -325,6 +330,7 @@ class BackupReconciler:
             post = await self._hooks(b, [p for p in pods if p["metadata"]["name"] not in failed], "post", res)
             del post  # a failed post hook is an error of the backup; the pod is already in it
             (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings}, indent=2))
+            await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
             await restic.ensure()
             notes: list[str] = []
             tags = backup_tags(b["metadata"]["name"], location, ns)
@@ -333,6 +339,7 @@ class BackupReconciler:
             for n in notes:
                 res.warn(n)
             res.bytes_added += summary.data_added
+            res.bytes_processed += summary.total_bytes_processed
             return str(summary.snapshot_id)
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -537,8 +544,11 @@ class ScheduleReconciler:
     primary = (API_VERSION, "Schedule")
     secondary: Sequence[tuple[str, str]] = ()
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, stats: BackupStats | None = None,
+                 activate: Callable[[], Awaitable[None]] | None = None) -> None:
         self.client = client
+        self.stats = stats
+        self.activate = activate  # loads the shipped alert rules once a Schedule exists
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         return [object_key(obj)]
@@ -548,10 +558,15 @@ class ScheduleReconciler:
         try:
             s = await self.client.get(API_VERSION, "Schedule", name, ns)
         except NotFoundError:
+            if self.stats is not None:
+                self.stats.drop_gauges(kind="velero", name=key)
             return None
         spec, st = s.get("spec") or {}, s.get("status") or {}
+        if self.activate is not None:
+            await self.activate()
         try:
             cron = Schedule.parse(str(spec.get("schedule") or ""))
+            self._interval(key, s, cron)
         except CronError as e:
             if st.get("phase") != "FailedValidation":
                 await _set_status(self.client, s, "Schedule", {"phase": "FailedValidation", "validationErrors": [
@@ -580,6 +595,21 @@ class ScheduleReconciler:
         elif st.get("phase") != "Enabled":
             await _set_status(self.client, s, "Schedule", {"phase": "Enabled"})
         return None if due is None else max((due - datetime.now(UTC)).total_seconds(), 0.05)
+
+    def _interval(self, key: str, s: Obj, cron: Schedule) -> None:
+        """The schedule's interval and creation time as gauges, for the "no successful backup within twice
+        the schedule" rule (paused schedules are dropped: no backup is expected of them)."""
+        if self.stats is None:
+            return
+        labels = {"kind": "velero", "name": key}
+        first = cron.next(datetime.now(UTC))
+        second = cron.next(first) if first is not None else None
+        created = parse_time(s["metadata"].get("creationTimestamp"))
+        if (s.get("spec") or {}).get("paused") or first is None or second is None or created is None:
+            self.stats.drop_gauges(**labels)
+            return
+        self.stats.set_gauge("pitwall_backup_schedule_interval_seconds", labels, (second - first).total_seconds())
+        self.stats.set_gauge("pitwall_backup_schedule_created_timestamp_seconds", labels, created.timestamp())
 
     async def _spawn(self, s: Obj, now: datetime) -> Obj:
         m, spec = s["metadata"], s.get("spec") or {}

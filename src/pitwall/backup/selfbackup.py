@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pitwall.backup.checksums import write_checksums
 from pitwall.backup.restic import BackupSummary, Restic, ResticError
 from pitwall.backup.snapshot import MANIFEST, STAGING, copy_data_dir, read_manifest
 from pitwall.backup.stats import BackupStats
@@ -146,6 +147,7 @@ class SelfBackup:
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
             run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
+            await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
 
             async def backup() -> BackupSummary:
                 return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True)

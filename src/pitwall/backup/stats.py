@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from pitwall.core.labels import labels_from_dict
 from pitwall.metrics import Appender, SampleBatch
 
-__all__ = ["BackupStats"]
+__all__ = ["GAUGES", "BackupStats"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,16 @@ _NAMES = {
     "bytes_added": ("pitwall_backup_bytes_added", "Bytes the last backup added to its repository (deduplicated)."),
 }
 _LABELS = ("kind", "name", "repository")
+# Gauges set by name with their own labels: restore drills, repository checks, schedules' intervals.
+GAUGES = {
+    "pitwall_restore_drill_success": "1 when the restore drill's last run passed, 0 when it failed.",
+    "pitwall_restore_drill_duration_seconds": "Wall time of the restore drill's last run: the measured RTO.",
+    "pitwall_restore_drill_data_age_seconds": "Restore time minus the snapshot's time in the drill's last run: "
+                                              "the measured RPO.",
+    "pitwall_backup_repository_check_success": "1 when the last restic check of the repository passed, else 0.",
+    "pitwall_backup_schedule_interval_seconds": "Seconds between two runs of a backup schedule (from its cron).",
+    "pitwall_backup_schedule_created_timestamp_seconds": "Unix time the backup schedule was created.",
+}
 
 
 @dataclass
@@ -45,6 +55,7 @@ class BackupStats(Collector):
         self.interval_s = interval_s
         self.tenant = tenant
         self._figs: dict[tuple[str, str, str], _Figures] = {}
+        self._gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def observe(self, kind: str, name: str, repository: str, *, ok: bool, duration_s: float,
@@ -54,6 +65,24 @@ class BackupStats(Collector):
         if ok:
             f.last_success = time.time()
             f.bytes_added = float(bytes_added)
+        self._publish_soon()
+
+    def set_gauge(self, name: str, labels: dict[str, str], value: float) -> None:
+        """Set one of ``GAUGES`` for ``labels`` (kept until ``drop_gauges``), appended at the next publish."""
+        if name not in GAUGES:
+            raise KeyError(name)
+        self._gauges[(name, tuple(sorted(labels.items())))] = float(value)
+        self._publish_soon()
+
+    def drop_gauges(self, **labels: str) -> None:
+        """Forget the gauges whose labels include ``labels`` (a deleted drill or schedule)."""
+        want = set(labels.items())
+        self._gauges = {k: v for k, v in self._gauges.items() if not want <= set(k[1])}
+
+    def gauges(self) -> list[tuple[str, dict[str, str], float]]:
+        return [(n, dict(lbl), v) for (n, lbl), v in sorted(self._gauges.items())]
+
+    def _publish_soon(self) -> None:
         if self.appender is not None:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().create_task(self.publish())
@@ -70,6 +99,15 @@ class BackupStats(Collector):
         for attr, key, v in self.figures():
             fams[attr].add_metric(list(key), v)
         yield from fams.values()
+        by_name: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for n, lbl, v in self.gauges():
+            by_name.setdefault(n, []).append((lbl, v))
+        for n, series in by_name.items():
+            keys = sorted({k for lbl, _ in series for k in lbl})
+            fam = GaugeMetricFamily(n, GAUGES[n], labels=keys)
+            for lbl, v in series:
+                fam.add_metric([lbl.get(k, "") for k in keys], v)
+            yield fam
 
     async def publish(self) -> int:
         """Append the current figures to the metric store; the number of samples."""
@@ -78,6 +116,7 @@ class BackupStats(Collector):
         now = int(time.time() * 1000)
         rows = [(labels_from_dict({"__name__": _NAMES[attr][0], **dict(zip(_LABELS, key, strict=True))}), now, v)
                 for attr, key, v in self.figures()]
+        rows += [(labels_from_dict({"__name__": n, **lbl}), now, v) for n, lbl, v in self.gauges()]
         if rows:
             await self.appender.append(self.tenant, SampleBatch.from_rows(rows))
         return len(rows)

@@ -43,6 +43,7 @@ SECRET_KEY = "repository-password"
 DEFAULT_TTL = timedelta(hours=720)
 DEFAULT_VALIDATION = timedelta(minutes=1)
 SNAPSHOTS_ANNOTATION = "backup.pitwall.dev/snapshots"  # JSON {namespace: snapshot id}
+STATS_ANNOTATION = "backup.pitwall.dev/stats"  # JSON {bytes, bytesAdded, durationSeconds} of the run
 LABEL_BACKUP_NAME = "velero.io/backup-name"
 LABEL_RESTORE_NAME = "velero.io/restore-name"
 LABEL_SCHEDULE_NAME = "velero.io/schedule-name"

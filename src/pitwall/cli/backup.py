@@ -1,5 +1,6 @@
 """``pitwall backup self`` (ask the running server for a consistent snapshot into a restic repository),
-``pitwall backup check`` (verify a repository) and ``pitwall restore self`` (a data directory back, offline).
+``pitwall backup check`` (verify a repository), ``pitwall restore self`` (a data directory back, offline) and
+``pitwall backup list|describe|logs`` (Velero Backups on the server, as ``velero backup get|describe|logs``).
 
 The repository password is taken as restic takes it: ``RESTIC_PASSWORD`` or ``RESTIC_PASSWORD_FILE``.
 """
@@ -9,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from pitwall.backup import Restic, ResticError, RestoreError, password_from_env, restore_self
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli._output import OutputOpt, ago, emit
 
 app = typer.Typer(help="Backups into restic repositories: this server's own data, repository checks.",
                   no_args_is_help=True)
@@ -72,8 +76,24 @@ def backup_self(
 def check(
     repo: Annotated[str, typer.Option("--repo", help="restic repository (path or URL).")],
     read_data: Annotated[bool, typer.Option("--read-data", help="Read and verify every pack file.")] = False,
+    on_server: Annotated[bool, typer.Option(
+        "--on-server", help="Let the server run the check and record pitwall_backup_repository_check_success "
+                            "(the repository as the server sees it).")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
 ) -> None:
     """Verify a repository as ``restic check`` does; exit 1 when it is damaged."""
+    if on_server:
+        body = {"repository": _repo(repo), "password": _password("pitwall backup check"), "readData": read_data}
+        resp = call("pitwall backup check", "POST", server, "/api/backup/v1/check", token=token, timeout=6 * 3600,
+                    json=body)
+        if resp.status_code != 200:
+            fail("pitwall backup check", f"HTTP {resp.status_code}: {resp.text.strip()[:500]}")
+        doc = resp.json()
+        if not doc["ok"]:
+            fail("pitwall backup check", str(doc.get("error")))
+        typer.echo(str(doc.get("report", "")))
+        return
     restic = Restic(_repo(repo), _password("pitwall backup check"))
     try:
         report = asyncio.run(restic.check(read_data=read_data))
@@ -99,3 +119,154 @@ def restore_self_cmd(
     typer.echo(f"restored snapshot {snap['short_id']} ({snap['time']}) into {data_dir}: "
                f"{manifest.get('files')} files, {manifest.get('bytes')} bytes; "
                f"start it with: pitwall server --data-dir {data_dir}")
+
+
+# Velero's `velero backup get|describe|logs`, over the server's /api/backup/v1/backups.
+
+NamespaceOpt = Annotated[str, typer.Option("--namespace", "-n", help="The Backup's namespace.")]
+
+
+def _get(prog: str, server: str, path: str, token: str | None, **params: str) -> dict[str, Any]:
+    resp = call(prog, "GET", server, path, token=token, timeout=60, params=params or None)
+    if resp.status_code >= 400:
+        try:
+            msg = resp.json().get("error") or resp.text
+        except ValueError:
+            msg = resp.text
+        fail(prog, f"HTTP {resp.status_code}: {str(msg).strip()[:500]}")
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+def _until(iso: str | None) -> str:
+    """Velero's EXPIRES column: how long until ``iso`` (``-`` when unknown or past)."""
+    from pitwall.core.durations import short_age
+
+    if not iso:
+        return "-"
+    try:
+        left = datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() - time.time()
+    except ValueError:
+        return iso
+    return short_age(left) if left > 0 else "expired"
+
+
+def _row(b: dict[str, Any]) -> dict[str, Any]:
+    m, spec, st = b["metadata"], b.get("spec") or {}, b.get("status") or {}
+    sel = (spec.get("labelSelector") or {}).get("matchLabels") or {}
+    stats = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/stats") or "{}")
+    return {"namespace": m.get("namespace"), "name": m.get("name"), "status": st.get("phase") or "New",
+            "errors": st.get("errors", 0), "warnings": st.get("warnings", 0),
+            "created": st.get("startTimestamp") or m.get("creationTimestamp"), "expires": _until(st.get("expiration")),
+            "location": spec.get("storageLocation") or (m.get("labels") or {}).get("velero.io/storage-location"),
+            "selector": ",".join(f"{k}={v}" for k, v in sel.items()) or "<none>",
+            "schedule": (m.get("labels") or {}).get("velero.io/schedule-name"),
+            "snapshots": json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/snapshots") or "{}"),
+            "size": _mib(stats.get("bytes")), "added": _mib(stats.get("bytesAdded")),
+            "duration": f"{stats['durationSeconds']:.1f}s" if "durationSeconds" in stats else None,
+            "age": ago(m.get("creationTimestamp"))}
+
+
+def _mib(n: Any) -> str | None:
+    return None if n is None else f"{int(n) / (1 << 20):.2f}MiB"
+
+
+@app.command("list")
+def list_backups(
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="Only this namespace (default all).")] = "",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Velero Backups, newest first (as ``velero backup get``)."""
+    items = _get("pitwall backup list", server, "/api/backup/v1/backups", token,
+                 **({"namespace": namespace} if namespace else {}))["items"]
+    emit([_row(b) for b in items],
+         [("NAMESPACE", "namespace"), ("NAME", "name"), ("STATUS", "status"), ("ERRORS", "errors"),
+          ("WARNINGS", "warnings"), ("CREATED", "created"), ("EXPIRES", "expires"),
+          ("STORAGE LOCATION", "location"), ("SELECTOR", "selector")],
+         output, wide=[("SIZE", "size"), ("ADDED", "added"), ("DURATION", "duration"), ("SCHEDULE", "schedule"),
+               ("SNAPSHOTS", "snapshots"), ("AGE", "age")], raw=items,
+         empty="no backups found")
+
+
+def _list_field(v: Any) -> str:
+    return ", ".join(str(x) for x in v) if v else "<none>"
+
+
+def _describe_text(doc: dict[str, Any]) -> list[str]:
+    b = doc["backup"]
+    m, spec, st = b["metadata"], b.get("spec") or {}, b.get("status") or {}
+    prog = st.get("progress") or {}
+    lines = [f"Name:         {m['name']}", f"Namespace:    {m['namespace']}",
+             f"Labels:       {_list_field([f'{k}={v}' for k, v in (m.get('labels') or {}).items()])}", "",
+             f"Phase:  {st.get('phase') or 'New'}", ""]
+    if st.get("failureReason"):
+        lines += [f"Failure reason:  {st['failureReason']}", ""]
+    lines += [f"Errors:    {st.get('errors', 0)}", f"Warnings:  {st.get('warnings', 0)}", "", "Namespaces:",
+              f"  Included:  {_list_field(spec.get('includedNamespaces') or ['*'])}",
+              f"  Excluded:  {_list_field(spec.get('excludedNamespaces'))}", "", "Resources:",
+              f"  Included:        {_list_field(spec.get('includedResources') or ['*'])}",
+              f"  Excluded:        {_list_field(spec.get('excludedResources'))}", "",
+              f"Label selector:  {json.dumps(spec['labelSelector']) if spec.get('labelSelector') else '<none>'}",
+              "", f"Storage Location:  {spec.get('storageLocation') or 'default'}", "",
+              f"TTL:  {spec.get('ttl') or '720h0m0s'}", "",
+              f"Started:    {st.get('startTimestamp') or '<n/a>'}",
+              f"Completed:  {st.get('completionTimestamp') or '<n/a>'}", "",
+              f"Expiration:  {st.get('expiration') or '<n/a>'}", "",
+              f"Total items to be backed up:  {prog.get('totalItems', 0)}",
+              f"Items backed up:              {prog.get('itemsBackedUp', 0)}", ""]
+    stats = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/stats") or "{}")
+    if stats:
+        lines += [f"Size:         {stats.get('bytes', 0)} bytes (restic's total bytes processed)",
+                  f"Bytes added:  {stats.get('bytesAdded', 0)} (deduplicated)",
+                  f"Duration:     {stats.get('durationSeconds', 0)}s", ""]
+    lines += ["Restic snapshots:"]
+    snaps = json.loads((m.get("annotations") or {}).get("backup.pitwall.dev/snapshots") or "{}")
+    lines += [f"  {ns}:  {snap}" for ns, snap in sorted(snaps.items())] or ["  <none>"]
+    lines += ["", "Restores:"]
+    lines += [f"  {r['metadata']['name']}  ({(r.get('status') or {}).get('phase') or 'New'})"
+              for r in doc.get("restores") or []] or ["  <none>"]
+    lines += ["", "Restore drills:"]
+    for d in doc.get("drills") or []:
+        ds = d.get("status") or {}
+        lines.append(f"  {d['metadata']['name']}:  {ds.get('lastResult') or 'not run'}, RTO "
+                     f"{ds.get('durationSeconds', '-')}s, RPO {ds.get('dataAgeSeconds', '-')}s, last run "
+                     f"{ds.get('lastRunTime') or '-'}" + (f": {ds['message']}" if ds.get("message") else ""))
+    if not doc.get("drills"):
+        lines.append("  <none>")
+    lines += ["", "Events:"]
+    lines += [f"  {e.get('type', '')}  {e.get('reason', '')}  {ago(e.get('lastTimestamp'))}  {e.get('message', '')}"
+              for e in doc.get("events") or []] or ["  <none>"]
+    return lines
+
+
+@app.command("describe")
+def describe_backup(
+    name: Annotated[str, typer.Argument(help="The Backup's name.")],
+    namespace: NamespaceOpt = "velero",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+    output: OutputOpt = "table",
+) -> None:
+    """One Backup: its spec, phase, snapshots, restores, restore drills and Events (``velero backup describe``)."""
+    doc = _get("pitwall backup describe", server, f"/api/backup/v1/backups/{namespace}/{name}", token)
+    if output in ("json", "yaml"):
+        emit([], [], output, raw=doc)
+        return
+    if output not in ("table", "wide"):
+        emit([], [], output)  # the renderer's own error for an unknown format
+    typer.echo("\n".join(_describe_text(doc)))
+
+
+@app.command("logs")
+def backup_logs(
+    name: Annotated[str, typer.Argument(help="The Backup's name.")],
+    namespace: NamespaceOpt = "velero",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """What the controller recorded while running the Backup, oldest first (``velero backup logs``)."""
+    doc = _get("pitwall backup logs", server, f"/api/backup/v1/backups/{namespace}/{name}/logs", token)
+    for line in doc["lines"]:
+        typer.echo(line)

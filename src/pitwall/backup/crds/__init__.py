@@ -1,5 +1,5 @@
 """Velero's CustomResourceDefinitions (``velero.io/v1`` Backup, Restore, Schedule, BackupStorageLocation),
-vendored at a release tag.
+vendored at a release tag, and pitwall's own RestoreDrill kind.
 
 See ``PROVENANCE.md`` beside this file for where they come from.
 """
@@ -13,14 +13,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CRD_FILES", "velero_crds"]
+__all__ = ["CRD_FILES", "restore_drill_crd", "velero_crds"]
 
 CRD_FILES = ("backupstoragelocations", "backups", "restores", "schedules")
 
 
 @functools.cache
-def _load(name: str) -> dict[str, Any]:
-    text = resources.files(__package__).joinpath(f"velero.io_{name}.yaml").read_text()
+def _load(name: str, group: str = "velero.io") -> dict[str, Any]:
+    text = resources.files(__package__).joinpath(f"{group}_{name}.yaml").read_text()
     doc: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return doc
 
@@ -28,3 +28,8 @@ def _load(name: str) -> dict[str, Any]:
 def velero_crds() -> list[dict[str, Any]]:
     """The CRD objects for ``KubeAPI.add_builtin_crds`` (parsed once per process; callers get copies)."""
     return [copy.deepcopy(_load(n)) for n in CRD_FILES]
+
+
+def restore_drill_crd() -> dict[str, Any]:
+    """pitwall's own ``pitwall.dev/v1`` RestoreDrill CRD (a copy)."""
+    return copy.deepcopy(_load("restoredrills", "pitwall.dev"))
