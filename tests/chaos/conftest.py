@@ -10,6 +10,7 @@ import pytest
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.kube import KubeAPI
 from tests.chaos.mesh_world import World
+from tests.chaos.pod_env import Env
 from tests.conftest import SHARED
 from tests.kube_fixture import started_kube
 
@@ -32,3 +33,14 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         yield w
     finally:
         await w.stop()
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    """The chaos controllers over a KubeAPI whose node runs real pods (and the workload controllers)."""
+    e = Env(tmp_path)
+    await e.start()
+    try:
+        yield e
+    finally:
+        await e.stop()

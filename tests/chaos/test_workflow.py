@@ -4,29 +4,17 @@ template with its deadline, on real pods run by pitwall's node."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pitwall.chaos.branches import ExprError, eval_bool
-from tests.chaos.test_podchaos import SLEEPER, Env
+from tests.chaos.pod_env import SLEEPER, Env
 from tests.node.conftest import PY, until
 
 pytestmark = pytest.mark.timeout(120)
 
 API = "chaos-mesh.org/v1alpha1"
-
-
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path)
-    await e.start()
-    try:
-        yield e
-    finally:
-        await e.stop()
 
 
 def workflow() -> dict[str, Any]:

@@ -13,10 +13,12 @@ reads none of them from this document. Field numbers are gnostic's.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import yaml
+
+from pitwall.core.protowire import double_field, varint_field
+from pitwall.core.protowire import length_delimited as _msg
 
 __all__ = ["PROTOBUF_V2", "accepts_protobuf", "encode_document"]
 
@@ -65,7 +67,7 @@ def _schema(s: dict[str, Any]) -> bytes:
         elif key == "enum":
             out += b"".join(_msg(20, _any(v)) for v in value)
         elif key == "additionalProperties":
-            item = _msg(1, _schema(value)) if isinstance(value, dict) else _varint_field(2, int(bool(value)))
+            item = _msg(1, _schema(value)) if isinstance(value, dict) else varint_field(2, int(bool(value)))
             out += _msg(21, item)
         elif key == "type":
             out += _msg(22, b"".join(_str(1, t) for t in ([value] if isinstance(value, str) else value)))
@@ -91,35 +93,9 @@ def _scalar(num: int, kind: str, value: Any) -> bytes:
     if kind == "s":
         return _str(num, str(value))
     if kind == "d":
-        return _key(num, 1) + struct.pack("<d", float(value))
-    return _varint_field(num, int(value))
+        return double_field(num, float(value))
+    return varint_field(num, int(value))
 
 
 def _str(num: int, text: str) -> bytes:
     return _msg(num, text.encode())
-
-
-def _msg(num: int, body: bytes) -> bytes:
-    return _key(num, 2) + _varint(len(body)) + body
-
-
-def _varint_field(num: int, value: int) -> bytes:
-    return _key(num, 0) + _varint(value)
-
-
-def _key(num: int, wire: int) -> bytes:
-    return _varint(num << 3 | wire)
-
-
-def _varint(n: int) -> bytes:
-    if n < 0:
-        n &= (1 << 64) - 1  # int64 as protobuf writes a negative: ten bytes of two's complement
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)

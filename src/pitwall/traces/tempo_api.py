@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from pitwall import __version__
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
+from pitwall.core.protowire import length_delimited
 from pitwall.traces.api import TracesApiDeps
 from pitwall.traces.errors import BadQuery
 from pitwall.traces.jaeger import JAEGER_KINDS, parse_go_duration_ns
@@ -230,7 +231,7 @@ def tempo_router(deps: TracesApiDeps) -> APIRouter:
         spans = await trace_by_id(q, tenant_of(request), trace_id)
         if _wants_proto(request):
             body = to_otlp_proto(spans)  # TraceByIDResponse: field 1 (trace), length-delimited
-            return Response(b"\x0a" + _varint(len(body)) + body, media_type=PROTOBUF)
+            return Response(length_delimited(1, body), media_type=PROTOBUF)
         return _json({"trace": to_otlp_json(spans), "metrics": {}})
 
     @r.get("/api/search")
@@ -341,16 +342,4 @@ def _intrinsic_values(q: TraceQuery, tenant: str, name: str, f: SpanFilter) -> l
     plain = {"name": "name", "span:name": "name", "statusMessage": "status_message",
              "span:statusMessage": "status_message"}.get(name)
     return [("string", v) for v in q.column_values(tenant, plain, f)] if plain else []
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
