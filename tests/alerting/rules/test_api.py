@@ -44,6 +44,9 @@ async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None
     app, client = await _app_client(config, tmp_path)
     async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
         c = app.state.components  # type: ignore[attr-defined]
+        # This test drives evaluation by hand: the group's own 1 s loop, if it ran first on a slow machine,
+        # would restore the 'for' state and write ALERTS before the check below expects it.
+        await c.rules.manager.stop()
         now = int(time.time() * 1000)
         await c.metrics.store.append("default", SampleBatch.from_rows(
             [((("__name__", "up"), ("instance", "a"), ("job", "node")), now, 0.0)]))
