@@ -82,6 +82,8 @@ def test_intentions_are_normalised(c: consul.Consul) -> None:
     ({"Kind": "service-resolver", "Name": "x", "DefaultSubset": "v9"}, 500, 'DefaultSubset "v9" is not a valid subset'),
     ({"Kind": "service-intentions", "Name": "x", "Sources": [{"Name": "web", "Action": "maybe"}]}, 500,
      "Sources[0].Action must be set to 'allow' or 'deny'"),
+    ({"Kind": "service-router", "Name": "x", "Routes": [{"Match": {"HTTP": {"PathRegex": "/a(b"}}}]}, 500,
+     "Route[0] PathRegex is not a valid RE2 regular expression: error parsing regexp: missing closing ): `/a(b`"),
     ({"Kind": "proxy-defaults", "Name": "mine"}, 500, 'invalid name ("mine"), only "global" is supported'),
     ({"Kind": "mesh-gateway-things", "Name": "x"}, 400, "invalid config entry kind: mesh-gateway-things"),
     ({"Name": "x"}, 400, "Request decoding failed: Payload does not contain a kind/Kind key at the top level"),

@@ -17,12 +17,14 @@ called after each change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
+from pitwall.core import regex as re2
 from pitwall.registry.blocking import parse_go_duration
+from pitwall.registry.mesh_entries import MeshObjects, mesh_objects
 from pitwall.registry.model import ROOT, ConsulError
 from pitwall.storage.revstore import Compare, Event, KeyValue, Op, RevStore
 
@@ -98,8 +100,24 @@ def _validate_splitter(e: Entry) -> None:
         raise _invalid(f"the sum of all split weights must be 100, not {total / 100:f}")
 
 
+def _check_regexes(where: str, m: Entry) -> None:
+    """pitwall checks regexes when an entry is written (Consul leaves them to Envoy, which then rejects the
+    whole listener update): RE2 syntax, as Envoy's safe_regex."""
+    found = [("PathRegex", m.get("PathRegex"))] + [(f"Header[{h.get('Name')}].Regex", h.get("Regex"))
+                                                   for h in m.get("Header") or [] if isinstance(h, dict)]
+    found += [(f"QueryParam[{q.get('Name')}].Regex", q.get("Regex")) for q in m.get("QueryParam") or []
+              if isinstance(q, dict)]
+    for name, rx in found:
+        if rx:
+            try:
+                re2.compile(str(rx))
+            except re2.RegexError as e:
+                raise _invalid(f"{where} {name} is not a valid RE2 regular expression: {e}") from None
+
+
 def _validate_http_match(i: int, m: Entry) -> bool:
     """A route's HTTP match; True when it matches on a path (so ``PrefixRewrite`` may be used)."""
+    _check_regexes(f"Route[{i}]", m)
     paths = [p for p in ("PathExact", "PathPrefix") if m.get(p)]
     for p in paths:
         if not str(m[p]).startswith("/"):
@@ -211,6 +229,7 @@ def _validate_intentions(e: Entry) -> None:
             http = _dict(p.get("HTTP"), "HTTP")
             if not http:
                 raise _invalid(f"{where}.HTTP is required")
+            _check_regexes(where, http)
             if sum(1 for k in ("PathExact", "PathPrefix", "PathRegex") if http.get(k)) > 1:
                 raise _invalid(f"{where} should only contain at most one of PathExact, PathPrefix, or PathRegex")
             for k in ("PathExact", "PathPrefix"):
@@ -343,6 +362,10 @@ class ConfigEntries:
     def _remember(self, kv: KeyValue) -> None:
         with_index = _to_api(kv)
         self.entries[(with_index["Kind"], with_index["Name"])] = with_index
+
+    def mesh_objects(self, services: Mapping[tuple[str, str], Entry]) -> MeshObjects:
+        """The Istio objects the mesh enforces for these entries over Kubernetes ``services``."""
+        return mesh_objects(self.entries, services)
 
     def _changed(self) -> None:
         for fn in self.listeners:
