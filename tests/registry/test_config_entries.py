@@ -130,3 +130,27 @@ def test_blocking_read_wakes_on_change_only(c: consul.Consul, server: LiveServer
         assert out["index"] > idx and out["body"]["Subsets"]["v1"]["Filter"] == "Service.Meta.version == v2"
         timed = h.get(f"/v1/config/service-resolver/blk?index={out['index']}&wait=200ms")
         assert timed.status_code == 200 and int(timed.headers["X-Consul-Index"]) == out["index"]
+
+
+def test_entries_reach_the_servers_mesh(c: consul.Consul, server: LiveServer) -> None:
+    """``pitwall server`` wires the entries into its service proxy: a Service and entries written through the
+    real clients (py-consul, the Kubernetes API) show up in the proxy's compiled mesh."""
+    cp = server.app.state.components.control_plane
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop", "namespace": "default"},
+           "spec": {"selector": {"app": "shop"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
+    with _http(server) as h:
+        r = h.post("/api/v1/namespaces/default/services", json=svc, headers={"Authorization": f"Bearer {ADMIN}"})
+        assert r.status_code == 201, r.text
+    c.config.set("service-intentions", "shop", {"Sources": [{"Name": "web", "Action": "deny"}]})
+    c.config.set("service-splitter", "shop", {"Splits": [{"Weight": 50}, {"Weight": 50, "Service": "shop-v2"}]})
+    fq = "shop.default.svc.cluster.local"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        mesh = cp.traffic.proxy.mesh
+        if mesh.routes_for(fq) and mesh.authz is not None and mesh.authz.policies:
+            break
+        time.sleep(0.05)
+    mesh = cp.traffic.proxy.mesh
+    weights = sorted((d.host, d.weight) for d in mesh.routes_for(fq)[-1].dests)
+    assert weights == [("shop-v2.default.svc.cluster.local", 5000), (fq, 5000)]
+    assert [p.name for p in mesh.authz.policies] == ["consul-intentions-shop"]
