@@ -94,5 +94,5 @@ def test_router_retries_are_consuls_not_istios() -> None:
 def test_subset_filters_map_to_labels() -> None:
     assert subset_labels('Service.Meta.version == v1 and Service.Meta.track == "canary"') == {
         "version": "v1", "track": "canary"}
-    with pytest.raises(ValueError, match="only Service.Meta"):
+    with pytest.raises(ValueError, match=r"only Service\.Meta"):
         subset_labels("v1 in Service.Tags")
