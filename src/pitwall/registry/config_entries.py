@@ -17,6 +17,7 @@ called after each change.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ from pitwall.storage.revstore import Compare, Event, KeyValue, Op, RevStore
 
 __all__ = ["CONFIG_PREFIX", "KINDS", "MAX_ENTRIES_PER_KIND", "ConfigEntries", "validate_entry"]
 
+log = logging.getLogger(__name__)
 CONFIG_PREFIX = ROOT + "config/"
 KINDS = ("service-intentions", "service-splitter", "service-router", "service-resolver", "service-defaults",
          "proxy-defaults")
@@ -369,7 +371,10 @@ class ConfigEntries:
 
     def _changed(self) -> None:
         for fn in self.listeners:
-            fn()
+            try:
+                fn()
+            except Exception:  # a listener's failure must not stop the store watch that calls it
+                log.exception("config entries: a listener failed")
 
     async def get(self, kind: str, name: str) -> tuple[Entry | None, int]:
         check_kind(kind)
