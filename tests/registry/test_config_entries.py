@@ -26,6 +26,7 @@ SPLITTER = {"Splits": [{"Weight": 90, "ServiceSubset": "v1"}, {"Weight": 10, "Se
 
 def test_apply_get_list_delete(c: consul.Consul, server: LiveServer) -> None:
     assert c.config.set("service-splitter", "billing", SPLITTER) is True
+    assert c.config.set("service-splitter", "odd/name %", {"Splits": [{"Weight": 100}]}) is True
     got = c.config.get("service-splitter", "billing")
     assert got["Kind"] == "service-splitter" and got["Name"] == "billing"
     assert [s["Weight"] for s in got["Splits"]] == [90, 10]
@@ -34,7 +35,9 @@ def test_apply_get_list_delete(c: consul.Consul, server: LiveServer) -> None:
     with _http(server) as h:
         listed = h.get("/v1/config/service-splitter")
         assert listed.status_code == 200 and int(listed.headers["X-Consul-Index"]) > 0
-        assert sorted(e["Name"] for e in listed.json()) == ["billing", "ledger"]
+        assert sorted(e["Name"] for e in listed.json()) == ["billing", "ledger", "odd/name %"]
+        assert h.get("/v1/config/service-splitter/odd%2Fname%20%25").json()["Name"] == "odd/name %"
+        assert h.delete("/v1/config/service-splitter/odd%2Fname%20%25").status_code == 200
         r = h.delete("/v1/config/service-splitter/ledger")
         assert r.status_code == 200 and r.json() == {}
         r = h.get("/v1/config/service-splitter/ledger")
@@ -123,6 +126,7 @@ def test_blocking_read_wakes_on_change_only(c: consul.Consul, server: LiveServer
         time.sleep(0.5)
         c.kv.put("unrelated/key", "x")  # other churn does not wake the query
         c.config.set("service-defaults", "other", {"Protocol": "http"})
+        c.config.set("service-resolver", "blk2", {})  # nor does an entry whose name starts alike
         time.sleep(0.5)
         assert t.is_alive()
         c.config.set("service-resolver", "blk", {"Subsets": {"v1": {"Filter": "Service.Meta.version == v2"}}})

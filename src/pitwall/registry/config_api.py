@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.api import Blocking, json_response, query_meta, read_limited
-from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries, check_kind, validate_entry
+from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries, check_kind, entry_key, validate_entry
 from pitwall.registry.model import MAX_VALUE_BYTES, ConsulError
 
 __all__ = ["config_routes"]
@@ -50,7 +50,7 @@ def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking) -> N
                     return Response(f'Config entry not found for "{kind}" / "{name}"\n'.encode(), 404,
                                     query_meta(idx), media_type="text/plain")
                 return json_response(e, idx)
-            return await blocking(request, (f"{CONFIG_PREFIX}{kind}/{name}",), lambda: entries.get(kind, name), one)
+            return await blocking(request, (entry_key(kind, name),), lambda: entries.get(kind, name), one)
         if not kind:
             raise ConsulError(404, "Must provide either a kind or both kind and name")
         check_kind(kind)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -29,7 +30,7 @@ from pitwall.registry.mesh_entries import MeshObjects, mesh_objects
 from pitwall.registry.model import ROOT, ConsulError
 from pitwall.storage.revstore import Compare, Event, KeyValue, Op, RevStore
 
-__all__ = ["CONFIG_PREFIX", "KINDS", "MAX_ENTRIES_PER_KIND", "ConfigEntries", "validate_entry"]
+__all__ = ["CONFIG_PREFIX", "KINDS", "MAX_ENTRIES_PER_KIND", "ConfigEntries", "entry_key", "validate_entry"]
 
 log = logging.getLogger(__name__)
 CONFIG_PREFIX = ROOT + "config/"
@@ -322,8 +323,10 @@ def _to_api(kv: KeyValue) -> Entry:
     return e
 
 
-def _key(kind: str, name: str) -> str:
-    return f"{CONFIG_PREFIX}{kind}/{name}"
+def entry_key(kind: str, name: str) -> str:
+    """The store key of an entry: the name escaped so it holds no ``/``, and ended by ``/``, so one entry's
+    key is a prefix of no other (a blocking read of ``web`` is not woken by ``web2``)."""
+    return f"{CONFIG_PREFIX}{kind}/{quote(name, safe='')}/"
 
 
 class ConfigEntries:
@@ -355,7 +358,7 @@ class ConfigEntries:
             touched = True
             if ev.type == "DELETE":
                 kind, _, name = ev.kv.key[len(CONFIG_PREFIX):].partition("/")
-                self.entries.pop((kind, name), None)
+                self.entries.pop((kind, unquote(name.removesuffix("/"))), None)
             else:
                 self._remember(ev.kv)
         if touched:
@@ -378,7 +381,7 @@ class ConfigEntries:
 
     async def get(self, kind: str, name: str) -> tuple[Entry | None, int]:
         check_kind(kind)
-        kv = await self.store.get(_key(kind, name))
+        kv = await self.store.get(entry_key(kind, name))
         return (_to_api(kv), kv.mod_revision) if kv is not None else (None, 0)
 
     async def listing(self, kind: str) -> tuple[list[Entry], int]:
@@ -388,7 +391,7 @@ class ConfigEntries:
 
     async def put(self, entry: Entry, cas: int | None = None) -> bool:
         """Store a validated entry; with ``cas`` only when its ModifyIndex is ``cas`` (0: only when new)."""
-        key = _key(entry["Kind"], entry["Name"])
+        key = entry_key(entry["Kind"], entry["Name"])
         value = orjson.dumps(entry)
         if cas is None:
             existing = await self.store.range(f"{CONFIG_PREFIX}{entry['Kind']}/", limit=1)
@@ -402,7 +405,7 @@ class ConfigEntries:
 
     async def delete(self, kind: str, name: str, cas: int | None = None) -> bool:
         check_kind(kind)
-        key = _key(kind, name)
+        key = entry_key(kind, name)
         if cas is None:
             await self.store.delete(key)
             return True
