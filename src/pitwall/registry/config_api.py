@@ -8,7 +8,13 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.api import Blocking, json_response, query_meta, read_limited
-from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries, check_kind, entry_key, validate_entry
+from pitwall.registry.config_entries import (
+    CONFIG_PREFIX,
+    ConfigEntries,
+    check_kind,
+    entry_key,
+    validate_entry,
+)
 from pitwall.registry.model import MAX_VALUE_BYTES, ConsulError
 
 __all__ = ["config_routes"]
