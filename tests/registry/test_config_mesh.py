@@ -207,3 +207,18 @@ async def test_untranslatable_filter_is_reported_not_half_applied(mesh: Mesh) ->
     assert mesh.proxy.mesh.dest_rule(FQDN) is None
     async with mesh.http() as c:
         assert set(await _names(c, 2)) == {"v1"}
+
+
+async def test_resolver_failover_when_the_subset_has_no_ready_endpoint(mesh: Mesh) -> None:
+    await mesh.web(("v1", {"version": "v1"}), ("v2", {"version": "v2"}))
+    await mesh.put("service-resolver", "web", {"Subsets": SUBSETS, "DefaultSubset": "v1",
+                                               "Failover": {"v1": {"ServiceSubset": "v2"}}}, _routed)
+    async with mesh.http() as c:
+        assert set(await _names(c, 4)) == {"v1"}
+        v1_ip, v2_ip = mesh.apps[0].ip, mesh.apps[1].ip
+        await put_slice(mesh.client, "web", [endpoint(v1_ip, ready=False), endpoint(v2_ip)])
+        await eventually(lambda: [b.ip for b in mesh.proxy.endpoints(mesh.ip, 80)] == [v2_ip])
+        assert set(await _names(c, 4)) == {"v2"}  # v1 has no ready endpoint: its failover takes over
+        await put_slice(mesh.client, "web", [endpoint(v1_ip), endpoint(v2_ip)])
+        await eventually(lambda: len(mesh.proxy.endpoints(mesh.ip, 80)) == 2)
+        assert set(await _names(c, 4)) == {"v1"}

@@ -22,7 +22,10 @@ sees one flat name space, as consul-k8s registers them).
   ``Filter`` (``Service.Meta.<key> == <value>``, joined with ``and``: the
   pod label ``<key>=<value>``), ``DefaultSubset`` (where no subset is named),
   ``Redirect`` (traffic for ``S`` goes to the other service/subset),
-  ``ConnectTimeout`` and ``LoadBalancer``. ``Failover`` is not applied.
+  ``ConnectTimeout`` and ``LoadBalancer``; ``Failover`` (by subset or ``*``:
+  ``Service``/``ServiceSubset`` or ``Targets``, local ones only) as an
+  ``x-failover`` list on each destination: the first target with a ready
+  endpoint takes the request when the destination has none.
 - ``service-intentions`` ``D`` -> one DENY AuthorizationPolicy per
   Kubernetes Service named ``D`` (selecting its pods), encoding Consul's
   evaluation: the matching source intention of highest precedence decides
@@ -110,7 +113,22 @@ class _Chain:
         return [t for t in out if t[2] > 0] or out
 
 
-def _dests(targets: list[tuple[str, str, int]], d: Obj) -> list[Obj]:
+def _failover(chain: _Chain, svc: str, subset: str) -> list[Obj]:
+    """The resolver's ``Failover`` for ``subset`` (or ``*``): its ``Targets``, else ``Service``/``ServiceSubset``."""
+    fo = ((chain.get("service-resolver", svc) or {}).get("Failover") or {})
+    f = fo.get(subset or "*") or fo.get("*") or {}
+    targets = f.get("Targets") or ([{"Service": f.get("Service"), "ServiceSubset": f.get("ServiceSubset")}]
+                                   if f.get("Service") or f.get("ServiceSubset") else [])
+    out = []
+    for t in targets:
+        one: Obj = {"host": str(t.get("Service") or svc)}
+        if t.get("ServiceSubset"):
+            one["subset"] = str(t["ServiceSubset"])
+        out.append(one)
+    return out
+
+
+def _dests(chain: _Chain, targets: list[tuple[str, str, int]], d: Obj) -> list[Obj]:
     headers = {k: _header_ops(d.get(f"{cap}Headers") or {}) for k, cap in (("request", "Request"), ("response", "Response"))
                if d.get(f"{cap}Headers")}
     out = []
@@ -119,6 +137,9 @@ def _dests(targets: list[tuple[str, str, int]], d: Obj) -> list[Obj]:
         if subset:
             dst["subset"] = subset
         one: Obj = {"destination": dst, "weight": w}
+        failover = _failover(chain, svc, subset)
+        if failover:
+            one["x-failover"] = failover
         if headers:
             one["headers"] = headers
         out.append(one)
@@ -176,7 +197,8 @@ def _match(http: Obj) -> Obj:
 def _route(chain: _Chain, name: str, r: Obj) -> Obj:
     d = r.get("Destination") or {}
     http = (r.get("Match") or {}).get("HTTP") or {}
-    out: Obj = {"route": _dests(chain.targets(str(d.get("Service") or name), str(d.get("ServiceSubset") or "")), d)}
+    targets = chain.targets(str(d.get("Service") or name), str(d.get("ServiceSubset") or ""))
+    out: Obj = {"route": _dests(chain, targets, d)}
     m = _match(http)
     if m:
         out["match"] = [m]
@@ -207,10 +229,11 @@ def _virtual_service(chain: _Chain, name: str, ns: str) -> Obj | None:
     router = chain.get("service-router", name)
     res = chain.get("service-resolver", name) or {}
     if router is None and chain.get("service-splitter", name) is None and not res.get("DefaultSubset") \
-            and not res.get("Redirect"):
+            and not res.get("Redirect") and not res.get("Failover"):
         return None
     http = [_route(chain, name, r) for r in (router or {}).get("Routes") or []]
-    http.append({"name": "consul-default", "route": _dests(chain.targets(name), {}), "retries": {"attempts": 0}})
+    http.append({"name": "consul-default", "route": _dests(chain, chain.targets(name), {}),
+                 "retries": {"attempts": 0}})
     return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": _meta(f"consul-chain-{name}", ns), "spec": {"hosts": [name], "http": http}}
 
