@@ -207,6 +207,11 @@ async def test_untranslatable_filter_is_reported_not_half_applied(mesh: Mesh) ->
     assert mesh.proxy.mesh.dest_rule(FQDN) is None
     async with mesh.http() as c:
         assert set(await _names(c, 2)) == {"v1"}
+    # The service's intentions are enforced all the same.
+    await mesh.put("service-intentions", "web", {"Sources": [{"Name": "sleep", "Action": "deny"}]},
+                   lambda m: m.authz is not None and len(m.authz.policies) == 1)
+    async with mesh.http() as c:
+        assert (await c.get("/")).status_code == 403
 
 
 async def test_resolver_failover_when_the_subset_has_no_ready_endpoint(mesh: Mesh) -> None:

@@ -47,7 +47,7 @@ both kinds apply together (any DENY denies).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pitwall.registry.blocking import parse_go_duration
@@ -346,6 +346,22 @@ def _authorization(entries: Entries, name: str, ns: str, selector: Obj) -> Obj |
             "spec": {"action": "DENY", "selector": {"matchLabels": dict(selector)}, "rules": rules}}
 
 
+def _resolver_rule(chain: _Chain, name: str, ns: str) -> Obj | None:
+    res = chain.get("service-resolver", name)
+    return _destination_rule(res, name, ns) if res is not None else None
+
+
+def _translate(out: dict[str, list[Obj]], errors: dict[str, str], kind: str, label: str,
+               build: Callable[..., Obj | None], *args: Any) -> None:
+    try:
+        o = build(*args)
+    except (ValueError, TypeError, KeyError) as e:
+        errors[label] = str(e)
+        return
+    if o is not None:
+        out[kind].append(o)
+
+
 def mesh_objects(entries: Entries, services: Mapping[tuple[str, str], Obj]) -> MeshObjects:
     """The Istio objects equivalent to ``entries`` for the Kubernetes ``services`` ((namespace, name) ->
     Service), and the entries that could not be translated (name -> why)."""
@@ -355,15 +371,11 @@ def mesh_objects(entries: Entries, services: Mapping[tuple[str, str], Obj]) -> M
         return out, errors
     chain = _Chain(entries)
     for (ns, name), svc in sorted(services.items()):
-        try:
-            vs = _virtual_service(chain, name, ns)
-            res = chain.get("service-resolver", name)
-            dr = _destination_rule(res, name, ns) if res is not None else None
-            ap = _authorization(entries, name, ns, (svc.get("spec") or {}).get("selector") or {})
-        except (ValueError, TypeError, KeyError) as e:
-            errors[f"Consul config for {name} ({ns})"] = str(e)
-            continue
-        for kind, o in (("VirtualService", vs), ("DestinationRule", dr), ("AuthorizationPolicy", ap)):
-            if o is not None:
-                out[kind].append(o)
+        # Each part on its own: a resolver that cannot be translated never drops the service's intentions.
+        where = f"{name} (for {ns}/{name})"
+        _translate(out, errors, "VirtualService", f"Consul service-router/splitter {where}",
+                   _virtual_service, chain, name, ns)
+        _translate(out, errors, "DestinationRule", f"Consul service-resolver {where}", _resolver_rule, chain, name, ns)
+        _translate(out, errors, "AuthorizationPolicy", f"Consul service-intentions {where}", _authorization,
+                   entries, name, ns, (svc.get("spec") or {}).get("selector") or {})
     return out, errors
