@@ -6,6 +6,7 @@ the service proxy compiles, and checked with httpx through the proxy against rea
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     kube.add_builtin_crds(istio_crds())
     await kube.start()
     proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=MeshTelemetry(None), changes=ChangeLog(store))
-    config = ConfigEntries(store)
+    config = ConfigEntries(store, ChangeLog(store))
     hub = WatchHub(store, [CONFIG_PREFIX])
     hub.listen(config.on_events)
     proxy.overlay = config.mesh_objects
@@ -227,3 +228,17 @@ async def test_resolver_failover_when_the_subset_has_no_ready_endpoint(mesh: Mes
         await put_slice(mesh.client, "web", [endpoint(v1_ip), endpoint(v2_ip)])
         await eventually(lambda: len(mesh.proxy.endpoints(mesh.ip, 80)) == 2)
         assert set(await _names(c, 4)) == {"v1"}
+
+
+async def test_entry_changes_are_change_events(mesh: Mesh) -> None:
+    await mesh.web(("a", {}),)
+    body = {"Kind": "service-intentions", "Name": "web", "Sources": [{"Name": "sleep", "Action": "deny"}]}
+    assert await mesh.config.put(validate_entry(body), who="ops")
+    assert not await mesh.config.put(validate_entry(body), cas=0, who="ops")  # refused: no event
+    assert await mesh.config.delete("service-intentions", "web", who="ops")
+    changes = mesh.config.changes
+    assert changes is not None
+    events = [e for e in await changes.between(0, time.time_ns() + 1) if e.source == "consul-config"]
+    assert [(e.kind, e.who, e.details["change"]) for e in events] == [("config", "ops", "applied"),
+                                                                      ("config", "ops", "deleted")]
+    assert events[0].summary.startswith("Consul service-intentions web applied (revision ")

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from pitwall.registry.api import Blocking, json_response, query_meta, read_limited
+from pitwall.registry.api import Blocking, json_response, query_meta, read_limited, who
 from pitwall.registry.config_entries import (
     CONFIG_PREFIX,
     ConfigEntries,
@@ -41,7 +41,7 @@ def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking) -> N
         except orjson.JSONDecodeError as e:
             raise ConsulError(400, f"Request decoding failed: {e}") from None
         entry = validate_entry(raw)
-        return json_response(await entries.put(entry, _cas(request)))
+        return json_response(await entries.put(entry, _cas(request), who=who(request)))
 
     @r.get("/v1/config/{path:path}")
     async def get(path: str, request: Request) -> Response:
@@ -68,5 +68,5 @@ def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking) -> N
         if len(parts) != 2 or not parts[1]:
             raise ConsulError(404, "Must provide both a kind and name to delete")
         cas = _cas(request)
-        ok = await entries.delete(parts[0], parts[1], cas)
+        ok = await entries.delete(parts[0], parts[1], cas, who=who(request))
         return json_response(ok if cas is not None else {})

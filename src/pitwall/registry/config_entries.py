@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pitwall.core import regex as re2
+from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.registry.blocking import parse_go_duration
 from pitwall.registry.mesh_entries import MeshObjects, mesh_objects
 from pitwall.registry.model import ROOT, ConsulError
@@ -334,8 +335,9 @@ class ConfigEntries:
 
     name = "consul-config-entries"
 
-    def __init__(self, store: RevStore) -> None:
+    def __init__(self, store: RevStore, changes: ChangeSink | None = None) -> None:
         self.store = store
+        self.changes = changes  # each applied or deleted entry is a ``config`` change event (it moves traffic)
         self.entries: dict[tuple[str, str], Entry] = {}  # (kind, name) -> entry, current
         self.listeners: list[Callable[[], None]] = []
 
@@ -389,7 +391,7 @@ class ConfigEntries:
         res = await self.store.range(f"{CONFIG_PREFIX}{kind}/")
         return [_to_api(kv) for kv in res.kvs], max((kv.mod_revision for kv in res.kvs), default=0)
 
-    async def put(self, entry: Entry, cas: int | None = None) -> bool:
+    async def put(self, entry: Entry, cas: int | None = None, *, who: str = "") -> bool:
         """Store a validated entry; with ``cas`` only when its ModifyIndex is ``cas`` (0: only when new)."""
         key = entry_key(entry["Kind"], entry["Name"])
         value = orjson.dumps(entry)
@@ -397,19 +399,37 @@ class ConfigEntries:
             existing = await self.store.range(f"{CONFIG_PREFIX}{entry['Kind']}/", limit=1)
             if existing.count >= MAX_ENTRIES_PER_KIND and await self.store.get(key) is None:
                 raise ConsulError(500, f"too many {entry['Kind']} config entries (limit {MAX_ENTRIES_PER_KIND})")
-            await self.store.put(key, value)
-            return True
-        cmp = Compare(key, "create", "=", 0) if cas == 0 else Compare(key, "mod", "=", cas)
-        res = await self.store.txn([cmp], [Op.put(key, value)])
-        return res.succeeded
+            rev = (await self.store.put(key, value)).mod_revision
+        else:
+            cmp = Compare(key, "create", "=", 0) if cas == 0 else Compare(key, "mod", "=", cas)
+            res = await self.store.txn([cmp], [Op.put(key, value)])
+            if not res.succeeded:
+                return False
+            rev = res.revision
+        await self._record(entry["Kind"], entry["Name"], "applied", rev, who)
+        return True
 
-    async def delete(self, kind: str, name: str, cas: int | None = None) -> bool:
+    async def delete(self, kind: str, name: str, cas: int | None = None, *, who: str = "") -> bool:
         check_kind(kind)
         key = entry_key(kind, name)
         if cas is None:
-            await self.store.delete(key)
+            gone = await self.store.delete(key)
+            if gone:
+                await self._record(kind, name, "deleted", await self.store.revision(), who)
             return True
         if cas == 0:  # Consul: a CAS delete with index 0 deletes nothing
             return False
         res = await self.store.txn([Compare(key, "mod", "=", cas)], [Op.delete(key)])
+        if res.succeeded:
+            await self._record(kind, name, "deleted", res.revision, who)
         return res.succeeded
+
+    async def _record(self, kind: str, name: str, verb: str, revision: int, who: str) -> None:
+        if self.changes is None:
+            return
+        try:
+            await self.changes.record(ChangeEvent(
+                kind="config", summary=f"Consul {kind} {name} {verb} (revision {revision})", source="consul-config",
+                who=who, details={"kind": kind, "name": name, "revision": revision, "change": verb}))
+        except Exception:  # the change itself is committed; a lost event must not fail the write
+            log.exception("config entry change event not recorded")

@@ -95,7 +95,7 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX, AGENT_PREFIX, KUBE_PREFIX, CONFIG_PREFIX],
                    prev_kv=frozenset({SESSION_PREFIX}), max_waiters=max_blocking_queries)
     hub.listen(sessions.on_events)
-    config = ConfigEntries(store)
+    config = ConfigEntries(store, changes)
     hub.listen(config.on_events)
     services = AgentServices(store, agent.node)
     catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
