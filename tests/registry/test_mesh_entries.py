@@ -96,3 +96,10 @@ def test_subset_filters_map_to_labels() -> None:
         "version": "v1", "track": "canary"}
     with pytest.raises(ValueError, match=r"only Service\.Meta"):
         subset_labels("v1 in Service.Tags")
+
+
+def test_peer_sources_match_no_local_caller() -> None:
+    e = _entries({"Kind": "service-intentions", "Name": "api", "Sources": [
+        {"Name": "web", "Peer": "other-cluster", "Action": "deny"}, {"Name": "db", "Action": "deny"}]})
+    assert _allowed(e, "api", "web")
+    assert not _allowed(e, "api", "db")

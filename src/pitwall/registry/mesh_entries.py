@@ -332,7 +332,9 @@ def _intention_rules(sources: list[Obj]) -> list[Obj]:
 def _authorization(entries: Entries, name: str, ns: str, selector: Obj) -> Obj | None:
     own = (entries.get(("service-intentions", name)) or {}).get("Sources") or []
     wild = (entries.get(("service-intentions", "*")) or {}).get("Sources") or []
-    ordered = sorted([*own, *wild], key=lambda s: -int(s.get("Precedence") or 0))
+    # Sources on a cluster peer or sameness group are never a local pod: they match no caller here.
+    local = [s for s in [*own, *wild] if not s.get("Peer") and not s.get("SamenessGroup")]
+    ordered = sorted(local, key=lambda s: -int(s.get("Precedence") or 0))
     # Of two sources with one name, the exact destination's intention wins (it sorted first).
     sources: list[Obj] = []
     for s in ordered:
