@@ -30,12 +30,16 @@ def test_apply_get_list_delete(c: consul.Consul, server: LiveServer) -> None:
     got = c.config.get("service-splitter", "billing")
     assert got["Kind"] == "service-splitter" and got["Name"] == "billing"
     assert [s["Weight"] for s in got["Splits"]] == [90, 10]
+    c.config.set("service-splitter", "fine", {"Splits": [{"Weight": 33.333}, {"Weight": 66.667, "Service": "b"}]})
+    assert [s["Weight"] for s in c.config.get("service-splitter", "fine")["Splits"]] == [33.33, 66.67]
+    with _http(server) as h:
+        assert b'"Weight":90,' in h.get("/v1/config/service-splitter/billing").content
     assert got["CreateIndex"] == got["ModifyIndex"] > 0
     assert c.config.set("service-splitter", "ledger", {"Splits": [{"Weight": 100}]}) is True
     with _http(server) as h:
         listed = h.get("/v1/config/service-splitter")
         assert listed.status_code == 200 and int(listed.headers["X-Consul-Index"]) > 0
-        assert sorted(e["Name"] for e in listed.json()) == ["billing", "ledger", "odd/name %"]
+        assert sorted(e["Name"] for e in listed.json()) == ["billing", "fine", "ledger", "odd/name %"]
         assert h.get("/v1/config/service-splitter/odd%2Fname%20%25").json()["Name"] == "odd/name %"
         assert h.delete("/v1/config/service-splitter/odd%2Fname%20%25").status_code == 200
         r = h.delete("/v1/config/service-splitter/ledger")

@@ -98,7 +98,8 @@ def _validate_splitter(e: Entry) -> None:
         w = s.get("Weight", 0)
         if not isinstance(w, int | float) or isinstance(w, bool):
             raise ConsulError(400, f"Request decoding failed: Splits[{i}].Weight must be a number")
-        s["Weight"] = round(w * 100) / 100  # Consul keeps weights to 0.01 %
+        scaled = round(w * 100)  # Consul keeps weights to 0.01 %
+        s["Weight"] = scaled // 100 if scaled % 100 == 0 else scaled / 100
         total += round(w * 100)
     if total != 10000:
         raise _invalid(f"the sum of all split weights must be 100, not {total / 100:f}")
