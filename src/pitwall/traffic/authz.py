@@ -21,6 +21,13 @@ pod IP, as mTLS is not in this slice. ``requestPrincipals`` and
 ``request.auth.*`` need a JWT (RequestAuthentication is not enforced):
 they never match, so a DENY on them denies nothing and an ALLOW on them
 allows nothing.
+
+Policies translated from Consul's intentions (``registry.mesh_entries``)
+use three fields Istio has not: a rule's ``x-unless`` (rules that, when one
+matches, stop this rule: Consul's first match wins), an operation's
+``x-pathRegex`` and a condition's ``x-consul`` header match (Consul's
+Present/Exact/Prefix/Suffix/Regex with Invert). They never come from a
+Kubernetes object (the CRD schema has no such fields).
 """
 
 from __future__ import annotations
