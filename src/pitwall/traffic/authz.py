@@ -26,8 +26,8 @@ Policies translated from Consul's intentions (``registry.mesh_entries``)
 use three fields Istio has not: a rule's ``x-unless`` (rules that, when one
 matches, stop this rule: Consul's first match wins), an operation's
 ``x-pathRegex`` and a condition's ``x-consul`` header match (Consul's
-Present/Exact/Prefix/Suffix/Regex with Invert). They never come from a
-Kubernetes object (the CRD schema has no such fields).
+Present/Exact/Prefix/Suffix/Regex with Invert); Istio's schema defines no
+such fields.
 """
 
 from __future__ import annotations
