@@ -164,6 +164,12 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)
+    # Consul's API over the same store; its catalog follows Services and Endpoints; its config entries
+    # (intentions, router, splitter, resolver) become Istio-shaped objects the service proxy enforces.
+    registry = build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client,
+                                   election=controllers.election)
+    traffic.proxy.overlay = registry.config.mesh_objects
+    registry.config.listeners.append(traffic.proxy.refresh_mesh)
     return ControlPlane(
         kube=kube,
         controllers=controllers,
@@ -177,9 +183,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status,
                                monkey=settings.chaos.monkey),
         slo=slo,
-        # Consul's API over the same store; its catalog follows Services and Endpoints.
-        registry=build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client,
-                                     election=controllers.election),
+        registry=registry,
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
         releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
                                      election=controllers.election, slo_status=slo.slo_status),

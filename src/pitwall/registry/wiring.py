@@ -23,6 +23,8 @@ from pitwall.registry.api import AgentInfo, consul_router, history_router
 from pitwall.registry.blocking import WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog
 from pitwall.registry.catalog_api import catalog_routes
+from pitwall.registry.config_api import config_routes
+from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import KVStore
@@ -51,17 +53,19 @@ class RegistryPart:
     services: AgentServices
     checks: CheckRunner
     catalog: Catalog
+    config: ConfigEntries
     kube_history: KubeConfigHistory | None = None
     reloader: ControllerManager | None = None  # reload-on-config-change, leader only
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
-        own: list[Component] = [self.hub, self.history, self.sessions, self.checks]
+        own: list[Component] = [self.hub, self.config, self.history, self.sessions, self.checks]
         return own + [c for c in (self.kube_history, self.reloader) if c is not None]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
+            config_routes(r, self.config, blocking)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.history, self.kv, self.kube_history))]
 
@@ -88,9 +92,11 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
     kv = KVStore(store, history, delays.until)
     agent = AgentInfo(socket.gethostname() or "pitwall", listen)
     sessions = SessionStore(store, kv, delays, node=agent.node)
-    hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX, AGENT_PREFIX, KUBE_PREFIX], prev_kv=frozenset({SESSION_PREFIX}),
-                   max_waiters=max_blocking_queries)
+    hub = WatchHub(store, [KV_PREFIX, SESSION_PREFIX, AGENT_PREFIX, KUBE_PREFIX, CONFIG_PREFIX],
+                   prev_kv=frozenset({SESSION_PREFIX}), max_waiters=max_blocking_queries)
     hub.listen(sessions.on_events)
+    config = ConfigEntries(store, changes)
+    hub.listen(config.on_events)
     services = AgentServices(store, agent.node)
     catalog = Catalog(kube, services, node=agent.node, node_address=agent.raft_address.rsplit(":", 1)[0])
     kube_history = reloader = None
@@ -100,5 +106,6 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
                                          plain=kube.stored_value)
         reloader = ControllerManager([ControllerRunner(kube, ReloadController(kube, changes), workers=2)],
                                      election=election)
-    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, kube_history,
+    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, config,
+                        kube_history,
                         reloader)

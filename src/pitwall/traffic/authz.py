@@ -21,15 +21,24 @@ pod IP, as mTLS is not in this slice. ``requestPrincipals`` and
 ``request.auth.*`` need a JWT (RequestAuthentication is not enforced):
 they never match, so a DENY on them denies nothing and an ALLOW on them
 allows nothing.
+
+Policies translated from Consul's intentions (``registry.mesh_entries``)
+use three fields Istio has not: a rule's ``x-unless`` (rules that, when one
+matches, stop this rule: Consul's first match wins), an operation's
+``x-pathRegex`` and a condition's ``x-consul`` header match (Consul's
+Present/Exact/Prefix/Suffix/Regex with Invert); Istio's schema defines no
+such fields.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitwall.core import regex as re2
 from pitwall.traffic.pods import PodInfo
 
 __all__ = ["AuthzConfig", "AuthzRequest", "compile_authz"]
@@ -106,13 +115,38 @@ def _ports(ps: Iterable[str], port: str | None) -> bool:
 
 
 def _operation(o: Obj, r: AuthzRequest) -> bool:
+    rx = o.get("x-pathRegex")
+    if rx is not None and not _regex(str(rx)).matches(r.path.split("?", 1)[0]):
+        return False
     return (_field(o, "methods", r.method) and _field(o, "paths", r.path.split("?", 1)[0])
             and _field(o, "hosts", r.host, lambda ps, v: _any([p.lower() for p in ps], (v or "").lower()))
             and _field(o, "ports", str(r.port), _ports))
 
 
+@functools.lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re2.Regex:
+    return re2.compile(pattern, anchored=True)
+
+
+def _consul_header(h: Obj, value: str | None) -> bool:
+    """A Consul intention permission's header match (Present/Exact/Prefix/Suffix/Regex, Invert)."""
+    if h.get("Exact"):
+        hit = value == str(h["Exact"])
+    elif h.get("Prefix"):
+        hit = value is not None and value.startswith(str(h["Prefix"]))
+    elif h.get("Suffix"):
+        hit = value is not None and value.endswith(str(h["Suffix"]))
+    elif h.get("Regex"):
+        hit = value is not None and _regex(str(h["Regex"])).matches(value)
+    else:
+        hit = value is not None
+    return hit != bool(h.get("Invert"))
+
+
 def _condition(c: Obj, r: AuthzRequest) -> bool:
     key = str(c.get("key") or "")
+    if "x-consul" in c:
+        return _consul_header(c["x-consul"], r.headers.get(key[len("request.headers["):-1]))
     value: str | None
     if key.startswith("request.headers[") and key.endswith("]"):
         value = r.headers.get(key[len("request.headers["):-1].lower())
@@ -136,6 +170,8 @@ def _condition(c: Obj, r: AuthzRequest) -> bool:
 
 
 def _rule(rule: Obj, r: AuthzRequest) -> bool:
+    if any(_rule(u, r) for u in rule.get("x-unless") or ()):
+        return False  # an earlier (higher precedence) decision covers this request: Consul's first match
     froms, tos, whens = rule.get("from"), rule.get("to"), rule.get("when")
     if froms and not any(_source(f.get("source") or {}, r) for f in froms):
         return False

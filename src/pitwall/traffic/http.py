@@ -455,6 +455,10 @@ class HttpSession:
         if labels:
             pods = view.pods
             endpoints = [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+        if not endpoints and dest.failover:  # Consul's Failover: the first target with a ready endpoint
+            for fd in dest.failover:
+                if self._ready(cfg, fd):
+                    return await self._to_destination(cfg, route, fd, req, mreq, src)
         cluster = view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
         lb = policy.lb
         hash_key: str | None = None
@@ -479,6 +483,20 @@ class HttpSession:
             return out
         finally:
             cluster.release_request()
+
+    def _ready(self, cfg: MeshConfig, dest: RouteDest) -> bool:
+        """Whether ``dest`` (a Service and subset) has a ready endpoint now."""
+        target = self.view.target(dest.host, dest.port, self.port, self.fqdn)
+        if target is None:
+            return False
+        dr = cfg.dest_rule(target.fqdn)
+        if dr is None:
+            return not dest.subset and bool(target.endpoints)
+        sub = dr.for_subset(dest.subset)
+        if sub is None:
+            return False
+        labels, pods = sub[0], self.view.pods
+        return any(not labels or _has_labels(pods.get(b.ip), labels) for b in target.endpoints)
 
     def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: _Req, path: str, authority: str,
                 headers: list[tuple[str, str]]) -> None:

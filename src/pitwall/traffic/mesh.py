@@ -271,6 +271,9 @@ class RouteDest:
     weight: int = 100
     request_headers: HeaderOps = HeaderOps()
     response_headers: HeaderOps = HeaderOps()
+    # Where to go, in order, when this destination has no ready endpoint (Consul's resolver Failover; Istio
+    # has no such field: only translated objects set ``x-failover``).
+    failover: tuple[RouteDest, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -414,7 +417,9 @@ def _http_route(r: Obj, ns: str, path: str, index: int) -> Route:
         dests.append(RouteDest(fqdn(str(dst["host"]), ns), str(dst.get("subset") or ""),
                                int((dst.get("port") or {}).get("number") or 0),
                                int(d["weight"]) if d.get("weight") is not None else 100,
-                               _header_ops(h.get("request")), _header_ops(h.get("response"))))
+                               _header_ops(h.get("request")), _header_ops(h.get("response")),
+                               tuple(RouteDest(fqdn(str(f["host"]), ns), str(f.get("subset") or ""))
+                                     for f in d.get("x-failover") or ())))
     if len(dests) > 1:
         dests = [d for d in dests if d.weight > 0]  # 0-weight destinations are dropped, as Istio does
     redirect = rewrite = None

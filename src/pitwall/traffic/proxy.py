@@ -198,6 +198,9 @@ class ServiceProxy:
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
                                                               "AuthorizationPolicy": {}}
         self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
+        # More Istio-shaped objects from outside the Kubernetes API (Consul's config entries), computed from the
+        # Services on every rebuild: (objects by kind, errors). Real Istio objects win per host.
+        self.overlay: Callable[[dict[SvcKey, Obj]], tuple[dict[str, list[Obj]], dict[str, str]]] | None = None
         self.connect_budget_s = connect_budget_s
         self.attempt_timeout_s = attempt_timeout_s
         self.drain_timeout_s = drain_timeout_s
@@ -382,13 +385,21 @@ class ServiceProxy:
             self._rebuild_mesh()
         return apply
 
+    def refresh_mesh(self) -> None:
+        """Recompile now (the overlay's source changed)."""
+        self._rebuild_mesh()
+
     def _rebuild_mesh(self) -> None:
         """Compile and swap in a new snapshot (requests in flight keep the one they took)."""
         fqdns = [f"{name}.{ns}.{DOMAIN}" for ns, name in self._services]
-        cfg = compile_mesh(fqdns, self._istio["VirtualService"].values(), self._istio["DestinationRule"].values(),
-                           compile_authz(self._istio["AuthorizationPolicy"].values()))
+        extra, extra_errors = self.overlay(self._services) if self.overlay is not None else ({}, {})
+
+        def objs(kind: str) -> list[Obj]:
+            return [*self._istio[kind].values(), *extra.get(kind, ())]
+        cfg = compile_mesh(fqdns, objs("VirtualService"), objs("DestinationRule"),
+                           compile_authz(objs("AuthorizationPolicy")))
         rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
-        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected})
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors})
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
         """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
