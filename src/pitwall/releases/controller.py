@@ -35,6 +35,7 @@ from pitwall.releases import router, workload
 from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
 from pitwall.releases.gates import Gates
+from pitwall.releases.judge import JudgeResult
 from pitwall.releases.model import (
     ADVANCING,
     API_VERSION,
@@ -46,6 +47,13 @@ from pitwall.releases.model import (
     Phase,
     fmt_time,
     parse_time,
+)
+from pitwall.releases.verdicts import (
+    CONDITION,
+    JUDGEMENT,
+    judged_condition,
+    judgement_annotation,
+    pass_message,
 )
 from pitwall.releases.webhooks import (
     HttpFactory,
@@ -490,6 +498,8 @@ class CanaryController:
             await self._set(cd, failedChecks=failed + 1)
             return False
         result = await run_checks(self.metrics, cd)
+        if result.judgements:
+            await self._record_judgements(cd, result.judgements)
         for type_, msg in result.events:
             await self._event(cd, type_, msg)
         if result.ok:
@@ -497,6 +507,30 @@ class CanaryController:
         if not result.wait:
             await self._set(cd, failedChecks=failed + 1)
         return False
+
+    async def _record_judgements(self, cd: CanaryView, judgements: list[tuple[str, JudgeResult]]) -> None:
+        """The judge's verdicts: the ``Judged`` condition, the result annotation, a Normal Event when it passed."""
+        now = fmt_time(datetime.now(UTC))
+
+        def change(st: Obj, fresh: Obj) -> None:
+            cur = next((c for c in st.get("conditions") or [] if c.get("type") == CONDITION), None)
+            others = [c for c in st.get("conditions") or [] if c.get("type") != CONDITION]
+            st["conditions"] = [*others, judged_condition(judgements, now, cur)]
+
+        await self._write_status(cd, change)
+        text = judgement_annotation(judgements, now, int(cd.status.get("canaryWeight") or 0))
+        for _ in range(10):
+            fresh = await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace)
+            new = copy.deepcopy(fresh)
+            new["metadata"].setdefault("annotations", {})[JUDGEMENT] = text
+            try:
+                await self.client.update(new)
+                break
+            except Conflict:
+                await asyncio.sleep(0.01)
+        for name, r in judgements:
+            if r.classification == "Pass" and not r.inconclusive:
+                await self._event(cd, "Normal", pass_message(cd.name, cd.namespace, name, r))
 
     async def _confirm_promotion(self, cd: CanaryView) -> bool:
         ok, hook, _ = await self._hooks(cd, "confirm-promotion", Phase.PROGRESSING)
