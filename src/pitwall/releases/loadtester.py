@@ -206,6 +206,7 @@ async def run_hey(a: HeyArgs, resolve: Resolver | None = None, client: httpx.Asy
     c = client or httpx.AsyncClient(timeout=a.timeout_s, limits=limits, trust_env=False, follow_redirects=False)
 
     async def worker() -> None:
+        next_at = time.monotonic()  # a ticker, as hey's time.Tick: the rate holds however long answers take
         while True:
             if deadline is not None and time.monotonic() >= deadline:
                 return
@@ -213,7 +214,6 @@ async def run_hey(a: HeyArgs, resolve: Resolver | None = None, client: httpx.Asy
                 if left[0] <= 0:
                     return
                 left[0] -= 1
-            t0 = time.monotonic()
             try:
                 r = await c.request(a.method, url, headers=headers, content=a.body or None)
                 await r.aread()
@@ -222,7 +222,8 @@ async def run_hey(a: HeyArgs, resolve: Resolver | None = None, client: httpx.Asy
                 out.errors += 1
                 await asyncio.sleep(0.05)  # an unreachable target must not spin
             if a.rate > 0:
-                await asyncio.sleep(max(0.0, 1.0 / a.rate - (time.monotonic() - t0)))
+                next_at = max(next_at + 1.0 / a.rate, time.monotonic() - 1.0)  # no burst after a stall
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     try:
         await asyncio.gather(*(worker() for _ in range(a.workers)))
