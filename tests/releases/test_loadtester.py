@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from pitwall.releases.loadtester import GateStore, LoadTester, loadtester_router, parse_hey, run_hey
 from pitwall.releases.settings import LoadTesterSettings
 from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.releases.harness import Changes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -59,7 +60,7 @@ class Target:
 async def lt(tmp_path: Path) -> AsyncIterator[LoadTester]:
     store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
     await store.start()
-    tester = LoadTester(LoadTesterSettings(), GateStore(store))
+    tester = LoadTester(LoadTesterSettings(), GateStore(store), changes=Changes())
     try:
         yield tester
     finally:
@@ -203,6 +204,11 @@ async def test_gates_open_and_close_per_canary_and_persist(api: httpx.AsyncClien
     again = LoadTester(LoadTesterSettings(), GateStore(lt.gates.store))
     assert await again.gates.is_open("rollback.podinfo.test") and not await again.gates.is_open("podinfo.test")
     assert (await api.post("/flagger-loadtester/gate/check", content=b"{")).status_code == 400
+    assert isinstance(lt.changes, Changes)
+    assert [e.summary for e in lt.changes.events] == [
+        "Canary podinfo.test: load tester gate opened", "Canary podinfo.test: load tester rollback gate opened",
+        "Canary podinfo.test: load tester gate closed"]
+    assert {e.service for e in lt.changes.events} == {"test/podinfo"}
 
 
 async def test_namespace_regexp_restricts_canaries(api: httpx.AsyncClient, lt: LoadTester) -> None:

@@ -34,6 +34,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.core import regex
 from pitwall.core.errors import ConfigError
+from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.releases.settings import LoadTesterSettings
 from pitwall.storage.revstore import RevStore
 
@@ -255,10 +256,12 @@ class GateStore:
 class LoadTester:
     """Runs webhook commands: hey in process, shell only when allowed; cmd tasks once per canary and command."""
 
-    def __init__(self, settings: LoadTesterSettings, gates: GateStore, resolve: Resolver | None = None) -> None:
+    def __init__(self, settings: LoadTesterSettings, gates: GateStore, resolve: Resolver | None = None,
+                 changes: ChangeSink | None = None) -> None:
         self.settings = settings
         self.gates = gates
         self.resolve = resolve
+        self.changes = changes
         self._ns: regex.Regex | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self.runs = 0
@@ -323,6 +326,21 @@ class LoadTester:
                 self._running.pop(key, None)
 
         self._running[key] = asyncio.get_running_loop().create_task(go(), name=f"loadtest {canary}")
+
+    async def set_gate(self, key: str, name: str, namespace: str, is_open: bool) -> None:
+        """Open or close a gate; a manual approval is a change on the incident timeline."""
+        await self.gates.set(key, is_open)
+        if self.changes is None:
+            return
+        what = "rollback gate" if key.startswith("rollback.") else "gate"
+        try:
+            await self.changes.record(ChangeEvent(
+                kind="release", summary=f"Canary {name}.{namespace}: load tester {what} "
+                                        f"{'opened' if is_open else 'closed'}",
+                source="flagger-loadtester", service=f"{namespace}/{name}", who="flagger-loadtester",
+                details={"canary": f"{namespace}/{name}", "gate": what, "open": is_open}))
+        except Exception as e:  # the timeline is best effort; the gate is set
+            log.warning("could not record change event", extra={"error": repr(e)})
 
     @property
     def running(self) -> int:
@@ -413,7 +431,8 @@ def loadtester_router(lt: LoadTester) -> APIRouter:
                 return _text(400)
             if not lt.authorize(str(doc.get("namespace") or "")):
                 return _text(403, "Forbidden")
-            await lt.gates.set(f"{prefix}{doc.get('name')}.{doc.get('namespace')}", is_open)
+            name, ns = str(doc.get("name") or ""), str(doc.get("namespace") or "")
+            await lt.set_gate(f"{prefix}{name}.{ns}", name, ns, is_open)
             return _text(202)
 
         @r.post(f"/{path}/open")

@@ -39,7 +39,7 @@ class ReleasesPart:
         return [self.manager, _LoadTesterTasks(self.loadtester)]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        # Flagger's load tester takes unauthenticated webhook calls from the controller; server-wide, no tenant.
+        # Flagger's load tester: server-wide (a Canary's webhook names no tenant).
         return [Mount(loadtester_router(self.loadtester), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
@@ -88,13 +88,14 @@ def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes:
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
     controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
     incidents the composition root hands ``controller.gates`` once the incidents part exists). The load tester
-keeps its gates in ``store`` (the Kubernetes API's store when None)."""
+    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``."""
     kube.add_builtin_crds(flagger_crds())
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
     controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status))
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
-    lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube))
+    lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),
+                    changes)
     return ReleasesPart(manager, controller, lt)
 
 
