@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import random
 import signal
 import sys
 import threading
@@ -92,7 +93,10 @@ class Load:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[httpx.Client]:
     cfg = tmp_path / "pitwall.yaml"
-    cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}}))
+    # Pods of a server take addresses from 127.42.0.2 up by default: other servers on this machine (other
+    # tests) use the same ones, and a pod that cannot bind its address never becomes available. A /24 of our own.
+    pod_cidr = f"127.42.{random.randint(100, 250)}.0/24"
+    cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}, "kube": {"pod_cidr": pod_cidr}}))
     data = tmp_path / "data"
     data.mkdir()
     port = free_port()
