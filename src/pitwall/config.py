@@ -40,6 +40,7 @@ from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_p
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.logs.settings import LogsSettings
 from pitwall.pipelines.settings import PipelinesSettings
+from pitwall.releases.settings import ReleasesSettings
 from pitwall.traces.settings import TracesSettings
 from pitwall.ui.settings import UISettings
 
@@ -306,6 +307,7 @@ class Settings(BaseSettings):
     incidents: IncidentsSettings = Field(default_factory=IncidentsSettings)
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     chaos: ChaosSettings = Field(default_factory=ChaosSettings)
+    releases: ReleasesSettings = Field(default_factory=ReleasesSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -15,8 +15,11 @@ from pitwall.core.exports import lazy_exports
 
 if TYPE_CHECKING:
     from pitwall.alerting.notify.alerts import StoredAlert, sort_alerts
+    from pitwall.alerting.notify.errors import DeliveryError
     from pitwall.alerting.notify.matchers import Matcher as AlertMatcher
     from pitwall.alerting.notify.matchers import MatcherError
+    from pitwall.alerting.notify.notifiers.base import http_client as notifier_client
+    from pitwall.alerting.notify.notifiers.base import post_json as notifier_post
     from pitwall.alerting.notify.people import ContactPager
     from pitwall.alerting.notify.pipeline import NotificationPipeline
     from pitwall.alerting.notify.silences import Silence
@@ -27,10 +30,13 @@ _EXPORTS = {
     "AlertMatcher": "pitwall.alerting.notify.matchers:Matcher",
     "AlertingRule": "pitwall.alerting.rules.alerting_rule",
     "ContactPager": "pitwall.alerting.notify.people",
+    "DeliveryError": "pitwall.alerting.notify.errors",
     "MatcherError": "pitwall.alerting.notify.matchers",
     "NotificationPipeline": "pitwall.alerting.notify.pipeline",
     "RuleManager": "pitwall.alerting.rules.manager",
     "Silence": "pitwall.alerting.notify.silences",
+    "notifier_client": "pitwall.alerting.notify.notifiers.base:http_client",
+    "notifier_post": "pitwall.alerting.notify.notifiers.base:post_json",
     "StoredAlert": "pitwall.alerting.notify.alerts",
     "sort_alerts": "pitwall.alerting.notify.alerts",
 }
@@ -39,11 +45,14 @@ __all__ = [
     "AlertMatcher",
     "AlertingRule",
     "ContactPager",
+    "DeliveryError",
     "MatcherError",
     "NotificationPipeline",
     "RuleManager",
     "Silence",
     "StoredAlert",
+    "notifier_client",
+    "notifier_post",
     "sort_alerts",
 ]
 

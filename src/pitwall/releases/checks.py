@@ -38,7 +38,7 @@ import httpx
 from pitwall.core.gotemplate import Template, TemplateError
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.metrics import InstantQuery
-from pitwall.releases.judge import JudgeConfig, MetricInput, judge
+from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, judge
 from pitwall.releases.model import (
     API_VERSION,
     METRIC_TEMPLATE,
@@ -113,11 +113,13 @@ class MetricContext:
 @dataclass
 class CheckResult:
     """The outcome of one analysis step's metric checks: ``ok``; ``wait`` (no traffic under the guard's
-    ``wait`` policy: neither passed nor failed); the Events to record (type, message)."""
+    ``wait`` policy: neither passed nor failed); the Events to record (type, message); the judge's results
+    (metric name, result) of the metrics it judged, passed or not."""
 
     ok: bool
     wait: bool = False
     events: list[tuple[str, str]] = field(default_factory=list)
+    judgements: list[tuple[str, JudgeResult]] = field(default_factory=list)
 
 
 def _value(result_type: str, values: list[Any]) -> float:
@@ -285,7 +287,8 @@ async def _builtin(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any]
     return _judge(cd, metric, "request duration", float(ms), f"{ms}ms", False, "ms")
 
 
-async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str) -> str | None:
+async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str,
+                     judged: list[tuple[str, JudgeResult]] | None = None) -> str | None:
     ref = metric.get("templateRef") or {}
     ns = str(ref.get("namespace") or cd.namespace)
     tname = str(ref.get("name") or "")
@@ -297,7 +300,7 @@ async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, An
     spec = tmpl.get("spec") or {}
     annotations = (tmpl.get("metadata") or {}).get("annotations") or {}
     if annotations.get(JUDGE):
-        return await _judged(ctx, cd, metric, spec, annotations, interval, f"{tname}.{ns}")
+        return await _judged(ctx, cd, metric, spec, annotations, interval, f"{tname}.{ns}", judged)
     try:
         run = await provider_for(ctx, spec.get("provider") or {}, ns)
     except (ProviderUnavailable, NotFoundError) as e:
@@ -316,9 +319,10 @@ async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, An
 
 
 async def _judged(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], spec: Mapping[str, Any],
-                  annotations: Mapping[str, str], interval: str, where: str) -> str | None:
+                  annotations: Mapping[str, str], interval: str, where: str,
+                  judged: list[tuple[str, JudgeResult]] | None = None) -> str | None:
     """Kayenta's judge over the template's query for the canary and for the primary, sampled over the interval;
-    the Halt message (score and each verdict) unless the judge passes."""
+    the Halt message (score and each verdict) unless the judge passes. The result goes into ``judged``."""
     name = str(metric.get("name"))
     if annotations.get(JUDGE) != "kayenta":
         return f"Metric template {where} error: {JUDGE} must be kayenta, not {annotations.get(JUDGE)!r}"
@@ -341,6 +345,8 @@ async def _judged(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any],
         return f"Metric template {where} query render error: {e}"
     except ValueError as e:
         return f"Metric template {where} judge error: {e}"
+    if judged is not None:
+        judged.append((name, result))
     verdicts = "; ".join(f"{v.name} {v.classification}: {v.reason}" for v in result.metrics)
     if result.classification == "Pass":
         return None
@@ -368,6 +374,7 @@ async def _samples(ctx: MetricContext, cd: CanaryView, spec: Mapping[str, Any], 
 async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
     """Every metric of the analysis in order; the first failure stops the step (as Flagger's loop returns)."""
     events: list[tuple[str, str]] = []
+    judged: list[tuple[str, JudgeResult]] = []
     default_interval = METRIC_INTERVAL
     guard_interval = next((str(m["interval"]) for m in cd.metrics if m.get("interval")), default_interval)
     guard = await _guard(ctx, cd, guard_interval)
@@ -382,7 +389,7 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
         name = str(metric.get("name") or "")
         try:
             if metric.get("templateRef"):
-                msg = await _templated(ctx, cd, metric, interval)
+                msg = await _templated(ctx, cd, metric, interval, judged)
             elif name in ISTIO_QUERIES:
                 msg = await _builtin(ctx, cd, metric, interval)
             elif metric.get("query"):
@@ -397,8 +404,8 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
             msg = f"Prometheus query failed for {name}: {e}"
         if msg is not None:
             events.append(("Warning", msg))
-            return CheckResult(False, events=events)
-    return CheckResult(True, events=events)
+            return CheckResult(False, events=events, judgements=judged)
+    return CheckResult(True, events=events, judgements=judged)
 
 
 async def _inline(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str) -> str | None:

@@ -32,8 +32,10 @@ from pitwall.controllers import record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 from pitwall.releases import router, workload
+from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
 from pitwall.releases.gates import Gates
+from pitwall.releases.judge import JudgeResult
 from pitwall.releases.model import (
     ADVANCING,
     API_VERSION,
@@ -45,6 +47,13 @@ from pitwall.releases.model import (
     Phase,
     fmt_time,
     parse_time,
+)
+from pitwall.releases.verdicts import (
+    CONDITION,
+    JUDGEMENT,
+    judged_condition,
+    judgement_annotation,
+    pass_message,
 )
 from pitwall.releases.webhooks import (
     HttpFactory,
@@ -113,6 +122,7 @@ class CanaryController:
         self.clock = clock
         self._by_target: dict[str, set[str]] = {}  # "ns/deployment" -> Canary keys
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
+        self.alerts = Alerter(client)
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -275,6 +285,10 @@ class CanaryController:
                 except WebhookError as e:
                     log.warning("error sending event to webhook", extra={"canary": cd.key, "error": str(e)})
 
+    async def _alert(self, cd: CanaryView, message: str, metadata: bool, severity: str) -> None:
+        """Flagger's alert(): the Canary's AlertProviders whose severity matches."""
+        await self.alerts.alert(cd, message, metadata, severity)
+
     async def _hooks(self, cd: CanaryView, kind: str, phase: str) -> tuple[bool, dict[str, Any] | None, str]:
         """Call every hook of ``kind``; (all passed, the first that refused, its reason)."""
         for hook in cd.webhooks:
@@ -345,6 +359,8 @@ class CanaryController:
         if initializing:
             await self._sync(cd, target, Phase.INITIALIZED)
             await self._event(cd, "Normal", f"Initialization done! {cd.name}.{cd.namespace}")
+            await self._alert(cd, f"New {cd.target_ref.get('kind') or 'Deployment'} detected, initialization "
+                                  "completed.", True, "info")
             return
         if cd.phase not in ADVANCING and not workload.spec_changed(cd, target):
             return
@@ -357,6 +373,9 @@ class CanaryController:
                 if not retriable and cd.phase in (Phase.PROMOTING, Phase.FINALISING):
                     await self._failed_promotion(cd, why)
                 elif not retriable:
+                    await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} progress deadline "
+                                                     f"exceeded {why}")
+                    await self._alert(cd, f"Progress deadline exceeded {why}", False, "error")
                     await self._rollback(cd, target)
                 else:
                     await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
@@ -377,6 +396,7 @@ class CanaryController:
             if not retriable:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} progress deadline "
                                                  f"exceeded {why}")
+                await self._alert(cd, f"Progress deadline exceeded {why}", False, "error")
                 await self._rollback(cd, target)
             else:
                 await self._event(cd, "Warning", f"{cd.target}.{cd.namespace} not ready: {why}")
@@ -388,6 +408,7 @@ class CanaryController:
             ok, hook, _ = await self._rollback_hooks(cd)
             if ok:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} manual webhook invoked")
+                await self._alert(cd, "Rolling back manual webhook invoked", False, "warn")
                 await self._rollback(cd, target)
                 return
         if cd.phase == Phase.PROMOTING:
@@ -414,6 +435,8 @@ class CanaryController:
                     assert hook is not None
                     await self._event(cd, "Warning", f"Halt {cd.name}.{cd.namespace} advancement waiting for "
                                                      f"traffic increase approval {hook.get('name')}")
+                    if not hook.get("muteAlert"):
+                        await self._alert(cd, "Canary traffic increase is waiting for approval.", False, "warn")
                     return
             await self._run_canary(cd, target, label, value, routes)
 
@@ -438,11 +461,14 @@ class CanaryController:
                 await self._set_phase(cd, Phase.WAITING)
                 await self._event(cd, "Warning", f"Halt {cd.name}.{cd.namespace} advancement waiting for approval "
                                                  f"{hook.get('name')}")
+                if not hook.get("muteAlert"):
+                    await self._alert(cd, "Canary is waiting for approval.", False, "warn")
             return
         for h in cd.webhooks:
             if h.get("type") == "confirm-rollout":
                 await self._event(cd, "Normal", f"Confirm-rollout check {h.get('name')} passed")
         await self._event(cd, "Normal", f"New revision detected! Scaling up {cd.target}.{cd.namespace}")
+        await self._alert(cd, "New revision detected, progressing canary analysis.", True, "info")
         primary = await self.client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
         replicas = (primary.get("spec") or {}).get("replicas") or 1
         await workload.scale(self.client, cd.namespace, cd.target, int(replicas))
@@ -472,6 +498,8 @@ class CanaryController:
             await self._set(cd, failedChecks=failed + 1)
             return False
         result = await run_checks(self.metrics, cd)
+        if result.judgements:
+            await self._record_judgements(cd, result.judgements)
         for type_, msg in result.events:
             await self._event(cd, type_, msg)
         if result.ok:
@@ -479,6 +507,30 @@ class CanaryController:
         if not result.wait:
             await self._set(cd, failedChecks=failed + 1)
         return False
+
+    async def _record_judgements(self, cd: CanaryView, judgements: list[tuple[str, JudgeResult]]) -> None:
+        """The judge's verdicts: the ``Judged`` condition, the result annotation, a Normal Event when it passed."""
+        now = fmt_time(datetime.now(UTC))
+
+        def change(st: Obj, fresh: Obj) -> None:
+            cur = next((c for c in st.get("conditions") or [] if c.get("type") == CONDITION), None)
+            others = [c for c in st.get("conditions") or [] if c.get("type") != CONDITION]
+            st["conditions"] = [*others, judged_condition(judgements, now, cur)]
+
+        await self._write_status(cd, change)
+        text = judgement_annotation(judgements, now, int(cd.status.get("canaryWeight") or 0))
+        for _ in range(10):
+            fresh = await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace)
+            new = copy.deepcopy(fresh)
+            new["metadata"].setdefault("annotations", {})[JUDGEMENT] = text
+            try:
+                await self.client.update(new)
+                break
+            except Conflict:
+                await asyncio.sleep(0.01)
+        for name, r in judgements:
+            if r.classification == "Pass" and not r.inconclusive:
+                await self._event(cd, "Normal", pass_message(cd.name, cd.namespace, name, r))
 
     async def _confirm_promotion(self, cd: CanaryView) -> bool:
         ok, hook, _ = await self._hooks(cd, "confirm-promotion", Phase.PROGRESSING)
@@ -496,6 +548,8 @@ class CanaryController:
         if cd.phase != Phase.WAITING_PROMOTION:
             await self._set_phase(cd, Phase.WAITING_PROMOTION)
             await self._event(cd, "Warning", f"Halt {cd.name}.{cd.namespace} advancement waiting for {why}")
+            if hook is not None and not hook.get("muteAlert"):
+                await self._alert(cd, "Canary promotion is waiting for approval.", False, "warn")
         else:
             await self._set(cd, iterations=cd.iterations - 1)
         return False
@@ -580,6 +634,7 @@ class CanaryController:
         done = await self._set_phase(cd, Phase.SUCCEEDED)
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Scaling down {cd.target}.{cd.namespace}")
+        await self._alert(done, "Canary analysis completed successfully, promotion finished.", False, "info")
 
     async def _hooks_post(self, cd: CanaryView, phase: str) -> None:
         ok, hook, why = await self._hooks(cd, "post-rollout", phase)
@@ -601,12 +656,14 @@ class CanaryController:
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Canary analysis was skipped for "
                                           f"{cd.target}.{cd.namespace}")
+        await self._alert(done, "Canary analysis was skipped, promotion finished.", False, "info")
 
     async def _rollback(self, cd: CanaryView, target: Obj) -> None:
         failed = int(cd.status.get("failedChecks") or 0)
         if failed >= cd.threshold:
             await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} failed checks threshold "
                                              f"reached {failed}")
+            await self._alert(cd, f"Failed checks threshold reached {failed}", False, "error")
         await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Warning", f"Canary failed! Scaling down {cd.name}.{cd.namespace}")
         await workload.scale(self.client, cd.namespace, cd.target, 0)
@@ -615,6 +672,7 @@ class CanaryController:
 
     async def _failed_promotion(self, cd: CanaryView, why: str) -> None:
         await self._event(cd, "Warning", f"Promotion of {cd.target}.{cd.namespace} failed, primary not ready: {why}")
+        await self._alert(cd, f"Promotion failed, primary not ready: {why}", False, "error")
         await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
         done = await self._sync(cd, target, Phase.FAILED, weight=TOTAL_WEIGHT)

@@ -17,7 +17,10 @@ from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.gates import Gates
+from pitwall.releases.loadtester import GateStore, LoadTester, loadtester_router
+from pitwall.releases.settings import LoadTesterSettings
 from pitwall.slo import SLOStatusQuery
+from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
 
 __all__ = ["ReleasesPart", "build_releases_part", "self_addresses"]
@@ -29,23 +32,45 @@ class ReleasesPart:
 
     manager: ControllerManager
     controller: CanaryController
+    loadtester: LoadTester
     name: str = "releases"
 
     def components(self) -> Sequence[Component]:
-        return [self.manager]
+        return [self.manager, _LoadTesterTasks(self.loadtester)]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return []
+        # Flagger's load tester: server-wide (a Canary's webhook names no tenant).
+        return [Mount(loadtester_router(self.loadtester), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
-        """Nothing to reload: Canaries are Kubernetes objects."""
+        """The load tester's settings (Canaries themselves are Kubernetes objects)."""
+        lt = getattr(getattr(settings, "releases", None), "loadtester", None)
+        if isinstance(lt, LoadTesterSettings):
+            self.loadtester.configure(lt)  # ConfigError (a bad namespace_regexp) keeps the old settings
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         m = self.manager
         metrics.add_gauges("pitwall_releases_reconciles", "Canary reconciles run.",
                            lambda: float(sum(r.reconciles for r in m.runners)))
+        lt = self.loadtester
+        metrics.add_gauges("pitwall_releases_loadtester_runs", "Load tester commands run (Flagger's total execs).",
+                           lambda: float(lt.runs))
         metrics.add_gauges("pitwall_releases_reconcile_errors", "Canary reconciles that failed (and were retried).",
                            lambda: float(sum(r.errors for r in m.runners)))
+
+
+@dataclass
+class _LoadTesterTasks:
+    """Stops the load tester's running commands with the server."""
+
+    lt: LoadTester
+    name: str = "releases-loadtester"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        await self.lt.stop()
 
 
 def self_addresses(listen: str) -> frozenset[str]:
@@ -57,14 +82,33 @@ def self_addresses(listen: str) -> frozenset[str]:
 
 def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes: ChangeSink | None,
                         listen: str = "", election: Election | None = None,
-                        slo_status: SLOStatusQuery | None = None) -> ReleasesPart:
+                        slo_status: SLOStatusQuery | None = None, store: RevStore | None = None,
+                        loadtester: LoadTesterSettings | None = None) -> ReleasesPart:
     """The part over ``kube`` (call before ``kube`` starts: Flagger's CRDs go in). Canaries' metrics are
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
     controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
-    incidents the composition root hands ``controller.gates`` once the incidents part exists)."""
+    incidents the composition root hands ``controller.gates`` once the incidents part exists). The load tester
+    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``."""
     kube.add_builtin_crds(flagger_crds())
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
     controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status))
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
-    return ReleasesPart(manager, controller)
+    lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),
+                    changes)
+    return ReleasesPart(manager, controller, lt)
+
+
+def _resolver(kube: KubeAPI) -> Callable[[str, str], Any]:
+    """A Service's clusterIP (the load generator sends ``svc.ns`` URLs there)."""
+    from pitwall.kube import KubeError
+
+    async def resolve(namespace: str, name: str) -> str | None:
+        try:
+            svc = await kube.client.get("v1", "Service", name, namespace)
+        except KubeError:
+            return None
+        ip = (svc.get("spec") or {}).get("clusterIP")
+        return ip if isinstance(ip, str) and ip and ip != "None" else None
+
+    return resolve
