@@ -36,7 +36,8 @@ from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics import catalog
-from pitwall.storage.metrics.blocks import Block, BlockTables, Columns
+from pitwall.storage.metrics.blockindex import Summary
+from pitwall.storage.metrics.blocks import BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
 from pitwall.storage.metrics.merge import Chunk, gather_head, order_by, place
@@ -111,7 +112,8 @@ class MetricStore:
         self._max_ts = np.full(cap, I64_MIN, dtype=np.int64)
         self.head = Head()
         self._flushed_sids = 0  # sids below this are in metrics_series
-        self.blocks = BlockTables(db, block_ms)
+        index_dir = None if db.path is None else db.path.with_name(db.path.name + ".metrics-index")
+        self.blocks = BlockTables(db, block_ms, index_dir)
         self._flush_task: asyncio.Task[None] | None = None
         self.tasks = Supervisor("metrics-store")
         self.samples_appended = 0
@@ -142,22 +144,20 @@ class MetricStore:
         self._flushed_sids = len(self._labels)
         for tenant, md in catalog.load_metadata(db):
             self._tenant(tenant).metadata[md.metric] = md
-        for block, rows in self.blocks.open():
-            self._fold_block(block, rows)
+        for _block, summary in self.blocks.open():
+            self._fold_block(summary)
         n = 0
         for rec in self.wal.replay(catalog.replay_from(db)):
             self._apply_record(rec.type, rec.payload)
             n += 1
         log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
 
-    def _fold_block(self, block: Block, rows: Columns) -> None:
+    def _fold_block(self, s: Summary) -> None:
         """Fold an opened block's series time bounds and newest samples into the registry."""
-        sid, ts, val = rows
-        index = block.index
-        if len(sid):
-            k = index.keys
-            np.minimum.at(self._min_ts, k, ts[index.lo])
-            newest = ts[index.hi]
+        k = s.keys
+        if len(k):
+            np.minimum.at(self._min_ts, k, s.ts_lo)
+            newest = s.ts_hi
             np.maximum.at(self._max_ts, k, newest)
             # Per sid, its stretch ending latest; keep it where it beats what other blocks gave.
             order = np.lexsort((newest, k))
@@ -165,7 +165,7 @@ class MetricStore:
             ls, lt = k[last], newest[last]
             newer = lt > self._last_ts[ls]
             self._last_ts[ls[newer]] = lt[newer]
-            self._last_bits[ls[newer]] = val[index.hi[last]][newer].view(np.uint64)
+            self._last_bits[ls[newer]] = s.val_hi[last][newer].view(np.uint64)
 
     # -- series registry -----------------------------------------------------
 
