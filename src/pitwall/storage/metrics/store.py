@@ -35,6 +35,7 @@ from pitwall.metrics.errors import (
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.memtrim import release_free_memory
 from pitwall.storage.metrics import catalog
 from pitwall.storage.metrics.blockindex import Summary
 from pitwall.storage.metrics.blocks import BlockTables, Columns
@@ -411,6 +412,7 @@ class MetricStore:
                 if await asyncio.to_thread(self.apply_retention, now_ms) or self._gone_pending:
                     await self.forget_expired_series()
                 await asyncio.to_thread(self.compact, now_ms)
+                await asyncio.to_thread(release_free_memory)  # what flushes and merges freed
             except Exception:
                 log.exception("metrics store maintenance failed")
 
