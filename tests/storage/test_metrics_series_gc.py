@@ -50,7 +50,7 @@ async def test_retention_forgets_series_left_without_samples(tmp_path: Path) -> 
     assert q.label_values("instance", [], *ALL) == ["b", "c"]
     assert q.label_values("zone", [], *ALL) == ["z-b", "z-c"]
     assert sorted(q.series([], *ALL)) == [B, C]
-    assert st.num_series("default") == 2
+    assert st.num_series("default") == 2 and st.num_series() == 2
     # ...and its memory is released: no label set, no postings, no label-map entry.
     index = st.tenant_index("default")
     assert index is not None and len(index) == 2

@@ -578,8 +578,9 @@ class MetricStore:
         return list(t.exemplars) if t else []
 
     def num_series(self, tenant: str | None = None) -> int:
-        if tenant is None:
-            return len(self._labels)
+        if tenant is None:  # forgotten series keep their ids, not their count
+            n = len(self._labels)
+            return n - int(np.count_nonzero(self._gone[:n]))
         t = self._tenants.get(tenant)
         return len(t.by_labels) if t else 0
 
