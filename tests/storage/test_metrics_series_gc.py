@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from pitwall.core.labels import Labels
@@ -106,3 +108,22 @@ async def test_series_with_samples_in_the_head_are_kept(tmp_path: Path) -> None:
     assert await st.forget_expired_series() == 1  # A only
     assert st.lookup("default", _up("late")) is not None
     await st.stop()
+
+
+async def test_the_http_api_stops_listing_series_retention_dropped(client: httpx.AsyncClient) -> None:
+    store = client.app.state.components.metrics.store  # type: ignore[attr-defined]
+    now = int(time.time() * 1000)
+    old = now - 3 * 86_400_000
+    await store.append("default", SampleBatch.from_rows([(A, old, 1.0), (B, old, 1.0), (B, now, 2.0)]))
+    await store.flush()
+    every = {"start": (old - 60_000) / 1000, "end": (now + 60_000) / 1000}
+
+    async def listed() -> tuple[list[str], list[str]]:
+        values = (await client.get("/api/v1/label/instance/values", params=every)).json()["data"]
+        series = (await client.get("/api/v1/series", params={"match[]": "up", **every})).json()["data"]
+        return values, sorted(s["instance"] for s in series)
+
+    assert await listed() == (["a", "b"], ["a", "b"])
+    store.retention_ms = 86_400_000
+    assert store.apply_retention(now) and await store.forget_expired_series() == 1
+    assert await listed() == (["b"], ["b"])
