@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from pitwall.core.labels import Labels, Matcher
 from pitwall.storage.series_index import SeriesIndex
+
+pytestmark = pytest.mark.timeout(30)
 
 
 def _idx() -> tuple[SeriesIndex, list[Labels]]:
@@ -43,3 +48,17 @@ def test_names_and_values() -> None:
     idx, _ = _idx()
     assert idx.names() == ["__name__", "instance", "job", "path"]
     assert idx.values("job") == ["api", "db"]
+
+
+def test_without_drops_series_and_the_values_and_names_left_empty() -> None:
+    idx, series = _idx()
+    new = idx.without(np.array([2, 3], dtype=np.int64))
+    assert new.all_sids().tolist() == [0, 1, 4]
+    assert new.values("instance") == ["a", "b"] and new.values("job") == ["api"]
+    assert "path" not in new.names()
+    assert new.select([Matcher.of("!=", "job", "db")]).tolist() == [0, 1, 4]
+    # The old index is untouched (readers may still hold it), and the new one keeps growing.
+    assert idx.values("path") == ["/x"] and len(idx) == 5
+    new.add(5, series[2])
+    assert new.select([Matcher.of("=", "instance", "c")]).tolist() == [5]
+    assert idx.select([Matcher.of("=", "instance", "c")]).tolist() == [2]

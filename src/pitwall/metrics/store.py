@@ -78,8 +78,11 @@ class SeriesAppender(Appender, Protocol):
     for series never seen; ``commit`` validates and applies the columns
     synchronously (registering the provisional series) and returns an
     awaitable that resolves once the WAL record is fsynced. A batch is
-    accepted or refused whole.
+    accepted or refused whole. ``series_epoch`` changes whenever the store
+    forgets series (retention): ids resolved before then may be stale.
     """
+
+    series_epoch: int
 
     def resolve(self, tenant: str, series: Sequence[Labels]) -> tuple[np.ndarray, list[tuple[int, Labels]]]: ...
 

@@ -47,6 +47,13 @@ class RowRanges:
         idx.add_run(keys)
         return idx
 
+    @classmethod
+    def of_entries(cls, keys: np.ndarray, lo: np.ndarray, hi: np.ndarray, rows: int) -> RowRanges:
+        """An index from stored entries: sorted by key, a key's entries in row order."""
+        idx = cls()
+        idx.keys, idx.lo, idx.hi, idx.rows = keys, lo, hi, rows
+        return idx
+
     def add_run(self, keys: np.ndarray) -> None:
         """Index a run of ``len(keys)`` rows appended to the table (keys in row order)."""
         k, lo, hi = stretches(keys, self.rows)

@@ -24,6 +24,13 @@ class _Postings:
         self._list: list[int] = []
         self._arr: np.ndarray = _EMPTY
 
+    @classmethod
+    def of(cls, arr: np.ndarray) -> _Postings:
+        p = cls()
+        p._list = arr.tolist()
+        p._arr = arr
+        return p
+
     def add(self, sid: int) -> None:
         self._list.append(sid)
 
@@ -56,6 +63,33 @@ class SeriesIndex:
 
     def __len__(self) -> int:
         return len(self._all)
+
+    def without(self, sids: np.ndarray) -> SeriesIndex:
+        """A new index without ``sids``: label values and names left with no series are gone.
+
+        Postings that lose nothing are shared with this index (both only ever
+        append to them), so swapping the new index in is safe for readers of the old.
+        """
+        every = self._all.array()
+        new = SeriesIndex()
+        if not len(every):
+            return new
+        gone = np.zeros(int(every[-1]) + 1, dtype=bool)
+        gone[sids[sids <= every[-1]]] = True
+
+        def keep(p: _Postings) -> _Postings | None:
+            a = p.array()
+            m = gone[a]
+            if not m.any():
+                return p
+            return _Postings.of(a[~m]) if not m.all() else None
+
+        new._all = keep(self._all) or _Postings()
+        for name, values in self._by_name.items():
+            kept = {v: q for v, p in values.items() if (q := keep(p)) is not None}
+            if kept:
+                new._by_name[name] = kept
+        return new
 
     def all_sids(self) -> np.ndarray:
         return self._all.array()

@@ -74,6 +74,22 @@ async def test_cached_series_second_request(ingester: remote_write.RemoteWriteIn
     assert _all(ingester) == {(("__name__", "a"),): [(1000, 1.0), (2000, 2.0)]}
 
 
+async def test_series_forgotten_after_retention_come_back_under_a_new_id(
+    ingester: remote_write.RemoteWriteIngester,
+) -> None:
+    store = ingester.store
+    assert isinstance(store, MetricStore)
+    await ingester.write("default", _request([({"__name__": "a"}, [(1000, 1.0)])]))
+    await store.flush()
+    store.retention_ms = 1
+    assert store.apply_retention(now_ms=10**13) and await store.forget_expired_series() == 1
+    assert _all(ingester) == {}
+    # The ingester's cached id of "a" is stale: the next write registers the series afresh.
+    await ingester.write("default", _request([({"__name__": "a"}, [(2000, 2.0)])]))
+    assert _all(ingester) == {(("__name__", "a"),): [(2000, 2.0)]}
+    assert store.lookup("default", (("__name__", "a"),)) == 1
+
+
 async def test_limits(ingester: remote_write.RemoteWriteIngester) -> None:
     many = [({"__name__": "a", "i": str(i)}, [(1000, 1.0)]) for i in range(11)]
     with pytest.raises(RequestTooLarge, match="11 series"):

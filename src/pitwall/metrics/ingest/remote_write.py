@@ -42,6 +42,14 @@ class RemoteWriteIngester:
         self.store = store
         self.limits = limits
         self._cache: dict[str, dict[bytes, int]] = {}
+        self._epoch = store.series_epoch
+
+    def _tenant_cache(self, tenant: str) -> dict[bytes, int]:
+        """Label bytes -> series id; emptied when the store forgets series (their ids are gone)."""
+        if self._epoch != self.store.series_epoch:
+            self._cache.clear()
+            self._epoch = self.store.series_epoch
+        return self._cache.setdefault(tenant, {})
 
     def decompress(self, body: bytes, reservation: Reservation | None = None) -> bytes:
         return snappy_block(body, self.limits.max_decompressed_bytes, reservation)
@@ -79,7 +87,7 @@ class RemoteWriteIngester:
             raise RequestTooLarge(
                 f"request has {len(ts_b) // 8} samples, more than the limit of {lim.max_samples_per_request}"
             )
-        cache = self._cache.setdefault(tenant, {})
+        cache = self._tenant_cache(tenant)
         get = cache.get
         per_series = np.empty(len(counts), dtype=np.int64)
         misses: dict[bytes, Labels] = {}
@@ -138,7 +146,7 @@ class RemoteWriteIngester:
             raise RequestTooLarge(
                 f"request has {len(timeseries)} series, more than the limit of {lim.max_series_per_request}"
             )
-        cache = self._cache.setdefault(tenant, {})
+        cache = self._tenant_cache(tenant)
         sid_arr = array("q")
         ts_arr = array("q")
         val_arr = array("d")

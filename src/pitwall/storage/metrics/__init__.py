@@ -2,7 +2,8 @@
 
 ``store`` holds ``MetricStore`` (series registry, write path, head, flush and
 reads), ``blocks`` the DuckDB block tables (write, read, retention,
-compaction), ``merge`` the numpy kernels, ``walrec`` the WAL record codec and
+compaction), ``blockindex`` the sealed blocks' persisted index files, ``merge`` the
+numpy kernels, ``walrec`` the WAL record codec and
 ``querier`` the per-tenant Querier. Wiring imports ``MetricStore`` and
 ``StoreLimits`` from here.
 """

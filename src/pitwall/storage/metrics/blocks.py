@@ -14,15 +14,18 @@ write lock; reads take the read lock in the caller.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.metrics import blockindex
 from pitwall.storage.metrics.merge import sorted_by_sid_ts
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
@@ -36,11 +39,24 @@ Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # (sid, ts, val)
 _JOIN_GAP = 1 << 16
 _MAX_SPANS = 16
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Block:
     table: str
     index: RowRanges = field(default_factory=RowRanges)
+    generation: int = 0  # bumped by each compaction (metrics_meta 'gen:<table>'); names the index file
+    persisted_rows: int = 0  # rows its index file covers (0: none)
+
+
+_GEN = "gen:"
+
+
+def _columns(res: pa.Table) -> Columns:
+    return (np.asarray(res.column("sid").to_numpy(), dtype=np.int64),
+            np.asarray(res.column("ts").to_numpy(), dtype=np.int64),
+            np.asarray(res.column("val").to_numpy(), dtype=np.float64))
 
 
 def _suffix(block: int) -> str:
@@ -50,8 +66,9 @@ def _suffix(block: int) -> str:
 class BlockTables:
     """The block tables of one metrics store, by block start (ms)."""
 
-    def __init__(self, db: TelemetryDB, block_ms: int) -> None:
+    def __init__(self, db: TelemetryDB, block_ms: int, index_dir: Path | None = None) -> None:
         self.db = db
+        self.index_dir = index_dir  # where sealed blocks' index files go; None: none are kept
         self.block_ms = block_ms
         self.by_start: dict[int, Block] = {}
         self.compact_lock = threading.Lock()
@@ -59,29 +76,61 @@ class BlockTables:
 
     # -- opening -------------------------------------------------------------
 
-    def open(self) -> Iterator[tuple[Block, Columns]]:
+    def open(self) -> Iterator[tuple[Block, blockindex.Summary]]:
         """Drop leftovers of cut-short compactions, then index every block table.
 
-        Yields each block with its rows in table (rowid) order, so the store
-        can fold the series' time bounds and newest samples into its registry.
+        A block's index comes from its index file when one is valid (plus the
+        rows of runs flushed after it was written), else from reading the
+        whole table. Yields each block with its summary, so the store can fold
+        the series' time bounds and newest samples into its registry.
         """
         db = self.db
         for (tname,) in db.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_compact_%'"
         ).fetchall():
             db.execute(f"DROP TABLE {tname}")  # a compaction cut short before its swap
-        for (tname,) in db.execute(
+        gens = {k[len(_GEN):]: int(v) for k, v in db.execute(
+            "SELECT key, value FROM metrics_meta WHERE key LIKE 'gen:%'").fetchall()}
+        tables = [t for (t,) in db.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_name LIKE 'metrics_samples_%'"
-        ).fetchall():
+        ).fetchall()]
+        self._remove_stale_files(set(tables), gens)
+        for tname in tables:
             suffix = tname.rsplit("_", 1)[1]
             start = -int(suffix[1:]) if suffix.startswith("n") else int(suffix)
-            # Without ORDER BY, DuckDB returns a table's rows in insertion (rowid) order.
-            res = db.cursor().sql(f"SELECT sid, ts, val FROM {tname}").to_arrow_table()
-            sid = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
-            ts = np.asarray(res.column("ts").to_numpy(), dtype=np.int64)
-            val = np.asarray(res.column("val").to_numpy(), dtype=np.float64)
-            block = self.by_start[start] = Block(tname, RowRanges.of_table(sid))
-            yield block, (sid, ts, val)
+            gen = gens.get(tname, 0)
+            summary, persisted = self._load_summary(tname, gen)
+            block = self.by_start[start] = Block(tname, summary.ranges(), gen, persisted)
+            yield block, summary
+
+    def _load_summary(self, table: str, gen: int) -> tuple[blockindex.Summary, int]:
+        """The table's summary and how many of its rows its index file covers."""
+        cur = self.db.cursor()
+        rows = int(cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+        stored: blockindex.Summary | None = None
+        if self.index_dir is not None:
+            stored, why = blockindex.load(self.index_dir, table, gen, rows)
+            if stored is None:  # a block not sealed yet has none; one that had a bad file is worth a warning
+                level = logging.INFO if why == "no index file" else logging.WARNING
+                log.log(level, "metrics block index rebuilt from its table", extra={"table": table, "reason": why})
+        if stored is not None and stored.rows == rows:
+            return stored, rows
+        base = 0 if stored is None else stored.rows
+        # Without ORDER BY, DuckDB returns a table's rows in insertion (rowid) order.
+        sql = f"SELECT sid, ts, val FROM {table}" + (f" WHERE rowid >= {base}" if base else "")
+        tail = blockindex.summarize(*_columns(cur.sql(sql).to_arrow_table()), base=base)
+        if stored is None:
+            return tail, 0
+        return blockindex.concat(stored, tail), stored.rows
+
+    def _remove_stale_files(self, tables: set[str], gens: dict[str, int]) -> None:
+        """Index files of dropped tables or of generations a compaction replaced."""
+        if self.index_dir is None or not self.index_dir.is_dir():
+            return
+        for p in self.index_dir.iterdir():
+            table, _, rest = p.name.partition(".")
+            if table not in tables or rest != f"{gens.get(table, 0)}.idx":
+                p.unlink(missing_ok=True)
 
     # -- writing -------------------------------------------------------------
 
@@ -123,9 +172,13 @@ class BlockTables:
         dropped = []
         for block in expired_blocks(self.by_start, self.block_ms, retention_ms, now_ms):
             b = self.by_start[block]
+            # Files first: a crash between leaves a table without a file (rebuilt), never the reverse.
+            blockindex.remove_all(self.index_dir, b.table)
             self.db.lock.acquire_write()
             try:
-                self.db.cursor().execute(f"DROP TABLE IF EXISTS {b.table}")
+                cur = self.db.cursor()
+                cur.execute(f"DROP TABLE IF EXISTS {b.table}")
+                cur.execute("DELETE FROM metrics_meta WHERE key = ?", [_GEN + b.table])
                 del self.by_start[block]
             finally:
                 self.db.lock.release_write()
@@ -142,12 +195,28 @@ class BlockTables:
         for block, b in sorted(self.by_start.items()):
             if self.closing:
                 break
-            if block + self.block_ms > sealed_before or not b.index.fragmented():
+            if block + self.block_ms > sealed_before:
                 continue
             with self.compact_lock:
-                if self._compact_block(block, b, rank()):
-                    done.append(b.table)
+                if b.index.fragmented():
+                    if self._compact_block(block, b, rank()):
+                        done.append(b.table)
+                elif self.index_dir is not None and b.persisted_rows != b.index.rows:
+                    self._persist_index(b)
         return done
+
+    def _persist_index(self, b: Block) -> None:
+        """Write a sealed, single-run block's index file from its rows."""
+        assert self.index_dir is not None
+        self.db.lock.acquire_read()  # no flush adds rows meanwhile
+        try:
+            if b.index.rows != b.persisted_rows:
+                cols = _columns(self.db.cursor().sql(f"SELECT sid, ts, val FROM {b.table}").to_arrow_table())
+                summary = blockindex.summarize(*cols)
+                blockindex.write(self.index_dir, b.table, b.generation, summary)
+                b.persisted_rows = summary.rows
+        finally:
+            self.db.lock.release_read()
 
     def _compact_block(self, block: int, b: Block, rank: np.ndarray) -> bool:
         """One block rewritten in (metric, series, time) order, then swapped in under the write lock."""
@@ -164,21 +233,29 @@ class BlockTables:
             )
         finally:
             cur.unregister("_rank")
-        sid = np.asarray(cur.sql(f"SELECT sid FROM {tmp}").fetchnumpy()["sid"], dtype=np.int64)
+        summary = blockindex.summarize(*_columns(cur.sql(f"SELECT sid, ts, val FROM {tmp}").to_arrow_table()))
+        gen = b.generation + 1
         self.db.lock.acquire_write()
         try:
-            if b.index.rows != rows or len(sid) != rows or self.by_start.get(block) is not b:
+            if b.index.rows != rows or summary.rows != rows or self.by_start.get(block) is not b:
                 cur.execute(f"DROP TABLE {tmp}")  # a flush added rows meanwhile: next pass
                 return False
+            if self.index_dir is not None:  # before the swap commits: a crash leaves an unused file
+                blockindex.write(self.index_dir, b.table, gen, summary)
             cur.execute("BEGIN TRANSACTION")
             try:
                 cur.execute(f"DROP TABLE {b.table}")
                 cur.execute(f"ALTER TABLE {tmp} RENAME TO {b.table}")
+                cur.execute("INSERT OR REPLACE INTO metrics_meta VALUES (?, ?)", [_GEN + b.table, gen])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
+                blockindex.remove_all(self.index_dir, b.table, keep=b.generation)
                 raise
-            b.index = RowRanges.of_table(sid)
+            b.index = summary.ranges()
+            b.generation = gen
+            b.persisted_rows = rows if self.index_dir is not None else 0
+            blockindex.remove_all(self.index_dir, b.table, keep=gen)
         finally:
             self.db.lock.release_write()
         return True

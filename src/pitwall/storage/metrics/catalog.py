@@ -1,7 +1,9 @@
 """The metrics store's catalog tables in DuckDB: series, metric metadata, WAL position.
 
-Contract: ``metrics_series`` maps each dense series id to its tenant and label
-set (JSON pairs, ``walrec.encode_labels``); ``metrics_metadata`` holds the
+Contract: ``metrics_series`` maps each series id to its tenant and label
+set (JSON pairs, ``walrec.encode_labels``); ids of series forgotten after
+retention are deleted and never reused (``metrics_meta`` keeps ``next_sid``);
+``metrics_metadata`` holds the
 latest metadata per (tenant, metric), rewritten whole at each flush;
 ``metrics_meta`` keeps ``wal_replay_from``, the first WAL segment a restart
 must replay. Writers take a cursor inside the caller's flush transaction.
@@ -19,8 +21,17 @@ from pitwall.metrics.model import MetricMetadata
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics.walrec import decode_labels, encode_labels
 
-__all__ = ["create", "insert_series", "load_metadata", "load_series", "replace_metadata", "replay_from",
-           "set_replay_from"]
+__all__ = [
+    "create",
+    "delete_series",
+    "insert_series",
+    "load_metadata",
+    "load_series",
+    "next_sid",
+    "replace_metadata",
+    "replay_from",
+    "set_replay_from",
+]
 
 
 def create(db: TelemetryDB) -> None:
@@ -45,6 +56,26 @@ def load_metadata(db: TelemetryDB) -> list[tuple[str, MetricMetadata]]:
         (tenant, MetricMetadata(metric, typ, help_, unit))
         for tenant, metric, typ, help_, unit in db.execute("SELECT * FROM metrics_metadata").fetchall()
     ]
+
+
+def next_sid(db: TelemetryDB) -> int:
+    """The first series id never used: series forgotten by retention leave gaps, never reused ids."""
+    return int(db.scalar("SELECT value FROM metrics_meta WHERE key = 'next_sid'") or 0)
+
+
+def delete_series(db: TelemetryDB, sids: Sequence[int], next_id: int) -> None:
+    """Forget series (their samples are all gone), in one transaction; the caller holds the write lock."""
+    c = db.cursor()
+    c.execute("BEGIN TRANSACTION")
+    try:
+        c.register("_gone_series", pa.table({"sid": pa.array(sids, pa.int64())}))
+        c.execute("DELETE FROM metrics_series WHERE sid IN (SELECT sid FROM _gone_series)")
+        c.unregister("_gone_series")
+        c.execute("INSERT OR REPLACE INTO metrics_meta VALUES ('next_sid', ?)", [next_id])
+        c.execute("COMMIT")
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
 
 
 def replay_from(db: TelemetryDB) -> int:

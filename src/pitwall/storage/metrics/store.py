@@ -35,8 +35,10 @@ from pitwall.metrics.errors import (
 from pitwall.metrics.model import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
+from pitwall.storage.memtrim import release_free_memory
 from pitwall.storage.metrics import catalog
-from pitwall.storage.metrics.blocks import Block, BlockTables, Columns
+from pitwall.storage.metrics.blockindex import Summary
+from pitwall.storage.metrics.blocks import BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
 from pitwall.storage.metrics.merge import Chunk, gather_head, order_by, place
@@ -109,9 +111,13 @@ class MetricStore:
         self._last_bits = np.zeros(cap, dtype=np.uint64)
         self._min_ts = np.full(cap, _I64_MAX, dtype=np.int64)
         self._max_ts = np.full(cap, I64_MIN, dtype=np.int64)
+        self._gone = np.zeros(cap, dtype=bool)  # per sid: forgotten after retention (labels freed)
+        self._dropped_upto = int(I64_MIN)  # end of the newest block retention dropped
+        self.series_epoch = 0  # bumped when series are forgotten: cached label -> sid maps are stale
         self.head = Head()
         self._flushed_sids = 0  # sids below this are in metrics_series
-        self.blocks = BlockTables(db, block_ms)
+        index_dir = None if db.path is None else db.path.with_name(db.path.name + ".metrics-index")
+        self.blocks = BlockTables(db, block_ms, index_dir)
         self._flush_task: asyncio.Task[None] | None = None
         self.tasks = Supervisor("metrics-store")
         self.samples_appended = 0
@@ -138,26 +144,26 @@ class MetricStore:
         db = self.db
         catalog.create(db)
         for sid, tenant, labels in catalog.load_series(db):
+            self._pad_gone(sid)
             self._register(sid, tenant, labels)
+        self._pad_gone(catalog.next_sid(db))
         self._flushed_sids = len(self._labels)
         for tenant, md in catalog.load_metadata(db):
             self._tenant(tenant).metadata[md.metric] = md
-        for block, rows in self.blocks.open():
-            self._fold_block(block, rows)
+        for _block, summary in self.blocks.open():
+            self._fold_block(summary)
         n = 0
         for rec in self.wal.replay(catalog.replay_from(db)):
             self._apply_record(rec.type, rec.payload)
             n += 1
         log.info("metrics store opened", extra={"series": len(self._labels), "wal_records": n})
 
-    def _fold_block(self, block: Block, rows: Columns) -> None:
+    def _fold_block(self, s: Summary) -> None:
         """Fold an opened block's series time bounds and newest samples into the registry."""
-        sid, ts, val = rows
-        index = block.index
-        if len(sid):
-            k = index.keys
-            np.minimum.at(self._min_ts, k, ts[index.lo])
-            newest = ts[index.hi]
+        k = s.keys
+        if len(k):
+            np.minimum.at(self._min_ts, k, s.ts_lo)
+            newest = s.ts_hi
             np.maximum.at(self._max_ts, k, newest)
             # Per sid, its stretch ending latest; keep it where it beats what other blocks gave.
             order = np.lexsort((newest, k))
@@ -165,7 +171,7 @@ class MetricStore:
             ls, lt = k[last], newest[last]
             newer = lt > self._last_ts[ls]
             self._last_ts[ls[newer]] = lt[newer]
-            self._last_bits[ls[newer]] = val[index.hi[last]][newer].view(np.uint64)
+            self._last_bits[ls[newer]] = s.val_hi[last][newer].view(np.uint64)
 
     # -- series registry -----------------------------------------------------
 
@@ -186,6 +192,16 @@ class MetricStore:
         self._min_ts = np.concatenate([self._min_ts, np.full(new - cap, _I64_MAX, dtype=np.int64)])
         self._max_ts = np.concatenate([self._max_ts, np.full(new - cap, I64_MIN, dtype=np.int64)])
         self._cluster = np.concatenate([self._cluster, np.zeros(new - cap, dtype=np.int64)])
+        self._gone = np.concatenate([self._gone, np.zeros(new - cap, dtype=bool)])
+
+    def _pad_gone(self, upto: int) -> None:
+        """Fill the ids below ``upto`` not yet registered as forgotten series (gaps in the catalog)."""
+        while len(self._labels) < upto:
+            sid = len(self._labels)
+            self._labels.append(())
+            self._tenant_of.append("")
+            self._grow(sid + 1)
+            self._gone[sid] = True
 
     def _register(self, sid: int, tenant: str, labels: Labels) -> None:
         assert sid == len(self._labels), "series ids must be dense"
@@ -393,14 +409,75 @@ class MetricStore:
                 if self.head.samples and time.monotonic() - self.head.since > self.head_max_age_s:
                     self._start_flush()
                 now_ms = int(time.time() * 1000)
-                await asyncio.to_thread(self.apply_retention, now_ms)
+                if await asyncio.to_thread(self.apply_retention, now_ms) or self._gone_pending:
+                    await self.forget_expired_series()
                 await asyncio.to_thread(self.compact, now_ms)
+                await asyncio.to_thread(release_free_memory)  # what flushes and merges freed
             except Exception:
                 log.exception("metrics store maintenance failed")
 
     def apply_retention(self, now_ms: int) -> list[str]:
-        """Drop block tables wholly older than the retention window (0: keep everything)."""
-        return self.blocks.apply_retention(self.retention_ms, now_ms)
+        """Drop block tables wholly older than the retention window (0: keep everything).
+
+        ``forget_expired_series`` then forgets the series left with no samples.
+        """
+        before = set(self.blocks.by_start)
+        dropped = self.blocks.apply_retention(self.retention_ms, now_ms)
+        gone = before - set(self.blocks.by_start)
+        if gone:
+            self._dropped_upto = max(self._dropped_upto, max(gone) + self.block_ms)
+        return dropped
+
+    @property
+    def _gone_pending(self) -> bool:
+        """Whether some catalogued series may have no samples left (e.g. after a restart)."""
+        n = self._flushed_sids
+        return bool(n) and bool(np.any((self._max_ts[:n] < self._samples_floor()) & ~self._gone[:n]))
+
+    def _samples_floor(self) -> int:
+        """No sample older than this is stored in a block (oldest block start, else the dropped blocks' end)."""
+        return min(self.blocks.by_start) if self.blocks.by_start else self._dropped_upto
+
+    def _expired_sids(self) -> np.ndarray:
+        n = self._flushed_sids
+        dead = np.flatnonzero((self._max_ts[:n] < self._samples_floor()) & ~self._gone[:n])
+        in_head = [c.sid for c in self.head.snapshot() if len(c)]
+        if len(dead) and in_head:  # late samples of an old series not flushed yet: not gone
+            dead = np.setdiff1d(dead, np.concatenate(in_head), assume_unique=False)
+        return dead
+
+    async def forget_expired_series(self) -> int:
+        """Forget series whose samples were all in blocks retention dropped; returns how many.
+
+        On the event loop, where series are registered, so no append sees half
+        of it: their label sets leave the tenant's index and label map (freed),
+        the ids stay as gaps. The catalog rows go after, in a thread; a crash
+        in between leaves them to the next start's pass.
+        """
+        dead = self._expired_sids()
+        if not len(dead):
+            return 0
+        by_tenant: dict[str, list[int]] = {}
+        for sid in dead.tolist():
+            tenant = self._tenant_of[sid]
+            self._tenants[tenant].by_labels.pop(self._labels[sid], None)
+            self._labels[sid] = ()
+            by_tenant.setdefault(tenant, []).append(sid)
+        self._gone[dead] = True
+        for tenant, sids in by_tenant.items():
+            t = self._tenants[tenant]
+            t.index = t.index.without(np.asarray(sids, dtype=np.int64))
+        self.series_epoch += 1
+        await asyncio.to_thread(self._delete_series, dead.tolist())
+        log.info("metrics series forgotten after retention", extra={"series": len(dead)})
+        return len(dead)
+
+    def _delete_series(self, sids: list[int]) -> None:
+        self.db.lock.acquire_write()
+        try:
+            catalog.delete_series(self.db, sids, self._flushed_sids)  # ids past it are not catalogued yet
+        finally:
+            self.db.lock.release_write()
 
     def compact(self, now_ms: int) -> list[str]:
         """Rewrite each sealed block flushed in several runs as one run; returns their tables.
@@ -501,8 +578,9 @@ class MetricStore:
         return list(t.exemplars) if t else []
 
     def num_series(self, tenant: str | None = None) -> int:
-        if tenant is None:
-            return len(self._labels)
+        if tenant is None:  # forgotten series keep their ids, not their count
+            n = len(self._labels)
+            return n - int(np.count_nonzero(self._gone[:n]))
         t = self._tenants.get(tenant)
         return len(t.by_labels) if t else 0
 
