@@ -3,18 +3,18 @@ Kubernetes API, its controller (leader-gated with the etcd state backend), and t
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import yaml
-
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.errors import PitwallError
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.core.vendored import yaml_documents
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.metrics import InstantQuery
@@ -35,7 +35,7 @@ def builtin_crds() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for f in sorted(resources.files("pitwall.slo").joinpath("crds").iterdir(), key=lambda p: p.name):
         if f.name.endswith(".yaml"):
-            out.extend(d for d in yaml.safe_load_all(f.read_text()) if d)
+            out.extend(copy.deepcopy(d) for d in yaml_documents("pitwall.slo", "crds", f.name))
     return out
 
 

@@ -12,11 +12,9 @@ pitwall's CRD validation (see docs/traffic.md).
 from __future__ import annotations
 
 import copy
-import functools
-from importlib import resources
 from typing import Any
 
-import yaml
+from pitwall.core.vendored import yaml_documents
 
 __all__ = ["ISTIO_KINDS", "istio_crds"]
 
@@ -31,11 +29,8 @@ ISTIO_KINDS: tuple[tuple[str, str], ...] = (
 )
 
 
-@functools.cache
 def _load() -> tuple[dict[str, Any], ...]:
-    text = resources.files("pitwall.traffic").joinpath("crds", _FILE).read_text(encoding="utf-8")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return tuple(d for d in yaml.load_all(text, Loader=loader) if d)
+    return yaml_documents("pitwall.traffic", "crds", _FILE)
 
 
 def istio_crds() -> list[dict[str, Any]]:

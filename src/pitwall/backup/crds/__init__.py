@@ -7,22 +7,18 @@ See ``PROVENANCE.md`` beside this file for where they come from.
 from __future__ import annotations
 
 import copy
-import functools
-from importlib import resources
 from typing import Any
 
-import yaml
+from pitwall.core.vendored import yaml_documents
 
 __all__ = ["CRD_FILES", "restore_drill_crd", "velero_crds"]
 
 CRD_FILES = ("backupstoragelocations", "backups", "restores", "schedules")
 
 
-@functools.cache
 def _load(name: str, group: str = "velero.io") -> dict[str, Any]:
-    text = resources.files(__package__).joinpath(f"{group}_{name}.yaml").read_text()
-    doc: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return doc
+    (doc,) = yaml_documents(__package__, f"{group}_{name}.yaml")
+    return dict(doc)  # shared: the callers copy
 
 
 def velero_crds() -> list[dict[str, Any]]:

@@ -5,11 +5,9 @@ See ``PROVENANCE.md`` beside this file for where they come from.
 
 from __future__ import annotations
 
-import functools
-from importlib import resources
 from typing import Any
 
-import yaml
+from pitwall.core.vendored import yaml_documents
 
 __all__ = ["CRD_FILES", "chaos_mesh_crds"]
 
@@ -17,11 +15,9 @@ CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", 
              "workflows", "workflownodes")
 
 
-@functools.cache
 def _load(name: str) -> dict[str, Any]:
-    text = resources.files(__package__).joinpath(f"chaos-mesh.org_{name}.yaml").read_text()
-    doc: dict[str, Any] = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    return doc
+    (doc,) = yaml_documents(__package__, f"chaos-mesh.org_{name}.yaml")
+    return dict(doc)  # shared: chaos_mesh_crds copies
 
 
 def chaos_mesh_crds() -> list[dict[str, Any]]:

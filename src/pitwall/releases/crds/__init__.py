@@ -5,20 +5,15 @@ vendored at a release tag. See ``PROVENANCE.md`` beside this file for where they
 from __future__ import annotations
 
 import copy
-import functools
-from importlib import resources
 from typing import Any
 
-import yaml
+from pitwall.core.vendored import yaml_documents
 
 __all__ = ["flagger_crds"]
 
 
-@functools.cache
 def _load() -> tuple[dict[str, Any], ...]:
-    text = resources.files(__package__).joinpath("crd.yaml").read_text()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return tuple(d for d in yaml.load_all(text, Loader=loader) if d and d.get("kind") == "CustomResourceDefinition")
+    return tuple(d for d in yaml_documents(__package__, "crd.yaml") if d.get("kind") == "CustomResourceDefinition")
 
 
 def flagger_crds() -> list[dict[str, Any]]:

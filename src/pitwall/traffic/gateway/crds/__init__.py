@@ -5,11 +5,9 @@ GatewayClass, Gateway, HTTPRoute), vendored at a release tag. See ``PROVENANCE.m
 from __future__ import annotations
 
 import copy
-import functools
-from importlib import resources
 from typing import Any
 
-import yaml
+from pitwall.core.vendored import yaml_documents
 
 __all__ = ["gateway_api_crds"]
 
@@ -17,14 +15,9 @@ FILES = ("gateway.networking.k8s.io_gatewayclasses.yaml", "gateway.networking.k8
          "gateway.networking.k8s.io_httproutes.yaml")
 
 
-@functools.cache
 def _load() -> tuple[dict[str, Any], ...]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    out: list[dict[str, Any]] = []
-    for name in FILES:
-        text = resources.files(__package__).joinpath(name).read_text()
-        out.extend(d for d in yaml.load_all(text, Loader=loader) if d and d.get("kind") == "CustomResourceDefinition")
-    return tuple(out)
+    return tuple(d for name in FILES for d in yaml_documents(__package__, name)
+                 if d.get("kind") == "CustomResourceDefinition")
 
 
 def gateway_api_crds() -> list[dict[str, Any]]:
