@@ -87,9 +87,9 @@ class RemoteHTTP:
         from pitwall.core.params import tenant_of
 
         headers = tenant_headers(self.headers, tenant_of(request))
-        ctype = request.headers.get("content-type")
-        if ctype:
-            headers["Content-Type"] = ctype
+        for h in ("content-type", "accept", "x-loki-response-encoding-flags"):  # what shapes the answer
+            if v := request.headers.get(h):
+                headers[h] = v
         body = await request.body()
         if len(body) > MAX_RELAY_BODY:
             raise BadData(f"request body larger than {MAX_RELAY_BODY} bytes")
