@@ -24,7 +24,8 @@ class PitwallPeer:
         tmp.mkdir(parents=True, exist_ok=True)
         self.data = tmp / "data"
         self.cfg = tmp / "peer.yaml"
-        self.cfg.write_text(yaml.safe_dump({"kube": {"enabled": False}, "storage": {"fsync": False}}))
+        self.cfg.write_text(yaml.safe_dump({"kube": {"enabled": False}, "storage": {"fsync": False},
+                                                "otlp_grpc": {"enabled": False}}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
