@@ -184,6 +184,10 @@ def test_lines_reach_the_remote_and_reads_answer_as_the_remote(tmp_path: Path, l
         # ...and they are visible through the first pitwall's Loki API, though its own store never saw them.
         r = httpx.get(srv.url + "/loki/api/v1/query_range", params={"query": '{app="engine-only"}'}).json()
         assert sorted(v[1] for v in r["data"]["result"][0]["values"]) == ["error 0", "error 1", "error 2"]
+        # The UI's logs explorer reads the engine too.
+        page = httpx.get(srv.url + "/logs", params={"query": '{app="engine-only"} |~ "error [12]"'})
+        assert page.status_code == 200 and "error 1" in page.text and "error 2" in page.text
+        assert "error 0" not in page.text
     finally:
         srv.stop()
 
