@@ -246,3 +246,47 @@ def test_remote_down_under_load_loses_nothing_acknowledged(tmp_path: Path, loki:
         wait_for(lambda: httpx.get(srv.url + "/-/ready").status_code == 200)
     finally:
         srv.stop()
+
+
+async def test_queue_moves_only_on_ack_and_survives_a_flush(tmp_path: Path) -> None:
+    """The position persists after a 2xx only; 5xx retries, another 4xx drops; flushed segments stay for it."""
+    from pitwall.logs.model import LogEntry, PushStream
+    from pitwall.logs.remote_backend import LokiForwarder
+    from pitwall.storage.duckdb import TelemetryDB
+    from pitwall.storage.logs_store import LogStore
+
+    answers = [500, 204, 400]
+    got: list[httpx.Request] = []
+
+    def engine(req: httpx.Request) -> httpx.Response:
+        got.append(req)
+        return httpx.Response(answers.pop(0))
+
+    store = LogStore(TelemetryDB(tmp_path / "t.duckdb"), tmp_path / "wal", fsync=False)
+    fw = LokiForwarder(store.wal, store.labels_of, "http://e:1/loki/api/v1/push", {"X-Team": "a"}, 5, 1000,
+                       transport=httpx.MockTransport(engine))
+    store.wal_keep = fw.keep_from
+    await store.start()
+    await fw.start()
+    await fw.tasks.stop()  # drive it step by step instead of the loop
+    try:
+        await store.push("t1", [PushStream((("app", "x"),), [LogEntry(10, "a"), LogEntry(11, "b")])])
+        await store.flush()  # the head goes to blocks; the queue has not passed the segment: it stays
+        assert store.wal.segments()[0] == 1
+        with pytest.raises(httpx.HTTPStatusError):
+            await fw.step()
+        assert fw.pos == (1, 0) and not fw.pos_file.exists()  # nothing acked: nothing moves
+        assert await fw.step()
+        req = got[-1]
+        assert req.headers["X-Scope-OrgID"] == "t1" and req.headers["X-Team"] == "a"
+        cols = decode_protobuf(bytes(cramjam.snappy.decompress_raw(req.content)), LabelCache())
+        assert cols.streams == [(("app", "x"),)] and cols.lines == ["a", "b"] and fw.sent == 2
+        assert fw.pos_file.exists() and fw.pos > (1, 0)
+        await store.push("t1", [PushStream((("app", "x"),), [LogEntry(12, "c")])])
+        assert await fw.step() and fw.dropped == 1  # a 400: dropped, the queue moves on
+        assert not await fw.step()
+        again = LokiForwarder(store.wal, store.labels_of, "http://e:1/loki/api/v1/push", {}, 5, 1000)
+        assert again.pos == fw.pos
+    finally:
+        await fw.stop()
+        await store.stop()
