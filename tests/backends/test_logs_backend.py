@@ -290,3 +290,57 @@ async def test_queue_moves_only_on_ack_and_survives_a_flush(tmp_path: Path) -> N
     finally:
         await fw.stop()
         await store.stop()
+
+
+@pytest.mark.slow
+def test_kill_9_with_the_remote_down_loses_nothing_acknowledged(tmp_path: Path, loki: PitwallPeer) -> None:
+    """The logs queue's position and the WAL segments it has not passed survive kill -9 of pitwall."""
+    import signal
+
+    import yaml
+
+    from tests.conftest import free_port, start_pitwall_process, wait_ready
+    from tests.crash import Stop, kill_under_load
+
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"kube": {"enabled": False}, "otlp_grpc": {"enabled": False},
+                                   "logs": {"head_max_bytes": 4096}, "backends": {"logs": {
+                                       "type": "loki-api", "push_url": loki.url + "/loki/api/v1/push",
+                                       "query_url": loki.url}}}))
+    port, data = free_port(), tmp_path / "data"
+    proc = start_pitwall_process(data, port, config=cfg)
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc=proc, timeout=90)
+    t0 = time.time_ns() - 600 * 10**9
+    clients = [httpx.Client(timeout=5) for _ in range(4)]
+
+    def send(w: int, n: int) -> str | None:
+        rid = f"{w}-{n}"
+        body = {"streams": [{"stream": {"job": "crash", "w": str(w)},
+                             "values": [[str(t0 + n * 1000), f"req={rid}"]]}]}
+        try:
+            r = clients[w].post(url + "/loki/api/v1/push", json=body)
+        except httpx.HTTPError:
+            raise Stop from None
+        if n == 50 and w == 0:
+            loki.stop()  # the rest queues up in pitwall's WAL
+        return rid if r.status_code == 204 else None
+
+    acked = kill_under_load(proc, send, want=400, within_s=60)
+    for c in clients:
+        c.close()
+    loki.start()
+    proc = start_pitwall_process(data, port, config=cfg)
+    q = {"query": '{job="crash"}', "start": str(t0 - 10**9), "end": str(t0 + 10**9), "limit": "5000",
+         "direction": "forward"}
+    try:
+        wait_ready(url, proc=proc, timeout=90)
+
+        def missing() -> set[str]:
+            res = loki.get("/loki/api/v1/query_range", **q).json()["data"]["result"]
+            return acked - {v[1].removeprefix("req=") for s in res for v in s["values"]}
+
+        wait_for(lambda: not missing() or None, timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
