@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pitwall.config import load_settings
-from pitwall.core.errors import ConfigError
+from pitwall.core.errors import ConfigError, ExecutionError
 from pitwall.core.labels import Matcher
 from pitwall.logs.ingest.loki_push import LabelCache, decode_protobuf
 from pitwall.logs.model import Direction, LineFilter, LineFilterOp
@@ -92,6 +92,12 @@ def test_remote_querier_pages_by_time_and_skips_ties() -> None:
     try:
         (st,) = src.querier("t1").select([Matcher.of("=", "app", "x")], 0, 10, direction=Direction.FORWARD)
         batch = src.querier("t1").scan([Matcher.of("=", "app", "x")], 0, 10, with_metadata=True)
+        old_cap, rb.MAX_SCAN_ENTRIES = rb.MAX_SCAN_ENTRIES, 4
+        try:
+            with pytest.raises(ExecutionError, match="more than 4 matching entries"):
+                src.querier("t1").scan([Matcher.of("=", "app", "x")], 0, 10)
+        finally:
+            rb.MAX_SCAN_ENTRIES = old_cap
     finally:
         rb.PAGE = old
     assert st.lines == [line for _, line in entries] and st.ts_ns.tolist() == [t for t, _ in entries]

@@ -47,6 +47,7 @@ PROXIED = ("/loki/api/v1/query", "/loki/api/v1/query_range", "/loki/api/v1/label
            "/loki/api/v1/detected_labels", "/loki/api/v1/detected_fields", "/loki/api/v1/patterns")
 PROXIED_NAMED = ("/loki/api/v1/label/{name}/values", "/loki/api/v1/detected_field/{name}/values")
 PAGE = 5000  # entries per query_range page: Loki's default max_entries_limit_per_query
+MAX_SCAN_ENTRIES = 1_000_000  # a metric query evaluated here reads every matching line from the engine
 CATEGORIZE = {"X-Loki-Response-Encoding-Flags": "categorize-labels"}  # structured metadata apart from labels
 
 
@@ -152,6 +153,9 @@ class RemoteLogQuerier:
         seen_at_edge: set[tuple[Labels, str]] = set()
         lo, hi = start, end
         while lo < hi and (limit is None or len(out) < limit):
+            if len(out) > MAX_SCAN_ENTRIES:
+                raise ExecutionError(f"{self.src.http.health.name}: more than {MAX_SCAN_ENTRIES} matching entries "
+                                     "to read from the engine; narrow the selector or the range")
             want = PAGE if limit is None else min(PAGE, limit - len(out) + len(seen_at_edge))
             got: list[tuple[Labels, int, str, Metadata]] = []
             for st in self._page(expr, lo, hi, direction, want):
