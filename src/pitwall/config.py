@@ -143,10 +143,38 @@ class MetricsBackendSettings(_Section):
     batch_samples: int = Field(10_000, gt=0, le=1_000_000, description="samples per remote-write request")
 
 
+class LogsBackendSettings(_Section):
+    """Logs kept by an existing Loki-API engine (Grafana Loki, or another pitwall)."""
+
+    type: Literal["loki-api"] = "loki-api"
+    push_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="the engine's push endpoint, e.g. http://loki:3100/loki/api/v1/push")
+    query_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="the engine's root (the part before /loki/api/v1), e.g. http://loki:3100")
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with every read and write")
+    timeout: DurationMs = Field(30_000, gt=0, description="per request to the engine")
+    batch_entries: int = Field(10_000, gt=0, le=1_000_000, description="log entries per push request")
+
+
+class TracesBackendSettings(_Section):
+    """Traces kept by an existing engine taking OTLP/HTTP and answering Tempo's API (Grafana Tempo, or a pitwall)."""
+
+    type: Literal["otlp+tempo"] = "otlp+tempo"
+    otlp_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="the engine's OTLP/HTTP traces endpoint, e.g. http://tempo:4318/v1/traces")
+    query_url: Annotated[str, AfterValidator(_http_url)] = Field(
+        description="the engine's Tempo API root (the part before /api), e.g. http://tempo:3200")
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with every read and write")
+    timeout: DurationMs = Field(30_000, gt=0, description="per request to the engine")
+    batch_spans: int = Field(10_000, gt=0, le=1_000_000, description="spans per OTLP export request")
+
+
 class BackendsSettings(_Section):
     """Telemetry kept elsewhere; absent: the embedded stores."""
 
     metrics: MetricsBackendSettings | None = None
+    logs: LogsBackendSettings | None = None
+    traces: TracesBackendSettings | None = None
 
 
 class QuerySettings(_Section):

@@ -120,6 +120,8 @@ class Components:
         """Why the server is not ready: not started yet, or a supervised loop died."""
         out = [] if self.ready else ["starting"]
         out.extend(self.metrics.problems())
+        out.extend(self.logs.problems())
+        out.extend(self.traces.problems())
         for comp in self.started:
             if isinstance(comp, Supervised):
                 out.extend(comp.tasks.failures)
@@ -260,8 +262,9 @@ def build(settings: Settings) -> Components:
     fsync = settings.storage.fsync
     metrics = build_metrics(settings, db, inflight)
     traces = build_traces(settings.traces, settings.limits, db, data, appender=metrics.store, inflight=inflight,
-                          fsync=fsync)
-    logs = build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight, fsync=fsync)
+                          fsync=fsync, backend=settings.backends.traces)
+    logs = build_logs(settings.logs, db=db, data_dir=data, limits=settings.limits, inflight=inflight, fsync=fsync,
+                      backend=settings.backends.logs)
     try:
         notifications = build_notifications(settings, state, inflight)
         rules = build_rules(settings, instant=metrics.instant, store=metrics.store, notify=notifications.notify,

@@ -71,6 +71,12 @@ class LogsApiDeps:
     limits: LimitsSettings
     inflight: InflightBudget
     labels: LabelCache
+    remote: LogSource | None = None  # backends.logs: reads go to the engine
+
+    @property
+    def reads(self) -> LogSource:
+        """Where the UI, the ruler and incidents read logs: the engine's when there is one, else the store."""
+        return self.remote if self.remote is not None else self.store
 
 
 _H = TypeVar("_H", bound=Callable[..., Awaitable[Response]])

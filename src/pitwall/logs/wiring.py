@@ -25,6 +25,7 @@ from pitwall.logs.ingest.syslog import SyslogServer
 from pitwall.logs.logql import LogQLEngine, parse_expr, parse_stream_selector
 from pitwall.logs.logql.errors import LogQLParseError
 from pitwall.logs.model import Matcher
+from pitwall.logs.remote_backend import LokiForwarder, RemoteLogSource, proxy_router
 from pitwall.logs.settings import LogsSettings
 from pitwall.logs.tail import TailHub, tail_router
 from pitwall.storage.duckdb import TelemetryDB
@@ -44,20 +45,30 @@ class LogsParts:
     deps: LogsApiDeps
     otlp: OtlpLogsTranslator
     extra: dict[str, Any] = field(default_factory=dict)
+    remote: RemoteLogSource | None = None  # backends.logs: reads go to the engine
+    forwarder: LokiForwarder | None = None  # ...and the WAL is forwarded to it
 
     name: str = "logs"
 
     def components(self) -> Sequence[Component]:
         comps: list[Component] = [self.store, self.tail]
+        if self.forwarder is not None:
+            comps.append(self.forwarder)
         if self.syslog is not None:
             comps.append(self.syslog)
         return comps
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         d = self.deps
-        return [Mount(r) for r in (push_router(d), query_router(d), ready_router(is_ready), native_router(d),
+        # Routes match in order: the engine's answers come before the embedded ones.
+        proxy = [] if self.remote is None else [Mount(proxy_router(self.remote))]
+        return [*proxy, *(Mount(r) for r in (push_router(d), query_router(d), ready_router(is_ready), native_router(d),
                                    otlp_logs_router(d, self.otlp), es_router(d, self.settings.elasticsearch),
-                                   tail_router(self.tail))]
+                                   tail_router(self.tail)))]
+
+    def problems(self) -> list[str]:
+        """Why ``/-/ready`` fails on the logs side: a backend that is down."""
+        return [] if self.forwarder is None else self.forwarder.problems()
 
     async def reload(self, settings: Any) -> None:
         """Nothing of ``logs`` applies live: its settings take effect at the next start."""
@@ -68,7 +79,18 @@ class LogsParts:
         return otlp_export(self.deps, self.otlp)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
-        """The logs store reports through its API (``/loki/api/v1/index/stats``), not gauges."""
+        """The logs store reports through its API (``/loki/api/v1/index/stats``); the forwarder as gauges."""
+        fw = self.forwarder
+        if fw is None:
+            return
+        metrics.add_gauges("pitwall_logs_forwarded_entries_total", "Log entries the logs backend acked.",
+                           lambda: float(fw.sent))
+        metrics.add_gauges("pitwall_logs_forward_dropped_entries_total", "Log entries the logs backend refused (4xx).",
+                           lambda: float(fw.dropped))
+        metrics.add_gauges("pitwall_logs_forward_failures_total", "Failed sends to the logs backend.",
+                           lambda: float(fw.failures))
+        metrics.add_gauges("pitwall_logs_forward_pending_segments", "WAL segments the logs forwarding queue has "
+                           "not passed.", lambda: float(fw.pending_segments()))
 
 
 def log_query_selector(expr: str) -> list[Matcher]:
@@ -81,7 +103,7 @@ def log_query_selector(expr: str) -> list[Matcher]:
 
 
 def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limits: LimitsSettings,
-               inflight: InflightBudget, fsync: bool = True) -> LogsParts:
+               inflight: InflightBudget, fsync: bool = True, backend: Any = None) -> LogsParts:
     """Construct the logs pillar (no I/O beyond opening files)."""
     lim = settings.limits
     store = LogStore(
@@ -102,5 +124,12 @@ def build_logs(settings: LogsSettings, *, db: TelemetryDB, data_dir: Path, limit
                        settings=settings, limits=limits, inflight=inflight, labels=LabelCache())
     tail = TailHub(store, engine, log_query_selector, max_connections=lim.max_tail_connections)
     syslog = SyslogServer(ingester, settings.syslog) if settings.syslog.enabled else None
+    remote, forwarder = None, None
+    if backend is not None:  # pitwall.config.LogsBackendSettings
+        remote = RemoteLogSource(backend.query_url, backend.headers, backend.timeout / 1000)
+        forwarder = LokiForwarder(store.wal, store.labels_of, backend.push_url, backend.headers,
+                                  backend.timeout / 1000, backend.batch_entries, remote=remote)
+        store.wal_keep = forwarder.keep_from
+        deps.remote = remote
     return LogsParts(settings=settings, store=store, ingester=ingester, engine=engine, tail=tail, syslog=syslog,
-                     deps=deps, otlp=OtlpLogsTranslator())
+                     deps=deps, otlp=OtlpLogsTranslator(), remote=remote, forwarder=forwarder)

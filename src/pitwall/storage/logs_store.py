@@ -128,6 +128,7 @@ class LogStore:
     ) -> None:
         self.db = db
         self.wal = Wal(wal_dir, fsync=fsync)
+        self.wal_keep: Callable[[], int] | None = None  # the oldest WAL segment a reader (forwarder) still needs
         self.block_ns = block_ns
         self.retention_ns = retention_ns
         self.head_max_bytes = head_max_bytes
@@ -429,7 +430,7 @@ class LogStore:
             with self._head_lock:
                 self._frozen = 0
             raise
-        self.wal.remove_before(segment)
+        self.wal.remove_before(segment if self.wal_keep is None else min(segment, self.wal_keep()))
 
     def _write_blocks(self, frozen: list[pa.RecordBatch], n_sids: int, segment: int) -> None:
         cur = self.db.cursor()
@@ -907,6 +908,11 @@ def _encode_record(tenant: str, new: list[tuple[int, Labels]], batch: pa.RecordB
     tb = tenant.encode()
     streams = json.dumps([[sid, lbl] for sid, lbl in new], separators=(",", ":")).encode() if new else b""
     return b"".join([_HDR.pack(len(tb), len(streams)), tb, streams, batch.serialize().to_pybytes()])
+
+
+def decode_wal_record(payload: bytes) -> tuple[str, list[tuple[int, Labels]], pa.RecordBatch]:
+    """A logs WAL record: (tenant, streams it registered, entries batch in ``SCHEMA``)."""
+    return _decode_record(payload)
 
 
 def _decode_record(payload: bytes) -> tuple[str, list[tuple[int, Labels]], pa.RecordBatch]:

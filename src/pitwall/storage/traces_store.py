@@ -34,7 +34,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -127,6 +127,11 @@ def _ipc(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
+def decode_wal_record(payload: bytes) -> pa.Table:
+    """The spans of a ``REC_SPANS`` WAL record (``SPAN_SCHEMA``, ``tenant`` column included)."""
+    return _from_ipc(payload)
+
+
 def _from_ipc(payload: bytes) -> pa.Table:
     return pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
 
@@ -150,6 +155,7 @@ class TraceStore:
     ) -> None:
         self.db = db
         self.wal = Wal(wal_dir, fsync=fsync)
+        self.wal_keep: Callable[[], int] | None = None  # the oldest WAL segment a reader (forwarder) still needs
         self.block_ns = block_ns
         self.retention_ns = retention_ns
         self.head_max_spans = head_max_spans
@@ -323,7 +329,7 @@ class TraceStore:
             raise
         if snap is not None:
             await snap
-        self.wal.remove_before(segment)
+        self.wal.remove_before(segment if self.wal_keep is None else min(segment, self.wal_keep()))
 
     def _write_blocks(self, frozen: list[_Chunk], segment: int) -> None:
         table = pa.concat_tables([c.table for c in frozen])

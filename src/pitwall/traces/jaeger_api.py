@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -154,9 +154,12 @@ async def trace_by_id(q: TraceQuery, tenant: str, raw: str) -> list[SpanRow]:
         raise TraceNotFound("trace not found") from None
 
 
-def jaeger_router(deps: TracesApiDeps, tempo_trace: Callable[[Request, list[SpanRow]], Response] | None = None
-                  ) -> APIRouter:
-    """The Jaeger query API; ``tempo_trace`` answers ``/api/traces/{id}`` for Tempo's protobuf clients."""
+def jaeger_router(deps: TracesApiDeps, tempo_trace: Callable[[Request, list[SpanRow]], Response] | None = None,
+                  tempo_relay: Callable[[Request, str], Awaitable[Response]] | None = None) -> APIRouter:
+    """The Jaeger query API; ``tempo_trace`` answers ``/api/traces/{id}`` for Tempo's protobuf clients.
+
+    With ``tempo_relay`` (``backends.traces``), Tempo's protobuf clients are answered by the engine.
+    """
     r = error_router("jaeger", tags=["jaeger"])
     q = deps.query
 
@@ -210,8 +213,11 @@ def jaeger_router(deps: TracesApiDeps, tempo_trace: Callable[[Request, list[Span
 
     @r.get("/api/traces/{trace_id}")
     async def trace(trace_id: str, request: Request) -> Response:
+        tempo_client = "application/protobuf" in request.headers.get("accept", "")
+        if tempo_relay is not None and tempo_client:
+            return await tempo_relay(request, f"/api/traces/{trace_id}")
         spans = await trace_by_id(q, tenant_of(request), trace_id)
-        if tempo_trace is not None and "application/protobuf" in request.headers.get("accept", ""):
+        if tempo_trace is not None and tempo_client:
             return tempo_trace(request, spans)
         return _respond([jaeger_trace(spans)])
 

@@ -140,7 +140,7 @@ class LogsView:
     def run(self, expr: str, tr: TimeRange, limit: int, points: int, tenant: str = "default") -> LogsResult:
         step = pick_step_ms(tr.span_ms, points)
         start_ns, end_ns = tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS
-        q = self.deps.store.querier(tenant)
+        q = self.deps.reads.querier(tenant)
         res = self.deps.engine.query_range(q, expr, start_ns, end_ns, step * NS_PER_MS, limit=limit,
                                            direction=Direction.BACKWARD)
         try:  # stream labels apart from structured metadata (trace_id) and parsed labels
@@ -157,20 +157,20 @@ class LogsView:
         step = pick_step_ms(tr.span_ms, points)
         s0, e0 = tr.start_ms - tr.start_ms % step, tr.end_ms - tr.end_ms % step
         vexpr = f"sum(count_over_time({expr} [{step // 1000}s]))"
-        q = self.deps.store.querier(tenant)
+        q = self.deps.reads.querier(tenant)
         res = self.deps.engine.query_range(q, vexpr, s0 * NS_PER_MS, e0 * NS_PER_MS, step * NS_PER_MS, limit=1,
                                            direction=Direction.BACKWARD)
         return _chart_from_matrix(res.to_loki_data(), s0, e0, step)
 
     def label_names(self, tr: TimeRange, tenant: str = "default") -> list[str]:
-        return self.deps.store.querier(tenant).label_names(tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
+        return self.deps.reads.querier(tenant).label_names(tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
 
     def label_values(self, name: str, tr: TimeRange, tenant: str = "default") -> list[str]:
-        return self.deps.store.querier(tenant).label_values(name, [], tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
+        return self.deps.reads.querier(tenant).label_values(name, [], tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)
 
     def by_trace(self, trace_id: str, tenant: str = "default", limit: int = 1000) -> list[LogLine]:
         """Every line whose structured metadata names ``trace_id`` (the native trace-logs query)."""
-        q = self.deps.store.querier(tenant)
+        q = self.deps.reads.querier(tenant)
         streams = q.by_trace_id(trace_id.lower(), 0, (int(datetime.now(UTC).timestamp()) + 3600) * NS, limit)
         out = lines_of({"result": streams_json(streams)}, limit)
         out.sort(key=lambda ln: ln.ts_ns)

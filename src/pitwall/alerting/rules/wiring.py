@@ -60,7 +60,7 @@ def _logql_language(logs: Any, tenant: str) -> tuple[QueryFunc, ExprCheck] | Non
     """LogQL rules run on the logs pillar's engine and store (``LogsParts``), when there is one."""
     if logs is None:
         return None
-    return logql_query_func(logs.engine, lambda: logs.store.querier(tenant)), logql_check
+    return logql_query_func(logs.engine, lambda: logs.deps.reads.querier(tenant)), logql_check
 
 
 def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricStorage,
