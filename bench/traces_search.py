@@ -71,6 +71,16 @@ def _search(data_dir: Path, repeat: int) -> None:
     asyncio.run(_start(store))
     q = TraceQuery(store)
     now = time.time_ns()
+    (tbl,) = db.execute("SELECT tbl FROM traces_blocks ORDER BY block LIMIT 1").fetchone() or ("",)
+    ids = [r[0] for r in db.execute(f"SELECT DISTINCT trace_id FROM {tbl} USING SAMPLE 200 ROWS").fetchall()]
+    lat = []
+    for tid in ids:
+        s = time.perf_counter()
+        q.trace("default", tid)
+        lat.append((time.perf_counter() - s) * 1000)
+    lat.sort()
+    print(f"  trace by id ({len(ids)} lookups in the store)  p50 {statistics.median(lat):.1f} ms  "
+          f"p99 {lat[int(len(lat) * 0.99)]:.1f} ms", flush=True)
     for label, spec in SEARCHES.items():
         attrs = tuple(AttrFilter(*a) for a in spec.get("attrs", []))  # type: ignore[misc]
         f = SpanFilter(start_ns=now - 4 * 3600 * 10**9, end_ns=now, service=str(spec.get("service", "")),

@@ -70,9 +70,11 @@ _COLS = ", ".join(COLUMNS)
 _DDL = (
     "tenant VARCHAR, tkey BIGINT, trace_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, service VARCHAR, "
     "name VARCHAR, kind TINYINT, start_ns BIGINT, duration_ns BIGINT, status_code TINYINT, "
-    "status_message VARCHAR, remote_service VARCHAR, flags TINYINT, attributes VARCHAR, resource VARCHAR, "
-    "scope VARCHAR, events VARCHAR, links VARCHAR, seq BIGINT"
+    "status_message VARCHAR, remote_service VARCHAR, flags TINYINT, attributes VARCHAR USING COMPRESSION zstd, "
+    "resource VARCHAR, scope VARCHAR, events VARCHAR USING COMPRESSION zstd, links VARCHAR, seq BIGINT"
 )
+# zstd on the JSON columns: 1M bench spans' attributes and events take 20 bytes a span instead of
+# 103 with DuckDB's default (dictionary/FSST), which pays for the attribute index many times over.
 _ATTR_DDL = "k VARCHAR, v VARCHAR, lo BIGINT, cnt BIGINT"
 _INDEX_CELLS = 4_000_000  # (span, key) cells extracted per pass over a flush run: bounds its memory
 
