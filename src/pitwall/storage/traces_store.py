@@ -80,29 +80,29 @@ _INDEX_CELLS = 4_000_000  # (span, key) cells extracted per pass over a flush ru
 
 
 def _index_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:
-    """The distinct top-level keys of ``_flush_spans``' attributes and resources a JSON path
+    """The distinct top-level keys of ``_index_src``'s attributes and resources a JSON path
     ``$."key"`` names (searches never ask the index about a key with a quote or backslash)."""
-    shapes = cur.execute("SELECT DISTINCT json_keys(NULLIF(attributes, '')) FROM _flush_spans UNION "
-                         "SELECT DISTINCT json_keys(NULLIF(resource, '')) FROM _flush_spans").fetchall()
+    shapes = cur.execute("SELECT DISTINCT json_keys(NULLIF(attributes, '')) FROM _index_src UNION "
+                         "SELECT DISTINCT json_keys(NULLIF(resource, '')) FROM _index_src").fetchall()
     return sorted({k for (ks,) in shapes if ks for k in ks if '"' not in k and "\\" not in k})
 
 
-def _index_rows(cur: duckdb.DuckDBPyConnection, keys: list[str], seq0: int) -> pa.Table:
-    """Index rows (k, v, lo, cnt) of ``_flush_spans`` (seq ``seq0``, ``seq0`` + 1, ... in row order)
-    for ``keys``: each stretch of consecutive spans with one value of a key is one row. A value is
+def _index_rows(cur: duckdb.DuckDBPyConnection, keys: list[str], n: int) -> pa.Table:
+    """Index rows (k, v, lo, cnt) of ``_index_src`` (``n`` spans, ``i`` their row number) for
+    ``keys``: each stretch of consecutive spans with one value of a key is one row. A value is
     what the search reads: json_extract_string of the span's attribute, else of its resource's."""
     paths = "[" + ", ".join("'$.\"" + k.replace("'", "''") + "\"'" for k in keys) + "]"
     got = cur.sql(
         f"SELECT json_extract_string(coalesce(NULLIF(attributes, ''), '{{}}'), {paths}) AS a, "
-        f"json_extract_string(coalesce(NULLIF(resource, ''), '{{}}'), {paths}) AS r, seq FROM _flush_spans"
+        f"json_extract_string(coalesce(NULLIF(resource, ''), '{{}}'), {paths}) AS r, i FROM _index_src"
     ).to_arrow_table()
-    n, width = got.num_rows, len(keys)
-    seq = np.asarray(got.column("seq").to_numpy(), dtype=np.int64)
-    if not np.array_equal(seq, np.arange(seq0, seq0 + n)):  # stretches are runs of consecutive seq
-        got = got.take(pa.array(np.argsort(seq, kind="stable")))
+    width = len(keys)
+    i = np.asarray(got.column("i").to_numpy(), dtype=np.int64)
+    if not np.array_equal(i, np.arange(n)):  # stretches are runs of consecutive rows
+        got = got.take(pa.array(np.argsort(i, kind="stable")))
     flat_a = pc.list_flatten(got.column("a"))
     flat_r = pc.list_flatten(got.column("r"))
-    parts = []
+    parts = [_EMPTY_INDEX]
     for j, key in enumerate(keys):
         pick = pa.array(np.arange(j, n * width, width))
         enc = pc.dictionary_encode(pc.coalesce(flat_a.take(pick), flat_r.take(pick))).combine_chunks()
@@ -114,26 +114,37 @@ def _index_rows(cur: duckdb.DuckDBPyConnection, keys: list[str], seq0: int) -> p
         parts.append(pa.table({
             "k": pa.array([key] * len(starts), pa.string()),
             "v": enc.dictionary.take(pa.array(idx[starts])).cast(pa.string()),
-            "lo": pa.array(starts + seq0, pa.int64()),
+            "lo": pa.array(starts, pa.int64()),
             "cnt": pa.array(counts, pa.int64()),
         }))
-    if not parts:
-        return pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.string()),
-                         "lo": pa.array([], pa.int64()), "cnt": pa.array([], pa.int64())})
     return pa.concat_tables(parts)
 
 
-def _write_index(cur: duckdb.DuckDBPyConnection, attrs: str, seq0: int, n: int) -> None:
-    """Append one flush run's index rows to ``attrs``, sorted by (k, v, lo): zone maps then skip all
-    but a key's row groups, and the sorted columns compress to a few bytes a span."""
-    keys = _index_keys(cur)
-    per_pass = max(1, _INDEX_CELLS // max(n, 1))
-    rows = pa.concat_tables([_index_rows(cur, keys[i : i + per_pass], seq0) for i in range(0, len(keys), per_pass)]
-                            or [_index_rows(cur, [], seq0)])
-    rows = rows.sort_by([("k", "ascending"), ("v", "ascending"), ("lo", "ascending")])
+_EMPTY_INDEX = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.string()),
+                         "lo": pa.array([], pa.int64()), "cnt": pa.array([], pa.int64())})
+
+
+def _run_index(cur: duckdb.DuckDBPyConnection, run: pa.Table) -> pa.Table:
+    """One flush run's index rows (``lo`` counted from the run's first span), sorted by (k, v, lo):
+    zone maps then skip all but a key's row groups, and the sorted columns compress well.
+    Reads only the Arrow table, so it runs before the flush takes the database's write lock."""
+    n = run.num_rows
+    cur.register("_index_src", run.select(["attributes", "resource"]).append_column(
+        "i", pa.array(np.arange(n, dtype=np.int64))))
+    try:
+        keys = _index_keys(cur)
+        per_pass = max(1, _INDEX_CELLS // max(n, 1))
+        rows = pa.concat_tables([_index_rows(cur, keys[i : i + per_pass], n) for i in range(0, len(keys), per_pass)]
+                                or [_EMPTY_INDEX])
+    finally:
+        cur.unregister("_index_src")
+    return rows.sort_by([("k", "ascending"), ("v", "ascending"), ("lo", "ascending")])
+
+
+def _insert_index(cur: duckdb.DuckDBPyConnection, attrs: str, rows: pa.Table, base: int) -> None:
     cur.register("_flush_index", rows)
     try:
-        cur.execute(f"INSERT INTO {attrs} SELECT k, v, lo, cnt FROM _flush_index")
+        cur.execute(f"INSERT INTO {attrs} SELECT k, v, lo + {int(base)}, cnt FROM _flush_index")
     finally:
         cur.unregister("_flush_index")
 
@@ -416,6 +427,12 @@ class TraceStore:
         bounds = list(zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(block)]]).tolist(),
                           strict=True))
         cur = self.db.cursor()
+        # The attribute index is computed before any lock: readers wait only for the inserts.
+        index: dict[int, pa.Table] = {}
+        for a, b in bounds:
+            prev = self._blocks.get(int(block[a]))
+            if (prev.attrs is not None) if prev is not None else self.attr_index:
+                index[a] = _run_index(cur, table.slice(a, b - a))
         with self._compact_lock:
             self.db.lock.acquire_write()
             try:
@@ -431,8 +448,9 @@ class TraceStore:
                     cur.register("_flush_spans", part)
                     cur.execute(f"INSERT INTO {tbl} SELECT {_COLS}, seq FROM _flush_spans")
                     attrs = self._attrs_table(cur, blk)
-                    if attrs is not None:
-                        _write_index(cur, attrs, base, b - a)
+                    if attrs is not None:  # (a block that retention dropped meanwhile is new again)
+                        rows = index[a] if a in index else _run_index(cur, table.slice(a, b - a))
+                        _insert_index(cur, attrs, rows, base)
                     cur.unregister("_flush_spans")
                     cur.execute(
                         "INSERT INTO traces_blocks VALUES (?, ?, 1) ON CONFLICT (block) DO UPDATE SET runs = runs + 1",
