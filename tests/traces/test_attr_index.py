@@ -9,11 +9,14 @@ search all go through it) with the index used and with every block scanned.
 
 from __future__ import annotations
 
+import json
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -24,6 +27,7 @@ from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.traces_store import TraceStore
 from pitwall.traces.model import SpanColumns, dumps, tkey_of
 from pitwall.traces.query import AttrFilter, SpanFilter, TraceQuery
+from tests.traces.shop import A, B, C, load_shop
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -156,3 +160,48 @@ def test_a_selective_filter_finds_something_in_the_indexed_block(query: tuple[Tr
         assert got and sorted(got) == sorted(q.find_trace_ids("default", f, 10_000))
     finally:
         store.use_attr_index = True
+
+
+async def test_retention_drops_a_block_with_its_index(tmp_path: Path) -> None:
+    db = TelemetryDB(tmp_path / "t.duckdb")
+    store = TraceStore(db, tmp_path / "wal", block_ns=HOUR, retention_ns=HOUR, fsync=False)
+    await store.start()
+    try:
+        await store.append("default", _batch(random.Random(1), "default", 0, 50))
+        await store.flush()
+        names = {r[0] for r in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert {f"traces_spans_{T0 // 10**6}", f"traces_attrs_{T0 // 10**6}"} <= names
+        assert store.apply_retention(T0 + 5 * HOUR) == [f"traces_spans_{T0 // 10**6}"]
+        names = {r[0] for r in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert not {n for n in names if n.startswith(("traces_spans_", "traces_attrs_"))}
+    finally:
+        await store.stop()
+        db.close()
+
+
+async def test_grafana_searches_answer_from_indexed_blocks(client: httpx.AsyncClient) -> None:
+    """The shop's traces flushed into an indexed block, then searched as Grafana's Tempo and Jaeger
+    data sources and the native API ask: the same answers the head gives (test_tempo_api etc.)."""
+    await load_shop(client)
+    store: TraceStore = client.app.state.components.traces.store  # type: ignore[attr-defined]
+    await store.flush()
+    assert store.head_spans == 0 and store.block_count() >= 1
+    now = int(time.time())
+    rng = {"start": str(now - 3600), "end": str(now + 60), "limit": "20"}
+
+    async def tempo(q: str) -> set[str]:
+        r = await client.get("/api/search", params={"q": q, **rng})
+        assert r.status_code == 200, r.text
+        return {t["traceID"] for t in r.json()["traces"]}
+
+    assert await tempo("{ span.http.status_code >= 500 }") == {A}
+    assert await tempo('{ resource.deployment.environment = "prod" }') == {C}
+    assert await tempo('{ span.job.id = "42" && resource.service.name = "worker" }') == {C}
+    assert await tempo("{ span.http.status_code = 200 }") == {B}
+    r = await client.get("/api/traces", params={"service": "backend", "tags": json.dumps({"http.status_code": "503"}),
+                                                "lookback": "1h"})
+    assert r.status_code == 200, r.text
+    assert {t["traceID"] for t in r.json()["data"]} == {A}
+    r = await client.get("/api/traces/v1/search", params={"attr": "http.status_code<500", "since": "2h"})
+    assert r.status_code == 200, r.text
+    assert {t["traceId"] for t in r.json()["traces"]} == {B}
