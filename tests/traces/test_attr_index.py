@@ -205,3 +205,25 @@ async def test_grafana_searches_answer_from_indexed_blocks(client: httpx.AsyncCl
     r = await client.get("/api/traces/v1/search", params={"attr": "http.status_code<500", "since": "2h"})
     assert r.status_code == 200, r.text
     assert {t["traceId"] for t in r.json()["traces"]} == {B}
+
+
+async def test_a_database_in_an_older_storage_format_gets_indexed_blocks_without_zstd(tmp_path: Path) -> None:
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "t.duckdb"), config={"storage_compatibility_version": "v0.10.0"}).close()
+    db = TelemetryDB(tmp_path / "t.duckdb")
+    store = TraceStore(db, tmp_path / "wal", block_ns=HOUR, retention_ns=0, fsync=False)
+    await store.start()
+    try:
+        batch = _batch(random.Random(2), "default", 0, 100)
+        await store.append("default", batch)
+        await store.flush()
+        assert store.head_spans == 0 and store.block_count() == 1
+        f = SpanFilter(start_ns=T0, end_ns=T0 + HOUR, attrs=(AttrFilter("http.status_code", ">=", "500"),))
+        q = TraceQuery(store)
+        got = q.find_trace_ids("default", f, 1000)
+        store.use_attr_index = False
+        assert got and sorted(got) == sorted(q.find_trace_ids("default", f, 1000))
+    finally:
+        await store.stop()
+        db.close()

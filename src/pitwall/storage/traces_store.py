@@ -75,6 +75,9 @@ _DDL = (
 )
 # zstd on the JSON columns: 1M bench spans' attributes and events take 20 bytes a span instead of
 # 103 with DuckDB's default (dictionary/FSST), which pays for the attribute index many times over.
+# A database file written in an older storage format cannot hold zstd columns: blocks there use
+# the default compression.
+_DDL_PLAIN = _DDL.replace(" USING COMPRESSION zstd", "")
 _ATTR_DDL = "k VARCHAR, v VARCHAR, lo BIGINT, cnt BIGINT"
 _INDEX_CELLS = 4_000_000  # (span, key) cells extracted per pass over a flush run: bounds its memory
 
@@ -259,6 +262,7 @@ class TraceStore:
         # Write the attribute index for new blocks / use it in searches (off: the scan, for tests and benches).
         self.attr_index = True
         self.use_attr_index = True
+        self._ddl = _DDL
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -278,6 +282,7 @@ class TraceStore:
         db = self.db
         db.execute("CREATE TABLE IF NOT EXISTS traces_meta (key VARCHAR PRIMARY KEY, value BIGINT)")
         db.execute("CREATE TABLE IF NOT EXISTS traces_blocks (block BIGINT PRIMARY KEY, tbl VARCHAR, runs INTEGER)")
+        self._ddl = _DDL if _zstd_available(db) else _DDL_PLAIN
         tables = {r[0] for r in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         for block, tbl, runs in db.execute("SELECT block, tbl, runs FROM traces_blocks").fetchall():
             attrs = _attrs_name(int(block))
@@ -483,7 +488,7 @@ class TraceStore:
     def _block_table(self, cur: duckdb.DuckDBPyConnection, block: int) -> str:
         tbl = _table_name(block)
         if block not in self._blocks:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {tbl} ({_DDL})")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {tbl} ({self._ddl})")
         return tbl
 
     def _attrs_table(self, cur: duckdb.DuckDBPyConnection, block: int) -> str | None:
@@ -635,6 +640,16 @@ class TraceStore:
 def _table_name(block_ns: int) -> str:
     ms = block_ns // 1_000_000
     return f"traces_spans_{ms}" if ms >= 0 else f"traces_spans_n{-ms}"
+
+
+def _zstd_available(db: TelemetryDB) -> bool:
+    """Whether the database file's storage format can hold zstd-compressed columns."""
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS traces_zstd_probe (a VARCHAR USING COMPRESSION zstd)")
+    except duckdb.Error:
+        return False
+    db.execute("DROP TABLE traces_zstd_probe")
+    return True
 
 
 def _attrs_name(block_ns: int) -> str:
