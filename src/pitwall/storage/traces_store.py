@@ -9,6 +9,17 @@ by trace key, and a WAL checkpoint is recorded. Blocks are never rewritten
 (no compaction: the index below does not need one); retention drops whole
 blocks.
 
+Attribute search: each block written since the index exists has a companion
+table ``traces_attrs_<block start ms>`` (``k``, ``v``, ``lo``, ``cnt``): for
+every attribute key, each stretch of consecutive spans (``seq`` ``lo`` ..
+``lo + cnt - 1``) with one value, the span's effective value (its own
+attribute, else its resource's: the precedence the search has always used).
+A run is sorted by trace, so a trace's spans share resource values and a
+constant attribute is one row a run. Each flush appends one run sorted by
+(k, v, lo), so DuckDB's zone maps skip all but the row groups holding a key.
+Search joins the matching ``seq`` back to the block; blocks written before the
+index (no companion table) and the head are scanned as before.
+
 Trace lookup by id never scans every span. Every block row carries ``seq``,
 its position in the block's table (rows are only appended, each flush as a
 run sorted by trace key, so a trace is contiguous within each run). Each
@@ -59,9 +70,86 @@ _COLS = ", ".join(COLUMNS)
 _DDL = (
     "tenant VARCHAR, tkey BIGINT, trace_id VARCHAR, span_id VARCHAR, parent_id VARCHAR, service VARCHAR, "
     "name VARCHAR, kind TINYINT, start_ns BIGINT, duration_ns BIGINT, status_code TINYINT, "
-    "status_message VARCHAR, remote_service VARCHAR, flags TINYINT, attributes VARCHAR, resource VARCHAR, "
-    "scope VARCHAR, events VARCHAR, links VARCHAR, seq BIGINT"
+    "status_message VARCHAR, remote_service VARCHAR, flags TINYINT, attributes VARCHAR USING COMPRESSION zstd, "
+    "resource VARCHAR, scope VARCHAR, events VARCHAR USING COMPRESSION zstd, links VARCHAR, seq BIGINT"
 )
+# zstd on the JSON columns: 1M bench spans' attributes and events take 20 bytes a span instead of
+# 103 with DuckDB's default (dictionary/FSST), which pays for the attribute index many times over.
+# A database file written in an older storage format cannot hold zstd columns: blocks there use
+# the default compression.
+_DDL_PLAIN = _DDL.replace(" USING COMPRESSION zstd", "")
+_ATTR_DDL = "k VARCHAR, v VARCHAR, lo BIGINT, cnt BIGINT"
+_INDEX_CELLS = 4_000_000  # (span, key) cells extracted per pass over a flush run: bounds its memory
+
+
+def _index_keys(cur: duckdb.DuckDBPyConnection) -> list[str]:
+    """The distinct top-level keys of ``_index_src``'s attributes and resources a JSON path
+    ``$."key"`` names (searches never ask the index about a key with a quote or backslash)."""
+    shapes = cur.execute("SELECT DISTINCT json_keys(NULLIF(attributes, '')) FROM _index_src UNION "
+                         "SELECT DISTINCT json_keys(NULLIF(resource, '')) FROM _index_src").fetchall()
+    return sorted({k for (ks,) in shapes if ks for k in ks if '"' not in k and "\\" not in k})
+
+
+def _index_rows(cur: duckdb.DuckDBPyConnection, keys: list[str], n: int) -> pa.Table:
+    """Index rows (k, v, lo, cnt) of ``_index_src`` (``n`` spans, ``i`` their row number) for
+    ``keys``: each stretch of consecutive spans with one value of a key is one row. A value is
+    what the search reads: json_extract_string of the span's attribute, else of its resource's."""
+    paths = "[" + ", ".join("'$.\"" + k.replace("'", "''") + "\"'" for k in keys) + "]"
+    got = cur.sql(
+        f"SELECT json_extract_string(coalesce(NULLIF(attributes, ''), '{{}}'), {paths}) AS a, "
+        f"json_extract_string(coalesce(NULLIF(resource, ''), '{{}}'), {paths}) AS r, i FROM _index_src"
+    ).to_arrow_table()
+    width = len(keys)
+    i = np.asarray(got.column("i").to_numpy(), dtype=np.int64)
+    if not np.array_equal(i, np.arange(n)):  # stretches are runs of consecutive rows
+        got = got.take(pa.array(np.argsort(i, kind="stable")))
+    flat_a = pc.list_flatten(got.column("a"))
+    flat_r = pc.list_flatten(got.column("r"))
+    parts = [_EMPTY_INDEX]
+    for j, key in enumerate(keys):
+        pick = pa.array(np.arange(j, n * width, width))
+        enc = pc.dictionary_encode(pc.coalesce(flat_a.take(pick), flat_r.take(pick))).combine_chunks()
+        idx = np.asarray(enc.indices.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        starts = np.concatenate([[0], np.flatnonzero(idx[1:] != idx[:-1]) + 1])
+        counts = np.diff(np.concatenate([starts, [n]]))
+        keep = idx[starts] >= 0
+        starts, counts = starts[keep], counts[keep]
+        parts.append(pa.table({
+            "k": pa.array([key] * len(starts), pa.string()),
+            "v": enc.dictionary.take(pa.array(idx[starts])).cast(pa.string()),
+            "lo": pa.array(starts, pa.int64()),
+            "cnt": pa.array(counts, pa.int64()),
+        }))
+    return pa.concat_tables(parts)
+
+
+_EMPTY_INDEX = pa.table({"k": pa.array([], pa.string()), "v": pa.array([], pa.string()),
+                         "lo": pa.array([], pa.int64()), "cnt": pa.array([], pa.int64())})
+
+
+def _run_index(cur: duckdb.DuckDBPyConnection, run: pa.Table) -> pa.Table:
+    """One flush run's index rows (``lo`` counted from the run's first span), sorted by (k, v, lo):
+    zone maps then skip all but a key's row groups, and the sorted columns compress well.
+    Reads only the Arrow table, so it runs before the flush takes the database's write lock."""
+    n = run.num_rows
+    cur.register("_index_src", run.select(["attributes", "resource"]).append_column(
+        "i", pa.array(np.arange(n, dtype=np.int64))))
+    try:
+        keys = _index_keys(cur)
+        per_pass = max(1, _INDEX_CELLS // max(n, 1))
+        rows = pa.concat_tables([_index_rows(cur, keys[i : i + per_pass], n) for i in range(0, len(keys), per_pass)]
+                                or [_EMPTY_INDEX])
+    finally:
+        cur.unregister("_index_src")
+    return rows.sort_by([("k", "ascending"), ("v", "ascending"), ("lo", "ascending")])
+
+
+def _insert_index(cur: duckdb.DuckDBPyConnection, attrs: str, rows: pa.Table, base: int) -> None:
+    cur.register("_flush_index", rows)
+    try:
+        cur.execute(f"INSERT INTO {attrs} SELECT k, v, lo + {int(base)}, cnt FROM _flush_index")
+    finally:
+        cur.unregister("_flush_index")
 
 
 class Derived(Protocol):
@@ -107,6 +195,7 @@ class _Block:
     table: str
     index: RowRanges
     runs: int = 1  # sorted runs written
+    attrs: str | None = None  # the attribute index table; None for a block written before it existed
 
     def ranges(self, keys: np.ndarray) -> list[tuple[int, int, int]]:
         """(key, first seq, last seq) of every run's entry for any of ``keys``."""
@@ -176,6 +265,10 @@ class TraceStore:
         self.tasks = Supervisor("traces-store")
         self.spans_appended = 0
         self.derived: Derived | None = None
+        # Write the attribute index for new blocks / use it in searches (off: the scan, for tests and benches).
+        self.attr_index = True
+        self.use_attr_index = True
+        self._ddl = _DDL
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -195,8 +288,11 @@ class TraceStore:
         db = self.db
         db.execute("CREATE TABLE IF NOT EXISTS traces_meta (key VARCHAR PRIMARY KEY, value BIGINT)")
         db.execute("CREATE TABLE IF NOT EXISTS traces_blocks (block BIGINT PRIMARY KEY, tbl VARCHAR, runs INTEGER)")
+        self._ddl = _DDL if _zstd_available(db) else _DDL_PLAIN
+        tables = {r[0] for r in db.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         for block, tbl, runs in db.execute("SELECT block, tbl, runs FROM traces_blocks").fetchall():
-            self._blocks[int(block)] = _load_block(db.cursor(), tbl, int(runs))
+            attrs = _attrs_name(int(block))
+            self._blocks[int(block)] = _load_block(db.cursor(), tbl, int(runs), attrs if attrs in tables else None)
             rows = db.execute(f"SELECT DISTINCT tenant, service, name, remote_service FROM {tbl}").fetchall()
             for tenant, service, name, remote in rows:
                 self._catalog_add(tenant, service, name, remote)
@@ -342,6 +438,12 @@ class TraceStore:
         bounds = list(zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(block)]]).tolist(),
                           strict=True))
         cur = self.db.cursor()
+        # The attribute index is computed before any lock: readers wait only for the inserts.
+        index: dict[int, pa.Table] = {}
+        for a, b in bounds:
+            prev = self._blocks.get(int(block[a]))
+            if (prev.attrs is not None) if prev is not None else self.attr_index:
+                index[a] = _run_index(cur, table.slice(a, b - a))
         with self._compact_lock:
             self.db.lock.acquire_write()
             try:
@@ -356,6 +458,10 @@ class TraceStore:
                         "seq", pa.array(np.arange(base, base + b - a, dtype=np.int64)))
                     cur.register("_flush_spans", part)
                     cur.execute(f"INSERT INTO {tbl} SELECT {_COLS}, seq FROM _flush_spans")
+                    attrs = self._attrs_table(cur, blk)
+                    if attrs is not None:  # (a block that retention dropped meanwhile is new again)
+                        rows = index[a] if a in index else _run_index(cur, table.slice(a, b - a))
+                        _insert_index(cur, attrs, rows, base)
                     cur.unregister("_flush_spans")
                     cur.execute(
                         "INSERT INTO traces_blocks VALUES (?, ?, 1) ON CONFLICT (block) DO UPDATE SET runs = runs + 1",
@@ -371,7 +477,8 @@ class TraceStore:
                 for blk, run in new_runs.items():
                     b_ = self._blocks.get(blk)
                     if b_ is None:
-                        self._blocks[blk] = _Block(_table_name(blk), RowRanges.of_table(run))
+                        self._blocks[blk] = _Block(_table_name(blk), RowRanges.of_table(run),
+                                                   attrs=_attrs_name(blk) if self.attr_index else None)
                     else:
                         b_.index.add_run(run)
                         b_.runs += 1
@@ -387,7 +494,19 @@ class TraceStore:
     def _block_table(self, cur: duckdb.DuckDBPyConnection, block: int) -> str:
         tbl = _table_name(block)
         if block not in self._blocks:
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {tbl} ({_DDL})")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {tbl} ({self._ddl})")
+        return tbl
+
+    def _attrs_table(self, cur: duckdb.DuckDBPyConnection, block: int) -> str | None:
+        """The block's attribute index table (created with a new block), or None: a block written
+        before the index existed stays without one (a partial index would miss its older spans)."""
+        prev = self._blocks.get(block)
+        if prev is not None:
+            return prev.attrs
+        if not self.attr_index:
+            return None
+        tbl = _attrs_name(block)
+        cur.execute(f"CREATE TABLE IF NOT EXISTS {tbl} ({_ATTR_DDL})")
         return tbl
 
     async def _maintenance_loop(self) -> None:
@@ -409,6 +528,8 @@ class TraceStore:
                 self.db.lock.acquire_write()
                 try:
                     self.db.cursor().execute(f"DROP TABLE IF EXISTS {b.table}")
+                    if b.attrs is not None:
+                        self.db.cursor().execute(f"DROP TABLE IF EXISTS {b.attrs}")
                     self.db.cursor().execute("DELETE FROM traces_blocks WHERE block = ?", [blk])
                     del self._blocks[blk]
                 finally:
@@ -451,18 +572,34 @@ class TraceStore:
         The relation is the union of the overlapping blocks and the head; it
         is valid inside the ``with`` (a read lock is held).
         """
+        with self._parts(start_ns, end_ns, indexed=False) as (cur, rel, _):
+            yield cur, rel
+
+    @contextlib.contextmanager
+    def search_relations(self, start_ns: int, end_ns: int) -> Iterator[
+            tuple[duckdb.DuckDBPyConnection, str, list[tuple[str, str]]]]:
+        """Like ``relation``, split for attribute search: a cursor, the relation of the spans to
+        scan (the head and the blocks without an attribute index) and (block table, attribute
+        index table) of every overlapping indexed block. Valid inside the ``with``."""
+        with self._parts(start_ns, end_ns, indexed=self.use_attr_index) as got:
+            yield got
+
+    @contextlib.contextmanager
+    def _parts(self, start_ns: int, end_ns: int, *, indexed: bool) -> Iterator[
+            tuple[duckdb.DuckDBPyConnection, str, list[tuple[str, str]]]]:
         cur = self.db.cursor()
         self.db.lock.acquire_read()
         try:
             with self._head_lock:
                 chunks = list(self._chunks)
-            parts = [f"SELECT {_COLS} FROM {b.table}" for blk, b in sorted(self._blocks.items())
-                     if blk <= end_ns and blk + self.block_ns > start_ns]
+            blocks = [b for blk, b in sorted(self._blocks.items()) if blk <= end_ns and blk + self.block_ns > start_ns]
+            with_index = [(b.table, b.attrs) for b in blocks if indexed and b.attrs is not None]
+            parts = [f"SELECT {_COLS} FROM {b.table}" for b in blocks if not (indexed and b.attrs is not None)]
             head = pa.concat_tables([c.table for c in chunks]) if chunks else empty_table()
             cur.register("_traces_head", head)
             parts.append(f"SELECT {_COLS} FROM _traces_head")
             try:
-                yield cur, "(" + " UNION ALL ".join(parts) + ")"
+                yield cur, "(" + " UNION ALL ".join(parts) + ")", with_index
             finally:
                 cur.unregister("_traces_head")
         finally:
@@ -511,10 +648,24 @@ def _table_name(block_ns: int) -> str:
     return f"traces_spans_{ms}" if ms >= 0 else f"traces_spans_n{-ms}"
 
 
-def _load_block(cur: duckdb.DuckDBPyConnection, tbl: str, runs: int) -> _Block:
+def _zstd_available(db: TelemetryDB) -> bool:
+    """Whether the database file's storage format can hold zstd-compressed columns."""
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS traces_zstd_probe (a VARCHAR USING COMPRESSION zstd)")
+    except duckdb.Error:
+        return False
+    db.execute("DROP TABLE traces_zstd_probe")
+    return True
+
+
+def _attrs_name(block_ns: int) -> str:
+    return _table_name(block_ns).replace("traces_spans_", "traces_attrs_", 1)
+
+
+def _load_block(cur: duckdb.DuckDBPyConnection, tbl: str, runs: int, attrs: str | None) -> _Block:
     """A block's in-memory index, rebuilt from its table: one entry per stretch of equal keys in seq order."""
     tkey = np.asarray(cur.execute(f"SELECT tkey FROM {tbl} ORDER BY seq").fetchnumpy()["tkey"], dtype=np.int64)
-    return _Block(tbl, RowRanges.of_table(tkey), runs)
+    return _Block(tbl, RowRanges.of_table(tkey), runs, attrs)
 
 
 def _select_ranges(cur: duckdb.DuckDBPyConnection, table: str, tenant: str,

@@ -113,6 +113,21 @@ class _Where:
     json: str  # conditions that read the JSON columns ("" if none)
     json_params: list[Any]
     narrowed: bool  # the column conditions go beyond tenant and time range
+    # What a block's attribute index answers: one condition on its rows per attribute filter ...
+    index: list[tuple[str, list[Any]]]
+    # ... and the JSON conditions it cannot (``!=``, words, keys no JSON path names)
+    rest: str
+    rest_params: list[Any]
+
+
+def _index_cond(a: AttrFilter) -> tuple[str, list[Any]] | None:
+    """The attribute index rows (k, v, n) a span must have to match ``a``; None when only the scan can
+    tell (``!=`` also matches spans without the key; a key with a quote or backslash is not indexed)."""
+    if a.op == "!=" or '"' in a.key or "\\" in a.key:
+        return None
+    if a.op in _NUMERIC:  # the scan's comparison, on each distinct stretch's value
+        return f"k = ? AND TRY_CAST(v AS DOUBLE) {a.op} ?", [a.key, float(a.value)]
+    return "k = ? AND v = ?", [a.key, a.value]
 
 
 def _where(store: SpanSource, tenant: str, f: SpanFilter) -> _Where | None:
@@ -148,7 +163,11 @@ def _where(store: SpanSource, tenant: str, f: SpanFilter) -> _Where | None:
     narrowed = len(conds) > 2
     cols_params, params = params, []
     cols, conds = conds, []
+    index: list[tuple[str, list[Any]]] = []
+    rest: list[str] = []
+    rest_params: list[Any] = []
     for a in f.attrs:
+        n_conds, n_params = len(conds), len(params)
         path = f'$."{a.key}"'
         # Substring tests on the canonical JSON first: they reject most rows without parsing JSON.
         for needles in _needles(a):
@@ -166,15 +185,49 @@ def _where(store: SpanSource, tenant: str, f: SpanFilter) -> _Where | None:
         else:
             conds.append(f"{val} IS DISTINCT FROM ?")
             params.append(a.value)
+        got = _index_cond(a)
+        if got is not None:
+            index.append(got)
+        else:
+            rest += conds[n_conds:]
+            rest_params += params[n_params:]
     for w in f.words:
         if w == "error":  # Zipkin's error tag is the span's ERROR status here
             cols.append("status_code = 2")
             narrowed = True
             continue
-        conds.append("(json_exists(attributes, ?) OR coalesce(list_contains("
-                     "json_extract_string(NULLIF(events, ''), '$[*].name'), ?), false))")
+        word = "(json_exists(attributes, ?) OR coalesce(list_contains(" \
+               "json_extract_string(NULLIF(events, ''), '$[*].name'), ?), false))"
+        conds.append(word)
+        rest.append(word)
         params += [f'$."{w}"', w]
-    return _Where(" AND ".join(cols), cols_params, " AND ".join(conds), params, narrowed)
+        rest_params += [f'$."{w}"', w]
+    return _Where(" AND ".join(cols), cols_params, " AND ".join(conds), params, narrowed, index,
+                  " AND ".join(rest), rest_params)
+
+
+def _scan_sql(got: _Where, rel: str, words: bool) -> tuple[str, list[Any]]:
+    """(trace_id, start_ns) of the matching spans of ``rel``, read in full (the head, unindexed blocks)."""
+    if got.json and got.narrowed:
+        # Column filters first, JSON only on the spans they keep: DuckDB would otherwise
+        # evaluate the JSON conditions on every span of the range.
+        extra = ", events" if words else ""
+        return (f"WITH c AS MATERIALIZED (SELECT trace_id, start_ns, attributes, resource{extra} "
+                f"FROM {rel} WHERE {got.columns}) SELECT trace_id, start_ns FROM c WHERE {got.json}",
+                [*got.columns_params, *got.json_params])
+    return (f"SELECT trace_id, start_ns FROM {rel} WHERE {got.columns}{' AND ' + got.json if got.json else ''}",
+            [*got.columns_params, *got.json_params])
+
+
+def _indexed_sql(got: _Where, table: str, attrs: str) -> tuple[str, list[Any]]:
+    """(trace_id, start_ns) of the matching spans of an indexed block: the spans (seq) every
+    attribute condition's index rows name, then the column and remaining JSON conditions."""
+    seqs = " INTERSECT ".join(f"SELECT unnest(range(lo, lo + cnt)) FROM {attrs} WHERE {cond}"
+                              for cond, _ in got.index)
+    params = [p for _, ps in got.index for p in ps]
+    sql = (f"SELECT trace_id, start_ns FROM {table} WHERE seq IN ({seqs}) AND {got.columns}"
+           f"{' AND ' + got.rest if got.rest else ''}")
+    return sql, [*params, *got.columns_params, *got.rest_params]
 
 
 @dataclass
@@ -221,20 +274,21 @@ class TraceQuery:
         got = _where(self.store, tenant, f)
         if got is None:
             return []
-        tail = "GROUP BY trace_id ORDER BY t DESC LIMIT ?"
-        with self.store.relation(f.start_ns, f.end_ns) as (cur, rel):
-            if got.json and got.narrowed:
-                # Column filters first, JSON only on the spans they keep: DuckDB would otherwise
-                # evaluate the JSON conditions on every span of the range.
-                extra = ", events" if f.words else ""
-                sql = (f"WITH c AS MATERIALIZED (SELECT trace_id, start_ns, attributes, resource{extra} "
-                       f"FROM {rel} WHERE {got.columns}) SELECT trace_id, max(start_ns) AS t FROM c "
-                       f"WHERE {got.json} {tail}")
+        with self.store.search_relations(f.start_ns, f.end_ns) as (cur, rel, indexed):
+            sql, params = _scan_sql(got, rel, bool(f.words))
+            if got.index:
+                for table, attrs in indexed:
+                    part, part_params = _indexed_sql(got, table, attrs)
+                    sql += f" UNION ALL {part}"
+                    params += part_params
             else:
-                sql = (f"SELECT trace_id, max(start_ns) AS t FROM {rel} WHERE {got.columns}"
-                       f"{' AND ' + got.json if got.json else ''} {tail}")
+                # Nothing for an index to answer: every block is scanned alike.
+                sql += "".join(f" UNION ALL SELECT trace_id, start_ns FROM {table} WHERE {got.columns}"
+                               + (f" AND {got.json}" if got.json else "") for table, _ in indexed)
+                params += [p for _ in indexed for p in (*got.columns_params, *got.json_params)]
+            sql = f"SELECT trace_id, max(start_ns) AS t FROM ({sql}) GROUP BY trace_id ORDER BY t DESC LIMIT ?"
             try:
-                rows = cur.execute(sql, [*got.columns_params, *got.json_params, limit]).fetchall()
+                rows = cur.execute(sql, [*params, limit]).fetchall()
             except Exception as e:  # duckdb errors on malformed JSON paths from user keys
                 if type(e).__module__.startswith("duckdb") or type(e).__module__.startswith("_duckdb"):
                     raise BadQuery(f"invalid search: {e}") from None

@@ -38,6 +38,16 @@ class SpanSource(Protocol):
         """A cursor and a SQL relation of all spans that may start in [start_ns, end_ns]."""
         ...
 
+    def search_relations(self, start_ns: int, end_ns: int) -> AbstractContextManager[
+            tuple[duckdb.DuckDBPyConnection, str, list[tuple[str, str]]]]:
+        """A cursor, the relation of spans to scan (head, blocks without an attribute index) and
+        (block table, attribute index table) of each indexed block that may hold spans in the range.
+
+        An index table has one row (k, v, lo, cnt) per attribute key and stretch of consecutive
+        spans (block rows ``seq`` ``lo`` .. ``lo + cnt - 1``) with one value: the span's own
+        attribute value else its resource's, as ``json_extract_string`` reads it."""
+        ...
+
     def services(self, tenant: str) -> list[str]: ...
 
     def span_names(self, tenant: str, service: str) -> list[str]: ...
