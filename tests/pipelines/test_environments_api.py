@@ -22,6 +22,13 @@ from tests.pipelines.conftest import make_repo
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 TOKEN = "gitlab-env-token-0123456789"
+ROUTING_KEY = "SH0PKEY0000000000000000000000001"
+# a PagerDuty-style service named after the project: DORA joins its incidents with the project's deployments
+INCIDENTS = {"users": [{"id": "POPS001", "name": "Ops", "email": "ops@example.com"}],
+             "escalation_policies": [{"id": "PEPOL01", "name": "ops", "escalation_rules": [
+                 {"escalation_delay_in_minutes": 10, "targets": [{"type": "user_reference", "id": "POPS001"}]}]}],
+             "services": [{"id": "PSHOP01", "name": "shop", "escalation_policy": "PEPOL01",
+                           "integration_keys": [ROUTING_KEY]}]}
 
 CI = """
 stages: [deploy, cleanup]
@@ -49,7 +56,7 @@ def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     s = load_settings(data_dir=tmp_path_factory.mktemp("env") / "data", listen="127.0.0.1:0",
-                      storage={"fsync": False},
+                      storage={"fsync": False}, incidents=INCIDENTS,
                       auth_tokens=[{"token": TOKEN, "name": "ci", "scopes": ["read", "write"]}])
     srv = LiveServer(s)
     srv.start()
@@ -130,3 +137,28 @@ def test_dora_endpoint_and_cli(server: LiveServer, runs: list[dict[str, Any]]) -
     assert q.status_code == 200, q.text
     [sample] = q.json()["data"]["result"]
     assert float(sample["value"][1]) == 0.5 and sample["metric"]["project"] == "shop"
+
+
+def test_dora_joins_incidents(server: LiveServer, runs: list[dict[str, Any]]) -> None:
+    """An incident on the project's service after the successful deployment makes it a failed change too;
+    its resolution restores service."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def figures() -> dict[str, Any]:
+        r = httpx.get(server.url + "/api/pipelines/v1/dora", params={"environment": "production", "window": "1d"},
+                      headers=auth)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    event = {"routing_key": ROUTING_KEY, "dedup_key": "shop-down",
+             "payload": {"summary": "shop down", "source": "shop-1", "severity": "critical"}}
+    r = httpx.post(server.url + "/v2/enqueue", headers=auth, json={**event, "event_action": "trigger"})
+    assert r.status_code == 202, r.text
+    f = figures()
+    assert (f["changes"], f["failed_changes"], f["change_failure_rate"], f["restored"]) == (2, 2, 1.0, 1)
+    time.sleep(1.1)  # a restore time of whole seconds at least
+    r = httpx.post(server.url + "/v2/enqueue", headers=auth, json={**event, "event_action": "resolve"})
+    assert r.status_code == 202, r.text
+    f = figures()
+    assert (f["failed_changes"], f["restored"]) == (2, 2)
