@@ -185,7 +185,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                      election=controllers.election, slo_status=slo.slo_status),
         # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
         pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
-                                       logs=logs.store, metrics=metrics.store, changes=changes)
+                                       logs=logs.store, metrics=metrics.store, changes=changes,
+                                       kube=kube.api.client)
         if settings.pipelines.enabled else None,
     )
 

@@ -140,3 +140,20 @@ async def test_stop_without_on_stop_job(runner_env: Env, tmp_path: Path) -> None
     p = await runner.create(str(repo), None, [])
     await wait_done(runner, p["id"])
     assert (await _env(runner, p["project_id"]))["state"] == "available"
+
+
+async def test_canary_wait_without_a_kubernetes_api_fails_the_job(runner_env: Env, tmp_path: Path) -> None:
+    runner, _, _ = runner_env
+    assert runner.canary_waiter is None
+    ci = ("deploy:\n  script: [echo applied]\n  environment: production\n"
+          "  variables: {PITWALL_CANARY: default/podinfo}\n"
+          "plain:\n  script: [echo fine]\n  variables: {PITWALL_CANARY: default/podinfo}\n")
+    repo = make_repo(tmp_path / "svc", {".gitlab-ci.yml": ci})
+    p = await runner.create(str(repo), None, [])
+    p, jobs = await wait_done(runner, p["id"])
+    assert jobs["plain"]["status"] == "success"  # only deploy jobs wait
+    assert jobs["deploy"]["status"] == "failed" and jobs["deploy"]["failure_reason"] == "script_failure"
+    trace = runner.trace(jobs["deploy"]["id"]).decode()
+    assert "applied" in trace and "ERROR: Job failed: PITWALL_CANARY needs the Kubernetes API" in trace
+    [d] = await runner.deployments.deployments()
+    assert d["status"] == "failed"

@@ -140,6 +140,13 @@ class DeploymentStore:
         await self.put_deployment(d)
         return d
 
+    async def set_canary(self, dep_id: int, canary: str, passed: bool, message: str) -> None:
+        """The verdict of the Canary the deployment waited for."""
+        d = await self.deployment(dep_id)
+        if d is not None:
+            d["canary"] = {"name": canary, "passed": passed, "message": message}
+            await self.put_deployment(d)
+
     async def stopped(self, project_id: int, name: str) -> dict[str, Any] | None:
         """An ``action: stop`` job succeeded: the environment is stopped."""
         env = await self.environment_named(project_id, name)

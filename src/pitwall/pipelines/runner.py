@@ -26,9 +26,11 @@ import orjson
 from pitwall import __version__
 from pitwall.core.errors import BadData, NotFound, Unavailable
 from pitwall.incidents import ChangeEvent
+from pitwall.pipelines.canary import CANARY_TIMEOUT_VAR, CANARY_VAR, KubeCanaryWaiter
 from pitwall.pipelines.deployments import DeploymentStore
 from pitwall.pipelines.deployments import slug as env_slug
 from pitwall.pipelines.dora import Incident, dora_figures
+from pitwall.pipelines.durations import parse_human_duration
 from pitwall.pipelines.executor import Executor, JobResult, JobRun, expand
 from pitwall.pipelines.gitrepo import Commit, GitRepo
 from pitwall.pipelines.plan import Context, PlannedJob, PlannedPipeline, plan
@@ -80,6 +82,7 @@ class PipelineRunner:
         self.store = PipelineStore(store)
         self.deployments = DeploymentStore(self.store)
         self.incidents: Callable[[], Awaitable[list[Incident]]] | None = None  # DORA joins them when set
+        self.canary_waiter: KubeCanaryWaiter | None = None  # set when the server has a Kubernetes API
         self.root = root
         self.settings = settings
         self.reporter = reporter
@@ -510,8 +513,34 @@ class PipelineRunner:
         jl = self.reporter.job_log(p, project, j["name"])
         run = JobRun(job_id=j["id"], project_id=p["project_id"], repo=Path(project["repo"]), sha=p["sha"], job=pj,
                      env=env, masks=masks, timeout_s=timeout, artifacts_from=await self._artifact_sources(p, pj),
-                     on_lines=jl.add, flush=jl.flush)
+                     on_lines=jl.add, flush=jl.flush, gate=self._canary_gate(j, pj, env))
         return await self.executor.run(run, cancel)
+
+    def _canary_gate(self, j: dict[str, Any], pj: PlannedJob, env: dict[str, str]
+                     ) -> Callable[[Callable[[str], None], asyncio.Event], Awaitable[str | None]] | None:
+        """For a deploy job with ``PITWALL_CANARY``: after its script, wait for that Canary's verdict (recorded
+        on the deployment); the job fails with the Canary's message when it rolls back."""
+        target = env.get(CANARY_VAR)
+        if not target or not pj.environment or pj.environment.get("action", "start") != "start":
+            return None
+
+        async def gate(say: Callable[[str], None], cancel: asyncio.Event) -> str | None:
+            if self.canary_waiter is None:
+                return f"{CANARY_VAR} needs the Kubernetes API (kube.enabled)"
+            try:
+                timeout = parse_human_duration(env.get(CANARY_TIMEOUT_VAR) or "10m")
+            except ValueError as e:
+                return f"{CANARY_TIMEOUT_VAR}: {e}"
+            say(f"Waiting for the verdict of canary {target} (up to {timeout:.0f}s)")
+            v = await self.canary_waiter.wait(target, timeout, cancel, say)
+            if j.get("deployment_id"):
+                await self.deployments.set_canary(j["deployment_id"], target, v.passed, v.message)
+            if v.passed:
+                say(v.message)
+                return None
+            return v.message
+
+        return gate
 
     async def _deployment_starts(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob, env: dict[str, str],
                                  now: float) -> None:

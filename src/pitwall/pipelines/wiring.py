@@ -13,10 +13,12 @@ from prometheus_client.registry import Collector
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
+from pitwall.kube import KubeClient
 from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.pipelines.api import gitlab_hook_router, gitlab_router, native_router
 from pitwall.pipelines.api_envs import dora_router, gitlab_env_router
+from pitwall.pipelines.canary import KubeCanaryWaiter
 from pitwall.pipelines.dora import Incident
 from pitwall.pipelines.report import Reporter
 from pitwall.pipelines.runner import PipelineRunner
@@ -68,12 +70,15 @@ class PipelinesPart:
 def build_pipelines_part(store: RevStore, data_dir: Path, settings: PipelinesSettings, *, listen: str,
                          logs: LogAppender | None, metrics: Appender | None,
                          changes: ChangeSink | None,
-                         incidents: Callable[[], Awaitable[list[Incident]]] | None = None) -> PipelinesPart:
+                         incidents: Callable[[], Awaitable[list[Incident]]] | None = None,
+                         kube: KubeClient | None = None) -> PipelinesPart:
     """The runner over ``store`` with its files under ``<data_dir>/pipelines``, reporting to the stores;
-    ``incidents`` (all incidents, open and resolved) joins DORA's change failure rate and time to restore."""
+    ``incidents`` (all incidents, open and resolved) joins DORA's change failure rate and time to restore;
+    with ``kube``, deploy jobs with ``PITWALL_CANARY`` wait for that Canary's verdict."""
     base_url = f"http://{listen}"
     runner = PipelineRunner(store, data_dir / "pipelines", settings, Reporter(logs, metrics, changes),
                             base_url=base_url)
     runner.incidents = incidents
+    runner.canary_waiter = KubeCanaryWaiter(kube) if kube is not None else None
     watcher = RepoWatcher(runner, settings.watch, settings.watch_interval / 1000)
     return PipelinesPart(runner, watcher, Scheduler(runner, settings.schedules), base_url)
