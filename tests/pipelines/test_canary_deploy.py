@@ -1,5 +1,6 @@
 """End to end on a live `pitwall server` with real pods: a pipeline's deploy job applies a Deployment with
-kubectl and waits with ``pitwall releases wait`` for its Flagger Canary. A revision whose rollout gate
+kubectl and waits for its Flagger Canary, with ``pitwall releases wait`` in its script or by the runner
+(``PITWALL_CANARY``). A revision whose rollout gate
 answers 200 is promoted (job and deployment succeed); one whose gate answers 500 is rolled back (job failed
 with the canary's message, deployment failed, DORA's change failure rate counts it)."""
 
@@ -41,7 +42,7 @@ CI = """
 deploy:
   script:
     - sed "s/__VERSION__/$VERSION/" deploy.yaml | kubectl --kubeconfig "$KUBE_CONFIG" apply -f -
-    - $PITWALL releases wait default/podinfo --timeout 4m --interval 0.5
+    - if [ "$MODE" = cli ]; then $PITWALL releases wait default/podinfo --timeout 4m --interval 0.5; fi
   environment: production
 """
 
@@ -113,12 +114,15 @@ def _until(check: Any, timeout: float, what: str, story: Any = None) -> Any:
     raise AssertionError(f"{what}: not reached in {timeout}s; last: {last!r}\n{story() if story else ''}")
 
 
-def _run(url: str, repo: Path, version: str, kubeconfig: Path) -> dict[str, Any]:
+def _run(url: str, repo: Path, version: str, kubeconfig: Path, mode: str = "cli") -> dict[str, Any]:
     """``pitwall pipelines run --wait`` with the variables the deploy job needs (the runner passes a job only
-    PATH, HOME and the like from its own environment, so the CLI and kubeconfig come in as variables)."""
+    PATH, HOME and the like from its own environment, so the CLI and kubeconfig come in as variables).
+    ``mode`` cli: the script waits with ``pitwall releases wait``; auto: the runner waits (PITWALL_CANARY)."""
     cli = f"{sys.executable} -m pitwall.cli.main"
     variables = [f"VERSION={version}", f"KUBE_CONFIG={kubeconfig}", f"PITWALL={cli}", f"PITWALL_URL={url}",
-                 f"PYTHONPATH={SRC}"]
+                 f"PYTHONPATH={SRC}", f"MODE={mode}"]
+    if mode == "auto":
+        variables += ["PITWALL_CANARY=default/podinfo", "PITWALL_CANARY_TIMEOUT=4m"]
     args = [a for v in variables for a in ("--var", v)]
     r = subprocess.run([sys.executable, "-m", "pitwall.cli.main", "pipelines", "run", "--repo", str(repo), *args,
                         "--wait", "--output", "json"], env={**os.environ, "PITWALL_URL": url},
@@ -149,7 +153,7 @@ def test_deploy_job_waits_for_the_canary(server: str, tmp_path: Path) -> None:
         canary = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
                   "metadata": {"name": "podinfo", "annotations": {"releases.pitwall.dev/no-traffic": "pass"}},
                   "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
-                           "progressDeadlineSeconds": 120, "service": {"port": 80, "targetPort": 8080},
+                           "progressDeadlineSeconds": 600, "service": {"port": 80, "targetPort": 8080},
                            "analysis": {"interval": "1s", "threshold": 2, "maxWeight": 50, "stepWeight": 25,
                                         "webhooks": [{"name": "gate", "type": "rollout", "url": gate.url,
                                                       "timeout": "5s"}]}}}
@@ -176,10 +180,27 @@ def test_deploy_job_waits_for_the_canary(server: str, tmp_path: Path) -> None:
         primary = c.get(f"{DEPLOY}/podinfo-primary").json()
         assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:v2"
 
+        # the runner waits by itself for a deploy job with PITWALL_CANARY
+        gate.status = 200
+        auto_good = _run(url, repo, "v4", kubeconfig, "auto")
+        trace = _trace(url, auto_good["jobs"][0]["id"])
+        assert auto_good["status"] == "success", trace
+        assert "Waiting for the verdict of canary default/podinfo" in trace
+        assert trace.index("canary default/podinfo Succeeded") < trace.index("Job succeeded")
+        gate.status = 500
+        auto_bad = _run(url, repo, "v5", kubeconfig, "auto")
+        trace = _trace(url, auto_bad["jobs"][0]["id"])
+        assert auto_bad["status"] == "failed", trace
+        assert ("ERROR: Job failed: canary default/podinfo Failed: Canary analysis failed, Deployment scaled to "
+                "zero.") in trace
+        primary = c.get(f"{DEPLOY}/podinfo-primary").json()
+        assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:v4"
+
         deps = c.get(f"/gitlab/api/v4/projects/{good['project_id']}/deployments").json()
         assert [(d["status"], d["deployable"]["pipeline"]["id"]) for d in deps] == [
-            ("success", good["id"]), ("failed", bad["id"])]
+            ("success", good["id"]), ("failed", bad["id"]), ("success", auto_good["id"]),
+            ("failed", auto_bad["id"])]
         f = c.get("/api/pipelines/v1/dora", params={"environment": "production", "window": "1d"}).json()
-        assert (f["changes"], f["failed_changes"], f["change_failure_rate"]) == (2, 1, 0.5)
+        assert (f["changes"], f["failed_changes"], f["change_failure_rate"]) == (4, 2, 0.5)
     gate.server.shutdown()
     gate.server.server_close()
