@@ -162,3 +162,18 @@ def test_dora_joins_incidents(server: LiveServer, runs: list[dict[str, Any]]) ->
     assert r.status_code == 202, r.text
     f = figures()
     assert (f["failed_changes"], f["restored"]) == (2, 2)
+
+
+def test_releases_wait_errors(server: LiveServer) -> None:
+    env = {**os.environ, "PITWALL_URL": server.url, "PITWALL_TOKEN": TOKEN}
+
+    def wait(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pitwall.cli.main", "releases", "wait", *args], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    r = wait("no-namespace")
+    assert r.returncode == 2 and "expected NAMESPACE/NAME" in r.stderr
+    r = wait("default/nope", "--timeout", "5s")
+    assert r.returncode == 1 and "canary default/nope not found" in r.stderr
+    r = wait("default/nope", "--timeout", "soon")
+    assert r.returncode == 2 and "--timeout" in r.stderr
