@@ -157,3 +157,17 @@ async def test_canary_wait_without_a_kubernetes_api_fails_the_job(runner_env: En
     assert "applied" in trace and "ERROR: Job failed: PITWALL_CANARY needs the Kubernetes API" in trace
     [d] = await runner.deployments.deployments()
     assert d["status"] == "failed"
+
+
+async def test_stopping_with_a_failed_stop_job_is_forced(runner_env: Env, tmp_path: Path) -> None:
+    runner, _, _ = runner_env
+    ci = CI.replace("script: [echo stopping $CI_ENVIRONMENT_NAME]", "script: [exit 3]")
+    repo = make_repo(tmp_path / "shop", {".gitlab-ci.yml": ci})
+    p = await runner.create(str(repo), None, [])
+    p, _ = await wait_done(runner, p["id"])
+    env = await _env(runner, p["project_id"])
+    assert (await runner.stop_environment(p["project_id"], env["id"]))["state"] == "stopping"
+    p, jobs = await wait_done(runner, p["id"])
+    assert jobs["stop_review"]["status"] == "failed"
+    assert (await _env(runner, p["project_id"]))["state"] == "stopping"  # the stop did not happen
+    assert (await runner.stop_environment(p["project_id"], env["id"]))["state"] == "stopped"

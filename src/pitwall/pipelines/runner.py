@@ -612,23 +612,26 @@ class PipelineRunner:
 
     async def stop_environment(self, project_id: int, env_id: int) -> dict[str, Any]:
         """GitLab's environment stop: play its ``on_stop`` job when that job waits to be played (the environment
-        is ``stopping`` until the job succeeds), else mark it stopped."""
+        is ``stopping`` until the job succeeds), else mark it stopped. Stopping one that is ``stopping`` while
+        its job no longer runs (it failed or was canceled) stops it at once, as GitLab's force stop."""
         env = await self.deployments.environment(project_id, env_id)
         if env is None:
             raise NotFound("404 Environment Not Found")
         stop = env.get("on_stop")
-        if stop and env["state"] == "available":
+        job = None
+        if stop:
             p = await self.store.pipeline(stop["pipeline_id"])
             jobs = latest_jobs(await self.store.jobs(stop["pipeline_id"])) if p is not None else []
             job = next((x for x in jobs if x["name"] == stop["job_name"]), None)
-            if job is not None and job["status"] == "manual":
-                await self.play_job(job["id"])
-                env["state"] = "stopping"
-                await self.deployments.put_environment(env)
-                return env
-        if env["state"] != "stopping":
-            env.update(state="stopped", auto_stop_at=None)
+        if env["state"] == "available" and job is not None and job["status"] == "manual":
+            await self.play_job(job["id"])
+            env["state"] = "stopping"
             await self.deployments.put_environment(env)
+            return env
+        if env["state"] == "stopping" and job is not None and job["status"] in ACTIVE:
+            return env  # its stop job is on its way
+        env.update(state="stopped", auto_stop_at=None)
+        await self.deployments.put_environment(env)
         return env
 
     async def stop_expired_environments(self, now: float) -> int:
