@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import time
@@ -171,3 +172,49 @@ async def test_stopping_with_a_failed_stop_job_is_forced(runner_env: Env, tmp_pa
     assert jobs["stop_review"]["status"] == "failed"
     assert (await _env(runner, p["project_id"]))["state"] == "stopping"  # the stop did not happen
     assert (await runner.stop_environment(p["project_id"], env["id"]))["state"] == "stopped"
+
+
+async def test_deployment_statuses_follow_the_job(runner_env: Env, tmp_path: Path) -> None:
+    """GitLab records a deployment with its job: created (a manual job waits), running, then the verdict;
+    skipped when the job is skipped, canceled when it is canceled before it starts."""
+    runner, _, _ = runner_env
+    ci = """
+stages: [build, deploy]
+build:
+  stage: build
+  script: [test -z "$FAIL_BUILD", 'if [ -n "$SLOW" ]; then sleep 60; fi']
+to_staging:
+  stage: deploy
+  script: [echo staging]
+  environment: staging
+to_production:
+  stage: deploy
+  when: manual
+  script: [echo production]
+  environment: production
+"""
+    repo = make_repo(tmp_path / "svc", {".gitlab-ci.yml": ci})
+    p = await runner.create(str(repo), None, [])
+    p, jobs = await wait_done(runner, p["id"])
+
+    async def statuses() -> dict[tuple[int, str], str]:
+        return {(d["pipeline_id"], d["environment"]): d["status"] for d in await runner.deployments.deployments()}
+
+    assert await statuses() == {(p["id"], "staging"): "success", (p["id"], "production"): "created"}
+    await runner.play_job(jobs["to_production"]["id"])
+    await wait_done(runner, p["id"])
+    assert (await statuses())[(p["id"], "production")] == "success"
+    p2 = await runner.create(str(repo), None, [{"key": "FAIL_BUILD", "value": "1"}])
+    p2, jobs2 = await wait_done(runner, p2["id"])
+    assert jobs2["to_staging"]["status"] == "skipped"
+    assert (await statuses())[(p2["id"], "staging")] == "skipped"
+    assert (await statuses())[(p2["id"], "production")] == "skipped"  # the manual job is skipped as well
+    p3 = await runner.create(str(repo), None, [{"key": "SLOW", "value": "1"}])
+    deadline = time.monotonic() + 30
+    while (await runner.store.jobs(p3["id"]))[0]["status"] != "running":
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await runner.cancel_pipeline(p3["id"])
+    await wait_done(runner, p3["id"])
+    assert (await statuses())[(p3["id"], "staging")] == "canceled"
+    assert (await statuses())[(p3["id"], "production")] == "canceled"

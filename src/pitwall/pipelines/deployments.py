@@ -103,29 +103,50 @@ class DeploymentStore:
     async def put_deployment(self, d: dict[str, Any]) -> None:
         await self.kv.put(f"{PREFIX}deployments/{_id(d['id'])}", orjson.dumps(d))
 
-    async def start(self, p: dict[str, Any], j: dict[str, Any], spec: dict[str, str], name: str,
-                    url: str | None, now: float, project: str = "") -> dict[str, Any]:
-        """A running deployment of pipeline ``p``'s commit by job ``j`` to environment ``name`` (created or
-        made available again; its URL, tier, on_stop and auto_stop_in follow the job's ``environment:``)."""
+    async def create(self, p: dict[str, Any], j: dict[str, Any], name: str, now: float,
+                     project: str = "") -> dict[str, Any]:
+        """A ``created`` deployment of pipeline ``p``'s commit by job ``j`` to environment ``name`` (created on
+        first use), as GitLab records one when the job is created."""
         env = await self.ensure_environment(p["project_id"], name, now)
-        env.update(state="available")
-        if url:
-            env["external_url"] = url
-        if "deployment_tier" in spec:
-            env["tier"] = spec["deployment_tier"]
-        env["on_stop"] = {"pipeline_id": p["id"], "job_name": spec["on_stop"]} if spec.get("on_stop") else None
-        env["auto_stop_at"] = now + parse_human_duration(spec["auto_stop_in"]) \
-            if spec.get("auto_stop_in") and spec["auto_stop_in"] != "never" else None
-        await self.put_environment(env)
         did = await self.ps.next_id("deployment")
         iid = await self.ps.next_id(f"deployment-iid-{p['project_id']}")
         d = {"id": did, "iid": iid, "project_id": p["project_id"], "environment_id": env["id"],
-             "environment": name, "project": project, "ref": p["ref"], "sha": p["sha"], "tag": p["tag"], "status": "running",
-             "created_at": now, "updated_at": now, "finished_at": None, "pipeline_id": p["id"], "job_id": j["id"],
-             "job_name": j["name"], "user": p.get("user", ""), "commit_timestamp": p.get("commit_timestamp"),
+             "environment": name, "project": project, "ref": p["ref"], "sha": p["sha"], "tag": p["tag"],
+             "status": "created", "created_at": now, "updated_at": now, "finished_at": None, "pipeline_id": p["id"],
+             "job_id": j["id"], "job_name": j["name"], "user": p.get("user", ""),
+             "commit_timestamp": p.get("commit_timestamp"),
              "commit_title": p.get("commit_message", "").split("\n")[0], "canary": None}
         await self.put_deployment(d)
         return d
+
+    async def start(self, dep_id: int, spec: dict[str, str], url: str | None, now: float) -> dict[str, Any] | None:
+        """The deployment runs: its environment is available again; its URL, tier, on_stop and auto_stop_in
+        follow the job's ``environment:``."""
+        d = await self.deployment(dep_id)
+        if d is None:
+            return None
+        env = await self.environment(d["project_id"], d["environment_id"])
+        if env is not None:
+            env.update(state="available")
+            if url:
+                env["external_url"] = url
+            if "deployment_tier" in spec:
+                env["tier"] = spec["deployment_tier"]
+            env["on_stop"] = {"pipeline_id": d["pipeline_id"], "job_name": spec["on_stop"]} \
+                if spec.get("on_stop") else None
+            env["auto_stop_at"] = now + parse_human_duration(spec["auto_stop_in"]) \
+                if spec.get("auto_stop_in") and spec["auto_stop_in"] != "never" else None
+            await self.put_environment(env)
+        d.update(status="running", updated_at=now, finished_at=None)
+        await self.put_deployment(d)
+        return d
+
+    async def reset(self, dep_id: int, now: float) -> None:
+        """A skipped job runs again (a retry reached it): its deployment is ``created`` again."""
+        d = await self.deployment(dep_id)
+        if d is not None:
+            d.update(status="created", updated_at=now, finished_at=None)
+            await self.put_deployment(d)
 
     async def finish(self, dep_id: int, job_status: str, now: float,
                      commit_times: list[float] | None = None) -> dict[str, Any] | None:

@@ -257,6 +257,13 @@ class PipelineRunner:
              "artifacts_expire_at": None, "junit": False, "tag_list": pj.tags, "user": p.get("user", ""),
              "environment": pj.environment}
         await self.store.put_job(j, new=True)
+        if pj.environment:  # GitLab records the deployment (created) with the job
+            env, _ = self._job_env(p, j, pj)
+            j["environment_name"] = env["CI_ENVIRONMENT_NAME"]
+            if pj.environment.get("action", "start") == "start":
+                d = await self.deployments.create(p, j, j["environment_name"], now, project=env["CI_PROJECT_NAME"])
+                j["deployment_id"] = d["id"]
+            await self.store.put_job(j)
         return j
 
     async def _auto_cancel(self, p: dict[str, Any]) -> None:
@@ -359,6 +366,8 @@ class PipelineRunner:
             return
         j.update(status="canceled", finished_at=time.time())
         await self.store.put_job(j)
+        if j.get("deployment_id"):
+            await self.deployments.finish(j["deployment_id"], "canceled", j["finished_at"])
 
     async def _clone_job(self, p: dict[str, Any], j: dict[str, Any]) -> dict[str, Any]:
         j["retried"] = True
@@ -372,6 +381,8 @@ class PipelineRunner:
             if j["status"] == "skipped" and j["stage_idx"] >= low:
                 j.update(status="created", finished_at=None)
                 await self.store.put_job(j)
+                if j.get("deployment_id"):
+                    await self.deployments.reset(j["deployment_id"], time.time())
 
     # ------------------------------------------------------------ reading
 
@@ -439,6 +450,8 @@ class PipelineRunner:
                 if nxt == "scheduled":
                     j["scheduled_at"] = now + (pj.start_in or 0)
                 await self.store.put_job(j)
+                if nxt == "skipped" and j.get("deployment_id"):
+                    await self.deployments.finish(j["deployment_id"], "skipped", now)
                 changed = True
         for j in jobs:
             if j["status"] == "pending" and j["id"] not in self._running:
@@ -544,14 +557,15 @@ class PipelineRunner:
 
     async def _deployment_starts(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob, env: dict[str, str],
                                  now: float) -> None:
-        """A job deploying to an environment (``action: start``) records a running deployment."""
+        """A job deploying to an environment (``action: start``): its deployment runs."""
         if not pj.environment:
             return
-        j["environment_name"] = env["CI_ENVIRONMENT_NAME"]
+        j["environment_name"] = env["CI_ENVIRONMENT_NAME"]  # now with the job's final variables
         if pj.environment.get("action", "start") == "start":
-            d = await self.deployments.start(p, j, pj.environment, env["CI_ENVIRONMENT_NAME"],
-                                             env.get("CI_ENVIRONMENT_URL"), now, project=env["CI_PROJECT_NAME"])
-            j["deployment_id"] = d["id"]
+            if not j.get("deployment_id"):
+                d = await self.deployments.create(p, j, j["environment_name"], now, project=env["CI_PROJECT_NAME"])
+                j["deployment_id"] = d["id"]
+            await self.deployments.start(j["deployment_id"], pj.environment, env.get("CI_ENVIRONMENT_URL"), now)
         await self.store.put_job(j)
 
     async def _deployment_ends(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob, now: float) -> None:
