@@ -55,7 +55,7 @@ from pitwall.logs.wiring import LogsParts, build_logs
 from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
-from pitwall.pipelines import PipelinesPart, build_pipelines_part
+from pitwall.pipelines import DoraIncident, PipelinesPart, build_pipelines_part
 from pitwall.registry import RegistryPart, build_registry_part
 from pitwall.releases.wiring import ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
@@ -192,7 +192,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                      loadtester=settings.releases.loadtester),
         # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
         pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
-                                       logs=logs.store, metrics=metrics.store, changes=changes)
+                                       logs=logs.store, metrics=metrics.store, changes=changes,
+                                       kube=kube.api.client)
         if settings.pipelines.enabled else None,
     )
 
@@ -210,6 +211,17 @@ def _open_incidents(service: IncidentService) -> Callable[[str], Awaitable[list[
             if name in (inc.service_id, svc.name if svc is not None else ""):
                 out.append(f"#{inc.number}")
         return out
+    return query
+
+
+def _dora_incidents(service: IncidentService) -> Callable[[], Awaitable[list[DoraIncident]]]:
+    """Every incident with its service's id, name and the service its first alert named, for DORA's join."""
+    async def query() -> list[DoraIncident]:
+        names = {s.id: s.name for s in await service.store.list_all(IncidentServiceRecord)}
+        return [DoraIncident(services=frozenset(x for x in (i.service_id, names.get(i.service_id, ""),
+                                                            i.signal_service) if x),
+                             created_at=i.created_ns / 1e9, resolved_at=i.resolved_ns / 1e9 or None)
+                for i in await service.store.incidents()]
     return query
 
 
@@ -286,6 +298,8 @@ def build(settings: Settings) -> Components:
         cp.releases.controller.gates.open_incidents = _open_incidents(incidents.service)
     if cp is not None and cp.chaos.monkey is not None:  # Chaos Monkey's outage checker: any open incident
         cp.chaos.monkey.outage = _any_open_incident(incidents.service)
+    if cp is not None and cp.pipelines is not None:  # DORA's change failure rate joins incidents
+        cp.pipelines.runner.incidents = _dora_incidents(incidents.service)
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

@@ -18,6 +18,7 @@ from pitwall.cli import kubeconfig as kubeconfig_cmd
 from pitwall.cli import logs as logs_cmd
 from pitwall.cli import pipelines as pipelines_cmd
 from pitwall.cli import query as query_cmd
+from pitwall.cli import releases as releases_cmd
 from pitwall.cli import rules as rules_cmd
 from pitwall.cli import server as server_cmd
 from pitwall.cli import slo as slo_cmd
@@ -58,6 +59,7 @@ app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(backup_cmd.restore_app, name="restore")
 app.add_typer(pipelines_cmd.app, name="pipelines")
+app.add_typer(releases_cmd.app, name="releases")
 app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
     incidents_cmd.oncall)
 app.add_typer(incidents_cmd.incident_app, name="incident")

@@ -1,4 +1,4 @@
-"""``pitwall pipelines run`` (a repository's ``.gitlab-ci.yml`` on the server) and ``pitwall pipelines logs``."""
+"""``pitwall pipelines run`` (a repository's ``.gitlab-ci.yml`` on the server), ``logs`` and ``dora``."""
 
 from __future__ import annotations
 
@@ -115,3 +115,41 @@ def _drain(server: str, token: str | None, j: dict[str, Any], offsets: dict[int,
             text = "".join(f"[{j['name']}] {line}\n" for line in text.splitlines())
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def _fmt_secs(v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    for unit, n in (("d", 86400), ("h", 3600), ("m", 60)):
+        if v >= n:
+            return f"{v / n:.1f}{unit}"
+    return f"{v:.0f}s"
+
+
+@app.command("dora")
+def dora(
+    environment: Annotated[str, typer.Option("--environment", "-e", help="The environment deployed to.")]
+    = "production",
+    window: Annotated[str, typer.Option("--window", help="How far back: 30d, 1w, 12h (at most 366d).")] = "30d",
+    project: Annotated[int | None, typer.Option("--project", help="One project's id (default: all).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """DORA's four keys from the recorded deployments (and incidents) to an environment."""
+    if output not in ("text", "json"):
+        fail(PROG, f"--output {output!r}: expected text or json", 2)
+    params: dict[str, Any] = {"environment": environment, "window": window}
+    if project is not None:
+        params["project"] = project
+    f = _check(call(PROG, "GET", server, "/api/pipelines/v1/dora", token=token, params=params))
+    if output == "json":
+        typer.echo(json.dumps(f, indent=2))
+        return
+    cfr = f["change_failure_rate"]
+    typer.echo(f"environment {f['environment']}, last {_fmt_secs(f['window_seconds'])}: "
+               f"{f['deployments']} deployments, {f['changes']} changes, {f['failed_changes']} failed")
+    typer.echo(f"  deployment frequency   {f['deployment_frequency_per_day']}/day")
+    typer.echo(f"  lead time for changes  {_fmt_secs(f['lead_time_seconds'])} (median)")
+    typer.echo(f"  change failure rate    {'n/a' if cfr is None else f'{cfr * 100:.1f}%'}")
+    typer.echo(f"  time to restore        {_fmt_secs(f['time_to_restore_seconds'])} (median)")

@@ -62,6 +62,8 @@ class JobRun:
     artifacts_from: list[Path]  # artifact directories of the jobs it depends on, in order
     on_lines: Callable[[list[str]], None]
     flush: Callable[[], Awaitable[None]]
+    # after a successful script, before after_script: None to pass, "canceled", or why the job fails
+    gate: Callable[[Callable[[str], None], asyncio.Event], Awaitable[str | None]] | None = None
 
 
 @dataclass
@@ -143,6 +145,11 @@ class Executor:
         main = [*r.job.before_script, *r.job.script]
         code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s)
         status = "canceled" if why == "canceled" else ("success" if code == 0 else "failed")
+        gate_error = await r.gate(trace.line, cancel) if status == "success" and r.gate is not None else None
+        if gate_error == "canceled":
+            status = "canceled"
+        elif gate_error:
+            status, code = "failed", None
         if r.job.after_script and status != "canceled":
             trace.line("Running after_script")
             await self._shell(r.job.after_script, {**env, "CI_JOB_STATUS": status}, work, base / "after.sh", r,
@@ -151,6 +158,9 @@ class Executor:
         if why == "timeout":
             result.failure_reason = "job_execution_timeout"
             trace.line(f"ERROR: Job failed: execution took longer than {_fmt_s(r.timeout_s)} seconds")
+        elif gate_error and status == "failed":
+            result.failure_reason = "script_failure"
+            trace.line(f"ERROR: Job failed: {gate_error}")
         elif status == "failed":
             result.failure_reason = "script_failure"
             trace.line(f"ERROR: Job failed: exit status {code}")

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ import orjson
 from pitwall import __version__
 from pitwall.core.errors import BadData, NotFound, Unavailable
 from pitwall.incidents import ChangeEvent
+from pitwall.pipelines.canary import CANARY_TIMEOUT_VAR, CANARY_VAR, KubeCanaryWaiter
+from pitwall.pipelines.deployments import DeploymentStore
+from pitwall.pipelines.deployments import slug as env_slug
+from pitwall.pipelines.dora import Incident, dora_figures
+from pitwall.pipelines.durations import parse_human_duration
 from pitwall.pipelines.executor import Executor, JobResult, JobRun, expand
 from pitwall.pipelines.gitrepo import Commit, GitRepo
 from pitwall.pipelines.plan import Context, PlannedJob, PlannedPipeline, plan
@@ -46,6 +52,7 @@ ZERO_SHA = "0" * 40
 SWEEP_INTERVAL_S = 600.0
 RUNNER_TTL_S = 30.0  # a runner whose lease lapsed this long ago is dead: its pipelines are taken over
 RUNNERS = "/pitwall/pipelines/runners/"
+DORA_WINDOW_S = 30 * 86400.0
 
 
 def iso(ts: float | None) -> str | None:
@@ -73,6 +80,9 @@ class PipelineRunner:
     def __init__(self, store: RevStore, root: Path, settings: PipelinesSettings, reporter: Reporter,
                  base_url: str = "") -> None:
         self.store = PipelineStore(store)
+        self.deployments = DeploymentStore(self.store)
+        self.incidents: Callable[[], Awaitable[list[Incident]]] | None = None  # DORA joins them when set
+        self.canary_waiter: KubeCanaryWaiter | None = None  # set when the server has a Kubernetes API
         self.root = root
         self.settings = settings
         self.reporter = reporter
@@ -146,6 +156,8 @@ class PipelineRunner:
         while not self._stopping:
             try:
                 await self.sweep_artifacts(time.time())
+                await self.stop_expired_environments(time.time())
+                await self._dora_sweep(time.time())
                 await self._recover()
             except Exception:
                 log.exception("artifact sweep failed")
@@ -245,6 +257,13 @@ class PipelineRunner:
              "artifacts_expire_at": None, "junit": False, "tag_list": pj.tags, "user": p.get("user", ""),
              "environment": pj.environment}
         await self.store.put_job(j, new=True)
+        if pj.environment:  # GitLab records the deployment (created) with the job
+            env, _ = self._job_env(p, j, pj)
+            j["environment_name"] = env["CI_ENVIRONMENT_NAME"]
+            if pj.environment.get("action", "start") == "start":
+                d = await self.deployments.create(p, j, j["environment_name"], now, project=env["CI_PROJECT_NAME"])
+                j["deployment_id"] = d["id"]
+            await self.store.put_job(j)
         return j
 
     async def _auto_cancel(self, p: dict[str, Any]) -> None:
@@ -347,6 +366,8 @@ class PipelineRunner:
             return
         j.update(status="canceled", finished_at=time.time())
         await self.store.put_job(j)
+        if j.get("deployment_id"):
+            await self.deployments.finish(j["deployment_id"], "canceled", j["finished_at"])
 
     async def _clone_job(self, p: dict[str, Any], j: dict[str, Any]) -> dict[str, Any]:
         j["retried"] = True
@@ -360,6 +381,8 @@ class PipelineRunner:
             if j["status"] == "skipped" and j["stage_idx"] >= low:
                 j.update(status="created", finished_at=None)
                 await self.store.put_job(j)
+                if j.get("deployment_id"):
+                    await self.deployments.reset(j["deployment_id"], time.time())
 
     # ------------------------------------------------------------ reading
 
@@ -427,6 +450,8 @@ class PipelineRunner:
                 if nxt == "scheduled":
                     j["scheduled_at"] = now + (pj.start_in or 0)
                 await self.store.put_job(j)
+                if nxt == "skipped" and j.get("deployment_id"):
+                    await self.deployments.finish(j["deployment_id"], "skipped", now)
                 changed = True
         for j in jobs:
             if j["status"] == "pending" and j["id"] not in self._running:
@@ -497,11 +522,142 @@ class PipelineRunner:
         env, masks = self._job_env(p, j, pj)
         timeout = min(pj.timeout_s or 1e12, self.settings.job_timeout / 1000)
         env["CI_JOB_TIMEOUT"] = str(int(timeout))
+        await self._deployment_starts(p, j, pj, env, now)
         jl = self.reporter.job_log(p, project, j["name"])
         run = JobRun(job_id=j["id"], project_id=p["project_id"], repo=Path(project["repo"]), sha=p["sha"], job=pj,
                      env=env, masks=masks, timeout_s=timeout, artifacts_from=await self._artifact_sources(p, pj),
-                     on_lines=jl.add, flush=jl.flush)
+                     on_lines=jl.add, flush=jl.flush, gate=self._canary_gate(j, pj, env))
         return await self.executor.run(run, cancel)
+
+    def _canary_gate(self, j: dict[str, Any], pj: PlannedJob, env: dict[str, str]
+                     ) -> Callable[[Callable[[str], None], asyncio.Event], Awaitable[str | None]] | None:
+        """For a deploy job with ``PITWALL_CANARY``: after its script, wait for that Canary's verdict (recorded
+        on the deployment); the job fails with the Canary's message when it rolls back."""
+        target = env.get(CANARY_VAR)
+        if not target or not pj.environment or pj.environment.get("action", "start") != "start":
+            return None
+
+        async def gate(say: Callable[[str], None], cancel: asyncio.Event) -> str | None:
+            if self.canary_waiter is None:
+                return f"{CANARY_VAR} needs the Kubernetes API (kube.enabled)"
+            try:
+                timeout = parse_human_duration(env.get(CANARY_TIMEOUT_VAR) or "10m")
+            except ValueError as e:
+                return f"{CANARY_TIMEOUT_VAR}: {e}"
+            say(f"Waiting for the verdict of canary {target} (up to {timeout:.0f}s)")
+            v = await self.canary_waiter.wait(target, timeout, cancel, say)
+            if j.get("deployment_id"):
+                await self.deployments.set_canary(j["deployment_id"], target, v.passed, v.message)
+            if v.passed:
+                say(v.message)
+                return None
+            return v.message
+
+        return gate
+
+    async def _deployment_starts(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob, env: dict[str, str],
+                                 now: float) -> None:
+        """A job deploying to an environment (``action: start``): its deployment runs."""
+        if not pj.environment:
+            return
+        j["environment_name"] = env["CI_ENVIRONMENT_NAME"]  # now with the job's final variables
+        if pj.environment.get("action", "start") == "start":
+            if not j.get("deployment_id"):
+                d = await self.deployments.create(p, j, j["environment_name"], now, project=env["CI_PROJECT_NAME"])
+                j["deployment_id"] = d["id"]
+            await self.deployments.start(j["deployment_id"], pj.environment, env.get("CI_ENVIRONMENT_URL"), now)
+        await self.store.put_job(j)
+
+    async def _deployment_ends(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob, now: float) -> None:
+        """The deployment takes the job's verdict; a successful ``action: stop`` job stops the environment."""
+        if j.get("deployment_id"):
+            times = await self._commit_times(p, j["deployment_id"]) if j["status"] == "success" else None
+            d = await self.deployments.finish(j["deployment_id"], j["status"], now, times)
+            if d is not None:
+                await self.dora_samples(d["project_id"], d["environment"], d.get("project", ""), now)
+        action = (pj.environment or {}).get("action", "start")
+        if action == "stop" and j["status"] == "success" and j.get("environment_name"):
+            await self.deployments.stopped(p["project_id"], j["environment_name"])
+
+    async def _commit_times(self, p: dict[str, Any], dep_id: int) -> list[float] | None:
+        """Commit times of what deployment ``dep_id`` brings: the commits since the environment's previous
+        successful deployment (at most 1000), or just its own commit for the first one."""
+        d = await self.deployments.deployment(dep_id)
+        project = await self.store.project(p["project_id"])
+        if d is None or project is None:
+            return None
+        prev = await self.deployments.previous_success(d)
+        rng = f"{prev['sha']}..{d['sha']}" if prev is not None else d["sha"]
+        extra = [] if prev is not None else ["-1"]
+        r = await asyncio.to_thread(subprocess.run, ["git", "-C", project["repo"], "log", "--format=%ct",
+                                                     "--max-count=1000", *extra, rng],
+                                    capture_output=True, timeout=30, check=False)
+        if r.returncode != 0:
+            return None
+        return [float(x) for x in r.stdout.split()]
+
+    async def dora_figures(self, project_id: int | None, environment: str, now: float,
+                           window_s: float = DORA_WINDOW_S) -> dict[str, Any]:
+        """DORA's four keys for ``environment`` (see ``pipelines.dora``), incidents joined when known."""
+        incs = await self.incidents() if self.incidents is not None else []
+        return dora_figures(await self.deployments.deployments(), incs, environment=environment,
+                            project_id=project_id, end=now, window_s=window_s)
+
+    async def dora_samples(self, project_id: int, environment: str, project: str, now: float) -> None:
+        """The four keys over the last 30 days as series in the metric store."""
+        try:
+            f = await self.dora_figures(project_id, environment, now)
+        except Exception:
+            log.exception("DORA figures failed")
+            return
+        lbl = {"project": project, "environment": environment, "window": "30d"}
+        rows = [(f"pitwall_dora_{k}", lbl, float(f[k])) for k in
+                ("deployment_frequency_per_day", "lead_time_seconds", "change_failure_rate",
+                 "time_to_restore_seconds") if f[k] is not None]
+        await self.reporter.samples(rows)
+
+    async def _dora_sweep(self, now: float) -> None:
+        """Refresh the DORA series of every environment that has deployments (the window moves on)."""
+        seen: set[tuple[int, str, str]] = set()
+        for d in await self.deployments.deployments():
+            seen.add((d["project_id"], d["environment"], d.get("project", "")))
+        for pid, env, name in sorted(seen):
+            await self.dora_samples(pid, env, name, now)
+
+    async def stop_environment(self, project_id: int, env_id: int) -> dict[str, Any]:
+        """GitLab's environment stop: play its ``on_stop`` job when that job waits to be played (the environment
+        is ``stopping`` until the job succeeds), else mark it stopped. Stopping one that is ``stopping`` while
+        its job no longer runs (it failed or was canceled) stops it at once, as GitLab's force stop."""
+        env = await self.deployments.environment(project_id, env_id)
+        if env is None:
+            raise NotFound("404 Environment Not Found")
+        stop = env.get("on_stop")
+        job = None
+        if stop:
+            p = await self.store.pipeline(stop["pipeline_id"])
+            jobs = latest_jobs(await self.store.jobs(stop["pipeline_id"])) if p is not None else []
+            job = next((x for x in jobs if x["name"] == stop["job_name"]), None)
+        if env["state"] == "available" and job is not None and job["status"] == "manual":
+            await self.play_job(job["id"])
+            env["state"] = "stopping"
+            await self.deployments.put_environment(env)
+            return env
+        if env["state"] == "stopping" and job is not None and job["status"] in ACTIVE:
+            return env  # its stop job is on its way
+        env.update(state="stopped", auto_stop_at=None)
+        await self.deployments.put_environment(env)
+        return env
+
+    async def stop_expired_environments(self, now: float) -> int:
+        """Stop the environments past their ``auto_stop_in``; returns how many."""
+        n = 0
+        for env in await self.deployments.expired(now):
+            try:
+                await self.stop_environment(env["project_id"], env["id"])
+                n += 1
+            except Unavailable:  # its on_stop job belongs to a live peer's pipeline: that server stops it
+                continue
+        return n
 
     def _job_env(self, p: dict[str, Any], j: dict[str, Any], pj: PlannedJob) -> tuple[dict[str, str], list[str]]:
         env = dict(p["predefined"])
@@ -520,7 +676,7 @@ class PipelineRunner:
         if pj.environment:
             e = pj.environment
             env["CI_ENVIRONMENT_NAME"] = expand(e["name"], env)
-            env["CI_ENVIRONMENT_SLUG"] = slug(env["CI_ENVIRONMENT_NAME"])
+            env["CI_ENVIRONMENT_SLUG"] = env_slug(env["CI_ENVIRONMENT_NAME"])
             env["CI_ENVIRONMENT_ACTION"] = e.get("action", "start")
             env["CI_ENVIRONMENT_TIER"] = e.get("deployment_tier", "other")
             if "url" in e:
@@ -572,6 +728,7 @@ class PipelineRunner:
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "junit.json").write_bytes(orjson.dumps(r.junit))
             await self.store.put_job(cur)
+            await self._deployment_ends(p, cur, pj, now)
             if r.status == "failed" and _should_retry(pj, cur):
                 await self._clone_job(p, cur)
             elif r.status == "failed" and not allow and p["plan"]["auto_cancel_on_job_failure"] == "all":
@@ -590,11 +747,13 @@ class PipelineRunner:
         await self.reporter.samples(rows)
         env = pj.environment
         if env and j["status"] == "success" and env.get("action", "start") == "start":
+            name = j.get("environment_name") or env["name"]  # as the job expanded it
             await self.reporter.change(ChangeEvent(
                 kind="deploy", summary=f"pipeline #{p['id']} job {j['name']} deployed {p['ref']}@{p['sha'][:8]} to "
-                                       f"{env['name']}", source="pitwall-pipelines", service=env["name"],
+                                       f"{name}", source="pitwall-pipelines", service=name,
                 who=p.get("user", ""), details={"pipeline": p["id"], "job": j["id"], "sha": p["sha"],
-                                                "environment": env}))
+                                                "environment": {**env, "name": name},
+                                                "deployment": j.get("deployment_id")}))
 
     async def _update_pipeline(self, p: dict[str, Any], jobs: list[dict[str, Any]]) -> None:
         status = composite(jobs) or "skipped"

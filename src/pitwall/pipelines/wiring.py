@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,13 @@ from prometheus_client.registry import Collector
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
+from pitwall.kube import KubeClient
 from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.pipelines.api import gitlab_hook_router, gitlab_router, native_router
+from pitwall.pipelines.api_envs import dora_router, gitlab_env_router
+from pitwall.pipelines.canary import KubeCanaryWaiter
+from pitwall.pipelines.dora import Incident
 from pitwall.pipelines.report import Reporter
 from pitwall.pipelines.runner import PipelineRunner
 from pitwall.pipelines.schedules import Scheduler
@@ -49,7 +53,9 @@ class PipelinesPart:
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
                 Mount(gitlab_hook_router(self.watcher), server_wide=True),
-                Mount(native_router(self.runner, self.base_url), server_wide=True)]
+                Mount(gitlab_env_router(self.runner, self.base_url), server_wide=True),
+                Mount(native_router(self.runner, self.base_url), server_wide=True),
+                Mount(dora_router(self.runner), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
         """Watched repositories apply at once; the pool size and limits from the next start."""
@@ -63,10 +69,16 @@ class PipelinesPart:
 
 def build_pipelines_part(store: RevStore, data_dir: Path, settings: PipelinesSettings, *, listen: str,
                          logs: LogAppender | None, metrics: Appender | None,
-                         changes: ChangeSink | None) -> PipelinesPart:
-    """The runner over ``store`` with its files under ``<data_dir>/pipelines``, reporting to the stores."""
+                         changes: ChangeSink | None,
+                         incidents: Callable[[], Awaitable[list[Incident]]] | None = None,
+                         kube: KubeClient | None = None) -> PipelinesPart:
+    """The runner over ``store`` with its files under ``<data_dir>/pipelines``, reporting to the stores;
+    ``incidents`` (all incidents, open and resolved) joins DORA's change failure rate and time to restore;
+    with ``kube``, deploy jobs with ``PITWALL_CANARY`` wait for that Canary's verdict."""
     base_url = f"http://{listen}"
     runner = PipelineRunner(store, data_dir / "pipelines", settings, Reporter(logs, metrics, changes),
                             base_url=base_url)
+    runner.incidents = incidents
+    runner.canary_waiter = KubeCanaryWaiter(kube) if kube is not None else None
     watcher = RepoWatcher(runner, settings.watch, settings.watch_interval / 1000)
     return PipelinesPart(runner, watcher, Scheduler(runner, settings.schedules), base_url)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pitwall.releases.abtest import ABReport, Variant, ab_report, sample_size_per_variant, variants_from_ratio
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
+from pitwall.releases.workload import compute_hash
 
 __all__ = [
     "ABReport",
@@ -18,6 +19,7 @@ __all__ = [
     "MetricVerdict",
     "Variant",
     "ab_report",
+    "compute_hash",
     "flagger_crds",
     "judge",
     "sample_size_per_variant",
