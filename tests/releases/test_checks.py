@@ -252,3 +252,29 @@ async def test_kayenta_judge_on_an_annotated_template(mesh_kube: KubeAPI) -> Non
 
     res = await run_checks(MetricContext(instant=empty, client=mesh_kube.client), _cd([metric]))
     assert not res.ok and "judge latency" in res.events[0][1]  # nothing to judge never passes
+
+
+def _dep(generation: int, observed: int, conds: list[dict[str, str]], available: int = 0) -> dict[str, object]:
+    return {"metadata": {"name": "web-primary", "generation": generation}, "spec": {"replicas": 2},
+            "status": {"observedGeneration": observed, "availableReplicas": available, "conditions": conds}}
+
+
+def test_progress_deadline_follows_flaggers_rule() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from pitwall.releases import workload
+
+    old = (datetime.now(UTC) - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    unavailable = {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                   "lastUpdateTime": old}
+    done = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "lastUpdateTime": old}
+    # the controller has not seen the new template yet: the status is the old one's, never "stuck"
+    assert workload.readiness(_dep(3, 2, [done, unavailable]), 60)[2] is True
+    # unavailable for 10 minutes against a 60 s deadline, on the observed generation: stuck
+    assert workload.readiness(_dep(3, 3, [done, unavailable]), 60)[2] is False
+    assert workload.readiness(_dep(3, 3, [done, unavailable]), 900)[2] is True
+    # a long-finished rollout (old Progressing time) with replicas coming up is not stuck
+    assert workload.readiness(_dep(3, 3, [done, {**unavailable, "status": "True",
+                                                 "reason": "MinimumReplicasAvailable"}]), 60)[2] is True
+    timed_out = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+    assert workload.readiness(_dep(3, 3, [timed_out]), 60)[:3:2] == (False, False)

@@ -129,21 +129,28 @@ async def scale(client: KubeClient, namespace: str, name: str, replicas: int) ->
 
 
 def _progress_stuck(dep: Obj, deadline_s: int, since: datetime | None) -> bool:
-    """Flagger's isDeploymentReady deadline: the Progressing condition says ProgressDeadlineExceeded, or
-    replicas are unavailable longer than ``deadline_s`` after its last update (``since``, the Canary's last
-    transition, when the Deployment has no such condition)."""
-    st = dep.get("status") or {}
-    cond = next((c for c in st.get("conditions") or [] if c.get("type") == "Progressing"), None)
-    if cond is not None:
-        if cond.get("reason") == "ProgressDeadlineExceeded":
-            return True
-        since = parse_time(cond.get("lastUpdateTime")) or since
+    """Flagger's isDeploymentReady deadline, judged only once the Deployment controller has observed the
+    current generation (before that, the status describes the previous template): the Progressing condition
+    says ProgressDeadlineExceeded, or the Available condition has said MinimumReplicasUnavailable for longer
+    than ``deadline_s``. A Deployment without conditions is timed from ``since`` (the Canary's last
+    transition) when replicas are unavailable."""
+    m, st = dep.get("metadata") or {}, dep.get("status") or {}
+    if int(m.get("generation") or 0) > int(st.get("observedGeneration") or 0):
+        return False
+    conds = {c.get("type"): c for c in st.get("conditions") or []}
+    progressing, available = conds.get("Progressing"), conds.get("Available")
+    if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
+        return True
+    if progressing is not None or available is not None:
+        if available is None or available.get("status") != "False" \
+                or available.get("reason") != "MinimumReplicasUnavailable":
+            return False
+        since = parse_time(available.get("lastUpdateTime")) or since
     if since is None:
         return False
-    waited = (datetime.now(UTC) - since).total_seconds()
     want = (dep.get("spec") or {}).get("replicas", 1)
     unavailable = int(st.get("unavailableReplicas") or 0) or max(0, want - int(st.get("availableReplicas") or 0))
-    return unavailable > 0 and waited > deadline_s
+    return unavailable > 0 and (datetime.now(UTC) - since).total_seconds() > deadline_s
 
 
 def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> tuple[bool, str, bool]:
