@@ -10,8 +10,6 @@ from typing import Annotated, Any
 import typer
 
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
-from pitwall.pipelines.durations import parse_human_duration  # GitLab-style: 10m, 1h 30m, 90
-from pitwall.releases import compute_hash
 
 app = typer.Typer(help="Releases: Flagger Canaries.", no_args_is_help=True)
 PROG = "pitwall releases"
@@ -23,6 +21,8 @@ PASSED = ("Succeeded", "Initialized")  # Initialized: the first revision, promot
 
 def _seconds(text: str) -> float:
     try:
+        from pitwall.pipelines.durations import parse_human_duration  # GitLab-style: 10m, 1h 30m, 90
+
         return parse_human_duration(text)
     except ValueError as e:
         fail(PROG, f"--timeout: {e}", 2)
@@ -49,6 +49,8 @@ def _verdict(server: str, token: str | None, ns: str, name: str) -> tuple[str, s
     target = _get(server, token, TARGETS[kind].format(ns=ns, name=ref.get("name", "")),
                   f"{kind} {ns}/{ref.get('name')}")
     st = cd.get("status") or {}
+    from pitwall.releases import compute_hash  # here: the CLI starts without the server's packages
+
     current = st.get("lastAppliedSpec") == compute_hash((target.get("spec") or {}).get("template") or {})
     cond: dict[str, Any] = next((c for c in st.get("conditions") or [] if c.get("type") == "Promoted"), {})
     return str(st.get("phase") or "Initializing"), str(cond.get("message") or ""), current

@@ -406,11 +406,14 @@ def loadtester_router(lt: LoadTester) -> APIRouter:
     async def healthz() -> Response:
         return _text(200, "OK")
 
-    @r.api_route("/gate/approve", methods=["GET", "POST"])
+    # GET and POST alike, each with its own operation id (one shared id is a duplicate in the OpenAPI document)
+    @r.post("/gate/approve", operation_id="loadtester_gate_approve_post")
+    @r.get("/gate/approve", operation_id="loadtester_gate_approve_get")
     async def approve() -> Response:
         return _text(200, "OK")
 
-    @r.api_route("/gate/halt", methods=["GET", "POST"])
+    @r.post("/gate/halt", operation_id="loadtester_gate_halt_post")
+    @r.get("/gate/halt", operation_id="loadtester_gate_halt_get")
     async def halt() -> Response:
         return _text(403, "Forbidden")
 
