@@ -389,3 +389,37 @@ async def test_builtin_crds_installed_on_start_and_upgraded(tmp_path: Any) -> No
         finally:
             await api.stop()
             await store.stop()
+
+
+async def test_modify_retries_a_stale_read_on_the_stored_object(kube: KubeAPI) -> None:
+    c = kube.client
+    stale = await c.create(_cm("retry"))
+    await c.update({**stale, "data": {"k": "v", "other": "writer"}})  # someone else writes first
+    seen: list[dict[str, str]] = []
+
+    def change(o: dict[str, Any]) -> None:
+        seen.append(dict(o["data"]))
+        o["data"]["mine"] = "1"
+
+    out = await c.modify(stale, change)
+    assert out is not None and out["data"] == {"k": "v", "other": "writer", "mine": "1"}  # nothing lost
+    assert seen == [{"k": "v"}, {"k": "v", "other": "writer"}]  # applied afresh after the conflict
+    again = await c.modify(out, change)
+    assert again is not None and again["metadata"]["resourceVersion"] == out["metadata"]["resourceVersion"]
+    assert await c.modify(again, lambda o: False) is again  # False: nothing to write
+
+    st = await c.create(_dep("st"))
+    done = await c.modify(st, lambda o: o.__setitem__("status", {"replicas": 3}), status=True)
+    assert done is not None and done["status"] == {"replicas": 3}
+
+    await c.delete("v1", "ConfigMap", "retry", "default")
+    assert await c.modify(out, lambda o: o["data"].__setitem__("late", "1")) is None  # deleted meanwhile
+
+
+async def test_modify_gives_up_after_its_attempts(kube: KubeAPI) -> None:
+    c = kube.client
+    stale = await c.create(_cm("busy"))
+    await c.update({**stale, "data": {"n": "1"}})
+    with pytest.raises(Conflict, match="the object has been modified"):
+        await c.modify(stale, lambda o: o["data"].__setitem__("x", "1"), attempts=1)
+    assert (await c.get("v1", "ConfigMap", "busy", "default"))["data"] == {"n": "1"}

@@ -69,7 +69,7 @@ from pitwall.backup.velero import (
     selector_string,
 )
 from pitwall.controllers import CronError, Schedule, object_key, record_event
-from pitwall.kube import AlreadyExists, Conflict, KubeAPI, KubeClient, KubeError, NotFoundError
+from pitwall.kube import AlreadyExists, KubeAPI, KubeClient, KubeError, NotFoundError
 
 __all__ = ["BackupReconciler", "LocationReconciler", "RestoreReconciler", "ScheduleReconciler"]
 
@@ -110,16 +110,12 @@ def _strip(obj: Obj) -> Obj:
 
 
 async def _set_status(client: KubeClient, obj: Obj, kind: str, status: Obj) -> Obj:
-    m = obj["metadata"]
-    for _ in range(5):
-        obj["status"] = {**(obj.get("status") or {}), **status}
-        obj.setdefault("apiVersion", API_VERSION)
-        obj.setdefault("kind", kind)
-        try:
-            return await client.update_status(obj)
-        except Conflict:
-            obj = await client.get(API_VERSION, kind, m["name"], m["namespace"])
-    raise Conflict(f"{kind} {m['namespace']}/{m['name']}: status update kept conflicting")
+    """Merge ``status`` into the stored object's status; the object as stored after (as given if deleted)."""
+    obj.setdefault("apiVersion", API_VERSION)
+    obj.setdefault("kind", kind)
+    out = await client.modify(obj, lambda o: o.__setitem__("status", {**(o.get("status") or {}), **status}),
+                              status=True)
+    return obj if out is None else out
 
 
 class BackupReconciler:

@@ -49,7 +49,7 @@ from pitwall.backup.velero import (
     rfc3339,
 )
 from pitwall.controllers import CronError, Schedule, object_key, record_event
-from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = ["DRILL_API_VERSION", "DrillReconciler", "DrillRun"]
 
@@ -166,16 +166,11 @@ class DrillReconciler:
         return None if nxt is None else max((nxt - datetime.now(UTC)).total_seconds(), 0.05)
 
     async def _status(self, d: Obj, status: Obj) -> Obj:
-        m = d["metadata"]
-        for _ in range(5):
-            d["status"] = {**(d.get("status") or {}), **status}
-            d.setdefault("apiVersion", DRILL_API_VERSION)
-            d.setdefault("kind", KIND)
-            try:
-                return await self.client.update_status(d)
-            except Conflict:
-                d = await self.client.get(DRILL_API_VERSION, KIND, m["name"], m["namespace"])
-        raise Conflict(f"{KIND} {m['namespace']}/{m['name']}: status update kept conflicting")
+        d.setdefault("apiVersion", DRILL_API_VERSION)
+        d.setdefault("kind", KIND)
+        out = await self.client.modify(d, lambda o: o.__setitem__("status", {**(o.get("status") or {}), **status}),
+                                       status=True)
+        return d if out is None else out
 
     async def _finish(self, d: Obj, run: DrillRun, nxt: datetime | None) -> None:
         m, spec = d["metadata"], d.get("spec") or {}

@@ -38,7 +38,7 @@ from pitwall.chaos.model import (
 )
 from pitwall.chaos.selector import filter_by_mode, select_pods, target_ids
 from pitwall.controllers import record_event
-from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError
 from pitwall.storage.revstore import RevStore
 from pitwall.traffic import FaultTable
 
@@ -324,34 +324,18 @@ class ChaosReconciler:
         if selected_reason:
             conds[0]["reason"] = selected_reason
         want = {"conditions": conds, "experiment": exp}
-        for _ in range(5):
-            if obj.get("status") == want:
-                return
-            obj["status"] = want
-            try:
-                await self.client.update_status(obj)
-                return
-            except Conflict:
-                m = obj["metadata"]
-                obj = await self.client.get(API_VERSION, self.kind, m["name"], m["namespace"])
-        raise Conflict(f"status of {self.kind} {obj['metadata']['name']} kept changing")
+        await self.client.modify(obj, lambda o: o.__setitem__("status", want), status=True)
 
     async def _drop_finalizer(self, obj: Obj) -> None:
+        def drop(o: Obj) -> None:
+            o["metadata"]["finalizers"] = [f for f in o["metadata"].get("finalizers") or [] if f != FINALIZER]
+
         m = obj["metadata"]
-        for _ in range(5):
-            try:
-                cur = await self.client.get(API_VERSION, self.kind, m["name"], m["namespace"])
-            except NotFoundError:
-                return
-            fins = [f for f in cur["metadata"].get("finalizers") or [] if f != FINALIZER]
-            if len(fins) == len(cur["metadata"].get("finalizers") or []):
-                return
-            cur["metadata"]["finalizers"] = fins
-            try:
-                await self.client.update(cur)
-                return
-            except Conflict:
-                continue
+        try:
+            cur = await self.client.get(API_VERSION, self.kind, m["name"], m["namespace"])
+        except NotFoundError:
+            return
+        await self.client.modify(cur, drop)
 
     async def _refuse(self, obj: Obj, message: str) -> None:
         await record_event(self.client, obj, "Warning", "Failed", message, COMPONENT)

@@ -23,7 +23,7 @@ from pitwall.chaos.controller import desired_phase, is_paused
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, INJECTED, NOT_INJECTED, parse_time
 from pitwall.controllers import CronError, Schedule, missed_times, record_event
-from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = ["EMBED_FIELDS", "ScheduleReconciler", "chaos_finished", "random_suffix"]
 
@@ -149,17 +149,13 @@ class ScheduleReconciler:
         return await self.client.create(obj)
 
     async def _status(self, sched: Obj, when: datetime, active: list[Obj]) -> None:
-        m = sched["metadata"]
-        for _ in range(5):
-            sched["status"] = {**(sched.get("status") or {}), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                               "active": [{"apiVersion": API_VERSION, "kind": o.get("kind"),
-                                           "name": o["metadata"]["name"], "namespace": o["metadata"]["namespace"],
-                                           "uid": o["metadata"].get("uid")} for o in active]}
-            try:
-                await self.client.update_status(sched)
-                return
-            except Conflict:
-                sched = await self.client.get(API_VERSION, "Schedule", m["name"], m["namespace"])
+        refs = [{"apiVersion": API_VERSION, "kind": o.get("kind"), "name": o["metadata"]["name"],
+                 "namespace": o["metadata"]["namespace"], "uid": o["metadata"].get("uid")} for o in active]
+
+        def change(o: Obj) -> None:
+            o["status"] = {**(o.get("status") or {}), "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "active": refs}
+
+        await self.client.modify(sched, change, status=True)
 
     async def _collect(self, sched: Obj, spawned: list[Obj], now: datetime) -> None:
         """Delete the oldest finished spawned objects beyond ``historyLimit``."""

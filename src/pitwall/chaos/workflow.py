@@ -28,6 +28,7 @@ their chaos objects and pods (owner references). ``Schedule`` and
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -390,16 +391,13 @@ class WorkflowNodeReconciler:
                                    f"Chaos CR {o['metadata']['name']} deleted", COMPONENT)
 
     async def _update(self, node: Obj, change: Any) -> None:
-        m = node["metadata"]
-        for _ in range(5):
-            st = json.loads(json.dumps(node.get("status") or {}))
+        def edit(o: Obj) -> bool:
+            st = copy.deepcopy(o.get("status") or {})
             change(st)
             st = {k: v for k, v in st.items() if v is not None}
-            if st == (node.get("status") or {}):
-                return
-            node["status"] = st
-            try:
-                await self.client.update_status(node)
-                return
-            except Conflict:
-                node = await self.client.get(API_VERSION, "WorkflowNode", m["name"], m["namespace"])
+            if st == (o.get("status") or {}):
+                return False
+            o["status"] = st
+            return True
+
+        await self.client.modify(node, edit, status=True)

@@ -9,7 +9,8 @@ a 409 exactly as a remote client would.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import copy
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
 from pitwall.kube.convert import from_storage, to_storage
@@ -91,6 +92,29 @@ class KubeClient:
         sub = "status" if "status" in rt.subresources else ""
         return await self._res.update(rt, ns, name, obj, subresource=sub,
                                       field_manager=field_manager or self.field_manager)
+
+    async def modify(self, obj: Obj, change: Callable[[Obj], bool | None], *, status: bool = False,
+                     attempts: int = 5, field_manager: str = "") -> Obj | None:
+        """client-go's ``retry.RetryOnConflict`` around read-change-write: ``change`` edits a copy of ``obj``
+        in place (returning ``False`` when there is nothing to write) and the copy is written with ``update``
+        (``update_status`` when ``status``); on ``Conflict`` the stored object is read again and ``change``
+        applied to it afresh. Returns the object as stored (unchanged when nothing was written), ``None`` when
+        it was deleted meanwhile; ``Conflict`` still after ``attempts`` writes."""
+        write = self.update_status if status else self.update
+        rt, ns, name = self._of(obj)
+        cur = obj
+        for _ in range(attempts):
+            new = copy.deepcopy(cur)
+            if change(new) is False or new == cur:
+                return cur
+            try:
+                try:
+                    return await write(new, field_manager=field_manager)
+                except Conflict:
+                    cur = await self._res.get(rt, ns, name)
+            except NotFoundError:
+                return None
+        raise Conflict.modified(rt.plural, rt.group, name)
 
     async def patch(self, api_version: str, kind: str, name: str, patch: Any, *, namespace: str = "",
                     patch_type: PatchType = "merge", subresource: str = "", field_manager: str = "",

@@ -21,6 +21,7 @@ replicas back, points the apex Service at it and removes the routing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import logging
 import time
@@ -519,15 +520,11 @@ class CanaryController:
 
         await self._write_status(cd, change)
         text = judgement_annotation(judgements, now, int(cd.status.get("canaryWeight") or 0))
-        for _ in range(10):
-            fresh = await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace)
-            new = copy.deepcopy(fresh)
-            new["metadata"].setdefault("annotations", {})[JUDGEMENT] = text
-            try:
-                await self.client.update(new)
-                break
-            except Conflict:
-                await asyncio.sleep(0.01)
+        with contextlib.suppress(Conflict):  # the annotation only mirrors the status written above
+            await self.client.modify(await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace),
+                                     lambda o: o["metadata"].setdefault("annotations", {}).__setitem__(JUDGEMENT,
+                                                                                                      text),
+                                     attempts=10)
         for name, r in judgements:
             if r.classification == "Pass" and not r.inconclusive:
                 await self._event(cd, "Normal", pass_message(cd.name, cd.namespace, name, r))
@@ -700,17 +697,9 @@ class CanaryController:
         await self._event(cd, "Normal", f"Canary {cd.name}.{cd.namespace} deleted: {cd.target} restored to "
                                         f"{replicas} replicas, routing removed")
         await self._phase_change(cd, cd.phase, Phase.TERMINATED, {})
-        for _ in range(10):
-            obj = await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace)
-            new = copy.deepcopy(obj)
-            new["metadata"]["finalizers"] = [f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER]
-            try:
-                await self.client.update(new)
-                return
-            except Conflict:
-                continue
-            except NotFoundError:
-                return
+        with contextlib.suppress(NotFoundError, Conflict):  # still conflicting: the next delete event retries
+            await self.client.modify(await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace),
+                                     _drop_finalizer, attempts=10)
 
     async def _point_apex(self, cd: CanaryView, label: str, value: str) -> None:
         apex, _, _ = cd.service_names()
@@ -724,6 +713,10 @@ class CanaryController:
         new["metadata"]["ownerReferences"] = [r for r in svc["metadata"].get("ownerReferences") or []
                                               if r.get("kind") != CANARY]
         await self.client.update(new)
+
+
+def _drop_finalizer(obj: Obj) -> None:
+    obj["metadata"]["finalizers"] = [f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER]
 
 
 def _others(st: Obj) -> list[Obj]:

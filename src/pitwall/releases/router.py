@@ -18,7 +18,7 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases.model import API_VERSION, CANARY, TOTAL_WEIGHT, CanaryView
 
 __all__ = ["Routes", "delete_routing", "get_routes", "reconcile_routing", "reconcile_services", "set_routes"]
@@ -201,18 +201,9 @@ async def get_routes(client: KubeClient, cd: CanaryView) -> Routes:
 async def set_routes(client: KubeClient, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> None:
     """Write the split (Flagger's IstioRouter.SetRoutes)."""
     apex, _, _ = cd.service_names()
-    for _ in range(5):
-        vs = await client.get(NET, "VirtualService", apex, cd.namespace)
-        new = copy.deepcopy(vs)
-        new["spec"] = _vs_spec(cd, _http(cd, primary, canary, mirrored))
-        if new["spec"] == vs.get("spec"):
-            return
-        try:
-            await client.update(new)
-            return
-        except Conflict:
-            continue
-    raise RuntimeError(f"VirtualService {apex}.{cd.namespace} update kept conflicting")
+    spec = _vs_spec(cd, _http(cd, primary, canary, mirrored))
+    await client.modify(await client.get(NET, "VirtualService", apex, cd.namespace),
+                        lambda vs: vs.__setitem__("spec", copy.deepcopy(spec)))
 
 
 async def delete_routing(client: KubeClient, cd: CanaryView) -> None:

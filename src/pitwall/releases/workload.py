@@ -10,7 +10,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from pitwall.kube import Conflict, KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
@@ -104,20 +104,15 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
 async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> None:
     """Copy the target's pod template (and rollout settings) to the primary."""
     src = target.get("spec") or {}
-    for _ in range(5):
-        primary = await client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
-        new = copy.deepcopy(primary)
-        spec = new.setdefault("spec", {})
+
+    def change(primary: Obj) -> None:
+        spec = primary.setdefault("spec", {})
         spec["template"] = _primary_template(src.get("template") or {}, label, value)
         for f in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
             if f in src:
                 spec[f] = copy.deepcopy(src[f])
-        try:
-            await client.update(new)
-            return
-        except Conflict:
-            continue
-    raise RuntimeError(f"Deployment {cd.primary_workload}.{cd.namespace} promotion kept conflicting")
+
+    await client.modify(await client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace), change)
 
 
 async def scale(client: KubeClient, namespace: str, name: str, replicas: int) -> None:
