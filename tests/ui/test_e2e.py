@@ -120,16 +120,50 @@ def test_promql_query_draws_one_line_per_series(web: Browser) -> None:
     page.wait_for_url(re.compile(r"/graph\?.*expr=rate"))
     chart = page.locator("[data-testid=chart]")
     page.wait_for_selector("[data-testid=chart][data-rendered='1']")
-    # three instances answer 200, one also 500: four series, each in the legend
+    # three instances answer 200, one also 500: four series, each a row of the legend table with its statistics
     assert chart.get_attribute("data-series-count") == str(len(INSTANCES) + 1)
-    assert page.locator("[data-testid=chart] .u-legend .u-series").count() == len(INSTANCES) + 2  # + time
+    rows = page.locator("[data-testid=chart] [data-testid=legend] tbody tr")
+    assert rows.count() == len(INSTANCES) + 1
+    cells = rows.first.locator("td").all_inner_texts()
+    assert len(cells) == 6 and "http_requests_total" not in cells[0] and "instance=" in cells[0]
+    assert all(re.fullmatch(r"[0-9.e+-]+[kMG]?", c) for c in cells[1:5]), cells  # min, max, mean, last
+    rows.first.click()  # only that series, as Grafana's legend does
+    assert rows.nth(1).get_attribute("class") == "off"
+    rows.first.click()  # again: all of them
+    assert rows.nth(1).get_attribute("class") == ""
     # the URL holds the query and the range, so the link can be shared
     assert "from=now-1h" in page.url and "expr=rate" in page.url
+    # a second query in the same chart; a series without labels is named by its query, not "{}"
+    page.click("[data-add-query]")
+    page.locator("#expr-2").fill("sum(rate(http_requests_total[5m]))")
+    page.click("button.primary")
+    page.wait_for_url(re.compile(r"expr=sum"))
+    page.wait_for_selector("[data-testid=chart][data-rendered='1']")
+    assert chart.get_attribute("data-series-count") == str(len(INSTANCES) + 2)
+    names = page.locator("[data-testid=legend] tbody tr td:first-child").all_inner_texts()
+    assert "sum(rate(http_requests_total[5m]))" in [n.strip() for n in names]
+    # the inspector says what each query cost and returned
+    page.click("[data-testid=inspector] summary")
+    inspected = page.locator("[data-testid=inspector] tbody tr")
+    assert inspected.count() == 2
+    assert inspected.nth(1).locator("td").nth(2).inner_text() == "1"  # one series
+    web.shot("metrics-legend-inspector")
+    # one time format: 24-hour with the zone named, UTC or the browser's zone at the header's toggle
+    zone = page.locator("[data-tz-toggle]")
+    zone.click()
+    assert page.evaluate("localStorage.getItem('pw-tz')") == "utc" and zone.inner_text() == "UTC"
+    assert zone.get_attribute("aria-pressed") == "true"
+    zone.click()
+    assert page.evaluate("localStorage.getItem('pw-tz')") == "local"
+    assert re.fullmatch(r"UTC([+-]\d\d:\d\d)?", zone.inner_text())
     # the table view of the same query, instant
     page.check("input[name=type][value=instant]")
     page.click("button.primary")
     page.wait_for_selector("[data-testid=result-table]")
-    assert page.locator("[data-testid=result-table] tbody tr").count() == len(INSTANCES) + 1
+    tables = page.locator("[data-testid=result-table]")
+    assert tables.count() == 2  # one per query
+    assert tables.first.locator("tbody tr").count() == len(INSTANCES) + 1
+    assert tables.nth(1).locator("tbody tr").count() == 1
     web.assert_clean()
 
 
@@ -166,6 +200,26 @@ def test_promql_error_shows_position(web: Browser) -> None:
     web.assert_clean()
 
 
+def test_trace_search_with_several_tags(web: Browser, seeded_server: SeededServer) -> None:
+    page = web.goto("/traces?service=payment")
+    page.wait_for_selector("[data-testid=scatter][data-rendered='1']")
+    everything = page.locator("table.data tbody tr").count()
+    page.locator("form.search input[name=attr]").first.fill("payment.amount>=10")
+    page.click("[data-add-tag]")
+    page.locator("form.search input[name=attr]").nth(1).fill("payment.amount<13")
+    page.click("form.search button.primary")
+    page.wait_for_url(re.compile(r"attr=.*attr="))
+    page.wait_for_selector("[data-testid=scatter][data-rendered='1']")
+    rows = page.locator("table.data tbody tr")
+    assert 0 < rows.count() < everything  # both tags must match
+    assert page.locator("[data-testid=scatter]").get_attribute("data-series-count") == str(rows.count())
+    # the form keeps both filters and offers a third, empty one
+    assert page.locator("form.search input[name=attr]").evaluate_all("els => els.map(e => e.value)") == [
+        "payment.amount>=10", "payment.amount<13", ""]
+    web.shot("traces-tags")
+    web.assert_clean()
+
+
 def test_open_a_trace_and_its_spans(web: Browser, seeded_server: SeededServer) -> None:
     page = web.goto("/traces?service=payment&status=error")
     page.wait_for_selector("[data-testid=scatter][data-rendered='1']")
@@ -177,6 +231,13 @@ def test_open_a_trace_and_its_spans(web: Browser, seeded_server: SeededServer) -
     assert spans.count() == 5
     assert page.locator(".span-row.error").count() == 4  # the failed payment and its callers
     assert page.locator(".span-row.critical").count() >= 3
+    # one colour per service (Jaeger's waterfall): the three services' bars differ; errors stay red
+    ok_bars = page.locator(".span-row:not(.error) .bar")
+    assert ok_bars.count() == 1 and "svc-" in (ok_bars.first.get_attribute("class") or "")
+    swatches = page.locator(".summary .svc .sw").evaluate_all(
+        "els => els.map(e => getComputedStyle(e).backgroundColor)")
+    assert len(swatches) == len(set(swatches)) >= 3
+    assert page.locator("[data-testid=incomplete]").count() == 0  # every span's parent arrived
     page.locator(".span-row", has_text="Charge").locator("[data-span-details]").click()
     details = page.locator(".span-details:visible")
     assert "payment.amount" in details.inner_text() and "card declined" in details.inner_text()
@@ -192,6 +253,11 @@ def test_follow_a_log_line_to_its_trace(web: Browser, seeded_server: SeededServe
     page.wait_for_selector("[data-testid=volume][data-rendered]")
     lines = page.locator("ol.loglines > li")
     assert lines.count() == len(seeded_server.data.error_trace_ids)
+    # the volume histogram is split by level, each level in its own colour
+    levels = page.locator("[data-testid=volume]").evaluate("el => el._pwData.series.map(s => s.name)")
+    assert levels == ["error"]
+    assert page.locator("[data-testid=volume]").evaluate("el => el._pwColours[0]") == "#e02f44"
+    web.shot("logs-volume-levels")
     assert page.locator("ol.loglines > li.lv-error").count() == lines.count()
     lines.first.locator("summary").click()
     assert "order" in lines.first.locator(".fields").inner_text()  # parsed JSON field
@@ -204,6 +270,52 @@ def test_follow_a_log_line_to_its_trace(web: Browser, seeded_server: SeededServe
     page.click("[data-testid=trace-logs]")
     page.wait_for_selector("ol.loglines > li")
     assert page.locator("ol.loglines > li").count() == 1
+    web.assert_clean()
+
+
+def test_log_filters_line_views_and_context(web: Browser, seeded_server: SeededServer) -> None:
+    page = web.goto("/logs?query=%7Bservice_name%3D%22checkout%22%7D+%7C%3D+%22payment+failed%22")
+    lines = page.locator("ol.loglines[data-testid=loglines] > li")
+    total = lines.count()
+    assert total >= 2
+    first = lines.first
+    first.locator("summary").click()
+    # filter out one parsed value: the json parser goes in first, the field named as it names it
+    order = first.locator("tr", has_text="order").locator("td").first.inner_text()
+    first.locator("tr", has_text="order").locator("[data-log-filter=out]").click()
+    page.wait_for_url(re.compile(r"json"))
+    assert page.locator("#logql").input_value().endswith(f'| json | order!="{order}"')
+    assert page.locator("ol.loglines[data-testid=loglines] > li").count() == total - 1
+    # filter by a stream label: it joins the selector
+    page.goto(web.base + "/logs?query=%7Bservice_name%3D%22inventory%22%7D", wait_until="networkidle")
+    stream = page.locator("ol.loglines[data-testid=loglines] > li")
+    assert stream.count() == 40
+    stream.first.locator("summary").click()
+    stream.first.locator("tr", has_text="job").locator("[data-log-filter=out]").click()
+    page.wait_for_url(re.compile(r"job"))
+    assert page.locator("#logql").input_value() == '{service_name="inventory", job!="inventory"}'
+    assert page.locator("ol.loglines[data-testid=loglines] > li.empty").count() == 1
+    page.go_back(wait_until="networkidle")
+    page.goto(web.base + "/logs?query=%7Bservice_name%3D%22checkout%22%7D+%7C%3D+%22payment+failed%22",
+              wait_until="networkidle")
+    # prettified JSON and message only, remembered by the browser
+    page.check("[data-line-view=pretty]")
+    line = page.locator("ol.loglines[data-testid=loglines] .line").first
+    assert "\n" in line.inner_text() and '"msg": "payment failed"' in line.inner_text()
+    page.uncheck("[data-line-view=pretty]")
+    page.check("[data-line-view=message]")
+    assert line.inner_text() == "payment failed"
+    page.reload(wait_until="networkidle")
+    assert page.locator("ol.loglines[data-testid=loglines] .line").first.inner_text() == "payment failed"
+    page.uncheck("[data-line-view=message]")
+    # the lines around a hit in its own stream
+    hit = page.locator("ol.loglines[data-testid=loglines] > li").nth(1)
+    hit.locator("summary").click()
+    hit.locator("[data-testid=show-context]").click()
+    ctx = hit.locator("[data-testid=log-context]")
+    ctx.wait_for()
+    assert ctx.locator("li.hit").count() == 1 and ctx.locator("li").count() > 2
+    web.shot("logs-context")
     web.assert_clean()
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from pitwall.core.errors import BadData
-from pitwall.traces.model import SpanRow
+from pitwall.traces.model import SpanRow, summarize
 from pitwall.ui.dashboards import Variable, parse_dashboard, substitute, variable_query
 from pitwall.ui.grafana import from_grafana
 from pitwall.ui.logs_view import parse_fields, severity_of, to_line
@@ -77,6 +79,19 @@ def test_waterfall_rows_depth_first_with_offsets() -> None:
     x = wf.rows[1]
     assert (x.depth, x.offset_pct, x.width_pct, x.error, x.has_children) == (1, 50.0, 50.0, True, True)
     assert wf.rows[2].parent_index == 1 and wf.rows[3].depth == 0 and wf.error_count == 1
+    assert wf.incomplete and wf.orphans == 1 and wf.has_root  # "orphan" names a parent that never arrived
+
+
+def test_incomplete_traces_and_service_colours() -> None:
+    whole = [_span("root", "", 0, 100), _span("x", "root", 50, 50)]
+    assert not waterfall(whole).incomplete and not summarize(whole).incomplete
+    headless = [_span("x", "root", 50, 50), _span("y", "x", 60, 10)]  # the root span has not arrived
+    wf, summary = waterfall(headless), summarize(headless)
+    assert wf.incomplete and not wf.has_root and wf.orphans == 1
+    assert summary.incomplete and not summary.has_root and summary.orphans == 1
+    spans = [dataclasses.replace(_span(str(i), "", i, 1), service=f"svc{i:02d}") for i in range(14)]
+    wf = waterfall(spans)
+    assert [wf.colour(f"svc{i:02d}") for i in range(14)] == [*range(12), 0, 1]  # the palette wraps
 
 
 def test_log_fields_and_severity() -> None:

@@ -255,6 +255,12 @@ class TraceSummary:
     span_count: int
     error_count: int
     services: list[str]
+    orphans: int = 0  # spans whose parent is not in the trace (yet): an incomplete trace
+    has_root: bool = True  # a span without a parent was received
+
+    @property
+    def incomplete(self) -> bool:
+        return self.orphans > 0 or not self.has_root
 
 
 def summarize(spans: list[SpanRow]) -> TraceSummary:
@@ -273,6 +279,8 @@ def summarize(spans: list[SpanRow]) -> TraceSummary:
         span_count=len(spans),
         error_count=sum(1 for s in spans if s.status_code == STATUS_ERROR),
         services=sorted({s.service for s in spans}),
+        orphans=sum(1 for s in spans if s.parent_id and s.parent_id not in ids),
+        has_root=any(not s.parent_id for s in spans),
     )
 
 

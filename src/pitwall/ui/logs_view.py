@@ -131,6 +131,28 @@ def _chart_from_matrix(data: dict[str, Any], start_ms: int, end_ms: int, step_ms
     return ChartData(x, series, step_ms)
 
 
+
+# the volume histogram's stacking order, most severe on top (Grafana's level colours follow the names)
+LEVEL_ORDER = {"unknown": 0, "trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "critical": 6}
+_LEVEL_ALIASES = {"warning": "warn", "err": "error", "fatal": "critical", "crit": "critical", "dbug": "debug",
+                  "eror": "error", "wrn": "warn", "inf": "info", "trc": "trace"}
+
+
+def level_name(labels: dict[str, str]) -> str:
+    """The level a volume series stands for: its ``level`` label, else ``detected_level``, normalised."""
+    raw = (labels.get("level") or labels.get("detected_level") or "unknown").lower()
+    return _LEVEL_ALIASES.get(raw, raw)
+
+
+CONTEXT_WINDOW_NS = 2 * 3600 * NS  # how far log context looks each way, as Grafana's context query
+
+
+def selector_of(labels: dict[str, str]) -> str:
+    """The LogQL stream selector matching exactly these labels."""
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return "{" + ", ".join(f'{k}="{esc(v)}"' for k, v in sorted(labels.items())) + "}"
+
 @dataclass
 class LogsView:
     """Reads of the logs explorer, through the same engine and querier the Loki API uses."""
@@ -153,14 +175,32 @@ class LogsView:
         return LogsResult("matrix", chart=_chart_from_matrix(data, s0, e0, step))
 
     def volume(self, expr: str, tr: TimeRange, points: int, tenant: str = "default") -> ChartData:
-        """Lines per step of a log query (the histogram above the lines)."""
+        """Lines per step of a log query by level (the histogram above the lines): Grafana's Explore asks
+        ``sum by (level, detected_level) (count_over_time(...))``; each series is named by its level."""
         step = pick_step_ms(tr.span_ms, points)
         s0, e0 = tr.start_ms - tr.start_ms % step, tr.end_ms - tr.end_ms % step
-        vexpr = f"sum(count_over_time({expr} [{step // 1000}s]))"
+        vexpr = f"sum by (level, detected_level) (count_over_time({expr} [{step // 1000}s]))"
         q = self.deps.reads.querier(tenant)
-        res = self.deps.engine.query_range(q, vexpr, s0 * NS_PER_MS, e0 * NS_PER_MS, step * NS_PER_MS, limit=1,
-                                           direction=Direction.BACKWARD)
-        return _chart_from_matrix(res.to_loki_data(), s0, e0, step)
+        res = self.deps.engine.query_range(q, vexpr, s0 * NS_PER_MS, e0 * NS_PER_MS, step * NS_PER_MS,
+                                           limit=1000, direction=Direction.BACKWARD)
+        chart = _chart_from_matrix(res.to_loki_data(), s0, e0, step)
+        for s in chart.series:
+            s.name = level_name(s.labels)
+        chart.series.sort(key=lambda s: LEVEL_ORDER.get(s.name, len(LEVEL_ORDER)))
+        return chart
+
+    def context(self, labels: dict[str, str], ts_ns: int, size: int,
+                tenant: str = "default") -> tuple[list[LogLine], list[LogLine]]:
+        """Grafana's log context: up to ``size`` lines of the same stream before ``ts_ns`` and after it
+        (within ``CONTEXT_WINDOW_NS`` each way), both oldest first."""
+        sel = selector_of(labels)
+        q = self.deps.reads.querier(tenant)
+        run = self.deps.engine.query_range
+        before = run(q, sel, ts_ns - CONTEXT_WINDOW_NS, ts_ns, NS, limit=size, direction=Direction.BACKWARD)
+        after = run(q, sel, ts_ns + 1, ts_ns + CONTEXT_WINDOW_NS, NS, limit=size, direction=Direction.FORWARD)
+        older = sorted(lines_of(before.to_loki_data(), size), key=lambda ln: ln.ts_ns)
+        newer = sorted(lines_of(after.to_loki_data(), size * 2), key=lambda ln: ln.ts_ns)[:size]
+        return older, newer
 
     def label_names(self, tr: TimeRange, tenant: str = "default") -> list[str]:
         return self.deps.reads.querier(tenant).label_names(tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + 1)

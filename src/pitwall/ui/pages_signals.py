@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
@@ -18,6 +20,7 @@ from pitwall.ui.web import Pages, call, int_param, json_error, json_response
 __all__ = ["add_routes", "layout_graph"]
 
 _STATUS = {"ok": STATUS_OK, "error": STATUS_ERROR, "unset": STATUS_UNSET}
+SCATTER_TRACES = 1000  # traces drawn in the search page's scatter
 
 
 def _duration_ns(raw: str, name: str) -> int | None:
@@ -124,6 +127,24 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             return json_error(e)
         return json_response(data.to_json())
 
+    @r.get("/ui/fragment/log-context", response_class=HTMLResponse)
+    async def log_context(request: Request) -> Response:
+        """Lines around one hit in its stream (``labels``: the stream's labels as JSON, ``ts``: the hit)."""
+        tr = pages.time_range(request)
+        if deps.logs is None:
+            raise Unavailable("the logs pillar is not available")
+        p = request.query_params
+        try:
+            labels = json.loads(p.get("labels", "") or "{}")
+            ts = int(p.get("ts", ""))
+        except ValueError:
+            raise BadData("labels must be a JSON object and ts an integer of nanoseconds") from None
+        if not isinstance(labels, dict) or not labels or not all(isinstance(v, str) for v in labels.values()):
+            raise BadData("labels must be a non-empty JSON object of strings")
+        size = int_param(request, "size", 10, 1, 100)
+        older, newer = await call(deps.logs.context, labels, ts, size, tenant_of(request))
+        return pages.render(request, "_log_context.html", "logs", tr, older=older, newer=newer, ts=ts)
+
     @r.get("/ui/fragment/log-label-values", response_class=HTMLResponse)
     async def log_label_values(request: Request) -> Response:
         tr, _ = pages.range_or_error(request)
@@ -153,11 +174,26 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             found = await call(deps.traces.search, tenant, f, limit)
         except PitwallError as e:
             qerr = query_error(e)
+        keep = [(k, v) for k, v in p.multi_items() if k != "limit"]
+        return pages.render(request, "traces.html", "traces", tr, error=err, available=True, services=services,
+                            ops=ops, found=found, qerr=qerr, limit=limit, attrs=[a for a in p.getlist("attr") if a],
+                            points_src="/ui/api/trace_points?" + urlencode(keep))
+
+    @r.get("/ui/api/trace_points")
+    async def trace_points(request: Request) -> Response:
+        """The search page's scatter: start and duration of up to ``SCATTER_TRACES`` matching traces over the
+        whole range (the table below lists only the newest ``limit``)."""
+        if deps.traces is None:
+            return json_error(Unavailable("the traces pillar is not available"))
+        try:
+            tr = pages.time_range(request)
+            f = trace_filter(request.query_params, tr.start_ms, tr.end_ms)
+            found = await call(deps.traces.search, tenant_of(request), f, SCATTER_TRACES)
+        except PitwallError as e:
+            return json_error(e)
         points = sorted(({"t": t.summary.start_ns / 1e9, "d": t.summary.duration_ns / 1e6,
                           "e": t.summary.error_count > 0, "id": t.display_id} for t in found), key=lambda x: x["t"])
-        return pages.render(request, "traces.html", "traces", tr, error=err, available=True, services=services,
-                            ops=ops, found=found, qerr=qerr, points=points, limit=limit,
-                            attrs=[a for a in p.getlist("attr") if a])
+        return json_response({"points": points, "capped": len(found) >= SCATTER_TRACES})
 
     @r.get("/traces/{trace_id}", response_class=HTMLResponse)
     async def trace(trace_id: str, request: Request) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,22 +120,27 @@ class ChartData:
     series: list[ChartSeries]
     step_ms: int
     warnings: list[str] = field(default_factory=list)
+    inspect: list[dict[str, Any]] = field(default_factory=list)  # per query: expr, ms, series, points
 
     def to_json(self) -> dict[str, Any]:
         return {"x": self.x, "series": [s.to_json() for s in self.series], "step": self.step_ms / 1000,
-                "warnings": self.warnings}
+                "warnings": self.warnings, "inspect": self.inspect}
 
     def merge(self, other: ChartData) -> ChartData:
         """The series of ``other`` (a query over the same range and step) added to these."""
         self.series.extend(other.series)
         self.warnings.extend(w for w in other.warnings if w not in self.warnings)
+        self.inspect.extend(other.inspect)
         return self
 
-    def named(self, legend: str) -> ChartData:
-        """The series named by a Grafana ``legendFormat`` (``{{label}}``); unchanged when ``legend`` is empty."""
-        if legend:
-            for s in self.series:
+    def named(self, legend: str, expr: str = "") -> ChartData:
+        """The series named by a Grafana ``legendFormat`` (``{{label}}``); a series without labels is named
+        by its query ``expr`` rather than ``{}``, as Grafana does."""
+        for s in self.series:
+            if legend:
                 s.name = legend_name(legend, s.labels) or s.name
+            elif s.name == "{}" and expr:
+                s.name = expr
         return self
 
 
@@ -208,8 +214,14 @@ class MetricsView:
         step = pick_step_ms(tr.span_ms, points)
         start = tr.start_ms - tr.start_ms % step
         end = tr.end_ms - tr.end_ms % step
+        t0 = time.perf_counter()
         res = self.range_query(expr, start, end, step, tenant)
-        return chart_of(res, start, end, step)
+        took = time.perf_counter() - t0
+        out = chart_of(res, start, end, step)
+        out.inspect.append({"expr": expr, "ms": round(took * 1000, 2), "series": len(res.series),
+                            "points": int(sum(len(v) for v in res.values)), "start": start / 1000,
+                            "end": end / 1000, "step": step / 1000})
+        return out
 
     def table(self, expr: str, at_ms: int, tenant: str = "default") -> TableData:
         return table_of(self.instant(expr, at_ms, tenant))

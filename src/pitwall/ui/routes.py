@@ -13,6 +13,7 @@ import mimetypes
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
@@ -29,6 +30,7 @@ from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, jso
 __all__ = ["ui_router"]
 
 STATIC = HERE / "static"
+MAX_QUERIES = 10  # queries drawn in one explorer chart
 
 
 def _static_file(name: str) -> Path:
@@ -79,22 +81,26 @@ def ui_router(deps: UIDeps) -> APIRouter:
     async def graph(request: Request) -> Response:
         tr, err = pages.range_or_error(request)
         p = request.query_params
-        expr = p.get("expr", "").strip()
+        exprs = [e.strip() for e in p.getlist("expr") if e.strip()][:MAX_QUERIES]
+        expr = exprs[0] if exprs else ""
         qtype = "instant" if p.get("type") == "instant" else "range"
         view = "table" if qtype == "instant" or p.get("view") == "table" else "graph"
-        table = None
+        tables: list[Any] = []
         qerr = None
-        if expr and view == "table":
+        if exprs and view == "table":
             try:
-                at = tr.end_ms
-                if qtype == "range":
-                    table = await call(_range_table, deps.metrics, expr, tr, tenant_of(request))
-                else:
-                    table = await call(deps.metrics.table, expr, at, tenant_of(request))
+                for e in exprs:
+                    if qtype == "range":
+                        tables.append(await call(_range_table, deps.metrics, e, tr, tenant_of(request)))
+                    else:
+                        tables.append(await call(deps.metrics.table, e, tr.end_ms, tenant_of(request)))
             except PitwallError as e:
                 qerr = query_error(e)
-        return pages.render(request, "graph.html", "metrics", tr, error=err, expr=expr, qtype=qtype, view=view,
-                            stacked=p.get("stacked") == "1", table=table, qerr=qerr)
+        chart_src = "/ui/api/chart?" + urlencode([("expr", e) for e in exprs] + [("from", tr.raw_from),
+                                                                                ("to", tr.raw_to)])
+        return pages.render(request, "graph.html", "metrics", tr, error=err, expr=expr, more=exprs[1:],
+                            qtype=qtype, view=view, stacked=p.get("stacked") == "1",
+                            tables=list(zip(exprs, tables, strict=False)), qerr=qerr, chart_src=chart_src)
 
     @r.get("/ui/api/chart")
     async def chart(request: Request) -> Response:
@@ -110,7 +116,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
             data = None
             for i, expr in enumerate(exprs):
                 one = (await call(deps.metrics.chart, expr, tr, points, tenant_of(request)))
-                one.named(legends[i] if i < len(legends) else "")
+                one.named(legends[i] if i < len(legends) else "", expr)
                 data = one if data is None else data.merge(one)
         except PitwallError as e:
             return json_error(e)

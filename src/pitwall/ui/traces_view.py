@@ -26,6 +26,8 @@ from pitwall.traces import (
 __all__ = ["SpanView", "TracesView", "Waterfall", "critical_path", "format_duration_ns", "waterfall"]
 
 
+SERVICE_COLOURS = 12  # --svc-0 .. --svc-11 in pitwall.css
+
 def format_duration_ns(ns: int) -> str:
     if ns < 1_000:
         return f"{ns}ns"
@@ -97,6 +99,16 @@ class Waterfall:
     services: list[str]
     error_count: int
     ticks: list[tuple[float, str]] = field(default_factory=list)
+    orphans: int = 0  # spans whose parent never arrived
+    has_root: bool = True
+
+    @property
+    def incomplete(self) -> bool:
+        return self.orphans > 0 or not self.has_root
+
+    def colour(self, service: str) -> int:
+        """The palette index of a service (stable within the trace: its place in the sorted list)."""
+        return self.services.index(service) % SERVICE_COLOURS if service in self.services else 0
 
     @property
     def duration(self) -> str:
@@ -166,8 +178,11 @@ def waterfall(spans: list[SpanRow]) -> Waterfall:
         visit(r, 0, None)
     ticks = [(i * 25.0, format_duration_ns(total * i // 4)) for i in range(5)]
     tid = spans[0].trace_id
+    ids = {s.span_id for s in spans}
     return Waterfall(tid, display_trace_id(tid), start, end - start, rows, sorted({s.service for s in spans}),
-                     sum(1 for s in spans if s.status_code == STATUS_ERROR), ticks)
+                     sum(1 for s in spans if s.status_code == STATUS_ERROR), ticks,
+                     orphans=sum(1 for s in spans if s.parent_id and s.parent_id not in ids),
+                     has_root=any(not s.parent_id for s in spans))
 
 
 @dataclass

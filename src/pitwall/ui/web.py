@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from pitwall import __version__
@@ -89,14 +90,24 @@ def _fmt_ms(v: float | None) -> str:
     return f"{v / 1000:.2f}s" if v >= 1000 else f"{v:.1f}ms"
 
 
-def _fmt_ts(v: float | None) -> str:
+def time_tag(ms: int, *, precise: bool = False, zone: bool = True) -> Markup:
+    """A ``<time>`` in UTC, 24-hour, that the page's script rewrites into the zone the user chose
+    (``zone=False``: without the zone's name, for long lists under a header that names it)."""
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
+    text = dt.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if precise else dt.strftime("%Y-%m-%d %H:%M:%S")
+    extra = (' data-precision="ms"' if precise else "") + ("" if zone else ' data-bare="1"')
+    return Markup(f'<time datetime="{dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")}" '
+                  f'data-ms="{int(ms)}"{extra}>{text}{" UTC" if zone else ""}</time>')
+
+
+def _fmt_ts(v: float | None) -> Markup | str:
     if not v:
         return "—"
-    return datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return time_tag(int(v * 1000))
 
 
-def _fmt_ns(v: int) -> str:
-    return datetime.fromtimestamp(v / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+def _fmt_ns(v: int) -> Markup:
+    return time_tag(v // 1_000_000, precise=True)
 
 
 def fmt_bytes(v: float | None) -> str:
@@ -125,6 +136,7 @@ def make_env() -> Environment:
     env.filters["ms"] = _fmt_ms
     env.filters["ts"] = _fmt_ts
     env.filters["ns_ts"] = _fmt_ns
+    env.filters["line_ts"] = lambda ns: time_tag(int(ns) // 1_000_000, precise=True, zone=False)
     env.filters["bytes"] = fmt_bytes
     env.filters["duration"] = fmt_duration
     env.filters["tojson_attr"] = lambda v: json.dumps(v, separators=(",", ":"))

@@ -5,6 +5,9 @@
 
   const PALETTE = ["#4c8bf5", "#e8590c", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599", "#e03131", "#5c7cfa",
     "#66a80f", "#d6336c", "#1098ad", "#a61e4d", "#364fc7", "#087f5b", "#c2255c", "#5f3dc4"];
+  /* log levels as Grafana colours them in the logs volume */
+  const LEVEL_COLOURS = { critical: "#705da0", error: "#e02f44", warn: "#ff9900", info: "#56a64b", debug: "#3274d9",
+    trace: "#6ed0e0", unknown: "#8e8e8e" };
   const $ = (sel, root) => (root || document).querySelector(sel);
   const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
   const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -18,6 +21,59 @@
     if (a >= 1e3) return (v / 1e3).toPrecision(3) + "k";
     if (a < 1e-3) return v.toExponential(2);
     return String(+v.toPrecision(4));
+  }
+
+  /* ---------------------------------------------------------------- one time format: 24-hour, zone shown */
+  const useUTC = () => localStorage.getItem("pw-tz") === "utc";
+  const pad = (n, w) => String(n).padStart(w || 2, "0");
+  function zoneName() {
+    if (useUTC()) return "UTC";
+    const off = -new Date().getTimezoneOffset();
+    return off === 0 ? "UTC" : "UTC" + (off > 0 ? "+" : "-") + pad(Math.floor(Math.abs(off) / 60)) + ":" + pad(Math.abs(off) % 60);
+  }
+  /* parts of a time in the chosen zone: [year, month, day, hour, minute, second, ms] */
+  function parts(ms) {
+    const d = new Date(ms);
+    return useUTC()
+      ? [d.getUTCFullYear(), d.getUTCMonth() + 1, d.getUTCDate(), d.getUTCHours(), d.getUTCMinutes(), d.getUTCSeconds(), d.getUTCMilliseconds()]
+      : [d.getFullYear(), d.getMonth() + 1, d.getDate(), d.getHours(), d.getMinutes(), d.getSeconds(), d.getMilliseconds()];
+  }
+  /* "2024-05-01 13:04:05" (+ ".123" when withMs) in the chosen zone */
+  function fmtTime(ms, withMs) {
+    const [y, mo, d, h, mi, s, frac] = parts(ms);
+    return `${y}-${pad(mo)}-${pad(d)} ${pad(h)}:${pad(mi)}:${pad(s)}` + (withMs ? "." + pad(frac, 3) : "");
+  }
+  /* axis labels for ticks `step` seconds apart: the date only where a tick starts a new day */
+  function axisTimes(u, splits, ax, space, step) {
+    let lastDay = "";
+    return splits.map((t) => {
+      const [y, mo, d, h, mi, s] = parts(t * 1000);
+      const day = `${pad(mo)}-${pad(d)}`;
+      let txt = step < 60 ? `${pad(h)}:${pad(mi)}:${pad(s)}` : `${pad(h)}:${pad(mi)}`;
+      if (step >= 86400) txt = `${y}-${day}`;
+      else if (day !== lastDay && lastDay !== "") txt = `${day} ${txt}`;
+      lastDay = day;
+      return txt;
+    });
+  }
+  /* server-rendered <time data-ms> elements follow the chosen zone */
+  function applyZone(root) {
+    $$("time[data-ms]", root).forEach((el) => {
+      el.textContent = fmtTime(+el.dataset.ms, el.dataset.precision === "ms") + (el.dataset.bare ? "" : " " + zoneName());
+    });
+    $$("[data-zone-name]", root).forEach((el) => { el.textContent = zoneName(); });
+  }
+  function setupZone() {
+    const btn = $("[data-tz-toggle]");
+    applyZone(document);
+    if (!btn) return;
+    btn.addEventListener("click", () => {
+      localStorage.setItem("pw-tz", useUTC() ? "local" : "utc");
+      applyZone(document);
+      btn.setAttribute("aria-pressed", useUTC() ? "true" : "false");
+      $$(".pw-chart[data-rendered]").forEach((el) => { if (el._pwData) renderChart(el, el._pwData); else if (el.dataset.kind === "scatter") renderScatter(el); });
+    });
+    btn.setAttribute("aria-pressed", useUTC() ? "true" : "false");
   }
 
   /* ---------------------------------------------------------------- theme */
@@ -114,9 +170,14 @@
     const fg = css("--fg"), grid = css("--line");
     const width = Math.max(el.clientWidth || 600, 200);
     const height = +el.dataset.height || (el.classList.contains("big") ? 300 : 180);
-    const series = [{ value: (u, v) => (v == null ? "—" : new Date(v * 1000).toISOString().replace("T", " ").slice(0, 19)) }];
+    const series = [{ value: (u, v) => (v == null ? "—" : fmtTime(v * 1000) + " " + zoneName()) }];
+    const table = el.classList.contains("big") || el.dataset.legend === "table";
+    let cursorCells = [];
+    const byLevel = el.dataset.colourBy === "level";
+    const colours = data.series.map((s, i) => (byLevel && LEVEL_COLOURS[s.name]) || PALETTE[i % PALETTE.length]);
+    el._pwColours = colours;
     data.series.forEach((s, i) => {
-      const colour = PALETTE[i % PALETTE.length];
+      const colour = colours[i];
       const cfg = {
         label: s.name, stroke: colour, width: 1.5, points: { show: false },
         value: (u, v, si, idx) => (idx == null ? "—" : fmt(raw[si - 1][idx])),
@@ -126,26 +187,104 @@
       series.push(cfg);
     });
     const bands = [];
-    if (stacked) for (let i = n; i > 1; i--) bands.push({ series: [i, i - 1], fill: PALETTE[(i - 1) % PALETTE.length] + "55" });
-    if (stacked) series.forEach((s, i) => { if (i > 1) delete s.fill; });
+    if (stacked) for (let i = n; i > 1; i--) bands.push({ series: [i, i - 1], fill: colours[i - 1] + (bars ? "aa" : "55") });
+    if (stacked && !bars) series.forEach((s, i) => { if (i > 1) delete s.fill; });
     const opts = {
       width, height, series, bands,
       scales: { x: { time: true } },
-      legend: { live: true, show: n <= 60 || el.classList.contains("big") },
+      legend: { live: true, show: !table && n <= 60 },
       axes: [
-        { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid } },
+        { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, values: axisTimes },
         { stroke: fg, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid }, size: 56, values: (u, vals) => vals.map(fmt) },
       ],
       cursor: { focus: { prox: 16 } },
       focus: { alpha: 0.35 },
+      hooks: { setCursor: [(u) => {
+        const idx = u.cursor.idx;
+        cursorCells.forEach((td, i) => { td.textContent = idx == null ? "—" : fmt(raw[i][idx]); });
+        const th = el.querySelector("[data-cursor-time]");
+        if (th) th.textContent = idx == null ? "At cursor" : fmtTime(data.x[idx] * 1000);
+      }] },
     };
     el._plot = new uPlot(opts, [data.x, ...ys], el);
+    if (table) cursorCells = legendTable(el, el._plot, data, raw);
     el.dataset.rendered = "1";
   }
 
+  /* min/max/mean/last of one series' points, gaps skipped */
+  function seriesStats(vals) {
+    let min = Infinity, max = -Infinity, sum = 0, n = 0, last = null;
+    for (const v of vals) {
+      if (v == null) continue;
+      if (v < min) min = v;
+      if (v > max) max = v;
+      sum += v; n++; last = v;
+    }
+    return n ? [min, max, sum / n, last] : [null, null, null, null];
+  }
+
+  /* Grafana's table legend: one row per series with its statistics; click shows only that series (again:
+     all), Ctrl/Cmd-click toggles it. Returns the "at cursor" cells the plot's cursor hook fills. */
+  function legendTable(el, plot, data, raw) {
+    const wrap = document.createElement("div");
+    wrap.className = "legend-wrap";
+    const t = document.createElement("table");
+    t.className = "data legend-table";
+    t.dataset.testid = "legend";
+    t.innerHTML = "<thead><tr><th>Series</th><th class='num'>Min</th><th class='num'>Max</th><th class='num'>Mean</th>" +
+      "<th class='num'>Last</th><th class='num' data-cursor-time>At cursor</th></tr></thead>";
+    const body = document.createElement("tbody");
+    const cells = [];
+    data.series.forEach((s, i) => {
+      const tr = document.createElement("tr");
+      tr.tabIndex = 0;
+      tr.title = "Click: only this series (again: all) · Ctrl/⌘-click: toggle it";
+      const name = document.createElement("td");
+      name.className = "mono";
+      const sw = document.createElement("span");
+      sw.className = "sw";
+      sw.style.background = el._pwColours[i];
+      name.append(sw, document.createTextNode(" " + s.name));
+      tr.append(name);
+      [...seriesStats(raw[i]), null].forEach((v) => {
+        const td = document.createElement("td");
+        td.className = "num mono";
+        td.textContent = fmt(v);
+        tr.append(td);
+      });
+      cells.push(tr.lastChild);
+      const pick = (e) => toggleSeries(plot, body, i + 1, e.ctrlKey || e.metaKey);
+      tr.addEventListener("click", pick);
+      tr.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(e); } });
+      body.append(tr);
+    });
+    t.append(body);
+    wrap.append(t);
+    el.append(wrap);
+    return cells;
+  }
+
+  function toggleSeries(plot, body, idx, additive) {
+    const n = plot.series.length - 1;
+    if (additive) plot.setSeries(idx, { show: !plot.series[idx].show });
+    else {
+      const alone = plot.series.every((s, i) => i === 0 || (i === idx) === s.show);
+      for (let i = 1; i <= n; i++) plot.setSeries(i, { show: alone || i === idx });
+    }
+    Array.from(body.children).forEach((tr, i) => tr.classList.toggle("off", !plot.series[i + 1].show));
+  }
+
   function renderScatter(el) {
-    const pts = JSON.parse(el.dataset.points || "[]");
+    const pts = el._pwPoints || JSON.parse(el.dataset.points || "[]");
     el.innerHTML = "";
+    if (!pts.length) {
+      const p = document.createElement("p");
+      p.className = "chart-msg"; p.textContent = "No traces in this range.";
+      el.append(p);
+      el.dataset.seriesCount = "0";
+      el.dataset.rendered = "empty";
+      return;
+    }
     const x = pts.map((p) => p.t);
     const ok = pts.map((p) => (p.e ? null : p.d));
     const bad = pts.map((p) => (p.e ? p.d : null));
@@ -156,9 +295,10 @@
     });
     const opts = {
       width: Math.max(el.clientWidth || 600, 200), height: +el.dataset.height || 220,
-      series: [{}, mk("ok", css("--bar") || "#4c8bf5"), mk("error", css("--err") || "#cf222e")],
+      series: [{ value: (u, v) => (v == null ? "—" : fmtTime(v * 1000) + " " + zoneName()) },
+        mk("ok", css("--bar") || "#4c8bf5"), mk("error", css("--err") || "#cf222e")],
       scales: { x: { time: true } },
-      axes: [{ stroke: fg, grid: { stroke: grid } }, { stroke: fg, grid: { stroke: grid }, size: 60, label: "ms", values: (u, v) => v.map(fmt) }],
+      axes: [{ stroke: fg, grid: { stroke: grid }, values: axisTimes }, { stroke: fg, grid: { stroke: grid }, size: 60, label: "ms", values: (u, v) => v.map(fmt) }],
       cursor: { points: { size: 10 } },
     };
     const plot = new uPlot(opts, [x, ok, bad], el);
@@ -171,8 +311,22 @@
     el.dataset.rendered = "1";
   }
 
+  async function loadScatter(el) {
+    if (!el.dataset.src) { renderScatter(el); return; }
+    try {
+      const resp = await fetch(el.dataset.src, { headers: { Accept: "application/json" } });
+      const body = await resp.json();
+      if (!resp.ok || body.error) { showChartError(el, body.error || { message: resp.statusText }); return; }
+      el._pwPoints = body.points;
+      el.dataset.capped = body.capped ? "1" : "";
+      renderScatter(el);
+    } catch (e) {
+      showChartError(el, { message: String(e) });
+    }
+  }
+
   async function loadChart(el) {
-    if (el.dataset.kind === "scatter") { renderScatter(el); return; }
+    if (el.dataset.kind === "scatter") { await loadScatter(el); return; }
     const src = el.dataset.src;
     if (!src) return;
     const width = Math.max(el.clientWidth || 600, 200);
@@ -182,12 +336,76 @@
       const resp = await fetch(src + (src.includes("?") ? "&" : "?") + "points=" + points, { headers: { Accept: "application/json" } });
       const body = await resp.json();
       if (!resp.ok || body.error) showChartError(el, body.error || { message: resp.statusText });
-      else renderChart(el, body);
+      else { renderChart(el, body); fillInspector(el, body); }
     } catch (e) {
       showChartError(el, { message: String(e) });
     } finally {
       el.removeAttribute("aria-busy");
     }
+  }
+
+  /* the explorer's query inspector: what each query cost and returned, and the API request behind it */
+  function fillInspector(el, body) {
+    const box = el.dataset.inspect ? $(el.dataset.inspect + " [data-inspect-body]") : null;
+    if (!box || !body.inspect) return;
+    const t = document.createElement("table");
+    t.className = "data";
+    t.innerHTML = "<thead><tr><th>Query</th><th class='num'>Time (ms)</th><th class='num'>Series</th>" +
+      "<th class='num'>Points</th><th class='num'>Step (s)</th><th>Request</th></tr></thead>";
+    const tb = document.createElement("tbody");
+    body.inspect.forEach((q) => {
+      const tr = document.createElement("tr");
+      const api = "/api/v1/query_range?" + new URLSearchParams({ query: q.expr, start: q.start, end: q.end, step: q.step });
+      [q.expr, fmt(q.ms), String(q.series), String(q.points), fmt(q.step)].forEach((v, i) => {
+        const td = document.createElement("td");
+        td.className = i ? "num mono" : "mono";
+        td.textContent = v;
+        tr.append(td);
+      });
+      const td = document.createElement("td");
+      const a = document.createElement("a");
+      a.href = api; a.textContent = "JSON"; a.title = api;
+      td.append(a);
+      tr.append(td);
+      tb.append(tr);
+    });
+    t.append(tb);
+    box.replaceChildren(t);
+  }
+
+  /* trace search: another tag filter (all must match, as Jaeger's tags) */
+  function setupTagFilters() {
+    const add = $("[data-add-tag]"), box = $("[data-tag-filters]");
+    if (!add || !box) return;
+    add.addEventListener("click", () => {
+      const n = box.querySelectorAll("input[name=attr]").length + 1;
+      const label = document.createElement("label");
+      label.innerHTML = `Tag <input name="attr" size="20" placeholder="error=true" aria-label="Tag filter ${n}">`;
+      box.insertBefore(label, add);
+      label.querySelector("input").focus();
+    });
+  }
+
+  /* more than one query in the explorer's chart */
+  function setupQueries() {
+    const add = $("[data-add-query]"), holder = $("[data-more-queries]");
+    if (!add || !holder) return;
+    add.addEventListener("click", () => {
+      const n = holder.children.length + 2;
+      const wrap = document.createElement("div");
+      wrap.className = "editor-wrap more-query";
+      wrap.innerHTML = `<label class="sr" for="expr-${n}">Query ${n}</label>` +
+        `<textarea id="expr-${n}" name="expr" rows="1" spellcheck="false" autocomplete="off" data-complete="promql"></textarea>` +
+        `<ul class="completions" role="listbox" hidden></ul>` +
+        `<button type="button" class="remove-query" data-remove-query aria-label="Remove query ${n}">×</button>`;
+      holder.append(wrap);
+      setupCompletion(wrap);
+      wrap.querySelector("textarea").focus();
+    });
+    holder.addEventListener("click", (e) => {
+      const b = e.target.closest("[data-remove-query]");
+      if (b) b.parentElement.remove();
+    });
   }
 
   function mountCharts(root) {
@@ -265,8 +483,10 @@
     return null;
   }
 
-  function setupCompletion() {
-    $$("textarea[data-complete]").forEach((ta) => {
+  function setupCompletion(root) {
+    $$("textarea[data-complete]", root).forEach((ta) => {
+      if (ta.dataset.completing) return;
+      ta.dataset.completing = "1";
       const list = ta.parentElement.querySelector(".completions");
       let items = [], sel = -1, ctx = null, timer = 0, seq = 0;
       const form = ta.form;
@@ -416,7 +636,7 @@
         let msg; try { msg = JSON.parse(ev.data); } catch (e) { return; }
         (msg.streams || []).forEach((s) => (s.values || []).forEach((v) => {
           const li = document.createElement("li");
-          const ts = new Date(Number(BigInt(v[0]) / 1000000n)).toISOString().replace("T", " ").slice(0, 23);
+          const ts = fmtTime(Number(BigInt(v[0]) / 1000000n), true);
           li.textContent = ts + "  " + v[1];
           if (/\b(error|fatal|critical)\b/i.test(v[1])) li.className = "lv-error";
           else if (/\bwarn(ing)?\b/i.test(v[1])) li.className = "lv-warn";
@@ -425,6 +645,65 @@
       };
       ws.onclose = () => { ws = null; btn.setAttribute("aria-pressed", "false"); btn.textContent = "Live tail"; };
     });
+  }
+
+  /* ---------------------------------------------------------------- logs: filter by a value, line views */
+  const LOGQL_NAME = /[^A-Za-z0-9_]/g;
+  const quoteLogQL = (v) => '"' + v.replace(/\\/g, "\\\\").replace(/"/g, '\\"') + '"';
+
+  /* the query with `key op value` added: stream labels go into the selector, structured metadata becomes a
+     label filter, parsed fields get their parser first (named as the json/logfmt parsers name them) */
+  function withLogFilter(query, key, value, src, out) {
+    const q = query.trim();
+    const op = out ? "!=" : "=";
+    if (src === "label") {
+      const m = q.match(/^\{([^}]*)\}/);
+      const pair = `${key}${op}${quoteLogQL(value)}`;
+      if (!m) return `{${pair}}` + (q ? " " + q : "");
+      return `{${m[1].trim() ? m[1].trim() + ", " : ""}${pair}}` + q.slice(m[0].length);
+    }
+    let name = key, pipeline = q;
+    if (src === "json" || src === "logfmt") {
+      name = key.replace(LOGQL_NAME, "_");
+      if (!new RegExp("\\|\\s*" + src + "\\b").test(q)) pipeline += ` | ${src}`;
+    }
+    return `${pipeline} | ${name}${op}${quoteLogQL(value)}`;
+  }
+
+  function messageOf(line) {
+    try {
+      const o = JSON.parse(line);
+      if (o && typeof o === "object") return String(o.msg ?? o.message ?? o.log ?? line);
+    } catch (e) { /* not JSON */ }
+    const m = line.match(/(?:^|\s)(?:msg|message)=("(?:[^"\\]|\\.)*"|\S+)/);
+    return m ? (m[1].startsWith('"') ? JSON.parse(m[1]) : m[1]) : line;
+  }
+
+  function setupLogViews() {
+    document.addEventListener("click", (e) => {
+      const b = e.target.closest("[data-log-filter]");
+      const ta = $("#logql");
+      if (!b || !ta) return;
+      ta.value = withLogFilter(ta.value, b.dataset.key, b.dataset.value, b.dataset.src, b.dataset.logFilter === "out");
+      ta.form.requestSubmit();
+    });
+    const boxes = $$("[data-line-view]");
+    const paint = () => {
+      const pretty = boxes.some((c) => c.dataset.lineView === "pretty" && c.checked);
+      const message = boxes.some((c) => c.dataset.lineView === "message" && c.checked);
+      $$("ol.loglines .line[data-raw]").forEach((el) => {
+        const raw = el.dataset.raw;
+        let text = message ? messageOf(raw) : raw;
+        if (pretty && !message) { try { text = JSON.stringify(JSON.parse(raw), null, 2); } catch (err) { /* keep */ } }
+        el.textContent = text;
+        el.classList.toggle("pretty", pretty && text !== raw);
+      });
+    };
+    boxes.forEach((c) => {
+      c.checked = localStorage.getItem("pw-lines-" + c.dataset.lineView) === "1";
+      c.addEventListener("change", () => { localStorage.setItem("pw-lines-" + c.dataset.lineView, c.checked ? "1" : "0"); paint(); });
+    });
+    if (boxes.length) paint();
   }
 
   /* ---------------------------------------------------------------- auto-refresh */
@@ -450,17 +729,21 @@
 
   function init() {
     setupTheme();
+    setupZone();
     setupTimePicker();
     setupFileInputs();
     setupHistory();
     setupCompletion();
+    setupQueries();
+    setupTagFilters();
+    setupLogViews();
     setupKeyboard();
     setupWaterfall();
     setupLogs();
     setupRefresh();
     $$(".qerror[data-line]").forEach(addCaret);
     mountCharts(document);
-    document.body.addEventListener("htmx:afterSwap", (e) => mountCharts(e.target));
+    document.body.addEventListener("htmx:afterSwap", (e) => { mountCharts(e.target); applyZone(e.target); });
     /* a collapsed dashboard row drew its charts at a guessed width: redraw them at the real one when opened */
     $$("details.drow").forEach((d) => d.addEventListener("toggle", () => {
       if (d.open) $$(".pw-chart[data-rendered]", d).forEach((el) => { if (el._pwData) renderChart(el, el._pwData); });
