@@ -197,7 +197,7 @@ class PipelineRunner:
     # ------------------------------------------------------------ creating
 
     async def create(self, repo: str, ref: str | None, variables: list[dict[str, Any]], *, source: str = "api",
-                     user: str = "", before_sha: str = ZERO_SHA) -> dict[str, Any]:
+                     user: str = "", before_sha: str = ZERO_SHA, schedule_id: int | None = None) -> dict[str, Any]:
         """A new pipeline for ``ref`` of the repository at ``repo``; ``BadData`` for a definition GitLab's
         lint would reject (nothing is stored then)."""
         uvars = _check_variables(variables)
@@ -218,6 +218,7 @@ class PipelineRunner:
         p = {"id": pid, "iid": iid, "project_id": project["id"], "sha": commit.sha, "ref": commit.ref,
              "tag": commit.is_tag, "source": source, "status": "created", "created_at": now, "updated_at": now,
              "started_at": None, "finished_at": None, "before_sha": before_sha, "name": planned.name or None,
+             "schedule_id": schedule_id,
              "user": user, "runner": self.runner_id, "variables": uvars, "predefined": predefined, "commit_message": commit.message,
              "commit_author": commit.author, "commit_timestamp": commit.timestamp,
              "plan": {"stages": planned.stages, "variables": planned.variables,

@@ -19,6 +19,7 @@ from pitwall.metrics import Appender
 from pitwall.pipelines.api import gitlab_hook_router, gitlab_router, native_router
 from pitwall.pipelines.api_envs import dora_router, gitlab_env_router
 from pitwall.pipelines.api_hooks import Hooks, hooks_router
+from pitwall.pipelines.api_schedules import schedules_router
 from pitwall.pipelines.canary import KubeCanaryWaiter
 from pitwall.pipelines.dora import Incident
 from pitwall.pipelines.report import Reporter
@@ -53,7 +54,8 @@ class PipelinesPart:
         return [self.runner, self.watcher, self.scheduler]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
+        return [Mount(schedules_router(self.runner, self.scheduler.stored, self.base_url), server_wide=True),
+                Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
                 Mount(gitlab_hook_router(self.watcher), server_wide=True),
                 Mount(gitlab_env_router(self.runner, self.base_url), server_wide=True),
                 Mount(native_router(self.runner, self.base_url), server_wide=True),
