@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pitwall.core.errors import BadData, NotFound, TooLarge, Unauthorized
+from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
 from pitwall.pipelines.runner import PipelineRunner
 from pitwall.pipelines.settings import PipelinesSettings
@@ -28,7 +29,7 @@ PREFIX = "/api/pipelines/v1/hooks"
 GIT_HOOK_PATH = f"{PREFIX}/git"
 GITHUB_HOOK_PATH = f"{PREFIX}/github"
 MAX_GIT_BODY = 1 << 20
-MAX_GITHUB_BODY = 25 << 20  # GitHub caps webhook payloads at 25 MB
+MAX_GITHUB_BODY = 5 << 20  # read before the signature is checked; push payloads list 20 commits at most
 MAX_REFS = 1000
 _SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -80,8 +81,6 @@ def _who(request: Request, default: str) -> str:
 
 def hooks_router(hooks: Hooks) -> APIRouter:
     """``POST /git`` (pitwall's post-receive hook) and ``POST /github`` (GitHub's push webhook)."""
-    from pitwall.core.http_errors import error_router
-
     r = error_router("native", prefix=PREFIX, tags=["pipelines"])
 
     @r.post("/git")
@@ -111,10 +110,10 @@ def hooks_router(hooks: Hooks) -> APIRouter:
     async def github(request: Request) -> JSONResponse:
         """GitHub's ``push`` (and ``ping``) webhook; the repository is the watched one (or a project's) named
         like GitHub's ``repository.name``, fetched from its ``origin`` when the pushed commit is not there."""
-        raw = await _body(request, MAX_GITHUB_BODY)
         secret = hooks.settings.github_webhook_secret()
         if not secret:
             raise Unauthorized("GitHub webhooks are off: set pipelines.github_secret (the webhook's secret)")
+        raw = await _body(request, MAX_GITHUB_BODY)
         given = request.headers.get("x-hub-signature-256", "")
         if not hmac.compare_digest(signature(secret, raw).encode(), given.encode()):
             raise Unauthorized("X-Hub-Signature-256 does not match the body signed with the configured secret")
