@@ -67,6 +67,7 @@ in-image:
   variables: {GREETING: hello}
   script:
     - echo "$GREETING from $(cat /etc/pitwall-image) in $PWD"
+    - echo "image=$CI_JOB_IMAGE"
     - echo "$CI_JOB_NAME" > out.txt
     - test ! -e /usr/bin/git
   after_script: [echo "after $CI_JOB_STATUS in $(cat /etc/pitwall-image)"]
@@ -136,6 +137,7 @@ async def test_an_image_job_runs_in_the_container(runner_env: Any, tmp_path: Pat
     assert f'Preparing the "podman" executor: image {tag}' in log
     work = runner.root / "builds" / str(j["id"]) / "src"
     assert f"hello from busybox-image in {work}" in log  # variables passed, the working copy mounted at its path
+    assert f"image={tag}" in log  # CI_JOB_IMAGE
     assert "after success in busybox-image" in log  # after_script in the image too
     files = runner.executor.artifacts_dir(j["id"]) / "files"
     assert (files / "out.txt").read_text() == "in-image\n"  # written in the container, collected on the host

@@ -231,3 +231,19 @@ def test_github_push_webhooks(server: LiveServer, github: tuple[Path, Path, Path
     assert unknown.status_code == 404
     bad = _deliver(server.url, "push", {**payload, "after": "xyz"})
     assert bad.status_code == 400 and "SHA" in bad.text
+
+
+def test_github_webhooks_are_refused_without_a_configured_secret() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from pitwall.pipelines.api_hooks import Hooks, hooks_router
+    from pitwall.pipelines.settings import PipelinesSettings
+
+    app = FastAPI()
+    app.include_router(hooks_router(Hooks(None, None, PipelinesSettings())))  # type: ignore[arg-type]
+    body = b'{"zen": "x"}'
+    sig = "sha256=" + hmac.new(b"", body, hashlib.sha256).hexdigest()  # signed with the empty secret
+    r = TestClient(app).post("/api/pipelines/v1/hooks/github", content=body,
+                             headers={"X-GitHub-Event": "ping", "X-Hub-Signature-256": sig})
+    assert r.status_code == 401 and "pipelines.github_secret" in r.text

@@ -689,6 +689,8 @@ class PipelineRunner:
         uvars = [*p["variables"], *j.get("manual_variables", [])]
         for v in uvars:
             env[v["key"]] = v["value"]
+        if pj.image:  # after every variable: the name may use any of them
+            env["CI_JOB_IMAGE"] = expand(pj.image["name"], env)
         return env, [v["value"] for v in uvars if v.get("masked")]
 
     async def _artifact_sources(self, p: dict[str, Any], pj: PlannedJob) -> list[Path]:
