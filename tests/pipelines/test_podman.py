@@ -6,6 +6,7 @@ registry) and skip when podman, busybox or a working OCI runtime are not on the 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -160,3 +161,18 @@ async def test_a_timeout_removes_the_container_and_a_missing_image_fails(
     assert f"pitwall-job-{slow['id']}-script" not in ps.stdout.split()
     assert absent["status"] == "failed"
     assert "image 'localhost/pitwall-absent:none' is not present locally" in runner.trace(absent["id"]).decode()
+
+
+async def test_a_restarted_server_removes_the_containers_left_running(
+        tmp_path: Path, podman_image: tuple[list[str], list[str], str]) -> None:
+    from pitwall.pipelines.executor import Executor
+
+    cmd, args, tag = podman_image
+    name = f"pitwall-job-{os.getpid()}-script"  # as a job of a server that died left it
+    subprocess.run([*cmd, "run", "-d", "--name", name, *args, tag, "sleep", "600"], check=True,
+                   capture_output=True, timeout=120)
+    ex = Executor(tmp_path, max_log_bytes=1 << 20, max_artifacts_bytes=1 << 20,
+                  podman=Podman(tuple(cmd), tuple(args)))
+    await ex.remove_containers(os.getpid())
+    ps = subprocess.run([*cmd, "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, timeout=60)
+    assert name not in ps.stdout.split()
