@@ -153,3 +153,43 @@ def dora(
     typer.echo(f"  lead time for changes  {_fmt_secs(f['lead_time_seconds'])} (median)")
     typer.echo(f"  change failure rate    {'n/a' if cfr is None else f'{cfr * 100:.1f}%'}")
     typer.echo(f"  time to restore        {_fmt_secs(f['time_to_restore_seconds'])} (median)")
+
+
+hook_app = typer.Typer(help="pitwall's post-receive hook in a bare repository: pushes start pipelines at once.",
+                       no_args_is_help=True)
+app.add_typer(hook_app, name="hook")
+
+
+@hook_app.command("install")
+def hook_install(
+    repo: Annotated[Path, typer.Argument(help="The repository (bare, or its .git) on this machine.")],
+    project: Annotated[str | None, typer.Option("--project", help="The project's name when the server first "
+                                                                  "sees the repository (default: its directory's).")]
+    = None,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.5, max=60,
+                                           help="Seconds a push waits for the server at most.")] = 5.0,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Install (or update) the hook; an existing post-receive hook is kept and runs first."""
+    from pitwall.cli.pipelines_hook import HookError, install
+
+    if project is not None and not project.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        fail(PROG, f"--project {project!r}: letters, digits, '.', '_' and '-' only", 2)
+    try:
+        typer.echo(install(repo, server, token, project, timeout))
+    except (HookError, OSError) as e:
+        fail(PROG, str(e))
+
+
+@hook_app.command("uninstall")
+def hook_uninstall(
+    repo: Annotated[Path, typer.Argument(help="The repository the hook was installed in.")],
+) -> None:
+    """Remove the hook, putting back the hook it chained."""
+    from pitwall.cli.pipelines_hook import HookError, uninstall
+
+    try:
+        typer.echo(uninstall(repo))
+    except (HookError, OSError) as e:
+        fail(PROG, str(e))

@@ -5,6 +5,11 @@ pipefail``, each command echoed as ``$ command``; ``after_script`` runs in a she
 ``CI_JOB_STATUS`` set. The job runs in its own process group, so a timeout or a cancel kills the whole tree.
 The working copy (``git clone --shared``) lives under the data directory and is removed afterwards, so nothing
 of one job leaks into another; artifacts of the jobs it depends on and its cache are copied in first.
+
+A job with ``image:`` runs the same scripts under ``podman run`` (the podman executor): the job's directory
+mounted at the same path, the CI variables passed by name (their values stay out of the command line), never
+pulling; a timeout or a cancel removes the container. Without podman or the image the job fails saying so, or
+runs in the shell when ``pipelines.image_fallback`` is ``shell``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shlex
@@ -27,10 +33,14 @@ from pitwall.pipelines.plan import PlannedJob
 from pitwall.pipelines.spec import CacheSpec, glob_match
 from pitwall.pipelines.trace import TraceWriter
 
-__all__ = ["Executor", "JobResult", "JobRun", "coverage_of", "expand"]
+__all__ = ["Executor", "JobResult", "JobRun", "Podman", "coverage_of", "expand"]
 
 AFTER_SCRIPT_TIMEOUT_S = 300.0
 KILL_GRACE_S = 2.0
+PODMAN_CHECK_TIMEOUT_S = 30.0
+# Inside the container: bash when the image has it (the script uses pipefail), else sh, as GitLab's docker
+# executor picks its shell.
+IN_CONTAINER = 'if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc "$1"; else exec sh "$1"; fi'
 READ_CHUNK = 64 << 10
 # Passed through from the server's environment; nothing else (tokens and secrets stay out of jobs).
 PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
@@ -66,6 +76,65 @@ class JobRun:
     gate: Callable[[Callable[[str], None], asyncio.Event], Awaitable[str | None]] | None = None
 
 
+@dataclass(frozen=True)
+class Podman:
+    """How ``image:`` jobs run: the podman command and extra ``run`` options; ``fallback`` is ``fail`` or
+    ``shell`` (for when podman or the image is not there)."""
+
+    command: tuple[str, ...] = ("podman",)
+    run_args: tuple[str, ...] = ()
+    fallback: str = "fail"
+
+    def run_argv(self, name: str, image: str, entrypoint: list[str] | None, base: Path, cwd: Path,
+                 env_names: list[str], script: Path) -> list[str]:
+        """``podman run`` for one script: ``base`` (the job's directory) mounted at its own path, so
+        ``CI_PROJECT_DIR`` and every path in the variables mean the same inside; variables by name only."""
+        argv = [*self.command, "run", "--rm", "--name", name, "--pull=never", "--init",
+                "-v", f"{base}:{base}", "-w", str(cwd), *self.run_args]
+        for k in env_names:
+            argv += ["-e", k]
+        if entrypoint is not None:  # GitLab: an empty entrypoint ([""]) overrides the image's with none
+            argv += ["--entrypoint", json.dumps([e for e in entrypoint if e] or [""])]
+        return [*argv, image, "sh", "-c", IN_CONTAINER, "sh", str(script)]
+
+    def rm_argv(self, name: str) -> list[str]:
+        return [*self.command, "rm", "-f", "-t", "0", "--ignore", name]
+
+    async def missing(self, image: str) -> str:
+        """Why ``image`` cannot run here ("" when it can): podman absent or the image not present locally."""
+        if shutil.which(self.command[0]) is None:
+            return f"podman ({self.command[0]}) is not installed on the server"
+        code, out = await _run_quiet([*self.command, "image", "exists", image], PODMAN_CHECK_TIMEOUT_S)
+        if code == 0:
+            return ""
+        if code == 1:
+            return f"image {image!r} is not present locally (pitwall never pulls: podman pull or podman build it)"
+        return f"podman does not answer: {out or f'exit status {code}'}"
+
+    async def remove(self, name: str) -> None:
+        """Remove the container (killing what runs in it); the client being killed does not stop it."""
+        await _run_quiet(self.rm_argv(name), PODMAN_CHECK_TIMEOUT_S)
+
+
+async def _run_quiet(argv: list[str], timeout_s: float) -> tuple[int, str]:
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    except OSError as e:
+        return 127, str(e)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return 124, "timed out"
+    return proc.returncode or 0, out.decode("utf-8", "replace").strip()[-300:]
+
+
+def container_name(job_id: int, part: str = "script") -> str:
+    return f"pitwall-job-{job_id}-{part}"
+
+
 @dataclass
 class JobResult:
     status: str  # success, failed, canceled
@@ -81,10 +150,12 @@ class JobResult:
 class Executor:
     """Runs jobs under ``root`` (``<data_dir>/pipelines``)."""
 
-    def __init__(self, root: Path, *, max_log_bytes: int, max_artifacts_bytes: int) -> None:
+    def __init__(self, root: Path, *, max_log_bytes: int, max_artifacts_bytes: int,
+                 podman: Podman | None = None) -> None:
         self.root = root
         self.max_log_bytes = max_log_bytes
         self.max_artifacts_bytes = max_artifacts_bytes
+        self.podman = podman or Podman()
         for d in ("builds", "traces", "artifacts", "cache"):
             (root / d).mkdir(parents=True, exist_ok=True)
 
@@ -104,6 +175,12 @@ class Executor:
                 killed = True
         shutil.rmtree(base, ignore_errors=True)
         return killed
+
+    async def remove_containers(self, job_id: int) -> None:
+        """After a crash: the containers a job of a previous server process may have left running."""
+        if shutil.which(self.podman.command[0]) is not None:
+            for part in ("script", "after"):
+                await self.podman.remove(container_name(job_id, part))
 
     def trace_path(self, job_id: int) -> Path:
         return self.root / "traces" / f"{job_id}.log"
@@ -125,8 +202,27 @@ class Executor:
             await r.flush()
             shutil.rmtree(base, ignore_errors=True)
 
+    async def _image(self, r: JobRun, trace: TraceWriter) -> tuple[str | None, JobResult | None]:
+        """The image to run the job in (None: the shell), or the failed result when it cannot run."""
+        if not r.job.image:
+            trace.line('Preparing the "shell" executor')
+            return None, None
+        image = expand(r.job.image["name"], r.env)
+        why = await self.podman.missing(image) if image else "the image name is empty after expanding variables"
+        if not why:
+            trace.line(f'Preparing the "podman" executor: image {image}')
+            return image, None
+        if self.podman.fallback == "shell":
+            trace.line(f"WARNING: {why}; running in the shell executor (pipelines.image_fallback: shell)")
+            trace.line('Preparing the "shell" executor')
+            return None, None
+        trace.line(f"ERROR: Job failed: {why}")
+        return None, JobResult("failed", failure_reason="runner_system_failure", notes=[why])
+
     async def _run(self, r: JobRun, base: Path, work: Path, trace: TraceWriter, cancel: asyncio.Event) -> JobResult:
-        trace.line('Preparing the "shell" executor')
+        image, failed = await self._image(r, trace)
+        if failed is not None:
+            return failed
         trace.line(f"Fetching changes... Checking out {r.sha[:8]} as detached HEAD (ref {r.env.get('CI_COMMIT_REF_NAME')})")
         err = await _clone(r.repo, r.sha, work)
         if err:
@@ -143,7 +239,7 @@ class Executor:
                 _copy_tree(d, work)
         env = {**{k: os.environ[k] for k in PASS_ENV if k in os.environ}, **r.env}
         main = [*r.job.before_script, *r.job.script]
-        code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s)
+        code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s, image)
         status = "canceled" if why == "canceled" else ("success" if code == 0 else "failed")
         gate_error = await r.gate(trace.line, cancel) if status == "success" and r.gate is not None else None
         if gate_error == "canceled":
@@ -153,7 +249,7 @@ class Executor:
         if r.job.after_script and status != "canceled":
             trace.line("Running after_script")
             await self._shell(r.job.after_script, {**env, "CI_JOB_STATUS": status}, work, base / "after.sh", r,
-                              trace, cancel, AFTER_SCRIPT_TIMEOUT_S)
+                              trace, cancel, AFTER_SCRIPT_TIMEOUT_S, image)
         result = JobResult(status, exit_code=code)
         if why == "timeout":
             result.failure_reason = "job_execution_timeout"
@@ -176,14 +272,21 @@ class Executor:
         return result
 
     async def _shell(self, commands: list[str], env: dict[str, str], cwd: Path, path: Path, r: JobRun,
-                     trace: TraceWriter, cancel: asyncio.Event, timeout_s: float) -> tuple[int | None, str]:
+                     trace: TraceWriter, cancel: asyncio.Event, timeout_s: float,
+                     image: str | None = None) -> tuple[int | None, str]:
         lines = ["set -eo pipefail", "set +o noclobber"]
         for cmd in commands:
             lines.append(f"printf '%s\\n' {shlex.quote('$ ' + trace.mask(cmd))}")
             lines.append(cmd)
         path.write_text("\n".join(lines) + "\n")
+        argv = ["bash", "--noprofile", "--norc", str(path)]
+        cname = container_name(r.job_id, "after" if path.name == "after.sh" else "script")
+        if image is not None:
+            argv = self.podman.run_argv(cname, image, r.job.image.get("entrypoint") if r.job.image else None,
+                                        path.parent, cwd, sorted(k for k in env if k not in PASS_ENV or k in r.env),
+                                        path)
         proc = await asyncio.create_subprocess_exec(
-            "bash", "--noprofile", "--norc", str(path), cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
+            *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         (path.parent / "pgid").write_text(str(proc.pid))  # for a restarted server to find what is left running
         reader = asyncio.create_task(self._pump(proc, trace, r))
@@ -194,10 +297,14 @@ class Executor:
             done, _ = await asyncio.wait({waiter, canceller}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 why = "canceled" if canceller in done else "timeout"
+                if image is not None:
+                    await self.podman.remove(cname)
                 await _kill_group(proc)
         finally:
             canceller.cancel()
             if not waiter.done():
+                if image is not None:
+                    await self.podman.remove(cname)
                 await _kill_group(proc)
             await waiter
             with contextlib.suppress(asyncio.TimeoutError):

@@ -9,7 +9,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pitwall.pipelines.expr import Expression, parse_expression
-from pitwall.pipelines.spec import ArtifactsSpec, CacheSpec, CiConfig, JobSpec, OnlyExcept, Rule, glob_match
+from pitwall.pipelines.spec import (
+    ArtifactsSpec,
+    CacheSpec,
+    CiConfig,
+    ImageSpec,
+    JobSpec,
+    OnlyExcept,
+    Rule,
+    glob_match,
+)
 from pitwall.pipelines.yamlload import SpecError
 
 __all__ = ["Context", "PlannedJob", "PlannedPipeline", "plan"]
@@ -58,6 +67,7 @@ class PlannedJob:
     node_total: int = 1
     tags: list[str] = field(default_factory=list)
     coverage: str | None = None
+    image: dict[str, Any] | None = None  # ImageSpec's fields; None: the shell executor
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,7 +179,8 @@ def _plan_job(spec: JobSpec, cfg: CiConfig, global_vars: dict[str, list[Any]], c
             artifacts=asdict(spec.artifacts) if spec.artifacts is not None else None,
             cache=[asdict(c) for c in spec.cache], environment=spec.environment, resource_group=spec.resource_group,
             interruptible=spec.interruptible, node_index=i + 1 if spec.parallel > 1 else 0,
-            node_total=spec.parallel, tags=list(spec.tags), coverage=spec.coverage))
+            node_total=spec.parallel, tags=list(spec.tags), coverage=spec.coverage,
+            image=_image_dict(spec.image)))
     return out
 
 
@@ -268,3 +279,10 @@ def _resolve_needs(jobs: list[PlannedJob], cfg: CiConfig) -> None:
                     raise SpecError(f"{j.base} job: undefined dependency: {name}", spec.file, spec.line)
                 deps.extend(t.name for t in targets)
             j.dependencies = deps
+
+
+def _image_dict(image: ImageSpec | None) -> dict[str, Any] | None:
+    if image is None:
+        return None
+    return {"name": image.name, "entrypoint": list(image.entrypoint) if image.entrypoint is not None else None,
+            "pull_policy": list(image.pull_policy)}

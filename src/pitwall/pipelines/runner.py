@@ -31,7 +31,7 @@ from pitwall.pipelines.deployments import DeploymentStore
 from pitwall.pipelines.deployments import slug as env_slug
 from pitwall.pipelines.dora import Incident, dora_figures
 from pitwall.pipelines.durations import parse_human_duration
-from pitwall.pipelines.executor import Executor, JobResult, JobRun, expand
+from pitwall.pipelines.executor import Executor, JobResult, JobRun, Podman, expand
 from pitwall.pipelines.gitrepo import Commit, GitRepo
 from pitwall.pipelines.plan import Context, PlannedJob, PlannedPipeline, plan
 from pitwall.pipelines.report import Reporter
@@ -88,7 +88,9 @@ class PipelineRunner:
         self.reporter = reporter
         self.base_url = base_url.rstrip("/")
         self.executor = Executor(root, max_log_bytes=settings.max_log_bytes,
-                                 max_artifacts_bytes=settings.max_artifacts_bytes)
+                                 max_artifacts_bytes=settings.max_artifacts_bytes,
+                                 podman=Podman(tuple(settings.podman), tuple(settings.podman_run_args),
+                                               settings.image_fallback))
         self.pool = asyncio.Semaphore(settings.concurrency)
         self._drivers: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
@@ -128,6 +130,8 @@ class PipelineRunner:
             for j in await self.store.jobs(p["id"]):
                 if j["status"] in ACTIVE:
                     self.executor.kill_leftovers(j["id"])  # what this server ran before a crash
+                    if _planned(p, j["name"]).image:
+                        await self.executor.remove_containers(j["id"])
                     j.update(status="failed", failure_reason="runner_system_failure", finished_at=time.time())
                     await self.store.put_job(j)
                     with contextlib.suppress(OSError), self.executor.trace_path(j["id"]).open("a") as f:
@@ -193,7 +197,7 @@ class PipelineRunner:
     # ------------------------------------------------------------ creating
 
     async def create(self, repo: str, ref: str | None, variables: list[dict[str, Any]], *, source: str = "api",
-                     user: str = "", before_sha: str = ZERO_SHA) -> dict[str, Any]:
+                     user: str = "", before_sha: str = ZERO_SHA, schedule_id: int | None = None) -> dict[str, Any]:
         """A new pipeline for ``ref`` of the repository at ``repo``; ``BadData`` for a definition GitLab's
         lint would reject (nothing is stored then)."""
         uvars = _check_variables(variables)
@@ -214,6 +218,7 @@ class PipelineRunner:
         p = {"id": pid, "iid": iid, "project_id": project["id"], "sha": commit.sha, "ref": commit.ref,
              "tag": commit.is_tag, "source": source, "status": "created", "created_at": now, "updated_at": now,
              "started_at": None, "finished_at": None, "before_sha": before_sha, "name": planned.name or None,
+             "schedule_id": schedule_id,
              "user": user, "runner": self.runner_id, "variables": uvars, "predefined": predefined, "commit_message": commit.message,
              "commit_author": commit.author, "commit_timestamp": commit.timestamp,
              "plan": {"stages": planned.stages, "variables": planned.variables,
@@ -684,6 +689,8 @@ class PipelineRunner:
         uvars = [*p["variables"], *j.get("manual_variables", [])]
         for v in uvars:
             env[v["key"]] = v["value"]
+        if pj.image:  # after every variable: the name may use any of them
+            env["CI_JOB_IMAGE"] = expand(pj.image["name"], env)
         return env, [v["value"] for v in uvars if v.get("masked")]
 
     async def _artifact_sources(self, p: dict[str, Any], pj: PlannedJob) -> list[Path]:
@@ -742,6 +749,8 @@ class PipelineRunner:
         lbl = {"project": project["name"], "ref": p["ref"], "job_name": j["name"], "stage": j["stage"],
                "status": j["status"]}
         rows = [("pitwall_pipeline_job_duration_seconds", lbl, _duration(j) or 0.0)]
+        if j.get("started_at"):  # created -> started: the wait for earlier stages and needs plus the pool's
+            rows.append(("pitwall_pipeline_job_wait_seconds", lbl, max(0.0, j["started_at"] - j["created_at"])))
         if j.get("queued_at") and j.get("started_at"):
             rows.append(("pitwall_pipeline_job_queued_seconds", lbl, max(0.0, j["started_at"] - j["queued_at"])))
         await self.reporter.samples(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -60,3 +61,22 @@ class PipelinesSettings(BaseModel):
     watch: list[WatchedRepo] = Field(default_factory=list, description="repositories whose pushes run pipelines")
     watch_interval: DurationMs = Field(5_000, ge=200, description="how often watched repositories are polled")
     schedules: list[PipelineSchedule] = Field(default_factory=list, description="pipelines on cron schedules")
+    podman: list[str] = Field(["podman"], min_length=1, description="the podman command (with global options, "
+                                                                    "e.g. [podman, --runtime, runc]) for `image:` jobs")
+    podman_run_args: list[str] = Field(default_factory=list, description="extra `podman run` options "
+                                                                         "(e.g. [--ulimit, nofile=1024:1024])")
+    image_fallback: Literal["fail", "shell"] = Field("fail", description="an `image:` job when podman or the image "
+                                                     "is not present: fail it (fail) or run it in the shell (shell)")
+    github_secret: str = Field("", description="the GitHub webhook secret (X-Hub-Signature-256); empty (and no "
+                                              "github_secret_file): GitHub webhooks are refused")
+    github_secret_file: Path | None = Field(None, description="file holding the GitHub webhook secret (surrounding "
+                                                              "whitespace ignored)")
+
+    def github_webhook_secret(self) -> bytes:
+        """The configured GitHub webhook secret (the file read on each call, so a rotation needs no restart)."""
+        if self.github_secret_file is not None:
+            try:
+                return self.github_secret_file.read_text().strip().encode()
+            except OSError:
+                return b""
+        return self.github_secret.encode()

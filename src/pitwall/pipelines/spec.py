@@ -18,7 +18,7 @@ from pitwall.pipelines.durations import parse_human_duration
 from pitwall.pipelines.expr import ExprError, Expression, parse_expression
 from pitwall.pipelines.yamlload import LineDict, Reference, SpecError, load_yaml
 
-__all__ = ["CI_FILE", "ArtifactsSpec", "CacheSpec", "CiConfig", "JobSpec", "Need", "Rule", "SpecError",
+__all__ = ["CI_FILE", "ArtifactsSpec", "CacheSpec", "CiConfig", "ImageSpec", "JobSpec", "Need", "Rule", "SpecError",
            "WorkflowSpec", "load_config"]
 
 CI_FILE = ".gitlab-ci.yml"
@@ -31,20 +31,22 @@ MAX_JOBS = 1000
 DEFAULT_TIMEOUT_S = 3600.0
 
 JOB_KEYS = frozenset({"after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies",
-                      "environment", "extends", "inherit", "interruptible", "needs", "parallel", "resource_group",
-                      "retry", "rules", "script", "stage", "start_in", "tags", "timeout", "variables", "when",
-                      "only", "except"})
+                      "environment", "extends", "image", "inherit", "interruptible", "needs", "parallel",
+                      "resource_group", "retry", "rules", "script", "stage", "start_in", "tags", "timeout", "variables",
+                      "when", "only", "except"})
 # GitLab keywords pitwall does not run: an error rather than a silently different pipeline.
-UNSUPPORTED_JOB_KEYS = frozenset({"dast_configuration", "hooks", "identity", "id_tokens", "image",
+UNSUPPORTED_JOB_KEYS = frozenset({"dast_configuration", "hooks", "identity", "id_tokens",
                                   "manual_confirmation", "pages", "release", "run", "secrets", "services",
                                   "trigger"})
-DEFAULT_KEYS = frozenset({"after_script", "artifacts", "before_script", "cache", "interruptible", "retry", "tags",
-                          "timeout"})
-UNSUPPORTED_DEFAULT_KEYS = frozenset({"hooks", "id_tokens", "image", "services"})
+DEFAULT_KEYS = frozenset({"after_script", "artifacts", "before_script", "cache", "image", "interruptible", "retry",
+                          "tags", "timeout"})
+UNSUPPORTED_DEFAULT_KEYS = frozenset({"hooks", "id_tokens", "services"})
 GLOBAL_KEYS = frozenset({"default", "include", "stages", "variables", "workflow"})
 # Deprecated globals GitLab still reads as ``default``.
-GLOBAL_AS_DEFAULT = frozenset({"before_script", "after_script", "cache"})
-UNSUPPORTED_GLOBAL_KEYS = frozenset({"image", "services", "spec"})
+GLOBAL_AS_DEFAULT = frozenset({"before_script", "after_script", "cache", "image"})
+UNSUPPORTED_GLOBAL_KEYS = frozenset({"services", "spec"})
+IMAGE_KEYS = frozenset({"name", "entrypoint", "pull_policy"})
+IMAGE_UNSUPPORTED_KEYS = frozenset({"docker", "kubernetes"})
 WHEN = frozenset({"on_success", "on_failure", "always", "manual", "delayed", "never"})
 RETRY_WHEN = frozenset({"always", "unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                         "runner_system_failure", "runner_unsupported", "stale_schedule", "job_execution_timeout",
@@ -142,6 +144,16 @@ class JobSpec:
     matrix: list[dict[str, str]] = field(default_factory=list)
     tags: tuple[str, ...] = ()
     coverage: str | None = None  # a /regex/ over the log
+    image: ImageSpec | None = None
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """``image:``: run the job in this container image (the podman executor)."""
+
+    name: str
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own
+    pull_policy: tuple[str, ...] = ("always",)
 
 
 @dataclass(frozen=True)
@@ -449,7 +461,37 @@ def _job(name: str, d: LineDict, stages: list[str]) -> JobSpec:
         raise SpecError(f"jobs:{name}:tags config should be an array of strings", *d.where("tags"))
     job.tags = tuple(tags)
     job.coverage = _coverage(name, d)
+    job.image = _image(name, d)
     return job
+
+
+def _image(name: str, d: LineDict) -> ImageSpec | None:
+    """GitLab's ``image``: a name, or ``{name, entrypoint, pull_policy}``."""
+    raw = d.get("image")
+    if raw is None:
+        return None
+    where = d.where("image")
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise SpecError(f"jobs:{name}:image config should be a hash or a string", *where)
+    for k in raw:
+        if k in IMAGE_UNSUPPORTED_KEYS:
+            raise SpecError(f"jobs:{name}:image uses `{k}`, which pitwall does not support", *where)
+        if k not in IMAGE_KEYS:
+            raise SpecError(f"jobs:{name}:image config contains unknown keys: {k}", *where)
+    img = raw.get("name")
+    if not isinstance(img, str) or not img.strip():
+        raise SpecError(f"jobs:{name}:image:name config should be a non-empty string", *where)
+    ep = raw.get("entrypoint")
+    if ep is not None and (not isinstance(ep, list) or not all(isinstance(x, str) for x in ep)):
+        raise SpecError(f"jobs:{name}:image:entrypoint config should be an array of strings", *where)
+    pp = raw.get("pull_policy", ["always"])
+    pp = [pp] if isinstance(pp, str) else pp
+    if not isinstance(pp, list) or not pp or not set(pp) <= {"always", "if-not-present", "never"}:
+        raise SpecError(f"jobs:{name}:image:pull_policy config should be always, if-not-present or never, or "
+                        "an array of them", *where)
+    return ImageSpec(name=img.strip(), entrypoint=tuple(ep) if ep is not None else None, pull_policy=tuple(pp))
 
 
 def _coverage(name: str, d: LineDict) -> str | None:

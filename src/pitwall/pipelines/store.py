@@ -51,8 +51,9 @@ class PipelineStore:
 
     # projects
 
-    async def project_for_path(self, path: str) -> dict[str, Any]:
-        """The project of a repository directory, created on first use."""
+    async def project_for_path(self, path: str, name: str | None = None) -> dict[str, Any]:
+        """The project of a repository directory, created on first use (named ``name``, else after the
+        directory)."""
         h = hashlib.sha256(path.encode()).hexdigest()[:32]
         idx = f"{PREFIX}project-path/{h}"
         kv = await self.store.get(idx)
@@ -61,14 +62,14 @@ class PipelineStore:
             if found is not None:
                 return found
         pid = await self.next_id("project")
-        name = path.rstrip("/").rsplit("/", 1)[-1] or "project"
+        name = name or path.rstrip("/").rsplit("/", 1)[-1] or "project"
         proj = {"id": pid, "name": name, "path": name, "path_with_namespace": f"pitwall/{name}",
                 "name_with_namespace": f"pitwall / {name}", "repo": path}
         res = await self.store.txn([Compare(idx, "version", "=", 0)],
                                    [Op.put(idx, str(pid).encode()),
                                     Op.put(f"{PREFIX}projects/{_id(pid)}", orjson.dumps(proj))])
         if not res.succeeded:  # another server created it first
-            return await self.project_for_path(path)
+            return await self.project_for_path(path, name)
         return proj
 
     async def project(self, pid: int) -> dict[str, Any] | None:

@@ -18,6 +18,8 @@ from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.pipelines.api import gitlab_hook_router, gitlab_router, native_router
 from pitwall.pipelines.api_envs import dora_router, gitlab_env_router
+from pitwall.pipelines.api_hooks import Hooks, hooks_router
+from pitwall.pipelines.api_schedules import schedules_router
 from pitwall.pipelines.canary import KubeCanaryWaiter
 from pitwall.pipelines.dora import Incident
 from pitwall.pipelines.report import Reporter
@@ -45,23 +47,28 @@ class PipelinesPart:
     watcher: RepoWatcher
     scheduler: Scheduler
     base_url: str
+    hooks: Hooks
     name: str = "pipelines"
 
     def components(self) -> Sequence[Component]:
         return [self.runner, self.watcher, self.scheduler]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
+        return [Mount(schedules_router(self.runner, self.scheduler.stored, self.base_url), server_wide=True),
+                Mount(gitlab_router(self.runner, self.base_url), server_wide=True),
                 Mount(gitlab_hook_router(self.watcher), server_wide=True),
                 Mount(gitlab_env_router(self.runner, self.base_url), server_wide=True),
                 Mount(native_router(self.runner, self.base_url), server_wide=True),
+                Mount(hooks_router(self.hooks), server_wide=True),
                 Mount(dora_router(self.runner), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
-        """Watched repositories apply at once; the pool size and limits from the next start."""
+        """Watched repositories, schedules and the GitHub secret apply at once; the pool size, limits and
+        podman settings from the next start."""
         self.watcher.watch = list(settings.pipelines.watch)
         self.watcher.interval_s = settings.pipelines.watch_interval / 1000
         self.scheduler.schedules = list(settings.pipelines.schedules)
+        self.hooks.settings = settings.pipelines
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.registry.register(_Gauges(self.runner))
@@ -81,4 +88,5 @@ def build_pipelines_part(store: RevStore, data_dir: Path, settings: PipelinesSet
     runner.incidents = incidents
     runner.canary_waiter = KubeCanaryWaiter(kube) if kube is not None else None
     watcher = RepoWatcher(runner, settings.watch, settings.watch_interval / 1000)
-    return PipelinesPart(runner, watcher, Scheduler(runner, settings.schedules), base_url)
+    return PipelinesPart(runner, watcher, Scheduler(runner, settings.schedules), base_url,
+                         Hooks(watcher, runner, settings))
