@@ -42,10 +42,15 @@ class Upstream:
     failures: int  # endpoints that refused or timed out before this one accepted
 
 
+Opener = Callable[[Backend], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: float, attempt_timeout_s: float,
-                      on_failure: Callable[[Backend, BaseException], None] | None = None) -> Upstream:
+                      on_failure: Callable[[Backend, BaseException], None] | None = None,
+                      opener: Opener | None = None) -> Upstream:
     """Open a connection to the first endpoint that accepts, asking ``candidates()`` again after each
-    round in which all failed, until ``budget_s`` is spent; ``NoEndpoint`` then."""
+    round in which all failed, until ``budget_s`` is spent; ``NoEndpoint`` then. ``opener`` connects
+    (the mesh's hop to another node); a plain TCP connect without it."""
     deadline = time.monotonic() + budget_s
     failures = 0
     while True:
@@ -55,7 +60,10 @@ async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: floa
                 break
             try:
                 async with asyncio.timeout(min(attempt_timeout_s, left)):  # no extra task, unlike wait_for
-                    reader, writer = await asyncio.open_connection(backend.ip, backend.port, limit=CHUNK)
+                    if opener is None:
+                        reader, writer = await asyncio.open_connection(backend.ip, backend.port, limit=CHUNK)
+                    else:
+                        reader, writer = await opener(backend)
             except (OSError, TimeoutError) as e:
                 failures += 1
                 if on_failure is not None:
