@@ -175,6 +175,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                    election=controllers.election)
     traffic.proxy.overlay = registry.config.mesh_objects
     registry.config.listeners.append(traffic.proxy.refresh_mesh)
+    registry.connect = traffic.mesh_node  # Consul's Connect CA endpoints serve the mesh's CA
     return ControlPlane(
         kube=kube,
         controllers=controllers,

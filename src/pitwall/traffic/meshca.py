@@ -23,6 +23,7 @@ import base64
 import contextlib
 import datetime as dt
 import os
+import secrets
 import ssl
 import tempfile
 import time
@@ -76,8 +77,9 @@ class MeshCA:
                           x509.NameAttribute(NameOID.COMMON_NAME, "pitwall mesh root CA")])
         now = dt.datetime.now(dt.UTC)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        # A 63-bit serial: Consul's roots API reports it as an integer its clients read into a uint64.
         cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number()).not_valid_before(now - _SKEW)
+                .serial_number(secrets.randbits(62) | 1 << 62).not_valid_before(now - _SKEW)
                 .not_valid_after(now + ROOT_TTL)
                 .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                 .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,

@@ -44,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography import x509
+
 from pitwall.core.tasks import Supervisor
 from pitwall.kube import Gone, KubeClient, NotFoundError
 from pitwall.traffic.authz import AuthzRequest
@@ -214,6 +216,17 @@ class MeshNode:
                         self.peers[p[0]] = p[1]
             except Gone:
                 continue
+
+    # -- the CA for Consul's Connect endpoints (registry.connect_api) ---------------------------
+
+    def root_certificate(self) -> x509.Certificate | None:
+        return self.ca.cert if self.ca is not None else None
+
+    def leaf_for(self, namespace: str, service_account: str) -> tuple[x509.Certificate, bytes, str]:
+        if self.leaves is None:
+            raise RuntimeError("the mesh CA has not started")
+        leaf = self.leaves.for_workload(namespace, service_account)
+        return leaf.cert, leaf.key_pem, leaf.uri
 
     # -- outbound -----------------------------------------------------------------------------
 
