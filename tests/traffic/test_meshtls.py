@@ -31,7 +31,7 @@ from pitwall.traffic.meshca import peer_spiffe_id
 from pitwall.traffic.meshtls import INBOUND_ANNOTATION, InboundAddr, MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo
-from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
+from tests.traffic.conftest import Backend, cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
 from tests.traffic.mesh_helpers import App, apply, authz
 
 pytestmark = pytest.mark.timeout(60)
@@ -277,6 +277,44 @@ async def test_strict_resets_plaintext_permissive_takes_both(mesh: Mesh) -> None
     async with mesh.http() as c:
         assert (await c.get("/")).status_code == 200  # auto-mTLS: the client side goes plaintext to DISABLE
     assert mesh.plain_relay.connections == before + 1
+
+
+async def echo_once(svc_ip: str, source: str, payload: bytes) -> bytes:
+    """One connection to the echo Service from ``source``: the echo of ``payload`` (b"" when refused)."""
+    r, w = await asyncio.open_connection(svc_ip, 7000, local_addr=(source, 0))
+    try:
+        w.write(payload)
+        await w.drain()
+        try:
+            return await asyncio.wait_for(r.readexactly(len(payload)), 10)
+        except (ConnectionResetError, asyncio.IncompleteReadError):
+            return b""
+    finally:
+        w.transport.abort()
+
+
+async def test_tcp_port_crosses_nodes_over_mutual_tls(mesh: Mesh) -> None:
+    (echo_ip,) = pod_ips(1)
+    await add_pod(mesh.client, "echo-b", echo_ip, "node-b", "echo", {"app": "echo"})
+    backend = await Backend(echo_ip, 7000, echo=True).start()
+    try:
+        svc = await make_service(mesh.client, "echo", [{"name": "tcp", "port": 7000, "targetPort": 7000}])
+        await put_slice(mesh.client, "echo", [endpoint(echo_ip)], ports=[{"name": "tcp", "port": 7000}])
+        await eventually(lambda: len(mesh.proxy.endpoints(cluster_ip(svc), 7000)) == 1 and echo_ip in mesh.proxy.pods)
+        before = len(mesh.tls_relay.sent)
+        assert await echo_once(cluster_ip(svc), mesh.caller_ip, b"tcp-plain-marker") == b"tcp-plain-marker"
+        wire = bytes(mesh.tls_relay.sent[before:])
+        assert wire[:1] == b"\x16" and b"tcp-plain-marker" not in wire
+        # L4 authorisation on node B, by the certificate's principal.
+        await apply(mesh.client, authz("echo-allow", {
+            "selector": {"matchLabels": {"app": "echo"}}, "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"]}}]}]}))
+        await eventually(lambda: mesh.proxy.mesh.authz is not None and len(mesh.proxy.mesh.authz.policies) == 1)
+        assert await echo_once(cluster_ip(svc), mesh.other_ip, b"nope") == b""
+        assert mesh.node_b.stats.denied == 1
+        assert await echo_once(cluster_ip(svc), mesh.caller_ip, b"again") == b"again"
+    finally:
+        await backend.stop()
 
 
 async def test_leaf_rotates_at_two_thirds_of_its_life(mesh: Mesh) -> None:

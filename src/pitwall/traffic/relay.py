@@ -12,6 +12,9 @@ request.
 reader holds the fast writer back (TCP backpressure end to end). An EOF on
 one side is passed on as a half-close (``write_eof``) and the other
 direction keeps flowing until it ends too; a reset on either side ends both.
+asyncio's TLS transport cannot half-close, so on the mutual-TLS hop between
+nodes an EOF closes the connection whole (what was still to come back is
+lost: half-closing protocols should run on one node or in plaintext).
 """
 
 from __future__ import annotations
@@ -89,9 +92,13 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: Cal
         dst.write(data)
         count(len(data))
         await dst.drain()
-    if dst.can_write_eof() and not dst.is_closing():
+    if dst.is_closing():
+        return
+    if dst.can_write_eof():
         with contextlib.suppress(OSError):
             dst.write_eof()
+    else:  # a TLS stream (the mesh hop between nodes) has no half-close: the EOF closes it whole
+        dst.close()
 
 
 async def splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
