@@ -394,3 +394,27 @@ def test_peer_authentication_inheritance() -> None:
     cfg2 = compile_peer_auth([pa("prod", "ns", {"mtls": {"mode": "STRICT"},
                                                 "portLevelMtls": {"8080": {"mode": "DISABLE"}}})])
     assert cfg2.mode(web, 8080) == "STRICT" and cfg2.mode(elsewhere, 8080) == "PERMISSIVE"
+
+
+async def test_an_unreadable_ca_turns_mtls_off_without_failing(tmp_path: Path) -> None:
+    """A CA Secret this server cannot use (e.g. sealed under another server's key) leaves the node up,
+    advertising nothing, so hops stay direct; it keeps trying in the background."""
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    kube = build_kube(store)
+    await kube.start()
+    try:
+        await kube.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})
+        await kube.client.create({"apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": "istio-ca-secret", "namespace": "istio-system"}, "data": {"ca-cert.pem": "bm90IGEgY2VydA=="}})
+        node = MeshNode(kube.client, "node-x")
+        await node.start()
+        try:
+            assert node.ca is None and node.address is None and node.healthy
+            dest = PodInfo("p", "default", "p", node="node-y")
+            assert not node.remote(dest)
+        finally:
+            await node.stop()
+    finally:
+        await kube.stop()
+        await store.stop()

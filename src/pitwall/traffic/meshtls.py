@@ -47,12 +47,20 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from pitwall.core.tasks import Supervisor
-from pitwall.kube import Gone, KubeClient, NotFoundError
+from pitwall.kube import Gone, KubeClient, KubeError, NotFoundError
 from pitwall.traffic.authz import AuthzRequest
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.http import HttpLimits, serve_inbound
 from pitwall.traffic.mesh import MeshConfig
-from pitwall.traffic.meshca import DEFAULT_LEAF_TTL_S, LeafCache, MeshCA, load_or_create_ca, peer_spiffe_id
+from pitwall.traffic.meshca import (
+    CA_NAMESPACE,
+    CA_SECRET,
+    DEFAULT_LEAF_TTL_S,
+    LeafCache,
+    MeshCA,
+    load_or_create_ca,
+    peer_spiffe_id,
+)
 from pitwall.traffic.pods import PodInfo
 from pitwall.traffic.relay import CHUNK, close_writer, splice
 
@@ -65,6 +73,7 @@ INBOUND_ANNOTATION = "mesh.pitwall.dev/inbound"
 PREAMBLE_MAX = 1024  # bytes of the CONNECT line and its headers
 _PREAMBLE_TIMEOUT_S = 10.0
 _ADVERTISE_RETRY_S = 1.0
+_CA_RETRY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -158,13 +167,36 @@ class MeshNode:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.ca = await load_or_create_ca(self.client, self.trust_domain)
-        self.leaves = LeafCache(self.ca, self.leaf_ttl_s, self.clock)
+        """Load the CA and open the listeners; when the CA cannot be read (servers sealing Secrets with
+        different keys), log why and keep trying in the background: until then this node advertises
+        nothing, so other nodes' hops to its pods stay direct and plaintext, and its own do too."""
+        try:
+            await self._setup()
+        except (KubeError, ValueError) as e:
+            log.error("mesh: the CA Secret %s/%s cannot be used (%s); mutual TLS between nodes is off until it "
+                      "can (servers sharing a store need the same PITWALL_SECRETS_KEY or kube.encryption_config)",
+                      CA_NAMESPACE, CA_SECRET, e)
+            self.tasks.spawn(self._setup_later(), name="mesh-ca-retry", loop=False)
+
+    async def _setup_later(self) -> None:
+        while True:
+            await asyncio.sleep(_CA_RETRY_S)
+            try:
+                await self._setup()
+                log.info("mesh: the CA is loaded; mutual TLS between nodes is on")
+                return
+            except (KubeError, ValueError):
+                continue
+
+    async def _setup(self) -> None:
+        ca = await load_or_create_ca(self.client, self.trust_domain)
+        self.ca = ca
+        self.leaves = LeafCache(ca, self.leaf_ttl_s, self.clock)
         base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         base.minimum_version = ssl.TLSVersion.TLSv1_2
         # Set on the base context too: OpenSSL keeps the first context's verify mode after the SNI switch.
         base.verify_mode = ssl.CERT_REQUIRED
-        base.load_verify_locations(cadata=self.ca.cert_pem.decode())
+        base.load_verify_locations(cadata=ca.cert_pem.decode())
         base.sni_callback = self._pick_leaf
         tls = await asyncio.start_server(lambda r, w: self._accepted(r, w, True), self.host, self.tls_port,
                                          ssl=base, ssl_handshake_timeout=self.handshake_timeout_s, limit=CHUNK,
