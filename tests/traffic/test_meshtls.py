@@ -317,6 +317,24 @@ async def test_tcp_port_crosses_nodes_over_mutual_tls(mesh: Mesh) -> None:
         await backend.stop()
 
 
+async def test_destination_rule_tls_mode_steers_the_client_side(mesh: Mesh) -> None:
+    from tests.traffic.mesh_helpers import dr
+    await apply(mesh.client, dr("web", {"trafficPolicy": {"tls": {"mode": "DISABLE"}}}))
+    fqdn = "web.default.svc.cluster.local"
+    await eventually(lambda: (rule := mesh.proxy.mesh.dest_rule(fqdn)) is not None and rule.tls_mode == "DISABLE")
+    async with mesh.http() as c:
+        assert (await c.get("/")).status_code == 200
+    assert mesh.plain_relay.connections == 1 and mesh.tls_relay.connections == 0
+    # ISTIO_MUTUAL: TLS even to a workload whose own mode is DISABLE, which then resets it.
+    await apply(mesh.client, dr("web", {"trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}))
+    await configure_mode(mesh, peer_auth("off", {"mtls": {"mode": "DISABLE"}}), "DISABLE")
+    await eventually(lambda: (rule := mesh.proxy.mesh.dest_rule(fqdn)) is not None
+                     and rule.tls_mode == "ISTIO_MUTUAL")
+    async with mesh.http() as c:
+        assert (await c.get("/")).status_code == 503
+    assert mesh.tls_relay.connections >= 1 and mesh.node_b.stats.rejected_tls >= 1
+
+
 async def test_leaf_rotates_at_two_thirds_of_its_life(mesh: Mesh) -> None:
     leaves = mesh.node_b.leaves
     assert leaves is not None

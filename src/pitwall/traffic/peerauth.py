@@ -48,6 +48,8 @@ class PeerAuthConfig:
     namespaces: dict[str, _Policy] = field(default_factory=dict)
     workloads: tuple[_Policy, ...] = ()  # oldest first
     errors: dict[str, str] = field(default_factory=dict)
+    # Whether any policy asks for STRICT, computed once: lets the per-request path skip the lookup.
+    strict_anywhere: bool = False
 
     def mode(self, pod: PodInfo | None, port: int) -> str:
         """The effective mode for inbound traffic to ``pod`` on its port ``port``."""
@@ -63,12 +65,6 @@ class PeerAuthConfig:
         if self.mesh is not None:
             chain.append(self.mesh.mode)
         return next((m for m in chain if m != "UNSET"), DEFAULT_MODE)
-
-    @property
-    def strict_anywhere(self) -> bool:
-        """Whether any policy asks for STRICT (lets the hot path skip lookups when none does)."""
-        pols = [*([self.mesh] if self.mesh else []), *self.namespaces.values(), *self.workloads]
-        return any(p.mode == "STRICT" or any(m == "STRICT" for _, m in p.ports) for p in pols)
 
 
 def _mode(v: Any, path: str) -> str:
@@ -107,5 +103,7 @@ def compile_peer_auth(objs: Iterable[Obj]) -> PeerAuthConfig:
             mesh = mesh or _Policy(name, ns, (), mode)
         else:
             namespaces.setdefault(ns, _Policy(name, ns, (), mode))
-    return PeerAuthConfig(mesh, namespaces, tuple(workloads), errors)
+    pols = [*([mesh] if mesh else []), *namespaces.values(), *workloads]
+    strict = any(p.mode == "STRICT" or any(m == "STRICT" for _, m in p.ports) for p in pols)
+    return PeerAuthConfig(mesh, namespaces, tuple(workloads), errors, strict)
 
