@@ -335,6 +335,23 @@ async def test_destination_rule_tls_mode_steers_the_client_side(mesh: Mesh) -> N
     assert mesh.tls_relay.connections >= 1 and mesh.node_b.stats.rejected_tls >= 1
 
 
+async def test_strict_on_one_node_resets_a_non_mesh_tcp_caller(mesh: Mesh) -> None:
+    (echo_ip,) = pod_ips(1)
+    await add_pod(mesh.client, "echo-a", echo_ip, "node-a", "echo", {"app": "echo"})
+    backend = await Backend(echo_ip, 7000, echo=True).start()
+    try:
+        svc = await make_service(mesh.client, "echo", [{"name": "tcp", "port": 7000, "targetPort": 7000}])
+        await put_slice(mesh.client, "echo", [endpoint(echo_ip)], ports=[{"name": "tcp", "port": 7000}])
+        await eventually(lambda: len(mesh.proxy.endpoints(cluster_ip(svc), 7000)) == 1 and echo_ip in mesh.proxy.pods)
+        await apply(mesh.client, peer_auth("default", {"mtls": {"mode": "STRICT"}}, "istio-system"))
+        await eventually(lambda: mesh.proxy.mesh.peer_auth is not None and mesh.proxy.mesh.peer_auth.strict_anywhere)
+        assert await echo_once(cluster_ip(svc), "127.0.0.1", b"who") == b""  # no mesh identity: reset
+        assert await echo_once(cluster_ip(svc), mesh.caller_ip, b"pod") == b"pod"  # a pod of this node
+        assert mesh.tls_relay.connections == 0 and mesh.plain_relay.connections == 0  # it never left node A
+    finally:
+        await backend.stop()
+
+
 async def test_leaf_rotates_at_two_thirds_of_its_life(mesh: Mesh) -> None:
     leaves = mesh.node_b.leaves
     assert leaves is not None

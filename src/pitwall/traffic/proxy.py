@@ -83,6 +83,10 @@ DEFAULT_AFFINITY_S = 10800.0  # sessionAffinityConfig.clientIP.timeoutSeconds de
 _RELIST_BACKOFF_MAX_S = 5.0
 
 
+class PlaintextRefused(Exception):
+    """A caller that is no mesh pod reached a STRICT workload on this node (Envoy resets it)."""
+
+
 @dataclass
 class ServiceStats:
     """Counters of one Service (all its ports), for the proxy's metrics."""
@@ -432,7 +436,7 @@ class ServiceProxy:
         if node is not None and dest is not None and node.remote(dest):
             return await node.connect(host, src, dest, http=http, mode=_client_mode(self.mesh, service, mode))
         if src is None and mode == "STRICT" and dest is not None:
-            raise ConnectionResetError(f"{dest.namespace}/{dest.name} accepts mutual TLS only (STRICT)")
+            raise PlaintextRefused(f"{dest.namespace}/{dest.name} accepts mutual TLS only (STRICT)")
         return await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
@@ -642,6 +646,9 @@ class ServiceProxy:
                                        attempt_timeout_s=self.attempt_timeout_s, on_failure=failed, opener=opener)
             except NoEndpoint:
                 stats.no_endpoint += 1
+                writer.transport.abort()
+                return
+            except PlaintextRefused:  # a caller that is no mesh pod, to a STRICT workload: reset at once
                 writer.transport.abort()
                 return
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
