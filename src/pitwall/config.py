@@ -94,6 +94,12 @@ class KubeSettings(_Section):
     node_name: str = Field("", description="this server's Node (default: the host name); unique per server")
     pod_cidr: str = Field("", description="this node's pod addresses, inside 127.42.0.0/16 (default: all of it); "
                                           "servers sharing an etcd on one machine need disjoint ranges")
+    mesh_mtls: bool = Field(True, description="hops to pods on other nodes go over mutual TLS through their "
+                                              "node's inbound mesh listener (pitwall's CA, SPIFFE identities)")
+    mesh_inbound_port: int = Field(0, ge=0, le=65535, description="this node's mutual-TLS inbound mesh port on "
+                                                                  "127.0.0.1 (0: any free port, advertised on the "
+                                                                  "Node)")
+    mesh_leaf_ttl_s: float = Field(86400.0, gt=60, description="lifetime of workload certificates (rotated at 2/3)")
     encryption_config: Path | None = Field(
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "

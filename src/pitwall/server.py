@@ -162,7 +162,10 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
                            node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
     # Istio's metrics and a span per mesh hop into the stores.
-    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes)
+    traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes,
+                                 node_name=node.kubelet.node_name, mtls=settings.kube.mesh_mtls,
+                                 inbound_port=settings.kube.mesh_inbound_port,
+                                 leaf_ttl_s=settings.kube.mesh_leaf_ttl_s)
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)
@@ -172,6 +175,7 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                    election=controllers.election)
     traffic.proxy.overlay = registry.config.mesh_objects
     registry.config.listeners.append(traffic.proxy.refresh_mesh)
+    registry.connect = traffic.mesh_node  # Consul's Connect CA endpoints serve the mesh's CA
     return ControlPlane(
         kube=kube,
         controllers=controllers,

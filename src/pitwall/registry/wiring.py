@@ -25,6 +25,7 @@ from pitwall.registry.catalog import KUBE_PREFIX, Catalog
 from pitwall.registry.catalog_api import catalog_routes
 from pitwall.registry.config_api import config_routes
 from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries
+from pitwall.registry.connect_api import ConnectCA, connect_routes
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import KVStore
@@ -56,6 +57,7 @@ class RegistryPart:
     config: ConfigEntries
     kube_history: KubeConfigHistory | None = None
     reloader: ControllerManager | None = None  # reload-on-config-change, leader only
+    connect: ConnectCA | None = None  # the mesh CA behind /v1/agent/connect/ca/* (set by the server)
     name: str = "registry"
 
     def components(self) -> Sequence[Component]:
@@ -66,6 +68,7 @@ class RegistryPart:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
             config_routes(r, self.config, blocking)
+            connect_routes(r, self.connect)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.history, self.kv, self.kube_history))]
 

@@ -61,6 +61,7 @@ class UpConn:
     writer: asyncio.StreamWriter
     requests: int = 0
     opened: float = field(default_factory=time.monotonic)
+    ident: str = ""  # the caller identity a mutual-TLS connection presents ("" for a direct one)
 
     def usable(self) -> bool:
         return not self.writer.is_closing() and not self.reader.at_eof()
@@ -217,10 +218,17 @@ class Cluster:
                 conns.pop().close()
                 excess -= 1
 
-    def take_idle(self, b: Backend) -> UpConn | None:
+    def take_idle(self, b: Backend, ident: str = "") -> UpConn | None:
+        """An idle connection to ``b`` opened for the caller identity ``ident`` (mTLS connections present
+        their caller's certificate, so they are not shared across callers)."""
         conns = self.idle.get(b)
-        while conns:
-            c = conns.pop()
+        if not conns:
+            return None
+        for i in range(len(conns) - 1, -1, -1):
+            c = conns[i]
+            if c.ident != ident:
+                continue
+            del conns[i]
             if c.usable():
                 return c
             c.close()

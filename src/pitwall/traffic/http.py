@@ -93,6 +93,32 @@ class MeshView(Protocol):
 
     def cluster(self, name: str) -> Cluster: ...
 
+    def remote_mode(self, dest: PodInfo | None, port: int, service: str) -> str | None:
+        """None when ``dest`` runs on this node; else the mode of the hop to its node (``DISABLE``:
+        plaintext, else mutual TLS for a mesh caller), where it is authorised."""
+        ...
+
+    async def connect(self, host: Backend, src: PodInfo | None, dest: PodInfo | None, http: bool,
+                      service: str = "") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to ``host``: direct on this node, through its node's inbound listener else."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    """A request's way to another node's endpoint: who calls (its certificate) and whom."""
+
+    src: PodInfo | None
+    dest: PodInfo
+    service: str
+    tls: bool  # the mode in force: a pooled connection of the other mode is not reused
+
+    @property
+    def ident(self) -> str:
+        if self.src is None or not self.tls:
+            return "plaintext"
+        return self.src.principal
+
 
 class _TooLarge(Exception):
     def __init__(self, status: int) -> None:
@@ -567,13 +593,22 @@ class HttpSession:
                     tried.add(host)
                     dpod = self.view.pods.get(host.ip) or PodInfo("unknown", target.namespace, "unknown")
                     last_pod = dpod
-                    if not self._authorized(dpod, req, authority, host, src):
-                        return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
+                    # Another node's endpoint is authorised there, from the certificate this side presents.
+                    mode = self.view.remote_mode(dpod, host.port, target.fqdn)
+                    hop = _Hop(src, dpod, target.fqdn, mode != "DISABLE") if mode is not None else None
+                    if hop is None:
+                        if self._refused_plaintext(dpod, host, src):
+                            last = _failure_response(_Failure("reset", "connection termination"))
+                            break
+                        if not self._authorized(dpod, req, authority, host, src):
+                            return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
                     if self.view.faults.active:
-                        res = await self._try_faulted(cluster, host, policy, req, path, authority, headers, retry)
+                        res = await self._try_faulted(cluster, host, policy, req, path, authority, headers, retry,
+                                                      hop)
                     else:
                         head = _request_head(req.method, path, authority, headers, req.body)
-                        res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+                        res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD",
+                                              hop)
                     if retrying:
                         retrying = False
                         cluster.active_retries -= 1
@@ -613,8 +648,15 @@ class HttpSession:
                           req.lower, host.ip)
         return authz.allowed(dest, ar)
 
+    def _refused_plaintext(self, dest: PodInfo, host: Backend, src: PodInfo | None) -> bool:
+        """A caller that is no mesh pod reaching a STRICT workload on this node: refused as Envoy resets
+        plaintext under STRICT (a known pod on this node needs no TLS: this proxy is both sidecars)."""
+        pa = self.view.mesh.peer_auth
+        return src is None and pa is not None and pa.strict_anywhere and pa.mode(dest, host.port) == "STRICT"
+
     async def _try_faulted(self, cluster: Cluster, host: Backend, policy: Policy, req: _Req, path: str,
-                           authority: str, headers: list[tuple[str, str]], retry: Retry) -> _Resp | _Failure:
+                           authority: str, headers: list[tuple[str, str]], retry: Retry,
+                           hop: _Hop | None = None) -> _Resp | _Failure:
         """``_try`` through the chaos faults on this client -> endpoint hop (``traffic.faults``): a partition
         refuses the connect, a lost message or an HTTP abort is a reset, and the faults may delay, change
         or duplicate the request and delay or change the response."""
@@ -626,7 +668,7 @@ class HttpSession:
         http_faults = faults.http_for(host.ip, host.port)
         if link is None and not http_faults:  # faults elsewhere, none on this hop
             head = _request_head(req.method, path, authority, headers, req.body)
-            return await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD")
+            return await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD", hop)
         msg = HttpMessage(req.method, path, list(headers), req.body)
         for f in http_faults:
             if not await f.on_request(msg):
@@ -637,10 +679,10 @@ class HttpSession:
             msg.body = await link.send_up(self.client_ip, msg.body)  # an empty body still waits out the delay
         head = _request_head(msg.method, msg.target, authority, msg.headers, msg.body)
         if link is not None and link.duplicated_up() and len(_MIRRORS) < _MAX_MIRRORS:
-            dup = asyncio.create_task(self._try(cluster, host, policy, head, msg.body, _MIRROR_RETRY, False))
+            dup = asyncio.create_task(self._try(cluster, host, policy, head, msg.body, _MIRROR_RETRY, False, hop))
             _MIRRORS.add(dup)
             dup.add_done_callback(_MIRRORS.discard)
-        res = await self._try(cluster, host, policy, head, msg.body, retry, msg.method == "HEAD")
+        res = await self._try(cluster, host, policy, head, msg.body, retry, msg.method == "HEAD", hop)
         if isinstance(res, _Failure):
             return res
         if link is not None and link.down:
@@ -656,7 +698,7 @@ class HttpSession:
         return res
 
     async def _try(self, cluster: Cluster, host: Backend, policy: Policy, head: bytes, body: bytes, retry: Retry,
-                   head_only: bool) -> _Resp | _Failure:
+                   head_only: bool, hop: _Hop | None = None) -> _Resp | _Failure:
         pool = policy.pool
         try:
             await cluster.acquire_slot(pool)
@@ -668,17 +710,21 @@ class HttpSession:
         try:
             async with _maybe_timeout(retry.per_try_timeout_s) as per_try:
                 for fresh in (False, True):
-                    conn = None if fresh else cluster.take_idle(host)
+                    ident = hop.ident if hop is not None else ""  # a pooled mTLS connection carries its caller
+                    conn = None if fresh else cluster.take_idle(host, ident)
                     reused = conn is not None
                     if conn is None:
                         cluster.make_room(pool)
                         try:
                             async with asyncio.timeout(pool.connect_timeout_s):
-                                r, w = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
+                                if hop is None:
+                                    r, w = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
+                                else:
+                                    r, w = await self.view.connect(host, hop.src, hop.dest, True, hop.service)
                         except (OSError, TimeoutError) as e:
                             self.stats.connect_failures += 1
                             return _Failure("connect", _connect_detail(e))
-                        conn = UpConn(host, r, w)
+                        conn = UpConn(host, r, w, ident=ident)
                     try:
                         conn.writer.write(head + body if len(body) < 65536 else head)
                         if len(body) >= 65536:
@@ -901,3 +947,56 @@ def _trace_headers(hs: list[tuple[str, str]], low: dict[str, str], sample_new: C
     if parent:
         hs.append(("x-b3-parentspanid", parent))
     return _Trace(trace, span, parent, sampled)
+
+
+# -- the inbound side of a mutual-TLS hop (traffic.meshtls) -----------------------------------------
+
+
+async def serve_inbound(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: Backend,
+                        allowed: Callable[[str, str, str, dict[str, str]], bool], limits: HttpLimits) -> None:
+    """Serve the requests another node's proxy relays to the local endpoint ``host``: each is checked by
+    ``allowed(method, target, authority, lower-cased headers)`` (the AuthorizationPolicy with the caller
+    identified by its certificate): ``403 RBAC: access denied`` when refused, else passed on over one
+    connection to the endpoint and its response passed back. Routing, retries and metrics happened on
+    the caller's side."""
+    p = _ReqParser(limits, lambda: writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"))
+    up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(limits.idle_timeout_s):
+                    data = await reader.read(CHUNK)
+            except (OSError, TimeoutError):
+                return
+            if not data:
+                return
+            try:
+                p.parser.feed_data(data)
+            except httptools.HttpParserError:
+                writer.write(_serialize(_local(400, b"bad request"), keep_alive=False, head_only=False))
+                return
+            while p.done:
+                req = p.done.pop(0)
+                authority = req.lower.get("host", "")
+                if not allowed(req.method, req.target, authority, req.lower):
+                    resp = _local(403, b"RBAC: access denied")
+                else:
+                    if up is None or up[1].is_closing():
+                        up = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
+                    hs = [(k, v) for k, v in req.headers if k.lower() not in _HOP
+                          and k.lower() not in ("host", "content-length")]
+                    up[1].write(_request_head(req.method, req.target, authority, hs, req.body) + req.body)
+                    await up[1].drain()
+                    resp = await _read_response(up[0], req.method == "HEAD", limits.max_response_bytes)
+                    if not resp.keep_alive:
+                        up[1].close()
+                        up = None
+                writer.write(_serialize(resp, keep_alive=req.keep_alive, head_only=req.method == "HEAD"))
+                await writer.drain()
+                if not req.keep_alive:
+                    return
+    except (OSError, _UpstreamEOF, _TooLarge, httptools.HttpParserError, asyncio.IncompleteReadError):
+        writer.transport.abort()  # the endpoint failed mid-request: the caller sees a reset, as from Envoy
+    finally:
+        if up is not None:
+            up[1].transport.abort()

@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 from pitwall.core import regex as re2
 from pitwall.traffic.authz import AuthzConfig
+from pitwall.traffic.peerauth import PeerAuthConfig
 from pitwall.traffic.pods import PodInfo
 
 __all__ = [
@@ -525,6 +526,7 @@ class DestRule:
     name: str
     policy: Policy
     subsets: Mapping[str, tuple[tuple[tuple[str, str], ...], Policy]] = field(default_factory=dict)
+    tls_mode: str = ""  # trafficPolicy.tls.mode: ISTIO_MUTUAL / DISABLE steer the mesh hop between nodes
 
     def for_subset(self, subset: str) -> tuple[tuple[tuple[str, str], ...], Policy] | None:
         if not subset:
@@ -591,7 +593,8 @@ def _dest_rule(o: Obj) -> DestRule:
         labels = tuple(sorted((str(k), str(v)) for k, v in (s.get("labels") or {}).items()))
         subsets[str(s.get("name") or "")] = (labels, _policy(s.get("trafficPolicy"),
                                                              f"spec.subsets[{i}].trafficPolicy", top))
-    return DestRule(_name(o), top, subsets)
+    tls = ((spec.get("trafficPolicy") or {}).get("tls") or {}).get("mode")
+    return DestRule(_name(o), top, subsets, str(tls or ""))
 
 
 # -- the compiled mesh -------------------------------------------------------------------------
@@ -605,6 +608,7 @@ class MeshConfig:
     dest_rules: Mapping[str, DestRule] = field(default_factory=dict)
     errors: Mapping[str, str] = field(default_factory=dict)  # "kind ns/name" -> error
     authz: AuthzConfig | None = None
+    peer_auth: PeerAuthConfig | None = None
 
     def routes_for(self, host: str) -> tuple[Route, ...] | None:
         return self.routes.get(host)

@@ -37,6 +37,7 @@ class PodInfo:
     version: str = "unknown"
     canonical_service: str = "unknown"
     canonical_revision: str = "latest"
+    node: str = field(default="", compare=False)  # spec.nodeName: the node whose proxy serves it inbound
 
     @property
     def principal(self) -> str:
@@ -80,4 +81,5 @@ def pod_info(pod: Obj) -> PodInfo:
         or labels.get("app") or workload,
         canonical_revision=labels.get("service.istio.io/canonical-revision")
         or labels.get("app.kubernetes.io/version") or labels.get("version") or "latest",
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
     )

@@ -64,6 +64,8 @@ from pitwall.traffic.cluster import Cluster
 from pitwall.traffic.faults import FaultTable, Link
 from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target, cancel_mirrors
 from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
+from pitwall.traffic.meshtls import MeshNode
+from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
 from pitwall.traffic.telemetry import MeshTelemetry
@@ -79,6 +81,10 @@ Addr = tuple[str, int]  # clusterIP, port
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_S = 10800.0  # sessionAffinityConfig.clientIP.timeoutSeconds default
 _RELIST_BACKOFF_MAX_S = 5.0
+
+
+class PlaintextRefused(Exception):
+    """A caller that is no mesh pod reached a STRICT workload on this node (Envoy resets it)."""
 
 
 @dataclass
@@ -184,8 +190,12 @@ class ServiceProxy:
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
                  drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
                  tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None,
-                 changes: ChangeSink | None = None) -> None:
+                 changes: ChangeSink | None = None, mesh_node: MeshNode | None = None) -> None:
         self.client = client
+        # This node's end of the mesh (mutual TLS to other nodes' endpoints); None: every hop is direct.
+        self.mesh_node = mesh_node
+        if mesh_node is not None:
+            mesh_node.view = self
         self.changes = changes  # outlier ejections are reported to the change-event stream
         self.telemetry = telemetry
         self.tracer = tracer
@@ -196,7 +206,7 @@ class ServiceProxy:
         self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
-                                                              "AuthorizationPolicy": {}}
+                                                              "AuthorizationPolicy": {}, "PeerAuthentication": {}}
         self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         # More Istio-shaped objects from outside the Kubernetes API (Consul's config entries), computed from the
         # Services on every rebuild: (objects by kind, errors). Real Istio objects win per host.
@@ -227,7 +237,8 @@ class ServiceProxy:
         self.tasks.spawn(self._follow("v1", "Pod", self._on_pods, asyncio.Event()), name="watch-pods")
         for api_version, kind in (("networking.istio.io/v1", "VirtualService"),
                                   ("networking.istio.io/v1", "DestinationRule"),
-                                  ("security.istio.io/v1", "AuthorizationPolicy")):
+                                  ("security.istio.io/v1", "AuthorizationPolicy"),
+                                  ("security.istio.io/v1", "PeerAuthentication")):
             self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
                              name=f"watch-{kind.lower()}")
         self.tasks.spawn(self._retry_binds(), name="bind-retry")
@@ -398,8 +409,35 @@ class ServiceProxy:
             return [*self._istio[kind].values(), *extra.get(kind, ())]
         cfg = compile_mesh(fqdns, objs("VirtualService"), objs("DestinationRule"),
                            compile_authz(objs("AuthorizationPolicy")))
+        pa = compile_peer_auth(objs("PeerAuthentication"))
         rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
-        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors})
+        pa_errors = {f"PeerAuthentication {k}": v for k, v in pa.errors.items()}
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors},
+                                        peer_auth=pa)
+
+    # -- hops to endpoints --------------------------------------------------------------------
+
+    def remote_mode(self, dest: PodInfo | None, port: int, service: str) -> str | None:
+        """None when ``dest`` runs on this node; else the client-side mode of the hop to its node."""
+        node = self.mesh_node
+        if node is None or dest is None or not node.remote(dest):
+            return None
+        pa = self.mesh.peer_auth
+        return _client_mode(self.mesh, service, pa.mode(dest, port) if pa is not None else "PERMISSIVE")
+
+    async def connect(self, host: Backend, src: PodInfo | None, dest: PodInfo | None, http: bool,
+                      service: str = "") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A connection to endpoint ``host`` for caller ``src``: through another node's inbound listener
+        when ``dest`` runs there, else direct; a caller that is no mesh pod is refused (reset) by a STRICT
+        workload here as there."""
+        node = self.mesh_node
+        pa = self.mesh.peer_auth
+        mode = pa.mode(dest, host.port) if pa is not None and dest is not None else "PERMISSIVE"
+        if node is not None and dest is not None and node.remote(dest):
+            return await node.connect(host, src, dest, http=http, mode=_client_mode(self.mesh, service, mode))
+        if src is None and mode == "STRICT" and dest is not None:
+            raise PlaintextRefused(f"{dest.namespace}/{dest.name} accepts mutual TLS only (STRICT)")
+        return await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None:
         """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
@@ -597,11 +635,20 @@ class ServiceProxy:
             if faults.active and not candidates() and lst.balancer.candidates(client_ip, time.monotonic()):
                 writer.transport.abort()  # every endpoint is partitioned from this client: refused at once
                 return
+            opener = None
+            if self.mesh_node is not None:
+                src = self.pods.get(client_ip)
+
+                async def opener(b: Backend) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+                    return await self.connect(b, src, self.pods.get(b.ip), False, lst.spec.fqdn)
             try:
                 up = await connect_any(candidates, budget_s=self.connect_budget_s,
-                                       attempt_timeout_s=self.attempt_timeout_s, on_failure=failed)
+                                       attempt_timeout_s=self.attempt_timeout_s, on_failure=failed, opener=opener)
             except NoEndpoint:
                 stats.no_endpoint += 1
+                writer.transport.abort()
+                return
+            except PlaintextRefused:  # a caller that is no mesh pod, to a STRICT workload: reset at once
                 writer.transport.abort()
                 return
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
@@ -670,3 +717,14 @@ def _key(o: Obj) -> tuple[str, str]:
 def _owner(sl: Obj) -> SvcKey:
     m = sl.get("metadata") or {}
     return str(m.get("namespace") or "default"), str((m.get("labels") or {}).get(SERVICE_NAME_LABEL) or "")
+
+
+def _client_mode(mesh: MeshConfig, service: str, server_mode: str) -> str:
+    """Istio's auto-mTLS on the client side: TLS unless the server's mode is DISABLE, overridden by the
+    DestinationRule of ``service`` when its ``tls.mode`` is ``DISABLE`` (plaintext) or ``ISTIO_MUTUAL``."""
+    rule = mesh.dest_rule(service) if service else None
+    if rule is not None and rule.tls_mode == "DISABLE":
+        return "DISABLE"
+    if rule is not None and rule.tls_mode == "ISTIO_MUTUAL":
+        return "STRICT"
+    return server_mode

@@ -12,6 +12,9 @@ request.
 reader holds the fast writer back (TCP backpressure end to end). An EOF on
 one side is passed on as a half-close (``write_eof``) and the other
 direction keeps flowing until it ends too; a reset on either side ends both.
+asyncio's TLS transport cannot half-close, so on the mutual-TLS hop between
+nodes an EOF closes the connection whole (what was still to come back is
+lost: half-closing protocols should run on one node or in plaintext).
 """
 
 from __future__ import annotations
@@ -42,10 +45,15 @@ class Upstream:
     failures: int  # endpoints that refused or timed out before this one accepted
 
 
+Opener = Callable[[Backend], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+
+
 async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: float, attempt_timeout_s: float,
-                      on_failure: Callable[[Backend, BaseException], None] | None = None) -> Upstream:
+                      on_failure: Callable[[Backend, BaseException], None] | None = None,
+                      opener: Opener | None = None) -> Upstream:
     """Open a connection to the first endpoint that accepts, asking ``candidates()`` again after each
-    round in which all failed, until ``budget_s`` is spent; ``NoEndpoint`` then."""
+    round in which all failed, until ``budget_s`` is spent; ``NoEndpoint`` then. ``opener`` connects
+    (the mesh's hop to another node); a plain TCP connect without it."""
     deadline = time.monotonic() + budget_s
     failures = 0
     while True:
@@ -55,7 +63,10 @@ async def connect_any(candidates: Callable[[], list[Backend]], *, budget_s: floa
                 break
             try:
                 async with asyncio.timeout(min(attempt_timeout_s, left)):  # no extra task, unlike wait_for
-                    reader, writer = await asyncio.open_connection(backend.ip, backend.port, limit=CHUNK)
+                    if opener is None:
+                        reader, writer = await asyncio.open_connection(backend.ip, backend.port, limit=CHUNK)
+                    else:
+                        reader, writer = await opener(backend)
             except (OSError, TimeoutError) as e:
                 failures += 1
                 if on_failure is not None:
@@ -81,9 +92,13 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, count: Cal
         dst.write(data)
         count(len(data))
         await dst.drain()
-    if dst.can_write_eof() and not dst.is_closing():
+    if dst.is_closing():
+        return
+    if dst.can_write_eof():
         with contextlib.suppress(OSError):
             dst.write_eof()
+    else:  # a TLS stream (the mesh hop between nodes) has no half-close: the EOF closes it whole
+        dst.close()
 
 
 async def splice(client: tuple[asyncio.StreamReader, asyncio.StreamWriter],

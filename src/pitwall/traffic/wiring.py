@@ -26,6 +26,8 @@ from pitwall.kube import KubeAPI
 from pitwall.metrics import Appender
 from pitwall.traces import SpanAppender
 from pitwall.traffic.istio_crds import istio_crds
+from pitwall.traffic.meshca import DEFAULT_LEAF_TTL_S
+from pitwall.traffic.meshtls import MeshNode, MeshNodeStats
 from pitwall.traffic.proxy import ServiceProxy
 from pitwall.traffic.telemetry import MeshTelemetry
 from pitwall.traffic.tracing import MeshTracer
@@ -35,11 +37,12 @@ __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
                 telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None,
-                changes: ChangeSink | None = None) -> ServiceProxy:
+                changes: ChangeSink | None = None, mesh_node: MeshNode | None = None) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
-    Its outlier ejections go to ``changes`` (the control plane's change-event stream)."""
+    Its outlier ejections go to ``changes`` (the control plane's change-event stream); ``mesh_node``
+    carries hops to other nodes' endpoints over mutual TLS."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
-                        telemetry=telemetry, tracer=tracer, changes=changes)
+                        telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=mesh_node)
 
 
 class _ProxyCollector(Collector):
@@ -88,10 +91,17 @@ class TrafficPart:
     tracer: MeshTracer | None = None
     name: str = "traffic"
 
+    @property
+    def mesh_node(self) -> MeshNode | None:
+        """This node's end of the mesh (CA, leaves, inbound listeners), when mutual TLS is on."""
+        return self.proxy.mesh_node
+
     def components(self) -> Sequence[Component]:
-        """The sinks start before the proxy and stop after it, so their last flush sees every request."""
+        """The sinks start before the proxy and stop after it, so their last flush sees every request; the
+        mesh node (the CA, the inbound listeners) starts before the proxy and stops after it."""
         sinks: list[Component] = [c for c in (self.telemetry, self.tracer) if c is not None]
-        return [*sinks, self.proxy]
+        node: list[Component] = [self.proxy.mesh_node] if self.proxy.mesh_node is not None else []
+        return [*sinks, *node, self.proxy]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return []
@@ -106,14 +116,40 @@ class TrafficPart:
         metrics.registry.register(_ProxyCollector(p))
         metrics.add_gauges("pitwall_mesh_config_errors", "Istio objects ignored because the mesh cannot use them.",
                            lambda: float(len(p.mesh.errors)))
+        node = p.mesh_node
+        if node is not None:
+            st = node.stats
+            for field_name, help_text in (
+                    ("inbound_tls", "Mutual-TLS connections accepted by this node's inbound mesh listener."),
+                    ("inbound_plaintext", "Plaintext connections accepted by this node's inbound mesh listener."),
+                    ("rejected_plaintext", "Plaintext inbound connections reset by a STRICT PeerAuthentication."),
+                    ("rejected_tls", "TLS inbound connections reset by a DISABLE PeerAuthentication."),
+                    ("rejected_preamble", "Inbound connections naming no endpoint of this node."),
+                    ("denied", "Inbound connections or requests denied by an AuthorizationPolicy."),
+                    ("outbound_tls", "Hops to other nodes opened over mutual TLS."),
+                    ("outbound_plaintext", "Hops to other nodes opened in plaintext."),
+                    ("handshake_failures", "Hops to other nodes whose TLS handshake or server identity failed.")):
+                metrics.add_gauges(f"pitwall_mesh_{field_name}", help_text, _counter(st, field_name))
+            metrics.add_gauges("pitwall_mesh_leaves_issued", "Workload certificates issued by this node.",
+                               lambda: float(node.leaves.issued_total if node.leaves is not None else 0))
+
+
+def _counter(stats: MeshNodeStats, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(stats, name))
 
 
 def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
-                       spans: SpanAppender | None = None, changes: ChangeSink | None = None) -> TrafficPart:
+                       spans: SpanAppender | None = None, changes: ChangeSink | None = None, *,
+                       node_name: str = "", mtls: bool = True, inbound_host: str = "127.0.0.1",
+                       inbound_port: int = 0, leaf_ttl_s: float = DEFAULT_LEAF_TTL_S) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
     are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
-    sampled hop to ``spans``."""
+    sampled hop to ``spans``. With ``mtls`` and a ``node_name`` (the kubelet's), hops to endpoints on
+    other nodes go over mutual TLS through their inbound listeners (``traffic.meshtls``)."""
     kube.add_builtin_crds(istio_crds())
     telemetry = MeshTelemetry(metrics) if metrics is not None else None
     tracer = MeshTracer(spans) if spans is not None else None
-    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes), telemetry, tracer)
+    node = MeshNode(kube.client, node_name, host=inbound_host, tls_port=inbound_port,
+                    leaf_ttl_s=leaf_ttl_s) if mtls and node_name else None
+    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node),
+                       telemetry, tracer)
