@@ -352,7 +352,7 @@ async def test_strict_on_one_node_resets_a_non_mesh_tcp_caller(mesh: Mesh) -> No
         await backend.stop()
 
 
-async def test_leaf_rotates_at_two_thirds_of_its_life(mesh: Mesh) -> None:
+async def test_leaf_rotates_at_half_its_life(mesh: Mesh) -> None:
     leaves = mesh.node_b.leaves
     assert leaves is not None
     real_now = time.time()
@@ -360,9 +360,9 @@ async def test_leaf_rotates_at_two_thirds_of_its_life(mesh: Mesh) -> None:
     first = leaves.for_workload("default", "web")
     assert first.uri == "spiffe://cluster.local/ns/default/sa/web"
     assert first.expires_at - first.issued_at == TTL_S
-    mesh.clock.now = real_now - TTL_S * 0.1  # 60 % of its life
+    mesh.clock.now = real_now - TTL_S * 0.25  # 45 % of its life
     assert leaves.for_workload("default", "web") is first
-    mesh.clock.now = real_now  # 70 %: past 2/3
+    mesh.clock.now = real_now  # 70 %: past half (Istio's SECRET_GRACE_PERIOD_RATIO 0.5)
     second = leaves.for_workload("default", "web")
     assert second.serial != first.serial and second.issued_at == mesh.clock.now
     # A new handshake with node B presents the new leaf, and the caller's rotated leaf is accepted.

@@ -10,8 +10,8 @@ create race reads the winner's.
 Leaves are issued locally by each server (every server holds the root key,
 as every istiod replica does) for a workload identity
 ``spiffe://<trust domain>/ns/<ns>/sa/<sa>`` (the only SAN, a URI),
-valid 24 h by default and re-issued once 2/3 of their life has passed (the
-brief's figure; Istio's agent rotates at its ``SECRET_GRACE_PERIOD_RATIO``).
+valid 24 h by default and re-issued once half their life has passed (Istio's
+agent: ``SECRET_GRACE_PERIOD_RATIO`` 0.5, pilot-agent's options.go).
 A ``Leaf`` carries its two ``ssl.SSLContext``s (client and server side),
 built once when the leaf is issued, so a connection costs a handshake and
 no context building.
@@ -43,7 +43,7 @@ __all__ = ["CA_NAMESPACE", "CA_SECRET", "DEFAULT_LEAF_TTL_S", "Leaf", "LeafCache
 CA_NAMESPACE = "istio-system"
 CA_SECRET = "istio-ca-secret"
 DEFAULT_LEAF_TTL_S = 24 * 3600.0
-ROTATE_AT = 2 / 3  # of a leaf's life
+ROTATE_AT = 0.5  # of a leaf's life, Istio's default grace period ratio
 ROOT_TTL = dt.timedelta(days=3650)
 _SKEW = dt.timedelta(minutes=1)  # leaves start a minute early, for peers whose clock is behind
 
@@ -176,7 +176,7 @@ class Leaf:
 
 @dataclass
 class LeafCache:
-    """Leaves per SPIFFE ID, re-issued on the first use after 2/3 of their life (``clock`` is injectable
+    """Leaves per SPIFFE ID, re-issued on the first use after half their life (``clock`` is injectable
     so rotation is testable without waiting)."""
 
     ca: MeshCA
