@@ -326,10 +326,24 @@ def test_create_and_expire_a_silence(web: Browser) -> None:
             break
         page.wait_for_timeout(250)
         page.reload(wait_until="networkidle")
+    # the alert's own page: labels, the rule behind it and its query one click away
+    page.locator("a.aname").first.click()
+    page.wait_for_selector("[data-testid=alert-facts]")
+    assert page.locator("[data-testid=rule-query]").count() == 1
+    web.shot("alert-detail")
     page.click("[data-testid=silence-alert]")
     form = page.locator("[data-testid=silence-form]")
     names = form.locator("input[name=name]").evaluate_all("els => els.map(e => e.value)")
     assert "alertname" in names
+    # the form previews what the silence would hit, and follows edits
+    page.wait_for_selector("[data-testid=silence-hits]")
+    assert int(page.locator("[data-testid=silence-hits]").inner_text()) >= 1
+    extra = form.locator(".matcher").last
+    extra.locator("input[name=name]").fill("alertname")
+    extra.locator("input[name=value]").fill("NoSuchAlert")
+    page.wait_for_function("document.querySelector('[data-testid=silence-hits]').textContent === '0'")
+    extra.locator("input[name=name]").fill("")
+    page.wait_for_function("document.querySelector('[data-testid=silence-hits]').textContent !== '0'")
     form.locator("input[name=created_by]").fill("e2e@pitwall.test")
     form.locator("input[name=comment]").fill("silenced by the browser test")
     form.locator("button[type=submit]").click()

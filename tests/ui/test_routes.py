@@ -255,3 +255,39 @@ async def test_ui_can_be_disabled(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         assert (await c.get("/graph")).status_code == 404
+
+
+async def test_alert_filter_detail_and_silence_preview(client: httpx.AsyncClient) -> None:
+    alerts = [{"labels": {"alertname": "DiskFull", "severity": "critical", "instance": "db-1"},
+               "annotations": {"summary": "disk full", "runbook_url": "https://runbooks.example/disk",
+                               "dashboard": "storage"}},
+              {"labels": {"alertname": "SlowQueries", "severity": "warning", "instance": "db-2"},
+               "annotations": {"summary": "slow"}}]
+    assert (await client.post("/api/v2/alerts", json=alerts)).status_code == 200
+    page = await client.get("/alerts")
+    assert "DiskFull" in page.text and "SlowQueries" in page.text
+    only = await client.get("/alerts", params={"filter": '{severity="critical"}'})
+    assert "DiskFull" in only.text and "SlowQueries" not in only.text.split('id="new-silence"')[0]
+    bad = await client.get("/alerts", params={"filter": '{severity=="x"}'})
+    assert bad.status_code == 400 and "filter:" in bad.text
+    # the detail page: annotations, runbook and dashboard links
+    fp = page.text.split('href="/alerts/alert/')[1].split("?")[0]
+    detail = await client.get(f"/alerts/alert/{fp}")
+    assert detail.status_code == 200 and "https://runbooks.example/disk" in detail.text
+    assert 'href="/dashboards/storage"' in detail.text and 'data-testid="alert-facts"' in detail.text
+    assert (await client.get("/alerts/alert/00000000000000ff")).status_code == 404
+    # the silence form's preview counts what a silence would hit
+    hit = await client.get("/ui/fragment/silence-preview", params={"name": "instance", "op": "=~", "value": "db-.*"})
+    assert 'data-testid="silence-hits">2<' in hit.text
+    none = await client.get("/ui/fragment/silence-preview", params={"name": "instance", "op": "=", "value": "x"})
+    assert 'data-testid="silence-hits">0<' in none.text
+    wrong = await client.get("/ui/fragment/silence-preview", params={"name": "instance", "op": "=~", "value": "("})
+    assert "invalid matcher" in wrong.text
+    # a silenced alert is hidden until "Silenced" is ticked, as in Alertmanager's UI
+    r = await client.post("/alerts/silences", data={"name": ["alertname"], "op": ["="], "value": ["SlowQueries"],
+                                                    "duration": "1h", "created_by": "t", "comment": "c"})
+    assert r.status_code == 303
+    groups = (await client.get("/alerts")).text.split('id="new-silence"')[0]
+    assert "SlowQueries" not in groups and "DiskFull" in groups
+    shown = (await client.get("/alerts", params={"silenced": "1"})).text.split('id="new-silence"')[0]
+    assert "SlowQueries" in shown

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pitwall.alerting.notify.errors import DeliveryError
     from pitwall.alerting.notify.matchers import Matcher as AlertMatcher
     from pitwall.alerting.notify.matchers import MatcherError
+    from pitwall.alerting.notify.matchers import parse_matchers as parse_alert_matchers
     from pitwall.alerting.notify.notifiers.base import http_client as notifier_client
     from pitwall.alerting.notify.notifiers.base import post_json as notifier_post
     from pitwall.alerting.notify.people import ContactPager
@@ -39,6 +40,7 @@ _EXPORTS = {
     "notifier_post": "pitwall.alerting.notify.notifiers.base:post_json",
     "StoredAlert": "pitwall.alerting.notify.alerts",
     "sort_alerts": "pitwall.alerting.notify.alerts",
+    "parse_alert_matchers": "pitwall.alerting.notify.matchers:parse_matchers",
 }
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "StoredAlert",
     "notifier_client",
     "notifier_post",
+    "parse_alert_matchers",
     "sort_alerts",
 ]
 

@@ -19,12 +19,13 @@ from pitwall.alerting import (
     NotificationPipeline,
     RuleManager,
     Silence,
+    parse_alert_matchers,
     sort_alerts,
 )
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import BadData
 
-__all__ = ["AlertRow", "AlertsView"]
+__all__ = ["AlertDetail", "AlertFilter", "AlertRow", "AlertsView"]
 
 
 @dataclass
@@ -45,6 +46,59 @@ class AlertRow:
     @property
     def summary(self) -> str:
         return self.annotations.get("summary") or self.annotations.get("description", "")
+
+    @property
+    def fp_hex(self) -> str:
+        """The fingerprint as Alertmanager prints it (16 hex digits), the alert's URL."""
+        return f"{int(self.fingerprint):016x}" if str(self.fingerprint).isdigit() else str(self.fingerprint)
+
+
+@dataclass
+class AlertFilter:
+    """The alerts page's filter bar, as Alertmanager's UI has it: matchers, and whether silenced and
+    inhibited alerts show (not by default, as there)."""
+
+    matchers: list[AlertMatcher] = field(default_factory=list)
+    silenced: bool = False
+    inhibited: bool = False
+
+    @classmethod
+    def parse(cls, text: str, silenced: bool = False, inhibited: bool = False) -> AlertFilter:
+        """``{severity="critical",job=~"api.*"}`` (braces optional); ``BadData`` naming the bad matcher."""
+        try:
+            ms = parse_alert_matchers(text) if text.strip() else []
+        except MatcherError as e:
+            raise BadData(f"filter: {e}") from None
+        return cls(ms, silenced, inhibited)
+
+    def keeps(self, row: AlertRow) -> bool:
+        if (row.silenced_by and not self.silenced) or (row.inhibited_by and not self.inhibited):
+            return False
+        return all(m.matches(row.labels.get(m.name, "")) for m in self.matchers)
+
+
+@dataclass
+class AlertDetail:
+    """One alert with the rule that raised it (if a loaded rule has its name) and its links."""
+
+    alert: AlertRow
+    ends_at: datetime | None
+    generator_url: str
+    rule: RuleView | None
+
+    @property
+    def links(self) -> list[tuple[str, str]]:
+        """(title, href) of the runbook and dashboard annotations, as the demo's and common rules write them."""
+        out: list[tuple[str, str]] = []
+        ann = self.alert.annotations
+        for key in ("runbook_url", "runbook"):
+            if ann.get(key):
+                out.append(("Runbook", ann[key]))
+                break
+        dash = ann.get("dashboard") or ann.get("dashboard_url") or ""
+        if dash:
+            out.append(("Dashboard", dash if "/" in dash else f"/dashboards/{dash}"))
+        return out
 
 
 @dataclass
@@ -88,6 +142,16 @@ class NotificationView:
     firing: int
     resolved: int
 
+    @property
+    def group_labels(self) -> dict[str, str]:
+        """The group's labels from Alertmanager's group key (``<route matchers>:{label="value",...}``)."""
+        i = self.group_key.rfind("}:{")
+        text = self.group_key[i + 2:] if i >= 0 else self.group_key
+        try:
+            return {m.name: m.value for m in parse_alert_matchers(text)} if text.strip("{}") else {}
+        except MatcherError:
+            return {}
+
 
 def _dt_ms(ms: int) -> datetime | None:
     return datetime.fromtimestamp(ms / 1000, UTC) if ms > 0 else None
@@ -104,18 +168,44 @@ class AlertsView:
         return AlertRow(a.labels.get("alertname", ""), dict(a.labels), dict(a.annotations), st.state, a.starts_at,
                         list(st.silenced_by), list(st.inhibited_by), a.fingerprint)
 
-    def groups(self, tenant: str = "default") -> list[AlertGroupView]:
-        """Alerts as the notification pipeline groups them (route receiver + group labels)."""
+    def groups(self, tenant: str = "default", only: AlertFilter | None = None) -> list[AlertGroupView]:
+        """Alerts as the notification pipeline groups them (route receiver + group labels), those ``only``
+        keeps (all by default); groups left empty are dropped."""
         if self.pipeline is None:
             return []
         now = datetime.now(UTC)
         out = []
         for g in self.pipeline.rt.dispatcher.snapshot():
             alerts = [a for a in g.alerts.values() if a.ends_at is None or a.ends_at >= now]
-            if alerts:
-                out.append(AlertGroupView(g.route.receiver, dict(g.labels),
-                                          [self._row(a, now) for a in sort_alerts(alerts)]))
+            rows = [self._row(a, now) for a in sort_alerts(alerts)]
+            rows = [r for r in rows if only is None or only.keeps(r)]
+            if rows:
+                out.append(AlertGroupView(g.route.receiver, dict(g.labels), rows))
         return out
+
+    def alert(self, fp_hex: str) -> AlertDetail | None:
+        """The alert with this fingerprint (16 hex digits), or None."""
+        if self.pipeline is None:
+            return None
+        try:
+            fp = int(fp_hex, 16)
+        except ValueError:
+            return None
+        a = self.pipeline.alerts.get(fp)
+        if a is None:
+            return None
+        row = self._row(a, datetime.now(UTC))
+        rule = next((r for r in self.rule_list() if r.kind == "alerting" and r.name == row.name), None)
+        return AlertDetail(row, a.ends_at, a.generator_url, rule)
+
+    def preview(self, matchers_text: list[tuple[str, str, str]]) -> list[AlertRow]:
+        """The alerts a silence with these matchers would hit now (silenced or not): the silence form's preview."""
+        ms = _matchers(matchers_text)
+        if self.pipeline is None or not ms:
+            return []
+        now = datetime.now(UTC)
+        rows = [self._row(a, now) for a in self.pipeline.alerts.list() if a.ends_at is None or a.ends_at >= now]
+        return [r for r in rows if all(m.matches(r.labels.get(m.name, "")) for m in ms)]
 
     def firing(self, tenant: str = "default") -> list[AlertRow]:
         """Active (not silenced or inhibited) alerts, newest first; pending rule alerts after them."""
@@ -187,16 +277,7 @@ class AlertsView:
                        comment: str) -> str:
         if self.pipeline is None:
             raise BadData("the notification pipeline is not available")
-        ms: list[AlertMatcher] = []
-        for name, op, value in matchers_text:
-            if not name.strip():
-                continue
-            if op not in ("=", "!=", "=~", "!~"):
-                raise BadData(f"invalid matcher operator {op!r}")
-            try:
-                ms.append(AlertMatcher.create(name.strip(), op, value))  # type: ignore[arg-type]
-            except MatcherError as e:
-                raise BadData(f"invalid matcher {name}{op}{value}: {e}") from None
+        ms = _matchers(matchers_text)
         if not ms:
             raise BadData("a silence needs at least one matcher")
         try:
@@ -216,6 +297,21 @@ class AlertsView:
         if self.pipeline is None:
             raise BadData("the notification pipeline is not available")
         self.pipeline.silences.expire(id_)
+
+
+def _matchers(matchers_text: list[tuple[str, str, str]]) -> list[AlertMatcher]:
+    """The silence form's rows (name, operator, value) as matchers; rows without a name are left out."""
+    ms: list[AlertMatcher] = []
+    for name, op, value in matchers_text:
+        if not name.strip():
+            continue
+        if op not in ("=", "!=", "=~", "!~"):
+            raise BadData(f"invalid matcher operator {op!r}")
+        try:
+            ms.append(AlertMatcher.create(name.strip(), op, value))  # type: ignore[arg-type]
+        except MatcherError as e:
+            raise BadData(f"invalid matcher {name}{op}{value}: {e}") from None
+    return ms
 
 
 def _silences(p: NotificationPipeline) -> Sequence[Silence]:

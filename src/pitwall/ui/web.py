@@ -136,6 +136,7 @@ def make_env() -> Environment:
     env.filters["ms"] = _fmt_ms
     env.filters["ts"] = _fmt_ts
     env.filters["ns_ts"] = _fmt_ns
+    env.filters["dt"] = lambda d: time_tag(int(d.timestamp() * 1000)) if d else "—"
     env.filters["line_ts"] = lambda ns: time_tag(int(ns) // 1_000_000, precise=True, zone=False)
     env.filters["bytes"] = fmt_bytes
     env.filters["duration"] = fmt_duration
