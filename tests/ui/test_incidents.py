@@ -57,6 +57,7 @@ def test_acting_user_and_filename() -> None:
     assert acting_user(users, "BOB@example.com") == "PBOB001"
     assert acting_user(users, "Alice") == "PALICE1"
     assert acting_user(users, "oncall-bot") == "" and acting_user(users) == ""
+    assert acting_user(users, "oncall-bot", _inc()) == "PALICE1"  # the assignee, when the principal is no user
     assert postmortem_filename(_inc()) == "postmortem-7.md"
 
 

@@ -142,13 +142,16 @@ def oncall_rows(entries: list[Obj]) -> list[OnCallRow]:
     return [OnCallRow(p, lvl, users) for (p, lvl), users in sorted(grouped.items())]
 
 
-def acting_user(users: list[Obj], principal_name: str = "") -> str:
-    """The user id to preselect as the one acting: the signed-in principal's (by email or name), else none."""
+def acting_user(users: list[Obj], principal_name: str = "", inc: Obj | None = None) -> str:
+    """The user id to preselect as the one acting: the signed-in principal's (by email or name), else the
+    incident's first assignee (the one paged), else none."""
     low = principal_name.lower()
     if low:
         for u in users:
             if low in (str(u.get("email", "")).lower(), str(u.get("name", "")).lower()):
                 return str(u["id"])
+    for a in (inc or {}).get("assignments") or []:
+        return str((a.get("assignee") or {}).get("id", ""))
     return ""
 
 

@@ -84,7 +84,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             request, "incident.html", "incidents", tr, error=err, available=True, status=status, problem=problem,
             inc=inc, row=incident_row(inc), incident_id=incident_id, alerts=await src.alerts(incident_id),
             timeline=await src.timeline(incident_id), links=(inc.get("pitwall") or {}).get("links") or [],
-            users=users, acting=acting_user(users, _principal_name(request)), postmortem=draft,
+            users=users, acting=acting_user(users, _principal_name(request), inc), postmortem=draft,
             postmortem_name=postmortem_filename(inc), oncalls=oncall_rows(
                 [o for o in await src.oncalls_now()
                  if (o.get("escalation_policy") or {}).get("id") == (inc.get("escalation_policy") or {}).get("id")]))

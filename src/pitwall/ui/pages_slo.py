@@ -20,6 +20,7 @@ from pitwall.core.errors import NotFound, PitwallError
 from pitwall.core.tenancy import require_server_wide
 from pitwall.ui.incidents_view import incident_row
 from pitwall.ui.slo_view import budget_chart, burn_rate_chart, service_incidents, slo_alerts, slo_row
+from pitwall.ui.timerange import TimeRange
 from pitwall.ui.web import Pages, call
 
 __all__ = ["add_routes"]
@@ -58,6 +59,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             return pages.render(request, "slo.html", "slos", tr, error=e.message, available=True, st=None,
                                 status=400, **ctx)
         row = slo_row(st)
+        tr, err = _period_range(request, st.period, pages.deps.settings.default_range)
         rules: list[Any] | None = None
         alerts: list[Any] = []
         if deps.alerts is not None:
@@ -69,8 +71,17 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             incidents = [incident_row(i) for i in service_incidents(
                 await deps.incidents.incidents((), "", 1000), st.service, span_ms, st.at_ms)]
         return pages.render(request, "slo.html", "slos", tr, error=err, available=True, st=st, row=row,
-                            charts=[budget_chart(st), burn_rate_chart(st)], rules=rules, alerts=alerts,
+                            charts=[budget_chart(st, tr.params()), burn_rate_chart(st, tr.params())], rules=rules, alerts=alerts,
                             incidents=incidents, **ctx)
+
+
+def _period_range(request: Request, period: str, default: str) -> tuple[TimeRange, str]:
+    """The picker's range, by default the SLO's whole period up to now (the window its budget covers)."""
+    p = request.query_params
+    try:
+        return TimeRange.parse(p.get("from") or f"now-{period}", p.get("to"), p.get("refresh"), default), ""
+    except PitwallError as e:
+        return TimeRange.parse(None, None, None, default), e.message
 
 
 def _period_ms(period: str) -> int:

@@ -108,24 +108,29 @@ def _chart(title: str, unit: str, series: list[tuple[str, str]], rng: dict[str, 
     return ChartSpec(title, unit, series, CHART_SRC + urlencode([*pairs, *rng.items()]))
 
 
-def budget_chart(s: SLOStatus) -> ChartSpec:
-    """Remaining error budget over the SLO's period: the budget API's arithmetic evaluated at each step
-    (``1 - period error ratio / budget``) and Sloth's ``slo:period_error_budget_remaining:ratio``."""
+def _range(s: SLOStatus, rng: dict[str, str] | None) -> dict[str, str]:
+    return rng or {"from": f"now-{s.period}", "to": "now"}
+
+
+def budget_chart(s: SLOStatus, rng: dict[str, str] | None = None) -> ChartSpec:
+    """Remaining error budget over ``rng`` (default: the SLO's period up to now): the budget API's
+    arithmetic evaluated at each step (``1 - period error ratio / budget``) and Sloth's
+    ``slo:period_error_budget_remaining:ratio``."""
     computed = f"1 - (\n{s.queries['period_error_ratio']}\n) / {_num(s.error_budget)}"
     return _chart("Error budget remaining (1 = untouched, 0 = spent)", "ratio",
                   [("remaining (from the SLI)", computed),
                    ("remaining (recording rule)", f"slo:period_error_budget_remaining:ratio{_selector(s)}")],
-                  {"from": f"now-{s.period}", "to": "now"})
+                  _range(s, rng))
 
 
-def burn_rate_chart(s: SLOStatus) -> ChartSpec:
+def burn_rate_chart(s: SLOStatus, rng: dict[str, str] | None = None) -> ChartSpec:
     """Burn rate over the period: ``current error ratio / budget`` (1 spends the budget exactly over the
     period) and Sloth's ``slo:current_burn_rate:ratio``."""
     computed = f"(\n{s.queries['current_error_ratio']}\n) / {_num(s.error_budget)}"
     return _chart("Burn rate (1 = spends the budget exactly over the period)", "×",
                   [("burn rate (from the SLI)", computed),
                    ("burn rate (recording rule)", f"slo:current_burn_rate:ratio{_selector(s)}")],
-                  {"from": f"now-{s.period}", "to": "now"})
+                  _range(s, rng))
 
 
 def slo_alerts(slo_id: str, rules: list[Any], alerts: list[Any]) -> tuple[list[Any], list[Any]]:
