@@ -11,7 +11,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from tests.incidents.conftest import ROUTING_KEY, pd_settings
+from tests.incidents.conftest import ROUTING_KEY, incidents_config, pd_settings
 
 from pitwall.metrics import TargetsSnapshot
 from pitwall.ui.incidents_view import acting_user, incident_row, oncall_rows, postmortem_filename
@@ -175,3 +175,37 @@ async def test_detail_actions_and_postmortem(pw: httpx.AsyncClient) -> None:
     assert 'data-testid="resolve"' not in page and "Resolved" in page
     r = await c.get("/incidents/Q0000009")
     assert r.status_code == 404 and "incident Q0000009 not found" in r.text
+
+
+async def test_actions_need_the_write_scope(tmp_path: Path) -> None:
+    from pitwall.config import load_settings
+    from pitwall.server import create_app
+
+    read, write = "ui-read-token-0123456789", "ui-write-token-0123456789"
+    settings = load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                             kube={"enabled": False}, incidents=incidents_config(),
+                             auth_tokens=[{"token": read, "scopes": ["read"], "name": "viewer"},
+                                          {"token": write, "scopes": ["read", "write"], "name": "bob@example.com"}])
+    app = create_app(settings)
+    async with (app.router.lifespan_context(app),
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c):
+        ro, rw = {"Authorization": f"Bearer {read}"}, {"Authorization": f"Bearer {write}"}
+        r = await c.post("/v2/enqueue", headers=rw, json={"routing_key": ROUTING_KEY, "event_action": "trigger",
+                                                          "payload": {"summary": "x", "source": "y",
+                                                                      "severity": "info"}})
+        assert r.status_code == 202
+        assert (await c.get("/incidents/Q0000001", headers=ro)).status_code == 200
+        r = await c.post("/incidents/Q0000001/acknowledge", data={"user": "PBOB001"}, headers=ro)
+        assert r.status_code == 403
+        assert (await _rest_as(c, ro, "/incidents/Q0000001"))["incident"]["status"] == "triggered"
+        page = (await c.get("/incidents/Q0000001", headers=rw)).text
+        assert '<option value="PBOB001" selected>' in page  # the token's name is Bob's email: he acts
+        r = await c.post("/incidents/Q0000001/acknowledge", data={"user": "PBOB001"}, headers=rw)
+        assert r.status_code == 303
+        assert (await _rest_as(c, ro, "/incidents/Q0000001"))["incident"]["status"] == "acknowledged"
+
+
+async def _rest_as(c: httpx.AsyncClient, headers: dict[str, str], path: str) -> Any:
+    r = await c.get("/pagerduty" + path, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()
