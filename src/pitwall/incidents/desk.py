@@ -39,7 +39,8 @@ class IncidentDesk:
         return self.rest.store
 
     async def incidents(self, statuses: Sequence[str] = (), service: str = "", limit: int = 200) -> list[Obj]:
-        """Incidents newest first, filtered by status and by service (id or name); at most ``limit``."""
+        """Incidents newest first, filtered by status and by service (id or name); at most ``limit``.
+        Their ``pitwall.links`` are left empty (``incident`` has them): a list shows none."""
         bad = [s for s in statuses if s not in STATUSES]
         if bad:
             raise InvalidInput(f"status must be one of {', '.join(STATUSES)}, not {bad[0]!r}")
@@ -51,7 +52,7 @@ class IncidentDesk:
             if service and service not in (i.service_id, names.get(i.service_id)):
                 continue
             out.append(self.views.incident(i, names.get(i.service_id, i.service_id),
-                                           names.get(i.escalation_policy_id, ""), names))
+                                           names.get(i.escalation_policy_id, ""), names, links=False))
             if len(out) >= limit:
                 break
         return out

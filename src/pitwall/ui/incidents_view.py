@@ -35,7 +35,7 @@ class IncidentsSource(Protocol):
     """The reads and actions of the incidents pages (``pitwall.incidents.IncidentDesk``)."""
 
     async def incidents(self, statuses: Sequence[str] = (), service: str = "", limit: int = 200) -> list[Obj]:
-        """Incidents newest first, filtered by status and service (id or name)."""
+        """Incidents newest first, filtered by status and service (id or name); no signal links."""
         ...
 
     async def services(self) -> list[Obj]:
