@@ -7,6 +7,7 @@ import html
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -209,3 +210,48 @@ async def _rest_as(c: httpx.AsyncClient, headers: dict[str, str], path: str) -> 
     r = await c.get("/pagerduty" + path, headers=headers)
     assert r.status_code == 200, r.text
     return r.json()
+
+
+class _OneIncident:
+    """An ``IncidentsSource`` with one open incident (for what the page renders, not what it reads)."""
+
+    async def incident(self, incident_id: str) -> dict[str, Any] | None:
+        return _inc(escalation_policy={"id": "PPOLICY", "summary": "Web on-call"}, escalation_level=1,
+                    alert_counts={"all": 0, "triggered": 0, "resolved": 0}) if incident_id == "Q0000007" else None
+
+    async def users(self) -> list[dict[str, Any]]:
+        return [{"id": "PALICE1", "name": "Alice", "email": "alice@example.com"}]
+
+    async def alerts(self, incident_id: str) -> list[dict[str, Any]]:
+        return []
+
+    async def timeline(self, incident_id: str) -> list[dict[str, Any]]:
+        return []
+
+    async def oncalls_now(self) -> list[dict[str, Any]]:
+        return []
+
+    async def postmortem(self, incident_id: str) -> str:
+        return "# Postmortem: <b>x</b>\n"
+
+
+async def test_every_form_carries_the_sessions_csrf_token() -> None:
+    from fastapi import FastAPI
+
+    deps = UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
+                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None), incidents=cast(Any, _OneIncident()))
+    inner = FastAPI()
+    inner.include_router(ui_router(deps))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # what core.oidc leaves for a signed-in session
+        await inner({**scope, "pitwall.csrf": "tok-123", "pitwall.principal": SimpleNamespace(name="alice@example.com")},
+                    receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as c:
+        page = (await c.get("/incidents/Q0000007?postmortem=1")).text
+    forms = [f for f in page.split("<form")[1:] if 'method="post"' in f.split(">")[0]]
+    actions = sorted(f.split('action="')[1].split('"')[0] for f in forms)
+    assert actions == ["/auth/logout", "/incidents/Q0000007/acknowledge", "/incidents/Q0000007/notes", "/incidents/Q0000007/resolve"]
+    assert all('name="csrf_token" value="tok-123"' in f.split("</form>")[0] for f in forms)
+    assert "# Postmortem: &lt;b&gt;x&lt;/b&gt;" in page  # the draft is text, escaped
+    assert page.count('<option value="PALICE1" selected>') == 3  # the signed-in user acts
