@@ -174,6 +174,9 @@ async def test_detail_actions_and_postmortem(pw: httpx.AsyncClient) -> None:
     assert (await _rest(c, "/incidents/Q0000001"))["incident"]["status"] == "resolved"
     page = (await c.get("/incidents/Q0000001")).text
     assert 'data-testid="resolve"' not in page and "Resolved" in page
+    listing = (await c.get("/incidents")).text  # no longer open: among the recently resolved
+    assert 'data-incident-id="Q0000001"' not in listing.split('data-testid="incidents-open"')[1].split("</table>")[0]
+    assert 'data-incident-id="Q0000001"' in listing.split('data-testid="incidents-resolved"')[1].split("</table>")[0]
     r = await c.get("/incidents/Q0000009")
     assert r.status_code == 404 and "incident Q0000009 not found" in r.text
 

@@ -31,6 +31,7 @@ __all__ = ["add_routes"]
 
 _ACTIONS = ("acknowledge", "resolve", "notes")
 _LIST_LIMIT = 200
+_RECENT = 20  # resolved incidents shown under the open ones
 
 
 def _principal_name(request: Request) -> str:
@@ -62,6 +63,8 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
                                "services": await src.services(), "oncalls": oncall_rows(await src.oncalls_now())}
         try:
             rows = [incident_row(i) for i in await src.incidents(statuses, service, _LIST_LIMIT)]
+            if status == "open":  # the default view: open ones, then the most recently resolved
+                ctx["recent"] = [incident_row(i) for i in await src.incidents(["resolved"], service, _RECENT)]
         except PitwallError as e:
             return pages.render(request, "incidents.html", "incidents", tr, error=_why(e), available=True,
                                 rows=[], status=400, **ctx)
