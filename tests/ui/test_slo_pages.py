@@ -106,6 +106,7 @@ def _row(page: str, slo_id: str) -> str:
     return page.split(f'data-slo-id="{slo_id}"')[1].split("</tr>")[0]
 
 
+@pytest.mark.slow
 async def test_slo_pages_over_a_live_server(pw: httpx.AsyncClient) -> None:
     c = pw
     r = await c.get("/slos")
