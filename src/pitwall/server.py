@@ -45,7 +45,7 @@ from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
-from pitwall.incidents import ChangeLog, IncidentService
+from pitwall.incidents import ChangeLog, IncidentDesk, IncidentService
 from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
 from pitwall.kube import KubePodSource, KubeWorkloads
@@ -312,7 +312,8 @@ def build(settings: Settings) -> Components:
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
-                  workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings)
+                  workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings,
+                  incidents=IncidentDesk(incidents.rest), slos=cp.slo.service if cp is not None else None)
     # Self-backup of the data directory; with a control plane each run is a change event.
     outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
     outside += ["notifications.state_url"] if settings.notifications.state_url else []

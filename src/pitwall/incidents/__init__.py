@@ -7,6 +7,7 @@ pillars use ``ChangeLog``/``ChangeSink`` to report their changes.
 """
 
 from pitwall.incidents.changes import CHANGE_KINDS, ChangeEvent, ChangeKind, ChangeLog, ChangeSink
+from pitwall.incidents.desk import IncidentDesk
 from pitwall.incidents.service import IncidentService, Page, Pager
 
-__all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentService", "Page", "Pager"]
+__all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentDesk", "IncidentService", "Page", "Pager"]

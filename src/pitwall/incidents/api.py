@@ -34,12 +34,13 @@ from pitwall.incidents.store import IncidentStore, new_id
 from pitwall.incidents.timeline import postmortem
 from pitwall.incidents.views import Views
 
-__all__ = ["PREFIX", "RestDeps", "incidents_router", "json_response", "page", "read_json", "remember_base",
+__all__ = ["MAX_NOTE_CHARS", "PREFIX", "RestDeps", "add_note", "incidents_router", "json_response", "page", "read_json", "remember_base",
            "user_from"]
 
 PREFIX = "/pagerduty"
 MAX_REST_BYTES = 1 << 20
 MAX_LIMIT = 100
+MAX_NOTE_CHARS = 25_000
 _DEFAULT_LIMIT = 25
 
 
@@ -178,6 +179,18 @@ async def _update(deps: RestDeps, inc_id: str, body: Any, actor: User) -> Incide
     return inc
 
 
+async def add_note(deps: RestDeps, incident_id: str, user_id: str, content: object) -> Note:
+    """Add a note by ``user_id`` to an existing incident (and its ``annotate_log_entry``)."""
+    if not isinstance(content, str) or not content.strip() or len(content) > MAX_NOTE_CHARS:
+        raise InvalidInput("Invalid Input Provided", [f"Note content must be 1 to {MAX_NOTE_CHARS} characters"])
+    now = deps.service.clock()
+    note = Note(id=new_id("N"), created_ns=now, user_id=user_id, content=content)
+    await deps.store.add_note(incident_id, note)
+    await deps.store.add_log(incident_id, LogEntry(id=new_id("R"), type="annotate_log_entry", created_ns=now,
+                                                   summary=f"Note added: {content[:200]}", agent=user_id))
+    return note
+
+
 def incidents_router(deps: RestDeps) -> APIRouter:
     r = error_router("pagerduty", prefix=PREFIX, tags=["pagerduty"], dependencies=[Depends(remember_base)])
     svc = deps.service
@@ -274,18 +287,11 @@ def incidents_router(deps: RestDeps) -> APIRouter:
         return json_response({"notes": [deps.views.note(n, names) for n in await store.notes(incident_id)]})
 
     @r.post("/incidents/{incident_id}/notes", status_code=201)
-    async def add_note(incident_id: str, request: Request) -> Response:
+    async def post_note(incident_id: str, request: Request) -> Response:
         actor = await user_from(request, deps)
         await svc.require(incident_id)
         body = await read_json(request, deps, "note")
-        content = body.get("content") if isinstance(body, dict) else None
-        if not isinstance(content, str) or not content.strip() or len(content) > 25_000:
-            raise InvalidInput("Invalid Input Provided", ["Note content must be 1 to 25000 characters"])
-        now = svc.clock()
-        note = Note(id=new_id("N"), created_ns=now, user_id=actor.id, content=content)
-        await store.add_note(incident_id, note)
-        await store.add_log(incident_id, LogEntry(id=new_id("R"), type="annotate_log_entry", created_ns=now,
-                                                  summary=f"Note added: {content[:200]}", agent=actor.id))
+        note = await add_note(deps, incident_id, actor.id, body.get("content") if isinstance(body, dict) else None)
         return json_response({"note": deps.views.note(note, await deps.names())}, 201)
 
     @r.get("/incidents/{incident_id}/log_entries")

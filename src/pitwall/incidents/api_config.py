@@ -9,6 +9,7 @@ the result is validated by the same model the ``incidents:`` settings use.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -31,7 +32,7 @@ from pitwall.incidents.oncall import final_schedule, parse_time, shifts_overlapp
 from pitwall.incidents.store import new_id
 from pitwall.incidents.views import Views, iso
 
-__all__ = ["config_router"]
+__all__ = ["config_router", "oncall_entries"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -333,36 +334,46 @@ def config_router(deps: RestDeps) -> APIRouter:
         sched_ids, pol_ids, user_ids = (array(request, "schedule_ids"), array(request, "escalation_policy_ids"),
                                         array(request, "user_ids"))
         earliest = request.query_params.get("earliest", "").lower() == "true"
-        names = await deps.names()
-        schedules = {s.id: s for s in await store.list_all(Schedule)}
-        spans_cache: dict[str, list[Any]] = {}
-        items: list[dict[str, Any]] = []
-        for pol in await store.list_all(EscalationPolicy):
-            if pol_ids and pol.id not in pol_ids:
-                continue
-            for level, rule in enumerate(pol.escalation_rules, start=1):
-                for t in rule.targets:
-                    if t.kind == "user":
-                        if not sched_ids:
-                            items.append(_oncall(deps.views, pol, level, None, t.id, None, None, names))
-                        continue
-                    if (sched_ids and t.id not in sched_ids) or t.id not in schedules:
-                        continue
-                    if t.id not in spans_cache:
-                        sch = schedules[t.id]
-                        spans_cache[t.id] = shifts_overlapping(sch, await store.overrides(sch.id), since, until)
-                    seen: set[str] = set()
-                    for sp in spans_cache[t.id]:
-                        if earliest and sp.user in seen:
-                            continue
-                        seen.add(sp.user)
-                        items.append(_oncall(deps.views, pol, level, schedules[t.id], sp.user, sp.start_ns, sp.end_ns,
-                                             names))
+        items = await oncall_entries(deps, since, until, schedule_ids=sched_ids, policy_ids=pol_ids,
+                                     earliest=earliest)
         if user_ids:
             items = [i for i in items if i["user"]["id"] in user_ids]
         return page(request, items, "oncalls")
 
     return r
+
+
+async def oncall_entries(deps: RestDeps, since: int, until: int, *, schedule_ids: Sequence[str] = (),
+                         policy_ids: Sequence[str] = (), earliest: bool = False) -> list[dict[str, Any]]:
+    """PagerDuty's on-call entries between ``since`` and ``until`` (ns): per escalation policy and level,
+    the users named directly and whoever a schedule puts on call then (``earliest``: each user once)."""
+    store = deps.store
+    names = await deps.names()
+    schedules = {s.id: s for s in await store.list_all(Schedule)}
+    spans_cache: dict[str, list[Any]] = {}
+    items: list[dict[str, Any]] = []
+    for pol in await store.list_all(EscalationPolicy):
+        if policy_ids and pol.id not in policy_ids:
+            continue
+        for level, rule in enumerate(pol.escalation_rules, start=1):
+            for t in rule.targets:
+                if t.kind == "user":
+                    if not schedule_ids:
+                        items.append(_oncall(deps.views, pol, level, None, t.id, None, None, names))
+                    continue
+                if (schedule_ids and t.id not in schedule_ids) or t.id not in schedules:
+                    continue
+                if t.id not in spans_cache:
+                    sch = schedules[t.id]
+                    spans_cache[t.id] = shifts_overlapping(sch, await store.overrides(sch.id), since, until)
+                seen: set[str] = set()
+                for sp in spans_cache[t.id]:
+                    if earliest and sp.user in seen:
+                        continue
+                    seen.add(sp.user)
+                    items.append(_oncall(deps.views, pol, level, schedules[t.id], sp.user, sp.start_ns, sp.end_ns,
+                                         names))
+    return items
 
 
 async def _override_body(request: Request, deps: RestDeps) -> tuple[list[Any], bool]:

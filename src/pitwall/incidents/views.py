@@ -118,7 +118,10 @@ class Views:
         return {"id": o.id, "start": iso(o.start_ns), "end": iso(o.end_ns),
                 "user": self.ref("user", o.user, names.get(o.user, o.user))}
 
-    def incident(self, i: Incident, svc_name: str, pol_name: str, names: dict[str, str]) -> dict[str, Any]:
+    def incident(self, i: Incident, svc_name: str, pol_name: str, names: dict[str, str], *,
+                 links: bool = True) -> dict[str, Any]:
+        """The incident; ``links=False`` leaves ``pitwall.links`` empty (lists that show no links skip
+        building them)."""
         return {
             "id": i.id, "type": "incident", "summary": f"[#{i.number}] {i.title}", "incident_number": i.number,
             "title": i.title, "description": i.title, "status": i.status, "urgency": i.urgency,
@@ -137,7 +140,8 @@ class Views:
             "last_status_change_by": None,
             # pitwall's own: the named service's golden signals, error logs and traces over the incident
             "pitwall": {"service": i.signal_service or None,
-                        "links": signal_links(self.root, i.signal_service, i.created_ns, i.resolved_ns)},
+                        "links": signal_links(self.root, i.signal_service, i.created_ns, i.resolved_ns)
+                        if links else []},
         }
 
     def _agent(self, agent: str, names: dict[str, str]) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
 if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
     from pitwall.ui.dashboards import DashboardStore
+    from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.slo_view import SLOSource
     from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
@@ -46,6 +48,8 @@ NAV = [
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
     ("workloads", "/workloads", "Workloads", "w"),
+    ("incidents", "/incidents", "Incidents", "i"),
+    ("slos", "/slos", "SLOs", "b"),
     ("status", "/status", "Status", "u"),
 ]
 
@@ -63,6 +67,8 @@ class UIDeps:
     dashboards: DashboardStore
     workloads: WorkloadsSource | None = None
     status: StatusView | None = None
+    incidents: IncidentsSource | None = None
+    slos: SLOSource | None = None
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:

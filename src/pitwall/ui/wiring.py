@@ -21,10 +21,12 @@ from pitwall.storage.state import StateStore
 from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
 from pitwall.ui.dashboards import DashboardStore
+from pitwall.ui.incidents_view import IncidentsSource
 from pitwall.ui.logs_view import LogsView
 from pitwall.ui.queries import MetricsView
 from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
+from pitwall.ui.slo_view import SLOSource
 from pitwall.ui.status_view import StatusView
 from pitwall.ui.traces_view import TracesView
 from pitwall.ui.web import UIDeps
@@ -74,11 +76,14 @@ def build_ui(
     notifications: NotificationPipeline | None = None,
     rules: Callable[[], RuleManager | None] | None = None,
     workloads: WorkloadsSource | None = None,
+    incidents: IncidentsSource | None = None,
+    slos: SLOSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
     ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``config`` (the server's
-    settings) is shown, redacted, on the status page."""
+    settings) is shown, redacted, on the status page; ``incidents`` (``pitwall.incidents.IncidentDesk``)
+    and ``slos`` (``pitwall.slo.SLOService``) serve the incidents and SLO pages."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -91,6 +96,8 @@ def build_ui(
         alerts=alerts,
         dashboards=DashboardStore(settings.dashboards_dir, state),
         workloads=workloads,
+        incidents=incidents,
+        slos=slos,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)
