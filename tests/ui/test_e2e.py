@@ -319,6 +319,23 @@ def test_log_filters_line_views_and_context(web: Browser, seeded_server: SeededS
     web.assert_clean()
 
 
+def test_service_map_is_layered_and_lights_on_hover(web: Browser) -> None:
+    page = web.goto("/services")
+    box = page.locator("[data-testid=service-map]").bounding_box()
+    assert box is not None and box["width"] > 1000  # the whole width of the page
+    x = {n: page.locator(f"[data-node={n}] circle").evaluate("c => +c.getAttribute('cx')")
+         for n in ("frontend", "checkout", "payment")}
+    assert x["frontend"] < x["checkout"] < x["payment"]  # callers left of callees
+    page.hover("[data-node=checkout] circle")
+    assert "focus" in (page.locator("[data-testid=service-map]").get_attribute("class") or "")
+    hot = page.locator(".edge.hot").evaluate_all("es => es.map(e => e.dataset.from + '>' + e.dataset.to)")
+    assert "frontend>checkout" in hot and "checkout>payment" in hot
+    web.shot("service-map-hover")
+    page.mouse.move(5, 5)
+    assert page.locator(".edge.hot").count() == 0
+    web.assert_clean()
+
+
 def test_create_and_expire_a_silence(web: Browser) -> None:
     page = web.goto("/alerts")
     for _ in range(60):  # the rule fires after its first evaluations; the pipeline groups it

@@ -154,3 +154,19 @@ def test_matcher_text_and_sparkline() -> None:
     assert sparkline_path([]) == ""
     assert sparkline_path([None, 1.0, None]) == "M60.0 12.0 h-2"
     assert sparkline_path([0.0, 1.0, None, 1.0]).count("M") == 2
+
+
+def test_service_map_layers_callers_left_of_callees() -> None:
+    from pitwall.ui.pages_signals import layout_graph
+
+    edges = [("frontend", "checkout"), ("checkout", "payment"), ("checkout", "inventory"), ("frontend", "search"),
+             ("payment", "checkout")]  # a cycle: the back edge is ignored for the columns
+    names = ["frontend", "checkout", "payment", "inventory", "search", "lonely"]
+    pos, height = layout_graph(names, edges)
+    x = {n: p[0] for n, p in pos.items()}
+    assert x["frontend"] < x["checkout"] < x["payment"] == x["inventory"]
+    assert x["search"] == x["checkout"] and x["lonely"] == x["frontend"]
+    # services of one column never share a spot, and the drawing is tall enough for the fullest column
+    spots = {(round(p[0]), round(p[1])) for p in pos.values()}
+    assert len(spots) == len(names) and all(0 < p[1] < height for p in pos.values())
+    assert layout_graph(["solo"], [])[0]["solo"][0] == 600  # one service: centred

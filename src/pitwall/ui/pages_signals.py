@@ -50,14 +50,77 @@ def trace_filter(p: Any, start_ms: int, end_ms: int) -> SpanFilter:
         max_duration_ns=_duration_ns(p.get("max_duration", ""), "max duration"))
 
 
-def layout_graph(nodes: list[str], width: float = 900, height: float = 520) -> dict[str, tuple[float, float]]:
-    """Nodes on a circle, in the order given (callers first keeps edges readable)."""
-    n = len(nodes)
-    cx, cy, rad = width / 2, height / 2, min(width, height) / 2 - 70
-    if n == 1:
-        return {nodes[0]: (cx, cy)}
-    return {name: (cx + rad * math.cos(2 * math.pi * i / n - math.pi / 2),
-                   cy + rad * math.sin(2 * math.pi * i / n - math.pi / 2)) for i, name in enumerate(nodes)}
+MAP_WIDTH = 1200  # the service map's drawing width (the SVG scales to the page)
+_LAYER_GAP_Y = 96  # vertical room per service in a column
+
+
+def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
+    """Each node's column: the longest chain of callers before it (back edges of cycles ignored)."""
+    out: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        if a != b and b not in out[a]:
+            out[a].append(b)
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    back: set[tuple[str, str]] = set()
+
+    def visit(n: str) -> None:  # iterative DFS: deep call chains must not hit the recursion limit
+        stack = [(n, iter(out[n]))]
+        state[n] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                order.append(node)
+                stack.pop()
+            elif state.get(nxt) == 1:
+                back.add((node, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(out[nxt])))
+
+    for n in nodes:
+        if n not in state:
+            visit(n)
+    layer = dict.fromkeys(nodes, 0)
+    for n in reversed(order):  # a topological order of the graph without its back edges
+        for m in out[n]:
+            if (n, m) not in back:
+                layer[m] = max(layer[m], layer[n] + 1)
+    return layer
+
+
+def layout_graph(nodes: list[str], edges: list[tuple[str, str]] | None = None,
+                 width: float = MAP_WIDTH) -> tuple[dict[str, tuple[float, float]], float]:
+    """A layered drawing: callers left of callees, one column per call depth, each column ordered by its
+    neighbours' average position (a few barycenter sweeps) so edges cross less; (positions, height)."""
+    edges = edges or []
+    layer = _layers(nodes, edges)
+    cols: dict[int, list[str]] = {}
+    for n in nodes:
+        cols.setdefault(layer[n], []).append(n)
+    ncols = max(cols) + 1 if cols else 1
+    height = max(260.0, max((len(c) for c in cols.values()), default=1) * _LAYER_GAP_Y + 80)
+    rank = {n: float(i) for c in cols.values() for i, n in enumerate(c)}
+    near: dict[str, list[str]] = {n: [] for n in nodes}
+    for a, b in edges:
+        if a in near and b in near and a != b:
+            near[a].append(b)
+            near[b].append(a)
+    for _ in range(4):
+        for c in cols.values():
+            c.sort(key=lambda n: sum(rank[m] for m in near[n]) / len(near[n]) if near[n] else rank[n])
+            for i, n in enumerate(c):
+                rank[n] = float(i)
+    margin = 90.0
+    pos: dict[str, tuple[float, float]] = {}
+    for li, c in cols.items():
+        x = width / 2 if ncols == 1 else margin + li * (width - 2 * margin) / (ncols - 1)
+        step = (height - 80) / len(c)
+        for i, n in enumerate(c):
+            pos[n] = (x, 40 + step * (i + 0.5))
+    return pos, height
 
 
 def _error_colour(ratio: float | None) -> str:
@@ -231,7 +294,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         callers = {ln.parent for ln in links}
         names = sorted({*services, *callers, *(ln.child for ln in links)},
                        key=lambda n: (n not in callers, n))
-        pos = layout_graph(names)
+        pos, height = layout_graph(names, [(ln.parent, ln.child) for ln in links])
         max_rate = max([s.rate or 0.0 for s in stats.values()] + [1e-9])
         span_s = max(tr.span_ms / 1000, 1)
         nodes = []
@@ -240,7 +303,8 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             rate = st.rate if st else None
             radius = 14 + 22 * math.sqrt((rate or 0.0) / max_rate)
             nodes.append({"name": n, "x": pos[n][0], "y": pos[n][1], "r": radius, "rate": rate,
-                          "error_ratio": st.error_ratio if st else None,
+                          "error_ratio": st.error_ratio if st else None, "p99": st.p99 if st else None,
+                          "p50": st.p50 if st else None,
                           "colour": _error_colour(st.error_ratio if st else None)})
         radius_of = {nd["name"]: nd["r"] for nd in nodes}
         edges = []
@@ -256,4 +320,4 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
                           "mx": (x1 + x2) / 2, "my": (y1 + y2) / 2,
                           "colour": "var(--err)" if ln.error_count else "var(--edge)"})
         return pages.render(request, "services.html", "services", tr, error=err, available=True, nodes=nodes,
-                            edges=edges, links=links)
+                            edges=edges, links=links, width=MAP_WIDTH, height=height)

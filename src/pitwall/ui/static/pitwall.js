@@ -373,6 +373,25 @@
     box.replaceChildren(t);
   }
 
+  /* service map: hovering a service lights its calls and callers, dims the rest */
+  function setupServiceMap() {
+    const svg = $("svg[data-map]");
+    if (!svg) return;
+    const light = (name) => {
+      svg.classList.toggle("focus", !!name);
+      $$("[data-from]", svg).forEach((e) => e.classList.toggle("hot", !!name && (e.dataset.from === name || e.dataset.to === name)));
+      const near = new Set([name]);
+      $$("[data-from].hot", svg).forEach((e) => { near.add(e.dataset.from); near.add(e.dataset.to); });
+      $$("[data-node]", svg).forEach((n) => n.classList.toggle("hot", !!name && near.has(n.dataset.node)));
+    };
+    $$("[data-node]", svg).forEach((n) => {
+      n.addEventListener("mouseenter", () => light(n.dataset.node));
+      n.addEventListener("focus", () => light(n.dataset.node));
+      n.addEventListener("mouseleave", () => light(""));
+      n.addEventListener("blur", () => light(""));
+    });
+  }
+
   /* trace search: another tag filter (all must match, as Jaeger's tags) */
   function setupTagFilters() {
     const add = $("[data-add-tag]"), box = $("[data-tag-filters]");
@@ -737,6 +756,7 @@
     setupQueries();
     setupTagFilters();
     setupLogViews();
+    setupServiceMap();
     setupKeyboard();
     setupWaterfall();
     setupLogs();
