@@ -220,6 +220,27 @@ def test_trace_search_with_several_tags(web: Browser, seeded_server: SeededServe
     web.assert_clean()
 
 
+def test_compare_two_traces(web: Browser, seeded_server: SeededServer) -> None:
+    page = web.goto("/traces?service=frontend")
+    boxes = page.locator("[data-testid=compare-form] input[name=id]")
+    assert boxes.count() >= 2
+    failed = KNOWN_TRACE  # the failed checkout; a good one next to it
+    page.locator(f"[data-testid=compare-form] input[value='{failed}']").check()
+    page.locator("[data-testid=compare-form] tbody tr:not(.is-err) input[name=id]").first.check()
+    page.click("[data-testid=compare]")
+    page.wait_for_selector("[data-testid=trace-diff]")
+    rows = page.locator("[data-testid=trace-diff] tbody tr")
+    assert rows.count() == 5  # the same five call paths in both: nothing added or removed
+    assert page.locator("[data-testid=trace-diff] tr[data-change=same]").count() == 5
+    web.shot("traces-compare")
+    # from a trace's page, against a trace id that does not exist: a clear error
+    page.goto(web.base + f"/traces/compare?a={failed}&b=fedcba9876543210fedcba9876543210", wait_until="networkidle")
+    assert page.locator(".qerror").count() == 1
+    assert len(web.errors) == 1 and "404" in web.errors[0]  # the page itself answers 404, as it should
+    web.errors.clear()
+    web.assert_clean()
+
+
 def test_open_a_trace_and_its_spans(web: Browser, seeded_server: SeededServer) -> None:
     page = web.goto("/traces?service=payment&status=error")
     page.wait_for_selector("[data-testid=scatter][data-rendered='1']")

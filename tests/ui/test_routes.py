@@ -291,3 +291,11 @@ async def test_alert_filter_detail_and_silence_preview(client: httpx.AsyncClient
     assert "SlowQueries" not in groups and "DiskFull" in groups
     shown = (await client.get("/alerts", params={"silenced": "1"})).text.split('id="new-silence"')[0]
     assert "SlowQueries" in shown
+
+
+async def test_trace_compare_needs_two_known_traces(client: httpx.AsyncClient) -> None:
+    none = await client.get("/traces/compare")
+    assert none.status_code == 400 and "pick two traces" in none.text
+    missing = await client.get("/traces/compare", params={"a": "00000000000000000000000000000002",
+                                                           "b": "00000000000000000000000000000001"})
+    assert missing.status_code == 404 and "not found" in missing.text

@@ -170,3 +170,22 @@ def test_service_map_layers_callers_left_of_callees() -> None:
     spots = {(round(p[0]), round(p[1])) for p in pos.values()}
     assert len(spots) == len(names) and all(0 < p[1] < height for p in pos.values())
     assert layout_graph(["solo"], [])[0]["solo"][0] == 600  # one service: centred
+
+
+def test_compare_two_traces_by_call_path() -> None:
+    from pitwall.ui.traces_view import compare
+
+    def sp(sid: str, parent: str, name: str, dur: int) -> SpanRow:
+        return dataclasses.replace(_span(sid, parent, 0, dur), name=name)
+
+    a = [sp("r", "", "GET /", 100), sp("x", "r", "db", 10), sp("y", "r", "db", 20), sp("z", "r", "cache", 5)]
+    b = [sp("r", "", "GET /", 90), sp("x", "r", "db", 30), sp("q", "r", "queue", 7), sp("o", "gone", "late", 1)]
+    rows = {r.path: r for r in compare(a, b)}
+    root = ("svc · GET /",)
+    assert (rows[root].a_count, rows[root].b_count, rows[root].change) == (1, 1, "same")
+    db = (*root, "svc · db")
+    assert (rows[db].a_count, rows[db].b_count, rows[db].a_ns, rows[db].b_ns, rows[db].change) == (2, 1, 30, 30, "fewer")
+    assert rows[(*root, "svc · cache")].change == "removed" and rows[(*root, "svc · queue")].change == "added"
+    assert rows[("svc · late",)].change == "added" and rows[("svc · late",)].depth == 0  # its parent never came
+    paths = [r.path for r in compare(a, b)]
+    assert paths.index(root) < paths.index(db)  # tree order: a parent before its children

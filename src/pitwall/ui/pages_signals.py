@@ -258,6 +258,25 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
                           "e": t.summary.error_count > 0, "id": t.display_id} for t in found), key=lambda x: x["t"])
         return json_response({"points": points, "capped": len(found) >= SCATTER_TRACES})
 
+    @r.get("/traces/compare", response_class=HTMLResponse)
+    async def trace_compare(request: Request) -> Response:
+        """Two traces side by side by call path (``a`` and ``b``, or the first two ``id`` of the list's boxes)."""
+        tr, err = pages.range_or_error(request)
+        if deps.traces is None:
+            return pages.render(request, "traces.html", "traces", tr, error=err, available=False)
+        p = request.query_params
+        ids = [i.strip() for i in [p.get("a", ""), p.get("b", ""), *p.getlist("id")] if i.strip()][:2]
+        if len(ids) < 2:
+            return pages.render(request, "trace_compare.html", "traces", tr, error=err, ids=ids, qerr=query_error(
+                BadData("pick two traces to compare (tick two in the list, or give a and b)")), status=400)
+        try:
+            wa, wb, rows = await call(deps.traces.compare, tenant_of(request), ids[0], ids[1])
+        except PitwallError as e:
+            return pages.render(request, "trace_compare.html", "traces", tr, error=err, ids=ids, qerr=query_error(e),
+                                status=404 if e.kind == "not_found" else 400)
+        return pages.render(request, "trace_compare.html", "traces", tr, error=err, ids=ids, qerr=None, a=wa, b=wb,
+                            rows=rows)
+
     @r.get("/traces/{trace_id}", response_class=HTMLResponse)
     async def trace(trace_id: str, request: Request) -> Response:
         tr, err = pages.range_or_error(request)

@@ -23,7 +23,8 @@ from pitwall.traces import (
     display_trace_id,
 )
 
-__all__ = ["SpanView", "TracesView", "Waterfall", "critical_path", "format_duration_ns", "waterfall"]
+__all__ = ["DiffRow", "SpanView", "TracesView", "Waterfall", "compare", "critical_path", "format_duration_ns",
+           "waterfall"]
 
 
 SERVICE_COLOURS = 12  # --svc-0 .. --svc-11 in pitwall.css
@@ -186,6 +187,69 @@ def waterfall(spans: list[SpanRow]) -> Waterfall:
 
 
 @dataclass
+class DiffRow:
+    """One call path (``service · operation`` from the root down) in two traces: how often and how long."""
+
+    path: tuple[str, ...]
+    a_count: int
+    b_count: int
+    a_ns: int
+    b_ns: int
+
+    @property
+    def depth(self) -> int:
+        return len(self.path) - 1
+
+    @property
+    def change(self) -> str:
+        if not self.a_count:
+            return "added"
+        if not self.b_count:
+            return "removed"
+        return "same" if self.a_count == self.b_count else ("more" if self.b_count > self.a_count else "fewer")
+
+    @property
+    def a_duration(self) -> str:
+        return format_duration_ns(self.a_ns) if self.a_count else "—"
+
+    @property
+    def b_duration(self) -> str:
+        return format_duration_ns(self.b_ns) if self.b_count else "—"
+
+
+def _paths(spans: list[SpanRow]) -> dict[tuple[str, ...], tuple[int, int]]:
+    """Spans per call path with their summed durations; a span whose parent is missing starts a path."""
+    by_id = {s.span_id: s for s in spans}
+    memo: dict[str, tuple[str, ...]] = {}
+
+    def path(s: SpanRow) -> tuple[str, ...]:
+        chain: list[SpanRow] = []
+        cur: SpanRow | None = s
+        while cur is not None and cur.span_id not in memo and cur not in chain:
+            chain.append(cur)
+            cur = by_id.get(cur.parent_id) if cur.parent_id else None
+        base = memo.get(cur.span_id, ()) if cur is not None else ()
+        for c in reversed(chain):
+            base = (*base, f"{c.service} · {c.name}")
+            memo[c.span_id] = base
+        return memo[s.span_id]
+
+    out: dict[tuple[str, ...], tuple[int, int]] = {}
+    for s in spans:
+        n, total = out.get(path(s), (0, 0))
+        out[path(s)] = (n + 1, total + s.duration_ns)
+    return out
+
+
+def compare(a: list[SpanRow], b: list[SpanRow]) -> list[DiffRow]:
+    """Jaeger's trace comparison as a table: every call path of either trace, in tree order, with its span
+    count and total duration in each (paths only in B are "added", only in A "removed")."""
+    pa, pb = _paths(a), _paths(b)
+    return [DiffRow(p, pa.get(p, (0, 0))[0], pb.get(p, (0, 0))[0], pa.get(p, (0, 0))[1], pb.get(p, (0, 0))[1])
+            for p in sorted({*pa, *pb})]
+
+
+@dataclass
 class TraceRowView:
     summary: TraceSummary
 
@@ -215,6 +279,10 @@ class TracesView:
 
     def trace(self, tenant: str, trace_id: str) -> Waterfall:
         return waterfall(self.query.trace(tenant, trace_id))
+
+    def compare(self, tenant: str, a: str, b: str) -> tuple[Waterfall, Waterfall, list[DiffRow]]:
+        sa, sb = self.query.trace(tenant, a), self.query.trace(tenant, b)
+        return waterfall(sa), waterfall(sb), compare(sa, sb)
 
     def dependencies(self, tenant: str, start_ns: int, end_ns: int) -> list[DependencyLink]:
         return self.query.dependencies(tenant, start_ns, end_ns)
