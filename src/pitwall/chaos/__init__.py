@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from pitwall.chaos.console import EXPERIMENT_KINDS, ChaosConsole
 from pitwall.chaos.crds import chaos_mesh_crds
 
-__all__ = ["chaos_mesh_crds"]
+__all__ = ["EXPERIMENT_KINDS", "ChaosConsole", "chaos_mesh_crds"]

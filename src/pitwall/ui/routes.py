@@ -3,7 +3,8 @@
 Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 (+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
-(+ ``/workloads/{namespace}/{kind}/{name}``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+(+ ``/workloads/{namespace}/{kind}/{name}``), ``/releases`` (+ ``/releases/{namespace}/{name}``),
+``/chaos`` (+ ``/chaos/{namespace}/{kind}/{name}``, ``/chaos/halt``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
 and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
@@ -22,7 +23,15 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.traces import STATUS_ERROR, SpanFilter
-from pitwall.ui import pages_alerts, pages_dashboards, pages_signals, pages_status, pages_workloads
+from pitwall.ui import (
+    pages_alerts,
+    pages_chaos,
+    pages_dashboards,
+    pages_releases,
+    pages_signals,
+    pages_status,
+    pages_workloads,
+)
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
 from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
 
@@ -181,6 +190,8 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_alerts.add_routes(r, pages)
     pages_dashboards.add_routes(r, pages)
     pages_workloads.add_routes(r, pages)
+    pages_releases.add_routes(r, pages)
+    pages_chaos.add_routes(r, pages)
     pages_status.add_routes(r, pages)
     return r
 

@@ -28,8 +28,10 @@ from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
 
 if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
+    from pitwall.ui.chaos_view import ChaosSource
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.releases_view import ChangesSource, ReleasesSource
     from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
@@ -45,6 +47,8 @@ NAV = [
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
     ("workloads", "/workloads", "Workloads", "w"),
+    ("releases", "/releases", "Releases", "r"),
+    ("chaos", "/chaos", "Chaos", "x"),
     ("status", "/status", "Status", "u"),
 ]
 
@@ -61,6 +65,9 @@ class UIDeps:
     alerts: AlertsView | None
     dashboards: DashboardStore
     workloads: WorkloadsSource | None = None
+    releases: ReleasesSource | None = None
+    chaos: ChaosSource | None = None
+    changes: ChangesSource | None = None  # the change-event stream (incidents' ChangeLog)
     status: StatusView | None = None
 
 

@@ -20,9 +20,11 @@ from pitwall.metrics import InstantQuery, Queryable, RangeQuery, TargetsSnapshot
 from pitwall.storage.state import StateStore
 from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
+from pitwall.ui.chaos_view import ChaosSource
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.logs_view import LogsView
 from pitwall.ui.queries import MetricsView
+from pitwall.ui.releases_view import ChangesSource, ReleasesSource
 from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
 from pitwall.ui.status_view import StatusView
@@ -74,10 +76,15 @@ def build_ui(
     notifications: NotificationPipeline | None = None,
     rules: Callable[[], RuleManager | None] | None = None,
     workloads: WorkloadsSource | None = None,
+    releases: ReleasesSource | None = None,
+    chaos: ChaosSource | None = None,
+    changes: ChangesSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
-    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``config`` (the server's
+    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages, ``releases``
+    (``pitwall.releases.ReleasesConsole``) the releases pages, ``chaos`` (``pitwall.chaos.ChaosConsole``) the
+    chaos page, ``changes`` (``pitwall.incidents.ChangeLog``) their change events; ``config`` (the server's
     settings) is shown, redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
@@ -91,6 +98,9 @@ def build_ui(
         alerts=alerts,
         dashboards=DashboardStore(settings.dashboards_dir, state),
         workloads=workloads,
+        releases=releases,
+        chaos=chaos,
+        changes=changes,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)
