@@ -77,6 +77,7 @@ def test_row_window_and_golden_signal_queries() -> None:
     assert (row.kind, row.phase, row.start, row.end, row.duration) == (
         "HTTPChaos", "Finished", "2023-11-14 22:13:22Z", "2023-11-14 22:14:22Z", "60s")
     assert row.target == "ns shop · app=web · mode all" and row.service == "shop/web" and row.records == 1
+    assert row.action == "abort on requests to port 8080"
     charts = golden_charts(http_chaos(t0=t0, recovered=True, desired="Stop"), row, now=t0 + 3600)
     assert [c["key"] for c in charts] == ["rate", "errors", "p99"]
     q = parse_qs(urlparse(charts[1]["src"]).query)
@@ -148,7 +149,7 @@ async def test_chaos_page_lists_running_and_past(kube: KubeAPI) -> None:
     running, past = r.text.split("<h2>Running")[1].split("<h2>Past")
     assert "abort-web" in running and "nightly" in running and "old-abort" not in running
     assert "old-abort" in past and ">Finished<" in past
-    assert running.count('class="pw-chart small"') == 2 and 'data-testid="halt-all"' in r.text
+    assert running.count('class="pw-chart mini"') == 2 and 'data-testid="halt-all"' in r.text
     assert d.status_code == 200, d.text
     assert d.text.count('class="pw-chart"') == 3 and "shop/web-1" in d.text and "ns shop · app=web" in d.text
     assert missing.status_code == 404 and bad_kind.status_code == 404

@@ -212,6 +212,9 @@ def _action(o: Obj) -> str:
         return f"{spec.get('type', '')} on {spec.get('schedule', '')!s}"
     if kind == "Workflow":
         return f"entry {spec.get('entry', '')} · {len(spec.get('templates') or [])} templates"
+    if kind == "HTTPChaos":  # no action field: the faults are the fields that are set
+        faults = [f for f in ("abort", "delay", "replace", "patch") if spec.get(f)]
+        return f"{' + '.join(faults) or 'no fault'} on {spec.get('target', 'Request').lower()}s to port {spec.get('port', '?')}"
     if kind == "StressChaos":
         return ",".join(sorted((spec.get("stressors") or {}).keys())) or "stress"
     return str(spec.get("action", ""))
