@@ -25,7 +25,8 @@ from pitwall.ui.workloads_view import event_rows
 
 __all__ = ["add_routes"]
 
-MAX_ROWS = 200  # experiments listed, newest first
+MAX_ROWS = 200  # experiments listed, running first, then newest first
+MAX_CHARTS = 24  # rows with a signal chart: each one is a query the browser makes
 MAX_CHANGES = 500
 ACTIVE = ("Running", "Injecting", "Recovering", "Pausing", "Active", "Not selected")
 
@@ -48,7 +49,8 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             return pages.render(request, "chaos.html", "chaos", tr, error=err, available=False)
         ns = request.query_params.get("namespace", "").strip()
         now = time.time()
-        listed = [(row, golden_charts(o, row, now, only="errors")) for row, o in await rows(ns)]
+        listed = [(row, golden_charts(o, row, now, only="errors") if i < MAX_CHARTS else [])
+                  for i, (row, o) in enumerate(await rows(ns))]
         return pages.render(request, "chaos.html", "chaos", tr, error=err, available=True, namespace=ns,
                             running=[t for t in listed if t[0].phase in ACTIVE],
                             past=[t for t in listed if t[0].phase not in ACTIVE])
