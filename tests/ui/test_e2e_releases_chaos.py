@@ -170,6 +170,9 @@ def test_chaos_pages(chromium: Any, server: LiveServer, theme: str) -> None:
         assert page.locator(".pw-chart[data-rendered]").count() == 3
         assert int(page.locator(".pw-chart").first.get_attribute("data-series-count") or 0) == 1
         web.shot(f"chaos-experiment-{theme}")
+        page.keyboard.press("g")  # the nav shortcuts: g then r jumps to the releases page
+        page.keyboard.press("r")
+        page.wait_for_url("**/releases?**")
         assert web.errors == [], web.errors
     finally:
         web.ctx.close()
