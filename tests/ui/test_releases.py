@@ -122,7 +122,7 @@ def test_charts_query_the_mesh_for_canary_and_primary() -> None:
 
 def test_change_rows() -> None:
     ev = ChangeEvent(kind="release", summary="Canary podinfo.test: canary weight 20", source="flagger", ts_ns=10**18,
-                     details={"canary": "podinfo.test", "phase": "Progressing", "canaryWeight": 20})
+                     details={"canary": "test/podinfo", "phase": "Progressing", "canaryWeight": 20})
     assert change_rows([ev]) == [{"time": "2001-09-09 01:46:40Z", "kind": "release", "phase": "Progressing",
                                   "weight": "20", "summary": ev.summary, "who": "flagger"}]
 
@@ -179,10 +179,10 @@ async def seed(c: KubeClient, changes: ChangeLog) -> None:
     for i, (phase, w) in enumerate((("Progressing", 10), ("Progressing", 20))):
         await changes.record(ChangeEvent(kind="release", summary=f"Canary podinfo.test: canary weight {w}",
                                          source="flagger", service="test/podinfo", ts_ns=now - (60 - i) * 10**9,
-                                         details={"canary": "podinfo.test", "phase": phase, "canaryWeight": w}))
+                                         details={"canary": "test/podinfo", "phase": phase, "canaryWeight": w}))
     await changes.record(ChangeEvent(kind="release", summary="Canary other.test: canary weight 30", source="flagger",
                                      service="test/podinfo", ts_ns=now - 10**9,
-                                     details={"canary": "other.test", "canaryWeight": 30}))
+                                     details={"canary": "test/other", "canaryWeight": 30}))
 
 
 async def test_releases_list_and_detail(kube: KubeAPI) -> None:

@@ -58,7 +58,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             target = row.target.split("/", 1)[-1]
             found = await deps.changes.between(tr.start_ms * 1_000_000, (tr.end_ms + 1) * 1_000_000,
                                                service=f"{namespace}/{target}", limit=MAX_CHANGES)
-            key = f"{name}.{namespace}"
+            key = f"{namespace}/{name}"  # the controller's CanaryView.key
             changes = change_rows([e for e in found if e.kind != "release" or e.details.get("canary") in (key, None)])
         judged = next((c for c in (cd.get("status") or {}).get("conditions") or []
                        if c.get("type") == src.judged_condition), None)
