@@ -28,6 +28,7 @@ from pitwall.alerting import ContactPager
 from pitwall.alerting.notify.wiring import NotificationParts, build_notifications
 from pitwall.alerting.rules.wiring import RulesPart, build_rules
 from pitwall.backup.wiring import BackupPart, build_backup_part
+from pitwall.chaos import ChaosConsole
 from pitwall.chaos.wiring import ChaosPart, build_chaos_part
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
@@ -57,6 +58,7 @@ from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
 from pitwall.pipelines import DoraIncident, PipelinesPart, build_pipelines_part
 from pitwall.registry import RegistryPart, build_registry_part
+from pitwall.releases import ReleasesConsole
 from pitwall.releases.wiring import ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
@@ -313,7 +315,10 @@ def build(settings: Settings) -> Components:
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
                   workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings,
-                  incidents=IncidentDesk(incidents.rest), slos=cp.slo.service if cp is not None else None)
+                  incidents=IncidentDesk(incidents.rest), slos=cp.slo.service if cp is not None else None,
+                  releases=ReleasesConsole(cp.kube.api.client) if cp is not None else None,
+                  chaos=ChaosConsole(cp.chaos.client, cp.chaos.report) if cp is not None else None,
+                  changes=cp.changes if cp is not None else None)
     # Self-backup of the data directory; with a control plane each run is a change event.
     outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
     outside += ["notifications.state_url"] if settings.notifications.state_url else []

@@ -21,7 +21,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
 from pitwall.kube import KubeClient, NotFoundError
 
-__all__ = ["chaos_router", "halt_all"]
+__all__ = ["chaos_router", "halt_all", "halt_and_report"]
 
 MAX_RUN_REPORT_BYTES = 64 << 10
 
@@ -58,6 +58,13 @@ async def halt_all(client: KubeClient) -> list[str]:
     return paused
 
 
+async def halt_and_report(client: KubeClient, report: ChaosReport, who: str) -> list[str]:
+    """``halt_all`` as the API, the CLI and the UI run it: the halt counted and on the change stream."""
+    paused = await halt_all(client)
+    await report.halt(who, paused)
+    return paused
+
+
 async def experiments(client: KubeClient) -> list[dict[str, Any]]:
     out = []
     for kind in CHAOS_KINDS:
@@ -77,8 +84,7 @@ def chaos_router(client: KubeClient, report: ChaosReport) -> APIRouter:
     async def halt(request: Request) -> JSONResponse:
         principal = request.scope.get(PRINCIPAL_KEY)
         who = getattr(principal, "name", "") or "anonymous"
-        paused = await halt_all(client)
-        await report.halt(who, paused)
+        paused = await halt_and_report(client, report, who)
         return JSONResponse({"status": "halted", "paused": paused})
 
     @r.post("/runs")

@@ -7,6 +7,7 @@ judge (Kayenta's NetflixACAJudge) and A/B reports.
 from __future__ import annotations
 
 from pitwall.releases.abtest import ABReport, Variant, ab_report, sample_size_per_variant, variants_from_ratio
+from pitwall.releases.console import ReleasesConsole
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
 from pitwall.releases.workload import compute_hash
@@ -17,6 +18,7 @@ __all__ = [
     "JudgeResult",
     "MetricInput",
     "MetricVerdict",
+    "ReleasesConsole",
     "Variant",
     "ab_report",
     "compute_hash",

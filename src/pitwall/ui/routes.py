@@ -4,7 +4,8 @@ Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 (+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
 (+ ``/workloads/{namespace}/{kind}/{name}``), ``/incidents`` (+ ``/incidents/{id}``),
-``/slos`` (+ ``/slos/{namespace}/{name}``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+``/slos`` (+ ``/slos/{namespace}/{name}``), ``/releases`` (+ ``/releases/{namespace}/{name}``),
+``/chaos`` (+ ``/chaos/{namespace}/{kind}/{name}``, ``/chaos/halt``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
 and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
@@ -26,8 +27,10 @@ from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.traces import STATUS_ERROR, SpanFilter
 from pitwall.ui import (
     pages_alerts,
+    pages_chaos,
     pages_dashboards,
     pages_incidents,
+    pages_releases,
     pages_signals,
     pages_slo,
     pages_status,
@@ -198,6 +201,8 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_workloads.add_routes(r, pages)
     pages_incidents.add_routes(r, pages)
     pages_slo.add_routes(r, pages)
+    pages_releases.add_routes(r, pages)
+    pages_chaos.add_routes(r, pages)
     pages_status.add_routes(r, pages)
     return r
 

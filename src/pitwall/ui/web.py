@@ -29,10 +29,12 @@ from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
 
 if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
+    from pitwall.ui.chaos_view import ChaosSource
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
     from pitwall.ui.slo_view import SLOSource
+    from pitwall.ui.releases_view import ChangesSource, ReleasesSource
     from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
@@ -50,6 +52,8 @@ NAV = [
     ("workloads", "/workloads", "Workloads", "w"),
     ("incidents", "/incidents", "Incidents", "i"),
     ("slos", "/slos", "SLOs", "b"),
+    ("releases", "/releases", "Releases", "r"),
+    ("chaos", "/chaos", "Chaos", "x"),
     ("status", "/status", "Status", "u"),
 ]
 
@@ -66,6 +70,9 @@ class UIDeps:
     alerts: AlertsView | None
     dashboards: DashboardStore
     workloads: WorkloadsSource | None = None
+    releases: ReleasesSource | None = None
+    chaos: ChaosSource | None = None
+    changes: ChangesSource | None = None  # the change-event stream (incidents' ChangeLog)
     status: StatusView | None = None
     incidents: IncidentsSource | None = None
     slos: SLOSource | None = None

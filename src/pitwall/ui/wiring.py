@@ -20,10 +20,12 @@ from pitwall.metrics import InstantQuery, Queryable, RangeQuery, TargetsSnapshot
 from pitwall.storage.state import StateStore
 from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
+from pitwall.ui.chaos_view import ChaosSource
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.incidents_view import IncidentsSource
 from pitwall.ui.logs_view import LogsView
 from pitwall.ui.queries import MetricsView
+from pitwall.ui.releases_view import ChangesSource, ReleasesSource
 from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
 from pitwall.ui.slo_view import SLOSource
@@ -78,12 +80,17 @@ def build_ui(
     workloads: WorkloadsSource | None = None,
     incidents: IncidentsSource | None = None,
     slos: SLOSource | None = None,
+    releases: ReleasesSource | None = None,
+    chaos: ChaosSource | None = None,
+    changes: ChangesSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
-    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``config`` (the server's
-    settings) is shown, redacted, on the status page; ``incidents`` (``pitwall.incidents.IncidentDesk``)
-    and ``slos`` (``pitwall.slo.SLOService``) serve the incidents and SLO pages."""
+    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``incidents``
+    (``pitwall.incidents.IncidentDesk``) and ``slos`` (``pitwall.slo.SLOService``) the incidents and SLO
+    pages, ``releases`` (``pitwall.releases.ReleasesConsole``) the releases pages, ``chaos``
+    (``pitwall.chaos.ChaosConsole``) the chaos page, ``changes`` (``pitwall.incidents.ChangeLog``) their
+    change events; ``config`` (the server's settings) is shown, redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -98,6 +105,9 @@ def build_ui(
         workloads=workloads,
         incidents=incidents,
         slos=slos,
+        releases=releases,
+        chaos=chaos,
+        changes=changes,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)

@@ -1,0 +1,69 @@
+"""The releases pages: ``/releases`` (every Flagger Canary: phase, weight, iteration, last transition,
+target) and ``/releases/{namespace}/{name}`` (the analysis steps, the weights over time, each metric's
+checks, the judge's verdicts and score explained, the traffic split right now, the rollout's change events).
+
+They read the releases pillar through ``UIDeps.releases`` (a ``ReleasesSource``) and the change stream
+through ``UIDeps.changes``; without them they say the pillar is not available. Canaries belong to the whole
+server, not a tenant, as the workloads pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import HTMLResponse
+
+from pitwall.core.tenancy import require_server_wide
+from pitwall.ui.releases_view import canary_charts, canary_row, change_rows, metric_rows, plan, verdicts
+from pitwall.ui.web import Pages
+from pitwall.ui.workloads_view import event_rows
+
+__all__ = ["add_routes"]
+
+MAX_CHANGES = 500  # change events shown per rollout
+
+
+def add_routes(r: APIRouter, pages: Pages) -> None:
+    deps = pages.deps
+    server_wide = [Depends(require_server_wide)]
+
+    @r.get("/releases", response_class=HTMLResponse, dependencies=server_wide)
+    async def releases(request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        src = deps.releases
+        if src is None:
+            return pages.render(request, "releases.html", "releases", tr, error=err, available=False)
+        ns = request.query_params.get("namespace", "").strip()
+        rows = sorted((canary_row(c, src.judged_condition) for c in await src.canaries(ns)),
+                      key=lambda c: (c.namespace, c.name))
+        return pages.render(request, "releases.html", "releases", tr, error=err, available=True, namespace=ns,
+                            canaries=rows)
+
+    @r.get("/releases/{namespace}/{name}", response_class=HTMLResponse, dependencies=server_wide)
+    async def release(namespace: str, name: str, request: Request) -> Response:
+        tr, err = pages.range_or_error(request)
+        src = deps.releases
+        ctx: dict[str, Any] = {"namespace": namespace, "name": name}
+        if src is None:
+            return pages.render(request, "release.html", "releases", tr, error=err, available=False, **ctx)
+        cd = await src.canary(namespace, name)
+        if cd is None:
+            return pages.render(request, "release.html", "releases", tr, available=True, canary=None, status=404,
+                                error=f"Canary {namespace}/{name} not found", **ctx)
+        events = await src.events(namespace, name)
+        row = canary_row(cd, src.judged_condition)
+        changes: list[dict[str, str]] = []
+        if deps.changes is not None:
+            target = row.target.split("/", 1)[-1]
+            found = await deps.changes.between(tr.start_ms * 1_000_000, (tr.end_ms + 1) * 1_000_000,
+                                               service=f"{namespace}/{target}", limit=MAX_CHANGES)
+            key = f"{namespace}/{name}"  # the controller's CanaryView.key
+            changes = change_rows([e for e in found if e.kind != "release" or e.details.get("canary") in (key, None)])
+        judged = next((c for c in (cd.get("status") or {}).get("conditions") or []
+                       if c.get("type") == src.judged_condition), None)
+        return pages.render(
+            request, "release.html", "releases", tr, error=err, available=True, canary=cd, row=row,
+            steps=plan(cd), metrics=metric_rows(cd, events), verdicts=verdicts(src.judgement(cd)), judged=judged,
+            split=await src.split(cd), events=event_rows(events), changes=changes,
+            changes_available=deps.changes is not None, charts=canary_charts(cd, tr), **ctx)
