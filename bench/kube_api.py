@@ -1,12 +1,16 @@
 """Kubernetes API latency at 1,000 pods (pitwall over SQLite), beside the upstream SLOs.
 
-    .venv/bin/python bench/kube_api.py [--pods 1000] [--rounds 200] [--watchers 100]
+    .venv/bin/python bench/kube_api.py [--pods 1000] [--rounds 200] [--lists 50] [--watchers 100] [--no-watch-cache]
 
 Starts the API in-process over the SQLite RevStore behind uvicorn (HTTP, no
 TLS), creates N pods, then measures over real HTTP with httpx: get one pod,
 patch one pod (merge patch of a label), list all pods in the namespace, and a
 watch fan-out (W watchers; p99 from a patch being acknowledged to the event
-reaching every watcher). Upstream's API SLOs (sig-scalability): p99 <= 1 s
+reaching every watcher). Lists: L full lists, L with a label selector matching
+a tenth of the pods, and L first pages of 500 (kubectl's chunk size), each
+after a patch so every list must see a new revision. ``--no-watch-cache``
+measures the store path (``kube.watch_cache: false``) in the same run
+conditions. Upstream's API SLOs (sig-scalability): p99 <= 1 s
 for mutating and single-object calls, <= 30 s for namespace-scoped lists.
 Not part of the tests.
 """
@@ -47,7 +51,7 @@ def _line(name: str, xs: list[float], slo_s: float) -> str:
            f"   ({slo_s * 1000 / max(p99, 1e-9):.0f}x under)"
 
 
-async def main(pods: int, rounds: int, watchers: int) -> None:
+async def main(pods: int, rounds: int, watchers: int, nlists: int, watch_cache: bool) -> None:
     data = Path(tempfile.mkdtemp())
     store = SqliteRevStore(data / "state.db", compact_interval_s=None)
 
@@ -59,7 +63,7 @@ async def main(pods: int, rounds: int, watchers: int) -> None:
         await kube.stop()
         await store.stop()
 
-    kube = build_kube(store)
+    kube = build_kube(store, watch_cache=watch_cache)
     app = FastAPI(lifespan=lifespan)
     kube.install(app)
     port = free_port()
@@ -78,7 +82,7 @@ async def main(pods: int, rounds: int, watchers: int) -> None:
         async def create(i: int) -> None:
             async with sem:
                 r = await c.post("/api/v1/namespaces/default/pods", json={
-                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod-{i}", "labels": {"app": "bench"}},
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"pod-{i}", "labels": {"app": "bench", "shard": str(i % 10)}},
                     "spec": {"containers": [{"name": "c", "image": "busybox", "ports": [{"containerPort": 8080}]}]}})
                 r.raise_for_status()
 
@@ -94,13 +98,23 @@ async def main(pods: int, rounds: int, watchers: int) -> None:
                            json={"metadata": {"labels": {"round": str(i)}}},
                            headers={"Content-Type": "application/merge-patch+json"})).raise_for_status()
             patches.append(time.perf_counter() - t)
-        for _ in range(max(5, rounds // 20)):
-            t = time.perf_counter()
-            (await c.get("/api/v1/namespaces/default/pods")).raise_for_status()
-            lists.append(time.perf_counter() - t)
+        sel: list[float] = []
+        pages: list[float] = []
+        for i in range(nlists):
+            for out, query in ((lists, ""), (sel, "?labelSelector=shard%3D3"), (pages, "?limit=500")):
+                (await c.patch(f"/api/v1/namespaces/default/pods/pod-{i % pods}",
+                               json={"metadata": {"labels": {"list": str(i)}}},
+                               headers={"Content-Type": "application/merge-patch+json"})).raise_for_status()
+                t = time.perf_counter()
+                (await c.get(f"/api/v1/namespaces/default/pods{query}")).raise_for_status()
+                out.append(time.perf_counter() - t)
         print(_line("get pod", gets, 1.0))
         print(_line("patch pod", patches, 1.0))
         print(_line(f"list {pods} pods", lists, 30.0))
+        print(_line(f"list, selector {pods // 10}", sel, 30.0))
+        print(_line("list, page of 500", pages, 30.0))
+        if kube.watch_cache is not None:
+            print("watch cache:", kube.watch_cache.stats())
 
         rv = (await c.get("/api/v1/namespaces/default/pods?limit=1")).json()["metadata"]["resourceVersion"]
         seen: list[asyncio.Queue[float]] = [asyncio.Queue() for _ in range(watchers)]
@@ -133,5 +147,7 @@ if __name__ == "__main__":
     ap.add_argument("--pods", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--lists", type=int, default=50)
+    ap.add_argument("--no-watch-cache", action="store_true")
     a = ap.parse_args()
-    asyncio.run(main(a.pods, a.rounds, a.watchers))
+    asyncio.run(main(a.pods, a.rounds, a.watchers, a.lists, not a.no_watch_cache))

@@ -52,10 +52,12 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
     send_initial = truthy(q.get("sendInitialEvents")) if "sendInitialEvents" in q else None
     events = api.resources.watch(rt, namespace, resource_version=q.get("resourceVersion") or "",
                                  label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
-                                 send_initial=send_initial)
+                                 send_initial=send_initial, shared=True)
     with_columns = [True]
 
-    def frame(typ: str, obj: Obj) -> bytes:
+    def frame(typ: str, obj: Obj, raw: bytes | None = None) -> bytes:
+        if raw is not None and not as_table:  # the object's cached JSON, spliced: no encoding per watcher
+            return b'{"type":"' + typ.encode() + b'","object":' + raw + b"}\n"
         if as_table and typ not in ("BOOKMARK", "ERROR"):
             obj = table(rt, [obj], include_object=include, resource_version=str(meta(obj).get("resourceVersion", "")),
                         with_columns=with_columns[0])
@@ -63,16 +65,16 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
         return orjson.dumps({"type": typ, "object": obj}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue(maxsize=QUEUE)
+        queue: asyncio.Queue[tuple[str, Obj, bytes | None] | None] = asyncio.Queue(maxsize=QUEUE)
 
         async def pump() -> None:
             try:
                 ev = await anext(events, None)
                 while ev is not None:
-                    await queue.put((ev.type, ev.object))
+                    await queue.put((ev.type, ev.object, ev.raw))
                     ev = await anext(events, None)
             except PitwallError as e:
-                await queue.put(("ERROR", status_object(e)))
+                await queue.put(("ERROR", status_object(e), None))
             finally:
                 await queue.put(None)
 
@@ -103,12 +105,12 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
                 idle_rev = 0
                 if item is None:
                     return
-                typ, obj = item
+                typ, obj, raw = item
                 if typ == "BOOKMARK" and not bookmarks:
                     continue
                 with contextlib.suppress(ValueError):
                     sent_rv = max(sent_rv, int(meta(obj).get("resourceVersion") or 0))
-                yield frame(typ, obj)
+                yield frame(typ, obj, raw)
         finally:
             api.active_watches -= 1
             task.cancel()
