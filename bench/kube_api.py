@@ -8,7 +8,9 @@ patch one pod (merge patch of a label), list all pods in the namespace, and a
 watch fan-out (W watchers; p99 from a patch being acknowledged to the event
 reaching every watcher). Lists: L full lists, L with a label selector matching
 a tenth of the pods, and L first pages of 500 (kubectl's chunk size), each
-after a patch so every list must see a new revision. ``--no-watch-cache``
+after a patch so every list must see a new revision; "in-process" times the
+list handler's own work (``Resources.list_encoded``), without HTTP and this
+client, which share the process and its one core. ``--no-watch-cache``
 measures the store path (``kube.watch_cache: false``) in the same run
 conditions. Upstream's API SLOs (sig-scalability): p99 <= 1 s
 for mutating and single-object calls, <= 30 s for namespace-scoped lists.
@@ -100,6 +102,9 @@ async def main(pods: int, rounds: int, watchers: int, nlists: int, watch_cache: 
             patches.append(time.perf_counter() - t)
         sel: list[float] = []
         pages: list[float] = []
+        inproc: list[float] = []  # the handler's own work (Resources.list_encoded), without HTTP or this client
+        rt = kube.registry.get("", "v1", "pods")
+        assert rt is not None
         for i in range(nlists):
             for out, query in ((lists, ""), (sel, "?labelSelector=shard%3D3"), (pages, "?limit=500")):
                 (await c.patch(f"/api/v1/namespaces/default/pods/pod-{i % pods}",
@@ -108,11 +113,15 @@ async def main(pods: int, rounds: int, watchers: int, nlists: int, watch_cache: 
                 t = time.perf_counter()
                 (await c.get(f"/api/v1/namespaces/default/pods{query}")).raise_for_status()
                 out.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await kube.resources.list_encoded(rt, "default")
+            inproc.append(time.perf_counter() - t)
         print(_line("get pod", gets, 1.0))
         print(_line("patch pod", patches, 1.0))
         print(_line(f"list {pods} pods", lists, 30.0))
         print(_line(f"list, selector {pods // 10}", sel, 30.0))
         print(_line("list, page of 500", pages, 30.0))
+        print(_line("list, in-process", inproc, 30.0))
         if kube.watch_cache is not None:
             print("watch cache:", kube.watch_cache.stats())
 

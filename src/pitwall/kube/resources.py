@@ -245,6 +245,10 @@ class Resources:
         Returns whether a kv was left over once the page was full, the last key looked at, and the last
         object appended (or ``last_obj``)."""
         select = not (labels.empty and fields.empty)
+        if not (select or page) and kvs:  # the common whole list: no per-item checks
+            items.extend(map(load, kvs))
+            last = items[-1]
+            return False, kvs[-1].key, last if isinstance(last, dict) else last[0]
         last_key = ""
         for kv in kvs:
             if page and len(items) >= page:

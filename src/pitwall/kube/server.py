@@ -107,7 +107,7 @@ class KubeAPI:
 
     async def start(self) -> None:
         if self.watch_cache is not None:
-            await self.watch_cache.start()
+            self.tasks.spawn(self.watch_cache.run(), name="watch-cache")
         ns_rt = self.registry.get("", "v1", "namespaces")
         assert ns_rt is not None
         for ns in DEFAULT_NAMESPACES:
@@ -128,8 +128,6 @@ class KubeAPI:
         if self.run_gc:
             await self.gc.stop()
         await self.tasks.stop()
-        if self.watch_cache is not None:
-            await self.watch_cache.stop()
 
     @property
     def healthy(self) -> bool:

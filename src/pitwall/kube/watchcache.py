@@ -1,6 +1,6 @@
 """The watch cache: the store's current Kubernetes objects and recent events in memory, as kube-apiserver's Cacher.
 
-One ``WatchCache`` per API server follows the store with ONE watch, started
+One ``WatchCache`` per API server (``KubeAPI`` runs it) follows the store with ONE watch, started
 at the revision of an initial range read of ``/registry/``. It keeps
 
 * every object key under ``/registry/`` with its stored ``KeyValue`` (the
@@ -73,27 +73,25 @@ class WatchCache:
         self._ring_start = 0  # the ring holds every /registry/ event after this revision
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._subs: set[_Sub] = set()
-        self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.resyncs = 0  # initial range reads done (1 unless the store watch failed)
         # reads answered from memory, and those handed to the store (Resources counts them)
         self.lists_served = self.lists_delegated = self.watches_served = self.watches_delegated = 0
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Begin following the store (in the background; reads fall back to the store until it is ready)."""
+    async def run(self) -> None:
+        """Follow the store until cancelled or the store stops (run it under the API's ``Supervisor``);
+        reads fall back to the store until the initial range read is in."""
         self._closed = False
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kube/watch-cache")
+        try:
+            await self._run()
+        finally:
+            self.close()
 
-    async def stop(self) -> None:
-        """Stop following; cache watchers end as store watches end when the store stops."""
+    def close(self) -> None:
+        """Stop serving: cache watchers end, as store watches end when the store stops."""
         self._closed = True
         self.ready = False
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-            self._task = None
         self._drop_subs()
 
     async def _run(self) -> None:
@@ -103,7 +101,7 @@ class WatchCache:
                 self._reset(res)
                 async for batch in self.store.watch("", start_revision=res.revision + 1, prev_kv=True):
                     self._apply(batch)
-                break  # the store stopped
+                return  # the store stopped
             except asyncio.CancelledError:
                 raise
             except Exception:  # a compacted or broken store watch: start over from a fresh range read
@@ -111,9 +109,6 @@ class WatchCache:
                 self.ready = False
                 self._drop_subs()
                 await asyncio.sleep(_RETRY_S)
-        self.ready = False
-        self._closed = True
-        self._drop_subs()
 
     def _reset(self, res: RangeResult) -> None:
         self._kvs = {kv.key: kv for kv in res.kvs}
