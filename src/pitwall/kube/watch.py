@@ -6,7 +6,8 @@ are Tables when the client asked for them. A stream ends at
 away (checked every second while idle) or when the API stops. An expired
 version arrives as an ``ERROR`` event holding a 410 ``Expired`` Status.
 Bookmarks (``allowWatchBookmarks``) carry a revision only once every event up
-to it has been sent: the store revision seen one idle second earlier.
+to it has been sent: the revision (the watch cache's, else the store's) seen
+one idle second earlier.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
                         sent_rv = idle_rev
                         yield frame("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
                                                  "metadata": {"resourceVersion": str(idle_rev)}})
-                    idle_rev = await api.store.revision()
+                    idle_rev = await _revision(api)
                     continue
                 idle_rev = 0
                 if item is None:
@@ -121,3 +122,12 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
 
     return StreamingResponse(stream(), media_type="application/json",
                              headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
+
+
+async def _revision(api: KubeAPI) -> int:
+    """The revision every event up to which has reached this stream's source: the watch cache's (no store
+    read per idle watcher and second), else the store's."""
+    wc = api.watch_cache
+    if wc is not None and wc.ready:
+        return wc.revision
+    return await api.store.revision()
