@@ -83,6 +83,16 @@ async def test_read_your_writes_from_the_cache(kube: KubeAPI) -> None:
     assert (await c.list("v1", "ConfigMap", "default")).items[0]["data"]["k"] == "v"
 
 
+async def test_writes_outside_the_registry_do_not_hold_lists_back(kube: KubeAPI) -> None:
+    wc = await _ready(kube)
+    await kube.client.create(_cm("k"))
+    for i in range(5):  # Consul KV, incidents, pipelines live in the same store: their revisions count too
+        await kube.store.put(f"/pitwall/other/{i}", b"x")
+        assert _names((await kube.client.list("v1", "ConfigMap", "default")).items) == ["k"]
+        assert wc.revision >= await kube.store.revision()
+    assert wc.lists_delegated == 0 and wc.range("/pitwall/") == []
+
+
 async def test_list_at_rv_0_is_served_at_once(kube: KubeAPI) -> None:
     wc = await _ready(kube)
     rt = kube.client.resource_type("v1", "ConfigMap")

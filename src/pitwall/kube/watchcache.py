@@ -58,8 +58,8 @@ class _Sub:
 
 
 class WatchCache:
-    """Objects under ``/registry/`` and a ring of recent events, fed by one store watch (a ``start``/``stop`` pair
-    driven by ``KubeAPI``). Reads are synchronous snapshots: take what you need before the next ``await``."""
+    """Objects under ``/registry/`` and a ring of recent events, fed by one store watch (``run``, which ``KubeAPI``
+    runs under its ``Supervisor``). Reads are synchronous snapshots: take what you need before the next ``await``."""
 
     def __init__(self, store: RevStore, *, capacity: int = DEFAULT_CAPACITY, wait_s: float = DEFAULT_WAIT_S) -> None:
         self.store = store
