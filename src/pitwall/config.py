@@ -104,6 +104,8 @@ class KubeSettings(_Section):
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "
                           "$PITWALL_SECRETS_KEY or data_dir/secrets.key (made once)")
+    watch_cache: bool = Field(True, description="serve lists and watches from memory, fed by one watch of the state "
+                                                "store (kube-apiserver's watch cache); false reads the store each time")
 
     @field_validator("pod_cidr")
     @classmethod

@@ -45,6 +45,8 @@ def make_app(data: Path, etcd_url: str = "", encryption: Encryption | None = Non
         kube: KubeAPI = holder["kube"]
         kube.store = store
         kube.resources.store = store
+        if kube.watch_cache is not None:
+            kube.watch_cache.store = store
         await kube.start()
         try:
             yield

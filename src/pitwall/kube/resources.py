@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,8 @@ from pitwall.kube.meta import generated_name, meta, new_uid, now_rfc3339
 from pitwall.kube.objcache import ObjectCache
 from pitwall.kube.registry import Registry, ResourceType
 from pitwall.kube.selectors import FieldSelector, LabelSelector
-from pitwall.storage.revstore import Compacted, Compare, KeyValue, Op, RevStore
+from pitwall.kube.watchcache import WatchCache
+from pitwall.storage.revstore import Compacted, Compare, Event, KeyValue, Op, RevStore
 
 __all__ = ["Defaulter", "ListResult", "Resources", "Validator", "WatchEvent"]
 
@@ -67,6 +68,7 @@ class ListResult:
 class WatchEvent:
     type: str  # ADDED MODIFIED DELETED BOOKMARK
     object: Obj
+    raw: bytes | None = None  # the object's JSON, when the watch was opened with ``shared=True``
 
 
 def _json(obj: Obj) -> bytes:
@@ -116,6 +118,7 @@ class Resources:
         self._defaulters: dict[tuple[str, str], list[Defaulter]] = {}
         self._validators: dict[tuple[str, str], list[Validator]] = {}
         self.cache = ObjectCache()
+        self.watch_cache: WatchCache | None = None  # set (and started) by KubeAPI when kube.watch_cache is on
 
     # ---- stored form -------------------------------------------------------------------------------------
     def _plain(self, rt: ResourceType, kv: KeyValue) -> tuple[bytes, bool]:
@@ -160,10 +163,18 @@ class Resources:
     async def list(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
                    field_selector: str | None = None, limit: int = 0, continue_token: str = "",
                    resource_version: str = "") -> ListResult:
-        found, rv, token = await self._scan(rt, namespace, lambda kv: self._decode(rt, kv), label_selector=label_selector,
-                                            field_selector=field_selector, limit=limit,
-                                            continue_token=continue_token, resource_version=resource_version)
-        return ListResult(found, rv, token)
+        if self.watch_cache is not None:
+            served = await self._list_cached(rt, namespace, self._loader(rt), label_selector=label_selector,
+                                             field_selector=field_selector, limit=limit,
+                                             continue_token=continue_token, resource_version=resource_version)
+            if served is not None:  # fresh objects from the cached JSON: callers may change what they get
+                found, rv, token = served
+                return ListResult([orjson.loads(raw) for _, raw in found], rv, token)
+        items, rv, token = await self._scan(rt, namespace, lambda kv: self._decode(rt, kv),
+                                            label_selector=label_selector, field_selector=field_selector,
+                                            limit=limit, continue_token=continue_token,
+                                            resource_version=resource_version)
+        return ListResult(items, rv, token)
 
     async def list_encoded(self, rt: ResourceType, namespace: str = "", *, label_selector: str | None = None,
                            field_selector: str | None = None, limit: int = 0, continue_token: str = "",
@@ -171,23 +182,96 @@ class Resources:
         """As ``list``, with each item's JSON, through the object cache: the items are shared, read-only.
 
         The API serves lists from this: an unchanged object is neither decoded
-        nor encoded again.
+        nor encoded again, and with the watch cache on the store is not read
+        either (see ``_list_cached`` for when it still is).
         """
+        load = self._loader(rt)
+        kw: dict[str, Any] = {"label_selector": label_selector, "field_selector": field_selector, "limit": limit,
+                              "continue_token": continue_token, "resource_version": resource_version}
+        if self.watch_cache is not None:
+            served = await self._list_cached(rt, namespace, load, **kw)
+            if served is not None:
+                return served
+        found, rv, token = await self._scan(rt, namespace, load, **kw)
+        return found, rv, token
+
+    def _loader(self, rt: ResourceType) -> Callable[[KeyValue], tuple[Obj, bytes]]:
+        """``kv -> (object, JSON)`` through the object cache (shared, read-only results)."""
         cache = self.cache
 
         def decode(kv: KeyValue) -> Obj:
             return self._decode(rt, kv)
 
-        found, rv, token = await self._scan(rt, namespace, lambda kv: cache.get(rt.api_version, kv, decode),
-                                            label_selector=label_selector, field_selector=field_selector,
-                                            limit=limit, continue_token=continue_token,
-                                            resource_version=resource_version)
-        return found, rv, token
+        return lambda kv: cache.get(rt.api_version, kv, decode)
+
+    async def _list_cached(self, rt: ResourceType, namespace: str, load: Callable[[KeyValue], Any], *,
+                           label_selector: str | None, field_selector: str | None, limit: int, continue_token: str,
+                           resource_version: str) -> tuple[_Entries, str, str] | None:
+        """A list served from the watch cache, or None where the store must answer it (upstream's
+        ``shouldDelegateList``, less conservative where our cache can be exact).
+
+        ``resourceVersion=""`` waits (bounded) for the cache to reach the store's current revision;
+        ``"0"`` takes the cache as it is; an explicit revision keeps its exact read of the store. A page
+        ends with a continue token at the cache's revision, which is a store revision: the next page is
+        served from the cache while nothing changed since, else read from the store at that revision
+        (the cache holds no older state), so it resumes exactly either way.
+        """
+        wc = self.watch_cache
+        assert wc is not None
+        labels = LabelSelector.parse(label_selector)
+        fields = FieldSelector.parse(field_selector, rt.kind)
+        start: str | None = None
+        if continue_token:
+            rev, start = _decode_continue(continue_token)
+            ok = wc.ready and wc.revision == rev
+        elif resource_version == "":
+            ok = await wc.wait_fresh(await self.store.revision())
+        else:
+            ok = resource_version == "0" and wc.ready
+        if not ok:
+            wc.lists_delegated += 1
+            return None
+        wc.lists_served += 1
+        rev = wc.revision  # no await from here on: the snapshot is exactly this revision
+        items: _Entries = []
+        more, _, last_obj = self._fill(wc.range(rt.list_prefix(namespace), start), load, labels, fields,
+                                       max(limit, 0), items, None)
+        return items, str(rev), self._token(rt, rev, more, last_obj)
+
+    def _fill(self, kvs: Sequence[KeyValue], load: Callable[[KeyValue], Any], labels: LabelSelector,
+              fields: FieldSelector, page: int, items: _Entries, last_obj: Obj | None) -> tuple[bool, str, Obj | None]:
+        """Append ``load(kv)`` of each matching kv to ``items`` until ``page`` are there (0: no limit).
+
+        Returns whether a kv was left over once the page was full, the last key looked at, and the last
+        object appended (or ``last_obj``)."""
+        select = not (labels.empty and fields.empty)
+        if not (select or page) and kvs:  # the common whole list: no per-item checks
+            items.extend(map(load, kvs))
+            last = items[-1]
+            return False, kvs[-1].key, last if isinstance(last, dict) else last[0]
+        last_key = ""
+        for kv in kvs:
+            if page and len(items) >= page:
+                return True, last_key, last_obj
+            last_key = kv.key
+            entry = load(kv)
+            obj = entry if isinstance(entry, dict) else entry[0]
+            if not select or self._matches(obj, labels, fields):
+                items.append(entry)
+                last_obj = obj
+        return False, last_key, last_obj
+
+    @staticmethod
+    def _token(rt: ResourceType, rev: int, more: bool, last_obj: Obj | None) -> str:
+        if not (more and last_obj is not None):
+            return ""
+        return _encode_continue(rev, rt.key(meta(last_obj).get("namespace", ""), meta(last_obj)["name"]) + "\0")
 
     async def _scan(self, rt: ResourceType, namespace: str, load: Callable[[KeyValue], Any], *,
                     label_selector: str | None, field_selector: str | None, limit: int, continue_token: str,
                     resource_version: str) -> tuple[_Entries, str, str]:
-        """The matching entries (``load``'s results; an ``Obj`` or ``(Obj, ...)``), the list's revision, a token."""
+        """The matching entries (``load``'s results; an ``Obj`` or ``(Obj, ...)``), the list's revision, a token,
+        read from the store."""
         labels = LabelSelector.parse(label_selector)
         fields = FieldSelector.parse(field_selector, rt.kind)
         prefix = rt.list_prefix(namespace)
@@ -197,41 +281,23 @@ class Resources:
             rev, start = _decode_continue(continue_token)
         elif resource_version not in ("", "0"):
             rev = _parse_rv(resource_version)
-        items: list[Any] = []
+        items: _Entries = []
         last_obj: Obj | None = None
         page = max(limit, 0)
-        more = False
-        select = not (labels.empty and fields.empty)
         try:
             while True:
                 res = await self.store.range(prefix, start=start, limit=(page + 1) if page else 0, revision=rev)
                 rev = res.revision if rev == 0 else rev
-                last_key = ""
-                for kv in res.kvs:
-                    if page and len(items) >= page:
-                        more = True
-                        break
-                    last_key = kv.key
-                    entry = load(kv)
-                    obj = entry if isinstance(entry, dict) else entry[0]
-                    if not select or self._matches(obj, labels, fields):
-                        items.append(entry)
-                        last_obj = obj
-                else:
-                    if not (page and res.more):
-                        break
-                    start = last_key + "\0"
-                    continue
-                break
+                more, last_key, last_obj = self._fill(res.kvs, load, labels, fields, page, items, last_obj)
+                if more or not (page and res.more):
+                    break
+                start = last_key + "\0"
         except Compacted as e:
             raise Gone("The provided continue parameter is too old to display a consistent list result. "
                        "You can start a new list without the continue parameter, or use the continue "
                        f"token in this response to retrieve the remainder of the results (compacted {e})"
                        ) from None
-        token = ""
-        if more and last_obj is not None:
-            token = _encode_continue(rev, rt.key(meta(last_obj).get("namespace", ""), meta(last_obj)["name"]) + "\0")
-        return items, str(rev), token
+        return items, str(rev), self._token(rt, rev, more, last_obj)
 
     @staticmethod
     def _matches(obj: Obj, labels: LabelSelector, fields: FieldSelector) -> bool:
@@ -239,42 +305,92 @@ class Resources:
 
     async def watch(self, rt: ResourceType, namespace: str = "", *, resource_version: str = "",
                     label_selector: str | None = None, field_selector: str | None = None,
-                    send_initial: bool | None = None) -> AsyncIterator[WatchEvent]:
+                    send_initial: bool | None = None, shared: bool = False) -> AsyncIterator[WatchEvent]:
         """Events after ``resource_version``; with none (or "0"), the current objects as ADDED first.
 
         Raises ``Gone`` when the version was compacted away. An object that stops
         matching the selectors is seen as DELETED, one that starts as ADDED.
+        ``shared``: the caller only reads the objects (they come from the object
+        cache, with their JSON in ``raw``); otherwise each event has its own copy.
+        With the watch cache on, a watch from a revision its ring still holds (or
+        from now) is fed by the cache's one store watch, not a store watch of its own.
         """
         labels = LabelSelector.parse(label_selector)
         fields = FieldSelector.parse(field_selector, rt.kind)
         prefix = rt.list_prefix(namespace)
         rv = _parse_rv(resource_version)
+        load = self._loader(rt) if shared else (lambda kv: (self._decode(rt, kv), None))
+        wc = self.watch_cache
+        source: AsyncIterator[list[Event]] | None = None
         if rv == 0 or send_initial:
-            res = await self.store.range(prefix, revision=rv if send_initial and rv else 0)
-            for kv in res.kvs:
-                obj = self._decode(rt, kv)
+            kvs: Sequence[KeyValue] = []
+            if wc is not None and (rv == 0 or rv == wc.revision) and await self._cache_fresh(resource_version):
+                rv, kvs = wc.revision, wc.range(prefix)
+                source = wc.events(prefix, rv)
+            else:
+                res = await self.store.range(prefix, revision=rv if send_initial and rv else 0)
+                rv, kvs = res.revision, res.kvs
+            for kv in kvs:
+                obj, raw = load(kv)
                 if self._matches(obj, labels, fields):
-                    yield WatchEvent("ADDED", obj)
-            rv = res.revision
+                    yield WatchEvent("ADDED", obj, raw)
             if send_initial:
                 yield WatchEvent("BOOKMARK", self._bookmark(rt, rv, initial_done=True))
+        if source is None and wc is not None and wc.covers(rv):
+            if rv < wc.revision:
+                await self._check_not_compacted(rv)  # the ring may reach further back than the store
+            source = wc.events(prefix, rv)
+        if wc is not None:
+            if source is None:
+                wc.watches_delegated += 1
+            else:
+                wc.watches_served += 1
+        if source is None:  # a revision older than the ring (or no cache): the store's own watch, 410 if compacted
+            source = self.store.watch(prefix, start_revision=rv + 1, prev_kv=True)
         try:
-            async for batch in self.store.watch(prefix, start_revision=rv + 1, prev_kv=True):
+            async for batch in source:
                 for ev in batch:
                     if rt.namespaced and not namespace and ev.kv.key.count("/") != rt.prefix.count("/") + 1:
                         continue
-                    new = self._decode(rt, ev.kv) if ev.type == "PUT" else None
-                    old = self._decode(rt, ev.prev_kv, ev.kv.mod_revision) if ev.prev_kv is not None else None
-                    new_ok = new is not None and self._matches(new, labels, fields)
-                    old_ok = old is not None and self._matches(old, labels, fields)
-                    if new is not None and new_ok:
-                        yield WatchEvent("MODIFIED" if old_ok else "ADDED", new)
-                    elif old is not None and old_ok:
-                        gone = old if new is None else new
-                        meta(gone)["resourceVersion"] = str(ev.kv.mod_revision)
-                        yield WatchEvent("DELETED", gone)
+                    out = self._event(ev, load, labels, fields)
+                    if out is not None:
+                        yield out
         except Compacted as e:
             raise Gone.too_old(rv, e.compact_revision) from None
+
+    async def _check_not_compacted(self, rv: int) -> None:
+        """``Gone`` when the store compacted ``rv`` away, as a store watch from it would be told (one
+        cheap read of a key at that revision)."""
+        try:
+            await self.store.get("\0", revision=rv)
+        except Compacted as e:
+            raise Gone.too_old(rv, e.compact_revision) from None
+
+    async def _cache_fresh(self, resource_version: str) -> bool:
+        """Whether the watch cache may answer now: for ``resource_version`` "" once it caught up with the
+        store, otherwise (the caller checked the revision) once it is loaded."""
+        wc = self.watch_cache
+        if wc is None:
+            return False
+        if resource_version == "":
+            return await wc.wait_fresh(await self.store.revision())
+        return wc.ready
+
+    def _event(self, ev: Event, load: Callable[[KeyValue], tuple[Obj, bytes | None]], labels: LabelSelector,
+               fields: FieldSelector) -> WatchEvent | None:
+        """The watch event a store event is for this watcher's selectors, if any."""
+        new, raw = load(ev.kv) if ev.type == "PUT" else (None, None)
+        old = load(ev.prev_kv)[0] if ev.prev_kv is not None else None
+        new_ok = new is not None and self._matches(new, labels, fields)
+        old_ok = old is not None and self._matches(old, labels, fields)
+        if new is not None and new_ok:
+            return WatchEvent("MODIFIED" if old_ok else "ADDED", new, raw)
+        if old is not None and old_ok:
+            if new is not None:  # it left the selection: its new state, already at this revision
+                return WatchEvent("DELETED", new, raw)
+            gone = {**old, "metadata": {**meta(old), "resourceVersion": str(ev.kv.mod_revision)}}
+            return WatchEvent("DELETED", gone)
+        return None
 
     def _bookmark(self, rt: ResourceType, rv: int, initial_done: bool = False) -> Obj:
         m: Obj = {"resourceVersion": str(rv)}

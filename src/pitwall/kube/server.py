@@ -34,6 +34,7 @@ from pitwall.kube.registry import Registry
 from pitwall.kube.resources import Resources
 from pitwall.kube.serviceaccounts import ServiceAccountTokens
 from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
+from pitwall.kube.watchcache import WatchCache
 from pitwall.storage.revstore import RevStore
 
 __all__ = ["DEFAULT_NAMESPACES", "KubeAPI"]
@@ -50,12 +51,16 @@ class KubeAPI:
 
     def __init__(self, store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
                  watch_timeout_s: float = 1800.0, bookmark_interval_s: float = 60.0, gc_resync_s: float = 30.0,
-                 run_gc: bool = True, sa_key_path: Path | None = None, encryption: Encryption | None = None) -> None:
+                 run_gc: bool = True, sa_key_path: Path | None = None, encryption: Encryption | None = None,
+                 watch_cache: bool = True) -> None:
         self.store = store
         self.registry = Registry()
         # encryption at rest (kube.encryption): Secrets (or what its config lists) are sealed in the store
         self.encryption = encryption
         self.resources = Resources(store, self.registry, service_cidr=service_cidr, encryption=encryption)
+        # lists and watches from memory, fed by one store watch (kube.watch_cache)
+        self.watch_cache = WatchCache(store) if watch_cache else None
+        self.resources.watch_cache = self.watch_cache
         self.openapi = OpenAPI(self.registry)
         self.client = KubeClient(self.resources)
         self.authorizer = RBACAuthorizer(self.registry, self.resources)
@@ -101,6 +106,8 @@ class KubeAPI:
         app.router.routes.extend(self.router().routes)
 
     async def start(self) -> None:
+        if self.watch_cache is not None:
+            self.tasks.spawn(self.watch_cache.run(), name="watch-cache")
         ns_rt = self.registry.get("", "v1", "namespaces")
         assert ns_rt is not None
         for ns in DEFAULT_NAMESPACES:

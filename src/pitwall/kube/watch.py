@@ -6,7 +6,8 @@ are Tables when the client asked for them. A stream ends at
 away (checked every second while idle) or when the API stops. An expired
 version arrives as an ``ERROR`` event holding a 410 ``Expired`` Status.
 Bookmarks (``allowWatchBookmarks``) carry a revision only once every event up
-to it has been sent: the store revision seen one idle second earlier.
+to it has been sent: the revision (the watch cache's, else the store's) seen
+one idle second earlier.
 """
 
 from __future__ import annotations
@@ -52,10 +53,12 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
     send_initial = truthy(q.get("sendInitialEvents")) if "sendInitialEvents" in q else None
     events = api.resources.watch(rt, namespace, resource_version=q.get("resourceVersion") or "",
                                  label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
-                                 send_initial=send_initial)
+                                 send_initial=send_initial, shared=True)
     with_columns = [True]
 
-    def frame(typ: str, obj: Obj) -> bytes:
+    def frame(typ: str, obj: Obj, raw: bytes | None = None) -> bytes:
+        if raw is not None and not as_table:  # the object's cached JSON, spliced: no encoding per watcher
+            return b'{"type":"' + typ.encode() + b'","object":' + raw + b"}\n"
         if as_table and typ not in ("BOOKMARK", "ERROR"):
             obj = table(rt, [obj], include_object=include, resource_version=str(meta(obj).get("resourceVersion", "")),
                         with_columns=with_columns[0])
@@ -63,16 +66,16 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
         return orjson.dumps({"type": typ, "object": obj}, option=orjson.OPT_NON_STR_KEYS) + b"\n"
 
     async def stream() -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[tuple[str, Obj] | None] = asyncio.Queue(maxsize=QUEUE)
+        queue: asyncio.Queue[tuple[str, Obj, bytes | None] | None] = asyncio.Queue(maxsize=QUEUE)
 
         async def pump() -> None:
             try:
                 ev = await anext(events, None)
                 while ev is not None:
-                    await queue.put((ev.type, ev.object))
+                    await queue.put((ev.type, ev.object, ev.raw))
                     ev = await anext(events, None)
             except PitwallError as e:
-                await queue.put(("ERROR", status_object(e)))
+                await queue.put(("ERROR", status_object(e), None))
             finally:
                 await queue.put(None)
 
@@ -98,17 +101,17 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
                         sent_rv = idle_rev
                         yield frame("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
                                                  "metadata": {"resourceVersion": str(idle_rev)}})
-                    idle_rev = await api.store.revision()
+                    idle_rev = await _revision(api)
                     continue
                 idle_rev = 0
                 if item is None:
                     return
-                typ, obj = item
+                typ, obj, raw = item
                 if typ == "BOOKMARK" and not bookmarks:
                     continue
                 with contextlib.suppress(ValueError):
                     sent_rv = max(sent_rv, int(meta(obj).get("resourceVersion") or 0))
-                yield frame(typ, obj)
+                yield frame(typ, obj, raw)
         finally:
             api.active_watches -= 1
             task.cancel()
@@ -119,3 +122,12 @@ async def watch_response(api: KubeAPI, request: Request, rt: ResourceType, names
 
     return StreamingResponse(stream(), media_type="application/json",
                              headers={"Cache-Control": "no-cache, private", "X-Content-Type-Options": "nosniff"})
+
+
+async def _revision(api: KubeAPI) -> int:
+    """The revision every event up to which has reached this stream's source: the watch cache's (no store
+    read per idle watcher and second), else the store's."""
+    wc = api.watch_cache
+    if wc is not None and wc.ready:
+        return wc.revision
+    return await api.store.revision()

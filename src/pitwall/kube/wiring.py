@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
-               sa_key_path: Path | None = None, encryption: Encryption | None = None) -> KubeAPI:
+               sa_key_path: Path | None = None, encryption: Encryption | None = None,
+               watch_cache: bool = True) -> KubeAPI:
     """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store.
     ``sa_key_path``: the key signing ServiceAccount tokens (created if absent; None: in memory).
-    ``encryption``: what is sealed at rest (``build_encryption``; None: nothing)."""
+    ``encryption``: what is sealed at rest (``build_encryption``; None: nothing).
+    ``watch_cache``: serve lists and watches from memory (``kube/watchcache.py``)."""
     return KubeAPI(store, service_cidr=service_cidr, server_address=server_address, sa_key_path=sa_key_path,
-                   encryption=encryption)
+                   encryption=encryption, watch_cache=watch_cache)
 
 
 def build_encryption(kube: Any, data_dir: Path, backend: str = "sqlite") -> Encryption:
@@ -89,4 +91,4 @@ def build_kube_part(settings: Any) -> KubePart:
     encryption = build_encryption(settings.kube, settings.data_dir, settings.state.backend)
     return KubePart(store, build_kube(store, server_address=settings.listen,
                                       sa_key_path=settings.data_dir / "identity" / "sa-signing-key.pem",
-                                      encryption=encryption))
+                                      encryption=encryption, watch_cache=settings.kube.watch_cache))
