@@ -33,8 +33,8 @@ if TYPE_CHECKING:
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
-    from pitwall.ui.slo_view import SLOSource
     from pitwall.ui.releases_view import ChangesSource, ReleasesSource
+    from pitwall.ui.slo_view import SLOSource
     from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
