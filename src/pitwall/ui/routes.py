@@ -3,7 +3,8 @@
 Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 (+ ``/traces/{id}``), ``/services`` (+ ``/services/{name}``), ``/alerts``,
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
-(+ ``/workloads/{namespace}/{kind}/{name}``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+(+ ``/workloads/{namespace}/{kind}/{name}``), ``/status`` (self-monitoring), ``/pipelines`` (+ ``/pipelines/{project}/{id}``,
+``/pipelines/dora``), ``/backups`` (+ ``/backups/{namespace}/{name}``). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
 and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
@@ -22,7 +23,15 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.traces import STATUS_ERROR, SpanFilter
-from pitwall.ui import pages_alerts, pages_dashboards, pages_signals, pages_status, pages_workloads
+from pitwall.ui import (
+    pages_alerts,
+    pages_backups,
+    pages_dashboards,
+    pages_pipelines,
+    pages_signals,
+    pages_status,
+    pages_workloads,
+)
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
 from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
 
@@ -182,6 +191,8 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_dashboards.add_routes(r, pages)
     pages_workloads.add_routes(r, pages)
     pages_status.add_routes(r, pages)
+    pages_pipelines.add_routes(r, pages)
+    pages_backups.add_routes(r, pages)
     return r
 
 

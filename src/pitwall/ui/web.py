@@ -28,8 +28,10 @@ from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
 
 if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
+    from pitwall.ui.backups_view import BackupsSource
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.pipelines_view import PipelinesSource
     from pitwall.ui.status_view import StatusView
     from pitwall.ui.traces_view import TracesView
     from pitwall.ui.workloads_view import WorkloadsSource
@@ -45,6 +47,8 @@ NAV = [
     ("dashboards", "/dashboards", "Dashboards", "d"),
     ("targets", "/targets", "Targets", "g"),
     ("workloads", "/workloads", "Workloads", "w"),
+    ("pipelines", "/pipelines", "Pipelines", "p"),
+    ("backups", "/backups", "Backups", "b"),
     ("status", "/status", "Status", "u"),
 ]
 
@@ -62,6 +66,8 @@ class UIDeps:
     dashboards: DashboardStore
     workloads: WorkloadsSource | None = None
     status: StatusView | None = None
+    pipelines: PipelinesSource | None = None
+    backups: BackupsSource | None = None
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:

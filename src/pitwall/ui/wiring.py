@@ -17,11 +17,14 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.logs import LogsApiDeps
 from pitwall.metrics import InstantQuery, Queryable, RangeQuery, TargetsSnapshot
+from pitwall.pipelines import PipelineRunner
 from pitwall.storage.state import StateStore
 from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
+from pitwall.ui.backups_view import BackupsSource
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.logs_view import LogsView
+from pitwall.ui.pipelines_view import RunnerPipelines
 from pitwall.ui.queries import MetricsView
 from pitwall.ui.routes import STATIC, ui_router
 from pitwall.ui.settings import UISettings
@@ -74,10 +77,13 @@ def build_ui(
     notifications: NotificationPipeline | None = None,
     rules: Callable[[], RuleManager | None] | None = None,
     workloads: WorkloadsSource | None = None,
+    pipelines: PipelineRunner | None = None,
+    backups: BackupsSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
-    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``config`` (the server's
+    ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages, ``pipelines`` (the
+    pipelines pillar's runner) the pipelines pages, ``backups`` (e.g. ``pitwall.backup.BackupReads``) the backups pages; ``config`` (the server's
     settings) is shown, redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
@@ -91,6 +97,8 @@ def build_ui(
         alerts=alerts,
         dashboards=DashboardStore(settings.dashboards_dir, state),
         workloads=workloads,
+        pipelines=RunnerPipelines(pipelines) if pipelines is not None else None,
+        backups=backups,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)
