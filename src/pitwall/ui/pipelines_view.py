@@ -373,8 +373,9 @@ def parse_window(text: str) -> float:
 
 
 def dora_chart_expr(key: str, project: str, environment: str) -> str:
-    """PromQL of one DORA series of a project's environment."""
-    return f'pitwall_dora_{key}{{project="{_q(project)}",environment="{_q(environment)}"}}'
+    """PromQL of one DORA series of a project's environment. The pillar appends the figures when a deployment
+    ends and every sweep (10 minutes), so each step takes the last value of the 15 minutes before it."""
+    return f'last_over_time(pitwall_dora_{key}{{project="{_q(project)}",environment="{_q(environment)}"}}[15m])'
 
 
 # The graph's geometry (px): stage columns left to right, jobs top to bottom; the template places the boxes and
