@@ -228,6 +228,7 @@ def test_run_pipeline_from_the_form_tails_its_log(chromium: Any, world: World) -
         page.wait_for_function("document.querySelector('[data-testid=status]') && [...document.querySelectorAll("
                                "'[data-testid=job-status]')].every(e => ['passed', 'failed'].includes(e.innerText))",
                                timeout=90_000)
+        page.wait_for_function("document.querySelector('[data-testid=log-job-status]')?.innerText === 'passed'")
         web.shot("pipeline-run-from-ui")
         assert web.errors == [], web.errors
     finally:

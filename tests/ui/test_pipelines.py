@@ -14,8 +14,10 @@ from typing import Any, cast
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.conftest import LiveServer
 from tests.pipelines.conftest import make_repo
 
+from pitwall.config import load_settings
 from pitwall.core.errors import BadData
 from pitwall.metrics import TargetsSnapshot
 from pitwall.pipelines import PipelineRunner, PipelinesSettings
@@ -202,6 +204,9 @@ async def test_run_from_the_form_then_graph_log_play_retry(runner: PipelineRunne
         jobs = {j["name"]: j for j in await runner.store.jobs(pid)}
         assert f"/ui/fragment/pipelines/jobs/{jobs['unit']['id']}/log" in html  # the failed job's log opens
 
+        frag = await c.get(f"/ui/fragment/pipelines/1/{pid}/graph")
+        assert frag.status_code == 200 and frag.text.startswith('<div id="pipeline-graph">')  # done: not polled
+        assert 'data-testid="status">failed<' in frag.text and "cancel-pipeline" not in frag.text
         log = await c.get(f"/ui/fragment/pipelines/jobs/{jobs['build']['id']}/log")
         assert "building hello" in log.text and 'data-source="file"' in log.text
         assert "hx-trigger" not in log.text  # finished: no more polling
@@ -261,3 +266,28 @@ async def test_dora_page_lists_each_environment(runner: PipelineRunner, tmp_path
         assert re.search(r'data-testid="frequency">0\.14/day<', r.text), r.text  # 1 deployment in 7 days
         assert r.text.count('data-testid="dora-chart"') == 4
         assert "pitwall_dora_lead_time_seconds" in r.text
+
+
+@pytest.mark.slow
+def test_actions_need_the_write_scope_on_a_live_server(tmp_path: Path) -> None:
+    """With auth on, a read token sees the pages but may not run, retry or cancel; a write token may."""
+    repo = make_repo(tmp_path / "shop", {".gitlab-ci.yml": "build:\n  script: [echo ok]\n"})
+    srv = LiveServer(load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                                   auth_tokens=[{"token": "reader-token-0123456789", "scopes": ["read"]},
+                                                {"token": "writer-token-0123456789", "scopes": ["read", "write"]}]))
+    srv.start()
+    try:
+        read = {"Authorization": "Bearer reader-token-0123456789"}
+        write = {"Authorization": "Bearer writer-token-0123456789"}
+        r = httpx.post(srv.url + "/api/pipelines/v1/runs", json={"repo": str(repo)}, headers=write, timeout=60)
+        assert r.status_code == 201, r.text
+        first = r.json()["id"]
+        assert httpx.get(srv.url + "/pipelines", headers=read, timeout=30).status_code == 200
+        form = {"project": "1", "ref": "main"}
+        refused = httpx.post(srv.url + "/pipelines/run", data=form, headers=read, timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert httpx.post(srv.url + f"/pipelines/1/{first}/cancel", headers=read, timeout=30).status_code == 403
+        ok = httpx.post(srv.url + "/pipelines/run", data=form, headers=write, timeout=60)
+        assert ok.status_code == 303 and ok.headers["location"] == f"/pipelines/1/{first + 1}", ok.text
+    finally:
+        srv.stop()

@@ -25,6 +25,7 @@ from pitwall.ui.logs_view import LogLine, to_line
 from pitwall.ui.pipelines_view import (
     ACTIVE_STATUSES,
     DORA_SERIES,
+    STATUS_TEXT,
     default_job,
     dora_chart_expr,
     dora_row,
@@ -183,7 +184,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         limit = int_param(request, "limit", 500, 10, MAX_LOG_LINES)
         lines, source = await _job_lines(j, limit, request)
         return pages.render(request, "_job_log.html", "pipelines", None, job=j, lines=lines, source=source,
-                            active=j["status"] in ACTIVE_STATUSES, limit=limit)
+                            active=j["status"] in ACTIVE_STATUSES, limit=limit, status_text=STATUS_TEXT)
 
     async def _job_lines(j: Obj, limit: int, request: Request) -> tuple[list[LogLine], str]:
         assert deps.pipelines is not None
