@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pitwall.backup import BackupReads, RepoLocks, SelfBackup, SelfRun
 from pitwall.backup.crds import restore_drill_crd, velero_crds
 from pitwall.backup.stats import BackupStats
+from pitwall.backup.views import snapshot_contents
 from pitwall.controllers import record_event
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.kube.wiring import build_kube
@@ -86,6 +87,19 @@ def test_rows_carry_the_recorded_figures() -> None:
     run = self_run_row({"repository": "/r", "phase": "Completed", "snapshot_id": "89abcdef0011", "started": 100.0,
                         "duration_s": 2.5, "files": 10, "bytes": 2048, "summary": {"data_added": 1024}}, now=160.0)
     assert (run["snapshot"], run["age"], run["size"], run["added"]) == ("89abcdef", "60s", 2048.0, 1024.0)
+
+
+def test_snapshot_contents_reads_the_controllers_layout() -> None:
+    nodes = [{"type": "dir", "path": "/resources"},
+             {"type": "file", "path": "/resources/configmaps/namespaces/shop/settings.json", "size": 300},
+             {"type": "file", "path": "/resources/pods/namespaces/shop/db-0.json", "size": 900},
+             {"type": "file", "path": "/volumes/db-0/data/app.db", "size": 4096},
+             {"type": "file", "path": "/volumes/db-0/data/wal/1", "size": 100},
+             {"type": "file", "path": "/pitwall-sha256.json", "size": 50}]
+    resources, volumes = snapshot_contents("0123abcdef", nodes)
+    assert resources == [{"namespace": "shop", "resource": "configmaps", "name": "settings", "snapshot": "0123abcd"},
+                         {"namespace": "shop", "resource": "pods", "name": "db-0", "snapshot": "0123abcd"}]
+    assert volumes == [{"pod": "db-0", "volume": "data", "files": 2, "bytes": 4196, "snapshot": "0123abcd"}]
 
 
 @pytest.fixture
@@ -174,6 +188,10 @@ async def test_pages(kube: KubeAPI, tmp_path: Path) -> None:
         assert r.status_code == 200 and r.text.count('data-testid="drill-chart"') == 3
         assert 'pitwall_restore_drill_duration_seconds{drill="velero/nightly-drill"}' in unquote_plus(r.text)
 
+        # the resources are listed from the restic snapshots: here there is no storage location to read
+        frag = await c.get("/ui/fragment/backups/velero/nightly-1/resources")
+        assert frag.status_code == 200 and "local&#34; not found in namespace velero" in frag.text
+        assert (await c.get("/ui/fragment/backups/velero/nope/resources")).status_code == 404
         assert (await c.get("/backups/velero/nope")).status_code == 404
         assert (await c.get("/backups/velero/restoredrills/nope")).status_code == 404
         assert (await c.get("/backups?namespace=elsewhere")).text.count("No backups.") == 1

@@ -111,11 +111,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         r = httpx.post(srv.url + "/api/backup/v1/self", json={"repository": str(root / "self-repo"),
                                                                "password": "self-password"}, timeout=120)
         assert r.status_code == 200, r.text
-        # the DORA figures and the drill's gauges reach the metric store (the backup figures every 30s)
+        # the DORA figures and the drill's gauges reach the metric store (the backup figures every 30s), at
+        # least 30s ago: a chart's last step ends at most one step (< 20s for the pages' charts) before now
         for expr in ('last_over_time(pitwall_dora_time_to_restore_seconds{project="shop"}[15m])',
                      'pitwall_restore_drill_duration_seconds{drill="velero/shop-drill"}'):
             _wait(expr, lambda e=expr: httpx.get(srv.url + "/ui/api/chart", params={
-                "expr": e, "from": "now-5m", "to": "now"}, timeout=30).json().get("series"), timeout=90)
+                "expr": e, "from": "now-1h", "to": "now-30s"}, timeout=30).json().get("series"), timeout=120)
         yield World(srv, int(run["project_id"]), int(run["id"]), "shop-1", "shop-drill")
     finally:
         srv.stop()
@@ -163,7 +164,7 @@ def _pages(w: World) -> list[tuple[str, str, str]]:
             ("pipeline", f"/pipelines/{w.project}/{w.pipeline}", "style problems"),  # the failed job opens
             ("pipelines-dora", "/pipelines/dora", "50.0%"),  # one of the two deployments failed
             ("backups", "/backups", w.backup),
-            ("backup", f"/backups/velero/{w.backup}", "Snapshot of shop"),
+            ("backup", f"/backups/velero/{w.backup}", "1 configmaps"),  # listed from its restic snapshot
             ("restoredrill", f"/backups/velero/restoredrills/{w.drill}", "RTO")]
 
 
@@ -179,6 +180,8 @@ def test_pages_load_clean_in_both_themes(chromium: Any, world: World, scheme: st
             if name in ("pipelines-dora", "restoredrill"):  # every series is drawn, none is empty
                 counts = [charts.nth(i).get_attribute("data-series-count") for i in range(charts.count())]
                 assert counts and set(counts) == {"1"}, (name, counts)
+            if page.locator("[data-testid=resources-pending]").count():  # restic ls after the page
+                page.wait_for_selector("[data-testid=resources]")
             if page.locator("[data-testid=job-log]").count():  # the log fragment loads after the page
                 page.wait_for_selector("[data-testid=job-log] pre")
             page.wait_for_function("t => document.body.innerText.includes(t)", arg=text)

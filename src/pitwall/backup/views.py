@@ -9,19 +9,32 @@ root hands it over.
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 from pitwall.backup.drill import DRILL_API_VERSION
+from pitwall.backup.restic import ResticError
 from pitwall.backup.selfbackup import SelfBackup
 from pitwall.backup.velero import API_VERSION as VELERO
-from pitwall.backup.velero import LABEL_SCHEDULE_NAME, SNAPSHOTS_ANNOTATION
+from pitwall.backup.velero import (
+    LABEL_SCHEDULE_NAME,
+    LABEL_STORAGE_LOCATION,
+    SNAPSHOTS_ANNOTATION,
+    LocationError,
+    location_of,
+    repository_for,
+)
 from pitwall.kube import KubeClient, NotFoundError
 
-__all__ = ["BACKUP_KINDS", "MAX_LIST", "BackupReads", "backup_log_lines", "describe_backup", "events_about"]
+__all__ = ["BACKUP_KINDS", "MAX_LIST", "BackupReads", "backup_log_lines", "backup_resources", "describe_backup",
+           "events_about", "snapshot_contents"]
 
 Obj = dict[str, Any]
 MAX_LIST = 1000  # objects (and Events) one answer carries
+MAX_RESOURCES = 5000  # resources one listing carries
+LS_TIMEOUT_S = 60.0
 # The kinds the backups pages show: name in the URL -> (apiVersion, kind).
 BACKUP_KINDS: dict[str, tuple[str, str]] = {
     "backup": (VELERO, "Backup"),
@@ -79,6 +92,66 @@ async def backup_log_lines(client: KubeClient, b: Obj) -> list[str]:
     return lines
 
 
+def snapshot_contents(namespace_snapshot: str, nodes: list[Obj]) -> tuple[list[Obj], list[Obj]]:
+    """What one namespace's snapshot of a Velero Backup holds, from ``restic ls --json`` nodes: the resources
+    (``resources/<resource>/namespaces/<ns>/<name>.json``, as the backup controller writes them) and, per pod
+    volume (``volumes/<pod>/<volume>/...``), its files and bytes."""
+    resources: list[Obj] = []
+    volumes: dict[tuple[str, str], Obj] = {}
+    for n in nodes:
+        if n.get("type") != "file":
+            continue
+        parts = str(n.get("path", "")).strip("/").split("/")
+        if len(parts) == 5 and parts[0] == "resources" and parts[2] == "namespaces":
+            resources.append({"namespace": parts[3], "resource": parts[1], "name": parts[4].removesuffix(".json"),
+                              "snapshot": namespace_snapshot[:8]})
+        elif len(parts) >= 4 and parts[0] == "volumes":
+            v = volumes.setdefault((parts[1], parts[2]), {"pod": parts[1], "volume": parts[2], "files": 0,
+                                                          "bytes": 0, "snapshot": namespace_snapshot[:8]})
+            v["files"] += 1
+            v["bytes"] += int(n.get("size") or 0)
+    return resources, list(volumes.values())
+
+
+async def backup_resources(client: KubeClient, b: Obj) -> Obj:
+    """``{"resources", "volumes", "problems", "truncated"}``: what a Backup holds, listed from its restic
+    snapshots (one ``restic ls`` per namespace, with its storage location's password); a repository that
+    cannot be read is a problem line, the others are still listed."""
+    m, spec = b["metadata"], b.get("spec") or {}
+    try:
+        snaps = json.loads((m.get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
+    except ValueError:
+        snaps = {}
+    out: Obj = {"resources": [], "volumes": [], "problems": [], "truncated": False}
+    if not isinstance(snaps, dict) or not snaps:
+        return out
+    try:
+        bsl = await location_of(client, m["namespace"], spec.get("storageLocation")
+                                or (m.get("labels") or {}).get(LABEL_STORAGE_LOCATION))
+    except LocationError as e:
+        out["problems"].append(str(e))
+        return out
+    for ns, snap in sorted(snaps.items()):
+        try:
+            restic = await repository_for(client, bsl, str(ns), writing=False)
+            nodes = await asyncio.wait_for(restic.ls(str(snap)), LS_TIMEOUT_S)
+        except LocationError as e:
+            out["problems"].append(f"{ns}: {e}")
+            continue
+        except ResticError as e:
+            out["problems"].append(f"{ns}: restic ls {snap}: {e.message}")
+            continue
+        except TimeoutError:
+            out["problems"].append(f"{ns}: restic ls {snap} took more than {LS_TIMEOUT_S:.0f}s")
+            continue
+        resources, volumes = snapshot_contents(str(snap), nodes)
+        out["resources"].extend(resources)
+        out["volumes"].extend(volumes)
+    if len(out["resources"]) > MAX_RESOURCES:
+        out["resources"], out["truncated"] = out["resources"][:MAX_RESOURCES], True
+    return out
+
+
 class BackupReads:
     """The reads the UI's backups pages make: Velero's kinds and RestoreDrills through the Kubernetes API
     (``client`` gives the control plane's client, None when it is off) and this server's self-backup runs."""
@@ -120,6 +193,14 @@ class BackupReads:
         if c is None or b is None:
             return None
         return {**await describe_backup(c, b), "logs": await backup_log_lines(c, b)}
+
+    async def resources(self, namespace: str, name: str) -> Obj | None:
+        """``backup_resources`` of one Backup (its restic snapshots listed); None when absent."""
+        c = self.client()
+        b = await self.object("backup", namespace, name)
+        if c is None or b is None:
+            return None
+        return await backup_resources(c, b)
 
     async def events(self, kind: str, namespace: str, name: str) -> list[Obj]:
         """The Events about one object of ``kind`` (a key of ``BACKUP_KINDS``), oldest first."""

@@ -55,6 +55,11 @@ class BackupsSource(Protocol):
         with its log lines (``logs``); None when absent."""
         ...
 
+    async def resources(self, namespace: str, name: str) -> Obj | None:
+        """What a Backup holds, listed from its restic snapshots: ``resources`` (namespace, resource, name,
+        snapshot), ``volumes`` (pod, volume, files, bytes), ``problems``, ``truncated``; None when absent."""
+        ...
+
     async def events(self, kind: str, namespace: str, name: str) -> list[Obj]:
         """The Events about one object, oldest first."""
         ...

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
+from pitwall.core.errors import NotFound
 from pitwall.core.tenancy import require_server_wide
 from pitwall.ui.backups_view import (
     backup_row,
@@ -85,6 +86,22 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
             drills=[(drill_row(d), drill_history(d)) for d in doc["drills"]], events=event_rows(doc["events"]),
             logs=doc.get("logs") or [], failure=str((b.get("status") or {}).get("failureReason") or ""),
             validation=[str(v) for v in (b.get("status") or {}).get("validationErrors") or []], **ctx)
+
+    @r.get("/ui/fragment/backups/{namespace}/{name}/resources", response_class=HTMLResponse,
+           dependencies=server_wide)
+    async def resources(namespace: str, name: str, request: Request) -> Response:
+        """The resources and volumes a Backup holds, from its restic snapshots (loaded after the page: one
+        ``restic ls`` per namespace)."""
+        if deps.backups is None:
+            raise NotFound("the backup pillar is not available")
+        got = await deps.backups.resources(namespace, name)
+        if got is None:
+            raise NotFound(f"backup {namespace}/{name} not found")
+        by_kind: dict[str, int] = {}
+        for x in got["resources"]:
+            by_kind[x["resource"]] = by_kind.get(x["resource"], 0) + 1
+        return pages.render(request, "_backup_resources.html", "backups", None, got=got,
+                            by_kind=sorted(by_kind.items()))
 
     @r.get("/backups/{namespace}/restoredrills/{name}", response_class=HTMLResponse, dependencies=server_wide)
     async def drill(namespace: str, name: str, request: Request) -> Response:
