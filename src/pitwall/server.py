@@ -311,6 +311,12 @@ def build(settings: Settings) -> Components:
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)
     otlp_grpc = _otlp_grpc(settings, tokens, inflight, metrics, traces, logs, audit) \
         if settings.otlp_grpc.enabled else None
+    # Self-backup of the data directory; with a control plane each run is a change event.
+    outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
+    outside += ["notifications.state_url"] if settings.notifications.state_url else []
+    backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
+                               kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
+                               host=cp.node.kubelet if cp else None, rules=rules.manager)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,
@@ -318,13 +324,9 @@ def build(settings: Settings) -> Components:
                   incidents=IncidentDesk(incidents.rest), slos=cp.slo.service if cp is not None else None,
                   releases=ReleasesConsole(cp.kube.api.client) if cp is not None else None,
                   chaos=ChaosConsole(cp.chaos.client, cp.chaos.report) if cp is not None else None,
-                  changes=cp.changes if cp is not None else None)
-    # Self-backup of the data directory; with a control plane each run is a change event.
-    outside = [f"state store on etcd {settings.state.endpoints}"] if settings.state.backend == "etcd" else []
-    outside += ["notifications.state_url"] if settings.notifications.state_url else []
-    backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
-                               kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
-                               host=cp.node.kubelet if cp else None, rules=rules.manager)
+                  changes=cp.changes if cp is not None else None,
+                  pipelines=cp.pipelines.runner if cp is not None and cp.pipelines is not None else None,
+                  backups=backup.reads())
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,

@@ -28,11 +28,10 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from pitwall.backup.drill import DRILL_API_VERSION
 from pitwall.backup.restic import Restic, ResticError
 from pitwall.backup.selfbackup import SelfBackup
 from pitwall.backup.velero import API_VERSION as VELERO
-from pitwall.backup.velero import LABEL_SCHEDULE_NAME, SNAPSHOTS_ANNOTATION
+from pitwall.backup.views import MAX_LIST, backup_log_lines, describe_backup
 from pitwall.core.errors import BadData, BodyTooLarge, NotFound, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.kube import KubeClient, NotFoundError
@@ -41,7 +40,6 @@ __all__ = ["backup_router"]
 
 MAX_BODY_BYTES = 16 << 10
 _SUBSET = re.compile(r"^(\d{1,6}/\d{1,6}|\d{1,3}(\.\d+)?%|\d{1,12}[KMGT]?)$")  # restic's --read-data-subset forms
-MAX_LIST = 1000  # objects (and Events) one answer carries
 _STATUS = {"wrong-password": 403, "locked": 409, "unreachable": 502, "no-repository": 502, "timeout": 504}
 
 
@@ -76,28 +74,6 @@ def _time(obj: dict[str, Any]) -> str:
     return str((obj.get("status") or {}).get("startTimestamp") or obj["metadata"].get("creationTimestamp") or "")
 
 
-async def _events(client: KubeClient, kind: str, ns: str, name: str) -> list[dict[str, Any]]:
-    """The Events about one object, oldest first."""
-    items = (await client.list("v1", "Event", ns, field_selector=f"involvedObject.name={name}",
-                               limit=MAX_LIST)).items
-    mine = [e for e in items if (e.get("involvedObject") or {}).get("kind") == kind
-            and (e.get("involvedObject") or {}).get("name") == name]
-    return sorted(mine, key=lambda e: (e.get("firstTimestamp") or "", e.get("lastTimestamp") or ""))
-
-
-def _line(when: str, level: str, reason: str, msg: str) -> str:
-    """One logfmt line as Velero's logs print them."""
-    esc = msg.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'time="{when}" level={level} reason={reason} msg="{esc}"'
-
-
-def _logfmt(e: dict[str, Any]) -> str:
-    count = int(e.get("count") or 1)
-    return _line(str(e.get("lastTimestamp") or e.get("firstTimestamp") or ""),
-                 "warning" if e.get("type") == "Warning" else "info", str(e.get("reason", "")),
-                 str(e.get("message", ""))) + (f" count={count}" if count > 1 else "")
-
-
 def _velero_routes(r: APIRouter, kube: Callable[[], KubeClient | None]) -> None:
     def client() -> KubeClient:
         c = kube()
@@ -118,26 +94,11 @@ def _velero_routes(r: APIRouter, kube: Callable[[], KubeClient | None]) -> None:
 
     @r.get("/backups/{ns}/{name}")
     async def describe(ns: str, name: str) -> JSONResponse:
-        b = await backup(ns, name)
-        c = client()
-        sched = (b["metadata"].get("labels") or {}).get(LABEL_SCHEDULE_NAME)
-        restores = [x for x in (await c.list(VELERO, "Restore", ns, limit=MAX_LIST)).items
-                    if (x.get("spec") or {}).get("backupName") == name]
-        drills = [x for x in (await c.list(DRILL_API_VERSION, "RestoreDrill", ns, limit=MAX_LIST)).items
-                  if ((x.get("spec") or {}).get("source") or {}).get("backupName") == name
-                  or (sched and ((x.get("spec") or {}).get("source") or {}).get("scheduleName") == sched)]
-        return JSONResponse({"backup": b, "restores": restores, "drills": drills,
-                             "events": await _events(c, "Backup", ns, name)})
+        return JSONResponse(await describe_backup(client(), await backup(ns, name)))
 
     @r.get("/backups/{ns}/{name}/logs")
     async def logs(ns: str, name: str) -> JSONResponse:
-        b = await backup(ns, name)
-        lines = [_logfmt(e) for e in await _events(client(), "Backup", ns, name)]
-        snaps = (b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION)
-        if snaps:
-            when = str((b.get("status") or {}).get("completionTimestamp") or "")
-            lines.append(_line(when, "info", "Snapshots", f"restic snapshots by namespace: {snaps}"))
-        return JSONResponse({"lines": lines})
+        return JSONResponse({"lines": await backup_log_lines(client(), await backup(ns, name))})
 
 
 def backup_router(self_backup: SelfBackup, kube: Callable[[], KubeClient | None] = lambda: None) -> APIRouter:

@@ -26,6 +26,7 @@ from pitwall.backup.snapshot import STAGING
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import API_VERSION as VELERO
 from pitwall.backup.velero import PodHost
+from pitwall.backup.views import BackupReads
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -130,6 +131,11 @@ class BackupPart:
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         client = self.kube.client if self.kube is not None else None
         return [Mount(backup_router(self.self_backup, lambda: client), server_wide=True)]
+
+    def reads(self) -> BackupReads:
+        """The read view of backups the UI's backups pages take."""
+        client = self.kube.client if self.kube is not None else None
+        return BackupReads(lambda: client, self.self_backup)
 
     async def reload(self, settings: Any) -> None:
         """Nothing to reload."""

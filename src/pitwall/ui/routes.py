@@ -5,7 +5,9 @@ Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
 (+ ``/workloads/{namespace}/{kind}/{name}``), ``/incidents`` (+ ``/incidents/{id}``),
 ``/slos`` (+ ``/slos/{namespace}/{name}``), ``/releases`` (+ ``/releases/{namespace}/{name}``),
-``/chaos`` (+ ``/chaos/{namespace}/{kind}/{name}``, ``/chaos/halt``), ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
+``/chaos`` (+ ``/chaos/{namespace}/{kind}/{name}``, ``/chaos/halt``), ``/pipelines`` (+
+``/pipelines/{project}/{id}``, ``/pipelines/dora``), ``/backups`` (+ ``/backups/{namespace}/{name}``),
+``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
 and the pinned htmx/uPlot shipped in ``static/vendor/``).
 """
 
@@ -27,9 +29,11 @@ from pitwall.core.tenancy import require_server_wide, sees_whole_server
 from pitwall.traces import STATUS_ERROR, SpanFilter
 from pitwall.ui import (
     pages_alerts,
+    pages_backups,
     pages_chaos,
     pages_dashboards,
     pages_incidents,
+    pages_pipelines,
     pages_releases,
     pages_signals,
     pages_slo,
@@ -204,6 +208,8 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_releases.add_routes(r, pages)
     pages_chaos.add_routes(r, pages)
     pages_status.add_routes(r, pages)
+    pages_pipelines.add_routes(r, pages)
+    pages_backups.add_routes(r, pages)
     return r
 
 

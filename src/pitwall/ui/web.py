@@ -29,10 +29,12 @@ from pitwall.ui.timerange import QUICK_RANGES, REFRESH_CHOICES, TimeRange
 
 if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
+    from pitwall.ui.backups_view import BackupsSource
     from pitwall.ui.chaos_view import ChaosSource
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
+    from pitwall.ui.pipelines_view import PipelinesSource
     from pitwall.ui.releases_view import ChangesSource, ReleasesSource
     from pitwall.ui.slo_view import SLOSource
     from pitwall.ui.status_view import StatusView
@@ -54,6 +56,8 @@ NAV = [
     ("slos", "/slos", "SLOs", "b"),
     ("releases", "/releases", "Releases", "r"),
     ("chaos", "/chaos", "Chaos", "x"),
+    ("pipelines", "/pipelines", "Pipelines", "p"),
+    ("backups", "/backups", "Backups", "k"),
     ("status", "/status", "Status", "u"),
 ]
 
@@ -76,6 +80,8 @@ class UIDeps:
     status: StatusView | None = None
     incidents: IncidentsSource | None = None
     slos: SLOSource | None = None
+    pipelines: PipelinesSource | None = None
+    backups: BackupsSource | None = None
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:

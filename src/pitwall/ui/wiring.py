@@ -17,13 +17,16 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.logs import LogsApiDeps
 from pitwall.metrics import InstantQuery, Queryable, RangeQuery, TargetsSnapshot
+from pitwall.pipelines import PipelineRunner
 from pitwall.storage.state import StateStore
 from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
+from pitwall.ui.backups_view import BackupsSource
 from pitwall.ui.chaos_view import ChaosSource
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.incidents_view import IncidentsSource
 from pitwall.ui.logs_view import LogsView
+from pitwall.ui.pipelines_view import RunnerPipelines
 from pitwall.ui.queries import MetricsView
 from pitwall.ui.releases_view import ChangesSource, ReleasesSource
 from pitwall.ui.routes import STATIC, ui_router
@@ -83,6 +86,8 @@ def build_ui(
     releases: ReleasesSource | None = None,
     chaos: ChaosSource | None = None,
     changes: ChangesSource | None = None,
+    pipelines: PipelineRunner | None = None,
+    backups: BackupsSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
@@ -90,7 +95,9 @@ def build_ui(
     (``pitwall.incidents.IncidentDesk``) and ``slos`` (``pitwall.slo.SLOService``) the incidents and SLO
     pages, ``releases`` (``pitwall.releases.ReleasesConsole``) the releases pages, ``chaos``
     (``pitwall.chaos.ChaosConsole``) the chaos page, ``changes`` (``pitwall.incidents.ChangeLog``) their
-    change events; ``config`` (the server's settings) is shown, redacted, on the status page."""
+    change events, ``pipelines`` (the pipelines pillar's runner) the pipelines pages, ``backups`` (e.g.
+    ``pitwall.backup.BackupReads``) the backups pages; ``config`` (the server's settings) is shown,
+    redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -108,6 +115,8 @@ def build_ui(
         releases=releases,
         chaos=chaos,
         changes=changes,
+        pipelines=RunnerPipelines(pipelines) if pipelines is not None else None,
+        backups=backups,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)
