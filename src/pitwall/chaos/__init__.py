@@ -1,10 +1,24 @@
 """Chaos engineering: Chaos Mesh's kinds injected by pitwall itself, Chaos Toolkit experiments, a halt-all.
 
 ``__all__`` is the pillar's public interface.
+
+Names load on first use (``pitwall.core.exports``), so ``pitwall.config`` can import the settings module cheaply.
 """
 
 from __future__ import annotations
 
-from pitwall.chaos.crds import chaos_mesh_crds
+from typing import TYPE_CHECKING
+
+from pitwall.core.exports import lazy_exports
+
+if TYPE_CHECKING:
+    from pitwall.chaos.crds import chaos_mesh_crds
+
+_EXPORTS = {
+    "chaos_mesh_crds": "pitwall.chaos.crds",
+}
 
 __all__ = ["chaos_mesh_crds"]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)
