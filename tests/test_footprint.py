@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +108,36 @@ def test_core_settings_are_reexported_where_they_were() -> None:
     assert audit.AuditSettings is settings.AuditSettings
     assert oidc.OIDCSettings is settings.OIDCSettings
     assert otlp_grpc.OtlpGrpcSettings is settings.OtlpGrpcSettings
+
+
+def test_migration_heads_are_alembics() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pitwall.storage import state
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(state.__file__).parent / "migrations"))
+    assert state.migration_heads() == frozenset(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def test_a_state_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
+    """The first open migrates with Alembic; later ones see the database at head and leave Alembic unimported;
+    a database made before migrations (no version row) is migrated again."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    body = f"from pitwall.storage.state import StateStore\nStateStore({url!r}).close()\n" \
+           "print('alembic' in sys.modules)"
+
+    def opened() -> bool:
+        out = subprocess.run([sys.executable, "-c", "import sys\n" + body], capture_output=True, text=True,
+                             check=True, timeout=100)
+        return out.stdout.split()[-1] == "True"
+
+    assert opened() is True  # empty: created by the migrations
+    assert opened() is False  # at head
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"silences", "nflog", "alembic_version"} <= tables
+        db.execute("DROP TABLE alembic_version")
+    assert opened() is True  # no version: Alembic runs and stamps it
+    assert opened() is False
