@@ -141,3 +141,17 @@ def test_a_state_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
         db.execute("DROP TABLE alembic_version")
     assert opened() is True  # no version: Alembic runs and stamps it
     assert opened() is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grpc_on", [False, True])
+def test_grpc_loads_only_when_otlp_grpc_listens(tmp_path: Path, grpc_on: bool) -> None:
+    """The composition root imports the OTLP/gRPC receiver (and gRPC) and the gateway only for parts it builds."""
+    body = ("from pathlib import Path\nfrom pitwall.config import load_settings\nimport pitwall.server\n"
+            f"s = load_settings(None, data_dir=Path({str(tmp_path)!r}), listen='127.0.0.1:0')\n"
+            f"s.otlp_grpc.enabled = {grpc_on}\ns.otlp_grpc.listen = '127.0.0.1:0'\n"
+            "app = pitwall.server.create_app(s)\n"
+            "assert (app.state.components.otlp_grpc is not None) is s.otlp_grpc.enabled\n")
+    got = _probe(body)
+    assert ("grpc" in got["heavy"]) is grpc_on
+    assert "pitwall.traffic.gateway.wiring" not in got["pitwall"]  # gateway.listen is unset
