@@ -155,3 +155,20 @@ def test_grpc_loads_only_when_otlp_grpc_listens(tmp_path: Path, grpc_on: bool) -
     got = _probe(body)
     assert ("grpc" in got["heavy"]) is grpc_on
     assert "pitwall.traffic.gateway.wiring" not in got["pitwall"]  # gateway.listen is unset
+
+
+@pytest.mark.parametrize(("backend", "cls", "client"), [("sqlite", "SqliteRevStore", None),
+                                                        ("etcd", "EtcdRevStore", None),
+                                                        ("postgres", "PostgresRevStore", "psycopg")])
+def test_the_state_backend_loads_only_its_own_client(tmp_path: Path, backend: str, cls: str,
+                                                     client: str | None) -> None:
+    body = ("from pathlib import Path\nfrom types import SimpleNamespace\n"
+            "from pitwall.kube.wiring import build_revstore\n"
+            "assert 'psycopg' not in sys.modules\n"
+            f"state = SimpleNamespace(backend={backend!r}, endpoints=['http://127.0.0.1:1'], "
+            "dsn='postgresql://u@127.0.0.1:1/db', compact_interval=0)\n"
+            f"store = build_revstore(state, Path({str(tmp_path)!r}))\n"
+            "print(type(store).__name__, 'psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", "import sys\n" + body], capture_output=True, text=True, check=True,
+                         timeout=100)
+    assert out.stdout.split() == [cls, str(client == "psycopg")]
