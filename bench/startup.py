@@ -3,14 +3,25 @@
 Writes N days of samples (ending now) straight into a data directory through
 ``MetricStore`` (the shared workload's label sets from
 ``../shared/bench/prom_datagen.py``, the first ``--series`` of them; values a
-seeded random walk, one sample per ``--step`` seconds), stops the store, then
-times ``pitwall server`` from exec to ``/-/ready`` answering 200, and reads its
-RSS once idle; then the same without the sealed blocks' index files (the
-server rebuilds them from the tables, as before they existed), and the
-store's open alone both ways. ``--profile`` also opens the store in this process under
+seeded random walk, one sample per ``--step`` seconds; ``--days 0`` is an
+empty data directory), stops the store, then:
+
+* phases, in a fresh interpreter: importing ``pitwall.server`` (seconds,
+  modules, RSS), building the parts (``create_app``), starting them (the
+  lifespan, up to ready) and RSS after ``--idle`` seconds idle;
+* ``pitwall server`` from exec to ``/-/ready`` answering 200, and its RSS
+  once idle; then the same without the sealed blocks' index files (the server
+  rebuilds them from the tables, as before they existed), and the store's open
+  alone both ways (``--skip-index`` leaves those out).
+
+Children run with ``PYTHONDONTWRITEBYTECODE`` unset, as an installed package
+runs (its ``.pyc`` files are written once and reused); the phases run twice
+and the second, with bytecode cached, is reported. ``--dont-write-bytecode``
+keeps the variable as this environment sets it (each start compiles pitwall
+from source). ``--profile`` also opens the store in this process under
 cProfile and prints where the time goes.
 
-    PYTHONPATH=src python bench/startup.py --days 1 15 --series 2000 --step 60
+    PYTHONPATH=src python bench/startup.py --days 0 1 15 --series 2000 --step 60
 """
 
 from __future__ import annotations
@@ -79,10 +90,63 @@ async def write_days(data: Path, days: int, series: list[Labels], step_s: int) -
     return total
 
 
-def time_server(data: Path) -> dict[str, float]:
+# Run in a fresh interpreter on the data dir argv[1]: each phase's seconds, module count and RSS, as JSON.
+PHASES = """
+import asyncio, json, sys, time
+from pathlib import Path
+
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+
+out = {"rss_python_mib": rss()}
+t = time.monotonic()
+from pitwall.config import load_settings
+out.update(import_config_s=round(time.monotonic() - t, 3), rss_config_mib=rss())
+import pitwall.server
+out.update(import_s=round(time.monotonic() - t, 3), modules=len(sys.modules), rss_imported_mib=rss())
+settings = load_settings(None, data_dir=Path(sys.argv[1]), listen="127.0.0.1:0")
+t = time.monotonic()
+app = pitwall.server.create_app(settings)
+out.update(build_s=round(time.monotonic() - t, 3), rss_built_mib=rss())
+
+async def run():
+    t = time.monotonic()
+    async with app.router.lifespan_context(app):
+        out.update(start_s=round(time.monotonic() - t, 3), rss_started_mib=rss())
+        await asyncio.sleep(float(sys.argv[2]))
+        out.update(rss_idle_mib=rss(), modules_idle=len(sys.modules))
+
+asyncio.run(run())
+print(json.dumps(out))
+"""
+
+
+def child_env(bytecode: bool) -> dict[str, str]:
+    """The server's environment: as installed (``.pyc`` written and reused) unless ``bytecode`` is False."""
+    env = dict(os.environ, PITWALL_LOG_LEVEL="warning", PITWALL_OTLP_GRPC__LISTEN="127.0.0.1:0")
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def time_phases(data: Path, idle_s: float, bytecode: bool) -> dict[str, float]:
+    """Import, build, start and idle RSS in-process; the second of two runs (the first writes bytecode)."""
+    got: dict[str, float] = {}
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", PHASES, str(data), str(idle_s)], capture_output=True, text=True,
+                             env=child_env(bytecode), timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(f"phases failed: {out.stderr[-2000:]}")
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+    return got
+
+
+def time_server(data: Path, bytecode: bool = True, idle_s: float = 10) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PITWALL_LOG_LEVEL="warning", PITWALL_OTLP_GRPC__LISTEN="127.0.0.1:0")
+    env = child_env(bytecode)
     log = open(data / "server.log", "ab")  # noqa: SIM115 - closed below
     t = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--data-dir", str(data),
@@ -99,7 +163,7 @@ def time_server(data: Path) -> dict[str, float]:
                 pass
             time.sleep(0.05)
         ready = time.monotonic() - t
-        time.sleep(10)  # idle: let start-up work settle
+        time.sleep(idle_s)  # idle: let start-up work settle
         rss = 0.0
         for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -137,12 +201,17 @@ async def profile_open(data: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--days", type=int, nargs="+", default=[1, 15])
+    ap.add_argument("--days", type=int, nargs="+", default=[0, 1, 15], help="0: an empty data dir")
     ap.add_argument("--series", type=int, default=2000)
     ap.add_argument("--step", type=int, default=60, help="seconds between samples")
+    ap.add_argument("--idle", type=float, default=10, help="seconds idle before reading RSS")
+    ap.add_argument("--skip-index", action="store_true", help="leave out the runs without block index files")
+    ap.add_argument("--dont-write-bytecode", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE as set (compile from source on every start)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--keep", type=Path, help="write the data dirs here and keep them")
     args = ap.parse_args()
+    bytecode = not args.dont_write_bytecode
     series = label_sets(args.series)
     root = args.keep or Path(tempfile.mkdtemp(prefix="pitwall-startup-"))
     try:
@@ -151,19 +220,23 @@ def main() -> None:
             shutil.rmtree(data, ignore_errors=True)
             data.mkdir(parents=True)
             t = time.monotonic()
-            samples = asyncio.run(write_days(data, days, series, args.step))
+            samples = asyncio.run(write_days(data, days, series, args.step)) if days else 0
             wrote = time.monotonic() - t
-            res = {"days": days, "series": len(series), "samples": samples, "write_s": round(wrote, 1),
-                   "disk_mib": round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20, 1)}
-            res.update(time_server(data))
-            res["ready_again_s"] = time_server(data)["ready_s"]
-            # Without the sealed blocks' index files, start-up reads every block (the previous behaviour).
-            res["open_store_s"] = asyncio.run(time_open(data))
-            shutil.rmtree(data / "telemetry.duckdb.metrics-index")
-            res["open_store_no_index_s"] = asyncio.run(time_open(data))
-            res["ready_no_index_s"] = time_server(data)["ready_s"]
+            res: dict[str, object] = {
+                "days": days, "series": len(series) if days else 0, "samples": samples, "write_s": round(wrote, 1),
+                "disk_mib": round(sum(p.stat().st_size for p in data.rglob("*") if p.is_file()) / 2**20, 1),
+                "bytecode": "written and reused" if bytecode else "compiled on every start"}
+            res["phases"] = time_phases(data, args.idle, bytecode)
+            res.update(time_server(data, bytecode, args.idle))
+            res["ready_again_s"] = time_server(data, bytecode, args.idle)["ready_s"]
+            if days and not args.skip_index:
+                # Without the sealed blocks' index files, start-up reads every block (the previous behaviour).
+                res["open_store_s"] = asyncio.run(time_open(data))
+                shutil.rmtree(data / "telemetry.duckdb.metrics-index")
+                res["open_store_no_index_s"] = asyncio.run(time_open(data))
+                res["ready_no_index_s"] = time_server(data, bytecode, args.idle)["ready_s"]
             print(json.dumps(res), flush=True)
-            if args.profile:
+            if args.profile and days:
                 print(asyncio.run(profile_open(data)), flush=True)
     finally:
         if args.keep is None:

@@ -28,14 +28,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
 from pitwall.chaos.settings import ChaosSettings
-from pitwall.core.audit import AuditSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
 from pitwall.core.limits import LimitsSettings
 from pitwall.core.listen import split_listen
-from pitwall.core.oidc import OIDCSettings
-from pitwall.core.otlp_grpc import OtlpGrpcSettings
 from pitwall.core.rbac import Binding, Grant, RBACSettings
+from pitwall.core.settings import AuditSettings, OIDCSettings, OtlpGrpcSettings
 from pitwall.core.tenancy import ANY_TENANT, DEFAULT_TENANT, Principal, tenant_problem
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.logs.settings import LogsSettings

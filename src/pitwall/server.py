@@ -18,7 +18,7 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -42,7 +42,6 @@ from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
-from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
 from pitwall.core.rbac import Policy
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
@@ -65,8 +64,11 @@ from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
 from pitwall.traces.wiring import TracesParts, build_traces
 from pitwall.traffic import TrafficPart, build_traffic_part
-from pitwall.traffic.gateway.wiring import GatewayPart, build_gateway_part
 from pitwall.ui.wiring import UIPart, build_ui
+
+if TYPE_CHECKING:  # parts off by default: imported by the builders below when configured (gRPC: ~8 MiB)
+    from pitwall.core.otlp_grpc import OtlpGrpcServer
+    from pitwall.traffic.gateway.wiring import GatewayPart
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +293,7 @@ def build(settings: Settings) -> Components:
         state.close()
         raise
     cp = build_control_plane(settings, metrics, logs, traces, rules) if settings.kube.enabled else None
-    gateway = None if settings.gateway.listen is None else build_gateway_part(
-        settings, metrics=metrics.store, kube=cp.kube.api if cp else None,
-        changes=cp.changes if cp else None)
+    gateway = None if settings.gateway.listen is None else _gateway(settings, metrics, cp)
     # Incidents live in the control plane's state store; without a control plane they start one of their own.
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
     incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
@@ -338,11 +338,20 @@ def build(settings: Settings) -> Components:
 def _otlp_grpc(settings: Settings, tokens: TokenTable, inflight: InflightBudget, metrics: MetricsPart,
                traces: TracesParts, logs: LogsParts, audit: AuditLog) -> OtlpGrpcServer:
     """The OTLP/gRPC listener, handed the same export functions as the pillars' OTLP/HTTP routes."""
+    from pitwall.core.otlp_grpc import OtlpGrpcServer, TlsFiles
+
     cert, key = settings.tls_cert_file, settings.tls_key_file
     return OtlpGrpcServer(
         settings.otlp_grpc, {"traces": traces.otlp_export, "metrics": metrics.otlp_export, "logs": logs.otlp_export},
         tokens=tokens, inflight=inflight, body_limits=BodyLimits.of(settings.limits),
         tls=TlsFiles(cert, key) if cert and key else None, audit=audit)
+
+
+def _gateway(settings: Settings, metrics: MetricsPart, cp: ControlPlane | None) -> GatewayPart:
+    from pitwall.traffic.gateway.wiring import build_gateway_part
+
+    return build_gateway_part(settings, metrics=metrics.store, kube=cp.kube.api if cp else None,
+                              changes=cp.changes if cp else None)
 
 
 class _DataDirLock:

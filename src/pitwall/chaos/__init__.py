@@ -1,25 +1,28 @@
 """Chaos engineering: Chaos Mesh's kinds injected by pitwall itself, Chaos Toolkit experiments, a halt-all.
 
 ``__all__`` is the pillar's public interface.
+
+Names load on first use (``pitwall.core.exports``), so ``pitwall.config`` can import the settings module cheaply.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pitwall.chaos.crds import chaos_mesh_crds
+from pitwall.core.exports import lazy_exports
 
 if TYPE_CHECKING:
     from pitwall.chaos.console import EXPERIMENT_KINDS, ChaosConsole
+    from pitwall.chaos.crds import chaos_mesh_crds
+
+# the console pulls in the halt API's web framework, which ``pitwall chaos run`` must start without: lazy
+_EXPORTS = {
+    "EXPERIMENT_KINDS": "pitwall.chaos.console",
+    "ChaosConsole": "pitwall.chaos.console",
+    "chaos_mesh_crds": "pitwall.chaos.crds",
+}
 
 __all__ = ["EXPERIMENT_KINDS", "ChaosConsole", "chaos_mesh_crds"]
 
-
-def __getattr__(name: str) -> Any:
-    """The console on first use: it pulls in the halt API's web framework, which ``pitwall chaos run`` (the CLI
-    imports this package) must start without."""
-    if name in ("ChaosConsole", "EXPERIMENT_KINDS"):
-        from pitwall.chaos import console
-
-        return getattr(console, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

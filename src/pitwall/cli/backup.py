@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pitwall.backup import Restic, ResticError, RestoreError, password_from_env, restore_self
+from pitwall.backup import Restic, ResticError, password_from_env
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.cli._output import OutputOpt, ago, emit
 
@@ -110,6 +110,9 @@ def restore_self_cmd(
                                                                        "self-backup).")] = None,
 ) -> None:
     """Restore a self-backup into an empty data directory (offline: then start ``pitwall server`` on it)."""
+    # here: it imports the stores, which the CLI starts without
+    from pitwall.backup import RestoreError, restore_self
+
     restic = Restic(_repo(from_), _password("pitwall restore"))
     try:
         got = asyncio.run(restore_self(restic, data_dir, snapshot))

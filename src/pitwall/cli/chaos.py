@@ -13,7 +13,6 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from pitwall.chaos.experiment import ExperimentError, load_experiment, run_experiment
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail, headers
 
 app = typer.Typer(help="Chaos engineering: run Chaos Toolkit experiments, halt every fault.", no_args_is_help=True)
@@ -63,6 +62,9 @@ def run(
     token: TokenOpt = None,
 ) -> None:
     """Run a Chaos Toolkit experiment; exit 0 when it completed without deviating."""
+    # here: the experiment runner imports YAML and the RE2/Arrow regex engine; the CLI starts without them
+    from pitwall.chaos.experiment import ExperimentError, load_experiment, run_experiment
+
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(levelname)s] %(message)s", stream=sys.stderr)
     try:
         exp = load_experiment(file)

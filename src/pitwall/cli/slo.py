@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,9 +20,9 @@ from rich.table import Table
 from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import PitwallError
-from pitwall.slo.files import discover, generate_files, validate_paths
-from pitwall.slo.generate import GenerateOptions
-from pitwall.slo.windows import WindowsCatalog
+
+if TYPE_CHECKING:
+    from pitwall.slo.generate import GenerateOptions
 
 app = typer.Typer(help="SLOs as Sloth generates them (Sloth prometheus/v1, PrometheusServiceLevel, OpenSLO).",
                   no_args_is_help=True)
@@ -34,6 +34,10 @@ WindowsPath = Annotated[str, typer.Option("--slo-period-windows-path",
 
 def _options(extra_labels: list[str], period: str, windows: str, strict: bool, *, disable_alerts: bool = False,
              disable_recordings: bool = False) -> tuple[GenerateOptions, int]:
+    # the offline generator loads here, when a command runs: the CLI starts without its regex engine (RE2/Arrow)
+    from pitwall.slo.generate import GenerateOptions
+    from pitwall.slo.windows import WindowsCatalog
+
     labels = {}
     for kv in extra_labels:
         k, sep, v = kv.partition("=")
@@ -66,6 +70,8 @@ def generate(
         opts, period_ms = _options(extra_labels, period, windows, strict_periods, disable_alerts=disable_alerts,
                                    disable_recordings=disable_recordings)
         notes: list[str] = []
+        from pitwall.slo.files import generate_files
+
         text = generate_files(files, opts, period_ms, notes)
         for n in notes:
             print(f"note: {n}", file=sys.stderr)
@@ -89,6 +95,8 @@ def validate(
     windows: WindowsPath = "",
 ) -> None:
     try:
+        from pitwall.slo.files import discover, validate_paths
+
         opts, period_ms = _options([], period, windows, False)
         files = discover(path, include, exclude)
     except (PitwallError, ValueError) as e:

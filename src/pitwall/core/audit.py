@@ -27,11 +27,11 @@ from urllib.parse import parse_qsl
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pitwall.core.auth import SAFE_METHODS, is_read_only_post
 from pitwall.core.errors import PitwallError
+from pitwall.core.settings import AuditSettings
 from pitwall.core.tasks import Supervisor
 from pitwall.core.tenancy import AUDIT_TENANT, TENANT_HEADER, principal_of, resolve_tenant
 
@@ -52,15 +52,6 @@ _TENANT_HEADER = TENANT_HEADER.lower().encode()
 
 # Sign-in and sign-out (core.oidc): recorded whatever the method and status.
 ALWAYS_AUDITED = frozenset({"/auth/callback", "/auth/logout"})
-
-
-class AuditSettings(BaseModel):
-    """The ``audit`` section."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(True, description="record writes and refused requests in the audit tenant")
-    queue_size: int = Field(10_000, gt=0, description="entries waiting for the log store; more are dropped")
 
 
 @dataclass(frozen=True)

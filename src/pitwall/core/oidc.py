@@ -38,7 +38,6 @@ import httpx
 import jwt
 from fastapi import APIRouter, Request
 from markupsafe import Markup
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import HTTPConnection
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -46,6 +45,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pitwall.core.errors import BadData, Forbidden, PitwallError, Unauthorized, Unavailable
 from pitwall.core.http_errors import render
 from pitwall.core.rbac import Policy
+from pitwall.core.settings import OIDCSettings
 from pitwall.core.tenancy import DEFAULT_TENANT, PRINCIPAL_KEY, Principal
 
 __all__ = ["CALLBACK_PATH", "CSRF_KEY", "LOGIN_PATH", "LOGOUT_PATH", "OIDC", "SESSION_COOKIE", "OIDCSettings",
@@ -64,41 +64,6 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_KEY, CSRF_PENDING = "pitwall.csrf", "pitwall.csrf_pending"
 CSRF_MESSAGE = "missing or wrong CSRF token for this session (X-CSRF-Token header or csrf_token form field)"
 MAX_FORM_BYTES = 1 << 20
-
-
-class OIDCSettings(BaseModel):
-    """The ``oidc`` section."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    issuer: str = Field(pattern=r"^https?://", description="the provider's issuer URL, exactly as in its tokens")
-    client_id: str = Field(min_length=1)
-    client_secret: str | None = Field(None, repr=False)
-    client_secret_file: Path | None = None
-    audiences: list[str] | None = Field(None, description="accepted 'aud' values of API bearer tokens; "
-                                                          "unset: the client ID")
-    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
-    groups_claim: str = "groups"
-    username_claim: str = "sub"
-    leeway: float = Field(30.0, ge=0, le=300, description="seconds of clock skew allowed on exp/nbf/iat")
-    jwks_refresh: float = Field(3600.0, gt=0, description="seconds between JWKS refreshes")
-    session_ttl: float = Field(8 * 3600.0, gt=0, description="seconds a UI session lasts")
-    redirect_url: str | None = Field(None, description="the callback URL registered with the provider; "
-                                                       "unset: <this server>/auth/callback as requested")
-
-    @model_validator(mode="after")
-    def _secret(self) -> OIDCSettings:
-        if self.client_secret is not None and self.client_secret_file is not None:
-            raise ValueError("set at most one of client_secret and client_secret_file")
-        if self.client_secret_file is not None:
-            try:
-                self.client_secret = self.client_secret_file.read_text(encoding="utf-8").strip()
-            except (OSError, UnicodeDecodeError) as e:
-                reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-                raise ValueError(f"client_secret_file: cannot read {self.client_secret_file}: {reason}") from None
-        if "openid" not in self.scopes:
-            raise ValueError("scopes: must include 'openid'")
-        return self
 
 
 def load_key(path: Path, size: int = 32) -> bytes:

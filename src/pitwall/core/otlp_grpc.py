@@ -36,7 +36,6 @@ import grpc.aio
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, field_validator
 
 from pitwall.core.audit import AuditEntry, AuditLog
 from pitwall.core.auth import TokenTable
@@ -47,6 +46,7 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
 from pitwall.core.listen import split_listen
 from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.core.settings import OtlpGrpcSettings
 from pitwall.core.tenancy import resolve_tenant
 
 __all__ = ["GRPC_CODES", "SERVICES", "Export", "OtlpGrpcServer", "OtlpGrpcSettings"]
@@ -79,21 +79,6 @@ GRPC_CODES: dict[str, grpc.StatusCode] = {
 _RETRYINFO_KEY = "google.rpc.retryinfo-bin"  # what the OpenTelemetry Python exporter reads
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"  # google.rpc.Status with details (Go exporters)
 _STOP_GRACE_S = 5.0
-
-
-class OtlpGrpcSettings(BaseModel):
-    """The ``otlp_grpc:`` section: OTLP/gRPC receiver for traces, metrics and logs."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = True
-    listen: str = "127.0.0.1:4317"
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        split_listen(v)
-        return v
 
 
 @dataclass(frozen=True)

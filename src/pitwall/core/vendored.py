@@ -12,7 +12,6 @@ has rewritten the twins.
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
 import json
@@ -29,10 +28,10 @@ __all__ = ["twin_of", "write_twins", "yaml_documents"]
 TWIN_SUFFIX = ".json.gz"
 
 
-@functools.cache
 def yaml_documents(package: str, *path: str) -> tuple[Any, ...]:
-    """The documents of the YAML file at ``path`` inside ``package`` (empty ones dropped), parsed once per
-    process; shared: callers copy before changing them."""
+    """The documents of the YAML file at ``path`` inside ``package`` (empty ones dropped), parsed afresh on
+    each call: the twin parses in hundredths of a second, and a process-long cache kept a second copy of
+    every CRD (~6 MiB of objects) beside the one the kube API holds."""
     base = resources.files(package)
     raw = base.joinpath(*path).read_bytes()
     twin = _read_twin(base.joinpath(*path[:-1], path[-1] + TWIN_SUFFIX))

@@ -4,10 +4,35 @@ PagerDuty's Events API v2 and REST API v2 on pitwall's port, schedules and
 escalation policies computed as PagerDuty computes them, and one timeline per
 incident that includes every change event (``ChangeLog``) around it. Other
 pillars use ``ChangeLog``/``ChangeSink`` to report their changes.
+
+Names load on first use (``pitwall.core.exports``), so ``pitwall.config`` can import the settings module cheaply.
 """
 
-from pitwall.incidents.changes import CHANGE_KINDS, ChangeEvent, ChangeKind, ChangeLog, ChangeSink
-from pitwall.incidents.desk import IncidentDesk
-from pitwall.incidents.service import IncidentService, Page, Pager
+from __future__ import annotations
 
-__all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentDesk", "IncidentService", "Page", "Pager"]
+from typing import TYPE_CHECKING
+
+from pitwall.core.exports import lazy_exports
+
+if TYPE_CHECKING:
+    from pitwall.incidents.changes import CHANGE_KINDS, ChangeEvent, ChangeKind, ChangeLog, ChangeSink
+    from pitwall.incidents.desk import IncidentDesk
+    from pitwall.incidents.service import IncidentService, Page, Pager
+
+_EXPORTS = {
+    "CHANGE_KINDS": "pitwall.incidents.changes",
+    "ChangeEvent": "pitwall.incidents.changes",
+    "ChangeKind": "pitwall.incidents.changes",
+    "ChangeLog": "pitwall.incidents.changes",
+    "ChangeSink": "pitwall.incidents.changes",
+    "IncidentDesk": "pitwall.incidents.desk",
+    "IncidentService": "pitwall.incidents.service",
+    "Page": "pitwall.incidents.service",
+    "Pager": "pitwall.incidents.service",
+}
+
+__all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentDesk",
+           "IncidentService", "Page", "Pager"]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -2,15 +2,46 @@
 judge (Kayenta's NetflixACAJudge) and A/B reports.
 
 ``__all__`` is the pillar's public interface.
+
+Names load on first use (``pitwall.core.exports``), so ``pitwall.config`` can import the settings module cheaply.
 """
 
 from __future__ import annotations
 
-from pitwall.releases.abtest import ABReport, Variant, ab_report, sample_size_per_variant, variants_from_ratio
-from pitwall.releases.console import ReleasesConsole
-from pitwall.releases.crds import flagger_crds
-from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
-from pitwall.releases.workload import compute_hash
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from pitwall.core.exports import lazy_exports
+
+if TYPE_CHECKING:
+    from pitwall.releases.abtest import (
+        ABReport,
+        Variant,
+        ab_report,
+        sample_size_per_variant,
+        variants_from_ratio,
+    )
+    from pitwall.releases.console import ReleasesConsole
+    from pitwall.releases.crds import flagger_crds
+    from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
+    from pitwall.releases.workload import compute_hash
+
+_EXPORTS = {
+    "ABReport": "pitwall.releases.abtest",
+    "JudgeConfig": "pitwall.releases.judge",
+    "JudgeResult": "pitwall.releases.judge",
+    "MetricInput": "pitwall.releases.judge",
+    "MetricVerdict": "pitwall.releases.judge",
+    "ReleasesConsole": "pitwall.releases.console",
+    "Variant": "pitwall.releases.abtest",
+    "ab_report": "pitwall.releases.abtest",
+    "compute_hash": "pitwall.releases.workload",
+    "flagger_crds": "pitwall.releases.crds",
+    "judge": "pitwall.releases.judge",
+    "sample_size_per_variant": "pitwall.releases.abtest",
+    "variants_from_ratio": "pitwall.releases.abtest",
+}
 
 __all__ = [
     "ABReport",
@@ -27,3 +58,20 @@ __all__ = [
     "sample_size_per_variant",
     "variants_from_ratio",
 ]
+
+
+
+class _Package(types.ModuleType):
+    """Keeps ``pitwall.releases.judge`` the function: importing the submodule of that name binds the module on
+    its package, which an eager ``from .judge import judge`` used to overwrite."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "judge" and isinstance(value, types.ModuleType):
+            value = value.judge
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS)

@@ -12,6 +12,8 @@ pillar. Every row carries a tenant id (``default`` for now).
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     Column,
     Connection,
@@ -36,11 +36,13 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 
-__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "migrate", "sqlite_url", "ui_dashboards"]
+__all__ = ["NflogRow", "PendingRow", "SilenceRow", "StateStore", "migrate", "migration_heads", "sqlite_url", "ui_dashboards"]
 
 DEFAULT_TENANT = "default"
 
@@ -92,12 +94,50 @@ ui_dashboards = Table(
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (``storage/migrations``, Alembic), creating it if empty."""
+    """Bring the database to the newest schema (``storage/migrations``, Alembic), creating it if empty.
+
+    A database already at the newest revision is left alone without importing Alembic (and Mako): on
+    every start but the first that is ~140 modules and 11 MiB of RSS less, and nothing to do anyway.
+    """
+    if _at_head(engine):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+@functools.cache
+def migration_heads() -> frozenset[str]:
+    """The head revisions of ``storage/migrations/versions``, read from the scripts' ``revision`` and
+    ``down_revision`` assignments as Alembic reads them (a revision no other one revises)."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in (Path(__file__).parent / "migrations" / "versions").glob("*.py"):
+        for node in ast.parse(script.read_text(encoding="utf-8")).body:
+            if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                    and isinstance(node.targets[0], ast.Name)):
+                continue
+            name, value = node.targets[0].id, node.value
+            if name == "revision":
+                revisions.add(ast.literal_eval(value))
+            elif name == "down_revision":
+                down = ast.literal_eval(value)
+                revised.update([down] if isinstance(down, str) else down or ())
+    return frozenset(revisions - revised)
+
+
+def _at_head(engine: Engine) -> bool:
+    """Whether the database's ``alembic_version`` rows are exactly the migrations' heads."""
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return False
+        stamped = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    return stamped == migration_heads()
 
 
 def sqlite_url(data_dir: Path) -> str:

@@ -17,11 +17,11 @@ CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", 
 
 def _load(name: str) -> dict[str, Any]:
     (doc,) = yaml_documents(__package__, f"chaos-mesh.org_{name}.yaml")
-    return dict(doc)  # shared: chaos_mesh_crds copies
+    return dict(doc)
 
 
 def chaos_mesh_crds() -> list[dict[str, Any]]:
-    """The CRD objects for ``KubeAPI.add_builtin_crds`` (parsed once per process; callers get copies)."""
+    """The CRD objects for ``KubeAPI.add_builtin_crds`` (fresh copies: the caller may keep or change them)."""
     import copy
 
     return [copy.deepcopy(_load(n)) for n in CRD_FILES]

@@ -1,0 +1,174 @@
+"""Start-up footprint (issue 13): what importing the config and the CLI pulls in.
+
+Import-set assertions, not timings: the CLI and ``pitwall.config`` must load
+without the server's heavy native libraries, and the lazily exported public
+names must still be the objects they were. Figures are in ``bench/startup.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+HEAVY = ("duckdb", "numpy", "fastapi", "grpc", "pyarrow", "uvicorn", "jwt")
+
+# Run in a fresh interpreter: print which heavy modules and which pitwall modules are loaded afterwards.
+_PROBE = """
+import json, sys
+{body}
+print(json.dumps({{"heavy": sorted(m for m in {heavy!r} if m in sys.modules),
+                  "pitwall": sorted(m for m in sys.modules if m.startswith("pitwall."))}}))
+"""
+
+
+def _probe(body: str) -> dict[str, list[str]]:
+    out = subprocess.run([sys.executable, "-c", _PROBE.format(body=body, heavy=HEAVY)], capture_output=True,
+                         text=True, check=True, timeout=100)
+    got: dict[str, list[str]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return got
+
+
+def _run_cli(*argv: str) -> str:
+    """The ``pitwall`` entry point with ``argv``, as the console script runs it (typer exits with SystemExit)."""
+    return ("import contextlib, io\nfrom pitwall.cli.main import main\n"
+            f"sys.argv = ['pitwall', *{argv!r}]\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main()\n")
+
+
+def test_importtime_of_the_cli_lists_no_heavy_module() -> None:
+    """``python -X importtime`` names every module imported: none of the server's native stack is among them."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import pitwall.cli.main"], capture_output=True,
+                         text=True, check=True, timeout=100)
+    imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    assert "pitwall.cli.main" in imported  # the probe saw the import itself
+    assert not {m for m in imported if m.split(".")[0] in HEAVY}
+
+
+@pytest.mark.parametrize("argv", [("--version",), ("query", "--help"), ("--help",), ("slo", "--help"),
+                                  ("backup", "--help"), ("chaos", "run", "--help")])
+def test_the_cli_runs_without_the_heavy_stack(argv: tuple[str, ...]) -> None:
+    got = _probe(_run_cli(*argv))
+    assert got["heavy"] == [], argv
+    assert "pitwall.config" not in got["pitwall"] and "pitwall.server" not in got["pitwall"]
+
+
+def test_config_imports_only_settings_modules_of_pillars() -> None:
+    """``pitwall.config`` loads each pillar's package root (lazy) and settings, never an engine or a store."""
+    got = _probe("import pitwall.config\npitwall.config.Settings()")
+    assert got["heavy"] == []
+    pillar_modules = {m for m in got["pitwall"] if m.split(".")[1] not in {"config", "core"}}
+    # beside package roots, settings and the models they validate with: the incident model's alert grouping
+    light = {"pitwall.alerting.notify", "pitwall.alerting.rules", "pitwall.incidents.grouping"}
+    engines = sorted(m for m in pillar_modules - light
+                     if len(m.split(".")) > 2 and not m.endswith((".settings", ".model")))
+    assert engines == []
+    assert {"pitwall.pipelines.settings", "pitwall.releases.settings", "pitwall.chaos.settings"} <= pillar_modules
+    assert "pitwall.pipelines.runner" not in got["pitwall"]
+
+
+def test_a_used_part_still_imports_its_engine() -> None:
+    """Laziness defers, it does not drop: naming a public export loads its module (the probe is not vacuous)."""
+    got = _probe("import pitwall.releases\npitwall.releases.judge\nimport pitwall.pipelines\n"
+                 "pitwall.pipelines.PipelineRunner")
+    assert "numpy" in got["heavy"]
+    assert {"pitwall.releases.judge", "pitwall.pipelines.runner"} <= set(got["pitwall"])
+
+
+@pytest.mark.parametrize("pillar", ["backup", "chaos", "incidents", "pipelines", "releases"])
+def test_lazy_exports_are_the_defining_modules_objects(pillar: str) -> None:
+    package = importlib.import_module(f"pitwall.{pillar}")
+    for name, target in package._EXPORTS.items():
+        module, _, attr = target.partition(":")
+        assert getattr(package, name) is getattr(importlib.import_module(module), attr or name), name
+        assert name in dir(package)
+
+
+def test_releases_judge_stays_the_function_after_its_module_loads() -> None:
+    """``pitwall.releases.judge`` is both a submodule and the exported function, as before the exports were lazy:
+    importing the submodule (in either order) leaves the package attribute the function."""
+    for body in ("import pitwall.releases.judge\nfrom pitwall.releases import judge",
+                 "from pitwall.releases import judge\nimport pitwall.releases.checks\nimport pitwall.releases as r\n"
+                 "judge = r.judge"):
+        code = body + "\nprint(type(judge).__name__, judge.__module__)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=100)
+        assert out.stdout.split() == ["function", "pitwall.releases.judge"], body
+
+
+def test_core_settings_are_reexported_where_they_were() -> None:
+    from pitwall.core import audit, oidc, otlp_grpc, settings
+
+    assert audit.AuditSettings is settings.AuditSettings
+    assert oidc.OIDCSettings is settings.OIDCSettings
+    assert otlp_grpc.OtlpGrpcSettings is settings.OtlpGrpcSettings
+
+
+def test_migration_heads_are_alembics() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pitwall.storage import state
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(state.__file__).parent / "migrations"))
+    assert state.migration_heads() == frozenset(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def test_a_state_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
+    """The first open migrates with Alembic; later ones see the database at head and leave Alembic unimported;
+    a database made before migrations (no version row) is migrated again."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    body = f"from pitwall.storage.state import StateStore\nStateStore({url!r}).close()\n" \
+           "print('alembic' in sys.modules)"
+
+    def opened() -> bool:
+        out = subprocess.run([sys.executable, "-c", "import sys\n" + body], capture_output=True, text=True,
+                             check=True, timeout=100)
+        return out.stdout.split()[-1] == "True"
+
+    assert opened() is True  # empty: created by the migrations
+    assert opened() is False  # at head
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"silences", "nflog", "alembic_version"} <= tables
+        db.execute("DROP TABLE alembic_version")
+    assert opened() is True  # no version: Alembic runs and stamps it
+    assert opened() is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grpc_on", [False, True])
+def test_grpc_loads_only_when_otlp_grpc_listens(tmp_path: Path, grpc_on: bool) -> None:
+    """The composition root imports the OTLP/gRPC receiver (and gRPC) and the gateway only for parts it builds."""
+    body = ("from pathlib import Path\nfrom pitwall.config import load_settings\nimport pitwall.server\n"
+            f"s = load_settings(None, data_dir=Path({str(tmp_path)!r}), listen='127.0.0.1:0')\n"
+            f"s.otlp_grpc.enabled = {grpc_on}\ns.otlp_grpc.listen = '127.0.0.1:0'\n"
+            "app = pitwall.server.create_app(s)\n"
+            "assert (app.state.components.otlp_grpc is not None) is s.otlp_grpc.enabled\n")
+    got = _probe(body)
+    assert ("grpc" in got["heavy"]) is grpc_on
+    assert "pitwall.traffic.gateway.wiring" not in got["pitwall"]  # gateway.listen is unset
+
+
+@pytest.mark.parametrize(("backend", "cls", "client"), [("sqlite", "SqliteRevStore", None),
+                                                        ("etcd", "EtcdRevStore", None),
+                                                        ("postgres", "PostgresRevStore", "psycopg")])
+def test_the_state_backend_loads_only_its_own_client(tmp_path: Path, backend: str, cls: str,
+                                                     client: str | None) -> None:
+    body = ("from pathlib import Path\nfrom types import SimpleNamespace\n"
+            "from pitwall.kube.wiring import build_revstore\n"
+            "assert 'psycopg' not in sys.modules\n"
+            f"state = SimpleNamespace(backend={backend!r}, endpoints=['http://127.0.0.1:1'], "
+            "dsn='postgresql://u@127.0.0.1:1/db', compact_interval=0)\n"
+            f"store = build_revstore(state, Path({str(tmp_path)!r}))\n"
+            "print(type(store).__name__, 'psycopg' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", "import sys\n" + body], capture_output=True, text=True, check=True,
+                         timeout=100)
+    assert out.stdout.split() == [cls, str(client == "psycopg")]
