@@ -42,24 +42,27 @@ if TYPE_CHECKING:
     from pitwall.ui.workloads_view import WorkloadsSource
 
 HERE = Path(__file__).resolve().parent
+# In three groups, a gap between them: watching (signals), responding (alerts, incidents, budgets), running
+# (workloads and what changes them); the server's own pages last.
 NAV = [
     ("overview", "/", "Overview", "o"),
     ("metrics", "/graph", "Metrics", "m"),
     ("logs", "/logs", "Logs", "l"),
     ("traces", "/traces", "Traces", "t"),
     ("services", "/services", "Service map", "s"),
-    ("alerts", "/alerts", "Alerts", "a"),
     ("dashboards", "/dashboards", "Dashboards", "d"),
-    ("targets", "/targets", "Targets", "g"),
-    ("workloads", "/workloads", "Workloads", "w"),
+    ("alerts", "/alerts", "Alerts", "a"),
     ("incidents", "/incidents", "Incidents", "i"),
     ("slos", "/slos", "SLOs", "b"),
+    ("workloads", "/workloads", "Workloads", "w"),
     ("releases", "/releases", "Releases", "r"),
-    ("chaos", "/chaos", "Chaos", "x"),
     ("pipelines", "/pipelines", "Pipelines", "p"),
+    ("chaos", "/chaos", "Chaos", "x"),
     ("backups", "/backups", "Backups", "k"),
+    ("targets", "/targets", "Targets", "g"),
     ("status", "/status", "Status", "u"),
 ]
+NAV_GROUP_STARTS = {"alerts", "workloads", "targets"}
 
 
 @dataclass
@@ -161,6 +164,7 @@ def make_env() -> Environment:
     env.filters["duration"] = fmt_duration
     env.filters["tojson_attr"] = lambda v: json.dumps(v, separators=(",", ":"))
     env.globals["nav"] = NAV
+    env.globals["nav_group_starts"] = NAV_GROUP_STARTS
     env.globals["version"] = __version__
     env.globals["quick_ranges"] = QUICK_RANGES
     env.globals["refresh_choices"] = REFRESH_CHOICES
