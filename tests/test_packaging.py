@@ -27,7 +27,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(600),
 sync_api = pytest.importorskip("playwright.sync_api")
 
 PAGES = ["/", "/graph?expr=up", "/logs", "/traces", "/services", "/alerts", "/dashboards", "/dashboards/new",
-         "/targets", "/workloads"]
+         "/targets", "/workloads", "/incidents", "/slos", "/releases", "/pipelines", "/pipelines/dora", "/chaos",
+         "/backups", "/status"]
 
 
 def _run(*cmd: str | Path, cwd: Path | None = None) -> str:
