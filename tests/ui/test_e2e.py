@@ -398,6 +398,32 @@ def test_create_and_expire_a_silence(web: Browser) -> None:
     web.assert_clean()
 
 
+def test_arrange_a_dashboards_panels(web: Browser) -> None:
+    page = web.goto("/dashboards/checkout")
+    page.wait_for_selector("[data-testid=panel] .pw-chart[data-rendered='1']")
+    page.click("[data-arrange]")
+    traffic = page.locator(".panels[data-row='0'] > [data-testid=panel]")
+    assert traffic.nth(0).get_attribute("data-title") == "Requests"
+    # Requests one step right, then 6 columns wide; Series taller (by keyboard)
+    traffic.nth(0).get_by_role("button", name="Move right: Requests").click()
+    assert traffic.nth(1).get_attribute("data-title") == "Requests"
+    for _ in range(2):
+        page.get_by_role("button", name="Wider: Requests").click()
+    series = page.get_by_role("button", name="Taller: Series")
+    series.focus()
+    page.keyboard.press("Enter")
+    assert "6/12" in traffic.nth(1).locator(".arrange-size").inner_text()
+    web.shot("dashboard-arrange")
+    page.click("[data-testid=save-layout]")
+    page.wait_for_url(re.compile(r"/dashboards/checkout\?"))
+    page.wait_for_selector("[data-testid=panel]")
+    titles = page.locator(".panels[data-row='0'] > [data-testid=panel]").evaluate_all(
+        "ps => ps.map(p => [p.dataset.title, p.dataset.width, p.dataset.height])")
+    assert titles == [["Series", "4", "9"], ["Requests", "6", ""], ["Load", "4", ""]]
+    assert "span 6" in (page.locator("[data-title=Requests]").get_attribute("style") or "")
+    web.assert_clean()
+
+
 def test_open_a_dashboard(web: Browser) -> None:
     page = web.goto("/dashboards")
     page.click("text=Checkout health")

@@ -189,3 +189,23 @@ def test_compare_two_traces_by_call_path() -> None:
     assert rows[("svc · late",)].change == "added" and rows[("svc · late",)].depth == 0  # its parent never came
     paths = [r.path for r in compare(a, b)]
     assert paths.index(root) < paths.index(db)  # tree order: a parent before its children
+
+
+def test_relayout_moves_and_sizes_panels_within_rows() -> None:
+    from pitwall.core.errors import BadData
+    from pitwall.ui.dashboards import parse_dashboard, relayout, to_yaml
+
+    d = parse_dashboard("title: T\nrows:\n  - panels:\n"
+                        "      - {title: A, type: stat, query: up}\n"
+                        "      - {title: B, type: timeseries, query: up, width: 6}\n"
+                        "  - panels:\n      - {title: C, type: stat, query: up}\n")
+    out = relayout(d, [[{"panel": 1, "width": 8, "height": 10}, {"panel": 0, "width": 4, "height": None}],
+                       [{"panel": 0, "width": 12, "height": None}]])
+    assert [(p.title, p.width, p.height) for p in out.rows[0].panels] == [("B", 8, 10), ("A", 4, None)]
+    assert parse_dashboard(to_yaml(out)).rows[0].panels[0].title == "B"  # what is saved reads back the same
+    for bad, why in [([[{"panel": 0}]], "one list per row"),
+                     ([[{"panel": 0}, {"panel": 0}], [{"panel": 0}]], "each of its 2 panels once"),
+                     ([[{"panel": "x"}, {"panel": 1}], [{"panel": 0}]], "integer 'panel'"),
+                     ([[{"panel": 0, "width": 13}, {"panel": 1}], [{"panel": 0}]], "layout:")]:
+        with pytest.raises(BadData, match=why):
+            relayout(d, bad)

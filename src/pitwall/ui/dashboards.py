@@ -324,6 +324,36 @@ def builtin_values(span_ms: int, points: int = 600, scrape_ms: int = 15_000) -> 
             "__range_ms": VarValue((str(span_ms),))}
 
 
+def relayout(d: Dashboard, layout: Any) -> Dashboard:
+    """The dashboard with its panels rearranged by the grid editor: ``layout`` is, per row, the list of
+    ``{"panel": original index, "width": 1-12 or null, "height": 3-60 or null}`` in the new order. Every
+    panel of a row must appear exactly once (panels move within their row); ``BadData`` names what is wrong."""
+    if not isinstance(layout, list) or len(layout) != len(d.rows):
+        raise BadData(f"layout: one list per row expected ({len(d.rows)} rows)")
+    rows: list[Row] = []
+    for ri, (row, items) in enumerate(zip(d.rows, layout, strict=True)):
+        if not isinstance(items, list) or sorted(_index(it, ri) for it in items) != list(range(len(row.panels))):
+            raise BadData(f"layout: row {ri} must list each of its {len(row.panels)} panels once")
+        panels = []
+        for it in items:
+            try:
+                panels.append(row.panels[it["panel"]].model_copy(update={
+                    "width": it.get("width"), "height": it.get("height")}))
+            except (TypeError, AttributeError):
+                raise BadData(f"layout: row {ri}: bad entry {str(it)[:80]}") from None
+        rows.append(row.model_copy(update={"panels": panels}))
+    try:  # validate the sizes through the model's own bounds
+        return Dashboard.model_validate({**d.model_dump(), "rows": [r.model_dump() for r in rows]})
+    except ValidationError as e:
+        raise BadData(f"layout: {e.errors()[0]['msg']}") from None
+
+
+def _index(item: Any, ri: int) -> int:
+    if not isinstance(item, dict) or not isinstance(item.get("panel"), int) or isinstance(item.get("panel"), bool):
+        raise BadData(f"layout: row {ri}: each entry needs an integer 'panel'")
+    return int(item["panel"])
+
+
 def to_yaml(d: Dashboard) -> str:
     data = d.model_dump(exclude_defaults=True)
     data["title"] = d.title

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from pitwall.ui.dashboards import (
     Variable,
     VarValue,
     builtin_values,
+    relayout,
     substitute,
     to_yaml,
     variable_query,
@@ -246,6 +248,22 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         except PitwallError as e:
             return pages.render(request, "dashboard_edit.html", "dashboards", tr, error=err, uid=uid, text=text,
                                 problem=e.message, source="", status=400)
+        return RedirectResponse(f"/dashboards/{uid}?{tr.qs()}", 303)
+
+    @r.post("/dashboards/{uid}/layout")
+    async def save_layout(uid: str, request: Request) -> Response:
+        """The grid editor's arrangement (form field ``layout``: JSON, see ``dashboards.relayout``), saved as
+        the dashboard's YAML (a provisioned dashboard gets a saved copy, as an edit does)."""
+        tr, _ = pages.range_or_error(request)
+        form = await read_form(request)
+        tenant = tenant_of(request)
+        entry = await call(deps.dashboards.get, uid, tenant)
+        try:
+            layout = json.loads(str(form.get("layout", "")))
+        except ValueError:
+            raise BadData("layout: not a JSON document") from None
+        d = relayout(entry.dashboard, layout)
+        await call(deps.dashboards.save, uid, to_yaml(d), tenant)
         return RedirectResponse(f"/dashboards/{uid}?{tr.qs()}", 303)
 
     @r.post("/dashboards/{uid}/delete")

@@ -373,6 +373,68 @@
     box.replaceChildren(t);
   }
 
+  /* dashboards: the grid editor. Panels move within their row (drag, or the arrows) and take 1-12 of the row's
+     columns and 3-60 grid rows of height; "Save layout" posts the arrangement for the server to write. */
+  function setupArrange() {
+    const btn = $("[data-arrange]"), form = $("[data-arrange-form]");
+    if (!btn || !form) return;
+    const rows = $$(".panels[data-row]");
+    const width = (p) => +p.dataset.width || Math.max(1, Math.round(12 / p.parentElement.children.length));
+    const paint = (p) => {
+      p.style.gridColumn = "span " + width(p);
+      const h = +p.dataset.height || 8;
+      p.querySelector(".arrange-size").textContent = `${width(p)}/12 × ${h}`;
+      p.style.minHeight = h * 30 + "px";
+    };
+    const tools = (p) => {
+      const bar = document.createElement("div");
+      bar.className = "arrange-tools";
+      const mk = (label, title, fn) => {
+        const b = document.createElement("button");
+        b.type = "button"; b.textContent = label; b.title = title; b.setAttribute("aria-label", title + ": " + p.dataset.title);
+        b.addEventListener("click", () => { fn(); paint(p); });
+        bar.append(b);
+      };
+      mk("←", "Move left", () => { if (p.previousElementSibling) p.parentElement.insertBefore(p, p.previousElementSibling); });
+      mk("→", "Move right", () => { if (p.nextElementSibling) p.parentElement.insertBefore(p.nextElementSibling, p); });
+      mk("−", "Narrower", () => { p.dataset.width = String(Math.max(1, width(p) - 1)); });
+      mk("+", "Wider", () => { p.dataset.width = String(Math.min(12, width(p) + 1)); });
+      mk("↑", "Shorter", () => { p.dataset.height = String(Math.max(3, (+p.dataset.height || 8) - 1)); });
+      mk("↓", "Taller", () => { p.dataset.height = String(Math.min(60, (+p.dataset.height || 8) + 1)); });
+      const size = document.createElement("span");
+      size.className = "arrange-size";
+      bar.append(size);
+      p.prepend(bar);
+    };
+    let dragged = null;
+    btn.addEventListener("click", () => {
+      const on = btn.getAttribute("aria-pressed") !== "true";
+      if (!on) { location.reload(); return; }
+      btn.setAttribute("aria-pressed", "true");
+      form.hidden = false;
+      document.body.classList.add("arranging");
+      rows.forEach((row) => {
+        row.classList.add("grid12");
+        Array.from(row.children).forEach((p) => {
+          tools(p); paint(p);
+          p.draggable = true;
+          p.addEventListener("dragstart", (e) => { dragged = p; e.dataTransfer.effectAllowed = "move"; });
+          p.addEventListener("dragover", (e) => { if (dragged && dragged.parentElement === p.parentElement) e.preventDefault(); });
+          p.addEventListener("drop", (e) => {
+            e.preventDefault();
+            if (!dragged || dragged === p || dragged.parentElement !== p.parentElement) return;
+            const after = e.offsetX > p.clientWidth / 2;
+            p.parentElement.insertBefore(dragged, after ? p.nextElementSibling : p);
+          });
+        });
+      });
+    });
+    form.addEventListener("submit", () => {
+      form.elements.layout.value = JSON.stringify(rows.map((row) => Array.from(row.children).map((p) => ({
+        panel: +p.dataset.index, width: width(p), height: +p.dataset.height || null }))));
+    });
+  }
+
   /* service map: hovering a service lights its calls and callers, dims the rest */
   function setupServiceMap() {
     const svg = $("svg[data-map]");
@@ -757,6 +819,7 @@
     setupTagFilters();
     setupLogViews();
     setupServiceMap();
+    setupArrange();
     setupKeyboard();
     setupWaterfall();
     setupLogs();
