@@ -424,6 +424,25 @@ def test_arrange_a_dashboards_panels(web: Browser) -> None:
     web.assert_clean()
 
 
+def test_config_history_and_rollback(web: Browser, seeded_server: SeededServer) -> None:
+    import httpx
+
+    for v in ("pool: 10\ntimeout: 5s\n", "pool: 20\ntimeout: 5s\n"):
+        assert httpx.put(f"{seeded_server.url}/v1/kv/shop/checkout/settings", content=v.encode()).status_code == 200
+    page = web.goto("/config?prefix=shop/checkout/")
+    page.click("[data-testid=key-history]")
+    page.wait_for_selector("[data-testid=changes]")
+    assert page.locator("li.change").count() == 2
+    assert page.locator("li.change").first.locator(".add").inner_text() == "+pool: 20"
+    web.shot("config-history")
+    page.locator("li.change").nth(1).locator("button[data-testid^=rollback-]").click()
+    page.wait_for_selector("[data-testid=rolled-back]")
+    assert page.locator("li.change").count() == 3
+    got = httpx.get(f"{seeded_server.url}/v1/kv/shop/checkout/settings", params={"raw": ""}).text
+    assert got == "pool: 10\ntimeout: 5s\n"
+    web.assert_clean()
+
+
 def test_open_a_dashboard(web: Browser) -> None:
     page = web.goto("/dashboards")
     page.click("text=Checkout health")

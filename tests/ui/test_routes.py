@@ -299,3 +299,33 @@ async def test_trace_compare_needs_two_known_traces(client: httpx.AsyncClient) -
     missing = await client.get("/traces/compare", params={"a": "00000000000000000000000000000002",
                                                            "b": "00000000000000000000000000000001"})
     assert missing.status_code == 404 and "not found" in missing.text
+
+
+async def test_config_pages_history_diff_rollback_and_envs(client: httpx.AsyncClient) -> None:
+    for value in (b"timeout: 5s\nretries: 2\n", b"timeout: 9s\nretries: 2\n"):
+        assert (await client.put("/v1/kv/app/web/settings", content=value)).status_code == 200
+    await client.put("/v1/kv/config/staging/web/timeout", content=b"5s")
+    await client.put("/v1/kv/config/production/web/timeout", content=b"9s")
+    await client.put("/v1/kv/config/production/web/pool", content=b"20")
+    top = await client.get("/config")
+    assert top.status_code == 200 and "app/" in top.text and "config/" in top.text
+    folder = await client.get("/config", params={"prefix": "app/web/"})
+    assert "settings" in folder.text and 'data-testid="key-history"' in folder.text
+    page = await client.get("/config/history", params={"key": "app/web/settings"})
+    assert page.status_code == 200 and page.text.count('class="change ') == 2
+    assert '<span class="del">-timeout: 5s</span>' in page.text and '<span class="add">+timeout: 9s</span>' in page.text
+    first = int(page.text.split('data-testid="rollback-')[1].split('"')[0])
+    r = await client.post("/config/rollback", data={"key": "app/web/settings", "source": "consul", "to": str(first)})
+    assert r.status_code == 303 and "done=" in r.headers["location"]
+    assert (await client.get("/v1/kv/app/web/settings", params={"raw": ""})).content == b"timeout: 5s\nretries: 2\n"
+    again = await client.get("/config/history", params={"key": "app/web/settings", "done": str(first)})
+    assert again.text.count('class="change ') == 3 and 'data-testid="rolled-back"' in again.text
+    bad = await client.post("/config/rollback", data={"key": "app/web/settings", "to": "x"})
+    assert bad.status_code == 400 and "positive integer" in bad.text
+    none = await client.post("/config/rollback", data={"key": "app/web/nothing", "to": "1"})
+    assert none.status_code == 404 and "no recorded change" in none.text
+    envs = await client.get("/config/envs", params={"a": "staging", "b": "production", "service": "web"})
+    assert envs.status_code == 200 and ">web/pool<" in envs.text  # only in production, relative to the env
+    assert ">web/timeout<" in envs.text and ">5s<" in envs.text and ">9s<" in envs.text
+    wrong = await client.get("/config/envs", params={"a": "a/b", "b": "c"})
+    assert wrong.status_code == 400

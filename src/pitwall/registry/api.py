@@ -18,15 +18,11 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
-from pitwall.kube import KubeError
 from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
-from pitwall.registry.envs import diff_envs
-from pitwall.registry.history import ConfigHistory
-from pitwall.registry.kube_history import KubeConfigHistory
+from pitwall.registry.console import ConfigConsole
 from pitwall.registry.kv import MAX_TXN_OPS, KVStore
 from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, check_key
 from pitwall.registry.sessions import SessionStore
-from pitwall.storage.revstore import Compacted, FutureRevision
 
 __all__ = ["AgentInfo", "Blocking", "consul_router", "history_router", "json_response", "read_limited"]
 
@@ -260,31 +256,17 @@ def _status_routes(r: APIRouter, agent: AgentInfo) -> None:
         })
 
 
-def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfigHistory | None = None) -> APIRouter:
+def history_router(console: ConfigConsole) -> APIRouter:
     """pitwall's own config API: a key's recorded changes (a Consul key's, or with ``source=kubernetes`` a
     ConfigMap's or Secret's, named ``configmap/NS/NAME``), the difference between two revisions (of KV keys
     under a prefix, or of one ConfigMap's or Secret's data), putting a key or a ConfigMap/Secret back to what
     it was at a revision, and the difference between two environments (``config/<env>/<service>/...``)."""
     r = error_router("native", tags=["config"])
-
-    def kube_named(key: str) -> KubeConfigHistory:
-        if kube_history is None:
-            raise ConsulError(404, "the Kubernetes API is off (kube.enabled: false): no ConfigMap history")
-        if not key.startswith(("configmap/", "secret/")) or key.count("/") != 2 or key.endswith("/"):
-            raise ConsulError(400, f"source=kubernetes names configmap/NAMESPACE/NAME or "
-                                   f"secret/NAMESPACE/NAME, not {key!r}")
-        return kube_history
+    kv = console.kv
 
     @r.get("/api/config/v1/history")
     async def key_history(key: str, limit: int = 100, source: str = "consul") -> Response:
-        check_key(key)
-        n = max(1, min(limit, 1000))
-        if source == "kubernetes":
-            recs = await kube_named(key).of(key, limit=n)
-        elif source == "consul":
-            recs = await history.of(key, limit=n)
-        else:
-            raise ConsulError(400, f"source must be consul or kubernetes, not {source!r}")
+        recs = await console.records(key, source, limit)
         return json_response({"key": key, "source": source, "changes": [rec.to_api() for rec in recs]})
 
     @r.get("/api/config/v1/diff")
@@ -292,7 +274,7 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
         a, b = _revision(request, "from"), _revision(request, "to")
         if key:  # one ConfigMap's or Secret's data (a Secret's values as digests)
             check_key(key)
-            kh = kube_named(key)
+            kh = console.kube_named(key)
             da, db = await kh.data_at(key, a) or {}, await kh.data_at(key, b) or {}
             out = [{"Key": k, "Old": _b64s(da.get(k)), "New": _b64s(db.get(k))}
                    for k in sorted(da.keys() | db.keys()) if da.get(k) != db.get(k)]
@@ -305,36 +287,11 @@ def history_router(history: ConfigHistory, kv: KVStore, kube_history: KubeConfig
 
     @r.post("/api/config/v1/rollback")
     async def rollback(request: Request, key: str) -> Response:
-        check_key(key)
-        to = _revision(request, "to")
-        if key.startswith(("configmap/", "secret/")):
-            try:
-                done = await kube_named(key).rollback(key, to, who=who(request))
-            except LookupError as e:
-                raise ConsulError(404, str(e)) from None
-            except Compacted as e:
-                raise ConsulError(410, f"{key} at revision {to} is no longer kept ({e}); a Secret's old values "
-                                       f"live only in the store's revisions") from None
-            except FutureRevision:
-                raise ConsulError(400, f"revision {to} is newer than the store's") from None
-            except KubeError as e:  # e.g. a concurrent edit (409): the Kubernetes API's own status
-                raise ConsulError(e.code, f"the Kubernetes API refused the rollback: {e}") from None
-            return json_response(done.to_api())
-        recs = [rec for rec in await history.of(key, limit=history.keep) if rec.revision <= to]
-        if not recs:
-            raise ConsulError(404, f"no recorded change of {key!r} at or before revision {to}")
-        value = recs[-1].new
-        if value is None:
-            await kv.delete(key, who=who(request))
-        else:
-            await kv.put(key, value, who=who(request))
-        now, _ = await kv.get(key)
-        return json_response({"key": key, "to": to, "revision": now.modify_index if now else None,
-                              "deleted": value is None})
+        return json_response(await console.rollback(key, _revision(request, "to"), who=who(request)))
 
     @r.get("/api/config/v1/diff-env")
     async def diff_env(a: str, b: str, service: str = "") -> Response:
-        return json_response((await diff_envs(kv, a, b, service)).to_api())
+        return json_response((await console.envs(a, b, service)).to_api())
 
     return r
 

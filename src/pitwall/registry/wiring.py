@@ -26,6 +26,7 @@ from pitwall.registry.catalog_api import catalog_routes
 from pitwall.registry.config_api import config_routes
 from pitwall.registry.config_entries import CONFIG_PREFIX, ConfigEntries
 from pitwall.registry.connect_api import ConnectCA, connect_routes
+from pitwall.registry.console import ConfigConsole
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kube_history import KubeConfigHistory
 from pitwall.registry.kv import KVStore
@@ -70,7 +71,11 @@ class RegistryPart:
             config_routes(r, self.config, blocking)
             connect_routes(r, self.connect)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
-                Mount(history_router(self.history, self.kv, self.kube_history))]
+                Mount(history_router(self.console()))]
+
+    def console(self) -> ConfigConsole:
+        """The config pages' and ``/api/config/v1``'s reads and rollbacks."""
+        return ConfigConsole(self.kv, self.history, self.kube_history)
 
     async def reload(self, settings: Any) -> None:
         """Nothing of it is configured live."""

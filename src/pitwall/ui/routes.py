@@ -31,6 +31,7 @@ from pitwall.ui import (
     pages_alerts,
     pages_backups,
     pages_chaos,
+    pages_config,
     pages_dashboards,
     pages_incidents,
     pages_pipelines,
@@ -207,6 +208,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_slo.add_routes(r, pages)
     pages_releases.add_routes(r, pages)
     pages_chaos.add_routes(r, pages)
+    pages_config.add_routes(r, pages)
     pages_status.add_routes(r, pages)
     pages_pipelines.add_routes(r, pages)
     pages_backups.add_routes(r, pages)

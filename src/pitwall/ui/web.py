@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from pitwall.ui.alerts_view import AlertsView
     from pitwall.ui.backups_view import BackupsSource
     from pitwall.ui.chaos_view import ChaosSource
+    from pitwall.ui.config_view import ConfigSource
     from pitwall.ui.dashboards import DashboardStore
     from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
@@ -59,6 +60,7 @@ NAV = [
     ("pipelines", "/pipelines", "Pipelines", "p"),
     ("chaos", "/chaos", "Chaos", "x"),
     ("backups", "/backups", "Backups", "k"),
+    ("config", "/config", "Config", "c"),
     ("targets", "/targets", "Targets", "g"),
     ("status", "/status", "Status", "u"),
 ]
@@ -85,6 +87,7 @@ class UIDeps:
     slos: SLOSource | None = None
     pipelines: PipelinesSource | None = None
     backups: BackupsSource | None = None
+    config: ConfigSource | None = None  # the registry's ConfigConsole
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:
@@ -158,6 +161,8 @@ def make_env() -> Environment:
     env.filters["ms"] = _fmt_ms
     env.filters["ts"] = _fmt_ts
     env.filters["ns_ts"] = _fmt_ns
+    env.filters["ms_ts"] = lambda ms: time_tag(int(ms)) if ms else "—"
+    env.filters["utf8"] = lambda b: bytes(b)[:4096].decode(errors="replace")
     env.filters["dt"] = lambda d: time_tag(int(d.timestamp() * 1000)) if d else "—"
     env.filters["line_ts"] = lambda ns: time_tag(int(ns) // 1_000_000, precise=True, zone=False)
     env.filters["bytes"] = fmt_bytes

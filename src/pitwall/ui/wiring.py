@@ -23,6 +23,7 @@ from pitwall.traces import TraceQuery
 from pitwall.ui.alerts_view import AlertsView
 from pitwall.ui.backups_view import BackupsSource
 from pitwall.ui.chaos_view import ChaosSource
+from pitwall.ui.config_view import ConfigSource
 from pitwall.ui.dashboards import DashboardStore
 from pitwall.ui.incidents_view import IncidentsSource
 from pitwall.ui.logs_view import LogsView
@@ -88,6 +89,7 @@ def build_ui(
     changes: ChangesSource | None = None,
     pipelines: PipelineRunner | None = None,
     backups: BackupsSource | None = None,
+    config_store: ConfigSource | None = None,
     config: Any = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
@@ -96,7 +98,8 @@ def build_ui(
     pages, ``releases`` (``pitwall.releases.ReleasesConsole``) the releases pages, ``chaos``
     (``pitwall.chaos.ChaosConsole``) the chaos page, ``changes`` (``pitwall.incidents.ChangeLog``) their
     change events, ``pipelines`` (the pipelines pillar's runner) the pipelines pages, ``backups`` (e.g.
-    ``pitwall.backup.BackupReads``) the backups pages; ``config`` (the server's settings) is shown,
+    ``pitwall.backup.BackupReads``) the backups pages, ``config_store`` (``pitwall.registry.ConfigConsole``) the
+    config pages; ``config`` (the server's settings) is shown,
     redacted, on the status page."""
     alerts = None
     if notifications is not None or rules is not None:
@@ -117,6 +120,7 @@ def build_ui(
         changes=changes,
         pipelines=RunnerPipelines(pipelines) if pipelines is not None else None,
         backups=backups,
+        config=config_store,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)
