@@ -169,7 +169,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Consul's API over the same store; its catalog follows Services and Endpoints; its config entries
     # (intentions, router, splitter, resolver) become Istio-shaped objects the service proxy enforces.
     registry = build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client,
-                                   election=controllers.election)
+                                   election=controllers.election, max_blocking_queries=settings.consul.max_blocking_queries,
+                                   api=kube.api, groups_of=node.kubelet.container_groups)
     traffic.proxy.overlay = registry.config.mesh_objects
     registry.config.listeners.append(traffic.proxy.refresh_mesh)
     return ControlPlane(
