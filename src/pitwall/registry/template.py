@@ -10,7 +10,7 @@ line and column.
 
 consul-template's functions: ``key``, ``keyOrDefault``, ``keyExists``, ``ls``, ``tree``, ``service``
 (``tag.name``, ``@dc`` and ``|filter`` forms), ``services``, ``env``; helpers ``toJSON``, ``toUpper``,
-``toLower``, ``join``, ``split``, ``trimSpace``, ``replaceAll``, ``parseInt``, ``contains``. The data
+``toLower``, ``join``, ``split``, ``explode``, ``trimSpace``, ``replaceAll``, ``parseInt``, ``contains``. The data
 behind them comes from a ``Data`` (``templates.py`` reads the Consul KV and catalog through it and records
 what each render read). A template is bounded: its size, nesting, output bytes and loop iterations.
 """
@@ -736,6 +736,25 @@ def _to_json(_d: Data, v: Any) -> str:
     return orjson.dumps(_to_plain(v), option=orjson.OPT_SORT_KEYS).decode()
 
 
+def _explode(_d: Data, pairs: Any) -> dict[str, Any]:
+    """``tree``/``ls`` pairs as a nested map split on ``/`` (consul-template's ``explode``)."""
+    if not isinstance(pairs, (list, tuple)):
+        raise TypeError(f"explode wants the pairs of ls or tree, got {_go_type(pairs)}")
+    out: dict[str, Any] = {}
+    for p in pairs:
+        if not isinstance(p, Record) or "Key" not in p:
+            raise TypeError("explode wants the pairs of ls or tree")
+        *dirs, leaf = str(p["Key"]).split("/")
+        node = out
+        for d in dirs:
+            nxt = node.setdefault(d, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"key {p['Key']!r} is both a value and a folder")
+            node = nxt
+        node[leaf] = p["Value"]
+    return out
+
+
 def _join(_d: Data, sep: Any, items: Any) -> str:
     if not isinstance(items, (list, tuple)):
         raise TypeError(f"join wants a list, got {_go_type(items)}")
@@ -851,6 +870,7 @@ _FUNCS: dict[str, _Fn] = {
     "services": _Fn(_services, (0, 0), True),
     "env": _Fn(lambda d, name: d.env(_str(name, "name")), (1, 1)),
     "toJSON": _Fn(_to_json, (1, 1)),
+    "explode": _Fn(_explode, (1, 1)),
     "toUpper": _Fn(lambda _d, s: _str(s).upper(), (1, 1)),
     "toLower": _Fn(lambda _d, s: _str(s).lower(), (1, 1)),
     "join": _Fn(_join, (2, 2)),
