@@ -30,7 +30,7 @@ from typing import Any
 
 from pitwall.controllers import object_key, record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
-from pitwall.kube import KubeClient, NotFoundError, match_label_selector_object
+from pitwall.kube import Conflict, KubeClient, NotFoundError, match_label_selector_object
 from pitwall.registry.agent import AGENT_PREFIX
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, consul_name
 from pitwall.registry.kv import KVStore
@@ -328,8 +328,16 @@ class ConfigTemplateController:
         new["conditions"] = _condition(ok, reason, message, status.get("conditions") or [])
         if new == (obj.get("status") or {}):
             return
-        obj["status"] = new
-        try:
-            await self.client.update_status(obj, field_manager=COMPONENT)
-        except NotFoundError:
-            return
+        for _ in range(5):  # a concurrent edit of the spec must not lose the status (its action count)
+            obj["status"] = new
+            try:
+                await self.client.update_status(obj, field_manager=COMPONENT)
+                return
+            except NotFoundError:
+                return
+            except Conflict:
+                try:
+                    obj = await self.client.get(API_VERSION, KIND, obj["metadata"]["name"], obj["metadata"]["namespace"])
+                except NotFoundError:
+                    return
+        log.warning("ConfigTemplate status not written after conflicts", extra={"template": object_key(obj)})
