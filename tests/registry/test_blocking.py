@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from pitwall.config import load_settings
 from pitwall.registry.blocking import FLOOR_KEY, ParkHeldQueries, WatchHub, parse_go_duration
 from pitwall.registry.model import KV_PREFIX, ConsulError
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -137,3 +138,28 @@ async def test_a_held_kv_read_waits_in_the_park_not_in_the_route(hub: WatchHub) 
         seen.clear()
         await asyncio.wait_for(park(scope(path, qs), receive, None), 5)  # changed already, or not its to judge
         assert len(seen) == 1 and FLOOR_KEY not in seen[0] and seen[0]["query_string"] == qs.encode(), (path, qs)
+
+
+def test_the_cap_is_a_setting_and_a_held_read_past_it_is_a_consul_429(tmp_path: Path) -> None:
+    """``consul.max_blocking_queries`` caps held reads; the one past it (parked or not) gets Consul's 429 text."""
+    srv = LiveServer(load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                                   consul={"max_blocking_queries": 2}))
+    srv.start()
+    socks: list[socket.socket] = []
+    try:
+        httpx.put(f"{srv.url}/v1/kv/capped", content=b"v")
+        index = httpx.get(f"{srv.url}/v1/kv/capped").headers["X-Consul-Index"]
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(f"GET /v1/kv/capped?index={index}&wait=60s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            socks.append(s)
+        deadline = time.monotonic() + 20
+        while _held(srv) < 2:
+            assert time.monotonic() < deadline, "the blocking queries were never held"
+            time.sleep(0.05)
+        r = httpx.get(f"{srv.url}/v1/kv/capped?index={index}&wait=60s", timeout=10)
+        assert r.status_code == 429 and "too many blocking queries held (2)" in r.text
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()
