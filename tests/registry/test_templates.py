@@ -272,3 +272,18 @@ def test_events_wake_only_the_templates_that_read_them() -> None:
     woken.clear()
     ctl.on_events([ev("/pitwall/consul/kv/app/x")])
     assert woken == [] and "app/x" not in ctl._by_key
+
+
+async def test_signal_without_a_selector_signals_nobody(env: Env) -> None:
+    env.groups["default/web-1"] = {"app": 2 ** 22 + 12345}  # never signalled: the selector is refused first
+    await env.put("app/level", "info")
+    await env.c.create(template("app", 'level={{ key "app/level" }}', action="signal"))
+    await env.has_text("level=info")
+    await env.put("app/level", "debug")
+    await env.has_text("level=debug")
+
+    async def refused() -> bool:
+        evs = (await env.c.list("v1", "Event", "default")).items
+        return any(e["reason"] == "SignalFailed" and "non-empty spec.podSelector" in e["message"] for e in evs)
+    await eventually(refused)
+    assert (await env.status("app")).get("actions", 0) == 0

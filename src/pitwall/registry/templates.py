@@ -289,10 +289,15 @@ class ConfigTemplateController:
                                f"cannot send {sig_name}: " + ("no node runs pods here" if sig else "unknown signal"),
                                COMPONENT)
             return 0
+        selector = spec.get("podSelector") or {}
+        if not selector.get("matchLabels") and not selector.get("matchExpressions"):  # never every pod
+            await record_event(self.client, obj, "Warning", "SignalFailed",
+                               "action signal needs a non-empty spec.podSelector", COMPONENT)
+            return 0
         wanted = set(spec.get("containers") or [])
         sent: list[str] = []
         for pod in (await self.client.list("v1", "Pod", ns)).items:
-            if not match_label_selector_object(spec.get("podSelector") or {}, pod["metadata"].get("labels")):
+            if not match_label_selector_object(selector, pod["metadata"].get("labels")):
                 continue
             pname = pod["metadata"]["name"]
             for cname, pgid in self.groups_of(ns, pname).items():
