@@ -223,6 +223,8 @@ def test_field_on_map_missing_is_no_value_but_on_record_is_an_error() -> None:
     ("{{ (key \"a\" }}", (1, 4), "unclosed left paren"),
     ("{{ x", (1, 1), "unclosed action"),
     ('{{ parseInt "x1" }}', (1, 4), "invalid syntax"),
+    ('{{ parseInt "0x10" }}', (1, 4), "invalid syntax"),  # base 10 only, as consul-template
+    ('{{ parseInt " 1" }}', (1, 4), "invalid syntax"),
 ])
 def test_errors_name_line_and_column(text: str, where: tuple[int, int], says: str) -> None:
     e = fails(text)

@@ -768,9 +768,15 @@ def _split(_d: Data, sep: Any, s: Any) -> list[str]:
     return s.split(sep) if sep else list(s)
 
 
+_DECIMAL = re.compile(r"[-+]?[0-9]+")
+
+
 def _parse_int(_d: Data, s: Any) -> int:
+    """Base-10 int64, as consul-template's ``strconv.ParseInt(s, 10, 64)`` (no spaces, no underscores)."""
     try:
-        return int(_str(s).strip(), 0) if _str(s).strip().lower().startswith(("0x", "0o", "0b")) else int(s)
+        if not _DECIMAL.fullmatch(_str(s)) or not -(2 ** 63) <= int(s) < 2 ** 63:
+            raise ValueError(s)
+        return int(s)
     except ValueError:
         raise ValueError(f'strconv.ParseInt: parsing "{s}": invalid syntax') from None
 
