@@ -136,8 +136,7 @@ class WatchHub:
     async def stop(self) -> None:
         await self.tasks.stop()
         for w in list(self._waiters):
-            if not w.fut.done():
-                w.fut.cancel()
+            _settle(w.fut, 0)  # answered as at their deadline
 
     async def _follow(self, root: str, start: int) -> None:
         async for batch in self.store.watch(root, start_revision=start, prev_kv=root in self.prev_kv):
@@ -192,23 +191,35 @@ class WatchHub:
         """Until a key under ``prefixes`` changes after ``index``: that change's revision; 0 on timeout,
         -1 when the client went away."""
         w = self._register(prefixes)
+        timer: asyncio.TimerHandle | None = None
         gone: asyncio.Task[None] | None = None
         try:
             rev = self._deleted_since(prefixes, index)
             if rev:
                 return rev
-            waits: set[asyncio.Future[Any]] = {w.fut}
+            # The deadline and the client's departure settle the waiter's own future (a timer and one task),
+            # rather than asyncio.wait's extra futures, callbacks and frames: thousands are held at once.
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(max(timeout_s, 0.0), _settle, w.fut, 0)
             if request is not None:
-                gone = asyncio.ensure_future(_disconnected(request))
-                waits.add(gone)
-            await asyncio.wait(waits, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
-            if w.fut.done() and not w.fut.cancelled():
-                return w.fut.result()
-            return -1 if gone is not None and gone.done() else 0
+                gone = loop.create_task(_settle_on_disconnect(request, w.fut))
+            return await w.fut
         finally:
             self._waiters.discard(w)
+            if timer is not None:
+                timer.cancel()
             if gone is not None:
                 gone.cancel()
+
+
+def _settle(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+async def _settle_on_disconnect(request: Request, fut: asyncio.Future[int]) -> None:
+    await _disconnected(request)
+    _settle(fut, -1)
 
 
 async def _disconnected(request: Request) -> None:
