@@ -1,12 +1,18 @@
 """Consul KV on pitwall beside Debian's etcd (v3 JSON gateway), same machine, same run.
 
-    PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 700]
+    PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 10000]
+        [--watchers-only]
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
 connection), concurrent PUTs (``--concurrency`` connections), and for
 pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
 one key, the server's RSS before and while they are held, and the time from
-the write to the last waiter answering. pitwall runs as ``pitwall server``
+the write to the last waiter answering; then as many held again and their
+clients gone, and the time until the server holds none (a client that
+disconnects frees its watcher). The bench lifts its own open-files soft limit
+to the hard one (10,000 held queries are 10,000 sockets on each side;
+``pitwall server`` lifts its own). ``--watchers-only`` skips etcd and the
+KV throughput. pitwall runs as ``pitwall server``
 (SQLite state store, fsync on each commit; each KV write also records its
 history and a change event); etcd fsyncs its WAL before it answers. Not part
 of the tests: run it and copy the figures into docs/status.md.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import resource
 import statistics
 import sys
 import tempfile
@@ -100,40 +107,86 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     return data
 
 
+async def _held(c: httpx.AsyncClient, url: str) -> float:
+    """The server's own gauge of blocking queries held."""
+    m = (await c.get(f"{url}/metrics")).text
+    return next((float(x.split()[-1]) for x in m.splitlines() if x.startswith("pitwall_consul_blocking_queries ")),
+                0.0)
+
+
+async def _hold(server: Server, c: httpx.AsyncClient, index: str, watchers: int,
+                ) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``watchers`` blocking queries opened (in batches, within the listen backlog) and held."""
+    conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for start in range(0, watchers, 500):
+        conns += await asyncio.gather(*(_held_query("127.0.0.1", server.port,
+                                                    f"/v1/kv/watched?index={index}&wait=300s")
+                                        for _ in range(start, min(start + 500, watchers))))
+    while await _held(c, server.url) < watchers:  # until every query is held (the server's gauge says so)
+        await asyncio.sleep(0.2)
+    return conns
+
+
 async def bench_watchers(server: Server, watchers: int) -> dict[str, float]:
     url = server.url
     async with httpx.AsyncClient(timeout=120) as c:
         await c.put(f"{url}/v1/kv/watched", content=b"v0")
         index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
+        for _ in range(3):  # warm the request path so its one-off allocations are not counted per waiter
+            await c.get(f"{url}/v1/kv/watched?index={index}&wait=10ms")
         rss_before, _ = server.rss_mib()
-        conns = await asyncio.gather(*(_held_query("127.0.0.1", server.port,
-                                                   f"/v1/kv/watched?index={index}&wait=60s")
-                                       for _ in range(watchers)))
+        conns = await _hold(server, c, index, watchers)
         answers = [asyncio.create_task(_answer(r, w)) for r, w in conns]
-        while True:  # until every query is held (the server's own gauge says so)
-            m = (await c.get(f"{url}/metrics")).text
-            held = next((float(x.split()[-1]) for x in m.splitlines()
-                         if x.startswith("pitwall_consul_blocking_queries ")), 0.0)
-            if held >= watchers:
-                break
-            await asyncio.sleep(0.2)
         rss_held, _ = server.rss_mib()
         t0 = time.perf_counter()
         await c.put(f"{url}/v1/kv/watched", content=b"v1")
         done = await asyncio.gather(*answers)
         wake = time.perf_counter() - t0
+        new_index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
+        # held again, then every client goes away without an answer
+        conns = await _hold(server, c, new_index, watchers)
+        t0 = time.perf_counter()
+        for _r, w in conns:
+            w.transport.abort()
+        while await _held(c, url) > 0:
+            await asyncio.sleep(0.05)
+        freed = time.perf_counter() - t0
+        rss_after, _ = server.rss_mib()
     assert all(d.startswith(b"HTTP/1.1 200") and b"x-consul-index: " in d.lower()
                and b"x-consul-index: " + index.encode() + b"\r\n" not in d.lower() for d in done)
     return {"rss_before": rss_before, "rss_held": rss_held, "kib_per_waiter": (rss_held - rss_before) * 1024 / watchers,
-            "wake_all_ms": wake * 1000}
+            "wake_all_ms": wake * 1000, "freed_ms": freed * 1000, "rss_after": rss_after}
+
+
+def _raise_open_files() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _print_watchers(w: dict[str, float], watchers: int) -> None:
+    print(f"blocking queries held: {watchers}; RSS {w['rss_before']:.0f} -> {w['rss_held']:.0f} MiB "
+          f"({w['kib_per_waiter']:.1f} KiB per held query, connection included); "
+          f"all woken {w['wake_all_ms']:.0f} ms after the write; {watchers} clients gone: none held "
+          f"{w['freed_ms']:.0f} ms later (RSS then {w['rss_after']:.0f} MiB)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--watchers", type=int, default=700)
+    ap.add_argument("--watchers", type=int, default=10_000)
+    ap.add_argument("--watchers-only", action="store_true")
     args = ap.parse_args()
+    _raise_open_files()
+    if args.watchers_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            pit = Server("pitwall", Path(tmp))
+            try:
+                _print_watchers(asyncio.run(bench_watchers(pit, args.watchers)), args.watchers)
+            finally:
+                pit.stop()
+        return
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         etcd_url, etcd = start_etcd(work / "etcd")
@@ -155,9 +208,7 @@ def main() -> None:
         print(f"{label:24}{p[k]:12.0f}{e[k]:12.0f}{ratio(p[k], e[k]):>8}")
     for k in ("put_p50", "put_p99", "get_p50", "get_p99"):
         print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
-    print(f"blocking queries held: {args.watchers}; RSS {w['rss_before']:.0f} -> {w['rss_held']:.0f} MiB "
-          f"({w['kib_per_waiter']:.1f} KiB per held query, connection included); "
-          f"all woken {w['wake_all_ms']:.0f} ms after the write")
+    _print_watchers(w, args.watchers)
 
 
 if __name__ == "__main__":

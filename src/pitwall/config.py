@@ -115,6 +115,15 @@ class KubeSettings(_Section):
         return v
 
 
+class ConsulSettings(_Section):
+    """Consul's HTTP API on pitwall's port."""
+
+    max_blocking_queries: int = Field(
+        10_000, gt=0, le=100_000,
+        description="blocking queries held open at once (beyond it: 429); the HTTP server's connection limit "
+                    "is this plus 1000 for other requests")
+
+
 class GatewaySettings(_Section):
     """The API gateway: a public proxy configured by a Kong 3.x declarative file (off while ``listen`` is unset)."""
 
@@ -322,6 +331,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     kube: KubeSettings = Field(default_factory=KubeSettings)
+    consul: ConsulSettings = Field(default_factory=ConsulSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     query: QuerySettings = Field(default_factory=QuerySettings)

@@ -56,7 +56,7 @@ from pitwall.metrics import Engine
 from pitwall.metrics.wiring import MetricsPart, build_metrics
 from pitwall.node import NodePart, build_node_part
 from pitwall.pipelines import DoraIncident, PipelinesPart, build_pipelines_part
-from pitwall.registry import RegistryPart, build_registry_part
+from pitwall.registry import ParkHeldQueries, RegistryPart, build_registry_part
 from pitwall.releases import ReleasesConsole
 from pitwall.releases.wiring import ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
@@ -176,7 +176,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Consul's API over the same store; its catalog follows Services and Endpoints; its config entries
     # (intentions, router, splitter, resolver) become Istio-shaped objects the service proxy enforces.
     registry = build_registry_part(kube.store, changes, listen=settings.listen, kube=kube.api.client,
-                                   election=controllers.election)
+                                   election=controllers.election, max_blocking_queries=settings.consul.max_blocking_queries,
+                                   api=kube.api, groups_of=node.kubelet.container_groups)
     traffic.proxy.overlay = registry.config.mesh_objects
     registry.config.listeners.append(traffic.proxy.refresh_mesh)
     registry.connect = traffic.mesh_node  # Consul's Connect CA endpoints serve the mesh's CA
@@ -438,6 +439,9 @@ def create_app(settings: Settings) -> FastAPI:
         for mount in part.mounts(lambda: c.ready):
             app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
+    if c.control_plane is not None:  # held Consul blocking reads wait below auth, above the router (less memory)
+        reg = c.control_plane.registry
+        app.add_middleware(ParkHeldQueries, hub=reg.hub, current=reg.kv_index)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
     _install_auth(app, c)
     # A foreign Host or a cross-site write is refused before anything else looks at it.

@@ -7,11 +7,14 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
 
-from pitwall.registry.blocking import WatchHub, parse_go_duration
+from pitwall.config import load_settings
+from pitwall.registry.blocking import FLOOR_KEY, ParkHeldQueries, WatchHub, parse_go_duration
 from pitwall.registry.model import KV_PREFIX, ConsulError
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import LiveServer
@@ -97,3 +100,66 @@ def test_client_disconnect_frees_its_waiter(server: LiveServer) -> None:
     while _held(server) > base:  # long before the 60s wait ends
         assert time.monotonic() < deadline, "the waiter outlived its client"
         time.sleep(0.05)
+
+
+async def test_a_held_kv_read_waits_in_the_park_not_in_the_route(hub: WatchHub) -> None:
+    """``ParkHeldQueries`` holds the read on the hub, then hands the route ``wait=0s`` and the waking revision;
+    reads it cannot vouch for pass straight through."""
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    async def current(key: str, listing: bool) -> int:
+        return 5
+
+    park = ParkHeldQueries(app, hub, current)
+    never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        return await never  # the client stays
+
+    def scope(path: str, qs: str) -> dict[str, Any]:
+        return {"type": "http", "method": "GET", "path": path, "raw_path": path.encode(), "query_string": qs.encode()}
+
+    held = asyncio.create_task(park(scope("/v1/kv/app/x", "index=5&wait=30s&recurse"), receive, None))
+    for _ in range(200):
+        if hub.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert hub.waiting == 1 and not seen  # held in the park; the route has not run
+    rev = (await hub.store.put(KV_PREFIX + "app/x/y", b"{}")).mod_revision
+    await asyncio.wait_for(held, 10)
+    assert len(seen) == 1 and seen[0][FLOOR_KEY] == rev
+    q = parse_qs(seen[0]["query_string"].decode(), keep_blank_values=True)
+    assert q["wait"] == ["0s"] and q["index"] == ["5"] and "recurse" in q
+    for path, qs in [("/v1/kv/app/x", "index=4"), ("/v1/kv/app/x", "index=abc"), ("/v1/kv/app/x", "wait=5s"),
+                     ("/v1/kv/../etc", "index=9"), ("/v1/catalog/services", "index=9")]:
+        seen.clear()
+        await asyncio.wait_for(park(scope(path, qs), receive, None), 5)  # changed already, or not its to judge
+        assert len(seen) == 1 and FLOOR_KEY not in seen[0] and seen[0]["query_string"] == qs.encode(), (path, qs)
+
+
+def test_the_cap_is_a_setting_and_a_held_read_past_it_is_a_consul_429(tmp_path: Path) -> None:
+    """``consul.max_blocking_queries`` caps held reads; the one past it (parked or not) gets Consul's 429 text."""
+    srv = LiveServer(load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
+                                   consul={"max_blocking_queries": 2}))
+    srv.start()
+    socks: list[socket.socket] = []
+    try:
+        httpx.put(f"{srv.url}/v1/kv/capped", content=b"v")
+        index = httpx.get(f"{srv.url}/v1/kv/capped").headers["X-Consul-Index"]
+        for _ in range(2):
+            s = socket.create_connection(("127.0.0.1", srv.port))
+            s.sendall(f"GET /v1/kv/capped?index={index}&wait=60s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            socks.append(s)
+        deadline = time.monotonic() + 20
+        while _held(srv) < 2:
+            assert time.monotonic() < deadline, "the blocking queries were never held"
+            time.sleep(0.05)
+        r = httpx.get(f"{srv.url}/v1/kv/capped?index={index}&wait=60s", timeout=10)
+        assert r.status_code == 429 and "too many blocking queries held (2)" in r.text
+    finally:
+        for s in socks:
+            s.close()
+        srv.stop()

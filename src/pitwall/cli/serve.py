@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import resource
 import socket
 import ssl
 import sys
@@ -30,6 +32,8 @@ def settings_from(config: Path | None, data_dir: Path | None, listen: str | None
 
 
 log = logging.getLogger(__name__)
+OTHER_REQUESTS = 1000  # connections beyond the held blocking queries (uvicorn's limit_concurrency)
+FILES_HEADROOM = 1024  # descriptors for the stores, pods' pipes, watches
 
 
 def tls_reloader(config: uvicorn.Config) -> Callable[[Settings], None]:
@@ -76,11 +80,22 @@ def _listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _raise_open_files(wanted: int) -> None:
+    """Lift the soft limit on open files towards ``wanted`` (each held connection is a descriptor; the
+    common soft default of 1024 would refuse connections long before the concurrency limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests first."""
     from pitwall.server import create_app
 
     setup_logging(settings.log_level, settings.log_format)
+    _raise_open_files(settings.consul.max_blocking_queries + OTHER_REQUESTS + FILES_HEADROOM)
     sock = _listen_socket(settings.host, settings.port)  # first: a taken port fails before anything starts
     try:
         app = create_app(settings)
@@ -97,7 +112,8 @@ def run(settings: Settings) -> None:
         timeout_graceful_shutdown=30,
         ssl_certfile=str(settings.tls_cert_file) if settings.tls_cert_file else None,
         ssl_keyfile=str(settings.tls_key_file) if settings.tls_key_file else None,
-        limit_concurrency=1000,
+        # Held Consul blocking queries are connections too: uvicorn counts them against this limit.
+        limit_concurrency=settings.consul.max_blocking_queries + OTHER_REQUESTS,
         server_header=False,
     )
     app.state.reloaders.append(tls_reloader(config))

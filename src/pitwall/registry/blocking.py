@@ -22,20 +22,23 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 
 from pitwall.core.tasks import Supervisor
-from pitwall.registry.model import ConsulError
+from pitwall.registry.model import KV_PREFIX, ConsulError, check_key
 from pitwall.storage.revstore import Event, RevStore
 
-__all__ = ["DEFAULT_WAIT_S", "MAX_WAIT_S", "QueryOptions", "WatchHub", "blocking_read", "parse_go_duration"]
+__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "ParkHeldQueries", "QueryOptions", "WatchHub", "blocking_read", "parse_go_duration"]
 
 T = TypeVar("T")
 DEFAULT_WAIT_S = 300.0  # Consul: 5 minutes
 MAX_WAIT_S = 600.0  # Consul: 10 minutes
 DELETE_RING = 4096
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+FLOOR_KEY = "pitwall.consul.woken"  # scope key: the revision that woke a parked query (an index floor)
+_PARK_PATH = "/v1/kv/"
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -82,6 +85,7 @@ class QueryOptions:
         if "stale" in q and "consistent" in q:
             raise ConsulError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
         self.request = request
+        self.floor = int(request.scope.get(FLOOR_KEY, 0))  # woken while parked (``ParkHeldQueries``)
 
     def deadline_s(self) -> float:
         """The wait plus Consul's jitter of up to wait/16, so many clients do not wake together."""
@@ -132,8 +136,7 @@ class WatchHub:
     async def stop(self) -> None:
         await self.tasks.stop()
         for w in list(self._waiters):
-            if not w.fut.done():
-                w.fut.cancel()
+            _settle(w.fut, 0)  # answered as at their deadline
 
     async def _follow(self, root: str, start: int) -> None:
         async for batch in self.store.watch(root, start_revision=start, prev_kv=root in self.prev_kv):
@@ -188,23 +191,35 @@ class WatchHub:
         """Until a key under ``prefixes`` changes after ``index``: that change's revision; 0 on timeout,
         -1 when the client went away."""
         w = self._register(prefixes)
+        timer: asyncio.TimerHandle | None = None
         gone: asyncio.Task[None] | None = None
         try:
             rev = self._deleted_since(prefixes, index)
             if rev:
                 return rev
-            waits: set[asyncio.Future[Any]] = {w.fut}
+            # The deadline and the client's departure settle the waiter's own future (a timer and one task),
+            # rather than asyncio.wait's extra futures, callbacks and frames: thousands are held at once.
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(max(timeout_s, 0.0), _settle, w.fut, 0)
             if request is not None:
-                gone = asyncio.ensure_future(_disconnected(request))
-                waits.add(gone)
-            await asyncio.wait(waits, timeout=max(timeout_s, 0.0), return_when=asyncio.FIRST_COMPLETED)
-            if w.fut.done() and not w.fut.cancelled():
-                return w.fut.result()
-            return -1 if gone is not None and gone.done() else 0
+                gone = loop.create_task(_settle_on_disconnect(request, w.fut))
+            return await w.fut
         finally:
             self._waiters.discard(w)
+            if timer is not None:
+                timer.cancel()
             if gone is not None:
                 gone.cancel()
+
+
+def _settle(fut: asyncio.Future[int], value: int) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+async def _settle_on_disconnect(request: Request, fut: asyncio.Future[int]) -> None:
+    await _disconnected(request)
+    _settle(fut, -1)
 
 
 async def _disconnected(request: Request) -> None:
@@ -226,6 +241,7 @@ async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOpt
     (``share``, when given) woken by the same revision share one read.
     """
     result, idx = await read()
+    idx = max(idx, opts.floor)  # a delete that woke a parked query leaves no revision to read
     if opts.index <= 0 or idx > opts.index:
         return result, max(idx, 1)
     deadline = time.monotonic() + opts.deadline_s()
@@ -238,3 +254,76 @@ async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOpt
         idx = max(idx, rev)
         if idx > opts.index:
             return result, idx
+
+
+
+class _Receiver:
+    """What ``WatchHub.wait`` needs of a request: its ``receive`` (to see the client leave)."""
+
+    __slots__ = ("receive",)
+
+    def __init__(self, receive: Any) -> None:
+        self.receive = receive
+
+
+class ParkHeldQueries:
+    """ASGI middleware (innermost, below auth): a blocking KV read waits here, not in the router.
+
+    A held query's cost is mostly the request's coroutine stack: the web
+    framework's routing, dependency and exception layers, one frame each,
+    held for minutes. A ``GET /v1/kv/...?index=N`` whose key or prefix has
+    not changed since ``N`` waits in this thin layer on the ``WatchHub``
+    (the same waiter, cap and disconnect handling); when woken or at its
+    deadline it goes on to the router with ``wait=0s`` and the waking
+    revision in the scope (``FLOOR_KEY``), so the route answers at once with
+    Consul's semantics. Anything it cannot vouch for (a bad index or wait, a
+    bad key, the cap reached) passes through untouched for the route to
+    answer in Consul's format.
+    """
+
+    def __init__(self, app: Any, hub: WatchHub, current: Callable[[str, bool], Awaitable[int]]) -> None:
+        self.app, self.hub, self.current = app, hub, current
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        parked = self._parse(scope) if scope["type"] == "http" and scope["method"] == "GET" and \
+            scope["path"].startswith(_PARK_PATH) else None
+        if parked is None:
+            await self.app(scope, receive, send)
+            return
+        key, listing, index, wait_s, query = parked
+        try:
+            if await self.current(key, listing) > index:
+                await self.app(scope, receive, send)
+                return
+            rev = await self.hub.wait((KV_PREFIX + key,), index, wait_s + random.uniform(0.0, wait_s / 16),
+                                      _Receiver(receive))  # type: ignore[arg-type]
+        except ConsulError:  # the cap: the route answers 429 in Consul's format
+            await self.app(scope, receive, send)
+            return
+        if rev < 0:  # the client left: nobody to answer
+            return
+        query = [(k, v) for k, v in query if k != "wait"] + [("wait", "0s")]
+        await self.app({**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: rev}, receive, send)
+
+    @staticmethod
+    def _parse(scope: Any) -> tuple[str, bool, int, float, list[tuple[str, str]]] | None:
+        raw = scope.get("raw_path", b"") or b""
+        if b".." in raw or b"%2" in raw.lower():  # traversal checks are the route's
+            return None
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        q = dict(query)
+        try:
+            index = int(q.get("index", "0"))
+            wait_s = min(max(parse_go_duration(q["wait"]) if "wait" in q else DEFAULT_WAIT_S, 0.0), MAX_WAIT_S)
+        except ValueError:
+            return None
+        if index <= 0 or ("stale" in q and "consistent" in q):
+            return None
+        key = scope["path"][len(_PARK_PATH):]
+        listing = "keys" in q or "recurse" in q
+        try:
+            check_key(key, allow_empty=listing)
+        except ConsulError:
+            return None
+        return key, listing, index, wait_s, query
+

@@ -198,21 +198,31 @@ class ReloadController:
         now, changed = await self._hashes(ns, targets, recorded)
         if now == recorded and not first:
             return None
-        refs = references(d["spec"].get("template") or {})
         patch: Obj = {"metadata": {"annotations": {HASHES_ANNOTATION: orjson.dumps(now).decode()}}}
         if changed and not first:
-            ref, h = changed[-1]
-            kind, _, cname = ref.partition("/")
-            source = {"type": kind.upper(), "name": cname, "namespace": ns, "hash": h,
-                      "containerRefs": refs.get(ref, []), "observedAt": int(time.time())}
-            patch["spec"] = {"template": {"metadata": {"annotations": {
-                LAST_RELOADED_FROM: orjson.dumps(source).decode()}}}}
+            patch["spec"] = _rollout(d, *changed[-1])
         d["metadata"]["annotations"] = {**ann, **patch["metadata"]["annotations"]}
         await self.client.patch("apps/v1", "Deployment", name, _with_version(patch, d), namespace=ns,
                                 patch_type="merge", field_manager=COMPONENT)
         if "spec" in patch:
             await self._announce(d, [ref for ref, _ in changed])
         return None
+
+    async def roll(self, namespace: str, name: str, ref: str, hash_: str, *, component: str = COMPONENT) -> bool:
+        """Roll Deployment ``namespace/name`` as a change of ``ref`` ("configmap/NAME" or "secret/NAME",
+        now hashing ``hash_``) does: the pod template gets ``LAST_RELOADED_FROM``, an Event and a change
+        event say why. False when the Deployment does not exist. (Other controllers, the ConfigTemplate
+        one, roll Deployments through this.)"""
+        try:
+            d = await self.client.get("apps/v1", "Deployment", name, namespace)
+        except NotFoundError:
+            return False
+        patch = {"metadata": {"resourceVersion": d["metadata"].get("resourceVersion")},
+                 "spec": _rollout(d, ref, hash_)}
+        await self.client.patch("apps/v1", "Deployment", name, patch, namespace=namespace, patch_type="merge",
+                                field_manager=component)
+        await self._announce(d, [ref])
+        return True
 
     async def _hashes(self, ns: str, targets: list[Target],
                       recorded: dict[str, str]) -> tuple[dict[str, str], list[tuple[str, str]]]:
@@ -249,6 +259,15 @@ class ReloadController:
                 source=COMPONENT, service=object_key(d), details={"reloaded_from": refs}))
         except Exception:  # the rollout is under way; a lost timeline entry must not retry the reload
             log.exception("reload change event not recorded", extra={"deployment": object_key(d)})
+
+
+def _rollout(d: Obj, ref: str, hash_: str) -> Obj:
+    """The ``spec`` patch that rolls ``d``'s pods because ``ref`` changed (Reloader's annotation strategy)."""
+    kind, _, cname = ref.partition("/")
+    refs = references(d["spec"].get("template") or {})
+    source = {"type": kind.upper(), "name": cname, "namespace": d["metadata"].get("namespace", ""), "hash": hash_,
+              "containerRefs": refs.get(ref, []), "observedAt": int(time.time())}
+    return {"template": {"metadata": {"annotations": {LAST_RELOADED_FROM: orjson.dumps(source).decode()}}}}
 
 
 def _with_version(patch: Obj, d: Obj) -> Obj:
