@@ -169,8 +169,8 @@ def test_backup_while_ingesting_restore_elsewhere_and_compare(tmp_path: Path, mo
         while len(writer.acked) < 300:
             time.sleep(0.05)
         acked_before = list(writer.acked)
-        got = _cli("backup", "self", "--to", str(repo), "--server", url, "-o", "json",
-                   env=_env(RESTIC_PASSWORD=PASSWORD))
+        got = _cli("backup", "self", "--to", str(repo), "--server", url, "-o", "json", "--progress",
+                   env=_env(RESTIC_PASSWORD=PASSWORD))  # the bar goes to stderr: stdout stays the run's JSON
         writer.stop.set()
         writer.join(30)
         assert got.returncode == 0, got.stderr

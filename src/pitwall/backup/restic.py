@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,8 @@ _MAX_OUTPUT = 16 << 20  # bytes of stdout kept per command (snapshot lists, ls)
 _MAX_STDERR = 64 << 10
 _DEFAULT_TIMEOUT_S = 3600.0
 
+
+StatusHook = Callable[[dict[str, Any]], None]  # restic's JSON status message: percent_done, bytes_done...
 
 class ResticError(Exception):
     """A restic command failed; ``reason`` is one of wrong-password, no-repository, unreachable, locked,
@@ -114,19 +116,25 @@ class Restic:
         return env
 
     async def run(self, *args: str, cwd: Path | None = None, timeout_s: float | None = None,
-                  json_out: bool = True) -> tuple[str, str]:
-        """Run ``restic [--json] ARGS``; its stdout and stderr, or ``ResticError`` on a non-zero exit."""
+                  json_out: bool = True, on_status: StatusHook | None = None) -> tuple[str, str]:
+        """Run ``restic [--json] ARGS``; its stdout and stderr, or ``ResticError`` on a non-zero exit.
+        ``on_status`` gets each of restic's JSON ``status`` messages as it prints them (twice a second),
+        which are then left out of the returned stdout."""
         argv = [self.binary, *(["--json"] if json_out else []), *args]
+        env = self._env()
+        if on_status is not None:
+            env["RESTIC_PROGRESS_FPS"] = "2"  # restic's status rate off a terminal is once a minute
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=self._env(), stdin=asyncio.subprocess.DEVNULL,
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
         except FileNotFoundError:
             raise ResticError("missing-binary", f"{self.binary} not found (install Debian's restic)") from None
+        read_out = _read_bounded(proc.stdout, _MAX_OUTPUT) if on_status is None else \
+            _read_lines(proc.stdout, _MAX_OUTPUT, on_status)
         try:
             out, err = await asyncio.wait_for(
-                asyncio.gather(_read_bounded(proc.stdout, _MAX_OUTPUT), _read_bounded(proc.stderr, _MAX_STDERR)),
-                timeout_s or self.timeout_s)
+                asyncio.gather(read_out, _read_bounded(proc.stderr, _MAX_STDERR)), timeout_s or self.timeout_s)
             await proc.wait()
         except (TimeoutError, asyncio.CancelledError) as e:
             with contextlib.suppress(ProcessLookupError):
@@ -166,7 +174,7 @@ class Restic:
 
     async def backup(self, path: Path, *, tags: Sequence[str] = (), host: str = "pitwall",
                      excludes: Sequence[str] = (), ignore_ctime: bool = False,
-                     ignore_inode: bool = False) -> BackupSummary:
+                     ignore_inode: bool = False, on_status: StatusHook | None = None) -> BackupSummary:
         """``restic backup .`` from inside ``path``: the snapshot's tree holds ``path``'s contents at its root.
         ``ignore_ctime``/``ignore_inode``: a file is unchanged when its size and mtime (and inode) are, for a
         staging copy whose links or copies change ctime (and inode) but not content."""
@@ -176,7 +184,7 @@ class Restic:
             args += ["--tag", t]
         for x in excludes:
             args += ["--exclude", x]
-        stdout, _ = await self.run(*args, cwd=path)
+        stdout, _ = await self.run(*args, cwd=path, on_status=on_status)
         summary = None
         errors: list[str] = []
         for line in stdout.splitlines():
@@ -233,6 +241,27 @@ class Restic:
     async def unlock(self) -> None:
         """Remove stale locks (restic's own test: locks of dead processes on this host or older than 30 min)."""
         await self.run("unlock", timeout_s=120, json_out=False)
+
+
+async def _read_lines(stream: asyncio.StreamReader | None, limit: int, on_status: StatusHook) -> bytes:
+    """Read stdout line by line: restic's ``status`` messages go to ``on_status``, the rest is kept (at
+    most ``limit`` bytes; a line longer than the reader's buffer is dropped, as status lines never are)."""
+    if stream is None:
+        return b""
+    buf = bytearray()
+    while True:
+        try:
+            line = await stream.readline()
+        except ValueError:  # over the stream's line limit: not a status line; skip the rest of it
+            await stream.read(1 << 16)
+            continue
+        if not line:
+            return bytes(buf)
+        if line.startswith(b'{"message_type":"status"'):
+            with contextlib.suppress(ValueError):
+                on_status(json.loads(line))
+        elif len(buf) < limit:
+            buf += line[: limit - len(buf)]
 
 
 async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> bytes:

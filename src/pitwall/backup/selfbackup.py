@@ -87,9 +87,20 @@ class SelfRun:
     warnings: list[str] = field(default_factory=list)
     error: str = ""
     reason: str = ""
+    # while InProgress: the step (copy, checksums, upload) and restic's progress of the upload
+    step: str = ""
+    percent_done: float = 0.0
+    bytes_done: int = 0
+    total_bytes: int = 0
 
     def doc(self) -> dict[str, Any]:
         return asdict(self)
+
+    def on_status(self, status: dict[str, Any]) -> None:
+        """restic's JSON ``status`` message during the upload."""
+        self.percent_done = float(status.get("percent_done") or 0.0)
+        self.bytes_done = int(status.get("bytes_done") or 0)
+        self.total_bytes = int(status.get("total_bytes") or self.total_bytes)
 
 
 ChangeHook = Callable[[SelfRun], Awaitable[None]]
@@ -143,17 +154,22 @@ class SelfBackup:
         staging = self._staging(restic.repo)
         await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
         try:
+            run.step = "copy"
             copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db)
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
             run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
+            run.step = "checksums"
             await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
+            run.step = "upload"
 
             async def backup() -> BackupSummary:
-                return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True)
+                return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True,
+                                           on_status=run.on_status)
 
             summary: BackupSummary = await with_stale_lock_retry(restic, backup, run.warnings)
             run.snapshot_id, run.summary = summary.snapshot_id, summary.raw
+            run.percent_done, run.step = 1.0, ""
         finally:
             await asyncio.to_thread(shutil.rmtree, staging, True)
 

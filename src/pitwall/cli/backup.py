@@ -10,16 +10,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
 
 from pitwall.backup import Restic, ResticError, password_from_env
-from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail, headers
 from pitwall.cli._output import OutputOpt, ago, emit
+from pitwall.cli._progress import ProgressLine, bar, human_bytes
 
 app = typer.Typer(help="Backups into restic repositories: this server's own data, repository checks.",
                   no_args_is_help=True)
@@ -47,12 +51,16 @@ def _repo(repo: str) -> str:
 def backup_self(
     to: Annotated[str, typer.Option("--to", help="restic repository (path or URL); created if absent.")],
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", help="A progress bar on stderr (default: when stderr is a terminal).",
+        show_default=False)] = None,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
     """Snapshot the running server's whole data directory into a restic repository."""
     body = {"repository": _repo(to), "password": _password("pitwall backup")}
-    resp = call("pitwall backup", "POST", server, "/api/backup/v1/self", token=token, timeout=6 * 3600, json=body)
+    resp = _with_progress(ProgressLine(progress), server, token, body["repository"], lambda: call(
+        "pitwall backup", "POST", server, "/api/backup/v1/self", token=token, timeout=6 * 3600, json=body))
     try:
         run = resp.json()
     except ValueError:
@@ -70,6 +78,43 @@ def backup_self(
                    f"{run['duration_s']:.1f}s")
         for w in run.get("warnings") or []:
             typer.echo(f"warning: {w}", err=True)
+
+
+_STEPS = {"copy": "copying the data directory", "checksums": "writing checksums", "upload": "uploading"}
+
+
+def _with_progress(line: ProgressLine, server: str, token: str | None, repo: str,
+                   request: Callable[[], httpx.Response]) -> httpx.Response:
+    """Run the (blocking) backup request while drawing the server's progress of it (its in-progress run of
+    ``repo`` in ``GET /api/backup/v1/self/runs``, polled twice a second)."""
+    if not line.enabled:
+        return request()
+    result: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: result.append(request()), daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.5)
+        run = _running(server, token, repo)
+        if run is not None:
+            total, done = int(run.get("total_bytes") or 0), int(run.get("bytes_done") or 0)
+            step = str(run.get("step") or "")
+            detail = f"{human_bytes(done)} of {human_bytes(total)}" if step == "upload" and total else ""
+            line.show(bar(float(run.get("percent_done") or 0.0) if step == "upload" else None,
+                          _STEPS.get(step, step or "starting"), detail))
+    line.done()
+    if not result:  # the request thread ended the command (an unreachable server)
+        raise typer.Exit(1)
+    return result[0]
+
+
+def _running(server: str, token: str | None, repo: str) -> dict[str, Any] | None:
+    try:
+        resp = httpx.get(server.rstrip("/") + "/api/backup/v1/self/runs", headers=headers(token), timeout=5)
+        runs = resp.json().get("runs") or [] if resp.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    mine = [r for r in runs if isinstance(r, dict) and r.get("repository") == repo and r.get("phase") == "InProgress"]
+    return mine[-1] if mine else None
 
 
 @app.command("check")
