@@ -165,7 +165,7 @@ async def test_failures_keep_the_previous_text(env: Env) -> None:
         return c[0].get("reason") == "RenderFailed"
     await eventually(failed)
     cond = (await env.status("app"))["conditions"][0]
-    assert cond["status"] == "False" and cond["message"] == '2:4: function "nosuch" not defined'
+    assert cond["status"] == "False" and cond["message"] == '2: function "nosuch" not defined'
     assert await env.text() == "name = alpha\n"
 
     await env.set_template("app", 'name = {{ key "app/other" }}\n')  # a key that does not exist: waits for it

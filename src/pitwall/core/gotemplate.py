@@ -28,11 +28,34 @@ from typing import Any
 from pitwall.core.errors import BadData
 from pitwall.core.gofmt import go_sprint, go_sprintf, go_sprintln, go_type_name
 
-__all__ = ["Template", "TemplateError", "ZeroMap"]
+__all__ = ["Budget", "Template", "TemplateError", "ZeroMap"]
 
 
 class TemplateError(BadData):
     """A template failed to parse or execute; the message is Go's."""
+
+
+class Budget:
+    """Bounds for running an untrusted template (``Template.execute(..., budget=)``): ``range`` iterations
+    over the whole run and the output's size (checked every ``CHECK_EVERY`` iterations and at the end, so it
+    may overshoot by that many iterations' output)."""
+
+    CHECK_EVERY = 256
+
+    def __init__(self, max_iterations: int, max_output: int) -> None:
+        self.max_iterations, self.max_output = max_iterations, max_output
+        self.iterations = 0
+
+    def tick(self, state: _State) -> None:
+        self.iterations += 1
+        if self.iterations > self.max_iterations:
+            raise state.fail(f"more than {self.max_iterations} range iterations")
+        if self.iterations % self.CHECK_EVERY == 0:
+            self.check_output(state)
+
+    def check_output(self, state: _State) -> None:
+        if sum(map(len, state.out)) > self.max_output:
+            raise state.fail(f"output larger than {self.max_output} bytes")
 
 
 class ZeroMap(dict[str, Any]):
@@ -836,10 +859,11 @@ def truth(v: Any) -> bool:
 
 class _State:
     def __init__(self, tmpl: Template, tree: _Tree, depth: int,
-                 extra: Mapping[str, Callable[..., Any]] | None = None) -> None:
+                 extra: Mapping[str, Callable[..., Any]] | None = None, budget: Budget | None = None) -> None:
         self.tmpl = tmpl
         self.tree = tree
         self.extra = extra
+        self.budget = budget
         self.vars: list[tuple[str, Any]] = []
         self.node: _Node | None = None
         self.out: list[str] = []
@@ -927,6 +951,8 @@ class _State:
             ran = False
             for key, elem in items:
                 ran = True
+                if self.budget is not None:
+                    self.budget.tick(self)
                 self._set_range_vars(node.pipe, key, elem)
                 inner = len(self.vars)
                 try:
@@ -981,7 +1007,7 @@ class _State:
         if self.depth >= _MAX_DEPTH:
             raise self.fail(f"exceeded maximum template depth ({_MAX_DEPTH})")
         new_dot = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else None
-        sub = _State(self.tmpl, tree, self.depth + 1, self.extra)
+        sub = _State(self.tmpl, tree, self.depth + 1, self.extra, self.budget)
         sub.vars.append(("$", new_dot))
         sub.out = self.out
         sub.walk(new_dot, tree.root)
@@ -1263,12 +1289,13 @@ class Template:
         return "".join(n.text for n in tree.root.nodes if isinstance(n, _Text))
 
     def execute(self, data: Any, name: str | None = None, *,
-                funcs: Mapping[str, Callable[..., Any]] | None = None) -> str:
+                funcs: Mapping[str, Callable[..., Any]] | None = None, budget: Budget | None = None) -> str:
         """Run the root template (or the one called ``name``) with ``data`` as dot.
 
         ``funcs`` are functions for this execution only, looked up before the
         template's own (each must have been known, by name, when parsing); they
         bind per-call values such as LogQL's ``__line__`` without copying the set.
+        ``budget`` bounds an untrusted template's loops and output.
         """
         target = name or self.name
         tree = self._trees.get(target)
@@ -1276,12 +1303,14 @@ class Template:
             if name is not None and name != self.name:
                 raise TemplateError(f'template: no template "{name}" associated with template "{self.name}"')
             raise TemplateError(f'template: {target}: "{target}" is an incomplete or empty template')
-        state = _State(self, tree, 0, funcs)
+        state = _State(self, tree, 0, funcs, budget)
         state.vars.append(("$", data))
         try:
             state.walk(data, tree.root)
         except RecursionError:
             raise state.fail(f"exceeded maximum template depth ({_MAX_DEPTH})") from None
+        if budget is not None:
+            budget.check_output(state)
         return "".join(state.out)
 
 
