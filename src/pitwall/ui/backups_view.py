@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pitwall.core.durations import short_age
+from pitwall.ui.objects import obj_time
 
 __all__ = [
     "BackupRow",
@@ -69,28 +70,19 @@ class BackupsSource(Protocol):
         ...
 
 
-def _ts(s: Any) -> datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
 
 
 def age(ts: Any, now: datetime | None = None) -> str:
     """``kubectl``'s short age of an RFC 3339 timestamp (``—`` when absent)."""
-    t = _ts(ts)
+    t = obj_time(ts)
     return "—" if t is None else short_age((_now(now) - t).total_seconds())
 
 
 def until(ts: Any, now: datetime | None = None) -> str:
     """Velero's EXPIRES column: how long until ``ts`` (``expired`` when past, ``—`` when unknown)."""
-    t = _ts(ts)
+    t = obj_time(ts)
     if t is None:
         return "—"
     left = (t - _now(now)).total_seconds()

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from pitwall.core.durations import short_age
+from pitwall.ui.objects import condition, obj_time, quote
 from pitwall.ui.workloads_view import age
 
 __all__ = ["ChaosSource", "ExperimentRow", "experiment_row", "golden_charts", "phase_of", "signal_selector"]
@@ -46,19 +47,6 @@ class ChaosSource(Protocol):
         ...
 
 
-def _ts(s: Any) -> datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _cond(o: Obj, type_: str) -> Obj:
-    return next((c for c in (o.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
-
-
 def _records(o: Obj) -> list[Obj]:
     return list(((o.get("status") or {}).get("experiment") or {}).get("containerRecords") or [])
 
@@ -74,7 +62,7 @@ def phase_of(o: Obj) -> str:
     if kind == "Schedule":
         return "Paused" if _paused(o) else "Active"
     if kind == "Workflow":
-        if _cond(o, "Accomplished").get("status") == "True":
+        if condition(o, "Accomplished").get("status") == "True":
             return "Finished"
         return "Paused" if _paused(o) else "Running"
     records = _records(o)
@@ -96,7 +84,7 @@ def _record_times(o: Obj, op: str) -> list[datetime]:
     out = []
     for r in _records(o):
         for e in r.get("events") or []:
-            t = _ts(e.get("timestamp"))
+            t = obj_time(e.get("timestamp"))
             if t is not None and e.get("operation") == op and e.get("type") == "Succeeded":
                 out.append(t)
     return sorted(out)
@@ -108,11 +96,11 @@ def window(o: Obj) -> tuple[datetime | None, datetime | None]:
     m, st = o.get("metadata") or {}, o.get("status") or {}
     kind, phase = str(o.get("kind", "")), phase_of(o)
     if kind == "Workflow":
-        return _ts(st.get("startTime")) or _ts(m.get("creationTimestamp")), _ts(st.get("endTime"))
+        return obj_time(st.get("startTime")) or obj_time(m.get("creationTimestamp")), obj_time(st.get("endTime"))
     if kind == "Schedule":
-        return _ts(m.get("creationTimestamp")), None
+        return obj_time(m.get("creationTimestamp")), None
     applied = _record_times(o, "Apply")
-    start = applied[0] if applied else _ts(m.get("creationTimestamp"))
+    start = applied[0] if applied else obj_time(m.get("creationTimestamp"))
     end = None
     if phase in ("Finished", "Paused"):
         recovered = _record_times(o, "Recover")
@@ -174,15 +162,11 @@ def signal_selector(o: Obj) -> tuple[str, str]:
     sel = find_selector(o.get("spec") or {})
     ns = str(((sel.get("namespaces") or [None])[0]) or (o.get("metadata") or {}).get("namespace", ""))
     labels = sel.get("labelSelectors") or {}
-    base = f'reporter="destination",destination_workload_namespace="{_q(ns)}"'
+    base = f'reporter="destination",destination_workload_namespace="{quote(ns)}"'
     app = labels.get("app") or labels.get("app.kubernetes.io/name")
     if app:
-        return f'{base},destination_app="{_q(str(app))}"', f"{ns}/{app}"
+        return f'{base},destination_app="{quote(str(app))}"', f"{ns}/{app}"
     return base, f"namespace {ns}"
-
-
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
 @dataclass(frozen=True)
@@ -232,7 +216,7 @@ def experiment_row(o: Obj, now: datetime | None = None) -> ExperimentRow:
     phase = phase_of(o)
     message = ""
     for t in ("Selected", "AllInjected"):
-        c = _cond(o, t)
+        c = condition(o, t)
         if c.get("status") == "False" and (c.get("reason") or c.get("message")):
             message = str(c.get("message") or c.get("reason"))
             break

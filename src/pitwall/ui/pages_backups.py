@@ -25,6 +25,7 @@ from pitwall.ui.backups_view import (
     schedule_row,
     self_run_row,
 )
+from pitwall.ui.objects import quote
 from pitwall.ui.web import Pages
 from pitwall.ui.workloads_view import event_rows
 
@@ -33,13 +34,9 @@ __all__ = ["add_routes"]
 Obj = dict[str, Any]
 
 
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def drill_expr(metric: str, namespace: str, name: str) -> str:
     """PromQL of one of a drill's gauges (``pitwall_restore_drill_*{drill="ns/name"}``)."""
-    return f'pitwall_restore_drill_{metric}{{drill="{_q(namespace)}/{_q(name)}"}}'
+    return f'pitwall_restore_drill_{metric}{{drill="{quote(namespace)}/{quote(name)}"}}'
 
 
 def _started(o: Obj) -> str:

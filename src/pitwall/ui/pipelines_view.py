@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 from pitwall.core.durations import parse_duration_ms, short_age
 from pitwall.core.errors import BadData
 from pitwall.pipelines import PipelineRunner
+from pitwall.ui.objects import quote
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -297,14 +298,10 @@ def default_job(cols: list[StageColumn]) -> JobCell | None:
     return ran[-1] if ran else (cells[0] if cells else None)
 
 
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def job_log_query(pipeline_id: int, job_name: str) -> str:
     """The LogQL selector of a job's log as the pipelines pillar stores it (``job``, ``pipeline``,
     ``job_name`` and ``project`` labels)."""
-    return f'{{job="{LOG_JOB}",pipeline="{pipeline_id}",job_name="{_q(job_name)}"}}'
+    return f'{{job="{LOG_JOB}",pipeline="{pipeline_id}",job_name="{quote(job_name)}"}}'
 
 
 def logs_link(pipeline_id: int, job_name: str) -> str:
@@ -375,7 +372,7 @@ def parse_window(text: str) -> float:
 def dora_chart_expr(key: str, project: str, environment: str) -> str:
     """PromQL of one DORA series of a project's environment. The pillar appends the figures when a deployment
     ends and every sweep (10 minutes), so each step takes the last value of the 15 minutes before it."""
-    return f'last_over_time(pitwall_dora_{key}{{project="{_q(project)}",environment="{_q(environment)}"}}[15m])'
+    return f'last_over_time(pitwall_dora_{key}{{project="{quote(project)}",environment="{quote(environment)}"}}[15m])'
 
 
 # The graph's geometry (px): stage columns left to right, jobs top to bottom; the template places the boxes and

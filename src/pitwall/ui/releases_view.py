@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from pitwall.ui.objects import condition, meta, quote
 from pitwall.ui.timerange import TimeRange
 from pitwall.ui.workloads_view import age
 
@@ -81,18 +82,6 @@ class ChangesSource(Protocol):
         ...
 
 
-def _meta(o: Obj) -> Obj:
-    return o.get("metadata") or {}
-
-
-def _cond(o: Obj, type_: str) -> Obj:
-    return next((c for c in (o.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
-
-
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def phase_class(phase: str) -> str:
     """The pill class of a Flagger phase."""
     return "h-ok" if phase in _DONE_OK else ("h-err" if phase in _BAD else "h-unknown")
@@ -131,10 +120,10 @@ class CanaryRow:
 
 def canary_row(cd: Obj, judged_type: str = "Judged", now: datetime | None = None) -> CanaryRow:
     """The Canary's row; ``judged_type`` is the judge's condition type."""
-    m, spec, st = _meta(cd), cd.get("spec") or {}, cd.get("status") or {}
+    m, spec, st = meta(cd), cd.get("spec") or {}, cd.get("status") or {}
     a = spec.get("analysis") or {}
-    ready = _cond(cd, "Ready")
-    promoted = _cond(cd, "Promoted")
+    ready = condition(cd, "Ready")
+    promoted = condition(cd, "Promoted")
     message = str(promoted.get("message") or "")
     if ready.get("status") == "False":  # a Canary that cannot run says why here
         message = f"{ready.get('reason', '')}: {ready.get('message', '')}"
@@ -148,7 +137,7 @@ def canary_row(cd: Obj, judged_type: str = "Judged", now: datetime | None = None
         iterations=int(st.get("iterations") or 0), failed_checks=int(st.get("failedChecks") or 0),
         threshold=int(a.get("threshold") or 0), last_transition=str(st.get("lastTransitionTime") or ""),
         last_transition_age=age(st.get("lastTransitionTime"), now), message=message,
-        judged=str(_cond(cd, judged_type).get("reason") or ""))
+        judged=str(condition(cd, judged_type).get("reason") or ""))
 
 
 @dataclass(frozen=True)
@@ -214,7 +203,7 @@ class MetricRow:
 def metric_rows(cd: Obj, events: list[Obj]) -> list[MetricRow]:
     """The Canary's ``analysis.metrics`` with their thresholds and the last Warning Event naming each."""
     a = (cd.get("spec") or {}).get("analysis") or {}
-    ns = str(_meta(cd).get("namespace", ""))
+    ns = str(meta(cd).get("namespace", ""))
     out = []
     for mt in a.get("metrics") or []:
         name = str(mt.get("name", ""))
@@ -290,9 +279,9 @@ def canary_charts(cd: Obj, tr: TimeRange) -> list[dict[str, str]]:
     served (the weight as the traffic saw it), then success rate and p99 latency, canary against primary, with
     the queries Flagger's built-in checks use."""
     spec = cd.get("spec") or {}
-    ns = _q(str(_meta(cd).get("namespace", "")))
+    ns = quote(str(meta(cd).get("namespace", "")))
     target = str((spec.get("targetRef") or {}).get("name", ""))
-    canary, primary = _q(target), _q(target + "-primary")
+    canary, primary = quote(target), quote(target + "-primary")
 
     def sel(w: str) -> str:
         return f'reporter="destination",destination_workload_namespace="{ns}",destination_workload="{w}"'

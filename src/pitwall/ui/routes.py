@@ -41,6 +41,7 @@ from pitwall.ui import (
     pages_status,
     pages_workloads,
 )
+from pitwall.ui.objects import quote
 from pitwall.ui.queries import PROMQL_FUNCTIONS, MetricsView, query_error, service_stats, targets_view
 from pitwall.ui.web import HERE, Pages, UIDeps, call, int_param, json_error, json_response
 
@@ -187,7 +188,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
         try:
             w = f"{max(tr.span_ms // 1000, 60)}s"
             vec = await call(deps.metrics.vector,
-                             f'topk(10, sum by (span_name) (rate(traces_span_metrics_calls_total{{service_name="{_q(name)}"}}[{w}])))',
+                             f'topk(10, sum by (span_name) (rate(traces_span_metrics_calls_total{{service_name="{quote(name)}"}}[{w}])))',
                              tr.end_ms, tenant)
             ops = sorted(((dict(lb).get("span_name", ""), v) for lb, v in vec), key=lambda t: -(t[1] or 0))
         except PitwallError as e:
@@ -213,10 +214,6 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_pipelines.add_routes(r, pages)
     pages_backups.add_routes(r, pages)
     return r
-
-
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _range_table(mv: MetricsView, expr: str, tr: Any, tenant: str) -> Any:

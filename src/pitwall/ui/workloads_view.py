@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from pitwall.core.durations import short_age
+from pitwall.ui.objects import condition, meta, obj_time, quote
 
 __all__ = [
     "DeploymentRow",
@@ -53,46 +54,25 @@ class WorkloadsSource(Protocol):
         ...
 
 
-def _ts(s: Any) -> datetime | None:
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        return datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def age(ts: Any, now: datetime | None = None) -> str:
     """``kubectl``'s short age (``42s``, ``5m``, ``3h``, ``2d``) of an RFC 3339 timestamp."""
-    t = _ts(ts)
+    t = obj_time(ts)
     if t is None:
         return "—"
     return short_age(((now or datetime.now(UTC)) - t).total_seconds())
 
 
-def _meta(o: Obj) -> Obj:
-    return o.get("metadata") or {}
-
-
-def _cond(o: Obj, type_: str) -> Obj:
-    return next((c for c in (o.get("status") or {}).get("conditions") or [] if c.get("type") == type_), {})
-
-
-def _q(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def logs_link(namespace: str, pod: str = "", app: str = "") -> str:
     """The logs explorer with a LogQL stream selector for the pod (or every pod of ``app``)."""
-    sel = f'namespace="{_q(namespace)}",' + (f'pod="{_q(pod)}"' if pod else f'app="{_q(app)}"')
+    sel = f'namespace="{quote(namespace)}",' + (f'pod="{quote(pod)}"' if pod else f'app="{quote(app)}"')
     return "/logs?" + urlencode({"query": "{" + sel + "}"})
 
 
 def metrics_link(namespace: str, pod: str = "", pod_regex: str = "", metric: str = "cpu") -> str:
     """The graph explorer on the pod's CPU (rate of ``container_cpu_usage_seconds_total``) or memory
     (``container_memory_working_set_bytes``), per container."""
-    m = f'pod="{_q(pod)}"' if pod else f'pod=~"{_q(pod_regex)}"'
-    sel = f'namespace="{_q(namespace)}",{m},container!=""'
+    m = f'pod="{quote(pod)}"' if pod else f'pod=~"{quote(pod_regex)}"'
+    sel = f'namespace="{quote(namespace)}",{m},container!=""'
     expr = (f"sum by (pod, container) (rate(container_cpu_usage_seconds_total{{{sel}}}[1m]))" if metric == "cpu"
             else f"sum by (pod, container) (container_memory_working_set_bytes{{{sel}}})")
     return "/graph?" + urlencode({"expr": expr})
@@ -119,11 +99,11 @@ class DeploymentRow:
 
 def deployment_row(d: Obj, now: datetime | None = None) -> DeploymentRow:
     """Rollout state as ``kubectl rollout status`` judges it."""
-    m, spec, st = _meta(d), d.get("spec") or {}, d.get("status") or {}
+    m, spec, st = meta(d), d.get("spec") or {}, d.get("status") or {}
     desired = int(spec.get("replicas", 1) or 0)
     updated = int(st.get("updatedReplicas") or 0)
     available = int(st.get("availableReplicas") or 0)
-    prog = _cond(d, "Progressing")
+    prog = condition(d, "Progressing")
     if spec.get("paused"):
         state = "paused"
     elif prog.get("reason") == "ProgressDeadlineExceeded":
@@ -160,11 +140,11 @@ class RevisionRow:
 
 def history(deployment: Obj, replicasets: list[Obj], now: datetime | None = None) -> list[RevisionRow]:
     """The Deployment's ReplicaSets (owned by its uid), newest revision first."""
-    uid = _meta(deployment).get("uid")
-    cur = str((_meta(deployment).get("annotations") or {}).get(REVISION, ""))
+    uid = meta(deployment).get("uid")
+    cur = str((meta(deployment).get("annotations") or {}).get(REVISION, ""))
     rows = []
     for rs in replicasets:
-        m = _meta(rs)
+        m = meta(rs)
         if not any(r.get("uid") == uid for r in m.get("ownerReferences") or []):
             continue
         ann = m.get("annotations") or {}
@@ -202,7 +182,7 @@ class PodRow:
 def _status(p: Obj) -> str:
     """The STATUS column of ``kubectl get pods``: a container's waiting/terminated reason wins over the phase."""
     st = p.get("status") or {}
-    if _meta(p).get("deletionTimestamp"):
+    if meta(p).get("deletionTimestamp"):
         return "Terminating"
     reason = str(st.get("reason", "") or st.get("phase", "") or "Pending")
     for cs in st.get("containerStatuses") or []:
@@ -217,13 +197,13 @@ def _status(p: Obj) -> str:
 
 def pod_row(p: Obj, events: list[Obj] | None = None, now: datetime | None = None) -> PodRow:
     """The pod's row; ``events`` (about this pod) give the latest probe failure (``Unhealthy``)."""
-    m, spec, st = _meta(p), p.get("spec") or {}, p.get("status") or {}
+    m, spec, st = meta(p), p.get("spec") or {}, p.get("status") or {}
     statuses = st.get("containerStatuses") or []
     n_ready = sum(1 for cs in statuses if cs.get("ready"))
     total = len(spec.get("containers") or []) or len(statuses)
     probe = "—"
     unhealthy = [e for e in events or [] if e.get("reason") == "Unhealthy"]
-    ready_cond = _cond(p, "Ready")
+    ready_cond = condition(p, "Ready")
     if unhealthy:
         last = unhealthy[-1]
         probe = f"{last.get('message', '')} ({age(last.get('lastTimestamp') or last.get('eventTime'), now)} ago)"
@@ -257,7 +237,7 @@ def other_rows(jobs: list[Obj], cronjobs: list[Obj], hpas: list[Obj],
     """Jobs, CronJobs and HorizontalPodAutoscalers as one table: kind, name, a status summary, age."""
     out = []
     for j in jobs:
-        m, spec, st = _meta(j), j.get("spec") or {}, j.get("status") or {}
+        m, spec, st = meta(j), j.get("spec") or {}, j.get("status") or {}
         done = next((c.get("type") for c in st.get("conditions") or []
                      if c.get("type") in ("Complete", "Failed") and c.get("status") == "True"), "")
         out.append({"kind": "job", "namespace": str(m.get("namespace", "")), "name": str(m.get("name", "")),
@@ -266,7 +246,7 @@ def other_rows(jobs: list[Obj], cronjobs: list[Obj], hpas: list[Obj],
                                f"{st.get('active', 0) or 0} active, {st.get('failed', 0) or 0} failed",
                     "age": age(m.get("creationTimestamp"), now)})
     for cj in cronjobs:
-        m, spec, st = _meta(cj), cj.get("spec") or {}, cj.get("status") or {}
+        m, spec, st = meta(cj), cj.get("spec") or {}, cj.get("status") or {}
         out.append({"kind": "cronjob", "namespace": str(m.get("namespace", "")), "name": str(m.get("name", "")),
                     "state": "Suspended" if spec.get("suspend") else "Scheduled",
                     "summary": f"{spec.get('schedule', '')} · "
@@ -274,7 +254,7 @@ def other_rows(jobs: list[Obj], cronjobs: list[Obj], hpas: list[Obj],
                                   else "never run") + f" · {len(st.get('active') or [])} active",
                     "age": age(m.get("creationTimestamp"), now)})
     for h in hpas:
-        m, spec, st = _meta(h), h.get("spec") or {}, h.get("status") or {}
+        m, spec, st = meta(h), h.get("spec") or {}, h.get("status") or {}
         ref = spec.get("scaleTargetRef") or {}
         limited = next((c for c in st.get("conditions") or [] if c.get("type") == "ScalingLimited"
                         and c.get("status") == "True"), None)
@@ -289,7 +269,7 @@ def other_rows(jobs: list[Obj], cronjobs: list[Obj], hpas: list[Obj],
 
 def owned_by(objs: list[Obj], uids: set[str]) -> list[Obj]:
     """The objects with an ownerReference to one of ``uids``."""
-    return [o for o in objs if any(r.get("uid") in uids for r in _meta(o).get("ownerReferences") or [])]
+    return [o for o in objs if any(r.get("uid") in uids for r in meta(o).get("ownerReferences") or [])]
 
 
 def event_rows(events: list[Obj], now: datetime | None = None) -> list[dict[str, str]]:
@@ -298,7 +278,7 @@ def event_rows(events: list[Obj], now: datetime | None = None) -> list[dict[str,
     for e in events:
         src = e.get("source") or {}
         out.append({"type": str(e.get("type", "")), "reason": str(e.get("reason", "")),
-                    "age": age(e.get("lastTimestamp") or e.get("eventTime") or _meta(e).get("creationTimestamp"),
+                    "age": age(e.get("lastTimestamp") or e.get("eventTime") or meta(e).get("creationTimestamp"),
                                now),
                     "count": str(e.get("count", 1) or 1),
                     "from": str(src.get("component", "") or e.get("reportingComponent", "")),
