@@ -94,7 +94,7 @@ class ConfigConsole:
         for e in entries:
             rest = e.key[len(prefix):]
             cut = rest.find("/")
-            if 0 <= cut < len(rest) - 1 or (cut == len(rest) - 1 and rest):  # below a deeper folder
+            if cut >= 0:  # in (or is) a folder one level down
                 folders.setdefault(prefix + rest[:cut + 1], None)
             elif rest:
                 rows.append(KeyRow(e.key, False, len(e.value), e.modify_index))
