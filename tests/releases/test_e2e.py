@@ -155,9 +155,16 @@ def _status(c: httpx.Client) -> dict[str, Any]:
 
 
 def _set_version(c: httpx.Client, version: str, fail: bool) -> None:
-    d = c.get(f"{DEPLOY}/podinfo").json()
-    d["spec"]["template"] = _deployment(version, fail)["spec"]["template"]
-    assert c.put(f"{DEPLOY}/podinfo", json=d).status_code == 200
+    """Replace the pod template, read again on a 409 (the controllers write the Deployment's status between
+    our read and our write), as client-go's RetryOnConflict does."""
+    for _ in range(10):
+        d = c.get(f"{DEPLOY}/podinfo").json()
+        d["spec"]["template"] = _deployment(version, fail)["spec"]["template"]
+        r = c.put(f"{DEPLOY}/podinfo", json=d)
+        if r.status_code != 409:
+            assert r.status_code == 200, r.text
+            return
+    raise AssertionError("the Deployment kept changing under the update")
 
 
 def _primary_image(c: httpx.Client) -> str:
