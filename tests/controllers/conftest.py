@@ -63,6 +63,8 @@ async def set_ready(client: KubeClient, pod: dict[str, Any], ready: bool = True,
         try:
             await client.update_status(cur)
             return
+        except NotFoundError:  # deleted between the read and the write (a rollout scaling it down)
+            return
         except Conflict:
             continue
 

@@ -46,6 +46,8 @@ async def finish(client: KubeClient, pod: dict[str, Any], phase: str) -> None:
         try:
             await client.update_status(cur)
             return
+        except NotFoundError:  # deleted between the read and the write
+            return
         except Conflict:
             continue
 
