@@ -74,6 +74,23 @@ async def test_instant_and_range_queries(loaded: httpx.AsyncClient) -> None:
                                "values": [[T0 / 1000 + i * 15, "1"] for i in range(5)]}]
 
 
+async def test_stats_parameter_reports_samples_read(loaded: httpx.AsyncClient) -> None:
+    at = (T0 + 600_000) / 1000
+    plain = _ok(await loaded.get("/api/v1/query", params={"query": "up[1m]", "time": at}))
+    assert "stats" not in plain
+    data = _ok(await loaded.get("/api/v1/query", params={"query": "up[1m]", "time": at, "stats": "all"}))
+    samples = data["stats"]["samples"]
+    assert samples["totalQueryableSamples"] == len(data["result"][0]["values"]) == 4  # (at-1m, at]
+    assert samples["peakSamples"] >= 4
+    assert set(data["stats"]["timings"]) == {"evalTotalTime", "resultSortTime", "queryPreparationTime",
+                                             "innerEvalTime", "execQueueTime", "execTotalTime"}
+    # a range query reads each stored sample once: both counters' 41 in the range, not one per step
+    rng = {"query": "sum(rate(http_requests_total[10m]))", "start": T0 / 1000, "end": (T0 + 600_000) / 1000,
+           "step": "15", "stats": "1"}
+    data = _ok(await loaded.post("/api/v1/query_range", data=rng))
+    assert data["stats"]["samples"]["totalQueryableSamples"] == 2 * 41
+
+
 async def test_series_labels_values_metadata(loaded: httpx.AsyncClient) -> None:
     series = _ok(await loaded.get("/api/v1/series", params={"match[]": 'http_requests_total{code="500"}'}))
     assert series == [{"__name__": "http_requests_total", "code": "500", "job": "api"}]

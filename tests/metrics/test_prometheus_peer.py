@@ -135,6 +135,11 @@ def test_differential_metadata_and_selectors(peers: Any) -> None:
         at = t0 / 1000 + 1000
         assert _norm(_get(pw.url, "/api/v1/query", query=expr, time=at)) == _norm(
             _get(prom.url, "/api/v1/query", query=expr, time=at)), expr
+        # ?stats: the same shape, and for a range vector the samples in its windows
+        a = _get(pw.url, "/api/v1/query", query=expr, time=at, stats="all")["stats"]
+        b = _get(prom.url, "/api/v1/query", query=expr, time=at, stats="all")["stats"]
+        assert set(a) == set(b) and set(a["timings"]) == set(b["timings"]), (a, b)
+        assert {k: a["samples"][k] for k in b["samples"]} == b["samples"], (expr, a, b)
 
 
 def test_prometheus_remote_writes_into_pitwall(tmp_path: Path, live_server: LiveServer) -> None:

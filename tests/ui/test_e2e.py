@@ -147,6 +147,7 @@ def test_promql_query_draws_one_line_per_series(web: Browser) -> None:
     inspected = page.locator("[data-testid=inspector] tbody tr")
     assert inspected.count() == 2
     assert inspected.nth(1).locator("td").nth(2).inner_text() == "1"  # one series
+    assert all(int(inspected.nth(i).locator("td").nth(4).inner_text()) > 0 for i in range(2))  # samples read
     web.shot("metrics-legend-inspector")
     # one time format: 24-hour with the zone named, UTC or the browser's zone at the header's toggle
     zone = page.locator("[data-tz-toggle]")

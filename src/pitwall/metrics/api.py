@@ -140,7 +140,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         at = parse_time_ms(p["time"]) if p.get("time") else int(time.time() * 1000)
         with _query_param_errors():
             res = await evaluate(tenant_of(request), expr, 1, lambda q: engine.instant(q, expr, at))
-        return Response(encode_response_body(res), media_type="application/json")
+        return Response(encode_response_body(res, stats=bool(p.get("stats"))), media_type="application/json")
 
     @_get_post(r, "/api/v1/query_range")
     async def query_range(request: Request) -> Response:
@@ -169,7 +169,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         steps = (end - start) // step + 1
         with _query_param_errors():
             res = await evaluate(tenant_of(request), expr, steps, lambda q: engine.range(q, expr, start, end, step))
-        return Response(encode_response_body(res), media_type="application/json")
+        return Response(encode_response_body(res, stats=bool(p.get("stats"))), media_type="application/json")
 
     @_get_post(r, "/api/v1/series")
     async def series(request: Request) -> Response:

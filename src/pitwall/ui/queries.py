@@ -219,8 +219,9 @@ class MetricsView:
         took = time.perf_counter() - t0
         out = chart_of(res, start, end, step)
         out.inspect.append({"expr": expr, "ms": round(took * 1000, 2), "series": len(res.series),
-                            "points": int(sum(len(v) for v in res.values)), "start": start / 1000,
-                            "end": end / 1000, "step": step / 1000})
+                            "points": int(sum(len(v) for v in res.values)),
+                            "samples": res.stats.samples if res.stats else None,  # read from storage
+                            "start": start / 1000, "end": end / 1000, "step": step / 1000})
         return out
 
     def table(self, expr: str, at_ms: int, tenant: str = "default") -> TableData:

@@ -25,6 +25,7 @@ class EvalContext:
     warnings: dict[str, None] = field(default_factory=dict)
     infos: dict[str, None] = field(default_factory=dict)
     loaded: int = 0
+    peak: int = 0  # the most samples held at once: loaded plus result points checked by ``hold``
 
     def warn(self, msg: str, pos: Pos) -> None:
         self.warnings[f"PromQL warning: {msg} ({pos[0]}:{pos[1]})"] = None
@@ -60,5 +61,8 @@ class EvalContext:
 
     def hold(self, n: int) -> None:
         """Check that ``n`` result points on top of what was loaded fit the limit."""
-        if self.loaded + n > self.max_samples:
+        held = self.loaded + n
+        if held > self.max_samples:
             raise TooManySamples()
+        if held > self.peak:
+            self.peak = held

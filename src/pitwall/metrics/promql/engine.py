@@ -44,6 +44,30 @@ def _inline_ok(expr: str) -> bool:
 
 
 @dataclass
+class QueryStats:
+    """What a query cost, as Prometheus' ``stats`` parameter reports it.
+
+    ``samples`` counts the samples read from storage, each once; Prometheus'
+    ``totalQueryableSamples`` counts a sample again at every step whose
+    window holds it, so it is larger for range queries over range vectors.
+    """
+
+    samples: int
+    peak_samples: int
+    prepare_s: float  # parsing
+    eval_s: float  # evaluation
+    result_s: float  # sorting and building the result
+
+    def to_prometheus(self) -> dict[str, Any]:
+        """The ``data.stats`` object of Prometheus' query API."""
+        total = self.prepare_s + self.eval_s + self.result_s
+        return {"timings": {"evalTotalTime": total, "resultSortTime": self.result_s,
+                            "queryPreparationTime": self.prepare_s, "innerEvalTime": self.eval_s,
+                            "execQueueTime": 0, "execTotalTime": total},
+                "samples": {"totalQueryableSamples": self.samples, "peakSamples": self.peak_samples}}
+
+
+@dataclass
 class QueryResult:
     """A query's answer.
 
@@ -61,6 +85,7 @@ class QueryResult:
     string_value: str = ""
     warnings: list[str] = field(default_factory=list)
     infos: list[str] = field(default_factory=list)
+    stats: QueryStats | None = None  # None when the answer came from elsewhere (a remote backend)
 
     def to_prometheus_data(self) -> dict[str, Any]:
         """The ``data`` object of Prometheus' /api/v1/query(_range) response."""
@@ -119,9 +144,14 @@ def _seconds(ts: np.ndarray) -> list[float | int]:
     return [format_seconds(t) for t in ts.tolist()]
 
 
-def encode_response_body(res: QueryResult) -> bytes:
-    """The JSON body of Prometheus' /api/v1/query(_range) success response for ``res``."""
+def encode_response_body(res: QueryResult, *, stats: bool = False) -> bytes:
+    """The JSON body of Prometheus' /api/v1/query(_range) success response for ``res``.
+
+    ``stats`` adds ``data.stats`` (Prometheus' ``stats`` parameter), when the engine measured them.
+    """
     body: dict[str, Any] = {"status": "success", "data": res._data(tuple)}
+    if stats and res.stats is not None:
+        body["data"]["stats"] = res.stats.to_prometheus()
     if res.warnings:
         body["warnings"] = res.warnings
     if res.infos:
@@ -184,15 +214,16 @@ class Engine:
 
     def instant(self, querier: Querier, expr: str, time_ms: int) -> QueryResult:
         """Evaluate ``expr`` at one instant."""
+        t0 = time.perf_counter()
         node = self.parse(expr)
         ctx = self._context(querier, time_ms, time_ms)
         ts = np.array([time_ms], dtype=np.int64)
+        t1 = time.perf_counter()
         with deadline.scope(ctx.deadline, QueryTimeout):
             value = Evaluator(ctx).eval(node, ts)
+        t2 = time.perf_counter()
         result = _instant_result(value, time_ms)
-        result.warnings = list(ctx.warnings)
-        result.infos = list(ctx.infos)
-        return result
+        return _annotated(result, ctx, t0, t1, t2)
 
     def range(self, querier: Querier, expr: str, start_ms: int, end_ms: int, step_ms: int) -> QueryResult:
         """Evaluate ``expr`` at every step from ``start_ms`` to ``end_ms`` inclusive."""
@@ -200,11 +231,14 @@ class Engine:
             raise PromQLEvalError("zero or negative query resolution step widths are not accepted")
         if end_ms < start_ms:
             raise PromQLEvalError("end timestamp must not be before start time")
+        t0 = time.perf_counter()
         node = self.parse(expr)
         ctx = self._context(querier, start_ms, end_ms, step_ms)
         ts = np.arange(start_ms, end_ms + 1, step_ms, dtype=np.int64)
+        t1 = time.perf_counter()
         with deadline.scope(ctx.deadline, QueryTimeout):
             value = Evaluator(ctx).eval(node, ts)
+        t2 = time.perf_counter()
         if isinstance(value, (RangeSamples, String)):
             raise PromQLEvalError(
                 f'invalid expression type "{_TYPE_NAMES[type(value)]}" for range query, '
@@ -212,10 +246,16 @@ class Engine:
             )
         if isinstance(value, Scalar):
             value = StepVector([()], value.values[None, :], np.ones((1, ts.shape[0]), dtype=bool))
-        result = _matrix_result(finalize(value), ts)
-        result.warnings = list(ctx.warnings)
-        result.infos = list(ctx.infos)
-        return result
+        return _annotated(_matrix_result(finalize(value), ts), ctx, t0, t1, t2)
+
+
+def _annotated(result: QueryResult, ctx: EvalContext, t0: float, t1: float, t2: float) -> QueryResult:
+    """``result`` with the context's annotations and the query's cost (``t0``-``t2``: start, eval, end of eval)."""
+    result.warnings = list(ctx.warnings)
+    result.infos = list(ctx.infos)
+    result.stats = QueryStats(ctx.loaded, max(ctx.peak, ctx.loaded), t1 - t0, t2 - t1,
+                              time.perf_counter() - t2)
+    return result
 
 
 def _instant_result(value: object, time_ms: int) -> QueryResult:

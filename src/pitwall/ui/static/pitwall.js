@@ -351,12 +351,14 @@
     const t = document.createElement("table");
     t.className = "data";
     t.innerHTML = "<thead><tr><th>Query</th><th class='num'>Time (ms)</th><th class='num'>Series</th>" +
-      "<th class='num'>Points</th><th class='num'>Step (s)</th><th>Request</th></tr></thead>";
+      "<th class='num'>Points</th><th class='num' title='samples read from storage'>Samples read</th>" +
+      "<th class='num'>Step (s)</th><th>Request</th></tr></thead>";
     const tb = document.createElement("tbody");
     body.inspect.forEach((q) => {
       const tr = document.createElement("tr");
       const api = "/api/v1/query_range?" + new URLSearchParams({ query: q.expr, start: q.start, end: q.end, step: q.step });
-      [q.expr, fmt(q.ms), String(q.series), String(q.points), fmt(q.step)].forEach((v, i) => {
+      const samples = q.samples == null ? "—" : String(q.samples);
+      [q.expr, fmt(q.ms), String(q.series), String(q.points), samples, fmt(q.step)].forEach((v, i) => {
         const td = document.createElement("td");
         td.className = i ? "num mono" : "mono";
         td.textContent = v;
