@@ -57,6 +57,22 @@ async def test_backup_self_api_completes_then_refuses_a_wrong_password(client: h
     assert float(q.json()["data"]["result"][0]["value"][1]) == run["summary"]["data_added"]
 
 
+async def test_restore_self_draws_its_progress(client: httpx.AsyncClient, tmp_path: Path) -> None:
+    repo = str(tmp_path / "repo")
+    r = await client.post("/api/backup/v1/self", json={"repository": repo, "password": "pw"})
+    assert r.status_code == 200, r.text
+    got = _cli("restore", "self", "--from", repo, "--data-dir", str(tmp_path / "back"), "--progress",
+               env=_env(RESTIC_PASSWORD="pw"))
+    assert got.returncode == 0, got.stderr
+    frames = [f.strip() for f in got.stderr.split("\r") if f.strip()]
+    assert frames and all("restoring" in f for f in frames), got.stderr
+    assert "100% restoring" in frames[-1]  # the last poll sees every byte of the snapshot's restore size
+    assert "restored snapshot" in got.stdout
+    quiet = _cli("restore", "self", "--from", repo, "--data-dir", str(tmp_path / "again"),
+                 env=_env(RESTIC_PASSWORD="pw"))
+    assert quiet.returncode == 0 and "restoring" not in quiet.stderr  # not a terminal: no bar
+
+
 async def test_unreachable_repository_and_bad_requests(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/backup/v1/self", json={"repository": "rest:http://127.0.0.1:1/", "password": "x"})
     assert r.status_code == 502

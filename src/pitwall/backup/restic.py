@@ -220,6 +220,12 @@ class Restic:
             args += ["--include", i]
         await self.run(*args, json_out=False)
 
+    async def restore_size(self, snapshot: str) -> tuple[int, int]:
+        """(bytes, files) a restore of ``snapshot`` writes (``restic stats --mode restore-size``)."""
+        stdout, _ = await self.run("stats", "--mode", "restore-size", snapshot, timeout_s=600)
+        doc = json.loads(stdout or "{}")
+        return int(doc.get("total_size") or 0), int(doc.get("total_file_count") or 0)
+
     async def forget(self, snapshot_ids: Sequence[str], *, prune: bool = True) -> None:
         if snapshot_ids:
             await self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, json_out=False)

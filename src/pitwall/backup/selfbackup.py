@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import shutil
 import socket
 import time
@@ -178,11 +179,17 @@ class RestoreError(Exception):
     """A self-restore that cannot go on (target not empty, no such snapshot, not a pitwall backup)."""
 
 
-async def restore_self(restic: Restic, data_dir: Path, snapshot: str | None = None) -> dict[str, Any]:
+RestoreProgress = Callable[[int, int, int, int], None]  # bytes done, bytes in all, files done, files in all
+
+
+async def restore_self(restic: Restic, data_dir: Path, snapshot: str | None = None, *,
+                       on_progress: RestoreProgress | None = None, every_s: float = 0.5) -> dict[str, Any]:
     """Restore a self-backup into the empty (or absent) ``data_dir``; the restored manifest plus the snapshot.
 
     ``snapshot`` is an id (or ``latest``); by default the newest ``pitwall-self`` snapshot. Nothing is
-    overwritten: a non-empty ``data_dir`` is refused."""
+    overwritten: a non-empty ``data_dir`` is refused. ``on_progress`` is called every ``every_s`` while restic
+    runs, with what the directory holds so far against the snapshot's restore size (restic 0.14 reports no
+    progress of a restore itself)."""
     if data_dir.exists() and any(data_dir.iterdir()):
         raise RestoreError(f"{data_dir} is not empty; restore into a fresh directory")
     snaps = await restic.snapshots(tags=[SELF_TAG])
@@ -197,12 +204,40 @@ async def restore_self(restic: Restic, data_dir: Path, snapshot: str | None = No
             raise RestoreError(f"no {SELF_TAG} snapshot {snapshot!r} in {restic.repo}")
         chosen = match[-1]
     data_dir.mkdir(parents=True, exist_ok=True)
-    await restic.restore(str(chosen["id"]), data_dir)
+    if on_progress is None:
+        await restic.restore(str(chosen["id"]), data_dir)
+    else:
+        await _restore_watched(restic, str(chosen["id"]), data_dir, on_progress, every_s)
     manifest = read_manifest(data_dir)
     if manifest is None:
         raise RestoreError(f"snapshot {chosen['short_id']} has no {MANIFEST}: not a pitwall self-backup")
     _check_wal(data_dir, manifest)
     return {"snapshot": chosen, "manifest": manifest}
+
+
+async def _restore_watched(restic: Restic, snap: str, data_dir: Path, on_progress: RestoreProgress,
+                           every_s: float) -> None:
+    total_bytes, total_files = await restic.restore_size(snap)
+    task = asyncio.create_task(restic.restore(snap, data_dir))
+    while not task.done():
+        await asyncio.wait([task], timeout=every_s)
+        done_bytes, done_files = await asyncio.to_thread(_tree_usage, data_dir)
+        on_progress(min(done_bytes, total_bytes), total_bytes, min(done_files, total_files), total_files)
+    await task
+
+
+def _tree_usage(root: Path) -> tuple[int, int]:
+    """(bytes, nodes) under ``root`` now: restic's restore size counts directories as files too."""
+    size = files = 0
+    for dirpath, dirs, names in os.walk(root):
+        files += len(dirs)
+        for n in names:
+            try:
+                size += os.lstat(os.path.join(dirpath, n)).st_size
+            except OSError:
+                continue
+            files += 1
+    return size, files
 
 
 def _check_wal(data_dir: Path, manifest: dict[str, Any]) -> None:

@@ -31,6 +31,10 @@ restore_app = typer.Typer(help="Restore from restic repositories.", no_args_is_h
 
 _URL_LIKE = re.compile(r"^[a-z0-9]+:")  # sftp:, rest:, s3:, b2:, ... (restic's backends); a path otherwise
 
+ProgressOpt = Annotated[bool | None, typer.Option(
+    "--progress/--no-progress", help="A progress bar on stderr (default: when stderr is a terminal).",
+    show_default=False)]
+
 
 def _password(prog: str) -> str:
     try:
@@ -51,9 +55,7 @@ def _repo(repo: str) -> str:
 def backup_self(
     to: Annotated[str, typer.Option("--to", help="restic repository (path or URL); created if absent.")],
     output: Annotated[str, typer.Option("--output", "-o", help="text or json.")] = "text",
-    progress: Annotated[bool | None, typer.Option(
-        "--progress/--no-progress", help="A progress bar on stderr (default: when stderr is a terminal).",
-        show_default=False)] = None,
+    progress: ProgressOpt = None,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
@@ -153,16 +155,25 @@ def restore_self_cmd(
     data_dir: Annotated[Path, typer.Option("--data-dir", help="An empty directory for a server to start on.")],
     snapshot: Annotated[str | None, typer.Option("--snapshot", help="Snapshot id (default: the latest "
                                                                        "self-backup).")] = None,
+    progress: ProgressOpt = None,
 ) -> None:
     """Restore a self-backup into an empty data directory (offline: then start ``pitwall server`` on it)."""
     # here: it imports the stores, which the CLI starts without
     from pitwall.backup import RestoreError, restore_self
 
     restic = Restic(_repo(from_), _password("pitwall restore"))
+    line = ProgressLine(progress)
+
+    def show(done: int, total: int, files: int, all_files: int) -> None:
+        line.show(bar(done / total if total else None, "restoring",
+                      f"{human_bytes(done)} of {human_bytes(total)}, {files} of {all_files} files"))
+
     try:
-        got = asyncio.run(restore_self(restic, data_dir, snapshot))
+        got = asyncio.run(restore_self(restic, data_dir, snapshot, on_progress=show if line.enabled else None))
     except (ResticError, RestoreError) as e:
+        line.done()
         fail("pitwall restore", str(getattr(e, "message", e)))
+    line.done()
     snap, manifest = got["snapshot"], got["manifest"]
     typer.echo(f"restored snapshot {snap['short_id']} ({snap['time']}) into {data_dir}: "
                f"{manifest.get('files')} files, {manifest.get('bytes')} bytes; "
