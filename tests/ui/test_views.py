@@ -209,3 +209,27 @@ def test_relayout_moves_and_sizes_panels_within_rows() -> None:
                      ([[{"panel": 0, "width": 13}, {"panel": 1}], [{"panel": 0}]], "layout:")]:
         with pytest.raises(BadData, match=why):
             relayout(d, bad)
+
+
+def test_scatter_spreads_a_capped_search_over_the_whole_range() -> None:
+    from typing import Any, cast
+
+    from pitwall.traces import SpanFilter, TraceSummary
+    from pitwall.ui.traces_view import TracesView
+
+    minute = 60 * 10**9
+    traces = [TraceSummary(f"{i:032x}", "svc", "GET", i * minute, 1000, 1, 0, ["svc"]) for i in range(60)]
+
+    class NewestFirst:
+        def search(self, tenant: str, f: SpanFilter, limit: int) -> list[TraceSummary]:
+            hits = [t for t in traces if f.start_ns <= t.start_ns <= f.end_ns]
+            return sorted(hits, key=lambda t: -t.start_ns)[:limit]
+
+    view = TracesView(cast(Any, NewestFirst()))
+    whole = SpanFilter(0, 60 * minute - 1)
+    few, sampled = view.scatter("t", whole, cap=100)
+    assert len(few) == 60 and not sampled  # under the cap: every match
+    spread, sampled = view.scatter("t", whole, cap=20, slices=10)
+    starts = sorted(t.summary.start_ns // minute for t in spread)
+    assert sampled and len(starts) == 20
+    assert {s // 6 for s in starts} == set(range(10))  # two from each tenth of the hour, the first included

@@ -244,19 +244,19 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
 
     @r.get("/ui/api/trace_points")
     async def trace_points(request: Request) -> Response:
-        """The search page's scatter: start and duration of up to ``SCATTER_TRACES`` matching traces over the
-        whole range (the table below lists only the newest ``limit``)."""
+        """The search page's scatter: start and duration of up to ``SCATTER_TRACES`` matching traces spread over
+        the whole range (the table below lists only the newest ``limit``)."""
         if deps.traces is None:
             return json_error(Unavailable("the traces pillar is not available"))
         try:
             tr = pages.time_range(request)
             f = trace_filter(request.query_params, tr.start_ms, tr.end_ms)
-            found = await call(deps.traces.search, tenant_of(request), f, SCATTER_TRACES)
+            found, sampled = await call(deps.traces.scatter, tenant_of(request), f, SCATTER_TRACES)
         except PitwallError as e:
             return json_error(e)
         points = sorted(({"t": t.summary.start_ns / 1e9, "d": t.summary.duration_ns / 1e6,
                           "e": t.summary.error_count > 0, "id": t.display_id} for t in found), key=lambda x: x["t"])
-        return json_response({"points": points, "capped": len(found) >= SCATTER_TRACES})
+        return json_response({"points": points, "capped": sampled})
 
     @r.get("/traces/compare", response_class=HTMLResponse)
     async def trace_compare(request: Request) -> Response:

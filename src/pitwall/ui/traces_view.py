@@ -8,7 +8,7 @@ bar offsets in percent of the trace, marks error spans and the critical path
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pitwall.traces import (
@@ -276,6 +276,24 @@ class TracesView:
 
     def search(self, tenant: str, f: SpanFilter, limit: int) -> list[TraceRowView]:
         return [TraceRowView(s) for s in self.query.search(tenant, f, limit)]
+
+    def scatter(self, tenant: str, f: SpanFilter, cap: int, slices: int = 10) -> tuple[list[TraceRowView], bool]:
+        """Traces for the search page's scatter, and whether they are a sample.
+
+        Every match when there are fewer than ``cap``; else the newest ``cap // slices`` of each of ``slices``
+        equal slices of the range, so the points cover the whole range rather than its newest end.
+        """
+        found = self.query.search(tenant, f, cap)
+        if len(found) < cap:
+            return [TraceRowView(s) for s in found], False
+        seen: dict[str, TraceSummary] = {}
+        width = max((f.end_ns - f.start_ns) // slices, 1)
+        for i in range(slices):
+            lo = f.start_ns + i * width
+            hi = f.end_ns if i == slices - 1 else lo + width - 1
+            for s in self.query.search(tenant, replace(f, start_ns=lo, end_ns=hi), max(cap // slices, 1)):
+                seen.setdefault(s.trace_id, s)  # a trace crossing a slice's edge is found twice
+        return [TraceRowView(s) for s in seen.values()], True
 
     def trace(self, tenant: str, trace_id: str) -> Waterfall:
         return waterfall(self.query.trace(tenant, trace_id))

@@ -308,6 +308,12 @@
       if (idx != null && pts[idx]) location.href = el.dataset.link.replace("{id}", pts[idx].id);
     });
     el.dataset.seriesCount = String(pts.length);
+    if (el.dataset.capped) {
+      const p = document.createElement("p");
+      p.className = "muted"; p.dataset.testid = "scatter-sampled";
+      p.textContent = `More traces match than the ${pts.length} drawn: the newest of each tenth of the range.`;
+      el.append(p);
+    }
     el.dataset.rendered = "1";
   }
 
