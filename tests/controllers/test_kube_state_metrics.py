@@ -185,3 +185,25 @@ def test_cronjob_next_schedule_time_follows_the_controllers_parser() -> None:
     ts = {k: datetime.fromtimestamp(v, UTC).strftime("%Y-%m-%dT%H:%M") for k, v in got.items()}
     assert ts == {"new": "2026-12-05T12:05", "ran": "2026-12-05T14:00", "paris": "2026-12-06T08:00"}
     assert any(dict(lbl)["__name__"] == "kube_cronjob_info" and dict(lbl)["cronjob"] == "bad" for lbl, _, _ in rows)
+
+
+def test_flagger_series_from_canary_status() -> None:
+    def cd(name: str, ns: str, target: str, **status: Any) -> dict[str, Any]:
+        return {"metadata": {"name": name, "namespace": ns},
+                "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target}},
+                "status": status}
+
+    rows = state_rows({"Canary": [cd("web", "shop", "web-d", phase="Progressing", canaryWeight=30),
+                                  cd("api", "shop", "api", phase="Failed", canaryWeight=0),
+                                  cd("pay", "shop", "pay", phase="Succeeded"),
+                                  cd("new", "other", "new")]}, ts_ms=1_796_480_000_000)
+    got = {(dict(lbl)["__name__"], dict(lbl).get("workload") or dict(lbl).get("name") or dict(lbl)["namespace"]): v
+           for lbl, _, v in rows}
+    assert all(dict(lbl)["job"] == "flagger" for lbl, _, _ in rows)
+    # weights by workload as Flagger's recorder labels them: the target's name, and its primary
+    assert got[("flagger_canary_weight", "web-d")] == 30 and got[("flagger_canary_weight", "web-d-primary")] == 70
+    assert got[("flagger_canary_weight", "pay")] == 0 and got[("flagger_canary_weight", "pay-primary")] == 100
+    # 0 running, 1 successful, 2 failed
+    assert [got[("flagger_canary_status", n)] for n in ("web-d", "api", "pay")] == [0, 2, 1]
+    assert ("flagger_canary_status", "new") not in got  # the controller has not seen it yet
+    assert got[("flagger_canary_total", "shop")] == 3 and got[("flagger_canary_total", "other")] == 1

@@ -172,7 +172,7 @@ def test_releases_pages(chromium: Any, server: LiveServer, theme: str) -> None:
         web.shot(f"releases-{theme}")
         page.locator("table.canaries a", has_text="web").first.click()
         page.wait_for_load_state("networkidle")
-        page.wait_for_function("document.querySelectorAll('.pw-chart[data-rendered]').length === 3")
+        page.wait_for_function("document.querySelectorAll('.pw-chart[data-rendered]').length === 4")
         assert page.locator("h1").inner_text() == "Canary web"
         # the controller's work: initialised, and the VirtualService it made sends everything to the primary
         assert "Initialized" in page.locator("table.kv").first.inner_text()
@@ -181,7 +181,7 @@ def test_releases_pages(chromium: Any, server: LiveServer, theme: str) -> None:
         # the controller's phase changes on the change stream, under this rollout
         assert "Canary web.shop: Initializing -> Initialized" in page.locator("table.changes").inner_text()
         # the charts drew the canary's 503 burst from the Istio metrics
-        assert int(page.locator(".pw-chart").nth(1).get_attribute("data-series-count") or 0) == 2
+        assert int(page.locator(".pw-chart").nth(2).get_attribute("data-series-count") or 0) == 2
         web.shot(f"release-{theme}")
         assert web.errors == [], web.errors
     finally:

@@ -110,8 +110,11 @@ def test_verdicts_explain_each_metric_and_the_score() -> None:
 def test_charts_query_the_mesh_for_canary_and_primary() -> None:
     tr = TimeRange.parse("now-1h", "now", None, "1h")
     charts = canary_charts(canary(), tr)
-    assert [c["title"] for c in charts] == ["Canary share of requests (%)", "Request success rate (%)",
-                                            "p99 latency (ms)"]
+    assert [c["title"] for c in charts] == ["Weight set (%)", "Canary share of requests (%)",
+                                            "Request success rate (%)", "p99 latency (ms)"]
+    weights = parse_qs(urlparse(charts.pop(0)["src"]).query)
+    assert weights["expr"] == ['flagger_canary_weight{namespace="test",workload="podinfo"}',
+                               'flagger_canary_weight{namespace="test",workload="podinfo-primary"}']
     q = parse_qs(urlparse(charts[1]["src"]).query)
     assert q["legend"] == ["canary", "primary"] and q["from"] == ["now-1h"]
     assert 'destination_workload="podinfo-primary"' in q["expr"][1] and 'response_code!~"5.*"' in q["expr"][0]
@@ -206,7 +209,7 @@ async def test_releases_list_and_detail(kube: KubeAPI) -> None:
     assert "Halt podinfo.test advancement request-success-rate 50.00 &lt; 99" in t.split('class="data metrics"')[1]
     ch = t.split('class="data changes"')[1].split("</table>")[0]
     assert "canary weight 10" in ch and "canary weight 20" in ch and "other.test" not in ch
-    assert "istio_requests_total" in t and t.count('class="pw-chart"') == 3
+    assert "istio_requests_total" in t and "flagger_canary_weight" in t and t.count('class="pw-chart"') == 4
     assert missing.status_code == 404 and "not found" in missing.text
 
 

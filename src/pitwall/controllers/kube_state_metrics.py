@@ -48,7 +48,7 @@ JOB = "kube-state-metrics"
 KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"), ("apps/v1", "ReplicaSet"), ("v1", "Pod"), ("batch/v1", "Job"),
     ("batch/v1", "CronJob"), ("autoscaling/v2", "HorizontalPodAutoscaler"), ("v1", "Service"),
-    ("v1", "Namespace"), ("v1", "Node"),
+    ("v1", "Namespace"), ("v1", "Node"), ("flagger.app/v1beta1", "Canary"),
 )
 
 
@@ -59,8 +59,8 @@ class _Rows:
         self.ts_ms = ts_ms
         self.rows: list[Row] = []
 
-    def add(self, name: str, labels: dict[str, str], value: float) -> None:
-        self.rows.append((labels_from_dict({**labels, "__name__": name, "job": JOB}), self.ts_ms, float(value)))
+    def add(self, name: str, labels: dict[str, str], value: float, job: str = JOB) -> None:
+        self.rows.append((labels_from_dict({**labels, "__name__": name, "job": job}), self.ts_ms, float(value)))
 
 
 def _meta(o: Obj) -> Obj:
@@ -322,6 +322,34 @@ def _node(r: _Rows, n: Obj) -> None:
         r.add("kube_node_created", b, t)
 
 
+FLAGGER_JOB = "flagger"
+_FLAGGER_STATUS = {"Progressing": 0.0, "Failed": 2.0}  # else 1: Flagger's SetStatus
+
+
+def _canaries(r: _Rows, canaries: list[Obj]) -> None:
+    """Flagger's own series (its pkg/metrics recorder), from each Canary's status as Flagger sets them:
+    ``flagger_canary_weight`` per workload (the primary gets the rest of 100), ``flagger_canary_status`` (0
+    running, 1 successful, 2 failed, labelled by the target's name as Flagger labels it) and
+    ``flagger_canary_total`` per namespace. So the weights over time are a series, as Prometheus scraping
+    Flagger would hold them."""
+    per_ns: dict[str, int] = {}
+    for cd in canaries:
+        ns = str(_meta(cd).get("namespace", ""))
+        target = str(((cd.get("spec") or {}).get("targetRef") or {}).get("name", ""))
+        st = cd.get("status") or {}
+        per_ns[ns] = per_ns.get(ns, 0) + 1
+        if not target or not st.get("phase"):
+            continue  # not yet seen by the controller: Flagger has set nothing for it either
+        weight = _num(st.get("canaryWeight"))
+        r.add("flagger_canary_weight", {"workload": f"{target}-primary", "namespace": ns}, 100 - weight,
+              FLAGGER_JOB)
+        r.add("flagger_canary_weight", {"workload": target, "namespace": ns}, weight, FLAGGER_JOB)
+        r.add("flagger_canary_status", {"name": target, "namespace": ns},
+              _FLAGGER_STATUS.get(str(st["phase"]), 1.0), FLAGGER_JOB)
+    for ns, n in per_ns.items():
+        r.add("flagger_canary_total", {"namespace": ns}, n, FLAGGER_JOB)
+
+
 def state_rows(objects: dict[str, list[Obj]], ts_ms: int) -> list[Row]:
     """Every kube-state-metrics sample for ``objects`` (kind -> objects of that kind) at ``ts_ms``."""
     r = _Rows(ts_ms)
@@ -332,6 +360,9 @@ def state_rows(objects: dict[str, list[Obj]], ts_ms: int) -> list[Row]:
         "Namespace": _namespace, "Node": _node,
     }
     for kind, objs in objects.items():
+        if kind == "Canary":
+            _canaries(r, objs)
+            continue
         fn = one.get(kind)
         if fn is None:
             continue

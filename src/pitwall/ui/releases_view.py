@@ -275,9 +275,9 @@ def change_rows(events: list[Any]) -> list[dict[str, str]]:
 
 
 def canary_charts(cd: Obj, tr: TimeRange) -> list[dict[str, str]]:
-    """Chart sources (``/ui/api/chart``) over the mesh's Istio metrics: the share of requests the canary
-    served (the weight as the traffic saw it), then success rate and p99 latency, canary against primary, with
-    the queries Flagger's built-in checks use."""
+    """Chart sources (``/ui/api/chart``): the weights set over time (Flagger's ``flagger_canary_weight``), then
+    over the mesh's Istio metrics the share of requests the canary served (the weight as the traffic saw it),
+    success rate and p99 latency, canary against primary, with the queries Flagger's built-in checks use."""
     spec = cd.get("spec") or {}
     ns = quote(str(meta(cd).get("namespace", "")))
     target = str((spec.get("targetRef") or {}).get("name", ""))
@@ -291,7 +291,10 @@ def canary_charts(cd: Obj, tr: TimeRange) -> list[dict[str, str]]:
 
     ok = ',response_code!~"5.*"'
     share = f"100 * {rate(canary)} / (({rate(canary)} or vector(0)) + ({rate(primary)} or vector(0)))"
-    charts = [("Canary share of requests (%)", [(share, "canary")])]
+    weight = 'flagger_canary_weight{{namespace="{ns}",workload="{w}"}}'
+    charts = [("Weight set (%)", [(weight.format(ns=ns, w=w), label)
+                                  for w, label in ((canary, "canary"), (primary, "primary"))]),
+              ("Canary share of requests (%)", [(share, "canary")])]
     charts.append(("Request success rate (%)", [
         (f"100 * {rate(w, ok)} / {rate(w)}", label)
         for w, label in ((canary, "canary"), (primary, "primary"))]))
