@@ -5,6 +5,7 @@ rolled back with the primary untouched, every webhook received in order by a loc
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import random
 import signal
@@ -76,6 +77,7 @@ class Load:
         self.headers = headers or {}
         self.stop = threading.Event()
         self.answers: list[tuple[int, str]] = []
+        self.timed: list[tuple[float, str]] = []  # (monotonic time, body) of each 200
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -85,6 +87,8 @@ class Load:
                 try:
                     r = c.get(self.url, headers=self.headers)
                     self.answers.append((r.status_code, r.text))
+                    if r.status_code == 200:
+                        self.timed.append((time.monotonic(), r.text))
                 except httpx.HTTPError:
                     pass
                 time.sleep(0.02)
@@ -167,6 +171,30 @@ def _set_version(c: httpx.Client, version: str, fail: bool) -> None:
     raise AssertionError("the Deployment kept changing under the update")
 
 
+def _check_shares(steps: list[tuple[float, int, str]], answers: list[tuple[float, str]], canary: str) -> None:
+    """The share of ``canary`` answers while each weight held in the analysis is the weight, within
+    statistical tolerance (from promotion on, the primary answers as the canary too).
+
+    A step's window leaves out 0.5 s at each end: the status is polled every 0.25 s and the proxy applies a
+    new route moments after the controller writes it. Each step with 15+ answers is within 4 standard
+    deviations of a binomial (plus 5 points for the edges); all of them pooled within 4 deviations."""
+    seen = expected = variance = 0.0
+    checked = []
+    for (t0, w, phase), (t1, _, _) in itertools.pairwise(steps):
+        if phase != "Progressing" or not 0 < w < 100:
+            continue
+        got = [body == canary for t, body in answers if t0 + 0.5 <= t <= t1 - 0.5]
+        if len(got) < 15:
+            continue
+        p, n, k = w / 100, len(got), sum(got)
+        sd = (n * p * (1 - p)) ** 0.5
+        assert abs(k - n * p) <= 4 * sd + 0.05 * n, f"weight {w}: {k} of {n} answers from the canary"
+        seen, expected, variance = seen + k, expected + n * p, variance + sd * sd
+        checked.append((w, k, n))
+    assert len(checked) >= 2, f"too few answers per step to judge the split: {checked} of steps {steps}"
+    assert abs(seen - expected) <= 4 * variance ** 0.5, f"pooled: {seen} canary answers, {expected:.1f} expected; {checked}"
+
+
 def _primary_image(c: httpx.Client) -> str:
     return str(c.get(f"{DEPLOY}/podinfo-primary").json()["spec"]["template"]["spec"]["containers"][0]["image"])
 
@@ -200,10 +228,18 @@ def test_canary_promotes_a_good_version_and_rolls_back_a_bad_one(server: httpx.C
         # a good version: promoted
         _set_version(c, "v2", fail=False)
         _until(lambda: _status(c).get("phase") == "Progressing", 30, "Progressing")
-        weights: set[int] = set()
-        _until(lambda: weights.add(int(_status(c).get("canaryWeight") or 0)) or _status(c).get("phase")
-               == "Succeeded", 150, "Succeeded", lambda: _story(c))
-        assert {10, 20, 30, 40, 50} <= weights
+        steps: list[tuple[float, int, str]] = []  # (when first seen, weight, phase)
+
+        def promoted() -> bool:
+            st = _status(c)
+            now = (int(st.get("canaryWeight") or 0), str(st.get("phase")))
+            if not steps or steps[-1][1:] != now:
+                steps.append((time.monotonic(), *now))
+            return now[1] == "Succeeded"
+
+        _until(promoted, 150, "Succeeded", lambda: _story(c))
+        assert {10, 20, 30, 40, 50} <= {w for _, w, _ in steps}
+        _check_shares(steps, load.timed, canary="v2")
         assert _primary_image(c) == "podinfo:v2"
         _until(lambda: load.answers[-1] == (200, "v2"), 30, "v2 answering from the primary")
         # post-rollout hooks run just after the phase is written, as in Flagger
