@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 REFUSED = frozenset({401, 403})
 _METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
+LINGER_S = 0.05  # how long the first entry of a batch waits for others
 _BATCH = 512
 _TENANT_HEADER = TENANT_HEADER.lower().encode()
 
@@ -117,6 +118,7 @@ class AuditLog:
         self.dropped = 0
         self.failed = 0  # entries the sink refused
         self._writing = False
+        self._pending: list[AuditEntry] = []  # taken from the queue, waiting out the linger
 
     def offer(self, entry: AuditEntry) -> None:
         """Queue an entry, or drop and count it when the queue is full; never waits."""
@@ -134,7 +136,7 @@ class AuditLog:
                 break
             await asyncio.sleep(0.01)
         await self.tasks.stop()
-        rest: list[AuditEntry] = []
+        rest, self._pending = self._pending, []
         while not self.queue.empty():
             rest.append(self.queue.get_nowait())
         for i in range(0, len(rest), _BATCH):
@@ -142,9 +144,13 @@ class AuditLog:
 
     async def _drain(self) -> None:
         while True:
-            batch = [await self.queue.get()]
-            while len(batch) < _BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
+            self._pending = [await self.queue.get()]
+            # Entries arriving meanwhile join the batch: one sink write (a log-store commit) per linger
+            # rather than per request, which would double the commits of a run of writes.
+            await asyncio.sleep(LINGER_S)
+            while len(self._pending) < _BATCH and not self.queue.empty():
+                self._pending.append(self.queue.get_nowait())
+            batch, self._pending = self._pending, []
             self._writing = True
             try:
                 await self._write(batch)

@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore import Op, RevStore
 
 __all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink"]
 
@@ -81,13 +81,19 @@ class ChangeLog:
         return f"{self.prefix}{ts_ns:0{_TS_DIGITS}d}-{id_}"
 
     async def record(self, event: ChangeEvent) -> ChangeEvent:
+        stored, op = self.stage(event)
+        await self.store.put(op.key, op.value)
+        return stored
+
+    def stage(self, event: ChangeEvent) -> tuple[ChangeEvent, Op]:
+        """``event`` as it will be stored and the put that stores it, for a writer of this log's store to add
+        to its own transaction (the change and its event in one commit)."""
         if event.kind not in CHANGE_KINDS:
             raise ValueError(f"unknown change kind {event.kind!r}; one of {', '.join(CHANGE_KINDS)}")
         ts = event.ts_ns or time.time_ns()
         stored = ChangeEvent(**{**asdict(event), "ts_ns": ts, "id": event.id or secrets.token_hex(8),
                                 "links": event.links})
-        await self.store.put(self._key(ts, stored.id), stored.to_json())
-        return stored
+        return stored, Op.put(self._key(ts, stored.id), stored.to_json())
 
     async def between(self, start_ns: int, end_ns: int, *, service: str = "", limit: int = 1000) -> list[ChangeEvent]:
         """Events with ``start_ns <= ts_ns < end_ns`` in time order (of ``service`` when given), at most ``limit``."""

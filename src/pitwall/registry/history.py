@@ -3,9 +3,10 @@
 Records are keys in the revisioned store (``HISTORY_PREFIX<key>\\x01<ts_ns>``;
 ``\\x01`` cannot occur in a Consul key, so one key's records never mix with
 another's) written in the same transaction as the change itself, so the
-record's mod revision is the change's revision. After the commit each change
-is announced on the one change-event stream (``incidents.ChangeLog``) as a
-``config`` event. At most ``keep`` records are kept per key.
+record's mod revision is the change's revision. Each change is also a
+``config`` event on the one change-event stream (``incidents.ChangeLog``),
+in the same commit when the log is in the same store. At most ``keep``
+records are kept per key.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 
 from pitwall.core.tasks import Supervisor
-from pitwall.incidents import ChangeEvent, ChangeSink
+from pitwall.incidents import ChangeEvent, ChangeLog, ChangeSink
 from pitwall.registry.model import ROOT
 from pitwall.storage.revstore import Op, RevStore
 
@@ -49,12 +50,18 @@ class HistoryRecord:
                 "Old": b64(self.old), "New": b64(self.new)}
 
 
+def _event(key: str, who: str, created: bool, deleted: bool) -> ChangeEvent:
+    verb = "created" if created else "deleted" if deleted else "changed"
+    return ChangeEvent(kind="config", summary=f"Consul KV {key} {verb}", source="consul-kv", who=who,
+                       details={"key": key, "change": verb})
+
+
 class ConfigHistory:
     """Writes history records with each change and reads them back, newest last.
 
-    The change events and the pruning run after the write has answered (a
-    supervised task per commit), so a KV write costs one store commit on its
-    request path; the history record itself is in the change's own commit.
+    The history record and the change event are in the change's own commit;
+    pruning runs after the write has answered (a supervised task per commit),
+    so a KV write costs one store commit.
     """
 
     name = "consul-config-history"
@@ -82,23 +89,28 @@ class ConfigHistory:
             out.append(Op.put(f"{HISTORY_PREFIX}{r.key}{_SEP}{r.ts_ns:020d}", body))
         return out
 
-    async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int) -> None:
-        """After a commit: one ``config`` change event per (key, who, created, deleted), then pruning."""
-        if changes:
-            self.tasks.spawn(self._after_commit(list(changes), revision), name=f"config-history {revision}",
-                             loop=False)
+    def event_ops(self, changes: Sequence[tuple[str, str, bool, bool]]) -> list[Op]:
+        """The puts of the ``config`` change events of (key, who, created, deleted), to add to the change's own
+        transaction when the change log lives in the same store (one commit, one fsync, for both); else none,
+        and ``announce`` records them after the commit."""
+        if not isinstance(self.changes, ChangeLog) or self.changes.store is not self.store:
+            return []
+        return [self.changes.stage(_event(*c))[1] for c in changes]
 
-    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]], revision: int) -> None:
-        for key, who, created, deleted in changes:
-            verb = "created" if created else "deleted" if deleted else "changed"
-            if self.changes is not None:
+    async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int) -> None:
+        """After a commit: the change events not in it (see ``event_ops``), then pruning."""
+        if changes:
+            self.tasks.spawn(self._after_commit(list(changes)), name=f"config-history {revision}", loop=False)
+
+    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]]) -> None:
+        staged = isinstance(self.changes, ChangeLog) and self.changes.store is self.store
+        for c in changes:
+            if self.changes is not None and not staged:
                 try:
-                    await self.changes.record(ChangeEvent(
-                        kind="config", summary=f"Consul KV {key} {verb} (revision {revision})", source="consul-kv",
-                        who=who, details={"key": key, "revision": revision, "change": verb}))
+                    await self.changes.record(_event(*c))
                 except Exception:  # the change itself is committed; a lost event must not fail the write
-                    log.exception("config change event not recorded", extra={"key": key})
-            await self._prune(key)
+                    log.exception("config change event not recorded", extra={"key": c[0]})
+            await self._prune(c[0])
 
     async def _prune(self, key: str) -> None:
         prefix = f"{HISTORY_PREFIX}{key}{_SEP}"

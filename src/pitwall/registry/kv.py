@@ -222,12 +222,14 @@ class KVStore:
         now_ns = time.time_ns()
         writes.extend(self.history.ops([HistoryRecord(key, who, now_ns, old.value if old else None,
                                                       new.value if new else None, 0) for key, old, new in changes]))
+        announced = [(key, who, old is None, new is None) for key, old, new in changes]
+        writes.extend(self.history.event_ops(announced))
         if not writes:
             return await self.store.revision()
         res = await self.store.txn(compares, writes)
         if not res.succeeded:
             raise _Conflict
-        await self.history.announce([(key, who, old is None, new is None) for key, old, new in changes], res.revision)
+        await self.history.announce(announced, res.revision)
         return res.revision
 
     def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:
