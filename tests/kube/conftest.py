@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -107,6 +107,14 @@ class KubeServer:
         self.server.should_exit = True
         self.thread.join(timeout=20)
 
+    def __enter__(self) -> Self:
+        """Started; stopped on exit."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKEN}"}
 
@@ -126,12 +134,8 @@ class KubeServer:
 
 @pytest.fixture(scope="module")
 def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
-    s = KubeServer(tmp_path_factory.mktemp("kube"))
-    s.start()
-    try:
+    with KubeServer(tmp_path_factory.mktemp("kube")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
