@@ -15,23 +15,14 @@ from fastapi import FastAPI
 from pitwall.controllers.loop import ControllerRunner, Reconciler
 from pitwall.controllers.wiring import build_controllers
 from pitwall.kube import Conflict, KubeAPI, KubeClient, MetricsProvider, NotFoundError
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
-from tests.kube.conftest import KubeServer
+from tests.kube.conftest import KubeServer, sqlite_kube
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store (no HTTP)."""
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with sqlite_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, tries: int = 400, every_s: float = 0.02) -> None:

@@ -138,10 +138,10 @@ def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer
         yield s
 
 
-@pytest.fixture
-async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    """A started KubeAPI over a fresh SQLite store, in the test's loop (no HTTP)."""
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+@contextlib.asynccontextmanager
+async def sqlite_kube(folder: Path) -> AsyncIterator[KubeAPI]:
+    """A started KubeAPI over a fresh SQLite store in ``folder``, in the caller's loop (no HTTP)."""
+    store = SqliteRevStore(folder / "state.db", compact_interval_s=None)
     await store.start()
     api = build_kube(store)
     await api.start()
@@ -150,3 +150,10 @@ async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     finally:
         await api.stop()
         await store.stop()
+
+
+@pytest.fixture
+async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
+    """A started KubeAPI over a fresh SQLite store, in the test's loop (no HTTP)."""
+    async with sqlite_kube(tmp_path) as api:
+        yield api

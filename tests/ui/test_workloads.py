@@ -12,11 +12,10 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 from fastapi import FastAPI
+from tests.kube.conftest import sqlite_kube
 
 from pitwall.kube import KubeAPI, KubeClient, KubeWorkloads
-from pitwall.kube.wiring import build_kube
 from pitwall.metrics import TargetsSnapshot
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.ui.routes import ui_router
 from pitwall.ui.settings import UISettings
 from pitwall.ui.web import UIDeps
@@ -29,15 +28,8 @@ def _now() -> str:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with sqlite_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def _deps(workloads: KubeWorkloads | None) -> UIDeps:
