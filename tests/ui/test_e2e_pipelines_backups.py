@@ -17,7 +17,7 @@ import pytest
 from tests.backup.test_velero import PASSWORD, Cluster, _backup, _bsl, _done
 from tests.conftest import LiveServer
 from tests.pipelines.conftest import make_repo
-from tests.ui.test_e2e import ARTIFACTS, CHROMIUM
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 
 from pitwall.config import load_settings
 
@@ -25,10 +25,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 CI = """
 stages: [build, test, deploy]
@@ -120,42 +120,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(srv, int(run["project_id"]), int(run["id"]), "shop-1", "shop-drill")
     finally:
         srv.stop()
-
-
-class Browser:
-    """A page that records console errors, page errors and failed or refused requests."""
-
-    def __init__(self, browser: Any, base: str, scheme: str) -> None:
-        self.base = base
-        self.errors: list[str] = []
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-        self.page = self.ctx.new_page()
-        self.page.set_default_timeout(20_000)
-        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error"
-                     else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda q: self.errors.append(f"request failed: {q.url}"))
-        self.page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400
-                     else None)
-
-    def goto(self, path: str) -> Any:
-        resp = self.page.goto(self.base + path, wait_until="networkidle")
-        assert resp is not None and resp.status == 200, f"{path}: {resp.status if resp else 'no response'}"
-        return self.page
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def _pages(w: World) -> list[tuple[str, str, str]]:
