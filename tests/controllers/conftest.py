@@ -15,13 +15,14 @@ from fastapi import FastAPI
 from pitwall.controllers.loop import ControllerRunner, Reconciler
 from pitwall.controllers.wiring import build_controllers
 from pitwall.kube import Conflict, KubeAPI, KubeClient, MetricsProvider, NotFoundError
-from tests.kube.conftest import KubeServer, sqlite_kube
+from tests.kube.conftest import KubeServer
+from tests.kube_fixture import started_kube
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store (no HTTP)."""
-    async with sqlite_kube(tmp_path) as api:
+    async with started_kube(tmp_path) as api:
         yield api
 
 

@@ -24,6 +24,7 @@ from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import free_port
+from tests.kube_fixture import started_kube
 
 TOKEN = "kube-test-token-0123456789"
 KUBECTL = "/usr/bin/kubectl"
@@ -138,22 +139,8 @@ def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer
         yield s
 
 
-@contextlib.asynccontextmanager
-async def sqlite_kube(folder: Path) -> AsyncIterator[KubeAPI]:
-    """A started KubeAPI over a fresh SQLite store in ``folder``, in the caller's loop (no HTTP)."""
-    store = SqliteRevStore(folder / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
-        yield api
-    finally:
-        await api.stop()
-        await store.stop()
-
-
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store, in the test's loop (no HTTP)."""
-    async with sqlite_kube(tmp_path) as api:
+    async with started_kube(tmp_path) as api:
         yield api

@@ -12,7 +12,7 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 from fastapi import FastAPI
-from tests.kube.conftest import sqlite_kube
+from tests.kube_fixture import started_kube
 
 from pitwall.kube import KubeAPI, KubeClient, KubeWorkloads
 from pitwall.metrics import TargetsSnapshot
@@ -28,7 +28,7 @@ def _now() -> str:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    async with sqlite_kube(tmp_path) as api:
+    async with started_kube(tmp_path) as api:
         yield api
 
 

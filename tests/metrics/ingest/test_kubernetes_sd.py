@@ -18,7 +18,7 @@ from pitwall.metrics import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.scrape.config import parse_scrape_configs
 from pitwall.metrics.scrape.kubernetes import DEFAULT_POD_JOB, pod_groups
 from pitwall.metrics.scrape.manager import ScrapeManager
-from tests.kube.conftest import sqlite_kube
+from tests.kube_fixture import started_kube
 
 POD_IP = "127.42.200.7"
 
@@ -81,7 +81,7 @@ def pod_exporter() -> Iterator[PodExporter]:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    async with sqlite_kube(tmp_path) as api:
+    async with started_kube(tmp_path) as api:
         yield api
 
 
