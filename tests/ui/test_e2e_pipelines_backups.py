@@ -6,7 +6,6 @@ from the "Run pipeline" form lands on its page, whose job log tails the running 
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.backup.test_velero import PASSWORD, Cluster, _backup, _bsl, _done
+from tests.backup.test_velero import _backup, _done, velero_cluster
 from tests.conftest import LiveServer
 from tests.pipelines.conftest import make_repo
 from tests.ui.browser import NEEDS_CHROMIUM, Browser
@@ -91,16 +90,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert [p["status"] for p in runs] == ["failed", "success"], runs
         run = runs[-1]
 
-        home = root / "home"
-        home.mkdir()
-        c = Cluster(srv, home, root / "repos")
-        c.kubectl("create", "namespace", "velero")
+        c = velero_cluster(srv, root)
         c.kubectl("create", "namespace", "shop")
         c.kubectl("-n", "shop", "create", "configmap", "settings", "--from-literal=mode=fast")
-        c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-repo-credentials",
-                                                                      "namespace": "velero"},
-                 "data": {"repository-password": base64.b64encode(PASSWORD.encode()).decode()}},
-                _bsl("local", c.prefix), _backup("shop-1", includedNamespaces=["shop"], ttl="2h0m0s"))
+        c.apply(_backup("shop-1", includedNamespaces=["shop"], ttl="2h0m0s"))
         b = c.wait("backup", "shop-1", _done)
         assert b["status"]["phase"] == "Completed", b["status"]
         c.apply({"apiVersion": "pitwall.dev/v1", "kind": "RestoreDrill",
