@@ -1,4 +1,4 @@
-"""Shared bench plumbing: start pitwall and Debian's prometheus side by side."""
+"""Shared bench plumbing: start pitwall and Debian's prometheus side by side, or pitwall alone with a config."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCH = REPO.parent / "shared" / "bench"
@@ -104,3 +108,42 @@ def run_shared(script: str, *args: str, env: dict[str, str] | None = None) -> di
 
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "n/a"
+
+
+@contextmanager
+def pitwall_with_config(config: dict[str, Any]) -> Iterator[str]:
+    """`pitwall server` with ``config`` as its config file and a temporary data dir (output discarded): its
+    URL once ready; terminated on exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "pitwall.yaml"
+        cfg.write_text(yaml.safe_dump(config))
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
+                                 "--data-dir", str(Path(tmp) / "data"), "--listen", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+INCIDENTS_KEY = "BENCHKEY000000000000000000000001"
+
+
+def incidents_config() -> dict[str, Any]:
+    """The ``incidents`` settings of the incident benches: one service (integration key ``INCIDENTS_KEY``), a
+    weekly schedule of two users and a two-level escalation policy; no Events API rate limit to speak of."""
+    return {
+        "events_per_minute": 10_000_000,
+        "users": [{"name": "Alice", "email": "alice@example.com"}, {"name": "Bob", "email": "bob@example.com"}],
+        "schedules": [{"name": "Primary", "time_zone": "Europe/Berlin", "schedule_layers": [{
+            "start": "2026-01-05T09:00:00+01:00", "rotation_virtual_start": "2026-01-05T09:00:00+01:00",
+            "rotation_turn_length_seconds": 604800, "users": ["Alice", "Bob"]}]}],
+        "escalation_policies": [{"name": "P", "escalation_rules": [
+            {"escalation_delay_in_minutes": 30, "targets": [{"type": "schedule_reference", "id": "Primary"}]},
+            {"escalation_delay_in_minutes": 30, "targets": [{"type": "user_reference", "id": "Bob"}]}]}],
+        "services": [{"name": "web", "escalation_policy": "P", "integration_keys": [INCIDENTS_KEY]}],
+    }

@@ -17,39 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
-import yaml
-
-KEY = "BENCHKEY000000000000000000000001"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(path: Path) -> None:
-    path.write_text(yaml.safe_dump({"incidents": {
-        "events_per_minute": 10_000_000,
-        "users": [{"name": "Alice", "email": "alice@example.com"}, {"name": "Bob", "email": "bob@example.com"}],
-        "schedules": [{"name": "Primary", "time_zone": "Europe/Berlin", "schedule_layers": [{
-            "start": "2026-01-05T09:00:00+01:00", "rotation_virtual_start": "2026-01-05T09:00:00+01:00",
-            "rotation_turn_length_seconds": 604800, "users": ["Alice", "Bob"]}]}],
-        "escalation_policies": [{"name": "P", "escalation_rules": [
-            {"escalation_delay_in_minutes": 30, "targets": [{"type": "schedule_reference", "id": "Primary"}]},
-            {"escalation_delay_in_minutes": 30, "targets": [{"type": "user_reference", "id": "Bob"}]}]}],
-        "services": [{"name": "web", "escalation_policy": "P", "integration_keys": [KEY]}],
-    }}))
+from common import INCIDENTS_KEY, incidents_config, pitwall_with_config
 
 
 async def _run(n: int, conc: int, make: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
@@ -75,7 +48,7 @@ def _show(name: str, rate: float, lat: list[float]) -> None:
 async def bench(url: str, n: int, conc: int) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
         async def send(action: str, key: str) -> None:
-            body: dict[str, object] = {"routing_key": KEY, "event_action": action, "dedup_key": key}
+            body: dict[str, object] = {"routing_key": INCIDENTS_KEY, "event_action": action, "dedup_key": key}
             if action == "trigger":
                 body["payload"] = {"summary": f"alert {key}", "source": "bench", "severity": "critical"}
             r = await c.post("/v2/enqueue", json=body)
@@ -122,27 +95,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "pitwall.yaml"
-        _config(cfg)
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
-                                 "--data-dir", str(Path(tmp) / "data"), "--listen", f"127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            print(f"pitwall incidents, {args.n} events per row, concurrency {args.concurrency}")
-            asyncio.run(bench(url, args.n, args.concurrency))
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with pitwall_with_config({"incidents": incidents_config()}) as url:
+        print(f"pitwall incidents, {args.n} events per row, concurrency {args.concurrency}")
+        asyncio.run(bench(url, args.n, args.concurrency))
 
 
 if __name__ == "__main__":

@@ -16,20 +16,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import mesh_hop  # type: ignore[import-not-found]  # run from bench/, as the other scripts
 
 from pitwall.chaos.meshfaults import HttpRule, NetRule
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
-from pitwall.traffic import ServiceProxy
-from pitwall.traffic.istio_crds import istio_crds
 
 
 def _line(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
@@ -41,25 +32,7 @@ def _line(name: str, r: dict[str, Any], base: dict[str, Any] | None) -> str:
 
 
 async def main(a: argparse.Namespace) -> None:
-    backend = await asyncio.create_subprocess_exec(sys.executable, mesh_hop.__file__, "--backend",
-                                                   stdout=subprocess.PIPE)
-    assert backend.stdout is not None
-    if await asyncio.wait_for(backend.stdout.readline(), 10) != b"ready\n":
-        raise SystemExit("the backend did not start")
-    data = Path(tempfile.mkdtemp())
-    store = SqliteRevStore(data / "state.db", compact_interval_s=None)
-    await store.start()
-    kube = build_kube(store)
-    kube.add_builtin_crds(istio_crds())
-    await kube.start()
-    proxy = ServiceProxy(kube.client)
-    await proxy.start()
-    try:
-        cip = await mesh_hop._configure(kube)
-        for _ in range(500):
-            if proxy.endpoints(cip, 80):
-                break
-            await asyncio.sleep(0.01)
+    async with mesh_hop.mesh_world() as (proxy, cip):
         base = await mesh_hop._run_loadgen(cip, 80, a)
         other = NetRule({"action": "delay", "delay": {"latency": "1s"}})
         other.sources["default/x"] = "127.42.254.99"  # pods this traffic does not involve
@@ -79,13 +52,6 @@ async def main(a: argparse.Namespace) -> None:
         print(_line("faults, none matching", idle, base))
         print(_line(f"HTTPChaos delay {a.delay_ms}ms", delayed, base))
         print(_line("no fault again", again, base))
-    finally:
-        await proxy.stop()
-        await kube.stop()
-        await store.stop()
-        with contextlib.suppress(ProcessLookupError):
-            backend.terminate()
-        await backend.wait()
 
 
 if __name__ == "__main__":

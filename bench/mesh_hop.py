@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -147,7 +148,11 @@ async def _configure(kube: Any) -> str:
     return str(svc["spec"]["clusterIP"])
 
 
-async def main(a: argparse.Namespace) -> None:
+@contextlib.asynccontextmanager
+async def mesh_world(telemetry: MeshTelemetry | None = None) -> AsyncIterator[tuple[ServiceProxy, str]]:
+    """The backend (its own process), a KubeAPI over SQLite with Istio's CRDs and the bench Service routed to
+    it, and a started ServiceProxy: (the proxy, the Service's cluster IP) once the proxy has its endpoints,
+    routes and destination rule. Everything is stopped on exit."""
     backend = await asyncio.create_subprocess_exec(sys.executable, __file__, "--backend", stdout=subprocess.PIPE)
     assert backend.stdout is not None
     if await asyncio.wait_for(backend.stdout.readline(), 10) != b"ready\n":
@@ -158,7 +163,6 @@ async def main(a: argparse.Namespace) -> None:
     kube = build_kube(store)
     kube.add_builtin_crds(istio_crds())
     await kube.start()
-    telemetry = MeshTelemetry(None)
     proxy = ServiceProxy(kube.client, telemetry=telemetry)
     await proxy.start()
     try:
@@ -168,6 +172,19 @@ async def main(a: argparse.Namespace) -> None:
             if proxy.endpoints(cip, 80) and proxy.mesh.routes_for(fqdn) and proxy.mesh.dest_rule(fqdn):
                 break
             await asyncio.sleep(0.01)
+        yield proxy, cip
+    finally:
+        await proxy.stop()
+        await kube.stop()
+        await store.stop()
+        with contextlib.suppress(ProcessLookupError):
+            backend.terminate()
+        await backend.wait()
+
+
+async def main(a: argparse.Namespace) -> None:
+    telemetry = MeshTelemetry(None)
+    async with mesh_world(telemetry) as (_, cip):
         direct = await _run_loadgen(BACKEND_IP, BACKEND_PORT, a)
         hop = await _run_loadgen(cip, 80, a)
         counted = sum(acc.count for acc in telemetry.series().values())
@@ -178,13 +195,6 @@ async def main(a: argparse.Namespace) -> None:
         print(f"  added         p50 {hop['p50'] - direct['p50']:+6.2f} ms  p90 {hop['p90'] - direct['p90']:+6.2f} ms"
               f"  p99 {hop['p99'] - direct['p99']:+6.2f} ms")
         print(f"  istio_requests_total counted {counted} requests")
-    finally:
-        await proxy.stop()
-        await kube.stop()
-        await store.stop()
-        with contextlib.suppress(ProcessLookupError):
-            backend.terminate()
-        await backend.wait()
 
 
 if __name__ == "__main__":

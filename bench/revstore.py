@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -56,6 +56,21 @@ def start_etcd(data: Path) -> tuple[str, subprocess.Popen[bytes]]:
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("etcd did not start")
+
+
+@contextlib.contextmanager
+def running_etcd(data: Path) -> Iterator[str]:
+    """Debian's etcd on free ports with its data in ``data``: its client URL; terminated on exit."""
+    url, proc = start_etcd(data)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def etcd_version() -> str:
+    return subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -157,6 +172,15 @@ async def bench(store: RevStore, n: int, watchers: int) -> dict[str, str]:
     return out
 
 
+async def bench_store(store: RevStore, n: int, watchers: int) -> dict[str, str]:
+    """Start ``store``, run the bench on it and stop it."""
+    await store.start()
+    try:
+        return await bench(store, n, watchers)
+    finally:
+        await store.stop()
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
@@ -164,25 +188,11 @@ async def main() -> None:
     args = ap.parse_args()
     results: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        s = SqliteRevStore(Path(tmp) / "state.db", compact_interval_s=None)
-        await s.start()
-        try:
-            results["sqlite"] = await bench(s, args.n, args.watchers)
-        finally:
-            await s.stop()
-        url, proc = start_etcd(Path(tmp) / "etcd")
-        try:
-            e = EtcdRevStore([url], compact_interval_s=None)
-            await e.start()
-            try:
-                results["etcd"] = await bench(e, args.n, args.watchers)
-            finally:
-                await e.stop()
-        finally:
-            proc.terminate()
-            proc.wait()
-    etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    print(f"revstore bench, n={args.n}, python {sys.version.split()[0]}, {etcd_version}")
+        results["sqlite"] = await bench_store(SqliteRevStore(Path(tmp) / "state.db", compact_interval_s=None),
+                                              args.n, args.watchers)
+        with running_etcd(Path(tmp) / "etcd") as url:
+            results["etcd"] = await bench_store(EtcdRevStore([url], compact_interval_s=None), args.n, args.watchers)
+    print(f"revstore bench, n={args.n}, python {sys.version.split()[0]}, {etcd_version()}")
     for name in results["sqlite"]:
         print(f"\n{name}")
         for backend, r in results.items():

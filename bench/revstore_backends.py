@@ -31,7 +31,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from revstore import _free_port, _pct, bench, start_etcd
+from revstore import _free_port, _pct, bench, bench_store, etcd_version, running_etcd
 
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.etcd import EtcdRevStore
@@ -99,19 +99,11 @@ async def main() -> None:
     args = ap.parse_args()
     results: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        s = SqliteRevStore(Path(tmp) / "state.db", compact_interval_s=None)
-        await s.start()
-        try:
-            results["sqlite"] = await bench(s, args.n, args.watchers)
-            results["sqlite"]["cross-server watch hop"] = "- (one process per database)"
-        finally:
-            await s.stop()
-        url, eproc = start_etcd(Path(tmp) / "etcd")
-        try:
+        results["sqlite"] = await bench_store(SqliteRevStore(Path(tmp) / "state.db", compact_interval_s=None),
+                                              args.n, args.watchers)
+        results["sqlite"]["cross-server watch hop"] = "- (one process per database)"
+        with running_etcd(Path(tmp) / "etcd") as url:
             results["etcd"] = await run_pair(lambda: EtcdRevStore([url], compact_interval_s=None), args)
-        finally:
-            eproc.terminate()
-            eproc.wait()
         pg_root = Path(tempfile.mkdtemp(prefix="pitwall-pg-bench-"))
         dsn, pproc = start_postgres(pg_root)
         try:
@@ -120,11 +112,10 @@ async def main() -> None:
             pproc.terminate()
             pproc.wait()
             shutil.rmtree(pg_root, ignore_errors=True)
-    etcd_version = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     pg_version = subprocess.run([str(sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))[-1]), "--version"],
                                 capture_output=True, text=True).stdout.strip()
     print(f"revstore backends, n={args.n}, watchers={args.watchers}, python {sys.version.split()[0]}, "
-          f"{etcd_version}, {pg_version}, {os.cpu_count()} cores")
+          f"{etcd_version()}, {pg_version}, {os.cpu_count()} cores")
     for name in results["postgres"]:
         print(f"\n{name}")
         for backend, r in results.items():

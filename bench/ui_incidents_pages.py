@@ -13,42 +13,15 @@ so the figures stand alone. Not part of the tests.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import cramjam
 import httpx
-import yaml
+from common import INCIDENTS_KEY, incidents_config, pitwall_with_config
 
 from pitwall.metrics.ingest import prompb
-
-KEY = "BENCHKEY000000000000000000000001"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(path: Path) -> None:
-    path.write_text(yaml.safe_dump({"incidents": {
-        "events_per_minute": 10_000_000,
-        "users": [{"name": "Alice", "email": "alice@example.com"}, {"name": "Bob", "email": "bob@example.com"}],
-        "schedules": [{"name": "Primary", "time_zone": "Europe/Berlin", "schedule_layers": [{
-            "start": "2026-01-05T09:00:00+01:00", "rotation_virtual_start": "2026-01-05T09:00:00+01:00",
-            "rotation_turn_length_seconds": 604800, "users": ["Alice", "Bob"]}]}],
-        "escalation_policies": [{"name": "P", "escalation_rules": [
-            {"escalation_delay_in_minutes": 30, "targets": [{"type": "schedule_reference", "id": "Primary"}]},
-            {"escalation_delay_in_minutes": 30, "targets": [{"type": "user_reference", "id": "Bob"}]}]}],
-        "services": [{"name": "web", "escalation_policy": "P", "integration_keys": [KEY]}],
-    }, "global": {"evaluation_interval": "10s"}, "otlp_grpc": {"enabled": False}}))  # 4317 may be taken
 
 
 def _samples(services: int) -> bytes:
@@ -91,10 +64,10 @@ def _time(c: httpx.Client, path: str, n: int) -> None:
 
 def bench(url: str, incidents: int, slos: int, n: int) -> None:
     with httpx.Client(base_url=url, timeout=120) as c:
-        r = c.post("/v2/change/enqueue", json={"routing_key": KEY, "payload": {"summary": "deploy", "source": "ci"}})
+        r = c.post("/v2/change/enqueue", json={"routing_key": INCIDENTS_KEY, "payload": {"summary": "deploy", "source": "ci"}})
         assert r.status_code == 202, r.text
         for i in range(incidents):
-            r = c.post("/v2/enqueue", json={"routing_key": KEY, "event_action": "trigger", "dedup_key": f"k{i}",
+            r = c.post("/v2/enqueue", json={"routing_key": INCIDENTS_KEY, "event_action": "trigger", "dedup_key": f"k{i}",
                                             "payload": {"summary": f"alert {i}", "source": "bench",
                                                         "severity": "critical",
                                                         "custom_details": {"service": f"svc{i % max(slos, 1)}"}}})
@@ -128,26 +101,10 @@ def main() -> None:
     ap.add_argument("--slos", type=int, default=10)
     ap.add_argument("--n", type=int, default=30)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "pitwall.yaml"
-        _config(cfg)
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
-                                 "--data-dir", str(Path(tmp) / "data"), "--listen", f"127.0.0.1:{port}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "/-/ready", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            bench(url, args.incidents, args.slos, args.n)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    config = {"incidents": incidents_config(), "global": {"evaluation_interval": "10s"},
+              "otlp_grpc": {"enabled": False}}  # 4317 may be taken
+    with pitwall_with_config(config) as url:
+        bench(url, args.incidents, args.slos, args.n)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ and not otherwise.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -32,10 +31,8 @@ import pytest
 import yaml
 
 from pitwall.backup.alerts import RULES, SOURCE
-from pitwall.config import load_settings
 from pitwall.metrics.ingest import prompb
-from tests.backup.test_velero import PASSWORD, Cluster, _backup, _bsl, _done
-from tests.conftest import LiveServer
+from tests.backup.test_velero import Cluster, _backup, _done, live_server, velero_cluster
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -53,24 +50,13 @@ def _restic(repo: Path, *args: str, pw: str = DRILL_PW) -> str:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("drill")
-    srv = LiveServer(load_settings(data_dir=root / "data", listen="127.0.0.1:0", storage={"fsync": False}))
-    srv.start()
-    home = root / "home"
-    home.mkdir()
-    c = Cluster(srv, home, root / "repos")
-    groups = httpx.get(srv.url + "/api/v1/rules", timeout=30).json()["data"]["groups"]
-    AT_START["files"] = {g["file"] for g in groups}
-    c.kubectl("create", "namespace", "velero")
-    c.kubectl("create", "namespace", "drills")
-    c.kubectl("-n", "drills", "create", "secret", "generic", "repo-pw", f"--from-literal=password={DRILL_PW}")
-    c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-repo-credentials",
-                                                                  "namespace": "velero"},
-             "data": {"repository-password": base64.b64encode(PASSWORD.encode()).decode()}},
-            _bsl("local", c.prefix))
-    try:
+    with live_server(root) as srv:
+        groups = httpx.get(srv.url + "/api/v1/rules", timeout=30).json()["data"]["groups"]
+        AT_START["files"] = {g["file"] for g in groups}
+        c = velero_cluster(srv, root)
+        c.kubectl("create", "namespace", "drills")
+        c.kubectl("-n", "drills", "create", "secret", "generic", "repo-pw", f"--from-literal=password={DRILL_PW}")
         yield c
-    finally:
-        srv.stop()
 
 
 def _drill(name: str, source: dict[str, Any], ns: str = "drills", **spec: Any) -> dict[str, Any]:

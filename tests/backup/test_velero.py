@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -107,11 +108,9 @@ def _pod(name: str, ns: str, annotations: dict[str, str]) -> dict[str, Any]:
                 "volumes": [{"name": "data", "emptyDir": {}}]}}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("velero")
-    srv = LiveServer(load_settings(data_dir=root / "data", listen="127.0.0.1:0", storage={"fsync": False}))
-    srv.start()
+def velero_cluster(srv: LiveServer, root: Path) -> Cluster:
+    """kubectl against ``srv`` (its home in ``root/home``) with namespace velero, the repository password's
+    Secret and the BackupStorageLocation ``local`` (restic repositories under ``root/repos``)."""
     home = root / "home"
     home.mkdir()
     c = Cluster(srv, home, root / "repos")
@@ -120,10 +119,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                                                                   "namespace": "velero"},
              "data": {"repository-password": base64.b64encode(PASSWORD.encode()).decode()}},
             _bsl("local", c.prefix))
+    return c
+
+
+@contextmanager
+def live_server(root: Path) -> Iterator[LiveServer]:
+    """A live pitwall with its data in ``root/data``, stopped on exit."""
+    srv = LiveServer(load_settings(data_dir=root / "data", listen="127.0.0.1:0", storage={"fsync": False}))
+    srv.start()
     try:
-        yield c
+        yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("velero")
+    with live_server(root) as srv:
+        yield velero_cluster(srv, root)
 
 
 _SCOPED = ("excludedClusterScopedResources", "includedClusterScopedResources", "excludedNamespaceScopedResources",

@@ -38,9 +38,5 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
     """The chaos controllers over a KubeAPI whose node runs real pods (and the workload controllers)."""
-    e = Env(tmp_path)
-    await e.start()
-    try:
+    async with Env(tmp_path) as e:
         yield e
-    finally:
-        await e.stop()

@@ -4,8 +4,6 @@ controllers restarted mid-fault."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,18 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pitwall.chaos.crds import chaos_mesh_crds
-from pitwall.chaos.events import ChaosReport
-from pitwall.chaos.wiring import build_chaos_runners
-from pitwall.controllers import ControllerRunner
-from pitwall.controllers.wiring import build_controllers
-from pitwall.incidents import ChangeLog
-from pitwall.kube.wiring import build_kube
-from pitwall.node import Kubelet
-from pitwall.node.runtime import kill_leftovers
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic import ServiceProxy
-from tests.node.conftest import FAST, NODE, PY, Sinks, until
+from tests.chaos.pod_env import Env as PodEnv
+from tests.node.conftest import PY, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -42,74 +31,31 @@ http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
-class Env:
+class Env(PodEnv):
+    """The pod environment with the service proxy, whose fault table the chaos controllers fill; a service
+    range and a pod range of its own (other pitwalls on this machine serve theirs)."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.runners: list[ControllerRunner] = []
+        super().__init__(tmp, service_cidr=f"127.{random.randrange(97, 120)}.0.0/16",
+                         pod_cidr=f"127.42.{random.randrange(150, 250)}.0/24")
 
-    async def start(self) -> None:
-        self.store = SqliteRevStore(self.tmp / "state.db", compact_interval_s=None)
-        await self.store.start()
-        # a service range and a pod range of its own: other pitwalls on this machine serve theirs
-        self.kube = build_kube(self.store, service_cidr=f"127.{random.randrange(97, 120)}.0.0/16")
-        self.kube.add_builtin_crds(chaos_mesh_crds())
-        await self.kube.start()
-        self.client = self.kube.client
-        self.kubelet = Kubelet(self.kube, data_dir=self.tmp / "node", logs=Sinks(), metrics=Sinks(), node_name=NODE,
-                               pod_cidr=f"127.42.{random.randrange(150, 250)}.0/24", **FAST)
-        await self.kubelet.start()
-        await self.kubelet.wait_synced()
-        self.workloads = build_controllers(self.kube, election=None)
-        await self.workloads.start()
-        self.changes = ChangeLog(self.store)
-        await self.start_plane()
-
-    async def start_plane(self) -> None:
+    async def start_chaos(self) -> None:
         """The service proxy and the chaos controllers, as a pitwall process starts them."""
         self.proxy = ServiceProxy(self.client, drain_timeout_s=0.5, connect_budget_s=1.0, attempt_timeout_s=0.5)
         await self.proxy.start()
         await self.proxy.wait_synced(10)
-        self.runners = build_chaos_runners(self.client, node=self.kubelet, store=self.store,
-                                           report=ChaosReport(self.changes), mesh=self.proxy.faults)
-        for r in self.runners:
-            await r.start()
+        self.mesh = self.proxy.faults
+        await super().start_chaos()
 
-    async def stop_plane(self) -> None:
-        for r in self.runners:
-            await r.stop()
+    async def stop_chaos(self) -> None:
+        await super().stop_chaos()
         await self.proxy.stop()
-
-    async def stop(self) -> None:
-        await self.stop_plane()
-        await self.workloads.stop()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.kubelet.stop(), 30)
-        kill_leftovers(self.tmp / "node" / "pods")
-        await self.kube.stop()
-        await self.store.stop()
-
-    async def conds(self, kind: str, name: str) -> dict[str, str]:
-        with contextlib.suppress(Exception):
-            obj = await self.client.get(GROUP, kind, name, "default")
-            return {c["type"]: c["status"] for c in (obj.get("status") or {}).get("conditions") or []}
-        return {}
-
-    async def gone(self, kind: str, name: str) -> bool:
-        try:
-            await self.client.get(GROUP, kind, name, "default")
-        except Exception:
-            return True
-        return False
 
 
 @pytest.fixture
 async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    e = Env(tmp_path)
-    await e.start()
-    try:
+    async with Env(tmp_path) as e:
         yield e
-    finally:
-        await e.stop()
 
 
 async def web(env: Env) -> str:
@@ -150,13 +96,13 @@ async def test_http_chaos_on_real_pods_survives_a_restart_and_is_gone_after_dele
                                       "replace": {"code": 418}}})
 
     async def injected() -> bool:
-        return (await env.conds("HTTPChaos", "teapot")).get("AllInjected") == "True"
+        return (await env.cond("HTTPChaos", "teapot")).get("AllInjected") == "True"
     await until(injected, 30)
     r = await get(ip, "/teapot")
     assert r.status_code == 418 and r.text.startswith("web-")  # the pod's own body, the code replaced
     assert (await get(ip, "/")).status_code == 200
-    await env.stop_plane()  # pitwall goes: the proxy and its faults with it
-    await env.start_plane()
+    await env.stop_chaos()  # pitwall goes: the proxy and its faults with it
+    await env.start_chaos()
     await until(lambda: _serving(env, ip), 30)
 
     async def teapot_again() -> bool:
@@ -176,13 +122,13 @@ async def test_network_partition_on_real_pods_until_its_duration_ends(env: Env) 
                                       "selector": {"labelSelectors": {"app": "web"}}}})
 
     async def injected() -> bool:
-        return (await env.conds("NetworkChaos", "cut")).get("AllInjected") == "True"
+        return (await env.cond("NetworkChaos", "cut")).get("AllInjected") == "True"
     await until(injected, 30)
     r = await get(ip, "/")
     assert r.status_code == 503 and b"remote connection failure" in r.content
 
     async def recovered() -> bool:
-        return (await env.conds("NetworkChaos", "cut")).get("AllRecovered") == "True"
+        return (await env.cond("NetworkChaos", "cut")).get("AllRecovered") == "True"
     await until(recovered, 30)
     assert (await get(ip, "/")).status_code == 200
 

@@ -10,25 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from pitwall.controllers.loop import ControllerRunner, Reconciler
-from pitwall.kube import Conflict, KubeAPI, KubeClient, NotFoundError
-from pitwall.kube.wiring import build_kube
-from pitwall.storage.revstore.sqlite import SqliteRevStore
+from pitwall.controllers.wiring import build_controllers
+from pitwall.kube import Conflict, KubeAPI, KubeClient, MetricsProvider, NotFoundError
+from tests.kube.conftest import KubeServer
+from tests.kube_fixture import started_kube
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store (no HTTP)."""
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with started_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], *, tries: int = 400, every_s: float = 0.02) -> None:
@@ -106,3 +101,31 @@ async def run_controller(client: KubeClient, reconciler: Reconciler) -> Controll
     await r.start()
     await asyncio.wait_for(r.synced.wait(), 5)
     return r
+
+
+class ControllerServer(KubeServer):
+    """A live Kubernetes API (kubectl's peer) whose lifespan also runs the controllers and a simulated kubelet.
+
+    ``kubelet`` makes the kubelet for the API's client; ``metrics``, if given, makes the provider served as
+    metrics.k8s.io (set before the controllers start, as the HPA controller reads it).
+    """
+
+    def __init__(self, data: Path, kubelet: Callable[[KubeClient], Kubelet] = Kubelet,
+                 metrics: Callable[[KubeClient], MetricsProvider] | None = None) -> None:
+        super().__init__(data)
+        inner = self.app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with inner(app):
+                if metrics is not None:
+                    self.kube.set_metrics_provider(metrics(self.kube.client))
+                manager = build_controllers(self.kube, election=None)
+                await manager.start()
+                try:
+                    async with kubelet(self.kube.client):
+                        yield
+                finally:
+                    await manager.stop()
+
+        self.app.router.lifespan_context = lifespan

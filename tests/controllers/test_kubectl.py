@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 
-from pitwall.controllers.wiring import build_controllers
-from tests.controllers.conftest import Kubelet
-from tests.kube.conftest import KubeServer
+from pitwall.kube import KubeClient
+from tests.controllers.conftest import ControllerServer, Kubelet
 
 pytestmark = pytest.mark.slow
 
@@ -47,36 +43,17 @@ spec:
 """
 
 
-class ControllerServer(KubeServer):
-    """A live Kubernetes API with the controllers and a kubelet that readies every pod but ``never-ready`` ones."""
-
-    def __init__(self, data: Path) -> None:
-        super().__init__(data)
-        inner = self.app.router.lifespan_context
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            async with inner(app):
-                manager = build_controllers(self.kube, election=None)
-                await manager.start()
-                try:
-                    async with Kubelet(self.kube.client) as kubelet:
-                        kubelet.admit = lambda pod: pod["spec"]["containers"][0]["image"] != "never-ready"
-                        yield
-                finally:
-                    await manager.stop()
-
-        self.app.router.lifespan_context = lifespan
+def _kubelet(client: KubeClient) -> Kubelet:
+    """A kubelet that readies every pod but ``never-ready`` ones."""
+    kubelet = Kubelet(client)
+    kubelet.admit = lambda pod: pod["spec"]["containers"][0]["image"] != "never-ready"
+    return kubelet
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerServer]:
-    s = ControllerServer(tmp_path_factory.mktemp("controllers"))
-    s.start()
-    try:
+    with ControllerServer(tmp_path_factory.mktemp("controllers"), kubelet=_kubelet) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def image_of(server: ControllerServer) -> str:

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
 
-from pitwall.controllers.wiring import build_controllers
 from pitwall.kube import Conflict, KubeClient, NotFoundError
-from tests.controllers.conftest import Kubelet
-from tests.kube.conftest import KubeServer
+from tests.controllers.conftest import ControllerServer, Kubelet
 
 pytestmark = pytest.mark.slow
 
@@ -65,38 +61,14 @@ class FakeUsage:
         return []
 
 
-class BatchServer(KubeServer):
-    def __init__(self, data: Path) -> None:
-        super().__init__(data)
-        inner = self.app.router.lifespan_context
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-            async with inner(app):
-                self.kube.set_metrics_provider(FakeUsage(self.kube.client))
-                manager = build_controllers(self.kube, election=None)
-                await manager.start()
-                try:
-                    async with BatchKubelet(self.kube.client):
-                        yield
-                finally:
-                    await manager.stop()
-
-        self.app.router.lifespan_context = lifespan
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BatchServer]:
-    s = BatchServer(tmp_path_factory.mktemp("batch"))
-    s.start()
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControllerServer]:
+    with ControllerServer(tmp_path_factory.mktemp("batch"), kubelet=BatchKubelet, metrics=FakeUsage) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.mark.timeout(180)
-def test_job_and_cronjob_with_kubectl(server: BatchServer) -> None:
+def test_job_and_cronjob_with_kubectl(server: ControllerServer) -> None:
     k = server.kubectl
     k("create", "job", "pi", "--image=perl:5.34", "--", "perl", "-e", "print 1")
     out = k("wait", "--for=condition=complete", "job/pi", "--timeout=60s", timeout=90).stdout
@@ -136,14 +108,14 @@ spec:
 """
 
 
-def web_deployment(server: BatchServer, name: str) -> None:
+def web_deployment(server: ControllerServer, name: str) -> None:
     k = server.kubectl
     k("create", "deployment", name, "--image=web:v1", "--replicas=1")
     k("set", "resources", f"deployment/{name}", "--requests=cpu=100m")
     k("rollout", "status", f"deployment/{name}", "--timeout=60s", timeout=90)
 
 
-def wait_scaled(server: BatchServer, name: str) -> None:
+def wait_scaled(server: ControllerServer, name: str) -> None:
     k = server.kubectl
     targets = ""
     for _ in range(150):  # bounded: the HPA syncs at once, then every 15 s
@@ -162,14 +134,14 @@ def wait_scaled(server: BatchServer, name: str) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_hpa_from_a_v2_manifest(server: BatchServer) -> None:
+def test_hpa_from_a_v2_manifest(server: ControllerServer) -> None:
     web_deployment(server, "web")
     server.kubectl("apply", "-f", "-", input=HPA)
     wait_scaled(server, "web")
 
 
 @pytest.mark.timeout(180)
-def test_kubectl_autoscale(server: BatchServer) -> None:
+def test_kubectl_autoscale(server: ControllerServer) -> None:
     web_deployment(server, "api")
     out = server.kubectl("autoscale", "deployment", "api", "--min=1", "--max=4", "--cpu-percent=50").stdout
     assert "autoscaled" in out

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import pytest
@@ -24,6 +24,7 @@ from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import free_port
+from tests.kube_fixture import started_kube
 
 TOKEN = "kube-test-token-0123456789"
 KUBECTL = "/usr/bin/kubectl"
@@ -107,6 +108,14 @@ class KubeServer:
         self.server.should_exit = True
         self.thread.join(timeout=20)
 
+    def __enter__(self) -> Self:
+        """Started; stopped on exit."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {TOKEN}"}
 
@@ -126,23 +135,12 @@ class KubeServer:
 
 @pytest.fixture(scope="module")
 def kube_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
-    s = KubeServer(tmp_path_factory.mktemp("kube"))
-    s.start()
-    try:
+    with KubeServer(tmp_path_factory.mktemp("kube")) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
     """A started KubeAPI over a fresh SQLite store, in the test's loop (no HTTP)."""
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with started_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()

@@ -7,26 +7,19 @@ only on the leader of an election on an etcd lease.
 
 from __future__ import annotations
 
-import re
 import signal
-import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
-from tests.storage.revstore.conftest import start_etcd
+from tests.kube.servers import AUTH, Server, two_servers, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(180)]
 
-TOKEN = "pitwall-failover-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APP = """
 import http.server, os
 class H(http.server.BaseHTTPRequestHandler):
@@ -37,65 +30,10 @@ http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
-class Server:
-    def __init__(self, root: Path, name: str, etcd_url: str, cidr: str) -> None:
-        self.name, self.port = name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data = root / name / "data"
-        self.data.mkdir(parents=True)
-        self.cfg = root / name / "pitwall.yaml"
-        self.cfg.write_text(yaml.safe_dump({
-            "storage": {"fsync": False}, "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write", "admin"]}],
-            "state": {"backend": "etcd", "endpoints": [etcd_url], "election_ttl": "3s"},
-            "kube": {"node_name": name, "pod_cidr": cidr}}))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = start_pitwall_process(self.data, self.port, config=self.cfg)
-        wait_ready(self.url, timeout=60, proc=self.proc)
-
-    def leading(self) -> bool:
-        text = httpx.get(self.url + "/metrics", headers=AUTH, timeout=5).text
-        m = re.search(r"^pitwall_controllers_leading(?:\{[^}]*\})? (\S+)$", text, re.M)
-        return m is not None and float(m.group(1)) == 1.0
-
-    def get(self, path: str) -> Any:
-        r = httpx.get(self.url + path, headers=AUTH, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=60)
-
-
-def _until(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-        except httpx.HTTPError:
-            got = None
-        if got:
-            return got
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    etcd = start_etcd(tmp_path / "etcd")
-    servers = (Server(tmp_path, "node-a", etcd.url, "127.42.1.0/24"),
-               Server(tmp_path, "node-b", etcd.url, "127.42.2.0/24"))
-    try:
-        for s in servers:
-            s.start()
+    with two_servers(tmp_path, ("127.42.1.0/24", "127.42.2.0/24")) as servers:
         yield servers
-    finally:
-        for s in servers:
-            s.stop(signal.SIGKILL)
-        etcd.stop()
 
 
 def _deployment(replicas: int) -> dict[str, Any]:
@@ -116,7 +54,7 @@ def _ready_pods(s: Server) -> list[dict[str, Any]]:
 
 def test_leader_failover_on_kill(pair: tuple[Server, Server]) -> None:
     a, b = pair
-    leader = _until("one leader", lambda: [s for s in pair if s.leading()])
+    leader = until("one leader", lambda: [s for s in pair if s.leading()])
     assert len(leader) == 1, "exactly one server runs the controllers"
     leader_, follower = leader[0], (b if leader[0] is a else a)
     assert {n["metadata"]["name"] for n in follower.get("/api/v1/nodes")["items"]} == {"node-a", "node-b"}
@@ -125,14 +63,14 @@ def test_leader_failover_on_kill(pair: tuple[Server, Server]) -> None:
     r = httpx.post(follower.url + "/apis/apps/v1/namespaces/default/deployments", json=_deployment(2),
                    headers=AUTH, timeout=10)
     assert r.status_code == 201, r.text
-    pods = _until("2 ready pods", lambda: len(_ready_pods(follower)) == 2 and _ready_pods(follower))
+    pods = until("2 ready pods", lambda: len(_ready_pods(follower)) == 2 and _ready_pods(follower))
     cidr = {"node-a": "127.42.1.", "node-b": "127.42.2."}
     for p in pods:  # each pod bound once, with an address of its own node's range
         assert p["status"]["podIP"].startswith(cidr[p["spec"]["nodeName"]])
     assert len({p["status"]["podIP"] for p in pods}) == 2
 
     leader_.stop(signal.SIGKILL)
-    _until("the follower to lead", follower.leading, timeout=30)
+    until("the follower to lead", follower.leading, timeout=30)
     # The new leader's controllers act: scaling up makes a new pod, run by the surviving node.
     r = httpx.patch(follower.url + "/apis/apps/v1/namespaces/default/deployments/web/scale",
                     json={"spec": {"replicas": 3}}, headers={**AUTH, "Content-Type": "application/merge-patch+json"},
@@ -143,7 +81,7 @@ def test_leader_failover_on_kill(pair: tuple[Server, Server]) -> None:
     def new_ready() -> list[dict[str, Any]]:
         return [p for p in _ready_pods(follower) if p["metadata"]["name"] not in before]
 
-    made = _until("a new ready pod after failover", new_ready)
+    made = until("a new ready pod after failover", new_ready)
     assert made[0]["spec"]["nodeName"] == follower.name
     rs = follower.get("/apis/apps/v1/namespaces/default/replicasets")["items"]
     assert [x["spec"]["replicas"] for x in rs] == [3]

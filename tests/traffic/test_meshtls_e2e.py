@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import signal
 import socket
 import sys
 import threading
@@ -22,16 +21,11 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
-from tests.kube.test_failover import _until
-from tests.storage.revstore.conftest import start_etcd
+from tests.kube.servers import AUTH, Server, two_servers, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(240)]
 
-TOKEN = "pitwall-meshtls-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ANNOTATION = "mesh.pitwall.dev/inbound"
 APP = """
 import http.server, os
@@ -42,38 +36,6 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a): pass
 http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
-
-
-class Server:
-    def __init__(self, root: Path, name: str, etcd_url: str, cidr: str) -> None:
-        self.name, self.port = name, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data = root / name / "data"
-        self.data.mkdir(parents=True)
-        self.cfg = root / name / "pitwall.yaml"
-        self.cfg.write_text(yaml.safe_dump({
-            "storage": {"fsync": False}, "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write", "admin"]}],
-            "state": {"backend": "etcd", "endpoints": [etcd_url], "election_ttl": "3s"},
-            "kube": {"node_name": name, "pod_cidr": cidr}}))
-        self.proc: Any = None
-
-    def start(self) -> None:
-        self.proc = start_pitwall_process(self.data, self.port, config=self.cfg)
-        wait_ready(self.url, timeout=90, proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=60)
-
-    def req(self, method: str, path: str, body: Any = None, **kw: Any) -> httpx.Response:
-        return httpx.request(method, self.url + path, headers=AUTH, json=body, timeout=15, **kw)
-
-    def metric(self, name: str) -> float:
-        for line in self.req("GET", "/metrics").text.splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-        return 0.0
 
 
 class Relay:
@@ -123,17 +85,8 @@ class Relay:
 def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Server]]:
     # One Secrets key for both servers, so both can read the mesh CA's Secret.
     monkeypatch.setenv("PITWALL_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
-    etcd = start_etcd(tmp_path / "etcd")
-    servers = (Server(tmp_path, "node-a", etcd.url, "127.42.3.0/24"),
-               Server(tmp_path, "node-b", etcd.url, "127.42.4.0/24"))
-    try:
-        for s in servers:
-            s.start()
+    with two_servers(tmp_path, ("127.42.3.0/24", "127.42.4.0/24")) as servers:
         yield servers
-    finally:
-        for s in servers:
-            s.stop()
-        etcd.stop()
 
 
 def _pod(name: str, node: str, sa: str, code: str) -> dict[str, Any]:
@@ -158,10 +111,10 @@ def test_pods_on_two_servers_talk_over_mutual_tls(pair: tuple[Server, Server]) -
     svc = a.req("POST", "/api/v1/namespaces/default/services", {
         "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}).json()
-    caller = _until("the caller pod running on node-a", lambda: _pod_ip(a, "sleep"), timeout=90)
-    _until("the web pod running on node-b", lambda: _pod_ip(b, "web"), timeout=90)
+    caller = until("the caller pod running on node-a", lambda: _pod_ip(a, "sleep"), timeout=90)
+    until("the web pod running on node-b", lambda: _pod_ip(b, "web"), timeout=90)
     assert caller.startswith("127.42.3.")
-    inbound = _until("node-b's inbound address", lambda: a.req("GET", "/api/v1/nodes/node-b").json()[
+    inbound = until("node-b's inbound address", lambda: a.req("GET", "/api/v1/nodes/node-b").json()[
         "metadata"].get("annotations", {}).get(ANNOTATION), timeout=60)
     host, ports = inbound.rsplit(":", 1)
     tls_port, plain_port = (int(p) for p in ports.split(","))
@@ -178,7 +131,7 @@ def test_pods_on_two_servers_talk_over_mutual_tls(pair: tuple[Server, Server]) -
             with httpx.Client(transport=httpx.HTTPTransport(local_address=caller), timeout=10) as c:
                 return c.get(url).status_code
 
-        _until("the Service answering", lambda: get() == 200, timeout=60)
+        until("the Service answering", lambda: get() == 200, timeout=60)
         for _ in range(30):  # new connections: the kernel spreads them over both servers' proxies
             assert get() == 200
         assert a.metric("pitwall_mesh_outbound_tls") >= 1 and b.metric("pitwall_mesh_inbound_tls") >= 1
@@ -193,7 +146,7 @@ def test_pods_on_two_servers_talk_over_mutual_tls(pair: tuple[Server, Server]) -
                         "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/other"]}}]}]}}
         assert a.req("POST", "/apis/security.istio.io/v1/namespaces/default/authorizationpolicies",
                      pol).status_code == 201
-        _until("the policy in force", lambda: get() == 403, timeout=30)
+        until("the policy in force", lambda: get() == 403, timeout=30)
         denied_before = b.metric("pitwall_mesh_denied")
         assert all(get() == 403 for _ in range(20))
         assert b.metric("pitwall_mesh_denied") > denied_before
@@ -215,7 +168,7 @@ def test_pods_on_two_servers_talk_over_mutual_tls(pair: tuple[Server, Server]) -
         assert b"ok" in plaintext()  # PERMISSIVE (no policy yet): plaintext is taken
         assert a.req("POST", "/apis/security.istio.io/v1/namespaces/istio-system/peerauthentications",
                      strict).status_code == 201
-        _until("STRICT in force on node-b", lambda: plaintext() == b"", timeout=30)
+        until("STRICT in force on node-b", lambda: plaintext() == b"", timeout=30)
         assert b.metric("pitwall_mesh_rejected_plaintext") >= 1
         assert all(get() == 200 for _ in range(10))  # the mesh caller still gets through
     finally:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.conftest import LiveServer
+from tests.ui.browser import Browser, launch_chromium
 from tests.ui.seed import Seeded, seed, write_fixture_files
 
 from pitwall.config import load_settings
@@ -41,3 +43,19 @@ def seeded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeededSe
         yield SeededServer(srv, seed(srv.url))
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless chromium per test module (the browser tests are skipped without it or Playwright)."""
+    with launch_chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def web(chromium: Any, seeded_server: SeededServer) -> Iterator[Browser]:
+    """A light-themed page on the seeded server that records console and page errors (not failed requests,
+    which these tests have never watched)."""
+    b = Browser(chromium, seeded_server.url, height=860, timeout_ms=15_000, watch_requests=False, full_page=False)
+    yield b
+    b.ctx.close()

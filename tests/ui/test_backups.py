@@ -10,12 +10,12 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote_plus
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from tests.ui.app import ui_client, ui_deps
 
 from pitwall.backup import BackupReads, RepoLocks, SelfBackup, SelfRun
 from pitwall.backup.crds import restore_drill_crd, velero_crds
@@ -24,12 +24,8 @@ from pitwall.backup.views import snapshot_contents
 from pitwall.controllers import record_event
 from pitwall.kube import KubeAPI, KubeClient
 from pitwall.kube.wiring import build_kube
-from pitwall.metrics import TargetsSnapshot
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.ui.backups_view import backup_row, contents, drill_history, drill_row, self_run_row, until
-from pitwall.ui.routes import ui_router
-from pitwall.ui.settings import UISettings
-from pitwall.ui.web import UIDeps
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -127,11 +123,7 @@ def _self_backup(tmp_path: Path) -> SelfBackup:
 
 
 def _client(reads: BackupReads | None) -> httpx.AsyncClient:
-    deps = UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
-                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None), backups=reads)
-    app = FastAPI()
-    app.include_router(ui_router(deps))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return ui_client(ui_deps(backups=reads))
 
 
 async def _seed(c: KubeClient) -> None:

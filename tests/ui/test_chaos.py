@@ -7,26 +7,21 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from tests.kube_fixture import started_kube
+from tests.ui.app import ui_client, ui_deps
 
 from pitwall.chaos import ChaosConsole, chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
 from pitwall.config import load_settings
 from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI, KubeClient
-from pitwall.kube.wiring import build_kube
-from pitwall.metrics import TargetsSnapshot
 from pitwall.server import create_app
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.ui.chaos_view import experiment_row, golden_charts, phase_of, signal_selector
-from pitwall.ui.routes import ui_router
-from pitwall.ui.settings import UISettings
-from pitwall.ui.web import UIDeps
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -101,24 +96,12 @@ def test_row_window_and_golden_signal_queries() -> None:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds(chaos_mesh_crds())
-    await api.start()
-    try:
+    async with started_kube(tmp_path, chaos_mesh_crds()) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def _client(chaos: ChaosConsole | None, changes: ChangeLog | None = None) -> httpx.AsyncClient:
-    deps = UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
-                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None), chaos=chaos, changes=changes)
-    app = FastAPI()
-    app.include_router(ui_router(deps))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return ui_client(ui_deps(chaos=chaos, changes=changes))
 
 
 async def seed(c: KubeClient) -> None:

@@ -7,66 +7,15 @@ Every page loads without console errors and is screenshotted into
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from tests.conftest import REPO
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 from tests.ui.conftest import SeededServer
 from tests.ui.seed import INSTANCES, KNOWN_TRACE
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "ui"
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, NEEDS_CHROMIUM]
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
-]
-
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-class Browser:
-    def __init__(self, browser: Any, base: str) -> None:
-        self.browser = browser
-        self.base = base
-        self.errors: list[str] = []
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 860}, color_scheme="light")
-        self.page = self.ctx.new_page()
-        self.page.set_default_timeout(15_000)
-        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text} {m.location}") if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-
-    def goto(self, path: str) -> Any:
-        resp = self.page.goto(self.base + path, wait_until="networkidle")
-        assert resp is not None and resp.status == 200, f"{path}: {resp.status if resp else 'no response'}"
-        return self.page
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
-
-    def assert_clean(self) -> None:
-        assert self.errors == [], self.errors
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def web(chromium: Any, seeded_server: SeededServer) -> Iterator[Browser]:
-    b = Browser(chromium, seeded_server.url)
-    yield b
-    b.ctx.close()
+pytest.importorskip("playwright.sync_api")
 
 
 PAGES = [

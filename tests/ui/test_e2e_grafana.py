@@ -4,30 +4,23 @@ one with legacy graph/singlestat panels), pasted and uploaded, then every panel 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.ui.conftest import SeededServer
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 from tests.ui.seed import INSTANCES
-from tests.ui.test_e2e import Browser, chromium  # noqa: F401 (the module's browser fixture)
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
+pytest.importorskip("playwright.sync_api")
+
 FIXTURES = Path(__file__).parent / "grafana"
-
-
-@pytest.fixture
-def web(chromium: Any, seeded_server: SeededServer) -> Iterator[Browser]:  # noqa: F811
-    b = Browser(chromium, seeded_server.url)
-    yield b
-    b.ctx.close()
 
 
 def _loaded(page: Any) -> None:

@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import REPO, LiveServer
+from tests.conftest import LiveServer
 from tests.incidents.conftest import ROUTING_KEY, incidents_config
 from tests.slo.test_live import _psl
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 from tests.ui.seed import _remote_write
 
 from pitwall.config import load_settings
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "ui"
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 
 def _seed(url: str) -> None:
@@ -85,41 +82,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
-class Page:
-    """One browser context in a colour scheme, recording console errors and failed requests."""
-
-    def __init__(self, browser: Any, base: str, scheme: str) -> None:
-        self.base, self.scheme = base, scheme
-        self.errors: list[str] = []
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, color_scheme=scheme)
-        self.page = self.ctx.new_page()
-        self.page.set_default_timeout(20_000)
-        self.page.on("console", lambda m: self.errors.append(f"console: {m.text}") if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.errors.append(f"failed: {r.url}"))
-        self.page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400
-                     else None)
-
-    def goto(self, path: str) -> Any:
-        resp = self.page.goto(self.base + path, wait_until="networkidle")
-        assert resp is not None and resp.status == 200, f"{path}: {resp.status if resp else 'no response'}"
-        return self.page
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}-{self.scheme}.png"), full_page=True)
-
-
 PAGES = [
     ("incidents", "/incidents"),
     ("incident", "/incidents/Q0000001?postmortem=1"),
@@ -131,7 +93,7 @@ PAGES = [
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize(("name", "path"), PAGES, ids=[n for n, _ in PAGES])
 def test_pages_load_clean_in_both_themes(chromium: Any, server: str, name: str, path: str, scheme: str) -> None:
-    w = Page(chromium, server, scheme)
+    w = Browser(chromium, server, scheme, height=1000)
     try:
         page = w.goto(path)
         assert page.locator("nav a[aria-current=page]").count() == 1
@@ -146,14 +108,14 @@ def test_pages_load_clean_in_both_themes(chromium: Any, server: str, name: str, 
         else:
             page.wait_for_function("document.querySelectorAll('.pw-chart[data-rendered]').length === 2")
             assert page.locator(".pw-chart .u-legend").count() == 2
-        w.shot(name)
+        w.shot(f"{name}-{scheme}")
         assert w.errors == []
     finally:
         w.ctx.close()
 
 
 def test_acknowledge_note_and_postmortem_by_keyboard(chromium: Any, server: str) -> None:
-    w = Page(chromium, server, "light")
+    w = Browser(chromium, server, "light", height=1000)
     try:
         page = w.goto("/incidents")
         page.locator("[data-incident-id=Q0000001] a").first.focus()

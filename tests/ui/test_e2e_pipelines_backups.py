@@ -6,7 +6,6 @@ from the "Run pipeline" form lands on its page, whose job log tails the running 
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,10 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.backup.test_velero import PASSWORD, Cluster, _backup, _bsl, _done
+from tests.backup.test_velero import _backup, _done, velero_cluster
 from tests.conftest import LiveServer
 from tests.pipelines.conftest import make_repo
-from tests.ui.test_e2e import ARTIFACTS, CHROMIUM
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 
 from pitwall.config import load_settings
 
@@ -25,10 +24,10 @@ pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(300),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 CI = """
 stages: [build, test, deploy]
@@ -91,16 +90,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         assert [p["status"] for p in runs] == ["failed", "success"], runs
         run = runs[-1]
 
-        home = root / "home"
-        home.mkdir()
-        c = Cluster(srv, home, root / "repos")
-        c.kubectl("create", "namespace", "velero")
+        c = velero_cluster(srv, root)
         c.kubectl("create", "namespace", "shop")
         c.kubectl("-n", "shop", "create", "configmap", "settings", "--from-literal=mode=fast")
-        c.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "velero-repo-credentials",
-                                                                      "namespace": "velero"},
-                 "data": {"repository-password": base64.b64encode(PASSWORD.encode()).decode()}},
-                _bsl("local", c.prefix), _backup("shop-1", includedNamespaces=["shop"], ttl="2h0m0s"))
+        c.apply(_backup("shop-1", includedNamespaces=["shop"], ttl="2h0m0s"))
         b = c.wait("backup", "shop-1", _done)
         assert b["status"]["phase"] == "Completed", b["status"]
         c.apply({"apiVersion": "pitwall.dev/v1", "kind": "RestoreDrill",
@@ -120,42 +113,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(srv, int(run["project_id"]), int(run["id"]), "shop-1", "shop-drill")
     finally:
         srv.stop()
-
-
-class Browser:
-    """A page that records console errors, page errors and failed or refused requests."""
-
-    def __init__(self, browser: Any, base: str, scheme: str) -> None:
-        self.base = base
-        self.errors: list[str] = []
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-        self.page = self.ctx.new_page()
-        self.page.set_default_timeout(20_000)
-        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error"
-                     else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda q: self.errors.append(f"request failed: {q.url}"))
-        self.page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400
-                     else None)
-
-    def goto(self, path: str) -> Any:
-        resp = self.page.goto(self.base + path, wait_until="networkidle")
-        assert resp is not None and resp.status == 200, f"{path}: {resp.status if resp else 'no response'}"
-        return self.page
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def _pages(w: World) -> list[tuple[str, str, str]]:

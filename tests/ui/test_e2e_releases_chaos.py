@@ -11,27 +11,24 @@ import random
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import REPO, LiveServer
+from tests.conftest import LiveServer
+from tests.ui.browser import NEEDS_CHROMIUM, Browser
 from tests.ui.seed import _post, _remote_write
 
 from pitwall.config import load_settings
-
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = REPO / "test-artifacts" / "ui"
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium"),
+    NEEDS_CHROMIUM,
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
 CANARY = {"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": {"name": "web", "namespace": "shop"},
           "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
@@ -122,50 +119,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         srv.stop()
 
 
-class Browser:
-    def __init__(self, browser: Any, base: str, scheme: str) -> None:
-        self.base = base
-        self.errors: list[str] = []
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme=scheme)
-        self.page = self.ctx.new_page()
-        self.page.set_default_timeout(20_000)
-        self.page.on("console", lambda m: self.errors.append(f"console {m.type}: {m.text}") if m.type == "error"
-                     else None)
-        self.page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
-        self.page.on("requestfailed", lambda r: self.errors.append(f"failed request: {r.url}"))
-        self.page.on("response", lambda r: self.errors.append(f"HTTP {r.status}: {r.url}") if r.status >= 400
-                     else None)
-
-    def goto(self, path: str, theme: str = "") -> Any:
-        if theme:
-            self.page.add_init_script(f'localStorage.setItem("pw-theme", "{theme}")')
-        resp = self.page.goto(self.base + path, wait_until="networkidle")
-        assert resp is not None and resp.status == 200, f"{path}: {resp.status if resp else 'no response'}"
-        n = self.page.locator(".pw-chart").count()
-        if n:
-            self.page.wait_for_function(f"document.querySelectorAll('.pw-chart[data-rendered]').length === {n}")
-        return self.page
-
-    def shot(self, name: str) -> None:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        yield b
-        b.close()
-
-
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_releases_pages(chromium: Any, server: LiveServer, theme: str) -> None:
     web = Browser(chromium, server.url, theme)
     try:
-        page = web.goto("/releases", theme)
+        page = web.goto("/releases", theme, charts=True)
         assert page.evaluate("document.documentElement.dataset.theme") == theme
         row = page.locator("table.canaries tbody tr").first
         assert "web" in row.inner_text() and "Deployment/web" in row.inner_text()
@@ -192,12 +150,12 @@ def test_releases_pages(chromium: Any, server: LiveServer, theme: str) -> None:
 def test_chaos_pages(chromium: Any, server: LiveServer, theme: str) -> None:
     web = Browser(chromium, server.url, theme)
     try:
-        page = web.goto("/chaos", theme)
+        page = web.goto("/chaos", theme, charts=True)
         running = page.locator("table.experiments").first
         assert "abort-web" in running.inner_text() and "app=web-primary" in running.inner_text()
         assert running.locator("[data-testid=chaos-phase]").first.inner_text() == "Running"
         web.shot(f"chaos-{theme}")
-        page = web.goto("/chaos/shop/HTTPChaos/abort-web")
+        page = web.goto("/chaos/shop/HTTPChaos/abort-web", charts=True)
         assert page.locator(".pw-chart[data-rendered]").count() == 3
         assert int(page.locator(".pw-chart").first.get_attribute("data-series-count") or 0) == 1
         web.shot(f"chaos-experiment-{theme}")
@@ -213,7 +171,7 @@ def test_halt_all_button(chromium: Any, server: LiveServer) -> None:
     """Last in the module: it pauses the experiment for good."""
     web = Browser(chromium, server.url, "light")
     try:
-        page = web.goto("/chaos")
+        page = web.goto("/chaos", charts=True)
         page.keyboard.press("Tab")  # keyboard: the halt link is reachable and activates with Enter
         page.locator("[data-testid=halt-all]").focus()
         page.keyboard.press("Enter")

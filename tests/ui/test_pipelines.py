@@ -9,17 +9,16 @@ import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from tests.conftest import LiveServer
 from tests.pipelines.conftest import make_repo
+from tests.ui.app import ui_client, ui_deps
 
 from pitwall.config import load_settings
 from pitwall.core.errors import BadData
-from pitwall.metrics import TargetsSnapshot
 from pitwall.pipelines import PipelineRunner, PipelinesSettings
 from pitwall.pipelines.report import Reporter
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -35,9 +34,6 @@ from pitwall.ui.pipelines_view import (
     pipeline_row,
     stage_graph,
 )
-from pitwall.ui.routes import ui_router
-from pitwall.ui.settings import UISettings
-from pitwall.ui.web import UIDeps
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -152,12 +148,7 @@ async def runner(tmp_path: Path) -> AsyncIterator[PipelineRunner]:
 
 
 def _client(runner: PipelineRunner | None) -> httpx.AsyncClient:
-    deps = UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
-                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None),
-                  pipelines=RunnerPipelines(runner) if runner is not None else None)
-    app = FastAPI()
-    app.include_router(ui_router(deps))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return ui_client(ui_deps(pipelines=RunnerPipelines(runner) if runner is not None else None))
 
 
 async def _settled(runner: PipelineRunner, pid: int, want: set[str]) -> dict[str, Any]:

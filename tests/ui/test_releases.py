@@ -7,26 +7,21 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from tests.kube_fixture import started_kube
+from tests.ui.app import ui_client, ui_deps
 
 from pitwall.incidents import ChangeEvent, ChangeLog
 from pitwall.kube import KubeAPI, KubeClient
-from pitwall.kube.wiring import build_kube
-from pitwall.metrics import TargetsSnapshot
 from pitwall.releases import JudgeConfig, MetricInput, ReleasesConsole, flagger_crds, judge
 from pitwall.releases.verdicts import JUDGEMENT, judged_condition, judgement_annotation
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.ui.releases_view import canary_charts, canary_row, change_rows, metric_rows, plan, verdicts
-from pitwall.ui.routes import ui_router
-from pitwall.ui.settings import UISettings
 from pitwall.ui.timerange import TimeRange
-from pitwall.ui.web import UIDeps
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -132,24 +127,12 @@ def test_change_rows() -> None:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    api.add_builtin_crds([*flagger_crds(), *istio_crds()])
-    await api.start()
-    try:
+    async with started_kube(tmp_path, [*flagger_crds(), *istio_crds()]) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def _client(releases: ReleasesConsole | None, changes: ChangeLog | None = None) -> httpx.AsyncClient:
-    deps = UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
-                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None), releases=releases, changes=changes)
-    app = FastAPI()
-    app.include_router(ui_router(deps))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return ui_client(ui_deps(releases=releases, changes=changes))
 
 
 async def seed(c: KubeClient, changes: ChangeLog) -> None:

@@ -10,7 +10,7 @@ from pitwall.core.errors import BadData
 from pitwall.traces.model import SpanRow, summarize
 from pitwall.ui.dashboards import Variable, parse_dashboard, substitute, variable_query
 from pitwall.ui.grafana import from_grafana
-from pitwall.ui.logs_view import parse_fields, severity_of, to_line
+from pitwall.ui.logs_view import level_name, parse_fields, severity_of, to_line
 from pitwall.ui.pages_alerts import parse_matcher
 from pitwall.ui.pages_dashboards import trace_params
 from pitwall.ui.queries import sparkline_path
@@ -106,6 +106,15 @@ def test_log_fields_and_severity() -> None:
     line = to_line("1700000000123000000", "level=info msg=ok", {"app": "x"}, {"trace_id": "AB" * 16})
     assert line.trace_id == "ab" * 16 and line.level == "info" and line.time.endswith(".123")
     assert to_line(1, "trace_id=nothex msg=x", {}).trace_id == ""
+
+
+def test_volume_series_and_lines_name_levels_alike() -> None:
+    """One table: a volume series' level is the one a line with that level value gets; other values stay."""
+    for raw in ("WARNING", "err", "eror", "fatal", "crit", "dbug", "wrn", "inf", "trc", "notice", "panic"):
+        assert level_name({"detected_level": raw}) == severity_of({"level": raw}, [], ""), raw
+    assert level_name({"level": "Eror", "detected_level": "info"}) == "error"
+    assert level_name({"detected_level": "verbose"}) == "verbose"
+    assert level_name({}) == "unknown"
 
 
 def test_dashboard_parsing_and_variables() -> None:

@@ -6,19 +6,16 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote_plus
 
-import httpx
 import pytest
 from fastapi import FastAPI
+from tests.kube_fixture import started_kube
+from tests.ui.app import ui_client, ui_deps
 
 from pitwall.kube import KubeAPI, KubeClient, KubeWorkloads
-from pitwall.kube.wiring import build_kube
-from pitwall.metrics import TargetsSnapshot
-from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.ui.routes import ui_router
-from pitwall.ui.settings import UISettings
 from pitwall.ui.web import UIDeps
 from pitwall.ui.workloads_view import deployment_row, history, logs_link, pod_row
 
@@ -29,26 +26,12 @@ def _now() -> str:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with started_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def _deps(workloads: KubeWorkloads | None) -> UIDeps:
-    return UIDeps(settings=UISettings(), metrics=cast(Any, None), targets=lambda: TargetsSnapshot([], [], {}),
-                  traces=None, logs=None, alerts=None, dashboards=cast(Any, None), workloads=workloads)
-
-
-def _client(deps: UIDeps) -> httpx.AsyncClient:
-    app = FastAPI()
-    app.include_router(ui_router(deps))
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
+    return ui_deps(workloads=workloads)
 
 
 async def _seed(c: KubeClient) -> None:
@@ -113,7 +96,7 @@ async def _seed(c: KubeClient) -> None:
 @pytest.mark.timeout(30)
 async def test_workloads_page_lists_deployments_and_pods(kube: KubeAPI) -> None:
     await _seed(kube.client)
-    async with _client(_deps(KubeWorkloads(kube.client))) as client:
+    async with ui_client(_deps(KubeWorkloads(kube.client))) as client:
         r = await client.get("/workloads")
     assert r.status_code == 200, r.text
     t = r.text
@@ -136,7 +119,7 @@ async def test_workloads_page_lists_deployments_and_pods(kube: KubeAPI) -> None:
 @pytest.mark.timeout(30)
 async def test_deployment_and_pod_pages(kube: KubeAPI) -> None:
     await _seed(kube.client)
-    async with _client(_deps(KubeWorkloads(kube.client))) as client:
+    async with ui_client(_deps(KubeWorkloads(kube.client))) as client:
         r = await client.get("/workloads/default/deployment/web")
         pod = await client.get("/workloads/default/pod/web-2-abcde")
         missing = await client.get("/workloads/default/deployment/nope")
@@ -159,7 +142,7 @@ async def test_deployment_and_pod_pages(kube: KubeAPI) -> None:
 
 @pytest.mark.timeout(30)
 async def test_without_kubernetes_the_page_says_so() -> None:
-    async with _client(_deps(None)) as client:
+    async with ui_client(_deps(None)) as client:
         r = await client.get("/workloads")
     assert r.status_code == 200 and "is not available" in r.text
 

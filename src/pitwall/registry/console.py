@@ -23,7 +23,7 @@ from pitwall.storage.revstore import Compacted, FutureRevision
 __all__ = ["ChangeView", "ConfigConsole", "KeyRow"]
 
 MAX_SHOWN = 64 << 10  # bytes of a value shown on a page (the rest is cut, with a note)
-MAX_KEYS = 2000  # keys listed under one prefix
+MAX_KEYS = 2000  # keys listed under one prefix (the first ones in key order)
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,11 @@ class ConfigConsole:
     async def keys(self, prefix: str) -> list[KeyRow]:
         """One level under ``prefix`` (Consul's ``?keys&separator=/``): folders first, then keys."""
         check_key(prefix, allow_empty=True)
-        entries, _ = await self.kv.tree(prefix)
-        folders: dict[str, None] = {}
-        rows: list[KeyRow] = []
-        for e in entries:
-            rest = e.key[len(prefix):]
-            cut = rest.find("/")
-            if cut >= 0:  # in (or is) a folder one level down
-                folders.setdefault(prefix + rest[:cut + 1], None)
-            elif rest:
-                rows.append(KeyRow(e.key, False, len(e.value), e.modify_index))
-        out = [KeyRow(f, True) for f in folders] + rows
-        return out[:MAX_KEYS]
+        level = await self.kv.level(prefix, "/", MAX_KEYS + 1)  # one more: the key named by the prefix itself
+        folders = [KeyRow(x, True) for x in level if isinstance(x, str)]
+        rows = [KeyRow(x.key, False, len(x.value), x.modify_index) for x in level
+                if not isinstance(x, str) and x.key != prefix]
+        return (folders + rows)[:MAX_KEYS]
 
     def kube_named(self, key: str) -> KubeConfigHistory:
         if self.kube_history is None:

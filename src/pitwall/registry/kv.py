@@ -27,12 +27,13 @@ from pitwall.registry.model import (
     Entry,
     check_key,
 )
-from pitwall.storage.revstore import Compacted, Compare, FutureRevision, Op, RevStore
+from pitwall.storage.revstore import Compacted, Compare, FutureRevision, Op, RevStore, prefix_end
 
 __all__ = ["MAX_TXN_OPS", "KVStore", "TxnOutcome"]
 
 MAX_TXN_OPS = 64  # Consul's maxTxnOps
 _RETRIES = 20
+_LEVEL_PAGE = 256  # keys read at most at once by level()
 _WRITE_VERBS = frozenset({"set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree"})
 _READ_VERBS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})
 
@@ -123,18 +124,41 @@ class KVStore:
 
     async def keys(self, prefix: str, separator: str) -> tuple[list[str], int]:
         """Keys under ``prefix``; with a separator, each key cut after the first separator past the prefix
-        (Consul's "directories"), deduplicated."""
+        (Consul's "directories"), deduplicated. The index is the whole tree's, as Consul's."""
         entries, idx = await self.tree(prefix)
         out: list[str] = []
         for e in entries:
-            k = e.key
-            if separator:
-                cut = k.find(separator, len(prefix))
-                if cut >= 0:
-                    k = k[:cut + len(separator)]
+            k = _folder_of(e.key, prefix, separator) or e.key
             if not out or out[-1] != k:
                 out.append(k)
         return out, idx
+
+    async def level(self, prefix: str, separator: str, limit: int) -> list[Entry | str]:
+        """The first ``limit`` names of ``keys(prefix, separator)``, in key order: a folder as its name (ending
+        with ``separator``), a key directly under ``prefix`` as its entry. The folders' contents are skipped
+        in the store rather than read, so this costs about one read per folder and a few for the keys."""
+        out: list[Entry | str] = []
+        start: str | None = None
+        rev = 0  # every read at the first one's revision: one consistent listing
+        page = 1  # one key read after a skipped folder, doubling while keys follow one another
+        while len(out) < limit:
+            res = await self.store.range(KV_PREFIX + prefix, start=start, limit=min(page, limit - len(out)),
+                                         revision=rev)
+            rev = rev or res.revision
+            for kv in res.kvs:
+                e = Entry.from_kv(kv)
+                folder = _folder_of(e.key, prefix, separator)
+                if folder is not None:
+                    out.append(folder)
+                    start, page = prefix_end(KV_PREFIX + folder), 1
+                    break
+                out.append(e)
+                start = kv.key + "\0"
+            else:
+                if not res.more:
+                    break
+                page = min(page * 2, _LEVEL_PAGE)
+        return out
 
     # ---- single writes (each a one-operation transaction) -------------------------------------------
 
@@ -350,6 +374,13 @@ def _held_ops(key: str, old: Entry | None, new: Entry | None) -> list[Op]:
     if after:
         ops.append(Op.put(f"{HELD_PREFIX}{after}/{key}", b""))
     return ops
+
+
+def _folder_of(key: str, prefix: str, separator: str) -> str | None:
+    """The folder one level under ``prefix`` that ``key`` is in (up to and with the first ``separator`` past
+    the prefix), or None for a key directly under it."""
+    cut = key.find(separator, len(prefix)) if separator else -1
+    return key[:cut + len(separator)] if cut >= 0 else None
 
 
 def _ok(out: TxnOutcome) -> bool:

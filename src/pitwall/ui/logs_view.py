@@ -25,10 +25,12 @@ NS = 1_000_000_000
 _LOGFMT = re.compile(r'([A-Za-z_][\w.\-]*)=("(?:[^"\\]|\\.)*"|[^\s"]*)')
 _LEVEL_KEYS = ("level", "severity", "detected_level", "lvl", "severity_text", "loglevel")
 _TRACE_KEYS = ("trace_id", "traceid", "traceId", "trace.id", "traceID")
+# Level spellings (lower case) and the level the UI shows them as: a line's severity and a volume series' name.
 _LEVELS = {
-    "trace": "trace", "debug": "debug", "dbg": "debug", "info": "info", "information": "info", "notice": "info",
-    "warn": "warn", "warning": "warn", "error": "error", "err": "error", "fatal": "critical",
-    "critical": "critical", "crit": "critical", "panic": "critical", "emerg": "critical", "alert": "critical",
+    "trace": "trace", "trc": "trace", "debug": "debug", "dbg": "debug", "dbug": "debug", "info": "info",
+    "inf": "info", "information": "info", "notice": "info", "warn": "warn", "warning": "warn", "wrn": "warn",
+    "error": "error", "err": "error", "eror": "error", "fatal": "critical", "critical": "critical",
+    "crit": "critical", "panic": "critical", "emerg": "critical", "alert": "critical",
 }
 _LEVEL_WORD = re.compile(r"\b(TRACE|DEBUG|INFO|WARN|WARNING|ERROR|FATAL|CRITICAL)\b")
 _HEX = re.compile(r"^[0-9a-fA-F]{16}([0-9a-fA-F]{16})?$")
@@ -134,14 +136,11 @@ def _chart_from_matrix(data: dict[str, Any], start_ms: int, end_ms: int, step_ms
 
 # the volume histogram's stacking order, most severe on top (Grafana's level colours follow the names)
 LEVEL_ORDER = {"unknown": 0, "trace": 1, "debug": 2, "info": 3, "warn": 4, "error": 5, "critical": 6}
-_LEVEL_ALIASES = {"warning": "warn", "err": "error", "fatal": "critical", "crit": "critical", "dbug": "debug",
-                  "eror": "error", "wrn": "warn", "inf": "info", "trc": "trace"}
-
-
 def level_name(labels: dict[str, str]) -> str:
-    """The level a volume series stands for: its ``level`` label, else ``detected_level``, normalised."""
+    """The level a volume series stands for: its ``level`` label, else ``detected_level``, normalised (a value
+    that is no known level is kept, so its series stays apart)."""
     raw = (labels.get("level") or labels.get("detected_level") or "unknown").lower()
-    return _LEVEL_ALIASES.get(raw, raw)
+    return _LEVELS.get(raw, raw)
 
 
 CONTEXT_WINDOW_NS = 2 * 3600 * NS  # how far log context looks each way, as Grafana's context query

@@ -14,12 +14,11 @@ import pytest
 
 from pitwall.core.errors import ConfigError
 from pitwall.kube import KubeAPI, KubeClient, KubePodSource
-from pitwall.kube.wiring import build_kube
 from pitwall.metrics import Exemplar, MetricMetadata, SampleBatch
 from pitwall.metrics.scrape.config import parse_scrape_configs
 from pitwall.metrics.scrape.kubernetes import DEFAULT_POD_JOB, pod_groups
 from pitwall.metrics.scrape.manager import ScrapeManager
-from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.kube_fixture import started_kube
 
 POD_IP = "127.42.200.7"
 
@@ -82,15 +81,8 @@ def pod_exporter() -> Iterator[PodExporter]:
 
 @pytest.fixture
 async def kube(tmp_path: Path) -> AsyncIterator[KubeAPI]:
-    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
-    await store.start()
-    api = build_kube(store)
-    await api.start()
-    try:
+    async with started_kube(tmp_path) as api:
         yield api
-    finally:
-        await api.stop()
-        await store.stop()
 
 
 def pod(name: str, port: int, annotations: dict[str, str]) -> dict[str, Any]:

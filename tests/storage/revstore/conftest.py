@@ -17,13 +17,17 @@ own, so revisions start at 0 there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -34,6 +38,7 @@ import httpx
 import pytest
 
 from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.election import DEFAULT_PREFIX, Election
 from pitwall.storage.revstore.etcd import EtcdRevStore
 from pitwall.storage.revstore.postgres import PostgresRevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -241,3 +246,53 @@ async def make_store(backend: str, request: pytest.FixtureRequest,
 @pytest.fixture
 async def store(make_store: MakeStore) -> RevStore:
     return await make_store()
+
+
+# A candidate in another process: elected "child" for "ctl" on the backend named by argv (etcd or postgres,
+# its endpoint or DSN, the TTL, the key prefix), it prints LEADER and then holds on until killed.
+_CANDIDATE = textwrap.dedent("""
+    import asyncio, sys
+    from pitwall.storage.revstore.election import Election
+
+    async def main() -> None:
+        backend, address, ttl, prefix = sys.argv[1:5]
+        if backend == "etcd":
+            from pitwall.storage.revstore.etcd import EtcdRevStore
+            store = EtcdRevStore([address], compact_interval_s=None)
+        else:
+            from pitwall.storage.revstore.postgres import PostgresRevStore
+            store = PostgresRevStore(address, compact_interval_s=None)
+        await store.start()
+        e = Election(store, "ctl", "child", ttl_s=float(ttl), prefix=prefix)
+        await e.start()
+        await e.elected.wait()
+        print("LEADER", flush=True)
+        await asyncio.sleep(3600)
+
+    asyncio.run(main())
+""")
+
+
+async def assert_takeover_after_kill_9(store: RevStore, backend: str, address: str, *, ttl_s: float,
+                                       prefix: str = DEFAULT_PREFIX) -> None:
+    """A candidate process leads on ``backend`` at ``address``; an Election on ``store`` follows it for half
+    the TTL; after SIGKILL of that process it is elected (within 30s) and names itself the leader."""
+    child = subprocess.Popen([sys.executable, "-c", _CANDIDATE, backend, address, str(ttl_s), prefix],
+                             stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
+        assert line.strip() == b"LEADER"
+        me = Election(store, "ctl", "parent", ttl_s=ttl_s, prefix=prefix)
+        await me.start()
+        await asyncio.sleep(ttl_s / 2)
+        assert not me.is_leader and await me.leader() == "child"
+        os.kill(child.pid, signal.SIGKILL)
+        await asyncio.wait_for(me.elected.wait(), 30)
+        assert await me.leader() == "parent"
+        await me.stop()
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from pitwall.storage.revstore.election import Election
 from pitwall.storage.revstore.etcd import EtcdRevStore
 
-from .conftest import EtcdServer, MakeStore
+from .conftest import EtcdServer, MakeStore, assert_takeover_after_kill_9
 
 TTL = 3.0  # long enough that a loaded machine does not make a live leader step down
 
@@ -85,46 +80,12 @@ async def test_leader_steps_down_when_its_lease_is_gone(make_store: MakeStore, n
     await one.stop()
 
 
-_CANDIDATE = textwrap.dedent("""
-    import asyncio, sys
-    from pitwall.storage.revstore.etcd import EtcdRevStore
-    from pitwall.storage.revstore.election import Election
-
-    async def main() -> None:
-        store = EtcdRevStore([sys.argv[1]], compact_interval_s=None)
-        await store.start()
-        e = Election(store, "ctl", "child", ttl_s=float(sys.argv[3]), prefix=sys.argv[2])
-        await e.start()
-        await e.elected.wait()
-        print("LEADER", flush=True)
-        await asyncio.sleep(3600)
-
-    asyncio.run(main())
-""")
-
-
 @pytest.mark.timeout(120)
 async def test_etcd_failover_after_kill_9(etcd_server: EtcdServer, ns: str) -> None:
     """A real pitwall-like process leads; kill -9 it; the survivor takes over within the TTL."""
     store = EtcdRevStore([etcd_server.url], compact_interval_s=None)
     await store.start()
-    child = subprocess.Popen([sys.executable, "-c", _CANDIDATE, etcd_server.url, ns, str(TTL)],
-                             stdout=subprocess.PIPE)
     try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == b"LEADER"
-        me = Election(store, "ctl", "parent", ttl_s=TTL, prefix=ns)
-        await me.start()
-        await asyncio.sleep(TTL / 2)
-        assert not me.is_leader and await me.leader() == "child"
-        os.kill(child.pid, signal.SIGKILL)
-        await asyncio.wait_for(me.elected.wait(), 30)
-        assert await me.leader() == "parent"
-        await me.stop()
+        await assert_takeover_after_kill_9(store, "etcd", etcd_server.url, ttl_s=TTL, prefix=ns)
     finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
         await store.stop()

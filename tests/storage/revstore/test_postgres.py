@@ -4,11 +4,6 @@ connection dropping, a restart, kill -9 of a leader, a bad DSN."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import psycopg
@@ -17,10 +12,9 @@ import pytest
 from pitwall.config import load_settings
 from pitwall.core.errors import ConfigError
 from pitwall.storage.revstore import Compacted, Event, RevStoreError
-from pitwall.storage.revstore.election import Election
 from pitwall.storage.revstore.postgres import PostgresRevStore
 
-from .conftest import PostgresServer, free_port, start_postgres
+from .conftest import PostgresServer, assert_takeover_after_kill_9, free_port, start_postgres
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -149,48 +143,15 @@ async def test_a_bad_dsn_is_a_clear_error() -> None:
         await store.start()
 
 
-_CANDIDATE = textwrap.dedent("""
-    import asyncio, sys
-    from pitwall.storage.revstore.postgres import PostgresRevStore
-    from pitwall.storage.revstore.election import Election
-
-    async def main() -> None:
-        store = PostgresRevStore(sys.argv[1], compact_interval_s=None)
-        await store.start()
-        e = Election(store, "ctl", "child", ttl_s=3.0)
-        await e.start()
-        await e.elected.wait()
-        print("LEADER", flush=True)
-        await asyncio.sleep(3600)
-
-    asyncio.run(main())
-""")
-
-
 @pytest.mark.timeout(120)
 async def test_failover_after_kill_9(postgres_server: PostgresServer) -> None:
     """A leader process on PostgreSQL is killed with SIGKILL; the survivor takes over once its lease expires."""
     dsn = postgres_server.create_database()
     store = PostgresRevStore(dsn, compact_interval_s=None)
     await store.start()
-    child = subprocess.Popen([sys.executable, "-c", _CANDIDATE, dsn], stdout=subprocess.PIPE)
     try:
-        assert child.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 60)
-        assert line.strip() == b"LEADER"
-        me = Election(store, "ctl", "parent", ttl_s=3.0)
-        await me.start()
-        await asyncio.sleep(1.5)
-        assert not me.is_leader and await me.leader() == "child"
-        os.kill(child.pid, signal.SIGKILL)
-        await asyncio.wait_for(me.elected.wait(), 30)
-        assert await me.leader() == "parent"
-        await me.stop()
+        await assert_takeover_after_kill_9(store, "postgres", dsn, ttl_s=3.0)
     finally:
-        child.kill()
-        child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
         await store.stop()
 
 
