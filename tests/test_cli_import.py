@@ -42,7 +42,8 @@ def openmetrics_file() -> str:
     out += ["# TYPE request_duration_seconds histogram"]
     for i in range(POINTS):
         for n, le in enumerate(BUCKETS):
-            out.append(f'request_duration_seconds_bucket{{le="{le}"}} {i * (n + 1)} {_ts(i)}')
+            ex = f' # {{trace_id="abc{i}"}} 0.05 {_ts(i)}' if n == 0 and i == 10 else ""
+            out.append(f'request_duration_seconds_bucket{{le="{le}"}} {i * (n + 1)} {_ts(i)}{ex}')
         out.append(f"request_duration_seconds_sum {i * 0.75} {_ts(i)}")
         out.append(f"request_duration_seconds_count {i * 3} {_ts(i)}")
     return "\n".join(out) + "\n# EOF\n"
@@ -100,6 +101,10 @@ def test_import_then_query_back_exact_values(live_server: LiveServer, om_file: P
     # A query over the history: once a full minute is stored, the rate of the 200s is 10 per 15 s.
     rates = _values(live_server, 'rate(http_requests_total{code="200"}[1m])')  # none at the first point
     assert len(rates) == POINTS - 1 and all(abs(v - 10 / 15) < 1e-9 for v in rates[4:])
+    r = httpx.get(live_server.url + "/api/v1/query_exemplars", params={
+        "query": "request_duration_seconds_bucket", "start": _ts(0), "end": _ts(POINTS - 1)})
+    (ex_series,) = r.json()["data"]
+    assert ex_series["exemplars"] == [{"labels": {"trace_id": "abc10"}, "value": "0.05", "timestamp": _ts(10)}]
     # The # TYPE / # HELP / # UNIT lines went along as remote-write metadata.
     md = httpx.get(live_server.url + "/api/v1/metadata", params={"metric": "temperature_celsius"}).json()["data"]
     assert md["temperature_celsius"][0]["type"] == "gauge"

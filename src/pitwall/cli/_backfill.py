@@ -161,8 +161,22 @@ class Stats:
         self.max_ts = ts_max if self.max_ts is None else max(self.max_ts, ts_max)
 
 
-# One batch: label set -> (timestamps ms, values).
-Batch = dict[Labels, tuple[list[int], list[float]]]
+@dataclass
+class _Series:
+    """One series' part of a batch: samples (ms, value) and OpenMetrics exemplars (labels, value, ms)."""
+
+    ts: list[int] = field(default_factory=list)
+    vals: list[float] = field(default_factory=list)
+    exemplars: list[tuple[Labels, float, int]] = field(default_factory=list)
+
+    def in_time_order(self) -> _Series:
+        if all(a <= b for a, b in itertools.pairwise(self.ts)):
+            return self
+        order = sorted(range(len(self.ts)), key=self.ts.__getitem__)
+        return _Series([self.ts[i] for i in order], [self.vals[i] for i in order], self.exemplars)
+
+
+Items = list[tuple[Labels, _Series]]
 
 
 class Importer:
@@ -182,7 +196,7 @@ class Importer:
         self.on_progress = on_progress
         self.sleep = sleep
         self._labels: dict[str, Labels] = {}
-        self._batch: Batch = {}
+        self._batch: dict[Labels, _Series] = {}
         self._pending = 0
         self._metadata: dict[str, tuple[str, str, str]] = {}
         self._client = client or httpx.Client(timeout=120)
@@ -275,13 +289,17 @@ class Importer:
         if ts_list:
             self.stats.saw(min(ts_list), max(ts_list))
         series_seen = self.stats.series
-        for labels, t, v in zip(labels_of, ts_list, val_list, strict=True):
+        exemplars = {e.index: e for e in exp.exemplars}
+        for i, (labels, t, v) in enumerate(zip(labels_of, ts_list, val_list, strict=True)):
             cols = self._batch.get(labels)
             if cols is None:
-                cols = self._batch[labels] = ([], [])
+                cols = self._batch[labels] = _Series()
                 series_seen.add(hash(labels))
-            cols[0].append(t)
-            cols[1].append(v)
+            cols.ts.append(t)
+            cols.vals.append(v)
+            if i in exemplars:  # an exemplar without a timestamp takes its sample's
+                ex = exemplars[i]
+                cols.exemplars.append((ex.labels, ex.value, t if ex.ts is None else ex.ts))
             self._pending += 1
             if self._pending >= self.batch_size:
                 self._flush()
@@ -293,31 +311,36 @@ class Importer:
         if not self._batch:
             return
         batch, self._batch, self._pending = self._batch, {}, 0
-        items = [(labels, _in_time_order(ts, vals)) for labels, (ts, vals) in batch.items()]
+        items = [(labels, part.in_time_order()) for labels, part in batch.items()]
         if self.dry_run:
-            self.stats.samples_sent += sum(len(c[0]) for _, c in items)
+            self.stats.samples_sent += sum(len(part.ts) for _, part in items)
         else:
             self._send(items, first=True)
             self._metadata.clear()  # sent with this batch
 
-    def _body(self, items: list[tuple[Labels, tuple[list[int], list[float]]]], with_metadata: bool) -> bytes:
+    def _body(self, items: Items, with_metadata: bool) -> bytes:
         w = prompb.WriteRequest()
-        for labels, (ts, vals) in items:
+        for labels, part in items:
             series = w.timeseries.add()
             for k, v in labels:
                 lb = series.labels.add()
                 lb.name, lb.value = k, v
-            for t, val in zip(ts, vals, strict=True):
+            for t, val in zip(part.ts, part.vals, strict=True):
                 smp = series.samples.add()
                 smp.timestamp, smp.value = t, val
+            for ex_labels, ex_val, ex_ts in part.exemplars:
+                ex = series.exemplars.add(value=ex_val, timestamp=ex_ts)
+                for k, v in ex_labels:
+                    lb = ex.labels.add()
+                    lb.name, lb.value = k, v
         if with_metadata:
             for name, (typ, help_, unit) in self._metadata.items():
                 w.metadata.add(type=_TYPE_CODES.get(typ, 0), metric_family_name=name, help=help_, unit=unit)
         return bytes(cramjam.snappy.compress_raw(w.SerializeToString()))
 
-    def _send(self, items: list[tuple[Labels, tuple[list[int], list[float]]]], first: bool) -> None:
+    def _send(self, items: Items, first: bool) -> None:
         """One request; a refused (out-of-order) or too large batch is halved until the refusal is one series."""
-        n = sum(len(c[0]) for _, c in items)
+        n = sum(len(part.ts) for _, part in items)
         resp = self._post(self._body(items, with_metadata=first))
         if resp.status_code // 100 == 2:
             self.stats.samples_sent += n
@@ -367,10 +390,3 @@ def _retry_after(resp: httpx.Response) -> float:
         return float(resp.headers.get("retry-after", "0"))
     except ValueError:
         return 0.0
-
-
-def _in_time_order(ts: list[int], vals: list[float]) -> tuple[list[int], list[float]]:
-    if all(a <= b for a, b in itertools.pairwise(ts)):
-        return ts, vals
-    order = sorted(range(len(ts)), key=ts.__getitem__)
-    return [ts[i] for i in order], [vals[i] for i in order]
