@@ -172,6 +172,21 @@ def test_parse_error_names_the_line_and_what_was_sent(live_server: LiveServer, t
     assert _stored(live_server, "good") == 6
 
 
+def test_unreadable_input_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cut = tmp_path / "cut.om.gz"
+    cut.write_bytes(gzip.compress(openmetrics_file().encode())[:2000])
+    out = _import(str(cut), "--dry-run")
+    assert out.exit_code != 0 and "cannot read" in out.stderr
+    out = _import(str(cut), "--dry-run", "--format", "openmetrics")  # no look at the end first: fails mid-way
+    assert out.exit_code == 1 and "cannot read" in out.stderr and "import aborted" in out.stderr
+    monkeypatch.setattr(_backfill, "MAX_LINE", 64)
+    long = tmp_path / "long.om"
+    long.write_text(f"a 1 {_ts(0)}\n" + f'a{{x="{"x" * 100}"}} 1 {_ts(0)}\n# EOF\n')
+    out = _import(str(long), "--dry-run")
+    assert out.exit_code == 1 and "line 2: longer than 64 bytes" in out.stderr
+    assert _import(str(tmp_path / "absent.om"), "--dry-run").exit_code == 2
+
+
 def test_sample_without_timestamp_is_refused_as_promtool_does(live_server: LiveServer, tmp_path: Path) -> None:
     p = tmp_path / "nots.om"
     p.write_text(f'a 1 {_ts(0)}\nb{{x="1"}} 2\n# EOF\n')

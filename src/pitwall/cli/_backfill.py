@@ -16,6 +16,7 @@ import itertools
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,10 @@ _TYPE_CODES = {v: k for k, v in prompb.METRIC_TYPES.items()}
 
 class BackfillError(Exception):
     """The import cannot go on; ``str()`` is the message for the user."""
+
+
+class ReadError(BackfillError):
+    """The input itself cannot be read (I/O, gzip, UTF-8, an overlong line)."""
 
 
 def parse_labels(pairs: list[str]) -> Labels:
@@ -95,17 +100,20 @@ class Reader:
         n = 0
         readline = self._stream.readline
         while True:
-            raw = readline(MAX_LINE + 1)
+            try:
+                raw = readline(MAX_LINE + 1)
+            except (OSError, EOFError, zlib.error) as e:  # a corrupt or truncated .gz
+                raise ReadError(f"line {n + 1}: cannot read {self.path}: {e}") from None
             if not raw:
                 return
             n += 1
             self._consumed += len(raw)
             if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                raise BackfillError(f"line {n}: longer than {MAX_LINE} bytes")
+                raise ReadError(f"line {n}: longer than {MAX_LINE} bytes")
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise BackfillError(f"line {n}: invalid UTF-8: {e}") from None
+                raise ReadError(f"line {n}: invalid UTF-8: {e}") from None
             yield n, text[:-1] if text.endswith("\n") else text
 
     def __enter__(self) -> Reader:
@@ -131,9 +139,12 @@ def detect_format(path: str) -> Format:
         return "openmetrics"
     if path.endswith(".gz"):
         tail = b""
-        with gzip.open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                tail = (tail + block)[-64:]
+        try:
+            with gzip.open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    tail = (tail + block)[-64:]
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise BackfillError(f"cannot read {path}: {e}") from None
     else:
         with open(path, "rb") as f:
             f.seek(0, io.SEEK_END)
@@ -205,28 +216,34 @@ class Importer:
 
     def run(self, reader: Reader) -> None:
         """Read everything, sending full batches as they fill, then the last one."""
-        chunk: list[tuple[int, str]] = []
-        eof_line = 0
         try:
-            for n, line in reader.lines():
-                if eof_line:
-                    raise BackfillError(self._aborted(f"line {n}: unexpected data after # EOF (line {eof_line})"))
-                if self.fmt == "openmetrics" and line == "# EOF":
-                    eof_line = n
-                    continue
-                chunk.append((n, line))
-                if len(chunk) >= CHUNK_LINES:
-                    self._take(chunk)
-                    chunk = []
-                    self.on_progress(self.stats)
-            if chunk:
-                self._take(chunk)
-            if self.fmt == "openmetrics" and not eof_line:
-                raise BackfillError(self._aborted("data does not end with # EOF"))
-            self._flush()
-            self.on_progress(self.stats)
+            self._read(reader)
+        except ReadError as e:
+            raise BackfillError(self._aborted(str(e))) from None
         finally:
             self._client.close()
+
+    def _read(self, reader: Reader) -> None:
+        """Lines -> chunks -> batches; ``# EOF`` must end an OpenMetrics input."""
+        chunk: list[tuple[int, str]] = []
+        eof_line = 0
+        for n, line in reader.lines():
+            if eof_line:
+                raise BackfillError(self._aborted(f"line {n}: unexpected data after # EOF (line {eof_line})"))
+            if self.fmt == "openmetrics" and line == "# EOF":
+                eof_line = n
+                continue
+            chunk.append((n, line))
+            if len(chunk) >= CHUNK_LINES:
+                self._take(chunk)
+                chunk = []
+                self.on_progress(self.stats)
+        if chunk:
+            self._take(chunk)
+        if self.fmt == "openmetrics" and not eof_line:
+            raise BackfillError(self._aborted("data does not end with # EOF"))
+        self._flush()
+        self.on_progress(self.stats)
 
     def _aborted(self, why: str) -> str:
         sent = "would have been sent" if self.dry_run else "were already sent"
