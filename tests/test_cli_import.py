@@ -185,6 +185,16 @@ def test_unreadable_input_is_reported(tmp_path: Path, monkeypatch: pytest.Monkey
     out = _import(str(long), "--dry-run")
     assert out.exit_code == 1 and "line 2: longer than 64 bytes" in out.stderr
     assert _import(str(tmp_path / "absent.om"), "--dry-run").exit_code == 2
+    latin = tmp_path / "latin.om"
+    latin.write_bytes(f"a 1 {_ts(0)}\n".encode() + b'a{x="\xe9"} 1 1\n# EOF\n')
+    out = _import(str(latin), "--dry-run")
+    assert out.exit_code == 1 and "line 2: invalid UTF-8 (invalid continuation byte) at byte 6" in out.stderr
+    after = tmp_path / "after.om"
+    after.write_text(f"a 1 {_ts(0)}\n# EOF\na 2 {_ts(1)}\n")
+    out = _import(str(after), "--dry-run", "--format", "openmetrics")
+    assert out.exit_code == 1 and "line 3: unexpected data after # EOF (line 2)" in out.stderr
+    out = _import(str(after), "--dry-run")  # not ending '# EOF': read as text, where seconds are no timestamp
+    assert out.exit_code == 1 and "line 1: invalid timestamp" in out.stderr and "read as Prometheus text" in out.stderr
 
 
 def test_sample_without_timestamp_is_refused_as_promtool_does(live_server: LiveServer, tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The engine of ``pitwall import metrics``: stream a timestamped exposition file into remote-write batches.
 
 Imported only when the command runs (it needs numpy through the exposition
-parser). The file is read line by line; lines are parsed in chunks by the
+parser). The file is read in blocks of whole lines, parsed in chunks by the
 scraper's own parser (``metrics.ingest.exposition``), samples are grouped per
 series into batches of ``batch`` samples and each batch is sent as one
 Prometheus remote-write 1.0 request. Memory holds one chunk, one batch and
@@ -41,6 +41,8 @@ Labels = tuple[tuple[str, str], ...]
 
 MAX_LINE = 1 << 20  # bytes; a longer line is refused, not buffered
 CHUNK_LINES = 4096  # lines handed to the parser at once
+BLOCK = 1 << 20  # bytes read at once
+NL = b"\n"
 LABEL_CACHE = 200_000  # raw series texts remembered (cleared when full)
 RETRIES = 5
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -95,26 +97,38 @@ class Reader:
                 return self._consumed
         return self._consumed
 
-    def lines(self) -> Iterator[tuple[int, str]]:
-        """(line number from 1, text with its newline stripped); a line over ``MAX_LINE`` bytes is an error."""
-        n = 0
-        readline = self._stream.readline
+    def blocks(self) -> Iterator[tuple[int, list[str]]]:
+        """(number of the first line, whole lines without newlines), about ``BLOCK`` bytes at a time.
+
+        A line over ``MAX_LINE`` bytes, invalid UTF-8 or a corrupt ``.gz`` is a ``ReadError`` naming the line.
+        """
+        n = 1
+        rest = b""
         while True:
             try:
-                raw = readline(MAX_LINE + 1)
+                data = self._stream.read(BLOCK)
             except (OSError, EOFError, zlib.error) as e:  # a corrupt or truncated .gz
-                raise ReadError(f"line {n + 1}: cannot read {self.path}: {e}") from None
-            if not raw:
+                raise ReadError(f"line {n}: cannot read {self.path}: {e}") from None
+            if not data:
+                if rest:
+                    yield n, [_decode(rest, n)]
                 return
-            n += 1
-            self._consumed += len(raw)
-            if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
-                raise ReadError(f"line {n}: longer than {MAX_LINE} bytes")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ReadError(f"line {n}: invalid UTF-8: {e}") from None
-            yield n, text[:-1] if text.endswith("\n") else text
+            self._consumed += len(data)
+            data = rest + data
+            cut = data.rfind(b"\n")
+            rest = data[cut + 1:]
+            if len(rest) > MAX_LINE:
+                raise ReadError(f"line {n + data.count(NL)}: longer than {MAX_LINE} bytes")
+            if cut < 0:
+                continue
+            whole = data[:cut]
+            raw_lines = whole.split(b"\n")
+            if max(map(len, raw_lines)) > MAX_LINE:
+                i = next(i for i, ln in enumerate(raw_lines) if len(ln) > MAX_LINE)
+                raise ReadError(f"line {n + i}: longer than {MAX_LINE} bytes")
+            lines = _decode(whole, n).split("\n")
+            yield n, lines
+            n += len(lines)
 
     def __enter__(self) -> Reader:
         return self
@@ -224,22 +238,21 @@ class Importer:
             self._client.close()
 
     def _read(self, reader: Reader) -> None:
-        """Lines -> chunks -> batches; ``# EOF`` must end an OpenMetrics input."""
-        chunk: list[tuple[int, str]] = []
+        """Blocks of lines -> chunks -> batches; ``# EOF`` must end an OpenMetrics input."""
         eof_line = 0
-        for n, line in reader.lines():
+        for start, lines in reader.blocks():
             if eof_line:
-                raise BackfillError(self._aborted(f"line {n}: unexpected data after # EOF (line {eof_line})"))
-            if self.fmt == "openmetrics" and line == "# EOF":
-                eof_line = n
-                continue
-            chunk.append((n, line))
-            if len(chunk) >= CHUNK_LINES:
-                self._take(chunk)
-                chunk = []
+                raise BackfillError(self._aborted(f"line {start}: unexpected data after # EOF (line {eof_line})"))
+            if self.fmt == "openmetrics" and "# EOF" in lines:
+                k = lines.index("# EOF")
+                if k != len(lines) - 1:
+                    raise BackfillError(self._aborted(
+                        f"line {start + k + 1}: unexpected data after # EOF (line {start + k})"))
+                eof_line = start + k
+                lines = lines[:k]
+            for i in range(0, len(lines), CHUNK_LINES):
+                self._take(start + i, lines[i:i + CHUNK_LINES])
                 self.on_progress(self.stats)
-        if chunk:
-            self._take(chunk)
         if self.fmt == "openmetrics" and not eof_line:
             raise BackfillError(self._aborted("data does not end with # EOF"))
         self._flush()
@@ -254,31 +267,31 @@ class Importer:
             return parse_openmetrics(text + "# EOF\n")
         return parse_text(text)
 
-    def _take(self, chunk: list[tuple[int, str]]) -> None:
-        """Parse one chunk and add its samples to the batch; a parse error names its line."""
+    def _take(self, start: int, chunk: list[str]) -> None:
+        """Parse one chunk (its first line is number ``start``) into the batch; a parse error names its line."""
         try:
-            exp = self._parse("".join(line + "\n" for _, line in chunk))
+            exp = self._parse("\n".join(chunk) + "\n")
             labels = [self._labels_of(raw) for raw in exp.series]  # every label set decodes before any is sent
         except ExpositionError:
-            raise BackfillError(self._aborted(self._locate(chunk))) from None
+            raise BackfillError(self._aborted(self._locate(start, chunk))) from None
         if len(exp) and not exp.has_ts.all():
-            raise BackfillError(self._aborted(self._missing_ts(chunk)))
+            raise BackfillError(self._aborted(self._missing_ts(start, chunk)))
         for md in exp.metadata:
             self._metadata[md.metric] = (md.type, md.help, md.unit)
         self._add(exp, labels)
 
-    def _locate(self, chunk: list[tuple[int, str]]) -> str:
+    def _locate(self, start: int, chunk: list[str]) -> str:
         """The first line of ``chunk`` the parser refuses on its own, and why."""
-        for n, line in chunk:
+        for n, line in enumerate(chunk, start):
             try:
                 for raw in self._parse(line + "\n").series:
                     parse_series(raw)
             except ExpositionError as e:
                 return f"line {n}: {_clip(str(e))}: {line[:200]}"
-        return f"lines {chunk[0][0]}-{chunk[-1][0]}: cannot be parsed together"
+        return f"lines {start}-{start + len(chunk) - 1}: cannot be parsed together"
 
-    def _missing_ts(self, chunk: list[tuple[int, str]]) -> str:
-        for n, line in chunk:
+    def _missing_ts(self, start: int, chunk: list[str]) -> str:
+        for n, line in enumerate(chunk, start):
             exp = self._parse(line + "\n")
             if len(exp) and not exp.has_ts[0]:
                 labels = self._labels_of(exp.series[0])
@@ -395,6 +408,16 @@ class Importer:
             self.sleep(min(delay, 30.0))
             delay *= 2
         raise AssertionError("unreachable")
+
+
+def _decode(data: bytes, first: int) -> str:
+    """UTF-8 text of whole lines; an error names the line (``first`` is the number of the first)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = first + data.count(NL, 0, e.start)
+        column = e.start - data.rfind(NL, 0, e.start)
+        raise ReadError(f"line {line}: invalid UTF-8 ({e.reason}) at byte {column}") from None
 
 
 def _clip(text: str, n: int = 200) -> str:

@@ -40,9 +40,9 @@ def metrics(
         show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Parse and report; send nothing.")] = False,
     label: Annotated[list[str] | None, typer.Option(
-        "--label", help="k=v set on every series (repeatable; replaces a label of that name).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto, openmetrics or text (auto: OpenMetrics when the "
-                                                      "input ends with '# EOF'; stdin: OpenMetrics).")] = "auto",
+        "--label", metavar="K=V", help="Set on every series (repeatable; replaces a label of that name).")] = None,
+    fmt: Annotated[str, typer.Option("--format", metavar="auto|openmetrics|text", help="auto: OpenMetrics when the input ends with "
+                                                      "'# EOF', else text; stdin: OpenMetrics.")] = "auto",
 ) -> None:
     """Send every sample of FILE (each must carry a timestamp) to the server's /api/v1/write."""
     from pitwall.cli import _backfill as bf
@@ -65,7 +65,10 @@ def metrics(
         imp.run(reader)
     except bf.BackfillError as e:
         line.done()
-        fail(PROG, str(e))
+        hint = ""
+        if fmt == "auto" and kind == "text" and "invalid timestamp" in str(e):
+            hint = " (read as Prometheus text, timestamps in ms, as the input does not end with '# EOF')"
+        fail(PROG, str(e) + hint)
     except OSError as e:
         line.done()
         fail(PROG, f"cannot read {file}: {e}")
