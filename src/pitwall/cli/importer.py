@@ -60,7 +60,7 @@ def metrics(
     line = ProgressLine(progress)
     started = time.monotonic()
     imp = bf.Importer(kind, url=server, headers=headers(token, tenant), batch=batch, extra=extra, dry_run=dry_run,
-                      on_progress=_drawer(line, reader, started))
+                      on_progress=_drawer(line, reader, started, dry_run))
     try:
         imp.run(reader)
     except bf.BackfillError as e:
@@ -81,7 +81,7 @@ def metrics(
         raise typer.Exit(1)
 
 
-def _drawer(line: ProgressLine, reader: Reader, started: float) -> Callable[[Stats], None]:
+def _drawer(line: ProgressLine, reader: Reader, started: float, dry_run: bool) -> Callable[[Stats], None]:
     last = [0.0]
 
     def draw(stats: Stats) -> None:
@@ -93,8 +93,10 @@ def _drawer(line: ProgressLine, reader: Reader, started: float) -> Callable[[Sta
         fraction = done / reader.size if reader.size else None
         size = f"/{human_bytes(reader.size)}" if reader.size is not None else ""
         rate = stats.samples_read / max(now - started, 1e-9)
+        sent = "checked" if dry_run else "sent"
         line.show(bar(fraction, f"{human_bytes(done)}{size}",
-                      f"{stats.samples_sent} samples, {len(stats.series)} series sent, {rate:,.0f} samples/s"))
+                      f"{stats.samples_read:,} samples of {len(stats.series):,} series read, "
+                      f"{stats.samples_sent:,} {sent}, {rate:,.0f} samples/s"))
 
     return draw
 
