@@ -4,8 +4,9 @@ Imported only when the command runs (it needs numpy through the exposition
 parser). The file is read in blocks of whole lines, parsed in chunks by the
 scraper's own parser (``metrics.ingest.exposition``), samples are grouped per
 series into batches of ``batch`` samples and each batch is sent as one
-Prometheus remote-write 1.0 request. Memory holds one chunk, one batch and
-the label cache, never the file.
+Prometheus remote-write 1.0 request. Memory holds one block of lines, one
+batch, the label cache and a hash per series seen (for the count), never the
+file.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def parse_labels(pairs: list[str]) -> Labels:
 
 
 class Reader:
-    """Lines of a file, ``-`` (stdin) or a ``.gz`` file, with the bytes read so far of the file as stored."""
+    """Blocks of lines of a file, ``-`` (stdin) or a ``.gz`` file, and how many bytes of it were read."""
 
     def __init__(self, path: str) -> None:
         self.path = path
