@@ -53,7 +53,8 @@ def test_importtime_of_the_cli_lists_no_heavy_module() -> None:
 
 
 @pytest.mark.parametrize("argv", [("--version",), ("query", "--help"), ("--help",), ("slo", "--help"),
-                                  ("backup", "--help"), ("chaos", "run", "--help")])
+                                  ("backup", "--help"), ("chaos", "run", "--help"),
+                                  ("import", "metrics", "--help")])
 def test_the_cli_runs_without_the_heavy_stack(argv: tuple[str, ...]) -> None:
     got = _probe(_run_cli(*argv))
     assert got["heavy"] == [], argv

@@ -12,6 +12,7 @@ from pitwall.cli import backup as backup_cmd
 from pitwall.cli import chaos as chaos_cmd
 from pitwall.cli import config as config_cmd
 from pitwall.cli import demo as demo_cmd
+from pitwall.cli import importer as import_cmd
 from pitwall.cli import incidents as incidents_cmd
 from pitwall.cli import inventory as inventory_cmd
 from pitwall.cli import kubeconfig as kubeconfig_cmd
@@ -58,6 +59,7 @@ app.add_typer(alerts_cmd.silence_app, name="silence")
 app.add_typer(chaos_cmd.app, name="chaos")
 app.add_typer(backup_cmd.app, name="backup")
 app.add_typer(backup_cmd.restore_app, name="restore")
+app.add_typer(import_cmd.app, name="import")
 app.add_typer(pipelines_cmd.app, name="pipelines")
 app.add_typer(releases_cmd.app, name="releases")
 app.command("oncall", help="Who is on call (PagerDuty-compatible schedules and escalation policies).")(
