@@ -10,16 +10,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 
+from pitwall.cli._progress import ProgressLine, bar
+
+T = TypeVar("T")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCH = REPO.parent / "shared" / "bench"
+
+
+def progress(items: Sequence[T], label: str) -> Iterator[T]:
+    """``items`` one by one, drawing ``[###---]  40% label  4/10, 12 s`` on stderr as it goes: on a terminal,
+    or anywhere with ``BENCH_PROGRESS=1`` (``0`` hides it); cleared at the end, so the figures print clean."""
+    flag = os.environ.get("BENCH_PROGRESS")
+    line = ProgressLine(None if flag is None else flag == "1")
+    t0 = time.monotonic()
+    try:
+        for i, item in enumerate(items):
+            line.show(bar(i / len(items), label, f"{i}/{len(items)}, {time.monotonic() - t0:.0f} s"))
+            yield item
+    finally:
+        line.done()
 
 
 def free_port() -> int:

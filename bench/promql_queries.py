@@ -42,7 +42,7 @@ from typing import Any
 import cramjam
 import httpx
 import numpy as np
-from common import SHARED_BENCH, Server, ratio, run_shared
+from common import SHARED_BENCH, Server, progress, ratio, run_shared
 
 OFFSET_MS = "1234"
 DAY_SAMPLES = 5760
@@ -175,12 +175,11 @@ def bench_pair(servers: dict[str, Server], start: int, end: int, step: int, reps
     rounds: load that comes and goes then biases neither server.
     """
     best: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in servers}
-    for _ in range(rounds):
-        for kind, srv in servers.items():
-            for name, row in run_queries(srv, start, end, step, reps).items():
-                old = best[kind].get(name)
-                if old is None or ("median_ms" in row and row["median_ms"] < old.get("median_ms", math.inf)):
-                    best[kind][name] = row
+    for kind, srv in progress([kv for _ in range(rounds) for kv in servers.items()], "query rounds"):
+        for name, row in run_queries(srv, start, end, step, reps).items():
+            old = best[kind].get(name)
+            if old is None or ("median_ms" in row and row["median_ms"] < old.get("median_ms", math.inf)):
+                best[kind][name] = row
     # Keep the answers, to explain digest mismatches point by point.
     for kind, srv in servers.items():
         for row in best[kind].values():

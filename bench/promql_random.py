@@ -33,7 +33,6 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import urllib.parse
@@ -41,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from common import Server, ratio, run_shared
+from common import Server, progress, ratio, run_shared
 
 OFFSET_MS = "1234"
 STEP_S = 15
@@ -255,9 +254,7 @@ def settle(servers: dict[str, Server], limit_s: float = 90) -> None:
 def run(pairs: list[tuple[str, str]], servers: dict[str, Server], t0: int, reps: int) -> list[dict[str, Any]]:
     clients = {k: Client(s.url) for k, s in servers.items()}
     rows = []
-    for i, (cls, q) in enumerate(pairs):
-        if i and i % 50 == 0:
-            print(f"  {i} queries done", file=sys.stderr, flush=True)
+    for cls, q in progress(pairs, "queries"):
         times: dict[str, list[float]] = {k: [] for k in clients}
         bodies: dict[str, dict[str, Any]] = {}
         for c in clients.values():
