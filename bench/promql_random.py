@@ -275,6 +275,8 @@ def report(rows: list[dict[str, Any]]) -> None:
           f"{'agree>15m':>9s}")
     for cls in [*CLASSES, "ALL"]:
         sub = [r for r in rows if cls in ("ALL", r["class"])]
+        if not sub:  # a small N may draw no query of a class
+            continue
         p = statistics.median(r["pitwall"] for r in sub)
         q = statistics.median(r["prometheus"] for r in sub)
         agree, late = sum(r["agree"] for r in sub), sum(r["agree_late"] for r in sub)
