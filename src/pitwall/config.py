@@ -85,6 +85,17 @@ class StateSettings(_Section):
         return self
 
 
+class RetryBudgetSettings(_Section):
+    """Linkerd's ServiceProfile ``retryBudget``, with its defaults."""
+
+    retry_ratio: float = Field(0.2, ge=0, description="retries as a share of the requests in the window")
+    min_retries_per_second: float = Field(10.0, ge=0, description="retries allowed a second on top")
+    ttl: DurationMs = Field(10_000, gt=0, description="the window the ratio is counted over")
+
+    def as_tuple(self) -> tuple[float, float, float]:
+        return self.retry_ratio, self.min_retries_per_second, self.ttl / 1000
+
+
 class KubeSettings(_Section):
     """The control plane: Kubernetes API, controllers, node and service proxy (on by default)."""
 
@@ -98,6 +109,10 @@ class KubeSettings(_Section):
                                                                   "127.0.0.1 (0: any free port, advertised on the "
                                                                   "Node)")
     mesh_leaf_ttl_s: float = Field(86400.0, gt=60, description="lifetime of workload certificates (rotated at 2/3)")
+    mesh_retry_budget: RetryBudgetSettings | None = Field(
+        None, description="Linkerd's retry budget on every destination of the mesh: retries add at most "
+                          "retry_ratio of the requests of the last ttl, plus min_retries_per_second "
+                          "(unset: only the routes' attempts and maxRetries bound retries)")
     encryption_config: Path | None = Field(
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "

@@ -169,7 +169,9 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes,
                                  node_name=node.kubelet.node_name, mtls=settings.kube.mesh_mtls,
                                  inbound_port=settings.kube.mesh_inbound_port,
-                                 leaf_ttl_s=settings.kube.mesh_leaf_ttl_s)
+                                 leaf_ttl_s=settings.kube.mesh_leaf_ttl_s,
+                                 retry_budget=(settings.kube.mesh_retry_budget.as_tuple()
+                                               if settings.kube.mesh_retry_budget else None))
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)

@@ -503,3 +503,18 @@ async def test_slow_client_byte_by_byte_is_still_http(world: World) -> None:
     w.close()
     assert raw.startswith(b"HTTP/1.1 200 ") and b"x-envoy" not in raw.lower()
     assert app.requests[0]["path"] == "/slow" and "x-request-id" in app.requests[0]["headers"]  # routed by the mesh
+
+
+async def test_retry_budget_bounds_retries(world: World) -> None:
+    world.proxy.retry_budget = (0.0, 0.5, 2.0)  # no ratio: half a retry a second over 2 s, one retry in all
+    (app,) = await world.web(("down", {}, {"status": 503}))
+    await world.configure(vs("web", [{"route": [{"destination": {"host": "web"}}],
+                                      "retries": {"attempts": 3, "retryOn": "5xx"}}]),
+                          lambda m: m.routes_for(FQDN) is not None)
+    async with world.http() as c:
+        assert (await c.get("/")).status_code == 503
+        assert len(app.requests) == 2  # the try and the one retry the budget holds, not 1 + 3
+        assert (await c.get("/")).status_code == 503
+        assert len(app.requests) == 3  # the budget is spent: no retry
+    budget = world.proxy.clusters()["outbound|80||" + FQDN].budget
+    assert budget is not None and budget.exhausted == 2  # a refused retry in each request

@@ -207,3 +207,20 @@ def test_outlier_detection_rules() -> None:
     e.result(a, 500, half, 2, 0.0)
     e.result(b, 500, half, 2, 0.0)
     assert e.ejected(0.0) == 1  # 1 of 2 is 50 %: allowed; 2 of 2 is not
+
+
+def test_retry_budget_window() -> None:
+    from pitwall.traffic.cluster import RetryBudget
+
+    b = RetryBudget(ratio=0.2, min_per_s=0.0, ttl_s=10.0)
+    for _ in range(50):
+        b.request(100.0)
+    assert [b.withdraw(100.5) for _ in range(11)] == [True] * 10 + [False]  # 20% of 50 requests
+    assert b.exhausted == 1
+    assert not b.withdraw(109.0)  # the requests still count within 10 s...
+    assert not b.withdraw(111.0)  # ...and once they are out of the window, so are their retries' allowance
+    b.request(111.0)
+    assert not b.withdraw(111.0)  # one request earns a fifth of a retry
+    floor = RetryBudget(ratio=0.0, min_per_s=1.0, ttl_s=10.0)  # Linkerd's minRetriesPerSecond: 10 per window
+    assert sum(floor.withdraw(5.0) for _ in range(20)) == 10
+    assert sum(floor.withdraw(16.0) for _ in range(20)) == 10  # the old retries left the window

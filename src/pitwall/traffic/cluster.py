@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.mesh import UNLIMITED, ConnPool, LbPolicy, Outlier
 
-__all__ = ["Cluster", "HostState", "Overflow", "UpConn"]
+__all__ = ["Cluster", "HostState", "Overflow", "RetryBudget", "UpConn"]
 
 log = logging.getLogger(__name__)
 _IDLE_PER_HOST = 64  # keep-alive connections kept per host
@@ -79,11 +79,57 @@ class HostState:
     times_ejected: int = 0
 
 
+class RetryBudget:
+    """Linkerd's retry budget: retries may add at most ``ratio`` of the requests seen in the last ``ttl_s``,
+    plus ``min_per_s`` retries a second, so retries can never multiply an outage's load.
+
+    Counted in ten buckets of ``ttl_s / 10`` (a sliding window, O(1) a request).
+    """
+
+    BUCKETS = 10
+
+    def __init__(self, ratio: float = 0.2, min_per_s: float = 10.0, ttl_s: float = 10.0) -> None:
+        self.ratio, self.min_per_s, self.ttl_s = ratio, min_per_s, ttl_s
+        self._width = ttl_s / self.BUCKETS
+        self._epoch = [-1] * self.BUCKETS  # which bucket period each slot holds
+        self._requests = [0] * self.BUCKETS
+        self._retries = [0] * self.BUCKETS
+        self.exhausted = 0  # retries refused
+
+    def _slot(self, now: float) -> int:
+        period = int(now / self._width)
+        i = period % self.BUCKETS
+        if self._epoch[i] != period:
+            self._epoch[i], self._requests[i], self._retries[i] = period, 0, 0
+        return i
+
+    def _window(self, now: float) -> tuple[int, int]:
+        oldest = int(now / self._width) - self.BUCKETS + 1
+        live = [i for i in range(self.BUCKETS) if self._epoch[i] >= oldest]
+        return sum(self._requests[i] for i in live), sum(self._retries[i] for i in live)
+
+    def request(self, now: float) -> None:
+        """A first try: it adds ``ratio`` of a retry to the budget."""
+        self._requests[self._slot(now)] += 1
+
+    def withdraw(self, now: float) -> bool:
+        """Whether a retry may go now (and count it if so)."""
+        i = self._slot(now)
+        requests, retries = self._window(now)
+        if retries + 1 > self.ratio * requests + self.min_per_s * self.ttl_s:
+            self.exhausted += 1
+            return False
+        self._retries[i] += 1
+        return True
+
+
 class Cluster:
     """Runtime state of one (service FQDN, subset, port)."""
 
-    def __init__(self, name: str, on_eject: Callable[[str, Backend, float], None] | None = None) -> None:
+    def __init__(self, name: str, on_eject: Callable[[str, Backend, float], None] | None = None,
+                 budget: RetryBudget | None = None) -> None:
         self.name = name
+        self.budget = budget  # None: retries are limited by the route's attempts and maxRetries only
         self.hosts: dict[Backend, HostState] = {}
         self.idle: dict[Backend, list[UpConn]] = {}
         self.active_requests = 0

@@ -578,9 +578,13 @@ class HttpSession:
         try:
             async with _maybe_timeout(route.timeout_s):
                 for n in range(1 + retry.attempts):
+                    if cluster.budget is not None and n == 0:
+                        cluster.budget.request(time.monotonic())
                     if n > 0:
                         if cluster.active_retries >= policy.pool.max_retries:
                             break  # Envoy's retry overflow: the last answer stands
+                        if cluster.budget is not None and not cluster.budget.withdraw(time.monotonic()):
+                            break  # the retry budget is spent: the last answer stands, as Linkerd's
                         retrying = True
                         cluster.active_retries += 1  # outstanding until this try ends
                         await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * (2**n - 1))))

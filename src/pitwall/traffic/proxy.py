@@ -60,7 +60,7 @@ from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Gone, KubeClient, NotFoundError
 from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
-from pitwall.traffic.cluster import Cluster
+from pitwall.traffic.cluster import Cluster, RetryBudget
 from pitwall.traffic.faults import FaultTable, Link
 from pitwall.traffic.http import H2_PREFACE, HttpLimits, HttpSession, Target, cancel_mirrors
 from pitwall.traffic.mesh import DOMAIN, MeshConfig, Route, RouteDest, compile_mesh
@@ -190,8 +190,10 @@ class ServiceProxy:
     def __init__(self, client: KubeClient, *, connect_budget_s: float = 5.0, attempt_timeout_s: float = 1.0,
                  drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
                  tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None,
-                 changes: ChangeSink | None = None, mesh_node: MeshNode | None = None) -> None:
+                 changes: ChangeSink | None = None, mesh_node: MeshNode | None = None,
+                 retry_budget: tuple[float, float, float] | None = None) -> None:
         self.client = client
+        self.retry_budget = retry_budget  # (ratio, min per second, ttl s) for every cluster; None: no budget
         # This node's end of the mesh (mutual TLS to other nodes' endpoints); None: every hop is direct.
         self.mesh_node = mesh_node
         if mesh_node is not None:
@@ -459,7 +461,8 @@ class ServiceProxy:
     def cluster(self, name: str) -> Cluster:
         c = self._clusters.get(name)
         if c is None:
-            c = self._clusters[name] = Cluster(name, self._ejected)
+            budget = RetryBudget(*self.retry_budget) if self.retry_budget is not None else None
+            c = self._clusters[name] = Cluster(name, self._ejected, budget)
         return c
 
     def _ejected(self, cluster: str, backend: Backend, seconds: float) -> None:

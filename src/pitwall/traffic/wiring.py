@@ -37,12 +37,15 @@ __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
                 telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None,
-                changes: ChangeSink | None = None, mesh_node: MeshNode | None = None) -> ServiceProxy:
+                changes: ChangeSink | None = None, mesh_node: MeshNode | None = None,
+                retry_budget: tuple[float, float, float] | None = None) -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
     Its outlier ejections go to ``changes`` (the control plane's change-event stream); ``mesh_node``
-    carries hops to other nodes' endpoints over mutual TLS."""
+    carries hops to other nodes' endpoints over mutual TLS; ``retry_budget`` (ratio, minimum retries a
+    second, window seconds) bounds every destination's retries as Linkerd's budget does."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
-                        telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=mesh_node)
+                        telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=mesh_node,
+                        retry_budget=retry_budget)
 
 
 class _ProxyCollector(Collector):
@@ -74,12 +77,16 @@ class _ProxyCollector(Collector):
         yield from (conns, active, sent, received, refused, lost)
         ejections = CounterMetricFamily("pitwall_mesh_outlier_ejections", "Hosts ejected by a DestinationRule's "
                                         "outlierDetection.", labels=["cluster"])
+        spent = CounterMetricFamily("pitwall_mesh_retry_budget_exhausted", "Retries the retry budget refused.",
+                                    labels=["cluster"])
         ejected = GaugeMetricFamily("pitwall_mesh_outlier_ejected_hosts", "Hosts ejected now.", labels=["cluster"])
         now = time.monotonic()
         for name, c in sorted(self.proxy.clusters().items()):
             ejections.add_metric([name], c.ejections_total)
             ejected.add_metric([name], c.ejected(now))
-        yield from (ejections, ejected)
+            if c.budget is not None:
+                spent.add_metric([name], c.budget.exhausted)
+        yield from (ejections, ejected, spent)
 
 
 @dataclass
@@ -141,7 +148,8 @@ def _counter(stats: MeshNodeStats, name: str) -> Callable[[], float]:
 def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
                        spans: SpanAppender | None = None, changes: ChangeSink | None = None, *,
                        node_name: str = "", mtls: bool = True, inbound_host: str = "127.0.0.1",
-                       inbound_port: int = 0, leaf_ttl_s: float = DEFAULT_LEAF_TTL_S) -> TrafficPart:
+                       inbound_port: int = 0, leaf_ttl_s: float = DEFAULT_LEAF_TTL_S,
+                       retry_budget: tuple[float, float, float] | None = None) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
     are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
     sampled hop to ``spans``. With ``mtls`` and a ``node_name`` (the kubelet's), hops to endpoints on
@@ -151,5 +159,5 @@ def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
     tracer = MeshTracer(spans) if spans is not None else None
     node = MeshNode(kube.client, node_name, host=inbound_host, tls_port=inbound_port,
                     leaf_ttl_s=leaf_ttl_s) if mtls and node_name else None
-    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node),
-                       telemetry, tracer)
+    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node,
+                                   retry_budget=retry_budget), telemetry, tracer)
