@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
@@ -25,6 +28,7 @@ from pitwall.incidents.api import RestDeps, incidents_router
 from pitwall.incidents.api_config import config_router
 from pitwall.incidents.changes import ChangeLog
 from pitwall.incidents.events_api import EventsLimiter, events_router
+from pitwall.incidents.itsm import ItsmSync, build_systems
 from pitwall.incidents.service import IncidentService, Pager
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
@@ -80,11 +84,12 @@ class IncidentsPart:
     limiter: EventsLimiter
     budget: InflightBudget
     own_store: RevStore | None = None
+    itsm: ItsmSync | None = None  # when incidents.itsm configures a ticketing system
     name: str = "incidents"
 
     def components(self) -> Sequence[Component]:
         own: list[Component] = [self.own_store] if self.own_store is not None else []  # type: ignore[list-item]
-        return [*own, self.loop]
+        return [*own, self.loop, *([self.itsm] if self.itsm is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         # Incidents are the whole server's, not one tenant's.
@@ -101,6 +106,22 @@ class IncidentsPart:
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.add_gauges("pitwall_incidents_escalation_ticks", "Escalation loop passes since start.",
                            lambda: float(self.loop.ticks))
+        if self.itsm is not None:
+            metrics.registry.register(_ItsmFailures(self.itsm))
+
+
+class _ItsmFailures(Collector):
+    """``pitwall_itsm_sync_failures_total{system}``: failed requests to each ticketing system since start."""
+
+    def __init__(self, sync: ItsmSync) -> None:
+        self.sync = sync
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fam = CounterMetricFamily("pitwall_itsm_sync_failures", "Failed ITSM ticket syncs by system.",
+                                  labels=["system"])
+        for system, n in sorted(self.sync.failures.items()):
+            fam.add_metric([system], float(n))
+        yield fam
 
 
 def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget, *, pager: Pager | None,
@@ -109,7 +130,9 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
     cfg: IncidentsSettings = settings.incidents
     base = cfg.external_url or settings.notifications.external_url or f"http://{settings.listen}"
     changes = ChangeLog(store)
-    service = IncidentService(IncidentStore(store), changes, pager=pager, base_url=base)
+    incidents = IncidentStore(store)
+    service = IncidentService(incidents, changes, pager=pager, base_url=base)
     rest = RestDeps(service, changes, budget, external_url=cfg.external_url)
+    itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base) if cfg.itsm.enabled else None
     return IncidentsPart(service, EscalationLoop(service, cfg), rest, EventsLimiter(cfg.events_per_minute),
-                         budget, own_store=store if own_store else None)
+                         budget, own_store=store if own_store else None, itsm=itsm)
