@@ -316,6 +316,24 @@ def test_failed_creates_make_exactly_one_ticket(tmp_path: Path, stub: tuple[Stub
         srv.stop()
 
 
+def test_gives_up_after_max_attempts_until_the_incident_changes(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.fail["jira"] = 2
+    srv = live(tmp_path, url, max_attempts=2)
+    try:
+        send(srv, "trigger", "flaky")
+        inc = incident(srv, "flaky")
+        until(lambda: any("giving up" in e["summary"] for e in log_entries(srv, inc["id"])), "giving up")
+        time.sleep(0.6)  # several passes and the longest retry delay: nothing more is sent
+        assert len(state.seen("POST", "/rest/api/2/issue")) == 2 and state.issues == []
+        send(srv, "acknowledge", "flaky")  # a new status: the sync tries again, creates, then comments
+        until(lambda: state.issues and state.issues[0]["comments"], "the ticket and its comment")
+        # Each attempt after the first 500 searched first (its outcome was unknown).
+        assert len(state.issues) == 1 and len(state.seen("GET", "/rest/api/2/search")) == 2
+    finally:
+        srv.stop()
+
+
 def test_restart_mid_create_does_not_duplicate(tmp_path: Path, stub: tuple[Stub, str]) -> None:
     """pitwall stops while ServiceNow's create is in flight (the ticket exists); the next start adopts it."""
     state, url = stub

@@ -16,7 +16,8 @@ outcome is unknown: a timeout, a 5xx, a crash or restart mid-request) the
 next attempt first looks the ticket up (Jira: JQL ``labels = pitwall-<id>``;
 ServiceNow: ``correlation_id=<id>``) and adopts it. Failures are retried
 with doubling delays (``retry_initial`` to ``retry_max``, ``max_attempts``
-per step), each recorded as a log entry on the incident and counted in
+per step; a change of the incident's status starts the count again), each
+recorded as a log entry on the incident and counted in
 ``pitwall_itsm_sync_failures_total{system}``.
 """
 
@@ -248,6 +249,7 @@ class ServiceNowClient:
 
 @dataclass
 class _Backoff:
+    status: str  # the incident's status when it failed: a new status starts the count again
     failures: int = 0
     next_at: float = 0.0
 
@@ -300,7 +302,7 @@ class ItsmSync:
                 continue
             done = True
             for system in self.systems:
-                done = await self._sync(inc_id, system) and done
+                done = await self._sync(inc, system) and done
             if done:
                 await self.store.itsm_done(inc_id)
 
@@ -308,10 +310,12 @@ class ItsmSync:
         svc = await self.store.get(Service, inc.service_id)
         return IncidentFacts(inc, svc.name if svc else inc.service_id, f"{self.base_url}/pagerduty/incidents/{inc.id}")
 
-    async def _sync(self, inc_id: str, system: TicketSystem) -> bool:
+    async def _sync(self, inc: Incident, system: TicketSystem) -> bool:
         """Bring ``system``'s ticket in step with the incident; True when nothing is left to do for it."""
-        key = (inc_id, system.name)
-        b = self._backoff.setdefault(key, _Backoff())
+        inc_id, key = inc.id, (inc.id, system.name)
+        b = self._backoff.get(key)
+        if b is None or b.status != inc.status:  # e.g. resolved after its acknowledgement comment gave up
+            b = self._backoff[key] = _Backoff(inc.status)
         if b.failures >= self.settings.max_attempts or time.monotonic() < b.next_at:
             return False
         try:
