@@ -316,6 +316,22 @@ def test_failed_creates_make_exactly_one_ticket(tmp_path: Path, stub: tuple[Stub
         srv.stop()
 
 
+def test_a_failing_system_delays_no_other(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+    state, url = stub
+    state.fail["servicenow"] = 10_000
+    srv = live(tmp_path, url)
+    try:
+        for key in ("a", "b", "c"):
+            send(srv, "trigger", key)
+        until(lambda: len(state.issues) == 3, "a Jira issue per incident")
+        assert all(set(refs(srv, key)) == {"jira"} for key in ("a", "b", "c"))
+        assert state.tickets == []
+        send(srv, "resolve", "b")
+        until(lambda: [i["status"] for i in state.issues] == ["Open", "Resolved", "Open"], "b's issue resolved")
+    finally:
+        srv.stop()
+
+
 def test_gives_up_after_max_attempts_until_the_incident_changes(tmp_path: Path, stub: tuple[Stub, str]) -> None:
     state, url = stub
     state.fail["jira"] = 2

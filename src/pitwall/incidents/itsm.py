@@ -294,24 +294,39 @@ class ItsmSync:
             await asyncio.sleep(self.settings.poll_interval / 1000)
 
     async def pass_once(self) -> None:
-        """One pass over the work list."""
+        """One pass over the work list, each system on its own (a slow or failing one delays no other)."""
+        incidents: list[Incident] = []
         for inc_id in await self.store.itsm_work():
             inc = await self.store.get_incident(inc_id)
             if inc is None:
                 await self.store.itsm_done(inc_id)
-                continue
-            done = True
-            for system in self.systems:
-                done = await self._sync(inc, system) and done
-            if done:
-                await self.store.itsm_done(inc_id)
+            else:
+                incidents.append(inc)
+        if not incidents:
+            return
+        results = await asyncio.gather(*(self._system_pass(s, incidents) for s in self.systems))
+        for i, inc in enumerate(incidents):
+            if all(r[i] for r in results):
+                await self.store.itsm_done(inc.id)
+
+    async def _system_pass(self, system: TicketSystem, incidents: Sequence[Incident]) -> list[bool]:
+        """Which of ``incidents`` ``system`` is done with; after a failure the rest wait for the next pass,
+        so a system that times out costs one timeout per pass, not one per incident."""
+        out = [False] * len(incidents)
+        for i, inc in enumerate(incidents):
+            got = await self._sync(inc, system)
+            if got is None:
+                break
+            out[i] = got
+        return out
 
     async def _facts(self, inc: Incident) -> IncidentFacts:
         svc = await self.store.get(Service, inc.service_id)
         return IncidentFacts(inc, svc.name if svc else inc.service_id, f"{self.base_url}/pagerduty/incidents/{inc.id}")
 
-    async def _sync(self, inc: Incident, system: TicketSystem) -> bool:
-        """Bring ``system``'s ticket in step with the incident; True when nothing is left to do for it."""
+    async def _sync(self, inc: Incident, system: TicketSystem) -> bool | None:
+        """Bring ``system``'s ticket in step with the incident: True when nothing is left to do for it,
+        False when something is (or it waits for a retry), None when it failed just now."""
         inc_id, key = inc.id, (inc.id, system.name)
         b = self._backoff.get(key)
         if b is None or b.status != inc.status:  # e.g. resolved after its acknowledgement comment gave up
@@ -323,7 +338,7 @@ class ItsmSync:
         except (ItsmError, KeyError, TypeError) as e:  # the two latter: an answer of an unexpected shape
             await self._failed(inc_id, system.name, b, str(e) if isinstance(e, ItsmError) else
                                f"{system.name}: unexpected answer ({type(e).__name__}: {e})")
-            return False
+            return None
         self._backoff.pop(key, None)
         return finished
 
@@ -393,7 +408,7 @@ class ItsmSync:
         delay_ms = min(self.settings.retry_initial * 2 ** (b.failures - 1), self.settings.retry_max)
         b.next_at = time.monotonic() + delay_ms / 1000
         last = b.failures >= self.settings.max_attempts
-        then = "giving up until a restart" if last else f"retrying in {delay_ms / 1000:g}s"
+        then = "giving up until the incident's status changes or pitwall restarts" if last else f"retrying in {delay_ms / 1000:g}s"
         log.warning("ITSM sync failed", extra={"incident": inc_id, "system": system, "error": why})
         try:
             await self.store.add_log(inc_id, _entry(time.time_ns(), f"{_NAMES[system]} sync failed "
