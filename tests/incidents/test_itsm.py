@@ -31,10 +31,16 @@ from starlette.routing import Route
 
 from pitwall.config import ConfigError, load_settings
 from pitwall.incidents.change_records import change_record
-from pitwall.incidents.changes import ChangeEvent
-from pitwall.incidents.model import Incident
+from pitwall.incidents.changes import ChangeEvent, ChangeLog
+from pitwall.incidents.itsm import ItsmSync, build_systems
+from pitwall.incidents.model import Incident, Service
+from pitwall.incidents.service import IncidentService
+from pitwall.incidents.store import IncidentStore
+from pitwall.incidents.wiring import apply_settings
+from pitwall.storage.revstore.election import Election
+from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import LiveServer, free_port
-from tests.incidents.conftest import ROUTING_KEY, TOKEN, pd_settings
+from tests.incidents.conftest import ROUTING_KEY, TOKEN, incidents_config, pd_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -369,6 +375,48 @@ def test_restart_mid_create_does_not_duplicate(tmp_path: Path, stub: tuple[Stub,
         until(lambda: state.tickets[0]["state"] == "6" and state.issues[0]["status"] == "Resolved", "resolution")
     finally:
         srv.stop()
+
+
+async def test_servers_sharing_a_store_sync_once(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+    """Two syncs over one store (as two servers on one etcd): only the election's leader sends; when it stops,
+    the other takes over."""
+    state, url = stub
+    store = SqliteRevStore(tmp_path / "s.db", compact_interval_s=None)
+    await store.start()
+    cfg = load_settings(data_dir=tmp_path, incidents={**incidents_config(), "itsm": itsm_config(url)}).incidents
+    stores = [IncidentStore(store), IncidentStore(store)]
+    syncs = [ItsmSync(s, cfg.itsm, build_systems(cfg.itsm), election=Election(store, "incidents-itsm", f"srv{i}",
+                                                                                ttl_s=2))
+             for i, s in enumerate(stores)]
+    await apply_settings(stores[0], cfg)
+    service = IncidentService(stores[1], ChangeLog(store))
+    web = await stores[0].get(Service, "PWEB001")
+    assert web is not None
+
+    async def wait(check: Callable[[], bool], what: str) -> None:
+        for _ in range(600):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    try:
+        for sync in syncs:
+            await sync.start()
+        for i in range(4):
+            await service.trigger(web, f"k{i}", None, time.time_ns(), title=f"incident {i}")
+        await wait(lambda: len(state.issues) == 4 and len(state.tickets) == 4, "four tickets each")
+        await asyncio.sleep(0.5)
+        assert (len(state.issues), len(state.tickets)) == (4, 4)
+        leaders = [s for s in syncs if s.election is not None and s.election.is_leader]
+        assert len(leaders) == 1
+        await leaders[0].stop()  # resigns
+        await service.trigger(web, "k-after", None, time.time_ns(), title="after the leader left")
+        await wait(lambda: len(state.issues) == 5 and len(state.tickets) == 5, "the other server's tickets")
+    finally:
+        for sync in syncs:
+            await sync.stop()
+        await store.stop()
 
 
 def test_bad_settings_name_the_key(tmp_path: Path) -> None:

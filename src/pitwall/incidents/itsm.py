@@ -18,7 +18,9 @@ ServiceNow: ``correlation_id=<id>``) and adopts it. Failures are retried
 with doubling delays (``retry_initial`` to ``retry_max``, ``max_attempts``
 per step; a change of the incident's status starts the count again), each
 recorded as a log entry on the incident and counted in
-``pitwall_itsm_sync_failures_total{system}``.
+``pitwall_itsm_sync_failures_total{system}``. With the etcd state store,
+several servers may share the work list: only the leader of the
+``incidents-itsm`` election syncs.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.incidents.model import ExternalReference, Incident, LogEntry, Service
 from pitwall.incidents.settings import ItsmSettings, JiraSettings, ServiceNowSettings
 from pitwall.incidents.store import IncidentStore, new_id
+from pitwall.storage.revstore.election import Election
 
 __all__ = ["ItsmError", "ItsmSync", "JiraClient", "ServiceNowClient", "TicketSystem"]
 
@@ -265,8 +268,9 @@ class ItsmSync:
     name = "incidents-itsm"
 
     def __init__(self, store: IncidentStore, settings: ItsmSettings, systems: Sequence[TicketSystem], *,
-                 base_url: str = "") -> None:
+                 base_url: str = "", election: Election | None = None) -> None:
         self.store = store
+        self.election = election  # several servers on one etcd: only its leader syncs
         self.settings = settings
         self.systems = list(systems)
         self.base_url = base_url.rstrip("/")
@@ -276,10 +280,14 @@ class ItsmSync:
         store.track_itsm = True
 
     async def start(self) -> None:
+        if self.election is not None:
+            await self.election.start()
         self.tasks.spawn(self._run(), name="sync")
 
     async def stop(self) -> None:
         await self.tasks.stop()
+        if self.election is not None:
+            await self.election.stop()
         for s in self.systems:
             close = getattr(s, "close", None)
             if close is not None:
@@ -288,7 +296,8 @@ class ItsmSync:
     async def _run(self) -> None:
         while True:
             try:
-                await self.pass_once()
+                if self.election is None or self.election.is_leader:
+                    await self.pass_once()
             except Exception:
                 log.exception("ITSM sync pass failed")  # a store hiccup: the next pass tries again
             await asyncio.sleep(self.settings.poll_interval / 1000)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +35,7 @@ from pitwall.incidents.service import IncidentService, Pager
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
 from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.election import Election
 
 __all__ = ["EscalationLoop", "IncidentsPart", "apply_settings", "build_incidents_part"]
 
@@ -133,6 +136,12 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
     incidents = IncidentStore(store)
     service = IncidentService(incidents, changes, pager=pager, base_url=base)
     rest = RestDeps(service, changes, budget, external_url=cfg.external_url)
-    itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base) if cfg.itsm.enabled else None
+    itsm = None
+    if cfg.itsm.enabled:
+        election = None
+        if settings.state.backend == "etcd":  # servers sharing the store: one of them syncs
+            identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
+            election = Election(store, "incidents-itsm", identity, ttl_s=settings.state.election_ttl / 1000)
+        itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base, election=election)
     return IncidentsPart(service, EscalationLoop(service, cfg), rest, EventsLimiter(cfg.events_per_minute),
                          budget, own_store=store if own_store else None, itsm=itsm)
