@@ -116,12 +116,21 @@ def _app(stub: Stub) -> Starlette:
         issue = issue_of(request.path_params["key"])
         if issue is None:
             return JSONResponse({"errorMessages": ["Issue does not exist"], "errors": {}}, 404)
-        if request.method == "GET":
-            return JSONResponse({"expand": "transitions", "transitions": [
+        if request.method == "GET":  # a resolved issue has nowhere to go in this workflow
+            return JSONResponse({"expand": "transitions", "transitions": [] if issue["status"] == "Resolved" else [
                 {"id": "11", "name": "In Progress", "to": {"name": "In Progress"}},
                 {"id": "31", "name": "Resolve", "to": {"name": "Resolved"}}]})
         issue["status"] = {"11": "In Progress", "31": "Resolved"}[rec["json"]["transition"]["id"]]
         return Response(status_code=204)
+
+    async def jira_issue(request: Request) -> Response:
+        await record(request)
+        issue = issue_of(request.path_params["key"])
+        if issue is None:
+            return JSONResponse({"errorMessages": ["Issue does not exist"], "errors": {}}, 404)
+        category = "done" if issue["status"] == "Resolved" else "indeterminate"
+        return JSONResponse({"id": issue["id"], "key": issue["key"], "fields": {"status": {
+            "name": issue["status"], "statusCategory": {"key": category}}}})
 
     async def jira_comment(request: Request) -> Response:
         rec = await record(request)
@@ -162,6 +171,7 @@ def _app(stub: Stub) -> Starlette:
         Route("/rest/api/2/search", jira_search, methods=["GET"]),
         Route("/rest/api/2/issue/{key}/transitions", jira_transitions, methods=["GET", "POST"]),
         Route("/rest/api/2/issue/{key}/comment", jira_comment, methods=["POST"]),
+        Route("/rest/api/2/issue/{key}", jira_issue, methods=["GET"]),
         Route("/api/now/table/incident", snow_table, methods=["GET", "POST"]),
         Route("/api/now/table/incident/{sys_id}", snow_record, methods=["PATCH"]),
     ])
@@ -334,6 +344,24 @@ def test_a_failing_system_delays_no_other(tmp_path: Path, stub: tuple[Stub, str]
         assert state.tickets == []
         send(srv, "resolve", "b")
         until(lambda: [i["status"] for i in state.issues] == ["Open", "Resolved", "Open"], "b's issue resolved")
+    finally:
+        srv.stop()
+
+
+def test_issue_closed_in_jira_first(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+    """Someone resolved the issue in Jira; resolving the incident finds no transition, sees it done, and stops."""
+    state, url = stub
+    srv = live(tmp_path, url)
+    try:
+        send(srv, "trigger", "closed")
+        until(lambda: "jira" in refs(srv, "closed"), "the issue")
+        state.issues[0]["status"] = "Resolved"
+        send(srv, "resolve", "closed")
+        until(lambda: refs(srv, "closed")["jira"]["pitwall"]["synced_status"] == "resolved", "synced")
+        assert state.seen("POST", r"/rest/api/2/issue/OPS-1/transitions") == []
+        assert len(state.seen("GET", r"/rest/api/2/issue/OPS-1")) == 1
+        inc = incident(srv, "closed")
+        assert not [e for e in log_entries(srv, inc["id"]) if "failed" in e["summary"]]
     finally:
         srv.stop()
 
@@ -523,6 +551,10 @@ def test_change_records_through_the_kube_api(tmp_path: Path) -> None:
                           headers={"Authorization": f"Token token={TOKEN}"}).json()["change_events"]
         assert {c["id"]: c["change_type"] for c in related}[fix["id"]] == "emergency"
         assert {c["id"]: c["change_type"] for c in related}[rollout["id"]] == "standard"
+        # The PagerDuty service "web" lists the changes of the Kubernetes Deployment default/web, not the ConfigMap.
+        mine = api.get("/pagerduty/services/PWEB001/change_events", params={"limit": 100},
+                       headers={"Authorization": f"Token token={TOKEN}"}).json()["change_events"]
+        assert {rollout["id"], fix["id"]} <= {c["id"] for c in mine} and config["id"] not in {c["id"] for c in mine}
     finally:
         api.close()
         srv.stop()

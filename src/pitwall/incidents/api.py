@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pitwall.core.body import BodyLimits, read_body
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget
-from pitwall.incidents.change_records import change_records
+from pitwall.incidents.change_records import change_records, same_service
 from pitwall.incidents.changes import ChangeEvent, ChangeLog
 from pitwall.incidents.errors import InvalidInput, NotFoundError
 from pitwall.incidents.model import EscalationPolicy, Incident, LogEntry, Note, Schedule, Service, User
@@ -347,7 +347,9 @@ def incidents_router(deps: RestDeps) -> APIRouter:
         if service is None:
             raise NotFoundError(f"Service {service_id} not found")
         window = _window(request) or (0, 1 << 62)
-        events = await deps.changes.between(window[0], window[1], service=service.name, limit=10_000)
+        # The service's own events and those on a Kubernetes service of its name ("default/web" for "web").
+        events = [c for c in await deps.changes.between(window[0], window[1], limit=10_000)
+                  if same_service(c.service, [service.name])]
         return page(request, await deps.change_views(events[::-1]), "change_events")
 
     return r

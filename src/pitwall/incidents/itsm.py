@@ -6,8 +6,8 @@ background, so the incident flow never waits on a ticketing system, and per
 incident and system it: creates the ticket (Jira ``POST /rest/api/2/issue``,
 ServiceNow ``POST /api/now/table/incident``), adds a comment / work note when
 the incident is acknowledged, and resolves the ticket when the incident is
-(Jira: the resolve transition; ServiceNow: ``PATCH`` state 6 with close code
-and notes). Once every ticket is resolved the incident leaves the list.
+(Jira: the resolve transition, nothing when the issue is already in a done
+status; ServiceNow: ``PATCH`` state 6 with close code and notes). Once every ticket is resolved the incident leaves the list.
 
 No duplicate tickets: the ticket's ids are kept on the incident
 (``external_references``); before a create is sent the system is marked in
@@ -181,11 +181,20 @@ class JiraClient:
         got = _obj(await self.http.call("GET", path), "the transitions list")
         transitions = [t for t in got.get("transitions") or [] if isinstance(t, dict)]
         chosen = self._pick(transitions)
+        if chosen is None and await self._done(ref):
+            return  # closed in Jira already: nothing left to move
         if chosen is None:
             names = ", ".join(repr(t.get("name")) for t in transitions) or "none"
             want = self.cfg.resolve_transition or "'Resolve' or 'Done'"
             raise ItsmError(f"jira {ref.external_id}: no transition {want} (available: {names})")
         await self.http.call("POST", path, {"transition": {"id": str(chosen["id"])}})
+
+    async def _done(self, ref: ExternalReference) -> bool:
+        """Whether the issue's status is in Jira's "done" category."""
+        got = _obj(await self.http.call("GET", f"/rest/api/2/issue/{quote(ref.external_id)}?fields=status"),
+                   "the issue read")
+        status = (got.get("fields") or {}).get("status") or {}
+        return bool((status.get("statusCategory") or {}).get("key") == "done")
 
     def _pick(self, transitions: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         wanted = [self.cfg.resolve_transition] if self.cfg.resolve_transition else ["Resolve", "Done"]
