@@ -298,6 +298,8 @@ def test_trigger_acknowledge_resolve(tmp_path: Path, stub: tuple[Stub, str]) -> 
         time.sleep(0.5)
         assert len(state.requests) == n
         assert [e["summary"] for e in log_entries(srv, inc["id"]) if e["type"] == "itsm_sync_log_entry"]
+        draft = httpx.get(f"{srv.url}/pagerduty/incidents/{inc['id']}/postmortem", headers=AUTH).text
+        assert f"- Tickets: Jira [OPS-1]({url}/browse/OPS-1), ServiceNow [{t['number']}](" in draft
     finally:
         srv.stop()
 

@@ -19,6 +19,7 @@ from pitwall.incidents.views import iso
 __all__ = ["LOOKBEHIND_NS", "TimelineItem", "postmortem", "timeline"]
 
 LOOKBEHIND_NS = 3600 * 10**9  # changes this long before the incident are in its timeline
+_SYSTEMS = {"jira": "Jira", "servicenow": "ServiceNow"}
 
 
 class _Reads(Protocol):
@@ -88,6 +89,9 @@ async def postmortem(inc: Incident, store: _Reads, changes: _Changes, names: dic
         f"- Resolved: {iso(inc.resolved_ns) if inc.resolved_ns else 'not yet'}",
         f"- Duration: {_duration(end - inc.created_ns)}" + ("" if inc.resolved_ns else " so far"),
         f"- Alerts: {inc.alert_counts.get('all', 0)}; highest escalation level reached: {inc.escalation_level}",
+        *(["- Tickets: " + ", ".join(f"{_SYSTEMS[r.system]} [{r.external_id}]({r.external_url})"
+                                      if r.external_url else f"{_SYSTEMS[r.system]} {r.external_id}"
+                                      for r in inc.external_references)] if inc.external_references else []),
         "",
         "## Impact",
         "",
