@@ -553,6 +553,8 @@ def test_change_records_through_the_kube_api(tmp_path: Path) -> None:
                           headers={"Authorization": f"Token token={TOKEN}"}).json()["change_events"]
         assert {c["id"]: c["change_type"] for c in related}[fix["id"]] == "emergency"
         assert {c["id"]: c["change_type"] for c in related}[rollout["id"]] == "standard"
+        draft = api.get(f"/pagerduty/incidents/{inc['id']}/postmortem").text
+        assert "rollout of revision 2 started (web:2) [deployment-controller] (emergency change)" in draft
         # The PagerDuty service "web" lists the changes of the Kubernetes Deployment default/web, not the ConfigMap.
         mine = api.get("/pagerduty/services/PWEB001/change_events", params={"limit": 100},
                        headers={"Authorization": f"Token token={TOKEN}"}).json()["change_events"]
