@@ -37,6 +37,7 @@ from pitwall.incidents.model import Incident, Service
 from pitwall.incidents.service import IncidentService
 from pitwall.incidents.store import IncidentStore
 from pitwall.incidents.wiring import apply_settings
+from pitwall.storage.revstore import Op
 from pitwall.storage.revstore.election import Election
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import LiveServer, free_port
@@ -446,6 +447,22 @@ async def test_servers_sharing_a_store_sync_once(tmp_path: Path, stub: tuple[Stu
     finally:
         for sync in syncs:
             await sync.stop()
+        await store.stop()
+
+
+async def test_work_list_is_read_whole(tmp_path: Path) -> None:
+    """More incidents on the work list than one page: every one is listed (open ones stay listed)."""
+    store = SqliteRevStore(tmp_path / "s.db", compact_interval_s=None)
+    await store.start()
+    try:
+        incidents = IncidentStore(store)
+        for batch in range(11):
+            await store.txn([], [Op.put(f"{incidents.p}itsm/Q{n:07d}", b"") for n in range(batch * 100, batch * 100 + 100)])
+        work = await incidents.itsm_work()
+        assert len(work) == 1100 and work[0] == "Q0000000" and work[-1] == "Q0001099"
+        await incidents.itsm_done("Q0000000")
+        assert len(await incidents.itsm_work()) == 1099
+    finally:
         await store.stop()
 
 

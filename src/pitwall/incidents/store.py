@@ -302,10 +302,16 @@ class IncidentStore:
 
     # --- the ITSM work list --------------------------------------------------------------------------
 
-    async def itsm_work(self, limit: int = 500) -> list[str]:
-        """Incident ids whose tickets still need a create, comment or resolve (oldest first, at most ``limit``)."""
-        res = await self.store.range(f"{self.p}itsm/", limit=limit)
-        return [kv.key.rsplit("/", 1)[1] for kv in res.kvs]
+    async def itsm_work(self) -> list[str]:
+        """Incident ids whose tickets still need a create, comment or resolve (oldest first)."""
+        out: list[str] = []
+        start: str | None = None
+        while True:  # every open incident stays listed until resolved: read them all, a page at a time
+            res = await self.store.range(f"{self.p}itsm/", start=start, limit=1000)
+            out += [kv.key.rsplit("/", 1)[1] for kv in res.kvs]
+            if not res.more or not res.kvs:
+                return out
+            start = res.kvs[-1].key + "\0"
 
     async def itsm_done(self, incident_id: str) -> None:
         await self.store.delete(f"{self.p}itsm/{incident_id}")
