@@ -3,8 +3,10 @@
 The part writes the ``incidents:`` objects into the state store at start and
 on reload, runs the escalation loop (every ``incidents.tick_interval``: due
 escalations, acknowledgement and auto-resolve timeouts, queued pages) under a
-supervisor, and mounts the Events API (``/v2/...``) and the REST API
-(``/pagerduty/...``). It shares the revisioned store the Kubernetes API runs
+supervisor, runs the ITSM ticket sync (``itsm.ItsmSync``) when
+``incidents.itsm`` configures Jira or ServiceNow (its settings apply at
+start, not on reload), and mounts the Events API (``/v2/...``) and the REST
+API (``/pagerduty/...``). It shares the revisioned store the Kubernetes API runs
 on; with the control plane turned off it is handed a store of its own to
 start and stop (``own_store``).
 """
