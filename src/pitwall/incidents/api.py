@@ -25,7 +25,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from pitwall.core.body import BodyLimits, read_body
 from pitwall.core.http_errors import error_router
 from pitwall.core.limits import InflightBudget
-from pitwall.incidents.changes import ChangeLog
+from pitwall.incidents.change_records import change_records, same_service
+from pitwall.incidents.changes import ChangeEvent, ChangeLog
 from pitwall.incidents.errors import InvalidInput, NotFoundError
 from pitwall.incidents.model import EscalationPolicy, Incident, LogEntry, Note, Schedule, Service, User
 from pitwall.incidents.oncall import parse_time
@@ -79,6 +80,16 @@ class RestDeps:
         out.update({o.id: o.name for o in await self.store.list_all(EscalationPolicy)})
         out.update({o.id: o.name for o in await self.store.list_all(Schedule)})
         return out
+
+    async def change_views(self, events: Sequence[ChangeEvent]) -> list[dict[str, Any]]:
+        """``events`` rendered with their ITSM change record (type, reason, incidents open on the service)."""
+        if not events:
+            return []
+        last = max(c.ts_ns for c in events)
+        incidents = [i for i in await self.store.incidents() if i.created_ns <= last]
+        services = {s.id: s.name for s in await self.store.list_all(Service)}
+        records = change_records(events, incidents, services)
+        return [self.views.change_event(c, records[c.id]) for c in events]
 
 
 def json_response(body: Any, status: int = 200) -> Response:
@@ -309,7 +320,7 @@ def incidents_router(deps: RestDeps) -> APIRouter:
         inc = await svc.require(incident_id)
         hour = 3600 * 10**9
         events = await deps.changes.between(inc.created_ns - hour, (inc.resolved_ns or svc.clock()) + 1)
-        return json_response({"change_events": [deps.views.change_event(c) for c in events]})
+        return json_response({"change_events": await deps.change_views(events)})
 
     @r.get("/incidents/{incident_id}/postmortem")
     async def postmortem_draft(incident_id: str) -> Response:
@@ -321,13 +332,13 @@ def incidents_router(deps: RestDeps) -> APIRouter:
     async def change_events(request: Request) -> Response:
         window = _window(request) or (0, 1 << 62)
         events = await deps.changes.between(window[0], window[1], limit=10_000)
-        return page(request, [deps.views.change_event(c) for c in reversed(events)], "change_events")
+        return page(request, await deps.change_views(events[::-1]), "change_events")
 
     @r.get("/change_events/{event_id}")
     async def change_event(event_id: str) -> Response:
         for c in await deps.changes.between(0, 1 << 62, limit=100_000):
             if c.id == event_id:
-                return json_response({"change_event": deps.views.change_event(c)})
+                return json_response({"change_event": (await deps.change_views([c]))[0]})
         raise NotFoundError(f"Change event {event_id} not found")
 
     @r.get("/services/{service_id}/change_events")
@@ -336,7 +347,9 @@ def incidents_router(deps: RestDeps) -> APIRouter:
         if service is None:
             raise NotFoundError(f"Service {service_id} not found")
         window = _window(request) or (0, 1 << 62)
-        events = await deps.changes.between(window[0], window[1], service=service.name, limit=10_000)
-        return page(request, [deps.views.change_event(c) for c in reversed(events)], "change_events")
+        # The service's own events and those on a Kubernetes service of its name ("default/web" for "web").
+        events = [c for c in await deps.changes.between(window[0], window[1], limit=10_000)
+                  if same_service(c.service, [service.name])]
+        return page(request, await deps.change_views(events[::-1]), "change_events")
 
     return r

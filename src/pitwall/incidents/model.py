@@ -26,6 +26,7 @@ __all__ = [
     "EscalationPolicy",
     "EscalationRule",
     "EscalationTarget",
+    "ExternalReference",
     "Incident",
     "LogEntry",
     "Note",
@@ -286,6 +287,22 @@ class Outbox(_Record):
     reason: str
 
 
+class ExternalReference(_Record):
+    """The incident's ticket in an ITSM system (kept on the incident so a retry never opens a second one).
+
+    ``external_id`` is what people quote (Jira's issue key, ServiceNow's number), ``ticket_id`` what the
+    API addresses (Jira's issue id, ServiceNow's ``sys_id``); ``synced`` is the incident status last
+    applied to the ticket.
+    """
+
+    system: Literal["jira", "servicenow"]
+    external_id: str
+    ticket_id: str
+    external_url: str = ""
+    synced: IncidentStatus = "triggered"
+    created_ns: int = 0
+
+
 class Incident(_Record):
     id: str
     number: int
@@ -312,6 +329,12 @@ class Incident(_Record):
     last_alert_severity: str = ""
     last_alert_ns: int = 0  # the latest alert grouped in: content-based grouping's rolling window
     signal_service: str = ""  # the service the first alert's payload names: links to its signals
+    external_references: list[ExternalReference] = Field(default_factory=list)  # ITSM tickets
+    itsm_pending: list[str] = Field(default_factory=list)  # systems sent a create whose outcome is unknown
+
+    def reference(self, system: str) -> ExternalReference | None:
+        """The ticket in ``system`` (``jira``, ``servicenow``), if one is known."""
+        return next((r for r in self.external_references if r.system == system), None)
 
 
 def _time_zone(v: str) -> str:

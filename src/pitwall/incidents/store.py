@@ -12,6 +12,8 @@ Layout (values are the JSON of ``model``):
 - ``alerts/<incident>/<id>``, ``notes/<incident>/<ts>-<id>``, ``log/<incident>/<ts>-<id>``
 - ``notified/<incident>/<key>``: the notification log; a notification is sent only by the writer that
   created its key, so a restart never sends one twice
+- ``itsm/<incident>``: incidents whose ITSM tickets are not yet in step (written with the incident when
+  ITSM sync is configured, deleted once its tickets are resolved): the sync worker's work list
 
 Incident updates are compare-and-swap on the key's mod revision, retried, so
 several pitwall servers on one etcd agree.
@@ -69,6 +71,7 @@ class IncidentStore:
     def __init__(self, store: RevStore, prefix: str = PREFIX) -> None:
         self.store = store
         self.p = prefix
+        self.track_itsm = False  # set when ITSM sync is configured: new incidents join its work list
         # Writers of one incident in this process take turns (striped locks), so compare-and-swap
         # retries are only spent on other servers' writes: with grouping, many events hit one incident.
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
@@ -158,6 +161,8 @@ class IncidentStore:
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
+        if self.track_itsm:
+            ops.append(Op.put(f"{self.p}itsm/{inc.id}", b""))
         res = await self.store.txn([Compare(dedup, "version", "=", 0), Compare(counter, "mod", "=", counter_rev)],
                                    ops, [Op.get(dedup)])
         if res.succeeded:
@@ -294,6 +299,22 @@ class IncidentStore:
 
     async def add_log(self, incident_id: str, entry: LogEntry) -> None:
         await self.store.txn([], [self._log_op(incident_id, entry)])
+
+    # --- the ITSM work list --------------------------------------------------------------------------
+
+    async def itsm_work(self) -> list[str]:
+        """Incident ids whose tickets still need a create, comment or resolve (oldest first)."""
+        out: list[str] = []
+        start: str | None = None
+        while True:  # every open incident stays listed until resolved: read them all, a page at a time
+            res = await self.store.range(f"{self.p}itsm/", start=start, limit=1000)
+            out += [kv.key.rsplit("/", 1)[1] for kv in res.kvs]
+            if not res.more or not res.kvs:
+                return out
+            start = res.kvs[-1].key + "\0"
+
+    async def itsm_done(self, incident_id: str) -> None:
+        await self.store.delete(f"{self.p}itsm/{incident_id}")
 
     # --- the notification log --------------------------------------------------------------------
 

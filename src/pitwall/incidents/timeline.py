@@ -4,7 +4,8 @@ The timeline merges, in time order, the incident's log entries (triggers,
 assignments, notifications, escalations, acknowledgements, resolution),
 its notes, its alerts and every change event recorded on the one change
 stream (``ChangeLog.between``) from an hour before the incident until it was
-resolved: deploys, rollbacks, config changes, canary steps, chaos runs.
+resolved: deploys, rollbacks, config changes, canary steps, chaos runs, each
+with its ITSM change type (``change_records``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from pitwall.incidents.change_records import change_records
 from pitwall.incidents.changes import ChangeEvent
 from pitwall.incidents.model import Alert, Incident, LogEntry, Note
 from pitwall.incidents.views import iso
@@ -19,6 +21,7 @@ from pitwall.incidents.views import iso
 __all__ = ["LOOKBEHIND_NS", "TimelineItem", "postmortem", "timeline"]
 
 LOOKBEHIND_NS = 3600 * 10**9  # changes this long before the incident are in its timeline
+_SYSTEMS = {"jira": "Jira", "servicenow": "ServiceNow"}
 
 
 class _Reads(Protocol):
@@ -27,6 +30,8 @@ class _Reads(Protocol):
     async def notes(self, incident_id: str) -> list[Note]: ...
 
     async def alerts(self, incident_id: str) -> list[Alert]: ...
+
+    async def incidents(self) -> list[Incident]: ...
 
 
 class _Changes(Protocol):
@@ -45,10 +50,13 @@ async def timeline(inc: Incident, store: _Reads, changes: _Changes, names: dict[
                    now_ns: int) -> list[TimelineItem]:
     """Everything about ``inc`` in time order (ties: changes first, then alerts, log, notes)."""
     items: list[TimelineItem] = []
-    for c in await changes.between(inc.created_ns - LOOKBEHIND_NS, (inc.resolved_ns or now_ns) + 1):
+    events = await changes.between(inc.created_ns - LOOKBEHIND_NS, (inc.resolved_ns or now_ns) + 1)
+    records = change_records(events, await store.incidents(), names) if events else {}
+    for c in events:
         where = f" on {c.service}" if c.service else ""
         who = f" by {c.who}" if c.who else ""
-        items.append(TimelineItem(c.ts_ns, "change", f"change ({c.kind}){where}: {c.summary} [{c.source}{who}]"))
+        items.append(TimelineItem(c.ts_ns, "change", f"change ({c.kind}){where}: {c.summary} [{c.source}{who}] "
+                                                     f"({records[c.id].type} change)"))
     for a in await store.alerts(inc.id):
         items.append(TimelineItem(a.created_ns, "alert", f"alert ({a.severity}) from {a.source or '?'}: "
                                                          f"{a.summary}"))
@@ -88,6 +96,9 @@ async def postmortem(inc: Incident, store: _Reads, changes: _Changes, names: dic
         f"- Resolved: {iso(inc.resolved_ns) if inc.resolved_ns else 'not yet'}",
         f"- Duration: {_duration(end - inc.created_ns)}" + ("" if inc.resolved_ns else " so far"),
         f"- Alerts: {inc.alert_counts.get('all', 0)}; highest escalation level reached: {inc.escalation_level}",
+        *(["- Tickets: " + ", ".join(f"{_SYSTEMS[r.system]} [{r.external_id}]({r.external_url})"
+                                      if r.external_url else f"{_SYSTEMS[r.system]} {r.external_id}"
+                                      for r in inc.external_references)] if inc.external_references else []),
         "",
         "## Impact",
         "",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitwall.incidents.change_records import ChangeRecord
 from pitwall.incidents.changes import ChangeEvent
 from pitwall.incidents.model import (
     Alert,
     EscalationPolicy,
+    ExternalReference,
     Incident,
     LogEntry,
     Note,
@@ -138,11 +140,20 @@ class Views:
             "alert_counts": i.alert_counts, "escalation_level": i.escalation_level, "priority": None,
             "teams": [], "pending_actions": self._pending(i), "is_mergeable": True,
             "last_status_change_by": None,
+            "external_references": [self.external_reference(r) for r in i.external_references],
             # pitwall's own: the named service's golden signals, error logs and traces over the incident
             "pitwall": {"service": i.signal_service or None,
                         "links": signal_links(self.root, i.signal_service, i.created_ns, i.resolved_ns)
                         if links else []},
         }
+
+    def external_reference(self, r: ExternalReference) -> dict[str, Any]:
+        """A ticket in PagerDuty's ``external_references`` shape (the ServiceNow/Jira extensions' links)."""
+        system = {"jira": "Jira Service Management", "servicenow": "ServiceNow"}[r.system]
+        return {"id": f"{r.system}:{r.ticket_id}", "type": "external_reference", "external_id": r.external_id,
+                "external_url": r.external_url or None, "summary": f"{system} {r.external_id}", "sync": True,
+                "webhook": {"id": r.system, "type": "webhook_reference", "summary": system},
+                "pitwall": {"ticket_id": r.ticket_id, "synced_status": r.synced}}
 
     def _agent(self, agent: str, names: dict[str, str]) -> dict[str, Any]:
         if agent.startswith("service:"):
@@ -186,10 +197,13 @@ class Views:
                 "incident": self.ref("incident", incident_id),
                 "assignees": [self.ref("user", u, names.get(u, u)) for u in e.assignees]}
 
-    def change_event(self, c: ChangeEvent) -> dict[str, Any]:
+    def change_event(self, c: ChangeEvent, record: ChangeRecord | None = None) -> dict[str, Any]:
+        """The change event; with its ITSM ``record``: ``change_type``, ``change_type_reason``, ``incidents``."""
+        itsm: dict[str, Any] = {} if record is None else {
+            "change_type": record.type, "change_type_reason": record.reason, "incidents": record.incidents}
         sid = c.details.get("pagerduty_service_id") if isinstance(c.details, dict) else None
         return {"id": c.id, "type": "change_event", "summary": c.summary, "timestamp": iso(c.ts_ns),
                 "source": c.source, "kind": c.kind, "service": c.service,
                 "services": [self.ref("service", sid, c.service)] if sid else [],
                 "custom_details": c.details.get("custom_details", c.details) if isinstance(c.details, dict)
-                else c.details, "links": [{"href": h, "text": h} for h in c.links], "who": c.who}
+                else c.details, "links": [{"href": h, "text": h} for h in c.links], "who": c.who, **itsm}

@@ -3,8 +3,10 @@
 The part writes the ``incidents:`` objects into the state store at start and
 on reload, runs the escalation loop (every ``incidents.tick_interval``: due
 escalations, acknowledgement and auto-resolve timeouts, queued pages) under a
-supervisor, and mounts the Events API (``/v2/...``) and the REST API
-(``/pagerduty/...``). It shares the revisioned store the Kubernetes API runs
+supervisor, runs the ITSM ticket sync (``itsm.ItsmSync``) when
+``incidents.itsm`` configures Jira or ServiceNow (its settings apply at
+start, not on reload), and mounts the Events API (``/v2/...``) and the REST
+API (``/pagerduty/...``). It shares the revisioned store the Kubernetes API runs
 on; with the control plane turned off it is handed a store of its own to
 start and stop (``own_store``).
 """
@@ -13,9 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import os
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.limits import InflightBudget
@@ -25,10 +32,12 @@ from pitwall.incidents.api import RestDeps, incidents_router
 from pitwall.incidents.api_config import config_router
 from pitwall.incidents.changes import ChangeLog
 from pitwall.incidents.events_api import EventsLimiter, events_router
+from pitwall.incidents.itsm import ItsmSync, build_systems
 from pitwall.incidents.service import IncidentService, Pager
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
 from pitwall.storage.revstore import RevStore
+from pitwall.storage.revstore.election import Election
 
 __all__ = ["EscalationLoop", "IncidentsPart", "apply_settings", "build_incidents_part"]
 
@@ -80,11 +89,12 @@ class IncidentsPart:
     limiter: EventsLimiter
     budget: InflightBudget
     own_store: RevStore | None = None
+    itsm: ItsmSync | None = None  # when incidents.itsm configures a ticketing system
     name: str = "incidents"
 
     def components(self) -> Sequence[Component]:
         own: list[Component] = [self.own_store] if self.own_store is not None else []  # type: ignore[list-item]
-        return [*own, self.loop]
+        return [*own, self.loop, *([self.itsm] if self.itsm is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         # Incidents are the whole server's, not one tenant's.
@@ -101,6 +111,22 @@ class IncidentsPart:
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.add_gauges("pitwall_incidents_escalation_ticks", "Escalation loop passes since start.",
                            lambda: float(self.loop.ticks))
+        if self.itsm is not None:
+            metrics.registry.register(_ItsmFailures(self.itsm))
+
+
+class _ItsmFailures(Collector):
+    """``pitwall_itsm_sync_failures_total{system}``: failed requests to each ticketing system since start."""
+
+    def __init__(self, sync: ItsmSync) -> None:
+        self.sync = sync
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fam = CounterMetricFamily("pitwall_itsm_sync_failures", "Failed ITSM ticket syncs by system.",
+                                  labels=["system"])
+        for system, n in sorted(self.sync.failures.items()):
+            fam.add_metric([system], float(n))
+        yield fam
 
 
 def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget, *, pager: Pager | None,
@@ -109,7 +135,15 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
     cfg: IncidentsSettings = settings.incidents
     base = cfg.external_url or settings.notifications.external_url or f"http://{settings.listen}"
     changes = ChangeLog(store)
-    service = IncidentService(IncidentStore(store), changes, pager=pager, base_url=base)
+    incidents = IncidentStore(store)
+    service = IncidentService(incidents, changes, pager=pager, base_url=base)
     rest = RestDeps(service, changes, budget, external_url=cfg.external_url)
+    itsm = None
+    if cfg.itsm.enabled:
+        election = None
+        if settings.state.backend == "etcd":  # servers sharing the store: one of them syncs
+            identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
+            election = Election(store, "incidents-itsm", identity, ttl_s=settings.state.election_ttl / 1000)
+        itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base, election=election)
     return IncidentsPart(service, EscalationLoop(service, cfg), rest, EventsLimiter(cfg.events_per_minute),
-                         budget, own_store=store if own_store else None)
+                         budget, own_store=store if own_store else None, itsm=itsm)
