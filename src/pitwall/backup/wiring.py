@@ -184,6 +184,7 @@ def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats,
     return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook,
                                                               staging_root=staging_root),
                              workers=2, resync_s=300.0),
-            ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
+            ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook, host=host), workers=1,
+                             resync_s=300.0),
             ControllerRunner(client, ScheduleReconciler(client, stats, activate), workers=1, resync_s=60.0),
             ControllerRunner(client, LocationReconciler(client), workers=1, resync_s=60.0)]
