@@ -230,6 +230,20 @@ class Restic:
         if snapshot_ids:
             await self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, json_out=False)
 
+    async def forget_policy(self, tags: Sequence[str], keep: Sequence[str], *, prune: bool = True) -> list[str]:
+        """``restic forget --tag T --keep-* ... [--prune]`` (``keep``: the ``--keep-*`` flags); the ids of the
+        snapshots it removed. The JSON report is read from ``forget`` alone, then ``prune`` runs on its own
+        (restic prints prune's progress as text, which would break the JSON)."""
+        if not keep:
+            raise ResticError("failed", "no --keep-* policy given: refusing to forget every snapshot")
+        tag_args = [f"--tag={','.join(tags)}"] if tags else []
+        stdout, _ = await self.run("forget", *tag_args, *keep, timeout_s=600)
+        groups = json.loads(stdout.strip().splitlines()[0] if stdout.strip() else "[]") or []
+        removed = [str(snap.get("id")) for g in groups for snap in g.get("remove") or []]
+        if removed and prune:
+            await self.run("prune", json_out=False)
+        return removed
+
     async def check(self, *, read_data: bool = False, subset: str | None = None) -> str:
         """``restic check``; its report (``ResticError`` on damage)."""
         args = ["check"]
