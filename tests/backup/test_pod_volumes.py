@@ -180,3 +180,45 @@ def test_a_failed_volume_fails_the_wait_and_never_starts_the_pod(tmp_path: Path)
     errors = asyncio.run(fill_volumes(PodVolumes("ns", "p", {"data": src}), "uid-2", lambda ns, name: {}, 0.3))
     assert errors == ["pod ns/p volume data: the pod did not start on this node within 0.3s; its data was not "
                       "restored"]
+
+
+def _pods(c: Cluster, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = json.loads(c.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+    return items
+
+
+def test_a_deployments_pods_come_back_with_their_data_and_are_adopted(cluster: Cluster) -> None:
+    """Velero's order (pods, then ReplicaSets, then Deployments): the restored pod, with its data, is adopted
+    by the restored ReplicaSet, which then makes no new pod."""
+    c = cluster
+    c.kubectl("create", "namespace", "shop")
+    tpl = {k: v for k, v in _writer("shop").items() if k in ("spec",)}
+    tpl["metadata"] = {"labels": {"app": "web"}}
+    tpl["spec"]["restartPolicy"] = "Always"
+    c.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+             "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": tpl}})
+    c.wait("deployment", "web", lambda o: (o.get("status") or {}).get("readyReplicas") == 1, ns="shop")
+    (pod,) = _pods(c, "shop")
+    name = pod["metadata"]["name"]
+    deadline = time.monotonic() + 60
+    while "WROTE" not in c.kubectl("logs", name, "-n", "shop", check=False).stdout:
+        assert time.monotonic() < deadline, "the writer never wrote"
+        time.sleep(0.3)
+    c.apply(_backup("shop-1", includedNamespaces=["shop"], defaultVolumesToFsBackup=True))
+    assert c.wait("backup", "shop-1", _done)["status"]["phase"] == "Completed"
+
+    c.apply({"apiVersion": "velero.io/v1", "kind": "Restore", "metadata": {"name": "shop-copy", "namespace": "velero"},
+             "spec": {"backupName": "shop-1", "namespaceMapping": {"shop": "shop-copy"}}})
+    r = c.wait("restore", "shop-copy", _done, timeout=150)
+    assert r["status"]["phase"] == "Completed", r["status"]
+    c.wait("pod", name, lambda o: any(ref.get("kind") == "ReplicaSet"
+                                      for ref in o["metadata"].get("ownerReferences") or []), ns="shop-copy")
+    c.wait("deployment", "web", lambda o: (o.get("status") or {}).get("readyReplicas") == 1, ns="shop-copy")
+    deadline = time.monotonic() + 60
+    out = ""
+    while "FILES" not in out and "MISSING" not in out:
+        assert time.monotonic() < deadline, out
+        out = c.kubectl("logs", name, "-n", "shop-copy", "-c", "app", check=False).stdout
+        time.sleep(0.3)
+    assert "FOUND hello from the writer" in out, out
+    assert [p["metadata"]["name"] for p in _pods(c, "shop-copy")] == [name]  # adopted, not replaced

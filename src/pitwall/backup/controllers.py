@@ -374,6 +374,23 @@ class BackupReconciler:
                 res.error(f"pod {pm['namespace']}/{pm['name']} volume {name}: {e}")
 
 
+# Velero's default restore priorities (its server config's HighPriorities), the rest after them by name: what a
+# pod mounts before the pod, pods before ReplicaSets before Deployments, so the restored pods (with their volume
+# data) are adopted by the restored controllers instead of replaced by new ones.
+_PRIORITIES = ("customresourcedefinitions", "namespaces", "storageclasses",
+               "volumesnapshotclass.snapshot.storage.k8s.io", "volumesnapshotcontents.snapshot.storage.k8s.io",
+               "volumesnapshots.snapshot.storage.k8s.io", "datauploads.velero.io", "persistentvolumes",
+               "persistentvolumeclaims", "serviceaccounts", "secrets", "configmaps", "limitranges", "pods",
+               "replicasets.apps", "clusterclasses.cluster.x-k8s.io", "endpoints", "services")
+
+
+def _restore_order(path: Path) -> tuple[int, str, str]:
+    """Sort key of ``resources/<resource dir>/namespaces/<ns>/<name>.json``."""
+    rdir = path.parent.parent.parent.name
+    rank = _PRIORITIES.index(rdir) if rdir in _PRIORITIES else len(_PRIORITIES)
+    return rank, rdir, path.name
+
+
 def _forget(restic: Restic, snapshot: str) -> Callable[[], Awaitable[None]]:
     async def forget() -> None:
         await restic.forget([snapshot])
@@ -502,7 +519,7 @@ class RestoreReconciler:
                      res: _Result) -> list[PodVolumes]:
         """Create the selected objects of ``src_ns`` in ``dst_ns``; the created pods with volume data to fill."""
         docs: list[Obj] = []
-        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json")):
+        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json"), key=_restore_order):
             obj = json.loads(path.read_text())
             group = obj.get("apiVersion", "").rpartition("/")[0] if "/" in obj.get("apiVersion", "") else ""
             rt = self.kube.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))

@@ -132,9 +132,11 @@ class Restic:
             raise ResticError("missing-binary", f"{self.binary} not found (install Debian's restic)") from None
         read_out = _read_bounded(proc.stdout, _MAX_OUTPUT) if on_status is None else \
             _read_lines(proc.stdout, _MAX_OUTPUT, on_status)
+        reads = asyncio.gather(read_out, _read_bounded(proc.stderr, _MAX_STDERR))
+        # cancelled with the caller (a server stopping mid-run): retrieved here, so asyncio logs nothing
+        reads.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            out, err = await asyncio.wait_for(
-                asyncio.gather(read_out, _read_bounded(proc.stderr, _MAX_STDERR)), timeout_s or self.timeout_s)
+            out, err = await asyncio.wait_for(reads, timeout_s or self.timeout_s)
             await proc.wait()
         except (TimeoutError, asyncio.CancelledError) as e:
             with contextlib.suppress(ProcessLookupError):
