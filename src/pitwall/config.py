@@ -27,6 +27,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.rules.settings import AlertingSettings, RulesSettings
+from pitwall.backup.settings import BackupSettings
 from pitwall.chaos.settings import ChaosSettings
 from pitwall.core.durations import DurationMs
 from pitwall.core.errors import ConfigError
@@ -367,6 +368,7 @@ class Settings(BaseSettings):
     pipelines: PipelinesSettings = Field(default_factory=PipelinesSettings)
     chaos: ChaosSettings = Field(default_factory=ChaosSettings)
     releases: ReleasesSettings = Field(default_factory=ReleasesSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
     config_file: Path | None = Field(None, exclude=True)
 
     @model_validator(mode="after")

@@ -319,7 +319,8 @@ def build(settings: Settings) -> Components:
     outside += ["notifications.state_url"] if settings.notifications.state_url else []
     backup = build_backup_part(data, db, appender=metrics.store, changes=cp.changes if cp else None, outside=outside,
                                kube=cp.kube.api if cp else None, election=cp.controllers.election if cp else None,
-                               host=cp.node.kubelet if cp else None, rules=rules.manager)
+                               host=cp.node.kubelet if cp else None, rules=rules.manager,
+                               self_settings=settings.backup.self_)
     ui = build_ui(settings.ui, instant=metrics.instant, range_=metrics.range, metrics=metrics.store,
                   targets=metrics.scrape.targets, state=state, traces=traces.deps.query, logs=logs.deps,
                   notifications=notifications.pipeline, rules=lambda: rules.manager,

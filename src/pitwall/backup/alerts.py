@@ -17,13 +17,13 @@ groups:
   rules:
   - alert: BackupScheduleMissed
     expr: |
-      (time() - max by (name) (pitwall_backup_last_success_timestamp_seconds{kind="velero"}))
-        > on (name) 2 * max by (name) (pitwall_backup_schedule_interval_seconds{kind="velero"})
+      (time() - max by (name) (pitwall_backup_last_success_timestamp_seconds{kind=~"velero|self"}))
+        > on (name) 2 * max by (name) (pitwall_backup_schedule_interval_seconds{kind=~"velero|self"})
       or
       (
-        (time() - max by (name) (pitwall_backup_schedule_created_timestamp_seconds{kind="velero"}))
-          > on (name) 2 * max by (name) (pitwall_backup_schedule_interval_seconds{kind="velero"})
-        unless on (name) pitwall_backup_last_success_timestamp_seconds{kind="velero"}
+        (time() - max by (name) (pitwall_backup_schedule_created_timestamp_seconds{kind=~"velero|self"}))
+          > on (name) 2 * max by (name) (pitwall_backup_schedule_interval_seconds{kind=~"velero|self"})
+        unless on (name) pitwall_backup_last_success_timestamp_seconds{kind=~"velero|self"}
       )
     labels:
       severity: critical

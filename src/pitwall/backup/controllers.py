@@ -15,7 +15,10 @@ Restore: from ``backupName`` (or the newest finished Backup of
 ``scheduleName``), for ``includedNamespaces``/``includedResources``, with
 ``namespaceMapping``; an object that exists is left alone with a warning
 (``existingResourcePolicy: none``, the default) or updated (``update``):
-never silently overwritten.
+never silently overwritten. A Pod the restore creates gets its emptyDir
+volumes' data back from the snapshot before its containers start
+(``podvolumes``: Velero's ``restore-wait`` init container); a volume that
+fails is an error of the Restore (PartiallyFailed).
 
 Schedule: a Backup from ``spec.template`` at each cron time (the CronJob
 controller's parser); the first one at once unless ``skipImmediately``;
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from pitwall.backup.checksums import write_checksums
+from pitwall.backup.podvolumes import PodVolumes, add_restore_wait, fill_volumes, pod_volumes_in, restorable
 from pitwall.backup.restic import Restic, ResticError
 from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
@@ -370,6 +374,23 @@ class BackupReconciler:
                 res.error(f"pod {pm['namespace']}/{pm['name']} volume {name}: {e}")
 
 
+# Velero's default restore priorities (its server config's HighPriorities), the rest after them by name: what a
+# pod mounts before the pod, pods before ReplicaSets before Deployments, so the restored pods (with their volume
+# data) are adopted by the restored controllers instead of replaced by new ones.
+_PRIORITIES = ("customresourcedefinitions", "namespaces", "storageclasses",
+               "volumesnapshotclass.snapshot.storage.k8s.io", "volumesnapshotcontents.snapshot.storage.k8s.io",
+               "volumesnapshots.snapshot.storage.k8s.io", "datauploads.velero.io", "persistentvolumes",
+               "persistentvolumeclaims", "serviceaccounts", "secrets", "configmaps", "limitranges", "pods",
+               "replicasets.apps", "clusterclasses.cluster.x-k8s.io", "endpoints", "services")
+
+
+def _restore_order(path: Path) -> tuple[int, str, str]:
+    """Sort key of ``resources/<resource dir>/namespaces/<ns>/<name>.json``."""
+    rdir = path.parent.parent.parent.name
+    rank = _PRIORITIES.index(rdir) if rdir in _PRIORITIES else len(_PRIORITIES)
+    return rank, rdir, path.name
+
+
 def _forget(restic: Restic, snapshot: str) -> Callable[[], Awaitable[None]]:
     async def forget() -> None:
         await restic.forget([snapshot])
@@ -388,11 +409,14 @@ class RestoreReconciler:
     primary = (API_VERSION, "Restore")
     secondary: Sequence[tuple[str, str]] = ()
 
-    def __init__(self, kube: KubeAPI, *, locks: RepoLocks, on_change: ChangeHook | None = None) -> None:
+    def __init__(self, kube: KubeAPI, *, locks: RepoLocks, on_change: ChangeHook | None = None,
+                 host: PodHost | None = None, volume_timeout_s: float = 300.0) -> None:
         self.kube = kube
         self.client = kube.client
         self.locks = locks
         self.on_change = on_change
+        self.host = host  # the kubelet: where a restored pod's volume directories are
+        self.volume_timeout_s = volume_timeout_s  # how long a restored pod may take to start here
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         return [object_key(obj)]
@@ -462,6 +486,9 @@ class RestoreReconciler:
     async def _restore(self, r: Obj, b: Obj, policy: str, res: _Result) -> None:
         spec = r.get("spec") or {}
         sel = Selection.of(spec)
+        # as Velero: pod volume data only when the restore includes volumes (PVCs and PVs are not excluded)
+        fs = sel.resource("", "persistentvolumeclaims", "PersistentVolumeClaim", ("pvc",)) \
+            and sel.resource("", "persistentvolumes", "PersistentVolume", ("pv",))
         mapping: dict[str, str] = dict(spec.get("namespaceMapping") or {})
         snaps = json.loads((b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
         bsl = await location_of(self.client, b["metadata"]["namespace"], (b.get("spec") or {}).get("storageLocation"))
@@ -472,15 +499,27 @@ class RestoreReconciler:
             tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
             try:
                 async with self.locks.of(restic.repo):
-                    await restic.restore(snap, tmp, includes=["/resources"])
-                await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res)
+                    await restic.restore(snap, tmp, includes=["/resources", *(["/volumes"] if fs else [])])
+                pods = await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res)
+                await self._pod_volumes(r, pods, res)
             finally:
                 await asyncio.to_thread(shutil.rmtree, tmp, True)
 
+    async def _pod_volumes(self, r: Obj, pods: list[PodVolumes], res: _Result) -> None:
+        """Fill the restored pods' volumes from the snapshot (their ``restore-wait`` holds them till then)."""
+        uid = str(r["metadata"].get("uid") or r["metadata"]["name"])
+        for pv in pods:
+            if self.host is None:
+                res.error(f"pod {pv.namespace}/{pv.name}: no node in this server; its volumes were not restored")
+                continue
+            for msg in await fill_volumes(pv, uid, self.host.volume_dirs, self.volume_timeout_s):
+                res.error(msg)
+
     async def _apply(self, r: Obj, b: Obj, root: Path, src_ns: str, dst_ns: str, sel: Selection, policy: str,
-                     res: _Result) -> None:
+                     res: _Result) -> list[PodVolumes]:
+        """Create the selected objects of ``src_ns`` in ``dst_ns``; the created pods with volume data to fill."""
         docs: list[Obj] = []
-        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json")):
+        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json"), key=_restore_order):
             obj = json.loads(path.read_text())
             group = obj.get("apiVersion", "").rpartition("/")[0] if "/" in obj.get("apiVersion", "") else ""
             rt = self.kube.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
@@ -488,17 +527,27 @@ class RestoreReconciler:
             if sel.resource(group, plural, obj.get("kind", ""), rt.short_names if rt else ()):
                 docs.append(obj)
         res.total += len(docs)
-        if docs and dst_ns != src_ns:
+        if docs:  # the mapped namespace, or the original one deleted since the backup: created as Velero does
             await self._ensure_namespace(dst_ns, res)
+        pods: list[PodVolumes] = []
         for obj in docs:
             new = _strip(obj)
             new["metadata"]["namespace"] = dst_ns
             labels = new["metadata"].setdefault("labels", {})
             labels[LABEL_BACKUP_NAME] = b["metadata"]["name"]
             labels[LABEL_RESTORE_NAME] = r["metadata"]["name"]
+            volumes: dict[str, Path] = {}
             if obj.get("kind") == "Pod":
                 (new.get("spec") or {}).pop("nodeName", None)
-            await self._create_or_keep(new, policy, res)
+                volumes, warnings = restorable(new, pod_volumes_in(root, new["metadata"]["name"]))
+                for w in warnings:
+                    res.warn(w)
+                if volumes:
+                    add_restore_wait(new, sorted(volumes), str(r["metadata"].get("uid") or r["metadata"]["name"]))
+            # as Velero, volume data goes only into a pod this restore created, never into one that existed
+            if await self._create_or_keep(new, policy, res) and volumes:
+                pods.append(PodVolumes(dst_ns, new["metadata"]["name"], volumes))
+        return pods
 
     async def _ensure_namespace(self, ns: str, res: _Result) -> None:
         try:
@@ -508,21 +557,22 @@ class RestoreReconciler:
         except KubeError as e:
             res.error(f"creating namespace {ns}: {e}")
 
-    async def _create_or_keep(self, new: Obj, policy: str, res: _Result) -> None:
+    async def _create_or_keep(self, new: Obj, policy: str, res: _Result) -> bool:
+        """Create ``new``, or keep (or update, by ``policy``) the object that exists; whether it was created."""
         m = new["metadata"]
         what = f"{new.get('kind')} {m['namespace']}/{m['name']}"
         try:
             await self.client.create(new)
             res.items += 1
-            return
+            return True
         except AlreadyExists:
             pass
         except KubeError as e:
             res.error(f"could not restore {what}: {e}")
-            return
+            return False
         if policy != "update":
             res.warn(f"could not restore, {what} already exists (existingResourcePolicy none: left as it is)")
-            return
+            return False
         try:
             cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m["namespace"])
             new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
@@ -531,6 +581,7 @@ class RestoreReconciler:
             res.warn(f"{what} existed and was updated (existingResourcePolicy update)")
         except KubeError as e:
             res.error(f"could not update existing {what}: {e}")
+        return False
 
 
 class ScheduleReconciler:

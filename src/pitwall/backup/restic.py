@@ -132,9 +132,11 @@ class Restic:
             raise ResticError("missing-binary", f"{self.binary} not found (install Debian's restic)") from None
         read_out = _read_bounded(proc.stdout, _MAX_OUTPUT) if on_status is None else \
             _read_lines(proc.stdout, _MAX_OUTPUT, on_status)
+        reads = asyncio.gather(read_out, _read_bounded(proc.stderr, _MAX_STDERR))
+        # cancelled with the caller (a server stopping mid-run): retrieved here, so asyncio logs nothing
+        reads.add_done_callback(lambda f: f.cancelled() or f.exception())
         try:
-            out, err = await asyncio.wait_for(
-                asyncio.gather(read_out, _read_bounded(proc.stderr, _MAX_STDERR)), timeout_s or self.timeout_s)
+            out, err = await asyncio.wait_for(reads, timeout_s or self.timeout_s)
             await proc.wait()
         except (TimeoutError, asyncio.CancelledError) as e:
             with contextlib.suppress(ProcessLookupError):
@@ -229,6 +231,20 @@ class Restic:
     async def forget(self, snapshot_ids: Sequence[str], *, prune: bool = True) -> None:
         if snapshot_ids:
             await self.run("forget", *(["--prune"] if prune else []), *snapshot_ids, json_out=False)
+
+    async def forget_policy(self, tags: Sequence[str], keep: Sequence[str], *, prune: bool = True) -> list[str]:
+        """``restic forget --tag T --keep-* ... [--prune]`` (``keep``: the ``--keep-*`` flags); the ids of the
+        snapshots it removed. The JSON report is read from ``forget`` alone, then ``prune`` runs on its own
+        (restic prints prune's progress as text, which would break the JSON)."""
+        if not keep:
+            raise ResticError("failed", "no --keep-* policy given: refusing to forget every snapshot")
+        tag_args = [f"--tag={','.join(tags)}"] if tags else []
+        stdout, _ = await self.run("forget", *tag_args, *keep, timeout_s=600)
+        groups = json.loads(stdout.strip().splitlines()[0] if stdout.strip() else "[]") or []
+        removed = [str(snap.get("id")) for g in groups for snap in g.get("remove") or []]
+        if removed and prune:
+            await self.run("prune", json_out=False)
+        return removed
 
     async def check(self, *, read_data: bool = False, subset: str | None = None) -> str:
         """``restic check``; its report (``ResticError`` on damage)."""

@@ -88,6 +88,8 @@ class SelfRun:
     warnings: list[str] = field(default_factory=list)
     error: str = ""
     reason: str = ""
+    trigger: str = "api"  # api, schedule
+    retention: dict[str, Any] = field(default_factory=dict)  # after a scheduled run: the policy, what it removed
     # while InProgress: the step (copy, checksums, upload) and restic's progress of the upload
     step: str = ""
     percent_done: float = 0.0
@@ -105,6 +107,7 @@ class SelfRun:
 
 
 ChangeHook = Callable[[SelfRun], Awaitable[None]]
+AfterHook = Callable[[Restic, SelfRun], Awaitable[None]]
 
 
 class SelfBackup:
@@ -126,22 +129,39 @@ class SelfBackup:
         parent and skips unchanged files; runs to one repository are serialised, so it is never shared."""
         return self.data_dir / STAGING / f"self-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
 
-    async def run(self, restic: Restic) -> SelfRun:
-        """One self-backup into ``restic``'s repository (created if absent); the run, Completed or Failed."""
-        run = SelfRun(repository=restic.repo, started=time.time())
-        self.runs = [*self.runs[-(_MAX_RUNS - 1):], run]
+    async def run(self, restic: Restic, *, trigger: str = "api", after: AfterHook | None = None) -> SelfRun:
+        """One self-backup into ``restic``'s repository (created if absent); the run, Completed or Failed.
+        ``after`` runs once the snapshot is written, still holding the repository's lock (the schedule's
+        retention; it handles its own failures)."""
+        run = self._start(restic.repo, trigger)
         t0 = time.monotonic()
         async with self.locks.of(restic.repo):
             try:
                 await self._run(restic, run)
+                if after is not None:  # before Completed: a listed Completed run has its retention done
+                    await after(restic, run)
                 run.phase = "Completed"
             except ResticError as e:
                 run.phase, run.reason, run.error = "Failed", e.reason, e.message
             except OSError as e:
                 run.phase, run.reason, run.error = "Failed", "copy", f"copying the data directory: {e}"
+        return await self._finish(run, t0)
+
+    def _start(self, repository: str, trigger: str) -> SelfRun:
+        run = SelfRun(repository=repository, started=time.time(), trigger=trigger)
+        self.runs = [*self.runs[-(_MAX_RUNS - 1):], run]
+        return run
+
+    async def failed(self, repository: str, reason: str, error: str, *, trigger: str) -> SelfRun:
+        """Record a run that could not start (no password): listed, counted and a change event, as any run."""
+        run = self._start(repository, trigger)
+        run.phase, run.reason, run.error = "Failed", reason, error
+        return await self._finish(run, time.monotonic())
+
+    async def _finish(self, run: SelfRun, t0: float) -> SelfRun:
         run.finished = time.time()
         run.duration_s = time.monotonic() - t0
-        self.stats.observe("self", "pitwall", restic.repo, ok=run.phase == "Completed", duration_s=run.duration_s,
+        self.stats.observe("self", "pitwall", run.repository, ok=run.phase == "Completed", duration_s=run.duration_s,
                            bytes_added=int(run.summary.get("data_added", 0)))
         if self.on_change is not None:
             try:

@@ -48,8 +48,9 @@ LABEL_BACKUP_NAME = "velero.io/backup-name"
 LABEL_RESTORE_NAME = "velero.io/restore-name"
 LABEL_SCHEDULE_NAME = "velero.io/schedule-name"
 LABEL_STORAGE_LOCATION = "velero.io/storage-location"
-# never backed up: what only describes the moment (Events) or belongs to the backup machinery itself
-SKIPPED_GROUPS = frozenset({"velero.io", "events.k8s.io"})
+# never backed up: what only describes the moment (Events, the metrics API's usage samples, which cannot be
+# created either) or belongs to the backup machinery itself
+SKIPPED_GROUPS = frozenset({"velero.io", "events.k8s.io", "metrics.k8s.io"})
 SKIPPED_KINDS = frozenset({("", "Event")})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
 

@@ -22,6 +22,8 @@ from pitwall.backup.controllers import (
 from pitwall.backup.crds import restore_drill_crd, velero_crds
 from pitwall.backup.drill import DRILL_API_VERSION, DrillReconciler
 from pitwall.backup.selfbackup import RepoLocks, SelfBackup, SelfRun
+from pitwall.backup.selfschedule import SelfSchedule
+from pitwall.backup.settings import SelfBackupSettings
 from pitwall.backup.snapshot import STAGING
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import API_VERSION as VELERO
@@ -122,11 +124,13 @@ class BackupPart:
     manager: ControllerManager | None = None  # Velero's controllers and drills, with the control plane
     rules: ShippedRules | None = None
     kube: KubeAPI | None = None
+    schedule: SelfSchedule | None = None  # backup.self: the scheduled self-backup
     name: str = "backup"
 
     def components(self) -> Sequence[Component]:
         return [self.stats, *([self.manager] if self.manager is not None else []),
-                *([self.rules] if self.rules is not None else [])]
+                *([self.rules] if self.rules is not None else []),
+                *([self.schedule] if self.schedule is not None else [])]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         client = self.kube.client if self.kube is not None else None
@@ -147,13 +151,15 @@ class BackupPart:
 def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | None = None,
                       changes: ChangeSink | None = None, kube: KubeAPI | None = None,
                       election: Election | None = None, host: PodHost | None = None,
-                      outside: Sequence[str] = (), rules: RuleSink | None = None) -> BackupPart:
+                      outside: Sequence[str] = (), rules: RuleSink | None = None,
+                      self_settings: SelfBackupSettings | None = None) -> BackupPart:
     """Self-backup of ``data_dir`` (whose telemetry database is ``db``); figures appended to ``appender``,
     each run a change event in ``changes``. With ``kube`` (call before it starts): Velero's CRDs and
     controllers, run while ``election`` is won, hooks and volumes through ``host`` (the kubelet). ``outside``
     names state kept outside the data directory (each self-backup warns that it does not hold it). ``rules``:
     the rule manager the shipped alert rules are loaded into (with the control plane, once a Velero Schedule or a
-    RestoreDrill exists)."""
+    RestoreDrill exists). ``self_settings`` (``backup.self``): the scheduled self-backup, leader-gated by
+    ``election``."""
     locks = RepoLocks()
     stats = BackupStats(appender)
     self_backup = SelfBackup(data_dir, db, locks=locks, stats=stats,
@@ -171,8 +177,12 @@ def build_backup_part(data_dir: Path, db: TelemetryDB, *, appender: Appender | N
                                  activate=activate)
         runners.append(ControllerRunner(kube.client, drills, workers=1, resync_s=300.0))
         manager = ControllerManager(runners, election=election)
+    schedule = None
+    if self_settings is not None:
+        schedule = SelfSchedule(self_backup, self_settings, election=election,
+                                activate=shipped.activate if shipped is not None else None)
     return BackupPart(self_backup=self_backup, stats=stats, locks=locks, manager=manager, kube=kube,
-                      rules=shipped)
+                      rules=shipped, schedule=schedule)
 
 
 def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats, host: PodHost | None = None,
@@ -184,6 +194,7 @@ def build_velero_runners(kube: KubeAPI, *, locks: RepoLocks, stats: BackupStats,
     return [ControllerRunner(client, BackupReconciler(kube, locks=locks, stats=stats, host=host, on_change=hook,
                                                               staging_root=staging_root),
                              workers=2, resync_s=300.0),
-            ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook), workers=1, resync_s=300.0),
+            ControllerRunner(client, RestoreReconciler(kube, locks=locks, on_change=hook, host=host), workers=1,
+                             resync_s=300.0),
             ControllerRunner(client, ScheduleReconciler(client, stats, activate), workers=1, resync_s=60.0),
             ControllerRunner(client, LocationReconciler(client), workers=1, resync_s=60.0)]
