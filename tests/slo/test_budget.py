@@ -81,3 +81,30 @@ async def test_calendar_windows_judge_the_period_so_far() -> None:
     assert week.window == "calendar-week" and week.period == "5d12h"
     with pytest.raises(BadData, match='calendar: must be "month" or "week"'):
         await svc.slo_status("pay-availability", calendar="year")
+
+
+async def test_budget_consumed_by_a_window() -> None:
+    raw = SLO(id="pay-latency", name="latency", service="pay", period_ms=28 * DAY, objective=99.0,
+              sli=SLI(error_ratio_query="slow_ratio[{{.window}}]"))
+
+    async def source() -> list[tuple[SLO, str]]:
+        return [(SLO_A, "prod/pay"), (raw, "prod/pay")]
+
+    def query(expr: str, at_ms: int) -> Sequence[float]:
+        assert at_ms == 7_200_000  # evaluated at the window's end
+        return {"(sum(rate(errors[1h])))": [0.5], "(sum(rate(total[4w])))": [10.0],
+                "(slow_ratio[1h])": [0.28]}.get(expr, [])
+
+    svc = SLOService(source, query)
+    # events: 0.5/s bad for an hour = 1,800 bad; 10/s over 28 days = 24,192,000 events, 0.5% allowed = 120,960
+    use = await svc.consumed("pay-availability", 3_600_000, 7_200_000)
+    assert use.consumed == pytest.approx(1800 / 120_960)
+    assert use.arithmetic[-1].startswith("budget consumed = 1800 / 120960 = ")
+    # a raw ratio: 28% slow for an hour, 1/672 of the period, against a 1% budget
+    use = await svc.consumed("pay-latency", 3_600_000, 7_200_000)
+    assert use.consumed == pytest.approx(0.28 / 672 / 0.01)
+    assert "traffic assumed even" in use.arithmetic[1]
+    assert (await svc.consumed("pay-availability", 7_140_000, 7_200_000)).queries["bad_rate_window"] == \
+        "(sum(rate(errors[1m])))"  # a minute: the shortest window measured
+    with pytest.raises(SLONotFound):
+        await svc.consumed("nope", 0, 1)

@@ -130,6 +130,18 @@ async def test_slo_pages_over_a_live_server(pw: httpx.AsyncClient) -> None:
     assert "PrometheusServiceLevel default/shop-slos" in page and "budget remaining = 1 - 50 = -49" in page
     incidents = page.split('data-testid="slo-incidents"')[1].split("</table>")[0]
     assert "shop errors" in incidents and "/incidents/Q0000001" in incidents
+    # The incident, open for seconds, is measured over its last minute: 6 of the hour's 7,200 requests bad
+    # against a 0.1% budget of them: 6 / 7.2 = 83% of the strict SLO's budget, 0.83% of the 90% one's.
+    cell = incidents.split('data-testid="incident-budget"')[1].split("</td>")[0]
+    assert float(cell.rsplit(">", 1)[1].rstrip("%")) == pytest.approx(83.3, rel=0.1)
+    assert "bad events in the window (1m)" in cell
+    now = time.time()
+    api = (await c.get("/api/slo/v1/slos/shop-availability/consumed",
+                       params={"start": now - 60, "end": now})).json()
+    assert api["consumed"] == pytest.approx(6 / 720, rel=0.1), api
+    assert api["queries"]["total_rate_period"].count("[30d]") == 1
+    bad = await c.get("/api/slo/v1/slos/shop-availability/consumed", params={"start": now, "end": now - 60})
+    assert bad.status_code == 400 and "end must be after start" in bad.text
 
     # The charts: the budget chart's computed series is the budget API's remaining budget at "now".
     src = page.split('data-testid="slo-chart"')[0].rsplit('data-src="', 1)[1].split('"')[0]

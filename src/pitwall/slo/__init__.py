@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pitwall.core.exports import lazy_exports
 
 if TYPE_CHECKING:
-    from pitwall.slo.budget import SLOService, SLOStatus, SLOStatusQuery
+    from pitwall.slo.budget import BudgetUse, SLOService, SLOStatus, SLOStatusQuery
     from pitwall.slo.errors import SLONotFound, SpecError
     from pitwall.slo.generate import GenerateOptions, generate_group
     from pitwall.slo.model import SLO, SLOGroup, SLOResult
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pitwall.slo.windows import WindowsCatalog
 
 _EXPORTS = {
+    "BudgetUse": "pitwall.slo.budget",
     "SLOService": "pitwall.slo.budget",
     "SLOStatus": "pitwall.slo.budget",
     "SLOStatusQuery": "pitwall.slo.budget",
@@ -41,6 +42,7 @@ _EXPORTS = {
 
 __all__ = [
     "SLO",
+    "BudgetUse",
     "GenerateOptions",
     "SLOGroup",
     "SLONotFound",

@@ -38,7 +38,7 @@ from pitwall.slo.promfmt import prom_duration
 from pitwall.slo.validate import render_window
 from pitwall.slo.windows import WindowsCatalog
 
-__all__ = ["SLOService", "SLOSource", "SLOStatus", "SLOStatusQuery", "ScalarQuery", "calendar_start_ms", "sli_expr"]
+__all__ = ["BudgetUse", "SLOService", "SLOSource", "SLOStatus", "SLOStatusQuery", "ScalarQuery", "calendar_start_ms", "sli_expr"]
 
 
 @dataclass
@@ -115,6 +115,24 @@ def _one(values: Sequence[float]) -> float | None:
     return max(finite) if finite else None  # several series: the worst one
 
 
+@dataclass
+class BudgetUse:
+    """The share of an SLO's error budget that ``[start_ms, end_ms]`` spent (an incident's window)."""
+
+    name: str
+    start_ms: int
+    end_ms: int
+    consumed: float | None  # 0.25 = a quarter of the period's budget; None when the window has no data
+    arithmetic: list[str] = field(default_factory=list)
+    queries: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+
+
+MIN_WINDOW_MS = 60_000  # shorter windows are measured over their last minute (rate() needs two samples)
+
+
 class SLOService:
     """Computes ``SLOStatus`` for the SLOs ``source`` yields; ``query`` evaluates PromQL."""
 
@@ -138,6 +156,47 @@ class SLOService:
             if s.id == name:
                 return await self._status(s, src, calendar)
         raise SLONotFound(f"SLO {name!r} not found")
+
+    async def consumed(self, name: str, start_ms: int, end_ms: int) -> BudgetUse:
+        """The share of SLO ``name``'s error budget (over its rolling period ending at ``end_ms``) spent in
+        ``[start_ms, end_ms]``: the window's bad events over the period's allowance of bad events. With an
+        events SLI both are counted; with a raw error-ratio SLI the window's ratio is weighted by its share of
+        the period (traffic assumed even), as the arithmetic says."""
+        slo = next((s for s, _ in await self.source() if s.id == name), None)
+        if slo is None:
+            raise SLONotFound(f"SLO {name!r} not found")
+        if end_ms <= start_ms:
+            raise BadData("end must be after start")
+        budget = 1 - slo.objective / 100
+        win_ms = max(MIN_WINDOW_MS, (end_ms - start_ms) // 1000 * 1000)
+        w, p = prom_duration(win_ms), prom_duration(slo.period_ms)
+        use = BudgetUse(name, start_ms, end_ms, None)
+        if slo.sli.is_events:
+            q_bad = render_window(f"({slo.sli.error_query})", w)
+            q_all = render_window(f"({slo.sli.total_query})", p)
+            bad, total = await self._run(q_bad, end_ms), await self._run(q_all, end_ms)
+            bad_n = None if bad is None else bad * win_ms / 1000
+            allowed = None if total is None else total * slo.period_ms / 1000 * budget
+            if bad_n is not None and allowed:
+                use.consumed = bad_n / allowed
+            use.queries = {"bad_rate_window": q_bad, "total_rate_period": q_all}
+            use.arithmetic = [
+                f"bad events in the window ({w}) = {_fmt(bad)}/s x {win_ms / 1000:g} s = {_fmt(bad_n)}",
+                f"events in the period ({p}) = {_fmt(total)}/s x {slo.period_ms / 1000:g} s",
+                f"bad events the budget allows = events x (1 - {_fmt(slo.objective / 100)}) = {_fmt(allowed)}",
+                f"budget consumed = {_fmt(bad_n)} / {_fmt(allowed)} = {_fmt(use.consumed)}"]
+        else:
+            q = sli_expr(slo, win_ms)
+            ratio = await self._run(q, end_ms)
+            share = win_ms / slo.period_ms
+            if ratio is not None:
+                use.consumed = ratio * share / budget
+            use.queries = {"error_ratio_window": q}
+            use.arithmetic = [
+                f"error ratio over the window ({w}) = {_fmt(ratio)}",
+                f"the window's share of the period ({p}) = {_fmt(share)} (traffic assumed even)",
+                f"budget consumed = {_fmt(ratio)} x {_fmt(share)} / {_fmt(budget)} = {_fmt(use.consumed)}"]
+        return use
 
     async def _run(self, expr: str, at_ms: int) -> float | None:
         return _one(await asyncio.to_thread(self.query, expr, at_ms))

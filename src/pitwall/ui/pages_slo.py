@@ -19,7 +19,16 @@ from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import NotFound, PitwallError
 from pitwall.core.tenancy import require_server_wide
 from pitwall.ui.incidents_view import incident_row
-from pitwall.ui.slo_view import budget_chart, burn_rate_chart, service_incidents, slo_alerts, slo_row
+from pitwall.ui.slo_view import (
+    MAX_INCIDENT_BUDGETS,
+    SLOSource,
+    budget_chart,
+    burn_rate_chart,
+    incident_window,
+    service_incidents,
+    slo_alerts,
+    slo_row,
+)
 from pitwall.ui.timerange import TimeRange
 from pitwall.ui.web import Pages, call
 
@@ -68,11 +77,23 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         incidents = None
         if deps.incidents is not None:
             span_ms = max(0, st.at_ms - _period_ms(st.period))
-            incidents = [incident_row(i) for i in service_incidents(
-                await deps.incidents.incidents((), "", 1000), st.service, span_ms, st.at_ms)]
+            found = service_incidents(await deps.incidents.incidents((), "", 1000), st.service, span_ms, st.at_ms)
+            incidents = [(incident_row(i), await _budget_use(deps.slos, st.name, i, span_ms, st.at_ms)
+                          if n < MAX_INCIDENT_BUDGETS else None) for n, i in enumerate(found)]
         return pages.render(request, "slo.html", "slos", tr, error=err, available=True, st=st, row=row,
                             charts=[budget_chart(st, tr.params()), burn_rate_chart(st, tr.params())], rules=rules, alerts=alerts,
                             incidents=incidents, **ctx)
+
+
+async def _budget_use(slos: SLOSource, name: str, incident: Any, start_ms: int, end_ms: int) -> Any:
+    """The share of SLO ``name``'s budget ``incident`` spent in the period, or None when it cannot be told."""
+    a, b = incident_window(incident, start_ms, end_ms)
+    if b <= a:
+        return None
+    try:
+        return await slos.consumed(name, a, b)
+    except PitwallError:
+        return None
 
 
 def _period_range(request: Request, period: str, default: str) -> tuple[TimeRange, str]:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote, urlencode
 
 if TYPE_CHECKING:
-    from pitwall.slo import SLOStatus
+    from pitwall.slo import BudgetUse, SLOStatus
 
 __all__ = [
     "ChartSpec",
@@ -43,6 +43,10 @@ class SLOSource(Protocol):
 
     async def slo_status(self, name: str, calendar: str = "") -> SLOStatus:
         """One SLO's status by sloth id; ``SLONotFound`` when absent."""
+        ...
+
+    async def consumed(self, name: str, start_ms: int, end_ms: int) -> BudgetUse:
+        """The share of the budget ``[start_ms, end_ms]`` spent."""
         ...
 
 
@@ -151,6 +155,15 @@ def _ns(iso: Any) -> int:
         return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1e9)
     except ValueError:
         return 0
+
+
+MAX_INCIDENT_BUDGETS = 50  # incidents on one SLO page whose budget use is computed (two queries each)
+
+
+def incident_window(incident: Obj, start_ms: int, end_ms: int) -> tuple[int, int]:
+    """The part of ``[start_ms, end_ms]`` (the SLO's period) during which ``incident`` was open."""
+    created, resolved = _ns(incident.get("created_at")) // 1_000_000, _ns(incident.get("resolved_at")) // 1_000_000
+    return max(created, start_ms), min(resolved or end_ms, end_ms)
 
 
 def service_incidents(incidents: list[Obj], service: str, start_ms: int, end_ms: int) -> list[Obj]:
