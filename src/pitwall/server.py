@@ -309,6 +309,8 @@ def build(settings: Settings) -> Components:
         cp.chaos.monkey.outage = _any_open_incident(incidents.service)
     if cp is not None and cp.pipelines is not None:  # DORA's change failure rate joins incidents
         cp.pipelines.runner.incidents = _dora_incidents(incidents.service)
+    if cp is not None:  # the postmortem's impact: the budget the service's SLOs spent during the incident
+        incidents.rest.slo_budgets = cp.slo.service.consumed_by_service
     policy = Policy(settings.rbac.compiled())
     tokens = TokenTable([(t.secret, t.principal(list(policy.bindings))) for t in settings.auth_tokens])
     audit = AuditLog(_AuditToLogs(logs.store), settings.audit)

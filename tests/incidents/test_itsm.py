@@ -416,8 +416,10 @@ async def test_servers_sharing_a_store_sync_once(tmp_path: Path, stub: tuple[Stu
     await store.start()
     cfg = load_settings(data_dir=tmp_path, incidents={**incidents_config(), "itsm": itsm_config(url)}).incidents
     stores = [IncidentStore(store), IncidentStore(store)]
+    # A lease long enough that a loaded machine's slow keep-alive never hands leadership over mid-test
+    # (the takeover below is by resigning).
     syncs = [ItsmSync(s, cfg.itsm, build_systems(cfg.itsm), election=Election(store, "incidents-itsm", f"srv{i}",
-                                                                                ttl_s=2))
+                                                                                ttl_s=15))
              for i, s in enumerate(stores)]
     await apply_settings(stores[0], cfg)
     service = IncidentService(stores[1], ChangeLog(store))
@@ -439,8 +441,9 @@ async def test_servers_sharing_a_store_sync_once(tmp_path: Path, stub: tuple[Stu
         await wait(lambda: len(state.issues) == 4 and len(state.tickets) == 4, "four tickets each")
         await asyncio.sleep(0.5)
         assert (len(state.issues), len(state.tickets)) == (4, 4)
+        await wait(lambda: sum(1 for s in syncs if s.election is not None and s.election.is_leader) == 1,
+                   "one leader")
         leaders = [s for s in syncs if s.election is not None and s.election.is_leader]
-        assert len(leaders) == 1
         await leaders[0].stop()  # resigns
         await service.trigger(web, "k-after", None, time.time_ns(), title="after the leader left")
         await wait(lambda: len(state.issues) == 5 and len(state.tickets) == 5, "the other server's tickets")

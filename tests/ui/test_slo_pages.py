@@ -142,6 +142,12 @@ async def test_slo_pages_over_a_live_server(pw: httpx.AsyncClient) -> None:
     assert api["queries"]["total_rate_period"].count("[30d]") == 1
     bad = await c.get("/api/slo/v1/slos/shop-availability/consumed", params={"start": now, "end": now - 60})
     assert bad.status_code == 400 and "end must be after start" in bad.text
+    # the postmortem draft's impact names what each SLO of the service spent
+    draft = (await c.get("/pagerduty/incidents/Q0000001/postmortem")).text
+    impact = draft.split("## Impact")[1].split("## Timeline")[0]
+    strict = next(line for line in impact.splitlines() if line.startswith("- SLO shop-strict: "))
+    assert float(strict.split(": ")[1].split("%")[0]) == pytest.approx(83.3, rel=0.1), impact
+    assert "- SLO shop-availability: 0.8" in impact
 
     # The charts: the budget chart's computed series is the budget API's remaining budget at "now".
     src = page.split('data-testid="slo-chart"')[0].rsplit('data-src="', 1)[1].split('"')[0]

@@ -14,7 +14,7 @@ notes and log entries, change events and the postmortem draft.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +63,9 @@ class RestDeps:
     changes: ChangeLog
     budget: InflightBudget
     external_url: str = ""
+    # The SLO budget a service's SLOs spent in [start_ms, end_ms] (objects with ``name``, ``consumed`` and
+    # ``arithmetic``), set by the composition root when the SLO capability runs; for the postmortem's impact.
+    slo_budgets: Callable[[str, int, int], Awaitable[Sequence[Any]]] | None = None
 
     @property
     def views(self) -> Views:
@@ -325,7 +328,8 @@ def incidents_router(deps: RestDeps) -> APIRouter:
     @r.get("/incidents/{incident_id}/postmortem")
     async def postmortem_draft(incident_id: str) -> Response:
         inc = await svc.require(incident_id)
-        text = await postmortem(inc, store, deps.changes, await deps.names(), now_ns=svc.clock())
+        text = await postmortem(inc, store, deps.changes, await deps.names(), now_ns=svc.clock(),
+                                slo_budgets=deps.slo_budgets)
         return Response(text, media_type="text/markdown; charset=utf-8")
 
     @r.get("/change_events")

@@ -93,7 +93,7 @@ class IncidentDesk:
         """The Markdown draft ``pitwall incident postmortem`` prints."""
         inc = await self.rest.service.require(incident_id)
         return await postmortem(inc, self._store, self.rest.changes, await self.rest.names(),
-                                now_ns=self.rest.service.clock())
+                                now_ns=self.rest.service.clock(), slo_budgets=self.rest.slo_budgets)
 
     async def oncalls_now(self) -> list[Obj]:
         """Who is on call now, per escalation policy and level (``pitwall oncall``'s entries)."""

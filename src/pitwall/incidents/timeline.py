@@ -10,8 +10,9 @@ with its ITSM change type (``change_records``).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from pitwall.incidents.change_records import change_records
 from pitwall.incidents.changes import ChangeEvent
@@ -77,9 +78,36 @@ def _duration(ns: int) -> str:
     return f"{h}h {rem // 60}m {rem % 60}s" if h else f"{rem // 60}m {rem % 60}s"
 
 
+SLOBudgets = Callable[[str, int, int], Awaitable[Sequence[Any]]]
+
+
+async def _impact(inc: Incident, names: dict[str, str], end_ns: int, slo_budgets: SLOBudgets | None) -> list[str]:
+    """The impact section's lines: the error budget each SLO of the incident's service spent while it was open."""
+    placeholder = "_Who and what was affected, for how long._"
+    if slo_budgets is None:
+        return [placeholder, "", "_SLO error budget consumed: the SLO capability is not running._"]
+    services = dict.fromkeys(x for x in (inc.signal_service, names.get(inc.service_id, "")) if x)
+    start_ms, end_ms = inc.created_ns // 1_000_000, max(end_ns // 1_000_000, inc.created_ns // 1_000_000 + 1)
+    lines = [placeholder, ""]
+    for svc in services:
+        try:
+            uses = await slo_budgets(svc, start_ms, end_ms)
+        except Exception as e:  # a failing query must not cost the whole draft
+            lines.append(f"- SLOs of {svc}: budget not computed ({e})")
+            continue
+        for u in uses:
+            share = "no data" if u.consumed is None else f"{u.consumed * 100:.2f}% of its error budget"
+            lines.append(f"- SLO {u.name}: {share} consumed while the incident was open"
+                         f" ({'; '.join(u.arithmetic[-1:])})")
+    if len(lines) == 2:
+        lines.append("- No SLO is defined for " + (" or ".join(services) or "this service") + ".")
+    return lines
+
+
 async def postmortem(inc: Incident, store: _Reads, changes: _Changes, names: dict[str, str], *,
-                     now_ns: int) -> str:
-    """A Markdown postmortem draft: summary, impact, the whole timeline, follow-up placeholders."""
+                     now_ns: int, slo_budgets: SLOBudgets | None = None) -> str:
+    """A Markdown postmortem draft: summary, impact (with the SLO budget spent, when ``slo_budgets`` is given),
+    the whole timeline, follow-up placeholders."""
     items = await timeline(inc, store, changes, names, now_ns=now_ns)
     end = inc.resolved_ns or now_ns
     acks = [a["at"] for a in inc.acknowledgements]
@@ -102,7 +130,7 @@ async def postmortem(inc: Incident, store: _Reads, changes: _Changes, names: dic
         "",
         "## Impact",
         "",
-        "_Who and what was affected, for how long; SLO error budget consumed (see the service's SLO page)._",
+        *await _impact(inc, names, end, slo_budgets),
         "",
         "## Timeline (UTC)",
         "",

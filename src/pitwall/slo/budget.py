@@ -198,6 +198,11 @@ class SLOService:
                 f"budget consumed = {_fmt(ratio)} x {_fmt(share)} / {_fmt(budget)} = {_fmt(use.consumed)}"]
         return use
 
+    async def consumed_by_service(self, service: str, start_ms: int, end_ms: int) -> Sequence[BudgetUse]:
+        """``consumed`` for every SLO of ``service`` (Sloth's ``service`` field), by SLO id."""
+        ids = sorted(s.id for s, _ in await self.source() if s.service == service)
+        return [await self.consumed(i, start_ms, end_ms) for i in ids]
+
     async def _run(self, expr: str, at_ms: int) -> float | None:
         return _one(await asyncio.to_thread(self.query, expr, at_ms))
 
