@@ -134,9 +134,14 @@ def format_json(r: AccessRecord) -> str:
 
 
 def stream_labels(pod: PodInfo) -> Labels:
-    """The labels promtail's ``kubernetes-pods`` job gives the ``istio-proxy`` container of ``pod``."""
-    return labels_from_dict({"namespace": pod.namespace, "pod": pod.name, "container": CONTAINER,
-                             "app": pod.app, "job": f"{pod.namespace}/{pod.app}"})
+    """The labels pitwall's kubelet gives a container's output (``node.logs.stream_labels``), for the
+    ``istio-proxy`` container of ``pod``: as promtail's ``kubernetes-pods`` job labels sidecar logs."""
+    app = pod.labels.get("app") or pod.labels.get("app.kubernetes.io/name") or pod.name
+    lb = {"namespace": pod.namespace, "pod": pod.name, "container": CONTAINER, "app": app,
+          "job": f"{pod.namespace}/{app}", "stream": "stdout"}
+    if pod.node:  # a pod not scheduled by a kubelet has no node: no empty label (Loki has none)
+        lb["node"] = pod.node
+    return labels_from_dict(lb)
 
 
 # -- the filter: a small, safe subset of CEL -------------------------------------------------------------
