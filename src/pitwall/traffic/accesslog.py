@@ -415,7 +415,8 @@ class AccessLogSink:
         self.tasks = Supervisor("mesh-access-log")
         self.dropped = 0
         self.written = 0
-        self._queue: list[tuple[Labels, int, str]] = []
+        # (pod, completion time, encoding, record): lines are formatted at flush, off the request path
+        self._queue: list[tuple[PodInfo, int, str, AccessRecord]] = []
 
     def offer(self, policy: AccessLogPolicy, pod: PodInfo, r: AccessRecord) -> None:
         """Log ``r`` under ``pod``'s proxy if ``policy``'s filter wants it; a full queue drops it."""
@@ -424,8 +425,7 @@ class AccessLogSink:
         if len(self._queue) >= self.max_queue:
             self.dropped += 1
             return
-        line = format_json(r) if policy.encoding == "json" else format_text(r)
-        self._queue.append((stream_labels(pod), time.time_ns(), line))
+        self._queue.append((pod, time.time_ns(), policy.encoding, r))
 
     async def flush(self) -> int:
         """Push the queued lines, grouped by stream; the number pushed."""
@@ -433,8 +433,9 @@ class AccessLogSink:
         if not batch:
             return 0
         streams: dict[Labels, list[LogEntry]] = {}
-        for labels, ts, line in batch:
-            streams.setdefault(labels, []).append(LogEntry(ts, line))
+        for pod, ts, encoding, r in batch:
+            line = format_json(r) if encoding == "json" else format_text(r)
+            streams.setdefault(stream_labels(pod), []).append(LogEntry(ts, line))
         try:
             await self.appender.push(self.tenant, [PushStream(k, sorted(v, key=lambda e: e.ts_ns))
                                                    for k, v in streams.items()])
