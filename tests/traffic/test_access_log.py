@@ -19,7 +19,11 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 
+from pitwall.config import load_settings
+from pitwall.core.errors import ConfigError
+from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeLog
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
@@ -27,7 +31,7 @@ from pitwall.logs import LogQLEngine
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.logs_store import LogStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
-from pitwall.traffic import ServiceProxy
+from pitwall.traffic import ServiceProxy, build_traffic_part
 from pitwall.traffic.accesslog import (
     TEXT_FORMAT,
     AccessLogSink,
@@ -380,3 +384,41 @@ def test_default_setting_and_other_providers() -> None:
     otel_only = [{"metadata": {"namespace": "default", "name": "t"},
                   "spec": {"accessLogging": [{"providers": [{"name": "otel"}]}]}}]
     assert TelemetryPolicies(otel_only, "off").for_pod(pod) is None  # not the envoy provider: nothing to write
+
+
+async def test_full_queue_drops_and_counts(tmp_path: Path) -> None:
+    store = LogStore(TelemetryDB(tmp_path / "t.duckdb"), tmp_path / "wal", fsync=False)
+    await store.start()
+    try:
+        sink = AccessLogSink(store, max_queue=2)
+        pod = PodInfo("p", "default", "p", labels={"app": "p"})
+        policy = TelemetryPolicies([], "text").for_pod(pod)
+        assert policy is not None
+        for i in range(5):
+            sink.offer(policy, pod, _record(path=f"/{i}"))
+        assert sink.dropped == 3
+        assert await sink.flush() == 2 and sink.written == 2
+        now = time.time_ns()
+        res = LogQLEngine().query_range(store.querier("default"), '{job="default/p"}', now - 60 * 10**9,
+                                        now + 10**9, 10**9)
+        assert sorted(_parse(e.line)["path"] for s in res.streams for e in s.entries) == ["/0", "/1"]
+    finally:
+        await store.stop()
+
+
+def test_settings_key_and_wiring(tmp_path: Path, kube: KubeAPI) -> None:
+    settings = load_settings(None, data_dir=tmp_path, kube={"mesh_access_log": "json"})
+    assert settings.kube.mesh_access_log == "json"
+    assert load_settings(None, data_dir=tmp_path).kube.mesh_access_log == "off"
+    with pytest.raises(ConfigError, match=r"kube\.mesh_access_log: Input should be 'off', 'text' or 'json'"):
+        load_settings(None, data_dir=tmp_path, kube={"mesh_access_log": "verbose"})
+    store = LogStore(TelemetryDB(tmp_path / "t.duckdb"), tmp_path / "wal", fsync=False)
+    part = build_traffic_part(kube, logs=store, access_log="json")
+    assert part.access_log is not None and part.access_log in part.components()
+    assert part.proxy.access_policies.for_pod(PodInfo("p", "default", "p")) is not None
+    metrics = SelfMetrics()
+    part.register_metrics(metrics)
+    part.access_log.dropped = 7
+    text = generate_latest(metrics.registry).decode()
+    assert "pitwall_mesh_access_log_dropped_total 7.0" in text
+    assert build_traffic_part(kube).access_log is None  # no log store: no sink, Telemetry not watched
