@@ -114,6 +114,10 @@ class KubeSettings(_Section):
         None, description="Linkerd's retry budget on every destination of the mesh: retries add at most "
                           "retry_ratio of the requests of the last ttl, plus min_retries_per_second "
                           "(unset: only the routes' attempts and maxRetries bound retries)")
+    mesh_access_log: Literal["off", "text", "json"] = Field(
+        "off", description="Envoy's access log of every mesh request into the log store, mesh-wide unless a "
+                           "Telemetry object says otherwise (Istio's accessLogEncoding TEXT or JSON; off as in "
+                           "Istio's default profile); also the encoding a Telemetry's envoy provider uses")
     encryption_config: Path | None = Field(
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "

@@ -165,13 +165,14 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
                            node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
-    # Istio's metrics and a span per mesh hop into the stores.
+    # Istio's metrics, a span per mesh hop and Envoy's access log into the stores.
     traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes,
                                  node_name=node.kubelet.node_name, mtls=settings.kube.mesh_mtls,
                                  inbound_port=settings.kube.mesh_inbound_port,
                                  leaf_ttl_s=settings.kube.mesh_leaf_ttl_s,
                                  retry_budget=(settings.kube.mesh_retry_budget.as_tuple()
-                                               if settings.kube.mesh_retry_budget else None))
+                                               if settings.kube.mesh_retry_budget else None),
+                                 logs=logs.store, access_log=settings.kube.mesh_access_log)
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import httptools
 
+from pitwall.traffic.accesslog import AccessLogSink, AccessRecord, TelemetryPolicies
 from pitwall.traffic.authz import AuthzRequest
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.cluster import Cluster, Overflow, UpConn
@@ -87,6 +88,8 @@ class MeshView(Protocol):
     pods: dict[str, PodInfo]
     telemetry: MeshTelemetry | None
     tracer: MeshTracer | None
+    access_log: AccessLogSink | None
+    access_policies: TelemetryPolicies
     faults: FaultTable
 
     def target(self, fqdn: str, port: int, from_port: int, from_fqdn: str) -> Target | None: ...
@@ -196,6 +199,8 @@ class _Resp:
     keep_alive: bool = True
     flags: str = "-"
     upstream: Backend | None = None
+    service_ms: int | None = None  # the upstream's time to answer (Envoy's x-envoy-upstream-service-time)
+    details: str | None = None  # Envoy's %RESPONSE_CODE_DETAILS% for a local reply (an upstream's: via_upstream)
 
 
 class _UpstreamEOF(Exception):
@@ -275,11 +280,13 @@ class _Outcome:
     target: Target | None = None
     trace: _Trace | None = None
     cluster: str = ""
+    route: str = ""
 
 
-def _local(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None) -> _Resp:
+def _local(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None,
+           details: str | None = None) -> _Resp:
     hs = [("content-type", "text/plain")] if body else []
-    return _Resp(status, hs + (headers or []), body, True, flags)
+    return _Resp(status, hs + (headers or []), body, True, flags, details=details)
 
 
 def _reason(status: int) -> str:
@@ -309,12 +316,16 @@ class HttpSession:
         self.stats = stats
         self.default_route = default_route
         self.idle_since = 0.0  # monotonic time the connection started waiting for a request; 0 while busy
+        self.local_addr = ""  # the Service address the client connected to (Envoy's downstream local address)
+        self.remote_addr = ""  # the client's ip:port
         self._watchdog: asyncio.TimerHandle | None = None
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, first: bytes) -> None:
         """Handle requests until the client closes, asks to, or goes idle. ``first`` was already read."""
         # One timer per connection, not one per read: it closes the connection once idle for too long.
         self._watchdog = asyncio.get_running_loop().call_later(self.limits.idle_timeout_s, self._idle_check, writer)
+        if self.view.access_log is not None:
+            self.local_addr, self.remote_addr = _addr(writer, "sockname"), _addr(writer, "peername")
         try:
             await self._serve(reader, writer, first)
         finally:
@@ -394,7 +405,34 @@ class HttpSession:
             tel.record(self._labels(req, resp, src, out), elapsed * 1000.0, len(req.body), len(resp.body))
         if out.trace is not None and out.trace.sampled and view.tracer is not None:
             self._span(view.tracer, req, resp, src, out, start_ns, int(elapsed * 1e9))
+        if view.access_log is not None and view.access_policies.active:
+            self._access_log(view.access_log, view.access_policies, req, resp, src, out, start_ns, elapsed)
         return keep
+
+    def _access_log(self, sink: AccessLogSink, policies: TelemetryPolicies, req: _Req, resp: _Resp,
+                    src: PodInfo | None, out: _Outcome, start_ns: int, elapsed: float) -> None:
+        """One line of Envoy's access log, under the caller's sidecar (the destination's for a caller
+        outside the mesh; nobody's when neither side is a known pod, as no sidecar saw it)."""
+        pod = src if src is not None else out.dest
+        if pod is UNKNOWN or pod.name == "unknown":
+            return
+        policy = policies.for_pod(pod)
+        if policy is None:
+            return
+        low = req.lower
+        up = resp.upstream
+        sink.offer(policy, pod, AccessRecord(
+            start_ns=start_ns, method=req.method, path=low.get("x-envoy-original-path") or req.target,
+            protocol=f"HTTP/{req.version}", code=resp.status, flags=resp.flags,
+            details=resp.details or ("via_upstream" if up is not None else None),
+            failure_reason=resp.details[len(_CONNECT_DETAIL):-1] if resp.details and resp.details.startswith(
+                _CONNECT_DETAIL) else None,
+            bytes_received=len(req.body), bytes_sent=len(resp.body), duration_ms=int(elapsed * 1000),
+            service_time_ms=resp.service_ms, forwarded_for=low.get("x-forwarded-for"),
+            user_agent=low.get("user-agent"), request_id=low.get("x-request-id"), authority=low.get("host"),
+            upstream_host=f"{up.ip}:{up.port}" if up is not None else None, upstream_cluster=out.cluster or None,
+            downstream_local=self.local_addr or None, downstream_remote=self.remote_addr or None,
+            route_name=out.route or None))
 
     def _span(self, tracer: MeshTracer, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome,
               start_ns: int, duration_ns: int) -> None:
@@ -442,11 +480,19 @@ class HttpSession:
         route: Route | None = self.default_route if routes is None else next(
             (r for r in routes if r.test(mreq)), None)
         if route is None:
-            return _Outcome(_local(404, flags="NR"))
+            return _Outcome(_local(404, flags="NR", details="route_not_found"))
+        out = await self._routed(cfg, route, req, mreq, src, authority)
+        out.route = route.name
+        return out
+
+    async def _routed(self, cfg: MeshConfig, route: Route, req: _Req, mreq: Request, src: PodInfo | None,
+                      authority: str) -> _Outcome:
         if route.redirect is not None:
-            return _Outcome(_redirect(route, req, authority))
+            out = _Outcome(_redirect(route, req, authority))
+            out.resp.details = "direct_response"
+            return out
         if route.direct is not None:
-            return _Outcome(_local(route.direct[0], route.direct[1]))
+            return _Outcome(_local(route.direct[0], route.direct[1], details="direct_response"))
         delay = 0.0
         if route.fault is not None:
             delay = route.fault.delay()
@@ -456,8 +502,9 @@ class HttpSession:
                 f = route.fault
                 if f.abort_grpc is not None:
                     return _Outcome(_local(200, flags="FI", headers=[("content-type", "application/grpc"),
-                                                                     ("grpc-status", str(f.abort_grpc))]))
-                return _Outcome(_local(f.abort_status, b"fault filter abort", "FI"))
+                                                                     ("grpc-status", str(f.abort_grpc))],
+                                           details="fault_filter_abort"))
+                return _Outcome(_local(f.abort_status, b"fault filter abort", "FI", details="fault_filter_abort"))
         out = await self._to_destination(cfg, route, route.pick(), req, mreq, src)
         if delay and out.resp.flags == "-":
             out.resp.flags = "DI"  # Envoy's flag for an injected delay
@@ -468,14 +515,14 @@ class HttpSession:
         view = self.view
         target = view.target(dest.host, dest.port, self.port, self.fqdn)
         if target is None:
-            return _Outcome(_local(503, flags="NC"))
+            return _Outcome(_local(503, flags="NC", details="cluster_not_found"))
         dr = cfg.dest_rule(target.fqdn)
         labels: tuple[tuple[str, str], ...] = ()
         policy = Policy()
         if dr is not None or dest.subset:
             sub = dr.for_subset(dest.subset) if dr is not None else None
             if sub is None:  # a subset no DestinationRule defines: Istio builds no such cluster (Envoy's NC)
-                return _Outcome(_local(503, flags="NC"), target=target)
+                return _Outcome(_local(503, flags="NC", details="cluster_not_found"), target=target)
             labels, policy = sub
         endpoints = target.endpoints
         if labels:
@@ -500,7 +547,9 @@ class HttpSession:
         try:
             cluster.admit(policy.pool)
         except Overflow:
-            return _Outcome(_overflow(), target=target)
+            out = _Outcome(_overflow(), target=target)
+            out.cluster = cluster.name
+            return out
         try:
             out = await self._forward(cluster, policy, lb, hash_key, endpoints, route, dest, target, req, path,
                                       authority, head_headers, src)
@@ -554,7 +603,8 @@ class HttpSession:
         low = req.lower
         hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_UP]
         if "x-request-id" not in low:
-            hs.append(("x-request-id", _uuid4()))
+            rid = low["x-request-id"] = _uuid4()  # as Envoy: the access log and the span name the id sent on
+            hs.append(("x-request-id", rid))
         if "x-forwarded-proto" not in low:
             hs.append(("x-forwarded-proto", "http"))
         tracer = self.view.tracer
@@ -592,7 +642,7 @@ class HttpSession:
                     if host is None:
                         if last is None:
                             self.stats.no_endpoint += 1
-                            last = _local(503, b"no healthy upstream", "UH")
+                            last = _local(503, b"no healthy upstream", "UH", details="no_healthy_upstream")
                         break
                     tried.add(host)
                     dpod = self.view.pods.get(host.ip) or PodInfo("unknown", target.namespace, "unknown")
@@ -605,7 +655,9 @@ class HttpSession:
                             last = _failure_response(_Failure("reset", "connection termination"))
                             break
                         if not self._authorized(dpod, req, authority, host, src):
-                            return _Outcome(_local(403, b"RBAC: access denied"), dpod, target)
+                            return _Outcome(_local(403, b"RBAC: access denied",
+                                                   details="rbac_access_denied_matched_policy[none]"), dpod, target)
+                    t_try = time.perf_counter()
                     if self.view.faults.active:
                         res = await self._try_faulted(cluster, host, policy, req, path, authority, headers, retry,
                                                       hop)
@@ -627,6 +679,7 @@ class HttpSession:
                         continue
                     cluster.result(host, res.status, policy.outlier, len(endpoints), now)
                     res.upstream = host
+                    res.service_ms = int((time.perf_counter() - t_try) * 1000)
                     last = res
                     if not _retriable_response(retry, res):
                         break
@@ -634,7 +687,8 @@ class HttpSession:
                     if retry.attempts and last is not None:
                         last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
         except TimeoutError:
-            return _Outcome(_local(504, b"upstream request timeout", "UT"), last_pod, target)
+            return _Outcome(_local(504, b"upstream request timeout", "UT", details="upstream_response_timeout"),
+                            last_pod, target)
         finally:
             if retrying:
                 cluster.active_retries -= 1
@@ -843,7 +897,16 @@ def _redirect(route: Route, req: _Req, authority: str) -> _Resp:
 
 
 def _overflow() -> _Resp:
-    return _local(503, _UC_BODY + b"overflow", "UO", [("x-envoy-overloaded", "true")])
+    return _local(503, _UC_BODY + b"overflow", "UO", [("x-envoy-overloaded", "true")],
+                  "upstream_reset_before_response_started{overflow}")
+
+
+_CONNECT_DETAIL = "upstream_reset_before_response_started{remote_connection_failure|"
+
+
+def _addr(writer: asyncio.StreamWriter, which: str) -> str:
+    a = writer.get_extra_info(which)
+    return f"{a[0]}:{a[1]}" if a else ""
 
 
 def _connect_detail(e: BaseException) -> str:
@@ -856,10 +919,11 @@ def _connect_detail(e: BaseException) -> str:
 def _failure_response(f: _Failure) -> _Resp:
     if f.kind == "connect":
         return _local(503, _UC_BODY + b"remote connection failure, transport failure reason: "
-                      + f.detail.encode(), "UF")
+                      + f.detail.encode(), "UF", details=f"{_CONNECT_DETAIL}{f.detail.replace(' ', '_')}}}")
     if f.kind == "timeout":
-        return _local(504, b"upstream request timeout", "UT")
-    return _local(503, _UC_BODY + f.detail.encode(), "UC")
+        return _local(504, b"upstream request timeout", "UT", details="upstream_per_try_timeout")
+    return _local(503, _UC_BODY + f.detail.encode(), "UC",
+                  details=f"upstream_reset_before_response_started{{{f.detail.replace(' ', '_')}}}")
 
 
 def _retriable_failure(r: Retry, f: _Failure) -> bool:

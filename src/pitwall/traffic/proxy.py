@@ -58,6 +58,7 @@ from typing import Any
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Gone, KubeClient, NotFoundError
+from pitwall.traffic.accesslog import AccessLogSink, AccessRecord, TelemetryPolicies, telemetry_error
 from pitwall.traffic.authz import compile_authz
 from pitwall.traffic.balancer import Backend, PortBalancer
 from pitwall.traffic.cluster import Cluster, RetryBudget
@@ -191,8 +192,14 @@ class ServiceProxy:
                  drain_timeout_s: float = 30.0, bind_retry_s: float = 5.0, telemetry: MeshTelemetry | None = None,
                  tracer: MeshTracer | None = None, http_limits: HttpLimits | None = None,
                  changes: ChangeSink | None = None, mesh_node: MeshNode | None = None,
-                 retry_budget: tuple[float, float, float] | None = None) -> None:
+                 retry_budget: tuple[float, float, float] | None = None, access_log: AccessLogSink | None = None,
+                 access_log_default: str = "off") -> None:
         self.client = client
+        # Envoy's access log (traffic.accesslog): lines to ``access_log`` as Telemetry objects and the
+        # ``kube.mesh_access_log`` default say; without a sink Telemetry objects are not even watched.
+        self.access_log = access_log
+        self.access_log_default = access_log_default
+        self.access_policies = TelemetryPolicies((), access_log_default)
         self.retry_budget = retry_budget  # (ratio, min per second, ttl s) for every cluster; None: no budget
         # This node's end of the mesh (mutual TLS to other nodes' endpoints); None: every hop is direct.
         self.mesh_node = mesh_node
@@ -208,7 +215,8 @@ class ServiceProxy:
         self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
-                                                              "AuthorizationPolicy": {}, "PeerAuthentication": {}}
+                                                              "AuthorizationPolicy": {}, "PeerAuthentication": {},
+                                                              "Telemetry": {}}
         self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         # More Istio-shaped objects from outside the Kubernetes API (Consul's config entries), computed from the
         # Services on every rebuild: (objects by kind, errors). Real Istio objects win per host.
@@ -243,6 +251,9 @@ class ServiceProxy:
                                   ("security.istio.io/v1", "PeerAuthentication")):
             self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
                              name=f"watch-{kind.lower()}")
+        if self.access_log is not None:
+            self.tasks.spawn(self._follow("telemetry.istio.io/v1", "Telemetry", self._istio_handler("Telemetry"),
+                                          asyncio.Event()), name="watch-telemetry")
         self.tasks.spawn(self._retry_binds(), name="bind-retry")
         self.tasks.spawn(self._mark_synced(svc_ready, sl_ready), name="first-sync", loop=False)
 
@@ -414,6 +425,7 @@ class ServiceProxy:
         pa = compile_peer_auth(objs("PeerAuthentication"))
         rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
         pa_errors = {f"PeerAuthentication {k}": v for k, v in pa.errors.items()}
+        self.access_policies = TelemetryPolicies(self._istio["Telemetry"].values(), self.access_log_default)
         self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors},
                                         peer_auth=pa)
 
@@ -598,6 +610,28 @@ class ServiceProxy:
         except (TimeoutError, OSError):
             return b""
 
+    def _tcp_access_log(self, sink: AccessLogSink, spec: PortSpec, tcp: _TcpLog, client_ip: str,
+                        writer: asyncio.StreamWriter) -> None:
+        """Envoy's TCP line for one relayed connection: no HTTP fields, response code 0, bytes each way."""
+        up = tcp.upstream
+        src = self.pods.get(client_ip)
+        pod = src if src is not None else (self.pods.get(up.ip) if up is not None else None)
+        if pod is None:
+            return  # neither end is a mesh pod: no sidecar saw the connection
+        policy = self.access_policies.for_pod(pod)
+        if policy is None:
+            return
+        local, peer = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+        sink.offer(policy, pod, AccessRecord(
+            start_ns=tcp.start_ns, method=None, path=None, protocol=None, code=0, flags=tcp.flags, details=None,
+            failure_reason=None, bytes_received=tcp.up_bytes, bytes_sent=tcp.down_bytes,
+            duration_ms=int((time.perf_counter() - tcp.t0) * 1000), service_time_ms=None, forwarded_for=None,
+            user_agent=None, request_id=None, authority=None,
+            upstream_host=f"{up.ip}:{up.port}" if up is not None else None,
+            upstream_cluster=f"outbound|{spec.port}||{spec.fqdn}",
+            downstream_local=f"{local[0]}:{local[1]}" if local else None,
+            downstream_remote=f"{peer[0]}:{peer[1]}" if peer else None, route_name=None))
+
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:
         """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
@@ -613,16 +647,21 @@ class ServiceProxy:
         peer = writer.get_extra_info("peername")
         client_ip = str(peer[0]) if peer else ""
 
+        tcp = _TcpLog(time.time_ns(), time.perf_counter())
+
         def failed(backend: Backend, e: BaseException) -> None:
             stats.connect_failures += 1
+            tcp.failures += 1
 
         first = b""
         try:
             if lst.spec.http:
                 first = await self._first_bytes(reader)
                 if not first:
+                    tcp.logged = True
                     return
                 if not H2_PREFACE.startswith(first[:len(H2_PREFACE)]):
+                    tcp.logged = True  # each request is logged by the session
                     session = HttpSession(self, lst.spec.fqdn, lst.spec.port, self.http_limits, client_ip, stats,
                                           self._default_route(lst.spec))
                     await session.serve(reader, writer, first)
@@ -649,11 +688,14 @@ class ServiceProxy:
                                        attempt_timeout_s=self.attempt_timeout_s, on_failure=failed, opener=opener)
             except NoEndpoint:
                 stats.no_endpoint += 1
+                tcp.flags = "UF,URX" if tcp.failures else "UH"
                 writer.transport.abort()
                 return
             except PlaintextRefused:  # a caller that is no mesh pod, to a STRICT workload: reset at once
+                tcp.flags = "UF"
                 writer.transport.abort()
                 return
+            tcp.upstream = up.backend
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
             lst.conns[task] = up.backend
             link = faults.link(client_ip, up.backend.ip) if faults.active else None
@@ -664,9 +706,12 @@ class ServiceProxy:
             if first:  # HTTP/2 on an HTTP port: relayed as bytes (no L7 routing)
                 up.writer.write(first)
                 stats.add_sent(len(first))
-            await splice((reader, writer), (up.reader, up.writer), sent=stats.add_sent,
-                         received=stats.add_received, **_shapers(link, client_ip, up.backend.ip))
+                tcp.up_bytes += len(first)
+            await splice((reader, writer), (up.reader, up.writer), sent=tcp.counter(stats.add_sent, True),
+                         received=tcp.counter(stats.add_received, False), **_shapers(link, client_ip, up.backend.ip))
         finally:
+            if tcp.logged is False and self.access_log is not None and self.access_policies.active:
+                self._tcp_access_log(self.access_log, lst.spec, tcp, client_ip, writer)
             stats.connections_active -= 1
             lst.conns.pop(task, None)
             if not writer.is_closing():
@@ -692,6 +737,30 @@ def _shapers(link: Link | None, client_ip: str, endpoint_ip: str) -> dict[str, A
 _DEFAULT_ROUTES: dict[str, Route] = {}
 
 
+@dataclass
+class _TcpLog:
+    """What the access log needs of one relayed TCP connection, filled in as it goes."""
+
+    start_ns: int
+    t0: float
+    failures: int = 0
+    flags: str = "-"
+    upstream: Backend | None = None
+    up_bytes: int = 0
+    down_bytes: int = 0
+    logged: bool = False  # HTTP sessions log per request; the connection itself is not logged then
+
+    def counter(self, inner: Callable[[int], None], up: bool) -> Callable[[int], None]:
+        """``inner`` (the Service's byte counter) that also counts this connection's bytes."""
+        def count(n: int) -> None:
+            inner(n)
+            if up:
+                self.up_bytes += n
+            else:
+                self.down_bytes += n
+        return count
+
+
 def _default_route_for(fqdn: str) -> Route:
     r = _DEFAULT_ROUTES.get(fqdn)
     if r is None:
@@ -707,6 +776,8 @@ def _compile_error(kind: str, o: Obj) -> str | None:
         errs = compile_mesh([], [o], []).errors
     elif kind == "DestinationRule":
         errs = compile_mesh([], [], [o]).errors
+    elif kind == "Telemetry":
+        return telemetry_error(o)
     else:
         return None
     return next(iter(errs.values()), None)

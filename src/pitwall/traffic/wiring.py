@@ -6,7 +6,8 @@ and stops before it. Istio's CRDs are handed to the kube part here, so they
 are installed when it starts. Istio's request metrics go to ``metrics``
 (the metric store's appender) and a span per sampled hop to ``spans`` (the
 trace store) when given; both sinks start before the proxy and stop after
-it, so their last flush sees every request.
+it, so their last flush sees every request. Envoy's access log goes to ``logs``
+(the log store's appender), as Telemetry objects and ``access_log`` decide.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI
+from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.traces import SpanAppender
+from pitwall.traffic.accesslog import AccessLogSink
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.meshca import DEFAULT_LEAF_TTL_S
 from pitwall.traffic.meshtls import MeshNode, MeshNodeStats
@@ -38,14 +41,17 @@ __all__ = ["TrafficPart", "build_proxy", "build_traffic_part"]
 def build_proxy(kube: KubeAPI, *, drain_timeout_s: float = 30.0, connect_budget_s: float = 5.0,
                 telemetry: MeshTelemetry | None = None, tracer: MeshTracer | None = None,
                 changes: ChangeSink | None = None, mesh_node: MeshNode | None = None,
-                retry_budget: tuple[float, float, float] | None = None) -> ServiceProxy:
+                retry_budget: tuple[float, float, float] | None = None, access_log: AccessLogSink | None = None,
+                access_log_default: str = "off") -> ServiceProxy:
     """The service proxy for every Service ``kube`` serves: a Component, its loops under ``.tasks``.
     Its outlier ejections go to ``changes`` (the control plane's change-event stream); ``mesh_node``
     carries hops to other nodes' endpoints over mutual TLS; ``retry_budget`` (ratio, minimum retries a
-    second, window seconds) bounds every destination's retries as Linkerd's budget does."""
+    second, window seconds) bounds every destination's retries as Linkerd's budget does; ``access_log``
+    takes Envoy's access-log lines, ``access_log_default`` (off, text, json) applying where no Telemetry
+    object decides."""
     return ServiceProxy(kube.client, drain_timeout_s=drain_timeout_s, connect_budget_s=connect_budget_s,
                         telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=mesh_node,
-                        retry_budget=retry_budget)
+                        retry_budget=retry_budget, access_log=access_log, access_log_default=access_log_default)
 
 
 class _ProxyCollector(Collector):
@@ -89,6 +95,19 @@ class _ProxyCollector(Collector):
         yield from (ejections, ejected, spent)
 
 
+class _AccessLogCollector(Collector):
+    """The access log's counters, read at scrape time."""
+
+    def __init__(self, sink: AccessLogSink) -> None:
+        self.sink = sink
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("pitwall_mesh_access_log_dropped", "Access-log lines dropped: the queue to the "
+                                  "log store was full, or the store failed them.", value=self.sink.dropped)
+        yield CounterMetricFamily("pitwall_mesh_access_log_lines", "Access-log lines written to the log store.",
+                                  value=self.sink.written)
+
+
 @dataclass
 class TrafficPart:
     """The data plane as a part of the server: the service proxy (later the mesh and the gateway)."""
@@ -96,6 +115,7 @@ class TrafficPart:
     proxy: ServiceProxy
     telemetry: MeshTelemetry | None = None
     tracer: MeshTracer | None = None
+    access_log: AccessLogSink | None = None
     name: str = "traffic"
 
     @property
@@ -106,7 +126,7 @@ class TrafficPart:
     def components(self) -> Sequence[Component]:
         """The sinks start before the proxy and stop after it, so their last flush sees every request; the
         mesh node (the CA, the inbound listeners) starts before the proxy and stops after it."""
-        sinks: list[Component] = [c for c in (self.telemetry, self.tracer) if c is not None]
+        sinks: list[Component] = [c for c in (self.telemetry, self.tracer, self.access_log) if c is not None]
         node: list[Component] = [self.proxy.mesh_node] if self.proxy.mesh_node is not None else []
         return [*sinks, *node, self.proxy]
 
@@ -121,6 +141,8 @@ class TrafficPart:
         metrics.add_gauges("pitwall_service_proxy_listeners", "Cluster IP ports the service proxy serves.",
                            lambda: float(len(p.listening())))
         metrics.registry.register(_ProxyCollector(p))
+        if self.access_log is not None:
+            metrics.registry.register(_AccessLogCollector(self.access_log))
         metrics.add_gauges("pitwall_mesh_config_errors", "Istio objects ignored because the mesh cannot use them.",
                            lambda: float(len(p.mesh.errors)))
         node = p.mesh_node
@@ -149,15 +171,19 @@ def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
                        spans: SpanAppender | None = None, changes: ChangeSink | None = None, *,
                        node_name: str = "", mtls: bool = True, inbound_host: str = "127.0.0.1",
                        inbound_port: int = 0, leaf_ttl_s: float = DEFAULT_LEAF_TTL_S,
-                       retry_budget: tuple[float, float, float] | None = None) -> TrafficPart:
+                       retry_budget: tuple[float, float, float] | None = None, logs: LogAppender | None = None,
+                       access_log: str = "off") -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
     are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
     sampled hop to ``spans``. With ``mtls`` and a ``node_name`` (the kubelet's), hops to endpoints on
-    other nodes go over mutual TLS through their inbound listeners (``traffic.meshtls``)."""
+    other nodes go over mutual TLS through their inbound listeners (``traffic.meshtls``). Envoy's access
+    log goes to ``logs`` (``traffic.accesslog``; ``access_log`` is ``kube.mesh_access_log``)."""
     kube.add_builtin_crds(istio_crds())
     telemetry = MeshTelemetry(metrics) if metrics is not None else None
     tracer = MeshTracer(spans) if spans is not None else None
+    sink = AccessLogSink(logs) if logs is not None else None
     node = MeshNode(kube.client, node_name, host=inbound_host, tls_port=inbound_port,
                     leaf_ttl_s=leaf_ttl_s) if mtls and node_name else None
     return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node,
-                                   retry_budget=retry_budget), telemetry, tracer)
+                                   retry_budget=retry_budget, access_log=sink, access_log_default=access_log),
+                       telemetry, tracer, sink)
