@@ -286,3 +286,21 @@ def test_gitlab_ci_local_accepts_the_same_file(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("reach", "never-listens", "script-fails", "too-slow", "pull-always", "if-not-present"):
         assert name in r.stdout
+
+
+@pytest.mark.slow
+async def test_a_restarted_server_removes_the_services_and_network_left(
+        tmp_path: Path, images: tuple[list[str], list[str], str, str]) -> None:
+    from pitwall.pipelines.executor import Executor, Podman
+
+    cmd, args, _, svc_image = images
+    job_id = 900_000 + uuid.uuid4().int % 100_000  # as a job of a server that died left them
+    net = network_name(job_id)
+    subprocess.run([*cmd, "network", "create", net], check=True, capture_output=True, timeout=60)
+    subprocess.run([*cmd, "run", "-d", "--name", f"pitwall-job-{job_id}-svc-0", "--network", net, *args, svc_image],
+                   check=True, capture_output=True, timeout=120)
+    assert len(_leftovers(cmd, [job_id])) == 2
+    ex = Executor(tmp_path, max_log_bytes=1 << 20, max_artifacts_bytes=1 << 20,
+                  podman=Podman(tuple(cmd), tuple(args)))
+    await ex.remove_containers(job_id)
+    assert _leftovers(cmd, [job_id]) == []

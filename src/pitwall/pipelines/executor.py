@@ -240,7 +240,14 @@ class Executor:
                 return None, None
             trace.line(f"ERROR: Job failed: {why}")
             return JobResult("failed", failure_reason="runner_system_failure", notes=[why]), None
-        why = await services.start(r.job.services, r.env, set(r.outside_vars), self.podman.fallback)
+        why = await _until(services.start(r.job.services, r.env, set(r.outside_vars), self.podman.fallback),
+                           cancel, r.timeout_s)
+        if why == "canceled":
+            return JobResult("canceled"), None
+        if why == "timeout":
+            why = f"starting the services took longer than {_fmt_s(r.timeout_s)} seconds"
+            trace.line(f"ERROR: Job failed: {why}")
+            return JobResult("failed", failure_reason="job_execution_timeout", notes=[why]), None
         if why:
             trace.line(f"ERROR: Job failed: {why}")
             return JobResult("failed", failure_reason="runner_system_failure", notes=[why]), None
@@ -399,6 +406,23 @@ def coverage_of(lines: list[str], pattern: str) -> float | None:
             if num is not None:
                 return float(num.group(0))
     return None
+
+
+async def _until(work: Awaitable[str], cancel: asyncio.Event, timeout_s: float) -> str:
+    """``work``'s answer, or "canceled"/"timeout" (``work`` then cancelled) when the job is cancelled or time
+    runs out first."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(cancel.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return "canceled" if cancel.is_set() else "timeout"
 
 
 def _pass_env() -> dict[str, str]:

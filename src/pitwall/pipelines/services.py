@@ -17,6 +17,7 @@ its end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -281,6 +282,10 @@ async def podman_call(argv: list[str], timeout_s: float, env: dict[str, str] | N
         proc.kill()
         await proc.wait()
         return 124, "timed out"
+    except asyncio.CancelledError:  # the job was cancelled: stop the pull (or whatever runs) too
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     return proc.returncode or 0, out.decode("utf-8", "replace").strip()[-limit:]
 
 
