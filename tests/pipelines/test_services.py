@@ -53,6 +53,8 @@ def test_explicit_aliases_come_after_the_derived_ones() -> None:
 def test_services_get_yaml_variables_not_outside_ones_and_their_own_win() -> None:
     env = service_env({"A": "1", "B": "2", "TOKEN": "t"}, {"TOKEN"}, {"B": "own-$A", "C": "3"})
     assert env == {"A": "1", "B": "own-1", "C": "3"}
+    # the runner's way to hand a UI variable to a service on purpose: its own variable naming it
+    assert service_env({"TOKEN": "t"}, {"TOKEN"}, {"TOKEN": "$TOKEN"}) == {"TOKEN": "t"}
 
 
 def test_services_keyword_is_parsed_from_job_default_and_global() -> None:
@@ -146,12 +148,12 @@ def _leftovers(cmd: list[str], job_ids: list[int]) -> list[str]:
 
 
 REACH = """
-variables: {GREETING: hello-from-yaml}
+variables: {GREETING: hello-from-yaml, SECOND: second-alias}
 reach:
   image: $JOB_IMAGE
   services:
     - name: $SVC_IMAGE
-      alias: web, second-alias
+      alias: web, $SECOND
       variables: {SVC_ONLY: service-only}
   script:
     - wget -qO- http://web:8080/ | tee by-alias.txt
@@ -213,6 +215,14 @@ absent-image:
   image: $JOB_IMAGE
   services: [localhost/pitwall-absent-service:none]
   script: [echo ran]
+custom-port:
+  image: $JOB_IMAGE
+  services: [{name: $SVC_IMAGE, alias: web, variables: {PORT: "9090", HEALTHCHECK_TCP_PORT: "9090"}}]
+  script: [wget -qO- http://web:9090/]
+wrong-port:
+  image: $JOB_IMAGE
+  services: [{name: $SVC_IMAGE, alias: web, variables: {HEALTHCHECK_TCP_PORT: "9999"}}]
+  script: [wget -qO- http://web:8080/]
 if-not-present:
   image: $JOB_IMAGE
   services: [{name: $SVC_IMAGE, alias: web, pull_policy: if-not-present}]
@@ -235,7 +245,7 @@ async def test_a_silent_service_warns_and_every_end_removes_the_services(
     mute = logs["never-listens"]
     assert jobs["never-listens"]["status"] == "success", mute  # GitLab runs the job anyway
     assert "*** WARNING: Service pitwall-job-" in mute and "probably didn't start properly." in mute
-    assert "nothing listens on TCP port(s) 8080" in mute
+    assert 'service "pitwall-job-' in mute and '-svc-0" timeout: nothing listens on TCP port(s) 8080' in mute
     assert "Service container logs:" in mute and "mute service: not listening" in mute
     assert mute.index("Service container logs:") < mute.index("script ran anyway")
     assert jobs["script-fails"]["status"] == "failed" and "answer=42" in logs["script-fails"]
@@ -246,6 +256,12 @@ async def test_a_silent_service_warns_and_every_end_removes_the_services(
     assert jobs["absent-image"]["status"] == "failed"
     assert "image 'localhost/pitwall-absent-service:none' is not present locally" in logs["absent-image"]
     assert jobs["if-not-present"]["status"] == "success" and "answer=42" in logs["if-not-present"]
+    custom = logs["custom-port"]
+    assert jobs["custom-port"]["status"] == "success" and "answer=42" in custom
+    assert "probably didn't start properly" not in custom
+    wrong = logs["wrong-port"]  # HEALTHCHECK_TCP_PORT names the port waited for, not the exposed one
+    assert "nothing listens on TCP port(s) 9999" in wrong and "service starting on 8080" in wrong
+    assert jobs["wrong-port"]["status"] == "success" and "answer=42" in wrong
     assert _leftovers(cmd, [j["id"] for j in jobs.values()]) == []
     assert network_name(jobs["too-slow"]["id"]) not in subprocess.run(
         [*cmd, "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True, timeout=60).stdout

@@ -4,10 +4,12 @@ Like the runner with ``FF_NETWORK_PER_BUILD``: each job with services gets its o
 container joins it under each of its aliases (the two derived from the image name plus ``alias``), and so does
 the job's container, so the script reaches a service by any alias on the service's own ports. The services get
 the job's variables minus the ones set from outside the YAML (GitLab does not pass UI/API variables to services),
-with the service's ``variables:`` over them, all passed by name so no value is on a command line.
+with the service's ``variables:`` over them, all passed by name so no value is on a command line. Names and
+aliases are expanded with the job's variables, as the runner does.
 
 Before the script the runner waits up to ``wait_for_services_timeout`` for each service to listen on its
-``HEALTHCHECK_TCP_PORT`` or, without it, on every TCP port its image exposes; one that does not gets GitLab's
+``HEALTHCHECK_TCP_PORT`` or, without it, on any of the TCP ports its image exposes (the runner's health check
+is satisfied by the first port that answers); one that does not gets GitLab's
 "probably didn't start properly" warning with its container logs in the job log, and the job runs anyway.
 The check reads the service's own ``/proc/<pid>/net/tcp*`` (a listening socket is what the runner's TCP dial
 finds), so no helper image is needed. The containers and the network are removed when the job ends, whatever
@@ -36,6 +38,7 @@ PULL_TIMEOUT_S = 600.0
 PODMAN_TIMEOUT_S = 60.0
 POLL_S = 0.5
 LOG_TAIL_LINES = 200
+MAX_PORTS_CHECKED = 20  # the runner's maxPortsCheck
 LOG_MAX_BYTES = 64 << 10
 TCP_LISTEN = "0A"  # the state column of /proc/net/tcp for a listening socket
 # A reference's tag and digest (GitLab Runner's ReferenceRegexp), then a registry's port (ReferenceRegexpNoPort).
@@ -61,12 +64,13 @@ def service_aliases(image: str, extra: list[str]) -> list[str]:
 
 
 def service_env(job_env: dict[str, str], outside: set[str], own: dict[str, str]) -> dict[str, str]:
-    """A service's variables: the job's minus the ones from outside the YAML, the service's own over them
-    (expanded with the job's, as the runner expands them)."""
+    """A service's variables: the job's minus the ones from outside the YAML, the service's own over them,
+    expanded with all of the job's (GitLab Runner's GetServiceVariables: so ``KEY: $KEY`` hands a UI
+    variable to a service on purpose)."""
     from pitwall.pipelines.executor import expand  # executor imports this module
 
     env = {k: v for k, v in job_env.items() if k not in outside}
-    env.update({k: expand(v, env) for k, v in own.items()})
+    env.update({k: expand(v, job_env) for k, v in own.items()})
     return env
 
 
@@ -98,6 +102,7 @@ class ServiceSet:
         self.base_env = base_env  # the podman client's own environment (PATH, HOME, ...)
         self.network = network_name(job_id)
         self.started: list[Started] = []
+        self.job_env: dict[str, str] = {}
         self._network_made = False
 
     async def start(self, services: list[dict[str, Any]], job_env: dict[str, str], outside: set[str],
@@ -107,6 +112,7 @@ class ServiceSet:
         if code != 0:
             return f"creating the job's network {self.network} failed: {out}"
         self._network_made = True
+        self.job_env = job_env
         from pitwall.pipelines.executor import expand  # executor imports this module
 
         for i, svc in enumerate(services):
@@ -144,7 +150,10 @@ class ServiceSet:
 
     async def _run(self, i: int, image: str, svc: dict[str, Any], env: dict[str, str]) -> str:
         name = service_container(self.job_id, i)
-        aliases = service_aliases(image, svc.get("aliases") or [])
+        from pitwall.pipelines.executor import expand
+
+        extra = [a for x in svc.get("aliases") or [] for a in expand(x, self.job_env).replace(",", " ").split()]
+        aliases = service_aliases(image, extra)
         argv = ["run", "-d", "--name", name, "--network", self.network, "--pull=never", *self.podman.run_args]
         for a in aliases:
             argv += ["--network-alias", a]
@@ -166,8 +175,9 @@ class ServiceSet:
         return ""
 
     async def _ports(self, image: str, env: dict[str, str]) -> list[int]:
-        """The ports to wait for: ``HEALTHCHECK_TCP_PORT``, else the image's exposed TCP ports."""
-        hc = env.get("HEALTHCHECK_TCP_PORT", "").strip()
+        """The ports to wait for: ``HEALTHCHECK_TCP_PORT`` (any case, as the runner reads it), else the image's
+        lowest ``MAX_PORTS_CHECKED`` exposed TCP ports."""
+        hc = next((v.strip() for k, v in env.items() if k.upper() == "HEALTHCHECK_TCP_PORT"), "")
         if hc.isdigit():
             return [int(hc)]
         code, out = await self._podman(["image", "inspect", "--format", "{{json .Config.ExposedPorts}}", image],
@@ -183,7 +193,7 @@ class ServiceSet:
             port, _, proto = str(spec).partition("/")
             if port.isdigit() and proto in ("", "tcp"):
                 ports.append(int(port))
-        return sorted(ports)
+        return sorted(ports)[:MAX_PORTS_CHECKED]
 
     async def wait(self, timeout_s: float, cancel: asyncio.Event) -> bool:
         """Wait for every started service to listen on its ports; warn (with its logs) about each that does
@@ -208,14 +218,14 @@ class ServiceSet:
                 if state:
                     return state
             missing = _not_listening(pid, s.ports) if pid else s.ports
-            if not missing:
+            if len(missing) < len(s.ports):  # one port answering is enough, as for the runner's health check
                 return ""
             if pid and not Path(f"/proc/{pid}").exists():
                 pid, state = await self._pid(s.container)
                 if state:
                     return state
             if time.monotonic() >= deadline:
-                return f"service {s.container!r} timeout: nothing listens on TCP port(s) " \
+                return f'service "{s.container}" timeout: nothing listens on TCP port(s) ' \
                        f"{', '.join(map(str, missing))}"
             await asyncio.sleep(POLL_S)
         return ""
@@ -226,10 +236,10 @@ class ServiceSet:
                                         "{{.State.ExitCode}}", container], PODMAN_TIMEOUT_S)
         parts = out.split()
         if code != 0 or len(parts) != 3:
-            return 0, f"service {container!r} cannot be inspected: {out}"
+            return 0, f'service "{container}" cannot be inspected: {out}'
         pid, status, exit_code = parts
         if status in ("exited", "stopped", "dead"):
-            return 0, f"service {container!r} exited with status {exit_code}"
+            return 0, f'service "{container}" exited with status {exit_code}'
         return int(pid) if pid.isdigit() else 0, ""
 
     async def _warn(self, s: Started, err: str) -> None:

@@ -541,7 +541,7 @@ def _service(at: str, raw: Any, where: tuple[str, int]) -> ServiceSpec:
     if not isinstance(alias, str):
         raise SpecError(f"{at}:alias config should be a string", *where)
     aliases = tuple(alias.replace(",", " ").split())
-    bad = [a for a in aliases if not _ALIAS.fullmatch(a)]
+    bad = [a for a in aliases if "$" not in a and not _ALIAS.fullmatch(a)]  # variables: checked by podman
     if bad:
         raise SpecError(f"{at}:alias {bad[0]!r} is not a valid host name", *where)
     lists: dict[str, tuple[str, ...] | None] = {}
