@@ -106,7 +106,7 @@ def test_include_local_with_glob_and_override() -> None:
 
 @pytest.mark.parametrize(("text", "files", "message"), [
     ("job:\n  script: [x]\n  scirpt: [y]\n", {}, ".gitlab-ci.yml:3: jobs:job config contains unknown keys: scirpt"),
-    ("job:\n  script: [x]\n  services: [db]\n", {}, ".gitlab-ci.yml:3: jobs:job uses `services`, which pitwall does not"),
+    ("job:\n  script: [x]\n  secrets: {db: {}}\n", {}, ".gitlab-ci.yml:3: jobs:job uses `secrets`, which pitwall does not"),
     ("include: {local: ci.yml}\n", {"ci_yml": "job:\n  stage: nope\n  script: [x]\n"},
      "ci.yml:2: jobs:job chosen stage nope does not exist"),
     ("include: {local: missing.yml}\njob: {script: [x]}\n", {}, "Local file `missing.yml` does not exist!"),

@@ -30,6 +30,7 @@ from pathlib import Path
 from pitwall.core.regex import compile as compile_regex
 from pitwall.pipelines.junit import parse_junit
 from pitwall.pipelines.plan import PlannedJob
+from pitwall.pipelines.services import ServiceSet
 from pitwall.pipelines.spec import CacheSpec, glob_match
 from pitwall.pipelines.trace import TraceWriter
 
@@ -74,6 +75,8 @@ class JobRun:
     flush: Callable[[], Awaitable[None]]
     # after a successful script, before after_script: None to pass, "canceled", or why the job fails
     gate: Callable[[Callable[[str], None], asyncio.Event], Awaitable[str | None]] | None = None
+    # variables set from outside the YAML (pipeline/trigger/manual): GitLab does not pass them to services
+    outside_vars: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ class Podman:
     fallback: str = "fail"
 
     def run_argv(self, name: str, image: str, entrypoint: list[str] | None, base: Path, cwd: Path,
-                 env_names: list[str], script: Path) -> list[str]:
+                 env_names: list[str], script: Path, network: str | None = None) -> list[str]:
         """``podman run`` for one script: ``base`` (the job's directory) mounted at its own path, so
-        ``CI_PROJECT_DIR`` and every path in the variables mean the same inside; variables by name only."""
+        ``CI_PROJECT_DIR`` and every path in the variables mean the same inside; variables by name only;
+        on the job's services network when it has services."""
         argv = [*self.command, "run", "--rm", "--name", name, "--pull=never", "--init",
-                "-v", f"{base}:{base}", "-w", str(cwd), *self.run_args]
+                "-v", f"{base}:{base}", "-w", str(cwd), *(["--network", network] if network else []),
+                *self.run_args]
         for k in env_names:
             argv += ["-e", k]
         if entrypoint is not None:  # GitLab: an empty entrypoint ([""]) overrides the image's with none
@@ -151,8 +156,9 @@ class Executor:
     """Runs jobs under ``root`` (``<data_dir>/pipelines``)."""
 
     def __init__(self, root: Path, *, max_log_bytes: int, max_artifacts_bytes: int,
-                 podman: Podman | None = None) -> None:
+                 podman: Podman | None = None, wait_for_services_s: float = 30.0) -> None:
         self.root = root
+        self.wait_for_services_s = wait_for_services_s
         self.max_log_bytes = max_log_bytes
         self.max_artifacts_bytes = max_artifacts_bytes
         self.podman = podman or Podman()
@@ -181,6 +187,7 @@ class Executor:
         if shutil.which(self.podman.command[0]) is not None:
             for part in ("script", "after"):
                 await self.podman.remove(container_name(job_id, part))
+            await ServiceSet(self.podman, job_id, lambda _: None, {}).remove_leftovers()
 
     def trace_path(self, job_id: int) -> Path:
         return self.root / "traces" / f"{job_id}.log"
@@ -195,9 +202,12 @@ class Executor:
         shutil.rmtree(base, ignore_errors=True)
         base.mkdir(parents=True)
         trace = TraceWriter(self.trace_path(r.job_id), r.masks, self.max_log_bytes, r.on_lines)
+        services = ServiceSet(self.podman, r.job_id, trace.line, _pass_env()) if r.job.services else None
         try:
-            return await self._run(r, base, work, trace, cancel)
+            return await self._run(r, base, work, trace, cancel, services)
         finally:
+            if services is not None:  # whatever the end: success, failure, cancel, timeout
+                await services.remove()
             trace.close()
             await r.flush()
             shutil.rmtree(base, ignore_errors=True)
@@ -219,10 +229,42 @@ class Executor:
         trace.line(f"ERROR: Job failed: {why}")
         return None, JobResult("failed", failure_reason="runner_system_failure", notes=[why])
 
-    async def _run(self, r: JobRun, base: Path, work: Path, trace: TraceWriter, cancel: asyncio.Event) -> JobResult:
+    async def _start_services(self, r: JobRun, image: str | None, services: ServiceSet, trace: TraceWriter,
+                              cancel: asyncio.Event) -> tuple[JobResult | None, str | None]:
+        """Start the job's services and wait for them: (the failed result, None) or (None, the network)."""
+        if image is None:
+            why = ('services: need the "podman" executor (a job with image:); the "shell" executor cannot run '
+                   'service containers')
+            if self.podman.fallback == "shell":
+                trace.line(f"WARNING: {why}; the job runs without its services (pipelines.image_fallback: shell)")
+                return None, None
+            trace.line(f"ERROR: Job failed: {why}")
+            return JobResult("failed", failure_reason="runner_system_failure", notes=[why]), None
+        why = await _until(services.start(r.job.services, r.env, set(r.outside_vars), self.podman.fallback),
+                           cancel, r.timeout_s)
+        if why == "canceled":
+            return JobResult("canceled"), None
+        if why == "timeout":
+            why = f"starting the services took longer than {_fmt_s(r.timeout_s)} seconds"
+            trace.line(f"ERROR: Job failed: {why}")
+            return JobResult("failed", failure_reason="job_execution_timeout", notes=[why]), None
+        if why:
+            trace.line(f"ERROR: Job failed: {why}")
+            return JobResult("failed", failure_reason="runner_system_failure", notes=[why]), None
+        if not await services.wait(self.wait_for_services_s, cancel):
+            return JobResult("canceled"), None
+        return None, services.network
+
+    async def _run(self, r: JobRun, base: Path, work: Path, trace: TraceWriter, cancel: asyncio.Event,
+                   services: ServiceSet | None) -> JobResult:
         image, failed = await self._image(r, trace)
         if failed is not None:
             return failed
+        network = None
+        if services is not None:
+            failed, network = await self._start_services(r, image, services, trace, cancel)
+            if failed is not None:
+                return failed
         trace.line(f"Fetching changes... Checking out {r.sha[:8]} as detached HEAD (ref {r.env.get('CI_COMMIT_REF_NAME')})")
         err = await _clone(r.repo, r.sha, work)
         if err:
@@ -237,9 +279,10 @@ class Executor:
             if c.policy != "push" and d.is_dir():
                 trace.line(f"Restoring cache {d.name}")
                 _copy_tree(d, work)
-        env = {**{k: os.environ[k] for k in PASS_ENV if k in os.environ}, **r.env}
+        env = {**_pass_env(), **r.env}
         main = [*r.job.before_script, *r.job.script]
-        code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s, image)
+        code, why = await self._shell(main, env, work, base / "script.sh", r, trace, cancel, r.timeout_s, image,
+                                      network)
         status = "canceled" if why == "canceled" else ("success" if code == 0 else "failed")
         gate_error = await r.gate(trace.line, cancel) if status == "success" and r.gate is not None else None
         if gate_error == "canceled":
@@ -249,7 +292,7 @@ class Executor:
         if r.job.after_script and status != "canceled":
             trace.line("Running after_script")
             await self._shell(r.job.after_script, {**env, "CI_JOB_STATUS": status}, work, base / "after.sh", r,
-                              trace, cancel, AFTER_SCRIPT_TIMEOUT_S, image)
+                              trace, cancel, AFTER_SCRIPT_TIMEOUT_S, image, network)
         result = JobResult(status, exit_code=code)
         if why == "timeout":
             result.failure_reason = "job_execution_timeout"
@@ -273,7 +316,7 @@ class Executor:
 
     async def _shell(self, commands: list[str], env: dict[str, str], cwd: Path, path: Path, r: JobRun,
                      trace: TraceWriter, cancel: asyncio.Event, timeout_s: float,
-                     image: str | None = None) -> tuple[int | None, str]:
+                     image: str | None = None, network: str | None = None) -> tuple[int | None, str]:
         lines = ["set -eo pipefail", "set +o noclobber"]
         for cmd in commands:
             lines.append(f"printf '%s\\n' {shlex.quote('$ ' + trace.mask(cmd))}")
@@ -284,7 +327,7 @@ class Executor:
         if image is not None:
             argv = self.podman.run_argv(cname, image, r.job.image.get("entrypoint") if r.job.image else None,
                                         path.parent, cwd, sorted(k for k in env if k not in PASS_ENV or k in r.env),
-                                        path)
+                                        path, network)
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
@@ -363,6 +406,27 @@ def coverage_of(lines: list[str], pattern: str) -> float | None:
             if num is not None:
                 return float(num.group(0))
     return None
+
+
+async def _until(work: Awaitable[str], cancel: asyncio.Event, timeout_s: float) -> str:
+    """``work``'s answer, or "canceled"/"timeout" (``work`` then cancelled) when the job is cancelled or time
+    runs out first."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(cancel.wait())
+    try:
+        done, _ = await asyncio.wait({task, stopper}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return "canceled" if cancel.is_set() else "timeout"
+
+
+def _pass_env() -> dict[str, str]:
+    return {k: os.environ[k] for k in PASS_ENV if k in os.environ}
 
 
 def _artifacts_when(when: str, status: str) -> bool:

@@ -17,6 +17,7 @@ from pitwall.pipelines.spec import (
     JobSpec,
     OnlyExcept,
     Rule,
+    ServiceSpec,
     glob_match,
 )
 from pitwall.pipelines.yamlload import SpecError
@@ -68,6 +69,7 @@ class PlannedJob:
     tags: list[str] = field(default_factory=list)
     coverage: str | None = None
     image: dict[str, Any] | None = None  # ImageSpec's fields; None: the shell executor
+    services: list[dict[str, Any]] = field(default_factory=list)  # ServiceSpec's fields, in order
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,7 +182,7 @@ def _plan_job(spec: JobSpec, cfg: CiConfig, global_vars: dict[str, list[Any]], c
             cache=[asdict(c) for c in spec.cache], environment=spec.environment, resource_group=spec.resource_group,
             interruptible=spec.interruptible, node_index=i + 1 if spec.parallel > 1 else 0,
             node_total=spec.parallel, tags=list(spec.tags), coverage=spec.coverage,
-            image=_image_dict(spec.image)))
+            image=_image_dict(spec.image), services=[_service_dict(s) for s in spec.services]))
     return out
 
 
@@ -279,6 +281,13 @@ def _resolve_needs(jobs: list[PlannedJob], cfg: CiConfig) -> None:
                     raise SpecError(f"{j.base} job: undefined dependency: {name}", spec.file, spec.line)
                 deps.extend(t.name for t in targets)
             j.dependencies = deps
+
+
+def _service_dict(s: ServiceSpec) -> dict[str, Any]:
+    return {"name": s.name, "aliases": list(s.aliases),
+            "entrypoint": list(s.entrypoint) if s.entrypoint is not None else None,
+            "command": list(s.command) if s.command is not None else None, "variables": dict(s.variables),
+            "pull_policy": list(s.pull_policy) if s.pull_policy is not None else None, "user": s.user}
 
 
 def _image_dict(image: ImageSpec | None) -> dict[str, Any] | None:

@@ -90,7 +90,8 @@ class PipelineRunner:
         self.executor = Executor(root, max_log_bytes=settings.max_log_bytes,
                                  max_artifacts_bytes=settings.max_artifacts_bytes,
                                  podman=Podman(tuple(settings.podman), tuple(settings.podman_run_args),
-                                               settings.image_fallback))
+                                               settings.image_fallback),
+                                 wait_for_services_s=settings.wait_for_services_timeout / 1000)
         self.pool = asyncio.Semaphore(settings.concurrency)
         self._drivers: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
@@ -130,7 +131,7 @@ class PipelineRunner:
             for j in await self.store.jobs(p["id"]):
                 if j["status"] in ACTIVE:
                     self.executor.kill_leftovers(j["id"])  # what this server ran before a crash
-                    if _planned(p, j["name"]).image:
+                    if _planned(p, j["name"]).image or _planned(p, j["name"]).services:
                         await self.executor.remove_containers(j["id"])
                     j.update(status="failed", failure_reason="runner_system_failure", finished_at=time.time())
                     await self.store.put_job(j)
@@ -531,7 +532,8 @@ class PipelineRunner:
         jl = self.reporter.job_log(p, project, j["name"])
         run = JobRun(job_id=j["id"], project_id=p["project_id"], repo=Path(project["repo"]), sha=p["sha"], job=pj,
                      env=env, masks=masks, timeout_s=timeout, artifacts_from=await self._artifact_sources(p, pj),
-                     on_lines=jl.add, flush=jl.flush, gate=self._canary_gate(j, pj, env))
+                     on_lines=jl.add, flush=jl.flush, gate=self._canary_gate(j, pj, env),
+                     outside_vars=frozenset(v["key"] for v in [*p["variables"], *j.get("manual_variables", [])]))
         return await self.executor.run(run, cancel)
 
     def _canary_gate(self, j: dict[str, Any], pj: PlannedJob, env: dict[str, str]

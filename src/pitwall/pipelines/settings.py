@@ -67,6 +67,9 @@ class PipelinesSettings(BaseModel):
                                                                          "(e.g. [--ulimit, nofile=1024:1024])")
     image_fallback: Literal["fail", "shell"] = Field("fail", description="an `image:` job when podman or the image "
                                                      "is not present: fail it (fail) or run it in the shell (shell)")
+    wait_for_services_timeout: DurationMs = Field(30_000, ge=0, description="how long a job waits for its "
+                                                  "`services:` to listen (GitLab Runner's wait_for_services_timeout); "
+                                                  "0: no wait")
     github_secret: str = Field("", description="the GitHub webhook secret (X-Hub-Signature-256); empty (and no "
                                               "github_secret_file): GitHub webhooks are refused")
     github_secret_file: Path | None = Field(None, description="file holding the GitHub webhook secret (surrounding "

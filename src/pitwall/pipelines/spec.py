@@ -10,6 +10,7 @@ keywords, and GitLab keywords pitwall does not run, are errors naming file, line
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +19,8 @@ from pitwall.pipelines.durations import parse_human_duration
 from pitwall.pipelines.expr import ExprError, Expression, parse_expression
 from pitwall.pipelines.yamlload import LineDict, Reference, SpecError, load_yaml
 
-__all__ = ["CI_FILE", "ArtifactsSpec", "CacheSpec", "CiConfig", "ImageSpec", "JobSpec", "Need", "Rule", "SpecError",
-           "WorkflowSpec", "load_config"]
+__all__ = ["CI_FILE", "ArtifactsSpec", "CacheSpec", "CiConfig", "ImageSpec", "JobSpec", "Need", "Rule", "ServiceSpec",
+           "SpecError", "WorkflowSpec", "load_config"]
 
 CI_FILE = ".gitlab-ci.yml"
 DEFAULT_STAGES = ["build", "test", "deploy"]
@@ -32,21 +33,23 @@ DEFAULT_TIMEOUT_S = 3600.0
 
 JOB_KEYS = frozenset({"after_script", "allow_failure", "artifacts", "before_script", "cache", "coverage", "dependencies",
                       "environment", "extends", "image", "inherit", "interruptible", "needs", "parallel",
-                      "resource_group", "retry", "rules", "script", "stage", "start_in", "tags", "timeout", "variables",
-                      "when", "only", "except"})
+                      "resource_group", "retry", "rules", "script", "services", "stage", "start_in", "tags", "timeout",
+                      "variables", "when", "only", "except"})
 # GitLab keywords pitwall does not run: an error rather than a silently different pipeline.
 UNSUPPORTED_JOB_KEYS = frozenset({"dast_configuration", "hooks", "identity", "id_tokens",
-                                  "manual_confirmation", "pages", "release", "run", "secrets", "services",
-                                  "trigger"})
+                                  "manual_confirmation", "pages", "release", "run", "secrets", "trigger"})
 DEFAULT_KEYS = frozenset({"after_script", "artifacts", "before_script", "cache", "image", "interruptible", "retry",
-                          "tags", "timeout"})
-UNSUPPORTED_DEFAULT_KEYS = frozenset({"hooks", "id_tokens", "services"})
+                          "services", "tags", "timeout"})
+UNSUPPORTED_DEFAULT_KEYS = frozenset({"hooks", "id_tokens"})
 GLOBAL_KEYS = frozenset({"default", "include", "stages", "variables", "workflow"})
 # Deprecated globals GitLab still reads as ``default``.
-GLOBAL_AS_DEFAULT = frozenset({"before_script", "after_script", "cache", "image"})
-UNSUPPORTED_GLOBAL_KEYS = frozenset({"services", "spec"})
+GLOBAL_AS_DEFAULT = frozenset({"before_script", "after_script", "cache", "image", "services"})
+UNSUPPORTED_GLOBAL_KEYS = frozenset({"spec"})
 IMAGE_KEYS = frozenset({"name", "entrypoint", "pull_policy"})
 IMAGE_UNSUPPORTED_KEYS = frozenset({"docker", "kubernetes"})
+SERVICE_KEYS = frozenset({"name", "alias", "entrypoint", "command", "variables", "pull_policy", "docker"})
+PULL_POLICIES = frozenset({"always", "if-not-present", "never"})
+MAX_SERVICES = 16
 WHEN = frozenset({"on_success", "on_failure", "always", "manual", "delayed", "never"})
 RETRY_WHEN = frozenset({"always", "unknown_failure", "script_failure", "api_failure", "stuck_or_timeout_failure",
                         "runner_system_failure", "runner_unsupported", "stale_schedule", "job_execution_timeout",
@@ -145,6 +148,20 @@ class JobSpec:
     tags: tuple[str, ...] = ()
     coverage: str | None = None  # a /regex/ over the log
     image: ImageSpec | None = None
+    services: tuple[ServiceSpec, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """One ``services:`` item: a container started before the job's script, reachable by its aliases."""
+
+    name: str
+    aliases: tuple[str, ...] = ()  # from ``alias`` (comma/space separated), besides the ones derived from name
+    entrypoint: tuple[str, ...] | None = None
+    command: tuple[str, ...] | None = None
+    variables: tuple[tuple[str, str], ...] = ()  # service-only, over the job's variables
+    pull_policy: tuple[str, ...] | None = None  # None: the runner's policy (local images only)
+    user: str | None = None  # docker:user
 
 
 @dataclass(frozen=True)
@@ -462,6 +479,7 @@ def _job(name: str, d: LineDict, stages: list[str]) -> JobSpec:
     job.tags = tuple(tags)
     job.coverage = _coverage(name, d)
     job.image = _image(name, d)
+    job.services = _services(name, d)
     return job
 
 
@@ -492,6 +510,73 @@ def _image(name: str, d: LineDict) -> ImageSpec | None:
         raise SpecError(f"jobs:{name}:image:pull_policy config should be always, if-not-present or never, or "
                         "an array of them", *where)
     return ImageSpec(name=img.strip(), entrypoint=tuple(ep) if ep is not None else None, pull_policy=tuple(pp))
+
+
+def _services(name: str, d: LineDict) -> tuple[ServiceSpec, ...]:
+    """GitLab's ``services``: an array of image names or ``{name, alias, entrypoint, command, variables,
+    pull_policy, docker: {user}}``."""
+    raw = d.get("services")
+    if raw is None:
+        return ()
+    where = d.where("services")
+    if not isinstance(raw, list):
+        raise SpecError(f"jobs:{name}:services config should be an array of strings or hashes", *where)
+    if len(raw) > MAX_SERVICES:
+        raise SpecError(f"jobs:{name}:services config has more than {MAX_SERVICES} services", *where)
+    return tuple(_service(f"jobs:{name}:services:{i}", item, where) for i, item in enumerate(raw))
+
+
+def _service(at: str, raw: Any, where: tuple[str, int]) -> ServiceSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{at} config should be a hash or a string", *where)
+    for k in raw:
+        if k not in SERVICE_KEYS:
+            raise SpecError(f"{at} config contains unknown keys: {k}", *where)
+    img = raw.get("name")
+    if not isinstance(img, str) or not img.strip():
+        raise SpecError(f"{at}:name config should be a non-empty string", *where)
+    alias = raw.get("alias", "")
+    if not isinstance(alias, str):
+        raise SpecError(f"{at}:alias config should be a string", *where)
+    aliases = tuple(alias.replace(",", " ").split())
+    bad = [a for a in aliases if "$" not in a and not _ALIAS.fullmatch(a)]  # variables: checked by podman
+    if bad:
+        raise SpecError(f"{at}:alias {bad[0]!r} is not a valid host name", *where)
+    lists: dict[str, tuple[str, ...] | None] = {}
+    for k in ("entrypoint", "command"):
+        v = raw.get(k)
+        if v is not None and (not isinstance(v, list) or not all(isinstance(x, str) for x in v)):
+            raise SpecError(f"{at}:{k} config should be an array of strings", *where)
+        lists[k] = tuple(v) if v is not None else None
+    pp = raw.get("pull_policy")
+    pp = [pp] if isinstance(pp, str) else pp
+    if pp is not None and (not isinstance(pp, list) or not pp or not set(pp) <= PULL_POLICIES):
+        raise SpecError(f"{at}:pull_policy config should be always, if-not-present or never, or an array of them",
+                        *where)
+    variables = _variables(raw.get("variables"), raw if isinstance(raw, LineDict) else LineDict(), f"{at}:variables")
+    return ServiceSpec(name=img.strip(), aliases=aliases, entrypoint=lists["entrypoint"], command=lists["command"],
+                       variables=tuple((k, v) for k, (v, _) in variables.items()),
+                       pull_policy=tuple(pp) if pp is not None else None, user=_service_user(at, raw, where))
+
+
+def _service_user(at: str, raw: dict[str, Any], where: tuple[str, int]) -> str | None:
+    docker = raw.get("docker")
+    if docker is None:
+        return None
+    if not isinstance(docker, dict):
+        raise SpecError(f"{at}:docker config should be a hash", *where)
+    for k in docker:
+        if k != "user":
+            raise SpecError(f"{at}:docker uses `{k}`, which pitwall does not support (only user)", *where)
+    user = docker.get("user")
+    if not isinstance(user, str | int) or isinstance(user, bool) or not str(user).strip():
+        raise SpecError(f"{at}:docker:user config should be a non-empty string", *where)
+    return str(user).strip()
+
+
+_ALIAS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?")
 
 
 def _coverage(name: str, d: LineDict) -> str | None:
