@@ -163,6 +163,7 @@ async def test_route_numbers_and_one_consumers_routes(seeded: Seeded) -> None:
     assert rows["orders/unused"].rps is None
     mine = _by_name(route_stats(seeded.mv, _tr(), seeded.gw, consumer="alice"))
     assert set(mine) == {"orders/list"} and mine["orders/list"].rps == pytest.approx(12 / SAMPLED_S)
+    assert mine["orders/list"].configured
 
 
 async def test_sorting_puts_absent_numbers_last(seeded: Seeded) -> None:
@@ -175,7 +176,7 @@ async def test_sorting_puts_absent_numbers_last(seeded: Seeded) -> None:
 
 def test_redaction_hides_every_secret() -> None:
     out = redact({"key": "k", "password": "p", "nested": {"secret": "s", "api_token": "t", "n": 1},
-                  "list": [{"redis_password": "r"}], "username": "u", "empty_key": ""})
+                  "list": [{"redis_password": "r"}], "username": "u", "empty_key": "", "ttl": None})
     assert out == {"key": "<redacted>", "password": "<redacted>",
                    "nested": {"secret": "<redacted>", "api_token": "<redacted>", "n": 1},
                    "list": [{"redis_password": "<redacted>"}], "username": "u", "empty_key": ""}

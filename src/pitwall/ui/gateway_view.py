@@ -158,9 +158,10 @@ def _row_links(row: Stats, sel: str, tr: TimeRange) -> None:
 
 
 def _zero_errors(rows: Iterable[Stats]) -> None:
-    """With requests counted, a missing error or 429 rate means none happened."""
+    """With requests counted, a missing error or 429 rate means none happened (with none, a ratio is
+    undefined and stays absent)."""
     for r in rows:
-        if r.rps is not None:
+        if r.rps:
             r.err5 = r.err5 if r.err5 is not None else 0.0
             r.err4 = r.err4 if r.err4 is not None else 0.0
             r.limited = r.limited if r.limited is not None else 0.0
@@ -196,15 +197,19 @@ def route_stats(mv: MetricsView, tr: TimeRange, gw: GatewaySource | None, tenant
     """Every route (with its service) of the configuration and of the series, with its numbers; of one
     consumer's requests when ``consumer`` is given (then only routes it called)."""
     rows: dict[tuple[str, str], Stats] = {}
-    if gw is not None and not consumer:
+    configured: set[tuple[str, str]] = set()
+    if gw is not None:
         services = {s.get("id"): str(s.get("name") or s.get("id") or "") for s in gw.state.services}
-        for rt in gw.state.routes:
-            svc, name = services.get(rt.get("service"), ""), str(rt.get("name") or rt.get("id") or "")
+        configured = {(services.get(rt.get("service"), ""), str(rt.get("name") or rt.get("id") or ""))
+                      for rt in gw.state.routes}
+    if not consumer:
+        for svc, name in configured:
             rows[(svc, name)] = Stats(name=f"{svc}/{name}", service=svc, route=name, configured=True)
 
     def row_of(lb: dict[str, str]) -> Stats:
         key = (lb.get("service", ""), lb.get("route", ""))
-        return rows.setdefault(key, Stats(name=f"{key[0]}/{key[1]}", service=key[0], route=key[1]))
+        return rows.setdefault(key, Stats(name=f"{key[0]}/{key[1]}", service=key[0], route=key[1],
+                                          configured=key in configured))
 
     base = 'job="kong"' + (f',consumer="{quote(consumer)}"' if consumer else "")
     _fill(mv, tr, tenant, base, ("service", "route"), row_of)
@@ -230,11 +235,12 @@ def _groups(c: Obj) -> list[str]:
 
 
 def redact(v: Any, name: str = "") -> Any:
-    """``v`` with every field whose name says it holds a secret replaced (recursively)."""
+    """``v`` with every field whose name says it holds a secret replaced (recursively); unset (null) fields
+    are left out."""
     if name and any(w in name.lower() for w in SECRET_WORDS):
         return REDACTED if v not in (None, "", [], {}) else v
     if isinstance(v, dict):
-        return {str(k): redact(x, str(k)) for k, x in v.items()}
+        return {str(k): redact(x, str(k)) for k, x in v.items() if x is not None}
     if isinstance(v, list):
         return [redact(x, name) for x in v]
     return v

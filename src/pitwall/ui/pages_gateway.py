@@ -72,7 +72,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         mine: list[Stats] = []
         try:
             rows = await call(consumer_stats, deps.metrics, tr, deps.gateway, tenant, name)
-            mine = await call(route_stats, deps.metrics, tr, None, tenant, name)
+            mine = await call(route_stats, deps.metrics, tr, deps.gateway, tenant, name)
         except PitwallError as e:
             err = err or e.message
         config = consumer_config(deps.gateway, name)
