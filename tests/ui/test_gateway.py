@@ -239,6 +239,9 @@ async def test_consumer_page(seeded: Seeded) -> None:
         missing = await c.get(f"/gateway/consumers/nobody?{RANGE}")
         long = await c.get(f"/gateway/consumers/{'x' * 300}")
         dave = await c.get(f"/gateway/consumers/dave?{RANGE}")
+        # a name that would break out of the PromQL string is quoted: no error, just nobody
+        odd = await c.get('/gateway/consumers/x"}) or vector(1)', params={"from": "now-1h"})
+        bad_range = await c.get("/gateway?from=yesterday&sort=nonsense")
         chart = await c.get(re.findall(r'data-src="([^"]+)"', r.text)[0].replace("&amp;", "&"))
     assert r.status_code == 200
     html = r.text
@@ -249,5 +252,7 @@ async def test_consumer_page(seeded: Seeded) -> None:
     assert re.findall(r'<tr data-route="([^"]+)">', html) == ["orders/list"]
     assert (missing.status_code, long.status_code, dave.status_code) == (404, 400, 200)
     assert "seen only in the series" in dave.text
+    assert odd.status_code == 404 and "neither configured nor seen" in odd.text
+    assert bad_range.status_code == 200 and "invalid time" in bad_range.text
     series = chart.json()["series"]  # requests by code class: 2xx, 4xx and 5xx drawn
     assert {s["name"] for s in series} >= {"2xx", "4xx", "5xx"}
