@@ -333,7 +333,8 @@ def build(settings: Settings) -> Components:
                   chaos=ChaosConsole(cp.chaos.client, cp.chaos.report) if cp is not None else None,
                   changes=cp.changes if cp is not None else None,
                   pipelines=cp.pipelines.runner if cp is not None and cp.pipelines is not None else None,
-                  backups=backup.reads(), config_store=cp.registry.console() if cp is not None else None)
+                  backups=backup.reads(), config_store=cp.registry.console() if cp is not None else None,
+                  gateway=gateway)
     return Components(
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,

@@ -5,6 +5,7 @@ Pages: ``/`` overview, ``/graph`` metrics explorer, ``/logs``, ``/traces``
 ``/dashboards`` (+ view, edit, import), ``/targets``, ``/workloads``
 (+ ``/workloads/{namespace}/{kind}/{name}``), ``/incidents`` (+ ``/incidents/{id}``),
 ``/slos`` (+ ``/slos/{namespace}/{name}``), ``/releases`` (+ ``/releases/{namespace}/{name}``),
+``/gateway`` (+ ``/gateway/consumers/{name}``),
 ``/chaos`` (+ ``/chaos/{namespace}/{kind}/{name}``, ``/chaos/halt``), ``/pipelines`` (+
 ``/pipelines/{project}/{id}``, ``/pipelines/dora``), ``/backups`` (+ ``/backups/{namespace}/{name}``),
 ``/status`` (self-monitoring). Fragments and chart data live under ``/ui/``; static files under ``/ui/static/`` (pitwall's own CSS/JS,
@@ -33,6 +34,7 @@ from pitwall.ui import (
     pages_chaos,
     pages_config,
     pages_dashboards,
+    pages_gateway,
     pages_incidents,
     pages_pipelines,
     pages_releases,
@@ -208,6 +210,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
     pages_incidents.add_routes(r, pages)
     pages_slo.add_routes(r, pages)
     pages_releases.add_routes(r, pages)
+    pages_gateway.add_routes(r, pages)
     pages_chaos.add_routes(r, pages)
     pages_config.add_routes(r, pages)
     pages_status.add_routes(r, pages)

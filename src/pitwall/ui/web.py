@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pitwall.ui.chaos_view import ChaosSource
     from pitwall.ui.config_view import ConfigSource
     from pitwall.ui.dashboards import DashboardStore
+    from pitwall.ui.gateway_view import GatewaySource
     from pitwall.ui.incidents_view import IncidentsSource
     from pitwall.ui.logs_view import LogsView
     from pitwall.ui.pipelines_view import PipelinesSource
@@ -57,6 +58,7 @@ NAV = [
     ("slos", "/slos", "SLOs", "b"),
     ("workloads", "/workloads", "Workloads", "w"),
     ("releases", "/releases", "Releases", "r"),
+    ("gateway", "/gateway", "API gateway", "y"),
     ("pipelines", "/pipelines", "Pipelines", "p"),
     ("chaos", "/chaos", "Chaos", "x"),
     ("backups", "/backups", "Backups", "k"),
@@ -88,6 +90,7 @@ class UIDeps:
     pipelines: PipelinesSource | None = None
     backups: BackupsSource | None = None
     config: ConfigSource | None = None  # the registry's ConfigConsole
+    gateway: GatewaySource | None = None  # the API gateway's configuration in force (its GatewayPart)
 
 
 def fmt_num(v: float | None, digits: int = 3) -> str:

@@ -25,6 +25,7 @@ from pitwall.ui.backups_view import BackupsSource
 from pitwall.ui.chaos_view import ChaosSource
 from pitwall.ui.config_view import ConfigSource
 from pitwall.ui.dashboards import DashboardStore
+from pitwall.ui.gateway_view import GatewaySource
 from pitwall.ui.incidents_view import IncidentsSource
 from pitwall.ui.logs_view import LogsView
 from pitwall.ui.pipelines_view import RunnerPipelines
@@ -91,6 +92,7 @@ def build_ui(
     backups: BackupsSource | None = None,
     config_store: ConfigSource | None = None,
     config: Any = None,
+    gateway: GatewaySource | None = None,
 ) -> UIPart:
     """The UI over these interfaces; ``rules`` is read at each call (the manager may be rebuilt on reload);
     ``workloads`` (e.g. ``pitwall.kube.KubeWorkloads``) serves the workloads pages; ``incidents``
@@ -100,7 +102,8 @@ def build_ui(
     change events, ``pipelines`` (the pipelines pillar's runner) the pipelines pages, ``backups`` (e.g.
     ``pitwall.backup.BackupReads``) the backups pages, ``config_store`` (``pitwall.registry.ConfigConsole``) the
     config pages; ``config`` (the server's settings) is shown,
-    redacted, on the status page."""
+    redacted, on the status page; ``gateway`` (the API gateway's ``GatewayPart``) gives the gateway pages its
+    consumers and routes."""
     alerts = None
     if notifications is not None or rules is not None:
         alerts = AlertsView(notifications, rules or (lambda: None))
@@ -121,6 +124,7 @@ def build_ui(
         pipelines=RunnerPipelines(pipelines) if pipelines is not None else None,
         backups=backups,
         config=config_store,
+        gateway=gateway,
     )
     part = UIPart(deps, config=config)
     deps.status = StatusView(lambda: part.registry, lambda: part.config)

@@ -3,7 +3,9 @@
 As in Kong 3.x, ``status_code_metrics`` gates ``kong_http_requests_total``,
 ``latency_metrics`` the three latency histograms and ``bandwidth_metrics``
 ``kong_bandwidth_bytes``; ``per_consumer`` adds the ``consumer`` label
-(username, else custom_id, else id). ``source`` is ``service`` when the
+(username, else custom_id, else id). Unlike Kong, ``per_consumer`` also labels
+``kong_request_latency_ms`` by consumer, so latency quantiles per consumer are
+PromQL (a ``sum by (le, service)`` over it is unchanged). ``source`` is ``service`` when the
 upstream answered and ``kong`` when the gateway did.
 """
 
@@ -41,7 +43,7 @@ class Prometheus(Plugin):
         if c["latency_metrics"]:
             total = (time.perf_counter() - ctx.start) * 1000.0
             lat = (("route", route), ("service", service), ws)
-            stats.observe("kong_request_latency_ms", lat, total, UPSTREAM_LATENCY_BUCKETS)
+            stats.observe("kong_request_latency_ms", (("consumer", consumer), *lat), total, UPSTREAM_LATENCY_BUCKETS)
             if ctx.upstream_ms >= 0:
                 stats.observe("kong_upstream_latency_ms", lat, ctx.upstream_ms, UPSTREAM_LATENCY_BUCKETS)
             stats.observe("kong_kong_latency_ms", lat, max(0.0, total - max(ctx.upstream_ms, 0.0)),
