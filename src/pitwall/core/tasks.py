@@ -20,7 +20,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Supervisor"]
+__all__ = ["Flusher", "Supervisor"]
 
 _CANCEL_EVERY_S = 1.0
 
@@ -89,3 +89,37 @@ class Supervisor:
                     await asyncio.wait(pending, timeout=_CANCEL_EVERY_S)
         finally:
             self._stopping = False
+
+
+class Flusher:
+    """A component that buffers and writes out every ``interval_s`` on a supervised task, and once more when it
+    stops (what it cannot write then is lost, as a crash would lose it). Subclasses set ``name``, ``interval_s``
+    and ``tasks`` and define ``flush``."""
+
+    name: str
+    interval_s: float
+    tasks: Supervisor
+
+    async def flush(self) -> int:
+        """Write what is buffered; how many items were written."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self.tasks.spawn(self._loop(), name="flush")
+
+    async def stop(self) -> None:
+        await self.tasks.stop()
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    @property
+    def healthy(self) -> bool:
+        return self.tasks.healthy
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.flush()
+            except Exception:  # the next round tries again; a failing write must not end the loop
+                log.exception("%s: flush failed", self.name)

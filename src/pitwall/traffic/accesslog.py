@@ -18,10 +18,7 @@ request path only builds the line and appends it to a bounded queue
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -29,14 +26,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from pitwall.core.labels import Labels, labels_from_dict
-from pitwall.core.tasks import Supervisor
+from pitwall.core.tasks import Flusher, Supervisor
 from pitwall.logs import LogAppender, LogEntry, PushStream
 from pitwall.traffic.pods import PodInfo
 
 __all__ = ["ACCESS_LOG_MODES", "JSON_KEYS", "ROOT_NAMESPACE", "TEXT_FORMAT", "AccessLogPolicy", "AccessLogSink",
            "AccessRecord", "CelError", "TelemetryPolicies", "compile_filter", "stream_labels", "telemetry_error"]
 
-log = logging.getLogger(__name__)
 
 # Istio's EnvoyTextLogFormat (1.9 onwards), for reference and for the tests: ``format_text`` prints it.
 TEXT_FORMAT = (
@@ -401,7 +397,7 @@ class TelemetryPolicies:
 # -- the sink --------------------------------------------------------------------------------------------
 
 
-class AccessLogSink:
+class AccessLogSink(Flusher):
     """Queues lines (bounded, never blocking) and pushes them into the log store from a task (a Component)."""
 
     name = "mesh-access-log"
@@ -444,24 +440,3 @@ class AccessLogSink:
             raise
         self.written += len(batch)
         return len(batch)
-
-    async def start(self) -> None:
-        self.tasks.spawn(self._loop(), name="flush")
-
-    async def stop(self) -> None:
-        await self.tasks.stop()
-        with contextlib.suppress(Exception):
-            await self.flush()
-
-    @property
-    def healthy(self) -> bool:
-        return self.tasks.healthy
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("mesh access log: push failed; its lines count as dropped")
-

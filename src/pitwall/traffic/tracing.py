@@ -19,23 +19,19 @@ counted), so a slow store never grows memory.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 import random
 from typing import Any
 
-from pitwall.core.tasks import Supervisor
+from pitwall.core.tasks import Flusher, Supervisor
 from pitwall.traces import STATUS_ERROR, STATUS_UNSET, SpanAppender, SpanColumns, tkey_of
 
 __all__ = ["MeshTracer"]
 
-log = logging.getLogger(__name__)
 _KIND_CLIENT = 3
 
 
-class MeshTracer:
+class MeshTracer(Flusher):
     """Collects hop spans and commits them to the trace store (a Component)."""
 
     name = "mesh-tracer"
@@ -90,25 +86,6 @@ class MeshTracer:
         self.written += result.accepted
         return result.accepted
 
-    async def start(self) -> None:
-        self.tasks.spawn(self._loop(), name="flush")
-
-    async def stop(self) -> None:
-        await self.tasks.stop()
-        with contextlib.suppress(Exception):
-            await self.flush()
-
-    @property
-    def healthy(self) -> bool:
-        return self.tasks.healthy
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.flush()
-            except Exception:
-                log.exception("mesh tracer: flush failed")
 
 
 def _dumps(d: dict[str, Any]) -> str:
