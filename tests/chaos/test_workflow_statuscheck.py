@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI
 
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
-from pitwall.chaos.statuscheck import StatusCheckReconciler, status_code_matches
+from pitwall.chaos.statuscheck import HttpProbe, StatusCheckReconciler, service_resolver, status_code_matches
 from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.kube import Invalid, KubeAPI
@@ -350,3 +351,28 @@ spec:
     for child in ("together", "hold", "break-pod"):
         assert reasons(got[child])["Aborted"] == "ParentNodeAborted", child
         assert "DeadlineExceed" not in conditions(got[child])
+
+
+async def test_service_names_go_to_the_cluster_ip_with_their_host_header(kube: KubeAPI) -> None:
+    await kube.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})
+    svc = await kube.client.create({"apiVersion": "v1", "kind": "Service",
+                                    "metadata": {"name": "web", "namespace": "shop"},
+                                    "spec": {"ports": [{"port": 8080}], "selector": {"app": "web"}}})
+    ip = svc["spec"]["clusterIP"]
+    sent: list[tuple[str, str, str]] = []
+
+    def answer(req: httpx.Request) -> httpx.Response:
+        sent.append((str(req.url), req.headers["host"], req.headers.get("x-probe", "")))
+        return httpx.Response(503 if req.url.path == "/down" else 200)
+    probe = HttpProbe(service_resolver(kube.client), transport=httpx.MockTransport(answer))
+    crit = {"statusCode": "200-299"}
+    for url in ("http://web.shop:8080/", "http://web.shop.svc:8080/", "http://web.shop.svc.cluster.local:8080/"):
+        assert await probe({"url": url, "criteria": crit, "headers": {"X-Probe": ["a"]}}, 1) == (True, "")
+    assert await probe({"url": "http://web.shop:8080/down", "criteria": crit}, 1) == (
+        False, "unexpected status code: 503")
+    assert await probe({"url": "http://nosuch.shop/", "criteria": crit}, 1) == (True, "")  # left as it is
+    ok, why = await probe({"url": "http://[::1/", "criteria": crit}, 1)
+    assert not ok and why.startswith("do http request: InvalidURL: ")
+    assert sent == [(f"http://{ip}:8080/", "web.shop:8080", "a"), (f"http://{ip}:8080/", "web.shop.svc:8080", "a"),
+                    (f"http://{ip}:8080/", "web.shop.svc.cluster.local:8080", "a"),
+                    (f"http://{ip}:8080/down", "web.shop:8080", ""), ("http://nosuch.shop/", "nosuch.shop", "")]

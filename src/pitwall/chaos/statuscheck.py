@@ -10,7 +10,11 @@ failures / successes; ``Completed`` when the duration is exceeded, the
 failure threshold is, or, in ``Synchronous`` mode, the success threshold is).
 A completed StatusCheck runs no more. An execution succeeds when the response
 status matches ``criteria.statusCode`` (one code or an inclusive ``a-b``
-range); a refused connection or a timeout is a failure.
+range); a refused connection or a timeout is a failure. A Service's DNS name
+(``<svc>.<ns>``, ``<svc>.<ns>.svc``, ``<svc>.<ns>.svc.cluster.local``) is
+sent to its cluster IP with the name as the Host header, as cluster DNS
+would resolve it (pitwall's cluster IPs are loopback addresses the service
+proxy serves; pod IPs and 127.0.0.1 are reached as they are).
 
 Unlike upstream (a goroutine per StatusCheck, its records in memory until
 written), the records are the only state: each reconcile runs at most one
@@ -19,8 +23,10 @@ execution, so a restart loses nothing and needs no worker bookkeeping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Sequence
+import ipaddress
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,11 +34,12 @@ import httpx
 
 from pitwall.chaos.model import API_VERSION, ChaosSpecError, parse_go_duration, parse_time
 from pitwall.controllers import record_event
-from pitwall.kube import KubeClient, NotFoundError, fmt_time
+from pitwall.kube import KubeClient, KubeError, NotFoundError, fmt_time
 
-__all__ = ["HttpProbe", "StatusCheckReconciler", "check_completed", "status_code_matches"]
+__all__ = ["HttpProbe", "StatusCheckReconciler", "check_completed", "service_resolver", "status_code_matches"]
 
 Obj = dict[str, Any]
+Resolver = Callable[[str, str], Awaitable[str | None]]  # (namespace, service) -> its cluster IP
 COMPONENT = "statuscheck"
 MAX_TIMEOUT_S = 60.0  # a bound on one execution whatever timeoutSeconds says (a worker is busy meanwhile)
 DEFAULTS = {"mode": "Synchronous", "type": "HTTP", "timeoutSeconds": 1, "intervalSeconds": 10,
@@ -70,26 +77,55 @@ def _streak(records: Sequence[Obj], outcome: str, threshold: int) -> bool:
     return len(tail) >= threshold and all(r.get("outcome") == outcome for r in tail)
 
 
+def service_resolver(client: KubeClient) -> Resolver:
+    """Service names to cluster IPs through ``client`` (None when there is no such Service or it is headless)."""
+    async def resolve(namespace: str, name: str) -> str | None:
+        try:
+            svc = await client.get("v1", "Service", name, namespace)
+        except NotFoundError:
+            return None
+        ip = str((svc.get("spec") or {}).get("clusterIP") or "")
+        return ip if ip and ip != "None" else None
+    return resolve
+
+
+async def _target(url: str, resolve: Resolver | None) -> tuple[str, list[tuple[str, str]]]:
+    """The URL to connect to and the Host header to send with it (none when the URL's host is used as is)."""
+    u = httpx.URL(url)
+    parts = u.host.split(".")
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(u.host)
+        return url, []
+    if resolve is not None and len(parts) >= 2 and parts[2:] in ([], ["svc"], ["svc", "cluster", "local"]):
+        ip = await resolve(parts[1], parts[0])
+        if ip:
+            return str(u.copy_with(host=ip)), [("Host", u.netloc.decode())]
+    return url, []
+
+
 class HttpProbe:
     """One HTTP execution of a StatusCheck's ``http`` block, with a bounded timeout and no body read."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, resolve: Resolver | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.resolve = resolve
         self.transport = transport
 
     async def __call__(self, http: Obj, timeout_s: float) -> tuple[bool, str]:
         """(success, message) for one request; any error is a failure, as upstream records it."""
-        url = str(http.get("url") or "")
         headers = [(str(k), str(v)) for k, vs in (http.get("headers") or {}).items()
                    for v in (vs if isinstance(vs, list) else [vs])]
         timeout = min(max(timeout_s, 0.1), MAX_TIMEOUT_S)
         try:
+            url, host = await _target(str(http.get("url") or ""), self.resolve)
+            if host:
+                headers = [*host, *((k, v) for k, v in headers if k.lower() != "host")]
             async with httpx.AsyncClient(timeout=timeout, follow_redirects=True, max_redirects=10,
                                          trust_env=False, transport=self.transport) as client:
                 req = client.build_request(str(http.get("method") or "GET"), url, headers=headers,
                                            content=str(http.get("body") or "").encode())
                 resp = await client.send(req, stream=True)  # only the status matters: the body is not read
                 await resp.aclose()
-        except (httpx.HTTPError, ValueError) as e:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, KubeError) as e:
             return False, f"do http request: {type(e).__name__}: {e}"
         criteria = str((http.get("criteria") or {}).get("statusCode") or "")
         if not status_code_matches(criteria, resp.status_code):
@@ -106,7 +142,7 @@ class StatusCheckReconciler:
 
     def __init__(self, client: KubeClient, probe: HttpProbe | None = None) -> None:
         self.client = client
-        self.probe = probe or HttpProbe()
+        self.probe = probe or HttpProbe(service_resolver(client))
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
