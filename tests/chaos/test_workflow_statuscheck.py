@@ -228,6 +228,9 @@ async def test_failing_continuous_check_aborts_the_workflow_and_recovers_the_sib
     assert srv.seen[-2:] == [500, 500] and 200 in srv.seen
     [done] = await events(env.client, "Completed")
     assert done["message"] == "Status check completed: StatusCheckFailureThresholdExceed"
+    timeline = [c.summary for c in await env.changes.between(0, 2**62)]
+    assert "chaos workflow default/guarded aborted: annotation workflow.chaos-mesh.org/abort" in timeline
+    assert any(t.startswith("PodChaos pod-failure reverted on default/victim") for t in timeline), timeline
 
 
 async def _held_and_passing(env: Env, srv: Answers) -> bool:

@@ -48,7 +48,7 @@ def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: Re
     runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
                                                         guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
-    runners.append(ControllerRunner(client, WorkflowReconciler(client), workers=1, resync_s=30.0))
+    runners.append(ControllerRunner(client, WorkflowReconciler(client, report), workers=1, resync_s=30.0))
     runners.append(ControllerRunner(client, WorkflowNodeReconciler(client, node), workers=2, resync_s=30.0))
     # an execution holds a worker for up to its timeout: a few, so one slow target does not stall the others
     runners.append(ControllerRunner(client, StatusCheckReconciler(client), workers=4, resync_s=30.0))

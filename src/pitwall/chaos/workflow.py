@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.chaos.branches import ExprError, eval_bool
+from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import NodeHooks
 from pitwall.chaos.model import API_VERSION, parse_time
 from pitwall.chaos.schedule import EMBED_FIELDS, random_suffix
@@ -140,8 +141,9 @@ class WorkflowReconciler:
     primary = (API_VERSION, "Workflow")
     secondary: Sequence[tuple[str, str]] = [(API_VERSION, "WorkflowNode")]
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, report: ChaosReport | None = None) -> None:
         self.client = client
+        self.report = report  # an abort is a change event on the incident timeline
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
@@ -189,6 +191,9 @@ class WorkflowReconciler:
         if aborted:
             await record_event(self.client, entry, "Warning", "WorkflowAborted",
                                f"workflow {wf['metadata']['name']} aborted", COMPONENT)
+            if self.report is not None:
+                m = wf["metadata"]
+                await self.report.workflow_aborted(m["namespace"], m["name"], f"annotation {ABORT_ANNOTATION}")
 
         def edit(o: Obj) -> None:
             st = o.setdefault("status", {})
