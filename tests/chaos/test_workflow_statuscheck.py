@@ -15,7 +15,13 @@ from fastapi import FastAPI
 
 from pitwall.chaos.crds import chaos_mesh_crds
 from pitwall.chaos.events import ChaosReport
-from pitwall.chaos.statuscheck import HttpProbe, StatusCheckReconciler, service_resolver, status_code_matches
+from pitwall.chaos.statuscheck import (
+    HttpProbe,
+    StatusCheckReconciler,
+    service_resolver,
+    spec_error,
+    status_code_matches,
+)
 from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.kube import Invalid, KubeAPI
@@ -162,6 +168,30 @@ async def test_invalid_statuscheck_refused_with_the_field(kube: KubeAPI) -> None
         await kube.client.create(bad)
     assert "spec.mode" in str(e.value)
     assert not (await kube.client.list(API, "StatusCheck", "default")).items
+
+
+@pytest.mark.parametrize(("http", "field"), [
+    (None, "spec.http"), ({"url": "", "criteria": {"statusCode": "200"}}, "spec.http.url"),
+    ({"url": "not a url", "criteria": {"statusCode": "200"}}, "spec.http.url"),
+    ({"url": "http://x/", "criteria": {"statusCode": "2xx"}}, "spec.http.criteria.statusCode"),
+    ({"url": "http://x/", "criteria": {"statusCode": "200-1000"}}, "spec.http.criteria.statusCode"),
+    ({"url": "http://x/", "criteria": {}}, "spec.http.criteria.statusCode"),
+    ({"url": "http://x/", "criteria": {"statusCode": "200-299"}}, None)])
+def test_spec_errors_name_the_field(http: dict[str, Any] | None, field: str | None) -> None:
+    err = spec_error({"type": "HTTP", **({"http": http} if http is not None else {})})
+    assert (err.split(":")[0] if err else None) == field
+
+
+async def test_a_spec_upstream_would_refuse_is_reported_and_not_run(kube: KubeAPI) -> None:
+    async with Answers(200) as srv, statuscheck_controller(kube):
+        spec = http_check(srv.url, "Synchronous")
+        spec["http"]["criteria"]["statusCode"] = "2xx"
+        await kube.client.create({"apiVersion": API, "kind": "StatusCheck",
+                                  "metadata": {"name": "odd", "namespace": "default"}, "spec": spec})
+        [ev] = await until(lambda: events(kube.client, "InvalidSpec"), timeout=30)
+        assert ev["message"].startswith("spec.http.criteria.statusCode: Invalid value: '2xx'")
+        assert srv.seen == []
+        assert not (await kube.client.get(API, "StatusCheck", "odd", "default")).get("status", {}).get("records")
 
 
 def _wf(name: str, entry: str, *templates: dict[str, Any]) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from pitwall.chaos.model import API_VERSION, ChaosSpecError, parse_go_duration, 
 from pitwall.controllers import record_event
 from pitwall.kube import KubeClient, KubeError, NotFoundError, fmt_time
 
-__all__ = ["HttpProbe", "StatusCheckReconciler", "check_completed", "service_resolver", "status_code_matches"]
+__all__ = ["HttpProbe", "StatusCheckReconciler", "check_completed", "service_resolver", "spec_error",
+           "status_code_matches"]
 
 Obj = dict[str, Any]
 Resolver = Callable[[str, str], Awaitable[str | None]]  # (namespace, service) -> its cluster IP
@@ -56,6 +57,29 @@ def status_code_matches(criteria: str, code: int) -> bool:
     if not sep or not lo.isdigit() or not hi.isdigit():
         return False
     return int(lo) <= code <= int(hi)
+
+
+def spec_error(spec: Obj) -> str | None:
+    """What upstream's admission webhook would refuse in a StatusCheck spec (the field path and why), else
+    None; pitwall reports it in an Event and runs nothing."""
+    http = spec.get("http")
+    if spec.get("type", "HTTP") != "HTTP":
+        return f"spec.type: Invalid value: {spec.get('type')!r}: unrecognized type"
+    if not isinstance(http, dict):
+        return "spec.http: Invalid value: null: the detail of http status check is required"
+    url = str(http.get("url") or "")
+    try:
+        u = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError):
+        u = None
+    if not url or u is None or not u.is_absolute_url:
+        return f"spec.http.url: Invalid value: {url!r}: " + ("request url is required" if not url else
+                                                              "invalid http request url")
+    code = str((http.get("criteria") or {}).get("statusCode") or "")
+    parts = code.split("-", 1)
+    if not code or not all(p.isdigit() and 0 < int(p) < 1000 for p in parts):
+        return f"spec.http.criteria.statusCode: Invalid value: {code!r}: incorrect status code format"
+    return None
 
 
 def check_completed(obj: Obj) -> bool:
@@ -164,6 +188,10 @@ class StatusCheckReconciler:
         except ChaosSpecError as e:
             await record_event(self.client, sc, "Warning", "Failed", str(e), COMPONENT)
             return None
+        invalid = spec_error(spec)
+        if invalid is not None:
+            await record_event(self.client, sc, "Warning", "InvalidSpec", invalid, COMPONENT)
+            return None
         now = datetime.now(UTC)
         st = copy.deepcopy(sc.get("status") or {})
         start = parse_time(st["startTime"]) if st.get("startTime") else now
@@ -188,11 +216,7 @@ class StatusCheckReconciler:
         return max((nxt - datetime.now(UTC)).total_seconds(), 0.05)
 
     async def _execute(self, sc: Obj, spec: Obj, st: Obj, now: datetime) -> None:
-        http = spec.get("http") or {}
-        if spec.get("type") != "HTTP" or not http.get("url"):
-            ok, msg = False, f"unsupported status check type {spec.get('type')!r} or no http.url"
-        else:
-            ok, msg = await self.probe(http, float(spec["timeoutSeconds"]))
+        ok, msg = await self.probe(spec["http"], float(spec["timeoutSeconds"]))
         records = [*(st.get("records") or []), {"startTime": fmt_time(now), "outcome": "Success" if ok else "Failure"}]
         st["records"] = records[-spec["recordsHistoryLimit"]:]
         st["count"] = int(st.get("count") or 0) + 1
