@@ -129,6 +129,11 @@ async def test_synchronous_needs_consecutive_successes(kube: KubeAPI) -> None:
         "HTTP status check execution failed: unexpected status code: 500"]
 
 
+async def _two(evs: Any) -> list[dict[str, Any]] | None:
+    got: list[dict[str, Any]] = await evs
+    return got if len(got) >= 2 else None
+
+
 async def _n_records(kube: KubeAPI, name: str, n: int) -> bool:
     sc = await kube.client.get(API, "StatusCheck", name, "default")
     return len((sc.get("status") or {}).get("records") or []) >= n
@@ -188,8 +193,13 @@ async def test_a_spec_upstream_would_refuse_is_reported_and_not_run(kube: KubeAP
         spec["http"]["criteria"]["statusCode"] = "2xx"
         await kube.client.create({"apiVersion": API, "kind": "StatusCheck",
                                   "metadata": {"name": "odd", "namespace": "default"}, "spec": spec})
-        [ev] = await until(lambda: events(kube.client, "InvalidSpec"), timeout=30)
-        assert ev["message"].startswith("spec.http.criteria.statusCode: Invalid value: '2xx'")
+        await kube.client.create({"apiVersion": API, "kind": "StatusCheck",
+                                  "metadata": {"name": "when", "namespace": "default"},
+                                  "spec": http_check(srv.url, "Continuous", duration="soon")})
+        got = await until(lambda: _two(events(kube.client, "InvalidSpec")), timeout=30)
+        by_name = {e["involvedObject"]["name"]: e["message"] for e in got}
+        assert by_name["odd"].startswith("spec.http.criteria.statusCode: Invalid value: '2xx'")
+        assert by_name["when"] == 'spec.duration: invalid duration "soon"'
         assert srv.seen == []
         assert not (await kube.client.get(API, "StatusCheck", "odd", "default")).get("status", {}).get("records")
 

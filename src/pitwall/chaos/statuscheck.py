@@ -183,12 +183,11 @@ class StatusCheckReconciler:
         if sc["metadata"].get("deletionTimestamp") or check_completed(sc):
             return None
         spec = _spec(sc)
+        invalid = spec_error(spec)
         try:
             duration = parse_go_duration(str(spec["duration"]), "spec.duration") if spec.get("duration") else None
         except ChaosSpecError as e:
-            await record_event(self.client, sc, "Warning", "Failed", str(e), COMPONENT)
-            return None
-        invalid = spec_error(spec)
+            duration, invalid = None, invalid or str(e)
         if invalid is not None:
             await record_event(self.client, sc, "Warning", "InvalidSpec", invalid, COMPONENT)
             return None

@@ -487,11 +487,12 @@ class WorkflowNodeReconciler:
         if kind not in _OWNED:
             return
         m = node["metadata"]
-        reason = "StatusCheckDeleted" if kind == "StatusCheck" else "ChaosCustomResourceDeleted"
+        reason, what = ("StatusCheckDeleted", "Status check") if kind == "StatusCheck" else \
+            ("ChaosCustomResourceDeleted", "Chaos CR")
         for o in await self._owned(node, kind):
             with contextlib.suppress(NotFoundError):
                 await self.client.delete(API_VERSION, kind, o["metadata"]["name"], m["namespace"])
-                await record_event(self.client, node, "Normal", reason, f"{kind} {o['metadata']['name']} deleted",
+                await record_event(self.client, node, "Normal", reason, f"{what} {o['metadata']['name']} deleted",
                                    COMPONENT)
 
     async def _abort_workflow(self, node: Obj) -> None:
