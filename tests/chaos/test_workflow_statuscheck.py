@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from fastapi import FastAPI
 
 from pitwall.chaos.crds import chaos_mesh_crds
@@ -25,6 +26,7 @@ from pitwall.chaos.statuscheck import (
 from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.kube import Invalid, KubeAPI
+from tests.chaos.conftest import CHAOS_MESH
 from tests.chaos.pod_env import SLEEPER, Env
 from tests.kube.conftest import KubeServer
 from tests.node.conftest import PY, until
@@ -419,3 +421,31 @@ async def test_service_names_go_to_the_cluster_ip_with_their_host_header(kube: K
     assert sent == [(f"http://{ip}:8080/", "web.shop:8080", "a"), (f"http://{ip}:8080/", "web.shop.svc:8080", "a"),
                     (f"http://{ip}:8080/", "web.shop.svc.cluster.local:8080", "a"),
                     (f"http://{ip}:8080/down", "web.shop:8080", ""), ("http://nosuch.shop/", "nosuch.shop", "")]
+
+
+async def test_upstream_status_check_example_runs_to_its_deadline_without_aborting(kube: KubeAPI) -> None:
+    """``examples/workflow/status-check.yaml`` (its URL pointed at a local server that fails): without
+    ``abortWithStatusCheck`` a failing check does not abort; both nodes end at their 20 s deadline."""
+    if not CHAOS_MESH.is_dir():
+        pytest.skip("../shared is absent")
+    wf = yaml.safe_load((CHAOS_MESH / "examples" / "workflow" / "status-check.yaml").read_text())
+    async with Answers(500) as srv:
+        [check] = [t for t in wf["spec"]["templates"] if t["templateType"] == "StatusCheck"]
+        check["statusCheck"]["http"]["url"] = srv.url
+        wf["metadata"]["namespace"] = "default"
+        runners = build_chaos_runners(kube.client, node=None, store=kube.store, report=ChaosReport())
+        for r in runners:
+            await r.start()
+        try:
+            await kube.client.create(wf)
+            done = await until(lambda: _accomplished(kube.client, wf["metadata"]["name"]), timeout=90)
+            got = await nodes(kube.client)
+            await until(lambda: _none(kube.client, "NetworkChaos"), timeout=30)
+            await until(lambda: _none(kube.client, "StatusCheck"), timeout=30)
+        finally:
+            for r in runners:
+                await r.stop()
+    assert not (done["metadata"].get("annotations") or {}) and "Aborted" not in conditions(done)
+    for name in ("workflow-status-check", "workflow-network-chaos"):
+        assert conditions(got[name])["DeadlineExceed"] == "True" and conditions(got[name]).get("Aborted") != "True"
+    assert srv.seen and set(srv.seen) == {500}  # it did run (interval 10 s by the schema's default)
