@@ -33,7 +33,7 @@ async def test_crds_listed(kube: KubeAPI) -> None:
                                                                     "CustomResourceDefinition")).items}
     assert {"podchaos.chaos-mesh.org", "networkchaos.chaos-mesh.org", "httpchaos.chaos-mesh.org",
             "stresschaos.chaos-mesh.org", "iochaos.chaos-mesh.org", "timechaos.chaos-mesh.org",
-            "schedules.chaos-mesh.org", "workflows.chaos-mesh.org"} <= names
+            "schedules.chaos-mesh.org", "workflows.chaos-mesh.org", "statuschecks.chaos-mesh.org"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: str(p.relative_to(CHAOS_MESH / "examples")))

@@ -79,6 +79,11 @@ class ChaosReport:
         await self._sample("pitwall_chaos_runs_total", {"status": status}, float(self.runs[status]))
         await self._change(f"chaos experiment {title!r}: {status}", "", {"status": status, **details})
 
+    async def workflow_aborted(self, namespace: str, name: str, why: str) -> None:
+        """A Chaos Mesh Workflow aborted (its running chaos is being deleted; each revert is reported too)."""
+        await self._change(f"chaos workflow {namespace}/{name} aborted: {why}", "",
+                           {"workflow": f"{namespace}/{name}", "reason": why})
+
     async def halt(self, who: str, stopped: list[str]) -> None:
         self.halts += 1
         await self._sample("pitwall_chaos_halts_total", {}, float(self.halts))

@@ -21,6 +21,7 @@ from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.monkey import ChaosMonkey
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.chaos.settings import MonkeySettings
+from pitwall.chaos.statuscheck import StatusCheckReconciler
 from pitwall.chaos.workflow import WorkflowNodeReconciler, WorkflowReconciler
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
@@ -39,15 +40,18 @@ __all__ = ["ChaosPart", "build_chaos_part", "build_chaos_runners"]
 def build_chaos_runners(client: KubeClient, *, node: NodeHooks | None, store: RevStore,
                         report: ChaosReport, mesh: FaultTable | None = None,
                         slo_status: SLOStatusQuery | None = None, guard: Guard | None = None) -> list[ControllerRunner]:
-    """A runner per chaos kind and one for Schedules (start them after the API); HTTPChaos and NetworkChaos
+    """A runner per chaos kind, one for Schedules, Workflows, WorkflowNodes and StatusChecks (start them after
+    the API); HTTPChaos and NetworkChaos
     go into ``mesh``, the service proxy's fault table; the namespaces' guard rails (``guard``, else one over
     ``slo_status``) are checked before and while injecting."""
     guard = guard or Guard(client, slo_status)
     runners = [ControllerRunner(client, ChaosReconciler(k, client, node=node, store=store, report=report, mesh=mesh,
                                                         guard=guard), workers=2, resync_s=30.0) for k in CHAOS_KINDS]
     runners.append(ControllerRunner(client, ScheduleReconciler(client, report), workers=1, resync_s=30.0))
-    runners.append(ControllerRunner(client, WorkflowReconciler(client), workers=1, resync_s=30.0))
+    runners.append(ControllerRunner(client, WorkflowReconciler(client, report), workers=1, resync_s=30.0))
     runners.append(ControllerRunner(client, WorkflowNodeReconciler(client, node), workers=2, resync_s=30.0))
+    # an execution holds a worker for up to its timeout: a few, so one slow target does not stall the others
+    runners.append(ControllerRunner(client, StatusCheckReconciler(client), workers=4, resync_s=30.0))
     return runners
 
 

@@ -15,14 +15,29 @@ its template type:
 - ``Suspend``: waits for its deadline;
 - ``Task``: runs ``task.container`` as a Pod (restartPolicy Never), then
   evaluates ``conditionalBranches`` over ``{exitCode, stdout}`` and runs the
-  chosen targets as children.
+  chosen targets as children;
+- ``Schedule``: creates a ``Schedule`` from the template's ``schedule``
+  (owned by the node, so its spawned chaos goes with it) and sets
+  ``ChaosInjected``; at the node's deadline the Schedule is deleted;
+- ``StatusCheck``: creates a ``StatusCheck`` from ``statusCheck`` (run by
+  ``chaos.statuscheck``); the node is ``Accomplished`` when it completes and,
+  with ``abortWithStatusCheck``, ``Aborted`` when it completed without its
+  success threshold met (reason ``StatusCheckNotExceedSuccessThreshold``).
 
 A node is finished when ``Accomplished``, ``DeadlineExceed`` or ``Aborted``
 is True. A node whose ``deadline`` passes gets ``DeadlineExceed``
 (``NodeDeadlineExceed``) and so do its unfinished descendants
 (``ParentNodeDeadlineExceed``). Deleting the Workflow deletes its nodes,
-their chaos objects and pods (owner references). ``Schedule`` and
-``StatusCheck`` templates are not run: the node says so in an Event.
+their chaos objects and pods (owner references).
+
+Aborting, as upstream: an aborted StatusCheck node puts the annotation
+``workflow.chaos-mesh.org/abort: "true"`` on its Workflow (a user may set it
+too); the Workflow reconciler then sets ``Aborted`` (``WorkflowAborted``) on
+the entry node, and an aborted Serial/Parallel/Task node passes ``Aborted``
+(``ParentNodeAborted``) to its unfinished children, so every running chaos
+object is deleted and its fault recovered. Removing the annotation clears
+the entry node's ``Aborted``. pitwall also shows ``Aborted`` on the
+Workflow's own conditions.
 """
 
 from __future__ import annotations
@@ -35,20 +50,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.chaos.branches import ExprError, eval_bool
+from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.faults import NodeHooks
 from pitwall.chaos.model import API_VERSION, parse_time
 from pitwall.chaos.schedule import EMBED_FIELDS, random_suffix
+from pitwall.chaos.statuscheck import check_completed
 from pitwall.controllers import record_event
 from pitwall.core.durations import parse_duration_ms
 from pitwall.kube import Conflict, KubeClient, KubeError, NotFoundError, fmt_time
 
-__all__ = ["LABEL_CONTROLLED_BY", "LABEL_WORKFLOW", "WorkflowNodeReconciler", "WorkflowReconciler",
-           "node_finished"]
+__all__ = ["ABORT_ANNOTATION", "LABEL_CONTROLLED_BY", "LABEL_WORKFLOW", "WorkflowNodeReconciler",
+           "WorkflowReconciler", "node_finished"]
 
 Obj = dict[str, Any]
 LABEL_CONTROLLED_BY = "chaos-mesh.org/controlled-by"
 LABEL_WORKFLOW = "chaos-mesh.org/workflow"
+ABORT_ANNOTATION = "workflow.chaos-mesh.org/abort"
 COMPONENT = "workflow-controller"
+# the kinds a node creates and deletes when it finishes
+_OWNED = {"Schedule": "Schedule", "StatusCheck": "StatusCheck", **{k: k for k in EMBED_FIELDS}}
 _FINISHED = ("Accomplished", "DeadlineExceed", "Aborted")
 
 
@@ -62,6 +82,16 @@ def _condition(obj: Obj, type_: str) -> str:
         if c.get("type") == type_:
             return str(c.get("status"))
     return ""
+
+
+def _reason(obj: Obj, type_: str) -> str:
+    return next((str(c.get("reason") or "") for c in (obj.get("status") or {}).get("conditions") or []
+                 if c.get("type") == type_), "")
+
+
+def workflow_aborted(wf: Obj) -> bool:
+    """Chaos Mesh's WorkflowAborted: the abort annotation is "true"."""
+    return ((wf.get("metadata") or {}).get("annotations") or {}).get(ABORT_ANNOTATION) == "true"
 
 
 def _set_condition(status: Obj, type_: str, value: str, reason: str = "") -> None:
@@ -111,8 +141,9 @@ class WorkflowReconciler:
     primary = (API_VERSION, "Workflow")
     secondary: Sequence[tuple[str, str]] = [(API_VERSION, "WorkflowNode")]
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, report: ChaosReport | None = None) -> None:
         self.client = client
+        self.report = report  # an abort is a change event on the incident timeline
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
@@ -146,8 +177,28 @@ class WorkflowReconciler:
         for extra in entries[1:]:  # as upstream: only the first entry node counts
             with contextlib.suppress(NotFoundError):
                 await self.client.delete(API_VERSION, "WorkflowNode", extra["metadata"]["name"], ns)
-        await self._status(wf, entries[0])
+        await self._status(wf, await self._abort(wf, entries[0]) or entries[0])
         return None
+
+    async def _abort(self, wf: Obj, entry: Obj) -> Obj | None:
+        """Upstream's AbortWorkflowReconciler: the annotation sets ``Aborted`` on the entry node; without it, an
+        ``Aborted`` the annotation had set is cleared (a node that aborted itself keeps its own)."""
+        aborted = workflow_aborted(wf)
+        if aborted == (_condition(entry, "Aborted") == "True"):
+            return None
+        if not aborted and _reason(entry, "Aborted") != "WorkflowAborted":
+            return None
+        if aborted:
+            await record_event(self.client, entry, "Warning", "WorkflowAborted",
+                               f"workflow {wf['metadata']['name']} aborted", COMPONENT)
+            if self.report is not None:
+                m = wf["metadata"]
+                await self.report.workflow_aborted(m["namespace"], m["name"], f"annotation {ABORT_ANNOTATION}")
+
+        def edit(o: Obj) -> None:
+            st = o.setdefault("status", {})
+            _set_condition(st, "Aborted", "True" if aborted else "False", "WorkflowAborted" if aborted else "")
+        return await self.client.modify(entry, edit, status=True)
 
     async def _entries(self, wf: Obj) -> list[Obj]:
         m = wf["metadata"]
@@ -163,6 +214,9 @@ class WorkflowReconciler:
             _set_condition(st, "Scheduled", "True")
             done = node_finished(entry)
             _set_condition(st, "Accomplished", "True" if done else "False")
+            if workflow_aborted(wf) or _condition(wf, "Aborted"):
+                _set_condition(st, "Aborted", "True" if workflow_aborted(wf) else "False",
+                               "WorkflowAborted" if workflow_aborted(wf) else "")
             if done and not st.get("endTime"):
                 st["endTime"] = fmt_time(datetime.now(UTC))
                 await record_event(self.client, wf, "Normal", "WorkflowAccomplished", "Workflow accomplished",
@@ -191,7 +245,7 @@ class WorkflowNodeReconciler:
         self.client = client
         self.output = output
         self.secondary: Sequence[tuple[str, str]] = [(API_VERSION, "WorkflowNode"), ("v1", "Pod"),
-                                                     *((API_VERSION, k) for k in EMBED_FIELDS)]
+                                                     *((API_VERSION, k) for k in _OWNED)]
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
@@ -223,8 +277,10 @@ class WorkflowNodeReconciler:
             return None
         if kind in ("Serial", "Parallel"):
             await self._flow(node, kind, children)
-        elif kind in EMBED_FIELDS:
+        elif kind in EMBED_FIELDS or kind == "Schedule":
             await self._chaos(node, kind)
+        elif kind == "StatusCheck":
+            await self._status_check(node)
         elif kind == "Task":
             again = await self._task(node, children)
             if again is not None:
@@ -270,18 +326,35 @@ class WorkflowNodeReconciler:
         st["finishedChildren"] = [{"name": c["metadata"]["name"]} for c in children if node_finished(c)] or None
         _set_condition(st, "Accomplished", "True" if done else "False")
 
-    async def _chaos(self, node: Obj, kind: str) -> None:
+    async def _owned(self, node: Obj, kind: str) -> list[Obj]:
         m = node["metadata"]
-        owned = [o for o in (await self.client.list(API_VERSION, kind, m["namespace"],
-                                                    label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items]
+        items = (await self.client.list(API_VERSION, kind, m["namespace"],
+                                        label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items
+        return _by_age(items)
+
+    def _child_object(self, node: Obj, kind: str, spec: Obj) -> Obj:
+        m = node["metadata"]
+        return {"apiVersion": API_VERSION, "kind": kind,
+                "metadata": {"name": f"{m['name']}-{random_suffix()}", "namespace": m["namespace"],
+                             "labels": {LABEL_CONTROLLED_BY: m["name"], LABEL_WORKFLOW: node["spec"]["workflowName"]},
+                             "ownerReferences": [_owner("WorkflowNode", node)]},
+                "spec": spec}
+
+    async def _dedupe(self, kind: str, owned: list[Obj]) -> None:
+        """As upstream: one object per node; later duplicates (a retried create) are deleted."""
+        for extra in owned[1:]:
+            with contextlib.suppress(NotFoundError):
+                await self.client.delete(API_VERSION, kind, extra["metadata"]["name"], extra["metadata"]["namespace"])
+
+    async def _chaos(self, node: Obj, kind: str) -> None:
+        """A chaos kind's object from its embedded field, or a ``Schedule`` from ``schedule`` (as upstream's
+        ChaosNodeReconciler: the node's ``chaosResource`` names either)."""
+        owned = await self._owned(node, kind)
+        await self._dedupe(kind, owned)
         if not owned:
-            obj = {"apiVersion": API_VERSION, "kind": kind,
-                   "metadata": {"name": f"{m['name']}-{random_suffix()}", "namespace": m["namespace"],
-                                "labels": {LABEL_CONTROLLED_BY: m["name"], LABEL_WORKFLOW: node["spec"]["workflowName"]},
-                                "ownerReferences": [_owner("WorkflowNode", node)]},
-                   "spec": dict(node["spec"].get(EMBED_FIELDS[kind]) or {})}
+            src = node["spec"].get("schedule") if kind == "Schedule" else node["spec"].get(EMBED_FIELDS[kind])
             try:
-                made = await self.client.create(obj)
+                made = await self.client.create(self._child_object(node, kind, dict(src or {})))
             except KubeError as e:  # a refused object (invalid spec) is reported on the node, as upstream does
                 await record_event(self.client, node, "Warning", "ChaosCustomResourceCreateFailed",
                                    f"Failed to create chaos CR: {e}", COMPONENT)
@@ -295,6 +368,31 @@ class WorkflowNodeReconciler:
         def status(st: Obj) -> None:
             st["chaosResource"] = ref
             _set_condition(st, "ChaosInjected", "True")
+        await self._update(node, status)
+
+    async def _status_check(self, node: Obj) -> None:
+        """Upstream's StatusCheckReconciler for a node: create the StatusCheck, mirror its completion."""
+        owned = await self._owned(node, "StatusCheck")
+        await self._dedupe("StatusCheck", owned)
+        if not owned:
+            try:
+                made = await self.client.create(self._child_object(node, "StatusCheck",
+                                                                   dict(node["spec"].get("statusCheck") or {})))
+            except KubeError as e:
+                await record_event(self.client, node, "Warning", "StatusCheckCreatedFailed",
+                                   f"Failed to create status check: {e}", COMPONENT)
+                return
+            await record_event(self.client, node, "Normal", "StatusCheckCreated",
+                               f"Status check {made['metadata']['name']} created", COMPONENT)
+            return
+        sc = owned[0]
+        done = check_completed(sc)
+        abort = bool(node["spec"].get("abortWithStatusCheck")) and done and _condition(sc, "SuccessThresholdExceed") != "True"
+
+        def status(st: Obj) -> None:
+            _set_condition(st, "Accomplished", "True" if done else "False", "StatusCheckCompleted" if done else "")
+            _set_condition(st, "Aborted", "True" if abort else "False",
+                           "StatusCheckNotExceedSuccessThreshold" if abort else "")
         await self._update(node, status)
 
     async def _task(self, node: Obj, children: list[Obj]) -> float | None:
@@ -379,16 +477,45 @@ class WorkflowNodeReconciler:
                 await self._exceed(child, "ParentNodeDeadlineExceed")
 
     async def _finish(self, node: Obj, kind: str, children: list[Obj]) -> None:
-        """A finished chaos node deletes its chaos objects (recovering the faults); Task pods stay for logs."""
-        if kind not in EMBED_FIELDS:
+        """A finished node deletes the chaos object, Schedule or StatusCheck it made (recovering the faults;
+        Task pods stay for their logs) and, when aborted, passes the abort on (upstream's AbortNodeReconciler)."""
+        if _condition(node, "Aborted") == "True":
+            if kind == "StatusCheck":
+                await self._abort_workflow(node)
+            else:
+                await self._abort_children(node, children)
+        if kind not in _OWNED:
             return
         m = node["metadata"]
-        for o in (await self.client.list(API_VERSION, kind, m["namespace"],
-                                         label_selector=f"{LABEL_CONTROLLED_BY}={m['name']}")).items:
+        reason, what = ("StatusCheckDeleted", "Status check") if kind == "StatusCheck" else \
+            ("ChaosCustomResourceDeleted", "Chaos CR")
+        for o in await self._owned(node, kind):
             with contextlib.suppress(NotFoundError):
                 await self.client.delete(API_VERSION, kind, o["metadata"]["name"], m["namespace"])
-                await record_event(self.client, node, "Normal", "ChaosCustomResourceDeleted",
-                                   f"Chaos CR {o['metadata']['name']} deleted", COMPONENT)
+                await record_event(self.client, node, "Normal", reason, f"{what} {o['metadata']['name']} deleted",
+                                   COMPONENT)
+
+    async def _abort_workflow(self, node: Obj) -> None:
+        try:
+            wf = await self._workflow(node)
+        except NotFoundError:
+            return
+        if workflow_aborted(wf):
+            return
+
+        def edit(o: Obj) -> None:
+            o["metadata"].setdefault("annotations", {})[ABORT_ANNOTATION] = "true"
+        await self.client.modify(wf, edit)
+        await record_event(self.client, wf, "Warning", "WorkflowAborted",
+                           f"status check node {node['metadata']['name']} aborted the workflow", COMPONENT)
+
+    async def _abort_children(self, node: Obj, children: list[Obj]) -> None:
+        for child in children:
+            if node_finished(child):
+                continue
+            await self._update(child, lambda st: _set_condition(st, "Aborted", "True", "ParentNodeAborted"))
+            await record_event(self.client, child, "Warning", "ParentNodeAborted",
+                               f"parent node {node['metadata']['name']} aborted", COMPONENT)
 
     async def _update(self, node: Obj, change: Any) -> None:
         def edit(o: Obj) -> bool:

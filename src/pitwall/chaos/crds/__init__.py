@@ -12,7 +12,7 @@ from pitwall.core.vendored import yaml_documents
 __all__ = ["CRD_FILES", "chaos_mesh_crds"]
 
 CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", "timechaos", "schedules",
-             "workflows", "workflownodes")
+             "workflows", "workflownodes", "statuschecks")
 
 
 def _load(name: str) -> dict[str, Any]:
