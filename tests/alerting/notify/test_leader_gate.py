@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pitwall.alerting.model import Alert
+from pitwall.alerting.notify.matchers import parse_matcher
 from pitwall.alerting.notify.pipeline import NotificationPipeline
 from pitwall.alerting.notify.settings import NotificationSettings
+from pitwall.alerting.notify.silences import Silence
 from pitwall.storage.state import StateStore, sqlite_url
 from tests.alerting.notify.helpers import Receiver, webhook_config
 
@@ -107,3 +109,18 @@ async def test_new_leader_delivers_what_the_old_one_queued(
     assert len(receiver.bodies()) == 1 and got[0]["groupLabels"] == {"alertname": "Queued"}
     assert b.delivered == 1 and a.delivered == 0
     assert b.state.count_pending() == 0
+
+
+async def test_a_silence_made_on_the_follower_mutes_the_leader(
+        pair: tuple[NotificationPipeline, NotificationPipeline, Lead], receiver: Receiver) -> None:
+    a, b, _ = pair
+    now = datetime.now(UTC)
+    b.silences.set(Silence("", (parse_matcher('alertname="Muted"'),), now, now + timedelta(hours=1), "ops",
+                           "through the follower's API"))
+    await _settle()  # the leader re-reads the shared silences every second
+    assert [s.comment for s in a.silences.all()] == ["through the follower's API"]
+    await _both(pair, Alert(labels={"alertname": "Muted"}, annotations={}))
+    await _both(pair, Alert(labels={"alertname": "Loud"}, annotations={}))
+    await asyncio.to_thread(receiver.wait_for, lambda got: len(got) >= 1, 10)
+    await _settle()
+    assert [x["groupLabels"] for x in receiver.bodies()] == [{"alertname": "Loud"}]

@@ -122,6 +122,7 @@ class NotificationPipeline:
         self.leading: Callable[[], bool] = lambda: True
         self.gated = False
         self._current = True  # whether the in-memory log and queue reflect the shared state store
+        self._silences_read = 0.0  # monotonic time the silences were last re-read (several servers)
 
     # -- configuration ----------------------------------------------------
     @staticmethod
@@ -161,6 +162,10 @@ class NotificationPipeline:
         """
         self.leading = leading
         self.gated = True
+        if self.state.engine.dialect.name == "sqlite":
+            log.warning("notifications: several servers share the state but notifications.state_url is this "
+                        "server's own SQLite file; a new leader may repeat what the old one sent; point every "
+                        "server's notifications.state_url at one PostgreSQL database")
 
     def _leads(self) -> bool:
         """Whether to dedup and send now (the fence before each); on gaining the lead, first re-read the
@@ -178,6 +183,12 @@ class NotificationPipeline:
             log.info("notifications: leading; continuing from the shared notification log",
                      extra={"pending": len(self._queue)})
         return True
+
+    def _refresh_silences(self, every_s: float = 1.0) -> None:
+        """Several servers: re-read the silences (any server's API may have changed them in the shared store)."""
+        if time.monotonic() - self._silences_read >= every_s:
+            self.silences.load()
+            self._silences_read = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -305,8 +316,10 @@ class NotificationPipeline:
     # -- delivery ---------------------------------------------------------
     async def _deliver_loop(self) -> None:
         while True:
-            if self.gated and not self._leads():
-                self._queue.clear()  # the rows stay in the shared store for the leader
+            if self.gated:
+                self._refresh_silences()
+                if not self._leads():
+                    self._queue.clear()  # the rows stay in the shared store for the leader
             now = time.time()
             while self._queue and self._queue[0][0] <= now:
                 _, id_ = heapq.heappop(self._queue)
