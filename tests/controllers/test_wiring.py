@@ -31,8 +31,9 @@ async def test_manager_runs_every_registered_controller(kube: KubeAPI) -> None:
 
 
 @pytest.mark.timeout(30)
-async def test_shared_store_runs_controllers_on_the_leader(kube: KubeAPI) -> None:
-    part = build_controllers_part(kube, settings("etcd"))  # the election works over any store
+@pytest.mark.parametrize("backend", ["etcd", "postgres"])  # the stores several servers may share
+async def test_shared_store_runs_controllers_on_the_leader(kube: KubeAPI, backend: str) -> None:
+    part = build_controllers_part(kube, settings(backend))  # the election works over any store
     assert part.election is not None
     comps = list(part.components())
     for c in comps:

@@ -28,7 +28,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class Server:
     """One `pitwall server` process whose state lives on the shared etcd."""
 
-    def __init__(self, root: Path, name: str, etcd_url: str, cidr: str) -> None:
+    def __init__(self, root: Path, name: str, etcd_url: str, cidr: str, extra: dict[str, Any] | None = None) -> None:
         self.name, self.port = name, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = root / name / "data"
@@ -37,7 +37,7 @@ class Server:
         self.cfg.write_text(yaml.safe_dump({
             "storage": {"fsync": False}, "auth_tokens": [{"token": TOKEN, "scopes": ["read", "write", "admin"]}],
             "state": {"backend": "etcd", "endpoints": [etcd_url], "election_ttl": "3s"},
-            "kube": {"node_name": name, "pod_cidr": cidr}}))
+            "kube": {"node_name": name, "pod_cidr": cidr}, **(extra or {})}))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -74,10 +74,12 @@ class Server:
 
 
 @contextmanager
-def two_servers(root: Path, cidrs: tuple[str, str]) -> Iterator[tuple[Server, Server]]:
-    """A fresh etcd and servers node-a and node-b on it (pod ranges ``cidrs``), killed on exit."""
+def two_servers(root: Path, cidrs: tuple[str, str],
+                extra: dict[str, Any] | None = None) -> Iterator[tuple[Server, Server]]:
+    """A fresh etcd and servers node-a and node-b on it (pod ranges ``cidrs``; ``extra`` top-level settings
+    for both), killed on exit."""
     etcd = start_etcd(root / "etcd")
-    servers = (Server(root, "node-a", etcd.url, cidrs[0]), Server(root, "node-b", etcd.url, cidrs[1]))
+    servers = (Server(root, "node-a", etcd.url, cidrs[0], extra), Server(root, "node-b", etcd.url, cidrs[1], extra))
     try:
         for s in servers:
             s.start()

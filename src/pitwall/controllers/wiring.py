@@ -129,11 +129,11 @@ class ControllersPart:
 
 def build_controllers_part(kube: KubeAPI, settings: Any, *, instant: InstantQuery | None = None,
                            changes: ChangeSink | None = None) -> ControllersPart:
-    """The controllers over ``kube`` for ``pitwall.config.Settings``: with the etcd backend, several servers
-    may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``).
+    """The controllers over ``kube`` for ``pitwall.config.Settings``: with the etcd or postgres backend, several
+    servers may share the store, so they run only on the leader of an election on it (lease ``state.election_ttl``).
     ``instant`` (the metrics part's) answers the HPAs' Pods/Object/External metrics."""
     election: Election | None = None
-    if settings.state.backend == "etcd":
+    if settings.state.backend in ("etcd", "postgres"):  # a store several servers may share
         identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
         election = Election(kube.store, ELECTION_NAME, identity, ttl_s=settings.state.election_ttl / 1000)
     return ControllersPart(build_controllers(kube, election=election, instant=instant, changes=changes), election)

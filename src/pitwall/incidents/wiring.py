@@ -141,7 +141,7 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
     itsm = None
     if cfg.itsm.enabled:
         election = None
-        if settings.state.backend == "etcd":  # servers sharing the store: one of them syncs
+        if settings.state.backend in ("etcd", "postgres"):  # servers sharing the store: one of them syncs
             identity = f"{socket.gethostname()}/{os.getpid()}/{settings.listen}"
             election = Election(store, "incidents-itsm", identity, ttl_s=settings.state.election_ttl / 1000)
         itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base, election=election)

@@ -18,7 +18,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,6 +118,11 @@ class NotificationPipeline:
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
+        # Several servers: only the one for which ``leading()`` holds sends (see ``follow``).
+        self.leading: Callable[[], bool] = lambda: True
+        self.gated = False
+        self._current = True  # whether the in-memory log and queue reflect the shared state store
+        self._silences_read = 0.0  # monotonic time the silences were last re-read (several servers)
 
     # -- configuration ----------------------------------------------------
     @staticmethod
@@ -146,6 +151,44 @@ class NotificationPipeline:
         await new.dispatcher.start()
         await self._close_integrations(old)
         log.info("alertmanager configuration applied", extra={"alertmanager_config": str(config_path)})
+
+    # -- several servers --------------------------------------------------
+    def follow(self, leading: Callable[[], bool]) -> None:
+        """Send notifications only while ``leading()`` (a leader election's state); call before ``start``.
+
+        Every server keeps receiving alerts and grouping them, so a new leader has the groups already; the
+        dedup stage and the sender run only on the leader, which dedupes against the notification log in
+        the shared ``notifications.state_url``. A follower leaves queued notifications in that store.
+        """
+        self.leading = leading
+        self.gated = True
+        if self.state.engine.dialect.name == "sqlite":
+            log.warning("notifications: several servers share the state but notifications.state_url is this "
+                        "server's own SQLite file; a new leader may repeat what the old one sent; point every "
+                        "server's notifications.state_url at one PostgreSQL database")
+
+    def _leads(self) -> bool:
+        """Whether to dedup and send now (the fence before each); on gaining the lead, first re-read the
+        notification log, silences and queue that the previous leader wrote to the shared store."""
+        if not self.leading():
+            self._current = False
+            return False
+        if not self._current:
+            self.nflog.load()
+            self.silences.load()
+            self._queue = [(row.next_attempt, row.id) for row in self.state.list_pending()]
+            heapq.heapify(self._queue)
+            self._current = True
+            self._wake.set()
+            log.info("notifications: leading; continuing from the shared notification log",
+                     extra={"pending": len(self._queue)})
+        return True
+
+    def _refresh_silences(self, every_s: float = 1.0) -> None:
+        """Several servers: re-read the silences (any server's API may have changed them in the shared store)."""
+        if time.monotonic() - self._silences_read >= every_s:
+            self.silences.load()
+            self._silences_read = time.monotonic()
 
     # -- lifecycle --------------------------------------------------------
     async def start(self) -> None:
@@ -223,6 +266,8 @@ class NotificationPipeline:
 
     # -- the flush stages -------------------------------------------------
     async def _notify_group(self, group: AggrGroup, alerts: list[StoredAlert], now: datetime) -> bool:
+        if not self._leads():
+            return False  # not sent: keep the group's resolved alerts for when this server leads
         rt = self.rt
         alerts = [a for a in alerts if not rt.inhibitor.inhibited_by(a.labels, now)]
         if not alerts:
@@ -271,6 +316,10 @@ class NotificationPipeline:
     # -- delivery ---------------------------------------------------------
     async def _deliver_loop(self) -> None:
         while True:
+            if self.gated:
+                self._refresh_silences()
+                if not self._leads():
+                    self._queue.clear()  # the rows stay in the shared store for the leader
             now = time.time()
             while self._queue and self._queue[0][0] <= now:
                 _, id_ = heapq.heappop(self._queue)
@@ -278,6 +327,8 @@ class NotificationPipeline:
                     self._inflight.add(id_)
                     self.tasks.spawn(self._deliver(id_), name=f"deliver-{id_}", loop=False)
             timeout = self._queue[0][0] - now if self._queue else None
+            if self.gated:  # look at the leadership at least every second
+                timeout = min(timeout, 1.0) if timeout is not None else 1.0
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -302,6 +353,8 @@ class NotificationPipeline:
             self._wake.set()
 
     async def _attempt(self, row: PendingRow) -> None:
+        if not self._leads():
+            return  # deposed since it was queued: the row stays for the new leader
         job = row.payload
         integ = self._find(job)
         if integ is None:
