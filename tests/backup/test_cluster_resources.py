@@ -129,6 +129,12 @@ def test_cluster_scoped_items_backed_up_and_restored_crd_first(cluster: Cluster)
     events = c.kubectl("get", "events", "-n", "velero", "--field-selector", "involvedObject.name=again",
                        "-o", "json").stdout
     assert "ClusterRole shop-reader already exists" in events
+    # existingResourcePolicy update: the backed-up ClusterRole replaces the changed one
+    c.apply({"apiVersion": "velero.io/v1", "kind": "Restore", "metadata": {"name": "upd", "namespace": "velero"},
+             "spec": {"backupName": "everything", "includedResources": ["clusterroles"],
+                      "existingResourcePolicy": "update"}})
+    assert c.wait("restore.velero.io", "upd", _done)["status"]["phase"] == "Completed"
+    assert c.get("clusterrole", "shop-reader", "")["rules"] == ROLE["rules"]
 
     # a restore of named namespaces with includeClusterResources unset leaves cluster items out (Velero)
     c.kubectl("delete", "clusterrole", "shop-reader")

@@ -691,7 +691,7 @@ class RestoreReconciler:
             res.warn(f"could not restore, {what} already exists (existingResourcePolicy none: left as it is)")
             return False
         try:
-            cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m.get("namespace"))
+            cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m.get("namespace") or "")
             new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
             await self.client.update(new)
             res.items += 1
