@@ -10,10 +10,14 @@ as Events; a location that cannot be used fails the Backup with
 720h) the snapshots are forgotten (``restic forget --prune``) and the Backup
 deleted. A Backup found InProgress that this process is not running (pitwall
 stopped mid-backup) is marked Failed, as Velero does on start.
+Cluster-scoped objects (``velero.ClusterScope``: ``includeClusterResources``,
+the Namespace objects of the covered namespaces, the CRDs of backed-up custom
+resources) go into one more snapshot, in the ``CLUSTER_KEY`` repository.
 
 Restore: from ``backupName`` (or the newest finished Backup of
 ``scheduleName``), for ``includedNamespaces``/``includedResources``, with
-``namespaceMapping``; an object that exists is left alone with a warning
+``namespaceMapping``; the cluster-scoped objects first (CRDs, then Namespaces,
+then the rest); an object that exists is left alone with a warning
 (``existingResourcePolicy: none``, the default) or updated (``update``):
 never silently overwritten. A Pod the restore creates gets its emptyDir
 volumes' data back from the snapshot before its containers start
