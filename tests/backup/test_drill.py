@@ -318,7 +318,8 @@ def test_backup_list_describe_and_logs(cluster: Cluster) -> None:
     logs = _pitwall(cluster, "logs", "cli-1")
     assert logs.returncode == 0, logs.stderr
     lines = logs.stdout.splitlines()
-    assert any('level=info reason=Completed msg="velero backup velero/cli-1: Completed, 1/1 items"' in x
+    # the ConfigMap and, cluster-scoped, the namespace's own Namespace object
+    assert any('level=info reason=Completed msg="velero backup velero/cli-1: Completed, 2/2 items"' in x
                for x in lines), lines
     assert lines[-1].startswith('time="') and f'{snap}' in lines[-1]
 
@@ -380,5 +381,6 @@ def test_schedule_interval_series_and_a_drill_of_its_latest_backup(cluster: Clus
     cluster.apply(_drill("nightly-drill", {"scheduleName": "nightly"}, ns="velero",
                          expect={"paths": ["nightly-ns/resources/configmaps/namespaces/nightly-ns/menu.json"]}))
     st = cluster.wait("restoredrill", "nightly-drill", _ran, ns="velero", timeout=120)["status"]
-    snap = json.loads(done[0]["metadata"]["annotations"]["backup.pitwall.dev/snapshots"])["nightly-ns"]
-    assert st["lastResult"] == "pass" and st["snapshot"] == snap[:8], st
+    snaps = json.loads(done[0]["metadata"]["annotations"]["backup.pitwall.dev/snapshots"])
+    assert set(snaps) == {"_cluster", "nightly-ns"}  # the namespace's objects and its Namespace object
+    assert st["lastResult"] == "pass" and st["snapshot"] == ",".join(s[:8] for _, s in sorted(snaps.items())), st

@@ -10,10 +10,14 @@ as Events; a location that cannot be used fails the Backup with
 720h) the snapshots are forgotten (``restic forget --prune``) and the Backup
 deleted. A Backup found InProgress that this process is not running (pitwall
 stopped mid-backup) is marked Failed, as Velero does on start.
+Cluster-scoped objects (``velero.ClusterScope``: ``includeClusterResources``,
+the Namespace objects of the covered namespaces, the CRDs of backed-up custom
+resources) go into one more snapshot, in the ``CLUSTER_KEY`` repository.
 
 Restore: from ``backupName`` (or the newest finished Backup of
 ``scheduleName``), for ``includedNamespaces``/``includedResources``, with
-``namespaceMapping``; an object that exists is left alone with a warning
+``namespaceMapping``; the cluster-scoped objects first (CRDs, then Namespaces,
+then the rest); an object that exists is left alone with a warning
 (``existingResourcePolicy: none``, the default) or updated (``update``):
 never silently overwritten. A Pod the restore creates gets its emptyDir
 volumes' data back from the snapshot before its containers start
@@ -47,16 +51,20 @@ from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import (
     API_VERSION,
+    CLUSTER_DIR,
+    CLUSTER_KEY,
     DEFAULT_TTL,
     DEFAULT_VALIDATION,
     LABEL_BACKUP_NAME,
     LABEL_RESTORE_NAME,
     LABEL_SCHEDULE_NAME,
     LABEL_STORAGE_LOCATION,
+    NON_RESTORABLE,
     SKIPPED_GROUPS,
     SKIPPED_KINDS,
     SNAPSHOTS_ANNOTATION,
     STATS_ANNOTATION,
+    ClusterScope,
     Hook,
     LocationError,
     PodHost,
@@ -83,6 +91,8 @@ Obj = dict[str, Any]
 RESULTS = "pitwall-results.json"
 TERMINAL = frozenset({"Completed", "PartiallyFailed", "Failed", "FailedValidation"})
 _MAX_MESSAGES = 200
+CRD_GROUP = "apiextensions.k8s.io"
+_CRD_WAIT_S = 15.0  # how long a restored CRD may take to be served before its custom resources are created
 ChangeHook = Callable[[str, str, Obj], Awaitable[None]]  # (kind "backup"/"restore", summary, object)
 
 
@@ -248,27 +258,57 @@ class BackupReconciler:
             await self.on_change("backup", summary, b)
 
     async def _select(self, spec: Obj, res: _Result) -> dict[str, list[tuple[str, Obj]]]:
-        """The selected objects by namespace: (resource directory, object)."""
+        """The selected objects by namespace, the cluster-scoped ones under ``CLUSTER_KEY``: (resource
+        directory, object)."""
         sel = Selection.of(spec)
+        scope = ClusterScope.of(spec)
         selector = selector_string(spec.get("labelSelector"))
         out: dict[str, list[tuple[str, Obj]]] = {}
         for rt in list(self.kube.registry):
-            if not rt.namespaced or rt.group in SKIPPED_GROUPS or (rt.group, rt.kind) in SKIPPED_KINDS \
-                    or "list" not in rt.verbs or not sel.resource(rt.group, rt.plural, rt.kind, rt.short_names):
+            if rt.group in SKIPPED_GROUPS or (rt.group, rt.kind) in SKIPPED_KINDS or "list" not in rt.verbs:
                 continue
-            try:
-                items = (await self.client.list(rt.api_version, rt.kind, label_selector=selector)).items
+            if rt.namespaced and not sel.resource(rt.group, rt.plural, rt.kind, rt.short_names):
+                continue
+            if not rt.namespaced and not scope.direct(sel, rt.group, rt.plural, rt.kind, rt.short_names):
+                continue
+            is_ns = (rt.group, rt.kind) == ("", "Namespace")
+            try:  # named namespaces are taken whatever their labels, as Velero's namespace tracker does
+                items = (await self.client.list(rt.api_version, rt.kind, label_selector=None
+                                                if is_ns and not scope.all_namespaces else selector)).items
             except KubeError as e:
                 res.warn(f"listing {resource_dir(rt.group, rt.plural)}: {e}")
                 continue
             for obj in items:
                 ns = obj["metadata"].get("namespace") or ""
-                if sel.namespace(ns):
+                if (ns and sel.namespace(ns)) or (not rt.namespaced and (not is_ns or sel.namespace(
+                        obj["metadata"]["name"]))):
                     obj.setdefault("apiVersion", rt.api_version)
                     obj.setdefault("kind", rt.kind)
-                    out.setdefault(ns, []).append((resource_dir(rt.group, rt.plural), obj))
+                    out.setdefault(ns or CLUSTER_KEY, []).append((resource_dir(rt.group, rt.plural), obj))
+        await self._related_crds(sel, scope, out, res)
         res.total = sum(len(v) for v in out.values())
         return out
+
+    async def _related_crds(self, sel: Selection, scope: ClusterScope, out: dict[str, list[tuple[str, Obj]]],
+                            res: _Result) -> None:
+        """Add the CRD of each custom resource backed up, when not taken already (Velero's ``backupCRD``)."""
+        crd_dir = resource_dir(CRD_GROUP, "customresourcedefinitions")
+        if not scope.related(sel, CRD_GROUP, "customresourcedefinitions", "CustomResourceDefinition"):
+            return
+        have = {o["metadata"]["name"] for d, o in out.get(CLUSTER_KEY, []) if d == crd_dir}
+        wanted = {d for ns, items in out.items() if ns != CLUSTER_KEY for d, _ in items} \
+            | {d for d, _ in out.get(CLUSTER_KEY, []) if d != crd_dir}
+        for name in sorted(w for w in wanted - have if "." in w):  # a CRD is named <plural>.<group>
+            try:
+                crd = await self.client.get(f"{CRD_GROUP}/v1", "CustomResourceDefinition", name)
+            except NotFoundError:
+                continue  # a built-in group (apps, batch...): no CRD
+            except KubeError as e:
+                res.warn(f"getting the CRD {name}: {e}")
+                continue
+            crd.setdefault("apiVersion", f"{CRD_GROUP}/v1")
+            crd.setdefault("kind", "CustomResourceDefinition")
+            out.setdefault(CLUSTER_KEY, []).append((crd_dir, crd))
 
     async def _hooks(self, b: Obj, pods: list[Obj], phase: str, res: _Result) -> set[str]:
         """Run every pod's ``phase`` hooks; the pods whose Fail hook failed (left out of the backup)."""
@@ -321,7 +361,8 @@ class BackupReconciler:
                 om = obj["metadata"]
                 if rdir == "pods" and om["name"] in failed:
                     continue
-                path = staging / "resources" / rdir / "namespaces" / ns / f"{om['name']}.json"
+                where = ("namespaces", ns) if om.get("namespace") else (CLUSTER_DIR,)
+                path = staging.joinpath("resources", rdir, *where, f"{om['name']}.json")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(obj, indent=2, sort_keys=True))
                 res.items += 1
@@ -385,8 +426,9 @@ _PRIORITIES = ("customresourcedefinitions", "namespaces", "storageclasses",
 
 
 def _restore_order(path: Path) -> tuple[int, str, str]:
-    """Sort key of ``resources/<resource dir>/namespaces/<ns>/<name>.json``."""
-    rdir = path.parent.parent.parent.name
+    """Sort key of ``resources/<resource dir>/namespaces/<ns>/<name>.json`` and ``.../cluster/<name>.json``."""
+    rdir = path.parent.parent.name if path.parent.name == CLUSTER_DIR and path.parent.parent.parent.name == \
+        "resources" else path.parent.parent.parent.name
     rank = _PRIORITIES.index(rdir) if rdir in _PRIORITIES else len(_PRIORITIES)
     return rank, rdir, path.name
 
@@ -492,18 +534,93 @@ class RestoreReconciler:
         mapping: dict[str, str] = dict(spec.get("namespaceMapping") or {})
         snaps = json.loads((b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
         bsl = await location_of(self.client, b["metadata"]["namespace"], (b.get("spec") or {}).get("storageLocation"))
+        namespaces: dict[str, Obj] = {}  # the backed-up Namespace objects: what a restored namespace is made as
+        if CLUSTER_KEY in snaps:  # first, as Velero restores CRDs and Namespaces before what they hold
+            restic = await repository_for(self.client, bsl, CLUSTER_KEY, writing=False)
+            tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
+            try:
+                async with self.locks.of(restic.repo):
+                    await restic.restore(snaps[CLUSTER_KEY], tmp, includes=["/resources"])
+                namespaces = await self._apply_cluster(r, b, tmp, sel, mapping, policy, res)
+            finally:
+                await asyncio.to_thread(shutil.rmtree, tmp, True)
         for src_ns, snap in sorted(snaps.items()):
-            if not sel.namespace(src_ns):
+            if src_ns == CLUSTER_KEY or not sel.namespace(src_ns):
                 continue
             restic = await repository_for(self.client, bsl, src_ns, writing=False)
             tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
             try:
                 async with self.locks.of(restic.repo):
                     await restic.restore(snap, tmp, includes=["/resources", *(["/volumes"] if fs else [])])
-                pods = await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res)
+                pods = await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res,
+                                         namespaces.get(src_ns))
                 await self._pod_volumes(r, pods, res)
             finally:
                 await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    def _selected(self, path: Path, rdir: str, sel: Selection) -> Obj | None:
+        """The object of a ``resources/<rdir>/...json`` file when the Restore's resource filters take it."""
+        obj: Obj = json.loads(path.read_text())
+        api_version, kind = str(obj.get("apiVersion", "")), str(obj.get("kind", ""))
+        group = api_version.rpartition("/")[0]
+        rt = self.kube.registry.by_kind(api_version, kind)
+        plural = rt.plural if rt is not None else rdir.split(".")[0]
+        return obj if sel.resource(group, plural, kind, rt.short_names if rt else ()) else None
+
+    async def _apply_cluster(self, r: Obj, b: Obj, root: Path, sel: Selection, mapping: dict[str, str],
+                             policy: str, res: _Result) -> dict[str, Obj]:
+        """Create the cluster-scoped objects of the backup that the Restore takes (CRDs first, then Namespaces,
+        then the rest in Velero's priority order); the backed-up Namespace objects by name."""
+        namespaces: dict[str, Obj] = {}
+        cluster = ClusterScope.of(r.get("spec") or {}).restores()
+        crds: list[Obj] = []
+        for path in sorted((root / "resources").glob(f"*/{CLUSTER_DIR}/*.json"), key=_restore_order):
+            rdir = path.parent.parent.name
+            if rdir == "namespaces":
+                ns_obj: Obj = json.loads(path.read_text())
+                src = ns_obj["metadata"]["name"]
+                namespaces[src] = ns_obj
+                if cluster and sel.namespace(src) and self._selected(path, rdir, sel) is not None:
+                    res.total += 1
+                    if await self._ensure_namespace(mapping.get(src, src), res, ns_obj):
+                        res.items += 1
+                continue
+            if not cluster or rdir in NON_RESTORABLE:
+                continue
+            obj = self._selected(path, rdir, sel)
+            if obj is None:
+                continue
+            is_crd = obj.get("kind") == "CustomResourceDefinition"
+            if crds and not is_crd:  # the CRDs come first: their kinds must be served before anything after
+                await self._await_crds(crds, res)
+                crds = []
+            res.total += 1
+            new = self._labelled(_strip(obj), r, b)
+            if await self._create_or_keep(new, policy, res) and is_crd:
+                crds.append(new)
+        await self._await_crds(crds, res)
+        return namespaces
+
+    async def _await_crds(self, crds: list[Obj], res: _Result) -> None:
+        """Wait until the kinds of the CRDs this restore created are served (the API server picks a new CRD up
+        from its watch), so the custom resources after them can be created."""
+        want = [(f"{spec.get('group')}/{v.get('name')}", str((spec.get("names") or {}).get("kind")))
+                for spec in (c.get("spec") or {} for c in crds)
+                for v in spec.get("versions") or [] if v.get("served", True)]
+        deadline = time.monotonic() + _CRD_WAIT_S
+        while want and time.monotonic() < deadline:
+            want = [(av, k) for av, k in want if self.kube.registry.by_kind(av, k) is None]
+            if want:
+                await asyncio.sleep(0.05)
+        for av, k in want:
+            res.warn(f"the restored CRD of {k} ({av}) was not served within {_CRD_WAIT_S:g}s")
+
+    @staticmethod
+    def _labelled(new: Obj, r: Obj, b: Obj) -> Obj:
+        labels = new["metadata"].setdefault("labels", {})
+        labels[LABEL_BACKUP_NAME] = b["metadata"]["name"]
+        labels[LABEL_RESTORE_NAME] = r["metadata"]["name"]
+        return new
 
     async def _pod_volumes(self, r: Obj, pods: list[PodVolumes], res: _Result) -> None:
         """Fill the restored pods' volumes from the snapshot (their ``restore-wait`` holds them till then)."""
@@ -516,26 +633,21 @@ class RestoreReconciler:
                 res.error(msg)
 
     async def _apply(self, r: Obj, b: Obj, root: Path, src_ns: str, dst_ns: str, sel: Selection, policy: str,
-                     res: _Result) -> list[PodVolumes]:
-        """Create the selected objects of ``src_ns`` in ``dst_ns``; the created pods with volume data to fill."""
+                     res: _Result, ns_obj: Obj | None = None) -> list[PodVolumes]:
+        """Create the selected objects of ``src_ns`` in ``dst_ns`` (the namespace made from its backed-up
+        ``ns_obj`` if absent); the created pods with volume data to fill."""
         docs: list[Obj] = []
         for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json"), key=_restore_order):
-            obj = json.loads(path.read_text())
-            group = obj.get("apiVersion", "").rpartition("/")[0] if "/" in obj.get("apiVersion", "") else ""
-            rt = self.kube.registry.by_kind(obj.get("apiVersion", ""), obj.get("kind", ""))
-            plural = rt.plural if rt is not None else path.parent.parent.parent.name.split(".")[0]
-            if sel.resource(group, plural, obj.get("kind", ""), rt.short_names if rt else ()):
+            obj = self._selected(path, path.parent.parent.parent.name, sel)
+            if obj is not None:
                 docs.append(obj)
         res.total += len(docs)
         if docs:  # the mapped namespace, or the original one deleted since the backup: created as Velero does
-            await self._ensure_namespace(dst_ns, res)
+            await self._ensure_namespace(dst_ns, res, ns_obj)
         pods: list[PodVolumes] = []
         for obj in docs:
-            new = _strip(obj)
+            new = self._labelled(_strip(obj), r, b)
             new["metadata"]["namespace"] = dst_ns
-            labels = new["metadata"].setdefault("labels", {})
-            labels[LABEL_BACKUP_NAME] = b["metadata"]["name"]
-            labels[LABEL_RESTORE_NAME] = r["metadata"]["name"]
             volumes: dict[str, Path] = {}
             if obj.get("kind") == "Pod":
                 (new.get("spec") or {}).pop("nodeName", None)
@@ -549,18 +661,27 @@ class RestoreReconciler:
                 pods.append(PodVolumes(dst_ns, new["metadata"]["name"], volumes))
         return pods
 
-    async def _ensure_namespace(self, ns: str, res: _Result) -> None:
+    async def _ensure_namespace(self, ns: str, res: _Result, backed_up: Obj | None = None) -> bool:
+        """Create namespace ``ns`` (with the labels and annotations it was backed up with) unless it exists, as
+        Velero's ``EnsureNamespaceExistsAndIsReady``; whether it was created."""
+        meta: Obj = {"name": ns}
+        if backed_up is not None:
+            m = backed_up.get("metadata") or {}
+            meta.update({k: m[k] for k in ("labels", "annotations") if m.get(k)})
         try:
-            await self.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+            await self.client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+            return True
         except AlreadyExists:
-            pass
+            return False
         except KubeError as e:
             res.error(f"creating namespace {ns}: {e}")
+            return False
 
     async def _create_or_keep(self, new: Obj, policy: str, res: _Result) -> bool:
         """Create ``new``, or keep (or update, by ``policy``) the object that exists; whether it was created."""
         m = new["metadata"]
-        what = f"{new.get('kind')} {m['namespace']}/{m['name']}"
+        what = f"{new.get('kind')} {m['namespace']}/{m['name']}" if m.get("namespace") else \
+            f"{new.get('kind')} {m['name']}"
         try:
             await self.client.create(new)
             res.items += 1
@@ -574,7 +695,7 @@ class RestoreReconciler:
             res.warn(f"could not restore, {what} already exists (existingResourcePolicy none: left as it is)")
             return False
         try:
-            cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m["namespace"])
+            cur = await self.client.get(new["apiVersion"], new["kind"], m["name"], m.get("namespace") or "")
             new["metadata"]["resourceVersion"] = cur["metadata"].get("resourceVersion")
             await self.client.update(new)
             res.items += 1

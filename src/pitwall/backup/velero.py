@@ -11,7 +11,10 @@ in the location's namespace.
 A snapshot holds the selected objects in Velero's tarball layout
 (``resources/<resource>[.<group>]/namespaces/<ns>/<name>.json``), the pods'
 emptyDir/hostPath volumes (``volumes/<pod>/<volume>/...``) and
-``pitwall-results.json`` (per-item errors and warnings).
+``pitwall-results.json`` (per-item errors and warnings). The cluster-scoped
+objects a Backup holds (``ClusterScope``) go to one more repository,
+``<prefix>/_cluster`` (no namespace can be named so), as
+``resources/<resource>[.<group>]/cluster/<name>.json``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from pitwall.backup.restic import Restic
 from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = [
-    "API_VERSION", "Hook", "LocationError", "PodHost", "Selection", "backup_tags", "hooks_for_pod", "location_of",
+    "API_VERSION", "CLUSTER_KEY", "ClusterScope", "Hook", "LocationError", "PodHost", "Selection", "backup_tags", "hooks_for_pod", "location_of",
     "parse_duration", "parse_time", "repository_for", "resource_dir", "rfc3339", "run_hook", "selector_string",
 ]
 
@@ -42,7 +45,10 @@ SECRET_NAME = "velero-repo-credentials"
 SECRET_KEY = "repository-password"
 DEFAULT_TTL = timedelta(hours=720)
 DEFAULT_VALIDATION = timedelta(minutes=1)
-SNAPSHOTS_ANNOTATION = "backup.pitwall.dev/snapshots"  # JSON {namespace: snapshot id}
+SNAPSHOTS_ANNOTATION = "backup.pitwall.dev/snapshots"  # JSON {namespace (or CLUSTER_KEY): snapshot id}
+# the repository and snapshots-annotation key of the cluster-scoped objects: not a DNS label, so no namespace
+CLUSTER_KEY = "_cluster"
+CLUSTER_DIR = "cluster"  # Velero's ClusterScopedDir: resources/<resource>/cluster/<name>.json
 STATS_ANNOTATION = "backup.pitwall.dev/stats"  # JSON {bytes, bytesAdded, durationSeconds} of the run
 LABEL_BACKUP_NAME = "velero.io/backup-name"
 LABEL_RESTORE_NAME = "velero.io/restore-name"
@@ -52,6 +58,8 @@ LABEL_STORAGE_LOCATION = "velero.io/storage-location"
 # created either) or belongs to the backup machinery itself
 SKIPPED_GROUPS = frozenset({"velero.io", "events.k8s.io", "metrics.k8s.io"})
 SKIPPED_KINDS = frozenset({("", "Event")})
+# Velero's non-restorable resources that are cluster-scoped: backed up (for inspection), never restored
+NON_RESTORABLE = frozenset({"nodes", "csinodes.storage.k8s.io", "volumeattachments.storage.k8s.io"})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms)")
 
 
@@ -170,6 +178,65 @@ class Selection:
         names = self._names(group, plural, kind, short)
         inc = "*" in self.included_resources or bool(names & set(self.included_resources))
         return inc and not names & set(self.excluded_resources)
+
+
+@dataclass
+class ClusterScope:
+    """Which cluster-scoped resources a Backup (or Restore) takes, as Velero v1.x decides.
+
+    ``includeClusterResources`` (with includedResources/excludedResources): ``false`` none; ``true`` every
+    one the resource filters select; unset, every one only when all namespaces are covered, else only the
+    Namespace objects of the covered namespaces and what the backed-up items need (their CRDs). With
+    ``includedClusterScopedResources``/``excludedClusterScopedResources`` (Velero's newer filters) instead:
+    the excluded never, the included (``*`` for all) plus the Namespace objects, and every one when neither
+    is given and all namespaces are covered."""
+
+    include: bool | None = None
+    included: list[str] = field(default_factory=list)  # includedClusterScopedResources
+    excluded: list[str] = field(default_factory=list)  # excludedClusterScopedResources
+    all_namespaces: bool = True
+    scoped: bool = False  # the newer filters are in use
+
+    @classmethod
+    def of(cls, spec: Obj) -> ClusterScope:
+        inc = spec.get("includeClusterResources")
+        sel = Selection.of(spec)
+        every = sel.included_namespaces == ["*"] and not sel.excluded_namespaces
+        included = list(spec.get("includedClusterScopedResources") or [])
+        excluded = list(spec.get("excludedClusterScopedResources") or [])
+        return cls(inc if isinstance(inc, bool) else None, included, excluded, every, bool(included or excluded))
+
+    def _listed(self, patterns: Sequence[str], names: set[str]) -> bool:
+        return "*" in patterns or bool(names & set(patterns))
+
+    def direct(self, sel: Selection, group: str, plural: str, kind: str, short: Iterable[str] = ()) -> bool:
+        """Whether every object of this cluster-scoped resource is taken (Namespaces: of covered namespaces)."""
+        names = Selection._names(group, plural, kind, short)
+        is_ns = group == "" and plural == "namespaces"
+        if self.scoped:
+            if self._listed(self.excluded, names):
+                return False
+            return self._listed(self.included, names) or is_ns
+        if self.include is False:
+            return False
+        if self.include is None and not self.all_namespaces and not is_ns:
+            return False
+        return sel.resource(group, plural, kind, short)
+
+    def related(self, sel: Selection, group: str, plural: str, kind: str) -> bool:
+        """Whether an object of this resource that a backed-up item needs (a custom resource's CRD) is taken:
+        not when cluster resources are off or the resource is excluded (Velero's ``ShouldExclude``)."""
+        names = Selection._names(group, plural, kind, ())
+        if self.scoped:
+            return not self._listed(self.excluded, names)
+        if self.include is False or names & set(sel.excluded_resources):
+            return False
+        return self.include is True or sel.resource(group, plural, kind)
+
+    def restores(self) -> bool:
+        """On a Restore: whether its cluster-scoped items are restored (Velero: not when
+        ``includeClusterResources`` is false, nor when unset and the restore selects namespaces)."""
+        return self.include is True or (self.include is None and self.all_namespaces)
 
 
 @dataclass(frozen=True)

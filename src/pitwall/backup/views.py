@@ -93,8 +93,9 @@ async def backup_log_lines(client: KubeClient, b: Obj) -> list[str]:
 
 
 def snapshot_contents(namespace_snapshot: str, nodes: list[Obj]) -> tuple[list[Obj], list[Obj]]:
-    """What one namespace's snapshot of a Velero Backup holds, from ``restic ls --json`` nodes: the resources
-    (``resources/<resource>/namespaces/<ns>/<name>.json``, as the backup controller writes them) and, per pod
+    """What one snapshot of a Velero Backup holds, from ``restic ls --json`` nodes: the resources
+    (``resources/<resource>/namespaces/<ns>/<name>.json``, as the backup controller writes them, and
+    ``resources/<resource>/cluster/<name>.json`` with namespace "" for cluster-scoped ones) and, per pod
     volume (``volumes/<pod>/<volume>/...``), its files and bytes."""
     resources: list[Obj] = []
     volumes: dict[tuple[str, str], Obj] = {}
@@ -104,6 +105,9 @@ def snapshot_contents(namespace_snapshot: str, nodes: list[Obj]) -> tuple[list[O
         parts = str(n.get("path", "")).strip("/").split("/")
         if len(parts) == 5 and parts[0] == "resources" and parts[2] == "namespaces":
             resources.append({"namespace": parts[3], "resource": parts[1], "name": parts[4].removesuffix(".json"),
+                              "snapshot": namespace_snapshot[:8]})
+        elif len(parts) == 4 and parts[0] == "resources" and parts[2] == "cluster":
+            resources.append({"namespace": "", "resource": parts[1], "name": parts[3].removesuffix(".json"),
                               "snapshot": namespace_snapshot[:8]})
         elif len(parts) >= 4 and parts[0] == "volumes":
             v = volumes.setdefault((parts[1], parts[2]), {"pod": parts[1], "volume": parts[2], "files": 0,
