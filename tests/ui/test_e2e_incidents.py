@@ -140,10 +140,11 @@ def test_acknowledge_note_and_postmortem_by_keyboard(chromium: Any, server: str)
         with httpx.Client(base_url=server) as c:
             rest = c.get("/pagerduty/incidents/Q0000001/postmortem").text
 
-        def steady(md: str) -> list[str]:  # "Duration: ... so far" moves on between the two reads
-            return [ln for ln in md.strip().splitlines() if not ln.startswith("- Duration:")]
+        def steady(md: str) -> list[str]:  # "Duration: ... so far" and an open incident's budget use move on
+            return [ln for ln in md.strip().splitlines() if not ln.startswith(("- Duration:", "- SLO "))]
 
         assert steady(text) == steady(rest) and "note by Alice: rolled back to v41" in text
+        assert "- SLO shop-availability: " in text  # the impact names the service's SLO and its budget spent
         assert w.errors == []
     finally:
         w.ctx.close()
