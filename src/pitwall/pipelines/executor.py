@@ -30,7 +30,7 @@ from pathlib import Path
 from pitwall.core.regex import compile as compile_regex
 from pitwall.pipelines.junit import parse_junit
 from pitwall.pipelines.plan import PlannedJob
-from pitwall.pipelines.services import ServiceSet
+from pitwall.pipelines.services import ServiceSet, podman_call
 from pitwall.pipelines.spec import CacheSpec, glob_match
 from pitwall.pipelines.trace import TraceWriter
 
@@ -109,7 +109,7 @@ class Podman:
         """Why ``image`` cannot run here ("" when it can): podman absent or the image not present locally."""
         if shutil.which(self.command[0]) is None:
             return f"podman ({self.command[0]}) is not installed on the server"
-        code, out = await _run_quiet([*self.command, "image", "exists", image], PODMAN_CHECK_TIMEOUT_S)
+        code, out = await podman_call([*self.command, "image", "exists", image], PODMAN_CHECK_TIMEOUT_S, limit=300)
         if code == 0:
             return ""
         if code == 1:
@@ -118,22 +118,7 @@ class Podman:
 
     async def remove(self, name: str) -> None:
         """Remove the container (killing what runs in it); the client being killed does not stop it."""
-        await _run_quiet(self.rm_argv(name), PODMAN_CHECK_TIMEOUT_S)
-
-
-async def _run_quiet(argv: list[str], timeout_s: float) -> tuple[int, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    except OSError as e:
-        return 127, str(e)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return 124, "timed out"
-    return proc.returncode or 0, out.decode("utf-8", "replace").strip()[-300:]
+        await podman_call(self.rm_argv(name), PODMAN_CHECK_TIMEOUT_S)
 
 
 def container_name(job_id: int, part: str = "script") -> str:
