@@ -45,6 +45,7 @@ _EDGE = ("source_workload,source_workload_namespace,source_canonical_service,"
          "destination_service_name,destination_service_namespace")
 _HTTP = _EDGE + ",request_protocol,response_code,grpc_response_status,response_flags"
 _NODE = "destination_service_name,destination_service_namespace"
+_QUANTILES = {"0.5": "p50", "0.99": "p99"}  # histogram_quantiles' label values -> the attribute
 
 
 def parse_mode(raw: str | None) -> str:
@@ -65,12 +66,10 @@ def mesh_queries(window: str) -> dict[str, str]:
     """The PromQL the map runs (concurrently), by what it answers."""
     return {
         "requests": _both(REQUESTS, window, _HTTP),
-        "edge_p50": f"histogram_quantile(0.5, {_both(DURATION, window, _EDGE + ',le')})",
-        "edge_p99": f"histogram_quantile(0.99, {_both(DURATION, window, _EDGE + ',le')})",
-        "node_p50": f'histogram_quantile(0.5, sum by ({_NODE},le) (rate({DURATION}{{reporter="destination"}}'
-                    f"[{window}])))",
-        "node_p99": f'histogram_quantile(0.99, sum by ({_NODE},le) (rate({DURATION}{{reporter="destination"}}'
-                    f"[{window}])))",
+        # both quantiles from one pass over the buckets (histogram_quantiles labels them ``quantile``)
+        "edge_latency": f'histogram_quantiles({_both(DURATION, window, _EDGE + ",le")}, "quantile", 0.5, 0.99)',
+        "node_latency": f'histogram_quantiles(sum by ({_NODE},le) (rate({DURATION}{{reporter="destination"}}'
+                        f'[{window}])), "quantile", 0.5, 0.99)',
         "tcp_sent": _both(TCP_SENT, window, _EDGE),
         "tcp_received": _both(TCP_RECEIVED, window, _EDGE),
     }
@@ -130,8 +129,13 @@ class MapNode:
 
     @property
     def weight(self) -> float:
-        """How busy it is, for keeping the top N: the most of what it received or sent."""
+        """How busy it is (requests/s): the most of what it received or sent."""
         return max(self.rate or 0.0, self.mesh_out)
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        """The order of the top N: requests/s, then (for TCP-only services) bytes/s."""
+        return self.weight, self.tcp_in
 
     def to_json(self) -> dict[str, Any]:
         t = self.traces
@@ -172,8 +176,9 @@ class MapEdge:
         return self.call_errors / self.calls if self.calls else None
 
     @property
-    def weight(self) -> float:
-        return max(self.rate, self.trace_rate, self.tcp_sent + self.tcp_received)
+    def rank(self) -> tuple[float, float]:
+        """The order of the top N: requests/s (mesh or traces), then bytes/s; units are never mixed."""
+        return max(self.rate, self.trace_rate), self.tcp_sent + self.tcp_received
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "target": self.target, "sources": sorted(self.sources),
@@ -265,17 +270,16 @@ def mesh_graph(data: MeshData) -> tuple[dict[str, MapNode], dict[tuple[str, str]
         for flag in (lb.get("response_flags") or "-").split(","):
             if flag.strip() and flag.strip() != "-":
                 e.flags[flag.strip()] = e.flags.get(flag.strip(), 0.0) + v
-    for key, attr in (("edge_p50", "p50"), ("edge_p99", "p99")):
-        for labels, v in data.get(key, []):
-            lb = dict(labels)
-            e2 = m.edges.get((_source_of(lb)[0], _dest_of(lb)[0]))
-            if e2 is not None:
-                setattr(e2, attr, _finite(v))
-    for key, attr in (("node_p50", "mesh_p50"), ("node_p99", "mesh_p99")):
-        for labels, v in data.get(key, []):
-            n = m.nodes.get(_dest_of(dict(labels))[0])
-            if n is not None:
-                setattr(n, attr, _finite(v))
+    for labels, v in data.get("edge_latency", []):
+        lb = dict(labels)
+        e2 = m.edges.get((_source_of(lb)[0], _dest_of(lb)[0]))
+        if e2 is not None and lb.get("quantile") in _QUANTILES:
+            setattr(e2, _QUANTILES[lb["quantile"]], _finite(v))
+    for labels, v in data.get("node_latency", []):
+        lb = dict(labels)
+        n = m.nodes.get(_dest_of(lb)[0])
+        if n is not None and lb.get("quantile") in _QUANTILES:
+            setattr(n, "mesh_" + _QUANTILES[lb["quantile"]], _finite(v))
     for key, attr in (("tcp_sent", "tcp_sent"), ("tcp_received", "tcp_received")):
         for labels, v in data.get(key, []):
             if not math.isfinite(v) or v <= 0:
@@ -330,10 +334,10 @@ def build_graph(mode: str, mesh: MeshData | None, links: Sequence[DependencyLink
 
 def _bounded(mode: str, nodes: dict[str, MapNode], edges: dict[tuple[str, str], MapEdge],
              limit: int) -> ServiceGraph:
-    ranked = sorted(nodes.values(), key=lambda n: (-n.weight, n.id))
+    ranked = sorted(nodes.values(), key=lambda n: (-n.rank[0], -n.rank[1], n.id))
     keep = {n.id for n in ranked[:limit]}
     inner = sorted((e for e in edges.values() if e.source in keep and e.target in keep),
-                   key=lambda e: (-e.weight, e.source, e.target))
+                   key=lambda e: (-e.rank[0], -e.rank[1], e.source, e.target))
     shown = inner[:4 * limit]
     return ServiceGraph(mode, [n for n in ranked if n.id in keep], shown,
                         hidden_nodes=len(nodes) - len(keep), hidden_edges=len(edges) - len(shown))
@@ -455,9 +459,9 @@ def draw(g: ServiceGraph, width: float = MAP_WIDTH) -> tuple[list[dict[str, Any]
         dx, dy = x2 - x1, y2 - y1
         d = math.hypot(dx, dy) or 1.0
         r1, r2 = float(radius[e.source]), float(radius[e.target]) + 6
-        ratio = e.error_ratio
+        ratio = e.error_ratio  # an edge is coloured once 1% of its calls fail (as its callee would be)
         edges.append({**e.to_json(), "source_name": names[e.source], "target_name": names[e.target],
                       "x1": x1 + dx / d * r1, "y1": y1 + dy / d * r1, "x2": x2 - dx / d * r2, "y2": y2 - dy / d * r2,
                       "mx": (x1 + x2) / 2, "my": (y1 + y2) / 2,
-                      "colour": "var(--err)" if ratio else "var(--edge)"})
+                      "colour": "var(--edge)" if not ratio or ratio < 0.01 else _error_colour(ratio)})
     return nodes, edges, height
