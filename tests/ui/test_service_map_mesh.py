@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ def span_columns() -> SpanColumns:
 @dataclass
 class Seeded:
     client: httpx.AsyncClient
+    deps: UIDeps
 
 
 @pytest.fixture
@@ -82,7 +83,7 @@ async def seeded(tmp_path: Path) -> AsyncIterator[Seeded]:
         deps = UIDeps(settings=UISettings(), metrics=mv, targets=lambda: TargetsSnapshot([], [], {}),
                       traces=TracesView(TraceQuery(spans)), logs=None, alerts=None, dashboards=Any)  # type: ignore[arg-type]
         async with ui_client(deps) as c:
-            yield Seeded(c)
+            yield Seeded(c, deps)
     finally:
         await spans.stop()
         await metrics.stop()
@@ -210,3 +211,13 @@ async def test_page_draws_the_merged_map(seeded: Seeded) -> None:
     assert 'aria-current="true" data-mode="mesh"' in mesh.text
     few = await seeded.client.get("/services", params={**RANGE, "limit": "2"})
     assert "4 more services and 4 more edges not drawn" in few.text
+
+
+async def test_without_the_traces_pillar_the_mesh_still_draws(seeded: Seeded) -> None:
+    async with ui_client(replace(seeded.deps, traces=None)) as c:
+        page = await c.get("/services", params=RANGE)
+        g = (await c.get("/api/ui/v1/services/graph", params=RANGE)).json()
+    assert page.status_code == 200 and "the map is drawn from the mesh's metrics only" in page.text
+    assert set(_svg_nodes(unescape(page.text))) == {"unknown", "shop/frontend", "shop/checkout", "shop/ledger",
+                                                    "shop/postgres"}
+    assert {n["id"]: n["sources"] for n in g["nodes"]}["shop/checkout"] == ["mesh"]
