@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import math
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, cast
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse
 
 from pitwall.core.durations import NS_PER_MS, parse_duration_ms
 from pitwall.core.errors import BadData, PitwallError, Unavailable
+from pitwall.core.http_errors import status_of
+from pitwall.core.labels import Labels
 from pitwall.core.params import tenant_of
-from pitwall.traces import STATUS_ERROR, STATUS_OK, STATUS_UNSET, SpanFilter, parse_attr_filter
-from pitwall.ui.queries import query_error, service_stats
+from pitwall.traces import (
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_UNSET,
+    DependencyLink,
+    SpanFilter,
+    parse_attr_filter,
+)
+from pitwall.ui.queries import ServiceStats, query_error, service_stats
+from pitwall.ui.servicemap import (
+    MAP_WIDTH,
+    MODES,
+    MeshData,
+    ServiceGraph,
+    build_graph,
+    draw,
+    fetch_mesh,
+    layout_graph,
+    mesh_expr,
+    parse_mode,
+)
+from pitwall.ui.timerange import TimeRange
 from pitwall.ui.web import Pages, call, int_param, json_error, json_response
 
 __all__ = ["add_routes", "layout_graph"]
 
 _STATUS = {"ok": STATUS_OK, "error": STATUS_ERROR, "unset": STATUS_UNSET}
 SCATTER_TRACES = 1000  # traces drawn in the search page's scatter
+API = "/api/ui/v1"  # the UI's own JSON API
+MAP_NODES = 60  # services the map draws by default: the busiest (``limit`` changes it)
+MAX_MAP_NODES = 300
 
 
 def _duration_ns(raw: str, name: str) -> int | None:
@@ -48,89 +73,6 @@ def trace_filter(p: Any, start_ms: int, end_ms: int) -> SpanFilter:
         status=_STATUS[status] if status else None,
         min_duration_ns=_duration_ns(p.get("min_duration", ""), "min duration"),
         max_duration_ns=_duration_ns(p.get("max_duration", ""), "max duration"))
-
-
-MAP_WIDTH = 1200  # the service map's drawing width (the SVG scales to the page)
-_LAYER_GAP_Y = 96  # vertical room per service in a column
-
-
-def _layers(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, int]:
-    """Each node's column: the longest chain of callers before it (back edges of cycles ignored)."""
-    out: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in edges:
-        if a != b and b not in out[a]:
-            out[a].append(b)
-    order: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-    back: set[tuple[str, str]] = set()
-
-    def visit(n: str) -> None:  # iterative DFS: deep call chains must not hit the recursion limit
-        stack = [(n, iter(out[n]))]
-        state[n] = 1
-        while stack:
-            node, it = stack[-1]
-            nxt = next(it, None)
-            if nxt is None:
-                state[node] = 2
-                order.append(node)
-                stack.pop()
-            elif state.get(nxt) == 1:
-                back.add((node, nxt))
-            elif nxt not in state:
-                state[nxt] = 1
-                stack.append((nxt, iter(out[nxt])))
-
-    for n in nodes:
-        if n not in state:
-            visit(n)
-    layer = dict.fromkeys(nodes, 0)
-    for n in reversed(order):  # a topological order of the graph without its back edges
-        for m in out[n]:
-            if (n, m) not in back:
-                layer[m] = max(layer[m], layer[n] + 1)
-    return layer
-
-
-def layout_graph(nodes: list[str], edges: list[tuple[str, str]] | None = None,
-                 width: float = MAP_WIDTH) -> tuple[dict[str, tuple[float, float]], float]:
-    """A layered drawing: callers left of callees, one column per call depth, each column ordered by its
-    neighbours' average position (a few barycenter sweeps) so edges cross less; (positions, height)."""
-    edges = edges or []
-    layer = _layers(nodes, edges)
-    cols: dict[int, list[str]] = {}
-    for n in nodes:
-        cols.setdefault(layer[n], []).append(n)
-    ncols = max(cols) + 1 if cols else 1
-    height = max(260.0, max((len(c) for c in cols.values()), default=1) * _LAYER_GAP_Y + 80)
-    rank = {n: float(i) for c in cols.values() for i, n in enumerate(c)}
-    near: dict[str, list[str]] = {n: [] for n in nodes}
-    for a, b in edges:
-        if a in near and b in near and a != b:
-            near[a].append(b)
-            near[b].append(a)
-    for _ in range(4):
-        for c in cols.values():
-            c.sort(key=lambda n: sum(rank[m] for m in near[n]) / len(near[n]) if near[n] else rank[n])
-            for i, n in enumerate(c):
-                rank[n] = float(i)
-    margin = 90.0
-    pos: dict[str, tuple[float, float]] = {}
-    for li, c in cols.items():
-        x = width / 2 if ncols == 1 else margin + li * (width - 2 * margin) / (ncols - 1)
-        step = (height - 80) / len(c)
-        for i, n in enumerate(c):
-            pos[n] = (x, 40 + step * (i + 0.5))
-    return pos, height
-
-
-def _error_colour(ratio: float | None) -> str:
-    if ratio is None:
-        return "var(--muted)"
-    if ratio >= 0.05:
-        return "var(--err)"
-    if ratio >= 0.01:
-        return "var(--warn)"
-    return "var(--ok)"
 
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
@@ -298,45 +240,58 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
 
     # ---------------------------------------------------------------- service map
 
+    async def graph_of(request: Request, tr: TimeRange) -> ServiceGraph:
+        """The merged service map over the request's range (``sources``, ``limit``); every query at once."""
+        mode = parse_mode(request.query_params.get("sources"))
+        limit = int_param(request, "limit", MAP_NODES, 1, MAX_MAP_NODES)
+        tenant = tenant_of(request)
+        window = f"{max(tr.span_ms // 1000, 60)}s"
+        traces = deps.traces if mode != "mesh" else None
+
+        async def run(expr: str) -> list[tuple[Labels, float]]:
+            return cast(list[tuple[Labels, float]], await call(deps.metrics.vector, expr, tr.end_ms, tenant))
+
+        async def spans() -> tuple[list[DependencyLink], dict[str, ServiceStats]]:
+            if traces is None:
+                return [], {}
+            links, services = await asyncio.gather(
+                call(traces.dependencies, tenant, tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + NS_PER_MS - 1),
+                call(traces.services, tenant))
+            names = sorted({*services, *(x for ln in links for x in (ln.parent, ln.child))})
+            stats = await call(service_stats, deps.metrics, tr, names, tenant)
+            return links, {s.service: s for s in stats}
+
+        async def mesh() -> MeshData | None:
+            return await fetch_mesh(run, window) if mode != "traces" else None
+
+        (links, stats), data = await asyncio.gather(spans(), mesh())
+        return build_graph(mode, data, links, list(stats), stats, tr.span_ms / 1000, limit)
+
     @r.get("/services", response_class=HTMLResponse)
     async def service_map(request: Request) -> Response:
+        """The service map: mesh metrics and traces merged (``?sources=both|mesh|traces``)."""
         tr, err = pages.range_or_error(request)
-        if deps.traces is None:
-            return pages.render(request, "services.html", "services", tr, error=err, available=False)
-        tenant = tenant_of(request)
-        links = await call(deps.traces.dependencies, tenant, tr.start_ms * NS_PER_MS, tr.end_ms * NS_PER_MS + NS_PER_MS - 1)
-        services = await call(deps.traces.services, tenant)
+        mode = request.query_params.get("sources", "both")
         try:
-            stats = {s.service: s for s in await call(service_stats, deps.metrics, tr, services, tenant)}
+            g = await graph_of(request, tr)
         except PitwallError as e:
-            stats, err = {}, err or e.message
-        callers = {ln.parent for ln in links}
-        names = sorted({*services, *callers, *(ln.child for ln in links)},
-                       key=lambda n: (n not in callers, n))
-        pos, height = layout_graph(names, [(ln.parent, ln.child) for ln in links])
-        max_rate = max([s.rate or 0.0 for s in stats.values()] + [1e-9])
-        span_s = max(tr.span_ms / 1000, 1)
-        nodes = []
-        for n in names:
-            st = stats.get(n)
-            rate = st.rate if st else None
-            radius = 14 + 22 * math.sqrt((rate or 0.0) / max_rate)
-            nodes.append({"name": n, "x": pos[n][0], "y": pos[n][1], "r": radius, "rate": rate,
-                          "error_ratio": st.error_ratio if st else None, "p99": st.p99 if st else None,
-                          "p50": st.p50 if st else None,
-                          "colour": _error_colour(st.error_ratio if st else None)})
-        radius_of = {nd["name"]: nd["r"] for nd in nodes}
-        edges = []
-        for ln in links:
-            (x1, y1), (x2, y2) = pos[ln.parent], pos[ln.child]
-            dx, dy = x2 - x1, y2 - y1
-            d = math.hypot(dx, dy) or 1.0
-            r1, r2 = float(radius_of[ln.parent]), float(radius_of[ln.child]) + 6
-            edges.append({"parent": ln.parent, "child": ln.child, "calls": ln.call_count,
-                          "errors": ln.error_count, "rate": ln.call_count / span_s,
-                          "x1": x1 + dx / d * r1, "y1": y1 + dy / d * r1,
-                          "x2": x2 - dx / d * r2, "y2": y2 - dy / d * r2,
-                          "mx": (x1 + x2) / 2, "my": (y1 + y2) / 2,
-                          "colour": "var(--err)" if ln.error_count else "var(--edge)"})
-        return pages.render(request, "services.html", "services", tr, error=err, available=True, nodes=nodes,
-                            edges=edges, links=links, width=MAP_WIDTH, height=height)
+            return pages.render(request, "services.html", "services", tr, error=err, qerr=query_error(e),
+                                mode=mode, modes=MODES, nodes=[], edges=[], hidden=(0, 0), width=MAP_WIDTH,
+                                height=0, status=400 if e.kind == "bad_data" else 200)
+        nodes, edges, height = draw(g)
+        for nd in nodes:  # a traced service opens its own page; a mesh-only one, its requests in the explorer
+            nd["href"] = (f"/services/{quote(nd['trace_names'][0], safe='')}?{tr.qs()}" if nd["trace_names"]
+                          else "/graph?" + tr.qs(expr=mesh_expr(nd["id"], nd["name"], nd["namespace"])))
+        return pages.render(request, "services.html", "services", tr, error=err, qerr=None, mode=g.mode,
+                            modes=MODES, nodes=nodes, edges=edges, hidden=(g.hidden_nodes, g.hidden_edges),
+                            width=MAP_WIDTH, height=height, traces_available=deps.traces is not None)
+
+    @r.get(API + "/services/graph")
+    async def service_graph(request: Request) -> Response:
+        """The map's merged graph as JSON (the page's data): nodes, edges, what the bound left out."""
+        try:
+            tr = pages.time_range(request)
+            g = await graph_of(request, tr)
+        except PitwallError as e:
+            return json_response({"error": {**query_error(e).to_json(), "status": status_of(e)}}, status_of(e))
+        return json_response({**g.to_json(), "from": tr.start_ms, "to": tr.end_ms})
