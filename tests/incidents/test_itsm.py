@@ -253,9 +253,11 @@ def basic(user: str, secret: str) -> str:
 # --- the sync ------------------------------------------------------------------------------------------------
 
 
-def test_trigger_acknowledge_resolve(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+# With a resync period of an hour every step still happens at once: the sync follows the store's watch.
+@pytest.mark.parametrize("resync", ["50ms", "1h"])
+def test_trigger_acknowledge_resolve(tmp_path: Path, stub: tuple[Stub, str], resync: str) -> None:
     state, url = stub
-    srv = live(tmp_path, url)
+    srv = live(tmp_path, url, poll_interval=resync)
     try:
         send(srv, "trigger", "p99")
         got = until(lambda: len(r := refs(srv, "p99")) == 2 and r, "both tickets")
@@ -305,12 +307,13 @@ def test_trigger_acknowledge_resolve(tmp_path: Path, stub: tuple[Stub, str]) -> 
         srv.stop()
 
 
-def test_failed_creates_make_exactly_one_ticket(tmp_path: Path, stub: tuple[Stub, str]) -> None:
+@pytest.mark.parametrize("resync", ["50ms", "1h"])  # retries come when their delay is due, not at a resync
+def test_failed_creates_make_exactly_one_ticket(tmp_path: Path, stub: tuple[Stub, str], resync: str) -> None:
     """Jira answers the first create 500; ServiceNow creates but answers after pitwall's timeout."""
     state, url = stub
     state.fail["jira"] = 1
     state.hang["servicenow"] = 3.0
-    srv = live(tmp_path, url, timeout="1s")
+    srv = live(tmp_path, url, timeout="1s", poll_interval=resync)
     try:
         send(srv, "trigger", "disk")
         got = until(lambda: len(r := refs(srv, "disk")) == 2 and r, "both tickets")

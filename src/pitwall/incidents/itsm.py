@@ -1,8 +1,12 @@
 """Outbound sync of incidents to Jira Service Management and ServiceNow, one ticket per incident and system.
 
 A new incident joins the store's ITSM work list in the same write that
-creates it (``IncidentStore.track_itsm``). ``ItsmSync`` polls that list in the
-background, so the incident flow never waits on a ticketing system, and per
+creates it (``IncidentStore.track_itsm``). ``ItsmSync`` works off that list in
+the background, so the incident flow never waits on a ticketing system. It
+watches the incident records in the state store and handles an incident as
+soon as its record changes; the whole list is read once when it starts or
+takes the lead, after a compacted watch, and every ``poll_interval`` as a
+resync; a failed step is retried when its delay is due. Per
 incident and system it: creates the ticket (Jira ``POST /rest/api/2/issue``,
 ServiceNow ``POST /api/now/table/incident``), adds a comment / work note when
 the incident is acknowledged, and resolves the ticket when the incident is
@@ -26,6 +30,7 @@ several servers may share the work list: only the leader of the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -40,6 +45,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.incidents.model import ExternalReference, Incident, LogEntry, Service
 from pitwall.incidents.settings import ItsmSettings, JiraSettings, ServiceNowSettings
 from pitwall.incidents.store import IncidentStore, new_id
+from pitwall.storage.revstore import Compacted
 from pitwall.storage.revstore.election import Election
 
 __all__ = ["ItsmError", "ItsmSync", "JiraClient", "ServiceNowClient", "TicketSystem"]
@@ -47,6 +53,7 @@ __all__ = ["ItsmError", "ItsmSync", "JiraClient", "ServiceNowClient", "TicketSys
 log = logging.getLogger(__name__)
 _SUMMARY_MAX = 255  # Jira's summary and ServiceNow's short_description limits
 _DESCRIPTION_MAX = 30_000
+_FOLLOWER_CHECK_S = 0.5  # how often a follower looks whether it leads now
 
 
 class ItsmError(Exception):
@@ -286,11 +293,16 @@ class ItsmSync:
         self.tasks = Supervisor("incidents-itsm")
         self.failures: dict[str, int] = {s.name: 0 for s in self.systems}
         self._backoff: dict[tuple[str, str], _Backoff] = {}
+        self._dirty: set[str] = set()  # incidents whose records changed since the last pass
+        self._retry: set[str] = set()  # incidents with a step to retry when its delay is due
+        self._relist = False
+        self._wake = asyncio.Event()
         store.track_itsm = True
 
     async def start(self) -> None:
         if self.election is not None:
             await self.election.start()
+        self.tasks.spawn(self._watch(), name="watch")
         self.tasks.spawn(self._run(), name="sync")
 
     async def stop(self) -> None:
@@ -302,35 +314,94 @@ class ItsmSync:
             if close is not None:
                 await close()
 
-    async def _run(self) -> None:
+    async def _watch(self) -> None:
+        """Mark every incident whose record changes; a compacted watch asks for a full pass."""
+        prefix = self.store.p + "incidents/"
         while True:
             try:
-                if self.election is None or self.election.is_leader:
-                    await self.pass_once()
-            except Exception:
-                log.exception("ITSM sync pass failed")  # a store hiccup: the next pass tries again
-            await asyncio.sleep(self.settings.poll_interval / 1000)
+                async for batch in self.store.store.watch(prefix):
+                    self._dirty.update(ev.kv.key[len(prefix):] for ev in batch)
+                    self._wake.set()
+                return  # the store stopped
+            except Compacted:
+                self._relist = True
+                self._wake.set()
 
-    async def pass_once(self) -> None:
-        """One pass over the work list, each system on its own (a slow or failing one delays no other)."""
+    def _next_due(self) -> float | None:
+        """When the earliest failed step may be retried (monotonic), if any may."""
+        due = [b.next_at for (inc_id, _), b in self._backoff.items()
+               if inc_id in self._retry and b.failures < self.settings.max_attempts]
+        return min(due) if due else None
+
+    async def _run(self) -> None:
+        resync_s = self.settings.poll_interval / 1000
+        next_full, was_leader = 0.0, False
+        while True:
+            if not (self.election is None or self.election.is_leader):
+                was_leader = False
+                await asyncio.sleep(_FOLLOWER_CHECK_S)  # changes are for the leader; a new one reads all
+                continue
+            now = time.monotonic()
+            due = self._next_due()
+            wait = min(next_full - now, (due - now) if due is not None and self._retry else resync_s)
+            if wait > 0 and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+            self._wake.clear()
+            if not (self.election is None or self.election.is_leader):
+                continue
+            now = time.monotonic()
+            full = not was_leader or self._relist or now >= next_full
+            was_leader = True
+            try:
+                if full:
+                    self._relist, next_full = False, now + resync_s
+                    self._dirty.clear()
+                    await self.pass_once()
+                else:
+                    due = self._next_due()
+                    ids = set(self._dirty) | (self._retry if due is not None and due <= now else set())
+                    self._dirty.clear()
+                    if ids:
+                        await self.pass_once(ids)
+            except Exception:
+                log.exception("ITSM sync pass failed")  # a store hiccup: the next full pass tries again
+                next_full = time.monotonic() + resync_s
+
+    async def pass_once(self, ids: set[str] | None = None) -> None:
+        """One pass over the work list (or the listed incidents on it), each system on its own (a slow or
+        failing one delays no other)."""
         incidents: list[Incident] = []
-        for inc_id in await self.store.itsm_work():
+        for inc_id in await self.store.itsm_work() if ids is None else sorted(ids):
+            if ids is not None and not await self.store.itsm_tracked(inc_id):
+                self._retry.discard(inc_id)
+                continue
             inc = await self.store.get_incident(inc_id)
             if inc is None:
                 await self.store.itsm_done(inc_id)
             else:
                 incidents.append(inc)
+        if ids is None:
+            self._retry.clear()
         if not incidents:
             return
         results = await asyncio.gather(*(self._system_pass(s, incidents) for s in self.systems))
         for i, inc in enumerate(incidents):
-            if all(r[i] for r in results):
+            states = [r[i] for r in results]
+            if all(st == "done" for st in states):
                 await self.store.itsm_done(inc.id)
+                for key in [k for k in self._backoff if k[0] == inc.id]:
+                    del self._backoff[key]
+            if any(st == "retry" for st in states):
+                self._retry.add(inc.id)
+            else:
+                self._retry.discard(inc.id)
 
-    async def _system_pass(self, system: TicketSystem, incidents: Sequence[Incident]) -> list[bool]:
-        """Which of ``incidents`` ``system`` is done with; after a failure the rest wait for the next pass,
-        so a system that times out costs one timeout per pass, not one per incident."""
-        out = [False] * len(incidents)
+    async def _system_pass(self, system: TicketSystem, incidents: Sequence[Incident]) -> list[str]:
+        """Per incident: "done" (nothing is left for ``system``), "idle" (it waits for a change of the
+        incident) or "retry" (a step failed or waits for its delay). After a failure the rest are retried
+        with it, so a system that times out costs one timeout per retry, not one per incident."""
+        out = ["retry"] * len(incidents)
         for i, inc in enumerate(incidents):
             got = await self._sync(inc, system)
             if got is None:
@@ -342,15 +413,18 @@ class ItsmSync:
         svc = await self.store.get(Service, inc.service_id)
         return IncidentFacts(inc, svc.name if svc else inc.service_id, f"{self.base_url}/pagerduty/incidents/{inc.id}")
 
-    async def _sync(self, inc: Incident, system: TicketSystem) -> bool | None:
-        """Bring ``system``'s ticket in step with the incident: True when nothing is left to do for it,
-        False when something is (or it waits for a retry), None when it failed just now."""
+    async def _sync(self, inc: Incident, system: TicketSystem) -> str | None:
+        """Bring ``system``'s ticket in step with the incident: "done" when nothing is left to do for it,
+        "idle" when it waits for the incident to change, "retry" while a failed step waits for its delay
+        (or has given up: then "idle"), None when it failed just now."""
         inc_id, key = inc.id, (inc.id, system.name)
         b = self._backoff.get(key)
         if b is None or b.status != inc.status:  # e.g. resolved after its acknowledgement comment gave up
             b = self._backoff[key] = _Backoff(inc.status)
-        if b.failures >= self.settings.max_attempts or time.monotonic() < b.next_at:
-            return False
+        if b.failures >= self.settings.max_attempts:
+            return "idle"
+        if time.monotonic() < b.next_at:
+            return "retry"
         try:
             finished = await self._step(inc_id, system)
         except (ItsmError, KeyError, TypeError) as e:  # the two latter: an answer of an unexpected shape
@@ -358,7 +432,7 @@ class ItsmSync:
                                f"{system.name}: unexpected answer ({type(e).__name__}: {e})")
             return None
         self._backoff.pop(key, None)
-        return finished
+        return "done" if finished else "idle"
 
     async def _step(self, inc_id: str, system: TicketSystem) -> bool:
         inc = await self.store.require_incident(inc_id)

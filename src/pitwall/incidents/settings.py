@@ -105,7 +105,8 @@ class ItsmSettings(BaseModel):
     jira: JiraSettings | None = None
     servicenow: ServiceNowSettings | None = None
     timeout: DurationMs = Field(10_000, gt=0, description="per HTTP request")
-    poll_interval: DurationMs = Field(1_000, gt=0, description="how often the sync looks for work")
+    poll_interval: DurationMs = Field(30_000, gt=0, description="how often the sync re-reads its whole work "
+                                      "list (changes are handled at once, through the state store's watch)")
     retry_initial: DurationMs = Field(2_000, gt=0, description="first retry delay; doubles per failure")
     retry_max: DurationMs = Field(300_000, gt=0, description="the longest retry delay")
     max_attempts: int = Field(10, ge=1, le=100, description="tries per step before giving up until a restart")

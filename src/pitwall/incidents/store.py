@@ -313,6 +313,10 @@ class IncidentStore:
                 return out
             start = res.kvs[-1].key + "\0"
 
+    async def itsm_tracked(self, incident_id: str) -> bool:
+        """Whether the incident is still on the ITSM work list."""
+        return await self.store.get(f"{self.p}itsm/{incident_id}") is not None
+
     async def itsm_done(self, incident_id: str) -> None:
         await self.store.delete(f"{self.p}itsm/{incident_id}")
 
