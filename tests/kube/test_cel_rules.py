@@ -230,6 +230,14 @@ def test_evaluation_is_capped_by_the_request_budget() -> None:
     assert validate_rules(schema, small, None, budget=3_000) == []
 
 
+def test_an_evaluation_error_is_worded_as_cel_go_words_it() -> None:
+    schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+        "a": {"type": "string"}, "b": {"type": "string"}},
+        "x-kubernetes-validations": [_rule("self.a == self.b", message="a must equal b")]}}}
+    assert validate_rules(schema, {"metadata": {"name": "x"}, "spec": {"a": "1"}}, None) == [Cause(
+        "spec", "FieldValueInvalid", 'Invalid value: "object": no such key: b evaluating rule: a must equal b')]
+
+
 def test_escaped_property_names_and_map_key_paths() -> None:
     """``namespace`` is ``__namespace__`` and ``a-b`` is ``a__dash__b`` in CEL; map keys print as ``[key]``."""
     schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {

@@ -610,9 +610,15 @@ def _cause(path: str, sch: Obj, detail: str, reason: str) -> Cause:
     return Cause(path, "FieldValueInvalid", f"Invalid value: {_go_value(sch)}: {detail}")
 
 
+_NO_KEY = re.compile(r"no such member in mapping: '(.*)'")
+
+
 def _err_text(e: Any) -> str:
+    """An evaluation error in cel-go's words where celpy's differ (``no such key: x``)."""
     args = getattr(e, "args", ())
-    return str(args[0]) if args else str(e)
+    text = str(args[0]) if args else str(e)
+    m = _NO_KEY.fullmatch(text)
+    return f"no such key: {m.group(1)}" if m else text
 
 
 def _message(r: _Rule, ctx: dict[str, Any], budget: _Budget) -> str:
