@@ -238,6 +238,15 @@ def test_an_evaluation_error_is_worded_as_cel_go_words_it() -> None:
         "spec", "FieldValueInvalid", 'Invalid value: "object": no such key: b evaluating rule: a must equal b')]
 
 
+def test_a_stored_rule_that_does_not_compile_rejects_writes_not_the_server() -> None:
+    """A CRD stored before rules were checked: its objects get the apiserver's ``rule compile error``."""
+    schema = {"type": "object", "properties": {"spec": {"type": "object",
+                                                        "x-kubernetes-validations": [_rule("self.a ==")]}}}
+    causes = validate_rules(schema, {"metadata": {"name": "x"}, "spec": {"a": 1}}, None)
+    assert [(c.field, c.reason) for c in causes] == [("spec", "FieldValueInvalid")]
+    assert causes[0].message.startswith('Invalid value: "object": rule compile error: ')
+
+
 def test_escaped_property_names_and_map_key_paths() -> None:
     """``namespace`` is ``__namespace__`` and ``a-b`` is ``a__dash__b`` in CEL; map keys print as ``[key]``."""
     schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {

@@ -352,13 +352,14 @@ def _uses(ast: _Ast, name: str) -> bool:
 @dataclass(frozen=True)
 class _Rule:
     text: str
-    ast: _Ast
+    ast: _Ast | None  # None: the rule did not compile (a CRD stored before rules were checked)
     message: str
     message_ast: _Ast | None
     reason: str
     field_path: str
     uses_old_self: bool
     optional_old_self: bool
+    compile_error: str = ""
 
     def error_string(self) -> str:
         return self.message.strip() or self.text.strip()
@@ -378,10 +379,15 @@ class RuleSet:
 
 def _compile_rule(r: Obj) -> _Rule:
     text = str(r.get("rule", ""))
-    ast = _compile(text)
     mexpr = str(r.get("messageExpression") or "")
+    try:
+        ast = _compile(text)
+        mast = _compile(mexpr) if mexpr else None
+    except CELParseError as e:
+        return _Rule(text=text, ast=None, message="", message_ast=None, reason="", field_path="",
+                     uses_old_self=False, optional_old_self=False, compile_error=_parse_error(e))
     return _Rule(text=text, ast=ast, message=str(r.get("message") or ""),
-                 message_ast=_compile(mexpr) if mexpr else None, reason=str(r.get("reason") or ""),
+                 message_ast=mast, reason=str(r.get("reason") or ""),
                  field_path=_normalise_field_path(str(r.get("fieldPath") or "")),
                  uses_old_self=_uses(ast, "oldSelf"), optional_old_self=bool(r.get("optionalOldSelf")))
 
@@ -407,10 +413,7 @@ _SCHEMAS: dict[int, tuple[Obj, RuleSet | None]] = {}
 
 
 def compile_schema(schema: Obj) -> RuleSet | None:
-    """The compiled rules of a version's schema, built once per schema object (None: it has no rules).
-
-    Raises ``CELParseError`` if a rule does not compile (``check_crd_rules`` reports it first).
-    """
+    """The compiled rules of a version's schema, built once per schema object (None: it has no rules)."""
     hit = _SCHEMAS.get(id(schema))
     if hit is not None and hit[0] is schema:
         return hit[1]
@@ -689,6 +692,10 @@ class _Walk:
 
     def rule(self, n: RuleSet, r: _Rule, path: str, ctx: dict[str, Any]) -> bool:
         """Evaluate one rule; False when the budget ran out and no further rule may run."""
+        if r.ast is None:
+            self.causes.append(Cause(path, "FieldValueInvalid",
+                                     f"Invalid value: {_go_value(n.schema)}: rule compile error: {r.compile_error}"))
+            return True
         try:
             ok = _evaluate(r.ast, ctx, self.budget)
         except _OutOfBudget:
