@@ -217,6 +217,35 @@ async def test_a_rule_that_does_not_compile_rejects_the_crd(api: KubeAPI) -> Non
     assert "widgets.example.com" not in {c["metadata"]["name"] for c in crds.items}
 
 
+async def test_transition_rules_only_where_old_values_correlate(api: KubeAPI) -> None:
+    spec = {"type": "object", "properties": {
+        "names": {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [
+            _rule("self == oldSelf")]}},
+        "byName": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+                   "items": {"type": "object", "required": ["name"], "properties": {
+                       "name": {"type": "string"},
+                       "port": {"type": "integer", "x-kubernetes-validations": [
+                           _rule("self == oldSelf", message="port is immutable")]}}}},
+        "size": {"type": "integer", "x-kubernetes-validations": [_rule("self > 0", optionalOldSelf=True)]}}}
+    causes = await _causes(api, widget_crd(spec))
+    root = "spec.versions[0].schema.openAPIV3Schema.properties[spec]"
+    assert causes == [
+        {"field": f"{root}.properties[names].items.x-kubernetes-validations[0].rule", "reason": "FieldValueInvalid",
+         "message": 'Invalid value: "self == oldSelf": oldSelf cannot be used on the uncorrelatable portion of '
+                    f"the schema within {root}.properties[names].items"},
+        {"field": f"{root}.properties[size].x-kubernetes-validations[0].optionalOldSelf",
+         "reason": "FieldValueInvalid", "message": "Invalid value: true: may not be set if oldSelf is not used in rule"}]
+    del spec["properties"]["names"], spec["properties"]["size"]
+    await api.client.create(widget_crd(spec))  # a map list's items correlate by key
+    w = await api.client.create(widget("w", byName=[{"name": "a", "port": 80}]))
+    w["spec"]["byName"] = [{"name": "b", "port": 81}, {"name": "a", "port": 80}]
+    w = await api.client.update(w)  # a new key has no old value; "a" kept its port
+    w["spec"]["byName"][1]["port"] = 8080
+    assert await _causes(api, w, update=True) == [{
+        "field": "spec.byName[1].port", "reason": "FieldValueInvalid",
+        "message": 'Invalid value: "integer": port is immutable'}]
+
+
 def test_evaluation_is_capped_by_the_request_budget() -> None:
     """A rule quadratic in a list's size stops at the step budget instead of spinning."""
     schema = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"xs": {

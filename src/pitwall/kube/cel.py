@@ -442,7 +442,7 @@ def _parse_error(e: Exception) -> str:
     return " ".join(str(e.args[0] if e.args else e).split())
 
 
-def _check_rule(path: str, r: Any, s: Obj, out: list[Cause]) -> None:
+def _check_rule(path: str, r: Any, s: Obj, out: list[Cause], uncorrelatable: str) -> None:
     if not isinstance(r, dict):
         out.append(Cause(path, "FieldValueInvalid", "Invalid value: must be an object"))
         return
@@ -451,7 +451,7 @@ def _check_rule(path: str, r: Any, s: Obj, out: list[Cause]) -> None:
         out.append(Cause(f"{path}.rule", "FieldValueRequired", "Required value"))
         return
     try:
-        _compile(text)
+        _check_old_self(path, r, _uses(_compile(text), "oldSelf"), uncorrelatable, out)
     except CELParseError as e:
         out.append(Cause(f"{path}.rule", "FieldValueInvalid",
                          f"Invalid value: {_go_rule(r)}: compilation failed: ERROR: <input>: {_parse_error(e)}"))
@@ -475,18 +475,35 @@ def _check_rule(path: str, r: Any, s: Obj, out: list[Cause]) -> None:
                          "does not refer to a valid field"))
 
 
-def check_crd_rules(path: str, s: Any, out: list[Cause]) -> None:
-    """Append a cause for every rule under schema ``s`` that does not compile or is malformed."""
+def _check_old_self(path: str, r: Obj, uses: bool, uncorrelatable: str, out: list[Cause]) -> None:
+    """Transition rules only where an old value can correlate; ``optionalOldSelf`` only with ``oldSelf``."""
+    if uses and uncorrelatable:
+        out.append(Cause(f"{path}.rule", "FieldValueInvalid",
+                         f"Invalid value: {json.dumps(str(r.get('rule')))}: oldSelf cannot be used on the "
+                         f"uncorrelatable portion of the schema within {uncorrelatable}"))
+    elif not uses and r.get("optionalOldSelf") is not None:
+        out.append(Cause(f"{path}.optionalOldSelf", "FieldValueInvalid",
+                         f"Invalid value: {'true' if r['optionalOldSelf'] else 'false'}: may not be set if oldSelf "
+                         "is not used in rule"))
+
+
+def check_crd_rules(path: str, s: Any, out: list[Cause], uncorrelatable: str = "") -> None:
+    """Append a cause for every rule under schema ``s`` that does not compile or is malformed.
+
+    ``uncorrelatable``: the schema path of the first list above ``s`` whose items cannot be matched
+    with their old values (any list but ``x-kubernetes-list-type: map``), where ``oldSelf`` is refused.
+    """
     if not isinstance(s, dict):
         return
     for i, r in enumerate(s.get("x-kubernetes-validations") or []):
-        _check_rule(f"{path}.x-kubernetes-validations[{i}]", r, s, out)
+        _check_rule(f"{path}.x-kubernetes-validations[{i}]", r, s, out, uncorrelatable)
     for k, sub in (s.get("properties") or {}).items():
-        check_crd_rules(f"{path}.properties[{k}]", sub, out)
-    check_crd_rules(f"{path}.additionalProperties", s.get("additionalProperties"), out)
-    check_crd_rules(f"{path}.items", s.get("items"), out)
+        check_crd_rules(f"{path}.properties[{k}]", sub, out, uncorrelatable)
+    check_crd_rules(f"{path}.additionalProperties", s.get("additionalProperties"), out, uncorrelatable)
+    items_unc = uncorrelatable or ("" if s.get("x-kubernetes-list-type") == "map" else f"{path}.items")
+    check_crd_rules(f"{path}.items", s.get("items"), out, items_unc)
     for i, sub in enumerate(s.get("allOf") or []):
-        check_crd_rules(f"{path}.allOf[{i}]", sub, out)
+        check_crd_rules(f"{path}.allOf[{i}]", sub, out, uncorrelatable)
 
 
 _PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\['((?:[^'\\]|\\.)*)'\]")
