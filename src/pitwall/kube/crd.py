@@ -7,7 +7,9 @@ version. Custom objects are checked against the version's
 ``pattern``, bounds and lengths, ``anyOf``/``oneOf``/``allOf``/``not`` for
 values; unknown fields are pruned unless ``x-kubernetes-preserve-unknown-
 fields`` says otherwise; ``default`` values are filled in. CEL rules
-(``x-kubernetes-validations``) are not evaluated.
+(``x-kubernetes-validations``) are compiled when the CRD is written (a rule
+that does not compile rejects it) and evaluated on every create and update
+by ``kube.cel``, after the schema checks, as the apiserver does.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pitwall.kube.cel import check_crd_rules, validate_rules
 from pitwall.kube.errors import Cause
 from pitwall.kube.registry import STANDARD_VERBS, ResourceType
 from pitwall.kube.validation import Errs, check_subdomain, validate_meta
@@ -118,6 +121,8 @@ def validate_crd(crd: Obj) -> list[Cause]:
             e.required(f"spec.versions[{i}].schema.openAPIV3Schema")
         elif sch.get("type") not in ("object", None):
             e.invalid(f"spec.versions[{i}].schema.openAPIV3Schema.type", sch.get("type"), "must be object at the root")
+        else:
+            check_crd_rules(f"spec.versions[{i}].schema.openAPIV3Schema", sch, e.causes)
     return e.causes
 
 
@@ -256,7 +261,11 @@ def prune_and_default(v: Any, s: Obj | None, root: bool = False) -> Any:
     return v
 
 
-def validate_custom(rt: ResourceType, obj: Obj) -> list[Cause]:
+_BLOCKING = ("FieldValueTypeInvalid", "FieldValueNotSupported")
+
+
+def validate_custom(rt: ResourceType, obj: Obj, old: Obj | None = None) -> list[Cause]:
+    """Field errors of a custom object: metadata, its version's schema, then its CEL rules (``old`` on update)."""
     e = Errs()
     validate_meta(e, obj, "subdomain", rt.namespaced)
     schema = ((rt.crd or {}).get("schema") or {}).get("openAPIV3Schema")
@@ -266,4 +275,17 @@ def validate_custom(rt: ResourceType, obj: Obj) -> list[Cause]:
         s["properties"] = {k: v for k, v in (schema.get("properties") or {}).items()
                            if k not in ("apiVersion", "kind", "metadata")}
         _check(e, "", body, s)
+        if any(c.reason in _BLOCKING for c in e.causes):
+            # rules would see values of the wrong type: the apiserver skips them and says so
+            e.causes.append(Cause("", "FieldValueInvalid", 'Invalid value: "null": some validation rules were not '
+                                  "checked because the object was invalid; correct the existing errors to "
+                                  "complete validation"))
+        else:
+            e.causes.extend(validate_rules(schema, _rule_view(obj), _rule_view(old) if old else None))
     return e.causes
+
+
+def _rule_view(obj: Obj) -> Obj:
+    """The object as root rules see it: metadata reduced to name and generateName, as upstream."""
+    meta = obj.get("metadata") or {}
+    return {**obj, "metadata": {k: meta[k] for k in ("name", "generateName") if k in meta}}

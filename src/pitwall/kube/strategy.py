@@ -108,7 +108,7 @@ def prepare_update(rt: ResourceType, new: Obj, old: Obj) -> None:
 
 def validate(registry: Registry, rt: ResourceType, obj: Obj, old: Obj | None) -> list[Cause]:
     if rt.crd is not None:
-        return validate_custom(rt, obj)
+        return validate_custom(rt, obj, old)
     if rt.kind == "CustomResourceDefinition":
         causes = validate_crd(obj)
         if not causes and old is None:
