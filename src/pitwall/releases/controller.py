@@ -33,6 +33,7 @@ from pitwall.controllers import record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
 from pitwall.releases import router, workload
+from pitwall.releases.affinity import Affinity
 from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
 from pitwall.releases.gates import Gates
@@ -300,6 +301,23 @@ class CanaryController:
                     return False, hook, str(e)
         return True, None, ""
 
+    async def _set_routes(self, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> CanaryView:
+        """Write the split; the session-affinity cookies it uses go to the status (as Flagger's do)."""
+        return await self._keep_cookies(cd, await router.set_routes(self.client, cd, primary, canary, mirrored))
+
+    async def _keep_cookies(self, cd: CanaryView, state: Affinity) -> CanaryView:
+        if state == Affinity.of(cd.status):
+            return cd
+        fields = {k: v for k, v in state.status_fields().items() if v}
+        gone = [k for k, v in state.status_fields().items() if not v]
+
+        def change(st: Obj, fresh: Obj) -> None:
+            st.update(fields)
+            for k in gone:
+                st.pop(k, None)
+
+        return await self._write_status(cd, change)
+
     # ---- the loop ------------------------------------------------------------------------------------------
 
     async def _validate(self, cd: CanaryView) -> tuple[Obj, str, str]:
@@ -356,7 +374,7 @@ class CanaryController:
                 await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
                 return
             await workload.scale(self.client, cd.namespace, cd.target, 0)
-        await router.reconcile_routing(self.client, cd)
+        cd = await self._keep_cookies(cd, await router.reconcile_routing(self.client, cd))
         if initializing:
             await self._sync(cd, target, Phase.INITIALIZED)
             await self._event(cd, "Normal", f"Initialization done! {cd.name}.{cd.namespace}")
@@ -388,7 +406,7 @@ class CanaryController:
         if cd.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and workload.spec_changed(cd, target):
             await self._event(cd, "Normal", f"New revision detected! Restarting analysis for "
                                             f"{cd.target}.{cd.namespace}")
-            await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+            await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
             await self._sync(cd, target, Phase.PROGRESSING)
             return
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
@@ -568,7 +586,7 @@ class CanaryController:
                     mirrored, primary_w, canary_w = False, TOTAL_WEIGHT - step, step
             else:
                 primary_w, canary_w = max(primary_w - step, 0), min(canary_w + step, TOTAL_WEIGHT)
-            await router.set_routes(self.client, cd, primary_w, canary_w, mirrored)
+            await self._set_routes(cd, primary_w, canary_w, mirrored)
             await self._set(cd, canaryWeight=canary_w)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary weight {canary_w}")
             return
@@ -579,7 +597,7 @@ class CanaryController:
     async def _run_ab(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
         done = int(cd.status.get("iterations") or 0)
         if cd.iterations > done:
-            await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+            await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
             await self._set(cd, iterations=done + 1)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary iteration "
                                             f"{done + 1}/{cd.iterations}")
@@ -594,7 +612,7 @@ class CanaryController:
         done = int(cd.status.get("iterations") or 0)
         if cd.iterations > done:
             if cd.mirror and not routes.mirrored:
-                await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, True)
+                await self._set_routes(cd, TOTAL_WEIGHT, 0, True)
             await self._set(cd, iterations=done + 1)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary iteration "
                                             f"{done + 1}/{cd.iterations}")
@@ -604,7 +622,7 @@ class CanaryController:
         if cd.iterations == done:
             await self._event(cd, "Normal", "Stop traffic mirroring and route all traffic to canary" if cd.mirror
                               else "Routing all traffic to canary")
-            await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+            await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
             await self._set(cd, iterations=done + 1)
             return
         if cd.iterations < done:
@@ -613,13 +631,13 @@ class CanaryController:
     async def _promotion_shift(self, cd: CanaryView, routes: router.Routes) -> None:
         if cd.step_weight_promotion == 0:
             await self._event(cd, "Normal", "Routing all traffic to primary")
-            await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+            await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
             await self._set_phase(cd, Phase.FINALISING)
             return
         if routes.canary > 0:
             primary_w = min(routes.primary + cd.step_weight_promotion, TOTAL_WEIGHT)
             canary_w = max(routes.canary - cd.step_weight_promotion, 0)
-            await router.set_routes(self.client, cd, primary_w, canary_w, False)
+            await self._set_routes(cd, primary_w, canary_w, False)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} primary weight {primary_w}")
             if primary_w == TOTAL_WEIGHT:
                 await self._set_phase(cd, Phase.FINALISING)
@@ -644,7 +662,7 @@ class CanaryController:
                 await self._event(cd, "Normal", f"Post-rollout check {h.get('name')} passed")
 
     async def _skip(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
-        await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+        await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
         await workload.promote(self.client, cd, target, label, value)
@@ -661,7 +679,7 @@ class CanaryController:
             await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} failed checks threshold "
                                              f"reached {failed}")
             await self._alert(cd, f"Failed checks threshold reached {failed}", False, "error")
-        await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+        await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Warning", f"Canary failed! Scaling down {cd.name}.{cd.namespace}")
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._sync(cd, target, Phase.FAILED)
@@ -670,7 +688,7 @@ class CanaryController:
     async def _failed_promotion(self, cd: CanaryView, why: str) -> None:
         await self._event(cd, "Warning", f"Promotion of {cd.target}.{cd.namespace} failed, primary not ready: {why}")
         await self._alert(cd, f"Promotion failed, primary not ready: {why}", False, "error")
-        await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+        await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
         done = await self._sync(cd, target, Phase.FAILED, weight=TOTAL_WEIGHT)
         await self._hooks_post(done, Phase.FAILED)

@@ -198,6 +198,12 @@ class CanaryView:
         return _int(self.analysis.get("mirrorWeight"))
 
     @property
+    def session_affinity(self) -> dict[str, Any] | None:
+        """``analysis.sessionAffinity`` (None when absent)."""
+        s = self.analysis.get("sessionAffinity")
+        return s if isinstance(s, dict) else None
+
+    @property
     def webhooks(self) -> list[dict[str, Any]]:
         w = self.analysis.get("webhooks")
         return [x for x in w if isinstance(x, dict)] if isinstance(w, list) else []
