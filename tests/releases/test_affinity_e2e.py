@@ -1,6 +1,7 @@
 """Session affinity on a live `pitwall server` with real pods, through the mesh: at a 50/50 split, clients
 without the cookie are split by weight and those answered by the canary get Flagger's cookie; a client that
-sends it back reaches the canary on every request; after promotion the cookie is expired (``Max-Age=-1``)."""
+sends it back reaches the canary on every request; after promotion the cookie is expired (``Max-Age=-1``) and
+Flagger's own metrics answer PromQL on the server."""
 
 from __future__ import annotations
 
@@ -71,3 +72,12 @@ def test_a_client_with_the_cookie_stays_on_the_canary(server: httpx.Client) -> N
         time.sleep(0.25)
     assert r.text == "v2"
     assert "set-cookie" not in _get(url).headers
+    # Flagger's own metrics, in the server's metric store
+    def value(q: str) -> float | None:
+        res = c.get("/api/v1/query", params={"query": q}).json()["data"]["result"]
+        return float(res[0]["value"][1]) if res else None
+
+    _until(lambda: value('flagger_canary_successes_total{job="flagger",name="podinfo",namespace="default",'
+                         'deployment_strategy="canary",analysis_status="completed"}') == 1.0, 30, "a success counted")
+    assert value('flagger_info{version="1.44.0",mesh_provider="istio"}') == 1.0
+    assert (value('flagger_canary_duration_seconds_count{name="podinfo"}') or 0) >= 1

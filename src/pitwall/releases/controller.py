@@ -50,6 +50,7 @@ from pitwall.releases.model import (
     fmt_time,
     parse_time,
 )
+from pitwall.releases.recorder import COMPLETED, SKIPPED, FlaggerMetrics
 from pitwall.releases.verdicts import (
     CONDITION,
     JUDGEMENT,
@@ -115,7 +116,7 @@ class CanaryController:
 
     def __init__(self, client: KubeClient, *, metrics: MetricContext, changes: ChangeSink | None = None,
                  http: HttpFactory = default_http, clock: Callable[[], float] = time.monotonic,
-                 gates: Gates | None = None) -> None:
+                 gates: Gates | None = None, recorder: FlaggerMetrics | None = None) -> None:
         self.client = client
         self.metrics = metrics
         self.gates = gates or Gates()
@@ -125,6 +126,7 @@ class CanaryController:
         self._by_target: dict[str, set[str]] = {}  # "ns/deployment" -> Canary keys
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
         self.alerts = Alerter(client)
+        self.recorder = recorder or FlaggerMetrics(None)
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -352,7 +354,13 @@ class CanaryController:
         return parse_time(cd.status.get("lastTransitionTime"))
 
     async def advance(self, cd: CanaryView) -> None:
-        """One tick of Flagger's advanceCanary."""
+        """One tick of Flagger's advanceCanary; Flagger's metrics are written after it."""
+        try:
+            await self._advance(cd, time.perf_counter())
+        finally:
+            await self.recorder.flush()
+
+    async def _advance(self, cd: CanaryView, begin: float) -> None:
         if cd.suspended:
             await self._event(cd, "Normal", "skipping canary run as object is suspended")
             return
@@ -383,9 +391,10 @@ class CanaryController:
             return
         if cd.phase not in ADVANCING and not workload.spec_changed(cd, target):
             return
-        await self._analyse(cd, target, label, value, primary)
+        await self._analyse(cd, target, label, value, primary, begin)
 
-    async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj) -> None:
+    async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj,
+                       begin: float) -> None:
         if not cd.skip_analysis:
             ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd))
             if not ready:
@@ -424,7 +433,7 @@ class CanaryController:
             await self._skip(cd, target, label, value)
             return
         if cd.phase in (Phase.PROGRESSING, Phase.WAITING, Phase.WAITING_PROMOTION):
-            ok, hook, _ = await self._rollback_hooks(cd)
+            ok, _, _ = await self._rollback_hooks(cd)
             if ok:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} manual webhook invoked")
                 await self._alert(cd, "Rolling back manual webhook invoked", False, "warn")
@@ -440,6 +449,13 @@ class CanaryController:
                 int(cd.status.get("failedChecks") or 0) >= cd.threshold:
             await self._rollback(cd, target)
             return
+        try:
+            await self._step(cd, target, label, value, routes)
+        finally:  # Flagger's deferred SetDuration: the ticks that got to the checks, from the tick's start
+            self.recorder.set_duration(cd.target, cd.namespace, time.perf_counter() - begin)
+
+    async def _step(self, cd: CanaryView, target: Obj, label: str, value: str, routes: router.Routes) -> None:
+        """Checks, then the strategy's next step."""
         if not await self._step_checks(cd, routes):
             return
         strategy = cd.strategy()
@@ -517,6 +533,8 @@ class CanaryController:
             await self._set(cd, failedChecks=failed + 1)
             return False
         result = await run_checks(self.metrics, cd)
+        for metric, v in result.values:
+            self.recorder.set_analysis(cd.target, cd.namespace, metric, v)
         if result.judgements:
             await self._record_judgements(cd, result.judgements)
         for type_, msg in result.events:
@@ -647,6 +665,7 @@ class CanaryController:
     async def _finalising(self, cd: CanaryView) -> None:
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._set_phase(cd, Phase.SUCCEEDED)
+        self.recorder.inc_successes(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Scaling down {cd.target}.{cd.namespace}")
         await self._alert(done, "Canary analysis completed successfully, promotion finished.", False, "info")
@@ -668,6 +687,7 @@ class CanaryController:
         await workload.promote(self.client, cd, target, label, value)
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._set_phase(cd, Phase.SUCCEEDED)
+        self.recorder.inc_successes(cd.target, cd.namespace, cd.strategy(), SKIPPED)
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Canary analysis was skipped for "
                                           f"{cd.target}.{cd.namespace}")
@@ -683,6 +703,7 @@ class CanaryController:
         await self._event(cd, "Warning", f"Canary failed! Scaling down {cd.name}.{cd.namespace}")
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._sync(cd, target, Phase.FAILED)
+        self.recorder.inc_failures(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.FAILED)
 
     async def _failed_promotion(self, cd: CanaryView, why: str) -> None:
@@ -691,6 +712,7 @@ class CanaryController:
         await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
         done = await self._sync(cd, target, Phase.FAILED, weight=TOTAL_WEIGHT)
+        self.recorder.inc_failures(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.FAILED)
 
     # ---- deletion ------------------------------------------------------------------------------------------
@@ -715,6 +737,8 @@ class CanaryController:
         await self._event(cd, "Normal", f"Canary {cd.name}.{cd.namespace} deleted: {cd.target} restored to "
                                         f"{replicas} replicas, routing removed")
         await self._phase_change(cd, cd.phase, Phase.TERMINATED, {})
+        self.recorder.forget(cd.target, cd.namespace)
+        await self.recorder.flush()
         with contextlib.suppress(NotFoundError, Conflict):  # still conflicting: the next delete event retries
             await self.client.modify(await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace),
                                      _drop_finalizer, attempts=10)
