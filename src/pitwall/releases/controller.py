@@ -377,7 +377,7 @@ class CanaryController:
         await router.reconcile_services(self.client, cd, label, value)
         primary = await workload.ensure_primary(self.client, cd, target, label, value)
         if initializing:
-            ready, why, _ = workload.readiness(primary)
+            ready, why, _ = workload.readiness(primary, threshold=cd.primary_ready_threshold)
             if not ready:
                 await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
                 return
@@ -396,7 +396,8 @@ class CanaryController:
     async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj,
                        begin: float) -> None:
         if not cd.skip_analysis:
-            ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd))
+            ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd),
+                                                       cd.primary_ready_threshold)
             if not ready:
                 if not retriable and cd.phase in (Phase.PROMOTING, Phase.FINALISING):
                     await self._failed_promotion(cd, why)
@@ -419,7 +420,8 @@ class CanaryController:
             await self._sync(cd, target, Phase.PROGRESSING)
             return
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
-        ready, why, retriable = workload.readiness(target, cd.progress_deadline_s, self._since(cd))
+        ready, why, retriable = workload.readiness(target, cd.progress_deadline_s, self._since(cd),
+                                                   cd.canary_ready_threshold)
         if not ready:
             if not retriable:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} progress deadline "

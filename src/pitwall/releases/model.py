@@ -198,6 +198,18 @@ class CanaryView:
         return _int(self.analysis.get("mirrorWeight"))
 
     @property
+    def primary_ready_threshold(self) -> int:
+        """Percent of the primary's pods available before the analysis goes on (Flagger's default 100)."""
+        v = self.analysis.get("primaryReadyThreshold")
+        return v if isinstance(v, int) and not isinstance(v, bool) else 100
+
+    @property
+    def canary_ready_threshold(self) -> int:
+        """Percent of the canary's pods available before a step is taken (Flagger's default 100)."""
+        v = self.analysis.get("canaryReadyThreshold")
+        return v if isinstance(v, int) and not isinstance(v, bool) else 100
+
+    @property
     def session_affinity(self) -> dict[str, Any] | None:
         """``analysis.sessionAffinity`` (None when absent)."""
         s = self.analysis.get("sessionAffinity")
@@ -274,7 +286,8 @@ class CanaryView:
     def _weight_problems(self) -> list[str]:
         out: list[str] = []
         a = self.analysis
-        for field in ("stepWeight", "maxWeight", "mirrorWeight", "stepWeightPromotion"):
+        for field in ("stepWeight", "maxWeight", "mirrorWeight", "stepWeightPromotion", "primaryReadyThreshold",
+                      "canaryReadyThreshold"):
             v = a.get(field)
             if isinstance(v, int) and not 0 <= v <= TOTAL_WEIGHT:
                 out.append(f"spec.analysis.{field}: Invalid value: {v}: must be between 0 and 100")

@@ -148,10 +148,12 @@ def _progress_stuck(dep: Obj, deadline_s: int, since: datetime | None) -> bool:
     return unavailable > 0 and (datetime.now(UTC) - since).total_seconds() > deadline_s
 
 
-def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> tuple[bool, str, bool]:
-    """(ready, why not, retriable): every replica of the Deployment's current template updated and available;
-    not retriable once it is stuck past ``deadline_s`` (with a deadline given)."""
-    ready, why = _readiness(dep)
+def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None,
+              threshold: int = 100) -> tuple[bool, str, bool]:
+    """(ready, why not, retriable): every replica of the Deployment's current template updated and
+    ``threshold`` percent of them available (Flagger's ready thresholds); not retriable once it is stuck past
+    ``deadline_s`` (with a deadline given)."""
+    ready, why = _readiness(dep, threshold)
     if ready:
         return True, "", True
     stuck = deadline_s > 0 and _progress_stuck(dep, deadline_s, since)
@@ -160,7 +162,7 @@ def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> t
     return False, why, not stuck
 
 
-def _readiness(dep: Obj) -> tuple[bool, str]:
+def _readiness(dep: Obj, threshold: int) -> tuple[bool, str]:
     m, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
     name = f"{m.get('name')}.{m.get('namespace') or 'default'}"
     want = spec.get("replicas", 1)
@@ -173,6 +175,8 @@ def _readiness(dep: Obj) -> tuple[bool, str]:
     if int(st.get("replicas") or 0) > updated:
         return False, (f"{name} waiting for rollout to finish: {int(st.get('replicas') or 0) - updated} old "
                        "replicas are pending termination")
-    if available < updated:
-        return False, f"{name} waiting for rollout to finish: {available} of {updated} updated replicas are available"
+    need = updated * threshold // 100  # Flagger truncates the share of updated replicas to a whole pod
+    if available < need:
+        return False, (f"{name} waiting for rollout to finish: {available} of {need} (readyThreshold {threshold}%) "
+                       "updated replicas are available")
     return True, ""
