@@ -32,7 +32,7 @@ from typing import Any
 from pitwall.controllers import record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
-from pitwall.releases import router, workload
+from pitwall.releases import autoscaler, router, workload
 from pitwall.releases.affinity import Affinity
 from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
@@ -303,6 +303,17 @@ class CanaryController:
                     return False, hook, str(e)
         return True, None, ""
 
+    async def _primary_hpa(self, cd: CanaryView, *, init: bool) -> bool:
+        """Flagger's ReconcilePrimaryScaler (with ``autoscalerRef``); False (and a Warning) when it cannot."""
+        if not cd.autoscaler_ref:
+            return True
+        try:
+            await autoscaler.reconcile_primary(self.client, cd, init=init)
+        except autoscaler.AutoscalerError as e:
+            await self._event(cd, "Warning", str(e))
+            return False
+        return True
+
     async def _set_routes(self, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> CanaryView:
         """Write the split; the session-affinity cookies it uses go to the status (as Flagger's do)."""
         return await self._keep_cookies(cd, await router.set_routes(self.client, cd, primary, canary, mirrored))
@@ -376,6 +387,8 @@ class CanaryController:
             cd = await self._set_phase(cd, Phase.INITIALIZING)
         await router.reconcile_services(self.client, cd, label, value)
         primary = await workload.ensure_primary(self.client, cd, target, label, value)
+        if not await self._primary_hpa(cd, init=True):
+            return
         if initializing:
             ready, why, _ = workload.readiness(primary, threshold=cd.primary_ready_threshold)
             if not ready:
@@ -442,6 +455,8 @@ class CanaryController:
                 await self._rollback(cd, target)
                 return
         if cd.phase == Phase.PROMOTING:
+            if not await self._primary_hpa(cd, init=False):
+                return
             await self._promotion_shift(cd, routes)
             return
         if cd.phase == Phase.FINALISING:
@@ -506,9 +521,12 @@ class CanaryController:
                 await self._event(cd, "Normal", f"Confirm-rollout check {h.get('name')} passed")
         await self._event(cd, "Normal", f"New revision detected! Scaling up {cd.target}.{cd.namespace}")
         await self._alert(cd, "New revision detected, progressing canary analysis.", True, "info")
-        primary = await self.client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
-        replicas = (primary.get("spec") or {}).get("replicas") or 1
-        await workload.scale(self.client, cd.namespace, cd.target, int(replicas))
+        if cd.autoscaler_ref:  # Flagger's ScaleFromZero: the HPA's minReplicas; it scales from there
+            replicas = await autoscaler.min_replicas(self.client, cd)
+        else:
+            primary = await self.client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
+            replicas = int((primary.get("spec") or {}).get("replicas") or 1)
+        await workload.scale(self.client, cd.namespace, cd.target, replicas)
         await self._sync(cd, target, Phase.PROGRESSING)
 
     async def _step_checks(self, cd: CanaryView, routes: router.Routes) -> bool:
@@ -687,6 +705,8 @@ class CanaryController:
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
         await workload.promote(self.client, cd, target, label, value)
+        if not await self._primary_hpa(cd, init=False):
+            return
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._set_phase(cd, Phase.SUCCEEDED)
         self.recorder.inc_successes(cd.target, cd.namespace, cd.strategy(), SKIPPED)
@@ -736,6 +756,8 @@ class CanaryController:
         except (NotFoundError, workload.TargetError):
             pass  # nothing to give back
         await router.delete_routing(self.client, cd)
+        if cd.autoscaler_ref:
+            await autoscaler.delete_primary(self.client, cd)
         await self._event(cd, "Normal", f"Canary {cd.name}.{cd.namespace} deleted: {cd.target} restored to "
                                         f"{replicas} replicas, routing removed")
         await self._phase_change(cd, cd.phase, Phase.TERMINATED, {})

@@ -198,6 +198,12 @@ class CanaryView:
         return _int(self.analysis.get("mirrorWeight"))
 
     @property
+    def autoscaler_ref(self) -> dict[str, Any]:
+        """``spec.autoscalerRef`` ({} when absent)."""
+        a = self.spec.get("autoscalerRef")
+        return a if isinstance(a, dict) else {}
+
+    @property
     def primary_ready_threshold(self) -> int:
         """Percent of the primary's pods available before the analysis goes on (Flagger's default 100)."""
         v = self.analysis.get("primaryReadyThreshold")
@@ -266,6 +272,10 @@ class CanaryView:
         ref = self.target_ref
         if ref.get("kind") not in (None, "Deployment"):
             out.append(f"spec.targetRef.kind: Unsupported value: {ref.get('kind')!r}: supported values: \"Deployment\"")
+        kind = self.autoscaler_ref.get("kind")
+        if self.autoscaler_ref and kind != "HorizontalPodAutoscaler":
+            out.append(f"spec.autoscalerRef.kind: Unsupported value: {kind!r}: supported values: "
+                       "\"HorizontalPodAutoscaler\"")
         if self.analysis:
             out += self._weight_problems()
             text = self.analysis.get("interval")
