@@ -32,7 +32,7 @@ from typing import Any
 from pitwall.controllers import record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
-from pitwall.releases import autoscaler, router, workload
+from pitwall.releases import autoscaler, configs, router, workload
 from pitwall.releases.affinity import Affinity
 from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
@@ -201,6 +201,11 @@ class CanaryController:
         """Flagger's SyncStatus: phase and counters, lastAppliedSpec = the target template's hash."""
         h = workload.compute_hash((target.get("spec") or {}).get("template") or {})
         now = fmt_time(datetime.now(UTC))
+        try:
+            tracked: dict[str, str] | None = configs.tracked(
+                await configs.target_configs(self.client, cd.namespace, target))
+        except configs.ConfigError:
+            tracked = None  # keep what the status holds; the next tick reports the missing config
 
         def change(st: Obj, fresh: Obj) -> None:
             conds = promoted_condition(CanaryView(fresh), phase, now)
@@ -208,6 +213,8 @@ class CanaryController:
                       lastAppliedSpec=h, lastTransitionTime=now)
             if phase == Phase.INITIALIZED:
                 st["lastPromotedSpec"] = h
+            if tracked is not None:
+                st["trackedConfigs"] = tracked
             if conds is not None:
                 st["conditions"] = [*_others(st), *conds]
 
@@ -314,6 +321,13 @@ class CanaryController:
             return False
         return True
 
+    async def _revision_changed(self, cd: CanaryView, target: Obj) -> bool:
+        """A new pod template or a changed tracked ConfigMap/Secret (Flagger's HasTargetChanged ||
+        HaveDependenciesChanged)."""
+        if workload.spec_changed(cd, target):
+            return True
+        return configs.changed(cd, await configs.target_configs(self.client, cd.namespace, target))
+
     async def _set_routes(self, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> CanaryView:
         """Write the split; the session-affinity cookies it uses go to the status (as Flagger's do)."""
         return await self._keep_cookies(cd, await router.set_routes(self.client, cd, primary, canary, mirrored))
@@ -368,6 +382,8 @@ class CanaryController:
         """One tick of Flagger's advanceCanary; Flagger's metrics are written after it."""
         try:
             await self._advance(cd, time.perf_counter())
+        except configs.ConfigError as e:  # a required ConfigMap/Secret is missing: wait for it, as Flagger
+            await self._event(cd, "Warning", str(e))
         finally:
             await self.recorder.flush()
 
@@ -402,7 +418,7 @@ class CanaryController:
             await self._alert(cd, f"New {cd.target_ref.get('kind') or 'Deployment'} detected, initialization "
                                   "completed.", True, "info")
             return
-        if cd.phase not in ADVANCING and not workload.spec_changed(cd, target):
+        if cd.phase not in ADVANCING and not await self._revision_changed(cd, target):
             return
         await self._analyse(cd, target, label, value, primary, begin)
 
@@ -426,7 +442,7 @@ class CanaryController:
         if cd.phase not in (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING, Phase.FINALISING):
             await self._start(cd, target)
             return
-        if cd.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and workload.spec_changed(cd, target):
+        if cd.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and await self._revision_changed(cd, target):
             await self._event(cd, "Normal", f"New revision detected! Restarting analysis for "
                                             f"{cd.target}.{cd.namespace}")
             await self._set_routes(cd, TOTAL_WEIGHT, 0, False)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.releases import configs
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
@@ -65,8 +66,11 @@ def spec_changed(cd: CanaryView, dep: Obj) -> bool:
     return applied != h
 
 
-def _primary_template(template: Obj, label: str, value: str) -> Obj:
+def _primary_template(template: Obj, label: str, value: str, refs: dict[str, configs.ConfigRef]) -> Obj:
+    """The target's pod template for the primary: its selector label, the primary copies of tracked configs."""
     t = copy.deepcopy(template)
+    if refs and isinstance(t.get("spec"), dict):
+        t["spec"] = configs.apply_primary_configs(t["spec"], refs)
     labels = (t.setdefault("metadata", {}).get("labels") or {})
     labels[label] = f"{value}-primary"
     t["metadata"]["labels"] = labels
@@ -90,7 +94,9 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
     replicas = spec.get("replicas")
     spec["replicas"] = replicas if isinstance(replicas, int) and replicas > 0 else 1
     spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
-    spec["template"] = _primary_template(spec.get("template") or {}, label, value)
+    refs = await configs.target_configs(client, cd.namespace, target)
+    await configs.sync_primary_configs(client, cd, refs)
+    spec["template"] = _primary_template(spec.get("template") or {}, label, value, refs)
     tm = target.get("metadata") or {}
     labels = {**(tm.get("labels") or {}), label: f"{value}-primary"}
     made: Obj = await client.create({
@@ -102,12 +108,14 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
 
 
 async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> None:
-    """Copy the target's pod template (and rollout settings) to the primary."""
+    """Copy the target's pod template (and rollout settings) to the primary, and its tracked configs."""
     src = target.get("spec") or {}
+    refs = await configs.target_configs(client, cd.namespace, target)
+    await configs.sync_primary_configs(client, cd, refs)
 
     def change(primary: Obj) -> None:
         spec = primary.setdefault("spec", {})
-        spec["template"] = _primary_template(src.get("template") or {}, label, value)
+        spec["template"] = _primary_template(src.get("template") or {}, label, value, refs)
         for f in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
             if f in src:
                 spec[f] = copy.deepcopy(src[f])
