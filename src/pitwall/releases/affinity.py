@@ -10,7 +10,9 @@ cookie to the canary: a user who reached the canary once stays there. With
 users on the primary. When the canary's weight goes back to 0 (promotion,
 rollback, a restarted analysis) the run's cookie becomes the *previous* one:
 requests carrying it go by the weights and are answered with
-``Set-Cookie: <cookie>; Max-Age=-1``, which expires it (Flagger >= 1.37).
+``Set-Cookie: <cookie>; Max-Age=-1``, which expires it (Flagger has done
+so since session affinity came in v1.25.0; ``primaryCookieName`` came in
+v1.43.0).
 
 The cookies live in the Canary's status (``sessionAffinityCookie``,
 ``primarySessionAffinityCookie``, ``previousSessionAffinityCookie``) as in
@@ -22,6 +24,7 @@ from __future__ import annotations
 import copy
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,7 +94,7 @@ def _add_response(dest: Obj, value: str) -> None:
 
 
 def sticky_routes(spec: Obj, weighted: Obj, canary_w: int, state: Affinity, *, hosts: tuple[str, str],
-                  interval_s: float, merge: Any) -> tuple[list[Obj], Affinity]:
+                  interval_s: float, merge: Callable[[list[Obj]], list[Obj]]) -> tuple[list[Obj], Affinity]:
     """The HTTP routes for ``weighted`` (primary then canary destination) under session affinity ``spec``, and
     the cookie state they use (new cookies are drawn when a run starts).
 
