@@ -99,7 +99,9 @@ async def test_configs_are_copied_tracked_and_a_change_starts_an_analysis(mesh_k
     cm["data"] = {"x": "z"}
     await c.update(cm)
     assert (await d.tick())["status"]["phase"] == "Initialized"
-    # a tracked ConfigMap changes (the pod template does not): an analysis, then the primary's copy follows
+    # a tracked ConfigMap changes (the pod template does not): an analysis, then the primary's copy follows and
+    # the primary's pods roll (a new flagger-id annotation), since env from a config is read at pod start
+    first_id = (await d.deployment("podinfo-primary"))["spec"]["template"]["metadata"]["annotations"]["flagger-id"]
     cm = await c.get("v1", "ConfigMap", "settings", "default")
     cm["data"] = {"a": "2"}
     await c.update(cm)
@@ -113,6 +115,8 @@ async def test_configs_are_copied_tracked_and_a_change_starts_an_analysis(mesh_k
             break
     assert phases[0] == "Progressing" and phases[-1] == "Succeeded"
     assert (await c.get("v1", "ConfigMap", "settings-primary", "default"))["data"] == {"a": "2"}
+    assert (await d.deployment("podinfo-primary"))["spec"]["template"]["metadata"]["annotations"][
+        "flagger-id"] not in ("", first_id)
     assert cd["status"]["trackedConfigs"]["configmap/settings"] == checksum({"a": "2"})
     assert (await d.tick())["status"]["phase"] == "Succeeded"  # and it stays so
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,9 @@ __all__ = [
 Obj = dict[str, Any]
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")  # Flagger's default -selector-labels
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
+
+
+FLAGGER_ID = "flagger-id"  # the primary's pod template annotation Flagger renews at each promotion
 
 
 class TargetError(Exception):
@@ -67,13 +71,18 @@ def spec_changed(cd: CanaryView, dep: Obj) -> bool:
 
 
 def _primary_template(template: Obj, label: str, value: str, refs: dict[str, configs.ConfigRef]) -> Obj:
-    """The target's pod template for the primary: its selector label, the primary copies of tracked configs."""
+    """The target's pod template for the primary: its selector label, the primary copies of tracked configs,
+    and a new ``flagger-id`` annotation (Flagger's makeAnnotations), so that every promotion rolls the primary's
+    pods even when only a tracked ConfigMap or Secret changed (env from a config is read at pod start)."""
     t = copy.deepcopy(template)
     if refs and isinstance(t.get("spec"), dict):
         t["spec"] = configs.apply_primary_configs(t["spec"], refs)
     labels = (t.setdefault("metadata", {}).get("labels") or {})
     labels[label] = f"{value}-primary"
     t["metadata"]["labels"] = labels
+    annotations = {k: v for k, v in (t["metadata"].get("annotations") or {}).items()
+                   if "toolkit.fluxcd.io" not in k and k != FLAGGER_ID}
+    t["metadata"]["annotations"] = {**annotations, FLAGGER_ID: str(uuid.uuid4())}
     return t
 
 
