@@ -114,12 +114,14 @@ class MetricContext:
 class CheckResult:
     """The outcome of one analysis step's metric checks: ``ok``; ``wait`` (no traffic under the guard's
     ``wait`` policy: neither passed nor failed); the Events to record (type, message); the judge's results
-    (metric name, result) of the metrics it judged, passed or not."""
+    (metric name, result) of the metrics it judged, passed or not; ``values``: (metric name, value) of each
+    check that got a value, as Flagger's recorder keeps them for ``flagger_canary_metric_analysis``."""
 
     ok: bool
     wait: bool = False
     events: list[tuple[str, str]] = field(default_factory=list)
     judgements: list[tuple[str, JudgeResult]] = field(default_factory=list)
+    values: list[tuple[str, float]] = field(default_factory=list)
 
 
 def _value(result_type: str, values: list[Any]) -> float:
@@ -270,8 +272,10 @@ async def _guard(ctx: MetricContext, cd: CanaryView, interval: str) -> CheckResu
     return CheckResult(False, events=[("Warning", msg)])
 
 
-async def _builtin(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str) -> str | None:
-    """Run a built-in; the Halt message, or None if it passed."""
+async def _builtin(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str,
+                   values: list[tuple[str, float]]) -> str | None:
+    """Run a built-in; the Halt message, or None if it passed. Its value goes into ``values`` (the duration in
+    seconds, as Flagger records it)."""
     name = str(metric.get("name"))
     if ctx.instant is None:
         raise ProviderUnavailable("prometheus not available: no metric store in this server")
@@ -282,13 +286,16 @@ async def _builtin(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any]
         return (f"Halt advancement no values found for istio metric {name} probably {cd.target}.{cd.namespace} is "
                 f"not receiving traffic: {e}")
     if name == "request-success-rate":
+        values.append((name, val))
         return _judge(cd, metric, "success rate", val, f"{val:.2f}%", True, "%")
     ms = int(val)
+    values.append((name, ms / 1000))
     return _judge(cd, metric, "request duration", float(ms), f"{ms}ms", False, "ms")
 
 
 async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str,
-                     judged: list[tuple[str, JudgeResult]] | None = None) -> str | None:
+                     judged: list[tuple[str, JudgeResult]] | None = None,
+                     values: list[tuple[str, float]] | None = None) -> str | None:
     ref = metric.get("templateRef") or {}
     ns = str(ref.get("namespace") or cd.namespace)
     tname = str(ref.get("name") or "")
@@ -315,6 +322,8 @@ async def _templated(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, An
         return f"Halt advancement no values found for custom metric: {name}: {e}"
     except (httpx.HTTPError, ValueError) as e:
         return f"Metric query failed for {name}: {e}"
+    if values is not None:
+        values.append((name, val))
     return _judge(cd, metric, name, val, f"{val:.2f}", False)
 
 
@@ -375,6 +384,7 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
     """Every metric of the analysis in order; the first failure stops the step (as Flagger's loop returns)."""
     events: list[tuple[str, str]] = []
     judged: list[tuple[str, JudgeResult]] = []
+    values: list[tuple[str, float]] = []
     default_interval = METRIC_INTERVAL
     guard_interval = next((str(m["interval"]) for m in cd.metrics if m.get("interval")), default_interval)
     guard = await _guard(ctx, cd, guard_interval)
@@ -389,11 +399,11 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
         name = str(metric.get("name") or "")
         try:
             if metric.get("templateRef"):
-                msg = await _templated(ctx, cd, metric, interval, judged)
+                msg = await _templated(ctx, cd, metric, interval, judged, values)
             elif name in ISTIO_QUERIES:
-                msg = await _builtin(ctx, cd, metric, interval)
+                msg = await _builtin(ctx, cd, metric, interval, values)
             elif metric.get("query"):
-                msg = await _inline(ctx, cd, metric, interval)
+                msg = await _inline(ctx, cd, metric, interval, values)
             else:
                 msg = "Metric query failed for no usable metrics template and query were configured"
         except ProviderUnavailable as e:
@@ -404,11 +414,12 @@ async def run_checks(ctx: MetricContext, cd: CanaryView) -> CheckResult:
             msg = f"Prometheus query failed for {name}: {e}"
         if msg is not None:
             events.append(("Warning", msg))
-            return CheckResult(False, events=events, judgements=judged)
-    return CheckResult(True, events=events, judgements=judged)
+            return CheckResult(False, events=events, judgements=judged, values=values)
+    return CheckResult(True, events=events, judgements=judged, values=values)
 
 
-async def _inline(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str) -> str | None:
+async def _inline(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any], interval: str,
+                  values: list[tuple[str, float]]) -> str | None:
     """A metric with its own ``query``: run on the mesh's Prometheus (pitwall itself)."""
     if ctx.instant is None:
         raise ProviderUnavailable("prometheus not available: no metric store in this server")
@@ -418,4 +429,5 @@ async def _inline(ctx: MetricContext, cd: CanaryView, metric: Mapping[str, Any],
         val = await _local(ctx.instant, ctx.tenant)(query)
     except NoValuesFound:
         return f"Halt advancement no values found for metric: {name}"
+    values.append((name, val))
     return _judge(cd, metric, name, val, f"{val:.2f}", False)

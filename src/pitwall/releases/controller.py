@@ -32,7 +32,8 @@ from typing import Any
 from pitwall.controllers import record_event
 from pitwall.incidents import ChangeEvent, ChangeSink
 from pitwall.kube import Conflict, KubeClient, NotFoundError
-from pitwall.releases import router, workload
+from pitwall.releases import autoscaler, configs, router, workload
+from pitwall.releases.affinity import Affinity
 from pitwall.releases.alerts import Alerter
 from pitwall.releases.checks import MetricContext, run_checks
 from pitwall.releases.gates import Gates
@@ -49,6 +50,7 @@ from pitwall.releases.model import (
     fmt_time,
     parse_time,
 )
+from pitwall.releases.recorder import COMPLETED, SKIPPED, FlaggerMetrics
 from pitwall.releases.verdicts import (
     CONDITION,
     JUDGEMENT,
@@ -114,7 +116,7 @@ class CanaryController:
 
     def __init__(self, client: KubeClient, *, metrics: MetricContext, changes: ChangeSink | None = None,
                  http: HttpFactory = default_http, clock: Callable[[], float] = time.monotonic,
-                 gates: Gates | None = None) -> None:
+                 gates: Gates | None = None, recorder: FlaggerMetrics | None = None) -> None:
         self.client = client
         self.metrics = metrics
         self.gates = gates or Gates()
@@ -124,6 +126,7 @@ class CanaryController:
         self._by_target: dict[str, set[str]] = {}  # "ns/deployment" -> Canary keys
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
         self.alerts = Alerter(client)
+        self.recorder = recorder or FlaggerMetrics(None)
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -198,6 +201,11 @@ class CanaryController:
         """Flagger's SyncStatus: phase and counters, lastAppliedSpec = the target template's hash."""
         h = workload.compute_hash((target.get("spec") or {}).get("template") or {})
         now = fmt_time(datetime.now(UTC))
+        try:
+            tracked: dict[str, str] | None = configs.tracked(
+                await configs.target_configs(self.client, cd.namespace, target))
+        except configs.ConfigError:
+            tracked = None  # keep what the status holds; the next tick reports the missing config
 
         def change(st: Obj, fresh: Obj) -> None:
             conds = promoted_condition(CanaryView(fresh), phase, now)
@@ -205,6 +213,8 @@ class CanaryController:
                       lastAppliedSpec=h, lastTransitionTime=now)
             if phase == Phase.INITIALIZED:
                 st["lastPromotedSpec"] = h
+            if tracked is not None:
+                st["trackedConfigs"] = tracked
             if conds is not None:
                 st["conditions"] = [*_others(st), *conds]
 
@@ -300,6 +310,41 @@ class CanaryController:
                     return False, hook, str(e)
         return True, None, ""
 
+    async def _primary_hpa(self, cd: CanaryView, *, init: bool) -> bool:
+        """Flagger's ReconcilePrimaryScaler (with ``autoscalerRef``); False (and a Warning) when it cannot."""
+        if not cd.autoscaler_ref:
+            return True
+        try:
+            await autoscaler.reconcile_primary(self.client, cd, init=init)
+        except autoscaler.AutoscalerError as e:
+            await self._event(cd, "Warning", str(e))
+            return False
+        return True
+
+    async def _revision_changed(self, cd: CanaryView, target: Obj) -> bool:
+        """A new pod template or a changed tracked ConfigMap/Secret (Flagger's HasTargetChanged ||
+        HaveDependenciesChanged)."""
+        if workload.spec_changed(cd, target):
+            return True
+        return configs.changed(cd, await configs.target_configs(self.client, cd.namespace, target))
+
+    async def _set_routes(self, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> CanaryView:
+        """Write the split; the session-affinity cookies it uses go to the status (as Flagger's do)."""
+        return await self._keep_cookies(cd, await router.set_routes(self.client, cd, primary, canary, mirrored))
+
+    async def _keep_cookies(self, cd: CanaryView, state: Affinity) -> CanaryView:
+        if state == Affinity.of(cd.status):
+            return cd
+        fields = {k: v for k, v in state.status_fields().items() if v}
+        gone = [k for k, v in state.status_fields().items() if not v]
+
+        def change(st: Obj, fresh: Obj) -> None:
+            st.update(fields)
+            for k in gone:
+                st.pop(k, None)
+
+        return await self._write_status(cd, change)
+
     # ---- the loop ------------------------------------------------------------------------------------------
 
     async def _validate(self, cd: CanaryView) -> tuple[Obj, str, str]:
@@ -334,7 +379,15 @@ class CanaryController:
         return parse_time(cd.status.get("lastTransitionTime"))
 
     async def advance(self, cd: CanaryView) -> None:
-        """One tick of Flagger's advanceCanary."""
+        """One tick of Flagger's advanceCanary; Flagger's metrics are written after it."""
+        try:
+            await self._advance(cd, time.perf_counter())
+        except configs.ConfigError as e:  # a required ConfigMap/Secret is missing: wait for it, as Flagger
+            await self._event(cd, "Warning", str(e))
+        finally:
+            await self.recorder.flush()
+
+    async def _advance(self, cd: CanaryView, begin: float) -> None:
         if cd.suspended:
             await self._event(cd, "Normal", "skipping canary run as object is suspended")
             return
@@ -350,26 +403,30 @@ class CanaryController:
             cd = await self._set_phase(cd, Phase.INITIALIZING)
         await router.reconcile_services(self.client, cd, label, value)
         primary = await workload.ensure_primary(self.client, cd, target, label, value)
+        if not await self._primary_hpa(cd, init=True):
+            return
         if initializing:
-            ready, why, _ = workload.readiness(primary)
+            ready, why, _ = workload.readiness(primary, threshold=cd.primary_ready_threshold)
             if not ready:
                 await self._event(cd, "Warning", f"{cd.primary_workload}.{cd.namespace} not ready: {why}")
                 return
             await workload.scale(self.client, cd.namespace, cd.target, 0)
-        await router.reconcile_routing(self.client, cd)
+        cd = await self._keep_cookies(cd, await router.reconcile_routing(self.client, cd))
         if initializing:
             await self._sync(cd, target, Phase.INITIALIZED)
             await self._event(cd, "Normal", f"Initialization done! {cd.name}.{cd.namespace}")
             await self._alert(cd, f"New {cd.target_ref.get('kind') or 'Deployment'} detected, initialization "
                                   "completed.", True, "info")
             return
-        if cd.phase not in ADVANCING and not workload.spec_changed(cd, target):
+        if cd.phase not in ADVANCING and not await self._revision_changed(cd, target):
             return
-        await self._analyse(cd, target, label, value, primary)
+        await self._analyse(cd, target, label, value, primary, begin)
 
-    async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj) -> None:
+    async def _analyse(self, cd: CanaryView, target: Obj, label: str, value: str, primary: Obj,
+                       begin: float) -> None:
         if not cd.skip_analysis:
-            ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd))
+            ready, why, retriable = workload.readiness(primary, cd.progress_deadline_s, self._since(cd),
+                                                       cd.primary_ready_threshold)
             if not ready:
                 if not retriable and cd.phase in (Phase.PROMOTING, Phase.FINALISING):
                     await self._failed_promotion(cd, why)
@@ -385,14 +442,15 @@ class CanaryController:
         if cd.phase not in (Phase.PROGRESSING, Phase.WAITING_PROMOTION, Phase.PROMOTING, Phase.FINALISING):
             await self._start(cd, target)
             return
-        if cd.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and workload.spec_changed(cd, target):
+        if cd.phase in (Phase.PROGRESSING, Phase.WAITING_PROMOTION) and await self._revision_changed(cd, target):
             await self._event(cd, "Normal", f"New revision detected! Restarting analysis for "
                                             f"{cd.target}.{cd.namespace}")
-            await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+            await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
             await self._sync(cd, target, Phase.PROGRESSING)
             return
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
-        ready, why, retriable = workload.readiness(target, cd.progress_deadline_s, self._since(cd))
+        ready, why, retriable = workload.readiness(target, cd.progress_deadline_s, self._since(cd),
+                                                   cd.canary_ready_threshold)
         if not ready:
             if not retriable:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} progress deadline "
@@ -406,13 +464,15 @@ class CanaryController:
             await self._skip(cd, target, label, value)
             return
         if cd.phase in (Phase.PROGRESSING, Phase.WAITING, Phase.WAITING_PROMOTION):
-            ok, hook, _ = await self._rollback_hooks(cd)
+            ok, _, _ = await self._rollback_hooks(cd)
             if ok:
                 await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} manual webhook invoked")
                 await self._alert(cd, "Rolling back manual webhook invoked", False, "warn")
                 await self._rollback(cd, target)
                 return
         if cd.phase == Phase.PROMOTING:
+            if not await self._primary_hpa(cd, init=False):
+                return
             await self._promotion_shift(cd, routes)
             return
         if cd.phase == Phase.FINALISING:
@@ -422,6 +482,13 @@ class CanaryController:
                 int(cd.status.get("failedChecks") or 0) >= cd.threshold:
             await self._rollback(cd, target)
             return
+        try:
+            await self._step(cd, target, label, value, routes)
+        finally:  # Flagger's deferred SetDuration: the ticks that got to the checks, from the tick's start
+            self.recorder.set_duration(cd.target, cd.namespace, time.perf_counter() - begin)
+
+    async def _step(self, cd: CanaryView, target: Obj, label: str, value: str, routes: router.Routes) -> None:
+        """Checks, then the strategy's next step."""
         if not await self._step_checks(cd, routes):
             return
         strategy = cd.strategy()
@@ -470,9 +537,12 @@ class CanaryController:
                 await self._event(cd, "Normal", f"Confirm-rollout check {h.get('name')} passed")
         await self._event(cd, "Normal", f"New revision detected! Scaling up {cd.target}.{cd.namespace}")
         await self._alert(cd, "New revision detected, progressing canary analysis.", True, "info")
-        primary = await self.client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
-        replicas = (primary.get("spec") or {}).get("replicas") or 1
-        await workload.scale(self.client, cd.namespace, cd.target, int(replicas))
+        if cd.autoscaler_ref:  # Flagger's ScaleFromZero: the HPA's minReplicas; it scales from there
+            replicas = await autoscaler.min_replicas(self.client, cd)
+        else:
+            primary = await self.client.get("apps/v1", "Deployment", cd.primary_workload, cd.namespace)
+            replicas = int((primary.get("spec") or {}).get("replicas") or 1)
+        await workload.scale(self.client, cd.namespace, cd.target, replicas)
         await self._sync(cd, target, Phase.PROGRESSING)
 
     async def _step_checks(self, cd: CanaryView, routes: router.Routes) -> bool:
@@ -499,6 +569,8 @@ class CanaryController:
             await self._set(cd, failedChecks=failed + 1)
             return False
         result = await run_checks(self.metrics, cd)
+        for metric, v in result.values:
+            self.recorder.set_analysis(cd.target, cd.namespace, metric, v)
         if result.judgements:
             await self._record_judgements(cd, result.judgements)
         for type_, msg in result.events:
@@ -568,7 +640,7 @@ class CanaryController:
                     mirrored, primary_w, canary_w = False, TOTAL_WEIGHT - step, step
             else:
                 primary_w, canary_w = max(primary_w - step, 0), min(canary_w + step, TOTAL_WEIGHT)
-            await router.set_routes(self.client, cd, primary_w, canary_w, mirrored)
+            await self._set_routes(cd, primary_w, canary_w, mirrored)
             await self._set(cd, canaryWeight=canary_w)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary weight {canary_w}")
             return
@@ -579,7 +651,7 @@ class CanaryController:
     async def _run_ab(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
         done = int(cd.status.get("iterations") or 0)
         if cd.iterations > done:
-            await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+            await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
             await self._set(cd, iterations=done + 1)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary iteration "
                                             f"{done + 1}/{cd.iterations}")
@@ -594,7 +666,7 @@ class CanaryController:
         done = int(cd.status.get("iterations") or 0)
         if cd.iterations > done:
             if cd.mirror and not routes.mirrored:
-                await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, True)
+                await self._set_routes(cd, TOTAL_WEIGHT, 0, True)
             await self._set(cd, iterations=done + 1)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} canary iteration "
                                             f"{done + 1}/{cd.iterations}")
@@ -604,7 +676,7 @@ class CanaryController:
         if cd.iterations == done:
             await self._event(cd, "Normal", "Stop traffic mirroring and route all traffic to canary" if cd.mirror
                               else "Routing all traffic to canary")
-            await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+            await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
             await self._set(cd, iterations=done + 1)
             return
         if cd.iterations < done:
@@ -613,13 +685,13 @@ class CanaryController:
     async def _promotion_shift(self, cd: CanaryView, routes: router.Routes) -> None:
         if cd.step_weight_promotion == 0:
             await self._event(cd, "Normal", "Routing all traffic to primary")
-            await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+            await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
             await self._set_phase(cd, Phase.FINALISING)
             return
         if routes.canary > 0:
             primary_w = min(routes.primary + cd.step_weight_promotion, TOTAL_WEIGHT)
             canary_w = max(routes.canary - cd.step_weight_promotion, 0)
-            await router.set_routes(self.client, cd, primary_w, canary_w, False)
+            await self._set_routes(cd, primary_w, canary_w, False)
             await self._event(cd, "Normal", f"Advance {cd.name}.{cd.namespace} primary weight {primary_w}")
             if primary_w == TOTAL_WEIGHT:
                 await self._set_phase(cd, Phase.FINALISING)
@@ -629,6 +701,7 @@ class CanaryController:
     async def _finalising(self, cd: CanaryView) -> None:
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._set_phase(cd, Phase.SUCCEEDED)
+        self.recorder.inc_successes(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Scaling down {cd.target}.{cd.namespace}")
         await self._alert(done, "Canary analysis completed successfully, promotion finished.", False, "info")
@@ -644,12 +717,15 @@ class CanaryController:
                 await self._event(cd, "Normal", f"Post-rollout check {h.get('name')} passed")
 
     async def _skip(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
-        await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+        await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
         await workload.promote(self.client, cd, target, label, value)
+        if not await self._primary_hpa(cd, init=False):
+            return
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._set_phase(cd, Phase.SUCCEEDED)
+        self.recorder.inc_successes(cd.target, cd.namespace, cd.strategy(), SKIPPED)
         await self._hooks_post(done, Phase.SUCCEEDED)
         await self._event(done, "Normal", f"Promotion completed! Canary analysis was skipped for "
                                           f"{cd.target}.{cd.namespace}")
@@ -661,18 +737,20 @@ class CanaryController:
             await self._event(cd, "Warning", f"Rolling back {cd.name}.{cd.namespace} failed checks threshold "
                                              f"reached {failed}")
             await self._alert(cd, f"Failed checks threshold reached {failed}", False, "error")
-        await router.set_routes(self.client, cd, TOTAL_WEIGHT, 0, False)
+        await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Warning", f"Canary failed! Scaling down {cd.name}.{cd.namespace}")
         await workload.scale(self.client, cd.namespace, cd.target, 0)
         done = await self._sync(cd, target, Phase.FAILED)
+        self.recorder.inc_failures(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.FAILED)
 
     async def _failed_promotion(self, cd: CanaryView, why: str) -> None:
         await self._event(cd, "Warning", f"Promotion of {cd.target}.{cd.namespace} failed, primary not ready: {why}")
         await self._alert(cd, f"Promotion failed, primary not ready: {why}", False, "error")
-        await router.set_routes(self.client, cd, 0, TOTAL_WEIGHT, False)
+        await self._set_routes(cd, 0, TOTAL_WEIGHT, False)
         target = await self.client.get("apps/v1", "Deployment", cd.target, cd.namespace)
         done = await self._sync(cd, target, Phase.FAILED, weight=TOTAL_WEIGHT)
+        self.recorder.inc_failures(cd.target, cd.namespace, cd.strategy(), COMPLETED)
         await self._hooks_post(done, Phase.FAILED)
 
     # ---- deletion ------------------------------------------------------------------------------------------
@@ -694,9 +772,13 @@ class CanaryController:
         except (NotFoundError, workload.TargetError):
             pass  # nothing to give back
         await router.delete_routing(self.client, cd)
+        if cd.autoscaler_ref:
+            await autoscaler.delete_primary(self.client, cd)
         await self._event(cd, "Normal", f"Canary {cd.name}.{cd.namespace} deleted: {cd.target} restored to "
                                         f"{replicas} replicas, routing removed")
         await self._phase_change(cd, cd.phase, Phase.TERMINATED, {})
+        self.recorder.forget(cd.target, cd.namespace)
+        await self.recorder.flush()
         with contextlib.suppress(NotFoundError, Conflict):  # still conflicting: the next delete event retries
             await self.client.modify(await self.client.get(API_VERSION, CANARY, cd.name, cd.namespace),
                                      _drop_finalizer, attempts=10)

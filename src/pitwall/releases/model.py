@@ -198,6 +198,30 @@ class CanaryView:
         return _int(self.analysis.get("mirrorWeight"))
 
     @property
+    def autoscaler_ref(self) -> dict[str, Any]:
+        """``spec.autoscalerRef`` ({} when absent)."""
+        a = self.spec.get("autoscalerRef")
+        return a if isinstance(a, dict) else {}
+
+    @property
+    def primary_ready_threshold(self) -> int:
+        """Percent of the primary's pods available before the analysis goes on (Flagger's default 100)."""
+        v = self.analysis.get("primaryReadyThreshold")
+        return v if isinstance(v, int) and not isinstance(v, bool) else 100
+
+    @property
+    def canary_ready_threshold(self) -> int:
+        """Percent of the canary's pods available before a step is taken (Flagger's default 100)."""
+        v = self.analysis.get("canaryReadyThreshold")
+        return v if isinstance(v, int) and not isinstance(v, bool) else 100
+
+    @property
+    def session_affinity(self) -> dict[str, Any] | None:
+        """``analysis.sessionAffinity`` (None when absent)."""
+        s = self.analysis.get("sessionAffinity")
+        return s if isinstance(s, dict) else None
+
+    @property
     def webhooks(self) -> list[dict[str, Any]]:
         w = self.analysis.get("webhooks")
         return [x for x in w if isinstance(x, dict)] if isinstance(w, list) else []
@@ -248,6 +272,10 @@ class CanaryView:
         ref = self.target_ref
         if ref.get("kind") not in (None, "Deployment"):
             out.append(f"spec.targetRef.kind: Unsupported value: {ref.get('kind')!r}: supported values: \"Deployment\"")
+        kind = self.autoscaler_ref.get("kind")
+        if self.autoscaler_ref and kind != "HorizontalPodAutoscaler":
+            out.append(f"spec.autoscalerRef.kind: Unsupported value: {kind!r}: supported values: "
+                       "\"HorizontalPodAutoscaler\"")
         if self.analysis:
             out += self._weight_problems()
             text = self.analysis.get("interval")
@@ -268,7 +296,8 @@ class CanaryView:
     def _weight_problems(self) -> list[str]:
         out: list[str] = []
         a = self.analysis
-        for field in ("stepWeight", "maxWeight", "mirrorWeight", "stepWeightPromotion"):
+        for field in ("stepWeight", "maxWeight", "mirrorWeight", "stepWeightPromotion", "primaryReadyThreshold",
+                      "canaryReadyThreshold"):
             v = a.get(field)
             if isinstance(v, int) and not 0 <= v <= TOTAL_WEIGHT:
                 out.append(f"spec.analysis.{field}: Invalid value: {v}: must be between 0 and 100")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.releases.affinity import Affinity, sticky_routes
 from pitwall.releases.model import API_VERSION, CANARY, TOTAL_WEIGHT, CanaryView
 
 __all__ = ["Routes", "delete_routing", "get_routes", "reconcile_routing", "reconcile_services", "set_routes"]
@@ -125,19 +126,26 @@ def _merge_matches(canary: list[Obj], defaults: list[Obj]) -> list[Obj]:
     return out
 
 
-def _http(cd: CanaryView, primary_w: int, canary_w: int, mirrored: bool) -> list[Obj]:
+def _http(cd: CanaryView, primary_w: int, canary_w: int, mirrored: bool,
+          state: Affinity = Affinity()) -> tuple[list[Obj], Affinity]:
+    """The HTTP routes of the VirtualService (Flagger's IstioRouter.SetRoutes) and the session-affinity cookies
+    they use (unchanged without ``analysis.sessionAffinity``)."""
     _, primary, canary = cd.service_names()
     svc_match = [m for m in cd.service.get("match") or [] if isinstance(m, dict)]
     weighted = _route(cd, svc_match, [_dest(cd, primary, primary_w), _dest(cd, canary, canary_w)])
+    http = [weighted]
+    if cd.session_affinity is not None:
+        http, state = sticky_routes(cd.session_affinity, weighted, canary_w, state, hosts=(primary, canary),
+                                    interval_s=cd.interval_s(), merge=lambda c: _merge_matches(c, svc_match))
     if mirrored:
-        weighted["mirror"] = {"host": canary}
+        http[0]["mirror"] = {"host": canary}
         if cd.mirror_weight > 0:
-            weighted["mirrorPercentage"] = {"value": float(cd.mirror_weight)}
+            http[0]["mirrorPercentage"] = {"value": float(cd.mirror_weight)}
     if cd.match:
         ab = _route(cd, _merge_matches(cd.match, svc_match),
                     [_dest(cd, primary, primary_w), _dest(cd, canary, canary_w)])
-        return [ab, _route(cd, svc_match, [_dest(cd, primary, TOTAL_WEIGHT)])]
-    return [weighted]
+        return [ab, _route(cd, svc_match, [_dest(cd, primary, TOTAL_WEIGHT)])], state
+    return http, state
 
 
 def _vs_spec(cd: CanaryView, http: list[Obj]) -> Obj:
@@ -149,9 +157,10 @@ def _vs_spec(cd: CanaryView, http: list[Obj]) -> Obj:
     return {"hosts": hosts, "gateways": gateways, "http": http}
 
 
-async def reconcile_routing(client: KubeClient, cd: CanaryView) -> None:
+async def reconcile_routing(client: KubeClient, cd: CanaryView) -> Affinity:
     """The DestinationRules and the VirtualService; a new VirtualService routes 100% to the primary, an existing
-    one keeps its weights (the analysis owns them) but follows the Canary's hosts, gateways and match."""
+    one keeps its weights (the analysis owns them) but follows the Canary's hosts, gateways and match. Returns
+    the session-affinity cookies the routes use (the caller keeps them in the Canary's status)."""
     apex, primary, canary = cd.service_names()
     for host in (canary, primary):
         dr: Obj = {"apiVersion": NET, "kind": "DestinationRule",
@@ -159,38 +168,52 @@ async def reconcile_routing(client: KubeClient, cd: CanaryView) -> None:
                    "spec": {"host": host, **({"trafficPolicy": cd.service["trafficPolicy"]}
                                              if cd.service.get("trafficPolicy") else {})}}
         await _upsert(client, dr, ("spec",))
+    state = Affinity.of(cd.status)
     try:
         old = await client.get(NET, "VirtualService", apex, cd.namespace)
     except NotFoundError:
+        http, state = _http(cd, TOTAL_WEIGHT, 0, False, state)
         await client.create({"apiVersion": NET, "kind": "VirtualService",
                              "metadata": {"name": apex, "namespace": cd.namespace, "ownerReferences": [_owner(cd)]},
-                             "spec": _vs_spec(cd, _http(cd, TOTAL_WEIGHT, 0, False))})
-        return
+                             "spec": _vs_spec(cd, http)})
+        return state
     now = routes_of(cd, old)
-    want = _vs_spec(cd, _http(cd, now.primary, now.canary, now.mirrored))
+    http, state = _http(cd, now.primary, now.canary, now.mirrored, state)
+    want = _vs_spec(cd, http)
     if old.get("spec") != want:
         new = copy.deepcopy(old)
         new["spec"] = want
         await client.update(new)
+    return state
 
 
 def routes_of(cd: CanaryView, vs: Obj) -> Routes:
-    """The weights of the primary and canary hosts in the VirtualService's first HTTP route."""
+    """The weights of the primary and canary hosts in the VirtualService's first HTTP route (under session
+    affinity: in the route whose destinations set the cookie, as Flagger's GetRoutes reads them)."""
     _, primary, canary = cd.service_names()
-    http = (vs.get("spec") or {}).get("http") or []
+    http = [r for r in (vs.get("spec") or {}).get("http") or [] if isinstance(r, dict)]
     if not http:
         return Routes(TOTAL_WEIGHT, 0, False)
     first = http[0]
+    p, c = _weights(first, primary, canary)
+    if cd.session_affinity is not None:
+        for r in http:
+            if any(d.get("headers") for d in r.get("route") or []):
+                p, c = _weights(r, primary, canary)
+    if p == 0 and c == 0:
+        p = TOTAL_WEIGHT  # one destination without a weight takes everything
+    return Routes(p, c, bool((first.get("mirror") or {}).get("host")))
+
+
+def _weights(route: Obj, primary: str, canary: str) -> tuple[int, int]:
     p = c = 0
-    for d in first.get("route") or []:
+    for d in route.get("route") or []:
         host = (d.get("destination") or {}).get("host")
         if host == primary:
             p = int(d.get("weight") or 0)
         elif host == canary:
             c = int(d.get("weight") or 0)
-    if p == 0 and c == 0:
-        p = TOTAL_WEIGHT  # one destination without a weight takes everything
-    return Routes(p, c, bool((first.get("mirror") or {}).get("host")))
+    return p, c
 
 
 async def get_routes(client: KubeClient, cd: CanaryView) -> Routes:
@@ -198,12 +221,14 @@ async def get_routes(client: KubeClient, cd: CanaryView) -> Routes:
     return routes_of(cd, await client.get(NET, "VirtualService", apex, cd.namespace))
 
 
-async def set_routes(client: KubeClient, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> None:
-    """Write the split (Flagger's IstioRouter.SetRoutes)."""
+async def set_routes(client: KubeClient, cd: CanaryView, primary: int, canary: int, mirrored: bool) -> Affinity:
+    """Write the split (Flagger's IstioRouter.SetRoutes); returns the session-affinity cookies written."""
     apex, _, _ = cd.service_names()
-    spec = _vs_spec(cd, _http(cd, primary, canary, mirrored))
+    http, state = _http(cd, primary, canary, mirrored, Affinity.of(cd.status))
+    spec = _vs_spec(cd, http)
     await client.modify(await client.get(NET, "VirtualService", apex, cd.namespace),
                         lambda vs: vs.__setitem__("spec", copy.deepcopy(spec)))
+    return state
 
 
 async def delete_routing(client: KubeClient, cd: CanaryView) -> None:

@@ -12,12 +12,13 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI
-from pitwall.metrics import InstantQuery
+from pitwall.metrics import Appender, InstantQuery
 from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.gates import Gates
 from pitwall.releases.loadtester import GateStore, LoadTester, loadtester_router
+from pitwall.releases.recorder import FlaggerMetrics
 from pitwall.releases.settings import LoadTesterSettings
 from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
@@ -36,7 +37,7 @@ class ReleasesPart:
     name: str = "releases"
 
     def components(self) -> Sequence[Component]:
-        return [self.manager, _LoadTesterTasks(self.loadtester)]
+        return [self.manager, _LoadTesterTasks(self.loadtester), self.controller.recorder]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         # Flagger's load tester: server-wide (a Canary's webhook names no tenant).
@@ -83,15 +84,18 @@ def self_addresses(listen: str) -> frozenset[str]:
 def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes: ChangeSink | None,
                         listen: str = "", election: Election | None = None,
                         slo_status: SLOStatusQuery | None = None, store: RevStore | None = None,
-                        loadtester: LoadTesterSettings | None = None) -> ReleasesPart:
+                        loadtester: LoadTesterSettings | None = None,
+                        appender: Appender | None = None) -> ReleasesPart:
     """The part over ``kube`` (call before ``kube`` starts: Flagger's CRDs go in). Canaries' metrics are
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
     controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
     incidents the composition root hands ``controller.gates`` once the incidents part exists). The load tester
-    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``."""
+    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``.
+    Flagger's own metrics (``releases.recorder``) go to ``appender``."""
     kube.add_builtin_crds(flagger_crds())
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
-    controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status))
+    controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status),
+                                  recorder=FlaggerMetrics(appender))
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
     lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.releases import configs
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
@@ -28,6 +30,9 @@ __all__ = [
 Obj = dict[str, Any]
 SELECTOR_LABELS = ("app", "name", "app.kubernetes.io/name")  # Flagger's default -selector-labels
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"  # k8s.io/apimachinery rand.SafeEncodeString's alphabet
+
+
+FLAGGER_ID = "flagger-id"  # the primary's pod template annotation Flagger renews at each promotion
 
 
 class TargetError(Exception):
@@ -65,11 +70,19 @@ def spec_changed(cd: CanaryView, dep: Obj) -> bool:
     return applied != h
 
 
-def _primary_template(template: Obj, label: str, value: str) -> Obj:
+def _primary_template(template: Obj, label: str, value: str, refs: dict[str, configs.ConfigRef]) -> Obj:
+    """The target's pod template for the primary: its selector label, the primary copies of tracked configs,
+    and a new ``flagger-id`` annotation (Flagger's makeAnnotations), so that every promotion rolls the primary's
+    pods even when only a tracked ConfigMap or Secret changed (env from a config is read at pod start)."""
     t = copy.deepcopy(template)
+    if refs and isinstance(t.get("spec"), dict):
+        t["spec"] = configs.apply_primary_configs(t["spec"], refs)
     labels = (t.setdefault("metadata", {}).get("labels") or {})
     labels[label] = f"{value}-primary"
     t["metadata"]["labels"] = labels
+    annotations = {k: v for k, v in (t["metadata"].get("annotations") or {}).items()
+                   if "toolkit.fluxcd.io" not in k and k != FLAGGER_ID}
+    t["metadata"]["annotations"] = {**annotations, FLAGGER_ID: str(uuid.uuid4())}
     return t
 
 
@@ -90,7 +103,9 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
     replicas = spec.get("replicas")
     spec["replicas"] = replicas if isinstance(replicas, int) and replicas > 0 else 1
     spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
-    spec["template"] = _primary_template(spec.get("template") or {}, label, value)
+    refs = await configs.target_configs(client, cd.namespace, target)
+    await configs.sync_primary_configs(client, cd, refs)
+    spec["template"] = _primary_template(spec.get("template") or {}, label, value, refs)
     tm = target.get("metadata") or {}
     labels = {**(tm.get("labels") or {}), label: f"{value}-primary"}
     made: Obj = await client.create({
@@ -102,12 +117,14 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
 
 
 async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> None:
-    """Copy the target's pod template (and rollout settings) to the primary."""
+    """Copy the target's pod template (and rollout settings) to the primary, and its tracked configs."""
     src = target.get("spec") or {}
+    refs = await configs.target_configs(client, cd.namespace, target)
+    await configs.sync_primary_configs(client, cd, refs)
 
     def change(primary: Obj) -> None:
         spec = primary.setdefault("spec", {})
-        spec["template"] = _primary_template(src.get("template") or {}, label, value)
+        spec["template"] = _primary_template(src.get("template") or {}, label, value, refs)
         for f in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
             if f in src:
                 spec[f] = copy.deepcopy(src[f])
@@ -148,10 +165,12 @@ def _progress_stuck(dep: Obj, deadline_s: int, since: datetime | None) -> bool:
     return unavailable > 0 and (datetime.now(UTC) - since).total_seconds() > deadline_s
 
 
-def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> tuple[bool, str, bool]:
-    """(ready, why not, retriable): every replica of the Deployment's current template updated and available;
-    not retriable once it is stuck past ``deadline_s`` (with a deadline given)."""
-    ready, why = _readiness(dep)
+def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None,
+              threshold: int = 100) -> tuple[bool, str, bool]:
+    """(ready, why not, retriable): every replica of the Deployment's current template updated and
+    ``threshold`` percent of them available (Flagger's ready thresholds); not retriable once it is stuck past
+    ``deadline_s`` (with a deadline given)."""
+    ready, why = _readiness(dep, threshold)
     if ready:
         return True, "", True
     stuck = deadline_s > 0 and _progress_stuck(dep, deadline_s, since)
@@ -160,7 +179,7 @@ def readiness(dep: Obj, deadline_s: int = 0, since: datetime | None = None) -> t
     return False, why, not stuck
 
 
-def _readiness(dep: Obj) -> tuple[bool, str]:
+def _readiness(dep: Obj, threshold: int) -> tuple[bool, str]:
     m, spec, st = dep.get("metadata") or {}, dep.get("spec") or {}, dep.get("status") or {}
     name = f"{m.get('name')}.{m.get('namespace') or 'default'}"
     want = spec.get("replicas", 1)
@@ -173,6 +192,8 @@ def _readiness(dep: Obj) -> tuple[bool, str]:
     if int(st.get("replicas") or 0) > updated:
         return False, (f"{name} waiting for rollout to finish: {int(st.get('replicas') or 0) - updated} old "
                        "replicas are pending termination")
-    if available < updated:
-        return False, f"{name} waiting for rollout to finish: {available} of {updated} updated replicas are available"
+    need = updated * threshold // 100  # Flagger truncates the share of updated replicas to a whole pod
+    if available < need:
+        return False, (f"{name} waiting for rollout to finish: {available} of {need} (readyThreshold {threshold}%) "
+                       "updated replicas are available")
     return True, ""
