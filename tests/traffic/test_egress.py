@@ -1,0 +1,305 @@
+"""Pods' egress listeners: unmodified clients in real pod processes (Python's urllib, Debian's curl) call a
+Service through ``<NAME>_SERVICE_HOST/PORT`` and ``HTTP_PROXY``, and the mesh recognises their pod.
+
+Each pod runs with ``LD_PRELOAD`` emptied, so the source-address shim is off and its connections leave from
+127.0.0.1: only the egress listener can tell who calls. The kubelet, the service proxy and the egress
+listeners run in the test's loop over one Kubernetes API; the Service's backend is an in-process HTTP
+server on a pod address (its pod is bound to another node, so this kubelet leaves it alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pitwall.kube import KubeAPI
+from pitwall.kube.wiring import build_kube
+from pitwall.node import Kubelet
+from pitwall.node.runtime import kill_leftovers
+from pitwall.storage.revstore.sqlite import SqliteRevStore
+from pitwall.traffic import ServiceProxy
+from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
+from pitwall.traffic.istio_crds import istio_crds
+from pitwall.traffic.telemetry import LABELS, MeshTelemetry
+from tests.node.conftest import FAST, PY, Sinks
+from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, put_slice
+from tests.traffic.mesh_helpers import App, apply, authz
+
+pytestmark = pytest.mark.timeout(120)
+
+Obj = dict[str, Any]
+NODE = "egress-node"
+NO_SHIM = {"name": "LD_PRELOAD", "value": ""}  # connections leave from 127.0.0.1, as without pitwall's shim
+
+URLLIB = """
+import os, sys, urllib.error, urllib.request
+print("proxy", os.environ.get("http_proxy"), os.environ.get("no_proxy"), flush=True)
+for url in sys.argv[1:]:
+    url = os.path.expandvars(url)
+    try:
+        with urllib.request.urlopen(url, timeout=20) as r:
+            print("answer", url, r.status, r.read().decode()[:200], flush=True)
+    except urllib.error.HTTPError as e:
+        print("answer", url, e.code, e.read().decode(), flush=True)
+import time
+time.sleep(300)
+"""
+SELF_SERVER = """
+import http.server, os, threading, urllib.request
+seen = []
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        seen.append(self.path); self.send_response(200); self.end_headers(); self.wfile.write(b"self")
+    def log_message(self, *a): pass
+srv = http.server.HTTPServer((os.environ["POD_IP"], 8080), H)
+threading.Thread(target=srv.serve_forever, daemon=True).start()
+with urllib.request.urlopen("http://%s:8080/self-call" % os.environ["POD_IP"], timeout=20) as r:
+    print("self", r.status, r.read().decode(), "seen", seen, flush=True)
+import time
+time.sleep(300)
+"""
+
+
+class Mesh:
+    """A Kubernetes API with Istio's CRDs, a kubelet on its own /24 of pod addresses, the service proxy
+    with Istio's telemetry, and the egress listeners handed to the kubelet."""
+
+    def __init__(self, kube: KubeAPI, kubelet: Kubelet, proxy: ServiceProxy, egress: EgressListeners,
+                 telemetry: MeshTelemetry, sinks: Sinks, subnet: int) -> None:
+        self.kube, self.kubelet, self.proxy, self.egress = kube, kubelet, proxy, egress
+        self.telemetry, self.sinks, self.subnet = telemetry, sinks, subnet
+        self.client = kube.client
+        self.apps: list[App] = []
+        self.web_ip = ""
+
+    async def web(self) -> App:
+        """Service ``web`` (port 80, name http) with one backend pod (serviceAccount web)."""
+        ip = f"127.42.{self.subnet + 1}.{random.randrange(2, 250)}"
+        await self.client.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                                  "metadata": {"name": "web", "namespace": "default"}})
+        pod = await self.client.create({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-0", "namespace": "default",
+                                                             "labels": {"app": "web"}},
+            "spec": {"nodeName": "elsewhere", "serviceAccountName": "web",
+                     "containers": [{"name": "c", "image": "app"}]}})
+        pod["status"] = {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}
+        await self.client.update_status(pod)
+        app = await App(ip, 8080, "web-0").start()
+        self.apps.append(app)
+        svc = await make_service(self.client, "web")
+        await put_slice(self.client, "web", [endpoint(ip)])
+        self.web_ip = cluster_ip(svc)
+        await eventually(lambda: bool(self.proxy.endpoints(self.web_ip, 80)) and ip in self.proxy.pods)
+        return app
+
+    async def run_pod(self, name: str, command: list[str], sa: str = "default", **spec: Any) -> str:
+        """Start a pod (its container runs ``command``, with the shim off); its pod IP once running."""
+        if sa != "default":
+            with contextlib.suppress(Exception):
+                await self.client.create({"apiVersion": "v1", "kind": "ServiceAccount",
+                                          "metadata": {"name": sa, "namespace": "default"}})
+        await self.client.create({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                                             "labels": {"app": name}},
+            "spec": {"serviceAccountName": sa, "terminationGracePeriodSeconds": 1, "restartPolicy": "Never",
+                     "containers": [{"name": "main", "image": "x", "command": command, "env": [NO_SHIM]}],
+                     **spec}})
+
+        async def ip() -> str:
+            st = (await self.client.get("v1", "Pod", name, "default")).get("status") or {}
+            return str(st.get("podIP") or "")
+        got = ""
+        for _ in range(600):
+            got = await ip()
+            if got:
+                return got
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"pod {name} got no IP")
+
+    async def lines(self, pod: str, prefix: str, n: int = 1) -> list[str]:
+        """The pod's stdout lines starting with ``prefix``, once there are ``n``."""
+        out: list[str] = []
+
+        def got() -> bool:
+            out[:] = [ln for ln in self.sinks.lines(pod=pod) if ln.startswith(prefix)]
+            return len(out) >= n
+        await eventually(got, tries=1500, every_s=0.05)
+        return out
+
+    def series(self, **want: str) -> int:
+        """Requests counted (``istio_requests_total`` once flushed, for each reporter) under label values
+        ``want``."""
+        total = 0
+        for key, acc in self.telemetry.series().items():
+            labels = dict(zip(LABELS, key, strict=True))
+            if all(labels.get(k) == v for k, v in want.items()):
+                total += acc.count
+        return total
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    kube = build_kube(store)
+    kube.add_builtin_crds(istio_crds())
+    await kube.start()
+    tel = MeshTelemetry(None)
+    proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel)
+    egress = EgressListeners(proxy)
+    subnet = random.randrange(64, 126, 2)  # this kubelet's /24; the next one holds the backends
+    sinks = Sinks()
+    data = tmp_path / "node"
+    kubelet = Kubelet(kube, data_dir=data, logs=sinks, metrics=sinks, node_name=NODE,
+                      pod_cidr=f"127.42.{subnet}.0/24", **FAST)
+    kubelet.egress = egress
+    m = Mesh(kube, kubelet, proxy, egress, tel, sinks, subnet)
+    try:
+        await proxy.start()
+        await proxy.wait_synced(10)
+        await egress.start()
+        await kubelet.start()
+        await kubelet.wait_synced()
+        yield m
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(kubelet.stop(), 30)
+        kill_leftovers(data / "pods")
+        await egress.stop()
+        await proxy.stop()
+        for a in m.apps:
+            await a.stop()
+        await kube.stop()
+        await store.stop()
+
+
+async def test_urllib_and_curl_are_recognised_as_their_pod(mesh: Mesh) -> None:
+    """Clients that only read the Service variables and ``HTTP_PROXY`` reach the Service through the
+    mesh as their pod (``source_workload``), by ClusterIP and by name; the listener goes with the pod."""
+    app = await mesh.web()
+    py_ip = await mesh.run_pod("py-caller", [PY, "-u", "-c", URLLIB,
+                                             "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/from-urllib",
+                                             "http://web/by-name?x=1", "http://web.default.svc.cluster.local/fqdn"])
+    assert shutil.which("curl"), "Debian's curl is needed"
+    curl = ("curl -sS -o /dev/null -w 'curl %{http_code}\\n' "
+            "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/from-curl; sleep 300")
+    await mesh.run_pod("curl-caller", ["sh", "-c", curl])
+    (proxy_line,) = await mesh.lines("py-caller", "proxy ")
+    assert proxy_line == f"proxy http://{py_ip}:{EGRESS_PORT} localhost,127.0.0.1,{py_ip}"
+    answers = await mesh.lines("py-caller", "answer ", 3)
+    assert all(" 200 " in a and '"name": "web-0"' in a for a in answers), answers
+    assert await mesh.lines("curl-caller", "curl ") == ["curl 200"]
+    paths = [r["path"] for r in app.requests]
+    assert sorted(paths) == ["/by-name?x=1", "/fqdn", "/from-curl", "/from-urllib"]
+    assert all(r["headers"].get("x-request-id") for r in app.requests)  # the mesh's HTTP path handled them
+    assert "proxy-connection" not in next(r for r in app.requests if r["path"] == "/from-curl")["headers"]
+    common = {"destination_service_name": "web", "destination_workload": "web-0",
+              "response_code": "200"}
+    assert mesh.series(source_workload="py-caller", source_principal="spiffe://cluster.local/ns/default/sa/default",
+                       **common) == 3
+    assert mesh.series(source_workload="curl-caller", **common) == 1
+    assert mesh.series(source_workload="unknown") == 0
+    assert mesh.egress.stats.service_requests == 4 and mesh.egress.stats.passthrough_requests == 0
+
+    # The listener closes with the pod.
+    assert py_ip in mesh.egress.listening()
+    await mesh.client.delete("v1", "Pod", "py-caller", "default")
+    await eventually(lambda: py_ip not in mesh.egress.listening(), tries=1500, every_s=0.05)
+    with pytest.raises(OSError):
+        _, w = await asyncio.open_connection(py_ip, EGRESS_PORT)
+        w.close()
+    assert mesh.proxy.pods.get(py_ip) is None
+
+
+async def test_authorization_policy_admits_the_callers_service_account_only(mesh: Mesh) -> None:
+    """An ALLOW by principal decides on the identity the egress listener gives: the ServiceAccount
+    ``sleep`` is admitted, ``other`` gets Envoy's ``403 RBAC: access denied``."""
+    app = await mesh.web()
+    await apply(mesh.client, authz("web-viewer", {
+        "selector": {"matchLabels": {"app": "web"}}, "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/sleep"]}}]}]}))
+    await eventually(lambda: mesh.proxy.mesh.authz is not None and bool(mesh.proxy.mesh.authz.policies))
+    url = "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/policy"
+    await mesh.run_pod("sleep", [PY, "-u", "-c", URLLIB, url], sa="sleep")
+    await mesh.run_pod("intruder", [PY, "-u", "-c", URLLIB, url], sa="other")
+    curl = "curl -sS -w ' curl %{http_code}\\n' http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/policy-curl; sleep 300"
+    await mesh.run_pod("intruder-curl", ["sh", "-c", curl], sa="other")
+    (ok,) = await mesh.lines("sleep", "answer ")
+    assert " 200 " in ok
+    (denied,) = await mesh.lines("intruder", "answer ")
+    assert denied.endswith(" 403 RBAC: access denied"), denied
+    (denied_curl,) = await mesh.lines("intruder-curl", "RBAC")
+    assert denied_curl == "RBAC: access denied curl 403"
+    assert [r["path"] for r in app.requests] == ["/policy"]
+    assert mesh.series(source_workload="intruder", source_principal="spiffe://cluster.local/ns/default/sa/other",
+                       response_code="403") == 1
+
+
+async def test_no_proxy_keeps_pod_local_calls_direct_and_other_hosts_pass_through(mesh: Mesh) -> None:
+    """A pod's call to its own IP does not touch its listener; a call to an address that is no Service
+    is forwarded (Istio's ALLOW_ANY) and leaves from the caller's pod IP."""
+    self_ip = await mesh.run_pod("selfish", [PY, "-u", "-c", SELF_SERVER])
+    (line,) = await mesh.lines("selfish", "self ")
+    assert line == "self 200 self seen ['/self-call']"
+    assert mesh.egress.stats.connections_total == 0
+    assert self_ip in mesh.egress.listening()
+
+    ip = f"127.42.{mesh.subnet + 1}.{random.randrange(2, 250)}"
+    peers: list[str] = []
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")
+        peers.append(f"{w.get_extra_info('peername')[0]} {head.split(b' ')[1].decode()}")
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\npass")
+        await w.drain()
+        w.close()
+    server = await asyncio.start_server(handle, ip, 8081)
+    try:
+        caller = await mesh.run_pod("passer", [PY, "-u", "-c", URLLIB, f"http://{ip}:8081/elsewhere"])
+        (ans,) = await mesh.lines("passer", "answer ")
+        assert ans == f"answer http://{ip}:8081/elsewhere 200 pass"
+        assert peers == [f"{caller} /elsewhere"]
+        assert mesh.egress.stats.passthrough_requests == 1
+    finally:
+        server.close()
+
+
+async def test_connect_tunnels_to_a_service_as_the_pod_and_bad_requests_harm_nothing(mesh: Mesh) -> None:
+    """``CONNECT web:80`` opens a TCP tunnel that reaches the Service's ClusterIP from the pod's IP (the
+    service proxy sees the pod); a request naming no host gets 400, an oversized head 431."""
+    app = await mesh.web()
+    pod_ip = await mesh.run_pod("tunneler", ["sleep", "300"])
+    await eventually(lambda: pod_ip in mesh.egress.listening())
+    r, w = await asyncio.open_connection(pod_ip, EGRESS_PORT)
+    try:
+        w.write(b"CONNECT web:80 HTTP/1.1\r\nHost: web:80\r\n\r\n")
+        assert await r.readuntil(b"\r\n\r\n") == b"HTTP/1.1 200 Connection established\r\n\r\n"
+        w.write(b"GET /tunnelled HTTP/1.1\r\nHost: web\r\n\r\n")
+        head = await r.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+    finally:
+        w.close()
+    assert [x["path"] for x in app.requests] == ["/tunnelled"]
+    await eventually(lambda: mesh.series(source_workload="tunneler", destination_service_name="web") == 1)
+
+    async def ask(raw: bytes) -> bytes:
+        r, w = await asyncio.open_connection(pod_ip, EGRESS_PORT)
+        try:
+            w.write(raw)
+            return await r.read()
+        finally:
+            w.close()
+    assert (await ask(b"GET /no-host HTTP/1.1\r\nConnection: close\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert (await ask(b"GET ftp://web/x HTTP/1.1\r\nConnection: close\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    big = b"GET http://web/ HTTP/1.1\r\nx-big: " + b"a" * 70_000 + b"\r\n\r\n"
+    assert (await ask(big)).startswith(b"HTTP/1.1 431")
+    assert (await ask(b"CONNECT web HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    assert [x["path"] for x in app.requests] == ["/tunnelled"]
+    await eventually(lambda: mesh.egress.open_connections() == 0)
