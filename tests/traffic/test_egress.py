@@ -13,11 +13,14 @@ import asyncio
 import contextlib
 import random
 import shutil
-from collections.abc import AsyncIterator
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
@@ -28,9 +31,11 @@ from pitwall.traffic import ServiceProxy
 from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.telemetry import LABELS, MeshTelemetry
+from tests.conftest import free_port, start_pitwall_process, wait_ready
 from tests.node.conftest import FAST, PY, Sinks
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, put_slice
 from tests.traffic.mesh_helpers import App, apply, authz
+from tests.traffic.test_mesh_e2e import APP, Live, _deployment, _until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -303,3 +308,115 @@ async def test_connect_tunnels_to_a_service_as_the_pod_and_bad_requests_harm_not
     assert (await ask(b"CONNECT web HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 400")
     assert [x["path"] for x in app.requests] == ["/tunnelled"]
     await eventually(lambda: mesh.egress.open_connections() == 0)
+
+
+async def test_connections_per_pod_are_bounded_and_stop_closes_everything(mesh: Mesh) -> None:
+    """Past ``max_connections`` a pod's new connections are reset (the open ones keep working); ``stop``
+    closes the listeners and their connections, and later ``open`` calls give no proxy."""
+    await mesh.web()
+    bounded = EgressListeners(mesh.proxy, max_connections=2)
+    ip = f"127.42.{mesh.subnet + 1}.{random.randrange(2, 250)}"
+    pod = {"metadata": {"name": "bounded", "namespace": "default"}, "spec": {"serviceAccountName": "default"}}
+    assert await bounded.open(pod, ip) == f"http://{ip}:{EGRESS_PORT}"
+    kept = [await asyncio.open_connection(ip, EGRESS_PORT) for _ in range(2)]
+    await eventually(lambda: bounded.open_connections() == 2)
+    r, w = await asyncio.open_connection(ip, EGRESS_PORT)
+    with contextlib.suppress(ConnectionResetError):
+        assert await r.read() == b""
+    w.close()
+    assert bounded.stats.rejected == 1
+    kr, kw = kept[0]
+    kw.write(b"GET http://web/ok HTTP/1.1\r\nHost: web\r\n\r\n")
+    head = await kr.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = next(int(ln.split(b":")[1]) for ln in head.lower().split(b"\r\n") if ln.startswith(b"content-length"))
+    assert b'"name": "web-0"' in await kr.readexactly(length)
+    await bounded.stop()
+    assert bounded.listening() == {} and bounded.open_connections() == 0
+    for kr, kw in kept:
+        with contextlib.suppress(ConnectionResetError):
+            assert await kr.read() == b""
+        kw.close()
+    with pytest.raises(OSError):
+        await asyncio.open_connection(ip, EGRESS_PORT)
+    assert await bounded.open(pod, ip) is None
+    assert mesh.proxy.pods.get(ip) is None
+
+CALLER = """
+import os, time, urllib.error, urllib.request
+url = "http://%s:%s/from-caller" % (os.environ["WEB_SERVICE_HOST"], os.environ["WEB_SERVICE_PORT"])
+print("proxy", os.environ.get("http_proxy"), flush=True)
+while True:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            print("answer", r.status, flush=True)
+    except (OSError, urllib.error.URLError) as e:
+        print("error", e, flush=True)
+    time.sleep(0.5)
+"""
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """A ``pitwall server`` (its own process) with the mesh and the egress listeners on by default."""
+    cfg = tmp_path / "pitwall.yaml"
+    cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}}))
+    data = tmp_path / "data"
+    data.mkdir()
+    port = free_port()
+    proc = start_pitwall_process(data, port, config=cfg)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=60, proc=proc)
+        server = Live(f"http://127.0.0.1:{port}")
+        with server.http:
+            yield server
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except Exception:
+            proc.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_pod_of_a_live_server_is_recognised_through_its_egress_listener(live: Live) -> None:
+    """On ``pitwall server``: a Deployment's pod (urllib, the source shim off) calls the Service ``web`` by
+    its variables; ``istio_requests_total`` read back with PromQL carries the caller's workload."""
+    ns = "/api/v1/namespaces/default"
+    live.create(f"{ns}/services", {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                                   "spec": {"selector": {"app": "web"},
+                                            "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}})
+    live.create("/apis/apps/v1/namespaces/default/deployments", _deployment("web", {"app": "web"}, APP))
+    caller = _deployment("caller", {"app": "caller"}, CALLER)
+    caller["spec"]["template"]["spec"]["containers"][0]["env"] = [NO_SHIM]
+    caller["spec"]["template"]["spec"]["containers"][0]["command"] = [sys.executable, "-u", "-c", CALLER]
+    live.create("/apis/apps/v1/namespaces/default/deployments", caller)
+
+    def pod_ip() -> str:
+        pods = live.get(f"{ns}/pods?labelSelector=app%3Dcaller")["items"]
+        return str(pods[0]["status"]["podIP"])
+    ip = _until(pod_ip)
+
+    def counted() -> float:
+        res = live.promql('sum(istio_requests_total{reporter="destination",destination_service_name="web",'
+                          'source_workload="caller",source_principal="spiffe://cluster.local/ns/default/sa/default",'
+                          'response_code="200"})')
+        return float(res[0]["value"][1]) if res else 0.0
+    assert _until(counted, timeout=90) >= 1
+    assert _egress_metric(live) >= 1
+    assert live.promql('sum(istio_requests_total{source_workload="unknown",destination_service_name="web"})') == []
+    logs = live.http.get(f"{ns}/pods/{_pod_name(live)}/log")
+    assert f"proxy http://{ip}:{EGRESS_PORT}" in logs.text
+
+
+def _pod_name(live: Live) -> str:
+    return str(live.get("/api/v1/namespaces/default/pods?labelSelector=app%3Dcaller")["items"][0]["metadata"]["name"])
+
+
+def _egress_metric(live: Live) -> float:
+    """``pitwall_mesh_egress_service_requests`` from the server's own /metrics."""
+    for line in live.http.get("/metrics").text.splitlines():
+        if line.startswith("pitwall_mesh_egress_service_requests "):
+            return float(line.split()[1])
+    return 0.0
