@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -27,10 +27,13 @@ from pitwall.kube.wiring import build_kube
 from pitwall.node import Kubelet
 from pitwall.node.runtime import kill_leftovers
 from pitwall.storage.revstore.sqlite import SqliteRevStore
+from pitwall.traces import SpanAppender
 from pitwall.traffic import ServiceProxy
+from pitwall.traffic.accesslog import AccessLogSink
 from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.telemetry import LABELS, MeshTelemetry
+from pitwall.traffic.tracing import MeshTracer
 from tests.conftest import free_port, start_pitwall_process, wait_ready
 from tests.node.conftest import FAST, PY, Sinks
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, put_slice
@@ -77,9 +80,11 @@ class Mesh:
     with Istio's telemetry, and the egress listeners handed to the kubelet."""
 
     def __init__(self, kube: KubeAPI, kubelet: Kubelet, proxy: ServiceProxy, egress: EgressListeners,
-                 telemetry: MeshTelemetry, sinks: Sinks, subnet: int) -> None:
+                 telemetry: MeshTelemetry, sinks: Sinks, subnet: int, tracer: MeshTracer,
+                 access_log: AccessLogSink) -> None:
         self.kube, self.kubelet, self.proxy, self.egress = kube, kubelet, proxy, egress
         self.telemetry, self.sinks, self.subnet = telemetry, sinks, subnet
+        self.tracer, self.access_log = tracer, access_log
         self.client = kube.client
         self.apps: list[App] = []
         self.web_ip = ""
@@ -157,15 +162,19 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     kube.add_builtin_crds(istio_crds())
     await kube.start()
     tel = MeshTelemetry(None)
-    proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel)
+    # Every new trace sampled; the spans stay buffered in the tracer (never flushed: no appender).
+    tracer = MeshTracer(cast(SpanAppender, None), sampling=1.0)
+    sinks = Sinks()
+    access_log = AccessLogSink(sinks)  # flushed by the test into the in-memory log sink
+    proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel, tracer=tracer, access_log=access_log,
+                         access_log_default="text")
     egress = EgressListeners(proxy)
     subnet = random.randrange(64, 126, 2)  # this kubelet's /24; the next one holds the backends
-    sinks = Sinks()
     data = tmp_path / "node"
     kubelet = Kubelet(kube, data_dir=data, logs=sinks, metrics=sinks, node_name=NODE,
                       pod_cidr=f"127.42.{subnet}.0/24", **FAST)
     kubelet.egress = egress
-    m = Mesh(kube, kubelet, proxy, egress, tel, sinks, subnet)
+    m = Mesh(kube, kubelet, proxy, egress, tel, sinks, subnet, tracer, access_log)
     try:
         await proxy.start()
         await proxy.wait_synced(10)
@@ -187,7 +196,8 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
 
 async def test_urllib_and_curl_are_recognised_as_their_pod(mesh: Mesh) -> None:
     """Clients that only read the Service variables and ``HTTP_PROXY`` reach the Service through the
-    mesh as their pod (``source_workload``), by ClusterIP and by name; the listener goes with the pod."""
+    mesh as their pod (``source_workload``, spans, access logs), by ClusterIP and by name; the listener
+    goes with the pod."""
     app = await mesh.web()
     py_ip = await mesh.run_pod("py-caller", [PY, "-u", "-c", URLLIB,
                                              "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/from-urllib",
@@ -212,6 +222,21 @@ async def test_urllib_and_curl_are_recognised_as_their_pod(mesh: Mesh) -> None:
     assert mesh.series(source_workload="curl-caller", **common) == 1
     assert mesh.series(source_workload="unknown") == 0
     assert mesh.egress.stats.service_requests == 4 and mesh.egress.stats.passthrough_requests == 0
+    # A span per hop under the calling workload, and Envoy's access line under the caller's sidecar.
+    spans = mesh.tracer._cols
+    callers = sorted(svc for svc, name in zip(spans.service, spans.name, strict=True)
+                     if name == "web.default.svc.cluster.local:80/*")
+    assert callers == ["curl-caller.default"] + ["py-caller.default"] * 3
+    await mesh.access_log.flush()
+    lines = [(s, e.line) for s in mesh.sinks.log_streams for e in s.entries if "outbound|80||web" in e.line]
+    # Both downstream addresses are the pod's (its listener, its own IP), not where the client connected from.
+    assert all(f" {py_ip}:{EGRESS_PORT} " in line and "127.0.0.1" not in line
+               for s, line in lines if dict(s.labels).get("pod") == "py-caller"), lines
+    logged = {(dict(s.labels).get("pod"), dict(s.labels).get("container"), line.split('"')[1]) for s, line in lines}
+    assert logged == {("py-caller", "istio-proxy", "GET /from-urllib HTTP/1.1"),
+                      ("py-caller", "istio-proxy", "GET /by-name?x=1 HTTP/1.1"),
+                      ("py-caller", "istio-proxy", "GET /fqdn HTTP/1.1"),
+                      ("curl-caller", "istio-proxy", "GET /from-curl HTTP/1.1")}
 
     # The listener closes with the pod.
     assert py_ip in mesh.egress.listening()

@@ -329,6 +329,8 @@ class EgressSession(HttpSession):
             resp = await self.egress.passthrough(self.lst, req, host, port, authority)
             return await _reply(writer, req, resp)
         self.egress.stats.service_requests += 1
+        if self.remote_addr:  # the access log's downstream peer is the pod (as the app's address to a sidecar)
+            self.remote_addr = f"{self.lst.pod_ip}:{self.remote_addr.rpartition(':')[2]}"
         self.fqdn, self.port = spec.fqdn, spec.port
         self.stats = self.egress.proxy.stats.setdefault(spec.service, ServiceStats())
         self.default_route = _default_route_for(spec.fqdn)
