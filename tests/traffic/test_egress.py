@@ -22,13 +22,15 @@ from typing import Any, cast
 import pytest
 import yaml
 
+from pitwall.config import load_settings
 from pitwall.kube import KubeAPI
 from pitwall.kube.wiring import build_kube
 from pitwall.node import Kubelet
+from pitwall.node.podconfig import container_env
 from pitwall.node.runtime import kill_leftovers
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traces import SpanAppender
-from pitwall.traffic import ServiceProxy
+from pitwall.traffic import ServiceProxy, build_traffic_part
 from pitwall.traffic.accesslog import AccessLogSink
 from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
@@ -366,6 +368,24 @@ async def test_connections_per_pod_are_bounded_and_stop_closes_everything(mesh: 
         await asyncio.open_connection(ip, EGRESS_PORT)
     assert await bounded.open(pod, ip) is None
     assert mesh.proxy.pods.get(ip) is None
+
+async def test_the_variables_and_the_setting(tmp_path: Path, kube: KubeAPI) -> None:
+    """A container gets the four variables only when its pod has a listener, its own ``env`` overrides
+    them; ``kube.mesh_egress_listener`` (on by default) decides whether the traffic part builds one."""
+    pod: Obj = {"metadata": {"name": "p", "namespace": "default"}, "spec": {"enableServiceLinks": False}}
+    args: dict[str, Any] = {"pod_ip": "127.42.9.9", "node_name": NODE, "root": tmp_path, "volumes": {},
+                            "volume_error": ""}
+    plain = await container_env(kube.client, pod, {"name": "c"}, **args)
+    assert not {"HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"} & set(plain)
+    spec = {"name": "c", "env": [{"name": "http_proxy", "value": ""}]}
+    env = await container_env(kube.client, pod, spec, proxy_url="http://127.42.9.9:15001", **args)
+    assert env["HTTP_PROXY"] == "http://127.42.9.9:15001" and env["http_proxy"] == ""
+    assert env["NO_PROXY"] == env["no_proxy"] == "localhost,127.0.0.1,127.42.9.9"
+    assert load_settings(None).kube.mesh_egress_listener is True
+    assert load_settings(None, kube={"mesh_egress_listener": False}).kube.mesh_egress_listener is False
+    on = build_traffic_part(kube, egress=True)
+    assert isinstance(on.egress, EgressListeners) and on.components()[-1] is on.egress
+    assert build_traffic_part(kube, egress=False).egress is None
 
 CALLER = """
 import os, time, urllib.error, urllib.request
