@@ -175,7 +175,8 @@ class TrafficPart:
                     ("service_requests", "Requests through egress listeners routed to a Service."),
                     ("passthrough_requests", "Requests through egress listeners to hosts that are no Service."),
                     ("tunnels", "CONNECT tunnels opened by egress listeners.")):
-                metrics.add_gauges(f"pitwall_mesh_egress_{field_name}", help_text, _stat(egress, field_name))
+                metrics.add_gauges(f"pitwall_mesh_egress_{field_name.removesuffix('_total')}", help_text,
+                                   _stat(egress, field_name))
 
 
 def _counter(stats: MeshNodeStats, name: str) -> Callable[[], float]:
