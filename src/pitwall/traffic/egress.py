@@ -111,7 +111,6 @@ class EgressListeners:
         self.stats = EgressStats()
         self._pods: dict[str, _PodListener] = {}  # pod IP -> its listener
         self._stopped = False
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -148,7 +147,10 @@ class EgressListeners:
         holder: list[_PodListener] = []
 
         def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self._stopped or len(holder[0].conns) >= self.max_connections:
+            if self._stopped or not holder or self._pods.get(pod_ip) is not holder[0]:  # not (or no more) ours
+                writer.transport.abort()
+                return
+            if len(holder[0].conns) >= self.max_connections:
                 self.stats.rejected += 1
                 writer.transport.abort()
                 return
