@@ -77,6 +77,16 @@ time.sleep(300)
 """
 
 
+async def _wait(get: Any, tries: int = 400) -> Any:
+    """``await get()`` until it gives something truthy (bounded)."""
+    for _ in range(tries):
+        got = await get()
+        if got:
+            return got
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not reached")
+
+
 class Mesh:
     """A Kubernetes API with Istio's CRDs, a kubelet on its own /24 of pod addresses, the service proxy
     with Istio's telemetry, and the egress listeners handed to the kubelet."""
@@ -302,6 +312,33 @@ async def test_no_proxy_keeps_pod_local_calls_direct_and_other_hosts_pass_throug
     finally:
         server.close()
 
+
+async def test_a_tcp_service_port_keeps_the_byte_relay_and_knows_the_pod(mesh: Mesh) -> None:
+    """A Service port Istio treats as TCP (``appProtocol: tcp``) is served as its ClusterIP serves it: the
+    request is relayed as bytes (no mesh headers, no Istio metrics), from the pod's IP, so the relay's
+    access line is the calling pod's."""
+    app = await mesh.web()
+    backend = app.ip
+    svc = await make_service(mesh.client, "tcpweb", [{"name": "raw", "appProtocol": "tcp", "port": 8081,
+                                                      "targetPort": 8080}])
+    await put_slice(mesh.client, "tcpweb", [endpoint(backend)], ports=[{"name": "raw", "port": 8080,
+                                                                        "protocol": "TCP"}])
+    await eventually(lambda: bool(mesh.proxy.endpoints(cluster_ip(svc), 8081)))
+    await mesh.run_pod("raw-caller", [PY, "-u", "-c", URLLIB,
+                                      "http://$TCPWEB_SERVICE_HOST:$TCPWEB_SERVICE_PORT/raw"])
+    (ans,) = await mesh.lines("raw-caller", "answer ")
+    assert " 200 " in ans
+    (req,) = app.requests
+    assert req["path"] == "/raw" and "x-request-id" not in req["headers"]
+    assert mesh.series(destination_service_name="tcpweb") == 0
+    assert mesh.egress.stats.tcp_service_requests == 1 and mesh.egress.stats.service_requests == 0
+
+    async def relay_line() -> list[str]:
+        await mesh.access_log.flush()
+        return [e.line for s in mesh.sinks.log_streams for e in s.entries
+                if dict(s.labels).get("pod") == "raw-caller" and "outbound|8081||tcpweb" in e.line]
+    (line,) = await _wait(relay_line)
+    assert '"- - -" 0 -' in line  # Envoy's TCP line: no method, path or protocol; response code 0
 
 async def test_connect_tunnels_to_a_service_as_the_pod_and_bad_requests_harm_nothing(mesh: Mesh) -> None:
     """``CONNECT web:80`` opens a TCP tunnel that reaches the Service's ClusterIP from the pod's IP (the

@@ -12,13 +12,14 @@ address says which pod calls, so the source address no longer matters.
 
 A request is resolved to a Service port (its ClusterIP, or
 ``<svc>[.<ns>[.svc[.cluster.local]]]``, short names in the pod's
-namespace) and handed to the service proxy's HTTP path
-(``traffic.http.HttpSession``) exactly as a request to that ClusterIP:port
-from the pod's IP would be: VirtualService, DestinationRule,
-AuthorizationPolicy with the pod's SPIFFE principal, retries, Istio's
-metrics, spans, access logs. Requests through the egress listener are
-always handled at L7, also on Service ports Istio would treat as TCP (the
-client spoke HTTP to a proxy). Other hosts are forwarded as Istio's
+namespace). On a port Istio treats as HTTP it is handed to the service
+proxy's HTTP path (``traffic.http.HttpSession``) exactly as a request to
+that ClusterIP:port from the pod's IP would be: VirtualService,
+DestinationRule, AuthorizationPolicy with the pod's SPIFFE principal,
+retries, Istio's metrics, spans, access logs. On a port Istio treats as TCP
+it is sent over a connection to the ClusterIP from the pod's IP, so the
+service proxy relays it as bytes and knows the caller, as without the
+listener (no L7 features, no spans added). Other hosts are forwarded as Istio's
 ``ALLOW_ANY`` outbound policy does (the PassthroughCluster): one upstream
 connection per request, from the pod's IP when the destination is a
 loopback address (so pods and other proxies see the pod). ``CONNECT``
@@ -80,6 +81,7 @@ class EgressStats:
     connections_total: int = 0
     rejected: int = 0  # connections reset because the pod had max_connections open
     service_requests: int = 0  # requests routed to a Service through the mesh
+    tcp_service_requests: int = 0  # requests to a Service port Istio treats as TCP: relayed from the pod's IP
     passthrough_requests: int = 0  # requests to hosts that are no Service
     tunnels: int = 0  # CONNECT tunnels opened
 
@@ -276,10 +278,10 @@ class EgressListeners:
         async with asyncio.timeout(self.connect_timeout_s):
             return await asyncio.open_connection(host, port, limit=CHUNK, local_addr=local)
 
-    async def passthrough(self, lst: _PodListener, req: _Req, host: str, port: int, authority: str) -> _Resp:
-        """Forward one request to a host that is no Service (Istio's PassthroughCluster under
-        ``ALLOW_ANY``): a connection of its own, closed after the answer."""
-        self.stats.passthrough_requests += 1
+    async def forward(self, lst: _PodListener, req: _Req, host: str, port: int, authority: str) -> _Resp:
+        """Forward one request to ``host:port`` (a host that is no Service: Istio's PassthroughCluster under
+        ``ALLOW_ANY``; or a TCP Service port's ClusterIP) over a connection of its own from the pod's IP
+        when ``host`` is a loopback address, closed after the answer."""
         try:
             ur, uw = await self._open_upstream(lst, host, port)
         except (OSError, TimeoutError) as e:
@@ -328,7 +330,11 @@ class EgressSession(HttpSession):
         req.lower.pop("proxy-authorization", None)
         spec = self.egress.resolve(host, port, self.lst.info.namespace)
         if spec is None:
-            resp = await self.egress.passthrough(self.lst, req, host, port, authority)
+            self.egress.stats.passthrough_requests += 1
+            return await _reply(writer, req, await self.egress.forward(self.lst, req, host, port, authority))
+        if not spec.http:  # as the ClusterIP serves it: a byte relay that knows the pod by its address
+            self.egress.stats.tcp_service_requests += 1
+            resp = await self.egress.forward(self.lst, req, spec.cluster_ip, spec.port, authority)
             return await _reply(writer, req, resp)
         self.egress.stats.service_requests += 1
         if self.remote_addr:  # the access log's downstream peer is the pod (as the app's address to a sidecar)

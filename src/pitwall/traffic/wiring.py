@@ -172,7 +172,8 @@ class TrafficPart:
             for field_name, help_text in (
                     ("connections_total", "Connections accepted by pods' egress listeners."),
                     ("rejected", "Egress connections reset because their pod had too many open."),
-                    ("service_requests", "Requests through egress listeners routed to a Service."),
+                    ("service_requests", "Requests through egress listeners routed to a Service's HTTP port."),
+                    ("tcp_service_requests", "Requests through egress listeners to a Service's TCP port (relayed)."),
                     ("passthrough_requests", "Requests through egress listeners to hosts that are no Service."),
                     ("tunnels", "CONNECT tunnels opened by egress listeners.")):
                 metrics.add_gauges(f"pitwall_mesh_egress_{field_name.removesuffix('_total')}", help_text,
