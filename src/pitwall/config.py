@@ -118,6 +118,9 @@ class KubeSettings(_Section):
         "off", description="Envoy's access log of every mesh request into the log store, mesh-wide unless a "
                            "Telemetry object says otherwise (Istio's accessLogEncoding TEXT or JSON; off as in "
                            "Istio's default profile); also the encoding a Telemetry's envoy provider uses")
+    mesh_egress_listener: bool = Field(True, description="each pod gets an egress listener on <pod IP>:15001, "
+                                                         "handed to its containers in HTTP_PROXY/http_proxy, so "
+                                                         "their HTTP calls reach the mesh as that pod")
     encryption_config: Path | None = Field(
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "

@@ -172,7 +172,9 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
                                  leaf_ttl_s=settings.kube.mesh_leaf_ttl_s,
                                  retry_budget=(settings.kube.mesh_retry_budget.as_tuple()
                                                if settings.kube.mesh_retry_budget else None),
-                                 logs=logs.store, access_log=settings.kube.mesh_access_log)
+                                 logs=logs.store, access_log=settings.kube.mesh_access_log,
+                                 egress=settings.kube.mesh_egress_listener)
+    node.kubelet.egress = traffic.egress  # pods' HTTP_PROXY: their egress listener, opened before they start
     # SLOs are Kubernetes objects whose generated rules the rule manager runs.
     slo = build_slo_part(kube.api, rules=rules.manager, instant=metrics.instant, changes=changes,
                          election=controllers.election)

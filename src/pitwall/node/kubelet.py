@@ -32,7 +32,7 @@ from pitwall.metrics import Appender
 from pitwall.node.container import BackOff, rfc3339
 from pitwall.node.logs import LogShipper
 from pitwall.node.logsapi import logs_handler
-from pitwall.node.pods import PodWorker
+from pitwall.node.pods import PodEgress, PodWorker
 from pitwall.node.runtime import kill_leftovers, sample_groups
 from pitwall.node.stats import NodeStats
 
@@ -70,6 +70,8 @@ class Kubelet:
         self.metrics_interval_s = metrics_interval_s
         self.lease_interval_s = lease_interval_s
         self.max_shutdown_grace_s = max_shutdown_grace_s
+        # The mesh's per-pod egress listeners (traffic.egress), set by the composition root; None: no proxy.
+        self.egress: PodEgress | None = None
         self.resync_s = resync_s
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}

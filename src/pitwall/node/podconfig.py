@@ -107,10 +107,12 @@ async def sync_volumes(client: KubeClient, pod: Obj, volumes_dir: Path) -> tuple
     return ready, errors
 
 async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str, node_name: str, root: Path,
-                        volumes: dict[str, Path], volume_error: str) -> dict[str, str]:
+                        volumes: dict[str, Path], volume_error: str, proxy_url: str = "") -> dict[str, str]:
     """The environment of one container as the kubelet builds it (service variables, then ``envFrom``,
     then ``env`` in order, each value expanded against what came before), plus pitwall's ``POD_IP``,
-    ``PITWALL_POD_ROOT`` and ``PITWALL_MOUNT_<VOLUME>``; links each volumeMount under ``root``."""
+    ``PITWALL_POD_ROOT`` and ``PITWALL_MOUNT_<VOLUME>``, and ``HTTP_PROXY``/``http_proxy``/``NO_PROXY``/
+    ``no_proxy`` for the pod's egress listener at ``proxy_url`` (when given; ``env`` may override them);
+    links each volumeMount under ``root``."""
     m = pod.get("metadata") or {}
     namespace, pod_name = str(m.get("namespace", "")), str(m.get("name", ""))
     pod_spec = pod.get("spec") or {}
@@ -118,6 +120,8 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
                            "HOSTNAME": pod_name, "POD_IP": pod_ip,
                            "PITWALL_POD_ROOT": str(root)}
     env.update(source_address_env(pod_ip))
+    if proxy_url:
+        env.update(proxy_env(proxy_url, pod_ip))
     for k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "HOME", "VIRTUAL_ENV"):
         if k in os.environ:
             env[k] = os.environ[k]
@@ -188,6 +192,13 @@ async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str,
         else:
             raise ConfigError(f"env {name}: unsupported valueFrom")
     return env
+
+def proxy_env(url: str, pod_ip: str) -> dict[str, str]:
+    """The variables that send a container's HTTP calls to its pod's egress listener at ``url`` (curl
+    reads only the lower-case ``http_proxy``); calls to the pod itself and localhost stay direct."""
+    no_proxy = f"localhost,127.0.0.1,{pod_ip}"
+    return {"HTTP_PROXY": url, "http_proxy": url, "NO_PROXY": no_proxy, "no_proxy": no_proxy}
+
 
 def source_address_env(pod_ip: str) -> dict[str, str]:
     """``LD_PRELOAD`` of the library that makes the pod's connections to loopback addresses leave from

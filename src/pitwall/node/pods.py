@@ -25,12 +25,23 @@ from pitwall.node.probes import ProbeContext, Prober, run_probe
 from pitwall.node.runtime import Exited, GroupUsage, spawn
 from pitwall.node.spec import ConfigError, expand, parse_quantity
 
-__all__ = ["NodeHost", "PodWorker"]
+__all__ = ["NodeHost", "PodEgress", "PodWorker"]
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 NO_COMMAND = ('container has no command: pitwall runs processes, not images, so there is no image entrypoint '
               'for args to follow; set "command"')
+
+
+class PodEgress(Protocol):
+    """The mesh's per-pod egress listener (``traffic.egress``), opened before a pod's containers start
+    (its URL goes into their ``HTTP_PROXY``) and closed after they stopped."""
+
+    async def open(self, pod: Obj, pod_ip: str) -> str | None:
+        """The proxy URL for ``pod`` at ``pod_ip``, or None (no proxy variables then)."""
+        ...
+
+    async def close(self, pod_ip: str) -> None: ...
 
 
 class NodeHost(Protocol):
@@ -43,6 +54,7 @@ class NodeHost(Protocol):
     backoff: BackOff
     volume_sync_s: float
     max_shutdown_grace_s: float
+    egress: PodEgress | None
 
     def event(self, pod: Obj, type_: str, reason: str, message: str, field_path: str = "") -> None: ...
 
@@ -86,6 +98,7 @@ class PodWorker:
         # fault hooks (pitwall.chaos): process groups whose usage counts as a container's, and a hold
         self.attached: dict[str, set[int]] = {}
         self.held = False
+        self.proxy_url = ""  # the pod's egress listener (HTTP_PROXY), when the mesh gave it one
 
     def _runs(self, specs: list[Obj], statuses: list[Obj] | None, init: bool) -> list[ContainerRun]:
         old = {str(st.get("name")): st for st in statuses or []}
@@ -148,6 +161,8 @@ class PodWorker:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             self.root.mkdir(exist_ok=True)
+            if self.host.egress is not None:
+                self.proxy_url = await self.host.egress.open(self.pod, self.pod_ip) or ""
             while not self.terminating:
                 if not self.finished:
                     await self._pass()
@@ -156,7 +171,11 @@ class PodWorker:
                     await asyncio.wait_for(self._wake.wait(), 1.0)
                 self._wake.clear()
         finally:
-            await self._terminate()
+            try:
+                await self._terminate()
+            finally:
+                if self.host.egress is not None and self.proxy_url:
+                    await self.host.egress.close(self.pod_ip)
 
     async def _pass(self) -> None:
         now = time.monotonic()
@@ -196,7 +215,7 @@ class PodWorker:
     async def _env(self, c: ContainerRun) -> dict[str, str]:
         return await container_env(self.host.client, self.pod, c.spec, pod_ip=self.pod_ip,
                                    node_name=self.host.node_name, root=self.root, volumes=self._volumes,
-                                   volume_error=self._volume_error)
+                                   volume_error=self._volume_error, proxy_url=self.proxy_url)
 
     def _cwd(self, c: ContainerRun) -> Path:
         wd = c.spec.get("workingDir")

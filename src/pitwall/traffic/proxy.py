@@ -292,6 +292,25 @@ class ServiceProxy:
     def open_connections(self) -> int:
         return sum(len(lst.conns) for lst in [*self._listeners.values(), *self._retired])
 
+    def service_port(self, host: str, port: int, namespace: str) -> PortSpec | None:
+        """The Service port served here that ``host:port`` names for a caller in ``namespace``: a
+        ClusterIP, or ``<svc>``, ``<svc>.<ns>``, ``<svc>.<ns>.svc`` or the FQDN (pods have no DNS, so
+        the egress listener resolves names this way); None when it names none."""
+        lst = self._listeners.get((host, port))
+        if lst is not None:
+            return lst.spec
+        name = host.rstrip(".").lower()
+        for suffix in ("." + DOMAIN, ".svc"):
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        parts = name.split(".")
+        if len(parts) > 2 or not all(parts):
+            return None
+        key = (parts[1], parts[0]) if len(parts) == 2 else (namespace, parts[0])
+        lst = self._by_port.get((key, port))
+        return lst.spec if lst is not None else None
+
     async def _mark_synced(self, *events: asyncio.Event) -> None:
         for e in events:
             await e.wait()

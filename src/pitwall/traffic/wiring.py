@@ -28,6 +28,7 @@ from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
 from pitwall.traces import SpanAppender
 from pitwall.traffic.accesslog import AccessLogSink
+from pitwall.traffic.egress import EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.meshca import DEFAULT_LEAF_TTL_S
 from pitwall.traffic.meshtls import MeshNode, MeshNodeStats
@@ -116,6 +117,7 @@ class TrafficPart:
     telemetry: MeshTelemetry | None = None
     tracer: MeshTracer | None = None
     access_log: AccessLogSink | None = None
+    egress: EgressListeners | None = None  # the per-pod egress listeners (hand to the kubelet); None: off
     name: str = "traffic"
 
     @property
@@ -125,10 +127,12 @@ class TrafficPart:
 
     def components(self) -> Sequence[Component]:
         """The sinks start before the proxy and stop after it, so their last flush sees every request; the
-        mesh node (the CA, the inbound listeners) starts before the proxy and stops after it."""
+        mesh node (the CA, the inbound listeners) starts before the proxy and stops after it; the pods'
+        egress listeners close before the proxy stops."""
         sinks: list[Component] = [c for c in (self.telemetry, self.tracer, self.access_log) if c is not None]
         node: list[Component] = [self.proxy.mesh_node] if self.proxy.mesh_node is not None else []
-        return [*sinks, *node, self.proxy]
+        egress: list[Component] = [self.egress] if self.egress is not None else []
+        return [*sinks, *node, self.proxy, *egress]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         return []
@@ -161,10 +165,27 @@ class TrafficPart:
                 metrics.add_gauges(f"pitwall_mesh_{field_name}", help_text, _counter(st, field_name))
             metrics.add_gauges("pitwall_mesh_leaves_issued", "Workload certificates issued by this node.",
                                lambda: float(node.leaves.issued_total if node.leaves is not None else 0))
+        egress = self.egress
+        if egress is not None:
+            metrics.add_gauges("pitwall_mesh_egress_listeners", "Pods with an egress listener (HTTP_PROXY) open.",
+                               lambda: float(len(egress.listening())))
+            for field_name, help_text in (
+                    ("connections_total", "Connections accepted by pods' egress listeners."),
+                    ("rejected", "Egress connections reset because their pod had too many open."),
+                    ("service_requests", "Requests through egress listeners routed to a Service's HTTP port."),
+                    ("tcp_service_requests", "Requests through egress listeners to a Service's TCP port (relayed)."),
+                    ("passthrough_requests", "Requests through egress listeners to hosts that are no Service."),
+                    ("tunnels", "CONNECT tunnels opened by egress listeners.")):
+                metrics.add_gauges(f"pitwall_mesh_egress_{field_name.removesuffix('_total')}", help_text,
+                                   _stat(egress, field_name))
 
 
 def _counter(stats: MeshNodeStats, name: str) -> Callable[[], float]:
     return lambda: float(getattr(stats, name))
+
+
+def _stat(egress: EgressListeners, name: str) -> Callable[[], float]:
+    return lambda: float(getattr(egress.stats, name))
 
 
 def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
@@ -172,18 +193,20 @@ def build_traffic_part(kube: KubeAPI, metrics: Appender | None = None,
                        node_name: str = "", mtls: bool = True, inbound_host: str = "127.0.0.1",
                        inbound_port: int = 0, leaf_ttl_s: float = DEFAULT_LEAF_TTL_S,
                        retry_budget: tuple[float, float, float] | None = None, logs: LogAppender | None = None,
-                       access_log: str = "off") -> TrafficPart:
+                       access_log: str = "off", egress: bool = False) -> TrafficPart:
     """``build_proxy`` wrapped as a ``Part`` for ``server.py`` (listed after the kube part); Istio's CRDs
     are installed into ``kube`` when it starts; Istio's metrics are appended to ``metrics``, a span per
     sampled hop to ``spans``. With ``mtls`` and a ``node_name`` (the kubelet's), hops to endpoints on
     other nodes go over mutual TLS through their inbound listeners (``traffic.meshtls``). Envoy's access
-    log goes to ``logs`` (``traffic.accesslog``; ``access_log`` is ``kube.mesh_access_log``)."""
+    log goes to ``logs`` (``traffic.accesslog``; ``access_log`` is ``kube.mesh_access_log``). With
+    ``egress`` (``kube.mesh_egress_listener``), ``.egress`` gives each pod an egress listener once it is
+    handed to the kubelet (``traffic.egress``)."""
     kube.add_builtin_crds(istio_crds())
     telemetry = MeshTelemetry(metrics) if metrics is not None else None
     tracer = MeshTracer(spans) if spans is not None else None
     sink = AccessLogSink(logs) if logs is not None else None
     node = MeshNode(kube.client, node_name, host=inbound_host, tls_port=inbound_port,
                     leaf_ttl_s=leaf_ttl_s) if mtls and node_name else None
-    return TrafficPart(build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node,
-                                   retry_budget=retry_budget, access_log=sink, access_log_default=access_log),
-                       telemetry, tracer, sink)
+    proxy = build_proxy(kube, telemetry=telemetry, tracer=tracer, changes=changes, mesh_node=node,
+                        retry_budget=retry_budget, access_log=sink, access_log_default=access_log)
+    return TrafficPart(proxy, telemetry, tracer, sink, EgressListeners(proxy) if egress else None)
