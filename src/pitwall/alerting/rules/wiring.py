@@ -39,7 +39,7 @@ def _options(settings: Any) -> RuleOptions:
         external_url=r.external_url,
         resend_delay_ms=r.resend_delay,
         for_grace_period_ms=r.for_grace_period,
-        outage_tolerance_ms=r.outage_tolerance,
+        outage_tolerance_ms=r.for_outage_tolerance,
     )
 
 
