@@ -82,7 +82,7 @@ class Server:
         (g,) = self.mgr.groups.values()
         await g.eval(ts_ms)
         if not self.started:  # as Group.run restores after its first evaluations
-            self.mgr._restore(g, ts_ms)
+            self.mgr.restore_group(g, ts_ms)
             self.started = True
 
     def alert(self) -> tuple[AlertState, int]:

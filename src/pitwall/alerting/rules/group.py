@@ -122,7 +122,7 @@ class Group:
         # written and alerts sent; a follower evaluates for its own API. ``on_lead`` runs on gaining it.
         self.writes: Callable[[], bool] = lambda: True
         self.on_lead: Callable[[int], None] | None = None
-        self._wrote = True
+        self.wrote = True  # whether the last evaluation wrote (led)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -138,13 +138,20 @@ class Group:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
+    async def _run_sync(self, fn: Callable[[int], None], arg: int) -> None:
+        """A blocking step (a restore may query a remote engine) off the event loop when offloading."""
+        if self.offload:
+            await asyncio.to_thread(fn, arg)
+        else:
+            fn(arg)
+
     async def eval(self, ts_ms: int) -> None:
         """Evaluate every rule once at ``ts_ms``."""
         started = time.perf_counter()
         writes = self.writes()
-        if writes and not self._wrote and self.on_lead is not None and self.last_evaluation_ms:
-            self.on_lead(ts_ms)  # a new leader continues from the old one's ``for`` state
-        self._wrote = writes
+        if writes and not self.wrote and self.on_lead is not None and self.last_evaluation_ms:
+            await self._run_sync(self.on_lead, ts_ms)  # a new leader continues from the old one's ``for`` state
+        self.wrote = writes
         for i, rule in enumerate(self.rules):
             t0 = time.perf_counter()
             rule.last_evaluation_ms = int(time.time() * 1000)
@@ -251,7 +258,7 @@ class Group:
             if await self._sleep_until(eval_ns, stop):
                 return
             await self._iterate(eval_ns)
-            restore(time.time_ns() // 1_000_000)
+            await self._run_sync(restore, time.time_ns() // 1_000_000)
         while not stop.is_set():
             eval_ns = self._next_slot(eval_ns, interval_ns)
             if await self._sleep_until(eval_ns, stop):

@@ -168,14 +168,15 @@ class RuleManager:
         if not self.gated or g.on_lead is not None:
             return
         g.writes = self.writes
-        g._wrote = self.writes()
+        g.wrote = self.writes()
 
         def on_lead(ts_ms: int) -> None:
-            self._restore(g, ts_ms, demote=True)
+            self.restore_group(g, ts_ms, demote=True)
 
         g.on_lead = on_lead
 
-    def _restore(self, g: Group, ts_ms: int, demote: bool = False) -> None:
+    def restore_group(self, g: Group, ts_ms: int, demote: bool = False) -> None:
+        """Restore ``g``'s ``for`` state at ``ts_ms`` (errors are logged: evaluation goes on unrestored)."""
         read = self._reader()
         if read is None:
             return
@@ -263,7 +264,7 @@ class RuleManager:
         if restore and self._can_restore:
 
             def restore_fn(ts_ms: int) -> None:
-                self._restore(g, ts_ms)
+                self.restore_group(g, ts_ms)
 
         task = asyncio.create_task(g.run(stop, restore_fn), name=f"rules:{g.file}:{g.name}")
         self._tasks[g.key] = (task, stop)
