@@ -151,3 +151,26 @@ async def test_without_follow_every_manager_writes(rules: Path) -> None:
     (g,) = mgr.groups.values()
     await g.eval(T0)
     assert len(engine.of("job:up:sum")) == 1
+
+
+def test_for_state_through_the_query_api() -> None:
+    """A shared engine is read with an instant query of a range selector; its last sample per series counts."""
+    import numpy as np
+
+    from pitwall.alerting.rules.base import instant_for_state
+    from pitwall.core.labels import Matcher, MatchType
+    from pitwall.metrics.promql import QueryResult
+
+    asked: list[tuple[str, int]] = []
+
+    def instant(expr: str, at_ms: int, tenant: str = "default") -> QueryResult:
+        asked.append((expr, at_ms))
+        lbl = (("__name__", "ALERTS_FOR_STATE"), ("alertname", "Down"), ("job", 'a"b'))
+        return QueryResult("matrix", [lbl], [np.array([T0, T0 + S], dtype=np.int64)],
+                           [np.array([1.0, 2.0])])
+
+    read = instant_for_state(instant)
+    got = read([Matcher.of(MatchType.EQUAL, "__name__", "ALERTS_FOR_STATE"),
+                Matcher.of(MatchType.EQUAL, "job", 'a"b')], T0 - 3_600_000, T0 + 5 * S)
+    assert asked == [('{__name__="ALERTS_FOR_STATE",job="a\\"b"}[3605000ms]', T0 + 5 * S)]
+    assert got == {(("alertname", "Down"), ("job", 'a"b')): (T0 + S, 2.0)}
