@@ -144,3 +144,20 @@ async def _until(check: object, timeout: float = 10.0) -> None:
     while not check():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_more_alerts_than_a_write_or_a_read_page_holds(store: SqliteRevStore) -> None:
+    """Published in writes of at most 100, loaded by a starting server in pages: every alert arrives once."""
+    from pitwall.alerting.notify.alerts import StoredAlert
+    from pitwall.alerting.notify.shared import LOAD_PAGE, MAX_TXN_OPS, SharedAlerts
+
+    got: list[StoredAlert] = []
+    n = 2 * LOAD_PAGE + 3
+    writer = SharedAlerts(store, lambda a: True)
+    now = datetime.now(UTC)
+    await writer.publish([StoredAlert({"alertname": f"A{i}"}, {}, now, None, now) for i in range(n)])
+    assert await store.revision() == -(-n // MAX_TXN_OPS)  # one transaction (revision) per 100 alerts
+    reader = SharedAlerts(store, lambda a: got.append(a) is None)
+    await reader._load()
+    assert sorted(a.labels["alertname"] for a in got) == sorted(f"A{i}" for i in range(n))
+    assert reader.received == n and reader.refused == 0

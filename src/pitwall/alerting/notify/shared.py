@@ -36,7 +36,8 @@ MAX_VALUE_BYTES = 64 * 1024
 MAX_TXN_OPS = 100  # below etcd's default --max-txn-ops (128)
 MIN_TTL_S = 300.0  # a resolved alert (endsAt passed) stays this long, for the leader to send "resolved"
 MAX_TTL_S = 7 * 86400.0
-TTL_STEP_S = 10.0  # alerts of one write whose TTLs round up to the same step share a lease
+TTL_STEP_S = 10.0
+LOAD_PAGE = 500  # keys per read when a server (re)loads the shared alerts  # alerts of one write whose TTLs round up to the same step share a lease
 
 
 def encode_alert(a: StoredAlert, origin: str) -> bytes:
@@ -112,10 +113,15 @@ class SharedAlerts:
                 await asyncio.sleep(1.0)
 
     async def _load(self) -> int:
-        res = await self.store.range(self.prefix)
-        for kv in res.kvs:
-            self._take(kv.value)
-        return res.revision
+        """Take in every live key, a page at a time at one revision; returns that revision."""
+        res = await self.store.range(self.prefix, limit=LOAD_PAGE)
+        rev = res.revision
+        while True:
+            for kv in res.kvs:
+                self._take(kv.value)
+            if not res.more or not res.kvs:
+                return rev
+            res = await self.store.range(self.prefix, start=res.kvs[-1].key + "\0", limit=LOAD_PAGE, revision=rev)
 
     async def _watch(self, start: int) -> None:
         async for batch in self.store.watch(self.prefix, start_revision=start):
