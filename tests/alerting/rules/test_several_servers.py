@@ -174,3 +174,20 @@ def test_for_state_through_the_query_api() -> None:
                 Matcher.of(MatchType.EQUAL, "job", 'a"b')], T0 - 3_600_000, T0 + 5 * S)
     assert asked == [('{__name__="ALERTS_FOR_STATE",job="a\\"b"}[3605000ms]', T0 + 5 * S)]
     assert got == {(("alertname", "Down"), ("job", 'a"b')): (T0 + S, 2.0)}
+
+
+async def test_a_failed_restore_leaves_the_rules_writing(rules: Path) -> None:
+    engine = Engine()
+
+    def down(*_: object) -> dict[tuple[tuple[str, str], ...], tuple[int, float]]:
+        raise ConnectionError("engine unreachable")
+
+    mgr = RuleManager(languages={"promql": (_query, promql_check)}, append=engine.append, notify=None,
+                      options=RuleOptions(for_grace_period_ms=5 * S), for_state=down)
+    mgr.groups = {g.key: g for g in mgr.load({"promql": [str(rules)]})}
+    (g,) = mgr.groups.values()
+    await g.eval(T0)
+    assert not engine.of("ALERTS")  # not restored yet: nothing written, as in Prometheus
+    mgr.restore_group(g, T0)
+    await g.eval(T0 + S)
+    assert [dict(s.labels)["alertstate"] for s in engine.of("ALERTS")] == ["pending"]

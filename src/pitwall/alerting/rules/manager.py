@@ -183,8 +183,11 @@ class RuleManager:
         try:
             g.restore_for_state(ts_ms, read, self.options.for_grace_period_ms, self.options.outage_tolerance_ms,
                                 demote=demote)
-        except Exception:  # the engine is down: evaluate on without restored state, as Prometheus does
+        except Exception:  # the engine is down: evaluate on without restored state
             log.exception("restoring 'for' state failed", extra={"group": g.name})
+            for r in g.rules:  # and still write ALERTS (Prometheus would stop writing them until restarted)
+                if isinstance(r, AlertingRule):
+                    r.restored = True
 
     async def update(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> None:
         """Swap in the groups of ``files``; on a load error the running rules stay."""
