@@ -300,7 +300,8 @@ def build(settings: Settings) -> Components:
         raise
     cp = build_control_plane(settings, metrics, logs, traces, rules) if settings.kube.enabled else None
     if cp is not None and cp.controllers.election is not None:  # servers sharing the state: the leader sends
-        notifications.pipeline.follow(cp.controllers.election.elected.is_set)
+        notifications.pipeline.follow(cp.controllers.election.elected.is_set, shared=cp.kube.store)
+        rules.follow(settings, cp.controllers.election.elected.is_set)  # and writes rule series to a shared engine
     gateway = None if settings.gateway.listen is None else _gateway(settings, metrics, cp)
     # Incidents live in the control plane's state store; without a control plane they start one of their own.
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)

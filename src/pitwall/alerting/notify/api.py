@@ -259,7 +259,7 @@ def router(get: Callable[[], NotificationPipeline], limits: BodyLimits, budget: 
     @r.post("/alerts")
     async def post_alerts(request: Request) -> Response:
         async with body(request, _alerts) as alerts:
-            get().put_alerts(alerts)
+            await get().receive(alerts)
         return Response(status_code=200)
 
     @r.get("/alerts/groups")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pitwall.core.errors import BadData, NotFound, Overloaded, PitwallError, Unavailable
 
-__all__ = ["DeliveryError", "InvalidAlert", "QueueFull", "SilenceAlreadyExpired", "SilenceNotFound"]
+__all__ = ["DeliveryError", "InvalidAlert", "QueueFull", "SharingFailed", "SilenceAlreadyExpired", "SilenceNotFound"]
 
 
 class SilenceNotFound(NotFound):
@@ -17,6 +17,10 @@ class InvalidAlert(BadData):
 
 class QueueFull(Overloaded):
     """The pending-notification queue is at its bound."""
+
+
+class SharingFailed(Unavailable):
+    """Several servers: the state store did not take received alerts (the sender should retry)."""
 
 
 class DeliveryError(Unavailable):

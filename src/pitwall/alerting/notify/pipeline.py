@@ -28,17 +28,19 @@ from pitwall.alerting.model import Alert
 from pitwall.alerting.notify.alerts import AlertStore, StoredAlert
 from pitwall.alerting.notify.config import LoadedConfig, load_config_file, parse_config
 from pitwall.alerting.notify.dispatch import AggrGroup, Dispatcher
-from pitwall.alerting.notify.errors import DeliveryError, InvalidAlert, QueueFull
+from pitwall.alerting.notify.errors import DeliveryError, InvalidAlert, QueueFull, SharingFailed
 from pitwall.alerting.notify.inhibit import Inhibitor, InhibitRule
 from pitwall.alerting.notify.matchers import is_valid_label_name
 from pitwall.alerting.notify.nflog import NotificationLog, needs_update
 from pitwall.alerting.notify.notifiers import Integration, NotifyContext, build_integrations
 from pitwall.alerting.notify.route import Route, build_route
 from pitwall.alerting.notify.settings import NotificationSettings
+from pitwall.alerting.notify.shared import SharedAlerts
 from pitwall.alerting.notify.silences import Silences
 from pitwall.alerting.notify.templates import Templates
 from pitwall.alerting.notify.timeintervals import any_contains
 from pitwall.core.tasks import Supervisor
+from pitwall.storage.revstore import RevStore
 from pitwall.storage.state import PendingRow, StateStore
 
 __all__ = ["DEFAULT_CONFIG", "AlertStatus", "NotificationPipeline"]
@@ -122,6 +124,7 @@ class NotificationPipeline:
         self.leading: Callable[[], bool] = lambda: True
         self.gated = False
         self._current = True  # whether the in-memory log and queue reflect the shared state store
+        self.shared: SharedAlerts | None = None  # several servers: one alert space in the state store
         self._silences_read = 0.0  # monotonic time the silences were last re-read (several servers)
 
     # -- configuration ----------------------------------------------------
@@ -153,19 +156,31 @@ class NotificationPipeline:
         log.info("alertmanager configuration applied", extra={"alertmanager_config": str(config_path)})
 
     # -- several servers --------------------------------------------------
-    def follow(self, leading: Callable[[], bool]) -> None:
+    def follow(self, leading: Callable[[], bool], shared: RevStore | None = None) -> None:
         """Send notifications only while ``leading()`` (a leader election's state); call before ``start``.
 
-        Every server keeps receiving alerts and grouping them, so a new leader has the groups already; the
-        dedup stage and the sender run only on the leader, which dedupes against the notification log in
-        the shared ``notifications.state_url``. A follower leaves queued notifications in that store.
+        With ``shared`` (the servers' common state store) every alert a server receives is written there
+        and every server takes in what the others received (``SharedAlerts``), so an alert posted to a
+        follower reaches the leader at once. Every server groups every alert, so a new leader has the groups
+        already; the dedup stage and the sender run only on the leader, which dedupes against the
+        notification log in the shared ``notifications.state_url``. A follower leaves queued notifications
+        in that store.
         """
         self.leading = leading
         self.gated = True
+        if shared is not None:
+            self.shared = SharedAlerts(shared, self._take_shared)
         if self.state.engine.dialect.name == "sqlite":
             log.warning("notifications: several servers share the state but notifications.state_url is this "
                         "server's own SQLite file; a new leader may repeat what the old one sent; point every "
                         "server's notifications.state_url at one PostgreSQL database")
+
+    def _take_shared(self, alert: StoredAlert) -> bool:
+        """An alert another server received; refused (False) when it is new and ``max_alerts`` are held."""
+        if self.alerts.get(alert.fp) is None and len(self.alerts) >= self.settings.max_alerts:
+            return False
+        self.alerts.put(alert)
+        return True
 
     def _leads(self) -> bool:
         """Whether to dedup and send now (the fence before each); on gaining the lead, first re-read the
@@ -197,6 +212,8 @@ class NotificationPipeline:
         for row in self.state.list_pending():
             heapq.heappush(self._queue, (row.next_attempt, row.id))
         await self.rt.dispatcher.start()
+        if self.shared is not None:
+            self.tasks.spawn(self.shared.run(), name="shared alerts")
         self.tasks.spawn(self._deliver_loop(), name="delivery")
         self.tasks.spawn(self._gc_loop(), name="gc")
 
@@ -216,12 +233,30 @@ class NotificationPipeline:
     async def notify(self, alerts: Sequence[Alert]) -> None:
         """The NotifyFunc pitwall's rule manager calls (invalid alerts are logged, not raised)."""
         try:
-            self.put_alerts(alerts)
-        except InvalidAlert as e:
+            await self.receive(alerts)
+        except (InvalidAlert, SharingFailed) as e:
             log.warning("rule alerts rejected", extra={"error": e.message})
+
+    async def receive(self, alerts: Sequence[Alert]) -> None:
+        """``put_alerts``, then (several servers) share the valid alerts with the other servers through the
+        state store; SharingFailed when the store did not take them (the poster should send again)."""
+        valid, errors = self._put(alerts)
+        if self.shared is not None and valid:
+            try:
+                await self.shared.publish(valid)
+            except Exception as e:
+                raise SharingFailed(f"alerts not shared with the other servers: {e}") from None
+        if errors:
+            raise InvalidAlert("; ".join(errors))
 
     def put_alerts(self, alerts: Sequence[Alert]) -> None:
         """Validate and store alerts as Alertmanager's POST /api/v2/alerts does (best effort per alert)."""
+        _valid, errors = self._put(alerts)
+        if errors:
+            raise InvalidAlert("; ".join(errors))
+
+    def _put(self, alerts: Sequence[Alert]) -> tuple[list[StoredAlert], list[str]]:
+        """Store the valid alerts; (them, the errors of the others). QueueFull stores nothing."""
         now = _utc()
         resolve_timeout = timedelta(milliseconds=self.rt.config.config.global_.resolve_timeout)
         errors: list[str] = []
@@ -243,8 +278,7 @@ class NotificationPipeline:
             raise QueueFull(f"too many alerts ({len(self.alerts)} held, limit {self.settings.max_alerts})")
         for v in valid:
             self.alerts.put(v)
-        if errors:
-            raise InvalidAlert("; ".join(errors))
+        return valid, errors
 
     # -- status -----------------------------------------------------------
     def status_of(self, labels: dict[str, str], now: datetime | None = None) -> AlertStatus:

@@ -8,21 +8,25 @@ pillar's query interface into that function.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from pitwall.core.errors import ExecutionError
-from pitwall.core.labels import Labels
+from pitwall.core.gofmt import go_quote
+from pitwall.core.labels import METRIC_NAME, Labels, Matcher
 from pitwall.metrics import InstantQuery
 
-__all__ = ["Health", "OutSample", "QueryFunc", "RuleError", "Vector", "instant_query_func", "logql_query_func"]
+__all__ = ["ForStateReader", "Health", "OutSample", "QueryFunc", "RuleError", "Vector", "instant_for_state", "instant_query_func",
+           "logql_query_func"]
 
 # An instant vector: (labels, value) pairs.
 Vector = list[tuple[Labels, float]]
 # Runs ``expr`` at ``at_ms`` and returns an instant vector (scalars become one sample).
 QueryFunc = Callable[[str, int], Vector]
+# The latest ALERTS_FOR_STATE sample per series (labels without ``__name__``) in [mint, maxt]: (ms, value).
+ForStateReader = Callable[[Sequence[Matcher], int, int], dict[Labels, tuple[int, float]]]
 
 
 class RuleError(ExecutionError):
@@ -56,6 +60,27 @@ def instant_query_func(query: InstantQuery, tenant: str = "default") -> QueryFun
         raise RuleError("rule result is not a vector or scalar")
 
     return run
+
+
+def instant_for_state(query: InstantQuery, tenant: str = "default") -> ForStateReader:
+    """Read ``for`` state through the PromQL query interface (a shared metrics engine, ``backends.metrics``).
+
+    An instant query of the range selector ``ALERTS_FOR_STATE{...}[tolerance]`` at ``maxt`` returns the raw
+    samples; the last one of each series is its state. The engine's API does not return staleness markers,
+    so an alert resolved and active again restores from its previous activity's last sample, as after an
+    outage (the ``for`` state of the new activity is written from its first evaluation on).
+    """
+
+    def read(matchers: Sequence[Matcher], mint: int, maxt: int) -> dict[Labels, tuple[int, float]]:
+        sel = ",".join(f"{m.name}{m.type.value}{go_quote(m.value)}" for m in matchers)
+        res = query(f"{{{sel}}}[{max(1, maxt - mint)}ms]", maxt, tenant)
+        found: dict[Labels, tuple[int, float]] = {}
+        for lbl, ts, vals in zip(res.series, res.timestamps, res.values, strict=False):
+            if len(ts):
+                found[tuple(p for p in lbl if p[0] != METRIC_NAME)] = (int(ts[-1]), float(vals[-1]))
+        return found
+
+    return read
 
 
 def logql_query_func(engine: Any, querier: Callable[[], Any]) -> QueryFunc:

@@ -19,8 +19,8 @@ from typing import Any
 import xxhash
 
 from pitwall.alerting.model import Alert, NotifyFunc
-from pitwall.alerting.rules.alerting_rule import ActiveAlert, AlertingRule
-from pitwall.alerting.rules.base import Health, OutSample
+from pitwall.alerting.rules.alerting_rule import ActiveAlert, AlertingRule, AlertState
+from pitwall.alerting.rules.base import ForStateReader, Health, OutSample
 from pitwall.alerting.rules.recording_rule import RecordingRule
 from pitwall.alerting.rules.templates import table_link
 from pitwall.core.labels import METRIC_NAME, Labels, Matcher, MatchType
@@ -30,6 +30,26 @@ log = logging.getLogger(__name__)
 
 Rule = AlertingRule | RecordingRule
 AppendFunc = Callable[[list[OutSample]], Awaitable[None]]
+
+
+def querier_reader(querier: Querier) -> ForStateReader:
+    """Read ``for`` state from a store's raw samples (the embedded store: stale markers are seen)."""
+
+    def read(matchers: Sequence[Matcher], mint: int, maxt: int) -> dict[Labels, tuple[int, float]]:
+        found: dict[Labels, tuple[int, float]] = {}
+        for s in querier.select(list(matchers), mint, maxt):
+            if len(s.ts):
+                key = tuple(p for p in s.labels if p[0] != METRIC_NAME)
+                found[key] = (int(s.ts[-1]), float(s.values[-1]))
+        return found
+
+    return read
+
+
+def _as_reader(source: Querier | ForStateReader) -> ForStateReader:
+    if callable(source):
+        return source
+    return querier_reader(source)
 
 
 def group_offset_ns(file: str, name: str, interval_ns: int) -> int:
@@ -59,6 +79,19 @@ def to_alert(a: ActiveAlert, expr: str, external_url: str, external_labels: dict
     )
 
 
+def restored_active_at(ts_ms: int, sample_ms: int, value: float, hold_ms: int, for_grace_ms: int) -> int:
+    """An alert's ``ActiveAt`` restored at ``ts_ms`` from its last ALERTS_FOR_STATE sample (written at
+    ``sample_ms``, value: active-since in Unix seconds), as Prometheus' RestoreForState computes it."""
+    down_at = sample_ms // 1000 * 1000  # Prometheus works in whole seconds here
+    active_at = int(value) * 1000  # Go's time.Unix(int64(v), 0)
+    remaining = hold_ms - (down_at - active_at)
+    if remaining <= 0:
+        return active_at  # it was firing: the next evaluation fires it again
+    if remaining < for_grace_ms:
+        return ts_ms + for_grace_ms - hold_ms  # at least the grace period left to wait
+    return active_at + ts_ms - down_at  # the time spent down does not count as pending
+
+
 def _dt(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
 
@@ -85,6 +118,11 @@ class Group:
         self.prev_series: list[set[Labels]] = [set() for _ in self.rules]
         self.last_evaluation_ms = 0
         self.evaluation_seconds = 0.0
+        # Several servers on one metrics engine: only while ``writes()`` holds (the leader) are series
+        # written and alerts sent; a follower evaluates for its own API. ``on_lead`` runs on gaining it.
+        self.writes: Callable[[], bool] = lambda: True
+        self.on_lead: Callable[[int], None] | None = None
+        self.wrote = True  # whether the last evaluation wrote (led)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -100,9 +138,20 @@ class Group:
             return await asyncio.to_thread(fn, *args)
         return fn(*args)
 
+    async def _run_sync(self, fn: Callable[[int], None], arg: int) -> None:
+        """A blocking step (a restore may query a remote engine) off the event loop when offloading."""
+        if self.offload:
+            await asyncio.to_thread(fn, arg)
+        else:
+            fn(arg)
+
     async def eval(self, ts_ms: int) -> None:
         """Evaluate every rule once at ``ts_ms``."""
         started = time.perf_counter()
+        writes = self.writes()
+        if writes and not self.wrote and self.on_lead is not None and self.last_evaluation_ms:
+            await self._run_sync(self.on_lead, ts_ms)  # a new leader continues from the old one's ``for`` state
+        self.wrote = writes
         for i, rule in enumerate(self.rules):
             t0 = time.perf_counter()
             rule.last_evaluation_ms = int(time.time() * 1000)
@@ -117,9 +166,9 @@ class Group:
                 continue
             rule.health = Health.OK
             rule.last_error = ""
-            if isinstance(rule, AlertingRule):
+            if isinstance(rule, AlertingRule) and writes:
                 await self._send(rule, ts_ms)
-            await self._write(i, samples, ts_ms)
+            await self._write(i, samples, ts_ms, writes)
             rule.evaluation_seconds = time.perf_counter() - t0
         self.evaluation_seconds = time.perf_counter() - started
         self.last_evaluation_ms = int(time.time() * 1000)
@@ -134,12 +183,12 @@ class Group:
         except Exception:
             log.exception("sending alerts failed", extra={"group": self.name, "rule": rule.name})
 
-    async def _write(self, i: int, samples: list[OutSample], ts_ms: int) -> None:
+    async def _write(self, i: int, samples: list[OutSample], ts_ms: int, writes: bool = True) -> None:
         returned = {s.labels for s in samples}
         stale_at = ts_ms - self.query_offset_ms
         stale = [OutSample(lbl, stale_at, STALE_NAN) for lbl in self.prev_series[i] if lbl not in returned]
-        self.prev_series[i] = returned
-        if samples or stale:
+        self.prev_series[i] = returned  # tracked on a follower too: as leader it marks what the old one wrote
+        if writes and (samples or stale):
             try:
                 await self.append(samples + stale)
             except Exception:
@@ -149,7 +198,7 @@ class Group:
         """Stale markers for everything this group wrote (it was removed by a reload)."""
         stale = [OutSample(lbl, ts_ms, STALE_NAN) for prev in self.prev_series for lbl in prev]
         self.prev_series = [set() for _ in self.rules]
-        if stale:
+        if stale and self.writes():
             await self.append(stale)
 
     def copy_state(self, old: Group) -> None:
@@ -168,36 +217,32 @@ class Group:
                 rule.restored = prev.restored
         self.last_evaluation_ms, self.evaluation_seconds = old.last_evaluation_ms, old.evaluation_seconds
 
-    def restore_for_state(self, ts_ms: int, querier: Querier, for_grace_ms: int, outage_tolerance_ms: int) -> None:
-        """Re-establish ``ActiveAt`` of pending/firing alerts from ALERTS_FOR_STATE (RestoreForState)."""
+    def restore_for_state(self, ts_ms: int, source: Querier | ForStateReader, for_grace_ms: int,
+                          outage_tolerance_ms: int, *, demote: bool = False) -> None:
+        """Re-establish ``ActiveAt`` of pending/firing alerts from ALERTS_FOR_STATE (Prometheus' RestoreForState).
+
+        ``source`` is the embedded store's querier or a reader over the metrics engine's query API.
+        ``demote`` (a follower gaining the lead) also turns a firing alert whose restored ``ActiveAt`` is
+        less than ``for`` ago back to pending: its own evaluation, not the leader's, had fired it.
+        """
+        read = _as_reader(source)
         for rule in self.rules:
             if not isinstance(rule, AlertingRule):
                 continue
             if rule.hold_ms < for_grace_ms:
-                rule.restored = True
+                rule.restored = True  # a short ``for`` would otherwise wait the whole grace period
                 continue
             matchers = [Matcher.of(MatchType.EQUAL, METRIC_NAME, "ALERTS_FOR_STATE"),
                         Matcher.of(MatchType.EQUAL, "alertname", rule.name)]
             matchers += [Matcher.of(MatchType.EQUAL, k, v) for k, v in rule.labels.items() if "{{" not in v]
-            found: dict[Labels, tuple[int, float]] = {}
-            for s in querier.select(matchers, ts_ms - outage_tolerance_ms, ts_ms):
-                if len(s.ts):
-                    key = tuple(p for p in s.labels if p[0] != METRIC_NAME)
-                    found[key] = (int(s.ts[-1]), float(s.values[-1]))
+            found = read(matchers, ts_ms - outage_tolerance_ms, ts_ms)
             for a in rule.active_alerts():
                 hit = found.get(a.labels)
                 if hit is None or is_stale(hit[1]) or math.isnan(hit[1]):
                     continue
-                down_at = hit[0] // 1000 * 1000
-                active_at = int(hit[1]) * 1000
-                remaining = rule.hold_ms - (down_at - active_at)
-                if remaining <= 0:
-                    pass  # it was firing: the next evaluation fires it again
-                elif remaining < for_grace_ms:
-                    active_at = ts_ms + for_grace_ms - rule.hold_ms
-                else:
-                    active_at += ts_ms - down_at
-                a.active_at_ms = active_at
+                a.active_at_ms = restored_active_at(ts_ms, hit[0], hit[1], rule.hold_ms, for_grace_ms)
+                if demote and a.state == AlertState.FIRING and ts_ms - a.active_at_ms < rule.hold_ms:
+                    a.state, a.fired_at_ms = AlertState.PENDING, 0
             rule.restored = True
 
     async def run(self, stop: asyncio.Event, restore: Callable[[int], None] | None = None) -> None:
@@ -213,7 +258,7 @@ class Group:
             if await self._sleep_until(eval_ns, stop):
                 return
             await self._iterate(eval_ns)
-            restore(time.time_ns() // 1_000_000)
+            await self._run_sync(restore, time.time_ns() // 1_000_000)
         while not stop.is_set():
             eval_ns = self._next_slot(eval_ns, interval_ns)
             if await self._sleep_until(eval_ns, stop):

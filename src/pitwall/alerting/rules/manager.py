@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pitwall.alerting.model import NotifyFunc
 from pitwall.alerting.rules.alerting_rule import AlertingRule
-from pitwall.alerting.rules.base import QueryFunc
-from pitwall.alerting.rules.group import AppendFunc, Group, Rule
+from pitwall.alerting.rules.base import ForStateReader, QueryFunc
+from pitwall.alerting.rules.group import AppendFunc, Group, Rule, querier_reader
 from pitwall.alerting.rules.recording_rule import RecordingRule
 from pitwall.alerting.rules.rulefmt import ExprCheck, GroupSpec, parse_rule_file, parse_rules
 from pitwall.core.errors import ConfigError
@@ -92,17 +92,25 @@ def build_groups(specs: Sequence[GroupSpec], query: QueryFunc, opts: RuleOptions
 
 
 class RuleManager:
-    """Component running rule groups; ``languages`` maps a language to (query function, expression check)."""
+    """Component running rule groups; ``languages`` maps a language to (query function, expression check).
+
+    ``for_state`` reads ALERTS_FOR_STATE back (``querier``, a store's, is the older way to give it); without
+    either, nothing is restored.
+    """
 
     name = "rules"
 
     def __init__(self, *, languages: Mapping[str, tuple[QueryFunc, ExprCheck]], append: AppendFunc,
                  notify: NotifyFunc | None, querier: Callable[[], Querier] | None = None,
-                 options: RuleOptions | None = None) -> None:
+                 options: RuleOptions | None = None, for_state: ForStateReader | None = None) -> None:
         self.languages = dict(languages)
         self.append = append
         self.notify = notify
         self.querier = querier
+        self.for_state = for_state
+        # Several servers writing to one metrics engine: groups write and send only while ``writes()``.
+        self.writes: Callable[[], bool] = lambda: True
+        self.gated = False
         self.options = options or RuleOptions()
         self.groups: dict[tuple[str, str], Group] = {}
         self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], asyncio.Event]] = {}
@@ -131,10 +139,55 @@ class RuleManager:
                 specs.extend(got)
                 errors.extend(errs)
             groups += build_groups(specs, query, opts, append=self.append, notify=self.notify,
-                                   restored=self._restored_once or self.querier is None)
+                                   restored=self._restored_once or not self._can_restore)
         if errors:
             raise ConfigError("error loading rules:\n" + "\n".join(errors))
         return groups
+
+    @property
+    def _can_restore(self) -> bool:
+        return self.for_state is not None or self.querier is not None
+
+    def _reader(self) -> ForStateReader | None:
+        if self.for_state is not None:
+            return self.for_state
+        return querier_reader(self.querier()) if self.querier is not None else None
+
+    def follow(self, leading: Callable[[], bool]) -> None:
+        """Write series (recording rules, ALERTS, ALERTS_FOR_STATE) and send alerts only while ``leading()``
+        (a leader election's state); call before ``start``. For servers sharing one metrics engine: every
+        server still evaluates every group, so each answers /api/v1/rules and /api/v1/alerts, but one writes.
+        A server gaining the lead first restores ``for`` state from what the previous leader wrote."""
+        self.writes = leading
+        self.gated = True
+        for g in self.groups.values():
+            self._gate(g)
+
+    def _gate(self, g: Group) -> None:
+        g.notify = self.notify
+        if not self.gated or g.on_lead is not None:
+            return
+        g.writes = self.writes
+        g.wrote = self.writes()
+
+        def on_lead(ts_ms: int) -> None:
+            self.restore_group(g, ts_ms, demote=True)
+
+        g.on_lead = on_lead
+
+    def restore_group(self, g: Group, ts_ms: int, demote: bool = False) -> None:
+        """Restore ``g``'s ``for`` state at ``ts_ms`` (errors are logged: evaluation goes on unrestored)."""
+        read = self._reader()
+        if read is None:
+            return
+        try:
+            g.restore_for_state(ts_ms, read, self.options.for_grace_period_ms, self.options.outage_tolerance_ms,
+                                demote=demote)
+        except Exception:  # the engine is down: evaluate on without restored state
+            log.exception("restoring 'for' state failed", extra={"group": g.name})
+            for r in g.rules:  # and still write ALERTS (Prometheus would stop writing them until restarted)
+                if isinstance(r, AlertingRule):
+                    r.restored = True
 
     async def update(self, files: Mapping[str, Sequence[str]], options: RuleOptions | None = None) -> None:
         """Swap in the groups of ``files``; on a load error the running rules stay."""
@@ -148,7 +201,7 @@ class RuleManager:
         query, _check = self.languages["promql"]
         specs = [s for source in sorted(self._generated) for s in self._generated[source]]
         return build_groups(specs, query, self.options, append=self.append, notify=self.notify,
-                            restored=self._restored_once or self.querier is None)
+                            restored=self._restored_once or not self._can_restore)
 
     async def set_rule_groups(self, source: str, text: str) -> None:
         """Add or replace the groups of ``source`` (a name that is not a file, e.g. ``slo:ns/name``) from
@@ -180,6 +233,7 @@ class RuleManager:
     async def _swap(self, new_groups: list[Group]) -> None:
         old = self.groups
         fresh: dict[tuple[str, str], Group] = {}
+        restore: set[tuple[str, str]] = set()
         for g in new_groups:
             prev = old.get(g.key)
             if prev is not None and prev.identity() == g.identity():
@@ -187,6 +241,11 @@ class RuleManager:
                 continue
             if prev is not None:
                 g.copy_state(prev)
+            elif g.file in self._generated and self._can_restore:
+                restore.add(g.key)  # a leader-only group (an SLO's) appearing on a new leader continues its state
+                for r in g.rules:
+                    if isinstance(r, AlertingRule):
+                        r.restored = False
             fresh[g.key] = g
         now_ms = int(time.time() * 1000)
         for key, g in old.items():
@@ -196,21 +255,19 @@ class RuleManager:
                     await g.mark_stale(now_ms)
         self.groups = fresh
         for g in fresh.values():
-            g.notify = self.notify
+            self._gate(g)
         if self._started:
             for key, g in fresh.items():
                 if key not in self._tasks:
-                    self._start_group(g, restore=False)
+                    self._start_group(g, restore=key in restore)
 
     def _start_group(self, g: Group, restore: bool) -> None:
         stop = asyncio.Event()
         restore_fn = None
-        if restore and self.querier is not None:
-            querier = self.querier
+        if restore and self._can_restore:
 
             def restore_fn(ts_ms: int) -> None:
-                g.restore_for_state(ts_ms, querier(), self.options.for_grace_period_ms,
-                                    self.options.outage_tolerance_ms)
+                self.restore_group(g, ts_ms)
 
         task = asyncio.create_task(g.run(stop, restore_fn), name=f"rules:{g.file}:{g.name}")
         self._tasks[g.key] = (task, stop)
@@ -228,6 +285,7 @@ class RuleManager:
     async def start(self) -> None:
         self._started = True
         for g in self.groups.values():
+            self._gate(g)
             self._start_group(g, restore=not self._restored_once)
         self._restored_once = True
 

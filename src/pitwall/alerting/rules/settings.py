@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from pitwall.core.durations import DurationMs
 
@@ -20,8 +20,12 @@ class RulesSettings(_Strict):
     """How rules are evaluated and how their alerts are sent."""
 
     resend_delay: DurationMs = Field(60_000, description="minimum time between re-sends of a firing alert")
-    for_grace_period: DurationMs = Field(600_000, description="minimum 'for' left after restoring state")
-    outage_tolerance: DurationMs = Field(3_600_000, description="how far back ALERTS_FOR_STATE is read on restore")
+    for_grace_period: DurationMs = Field(600_000, description="minimum 'for' left after restoring state "
+                                         "(Prometheus' --rules.alert.for-grace-period)")
+    for_outage_tolerance: DurationMs = Field(
+        3_600_000, validation_alias=AliasChoices("for_outage_tolerance", "outage_tolerance"),
+        description="how far back ALERTS_FOR_STATE is read on restore (--rules.alert.for-outage-tolerance; "
+                    "the older name outage_tolerance is accepted)")
     query_offset: DurationMs = Field(0, description="default query_offset of groups (global.rule_query_offset)")
     external_url: str = Field("", description="URL pitwall is reachable at, for generatorURL and templates")
     logql_rule_files: list[str] = Field(default_factory=list,

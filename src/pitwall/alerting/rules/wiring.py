@@ -10,12 +10,15 @@ from typing import Any
 from pitwall.alerting.model import NotifyFunc
 from pitwall.alerting.rules.api import rules_router
 from pitwall.alerting.rules.base import (
+    ForStateReader,
     OutSample,
     QueryFunc,
+    instant_for_state,
     instant_query_func,
     logql_check,
     logql_query_func,
 )
+from pitwall.alerting.rules.group import querier_reader
 from pitwall.alerting.rules.manager import RuleManager, RuleOptions, expand_globs, promql_check
 from pitwall.alerting.rules.notifier import alertmanager_notify, fan_out
 from pitwall.alerting.rules.rulefmt import ExprCheck
@@ -24,7 +27,7 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.metrics import InstantQuery, MetricStorage, SampleBatch
 
-__all__ = ["RulesPart", "build_rule_manager", "build_rules", "reload_rules", "rule_files_of"]
+__all__ = ["RulesPart", "build_rule_manager", "build_rules", "reload_rules", "rule_files_of", "shared_engine"]
 
 
 def _options(settings: Any) -> RuleOptions:
@@ -36,7 +39,7 @@ def _options(settings: Any) -> RuleOptions:
         external_url=r.external_url,
         resend_delay_ms=r.resend_delay,
         for_grace_period_ms=r.for_grace_period,
-        outage_tolerance_ms=r.outage_tolerance,
+        outage_tolerance_ms=r.for_outage_tolerance,
     )
 
 
@@ -63,6 +66,23 @@ def _logql_language(logs: Any, tenant: str) -> tuple[QueryFunc, ExprCheck] | Non
     return logql_query_func(logs.engine, lambda: logs.deps.reads.querier(tenant)), logql_check
 
 
+def shared_engine(settings: Any) -> bool:
+    """Whether metrics live on an engine other servers write to as well (``backends.metrics``)."""
+    backends = getattr(settings, "backends", None)
+    return getattr(backends, "metrics", None) is not None
+
+
+def _for_state(settings: Any, instant: InstantQuery, store: MetricStorage, tenant: str) -> ForStateReader:
+    """ALERTS_FOR_STATE is read where it was written: the engine's query API, else the embedded store."""
+    if shared_engine(settings):
+        return instant_for_state(instant, tenant)
+
+    def read(matchers: Any, mint: int, maxt: int) -> Any:
+        return querier_reader(store.querier(tenant))(matchers, mint, maxt)
+
+    return read
+
+
 def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricStorage,
                        notify: NotifyFunc | None = None, logs: Any = None, tenant: str = "default") -> RuleManager:
     """A RuleManager over the embedded store, loaded from ``rule_files`` (errors raise ConfigError)."""
@@ -76,7 +96,7 @@ def build_rule_manager(settings: Any, *, instant: InstantQuery, store: MetricSto
     if logql is not None:
         languages["logql"] = logql
     mgr = RuleManager(languages=languages, append=append, notify=_notify(settings, notify),
-                      querier=lambda: store.querier(tenant), options=_options(settings))
+                      options=_options(settings), for_state=_for_state(settings, instant, store, tenant))
     mgr.groups = {g.key: g for g in mgr.load(rule_files_of(settings))}
     return mgr
 
@@ -103,6 +123,12 @@ class RulesPart:
 
     async def reload(self, settings: Any) -> None:
         await reload_rules(self.manager, settings, self.notify)
+
+    def follow(self, settings: Any, leading: Callable[[], bool]) -> None:
+        """Several servers (``leading``: the controllers' election): with a shared metrics engine only the
+        leader writes rule results and sends rule alerts; with each server's embedded store nothing changes."""
+        if shared_engine(settings):
+            self.manager.follow(leading)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         """Rule health is served by ``/api/v1/rules``, as in Prometheus."""
