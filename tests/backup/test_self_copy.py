@@ -173,6 +173,10 @@ async def test_the_snapshot_holds_the_tree_a_staged_copy_held(tmp_path: Path) ->
 
     data = _data_dir(tmp_path)
     os.unlink(data / "pods" / "p1" / "dir-link")  # restic stores a symlink read in place; the copy drops it
+    for odd in ("-live", "-staged"):  # names restic must not read as flags, read in place and staged
+        (data / odd).mkdir()
+        (data / odd / "f").write_text(odd)
+    (data / "-staged" / "x.lock").write_text("")
     sb = SelfBackup(data, None, locks=RepoLocks(), stats=BackupStats())
     restic = Restic(str(tmp_path / "repo"), "pw")
     first = await sb.run(restic)
@@ -183,7 +187,7 @@ async def test_the_snapshot_holds_the_tree_a_staged_copy_held(tmp_path: Path) ->
     assert run.summary["files_changed"] >= 1 and run.summary["files_unmodified"] >= 30  # restic found a parent
     names = sorted(n["path"] for n in await restic.ls("latest"))
     want = sorted({"/" + p.relative_to(data).as_posix() for p in data.rglob("*")
-                   if ".backup-staging" not in p.parts and p.name not in ("lock", "app.lock")}
+                   if ".backup-staging" not in p.parts and p.name not in ("lock", "app.lock", "x.lock")}
                   | {"/" + MANIFEST, "/" + CHECKSUMS})
     assert names == want
     target = tmp_path / "restored"
@@ -191,7 +195,7 @@ async def test_the_snapshot_holds_the_tree_a_staged_copy_held(tmp_path: Path) ->
     subprocess.run(["restic", "-r", str(tmp_path / "repo"), "restore", "latest", "--target", str(target)],
                    env=env, check=True, capture_output=True)
     assert verify_checksums(target) == (3, [])
-    for rel in ("identity/session.key", "secrets.key", "pods/p2/f29.bin"):
+    for rel in ("identity/session.key", "secrets.key", "pods/p2/f29.bin", "-live/f", "-staged/f"):
         assert _sha(target / rel) == _sha(data / rel)
     await sb.settled()
     assert os.listdir(data / ".backup-staging") == []

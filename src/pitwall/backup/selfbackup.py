@@ -245,7 +245,8 @@ def _targets(staging: Path, data_dir: Path, live: Sequence[str]) -> list[str]:
     """restic's targets from inside ``staging``: what it holds, and the ``live`` entries of the data directory
     as ``../../NAME`` (restic drops a leading ``..`` in the tree: both land at the snapshot's root, as one
     staged tree would)."""
-    return sorted([*os.listdir(staging), *(os.path.relpath(data_dir / n, staging) for n in live)])
+    # ./NAME: a name starting with "-" is never read as a flag
+    return sorted([*(f"./{n}" for n in os.listdir(staging)), *(os.path.relpath(data_dir / n, staging) for n in live)])
 
 
 def _set_aside(staging: Path) -> list[Path]:
