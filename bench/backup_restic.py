@@ -67,15 +67,15 @@ def _restic_direct(repo: Path, data: Path) -> float:
     return time.monotonic() - t0
 
 
-async def _pitwall(sb: SelfBackup, repo: Path) -> tuple[float, float]:
-    """The run's time, and that of the staging directory's removal after it (off the run's path)."""
+async def _pitwall(sb: SelfBackup, repo: Path) -> tuple[float, float, dict[str, float]]:
+    """The run's time, that of the staging directory's removal after it (off the run's path), its steps'."""
     t0 = time.monotonic()
     run = await sb.run(Restic(str(repo), PASSWORD))
     if run.phase != "Completed":
         raise SystemExit(f"self-backup failed: {run.error}")
     t1 = time.monotonic()
     await sb.settled()
-    return t1 - t0, time.monotonic() - t1
+    return t1 - t0, time.monotonic() - t1, run.steps_s
 
 
 def main() -> None:
@@ -102,7 +102,8 @@ def main() -> None:
                     p.write_bytes(os.urandom(p.stat().st_size))
             before_p, before_r = _repo_bytes(root / "repo-pitwall"), _repo_bytes(root / "repo-restic")
             t_r = _restic_direct(root / "repo-restic", data)
-            t_p, t_c = asyncio.run(_pitwall(sb, root / "repo-pitwall"))
+            t_p, t_c, steps = asyncio.run(_pitwall(sb, root / "repo-pitwall"))
+            print(f"{label}: pitwall's steps " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
             rows.append((label, t_p, t_r, t_c, _repo_bytes(root / "repo-pitwall") - before_p,
                          _repo_bytes(root / "repo-restic") - before_r))
         print(f"{'':20} {'pitwall s':>10} {'restic s':>10} {'ratio':>6} {'growth pitwall MiB':>19} "

@@ -184,6 +184,7 @@ async def test_the_snapshot_holds_the_tree_a_staged_copy_held(tmp_path: Path) ->
     (data / "identity" / "session.key").write_bytes(b"changed")
     run = await sb.run(restic)
     assert run.phase == "Completed" and not run.created_repository and run.warnings == [], run.error
+    assert list(run.steps_s) == ["copy", "checksums", "upload"] and run.step == ""
     assert run.summary["files_changed"] >= 1 and run.summary["files_unmodified"] >= 30  # restic found a parent
     names = sorted(n["path"] for n in await restic.ls("latest"))
     want = sorted({"/" + p.relative_to(data).as_posix() for p in data.rglob("*")

@@ -97,6 +97,7 @@ class SelfRun:
     retention: dict[str, Any] = field(default_factory=dict)  # after a scheduled run: the policy, what it removed
     # while InProgress: the step (copy, checksums, upload) and restic's progress of the upload
     step: str = ""
+    steps_s: dict[str, float] = field(default_factory=dict)  # wall time of each step once done
     percent_done: float = 0.0
     bytes_done: int = 0
     total_bytes: int = 0
@@ -200,16 +201,24 @@ class SelfBackup:
         staging = self._staging(restic.repo)
         await self.settled()  # the last run's removal, normally long done
         self._remove_later(staging)  # left by a crash
+        t = time.monotonic()
+
+        def step(name: str) -> None:  # the next step; the one before timed in ``steps_s``
+            nonlocal t
+            now = time.monotonic()
+            if run.step:
+                run.steps_s[run.step] = round(now - t, 3)
+            run.step, t = name, now
+
         try:
-            run.step = "copy"
+            step("copy")
             copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db, self._not_sqlite)
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
             run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
-            run.step = "checksums"  # what a restore drill verifies: the copies hashed, the links listed
+            step("checksums")  # what a restore drill verifies: the copies hashed, the links listed
             await asyncio.to_thread(write_checksums_of, staging, [*copy.copied, MANIFEST], copy.linked)
-            run.step = "upload"
-
+            step("upload")
             targets = _targets(staging, self.data_dir, copy.live)
 
             async def backup() -> BackupSummary:
@@ -220,7 +229,8 @@ class SelfBackup:
                 restic, run, backup), run.warnings)
             run.snapshot_id, run.summary = summary.snapshot_id, summary.raw
             run.warnings += [f"restic: {e}" for e in summary.errors]  # e.g. a pod's file removed meanwhile
-            run.percent_done, run.step = 1.0, ""
+            run.percent_done = 1.0
+            step("")
         finally:
             self._remove_later(staging)
 
