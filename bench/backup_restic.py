@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -58,24 +59,31 @@ def _repo_bytes(repo: Path) -> int:
     return sum(p.stat().st_size for p in repo.rglob("*") if p.is_file())
 
 
-def _restic_direct(repo: Path, data: Path) -> float:
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _restic_direct(repo: Path, data: Path) -> tuple[float, float]:
+    """Wall time and restic's CPU time."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESTIC_")}
     env["RESTIC_PASSWORD"] = PASSWORD
-    t0 = time.monotonic()
+    t0, c0 = time.monotonic(), _children_cpu()
     subprocess.run(["restic", "-r", str(repo), "backup", ".", "--exclude", "lock", "-q"], cwd=data, env=env,
                    check=True)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, _children_cpu() - c0
 
 
-async def _pitwall(sb: SelfBackup, repo: Path) -> tuple[float, float, dict[str, float]]:
-    """The run's time, that of the staging directory's removal after it (off the run's path), its steps'."""
-    t0 = time.monotonic()
+async def _pitwall(sb: SelfBackup, repo: Path) -> tuple[float, float, dict[str, float], float, float]:
+    """The run's time, that of the staging directory's removal after it (off the run's path), its steps',
+    pitwall's own CPU time in it and restic's. CPU times hardly move with the machine's load, wall times do."""
+    t0, p0, c0 = time.monotonic(), time.process_time(), _children_cpu()
     run = await sb.run(Restic(str(repo), PASSWORD))
     if run.phase != "Completed":
         raise SystemExit(f"self-backup failed: {run.error}")
-    t1 = time.monotonic()
+    t1, p1, c1 = time.monotonic(), time.process_time(), _children_cpu()
     await sb.settled()
-    return t1 - t0, time.monotonic() - t1, run.steps_s
+    return t1 - t0, time.monotonic() - t1, run.steps_s, p1 - p0, c1 - c0
 
 
 def main() -> None:
@@ -101,9 +109,10 @@ def main() -> None:
                 for p in files[:: max(1, len(files) // max(1, len(files) // 100))][: max(1, len(files) // 100)]:
                     p.write_bytes(os.urandom(p.stat().st_size))
             before_p, before_r = _repo_bytes(root / "repo-pitwall"), _repo_bytes(root / "repo-restic")
-            t_r = _restic_direct(root / "repo-restic", data)
-            t_p, t_c, steps = asyncio.run(_pitwall(sb, root / "repo-pitwall"))
-            print(f"{label}: pitwall's steps " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
+            t_r, cpu_r = _restic_direct(root / "repo-restic", data)
+            t_p, t_c, steps, cpu_own, cpu_pr = asyncio.run(_pitwall(sb, root / "repo-pitwall"))
+            print(f"{label}: pitwall's steps " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items())
+                  + f"; CPU s: pitwall itself {cpu_own:.2f}, its restic {cpu_pr:.2f}, plain restic {cpu_r:.2f}")
             rows.append((label, t_p, t_r, t_c, _repo_bytes(root / "repo-pitwall") - before_p,
                          _repo_bytes(root / "repo-restic") - before_r))
         print(f"{'':20} {'pitwall s':>10} {'restic s':>10} {'ratio':>6} {'growth pitwall MiB':>19} "

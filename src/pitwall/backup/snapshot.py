@@ -230,14 +230,16 @@ def _scan(top: str, done: set[str], rec: SelfCopy, not_sqlite: NotSqlite) -> dic
     so its content is; ``not_sqlite`` is then rebuilt from what this scan saw)."""
     groups: dict[str, _Group] = {}
     seen: NotSqlite = {}
+    rel_seen, group = None, _Group()
     for rel, e, skip in _entries(top, rec.warnings):
-        group = groups.setdefault(rel.split("/", 1)[0] if rel else e.name, _Group())
+        if rel != rel_seen or not rel:  # entries come directory by directory: the group's key once per one
+            group = groups.setdefault(rel.split("/", 1)[0] if rel else e.name, _Group())
+            rel_seen = rel
         if skip or e.path in done:
             group.staged = True
             continue
         try:
-            sqlite = _sqlite_look(e, not_sqlite, seen)
-            size = e.stat(follow_symlinks=False).st_size
+            sqlite, size = _sqlite_look(e, not_sqlite, seen)
         except FileNotFoundError:
             rec.warnings.append(f"{rel}/{e.name}".lstrip("/") + ": removed while copying")
             continue
@@ -245,28 +247,28 @@ def _scan(top: str, done: set[str], rec: SelfCopy, not_sqlite: NotSqlite) -> dic
             rec.warnings.append(f"{rel}/{e.name}".lstrip("/") + f": {err}")
             continue
         group.files.append((rel, e, size, sqlite))
-        group.staged = group.staged or sqlite
+        if sqlite:
+            group.staged = True
     if len(seen) <= _MAX_NOT_SQLITE:
         not_sqlite.clear()
         not_sqlite.update(seen)
     return groups
 
 
-def _sqlite_look(e: os.DirEntry[str], not_sqlite: NotSqlite, seen: NotSqlite) -> bool:
-    """Whether ``e`` is an SQLite database; a regular file found not to be is remembered in ``seen``."""
+def _sqlite_look(e: os.DirEntry[str], not_sqlite: NotSqlite, seen: NotSqlite) -> tuple[bool, int]:
+    """Whether ``e`` is an SQLite database, and its size; a regular file found not to be one is remembered in
+    ``seen``."""
     st = e.stat(follow_symlinks=False)
+    size = st.st_size
     if e.is_symlink():  # its target may change under an unchanged link: looked at each time
-        return e.is_file() and _is_sqlite(e.path)
+        return e.is_file() and _is_sqlite(e.path), size
     if not stat.S_ISREG(st.st_mode):
-        return False  # a FIFO, socket or device is never opened
-    sig = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    if not_sqlite.get(e.path) == sig:
-        seen[e.path] = sig
-        return False
-    if st.st_size >= len(_SQLITE_MAGIC) and _is_sqlite(e.path):
-        return True
+        return False, size  # a FIFO, socket or device is never opened
+    sig = (st.st_ino, size, st.st_mtime_ns, st.st_ctime_ns)
+    if not_sqlite.get(e.path) != sig and size >= len(_SQLITE_MAGIC) and _is_sqlite(e.path):
+        return True, size
     seen[e.path] = sig
-    return False
+    return False, size
 
 
 def copy_data_dir(data_dir: Path, out: Path, db: TelemetryDB | None, not_sqlite: NotSqlite | None = None) -> SelfCopy:
