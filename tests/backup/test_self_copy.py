@@ -200,3 +200,20 @@ async def test_the_snapshot_holds_the_tree_a_staged_copy_held(tmp_path: Path) ->
         assert _sha(target / rel) == _sha(data / rel)
     await sb.settled()
     assert os.listdir(data / ".backup-staging") == []
+
+
+async def test_a_staging_directory_on_another_disk_stages_everything(tmp_path: Path) -> None:
+    """``.backup-staging`` a link elsewhere: ``../../NAME`` would not reach the data directory."""
+    from pitwall.backup import RepoLocks, Restic, SelfBackup
+    from pitwall.backup.stats import BackupStats
+
+    data = tmp_path / "data"
+    (data / "pods" / "p").mkdir(parents=True)
+    (data / "pods" / "p" / "f").write_text("volume")
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", data / ".backup-staging")
+    sb = SelfBackup(data, None, locks=RepoLocks(), stats=BackupStats())
+    restic = Restic(str(tmp_path / "repo"), "pw")
+    run = await sb.run(restic)
+    assert run.phase == "Completed" and run.warnings == [], (run.error, run.warnings)
+    assert {"/pods/p/f", "/" + MANIFEST} <= {n["path"] for n in await restic.ls("latest")}

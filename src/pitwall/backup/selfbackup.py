@@ -28,6 +28,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,7 +213,8 @@ class SelfBackup:
 
         try:
             step("copy")
-            copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db, self._not_sqlite)
+            copy = await asyncio.to_thread(partial(copy_data_dir, self.data_dir, staging, self.db, self._not_sqlite,
+                                                   in_place=_reaches(staging, self.data_dir)))
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
             run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
@@ -249,6 +251,13 @@ class SelfBackup:
         await restic.init()
         run.created_repository = True
         return await backup()
+
+
+def _reaches(staging: Path, data_dir: Path) -> bool:
+    """Whether ``../..`` from ``staging`` is the data directory itself, so restic can read live entries as
+    ``../../NAME`` (not when the staging directory is a link to another disk: then everything is staged)."""
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    return os.path.samefile(os.path.join(staging.parent, ".."), data_dir)  # ".." as the kernel resolves it
 
 
 def _targets(staging: Path, data_dir: Path, live: Sequence[str]) -> list[str]:

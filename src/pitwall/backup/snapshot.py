@@ -271,20 +271,22 @@ def _sqlite_look(e: os.DirEntry[str], not_sqlite: NotSqlite, seen: NotSqlite) ->
     return False, size
 
 
-def copy_data_dir(data_dir: Path, out: Path, db: TelemetryDB | None, not_sqlite: NotSqlite | None = None) -> SelfCopy:
+def copy_data_dir(data_dir: Path, out: Path, db: TelemetryDB | None, not_sqlite: NotSqlite | None = None, *,
+                  in_place: bool = True) -> SelfCopy:
     """Copy ``data_dir`` consistently into the empty directory ``out`` (blocking; run it in a thread).
 
     A top-level entry holding no database, WAL or lock is not copied at all: it is named in ``live`` for
     restic to read in place (20k hard links cost a second or more). The rest is staged in ``out``: copies,
     and hard links for the other files beside them. The result names each file as ``copied`` (its content
     is fixed) or ``linked`` (a live file, linked or read in place). ``not_sqlite``: kept by the caller from
-    one run to the next, it spares unchanged files the look for SQLite's magic."""
+    one run to the next, it spares unchanged files the look for SQLite's magic. ``in_place=False`` stages
+    every entry (``live`` stays empty)."""
     rec = SelfCopy(created=time.time())
     out.mkdir(parents=True, exist_ok=True)
     done = {str(p) for p in _copy_telemetry(data_dir, db, out, rec)}
     groups = _scan(str(data_dir), done, rec, {} if not_sqlite is None else not_sqlite)
     for name, group in sorted(groups.items()):
-        if group.staged:
+        if group.staged or not in_place:
             _stage(group.files, str(out), rec)
         elif group.files:
             rec.live.append(name)
