@@ -164,4 +164,5 @@ async def test_state_outside_the_data_directory_is_named_in_every_run(tmp_path: 
     assert run.warnings == ["state store on etcd is outside the data directory and not in this backup"]
     names = {n["path"] for n in await Restic(str(tmp_path / "r"), "pw").ls("latest")}
     assert {"/pods/p1/f.txt", "/pitwall-backup.json"} <= names
+    await sb.settled()  # the staging copy is removed off the run's critical path
     assert not (data / ".backup-staging").exists() or not any((data / ".backup-staging").iterdir())

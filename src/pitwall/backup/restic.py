@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -52,6 +53,7 @@ class BackupSummary:
     total_bytes_processed: int
     total_duration: float
     raw: dict[str, Any] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()  # what restic could not read (exit code 3: the snapshot is written without it)
 
     @classmethod
     def of(cls, doc: Mapping[str, Any]) -> BackupSummary:
@@ -116,10 +118,11 @@ class Restic:
         return env
 
     async def run(self, *args: str, cwd: Path | None = None, timeout_s: float | None = None,
-                  json_out: bool = True, on_status: StatusHook | None = None) -> tuple[str, str]:
-        """Run ``restic [--json] ARGS``; its stdout and stderr, or ``ResticError`` on a non-zero exit.
-        ``on_status`` gets each of restic's JSON ``status`` messages as it prints them (twice a second),
-        which are then left out of the returned stdout."""
+                  json_out: bool = True, on_status: StatusHook | None = None,
+                  ok_codes: Sequence[int] = (0,)) -> tuple[str, str]:
+        """Run ``restic [--json] ARGS``; its stdout and stderr, or ``ResticError`` on an exit code not in
+        ``ok_codes``. ``on_status`` gets each of restic's JSON ``status`` messages as it prints them (twice a
+        second), which are then left out of the returned stdout."""
         argv = [self.binary, *(["--json"] if json_out else []), *args]
         env = self._env()
         if on_status is not None:
@@ -150,7 +153,7 @@ class Restic:
             raise ResticError("timeout", f"restic {args[0]} did not finish in {timeout_s or self.timeout_s:.0f}s") \
                 from None
         stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-        if proc.returncode != 0:
+        if proc.returncode not in ok_codes:
             raise ResticError(_reason(stderr), f"restic {args[0]} exited {proc.returncode}: {_tail(stderr)}")
         return stdout, stderr
 
@@ -176,28 +179,31 @@ class Restic:
 
     async def backup(self, path: Path, *, tags: Sequence[str] = (), host: str = "pitwall",
                      excludes: Sequence[str] = (), ignore_ctime: bool = False,
-                     ignore_inode: bool = False, on_status: StatusHook | None = None) -> BackupSummary:
-        """``restic backup .`` from inside ``path``: the snapshot's tree holds ``path``'s contents at its root.
+                     ignore_inode: bool = False, on_status: StatusHook | None = None,
+                     targets: Sequence[str] = (".",), partial_ok: bool = False) -> BackupSummary:
+        """``restic backup TARGETS`` from inside ``path`` (by default ``.``: the snapshot's tree holds ``path``'s
+        contents at its root; a relative target's leading ``..`` are dropped in the tree, so ``../x`` is ``/x``).
         ``ignore_ctime``/``ignore_inode``: a file is unchanged when its size and mtime (and inode) are, for a
-        staging copy whose links or copies change ctime (and inode) but not content."""
-        args = ["backup", ".", "--host", host, *(["--ignore-ctime"] if ignore_ctime else []),
+        staging copy whose links or copies change ctime (and inode) but not content. ``partial_ok``: restic's
+        exit code 3 (some files could not be read, e.g. removed while it ran; the snapshot is written without
+        them) is a result whose ``errors`` name them, not a failure."""
+        args = ["backup", *targets, "--host", host, *(["--ignore-ctime"] if ignore_ctime else []),
                 *(["--ignore-inode"] if ignore_inode else [])]
         for t in tags:
             args += ["--tag", t]
         for x in excludes:
             args += ["--exclude", x]
-        stdout, _ = await self.run(*args, cwd=path, on_status=on_status)
+        stdout, stderr = await self.run(*args, cwd=path, on_status=on_status,
+                                        ok_codes=(0, 3) if partial_ok else (0,))
         summary = None
-        errors: list[str] = []
         for line in stdout.splitlines():
             doc = _json_line(line)
             if doc.get("message_type") == "summary":
                 summary = doc
-            elif doc.get("message_type") == "error":
-                errors.append(str(doc.get("error", doc)))
+        errors = _backup_errors(stdout, stderr)
         if summary is None:
             raise ResticError("failed", "restic backup printed no summary" + (f": {errors[0]}" if errors else ""))
-        return BackupSummary.of(summary)
+        return dataclasses.replace(BackupSummary.of(summary), errors=tuple(errors))
 
     async def snapshots(self, *, tags: Sequence[str] = (), host: str | None = None) -> list[dict[str, Any]]:
         """restic's snapshot list (oldest first), filtered by ``tags`` (all must match) and ``host``."""
@@ -295,6 +301,28 @@ async def _read_bounded(stream: asyncio.StreamReader | None, limit: int) -> byte
         if len(buf) < limit:
             buf += chunk[: limit - len(buf)]
     return bytes(buf)
+
+
+def _error_text(doc: Mapping[str, Any]) -> str:
+    """One of restic's JSON ``error`` messages as text: the item and what went wrong."""
+    err = doc.get("error")
+    what = err.get("message") or json.dumps(err, sort_keys=True) if isinstance(err, dict) else str(err)
+    item = doc.get("item")
+    return f"{item}: {what}" if item else str(what)
+
+
+def _backup_errors(stdout: str, stderr: str, limit: int = 20) -> list[str]:
+    """What ``restic backup`` reported it could not read: its JSON ``error`` messages (on stderr in restic
+    0.14, on stdout in later ones) and its plain stderr lines (``X does not exist, skipping``); at most
+    ``limit``, then a count of the rest."""
+    out = [_error_text(d) for d in map(_json_line, stdout.splitlines()) if d.get("message_type") == "error"]
+    for line in stderr.splitlines():
+        doc = _json_line(line)
+        if doc.get("message_type") == "error":
+            out.append(_error_text(doc))
+        elif not doc and line.strip():
+            out.append(line.strip())
+    return out if len(out) <= limit else [*out[:limit], f"... and {len(out) - limit} more"]
 
 
 def _json_line(line: str) -> dict[str, Any]:

@@ -1,8 +1,13 @@
 """``pitwall backup self``: the running server's data directory into a restic repository, and back.
 
 A run: a consistent copy of the data directory (``snapshot.copy_data_dir``)
-into a staging directory inside it, ``restic backup`` of that copy tagged
-``pitwall-self``, the staging directory removed. restic's JSON summary is
+into a staging directory inside it, the checksums of what was copied, then
+``restic backup`` tagged ``pitwall-self`` of that copy together with the
+entries the copy left live (read in place; files restic could not read,
+e.g. removed meanwhile, are warnings). The repository is created when restic
+finds none (no extra restic run before each backup). The staging directory
+is set aside and removed in the background, off the run's critical path
+(the next run waits for it). restic's JSON summary is
 recorded (the run list, the metrics, a change event). Runs against one
 repository are serialised (``RepoLocks``), in this process and with the
 Velero-kind backups; a restic lock left by a pitwall that crashed mid-run
@@ -23,12 +28,13 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pitwall.backup.checksums import write_checksums
+from pitwall.backup.checksums import write_checksums_of
 from pitwall.backup.restic import BackupSummary, Restic, ResticError
-from pitwall.backup.snapshot import MANIFEST, STAGING, copy_data_dir, read_manifest
+from pitwall.backup.snapshot import MANIFEST, STAGING, NotSqlite, copy_data_dir, read_manifest
 from pitwall.backup.stats import BackupStats
 
 if TYPE_CHECKING:
@@ -92,6 +98,7 @@ class SelfRun:
     retention: dict[str, Any] = field(default_factory=dict)  # after a scheduled run: the policy, what it removed
     # while InProgress: the step (copy, checksums, upload) and restic's progress of the upload
     step: str = ""
+    steps_s: dict[str, float] = field(default_factory=dict)  # wall time of each step once done
     percent_done: float = 0.0
     bytes_done: int = 0
     total_bytes: int = 0
@@ -123,11 +130,32 @@ class SelfBackup:
         self.host = host or socket.gethostname()
         self.runs: list[SelfRun] = []
         self.outside = list(outside)  # state not in the data directory: named in every run's warnings
+        self._removals: dict[Path, asyncio.Task[None]] = {}  # staging directories being removed
+        self._not_sqlite: NotSqlite = {}  # files found not to be SQLite databases: not opened again unchanged
 
     def _staging(self, repo: str) -> Path:
         """One fixed directory per repository: restic finds the previous snapshot of the same path as its
         parent and skips unchanged files; runs to one repository are serialised, so it is never shared."""
         return self.data_dir / STAGING / f"self-{hashlib.sha256(repo.encode()).hexdigest()[:16]}"
+
+    async def settled(self) -> None:
+        """Wait until the staging directories of finished runs are removed."""
+        while self._removals:
+            await asyncio.gather(*self._removals.values(), return_exceptions=True)
+
+    def _remove_later(self, staging: Path) -> None:
+        """Set ``staging`` (and what a crashed run left beside it) aside at once and remove it in a thread:
+        removing 20k hard links takes most of a second, which the run need not wait for."""
+        try:
+            old = _set_aside(staging)
+        except OSError as e:  # the next run tries again; this one's outcome stands
+            log.warning("setting the staging directory aside failed", extra={"path": str(staging), "error": str(e)})
+            return
+        for p in old:
+            if p not in self._removals:
+                task = asyncio.get_running_loop().create_task(asyncio.to_thread(shutil.rmtree, p, True))
+                self._removals[p] = task
+                task.add_done_callback(lambda _t, p=p: self._removals.pop(p, None))  # type: ignore[misc]
 
     async def run(self, restic: Restic, *, trigger: str = "api", after: AfterHook | None = None) -> SelfRun:
         """One self-backup into ``restic``'s repository (created if absent); the run, Completed or Failed.
@@ -171,28 +199,85 @@ class SelfBackup:
         return run
 
     async def _run(self, restic: Restic, run: SelfRun) -> None:
-        run.created_repository = await restic.ensure()
         staging = self._staging(restic.repo)
-        await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
+        await self.settled()  # the last run's removal, normally long done
+        self._remove_later(staging)  # left by a crash
+        t = time.monotonic()
+
+        def step(name: str) -> None:  # the next step; the one before timed in ``steps_s``
+            nonlocal t
+            now = time.monotonic()
+            if run.step:
+                run.steps_s[run.step] = round(now - t, 3)
+            run.step, t = name, now
+
         try:
-            run.step = "copy"
-            copy = await asyncio.to_thread(copy_data_dir, self.data_dir, staging, self.db)
+            step("copy")
+            copy = await asyncio.to_thread(partial(copy_data_dir, self.data_dir, staging, self.db, self._not_sqlite,
+                                                   in_place=_reaches(staging, self.data_dir)))
             run.files, run.bytes, run.lock_held_s = copy.files, copy.bytes, copy.lock_held_s
             run.wal, run.warnings = copy.wal, list(copy.warnings)
             run.warnings += [f"{what} is outside the data directory and not in this backup" for what in self.outside]
-            run.step = "checksums"
-            await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
-            run.step = "upload"
+            step("checksums")  # what a restore drill verifies: the copies hashed, the links listed
+            await asyncio.to_thread(write_checksums_of, staging, [*copy.copied, MANIFEST], copy.linked)
+            step("upload")
+            targets = _targets(staging, self.data_dir, copy.live)
 
             async def backup() -> BackupSummary:
                 return await restic.backup(staging, tags=[SELF_TAG], host=self.host, ignore_ctime=True,
-                                           on_status=run.on_status)
+                                           on_status=run.on_status, targets=targets, partial_ok=True)
 
-            summary: BackupSummary = await with_stale_lock_retry(restic, backup, run.warnings)
+            summary: BackupSummary = await with_stale_lock_retry(restic, lambda: self._backup_or_init(
+                restic, run, backup), run.warnings)
             run.snapshot_id, run.summary = summary.snapshot_id, summary.raw
-            run.percent_done, run.step = 1.0, ""
+            run.warnings += [f"restic: {e}" for e in summary.errors]  # e.g. a pod's file removed meanwhile
+            run.percent_done = 1.0
+            step("")
         finally:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
+            self._remove_later(staging)
+
+    @staticmethod
+    async def _backup_or_init(restic: Restic, run: SelfRun,
+                              backup: Callable[[], Awaitable[BackupSummary]]) -> BackupSummary:
+        """``backup``; where restic finds no repository, create it and back up again. restic opens the
+        repository itself, so asking first (``restic cat config``: a key derivation, about a second) is a
+        cost every run would pay for what only the first needs. A wrong password fails ``backup`` as it
+        failed the check."""
+        try:
+            return await backup()
+        except ResticError as e:
+            if e.reason != "no-repository":
+                raise
+        await restic.init()
+        run.created_repository = True
+        return await backup()
+
+
+def _reaches(staging: Path, data_dir: Path) -> bool:
+    """Whether ``../..`` from ``staging`` is the data directory itself, so restic can read live entries as
+    ``../../NAME`` (not when the staging directory is a link to another disk: then everything is staged)."""
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    return os.path.samefile(os.path.join(staging.parent, ".."), data_dir)  # ".." as the kernel resolves it
+
+
+def _targets(staging: Path, data_dir: Path, live: Sequence[str]) -> list[str]:
+    """restic's targets from inside ``staging``: what it holds, and the ``live`` entries of the data directory
+    as ``../../NAME`` (restic drops a leading ``..`` in the tree: both land at the snapshot's root, as one
+    staged tree would)."""
+    # ./NAME: a name starting with "-" is never read as a flag
+    return sorted([*(f"./{n}" for n in os.listdir(staging)), *(os.path.relpath(data_dir / n, staging) for n in live)])
+
+
+def _set_aside(staging: Path) -> list[Path]:
+    """Rename ``staging`` to a unique name beside it (one rename, however many files it holds); that and any
+    earlier set-aside copy of it (a crash before their removal), to remove."""
+    old: list[Path] = []
+    if staging.exists():
+        aside = staging.with_name(f"{staging.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+        staging.rename(aside)
+    if staging.parent.is_dir():
+        old = [p for p in staging.parent.iterdir() if p.name.startswith(f"{staging.name}.old-")]
+    return old
 
 
 class RestoreError(Exception):
