@@ -56,6 +56,8 @@ class _Conn(asyncio.Protocol):
     """One upstream connection; one request at a time."""
 
     def __init__(self) -> None:
+        # Kept: on Python 3.11 each ``asyncio.get_running_loop()`` is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
@@ -148,7 +150,7 @@ class _Conn(asyncio.Protocol):
         assert self.transport is not None
         self._reset()
         self.head_only = head_only
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.waiter = loop.create_future()
         self.transport.write(data)
         timer = loop.call_later(timeout_s, self._timed_out)  # cheaper than asyncio.timeout per request
