@@ -24,6 +24,10 @@ __all__ = ["BadResponse", "ConnectFailed", "NameResolutionFailed", "Pools", "Rea
 
 MAX_IDLE = 64  # idle keep-alive connections kept per upstream host:port
 MAX_RESPONSE_BYTES = 64 << 20  # a bigger upstream body is a 502, not unbounded memory
+# Response headers that describe this connection, not the response: not passed on (the gateway frames its own).
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
+                        b"proxy-connection", b"trailer", b"upgrade"})
+_FRAMING = (b"content-length", b"transfer-encoding")
 
 
 class ConnectFailed(Exception):
@@ -43,6 +47,8 @@ class BadResponse(Exception):
 
 
 class UpstreamResponse:
+    """One upstream response: its status, its end-to-end headers (``HOP_BY_HOP`` left out), its body."""
+
     __slots__ = ("body", "headers", "keep_alive", "status")
 
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
@@ -66,7 +72,8 @@ class _Conn(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []  # as received: decoded only if a plugin reads them
+        self.headers: list[tuple[bytes, bytes]] = []  # end-to-end ones as received: decoded only if a plugin reads them
+        self.framed = False  # a Content-Length or Transfer-Encoding was received
         self.body: list[bytes] = []
         self.size = 0
         self.done = False
@@ -90,8 +97,7 @@ class _Conn(asyncio.Protocol):
         w = self.waiter
         if w is None or w.done():
             return
-        framed = any(k.lower() in (b"content-length", b"transfer-encoding") for k, _ in self.headers)
-        if self.headers_done and not framed:  # a body delimited by the close of the connection ends here
+        if self.headers_done and not self.framed:  # a body delimited by the close of the connection ends here
             w.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body), False))
         else:
             w.set_exception(BadResponse("upstream closed the connection"))
@@ -99,6 +105,11 @@ class _Conn(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            if low in _FRAMING:
+                self.framed = True
+            return
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
