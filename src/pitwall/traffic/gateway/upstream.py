@@ -14,6 +14,7 @@ A connection that fails is closed, never pooled.
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections import deque
 from typing import cast
@@ -58,12 +59,54 @@ class UpstreamResponse:
         self.keep_alive = keep_alive
 
 
+class Deadlines:
+    """Read timeouts of the requests waiting on upstreams, on one loop timer armed for the earliest.
+
+    A timer handle made and cancelled per request costs ~1.8 us on uvloop; here a request costs a
+    dict insert and delete, and the timer is re-armed only when a deadline falls before the armed
+    one or when it fires. A connection past its deadline gets ``ReadTimeout`` as before.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[_Conn, float] = {}  # connection -> loop time its response is due by
+        self.timer: asyncio.TimerHandle | None = None
+        self.armed_at = math.inf
+
+    def add(self, conn: _Conn, timeout_s: float) -> None:
+        deadline = self.loop.time() + timeout_s
+        self.waiting[conn] = deadline
+        if deadline < self.armed_at:
+            self._arm(deadline)
+
+    def discard(self, conn: _Conn) -> None:
+        self.waiting.pop(conn, None)
+
+    def _arm(self, at: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.armed_at = at
+        self.timer = self.loop.call_at(at, self._fire)
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.armed_at = math.inf
+        now = self.loop.time()
+        for conn in [c for c, d in self.waiting.items() if d <= now]:
+            del self.waiting[conn]
+            conn.timed_out()
+        if self.waiting:
+            # The loop's clock may round just short of the deadline: never re-arm in the past (a busy loop).
+            self._arm(max(min(self.waiting.values()), now + 0.001))
+
+
 class _Conn(asyncio.Protocol):
     """One upstream connection; one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, deadlines: Deadlines) -> None:
         # Kept: on Python 3.11 each ``asyncio.get_running_loop()`` is a getpid() system call.
         self.loop = asyncio.get_running_loop()
+        self.deadlines = deadlines
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
@@ -145,7 +188,7 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def _timed_out(self) -> None:
+    def timed_out(self) -> None:
         self._fail(ReadTimeout())
 
     def _write_stalled(self) -> None:
@@ -164,14 +207,14 @@ class _Conn(asyncio.Protocol):
         loop = self.loop
         self.waiter = loop.create_future()
         self.transport.write(data)
-        timer = loop.call_later(timeout_s, self._timed_out)  # cheaper than asyncio.timeout per request
+        self.deadlines.add(self, timeout_s)
         stalled = None
         if write_timeout_s is not None and self.transport.get_write_buffer_size() > 0:
             stalled = loop.call_later(write_timeout_s, self._write_stalled)
         try:
             return await self.waiter
         finally:
-            timer.cancel()
+            self.deadlines.discard(self)
             if stalled is not None:
                 stalled.cancel()
             self.waiter = None
@@ -183,6 +226,7 @@ class Pools:
     def __init__(self) -> None:
         self.idle: dict[tuple[str, int], deque[_Conn]] = {}
         self.closed = False
+        self.deadlines: Deadlines | None = None  # made on the loop, at the first connection
 
     async def _connect(self, host: str, port: int, timeout_s: float) -> _Conn:
         pool = self.idle.get((host, port))
@@ -191,9 +235,12 @@ class Pools:
             if not c.closed:
                 return c
         loop = asyncio.get_running_loop()
+        deadlines = self.deadlines
+        if deadlines is None:
+            deadlines = self.deadlines = Deadlines(loop)
         try:
             async with asyncio.timeout(timeout_s):
-                _t, conn = await loop.create_connection(_Conn, host, port)
+                _t, conn = await loop.create_connection(lambda: _Conn(deadlines), host, port)
         except socket.gaierror as e:
             raise NameResolutionFailed(str(e)) from None
         except (OSError, TimeoutError) as e:
