@@ -250,7 +250,10 @@ class GatewayServer:
         method = ctx.req.method
         failure: Exception | None = None
         for _attempt in range(svc.retries + 1):
-            host, port = await self._peer(svc)
+            if svc.targets is None and svc.kube is None:  # a fixed host: no coroutine to choose it
+                host, port = svc.host, svc.port
+            else:
+                host, port = await self._peer(svc)
             t0 = time.perf_counter()
             try:
                 resp = await self.pools.send(host, port, data, connect_timeout_s=svc.connect_timeout_s,

@@ -228,12 +228,15 @@ class Pools:
         self.closed = False
         self.deadlines: Deadlines | None = None  # made on the loop, at the first connection
 
-    async def _connect(self, host: str, port: int, timeout_s: float) -> _Conn:
-        pool = self.idle.get((host, port))
+    def _idle(self, key: tuple[str, int]) -> _Conn | None:
+        pool = self.idle.get(key)
         while pool:
             c = pool.pop()
             if not c.closed:
                 return c
+        return None
+
+    async def _connect(self, host: str, port: int, timeout_s: float) -> _Conn:
         loop = asyncio.get_running_loop()
         deadlines = self.deadlines
         if deadlines is None:
@@ -250,14 +253,19 @@ class Pools:
     async def send(self, host: str, port: int, data: bytes, *, connect_timeout_s: float, read_timeout_s: float,
                    write_timeout_s: float | None = None, head_only: bool = False) -> UpstreamResponse:
         """Send one serialized request and read its whole response."""
-        conn = await self._connect(host, port, connect_timeout_s)
+        key = (host, port)
+        conn = self._idle(key)  # the usual case: no coroutine for a connection already open
+        if conn is None:
+            conn = await self._connect(host, port, connect_timeout_s)
         try:
             resp = await conn.request(data, read_timeout_s, head_only, write_timeout_s)
         except BaseException:
             conn.close()
             raise
         if resp.keep_alive and not conn.closed and not self.closed:
-            pool = self.idle.setdefault((host, port), deque())
+            pool = self.idle.get(key)
+            if pool is None:
+                pool = self.idle[key] = deque()
             if len(pool) < MAX_IDLE:
                 pool.append(conn)
                 return resp
