@@ -110,6 +110,7 @@ class _Conn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.stalled: asyncio.TimerHandle | None = None  # write_timeout, armed only when the socket lags
         self.closed = False
         self.head_only = False
         self._reset()
@@ -195,29 +196,31 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None and self.transport.get_write_buffer_size() > 0:
             self._fail(ReadTimeout("upstream did not take the request within write_timeout"))
 
-    async def request(self, data: bytes, timeout_s: float, head_only: bool,
-                      write_timeout_s: float | None = None) -> UpstreamResponse:
-        """One request and its response; the parser carries on across keep-alive responses.
+    def start(self, data: bytes, timeout_s: float, head_only: bool,
+              write_timeout_s: float | None = None) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the returned future gets its response (the parser carries on across
+        keep-alive responses). ``finish`` must follow, whatever the outcome. A plain method and a
+        future rather than a coroutine: one coroutine frame fewer per request.
 
         ``timeout_s`` bounds the wait for the response; when the request does not fit the socket at
         once, ``write_timeout_s`` bounds how long the rest may wait to be taken."""
         assert self.transport is not None
         self._reset()
         self.head_only = head_only
-        loop = self.loop
-        self.waiter = loop.create_future()
+        waiter = self.waiter = self.loop.create_future()
         self.transport.write(data)
         self.deadlines.add(self, timeout_s)
-        stalled = None
         if write_timeout_s is not None and self.transport.get_write_buffer_size() > 0:
-            stalled = loop.call_later(write_timeout_s, self._write_stalled)
-        try:
-            return await self.waiter
-        finally:
-            self.deadlines.discard(self)
-            if stalled is not None:
-                stalled.cancel()
-            self.waiter = None
+            self.stalled = self.loop.call_later(write_timeout_s, self._write_stalled)
+        return waiter
+
+    def finish(self) -> None:
+        """The request is over (answered, failed or cancelled): its timers go."""
+        self.deadlines.discard(self)
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        self.waiter = None
 
 
 class Pools:
@@ -258,10 +261,12 @@ class Pools:
         if conn is None:
             conn = await self._connect(host, port, connect_timeout_s)
         try:
-            resp = await conn.request(data, read_timeout_s, head_only, write_timeout_s)
+            resp = await conn.start(data, read_timeout_s, head_only, write_timeout_s)
         except BaseException:
             conn.close()
             raise
+        finally:
+            conn.finish()
         if resp.keep_alive and not conn.closed and not self.closed:
             pool = self.idle.get(key)
             if pool is None:
