@@ -140,7 +140,8 @@ class Pitwall:
             self.proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
                                           "--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{self.api_port}"],
                                          stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
-        wait_http(f"http://127.0.0.1:{self.api_port}/-/ready")  # every component started: nothing warming up
+        # every component started (slow on a loaded machine): nothing warming up
+        wait_http(f"http://127.0.0.1:{self.api_port}/-/ready", timeout=180)
         wait_http(f"http://127.0.0.1:{self.gw_port}/auth/", {"apikey": "bench-key"})
 
     def stop(self) -> None:
