@@ -10,8 +10,11 @@ of two routes to that upstream: ``/auth`` with key-auth and rate-limiting
 (a limit never reached) on, ``/bare`` with no plugins. wrk (Debian's, one
 thread) drives each target for ``--duration`` seconds, ``--rounds`` times
 interleaved; the script prints the median requests/s, p50/p99 and the
-ratio and added p99 against nginx. Needs the Debian packages ``nginx`` and
-``wrk``. Not part of the tests.
+ratio and added p99 against nginx, and the proxy's own CPU time per request
+(user + system seconds of the proxy process from ``/proc/<pid>/stat`` over
+the run, divided by wrk's request count): on a shared, loaded machine that
+figure moves far less than requests/s does. Needs the Debian packages
+``nginx`` and ``wrk``. Not part of the tests.
 """
 
 from __future__ import annotations
@@ -84,15 +87,26 @@ def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 
     raise TimeoutError(url)
 
 
-def wrk(url: str, duration: int, connections: int, headers: dict[str, str]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, duration: int, connections: int, headers: dict[str, str], pid: int | None = None) -> dict[str, float]:
+    """One wrk run; with ``pid``, also that process's CPU microseconds per request over the run."""
     args = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     for k, v in headers.items():
         args += ["-H", f"{k}: {v}"]
+    cpu0 = cpu_seconds(pid) if pid is not None else 0.0
     out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu0 if pid is not None else 0.0
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     lat = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M)}
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non2xx": float(non2xx.group(1) if non2xx else 0)}
+    return {"rps": rps, "p50_ms": lat["50"], "p99_ms": lat["99"], "non2xx": float(non2xx.group(1) if non2xx else 0),
+            "cpu_us": cpu / total * 1e6 if total else 0.0}
 
 
 def _ms(s: str) -> float:
@@ -126,7 +140,8 @@ class Pitwall:
             self.proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
                                           "--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{self.api_port}"],
                                          stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ))
-        wait_http(f"http://127.0.0.1:{self.api_port}/-/ready")  # every component started: nothing warming up
+        # every component started (slow on a loaded machine): nothing warming up
+        wait_http(f"http://127.0.0.1:{self.api_port}/-/ready", timeout=180)
         wait_http(f"http://127.0.0.1:{self.gw_port}/auth/", {"apikey": "bench-key"})
 
     def stop(self) -> None:
@@ -153,15 +168,18 @@ def main() -> None:
             wait_http(f"http://127.0.0.1:{px_port}/")
             pitwall = Pitwall(tmp, up_port)
             gw = f"http://127.0.0.1:{pitwall.gw_port}"
-            targets = {"nginx proxy": (f"http://127.0.0.1:{px_port}/", {}),
-                       "pitwall gateway, key-auth + rate-limiting": (gw + "/auth/", {"apikey": "bench-key"}),
-                       "pitwall gateway, no plugins": (gw + "/bare/", {})}
-            for url, headers in targets.values():  # warm-up
+            pw_pid = pitwall.proc.pid
+            targets = {"nginx proxy": (f"http://127.0.0.1:{px_port}/", {}, proxy.pid),
+                       "pitwall gateway, key-auth + rate-limiting": (gw + "/auth/", {"apikey": "bench-key"}, pw_pid),
+                       "pitwall gateway, no plugins": (gw + "/bare/", {}, pw_pid)}
+            for url, headers, _pid in targets.values():  # warm-up
                 wrk(url, 2, a.connections, headers)
             runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            loads: list[float] = []
             for _round in range(a.rounds):  # interleaved, so a noisy moment hits every target alike
-                for name, (url, headers) in targets.items():
-                    runs[name].append(wrk(url, a.duration, a.connections, headers))
+                for name, (url, headers, pid) in targets.items():
+                    runs[name].append(wrk(url, a.duration, a.connections, headers, pid))
+                    loads.append(os.getloadavg()[0])
         finally:
             if pitwall is not None:
                 pitwall.stop()
@@ -170,12 +188,14 @@ def main() -> None:
                 p.wait(timeout=10)
     results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}  # median
     base = results["nginx proxy"]
+    cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}  # median
     print(f"wrk -t1 -c{a.connections} -d{a.duration}s, median of {a.rounds} interleaved rounds, "
-          "upstream: nginx static 200 (1 worker)")
-    print(f"{'target':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'+p99 ms':>8} {'non-2xx':>8}")
+          f"upstream: nginx static 200 (1 worker); load average {min(loads):.1f}-{max(loads):.1f} during the runs")
+    print(f"{'target':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'+p99 ms':>8} {'non-2xx':>8} "
+          f"{'CPU us/req':>11}")
     for name, r in results.items():
         print(f"{name:44} {r['rps']:10.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['rps'] / base['rps']:8.2f}x "
-              f"{r['p99_ms'] - base['p99_ms']:8.2f} {int(r['non2xx']):8d}")
+              f"{r['p99_ms'] - base['p99_ms']:8.2f} {int(r['non2xx']):8d} {cpu[name]:11.1f}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pitwall.core.labels import labels_get
+from pitwall.traffic.gateway import stats as stats_module
 from pitwall.traffic.gateway.plugins.ratelimit import COUNTERS
 from pitwall.traffic.gateway.stats import GatewayStats
 from tests.gateway.conftest import StartGateway, Upstreams, svc
@@ -336,3 +337,24 @@ async def test_prometheus_metrics_per_consumer(upstreams: Upstreams, gateway: St
     assert {"kong_request_latency_ms_bucket", "kong_upstream_latency_ms_count", "kong_kong_latency_ms_sum",
             "kong_bandwidth_bytes"} <= names
     assert all(labels_get(s, "job") == "kong" and labels_get(s, "service") == "echo" for s in batch.series)
+
+
+def test_histogram_buckets_and_series_handles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A value on a bound counts in that bucket (Prometheus' ``le``), one past the last only in +Inf;
+    a series handle is the same object on every call; past MAX_SERIES new label sets are dropped."""
+    stats = GatewayStats(None)
+    h = stats.histogram("lat", (("route", "r"),), (1, 5, 10))
+    assert h is not None and stats.histogram("lat", (("route", "r"),), (1, 5, 10)) is h
+    for v in (0.2, 1.0, 1.5, 5.0, 10.0, 11.0):
+        h.observe(v)
+    rows = {dict(lb).get("le"): v for lb, _, v in stats.rows(0) if dict(lb)["__name__"] == "lat_bucket"}
+    assert rows == {"1.0": 2.0, "5.0": 4.0, "10.0": 5.0, "+Inf": 6.0}
+    c = stats.counter("n", ())
+    assert c is not None and stats.counter("n", ()) is c
+    stats.inc("n", (), 2.0)
+    c.value += 1
+    assert [v for lb, _, v in stats.rows(0) if dict(lb)["__name__"] == "n"] == [3.0]
+    monkeypatch.setattr(stats_module, "MAX_SERIES", 2)
+    assert stats.counter("other", ()) is None and stats.histogram("other", (), (1,)) is None
+    stats.inc("other", ())
+    assert stats.counter("n", ()) is c  # existing series still count

@@ -169,6 +169,23 @@ async def test_read_timeout_is_504(upstreams: Upstreams, gateway: StartGateway) 
     assert r.status_code == 504 and r.json() == {"message": "The upstream server is timing out"}
 
 
+async def test_read_timeouts_of_different_services_each_fire_at_their_own_deadline(
+        upstreams: Upstreams, gateway: StartGateway) -> None:
+    """Read timeouts share one loop timer: a shorter deadline after a longer one re-arms it, and the
+    longer one is neither cut short nor lost when the timer fires for the shorter."""
+    port = await upstreams.start("slow")
+    _gw, client = await gateway(doc(
+        svc(port, name="patient", read_timeout=20000, retries=0, routes=[{"paths": ["/patient"]}]),
+        svc(port, name="hasty", read_timeout=200, retries=0, routes=[{"paths": ["/hasty"]}])))
+    patient = asyncio.create_task(client.get("/patient/sleep/1.5"))
+    await asyncio.sleep(0.2)  # the patient request is in flight: the timer is armed for its deadline
+    hasty = await client.get("/hasty/sleep/10")
+    assert hasty.status_code == 504 and hasty.json() == {"message": "The upstream server is timing out"}
+    assert not patient.done()  # answered before the patient request, whose deadline came first in the timer
+    r = await patient
+    assert r.status_code == 200 and r.headers["x-echo-name"] == "slow"
+
+
 async def test_no_targets_is_503(gateway: StartGateway) -> None:
     _gw, client = await gateway({"_format_version": V3, "upstreams": [{"name": "empty"}],
                                  "services": [{"name": "s", "host": "empty", "routes": [{"paths": ["/"]}]}]})

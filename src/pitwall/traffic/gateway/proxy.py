@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from ssl import SSLContext
 from typing import cast
@@ -36,6 +36,7 @@ import httptools
 
 from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
 from pitwall.traffic.gateway.kuberoutes import KubeRoutes
+from pitwall.traffic.gateway.plugins import Plugin
 from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT, ServiceRT
 from pitwall.traffic.gateway.upstream import (
     BadResponse,
@@ -53,12 +54,13 @@ MAX_URL = 8 << 10
 MAX_HEADER_BYTES = 32 << 10
 MAX_PIPELINE = 16
 LINGER_S = 2.0  # how long a refused request's remaining bytes are read and dropped
+# Request headers not passed upstream as received (hop-by-hop, framing, and the ones the gateway sets).
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "content-length", "host"})
-_RESP_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-                       b"proxy-connection", b"trailer", b"upgrade"})
+                  "content-length", "host", "x-real-ip"})
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for code, phrase in _REASONS.items()}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 Resolver = Callable[[str, str], Awaitable[str | None]]
 
 
@@ -138,17 +140,20 @@ class GatewayServer:
             ctx.on_response(head)
         total_ms = int((time.perf_counter() - ctx.start) * 1000)
         if ctx.upstream_ms >= 0:  # Kong's latency headers: upstream's time, and the gateway's own
-            head.extra += [("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(int(ctx.upstream_ms))),
-                           ("X-Kong-Proxy-Latency", str(max(0, total_ms - int(ctx.upstream_ms))))]
+            up_ms = int(ctx.upstream_ms)
+            head.extra += (("Via", "1.1 pitwall"), ("X-Kong-Upstream-Latency", str(up_ms)),
+                           ("X-Kong-Proxy-Latency", str(total_ms - up_ms if total_ms > up_ms else 0)))
         else:
-            head.extra += [("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms))]
+            head.extra += (("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms)))
         if route is None:
             return head
+        on_response: Sequence[Plugin]
+        on_log: Sequence[Plugin]
         if route.consumer_scoped and ctx.consumer is not None:
             chain = cfg.consumer_chain(route, ctx.consumer["id"])
             on_response, on_log = [p for p in chain if p.has_response], [p for p in chain if p.has_log]
         else:
-            on_response, on_log = list(route.response_plugins), list(route.log_plugins)
+            on_response, on_log = route.response_plugins, route.log_plugins
         for p in on_response:
             p.response(ctx, head)
         for p in on_log:
@@ -213,33 +218,42 @@ class GatewayServer:
         return ip
 
     def _serialize(self, route: RouteRT, svc: ServiceRT, ctx: Ctx) -> bytes:
+        """The upstream request as one bytes: a few large f-strings rather than a string per line."""
         req = ctx.req
         path = ctx.upstream_path or upstream_path(svc.path, req.path, ctx.matched_path, route.strip_path,
                                                   route.path_handling)
         target = f"{path}?{req.query}" if req.query else path
         h = req.headers
-        host_only = req.host.rsplit(":", 1)[0] if not req.host.endswith("]") else req.host
-        lines = [f"{req.method} {target} HTTP/1.1",
-                 f"host: {req.host if route.preserve_host and req.host else svc.host_header}"]
+        host = req.host
+        host_only = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        lines = [f"{req.method} {target} HTTP/1.1\r\nhost: "
+                 f"{host if route.preserve_host and host else svc.host_header}\r\n"]
         for k, v in h.items():
-            if k not in _HOP and not k.startswith("x-forwarded-") and k != "x-real-ip":
-                lines.append(f"{k}: {v}")
+            if k not in _HOP and not k.startswith("x-forwarded-"):
+                lines.append(f"{k}: {v}\r\n")
         xff = h.get("x-forwarded-for")
-        lines += [f"x-forwarded-for: {xff + ', ' if xff else ''}{ctx.client_ip}", "x-forwarded-proto: http",
-                  f"x-forwarded-host: {host_only}", f"x-forwarded-port: {self.port}",
-                  f"x-forwarded-path: {req.path}", f"x-real-ip: {ctx.client_ip}"]
+        ip = ctx.client_ip
+        lines.append(f"x-forwarded-for: {xff + ', ' if xff else ''}{ip}\r\nx-forwarded-proto: http\r\n"
+                     f"x-forwarded-host: {host_only}\r\nx-forwarded-port: {self.port}\r\n"
+                     f"x-forwarded-path: {req.path}\r\nx-real-ip: {ip}\r\n")
         if route.strip_path and ctx.matched_path and ctx.matched_path != "/":
-            lines.append(f"x-forwarded-prefix: {ctx.matched_path}")
-        if req.body or req.method in ("POST", "PUT", "PATCH"):
-            lines.append(f"content-length: {len(req.body)}")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + req.body
+            lines.append(f"x-forwarded-prefix: {ctx.matched_path}\r\n")
+        body = req.body
+        if body or req.method in ("POST", "PUT", "PATCH"):
+            lines.append(f"content-length: {len(body)}\r\n")
+        lines.append("\r\n")
+        data = "".join(lines).encode("latin-1")
+        return data + body if body else data
 
     async def _proxy(self, route: RouteRT, svc: ServiceRT, ctx: Ctx) -> ResponseHead:
         data = self._serialize(route, svc, ctx)
         method = ctx.req.method
         failure: Exception | None = None
         for _attempt in range(svc.retries + 1):
-            host, port = await self._peer(svc)
+            if svc.targets is None and svc.kube is None:  # a fixed host: no coroutine to choose it
+                host, port = svc.host, svc.port
+            else:
+                host, port = await self._peer(svc)
             t0 = time.perf_counter()
             try:
                 resp = await self.pools.send(host, port, data, connect_timeout_s=svc.connect_timeout_s,
@@ -256,8 +270,7 @@ class GatewayServer:
                     continue
                 break
             ctx.upstream_ms = (time.perf_counter() - t0) * 1000.0
-            return ResponseHead(resp.status, [], resp.body, raw=[(k, v) for k, v in resp.headers
-                                                                 if k.lower() not in _RESP_HOP])
+            return ResponseHead(resp.status, [], resp.body, raw=resp.headers)  # hop-by-hop already left out
         if isinstance(failure, ReadTimeout):
             raise kong_error(504, "The upstream server is timing out")
         raise kong_error(502, "An invalid response was received from the upstream server")
@@ -276,13 +289,16 @@ def _https_redirect(route: RouteRT, req: Request) -> Reply:
 
 
 def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) -> bytes:
-    """Status line, headers (an upstream's still as bytes when no plugin decoded them), framing, body."""
-    reason = _REASONS.get(head.status, "Unknown")
-    parts = [f"HTTP/1.1 {head.status} {reason}\r\n".encode("latin-1")]
+    """Status line, headers (an upstream's still as bytes when no plugin decoded them), framing, body:
+    one bytes, so the client gets one write."""
+    status = head.status
+    line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
+    parts = [line]
     if head.raw is not None:
-        parts.extend(k + b": " + v + b"\r\n" for k, v in head.raw)
-    text = [f"{k}: {v}\r\n" for k, v in (*head._headers, *head.extra)]
-    if head.status >= 200 and head.status not in (204, 304):
+        parts += [b"%s: %s\r\n" % kv for kv in head.raw]
+    text = [f"{k}: {v}\r\n" for k, v in head._headers]
+    text += [f"{k}: {v}\r\n" for k, v in head.extra]
+    if status >= 200 and status != 204 and status != 304:
         text.append(f"Content-Length: {len(head.body)}\r\n")
     text.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
     parts.append("".join(text).encode("latin-1"))
@@ -395,7 +411,8 @@ class _ClientConn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         p = self.parser
-        req = Request(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
+        m = p.get_method()
+        req = Request(_METHODS.get(m) or m.decode("latin-1"), self.url.decode("latin-1"), self.headers,
                       b"".join(self.body), p.get_http_version(), p.should_keep_alive())
         self.queue.append(req)
         if len(self.queue) >= MAX_PIPELINE and self.transport is not None and not self.paused:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 from pitwall.core.labels import Labels, labels_from_dict
 from pitwall.core.tenancy import DEFAULT_TENANT
 from pitwall.metrics import Appender, SampleBatch
 
-__all__ = ["KONG_LATENCY_BUCKETS", "UPSTREAM_LATENCY_BUCKETS", "GatewayStats"]
+__all__ = ["KONG_LATENCY_BUCKETS", "UPSTREAM_LATENCY_BUCKETS", "Counter", "GatewayStats", "Histogram"]
 
 log = logging.getLogger(__name__)
 # Kong's buckets (kong/plugins/prometheus/exporter.lua), in milliseconds.
@@ -35,7 +36,18 @@ MAX_SERIES = 50_000
 Key = tuple[tuple[str, str], ...]
 
 
-class _Histogram:
+class Counter:
+    """One counter series' value; a caller may keep it and add to ``value`` directly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
+class Histogram:
+    """One histogram series: per-bucket counts (not cumulative), count and sum."""
+
     __slots__ = ("bounds", "buckets", "count", "sum")
 
     def __init__(self, bounds: tuple[int, ...]) -> None:
@@ -45,10 +57,9 @@ class _Histogram:
         self.sum = 0.0
 
     def observe(self, v: float) -> None:
-        for i, b in enumerate(self.bounds):
-            if v <= b:
-                self.buckets[i] += 1
-                break
+        i = bisect_left(self.bounds, v)  # the first bound >= v
+        if i < len(self.buckets):
+            self.buckets[i] += 1
         self.count += 1
         self.sum += v
 
@@ -61,8 +72,8 @@ class GatewayStats:
         self.appender = appender
         self.interval_s = interval_s
         self.clock = clock
-        self.counters: dict[tuple[str, Key], float] = {}
-        self.histograms: dict[tuple[str, Key], _Histogram] = {}
+        self.counters: dict[tuple[str, Key], Counter] = {}
+        self.histograms: dict[tuple[str, Key], Histogram] = {}
         self._warned = False
 
     def _room(self) -> bool:
@@ -74,27 +85,42 @@ class GatewayStats:
             self._warned = True
         return False
 
-    def inc(self, name: str, labels: Key, v: float = 1.0) -> None:
+    def counter(self, name: str, labels: Key) -> Counter | None:
+        """The series ``name{labels}``, made on first use; None past ``MAX_SERIES``. Series are never
+        dropped, so a caller may keep the handle (the prometheus plugin does, per label set)."""
         k = (name, labels)
-        cur = self.counters.get(k)
-        if cur is None and not self._room():
-            return
-        self.counters[k] = (cur or 0.0) + v
+        c = self.counters.get(k)
+        if c is None:
+            if not self._room():
+                return None
+            c = self.counters[k] = Counter()
+        return c
 
-    def observe(self, name: str, labels: Key, v: float, bounds: tuple[int, ...]) -> None:
+    def histogram(self, name: str, labels: Key, bounds: tuple[int, ...]) -> Histogram | None:
+        """As ``counter``, for a histogram with ``bounds``."""
         k = (name, labels)
         h = self.histograms.get(k)
         if h is None:
             if not self._room():
-                return
-            h = self.histograms[k] = _Histogram(bounds)
-        h.observe(v)
+                return None
+            h = self.histograms[k] = Histogram(bounds)
+        return h
+
+    def inc(self, name: str, labels: Key, v: float = 1.0) -> None:
+        c = self.counter(name, labels)
+        if c is not None:
+            c.value += v
+
+    def observe(self, name: str, labels: Key, v: float, bounds: tuple[int, ...]) -> None:
+        h = self.histogram(name, labels, bounds)
+        if h is not None:
+            h.observe(v)
 
     def rows(self, ts_ms: int) -> list[tuple[Labels, int, float]]:
         """Every series' current cumulative value (histograms as _bucket/_sum/_count)."""
         out: list[tuple[Labels, int, float]] = []
-        for (name, labels), v in self.counters.items():
-            out.append((labels_from_dict({**dict(labels), "__name__": name, "job": "kong"}), ts_ms, v))
+        for (name, labels), c in self.counters.items():
+            out.append((labels_from_dict({**dict(labels), "__name__": name, "job": "kong"}), ts_ms, c.value))
         for (name, labels), h in self.histograms.items():
             base = {**dict(labels), "job": "kong"}
             acc = 0

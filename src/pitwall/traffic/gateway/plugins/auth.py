@@ -76,15 +76,22 @@ class KeyAuth(_Auth):
     name = "key-auth"
     priority = 1250
 
-    def authenticate(self, ctx: Ctx) -> None:
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
         realm = self.conf.get("realm")
-        challenge = [("WWW-Authenticate", f'Key realm="{realm}"' if realm else "Key")]
+        self.challenge = [("WWW-Authenticate", f'Key realm="{realm}"' if realm else "Key")]
+        # (name as configured, as looked up among the lower-cased request headers)
+        self.names = [(n, n.lower()) for n in self.conf["key_names"]]
+
+    def authenticate(self, ctx: Ctx) -> None:
+        challenge = self.challenge  # kong_error copies it into each Reply
         req = ctx.req
         key: str | None = None
         where = ""
-        for name in self.conf["key_names"]:
+        name = ""
+        for name, header in self.names:
             if self.conf["key_in_header"]:
-                v = req.headers.get(name.lower())
+                v = req.headers.get(header)
                 if v is not None:
                     key, where = v, "header"
                     if ", " in v:  # the header was sent more than once (repeats are joined with ", ")

@@ -84,6 +84,11 @@ class Counters:
 COUNTERS = Counters()  # the local policy's store: one per process, as Kong's is one per node
 
 
+# One configured period, made once per plugin instance: (period, limit, limit header, limit text,
+# remaining header, window length in seconds).
+_Row = tuple[str, int, str, str, str, int]
+
+
 class RateLimiting(Plugin):
     name = "rate-limiting"
     priority = 910
@@ -91,16 +96,21 @@ class RateLimiting(Plugin):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.limits = [(p, int(self.conf[p])) for p in PERIODS if self.conf.get(p) is not None]
+        # Header names and limit texts are the same on every request: made here, not per request.
+        self.rows: list[_Row] = [(p, limit, f"X-RateLimit-Limit-{_NAMES[p]}", str(limit),
+                                  f"X-RateLimit-Remaining-{_NAMES[p]}", EXPIRATION[p]) for p, limit in self.limits]
         self.scope = self.entity["id"]
         self.counters = COUNTERS
+        self.limit_by: str = self.conf["limit_by"]
+        self.hide = bool(self.conf["hide_client_headers"])
 
     def identifier(self, ctx: Ctx) -> str:
-        by = self.conf["limit_by"]
+        by = self.limit_by
         ident: str | None = None
-        if by == "service":
-            ident = ctx.service.id if ctx.service is not None else None
-        elif by == "consumer":
+        if by == "consumer":
             ident = (ctx.consumer or {}).get("id") or (ctx.credential or {}).get("id")
+        elif by == "service":
+            ident = ctx.service.id if ctx.service is not None else None
         elif by == "credential":
             ident = (ctx.credential or {}).get("id")
         elif by == "header":
@@ -112,39 +122,47 @@ class RateLimiting(Plugin):
     def access(self, ctx: Ctx) -> None:
         now = time.time()
         ident = self.identifier(ctx)
-        usage = []
+        counters = self.counters
+        usage: list[tuple[_Row, int, int, tuple[str, str, str]]] = []
         stop: str | None = None
-        for period, limit in self.limits:
+        for row in self.rows:
+            period = row[0]
             start = window_start(period, now)
             key = (self.scope, ident, period)
-            remaining = limit - self.counters.usage(key, start)
-            usage.append((period, limit, remaining, start, key))
+            remaining = row[1] - counters.usage(key, start)
+            usage.append((row, remaining, start, key))
             if remaining <= 0:
                 stop = period
-        headers = self._headers(usage, stop, now) if not self.conf["hide_client_headers"] else None
+        headers = None if self.hide else self._headers(usage, stop, now)
         if stop is not None:
             if headers is not None:
                 headers.append(("Retry-After", headers[-1][1]))
             raise kong_error(int(self.conf["error_code"]), self.conf["error_message"], headers)
-        for _period, _limit, _remaining, start, key in usage:  # same step as the check: no other request between
-            self.counters.add(key, start, 1)
+        for _row, _remaining, start, key in usage:  # same step as the check: no other request between
+            counters.add(key, start, 1)
         if headers is not None:
-            for h in headers:
-                ctx.add_response_header(*h)
+            if ctx.resp_headers is None:
+                ctx.resp_headers = headers
+            else:
+                ctx.resp_headers += headers
 
-    def _headers(self, usage: list[tuple[str, int, int, int, tuple[str, str, str]]], stop: str | None,
+    @staticmethod
+    def _headers(usage: list[tuple[_Row, int, int, tuple[str, str, str]]], stop: str | None,
                  now: float) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        best: tuple[int, int, int, int] | None = None  # (remaining, -window, limit, reset)
-        for period, limit, remaining, start, _key in usage:
-            rem = max(0, remaining - 1 if stop is None or stop == period else remaining)
-            window = EXPIRATION[period]
-            reset = max(1, window - int(now - start))
-            if best is None or rem < best[0] or (rem == best[0] and window > -best[1]):
-                best = (rem, -window, limit, reset)
-            out.append((f"X-RateLimit-Limit-{_NAMES[period]}", str(limit)))
-            out.append((f"X-RateLimit-Remaining-{_NAMES[period]}", str(rem)))
+        best: tuple[int, int, str, int] | None = None  # (remaining, window, limit text, reset)
+        for (period, _limit, limit_name, limit_text, remaining_name, window), remaining, start, _key in usage:
+            rem = remaining - 1 if stop is None or stop == period else remaining
+            if rem < 0:
+                rem = 0
+            reset = window - int(now - start)
+            if reset < 1:
+                reset = 1
+            if best is None or rem < best[0] or (rem == best[0] and window > best[1]):
+                best = (rem, window, limit_text, reset)
+            out.append((limit_name, limit_text))
+            out.append((remaining_name, str(rem)))
         assert best is not None
-        out += [("RateLimit-Limit", str(best[2])), ("RateLimit-Remaining", str(best[0])),
+        out += [("RateLimit-Limit", best[2]), ("RateLimit-Remaining", str(best[0])),
                 ("RateLimit-Reset", str(best[3]))]
         return out
