@@ -29,6 +29,9 @@ from pitwall.traffic.telemetry import LABELS, MeshTelemetry, mesh_labels
 from tests.kube_fixture import started_kube
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
 from tests.traffic.mesh_helpers import add_pod
+from tests.traffic.test_meshtls import Mesh as TwoNodes
+from tests.traffic.test_meshtls import add_pod as add_pod_on
+from tests.traffic.test_meshtls import mesh as two_nodes  # noqa: F401 (a fixture: two mesh nodes, mTLS between)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -270,6 +273,34 @@ async def test_connection_no_endpoint_took_counts_with_envoys_flags(mesh: Mesh) 
     assert mesh.query(f"istio_tcp_connections_opened_total{{{sel}}}") == {"source": 1.0, "destination": 1.0}
     assert mesh.query(f"istio_tcp_connections_closed_total{{{sel}}}") == {"source": 1.0, "destination": 1.0}
     assert mesh.query(f"istio_tcp_sent_bytes_total{{{sel}}}") == {"source": 0.0, "destination": 0.0}
+
+
+async def test_tcp_across_nodes_over_mutual_tls_counts_once(two_nodes: TwoNodes) -> None:  # noqa: F811
+    m = two_nodes
+    tel = MeshTelemetry(None)
+    m.proxy.telemetry = tel  # node A's proxy reports for the hop; node B's inbound side relays uncounted
+    (echo_ip,) = pod_ips(1)
+    await add_pod_on(m.client, "echo-b", echo_ip, "node-b", "echo", {"app": "echo"})
+    backend = await Doubler(echo_ip, 7000).start()
+    try:
+        svc = await make_service(m.client, "echo", [{"name": "tcp", "port": 7000, "targetPort": 7000}])
+        await put_slice(m.client, "echo", [endpoint(echo_ip)], ports=[{"name": "tcp", "port": 7000}])
+        ip = cluster_ip(svc)
+        await eventually(lambda: len(m.proxy.endpoints(ip, 7000)) == 1 and echo_ip in m.proxy.pods)
+        before = len(m.tls_relay.sent)
+        r, w = await asyncio.wait_for(asyncio.open_connection(ip, 7000, local_addr=(m.caller_ip, 0)), 5)
+        assert await _exchange(r, w, b"m" * 3000) == b"m" * 6000
+        w.transport.abort()
+        await eventually(lambda: tel.open_connections() == 0 and m.proxy.open_connections() == 0)
+        assert m.tls_relay.sent[before:before + 1] == b"\x16"  # the hop between the nodes was TLS
+    finally:
+        await backend.stop()
+    [(key, acc)] = tel.tcp_series().items()
+    lb = dict(zip(LABELS, key, strict=True))
+    assert (acc.opened, acc.closed, acc.received, acc.sent) == (1, 1, 3000, 6000)
+    assert (lb["source_workload"], lb["source_principal"], lb["destination_workload"],
+            lb["destination_principal"], lb["destination_service_name"], lb["request_protocol"]) == (
+        "sleep", SLEEP_PRINCIPAL, "echo-b", "spiffe://cluster.local/ns/default/sa/echo", "echo", "tcp")
 
 
 def test_tcp_rows_carry_no_http_labels_and_read_meters_at_flush() -> None:
