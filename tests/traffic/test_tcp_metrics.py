@@ -255,6 +255,25 @@ async def test_http1_on_an_http_port_is_no_tcp_connection(mesh: Mesh) -> None:
     assert mesh.query('istio_requests_total{request_protocol="http"}') != {}
 
 
+async def test_tcp_and_http_label_the_same_caller_and_destination_alike(mesh: Mesh) -> None:
+    r, w = await _connect(mesh, 5432, mesh.caller_ip)
+    assert await _exchange(r, w, b"q") == b"qq"
+    await _close(r, w)
+    r, w = await _connect(mesh, 80, mesh.caller_ip)
+    w.write(b"GET / HTTP/1.1\r\nHost: db\r\nConnection: close\r\n\r\n")
+    await w.drain()
+    await asyncio.wait_for(r.read(), 5)
+    w.close()
+    await eventually(lambda: mesh.proxy.open_connections() == 0)
+    await mesh.telemetry.flush()
+    [tcp] = mesh.labels('istio_tcp_connections_closed_total{reporter="source"}')
+    [http] = mesh.labels('istio_requests_total{reporter="source"}')
+    per_request = {"__name__", "request_protocol", "response_code", "grpc_response_status", "response_flags"}
+    assert {k: v for k, v in tcp.items() if k not in per_request} == {
+        k: v for k, v in http.items() if k not in per_request}
+    assert tcp["destination_workload"] == "db" and tcp["source_workload"] == "sleep"
+
+
 async def test_connection_no_endpoint_took_counts_with_envoys_flags(mesh: Mesh) -> None:
     c = mesh.proxy.client
     down_ip = pod_ips(1)[0]

@@ -718,12 +718,12 @@ class ServiceProxy:
             await splice((reader, writer), (up.reader, up.writer), sent=tcp.counter(stats.add_sent, True),
                          received=tcp.counter(stats.add_received, False), **_shapers(link, client_ip, up.backend.ip))
         finally:
-            if tcp.logged is False and self.access_log is not None and self.access_policies.active:
-                self._tcp_access_log(self.access_log, lst.spec, tcp, client_ip, writer)
             if tcp.logged is False and self.telemetry is not None:
                 # one that never reached an endpoint is counted opened and closed now, as Envoy does
                 report = tcp.report or self.telemetry.tcp_opened(self._tcp_key(lst.spec, client_ip, tcp), tcp)
                 self.telemetry.tcp_closed(report)
+            if tcp.logged is False and self.access_log is not None and self.access_policies.active:
+                self._tcp_access_log(self.access_log, lst.spec, tcp, client_ip, writer)
             stats.connections_active -= 1
             lst.conns.pop(task, None)
             if not writer.is_closing():
