@@ -80,6 +80,10 @@ async def main(duration: int, connections: int, close: bool, rounds: int) -> Non
         for i in range(rounds):
             rps, p99, errs = await run_wrk(f"http://{cip}:{PORT}/", duration, connections, close)
             print(f"  round {i + 1}: {rps:10.0f} req/s   p99 {p99:7.2f} ms   errors {errs}")
+        for _ in range(200):  # wrk has gone: let the proxy see the last connections close
+            if proxy.open_connections() == 0:
+                break
+            await asyncio.sleep(0.01)
         await tel.flush()
         res = Engine().instant(metrics.querier("default"), 'sum by (__name__) ({__name__=~"istio_tcp_.*",'
                                'reporter="destination"})', int(time.time() * 1000))
