@@ -69,7 +69,7 @@ from pitwall.traffic.meshtls import MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
-from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.telemetry import MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
@@ -651,6 +651,12 @@ class ServiceProxy:
             downstream_local=f"{local[0]}:{local[1]}" if local else None,
             downstream_remote=f"{peer[0]}:{peer[1]}" if peer else None, route_name=None))
 
+    def _tcp_key(self, spec: PortSpec, client_ip: str, tcp: _TcpLog) -> tuple[str, ...]:
+        """Istio's labels of a relayed connection (``traffic.telemetry``), as the HTTP path builds them."""
+        dest = self.pods.get(tcp.upstream.ip) if tcp.upstream is not None else None
+        return mesh_labels(self.pods.get(client_ip), dest, (spec.fqdn, spec.service[1], spec.service[0]), "tcp",
+                           "", "", tcp.flags)
+
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:
         """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
@@ -715,6 +721,8 @@ class ServiceProxy:
                 writer.transport.abort()
                 return
             tcp.upstream = up.backend
+            if self.telemetry is not None:
+                tcp.report = self.telemetry.tcp_opened(self._tcp_key(lst.spec, client_ip, tcp), tcp)
             lst.balancer.chosen(client_ip, up.backend, time.monotonic())
             lst.conns[task] = up.backend
             link = faults.link(client_ip, up.backend.ip) if faults.active else None
@@ -729,6 +737,10 @@ class ServiceProxy:
             await splice((reader, writer), (up.reader, up.writer), sent=tcp.counter(stats.add_sent, True),
                          received=tcp.counter(stats.add_received, False), **_shapers(link, client_ip, up.backend.ip))
         finally:
+            if tcp.logged is False and self.telemetry is not None:
+                # one that never reached an endpoint is counted opened and closed now, as Envoy does
+                report = tcp.report or self.telemetry.tcp_opened(self._tcp_key(lst.spec, client_ip, tcp), tcp)
+                self.telemetry.tcp_closed(report)
             if tcp.logged is False and self.access_log is not None and self.access_policies.active:
                 self._tcp_access_log(self.access_log, lst.spec, tcp, client_ip, writer)
             stats.connections_active -= 1
@@ -768,6 +780,7 @@ class _TcpLog:
     up_bytes: int = 0
     down_bytes: int = 0
     logged: bool = False  # HTTP sessions log per request; the connection itself is not logged then
+    report: TcpReport | None = None  # Istio's TCP metrics follow the connection once an endpoint took it
 
     def counter(self, inner: Callable[[int], None], up: bool) -> Callable[[int], None]:
         """``inner`` (the Service's byte counter) that also counts this connection's bytes."""

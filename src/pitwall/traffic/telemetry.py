@@ -1,4 +1,4 @@
-"""Istio's standard metrics for every proxied HTTP request, straight into the metric store.
+"""Istio's standard metrics for every proxied HTTP request and TCP connection, into the metric store.
 
 Per request the proxy calls ``record`` with a tuple of label values and
 three numbers: one dict lookup and three bucket searches, no allocation
@@ -10,6 +10,18 @@ would store them: ``istio_requests_total``,
 ``reporter="source"`` and once with ``reporter="destination"`` (both
 sidecars of a hop report in Istio; pitwall is both ends), with Istio's
 label names and bucket bounds.
+
+Relayed TCP connections (TCP ports, and HTTP/2 relayed as bytes on an HTTP
+port) count as Istio's ``istio_tcp_connections_opened_total``,
+``istio_tcp_connections_closed_total``, ``istio_tcp_received_bytes_total``
+(bytes from the client: the request direction) and
+``istio_tcp_sent_bytes_total`` (bytes to the client: the response
+direction), under the same label set with ``request_protocol="tcp"`` and
+no ``response_code``/``grpc_response_status`` (istio/proxy's stats filter
+adds those for HTTP only). As Envoy's filter reads the connection's byte
+meter on a timer, ``flush`` reads the byte counts the relay already keeps
+per connection (``ByteMeter``) and adds what grew since the last read: the
+relay's hot path does no extra work, and open connections show traffic.
 """
 
 from __future__ import annotations
@@ -21,12 +33,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pitwall.core.labels import Labels, labels_from_dict
 from pitwall.core.tasks import Supervisor
 from pitwall.metrics import Appender, SampleBatch
+from pitwall.traffic.pods import UNKNOWN, PodInfo
 
-__all__ = ["DURATION_BUCKETS_MS", "LABELS", "SIZE_BUCKETS", "MeshTelemetry"]
+__all__ = ["DURATION_BUCKETS_MS", "LABELS", "SIZE_BUCKETS", "ByteMeter", "MeshTelemetry", "TcpReport",
+           "mesh_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +60,8 @@ LABELS = (
     "destination_cluster", "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy",
 )
+TCP_METRICS = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
+               "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total")
 _IDLE_FLUSH_S = 60.0
 _MAX_SERIES = 20_000  # label sets kept; more are counted under response_flags="overflow" of the same service
 
@@ -60,6 +77,54 @@ class _Acc:
     resp_sum: float = 0.0
 
 
+def mesh_labels(src: PodInfo | None, dest: PodInfo | None, service: tuple[str, str, str], protocol: str,
+                code: str, grpc_status: str, flags: str) -> tuple[str, ...]:
+    """The label values (``LABELS`` order) of one request or connection from ``src`` (None: a caller
+    that is no mesh pod) to ``dest`` (None: no endpoint was reached) of ``service`` (fqdn, name,
+    namespace). TCP passes ``code``/``grpc_status`` empty: those labels are then absent."""
+    s = src or UNKNOWN
+    d = dest or UNKNOWN
+    return (s.workload, s.namespace, s.principal if src else "unknown", s.app, s.version, s.canonical_service,
+            s.canonical_revision, "Kubernetes", *service, d.workload, d.namespace,
+            d.principal if dest is not None and dest is not UNKNOWN else "unknown", d.app, d.version,
+            d.canonical_service, d.canonical_revision, "Kubernetes", protocol, code, grpc_status, flags,
+            "none" if src else "unknown")
+
+
+class ByteMeter(Protocol):
+    """What the relay counts of one connection as it goes (plain int adds on its hot path)."""
+
+    up_bytes: int  # from the client (Istio's "received")
+    down_bytes: int  # to the client (Istio's "sent")
+
+
+@dataclass
+class _TcpAcc:
+    opened: int = 0
+    closed: int = 0
+    received: int = 0
+    sent: int = 0
+
+
+class TcpReport:
+    """One open connection as the telemetry follows it: its series and what was reported so far."""
+
+    __slots__ = ("acc", "down", "meter", "up")
+
+    def __init__(self, acc: _TcpAcc, meter: ByteMeter) -> None:
+        self.acc, self.meter, self.up, self.down = acc, meter, 0, 0
+
+    def take(self) -> bool:
+        """Add what the meter grew by since the last call to the series; whether it grew."""
+        up, down = self.meter.up_bytes, self.meter.down_bytes
+        if up == self.up and down == self.down:
+            return False
+        self.acc.received += up - self.up
+        self.acc.sent += down - self.down
+        self.up, self.down = up, down
+        return True
+
+
 class MeshTelemetry:
     """Aggregates per label set in memory; ``flush`` appends the cumulative series (a Component)."""
 
@@ -71,6 +136,8 @@ class MeshTelemetry:
         self.interval_s = interval_s
         self.tasks = Supervisor("mesh-telemetry")
         self._acc: dict[tuple[str, ...], _Acc] = {}
+        self._tcp: dict[tuple[str, ...], _TcpAcc] = {}
+        self._open: set[TcpReport] = set()  # TCP connections open now, read at each flush
         self._dirty = False
 
     def record(self, key: tuple[str, ...], duration_ms: float, request_bytes: int, response_bytes: int) -> None:
@@ -91,8 +158,46 @@ class MeshTelemetry:
         acc.resp_sum += response_bytes
         self._dirty = True
 
+    def tcp_opened(self, key: tuple[str, ...], meter: ByteMeter) -> TcpReport:
+        """Count a relayed TCP connection as opened under ``key`` (``LABELS`` order, built by
+        ``mesh_labels`` with protocol ``tcp``); its bytes are read from ``meter`` at each flush until
+        ``tcp_closed``."""
+        acc = self._tcp.get(key)
+        if acc is None:
+            if len(self._tcp) >= _MAX_SERIES:
+                key = (*key[:-2], "overflow", key[-1])
+                acc = self._tcp.get(key)
+            if acc is None:
+                acc = self._tcp[key] = _TcpAcc()
+        acc.opened += 1
+        report = TcpReport(acc, meter)
+        self._open.add(report)
+        self._dirty = True
+        return report
+
+    def tcp_closed(self, report: TcpReport) -> None:
+        """The connection ended: its last bytes and the close are counted."""
+        if report in self._open:
+            self._open.discard(report)
+            report.take()
+            report.acc.closed += 1
+            self._dirty = True
+
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    def _take_open(self) -> None:
+        """Bring the byte counts of the connections still open up to date (what Envoy's timer does)."""
+        for report in self._open:
+            if report.take():
+                self._dirty = True
+
     def series(self) -> dict[tuple[str, ...], _Acc]:
         return self._acc
+
+    def tcp_series(self) -> dict[tuple[str, ...], _TcpAcc]:
+        self._take_open()
+        return self._tcp
 
     def rows(self, ts_ms: int) -> list[tuple[Labels, int, float]]:
         rows: list[tuple[Labels, int, float]] = []
@@ -106,11 +211,21 @@ class MeshTelemetry:
                 _histogram(rows, "istio_request_bytes", lb, SIZE_BUCKETS, acc.req, acc.req_sum, acc.count, ts_ms)
                 _histogram(rows, "istio_response_bytes", lb, SIZE_BUCKETS, acc.resp, acc.resp_sum, acc.count,
                            ts_ms)
+        for key, tcp in self._tcp.items():
+            base = dict(zip(LABELS, key, strict=True))
+            values = (tcp.opened, tcp.closed, tcp.received, tcp.sent)
+            for reporter in ("source", "destination"):
+                for name, v in zip(TCP_METRICS, values, strict=True):
+                    rows.append((labels_from_dict({**base, "reporter": reporter, "__name__": name}), ts_ms,
+                                 float(v)))
         return rows
 
     async def flush(self) -> int:
         """Append the current cumulative values of every series; the number of samples."""
-        if self.appender is None or not self._acc:
+        if self.appender is None:
+            return 0
+        self._take_open()
+        if not self._acc and not self._tcp:
             return 0
         rows = self.rows(int(time.time() * 1000))
         self._dirty = False
@@ -135,6 +250,7 @@ class MeshTelemetry:
         while True:
             await asyncio.sleep(self.interval_s)
             idle += 1
+            self._take_open()
             if not self._dirty and idle * self.interval_s < _IDLE_FLUSH_S:
                 continue  # nothing new: the last samples stand, rewritten now and then so they never go stale
             idle = 0
