@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from pitwall.incidents import ChangeLog
-from pitwall.kube import KubeAPI
+from pitwall.kube import KubeAPI, KubeError
 from pitwall.kube.wiring import build_kube
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from pitwall.traffic import ServiceProxy
@@ -393,10 +393,13 @@ async def test_bad_config_is_rejected_whole_and_the_previous_stays(world: World)
         good = vs("web", [{"route": [{"destination": {"host": "web"}}],
                            "headers": {"response": {"set": {"x-version": "good"}}}}])
         await world.configure(good, lambda m: m.routes_for(FQDN) is not None and not m.errors)
-        bad = vs("web", [{"route": [{"destination": {"host": "web"}}], "timeout": "soon"}])
-        await apply(world.client, bad)
+        # Istio's CEL rule refuses a bad duration at the API, as a real cluster's apiserver does: nothing stored.
+        with pytest.raises(KubeError, match=r"spec.http\[0\].timeout: .*must be a valid duration"):
+            await apply(world.client, vs("web", [{"route": [{"destination": {"host": "web"}}], "timeout": "soon"}]))
+        bad = vs("web", [{"match": [{"uri": {"regex": "(b+"}}], "route": [{"destination": {"host": "web"}}]}])
+        await apply(world.client, bad)  # valid to the API, refused by the mesh (RE2)
         await eventually(lambda: "VirtualService default/web" in world.proxy.mesh.errors)
-        assert "spec.http[0].timeout: invalid duration 'soon'" in world.proxy.mesh.errors["VirtualService default/web"]
+        assert "spec.http[0].match[0].uri.regex: " in world.proxy.mesh.errors["VirtualService default/web"]
         assert (await c.get("/")).headers["x-version"] == "good"  # the previous version stays in force
 
 

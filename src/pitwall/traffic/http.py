@@ -39,7 +39,7 @@ from pitwall.traffic.faults import FaultTable, HttpMessage
 from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 from pitwall.traffic.relay import CHUNK
-from pitwall.traffic.telemetry import MeshTelemetry
+from pitwall.traffic.telemetry import MeshTelemetry, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target", "cancel_mirrors"]
@@ -456,18 +456,12 @@ class HttpSession:
                         "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
 
     def _labels(self, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
-        s = src or UNKNOWN
-        d = out.dest
         t = out.target
         svc_fqdn = t.fqdn if t else self.fqdn
         svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
         grpc = req.lower.get("content-type", "").startswith("application/grpc")
-        return (s.workload, s.namespace, s.principal if src else "unknown", s.app, s.version, s.canonical_service,
-                s.canonical_revision, "Kubernetes",
-                svc_fqdn, svc_name, svc_ns, d.workload, d.namespace, d.principal if d is not UNKNOWN else "unknown",
-                d.app, d.version, d.canonical_service, d.canonical_revision, "Kubernetes",
-                "grpc" if grpc else "http", str(resp.status), _get(resp.headers, "grpc-status") or "",
-                resp.flags, "none" if src else "unknown")
+        return mesh_labels(src, out.dest, (svc_fqdn, svc_name, svc_ns), "grpc" if grpc else "http", str(resp.status),
+                           _get(resp.headers, "grpc-status") or "", resp.flags)
 
     # -- routing --------------------------------------------------------------------------------
 
