@@ -1,17 +1,19 @@
 """``pitwall releases wait NAMESPACE/CANARY``: block until a Flagger Canary gives its verdict on the revision
-its target runs now (for a deploy job's ``script:``, after ``kubectl apply``)."""
+its target runs now (for a deploy job's ``script:``, after ``kubectl apply``); ``pitwall releases abtest``: an A/B
+report from two PromQL queries."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TokenOpt, call, fail
+from pitwall.cli._client import DEFAULT_SERVER, ServerOpt, TenantOpt, TokenOpt, call, fail
 
-app = typer.Typer(help="Releases: Flagger Canaries.", no_args_is_help=True)
+app = typer.Typer(help="Releases: Flagger Canaries and A/B reports.", no_args_is_help=True)
 PROG = "pitwall releases"
 CANARIES = "/apis/flagger.app/v1beta1/namespaces/{ns}/canaries/{name}"
 TARGETS = {"Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
@@ -99,3 +101,75 @@ def wait(
         if time.monotonic() >= deadline:
             fail(PROG, f"canary {ns}/{name}: no verdict within {timeout} (phase {phase})")
         time.sleep(interval)
+
+
+def _by_variant(server: str, token: str | None, tenant: str | None, query: str, label: str, at: str | None,
+                what: str) -> dict[str, float]:
+    """An instant PromQL vector keyed by each series' ``label`` value (Prometheus' /api/v1/query)."""
+    params = {"query": query, **({"time": at} if at else {})}
+    resp = call(PROG, "POST", server, "/api/v1/query", token=token, tenant=tenant, data=params)
+    body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    if resp.status_code >= 400 or body.get("status") != "success":
+        fail(PROG, f"{what}: {body.get('error') or f'HTTP {resp.status_code}: {resp.text.strip()[:300]}'}")
+    data = body["data"]
+    if data.get("resultType") != "vector":
+        fail(PROG, f"{what}: the query gives a {data.get('resultType')}, not an instant vector")
+    out: dict[str, float] = {}
+    for s in data["result"]:
+        name = s["metric"].get(label)
+        if name is None:
+            fail(PROG, f"{what}: a series has no {label!r} label: {s['metric']} (aggregate with sum by ({label}))")
+        if name in out:
+            fail(PROG, f"{what}: two series for {label}={name!r} (aggregate with sum by ({label}))")
+        out[name] = float(s["value"][1])
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.2f}%"
+
+
+@app.command("abtest")
+def abtest(
+    numerator: Annotated[str, typer.Option("--numerator", help="PromQL: successes per variant, e.g. "
+                                           "'sum by (variant) (increase(orders_total[7d]))'.")],
+    denominator: Annotated[str, typer.Option("--denominator", help="PromQL: trials per variant, e.g. "
+                                             "'sum by (variant) (increase(visits_total[7d]))'.")],
+    by: Annotated[str, typer.Option("--by", help="The label naming the variant.")] = "variant",
+    control: Annotated[str | None, typer.Option("--control", help="The control variant (default: the first "
+                                                "by name).")] = None,
+    confidence: Annotated[float, typer.Option("--confidence", min=0.5, max=0.9999)] = 0.95,
+    at: Annotated[str | None, typer.Option("--time", help="Evaluation time (RFC 3339 or Unix seconds; "
+                                           "default now).")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+    tenant: TenantOpt = None,
+) -> None:
+    """An A/B report for an experiment that is not a canary: each variant's rate (numerator / denominator,
+    read from pitwall's metrics), each treatment tested against the control, with intervals."""
+    if output not in ("text", "json"):
+        fail(PROG, f"--output: {output!r} is not text or json", 2)
+    from pitwall.releases.abtest import ab_report, variants_from_ratio  # here: the CLI starts light
+
+    num = _by_variant(server, token, tenant, numerator, by, at, "--numerator")
+    den = _by_variant(server, token, tenant, denominator, by, at, "--denominator")
+    try:
+        variants = sorted(variants_from_ratio(num, den), key=lambda v: v.name)
+        report = ab_report(variants, control=control, confidence=confidence)
+    except ValueError as e:
+        fail(PROG, str(e))
+    if output == "json":
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    typer.echo(f"{'variant':<24} {'successes':>12} {'trials':>12} {'rate':>9}  {confidence:.0%} interval")
+    for v in report.variants:
+        typer.echo(f"{v.name:<24} {v.successes:>12g} {v.trials:>12g} {_pct(v.rate):>9}  "
+                   f"[{_pct(v.lower)}, {_pct(v.upper)}]")
+    for c in report.comparisons:
+        lift = "-" if c.lift is None else f"{c.lift * 100:+.1f}% [{_pct(c.lift_lower)}, {_pct(c.lift_upper)}]"
+        verdict = "significant" if c.significant else "not significant"
+        typer.echo(f"{c.treatment} vs {c.control}: {c.test}-test p={c.p_value:.4g} (adjusted {c.p_adjusted:.4g}), "
+                   f"{verdict}; lift {lift}")
+    for note in report.notes:
+        typer.echo(f"note: {note}")
