@@ -38,7 +38,7 @@ from pitwall.traffic.egress import EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.telemetry import LABELS, MeshTelemetry
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
-from tests.traffic.mesh_helpers import App, add_pod, apply
+from tests.traffic.mesh_helpers import App, add_pod, apply, dr
 from tests.traffic.test_meshtls import Mesh as TwoNodes
 from tests.traffic.test_meshtls import configure_mode, peer_auth
 from tests.traffic.test_meshtls import mesh as two_nodes  # noqa: F401 (a fixture: two mesh nodes, mTLS between)
@@ -170,6 +170,17 @@ async def test_http_same_node_follows_the_peer_authentication_mode(node: Node) -
                                  timeout=10) as c:
         assert (await c.get(f"http://{node.svc_ip}/b")).status_code == 200
     _, dst = both_reporters(node.tel, "none", source_workload="sleep", source_principal="unknown")
+    assert dst == {**caller_labels("unknown"), **web_labels("web-0", "unknown"), **HTTP_200,
+                   "reporter": "destination", "connection_security_policy": "none"}
+
+
+async def test_destination_rule_tls_disable_makes_a_same_node_hop_plaintext(node: Node) -> None:
+    await apply(node.proxy.client, dr("web", {"trafficPolicy": {"tls": {"mode": "DISABLE"}}}))
+    await eventually(lambda: (rule := node.proxy.mesh.dest_rule(FQDN)) is not None and rule.tls_mode == "DISABLE")
+    async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=node.caller_ip),
+                                 timeout=10) as c:
+        assert (await c.get(f"http://{node.svc_ip}/dr")).status_code == 200
+    _, dst = both_reporters(node.tel, "none", source_workload="sleep")
     assert dst == {**caller_labels("unknown"), **web_labels("web-0", "unknown"), **HTTP_200,
                    "reporter": "destination", "connection_security_policy": "none"}
 
