@@ -25,7 +25,7 @@ from pitwall.storage.metrics import MetricStore
 from pitwall.traffic import ServiceProxy
 from pitwall.traffic.http import H2_PREFACE
 from pitwall.traffic.pods import PodInfo
-from pitwall.traffic.telemetry import LABELS, MeshTelemetry, mesh_labels
+from pitwall.traffic.telemetry import LABELS, MUTUAL_TLS, MeshTelemetry, mesh_labels
 from tests.kube_fixture import started_kube
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, pod_ips, put_slice
 from tests.traffic.mesh_helpers import add_pod
@@ -187,7 +187,10 @@ async def test_pod_client_connection_counts_with_istios_labels(mesh: Mesh) -> No
         "destination_principal": "spiffe://cluster.local/ns/default/sa/db", "destination_app": "db",
         "destination_version": "v1", "destination_canonical_service": "db", "destination_canonical_revision": "v1",
         "destination_cluster": "Kubernetes", "request_protocol": "tcp", "response_flags": "-",
-        "connection_security_policy": "none"}  # no response_code / grpc_response_status on TCP metrics
+        # two pods of one node, PERMISSIVE: the node authenticated the caller (docs/traffic.md, Telemetry)
+        "connection_security_policy": "mutual_tls"}  # no response_code / grpc_response_status on TCP metrics
+    [src] = mesh.labels(f'istio_tcp_sent_bytes_total{{{edge},reporter="source"}}')
+    assert src == {**lb, "reporter": "source", "connection_security_policy": "unknown"}  # Istio's source reporter
     assert mesh.query("istio_requests_total") == {}  # a TCP port: no HTTP request was counted
 
 
@@ -198,8 +201,13 @@ async def test_outside_client_is_unknown(mesh: Mesh) -> None:
     await eventually(lambda: mesh.telemetry.open_connections() == 0)
     await mesh.telemetry.flush()
     edge = _sel(source_workload="unknown", source_principal="unknown", destination_workload="db",
-                connection_security_policy="unknown")
+                destination_principal="unknown")
     assert mesh.query(f"istio_tcp_connections_closed_total{{{edge}}}") == {"source": 1.0, "destination": 1.0}
+    # plaintext into the destination (PERMISSIVE takes it): "none" there, "unknown" at the source
+    assert mesh.query(f'istio_tcp_connections_closed_total{{{edge},connection_security_policy="none"}}') == {
+        "destination": 1.0}
+    assert mesh.query(f'istio_tcp_connections_closed_total{{{edge},connection_security_policy="unknown"}}') == {
+        "source": 1.0}
     assert mesh.query(f"istio_tcp_received_bytes_total{{{edge}}}") == {"source": 4.0, "destination": 4.0}
     assert mesh.query(f"istio_tcp_sent_bytes_total{{{edge}}}") == {"source": 8.0, "destination": 8.0}
     assert mesh.query('istio_tcp_connections_opened_total{source_workload="sleep"}') == {}
@@ -318,8 +326,27 @@ async def test_tcp_across_nodes_over_mutual_tls_counts_once(two_nodes: TwoNodes)
     lb = dict(zip(LABELS, key, strict=True))
     assert (acc.opened, acc.closed, acc.received, acc.sent) == (1, 1, 3000, 6000)
     assert (lb["source_workload"], lb["source_principal"], lb["destination_workload"],
-            lb["destination_principal"], lb["destination_service_name"], lb["request_protocol"]) == (
-        "sleep", SLEEP_PRINCIPAL, "echo-b", "spiffe://cluster.local/ns/default/sa/echo", "echo", "tcp")
+            lb["destination_principal"], lb["destination_service_name"], lb["request_protocol"],
+            lb["connection_security_policy"]) == (
+        "sleep", SLEEP_PRINCIPAL, "echo-b", "spiffe://cluster.local/ns/default/sa/echo", "echo", "tcp", "mutual_tls")
+    # Istio's definitions: "mutual_tls" on the destination reporter of an mTLS connection, "unknown" on the
+    # source reporter; both principals from the certificates (istio/proxy testdata/metric/tcp_server_*).
+    policy = {dict(r)["reporter"]: dict(r)["connection_security_policy"] for r, _, _ in tel.rows(0)
+              if dict(r)["__name__"] == "istio_tcp_connections_opened_total"}
+    assert policy == {"source": "unknown", "destination": "mutual_tls"}
+    # A caller that is no mesh pod crosses in plaintext (PERMISSIVE): "none", no principal on either side.
+    backend = await Doubler(echo_ip, 7000).start()
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(ip, 7000), 5)
+        assert await _exchange(r, w, b"p") == b"pp"
+        w.transport.abort()
+        await eventually(lambda: tel.open_connections() == 0 and m.proxy.open_connections() == 0)
+    finally:
+        await backend.stop()
+    [plain] = [dict(zip(LABELS, k, strict=True)) for k in tel.tcp_series() if k != key]
+    assert (plain["source_workload"], plain["source_principal"], plain["destination_workload"],
+            plain["destination_principal"], plain["connection_security_policy"]) == (
+        "unknown", "unknown", "echo-b", "unknown", "none")
 
 
 def test_tcp_rows_carry_no_http_labels_and_read_meters_at_flush() -> None:
@@ -346,4 +373,8 @@ def test_tcp_rows_carry_no_http_labels_and_read_meters_at_flush() -> None:
     lb, v = rows[("istio_tcp_received_bytes_total", "source")]
     assert v == 15 and "response_code" not in lb and "grpc_response_status" not in lb
     assert lb["destination_workload"] == "unknown" and lb["destination_principal"] == "unknown"
-    assert lb["source_principal"] == "spiffe://cluster.local/ns/default/sa/default"
+    assert lb["source_principal"] == "unknown"  # no mutual TLS said so (mesh_labels' default: plaintext)
+    assert lb["connection_security_policy"] == "unknown"
+    assert rows[("istio_tcp_received_bytes_total", "destination")][0]["connection_security_policy"] == "none"
+    key = mesh_labels(src, None, (FQDN, "db", "default"), "tcp", "", "", "-", MUTUAL_TLS)
+    assert dict(zip(LABELS, key, strict=True))["source_principal"] == "spiffe://cluster.local/ns/default/sa/default"

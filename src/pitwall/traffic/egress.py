@@ -62,6 +62,7 @@ from pitwall.traffic.http import (
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, _default_route_for
 from pitwall.traffic.relay import CHUNK, close_writer, splice
+from pitwall.traffic.telemetry import TcpReport, passthrough_labels
 
 __all__ = ["EGRESS_PORT", "EgressListeners", "EgressSession", "EgressStats"]
 
@@ -258,17 +259,31 @@ class EgressListeners:
         host, port = where
         spec = self.resolve(host, port, lst.info.namespace)
         dest = (spec.cluster_ip, spec.port) if spec is not None else (host, port)
+        # A Service's ClusterIP is counted by the service proxy; another host is Istio's PassthroughCluster.
+        meter = _TunnelMeter(self, lst.info) if spec is None else None
         try:
             ur, uw = await self._open_upstream(lst, *dest)
         except (OSError, TimeoutError) as e:
             resp = _failure_response(_Failure("connect", _connect_detail(e)))
+            if meter is not None:
+                meter.opened("UF")
+                meter.closed()
             await _answer(writer, resp.status, resp.body)
             return
         self.stats.tunnels += 1
+        if meter is not None:
+            meter.opened("-")
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        if rest:
-            uw.write(rest)
-        await splice((reader, writer), (ur, uw), sent=_ignore, received=_ignore)
+        try:
+            if rest:
+                uw.write(rest)
+                if meter is not None:
+                    meter.up_bytes += len(rest)
+            await splice((reader, writer), (ur, uw), sent=meter.sent if meter else _ignore,
+                         received=meter.received if meter else _ignore)
+        finally:
+            if meter is not None:
+                meter.closed()
 
     async def _open_upstream(self, lst: _PodListener, host: str,
                              port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -331,7 +346,15 @@ class EgressSession(HttpSession):
         spec = self.egress.resolve(host, port, self.lst.info.namespace)
         if spec is None:
             self.egress.stats.passthrough_requests += 1
-            return await _reply(writer, req, await self.egress.forward(self.lst, req, host, port, authority))
+            t0 = time.perf_counter()
+            resp = await self.egress.forward(self.lst, req, host, port, authority)
+            keep = await _reply(writer, req, resp)
+            tel = self.egress.proxy.telemetry
+            if tel is not None:  # Istio's PassthroughCluster series, from this pod's sidecar only
+                proto = "grpc" if req.lower.get("content-type", "").startswith("application/grpc") else "http"
+                tel.record(passthrough_labels(self.lst.info, authority, proto, str(resp.status), resp.flags),
+                           (time.perf_counter() - t0) * 1000.0, len(req.body), len(resp.body))
+            return keep
         if not spec.http:  # as the ClusterIP serves it: a byte relay that knows the pod by its address
             self.egress.stats.tcp_service_requests += 1
             resp = await self.egress.forward(self.lst, req, spec.cluster_ip, spec.port, authority)
@@ -343,6 +366,36 @@ class EgressSession(HttpSession):
         self.stats = self.egress.proxy.stats.setdefault(spec.service, ServiceStats())
         self.default_route = _default_route_for(spec.fqdn)
         return await super()._one(req, writer)
+
+
+class _TunnelMeter:
+    """The bytes of one ``CONNECT`` tunnel to a host that is no Service, and its Istio TCP series
+    (``PassthroughCluster``, the pod's source labels), kept as the service proxy's relay keeps its own."""
+
+    __slots__ = ("down_bytes", "egress", "pod", "report", "up_bytes")
+
+    def __init__(self, egress: EgressListeners, pod: PodInfo) -> None:
+        self.egress, self.pod = egress, pod
+        self.report: TcpReport | None = None
+        self.up_bytes = 0  # from the pod (Istio's "received")
+        self.down_bytes = 0  # to the pod (Istio's "sent")
+
+    def sent(self, n: int) -> None:
+        self.up_bytes += n
+
+    def received(self, n: int) -> None:
+        self.down_bytes += n
+
+    def opened(self, flags: str) -> None:
+        tel = self.egress.proxy.telemetry
+        if tel is not None:
+            self.report = tel.tcp_opened(passthrough_labels(self.pod, "", "tcp", "", flags), self)
+
+    def closed(self) -> None:
+        tel = self.egress.proxy.telemetry
+        if tel is not None and self.report is not None:
+            tel.tcp_closed(self.report)
+            self.report = None
 
 
 def _destination(req: _Req) -> tuple[str, int, str, str] | None:

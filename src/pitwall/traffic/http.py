@@ -106,6 +106,10 @@ class MeshView(Protocol):
         """A connection to ``host``: direct on this node, through its node's inbound listener else."""
         ...
 
+    def hop_security(self, src: PodInfo | None, dest: PodInfo | None, port: int, service: str) -> str:
+        """``connection_security_policy`` of the hop from ``src`` to ``dest`` (``traffic.telemetry``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class _Hop:
@@ -460,8 +464,10 @@ class HttpSession:
         svc_fqdn = t.fqdn if t else self.fqdn
         svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
         grpc = req.lower.get("content-type", "").startswith("application/grpc")
+        up = resp.upstream
+        security = self.view.hop_security(src, out.dest, up.port if up is not None else 0, svc_fqdn)
         return mesh_labels(src, out.dest, (svc_fqdn, svc_name, svc_ns), "grpc" if grpc else "http", str(resp.status),
-                           _get(resp.headers, "grpc-status") or "", resp.flags)
+                           _get(resp.headers, "grpc-status") or "", resp.flags, security)
 
     # -- routing --------------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ that is no mesh pod has no leaf and goes in plaintext. The server's
 certificate must carry the destination pod's ServiceAccount identity (SNI
 names the pod, so the inbound side presents that workload's leaf).
 Traffic between pods of one node does not leave the node's proxy, which
-plays both sidecars: it stays plaintext, the caller known by its pod IP.
+plays both sidecars: it stays plaintext, the caller known by its pod IP (its
+metrics still say ``mutual_tls`` unless the mode is DISABLE:
+``ServiceProxy.hop_security``).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ from pitwall.traffic.meshtls import MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
-from pitwall.traffic.telemetry import MeshTelemetry, TcpReport, mesh_labels
+from pitwall.traffic.telemetry import MUTUAL_TLS, PLAINTEXT, MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
@@ -458,6 +458,26 @@ class ServiceProxy:
         pa = self.mesh.peer_auth
         return _client_mode(self.mesh, service, pa.mode(dest, port) if pa is not None else "PERMISSIVE")
 
+    def hop_security(self, src: PodInfo | None, dest: PodInfo | None, port: int, service: str) -> str:
+        """The destination reporter's ``connection_security_policy`` of a hop from ``src`` to ``dest``:
+        ``mutual_tls`` when the hop authenticated the caller as a mesh workload, ``none`` otherwise.
+
+        Another node's endpoint: exactly when ``connect`` opens mutual TLS (a mesh caller, a mode other
+        than DISABLE, this node holding leaves). An endpoint on this node: the node plays both sidecars
+        and knows the caller by its pod IP or egress listener, the identity AuthorizationPolicy and
+        STRICT already trust there, so a mesh caller counts as mutual TLS unless the workload's mode (or
+        the DestinationRule's ``tls.mode``) is DISABLE, where Istio's sidecars would talk plaintext."""
+        if src is None or dest is None or dest.name == "unknown":
+            return PLAINTEXT
+        pa = self.mesh.peer_auth
+        mode = _client_mode(self.mesh, service, pa.mode(dest, port) if pa is not None else "PERMISSIVE")
+        if mode == "DISABLE":
+            return PLAINTEXT
+        node = self.mesh_node
+        if node is not None and node.remote(dest) and node.leaves is None:
+            return PLAINTEXT  # no certificates here yet: connect goes in plaintext
+        return MUTUAL_TLS
+
     async def connect(self, host: Backend, src: PodInfo | None, dest: PodInfo | None, http: bool,
                       service: str = "") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to endpoint ``host`` for caller ``src``: through another node's inbound listener
@@ -654,8 +674,11 @@ class ServiceProxy:
     def _tcp_key(self, spec: PortSpec, client_ip: str, tcp: _TcpLog) -> tuple[str, ...]:
         """Istio's labels of a relayed connection (``traffic.telemetry``), as the HTTP path builds them."""
         dest = self.pods.get(tcp.upstream.ip) if tcp.upstream is not None else None
-        return mesh_labels(self.pods.get(client_ip), dest, (spec.fqdn, spec.service[1], spec.service[0]), "tcp",
-                           "", "", tcp.flags)
+        src = self.pods.get(client_ip)
+        security = self.hop_security(src, dest, tcp.upstream.port, spec.fqdn) if tcp.upstream is not None \
+            else PLAINTEXT
+        return mesh_labels(src, dest, (spec.fqdn, spec.service[1], spec.service[0]), "tcp", "", "", tcp.flags,
+                           security)
 
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:

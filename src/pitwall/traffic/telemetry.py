@@ -9,7 +9,11 @@ would store them: ``istio_requests_total``,
 ``istio_request_bytes_*`` and ``istio_response_bytes_*``, once with
 ``reporter="source"`` and once with ``reporter="destination"`` (both
 sidecars of a hop report in Istio; pitwall is both ends), with Istio's
-label names and bucket bounds.
+label names and bucket bounds. The two differ as istio/proxy's stats filter
+makes them: ``connection_security_policy`` is ``unknown`` on the source
+reporter and ``mutual_tls``/``none`` on the destination reporter; traffic
+to the PassthroughCluster (a pod's call to a host that is no Service) has
+the source reporter only.
 
 Relayed TCP connections (TCP ports, and HTTP/2 relayed as bytes on an HTTP
 port) count as Istio's ``istio_tcp_connections_opened_total``,
@@ -40,8 +44,8 @@ from pitwall.core.tasks import Supervisor
 from pitwall.metrics import Appender, SampleBatch
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 
-__all__ = ["DURATION_BUCKETS_MS", "LABELS", "SIZE_BUCKETS", "ByteMeter", "MeshTelemetry", "TcpReport",
-           "mesh_labels"]
+__all__ = ["DURATION_BUCKETS_MS", "LABELS", "MUTUAL_TLS", "NO_DESTINATION", "PASSTHROUGH", "PLAINTEXT",
+           "SIZE_BUCKETS", "ByteMeter", "MeshTelemetry", "TcpReport", "mesh_labels", "passthrough_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,12 @@ LABELS = (
     "destination_cluster", "request_protocol", "response_code", "grpc_response_status", "response_flags",
     "connection_security_policy",
 )
+# ``connection_security_policy`` of the destination reporter (istio/proxy: "mutual_tls" when the
+# inbound connection was mTLS, "none" otherwise); the source reporter always says "unknown".
+MUTUAL_TLS = "mutual_tls"
+PLAINTEXT = "none"
+NO_DESTINATION = ""  # in a key's last slot: no destination sidecar reports (the source reporter only)
+PASSTHROUGH = "PassthroughCluster"  # Istio's destination_service_name of ALLOW_ANY traffic to no Service
 TCP_METRICS = ("istio_tcp_connections_opened_total", "istio_tcp_connections_closed_total",
                "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total")
 _IDLE_FLUSH_S = 60.0
@@ -78,17 +88,23 @@ class _Acc:
 
 
 def mesh_labels(src: PodInfo | None, dest: PodInfo | None, service: tuple[str, str, str], protocol: str,
-                code: str, grpc_status: str, flags: str) -> tuple[str, ...]:
+                code: str, grpc_status: str, flags: str, security: str = PLAINTEXT) -> tuple[str, ...]:
     """The label values (``LABELS`` order) of one request or connection from ``src`` (None: a caller
     that is no mesh pod) to ``dest`` (None: no endpoint was reached) of ``service`` (fqdn, name,
-    namespace). TCP passes ``code``/``grpc_status`` empty: those labels are then absent."""
+    namespace). TCP passes ``code``/``grpc_status`` empty: those labels are then absent.
+
+    ``security`` is the destination reporter's ``connection_security_policy``: ``MUTUAL_TLS`` when the
+    hop authenticated both peers, ``PLAINTEXT`` otherwise, ``NO_DESTINATION`` when no destination
+    sidecar reports (the PassthroughCluster). As istio/proxy's stats filter, both principals are the
+    peers' SPIFFE identities only on a mutual-TLS hop (read from the certificates), ``unknown``
+    otherwise; the source reporter's policy is always ``unknown`` (``rows``)."""
     s = src or UNKNOWN
     d = dest or UNKNOWN
-    return (s.workload, s.namespace, s.principal if src else "unknown", s.app, s.version, s.canonical_service,
-            s.canonical_revision, "Kubernetes", *service, d.workload, d.namespace,
-            d.principal if dest is not None and dest is not UNKNOWN else "unknown", d.app, d.version,
-            d.canonical_service, d.canonical_revision, "Kubernetes", protocol, code, grpc_status, flags,
-            "none" if src else "unknown")
+    mtls = security == MUTUAL_TLS
+    return (s.workload, s.namespace, s.principal if mtls and src is not None else "unknown", s.app, s.version,
+            s.canonical_service, s.canonical_revision, "Kubernetes", *service, d.workload, d.namespace,
+            d.principal if mtls and dest is not None and dest is not UNKNOWN else "unknown", d.app, d.version,
+            d.canonical_service, d.canonical_revision, "Kubernetes", protocol, code, grpc_status, flags, security)
 
 
 class ByteMeter(Protocol):
@@ -202,9 +218,7 @@ class MeshTelemetry:
     def rows(self, ts_ms: int) -> list[tuple[Labels, int, float]]:
         rows: list[tuple[Labels, int, float]] = []
         for key, acc in self._acc.items():
-            base = dict(zip(LABELS, key, strict=True))
-            for reporter in ("source", "destination"):
-                lb = {**base, "reporter": reporter}
+            for lb in _reporters(key):
                 rows.append((labels_from_dict({**lb, "__name__": "istio_requests_total"}), ts_ms, float(acc.count)))
                 _histogram(rows, "istio_request_duration_milliseconds", lb, DURATION_BUCKETS_MS, acc.dur,
                            acc.dur_sum, acc.count, ts_ms)
@@ -212,12 +226,10 @@ class MeshTelemetry:
                 _histogram(rows, "istio_response_bytes", lb, SIZE_BUCKETS, acc.resp, acc.resp_sum, acc.count,
                            ts_ms)
         for key, tcp in self._tcp.items():
-            base = dict(zip(LABELS, key, strict=True))
             values = (tcp.opened, tcp.closed, tcp.received, tcp.sent)
-            for reporter in ("source", "destination"):
+            for lb in _reporters(key):
                 for name, v in zip(TCP_METRICS, values, strict=True):
-                    rows.append((labels_from_dict({**base, "reporter": reporter, "__name__": name}), ts_ms,
-                                 float(v)))
+                    rows.append((labels_from_dict({**lb, "__name__": name}), ts_ms, float(v)))
         return rows
 
     async def flush(self) -> int:
@@ -258,6 +270,25 @@ class MeshTelemetry:
                 await self.flush()
             except Exception:
                 log.exception("mesh telemetry: flush failed")
+
+
+def passthrough_labels(src: PodInfo, host: str, protocol: str, code: str, flags: str) -> tuple[str, ...]:
+    """The labels of a pod's request (``protocol`` http) or tunnel (tcp) to a host that is no Service,
+    as Istio's ``PassthroughCluster`` counts it: ``destination_service`` the request's authority for
+    HTTP (istio/proxy's host-header fallback), ``unknown`` for TCP (no header to read); no destination
+    workload, and only the source reporter (no sidecar at the other end)."""
+    return mesh_labels(src, None, (host if protocol != "tcp" and host else "unknown", PASSTHROUGH, "unknown"),
+                       protocol, code, "", flags, NO_DESTINATION)
+
+
+def _reporters(key: tuple[str, ...]) -> list[dict[str, str]]:
+    """The label sets of ``key``'s series: the source reporter's (policy ``unknown``) and, unless no
+    destination sidecar reports, the destination reporter's (the policy in the key)."""
+    base = dict(zip(LABELS, key, strict=True))
+    out = [{**base, "connection_security_policy": "unknown", "reporter": "source"}]
+    if key[-1] != NO_DESTINATION:
+        out.append({**base, "reporter": "destination"})
+    return out
 
 
 def _histogram(rows: list[tuple[Labels, int, float]], name: str, lb: dict[str, str], bounds: tuple[float, ...],
