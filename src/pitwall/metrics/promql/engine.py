@@ -15,6 +15,7 @@ from pitwall.core import deadline
 from pitwall.core.labels import Labels
 from pitwall.metrics.promql.ast import Node, Subquery, parse, walk
 from pitwall.metrics.promql.context import EvalContext
+from pitwall.metrics.promql.encode import matrix_result_text, values_text
 from pitwall.metrics.promql.errors import PromQLEvalError, PromQLParseError, QueryTimeout
 from pitwall.metrics.promql.evaluator import Evaluator, finalize
 from pitwall.metrics.promql.format import format_float, format_seconds
@@ -117,20 +118,10 @@ class QueryResult:
 
 
 def _values_text(vals: np.ndarray) -> list[str]:
-    """``format_float`` of every value, from orjson's text of the array.
-
-    orjson prints each float's shortest round-trip digits (as Go's
-    FormatFloat does) about 4x faster than ``repr``; Go spells ``2`` where
-    orjson spells ``2.0``. Exponents and NaN/Inf (orjson's ``null``), rare in
-    results, are spelled value by value.
-    """
+    """``format_float`` of every value (see ``encode.values_text``)."""
     if not len(vals):
         return []
-    txt = orjson.dumps(np.ascontiguousarray(vals, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    txt = txt[1:-1]
-    if "e" in txt or "n" in txt:
-        return [format_float(v) for v in vals.tolist()]
-    return (txt + ",").replace(".0,", ",").split(",")[:-1]
+    return values_text(vals)[:-1].split(",")
 
 
 def _seconds(ts: np.ndarray) -> list[float | int]:
@@ -149,6 +140,8 @@ def encode_response_body(res: QueryResult, *, stats: bool = False) -> bytes:
 
     ``stats`` adds ``data.stats`` (Prometheus' ``stats`` parameter), when the engine measured them.
     """
+    if res.result_type == "matrix":
+        return _matrix_body(res, stats=stats)
     body: dict[str, Any] = {"status": "success", "data": res._data(tuple)}
     if stats and res.stats is not None:
         body["data"]["stats"] = res.stats.to_prometheus()
@@ -157,6 +150,20 @@ def encode_response_body(res: QueryResult, *, stats: bool = False) -> bytes:
     if res.infos:
         body["infos"] = res.infos
     return orjson.dumps(body)
+
+
+def _matrix_body(res: QueryResult, *, stats: bool) -> bytes:
+    """``encode_response_body`` of a matrix: its points as text, never one Python object per point."""
+    tail = ""
+    if stats and res.stats is not None:
+        tail = ',"stats":' + orjson.dumps(res.stats.to_prometheus()).decode()
+    tail += "}"
+    if res.warnings:
+        tail += ',"warnings":' + orjson.dumps(res.warnings).decode()
+    if res.infos:
+        tail += ',"infos":' + orjson.dumps(res.infos).decode()
+    result = matrix_result_text(res.series, res.timestamps, res.values)
+    return ('{"status":"success","data":{"resultType":"matrix","result":' + result + tail + "}").encode()
 
 
 class Engine:

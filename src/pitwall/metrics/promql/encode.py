@@ -1,0 +1,98 @@
+"""A matrix result's JSON text, built with C-level string operations only.
+
+Prometheus spells a matrix point ``[<seconds>,"<value>"]``, the value as Go's
+``strconv.FormatFloat(v, 'f', -1, 64)``. Building a tuple per point and
+handing them to a JSON encoder costs ~0.2 us a point; here every series'
+values and timestamps are concatenated, printed by one ``orjson.dumps`` each
+(orjson prints Go's shortest round-trip digits), and cut into per-point
+pieces by ``str.replace``/``str.split``, so a point costs a few C loops.
+Only exponent-form values (orjson's ``1.5e-7``, Go's ``0.00000015``) and
+NaN/Inf (orjson's ``null``) are spelled one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+
+from pitwall.core.labels import Labels
+
+__all__ = ["matrix_result_text", "values_text"]
+
+_OPT = orjson.OPT_SERIALIZE_NUMPY
+_SEP = "\x00"  # never in a number's text
+
+
+def _positional(tok: str) -> str:
+    """orjson's ``-1.5e-7`` -> Go's ``-0.00000015``: the same shortest digits, point placed."""
+    mant, _, e = tok.partition("e")
+    sign = "-" if mant.startswith("-") else ""
+    ip, _, fp = mant.lstrip("-").partition(".")
+    digits = (ip + fp).lstrip("0")
+    dp = len(ip) - (len(ip) + len(fp) - len(digits)) + int(e)  # value == 0.DIGITS * 10**dp
+    digits = digits.rstrip("0")
+    if not digits:
+        return sign + "0"
+    if dp <= 0:
+        return sign + "0." + "0" * (-dp) + digits
+    if dp >= len(digits):
+        return sign + digits + "0" * (dp - len(digits))
+    return sign + digits[:dp] + "." + digits[dp:]
+
+
+def values_text(vals: np.ndarray) -> str:
+    """Go's 'f' text of every value, each followed by ``,`` (empty for no values)."""
+    if not len(vals):
+        return ""
+    vals = np.ascontiguousarray(vals, dtype=np.float64)
+    txt = orjson.dumps(vals, option=_OPT).decode()[1:-1]
+    if "e" in txt or "n" in txt:
+        # orjson prints |v| < 1e-5 (but 0) and |v| >= 1e16 with an exponent, NaN/Inf as null.
+        toks = txt.split(",")
+        a = np.abs(vals)
+        odd = np.flatnonzero(~np.isfinite(vals) | ((a < 1e-5) & (a != 0)) | (a >= 1e16))
+        for i, v in zip(odd.tolist(), vals[odd].tolist(), strict=True):
+            tok = toks[i]
+            if "e" in tok:
+                toks[i] = _positional(tok)
+            elif tok == "null":
+                toks[i] = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+        txt = ",".join(toks)
+    return (txt + ",").replace(".0,", ",")  # orjson's 2.0 is Go's 2
+
+
+def _seconds_text(ts: np.ndarray) -> str:
+    """Prometheus' JSON time of every timestamp (ms): seconds, integral when whole; each followed by ``,``."""
+    whole = ts % 1000 == 0
+    if whole.all():
+        txt = orjson.dumps(ts // 1000, option=_OPT).decode()
+    elif not whole.any():
+        txt = orjson.dumps(ts / 1000, option=_OPT).decode()
+    else:
+        secs: list[int | float] = [t // 1000 if t % 1000 == 0 else t / 1000 for t in ts.tolist()]
+        txt = orjson.dumps(secs).decode()
+    return txt[1:-1] + ","
+
+
+def matrix_result_text(series: Sequence[Labels], timestamps: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> str:
+    """The text of a matrix's ``result`` array: ``[{"metric":{...},"values":[[t,"v"],...]},...]``."""
+    if not series:
+        return "[]"
+    counts = [len(t) for t in timestamps]
+    ts = np.concatenate(timestamps).astype(np.int64, copy=False)
+    vals = np.concatenate(values).astype(np.float64, copy=False)
+    n = len(ts)
+    parts: list[str] = [""] * (2 * n)
+    if n:
+        # '[t,"' before each value and '"],' after it; pieces interleaved, then joined per series.
+        parts[0::2] = ("[" + _seconds_text(ts)[:-1].replace(",", ',"' + _SEP + "[") + ',"').split(_SEP)
+        parts[1::2] = values_text(vals).replace(",", '"],' + _SEP).split(_SEP)[:-1]
+    out: list[str] = []
+    pos = 0
+    for lb, c in zip(series, counts, strict=True):
+        pts = "".join(parts[2 * pos : 2 * (pos + c)])[:-1]
+        out.append('{"metric":' + orjson.dumps(dict(lb)).decode() + ',"values":[' + pts + "]}")
+        pos += c
+    return "[" + ",".join(out) + "]"

@@ -1,0 +1,78 @@
+"""The text-built matrix body equals the one built point by point (``format_float``, ``format_seconds``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pitwall.core.labels import labels_from_dict
+from pitwall.metrics.promql.encode import values_text
+from pitwall.metrics.promql.engine import QueryResult, encode_response_body
+from pitwall.metrics.promql.format import format_float, format_seconds
+
+pytestmark = pytest.mark.timeout(60)
+
+SPECIAL = [0.0, -0.0, 2.0, -2.0, 1.5, 1e15, 1e16, 1.2345e20, -1e21, 1.5e-7, 1e-5, 9.9e-6, 5e-324,
+           1.7976931348623157e308, 1 / 3, np.nan, np.inf, -np.inf, 123456789.0, 0.1, 100.0, -3.25e-12]
+
+
+def _straightforward(res: QueryResult) -> dict[str, object]:
+    rows = [{"metric": dict(lb), "values": [[format_seconds(t), format_float(v)]
+                                            for t, v in zip(ts.tolist(), vals.tolist(), strict=True)]}
+            for lb, ts, vals in zip(res.series, res.timestamps, res.values, strict=True)]
+    body: dict[str, object] = {"status": "success", "data": {"resultType": "matrix", "result": rows}}
+    if res.warnings:
+        body["warnings"] = res.warnings
+    if res.infos:
+        body["infos"] = res.infos
+    return body
+
+
+def _random_matrix(seed: int) -> QueryResult:
+    rng = np.random.default_rng(seed)
+    series, tss, vals = [], [], []
+    for i in range(int(rng.integers(0, 12))):
+        n = int(rng.integers(0, 40))
+        grid = np.sort(rng.choice(200, size=n, replace=False)).astype(np.int64) * 15_000 + 1_700_000_000_000
+        if seed % 3 == 1:
+            grid += rng.integers(0, 1000, size=n)  # some (or all) times not on whole seconds
+        v = rng.normal(size=n) * 10.0 ** float(rng.integers(-9, 22))
+        if seed % 2:
+            v = np.round(v, int(rng.integers(0, 4)))
+        picks = rng.integers(0, len(SPECIAL), size=n)
+        special = rng.random(n) < 0.2
+        v[special] = np.array(SPECIAL)[picks[special]]
+        series.append(labels_from_dict({"__name__": "m", "i": str(i), "u": 'é"\n<\\'}))
+        tss.append(grid)
+        vals.append(v)
+    return QueryResult("matrix", series, tss, vals, warnings=["w"] if seed % 4 == 0 else [],
+                       infos=["i"] if seed % 5 == 0 else [])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_matrix_body_equals_point_by_point(seed: int) -> None:
+    res = _random_matrix(seed)
+    got = json.loads(encode_response_body(res))
+    want = _straightforward(res)
+    assert got == want
+    # Spelling, not just value: every point's strings and number types are the same.
+    for a, b in zip(got["data"]["result"], want["data"]["result"], strict=True):  # type: ignore[index]
+        assert [[type(t), t, v] for t, v in a["values"]] == [[type(t), t, v] for t, v in b["values"]]
+
+
+def test_values_text_over_magnitudes_and_specials() -> None:
+    rng = np.random.default_rng(11)
+    for k in range(200):
+        v = rng.normal(size=50) * 10.0 ** int(rng.integers(-25, 25))
+        if k % 2:
+            v[::7] = np.array(SPECIAL)[rng.integers(0, len(SPECIAL), size=len(v[::7]))]
+        assert values_text(v).split(",")[:-1] == [format_float(x) for x in v.tolist()]
+    assert values_text(np.array([])) == ""
+
+
+def test_empty_matrix_and_stats() -> None:
+    res = QueryResult("matrix")
+    assert json.loads(encode_response_body(res)) == {"status": "success",
+                                                     "data": {"resultType": "matrix", "result": []}}
