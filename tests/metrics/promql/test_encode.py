@@ -76,3 +76,13 @@ def test_empty_matrix_and_stats() -> None:
     res = QueryResult("matrix")
     assert json.loads(encode_response_body(res)) == {"status": "success",
                                                      "data": {"resultType": "matrix", "result": []}}
+
+
+def test_tiny_values_grouped_by_exponent_match_format_float() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(100):
+        v = rng.normal(size=300) * 10.0 ** rng.integers(-330, -4, size=300)
+        v[::5] = np.round(v[::5] * 1e8) / 1e8  # zeros and short digits among them
+        v[::7] = 10.0 ** rng.integers(-30, -5, size=len(v[::7]))  # exact powers: log10 at the edge
+        v[::11] = np.nextafter(v[::11], 0)
+        assert values_text(v).split(",")[:-1] == [format_float(x) for x in v.tolist()]

@@ -42,6 +42,41 @@ def _positional(tok: str) -> str:
     return sign + digits[:dp] + "." + digits[dp:]
 
 
+def _small_exponents(toks: list[str], vals: np.ndarray, idx: np.ndarray) -> None:
+    """Spell the tokens ``idx`` (orjson's ``[-]D[.DDD]e-K``, K >= 6) positionally, a group per (K, sign).
+
+    Within a group the rewrite is the same text edit for every token: drop
+    ``e-K`` and the point, put ``0.`` and K-1 zeros in front. K comes from
+    log10 and is checked against the text; a group that does not match is
+    spelled token by token.
+    """
+    if not len(idx):
+        return
+    v = vals[idx]
+    k = np.floor(np.log10(np.abs(v))).astype(np.int64)
+    key = k * 2 + (v < 0)
+    order = np.argsort(key, kind="stable")
+    cuts = np.flatnonzero(np.diff(key[order])) + 1
+    for grp in np.split(idx[order], cuts):
+        g = grp.tolist()
+        x = float(vals[g[0]])
+        kk, neg = int(np.floor(np.log10(abs(x)))), x < 0
+        text = ",".join([toks[i] for i in g]) + ","
+        suffix = f"e{kk},"
+        if kk >= 0 or text.count("e") != len(g) or text.count(suffix) != len(g):
+            for i in g:
+                toks[i] = _positional(toks[i])
+            continue
+        text = text.replace(suffix, ",").replace(".", "")[:-1]  # "15,-2,..": the digits, signed
+        lead = "0." + "0" * (-kk - 1)
+        if neg:
+            new = ("-" + lead + text[1:].replace(",-", ",-" + lead)).split(",")
+        else:
+            new = (lead + text.replace(",", "," + lead)).split(",")
+        for i, t in zip(g, new, strict=True):
+            toks[i] = t
+
+
 def values_text(vals: np.ndarray) -> str:
     """Go's 'f' text of every value, each followed by ``,`` (empty for no values)."""
     if not len(vals):
@@ -52,13 +87,12 @@ def values_text(vals: np.ndarray) -> str:
         # orjson prints |v| < 1e-5 (but 0) and |v| >= 1e16 with an exponent, NaN/Inf as null.
         toks = txt.split(",")
         a = np.abs(vals)
-        odd = np.flatnonzero(~np.isfinite(vals) | ((a < 1e-5) & (a != 0)) | (a >= 1e16))
-        for i, v in zip(odd.tolist(), vals[odd].tolist(), strict=True):
-            tok = toks[i]
-            if "e" in tok:
-                toks[i] = _positional(tok)
-            elif tok == "null":
-                toks[i] = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+        bad = np.flatnonzero(~np.isfinite(vals))
+        for i, v in zip(bad.tolist(), vals[bad].tolist(), strict=True):
+            toks[i] = "NaN" if v != v else ("+Inf" if v > 0 else "-Inf")
+        _small_exponents(toks, vals, np.flatnonzero((a < 1e-5) & (a != 0)))
+        for i in np.flatnonzero(np.isfinite(vals) & (a >= 1e16)).tolist():
+            toks[i] = _positional(toks[i])
         txt = ",".join(toks)
     return (txt + ",").replace(".0,", ",")  # orjson's 2.0 is Go's 2
 
