@@ -302,13 +302,20 @@ def _range_vector_result(rs: RangeSamples) -> QueryResult:
 
 
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
-    series: list[Labels] = []
-    tss: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    for i in sorted(range(vec.num_series), key=lambda i: vec.labels[i]):
-        mask = vec.present[i]
-        if mask.any():
-            series.append(vec.labels[i])
-            tss.append(ts[mask])
-            vals.append(vec.values[i][mask])
-    return QueryResult("matrix", series, tss, vals)
+    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking)."""
+    labels = vec.labels
+    order = np.array(sorted(range(vec.num_series), key=labels.__getitem__), dtype=np.int64)
+    present = vec.present[order]
+    keep = present.any(axis=1)
+    order, present = order[keep], present[keep]
+    if not len(order):
+        return QueryResult("matrix")
+    counts = present.sum(axis=1)
+    flat_vals = vec.values[order][present]
+    flat_ts = np.broadcast_to(ts, present.shape)[present]
+    ends = np.cumsum(counts).tolist()
+    starts = [0, *ends[:-1]]
+    # Plain slices: np.split costs ~10 us a piece.
+    return QueryResult("matrix", [labels[i] for i in order.tolist()],
+                       [flat_ts[a:b] for a, b in zip(starts, ends, strict=True)],
+                       [flat_vals[a:b] for a, b in zip(starts, ends, strict=True)])
