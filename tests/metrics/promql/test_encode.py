@@ -33,11 +33,17 @@ def _straightforward(res: QueryResult) -> dict[str, object]:
 def _random_matrix(seed: int) -> QueryResult:
     rng = np.random.default_rng(seed)
     series, tss, vals = [], [], []
+    shared = seed % 2 == 0  # every series at the same times (a range query's usual matrix), or each its own
+    n_shared = int(rng.integers(1, 40))
+    shared_grid = np.sort(rng.choice(200, size=n_shared, replace=False)).astype(np.int64) * 15_000 + 1_700_000_000_000
     for i in range(int(rng.integers(0, 12))):
-        n = int(rng.integers(0, 40))
-        grid = np.sort(rng.choice(200, size=n, replace=False)).astype(np.int64) * 15_000 + 1_700_000_000_000
-        if seed % 3 == 1:
+        n = n_shared if shared else int(rng.integers(0, 40))
+        grid = shared_grid.copy() if shared else (
+            np.sort(rng.choice(200, size=n, replace=False)).astype(np.int64) * 15_000 + 1_700_000_000_000)
+        if seed % 3 == 1 and not shared:
             grid += rng.integers(0, 1000, size=n)  # some (or all) times not on whole seconds
+        if seed % 3 == 1 and shared:
+            grid = shared_grid + 500 * (i == 0)  # same counts, one series off by half a second
         v = rng.normal(size=n) * 10.0 ** float(rng.integers(-9, 22))
         if seed % 2:
             v = np.round(v, int(rng.integers(0, 4)))

@@ -117,16 +117,24 @@ def matrix_result_text(series: Sequence[Labels], timestamps: Sequence[np.ndarray
     counts = [len(t) for t in timestamps]
     ts = np.concatenate(timestamps).astype(np.int64, copy=False)
     vals = np.concatenate(values).astype(np.float64, copy=False)
+    heads = ['{"metric":' + orjson.dumps(dict(lb)).decode() + ',"values":[' for lb in series]
+    c = counts[0]
+    if c and counts.count(c) == len(counts) and bool((ts.reshape(-1, c) == ts[:c]).all()):
+        # Every series has the same times (a range query's usual answer): one "%s" template of
+        # the points, filled with each series' values.
+        tpl = ",".join('[' + t + ',"%s"]' for t in _seconds_text(ts[:c])[:-1].split(","))
+        toks = values_text(vals)[:-1].split(",")
+        out = [h + tpl % tuple(toks[i * c : (i + 1) * c]) + "]}" for i, h in enumerate(heads)]
+        return "[" + ",".join(out) + "]"
     n = len(ts)
     parts: list[str] = [""] * (2 * n)
     if n:
         # '[t,"' before each value and '"],' after it; pieces interleaved, then joined per series.
         parts[0::2] = ("[" + _seconds_text(ts)[:-1].replace(",", ',"' + _SEP + "[") + ',"').split(_SEP)
         parts[1::2] = values_text(vals).replace(",", '"],' + _SEP).split(_SEP)[:-1]
-    out: list[str] = []
+    out = []
     pos = 0
-    for lb, c in zip(series, counts, strict=True):
-        pts = "".join(parts[2 * pos : 2 * (pos + c)])[:-1]
-        out.append('{"metric":' + orjson.dumps(dict(lb)).decode() + ',"values":[' + pts + "]}")
+    for h, c in zip(heads, counts, strict=True):
+        out.append(h + "".join(parts[2 * pos : 2 * (pos + c)])[:-1] + "]}")
         pos += c
     return "[" + ",".join(out) + "]"
