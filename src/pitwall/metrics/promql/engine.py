@@ -40,8 +40,15 @@ def _parse_cached(expr: str) -> Node:
     return parse(expr)  # the nodes are frozen, so callers share them; errors are not cached
 
 
-def _inline_ok(expr: str) -> bool:
-    return not any(isinstance(n, Subquery) for n in walk(_parse_cached(expr)))
+def _inline_ok(expr: str, span_ms: int, default_step_ms: int) -> bool:
+    """No subquery, or one whose inner grid over the query's span has at most ``INLINE_MAX_STEPS`` steps."""
+    subs = [n for n in walk(_parse_cached(expr)) if isinstance(n, Subquery)]
+    if not subs:
+        return True
+    if len(subs) > 1:
+        return False  # nested or several: their inner grids multiply or add up
+    sq = subs[0]
+    return (span_ms + sq.range_ms) // (sq.step_ms or default_step_ms) + 1 <= INLINE_MAX_STEPS
 
 
 @dataclass
@@ -204,10 +211,11 @@ class Engine:
             return parse(expr)
         return _parse_cached(expr)
 
-    def may_run_inline(self, expr: str, steps: int) -> bool:
+    def may_run_inline(self, expr: str, steps: int, step_ms: int = 0) -> bool:
         """Whether to try ``expr`` on the caller's thread (an event loop) first.
 
-        True for at most ``INLINE_MAX_STEPS`` steps and no subquery, and for
+        True for at most ``INLINE_MAX_STEPS`` steps (``step_ms`` apart) and at
+        most one subquery, whose inner grid has at most as many steps, and for
         text that does not parse (its error is as quick). Pass such a try
         a ``MetricsBackend.nonblocking_querier`` with the ``INLINE_MAX_*``
         budget: it raises ``WouldBlock`` as soon as the query proves bigger.
@@ -215,7 +223,7 @@ class Engine:
         if steps > INLINE_MAX_STEPS or len(expr) > PARSE_CACHE_MAX_TEXT:
             return False
         try:
-            return _inline_ok(expr)
+            return _inline_ok(expr, max(steps - 1, 0) * step_ms, self.default_subquery_step_ms)
         except PromQLParseError:
             return True
 
