@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from pitwall.core.labels import labels_from_dict
+from pitwall.metrics.memory import MemoryQuerier
 from pitwall.metrics.promql.encode import values_text
-from pitwall.metrics.promql.engine import QueryResult, encode_response_body
+from pitwall.metrics.promql.engine import Engine, QueryResult, encode_response_body
 from pitwall.metrics.promql.format import format_float, format_seconds
 
 pytestmark = pytest.mark.timeout(60)
@@ -82,6 +83,16 @@ def test_empty_matrix_and_stats() -> None:
     res = QueryResult("matrix")
     assert json.loads(encode_response_body(res)) == {"status": "success",
                                                      "data": {"resultType": "matrix", "result": []}}
+    q = MemoryQuerier()
+    for t in range(0, 60_000, 15_000):
+        q.add(labels_from_dict({"__name__": "m", "i": "1"}), t, t / 7)
+    ran = Engine().range(q, "rate(m[1m])", 0, 60_000, 15_000)  # an info annotation: m is no counter
+    body = json.loads(encode_response_body(ran, stats=True))
+    assert ran.stats is not None and ran.infos
+    assert body["data"]["stats"] == json.loads(json.dumps(ran.stats.to_prometheus()))
+    assert body["infos"] == ran.infos
+    del body["data"]["stats"]
+    assert body == _straightforward(ran)
 
 
 def test_tiny_values_grouped_by_exponent_match_format_float() -> None:
