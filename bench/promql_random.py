@@ -21,6 +21,11 @@ Prometheus 3.x (and pitwall) leave the range open at its start, 2.42 keeps
 that point (seen on ``max_over_time(sum by (job) (rate(x[1m]))[5m:1m])``:
 every differing step is a whole minute).
 
+``cpu`` columns: the CPU time each server spent per request (its threads'
+``/proc/<pid>/task/*/schedstat`` run time across the request, median per
+class): unlike latency, what other work on a shared machine does not
+inflate.
+
 Environment: ``N``, ``REPS``, ``SEED`` (default 24).
 """
 
@@ -251,19 +256,35 @@ def settle(servers: dict[str, Server], limit_s: float = 90) -> None:
             return
 
 
+def cpu_ns(pid: int) -> int:
+    """Nanoseconds all threads of ``pid`` have run on a CPU (exited threads' time is lost: none exit here)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
 def run(pairs: list[tuple[str, str]], servers: dict[str, Server], t0: int, reps: int) -> list[dict[str, Any]]:
     clients = {k: Client(s.url) for k, s in servers.items()}
     rows = []
     for cls, q in progress(pairs, "queries"):
         times: dict[str, list[float]] = {k: [] for k in clients}
+        cpu: dict[str, list[float]] = {k: [] for k in clients}
         bodies: dict[str, dict[str, Any]] = {}
         for c in clients.values():
             c.range_query(q, t0, t0 + SPAN_S)  # warm-up, untimed, as query_bench.py does
         for _ in range(reps):
             for k, c in clients.items():
+                pid = servers[k].proc.pid
+                c0 = cpu_ns(pid)
                 dt, bodies[k] = c.range_query(q, t0, t0 + SPAN_S)
+                cpu[k].append((cpu_ns(pid) - c0) / 1e6)
                 times[k].append(dt * 1000)
         rows.append({"class": cls, "query": q, **{k: statistics.median(v) for k, v in times.items()},
+                     **{k + "_cpu": statistics.median(v) for k, v in cpu.items()},
                      "agree": same(bodies["pitwall"], bodies["prometheus"]),
                      "agree_late": same(bodies["pitwall"], bodies["prometheus"], t0 + AGREE_AFTER_S),
                      "error": bodies["pitwall"].get("error") or bodies["prometheus"].get("error")})
@@ -272,7 +293,7 @@ def run(pairs: list[tuple[str, str]], servers: dict[str, Server], t0: int, reps:
 
 def report(rows: list[dict[str, Any]]) -> None:
     print(f"{'class':20s} {'n':>4s} {'pitwall ms':>11s} {'prom ms':>9s} {'ratio':>7s} {'agree':>8s} "
-          f"{'agree>15m':>9s}")
+          f"{'agree>15m':>9s} {'pit cpu':>8s} {'prom cpu':>8s} {'cpu ratio':>9s}")
     for cls in [*CLASSES, "ALL"]:
         sub = [r for r in rows if cls in ("ALL", r["class"])]
         if not sub:  # a small N may draw no query of a class
@@ -280,12 +301,19 @@ def report(rows: list[dict[str, Any]]) -> None:
         p = statistics.median(r["pitwall"] for r in sub)
         q = statistics.median(r["prometheus"] for r in sub)
         agree, late = sum(r["agree"] for r in sub), sum(r["agree_late"] for r in sub)
+        pc = statistics.median(r["pitwall_cpu"] for r in sub)
+        qc = statistics.median(r["prometheus_cpu"] for r in sub)
         print(f"{cls:20s} {len(sub):4d} {p:11.2f} {q:9.2f} {ratio(p, q):>7s} {agree:4d}/{len(sub):<3d} "
-              f"{late:5d}/{len(sub):<3d}")
+              f"{late:5d}/{len(sub):<3d} {pc:8.2f} {qc:8.2f} {ratio(pc, qc):>9s}")
     worst = sorted(rows, key=lambda r: r["pitwall"] / max(r["prometheus"], 1e-9), reverse=True)[:5]
     print("\nhighest ratios:")
     for r in worst:
         print(f"  {r['pitwall']:8.2f} / {r['prometheus']:8.2f} ms  {r['query']}")
+    worst_cpu = sorted(rows, key=lambda r: r["pitwall_cpu"] / max(r["prometheus_cpu"], 1e-3), reverse=True)[:5]
+    print("\nhighest CPU ratios (CPU ms):")
+    for r in worst_cpu:
+        print(f"  {r['pitwall_cpu']:8.2f} / {r['prometheus_cpu']:8.2f} ms  {r['query']}")
+    print(f"\nload average at the end: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     errors = [r for r in rows if r["error"]]
     for r in errors[:5]:
         print(f"  error: {r['query']}: {r['error']}")

@@ -99,7 +99,14 @@ def test_only_small_queries_are_tried_inline() -> None:
     assert e.may_run_inline("rate(x[5m])", 1)
     assert e.may_run_inline("sum(", 1)  # its parse error is as quick inline
     assert not e.may_run_inline("rate(x[5m])", 10_000)
-    assert not e.may_run_inline("max_over_time(rate(x[5m])[1h:1m])", 1)
+    # A subquery whose inner grid stays within the step budget is tried inline too; a bigger one, or two, not.
+    assert e.may_run_inline("max_over_time(rate(x[5m])[1h:1m])", 1)
+    assert e.may_run_inline("max_over_time(rate(x[5m])[10m:1m])", 121, 15_000)  # 30 + 10 min: 41 inner steps
+    assert not e.may_run_inline("max_over_time(rate(x[5m])[10m:1s])", 121, 15_000)
+    assert not e.may_run_inline("max_over_time(rate(x[5m])[1d:1m])", 1)
+    assert e.may_run_inline("max_over_time(rate(x[5m])[1h:])", 1)  # the default step, 1m: 61 inner steps
+    assert not e.may_run_inline("max_over_time(rate(x[5m])[5h:])", 1)  # 301
+    assert not e.may_run_inline("max_over_time(max_over_time(x[5m:1m])[1h:1m])", 1)
 
 
 def _results() -> list[QueryResult]:

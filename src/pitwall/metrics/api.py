@@ -113,7 +113,9 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
     r = error_router("prometheus", tags=["prometheus"])
     engine, store = deps.engine, deps.store
 
-    async def evaluate(tenant: str, expr: str, steps: int, run: Callable[[Querier], QueryResult]) -> QueryResult:
+    async def evaluate(
+        tenant: str, expr: str, steps: int, run: Callable[[Querier], QueryResult], step_ms: int = 0
+    ) -> QueryResult:
         """``run`` on the event loop when the query proves small, else on a worker thread.
 
         A thread hop costs more than a small query (~0.1 ms idle, far more on a
@@ -123,7 +125,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         query runs again on a thread. Evaluation has no side effects, so the
         answer is the same either way.
         """
-        if engine.may_run_inline(expr, steps):
+        if engine.may_run_inline(expr, steps, step_ms):
             try:
                 return run(store.nonblocking_querier(tenant, INLINE_MAX_SERIES, INLINE_MAX_SAMPLES))
             except WouldBlock:
@@ -168,7 +170,8 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
             )
         steps = (end - start) // step + 1
         with _query_param_errors():
-            res = await evaluate(tenant_of(request), expr, steps, lambda q: engine.range(q, expr, start, end, step))
+            res = await evaluate(tenant_of(request), expr, steps, lambda q: engine.range(q, expr, start, end, step),
+                                 step)
         return Response(encode_response_body(res, stats=bool(p.get("stats"))), media_type="application/json")
 
     @_get_post(r, "/api/v1/series")

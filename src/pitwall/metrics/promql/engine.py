@@ -15,6 +15,7 @@ from pitwall.core import deadline
 from pitwall.core.labels import Labels
 from pitwall.metrics.promql.ast import Node, Subquery, parse, walk
 from pitwall.metrics.promql.context import EvalContext
+from pitwall.metrics.promql.encode import matrix_result_text, values_text
 from pitwall.metrics.promql.errors import PromQLEvalError, PromQLParseError, QueryTimeout
 from pitwall.metrics.promql.evaluator import Evaluator, finalize
 from pitwall.metrics.promql.format import format_float, format_seconds
@@ -39,8 +40,15 @@ def _parse_cached(expr: str) -> Node:
     return parse(expr)  # the nodes are frozen, so callers share them; errors are not cached
 
 
-def _inline_ok(expr: str) -> bool:
-    return not any(isinstance(n, Subquery) for n in walk(_parse_cached(expr)))
+def _inline_ok(expr: str, span_ms: int, default_step_ms: int) -> bool:
+    """No subquery, or one whose inner grid over the query's span has at most ``INLINE_MAX_STEPS`` steps."""
+    subs = [n for n in walk(_parse_cached(expr)) if isinstance(n, Subquery)]
+    if not subs:
+        return True
+    if len(subs) > 1:
+        return False  # nested or several: their inner grids multiply or add up
+    sq = subs[0]
+    return (span_ms + sq.range_ms) // (sq.step_ms or default_step_ms) + 1 <= INLINE_MAX_STEPS
 
 
 @dataclass
@@ -117,20 +125,10 @@ class QueryResult:
 
 
 def _values_text(vals: np.ndarray) -> list[str]:
-    """``format_float`` of every value, from orjson's text of the array.
-
-    orjson prints each float's shortest round-trip digits (as Go's
-    FormatFloat does) about 4x faster than ``repr``; Go spells ``2`` where
-    orjson spells ``2.0``. Exponents and NaN/Inf (orjson's ``null``), rare in
-    results, are spelled value by value.
-    """
+    """``format_float`` of every value (see ``encode.values_text``)."""
     if not len(vals):
         return []
-    txt = orjson.dumps(np.ascontiguousarray(vals, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    txt = txt[1:-1]
-    if "e" in txt or "n" in txt:
-        return [format_float(v) for v in vals.tolist()]
-    return (txt + ",").replace(".0,", ",").split(",")[:-1]
+    return values_text(vals)[:-1].split(",")
 
 
 def _seconds(ts: np.ndarray) -> list[float | int]:
@@ -149,6 +147,8 @@ def encode_response_body(res: QueryResult, *, stats: bool = False) -> bytes:
 
     ``stats`` adds ``data.stats`` (Prometheus' ``stats`` parameter), when the engine measured them.
     """
+    if res.result_type == "matrix":
+        return _matrix_body(res, stats=stats)
     body: dict[str, Any] = {"status": "success", "data": res._data(tuple)}
     if stats and res.stats is not None:
         body["data"]["stats"] = res.stats.to_prometheus()
@@ -157,6 +157,20 @@ def encode_response_body(res: QueryResult, *, stats: bool = False) -> bytes:
     if res.infos:
         body["infos"] = res.infos
     return orjson.dumps(body)
+
+
+def _matrix_body(res: QueryResult, *, stats: bool) -> bytes:
+    """``encode_response_body`` of a matrix: its points as text, never one Python object per point."""
+    tail = ""
+    if stats and res.stats is not None:
+        tail = ',"stats":' + orjson.dumps(res.stats.to_prometheus()).decode()
+    tail += "}"
+    if res.warnings:
+        tail += ',"warnings":' + orjson.dumps(res.warnings).decode()
+    if res.infos:
+        tail += ',"infos":' + orjson.dumps(res.infos).decode()
+    result = matrix_result_text(res.series, res.timestamps, res.values)
+    return ('{"status":"success","data":{"resultType":"matrix","result":' + result + tail + "}").encode()
 
 
 class Engine:
@@ -197,10 +211,11 @@ class Engine:
             return parse(expr)
         return _parse_cached(expr)
 
-    def may_run_inline(self, expr: str, steps: int) -> bool:
+    def may_run_inline(self, expr: str, steps: int, step_ms: int = 0) -> bool:
         """Whether to try ``expr`` on the caller's thread (an event loop) first.
 
-        True for at most ``INLINE_MAX_STEPS`` steps and no subquery, and for
+        True for at most ``INLINE_MAX_STEPS`` steps (``step_ms`` apart) and at
+        most one subquery, whose inner grid has at most as many steps, and for
         text that does not parse (its error is as quick). Pass such a try
         a ``MetricsBackend.nonblocking_querier`` with the ``INLINE_MAX_*``
         budget: it raises ``WouldBlock`` as soon as the query proves bigger.
@@ -208,7 +223,7 @@ class Engine:
         if steps > INLINE_MAX_STEPS or len(expr) > PARSE_CACHE_MAX_TEXT:
             return False
         try:
-            return _inline_ok(expr)
+            return _inline_ok(expr, max(steps - 1, 0) * step_ms, self.default_subquery_step_ms)
         except PromQLParseError:
             return True
 
@@ -295,13 +310,20 @@ def _range_vector_result(rs: RangeSamples) -> QueryResult:
 
 
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
-    series: list[Labels] = []
-    tss: list[np.ndarray] = []
-    vals: list[np.ndarray] = []
-    for i in sorted(range(vec.num_series), key=lambda i: vec.labels[i]):
-        mask = vec.present[i]
-        if mask.any():
-            series.append(vec.labels[i])
-            tss.append(ts[mask])
-            vals.append(vec.values[i][mask])
-    return QueryResult("matrix", series, tss, vals)
+    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking)."""
+    labels = vec.labels
+    order = np.array(sorted(range(vec.num_series), key=labels.__getitem__), dtype=np.int64)
+    present = vec.present[order]
+    keep = present.any(axis=1)
+    order, present = order[keep], present[keep]
+    if not len(order):
+        return QueryResult("matrix")
+    counts = present.sum(axis=1)
+    flat_vals = vec.values[order][present]
+    flat_ts = np.broadcast_to(ts, present.shape)[present]
+    ends = np.cumsum(counts).tolist()
+    starts = [0, *ends[:-1]]
+    # Plain slices: np.split costs ~10 us a piece.
+    return QueryResult("matrix", [labels[i] for i in order.tolist()],
+                       [flat_ts[a:b] for a, b in zip(starts, ends, strict=True)],
+                       [flat_vals[a:b] for a, b in zip(starts, ends, strict=True)])

@@ -40,6 +40,8 @@ def empty_vector(t: int) -> StepVector:
 
 def dedupe(vec: StepVector, message: str = SAME_LABELSET) -> StepVector:
     """Merge rows with equal label sets; points of two rows at one step are an error."""
+    if len(dict.fromkeys(vec.labels)) == vec.num_series:
+        return vec  # the usual case, found without a Python loop
     index: dict[tuple[tuple[str, str], ...], int] = {}
     rows = np.empty(vec.num_series, dtype=np.int64)
     for i, lb in enumerate(vec.labels):
@@ -47,8 +49,6 @@ def dedupe(vec: StepVector, message: str = SAME_LABELSET) -> StepVector:
         if j is None:
             j = index[lb] = len(index)
         rows[i] = j
-    if len(index) == vec.num_series:
-        return vec
     n = len(index)
     t = vec.present.shape[1]
     cnt = np.zeros((n, t), dtype=np.int64)
@@ -70,9 +70,14 @@ def dedupe(vec: StepVector, message: str = SAME_LABELSET) -> StepVector:
 def finalize(vec: StepVector) -> StepVector:
     """Apply delayed ``__name__`` removal, then reject colliding series."""
     if vec.drop_name is not None and vec.drop_name.any():
-        labels = [without_name(lb) if d else lb for lb, d in zip(vec.labels, vec.drop_name, strict=True)]
+        labels = [_without_name(lb) if d else lb for lb, d in zip(vec.labels, vec.drop_name, strict=True)]
         vec = StepVector(labels, vec.values, vec.present, None)
     return dedupe(vec)
+
+
+def _without_name(lb: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    # Label sets are sorted by name, so ``__name__`` is usually the first pair.
+    return lb[1:] if lb and lb[0][0] == "__name__" else without_name(lb)
 
 
 def fill_missing(node: Binary, lhs: StepVector, rhs: StepVector) -> tuple[StepVector, StepVector]:
