@@ -49,6 +49,7 @@ from typing import Any
 from pitwall.backup.checksums import write_checksums
 from pitwall.backup.podvolumes import PodVolumes, add_restore_wait, fill_volumes, pod_volumes_in, restorable
 from pitwall.backup.restic import Restic, ResticError
+from pitwall.backup.restorehooks import ExecHook, add_init_hooks, exec_hooks, run_exec_hooks
 from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import (
@@ -550,8 +551,12 @@ class RestoreReconciler:
                 async with self.locks.of(restic.repo):
                     await restic.restore(snaps[key], tmp / key, includes=[
                         "/resources", *(["/volumes"] if fs and key != CLUSTER_KEY else [])])
-            pods = await self._apply(r, b, tmp, keys, sel, policy, res)
+            post_hooks: list[tuple[Obj, list[ExecHook]]] = []
+            pods = await self._apply(r, b, tmp, keys, sel, policy, res, post_hooks)
             await self._pod_volumes(r, pods, res)
+            for pod, hooks in post_hooks:  # once the pods run with their data back (Velero's waitExec)
+                for msg in await run_exec_hooks(self.host, pod, hooks, self.volume_timeout_s):
+                    res.error(msg)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
 
@@ -577,7 +582,7 @@ class RestoreReconciler:
         return obj if sel.resource(group, plural, kind, rt.short_names if rt else ()) else None
 
     async def _apply(self, r: Obj, b: Obj, tmp: Path, keys: list[str], sel: Selection, policy: str,
-                     res: _Result) -> list[PodVolumes]:
+                     res: _Result, post_hooks: list[tuple[Obj, list[ExecHook]]]) -> list[PodVolumes]:
         """Create the selected objects in Velero's restore order (``velero.restore_order``: its default
         priorities, then the rest by name, then its low priorities), each resource across every namespace
         before the next; the CRDs are served before anything after them. The created pods with volume data."""
@@ -601,7 +606,7 @@ class RestoreReconciler:
                         if dst not in ensured:  # the mapped namespace, or the original one deleted since
                             ensured.add(dst)
                             await self._ensure_namespace(dst, res, namespaces.get(key))
-                        pods += await self._namespaced(r, b, tmp / key, obj, dst, policy, res)
+                        pods += await self._namespaced(r, b, tmp / key, obj, dst, policy, res, post_hooks)
                 elif rdir == "namespaces":
                     await self._namespace_object(path, sel, mapping, cluster, namespaces, ensured, res)
                 elif cluster and rdir not in NON_RESTORABLE and (obj := self._selected(path, rdir, sel)) is not None:
@@ -657,13 +662,15 @@ class RestoreReconciler:
                 res.error(msg)
 
     async def _namespaced(self, r: Obj, b: Obj, root: Path, obj: Obj, dst_ns: str, policy: str,
-                          res: _Result) -> list[PodVolumes]:
+                          res: _Result, post_hooks: list[tuple[Obj, list[ExecHook]]]) -> list[PodVolumes]:
         """Create one namespaced object in ``dst_ns`` (``root``: its namespace's restored snapshot); the pod
-        with volume data to fill, if it is one this restore created."""
+        with volume data to fill, if it is one this restore created. A created pod's init restore hooks are
+        in its spec, its exec hooks appended to ``post_hooks``."""
         res.total += 1
         new = self._labelled(_strip(obj), r, b)
         new["metadata"]["namespace"] = dst_ns
         volumes: dict[str, Path] = {}
+        hooks: list[ExecHook] = []
         if obj.get("kind") == "Pod":
             (new.get("spec") or {}).pop("nodeName", None)
             volumes, warnings = restorable(new, pod_volumes_in(root, new["metadata"]["name"]))
@@ -671,8 +678,17 @@ class RestoreReconciler:
                 res.warn(w)
             if volumes:
                 add_restore_wait(new, sorted(volumes), str(r["metadata"].get("uid") or r["metadata"]["name"]))
+            try:
+                add_init_hooks(new, (r.get("spec") or {}).get("hooks"))
+                hooks = exec_hooks(new, (r.get("spec") or {}).get("hooks"))
+            except ValueError as e:
+                res.error(f"could not restore Pod {dst_ns}/{new['metadata']['name']}: restore hooks: {e}")
+                return []
+        created = await self._create_or_keep(new, policy, res)
+        if created and hooks:  # as Velero: exec hooks run only in the pods this restore created
+            post_hooks.append((new, hooks))
         # as Velero, volume data goes only into a pod this restore created, never into one that existed
-        if await self._create_or_keep(new, policy, res) and volumes:
+        if created and volumes:
             return [PodVolumes(dst_ns, new["metadata"]["name"], volumes)]
         return []
 
