@@ -155,12 +155,11 @@ def test_ordered_resources(cluster: Cluster) -> None:
 @pytest.mark.slow
 def test_schedule_template_carries_the_filters(cluster: Cluster) -> None:
     c = cluster
-    c.apply({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": "cm-only", "namespace": "velero"},
+    c.apply({"apiVersion": "velero.io/v1", "kind": "Schedule", "metadata": {"name": "secrets-only", "namespace": "velero"},
              "spec": {"schedule": "0 3 * * *", "template": {"storageLocation": "local", "includedNamespaces": ["fb"],
                                                             "includedNamespaceScopedResources": ["secrets"]}}})
-    made = c.wait("schedule.velero.io", "cm-only", lambda o: bool((o.get("status") or {}).get("lastBackup")))
-    del made
-    names = c.kubectl("get", "backup.velero.io", "-n", "velero", "-l", "velero.io/schedule-name=cm-only", "-o",
+    c.wait("schedule.velero.io", "secrets-only", lambda o: bool((o.get("status") or {}).get("lastBackup")))
+    names = c.kubectl("get", "backup.velero.io", "-n", "velero", "-l", "velero.io/schedule-name=secrets-only", "-o",
                       "jsonpath={.items[*].metadata.name}").stdout.split()
     assert len(names) == 1
     b = c.wait("backup.velero.io", names[0], _done)
