@@ -1,6 +1,7 @@
 """Velero's Backup, Restore and Schedule controllers (``controllers.Reconciler``s, leader-gated).
 
-Backup: New -> InProgress -> Completed / PartiallyFailed / Failed. The selected
+Backup: New -> InProgress -> Completed / PartiallyFailed / Failed (FailedValidation
+with Velero's messages, ``velero.validate_backup``). The selected
 objects (and the pods' emptyDir/hostPath volumes) go, one restic snapshot per
 namespace, into the location's repositories; pre hooks run before a pod is
 read, post hooks after. Item problems are counted in ``status.errors`` /
@@ -16,8 +17,9 @@ resources) go into one more snapshot, in the ``CLUSTER_KEY`` repository.
 
 Restore: from ``backupName`` (or the newest finished Backup of
 ``scheduleName``), for ``includedNamespaces``/``includedResources``, with
-``namespaceMapping``; the cluster-scoped objects first (CRDs, then Namespaces,
-then the rest); an object that exists is left alone with a warning
+``namespaceMapping``; in Velero's restore order (its default resource
+priorities, CRDs and Namespaces first, each resource across every namespace
+before the next; ``velero.restore_order``); an object that exists is left alone with a warning
 (``existingResourcePolicy: none``, the default) or updated (``update``):
 never silently overwritten. A Pod the restore creates gets its emptyDir
 volumes' data back from the snapshot before its containers start
@@ -47,6 +49,7 @@ from typing import Any
 from pitwall.backup.checksums import write_checksums
 from pitwall.backup.podvolumes import PodVolumes, add_restore_wait, fill_volumes, pod_volumes_in, restorable
 from pitwall.backup.restic import Restic, ResticError
+from pitwall.backup.restorehooks import ExecHook, add_init_hooks, exec_hooks, run_exec_hooks
 from pitwall.backup.selfbackup import RepoLocks, with_stale_lock_retry
 from pitwall.backup.stats import BackupStats
 from pitwall.backup.velero import (
@@ -71,14 +74,18 @@ from pitwall.backup.velero import (
     Selection,
     backup_tags,
     hooks_for_pod,
+    label_selectors,
     location_of,
+    ordered_names,
     parse_duration,
     parse_time,
     repository_for,
     resource_dir,
+    restore_order,
     rfc3339,
     run_hook,
-    selector_string,
+    sort_by_order,
+    validate_backup,
 )
 from pitwall.controllers import CronError, Schedule, object_key, record_event
 from pitwall.kube import AlreadyExists, KubeAPI, KubeClient, KubeError, NotFoundError
@@ -207,10 +214,14 @@ class BackupReconciler:
         m, spec = b["metadata"], b.get("spec") or {}
         now = datetime.now(UTC)
         t0 = time.monotonic()
+        invalid = validate_backup(spec)
         try:
             ttl = parse_duration(spec.get("ttl"), DEFAULT_TTL)
         except ValueError as e:
-            await _set_status(self.client, b, "Backup", {"phase": "FailedValidation", "validationErrors": [str(e)]})
+            invalid.append(str(e))
+        if invalid:
+            await _set_status(self.client, b, "Backup", {"phase": "FailedValidation", "validationErrors": invalid,
+                                                         "completionTimestamp": rfc3339(now)})
             return
         b = await _set_status(self.client, b, "Backup", {
             "phase": "InProgress", "startTimestamp": rfc3339(now), "expiration": rfc3339(now + ttl),
@@ -262,23 +273,20 @@ class BackupReconciler:
         directory, object)."""
         sel = Selection.of(spec)
         scope = ClusterScope.of(spec)
-        selector = selector_string(spec.get("labelSelector"))
+        selectors = label_selectors(spec)
         out: dict[str, list[tuple[str, Obj]]] = {}
         for rt in list(self.kube.registry):
             if rt.group in SKIPPED_GROUPS or (rt.group, rt.kind) in SKIPPED_KINDS or "list" not in rt.verbs:
                 continue
-            if rt.namespaced and not sel.resource(rt.group, rt.plural, rt.kind, rt.short_names):
+            if rt.namespaced and not sel.namespaced(rt.group, rt.plural, rt.kind, rt.short_names):
                 continue
             if not rt.namespaced and not scope.direct(sel, rt.group, rt.plural, rt.kind, rt.short_names):
                 continue
             is_ns = (rt.group, rt.kind) == ("", "Namespace")
-            try:  # named namespaces are taken whatever their labels, as Velero's namespace tracker does
-                items = (await self.client.list(rt.api_version, rt.kind, label_selector=None
-                                                if is_ns and not scope.all_namespaces else selector)).items
-            except KubeError as e:
-                res.warn(f"listing {resource_dir(rt.group, rt.plural)}: {e}")
-                continue
-            for obj in items:
+            # named namespaces are taken whatever their labels, as Velero's namespace tracker does
+            items = await self._list(rt.api_version, rt.kind, [None] if is_ns and not scope.all_namespaces
+                                     else selectors, resource_dir(rt.group, rt.plural), res)
+            for obj in sort_by_order(items, ordered_names(spec, rt.plural)):
                 ns = obj["metadata"].get("namespace") or ""
                 if (ns and sel.namespace(ns)) or (not rt.namespaced and (not is_ns or sel.namespace(
                         obj["metadata"]["name"]))):
@@ -288,6 +296,21 @@ class BackupReconciler:
         await self._related_crds(sel, scope, out, res)
         res.total = sum(len(v) for v in out.values())
         return out
+
+    async def _list(self, api_version: str, kind: str, selectors: list[str | None], rdir: str,
+                    res: _Result) -> list[Obj]:
+        """The objects of a kind matching any of ``selectors`` (``orLabelSelectors``: each listed once)."""
+        seen: dict[tuple[str, str], Obj] = {}
+        for selector in selectors:
+            try:
+                items = (await self.client.list(api_version, kind, label_selector=selector)).items
+            except KubeError as e:
+                res.warn(f"listing {rdir}: {e}")
+                return []
+            for obj in items:
+                m = obj["metadata"]
+                seen.setdefault((str(m.get("namespace") or ""), str(m["name"])), obj)
+        return list(seen.values())
 
     async def _related_crds(self, sel: Selection, scope: ClusterScope, out: dict[str, list[tuple[str, Obj]]],
                             res: _Result) -> None:
@@ -356,6 +379,7 @@ class BackupReconciler:
         staging = self._staging(restic.repo)
         await asyncio.to_thread(shutil.rmtree, staging, True)  # left by a crash
         staging.mkdir(parents=True, exist_ok=True)
+        written: list[str] = []  # in backup order (``orderedResources`` first within their resource)
         try:
             for rdir, obj in items:
                 om = obj["metadata"]
@@ -365,12 +389,14 @@ class BackupReconciler:
                 path = staging.joinpath("resources", rdir, *where, f"{om['name']}.json")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(obj, indent=2, sort_keys=True))
+                written.append(path.relative_to(staging).as_posix())
                 res.items += 1
                 if rdir == "pods":
                     await asyncio.to_thread(self._volumes, obj, spec, staging, res)
             post = await self._hooks(b, [p for p in pods if p["metadata"]["name"] not in failed], "post", res)
             del post  # a failed post hook is an error of the backup; the pod is already in it
-            (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings}, indent=2))
+            (staging / RESULTS).write_text(json.dumps({"errors": res.errors, "warnings": res.warnings,
+                                                       "items": written}, indent=2))
             await asyncio.to_thread(write_checksums, staging)  # what a restore drill verifies
             await restic.ensure()
             notes: list[str] = []
@@ -413,24 +439,6 @@ class BackupReconciler:
                     shutil.copy2(src, dst)
             except (OSError, shutil.Error) as e:
                 res.error(f"pod {pm['namespace']}/{pm['name']} volume {name}: {e}")
-
-
-# Velero's default restore priorities (its server config's HighPriorities), the rest after them by name: what a
-# pod mounts before the pod, pods before ReplicaSets before Deployments, so the restored pods (with their volume
-# data) are adopted by the restored controllers instead of replaced by new ones.
-_PRIORITIES = ("customresourcedefinitions", "namespaces", "storageclasses",
-               "volumesnapshotclass.snapshot.storage.k8s.io", "volumesnapshotcontents.snapshot.storage.k8s.io",
-               "volumesnapshots.snapshot.storage.k8s.io", "datauploads.velero.io", "persistentvolumes",
-               "persistentvolumeclaims", "serviceaccounts", "secrets", "configmaps", "limitranges", "pods",
-               "replicasets.apps", "clusterclasses.cluster.x-k8s.io", "endpoints", "services")
-
-
-def _restore_order(path: Path) -> tuple[int, str, str]:
-    """Sort key of ``resources/<resource dir>/namespaces/<ns>/<name>.json`` and ``.../cluster/<name>.json``."""
-    rdir = path.parent.parent.name if path.parent.name == CLUSTER_DIR and path.parent.parent.parent.name == \
-        "resources" else path.parent.parent.parent.name
-    rank = _PRIORITIES.index(rdir) if rdir in _PRIORITIES else len(_PRIORITIES)
-    return rank, rdir, path.name
 
 
 def _forget(restic: Restic, snapshot: str) -> Callable[[], Awaitable[None]]:
@@ -531,32 +539,38 @@ class RestoreReconciler:
         # as Velero: pod volume data only when the restore includes volumes (PVCs and PVs are not excluded)
         fs = sel.resource("", "persistentvolumeclaims", "PersistentVolumeClaim", ("pvc",)) \
             and sel.resource("", "persistentvolumes", "PersistentVolume", ("pv",))
-        mapping: dict[str, str] = dict(spec.get("namespaceMapping") or {})
         snaps = json.loads((b["metadata"].get("annotations") or {}).get(SNAPSHOTS_ANNOTATION) or "{}")
         bsl = await location_of(self.client, b["metadata"]["namespace"], (b.get("spec") or {}).get("storageLocation"))
-        namespaces: dict[str, Obj] = {}  # the backed-up Namespace objects: what a restored namespace is made as
-        if CLUSTER_KEY in snaps:  # first, as Velero restores CRDs and Namespaces before what they hold
-            restic = await repository_for(self.client, bsl, CLUSTER_KEY, writing=False)
-            tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
-            try:
+        keys = [k for k in sorted(snaps) if k == CLUSTER_KEY or sel.namespace(k)]
+        tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
+        try:
+            # every snapshot first (CLUSTER_KEY cannot be a namespace's name): Velero's one priority order runs
+            # across all namespaces, so the items of one resource are restored everywhere before the next
+            for key in keys:
+                restic = await repository_for(self.client, bsl, key, writing=False)
                 async with self.locks.of(restic.repo):
-                    await restic.restore(snaps[CLUSTER_KEY], tmp, includes=["/resources"])
-                namespaces = await self._apply_cluster(r, b, tmp, sel, mapping, policy, res)
-            finally:
-                await asyncio.to_thread(shutil.rmtree, tmp, True)
-        for src_ns, snap in sorted(snaps.items()):
-            if src_ns == CLUSTER_KEY or not sel.namespace(src_ns):
-                continue
-            restic = await repository_for(self.client, bsl, src_ns, writing=False)
-            tmp = Path(tempfile.mkdtemp(prefix="pitwall-velero-restore-"))
-            try:
-                async with self.locks.of(restic.repo):
-                    await restic.restore(snap, tmp, includes=["/resources", *(["/volumes"] if fs else [])])
-                pods = await self._apply(r, b, tmp, src_ns, mapping.get(src_ns, src_ns), sel, policy, res,
-                                         namespaces.get(src_ns))
-                await self._pod_volumes(r, pods, res)
-            finally:
-                await asyncio.to_thread(shutil.rmtree, tmp, True)
+                    await restic.restore(snaps[key], tmp / key, includes=[
+                        "/resources", *(["/volumes"] if fs and key != CLUSTER_KEY else [])])
+            post_hooks: list[tuple[Obj, list[ExecHook]]] = []
+            pods = await self._apply(r, b, tmp, keys, sel, policy, res, post_hooks)
+            await self._pod_volumes(r, pods, res)
+            for pod, hooks in post_hooks:  # once the pods run with their data back (Velero's waitExec)
+                for msg in await run_exec_hooks(self.host, pod, hooks, self.volume_timeout_s):
+                    res.error(msg)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    @staticmethod
+    def _entries(tmp: Path, keys: list[str]) -> dict[str, list[tuple[str, Path]]]:
+        """The restored snapshots' object files by resource directory: (namespace or CLUSTER_KEY, file), in
+        namespace then name order."""
+        out: dict[str, list[tuple[str, Path]]] = {}
+        for key in keys:
+            base = tmp / key / "resources"
+            pattern = f"*/{CLUSTER_DIR}/*.json" if key == CLUSTER_KEY else f"*/namespaces/{key}/*.json"
+            for path in sorted(base.glob(pattern)):
+                out.setdefault(path.relative_to(base).parts[0], []).append((key, path))
+        return out
 
     def _selected(self, path: Path, rdir: str, sel: Selection) -> Obj | None:
         """The object of a ``resources/<rdir>/...json`` file when the Restore's resource filters take it."""
@@ -567,39 +581,54 @@ class RestoreReconciler:
         plural = rt.plural if rt is not None else rdir.split(".")[0]
         return obj if sel.resource(group, plural, kind, rt.short_names if rt else ()) else None
 
-    async def _apply_cluster(self, r: Obj, b: Obj, root: Path, sel: Selection, mapping: dict[str, str],
-                             policy: str, res: _Result) -> dict[str, Obj]:
-        """Create the cluster-scoped objects of the backup that the Restore takes (CRDs first, then Namespaces,
-        then the rest in Velero's priority order); the backed-up Namespace objects by name."""
-        namespaces: dict[str, Obj] = {}
-        cluster = ClusterScope.of(r.get("spec") or {}).restores()
+    async def _apply(self, r: Obj, b: Obj, tmp: Path, keys: list[str], sel: Selection, policy: str,
+                     res: _Result, post_hooks: list[tuple[Obj, list[ExecHook]]]) -> list[PodVolumes]:
+        """Create the selected objects in Velero's restore order (``velero.restore_order``: its default
+        priorities, then the rest by name, then its low priorities), each resource across every namespace
+        before the next; the CRDs are served before anything after them. The created pods with volume data."""
+        spec = r.get("spec") or {}
+        mapping: dict[str, str] = dict(spec.get("namespaceMapping") or {})
+        cluster = ClusterScope.of(spec).restores()
+        entries = self._entries(tmp, keys)
+        namespaces: dict[str, Obj] = {}  # the backed-up Namespace objects: what a restored namespace is made as
+        ensured: set[str] = set()
         crds: list[Obj] = []
-        for path in sorted((root / "resources").glob(f"*/{CLUSTER_DIR}/*.json"), key=_restore_order):
-            rdir = path.parent.parent.name
-            if rdir == "namespaces":
-                ns_obj: Obj = json.loads(path.read_text())
-                src = ns_obj["metadata"]["name"]
-                namespaces[src] = ns_obj
-                if cluster and sel.namespace(src) and self._selected(path, rdir, sel) is not None:
-                    res.total += 1
-                    if await self._ensure_namespace(mapping.get(src, src), res, ns_obj):
-                        res.items += 1
-                continue
-            if not cluster or rdir in NON_RESTORABLE:
-                continue
-            obj = self._selected(path, rdir, sel)
-            if obj is None:
-                continue
-            is_crd = obj.get("kind") == "CustomResourceDefinition"
-            if crds and not is_crd:  # the CRDs come first: their kinds must be served before anything after
+        pods: list[PodVolumes] = []
+        for rdir in restore_order(entries):
+            if crds:  # the CRDs come first: their kinds must be served before anything after
                 await self._await_crds(crds, res)
                 crds = []
-            res.total += 1
-            new = self._labelled(_strip(obj), r, b)
-            if await self._create_or_keep(new, policy, res) and is_crd:
-                crds.append(new)
+            for key, path in entries[rdir]:
+                if key != CLUSTER_KEY:
+                    obj = self._selected(path, rdir, sel)
+                    if obj is not None:
+                        dst = mapping.get(key, key)
+                        if dst not in ensured:  # the mapped namespace, or the original one deleted since
+                            ensured.add(dst)
+                            await self._ensure_namespace(dst, res, namespaces.get(key))
+                        pods += await self._namespaced(r, b, tmp / key, obj, dst, policy, res, post_hooks)
+                elif rdir == "namespaces":
+                    await self._namespace_object(path, sel, mapping, cluster, namespaces, ensured, res)
+                elif cluster and rdir not in NON_RESTORABLE and (obj := self._selected(path, rdir, sel)) is not None:
+                    res.total += 1
+                    new = self._labelled(_strip(obj), r, b)
+                    if await self._create_or_keep(new, policy, res) and new.get("kind") == "CustomResourceDefinition":
+                        crds.append(new)
         await self._await_crds(crds, res)
-        return namespaces
+        return pods
+
+    async def _namespace_object(self, path: Path, sel: Selection, mapping: dict[str, str], cluster: bool,
+                                namespaces: dict[str, Obj], ensured: set[str], res: _Result) -> None:
+        """A backed-up Namespace: remembered (a namespace made for its items gets its labels), and restored
+        (to its mapped name) when the Restore takes cluster items and that namespace."""
+        ns_obj: Obj = json.loads(path.read_text())
+        src = ns_obj["metadata"]["name"]
+        namespaces[src] = ns_obj
+        if cluster and sel.namespace(src) and self._selected(path, "namespaces", sel) is not None:
+            res.total += 1
+            ensured.add(mapping.get(src, src))
+            if await self._ensure_namespace(mapping.get(src, src), res, ns_obj):
+                res.items += 1
 
     async def _await_crds(self, crds: list[Obj], res: _Result) -> None:
         """Wait until the kinds of the CRDs this restore created are served (the API server picks a new CRD up
@@ -632,34 +661,36 @@ class RestoreReconciler:
             for msg in await fill_volumes(pv, uid, self.host.volume_dirs, self.volume_timeout_s):
                 res.error(msg)
 
-    async def _apply(self, r: Obj, b: Obj, root: Path, src_ns: str, dst_ns: str, sel: Selection, policy: str,
-                     res: _Result, ns_obj: Obj | None = None) -> list[PodVolumes]:
-        """Create the selected objects of ``src_ns`` in ``dst_ns`` (the namespace made from its backed-up
-        ``ns_obj`` if absent); the created pods with volume data to fill."""
-        docs: list[Obj] = []
-        for path in sorted((root / "resources").glob(f"*/namespaces/{src_ns}/*.json"), key=_restore_order):
-            obj = self._selected(path, path.parent.parent.parent.name, sel)
-            if obj is not None:
-                docs.append(obj)
-        res.total += len(docs)
-        if docs:  # the mapped namespace, or the original one deleted since the backup: created as Velero does
-            await self._ensure_namespace(dst_ns, res, ns_obj)
-        pods: list[PodVolumes] = []
-        for obj in docs:
-            new = self._labelled(_strip(obj), r, b)
-            new["metadata"]["namespace"] = dst_ns
-            volumes: dict[str, Path] = {}
-            if obj.get("kind") == "Pod":
-                (new.get("spec") or {}).pop("nodeName", None)
-                volumes, warnings = restorable(new, pod_volumes_in(root, new["metadata"]["name"]))
-                for w in warnings:
-                    res.warn(w)
-                if volumes:
-                    add_restore_wait(new, sorted(volumes), str(r["metadata"].get("uid") or r["metadata"]["name"]))
-            # as Velero, volume data goes only into a pod this restore created, never into one that existed
-            if await self._create_or_keep(new, policy, res) and volumes:
-                pods.append(PodVolumes(dst_ns, new["metadata"]["name"], volumes))
-        return pods
+    async def _namespaced(self, r: Obj, b: Obj, root: Path, obj: Obj, dst_ns: str, policy: str,
+                          res: _Result, post_hooks: list[tuple[Obj, list[ExecHook]]]) -> list[PodVolumes]:
+        """Create one namespaced object in ``dst_ns`` (``root``: its namespace's restored snapshot); the pod
+        with volume data to fill, if it is one this restore created. A created pod's init restore hooks are
+        in its spec, its exec hooks appended to ``post_hooks``."""
+        res.total += 1
+        new = self._labelled(_strip(obj), r, b)
+        new["metadata"]["namespace"] = dst_ns
+        volumes: dict[str, Path] = {}
+        hooks: list[ExecHook] = []
+        if obj.get("kind") == "Pod":
+            (new.get("spec") or {}).pop("nodeName", None)
+            volumes, warnings = restorable(new, pod_volumes_in(root, new["metadata"]["name"]))
+            for w in warnings:
+                res.warn(w)
+            if volumes:
+                add_restore_wait(new, sorted(volumes), str(r["metadata"].get("uid") or r["metadata"]["name"]))
+            try:
+                add_init_hooks(new, (r.get("spec") or {}).get("hooks"))
+                hooks = exec_hooks(new, (r.get("spec") or {}).get("hooks"))
+            except ValueError as e:
+                res.error(f"could not restore Pod {dst_ns}/{new['metadata']['name']}: restore hooks: {e}")
+                return []
+        created = await self._create_or_keep(new, policy, res)
+        if created and hooks:  # as Velero: exec hooks run only in the pods this restore created
+            post_hooks.append((new, hooks))
+        # as Velero, volume data goes only into a pod this restore created, never into one that existed
+        if created and volumes:
+            return [PodVolumes(dst_ns, new["metadata"]["name"], volumes)]
+        return []
 
     async def _ensure_namespace(self, ns: str, res: _Result, backed_up: Obj | None = None) -> bool:
         """Create namespace ``ns`` (with the labels and annotations it was backed up with) unless it exists, as

@@ -35,8 +35,11 @@ from pitwall.backup.restic import Restic
 from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = [
-    "API_VERSION", "CLUSTER_KEY", "ClusterScope", "Hook", "LocationError", "PodHost", "Selection", "backup_tags", "hooks_for_pod", "location_of",
-    "parse_duration", "parse_time", "repository_for", "resource_dir", "rfc3339", "run_hook", "selector_string",
+    "API_VERSION", "BOTH_SELECTORS", "CLUSTER_KEY", "OLD_AND_NEW_FILTERS", "RESTORE_HIGH", "RESTORE_LOW",
+    "ClusterScope", "Hook", "LocationError", "PodHost", "Selection", "backup_tags", "hooks_for_pod", "label_selectors",
+    "location_of", "ordered_names", "parse_duration", "parse_time", "repository_for", "resource_dir",
+    "restore_order", "rfc3339", "run_hook", "selector_string", "sort_by_order", "uses_old_filters",
+    "validate_backup",
 ]
 
 Obj = dict[str, Any]
@@ -152,19 +155,38 @@ def _matches(name: str, patterns: Sequence[str]) -> bool:
     return any(p == "*" or fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
+def _globbed(names: set[str], patterns: Sequence[str]) -> bool:
+    """Whether one of ``names`` (a resource's plural, kind, short names, each bare and ``.<group>``-qualified)
+    matches one of ``patterns`` (Velero's scoped filters take globs: ``*``, ``config*``)."""
+    return any(p == "*" or any(fnmatch.fnmatchcase(n, p) for n in names) for p in patterns)
+
+
 @dataclass
 class Selection:
-    """What a Backup's (or Restore's) include/exclude fields select."""
+    """What a Backup's (or Restore's) include/exclude fields select.
+
+    Namespaced resources follow ``includedResources``/``excludedResources`` (Velero's old filters) or, when
+    the Backup uses the newer ones, ``includedNamespaceScopedResources``/``excludedNamespaceScopedResources``:
+    an excluded resource (or ``*``) never, else every one when none are included or ``*``, else the listed."""
 
     included_namespaces: list[str] = field(default_factory=lambda: ["*"])
     excluded_namespaces: list[str] = field(default_factory=list)
     included_resources: list[str] = field(default_factory=lambda: ["*"])
     excluded_resources: list[str] = field(default_factory=list)
+    included_ns_scoped: list[str] = field(default_factory=list)  # includedNamespaceScopedResources
+    excluded_ns_scoped: list[str] = field(default_factory=list)  # excludedNamespaceScopedResources
 
     @classmethod
     def of(cls, spec: Obj) -> Selection:
         return cls(list(spec.get("includedNamespaces") or ["*"]), list(spec.get("excludedNamespaces") or []),
-                   list(spec.get("includedResources") or ["*"]), list(spec.get("excludedResources") or []))
+                   list(spec.get("includedResources") or ["*"]), list(spec.get("excludedResources") or []),
+                   list(spec.get("includedNamespaceScopedResources") or []),
+                   list(spec.get("excludedNamespaceScopedResources") or []))
+
+    @property
+    def scoped(self) -> bool:
+        """Whether the newer namespace-scoped filters are in use (then the old resource lists are not)."""
+        return bool(self.included_ns_scoped or self.excluded_ns_scoped)
 
     def namespace(self, ns: str) -> bool:
         return _matches(ns, self.included_namespaces) and not _matches(ns, self.excluded_namespaces)
@@ -179,6 +201,134 @@ class Selection:
         inc = "*" in self.included_resources or bool(names & set(self.included_resources))
         return inc and not names & set(self.excluded_resources)
 
+    def namespaced(self, group: str, plural: str, kind: str, short: Iterable[str] = ()) -> bool:
+        """Whether a namespaced resource is taken (Velero's ``ScopeIncludesExcludes.ShouldInclude`` with the
+        newer filters, ``resource`` with the old ones)."""
+        if not self.scoped:
+            return self.resource(group, plural, kind, short)
+        names = self._names(group, plural, kind, short)
+        if _globbed(names, self.excluded_ns_scoped):
+            return False
+        return not self.included_ns_scoped or _globbed(names, self.included_ns_scoped)
+
+    def namespaced_everything(self) -> bool:
+        """Whether every namespaced resource is taken (Velero's ``IncludeEverything`` of the filter in use)."""
+        if self.scoped:
+            return not self.excluded_ns_scoped and self.included_ns_scoped in ([], ["*"])
+        return not self.excluded_resources and self.included_resources == ["*"]
+
+
+# Velero's validation messages (pkg/controller/backup_controller.go, pkg/util/collections), word for word
+OLD_AND_NEW_FILTERS = (
+    "include-resources, exclude-resources and include-cluster-resources are old filter parameters.\n"
+    "include-cluster-scoped-resources, exclude-cluster-scoped-resources, include-namespace-scoped-resources and "
+    "exclude-namespace-scoped-resources are new filter parameters.\nThey cannot be used together")
+BOTH_SELECTORS = "encountered labelSelector as well as orLabelSelectors in backup spec, only one can be specified"
+_ONLY_STAR = "{} list must either contain '*' only, or a non-empty list of items"
+
+
+def _includes_excludes(inc: Sequence[str], exc: Sequence[str], *, scoped: bool) -> list[str]:
+    """Velero's ``ValidateIncludesExcludes`` (``scoped``: ``ValidateScopedIncludesExcludes``)."""
+    includes, excludes = set(inc), set(exc)
+    errs = []
+    if len(includes) > 1 and "*" in includes:
+        errs.append(_ONLY_STAR.format("includes"))
+    if scoped:
+        if len(excludes) > 1 and "*" in excludes:
+            errs.append(_ONLY_STAR.format("excludes"))
+        if includes and "*" in excludes:
+            errs.append("when exclude is '*', include cannot have value")
+    elif "*" in excludes:
+        errs.append("excludes list cannot contain '*'")
+    errs += [f"excludes list cannot contain an item in the includes list: {x}" for x in sorted(excludes & includes)]
+    return errs
+
+
+def uses_old_filters(spec: Obj) -> bool:
+    """Velero's ``UseOldResourceFilters``: includedResources, excludedResources or includeClusterResources."""
+    return spec.get("includeClusterResources") is not None or bool(spec.get("includedResources")) \
+        or bool(spec.get("excludedResources"))
+
+
+def validate_backup(spec: Obj) -> list[str]:
+    """A Backup spec's validation errors, as Velero's backup controller words them (empty when valid)."""
+    errs: list[str] = []
+    new = any(spec.get(k) for k in ("includedClusterScopedResources", "excludedClusterScopedResources",
+                                     "includedNamespaceScopedResources", "excludedNamespaceScopedResources"))
+    if uses_old_filters(spec) and new:
+        errs.append(OLD_AND_NEW_FILTERS)
+    if uses_old_filters(spec):
+        errs += [f"Invalid included/excluded resource lists: {e}" for e in _includes_excludes(
+            spec.get("includedResources") or [], spec.get("excludedResources") or [], scoped=False)]
+    else:
+        for scope, inc, exc in (("cluster", "includedClusterScopedResources", "excludedClusterScopedResources"),
+                                ("namespace", "includedNamespaceScopedResources",
+                                 "excludedNamespaceScopedResources")):
+            errs += [f"Invalid {scope}-scoped included/excluded resource lists: {e}" for e in _includes_excludes(
+                spec.get(inc) or [], spec.get(exc) or [], scoped=True)]
+    errs += [f"Invalid included/excluded namespace lists: {e}" for e in _includes_excludes(
+        spec.get("includedNamespaces") or [], spec.get("excludedNamespaces") or [], scoped=False)]
+    if spec.get("orLabelSelectors") is not None and spec.get("labelSelector") is not None:
+        errs.append(BOTH_SELECTORS)
+    return errs
+
+
+def label_selectors(spec: Obj) -> list[str | None]:
+    """The selector strings a Backup lists each resource with: each of ``orLabelSelectors`` (their union is
+    backed up), else ``labelSelector`` (None: everything)."""
+    ors = spec.get("orLabelSelectors")
+    if ors:
+        return [selector_string(s) for s in ors]
+    return [selector_string(spec.get("labelSelector"))]
+
+
+def ordered_names(spec: Obj, plural: str) -> list[str]:
+    """``orderedResources[plural]``: the ``ns/name`` (cluster-scoped: ``name``) items backed up first, in order."""
+    raw = (spec.get("orderedResources") or {}).get(plural) or ""
+    return [x.strip() for x in str(raw).split(",") if x.strip()]
+
+
+def sort_by_order(items: list[Obj], order: Sequence[str]) -> list[Obj]:
+    """Velero's ``sortResourcesByOrder``: the items named in ``order`` first in that order, then the rest as
+    they came."""
+    if not order:
+        return items
+    def full(o: Obj) -> str:
+        m = o["metadata"]
+        return f"{m['namespace']}/{m['name']}" if m.get("namespace") else str(m["name"])
+    by_name = {full(o): o for o in items}
+    first = [by_name.pop(n) for n in order if n in by_name]
+    return first + [o for o in items if full(o) in by_name]
+
+
+# Velero's server defaults for --restore-resource-priorities (pkg/cmd/server/config): the high list first, then
+# the other resources of the backup by name, then the low list.
+RESTORE_HIGH = (
+    "customresourcedefinitions", "namespaces", "storageclasses", "volumesnapshotclass.snapshot.storage.k8s.io",
+    "volumesnapshotcontents.snapshot.storage.k8s.io", "volumesnapshots.snapshot.storage.k8s.io",
+    "datauploads.velero.io", "persistentvolumes", "persistentvolumeclaims", "clusterroles", "roles",
+    "serviceaccounts", "clusterrolebindings", "rolebindings", "secrets", "configmaps", "limitranges",
+    "priorityclasses", "pods", "replicasets.apps", "clusterclasses.cluster.x-k8s.io", "endpoints", "services")
+RESTORE_LOW = ("clusterbootstraps.run.tanzu.vmware.com", "clusters.cluster.x-k8s.io",
+               "clusterresourcesets.addons.cluster.x-k8s.io", "apps.kappctrl.k14s.io",
+               "packageinstalls.packaging.carvel.dev")
+_FULL_NAMES = {"customresourcedefinitions": "customresourcedefinitions.apiextensions.k8s.io",
+               "storageclasses": "storageclasses.storage.k8s.io",
+               "clusterroles": "clusterroles.rbac.authorization.k8s.io", "roles": "roles.rbac.authorization.k8s.io",
+               "clusterrolebindings": "clusterrolebindings.rbac.authorization.k8s.io",
+               "rolebindings": "rolebindings.rbac.authorization.k8s.io",
+               "priorityclasses": "priorityclasses.scheduling.k8s.io"}
+
+
+def restore_order(resource_dirs: Iterable[str]) -> list[str]:
+    """The backup's resource directories in Velero's restore order (``getOrderedResources`` with the default
+    priorities; a bare name in the lists is resolved to its group as Velero's discovery does)."""
+    high = [_FULL_NAMES.get(r, r) for r in RESTORE_HIGH]
+    low = [_FULL_NAMES.get(r, r) for r in RESTORE_LOW]
+    have = set(resource_dirs)
+    rest = sorted(have - set(high) - set(low))
+    return [r for r in (*high, *rest, *low) if r in have]
+
 
 @dataclass
 class ClusterScope:
@@ -189,13 +339,15 @@ class ClusterScope:
     Namespace objects of the covered namespaces and what the backed-up items need (their CRDs). With
     ``includedClusterScopedResources``/``excludedClusterScopedResources`` (Velero's newer filters) instead:
     the excluded never, the included (``*`` for all) plus the Namespace objects, and every one when neither
-    is given and all namespaces are covered."""
+    is given and all namespaces and all namespaced resources are covered (the newer filters are in use when
+    any of the four scoped lists is given, the namespace-scoped pair included)."""
 
     include: bool | None = None
     included: list[str] = field(default_factory=list)  # includedClusterScopedResources
     excluded: list[str] = field(default_factory=list)  # excludedClusterScopedResources
     all_namespaces: bool = True
     scoped: bool = False  # the newer filters are in use
+    full: bool = True  # all namespaces and every namespaced resource are covered
 
     @classmethod
     def of(cls, spec: Obj) -> ClusterScope:
@@ -204,19 +356,19 @@ class ClusterScope:
         every = sel.included_namespaces == ["*"] and not sel.excluded_namespaces
         included = list(spec.get("includedClusterScopedResources") or [])
         excluded = list(spec.get("excludedClusterScopedResources") or [])
-        return cls(inc if isinstance(inc, bool) else None, included, excluded, every, bool(included or excluded))
-
-    def _listed(self, patterns: Sequence[str], names: set[str]) -> bool:
-        return "*" in patterns or bool(names & set(patterns))
+        return cls(inc if isinstance(inc, bool) else None, included, excluded, every,
+                   bool(included or excluded) or sel.scoped, every and sel.namespaced_everything())
 
     def direct(self, sel: Selection, group: str, plural: str, kind: str, short: Iterable[str] = ()) -> bool:
         """Whether every object of this cluster-scoped resource is taken (Namespaces: of covered namespaces)."""
         names = Selection._names(group, plural, kind, short)
         is_ns = group == "" and plural == "namespaces"
         if self.scoped:
-            if self._listed(self.excluded, names):
+            if _globbed(names, self.excluded):
                 return False
-            return self._listed(self.included, names) or is_ns
+            if not self.included and not self.excluded and self.full:
+                return True
+            return _globbed(names, self.included) or is_ns
         if self.include is False:
             return False
         if self.include is None and not self.all_namespaces and not is_ns:
@@ -228,7 +380,7 @@ class ClusterScope:
         not when cluster resources are off or the resource is excluded (Velero's ``ShouldExclude``)."""
         names = Selection._names(group, plural, kind, ())
         if self.scoped:
-            return not self._listed(self.excluded, names)
+            return not _globbed(names, self.excluded)
         if self.include is False or names & set(sel.excluded_resources):
             return False
         return self.include is True or sel.resource(group, plural, kind)
