@@ -32,7 +32,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.registry.model import ConsulError
 from pitwall.storage.revstore import Event, RevStore
 
-__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "ParkHeldQueries", "ParkRules", "QueryOptions", "View", "WatchHub", "blocking_read", "parse_go_duration"]
+__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "RECHECK_S", "ParkHeldQueries", "ParkRules", "QueryOptions", "View", "WatchHub", "blocking_read", "parse_go_duration"]
 
 T = TypeVar("T")
 DEFAULT_WAIT_S = 300.0  # Consul: 5 minutes
@@ -40,6 +40,7 @@ MAX_WAIT_S = 600.0  # Consul: 10 minutes
 DELETE_RING = 4096
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
 FLOOR_KEY = "pitwall.consul.woken"  # scope key: the revision that woke a parked query (an index floor)
+RECHECK_S = 30.0  # how often a held read of state outside the store (Connect's CA, leaves) re-reads it
 _NOT_VIEW = frozenset({"index", "wait", "token", "stale", "consistent", "cached"})  # not the view's
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -395,8 +396,10 @@ class ParkHeldQueries:
             if hub.seen != mark:
                 continue  # a change arrived while reading: read again before waiting
             # no await between that check and the waiter's registration, so no change slips between them
-            rev = await hub.wait(prefixes, mark, remaining, receiver)  # type: ignore[arg-type]
-            if rev <= 0:
+            # a view of no store keys (the mesh CA) is re-read every RECHECK_S instead
+            rev = await hub.wait(prefixes, mark, remaining if prefixes else min(remaining, RECHECK_S),
+                                 receiver)  # type: ignore[arg-type]
+            if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
                 return rev
 
     def _parse(self, scope: Any) -> tuple[View, int, float, list[tuple[str, str]]] | None:
