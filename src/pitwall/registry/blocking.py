@@ -294,7 +294,10 @@ async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOpt
     as it was does not answer (hashicorp/consul#3890). Waiters of the same
     query (``share``, when given) woken by the same revision share one read.
     """
-    result, idx = await read()
+    # Queries woken together (from the park) read once per revision: for the catalog that is a list of
+    # every Service and Endpoints, not something to repeat for each of thousands of clients.
+    shared = share is not None and opts.index > 0
+    result, idx = await (hub.shared_read((share, hub.seen), read) if shared else read())
     idx = max(idx, opts.floor)  # a change that woke a parked query may leave no higher revision to read
     if opts.index <= 0 or idx > opts.index:
         return result, max(idx, 1)
