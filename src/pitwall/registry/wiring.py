@@ -71,7 +71,7 @@ class RegistryPart:
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
-            config_routes(r, self.config, blocking)
+            config_routes(r, self.config, blocking, self.hub.parks)
             connect_routes(r, self.connect, self.hub)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.console()))]
