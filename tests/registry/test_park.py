@@ -136,3 +136,28 @@ def test_tokens_are_checked_before_parking(server: LiveServer, c: consul.Consul)
         assert r.status_code in (401, 403), (headers, r.status_code)  # at once, never held
     assert _held(server) == base
     kube(server, "DELETE", "/api/v1/namespaces/default/services/parkacl")
+
+
+def test_agent_services_block_on_their_content_hash(server: LiveServer, c: consul.Consul) -> None:
+    h = {"X-Consul-Token": ADMIN}
+    c.agent.service.register("parkh", service_id="parkh-1", port=9100)
+    r = httpx.get(f"{server.url}/v1/agent/services", headers=h)
+    digest = r.headers["X-Consul-ContentHash"]
+    base = _held(server)
+    url = f"{server.url}/v1/agent/services?hash={digest}&wait=30s"
+    th, got = _in_thread(lambda: httpx.get(url, headers=h, timeout=40))
+    _wait_held(server, base + 1)
+    c.kv.put("parkh/unrelated", "x")  # not the agent's services: still held
+    time.sleep(1.0)
+    assert th.is_alive()
+    c.agent.service.register("parkh2", service_id="parkh2-1", port=9101)
+    th.join(10)
+    assert not th.is_alive()
+    woken = got["r"]
+    assert woken.status_code == 200 and woken.headers["X-Consul-ContentHash"] != digest
+    assert "parkh2-1" in woken.json()
+    same = httpx.get(f"{server.url}/v1/agent/services?hash={woken.headers['X-Consul-ContentHash']}&wait=1s",
+                     headers=h, timeout=10)
+    assert same.headers["X-Consul-ContentHash"] == woken.headers["X-Consul-ContentHash"]
+    c.agent.service.deregister("parkh-1")
+    c.agent.service.deregister("parkh2-1")

@@ -32,7 +32,7 @@ from pitwall.core.tasks import Supervisor
 from pitwall.registry.model import ConsulError
 from pitwall.storage.revstore import Event, RevStore
 
-__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "RECHECK_S", "ParkHeldQueries", "ParkRules", "QueryOptions", "View", "WatchHub", "blocking_read", "parse_go_duration"]
+__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "RECHECK_S", "ParkHeldQueries", "ParkRules", "QueryOptions", "Resolver", "View", "WatchHub", "blocking_read", "parse_go_duration"]
 
 T = TypeVar("T")
 DEFAULT_WAIT_S = 300.0  # Consul: 5 minutes
@@ -258,9 +258,14 @@ class ParkRules:
     def __init__(self) -> None:
         self._exact: dict[str, Resolver] = {}
         self._prefixed: list[tuple[str, bool, Resolver]] = []
+        self.hashed: dict[str, Callable[[Any], str]] = {}  # exact paths that block on ``?hash=``, and the hash
 
-    def add(self, path: str, resolve: Resolver, *, rest: bool = False) -> None:
-        """``resolve(param, query)`` gives the view, raising ``ConsulError`` for what the route refuses."""
+    def add(self, path: str, resolve: Resolver, *, rest: bool = False,
+            content_hash: Callable[[Any], str] | None = None) -> None:
+        """``resolve(param, query)`` gives the view, raising ``ConsulError`` for what the route refuses; an
+        endpoint that blocks on ``?hash=`` (Consul's agent endpoints) gives the route's ``content_hash``."""
+        if content_hash is not None:
+            self.hashed[path] = content_hash
         if path.endswith("/"):
             self._prefixed.append((path, rest, resolve))
         else:
@@ -372,8 +377,33 @@ class ParkHeldQueries:
         query = [(k, v) for k, v in query if k != "wait"] + [("wait", "0s")]
         await self.app({**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}, receive, send)
 
-    async def _hold(self, view: View, index: int, wait_s: float, path: str, query: list[tuple[str, str]],
+    async def _hold(self, view: View, index: int | str, wait_s: float, path: str, query: list[tuple[str, str]],
                     receiver: _Receiver) -> int | None:
+        if isinstance(index, str):
+            return await self._hold_hash(view, self.hub.parks.hashed[path], index, wait_s, receiver)
+        return await self._hold_index(view, index, wait_s, path, query, receiver)
+
+    async def _hold_hash(self, view: View, content_hash: Callable[[Any], str], given: str, wait_s: float,
+                         receiver: _Receiver) -> int | None:
+        """Until the view's content hash differs from ``given``: None (the route answers the new content),
+        0 at the deadline, -1 when the client left."""
+        hub, (prefixes, read) = self.hub, view
+        deadline = time.monotonic() + wait_s + random.uniform(0.0, wait_s / 16)
+        while True:
+            mark = hub.seen
+            if content_hash((await read())[0]) != given:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            if hub.seen != mark:
+                continue  # a change arrived while reading: read again before waiting
+            rev = await hub.wait(prefixes, mark, remaining, receiver)  # type: ignore[arg-type]
+            if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
+                return rev
+
+    async def _hold_index(self, view: View, index: int, wait_s: float, path: str, query: list[tuple[str, str]],
+                          receiver: _Receiver) -> int | None:
         """Until the view moves past ``index``: None (the route reads the new index), a revision that changed
         it without a higher index (a delete), 0 at the deadline, or -1 when the client left."""
         hub, (prefixes, read) = self.hub, view
@@ -405,20 +435,22 @@ class ParkHeldQueries:
             if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
                 return rev
 
-    def _parse(self, scope: Any) -> tuple[View, int, float, list[tuple[str, str]]] | None:
+    def _parse(self, scope: Any) -> tuple[View, int | str, float, list[tuple[str, str]]] | None:
+        """The view, the ``index`` (or the ``hash``, on the endpoints that block on one) and the wait."""
         raw = scope.get("raw_path", b"") or b""
         if b".." in raw or b"%2" in raw.lower():  # traversal checks are the route's
             return None
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         q = dict(query)
-        if "index" not in q:
+        hashed = scope["path"] in self.hub.parks.hashed
+        if ("hash" if hashed else "index") not in q:
             return None
         try:
-            index = int(q["index"])
+            index: int | str = q["hash"] if hashed else int(q["index"])
             wait_s = min(max(parse_go_duration(q["wait"]) if "wait" in q else DEFAULT_WAIT_S, 0.0), MAX_WAIT_S)
         except ValueError:
             return None
-        if index <= 0 or ("stale" in q and "consistent" in q):
+        if not index or (isinstance(index, int) and index < 0) or ("stale" in q and "consistent" in q):
             return None
         view = self.hub.parks.match(scope["path"], q)
         return None if view is None else (view, index, wait_s, query)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, CheckRunner, lower_keys, parse_check
 from pitwall.registry.api import Blocking, json_response, read_limited
-from pitwall.registry.blocking import QueryOptions, View, WatchHub
+from pitwall.registry.blocking import QueryOptions, Resolver, View, WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, Instance
 from pitwall.registry.filter import Filter, FilterError, parse_filter
 from pitwall.registry.model import ConsulError
@@ -195,7 +195,7 @@ async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awai
     while True:
         mark = hub.seen
         body = orjson.dumps(await read(), option=orjson.OPT_SORT_KEYS)
-        digest = hashlib.blake2b(body, digest_size=8).hexdigest()
+        digest = _digest(body)
         remaining = deadline - time.monotonic()
         if not given or digest != given or remaining <= 0:
             return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
@@ -204,6 +204,15 @@ async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awai
         # no await between that check and the waiter's registration, so no change slips between them
         if await hub.wait((AGENT_PREFIX,), mark, remaining, request) < 0:
             return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+def content_hash(result: Any) -> str:
+    """``X-Consul-ContentHash`` of an agent endpoint's answer (the route's and ``ParkHeldQueries``')."""
+    return _digest(orjson.dumps(result, option=orjson.OPT_SORT_KEYS))
 
 
 def _by_id(view: Callable[[], Awaitable[dict[str, Any]]], flt: Filter | None
@@ -229,6 +238,18 @@ def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: 
     async def checks_view() -> dict[str, Any]:
         items, _ = await agent.all_checks()
         return {c.id: c.to_api(catalog.node, (cc, cm)) for c, cc, cm in items}
+
+    def hashed_view(view: Callable[[], Awaitable[dict[str, Any]]]) -> Resolver:
+        def resolve(_: str, q: Any) -> View:
+            _check_filter(q)
+            read = _by_id(view, parse_filter(q.get("filter", "")))
+
+            async def indexed() -> tuple[dict[str, Any], int]:
+                return await read(), 0  # these endpoints block on the content hash, not an index
+            return (AGENT_PREFIX,), indexed
+        return resolve
+    hub.parks.add("/v1/agent/services", hashed_view(services_view), content_hash=content_hash)
+    hub.parks.add("/v1/agent/checks", hashed_view(checks_view), content_hash=content_hash)
 
     @r.get("/v1/agent/services")
     async def agent_services(request: Request) -> Response:
