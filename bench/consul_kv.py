@@ -1,7 +1,7 @@
 """Consul KV on pitwall beside Debian's etcd (v3 JSON gateway), same machine, same run.
 
     PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 10000]
-        [--watchers-only]
+        [--watchers-only] [--watch-path /v1/health/service/web]
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
 connection), concurrent PUTs (``--concurrency`` connections), and for
@@ -9,7 +9,10 @@ pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
 one key, the server's RSS before and while they are held, and the time from
 the write to the last waiter answering; then as many held again and their
 clients gone, and the time until the server holds none (a client that
-disconnects frees its watcher). The bench lifts its own open-files soft limit
+disconnects frees its watcher). ``--watch-path`` holds another blocking
+read instead of ``/v1/kv/watched`` (a catalog, health or session endpoint);
+for those the watched change is an agent service registration (``web``, or
+the service the path names) whose tags change. The bench lifts its own open-files soft limit
 to the hard one (10,000 held queries are 10,000 sockets on each side;
 ``pitwall server`` lifts its own). ``--watchers-only`` skips etcd and the
 KV throughput. pitwall runs as ``pitwall server``
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import resource
 import statistics
 import sys
@@ -114,37 +118,53 @@ async def _held(c: httpx.AsyncClient, url: str) -> float:
                 0.0)
 
 
-async def _hold(server: Server, c: httpx.AsyncClient, index: str, watchers: int,
+def _with(path: str, query: str) -> str:
+    return f"{path}{'&' if '?' in path else '?'}{query}"
+
+
+async def _change(c: httpx.AsyncClient, url: str, path: str, n: int) -> None:
+    """The change the held queries on ``path`` watch: the KV key's value, or the agent service's tags."""
+    if path.startswith("/v1/kv/"):
+        r = await c.put(url + path.split("?")[0], content=f"v{n}".encode())
+    else:
+        parts = path.split("?")[0].rstrip("/").split("/")
+        name = parts[-1] if parts[-2] == "service" else "web"
+        r = await c.put(f"{url}/v1/agent/service/register", json={"Name": name, "ID": f"{name}-1", "Port": 8080,
+                                                                   "Tags": [f"v{n}"]})
+    r.raise_for_status()
+
+
+async def _hold(server: Server, c: httpx.AsyncClient, path: str, index: str, watchers: int,
                 ) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
     """``watchers`` blocking queries opened (in batches, within the listen backlog) and held."""
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     for start in range(0, watchers, 500):
         conns += await asyncio.gather(*(_held_query("127.0.0.1", server.port,
-                                                    f"/v1/kv/watched?index={index}&wait=300s")
+                                                    _with(path, f"index={index}&wait=300s"))
                                         for _ in range(start, min(start + 500, watchers))))
     while await _held(c, server.url) < watchers:  # until every query is held (the server's gauge says so)
         await asyncio.sleep(0.2)
     return conns
 
 
-async def bench_watchers(server: Server, watchers: int) -> dict[str, float]:
+async def bench_watchers(server: Server, watchers: int, path: str = "/v1/kv/watched") -> dict[str, float]:
     url = server.url
     async with httpx.AsyncClient(timeout=120) as c:
-        await c.put(f"{url}/v1/kv/watched", content=b"v0")
-        index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
+        await _change(c, url, path, 0)
+        index = (await c.get(url + path)).headers["X-Consul-Index"]
         for _ in range(3):  # warm the request path so its one-off allocations are not counted per waiter
-            await c.get(f"{url}/v1/kv/watched?index={index}&wait=10ms")
+            await c.get(url + _with(path, f"index={index}&wait=10ms"))
         rss_before, _ = server.rss_mib()
-        conns = await _hold(server, c, index, watchers)
+        conns = await _hold(server, c, path, index, watchers)
         answers = [asyncio.create_task(_answer(r, w)) for r, w in conns]
         rss_held, _ = server.rss_mib()
         t0 = time.perf_counter()
-        await c.put(f"{url}/v1/kv/watched", content=b"v1")
+        await _change(c, url, path, 1)
         done = await asyncio.gather(*answers)
         wake = time.perf_counter() - t0
-        new_index = (await c.get(f"{url}/v1/kv/watched")).headers["X-Consul-Index"]
+        new_index = (await c.get(url + path)).headers["X-Consul-Index"]
         # held again, then every client goes away without an answer
-        conns = await _hold(server, c, new_index, watchers)
+        conns = await _hold(server, c, path, new_index, watchers)
         t0 = time.perf_counter()
         for _r, w in conns:
             w.transport.abort()
@@ -164,8 +184,9 @@ def _raise_open_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _print_watchers(w: dict[str, float], watchers: int) -> None:
-    print(f"blocking queries held: {watchers}; RSS {w['rss_before']:.0f} -> {w['rss_held']:.0f} MiB "
+def _print_watchers(w: dict[str, float], watchers: int, path: str) -> None:
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"{path}: blocking queries held: {watchers} (load average {load}); RSS {w['rss_before']:.0f} -> {w['rss_held']:.0f} MiB "
           f"({w['kib_per_waiter']:.1f} KiB per held query, connection included); "
           f"all woken {w['wake_all_ms']:.0f} ms after the write; {watchers} clients gone: none held "
           f"{w['freed_ms']:.0f} ms later (RSS then {w['rss_after']:.0f} MiB)")
@@ -177,13 +198,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--watchers", type=int, default=10_000)
     ap.add_argument("--watchers-only", action="store_true")
+    ap.add_argument("--watch-path", default="/v1/kv/watched",
+                    help="the blocking read held (e.g. /v1/health/service/web, /v1/catalog/services)")
     args = ap.parse_args()
     _raise_open_files()
     if args.watchers_only:
         with tempfile.TemporaryDirectory() as tmp:
             pit = Server("pitwall", Path(tmp))
             try:
-                _print_watchers(asyncio.run(bench_watchers(pit, args.watchers)), args.watchers)
+                _print_watchers(asyncio.run(bench_watchers(pit, args.watchers, args.watch_path)), args.watchers,
+                                args.watch_path)
             finally:
                 pit.stop()
         return
@@ -197,7 +221,7 @@ def main() -> None:
             print("pitwall ...", file=sys.stderr, flush=True)
             p = bench_pitwall(pit.url, args.n, args.concurrency)
             print("blocking queries ...", file=sys.stderr, flush=True)
-            w = asyncio.run(bench_watchers(pit, args.watchers))
+            w = asyncio.run(bench_watchers(pit, args.watchers, args.watch_path))
         finally:
             pit.stop()
             etcd.terminate()
@@ -208,7 +232,7 @@ def main() -> None:
         print(f"{label:24}{p[k]:12.0f}{e[k]:12.0f}{ratio(p[k], e[k]):>8}")
     for k in ("put_p50", "put_p99", "get_p50", "get_p99"):
         print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
-    _print_watchers(w, args.watchers)
+    _print_watchers(w, args.watchers, args.watch_path)
 
 
 if __name__ == "__main__":

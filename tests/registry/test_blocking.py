@@ -110,10 +110,13 @@ async def test_a_held_kv_read_waits_in_the_park_not_in_the_route(hub: WatchHub) 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         seen.append(scope)
 
-    async def current(key: str, listing: bool) -> int:
-        return 5
+    view = {"v": "unchanged"}
 
-    park = ParkHeldQueries(app, hub, current)
+    async def read() -> tuple[Any, int]:
+        return view["v"], 5  # the route's view: its index stays 5 (a delete leaves no higher revision)
+
+    hub.parks.add("/v1/kv/", lambda key, q: ((KV_PREFIX + key,), read), rest=True)
+    park = ParkHeldQueries(app, hub)
     never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
     async def receive() -> dict[str, Any]:
@@ -128,9 +131,13 @@ async def test_a_held_kv_read_waits_in_the_park_not_in_the_route(hub: WatchHub) 
             break
         await asyncio.sleep(0.01)
     assert hub.waiting == 1 and not seen  # held in the park; the route has not run
-    rev = (await hub.store.put(KV_PREFIX + "app/x/y", b"{}")).mod_revision
+    await hub.store.put(KV_PREFIX + "app/x/y", b"{}")
+    await asyncio.sleep(0.3)
+    assert hub.waiting == 1 and not seen  # a change under the prefix that left the view as it was: still held
+    view["v"] = "changed"
+    rev = (await hub.store.put(KV_PREFIX + "app/x/z", b"{}")).mod_revision
     await asyncio.wait_for(held, 10)
-    assert len(seen) == 1 and seen[0][FLOOR_KEY] == rev
+    assert len(seen) == 1 and seen[0][FLOOR_KEY] >= rev
     q = parse_qs(seen[0]["query_string"].decode(), keep_blank_values=True)
     assert q["wait"] == ["0s"] and q["index"] == ["5"] and "recurse" in q
     for path, qs in [("/v1/kv/app/x", "index=4"), ("/v1/kv/app/x", "index=abc"), ("/v1/kv/app/x", "wait=5s"),
@@ -163,3 +170,37 @@ def test_the_cap_is_a_setting_and_a_held_read_past_it_is_a_consul_429(tmp_path: 
         for s in socks:
             s.close()
         srv.stop()
+
+
+async def test_a_hash_read_waits_in_the_park_until_the_content_hash_differs(hub: WatchHub) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    content = {"v": "a"}
+
+    async def read() -> tuple[Any, int]:
+        return dict(content), 0
+
+    hub.parks.add("/v1/agent/services", lambda _, q: ((KV_PREFIX + "agent/",), read),
+                  content_hash=lambda r: str(r["v"]))
+    never: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def receive() -> dict[str, Any]:
+        return await never
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/agent/services", "raw_path": b"/v1/agent/services",
+             "query_string": b"hash=a&wait=30s"}
+    held = asyncio.create_task(ParkHeldQueries(app, hub)(scope, receive, None))
+    for _ in range(200):
+        if hub.waiting:
+            break
+        await asyncio.sleep(0.01)
+    await hub.store.put(KV_PREFIX + "agent/x", b"1")  # the content hash is still "a": held
+    await asyncio.sleep(0.3)
+    assert hub.waiting == 1 and not seen
+    content["v"] = "b"
+    await hub.store.put(KV_PREFIX + "agent/x", b"2")
+    await asyncio.wait_for(held, 10)
+    assert len(seen) == 1 and seen[0]["query_string"] == b"hash=a&wait=30s"  # the route answers the new content

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import consul
 import httpx
@@ -70,3 +72,29 @@ def test_bad_service_name_is_refused_in_consuls_text(server: LiveServer) -> None
     r = get(server, "/v1/agent/connect/ca/leaf/Not_A_Name")
     assert r.status_code == 400 and "Invalid service name" in r.text
     assert r.headers["content-type"].startswith("text/plain")
+
+
+def _held(server: LiveServer) -> float:
+    m = httpx.get(f"{server.url}/metrics", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    return next(float(x.split()[-1]) for x in m.splitlines() if x.startswith("pitwall_consul_blocking_queries "))
+
+
+@pytest.mark.parametrize("path", ["/v1/agent/connect/ca/roots", "/v1/agent/connect/ca/leaf/web"])
+def test_connect_reads_block_on_their_index(server: LiveServer, path: str) -> None:
+    """``?index=`` of the current roots or leaf is held (not answered at once) and answered at ``wait``
+    with the same index and the same certificate; an older index answers at once."""
+    first = get(server, path)
+    idx = first.headers["X-Consul-Index"]
+    base = _held(server)
+    with ThreadPoolExecutor(1) as pool:
+        t0 = time.monotonic()
+        held = pool.submit(get, server, f"{path}?index={idx}&wait=2s")
+        deadline = time.monotonic() + 10
+        while _held(server) < base + 1 and not held.done():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert not held.done()  # held, not answered at once
+        r = held.result(20)
+    assert r.status_code == 200 and time.monotonic() - t0 >= 2.0
+    assert r.headers["X-Consul-Index"] == idx and r.json() == first.json()
+    assert get(server, f"{path}?index={int(idx) - 1}&wait=30s").headers["X-Consul-Index"] == idx

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import principal_of
-from pitwall.registry.blocking import QueryOptions, WatchHub, blocking_read
+from pitwall.registry.blocking import ParkRules, QueryOptions, View, WatchHub, blocking_read
 from pitwall.registry.console import ConfigConsole
 from pitwall.registry.kv import MAX_TXN_OPS, KVStore
 from pitwall.registry.model import KV_PREFIX, MAX_VALUE_BYTES, SESSION_PREFIX, ConsulError, check_key
@@ -118,23 +118,30 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
         result, idx = await blocking_read(hub, prefixes, opts, read, share)
         return render(result, idx if idx > 0 else max(hub.seen, 1))
 
-    @r.get("/v1/kv/{key:path}")
-    async def kv_get(key: str, request: Request) -> Response:
-        _raw_path_check(request)
-        q = request.query_params
+    def kv_view(key: str, q: Any) -> View:
+        """A KV read's watched prefix and read (the route's and ``ParkHeldQueries``')."""
         listing = "keys" in q or "recurse" in q
         check_key(key, allow_empty=listing)
         prefix = (KV_PREFIX + key,)
         if "keys" in q:
             sep = q.get("separator", q.get("seperator", ""))
+            return prefix, lambda: kv.keys(key, sep)
+        return prefix, (lambda: kv.tree(key)) if "recurse" in q else (lambda: kv.get(key))
+    hub.parks.add("/v1/kv/", kv_view, rest=True)
 
+    @r.get("/v1/kv/{key:path}")
+    async def kv_get(key: str, request: Request) -> Response:
+        _raw_path_check(request)
+        q = request.query_params
+        prefix, read = kv_view(key, q)
+        if "keys" in q:
             def keys_out(ks: list[str], idx: int) -> Response:
                 return not_found(idx) if not ks and key else json_response(ks, idx)
-            return await blocking(request, prefix, lambda: kv.keys(key, sep), keys_out)
+            return await blocking(request, prefix, read, keys_out)
         if "recurse" in q:
             def list_out(entries: list[Any], idx: int) -> Response:
                 return json_response([e.to_api() for e in entries], idx) if entries else not_found(idx)
-            return await blocking(request, prefix, lambda: kv.tree(key), list_out)
+            return await blocking(request, prefix, read, list_out)
 
         def one_out(e: Any, idx: int) -> Response:
             if e is None:
@@ -143,7 +150,7 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
                 return Response(e.value, 200, {**query_meta(idx), "X-Content-Type-Options": "nosniff",
                                                "Content-Security-Policy": "sandbox"}, media_type="text/plain")
             return json_response([e.to_api()], idx)
-        return await blocking(request, prefix, lambda: kv.get(key), one_out)
+        return await blocking(request, prefix, read, one_out)
 
     @r.put("/v1/kv/{key:path}")
     async def kv_put(key: str, request: Request) -> Response:
@@ -186,14 +193,15 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
         return Response(orjson.dumps(out.to_api()), 409 if out.errors else 200, headers,
                         media_type="application/json")
 
-    _session_routes(r, sessions, blocking, agent)
+    _session_routes(r, sessions, blocking, agent, hub.parks)
     _status_routes(r, agent)
     if extra is not None:
         extra(r, blocking)
     return r
 
 
-def _session_routes(r: APIRouter, sessions: SessionStore, blocking: Blocking, agent: AgentInfo) -> None:
+def _session_routes(r: APIRouter, sessions: SessionStore, blocking: Blocking, agent: AgentInfo,
+                    parks: ParkRules) -> None:
     @r.put("/v1/session/create")
     async def create(request: Request) -> Response:
         raw = await read_limited(request, SESSION_BODY_MAX, lambda n: ConsulError(413, "Request body too large"))
@@ -220,20 +228,29 @@ def _session_routes(r: APIRouter, sessions: SessionStore, blocking: Blocking, ag
     def listed(items: list[Any], idx: int) -> Response:
         return json_response([s.to_api() for s in items], idx)
 
-    @r.get("/v1/session/info/{sid}")
-    async def info(sid: str, request: Request) -> Response:
+    def info_view(sid: str, q: Any) -> View:
         async def read() -> tuple[list[Any], int]:
             s = await sessions.get(sid)
             return ([s], s.modify_index) if s else ([], 0)
-        return await blocking(request, (SESSION_PREFIX + sid,), read, listed)
+        return (SESSION_PREFIX + sid,), read
+
+    def node_view(node: str, q: Any) -> View:
+        return (SESSION_PREFIX,), lambda: sessions.listing(node)
+    parks.add("/v1/session/info/", info_view)
+    parks.add("/v1/session/list", node_view)
+    parks.add("/v1/session/node/", node_view)
+
+    @r.get("/v1/session/info/{sid}")
+    async def info(sid: str, request: Request) -> Response:
+        return await blocking(request, *info_view(sid, request.query_params), listed)
 
     @r.get("/v1/session/list")
     async def list_all(request: Request) -> Response:
-        return await blocking(request, (SESSION_PREFIX,), lambda: sessions.listing(), listed)
+        return await blocking(request, *node_view("", request.query_params), listed)
 
     @r.get("/v1/session/node/{node}")
     async def of_node(node: str, request: Request) -> Response:
-        return await blocking(request, (SESSION_PREFIX,), lambda: sessions.listing(node), listed)
+        return await blocking(request, *node_view(node, request.query_params), listed)
 
 
 def _status_routes(r: APIRouter, agent: AgentInfo) -> None:

@@ -16,6 +16,7 @@ prefix returns at once with the delete's revision as its index.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import re
 import time
@@ -24,13 +25,14 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import orjson
 from starlette.requests import Request
 
 from pitwall.core.tasks import Supervisor
-from pitwall.registry.model import KV_PREFIX, ConsulError, check_key
+from pitwall.registry.model import ConsulError
 from pitwall.storage.revstore import Event, RevStore
 
-__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "ParkHeldQueries", "QueryOptions", "WatchHub", "blocking_read", "parse_go_duration"]
+__all__ = ["DEFAULT_WAIT_S", "FLOOR_KEY", "MAX_WAIT_S", "RECHECK_S", "ParkHeldQueries", "ParkRules", "QueryOptions", "Resolver", "View", "WatchHub", "blocking_read", "parse_go_duration"]
 
 T = TypeVar("T")
 DEFAULT_WAIT_S = 300.0  # Consul: 5 minutes
@@ -38,7 +40,8 @@ MAX_WAIT_S = 600.0  # Consul: 10 minutes
 DELETE_RING = 4096
 _GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
 FLOOR_KEY = "pitwall.consul.woken"  # scope key: the revision that woke a parked query (an index floor)
-_PARK_PATH = "/v1/kv/"
+RECHECK_S = 30.0  # how often a held read of state outside the store (Connect's CA, leaves) re-reads it
+_NOT_VIEW = frozenset({"index", "wait", "token", "stale", "consistent", "cached"})  # not the view's
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -118,6 +121,7 @@ class WatchHub:
         self.seen = 0  # the last revision delivered
         self._listeners: list[Callable[[list[Event]], None]] = []
         self._reads: dict[Hashable, asyncio.Future[Any]] = {}
+        self.parks = ParkRules()  # the blocking read endpoints ``ParkHeldQueries`` holds
 
     @property
     def waiting(self) -> int:
@@ -175,7 +179,7 @@ class WatchHub:
         self._waiters.add(w)
         return w
 
-    def _deleted_since(self, prefixes: tuple[str, ...], index: int) -> int:
+    def deleted_since(self, prefixes: tuple[str, ...], index: int) -> int:
         """The revision of a delete under ``prefixes`` after ``index`` (or the floor when the ring
         cannot tell), else 0."""
         if index < self.floor:
@@ -194,7 +198,7 @@ class WatchHub:
         timer: asyncio.TimerHandle | None = None
         gone: asyncio.Task[None] | None = None
         try:
-            rev = self._deleted_since(prefixes, index)
+            rev = self.deleted_since(prefixes, index)
             if rev:
                 return rev
             # The deadline and the client's departure settle the waiter's own future (a timer and one task),
@@ -230,31 +234,95 @@ async def _disconnected(request: Request) -> None:
             return
 
 
+def fingerprint(result: Any) -> bytes:
+    """A short digest of a read's result: a woken query whose index did not move answers only when what
+    it reads changed (a delete leaves no higher revision behind), not on unrelated churn."""
+    body = orjson.dumps(result, default=lambda o: o.hex() if isinstance(o, bytes) else repr(o))
+    return hashlib.blake2b(body, digest_size=8).digest()
+
+
+View = tuple[tuple[str, ...], Callable[[], Awaitable[tuple[Any, int]]]]
+"""A blocking read endpoint's watched store prefixes and its read (a result and its ``X-Consul-Index``)."""
+Resolver = Callable[[str, dict[str, str]], View]
+
+
+class ParkRules:
+    """The blocking read endpoints ``ParkHeldQueries`` may hold, each with the route's own view.
+
+    A rule is an exact path, or a path ending in ``/`` whose rest is the
+    route's one parameter (``rest`` lets it span ``/``, as a KV key does).
+    The route registers the same resolver it reads through, so a held
+    query's index is the one the route would answer with.
+    """
+
+    def __init__(self) -> None:
+        self._exact: dict[str, Resolver] = {}
+        self._prefixed: list[tuple[str, bool, Resolver]] = []
+        self.hashed: dict[str, Callable[[Any], str]] = {}  # exact paths that block on ``?hash=``, and the hash
+
+    def add(self, path: str, resolve: Resolver, *, rest: bool = False,
+            content_hash: Callable[[Any], str] | None = None) -> None:
+        """``resolve(param, query)`` gives the view, raising ``ConsulError`` for what the route refuses; an
+        endpoint that blocks on ``?hash=`` (Consul's agent endpoints) gives the route's ``content_hash``."""
+        if content_hash is not None:
+            self.hashed[path] = content_hash
+        if path.endswith("/"):
+            self._prefixed.append((path, rest, resolve))
+        else:
+            self._exact[path] = resolve
+
+    def match(self, path: str, query: dict[str, str]) -> View | None:
+        """The view of a GET of ``path``; None when no rule holds it or the route would refuse it."""
+        try:
+            if path in self._exact:
+                return self._exact[path]("", query)
+            for prefix, rest, resolve in self._prefixed:
+                if path.startswith(prefix):
+                    param = path[len(prefix):]
+                    if not rest and (not param or "/" in param):
+                        return None
+                    return resolve(param, query)
+        except ConsulError:
+            return None
+        return None
+
+
 async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOptions,
                         read: Callable[[], Awaitable[tuple[T, int]]], share: Hashable = None) -> tuple[T, int]:
     """Consul's blocking query over ``read`` (which returns a result and its index).
 
     Without ``index`` (or with 0) it answers at once. Otherwise it answers
-    as soon as the result's index passes ``index``, or at the deadline with
-    the result as it stands (and an index no lower than the one asked for,
-    so clients do not take a time-out for a reset). Waiters of the same query
-    (``share``, when given) woken by the same revision share one read.
+    as soon as the result's index passes ``index`` (or the result itself
+    changed: a delete), or at the deadline with the result as it stands (and
+    an index no lower than the one asked for, so clients do not take a
+    time-out for a reset). A change under ``prefixes`` that leaves the result
+    as it was does not answer (hashicorp/consul#3890). Waiters of the same
+    query (``share``, when given) woken by the same revision share one read.
     """
-    result, idx = await read()
-    idx = max(idx, opts.floor)  # a delete that woke a parked query leaves no revision to read
+    # Queries woken together (from the park) read once per revision: for the catalog that is a list of
+    # every Service and Endpoints, not something to repeat for each of thousands of clients.
+    shared = share is not None and opts.index > 0
+    result, idx = await (hub.shared_read((share, hub.seen), read) if shared else read())
+    idx = max(idx, opts.floor)  # a change that woke a parked query may leave no higher revision to read
     if opts.index <= 0 or idx > opts.index:
         return result, max(idx, 1)
+    deleted = hub.deleted_since(prefixes, opts.index)
+    if deleted:  # a delete since ``index`` leaves no revision behind to read
+        return result, max(idx, deleted)
+    seen = fingerprint(result)
     deadline = time.monotonic() + opts.deadline_s()
+    since = opts.index
     while True:
         remaining = deadline - time.monotonic()
-        rev = 0 if remaining <= 0 else await hub.wait(prefixes, opts.index, remaining, opts.request)
+        rev = 0 if remaining <= 0 else await hub.wait(prefixes, since, remaining, opts.request)
         if rev <= 0:  # the deadline, or the client left (then the answer goes nowhere)
             return result, max(idx, min(opts.index, hub.seen), 1)
         result, idx = await (hub.shared_read((share, rev), read) if share is not None else read())
-        idx = max(idx, rev)
         if idx > opts.index:
             return result, idx
-
+        if fingerprint(result) != seen:  # changed without a higher index: a delete
+            return result, max(rev, opts.index + 1)
+        since = max(since, rev)
 
 
 class _Receiver:
@@ -267,63 +335,122 @@ class _Receiver:
 
 
 class ParkHeldQueries:
-    """ASGI middleware (innermost, below auth): a blocking KV read waits here, not in the router.
+    """ASGI middleware (innermost, below auth): a blocking read waits here, not in the router.
 
     A held query's cost is mostly the request's coroutine stack: the web
     framework's routing, dependency and exception layers, one frame each,
-    held for minutes. A ``GET /v1/kv/...?index=N`` whose key or prefix has
-    not changed since ``N`` waits in this thin layer on the ``WatchHub``
-    (the same waiter, cap and disconnect handling); when woken or at its
-    deadline it goes on to the router with ``wait=0s`` and the waking
-    revision in the scope (``FLOOR_KEY``), so the route answers at once with
-    Consul's semantics. Anything it cannot vouch for (a bad index or wait, a
-    bad key, the cap reached) passes through untouched for the route to
-    answer in Consul's format.
+    held for minutes. A ``GET`` with ``?index=N`` on an endpoint of the
+    hub's ``ParkRules`` (KV, catalog, health, sessions) whose view has not
+    moved past ``N`` waits in this thin layer on the ``WatchHub`` (the same
+    waiter, cap and disconnect handling). A change under the view's prefixes
+    re-reads it (one read shared by the waiters of the same query and
+    revision); the query goes on only when the view's index passed ``N`` or
+    its result changed (a delete), or at its deadline. It then reaches the
+    router with ``wait=0s`` and, after a delete, the waking revision in the
+    scope (``FLOOR_KEY``), so the route answers at once with Consul's
+    semantics. Anything it cannot vouch for (a bad index, wait, key or
+    filter, the cap reached) passes through untouched for the route to answer
+    in Consul's format. ``current`` is unused (the views are the routes'
+    own, on ``hub.parks``); it is accepted so the server's wiring is stable.
     """
 
-    def __init__(self, app: Any, hub: WatchHub, current: Callable[[str, bool], Awaitable[int]]) -> None:
-        self.app, self.hub, self.current = app, hub, current
+    def __init__(self, app: Any, hub: WatchHub, current: Any = None) -> None:
+        self.app, self.hub = app, hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         parked = self._parse(scope) if scope["type"] == "http" and scope["method"] == "GET" and \
-            scope["path"].startswith(_PARK_PATH) else None
+            scope["path"].startswith("/v1/") else None
         if parked is None:
             await self.app(scope, receive, send)
             return
-        key, listing, index, wait_s, query = parked
+        view, index, wait_s, query = parked
         try:
-            if await self.current(key, listing) > index:
-                await self.app(scope, receive, send)
-                return
-            rev = await self.hub.wait((KV_PREFIX + key,), index, wait_s + random.uniform(0.0, wait_s / 16),
-                                      _Receiver(receive))  # type: ignore[arg-type]
-        except ConsulError:  # the cap: the route answers 429 in Consul's format
+            floor = await self._hold(view, index, wait_s, scope["path"], query, _Receiver(receive))
+        except ConsulError:  # the cap, or a read the route answers in Consul's format
             await self.app(scope, receive, send)
             return
-        if rev < 0:  # the client left: nobody to answer
+        if floor is None:  # moved past ``index``: the route answers at once as asked
+            await self.app(scope, receive, send)
+            return
+        if floor < 0:  # the client left: nobody to answer
             return
         query = [(k, v) for k, v in query if k != "wait"] + [("wait", "0s")]
-        await self.app({**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: rev}, receive, send)
+        await self.app({**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}, receive, send)
 
-    @staticmethod
-    def _parse(scope: Any) -> tuple[str, bool, int, float, list[tuple[str, str]]] | None:
+    async def _hold(self, view: View, index: int | str, wait_s: float, path: str, query: list[tuple[str, str]],
+                    receiver: _Receiver) -> int | None:
+        if isinstance(index, str):
+            return await self._hold_hash(view, self.hub.parks.hashed[path], index, wait_s, receiver)
+        return await self._hold_index(view, index, wait_s, path, query, receiver)
+
+    async def _hold_hash(self, view: View, content_hash: Callable[[Any], str], given: str, wait_s: float,
+                         receiver: _Receiver) -> int | None:
+        """Until the view's content hash differs from ``given``: None (the route answers the new content),
+        0 at the deadline, -1 when the client left."""
+        hub, (prefixes, read) = self.hub, view
+        deadline = time.monotonic() + wait_s + random.uniform(0.0, wait_s / 16)
+        while True:
+            mark = hub.seen
+            if content_hash((await read())[0]) != given:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            if hub.seen != mark:
+                continue  # a change arrived while reading: read again before waiting
+            rev = await hub.wait(prefixes, mark, remaining, receiver)  # type: ignore[arg-type]
+            if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
+                return rev
+
+    async def _hold_index(self, view: View, index: int, wait_s: float, path: str, query: list[tuple[str, str]],
+                          receiver: _Receiver) -> int | None:
+        """Until the view moves past ``index``: None (the route reads the new index), a revision that changed
+        it without a higher index (a delete), 0 at the deadline, or -1 when the client left."""
+        hub, (prefixes, read) = self.hub, view
+        deleted = hub.deleted_since(prefixes, index)
+        if deleted:
+            return deleted
+        share = (path, tuple(sorted((k, v) for k, v in query if k not in _NOT_VIEW)))
+        deadline = time.monotonic() + wait_s + random.uniform(0.0, wait_s / 16)
+        seen: bytes | None = None
+        while True:
+            mark = hub.seen
+            result, idx = await hub.shared_read((share, mark), read)
+            if idx > index:
+                return None
+            now = fingerprint(result)
+            del result
+            if seen is not None and now != seen:
+                return max(hub.seen, index + 1)
+            seen = now
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return 0
+            if hub.seen != mark:
+                continue  # a change arrived while reading: read again before waiting
+            # no await between that check and the waiter's registration, so no change slips between them
+            # a view of no store keys (the mesh CA) is re-read every RECHECK_S instead
+            rev = await hub.wait(prefixes, mark, remaining if prefixes else min(remaining, RECHECK_S),
+                                 receiver)  # type: ignore[arg-type]
+            if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
+                return rev
+
+    def _parse(self, scope: Any) -> tuple[View, int | str, float, list[tuple[str, str]]] | None:
+        """The view, the ``index`` (or the ``hash``, on the endpoints that block on one) and the wait."""
         raw = scope.get("raw_path", b"") or b""
         if b".." in raw or b"%2" in raw.lower():  # traversal checks are the route's
             return None
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         q = dict(query)
+        hashed = scope["path"] in self.hub.parks.hashed
+        if ("hash" if hashed else "index") not in q:
+            return None
         try:
-            index = int(q.get("index", "0"))
+            index: int | str = q["hash"] if hashed else int(q["index"])
             wait_s = min(max(parse_go_duration(q["wait"]) if "wait" in q else DEFAULT_WAIT_S, 0.0), MAX_WAIT_S)
         except ValueError:
             return None
-        if index <= 0 or ("stale" in q and "consistent" in q):
+        if not index or (isinstance(index, int) and index < 0) or ("stale" in q and "consistent" in q):
             return None
-        key = scope["path"][len(_PARK_PATH):]
-        listing = "keys" in q or "recurse" in q
-        try:
-            check_key(key, allow_empty=listing)
-        except ConsulError:
-            return None
-        return key, listing, index, wait_s, query
-
+        view = self.hub.parks.match(scope["path"], q)
+        return None if view is None else (view, index, wait_s, query)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, CheckRunner, lower_keys, parse_check
 from pitwall.registry.api import Blocking, json_response, read_limited
-from pitwall.registry.blocking import QueryOptions, WatchHub
+from pitwall.registry.blocking import QueryOptions, Resolver, View, WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, Instance
 from pitwall.registry.filter import Filter, FilterError, parse_filter
 from pitwall.registry.model import ConsulError
@@ -46,6 +46,25 @@ def _filtered(request: Request) -> Callable[[list[Any]], list[Any]]:
     return run
 
 
+def _check_filter(q: Any) -> None:
+    """A bad ``?filter=`` is the route's 400 (so such a query is never parked)."""
+    try:
+        parse_filter(q.get("filter", ""))
+    except FilterError as e:
+        raise ConsulError(400, str(e)) from None
+
+
+def flt_map(flt: Callable[[list[Any]], list[Any]], by_id: dict[str, Any]) -> dict[str, Any]:
+    """``?filter=`` over an object keyed by id (Consul filters its values)."""
+    kept = {id(v) for v in flt(list(by_id.values()))}
+    return {k: v for k, v in by_id.items() if id(v) in kept}
+
+
+def _node_json(catalog: Catalog, node: str, addr: str) -> dict[str, Any]:
+    return {"ID": "", "Node": node, "Address": addr, "Datacenter": catalog.datacenter,
+            "TaggedAddresses": {"lan": addr, "wan": addr}, "Meta": {}, "CreateIndex": 0, "ModifyIndex": 0}
+
+
 def _parse(request: Request) -> Filter | None:
     try:
         return parse_filter(request.query_params.get("filter", ""))
@@ -72,6 +91,25 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
         mine = [i for i in items if i.name == name]
         return mine, _idx(mine)
 
+    # Each endpoint's view (watched prefixes, read) serves the route and ``ParkHeldQueries`` alike.
+    def whole(param: str, q: Any) -> View:
+        _check_filter(q)
+        return _PREFIXES, catalog.instances
+
+    def one_service(name: str, q: Any) -> View:
+        _check_filter(q)
+        return _PREFIXES, lambda: of_service(name)
+
+    def state_view(state: str, q: Any) -> View:
+        if state not in (*STATUSES, "any"):
+            raise ConsulError(400, f"Invalid check state: {state!r}")
+        return whole(state, q)
+    for path, view in (("/v1/catalog/services", whole), ("/v1/catalog/nodes", whole),
+                       ("/v1/catalog/node/", whole), ("/v1/health/node/", whole),
+                       ("/v1/catalog/service/", one_service), ("/v1/health/service/", one_service),
+                       ("/v1/health/checks/", one_service), ("/v1/health/state/", state_view)):
+        hub.parks.add(path, view)
+
     @r.get("/v1/catalog/services")
     async def services(request: Request) -> Response:
         def out(items: list[Instance], idx: int) -> Response:
@@ -80,13 +118,35 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
                 have = tags.setdefault(i.name, [])
                 have.extend(t for t in i.service["Tags"] if t not in have)
             return json_response(tags, idx)
-        return await blocking(request, _PREFIXES, catalog.instances, out)
+        return await blocking(request, *whole("", request.query_params), out)
 
     @r.get("/v1/catalog/service/{name}")
     async def service(name: str, request: Request) -> Response:
         flt = _filtered(request)
-        return await blocking(request, _PREFIXES, lambda: of_service(name), lambda items, idx: json_response(
+        return await blocking(request, *one_service(name, request.query_params), lambda items, idx: json_response(
             flt([catalog.catalog_entry(i) for i in _tag_filter(request, items)]), idx))
+
+    @r.get("/v1/catalog/node/{node}")
+    async def node(node: str, request: Request) -> Response:
+        flt = _filtered(request)
+
+        def out(items: list[Instance], idx: int) -> Response:
+            mine = [i for i in items if i.node == node]
+            if not mine and node != catalog.node:
+                return json_response(None, idx)  # Consul: null for an unknown node
+            addr = mine[0].node_address if mine else catalog.node_address
+            return json_response({"Node": _node_json(catalog, node, addr), "Services": flt_map(
+                flt, {i.service["ID"]: catalog.health_entry(i)["Service"] for i in mine})}, idx)
+        return await blocking(request, *whole(node, request.query_params), out)
+
+    @r.get("/v1/health/node/{node}")
+    async def health_node(node: str, request: Request) -> Response:
+        flt = _filtered(request)
+
+        def out(items: list[Instance], idx: int) -> Response:
+            checks = {c["CheckID"]: c for i in items if i.node == node for c in i.checks}
+            return json_response(flt(list(checks.values())), idx)
+        return await blocking(request, *whole(node, request.query_params), out)
 
     @r.get("/v1/catalog/nodes")
     async def nodes(request: Request) -> Response:
@@ -94,10 +154,8 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
 
         def out(items: list[Instance], idx: int) -> Response:
             seen = {catalog.node: catalog.node_address, **{i.node: i.node_address for i in items}}
-            return json_response(flt([{"ID": "", "Node": n, "Address": a, "Datacenter": catalog.datacenter,
-                                       "TaggedAddresses": {"lan": a, "wan": a}, "Meta": {}, "CreateIndex": 0,
-                                       "ModifyIndex": 0} for n, a in sorted(seen.items())]), idx)
-        return await blocking(request, _PREFIXES, catalog.instances, out)
+            return json_response(flt([_node_json(catalog, n, a) for n, a in sorted(seen.items())]), idx)
+        return await blocking(request, *whole("", request.query_params), out)
 
     @r.get("/v1/health/service/{name}")
     async def health_service(name: str, request: Request) -> Response:
@@ -107,24 +165,23 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
         def out(items: list[Instance], idx: int) -> Response:
             chosen = [i for i in _tag_filter(request, items) if not passing or i.status() == "passing"]
             return json_response(flt([catalog.health_entry(i) for i in chosen]), idx)
-        return await blocking(request, _PREFIXES, lambda: of_service(name), out)
+        return await blocking(request, *one_service(name, request.query_params), out)
 
     @r.get("/v1/health/checks/{name}")
     async def health_checks(name: str, request: Request) -> Response:
         flt = _filtered(request)
-        return await blocking(request, _PREFIXES, lambda: of_service(name), lambda items, idx: json_response(
+        return await blocking(request, *one_service(name, request.query_params), lambda items, idx: json_response(
             flt([c for i in items for c in i.checks if c["ServiceID"]]), idx))
 
     @r.get("/v1/health/state/{state}")
     async def health_state(state: str, request: Request) -> Response:
-        if state not in (*STATUSES, "any"):
-            raise ConsulError(400, f"Invalid check state: {state!r}")
+        view = state_view(state, request.query_params)
         flt = _filtered(request)
 
         def out(items: list[Instance], idx: int) -> Response:
             checks = {(c["Node"], c["CheckID"]): c for i in items for c in i.checks}
             return json_response(flt([c for c in checks.values() if state == "any" or c["Status"] == state]), idx)
-        return await blocking(request, _PREFIXES, catalog.instances, out)
+        return await blocking(request, *view, out)
 
     _agent_routes(r, catalog, agent, runner, hub)
 
@@ -138,7 +195,7 @@ async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awai
     while True:
         mark = hub.seen
         body = orjson.dumps(await read(), option=orjson.OPT_SORT_KEYS)
-        digest = hashlib.blake2b(body, digest_size=8).hexdigest()
+        digest = _digest(body)
         remaining = deadline - time.monotonic()
         if not given or digest != given or remaining <= 0:
             return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
@@ -147,6 +204,15 @@ async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awai
         # no await between that check and the waiter's registration, so no change slips between them
         if await hub.wait((AGENT_PREFIX,), mark, remaining, request) < 0:
             return Response(body, 200, {"X-Consul-ContentHash": digest}, media_type="application/json")
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+def content_hash(result: Any) -> str:
+    """``X-Consul-ContentHash`` of an agent endpoint's answer (the route's and ``ParkHeldQueries``')."""
+    return _digest(orjson.dumps(result, option=orjson.OPT_SORT_KEYS))
 
 
 def _by_id(view: Callable[[], Awaitable[dict[str, Any]]], flt: Filter | None
@@ -172,6 +238,18 @@ def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: 
     async def checks_view() -> dict[str, Any]:
         items, _ = await agent.all_checks()
         return {c.id: c.to_api(catalog.node, (cc, cm)) for c, cc, cm in items}
+
+    def hashed_view(view: Callable[[], Awaitable[dict[str, Any]]]) -> Resolver:
+        def resolve(_: str, q: Any) -> View:
+            _check_filter(q)
+            read = _by_id(view, parse_filter(q.get("filter", "")))
+
+            async def indexed() -> tuple[dict[str, Any], int]:
+                return await read(), 0  # these endpoints block on the content hash, not an index
+            return (AGENT_PREFIX,), indexed
+        return resolve
+    hub.parks.add("/v1/agent/services", hashed_view(services_view), content_hash=content_hash)
+    hub.parks.add("/v1/agent/checks", hashed_view(checks_view), content_hash=content_hash)
 
     @r.get("/v1/agent/services")
     async def agent_services(request: Request) -> Response:

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.api import Blocking, json_response, query_meta, read_limited, who
+from pitwall.registry.blocking import ParkRules, View
 from pitwall.registry.config_entries import (
     CONFIG_PREFIX,
     ConfigEntries,
@@ -29,8 +30,9 @@ def _cas(request: Request) -> int | None:
     return int(raw)
 
 
-def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking) -> None:
-    """Adds Consul's ``/v1/config`` routes to ``r`` (the Consul router, so errors answer in Consul's text)."""
+def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking, parks: ParkRules | None = None) -> None:
+    """Adds Consul's ``/v1/config`` routes to ``r`` (the Consul router, so errors answer in Consul's text); with
+    ``parks`` their held blocking reads wait in ``ParkHeldQueries``."""
 
     @r.put("/v1/config")
     async def apply(request: Request) -> Response:
@@ -43,24 +45,35 @@ def config_routes(r: APIRouter, entries: ConfigEntries, blocking: Blocking) -> N
         entry = validate_entry(raw)
         return json_response(await entries.put(entry, _cas(request), who=who(request)))
 
-    @r.get("/v1/config/{path:path}")
-    async def get(path: str, request: Request) -> Response:
+    def view(path: str, q: Any) -> View:
+        """A config read's watched prefix and read (the route's and ``ParkHeldQueries``')."""
         parts = path.split("/", 1)
         kind = parts[0]
         if len(parts) == 2:
             name = parts[1]
             check_kind(kind)
+            return (entry_key(kind, name),), lambda: entries.get(kind, name)
+        if not kind:
+            raise ConsulError(404, "Must provide either a kind or both kind and name")
+        check_kind(kind)
+        return (f"{CONFIG_PREFIX}{kind}/",), lambda: entries.listing(kind)
+    if parks is not None:
+        parks.add("/v1/config/", view, rest=True)
+
+    @r.get("/v1/config/{path:path}")
+    async def get(path: str, request: Request) -> Response:
+        prefixes, read = view(path, request.query_params)
+        parts = path.split("/", 1)
+        if len(parts) == 2:
+            kind, name = parts
 
             def one(e: Any, idx: int) -> Response:
                 if e is None:
                     return Response(f'Config entry not found for "{kind}" / "{name}"\n'.encode(), 404,
                                     query_meta(idx), media_type="text/plain")
                 return json_response(e, idx)
-            return await blocking(request, (entry_key(kind, name),), lambda: entries.get(kind, name), one)
-        if not kind:
-            raise ConsulError(404, "Must provide either a kind or both kind and name")
-        check_kind(kind)
-        return await blocking(request, (f"{CONFIG_PREFIX}{kind}/",), lambda: entries.listing(kind), json_response)
+            return await blocking(request, prefixes, read, one)
+        return await blocking(request, prefixes, read, json_response)
 
     @r.delete("/v1/config/{path:path}")
     async def delete(path: str, request: Request) -> Response:

@@ -6,7 +6,10 @@ The CA is the mesh's (``traffic.meshca``: one root for the cluster, leaves
 identity Consul on Kubernetes requires of it, its ServiceAccount of the same
 name: ``spiffe://cluster.local/ns/<ns>/sa/web`` (``ns`` query parameter,
 ``default`` without it), which is also what the mesh's AuthorizationPolicy
-``principals`` name. Blocking queries on these endpoints answer at once.
+``principals`` name. ``/v1/agent/connect/ca/roots`` and ``.../leaf/<service>``
+block as Consul's do (``?index=`` of the roots or the leaf, ``X-Consul-Index``):
+held in ``ParkHeldQueries`` and re-read every ``RECHECK_S`` (the mesh keeps
+its CA and re-issues leaves in memory: no store change marks a rotation).
 """
 
 from __future__ import annotations
@@ -14,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Request, Response
 
 from pitwall.registry.api import json_response
+from pitwall.registry.blocking import View, WatchHub
 from pitwall.registry.model import ConsulError
 
 __all__ = ["ConnectCA", "connect_routes"]
@@ -78,18 +82,54 @@ def roots_json(ca: ConnectCA) -> dict[str, object]:
         "PrivateKeyBits": 256, "CreateIndex": idx, "ModifyIndex": idx}]}
 
 
-def connect_routes(r: APIRouter, ca: ConnectCA | None) -> None:
-    """Adds the Connect CA routes to the Consul router ``r`` (errors answer in Consul's plain text)."""
+def _leaf_json(c: ConnectCA, service: str, ns: str) -> tuple[dict[str, object], int]:
+    try:
+        cert, key_pem, uri = c.leaf_for(ns, service)
+    except RuntimeError as e:  # the mesh CA has not started
+        raise ConsulError(500, str(e)) from None
+    idx = _index(cert)
+    return {"SerialNumber": _colon_hex(cert.serial_number.to_bytes((cert.serial_number.bit_length() + 7) // 8,
+                                                                   "big")),
+            "CertPEM": _pem(cert), "PrivateKeyPEM": key_pem.decode(), "Service": service, "ServiceURI": uri,
+            "ValidAfter": _time(cert.not_valid_before_utc), "ValidBefore": _time(cert.not_valid_after_utc),
+            "Namespace": ns, "CreateIndex": idx, "ModifyIndex": idx}, idx
+
+
+def connect_routes(r: APIRouter, ca: ConnectCA | None, hub: WatchHub | None = None) -> None:
+    """Adds the Connect CA routes to the Consul router ``r`` (errors answer in Consul's plain text); with
+    ``hub`` the agent endpoints' blocking reads are held in ``ParkHeldQueries``."""
 
     def need() -> ConnectCA:
         if ca is None:
             raise ConsulError(500, "Connect must be enabled in order to use this endpoint")
         return ca
 
+    # The endpoints' views (no watched store prefix: re-read every RECHECK_S while held).
+    def roots_view(_: str, q: Any) -> View:
+        async def read() -> tuple[dict[str, object], int]:
+            c = need()
+            return roots_json(c), _index(_root(c))
+        need()
+        return (), read
+
+    def leaf_view(service: str, q: Any) -> View:
+        ns = q.get("ns") or "default"
+        for what, v in (("service name", service), ("namespace", ns)):
+            if not _NAME.match(v):
+                raise ConsulError(400, f"Invalid {what} {v!r}: a DNS label (lower-case letters, digits, '-')")
+        need()
+
+        async def read() -> tuple[dict[str, object], int]:
+            return _leaf_json(need(), service, ns)
+        return (), read
+    if hub is not None:
+        hub.parks.add("/v1/agent/connect/ca/roots", roots_view)
+        hub.parks.add("/v1/agent/connect/ca/leaf/", leaf_view)
+
     @r.get("/v1/agent/connect/ca/roots")
-    async def agent_roots() -> Response:
-        body = roots_json(need())
-        return json_response(body, _index(_root(need())))
+    async def agent_roots(request: Request) -> Response:
+        body, idx = await roots_view("", request.query_params)[1]()
+        return json_response(body, idx)
 
     @r.get("/v1/connect/ca/roots")
     async def roots(request: Request) -> Response:
@@ -100,16 +140,5 @@ def connect_routes(r: APIRouter, ca: ConnectCA | None) -> None:
 
     @r.get("/v1/agent/connect/ca/leaf/{service}")
     async def leaf(service: str, request: Request) -> Response:
-        c = need()
-        ns = request.query_params.get("ns") or "default"
-        for what, v in (("service name", service), ("namespace", ns)):
-            if not _NAME.match(v):
-                raise ConsulError(400, f"Invalid {what} {v!r}: a DNS label (lower-case letters, digits, '-')")
-        cert, key_pem, uri = c.leaf_for(ns, service)
-        idx = _index(cert)
-        return json_response({
-            "SerialNumber": _colon_hex(cert.serial_number.to_bytes((cert.serial_number.bit_length() + 7) // 8,
-                                                                    "big")),
-            "CertPEM": _pem(cert), "PrivateKeyPEM": key_pem.decode(), "Service": service, "ServiceURI": uri,
-            "ValidAfter": _time(cert.not_valid_before_utc), "ValidBefore": _time(cert.not_valid_after_utc),
-            "Namespace": ns, "CreateIndex": idx, "ModifyIndex": idx}, idx)
+        body, idx = await leaf_view(service, request.query_params)[1]()
+        return json_response(body, idx)

@@ -71,8 +71,8 @@ class RegistryPart:
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
             catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
-            config_routes(r, self.config, blocking)
-            connect_routes(r, self.connect)
+            config_routes(r, self.config, blocking, self.hub.parks)
+            connect_routes(r, self.connect, self.hub)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
                 Mount(history_router(self.console()))]
 
@@ -84,7 +84,9 @@ class RegistryPart:
         """Nothing of it is configured live."""
 
     async def kv_index(self, key: str, listing: bool) -> int:
-        """The index a KV read of ``key`` (a prefix when ``listing``) answers now (``ParkHeldQueries``)."""
+        """The index a KV read of ``key`` (a prefix when ``listing``) answers now. No longer used by
+        ``ParkHeldQueries`` (it parks on the routes' own views, ``WatchHub.parks``); kept while
+        ``server.py`` still passes it (outside this package): drop both together."""
         return (await self.kv.tree(key))[1] if listing else (await self.kv.get(key))[1]
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
