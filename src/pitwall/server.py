@@ -453,7 +453,7 @@ def create_app(settings: Settings) -> FastAPI:
         part.register_metrics(c.self_metrics)
     if c.control_plane is not None:  # held Consul blocking reads wait below auth, above the router (less memory)
         reg = c.control_plane.registry
-        app.add_middleware(ParkHeldQueries, hub=reg.hub, current=reg.kv_index)
+        app.add_middleware(ParkHeldQueries, hub=reg.hub)
     app.add_middleware(RequestMetrics, metrics=c.self_metrics)
     _install_auth(app, c)
     # A foreign Host or a cross-site write is refused before anything else looks at it.

@@ -350,11 +350,10 @@ class ParkHeldQueries:
     scope (``FLOOR_KEY``), so the route answers at once with Consul's
     semantics. Anything it cannot vouch for (a bad index, wait, key or
     filter, the cap reached) passes through untouched for the route to answer
-    in Consul's format. ``current`` is unused (the views are the routes'
-    own, on ``hub.parks``); it is accepted so the server's wiring is stable.
+    in Consul's format. The views are the routes' own, on ``hub.parks``.
     """
 
-    def __init__(self, app: Any, hub: WatchHub, current: Any = None) -> None:
+    def __init__(self, app: Any, hub: WatchHub) -> None:
         self.app, self.hub = app, hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -83,12 +83,6 @@ class RegistryPart:
     async def reload(self, settings: Any) -> None:
         """Nothing of it is configured live."""
 
-    async def kv_index(self, key: str, listing: bool) -> int:
-        """The index a KV read of ``key`` (a prefix when ``listing``) answers now. No longer used by
-        ``ParkHeldQueries`` (it parks on the routes' own views, ``WatchHub.parks``); kept while
-        ``server.py`` still passes it (outside this package): drop both together."""
-        return (await self.kv.tree(key))[1] if listing else (await self.kv.get(key))[1]
-
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.add_gauges("pitwall_consul_blocking_queries", "Consul blocking queries held open.",
                            lambda: float(self.hub.waiting))
