@@ -91,8 +91,9 @@ async def test_healthy_answers_while_a_query_runs(client: httpx.AsyncClient, mon
         return real(self, *args)
 
     monkeypatch.setattr(Engine, "instant", held)
-    # A subquery is never tried inline on the event loop (small queries are): it runs on a thread.
-    query = asyncio.create_task(client.get("/api/v1/query", params={"query": "max_over_time(vector(2)[1m:10s])",
+    # A subquery of more than INLINE_MAX_STEPS inner steps is never tried inline on the event loop: it runs on a
+    # thread (small queries, small subqueries included, are tried inline).
+    query = asyncio.create_task(client.get("/api/v1/query", params={"query": "max_over_time(vector(2)[1h:1s])",
                                                                       "time": "4"}))
     try:
         assert await asyncio.to_thread(started.wait, 30)
