@@ -23,7 +23,7 @@ from pitwall import __version__
 from pitwall.core.tasks import Supervisor
 from pitwall.kube.api import SubresourceHandler, kube_router
 from pitwall.kube.client import KubeClient
-from pitwall.kube.crd import types_from_crd
+from pitwall.kube.crd import trust_shipped, types_from_crd
 from pitwall.kube.encryption import Encryption
 from pitwall.kube.errors import AlreadyExists
 from pitwall.kube.gc import GarbageCollector
@@ -91,6 +91,7 @@ class KubeAPI:
         """CRDs a capability ships (Istio's, Flagger's, ...): installed on ``start`` as if
         ``kubectl apply``-ed, so they are served, listed and watched like any other CRD. Call before ``start``."""
         self.builtin_crds.extend(crds)
+        trust_shipped(crds)
 
     def set_metrics_provider(self, provider: MetricsProvider) -> None:
         """Serve ``metrics.k8s.io/v1beta1`` (``kubectl top``) from ``provider``."""
