@@ -223,3 +223,27 @@ def test_cel_loads_only_for_an_object_of_a_kind_with_rules() -> None:
     assert "must be a valid duration greater than 1ms" in seen["vs"]
     assert seen["after_vs"] is True
     assert "compilation failed" in seen["crd"]
+
+
+async def test_the_registry_serves_the_shipped_crd_objects_not_a_parsed_copy(tmp_path: Path) -> None:
+    """Installed shipped CRDs are served from the very objects shipped (one copy of their schemas); a CRD whose
+    stored spec is not the shipped one (changed since by a user) is served from the store, as before."""
+    from pitwall.traffic.istio_crds import istio_crds
+    from tests.kube_fixture import started_kube
+
+    shipped = istio_crds()
+    by_name = {c["metadata"]["name"]: c for c in shipped}
+    async with started_kube(tmp_path, shipped) as api:
+        served = [rt for rt in api.registry if rt.crd_name in by_name]
+        assert {rt.crd_name for rt in served} == set(by_name)
+        for rt in served:
+            assert any(rt.crd is v for v in by_name[rt.crd_name]["spec"]["versions"]), rt.crd_name
+        name = "telemetries.telemetry.istio.io"
+        crd = await api.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
+        for v in crd["spec"]["versions"]:
+            v["schema"]["openAPIV3Schema"]["description"] = "changed"
+        await api.client.update(crd)
+    async with started_kube(tmp_path, []) as api:  # restarted without shipping it: read from the store
+        rts = [rt for rt in api.registry if rt.crd_name == name]
+        assert rts and all(rt.crd is not None and rt.crd["schema"]["openAPIV3Schema"]["description"] == "changed"
+                           for rt in rts)
