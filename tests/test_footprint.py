@@ -173,3 +173,87 @@ def test_the_state_backend_loads_only_its_own_client(tmp_path: Path, backend: st
     out = subprocess.run([sys.executable, "-c", "import sys\n" + body], capture_output=True, text=True, check=True,
                          timeout=100)
     assert out.stdout.split() == [cls, str(client == "psycopg")]
+
+
+# The shipped Istio and Gateway API CRDs installed as the server installs them; CEL is loaded only by an object
+# of a kind with rules, and a shipped CRD changed to hold a rule that does not compile is still refused.
+_CEL_PROBE = """
+import asyncio, copy, json, sys, tempfile
+from pathlib import Path
+from pitwall.kube.errors import Invalid
+from pitwall.traffic.gateway.crds import gateway_api_crds
+from pitwall.traffic.istio_crds import istio_crds
+from tests.kube_fixture import started_kube
+
+seen = {}
+
+async def main():
+    async with started_kube(Path(tempfile.mkdtemp()), istio_crds(), gateway_api_crds()) as api:
+        seen["installed"] = "celpy" in sys.modules
+        await api.client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                                 "metadata": {"name": "c", "namespace": "default"}})
+        seen["configmap"] = "celpy" in sys.modules
+        vs = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+              "metadata": {"name": "r", "namespace": "default"},
+              "spec": {"hosts": ["r"], "http": [{"timeout": "0.5ms", "route": [{"destination": {"host": "r"}}]}]}}
+        try:
+            await api.client.create(vs)
+        except Invalid as e:
+            seen["vs"] = str(e)
+        seen["after_vs"] = "celpy" in sys.modules
+        crd = await api.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                                   "virtualservices.networking.istio.io")
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"] = [{"rule": "self.("}]
+        try:
+            await api.client.update(crd)
+        except Invalid as e:
+            seen["crd"] = str(e)
+
+asyncio.run(main())
+print(json.dumps(seen))
+"""
+
+
+def test_cel_loads_only_for_an_object_of_a_kind_with_rules() -> None:
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _CEL_PROBE], capture_output=True, text=True, check=True,
+                         timeout=100, cwd=root)
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["installed"] is False and seen["configmap"] is False
+    assert "must be a valid duration greater than 1ms" in seen["vs"]
+    assert seen["after_vs"] is True
+    assert "compilation failed" in seen["crd"]
+
+
+async def test_the_registry_serves_the_shipped_crd_objects_not_a_parsed_copy(tmp_path: Path) -> None:
+    """Installed shipped CRDs are served from the very objects shipped (one copy of their schemas); a CRD whose
+    stored spec is not the shipped one (changed since by a user) is served from the store, as before."""
+    from pitwall.traffic.istio_crds import istio_crds
+    from tests.kube_fixture import started_kube
+
+    shipped = istio_crds()
+    by_name = {c["metadata"]["name"]: c for c in shipped}
+    async with started_kube(tmp_path, shipped) as api:
+        served = [rt for rt in api.registry if rt.crd_name in by_name]
+        assert {rt.crd_name for rt in served} == set(by_name)
+        for rt in served:
+            assert any(rt.crd is v for v in by_name[rt.crd_name]["spec"]["versions"]), rt.crd_name
+        name = "telemetries.telemetry.istio.io"
+        crd = await api.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
+        for v in crd["spec"]["versions"]:
+            v["schema"]["openAPIV3Schema"]["description"] = "changed"
+        await api.client.update(crd)
+    async with started_kube(tmp_path, []) as api:  # restarted without shipping it: read from the store
+        rts = [rt for rt in api.registry if rt.crd_name == name]
+        assert rts and all(rt.crd is not None and rt.crd["schema"]["openAPIV3Schema"]["description"] == "changed"
+                           for rt in rts)
+
+
+def test_httpx_loads_without_its_command_line_client() -> None:
+    """Importing pitwall first keeps ``httpx._main`` (click, rich, pygments) out; httpx itself is whole."""
+    body = ("import pitwall.server, httpx\n"
+            "print(json.dumps({'cli': sorted(m for m in ('click', 'pygments', 'rich', 'httpx._main') "
+            "if sys.modules.get(m) is not None), 'client': callable(httpx.Client().get)}))")
+    out = subprocess.run([sys.executable, "-c", "import json, sys\n" + body], capture_output=True, text=True,
+                         check=True, timeout=100)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"cli": [], "client": True}

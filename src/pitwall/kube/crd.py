@@ -10,6 +10,11 @@ fields`` says otherwise; ``default`` values are filled in. CEL rules
 (``x-kubernetes-validations``) are compiled when the CRD is written (a rule
 that does not compile rejects it) and evaluated on every create and update
 by ``kube.cel``, after the schema checks, as the apiserver does.
+
+``kube.cel`` (and the CEL engine, ~18 MiB) is imported only when a schema
+holds a rule: a CRD's rules are compile-checked when it is written unless it
+is a shipped CRD unchanged (vendored and tested; ``trust_shipped``), and a
+kind's rules are compiled on the first validation of one of its objects.
 """
 
 from __future__ import annotations
@@ -17,14 +22,49 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pitwall.kube.cel import check_crd_rules, validate_rules
 from pitwall.kube.errors import Cause
 from pitwall.kube.registry import STANDARD_VERBS, ResourceType
 from pitwall.kube.validation import Errs, check_subdomain, validate_meta
 
-__all__ = ["crd_status", "prune_and_default", "types_from_crd", "validate_crd", "validate_custom"]
+__all__ = ["crd_status", "prune_and_default", "trust_shipped", "types_from_crd", "validate_crd", "validate_custom"]
 
 Obj = dict[str, Any]
+
+# CRD name -> version -> the schema pitwall ships: its rules need no compile check
+_SHIPPED: dict[str, dict[str, Obj | None]] = {}
+_HAS_RULES: dict[int, tuple[Obj, bool]] = {}  # id(schema) -> (schema, holds a rule); the schema pins the id
+_MAX_HAS_RULES = 512
+
+
+def trust_shipped(crds: list[Obj]) -> None:
+    """Mark CRDs pitwall ships: a version written with exactly the shipped schema has its CEL rules not
+    compile-checked (they are vendored and tested), so installing them does not load the CEL engine."""
+    for crd in crds:
+        versions = (crd.get("spec") or {}).get("versions") or []
+        _SHIPPED[str((crd.get("metadata") or {}).get("name", ""))] = {
+            str(v.get("name")): (v.get("schema") or {}).get("openAPIV3Schema") for v in versions}
+
+
+def _holds_rules(s: Any) -> bool:
+    if not isinstance(s, dict):
+        return False
+    if s.get("x-kubernetes-validations"):
+        return True
+    return (any(_holds_rules(x) for x in (s.get("properties") or {}).values())
+            or _holds_rules(s.get("additionalProperties")) or _holds_rules(s.get("items"))
+            or any(_holds_rules(x) for x in s.get("allOf") or []))
+
+
+def _has_rules(schema: Obj) -> bool:
+    """Whether a version's schema holds any CEL rule, walked once per schema object."""
+    hit = _HAS_RULES.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    got = _holds_rules(schema)
+    if len(_HAS_RULES) >= _MAX_HAS_RULES:
+        _HAS_RULES.clear()
+    _HAS_RULES[id(schema)] = (schema, got)
+    return got
 
 
 def types_from_crd(crd: Obj) -> list[ResourceType]:
@@ -111,6 +151,7 @@ def validate_crd(crd: Obj) -> list[Cause]:
         else:
             e.unsupported("spec.scope", scope, ["Cluster", "Namespaced"])
     versions = spec.get("versions") or []
+    shipped = _SHIPPED.get(str(name), {})
     if not versions or sum(1 for v in versions if v.get("storage")) != 1:
         e.invalid("spec.versions", versions, "must have exactly one version marked as storage version")
     for i, v in enumerate(versions):
@@ -121,7 +162,9 @@ def validate_crd(crd: Obj) -> list[Cause]:
             e.required(f"spec.versions[{i}].schema.openAPIV3Schema")
         elif sch.get("type") not in ("object", None):
             e.invalid(f"spec.versions[{i}].schema.openAPIV3Schema.type", sch.get("type"), "must be object at the root")
-        else:
+        elif shipped.get(str(v.get("name"))) != sch and _holds_rules(sch):
+            from pitwall.kube.cel import check_crd_rules  # the CEL engine, only for a CRD with rules
+
             check_crd_rules(f"spec.versions[{i}].schema.openAPIV3Schema", sch, e.causes)
     return e.causes
 
@@ -280,7 +323,9 @@ def validate_custom(rt: ResourceType, obj: Obj, old: Obj | None = None) -> list[
             e.causes.append(Cause("", "FieldValueInvalid", 'Invalid value: "null": some validation rules were not '
                                   "checked because the object was invalid; correct the existing errors to "
                                   "complete validation"))
-        else:
+        elif _has_rules(schema):
+            from pitwall.kube.cel import validate_rules  # the CEL engine, only for a kind with rules
+
             e.causes.extend(validate_rules(schema, _rule_view(obj), _rule_view(old) if old else None))
     return e.causes
 

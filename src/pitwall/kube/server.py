@@ -23,7 +23,7 @@ from pitwall import __version__
 from pitwall.core.tasks import Supervisor
 from pitwall.kube.api import SubresourceHandler, kube_router
 from pitwall.kube.client import KubeClient
-from pitwall.kube.crd import types_from_crd
+from pitwall.kube.crd import trust_shipped, types_from_crd
 from pitwall.kube.encryption import Encryption
 from pitwall.kube.errors import AlreadyExists
 from pitwall.kube.gc import GarbageCollector
@@ -91,6 +91,7 @@ class KubeAPI:
         """CRDs a capability ships (Istio's, Flagger's, ...): installed on ``start`` as if
         ``kubectl apply``-ed, so they are served, listed and watched like any other CRD. Call before ``start``."""
         self.builtin_crds.extend(crds)
+        trust_shipped(crds)
 
     def set_metrics_provider(self, provider: MetricsProvider) -> None:
         """Serve ``metrics.k8s.io/v1beta1`` (``kubectl top``) from ``provider``."""
@@ -114,8 +115,7 @@ class KubeAPI:
             with contextlib.suppress(AlreadyExists):
                 await self.resources.create(ns_rt, "", {"metadata": {"name": ns}}, field_manager="pitwall")
         await self.authorizer.ensure_bootstrap()
-        await self._install_builtin_crds()
-        rev = await self._load_crds()
+        rev = await self._load_crds(await self._install_builtin_crds())
         self.tasks.spawn(self._follow_crds(rev), name="kube-crds")
         if self.run_gc:
             await self.gc.start()
@@ -134,23 +134,33 @@ class KubeAPI:
         """False once a background loop (CRD follower, garbage collector) died."""
         return self.tasks.healthy and (not self.run_gc or self.gc.healthy)
 
-    async def _install_builtin_crds(self) -> None:
+    async def _install_builtin_crds(self) -> dict[str, int]:
         """Create each shipped CRD, or bring its spec up to the shipped one (a newer pitwall's schema wins;
-        servers sharing an etcd converge on the same objects)."""
+        servers sharing an etcd converge on the same objects). Returns the revision of each stored CRD
+        the registry now serves from the shipped object itself (no second parsed copy of its schemas)."""
         rt = self.registry.get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
         assert rt is not None
+        shared: dict[str, int] = {}
         for crd in self.builtin_crds:
             name = str(crd["metadata"]["name"])
             try:
-                await self.resources.create(rt, "", crd, field_manager="pitwall")
+                stored = await self.resources.create(rt, "", crd, field_manager="pitwall")
             except AlreadyExists:
                 def same_spec(old: dict[str, Any], crd: dict[str, Any] = crd) -> dict[str, Any]:
                     return {**old, "spec": crd["spec"]}
-                await self.resources.modify(rt, "", name, same_spec)
+                stored = await self.resources.modify(rt, "", name, same_spec)
+            if _served_view(stored) == _served_view(crd):
+                self.registry.replace_crd(name, types_from_crd(crd))
+                shared[name] = int(stored["metadata"]["resourceVersion"])
+        return shared
 
-    async def _load_crds(self) -> int:
+    async def _load_crds(self, shared: dict[str, int] | None = None) -> int:
+        """Serve every CRD in the store; one in ``shared`` at that revision is served already."""
         res = await self.store.range(_CRD_PREFIX)
         for kv in res.kvs:
+            name = kv.key[len(_CRD_PREFIX):]
+            if shared and shared.get(name) == kv.mod_revision:
+                continue
             crd = json.loads(self.resources.plain_value(kv))
             self.registry.replace_crd(str(crd.get("metadata", {}).get("name", "")), types_from_crd(crd))
         return res.revision
@@ -173,3 +183,10 @@ class KubeAPI:
                 log.exception("kube: following CRDs failed; reloading")
                 await asyncio.sleep(1)
                 rev = await self._load_crds()
+
+
+def _served_view(crd: dict[str, Any]) -> tuple[Any, ...]:
+    """What ``types_from_crd`` reads of a CRD: two CRDs equal in it serve the same kinds."""
+    spec = crd.get("spec") or {}
+    return ((crd.get("metadata") or {}).get("name"), spec.get("group"), spec.get("names"), spec.get("scope"),
+            spec.get("versions"))
