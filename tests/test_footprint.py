@@ -247,13 +247,3 @@ async def test_the_registry_serves_the_shipped_crd_objects_not_a_parsed_copy(tmp
         rts = [rt for rt in api.registry if rt.crd_name == name]
         assert rts and all(rt.crd is not None and rt.crd["schema"]["openAPIV3Schema"]["description"] == "changed"
                            for rt in rts)
-
-
-def test_httpx_loads_without_its_command_line_client() -> None:
-    """Importing pitwall first keeps ``httpx._main`` (click, rich, pygments) out; httpx itself is whole."""
-    body = ("import pitwall.server, httpx\n"
-            "print(json.dumps({'cli': sorted(m for m in ('click', 'pygments', 'rich', 'httpx._main') "
-            "if sys.modules.get(m) is not None), 'client': callable(httpx.Client().get)}))")
-    out = subprocess.run([sys.executable, "-c", "import json, sys\n" + body], capture_output=True, text=True,
-                         check=True, timeout=100)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"cli": [], "client": True}
