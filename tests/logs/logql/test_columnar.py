@@ -263,6 +263,19 @@ def test_text_drops_never_drops_what_the_pipeline_keeps(lines: list[str]) -> Non
         assert not any(d and k for d, k in zip(drop.tolist(), kept, strict=True)), (expr, lines)
 
 
+def test_a_name_quoted_as_a_value_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat-line reader counts the quoted name: once as a value is not set, twice goes to the pipeline."""
+    lines = ['{"msg":"level","status":500}', '{"level":"warn","msg":"level"}', '{"level" : "error"}',
+             '{"status":"level","latency_ms":2}', '{"level":"caf\u00e9"}', '{"level":"café ☃","x":1}',
+             '{"level":"a","level":"b"}', '{"a":"status","level":"info","status":503}']
+    q = _querier(lines)
+    for expr in METRIC + LOGS:
+        _exact_and_columnar(monkeypatch, q, expr)
+    got = _run(q, 'sum by (level) (count_over_time({app="api"} | json [100s]))')
+    assert sorted(r["metric"].get("level", "") for r in got["result"]) == ["", "b", "café", "café ☃", "error",
+                                                                           "info", "warn"]
+
+
 def test_flat_lines_are_read_from_text_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     from pitwall.logs.logql import columnar
 

@@ -246,13 +246,22 @@ class JsonColumns:
             kind[flat] = K_UNKNOWN
             return
         key = f'"{name}"{_WS}:'
-        count = pc.count_substring_regex(self._arr, key).to_numpy(zero_copy_only=False)
+        # In a flat object every quote delimits a key or a value, so the quoted name occurs once per
+        # key or value it is: none, the label is not set; more, a duplicate key or a value: the pipeline.
+        quoted = f'"{name}"'
+        count = np.fromiter(map(str.count, self.lines, repeat(quoted)), dtype=np.int64, count=len(self.lines))
         kind[flat & (count == 0)] = K_MISSING
-        kind[flat & (count > 1)] = K_UNKNOWN  # a duplicate key: the last one wins
+        kind[flat & (count > 1)] = K_UNKNOWN
         one = np.flatnonzero(flat & (count == 1))
         if not len(one):
             return
-        got = pc.extract_regex(self._arr.take(pa.array(one)), key + _WS + f"(?P<v>{_VALUE})").field("v")
+        found = pc.extract_regex(self._arr.take(pa.array(one)), key + _WS + f"(?P<v>{_VALUE})")
+        is_key = found.is_valid().to_numpy(zero_copy_only=False)
+        kind[one[~is_key]] = K_MISSING  # the one occurrence is a value, not a key
+        one = one[is_key]
+        if not len(one):
+            return
+        got = found.field("v").filter(pa.array(is_key))
         first = pc.utf8_slice_codeunits(got, 0, 1)
         is_str = pc.equal(first, '"').to_numpy(zero_copy_only=False)
         is_lit = pc.is_in(first, pa.array(["t", "f", "n"])).to_numpy(zero_copy_only=False)
