@@ -255,7 +255,8 @@ class JsonColumns:
         one = np.flatnonzero(flat & (count == 1))
         if not len(one):
             return
-        found = pc.extract_regex(self._arr.take(pa.array(one)), key + _WS + f"(?P<v>{_VALUE})")
+        sub = self._arr if len(one) == len(self.lines) else self._arr.take(pa.array(one))
+        found = pc.extract_regex(sub, key + _WS + f"(?P<v>{_VALUE})")
         is_key = found.is_valid().to_numpy(zero_copy_only=False)
         kind[one[~is_key]] = K_MISSING  # the one occurrence is a value, not a key
         one = one[is_key]
