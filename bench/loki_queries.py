@@ -9,7 +9,11 @@ per query the median and fastest run, Grafana Loki 3.7's median from ../shared/b
 the ratio and whether it meets issue 24's goal (<= 0.5x Loki). It also checks the answers'
 shape: log query streams carry ``detected_level`` and ``service_name``.
 
-    .venv/bin/python bench/loki_queries.py [--lines 1000000] [--reps 7]
+With ``--cpu`` it then stops the server and evaluates each query in-process on the same
+on-disk data, printing the median CPU time (``time.process_time``: all threads, so a shared
+machine's load does not count) and a digest of the answer, to compare builds.
+
+    .venv/bin/python bench/loki_queries.py [--lines 1000000] [--reps 7] [--cpu]
 """
 
 from __future__ import annotations
@@ -85,10 +89,60 @@ class _Pitwall:
         self.log.close()
 
 
+def _relative(result: list[dict[str, Any]], t0: int) -> list[Any]:
+    """The answer with times from ``t0`` (each run moves the data near now), so digests compare across runs."""
+    out: list[Any] = []
+    for r in result:
+        if "values" in r and "stream" in r:  # log stream: [ns string, line]
+            out.append([sorted(r["stream"].items()), [[int(ts) - t0 * 10**9, line] for ts, line in r["values"]]])
+        else:  # matrix series: [seconds, value string]
+            out.append([sorted(r["metric"].items()), [[float(t) - t0, v] for t, v in r["values"]]])
+    return out
+
+
+def _cpu_in_process(data: Path, t0: int, reps: int) -> None:
+    """Each query through ``LogQLEngine`` on the store the server left: CPU ms and an answer digest."""
+    import asyncio
+    import hashlib
+    import json
+
+    from pitwall.logs.logql import LogQLEngine
+    from pitwall.logs.model import Direction
+    from pitwall.logs.settings import LogsSettings
+    from pitwall.storage.duckdb import TelemetryDB
+    from pitwall.storage.logs_store import LogStore
+
+    async def run() -> None:
+        block_ns = LogsSettings().block_duration * 10**6
+        st = LogStore(TelemetryDB(data / "telemetry.duckdb"), data / "wal" / "logs", block_ns=block_ns,
+                      retention_ns=0, fsync=False)
+        await st.start()
+        try:
+            q, eng = st.querier(), LogQLEngine()
+            print(f"{'in-process':26s} {'CPU ms':>10s} {'min ms':>8s}  answer digest")
+            for name, expr in _queries():
+                def once(expr: str = expr) -> Any:
+                    return eng.query_range(q, expr, t0 * 10**9, (t0 + 3600) * 10**9, 60 * 10**9, limit=1000,
+                                           direction=Direction.BACKWARD, align_step=True)
+                res = once()  # warm-up, untimed
+                cpu = []
+                for _ in range(reps):
+                    a = time.process_time()
+                    once()
+                    cpu.append((time.process_time() - a) * 1000)
+                digest = hashlib.sha1(json.dumps(_relative(res.to_loki_data()["result"], t0)).encode())
+                print(f"{name:26s} {statistics.median(cpu):10.1f} {min(cpu):8.1f}  {digest.hexdigest()[:12]}")
+        finally:
+            await st.stop()
+
+    asyncio.run(run())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lines", type=int, default=1_000_000)
     ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--cpu", action="store_true", help="also time each query in-process (CPU ms)")
     a = ap.parse_args()
     t0 = (int(time.time()) - 3700) // 60 * 60
     with tempfile.TemporaryDirectory(prefix="pitwall-loki-queries-") as tmp:
@@ -120,6 +174,8 @@ def main() -> int:
                       f"{_shape(res)}")
         finally:
             srv.stop()
+        if a.cpu:
+            _cpu_in_process(data, t0, a.reps)
     return 0
 
 

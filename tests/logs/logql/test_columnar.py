@@ -239,6 +239,43 @@ def test_text_drops_only_what_json_would_drop() -> None:
     assert not text_drops(lines, _filters('{a="b"} | json | latency_ms > 1'), frozenset()).any()
 
 
+_TEXT_LINES = [
+    '{"status":200,"code":7}', '{"status":503,"code":7}', '{"status":503,"code":2}', '{"code":9}',
+    '{"status":5e2,"code":1e400}', '{"status":-0,"code":-1e400}', '{"status":503,"code":"9"}',
+    '{"msg":"caf\u00e9 \\"q\\"","status":600,"code":8}', '{"msg":"café ☃","status":600,"code":9}',
+    '{"n":{"status":900},"status":100,"code":9}', '{"status":700, "code" : 9 }', "status=700 code=9",
+    '{"status":700,"code":9', '{"status":700,"code":9,"status":1}', '', '{"status":1.5E+3,"code":12.25}',
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(_TEXT_LINES), min_size=1, max_size=20))
+def test_text_drops_never_drops_what_the_pipeline_keeps(lines: list[str]) -> None:
+    """Each conjunct only looks at lines the earlier ones kept, and the batch-wide backslash test."""
+    from pitwall.logs.logql.pipeline import Pipeline
+
+    for expr in ('{a="b"} | json | status >= 500 and code > 8', '{a="b"} | json | code <= 8 | status != 503'):
+        node = parse_expr(expr)
+        assert isinstance(node, ast.LogSelector)
+        pipe = Pipeline.compile(node.stages)
+        drop = text_drops(lines, _filters(expr), frozenset({"a"}))
+        kept = [pipe.process(0, x, {"a": "b"}, frozenset({"a"})) is not None for x in lines]
+        assert not any(d and k for d, k in zip(drop.tolist(), kept, strict=True)), (expr, lines)
+
+
+def test_a_name_quoted_as_a_value_is_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flat-line reader counts the quoted name: once as a value is not set, twice goes to the pipeline."""
+    lines = ['{"msg":"level","status":500}', '{"level":"warn","msg":"level"}', '{"level" : "error"}',
+             '{"status":"level","latency_ms":2}', '{"level":"caf\u00e9"}', '{"level":"café ☃","x":1}',
+             '{"level":"a","level":"b"}', '{"a":"status","level":"info","status":503}']
+    q = _querier(lines)
+    for expr in METRIC + LOGS:
+        _exact_and_columnar(monkeypatch, q, expr)
+    got = _run(q, 'sum by (level) (count_over_time({app="api"} | json [100s]))')
+    assert sorted(r["metric"].get("level", "") for r in got["result"]) == ["", "b", "café", "café ☃", "error",
+                                                                           "info", "warn"]
+
+
 def test_flat_lines_are_read_from_text_without_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     from pitwall.logs.logql import columnar
 

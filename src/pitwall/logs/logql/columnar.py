@@ -246,13 +246,23 @@ class JsonColumns:
             kind[flat] = K_UNKNOWN
             return
         key = f'"{name}"{_WS}:'
-        count = pc.count_substring_regex(self._arr, key).to_numpy(zero_copy_only=False)
+        # In a flat object every quote delimits a key or a value, so the quoted name occurs once per
+        # key or value it is: none, the label is not set; more, a duplicate key or a value: the pipeline.
+        quoted = f'"{name}"'
+        count = np.fromiter(map(str.count, self.lines, repeat(quoted)), dtype=np.int64, count=len(self.lines))
         kind[flat & (count == 0)] = K_MISSING
-        kind[flat & (count > 1)] = K_UNKNOWN  # a duplicate key: the last one wins
+        kind[flat & (count > 1)] = K_UNKNOWN
         one = np.flatnonzero(flat & (count == 1))
         if not len(one):
             return
-        got = pc.extract_regex(self._arr.take(pa.array(one)), key + _WS + f"(?P<v>{_VALUE})").field("v")
+        sub = self._arr if len(one) == len(self.lines) else self._arr.take(pa.array(one))
+        found = pc.extract_regex(sub, key + _WS + f"(?P<v>{_VALUE})")
+        is_key = found.is_valid().to_numpy(zero_copy_only=False)
+        kind[one[~is_key]] = K_MISSING  # the one occurrence is a value, not a key
+        one = one[is_key]
+        if not len(one):
+            return
+        got = found.field("v").filter(pa.array(is_key))
         first = pc.utf8_slice_codeunits(got, 0, 1)
         is_str = pc.equal(first, '"').to_numpy(zero_copy_only=False)
         is_lit = pc.is_in(first, pa.array(["t", "f", "n"])).to_numpy(zero_copy_only=False)
@@ -432,18 +442,34 @@ def text_drops(
               and _sanitize_key(c.name) == c.name]
     if not checks or not n:
         return drop
-    arr = pa.array(lines, pa.string())
-    plain = ~pc.match_substring(arr, "\\").to_numpy(zero_copy_only=False)
+    # One scan of the joined text answers "no backslash anywhere" for the usual batch.
+    plain: np.ndarray | None = None  # None: every line is plain
+    if "\\" in "".join(lines):
+        plain = ~pc.match_substring(pa.array(lines, pa.string()), "\\").to_numpy(zero_copy_only=False)
     for f in checks:
+        # Lines an earlier check dropped need no second look.
+        live = np.flatnonzero(~drop)
+        if not len(live):
+            break
+        sub = lines if len(live) == n else [lines[i] for i in live.tolist()]
         key = f'"{f.name}"'
-        count = pc.count_substring(arr, key).to_numpy(zero_copy_only=False)
-        got = pc.extract_regex(arr, key + r"\s*:\s*(?P<v>" + _JSON_NUMBER + r")\s*[,}\s]")
-        matched = got.is_valid().to_numpy(zero_copy_only=False)
-        num = np.full(n, np.nan)
-        idx = np.flatnonzero(matched)
-        if len(idx):
-            num[idx] = np.asarray(got.field("v").take(pa.array(idx)).to_pylist(), dtype=np.float64)
+        count = np.fromiter(map(str.count, sub, repeat(key)), dtype=np.int64, count=len(sub))
+        got = pc.extract_regex(pa.array(sub, pa.string()), key + r"\s*:\s*(?P<v>" + _JSON_NUMBER + r")\s*[,}\s]")
+        num = _floats(got)
         with np.errstate(invalid="ignore"):
             fails = ~_np_cmp(f.op, num, float(f.value))
-        drop |= plain & ((count == 0) | ((count == 1) & ~np.isnan(num) & fails))
+        sure = (count == 0) | ((count == 1) & ~np.isnan(num) & fails)
+        drop[live] = sure if plain is None else sure & plain[live]
     return drop
+
+
+def _floats(got: pa.StructArray) -> np.ndarray:
+    """``extract_regex``'s number texts (no match: NaN) as Go's ``ParseFloat`` reads them (too large: +-Inf)."""
+    valid = got.is_valid().to_numpy(zero_copy_only=False)
+    out = np.full(len(got), np.nan)
+    texts = got.field("v").filter(pa.array(valid))
+    try:
+        out[valid] = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:  # e.g. an exponent beyond float64: Python's float() gives +-Inf as Go does
+        out[valid] = np.asarray([float(t) for t in texts.to_pylist()], dtype=np.float64)
+    return out

@@ -178,7 +178,7 @@ class SampleExtractor:
             return self._per_entry(batch)  # detected_level is metadata here, not a stream label
         bases = [dict(lbl) for lbl in batch.streams]
         undecidable = None
-        if batch.metadata is not None:
+        if batch.metadata is not None and any(batch.metadata):  # usually none: no per-line pass
             undecidable = np.fromiter((bool(m) for m in batch.metadata), dtype=bool, count=len(batch))
         needed = set(names) | label_filter_names(filters)
         if self.unwrap_label is not None:
