@@ -53,9 +53,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# pytest exits 5 when it collected no tests: that is a failure here.
+# pytest exits 5 when it collected no tests: that is a failure here. Test files run in PYTEST_WORKERS
+# processes (pytest-xdist, a file stays on one worker so its module fixtures start once); tests/conftest.py
+# gives each worker its own pod and Service address ranges.
+PYTEST_WORKERS ?= 2
 pytest: $(STAMP) peers assets
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

@@ -22,6 +22,35 @@ from pitwall.config import Settings, load_settings
 # subprocess, which inherits the environment) binds a free one unless a test names its own.
 os.environ.setdefault("PITWALL_OTLP_GRPC__LISTEN", "127.0.0.1:0")
 
+# pytest-xdist runs test files in several worker processes at once. Pods bind their addresses and the
+# service proxy binds ClusterIPs, so each worker's servers take disjoint ranges: worker N owns
+# 127.42.(64N..64N+63).x for pods (the first 32 /24s by default, the rest for pod_subnet()) and
+# 127.96.(64N).0/18 for Services.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 4
+if "PYTEST_XDIST_WORKER" in os.environ:
+    import ipaddress
+
+    import pitwall.kube.strategy
+    import pitwall.node.kubelet
+
+    os.environ["PITWALL_KUBE__POD_CIDR"] = f"127.42.{64 * WORKER}.0/19"
+    os.environ["PITWALL_KUBE__SERVICE_CIDR"] = f"127.96.{64 * WORKER}.0/18"
+    pitwall.node.kubelet.DEFAULT_POD_NETWORK = ipaddress.ip_network(os.environ["PITWALL_KUBE__POD_CIDR"])
+    pitwall.kube.strategy.DEFAULT_SERVICE_CIDR = os.environ["PITWALL_KUBE__SERVICE_CIDR"]
+
+
+def pod_subnets(n: int = 1) -> list[str]:
+    """``n`` distinct random /24s of pod addresses for servers of a test's own, apart from this worker's others."""
+    import random
+
+    return [f"127.42.{64 * WORKER + i}.0/24" for i in random.sample(range(32, 64), n)]
+
+
+def pod_subnet_pair() -> tuple[str, str]:
+    """Two distinct /24s (as ``pod_subnets``) for a pair of servers on one etcd."""
+    a, b = pod_subnets(2)
+    return a, b
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
@@ -137,6 +166,13 @@ def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path |
     if config is not None:
         cmd += ["--config", str(config)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if config is not None:  # the environment outranks the file: a range the test's file names wins here
+        import yaml
+
+        kube = (yaml.safe_load(config.read_text()) or {}).get("kube") or {}
+        for key in ("pod_cidr", "service_cidr"):
+            if key in kube:
+                env.pop(f"PITWALL_KUBE__{key.upper()}", None)
     with open(data_dir.parent / f"pitwall-{port}.log", "ab") as log:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
 

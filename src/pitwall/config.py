@@ -104,6 +104,9 @@ class KubeSettings(_Section):
     node_name: str = Field("", description="this server's Node (default: the host name); unique per server")
     pod_cidr: str = Field("", description="this node's pod addresses, inside 127.42.0.0/16 (default: all of it); "
                                           "servers sharing an etcd on one machine need disjoint ranges")
+    service_cidr: str = Field("127.96.0.0/16", description="the ClusterIPs Services get (kube-apiserver's "
+                                                           "--service-cluster-ip-range), inside 127.0.0.0/8: pitwall "
+                                                           "serves them on loopback")
     mesh_mtls: bool = Field(True, description="hops to pods on other nodes go over mutual TLS through their "
                                               "node's inbound mesh listener (pitwall's CA, SPIFFE identities)")
     mesh_inbound_port: int = Field(0, ge=0, le=65535, description="this node's mutual-TLS inbound mesh port on "
@@ -135,6 +138,14 @@ class KubeSettings(_Section):
             net = ipaddress.ip_network(v, strict=True)
             if not net.subnet_of(ipaddress.ip_network("127.42.0.0/16")):  # type: ignore[arg-type]
                 raise ValueError(f"{v} is not inside 127.42.0.0/16")
+        return v
+
+    @field_validator("service_cidr")
+    @classmethod
+    def _service_cidr(cls, v: str) -> str:
+        net = ipaddress.ip_network(v, strict=True)
+        if not net.subnet_of(ipaddress.ip_network("127.0.0.0/8")):  # type: ignore[arg-type]
+            raise ValueError(f"{v} is not inside 127.0.0.0/8")
         return v
 
 

@@ -13,7 +13,6 @@ from pitwall.chaos.wiring import build_chaos_runners
 from pitwall.controllers import ControllerRunner
 from pitwall.controllers.wiring import build_controllers
 from pitwall.incidents import ChangeLog
-from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.kube.wiring import build_kube
 from pitwall.node import Kubelet
 from pitwall.node.runtime import kill_leftovers
@@ -28,7 +27,7 @@ class Env:
     """A KubeAPI over SQLite, pitwall's node, the workload controllers and the chaos controllers; an async
     context manager. ``service_cidr`` and ``pod_cidr`` give it address ranges of its own."""
 
-    def __init__(self, tmp: Path, *, service_cidr: str = DEFAULT_SERVICE_CIDR, pod_cidr: str = "") -> None:
+    def __init__(self, tmp: Path, *, service_cidr: str = "", pod_cidr: str = "") -> None:
         self.tmp = tmp
         self.service_cidr, self.pod_cidr = service_cidr, pod_cidr
         self.runners: list[ControllerRunner] = []

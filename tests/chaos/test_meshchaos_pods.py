@@ -13,6 +13,7 @@ import pytest
 
 from pitwall.traffic import ServiceProxy
 from tests.chaos.pod_env import Env as PodEnv
+from tests.conftest import WORKER, pod_subnets
 from tests.node.conftest import PY, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
@@ -36,8 +37,8 @@ class Env(PodEnv):
     range and a pod range of its own (other pitwalls on this machine serve theirs)."""
 
     def __init__(self, tmp: Path) -> None:
-        super().__init__(tmp, service_cidr=f"127.{random.randrange(97, 120)}.0.0/16",
-                         pod_cidr=f"127.42.{random.randrange(150, 250)}.0/24")
+        super().__init__(tmp, service_cidr=f"127.{97 + 6 * WORKER + random.randrange(6)}.0.0/16",
+                         pod_cidr=pod_subnets()[0])
 
     async def start_chaos(self) -> None:
         """The service proxy and the chaos controllers, as a pitwall process starts them."""

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import pod_subnet_pair
 from tests.kube.servers import AUTH, Server, two_servers, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(180)]
@@ -30,9 +31,12 @@ http.server.ThreadingHTTPServer((os.environ["POD_IP"], 8080), H).serve_forever()
 """
 
 
+CIDRS = pod_subnet_pair()
+
+
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    with two_servers(tmp_path, ("127.42.1.0/24", "127.42.2.0/24")) as servers:
+    with two_servers(tmp_path, CIDRS) as servers:
         yield servers
 
 
@@ -64,7 +68,7 @@ def test_leader_failover_on_kill(pair: tuple[Server, Server]) -> None:
                    headers=AUTH, timeout=10)
     assert r.status_code == 201, r.text
     pods = until("2 ready pods", lambda: len(_ready_pods(follower)) == 2 and _ready_pods(follower))
-    cidr = {"node-a": "127.42.1.", "node-b": "127.42.2."}
+    cidr = {"node-a": CIDRS[0].removesuffix("0/24"), "node-b": CIDRS[1].removesuffix("0/24")}
     for p in pods:  # each pod bound once, with an address of its own node's range
         assert p["status"]["podIP"].startswith(cidr[p["spec"]["nodeName"]])
     assert len({p["status"]["podIP"] for p in pods}) == 2

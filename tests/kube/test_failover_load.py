@@ -24,6 +24,7 @@ import requests
 import yaml
 
 from tests.alerting.notify.helpers import Receiver, webhook_config
+from tests.conftest import pod_subnet_pair
 from tests.kube.servers import TOKEN, Server, two_servers, until
 from tests.storage.revstore.conftest import start_postgres
 
@@ -82,7 +83,7 @@ def pair(tmp_path: Path, receiver: Receiver) -> Iterator[tuple[Server, Server]]:
         (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": []}))  # the rule comes once both run
         extra: dict[str, Any] = {"alertmanager_config": str(am), "rule_files": [str(tmp_path / "rules.yml")],
                                  "notifications": {"state_url": state_url}}
-        with two_servers(tmp_path, ("127.42.11.0/24", "127.42.12.0/24"), extra) as servers:
+        with two_servers(tmp_path, pod_subnet_pair(), extra) as servers:
             yield servers
     finally:
         pg.stop()

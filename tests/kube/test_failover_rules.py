@@ -20,6 +20,7 @@ import yaml
 
 from tests.alerting.notify.helpers import Receiver, webhook_config
 from tests.backends.vm import VictoriaPeer, need_victoria
+from tests.conftest import pod_subnet_pair
 from tests.kube.servers import TOKEN, Server, two_servers, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(300)]
@@ -94,7 +95,7 @@ def _sent(receiver: Receiver, alertname: str) -> list[Any]:
 
 def test_rules_write_once_and_for_state_survives_the_leaders_sigkill(tmp_path: Path, vm: VictoriaPeer,
                                                                      receiver: Receiver) -> None:
-    with _servers(tmp_path, vm, receiver, ("127.42.31.0/24", "127.42.32.0/24")) as pair:
+    with _servers(tmp_path, vm, receiver, pod_subnet_pair()) as pair:
         leader, follower = _roles(pair)
         (tmp_path / "rules.yml").write_text(yaml.safe_dump(RULES))
         assert leader.req("POST", "/-/reload").status_code == 200
@@ -148,7 +149,7 @@ def test_amtool_alert_to_the_follower_is_notified_once_by_the_leader(tmp_path: P
                                                                       receiver: Receiver) -> None:
     if not Path(AMTOOL).exists():
         pytest.skip("Debian's amtool (prometheus-alertmanager) is not installed")
-    with _servers(tmp_path, vm, receiver, ("127.42.33.0/24", "127.42.34.0/24")) as pair:
+    with _servers(tmp_path, vm, receiver, pod_subnet_pair()) as pair:
         leader, follower = _roles(pair)
         sent_at = time.monotonic()
         http_config = tmp_path / "amtool-http.yml"

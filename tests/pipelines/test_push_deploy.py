@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, pod_subnets, start_pitwall_process, wait_ready
 from tests.incidents.conftest import ROUTING_KEY, incidents_config
 from tests.pipelines.conftest import make_repo
 from tests.pipelines.test_push_hooks import commit, git, started
@@ -82,7 +81,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     cfg = tmp_path / "pitwall.yaml"
     # A /24 of its own: other servers on this machine take pod addresses from 127.42.0.2 up.
     cfg.write_text(yaml.safe_dump({
-        "storage": {"fsync": False}, "kube": {"pod_cidr": f"127.42.{random.randint(100, 250)}.0/24"},
+        "storage": {"fsync": False}, "kube": {"pod_cidr": pod_subnets()[0]},
         "pipelines": {"watch": [{"repo": str(bare)}], "watch_interval": "1h"},
         "incidents": incidents_config()}))
     data = tmp_path / "data"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import random
 import signal
 import sys
 import threading
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, pod_subnets, start_pitwall_process, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -99,7 +98,7 @@ def server(tmp_path: Path) -> Iterator[httpx.Client]:
     cfg = tmp_path / "pitwall.yaml"
     # Pods of a server take addresses from 127.42.0.2 up by default: other servers on this machine (other
     # tests) use the same ones, and a pod that cannot bind its address never becomes available. A /24 of our own.
-    pod_cidr = f"127.42.{random.randint(100, 250)}.0/24"
+    pod_cidr = pod_subnets()[0]
     cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}, "kube": {"pod_cidr": pod_cidr}}))
     data = tmp_path / "data"
     data.mkdir()

@@ -36,7 +36,7 @@ from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.telemetry import LABELS, MeshTelemetry
 from pitwall.traffic.tracing import MeshTracer
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import WORKER, free_port, start_pitwall_process, wait_ready
 from tests.node.conftest import FAST, PY, Sinks
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, put_slice
 from tests.traffic.mesh_helpers import App, apply, authz
@@ -181,7 +181,7 @@ async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     proxy = ServiceProxy(kube.client, drain_timeout_s=0.5, telemetry=tel, tracer=tracer, access_log=access_log,
                          access_log_default="text")
     egress = EgressListeners(proxy)
-    subnet = random.randrange(64, 126, 2)  # this kubelet's /24; the next one holds the backends
+    subnet = 64 * WORKER + random.randrange(32, 62, 2)  # this kubelet's /24; the next one holds the backends
     data = tmp_path / "node"
     kubelet = Kubelet(kube, data_dir=data, logs=sinks, metrics=sinks, node_name=NODE,
                       pod_cidr=f"127.42.{subnet}.0/24", **FAST)

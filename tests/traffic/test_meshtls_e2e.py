@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import pod_subnet_pair
 from tests.kube.servers import AUTH, Server, two_servers, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.timeout(240)]
@@ -81,11 +82,14 @@ class Relay:
         self.sock.close()
 
 
+CIDRS = pod_subnet_pair()
+
+
 @pytest.fixture
 def pair(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Server, Server]]:
     # One Secrets key for both servers, so both can read the mesh CA's Secret.
     monkeypatch.setenv("PITWALL_SECRETS_KEY", base64.b64encode(os.urandom(32)).decode())
-    with two_servers(tmp_path, ("127.42.3.0/24", "127.42.4.0/24")) as servers:
+    with two_servers(tmp_path, CIDRS) as servers:
         yield servers
 
 
@@ -113,7 +117,7 @@ def test_pods_on_two_servers_talk_over_mutual_tls(pair: tuple[Server, Server]) -
         "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}).json()
     caller = until("the caller pod running on node-a", lambda: _pod_ip(a, "sleep"), timeout=90)
     until("the web pod running on node-b", lambda: _pod_ip(b, "web"), timeout=90)
-    assert caller.startswith("127.42.3.")
+    assert caller.startswith(CIDRS[0].removesuffix("0/24"))
     inbound = until("node-b's inbound address", lambda: a.req("GET", "/api/v1/nodes/node-b").json()[
         "metadata"].get("annotations", {}).get(ANNOTATION), timeout=60)
     host, ports = inbound.rsplit(":", 1)

@@ -7,7 +7,6 @@ themes into ``test-artifacts/ui/``, and the halt-all button pauses the experimen
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, pod_subnets
 from tests.ui.browser import NEEDS_CHROMIUM, Browser
 from tests.ui.seed import _post, _remote_write
 
@@ -89,7 +88,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("uidel")
     # a /24 of pod addresses of our own: other servers on this machine start pods from 127.42.0.2 up
     srv = LiveServer(load_settings(data_dir=base / "data", listen="127.0.0.1:0", storage={"fsync": False},
-                                   kube={"pod_cidr": f"127.42.{random.randint(100, 250)}.0/24"}))
+                                   kube={"pod_cidr": pod_subnets()[0]}))
     srv.start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as c:

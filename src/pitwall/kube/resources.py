@@ -110,10 +110,10 @@ class Resources:
     """Verbs on every served resource type, over one ``RevStore``."""
 
     def __init__(self, store: RevStore, registry: Registry, *,
-                 service_cidr: str = strategy.DEFAULT_SERVICE_CIDR, encryption: Encryption | None = None) -> None:
+                 service_cidr: str = "", encryption: Encryption | None = None) -> None:
         self.store = store
         self.registry = registry
-        self.service_cidr = service_cidr
+        self.service_cidr = service_cidr or strategy.DEFAULT_SERVICE_CIDR
         self.encryption = encryption  # None: objects are stored as plain JSON
         self._defaulters: dict[tuple[str, str], list[Defaulter]] = {}
         self._validators: dict[tuple[str, str], list[Validator]] = {}

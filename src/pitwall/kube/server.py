@@ -33,7 +33,6 @@ from pitwall.kube.rbac import RBACAuthorizer
 from pitwall.kube.registry import Registry
 from pitwall.kube.resources import Resources
 from pitwall.kube.serviceaccounts import ServiceAccountTokens
-from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.kube.watchcache import WatchCache
 from pitwall.storage.revstore import RevStore
 
@@ -49,7 +48,7 @@ class KubeAPI:
 
     name = "kube"
 
-    def __init__(self, store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
+    def __init__(self, store: RevStore, *, service_cidr: str = "", server_address: str = "",
                  watch_timeout_s: float = 1800.0, bookmark_interval_s: float = 60.0, gc_resync_s: float = 30.0,
                  run_gc: bool = True, sa_key_path: Path | None = None, encryption: Encryption | None = None,
                  watch_cache: bool = True) -> None:

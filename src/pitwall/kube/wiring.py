@@ -18,7 +18,6 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.kube.encryption import KEY_ENV, Encryption, load_encryption, local_encryption
 from pitwall.kube.server import KubeAPI
-from pitwall.kube.strategy import DEFAULT_SERVICE_CIDR
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
@@ -31,7 +30,7 @@ __all__ = ["KubePart", "build_encryption", "build_kube", "build_kube_part", "bui
 log = logging.getLogger(__name__)
 
 
-def build_kube(store: RevStore, *, service_cidr: str = DEFAULT_SERVICE_CIDR, server_address: str = "",
+def build_kube(store: RevStore, *, service_cidr: str = "", server_address: str = "",
                sa_key_path: Path | None = None, encryption: Encryption | None = None,
                watch_cache: bool = True) -> KubeAPI:
     """The API server over ``store``: include ``kube.router()`` in the app, start/stop it after the store.
@@ -96,6 +95,6 @@ def build_kube_part(settings: Any) -> KubePart:
     """The Kubernetes API over the state store of ``pitwall.config.Settings``."""
     store = build_revstore(settings.state, settings.data_dir)
     encryption = build_encryption(settings.kube, settings.data_dir, settings.state.backend)
-    return KubePart(store, build_kube(store, server_address=settings.listen,
+    return KubePart(store, build_kube(store, service_cidr=settings.kube.service_cidr, server_address=settings.listen,
                                       sa_key_path=settings.data_dir / "identity" / "sa-signing-key.pem",
                                       encryption=encryption, watch_cache=settings.kube.watch_cache))

@@ -41,6 +41,7 @@ __all__ = ["POD_NETWORK", "Kubelet"]
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 POD_NETWORK = ipaddress.ip_network("127.42.0.0/16")
+DEFAULT_POD_NETWORK = POD_NETWORK  # a node's pod addresses when its settings name none
 VERSION = "v1.32.0-pitwall"
 
 
@@ -59,7 +60,7 @@ class Kubelet:
         self.client = kube.client
         self.node_name = node_name or socket.gethostname().lower()
         # Several nodes on one machine (servers sharing an etcd) need disjoint pod address ranges.
-        self.pod_network = ipaddress.ip_network(pod_cidr) if pod_cidr else POD_NETWORK
+        self.pod_network = ipaddress.ip_network(pod_cidr) if pod_cidr else DEFAULT_POD_NETWORK
         if not self.pod_network.subnet_of(POD_NETWORK):  # type: ignore[arg-type]
             raise ValueError(f"pod_cidr {pod_cidr} is not inside {POD_NETWORK}")
         self.pods_dir = data_dir / "pods"
