@@ -197,7 +197,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # is a change event and a series.
         chaos=build_chaos_part(kube.api, node=node.kubelet, changes=changes, appender=metrics.store,
                                election=controllers.election, mesh=traffic.proxy.faults, slo_status=slo.slo_status,
-                               monkey=settings.chaos.monkey),
+                               monkey=settings.chaos.monkey, range_query=metrics.range,
+                               slo_budgets=slo.service.consumed_by_service),
         slo=slo,
         registry=registry,
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
@@ -335,7 +336,7 @@ def build(settings: Settings) -> Components:
                   workloads=KubeWorkloads(cp.kube.api.client) if cp is not None else None, config=settings,
                   incidents=IncidentDesk(incidents.rest), slos=cp.slo.service if cp is not None else None,
                   releases=ReleasesConsole(cp.kube.api.client) if cp is not None else None,
-                  chaos=ChaosConsole(cp.chaos.client, cp.chaos.report) if cp is not None else None,
+                  chaos=ChaosConsole(cp.chaos.client, cp.chaos.report, cp.chaos.resilience) if cp is not None else None,
                   changes=cp.changes if cp is not None else None,
                   pipelines=cp.pipelines.runner if cp is not None and cp.pipelines is not None else None,
                   backups=backup.reads(), config_store=cp.registry.console() if cp is not None else None,

@@ -8,6 +8,7 @@ spawning. Resume one with ``kubectl annotate ... experiment.chaos-mesh.org/pause
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -16,7 +17,8 @@ from fastapi.responses import JSONResponse
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, PAUSE_ANNOTATION
-from pitwall.core.errors import BadData, BodyTooLarge
+from pitwall.chaos.resilience import ResilienceReporter
+from pitwall.core.errors import BadData, BodyTooLarge, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
 from pitwall.kube import KubeClient, NotFoundError
@@ -77,8 +79,9 @@ async def experiments(client: KubeClient) -> list[dict[str, Any]]:
     return out
 
 
-def chaos_router(client: KubeClient, report: ChaosReport) -> APIRouter:
+def chaos_router(client: KubeClient, report: ChaosReport, resilience: ResilienceReporter | None = None) -> APIRouter:
     r = error_router("native", prefix="/api/chaos/v1", tags=["chaos"])
+    reporter = resilience or ResilienceReporter()
 
     @r.post("/halt")
     async def halt(request: Request) -> JSONResponse:
@@ -99,5 +102,17 @@ def chaos_router(client: KubeClient, report: ChaosReport) -> APIRouter:
     @r.get("/experiments")
     async def list_experiments() -> JSONResponse:
         return JSONResponse({"experiments": await experiments(client)})
+
+    @r.get("/experiments/{namespace}/{kind}/{name}/report")
+    async def resilience_report(namespace: str, kind: str, name: str) -> JSONResponse:
+        """The experiment's golden signals before, during and after its window, its time to recover and the
+        error budget its target's SLOs spent (``pitwall.chaos.resilience``)."""
+        if kind not in (*CHAOS_KINDS, "Schedule", "Workflow"):
+            raise NotFound(f"no chaos kind {kind!r}")
+        try:
+            obj = await client.get(API_VERSION, kind, name, namespace)
+        except NotFoundError:
+            raise NotFound(f"{kind} {namespace}/{name} not found") from None
+        return JSONResponse(await reporter.report(obj, time.time()))
 
     return r

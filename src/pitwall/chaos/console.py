@@ -8,6 +8,7 @@ from typing import Any
 from pitwall.chaos.api import halt_and_report
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
+from pitwall.chaos.resilience import ResilienceReporter
 from pitwall.kube import KubeClient, NotFoundError
 
 __all__ = ["EXPERIMENT_KINDS", "ChaosConsole"]
@@ -22,9 +23,10 @@ class ChaosConsole:
 
     kinds = EXPERIMENT_KINDS
 
-    def __init__(self, client: KubeClient, report: ChaosReport) -> None:
+    def __init__(self, client: KubeClient, report: ChaosReport, resilience: ResilienceReporter | None = None) -> None:
         self.client = client
         self.report = report
+        self.resilience = resilience or ResilienceReporter()
 
     async def experiments(self, namespace: str = "") -> list[Obj]:
         """Every chaos object, Schedule and Workflow of ``namespace`` (all when empty)."""
@@ -52,6 +54,10 @@ class ChaosConsole:
         except NotFoundError:
             return []
         return sorted(items, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+
+    async def resilience_report(self, obj: Obj, now: float) -> Obj:
+        """The experiment's resilience report (``pitwall.chaos.resilience``)."""
+        return await self.resilience.report(obj, now)
 
     async def halt(self, who: str) -> list[str]:
         """Pause every experiment (Gremlin's Halt); ``Kind ns/name`` of those newly paused."""

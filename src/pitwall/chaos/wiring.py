@@ -19,6 +19,7 @@ from pitwall.chaos.guard import Guard
 from pitwall.chaos.meshsync import MeshFaultSync
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS
 from pitwall.chaos.monkey import ChaosMonkey
+from pitwall.chaos.resilience import ResilienceReporter, SloBudgets
 from pitwall.chaos.schedule import ScheduleReconciler
 from pitwall.chaos.settings import MonkeySettings
 from pitwall.chaos.statuscheck import StatusCheckReconciler
@@ -28,7 +29,7 @@ from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI, KubeClient, NotFoundError
-from pitwall.metrics import Appender
+from pitwall.metrics import Appender, RangeQuery
 from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
@@ -113,6 +114,7 @@ class ChaosPart:
     mesh_sync: MeshFaultSync | None = None  # servers sharing an etcd: the leader's mesh faults, mirrored
     guard: Guard | None = None  # the namespaces' guard rails (its incident query is set by server.py)
     monkey: ChaosMonkey | None = None  # Chaos Monkey's schedule (its outage checker is set by server.py)
+    resilience: ResilienceReporter = field(default_factory=ResilienceReporter)
     sweep: _Sweep = field(init=False)
 
     def __post_init__(self) -> None:
@@ -123,7 +125,7 @@ class ChaosPart:
         return [self.sweep, self.manager, *extra]
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(chaos_router(self.client, self.report), server_wide=True)]
+        return [Mount(chaos_router(self.client, self.report, self.resilience), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
         """Nothing to reload."""
@@ -135,11 +137,14 @@ class ChaosPart:
 def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSink | None,
                      appender: Appender | None = None, election: Election | None = None,
                      mesh: FaultTable | None = None, slo_status: SLOStatusQuery | None = None,
-                     monkey: MonkeySettings | None = None) -> ChaosPart:
+                     monkey: MonkeySettings | None = None, range_query: RangeQuery | None = None,
+                     slo_budgets: SloBudgets | None = None) -> ChaosPart:
     """Install Chaos Mesh's CRDs in ``kube`` (call before it starts) and build the controllers over it,
     injecting through ``node`` (the kubelet) and ``mesh`` (the service proxy's fault table), reporting to
     ``changes`` and ``appender``; with ``election`` (the controllers'), they run only on the leader. The
-    namespaces' SLO guards read ``slo_status``; with ``monkey`` enabled, Chaos Monkey's schedule runs on the leader."""
+    namespaces' SLO guards read ``slo_status``; with ``monkey`` enabled, Chaos Monkey's schedule runs on the leader.
+    Resilience reports read the target's signals through ``range_query`` and its SLOs' budgets through
+    ``slo_budgets``."""
     kube.add_builtin_crds(chaos_mesh_crds())
     report = ChaosReport(changes, appender)
     guard = Guard(kube.client, slo_status)
@@ -149,4 +154,5 @@ def build_chaos_part(kube: KubeAPI, *, node: NodeHooks | None, changes: ChangeSi
     sync = MeshFaultSync(kube.client, mesh, lambda: manager.leading) if mesh is not None and election is not None else None
     cm = ChaosMonkey(kube.client, kube.store, monkey, changes, leading=lambda: manager.leading) \
         if monkey is not None and monkey.enabled else None
-    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard, monkey=cm)
+    return ChaosPart(kube.client, kube.store, report, manager, mesh_sync=sync, guard=guard, monkey=cm,
+                     resilience=ResilienceReporter(range_query, slo_budgets))

@@ -103,6 +103,7 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         return pages.render(
             request, "chaos_experiment.html", "chaos", tr, error=err, available=True, obj=obj, row=row,
             charts=golden_charts(obj, row, now), window=window_link(row, now), records=records,
+            report=await deps.chaos.resilience_report(obj, now),
             conditions=(obj.get("status") or {}).get("conditions") or [],
             events=event_rows(await deps.chaos.events(namespace, kind, name)), changes=changes,
             changes_available=deps.changes is not None, **ctx)
