@@ -164,6 +164,18 @@ async def test_slo_pages_over_a_live_server(pw: httpx.AsyncClient) -> None:
     last = [v for v in computed["values"] if v is not None][-1]
     assert last == pytest.approx(0.5, rel=1e-6)
 
+    # Calendar windows (the budget API's ?calendar=): the list, its links and the page keep the choice.
+    week = await c.get("/slos?calendar=week")
+    assert week.status_code == 200 and "calendar-week" in _row(week.text, "shop-availability")
+    assert 'href="/slos/default/shop-availability?calendar=week"' in week.text
+    assert "<strong>calendar week</strong>" in week.text and 'href="/slos?calendar=month"' in week.text
+    month = await c.get("/slos/default/shop-availability?calendar=month")
+    summary = month.text.split('data-testid="slo-summary"')[1].split("</table>")[0]
+    assert month.status_code == 200 and "(calendar-month)" in summary and "<strong>calendar month</strong>" in summary
+    assert 'href="/slos/default/shop-availability"' in summary  # back to the rolling period
+    bad = await c.get("/slos?calendar=year")
+    assert bad.status_code == 400 and "calendar: must be" in bad.text
+
     r = await c.get("/slos/other/shop-strict")
     assert r.status_code == 404 and "not found in namespace" in r.text
     r = await c.get("/slos/default/nope")

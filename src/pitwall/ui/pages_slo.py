@@ -1,7 +1,8 @@
 """The SLO pages: ``/slos`` (every SLO with objective, window, remaining budget, burn rate now) and
 ``/slos/{namespace}/{name}`` (one SLO by its PrometheusServiceLevel's namespace and its sloth id:
 budget burn-down and burn-rate charts over the period, the arithmetic, its alerts, the incidents
-on its service).
+on its service). ``?calendar=month|week`` judges the budgets over the calendar period so far (UTC, weeks
+from Monday) instead of each SLO's rolling period, as the budget API's ``calendar`` parameter does.
 
 They read ``UIDeps.slos`` (an ``SLOSource``, the budget API's service); without one they say the
 SLO capability is not available. SLOs are Kubernetes objects of the whole server, so the pages
@@ -44,21 +45,23 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         tr, err = pages.range_or_error(request)
         if deps.slos is None:
             return pages.render(request, "slos.html", "slos", tr, error=err, available=False)
+        calendar = request.query_params.get("calendar", "")
         try:
-            rows = [slo_row(s) for s in await deps.slos.list()]
+            rows = [slo_row(s) for s in await deps.slos.list(calendar)]
         except PitwallError as e:
             return pages.render(request, "slos.html", "slos", tr, error=e.message, available=True, rows=[],
-                                status=400)
-        return pages.render(request, "slos.html", "slos", tr, error=err, available=True, rows=rows)
+                                calendar=calendar, status=400)
+        return pages.render(request, "slos.html", "slos", tr, error=err, available=True, rows=rows, calendar=calendar)
 
     @r.get("/slos/{namespace}/{name}", response_class=HTMLResponse, dependencies=server_wide)
     async def slo(namespace: str, name: str, request: Request) -> Response:
         tr, err = pages.range_or_error(request)
-        ctx: dict[str, Any] = {"namespace": namespace, "name": name}
+        calendar = request.query_params.get("calendar", "")
+        ctx: dict[str, Any] = {"namespace": namespace, "name": name, "calendar": calendar}
         if deps.slos is None:
             return pages.render(request, "slo.html", "slos", tr, error=err, available=False, **ctx)
         try:
-            st = await deps.slos.slo_status(name)
+            st = await deps.slos.slo_status(name, calendar)
             if slo_row(st).namespace != namespace:
                 raise NotFound(f"SLO {name!r} not found in namespace {namespace!r}")
         except NotFound as e:
