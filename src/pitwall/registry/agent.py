@@ -7,6 +7,10 @@ only. ``CheckRunner`` ticks once a second: TTL checks whose TTL ran out turn
 critical, HTTP and TCP checks run at their interval (each bounded by its
 timeout), and a service whose check stayed critical for longer than its
 ``DeregisterCriticalServiceAfter`` is deregistered.
+
+Servers sharing the state store are one agent: the runner runs on the controllers' election leader only (one
+probe per interval, one writer of each status), and a TTL update, which any server may take, is a heartbeat key
+under ``TTL_BEATS`` (outside ``AGENT_PREFIX``, so it wakes no blocking query) that the leader's runner reads.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +36,7 @@ __all__ = ["AGENT_PREFIX", "AgentServices", "CheckDef", "CheckRunner"]
 AGENT_PREFIX = ROOT + "agent/"
 SERVICES = AGENT_PREFIX + "services/"
 CHECKS = AGENT_PREFIX + "checks/"
+TTL_BEATS = ROOT + "ttl-beats/"  # check id -> the wall-clock time of its last TTL update
 STATUSES = ("passing", "warning", "critical")
 MAX_OUTPUT = 4096  # Consul truncates check output (4 KiB by default)
 MAX_SERVICES = 10_000
@@ -144,7 +150,7 @@ class AgentServices:
         keep = {c.id for c in checks}
         for c in old:
             if c.id not in keep:
-                await self.store.delete(CHECKS + c.id)
+                await self._delete_check(c.id)
         for raw, c in zip(raw_checks, checks, strict=True):
             prev = await self.check(c.id)
             if prev is not None and "status" not in lower_keys(raw):
@@ -156,7 +162,7 @@ class AgentServices:
             raise ConsulError(404, f'Unknown service ID "{sid}". Ensure that the service ID is passed, not the '
                                    "service name.")
         for c in await self.checks_of(sid):
-            await self.store.delete(CHECKS + c.id)
+            await self._delete_check(c.id)
         await self.store.delete(SERVICES + sid)
 
     async def services(self) -> tuple[list[tuple[dict[str, Any], int, int]], int]:
@@ -181,9 +187,18 @@ class AgentServices:
         await self.store.put(CHECKS + c.id, c.to_json())
 
     async def delete_check(self, cid: str) -> None:
-        if not await self.store.delete(CHECKS + cid):
+        if not await self._delete_check(cid):
             raise ConsulError(404, f'Unknown check ID "{cid}". Ensure that the check ID is passed, not the check '
                                    "name.")
+
+    async def _delete_check(self, cid: str) -> bool:
+        await self.store.delete(TTL_BEATS + cid)
+        return bool(await self.store.delete(CHECKS + cid))
+
+    async def ttl_beats(self) -> dict[str, float]:
+        """Each TTL check's last update (wall-clock seconds), whichever server took it."""
+        res = await self.store.range(TTL_BEATS)
+        return {kv.key[len(TTL_BEATS):]: float(kv.value) for kv in res.kvs}
 
     async def set_status(self, cid: str, status: str, output: str, *, ttl_only: bool) -> CheckDef:
         c = await self.check(cid)
@@ -195,6 +210,8 @@ class AgentServices:
         if status not in STATUSES:
             raise ConsulError(400, f'Invalid check status: "{status}"')
         output = output[:MAX_OUTPUT]
+        if ttl_only:  # the TTL starts again: every server's runner (the leader's runs) sees it
+            await self.store.put(TTL_BEATS + cid, repr(time.time()).encode())
         if (c.status, c.output) != (status, output):
             c.status, c.output = status, output
             await self.store.put(CHECKS + cid, c.to_json())
@@ -206,11 +223,13 @@ class CheckRunner:
 
     name = "consul-checks"
 
-    def __init__(self, services: AgentServices, *, tick_s: float = 1.0) -> None:
+    def __init__(self, services: AgentServices, *, tick_s: float = 1.0,
+                 leading: Callable[[], bool] | None = None) -> None:
         self.services = services
         self.tick_s = tick_s
+        self.leading = leading  # servers sharing the state: only the election's leader runs the checks
         self.tasks = Supervisor(self.name)
-        self.ttl_deadline: dict[str, float] = {}
+        self._first_seen: dict[str, float] = {}  # TTL checks never updated: their TTL runs from here
         self._next_run: dict[str, float] = {}
         self._critical_since: dict[str, float] = {}
         self._running: set[str] = set()
@@ -221,10 +240,6 @@ class CheckRunner:
     async def stop(self) -> None:
         await self.tasks.stop()
 
-    def touched(self, c: CheckDef) -> None:
-        """A TTL check was updated: its TTL starts again."""
-        self.ttl_deadline[c.id] = time.monotonic() + c.ttl_s
-
     async def _loop(self) -> None:
         while True:
             try:
@@ -234,16 +249,21 @@ class CheckRunner:
             await asyncio.sleep(self.tick_s)
 
     async def pass_once(self) -> None:
-        now = time.monotonic()
+        if self.leading is not None and not self.leading():
+            for table in (self._first_seen, self._next_run, self._critical_since):
+                table.clear()  # a new leader starts from the store
+            return
+        now, wall = time.monotonic(), time.time()
         checks, _ = await self.services.all_checks()
+        beats = await self.services.ttl_beats() if any(c.ttl_s for c, _, _ in checks) else {}
         live = {c.id for c, _, _ in checks}
-        for table in (self.ttl_deadline, self._next_run, self._critical_since):
+        for table in (self._first_seen, self._next_run, self._critical_since):
             for cid in [k for k in table if k not in live]:
                 del table[cid]
         for c, _, _ in checks:
             if c.ttl_s:
-                deadline = self.ttl_deadline.setdefault(c.id, now + c.ttl_s)
-                if now > deadline and c.status != "critical":
+                deadline = beats.get(c.id, self._first_seen.setdefault(c.id, wall)) + c.ttl_s
+                if wall > deadline and c.status != "critical":
                     await self.services.set_status(c.id, "critical", "TTL expired", ttl_only=False)
                     c.status = "critical"
             elif now >= self._next_run.get(c.id, 0.0) and c.id not in self._running:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, CheckRunner, lower_keys, parse_check
+from pitwall.registry.agent import AGENT_PREFIX, STATUSES, AgentServices, lower_keys, parse_check
 from pitwall.registry.api import Blocking, json_response, read_limited
 from pitwall.registry.blocking import QueryOptions, Resolver, View, WatchHub
 from pitwall.registry.catalog import KUBE_PREFIX, Catalog, Instance
@@ -82,7 +82,7 @@ async def _json_body(request: Request) -> Any:
         raise ConsulError(400, f"Request decode failed: {e}") from None
 
 
-def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner, hub: WatchHub,
+def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, hub: WatchHub,
                    blocking: Blocking) -> None:
     """Adds the catalog, health and agent service routes to ``r``."""
 
@@ -183,7 +183,7 @@ def catalog_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner:
             return json_response(flt([c for c in checks.values() if state == "any" or c["Status"] == state]), idx)
         return await blocking(request, *view, out)
 
-    _agent_routes(r, catalog, agent, runner, hub)
+    _agent_routes(r, catalog, agent, hub)
 
 
 async def hash_blocking(request: Request, hub: WatchHub, read: Callable[[], Awaitable[Any]]) -> Response:
@@ -229,7 +229,7 @@ def _by_id(view: Callable[[], Awaitable[dict[str, Any]]], flt: Filter | None
     return read
 
 
-def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: CheckRunner, hub: WatchHub) -> None:
+def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, hub: WatchHub) -> None:
     async def services_view() -> dict[str, Any]:
         items, _ = await agent.services()
         return {s["ID"]: {**s, "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": False,
@@ -293,7 +293,7 @@ def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: 
         return Response(b"", 200)
 
     for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
-        _ttl_route(r, agent, runner, verb, status)
+        _ttl_route(r, agent, verb, status)
 
     @r.put("/v1/agent/check/update/{cid}")
     async def update(cid: str, request: Request) -> Response:
@@ -301,14 +301,12 @@ def _agent_routes(r: APIRouter, catalog: Catalog, agent: AgentServices, runner: 
         status = str(d.get("status") or "")
         if status not in STATUSES:
             raise ConsulError(400, f'Invalid check status: "{status}"')
-        c = await agent.set_status(cid, status, str(d.get("output") or ""), ttl_only=True)
-        runner.touched(c)
+        await agent.set_status(cid, status, str(d.get("output") or ""), ttl_only=True)
         return Response(b"", 200)
 
 
-def _ttl_route(r: APIRouter, agent: AgentServices, runner: CheckRunner, verb: str, status: str) -> None:
+def _ttl_route(r: APIRouter, agent: AgentServices, verb: str, status: str) -> None:
     async def handler(cid: str, request: Request) -> Response:
-        c = await agent.set_status(cid, status, request.query_params.get("note", ""), ttl_only=True)
-        runner.touched(c)
+        await agent.set_status(cid, status, request.query_params.get("note", ""), ttl_only=True)
         return Response(b"", 200)
     r.add_api_route(f"/v1/agent/check/{verb}/{{cid}}", handler, methods=["PUT"])

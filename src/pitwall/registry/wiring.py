@@ -70,7 +70,7 @@ class RegistryPart:
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
         def extra(r: Any, blocking: Any) -> None:
-            catalog_routes(r, self.catalog, self.services, self.checks, self.hub, blocking)
+            catalog_routes(r, self.catalog, self.services, self.hub, blocking)
             config_routes(r, self.config, blocking, self.hub.parks)
             connect_routes(r, self.connect, self.hub)
         return [Mount(consul_router(self.kv, self.sessions, self.hub, self.agent, extra)),
@@ -133,5 +133,7 @@ def build_registry_part(store: RevStore, changes: ChangeSink | None, *, listen: 
             hub.listen(templates.on_events)
             runners.append(runner)
         reloader = ControllerManager(runners, election=election)
-    return RegistryPart(hub, kv, sessions, history, agent, services, CheckRunner(services), catalog, config,
+    # servers sharing the state are one agent: the controllers' leader runs its checks
+    checks = CheckRunner(services, leading=election.elected.is_set if election is not None else None)
+    return RegistryPart(hub, kv, sessions, history, agent, services, checks, catalog, config,
                         kube_history, reloader, templates)
