@@ -82,6 +82,7 @@ Addr = tuple[str, int]  # clusterIP, port
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_S = 10800.0  # sessionAffinityConfig.clientIP.timeoutSeconds default
 _RELIST_BACKOFF_MAX_S = 5.0
+_MAX_HOP_MODES = 10_000  # hop_security's cache: cleared whole when full (pairs in use come back at once)
 
 
 class PlaintextRefused(Exception):
@@ -213,6 +214,11 @@ class ServiceProxy:
         # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
         self.mesh = MeshConfig()
         self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
+        # hop_security's client-side mode per (destination pod, port, service), asked per request and per
+        # TCP connection; only valid for one mesh snapshot (``_hop_modes_of``) and one set of pods: cleared
+        # when either changes.
+        self._hop_modes: dict[tuple[PodInfo, int, str], str] = {}
+        self._hop_modes_of = self.mesh
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
                                                               "AuthorizationPolicy": {}, "PeerAuthentication": {},
@@ -395,6 +401,7 @@ class ServiceProxy:
             ips = {str(p.get("ip")) for p in st.get("podIPs") or [] if p.get("ip")} | (
                 {str(st["podIP"])} if st.get("podIP") else set())
             info = pod_info(o)
+            self._hop_modes.clear()  # a pod's labels may move it under another PeerAuthentication
             for ip in ips:
                 if typ == "DELETED":
                     if (cur := self.pods.get(ip)) is not None and cur.name == info.name:
@@ -469,13 +476,23 @@ class ServiceProxy:
         the DestinationRule's ``tls.mode``) is DISABLE, where Istio's sidecars would talk plaintext."""
         if src is None or dest is None or dest.name == "unknown":
             return PLAINTEXT
-        pa = self.mesh.peer_auth
-        mode = _client_mode(self.mesh, service, pa.mode(dest, port) if pa is not None else "PERMISSIVE")
+        mesh = self.mesh
+        if self._hop_modes_of is not mesh:  # a new snapshot was swapped in: the answers may differ
+            self._hop_modes.clear()
+            self._hop_modes_of = mesh
+        key = (dest, port, service)
+        mode = self._hop_modes.get(key)
+        if mode is None:  # PeerAuthentication's inheritance walk and the DestinationRule: once per key
+            if len(self._hop_modes) >= _MAX_HOP_MODES:
+                self._hop_modes.clear()
+            pa = mesh.peer_auth
+            mode = self._hop_modes[key] = _client_mode(mesh, service,
+                                                       pa.mode(dest, port) if pa is not None else "PERMISSIVE")
         if mode == "DISABLE":
             return PLAINTEXT
         node = self.mesh_node
-        if node is not None and node.remote(dest) and node.leaves is None:
-            return PLAINTEXT  # no certificates here yet: connect goes in plaintext
+        if node is not None and node.leaves is None and node.remote(dest):
+            return PLAINTEXT  # no certificates here yet: connect goes in plaintext (not cached: leaves come)
         return MUTUAL_TLS
 
     async def connect(self, host: Backend, src: PodInfo | None, dest: PodInfo | None, http: bool,
