@@ -45,22 +45,22 @@ from urllib.parse import urlsplit
 import httptools
 
 from pitwall.traffic.http import (
-    _HOP,
+    HOP_HEADERS,
+    Failure,
+    HttpRequest,
+    HttpResponse,
     HttpSession,
-    _connect_detail,
-    _Failure,
-    _failure_response,
-    _local,
-    _read_response,
-    _Req,
-    _request_head,
-    _Resp,
-    _serialize,
-    _TooLarge,
-    _UpstreamEOF,
+    TooLarge,
+    UpstreamEOF,
+    connect_detail,
+    failure_response,
+    local_reply,
+    read_response,
+    request_head,
+    serialize_response,
 )
 from pitwall.traffic.pods import PodInfo, pod_info
-from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, _default_route_for
+from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, default_route_for
 from pitwall.traffic.relay import CHUNK, close_writer, splice
 from pitwall.traffic.telemetry import TcpReport, passthrough_labels
 
@@ -72,7 +72,7 @@ Obj = dict[str, Any]
 EGRESS_PORT = 15001  # Envoy's outbound (virtualOutbound) port in an Istio sidecar
 MAX_CONNECTIONS = 256  # per pod
 _CONNECT = b"CONNECT "
-_DROP_PASSTHROUGH = _HOP | {"host", "proxy-authorization"}
+_DROP_PASSTHROUGH = HOP_HEADERS | {"host", "proxy-authorization"}
 
 
 @dataclass
@@ -264,7 +264,7 @@ class EgressListeners:
         try:
             ur, uw = await self._open_upstream(lst, *dest)
         except (OSError, TimeoutError) as e:
-            resp = _failure_response(_Failure("connect", _connect_detail(e)))
+            resp = failure_response(Failure("connect", connect_detail(e)))
             if meter is not None:
                 meter.opened("UF")
                 meter.closed()
@@ -293,28 +293,28 @@ class EgressListeners:
         async with asyncio.timeout(self.connect_timeout_s):
             return await asyncio.open_connection(host, port, limit=CHUNK, local_addr=local)
 
-    async def forward(self, lst: _PodListener, req: _Req, host: str, port: int, authority: str) -> _Resp:
+    async def forward(self, lst: _PodListener, req: HttpRequest, host: str, port: int, authority: str) -> HttpResponse:
         """Forward one request to ``host:port`` (a host that is no Service: Istio's PassthroughCluster under
         ``ALLOW_ANY``; or a TCP Service port's ClusterIP) over a connection of its own from the pod's IP
         when ``host`` is a loopback address, closed after the answer."""
         try:
             ur, uw = await self._open_upstream(lst, host, port)
         except (OSError, TimeoutError) as e:
-            return _failure_response(_Failure("connect", _connect_detail(e)))
+            return failure_response(Failure("connect", connect_detail(e)))
         hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_PASSTHROUGH]
         hs.append(("connection", "close"))
         limits = self.proxy.http_limits
         t0 = time.perf_counter()
         try:
-            uw.write(_request_head(req.method, req.target, authority, hs, req.body) + req.body)
+            uw.write(request_head(req.method, req.target, authority, hs, req.body) + req.body)
             async with asyncio.timeout(limits.idle_timeout_s):
-                resp = await _read_response(ur, req.method == "HEAD", limits.max_response_bytes)
+                resp = await read_response(ur, req.method == "HEAD", limits.max_response_bytes)
         except TimeoutError:
-            return _local(504, b"upstream request timeout", "UT", details="upstream_response_timeout")
-        except _TooLarge:
-            return _local(502, b"upstream response too large")  # as the HTTP path answers it
-        except (_UpstreamEOF, OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
-            return _failure_response(_Failure("reset", "connection termination"))
+            return local_reply(504, b"upstream request timeout", "UT", details="upstream_response_timeout")
+        except TooLarge:
+            return local_reply(502, b"upstream response too large")  # as the HTTP path answers it
+        except (UpstreamEOF, OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
+            return failure_response(Failure("reset", "connection termination"))
         finally:
             await close_writer(uw)
         resp.service_ms = int((time.perf_counter() - t0) * 1000)
@@ -327,16 +327,16 @@ class EgressSession(HttpSession):
 
     def __init__(self, egress: EgressListeners, lst: _PodListener) -> None:
         proxy = egress.proxy
-        super().__init__(proxy, "", 0, proxy.http_limits, lst.pod_ip, ServiceStats(), _default_route_for(""))
+        super().__init__(proxy, "", 0, proxy.http_limits, lst.pod_ip, ServiceStats(), default_route_for(""))
         self.egress = egress
         self.lst = lst
 
-    async def _one(self, req: _Req, writer: asyncio.StreamWriter) -> bool:
+    async def _one(self, req: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         """Resolve the request's destination, then serve it as the Service's port would (or pass it
         through when it names no Service)."""
         dest = _destination(req)
         if dest is None:
-            return await _reply(writer, req, _local(400, b"bad proxy request: an http:// URL or a Host is needed"))
+            return await _reply(writer, req, local_reply(400, b"bad proxy request: an http:// URL or a Host is needed"))
         host, port, authority, path = dest
         req.target = path
         req.headers = [(k, v) for k, v in req.headers if k.lower() not in ("host", "proxy-authorization")]
@@ -364,7 +364,7 @@ class EgressSession(HttpSession):
             self.remote_addr = f"{self.lst.pod_ip}:{self.remote_addr.rpartition(':')[2]}"
         self.fqdn, self.port = spec.fqdn, spec.port
         self.stats = self.egress.proxy.stats.setdefault(spec.service, ServiceStats())
-        self.default_route = _default_route_for(spec.fqdn)
+        self.default_route = default_route_for(spec.fqdn)
         return await super()._one(req, writer)
 
 
@@ -398,7 +398,7 @@ class _TunnelMeter:
             self.report = None
 
 
-def _destination(req: _Req) -> tuple[str, int, str, str] | None:
+def _destination(req: HttpRequest) -> tuple[str, int, str, str] | None:
     """(host, port, authority, origin-form path) of a proxy-form request (the URL's authority wins over
     the Host header, RFC 9112 3.2.2), or of an origin-form one by its Host; None when neither names one."""
     target = req.target
@@ -444,9 +444,9 @@ def _ignore(n: int) -> None:
     return None
 
 
-async def _reply(writer: asyncio.StreamWriter, req: _Req, resp: _Resp) -> bool:
+async def _reply(writer: asyncio.StreamWriter, req: HttpRequest, resp: HttpResponse) -> bool:
     keep = req.keep_alive
-    writer.write(_serialize(resp, keep_alive=keep, head_only=req.method == "HEAD"))
+    writer.write(serialize_response(resp, keep_alive=keep, head_only=req.method == "HEAD"))
     try:
         await writer.drain()
     except OSError:
@@ -455,6 +455,6 @@ async def _reply(writer: asyncio.StreamWriter, req: _Req, resp: _Resp) -> bool:
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
-    writer.write(_serialize(_local(status, body), keep_alive=False, head_only=False))
+    writer.write(serialize_response(local_reply(status, body), keep_alive=False, head_only=False))
     with contextlib.suppress(OSError):
         await writer.drain()

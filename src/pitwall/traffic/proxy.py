@@ -72,7 +72,7 @@ from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, 
 from pitwall.traffic.telemetry import MUTUAL_TLS, PLAINTEXT, MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
-__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
+__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "default_route_for", "endpoints_of", "is_http", "port_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +700,7 @@ class ServiceProxy:
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:
         """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
-        return _default_route_for(spec.fqdn)
+        return default_route_for(spec.fqdn)
 
     async def _serve(self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -833,7 +833,9 @@ class _TcpLog:
         return count
 
 
-def _default_route_for(fqdn: str) -> Route:
+def default_route_for(fqdn: str) -> Route:
+    """The route of a Service no VirtualService names (shared per FQDN): all its endpoints, Istio's
+    default retries."""
     r = _DEFAULT_ROUTES.get(fqdn)
     if r is None:
         if len(_DEFAULT_ROUTES) > 10_000:
