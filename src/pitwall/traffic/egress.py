@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,7 @@ from pitwall.traffic.http import (
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, default_route_for
 from pitwall.traffic.relay import CHUNK, close_writer, splice
-from pitwall.traffic.telemetry import TcpReport, passthrough_labels
+from pitwall.traffic.telemetry import NO_DESTINATION, TcpReport, mesh_labels, passthrough_labels
 
 __all__ = ["EGRESS_PORT", "EgressListeners", "EgressSession", "EgressStats"]
 
@@ -230,8 +231,22 @@ class EgressListeners:
         return data
 
     def resolve(self, host: str, port: int, namespace: str) -> PortSpec | None:
-        """The Service port ``host:port`` names for a pod of ``namespace``, or None."""
+        """The Service port (or ServiceEntry host and port) ``host:port`` names for a pod of
+        ``namespace``, or None."""
         return self.proxy.service_port(host, port, namespace)
+
+    def upstream(self, spec: PortSpec, host: str, port: int) -> tuple[str, int]:
+        """Where a connection for ``spec`` goes when its bytes are relayed: a Service's ClusterIP (the
+        service proxy takes it from there), one of a ServiceEntry's endpoints (picked at random, in
+        proportion to their weights), or, for an entry of resolution ``NONE``, ``host:port`` itself."""
+        if not spec.host:
+            return spec.cluster_ip, spec.port
+        entry = self.proxy.mesh.entries.lookup(spec.host)
+        ep = entry.port(spec.port) if entry is not None else None
+        if ep is None or not ep.endpoints:
+            return host, port
+        b = random.choice(ep.endpoints)
+        return b.ip, b.port
 
     async def _tunnel(self, lst: _PodListener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       first: bytes) -> None:
@@ -258,9 +273,10 @@ class EgressListeners:
             return
         host, port = where
         spec = self.resolve(host, port, lst.info.namespace)
-        dest = (spec.cluster_ip, spec.port) if spec is not None else (host, port)
-        # A Service's ClusterIP is counted by the service proxy; another host is Istio's PassthroughCluster.
-        meter = _TunnelMeter(self, lst.info) if spec is None else None
+        dest = self.upstream(spec, host, port) if spec is not None else (host, port)
+        # A Service's ClusterIP is counted by the service proxy; a ServiceEntry's host and another host
+        # (Istio's PassthroughCluster) are counted here.
+        meter = _TunnelMeter(self, lst.info, _entry_service(spec)) if spec is None or spec.host else None
         try:
             ur, uw = await self._open_upstream(lst, *dest)
         except (OSError, TimeoutError) as e:
@@ -357,7 +373,13 @@ class EgressSession(HttpSession):
             return keep
         if not spec.http:  # as the ClusterIP serves it: a byte relay that knows the pod by its address
             self.egress.stats.tcp_service_requests += 1
-            resp = await self.egress.forward(self.lst, req, spec.cluster_ip, spec.port, authority)
+            resp = await self.egress.forward(self.lst, req, *self.egress.upstream(spec, host, port), authority)
+            service = _entry_service(spec)
+            if service is not None:  # a ServiceEntry's TCP port: no service proxy counts it, a TCP series here
+                meter = _TunnelMeter(self.egress, self.lst.info, service)
+                meter.opened("UF" if resp.flags == "UF" else "-")
+                meter.up_bytes, meter.down_bytes = len(req.body), len(resp.body)
+                meter.closed()
             return await _reply(writer, req, resp)
         self.egress.stats.service_requests += 1
         if self.remote_addr:  # the access log's downstream peer is the pod (as the app's address to a sidecar)
@@ -372,10 +394,11 @@ class _TunnelMeter:
     """The bytes of one ``CONNECT`` tunnel to a host that is no Service, and its Istio TCP series
     (``PassthroughCluster``, the pod's source labels), kept as the service proxy's relay keeps its own."""
 
-    __slots__ = ("down_bytes", "egress", "pod", "report", "up_bytes")
+    __slots__ = ("down_bytes", "egress", "pod", "report", "service", "up_bytes")
 
-    def __init__(self, egress: EgressListeners, pod: PodInfo) -> None:
+    def __init__(self, egress: EgressListeners, pod: PodInfo, service: tuple[str, str, str] | None = None) -> None:
         self.egress, self.pod = egress, pod
+        self.service = service  # a ServiceEntry's (host, host, namespace); None: the PassthroughCluster
         self.report: TcpReport | None = None
         self.up_bytes = 0  # from the pod (Istio's "received")
         self.down_bytes = 0  # to the pod (Istio's "sent")
@@ -389,13 +412,23 @@ class _TunnelMeter:
     def opened(self, flags: str) -> None:
         tel = self.egress.proxy.telemetry
         if tel is not None:
-            self.report = tel.tcp_opened(passthrough_labels(self.pod, "", "tcp", "", flags), self)
+            key = passthrough_labels(self.pod, "", "tcp", "", flags) if self.service is None else mesh_labels(
+                self.pod, None, self.service, "tcp", "", "", flags, NO_DESTINATION)
+            self.report = tel.tcp_opened(key, self)
 
     def closed(self) -> None:
         tel = self.egress.proxy.telemetry
         if tel is not None and self.report is not None:
             tel.tcp_closed(self.report)
             self.report = None
+
+
+def _entry_service(spec: PortSpec | None) -> tuple[str, str, str] | None:
+    """Istio's destination service labels of a ServiceEntry's host (the host is the service name, the
+    entry's namespace its namespace); None for anything else."""
+    if spec is None or not spec.host:
+        return None
+    return spec.host, spec.host, spec.service[0]
 
 
 def _destination(req: HttpRequest) -> tuple[str, int, str, str] | None:

@@ -25,7 +25,7 @@ import http
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,10 +36,11 @@ from pitwall.traffic.authz import AuthzRequest
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.cluster import Cluster, Overflow, UpConn
 from pitwall.traffic.faults import FaultTable, HttpMessage
-from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
+from pitwall.traffic.mesh import DOMAIN, LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 from pitwall.traffic.relay import CHUNK
-from pitwall.traffic.telemetry import MeshTelemetry, mesh_labels
+from pitwall.traffic.serviceentry import HostEntry
+from pitwall.traffic.telemetry import NO_DESTINATION, MeshTelemetry, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
 __all__ = ["H2_PREFACE", "HOP_HEADERS", "Failure", "HttpLimits", "HttpRequest", "HttpResponse", "HttpSession",
@@ -83,6 +84,32 @@ class Target:
     port: int
     endpoints: list[Backend]
     affinity: bool = False  # the Service has sessionAffinity ClientIP
+    entry: HostEntry | None = None  # a ServiceEntry's host (``name`` is the host, ``namespace`` the entry's)
+    endpoint_labels: Mapping[Backend, Mapping[str, str]] | None = None  # a ServiceEntry's endpoints' labels
+
+    @property
+    def external(self) -> bool:
+        """A ``MESH_EXTERNAL`` ServiceEntry: no sidecar at the other end authorises or reports."""
+        return self.entry is not None and self.entry.external
+
+    def subset(self, endpoints: list[Backend], labels: tuple[tuple[str, str], ...],
+               pods: Mapping[str, PodInfo]) -> list[Backend]:
+        """The ``endpoints`` carrying ``labels`` (a DestinationRule subset): a ServiceEntry's endpoints
+        by their own labels, a Service's by their pods'."""
+        if not labels:
+            return endpoints
+        own = self.endpoint_labels
+        if own is not None:
+            return [b for b in endpoints if all((own.get(b) or {}).get(k) == v for k, v in labels)]
+        return [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+
+    def endpoints_for(self, authority: str) -> list[Backend]:
+        """The endpoints of a request naming ``authority``: a ServiceEntry of resolution ``NONE`` sends
+        it where it names (Envoy's original destination: the host, on this port)."""
+        if self.entry is None or not self.entry.original_dst:
+            return self.endpoints
+        host = authority.rpartition("]")[0][1:] if authority.startswith("[") else authority.partition(":")[0]
+        return [Backend(host, self.port)] if host else []
 
 
 class MeshView(Protocol):
@@ -462,8 +489,7 @@ class HttpSession:
         assert out.trace is not None
         s = src or UNKNOWN
         t = out.target
-        dest_name = t.name if t else self.fqdn.split(".")[0]
-        dest_ns = t.namespace if t else self.fqdn.split(".")[1]
+        _, dest_name, dest_ns, _ = self._service(t)
         authority = req.lower.get("host", "")
         tracer.record(
             trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
@@ -478,13 +504,25 @@ class HttpSession:
                         "guid:x-request-id": req.lower.get("x-request-id", ""),
                         "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
 
+    def _service(self, t: Target | None) -> tuple[str, str, str, bool]:
+        """Istio's destination service (fqdn, name, namespace) of a request, and whether it is a
+        ServiceEntry's host: the target's, else (no route reached one) the host the session serves."""
+        if t is not None:
+            return t.fqdn, t.name, t.namespace, t.entry is not None
+        parts = self.fqdn.split(".")
+        if len(parts) > 1 and self.fqdn.endswith("." + DOMAIN):
+            return self.fqdn, parts[0], parts[1], False
+        entry = self.view.mesh.entries.lookup(self.fqdn)
+        return self.fqdn, self.fqdn, entry.namespace if entry is not None else "unknown", True
+
     def _labels(self, req: HttpRequest, resp: HttpResponse, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
-        t = out.target
-        svc_fqdn = t.fqdn if t else self.fqdn
-        svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
+        svc_fqdn, svc_name, svc_ns, is_entry = self._service(out.target)
         grpc = req.lower.get("content-type", "").startswith("application/grpc")
         up = resp.upstream
-        security = self.view.hop_security(src, out.dest, up.port if up is not None else 0, svc_fqdn)
+        if is_entry and out.dest.name == "unknown":
+            security = NO_DESTINATION  # a ServiceEntry's endpoint that is no pod: no sidecar there reports
+        else:
+            security = self.view.hop_security(src, out.dest, up.port if up is not None else 0, svc_fqdn)
         return mesh_labels(src, out.dest, (svc_fqdn, svc_name, svc_ns), "grpc" if grpc else "http", str(resp.status),
                            _get(resp.headers, "grpc-status") or "", resp.flags, security)
 
@@ -543,10 +581,7 @@ class HttpSession:
             if sub is None:  # a subset no DestinationRule defines: Istio builds no such cluster (Envoy's NC)
                 return _Outcome(local_reply(503, flags="NC", details="cluster_not_found"), target=target)
             labels, policy = sub
-        endpoints = target.endpoints
-        if labels:
-            pods = view.pods
-            endpoints = [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+        endpoints = target.subset(target.endpoints_for(mreq.authority), labels, view.pods)
         if not endpoints and dest.failover:  # Consul's Failover: the first target with a ready endpoint
             for fd in dest.failover:
                 if self._ready(cfg, fd):
@@ -589,8 +624,7 @@ class HttpSession:
         sub = dr.for_subset(dest.subset)
         if sub is None:
             return False
-        labels, pods = sub[0], self.view.pods
-        return any(not labels or _has_labels(pods.get(b.ip), labels) for b in target.endpoints)
+        return bool(target.subset(target.endpoints, sub[0], self.view.pods))
 
     def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: HttpRequest, path: str, authority: str,
                 headers: list[tuple[str, str]]) -> None:
@@ -606,8 +640,7 @@ class HttpSession:
         if sub is None:
             return
         labels, policy = sub
-        pods = self.view.pods
-        endpoints = [b for b in target.endpoints if not labels or _has_labels(pods.get(b.ip), labels)]
+        endpoints = target.subset(target.endpoints_for(authority), labels, self.view.pods)
         cluster = self.view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
         host = cluster.pick(endpoints, policy.lb, self.client_ip, set(), time.monotonic())
         if host is None:
@@ -665,12 +698,15 @@ class HttpSession:
                             last = local_reply(503, b"no healthy upstream", "UH", details="no_healthy_upstream")
                         break
                     tried.add(host)
-                    dpod = self.view.pods.get(host.ip) or PodInfo("unknown", target.namespace, "unknown")
+                    # no known pod: Istio's destination workload is unknown, in the Service's namespace (none
+                    # for a ServiceEntry's endpoint, a workload of no namespace)
+                    dpod = self.view.pods.get(host.ip) or (
+                        UNKNOWN if target.entry is not None else PodInfo("unknown", target.namespace, "unknown"))
                     last_pod = dpod
                     # Another node's endpoint is authorised there, from the certificate this side presents.
                     mode = self.view.remote_mode(dpod, host.port, target.fqdn)
                     hop = _Hop(src, dpod, target.fqdn, mode != "DISABLE") if mode is not None else None
-                    if hop is None:
+                    if hop is None and not target.external:  # MESH_EXTERNAL: no sidecar there to check
                         if self._refused_plaintext(dpod, host, src):
                             last = failure_response(Failure("reset", "connection termination"))
                             break

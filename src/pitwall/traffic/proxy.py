@@ -69,6 +69,7 @@ from pitwall.traffic.meshtls import MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
+from pitwall.traffic.serviceentry import HostEntry, compile_service_entries, entry_error
 from pitwall.traffic.telemetry import MUTUAL_TLS, PLAINTEXT, MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
@@ -117,10 +118,11 @@ class PortSpec:
     port: int
     affinity_timeout_s: float | None = None
     http: bool = False  # Istio treats the port as HTTP: requests are routed (traffic.http)
+    host: str = ""  # a ServiceEntry's host (no listener, no ClusterIP); "" for a Service
 
     @property
     def fqdn(self) -> str:
-        return f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
+        return self.host or f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
 
 
 def is_http(port: Obj) -> bool:
@@ -222,7 +224,7 @@ class ServiceProxy:
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
                                                               "AuthorizationPolicy": {}, "PeerAuthentication": {},
-                                                              "Telemetry": {}}
+                                                              "Telemetry": {}, "ServiceEntry": {}}
         self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         # More Istio-shaped objects from outside the Kubernetes API (Consul's config entries), computed from the
         # Services on every rebuild: (objects by kind, errors). Real Istio objects win per host.
@@ -253,6 +255,7 @@ class ServiceProxy:
         self.tasks.spawn(self._follow("v1", "Pod", self._on_pods, asyncio.Event()), name="watch-pods")
         for api_version, kind in (("networking.istio.io/v1", "VirtualService"),
                                   ("networking.istio.io/v1", "DestinationRule"),
+                                  ("networking.istio.io/v1", "ServiceEntry"),
                                   ("security.istio.io/v1", "AuthorizationPolicy"),
                                   ("security.istio.io/v1", "PeerAuthentication")):
             self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
@@ -301,10 +304,21 @@ class ServiceProxy:
     def service_port(self, host: str, port: int, namespace: str) -> PortSpec | None:
         """The Service port served here that ``host:port`` names for a caller in ``namespace``: a
         ClusterIP, or ``<svc>``, ``<svc>.<ns>``, ``<svc>.<ns>.svc`` or the FQDN (pods have no DNS, so
-        the egress listener resolves names this way); None when it names none."""
+        the egress listener resolves names this way), else a ServiceEntry's host and port; None when it
+        names none."""
         lst = self._listeners.get((host, port))
         if lst is not None:
             return lst.spec
+        spec = self._service_by_name(host, port, namespace)
+        if spec is not None:
+            return spec
+        entry = self.mesh.entries.lookup(host)
+        ep = entry.port(port) if entry is not None else None
+        if entry is None or ep is None:
+            return None
+        return PortSpec((entry.namespace, entry.host), ep.name, "", ep.number, None, ep.http, entry.host)
+
+    def _service_by_name(self, host: str, port: int, namespace: str) -> PortSpec | None:
         name = host.rstrip(".").lower()
         for suffix in ("." + DOMAIN, ".svc"):
             if name.endswith(suffix):
@@ -446,14 +460,16 @@ class ServiceProxy:
 
         def objs(kind: str) -> list[Obj]:
             return [*self._istio[kind].values(), *extra.get(kind, ())]
-        cfg = compile_mesh(fqdns, objs("VirtualService"), objs("DestinationRule"),
-                           compile_authz(objs("AuthorizationPolicy")))
+        entries = compile_service_entries(objs("ServiceEntry"))
+        known = set(fqdns)  # a Service wins over a ServiceEntry of the same name
+        cfg = compile_mesh([*fqdns, *(h for h in entries.names() if h not in known)], objs("VirtualService"),
+                           objs("DestinationRule"), compile_authz(objs("AuthorizationPolicy")))
         pa = compile_peer_auth(objs("PeerAuthentication"))
         rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
         pa_errors = {f"PeerAuthentication {k}": v for k, v in pa.errors.items()}
         self.access_policies = TelemetryPolicies(self._istio["Telemetry"].values(), self.access_log_default)
-        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors},
-                                        peer_auth=pa)
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors,
+                                                     **entries.errors}, peer_auth=pa, entries=entries)
 
     # -- hops to endpoints --------------------------------------------------------------------
 
@@ -513,18 +529,27 @@ class ServiceProxy:
         """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
         the port the request came in on (same Service), else the Service's only or first port."""
         parts = fqdn.split(".")
-        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
-            return None
-        key = (parts[1], parts[0])
         want = port or (from_port if fqdn == from_fqdn else 0)
+        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
+            return self._entry_target(fqdn, want)
+        key = (parts[1], parts[0])
         lst = self._by_port.get((key, want)) if want else None
         if lst is None:
             lsts = [x for x in self._listeners.values() if x.spec.service == key]
             if not lsts or want:
-                return None
+                return self._entry_target(fqdn, want)
             lst = min(lsts, key=lambda x: x.spec.port)
         return Target(fqdn, key[0], key[1], lst.spec.port, lst.balancer.usable(),
                       lst.spec.affinity_timeout_s is not None)
+
+    def _entry_target(self, host: str, want: int) -> Target | None:
+        """A ServiceEntry's host as a route destination: its port ``want`` (0: its first) and endpoints."""
+        entry: HostEntry | None = self.mesh.entries.lookup(host)
+        ep = entry.port(want) if entry is not None else None
+        if entry is None or ep is None:
+            return None
+        return Target(entry.host, entry.namespace, entry.host, ep.number, list(ep.endpoints), entry=entry,
+                      endpoint_labels=ep.labels)
 
     def cluster(self, name: str) -> Cluster:
         c = self._clusters.get(name)
@@ -852,6 +877,8 @@ def _compile_error(kind: str, o: Obj) -> str | None:
         errs = compile_mesh([], [], [o]).errors
     elif kind == "Telemetry":
         return telemetry_error(o)
+    elif kind == "ServiceEntry":
+        return entry_error(o)
     else:
         return None
     return next(iter(errs.values()), None)
