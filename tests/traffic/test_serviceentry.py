@@ -222,6 +222,15 @@ async def test_a_bad_entry_is_rejected_and_the_previous_version_stays(mesh: Mesh
     proxy = await _caller(mesh)
     async with httpx.AsyncClient(proxy=proxy, timeout=10) as c:
         assert (await c.get(f"http://{HOST}/still")).status_code == 200
+    cluster = mesh.proxy.clusters()[f"outbound|80||{HOST}"]
+    assert [b.port for b in cluster.hosts] == [app.port]
+    # A new version moving the entry to another endpoint: the old one's state and pooled connections go.
+    (other,) = await _apps(mesh, 1)
+    await apply(mesh.client, _entry("api", [HOST], HTTP80, "STATIC",
+                                    [{"address": "127.0.0.1", "ports": {"http": other.port}}]))
+    await eventually(lambda: not cluster.hosts and not cluster.idle)
+    async with httpx.AsyncClient(proxy=proxy, timeout=10) as c:
+        assert (await c.get(f"http://{HOST}/moved")).json()["name"] == other.name
 
 
 def test_entries_compile_as_istio_reads_them() -> None:

@@ -69,7 +69,7 @@ from pitwall.traffic.meshtls import MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
-from pitwall.traffic.serviceentry import HostEntry, compile_service_entries, entry_error
+from pitwall.traffic.serviceentry import HostEntry, ServiceEntries, compile_service_entries, entry_error
 from pitwall.traffic.telemetry import MUTUAL_TLS, PLAINTEXT, MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
@@ -470,6 +470,21 @@ class ServiceProxy:
         self.access_policies = TelemetryPolicies(self._istio["Telemetry"].values(), self.access_log_default)
         self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors,
                                                      **entries.errors}, peer_auth=pa, entries=entries)
+        self._forget_entry_hosts(entries)
+
+    def _forget_entry_hosts(self, entries: ServiceEntries) -> None:
+        """Pooled connections and host state of ServiceEntry endpoints that left (as ``_set_endpoints``
+        does for a Service's), or of a whole entry that went."""
+        for name, c in self._clusters.items():
+            parts = name.split("|", 3)
+            if len(parts) != 4 or parts[3].endswith("." + DOMAIN):
+                continue  # a Service's: _set_endpoints keeps it
+            port, host = parts[1], parts[3]
+            entry = entries.lookup(host)
+            if entry is not None and entry.original_dst:
+                continue  # its endpoints are whatever the requests name
+            ep = entry.port(int(port)) if entry is not None and port.isdigit() else None
+            c.forget(set(ep.endpoints) if ep is not None else set())
 
     # -- hops to endpoints --------------------------------------------------------------------
 
