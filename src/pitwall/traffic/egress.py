@@ -19,7 +19,10 @@ DestinationRule, AuthorizationPolicy with the pod's SPIFFE principal,
 retries, Istio's metrics, spans, access logs. On a port Istio treats as TCP
 it is sent over a connection to the ClusterIP from the pod's IP, so the
 service proxy relays it as bytes and knows the caller, as without the
-listener (no L7 features, no spans added). Other hosts are forwarded as Istio's
+listener (no L7 features, no spans added). A ServiceEntry's host and port
+(``traffic.serviceentry``) is served the same way: its HTTP ports by the HTTP
+path (routes, policies, metrics of the entry's host), its other ports relayed
+to one of its endpoints and counted here. Other hosts are forwarded as Istio's
 ``ALLOW_ANY`` outbound policy does (the PassthroughCluster): one upstream
 connection per request, from the pod's IP when the destination is a
 loopback address (so pods and other proxies see the pod). ``CONNECT``
