@@ -100,6 +100,10 @@ async def test_curl_in_a_pod_reaches_a_static_service_entry(mesh: Mesh) -> None:
     rows = _rows(mesh, source_workload="curl-caller")
     assert rows and {r["reporter"] for r in rows} == {"source"}  # no sidecar at an external endpoint
     assert mesh.egress.stats.service_requests == 4 and mesh.egress.stats.passthrough_requests == 0
+    spans = mesh.tracer._cols  # a CLIENT span per request, the host as the remote service
+    hops = [(svc, remote) for svc, remote, name in zip(spans.service, spans.remote_service, spans.name, strict=True)
+            if name == f"{HOST}:80/*"]
+    assert hops == [("curl-caller.default", HOST)] * 4
 
 
 async def test_virtual_service_and_destination_rule_rules_apply_to_the_host(mesh: Mesh) -> None:

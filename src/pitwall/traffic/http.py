@@ -489,12 +489,15 @@ class HttpSession:
         assert out.trace is not None
         s = src or UNKNOWN
         t = out.target
-        _, dest_name, dest_ns, _ = self._service(t)
+        _, dest_name, dest_ns, is_entry = self._service(t)
+        if out.dest is not UNKNOWN:
+            remote = f"{out.dest.canonical_service}.{dest_ns}"
+        else:  # no known pod answered: the Service by name, a ServiceEntry by its host
+            remote = dest_name if is_entry else f"{dest_name}.{dest_ns}"
         authority = req.lower.get("host", "")
         tracer.record(
             trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
-            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown",
-            remote=f"{out.dest.canonical_service}.{dest_ns}" if out.dest is not UNKNOWN else f"{dest_name}.{dest_ns}",
+            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown", remote=remote,
             name=f"{t.fqdn if t else self.fqdn}:{t.port if t else self.port}/*", start_ns=start_ns,
             duration_ns=duration_ns, status=resp.status,
             attributes={"http.method": req.method, "http.url": f"http://{authority}{req.target}",
