@@ -125,7 +125,8 @@ async def test_virtual_service_and_destination_rule_rules_apply_to_the_host(mesh
          **route},
         {"match": [{"uri": {"prefix": "/slow"}}], "timeout": "0.2s",
          "route": [{"destination": {"host": HOST, "subset": "slow"}}]},
-        {"match": [{"uri": {"prefix": "/fault"}}], "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
+        {"match": [{"uri": {"prefix": "/fault"}}],
+         "fault": {"abort": {"httpStatus": 418, "percentage": {"value": 100}}},
          "route": [{"destination": {"host": HOST, "subset": "v2"}}]},
         {"route": [{"destination": {"host": HOST, "subset": "v2"}}]}], hosts=[HOST]))
     await apply(mesh.client, authz("deny-all", {"action": "DENY", "rules": [{}]}))

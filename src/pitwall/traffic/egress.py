@@ -312,7 +312,8 @@ class EgressListeners:
         async with asyncio.timeout(self.connect_timeout_s):
             return await asyncio.open_connection(host, port, limit=CHUNK, local_addr=local)
 
-    async def forward(self, lst: _PodListener, req: HttpRequest, host: str, port: int, authority: str) -> HttpResponse:
+    async def forward(self, lst: _PodListener, req: HttpRequest, host: str, port: int,
+                      authority: str) -> HttpResponse:
         """Forward one request to ``host:port`` (a host that is no Service: Istio's PassthroughCluster under
         ``ALLOW_ANY``; or a TCP Service port's ClusterIP) over a connection of its own from the pod's IP
         when ``host`` is a loopback address, closed after the answer."""
@@ -355,7 +356,8 @@ class EgressSession(HttpSession):
         through when it names no Service)."""
         dest = _destination(req)
         if dest is None:
-            return await _reply(writer, req, local_reply(400, b"bad proxy request: an http:// URL or a Host is needed"))
+            return await _reply(writer, req,
+                                local_reply(400, b"bad proxy request: an http:// URL or a Host is needed"))
         host, port, authority, path = dest
         req.target = path
         req.headers = [(k, v) for k, v in req.headers if k.lower() not in ("host", "proxy-authorization")]

@@ -564,7 +564,8 @@ class HttpSession:
                     return _Outcome(local_reply(200, flags="FI", headers=[("content-type", "application/grpc"),
                                                                      ("grpc-status", str(f.abort_grpc))],
                                            details="fault_filter_abort"))
-                return _Outcome(local_reply(f.abort_status, b"fault filter abort", "FI", details="fault_filter_abort"))
+                return _Outcome(local_reply(f.abort_status, b"fault filter abort", "FI",
+                                            details="fault_filter_abort"))
         out = await self._to_destination(cfg, route, route.pick(), req, mreq, src)
         if delay and out.resp.flags == "-":
             out.resp.flags = "DI"  # Envoy's flag for an injected delay
@@ -746,7 +747,8 @@ class HttpSession:
                     if retry.attempts and last is not None:
                         last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
         except TimeoutError:
-            return _Outcome(local_reply(504, b"upstream request timeout", "UT", details="upstream_response_timeout"),
+            return _Outcome(local_reply(504, b"upstream request timeout", "UT",
+                                        details="upstream_response_timeout"),
                             last_pod, target)
         finally:
             if retrying:
@@ -757,7 +759,8 @@ class HttpSession:
             last.headers = dest.response_headers.apply(extra) if dest.response_headers else extra
         return _Outcome(last, last_pod, target)
 
-    def _authorized(self, dest: PodInfo, req: HttpRequest, authority: str, host: Backend, src: PodInfo | None) -> bool:
+    def _authorized(self, dest: PodInfo, req: HttpRequest, authority: str, host: Backend,
+                    src: PodInfo | None) -> bool:
         authz = self.view.mesh.authz
         if authz is None or not authz.policies:
             return True
@@ -1107,7 +1110,8 @@ async def serve_inbound(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             try:
                 p.parser.feed_data(data)
             except httptools.HttpParserError:
-                writer.write(serialize_response(local_reply(400, b"bad request"), keep_alive=False, head_only=False))
+                writer.write(serialize_response(local_reply(400, b"bad request"), keep_alive=False,
+                                                head_only=False))
                 return
             while p.done:
                 req = p.done.pop(0)
