@@ -8,7 +8,9 @@ VirtualService and a DestinationRule, the service proxy counting Istio's metrics
 listener. A client process sends ``--requests`` requests one after another, alternating the two ways in
 blocks so drifting machine load hits both alike: Python's urllib (a new connection per request, as most
 scripts do), then one keep-alive connection in proxy form vs origin form. Both ways run the same HTTP
-path; the difference is the listener, the name resolution and the proxy-form rewrite. Not part of the tests.
+path; the difference is the listener, the name resolution and the proxy-form rewrite. A third keep-alive
+way asks for ``api.bench.test``, a ServiceEntry (STATIC, MESH_EXTERNAL) whose endpoint is the same backend.
+Not part of the tests.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mesh_hop import mesh_world
+from mesh_hop import BACKEND_IP, BACKEND_PORT, mesh_world
 
 from pitwall.traffic.egress import EgressListeners
 from pitwall.traffic.telemetry import MeshTelemetry
@@ -53,17 +55,20 @@ def client(cip: str, proxy: str, n: int) -> dict[str, Any]:
     direct_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     proxy_opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy}))
     ways: dict[str, list[float]] = {k: [] for k in ("urllib direct", "urllib egress", "keep-alive direct",
-                                                   "keep-alive egress")}
+                                                   "keep-alive egress", "keep-alive entry")}
     phost, pport = proxy.removeprefix("http://").split(":")
     direct_sock = socket.create_connection((cip, 80))
     proxy_sock = socket.create_connection((phost, int(pport)))
+    entry_sock = socket.create_connection((phost, int(pport)))
+    to_entry = b"GET http://api.bench.test/api/items HTTP/1.1\r\nHost: api.bench.test\r\n\r\n"
     plain = b"GET /api/items HTTP/1.1\r\nHost: bench\r\n\r\n"
     proxied = b"GET http://bench/api/items HTTP/1.1\r\nHost: bench\r\n\r\n"
     for _ in range(max(1, n // BLOCK)):
         for name, call in (("urllib direct", lambda: direct_opener.open(f"http://{cip}/api/items").read()),
                            ("urllib egress", lambda: proxy_opener.open(f"http://{cip}/api/items").read()),
                            ("keep-alive direct", lambda: _keepalive(direct_sock, plain)),
-                           ("keep-alive egress", lambda: _keepalive(proxy_sock, proxied))):
+                           ("keep-alive egress", lambda: _keepalive(proxy_sock, proxied)),
+                           ("keep-alive entry", lambda: _keepalive(entry_sock, to_entry))):
             for _ in range(BLOCK):
                 t0 = time.perf_counter()
                 call()
@@ -84,6 +89,16 @@ async def main(a: argparse.Namespace) -> None:
                "spec": {"serviceAccountName": "bench-client"}}
         url = await egress.open(pod, POD_IP)
         assert url is not None, "the egress port is taken"
+        await proxy.client.create({
+            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+            "metadata": {"name": "api", "namespace": "default"},
+            "spec": {"hosts": ["api.bench.test"], "resolution": "STATIC", "location": "MESH_EXTERNAL",
+                     "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}],
+                     "endpoints": [{"address": BACKEND_IP, "ports": {"http": BACKEND_PORT}}]}})
+        for _ in range(500):
+            if proxy.mesh.entries.lookup("api.bench.test"):
+                break
+            await asyncio.sleep(0.01)
         try:
             p = await asyncio.create_subprocess_exec(sys.executable, __file__, "--client", cip, url, str(a.requests),
                                                      stdout=subprocess.PIPE)
@@ -94,10 +109,10 @@ async def main(a: argparse.Namespace) -> None:
         print(f"egress listener vs cluster IP, {a.requests} sequential requests per way (blocks of {BLOCK})")
         for name, s in r.items():
             print(f"  {name:<18} p50 {s['p50']:6.2f} ms  p90 {s['p90']:6.2f} ms  mean {s['mean']:6.2f} ms")
-        for kind in ("urllib", "keep-alive"):
-            d, e = r[f"{kind} direct"], r[f"{kind} egress"]
-            print(f"  added ({kind:<10}) p50 {e['p50'] - d['p50']:+6.2f} ms  p90 {e['p90'] - d['p90']:+6.2f} ms  "
-                  f"mean {e['mean'] - d['mean']:+6.2f} ms")
+        for kind, way in (("urllib", "egress"), ("keep-alive", "egress"), ("keep-alive", "entry")):
+            d, e = r[f"{kind} direct"], r[f"{kind} {way}"]
+            print(f"  added ({kind:<10} {way:<6}) p50 {e['p50'] - d['p50']:+6.2f} ms  "
+                  f"p90 {e['p90'] - d['p90']:+6.2f} ms  mean {e['mean'] - d['mean']:+6.2f} ms")
         by_source = {k[0] for k in telemetry.series()}
         print(f"  source_workload values counted: {sorted(by_source)}; egress stats {egress.stats}")
 

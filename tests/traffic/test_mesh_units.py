@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
 import pytest
 
+from pitwall.traffic import ServiceProxy
 from pitwall.traffic.authz import AuthzRequest, compile_authz
 from pitwall.traffic.mesh import DEFAULT_RETRY, Request, compile_mesh, fqdn, parse_duration
+from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import pod_info
-from pitwall.traffic.telemetry import DURATION_BUCKETS_MS, LABELS, MeshTelemetry
+from pitwall.traffic.telemetry import DURATION_BUCKETS_MS, LABELS, MUTUAL_TLS, PLAINTEXT, MeshTelemetry
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -224,3 +227,36 @@ def test_retry_budget_window() -> None:
     floor = RetryBudget(ratio=0.0, min_per_s=1.0, ttl_s=10.0)  # Linkerd's minRetriesPerSecond: 10 per window
     assert sum(floor.withdraw(5.0) for _ in range(20)) == 10
     assert sum(floor.withdraw(16.0) for _ in range(20)) == 10  # the old retries left the window
+
+
+def _peer_auth(mode: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"mtls": {"mode": mode}}
+    if labels:
+        spec["selector"] = {"matchLabels": labels}
+    return {"metadata": {"name": f"pa-{mode.lower()}", "namespace": "default"}, "spec": spec}
+
+
+async def test_hop_security_follows_each_new_mesh_and_pod_change() -> None:
+    """hop_security caches its answer per (destination, port, service): a swapped-in mesh snapshot and a
+    relabelled pod must each give the answer of the new configuration, not the cached one."""
+    proxy = ServiceProxy(None)  # type: ignore[arg-type]  # no API needed: mesh and pods are set by hand
+    src = pod_info({"metadata": {"name": "sleep", "namespace": "default"}})
+    pod = {"metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+           "status": {"podIP": "127.42.0.9"}}
+    await proxy._on_pods([pod], None)
+    dest = proxy.pods["127.42.0.9"]
+
+    def use(*policies: dict[str, Any]) -> None:
+        proxy.mesh = dataclasses.replace(compile_mesh([WEB], [], []), peer_auth=compile_peer_auth(policies))
+
+    use(_peer_auth("DISABLE"))
+    assert proxy.hop_security(src, dest, 80, WEB) == PLAINTEXT
+    assert proxy.hop_security(src, dest, 80, WEB) == PLAINTEXT  # from the cache
+    assert proxy.hop_security(None, dest, 80, WEB) == PLAINTEXT  # no mesh caller: never mutual TLS
+    use(_peer_auth("STRICT"))
+    assert proxy.hop_security(src, dest, 80, WEB) == MUTUAL_TLS
+    use(_peer_auth("STRICT"), _peer_auth("DISABLE", {"tier": "edge"}))
+    assert proxy.hop_security(src, dest, 80, WEB) == MUTUAL_TLS  # the workload policy selects no pod yet
+    pod["metadata"]["labels"]["tier"] = "edge"  # the same pod, relabelled: now under the DISABLE policy
+    await proxy._on_pods([], [("MODIFIED", pod)])
+    assert proxy.hop_security(src, proxy.pods["127.42.0.9"], 80, WEB) == PLAINTEXT

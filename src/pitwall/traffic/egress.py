@@ -19,7 +19,10 @@ DestinationRule, AuthorizationPolicy with the pod's SPIFFE principal,
 retries, Istio's metrics, spans, access logs. On a port Istio treats as TCP
 it is sent over a connection to the ClusterIP from the pod's IP, so the
 service proxy relays it as bytes and knows the caller, as without the
-listener (no L7 features, no spans added). Other hosts are forwarded as Istio's
+listener (no L7 features, no spans added). A ServiceEntry's host and port
+(``traffic.serviceentry``) is served the same way: its HTTP ports by the HTTP
+path (routes, policies, metrics of the entry's host), its other ports relayed
+to one of its endpoints and counted here. Other hosts are forwarded as Istio's
 ``ALLOW_ANY`` outbound policy does (the PassthroughCluster): one upstream
 connection per request, from the pod's IP when the destination is a
 loopback address (so pods and other proxies see the pod). ``CONNECT``
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,24 +49,24 @@ from urllib.parse import urlsplit
 import httptools
 
 from pitwall.traffic.http import (
-    _HOP,
+    HOP_HEADERS,
+    Failure,
+    HttpRequest,
+    HttpResponse,
     HttpSession,
-    _connect_detail,
-    _Failure,
-    _failure_response,
-    _local,
-    _read_response,
-    _Req,
-    _request_head,
-    _Resp,
-    _serialize,
-    _TooLarge,
-    _UpstreamEOF,
+    TooLarge,
+    UpstreamEOF,
+    connect_detail,
+    failure_response,
+    local_reply,
+    read_response,
+    request_head,
+    serialize_response,
 )
 from pitwall.traffic.pods import PodInfo, pod_info
-from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, _default_route_for
+from pitwall.traffic.proxy import PortSpec, ServiceProxy, ServiceStats, default_route_for
 from pitwall.traffic.relay import CHUNK, close_writer, splice
-from pitwall.traffic.telemetry import TcpReport, passthrough_labels
+from pitwall.traffic.telemetry import NO_DESTINATION, TcpReport, mesh_labels, passthrough_labels
 
 __all__ = ["EGRESS_PORT", "EgressListeners", "EgressSession", "EgressStats"]
 
@@ -72,7 +76,7 @@ Obj = dict[str, Any]
 EGRESS_PORT = 15001  # Envoy's outbound (virtualOutbound) port in an Istio sidecar
 MAX_CONNECTIONS = 256  # per pod
 _CONNECT = b"CONNECT "
-_DROP_PASSTHROUGH = _HOP | {"host", "proxy-authorization"}
+_DROP_PASSTHROUGH = HOP_HEADERS | {"host", "proxy-authorization"}
 
 
 @dataclass
@@ -230,8 +234,22 @@ class EgressListeners:
         return data
 
     def resolve(self, host: str, port: int, namespace: str) -> PortSpec | None:
-        """The Service port ``host:port`` names for a pod of ``namespace``, or None."""
+        """The Service port (or ServiceEntry host and port) ``host:port`` names for a pod of
+        ``namespace``, or None."""
         return self.proxy.service_port(host, port, namespace)
+
+    def upstream(self, spec: PortSpec, host: str, port: int) -> tuple[str, int]:
+        """Where a connection for ``spec`` goes when its bytes are relayed: a Service's ClusterIP (the
+        service proxy takes it from there), one of a ServiceEntry's endpoints (picked at random, in
+        proportion to their weights), or, for an entry of resolution ``NONE``, ``host:port`` itself."""
+        if not spec.host:
+            return spec.cluster_ip, spec.port
+        entry = self.proxy.mesh.entries.lookup(spec.host)
+        ep = entry.port(spec.port) if entry is not None else None
+        if ep is None or not ep.endpoints:
+            return host, port
+        b = random.choice(ep.endpoints)
+        return b.ip, b.port
 
     async def _tunnel(self, lst: _PodListener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                       first: bytes) -> None:
@@ -258,13 +276,14 @@ class EgressListeners:
             return
         host, port = where
         spec = self.resolve(host, port, lst.info.namespace)
-        dest = (spec.cluster_ip, spec.port) if spec is not None else (host, port)
-        # A Service's ClusterIP is counted by the service proxy; another host is Istio's PassthroughCluster.
-        meter = _TunnelMeter(self, lst.info) if spec is None else None
+        dest = self.upstream(spec, host, port) if spec is not None else (host, port)
+        # A Service's ClusterIP is counted by the service proxy; a ServiceEntry's host and another host
+        # (Istio's PassthroughCluster) are counted here.
+        meter = _TunnelMeter(self, lst.info, _entry_service(spec)) if spec is None or spec.host else None
         try:
             ur, uw = await self._open_upstream(lst, *dest)
         except (OSError, TimeoutError) as e:
-            resp = _failure_response(_Failure("connect", _connect_detail(e)))
+            resp = failure_response(Failure("connect", connect_detail(e)))
             if meter is not None:
                 meter.opened("UF")
                 meter.closed()
@@ -293,28 +312,29 @@ class EgressListeners:
         async with asyncio.timeout(self.connect_timeout_s):
             return await asyncio.open_connection(host, port, limit=CHUNK, local_addr=local)
 
-    async def forward(self, lst: _PodListener, req: _Req, host: str, port: int, authority: str) -> _Resp:
+    async def forward(self, lst: _PodListener, req: HttpRequest, host: str, port: int,
+                      authority: str) -> HttpResponse:
         """Forward one request to ``host:port`` (a host that is no Service: Istio's PassthroughCluster under
         ``ALLOW_ANY``; or a TCP Service port's ClusterIP) over a connection of its own from the pod's IP
         when ``host`` is a loopback address, closed after the answer."""
         try:
             ur, uw = await self._open_upstream(lst, host, port)
         except (OSError, TimeoutError) as e:
-            return _failure_response(_Failure("connect", _connect_detail(e)))
+            return failure_response(Failure("connect", connect_detail(e)))
         hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_PASSTHROUGH]
         hs.append(("connection", "close"))
         limits = self.proxy.http_limits
         t0 = time.perf_counter()
         try:
-            uw.write(_request_head(req.method, req.target, authority, hs, req.body) + req.body)
+            uw.write(request_head(req.method, req.target, authority, hs, req.body) + req.body)
             async with asyncio.timeout(limits.idle_timeout_s):
-                resp = await _read_response(ur, req.method == "HEAD", limits.max_response_bytes)
+                resp = await read_response(ur, req.method == "HEAD", limits.max_response_bytes)
         except TimeoutError:
-            return _local(504, b"upstream request timeout", "UT", details="upstream_response_timeout")
-        except _TooLarge:
-            return _local(502, b"upstream response too large")  # as the HTTP path answers it
-        except (_UpstreamEOF, OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
-            return _failure_response(_Failure("reset", "connection termination"))
+            return local_reply(504, b"upstream request timeout", "UT", details="upstream_response_timeout")
+        except TooLarge:
+            return local_reply(502, b"upstream response too large")  # as the HTTP path answers it
+        except (UpstreamEOF, OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
+            return failure_response(Failure("reset", "connection termination"))
         finally:
             await close_writer(uw)
         resp.service_ms = int((time.perf_counter() - t0) * 1000)
@@ -327,16 +347,17 @@ class EgressSession(HttpSession):
 
     def __init__(self, egress: EgressListeners, lst: _PodListener) -> None:
         proxy = egress.proxy
-        super().__init__(proxy, "", 0, proxy.http_limits, lst.pod_ip, ServiceStats(), _default_route_for(""))
+        super().__init__(proxy, "", 0, proxy.http_limits, lst.pod_ip, ServiceStats(), default_route_for(""))
         self.egress = egress
         self.lst = lst
 
-    async def _one(self, req: _Req, writer: asyncio.StreamWriter) -> bool:
+    async def _one(self, req: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         """Resolve the request's destination, then serve it as the Service's port would (or pass it
         through when it names no Service)."""
         dest = _destination(req)
         if dest is None:
-            return await _reply(writer, req, _local(400, b"bad proxy request: an http:// URL or a Host is needed"))
+            return await _reply(writer, req,
+                                local_reply(400, b"bad proxy request: an http:// URL or a Host is needed"))
         host, port, authority, path = dest
         req.target = path
         req.headers = [(k, v) for k, v in req.headers if k.lower() not in ("host", "proxy-authorization")]
@@ -357,14 +378,20 @@ class EgressSession(HttpSession):
             return keep
         if not spec.http:  # as the ClusterIP serves it: a byte relay that knows the pod by its address
             self.egress.stats.tcp_service_requests += 1
-            resp = await self.egress.forward(self.lst, req, spec.cluster_ip, spec.port, authority)
+            resp = await self.egress.forward(self.lst, req, *self.egress.upstream(spec, host, port), authority)
+            service = _entry_service(spec)
+            if service is not None:  # a ServiceEntry's TCP port: no service proxy counts it, a TCP series here
+                meter = _TunnelMeter(self.egress, self.lst.info, service)
+                meter.opened("UF" if resp.flags == "UF" else "-")
+                meter.up_bytes, meter.down_bytes = len(req.body), len(resp.body)
+                meter.closed()
             return await _reply(writer, req, resp)
         self.egress.stats.service_requests += 1
         if self.remote_addr:  # the access log's downstream peer is the pod (as the app's address to a sidecar)
             self.remote_addr = f"{self.lst.pod_ip}:{self.remote_addr.rpartition(':')[2]}"
         self.fqdn, self.port = spec.fqdn, spec.port
         self.stats = self.egress.proxy.stats.setdefault(spec.service, ServiceStats())
-        self.default_route = _default_route_for(spec.fqdn)
+        self.default_route = default_route_for(spec.fqdn)
         return await super()._one(req, writer)
 
 
@@ -372,10 +399,11 @@ class _TunnelMeter:
     """The bytes of one ``CONNECT`` tunnel to a host that is no Service, and its Istio TCP series
     (``PassthroughCluster``, the pod's source labels), kept as the service proxy's relay keeps its own."""
 
-    __slots__ = ("down_bytes", "egress", "pod", "report", "up_bytes")
+    __slots__ = ("down_bytes", "egress", "pod", "report", "service", "up_bytes")
 
-    def __init__(self, egress: EgressListeners, pod: PodInfo) -> None:
+    def __init__(self, egress: EgressListeners, pod: PodInfo, service: tuple[str, str, str] | None = None) -> None:
         self.egress, self.pod = egress, pod
+        self.service = service  # a ServiceEntry's (host, host, namespace); None: the PassthroughCluster
         self.report: TcpReport | None = None
         self.up_bytes = 0  # from the pod (Istio's "received")
         self.down_bytes = 0  # to the pod (Istio's "sent")
@@ -389,7 +417,9 @@ class _TunnelMeter:
     def opened(self, flags: str) -> None:
         tel = self.egress.proxy.telemetry
         if tel is not None:
-            self.report = tel.tcp_opened(passthrough_labels(self.pod, "", "tcp", "", flags), self)
+            key = passthrough_labels(self.pod, "", "tcp", "", flags) if self.service is None else mesh_labels(
+                self.pod, None, self.service, "tcp", "", "", flags, NO_DESTINATION)
+            self.report = tel.tcp_opened(key, self)
 
     def closed(self) -> None:
         tel = self.egress.proxy.telemetry
@@ -398,7 +428,15 @@ class _TunnelMeter:
             self.report = None
 
 
-def _destination(req: _Req) -> tuple[str, int, str, str] | None:
+def _entry_service(spec: PortSpec | None) -> tuple[str, str, str] | None:
+    """Istio's destination service labels of a ServiceEntry's host (the host is the service name, the
+    entry's namespace its namespace); None for anything else."""
+    if spec is None or not spec.host:
+        return None
+    return spec.host, spec.host, spec.service[0]
+
+
+def _destination(req: HttpRequest) -> tuple[str, int, str, str] | None:
     """(host, port, authority, origin-form path) of a proxy-form request (the URL's authority wins over
     the Host header, RFC 9112 3.2.2), or of an origin-form one by its Host; None when neither names one."""
     target = req.target
@@ -444,9 +482,9 @@ def _ignore(n: int) -> None:
     return None
 
 
-async def _reply(writer: asyncio.StreamWriter, req: _Req, resp: _Resp) -> bool:
+async def _reply(writer: asyncio.StreamWriter, req: HttpRequest, resp: HttpResponse) -> bool:
     keep = req.keep_alive
-    writer.write(_serialize(resp, keep_alive=keep, head_only=req.method == "HEAD"))
+    writer.write(serialize_response(resp, keep_alive=keep, head_only=req.method == "HEAD"))
     try:
         await writer.drain()
     except OSError:
@@ -455,6 +493,6 @@ async def _reply(writer: asyncio.StreamWriter, req: _Req, resp: _Resp) -> bool:
 
 
 async def _answer(writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
-    writer.write(_serialize(_local(status, body), keep_alive=False, head_only=False))
+    writer.write(serialize_response(local_reply(status, body), keep_alive=False, head_only=False))
     with contextlib.suppress(OSError):
         await writer.drain()

@@ -25,7 +25,7 @@ import http
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,21 +36,26 @@ from pitwall.traffic.authz import AuthzRequest
 from pitwall.traffic.balancer import Backend
 from pitwall.traffic.cluster import Cluster, Overflow, UpConn
 from pitwall.traffic.faults import FaultTable, HttpMessage
-from pitwall.traffic.mesh import LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
+from pitwall.traffic.mesh import DOMAIN, LbPolicy, MeshConfig, Policy, Request, Retry, Route, RouteDest
 from pitwall.traffic.pods import UNKNOWN, PodInfo
 from pitwall.traffic.relay import CHUNK
-from pitwall.traffic.telemetry import MeshTelemetry, mesh_labels
+from pitwall.traffic.serviceentry import HostEntry
+from pitwall.traffic.telemetry import NO_DESTINATION, MeshTelemetry, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
-__all__ = ["H2_PREFACE", "HttpLimits", "HttpSession", "MeshView", "Target", "cancel_mirrors"]
+__all__ = ["H2_PREFACE", "HOP_HEADERS", "Failure", "HttpLimits", "HttpRequest", "HttpResponse", "HttpSession",
+           "MeshView", "Target", "TooLarge", "UpstreamEOF", "cancel_mirrors", "connect_detail", "failure_response",
+           "local_reply", "read_response", "request_head", "serialize_response", "serve_inbound"]
 
 log = logging.getLogger(__name__)
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-                  "content-length", "expect"})
+# Headers that belong to one connection (RFC 9110 7.6.1) plus the framing this proxy writes itself: never
+# copied from one side to the other.
+HOP_HEADERS = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
+                         "upgrade", "content-length", "expect"})
 _TRACE = frozenset({"traceparent", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled"})
-_DROP_UP = _HOP | _TRACE | {"host"}  # not copied upstream: hop-by-hop, rewritten trace context, host
+_DROP_UP = HOP_HEADERS | _TRACE | {"host"}  # not copied upstream: hop-by-hop, rewritten trace context, host
 _UC_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: "
 _GRPC_RETRY = {"cancelled": "1", "deadline-exceeded": "4", "resource-exhausted": "8", "internal": "13",
                "unavailable": "14"}
@@ -79,6 +84,32 @@ class Target:
     port: int
     endpoints: list[Backend]
     affinity: bool = False  # the Service has sessionAffinity ClientIP
+    entry: HostEntry | None = None  # a ServiceEntry's host (``name`` is the host, ``namespace`` the entry's)
+    endpoint_labels: Mapping[Backend, Mapping[str, str]] | None = None  # a ServiceEntry's endpoints' labels
+
+    @property
+    def external(self) -> bool:
+        """A ``MESH_EXTERNAL`` ServiceEntry: no sidecar at the other end authorises or reports."""
+        return self.entry is not None and self.entry.external
+
+    def subset(self, endpoints: list[Backend], labels: tuple[tuple[str, str], ...],
+               pods: Mapping[str, PodInfo]) -> list[Backend]:
+        """The ``endpoints`` carrying ``labels`` (a DestinationRule subset): a ServiceEntry's endpoints
+        by their own labels, a Service's by their pods'."""
+        if not labels:
+            return endpoints
+        own = self.endpoint_labels
+        if own is not None:
+            return [b for b in endpoints if all((own.get(b) or {}).get(k) == v for k, v in labels)]
+        return [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+
+    def endpoints_for(self, authority: str) -> list[Backend]:
+        """The endpoints of a request naming ``authority``: a ServiceEntry of resolution ``NONE`` sends
+        it where it names (Envoy's original destination: the host, on this port)."""
+        if self.entry is None or not self.entry.original_dst:
+            return self.endpoints
+        host = authority.rpartition("]")[0][1:] if authority.startswith("[") else authority.partition(":")[0]
+        return [Backend(host, self.port)] if host else []
 
 
 class MeshView(Protocol):
@@ -127,13 +158,17 @@ class _Hop:
         return self.src.principal
 
 
-class _TooLarge(Exception):
+class TooLarge(Exception):
+    """A message passed a size limit; ``status`` is the answer (413 body, 431 headers, 502 response)."""
+
     def __init__(self, status: int) -> None:
         self.status = status
 
 
 @dataclass(slots=True)
-class _Req:
+class HttpRequest:
+    """One parsed client request, body buffered (a retry must resend it)."""
+
     method: str
     target: str
     headers: list[tuple[str, str]]
@@ -150,7 +185,7 @@ class _ReqParser:
         self.limits = limits
         self.on_expect = on_expect
         self.parser = httptools.HttpRequestParser(self)
-        self.done: list[_Req] = []
+        self.done: list[HttpRequest] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -167,12 +202,12 @@ class _ReqParser:
         self.url += url
         self.head_bytes += len(url)
         if self.head_bytes > self.limits.max_header_bytes:
-            raise _TooLarge(431)
+            raise TooLarge(431)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_bytes += len(name) + len(value) + 4
         if self.head_bytes > self.limits.max_header_bytes:
-            raise _TooLarge(431)
+            raise TooLarge(431)
         n, v = name.decode("latin-1"), value.decode("latin-1")
         self.headers.append((n, v))
         self.lower[n.lower()] = v
@@ -180,23 +215,25 @@ class _ReqParser:
     def on_headers_complete(self) -> None:
         cl = self.lower.get("content-length", "")
         if cl.strip().isdigit() and int(cl) > self.limits.max_body_bytes:
-            raise _TooLarge(413)
+            raise TooLarge(413)
         if self.lower.get("expect", "").lower() == "100-continue":
             self.on_expect()
 
     def on_body(self, body: bytes) -> None:
         self.body += body
         if len(self.body) > self.limits.max_body_bytes:
-            raise _TooLarge(413)
+            raise TooLarge(413)
 
     def on_message_complete(self) -> None:
         p = self.parser
-        self.done.append(_Req(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
+        self.done.append(HttpRequest(p.get_method().decode("latin-1"), self.url.decode("latin-1"), self.headers,
                               bytes(self.body), p.should_keep_alive(), p.get_http_version(), self.lower))
 
 
 @dataclass(slots=True)
-class _Resp:
+class HttpResponse:
+    """One response, from an upstream or made here (``local_reply``), with Envoy's response flags."""
+
     status: int
     headers: list[tuple[str, str]]
     body: bytes
@@ -207,7 +244,10 @@ class _Resp:
     details: str | None = None  # Envoy's %RESPONSE_CODE_DETAILS% for a local reply (an upstream's: via_upstream)
 
 
-class _UpstreamEOF(Exception):
+class UpstreamEOF(Exception):
+    """The upstream closed before a complete response; ``got_bytes`` tells whether it had sent any (a
+    kept-alive connection closed by the server before any byte may be retried on a new one)."""
+
     def __init__(self, got_bytes: bool) -> None:
         self.got_bytes = got_bytes
 
@@ -240,7 +280,7 @@ class _RespParser:
     def on_body(self, body: bytes) -> None:
         self.body += body
         if len(self.body) > self.max_body:
-            raise _TooLarge(502)
+            raise TooLarge(502)
 
     def on_message_complete(self) -> None:
         if 100 <= self.status < 200:  # an interim response: the real one follows
@@ -250,36 +290,40 @@ class _RespParser:
         self.keep_alive = self.parser.should_keep_alive()  # only meaningful inside this callback
 
 
-async def _read_response(reader: asyncio.StreamReader, head_only: bool, max_body: int) -> _Resp:
+async def read_response(reader: asyncio.StreamReader, head_only: bool, max_body: int) -> HttpResponse:
+    """Read one response from an upstream (interim 1xx skipped). Raises ``UpstreamEOF`` when it closes
+    early, ``TooLarge`` past ``max_body``, ``httptools.HttpParserError`` on a malformed one."""
     st = _RespParser(max_body)
     got = False
     while not st.complete:
         data = await reader.read(CHUNK)
         if not data:
             if st.headers_done and not st.has_length:  # body delimited by the close
-                return _Resp(st.status, st.headers, bytes(st.body), keep_alive=False)
-            raise _UpstreamEOF(got)
+                return HttpResponse(st.status, st.headers, bytes(st.body), keep_alive=False)
+            raise UpstreamEOF(got)
         got = True
         try:
             st.parser.feed_data(data)
         except httptools.HttpParserCallbackError as e:
-            if isinstance(e.__context__, _TooLarge):
+            if isinstance(e.__context__, TooLarge):
                 raise e.__context__ from None
             raise
         if head_only and st.headers_done and st.status >= 200:
-            return _Resp(st.status, st.headers, b"", keep_alive=False)
-    return _Resp(st.status, st.headers, bytes(st.body), keep_alive=st.keep_alive)
+            return HttpResponse(st.status, st.headers, b"", keep_alive=False)
+    return HttpResponse(st.status, st.headers, bytes(st.body), keep_alive=st.keep_alive)
 
 
 @dataclass(slots=True)
-class _Failure:
+class Failure:
+    """Why a try got no response (``failure_response`` makes Envoy's answer of it)."""
+
     kind: str  # connect | reset | timeout | overflow
     detail: str = ""
 
 
 @dataclass
 class _Outcome:
-    resp: _Resp
+    resp: HttpResponse
     dest: PodInfo = UNKNOWN
     target: Target | None = None
     trace: _Trace | None = None
@@ -287,10 +331,12 @@ class _Outcome:
     route: str = ""
 
 
-def _local(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None,
-           details: str | None = None) -> _Resp:
+def local_reply(status: int, body: bytes = b"", flags: str = "-", headers: list[tuple[str, str]] | None = None,
+           details: str | None = None) -> HttpResponse:
+    """A reply made by the proxy itself (Envoy's local reply): ``flags`` and ``details`` are Envoy's
+    response flags and %RESPONSE_CODE_DETAILS%."""
     hs = [("content-type", "text/plain")] if body else []
-    return _Resp(status, hs + (headers or []), body, True, flags, details=details)
+    return HttpResponse(status, hs + (headers or []), body, True, flags, details=details)
 
 
 def _reason(status: int) -> str:
@@ -356,7 +402,7 @@ class HttpSession:
                     p.parser.feed_data(data)
                 except httptools.HttpParserCallbackError as e:
                     ctx = e.__context__
-                    status = ctx.status if isinstance(ctx, _TooLarge) else 400
+                    status = ctx.status if isinstance(ctx, TooLarge) else 400
                     await self._reply_and_close(writer, status)
                     return
                 except httptools.HttpParserUpgrade:
@@ -382,12 +428,12 @@ class HttpSession:
     async def _reply_and_close(self, writer: asyncio.StreamWriter, status: int, body: bytes = b"") -> None:
         if not body and status in (413, 431):
             body = b"request too large" if status == 413 else b"request header too large"
-        resp = _local(status, body or _reason(status).encode())
-        writer.write(_serialize(resp, keep_alive=False, head_only=False))
+        resp = local_reply(status, body or _reason(status).encode())
+        writer.write(serialize_response(resp, keep_alive=False, head_only=False))
         with contextlib.suppress(OSError):
             await writer.drain()
 
-    async def _one(self, req: _Req, writer: asyncio.StreamWriter) -> bool:
+    async def _one(self, req: HttpRequest, writer: asyncio.StreamWriter) -> bool:
         t0 = time.perf_counter()
         start_ns = time.time_ns()
         view = self.view
@@ -396,7 +442,7 @@ class HttpSession:
         resp = out.resp
         keep = req.keep_alive
         head_only = req.method == "HEAD"
-        data = _serialize(resp, keep_alive=keep, head_only=head_only)
+        data = serialize_response(resp, keep_alive=keep, head_only=head_only)
         writer.write(data)
         self.stats.add_received(len(data))
         try:
@@ -413,7 +459,7 @@ class HttpSession:
             self._access_log(view.access_log, view.access_policies, req, resp, src, out, start_ns, elapsed)
         return keep
 
-    def _access_log(self, sink: AccessLogSink, policies: TelemetryPolicies, req: _Req, resp: _Resp,
+    def _access_log(self, sink: AccessLogSink, policies: TelemetryPolicies, req: HttpRequest, resp: HttpResponse,
                     src: PodInfo | None, out: _Outcome, start_ns: int, elapsed: float) -> None:
         """One line of Envoy's access log, under the caller's sidecar (the destination's for a caller
         outside the mesh; nobody's when neither side is a known pod, as no sidecar saw it)."""
@@ -438,18 +484,20 @@ class HttpSession:
             downstream_local=self.local_addr or None, downstream_remote=self.remote_addr or None,
             route_name=out.route or None))
 
-    def _span(self, tracer: MeshTracer, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome,
+    def _span(self, tracer: MeshTracer, req: HttpRequest, resp: HttpResponse, src: PodInfo | None, out: _Outcome,
               start_ns: int, duration_ns: int) -> None:
         assert out.trace is not None
         s = src or UNKNOWN
         t = out.target
-        dest_name = t.name if t else self.fqdn.split(".")[0]
-        dest_ns = t.namespace if t else self.fqdn.split(".")[1]
+        _, dest_name, dest_ns, is_entry = self._service(t)
+        if out.dest is not UNKNOWN:
+            remote = f"{out.dest.canonical_service}.{dest_ns}"
+        else:  # no known pod answered: the Service by name, a ServiceEntry by its host
+            remote = dest_name if is_entry else f"{dest_name}.{dest_ns}"
         authority = req.lower.get("host", "")
         tracer.record(
             trace_id=out.trace.trace_id, span_id=out.trace.span_id, parent_id=out.trace.parent_id,
-            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown",
-            remote=f"{out.dest.canonical_service}.{dest_ns}" if out.dest is not UNKNOWN else f"{dest_name}.{dest_ns}",
+            service=f"{s.canonical_service}.{s.namespace}" if src else "unknown", remote=remote,
             name=f"{t.fqdn if t else self.fqdn}:{t.port if t else self.port}/*", start_ns=start_ns,
             duration_ns=duration_ns, status=resp.status,
             attributes={"http.method": req.method, "http.url": f"http://{authority}{req.target}",
@@ -459,19 +507,31 @@ class HttpSession:
                         "guid:x-request-id": req.lower.get("x-request-id", ""),
                         "request_size": str(len(req.body)), "response_size": str(len(resp.body))})
 
-    def _labels(self, req: _Req, resp: _Resp, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
-        t = out.target
-        svc_fqdn = t.fqdn if t else self.fqdn
-        svc_name, svc_ns = (t.name, t.namespace) if t else (self.fqdn.split(".")[0], self.fqdn.split(".")[1])
+    def _service(self, t: Target | None) -> tuple[str, str, str, bool]:
+        """Istio's destination service (fqdn, name, namespace) of a request, and whether it is a
+        ServiceEntry's host: the target's, else (no route reached one) the host the session serves."""
+        if t is not None:
+            return t.fqdn, t.name, t.namespace, t.entry is not None
+        parts = self.fqdn.split(".")
+        if len(parts) > 1 and self.fqdn.endswith("." + DOMAIN):
+            return self.fqdn, parts[0], parts[1], False
+        entry = self.view.mesh.entries.lookup(self.fqdn)
+        return self.fqdn, self.fqdn, entry.namespace if entry is not None else "unknown", True
+
+    def _labels(self, req: HttpRequest, resp: HttpResponse, src: PodInfo | None, out: _Outcome) -> tuple[str, ...]:
+        svc_fqdn, svc_name, svc_ns, is_entry = self._service(out.target)
         grpc = req.lower.get("content-type", "").startswith("application/grpc")
         up = resp.upstream
-        security = self.view.hop_security(src, out.dest, up.port if up is not None else 0, svc_fqdn)
+        if is_entry and out.dest.name == "unknown":
+            security = NO_DESTINATION  # a ServiceEntry's endpoint that is no pod: no sidecar there reports
+        else:
+            security = self.view.hop_security(src, out.dest, up.port if up is not None else 0, svc_fqdn)
         return mesh_labels(src, out.dest, (svc_fqdn, svc_name, svc_ns), "grpc" if grpc else "http", str(resp.status),
                            _get(resp.headers, "grpc-status") or "", resp.flags, security)
 
     # -- routing --------------------------------------------------------------------------------
 
-    async def _handle(self, req: _Req, src: PodInfo | None) -> _Outcome:
+    async def _handle(self, req: HttpRequest, src: PodInfo | None) -> _Outcome:
         cfg = self.view.mesh  # one snapshot for the whole request
         headers = req.lower
         authority = headers.get("host", "")
@@ -480,19 +540,19 @@ class HttpSession:
         route: Route | None = self.default_route if routes is None else next(
             (r for r in routes if r.test(mreq)), None)
         if route is None:
-            return _Outcome(_local(404, flags="NR", details="route_not_found"))
+            return _Outcome(local_reply(404, flags="NR", details="route_not_found"))
         out = await self._routed(cfg, route, req, mreq, src, authority)
         out.route = route.name
         return out
 
-    async def _routed(self, cfg: MeshConfig, route: Route, req: _Req, mreq: Request, src: PodInfo | None,
+    async def _routed(self, cfg: MeshConfig, route: Route, req: HttpRequest, mreq: Request, src: PodInfo | None,
                       authority: str) -> _Outcome:
         if route.redirect is not None:
             out = _Outcome(_redirect(route, req, authority))
             out.resp.details = "direct_response"
             return out
         if route.direct is not None:
-            return _Outcome(_local(route.direct[0], route.direct[1], details="direct_response"))
+            return _Outcome(local_reply(route.direct[0], route.direct[1], details="direct_response"))
         delay = 0.0
         if route.fault is not None:
             delay = route.fault.delay()
@@ -501,33 +561,31 @@ class HttpSession:
             if route.fault.abort():
                 f = route.fault
                 if f.abort_grpc is not None:
-                    return _Outcome(_local(200, flags="FI", headers=[("content-type", "application/grpc"),
+                    return _Outcome(local_reply(200, flags="FI", headers=[("content-type", "application/grpc"),
                                                                      ("grpc-status", str(f.abort_grpc))],
                                            details="fault_filter_abort"))
-                return _Outcome(_local(f.abort_status, b"fault filter abort", "FI", details="fault_filter_abort"))
+                return _Outcome(local_reply(f.abort_status, b"fault filter abort", "FI",
+                                            details="fault_filter_abort"))
         out = await self._to_destination(cfg, route, route.pick(), req, mreq, src)
         if delay and out.resp.flags == "-":
             out.resp.flags = "DI"  # Envoy's flag for an injected delay
         return out
 
-    async def _to_destination(self, cfg: MeshConfig, route: Route, dest: RouteDest, req: _Req, mreq: Request,
+    async def _to_destination(self, cfg: MeshConfig, route: Route, dest: RouteDest, req: HttpRequest, mreq: Request,
                               src: PodInfo | None) -> _Outcome:
         view = self.view
         target = view.target(dest.host, dest.port, self.port, self.fqdn)
         if target is None:
-            return _Outcome(_local(503, flags="NC", details="cluster_not_found"))
+            return _Outcome(local_reply(503, flags="NC", details="cluster_not_found"))
         dr = cfg.dest_rule(target.fqdn)
         labels: tuple[tuple[str, str], ...] = ()
         policy = Policy()
         if dr is not None or dest.subset:
             sub = dr.for_subset(dest.subset) if dr is not None else None
             if sub is None:  # a subset no DestinationRule defines: Istio builds no such cluster (Envoy's NC)
-                return _Outcome(_local(503, flags="NC", details="cluster_not_found"), target=target)
+                return _Outcome(local_reply(503, flags="NC", details="cluster_not_found"), target=target)
             labels, policy = sub
-        endpoints = target.endpoints
-        if labels:
-            pods = view.pods
-            endpoints = [b for b in endpoints if _has_labels(pods.get(b.ip), labels)]
+        endpoints = target.subset(target.endpoints_for(mreq.authority), labels, view.pods)
         if not endpoints and dest.failover:  # Consul's Failover: the first target with a ready endpoint
             for fd in dest.failover:
                 if self._ready(cfg, fd):
@@ -570,10 +628,9 @@ class HttpSession:
         sub = dr.for_subset(dest.subset)
         if sub is None:
             return False
-        labels, pods = sub[0], self.view.pods
-        return any(not labels or _has_labels(pods.get(b.ip), labels) for b in target.endpoints)
+        return bool(target.subset(target.endpoints, sub[0], self.view.pods))
 
-    def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: _Req, path: str, authority: str,
+    def _mirror(self, cfg: MeshConfig, dest: RouteDest, req: HttpRequest, path: str, authority: str,
                 headers: list[tuple[str, str]]) -> None:
         """Send a copy (Host ``<authority>-shadow``, as Envoy) and forget it: its answer, errors and
         time never reach the caller. Bounded: past ``_MAX_MIRRORS`` copies in flight, copies are skipped."""
@@ -587,19 +644,19 @@ class HttpSession:
         if sub is None:
             return
         labels, policy = sub
-        pods = self.view.pods
-        endpoints = [b for b in target.endpoints if not labels or _has_labels(pods.get(b.ip), labels)]
+        endpoints = target.subset(target.endpoints_for(authority), labels, self.view.pods)
         cluster = self.view.cluster(f"outbound|{target.port}|{dest.subset}|{target.fqdn}")
         host = cluster.pick(endpoints, policy.lb, self.client_ip, set(), time.monotonic())
         if host is None:
             return
         host_part, sep, port_part = authority.partition(":")
-        head = _request_head(req.method, path, f"{host_part}-shadow{sep}{port_part}", headers, req.body)
+        head = request_head(req.method, path, f"{host_part}-shadow{sep}{port_part}", headers, req.body)
         task = asyncio.create_task(self._try(cluster, host, policy, head, req.body, _MIRROR_RETRY, False))
         _MIRRORS.add(task)
         task.add_done_callback(_MIRRORS.discard)
 
-    def _upstream_headers(self, route: Route, dest: RouteDest, req: _Req) -> tuple[list[tuple[str, str]], _Trace]:
+    def _upstream_headers(self, route: Route, dest: RouteDest,
+                          req: HttpRequest) -> tuple[list[tuple[str, str]], _Trace]:
         low = req.lower
         hs = [(k, v) for k, v in req.headers if k.lower() not in _DROP_UP]
         if "x-request-id" not in low:
@@ -618,12 +675,12 @@ class HttpSession:
     # -- forwarding with retries ----------------------------------------------------------------
 
     async def _forward(self, cluster: Cluster, policy: Policy, lb: Any, hash_key: str | None,
-                       endpoints: list[Backend], route: Route, dest: RouteDest, target: Target, req: _Req,
+                       endpoints: list[Backend], route: Route, dest: RouteDest, target: Target, req: HttpRequest,
                        path: str, authority: str, headers: list[tuple[str, str]], src: PodInfo | None) -> _Outcome:
         retry = route.retry
         retrying = False  # a retry is counted in cluster.active_retries (maxRetries) while it is outstanding
         tried: set[Backend] = set()
-        last: _Resp | None = None
+        last: HttpResponse | None = None
         last_pod = UNKNOWN
         try:
             async with _maybe_timeout(route.timeout_s):
@@ -642,38 +699,41 @@ class HttpSession:
                     if host is None:
                         if last is None:
                             self.stats.no_endpoint += 1
-                            last = _local(503, b"no healthy upstream", "UH", details="no_healthy_upstream")
+                            last = local_reply(503, b"no healthy upstream", "UH", details="no_healthy_upstream")
                         break
                     tried.add(host)
-                    dpod = self.view.pods.get(host.ip) or PodInfo("unknown", target.namespace, "unknown")
+                    # no known pod: Istio's destination workload is unknown, in the Service's namespace (none
+                    # for a ServiceEntry's endpoint, a workload of no namespace)
+                    dpod = self.view.pods.get(host.ip) or (
+                        UNKNOWN if target.entry is not None else PodInfo("unknown", target.namespace, "unknown"))
                     last_pod = dpod
                     # Another node's endpoint is authorised there, from the certificate this side presents.
                     mode = self.view.remote_mode(dpod, host.port, target.fqdn)
                     hop = _Hop(src, dpod, target.fqdn, mode != "DISABLE") if mode is not None else None
-                    if hop is None:
+                    if hop is None and not target.external:  # MESH_EXTERNAL: no sidecar there to check
                         if self._refused_plaintext(dpod, host, src):
-                            last = _failure_response(_Failure("reset", "connection termination"))
+                            last = failure_response(Failure("reset", "connection termination"))
                             break
                         if not self._authorized(dpod, req, authority, host, src):
-                            return _Outcome(_local(403, b"RBAC: access denied",
+                            return _Outcome(local_reply(403, b"RBAC: access denied",
                                                    details="rbac_access_denied_matched_policy[none]"), dpod, target)
                     t_try = time.perf_counter()
                     if self.view.faults.active:
                         res = await self._try_faulted(cluster, host, policy, req, path, authority, headers, retry,
                                                       hop)
                     else:
-                        head = _request_head(req.method, path, authority, headers, req.body)
+                        head = request_head(req.method, path, authority, headers, req.body)
                         res = await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD",
                                               hop)
                     if retrying:
                         retrying = False
                         cluster.active_retries -= 1
                     now = time.monotonic()
-                    if isinstance(res, _Failure):
+                    if isinstance(res, Failure):
                         if res.kind == "overflow":
                             return _Outcome(_overflow(), dpod, target)
                         cluster.result(host, 0, policy.outlier, len(endpoints), now)
-                        last = _failure_response(res)
+                        last = failure_response(res)
                         if not _retriable_failure(retry, res):
                             break
                         continue
@@ -687,7 +747,8 @@ class HttpSession:
                     if retry.attempts and last is not None:
                         last.flags = "URX" if last.flags == "-" else last.flags + ",URX"
         except TimeoutError:
-            return _Outcome(_local(504, b"upstream request timeout", "UT", details="upstream_response_timeout"),
+            return _Outcome(local_reply(504, b"upstream request timeout", "UT",
+                                        details="upstream_response_timeout"),
                             last_pod, target)
         finally:
             if retrying:
@@ -698,7 +759,8 @@ class HttpSession:
             last.headers = dest.response_headers.apply(extra) if dest.response_headers else extra
         return _Outcome(last, last_pod, target)
 
-    def _authorized(self, dest: PodInfo, req: _Req, authority: str, host: Backend, src: PodInfo | None) -> bool:
+    def _authorized(self, dest: PodInfo, req: HttpRequest, authority: str, host: Backend,
+                    src: PodInfo | None) -> bool:
         authz = self.view.mesh.authz
         if authz is None or not authz.policies:
             return True
@@ -712,9 +774,9 @@ class HttpSession:
         pa = self.view.mesh.peer_auth
         return src is None and pa is not None and pa.strict_anywhere and pa.mode(dest, host.port) == "STRICT"
 
-    async def _try_faulted(self, cluster: Cluster, host: Backend, policy: Policy, req: _Req, path: str,
+    async def _try_faulted(self, cluster: Cluster, host: Backend, policy: Policy, req: HttpRequest, path: str,
                            authority: str, headers: list[tuple[str, str]], retry: Retry,
-                           hop: _Hop | None = None) -> _Resp | _Failure:
+                           hop: _Hop | None = None) -> HttpResponse | Failure:
         """``_try`` through the chaos faults on this client -> endpoint hop (``traffic.faults``): a partition
         refuses the connect, a lost message or an HTTP abort is a reset, and the faults may delay, change
         or duplicate the request and delay or change the response."""
@@ -722,46 +784,46 @@ class HttpSession:
         link = faults.link(self.client_ip, host.ip)
         if link is not None and link.refused():
             self.stats.connect_failures += 1
-            return _Failure("connect", "delayed connect error: 111")
+            return Failure("connect", "delayed connect error: 111")
         http_faults = faults.http_for(host.ip, host.port)
         if link is None and not http_faults:  # faults elsewhere, none on this hop
-            head = _request_head(req.method, path, authority, headers, req.body)
+            head = request_head(req.method, path, authority, headers, req.body)
             return await self._try(cluster, host, policy, head, req.body, retry, req.method == "HEAD", hop)
         msg = HttpMessage(req.method, path, list(headers), req.body)
         for f in http_faults:
             if not await f.on_request(msg):
-                return _Failure("reset", "connection termination")
+                return Failure("reset", "connection termination")
         if link is not None and link.up:
             if link.lost_up():
-                return _Failure("reset", "connection termination")
+                return Failure("reset", "connection termination")
             msg.body = await link.send_up(self.client_ip, msg.body)  # an empty body still waits out the delay
-        head = _request_head(msg.method, msg.target, authority, msg.headers, msg.body)
+        head = request_head(msg.method, msg.target, authority, msg.headers, msg.body)
         if link is not None and link.duplicated_up() and len(_MIRRORS) < _MAX_MIRRORS:
             dup = asyncio.create_task(self._try(cluster, host, policy, head, msg.body, _MIRROR_RETRY, False, hop))
             _MIRRORS.add(dup)
             dup.add_done_callback(_MIRRORS.discard)
         res = await self._try(cluster, host, policy, head, msg.body, retry, msg.method == "HEAD", hop)
-        if isinstance(res, _Failure):
+        if isinstance(res, Failure):
             return res
         if link is not None and link.down:
             if link.lost_down():
-                return _Failure("reset", "connection termination")
+                return Failure("reset", "connection termination")
             res.body = await link.send_down(host.ip, res.body)
         if http_faults:
             out = HttpMessage(msg.method, msg.target, res.headers, res.body, res.status)
             for f in http_faults:
                 if not await f.on_response(msg, out):
-                    return _Failure("reset", "connection termination")
+                    return Failure("reset", "connection termination")
             res.status, res.headers, res.body = out.status, out.headers, out.body
         return res
 
     async def _try(self, cluster: Cluster, host: Backend, policy: Policy, head: bytes, body: bytes, retry: Retry,
-                   head_only: bool, hop: _Hop | None = None) -> _Resp | _Failure:
+                   head_only: bool, hop: _Hop | None = None) -> HttpResponse | Failure:
         pool = policy.pool
         try:
             await cluster.acquire_slot(pool)
         except Overflow:
-            return _Failure("overflow")
+            return Failure("overflow")
         hs = cluster.host(host)
         hs.active += 1
         conn: UpConn | None = None
@@ -781,25 +843,26 @@ class HttpSession:
                                     r, w = await self.view.connect(host, hop.src, hop.dest, True, hop.service)
                         except (OSError, TimeoutError) as e:
                             self.stats.connect_failures += 1
-                            return _Failure("connect", _connect_detail(e))
+                            return Failure("connect", connect_detail(e))
                         conn = UpConn(host, r, w, ident=ident)
                     try:
                         conn.writer.write(head + body if len(body) < 65536 else head)
                         if len(body) >= 65536:
                             conn.writer.write(body)
                         await conn.writer.drain()
-                        resp = await _read_response(conn.reader, head_only, self.limits.max_response_bytes)
-                    except _UpstreamEOF as e:
+                        resp = await read_response(conn.reader, head_only, self.limits.max_response_bytes)
+                    except UpstreamEOF as e:
                         conn.close()
                         if reused and not e.got_bytes:
                             continue  # a kept-alive connection the server had closed: once more on a new one
-                        return _Failure("reset", "connection termination")
-                    except _TooLarge:
+                        return Failure("reset", "connection termination")
+                    except TooLarge:
                         conn.close()
-                        return _Resp(502, [("content-type", "text/plain")], b"upstream response too large", False)
+                        return HttpResponse(502, [("content-type", "text/plain")], b"upstream response too large",
+                                            False)
                     except (OSError, httptools.HttpParserError, asyncio.IncompleteReadError):
                         conn.close()
-                        return _Failure("reset", "connection termination")
+                        return Failure("reset", "connection termination")
                     conn.requests += 1
                     if resp.keep_alive:
                         cluster.give_back(conn, pool)
@@ -807,12 +870,12 @@ class HttpSession:
                         conn.close()
                     conn = None
                     return resp
-                return _Failure("reset", "connection termination")
+                return Failure("reset", "connection termination")
         except TimeoutError:
             if conn is not None:
                 conn.close()
             if per_try is not None and per_try.expired():
-                return _Failure("timeout")
+                return Failure("timeout")
             raise
         except BaseException:
             if conn is not None:
@@ -885,7 +948,7 @@ def _rewritten(route: Route, target: str, authority: str) -> tuple[str, str]:
     return path + q + query, rw.authority or authority
 
 
-def _redirect(route: Route, req: _Req, authority: str) -> _Resp:
+def _redirect(route: Route, req: HttpRequest, authority: str) -> HttpResponse:
     rd = route.redirect
     assert rd is not None
     path = rd.uri or req.target
@@ -893,11 +956,11 @@ def _redirect(route: Route, req: _Req, authority: str) -> _Resp:
     if rd.port:
         host = f"{host.split(':')[0]}:{rd.port}"
     loc = f"{rd.scheme or 'http'}://{host}{path}"
-    return _local(rd.code, headers=[("location", loc)])
+    return local_reply(rd.code, headers=[("location", loc)])
 
 
-def _overflow() -> _Resp:
-    return _local(503, _UC_BODY + b"overflow", "UO", [("x-envoy-overloaded", "true")],
+def _overflow() -> HttpResponse:
+    return local_reply(503, _UC_BODY + b"overflow", "UO", [("x-envoy-overloaded", "true")],
                   "upstream_reset_before_response_started{overflow}")
 
 
@@ -909,31 +972,34 @@ def _addr(writer: asyncio.StreamWriter, which: str) -> str:
     return f"{a[0]}:{a[1]}" if a else ""
 
 
-def _connect_detail(e: BaseException) -> str:
+def connect_detail(e: BaseException) -> str:
+    """Envoy's transport failure reason of a failed connect (``connection timeout``, ``delayed connect
+    error: <errno>``)."""
     if isinstance(e, TimeoutError):
         return "connection timeout"
     errno = getattr(e, "errno", None)
     return f"delayed connect error: {errno}" if errno else "connection failure"
 
 
-def _failure_response(f: _Failure) -> _Resp:
+def failure_response(f: Failure) -> HttpResponse:
+    """Envoy's answer to a try that failed: 503 ``UF`` (connect), 504 ``UT`` (per-try timeout), 503 ``UC``."""
     if f.kind == "connect":
-        return _local(503, _UC_BODY + b"remote connection failure, transport failure reason: "
+        return local_reply(503, _UC_BODY + b"remote connection failure, transport failure reason: "
                       + f.detail.encode(), "UF", details=f"{_CONNECT_DETAIL}{f.detail.replace(' ', '_')}}}")
     if f.kind == "timeout":
-        return _local(504, b"upstream request timeout", "UT", details="upstream_per_try_timeout")
-    return _local(503, _UC_BODY + f.detail.encode(), "UC",
+        return local_reply(504, b"upstream request timeout", "UT", details="upstream_per_try_timeout")
+    return local_reply(503, _UC_BODY + f.detail.encode(), "UC",
                   details=f"upstream_reset_before_response_started{{{f.detail.replace(' ', '_')}}}")
 
 
-def _retriable_failure(r: Retry, f: _Failure) -> bool:
+def _retriable_failure(r: Retry, f: Failure) -> bool:
     on = r.on
     if f.kind == "connect":
         return bool(on & {"connect-failure", "5xx", "gateway-error", "reset"})
     return bool(on & {"5xx", "gateway-error", "reset"})
 
 
-def _retriable_response(r: Retry, resp: _Resp) -> bool:
+def _retriable_response(r: Retry, resp: HttpResponse) -> bool:
     on, s = r.on, resp.status
     if not on:
         return False
@@ -951,7 +1017,9 @@ def _retriable_response(r: Retry, resp: _Resp) -> bool:
     return g is not None and any(name in on and code == g for name, code in _GRPC_RETRY.items())
 
 
-def _request_head(method: str, path: str, authority: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+def request_head(method: str, path: str, authority: str, headers: list[tuple[str, str]], body: bytes) -> bytes:
+    """The request line and headers to send upstream (``headers`` without hop-by-hop ones and Host; the
+    content-length is written here from ``body``)."""
     lines = [f"{method} {path} HTTP/1.1", f"host: {authority}"]
     lines += [f"{k}: {v}" for k, v in headers]
     if body or method in ("POST", "PUT", "PATCH"):
@@ -959,9 +1027,10 @@ def _request_head(method: str, path: str, authority: str, headers: list[tuple[st
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _serialize(resp: _Resp, *, keep_alive: bool, head_only: bool) -> bytes:
+def serialize_response(resp: HttpResponse, *, keep_alive: bool, head_only: bool) -> bytes:
+    """``resp`` as bytes for the client: hop-by-hop headers dropped, framed by content-length."""
     lines = [f"HTTP/1.1 {resp.status} {_reason(resp.status)}"]
-    lines += [f"{k}: {v}" for k, v in resp.headers if k.lower() not in _HOP]
+    lines += [f"{k}: {v}" for k, v in resp.headers if k.lower() not in HOP_HEADERS]
     no_body = resp.status in (204, 304) or 100 <= resp.status < 200
     if not no_body:
         lines.append(f"content-length: {len(resp.body)}")
@@ -1041,29 +1110,30 @@ async def serve_inbound(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
             try:
                 p.parser.feed_data(data)
             except httptools.HttpParserError:
-                writer.write(_serialize(_local(400, b"bad request"), keep_alive=False, head_only=False))
+                writer.write(serialize_response(local_reply(400, b"bad request"), keep_alive=False,
+                                                head_only=False))
                 return
             while p.done:
                 req = p.done.pop(0)
                 authority = req.lower.get("host", "")
                 if not allowed(req.method, req.target, authority, req.lower):
-                    resp = _local(403, b"RBAC: access denied")
+                    resp = local_reply(403, b"RBAC: access denied")
                 else:
                     if up is None or up[1].is_closing():
                         up = await asyncio.open_connection(host.ip, host.port, limit=CHUNK)
-                    hs = [(k, v) for k, v in req.headers if k.lower() not in _HOP
+                    hs = [(k, v) for k, v in req.headers if k.lower() not in HOP_HEADERS
                           and k.lower() not in ("host", "content-length")]
-                    up[1].write(_request_head(req.method, req.target, authority, hs, req.body) + req.body)
+                    up[1].write(request_head(req.method, req.target, authority, hs, req.body) + req.body)
                     await up[1].drain()
-                    resp = await _read_response(up[0], req.method == "HEAD", limits.max_response_bytes)
+                    resp = await read_response(up[0], req.method == "HEAD", limits.max_response_bytes)
                     if not resp.keep_alive:
                         up[1].close()
                         up = None
-                writer.write(_serialize(resp, keep_alive=req.keep_alive, head_only=req.method == "HEAD"))
+                writer.write(serialize_response(resp, keep_alive=req.keep_alive, head_only=req.method == "HEAD"))
                 await writer.drain()
                 if not req.keep_alive:
                     return
-    except (OSError, _UpstreamEOF, _TooLarge, httptools.HttpParserError, asyncio.IncompleteReadError):
+    except (OSError, UpstreamEOF, TooLarge, httptools.HttpParserError, asyncio.IncompleteReadError):
         writer.transport.abort()  # the endpoint failed mid-request: the caller sees a reset, as from Envoy
     finally:
         if up is not None:

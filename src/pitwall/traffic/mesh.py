@@ -30,6 +30,7 @@ from pitwall.core import regex as re2
 from pitwall.traffic.authz import AuthzConfig
 from pitwall.traffic.peerauth import PeerAuthConfig
 from pitwall.traffic.pods import PodInfo
+from pitwall.traffic.serviceentry import ServiceEntries
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -609,6 +610,7 @@ class MeshConfig:
     errors: Mapping[str, str] = field(default_factory=dict)  # "kind ns/name" -> error
     authz: AuthzConfig | None = None
     peer_auth: PeerAuthConfig | None = None
+    entries: ServiceEntries = field(default_factory=ServiceEntries)  # ServiceEntry hosts (traffic.serviceentry)
 
     def routes_for(self, host: str) -> tuple[Route, ...] | None:
         return self.routes.get(host)

@@ -69,10 +69,11 @@ from pitwall.traffic.meshtls import MeshNode
 from pitwall.traffic.peerauth import compile_peer_auth
 from pitwall.traffic.pods import PodInfo, pod_info
 from pitwall.traffic.relay import CHUNK, NoEndpoint, close_writer, connect_any, splice
+from pitwall.traffic.serviceentry import HostEntry, ServiceEntries, compile_service_entries, entry_error
 from pitwall.traffic.telemetry import MUTUAL_TLS, PLAINTEXT, MeshTelemetry, TcpReport, mesh_labels
 from pitwall.traffic.tracing import MeshTracer
 
-__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "endpoints_of", "is_http", "port_specs"]
+__all__ = ["PortSpec", "ServiceProxy", "ServiceStats", "default_route_for", "endpoints_of", "is_http", "port_specs"]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ Addr = tuple[str, int]  # clusterIP, port
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 DEFAULT_AFFINITY_S = 10800.0  # sessionAffinityConfig.clientIP.timeoutSeconds default
 _RELIST_BACKOFF_MAX_S = 5.0
+_MAX_HOP_MODES = 10_000  # hop_security's cache: cleared whole when full (pairs in use come back at once)
 
 
 class PlaintextRefused(Exception):
@@ -116,10 +118,11 @@ class PortSpec:
     port: int
     affinity_timeout_s: float | None = None
     http: bool = False  # Istio treats the port as HTTP: requests are routed (traffic.http)
+    host: str = ""  # a ServiceEntry's host (no listener, no ClusterIP); "" for a Service
 
     @property
     def fqdn(self) -> str:
-        return f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
+        return self.host or f"{self.service[1]}.{self.service[0]}.{DOMAIN}"
 
 
 def is_http(port: Obj) -> bool:
@@ -213,10 +216,15 @@ class ServiceProxy:
         # The mesh: one immutable snapshot, replaced whole on any Istio object or Service change.
         self.mesh = MeshConfig()
         self.pods: dict[str, PodInfo] = {}  # pod IP -> the pod as a workload
+        # hop_security's client-side mode per (destination pod, port, service), asked per request and per
+        # TCP connection; only valid for one mesh snapshot (``_hop_modes_of``) and one set of pods: cleared
+        # when either changes.
+        self._hop_modes: dict[tuple[PodInfo, int, str], str] = {}
+        self._hop_modes_of = self.mesh
         self._clusters: dict[str, Cluster] = {}
         self._istio: dict[str, dict[tuple[str, str], Obj]] = {"VirtualService": {}, "DestinationRule": {},
                                                               "AuthorizationPolicy": {}, "PeerAuthentication": {},
-                                                              "Telemetry": {}}
+                                                              "Telemetry": {}, "ServiceEntry": {}}
         self._rejected: dict[tuple[str, tuple[str, str]], str] = {}  # (kind, key) -> why its last version is not used
         # More Istio-shaped objects from outside the Kubernetes API (Consul's config entries), computed from the
         # Services on every rebuild: (objects by kind, errors). Real Istio objects win per host.
@@ -247,6 +255,7 @@ class ServiceProxy:
         self.tasks.spawn(self._follow("v1", "Pod", self._on_pods, asyncio.Event()), name="watch-pods")
         for api_version, kind in (("networking.istio.io/v1", "VirtualService"),
                                   ("networking.istio.io/v1", "DestinationRule"),
+                                  ("networking.istio.io/v1", "ServiceEntry"),
                                   ("security.istio.io/v1", "AuthorizationPolicy"),
                                   ("security.istio.io/v1", "PeerAuthentication")):
             self.tasks.spawn(self._follow(api_version, kind, self._istio_handler(kind), asyncio.Event()),
@@ -295,10 +304,21 @@ class ServiceProxy:
     def service_port(self, host: str, port: int, namespace: str) -> PortSpec | None:
         """The Service port served here that ``host:port`` names for a caller in ``namespace``: a
         ClusterIP, or ``<svc>``, ``<svc>.<ns>``, ``<svc>.<ns>.svc`` or the FQDN (pods have no DNS, so
-        the egress listener resolves names this way); None when it names none."""
+        the egress listener resolves names this way), else a ServiceEntry's host and port; None when it
+        names none."""
         lst = self._listeners.get((host, port))
         if lst is not None:
             return lst.spec
+        spec = self._service_by_name(host, port, namespace)
+        if spec is not None:
+            return spec
+        entry = self.mesh.entries.lookup(host)
+        ep = entry.port(port) if entry is not None else None
+        if entry is None or ep is None:
+            return None
+        return PortSpec((entry.namespace, entry.host), ep.name, "", ep.number, None, ep.http, entry.host)
+
+    def _service_by_name(self, host: str, port: int, namespace: str) -> PortSpec | None:
         name = host.rstrip(".").lower()
         for suffix in ("." + DOMAIN, ".svc"):
             if name.endswith(suffix):
@@ -395,6 +415,7 @@ class ServiceProxy:
             ips = {str(p.get("ip")) for p in st.get("podIPs") or [] if p.get("ip")} | (
                 {str(st["podIP"])} if st.get("podIP") else set())
             info = pod_info(o)
+            self._hop_modes.clear()  # a pod's labels may move it under another PeerAuthentication
             for ip in ips:
                 if typ == "DELETED":
                     if (cur := self.pods.get(ip)) is not None and cur.name == info.name:
@@ -439,14 +460,31 @@ class ServiceProxy:
 
         def objs(kind: str) -> list[Obj]:
             return [*self._istio[kind].values(), *extra.get(kind, ())]
-        cfg = compile_mesh(fqdns, objs("VirtualService"), objs("DestinationRule"),
-                           compile_authz(objs("AuthorizationPolicy")))
+        entries = compile_service_entries(objs("ServiceEntry"))
+        known = set(fqdns)  # a Service wins over a ServiceEntry of the same name
+        cfg = compile_mesh([*fqdns, *(h for h in entries.names() if h not in known)], objs("VirtualService"),
+                           objs("DestinationRule"), compile_authz(objs("AuthorizationPolicy")))
         pa = compile_peer_auth(objs("PeerAuthentication"))
         rejected = {f"{kind} {ns}/{name}": err for (kind, (ns, name)), err in self._rejected.items()}
         pa_errors = {f"PeerAuthentication {k}": v for k, v in pa.errors.items()}
         self.access_policies = TelemetryPolicies(self._istio["Telemetry"].values(), self.access_log_default)
-        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors},
-                                        peer_auth=pa)
+        self.mesh = dataclasses.replace(cfg, errors={**cfg.errors, **rejected, **extra_errors, **pa_errors,
+                                                     **entries.errors}, peer_auth=pa, entries=entries)
+        self._forget_entry_hosts(entries)
+
+    def _forget_entry_hosts(self, entries: ServiceEntries) -> None:
+        """Pooled connections and host state of ServiceEntry endpoints that left (as ``_set_endpoints``
+        does for a Service's), or of a whole entry that went."""
+        for name, c in self._clusters.items():
+            parts = name.split("|", 3)
+            if len(parts) != 4 or parts[3].endswith("." + DOMAIN):
+                continue  # a Service's: _set_endpoints keeps it
+            port, host = parts[1], parts[3]
+            entry = entries.lookup(host)
+            if entry is not None and entry.original_dst:
+                continue  # its endpoints are whatever the requests name
+            ep = entry.port(int(port)) if entry is not None and port.isdigit() else None
+            c.forget(set(ep.endpoints) if ep is not None else set())
 
     # -- hops to endpoints --------------------------------------------------------------------
 
@@ -469,13 +507,23 @@ class ServiceProxy:
         the DestinationRule's ``tls.mode``) is DISABLE, where Istio's sidecars would talk plaintext."""
         if src is None or dest is None or dest.name == "unknown":
             return PLAINTEXT
-        pa = self.mesh.peer_auth
-        mode = _client_mode(self.mesh, service, pa.mode(dest, port) if pa is not None else "PERMISSIVE")
+        mesh = self.mesh
+        if self._hop_modes_of is not mesh:  # a new snapshot was swapped in: the answers may differ
+            self._hop_modes.clear()
+            self._hop_modes_of = mesh
+        key = (dest, port, service)
+        mode = self._hop_modes.get(key)
+        if mode is None:  # PeerAuthentication's inheritance walk and the DestinationRule: once per key
+            if len(self._hop_modes) >= _MAX_HOP_MODES:
+                self._hop_modes.clear()
+            pa = mesh.peer_auth
+            mode = self._hop_modes[key] = _client_mode(mesh, service,
+                                                       pa.mode(dest, port) if pa is not None else "PERMISSIVE")
         if mode == "DISABLE":
             return PLAINTEXT
         node = self.mesh_node
-        if node is not None and node.remote(dest) and node.leaves is None:
-            return PLAINTEXT  # no certificates here yet: connect goes in plaintext
+        if node is not None and node.leaves is None and node.remote(dest):
+            return PLAINTEXT  # no certificates here yet: connect goes in plaintext (not cached: leaves come)
         return MUTUAL_TLS
 
     async def connect(self, host: Backend, src: PodInfo | None, dest: PodInfo | None, http: bool,
@@ -496,18 +544,27 @@ class ServiceProxy:
         """The Service a route destination names and the endpoints of the port it goes to: ``port``, else
         the port the request came in on (same Service), else the Service's only or first port."""
         parts = fqdn.split(".")
-        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
-            return None
-        key = (parts[1], parts[0])
         want = port or (from_port if fqdn == from_fqdn else 0)
+        if len(parts) < 2 or not fqdn.endswith("." + DOMAIN):
+            return self._entry_target(fqdn, want)
+        key = (parts[1], parts[0])
         lst = self._by_port.get((key, want)) if want else None
         if lst is None:
             lsts = [x for x in self._listeners.values() if x.spec.service == key]
             if not lsts or want:
-                return None
+                return self._entry_target(fqdn, want)
             lst = min(lsts, key=lambda x: x.spec.port)
         return Target(fqdn, key[0], key[1], lst.spec.port, lst.balancer.usable(),
                       lst.spec.affinity_timeout_s is not None)
+
+    def _entry_target(self, host: str, want: int) -> Target | None:
+        """A ServiceEntry's host as a route destination: its port ``want`` (0: its first) and endpoints."""
+        entry: HostEntry | None = self.mesh.entries.lookup(host)
+        ep = entry.port(want) if entry is not None else None
+        if entry is None or ep is None:
+            return None
+        return Target(entry.host, entry.namespace, entry.host, ep.number, list(ep.endpoints), entry=entry,
+                      endpoint_labels=ep.labels)
 
     def cluster(self, name: str) -> Cluster:
         c = self._clusters.get(name)
@@ -683,7 +740,7 @@ class ServiceProxy:
     @staticmethod
     def _default_route(spec: PortSpec) -> Route:
         """The route of a Service no VirtualService names: all its endpoints, Istio's default retries."""
-        return _default_route_for(spec.fqdn)
+        return default_route_for(spec.fqdn)
 
     async def _serve(self, lst: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -816,7 +873,9 @@ class _TcpLog:
         return count
 
 
-def _default_route_for(fqdn: str) -> Route:
+def default_route_for(fqdn: str) -> Route:
+    """The route of a Service no VirtualService names (shared per FQDN): all its endpoints, Istio's
+    default retries."""
     r = _DEFAULT_ROUTES.get(fqdn)
     if r is None:
         if len(_DEFAULT_ROUTES) > 10_000:
@@ -833,6 +892,8 @@ def _compile_error(kind: str, o: Obj) -> str | None:
         errs = compile_mesh([], [], [o]).errors
     elif kind == "Telemetry":
         return telemetry_error(o)
+    elif kind == "ServiceEntry":
+        return entry_error(o)
     else:
         return None
     return next(iter(errs.values()), None)
