@@ -226,9 +226,9 @@ def test_a_deployments_pods_come_back_with_their_data_and_are_adopted(cluster: C
 
     c.apply({"apiVersion": "velero.io/v1", "kind": "Restore", "metadata": {"name": "shop-copy", "namespace": "velero"},
              "spec": {"backupName": "shop-1", "namespaceMapping": {"shop": "shop-copy"}}})
-    # the Restore runs restic restore and waits for the restored pod to start to fill its volume: 15-45 s
-    # here on 2 cores, idle to load 9; the margin is for a slower machine, not for a pod that never starts
-    # (the Restore then ends at once, PartiallyFailed, when the pod is deleted)
+    # the Restore runs restic restore and waits for the restored pod to start to fill its volume: 2-5 s on
+    # 2 cores, idle to load 13; the margin is for a slower machine, not for a pod that never starts (deleted,
+    # the Restore ends at once, PartiallyFailed)
     r = c.wait("restore", "shop-copy", _done, timeout=150)
     assert r["status"]["phase"] == "Completed", r["status"]
     c.wait("pod", name, lambda o: any(ref.get("kind") == "ReplicaSet"
