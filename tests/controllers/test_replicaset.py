@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from pitwall.controllers.loop import ControllerRunner
 from pitwall.controllers.replicaset import ReplicaSetController, pod_from_template, pods_to_delete
-from pitwall.kube import KubeAPI
+from pitwall.kube import Conflict, KubeAPI, KubeClient
 from tests.controllers.conftest import eventually, run_controller, set_ready
 
 NAME = re.compile(r"^web-[bcdfghjklmnpqrstvwxz2456789]{5}$")
@@ -190,6 +190,69 @@ async def test_adopts_orphans_and_releases_pods_that_stop_matching(kube: KubeAPI
         return not o["metadata"].get("ownerReferences") and len(owned) == 3
 
     await eventually(released)
+
+
+class _KubeletRacingClient:
+    """The controller's client, but each pod list (and each pod get, when ``on_get``) is followed by a
+    kubelet-like status write to the pods read: the copies the controller holds are stale when it tries to
+    adopt them."""
+
+    def __init__(self, client: KubeClient, on_get: bool = False) -> None:
+        self._client = client
+        self._on_get = on_get
+        self._writes = 0
+
+    async def _kubelet_writes(self, pod: dict[str, Any]) -> None:
+        self._writes += 1  # a new restart count each time: never a no-op write
+        await set_ready(self._client, pod, ready=False, restarts=self._writes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def list(self, api_version: str, kind: str, namespace: str = "", **kw: Any) -> Any:
+        listed = await self._client.list(api_version, kind, namespace, **kw)
+        if kind == "Pod":
+            for p in listed.items:
+                await self._kubelet_writes(p)
+        return listed
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str = "") -> Any:
+        got = await self._client.get(api_version, kind, name, namespace)
+        if kind == "Pod" and self._on_get:
+            await self._kubelet_writes(got)
+        return got
+
+
+@pytest.mark.timeout(30)
+async def test_an_orphan_changed_under_its_adoption_is_adopted_not_replaced(kube: KubeAPI) -> None:
+    """A pod Velero restored (no owner), written to by its kubelet while the ReplicaSet adopts it: the
+    ReplicaSet re-reads it and adopts it; it makes no second pod (which it would then delete one of as
+    surplus, perhaps the restored one, still held by its restore-wait)."""
+    orphan = {"apiVersion": "v1", "kind": "Pod",
+              "metadata": {"name": "restored", "namespace": "default", "labels": {"app": "web"}},
+              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+    await kube.client.create(orphan)
+    created = await kube.client.create(rs(1))
+    rsc = ReplicaSetController(cast(KubeClient, _KubeletRacingClient(kube.client)))
+    await rsc.reconcile("default/web")
+    [p] = await pods_of(kube)
+    assert p["metadata"]["name"] == "restored"
+    assert [r["uid"] for r in p["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
+
+
+@pytest.mark.timeout(30)
+async def test_an_orphan_that_keeps_changing_fails_the_sync_without_a_new_pod(kube: KubeAPI) -> None:
+    """Never adopted (it changes after every read): the sync fails with Conflict, for the work queue to retry,
+    instead of making a pod beside it."""
+    await kube.client.create({"apiVersion": "v1", "kind": "Pod",
+                              "metadata": {"name": "restored", "namespace": "default", "labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+    await kube.client.create(rs(1))
+    rsc = ReplicaSetController(cast(KubeClient, _KubeletRacingClient(kube.client, on_get=True)))
+    with pytest.raises(Conflict, match="restored"):
+        await rsc.reconcile("default/web")
+    [p] = await pods_of(kube)
+    assert p["metadata"]["name"] == "restored" and not p["metadata"].get("ownerReferences")
 
 
 @pytest.mark.timeout(30)

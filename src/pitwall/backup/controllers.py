@@ -658,8 +658,20 @@ class RestoreReconciler:
             if self.host is None:
                 res.error(f"pod {pv.namespace}/{pv.name}: no node in this server; its volumes were not restored")
                 continue
-            for msg in await fill_volumes(pv, uid, self.host.volume_dirs, self.volume_timeout_s):
+            for msg in await fill_volumes(pv, uid, self.host.volume_dirs, self.volume_timeout_s,
+                                          self._present(pv)):
                 res.error(msg)
+
+    def _present(self, pv: PodVolumes) -> Callable[[], Awaitable[bool]]:
+        """Whether the restored pod still exists (and is not being deleted): one deleted before it starts
+        (by a user, or by a controller as surplus) never gets its volume data."""
+        async def present() -> bool:
+            try:
+                pod = await self.client.get("v1", "Pod", pv.name, pv.namespace)
+            except NotFoundError:
+                return False
+            return not pod["metadata"].get("deletionTimestamp")
+        return present
 
     async def _namespaced(self, r: Obj, b: Obj, root: Path, obj: Obj, dst_ns: str, policy: str,
                           res: _Result, post_hooks: list[tuple[Obj, list[ExecHook]]]) -> list[PodVolumes]:

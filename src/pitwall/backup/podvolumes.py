@@ -24,7 +24,7 @@ import asyncio
 import shlex
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ RESTORE_WAIT = "restore-wait"
 _LEGACY_WAIT = "restic-wait"  # the pre-1.10 name: a pod backed up after an old restore may carry it
 DONE_DIR = ".velero"
 _MOUNT_ROOT = "/restores"
+_PRESENT_EVERY_S = 1.0  # how often a restore waiting for a pod to start checks that it still exists
 _IMAGE = "velero/velero-restore-helper"  # a label only: pitwall runs the command as a host process
 
 
@@ -102,16 +103,21 @@ def restorable(pod: Obj, backed_up: dict[str, Path]) -> tuple[dict[str, Path], l
 
 
 async def fill_volumes(pv: PodVolumes, restore_uid: str, dirs_of: Callable[[str, str], dict[str, Path]],
-                       timeout_s: float) -> list[str]:
+                       timeout_s: float, present: Callable[[], Awaitable[bool]] | None = None) -> list[str]:
     """Wait (up to ``timeout_s``) for the kubelet to create the pod's volume directories, copy each volume's
-    data in and write its done file, or its failed file with the reason; the errors, one per volume."""
+    data in and write its done file, or its failed file with the reason; the errors, one per volume.
+    ``present`` (checked every ``_PRESENT_EVERY_S`` while waiting) says whether the pod still exists: one
+    deleted meanwhile never starts, so the wait ends at once with that error instead of at the timeout."""
     deadline = time.monotonic() + timeout_s
+    checked = time.monotonic()
     dirs = dirs_of(pv.namespace, pv.name)
     while not all(v in dirs for v in pv.sources):
         if time.monotonic() >= deadline:
-            missing = sorted(set(pv.sources) - set(dirs))
-            return [f"pod {pv.namespace}/{pv.name} volume {v}: the pod did not start on this node within "
-                    f"{timeout_s:g}s; its data was not restored" for v in missing]
+            return _not_restored(pv, dirs, f"the pod did not start on this node within {timeout_s:g}s")
+        if present is not None and time.monotonic() - checked >= _PRESENT_EVERY_S:
+            checked = time.monotonic()
+            if not await present():
+                return _not_restored(pv, dirs, "the pod was deleted before it started")
         await asyncio.sleep(0.2)
         dirs = dirs_of(pv.namespace, pv.name)
     errors = []
@@ -120,6 +126,11 @@ async def fill_volumes(pv: PodVolumes, restore_uid: str, dirs_of: Callable[[str,
         if err:
             errors.append(f"pod {pv.namespace}/{pv.name} volume {v}: {err}")
     return errors
+
+
+def _not_restored(pv: PodVolumes, dirs: dict[str, Path], why: str) -> list[str]:
+    return [f"pod {pv.namespace}/{pv.name} volume {v}: {why}; its data was not restored"
+            for v in sorted(set(pv.sources) - set(dirs))]
 
 
 def _fill_one(src: Path, dst: Path, restore_uid: str) -> str:
