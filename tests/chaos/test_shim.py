@@ -138,7 +138,7 @@ def test_io_fault_by_glob_method_and_percent(child: Child, tmp_path: Path) -> No
     assert child.ask(f"write {top}") == {"ok": False, "errno": errno.ENOSPC, "s": pytest.approx(0, abs=1)}
     put(control, f"io f 0 {errno.EIO} 0 0 {base}/**")
     assert all(child.ask(f"read {top}")["ok"] for _ in range(20)), "percent 0 never injects"
-    put(control, f"io f 0 {errno.EIO} 50 2 {base}/**")
+    put(control, f"io f 0 {errno.EIO} 50 1 {base}/**")  # open: one call per read command
     failed = sum(not child.ask(f"read {top}")["ok"] for _ in range(200))
     assert 60 < failed < 140, failed
     control.unlink()
