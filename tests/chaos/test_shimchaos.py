@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
+from pitwall.node import Kubelet
 from pitwall.node.chaosshim import is_static
 from pitwall.node.podconfig import chaos_shim_library
 from tests.chaos.pod_env import SLEEPER, Env
 from tests.chaos.test_podchaos import _gone, _injected, _recovered, chaos
-from tests.node.conftest import PY, until
+from tests.node.conftest import FAST, NODE, PY, until
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.skipif(not chaos_shim_library(),
                                                           reason="pitwall.node._chaosshim was not built")]
@@ -126,10 +127,14 @@ async def test_processes_without_the_shim_are_refused_with_the_reason(env: Env) 
                                                                   "selector": {"labelSelectors": {"app": name}}}))
 
     async def failed(name: str, why: str) -> bool:
-        # the Warning Event: a record's event may be overwritten by a pass that read an older status
+        """The reason in the record's events and in a Warning Event."""
+        obj = await env.chaos("TimeChaos", f"t-{name}")
+        recs = (obj.get("status") or {}).get("experiment", {}).get("containerRecords") or []
+        in_record = any(e["type"] == "Failed" and why in e.get("message", "") for e in recs[0].get("events") or []) \
+            if recs else False
         events = (await env.client.list("v1", "Event", "default")).items
-        return any(e.get("reason") == "Failed" and e["involvedObject"]["name"] == f"t-{name}"
-                   and why in e.get("message", "") for e in events)
+        return in_record and any(e.get("reason") == "Failed" and e["involvedObject"]["name"] == f"t-{name}"
+                                 and why in e.get("message", "") for e in events)
 
     await until(lambda: failed("optout", "did not load the chaos shim"), 30)
     if static:
@@ -149,3 +154,29 @@ async def test_a_node_without_the_shim_says_so(env: Env) -> None:
         return conds.get("AllInjected", {}).get("reason")
 
     assert "kube.chaos_preload" in await until(reason, 20)
+
+
+async def test_a_restarted_node_gets_the_fault_again_and_loses_it_on_delete(env: Env) -> None:
+    await env.client.create(pod("clock", ["sh", "-c", CLOCK]))
+    await env.client.create(chaos("TimeChaos", "skew", {"mode": "all", "timeOffset": "-1h",
+                                                        "selector": {"labelSelectors": {"app": "clock"}}}))
+    await until(lambda: _injected(env, "TimeChaos", "skew"), 30)
+    await until(lambda: printed(env, "clock", lambda s: -3610 < skew(s) < -3590), 10)
+    # pitwall restarts: its containers are started again and its node forgot every control file
+    await env.stop_chaos()
+    await env.kubelet.stop()
+    env.kubelet = Kubelet(env.kube, data_dir=env.tmp / "node", logs=env.sinks, metrics=env.sinks, node_name=NODE,
+                          pod_cidr=env.pod_cidr, **FAST)
+    await env.kubelet.start()
+    await env.kubelet.wait_synced()
+    await env.start_chaos()
+    await until(lambda: printed(env, "clock", lambda s: -3610 < skew(s) < -3590), 30)
+
+    async def counts() -> tuple[int, int] | None:  # found no longer in place, recovered and applied again
+        rec = (await env.chaos("TimeChaos", "skew"))["status"]["experiment"]["containerRecords"][0]
+        return (rec["injectedCount"], rec["recoveredCount"]) if rec["injectedCount"] > 1 else None
+
+    assert await until(counts, 10) == (2, 1)
+    await env.client.delete("chaos-mesh.org/v1alpha1", "TimeChaos", "skew", "default")
+    await until(lambda: _gone(env, "TimeChaos", "skew"), 20)
+    await until(lambda: printed(env, "clock", lambda s: abs(skew(s)) < 5), 10)

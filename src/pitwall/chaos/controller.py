@@ -15,6 +15,7 @@ object until every record is recovered.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -174,7 +175,8 @@ class ChaosReconciler:
         obj.setdefault("kind", self.kind)
         status = obj.get("status") or {}
         experiment = status.get("experiment") or {}
-        records: list[Obj] | None = experiment.get("containerRecords")
+        # a copy: the records change below, and the status is written only when it differs from the stored one
+        records: list[Obj] | None = copy.deepcopy(experiment.get("containerRecords"))
         fault = self._fault(obj)
         why_not = "" if fault is not None else self._why_not(obj)
         try:
