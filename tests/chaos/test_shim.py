@@ -171,12 +171,15 @@ def test_spec_lines() -> None:
         ("l", 100_000_000, 0, 100, 0b110)
     assert io_rule({"action": "fault", "errno": 5, "percent": 30, "volumePath": "/d", "path": "/d/**/*"}) == \
         ("f", 0, 5, 30, 0)
-    for bad, field in (({"action": "fault", "volumePath": "/d"}, "spec.errno"),
-                       ({"action": "latency", "volumePath": "/d"}, "spec.delay"),
-                       ({"action": "latency", "delay": "1s"}, "spec.volumePath"),
-                       ({"action": "fault", "errno": 5, "volumePath": "/d", "percent": 101}, "spec.percent"),
-                       ({"action": "fault", "errno": 5, "volumePath": "/d", "methods": ["eat"]}, "spec.methods"),
-                       ({"action": "fault", "errno": 5, "volumePath": "/d", "path": "/etc/*"}, "spec.path")):
+    io_cases: list[tuple[dict[str, Any], str]] = [
+        ({"action": "fault", "volumePath": "/d"}, "spec.errno"),
+        ({"action": "latency", "volumePath": "/d"}, "spec.delay"),
+        ({"action": "latency", "delay": "1s"}, "spec.volumePath"),
+        ({"action": "fault", "errno": 5, "volumePath": "/d", "percent": 101}, "spec.percent"),
+        ({"action": "fault", "errno": 5, "volumePath": "/d", "methods": ["eat"]}, "spec.methods"),
+        ({"action": "fault", "errno": 5, "volumePath": "/d", "path": "/etc/*"}, "spec.path"),
+        ({"action": "mistake", "volumePath": "/d"}, "spec.action")]
+    for bad, field in io_cases:
         with pytest.raises(ChaosSpecError, match=field):
             io_rule(bad)
     assert glob_escape("/tmp/t[1]/a*b?") == r"/tmp/t\[1\]/a\*b\?"

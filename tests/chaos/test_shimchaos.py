@@ -72,7 +72,12 @@ def skew(line: str) -> float:
     return float(line) - time.time()
 
 
-async def test_time_offset_while_running_gone_at_duration_end_and_on_delete(env: Env) -> None:
+async def pause(env: Env, name: str, value: str) -> None:
+    await env.client.patch("chaos-mesh.org/v1alpha1", "TimeChaos", name, {"metadata": {"annotations": {
+        "experiment.chaos-mesh.org/pause": value}}}, namespace="default")
+
+
+async def test_time_offset_while_running_gone_at_duration_end_pause_and_delete(env: Env) -> None:
     await env.client.create(pod("clock", ["sh", "-c", CLOCK]))
     await until(lambda: printed(env, "clock", lambda s: abs(skew(s)) < 5), 30)
     sel = {"labelSelectors": {"app": "clock"}}
@@ -85,6 +90,10 @@ async def test_time_offset_while_running_gone_at_duration_end_and_on_delete(env:
     await until(lambda: printed(env, "clock", lambda s: abs(skew(s)) < 5), 10)
     await env.client.create(chaos("TimeChaos", "future", {"mode": "one", "selector": sel, "timeOffset": "1h2m3s"}))
     await until(lambda: _injected(env, "TimeChaos", "future"), 20)
+    await until(lambda: printed(env, "clock", lambda s: 3713 < skew(s) < 3733), 10)
+    await pause(env, "future", "true")  # recovered while paused, applied again when resumed
+    await until(lambda: printed(env, "clock", lambda s: abs(skew(s)) < 5), 10)
+    await pause(env, "future", "false")
     await until(lambda: printed(env, "clock", lambda s: 3713 < skew(s) < 3733), 10)
     await env.client.delete("chaos-mesh.org/v1alpha1", "TimeChaos", "future", "default")
     await until(lambda: _gone(env, "TimeChaos", "future"), 20)
@@ -151,7 +160,7 @@ async def test_a_node_without_the_shim_says_so(env: Env) -> None:
     async def reason() -> str | None:
         obj = await env.chaos("IOChaos", "off")
         conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
-        return conds.get("AllInjected", {}).get("reason")
+        return str(conds.get("AllInjected", {}).get("reason") or "") or None
 
     assert "kube.chaos_preload" in await until(reason, 20)
 
