@@ -93,7 +93,7 @@ def io_rule(spec: Obj) -> tuple[str, int, int, int, int]:
     err = int(spec.get("errno") or 0)
     if action == "fault" and not 0 < err < 4096:
         raise ChaosSpecError("spec.errno: Required value for the fault action (an errno, e.g. 5 for EIO)")
-    percent = int(spec.get("percent", 100) if spec.get("percent") is not None else 100)
+    percent = 100 if spec.get("percent") is None else int(spec["percent"])
     if not 0 <= percent <= 100:
         raise ChaosSpecError(f"spec.percent: Invalid value: {percent}: must be between 0 and 100")
     mask = 0
