@@ -124,6 +124,9 @@ class KubeSettings(_Section):
     mesh_egress_listener: bool = Field(True, description="each pod gets an egress listener on <pod IP>:15001, "
                                                          "handed to its containers in HTTP_PROXY/http_proxy, so "
                                                          "their HTTP calls reach the mesh as that pod")
+    chaos_preload: bool = Field(True, description="put pitwall's chaos shim in every container's LD_PRELOAD, so "
+                                                  "TimeChaos and IOChaos can act on their processes (not on "
+                                                  "static binaries); false: both report the shim is off")
     encryption_config: Path | None = Field(
         None, description="an EncryptionConfiguration file (apiserver.config.k8s.io/v1, as kube-apiserver's "
                           "--encryption-provider-config); unset: Secrets are sealed with aesgcm under "

@@ -164,7 +164,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
     controllers = build_controllers_part(kube.api, settings, instant=metrics.instant, changes=changes)
     # Pods' output goes to the log store, their resource usage to the metric store.
     node = build_node_part(kube.api, data_dir=settings.data_dir, logs=logs.store, metrics=metrics.store,
-                           node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr)
+                           node_name=settings.kube.node_name, pod_cidr=settings.kube.pod_cidr,
+                           chaos_preload=settings.kube.chaos_preload)
     # Istio's metrics, a span per mesh hop and Envoy's access log into the stores.
     traffic = build_traffic_part(kube.api, metrics=metrics.store, spans=traces.store, changes=changes,
                                  node_name=node.kubelet.node_name, mtls=settings.kube.mesh_mtls,

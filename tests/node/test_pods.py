@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from pitwall.node.podconfig import source_address_env
+from pitwall.node.podconfig import preload_env
 from tests.node.conftest import (
     HTTP_SERVER,
     IGNORE_TERM,
@@ -414,7 +414,7 @@ async def test_watch_expired_relists(node: Node, monkeypatch: pytest.MonkeyPatch
 
 async def test_a_pods_connections_leave_from_its_own_address(node: Node) -> None:
     """Connections to loopback addresses come from POD_IP (the preloaded library), not 127.0.0.1."""
-    if not source_address_env("127.42.0.9"):
+    if "PITWALL_POD_SOURCE_IP" not in preload_env("127.42.0.9"):
         pytest.skip("pitwall.node._podsource was not built (no C compiler)")
     seen: list[str] = []
 

@@ -15,6 +15,7 @@ object until every record is recovered.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from pitwall.chaos.model import (
     parse_time,
 )
 from pitwall.chaos.selector import filter_by_mode, select_pods, target_ids
+from pitwall.chaos.shimfaults import SHIM_KINDS, shim_fault_for
 from pitwall.controllers import record_event
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.storage.revstore import RevStore
@@ -156,6 +158,8 @@ class ChaosReconciler:
             mesh = self.mesh
             self._faults[action] = None if mesh is None else (
                 MeshHttpChaos(self.client, mesh) if self.kind == "HTTPChaos" else MeshNetworkChaos(self.client, mesh))
+        if action not in self._faults and self.kind in SHIM_KINDS:
+            self._faults[action] = shim_fault_for(self.kind, action, client=self.client, node=self.node)
         if action not in self._faults:
             self._faults[action] = fault_for(self.kind, action, client=self.client, node=self.node, store=self.store)
         return self._faults[action]
@@ -171,7 +175,8 @@ class ChaosReconciler:
         obj.setdefault("kind", self.kind)
         status = obj.get("status") or {}
         experiment = status.get("experiment") or {}
-        records: list[Obj] | None = experiment.get("containerRecords")
+        # a copy: the records change below, and the status is written only when it differs from the stored one
+        records: list[Obj] | None = copy.deepcopy(experiment.get("containerRecords"))
         fault = self._fault(obj)
         why_not = "" if fault is not None else self._why_not(obj)
         try:
@@ -250,7 +255,11 @@ class ChaosReconciler:
         return True
 
     def _why_not(self, obj: Obj) -> str:
-        if self.kind in NOT_YET_INJECTED:
+        if self.kind in SHIM_KINDS and self.node is not None:
+            why = self.node.chaos_shim()
+            if why:
+                return f"NotInjectedYet: {why}"
+        elif self.kind in NOT_YET_INJECTED:
             return f"NotInjectedYet: {NOT_YET_INJECTED[self.kind]}"
         if self.kind == "PodChaos" and self.node is None:
             return "NotInjectedYet: pod-failure and container-kill need pitwall's node (kube.enabled with a node)"

@@ -28,7 +28,7 @@ from pitwall.kube import KubeClient, NotFoundError
 from pitwall.storage.revstore import RevStore
 
 __all__ = ["ContainerKill", "Fault", "FaultError", "NodeHooks", "PodFailure", "PodKill", "Stress", "fault_for",
-           "stress_argv", "sweep_stressors"]
+           "split_target", "stress_argv", "sweep_stressors"]
 
 Obj = dict[str, Any]
 STRESSORS_PREFIX = "/pitwall/chaos/stressors/"
@@ -54,6 +54,20 @@ class NodeHooks(Protocol):
         """What a container's last run printed, once it ended and its output is all read; else None."""
         ...
 
+    def volume_dirs(self, namespace: str, name: str) -> dict[str, Path]: ...
+
+    def chaos_shim(self) -> str:
+        """Why the chaos shim cannot act on this node's containers, or "" when it can."""
+        ...
+
+    def chaos_shim_missing(self, namespace: str, name: str, container: str) -> str:
+        """Why the container's process does not run the chaos shim, or "" when it does."""
+        ...
+
+    def set_chaos(self, namespace: str, name: str, container: str, key: str, lines: list[str] | None) -> bool: ...
+
+    def has_chaos(self, namespace: str, name: str, container: str, key: str) -> bool: ...
+
 
 class Fault(Protocol):
     one_shot: bool
@@ -65,7 +79,7 @@ class Fault(Protocol):
     async def active(self, obj: Obj, target: str) -> bool: ...
 
 
-def _split(target: str) -> tuple[str, str, str]:
+def split_target(target: str) -> tuple[str, str, str]:
     parts = target.split("/")
     return parts[0], parts[1], parts[2] if len(parts) > 2 else ""
 
@@ -79,7 +93,7 @@ class PodKill:
         self.client = client
 
     async def apply(self, obj: Obj, target: str) -> None:
-        ns, name, _ = _split(target)
+        ns, name, _ = split_target(target)
         grace = int((obj.get("spec") or {}).get("gracePeriod") or 0)
         try:
             await self.client.delete("v1", "Pod", name, ns, grace_period=grace)
@@ -102,7 +116,7 @@ class ContainerKill:
         self.node = node
 
     async def apply(self, obj: Obj, target: str) -> None:
-        ns, name, container = _split(target)
+        ns, name, container = split_target(target)
         pgid = self.node.container_groups(ns, name).get(container)
         if pgid is None:
             raise FaultError(f"container {container} of pod {ns}/{name} is not running on this node")
@@ -126,16 +140,16 @@ class PodFailure:
         self.node = node
 
     async def apply(self, obj: Obj, target: str) -> None:
-        ns, name, _ = _split(target)
+        ns, name, _ = split_target(target)
         if not self.node.hold_pod(ns, name, True):
             raise FaultError(f"pod {ns}/{name} is not running on this node")
 
     async def recover(self, obj: Obj, target: str) -> None:
-        ns, name, _ = _split(target)
+        ns, name, _ = split_target(target)
         self.node.hold_pod(ns, name, False)  # a pod that is gone holds nothing
 
     async def active(self, obj: Obj, target: str) -> bool:
-        ns, name, _ = _split(target)
+        ns, name, _ = split_target(target)
         return self.node.is_held(ns, name)
 
 
@@ -246,7 +260,7 @@ class Stress:
         return orjson.loads(kv.value) if kv is not None else None
 
     async def apply(self, obj: Obj, target: str) -> None:
-        ns, name, container = _split(target)
+        ns, name, container = split_target(target)
         exe = shutil.which(self.binary)
         if exe is None:
             raise FaultError(f"{self.binary} not found on this node (Debian: apt-get install stress-ng)")
@@ -283,7 +297,7 @@ class Stress:
         rec = await self._record(obj, target)
         if rec is None:
             return
-        ns, name, container = _split(target)
+        ns, name, container = split_target(target)
         kill_stressor(rec)
         self.node.attach_group(ns, name, container, int(rec.get("pgid") or 0), attach=False)
         proc = self._procs.pop(key, None)
@@ -296,7 +310,7 @@ class Stress:
         rec = await self._record(obj, target)
         if rec is None or _start_ticks(int(rec.get("pgid") or 0)) != rec.get("start_ticks"):
             return False
-        ns, name, container = _split(target)
+        ns, name, container = split_target(target)
         try:
             pod = await self.client.get("v1", "Pod", name, ns)
         except NotFoundError:

@@ -19,8 +19,8 @@ CHAOS_KINDS = ("PodChaos", "StressChaos", "NetworkChaos", "HTTPChaos", "IOChaos"
 NOT_YET_INJECTED = {
     "NetworkChaos": "network faults are enforced by pitwall's service proxy, which this server does not run",
     "HTTPChaos": "HTTP faults are enforced by pitwall's service proxy, which this server does not run",
-    "IOChaos": "file faults need a FUSE mount or syscall interposition in the pod, which pitwall's node lacks",
-    "TimeChaos": "clock skew needs a vDSO patch in the pod's processes (ptrace, root), which pitwall's node lacks",
+    "IOChaos": "file faults are injected by pitwall's node through its chaos shim, and this server runs no node",
+    "TimeChaos": "clock skew is injected by pitwall's node through its chaos shim, and this server runs no node",
 }
 
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

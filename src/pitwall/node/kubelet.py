@@ -29,9 +29,11 @@ from pitwall.core.tasks import Supervisor
 from pitwall.kube import AlreadyExists, Conflict, Gone, KubeAPI, NotFoundError
 from pitwall.logs import LogAppender
 from pitwall.metrics import Appender
+from pitwall.node.chaosshim import shim_missing
 from pitwall.node.container import BackOff, rfc3339
 from pitwall.node.logs import LogShipper
 from pitwall.node.logsapi import logs_handler
+from pitwall.node.podconfig import chaos_shim_library
 from pitwall.node.pods import PodEgress, PodWorker
 from pitwall.node.runtime import kill_leftovers, sample_groups
 from pitwall.node.stats import NodeStats
@@ -55,7 +57,7 @@ class Kubelet:
                  backoff_max_s: float = 300.0, backoff_reset_s: float = 600.0, volume_sync_s: float = 10.0,
                  sample_interval_s: float = 1.0, metrics_interval_s: float = 15.0, lease_interval_s: float = 10.0,
                  max_shutdown_grace_s: float = 30.0, log_flush_s: float = 1.0, resync_s: float = 300.0,
-                 tenant: str = "default", pod_cidr: str = "") -> None:
+                 tenant: str = "default", pod_cidr: str = "", chaos_preload: bool = True) -> None:
         self.kube = kube
         self.client = kube.client
         self.node_name = node_name or socket.gethostname().lower()
@@ -73,6 +75,8 @@ class Kubelet:
         self.max_shutdown_grace_s = max_shutdown_grace_s
         # The mesh's per-pod egress listeners (traffic.egress), set by the composition root; None: no proxy.
         self.egress: PodEgress | None = None
+        # the chaos shim in every container's LD_PRELOAD (kube.chaos_preload): TimeChaos and IOChaos need it
+        self.chaos_preload = chaos_preload
         self.resync_s = resync_s
         self.workers: dict[str, PodWorker] = {}  # by pod uid
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
@@ -326,9 +330,10 @@ class Kubelet:
         return {} if w is None else w.volume_dirs()
 
     # -- fault hooks (pitwall.chaos) ---------------------------------------------
-    # Chaos experiments act on pods through these three calls only: they are the
+    # Chaos experiments act on pods through these calls only: they are the
     # runtime's side of Chaos Mesh's chaos-daemon (kill a container, attach a
-    # stressor to a pod's cgroup, make a pod fail for a while).
+    # stressor to a pod's cgroup, make a pod fail for a while, put time and
+    # file faults in the control file the chaos shim reads in its processes).
 
     def container_groups(self, namespace: str, name: str) -> dict[str, int]:
         """The process group of each running container of the pod (empty when not on this node)."""
@@ -362,6 +367,36 @@ class Kubelet:
     def is_held(self, namespace: str, name: str) -> bool:
         w = self.worker_for(namespace, name)
         return w is not None and w.held
+
+    def chaos_shim(self) -> str:
+        """Why the chaos shim cannot act on this node's containers, or "" when it can."""
+        if not self.chaos_preload:
+            return "the chaos shim is off on this node (kube.chaos_preload: false)"
+        if not chaos_shim_library():
+            return "the chaos shim is not built (pitwall.node._chaosshim; needs a C compiler at install)"
+        return ""
+
+    def set_chaos(self, namespace: str, name: str, container: str, key: str, lines: list[str] | None) -> bool:
+        """Put fault ``key``'s lines in the container's chaos control file, or take them out (None); the
+        container's processes pick the change up within the shim's check interval. False when the pod is
+        not on this node."""
+        w = self.worker_for(namespace, name)
+        if w is None:
+            return False
+        w.set_chaos(container, key, lines)
+        return True
+
+    def chaos_shim_missing(self, namespace: str, name: str, container: str) -> str:
+        """Why the container's process does not run the chaos shim (not running, a static executable...),
+        or "" when it does."""
+        pid = self.container_groups(namespace, name).get(container)
+        if pid is None:
+            return f"container {container} of pod {namespace}/{name} is not running on this node"
+        return shim_missing(pid)
+
+    def has_chaos(self, namespace: str, name: str, container: str, key: str) -> bool:
+        w = self.worker_for(namespace, name)
+        return w is not None and key in w.chaos.get(container, {})
 
     # -- events ----------------------------------------------------------------
 

@@ -107,19 +107,21 @@ async def sync_volumes(client: KubeClient, pod: Obj, volumes_dir: Path) -> tuple
     return ready, errors
 
 async def container_env(client: KubeClient, pod: Obj, spec: Obj, *, pod_ip: str, node_name: str, root: Path,
-                        volumes: dict[str, Path], volume_error: str, proxy_url: str = "") -> dict[str, str]:
+                        volumes: dict[str, Path], volume_error: str, proxy_url: str = "",
+                        chaos_file: str = "") -> dict[str, str]:
     """The environment of one container as the kubelet builds it (service variables, then ``envFrom``,
     then ``env`` in order, each value expanded against what came before), plus pitwall's ``POD_IP``,
     ``PITWALL_POD_ROOT`` and ``PITWALL_MOUNT_<VOLUME>``, and ``HTTP_PROXY``/``http_proxy``/``NO_PROXY``/
-    ``no_proxy`` for the pod's egress listener at ``proxy_url`` (when given; ``env`` may override them);
-    links each volumeMount under ``root``."""
+    ``no_proxy`` for the pod's egress listener at ``proxy_url`` (when given; ``env`` may override them),
+    ``LD_PRELOAD`` (``preload_env``; the chaos shim reads ``chaos_file`` when given); links each
+    volumeMount under ``root``."""
     m = pod.get("metadata") or {}
     namespace, pod_name = str(m.get("namespace", "")), str(m.get("name", ""))
     pod_spec = pod.get("spec") or {}
     env: dict[str, str] = {"PATH": pod_path(),
                            "HOSTNAME": pod_name, "POD_IP": pod_ip,
                            "PITWALL_POD_ROOT": str(root)}
-    env.update(source_address_env(pod_ip))
+    env.update(preload_env(pod_ip, chaos_file))
     if proxy_url:
         env.update(proxy_env(proxy_url, pod_ip))
     for k in ("LANG", "LC_ALL", "TZ", "PYTHONPATH", "HOME", "VIRTUAL_ENV"):
@@ -200,17 +202,33 @@ def proxy_env(url: str, pod_ip: str) -> dict[str, str]:
     return {"HTTP_PROXY": url, "http_proxy": url, "NO_PROXY": no_proxy, "no_proxy": no_proxy}
 
 
-def source_address_env(pod_ip: str) -> dict[str, str]:
-    """``LD_PRELOAD`` of the library that makes the pod's connections to loopback addresses leave from
-    ``pod_ip`` (so Services, the mesh and NetworkChaos see which pod calls), when it was built; a
-    container's own ``env`` may set ``LD_PRELOAD`` to something else (or empty) to opt out."""
-    lib = _podsource_library()
-    return {"LD_PRELOAD": lib, "PITWALL_POD_SOURCE_IP": pod_ip} if lib and pod_ip else {}
+def preload_env(pod_ip: str, chaos_file: str = "") -> dict[str, str]:
+    """``LD_PRELOAD`` of the libraries pitwall puts in pod processes, those that were built: the one that
+    makes the pod's connections to loopback addresses leave from ``pod_ip`` (so Services, the mesh and
+    NetworkChaos see which pod calls), and with ``chaos_file`` the chaos shim reading its faults there
+    (TimeChaos, IOChaos). A container's own ``env`` may set ``LD_PRELOAD`` to something else (or empty)
+    to opt out."""
+    env: dict[str, str] = {}
+    libs = []
+    if _native_library("pitwall.node._podsource") and pod_ip:
+        libs.append(_native_library("pitwall.node._podsource"))
+        env["PITWALL_POD_SOURCE_IP"] = pod_ip
+    if chaos_file and chaos_shim_library():
+        libs.append(chaos_shim_library())
+        env["PITWALL_CHAOS_FILE"] = chaos_file
+    if libs:
+        env["LD_PRELOAD"] = " ".join(libs)
+    return env
+
+
+def chaos_shim_library() -> str:
+    """The chaos shim's path, or "" when it was not built (no C compiler at install)."""
+    return _native_library("pitwall.node._chaosshim")
 
 
 @functools.cache
-def _podsource_library() -> str:
-    spec = importlib.util.find_spec("pitwall.node._podsource")  # located, never imported (no Python API)
+def _native_library(module: str) -> str:
+    spec = importlib.util.find_spec(module)  # located, never imported (no Python API)
     return spec.origin if spec is not None and spec.origin and os.path.exists(spec.origin) else ""
 
 

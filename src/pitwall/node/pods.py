@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.node.chaosshim import write_control
 from pitwall.node.container import BackOff, ContainerRun, rfc3339
 from pitwall.node.logs import LogBuffer, LogShipper, stream_labels
 from pitwall.node.podconfig import SA_VOLUME, container_env, service_account_volume, sync_volumes
@@ -55,6 +56,7 @@ class NodeHost(Protocol):
     volume_sync_s: float
     max_shutdown_grace_s: float
     egress: PodEgress | None
+    chaos_preload: bool
 
     def event(self, pod: Obj, type_: str, reason: str, message: str, field_path: str = "") -> None: ...
 
@@ -98,6 +100,10 @@ class PodWorker:
         # fault hooks (pitwall.chaos): process groups whose usage counts as a container's, and a hold
         self.attached: dict[str, set[int]] = {}
         self.held = False
+        # the chaos shim's faults per container (TimeChaos, IOChaos): fault key -> control file lines; a
+        # worker starts with none, so files a previous run of pitwall left are removed
+        self.chaos: dict[str, dict[str, list[str]]] = {}
+        shutil.rmtree(self.dir / "chaos", ignore_errors=True)
         self.proxy_url = ""  # the pod's egress listener (HTTP_PROXY), when the mesh gave it one
 
     def _runs(self, specs: list[Obj], statuses: list[Obj] | None, init: bool) -> list[ContainerRun]:
@@ -150,6 +156,19 @@ class PodWorker:
                 c.next_start = 0.0
                 c.backoff = BackOff(c.backoff.initial, c.backoff.maximum, c.backoff.reset)
         self._wake.set()
+
+    def chaos_file(self, container: str) -> Path:
+        return self.dir / "chaos" / container
+
+    def set_chaos(self, container: str, key: str, lines: list[str] | None) -> None:
+        """Put a fault's lines in the container's chaos control file (None: take them out). The file is
+        replaced by a rename, so the shim in the container's processes never reads half of it."""
+        faults = self.chaos.setdefault(container, {})
+        if lines is None:
+            faults.pop(key, None)
+        else:
+            faults[key] = lines
+        write_control(self.chaos_file(container), faults)
 
     def stop_for_shutdown(self) -> None:
         self.shutdown = self.terminating = True
@@ -215,7 +234,8 @@ class PodWorker:
     async def _env(self, c: ContainerRun) -> dict[str, str]:
         return await container_env(self.host.client, self.pod, c.spec, pod_ip=self.pod_ip,
                                    node_name=self.host.node_name, root=self.root, volumes=self._volumes,
-                                   volume_error=self._volume_error, proxy_url=self.proxy_url)
+                                   volume_error=self._volume_error, proxy_url=self.proxy_url,
+                                   chaos_file=str(self.chaos_file(c.name)) if self.host.chaos_preload else "")
 
     def _cwd(self, c: ContainerRun) -> Path:
         wd = c.spec.get("workingDir")
