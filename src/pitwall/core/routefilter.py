@@ -53,6 +53,15 @@ def _collect(candidates: Iterable[Any], exact: set[str], starts: set[str]) -> No
             exact.add(fmt)  # the regex is the whole path: ``^/-/healthy$``
 
 
+def _routers(included: Any) -> list[Any]:
+    """The router an included router wraps and those included in it, at any depth."""
+    out = [included.original_router]
+    for c in included.effective_candidates():
+        if hasattr(c, "original_router"):
+            out.extend(_routers(c))
+    return out
+
+
 def _is_api_route(c: Any) -> bool:
     return isinstance(getattr(c, "original_route", None), APIRoute) and bool(getattr(c, "path_format", ""))
 
@@ -72,6 +81,7 @@ class _Filtered:
         self.router = router
         self.inner = router.matches
         self.version: int | None = None
+        self.watched: list[Any] = []  # the routers whose routes it answers from, its own and nested ones
         self.exact: frozenset[str] = frozenset()
         self.starts: tuple[str, ...] = ("",)
 
@@ -84,11 +94,14 @@ class _Filtered:
         return self.inner(scope)
 
     def _refresh(self) -> None:
+        """Read the starts again when a watched router's routes changed (FastAPI counts each router's
+        changes; summing the counters here is cheaper than its recursive walk on every request)."""
+        if self.watched and sum(r._routes_version for r in self.watched) == self.version:
+            return
         router: Any = self.router
-        version = router.original_router._get_routes_version()
-        if version != self.version:
-            self.exact, self.starts = literal_starts(router.effective_candidates())
-            self.version = version
+        self.exact, self.starts = literal_starts(router.effective_candidates())
+        self.watched = _routers(router)
+        self.version = sum(r._routes_version for r in self.watched)
 
 
 def filter_included_routers(routes: Iterable[BaseRoute]) -> int:
