@@ -43,6 +43,7 @@ from pitwall.core.lifecycle import Component, Part, Supervised
 from pitwall.core.limits import InflightBudget
 from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
 from pitwall.core.rbac import Policy
+from pitwall.core.routefilter import filter_included_routers
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
 from pitwall.incidents import ChangeLog, IncidentDesk, IncidentService
@@ -463,6 +464,7 @@ def create_app(settings: Settings) -> FastAPI:
                        allowed_origins=settings.allowed_origins)
     # Outermost, only watching: the audit log sees every answer, the refusals above included.
     app.add_middleware(AuditMiddleware, audit=c.audit)
+    filter_included_routers(app.router.routes)  # a route late in the list no longer pays for those before it
     return app
 
 

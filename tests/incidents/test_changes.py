@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
 import pytest
 
 from pitwall.incidents import ChangeEvent, ChangeLog
@@ -43,3 +44,17 @@ async def test_record_between_follow_prune(tmp_path: Path) -> None:
         assert [e.summary for e in await log.between(0, 10_000)] == ["rollout 2"]
     finally:
         await store.stop()
+
+
+def test_staged_event_is_a_copy_and_its_json_keeps_the_stored_shape(tmp_path: Path) -> None:
+    """The stored bytes are the event's fields in order, ``links`` as a list (what older records hold);
+    the staged event does not share the caller's details."""
+    details = {"key": "a", "nested": {"x": [1, 2]}}
+    event = ChangeEvent(kind="config", summary="s", source="consul-kv", who="w", details=details, links=("l1",))
+    stored, op = ChangeLog(SqliteRevStore(tmp_path / "s.db")).stage(event)
+    assert op.value == orjson.dumps({"kind": "config", "summary": "s", "source": "consul-kv", "service": "",
+                                     "who": "w", "ts_ns": stored.ts_ns, "details": details, "links": ["l1"],
+                                     "id": stored.id})
+    assert stored.ts_ns > 0 and len(stored.id) == 16 and ChangeEvent.from_json(op.value) == stored
+    details["nested"]["x"].append(3)  # type: ignore[index]
+    assert stored.details["nested"] == {"x": [1, 2]}

