@@ -23,7 +23,9 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import shlex
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -356,8 +358,11 @@ class LoadTester:
 
 
 async def _shell(cmd: str) -> tuple[bool, bytes]:
+    # A session of its own, so a timeout kills the command's children too: killing only ``sh`` leaves them
+    # holding the output pipe, and the wait for the process would last as long as they do.
     proc = await asyncio.create_subprocess_exec("sh", "-c", cmd, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
+                                                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+                                                start_new_session=True)
     assert proc.stdout is not None
     out = b""
     try:
@@ -366,8 +371,8 @@ async def _shell(cmd: str) -> tuple[bool, bytes]:
                 out += chunk[:MAX_OUTPUT - len(out)]
         rc = await proc.wait()
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
         raise
     return rc == 0, out if rc == 0 else f"exit status {rc}: ".encode() + out

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -17,9 +19,10 @@ from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.gates import Gates
-from pitwall.releases.loadtester import GateStore, LoadTester, loadtester_router
+from pitwall.releases.loadtester import PREFIX, GateStore, LoadTester, loadtester_router
 from pitwall.releases.recorder import FlaggerMetrics
 from pitwall.releases.settings import LoadTesterSettings
+from pitwall.releases.webhooks import in_process_http
 from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
@@ -93,14 +96,23 @@ def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes:
     keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``.
     Flagger's own metrics (``releases.recorder``) go to ``appender``."""
     kube.add_builtin_crds(flagger_crds())
-    ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
-    controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status),
-                                  recorder=FlaggerMetrics(appender))
-    manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
-                                election=election)
+    own = self_addresses(listen)
+    ctx = MetricContext(instant=instant, client=kube.client, self_addresses=own)
     lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),
                     changes)
+    # Webhooks to this server's own load tester are served in process (no token needed, none to leak).
+    controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status),
+                                  recorder=FlaggerMetrics(appender), http=in_process_http(_app(lt), own, PREFIX))
+    manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
+                                election=election)
     return ReleasesPart(manager, controller, lt)
+
+
+def _app(lt: LoadTester) -> FastAPI:
+    """The load tester's routes alone, for the controller's in-process webhook calls."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(loadtester_router(lt))
+    return app
 
 
 def _resolver(kube: KubeAPI) -> Callable[[str, str], Any]:
