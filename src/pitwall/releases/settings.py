@@ -17,6 +17,10 @@ class LoadTesterSettings(BaseModel):
     namespace_regexp: str = Field("", description="only canaries in matching namespaces (-namespace-regexp)")
     timeout_s: float = Field(3600.0, gt=0, description="longest run of one command (-timeout)")
     max_duration_s: float = Field(3600.0, gt=0, description="the longest hey -z accepted")
+    kubectl_service_account: str = Field(
+        "", pattern=r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="namespace/name of the ServiceAccount `type: kubectl` tasks run as (its RBAC decides what "
+                    "they may do); empty: kubectl tasks are refused")
 
 
 class ReleasesSettings(BaseModel):
