@@ -51,6 +51,7 @@ from pitwall.releases.model import (
     parse_time,
 )
 from pitwall.releases.recorder import COMPLETED, SKIPPED, FlaggerMetrics
+from pitwall.releases.settings import ReleasesSettings
 from pitwall.releases.verdicts import (
     CONDITION,
     JUDGEMENT,
@@ -126,7 +127,13 @@ class CanaryController:
         self._by_target: dict[str, set[str]] = {}  # "ns/deployment" -> Canary keys
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
         self.alerts = Alerter(client)
+        self.event_webhook = ""  # releases.event_webhook
         self.recorder = recorder or FlaggerMetrics(None)
+
+    def configure(self, settings: ReleasesSettings) -> None:
+        """Flagger's controller flags from ``releases``: the global notifier, cluster name, event webhook."""
+        self.alerts.configure(settings.notifier, settings.cluster_name)
+        self.event_webhook = settings.event_webhook
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -289,12 +296,14 @@ class CanaryController:
         """A Kubernetes Event (reason Synced, as Flagger's recorder) and the ``event`` webhooks."""
         log.info(message, extra={"canary": cd.key})
         await record_event(self.client, cd.obj, type_, "Synced", message, COMPONENT)
-        for hook in cd.webhooks:
-            if hook.get("type") == "event":
-                try:
-                    await call_event_webhook(self.http, cd, hook, message, type_)
-                except WebhookError as e:
-                    log.warning("error sending event to webhook", extra={"canary": cd.key, "error": str(e)})
+        hooks = [h for h in cd.webhooks if h.get("type") == "event"]
+        if not hooks and self.event_webhook:  # Flagger's -event-webhook, for Canaries with none of their own
+            hooks = [{"name": "events", "url": self.event_webhook}]
+        for hook in hooks:
+            try:
+                await call_event_webhook(self.http, cd, hook, message, type_)
+            except WebhookError as e:
+                log.warning("error sending event to webhook", extra={"canary": cd.key, "error": str(e)})
 
     async def _alert(self, cd: CanaryView, message: str, metadata: bool, severity: str) -> None:
         """Flagger's alert(): the Canary's AlertProviders whose severity matches."""

@@ -22,7 +22,7 @@ from pitwall.releases.gates import Gates
 from pitwall.releases.kubectl import Issuer, KubectlRunner
 from pitwall.releases.loadtester import PREFIX, GateStore, LoadTester, loadtester_router
 from pitwall.releases.recorder import FlaggerMetrics
-from pitwall.releases.settings import LoadTesterSettings
+from pitwall.releases.settings import ReleasesSettings
 from pitwall.releases.webhooks import in_process_http
 from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
@@ -48,10 +48,11 @@ class ReleasesPart:
         return [Mount(loadtester_router(self.loadtester), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
-        """The load tester's settings (Canaries themselves are Kubernetes objects)."""
-        lt = getattr(getattr(settings, "releases", None), "loadtester", None)
-        if isinstance(lt, LoadTesterSettings):
-            self.loadtester.configure(lt)  # ConfigError (a bad namespace_regexp) keeps the old settings
+        """The load tester's and the controller's flags (Canaries themselves are Kubernetes objects)."""
+        releases = getattr(settings, "releases", None)
+        if isinstance(releases, ReleasesSettings):
+            self.loadtester.configure(releases.loadtester)  # ConfigError (a bad namespace_regexp) keeps the old
+            self.controller.configure(releases)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         m = self.manager
@@ -88,23 +89,26 @@ def self_addresses(listen: str) -> frozenset[str]:
 def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes: ChangeSink | None,
                         listen: str = "", election: Election | None = None,
                         slo_status: SLOStatusQuery | None = None, store: RevStore | None = None,
-                        loadtester: LoadTesterSettings | None = None,
+                        releases: ReleasesSettings | None = None,
                         appender: Appender | None = None, tls: bool = False) -> ReleasesPart:
     """The part over ``kube`` (call before ``kube`` starts: Flagger's CRDs go in). Canaries' metrics are
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
     controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
     incidents the composition root hands ``controller.gates`` once the incidents part exists). The load tester
-    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``.
+    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``;
+    ``releases`` (pitwall.yaml's section) holds its settings and Flagger's controller flags.
     Flagger's own metrics (``releases.recorder``) go to ``appender``. The load tester's kubectl tasks dial
     ``listen`` (over TLS when ``tls``)."""
     kube.add_builtin_crds(flagger_crds())
     own = self_addresses(listen)
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=own)
-    lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),
+    releases = releases or ReleasesSettings()
+    lt = LoadTester(releases.loadtester, GateStore(store or kube.store), _resolver(kube),
                     changes, KubectlRunner(_kube_url(listen, tls), _issuer(kube)))
     # Webhooks to this server's own load tester are served in process (no token needed, none to leak).
     controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status),
                                   recorder=FlaggerMetrics(appender), http=in_process_http(_app(lt), own, PREFIX))
+    controller.configure(releases)
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
     return ReleasesPart(manager, controller, lt)
