@@ -128,12 +128,15 @@ class CanaryController:
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
         self.alerts = Alerter(client)
         self.event_webhook = ""  # releases.event_webhook
+        self.include_label_prefix: list[str] = []  # releases.include_label_prefix
         self.recorder = recorder or FlaggerMetrics(None)
 
     def configure(self, settings: ReleasesSettings) -> None:
-        """Flagger's controller flags from ``releases``: the global notifier, cluster name, event webhook."""
+        """Flagger's controller flags from ``releases``: the global notifier, cluster name, event webhook, the
+        label prefixes copied to primaries."""
         self.alerts.configure(settings.notifier, settings.cluster_name)
         self.event_webhook = settings.event_webhook
+        self.include_label_prefix = list(settings.include_label_prefix)
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -411,7 +414,7 @@ class CanaryController:
         if cd.phase == "":
             cd = await self._set_phase(cd, Phase.INITIALIZING)
         await router.reconcile_services(self.client, cd, label, value)
-        primary = await workload.ensure_primary(self.client, cd, target, label, value)
+        primary = await workload.ensure_primary(self.client, cd, target, label, value, self.include_label_prefix)
         if not await self._primary_hpa(cd, init=True):
             return
         if initializing:
@@ -635,7 +638,7 @@ class CanaryController:
     async def _promote(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
-        await workload.promote(self.client, cd, target, label, value)
+        await workload.promote(self.client, cd, target, label, value, self.include_label_prefix)
         await self._set_phase(cd, Phase.PROMOTING)
 
     async def _run_canary(self, cd: CanaryView, target: Obj, label: str, value: str, routes: router.Routes) -> None:
@@ -729,7 +732,7 @@ class CanaryController:
         await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
-        await workload.promote(self.client, cd, target, label, value)
+        await workload.promote(self.client, cd, target, label, value, self.include_label_prefix)
         if not await self._primary_hpa(cd, init=False):
             return
         await workload.scale(self.client, cd.namespace, cd.target, 0)

@@ -52,6 +52,10 @@ class ReleasesSettings(BaseModel):
 
     loadtester: LoadTesterSettings = Field(default_factory=LoadTesterSettings)
     notifier: NotifierSettings = Field(default_factory=NotifierSettings)
+    include_label_prefix: list[str] = Field(
+        default_factory=list, description="prefixes of the target's labels and annotations copied to the primary "
+                                          "and of tracked configs' labels to their copies; '*' for all "
+                                          "(-include-label-prefix; none by default, as Flagger)")
     cluster_name: str = Field("", description="a Cluster field in every alert (-cluster-name)")
     event_webhook: str = Field("", description="where every Canary with no `event` webhook of its own sends "
                                                "its events (-event-webhook)")
