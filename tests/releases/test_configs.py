@@ -46,16 +46,18 @@ def _cm(name: str, data: dict[str, str], **annotations: str) -> dict[str, Any]:
                                                                   "annotations": annotations}, "data": data}
 
 
-async def _setup(d: Driver) -> None:
+async def _setup(d: Driver, dep: dict[str, Any] | None = None, **settings_labels: str) -> None:
     c = d.client
-    await c.create(_cm("settings", {"a": "1"}))
+    settings = _cm("settings", {"a": "1"})
+    settings["metadata"]["labels"].update(settings_labels)
+    await c.create(settings)
     await c.create(_cm("files", {"index.html": "<p>hi</p>"}))
     await c.create(_cm("untracked", {"x": "y"}, **{"flagger.app/config-tracking": "disabled"}))
     await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "default"},
                     "type": "Opaque", "data": {"TOKEN": _b64("s3cret")}})
     await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry", "namespace": "default"},
                     "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": _b64("{}")}})
-    await c.create(_deployment())
+    await c.create(dep or _deployment())
     await c.create(canary(ANALYSIS))
     for _ in range(5):
         if (await d.tick()).get("status", {}).get("phase") == "Initialized":
@@ -168,18 +170,7 @@ async def test_include_label_prefix_picks_what_primaries_and_copies_carry(mesh_k
     dep["metadata"]["labels"] = {"team": "web", "app.kubernetes.io/part-of": "shop", "tier": "front", **flux}
     dep["metadata"]["annotations"] = {"team/owner": "ana", "note": "x", **flux}
     dep["spec"]["template"]["metadata"]["labels"] = {"app": "podinfo", "tier": "front", **flux}
-    await c.create(_cm("settings", {"a": "1"}))
-    cm = await c.get("v1", "ConfigMap", "settings", "default")
-    cm["metadata"]["labels"] = {"team": "web", "tier": "front", **flux}
-    await c.update(cm)
-    await c.create(_cm("files", {"index.html": "<p>hi</p>"}))
-    await c.create(_cm("untracked", {"x": "y"}, **{"flagger.app/config-tracking": "disabled"}))
-    await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "default"},
-                    "type": "Opaque", "data": {"TOKEN": _b64("s3cret")}})
-    await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry", "namespace": "default"},
-                    "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": _b64("{}")}})
-    await c.create(dep)
-    await c.create(canary(ANALYSIS))
+    await _setup(d, dep, tier="front", **flux)
     for _ in range(5):
         if (await d.tick()).get("status", {}).get("phase") == "Initialized":
             break

@@ -4,8 +4,6 @@ Flagger sends it: Flagger's JSON payload and headers, no Authorization header, n
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,45 +17,10 @@ from pitwall.releases.settings import LoadTesterSettings
 from pitwall.releases.webhooks import HttpFactory, WebhookError, call_webhook, default_http, in_process_http
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import free_port
-from tests.releases.harness import Changes
+from tests.releases.harness import Changes, Receiver
 
 pytestmark = pytest.mark.timeout(60)
 CANARY = CanaryView({"metadata": {"name": "podinfo", "namespace": "test"}, "spec": {}, "status": {}})
-
-
-class Recorder:
-    """A local HTTP server keeping each request's method, path, headers (lower-cased) and body."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Recorder:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                method, path = line.decode().split()[:2]
-                hdr: dict[str, str] = {}
-                while (h := await reader.readline()) not in (b"\r\n", b""):
-                    k, _, v = h.decode().partition(":")
-                    hdr[k.strip().lower()] = v.strip()
-                body = await reader.readexactly(int(hdr.get("content-length") or 0))
-                self.requests.append((method, path, hdr, body))
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
 
 
 @pytest.fixture
@@ -86,11 +49,11 @@ async def test_own_load_tester_is_called_in_process(lt: LoadTester) -> None:
     """Nothing listens on the server's port here: the calls can only have been served in process."""
     port = free_port()
     http = _http(lt, port)
-    async with Recorder() as target:
-        cmd = f"hey -n 4 -c 2 http://127.0.0.1:{target.port}/"
+    async with Receiver() as target:
+        cmd = f"hey -n 4 -c 2 -m POST -d {{}} {target.url}/"
         await call_webhook(http, CANARY, "Progressing", hook(f"http://localhost:{port}{PREFIX}/", type="bash",
                                                              cmd=cmd))
-        assert len(target.requests) == 4  # bash: run before the answer
+        assert len(target.got) == 4  # bash: run before the answer
     # Flagger's answers come through: a closed gate refuses, an opened one approves
     gate = hook(f"http://127.0.0.1:{port}{PREFIX}/gate/check")
     with pytest.raises(WebhookError, match="Forbidden"):
@@ -113,20 +76,20 @@ async def test_in_process_call_keeps_the_hooks_timeout(lt: LoadTester) -> None:
 async def test_foreign_url_gets_exactly_what_flagger_sends_and_no_token(lt: LoadTester) -> None:
     """Another host, and another path of this server: over the network, the same request the plain client sends,
     with no Authorization header (there is no pitwall credential to leak)."""
-    async with Recorder() as foreign, Recorder() as own:
-        http = _http(lt, own.port)  # `own` stands for this server, listening: its other paths go to it
+    async with Receiver() as foreign, Receiver() as own:
+        own_port = int(own.url.rsplit(":", 1)[1])
+        http = _http(lt, own_port)  # `own` stands for this server, listening: its other paths go to it
         for factory in (http, default_http):
-            await call_webhook(factory, CANARY, "Progressing", hook(f"http://127.0.0.1:{foreign.port}/hook",
-                                                                    type="cmd", cmd="hey http://x/"))
-        await call_webhook(http, CANARY, "Progressing", hook(f"http://127.0.0.1:{own.port}/other"))
-    (m1, p1, h1, b1), (m2, p2, h2, b2) = foreign.requests
-    assert (m1, p1, b1) == (m2, p2, b2) == ("POST", "/hook", b1)
+            await call_webhook(factory, CANARY, "Progressing", hook(f"{foreign.url}/hook", type="cmd",
+                                                                    cmd="hey http://x/"))
+        await call_webhook(http, CANARY, "Progressing", hook(f"http://127.0.0.1:{own_port}/other"))
+    (p1, h1, b1), (p2, h2, b2) = foreign.got
+    assert (p1, b1) == (p2, b2) == ("/hook", b1)
     assert h1 == h2  # the same headers as the plain webhook client's
     assert "authorization" not in h1 and "cookie" not in h1
     assert h1["content-type"] == "application/json"
-    assert json.loads(b1) == {"name": "podinfo", "namespace": "test", "phase": "Progressing",
-                              "checksum": json.loads(b1)["checksum"],
-                              "metadata": {"type": "cmd", "cmd": "hey http://x/"}}
-    assert [(m, p) for m, p, _, _ in own.requests] == [("POST", "/other")]
-    assert "authorization" not in own.requests[0][2]
+    assert b1 == {"name": "podinfo", "namespace": "test", "phase": "Progressing", "checksum": b1["checksum"],
+                  "metadata": {"type": "cmd", "cmd": "hey http://x/"}}
+    assert [p for p, _, _ in own.got] == ["/other"]
+    assert "authorization" not in own.got[0][1]
     assert lt.runs == 0  # the load tester ran nothing for them
