@@ -4,6 +4,8 @@ webhook's timeout (default 10s) and retries; an answer above 202 is a refusal wh
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,8 +30,15 @@ class WebhookError(Exception):
     """The hook refused (status > 202, its body the reason) or could not be reached."""
 
 
+@functools.cache
+def _tls(insecure: bool) -> ssl.SSLContext:
+    """One TLS context per verification mode, shared by the webhook clients: building one reads the CA bundle
+    (~80 ms here), which was most of the cost of a webhook call."""
+    return httpx.create_ssl_context(verify=not insecure)
+
+
 def default_http(timeout_s: float, insecure: bool) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=timeout_s, verify=not insecure, follow_redirects=False)
+    return httpx.AsyncClient(timeout=timeout_s, verify=_tls(insecure), follow_redirects=False)
 
 
 def _origin(url: httpx.URL) -> str:
@@ -44,13 +53,15 @@ class _InProcess(httpx.AsyncBaseTransport):
     def __init__(self, app: ASGIApp, origins: frozenset[str], prefix: str, insecure: bool) -> None:
         self.app = httpx.ASGITransport(app=app, client=("127.0.0.1", 0))
         self.origins, self.prefix = origins, prefix.rstrip("/")
-        self.network = httpx.AsyncHTTPTransport(verify=not insecure)
+        self.insecure = insecure
+        self.network: httpx.AsyncHTTPTransport | None = None  # made for this server's other paths only
 
     def _mine(self, url: httpx.URL) -> bool:
         return _origin(url) in self.origins and (url.path == self.prefix or url.path.startswith(self.prefix + "/"))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not self._mine(request.url):
+            self.network = self.network or httpx.AsyncHTTPTransport(verify=_tls(self.insecure))
             return await self.network.handle_async_request(request)
         timeout = (request.extensions.get("timeout") or {}).get("read")
         try:
@@ -60,7 +71,8 @@ class _InProcess(httpx.AsyncBaseTransport):
             raise httpx.ReadTimeout(f"no answer within {timeout:g}s", request=request) from None
 
     async def aclose(self) -> None:
-        await self.network.aclose()
+        if self.network is not None:
+            await self.network.aclose()
 
 
 def in_process_http(app: ASGIApp, origins: Iterable[str], prefix: str) -> HttpFactory:
@@ -78,7 +90,7 @@ def in_process_http(app: ASGIApp, origins: Iterable[str], prefix: str) -> HttpFa
     def make(timeout_s: float, insecure: bool) -> httpx.AsyncClient:
         transport = _InProcess(app, own, prefix, insecure)
         # Mounted per origin, so the network keeps the client's own settings (environment proxies) elsewhere.
-        return httpx.AsyncClient(timeout=timeout_s, verify=not insecure, follow_redirects=False,
+        return httpx.AsyncClient(timeout=timeout_s, verify=_tls(insecure), follow_redirects=False,
                                  mounts={o: transport for o in own})
 
     return make
