@@ -28,7 +28,7 @@ from pitwall.releases.model import API_VERSION, CANARY, CanaryView
 TOOLKIT = "toolkit.fluxcd.io"  # Flux's labels and annotations, never copied to what Flagger makes
 
 __all__ = ["CONFIG_TRACKING", "TOOLKIT", "ConfigError", "ConfigRef", "apply_primary_configs", "changed", "checksum",
-           "include_by_prefix", "sync_primary_configs", "target_configs", "tracked"]
+           "include_by_prefix", "sync_primary_configs", "target_configs", "tracked", "without_flux"]
 
 CONFIG_TRACKING = "flagger.app/config-tracking"
 CONFIGMAP, SECRET = "configmap", "secret"
@@ -144,6 +144,11 @@ def apply_primary_configs(pod: Obj, refs: dict[str, ConfigRef]) -> Obj:
         if f"{kind}/{holder.get(field)}" in refs:
             holder[field] = f"{holder[field]}-primary"
     return out
+
+
+def without_flux(meta: dict[str, Any] | None) -> dict[str, str]:
+    """Flagger's filterMetadata: every key but Flux's ``toolkit.fluxcd.io`` ones."""
+    return {k: v for k, v in (meta or {}).items() if TOOLKIT not in k}
 
 
 def include_by_prefix(meta: dict[str, Any] | None, prefixes: Sequence[str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases import configs
-from pitwall.releases.configs import TOOLKIT, include_by_prefix
+from pitwall.releases.configs import include_by_prefix, without_flux
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
@@ -74,7 +74,7 @@ def spec_changed(cd: CanaryView, dep: Obj) -> bool:
 
 def _primary_labels(labels: dict[str, Any] | None, label: str, value: str) -> dict[str, str]:
     """Flagger's makePrimaryLabels: Flux's labels dropped, the selector label's value ``<value>-primary``."""
-    return {**{k: v for k, v in (labels or {}).items() if TOOLKIT not in k and k != label}, label: f"{value}-primary"}
+    return {**{k: v for k, v in without_flux(labels).items() if k != label}, label: f"{value}-primary"}
 
 
 def _primary_template(template: Obj, label: str, value: str, refs: dict[str, configs.ConfigRef]) -> Obj:
@@ -85,8 +85,7 @@ def _primary_template(template: Obj, label: str, value: str, refs: dict[str, con
     if refs and isinstance(t.get("spec"), dict):
         t["spec"] = configs.apply_primary_configs(t["spec"], refs)
     t.setdefault("metadata", {})["labels"] = _primary_labels(t["metadata"].get("labels"), label, value)
-    annotations = {k: v for k, v in (t["metadata"].get("annotations") or {}).items()
-                   if TOOLKIT not in k and k != FLAGGER_ID}
+    annotations = {k: v for k, v in without_flux(t["metadata"].get("annotations")).items() if k != FLAGGER_ID}
     t["metadata"]["annotations"] = {**annotations, FLAGGER_ID: str(uuid.uuid4())}
     return t
 
@@ -115,7 +114,7 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
     spec["template"] = _primary_template(spec.get("template") or {}, label, value, refs)
     tm = target.get("metadata") or {}
     labels = _primary_labels(include_by_prefix(tm.get("labels"), prefixes), label, value)
-    annotations = {k: v for k, v in (tm.get("annotations") or {}).items() if TOOLKIT not in k}
+    annotations = without_flux(tm.get("annotations"))
     made: Obj = await client.create({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": cd.namespace, "labels": labels,
