@@ -206,7 +206,8 @@ def build_control_plane(settings: Settings, metrics: MetricsPart, logs: LogsPart
         # Flagger's Canaries shift traffic through the mesh and judge it from the mesh's metrics.
         releases=build_releases_part(kube.api, instant=metrics.instant, changes=changes, listen=settings.listen,
                                      election=controllers.election, slo_status=slo.slo_status,
-                                     loadtester=settings.releases.loadtester, appender=metrics.store),
+                                     releases=settings.releases, appender=metrics.store,
+                                     tls=settings.tls_cert_file is not None),
         # .gitlab-ci.yml pipelines: runs as revstore keys, job logs and figures into the stores.
         pipelines=build_pipelines_part(kube.store, settings.data_dir, settings.pipelines, listen=settings.listen,
                                        logs=logs.store, metrics=metrics.store, changes=changes,

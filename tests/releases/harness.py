@@ -99,6 +99,42 @@ class Sink:
         return [p for p, _ in self.received if events or p != "/event"]
 
 
+class Receiver:
+    """Records (path, headers, JSON body) of every POST; answers ``status``."""
+
+    def __init__(self) -> None:
+        self.got: list[tuple[str, dict[str, str], dict[str, Any]]] = []
+        self.status = 200
+        self.url = ""
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Receiver:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                path = line.split()[1].decode()
+                hdr: dict[str, str] = {}
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    k, _, v = h.decode().partition(":")
+                    hdr[k.lower()] = v.strip()
+                self.got.append((path, hdr, json.loads(await reader.readexactly(int(hdr["content-length"])))))
+                writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n\r\n".encode())
+                await writer.drain()
+        finally:
+            writer.close()
+
+    def texts(self, path: str) -> list[Any]:
+        return [b for p, _, b in self.got if p == path]
+
+
 class Driver:
     """The controller with a fake clock; ``tick`` advances one analysis interval and reconciles."""
 

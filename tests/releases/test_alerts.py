@@ -3,56 +3,19 @@ filtered by severity, in each provider's payload shape, received by a local HTTP
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
 from typing import Any
 
 import pytest
 
 from pitwall.kube import KubeAPI
 from pitwall.releases.alerts import message_payload, should_alert
-from tests.releases.harness import Answers, Driver, canary, deployment, set_image
+from pitwall.releases.settings import NotifierSettings, ReleasesSettings
+from tests.releases.harness import Answers, Driver, Receiver, canary, deployment, set_image
 
 pytestmark = pytest.mark.timeout(60)
 
 METRICS = [{"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"}]
-
-
-class Receiver:
-    """Records (path, headers, JSON body) of every POST; answers ``status``."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[str, dict[str, str], dict[str, Any]]] = []
-        self.status = 200
-        self.url = ""
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Receiver:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while line := await reader.readline():
-                path = line.split()[1].decode()
-                hdr: dict[str, str] = {}
-                while (h := await reader.readline()) not in (b"\r\n", b""):
-                    k, _, v = h.decode().partition(":")
-                    hdr[k.lower()] = v.strip()
-                self.got.append((path, hdr, json.loads(await reader.readexactly(int(hdr["content-length"])))))
-                writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\n\r\n".encode())
-                await writer.drain()
-        finally:
-            writer.close()
-
-    def texts(self, path: str) -> list[Any]:
-        return [b for p, _, b in self.got if p == path]
 
 
 def provider(name: str, type_: str, ns: str = "default", **spec: Any) -> dict[str, Any]:
@@ -188,3 +151,58 @@ async def _with_phase(c: Any, phase: str) -> dict[str, Any]:
     cd: dict[str, Any] = await c.get("flagger.app/v1beta1", "Canary", "podinfo", "default")
     cd["status"]["phase"] = phase
     return cd
+
+
+async def test_global_notifier_cluster_name_and_event_webhook(mesh_kube: KubeAPI) -> None:
+    """Flagger's -slack-*/-msteams-* flags, -cluster-name and -event-webhook (``releases`` in pitwall.yaml): a
+    Canary without alerts goes to the global notifier at every severity, MS Teams winning over Slack; a Canary
+    with alerts does not; every alert gets the Cluster field; events go to the event webhook only when the Canary
+    has no event webhook of its own."""
+    c = mesh_kube.client
+    async with Receiver() as rx:
+        await c.create(provider("ops", "slack", address=f"{rx.url}/own"))
+        d = Driver(mesh_kube, Answers())
+        d.ctl.configure(ReleasesSettings(
+            cluster_name="prod-eu", event_webhook=f"{rx.url}/events",
+            notifier=NotifierSettings(slack_url=f"{rx.url}/global", slack_channel="deploys", slack_token="t0k")))
+        await c.create(deployment())
+        await c.create(canary({"interval": "1s", "threshold": 2, "maxWeight": 60, "stepWeight": 20,
+                               "metrics": METRICS}))
+        for _ in range(5):
+            if (await d.tick()).get("status", {}).get("phase") == "Initialized":
+                break
+        (msg,) = rx.texts("/global")
+        assert msg["channel"] == "deploys" and msg["username"] == "flagger"
+        assert msg["attachments"][0]["text"] == "New Deployment detected, initialization completed."
+        assert msg["attachments"][0]["fields"][0] == {"title": "Cluster", "value": "prod-eu", "short": False}
+        assert msg["attachments"][0]["fields"][1]["title"] == "Target"
+        (_, hdr, _) = next(g for g in rx.got if g[0] == "/global")
+        assert hdr["authorization"] == "Bearer t0k"
+        events = rx.texts("/events")
+        assert events and {e["metadata"]["eventType"] for e in events} <= {"Normal", "Warning"}
+        assert "Initialization done! podinfo.default" in {e["metadata"]["eventMessage"] for e in events}
+
+        # MS Teams when its URL is set; a Canary with alerts of its own: only its providers
+        d.ctl.configure(ReleasesSettings(cluster_name="prod-eu", notifier=NotifierSettings(
+            slack_url=f"{rx.url}/global", slack_channel="deploys", msteams_url=f"{rx.url}/teams")))
+        await set_image(mesh_kube, "v2")
+        await d.tick()
+        (teams,) = rx.texts("/teams")
+        assert teams["sections"][0]["activityTitle"] == "New revision detected, progressing canary analysis."
+        assert teams["sections"][0]["facts"][0] == {"name": "Cluster", "value": "prod-eu"}
+        cd = await c.get("flagger.app/v1beta1", "Canary", "podinfo", "default")
+        cd["spec"]["analysis"]["alerts"] = [{"name": "own", "providerRef": {"name": "ops"}}]
+        cd["spec"]["analysis"]["webhooks"] = [{"name": "ev", "type": "event", "url": f"{rx.url}/own-events"}]
+        await c.update(cd)
+        seen, events_before = len(rx.texts("/teams")), len(rx.texts("/events"))
+        await c.update_status(await _with_phase(c, "Initialized"))
+        await set_image(mesh_kube, "v3")
+        await d.tick()
+        assert len(rx.texts("/teams")) == seen and rx.texts("/own")
+        assert rx.texts("/own")[-1]["attachments"][0]["fields"][0]["value"] == "prod-eu"
+        assert rx.texts("/own-events") and len(rx.texts("/events")) == events_before
+
+
+def test_slack_needs_user_and_channel() -> None:
+    with pytest.raises(ValueError, match="slack_channel"):
+        NotifierSettings(slack_url="https://hooks.slack.com/x")

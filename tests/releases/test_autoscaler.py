@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from pitwall.kube import KubeAPI, NotFoundError
+from pitwall.releases.autoscaler import reconcile_primary
+from pitwall.releases.model import CanaryView
 from tests.releases.harness import Answers, Driver, canary, deployment, set_image
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,7 +22,8 @@ REF = {"apiVersion": AS, "kind": "HorizontalPodAutoscaler", "name": "podinfo"}
 
 def _hpa(min_r: int = 3, max_r: int = 5) -> dict[str, Any]:
     return {"apiVersion": AS, "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": "podinfo", "namespace": "default", "labels": {"team": "web"}},
+            "metadata": {"name": "podinfo", "namespace": "default",
+                         "labels": {"team": "web", "kustomize.toolkit.fluxcd.io/name": "apps"}},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "podinfo"},
                      "minReplicas": min_r, "maxReplicas": max_r, "metrics": CPU}}
 
@@ -43,8 +46,10 @@ async def test_primary_hpa_is_made_kept_in_step_at_promotion_and_deleted(mesh_ku
     assert primary["spec"] == {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                                   "name": "podinfo-primary"},
                                "minReplicas": 3, "maxReplicas": 5, "metrics": CPU}
-    assert primary["metadata"]["labels"] == {"team": "web"}
+    assert primary["metadata"]["labels"] == {"team": "web"}  # never Flux's: Flux would prune the copy
     assert primary["metadata"]["ownerReferences"][0]["kind"] == "Canary"
+    assert not await reconcile_primary(d.client, CanaryView(await d.client.get(
+        "flagger.app/v1beta1", "Canary", "podinfo", "default")), init=False)  # in step: nothing to write
     target = await d.client.get(AS, "HorizontalPodAutoscaler", "podinfo", "default")
     assert target["spec"]["scaleTargetRef"]["name"] == "podinfo"  # the canary's HPA stays on the canary
     # a new revision: the target is scaled up to the HPA's minReplicas (Flagger's ScaleFromZero)
@@ -66,8 +71,8 @@ async def test_primary_hpa_is_made_kept_in_step_at_promotion_and_deleted(mesh_ku
         if phases[-1] == "Succeeded":
             break
     assert phases[-1] == "Succeeded" and "Promoting" in phases
-    assert (await d.client.get(AS, "HorizontalPodAutoscaler", "podinfo-primary", "default"))["spec"][
-        "maxReplicas"] == 8
+    promoted = await d.client.get(AS, "HorizontalPodAutoscaler", "podinfo-primary", "default")
+    assert promoted["spec"]["maxReplicas"] == 8 and promoted["metadata"]["labels"] == {"team": "web"}
     # deleting the Canary removes the primary's HPA and leaves the target's
     await d.client.delete("flagger.app/v1beta1", "Canary", "podinfo", "default")
     assert await d.tick() == {}

@@ -11,6 +11,7 @@ import pytest
 
 from pitwall.kube import KubeAPI
 from pitwall.releases.configs import checksum
+from pitwall.releases.settings import ReleasesSettings
 from tests.releases.harness import Answers, Driver, canary
 
 pytestmark = pytest.mark.timeout(60)
@@ -45,16 +46,18 @@ def _cm(name: str, data: dict[str, str], **annotations: str) -> dict[str, Any]:
                                                                   "annotations": annotations}, "data": data}
 
 
-async def _setup(d: Driver) -> None:
+async def _setup(d: Driver, dep: dict[str, Any] | None = None, **settings_labels: str) -> None:
     c = d.client
-    await c.create(_cm("settings", {"a": "1"}))
+    settings = _cm("settings", {"a": "1"})
+    settings["metadata"]["labels"].update(settings_labels)
+    await c.create(settings)
     await c.create(_cm("files", {"index.html": "<p>hi</p>"}))
     await c.create(_cm("untracked", {"x": "y"}, **{"flagger.app/config-tracking": "disabled"}))
     await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token", "namespace": "default"},
                     "type": "Opaque", "data": {"TOKEN": _b64("s3cret")}})
     await c.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry", "namespace": "default"},
                     "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": _b64("{}")}})
-    await c.create(_deployment())
+    await c.create(dep or _deployment())
     await c.create(canary(ANALYSIS))
     for _ in range(5):
         if (await d.tick()).get("status", {}).get("phase") == "Initialized":
@@ -78,7 +81,7 @@ async def test_configs_are_copied_tracked_and_a_change_starts_an_analysis(mesh_k
                                               "configmap/settings": checksum({"a": "1"}),
                                               "secret/token": checksum({"TOKEN": _b64("s3cret")})}
     copy_ = await c.get("v1", "ConfigMap", "settings-primary", "default")
-    assert copy_["data"] == {"a": "1"} and copy_["metadata"]["labels"] == {"team": "web"}
+    assert copy_["data"] == {"a": "1"} and copy_["metadata"]["labels"] == {}  # Flagger's default prefixes: none
     assert copy_["metadata"]["ownerReferences"][0]["kind"] == "Canary"
     assert (await c.get("v1", "Secret", "token-primary", "default"))["data"] == {"TOKEN": _b64("s3cret")}
     pod = (await d.deployment("podinfo-primary"))["spec"]["template"]["spec"]
@@ -153,3 +156,40 @@ async def test_a_missing_required_config_is_reported(mesh_kube: KubeAPI) -> None
     msgs = [e["message"] for e in (await d.client.list("v1", "Event", "default")).items]
     assert 'configmap nowhere.default get query error: configmaps "nowhere" not found' in msgs
 
+
+
+async def test_include_label_prefix_picks_what_primaries_and_copies_carry(mesh_kube: KubeAPI) -> None:
+    """Flagger's -include-label-prefix (``releases.include_label_prefix``): the target's labels with a listed
+    prefix go to the primary Deployment (its selector label always), annotations all at creation and filtered at
+    promotion, tracked configs' copies the same labels; Flux's ``toolkit.fluxcd.io`` ones never."""
+    d = Driver(mesh_kube, Answers())
+    d.ctl.configure(ReleasesSettings(include_label_prefix=["team", "app.kubernetes.io/"]))
+    c = d.client
+    flux = {"kustomize.toolkit.fluxcd.io/name": "apps"}
+    dep = _deployment()
+    dep["metadata"]["labels"] = {"team": "web", "app.kubernetes.io/part-of": "shop", "tier": "front", **flux}
+    dep["metadata"]["annotations"] = {"team/owner": "ana", "note": "x", **flux}
+    dep["spec"]["template"]["metadata"]["labels"] = {"app": "podinfo", "tier": "front", **flux}
+    await _setup(d, dep, tier="front", **flux)
+    for _ in range(5):
+        if (await d.tick()).get("status", {}).get("phase") == "Initialized":
+            break
+    primary = await d.deployment("podinfo-primary")
+    assert primary["metadata"]["labels"] == {"team": "web", "app.kubernetes.io/part-of": "shop",
+                                             "app": "podinfo-primary"}
+    assert primary["metadata"]["annotations"] == {"team/owner": "ana", "note": "x"}  # Flagger's filterMetadata
+    assert primary["spec"]["template"]["metadata"]["labels"] == {"app": "podinfo-primary", "tier": "front"}
+    assert (await c.get("v1", "ConfigMap", "settings-primary", "default"))["metadata"]["labels"] == {"team": "web"}
+
+    target = await c.get("apps/v1", "Deployment", "podinfo", "default")
+    target["metadata"]["labels"]["team"] = "payments"
+    target["spec"]["template"]["spec"]["containers"][0]["image"] = "podinfo:v2"
+    await c.update(target)
+    for _ in range(12):
+        if (await d.tick())["status"]["phase"] == "Succeeded":
+            break
+    primary = await d.deployment("podinfo-primary")
+    assert primary["metadata"]["labels"] == {"team": "payments", "app.kubernetes.io/part-of": "shop",
+                                             "app": "podinfo-primary"}
+    assert primary["metadata"]["annotations"] == {"team/owner": "ana"}  # at promotion: by prefix, as labels
+    assert primary["spec"]["template"]["spec"]["containers"][0]["image"] == "podinfo:v2"

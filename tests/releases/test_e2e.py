@@ -93,20 +93,23 @@ class Load:
                 time.sleep(0.02)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[httpx.Client]:
+TOKEN = "e2e-admin-token-0123456789"
+
+
+def _serve(tmp_path: Path, extra: dict[str, Any] | None = None,
+           headers: dict[str, str] | None = None) -> Iterator[httpx.Client]:
     cfg = tmp_path / "pitwall.yaml"
     # Pods of a server take addresses from 127.42.0.2 up by default: other servers on this machine (other
     # tests) use the same ones, and a pod that cannot bind its address never becomes available. A /24 of our own.
     pod_cidr = pod_subnets()[0]
-    cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}, "kube": {"pod_cidr": pod_cidr}}))
+    cfg.write_text(yaml.safe_dump({"storage": {"fsync": False}, "kube": {"pod_cidr": pod_cidr}, **(extra or {})}))
     data = tmp_path / "data"
     data.mkdir()
     port = free_port()
     proc = start_pitwall_process(data, port, config=cfg)
     try:
         wait_ready(f"http://127.0.0.1:{port}", timeout=60, proc=proc)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as c:
             yield c
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -114,6 +117,18 @@ def server(tmp_path: Path) -> Iterator[httpx.Client]:
             proc.wait(timeout=60)
         except Exception:
             proc.kill()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[httpx.Client]:
+    yield from _serve(tmp_path)
+
+
+@pytest.fixture
+def secured_server(tmp_path: Path) -> Iterator[httpx.Client]:
+    """A server with ``auth_tokens``: every route needs the token (the client sends it)."""
+    yield from _serve(tmp_path, {"auth_tokens": [{"token": TOKEN, "scopes": ["admin"]}]},
+                      {"Authorization": f"Bearer {TOKEN}"})
 
 
 def _deployment(version: str, fail: bool) -> dict[str, Any]:
@@ -309,12 +324,19 @@ def test_ab_testing_sends_only_matching_requests_to_the_canary(server: httpx.Cli
         insider.stop.set()
 
 
-def test_load_tester_webhook_is_the_only_traffic_and_the_canary_is_promoted(server: httpx.Client) -> None:
-    """Flagger's load-test webhook pointed at pitwall's own load tester: nothing else calls the service, so the
-    minimum-request guard (wait) holds the analysis until hey's requests reach the mesh's metrics."""
-    c = server
+def test_load_tester_webhooks_on_a_server_with_tokens_are_the_only_traffic_and_the_canary_is_promoted(
+        secured_server: httpx.Client) -> None:
+    """Flagger's pre-rollout and load-test webhooks pointed at pitwall's own load tester on a server with
+    ``auth_tokens``: the hooks carry no token, as Flagger's do, and the controller serves them in process. Nothing
+    else calls the service, so the minimum-request guard (wait) holds the analysis until hey's requests reach the
+    mesh's metrics."""
+    c = secured_server
     base = str(c.base_url).rstrip("/")
+    # over the network the load tester stays behind the token like every other route
+    assert httpx.post(f"{base}/flagger-loadtester/gate/open", json={"name": "x", "namespace": "y"}).status_code == 401
     assert c.post(DEPLOY, json=_deployment("v1", False)).status_code == 201
+    pre = {"name": "acceptance-test", "type": "pre-rollout", "url": f"{base}/flagger-loadtester/", "timeout": "30s",
+           "metadata": {"type": "bash", "cmd": "hey -n 10 -c 2 http://podinfo-canary.default/"}}
     hook = {"name": "load-test", "type": "rollout", "url": f"{base}/flagger-loadtester/", "timeout": "5s",
             "metadata": {"type": "cmd", "cmd": "hey -z 1m -q 10 -c 2 http://podinfo-canary.default/",
                          "logCmdOutput": "true"}}
@@ -327,13 +349,15 @@ def test_load_tester_webhook_is_the_only_traffic_and_the_canary_is_promoted(serv
                        "analysis": {"interval": "2s", "threshold": 2, "maxWeight": 30, "stepWeight": 10,
                                     "metrics": [{"name": "request-success-rate", "interval": "15s",
                                                  "thresholdRange": {"min": 99}}],
-                                    "webhooks": [hook]}}}
+                                    "webhooks": [pre, hook]}}}
     assert c.post(API, json=canary).status_code == 201
     _until(lambda: _status(c).get("phase") == "Initialized", 90, "Initialized", lambda: _story(c))
     _set_version(c, "v2", fail=False)
     _until(lambda: _status(c).get("phase") == "Succeeded", 150, "Succeeded", lambda: _story(c))
     assert _primary_image(c) == "podinfo:v2"
+    events = c.get("/api/v1/namespaces/default/events").json()["items"]
+    assert "Pre-rollout check acceptance-test passed" in {e["message"] for e in events}
     # the metrics the analysis read: the canary workload's requests, all sent by the load tester
     q = c.get("/api/v1/query", params={"query": 'sum(istio_requests_total{reporter="destination",'
                                                 'destination_workload="podinfo"})'}).json()
-    assert float(q["data"]["result"][0]["value"][1]) >= 5
+    assert float(q["data"]["result"][0]["value"][1]) >= 10

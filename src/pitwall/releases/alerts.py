@@ -21,6 +21,7 @@ from pitwall.alerting import DeliveryError, notifier_client, notifier_post
 from pitwall.core.httpconfig import HTTPClientConfig
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases.model import API_VERSION, CanaryView
+from pitwall.releases.settings import NotifierSettings
 
 __all__ = ["ALERT_PROVIDER", "PROVIDERS", "Alerter", "alert_metadata", "message_payload", "should_alert"]
 
@@ -104,16 +105,27 @@ def _check_url(kind: str, url: str) -> str:
 
 
 class Alerter:
-    """Sends a Canary's alerts; every failure is logged (as Flagger does) and never stops the analysis."""
+    """Sends a Canary's alerts; every failure is logged (as Flagger does) and never stops the analysis. A Canary
+    with no ``analysis.alerts`` goes to the global notifier (``releases.notifier``) if there is one, with every
+    severity, as Flagger's ``-slack-url``/``-msteams-url``; ``releases.cluster_name`` adds a Cluster field."""
 
     def __init__(self, client: KubeClient) -> None:
         self.client = client
         self.sent = 0
         self.failed = 0
+        self.notifier = NotifierSettings()
+        self.cluster_name = ""
+
+    def configure(self, notifier: NotifierSettings, cluster_name: str) -> None:
+        self.notifier, self.cluster_name = notifier, cluster_name
 
     async def alert(self, cd: CanaryView, message: str, metadata: bool, severity: str) -> None:
-        fields = alert_metadata(cd) if metadata else []
-        for alert in cd.analysis.get("alerts") or []:
+        fields = [("Cluster", self.cluster_name)] if self.cluster_name else []
+        fields += alert_metadata(cd) if metadata else []
+        alerts = cd.analysis.get("alerts") or []
+        if not alerts:
+            await self._global(cd, message, fields, severity)
+        for alert in alerts:
             if not should_alert(str(alert.get("severity") or ""), severity):
                 continue
             ref = alert.get("providerRef") or {}
@@ -125,6 +137,20 @@ class Alerter:
             except (ValueError, NotFoundError, DeliveryError) as e:
                 self.failed += 1
                 log.error(f"{where} error: {e}", extra={"canary": cd.key})
+
+    async def _global(self, cd: CanaryView, message: str, fields: Sequence[Field], severity: str) -> None:
+        n = self.notifier
+        kind, url, proxy = ("msteams", n.msteams_url, n.msteams_proxy_url) if n.msteams_url else \
+            ("slack", n.slack_url, n.slack_proxy_url)
+        if not url:
+            return  # Flagger's NopNotifier
+        try:
+            await _deliver(kind, url, n.slack_token, proxy, n.slack_user, n.slack_channel, cd, message, fields,
+                           severity)
+            self.sent += 1
+        except (ValueError, DeliveryError) as e:
+            self.failed += 1
+            log.error(f"alert can't be sent: {e}", extra={"canary": cd.key})
 
     async def _send(self, cd: CanaryView, ns: str, name: str, message: str, fields: Sequence[Field],
                     severity: str) -> None:
@@ -139,18 +165,23 @@ class Alerter:
                 raise ValueError("secret does not contain an address")
             url = base64.b64decode(data["address"]).decode()
             token = base64.b64decode(data["token"]).decode() if "token" in data else ""
-        kind = str(spec.get("type") or "")
         if not url:
             return  # Flagger's NopNotifier
-        if kind not in PROVIDERS:
-            raise ValueError(f"provider {kind} not supported")
-        url = _check_url(kind, url)
-        body = message_payload(kind, cd.name, cd.namespace, message, fields, severity,
-                               str(spec.get("username") or "flagger"), str(spec.get("channel") or "general"))
-        cfg = HTTPClientConfig(proxy_url=str(spec.get("proxy") or "") or None,
-                               bearer_token=token if kind == "slack" and token else None)
-        client = notifier_client(cfg, timeout=TIMEOUT_S)
-        try:
-            await notifier_post(client, url, json.dumps(body).encode())
-        finally:
-            await client.aclose()
+        await _deliver(str(spec.get("type") or ""), url, token, str(spec.get("proxy") or ""),
+                       str(spec.get("username") or "flagger"), str(spec.get("channel") or "general"), cd, message,
+                       fields, severity)
+
+
+async def _deliver(kind: str, url: str, token: str, proxy: str, username: str, channel: str, cd: CanaryView,
+                   message: str, fields: Sequence[Field], severity: str) -> None:
+    """Post one alert as Flagger's notifier of ``kind`` would (the token only to Slack, as a bearer)."""
+    if kind not in PROVIDERS:
+        raise ValueError(f"provider {kind} not supported")
+    url = _check_url(kind, url)
+    body = message_payload(kind, cd.name, cd.namespace, message, fields, severity, username, channel)
+    cfg = HTTPClientConfig(proxy_url=proxy or None, bearer_token=token if kind == "slack" and token else None)
+    client = notifier_client(cfg, timeout=TIMEOUT_S)
+    try:
+        await notifier_post(client, url, json.dumps(body).encode())
+    finally:
+        await client.aclose()

@@ -17,6 +17,7 @@ import copy
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.releases.configs import without_flux
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView
 
 __all__ = ["HPA", "AutoscalerError", "delete_primary", "min_replicas", "reconcile_primary"]
@@ -69,9 +70,10 @@ def _owner(cd: CanaryView) -> Obj:
 
 
 def _fields(spec: Obj, meta: Obj) -> tuple[Any, ...]:
-    """What Flagger compares (hasHPAChanged): metrics, behavior, labels, annotations, min (default 1), max."""
-    return (spec.get("metrics"), spec.get("behavior"), meta.get("labels") or {}, meta.get("annotations") or {},
-            spec.get("minReplicas") or 1, spec.get("maxReplicas"))
+    """What Flagger compares (hasHPAChanged): metrics, behavior, labels, annotations (Flux's never copied, so
+    not compared), min (default 1), max."""
+    return (spec.get("metrics"), spec.get("behavior"), without_flux(meta.get("labels")),
+            without_flux(meta.get("annotations")), spec.get("minReplicas") or 1, spec.get("maxReplicas"))
 
 
 async def reconcile_primary(client: KubeClient, cd: CanaryView, *, init: bool) -> bool:
@@ -85,7 +87,7 @@ async def reconcile_primary(client: KubeClient, cd: CanaryView, *, init: bool) -
     except NotFoundError:
         await client.create({"apiVersion": AUTOSCALING, "kind": HPA,
                              "metadata": {"name": name, "namespace": cd.namespace,
-                                          "labels": dict(hm.get("labels") or {}), "ownerReferences": [_owner(cd)]},
+                                          "labels": without_flux(hm.get("labels")), "ownerReferences": [_owner(cd)]},
                              "spec": want})
         return True
     pm = primary.get("metadata") or {}
@@ -99,8 +101,8 @@ async def reconcile_primary(client: KubeClient, cd: CanaryView, *, init: bool) -
                 spec[f] = copy.deepcopy(want[f])
             else:
                 spec.pop(f, None)
-        o["metadata"]["labels"] = dict(hm.get("labels") or {})
-        o["metadata"]["annotations"] = dict(hm.get("annotations") or {})
+        o["metadata"]["labels"] = without_flux(hm.get("labels"))  # Flux would prune what carries its labels
+        o["metadata"]["annotations"] = without_flux(hm.get("annotations"))
 
     await client.modify(primary, change)
     return True

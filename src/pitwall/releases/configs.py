@@ -18,15 +18,17 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView
 
-__all__ = ["CONFIG_TRACKING", "ConfigError", "ConfigRef", "apply_primary_configs", "changed", "checksum",
-           "sync_primary_configs", "target_configs", "tracked"]
+TOOLKIT = "toolkit.fluxcd.io"  # Flux's labels and annotations, never copied to what Flagger makes
+
+__all__ = ["CONFIG_TRACKING", "TOOLKIT", "ConfigError", "ConfigRef", "apply_primary_configs", "changed", "checksum",
+           "include_by_prefix", "sync_primary_configs", "target_configs", "tracked", "without_flux"]
 
 CONFIG_TRACKING = "flagger.app/config-tracking"
 CONFIGMAP, SECRET = "configmap", "secret"
@@ -144,8 +146,22 @@ def apply_primary_configs(pod: Obj, refs: dict[str, ConfigRef]) -> Obj:
     return out
 
 
-async def sync_primary_configs(client: KubeClient, cd: CanaryView, refs: dict[str, ConfigRef]) -> None:
-    """Create or update ``<name>-primary`` for each tracked config (CreatePrimaryConfigs)."""
+def without_flux(meta: dict[str, Any] | None) -> dict[str, str]:
+    """Flagger's filterMetadata: every key but Flux's ``toolkit.fluxcd.io`` ones."""
+    return {k: v for k, v in (meta or {}).items() if TOOLKIT not in k}
+
+
+def include_by_prefix(meta: dict[str, Any] | None, prefixes: Sequence[str]) -> dict[str, str]:
+    """Flagger's includeLabelsByPrefix: the keys starting with one of ``prefixes`` (``*``: all), never Flux's
+    ``toolkit.fluxcd.io`` ones (on a primary they would make Flux prune it as its own)."""
+    return {k: v for k, v in (meta or {}).items() if TOOLKIT not in k
+            and any(p == "*" or (p and k.startswith(p)) for p in prefixes)}
+
+
+async def sync_primary_configs(client: KubeClient, cd: CanaryView, refs: dict[str, ConfigRef],
+                               prefixes: Sequence[str] = ()) -> None:
+    """Create or update ``<name>-primary`` for each tracked config (CreatePrimaryConfigs), with the original's
+    labels that start with one of ``prefixes``."""
     owner = {"apiVersion": API_VERSION, "kind": CANARY, "name": cd.name, "uid": str(cd.meta.get("uid") or ""),
              "controller": True, "blockOwnerDeletion": True}
     for ref in refs.values():
@@ -153,7 +169,7 @@ async def sync_primary_configs(client: KubeClient, cd: CanaryView, refs: dict[st
         src = await client.get("v1", kind, ref.name, cd.namespace)
         body: Obj = {"apiVersion": "v1", "kind": kind,
                      "metadata": {"name": f"{ref.name}-primary", "namespace": cd.namespace,
-                                  "labels": dict((src.get("metadata") or {}).get("labels") or {}),
+                                  "labels": include_by_prefix((src.get("metadata") or {}).get("labels"), prefixes),
                                   "ownerReferences": [owner]}}
         for f in ("data", "binaryData", "type"):
             if f in src:
@@ -163,7 +179,8 @@ async def sync_primary_configs(client: KubeClient, cd: CanaryView, refs: dict[st
         except NotFoundError:
             await client.create(body)
             continue
-        if all(old.get(f) == body.get(f) for f in ("data", "binaryData")):
+        if all(old.get(f) == body.get(f) for f in ("data", "binaryData")) and \
+                (old.get("metadata") or {}).get("labels", {}) == body["metadata"]["labels"]:
             continue
 
         def change(o: Obj, body: Obj = body) -> None:

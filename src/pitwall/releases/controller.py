@@ -51,6 +51,7 @@ from pitwall.releases.model import (
     parse_time,
 )
 from pitwall.releases.recorder import COMPLETED, SKIPPED, FlaggerMetrics
+from pitwall.releases.settings import ReleasesSettings
 from pitwall.releases.verdicts import (
     CONDITION,
     JUDGEMENT,
@@ -126,7 +127,16 @@ class CanaryController:
         self._by_target: dict[str, set[str]] = {}  # "ns/deployment" -> Canary keys
         self._due: dict[str, float] = {}  # next tick of each Canary (monotonic seconds)
         self.alerts = Alerter(client)
+        self.event_webhook = ""  # releases.event_webhook
+        self.include_label_prefix: list[str] = []  # releases.include_label_prefix
         self.recorder = recorder or FlaggerMetrics(None)
+
+    def configure(self, settings: ReleasesSettings) -> None:
+        """Flagger's controller flags from ``releases``: the global notifier, cluster name, event webhook, the
+        label prefixes copied to primaries."""
+        self.alerts.configure(settings.notifier, settings.cluster_name)
+        self.event_webhook = settings.event_webhook
+        self.include_label_prefix = list(settings.include_label_prefix)
 
     # ---- Reconciler ---------------------------------------------------------------------------------------
 
@@ -289,12 +299,14 @@ class CanaryController:
         """A Kubernetes Event (reason Synced, as Flagger's recorder) and the ``event`` webhooks."""
         log.info(message, extra={"canary": cd.key})
         await record_event(self.client, cd.obj, type_, "Synced", message, COMPONENT)
-        for hook in cd.webhooks:
-            if hook.get("type") == "event":
-                try:
-                    await call_event_webhook(self.http, cd, hook, message, type_)
-                except WebhookError as e:
-                    log.warning("error sending event to webhook", extra={"canary": cd.key, "error": str(e)})
+        hooks = [h for h in cd.webhooks if h.get("type") == "event"]
+        if not hooks and self.event_webhook:  # Flagger's -event-webhook, for Canaries with none of their own
+            hooks = [{"name": "events", "url": self.event_webhook}]
+        for hook in hooks:
+            try:
+                await call_event_webhook(self.http, cd, hook, message, type_)
+            except WebhookError as e:
+                log.warning("error sending event to webhook", extra={"canary": cd.key, "error": str(e)})
 
     async def _alert(self, cd: CanaryView, message: str, metadata: bool, severity: str) -> None:
         """Flagger's alert(): the Canary's AlertProviders whose severity matches."""
@@ -402,7 +414,7 @@ class CanaryController:
         if cd.phase == "":
             cd = await self._set_phase(cd, Phase.INITIALIZING)
         await router.reconcile_services(self.client, cd, label, value)
-        primary = await workload.ensure_primary(self.client, cd, target, label, value)
+        primary = await workload.ensure_primary(self.client, cd, target, label, value, self.include_label_prefix)
         if not await self._primary_hpa(cd, init=True):
             return
         if initializing:
@@ -626,7 +638,7 @@ class CanaryController:
     async def _promote(self, cd: CanaryView, target: Obj, label: str, value: str) -> None:
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
-        await workload.promote(self.client, cd, target, label, value)
+        await workload.promote(self.client, cd, target, label, value, self.include_label_prefix)
         await self._set_phase(cd, Phase.PROMOTING)
 
     async def _run_canary(self, cd: CanaryView, target: Obj, label: str, value: str, routes: router.Routes) -> None:
@@ -720,7 +732,7 @@ class CanaryController:
         await self._set_routes(cd, TOTAL_WEIGHT, 0, False)
         await self._event(cd, "Normal", f"Copying {cd.target}.{cd.namespace} template spec to "
                                         f"{cd.primary_workload}.{cd.namespace}")
-        await workload.promote(self.client, cd, target, label, value)
+        await workload.promote(self.client, cd, target, label, value, self.include_label_prefix)
         if not await self._primary_hpa(cd, init=False):
             return
         await workload.scale(self.client, cd.namespace, cd.target, 0)

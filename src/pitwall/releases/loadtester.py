@@ -35,6 +35,8 @@ from fastapi import APIRouter, Request, Response
 from pitwall.core import regex
 from pitwall.core.errors import ConfigError
 from pitwall.incidents import ChangeEvent, ChangeSink
+from pitwall.releases._proc import run_process
+from pitwall.releases.kubectl import KubectlRunner, kubectl_args
 from pitwall.releases.settings import LoadTesterSettings
 from pitwall.storage.revstore import RevStore
 
@@ -257,11 +259,12 @@ class LoadTester:
     """Runs webhook commands: hey in process, shell only when allowed; cmd tasks once per canary and command."""
 
     def __init__(self, settings: LoadTesterSettings, gates: GateStore, resolve: Resolver | None = None,
-                 changes: ChangeSink | None = None) -> None:
+                 changes: ChangeSink | None = None, kubectl: KubectlRunner | None = None) -> None:
         self.settings = settings
         self.gates = gates
         self.resolve = resolve
         self.changes = changes
+        self.kubectl = kubectl
         self._ns: regex.Regex | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
         self.runs = 0
@@ -301,6 +304,28 @@ class LoadTester:
             return False, f"command timed out after {self.settings.timeout_s:g}s".encode()
         finally:
             self.runs += 1
+
+    async def run_kubectl(self, canary: str, cmd: str) -> tuple[bool, bytes]:
+        """A ``type: kubectl`` task to completion within the timeout: (ok, output or Flagger's error text);
+        ValueError when refused (its arguments, or kubectl not set up)."""
+        args = kubectl_args(cmd)
+        if not self.settings.kubectl_service_account:
+            raise ValueError("kubectl tasks are off: set releases.loadtester.kubectl_service_account "
+                             "(namespace/name) to the ServiceAccount they run as")
+        if self.kubectl is None:
+            raise ValueError("kubectl tasks need pitwall's Kubernetes API")
+        try:
+            async with asyncio.timeout(self.settings.timeout_s):
+                rc, out = await self.kubectl.run(self.settings.kubectl_service_account, args)
+        except TimeoutError:  # killed, as Go's exec.CommandContext kills at Flagger's -timeout
+            rc, out = -9, b""
+        finally:
+            self.runs += 1
+        log.info("kubectl command finished", extra={"canary": canary, "cmd": cmd, "exit_status": rc})
+        if rc == 0:
+            return True, out
+        status = f"exit status {rc}" if rc > 0 else f"signal {-rc}"
+        return False, f"command {cmd} failed: ".encode() + out + f": {status}".encode()
 
     def submit(self, canary: str, cmd: str, hey: HeyArgs | None, log_output: bool) -> None:
         """Queue a cmd task unless the same one is running (Flagger skips it then)."""
@@ -356,20 +381,7 @@ class LoadTester:
 
 
 async def _shell(cmd: str) -> tuple[bool, bytes]:
-    proc = await asyncio.create_subprocess_exec("sh", "-c", cmd, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL)
-    assert proc.stdout is not None
-    out = b""
-    try:
-        while chunk := await proc.stdout.read(65536):
-            if len(out) < MAX_OUTPUT:
-                out += chunk[:MAX_OUTPUT - len(out)]
-        rc = await proc.wait()
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        raise
+    rc, out = await run_process(["sh", "-c", cmd], MAX_OUTPUT)
     return rc == 0, out if rc == 0 else f"exit status {rc}: ".encode() + out
 
 
@@ -396,6 +408,23 @@ async def _payload(request: Request) -> dict[str, Any] | None:
     if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
         return None  # Go's map[string]string refuses other values
     return doc
+
+
+def _true(v: str | None) -> bool:
+    """Go's strconv.ParseBool, as Flagger reads returnCmdOutput (an error counts as false)."""
+    return v in ("1", "t", "T", "TRUE", "true", "True")
+
+
+async def _kubectl(lt: LoadTester, canary: str, cmd: str, meta: dict[str, str]) -> Response:
+    """Flagger's kubectl task: run before answering, 200 (with the output on returnCmdOutput) or 500 with the
+    error; what pitwall refuses to run is a 400 with the reason."""
+    try:
+        ok, out = await lt.run_kubectl(canary, cmd)
+    except ValueError as e:
+        return _text(400, str(e))
+    if not ok:
+        return _text(500, out.decode(errors="replace"))
+    return _text(200, out.decode(errors="replace") if _true(meta.get("returnCmdOutput")) else "")
 
 
 def loadtester_router(lt: LoadTester) -> APIRouter:
@@ -462,6 +491,8 @@ def loadtester_router(lt: LoadTester) -> APIRouter:
         canary = f"{doc.get('name')}.{doc.get('namespace')}"
         typ = meta.get("type", "cmd")
         cmd = meta.get("cmd", "")
+        if typ == "kubectl":
+            return await _kubectl(lt, canary, cmd, meta)
         if typ not in ("cmd", "bash"):
             return _text(400, f"unknown task type {typ}")
         try:
@@ -472,9 +503,9 @@ def loadtester_router(lt: LoadTester) -> APIRouter:
             ok, out = await lt.run(canary, cmd, hey)
             if not ok:
                 return _text(500, out.decode(errors="replace"))
-            return _text(200, out.decode(errors="replace") if meta.get("returnCmdOutput") == "true" else "")
+            return _text(200, out.decode(errors="replace") if _true(meta.get("returnCmdOutput")) else "")
         try:
-            lt.submit(canary, cmd, hey, meta.get("logCmdOutput") == "true")
+            lt.submit(canary, cmd, hey, _true(meta.get("logCmdOutput")))
         except OverflowError as e:
             return _text(429, str(e))
         return _text(202)

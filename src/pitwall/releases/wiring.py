@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fastapi import FastAPI
+
 from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
@@ -17,9 +19,11 @@ from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
 from pitwall.releases.gates import Gates
-from pitwall.releases.loadtester import GateStore, LoadTester, loadtester_router
+from pitwall.releases.kubectl import Issuer, KubectlRunner
+from pitwall.releases.loadtester import PREFIX, GateStore, LoadTester, loadtester_router
 from pitwall.releases.recorder import FlaggerMetrics
-from pitwall.releases.settings import LoadTesterSettings
+from pitwall.releases.settings import ReleasesSettings
+from pitwall.releases.webhooks import in_process_http
 from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
@@ -44,10 +48,11 @@ class ReleasesPart:
         return [Mount(loadtester_router(self.loadtester), server_wide=True)]
 
     async def reload(self, settings: Any) -> None:
-        """The load tester's settings (Canaries themselves are Kubernetes objects)."""
-        lt = getattr(getattr(settings, "releases", None), "loadtester", None)
-        if isinstance(lt, LoadTesterSettings):
-            self.loadtester.configure(lt)  # ConfigError (a bad namespace_regexp) keeps the old settings
+        """The load tester's and the controller's flags (Canaries themselves are Kubernetes objects)."""
+        releases = getattr(settings, "releases", None)
+        if isinstance(releases, ReleasesSettings):
+            self.loadtester.configure(releases.loadtester)  # ConfigError (a bad namespace_regexp) keeps the old
+            self.controller.configure(releases)
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         m = self.manager
@@ -84,23 +89,59 @@ def self_addresses(listen: str) -> frozenset[str]:
 def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes: ChangeSink | None,
                         listen: str = "", election: Election | None = None,
                         slo_status: SLOStatusQuery | None = None, store: RevStore | None = None,
-                        loadtester: LoadTesterSettings | None = None,
-                        appender: Appender | None = None) -> ReleasesPart:
+                        releases: ReleasesSettings | None = None,
+                        appender: Appender | None = None, tls: bool = False) -> ReleasesPart:
     """The part over ``kube`` (call before ``kube`` starts: Flagger's CRDs go in). Canaries' metrics are
     queried through ``instant``; every phase change is a change event on ``changes``; with ``election`` (the
     controllers' one) the controller runs only on the leader; promotion gates read ``slo_status`` (and the open
     incidents the composition root hands ``controller.gates`` once the incidents part exists). The load tester
-    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``.
-    Flagger's own metrics (``releases.recorder``) go to ``appender``."""
+    keeps its gates in ``store`` (the Kubernetes API's store when None) and records gate changes on ``changes``;
+    ``releases`` (pitwall.yaml's section) holds its settings and Flagger's controller flags.
+    Flagger's own metrics (``releases.recorder``) go to ``appender``. The load tester's kubectl tasks dial
+    ``listen`` (over TLS when ``tls``)."""
     kube.add_builtin_crds(flagger_crds())
-    ctx = MetricContext(instant=instant, client=kube.client, self_addresses=self_addresses(listen))
+    own = self_addresses(listen)
+    ctx = MetricContext(instant=instant, client=kube.client, self_addresses=own)
+    releases = releases or ReleasesSettings()
+    lt = LoadTester(releases.loadtester, GateStore(store or kube.store), _resolver(kube),
+                    changes, KubectlRunner(_kube_url(listen, tls), _issuer(kube)))
+    # Webhooks to this server's own load tester are served in process (no token needed, none to leak).
     controller = CanaryController(kube.client, metrics=ctx, changes=changes, gates=Gates(slo_status),
-                                  recorder=FlaggerMetrics(appender))
+                                  recorder=FlaggerMetrics(appender), http=in_process_http(_app(lt), own, PREFIX))
+    controller.configure(releases)
     manager = ControllerManager([ControllerRunner(kube.client, controller, workers=2, resync_s=30.0)],
                                 election=election)
-    lt = LoadTester(loadtester or LoadTesterSettings(), GateStore(store or kube.store), _resolver(kube),
-                    changes)
     return ReleasesPart(manager, controller, lt)
+
+
+def _app(lt: LoadTester) -> FastAPI:
+    """The load tester's routes alone, for the controller's in-process webhook calls."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.include_router(loadtester_router(lt))
+    return app
+
+
+def _kube_url(listen: str, tls: bool) -> str:
+    """Where kubectl reaches this server's Kubernetes API: its listen address (loopback for a wildcard)."""
+    host, _, port = listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = "127.0.0.1"
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def _issuer(kube: KubeAPI) -> Issuer:
+    """A token for the load tester's ServiceAccount, from the TokenRequest machinery."""
+    from pitwall.kube import NotFoundError
+
+    async def issue(namespace: str, name: str, seconds: int) -> str:
+        try:
+            token, _ = await kube.service_accounts.issue(namespace, name, seconds=seconds)
+        except NotFoundError:
+            raise ValueError(f"releases.loadtester.kubectl_service_account: ServiceAccount {namespace}/{name} "
+                             "does not exist") from None
+        return token
+
+    return issue
 
 
 def _resolver(kube: KubeAPI) -> Callable[[str, str], Any]:

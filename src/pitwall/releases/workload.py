@@ -8,11 +8,13 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
 from pitwall.releases import configs
+from pitwall.releases.configs import include_by_prefix, without_flux
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView, parse_time
 
 __all__ = [
@@ -70,6 +72,11 @@ def spec_changed(cd: CanaryView, dep: Obj) -> bool:
     return applied != h
 
 
+def _primary_labels(labels: dict[str, Any] | None, label: str, value: str) -> dict[str, str]:
+    """Flagger's makePrimaryLabels: Flux's labels dropped, the selector label's value ``<value>-primary``."""
+    return {**{k: v for k, v in without_flux(labels).items() if k != label}, label: f"{value}-primary"}
+
+
 def _primary_template(template: Obj, label: str, value: str, refs: dict[str, configs.ConfigRef]) -> Obj:
     """The target's pod template for the primary: its selector label, the primary copies of tracked configs,
     and a new ``flagger-id`` annotation (Flagger's makeAnnotations), so that every promotion rolls the primary's
@@ -77,11 +84,8 @@ def _primary_template(template: Obj, label: str, value: str, refs: dict[str, con
     t = copy.deepcopy(template)
     if refs and isinstance(t.get("spec"), dict):
         t["spec"] = configs.apply_primary_configs(t["spec"], refs)
-    labels = (t.setdefault("metadata", {}).get("labels") or {})
-    labels[label] = f"{value}-primary"
-    t["metadata"]["labels"] = labels
-    annotations = {k: v for k, v in (t["metadata"].get("annotations") or {}).items()
-                   if "toolkit.fluxcd.io" not in k and k != FLAGGER_ID}
+    t.setdefault("metadata", {})["labels"] = _primary_labels(t["metadata"].get("labels"), label, value)
+    annotations = {k: v for k, v in without_flux(t["metadata"].get("annotations")).items() if k != FLAGGER_ID}
     t["metadata"]["annotations"] = {**annotations, FLAGGER_ID: str(uuid.uuid4())}
     return t
 
@@ -91,8 +95,10 @@ def _owner(cd: CanaryView) -> Obj:
             "controller": True, "blockOwnerDeletion": True}
 
 
-async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> Obj:
-    """The primary Deployment, created from the target when absent (replicas as the target's, at least 1)."""
+async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str,
+                         prefixes: Sequence[str] = ()) -> Obj:
+    """The primary Deployment, created from the target when absent (replicas as the target's, at least 1; the
+    target's labels starting with one of ``prefixes``, its annotations but Flux's)."""
     name = cd.primary_workload
     try:
         found: Obj = await client.get("apps/v1", "Deployment", name, cd.namespace)
@@ -104,25 +110,32 @@ async def ensure_primary(client: KubeClient, cd: CanaryView, target: Obj, label:
     spec["replicas"] = replicas if isinstance(replicas, int) and replicas > 0 else 1
     spec["selector"] = {"matchLabels": {label: f"{value}-primary"}}
     refs = await configs.target_configs(client, cd.namespace, target)
-    await configs.sync_primary_configs(client, cd, refs)
+    await configs.sync_primary_configs(client, cd, refs, prefixes)
     spec["template"] = _primary_template(spec.get("template") or {}, label, value, refs)
     tm = target.get("metadata") or {}
-    labels = {**(tm.get("labels") or {}), label: f"{value}-primary"}
+    labels = _primary_labels(include_by_prefix(tm.get("labels"), prefixes), label, value)
+    annotations = without_flux(tm.get("annotations"))
     made: Obj = await client.create({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name, "namespace": cd.namespace, "labels": labels,
-                     "annotations": dict(tm.get("annotations") or {}), "ownerReferences": [_owner(cd)]},
+                     "annotations": annotations, "ownerReferences": [_owner(cd)]},
         "spec": spec})
     return made
 
 
-async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str) -> None:
-    """Copy the target's pod template (and rollout settings) to the primary, and its tracked configs."""
+async def promote(client: KubeClient, cd: CanaryView, target: Obj, label: str, value: str,
+                  prefixes: Sequence[str] = ()) -> None:
+    """Copy the target's pod template (and rollout settings) to the primary, and its tracked configs; the
+    primary's labels and annotations become the target's that start with one of ``prefixes``."""
     src = target.get("spec") or {}
+    tm = target.get("metadata") or {}
     refs = await configs.target_configs(client, cd.namespace, target)
-    await configs.sync_primary_configs(client, cd, refs)
+    await configs.sync_primary_configs(client, cd, refs, prefixes)
 
     def change(primary: Obj) -> None:
+        meta = primary.setdefault("metadata", {})
+        meta["annotations"] = include_by_prefix(tm.get("annotations"), prefixes)
+        meta["labels"] = _primary_labels(include_by_prefix(tm.get("labels"), prefixes), label, value)
         spec = primary.setdefault("spec", {})
         spec["template"] = _primary_template(src.get("template") or {}, label, value, refs)
         for f in ("minReadySeconds", "revisionHistoryLimit", "strategy"):
