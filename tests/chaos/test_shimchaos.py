@@ -189,3 +189,53 @@ async def test_a_restarted_node_gets_the_fault_again_and_loses_it_on_delete(env:
     await env.client.delete("chaos-mesh.org/v1alpha1", "TimeChaos", "skew", "default")
     await until(lambda: _gone(env, "TimeChaos", "skew"), 20)
     await until(lambda: printed(env, "clock", lambda s: abs(skew(s)) < 5), 10)
+
+
+# Every 0.2 s: look up three names and print what each gave ("E<errno>" or the address).
+LOOKUPS = """
+import socket, time
+while True:
+    out = []
+    for n in ("api.example.test", "chaos-mesh.org", "localhost"):
+        try:
+            out.append(socket.getaddrinfo(n, 80, socket.AF_INET, socket.SOCK_STREAM)[0][4][0])
+        except socket.gaierror as e:
+            out.append("E%d" % e.errno)
+    print(" ".join(out), flush=True)
+    time.sleep(0.2)
+"""
+
+
+async def test_dns_error_and_random_answers_on_matching_names(env: Env) -> None:
+    await env.client.create(pod("dns", [PY, "-u", "-c", LOOKUPS]))
+    await until(lambda: printed(env, "dns", lambda s: s.split()[2] == "127.0.0.1"), 30)
+    sel = {"labelSelectors": {"app": "dns"}}
+    bad = await env.client.create(chaos("DNSChaos", "bad", {"action": "error", "mode": "all", "selector": sel,
+                                                           "patterns": ["chaos-*"]}))
+    assert bad["kind"] == "DNSChaos"
+    await until(lambda: _injected(env, "DNSChaos", "bad"), 20)
+    # SERVFAIL as glibc reports it (EAI_AGAIN) for the matching name only; the others as before
+    line = await until(lambda: printed(env, "dns", lambda s: s.split()[1] == "E-3"), 10)
+    assert line is not None and line.split()[2] == "127.0.0.1" and not line.split()[0].startswith("127.")
+    await env.client.delete("chaos-mesh.org/v1alpha1", "DNSChaos", "bad", "default")
+    await until(lambda: _gone(env, "DNSChaos", "bad"), 20)
+    await until(lambda: printed(env, "dns", lambda s: s.split()[1] != "E-3"), 10)
+    # random: a name that resolves to loopback gets another address while the experiment runs
+    await env.client.create(chaos("DNSChaos", "random", {"action": "random", "mode": "all", "selector": sel,
+                                                         "patterns": ["localhos?"], "duration": "3s"}))
+    await until(lambda: printed(env, "dns", lambda s: s.split()[2] not in ("127.0.0.1", "E-3")), 20)
+    await until(lambda: _recovered(env, "DNSChaos", "random"), 20)
+    await until(lambda: printed(env, "dns", lambda s: s.split()[2] == "127.0.0.1"), 10)
+    assert restarts(env, "dns") == 0
+
+
+def test_dns_patterns_refused_as_chaos_mesh_does() -> None:
+    from pitwall.chaos.model import ChaosSpecError
+    from pitwall.chaos.shimfaults import dns_line
+
+    assert dns_line({"action": "random"}) == "dns r"
+    assert dns_line({"patterns": ["google.com", "github.*", "chaos-mes?.org"]}) == \
+        "dns e google.com github.* chaos-mes?.org"
+    for bad in ({"patterns": ["chaos-*.org"]}, {"patterns": ["a b"]}, {"action": "delay"}):
+        with pytest.raises(ChaosSpecError):
+            dns_line(bad)

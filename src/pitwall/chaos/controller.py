@@ -279,7 +279,7 @@ class ChaosReconciler:
                                      "action")
         elif self.kind in ("NetworkChaos", "HTTPChaos"):
             containers = None
-        elif self.kind in ("IOChaos", "TimeChaos"):
+        elif self.kind in ("IOChaos", "TimeChaos", "DNSChaos"):
             containers = [str(c) for c in spec.get("containerNames") or []]
         records = [{"id": t, "selectorKey": ".", "phase": NOT_INJECTED, "injectedCount": 0, "recoveredCount": 0}
                    for t in target_ids(chosen, containers)]

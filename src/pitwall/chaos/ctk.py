@@ -28,7 +28,7 @@ __all__ = ["query_logql", "query_promql", "slo_status", "start_fault", "stop_fau
 DEFAULT_URL = "http://127.0.0.1:9900"
 GROUP = "chaos-mesh.org/v1alpha1"
 PLURALS = {"PodChaos": "podchaos", "NetworkChaos": "networkchaos", "HTTPChaos": "httpchaos",
-           "StressChaos": "stresschaos", "IOChaos": "iochaos", "TimeChaos": "timechaos", "Schedule": "schedules",
+           "StressChaos": "stresschaos", "IOChaos": "iochaos", "TimeChaos": "timechaos", "DNSChaos": "dnschaos", "Schedule": "schedules",
            "Workflow": "workflows"}
 TIMEOUT_S = 30.0
 

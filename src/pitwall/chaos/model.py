@@ -15,12 +15,13 @@ FINALIZER = "chaos-mesh/records"  # Chaos Mesh's: an object is not gone before i
 INJECTED, NOT_INJECTED = "Injected", "Not Injected"
 
 # Kinds pitwall injects itself, and those it accepts and stores but cannot inject yet (with why).
-CHAOS_KINDS = ("PodChaos", "StressChaos", "NetworkChaos", "HTTPChaos", "IOChaos", "TimeChaos")
+CHAOS_KINDS = ("PodChaos", "StressChaos", "NetworkChaos", "HTTPChaos", "IOChaos", "TimeChaos", "DNSChaos")
 NOT_YET_INJECTED = {
     "NetworkChaos": "network faults are enforced by pitwall's service proxy, which this server does not run",
     "HTTPChaos": "HTTP faults are enforced by pitwall's service proxy, which this server does not run",
     "IOChaos": "file faults are injected by pitwall's node through its chaos shim, and this server runs no node",
     "TimeChaos": "clock skew is injected by pitwall's node through its chaos shim, and this server runs no node",
+    "DNSChaos": "name lookups are failed by pitwall's node through its chaos shim, and this server runs no node",
 }
 
 _GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -31,7 +31,8 @@ Obj = dict[str, Any]
 COMPONENT = "schedule-cron"
 LABEL_MANAGED_BY = "managed-by"
 EMBED_FIELDS = {"PodChaos": "podChaos", "NetworkChaos": "networkChaos", "HTTPChaos": "httpChaos",
-                "StressChaos": "stressChaos", "IOChaos": "ioChaos", "TimeChaos": "timeChaos"}
+                "StressChaos": "stressChaos", "IOChaos": "ioChaos", "TimeChaos": "timeChaos",
+                "DNSChaos": "dnsChaos"}
 _ONE_SHOT = ("pod-kill", "container-kill")
 
 

@@ -1,4 +1,4 @@
-"""TimeChaos and IOChaos through the chaos shim (``pitwall/node/_native/chaosshim.c``).
+"""TimeChaos, IOChaos and DNSChaos through the chaos shim (``pitwall/node/_native/chaosshim.c``).
 
 Chaos Mesh patches a running process's vDSO through ptrace (TimeChaos) and
 swaps a volume for a FUSE mount (IOChaos), both as root. pitwall starts
@@ -10,6 +10,11 @@ shim's check interval (100 ms), without a restart. The file is the node's
 memory only: a new pod, a pod restarted by a restarted pitwall or a node
 that forgot it reports the fault as no longer in place, and the controller
 applies it again while the experiment runs.
+
+DNSChaos acts on ``getaddrinfo``: Chaos Mesh answers the selected pods'
+queries from its CoreDNS plugin (SERVFAIL for ``error``, a random address for
+``random``); pitwall's pods have no cluster DNS, so the shim answers in the
+process for the names the patterns match.
 
 Processes that do not load the shim (static executables such as most Go
 programs, or a container whose ``env`` sets ``LD_PRELOAD``) are refused at
@@ -27,11 +32,13 @@ from pitwall.chaos.faults import FaultError, NodeHooks, split_target
 from pitwall.chaos.model import ChaosSpecError, parse_go_duration
 from pitwall.kube import KubeClient, NotFoundError
 
-__all__ = ["CLOCK_IDS", "METHODS", "SHIM_KINDS", "ShimFault", "glob_escape", "io_rule", "shim_fault_for",
+__all__ = ["CLOCK_IDS", "METHODS", "SHIM_KINDS", "ShimFault", "dns_line", "glob_escape", "io_rule", "shim_fault_for",
            "time_line"]
 
 Obj = dict[str, Any]
-SHIM_KINDS = ("TimeChaos", "IOChaos")
+SHIM_KINDS = ("TimeChaos", "IOChaos", "DNSChaos")
+DNS_ACTIONS = {"error": "e", "random": "r"}
+_DNS_PATTERN = re.compile(r"[A-Za-z0-9_?*.-]{1,253}")
 IO_ACTIONS = ("latency", "fault")  # attrOverride and mistake are not implemented (NotSupported)
 
 # Linux clock ids by Chaos Mesh's names (the bit of each in the control file's mask is 1 << id).
@@ -60,6 +67,20 @@ def time_line(spec: Obj) -> str:
             raise ChaosSpecError(f'spec.clockIds: unknown clock id "{name}" (one of {", ".join(CLOCK_IDS)})')
         mask |= 1 << CLOCK_IDS[name]
     return f"time {round(offset * 1e9)} {mask}"
+
+
+def dns_line(spec: Obj) -> str:
+    """The control file line of a DNSChaos spec: ``dns <e|r> [<pattern> ...]`` (no patterns: every name)."""
+    action = str(spec.get("action") or "error")
+    if action not in DNS_ACTIONS:
+        raise ChaosSpecError(f'spec.action: Unsupported value: "{action}": supported values: "error", "random"')
+    patterns = [str(p) for p in spec.get("patterns") or []]
+    for i, p in enumerate(patterns):
+        # Chaos Mesh's webhook: the wildcard only at the end ("chaos-*.org" is invalid)
+        if not _DNS_PATTERN.fullmatch(p) or "*" in p[:-1]:
+            raise ChaosSpecError(f'spec.patterns[{i}]: Invalid value: "{p}": a domain name with "?" for one '
+                                 'character and "*" only at the end')
+    return " ".join(["dns", DNS_ACTIONS[action], *patterns])
 
 
 def glob_escape(text: str) -> str:
@@ -146,10 +167,16 @@ class ShimFault:
         spec = obj.get("spec") or {}
         if self.kind == "TimeChaos":
             time_line(spec)
+        elif self.kind == "DNSChaos":
+            dns_line(spec)
         else:
             io_rule(spec)
 
     def note(self, obj: Obj) -> str:
+        if self.kind == "DNSChaos":
+            return ("on the names the target containers' processes look up with getaddrinfo, when they load "
+                    "pitwall's chaos shim (dynamically linked; static executables such as most Go programs are "
+                    "refused); HTTP through the pod's egress proxy is resolved by pitwall, not the pod")
         skipped = sorted({str(m) for m in (obj.get("spec") or {}).get("methods") or []} - set(METHODS))
         where = ("in the target containers' processes that load pitwall's chaos shim (dynamically linked; "
                  "static executables such as most Go programs are refused)")
@@ -163,6 +190,8 @@ class ShimFault:
         spec = obj.get("spec") or {}
         if self.kind == "TimeChaos":
             return [time_line(spec)]
+        if self.kind == "DNSChaos":
+            return [dns_line(spec)]
         try:
             pod = await self.client.get("v1", "Pod", name, ns)
         except NotFoundError:

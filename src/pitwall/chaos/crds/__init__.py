@@ -11,7 +11,7 @@ from pitwall.core.vendored import yaml_documents
 
 __all__ = ["CRD_FILES", "chaos_mesh_crds"]
 
-CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", "timechaos", "schedules",
+CRD_FILES = ("podchaos", "networkchaos", "httpchaos", "stresschaos", "iochaos", "timechaos", "dnschaos", "schedules",
              "workflows", "workflownodes", "statuschecks")
 
 

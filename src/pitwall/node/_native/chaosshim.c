@@ -13,6 +13,7 @@
  * The file holds one fault per line:
  *   time <offset ns> <clock id mask>
  *   io <l|f> <delay ns> <errno> <percent> <method mask> <glob>
+ *   dns <e|r> [<pattern> ...]   (DNSChaos on getaddrinfo: e fails, r answers a random address)
  * Paths are matched after resolving them to absolute, symlink-free paths
  * (realpath for path arguments, /proc/self/fd for descriptors), only while
  * an io fault is in force.
@@ -31,7 +32,9 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -70,11 +73,26 @@ struct table {
     struct rule rules[MAX_RULES];
 };
 
+#define MAX_DNS 32
+#define MAX_NAME 256
+
+struct dns_rule {
+    char action; /* 'e' error, 'r' random */
+    char pattern[MAX_NAME]; /* Chaos Mesh's: '?' any one character, a final '*' any rest */
+};
+
+struct dns_table {
+    int n;
+    struct dns_rule rules[MAX_DNS];
+};
+
 static char control_path[PATH_MAX];
 static int enabled;
 static struct table slots[SLOTS];
 static struct table *_Atomic current; /* NULL: no io fault */
 static int next_slot;
+static struct dns_table dns_slots[SLOTS];
+static struct dns_table *_Atomic dns_current; /* NULL: no DNS fault */
 static _Atomic long long time_offset_ns;
 static _Atomic unsigned time_clocks;
 static _Atomic long long next_check_ns;
@@ -164,7 +182,31 @@ static long long mono_ns(void) {
 }
 
 /* One line of the control file into the time settings or a rule; a malformed line is ignored. */
-static void parse_line(char *line, long long *offset, unsigned *clocks, struct table *t) {
+static void parse_dns(char *line, struct dns_table *d) {
+    char action = line[0];
+    if ((action != 'e' && action != 'r') || (line[1] != ' ' && line[1] != '\0')) {
+        return;
+    }
+    char *save = NULL;
+    int any = 0;
+    for (char *p = strtok_r(line + 1, " ", &save); p != NULL && d->n < MAX_DNS; p = strtok_r(NULL, " ", &save)) {
+        if (strlen(p) < MAX_NAME) {
+            d->rules[d->n].action = action;
+            strcpy(d->rules[d->n++].pattern, p);
+            any = 1;
+        }
+    }
+    if (!any && d->n < MAX_DNS) { /* no patterns: every name */
+        d->rules[d->n].action = action;
+        strcpy(d->rules[d->n++].pattern, "*");
+    }
+}
+
+static void parse_line(char *line, long long *offset, unsigned *clocks, struct table *t, struct dns_table *d) {
+    if (strncmp(line, "dns ", 4) == 0) {
+        parse_dns(line + 4, d);
+        return;
+    }
     if (strncmp(line, "time ", 5) == 0) {
         long long off;
         unsigned mask;
@@ -196,7 +238,9 @@ static void load(void) {
     long long offset = 0;
     unsigned clocks = 0;
     struct table *t = &slots[next_slot];
+    struct dns_table *d = &dns_slots[next_slot];
     t->n = 0;
+    d->n = 0;
     long fd = syscall(SYS_openat, AT_FDCWD, control_path, O_RDONLY | O_CLOEXEC);
     if (fd >= 0) {
         long n = syscall(SYS_read, (int)fd, buf, FILE_MAX);
@@ -204,12 +248,13 @@ static void load(void) {
         buf[n > 0 ? n : 0] = '\0';
         char *save = NULL;
         for (char *line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
-            parse_line(line, &offset, &clocks, t);
+            parse_line(line, &offset, &clocks, t, d);
         }
     }
     time_offset_ns = offset;
     time_clocks = clocks;
     current = t->n > 0 ? t : NULL;
+    dns_current = d->n > 0 ? d : NULL;
     next_slot = (next_slot + 1) % SLOTS;
 }
 
@@ -701,4 +746,75 @@ int rename(const char *from, const char *to) {
 int renameat(int fromfd, const char *from, int tofd, const char *to) {
     NEED(real_renameat, "renameat", -1);
     return check_path(fromfd, from, M_RENAME) != 0 ? -1 : real_renameat(fromfd, from, tofd, to);
+}
+
+/* ---- DNSChaos ----------------------------------------------------------- */
+
+typedef int (*getaddrinfo_fn)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+static getaddrinfo_fn real_getaddrinfo;
+
+/* A domain name against a pattern as Chaos Mesh's DNS plugin reads it, ignoring case and a final dot. */
+static int dns_match(const char *p, const char *s) {
+    for (; *p != '\0'; p++, s++) {
+        if (*p == '*' && p[1] == '\0') {
+            return 1;
+        }
+        if (*s == '\0' || (*p != '?' && (*p | 0x20) != (*s | 0x20))) {
+            return 0;
+        }
+    }
+    return *s == '\0' || (s[0] == '.' && s[1] == '\0');
+}
+
+static char dns_verdict(const char *node) {
+    struct dns_table *d = dns_current;
+    if (d == NULL) {
+        return 0;
+    }
+    for (int i = 0; i < d->n && i < MAX_DNS; i++) {
+        if (dns_match(d->rules[i].pattern, node)) {
+            return d->rules[i].action;
+        }
+    }
+    return 0;
+}
+
+/* Names, not addresses, are looked up: a numeric host never meets DNS. */
+static int numeric_host(const char *node) {
+    unsigned char buf[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, node, buf) == 1 || inet_pton(AF_INET6, node, buf) == 1;
+}
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res) {
+    if (real_getaddrinfo == NULL && RESOLVE(real_getaddrinfo, "getaddrinfo") == NULL) {
+        return EAI_SYSTEM;
+    }
+    if (!enabled || node == NULL || (hints != NULL && (hints->ai_flags & AI_NUMERICHOST)) || numeric_host(node)) {
+        return real_getaddrinfo(node, service, hints, res);
+    }
+    refresh();
+    char action = dns_verdict(node);
+    if (action == 'e') {
+        return EAI_AGAIN; /* the DNS server's SERVFAIL, as glibc reports it */
+    }
+    if (action != 'r') {
+        return real_getaddrinfo(node, service, hints, res);
+    }
+    if (hints != NULL && hints->ai_family == AF_INET6) {
+        return EAI_NONAME; /* the random answer is an A record */
+    }
+    char ip[INET_ADDRSTRLEN];
+    roll(0); /* seeds this thread's generator */
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    snprintf(ip, sizeof ip, "%u.%u.%u.%u", (unsigned)(rng % 223) + 1, (unsigned)(rng >> 8) & 255,
+             (unsigned)(rng >> 16) & 255, (unsigned)((rng >> 24) % 254) + 1);
+    struct addrinfo h = {0};
+    if (hints != NULL) {
+        h = *hints;
+    }
+    h.ai_family = AF_INET;
+    h.ai_flags |= AI_NUMERICHOST;
+    return real_getaddrinfo(ip, service, &h, res);
 }
