@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
@@ -38,12 +38,7 @@ import re2
 from re2 import _re2
 
 from pitwall.core import deadline
-from pitwall.core.exports import lazy_module
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
+from pitwall.core.arrow_compute import pc
 
 __all__ = ["Match", "Regex", "RegexError", "compile", "escape"]
 

@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
+from pitwall.core.arrow_compute import pc
 from pitwall.core.errors import BadData, Overloaded
-from pitwall.core.exports import lazy_module
 from pitwall.core.labels import format_labels
 from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
@@ -55,11 +55,6 @@ from pitwall.logs.model import (
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.series_index import SeriesIndex
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
 
 log = logging.getLogger(__name__)
 

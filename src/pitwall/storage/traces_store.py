@@ -48,24 +48,19 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
-from pitwall.core.exports import lazy_module
+from pitwall.core.arrow_compute import pc
 from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
 from pitwall.traces.model import COLUMNS, SPAN_SCHEMA, AppendResult, empty_table
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from pitwall.core.exports import lazy_module
+from pitwall.core.arrow_compute import pc
 from pitwall.core.labels import format_labels
 from pitwall.logs.errors import EntryRejected, LineTooLong, RateLimited, RequestTooLarge
 from pitwall.logs.ingest.levels import LevelDetector, assign_levels
@@ -24,11 +23,6 @@ from pitwall.logs.labels import validate
 from pitwall.logs.model import EntryColumns, Labels, ns_to_rfc3339
 from pitwall.logs.settings import LogLimits
 from pitwall.logs.store import LogCommitter
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
 
 _MB = 1 << 20
 

@@ -27,19 +27,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from pitwall.core.exports import lazy_module
+from pitwall.core.arrow_compute import pc
 from pitwall.logs.model import LEVEL_LABEL, EntryColumns
 from pitwall.logs.settings import DEFAULT_LEVEL_FIELDS
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
 
 __all__ = [
     "DEFAULT_LEVEL_FIELDS",

@@ -22,21 +22,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
 import pyarrow as pa
 
-from pitwall.core.exports import lazy_module
+from pitwall.core.arrow_compute import pc
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.pipeline import _CMP, _DUPLICATE_SUFFIX, _Inexact, _number_text, _sanitize_key
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
-
-if TYPE_CHECKING:
-    import pyarrow.compute as pc
-else:
-    pc = lazy_module("pyarrow.compute")  # native and ~10 MiB: loaded by the first call that computes
 
 __all__ = [
     "FALSE",
