@@ -83,6 +83,30 @@ def test_a_used_part_still_imports_its_engine() -> None:
     assert {"pitwall.releases.judge", "pitwall.pipelines.runner"} <= set(got["pitwall"])
 
 
+def test_the_server_defers_pyarrow_compute_until_a_call_computes() -> None:
+    """Importing the server maps no ``pyarrow._compute``; the first call that computes loads it, and from then on
+    every module's ``pc`` holds ``pyarrow.compute``'s own functions in its namespace (read without a hook)."""
+    out = subprocess.run([sys.executable, "-c", (
+        "import sys, types\nimport pitwall.server\nprint('pyarrow._compute' in sys.modules)\n"
+        "import pyarrow as pa\nfrom pitwall.storage import logs_store, traces_store\n"
+        "from pitwall.core import regex\nimport pyarrow.compute\n"
+        "print(traces_store.pc.sum(pa.array([1, 2])).as_py(), 'pyarrow._compute' in sys.modules)\n"
+        "print(type(pyarrow.compute) is types.ModuleType, logs_store.pc.sum is regex.pc.sum is pyarrow.compute.sum,"
+        " 'sum' in vars(traces_store.pc))")],
+        capture_output=True, text=True, check=True, timeout=100)
+    assert out.stdout.split() == ["False", "3", "True", "True", "True", "True"]
+
+
+def test_lazy_module_of_an_imported_or_missing_module() -> None:
+    import json as plain
+
+    from pitwall.core.exports import lazy_module
+
+    assert lazy_module("json") is plain
+    with pytest.raises(ModuleNotFoundError):
+        lazy_module("pitwall_no_such_module")
+
+
 @pytest.mark.parametrize("pillar", ["backup", "chaos", "incidents", "pipelines", "releases"])
 def test_lazy_exports_are_the_defining_modules_objects(pillar: str) -> None:
     package = importlib.import_module(f"pitwall.{pillar}")
@@ -123,8 +147,8 @@ def test_migration_heads_are_alembics() -> None:
 
 
 def test_a_state_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
-    """The first open migrates with Alembic; later ones see the database at head and leave Alembic unimported;
-    a database made before migrations (no version row) is migrated again."""
+    """An empty database is created and stamped without Alembic, later opens see it at head and leave Alembic
+    unimported; a database made before migrations (tables, no version row) is migrated by Alembic."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     body = f"from pitwall.storage.state import StateStore\nStateStore({url!r}).close()\n" \
            "print('alembic' in sys.modules)"
@@ -134,7 +158,7 @@ def test_a_state_store_at_head_opens_without_alembic(tmp_path: Path) -> None:
                              check=True, timeout=100)
         return out.stdout.split()[-1] == "True"
 
-    assert opened() is True  # empty: created by the migrations
+    assert opened() is False  # empty: the declared tables, stamped at head
     assert opened() is False  # at head
     with sqlite3.connect(tmp_path / "state.db") as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

@@ -69,3 +69,37 @@ def test_migrations_bring_every_database_to_the_declared_schema(tmp_path: Path) 
         assert c.execute(text("SELECT id FROM silences")).scalar() == "s1"  # kept
     fresh.close()
     old_engine.dispose()
+
+
+def test_an_empty_database_gets_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    """``migrate`` creates an empty database from the declared tables and stamps it without Alembic; running
+    Alembic's migrations on another empty database gives the same tables, indexes and version rows."""
+    import sqlite3
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    from pitwall.storage import state
+
+    def schema(path: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+        with sqlite3.connect(path) as db:
+            ddl = [(t, n, " ".join((sql or "").split()))
+                   for t, n, sql in db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")]
+            versions = [r[0] for r in db.execute("SELECT version_num FROM alembic_version ORDER BY 1")]
+        return ddl, versions
+
+    direct = create_engine(f"sqlite:///{tmp_path / 'direct.db'}")
+    state.migrate(direct)
+    direct.dispose()
+    by_alembic = create_engine(f"sqlite:///{tmp_path / 'alembic.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(state.__file__).parent / "migrations"))
+    with by_alembic.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    by_alembic.dispose()
+    ddl, versions = schema(tmp_path / "direct.db")
+    assert {name for kind, name, _ in ddl if kind == "table"} == {*state.metadata.tables, "alembic_version"}
+    assert versions == sorted(state.migration_heads())
+    assert (ddl, versions) == schema(tmp_path / "alembic.db")

@@ -34,11 +34,11 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import re2
 from re2 import _re2
 
 from pitwall.core import deadline
+from pitwall.core.arrow_compute import pc
 
 __all__ = ["Match", "Regex", "RegexError", "compile", "escape"]
 

@@ -28,8 +28,8 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pitwall.core.arrow_compute import pc
 from pitwall.core.errors import BadData, Overloaded
 from pitwall.core.labels import format_labels
 from pitwall.core.tasks import Supervisor

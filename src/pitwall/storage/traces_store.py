@@ -53,8 +53,8 @@ from typing import Protocol
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pitwall.core.arrow_compute import pc
 from pitwall.core.tasks import Supervisor
 from pitwall.core.wal import Wal
 from pitwall.storage.duckdb import TelemetryDB

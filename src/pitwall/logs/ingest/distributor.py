@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pitwall.core.arrow_compute import pc
 from pitwall.core.labels import format_labels
 from pitwall.logs.errors import EntryRejected, LineTooLong, RateLimited, RequestTooLarge
 from pitwall.logs.ingest.levels import LevelDetector, assign_levels

@@ -30,8 +30,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pitwall.core.arrow_compute import pc
 from pitwall.logs.model import LEVEL_LABEL, EntryColumns
 from pitwall.logs.settings import DEFAULT_LEVEL_FIELDS
 

@@ -26,8 +26,8 @@ from itertools import repeat
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from pitwall.core.arrow_compute import pc
 from pitwall.logs.logql import ast
 from pitwall.logs.logql.pipeline import _CMP, _DUPLICATE_SUFFIX, _Inexact, _number_text, _sanitize_key
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
