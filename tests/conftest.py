@@ -177,6 +177,18 @@ def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path |
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
+def stop_pitwall_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a graceful drain), then SIGKILL after a minute."""
+    import signal
+
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _skip_without_shared(exc: BaseException) -> None:
     """On a bare clone (no ../shared beside the repo) a test reading shared conformance data skips."""
     if isinstance(exc, FileNotFoundError) and not SHARED.exists() and str(SHARED) in str(exc.filename):

@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 
 
 def _make_cert(dir_: Path, name: str) -> tuple[Path, Path]:
@@ -99,9 +99,4 @@ def test_certificate_reload_on_sighup_and_reload_endpoint(tmp_path: Path) -> Non
             assert _served_fingerprint(gateway_port) == _file_fingerprint(three[0])
             assert c.get("/-/healthy").status_code == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_pitwall_process(proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import traceback
 from pathlib import Path
@@ -16,7 +15,7 @@ import yaml
 
 from pitwall.config import load_settings
 from pitwall.core.errors import ConfigError
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 
 SHORT = "shh-0123456"  # 11 characters: too short, and must appear nowhere
 FILE_TOKEN = "file-token-0123456789abcdef"
@@ -120,12 +119,7 @@ def test_the_server_log_never_holds_a_token(tmp_path: Path) -> None:
                     break
                 time.sleep(0.05)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_pitwall_process(proc)
     out = (tmp_path / f"pitwall-{port}.log").read_text()
     assert "configuration reload failed" in out and "auth_tokens[0].token" in out
     for token in (FILE_TOKEN, INLINE_TOKEN, SHORT):

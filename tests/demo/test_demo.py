@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from pitwall.demo.services import SERVICES
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_pitwall_process
 from tests.demo.test_supervisor import gone
 
 pytestmark = pytest.mark.slow
@@ -336,12 +336,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         r.returncode = proc.wait(timeout=DURATION_S + 90)
     finally:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_pitwall_process(proc)
         reader.join(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()

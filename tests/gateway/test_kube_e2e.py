@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.kube.conftest import KUBECTL
 from tests.kube.test_pitwall_server import _kubectl_for, _tls_config
 
@@ -128,11 +127,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
         with server.http:
             yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def test_ingress_through_kubectl(live: Live, backends: Backends) -> None:

@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.pipelines.conftest import make_repo
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -96,11 +95,7 @@ def server(tmp_path: Path) -> Iterator[str]:
         wait_ready(url, timeout=60, proc=proc)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def _until(check: Any, timeout: float, what: str, story: Any = None) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, pod_subnets, start_pitwall_process, wait_ready
+from tests.conftest import free_port, pod_subnets, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.incidents.conftest import ROUTING_KEY, incidents_config
 from tests.pipelines.conftest import make_repo
 from tests.pipelines.test_push_hooks import commit, git, started
@@ -91,11 +90,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         wait_ready(url, timeout=60, proc=proc)
         yield url, bare, work
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def _until(check: Any, timeout: float, what: str) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import signal
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, pod_subnets, start_pitwall_process, wait_ready
+from tests.conftest import free_port, pod_subnets, start_pitwall_process, stop_pitwall_process, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -112,11 +111,7 @@ def _serve(tmp_path: Path, extra: dict[str, Any] | None = None,
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as c:
             yield c
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ RBAC decides: forbidden until a RoleBinding grants it, then Flagger's 200 with t
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, pod_subnets, start_pitwall_process, wait_ready
+from tests.conftest import free_port, pod_subnets, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.kube.conftest import KUBECTL
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -44,11 +43,7 @@ def server(tmp_path: Path) -> Iterator[httpx.Client]:
                           headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             yield c
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def task(c: httpx.Client, cmd: str) -> httpx.Response:

@@ -4,7 +4,6 @@ through the mesh with httpx from the caller pod's address, and the lines read ba
 from __future__ import annotations
 
 import json
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.traffic.test_mesh_e2e import APP, SLEEP, Live, _deployment, _until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -34,11 +33,7 @@ def server(tmp_path: Path) -> Iterator[Live]:
         with s.http:
             yield s
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def _loki(s: Live, query: str) -> list[tuple[dict[str, str], str]]:

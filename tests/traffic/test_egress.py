@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import random
 import shutil
-import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -36,7 +35,7 @@ from pitwall.traffic.egress import EGRESS_PORT, EgressListeners
 from pitwall.traffic.istio_crds import istio_crds
 from pitwall.traffic.telemetry import LABELS, MeshTelemetry
 from pitwall.traffic.tracing import MeshTracer
-from tests.conftest import WORKER, free_port, start_pitwall_process, wait_ready
+from tests.conftest import WORKER, free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 from tests.node.conftest import FAST, PY, Sinks
 from tests.traffic.conftest import cluster_ip, endpoint, eventually, make_service, put_slice
 from tests.traffic.mesh_helpers import App, apply, authz
@@ -453,11 +452,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
         with server.http:
             yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 @pytest.mark.slow

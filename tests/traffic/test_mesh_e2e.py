@@ -4,7 +4,6 @@ through the Kubernetes API, traffic through httpx, and Istio's metrics read back
 from __future__ import annotations
 
 import collections
-import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -69,11 +68,7 @@ def live(tmp_path: Path) -> Iterator[Live]:
         with server.http:
             yield server
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except Exception:
-            proc.kill()
+        stop_pitwall_process(proc)
 
 
 def _deployment(name: str, labels: dict[str, str], program: str, sa: str = "default") -> dict[str, Any]:
