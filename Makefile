@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng postgresql restic rsync podman runc busybox-static
+PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng postgresql restic rsync podman catatonit runc busybox-static
 
 .PHONY: assets demo server test lint typecheck pytest bench bench-peers peers venv clean
 

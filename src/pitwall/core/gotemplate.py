@@ -74,6 +74,9 @@ _MISSING = _Missing()
 _FunctionType = types.FunctionType
 _CO_VARARGS = inspect.CO_VARARGS
 _MAX_DEPTH = 100  # template calls; Python's stack is far shallower than Go's
+# if/range/with/block nested in each other: deeper is refused at once (reaching Python's recursion limit
+# first cost seconds of CPU per template)
+_MAX_NESTING = 100
 _KEYWORDS = {"block", "break", "continue", "define", "else", "end", "if", "range", "template", "with"}
 _SPACE = " \t\r\n"
 
@@ -105,13 +108,22 @@ class _Lexer:
         self.pos = 0
         self.toks: list[_Tok] = []
         self.paren = 0
+        self._line_at = (0, 1)  # (position, its line): tokens come in order, so lines are counted once
 
     def fail(self, msg: str, pos: int) -> TemplateError:
         line = self.text.count("\n", 0, pos) + 1
         return TemplateError(f"template: {self.name}:{line}: {msg}")
 
+    def _line(self, pos: int) -> int:
+        at, line = self._line_at
+        if pos < at:
+            return self.text.count("\n", 0, pos) + 1
+        line += self.text.count("\n", at, pos)
+        self._line_at = (pos, line)
+        return line
+
     def emit(self, typ: str, start: int, end: int) -> None:
-        self.toks.append(_Tok(typ, self.text[start:end], start, self.text.count("\n", 0, start) + 1))
+        self.toks.append(_Tok(typ, self.text[start:end], start, self._line(start)))
 
     def run(self) -> list[_Tok]:
         text, n = self.text, len(self.text)
@@ -494,6 +506,7 @@ class _Parser:
         self.has_func = funcs
         self.vars: list[str] = ["$"]
         self.range_depth = 0
+        self.nesting = 0
         self.trees: dict[str, _Tree] = {}
 
     # token helpers
@@ -615,6 +628,15 @@ class _Parser:
         return _Action(self.pipeline("command", "RDELIM"), tok.pos)
 
     def control(self, kind: str, tok: _Tok) -> _Control:
+        self.nesting += 1
+        try:
+            if self.nesting > _MAX_NESTING:
+                raise self.fail(f"{kind} nested deeper than {_MAX_NESTING} levels", tok)
+            return self._control(kind, tok)
+        finally:
+            self.nesting -= 1
+
+    def _control(self, kind: str, tok: _Tok) -> _Control:
         mark = len(self.vars)
         pipe = self.pipeline(kind, "RDELIM")
         if kind == "range":
