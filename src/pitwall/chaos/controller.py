@@ -134,9 +134,6 @@ class ChaosReconciler:
         self.report = report
         self._by_pod: dict[str, set[str]] = {}  # "ns/pod" -> experiment keys with a record on it
         self._faults: dict[str, Fault | None] = {}
-        # the last failure reported per (object uid, record, operation): a retry whose status write was lost
-        # (a conflict, a restart of the loop) must not report the same failure again
-        self._reported: dict[tuple[str, str, str], str] = {}
 
     def keys_for(self, api_version: str, kind: str, obj: Obj) -> list[str]:
         m = obj.get("metadata") or {}
@@ -308,18 +305,12 @@ class ChaosReconciler:
             await fn(obj, _target(r))
         except (FaultError, ChaosSpecError, OSError) as e:
             last = (r.get("events") or [{}])[-1]
-            seen = (str(obj["metadata"].get("uid")), str(r["id"]), op)
-            if self._reported.get(seen) == str(e) or (
-                    last.get("type") == "Failed" and last.get("operation") == op and last.get("message") == str(e)):
+            if last.get("type") == "Failed" and last.get("operation") == op and last.get("message") == str(e):
                 return  # the same failure again (a retry): reported once
-            if len(self._reported) >= 10_000:
-                self._reported.pop(next(iter(self._reported)))
-            self._reported[seen] = str(e)
             _push(r, _event("Failed", op, str(e)))
             await record_event(self.client, obj, "Warning", "Failed", f"Failed to {op.lower()} chaos: {e}", COMPONENT)
             await self.report.fault(op, self.kind, action, exp, r["id"], ok=False, message=str(e))
             return
-        self._reported.pop((str(obj["metadata"].get("uid")), str(r["id"]), op), None)
         if op == "Apply":
             r["phase"] = INJECTED
             r["injectedCount"] = int(r.get("injectedCount") or 0) + 1

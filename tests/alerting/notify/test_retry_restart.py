@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import yaml
 
 from pitwall.storage.state import StateStore, sqlite_url
 from tests.alerting.notify.helpers import Receiver, webhook_config
-from tests.conftest import free_port, start_pitwall_process, wait_ready
+from tests.conftest import free_port, start_pitwall_process, stop_pitwall_process, wait_ready
 
 
 async def test_retries_until_the_receiver_recovers(am_app: Any, receiver: Receiver) -> None:
@@ -37,15 +35,6 @@ async def test_retries_until_the_receiver_recovers(am_app: Any, receiver: Receiv
         while pipeline.state.count_pending() and loop.time() < end + 20:
             await asyncio.sleep(0.05)
         assert pipeline.state.count_pending() == 0
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.slow
@@ -78,7 +67,7 @@ def test_queued_notification_survives_restart(tmp_path: Path) -> None:
         finally:
             store.close()
     finally:
-        _stop(proc)
+        stop_pitwall_process(proc)
 
     receiver = Receiver(hook_port).start()
     proc = start_pitwall_process(data, port, config=cfg)
@@ -88,7 +77,7 @@ def test_queued_notification_survives_restart(tmp_path: Path) -> None:
         assert bodies[0]["groupLabels"] == {"alertname": "Persisted"}
         assert bodies[0]["alerts"][0]["labels"] == {"alertname": "Persisted", "job": "x"}
     finally:
-        _stop(proc)
+        stop_pitwall_process(proc)
         receiver.stop()
     store = StateStore(sqlite_url(data))
     try:
