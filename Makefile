@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PEERS := prometheus prometheus-alertmanager rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng postgresql restic rsync podman catatonit golang-github-containernetworking-plugin-dnsname runc busybox-static
+PEERS := prometheus prometheus-alertmanager victoria-metrics rsyslog rsyslog-elasticsearch chromium etcd-server stress-ng postgresql restic rsync podman catatonit golang-github-containernetworking-plugin-dnsname runc busybox-static
 
 .PHONY: assets demo server test lint typecheck pytest bench bench-peers peers venv clean
 
@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages of the real peers the differential tests run against (podman's init and its CNI networks'
+# Debian packages of the real peers the differential tests run against (victoria-metrics: the remote
+# metrics engine of the backends tests; podman's init and its CNI networks'
 # DNS, for the pipeline services' aliases, are Recommends of podman that --no-install-recommends leaves out).
 peers:
 	@missing=""; for p in $(PEERS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
