@@ -26,8 +26,8 @@ from pitwall.kube import parse_time
 if TYPE_CHECKING:
     from pitwall.metrics import RangeQuery
 
-__all__ = ["ResilienceReporter", "SloBudgets", "find_selector", "golden_signals", "margin_s", "phase_of",
-           "signal_selector", "window"]
+__all__ = ["BadTarget", "ResilienceReporter", "SloBudgets", "find_selector", "golden_signals", "margin_s",
+           "phase_of", "run_target", "selector_target", "signal_selector", "target_selector", "window"]
 
 Obj = dict[str, Any]
 PAUSE = "experiment.chaos-mesh.org/pause"
@@ -125,23 +125,44 @@ def _quote(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def target_app(o: Obj) -> tuple[str, str]:
-    """The target's namespace and ``app`` label (empty when the selector names none)."""
-    sel = find_selector(o.get("spec") or {})
-    ns = str(((sel.get("namespaces") or [None])[0]) or (o.get("metadata") or {}).get("namespace", ""))
+def selector_target(sel: Obj, namespace: str) -> tuple[str, str]:
+    """The namespace (the selector's first, else ``namespace``) and ``app`` label (empty when it names none)
+    of a Chaos Mesh selector."""
+    ns = str(((sel.get("namespaces") or [None])[0]) or namespace)
     labels = sel.get("labelSelectors") or {}
     return ns, str(labels.get("app") or labels.get("app.kubernetes.io/name") or "")
 
 
-def signal_selector(o: Obj) -> tuple[str, str]:
-    """The PromQL label matchers of the target's inbound requests in the mesh's Istio metrics, and the name
-    shown for it: the pods' ``app`` label (``destination_app``) when the selector names one, else the whole
-    namespace."""
-    ns, app = target_app(o)
+def target_app(o: Obj) -> tuple[str, str]:
+    """The target's namespace and ``app`` label (empty when the selector names none)."""
+    return selector_target(find_selector(o.get("spec") or {}), str((o.get("metadata") or {}).get("namespace", "")))
+
+
+def run_target(t: Obj) -> tuple[str, str]:
+    """The namespace and ``app`` of a run's target: ``{namespace, app}``, ``{namespace, labelSelectors}`` or a
+    Chaos Mesh selector (``namespaces``, ``labelSelectors``); ``BadTarget`` when it names no namespace."""
+    labels = t.get("labelSelectors") or ({"app": t["app"]} if t.get("app") else {})
+    if not isinstance(labels, dict):
+        raise BadTarget("target.labelSelectors: an object of label values")
+    ns, app = selector_target({"namespaces": t.get("namespaces"), "labelSelectors": labels},
+                              str(t.get("namespace") or ""))
+    if not ns:
+        raise BadTarget("target: a namespace is required (namespace, or namespaces[0])")
+    return ns, app
+
+
+def target_selector(ns: str, app: str) -> tuple[str, str]:
+    """The PromQL label matchers of a target's inbound requests in the mesh's Istio metrics, and the name
+    shown for it: the pods' ``app`` label (``destination_app``) when there is one, else the whole namespace."""
     base = f'reporter="destination",destination_workload_namespace="{_quote(ns)}"'
     if app:
         return f'{base},destination_app="{_quote(app)}"', f"{ns}/{app}"
     return base, f"namespace {ns}"
+
+
+def signal_selector(o: Obj) -> tuple[str, str]:
+    """``target_selector`` of a Chaos Mesh object's target."""
+    return target_selector(*target_app(o))
 
 
 def golden_signals(sel: str) -> dict[str, tuple[str, str]]:
@@ -159,6 +180,11 @@ def golden_signals(sel: str) -> dict[str, tuple[str, str]]:
 def margin_s(start_s: float, end_s: float, now: float) -> float:
     """Half the experiment's length (``end_s`` 0 while it runs), within [MIN_MARGIN_S, MAX_MARGIN_S]."""
     return max(MIN_MARGIN_S, min(((end_s or now) - start_s) / 2, MAX_MARGIN_S))
+
+
+def _final_at(end_s: float, start_s: float, now: float) -> float:
+    """When the margin after a reverted window ends: the report is final from then on (or once recovered)."""
+    return end_s + margin_s(start_s, end_s, now)
 
 
 def _mean(ts: np.ndarray, vs: np.ndarray, lo: float, hi: float) -> float | None:
@@ -187,6 +213,10 @@ def _recovered_at(ts: np.ndarray, errors: np.ndarray, p99: np.ndarray, end_s: fl
     return None
 
 
+class BadTarget(ValueError):
+    """A run's target that names no namespace or has malformed labels."""
+
+
 class ResilienceReporter:
     """Builds an experiment's resilience report from the metrics pillar's range queries (``range_query``) and
     the SLO pillar's budget reads (``slo_budgets``); either may be None (that part then says it is missing)."""
@@ -212,19 +242,36 @@ class ResilienceReporter:
     async def report(self, o: Obj, now: float) -> Obj:
         """The report of one Chaos Mesh object, Schedule or Workflow (JSON-ready)."""
         start, end = window(o)
-        sel, target = signal_selector(o)
-        out: Obj = {"target": target, "phase": phase_of(o),
+        return await self._report(target_app(o), start, end, now, phase_of(o))
+
+    async def report_run(self, target: Obj, start: datetime, end: datetime, now: float,
+                         reverted_at: datetime | None = None) -> Obj:
+        """The report of a Chaos Toolkit run that acted on ``target`` (``run_target``'s shapes) from ``start``
+        (its first fault) and reverted its last fault at ``reverted_at`` (default: ``end``, the run's end):
+        the window is [start, reverted_at], recovery is counted from ``reverted_at``."""
+        out = await self._report(run_target(target), start, reverted_at or end, now, "Finished")
+        return {**out, "run_end": end.isoformat()}
+
+    async def _report(self, target: tuple[str, str], start: datetime | None, end: datetime | None, now: float,
+                      phase: str) -> Obj:
+        """The report over [start, end] (``end`` None while the fault is in force): one code path for Chaos
+        Mesh objects and Chaos Toolkit runs."""
+        sel, name = target_selector(*target)
+        out: Obj = {"target": name, "phase": phase,
                     "start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
         if start is None:
             return {**out, "signals": None, "recovery_s": None, "recovery_note": "the experiment has not acted yet",
-                    "slo": None}
+                    "slo": None, "complete": False}
         start_s, end_s = start.timestamp(), end.timestamp() if end else 0.0
         margin = margin_s(start_s, end_s, now)
         frm, to = start_s - margin, min((end_s or now) + margin, now)
         out["margin_s"] = margin
         out["signals"], out["recovery_s"], out["recovery_note"] = await self._signals(sel, frm, to, start_s, end_s,
                                                                                     now)
-        out["slo"] = await self._slo(o, start_s, end_s or now)
+        # final once recovered or once the whole margin after the revert is in the data; until then a later
+        # report may still find the recovery (the after window is still filling)
+        out["complete"] = bool(end_s) and (out["recovery_s"] is not None or now >= _final_at(end_s, start_s, now))
+        out["slo"] = await self._slo(target[1], start_s, end_s or now)
         return out
 
     async def _signals(self, sel: str, frm: float, to: float, start_s: float, end_s: float,
@@ -243,12 +290,14 @@ class ResilienceReporter:
             return signals, None, "no signals before the window to compare with"
         ts, errors = series["errors"]
         at = _recovered_at(ts, errors, series["p99"][1], end_s, base_err, base_p99)
+        if at is None and now < _final_at(end_s, start_s, now):
+            return signals, None, (f"not recovered yet: {max(0.0, now - end_s):.0f} s of the "
+                                   f"{_final_at(end_s, start_s, now) - end_s:.0f} s after the revert observed")
         if at is None:
             return signals, None, "not back within the baseline's bounds in the data"
         return signals, max(0.0, at - end_s), ""
 
-    async def _slo(self, o: Obj, start_s: float, end_s: float) -> list[Obj] | None:
-        _, app = target_app(o)
+    async def _slo(self, app: str, start_s: float, end_s: float) -> list[Obj] | None:
         if self.slo_budgets is None or not app:
             return None
         uses = await self.slo_budgets(app, int(start_s * 1000), int(end_s * 1000))
