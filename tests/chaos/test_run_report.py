@@ -195,3 +195,19 @@ def test_the_control_without_a_target_leaves_the_reason_and_the_experiment_as_wr
     entry2 = j2["experiment"]["extensions"][-1]
     assert entry2["name"] == "pitwall" and entry2["report"] is None and "cannot reach pitwall" in entry2["report_note"]
 
+
+
+def test_pitwall_chaos_run_calls_the_same_control() -> None:
+    """The runner of ``pitwall chaos run`` plays the declared control as Chaos Toolkit does (its arguments too)."""
+    from pitwall.chaos.experiment import run_experiment
+
+    exp = {"title": "t", "description": "d", "configuration": {"pitwall_url": "http://127.0.0.1:9"},
+           "extensions": [{"name": "pitwall", "target": {"namespace": "shop", "app": "web"}}],
+           "controls": [{"name": "pitwall", "provider": {"type": "python", "module": "pitwall.chaos.ctk",
+                                                         "arguments": {"recovery_wait_s": 0}}}],
+           "method": [{"type": "probe", "name": "v", "provider": {"type": "python", "module": "tests.chaos.ctk_helpers",
+                                                                  "func": "value", "arguments": {"v": 1}}}]}
+    journal = run_experiment(exp)
+    entry = journal["experiment"]["extensions"][0]
+    assert entry["target"] == {"namespace": "shop", "app": "web"}
+    assert entry["report"] is None and "cannot reach pitwall at http://127.0.0.1:9" in entry["report_note"]

@@ -184,9 +184,14 @@ def attach_report(journal: dict[str, Any], configuration: Configuration = None, 
     exp["extensions"], journal["experiment"] = entries, exp
     try:
         body = report_request(journal, datetime.now(UTC), _mapping(configuration, secrets))
-        log.info("Resilience report of %s: waiting up to %.0f s for it to be final", body["target"], recovery_wait_s)
-        entry["report"] = fetch_report(body, configuration, recovery_wait_s)
+        log.info("Resilience report of %s: waiting up to %.0f s for it to be final",
+                 "/".join(v for v in (body["target"].get("namespace"), body["target"].get("app")) if v),
+                 recovery_wait_s)
+        entry["report"] = report = fetch_report(body, configuration, recovery_wait_s)
         entry.pop("report_note", None)
+        rec = report.get("recovery_s")
+        log.info("Resilience report: %s", f"recovered {rec:.0f} s after the last revert" if rec is not None
+                 else report.get("recovery_note"))
     except (NoTarget, PitwallError) as e:
         entry["report"], entry["report_note"] = None, str(e)
         log.warning("No resilience report: %s", e)
