@@ -16,7 +16,7 @@ from pitwall.chaos import ResilienceReporter
 from pitwall.chaos.api import MAX_RUN_REPORT_BYTES, chaos_router
 from pitwall.chaos.ctk import after_experiment_control
 from pitwall.chaos.events import ChaosReport
-from pitwall.chaos.runreport import NoTarget, render, report_request, run_target, run_window
+from pitwall.chaos.runreport import NoTarget, journal_target, render, report_request, run_window
 from tests.chaos.test_resilience import APPLY, HEALED, RECOVER, Budgets, T, _querier, _range, network_chaos
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,30 +51,30 @@ WEB = {"selector": {"labelSelectors": {"app": "web"}}, "mode": "all", "action": 
 
 def test_target_from_the_extension_or_the_one_target_of_the_faults() -> None:
     faults = [_fault("a", WEB, APPLY, APPLY + 1), _fault("b", WEB, APPLY + 5, APPLY + 6)]
-    assert run_target(_journal(faults)) == {"namespace": "shop", "app": "web"}
+    assert journal_target(_journal(faults)) == {"namespace": "shop", "app": "web"}
     # the extension wins over the faults; ${name} from the configuration
     ext = [{"name": "other"}, {"name": "pitwall", "target": {"namespace": "${ns}", "app": "api"}}]
-    assert run_target(_journal(faults, extensions=ext), {"ns": "shop"}) == {"namespace": "shop", "app": "api"}
+    assert journal_target(_journal(faults, extensions=ext), {"ns": "shop"}) == {"namespace": "shop", "app": "api"}
     # a Schedule embeds the selector one level down; the namespace defaults as start_fault's does
     sched = {"schedule": "@every 1m", "type": "NetworkChaos",
              "networkChaos": {"selector": {"namespaces": ["other"], "labelSelectors": {"app.kubernetes.io/name": "db"}}}}
-    assert run_target(_journal([_fault("s", sched, APPLY, APPLY + 1)])) == {"namespace": "other", "app": "db"}
+    assert journal_target(_journal([_fault("s", sched, APPLY, APPLY + 1)])) == {"namespace": "other", "app": "db"}
     whole = _fault("n", {"selector": {"namespaces": ["ns1"]}}, APPLY, APPLY + 1, namespace=None)
-    assert run_target(_journal([whole])) == {"namespace": "ns1", "app": ""}
+    assert journal_target(_journal([whole])) == {"namespace": "ns1", "app": ""}
 
 
 def test_no_target_or_several_is_no_report_with_the_reason() -> None:
     with pytest.raises(NoTarget, match="started no fault"):
-        run_target(_journal([]))
+        journal_target(_journal([]))
     failed = _fault("a", WEB, APPLY, APPLY + 1, status="failed")  # a fault that was never created
     with pytest.raises(NoTarget, match="started no fault"):
-        run_target(_journal([failed]))
+        journal_target(_journal([failed]))
     two = [_fault("a", WEB, APPLY, APPLY + 1), _fault("b", {"selector": {"labelSelectors": {"app": "api"}}},
                                                         APPLY, APPLY + 1)]
     with pytest.raises(NoTarget, match=r"2 targets \(shop/api, shop/web\)"):
-        run_target(_journal(two))
+        journal_target(_journal(two))
     with pytest.raises(NoTarget, match="must be an object"):
-        run_target(_journal([], extensions=[{"name": "pitwall", "target": "shop/web"}]))
+        journal_target(_journal([], extensions=[{"name": "pitwall", "target": "shop/web"}]))
 
 
 def test_the_window_from_the_first_fault_to_the_last_revert() -> None:

@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, PAUSE_ANNOTATION
-from pitwall.chaos.resilience import BadTarget, ResilienceReporter
+from pitwall.chaos.resilience import ResilienceReporter
+from pitwall.chaos.target import BadTarget
 from pitwall.core.errors import BadData, BodyTooLarge, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY

@@ -21,13 +21,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pitwall.chaos.target import BadTarget, find_selector, parse_target, selector_target
 from pitwall.kube import parse_time
 
 if TYPE_CHECKING:
     from pitwall.metrics import RangeQuery
 
-__all__ = ["BadTarget", "ResilienceReporter", "SloBudgets", "find_selector", "golden_signals", "margin_s",
-           "phase_of", "run_target", "selector_target", "signal_selector", "target_selector", "window"]
+__all__ = [
+    "BadTarget",
+    "ResilienceReporter",
+    "SloBudgets",
+    "find_selector",
+    "golden_signals",
+    "margin_s",
+    "parse_target",
+    "phase_of",
+    "selector_target",
+    "signal_selector",
+    "target_selector",
+    "window",
+]
 
 Obj = dict[str, Any]
 PAUSE = "experiment.chaos-mesh.org/pause"
@@ -107,48 +120,13 @@ def window(o: Obj) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
-def find_selector(spec: Any, depth: int = 0) -> Obj:
-    """The first ``selector`` in a spec (a Schedule or Workflow embeds the chaos spec one level or two down)."""
-    if not isinstance(spec, dict) or depth > 4:
-        return {}
-    if isinstance(spec.get("selector"), dict):
-        return dict(spec["selector"])
-    for v in spec.values():
-        for item in v if isinstance(v, list) else [v]:
-            found = find_selector(item, depth + 1)
-            if found:
-                return found
-    return {}
-
-
 def _quote(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def selector_target(sel: Obj, namespace: str) -> tuple[str, str]:
-    """The namespace (the selector's first, else ``namespace``) and ``app`` label (empty when it names none)
-    of a Chaos Mesh selector."""
-    ns = str(((sel.get("namespaces") or [None])[0]) or namespace)
-    labels = sel.get("labelSelectors") or {}
-    return ns, str(labels.get("app") or labels.get("app.kubernetes.io/name") or "")
 
 
 def target_app(o: Obj) -> tuple[str, str]:
     """The target's namespace and ``app`` label (empty when the selector names none)."""
     return selector_target(find_selector(o.get("spec") or {}), str((o.get("metadata") or {}).get("namespace", "")))
-
-
-def run_target(t: Obj) -> tuple[str, str]:
-    """The namespace and ``app`` of a run's target: ``{namespace, app}``, ``{namespace, labelSelectors}`` or a
-    Chaos Mesh selector (``namespaces``, ``labelSelectors``); ``BadTarget`` when it names no namespace."""
-    labels = t.get("labelSelectors") or ({"app": t["app"]} if t.get("app") else {})
-    if not isinstance(labels, dict):
-        raise BadTarget("target.labelSelectors: an object of label values")
-    ns, app = selector_target({"namespaces": t.get("namespaces"), "labelSelectors": labels},
-                              str(t.get("namespace") or ""))
-    if not ns:
-        raise BadTarget("target: a namespace is required (namespace, or namespaces[0])")
-    return ns, app
 
 
 def target_selector(ns: str, app: str) -> tuple[str, str]:
@@ -213,10 +191,6 @@ def _recovered_at(ts: np.ndarray, errors: np.ndarray, p99: np.ndarray, end_s: fl
     return None
 
 
-class BadTarget(ValueError):
-    """A run's target that names no namespace or has malformed labels."""
-
-
 class ResilienceReporter:
     """Builds an experiment's resilience report from the metrics pillar's range queries (``range_query``) and
     the SLO pillar's budget reads (``slo_budgets``); either may be None (that part then says it is missing)."""
@@ -246,10 +220,10 @@ class ResilienceReporter:
 
     async def report_run(self, target: Obj, start: datetime, end: datetime, now: float,
                          reverted_at: datetime | None = None) -> Obj:
-        """The report of a Chaos Toolkit run that acted on ``target`` (``run_target``'s shapes) from ``start``
+        """The report of a Chaos Toolkit run that acted on ``target`` (``parse_target``'s shapes) from ``start``
         (its first fault) and reverted its last fault at ``reverted_at`` (default: ``end``, the run's end):
         the window is [start, reverted_at], recovery is counted from ``reverted_at``."""
-        out = await self._report(run_target(target), start, reverted_at or end, now, "Finished")
+        out = await self._report(parse_target(target), start, reverted_at or end, now, "Finished")
         return {**out, "run_end": end.isoformat()}
 
     async def _report(self, target: tuple[str, str], start: datetime | None, end: datetime | None, now: float,

@@ -17,9 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pitwall.chaos.resilience import find_selector, selector_target
+from pitwall.chaos.target import find_selector, selector_target
 
-__all__ = ["EXTENSION", "NoTarget", "extension_entry", "render", "report_request", "run_target", "run_window"]
+__all__ = ["EXTENSION", "NoTarget", "extension_entry", "journal_target", "render", "report_request", "run_window"]
 
 Obj = dict[str, Any]
 EXTENSION = "pitwall"  # the name of pitwall's entry in an experiment's ``extensions``
@@ -35,7 +35,7 @@ def _provider(run: Obj) -> Obj:
 
 
 def _substitute(value: Any, mapping: Obj) -> Any:
-    if not mapping:
+    if not mapping or "${" not in repr(value):  # nothing to substitute: spare the runner's import (0.5 s)
         return value
     # the runner's ${name} rules (chaoslib's), here: the runner imports YAML
     from pitwall.chaos.experiment import substitute
@@ -56,7 +56,7 @@ def extension_entry(experiment: Obj) -> Obj | None:
                  if isinstance(e, dict) and e.get("name") == EXTENSION), None)
 
 
-def run_target(journal: Obj, mapping: Obj | None = None) -> Obj:
+def journal_target(journal: Obj, mapping: Obj | None = None) -> Obj:
     """The target the report is about: the ``pitwall`` extension's, else the one target of the run's faults
     (``{namespace, app}``; ``app`` empty for a whole namespace); ``NoTarget`` otherwise."""
     ext = extension_entry(journal.get("experiment") or {})
@@ -103,7 +103,7 @@ def run_window(journal: Obj, now: datetime) -> tuple[datetime, datetime, datetim
 
 def report_request(journal: Obj, now: datetime, mapping: Obj | None = None) -> Obj:
     """The body of ``POST /api/chaos/v1/report`` for this run; ``NoTarget`` when it has none."""
-    target = run_target(journal, mapping)
+    target = journal_target(journal, mapping)
     start, end, reverted = run_window(journal, now)
     return {"target": target, "start": start.isoformat(), "end": end.isoformat(), "reverted_at": reverted.isoformat()}
 
