@@ -4,6 +4,10 @@
 chaos object and Schedule in every namespace; the controllers then recover
 every fault (a paused experiment's desired phase is Stop) and Schedules stop
 spawning. Resume one with ``kubectl annotate ... experiment.chaos-mesh.org/pause-``.
+
+``GET .../experiments/{ns}/{kind}/{name}/report`` is an experiment's resilience report;
+``POST /api/chaos/v1/report`` the same report for a Chaos Toolkit run's window and target (what the
+``pitwall.chaos.ctk`` control sends).
 """
 
 from __future__ import annotations

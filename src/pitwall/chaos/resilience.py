@@ -4,7 +4,9 @@ An experiment acts from its first fault applied to its last fault reverted (``wi
 are the mesh's Istio metrics of the requests its pods receive (``signal_selector``, ``golden_signals``). The
 resilience report (``ResilienceReporter.report``) compares those signals before, during and after the window,
 says how long the target took to recover once the fault was reverted, and how much error budget the target's
-SLOs spent in the window. The chaos page and ``GET /api/chaos/v1/experiments/{ns}/{kind}/{name}/report`` show it.
+SLOs spent in the window. The chaos page and ``GET /api/chaos/v1/experiments/{ns}/{kind}/{name}/report`` show it;
+``report_run`` computes the same report for a Chaos Toolkit run's window and target (``POST /api/chaos/v1/report``).
+A report is ``complete`` once the target recovered or the whole margin after the revert is in the data.
 
 Recovered means: the error ratio is back within one point (or a tenth, if more) of the baseline's and the p99
 latency within a quarter (or 5 ms, if more) of it, for ``HOLD_STEPS`` steps in a row. The baseline is the same
