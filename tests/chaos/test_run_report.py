@@ -17,6 +17,7 @@ from pitwall.chaos.api import MAX_RUN_REPORT_BYTES, chaos_router
 from pitwall.chaos.ctk import after_experiment_control
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.runreport import NoTarget, journal_target, render, report_request, run_window
+from pitwall.metrics.memory import MemoryQuerier
 from tests.chaos.test_resilience import APPLY, HEALED, RECOVER, Budgets, T, _querier, _range, network_chaos
 
 pytestmark = pytest.mark.timeout(60)
@@ -139,6 +140,10 @@ async def test_pending_until_recovered_or_the_margin_after_is_observed() -> None
     assert never["recovery_note"] == "not back within the baseline's bounds in the data"
     assert (await reporter.report_run({"namespace": "shop", "app": "web"}, start, reverted,
                                       APPLY + 219))["complete"] is False
+    # no signals before the window: nothing later can find a recovery, so final at once (the control stops waiting)
+    blind = await ResilienceReporter(_range(MemoryQuerier())).report_run({"namespace": "shop", "app": "web"}, start,
+                                                                         end, RECOVER + 1)
+    assert blind["complete"] is True and blind["recovery_note"] == "no signals before the window to compare with"
 
 
 class _NoKube:

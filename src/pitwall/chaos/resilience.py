@@ -163,7 +163,7 @@ def margin_s(start_s: float, end_s: float, now: float) -> float:
 
 
 def _final_at(end_s: float, start_s: float, now: float) -> float:
-    """When the margin after a reverted window ends: the report is final from then on (or once recovered)."""
+    """When the margin after a reverted window ends: a report that has not found the recovery by then is final."""
     return end_s + margin_s(start_s, end_s, now)
 
 
@@ -242,36 +242,37 @@ class ResilienceReporter:
         margin = margin_s(start_s, end_s, now)
         frm, to = start_s - margin, min((end_s or now) + margin, now)
         out["margin_s"] = margin
-        out["signals"], out["recovery_s"], out["recovery_note"] = await self._signals(sel, frm, to, start_s, end_s,
-                                                                                    now)
-        # final once recovered or once the whole margin after the revert is in the data; until then a later
-        # report may still find the recovery (the after window is still filling)
-        out["complete"] = bool(end_s) and (out["recovery_s"] is not None or now >= _final_at(end_s, start_s, now))
+        out["signals"], out["recovery_s"], out["recovery_note"], pending = await self._signals(
+            sel, frm, to, start_s, end_s, now)
+        # final once reverted and not pending: a later report may still find the recovery only while the
+        # margin after the revert is filling (without a baseline or metrics, it never will)
+        out["complete"] = bool(end_s) and not pending
         out["slo"] = await self._slo(target[1], start_s, end_s or now)
         return out
 
     async def _signals(self, sel: str, frm: float, to: float, start_s: float, end_s: float,
-                       now: float) -> tuple[Obj | None, float | None, str]:
+                       now: float) -> tuple[Obj | None, float | None, str, bool]:
+        """The phases' means, the recovery, its note and whether a later report may still find it."""
         if self.range_query is None:
-            return None, None, "the metrics query interface is not available"
+            return None, None, "the metrics query interface is not available", False
         step = max(5.0, math.ceil((to - frm) / MAX_POINTS))
         series = {k: await self._series(expr, frm, to, step) for k, (_, expr) in golden_signals(sel).items()}
         phases = {"before": (frm, start_s), "during": (start_s, end_s or now), "after": (end_s or now, to + step)}
         signals = {k: {ph: _mean(ts, vs, lo, hi) for ph, (lo, hi) in phases.items()}
                    for k, (ts, vs) in series.items()}
         if not end_s:
-            return signals, None, "still running"
+            return signals, None, "still running", True
         base_err, base_p99 = signals["errors"]["before"], signals["p99"]["before"]
         if base_err is None and base_p99 is None:
-            return signals, None, "no signals before the window to compare with"
+            return signals, None, "no signals before the window to compare with", False
         ts, errors = series["errors"]
         at = _recovered_at(ts, errors, series["p99"][1], end_s, base_err, base_p99)
         if at is None and now < _final_at(end_s, start_s, now):
             return signals, None, (f"not recovered yet: {max(0.0, now - end_s):.0f} s of the "
-                                   f"{_final_at(end_s, start_s, now) - end_s:.0f} s after the revert observed")
+                                   f"{_final_at(end_s, start_s, now) - end_s:.0f} s after the revert observed"), True
         if at is None:
-            return signals, None, "not back within the baseline's bounds in the data"
-        return signals, max(0.0, at - end_s), ""
+            return signals, None, "not back within the baseline's bounds in the data", False
+        return signals, max(0.0, at - end_s), "", False
 
     async def _slo(self, app: str, start_s: float, end_s: float) -> list[Obj] | None:
         if self.slo_budgets is None or not app:
