@@ -129,7 +129,8 @@ async def test_pending_until_recovered_or_the_margin_after_is_observed() -> None
     early = await reporter.report_run({"namespace": "shop", "app": "web"}, start, end, RECOVER + 30)
     assert early["recovery_s"] is None and early["complete"] is False
     assert early["recovery_note"] == "not recovered yet: 30 s of the 150 s after the revert observed"
-    assert "not recovered yet" in render(early)
+    assert "not recovered yet" in render(early) and "SLO budget: not read" in render(early)
+    assert "no SLO whose service" in render({**early, "slo": []})
     # once recovered, final before the margin is over
     later = await reporter.report_run({"namespace": "shop", "app": "web"}, start, end, HEALED + 90)
     assert later["recovery_s"] is not None and later["complete"] is True

@@ -125,8 +125,9 @@ def render(report: Obj) -> str:
     lines.append(f"  recovered {rec:.0f} s after the last revert" if rec is not None
                  else f"  recovery: {report.get('recovery_note')}")
     slo = report.get("slo")
-    if slo is None:
-        lines.append("  SLO budget: no SLO of the target's app (or no app label)")
+    if not slo:
+        lines.append("  SLO budget: no SLO whose service is the target's app" if slo == []
+                     else "  SLO budget: not read (no app label, or no SLO pillar)")
     for s in slo or []:
         consumed = s.get("consumed")
         lines.append(f"  SLO {s.get('name')}: " + ("no data" if consumed is None
