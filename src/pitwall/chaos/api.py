@@ -4,11 +4,16 @@
 chaos object and Schedule in every namespace; the controllers then recover
 every fault (a paused experiment's desired phase is Stop) and Schedules stop
 spawning. Resume one with ``kubectl annotate ... experiment.chaos-mesh.org/pause-``.
+
+``GET .../experiments/{ns}/{kind}/{name}/report`` is an experiment's resilience report;
+``POST /api/chaos/v1/report`` the same report for a Chaos Toolkit run's window and target (what the
+``pitwall.chaos.ctk`` control sends).
 """
 
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,29 +23,59 @@ from fastapi.responses import JSONResponse
 from pitwall.chaos.events import ChaosReport
 from pitwall.chaos.model import API_VERSION, CHAOS_KINDS, PAUSE_ANNOTATION
 from pitwall.chaos.resilience import ResilienceReporter
+from pitwall.chaos.target import BadTarget
 from pitwall.core.errors import BadData, BodyTooLarge, NotFound
 from pitwall.core.http_errors import error_router
 from pitwall.core.tenancy import PRINCIPAL_KEY
-from pitwall.kube import KubeClient, NotFoundError
+from pitwall.kube import KubeClient, NotFoundError, parse_time
 
-__all__ = ["chaos_router", "halt_all", "halt_and_report"]
+__all__ = ["chaos_router", "halt_all", "halt_and_report", "run_window"]
 
 MAX_RUN_REPORT_BYTES = 64 << 10
+MAX_RUN_WINDOW_S = 7 * 86400.0  # a run's report covers at most a week (its range queries stay bounded anyway)
 
 
-async def _small_json(request: Request) -> dict[str, Any]:
+async def _small_json(request: Request, what: str) -> dict[str, Any]:
     buf = bytearray()
     async for chunk in request.stream():
         buf += chunk
         if len(buf) > MAX_RUN_REPORT_BYTES:
-            raise BodyTooLarge(f"run report larger than {MAX_RUN_REPORT_BYTES} bytes")
+            raise BodyTooLarge(f"{what} larger than {MAX_RUN_REPORT_BYTES} bytes")
     try:
         doc = orjson.loads(bytes(buf))
     except orjson.JSONDecodeError as e:
-        raise BadData(f"run report: invalid JSON: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("status"), str):
-        raise BadData("run report: an object with a string status is required")
+        raise BadData(f"{what}: invalid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise BadData(f"{what}: a JSON object is required")
     return doc
+
+
+def _time(doc: dict[str, Any], key: str, required: bool = True) -> datetime | None:
+    v = doc.get(key)
+    if v is None and not required:
+        return None
+    t = parse_time(v)
+    if t is None or t.tzinfo is None:
+        raise BadData(f"{key}: an RFC 3339 time with its offset is required")
+    return t
+
+
+def run_window(doc: dict[str, Any]) -> tuple[dict[str, Any], datetime, datetime, datetime | None]:
+    """The target and window of ``POST /api/chaos/v1/report``'s body, checked: start <= reverted_at <= end,
+    at most ``MAX_RUN_WINDOW_S`` long, a target object of bounded size."""
+    start, end = _time(doc, "start"), _time(doc, "end")
+    reverted = _time(doc, "reverted_at", required=False)
+    assert start is not None and end is not None
+    if end < start or (end - start).total_seconds() > MAX_RUN_WINDOW_S:
+        raise BadData(f"end: after start and at most {MAX_RUN_WINDOW_S:.0f} s after it")
+    if reverted is not None and not start <= reverted <= end:
+        raise BadData("reverted_at: between start and end")
+    target = doc.get("target")
+    if not isinstance(target, dict) or len(target) > 8:
+        raise BadData("target: an object with a namespace and an app or labelSelectors")
+    if any(not isinstance(v, str | list | dict) or len(v) > 64 for v in target.values()):
+        raise BadData("target: strings, or lists/objects of at most 64 entries")
+    return target, start, end, reverted
 
 
 async def halt_all(client: KubeClient) -> list[str]:
@@ -93,11 +128,23 @@ def chaos_router(client: KubeClient, report: ChaosReport, resilience: Resilience
     @r.post("/runs")
     async def run_report(request: Request) -> JSONResponse:
         """A Chaos Toolkit run (``pitwall chaos run --report``) onto the change stream and the counters."""
-        doc = await _small_json(request)
+        doc = await _small_json(request, "run report")
+        if not isinstance(doc.get("status"), str):
+            raise BadData("run report: an object with a string status is required")
         status = "deviated" if doc.get("deviated") else str(doc["status"])[:32]
         details: dict[str, Any] = {k: doc[k] for k in ("file", "start", "end", "rollbacks", "status", "deviated") if k in doc}
         await report.run(str(doc.get("title") or "")[:256], status, details)
         return JSONResponse({"recorded": True, "status": status})
+
+    @r.post("/report")
+    async def run_resilience_report(request: Request) -> JSONResponse:
+        """The resilience report of a Chaos Toolkit run: ``{start, end, reverted_at?, target}`` (the
+        ``pitwall.chaos.ctk`` control sends it), computed as an experiment's (``ResilienceReporter.report_run``)."""
+        target, start, end, reverted = run_window(await _small_json(request, "report request"))
+        try:
+            return JSONResponse(await reporter.report_run(target, start, end, time.time(), reverted))
+        except BadTarget as e:
+            raise BadData(str(e)) from None
 
     @r.get("/experiments")
     async def list_experiments() -> JSONResponse:

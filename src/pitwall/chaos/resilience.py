@@ -4,7 +4,9 @@ An experiment acts from its first fault applied to its last fault reverted (``wi
 are the mesh's Istio metrics of the requests its pods receive (``signal_selector``, ``golden_signals``). The
 resilience report (``ResilienceReporter.report``) compares those signals before, during and after the window,
 says how long the target took to recover once the fault was reverted, and how much error budget the target's
-SLOs spent in the window. The chaos page and ``GET /api/chaos/v1/experiments/{ns}/{kind}/{name}/report`` show it.
+SLOs spent in the window. The chaos page and ``GET /api/chaos/v1/experiments/{ns}/{kind}/{name}/report`` show it;
+``report_run`` computes the same report for a Chaos Toolkit run's window and target (``POST /api/chaos/v1/report``).
+A report is ``complete`` once the target recovered or the whole margin after the revert is in the data.
 
 Recovered means: the error ratio is back within one point (or a tenth, if more) of the baseline's and the p99
 latency within a quarter (or 5 ms, if more) of it, for ``HOLD_STEPS`` steps in a row. The baseline is the same
@@ -21,13 +23,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pitwall.chaos.target import BadTarget, find_selector, parse_target, selector_target
 from pitwall.kube import parse_time
 
 if TYPE_CHECKING:
     from pitwall.metrics import RangeQuery
 
-__all__ = ["ResilienceReporter", "SloBudgets", "find_selector", "golden_signals", "margin_s", "phase_of",
-           "signal_selector", "window"]
+__all__ = [
+    "BadTarget",
+    "ResilienceReporter",
+    "SloBudgets",
+    "find_selector",
+    "golden_signals",
+    "margin_s",
+    "parse_target",
+    "phase_of",
+    "selector_target",
+    "signal_selector",
+    "target_selector",
+    "window",
+]
 
 Obj = dict[str, Any]
 PAUSE = "experiment.chaos-mesh.org/pause"
@@ -107,41 +122,27 @@ def window(o: Obj) -> tuple[datetime | None, datetime | None]:
     return start, end
 
 
-def find_selector(spec: Any, depth: int = 0) -> Obj:
-    """The first ``selector`` in a spec (a Schedule or Workflow embeds the chaos spec one level or two down)."""
-    if not isinstance(spec, dict) or depth > 4:
-        return {}
-    if isinstance(spec.get("selector"), dict):
-        return dict(spec["selector"])
-    for v in spec.values():
-        for item in v if isinstance(v, list) else [v]:
-            found = find_selector(item, depth + 1)
-            if found:
-                return found
-    return {}
-
-
 def _quote(v: str) -> str:
     return v.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def target_app(o: Obj) -> tuple[str, str]:
     """The target's namespace and ``app`` label (empty when the selector names none)."""
-    sel = find_selector(o.get("spec") or {})
-    ns = str(((sel.get("namespaces") or [None])[0]) or (o.get("metadata") or {}).get("namespace", ""))
-    labels = sel.get("labelSelectors") or {}
-    return ns, str(labels.get("app") or labels.get("app.kubernetes.io/name") or "")
+    return selector_target(find_selector(o.get("spec") or {}), str((o.get("metadata") or {}).get("namespace", "")))
 
 
-def signal_selector(o: Obj) -> tuple[str, str]:
-    """The PromQL label matchers of the target's inbound requests in the mesh's Istio metrics, and the name
-    shown for it: the pods' ``app`` label (``destination_app``) when the selector names one, else the whole
-    namespace."""
-    ns, app = target_app(o)
+def target_selector(ns: str, app: str) -> tuple[str, str]:
+    """The PromQL label matchers of a target's inbound requests in the mesh's Istio metrics, and the name
+    shown for it: the pods' ``app`` label (``destination_app``) when there is one, else the whole namespace."""
     base = f'reporter="destination",destination_workload_namespace="{_quote(ns)}"'
     if app:
         return f'{base},destination_app="{_quote(app)}"', f"{ns}/{app}"
     return base, f"namespace {ns}"
+
+
+def signal_selector(o: Obj) -> tuple[str, str]:
+    """``target_selector`` of a Chaos Mesh object's target."""
+    return target_selector(*target_app(o))
 
 
 def golden_signals(sel: str) -> dict[str, tuple[str, str]]:
@@ -159,6 +160,11 @@ def golden_signals(sel: str) -> dict[str, tuple[str, str]]:
 def margin_s(start_s: float, end_s: float, now: float) -> float:
     """Half the experiment's length (``end_s`` 0 while it runs), within [MIN_MARGIN_S, MAX_MARGIN_S]."""
     return max(MIN_MARGIN_S, min(((end_s or now) - start_s) / 2, MAX_MARGIN_S))
+
+
+def _final_at(end_s: float, start_s: float, now: float) -> float:
+    """When the margin after a reverted window ends: a report that has not found the recovery by then is final."""
+    return end_s + margin_s(start_s, end_s, now)
 
 
 def _mean(ts: np.ndarray, vs: np.ndarray, lo: float, hi: float) -> float | None:
@@ -212,43 +218,63 @@ class ResilienceReporter:
     async def report(self, o: Obj, now: float) -> Obj:
         """The report of one Chaos Mesh object, Schedule or Workflow (JSON-ready)."""
         start, end = window(o)
-        sel, target = signal_selector(o)
-        out: Obj = {"target": target, "phase": phase_of(o),
+        return await self._report(target_app(o), start, end, now, phase_of(o))
+
+    async def report_run(self, target: Obj, start: datetime, end: datetime, now: float,
+                         reverted_at: datetime | None = None) -> Obj:
+        """The report of a Chaos Toolkit run that acted on ``target`` (``parse_target``'s shapes) from ``start``
+        (its first fault) and reverted its last fault at ``reverted_at`` (default: ``end``, the run's end):
+        the window is [start, reverted_at], recovery is counted from ``reverted_at``."""
+        out = await self._report(parse_target(target), start, reverted_at or end, now, "Finished")
+        return {**out, "run_end": end.isoformat()}
+
+    async def _report(self, target: tuple[str, str], start: datetime | None, end: datetime | None, now: float,
+                      phase: str) -> Obj:
+        """The report over [start, end] (``end`` None while the fault is in force): one code path for Chaos
+        Mesh objects and Chaos Toolkit runs."""
+        sel, name = target_selector(*target)
+        out: Obj = {"target": name, "phase": phase,
                     "start": start.isoformat() if start else None, "end": end.isoformat() if end else None}
         if start is None:
             return {**out, "signals": None, "recovery_s": None, "recovery_note": "the experiment has not acted yet",
-                    "slo": None}
+                    "slo": None, "complete": False}
         start_s, end_s = start.timestamp(), end.timestamp() if end else 0.0
         margin = margin_s(start_s, end_s, now)
         frm, to = start_s - margin, min((end_s or now) + margin, now)
         out["margin_s"] = margin
-        out["signals"], out["recovery_s"], out["recovery_note"] = await self._signals(sel, frm, to, start_s, end_s,
-                                                                                    now)
-        out["slo"] = await self._slo(o, start_s, end_s or now)
+        out["signals"], out["recovery_s"], out["recovery_note"], pending = await self._signals(
+            sel, frm, to, start_s, end_s, now)
+        # final once reverted and not pending: a later report may still find the recovery only while the
+        # margin after the revert is filling (without a baseline or metrics, it never will)
+        out["complete"] = bool(end_s) and not pending
+        out["slo"] = await self._slo(target[1], start_s, end_s or now)
         return out
 
     async def _signals(self, sel: str, frm: float, to: float, start_s: float, end_s: float,
-                       now: float) -> tuple[Obj | None, float | None, str]:
+                       now: float) -> tuple[Obj | None, float | None, str, bool]:
+        """The phases' means, the recovery, its note and whether a later report may still find it."""
         if self.range_query is None:
-            return None, None, "the metrics query interface is not available"
+            return None, None, "the metrics query interface is not available", False
         step = max(5.0, math.ceil((to - frm) / MAX_POINTS))
         series = {k: await self._series(expr, frm, to, step) for k, (_, expr) in golden_signals(sel).items()}
         phases = {"before": (frm, start_s), "during": (start_s, end_s or now), "after": (end_s or now, to + step)}
         signals = {k: {ph: _mean(ts, vs, lo, hi) for ph, (lo, hi) in phases.items()}
                    for k, (ts, vs) in series.items()}
         if not end_s:
-            return signals, None, "still running"
+            return signals, None, "still running", True
         base_err, base_p99 = signals["errors"]["before"], signals["p99"]["before"]
         if base_err is None and base_p99 is None:
-            return signals, None, "no signals before the window to compare with"
+            return signals, None, "no signals before the window to compare with", False
         ts, errors = series["errors"]
         at = _recovered_at(ts, errors, series["p99"][1], end_s, base_err, base_p99)
+        if at is None and now < _final_at(end_s, start_s, now):
+            return signals, None, (f"not recovered yet: {max(0.0, now - end_s):.0f} s of the "
+                                   f"{_final_at(end_s, start_s, now) - end_s:.0f} s after the revert observed"), True
         if at is None:
-            return signals, None, "not back within the baseline's bounds in the data"
-        return signals, max(0.0, at - end_s), ""
+            return signals, None, "not back within the baseline's bounds in the data", False
+        return signals, max(0.0, at - end_s), "", False
 
-    async def _slo(self, o: Obj, start_s: float, end_s: float) -> list[Obj] | None:
-        _, app = target_app(o)
+    async def _slo(self, app: str, start_s: float, end_s: float) -> list[Obj] | None:
         if self.slo_budgets is None or not app:
             return None
         uses = await self.slo_budgets(app, int(start_s * 1000), int(end_s * 1000))

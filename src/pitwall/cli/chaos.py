@@ -39,6 +39,28 @@ def _report(server: str, token: str | None, journal: dict[str, Any], file: Path)
         typer.echo(f"pitwall chaos: warning: could not report the run to {server}", err=True)
 
 
+def _resilience(journal: dict[str, Any], server: str, token: str | None, extra: dict[str, Any],
+                wait_s: float) -> None:
+    """The run's resilience report, as the ``pitwall.chaos.ctk`` control writes it (the control itself when
+    the experiment declares it; else the same call here), printed; nothing for a run that names no pitwall
+    target and started no pitwall fault."""
+    from pitwall.chaos.ctk import attach_report
+    from pitwall.chaos.runreport import extension_entry, fault_runs, render
+
+    exp = journal.get("experiment") or {}
+    entry = extension_entry(exp)
+    if entry is None and not fault_runs(journal):
+        return
+    if entry is None or "report" not in entry:
+        plain = {k: v for k, v in (exp.get("configuration") or {}).items() if not isinstance(v, dict)}
+        cfg = {**plain, **extra}
+        cfg["pitwall_url"] = cfg["pitwall_url"] if isinstance(cfg.get("pitwall_url"), str) else server
+        cfg["pitwall_token"] = cfg.get("pitwall_token") or token
+        entry = attach_report(journal, cfg, None, wait_s)
+    report = entry.get("report")
+    typer.echo(render(report) if report else f"Resilience report: none: {entry.get('report_note')}")
+
+
 @app.command("run")
 def run(
     file: Annotated[Path, typer.Argument(help="Experiment file (JSON or YAML).")],
@@ -58,10 +80,15 @@ def run(
     report: Annotated[bool | None, typer.Option(
         "--report/--no-report", help="Record the run as a change event on the server (default: when PITWALL_URL "
                                      "is set).")] = None,
+    recovery_wait: Annotated[float, typer.Option(
+        "--recovery-wait", help="Seconds to wait after the run for its resilience report to be final (the target "
+                                "recovered, or the margin after the revert observed); 0 reports at once.")] = 180.0,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
-    """Run a Chaos Toolkit experiment; exit 0 when it completed without deviating."""
+    """Run a Chaos Toolkit experiment; exit 0 when it completed without deviating. A run that drives pitwall
+    (a ``pitwall`` extension, or faults started through ``pitwall.chaos.ctk``) ends with its resilience report,
+    in the journal and printed."""
     # here: the experiment runner imports YAML and the RE2/Arrow regex engine; the CLI starts without them
     from pitwall.chaos.experiment import ExperimentError, load_experiment, run_experiment
 
@@ -74,6 +101,7 @@ def run(
                                  extra_vars=_vars(var or []), var_file=extra)
     except ExperimentError as e:
         fail("pitwall chaos", f"invalid experiment: {e}", 1)
+    _resilience(journal, server, token, _vars(var or []), recovery_wait)
     journal_path.write_text(json.dumps(journal, indent=2, ensure_ascii=False, default=str))
     if report or (report is None and os.environ.get("PITWALL_URL")):
         _report(server, token, journal, file)
