@@ -14,7 +14,7 @@ compare-and-swap race is ``Unavailable`` (worth retrying).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -46,15 +46,18 @@ class AlertIntake:
     async def alert_dedup(self, service: str) -> str:
         return (await self.find(service)).alert_dedup
 
-    async def enqueue(self, service: str, event: Mapping[str, Any], incident_key: str = "") -> None:
+    async def enqueue(self, service: str, events: Sequence[Mapping[str, Any]], incident_key: str = "") -> None:
+        """Validate every event first (one invalid event refuses them all), then apply them in order."""
         svc = await self.find(service)
+        parsed = []
+        for event in events:
+            try:
+                ev = parse_event(dict(event), keyed=False)
+            except InvalidEvent as e:  # the pipeline logs this message: name every problem, as the 400 body does
+                raise InvalidEvent(e.errors, f"{e.message}: {'; '.join(e.errors)}") from None
+            parsed.append(replace(ev, incident_key=incident_key) if incident_key else ev)
         try:
-            ev = parse_event(dict(event), keyed=False)
-        except InvalidEvent as e:  # the pipeline logs this message: name every problem, as the 400 body does
-            raise InvalidEvent(e.errors, f"{e.message}: {'; '.join(e.errors)}") from None
-        if incident_key:
-            ev = replace(ev, incident_key=incident_key)
-        try:
-            await self.service.apply_event(svc, ev)
+            for ev in parsed:
+                await self.service.apply_event(svc, ev)
         except Conflict as e:
             raise Unavailable(e.message) from e

@@ -6,7 +6,7 @@ real pipeline into the real incidents capability.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -76,10 +76,10 @@ class FakeIntake:
             raise NotFound("no incidents service 'nope'")
         return self.mode
 
-    async def enqueue(self, service: str, event: Mapping[str, Any], incident_key: str = "") -> None:
+    async def enqueue(self, service: str, events: Sequence[Mapping[str, Any]], incident_key: str = "") -> None:
         if self.fail is not None:
             raise self.fail
-        self.events.append((service, dict(event), incident_key))
+        self.events += [(service, dict(e), incident_key) for e in events]
 
 
 def _alert(instance: str, resolved: bool = False) -> StoredAlert:

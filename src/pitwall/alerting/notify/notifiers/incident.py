@@ -19,7 +19,7 @@ fails the notification for good; anything else is retried by the pipeline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pitwall.alerting.notify.alerts import StoredAlert
@@ -40,9 +40,9 @@ class IncidentIntake(Protocol):
         raises a ``core.errors.NotFound`` when there is none."""
         ...
 
-    async def enqueue(self, service: str, event: Mapping[str, Any], incident_key: str = "") -> None:
-        """Apply one Events API v2 event (no ``routing_key``) to the service; with ``incident_key``, a new
-        alert joins the open incident under that key. ``core.errors.BadData``: the event is refused."""
+    async def enqueue(self, service: str, events: Sequence[Mapping[str, Any]], incident_key: str = "") -> None:
+        """Apply Events API v2 events (no ``routing_key``) to the service, in order; with ``incident_key``, a
+        new alert joins the open incident under that key. ``core.errors.BadData``: the events are refused."""
         ...
 
 
@@ -72,8 +72,7 @@ class PitwallIncident:
         try:
             mode = await intake.alert_dedup(self.service)
             incident_key = group_dedup_key(ctx.group_key) if mode == "alert" else ""
-            for event in self.events(ctx, alerts, mode):
-                await intake.enqueue(self.service, event, incident_key)
+            await intake.enqueue(self.service, self.events(ctx, alerts, mode), incident_key)
         except (NotFound, BadData) as e:
             raise DeliveryError(f"incident service {self.service!r}: {e.message}", retryable=False) from e
         except Exception as e:  # the state store: worth another try
