@@ -289,7 +289,8 @@ class IncidentService:
         summary = title or payload.get("summary") or dedup
         inc = Incident(id="", number=0, title=summary, service_id=svc.id,
                        escalation_policy_id=pol.id if pol else "", urgency=urgency,
-                       incident_key=(ev.incident_key if ev else "") or dedup, created_ns=now, updated_ns=now, last_status_change_ns=now,
+                       incident_key=(ev.incident_key if ev else "") or dedup, created_ns=now, updated_ns=now,
+                       last_status_change_ns=now,
                        last_alert_severity=payload.get("severity", ""), last_alert_ns=now,
                        signal_service=signal_service(payload))
         if svc.auto_resolve_timeout:

@@ -159,7 +159,8 @@ class IncidentStore:
         dedups = [f"{self.p}dedup/{inc.service_id}/{k}" for k in keys]
         counter = f"{self.p}counter"
         ops = [Op.put(counter, str(inc.number).encode()), Op.put(self._ikey(inc.id), _dump(inc)),
-               *(Op.put(d, inc.id.encode()) for d in dedups), Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
+               *(Op.put(d, inc.id.encode()) for d in dedups),
+               Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
