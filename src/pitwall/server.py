@@ -46,7 +46,7 @@ from pitwall.core.rbac import Policy
 from pitwall.core.routefilter import filter_included_routers
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
 from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
-from pitwall.incidents import ChangeLog, IncidentDesk, IncidentService
+from pitwall.incidents import AlertIntake, ChangeLog, IncidentDesk, IncidentService
 from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
 from pitwall.kube import KubePodSource, KubeWorkloads
@@ -311,6 +311,8 @@ def build(settings: Settings) -> Components:
     pager = ContactPager(lambda: notifications.pipeline.config.config.global_, notifications.pipeline.external_url)
     incidents = build_incidents_part(settings, cp.kube.store if cp else build_revstore(settings.state, data),
                                      inflight, pager=pager, own_store=cp is None)
+    # pitwall_incident_configs: the pipeline's alerts become incidents in process (always on: see incidents.md).
+    notifications.pipeline.incidents = AlertIntake(incidents.service)
     if cp is not None and cp.chaos.guard is not None:  # chaos is refused and halted while an incident is open
         cp.chaos.guard.open_incidents = _open_incidents(incidents.service)
     if cp is not None:  # a Canary with an incident gate waits while its service has an open incident

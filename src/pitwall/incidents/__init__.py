@@ -3,7 +3,8 @@
 PagerDuty's Events API v2 and REST API v2 on pitwall's port, schedules and
 escalation policies computed as PagerDuty computes them, and one timeline per
 incident that includes every change event (``ChangeLog``) around it. Other
-pillars use ``ChangeLog``/``ChangeSink`` to report their changes.
+pillars use ``ChangeLog``/``ChangeSink`` to report their changes; ``AlertIntake``
+takes pitwall's own alerts in process (``pitwall_incident_configs``).
 
 Names load on first use (``pitwall.core.exports``), so ``pitwall.config`` can import the settings module cheaply.
 """
@@ -17,9 +18,11 @@ from pitwall.core.exports import lazy_exports
 if TYPE_CHECKING:
     from pitwall.incidents.changes import CHANGE_KINDS, ChangeEvent, ChangeKind, ChangeLog, ChangeSink
     from pitwall.incidents.desk import IncidentDesk
+    from pitwall.incidents.intake import AlertIntake
     from pitwall.incidents.service import IncidentService, Page, Pager
 
 _EXPORTS = {
+    "AlertIntake": "pitwall.incidents.intake",
     "CHANGE_KINDS": "pitwall.incidents.changes",
     "ChangeEvent": "pitwall.incidents.changes",
     "ChangeKind": "pitwall.incidents.changes",
@@ -31,7 +34,7 @@ _EXPORTS = {
     "Pager": "pitwall.incidents.service",
 }
 
-__all__ = ["CHANGE_KINDS", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentDesk",
+__all__ = ["CHANGE_KINDS", "AlertIntake", "ChangeEvent", "ChangeKind", "ChangeLog", "ChangeSink", "IncidentDesk",
            "IncidentService", "Page", "Pager"]
 
 if not TYPE_CHECKING:

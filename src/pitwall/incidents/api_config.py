@@ -61,7 +61,7 @@ def _ref_id(v: Any) -> Any:
 
 def service_in(d: Any, id_: str = "") -> Service:
     data = _pick(d, ("name", "description", "acknowledgement_timeout", "auto_resolve_timeout", "status",
-                     "integration_keys", "alert_creation", "alert_grouping_parameters"))
+                     "integration_keys", "alert_creation", "alert_grouping_parameters", "alert_dedup"))
     if "alert_grouping_parameters" not in d and "alert_grouping" in d:  # PagerDuty's deprecated pair
         data["alert_grouping_parameters"] = {"type": d["alert_grouping"], "config": (
             {"timeout": d.get("alert_grouping_timeout")} if d["alert_grouping"] == "time" else None)}

@@ -37,6 +37,9 @@ class AlertEvent:
     client_url: str = ""
     links: list[dict[str, str]] = field(default_factory=list)
     images: list[dict[str, str]] = field(default_factory=list)
+    # In process only (pitwall's own alerting, dedup per alert): a new alert joins the open incident under
+    # this key (its notification group's) instead of opening one. The Events API never sets it.
+    incident_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,13 @@ def _check_summary(summary: str, errors: list[str]) -> None:
         errors.append(f"'summary' is too long (maiximum is {MAX_SUMMARY} characters)")
 
 
-def parse_event(body: Any) -> AlertEvent:
-    """An alert event (trigger, acknowledge, resolve), or ``InvalidEvent``."""
+def parse_event(body: Any, *, keyed: bool = True) -> AlertEvent:
+    """An alert event (trigger, acknowledge, resolve), or ``InvalidEvent``; ``keyed=False``: the event names
+    its service otherwise (in process) and carries no ``routing_key``."""
     if not isinstance(body, dict):
         raise InvalidEvent(["Event object must be a JSON object"])
     errors: list[str] = []
-    key = _routing_key(body, errors)
+    key = _routing_key(body, errors) if keyed else ""
     action = body.get("event_action")
     if action not in ACTIONS:
         errors.append("'event_action' is missing or blank" if not action else

@@ -103,6 +103,9 @@ class Service(_Record):
     # create_incidents: events open incidents without alert records (so nothing can be grouped).
     alert_creation: Literal["create_alerts_and_incidents", "create_incidents"] = "create_alerts_and_incidents"
     alert_grouping_parameters: AlertGrouping = Field(default_factory=AlertGrouping)
+    # pitwall's extension: how pitwall's own alerting (pitwall_incident_configs) deduplicates for this service:
+    # "group", one alert per Alertmanager notification group (as pagerduty_configs), or "alert", one per alert.
+    alert_dedup: Literal["group", "alert"] = "group"
 
     @field_validator("integration_keys")
     @classmethod
@@ -118,6 +121,8 @@ class Service(_Record):
         if self.alert_creation == "create_incidents" and self.alert_grouping_parameters.type is not None:
             raise ValueError("alert_grouping_parameters: alert grouping requires alert_creation "
                              "create_alerts_and_incidents")
+        if self.alert_creation == "create_incidents" and self.alert_dedup == "alert":
+            raise ValueError("alert_dedup: dedup per alert requires alert_creation create_alerts_and_incidents")
         return self
 
 

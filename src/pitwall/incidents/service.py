@@ -126,7 +126,10 @@ class IncidentService:
 
     async def handle_event(self, ev: AlertEvent) -> str:
         """Apply an alert event; returns its dedup key (generated for a trigger without one)."""
-        svc = await self.service_for(ev.routing_key)
+        return await self.apply_event(await self.service_for(ev.routing_key), ev)
+
+    async def apply_event(self, svc: Service, ev: AlertEvent) -> str:
+        """Apply an alert event to ``svc`` (found by routing key, or in process by id or name)."""
         now = self.clock()
         dedup = ev.dedup_key or secrets.token_hex(16)
         if svc.status == "disabled":  # PagerDuty accepts events for a disabled service and drops them
@@ -154,6 +157,12 @@ class IncidentService:
                                                              agent=f"service:{svc.id}", channel="events_api",
                                                              dedup_key=dedup))
                 return open_inc
+            if ev is not None and ev.incident_key:
+                outcome = await self._join_keyed(svc, dedup, ev, now)
+                if isinstance(outcome, Incident):
+                    return outcome
+                if outcome == "deduplicated":
+                    continue
             if ev is not None and svc.alert_grouping_parameters.type is not None:
                 outcome = await self._group(svc, dedup, ev, now)
                 if isinstance(outcome, Incident):
@@ -176,27 +185,49 @@ class IncidentService:
             if not await self._fits(g, cand, ev.payload, now, first):
                 continue
             alert = self._alert(svc, dedup, ev, now, cand.id)
-            outcome = await self.store.add_alert(cand.id, alert, self._joiner(g, alert, ev.payload, now, first))
+
+            async def fits(inc: Incident, first: Alert | None = first) -> bool:
+                return await self._fits(g, inc, ev.payload, now, first)
+
+            outcome = await self.store.add_alert(cand.id, alert, self._joiner(alert, now, fits, str(g.type),
+                                                                        f"{g.type} grouping"))
             if outcome == "added":
                 return await self.require(cand.id)
             if outcome == "deduplicated":
                 return outcome
         return None
 
-    def _joiner(self, g: AlertGrouping, alert: Alert, payload: dict[str, Any], now: int,
-                first: Alert | None) -> Callable[[Incident], Awaitable[list[LogEntry] | None]]:
-        """The change that adds ``alert`` to an incident, re-checking the grouping on the incident as stored."""
+    async def _join_keyed(self, svc: Service, dedup: str, ev: AlertEvent, now: int) -> Incident | str | None:
+        """Add the alert to the open incident under ``ev.incident_key`` (pitwall's alerting, dedup per alert:
+        its notification group's incident); None when no open incident holds that key."""
+        inc = await self.store.open_by_dedup(svc.id, ev.incident_key)
+        if inc is None:
+            return None
+        alert = self._alert(svc, dedup, ev, now, inc.id)
+
+        async def fits(i: Incident) -> bool:
+            return i.incident_key == ev.incident_key and i.alert_counts.get("all", 0) > 0
+
+        outcome = await self.store.add_alert(inc.id, alert, self._joiner(alert, now, fits, "notification_group",
+                                                                      "its Alertmanager notification group"))
+        if outcome == "added":
+            return await self.require(inc.id)
+        return outcome if outcome == "deduplicated" else None
+
+    def _joiner(self, alert: Alert, now: int, fits: Callable[[Incident], Awaitable[bool]], kind: str,
+                why: str) -> Callable[[Incident], Awaitable[list[LogEntry] | None]]:
+        """The change that adds ``alert`` to an incident, re-checking ``fits`` on the incident as stored."""
 
         async def change(inc: Incident) -> list[LogEntry] | None:
-            if inc.status == "resolved" or not await self._fits(g, inc, payload, now, first):
+            if inc.status == "resolved" or not await fits(inc):
                 return None
             inc.alert_counts = {**inc.alert_counts, "all": inc.alert_counts.get("all", 0) + 1,
                                 "triggered": inc.alert_counts.get("triggered", 0) + 1}
             inc.updated_ns = inc.last_alert_ns = now
             inc.last_alert_severity = alert.severity or inc.last_alert_severity
-            return [_entry("trigger_log_entry", now, f"Alert grouped into this incident ({g.type} grouping): "
+            return [_entry("trigger_log_entry", now, f"Alert grouped into this incident ({why}): "
                            f"{alert.summary[:200]}", agent=f"service:{alert.service_id}", channel="events_api",
-                           dedup_key=alert.dedup_key, alert_id=alert.id, grouping=g.type)]
+                           dedup_key=alert.dedup_key, alert_id=alert.id, grouping=kind)]
 
         return change
 
@@ -258,7 +289,8 @@ class IncidentService:
         summary = title or payload.get("summary") or dedup
         inc = Incident(id="", number=0, title=summary, service_id=svc.id,
                        escalation_policy_id=pol.id if pol else "", urgency=urgency,
-                       incident_key=dedup, created_ns=now, updated_ns=now, last_status_change_ns=now,
+                       incident_key=(ev.incident_key if ev else "") or dedup, created_ns=now, updated_ns=now,
+                       last_status_change_ns=now,
                        last_alert_severity=payload.get("severity", ""), last_alert_ns=now,
                        signal_service=signal_service(payload))
         if svc.auto_resolve_timeout:

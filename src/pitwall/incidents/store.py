@@ -6,8 +6,8 @@ Layout (values are the JSON of ``model``):
 - ``routing/<integration key>`` -> service id (kept with its service in one transaction)
 - ``overrides/<schedule id>/<id>``
 - ``incidents/<id>`` (ids sort by incident number), ``counter`` (the last number)
-- ``dedup/<service id>/<dedup key>`` -> incident id, only while the incident is open: a resolved
-  incident never absorbs a new alert with the same key
+- ``dedup/<service id>/<dedup key>`` -> incident id (the incident's key and each open alert's), only
+  while the incident is open: a resolved incident never absorbs a new alert with the same key
 - ``open/<id>`` -> service id: the open incidents, the escalation loop's work list
 - ``alerts/<incident>/<id>``, ``notes/<incident>/<ts>-<id>``, ``log/<incident>/<ts>-<id>``
 - ``notified/<incident>/<key>``: the notification log; a notification is sent only by the writer that
@@ -151,23 +151,26 @@ class IncidentStore:
                               counter_rev: int) -> str:
         """Store a new incident (with its first alert and log entries) in one write, taking its number.
 
-        Returns ``"created"``, ``"deduplicated"`` (an open incident holds the dedup key) or ``"renumber"``
-        (another incident took the number first: ask ``next_number`` again). Numbers are never skipped.
+        Returns ``"created"``, ``"deduplicated"`` (an open incident holds the dedup key, or the alert's when
+        it differs from the incident's) or ``"renumber"`` (another incident took the number first: ask
+        ``next_number`` again). Numbers are never skipped.
         """
-        dedup = f"{self.p}dedup/{inc.service_id}/{inc.incident_key}"
+        keys = sorted({inc.incident_key, *([alert.dedup_key] if alert is not None else [])})
+        dedups = [f"{self.p}dedup/{inc.service_id}/{k}" for k in keys]
         counter = f"{self.p}counter"
         ops = [Op.put(counter, str(inc.number).encode()), Op.put(self._ikey(inc.id), _dump(inc)),
-               Op.put(dedup, inc.id.encode()), Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
+               *(Op.put(d, inc.id.encode()) for d in dedups),
+               Op.put(f"{self.p}open/{inc.id}", inc.service_id.encode())]
         if alert is not None:
             ops.append(Op.put(f"{self.p}alerts/{inc.id}/{alert.id}", _dump(alert)))
         ops += [self._log_op(inc.id, e) for e in entries]
         if self.track_itsm:
             ops.append(Op.put(f"{self.p}itsm/{inc.id}", b""))
-        res = await self.store.txn([Compare(dedup, "version", "=", 0), Compare(counter, "mod", "=", counter_rev)],
-                                   ops, [Op.get(dedup)])
+        res = await self.store.txn([*(Compare(d, "version", "=", 0) for d in dedups),
+                                    Compare(counter, "mod", "=", counter_rev)], ops, [Op.get(d) for d in dedups])
         if res.succeeded:
             return "created"
-        return "deduplicated" if res.results and res.results[0] else "renumber"
+        return "deduplicated" if any(res.results) else "renumber"
 
     async def open_by_dedup(self, service_id: str, dedup_key: str) -> Incident | None:
         kv = await self.store.get(f"{self.p}dedup/{service_id}/{dedup_key}")

@@ -76,6 +76,7 @@ class Views:
                              for i, k in enumerate(s.integration_keys)],
             "teams": [], "alert_creation": s.alert_creation,
             "alert_grouping_parameters": s.alert_grouping_parameters.render(),
+            "alert_dedup": s.alert_dedup,  # pitwall's extension (pitwall_incident_configs)
         }
 
     def policy(self, p: EscalationPolicy, names: dict[str, str]) -> dict[str, Any]:

@@ -6,7 +6,9 @@ receivers must have unique names, the root route needs a receiver and no
 matchers, every receiver and time interval a route names must exist, each
 integration must be complete once the ``global`` defaults are applied.
 Integrations pitwall cannot deliver (``opsgenie_configs``, ...) are rejected
-by name rather than silently ignored.
+by name rather than silently ignored. ``pitwall_incident_configs`` is pitwall's
+own extension (events into its incidents capability in process); a real
+Alertmanager refuses a file that uses it.
 
 ``load_config_file``/``parse_config`` raise ``ConfigError`` whose lines start
 with the key path, e.g. ``receivers[0].webhook_configs[0]: one of url or
@@ -47,6 +49,8 @@ __all__ = [
     "InhibitRuleConfig",
     "LoadedConfig",
     "PagerdutyConfig",
+    "PagerdutyEventFields",
+    "PitwallIncidentConfig",
     "ReceiverConfig",
     "RouteConfig",
     "SlackConfig",
@@ -55,7 +59,8 @@ __all__ = [
     "parse_config",
 ]
 
-SUPPORTED_INTEGRATIONS = ("webhook_configs", "email_configs", "slack_configs", "pagerduty_configs")
+SUPPORTED_INTEGRATIONS = ("webhook_configs", "email_configs", "slack_configs", "pagerduty_configs",
+                          "pitwall_incident_configs")
 UNSUPPORTED_INTEGRATIONS = ("opsgenie_configs", "wechat_configs", "pushover_configs", "victorops_configs",
                             "sns_configs", "telegram_configs", "discord_configs", "webex_configs",
                             "msteams_configs", "msteamsv2_configs", "jira_configs", "rocketchat_configs",
@@ -272,14 +277,10 @@ _PD_DETAILS = {
 }
 
 
-class PagerdutyConfig(_Strict):
-    send_resolved: bool = True
-    http_config: HTTPConfig | None = None
-    service_key: str = ""
-    service_key_file: str = ""
-    routing_key: str = ""
-    routing_key_file: str = ""
-    url: URL | None = None
+class PagerdutyEventFields(_Strict):
+    """The templated fields of a PagerDuty Events API v2 event, shared by ``pagerduty_configs`` and
+    ``pitwall_incident_configs`` (same names, same defaults as Alertmanager's)."""
+
     client: str = '{{ template "pagerduty.default.client" . }}'
     client_url: str = '{{ template "pagerduty.default.clientURL" . }}'
     description: str = '{{ template "pagerduty.default.description" .}}'
@@ -293,6 +294,22 @@ class PagerdutyConfig(_Strict):
     group: str = ""
 
     @model_validator(mode="after")
+    def _default_source(self) -> PagerdutyEventFields:
+        if not self.source:
+            self.source = self.client
+        return self
+
+
+class PagerdutyConfig(PagerdutyEventFields):
+    send_resolved: bool = True
+    http_config: HTTPConfig | None = None
+    service_key: str = ""
+    service_key_file: str = ""
+    routing_key: str = ""
+    routing_key_file: str = ""
+    url: URL | None = None
+
+    @model_validator(mode="after")
     def _check(self) -> PagerdutyConfig:
         if not (self.routing_key or self.service_key or self.routing_key_file or self.service_key_file):
             raise ValueError("missing service or routing key in PagerDuty config")
@@ -300,8 +317,26 @@ class PagerdutyConfig(_Strict):
             raise ValueError("at most one of routing_key & routing_key_file must be configured")
         if self.service_key and self.service_key_file:
             raise ValueError("at most one of service_key & service_key_file must be configured")
-        if not self.source:
-            self.source = self.client
+        return self
+
+
+class PitwallIncidentConfig(PagerdutyEventFields):
+    """pitwall's own receiver type (a real Alertmanager has none): events into pitwall's incidents in process.
+
+    ``service`` is an incidents service's id or name, ``routing_key`` one of its integration keys (one of the
+    two); whether one event goes per notification group or per alert is the service's ``alert_dedup``.
+    """
+
+    send_resolved: bool = True
+    service: str = ""
+    routing_key: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> PitwallIncidentConfig:
+        if not self.service and not self.routing_key:
+            raise ValueError("one of service or routing_key must be configured")
+        if self.service and self.routing_key:
+            raise ValueError("at most one of service & routing_key must be configured")
         return self
 
 
@@ -311,6 +346,7 @@ class ReceiverConfig(_Strict):
     email_configs: list[EmailConfig] = Field(default_factory=list)
     slack_configs: list[SlackConfig] = Field(default_factory=list)
     pagerduty_configs: list[PagerdutyConfig] = Field(default_factory=list)
+    pitwall_incident_configs: list[PitwallIncidentConfig] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod

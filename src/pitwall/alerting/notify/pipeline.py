@@ -32,7 +32,7 @@ from pitwall.alerting.notify.errors import DeliveryError, InvalidAlert, QueueFul
 from pitwall.alerting.notify.inhibit import Inhibitor, InhibitRule
 from pitwall.alerting.notify.matchers import is_valid_label_name
 from pitwall.alerting.notify.nflog import NotificationLog, needs_update
-from pitwall.alerting.notify.notifiers import Integration, NotifyContext, build_integrations
+from pitwall.alerting.notify.notifiers import IncidentIntake, Integration, NotifyContext, build_integrations
 from pitwall.alerting.notify.route import Route, build_route
 from pitwall.alerting.notify.settings import NotificationSettings
 from pitwall.alerting.notify.shared import SharedAlerts
@@ -111,6 +111,8 @@ class NotificationPipeline:
         self.silences = Silences(state, retention)
         self.nflog = NotificationLog(state, retention)
         self.started_at = _utc()
+        # pitwall_incident_configs deliver here; the composition root sets it once incidents are built.
+        self.incidents: IncidentIntake | None = None
         self.rt = self._build(self._load(config_path))
         self._queue: list[tuple[float, int]] = []  # (due unix time, pending id)
         self._inflight: set[int] = set()
@@ -136,7 +138,8 @@ class NotificationPipeline:
         route = build_route(cfg.route)
         templates = Templates(cfg.template_files)
         inhibitor = Inhibitor([InhibitRule.from_config(r) for r in cfg.config.inhibit_rules], self.alerts.list)
-        integrations = {r.name: build_integrations(r, cfg.config.global_) for r in cfg.config.receivers}
+        integrations = {r.name: build_integrations(r, cfg.config.global_, lambda: self.incidents)
+                        for r in cfg.config.receivers}
         dispatcher = Dispatcher(route, self.alerts, self._notify_group, self.settings.max_groups)
         return _Runtime(cfg, route, templates, inhibitor, integrations, dispatcher)
 
