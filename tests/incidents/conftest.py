@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import httpx
 import pytest
 
 from pitwall.config import Settings, load_settings
-from tests.conftest import LiveServer
+from tests.alerting.notify.helpers import Receiver
+from tests.conftest import LiveServer, free_port
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000001"  # 32 letters and digits, as PagerDuty's integration keys
 OTHER_KEY = "R0UT1NGKEY0000000000000000000002"
@@ -73,3 +75,37 @@ def pd_live(tmp_path: Path) -> Iterator[LiveServer]:
     srv.start()
     yield srv
     srv.stop()
+
+
+class SmtpSink:
+    """A local SMTP server (aiosmtpd) keeping the messages it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.handlers import Message as MessageHandler
+
+        owner = self
+        self.messages: list[Message] = []
+
+        class Handler(MessageHandler):  # type: ignore[misc]
+            def handle_message(self, message: Message) -> None:
+                owner.messages.append(message)
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook/Slack sink collecting the JSON posted to it, per path."""
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    s = SmtpSink()
+    s.controller.start()
+    yield s
+    s.controller.stop()
