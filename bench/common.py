@@ -129,13 +129,13 @@ def ratio(a: float, b: float) -> str:
 
 
 @contextmanager
-def pitwall_with_config(config: dict[str, Any]) -> Iterator[str]:
-    """`pitwall server` with ``config`` as its config file and a temporary data dir (output discarded): its
-    URL once ready; terminated on exit."""
+def pitwall_with_config(config: dict[str, Any], port: int | None = None) -> Iterator[str]:
+    """`pitwall server` with ``config`` as its config file and a temporary data dir (output discarded), on
+    ``port`` (default: a free one): its URL once ready; terminated on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "pitwall.yaml"
         cfg.write_text(yaml.safe_dump(config))
-        port = free_port()
+        port = port or free_port()
         proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
                                  "--data-dir", str(Path(tmp) / "data"), "--listen", f"127.0.0.1:{port}"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

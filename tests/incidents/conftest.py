@@ -11,6 +11,10 @@ import httpx
 import pytest
 
 from pitwall.config import Settings, load_settings
+from pitwall.incidents.settings import IncidentsSettings
+from pitwall.incidents.store import IncidentStore
+from pitwall.incidents.wiring import apply_settings
+from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.alerting.notify.helpers import Receiver
 from tests.conftest import LiveServer, free_port
 
@@ -54,6 +58,24 @@ def pd_settings(tmp_path: Path, *, kube: bool = False, tokens: bool = False, **e
     auth = {"auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"], "name": "oncall-bot"}]} if tokens else {}
     return load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
                          kube={"enabled": kube}, incidents={**incidents_config(), **extra}, **auth)
+
+
+def webhook_settings() -> IncidentsSettings:
+    """``incidents_config`` with every user reachable through one webhook (never called: pagers are fakes)."""
+    cfg = incidents_config()
+    for u in cfg["users"]:
+        u["contact_methods"] = [{"type": "webhook", "address": f"http://hooks/{u['name'].lower()}"}]
+    return IncidentsSettings.model_validate(cfg)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteRevStore]:
+    """A state store holding ``webhook_settings``' objects, for tests driving ``IncidentService`` directly."""
+    s = SqliteRevStore(tmp_path / "revstore.db", compact_interval_s=None)
+    await s.start()
+    await apply_settings(IncidentStore(s), webhook_settings())
+    yield s
+    await s.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,10 +17,9 @@ from pitwall.incidents.errors import BadLink, ExpiredLink
 from pitwall.incidents.links import LINK_PATHS, ActionLinks, LinkClaims, sign, verify
 from pitwall.incidents.model import ContactMethod
 from pitwall.incidents.store import IncidentStore
-from pitwall.incidents.wiring import apply_settings
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.incidents.conftest import pd_settings
-from tests.incidents.test_escalation import FakeClock, _settings, _trigger
+from tests.incidents.test_escalation import FakeClock, _trigger
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,15 +87,6 @@ def test_ttl_setting_is_bounded_and_named(tmp_path: Path) -> None:
     for bad in ("30s", "31d"):
         with pytest.raises(ConfigError, match=r"incidents\.action_link_ttl: .*must be between 1m and 30d"):
             pd_settings(tmp_path, action_link_ttl=bad)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteRevStore]:
-    s = SqliteRevStore(tmp_path / "revstore.db", compact_interval_s=None)
-    await s.start()
-    await apply_settings(IncidentStore(s), _settings())
-    yield s
-    await s.stop()
 
 
 async def test_key_created_once_and_shared_by_every_server(store: SqliteRevStore) -> None:

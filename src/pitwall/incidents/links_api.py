@@ -14,16 +14,14 @@ colours inline, since the UI's stylesheet needs a credential when auth is on.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.routing import APIRoute
 from jinja2 import Environment
 
 from pitwall.core.body import read_form
 from pitwall.core.errors import PitwallError
-from pitwall.core.http_errors import status_of
+from pitwall.core.http_errors import error_router, status_of
 from pitwall.incidents.errors import BadLink
 from pitwall.incidents.links import ACTIONS, LINK_PATHS, Action, ActionLinks, LinkClaims
 from pitwall.incidents.model import Incident, Service, User
@@ -90,28 +88,16 @@ def _page(status: int = 200, **ctx: Any) -> Response:
     return Response(_TEMPLATE.render(**ctx), status, headers=_HEADERS, media_type="text/html; charset=utf-8")
 
 
-class _LinkRoute(APIRoute):
-    """Errors of these routes (bad link, expired, no such incident, body too large) as the same page."""
-
-    error_format = "html"
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except PitwallError as err:
-                status = status_of(err)
-                heading = {403: "This link does not work", 410: "This link has expired",
-                           404: "No such incident"}.get(status, "Something went wrong")
-                return _page(status, heading=heading, message=err.message, tone="err")
-
-        return handle
+def _error_page(err: PitwallError) -> Response:
+    """Every error of these routes (bad link, expired, no such incident, body too large) as the same page."""
+    status = status_of(err)
+    heading = {403: "This link does not work", 410: "This link has expired",
+               404: "No such incident"}.get(status, "Something went wrong")
+    return _page(status, heading=heading, message=err.message, tone="err")
 
 
 def action_links_router(service: IncidentService, links: ActionLinks) -> APIRouter:
-    r = APIRouter(route_class=_LinkRoute, tags=["incidents"], include_in_schema=False)
+    r = error_router("html", render_error=_error_page, tags=["incidents"], include_in_schema=False)
     store = service.store
 
     async def context(claims: LinkClaims) -> tuple[Incident, User, dict[str, Any]]:
