@@ -18,7 +18,7 @@ from starlette.routing import WebSocketRoute
 from websockets.sync.client import connect as ws_connect
 
 from pitwall.config import load_settings
-from pitwall.core.auth import READ_ONLY_POSTS, SAFE_METHODS, SIGNED_PATHS, required_scope
+from pitwall.core.auth import ACTION_LINK_PATHS, READ_ONLY_POSTS, SAFE_METHODS, SIGNED_PATHS, required_scope
 from pitwall.metrics.ingest import prompb
 from pitwall.server import create_app
 from tests.conftest import LiveServer
@@ -131,6 +131,9 @@ async def test_read_token_is_refused_on_every_mutating_route(secured: httpx.Asyn
         r = await secured.request(method, _concrete(path), headers=h(READ), content=b"{}")
         if path in SIGNED_PATHS:  # a signed body is its credential: a token does not open it, a bad one is 401
             assert r.status_code == 401, f"{method} {path}: {r.status_code}"
+            continue
+        if path in ACTION_LINK_PATHS:  # the link's signed token is the credential: without one, the route's 403
+            assert r.status_code == 403 and "This link does not work" in r.text, f"{method} {path}"
             continue
         assert r.status_code == 403, f"{method} {path}: {r.status_code}"
         assert "lacks the" in r.text or '"reason": "Forbidden"' in r.text  # the Kubernetes API: a Status

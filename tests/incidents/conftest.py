@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,12 @@ import httpx
 import pytest
 
 from pitwall.config import Settings, load_settings
-from tests.conftest import LiveServer
+from pitwall.incidents.settings import IncidentsSettings
+from pitwall.incidents.store import IncidentStore
+from pitwall.incidents.wiring import apply_settings
+from pitwall.storage.revstore.sqlite import SqliteRevStore
+from tests.alerting.notify.helpers import Receiver
+from tests.conftest import LiveServer, free_port
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000001"  # 32 letters and digits, as PagerDuty's integration keys
 OTHER_KEY = "R0UT1NGKEY0000000000000000000002"
@@ -54,6 +60,24 @@ def pd_settings(tmp_path: Path, *, kube: bool = False, tokens: bool = False, **e
                          kube={"enabled": kube}, incidents={**incidents_config(), **extra}, **auth)
 
 
+def webhook_settings() -> IncidentsSettings:
+    """``incidents_config`` with every user reachable through one webhook (never called: pagers are fakes)."""
+    cfg = incidents_config()
+    for u in cfg["users"]:
+        u["contact_methods"] = [{"type": "webhook", "address": f"http://hooks/{u['name'].lower()}"}]
+    return IncidentsSettings.model_validate(cfg)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteRevStore]:
+    """A state store holding ``webhook_settings``' objects, for tests driving ``IncidentService`` directly."""
+    s = SqliteRevStore(tmp_path / "revstore.db", compact_interval_s=None)
+    await s.start()
+    await apply_settings(IncidentStore(s), webhook_settings())
+    yield s
+    await s.stop()
+
+
 @pytest.fixture
 async def pd(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process client of a pitwall configured with ``incidents_config`` (telemetry-only control plane)."""
@@ -73,3 +97,37 @@ def pd_live(tmp_path: Path) -> Iterator[LiveServer]:
     srv.start()
     yield srv
     srv.stop()
+
+
+class SmtpSink:
+    """A local SMTP server (aiosmtpd) keeping the messages it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.handlers import Message as MessageHandler
+
+        owner = self
+        self.messages: list[Message] = []
+
+        class Handler(MessageHandler):  # type: ignore[misc]
+            def handle_message(self, message: Message) -> None:
+                owner.messages.append(message)
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook/Slack sink collecting the JSON posted to it, per path."""
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    s = SmtpSink()
+    s.controller.start()
+    yield s
+    s.controller.stop()

@@ -7,9 +7,7 @@ Carol, after 5 more the policy repeats once (``num_loops: 1``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -17,11 +15,9 @@ from pitwall.incidents import ChangeLog, IncidentService, Page
 from pitwall.incidents.events import AlertEvent, parse_event
 from pitwall.incidents.model import ContactMethod, Incident
 from pitwall.incidents.oncall import parse_time
-from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
-from pitwall.incidents.wiring import apply_settings
 from pitwall.storage.revstore.sqlite import SqliteRevStore
-from tests.incidents.conftest import ROUTING_KEY, incidents_config
+from tests.incidents.conftest import ROUTING_KEY
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,22 +45,6 @@ class RecordingPager:
         if contact.address in self.fail_for:
             raise RuntimeError("connection refused")
         self.pages.append((page.user_name, page.reason, contact.address))
-
-
-def _settings() -> IncidentsSettings:
-    cfg = incidents_config()
-    for u in cfg["users"]:
-        u["contact_methods"] = [{"type": "webhook", "address": f"http://hooks/{u['name'].lower()}"}]
-    return IncidentsSettings.model_validate(cfg)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteRevStore]:
-    s = SqliteRevStore(tmp_path / "revstore.db", compact_interval_s=None)
-    await s.start()
-    await apply_settings(IncidentStore(s), _settings())
-    yield s
-    await s.stop()
 
 
 def _service(store: SqliteRevStore, clock: FakeClock, pager: RecordingPager) -> IncidentService:

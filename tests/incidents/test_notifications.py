@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -14,41 +12,10 @@ import yaml
 
 from pitwall.config import load_settings
 from tests.alerting.notify.helpers import Receiver
-from tests.conftest import LiveServer, free_port
-from tests.incidents.conftest import ROUTING_KEY, incidents_config
+from tests.conftest import LiveServer
+from tests.incidents.conftest import ROUTING_KEY, SmtpSink, incidents_config
 
 pytestmark = [pytest.mark.timeout(90), pytest.mark.slow]
-
-
-class _Smtp:
-    def __init__(self) -> None:
-        from aiosmtpd.controller import Controller
-        from aiosmtpd.handlers import Message as MessageHandler
-
-        owner = self
-        self.messages: list[Message] = []
-
-        class Handler(MessageHandler):  # type: ignore[misc]
-            def handle_message(self, message: Message) -> None:
-                owner.messages.append(message)
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
-def smtp() -> Iterator[_Smtp]:
-    s = _Smtp()
-    s.controller.start()
-    yield s
-    s.controller.stop()
 
 
 def _wait(pred: Any, timeout: float = 20) -> None:
@@ -57,7 +24,7 @@ def _wait(pred: Any, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_pages_through_webhook_slack_and_email(tmp_path: Path, receiver: Receiver, smtp: _Smtp) -> None:
+def test_pages_through_webhook_slack_and_email(tmp_path: Path, receiver: Receiver, smtp: SmtpSink) -> None:
     cfg = incidents_config()
     alice, bob = cfg["users"][0], cfg["users"][1]
     alice["contact_methods"] = [

@@ -33,7 +33,7 @@ from pitwall.core.errors import Forbidden, PitwallError, Unauthorized
 from pitwall.core.http_errors import render
 from pitwall.core.tenancy import AUDIT_TENANT, PRINCIPAL_KEY, TENANT_HEADER, Principal, resolve_tenant
 
-__all__ = ["ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "SIGNED_PATHS", "Authenticator", "BearerAuth",
+__all__ = ["ACTION_LINK_PATHS", "ADMIN_PATHS", "OPEN_PATHS", "READ_ONLY_POSTS", "SAFE_METHODS", "SIGNED_PATHS", "Authenticator", "BearerAuth",
            "TokenTable", "action", "is_read_only_post", "required_scope"]
 
 # Health probes; kube-apiserver's public-info-viewer paths are open the same way.
@@ -48,6 +48,10 @@ SIGN_IN_PATHS = frozenset({"/auth/login", "/auth/callback"})
 # Webhooks that cannot send a token but sign their body: the route checks the signature (GitHub's
 # X-Hub-Signature-256 against pipelines.github_secret) and refuses a bad one itself.
 SIGNED_PATHS = frozenset({"/api/pipelines/v1/hooks/github"})
+# The acknowledge/resolve links in pages to people (incidents.links): the signed, expiring token in the
+# link is the credential (a person reading an e-mail has no pitwall token), so the route checks it itself.
+ACTION_LINK_PATHS = frozenset({"/incident-actions/acknowledge", "/incident-actions/resolve"})
+ACTION_LINK_METHODS = frozenset({"GET", "HEAD", "POST"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_PATHS = frozenset({"/-/reload", "/-/quit"})
 ADMIN_PREFIX = "/api/v1/admin/"
@@ -177,6 +181,7 @@ class BearerAuth:
         kind = scope["type"]
         if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or scope["path"] in SIGN_IN_PATHS or \
                 (scope["path"] in SIGNED_PATHS and scope.get("method") == "POST") or \
+                (scope["path"] in ACTION_LINK_PATHS and scope.get("method") in ACTION_LINK_METHODS) or \
                 (not self.tokens and not self.authenticators):
             await self.app(scope, receive, send)
             return

@@ -138,7 +138,13 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _route_class(fmt: ErrorFormat) -> type[APIRoute]:
+ErrorRenderer = Callable[[PitwallError], Response]
+
+
+def _route_class(fmt: ErrorFormat, own: ErrorRenderer | None) -> type[APIRoute]:
+    def show(err: PitwallError) -> Response:
+        return own(err) if own is not None else render(err, fmt)
+
     class FormattedRoute(APIRoute):
         error_format: ErrorFormat = fmt
 
@@ -149,15 +155,16 @@ def _route_class(fmt: ErrorFormat) -> type[APIRoute]:
                 try:
                     return await handler(request)
                 except PitwallError as err:
-                    return render(err, fmt)
+                    return show(err)
                 except RequestValidationError as exc:
-                    return render(BadData(_validation_message(exc)), fmt)
+                    return show(BadData(_validation_message(exc)))
 
             return handle
 
     return FormattedRoute
 
 
-def error_router(fmt: ErrorFormat, **kwargs: Any) -> APIRouter:
-    """An APIRouter whose routes render errors in wire format ``fmt``."""
-    return APIRouter(route_class=_route_class(fmt), **kwargs)
+def error_router(fmt: ErrorFormat, *, render_error: ErrorRenderer | None = None, **kwargs: Any) -> APIRouter:
+    """An APIRouter whose routes render errors in wire format ``fmt``, or with ``render_error`` (a page of
+    the router's own, e.g. for HTML pages people reach from a link)."""
+    return APIRouter(route_class=_route_class(fmt, render_error), **kwargs)

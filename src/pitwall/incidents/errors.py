@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pitwall.core.errors import BadData, NotFound, Overloaded
+from pitwall.core.errors import BadData, Forbidden, NotFound, Overloaded
 
-__all__ = ["Conflict", "IncidentNotFound", "InvalidEvent", "InvalidInput", "NotFoundError", "Throttled"]
+__all__ = ["BadLink", "Conflict", "ExpiredLink", "IncidentNotFound", "InvalidEvent", "InvalidInput", "NotFoundError",
+           "Throttled"]
 
 
 class InvalidEvent(BadData):
@@ -39,3 +40,13 @@ class Conflict(BadData):
     """A write lost to a concurrent one, or a key already owned by another object (HTTP 409)."""
 
     status = 409
+
+
+class BadLink(Forbidden):
+    """An acknowledge/resolve link whose token is malformed, forged, or for another incident or action (403)."""
+
+
+class ExpiredLink(BadLink):
+    """An action link past its expiry (410 Gone: it was valid once and will never be again)."""
+
+    status = 410

@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pitwall.incidents.changes import ChangeEvent, ChangeSink
@@ -40,7 +40,7 @@ from pitwall.incidents.oncall import on_call_at, parse_time
 from pitwall.incidents.signals import signal_service
 from pitwall.incidents.store import IncidentStore
 
-__all__ = ["Clock", "IncidentService", "Page", "Pager"]
+__all__ = ["Clock", "IncidentService", "LinkMaker", "Page", "Pager"]
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], int]
@@ -64,12 +64,22 @@ class Page:
     url: str  # the incident in pitwall's REST API
     user_id: str
     user_name: str
+    acknowledge_url: str = ""  # signed links acting as this user from the message (``links``); empty: none
+    resolve_url: str = ""
+    html_url: str = ""  # the incident's page in pitwall's UI (PagerDuty's name for an incident's web page)
 
 
 class Pager(Protocol):
     """Delivers a page to one contact method; raises on failure."""
 
     async def page(self, contact: ContactMethod, page: Page) -> None: ...
+
+
+class LinkMaker(Protocol):
+    """Signs the acknowledge/resolve links of a page to one user through one contact method."""
+
+    async def urls(self, incident_id: str, user_id: str, contact: ContactMethod) -> tuple[str, str]:
+        """The acknowledge and the resolve URL."""
 
 
 def _entry(kind: str, now: int, summary: str, *, agent: str = "", channel: str = "api",
@@ -82,10 +92,11 @@ class IncidentService:
     """Incident life cycle over the store; ``pager`` delivers notifications, ``changes`` gets change events."""
 
     def __init__(self, store: IncidentStore, changes: ChangeSink, *, pager: Pager | None = None,
-                 clock: Clock = time.time_ns, base_url: str = "") -> None:
+                 clock: Clock = time.time_ns, base_url: str = "", links: LinkMaker | None = None) -> None:
         self.store = store
         self.changes = changes
         self.pager = pager
+        self.links = links
         self.clock = clock
         self.base_url = base_url.rstrip("/")
         self._numbering = asyncio.Lock()
@@ -327,8 +338,31 @@ class IncidentService:
     # --- people's actions ------------------------------------------------------------------------
 
     async def acknowledge(self, incident_id: str, agent: str, *, channel: str = "api") -> Incident:
-        now = self.clock()
+        return await self.store.update_incident(incident_id, self._acknowledging(agent, channel, self.clock()))
 
+    async def resolve(self, incident_id: str, agent: str, *, channel: str = "api",
+                      summary: str = "Resolved") -> Incident:
+        return await self.store.update_incident(incident_id, self._resolving(agent, channel, self.clock(), summary))
+
+    async def act_once(self, incident_id: str, action: str, agent: str, *, channel: str,
+                       details: dict[str, object]) -> tuple[Incident, bool]:
+        """Acknowledge a triggered incident or resolve an open one, as a link in a page does: never twice
+        (a second click on an acknowledged incident adds no acknowledgement), nothing on a resolved one.
+        Returns the incident and whether this call changed it; decided in the same compare-and-swap write."""
+        now = self.clock()
+        apply = (self._acknowledging(agent, channel, now, details) if action == "acknowledge"
+                 else self._resolving(agent, channel, now, "Resolved", details))
+        acted = False
+
+        async def change(inc: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
+            nonlocal acted
+            acted = inc.status == "triggered" or (inc.status == "acknowledged" and action == "resolve")
+            return await apply(inc) if acted else None
+
+        return await self.store.update_incident(incident_id, change), acted
+
+    def _acknowledging(self, agent: str, channel: str, now: int, details: dict[str, object] | None = None
+                       ) -> Callable[[Incident], Awaitable[tuple[list[LogEntry], list[Alert]] | None]]:
         async def change(inc: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
             if inc.status == "resolved":
                 return None
@@ -338,27 +372,29 @@ class IncidentService:
             inc.acknowledgements.append({"user": agent, "at": now})
             timeout = svc.acknowledgement_timeout if svc else None
             inc.ack_until_ns = now + timeout * _S_NS if timeout else 0
-            return [_entry("acknowledge_log_entry", now, "Acknowledged", agent=agent, channel=channel)], []
+            entry = _entry("acknowledge_log_entry", now, "Acknowledged", agent=agent, channel=channel)
+            entry.details.update(details or {})
+            return [entry], []
 
-        return await self.store.update_incident(incident_id, change)
+        return change
 
-    async def resolve(self, incident_id: str, agent: str, *, channel: str = "api",
-                      summary: str = "Resolved") -> Incident:
-        now = self.clock()
-
+    def _resolving(self, agent: str, channel: str, now: int, summary: str, details: dict[str, object] | None = None
+                   ) -> Callable[[Incident], Awaitable[tuple[list[LogEntry], list[Alert]] | None]]:
         async def change(inc: Incident) -> tuple[list[LogEntry], list[Alert]] | None:
             if inc.status == "resolved":
                 return None
-            alerts = await self.store.alerts(incident_id)  # read per attempt: grouping may add one meanwhile
+            alerts = await self.store.alerts(inc.id)  # read per attempt: grouping may add one meanwhile
             inc.status = "resolved"
             inc.updated_ns = inc.last_status_change_ns = inc.resolved_ns = now
             inc.next_escalation_ns = inc.ack_until_ns = inc.resolve_at_ns = 0
             done = [a.model_copy(update={"status": "resolved", "resolved_ns": now}) for a in alerts
                     if a.status != "resolved"]
             inc.alert_counts = {"all": len(alerts), "triggered": 0, "resolved": len(alerts)}
-            return [_entry("resolve_log_entry", now, summary, agent=agent, channel=channel)], done
+            entry = _entry("resolve_log_entry", now, summary, agent=agent, channel=channel)
+            entry.details.update(details or {})
+            return [entry], done
 
-        return await self.store.update_incident(incident_id, change)
+        return change
 
     async def resolve_alert(self, incident_id: str, dedup: str, agent: str) -> Incident:
         """A resolve event: resolve the alert(s) under ``dedup``; the incident resolves with its last open alert."""
@@ -509,7 +545,8 @@ class IncidentService:
         chosen = user.notification_rules.get(inc.urgency)
         methods = [c for c in user.contact_methods if chosen is None or c.id in chosen]
         page = Page(inc.id, inc.number, inc.title, inc.status, inc.urgency, svc.name if svc else inc.service_id,
-                    item.reason, f"{self.base_url}/pagerduty/incidents/{inc.id}", user.id, user.name)
+                    item.reason, f"{self.base_url}/pagerduty/incidents/{inc.id}", user.id, user.name,
+                    html_url=f"{self.base_url}/incidents/{inc.id}")
         done: list[str] = []
         errors: list[str] = []
         for cm in methods:
@@ -517,7 +554,8 @@ class IncidentService:
                 errors.append("no pager configured")
                 break
             try:
-                await self.pager.page(cm, page)
+                ack, res = await self.links.urls(inc.id, user.id, cm) if self.links is not None else ("", "")
+                await self.pager.page(cm, replace(page, acknowledge_url=ack, resolve_url=res))
                 done.append(cm.id)
             except Exception as e:
                 errors.append(f"{cm.type} {cm.id}: {e}")

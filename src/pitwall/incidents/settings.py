@@ -128,7 +128,16 @@ class IncidentsSettings(BaseModel):
                                    "minute (PagerDuty's limit); more are answered 429")
     tick_interval: DurationMs = Field(1_000, gt=0, description="how often escalations and timeouts are checked")
     external_url: str = Field("", description="base URL in notifications; default http://<listen>")
+    action_link_ttl: DurationMs = Field(86_400_000, description="how long the acknowledge/resolve links in a "
+                                        "page work (1m to 30d)")
     itsm: ItsmSettings = Field(default_factory=ItsmSettings)
+
+    @field_validator("action_link_ttl")
+    @classmethod
+    def _link_ttl(cls, v: int) -> int:
+        if not 60_000 <= v <= 30 * 86_400_000:  # a link must outlive reading the message, not a month
+            raise ValueError(f"must be between 1m and 30d, got {v / 1000:g}s")
+        return v
 
     @model_validator(mode="after")
     def _references(self) -> IncidentsSettings:

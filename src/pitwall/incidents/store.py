@@ -14,6 +14,8 @@ Layout (values are the JSON of ``model``):
   created its key, so a restart never sends one twice
 - ``itsm/<incident>``: incidents whose ITSM tickets are not yet in step (written with the incident when
   ITSM sync is configured, deleted once its tickets are resolved): the sync worker's work list
+- ``link_key``: the HMAC-SHA256 key signing the acknowledge/resolve links in pages (``links``), 32 random
+  bytes written once by whichever server needs it first, so every server on the store accepts every link
 
 Incident updates are compare-and-swap on the key's mod revision, retried, so
 several pitwall servers on one etcd agree.
@@ -322,6 +324,19 @@ class IncidentStore:
 
     async def itsm_done(self, incident_id: str) -> None:
         await self.store.delete(f"{self.p}itsm/{incident_id}")
+
+    # --- the action-link key -------------------------------------------------------------------------
+
+    async def link_key(self) -> bytes:
+        """The key signing action links; the first caller on the store creates it (compare-and-swap on its
+        absence), later ones, on any server, read that one."""
+        k = f"{self.p}link_key"
+        kv = await self.store.get(k)
+        if kv is not None:
+            return kv.value
+        new = secrets.token_bytes(32)
+        res = await self.store.txn([Compare(k, "version", "=", 0)], [Op.put(k, new)], [Op.get(k)])
+        return new if res.succeeded else res.results[0][0].value
 
     # --- the notification log --------------------------------------------------------------------
 

@@ -5,8 +5,9 @@ on reload, runs the escalation loop (every ``incidents.tick_interval``: due
 escalations, acknowledgement and auto-resolve timeouts, queued pages) under a
 supervisor, runs the ITSM ticket sync (``itsm.ItsmSync``) when
 ``incidents.itsm`` configures Jira or ServiceNow (its settings apply at
-start, not on reload), and mounts the Events API (``/v2/...``) and the REST
-API (``/pagerduty/...``). It shares the revisioned store the Kubernetes API runs
+start, not on reload), and mounts the Events API (``/v2/...``), the REST
+API (``/pagerduty/...``) and the pages behind the acknowledge/resolve links
+in notifications (``/incident-actions/...``, ``links_api``). It shares the revisioned store the Kubernetes API runs
 on; with the control plane turned off it is handed a store of its own to
 start and stop (``own_store``).
 """
@@ -33,6 +34,8 @@ from pitwall.incidents.api_config import config_router
 from pitwall.incidents.changes import ChangeLog
 from pitwall.incidents.events_api import EventsLimiter, events_router
 from pitwall.incidents.itsm import ItsmSync, build_systems
+from pitwall.incidents.links import ActionLinks
+from pitwall.incidents.links_api import action_links_router
 from pitwall.incidents.service import IncidentService, Pager
 from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
@@ -89,6 +92,7 @@ class IncidentsPart:
     limiter: EventsLimiter
     budget: InflightBudget
     own_store: RevStore | None = None
+    links: ActionLinks | None = None
     itsm: ItsmSync | None = None  # when incidents.itsm configures a ticketing system
     name: str = "incidents"
 
@@ -100,13 +104,16 @@ class IncidentsPart:
         # Incidents are the whole server's, not one tenant's.
         return [Mount(events_router(self.service, self.limiter, self.budget), server_wide=True),
                 Mount(incidents_router(self.rest), server_wide=True),
-                Mount(config_router(self.rest), server_wide=True)]
+                Mount(config_router(self.rest), server_wide=True),
+                *([Mount(action_links_router(self.service, self.links), server_wide=True)] if self.links else [])]
 
     async def reload(self, settings: Any) -> None:
         new: IncidentsSettings = settings.incidents
         await apply_settings(self.service.store, new)
         self.loop.settings = new
         self.limiter.per_minute = new.events_per_minute
+        if self.links is not None:
+            self.links.ttl_ms = new.action_link_ttl  # links sent from now on; those out keep their expiry
 
     def register_metrics(self, metrics: SelfMetrics) -> None:
         metrics.add_gauges("pitwall_incidents_escalation_ticks", "Escalation loop passes since start.",
@@ -136,7 +143,8 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
     base = cfg.external_url or settings.notifications.external_url or f"http://{settings.listen}"
     changes = ChangeLog(store)
     incidents = IncidentStore(store)
-    service = IncidentService(incidents, changes, pager=pager, base_url=base)
+    links = ActionLinks(incidents, base, cfg.action_link_ttl)
+    service = IncidentService(incidents, changes, pager=pager, base_url=base, links=links)
     rest = RestDeps(service, changes, budget, external_url=cfg.external_url)
     itsm = None
     if cfg.itsm.enabled:
@@ -146,4 +154,4 @@ def build_incidents_part(settings: Any, store: RevStore, budget: InflightBudget,
             election = Election(store, "incidents-itsm", identity, ttl_s=settings.state.election_ttl / 1000)
         itsm = ItsmSync(incidents, cfg.itsm, build_systems(cfg.itsm), base_url=base, election=election)
     return IncidentsPart(service, EscalationLoop(service, cfg), rest, EventsLimiter(cfg.events_per_minute),
-                         budget, own_store=store if own_store else None, itsm=itsm)
+                         budget, own_store=store if own_store else None, links=links, itsm=itsm)

@@ -285,6 +285,10 @@ class Templates:
             except TemplateError as e:
                 raise ConfigError(f"templates: {f}: {e.message}") from e
 
+    def define(self, text: str, name: str) -> None:
+        """Add definitions of pitwall's own (``{{ define "..." }}`` blocks), e.g. the texts of pages to people."""
+        self.base.parse(text, name)
+
     def render(self, text: str, data: TemplateData) -> str:
         """Expand one configured text (``title``, ``text``, a header...) against ``data``."""
         if "{{" not in text:
