@@ -1,4 +1,4 @@
-"""`pitwall releases abtest`: an A/B report read from a live server's metrics, through its Prometheus API."""
+"""`pitwall releases abtest`: an A/B report of a live server's metrics, computed by its /api/releases/v1/abtest."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_bad_queries_are_named(live_server: LiveServer) -> None:
     assert code == 1 and "a series has no 'job' label" in text
     out = CliRunner().invoke(app, ["releases", "abtest", "--server", live_server.url, "--numerator", "sum(",
                                    "--denominator", "shop_visits"])
-    assert out.exit_code == 1 and "--numerator:" in out.output and "parse error" in out.output
+    assert out.exit_code == 1 and "numerator:" in out.output and "parse error" in out.output
     _push(live_server.url, {"broken": (9.0, 3.0)})  # more successes than trials
     code, text = _run(live_server.url)
     assert code == 1 and "9 successes out of only 3 trials" in text

@@ -1,5 +1,6 @@
-"""Builds the releases capability as a ``core.lifecycle.Part``: Flagger's CRDs built into the Kubernetes API
-and the Canary controller (leader-gated like the other controllers)."""
+"""Builds the releases capability as ``core.lifecycle.Part``s: Flagger's CRDs built into the Kubernetes API
+and the Canary controller (leader-gated like the other controllers); and A/B reports (``/api/releases/v1``),
+a part of their own because they need only the metrics query interface, not the control plane."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
 from pitwall.kube import KubeAPI
 from pitwall.metrics import Appender, InstantQuery
+from pitwall.releases.api import releases_router
 from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
@@ -28,7 +30,7 @@ from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
 
-__all__ = ["ReleasesPart", "build_releases_part", "self_addresses"]
+__all__ = ["ABTestPart", "ReleasesPart", "build_releases_part", "self_addresses"]
 
 
 @dataclass
@@ -63,6 +65,27 @@ class ReleasesPart:
                            lambda: float(lt.runs))
         metrics.add_gauges("pitwall_releases_reconcile_errors", "Canary reconciles that failed (and were retried).",
                            lambda: float(sum(r.errors for r in m.runners)))
+
+
+@dataclass
+class ABTestPart:
+    """A/B reports over the metrics pillar's ``instant`` query: routes only, tenant-scoped (each tenant's
+    metrics), on with or without the control plane."""
+
+    instant: InstantQuery | None
+    name: str = "releases-abtest"
+
+    def components(self) -> Sequence[Component]:
+        return []
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(releases_router(self.instant))]
+
+    async def reload(self, settings: Any) -> None:
+        return None
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        return None
 
 
 @dataclass

@@ -1,0 +1,62 @@
+"""``/api/releases/v1``: A/B reports over HTTP (pitwall's native JSON; errors ``{"error": {...}}``).
+
+``GET /api/releases/v1/abtest?numerator=...&denominator=...`` and ``POST`` of the same fields as a form or
+as JSON (``variants`` a list of ``{name, successes, trials}`` queries) answer the report of
+:mod:`pitwall.releases.abtest_query`: per-variant counts, rates and intervals, each treatment's test,
+p-value, intervals and verdict, the sample-size estimate and the arithmetic. The POST only reads, so a
+``read`` token may send it (``core.auth.READ_ONLY_POSTS``). A bad field is a 400 whose message starts with
+the field's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from pitwall.core.body import media_type, read_capped
+from pitwall.core.errors import BadData, Unavailable
+from pitwall.core.http_errors import error_router
+from pitwall.core.params import all_params, tenant_of
+from pitwall.metrics import InstantQuery
+from pitwall.releases.abtest_query import ABTestSpec, run_abtest, spec_from_json, spec_from_pairs
+
+__all__ = ["ABTEST_PATH", "MAX_BODY_BYTES", "PREFIX", "releases_router"]
+
+PREFIX = "/api/releases/v1"
+ABTEST_PATH = PREFIX + "/abtest"
+MAX_BODY_BYTES = 256 << 10  # ten variants of 4 KiB queries fit many times over
+
+
+def releases_router(instant: InstantQuery | None) -> APIRouter:
+    """The releases API over the metrics pillar's ``instant`` query (None: every report is a 503)."""
+    r = error_router("native", prefix=PREFIX, tags=["releases"])
+
+    async def answer(request: Request, spec: ABTestSpec) -> JSONResponse:
+        if instant is None:
+            raise Unavailable("A/B reports need the metrics query interface, which this server does not have")
+        result = await run_abtest(instant, spec, tenant_of(request))
+        return JSONResponse(result.to_dict())
+
+    @r.get("/abtest", summary="An A/B report: each variant's rate from PromQL, each treatment tested against the "
+           "control, the sample size needed and the arithmetic")
+    async def abtest_get(request: Request) -> JSONResponse:
+        return await answer(request, spec_from_pairs(request.query_params.multi_items()))
+
+    @r.post("/abtest", summary="The A/B report of a JSON or form body (per-variant queries in `variants`)")
+    async def abtest_post(request: Request) -> JSONResponse:
+        if media_type(request) == "application/json":
+            return await answer(request, spec_from_json(await _json(request)))
+        return await answer(request, spec_from_pairs(list((await all_params(request)).multi_items())))
+
+    return r
+
+
+async def _json(request: Request) -> Any:
+    data = await read_capped(request, MAX_BODY_BYTES, "A/B request body")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise BadData(f"body: invalid JSON: {e}") from None
