@@ -21,7 +21,7 @@ from pitwall.core.errors import BadData, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import all_params, tenant_of
 from pitwall.metrics import InstantQuery
-from pitwall.releases.abtest_query import ABTestSpec, run_abtest, spec_from_json, spec_from_pairs
+from pitwall.releases.abtest_query import run_abtest, spec_from_json, spec_from_pairs
 
 __all__ = ["ABTEST_PATH", "MAX_BODY_BYTES", "PREFIX", "releases_router"]
 
@@ -34,23 +34,23 @@ def releases_router(instant: InstantQuery | None) -> APIRouter:
     """The releases API over the metrics pillar's ``instant`` query (None: every report is a 503)."""
     r = error_router("native", prefix=PREFIX, tags=["releases"])
 
-    async def answer(request: Request, spec: ABTestSpec) -> JSONResponse:
+    async def abtest(request: Request) -> JSONResponse:
+        # One handler for both methods: a read-only POST is the GET's twin (tests/test_security.py).
+        if request.method == "GET":
+            spec = spec_from_pairs(request.query_params.multi_items())
+        elif media_type(request) == "application/json":
+            spec = spec_from_json(await _json(request))
+        else:
+            spec = spec_from_pairs(list((await all_params(request)).multi_items()))
         if instant is None:
             raise Unavailable("A/B reports need the metrics query interface, which this server does not have")
-        result = await run_abtest(instant, spec, tenant_of(request))
-        return JSONResponse(result.to_dict())
+        return JSONResponse((await run_abtest(instant, spec, tenant_of(request))).to_dict())
 
-    @r.get("/abtest", summary="An A/B report: each variant's rate from PromQL, each treatment tested against the "
-           "control, the sample size needed and the arithmetic")
-    async def abtest_get(request: Request) -> JSONResponse:
-        return await answer(request, spec_from_pairs(request.query_params.multi_items()))
-
-    @r.post("/abtest", summary="The A/B report of a JSON or form body (per-variant queries in `variants`)")
-    async def abtest_post(request: Request) -> JSONResponse:
-        if media_type(request) == "application/json":
-            return await answer(request, spec_from_json(await _json(request)))
-        return await answer(request, spec_from_pairs(list((await all_params(request)).multi_items())))
-
+    summary = ("An A/B report: each variant's rate from PromQL, each treatment tested against the control, the "
+               "sample size needed and the arithmetic (POST: the same fields as a form or JSON, per-variant "
+               "queries in `variants`)")
+    for method in ("GET", "POST"):  # distinct OpenAPI operation ids, as the Prometheus API's twins
+        r.add_api_route("/abtest", abtest, methods=[method], operation_id=f"abtest_{method.lower()}", summary=summary)
     return r
 
 
