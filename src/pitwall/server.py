@@ -349,7 +349,7 @@ def build(settings: Settings) -> Components:
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,
         notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy, backup=backup,
-        abtest=ABTestPart(metrics.instant), otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
+        abtest=ABTestPart(metrics.instant, cp.kube.api.client if cp is not None else None), otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
     )
 
 

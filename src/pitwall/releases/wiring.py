@@ -14,8 +14,9 @@ from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
-from pitwall.kube import KubeAPI
+from pitwall.kube import KubeAPI, KubeClient
 from pitwall.metrics import Appender, InstantQuery
+from pitwall.releases.abtest_kind import install_abtest_kind
 from pitwall.releases.api import releases_router
 from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
@@ -73,13 +74,14 @@ class ABTestPart:
     metrics), on with or without the control plane."""
 
     instant: InstantQuery | None
+    client: KubeClient | None = None  # saved experiments (ABTest objects): with the control plane
     name: str = "releases-abtest"
 
     def components(self) -> Sequence[Component]:
         return []
 
     def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
-        return [Mount(releases_router(self.instant))]
+        return [Mount(releases_router(self.instant, self.client))]
 
     async def reload(self, settings: Any) -> None:
         return None
@@ -123,6 +125,7 @@ def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes:
     Flagger's own metrics (``releases.recorder``) go to ``appender``. The load tester's kubectl tasks dial
     ``listen`` (over TLS when ``tls``)."""
     kube.add_builtin_crds(flagger_crds())
+    install_abtest_kind(kube)  # saved A/B experiments: reports are ABTestPart's routes
     own = self_addresses(listen)
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=own)
     releases = releases or ReleasesSettings()

@@ -24,6 +24,8 @@ from pitwall.core.tenancy import require_server_wide
 from pitwall.releases import ABTestResult, run_abtest, spec_from_pairs
 from pitwall.ui.releases_view import (
     abtest_form,
+    abtest_pairs,
+    abtest_rows,
     canary_charts,
     canary_row,
     change_rows,
@@ -58,10 +60,14 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
     @r.get("/releases/abtest", response_class=HTMLResponse)
     async def abtest(request: Request) -> Response:
         pairs = list(request.query_params.multi_items())
+        problem, status = "", 200
+        experiment = request.query_params.get("experiment", "")
+        if experiment:  # a saved ABTest: its spec fills the form
+            pairs, problem = await _saved_pairs(request, experiment)
+            status = 404 if problem else 200
         form = abtest_form(pairs)
         result: ABTestResult | None = None
-        problem, status = "", 200
-        if form.submitted and deps.metrics is not None:
+        if form.submitted and deps.metrics is not None and not problem:
             try:
                 result = await run_abtest(deps.metrics.instant, spec_from_pairs(pairs), tenant_of(request))
             except PitwallError as e:  # shown above the result, the form keeps what was typed
@@ -69,11 +75,29 @@ def add_routes(r: APIRouter, pages: Pages) -> None:
         # htmx asks for the result alone (the form stays as typed), with a 200 as htmx swaps in nothing else;
         # without JavaScript, the whole page with the error's status. The form has its own time and window,
         # so the page has no time picker.
-        template = "abtest.html"
+        ctx: dict[str, Any] = {"problem": problem, "form": form, "report": result.to_dict() if result else None}
         if request.headers.get("HX-Request"):
-            template, status = "_abtest_result.html", 200
-        return pages.render(request, template, "releases", None, status=status, problem=problem, form=form,
-                            report=result.to_dict() if result else None, available=deps.metrics is not None)
+            return pages.render(request, "_abtest_result.html", "releases", None, **ctx)
+        saved = abtest_rows(await deps.releases.abtests()) if deps.releases and _sees_saved(request) else None
+        return pages.render(request, "abtest.html", "releases", None, status=status, available=deps.metrics is not None,
+                            saved=saved, experiment=experiment, **ctx)
+
+    def _sees_saved(request: Request) -> bool:
+        """Saved experiments are Kubernetes objects of the whole server: not for a token limited to tenants."""
+        try:
+            require_server_wide(request)
+        except PitwallError:
+            return False
+        return True
+
+    async def _saved_pairs(request: Request, experiment: str) -> tuple[list[tuple[str, str]], str]:
+        """The form's parameters from the ABTest ``namespace/name``, or the reason there are none."""
+        ns, _, name = experiment.partition("/")
+        src = deps.releases if _sees_saved(request) else None
+        obj = await src.abtest(ns, name) if src is not None and ns and name else None
+        if obj is None:
+            return [], f"experiment: ABTest {experiment} not found"
+        return abtest_pairs(obj.get("spec") or {}), ""
 
     @r.get("/releases/{namespace}/{name}", response_class=HTMLResponse, dependencies=server_wide)
     async def release(namespace: str, name: str, request: Request) -> Response:

@@ -26,6 +26,8 @@ __all__ = [
     "ReleasesSource",
     "StepRow",
     "abtest_form",
+    "abtest_pairs",
+    "abtest_rows",
     "canary_charts",
     "canary_row",
     "change_rows",
@@ -51,6 +53,14 @@ class ReleasesSource(Protocol):
 
     async def canary(self, namespace: str, name: str) -> Obj | None:
         """One Canary, or None."""
+        ...
+
+    async def abtests(self) -> list[Obj]:
+        """Every saved A/B experiment (``pitwall.dev/v1`` ABTest)."""
+        ...
+
+    async def abtest(self, namespace: str, name: str) -> Obj | None:
+        """One saved A/B experiment, or None."""
         ...
 
     async def events(self, namespace: str, name: str) -> list[Obj]:
@@ -339,3 +349,26 @@ def abtest_form(pairs: list[tuple[str, str]]) -> ABTestForm:
     filled = [(r[0], r[1], r[2]) for r in rows if any(r)]
     padded = filled + [("", "", "")] * max(1, AB_MIN_ROWS - len(filled))
     return ABTestForm(fields, padded, any(v.strip() for v in fields.values()) or bool(filled))
+
+
+def abtest_pairs(spec: Obj) -> list[tuple[str, str]]:
+    """A saved experiment's ``spec`` as the A/B form's parameters (to fill it in and run it)."""
+    pairs = [(k, str(v)) for k, v in spec.items() if k in ABTEST_FIELDS and k != "variants" and v is not None]
+    for row in spec.get("variants") or []:
+        if isinstance(row, dict):
+            pairs += [("variant", str(row.get("name", ""))), ("successes", str(row.get("successes", ""))),
+                      ("trials", str(row.get("trials", "")))]
+    return pairs
+
+
+def abtest_rows(objs: list[Obj]) -> list[dict[str, str]]:
+    """The saved experiments' list: namespace, name, what they compare, the window."""
+    rows = []
+    for o in objs:
+        spec = o.get("spec") or {}
+        variants = [str(v.get("name", "")) for v in spec.get("variants") or [] if isinstance(v, dict)]
+        what = ", ".join(variants) if variants else f"split by {spec.get('by') or 'variant'}"
+        rows.append({"namespace": str(meta(o).get("namespace", "")), "name": str(meta(o).get("name", "")),
+                     "variants": what, "control": str(spec.get("control") or ""),
+                     "window": str(spec.get("window") or "")})
+    return sorted(rows, key=lambda r: (r["namespace"], r["name"]))
