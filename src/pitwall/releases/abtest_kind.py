@@ -33,7 +33,7 @@ def validate_abtest(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cau
     try:
         spec_from_json(obj.get("spec") or {})
     except ABTestInputError as e:
-        return [Cause(f"spec.{e.field}", "FieldValueInvalid", e.message)]
+        return [Cause(f"spec.{e.field}", "FieldValueInvalid", e.detail)]
     return []
 
 

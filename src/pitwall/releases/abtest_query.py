@@ -51,6 +51,7 @@ class ABTestInputError(BadData):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"{name}: {message}")
         self.field = name
+        self.detail = message  # without the field, for a Kubernetes cause that names it apart
 
 
 @dataclass(frozen=True, slots=True)
