@@ -133,3 +133,27 @@ def test_kubectl_applies_and_lists_abtests(tmp_path: Path) -> None:
     assert bad.returncode != 0
     assert bad.stderr.strip() == ('The ABTest "checkout" is invalid: spec.window: 100d must be above 0 and at '
                                   'most 12w6d')
+
+
+async def test_a_token_of_other_tenants_sees_no_saved_experiment(kube: KubeAPI) -> None:
+    from pitwall.core.tenancy import PRINCIPAL_KEY, Principal
+
+    await kube.client.create(abtest("checkout", SPEC))
+    inner = FastAPI()
+    inner.include_router(releases_router(INSTANT, kube.client))
+    deps = UIDeps(settings=UISettings(), metrics=cast(Any, SimpleNamespace(instant=INSTANT)),
+                  targets=lambda: TargetsSnapshot([], [], {}), traces=None, logs=None, alerts=None,
+                  dashboards=cast(Any, None), releases=ReleasesConsole(kube.client))
+    inner.include_router(ui_router(deps))
+    limited = Principal("team-a", frozenset({"read"}), frozenset({"team-a"}))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # as BearerAuth leaves a tenant-limited token
+        await inner({**scope, PRINCIPAL_KEY: limited}, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
+        api = await http.get("/api/releases/v1/abtests/shop/checkout")
+        page = await http.get("/releases/abtest", params={"experiment": "shop/checkout"})
+        plain = await http.get("/releases/abtest", params={"numerator": "num", "denominator": "den"})
+    assert api.status_code == 403 and "serves the whole server" in api.text
+    assert page.status_code == 404 and "experiment: ABTest shop/checkout not found" in page.text
+    assert plain.status_code == 200 and "abtest-saved" not in plain.text and "0.0847" in plain.text
