@@ -15,7 +15,8 @@ from pitwall.core.auth import required_scope
 from pitwall.core.labels import Labels
 from pitwall.metrics import QueryResult
 from pitwall.releases import sample_size_per_variant
-from pitwall.releases.abtest_query import ABTestInputError, parse_spec, run_abtest, spec_from_pairs
+from pitwall.releases.abtest_query import run_abtest
+from pitwall.releases.abtest_spec import ABTestInputError, parse_spec, spec_from_pairs
 from tests.conftest import LiveServer
 from tests.releases.test_abtest_cli import _push
 

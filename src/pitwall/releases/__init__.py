@@ -22,25 +22,20 @@ if TYPE_CHECKING:
         sample_size_per_variant,
         variants_from_ratio,
     )
-    from pitwall.releases.abtest_query import FIELDS as ABTEST_FIELDS
-    from pitwall.releases.abtest_query import ROW_KEYS as ABTEST_ROW_KEYS
-    from pitwall.releases.abtest_query import (
-        ABTestInputError,
-        ABTestResult,
-        run_abtest,
-        spec_from_json,
-        spec_from_pairs,
-    )
+    from pitwall.releases.abtest_query import ABTestResult, run_abtest
+    from pitwall.releases.abtest_spec import FIELDS as ABTEST_FIELDS
+    from pitwall.releases.abtest_spec import ROW_KEYS as ABTEST_ROW_KEYS
+    from pitwall.releases.abtest_spec import ABTestInputError, spec_from_json, spec_from_pairs
     from pitwall.releases.console import ReleasesConsole
     from pitwall.releases.crds import flagger_crds
     from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
     from pitwall.releases.workload import compute_hash
 
 _EXPORTS = {
-    "ABTEST_FIELDS": "pitwall.releases.abtest_query:FIELDS",
-    "ABTEST_ROW_KEYS": "pitwall.releases.abtest_query:ROW_KEYS",
+    "ABTEST_FIELDS": "pitwall.releases.abtest_spec:FIELDS",
+    "ABTEST_ROW_KEYS": "pitwall.releases.abtest_spec:ROW_KEYS",
     "ABReport": "pitwall.releases.abtest",
-    "ABTestInputError": "pitwall.releases.abtest_query",
+    "ABTestInputError": "pitwall.releases.abtest_spec",
     "ABTestResult": "pitwall.releases.abtest_query",
     "JudgeConfig": "pitwall.releases.judge",
     "JudgeResult": "pitwall.releases.judge",
@@ -54,8 +49,8 @@ _EXPORTS = {
     "judge": "pitwall.releases.judge",
     "run_abtest": "pitwall.releases.abtest_query",
     "sample_size_per_variant": "pitwall.releases.abtest",
-    "spec_from_json": "pitwall.releases.abtest_query",
-    "spec_from_pairs": "pitwall.releases.abtest_query",
+    "spec_from_json": "pitwall.releases.abtest_spec",
+    "spec_from_pairs": "pitwall.releases.abtest_spec",
     "variants_from_ratio": "pitwall.releases.abtest",
 }
 

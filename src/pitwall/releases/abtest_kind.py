@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from pitwall.kube import Cause, KubeAPI, KubeClient, NotFoundError
-from pitwall.releases.abtest_query import ABTestInputError, ABTestSpec, spec_from_json
+from pitwall.releases.abtest_spec import ABTestInputError, ABTestSpec, spec_from_json
 from pitwall.releases.crds import abtest_crd
 
 __all__ = ["API_VERSION", "GROUP", "KIND", "install_abtest_kind", "saved_spec", "validate_abtest"]

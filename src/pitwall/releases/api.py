@@ -28,7 +28,8 @@ from pitwall.core.tenancy import require_server_wide
 from pitwall.kube import KubeClient
 from pitwall.metrics import InstantQuery
 from pitwall.releases.abtest_kind import saved_spec
-from pitwall.releases.abtest_query import ABTestSpec, run_abtest, spec_from_json, spec_from_pairs
+from pitwall.releases.abtest_query import run_abtest
+from pitwall.releases.abtest_spec import ABTestSpec, spec_from_json, spec_from_pairs
 
 __all__ = ["ABTEST_PATH", "MAX_BODY_BYTES", "PREFIX", "releases_router"]
 
