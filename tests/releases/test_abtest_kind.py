@@ -157,3 +157,35 @@ async def test_a_token_of_other_tenants_sees_no_saved_experiment(kube: KubeAPI) 
     assert api.status_code == 403 and "serves the whole server" in api.text
     assert page.status_code == 404 and "experiment: ABTest shop/checkout not found" in page.text
     assert plain.status_code == 200 and "abtest-saved" not in plain.text and "0.0847" in plain.text
+
+
+def test_a_saved_experiment_on_the_whole_server(tmp_path: Path) -> None:
+    """The server's own wiring: ABTest served by its Kubernetes API, its report over HTTP and the CLI."""
+    from typer.testing import CliRunner
+
+    from pitwall.cli.main import app as cli
+    from pitwall.config import load_settings
+    from tests.conftest import LiveServer
+    from tests.releases.test_abtest_cli import _push
+
+    srv = LiveServer(load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False}))
+    srv.start()
+    try:
+        _push(srv.url)
+        spec = {"numerator": "sum by (variant) (shop_orders)", "denominator": "sum by (variant) (shop_visits)",
+                "control": "control", "mde": 0.5}
+        r = httpx.post(srv.url + "/apis/pitwall.dev/v1/namespaces/default/abtests", json=abtest("checkout", spec)
+                       | {"metadata": {"name": "checkout", "namespace": "default"}}, timeout=30)
+        assert r.status_code == 201, r.text
+        bad = httpx.post(srv.url + "/apis/pitwall.dev/v1/namespaces/default/abtests", timeout=30,
+                         json=abtest("bad", {**spec, "window": "7d"}) | {"metadata": {"name": "bad"}})
+        assert bad.status_code == 422 and "spec.window: no query uses $window" in bad.text
+        out = CliRunner().invoke(cli, ["releases", "abtest", "--server", srv.url, "--experiment", "default/checkout"])
+        assert out.exit_code == 0, out.output
+        assert "new-checkout vs control: z-test p=0.0847" in out.output and "sample size: 773 trials" in out.output
+        out = CliRunner().invoke(cli, ["releases", "abtest", "--server", srv.url, "--experiment", "default/nope"])
+        assert out.exit_code == 1 and "ABTest default/nope not found" in out.output
+        out = CliRunner().invoke(cli, ["releases", "abtest", "--server", srv.url, "--experiment", "nope"])
+        assert out.exit_code == 2 and "NAMESPACE/NAME" in out.output
+    finally:
+        srv.stop()

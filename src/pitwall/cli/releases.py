@@ -164,6 +164,8 @@ def abtest(
     power: Annotated[float, typer.Option("--power", help="Power of the sample-size estimate.")] = 0.8,
     at: Annotated[str | None, typer.Option("--time", help="Evaluation time (RFC 3339 or Unix seconds; "
                                            "default now).")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="NAMESPACE/NAME of a saved ABTest "
+                                                   "(instead of the query options).")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
@@ -174,9 +176,15 @@ def abtest(
     size needed; the server's ``/api/releases/v1/abtest`` computes it."""
     if output not in ("text", "json"):
         fail(PROG, f"--output: {output!r} is not text or json", 2)
-    body = _abtest_body(numerator, denominator, variant or [], successes or [], trials or [], by=by,
-                        control=control, confidence=confidence, window=window, mde=mde, power=power, time=at)
-    resp = call(PROG, "POST", server, "/api/releases/v1/abtest", token=token, tenant=tenant, json=body)
+    if experiment is not None:
+        ns, sep, name = experiment.partition("/")
+        if not sep or not ns or not name or "/" in name or numerator or denominator or variant:
+            fail(PROG, f"--experiment {experiment!r}: NAMESPACE/NAME, without query options", 2)
+        resp = call(PROG, "GET", server, f"/api/releases/v1/abtests/{ns}/{name}", token=token, tenant=tenant)
+    else:
+        body = _abtest_body(numerator, denominator, variant or [], successes or [], trials or [], by=by,
+                            control=control, confidence=confidence, window=window, mde=mde, power=power, time=at)
+        resp = call(PROG, "POST", server, "/api/releases/v1/abtest", token=token, tenant=tenant, json=body)
     doc = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
     if resp.status_code >= 400:
         fail(PROG, str((doc.get("error") or {}).get("message") or f"HTTP {resp.status_code}: {resp.text[:300]}"))
