@@ -1,15 +1,15 @@
 """``/api/releases/v1``: A/B reports over HTTP (pitwall's native JSON; errors ``{"error": {...}}``).
 
-``GET /api/releases/v1/abtests/{namespace}/{name}`` is the report of a saved experiment (a ``pitwall.dev/v1``
-ABTest object: :mod:`pitwall.releases.abtest_kind`); like the Kubernetes API it serves the whole server, not
-one tenant, while the metrics are read as the request's tenant.
-
 ``GET /api/releases/v1/abtest?numerator=...&denominator=...`` and ``POST`` of the same fields as a form or
 as JSON (``variants`` a list of ``{name, successes, trials}`` queries) answer the report of
 :mod:`pitwall.releases.abtest_query`: per-variant counts, rates and intervals, each treatment's test,
 p-value, intervals and verdict, the sample-size estimate and the arithmetic. The POST only reads, so a
 ``read`` token may send it (``core.auth.READ_ONLY_POSTS``). A bad field is a 400 whose message starts with
 the field's name.
+
+``GET /api/releases/v1/abtests/{namespace}/{name}`` is the report of a saved experiment (a ``pitwall.dev/v1``
+ABTest object: :mod:`pitwall.releases.abtest_kind`); like the Kubernetes API it serves the whole server, not
+one tenant, while the metrics are read as the request's tenant.
 """
 
 from __future__ import annotations
@@ -31,10 +31,9 @@ from pitwall.releases.abtest_kind import saved_spec
 from pitwall.releases.abtest_query import run_abtest
 from pitwall.releases.abtest_spec import ABTestSpec, spec_from_json, spec_from_pairs
 
-__all__ = ["ABTEST_PATH", "MAX_BODY_BYTES", "PREFIX", "releases_router"]
+__all__ = ["MAX_BODY_BYTES", "PREFIX", "releases_router"]
 
 PREFIX = "/api/releases/v1"
-ABTEST_PATH = PREFIX + "/abtest"
 MAX_BODY_BYTES = 256 << 10  # ten variants of 4 KiB queries fit many times over
 
 
