@@ -176,7 +176,7 @@ def test_every_part_follows_the_wiring_contract(settings: Settings) -> None:
         names = [p.name for p in c.parts]
         assert names == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules", "kube",
                          "controllers", "kube-state-metrics", "node", "traffic", "chaos", "slo", "registry", "releases",
-                         "pipelines", "backup", "incidents", "ui"]
+                         "pipelines", "backup", "incidents", "releases-abtest", "ui"]
         for part in c.parts:
             assert all(isinstance(comp, Component) for comp in part.components())
             assert isinstance(part.mounts(lambda: True), list)
@@ -190,6 +190,6 @@ async def test_telemetry_only_without_the_control_plane(client: httpx.AsyncClien
     c = client.app.state.components  # type: ignore[attr-defined]
     assert c.control_plane is None
     assert [p.name for p in c.parts] == ["metrics", "traces", "logs", "audit", "otlp-grpc", "notifications", "rules",
-                                         "backup", "incidents", "ui"]
+                                         "backup", "incidents", "releases-abtest", "ui"]
     assert (await client.get("/api/v1/namespaces")).status_code == 404
     assert (await client.get("/api/v1/query", params={"query": "1"})).status_code == 200

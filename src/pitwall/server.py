@@ -59,7 +59,7 @@ from pitwall.node import NodePart, build_node_part
 from pitwall.pipelines import DoraIncident, PipelinesPart, build_pipelines_part
 from pitwall.registry import ParkHeldQueries, RegistryPart, build_registry_part
 from pitwall.releases import ReleasesConsole
-from pitwall.releases.wiring import ReleasesPart, build_releases_part
+from pitwall.releases.wiring import ABTestPart, ReleasesPart, build_releases_part
 from pitwall.slo.wiring import SLOPart, build_slo_part
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.state import StateStore, sqlite_url
@@ -94,6 +94,7 @@ class Components:
     tokens: TokenTable  # HTTP and OTLP/gRPC check the same tokens
     policy: Policy  # roles and bindings
     backup: BackupPart
+    abtest: ABTestPart  # A/B reports: metrics only, with or without the control plane
     otlp_grpc: OtlpGrpcServer | None = None  # None with otlp_grpc.enabled false
     control_plane: ControlPlane | None = None  # None with kube.enabled false: telemetry only
     gateway: GatewayPart | None = None
@@ -107,7 +108,7 @@ class Components:
         # after the stores it feeds and the audit log it reports to
         grpc: list[Part] = [] if self.otlp_grpc is None else [self.otlp_grpc]
         return [self.metrics, self.traces, self.logs, self.audit, *grpc, self.notifications, self.rules,
-                *(cp.parts() if cp is not None else []), *edge, self.backup, self.incidents, self.ui]
+                *(cp.parts() if cp is not None else []), *edge, self.backup, self.incidents, self.abtest, self.ui]
 
     @property
     def lifecycle(self) -> list[Component]:
@@ -350,7 +351,7 @@ def build(settings: Settings) -> Components:
         settings=settings, db=db, state=state, inflight=inflight, self_metrics=SelfMetrics(),
         metrics=metrics, traces=traces, logs=logs, audit=audit,
         notifications=notifications, rules=rules, ui=ui, incidents=incidents, tokens=tokens, policy=policy, backup=backup,
-        otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
+        abtest=ABTestPart(metrics.instant, cp.kube.api.client if cp is not None else None), otlp_grpc=otlp_grpc, control_plane=cp, gateway=gateway,
     )
 
 

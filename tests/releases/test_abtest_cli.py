@@ -1,4 +1,4 @@
-"""`pitwall releases abtest`: an A/B report read from a live server's metrics, through its Prometheus API."""
+"""`pitwall releases abtest`: an A/B report of a live server's metrics, computed by its /api/releases/v1/abtest."""
 
 from __future__ import annotations
 
@@ -67,7 +67,19 @@ def test_bad_queries_are_named(live_server: LiveServer) -> None:
     assert code == 1 and "a series has no 'job' label" in text
     out = CliRunner().invoke(app, ["releases", "abtest", "--server", live_server.url, "--numerator", "sum(",
                                    "--denominator", "shop_visits"])
-    assert out.exit_code == 1 and "--numerator:" in out.output and "parse error" in out.output
+    assert out.exit_code == 1 and "numerator:" in out.output and "parse error" in out.output
     _push(live_server.url, {"broken": (9.0, 3.0)})  # more successes than trials
     code, text = _run(live_server.url)
     assert code == 1 and "9 successes out of only 3 trials" in text
+
+
+def test_per_variant_queries_and_the_sample_size(live_server: LiveServer) -> None:
+    _push(live_server.url)
+    args = [a for v in COUNTS for a in ("--variant", v, "--successes", f'sum(shop_orders{{variant="{v}"}})',
+                                         "--trials", f'sum(shop_visits{{variant="{v}"}})')]
+    out = CliRunner().invoke(app, ["releases", "abtest", "--server", live_server.url, *args, "--mde", "0.5"])
+    assert out.exit_code == 0, out.output
+    assert "new-checkout vs control: z-test p=0.0847" in out.output
+    assert "sample size: 773 trials per variant detect a +50% change (alpha 0.05, power 0.8)" in out.output
+    out = CliRunner().invoke(app, ["releases", "abtest", "--server", live_server.url, *args[:6], "--variant", "x"])
+    assert out.exit_code == 2 and "give each once per variant" in out.output

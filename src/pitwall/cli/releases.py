@@ -1,6 +1,6 @@
 """``pitwall releases wait NAMESPACE/CANARY``: block until a Flagger Canary gives its verdict on the revision
 its target runs now (for a deploy job's ``script:``, after ``kubectl apply``); ``pitwall releases abtest``: an A/B
-report from two PromQL queries."""
+report from PromQL queries, computed by the server (``POST /api/releases/v1/abtest``)."""
 
 from __future__ import annotations
 
@@ -103,73 +103,92 @@ def wait(
         time.sleep(interval)
 
 
-def _by_variant(server: str, token: str | None, tenant: str | None, query: str, label: str, at: str | None,
-                what: str) -> dict[str, float]:
-    """An instant PromQL vector keyed by each series' ``label`` value (Prometheus' /api/v1/query)."""
-    params = {"query": query, **({"time": at} if at else {})}
-    resp = call(PROG, "POST", server, "/api/v1/query", token=token, tenant=tenant, data=params)
-    body = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
-    if resp.status_code >= 400 or body.get("status") != "success":
-        fail(PROG, f"{what}: {body.get('error') or f'HTTP {resp.status_code}: {resp.text.strip()[:300]}'}")
-    data = body["data"]
-    if data.get("resultType") != "vector":
-        fail(PROG, f"{what}: the query gives a {data.get('resultType')}, not an instant vector")
-    out: dict[str, float] = {}
-    for s in data["result"]:
-        name = s["metric"].get(label)
-        if name is None:
-            fail(PROG, f"{what}: a series has no {label!r} label: {s['metric']} (aggregate with sum by ({label}))")
-        if name in out:
-            fail(PROG, f"{what}: two series for {label}={name!r} (aggregate with sum by ({label}))")
-        out[name] = float(s["value"][1])
-    return out
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{v * 100:.2f}%"
 
 
+def _abtest_body(numerator: str | None, denominator: str | None, variant: list[str], successes: list[str],
+                 trials: list[str], **fields: Any) -> dict[str, Any]:
+    """The JSON of ``POST /api/releases/v1/abtest``: the options given, and the repeated per-variant ones zipped
+    in order."""
+    if not (len(variant) == len(successes) == len(trials)):
+        fail(PROG, "--variant, --successes and --trials: give each once per variant, in the same order", 2)
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    body.update({k: v for k, v in (("numerator", numerator), ("denominator", denominator)) if v})
+    if variant:
+        body["variants"] = [{"name": n, "successes": s, "trials": t}
+                            for n, s, t in zip(variant, successes, trials, strict=True)]
+    return body
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    typer.echo(f"{'variant':<24} {'successes':>12} {'trials':>12} {'rate':>9}  {report['confidence']:.0%} interval")
+    for v in report["variants"]:
+        lo, hi = v["interval"]
+        typer.echo(f"{v['name']:<24} {v['successes']:>12g} {v['trials']:>12g} {_pct(v['rate']):>9}  "
+                   f"[{_pct(lo)}, {_pct(hi)}]")
+    for c in report["comparisons"]:
+        lo, hi = c["liftInterval"]
+        lift = "-" if c["lift"] is None else f"{c['lift'] * 100:+.1f}% [{_pct(lo)}, {_pct(hi)}]"
+        verdict = "significant" if c["significant"] else "not significant"
+        typer.echo(f"{c['treatment']} vs {c['control']}: {c['test']}-test p={c['pValue']:.4g} "
+                   f"(adjusted {c['pAdjusted']:.4g}), {verdict}; lift {lift}")
+        if c.get("verdict"):
+            typer.echo(f"  verdict: {c['verdict']['text']}")
+    size = report.get("sampleSize")
+    if size:
+        typer.echo(f"sample size: {size['perVariant']} trials per variant detect a {size['mde']:+.0%} change "
+                   f"(alpha {size['alpha']:.4g}, power {size['power']:g})")
+    for note in report["notes"]:
+        typer.echo(f"note: {note}")
+
+
 @app.command("abtest")
 def abtest(
-    numerator: Annotated[str, typer.Option("--numerator", help="PromQL: successes per variant, e.g. "
-                                           "'sum by (variant) (increase(orders_total[7d]))'.")],
-    denominator: Annotated[str, typer.Option("--denominator", help="PromQL: trials per variant, e.g. "
-                                             "'sum by (variant) (increase(visits_total[7d]))'.")],
+    numerator: Annotated[str | None, typer.Option("--numerator", help="PromQL: successes per variant, e.g. "
+                                                  "'sum by (variant) (increase(orders_total[$window]))'.")] = None,
+    denominator: Annotated[str | None, typer.Option("--denominator", help="PromQL: trials per variant, e.g. "
+                                                    "'sum by (variant) (increase(visits_total[$window]))'.")] = None,
     by: Annotated[str, typer.Option("--by", help="The label naming the variant.")] = "variant",
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Instead of --numerator/--denominator: a "
+                                                      "variant's name (repeat, with --successes and --trials).")] = None,
+    successes: Annotated[list[str] | None, typer.Option("--successes", help="PromQL: that variant's successes "
+                                                        "(one number).")] = None,
+    trials: Annotated[list[str] | None, typer.Option("--trials", help="PromQL: that variant's trials.")] = None,
     control: Annotated[str | None, typer.Option("--control", help="The control variant (default: the first "
-                                                "by name).")] = None,
+                                                "by name, or the first --variant).")] = None,
     confidence: Annotated[float, typer.Option("--confidence", min=0.5, max=0.9999)] = 0.95,
+    window: Annotated[str | None, typer.Option("--window", help="Replaces $window in the queries (7d, 2w).")] = None,
+    mde: Annotated[float, typer.Option("--mde", help="Relative change the sample-size estimate is for "
+                                       "(0.1 = 10%).")] = 0.1,
+    power: Annotated[float, typer.Option("--power", help="Power of the sample-size estimate.")] = 0.8,
     at: Annotated[str | None, typer.Option("--time", help="Evaluation time (RFC 3339 or Unix seconds; "
                                            "default now).")] = None,
+    experiment: Annotated[str | None, typer.Option("--experiment", help="NAMESPACE/NAME of a saved ABTest "
+                                                   "(instead of the query options).")] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
     tenant: TenantOpt = None,
 ) -> None:
-    """An A/B report for an experiment that is not a canary: each variant's rate (numerator / denominator,
-    read from pitwall's metrics), each treatment tested against the control, with intervals."""
+    """An A/B report for an experiment that is not a canary: each variant's rate (successes / trials, read from
+    pitwall's metrics), each treatment tested against the control, with intervals, a verdict and the sample
+    size needed; the server's ``/api/releases/v1/abtest`` computes it."""
     if output not in ("text", "json"):
         fail(PROG, f"--output: {output!r} is not text or json", 2)
-    from pitwall.releases.abtest import ab_report, variants_from_ratio  # here: the CLI starts light
-
-    num = _by_variant(server, token, tenant, numerator, by, at, "--numerator")
-    den = _by_variant(server, token, tenant, denominator, by, at, "--denominator")
-    try:
-        variants = sorted(variants_from_ratio(num, den), key=lambda v: v.name)
-        report = ab_report(variants, control=control, confidence=confidence)
-    except ValueError as e:
-        fail(PROG, str(e))
+    if experiment is not None:
+        ns, sep, name = experiment.partition("/")
+        if not sep or not ns or not name or "/" in name or numerator or denominator or variant:
+            fail(PROG, f"--experiment {experiment!r}: NAMESPACE/NAME, without query options", 2)
+        resp = call(PROG, "GET", server, f"/api/releases/v1/abtests/{ns}/{name}", token=token, tenant=tenant)
+    else:
+        body = _abtest_body(numerator, denominator, variant or [], successes or [], trials or [], by=by,
+                            control=control, confidence=confidence, window=window, mde=mde, power=power, time=at)
+        resp = call(PROG, "POST", server, "/api/releases/v1/abtest", token=token, tenant=tenant, json=body)
+    doc = resp.json() if resp.headers.get("content-type", "").startswith("application/json") else {}
+    if resp.status_code >= 400:
+        fail(PROG, str((doc.get("error") or {}).get("message") or f"HTTP {resp.status_code}: {resp.text[:300]}"))
     if output == "json":
-        typer.echo(json.dumps(report.to_dict(), indent=2))
+        typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo(f"{'variant':<24} {'successes':>12} {'trials':>12} {'rate':>9}  {confidence:.0%} interval")
-    for v in report.variants:
-        typer.echo(f"{v.name:<24} {v.successes:>12g} {v.trials:>12g} {_pct(v.rate):>9}  "
-                   f"[{_pct(v.lower)}, {_pct(v.upper)}]")
-    for c in report.comparisons:
-        lift = "-" if c.lift is None else f"{c.lift * 100:+.1f}% [{_pct(c.lift_lower)}, {_pct(c.lift_upper)}]"
-        verdict = "significant" if c.significant else "not significant"
-        typer.echo(f"{c.treatment} vs {c.control}: {c.test}-test p={c.p_value:.4g} (adjusted {c.p_adjusted:.4g}), "
-                   f"{verdict}; lift {lift}")
-    for note in report.notes:
-        typer.echo(f"note: {note}")
+    _print_report(doc)

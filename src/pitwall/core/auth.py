@@ -63,6 +63,8 @@ READ_ONLY_POSTS = frozenset({
     # Loki HTTP API
     "/loki/api/v1/query", "/loki/api/v1/query_range", "/loki/api/v1/labels", "/loki/api/v1/label/{name}/values",
     "/loki/api/v1/series", "/loki/api/v1/index/stats", "/loki/api/v1/index/volume",
+    # pitwall's A/B report: queries in a body, as Prometheus' form POSTs
+    "/api/releases/v1/abtest",
     # Kubernetes reviews: questions about the caller's own access (kubectl auth can-i / whoami)
     "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
     "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",

@@ -37,7 +37,7 @@ from pitwall.core.errors import BadData, BodyTooLarge, UnsupportedMediaType
 from pitwall.core.limits import InflightBudget, LimitsSettings, Reservation
 
 __all__ = ["ENCODINGS", "FORM_MAX_BYTES", "Body", "BodyLimits", "decode", "media_type", "offload", "read_body",
-           "read_form", "require_media", "snappy_block"]
+           "read_capped", "read_form", "require_media", "snappy_block"]
 
 ENCODINGS = frozenset({"gzip", "x-gzip", "deflate", "snappy"})
 _STEP = 1 << 20  # bytes reserved (and inflated) at a time
@@ -114,6 +114,21 @@ async def read_body(request: Request, limits: BodyLimits, budget: InflightBudget
         reservation.release()
 
 
+async def read_capped(request: Request, max_bytes: int, what: str = "body") -> bytes:
+    """A small body (a form, a JSON document) whole, refused (413) once past ``max_bytes``, declared or not."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyTooLarge(f"{what} of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BodyTooLarge(f"{what} exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 FORM_MAX_BYTES = 8 << 20  # query forms and UI forms (a pasted dashboard is the largest)
 
 
@@ -132,14 +147,7 @@ async def read_form(request: Request, max_bytes: int = FORM_MAX_BYTES) -> FormDa
         if declared is None:
             raise BodyTooLarge("a multipart form body must declare its Content-Length")
         return await request.form(max_files=16, max_fields=1000, max_part_size=max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise BodyTooLarge(f"form body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    text = b"".join(chunks).decode("latin-1")
+    text = (await read_capped(request, max_bytes, "form body")).decode("latin-1")
     fields: list[tuple[str, str | UploadFile]] = []
     fields.extend(parse_qsl(text, keep_blank_values=True, max_num_fields=10_000, encoding="utf-8"))
     return FormData(fields)

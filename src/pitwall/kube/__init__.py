@@ -11,6 +11,7 @@ from pitwall.kube.client import KubeClient, ListResult, WatchEvent
 from pitwall.kube.errors import (
     AlreadyExists,
     BadRequest,
+    Cause,
     Conflict,
     Forbidden,
     Gone,
@@ -29,6 +30,7 @@ from pitwall.kube.wiring import build_kube
 __all__ = [
     "AlreadyExists",
     "BadRequest",
+    "Cause",
     "Conflict",
     "Forbidden",
     "Gone",

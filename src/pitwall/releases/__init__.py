@@ -22,13 +22,21 @@ if TYPE_CHECKING:
         sample_size_per_variant,
         variants_from_ratio,
     )
+    from pitwall.releases.abtest_query import ABTestResult, run_abtest
+    from pitwall.releases.abtest_spec import FIELDS as ABTEST_FIELDS
+    from pitwall.releases.abtest_spec import ROW_KEYS as ABTEST_ROW_KEYS
+    from pitwall.releases.abtest_spec import ABTestInputError, spec_from_json, spec_from_pairs
     from pitwall.releases.console import ReleasesConsole
     from pitwall.releases.crds import flagger_crds
     from pitwall.releases.judge import JudgeConfig, JudgeResult, MetricInput, MetricVerdict, judge
     from pitwall.releases.workload import compute_hash
 
 _EXPORTS = {
+    "ABTEST_FIELDS": "pitwall.releases.abtest_spec:FIELDS",
+    "ABTEST_ROW_KEYS": "pitwall.releases.abtest_spec:ROW_KEYS",
     "ABReport": "pitwall.releases.abtest",
+    "ABTestInputError": "pitwall.releases.abtest_spec",
+    "ABTestResult": "pitwall.releases.abtest_query",
     "JudgeConfig": "pitwall.releases.judge",
     "JudgeResult": "pitwall.releases.judge",
     "MetricInput": "pitwall.releases.judge",
@@ -39,12 +47,19 @@ _EXPORTS = {
     "compute_hash": "pitwall.releases.workload",
     "flagger_crds": "pitwall.releases.crds",
     "judge": "pitwall.releases.judge",
+    "run_abtest": "pitwall.releases.abtest_query",
     "sample_size_per_variant": "pitwall.releases.abtest",
+    "spec_from_json": "pitwall.releases.abtest_spec",
+    "spec_from_pairs": "pitwall.releases.abtest_spec",
     "variants_from_ratio": "pitwall.releases.abtest",
 }
 
 __all__ = [
+    "ABTEST_FIELDS",
+    "ABTEST_ROW_KEYS",
     "ABReport",
+    "ABTestInputError",
+    "ABTestResult",
     "JudgeConfig",
     "JudgeResult",
     "MetricInput",
@@ -55,7 +70,10 @@ __all__ = [
     "compute_hash",
     "flagger_crds",
     "judge",
+    "run_abtest",
     "sample_size_per_variant",
+    "spec_from_json",
+    "spec_from_pairs",
     "variants_from_ratio",
 ]
 

@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 from pitwall.kube import KubeClient, NotFoundError
+from pitwall.releases.abtest_kind import API_VERSION as ABTEST_API_VERSION
+from pitwall.releases.abtest_kind import KIND as ABTEST
 from pitwall.releases.model import API_VERSION, CANARY, CanaryView
 from pitwall.releases.router import NET, routes_of
 from pitwall.releases.verdicts import CONDITION, JUDGEMENT
@@ -30,6 +32,19 @@ class ReleasesConsole:
             return list((await self.client.list(API_VERSION, CANARY, namespace)).items)
         except NotFoundError:  # the CRD is not installed
             return []
+
+    async def abtests(self) -> list[Obj]:
+        """Every saved A/B experiment (``pitwall.dev/v1`` ABTest), in every namespace."""
+        try:
+            return list((await self.client.list(ABTEST_API_VERSION, ABTEST)).items)
+        except NotFoundError:  # the CRD is not installed
+            return []
+
+    async def abtest(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return await self.client.get(ABTEST_API_VERSION, ABTEST, name, namespace)
+        except NotFoundError:
+            return None
 
     async def canary(self, namespace: str, name: str) -> Obj | None:
         try:

@@ -1,5 +1,6 @@
-"""Builds the releases capability as a ``core.lifecycle.Part``: Flagger's CRDs built into the Kubernetes API
-and the Canary controller (leader-gated like the other controllers)."""
+"""Builds the releases capability as ``core.lifecycle.Part``s: Flagger's CRDs built into the Kubernetes API
+and the Canary controller (leader-gated like the other controllers); and A/B reports (``/api/releases/v1``),
+a part of their own because they need only the metrics query interface, not the control plane."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from pitwall.controllers import ControllerManager, ControllerRunner
 from pitwall.core.lifecycle import Component, Mount
 from pitwall.core.selfmetrics import SelfMetrics
 from pitwall.incidents import ChangeSink
-from pitwall.kube import KubeAPI
+from pitwall.kube import KubeAPI, KubeClient
 from pitwall.metrics import Appender, InstantQuery
+from pitwall.releases.abtest_kind import install_abtest_kind
+from pitwall.releases.api import releases_router
 from pitwall.releases.checks import MetricContext
 from pitwall.releases.controller import CanaryController
 from pitwall.releases.crds import flagger_crds
@@ -28,7 +31,7 @@ from pitwall.slo import SLOStatusQuery
 from pitwall.storage.revstore import RevStore
 from pitwall.storage.revstore.election import Election
 
-__all__ = ["ReleasesPart", "build_releases_part", "self_addresses"]
+__all__ = ["ABTestPart", "ReleasesPart", "build_releases_part", "self_addresses"]
 
 
 @dataclass
@@ -66,6 +69,28 @@ class ReleasesPart:
 
 
 @dataclass
+class ABTestPart:
+    """A/B reports over the metrics pillar's ``instant`` query: routes only, tenant-scoped (each tenant's
+    metrics), on with or without the control plane."""
+
+    instant: InstantQuery | None
+    client: KubeClient | None = None  # saved experiments (ABTest objects): with the control plane
+    name: str = "releases-abtest"
+
+    def components(self) -> Sequence[Component]:
+        return []
+
+    def mounts(self, is_ready: Callable[[], bool]) -> Sequence[Mount]:
+        return [Mount(releases_router(self.instant, self.client))]
+
+    async def reload(self, settings: Any) -> None:
+        return None
+
+    def register_metrics(self, metrics: SelfMetrics) -> None:
+        return None
+
+
+@dataclass
 class _LoadTesterTasks:
     """Stops the load tester's running commands with the server."""
 
@@ -100,6 +125,7 @@ def build_releases_part(kube: KubeAPI, *, instant: InstantQuery | None, changes:
     Flagger's own metrics (``releases.recorder``) go to ``appender``. The load tester's kubectl tasks dial
     ``listen`` (over TLS when ``tls``)."""
     kube.add_builtin_crds(flagger_crds())
+    install_abtest_kind(kube)  # saved A/B experiments: reports are ABTestPart's routes
     own = self_addresses(listen)
     ctx = MetricContext(instant=instant, client=kube.client, self_addresses=own)
     releases = releases or ReleasesSettings()

@@ -14,15 +14,20 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from pitwall.releases import ABTEST_FIELDS, ABTEST_ROW_KEYS
 from pitwall.ui.objects import condition, meta, quote
 from pitwall.ui.timerange import TimeRange
 from pitwall.ui.workloads_view import age
 
 __all__ = [
+    "ABTestForm",
     "CanaryRow",
     "ChangesSource",
     "ReleasesSource",
     "StepRow",
+    "abtest_form",
+    "abtest_pairs",
+    "abtest_rows",
     "canary_charts",
     "canary_row",
     "change_rows",
@@ -48,6 +53,14 @@ class ReleasesSource(Protocol):
 
     async def canary(self, namespace: str, name: str) -> Obj | None:
         """One Canary, or None."""
+        ...
+
+    async def abtests(self) -> list[Obj]:
+        """Every saved A/B experiment (``pitwall.dev/v1`` ABTest)."""
+        ...
+
+    async def abtest(self, namespace: str, name: str) -> Obj | None:
+        """One saved A/B experiment, or None."""
         ...
 
     async def events(self, namespace: str, name: str) -> list[Obj]:
@@ -309,3 +322,53 @@ def canary_charts(cd: Obj, tr: TimeRange) -> list[dict[str, str]]:
         out.append({"title": title, "src": "/ui/api/chart?" + urlencode([*pairs, *tr.params().items()]),
                     "query": qs[0][0]})
     return out
+
+
+@dataclass(frozen=True)
+class ABTestForm:
+    """The A/B page's form as submitted (to fill it in again): the single fields and the per-variant rows,
+    padded with empty rows to at least ``MIN_ROWS`` plus one; ``submitted`` when any field has a value."""
+
+    fields: dict[str, str]
+    rows: list[tuple[str, str, str]]
+    submitted: bool
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.fields.get(name) or default
+
+
+AB_MIN_ROWS = 2
+
+
+def abtest_form(pairs: list[tuple[str, str]]) -> ABTestForm:
+    """The A/B form's state from the query string (the fields the releases pillar reads)."""
+    fields = {k: v for k, v in pairs if k in ABTEST_FIELDS}
+    cols = {k: [v for kk, v in pairs if kk == k] for k in ABTEST_ROW_KEYS}
+    n = max(len(c) for c in cols.values())
+    rows = [tuple(cols[k][i] if i < len(cols[k]) else "" for k in ABTEST_ROW_KEYS) for i in range(n)]
+    filled = [(r[0], r[1], r[2]) for r in rows if any(r)]
+    padded = filled + [("", "", "")] * max(1, AB_MIN_ROWS - len(filled))
+    return ABTestForm(fields, padded, any(v.strip() for v in fields.values()) or bool(filled))
+
+
+def abtest_pairs(spec: Obj) -> list[tuple[str, str]]:
+    """A saved experiment's ``spec`` as the A/B form's parameters (to fill it in and run it)."""
+    pairs = [(k, str(v)) for k, v in spec.items() if k in ABTEST_FIELDS and k != "variants" and v is not None]
+    for row in spec.get("variants") or []:
+        if isinstance(row, dict):
+            pairs += [("variant", str(row.get("name", ""))), ("successes", str(row.get("successes", ""))),
+                      ("trials", str(row.get("trials", "")))]
+    return pairs
+
+
+def abtest_rows(objs: list[Obj]) -> list[dict[str, str]]:
+    """The saved experiments' list: namespace, name, what they compare, the window."""
+    rows = []
+    for o in objs:
+        spec = o.get("spec") or {}
+        variants = [str(v.get("name", "")) for v in spec.get("variants") or [] if isinstance(v, dict)]
+        what = ", ".join(variants) if variants else f"split by {spec.get('by') or 'variant'}"
+        rows.append({"namespace": str(meta(o).get("namespace", "")), "name": str(meta(o).get("name", "")),
+                     "variants": what, "control": str(spec.get("control") or ""),
+                     "window": str(spec.get("window") or "")})
+    return sorted(rows, key=lambda r: (r["namespace"], r["name"]))
