@@ -382,18 +382,17 @@ def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) ->
     one bytes, so the client gets one write."""
     status = head.status
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
-    parts = [line]
-    if head.raw is not None:
-        parts += [b"%s: %s\r\n" % kv for kv in head.raw]
     text = [f"{k}: {v}\r\n" for k, v in head._headers]
-    text += [f"{k}: {v}\r\n" for k, v in head.extra]
+    for k, v in head.extra:
+        text.append(f"{k}: {v}\r\n")
     if status >= 200 and status != 204 and status != 304:
         text.append(f"Content-Length: {len(head.body)}\r\n")
     text.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
-    parts.append("".join(text).encode("latin-1"))
-    if not head_request:
-        parts.append(head.body)
-    return b"".join(parts)
+    tail = "".join(text).encode("latin-1")
+    body = b"" if head_request else head.body
+    if head.raw:
+        return b"".join((line, *head.raw, tail, body))
+    return line + tail + body
 
 
 class _ClientConn(asyncio.Protocol):

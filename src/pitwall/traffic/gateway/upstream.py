@@ -33,6 +33,7 @@ MAX_RESPONSE_BYTES = 64 << 20  # a bigger upstream body is a 502, not unbounded 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
                         b"proxy-connection", b"trailer", b"upgrade"})
 _FRAMING = (b"content-length", b"transfer-encoding")
+_HOP_LENGTHS = frozenset(len(h) for h in HOP_BY_HOP)  # a name of another length is passed on without lower()
 
 
 class ConnectFailed(Exception):
@@ -52,11 +53,12 @@ class BadResponse(Exception):
 
 
 class UpstreamResponse:
-    """One upstream response: its status, its end-to-end headers (``HOP_BY_HOP`` left out), its body."""
+    """One upstream response: its status, its end-to-end headers (``HOP_BY_HOP`` left out) as the
+    ``name: value\r\n`` lines to send on, its body."""
 
     __slots__ = ("body", "headers", "keep_alive", "status")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
+    def __init__(self, status: int, headers: list[bytes], body: bytes, keep_alive: bool) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -140,7 +142,7 @@ class _Conn(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []  # end-to-end ones as received: decoded only if a plugin reads them
+        self.headers: list[bytes] = []  # end-to-end ones as lines to send on: decoded only if a plugin reads them
         self.framed = False  # a Content-Length or Transfer-Encoding was received
         self.body: list[bytes] = []
         self.size = 0
@@ -179,12 +181,13 @@ class _Conn(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        low = name.lower()
-        if low in HOP_BY_HOP:
-            if low in _FRAMING:
-                self.framed = True
-            return
-        self.headers.append((name, value))
+        if len(name) in _HOP_LENGTHS:
+            low = name.lower()
+            if low in HOP_BY_HOP:
+                if low in _FRAMING:
+                    self.framed = True
+                return
+        self.headers.append(b"".join((name, b": ", value, b"\r\n")))
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
