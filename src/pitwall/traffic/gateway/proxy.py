@@ -524,7 +524,12 @@ class _ClientConn(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
-        t.write(encode_response(head, req.keep_alive, req.method == "HEAD"))
+        try:
+            data = encode_response(head, req.keep_alive, req.method == "HEAD")
+        except Exception:  # e.g. a plugin's header value that is not latin-1: still an answer, not a hang
+            log.exception("gateway response could not be encoded")
+            data = encode_response(_internal_error(), req.keep_alive, False)
+        t.write(data)
         if not req.keep_alive:
             t.close()
             self.transport = None

@@ -192,6 +192,9 @@ class _Conn(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.headers_done = True
         if self.head_only:  # a response to HEAD has no body whatever its Content-Length says
+            # Closed before the waiter runs: it may start the next request at once, and must not find
+            # this connection (whose announced body may follow) back in the pool.
+            self.closed = True
             self.on_message_complete()
             self.close()
 
