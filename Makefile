@@ -79,6 +79,7 @@ bench: $(STAMP) peers bench-peers
 	$(BIN)/python bench/traces_ingest.py
 	$(BIN)/python bench/logs_ingest.py
 	$(BIN)/python bench/gateway_wrk.py
+	$(BIN)/python bench/gateway_inprocess.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

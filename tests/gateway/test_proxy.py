@@ -247,6 +247,22 @@ async def test_head_and_pipelined_keepalive(upstreams: Upstreams, gateway: Start
     assert data.count(b"HTTP/1.1 200 OK") == 2 and data.index(b"/one") < data.index(b"/two")
 
 
+async def test_pipelined_request_after_head_gets_a_live_upstream_connection(upstreams: Upstreams,
+                                                                             gateway: StartGateway) -> None:
+    """A HEAD's upstream connection is closed once its headers are in (its Content-Length announces no
+    body), so the POST pipelined behind it must not be written to that connection."""
+    port = await upstreams.start("a")
+    gw, client = await gateway(doc(svc(port, routes=[{"paths": ["/"]}])))
+    assert (await client.get("/warm")).status_code == 200  # leaves an idle pooled upstream connection
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"HEAD /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+    data = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    assert data.count(b"HTTP/1.1 200 OK") == 2, data
+    assert b'"path":"/two"' in data and b'"body":"hi"' in data
+
+
 async def test_kube_resolver_reads_the_service_cluster_ip(tmp_path: Any) -> None:
     from pitwall.kube.wiring import build_kube
     from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -348,3 +364,13 @@ async def test_write_timeout_when_the_upstream_takes_no_bytes(gateway: StartGate
         done.set()
         srv.close()
         await srv.wait_closed()
+
+
+async def test_an_answer_that_cannot_be_encoded_is_a_500_not_a_hang(upstreams: Upstreams,
+                                                                     gateway: StartGateway) -> None:
+    port = await upstreams.start("a")
+    _gw, client = await gateway(doc(svc(port, routes=[{"paths": ["/"]}], plugins=[
+        {"name": "response-transformer", "config": {"add": {"headers": ["x-snow:\u2603"]}}}])))
+    r = await client.get("/x")
+    assert (r.status_code, r.json()) == (500, {"message": "An unexpected error occurred"})
+    assert (await client.get("/y")).status_code == 500  # the connection still serves

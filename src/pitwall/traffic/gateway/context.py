@@ -69,15 +69,16 @@ def kong_error(status: int, message: str | None = None, headers: list[tuple[str,
 class ResponseHead:
     """Status, headers and body of a response on its way to the client; plugins edit ``headers`` in place.
 
-    An upstream's headers stay as the bytes it sent (``raw``) until a plugin reads ``headers``: a
-    response no plugin looks at is passed through without decoding and re-encoding each header.
+    An upstream's headers stay as the ``name: value\r\n`` lines it sent (``raw``) until a plugin reads
+    ``headers``: a response no plugin looks at is passed through without decoding and re-encoding each
+    header.
     ``add`` appends a header without decoding the others.
     """
 
     __slots__ = ("_headers", "body", "extra", "raw", "status")
 
     def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes,
-                 raw: list[tuple[bytes, bytes]] | None = None) -> None:
+                 raw: list[bytes] | None = None) -> None:
         self.status = status
         self._headers = headers
         self.body = body
@@ -87,7 +88,7 @@ class ResponseHead:
     @property
     def headers(self) -> list[tuple[str, str]]:
         if self.raw is not None or self.extra:
-            decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw or ()]
+            decoded = [_header(line) for line in self.raw or ()]
             self._headers = decoded + self._headers + self.extra
             self.raw = None
             self.extra = []
@@ -116,6 +117,11 @@ class ResponseHead:
     def remove(self, name: str) -> None:
         n = name.lower()
         self.headers = [(k, v) for k, v in self.headers if k.lower() != n]
+
+
+def _header(line: bytes) -> tuple[str, str]:
+    name, _, value = line[:-2].decode("latin-1").partition(": ")
+    return name, value
 
 
 class Ctx:

@@ -16,6 +16,12 @@ Limits: request line ``MAX_URL`` bytes (414), headers ``MAX_HEADER_BYTES``
 (431), body ``max_body_bytes`` (413); pipelined requests are answered in
 order, at most ``MAX_PIPELINE`` queued before reading pauses.
 
+A request is driven by callbacks, not a task: parsed, routed, its access
+phase run and written to an idle pooled upstream connection in one plain
+call; the upstream parser's ``upstream_done`` finishes it and writes the
+answer. Only what has to wait on something else (a new upstream
+connection, a Kubernetes Service lookup, a retry) runs as a coroutine.
+
 The configuration is one reference (``self.config``) read once per request:
 a reload swaps it, so a request never sees half of one configuration and
 half of another.
@@ -44,6 +50,8 @@ from pitwall.traffic.gateway.upstream import (
     NameResolutionFailed,
     Pools,
     ReadTimeout,
+    UpstreamResponse,
+    _Conn,
 )
 
 __all__ = ["GatewayServer", "upstream_path"]
@@ -115,25 +123,29 @@ class GatewayServer:
 
     # one request
 
-    async def handle(self, req: Request, client_ip: str) -> ResponseHead:
+    def begin(self, req: Request, client: _ClientConn) -> None:
+        """Serve ``req``: its answer goes to ``client.respond``, now or when the upstream has answered."""
         cfg = self.config  # one snapshot for the whole request
         self.requests_total += 1
-        ctx = Ctx(req, client_ip, time.perf_counter())
-        route: RouteRT | None = None
-        bytes_in = len(req.body)
+        ex = _Exchange(self, cfg, client, req, time.perf_counter())
         try:
-            route = self._route(cfg, req, ctx)
-            ctx.route = route
-            ctx.service = route.service
+            route = ex.route = self._route(cfg, req, ex)
+            ex.service = route.service
             if route.https_only:
                 raise _https_redirect(route, req)
             if route.plugins:
-                self._access(cfg, route, ctx)
+                self._access(cfg, route, ex)
             if route.service is None:
                 raise kong_error(503, "no Service found with those values")
-            head = await self._proxy(route, route.service, ctx)
+            self._proxy(route, route.service, ex)
         except Reply as r:
-            head = ResponseHead(r.status, list(r.headers), r.body)
+            ex.finish(ResponseHead(r.status, list(r.headers), r.body))
+        except Exception:
+            log.exception("gateway request failed")
+            client.respond(req, _internal_error())
+
+    def complete(self, ctx: _Exchange, head: ResponseHead) -> ResponseHead:
+        """The response phase: Kong's latency headers, the plugins' response and log phases."""
         if ctx.resp_headers:
             head.extra.extend(ctx.resp_headers)
         if ctx.on_response is not None:
@@ -145,22 +157,25 @@ class GatewayServer:
                            ("X-Kong-Proxy-Latency", str(total_ms - up_ms if total_ms > up_ms else 0)))
         else:
             head.extra += (("Server", "pitwall"), ("X-Kong-Response-Latency", str(total_ms)))
+        route = ctx.route
         if route is None:
             return head
         on_response: Sequence[Plugin]
         on_log: Sequence[Plugin]
         if route.consumer_scoped and ctx.consumer is not None:
-            chain = cfg.consumer_chain(route, ctx.consumer["id"])
+            chain = ctx.cfg.consumer_chain(route, ctx.consumer["id"])
             on_response, on_log = [p for p in chain if p.has_response], [p for p in chain if p.has_log]
         else:
             on_response, on_log = route.response_plugins, route.log_plugins
         for p in on_response:
             p.response(ctx, head)
-        for p in on_log:
-            try:
-                p.log(ctx, head, bytes_in)
-            except Exception:
-                log.exception("gateway plugin log phase failed", extra={"plugin": p.name})
+        if on_log:
+            bytes_in = len(ctx.req.body)
+            for p in on_log:
+                try:
+                    p.log(ctx, head, bytes_in)
+                except Exception:
+                    log.exception("gateway plugin log phase failed", extra={"plugin": p.name})
         return head
 
     def _route(self, cfg: GatewayConfig, req: Request, ctx: Ctx) -> RouteRT:
@@ -181,6 +196,10 @@ class GatewayServer:
     def _access(self, cfg: GatewayConfig, route: RouteRT, ctx: Ctx) -> None:
         """Run the access phase; once an auth plugin names a consumer, the consumer's own chain continues."""
         chain = route.plugins
+        if not route.consumer_scoped:  # no plugin names a consumer: the route's chain is the whole chain
+            for p in chain:
+                p.access(ctx)
+            return
         i = 0
         swapped = False
         while i < len(chain):
@@ -245,35 +264,109 @@ class GatewayServer:
         data = "".join(lines).encode("latin-1")
         return data + body if body else data
 
-    async def _proxy(self, route: RouteRT, svc: ServiceRT, ctx: Ctx) -> ResponseHead:
-        data = self._serialize(route, svc, ctx)
-        method = ctx.req.method
-        failure: Exception | None = None
-        for _attempt in range(svc.retries + 1):
-            if svc.targets is None and svc.kube is None:  # a fixed host: no coroutine to choose it
+    def _proxy(self, route: RouteRT, svc: ServiceRT, ex: _Exchange) -> None:
+        """Send the request upstream: at once on an idle pooled connection to a fixed host (the usual
+        case), else through ``_proxy_wait``."""
+        ex.data = self._serialize(route, svc, ex)
+        if svc.targets is None and svc.kube is None:
+            conn = self.pools.take(svc.key)
+            if conn is not None:
+                ex.t0 = time.perf_counter()
+                conn.start(ex.data, svc.read_timeout_s, ex.req.method == "HEAD", svc.write_timeout_s, ex)
+                return
+        ex.wait(self._proxy_wait(svc, ex, 0, None))
+
+    async def _proxy_wait(self, svc: ServiceRT, ex: _Exchange, first: int, failure: Exception | None) -> ResponseHead:
+        """Attempts ``first`` to ``svc.retries`` that may wait: a peer to resolve, a connection to open."""
+        method = ex.req.method
+        for _attempt in range(first, svc.retries + 1):
+            if svc.targets is None and svc.kube is None:
                 host, port = svc.host, svc.port
             else:
                 host, port = await self._peer(svc)
             t0 = time.perf_counter()
             try:
-                resp = await self.pools.send(host, port, data, connect_timeout_s=svc.connect_timeout_s,
+                resp = await self.pools.send(host, port, ex.data, connect_timeout_s=svc.connect_timeout_s,
                                              read_timeout_s=svc.read_timeout_s, write_timeout_s=svc.write_timeout_s,
                                              head_only=method == "HEAD")
             except NameResolutionFailed:
                 raise kong_error(503, "name resolution failed") from None
-            except ConnectFailed as e:
+            except (ConnectFailed, ReadTimeout, BadResponse) as e:
                 failure = e
-                continue
-            except (ReadTimeout, BadResponse) as e:
-                failure = e
-                if method in _IDEMPOTENT:
+                if _retryable(method, e):
                     continue
                 break
-            ctx.upstream_ms = (time.perf_counter() - t0) * 1000.0
+            ex.upstream_ms = (time.perf_counter() - t0) * 1000.0
             return ResponseHead(resp.status, [], resp.body, raw=resp.headers)  # hop-by-hop already left out
-        if isinstance(failure, ReadTimeout):
-            raise kong_error(504, "The upstream server is timing out")
-        raise kong_error(502, "An invalid response was received from the upstream server")
+        raise _upstream_error(failure)
+
+
+def _retryable(method: str, failure: Exception) -> bool:
+    """Kong retries a failed connection always, a timeout or a bad response only for an idempotent method."""
+    return isinstance(failure, ConnectFailed) or method in _IDEMPOTENT
+
+
+def _upstream_error(failure: Exception | None) -> Reply:
+    if isinstance(failure, ReadTimeout):
+        return kong_error(504, "The upstream server is timing out")
+    return kong_error(502, "An invalid response was received from the upstream server")
+
+
+def _internal_error() -> ResponseHead:
+    err = kong_error(500)
+    return ResponseHead(500, err.headers, err.body)
+
+
+class _Exchange(Ctx):
+    """One request in flight: the plugins' ``Ctx``, plus what the callbacks need to finish it."""
+
+    __slots__ = ("cfg", "client", "data", "gw", "t0")
+
+    def __init__(self, gw: GatewayServer, cfg: GatewayConfig, client: _ClientConn, req: Request,
+                 start: float) -> None:
+        Ctx.__init__(self, req, client.client_ip, start)  # not super(): one object fewer per request
+        self.gw = gw
+        self.cfg = cfg
+        self.client = client
+        self.data = b""
+        self.t0 = 0.0
+
+    def upstream_done(self, conn: _Conn, result: UpstreamResponse | Exception) -> None:
+        """The pooled connection's outcome (a ``Waiter``): answer, or go on with the retries."""
+        gw = self.gw
+        gw.pools.release(conn, result)
+        if isinstance(result, UpstreamResponse):
+            self.upstream_ms = (time.perf_counter() - self.t0) * 1000.0
+            self.finish(ResponseHead(result.status, [], result.body, raw=result.headers))
+            return
+        svc = self.service
+        if svc.retries > 0 and _retryable(self.req.method, result):
+            self.wait(gw._proxy_wait(svc, self, 1, result))
+        else:
+            r = _upstream_error(result)
+            self.finish(ResponseHead(r.status, list(r.headers), r.body))
+
+    def wait(self, coro: Awaitable[ResponseHead]) -> None:
+        self.client.loop.create_task(self._waited(coro))
+
+    async def _waited(self, coro: Awaitable[ResponseHead]) -> None:
+        try:
+            head = await coro
+        except Reply as r:
+            head = ResponseHead(r.status, list(r.headers), r.body)
+        except Exception:
+            log.exception("gateway request failed")
+            self.client.respond(self.req, _internal_error())
+            return
+        self.finish(head)
+
+    def finish(self, head: ResponseHead) -> None:
+        try:
+            head = self.gw.complete(self, head)
+        except Exception:
+            log.exception("gateway request failed")
+            head = _internal_error()
+        self.client.respond(self.req, head)
 
 
 def _https_redirect(route: RouteRT, req: Request) -> Reply:
@@ -293,18 +386,17 @@ def encode_response(head: ResponseHead, keep_alive: bool, head_request: bool) ->
     one bytes, so the client gets one write."""
     status = head.status
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Unknown\r\n".encode("latin-1")
-    parts = [line]
-    if head.raw is not None:
-        parts += [b"%s: %s\r\n" % kv for kv in head.raw]
     text = [f"{k}: {v}\r\n" for k, v in head._headers]
-    text += [f"{k}: {v}\r\n" for k, v in head.extra]
+    for k, v in head.extra:
+        text.append(f"{k}: {v}\r\n")
     if status >= 200 and status != 204 and status != 304:
         text.append(f"Content-Length: {len(head.body)}\r\n")
     text.append("Connection: keep-alive\r\n\r\n" if keep_alive else "Connection: close\r\n\r\n")
-    parts.append("".join(text).encode("latin-1"))
-    if not head_request:
-        parts.append(head.body)
-    return b"".join(parts)
+    tail = "".join(text).encode("latin-1")
+    body = b"" if head_request else head.body
+    if head.raw:
+        return b"".join((line, *head.raw, tail, body))
+    return line + tail + body
 
 
 class _ClientConn(asyncio.Protocol):
@@ -315,8 +407,9 @@ class _ClientConn(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.queue: deque[Request] = deque()
-        self.wake: asyncio.Future[None] | None = None  # set while the serving loop waits for a request
-        self.task: asyncio.Task[None] | None = None
+        self.busy = False  # a request is being served: the queue waits for its answer
+        self.serving = False  # inside ``_next``: an answer made there need not start the next request
+        self.loop = asyncio.get_running_loop()  # kept: on Python 3.11 each lookup is a getpid() system call
         self.paused = False
         self.client_ip = ""
         self.too_big = 0
@@ -336,18 +429,10 @@ class _ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if peer else ""
         self.gw.conns.add(self)
-        # One serving loop per connection, waiting on a future between requests: cheaper than a task each.
-        self.task = asyncio.get_running_loop().create_task(self._serve())
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gw.conns.discard(self)
         self.transport = None
-        self._wake()
-
-    def _wake(self) -> None:
-        w = self.wake
-        if w is not None and not w.done():
-            w.set_result(None)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -359,9 +444,14 @@ class _ClientConn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self._next()  # what came before in the pipeline is answered first
             self._refuse(400)
         except httptools.HttpParserError:  # a callback's _TooBig arrives wrapped in this
+            self._next()
             self._refuse(self.too_big or 400)
+        else:
+            if self.queue and not self.busy:
+                self._next()
 
     def _refuse(self, status: int) -> None:
         """Answer a request we will not read further; what the client still sends is read and dropped for
@@ -373,7 +463,7 @@ class _ClientConn(asyncio.Protocol):
         head.add("Server", "pitwall")
         self.transport.write(encode_response(head, False, False))
         self.discarding = True
-        asyncio.get_running_loop().call_later(LINGER_S, self.close)
+        self.loop.call_later(LINGER_S, self.close)
 
     # httptools callbacks
 
@@ -418,33 +508,37 @@ class _ClientConn(asyncio.Protocol):
         if len(self.queue) >= MAX_PIPELINE and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
 
-    async def _serve(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self.transport is not None:
-            if not self.queue:
-                self.wake = loop.create_future()
-                await self.wake
-                self.wake = None
-                continue
-            req = self.queue.popleft()
-            try:
-                head = await self.gw.handle(req, self.client_ip)
-            except Exception:
-                log.exception("gateway request failed")
-                err = kong_error(500)
-                head = ResponseHead(500, err.headers, err.body)
-            if self.transport is None:
-                return
-            self.transport.write(encode_response(head, req.keep_alive, req.method == "HEAD"))
-            if not req.keep_alive:
-                self.transport.close()
-                self.transport = None
-                return
-            if self.paused and len(self.queue) < MAX_PIPELINE // 2:
-                self.paused = False
-                self.transport.resume_reading()
+    def _next(self) -> None:
+        """Serve the queued requests in order, one at a time: each either answered at once or left to
+        its upstream's callback, which answers it and comes back here."""
+        self.serving = True
+        while self.queue and not self.busy and self.transport is not None:
+            self.busy = True
+            self.gw.begin(self.queue.popleft(), self)
+        self.serving = False
+
+    def respond(self, req: Request, head: ResponseHead) -> None:
+        """Write the answer to ``req`` (the request being served), then start the next one."""
+        self.busy = False
+        t = self.transport
+        if t is None:
+            return
+        try:
+            data = encode_response(head, req.keep_alive, req.method == "HEAD")
+        except Exception:  # e.g. a plugin's header value that is not latin-1: still an answer, not a hang
+            log.exception("gateway response could not be encoded")
+            data = encode_response(_internal_error(), req.keep_alive, False)
+        t.write(data)
+        if not req.keep_alive:
+            t.close()
+            self.transport = None
+            return
+        if self.paused and len(self.queue) < MAX_PIPELINE // 2:
+            self.paused = False
+            t.resume_reading()
+        if self.queue and not self.serving:
+            self._next()
 
 
 class _TooBig(Exception):

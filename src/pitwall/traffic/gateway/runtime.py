@@ -65,6 +65,7 @@ class ServiceRT:
         self.name: str = e.get("name") or e["id"]
         self.host: str = e["host"]
         self.port: int = e["port"]
+        self.key = (self.host, self.port)  # its upstream pool, for a fixed host
         self.path: str | None = e.get("path")
         self.retries: int = e["retries"]
         self.connect_timeout_s = e["connect_timeout"] / 1000.0

@@ -5,7 +5,10 @@ upstream connection; idle connections wait in a pool per ``(host, port)``
 (at most ``MAX_IDLE`` each) and are reused by the next request, as Kong's
 ``upstream_keepalive_pool_size``. ``Pools.send`` writes one request and
 reads one whole response (``response_buffering``), with the service's
-``connect_timeout``, ``write_timeout`` and ``read_timeout``. Failures are
+``connect_timeout``, ``write_timeout`` and ``read_timeout``. The proxy's
+usual case skips the coroutine: ``Pools.take`` an idle connection,
+``_Conn.start`` with a ``Waiter`` that the parser calls with the response
+(or the failure), ``Pools.release`` it. Failures are
 typed: ``ConnectFailed`` (refused, unreachable, connect timeout: safe to
 retry on another target), ``ReadTimeout`` (504) and ``BadResponse`` (502).
 A connection that fails is closed, never pooled.
@@ -17,11 +20,12 @@ import asyncio
 import math
 import socket
 from collections import deque
-from typing import cast
+from typing import Protocol, cast
 
 import httptools
 
-__all__ = ["BadResponse", "ConnectFailed", "NameResolutionFailed", "Pools", "ReadTimeout", "UpstreamResponse"]
+__all__ = ["BadResponse", "ConnectFailed", "NameResolutionFailed", "Pools", "ReadTimeout", "UpstreamResponse",
+           "Waiter"]
 
 MAX_IDLE = 64  # idle keep-alive connections kept per upstream host:port
 MAX_RESPONSE_BYTES = 64 << 20  # a bigger upstream body is a 502, not unbounded memory
@@ -29,6 +33,7 @@ MAX_RESPONSE_BYTES = 64 << 20  # a bigger upstream body is a 502, not unbounded 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
                         b"proxy-connection", b"trailer", b"upgrade"})
 _FRAMING = (b"content-length", b"transfer-encoding")
+_HOP_LENGTHS = frozenset(len(h) for h in HOP_BY_HOP)  # a name of another length is passed on without lower()
 
 
 class ConnectFailed(Exception):
@@ -48,15 +53,35 @@ class BadResponse(Exception):
 
 
 class UpstreamResponse:
-    """One upstream response: its status, its end-to-end headers (``HOP_BY_HOP`` left out), its body."""
+    """One upstream response: its status, its end-to-end headers (``HOP_BY_HOP`` left out) as the
+    ``name: value\r\n`` lines to send on, its body."""
 
     __slots__ = ("body", "headers", "keep_alive", "status")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, keep_alive: bool) -> None:
+    def __init__(self, status: int, headers: list[bytes], body: bytes, keep_alive: bool) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
+
+
+class Waiter(Protocol):
+    """Who gets an upstream request's outcome: called once, with the response or the failure."""
+
+    def upstream_done(self, conn: _Conn, result: UpstreamResponse | Exception) -> None: ...
+
+
+class _FutureWaiter:
+    """A ``Waiter`` for a coroutine: the outcome goes into a future (unless the waiting task was cancelled)."""
+
+    __slots__ = ("fut",)
+
+    def __init__(self, fut: asyncio.Future[UpstreamResponse | Exception]) -> None:
+        self.fut = fut
+
+    def upstream_done(self, conn: _Conn, result: UpstreamResponse | Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_result(result)
 
 
 class Deadlines:
@@ -103,20 +128,21 @@ class Deadlines:
 class _Conn(asyncio.Protocol):
     """One upstream connection; one request at a time."""
 
-    def __init__(self, deadlines: Deadlines) -> None:
+    def __init__(self, deadlines: Deadlines, key: tuple[str, int]) -> None:
         # Kept: on Python 3.11 each ``asyncio.get_running_loop()`` is a getpid() system call.
         self.loop = asyncio.get_running_loop()
         self.deadlines = deadlines
+        self.key = key  # its pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.waiter: asyncio.Future[UpstreamResponse] | None = None
+        self.waiter: Waiter | None = None
         self.stalled: asyncio.TimerHandle | None = None  # write_timeout, armed only when the socket lags
         self.closed = False
         self.head_only = False
         self._reset()
 
     def _reset(self) -> None:
-        self.headers: list[tuple[bytes, bytes]] = []  # end-to-end ones as received: decoded only if a plugin reads them
+        self.headers: list[bytes] = []  # end-to-end ones as lines to send on: decoded only if a plugin reads them
         self.framed = False  # a Content-Length or Transfer-Encoding was received
         self.body: list[bytes] = []
         self.size = 0
@@ -138,27 +164,37 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        w = self.waiter
-        if w is None or w.done():
+        if self.waiter is None:
             return
         if self.headers_done and not self.framed:  # a body delimited by the close of the connection ends here
-            w.set_result(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body), False))
+            self._settle(UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body), False))
         else:
-            w.set_exception(BadResponse("upstream closed the connection"))
+            self._settle(BadResponse("upstream closed the connection"))
+
+    def _settle(self, result: UpstreamResponse | Exception) -> None:
+        """Hand the outcome to the waiter, once."""
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            w.upstream_done(self, result)
 
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        low = name.lower()
-        if low in HOP_BY_HOP:
-            if low in _FRAMING:
-                self.framed = True
-            return
-        self.headers.append((name, value))
+        if len(name) in _HOP_LENGTHS:
+            low = name.lower()
+            if low in HOP_BY_HOP:
+                if low in _FRAMING:
+                    self.framed = True
+                return
+        self.headers.append(b"".join((name, b": ", value, b"\r\n")))
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
         if self.head_only:  # a response to HEAD has no body whatever its Content-Length says
+            # Closed before the waiter runs: it may start the next request at once, and must not find
+            # this connection (whose announced body may follow) back in the pool.
+            self.closed = True
             self.on_message_complete()
             self.close()
 
@@ -171,18 +207,16 @@ class _Conn(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.done = True
-        w = self.waiter
-        if w is not None and not w.done():
-            status = self.parser.get_status_code()
-            w.set_result(UpstreamResponse(status, self.headers, b"".join(self.body),
-                                          self.parser.should_keep_alive()))
+        if self.waiter is not None:
+            p = self.parser
+            self._settle(UpstreamResponse(p.get_status_code(), self.headers, b"".join(self.body),
+                                          p.should_keep_alive()))
 
     def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
         self.closed = True
         if self.transport is not None:
             self.transport.abort()  # drop what is unsent: half a request must not reach the upstream later
+        self._settle(exc)
 
     def close(self) -> None:
         self.closed = True
@@ -196,23 +230,22 @@ class _Conn(asyncio.Protocol):
         if self.transport is not None and self.transport.get_write_buffer_size() > 0:
             self._fail(ReadTimeout("upstream did not take the request within write_timeout"))
 
-    def start(self, data: bytes, timeout_s: float, head_only: bool,
-              write_timeout_s: float | None = None) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the returned future gets its response (the parser carries on across
-        keep-alive responses). ``finish`` must follow, whatever the outcome. A plain method and a
-        future rather than a coroutine: one coroutine frame fewer per request.
+    def start(self, data: bytes, timeout_s: float, head_only: bool, write_timeout_s: float | None,
+              waiter: Waiter) -> None:
+        """Write one request; ``waiter`` gets its response or failure (the parser carries on across
+        keep-alive responses), then ``Pools.release`` must follow. A plain call and a callback rather
+        than a coroutine and a future: the proxy's usual request makes neither.
 
         ``timeout_s`` bounds the wait for the response; when the request does not fit the socket at
         once, ``write_timeout_s`` bounds how long the rest may wait to be taken."""
         assert self.transport is not None
         self._reset()
         self.head_only = head_only
-        waiter = self.waiter = self.loop.create_future()
+        self.waiter = waiter
         self.transport.write(data)
         self.deadlines.add(self, timeout_s)
         if write_timeout_s is not None and self.transport.get_write_buffer_size() > 0:
             self.stalled = self.loop.call_later(write_timeout_s, self._write_stalled)
-        return waiter
 
     def finish(self) -> None:
         """The request is over (answered, failed or cancelled): its timers go."""
@@ -231,7 +264,8 @@ class Pools:
         self.closed = False
         self.deadlines: Deadlines | None = None  # made on the loop, at the first connection
 
-    def _idle(self, key: tuple[str, int]) -> _Conn | None:
+    def take(self, key: tuple[str, int]) -> _Conn | None:
+        """An idle connection to ``key``, if one is open."""
         pool = self.idle.get(key)
         while pool:
             c = pool.pop()
@@ -246,36 +280,46 @@ class Pools:
             deadlines = self.deadlines = Deadlines(loop)
         try:
             async with asyncio.timeout(timeout_s):
-                _t, conn = await loop.create_connection(lambda: _Conn(deadlines), host, port)
+                _t, conn = await loop.create_connection(lambda: _Conn(deadlines, (host, port)), host, port)
         except socket.gaierror as e:
             raise NameResolutionFailed(str(e)) from None
         except (OSError, TimeoutError) as e:
             raise ConnectFailed(str(e) or type(e).__name__) from None
         return conn
 
+    async def connect(self, host: str, port: int, connect_timeout_s: float) -> _Conn:
+        """An idle connection to ``(host, port)``, or a new one."""
+        conn = self.take((host, port))
+        if conn is None:
+            conn = await self._connect(host, port, connect_timeout_s)
+        return conn
+
     async def send(self, host: str, port: int, data: bytes, *, connect_timeout_s: float, read_timeout_s: float,
                    write_timeout_s: float | None = None, head_only: bool = False) -> UpstreamResponse:
         """Send one serialized request and read its whole response."""
-        key = (host, port)
-        conn = self._idle(key)  # the usual case: no coroutine for a connection already open
-        if conn is None:
-            conn = await self._connect(host, port, connect_timeout_s)
+        conn = await self.connect(host, port, connect_timeout_s)
+        fut: asyncio.Future[UpstreamResponse | Exception] = conn.loop.create_future()
+        result: UpstreamResponse | Exception | None = None
         try:
-            resp = await conn.start(data, read_timeout_s, head_only, write_timeout_s)
-        except BaseException:
-            conn.close()
-            raise
+            conn.start(data, read_timeout_s, head_only, write_timeout_s, _FutureWaiter(fut))
+            result = await fut
         finally:
-            conn.finish()
-        if resp.keep_alive and not conn.closed and not self.closed:
-            pool = self.idle.get(key)
+            self.release(conn, result)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def release(self, conn: _Conn, result: UpstreamResponse | Exception | None) -> None:
+        """A request on ``conn`` is over: back to its pool if the response allows, else closed."""
+        conn.finish()
+        if isinstance(result, UpstreamResponse) and result.keep_alive and not conn.closed and not self.closed:
+            pool = self.idle.get(conn.key)
             if pool is None:
-                pool = self.idle[key] = deque()
+                pool = self.idle[conn.key] = deque()
             if len(pool) < MAX_IDLE:
                 pool.append(conn)
-                return resp
+                return
         conn.close()
-        return resp
 
     def close(self) -> None:
         self.closed = True

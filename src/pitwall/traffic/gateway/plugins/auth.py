@@ -82,6 +82,10 @@ class KeyAuth(_Auth):
         self.challenge = [("WWW-Authenticate", f'Key realm="{realm}"' if realm else "Key")]
         # (name as configured, as looked up among the lower-cased request headers)
         self.names = [(n, n.lower()) for n in self.conf["key_names"]]
+        self.in_header = bool(self.conf["key_in_header"])
+        self.in_query = bool(self.conf["key_in_query"])
+        self.in_body = bool(self.conf["key_in_body"])
+        self.hide_credentials = bool(self.conf["hide_credentials"])
 
     def authenticate(self, ctx: Ctx) -> None:
         challenge = self.challenge  # kong_error copies it into each Reply
@@ -90,21 +94,21 @@ class KeyAuth(_Auth):
         where = ""
         name = ""
         for name, header in self.names:
-            if self.conf["key_in_header"]:
+            if self.in_header:
                 v = req.headers.get(header)
                 if v is not None:
                     key, where = v, "header"
                     if ", " in v:  # the header was sent more than once (repeats are joined with ", ")
                         raise kong_error(401, "Duplicate API key found", challenge)
                     break
-            if self.conf["key_in_query"] and req.query:
+            if self.in_query and req.query:
                 vals = [v for k, v in parse_qsl(req.query, keep_blank_values=True) if k == name]
                 if len(vals) > 1:
                     raise kong_error(401, "Duplicate API key found", challenge)
                 if vals:
                     key, where = vals[0], "query"
                     break
-            if self.conf["key_in_body"] and req.body:
+            if self.in_body and req.body:
                 v = _body_value(req.headers.get("content-type", ""), req.body, name)
                 if v is not None:
                     key, where = v, "body"
@@ -114,7 +118,7 @@ class KeyAuth(_Auth):
         found = self.consumers.keyauth.get(key)
         if found is None:
             raise kong_error(401, "Unauthorized", challenge)
-        if self.conf["hide_credentials"]:
+        if self.hide_credentials:
             _hide_key(ctx, where, name)
         consumer, cred = found
         _set_consumer(ctx, consumer, cred, cred["id"])

@@ -71,10 +71,14 @@ class Counters:
         return got[1] if got is not None and got[0] == start else 0
 
     def add(self, key: tuple[str, str, str], start: int, n: int) -> None:
-        if len(self.counts) >= MAX_KEYS:
-            self._sweep()
+        self.make_room()
         got = self.counts.get(key)
         self.counts[key] = (start, (got[1] if got is not None and got[0] == start else 0) + n)
+
+    def make_room(self) -> None:
+        """Before adding keys: past ``MAX_KEYS``, windows that have ended go."""
+        if len(self.counts) >= MAX_KEYS:
+            self._sweep()
 
     def _sweep(self) -> None:
         now = time.time()
@@ -87,6 +91,8 @@ COUNTERS = Counters()  # the local policy's store: one per process, as Kong's is
 # One configured period, made once per plugin instance: (period, limit, limit header, limit text,
 # remaining header, window length in seconds).
 _Row = tuple[str, int, str, str, str, int]
+# One period of one request: (row, remaining before this request, window start, counter key, used).
+_Usage = tuple[_Row, int, int, tuple[str, str, str], int]
 
 
 class RateLimiting(Plugin):
@@ -123,14 +129,18 @@ class RateLimiting(Plugin):
         now = time.time()
         ident = self.identifier(ctx)
         counters = self.counters
-        usage: list[tuple[_Row, int, int, tuple[str, str, str]]] = []
+        counters.make_room()
+        counts = counters.counts  # read and written directly: this runs for every request
+        usage: list[_Usage] = []
         stop: str | None = None
         for row in self.rows:
             period = row[0]
             start = window_start(period, now)
             key = (self.scope, ident, period)
-            remaining = row[1] - counters.usage(key, start)
-            usage.append((row, remaining, start, key))
+            got = counts.get(key)
+            used = got[1] if got is not None and got[0] == start else 0
+            remaining = row[1] - used
+            usage.append((row, remaining, start, key, used))
             if remaining <= 0:
                 stop = period
         headers = None if self.hide else self._headers(usage, stop, now)
@@ -138,8 +148,8 @@ class RateLimiting(Plugin):
             if headers is not None:
                 headers.append(("Retry-After", headers[-1][1]))
             raise kong_error(int(self.conf["error_code"]), self.conf["error_message"], headers)
-        for _row, _remaining, start, key in usage:  # same step as the check: no other request between
-            counters.add(key, start, 1)
+        for _row, _remaining, start, key, used in usage:  # same step as the check: no other request between
+            counts[key] = (start, used + 1)
         if headers is not None:
             if ctx.resp_headers is None:
                 ctx.resp_headers = headers
@@ -147,11 +157,10 @@ class RateLimiting(Plugin):
                 ctx.resp_headers += headers
 
     @staticmethod
-    def _headers(usage: list[tuple[_Row, int, int, tuple[str, str, str]]], stop: str | None,
-                 now: float) -> list[tuple[str, str]]:
+    def _headers(usage: list[_Usage], stop: str | None, now: float) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
         best: tuple[int, int, str, int] | None = None  # (remaining, window, limit text, reset)
-        for (period, _limit, limit_name, limit_text, remaining_name, window), remaining, start, _key in usage:
+        for (period, _limit, limit_name, limit_text, remaining_name, window), remaining, start, _key, _used in usage:
             rem = remaining - 1 if stop is None or stop == period else remaining
             if rem < 0:
                 rem = 0
