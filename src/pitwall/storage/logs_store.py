@@ -50,6 +50,7 @@ from pitwall.logs.model import (
     PushStream,
     decode_metadata,
     encode_metadata,
+    next_window_width,
     ns_to_rfc3339,
 )
 from pitwall.storage.duckdb import TelemetryDB
@@ -685,10 +686,7 @@ class TenantLogQuerier:
             need -= got.num_rows
             scanned += hi - lo
             cursor = lo if backward else hi
-            found = limit - need
-            # Size the next window from the rate seen so far, at least doubling.
-            guess = int(need * scanned / found * 1.25) if found else width * 4
-            width = max(width * 2, guess)
+            width = next_window_width(width, need, scanned, limit - need)
         if len(parts) == 1:
             return parts[0]
         return pa.concat_tables(parts) if parts else st.query(sids, start, start, tail, params)

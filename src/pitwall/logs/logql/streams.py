@@ -36,7 +36,7 @@ from pitwall.logs.logql.result import (
     StreamResult,
     labels_string,
 )
-from pitwall.logs.model import LEVEL_LABEL, Direction, LineFilter, LogStream
+from pitwall.logs.model import LEVEL_LABEL, Direction, LineFilter, LogStream, next_window_width
 
 __all__ = ["StreamReader", "compile_prefilter", "pushed_filters"]
 
@@ -87,7 +87,11 @@ class StreamReader:
         return streams
 
     def _read_chunked(self) -> None:
-        """Walk the range in growing windows from the newest (backward) or oldest (forward) end."""
+        """Walk the range in growing windows from the newest (backward) or oldest (forward) end.
+
+        Windows grow with the rate of kept entries, so a selective pipeline reads the rest of
+        the range at once after the first window (each read has a fixed cost).
+        """
         start, end = self.ctx.start_ns, self.ctx.end_ns
         width = max((end - start) // 16, 1)
         backward = self.direction is Direction.BACKWARD
@@ -101,7 +105,8 @@ class StreamReader:
                 break
             self._consume(self._select(lo, hi, None))
             cursor = lo if backward else hi
-            width *= 2
+            width = next_window_width(width, self.limit - self.count, abs(cursor - (end if backward else start)),
+                                      self.count)
 
     def _consume(self, streams: list[LogStream]) -> None:
         if not streams:
