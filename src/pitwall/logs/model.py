@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEVEL_LABEL",
+    "ArrowLines",
     "CommitResult",
     "Direction",
     "EntryColumns",
@@ -116,6 +117,61 @@ class LogStream:
         return own + self.stream_md if self.stream_md else own
 
 
+class ArrowLines(Sequence[str]):
+    """Lines as an Arrow string array, turned into Python strings only when something indexes them.
+
+    What the store hands to metric queries: the column passes (``| json`` and its
+    filters) read the Arrow bytes, and only per-entry stages need ``str`` objects.
+    """
+
+    __slots__ = ("_arrow", "_list")
+
+    def __init__(self, arrow: pa.Array | None = None, pylist: list[str] | None = None) -> None:
+        assert arrow is not None or pylist is not None
+        self._arrow = arrow
+        self._list = pylist
+
+    @property
+    def arrow(self) -> pa.Array:
+        if self._arrow is None:
+            import pyarrow as pa  # model.py stays importable without pyarrow loaded
+
+            self._arrow = pa.array(self._list, pa.string())
+        return self._arrow
+
+    def as_list(self) -> list[str]:
+        if self._list is None:
+            self._list = self.arrow.to_pylist()
+        return self._list
+
+    def take(self, rows: Sequence[int]) -> list[str]:
+        """The lines of ``rows``, converting only those when the whole list was never needed."""
+        if self._list is not None:
+            return [self._list[i] for i in rows]
+        import pyarrow as pa
+
+        return self.arrow.take(pa.array(rows, pa.int64())).to_pylist()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._list) if self._list is not None else len(self.arrow)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        return self.as_list()[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_list())
+
+    @staticmethod
+    def of(lines: Sequence[str]) -> ArrowLines:
+        if isinstance(lines, ArrowLines):
+            return lines
+        return ArrowLines(pylist=lines if isinstance(lines, list) else list(lines))
+
+
 @dataclass
 class LogBatch:
     """Entries of many streams column-wise, each stream's entries by ts ascending.
@@ -130,7 +186,7 @@ class LogBatch:
     stream_idx: np.ndarray  # int64 per entry, index into ``streams``
     ts_ns: np.ndarray  # int64 per entry
     line_bytes: np.ndarray  # int64 per entry: the line's length in UTF-8 bytes
-    lines: list[str] | None = None
+    lines: Sequence[str] | None = None  # ``ArrowLines`` from the store
     metadata: list[tuple[tuple[str, str], ...]] | None = None
     # Per stream: structured metadata all its entries share (``detected_level``); None: none.
     stream_md: list[Metadata] | None = None

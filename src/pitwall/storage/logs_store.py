@@ -37,6 +37,7 @@ from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
 from pitwall.logs.model import (
     LEVEL_LABEL,
+    ArrowLines,
     CommitResult,
     Direction,
     EntryColumns,
@@ -726,7 +727,7 @@ class TenantLogQuerier:
             stream_idx=idx.astype(np.int64).reshape(-1),
             ts_ns=tbl.column("ts").to_numpy().astype(np.int64),
             line_bytes=tbl.column("nbytes").to_numpy().astype(np.int64),
-            lines=tbl.column("line").to_pylist() if with_lines else None,
+            lines=ArrowLines(tbl.column("line").combine_chunks()) if with_lines else None,
             metadata=_metadata_list(tbl.column("metadata")) if with_metadata else None,
         )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
@@ -36,7 +37,7 @@ from pitwall.logs.logql.result import (
     StreamResult,
     labels_string,
 )
-from pitwall.logs.model import LEVEL_LABEL, Direction, LineFilter, LogStream, next_window_width
+from pitwall.logs.model import LEVEL_LABEL, ArrowLines, Direction, LineFilter, LogStream, next_window_width
 
 __all__ = ["StreamReader", "compile_prefilter", "pushed_filters"]
 
@@ -181,7 +182,7 @@ class StreamReader:
                 n.startswith(LEVEL_LABEL) for n in label_filter_names(filters)):
             return None  # detected_level is metadata here, not a stream label
         pairs = zip(sis.tolist(), poss.tolist(), strict=True)
-        lines = [streams[si].lines[pos] for si, pos in pairs]
+        lines = ArrowLines(pylist=[streams[si].lines[pos] for si, pos in pairs])
         undecidable = None
         if any(s.metadata and any(s.metadata) for s in streams):
             undecidable = np.fromiter(
@@ -196,7 +197,7 @@ class StreamReader:
             drop &= ~undecidable
         rest = np.flatnonzero(~drop)
         if len(rest):
-            sub = [lines[i] for i in rest.tolist()] if len(rest) < len(lines) else lines
+            sub = ArrowLines(lines.arrow.take(pa.array(rest))) if len(rest) < len(lines) else lines
             cols = JsonColumns(sub, sis[rest], bases, label_filter_names(filters),
                                None if undecidable is None else undecidable[rest])
             state[rest] = tri_filters(filters, cols)
