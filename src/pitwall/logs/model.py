@@ -103,7 +103,7 @@ class LogStream:
 
     labels: Labels
     ts_ns: np.ndarray  # int64
-    lines: list[str]
+    lines: Sequence[str]  # ``ArrowLines`` from the store
     metadata: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     # Structured metadata every entry of this stream shares, after its own (``detected_level``).
     stream_md: Metadata = ()
@@ -164,6 +164,14 @@ class ArrowLines(Sequence[str]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.as_list())
+
+    def chars(self) -> int:
+        """Characters in all lines (``sum(map(len, lines))`` without Python strings)."""
+        if self._list is not None:
+            return sum(map(len, self._list))
+        from pitwall.core.arrow_compute import pc
+
+        return int(pc.sum(pc.utf8_length(self.arrow)).as_py() or 0)
 
     @staticmethod
     def of(lines: Sequence[str]) -> ArrowLines:

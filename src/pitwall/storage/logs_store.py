@@ -800,14 +800,14 @@ def _to_streams(st: LogStore, tbl: pa.Table) -> list[LogStream]:
     if not np.array_equal(order, np.arange(len(order))):
         tbl = tbl.take(pa.array(order))
     ts = tbl.column("ts").to_numpy().astype(np.int64)
-    lines = tbl.column("line").to_pylist()
+    lines = tbl.column("line").combine_chunks()  # each stream's a zero-copy slice, Python strings on demand
     mds = _metadata_list(tbl.column("metadata"))
     cuts = [0, *(np.flatnonzero(s[1:] != s[:-1]) + 1).tolist(), len(s)]
     out = []
     width = len(vocab) + 1
     for a, b in itertools.pairwise(cuts):
         k = int(s[a])
-        out.append(LogStream(labels=st.labels_of(k // width), ts_ns=ts[a:b], lines=lines[a:b], metadata=mds[a:b],
+        out.append(LogStream(labels=st.labels_of(k // width), ts_ns=ts[a:b], lines=ArrowLines(lines.slice(a, b - a)), metadata=mds[a:b],
                              stream_md=_level_md(vocab, k % width)))
     out.sort(key=lambda x: (x.labels, x.stream_md))
     return out

@@ -84,7 +84,7 @@ class StreamReader:
         self.ctx.stats.splits += 1
         for s in streams:
             self.ctx.stats.lines_processed += len(s)
-            self.ctx.stats.bytes_processed += sum(map(len, s.lines))  # characters: exact for ASCII
+            self.ctx.stats.bytes_processed += ArrowLines.of(s.lines).chars()  # characters: exact for ASCII
         return streams
 
     def _read_chunked(self) -> None:
@@ -123,17 +123,22 @@ class StreamReader:
         static = self.pipeline.empty
         prefilter = self.prefilter
         chunk = _CHUNK if self.batch_filters is not None else len(order_s)
+        # The column pass reads the lines as one Arrow array; only kept entries become Python strings.
+        all_lines = _concat_lines(streams) if self.batch_filters is not None else None
         lo = 0
         while lo < len(order_s):
             sis = order_s[lo : lo + chunk]
             poss = order_p[lo : lo + chunk]
             lo += chunk
             chunk *= 4  # small first (the limit may come early), then amortize per-batch costs
-            state = self._batch_state(streams, bases, sis, poss)
-            if state is not None:
+            got = self._batch_state(streams, bases, sis, poss, all_lines) if all_lines is not None else None
+            kept_lines: list[str] | None = None
+            if got is not None:
+                state, chunk_lines = got
                 keep = np.flatnonzero(state != FALSE)
                 sure = (state[keep] == TRUE).tolist()
                 sis, poss = sis[keep], poss[keep]
+                kept_lines = chunk_lines.take(keep.tolist())
             else:
                 sure = [False] * len(sis)
             for n, (si, pos, ok) in enumerate(zip(sis.tolist(), poss.tolist(), sure, strict=True)):
@@ -147,7 +152,7 @@ class StreamReader:
                     continue
                 own = s.metadata[pos] if s.metadata else ()
                 md = own + s.stream_md if s.stream_md else own
-                line: str | None = s.lines[pos]
+                line: str | None = s.lines[pos] if kept_lines is None else kept_lines[n]
                 if static and not own:
                     labels_t = full_t[si]
                     parsed: tuple[tuple[str, str], ...] = ()
@@ -172,17 +177,19 @@ class StreamReader:
                 self._append(labels_t, s.labels, StreamEntry(ts, line, md, parsed))
 
     def _batch_state(
-        self, streams: list[LogStream], bases: list[dict[str, str]], sis: np.ndarray, poss: np.ndarray
-    ) -> np.ndarray | None:
-        """FALSE/TRUE/UNKNOWN per entry for the leading ``| json | <filters>`` stages, or None."""
+        self, streams: list[LogStream], bases: list[dict[str, str]], sis: np.ndarray, poss: np.ndarray,
+        all_lines: tuple[pa.Array, np.ndarray],
+    ) -> tuple[np.ndarray, ArrowLines] | None:
+        """FALSE/TRUE/UNKNOWN per entry for the leading ``| json | <filters>`` stages and the entries'
+        lines, or None."""
         filters = self.batch_filters
         if filters is None or not len(sis):
             return None
         if any(s.stream_md for s in streams) and any(
                 n.startswith(LEVEL_LABEL) for n in label_filter_names(filters)):
             return None  # detected_level is metadata here, not a stream label
-        pairs = zip(sis.tolist(), poss.tolist(), strict=True)
-        lines = ArrowLines(pylist=[streams[si].lines[pos] for si, pos in pairs])
+        arr, starts = all_lines
+        lines = ArrowLines(arr.take(pa.array(starts[sis] + poss)))
         undecidable = None
         if any(s.metadata and any(s.metadata) for s in streams):
             undecidable = np.fromiter(
@@ -201,7 +208,7 @@ class StreamReader:
             cols = JsonColumns(sub, sis[rest], bases, label_filter_names(filters),
                                None if undecidable is None else undecidable[rest])
             state[rest] = tri_filters(filters, cols)
-        return state
+        return state, lines
 
     def _interval_ok(self, ts: int) -> bool:
         last = self.last_ts
@@ -293,6 +300,14 @@ def _merge_order(streams: list[LogStream], direction: Direction) -> tuple[np.nda
     key_ts = -ts if direction is Direction.BACKWARD else ts
     order = np.lexsort((rank, key_ts))
     return sid[order], pos[order]
+
+
+def _concat_lines(streams: list[LogStream]) -> tuple[pa.Array, np.ndarray]:
+    """Every stream's lines as one Arrow array, and where each stream starts in it."""
+    arrays = [ArrowLines.of(s.lines).arrow for s in streams]
+    starts = np.zeros(len(streams), dtype=np.int64)
+    np.cumsum([len(a) for a in arrays[:-1]], out=starts[1:])
+    return pa.concat_arrays(arrays), starts
 
 
 def pushed_filters(node: ast.LogSelector) -> list[LineFilter]:
