@@ -165,6 +165,14 @@ class ArrowLines(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.as_list())
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same lines, as the list it stands for."""
+        if isinstance(other, ArrowLines):
+            other = other.as_list()
+        return isinstance(other, Sequence) and not isinstance(other, str) and self.as_list() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-list semantics, as list
+
     def chars(self) -> int:
         """Characters in all lines (``sum(map(len, lines))`` without Python strings)."""
         if self._list is not None:
