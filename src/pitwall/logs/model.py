@@ -173,13 +173,19 @@ class ArrowLines(Sequence[str]):
 
     __hash__ = None  # type: ignore[assignment]  # mutable-list semantics, as list
 
-    def chars(self) -> int:
-        """Characters in all lines (``sum(map(len, lines))`` without Python strings)."""
-        if self._list is not None:
-            return sum(map(len, self._list))
-        from pitwall.core.arrow_compute import pc
+    def utf8_bytes(self) -> int:
+        """The lines' length in UTF-8 bytes; for Arrow lines from the offsets, without reading the text."""
+        if self._arrow is None:
+            assert self._list is not None
+            return sum(map(len, map(str.encode, self._list)))
+        import pyarrow as pa
 
-        return int(pc.sum(pc.utf8_length(self.arrow)).as_py() or 0)
+        arr = self._arrow
+        if not len(arr):
+            return 0
+        wide = pa.types.is_large_string(arr.type)
+        offs = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)
+        return int(offs[arr.offset + len(arr)]) - int(offs[arr.offset])
 
     @staticmethod
     def of(lines: Sequence[str]) -> ArrowLines:

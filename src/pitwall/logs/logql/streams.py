@@ -84,7 +84,7 @@ class StreamReader:
         self.ctx.stats.splits += 1
         for s in streams:
             self.ctx.stats.lines_processed += len(s)
-            self.ctx.stats.bytes_processed += ArrowLines.of(s.lines).chars()  # characters: exact for ASCII
+            self.ctx.stats.bytes_processed += ArrowLines.of(s.lines).utf8_bytes()  # as the metric path counts
         return streams
 
     def _read_chunked(self) -> None:
