@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pitwall.core.gofmt import format_float, format_float_f
+from pitwall.core.gofmt import format_float, format_float_f, go_quote
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,11 @@ def test_format_float_f_fast_path_agrees_with_the_general_one(x: float) -> None:
         # Shortest round-trip digits, positional: what numpy's Dragon4 prints too.
         assert text == np.format_float_positional(x, unique=True, trim="-")
         assert float(text) == x
+
+
+@pytest.mark.parametrize(("value", "quoted"), [
+    ("api", '"api"'), ("", '""'), ('a"b', '"a\\"b"'), ("a\\b", '"a\\\\b"'), ("a\tb\n", '"a\\tb\\n"'),
+    ("\x01", '"\\x01"'), ("\x7f", '"\\x7f"'), ("é", '"é"'), ("\u200b", '"\\u200b"'), ("\U0001f600", '"\U0001f600"'),
+])
+def test_go_quote_is_strconv_quote(value: str, quoted: str) -> None:
+    assert go_quote(value) == quoted

@@ -222,3 +222,21 @@ async def test_limited_select_reads_from_the_wanted_end_first(
     finally:
         await st.stop()
         st.db.close()
+
+
+def test_stream_order_of_flush_runs_and_of_any_rows() -> None:
+    from pitwall.storage.logs_store import _stream_order
+
+    def rows(sid: np.ndarray, ts: np.ndarray) -> list[tuple[int, int]]:
+        return list(zip(sid.tolist(), ts.tolist(), strict=True))
+
+    # two flushes, each sorted by (sid, ts), the second later in time: the stable sort by stream suffices
+    sid = np.array([0, 0, 1, 2, 0, 1, 1, 2], dtype=np.int64)
+    ts = np.array([1, 2, 1, 1, 5, 6, 7, 3], dtype=np.int64)
+    order = _stream_order(sid, ts, None)
+    assert order is not None and rows(sid[order], ts[order]) == sorted(rows(sid, ts))
+    # rows of a stream out of time order (not what blocks hold, yet handled): the full sort
+    ts2 = np.array([9, 2, 1, 1, 5, 6, 7, 3], dtype=np.int64)
+    order = _stream_order(sid, ts2, None)
+    assert order is not None and rows(sid[order], ts2[order]) == sorted(rows(sid, ts2))
+    assert _stream_order(np.sort(sid), np.arange(8), None) is None

@@ -111,6 +111,8 @@ def _place_point(digits: str, dp: int) -> str:
 
 def go_quote(s: str) -> str:
     """``strconv.Quote``: double-quoted with Go escapes."""
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return f'"{s}"'  # the usual label value: nothing to escape, no per-character pass
     out = ['"']
     for c in s:
         if c == '"':

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 import numpy as np
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LEVEL_LABEL",
+    "ArrowLines",
     "CommitResult",
     "Direction",
     "EntryColumns",
@@ -38,6 +39,7 @@ __all__ = [
     "PushStream",
     "decode_metadata",
     "encode_metadata",
+    "next_window_width",
     "ns_to_rfc3339",
 ]
 
@@ -46,6 +48,17 @@ LEVEL_LABEL = "detected_level"
 
 # Loki's structured metadata of one entry: (key, value) pairs, e.g. trace_id from OTLP.
 Metadata = tuple[tuple[str, str], ...]
+
+
+def next_window_width(width: int, need: int, scanned: int, found: int) -> int:
+    """The next time window of a read that stops after ``need`` more entries, from the rate seen so far.
+
+    ``found`` entries were kept in ``scanned`` ns: aim at ``need`` with a 25% margin, at least
+    doubling; nothing found yet: four times wider. A selective query thus reads the rest of its
+    range in one window instead of many growing ones.
+    """
+    guess = int(need * scanned / found * 1.25) if found else width * 4
+    return max(width * 2, guess)
 
 
 class Direction(StrEnum):
@@ -90,7 +103,7 @@ class LogStream:
 
     labels: Labels
     ts_ns: np.ndarray  # int64
-    lines: list[str]
+    lines: Sequence[str]  # ``ArrowLines`` from the store
     metadata: list[tuple[tuple[str, str], ...]] = field(default_factory=list)
     # Structured metadata every entry of this stream shares, after its own (``detected_level``).
     stream_md: Metadata = ()
@@ -102,6 +115,83 @@ class LogStream:
         """Entry ``i``'s structured metadata as Loki returns it (its own, then the shared)."""
         own = self.metadata[i] if self.metadata else ()
         return own + self.stream_md if self.stream_md else own
+
+
+class ArrowLines(Sequence[str]):
+    """Lines as an Arrow string array, turned into Python strings only when something indexes them.
+
+    What the store hands to metric queries: the column passes (``| json`` and its
+    filters) read the Arrow bytes, and only per-entry stages need ``str`` objects.
+    """
+
+    __slots__ = ("_arrow", "_list")
+
+    def __init__(self, arrow: pa.Array | None = None, pylist: list[str] | None = None) -> None:
+        assert arrow is not None or pylist is not None
+        self._arrow = arrow
+        self._list = pylist
+
+    @property
+    def arrow(self) -> pa.Array:
+        if self._arrow is None:
+            import pyarrow as pa  # model.py stays importable without pyarrow loaded
+
+            self._arrow = pa.array(self._list, pa.string())
+        return self._arrow
+
+    def as_list(self) -> list[str]:
+        if self._list is None:
+            self._list = self.arrow.to_pylist()
+        return self._list
+
+    def take(self, rows: Sequence[int]) -> list[str]:
+        """The lines of ``rows``, converting only those when the whole list was never needed."""
+        if self._list is not None:
+            return [self._list[i] for i in rows]
+        import pyarrow as pa
+
+        return self.arrow.take(pa.array(rows, pa.int64())).to_pylist()  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self._list) if self._list is not None else len(self.arrow)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        return self.as_list()[i]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_list())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same lines, as the list it stands for."""
+        if isinstance(other, ArrowLines):
+            other = other.as_list()
+        return isinstance(other, Sequence) and not isinstance(other, str) and self.as_list() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-list semantics, as list
+
+    def utf8_bytes(self) -> int:
+        """The lines' length in UTF-8 bytes; for Arrow lines from the offsets, without reading the text."""
+        if self._arrow is None:
+            assert self._list is not None
+            return sum(map(len, map(str.encode, self._list)))
+        import pyarrow as pa
+
+        arr = self._arrow
+        if not len(arr):
+            return 0
+        wide = pa.types.is_large_string(arr.type)
+        offs = np.frombuffer(arr.buffers()[1], dtype=np.int64 if wide else np.int32)
+        return int(offs[arr.offset + len(arr)]) - int(offs[arr.offset])
+
+    @staticmethod
+    def of(lines: Sequence[str]) -> ArrowLines:
+        if isinstance(lines, ArrowLines):
+            return lines
+        return ArrowLines(pylist=lines if isinstance(lines, list) else list(lines))
 
 
 @dataclass
@@ -118,7 +208,7 @@ class LogBatch:
     stream_idx: np.ndarray  # int64 per entry, index into ``streams``
     ts_ns: np.ndarray  # int64 per entry
     line_bytes: np.ndarray  # int64 per entry: the line's length in UTF-8 bytes
-    lines: list[str] | None = None
+    lines: Sequence[str] | None = None  # ``ArrowLines`` from the store
     metadata: list[tuple[tuple[str, str], ...]] | None = None
     # Per stream: structured metadata all its entries share (``detected_level``); None: none.
     stream_md: list[Metadata] | None = None

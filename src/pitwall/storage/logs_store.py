@@ -37,6 +37,7 @@ from pitwall.core.wal import Wal
 from pitwall.logs.errors import StreamLimitExceeded
 from pitwall.logs.model import (
     LEVEL_LABEL,
+    ArrowLines,
     CommitResult,
     Direction,
     EntryColumns,
@@ -50,6 +51,7 @@ from pitwall.logs.model import (
     PushStream,
     decode_metadata,
     encode_metadata,
+    next_window_width,
     ns_to_rfc3339,
 )
 from pitwall.storage.duckdb import TelemetryDB
@@ -685,10 +687,7 @@ class TenantLogQuerier:
             need -= got.num_rows
             scanned += hi - lo
             cursor = lo if backward else hi
-            found = limit - need
-            # Size the next window from the rate seen so far, at least doubling.
-            guess = int(need * scanned / found * 1.25) if found else width * 4
-            width = max(width * 2, guess)
+            width = next_window_width(width, need, scanned, limit - need)
         if len(parts) == 1:
             return parts[0]
         return pa.concat_tables(parts) if parts else st.query(sids, start, start, tail, params)
@@ -728,7 +727,7 @@ class TenantLogQuerier:
             stream_idx=idx.astype(np.int64).reshape(-1),
             ts_ns=tbl.column("ts").to_numpy().astype(np.int64),
             line_bytes=tbl.column("nbytes").to_numpy().astype(np.int64),
-            lines=tbl.column("line").to_pylist() if with_lines else None,
+            lines=ArrowLines(tbl.column("line").combine_chunks()) if with_lines else None,
             metadata=_metadata_list(tbl.column("metadata")) if with_metadata else None,
         )
 
@@ -801,14 +800,14 @@ def _to_streams(st: LogStore, tbl: pa.Table) -> list[LogStream]:
     if not np.array_equal(order, np.arange(len(order))):
         tbl = tbl.take(pa.array(order))
     ts = tbl.column("ts").to_numpy().astype(np.int64)
-    lines = tbl.column("line").to_pylist()
+    lines = tbl.column("line").combine_chunks()  # each stream's a zero-copy slice, Python strings on demand
     mds = _metadata_list(tbl.column("metadata"))
     cuts = [0, *(np.flatnonzero(s[1:] != s[:-1]) + 1).tolist(), len(s)]
     out = []
     width = len(vocab) + 1
     for a, b in itertools.pairwise(cuts):
         k = int(s[a])
-        out.append(LogStream(labels=st.labels_of(k // width), ts_ns=ts[a:b], lines=lines[a:b], metadata=mds[a:b],
+        out.append(LogStream(labels=st.labels_of(k // width), ts_ns=ts[a:b], lines=ArrowLines(lines.slice(a, b - a)), metadata=mds[a:b],
                              stream_md=_level_md(vocab, k % width)))
     out.sort(key=lambda x: (x.labels, x.stream_md))
     return out
@@ -852,8 +851,7 @@ def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray | None) -> np
     n = len(sid)
     if n < 2:
         return None
-    ds = np.diff(sid)
-    base = None if bool(((ds > 0) | ((ds == 0) & (np.diff(ts) >= 0))).all()) else np.lexsort((ts, sid))
+    base = None if _sorted_by_stream(sid, ts) else _by_stream(sid, ts)
     if idx is None:
         return base
     k = idx if base is None else idx[base]
@@ -862,6 +860,25 @@ def _stream_order(sid: np.ndarray, ts: np.ndarray, idx: np.ndarray | None) -> np
     small = k.astype(np.uint16) if int(k.max()) < 65536 else k
     o = np.argsort(small, kind="stable")
     return o if base is None else base[o]
+
+
+def _sorted_by_stream(sid: np.ndarray, ts: np.ndarray) -> bool:
+    ds = np.diff(sid)
+    return bool(((ds > 0) | ((ds == 0) & (np.diff(ts) >= 0))).all())
+
+
+def _by_stream(sid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Row order by (sid, ts).
+
+    A block is a run of flushes, each sorted by (sid, ts) and later in time than the one
+    before, so a stable sort by stream alone (a radix sort on small ids) usually leaves each
+    stream's rows in time order already; checked, with the full sort when it does not.
+    """
+    small = sid.astype(np.uint16) if int(sid.min()) >= 0 and int(sid.max()) < 65536 else sid
+    order = np.argsort(small, kind="stable")
+    if _sorted_by_stream(sid[order], ts[order]):
+        return order
+    return np.lexsort((ts, sid))
 
 
 def _level_md(vocab: list[str], code: int) -> Metadata:

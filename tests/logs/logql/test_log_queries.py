@@ -135,3 +135,27 @@ def test_streams_json_shape() -> None:
     data = LogQLEngine().query_range(_q(), '{app="c"}', 0, 10 * S, S).to_loki_data()
     assert data["resultType"] == "streams"
     assert data["result"] == [{"stream": {"app": "c", "env": "dev"}, "values": [["7000000000", "c7"]]}]
+
+
+def test_selective_pipeline_reads_the_rest_of_the_range_in_one_window() -> None:
+    # 1 entry in 50 passes: after the first window (1/16 of the range) the rate says the limit is
+    # out of reach, so the second read covers the rest instead of four more doubling windows.
+    q = querier(({"app": "x"}, [(t, f"n={t} k={int(t % 50 == 0)}") for t in range(1, 1601)]))
+    expr = '{app="x"} | logfmt | k == "1" | drop n, k'
+    res = LogQLEngine().query_range(q, expr, 0, 1601 * S, S, limit=100)
+    assert res.stats is not None and res.stats.splits == 2
+    got = [v[1] for s in res.to_loki_data()["result"] for v in s["values"]]
+    assert got == [f"n={t} k=1" for t in range(1600, 0, -50)]
+
+
+def test_bytes_processed_are_utf8_bytes_for_list_and_arrow_lines() -> None:
+    import pyarrow as pa
+
+    from pitwall.logs.model import ArrowLines
+
+    q = querier(({"app": "x"}, [(1, "é"), (2, "ab")]))
+    summary = LogQLEngine().query_range(q, '{app="x"}', 0, 10 * S, S).to_loki_data()["stats"]["summary"]
+    assert summary["totalBytesProcessed"] == 4  # as the metric path's strlen: bytes, not characters
+    arr = pa.array(["x", "é", "ab"])
+    assert ArrowLines(arr.slice(1)).utf8_bytes() == 4 == ArrowLines(pylist=["é", "ab"]).utf8_bytes()
+    assert ArrowLines(arr.cast(pa.large_string()).slice(1)).utf8_bytes() == 4

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import repeat
 
 import numpy as np
@@ -29,8 +29,10 @@ import pyarrow as pa
 
 from pitwall.core.arrow_compute import pc
 from pitwall.logs.logql import ast
+from pitwall.logs.logql.jsontext import V_NUMBER, JsonText
 from pitwall.logs.logql.pipeline import _CMP, _DUPLICATE_SUFFIX, _Inexact, _number_text, _sanitize_key
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
+from pitwall.logs.model import ArrowLines
 
 __all__ = [
     "FALSE",
@@ -123,9 +125,24 @@ def _decode(lines: Sequence[str]) -> list[object]:
 class _Column:
     kind: np.ndarray  # int8 per line, K_*
     num: np.ndarray  # float64 per line (K_NUMBER)
-    raw: list[object] | None  # per line: the decoded value, or _MISSING; None when every line's comes from ``base``
+    # Decoded lines (``JsonColumns.others``): per such line the decoded value or _MISSING; None when unread.
+    raw: list[object] | None
     in_base: np.ndarray  # per line: the value is a stream label (``base[stream]``)
     base: list[str | None]  # per stream: its label of this name
+    # Flat lines whose value was read from the text: the lines (ascending) and the texts.
+    flat_rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    flat_texts: pa.Array | None = None
+    _flat_list: list[str] | None = None
+    _flat_pos: np.ndarray | None = None
+
+    def flat_text(self, i: int) -> str:
+        """The text read for flat line ``i`` (one of ``flat_rows``)."""
+        if self._flat_list is None or self._flat_pos is None:
+            assert self.flat_texts is not None
+            self._flat_list = self.flat_texts.to_pylist()
+            self._flat_pos = np.full(len(self.kind), -1, dtype=np.int64)
+            self._flat_pos[self.flat_rows] = np.arange(len(self.flat_rows))
+        return self._flat_list[int(self._flat_pos[i])]
 
 
 _WS = "[ \\t\\n\\r]*"
@@ -139,6 +156,7 @@ _EMPTY: dict[str, object] = {}
 
 _KIND: dict[type, int] = {str: K_TEXT, bool: K_TEXT, type(None): K_TEXT, float: K_NUMBER, int: -1, list: K_MISSING,
                           object: K_MISSING}
+_FLAT_KIND = np.array([K_MISSING, K_TEXT, K_NUMBER, K_TEXT, K_TEXT, K_TEXT, K_UNKNOWN], dtype=np.int8)  # by V_*
 
 
 class JsonColumns:
@@ -146,7 +164,8 @@ class JsonColumns:
 
     ``stream_idx[i]`` indexes ``bases`` (the stream labels of line i);
     ``undecidable[i]`` marks lines only the pipeline can handle (not a plain
-    JSON object, metadata present...).
+    JSON object, metadata present...). Lines stay Arrow bytes: only the lines
+    that are not flat objects become Python strings (to be decoded).
     """
 
     def __init__(
@@ -158,47 +177,56 @@ class JsonColumns:
         undecidable: np.ndarray | None = None,
     ) -> None:
         n = len(lines)
-        self.lines = lines
+        self.lines = ArrowLines.of(lines)
         self.stream_idx = stream_idx
         self.bases = bases
         bad = np.zeros(n, dtype=bool) if undecidable is None else undecidable.copy()
-        # Flat objects of plain values (the common log line) are read with RE2 over Arrow, never decoded.
-        self._arr = pa.array(lines, pa.string())
+        # Flat objects of plain values (the common log line) are read from the Arrow bytes, never decoded.
+        self._arr = self.lines.arrow
+        self._text = JsonText(self._arr)
         flat = pc.match_substring_regex(self._arr, _FLAT_OBJECT).to_numpy(zero_copy_only=False) if n else bad
         self.flat = flat & ~bad
-        others = np.flatnonzero(~self.flat).tolist()
-        dicts: list[dict[str, object]] = [_EMPTY] * n
-        if others:
-            sub_lines = [lines[i] for i in others] if len(others) < n else list(lines)
-            objs = _decode(sub_lines)
-            for i, o in zip(others, objs, strict=True):
-                if type(o) is dict:
-                    dicts[i] = o
-                else:
-                    bad[i] = True
-            sub = [dicts[i] for i in others]
-            keys: set[str] = set().union(*sub)
-            invalid = set()
-            for k in keys - _VALID_KEYS:
-                if k and _sanitize_key(k) == k:
-                    if len(_VALID_KEYS) < 100_000:  # keys repeat across lines; bound the cache for hostile input
-                        _VALID_KEYS.add(k)
-                else:
-                    invalid.add(k)
-            if invalid:
-                for i in others:
-                    if not dicts[i].keys().isdisjoint(invalid):
-                        bad[i] = True
-            # A nested object under a prefix of a used name could flatten into it (``a: {b: 1}`` -> ``a_b``).
-            prefixes = ({nm[:i] for nm in names for i in range(1, len(nm)) if nm[i] == "_"} | set(names)) & keys
-            if prefixes:
-                # only lines with a second "{" can hold a nested object
-                for i in others:
-                    if lines[i].find("{", 1) >= 0 and any(type(dicts[i].get(p)) is dict for p in prefixes):
-                        bad[i] = True
+        self.others = np.flatnonzero(~self.flat)
+        self._other_pos = np.full(n, -1, dtype=np.int64)
+        self._other_pos[self.others] = np.arange(len(self.others))
+        self._other_lines = self.lines.take(self.others.tolist()) if len(self.others) else []
+        self._dicts = self._decode_others(bad, names)
         self.bad = bad
-        self._dicts = dicts
         self._cols: dict[str, _Column] = {}
+
+    def _decode_others(self, bad: np.ndarray, names: set[str]) -> list[dict[str, object]]:
+        """The lines that are not flat objects, decoded (aligned with ``others``); marks undecidable ones."""
+        others = self.others.tolist()
+        if not others:
+            return []
+        sub_lines = self._other_lines
+        objs = _decode(sub_lines)
+        dicts: list[dict[str, object]] = [_EMPTY] * len(others)
+        for j, (i, o) in enumerate(zip(others, objs, strict=True)):
+            if type(o) is dict:
+                dicts[j] = o
+            else:
+                bad[i] = True
+        keys: set[str] = set().union(*dicts)
+        invalid = set()
+        for k in keys - _VALID_KEYS:
+            if k and _sanitize_key(k) == k:
+                if len(_VALID_KEYS) < 100_000:  # keys repeat across lines; bound the cache for hostile input
+                    _VALID_KEYS.add(k)
+            else:
+                invalid.add(k)
+        if invalid:
+            for i, d in zip(others, dicts, strict=True):
+                if not d.keys().isdisjoint(invalid):
+                    bad[i] = True
+        # A nested object under a prefix of a used name could flatten into it (``a: {b: 1}`` -> ``a_b``).
+        prefixes = ({nm[:i] for nm in names for i in range(1, len(nm)) if nm[i] == "_"} | set(names)) & keys
+        if prefixes:
+            # only lines with a second "{" can hold a nested object
+            for i, d, line in zip(others, dicts, sub_lines, strict=True):
+                if line.find("{", 1) >= 0 and any(type(d.get(p)) is dict for p in prefixes):
+                    bad[i] = True
+        return dicts
 
     def __len__(self) -> int:
         return len(self.lines)
@@ -218,61 +246,55 @@ class JsonColumns:
         has = np.asarray([v is not None for v in base], dtype=bool)
         in_base = has[self.stream_idx] if has.any() else np.zeros(n, dtype=bool)
         num = np.full(n, np.nan)
-        raw: list[object] | None = None
+        col = _Column(np.full(n, K_MISSING, dtype=np.int8), num, None, in_base, base)
         if in_base.all():
             # A stream label wins: the parsed key would go to ``<name>_extracted``.
-            kind = np.full(n, K_TEXT, dtype=np.int8)
+            col.kind[:] = K_TEXT
         else:
-            raw = list(map(dict.get, self._dicts, repeat(name), repeat(_MISSING)))
-            kind = np.fromiter(map(_KIND.get, map(type, raw), repeat(K_UNKNOWN)), dtype=np.int8, count=n)
-            ints = kind == -1
-            numeric = ints | (kind == K_NUMBER)
-            idx = np.flatnonzero(numeric)
-            if len(idx):
-                num[idx] = np.asarray([raw[i] for i in idx.tolist()], dtype=np.float64)
-            kind[numeric] = K_NUMBER
-            kind[ints & (num == 0)] = K_UNKNOWN  # "-0" keeps its sign in text only
+            if len(self.others):
+                self._decoded_values(name, col)
             if self.flat.any():
-                self._flat_values(name, kind, num, raw)
-            kind[in_base] = K_TEXT
+                self._flat_values(name, col)
+            col.kind[in_base] = K_TEXT
             num[in_base] = np.nan
-        kind[self.bad] = K_UNKNOWN
-        return _Column(kind, num, raw, in_base, base)
+        col.kind[self.bad] = K_UNKNOWN
+        return col
 
-    def _flat_values(self, name: str, kind: np.ndarray, num: np.ndarray, raw: list[object]) -> None:
+    def _decoded_values(self, name: str, col: _Column) -> None:
+        """Values of ``name`` on the decoded (not flat) lines."""
+        m = len(self.others)
+        raw = col.raw = list(map(dict.get, self._dicts, repeat(name), repeat(_MISSING)))
+        kind = np.fromiter(map(_KIND.get, map(type, raw), repeat(K_UNKNOWN)), dtype=np.int8, count=m)
+        num = np.full(m, np.nan)
+        ints = kind == -1
+        numeric = ints | (kind == K_NUMBER)
+        idx = np.flatnonzero(numeric)
+        if len(idx):
+            num[idx] = np.asarray([raw[i] for i in idx.tolist()], dtype=np.float64)
+        kind[numeric] = K_NUMBER
+        kind[ints & (num == 0)] = K_UNKNOWN  # "-0" keeps its sign in text only
+        col.kind[self.others] = kind
+        col.num[self.others] = num
+
+    def _flat_values(self, name: str, col: _Column) -> None:
         """Values of ``name`` on flat lines, from the text: numbers keep their source text."""
         flat = self.flat
         if not _LABEL_NAME.fullmatch(name):
-            kind[flat] = K_UNKNOWN
+            col.kind[flat] = K_UNKNOWN
             return
-        key = f'"{name}"{_WS}:'
         # In a flat object every quote delimits a key or a value, so the quoted name occurs once per
-        # key or value it is: none, the label is not set; more, a duplicate key or a value: the pipeline.
-        quoted = f'"{name}"'
-        count = np.fromiter(map(str.count, self.lines, repeat(quoted)), dtype=np.int64, count=len(self.lines))
-        kind[flat & (count == 0)] = K_MISSING
-        kind[flat & (count > 1)] = K_UNKNOWN
-        one = np.flatnonzero(flat & (count == 1))
-        if not len(one):
-            return
-        sub = self._arr if len(one) == len(self.lines) else self._arr.take(pa.array(one))
-        found = pc.extract_regex(sub, key + _WS + f"(?P<v>{_VALUE})")
-        is_key = found.is_valid().to_numpy(zero_copy_only=False)
-        kind[one[~is_key]] = K_MISSING  # the one occurrence is a value, not a key
-        one = one[is_key]
-        if not len(one):
-            return
-        got = found.field("v").filter(pa.array(is_key))
-        first = pc.utf8_slice_codeunits(got, 0, 1)
-        is_str = pc.equal(first, '"').to_numpy(zero_copy_only=False)
-        is_lit = pc.is_in(first, pa.array(["t", "f", "n"])).to_numpy(zero_copy_only=False)
-        is_num = ~is_str & ~is_lit
-        texts = pc.if_else(is_str, pc.utf8_slice_codeunits(got, 1, -1), got)
-        texts = pc.if_else(pc.equal(got, "null"), "", texts).to_pylist()
-        for i, t in zip(one.tolist(), texts, strict=True):
-            raw[i] = t
-        kind[one] = np.where(is_num, K_NUMBER, K_TEXT)
-        num[one[is_num]] = pc.cast(got.filter(pa.array(is_num)), pa.float64()).to_numpy(zero_copy_only=False)
+        # key or value it is: none, the label is not set; more, a duplicate key or a value: the pipeline;
+        # once but not followed by ``:``, a value: not set.
+        kv = self._text.values(name)
+        kind = np.where(kv.count > 1, K_UNKNOWN, _FLAT_KIND[kv.kind]).astype(np.int8)
+        col.kind[flat] = kind[flat]
+        keep = flat[kv.rows]
+        rows = kv.rows[keep]
+        texts = kv.texts.filter(pa.array(keep)) if not keep.all() else kv.texts
+        nums = np.flatnonzero(kind[rows] == K_NUMBER)
+        if len(nums):
+            col.num[rows[nums]] = pc.cast(texts.take(pa.array(nums)), pa.float64()).to_numpy(zero_copy_only=False)
+        col.flat_rows, col.flat_texts = rows, texts
 
     def text(self, name: str, i: int) -> str | None:
         """The label text of line ``i``; None when not set. ``_Inexact`` when it cannot be proven."""
@@ -284,8 +306,11 @@ class JsonColumns:
             raise _Inexact
         if col.in_base[i]:
             return col.base[int(self.stream_idx[i])]
+        if self.flat[i]:
+            return col.flat_text(i)
         assert col.raw is not None
-        return _text(col.raw[i], name, self.lines[i])
+        j = int(self._other_pos[i])
+        return _text(col.raw[j], name, self._other_lines[j])
 
     def codes(self, name: str) -> tuple[np.ndarray, list[str], np.ndarray]:
         """Per line an index into the returned texts (-1: not set) and a mask of lines whose text is unknown."""
@@ -294,33 +319,41 @@ class JsonColumns:
         vocab: dict[str, int] = {}
         codes = np.full(n, -1, dtype=np.int64)
         unknown = col.kind == K_UNKNOWN
-        known = (col.kind == K_TEXT) | (col.kind == K_NUMBER)
+        wanted = ((col.kind == K_TEXT) | (col.kind == K_NUMBER)) & ~col.in_base
+        if col.flat_texts is not None and len(col.flat_rows):
+            sel = wanted[col.flat_rows]
+            enc = pc.dictionary_encode(col.flat_texts.filter(pa.array(sel)))
+            vocab = {v: j for j, v in enumerate(enc.dictionary.to_pylist())}
+            codes[col.flat_rows[sel]] = enc.indices.to_numpy(zero_copy_only=False)
         if col.raw is not None:
-            raw = col.raw
-            lines = self.lines
-            idx = np.flatnonzero(known & ~col.in_base).tolist()
-            picked = [raw[i] for i in idx]
-            vals: list[str]
-            if set(map(type, picked)) - {str}:
-                vals = []
-                for i, v in zip(idx, picked, strict=True):
-                    try:
-                        vals.append(_text(v, name, lines[i]))
-                    except _Inexact:
-                        unknown[i] = True
-                        vals.append("")
-            else:
-                vals = picked  # type: ignore[assignment]
-            vocab = {v: j for j, v in enumerate(dict.fromkeys(vals))}
-            if idx:
-                codes[idx] = list(map(vocab.__getitem__, vals))
+            self._decoded_codes(name, col, wanted, vocab, codes, unknown)
         if col.in_base.any():
             per_stream = np.asarray([-1 if v is None else vocab.setdefault(v, len(vocab)) for v in col.base],
                                     dtype=np.int64)
-            sel = col.in_base & known
-            codes[sel] = per_stream[self.stream_idx[sel]]
+            sel_b = col.in_base & ((col.kind == K_TEXT) | (col.kind == K_NUMBER))
+            codes[sel_b] = per_stream[self.stream_idx[sel_b]]
         codes[unknown] = -1
         return codes, list(vocab), unknown
+
+    def _decoded_codes(self, name: str, col: _Column, wanted: np.ndarray, vocab: dict[str, int], codes: np.ndarray,
+                       unknown: np.ndarray) -> None:
+        """``codes`` for the decoded lines: their values' texts join ``vocab``."""
+        assert col.raw is not None
+        raw = col.raw
+        pos = np.flatnonzero(wanted[self.others])
+        if not len(pos):
+            return
+        rows = self.others[pos].tolist()
+        out: list[int] = []
+        for i, j in zip(rows, pos.tolist(), strict=True):
+            try:
+                v = _text(raw[j], name, self._other_lines[j])
+            except _Inexact:
+                unknown[i] = True
+                out.append(-1)
+                continue
+            out.append(vocab.setdefault(v, len(vocab)))
+        codes[rows] = out
 
 
 def _text(v: object, name: str, line: str) -> str:
@@ -442,34 +475,38 @@ def text_drops(
               and _sanitize_key(c.name) == c.name]
     if not checks or not n:
         return drop
-    # One scan of the joined text answers "no backslash anywhere" for the usual batch.
-    plain: np.ndarray | None = None  # None: every line is plain
-    if "\\" in "".join(lines):
-        plain = ~pc.match_substring(pa.array(lines, pa.string()), "\\").to_numpy(zero_copy_only=False)
+    text = JsonText(ArrowLines.of(lines).arrow)
+    backslash = text.has_byte(ord("\\"))
     for f in checks:
-        # Lines an earlier check dropped need no second look.
-        live = np.flatnonzero(~drop)
-        if not len(live):
-            break
-        sub = lines if len(live) == n else [lines[i] for i in live.tolist()]
-        key = f'"{f.name}"'
-        count = np.fromiter(map(str.count, sub, repeat(key)), dtype=np.int64, count=len(sub))
-        got = pc.extract_regex(pa.array(sub, pa.string()), key + r"\s*:\s*(?P<v>" + _JSON_NUMBER + r")\s*[,}\s]")
-        num = _floats(got)
+        count, num = _number_after(text, f.name)
         with np.errstate(invalid="ignore"):
             fails = ~_np_cmp(f.op, num, float(f.value))
-        sure = (count == 0) | ((count == 1) & ~np.isnan(num) & fails)
-        drop[live] = sure if plain is None else sure & plain[live]
+        drop |= (count == 0) | ((count == 1) & ~np.isnan(num) & fails)
+    if backslash is not None:
+        drop &= ~backslash
     return drop
 
 
-def _floats(got: pa.StructArray) -> np.ndarray:
-    """``extract_regex``'s number texts (no match: NaN) as Go's ``ParseFloat`` reads them (too large: +-Inf)."""
-    valid = got.is_valid().to_numpy(zero_copy_only=False)
-    out = np.full(len(got), np.nan)
-    texts = got.field("v").filter(pa.array(valid))
+_NUMBER_END = list(b",} \t\n\f\r")  # what ``\s*[,}\s]`` needs right after a number (the line's end fails)
+
+
+def _number_after(text: JsonText, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per line: how often ``"name"`` occurs (2: more than once) and, where once, the number that
+    ``"name"\\s*:\\s*(<JSON number>)\\s*[,}\\s]`` would capture (NaN: none)."""
+    kv = text.values(name, strings=False)
+    num = np.full(text.n, np.nan)
+    is_num = (kv.kind[kv.rows] == V_NUMBER) & np.isin(kv.follow, _NUMBER_END)
+    if is_num.any():
+        texts = kv.texts.filter(pa.array(is_num))
+        valid = pc.match_substring_regex(texts, f"^{_JSON_NUMBER}$").to_numpy(zero_copy_only=False)
+        rows = kv.rows[is_num][valid]
+        num[rows] = _floats(texts.filter(pa.array(valid)))
+    return kv.count, num
+
+
+def _floats(texts: pa.Array) -> np.ndarray:
+    """Number texts as Go's ``ParseFloat`` reads them (too large: +-Inf)."""
     try:
-        out[valid] = pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)
+        return pc.cast(texts, pa.float64()).to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
     except pa.ArrowInvalid:  # e.g. an exponent beyond float64: Python's float() gives +-Inf as Go does
-        out[valid] = np.asarray([float(t) for t in texts.to_pylist()], dtype=np.float64)
-    return out
+        return np.asarray([float(t) for t in texts.to_pylist()], dtype=np.float64)

@@ -44,7 +44,7 @@ from pitwall.logs.logql.result import (
     labels_string,
 )
 from pitwall.logs.logql.units import parse_bytes, parse_duration_ns, parse_go_float
-from pitwall.logs.model import LEVEL_LABEL, LogBatch
+from pitwall.logs.model import LEVEL_LABEL, ArrowLines, LogBatch
 
 __all__ = ["SampleExtractor"]
 
@@ -281,7 +281,6 @@ class SampleExtractor:
         if batch.stream_md is not None:
             # Shared metadata (detected_level) joins the labels, yet is no stream label for parsers.
             bases = [b | dict(m) if m else b for b, m in zip(bases, batch.stream_md, strict=True)]
-        lines = batch.lines
         mds = batch.metadata
         sidx = batch.stream_idx.tolist()
         tss = batch.ts_ns.tolist()
@@ -296,7 +295,10 @@ class SampleExtractor:
         out_id: list[int] = []
         out_ts: list[int] = []
         out_v: list[float] = []
-        todo = range(len(lines)) if subset is None else subset.tolist()
+        todo: Sequence[int] = range(len(batch.lines)) if subset is None else subset.tolist()
+        # Python strings only for the entries that run the pipeline (Arrow lines convert on demand).
+        all_lines = ArrowLines.of(batch.lines)
+        lines = all_lines.as_list() if subset is None else all_lines.take(todo)
         for n_done, i in enumerate(todo):
             if n_done & 0x3FFF == 0:
                 ctx.check_deadline()
@@ -304,7 +306,7 @@ class SampleExtractor:
             labels = bases[s].copy()
             if mds is not None and mds[i]:
                 labels.update(mds[i])
-            line = lines[i]
+            line = lines[i if subset is None else n_done]
             ts = tss[i]
             new_line = process(ts, line, labels, base_names[s])
             if new_line is None:

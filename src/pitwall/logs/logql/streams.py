@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
 
 from pitwall.core.labels import Labels, Matcher
 from pitwall.logs.logql import ast
@@ -36,7 +37,7 @@ from pitwall.logs.logql.result import (
     StreamResult,
     labels_string,
 )
-from pitwall.logs.model import LEVEL_LABEL, Direction, LineFilter, LogStream
+from pitwall.logs.model import LEVEL_LABEL, ArrowLines, Direction, LineFilter, LogStream, next_window_width
 
 __all__ = ["StreamReader", "compile_prefilter", "pushed_filters"]
 
@@ -83,11 +84,15 @@ class StreamReader:
         self.ctx.stats.splits += 1
         for s in streams:
             self.ctx.stats.lines_processed += len(s)
-            self.ctx.stats.bytes_processed += sum(map(len, s.lines))  # characters: exact for ASCII
+            self.ctx.stats.bytes_processed += ArrowLines.of(s.lines).utf8_bytes()  # as the metric path counts
         return streams
 
     def _read_chunked(self) -> None:
-        """Walk the range in growing windows from the newest (backward) or oldest (forward) end."""
+        """Walk the range in growing windows from the newest (backward) or oldest (forward) end.
+
+        Windows grow with the rate of kept entries, so a selective pipeline reads the rest of
+        the range at once after the first window (each read has a fixed cost).
+        """
         start, end = self.ctx.start_ns, self.ctx.end_ns
         width = max((end - start) // 16, 1)
         backward = self.direction is Direction.BACKWARD
@@ -101,7 +106,8 @@ class StreamReader:
                 break
             self._consume(self._select(lo, hi, None))
             cursor = lo if backward else hi
-            width *= 2
+            width = next_window_width(width, self.limit - self.count, abs(cursor - (end if backward else start)),
+                                      self.count)
 
     def _consume(self, streams: list[LogStream]) -> None:
         if not streams:
@@ -117,17 +123,22 @@ class StreamReader:
         static = self.pipeline.empty
         prefilter = self.prefilter
         chunk = _CHUNK if self.batch_filters is not None else len(order_s)
+        # The column pass reads the lines as one Arrow array; only kept entries become Python strings.
+        all_lines = _concat_lines(streams) if self.batch_filters is not None else None
         lo = 0
         while lo < len(order_s):
             sis = order_s[lo : lo + chunk]
             poss = order_p[lo : lo + chunk]
             lo += chunk
             chunk *= 4  # small first (the limit may come early), then amortize per-batch costs
-            state = self._batch_state(streams, bases, sis, poss)
-            if state is not None:
+            got = self._batch_state(streams, bases, sis, poss, all_lines) if all_lines is not None else None
+            kept_lines: list[str] | None = None
+            if got is not None:
+                state, chunk_lines = got
                 keep = np.flatnonzero(state != FALSE)
                 sure = (state[keep] == TRUE).tolist()
                 sis, poss = sis[keep], poss[keep]
+                kept_lines = chunk_lines.take(keep.tolist())
             else:
                 sure = [False] * len(sis)
             for n, (si, pos, ok) in enumerate(zip(sis.tolist(), poss.tolist(), sure, strict=True)):
@@ -141,7 +152,7 @@ class StreamReader:
                     continue
                 own = s.metadata[pos] if s.metadata else ()
                 md = own + s.stream_md if s.stream_md else own
-                line: str | None = s.lines[pos]
+                line: str | None = s.lines[pos] if kept_lines is None else kept_lines[n]
                 if static and not own:
                     labels_t = full_t[si]
                     parsed: tuple[tuple[str, str], ...] = ()
@@ -166,17 +177,19 @@ class StreamReader:
                 self._append(labels_t, s.labels, StreamEntry(ts, line, md, parsed))
 
     def _batch_state(
-        self, streams: list[LogStream], bases: list[dict[str, str]], sis: np.ndarray, poss: np.ndarray
-    ) -> np.ndarray | None:
-        """FALSE/TRUE/UNKNOWN per entry for the leading ``| json | <filters>`` stages, or None."""
+        self, streams: list[LogStream], bases: list[dict[str, str]], sis: np.ndarray, poss: np.ndarray,
+        all_lines: tuple[pa.Array, np.ndarray],
+    ) -> tuple[np.ndarray, ArrowLines] | None:
+        """FALSE/TRUE/UNKNOWN per entry for the leading ``| json | <filters>`` stages and the entries'
+        lines, or None."""
         filters = self.batch_filters
         if filters is None or not len(sis):
             return None
         if any(s.stream_md for s in streams) and any(
                 n.startswith(LEVEL_LABEL) for n in label_filter_names(filters)):
             return None  # detected_level is metadata here, not a stream label
-        pairs = zip(sis.tolist(), poss.tolist(), strict=True)
-        lines = [streams[si].lines[pos] for si, pos in pairs]
+        arr, starts = all_lines
+        lines = ArrowLines(arr.take(pa.array(starts[sis] + poss)))
         undecidable = None
         if any(s.metadata and any(s.metadata) for s in streams):
             undecidable = np.fromiter(
@@ -191,11 +204,11 @@ class StreamReader:
             drop &= ~undecidable
         rest = np.flatnonzero(~drop)
         if len(rest):
-            sub = [lines[i] for i in rest.tolist()] if len(rest) < len(lines) else lines
+            sub = ArrowLines(lines.arrow.take(pa.array(rest))) if len(rest) < len(lines) else lines
             cols = JsonColumns(sub, sis[rest], bases, label_filter_names(filters),
                                None if undecidable is None else undecidable[rest])
             state[rest] = tri_filters(filters, cols)
-        return state
+        return state, lines
 
     def _interval_ok(self, ts: int) -> bool:
         last = self.last_ts
@@ -287,6 +300,14 @@ def _merge_order(streams: list[LogStream], direction: Direction) -> tuple[np.nda
     key_ts = -ts if direction is Direction.BACKWARD else ts
     order = np.lexsort((rank, key_ts))
     return sid[order], pos[order]
+
+
+def _concat_lines(streams: list[LogStream]) -> tuple[pa.Array, np.ndarray]:
+    """Every stream's lines as one Arrow array, and where each stream starts in it."""
+    arrays = [ArrowLines.of(s.lines).arrow for s in streams]
+    starts = np.zeros(len(streams), dtype=np.int64)
+    np.cumsum([len(a) for a in arrays[:-1]], out=starts[1:])
+    return pa.concat_arrays(arrays), starts
 
 
 def pushed_filters(node: ast.LogSelector) -> list[LineFilter]:
