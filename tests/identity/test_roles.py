@@ -13,7 +13,7 @@ import pytest
 from starlette.routing import Match
 
 from pitwall.config import load_settings
-from pitwall.core.auth import SAFE_METHODS, SIGNED_PATHS, action
+from pitwall.core.auth import ACTION_LINK_PATHS, SAFE_METHODS, SIGNED_PATHS, action
 from pitwall.core.errors import ConfigError
 from pitwall.core.rbac import BUILTIN_ROLES, Grant, RBACSettings
 from pitwall.core.tenancy import Principal
@@ -106,6 +106,9 @@ async def test_viewer_is_refused_on_every_mutating_route(app: httpx.AsyncClient)
         r = await app.request(method, _concrete(path), headers=h(VIEWER), content=b"{}")
         if path in SIGNED_PATHS:  # a signed body is its credential: no role opens it, a bad signature is 401
             assert r.status_code == 401, f"{method} {path}: {r.status_code}"
+            continue
+        if path in ACTION_LINK_PATHS:  # the link's signed token is the credential: no role opens it, none is 403
+            assert r.status_code == 403 and "This link does not work" in r.text, f"{method} {path}"
             continue
         assert r.status_code == 403, f"{method} {path}: {r.status_code} {r.text[:200]}"
         fmt = getattr(route, "error_format", None)
