@@ -211,3 +211,13 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     except FileNotFoundError as e:
         _skip_without_shared(e)
         raise
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """A webhook/Slack sink (``tests.alerting.notify.helpers.Receiver``) collecting what is posted to it."""
+    from tests.alerting.notify.helpers import Receiver  # it imports this module: not at the top
+
+    r = Receiver().start()
+    yield r
+    r.stop()

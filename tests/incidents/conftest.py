@@ -15,7 +15,6 @@ from pitwall.incidents.settings import IncidentsSettings
 from pitwall.incidents.store import IncidentStore
 from pitwall.incidents.wiring import apply_settings
 from pitwall.storage.revstore.sqlite import SqliteRevStore
-from tests.alerting.notify.helpers import Receiver
 from tests.conftest import LiveServer, free_port
 
 ROUTING_KEY = "R0UT1NGKEY0000000000000000000001"  # 32 letters and digits, as PagerDuty's integration keys
@@ -115,14 +114,6 @@ class SmtpSink:
 
         self.port = free_port()
         self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """A webhook/Slack sink collecting the JSON posted to it, per path."""
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 @pytest.fixture

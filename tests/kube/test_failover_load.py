@@ -66,13 +66,6 @@ def _client(s: Server) -> consul.Consul:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def pair(tmp_path: Path, receiver: Receiver) -> Iterator[tuple[Server, Server]]:
     pg = start_postgres()
     try:

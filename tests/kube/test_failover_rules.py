@@ -35,13 +35,6 @@ RULES = {"groups": [{"name": "shared", "interval": "1s", "rules": [
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
-
-
-@pytest.fixture
 def vm(tmp_path: Path) -> Iterator[VictoriaPeer]:
     need_victoria()
     peer = VictoriaPeer(tmp_path / "vm")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -12,17 +12,9 @@ import pytest
 import yaml
 
 from pitwall.config import load_settings
-from tests.alerting.notify.helpers import Receiver
 
 SPEC = Path(__file__).resolve().parents[3].parent / "shared" / "conformance" / "alertmanager" / "api" / "v2" / \
     "openapi.yaml"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
 
 
 AppFactory = Callable[[dict[str, Any]], Any]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ssl
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
@@ -241,9 +240,3 @@ async def test_http_errors_are_classified(receiver: Receiver) -> None:
         await integ.notify(_ctx(), _alerts())
     assert not e.value.retryable
 
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver().start()
-    yield r
-    r.stop()
