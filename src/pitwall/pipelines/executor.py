@@ -303,6 +303,9 @@ class Executor:
                      trace: TraceWriter, cancel: asyncio.Event, timeout_s: float,
                      image: str | None = None, network: str | None = None) -> tuple[int | None, str]:
         lines = ["set -eo pipefail", "set +o noclobber"]
+        pgid = path.parent / "pgid"  # for a restarted server to find what is left running
+        if image is None:  # written by the script itself, so it exists before any command has an effect
+            lines.insert(0, f"echo $$ > {shlex.quote(str(pgid))}")
         for cmd in commands:
             lines.append(f"printf '%s\\n' {shlex.quote('$ ' + trace.mask(cmd))}")
             lines.append(cmd)
@@ -316,7 +319,8 @@ class Executor:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        (path.parent / "pgid").write_text(str(proc.pid))  # for a restarted server to find what is left running
+        if image is not None:
+            pgid.write_text(str(proc.pid))
         reader = asyncio.create_task(self._pump(proc, trace, r))
         waiter = asyncio.create_task(proc.wait())
         canceller = asyncio.create_task(cancel.wait())
