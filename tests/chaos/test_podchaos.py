@@ -230,6 +230,31 @@ async def test_stress_reverted_when_its_target_pod_goes_away(env: Env) -> None:
     assert failed and len(messages) == len(set(messages)), messages  # a retry of the same failure: reported once
 
 
+@pytest.mark.skipif(shutil.which("stress-ng") is None, reason="stress-ng not installed")
+async def test_stress_is_not_applied_again_to_a_terminating_pod(env: Env) -> None:
+    """A pod that takes its grace period to stop: the stressor goes with the delete and is not started again
+    on the pod while it terminates (it would be recorded as injected into a pod about to vanish)."""
+    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: time.sleep(0.2)\n"
+    dep = deployment("slowstop", 1)
+    pod_spec = dep["spec"]["template"]["spec"]
+    pod_spec["terminationGracePeriodSeconds"] = 4
+    pod_spec["containers"][0]["command"] = [PY, "-u", "-c", stubborn]
+    await env.client.create(dep)
+    [p] = await until(lambda: _n(running_pods(env, "slowstop"), 1), 30)
+    await env.client.create(chaos("StressChaos", "late", {"mode": "one",
+                                                          "selector": {"labelSelectors": {"app": "slowstop"}},
+                                                          "stressors": {"cpu": {"workers": 1, "load": 10}}}))
+    await until(lambda: _injected(env, "StressChaos", "late"), 20)
+    await env.client.delete("v1", "Pod", p["metadata"]["name"], "default")
+
+    async def refused() -> Any:
+        [r] = (await env.chaos("StressChaos", "late"))["status"]["experiment"]["containerRecords"]
+        return r if any(e["type"] == "Failed" and e["operation"] == "Apply" for e in r.get("events") or []) else None
+    r = await until(refused, 30)
+    assert r["injectedCount"] == 1 and r["recoveredCount"] == 1 and r["phase"] == "Not Injected", r
+    assert "terminating" in r["events"][-1]["message"] or "not found" in r["events"][-1]["message"]
+
+
 async def test_pod_failure_on_a_never_restart_pod_runs_it_again(env: Env) -> None:
     await env.client.create({"apiVersion": "v1", "kind": "Pod",
                              "metadata": {"name": "once", "namespace": "default", "labels": {"app": "once"}},

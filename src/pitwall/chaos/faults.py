@@ -269,6 +269,8 @@ class Stress:
             pod = await self.client.get("v1", "Pod", name, ns)
         except NotFoundError:
             raise FaultError(f'pods "{name}" not found') from None
+        if pod["metadata"].get("deletionTimestamp"):  # stressing a pod on its way out would outlive the record
+            raise FaultError(f"pod {ns}/{name} is terminating")
         if container not in self.node.container_groups(ns, name):
             raise FaultError(f"container {container} of pod {ns}/{name} is not running on this node")
         await self.recover(obj, target)  # never two stressors on one target
