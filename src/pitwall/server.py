@@ -45,7 +45,7 @@ from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
 from pitwall.core.rbac import Policy
 from pitwall.core.routefilter import filter_included_routers
 from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
-from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.core.tenancy import AUDIT_TENANT, server_wide
 from pitwall.incidents import AlertIntake, ChangeLog, IncidentDesk, IncidentService
 from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
@@ -448,15 +448,18 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Production support for microservices: Prometheus-, OTLP- and Loki-compatible APIs.",
         lifespan=lifespan,
+        # pitwall counts its requests itself (RequestMetrics); FastAPI's OpenTelemetry hooks would only look
+        # for a global provider on every request (none is set in the server).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.components = c
     app.state.reloaders = list[Callable[[Settings], None]]()
     # Routes that act on the whole server rather than one tenant (see core.tenancy).
-    server_wide = [Depends(require_server_wide)]
-    app.include_router(_ops_router(c), dependencies=server_wide)
+    whole_server = [Depends(server_wide)]
+    app.include_router(_ops_router(c), dependencies=whole_server)
     for part in c.parts:
         for mount in part.mounts(lambda: c.ready):
-            app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
+            app.include_router(mount.router, dependencies=whole_server if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
     if c.control_plane is not None:  # held Consul blocking reads wait below auth, above the router (less memory)
         reg = c.control_plane.registry

@@ -74,12 +74,35 @@ def _starlette_format(route: Any) -> str | None:
     return None
 
 
+class _Request:
+    """What the filtered routers of one app share per request: the path the routes' regexes see, computed
+    once for the request's scope rather than once per router (FastAPI offers every router the same scope
+    dict in turn: ~20 routers before a Consul route)."""
+
+    __slots__ = ("path", "raw", "root", "scope")
+
+    def __init__(self) -> None:
+        self.scope: Scope | None = None
+        self.raw: Any = None
+        self.root: Any = None
+        self.path = ""
+
+    def path_of(self, scope: Scope) -> str:
+        raw, root = scope.get("path"), scope.get("root_path")
+        # the same dict with the same path objects: a dict changed in place, or another one, is read again
+        if scope is not self.scope or raw is not self.raw or root is not self.root:
+            self.path = get_route_path(scope)  # what the routes' regexes are matched against
+            self.scope, self.raw, self.root = scope, raw, root
+        return self.path
+
+
 class _Filtered:
     """``matches`` of one included router, behind the literal-start check (rebuilt when its routes change)."""
 
-    def __init__(self, router: BaseRoute) -> None:
+    def __init__(self, router: BaseRoute, request: _Request) -> None:
         self.router = router
         self.inner = router.matches
+        self.request = request
         self.version: int | None = None
         self.watched: list[Any] = []  # the routers whose routes it answers from, its own and nested ones
         self.exact: frozenset[str] = frozenset()
@@ -88,7 +111,7 @@ class _Filtered:
     def __call__(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
             self._refresh()
-            path = get_route_path(scope)  # what the routes' regexes are matched against
+            path = self.request.path_of(scope)
             if path not in self.exact and not path.startswith(self.starts):
                 return Match.NONE, {}
         return self.inner(scope)
@@ -96,7 +119,9 @@ class _Filtered:
     def _refresh(self) -> None:
         """Read the starts again when a watched router's routes changed (FastAPI counts each router's
         changes; summing the counters here is cheaper than its recursive walk on every request)."""
-        if self.watched and sum(r._routes_version for r in self.watched) == self.version:
+        watched = self.watched
+        if watched and (sum(r._routes_version for r in watched) if len(watched) > 1
+                        else watched[0]._routes_version) == self.version:
             return
         router: Any = self.router
         self.exact, self.starts = literal_starts(router.effective_candidates())
@@ -108,9 +133,10 @@ def filter_included_routers(routes: Iterable[BaseRoute]) -> int:
     """Put the literal-start check in front of every included router in ``routes`` (an app's top-level
     routes); how many were filtered."""
     n = 0
+    request = _Request()
     for r in routes:
         if hasattr(r, "original_router") and hasattr(r, "effective_candidates") and \
                 not isinstance(r.__dict__.get("matches"), _Filtered):
-            r.__dict__["matches"] = _Filtered(r)  # the instance's own: type, identity and handle() unchanged
+            r.__dict__["matches"] = _Filtered(r, request)  # the instance's own: type, identity and handle() unchanged
             n += 1
     return n
