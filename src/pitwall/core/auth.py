@@ -180,18 +180,27 @@ class BearerAuth:
         self._own: list[tuple[str, str, BaseRoute]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or scope["path"] in SIGN_IN_PATHS or \
-                (scope["path"] in SIGNED_PATHS and scope.get("method") == "POST") or \
-                (scope["path"] in ACTION_LINK_PATHS and scope.get("method") in ACTION_LINK_METHODS) or \
-                (not self.tokens and not self.authenticators):
+        if scope["type"] not in ("http", "websocket") or await self.admit(scope, receive, send):
             await self.app(scope, receive, send)
-            return
+
+    def _exempt(self, scope: Scope) -> bool:
+        """Requests that need no credential: probes, the sign-in, signed webhooks and action links."""
+        path = scope["path"]
+        return path in OPEN_PATHS or path in SIGN_IN_PATHS or \
+            (path in SIGNED_PATHS and scope.get("method") == "POST") or \
+            (path in ACTION_LINK_PATHS and scope.get("method") in ACTION_LINK_METHODS) or \
+            (not self.tokens and not self.authenticators)
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Whether an HTTP request or websocket handshake may go on (its principal left in the scope); a
+        refused one is answered here."""
+        if self._exempt(scope):
+            return True
         try:
             scope[PRINCIPAL_KEY] = await self._check(scope, self._self_authorizing(scope))
         except PitwallError as err:
             route = self._route(scope)  # only now: finding it takes a walk over every route
-            if kind == "websocket":
+            if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
             elif self._sign_in_first(err, scope, route):
                 back = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string")
@@ -199,8 +208,8 @@ class BearerAuth:
                 await RedirectResponse(f"{self.login_path}?{urlencode({'next': back})}", 302)(scope, receive, send)
             else:
                 await _render(err, route)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return False
+        return True
 
     def _sign_in_first(self, err: PitwallError, scope: Scope, route: BaseRoute | None) -> bool:
         """A browser opening one of the UI's pages without credentials signs in first (OIDC)."""

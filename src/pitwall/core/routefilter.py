@@ -75,17 +75,21 @@ def _starlette_format(route: Any) -> str | None:
 
 
 class _Request:
-    """What the filtered routers of one app share per request: the path the routes' regexes see, computed
-    once for the request's scope rather than once per router (FastAPI offers every router the same scope
-    dict in turn: ~20 routers before a Consul route)."""
+    """What the filtered routers of one app share per request, computed once for the request's scope rather
+    than once per router (FastAPI offers every router the same scope dict in turn: ~20 routers before a
+    Consul route): the path the routes' regexes see, and whether any watched router's routes changed
+    (``generation`` moves on then, and each filter reads its starts again)."""
 
-    __slots__ = ("path", "raw", "root", "scope")
+    __slots__ = ("filters", "generation", "path", "raw", "root", "scope", "version")
 
     def __init__(self) -> None:
         self.scope: Scope | None = None
         self.raw: Any = None
         self.root: Any = None
         self.path = ""
+        self.filters: list[_Filtered] = []
+        self.version = -1
+        self.generation = 0
 
     def path_of(self, scope: Scope) -> str:
         raw, root = scope.get("path"), scope.get("root_path")
@@ -93,7 +97,17 @@ class _Request:
         if scope is not self.scope or raw is not self.raw or root is not self.root:
             self.path = get_route_path(scope)  # what the routes' regexes are matched against
             self.scope, self.raw, self.root = scope, raw, root
+            if self._version() != self.version:
+                self.generation += 1
         return self.path
+
+    def _version(self) -> int:
+        """FastAPI's change counters of every watched router, summed (cheaper than its recursive walk)."""
+        return sum(r._routes_version for f in self.filters for r in f.watched)
+
+    def rebase(self) -> None:
+        """A filter read its routers again (its watched list may have grown): the counters as they are now."""
+        self.version = self._version()
 
 
 class _Filtered:
@@ -103,30 +117,28 @@ class _Filtered:
         self.router = router
         self.inner = router.matches
         self.request = request
-        self.version: int | None = None
+        self.generation = -1  # the request generation its starts were read in
         self.watched: list[Any] = []  # the routers whose routes it answers from, its own and nested ones
         self.exact: frozenset[str] = frozenset()
         self.starts: tuple[str, ...] = ("",)
+        request.filters.append(self)
 
     def __call__(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
-            self._refresh()
-            path = self.request.path_of(scope)
+            request = self.request
+            path = request.path_of(scope)
+            if self.generation != request.generation:
+                self._refresh()
             if path not in self.exact and not path.startswith(self.starts):
                 return Match.NONE, {}
         return self.inner(scope)
 
     def _refresh(self) -> None:
-        """Read the starts again when a watched router's routes changed (FastAPI counts each router's
-        changes; summing the counters here is cheaper than its recursive walk on every request)."""
-        watched = self.watched
-        if watched and (sum(r._routes_version for r in watched) if len(watched) > 1
-                        else watched[0]._routes_version) == self.version:
-            return
         router: Any = self.router
         self.exact, self.starts = literal_starts(router.effective_candidates())
         self.watched = _routers(router)
-        self.version = sum(r._routes_version for r in self.watched)
+        self.generation = self.request.generation
+        self.request.rebase()
 
 
 def filter_included_routers(routes: Iterable[BaseRoute]) -> int:
