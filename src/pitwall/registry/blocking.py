@@ -438,10 +438,13 @@ class ParkHeldQueries:
 
     def _parse(self, scope: Any) -> tuple[View, int | str, float, list[tuple[str, str]]] | None:
         """The view, the ``index`` (or the ``hash``, on the endpoints that block on one) and the wait."""
+        qs = scope.get("query_string", b"")
+        if b"index" not in qs and b"hash" not in qs and b"%" not in qs:
+            return None  # most reads: no parameter that blocks (an escaped one is decoded below)
         raw = scope.get("raw_path", b"") or b""
         if b".." in raw or b"%2" in raw.lower():  # traversal checks are the route's
             return None
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
         q = dict(query)
         hashed = scope["path"] in self.hub.parks.hashed
         if ("hash" if hashed else "index") not in q:
