@@ -178,6 +178,7 @@ class BearerAuth:
         self.routes = routes
         self.login_path = login_path  # where a browser without credentials is sent from the UI's pages
         self._own: list[tuple[str, str, BaseRoute]] | None = None
+        self._own_starts: tuple[str, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or await self.admit(scope, receive, send):
@@ -225,9 +226,19 @@ class BearerAuth:
         decline the paths they do not own) answers this request."""
         if self._own is None:
             self._own = list(_self_authorizing_routes(self.routes or (), ""))
+            self._own_starts = tuple(literal for _, literal, _ in self._own)
         path = scope["path"]
-        return any(path.startswith(literal) and r.matches({**scope, "path": path[len(prefix):]})[0] != Match.NONE
-                   for prefix, literal, r in self._own)
+        if not path.startswith(self._own_starts):  # most requests: one C call rather than a walk of the routes
+            return False
+        below: dict[str, Scope] = {}  # the scope as the routes under one prefix see it, copied once
+        for prefix, literal, r in self._own:
+            if path.startswith(literal):
+                sub = below.get(prefix)
+                if sub is None:
+                    sub = below[prefix] = {**scope, "path": path[len(prefix):]}
+                if r.matches(sub)[0] != Match.NONE:  # a route's match leaves the scope it is given as it was
+                    return True
+        return False
 
     async def _check(self, scope: Scope, self_authorizing: bool) -> Principal:
         header = b""
