@@ -450,7 +450,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         description="Production support for microservices: Prometheus-, OTLP- and Loki-compatible APIs.",
         lifespan=lifespan,
-        # pitwall counts its requests itself (RequestMetrics); FastAPI's OpenTelemetry hooks would only look
+        # pitwall counts its requests itself (core.selfmetrics, in the edge); FastAPI's OpenTelemetry hooks would only look
         # for a global provider on every request (none is set in the server).
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
