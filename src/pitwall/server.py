@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pitwall import __version__
 from pitwall.alerting import ContactPager
@@ -32,10 +33,11 @@ from pitwall.chaos import ChaosConsole
 from pitwall.chaos.wiring import ChaosPart, build_chaos_part
 from pitwall.config import Settings, load_settings
 from pitwall.controllers import ControllersPart, KubeStateMetrics, build_controllers_part
-from pitwall.core.audit import AuditEntry, AuditLog, AuditMiddleware
+from pitwall.core.audit import AuditEntry, AuditLog
 from pitwall.core.auth import Authenticator, BearerAuth, TokenTable
 from pitwall.core.body import BodyLimits
 from pitwall.core.browser_guard import BrowserGuard
+from pitwall.core.edge import Edge
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.labels import labels_from_dict
@@ -44,8 +46,8 @@ from pitwall.core.limits import InflightBudget
 from pitwall.core.oidc import LOGIN_PATH, OIDC, SessionCSRF, load_key
 from pitwall.core.rbac import Policy
 from pitwall.core.routefilter import filter_included_routers
-from pitwall.core.selfmetrics import RequestMetrics, SelfMetrics
-from pitwall.core.tenancy import AUDIT_TENANT, require_server_wide
+from pitwall.core.selfmetrics import SelfMetrics
+from pitwall.core.tenancy import AUDIT_TENANT, server_wide
 from pitwall.incidents import AlertIntake, ChangeLog, IncidentDesk, IncidentService
 from pitwall.incidents.model import Service as IncidentServiceRecord
 from pitwall.incidents.wiring import IncidentsPart, build_incidents_part
@@ -443,37 +445,53 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(signal.SIGHUP)
 
-    app = FastAPI(
+    app = PitwallApp(
         title="pitwall",
         version=__version__,
         description="Production support for microservices: Prometheus-, OTLP- and Loki-compatible APIs.",
         lifespan=lifespan,
+        # pitwall counts its requests itself (core.selfmetrics, in the edge); FastAPI's OpenTelemetry hooks would only look
+        # for a global provider on every request (none is set in the server).
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.components = c
     app.state.reloaders = list[Callable[[Settings], None]]()
     # Routes that act on the whole server rather than one tenant (see core.tenancy).
-    server_wide = [Depends(require_server_wide)]
-    app.include_router(_ops_router(c), dependencies=server_wide)
+    whole_server = [Depends(server_wide)]
+    app.include_router(_ops_router(c), dependencies=whole_server)
     for part in c.parts:
         for mount in part.mounts(lambda: c.ready):
-            app.include_router(mount.router, dependencies=server_wide if mount.server_wide else None)
+            app.include_router(mount.router, dependencies=whole_server if mount.server_wide else None)
         part.register_metrics(c.self_metrics)
-    if c.control_plane is not None:  # held Consul blocking reads wait below auth, above the router (less memory)
-        reg = c.control_plane.registry
-        app.add_middleware(ParkHeldQueries, hub=reg.hub)
-    app.add_middleware(RequestMetrics, metrics=c.self_metrics)
-    _install_auth(app, c)
-    # A foreign Host or a cross-site write is refused before anything else looks at it.
-    app.add_middleware(BrowserGuard, allowed_hosts=settings.host_allow_list(),
-                       allowed_origins=settings.allowed_origins)
-    # Outermost, only watching: the audit log sees every answer, the refusals above included.
-    app.add_middleware(AuditMiddleware, audit=c.audit)
+    auth, csrf = _install_auth(app, c)
+    framework = super(PitwallApp, app).__call__  # FastAPI's whole stack, its error layer outermost
+    app.edge = Edge(
+        framework,
+        # First, only watching: the audit log sees every answer, the refusals below included.
+        audit=c.audit,
+        # A foreign Host or a cross-site write is refused before anything else looks at it.
+        guard=BrowserGuard(framework, allowed_hosts=settings.host_allow_list(),
+                           allowed_origins=settings.allowed_origins),
+        auth=auth, csrf=csrf, metrics=c.self_metrics,
+        # Held Consul blocking reads wait past auth, in front of the framework (less memory per held query).
+        park=ParkHeldQueries(framework, hub=c.control_plane.registry.hub) if c.control_plane is not None else None,
+    )
     filter_included_routers(app.router.routes)  # a route late in the list no longer pays for those before it
     return app
 
 
-def _install_auth(app: FastAPI, c: Components) -> None:
-    """Tokens, roles and bindings (reloaded), OIDC bearer JWTs and UI sessions, ServiceAccount JWTs."""
+class PitwallApp(FastAPI):
+    """FastAPI behind pitwall's ``core.edge.Edge`` (set by ``create_app``), which calls FastAPI's own stack."""
+
+    edge: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (self.edge or super().__call__)(scope, receive, send)
+
+
+def _install_auth(app: FastAPI, c: Components) -> tuple[BearerAuth | None, SessionCSRF | None]:
+    """Tokens, roles and bindings (reloaded), OIDC bearer JWTs and UI sessions, ServiceAccount JWTs: the edge's
+    authentication and session CSRF check (None when not configured)."""
     settings, policy, tokens = c.settings, c.policy, c.tokens
     authenticators: list[Authenticator] = []
     if settings.oidc is not None:
@@ -482,17 +500,19 @@ def _install_auth(app: FastAPI, c: Components) -> None:
         authenticators.append(oidc.authenticate)
     if c.control_plane is not None:
         authenticators.append(c.control_plane.kube.api.service_accounts.authenticator(policy))
-    if settings.oidc is not None:
-        app.add_middleware(SessionCSRF)  # inside BearerAuth: checks a session's form posts
+    auth = csrf = None  # the edge calls their ``admit``: the app they would wrap as middleware is never called
     if tokens or settings.oidc is not None:
-        app.add_middleware(BearerAuth, tokens=tokens, authenticators=authenticators, routes=app.router.routes,
-                           login_path=LOGIN_PATH if settings.oidc is not None else None)
+        auth = BearerAuth(app.router, tokens=tokens, authenticators=authenticators, routes=app.router.routes,
+                          login_path=LOGIN_PATH if settings.oidc is not None else None)
+    if settings.oidc is not None:
+        csrf = SessionCSRF(app.router)  # after BearerAuth: checks a session's form posts
 
     def reload(s: Settings) -> None:
         policy.replace(s.rbac.compiled())
         tokens.replace([(t.secret, t.principal(list(policy.bindings))) for t in s.auth_tokens])
 
     app.state.reloaders.append(reload)
+    return auth, csrf
 
 
 async def _reload_logged(app: FastAPI) -> None:

@@ -115,6 +115,9 @@ def run(settings: Settings) -> None:
         # Held Consul blocking queries are connections too: uvicorn counts them against this limit.
         limit_concurrency=settings.consul.max_blocking_queries + OTHER_REQUESTS,
         server_header=False,
+        # uvicorn formats each access-log line's arguments before the logger drops it (core.logs keeps
+        # uvicorn.access at WARNING: no line is ever written); off, a request skips that work.
+        access_log=False,
     )
     app.state.reloaders.append(tls_reloader(config))
     server = _Server(config)

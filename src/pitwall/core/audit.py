@@ -127,6 +127,12 @@ class AuditLog:
         except asyncio.QueueFull:
             self.dropped += 1
 
+    def record(self, scope: Scope, status: int, duration_s: float) -> None:
+        """An answered HTTP request (its principal, if any, in ``scope``): queued when it is audited."""
+        method = scope.get("method", "GET")
+        if is_audited(method, scope["path"], status):
+            self.offer(_entry(scope, method, status, duration_s))
+
     async def start(self) -> None:
         self.tasks.spawn(self._drain(), name="drain")
 
@@ -211,9 +217,7 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, wrapped)
         finally:
-            method = scope.get("method", "GET")
-            if is_audited(method, scope["path"], status):
-                self.audit.offer(_entry(scope, method, status, time.perf_counter() - start))
+            self.audit.record(scope, status, time.perf_counter() - start)
 
 
 def _entry(scope: Scope, method: str, status: int, duration_s: float) -> AuditEntry:

@@ -178,20 +178,30 @@ class BearerAuth:
         self.routes = routes
         self.login_path = login_path  # where a browser without credentials is sent from the UI's pages
         self._own: list[tuple[str, str, BaseRoute]] | None = None
+        self._own_starts: tuple[str, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS or scope["path"] in SIGN_IN_PATHS or \
-                (scope["path"] in SIGNED_PATHS and scope.get("method") == "POST") or \
-                (scope["path"] in ACTION_LINK_PATHS and scope.get("method") in ACTION_LINK_METHODS) or \
-                (not self.tokens and not self.authenticators):
+        if scope["type"] not in ("http", "websocket") or await self.admit(scope, receive, send):
             await self.app(scope, receive, send)
-            return
+
+    def _exempt(self, scope: Scope) -> bool:
+        """Requests that need no credential: probes, the sign-in, signed webhooks and action links."""
+        path = scope["path"]
+        return path in OPEN_PATHS or path in SIGN_IN_PATHS or \
+            (path in SIGNED_PATHS and scope.get("method") == "POST") or \
+            (path in ACTION_LINK_PATHS and scope.get("method") in ACTION_LINK_METHODS) or \
+            (not self.tokens and not self.authenticators)
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Whether an HTTP request or websocket handshake may go on (its principal left in the scope); a
+        refused one is answered here."""
+        if self._exempt(scope):
+            return True
         try:
             scope[PRINCIPAL_KEY] = await self._check(scope, self._self_authorizing(scope))
         except PitwallError as err:
             route = self._route(scope)  # only now: finding it takes a walk over every route
-            if kind == "websocket":
+            if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
             elif self._sign_in_first(err, scope, route):
                 back = scope["path"] + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string")
@@ -199,8 +209,8 @@ class BearerAuth:
                 await RedirectResponse(f"{self.login_path}?{urlencode({'next': back})}", 302)(scope, receive, send)
             else:
                 await _render(err, route)(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return False
+        return True
 
     def _sign_in_first(self, err: PitwallError, scope: Scope, route: BaseRoute | None) -> bool:
         """A browser opening one of the UI's pages without credentials signs in first (OIDC)."""
@@ -216,9 +226,19 @@ class BearerAuth:
         decline the paths they do not own) answers this request."""
         if self._own is None:
             self._own = list(_self_authorizing_routes(self.routes or (), ""))
+            self._own_starts = tuple(literal for _, literal, _ in self._own)
         path = scope["path"]
-        return any(path.startswith(literal) and r.matches({**scope, "path": path[len(prefix):]})[0] != Match.NONE
-                   for prefix, literal, r in self._own)
+        if not path.startswith(self._own_starts):  # most requests: one C call rather than a walk of the routes
+            return False
+        below: dict[str, Scope] = {}  # the scope as the routes under one prefix see it, copied once
+        for prefix, literal, r in self._own:
+            if path.startswith(literal):
+                sub = below.get(prefix)
+                if sub is None:
+                    sub = below[prefix] = {**scope, "path": path[len(prefix):]}
+                if r.matches(sub)[0] != Match.NONE:  # a route's match leaves the scope it is given as it was
+                    return True
+        return False
 
     async def _check(self, scope: Scope, self_authorizing: bool) -> Principal:
         header = b""

@@ -67,19 +67,22 @@ class BrowserGuard:
         self.allowed_origins = frozenset(o.lower().rstrip("/") for o in allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = scope["type"]
-        if kind not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or await self.admit(scope, receive, send):
             await self.app(scope, receive, send)
-            return
+
+    async def admit(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Whether an HTTP request or websocket handshake may go on; a refused one is answered here."""
+        if scope["path"] in OPEN_PATHS:
+            return True
         try:
             self._check(scope)
         except PitwallError as err:
-            if kind == "websocket":
+            if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": err.message})
             else:
                 await render(err, "text")(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return False
+        return True
 
     def _check(self, scope: Scope) -> None:
         host = origin = site = ""

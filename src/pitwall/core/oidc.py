@@ -376,9 +376,19 @@ class SessionCSRF:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope.get(CSRF_PENDING):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        checked = await self.admit(scope, receive, send)
+        if checked is not None:
+            await self.app(scope, checked, send)
+
+    @staticmethod
+    async def admit(scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """The ``receive`` an HTTP request goes on with (its body replayed after a check), or None when it was
+        refused (answered here)."""
+        if not scope.get(CSRF_PENDING):
+            return receive
         body = b""
         more = True
         while more:
@@ -391,7 +401,7 @@ class SessionCSRF:
         sent = dict(_pairs(body)).get("csrf_token", "") if ctype == "application/x-www-form-urlencoded" else ""
         if len(body) > MAX_FORM_BYTES or not sent or not hmac.compare_digest(sent, str(scope.get(CSRF_KEY))):
             await render(Forbidden(CSRF_MESSAGE), "text")(scope, receive, send)
-            return
+            return None
         replayed = False
 
         async def replay() -> Message:
@@ -401,7 +411,7 @@ class SessionCSRF:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        return replay
 
 
 def _user(name: str, groups: frozenset[str], policy: Policy) -> Principal:

@@ -74,43 +74,81 @@ def _starlette_format(route: Any) -> str | None:
     return None
 
 
+class _Request:
+    """What the filtered routers of one app share per request, computed once for the request's scope rather
+    than once per router (FastAPI offers every router the same scope dict in turn: ~20 routers before a
+    Consul route): the path the routes' regexes see, and whether any watched router's routes changed
+    (``generation`` moves on then, and each filter reads its starts again)."""
+
+    __slots__ = ("filters", "generation", "path", "raw", "root", "scope", "version")
+
+    def __init__(self) -> None:
+        self.scope: Scope | None = None
+        self.raw: Any = None
+        self.root: Any = None
+        self.path = ""
+        self.filters: list[_Filtered] = []
+        self.version = -1
+        self.generation = 0
+
+    def path_of(self, scope: Scope) -> str:
+        raw, root = scope.get("path"), scope.get("root_path")
+        # the same dict with the same path objects: a dict changed in place, or another one, is read again
+        if scope is not self.scope or raw is not self.raw or root is not self.root:
+            self.path = get_route_path(scope)  # what the routes' regexes are matched against
+            self.scope, self.raw, self.root = scope, raw, root
+            if self._version() != self.version:
+                self.generation += 1
+        return self.path
+
+    def _version(self) -> int:
+        """FastAPI's change counters of every watched router, summed (cheaper than its recursive walk)."""
+        return sum(r._routes_version for f in self.filters for r in f.watched)
+
+    def rebase(self) -> None:
+        """A filter read its routers again (its watched list may have grown): the counters as they are now."""
+        self.version = self._version()
+
+
 class _Filtered:
     """``matches`` of one included router, behind the literal-start check (rebuilt when its routes change)."""
 
-    def __init__(self, router: BaseRoute) -> None:
+    def __init__(self, router: BaseRoute, request: _Request) -> None:
         self.router = router
         self.inner = router.matches
-        self.version: int | None = None
+        self.request = request
+        self.generation = -1  # the request generation its starts were read in
         self.watched: list[Any] = []  # the routers whose routes it answers from, its own and nested ones
         self.exact: frozenset[str] = frozenset()
         self.starts: tuple[str, ...] = ("",)
+        request.filters.append(self)
 
     def __call__(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] in ("http", "websocket"):
-            self._refresh()
-            path = get_route_path(scope)  # what the routes' regexes are matched against
+            request = self.request
+            path = request.path_of(scope)
+            if self.generation != request.generation:
+                self._refresh()
             if path not in self.exact and not path.startswith(self.starts):
                 return Match.NONE, {}
         return self.inner(scope)
 
     def _refresh(self) -> None:
-        """Read the starts again when a watched router's routes changed (FastAPI counts each router's
-        changes; summing the counters here is cheaper than its recursive walk on every request)."""
-        if self.watched and sum(r._routes_version for r in self.watched) == self.version:
-            return
         router: Any = self.router
         self.exact, self.starts = literal_starts(router.effective_candidates())
         self.watched = _routers(router)
-        self.version = sum(r._routes_version for r in self.watched)
+        self.generation = self.request.generation
+        self.request.rebase()
 
 
 def filter_included_routers(routes: Iterable[BaseRoute]) -> int:
     """Put the literal-start check in front of every included router in ``routes`` (an app's top-level
     routes); how many were filtered."""
     n = 0
+    request = _Request()
     for r in routes:
         if hasattr(r, "original_router") and hasattr(r, "effective_candidates") and \
                 not isinstance(r.__dict__.get("matches"), _Filtered):
-            r.__dict__["matches"] = _Filtered(r)  # the instance's own: type, identity and handle() unchanged
+            r.__dict__["matches"] = _Filtered(r, request)  # the instance's own: type, identity and handle() unchanged
             n += 1
     return n

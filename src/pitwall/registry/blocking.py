@@ -335,18 +335,19 @@ class _Receiver:
 
 
 class ParkHeldQueries:
-    """ASGI middleware (innermost, below auth): a blocking read waits here, not in the router.
+    """Where a blocking read waits, past auth and in front of the web framework (``hold``, called by
+    ``core.edge.Edge``; also an ASGI middleware of its own).
 
     A held query's cost is mostly the request's coroutine stack: the web
-    framework's routing, dependency and exception layers, one frame each,
-    held for minutes. A ``GET`` with ``?index=N`` on an endpoint of the
+    framework's error, routing, dependency and exception layers, one frame
+    each, held for minutes. A ``GET`` with ``?index=N`` on an endpoint of the
     hub's ``ParkRules`` (KV, catalog, health, sessions) whose view has not
     moved past ``N`` waits in this thin layer on the ``WatchHub`` (the same
     waiter, cap and disconnect handling). A change under the view's prefixes
     re-reads it (one read shared by the waiters of the same query and
     revision); the query goes on only when the view's index passed ``N`` or
     its result changed (a delete), or at its deadline. It then reaches the
-    router with ``wait=0s`` and, after a delete, the waking revision in the
+    framework with ``wait=0s`` and, after a delete, the waking revision in the
     scope (``FLOOR_KEY``), so the route answers at once with Consul's
     semantics. Anything it cannot vouch for (a bad index, wait, key or
     filter, the cap reached) passes through untouched for the route to answer
@@ -357,30 +358,31 @@ class ParkHeldQueries:
         self.app, self.hub = app, hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        parked = self._parse(scope) if scope["type"] == "http" and scope["method"] == "GET" and \
-            scope["path"].startswith("/v1/") else None
+        go_on = await self.hold(scope, receive) if scope["type"] == "http" else scope
+        if go_on is not None:
+            await self.app(go_on, receive, send)
+
+    async def hold(self, scope: Any, receive: Any) -> Any:
+        """An HTTP request's scope for the route once a held query may go on (``scope`` itself unless it was
+        held), or None when its client left while held (nobody to answer)."""
+        parked = self._parse(scope) if scope["method"] == "GET" and scope["path"].startswith("/v1/") else None
         if parked is None:
-            await self.app(scope, receive, send)
-            return
+            return scope
         view, index, wait_s, query = parked
         try:
-            floor = await self._hold(view, index, wait_s, scope["path"], query, _Receiver(receive))
+            if isinstance(index, str):  # one frame fewer than a helper choosing between the two
+                floor = await self._hold_hash(view, self.hub.parks.hashed[scope["path"]], index, wait_s,
+                                              _Receiver(receive))
+            else:
+                floor = await self._hold_index(view, index, wait_s, scope["path"], query, _Receiver(receive))
         except ConsulError:  # the cap, or a read the route answers in Consul's format
-            await self.app(scope, receive, send)
-            return
+            return scope
         if floor is None:  # moved past ``index``: the route answers at once as asked
-            await self.app(scope, receive, send)
-            return
+            return scope
         if floor < 0:  # the client left: nobody to answer
-            return
+            return None
         query = [(k, v) for k, v in query if k != "wait"] + [("wait", "0s")]
-        await self.app({**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}, receive, send)
-
-    async def _hold(self, view: View, index: int | str, wait_s: float, path: str, query: list[tuple[str, str]],
-                    receiver: _Receiver) -> int | None:
-        if isinstance(index, str):
-            return await self._hold_hash(view, self.hub.parks.hashed[path], index, wait_s, receiver)
-        return await self._hold_index(view, index, wait_s, path, query, receiver)
+        return {**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}
 
     async def _hold_hash(self, view: View, content_hash: Callable[[Any], str], given: str, wait_s: float,
                          receiver: _Receiver) -> int | None:
@@ -436,10 +438,13 @@ class ParkHeldQueries:
 
     def _parse(self, scope: Any) -> tuple[View, int | str, float, list[tuple[str, str]]] | None:
         """The view, the ``index`` (or the ``hash``, on the endpoints that block on one) and the wait."""
+        qs = scope.get("query_string", b"")
+        if b"index" not in qs and b"hash" not in qs and b"%" not in qs:
+            return None  # most reads: no parameter that blocks (an escaped one is decoded below)
         raw = scope.get("raw_path", b"") or b""
         if b".." in raw or b"%2" in raw.lower():  # traversal checks are the route's
             return None
-        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        query = parse_qsl(qs.decode("latin-1"), keep_blank_values=True)
         q = dict(query)
         hashed = scope["path"] in self.hub.parks.hashed
         if ("hash" if hashed else "index") not in q:
