@@ -30,7 +30,7 @@ from pitwall.core.http_errors import error_router
 from pitwall.core.labels import Matcher
 from pitwall.core.limits import InflightBudget
 from pitwall.core.params import all_params, parse_duration_param_ms, parse_time_ms, tenant_of
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide
 from pitwall.metrics.ingest.otlp import OtlpMetricsResult, OtlpMetricsTranslator, encode_response
 from pitwall.metrics.ingest.remote_write import RemoteWriteIngester
 from pitwall.metrics.promql import Engine, PromQLParseError, QueryResult, parse_matchers
@@ -273,7 +273,7 @@ def query_router(deps: MetricsApiDeps) -> APIRouter:
         data = [{"seriesLabels": dict(k), "exemplars": v} for k, v in sorted(groups.items())]
         return _success(data)
 
-    @r.get("/api/v1/targets", dependencies=[Depends(require_server_wide)])  # scrape targets are server-wide
+    @r.get("/api/v1/targets", dependencies=[Depends(server_wide)])  # scrape targets are server-wide
     async def targets(request: Request) -> Response:
         state = request.query_params.get("state", "any")
         if deps.targets is None:

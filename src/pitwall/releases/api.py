@@ -24,7 +24,7 @@ from pitwall.core.body import media_type, read_capped
 from pitwall.core.errors import BadData, NotFound, Unavailable
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import all_params, tenant_of
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide
 from pitwall.kube import KubeClient
 from pitwall.metrics import InstantQuery
 from pitwall.releases.abtest_kind import saved_spec
@@ -63,7 +63,7 @@ def releases_router(instant: InstantQuery | None, client: KubeClient | None = No
     for method in ("GET", "POST"):  # distinct OpenAPI operation ids, as the Prometheus API's twins
         r.add_api_route("/abtest", abtest, methods=[method], operation_id=f"abtest_{method.lower()}", summary=summary)
 
-    @r.get("/abtests/{namespace}/{name}", dependencies=[Depends(require_server_wide)],
+    @r.get("/abtests/{namespace}/{name}", dependencies=[Depends(server_wide)],
            summary="The A/B report of a saved experiment (a pitwall.dev/v1 ABTest object)")
     async def saved(namespace: str, name: str, request: Request) -> JSONResponse:
         if client is None:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pitwall.core.body import read_form
 from pitwall.core.errors import PitwallError
 from pitwall.core.params import tenant_of
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.alerts_view import AlertFilter
 from pitwall.ui.web import Pages, call
 
@@ -39,7 +39,7 @@ def silence_link(labels: dict[str, str]) -> str:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]  # one alerting pipeline for the whole server
+    server_wide = [Depends(whole_server)]  # one alerting pipeline for the whole server
 
     async def render(request: Request, problem: str = "", status: int = 200) -> Response:
         tr, err = pages.range_or_error(request)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
 from pitwall.core.errors import NotFound
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.backups_view import (
     backup_row,
     contents,
@@ -45,7 +45,7 @@ def _started(o: Obj) -> str:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/backups", response_class=HTMLResponse, dependencies=server_wide)
     async def backups(request: Request) -> Response:

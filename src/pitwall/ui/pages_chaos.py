@@ -17,7 +17,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
 from pitwall.core.body import read_form
-from pitwall.core.tenancy import principal_of, require_server_wide
+from pitwall.core.tenancy import principal_of
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.chaos_view import experiment_row, golden_charts, window_link
 from pitwall.ui.releases_view import change_rows
 from pitwall.ui.web import Pages
@@ -33,7 +34,7 @@ ACTIVE = ("Running", "Injecting", "Recovering", "Pausing", "Active", "Not select
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     async def rows(namespace: str = "") -> list[tuple[Any, dict[str, Any]]]:
         assert deps.chaos is not None

@@ -12,7 +12,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from pitwall.core.body import read_form
 from pitwall.core.errors import PitwallError
-from pitwall.core.tenancy import PRINCIPAL_KEY, require_server_wide
+from pitwall.core.tenancy import PRINCIPAL_KEY
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.config_view import breadcrumbs
 from pitwall.ui.web import Pages
 
@@ -26,7 +27,7 @@ def _who(request: Request) -> str:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]  # the KV and the control plane are the whole server's
+    server_wide = [Depends(whole_server)]  # the KV and the control plane are the whole server's
 
     @r.get("/config", response_class=HTMLResponse, dependencies=server_wide)
     async def config(request: Request) -> Response:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from pitwall.core.errors import PitwallError
 from pitwall.core.params import tenant_of
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.gateway_view import (
     COLUMNS,
     Stats,
@@ -41,7 +41,7 @@ def _sort(request: Request, param: str, default: str) -> tuple[str, bool]:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/gateway", response_class=HTMLResponse, dependencies=server_wide)
     async def gateway(request: Request) -> Response:

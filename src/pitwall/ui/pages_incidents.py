@@ -17,7 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from pitwall.core.body import read_form
 from pitwall.core.errors import PitwallError
-from pitwall.core.tenancy import PRINCIPAL_KEY, require_server_wide
+from pitwall.core.tenancy import PRINCIPAL_KEY
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.incidents_view import (
     STATUSES,
     acting_user,
@@ -47,7 +48,7 @@ def _why(e: PitwallError) -> str:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/incidents", response_class=HTMLResponse, dependencies=server_wide)
     async def incidents(request: Request) -> Response:

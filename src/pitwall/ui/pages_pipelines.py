@@ -20,7 +20,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pitwall.core.body import read_form
 from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.params import tenant_of
-from pitwall.core.tenancy import PRINCIPAL_KEY, require_server_wide
+from pitwall.core.tenancy import PRINCIPAL_KEY
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.logs_view import LogLine, to_line
 from pitwall.ui.pipelines_view import (
     ACTIVE_STATUSES,
@@ -61,7 +62,7 @@ def _who(request: Request) -> str:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     async def names() -> dict[int, str]:
         assert deps.pipelines is not None

@@ -21,6 +21,7 @@ from pitwall.core.errors import PitwallError
 from pitwall.core.http_errors import status_of
 from pitwall.core.params import tenant_of
 from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.releases import ABTestResult, run_abtest, spec_from_pairs
 from pitwall.ui.releases_view import (
     abtest_form,
@@ -43,7 +44,7 @@ MAX_CHANGES = 500  # change events shown per rollout
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/releases", response_class=HTMLResponse, dependencies=server_wide)
     async def releases(request: Request) -> Response:

@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 
 from pitwall.core.durations import parse_duration_ms
 from pitwall.core.errors import NotFound, PitwallError
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.incidents_view import incident_row
 from pitwall.ui.slo_view import (
     MAX_INCIDENT_BUDGETS,
@@ -38,7 +38,7 @@ __all__ = ["add_routes"]
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/slos", response_class=HTMLResponse, dependencies=server_wide)
     async def slos(request: Request) -> Response:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from pitwall.core.errors import PitwallError
 from pitwall.core.params import tenant_of
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide
 from pitwall.ui.status_view import StatusView, all_series_matchers, cardinality
 from pitwall.ui.timerange import TimeRange
 from pitwall.ui.web import Pages, call, json_response
@@ -51,14 +51,14 @@ def _collect(pages: Pages, view: StatusView, tr: TimeRange, tenant: str) -> dict
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
 
-    @r.get("/status", response_class=HTMLResponse, dependencies=[Depends(require_server_wide)])
+    @r.get("/status", response_class=HTMLResponse, dependencies=[Depends(server_wide)])
     async def status(request: Request) -> Response:
         tr, err = pages.range_or_error(request)
         assert deps.status is not None
         data = await call(_collect, pages, deps.status, tr, tenant_of(request))
         return pages.render(request, "status.html", "status", tr, error=err, s=data)
 
-    @r.get(f"{API}/status", dependencies=[Depends(require_server_wide)])
+    @r.get(f"{API}/status", dependencies=[Depends(server_wide)])
     async def status_api(request: Request) -> Response:
         """The status page's data as JSON (sizes in bytes, rates per second, times in unix seconds)."""
         try:

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse
 
-from pitwall.core.tenancy import require_server_wide
+from pitwall.core.tenancy import server_wide as whole_server
 from pitwall.ui.web import Pages
 from pitwall.ui.workloads_view import (
     deployment_row,
@@ -44,7 +44,7 @@ def _by_pod(events: list[Obj]) -> dict[tuple[str, str], list[Obj]]:
 
 def add_routes(r: APIRouter, pages: Pages) -> None:
     deps = pages.deps
-    server_wide = [Depends(require_server_wide)]
+    server_wide = [Depends(whole_server)]
 
     @r.get("/workloads", response_class=HTMLResponse, dependencies=server_wide)
     async def workloads(request: Request) -> Response:

@@ -26,7 +26,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from pitwall.core.errors import BadData, NotFound, PitwallError
 from pitwall.core.http_errors import error_router
 from pitwall.core.params import tenant_of
-from pitwall.core.tenancy import require_server_wide, sees_whole_server
+from pitwall.core.tenancy import sees_whole_server, server_wide
 from pitwall.traces import STATUS_ERROR, SpanFilter
 from pitwall.ui import (
     pages_alerts,
@@ -169,7 +169,7 @@ def ui_router(deps: UIDeps) -> APIRouter:
 
     # ---------------------------------------------------------------- targets
 
-    @r.get("/targets", response_class=HTMLResponse, dependencies=[Depends(require_server_wide)])
+    @r.get("/targets", response_class=HTMLResponse, dependencies=[Depends(server_wide)])
     async def targets(request: Request) -> Response:
         tr, err = pages.range_or_error(request)
         pools = targets_view(deps.targets(), time.time())
