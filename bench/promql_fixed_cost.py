@@ -23,6 +23,7 @@ Rows named ``R ...`` are range queries over the data's 30 min at step 15 s
 (121 steps), as ``bench/promql_random.py`` sends them; their ``lookup`` and
 ``read`` use each selector's window over the whole range. ``ONLY=text``
 runs the rows whose name contains it.
+``FLUSH=1`` flushes the head into blocks first, so every read is a block read.
 ``CLOCK=cpu`` times by CPU time instead of wall time.
 ``--json`` prints the rows as JSON too.
 """
@@ -49,7 +50,7 @@ from common import SHARED_BENCH
 from pitwall.config import load_settings
 from pitwall.core.labels import labels_from_dict
 from pitwall.metrics.model import SampleBatch
-from pitwall.metrics.promql import QueryResult
+from pitwall.metrics.promql import Engine, QueryResult
 from pitwall.metrics.promql.ast import MatrixSel, Node, Selector, Subquery, children
 from pitwall.metrics.promql.engine import encode_response_body
 from pitwall.metrics.promql.evaluator import Evaluator
@@ -184,7 +185,8 @@ async def measure(get: AsgiGet, app: Any, name: str, expr: str, start_ms: int, e
                   reps: int, rounds: int) -> dict[str, Any]:
     """One row: e2e through the app, then each phase alone (``step_ms`` 0: an instant query at ``end_ms``)."""
     c = app.state.components
-    engine, store = c.metrics.engine, c.metrics.store
+    engine: Engine = c.metrics.engine
+    store = c.metrics.store
     q = store.querier("default")
     if step_ms:
         path = "/api/v1/query_range"
@@ -245,6 +247,8 @@ async def run(reps: int, rounds: int) -> list[dict[str, Any]]:
             t0 = int(time.time()) // 60 * 60 - 3600
             t = time.perf_counter()
             await _load(app.state.components.metrics.store, t0)
+            if os.environ.get("FLUSH") == "1":  # every sample in sealed blocks (DuckDB), none in the head
+                await app.state.components.metrics.store.flush()
             print(f"loaded 10k series x 120 samples in {time.perf_counter() - t:.1f} s; "
                   f"reps={reps} rounds={rounds} (best median, clock {_clock.__name__})")
             at_ms = (t0 + 1785) * 1000
