@@ -63,6 +63,16 @@ def _columns(res: pa.Table) -> Columns:
             np.asarray(res.column("val").to_numpy(), dtype=np.float64))
 
 
+def _spans_sql(b: Block, first: np.ndarray, last: np.ndarray, when: str) -> str:
+    """The rows of ``b`` in the row ranges [first, last] meeting ``when``; a scan of the whole
+    block when the ranges cover more than half of it."""
+    if int((last - first + 1).sum()) * 2 > b.index.rows:
+        return f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
+    return " UNION ALL ".join(
+        f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
+        for x, y in zip(first.tolist(), last.tolist(), strict=True))
+
+
 def _suffix(block: int) -> str:
     return str(block) if block >= 0 else f"n{-block}"
 
@@ -318,14 +328,8 @@ class BlockTables:
             first, last = b.index.spans(wanted, max_spans=_MAX_SPANS, join_gap=_JOIN_GAP)
             if not len(first):
                 continue
-            if int((last - first + 1).sum()) * 2 > b.index.rows:
-                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
-            else:
-                sql = " UNION ALL ".join(
-                    f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
-                    for x, y in zip(first.tolist(), last.tolist(), strict=True))
             # Arrow is the cheapest way out of DuckDB for large results.
-            res = cur.sql(sql).to_arrow_table()
+            res = cur.sql(_spans_sql(b, first, last, when)).to_arrow_table()
             if not res.num_rows:
                 continue
             s = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
@@ -376,13 +380,7 @@ class BlockTables:
         out = {sid: (e, np.empty(0, dtype=np.float64)) for sid in wanted.tolist()}
         if len(first):
             when = f"sid IN ({','.join(map(str, wanted.tolist()))})"
-            if int((last - first + 1).sum()) * 2 > b.index.rows:
-                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
-            else:
-                sql = " UNION ALL ".join(
-                    f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
-                    for x, y in zip(first.tolist(), last.tolist(), strict=True))
-            s, t, v = _columns(self.db.cursor().sql(sql).to_arrow_table())
+            s, t, v = _columns(self.db.cursor().sql(_spans_sql(b, first, last, when)).to_arrow_table())
             if len(s):
                 s, t, v = sorted_by_sid_ts(s, t, v, int(wanted[0]), int(wanted[-1]), int(t.min()), int(t.max()))
                 lo, hi = s.searchsorted(wanted, "left").tolist(), s.searchsorted(wanted, "right").tolist()
