@@ -370,7 +370,7 @@ class BlockTables:
             e = np.empty(0, dtype=np.int64)
             return e, e, np.empty(0, dtype=np.float64)
         if len(s_parts) == 1:
-            return s_parts[0], t_parts[0], v_parts[0]
+            return s_parts[0], t_parts[0].copy(), v_parts[0].copy()  # readers get arrays they own
         return np.concatenate(s_parts), np.concatenate(t_parts), np.concatenate(v_parts)
 
     def _load_series(self, b: Block, wanted: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:

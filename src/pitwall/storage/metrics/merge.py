@@ -163,8 +163,8 @@ def gather_few(
                 vals.append(c.val[lo:hi])
                 counts[i] += hi - lo
     cnt = np.array(counts, dtype=np.int64)
-    if len(ts) == 1:
-        return cnt, ts[0], vals[0]
+    if len(ts) == 1:  # copies, as the general path's: a reader must never alias the head
+        return cnt, ts[0].copy(), vals[0].copy()
     if not ts:
         return cnt, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     return cnt, np.concatenate(ts), np.concatenate(vals)
