@@ -32,7 +32,7 @@ def _points(st: MetricStore, matchers: list[Matcher], start: int = 0, end: int =
 
 
 async def test_cached_reads_answer_as_uncached_ones(tmp_path: Path) -> None:
-    series = [labels_from_dict({"__name__": f"m{i % 3}", "i": str(i)}) for i in range(40)]
+    series = [labels_from_dict({"__name__": f"m{i % 3}", "i": str(i)}) for i in range(100)]
     rng = np.random.default_rng(5)
     stores = [_store(tmp_path / "plain", block_ms=1000, read_cache_samples=0),
               _store(tmp_path / "cached", block_ms=1000)]

@@ -41,7 +41,7 @@ Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # (sid, ts, val)
 _JOIN_GAP = 1 << 16
 _MAX_SPANS = 16
 # Reads of at most this many series go through the cache of block series (``readcache``).
-CACHED_READ_SERIES = 32
+CACHED_READ_SERIES = 64
 
 log = logging.getLogger(__name__)
 

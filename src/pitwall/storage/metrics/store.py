@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 _I64_MAX = np.iinfo(np.int64).max
 # Reads of at most this many series from the head alone take ``gather_few``'s per-series path.
-FEW_SERIES = 32
+FEW_SERIES = 64
 
 
 @dataclass
