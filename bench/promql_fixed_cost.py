@@ -19,6 +19,12 @@ Times are medians over ``REPS`` (default 2000) runs, best of ``ROUNDS``
 (default 3) rounds: the machine is shared. ``calls`` is the number of function calls
 (Python and C, counted by a profile hook) one request makes: load does not
 change it.
+Rows named ``R ...`` are range queries over the data's 30 min at step 15 s
+(121 steps), as ``bench/promql_random.py`` sends them; their ``lookup`` and
+``read`` use each selector's window over the whole range. ``ONLY=text``
+runs the rows whose name contains it.
+``FLUSH=1`` flushes the head into blocks first, so every read is a block read.
+``CLOCK=cpu`` times by CPU time instead of wall time.
 ``--json`` prints the rows as JSON too.
 """
 
@@ -44,7 +50,8 @@ from common import SHARED_BENCH
 from pitwall.config import load_settings
 from pitwall.core.labels import labels_from_dict
 from pitwall.metrics.model import SampleBatch
-from pitwall.metrics.promql.ast import Selector, walk
+from pitwall.metrics.promql import Engine, QueryResult
+from pitwall.metrics.promql.ast import MatrixSel, Node, Selector, Subquery, children
 from pitwall.metrics.promql.engine import encode_response_body
 from pitwall.metrics.promql.evaluator import Evaluator
 from pitwall.server import create_app
@@ -55,6 +62,23 @@ QUERIES = {
     "one series": 'process_resident_memory_bytes{instance="host-0-0:9100"}',
     "rate 50 series": "rate(process_cpu_seconds_total[5m])",
 }
+# Range queries over the data's 30 min at step 15 s (121 steps), as bench/promql_random.py
+# sends them: the small queries of its classes above Prometheus' medians.
+RANGE_QUERIES = {
+    "R vector(1)": "vector(1)",
+    "R one series": 'process_cpu_seconds_total{instance="host-4-0:9100"}',
+    "R selector 13": 'queue_depth{instance="host-4-6:9100"}',
+    "R over_time": 'sum_over_time(queue_depth{instance="host-4-3:9100", queue!="q1"}[1m])',
+    "R rate": 'rate(http_request_duration_seconds_sum{instance="host-3-8:9100", path=~"/|/cart"}[1m])',
+    "R subquery": 'deriv(sum by (job) (rate(http_request_duration_seconds_sum{instance="host-3-8:9100"}[1m]))'
+                  '[5m:1m])',
+}
+RANGE_SPAN_S, RANGE_STEP_S = 1800, 15
+
+
+# CLOCK=cpu times by the process' CPU time (all threads): on a shared machine, waiting for
+# a CPU inflates wall time far more than the work itself.
+_clock = time.process_time if os.environ.get("CLOCK") == "cpu" else time.perf_counter
 
 
 def _median_us(fn: Callable[[], Any], reps: int, rounds: int) -> float:
@@ -62,9 +86,9 @@ def _median_us(fn: Callable[[], Any], reps: int, rounds: int) -> float:
     for _ in range(rounds):
         ts = []
         for _ in range(reps):
-            t = time.perf_counter()
+            t = _clock()
             fn()
-            ts.append(time.perf_counter() - t)
+            ts.append(_clock() - t)
         best = min(best, statistics.median(ts))
     return best * 1e6
 
@@ -74,9 +98,9 @@ async def _amedian_us(fn: Callable[[], Awaitable[Any]], reps: int, rounds: int) 
     for _ in range(rounds):
         ts = []
         for _ in range(reps):
-            t = time.perf_counter()
+            t = _clock()
             await fn()
-            ts.append(time.perf_counter() - t)
+            ts.append(_clock() - t)
         best = min(best, statistics.median(ts))
     return best * 1e6
 
@@ -126,7 +150,7 @@ async def _load(store: Any, t0: int) -> None:
         await store.append("default", batch)
 
 
-async def _calls_per_request(get: AsgiGet, params: dict[str, str]) -> int:
+async def _calls_per_request(get: AsgiGet, path: str, params: dict[str, str]) -> int:
     """Function calls (Python and C) of one request, on the event loop and in the worker thread.
 
     The profile hook is installed in anyio's worker thread by running it there:
@@ -140,49 +164,75 @@ async def _calls_per_request(get: AsgiGet, params: dict[str, str]) -> int:
 
     await anyio.to_thread.run_sync(sys.setprofile, hook)
     sys.setprofile(hook)
-    await get("/api/v1/query", params)
+    await get(path, params)
     sys.setprofile(None)
     await anyio.to_thread.run_sync(sys.setprofile, None)
     return n[0]
 
 
-async def measure(get: AsgiGet, app: Any, name: str, expr: str, at_ms: int, reps: int, rounds: int) -> dict[str, Any]:
+def _selector_windows(node: Node, start: int, end: int, lookback: int) -> list[tuple[Selector, int, int]]:
+    """Each selector of ``node`` with the window the evaluator reads for it (offsets and @ ignored)."""
+    if isinstance(node, Selector):
+        return [(node, start - lookback + 1, end)]
+    if isinstance(node, MatrixSel):
+        return [(node.sel, start - node.range_ms + 1, end)]
+    if isinstance(node, Subquery):
+        return _selector_windows(node.expr, start - node.range_ms, end, lookback)
+    return [w for c in children(node) for w in _selector_windows(c, start, end, lookback)]
+
+
+async def measure(get: AsgiGet, app: Any, name: str, expr: str, start_ms: int, end_ms: int, step_ms: int,
+                  reps: int, rounds: int) -> dict[str, Any]:
+    """One row: e2e through the app, then each phase alone (``step_ms`` 0: an instant query at ``end_ms``)."""
     c = app.state.components
-    engine, store = c.metrics.engine, c.metrics.store
+    engine: Engine = c.metrics.engine
+    store = c.metrics.store
     q = store.querier("default")
-    params = {"query": expr, "time": f"{at_ms / 1000:.3f}"}
-    status, body = await get("/api/v1/query", params)
+    if step_ms:
+        path = "/api/v1/query_range"
+        params = {"query": expr, "start": f"{start_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}",
+                  "step": f"{step_ms / 1000:g}"}
+
+        def evaluate() -> QueryResult:
+            return engine.range(q, expr, start_ms, end_ms, step_ms)
+    else:
+        path = "/api/v1/query"
+        params = {"query": expr, "time": f"{end_ms / 1000:.3f}"}
+
+        def evaluate() -> QueryResult:
+            return engine.instant(q, expr, end_ms)
+    status, body = await get(path, params)
     if status != 200:
         raise RuntimeError(f"{expr}: HTTP {status}: {body[:300]!r}")
     node = engine.parse(expr)
-    ctx = engine._context(q, at_ms, at_ms)
-    sels = [n for n in walk(node) if isinstance(n, Selector)]
-    lookback = engine.lookback_delta_ms
+    wins = _selector_windows(node, start_ms, end_ms, engine.lookback_delta_ms)
+    ctx = engine._context(q, start_ms, end_ms, step_ms)
     row: dict[str, Any] = {"query": name}
-    row["e2e"] = await _amedian_us(lambda: get("/api/v1/query", params), reps, rounds)
+    row["e2e"] = await _amedian_us(lambda: get(path, params), reps, rounds)
     row["parse"] = _median_us(lambda: engine.parse(expr), reps, rounds)
-    row["plan"] = _median_us(lambda: (engine._context(q, at_ms, at_ms),
-                                      np.array([at_ms], dtype=np.int64), Evaluator(ctx)), reps, rounds)
+    row["plan"] = _median_us(lambda: (engine._context(q, start_ms, end_ms, step_ms),
+                                      np.arange(start_ms, end_ms + 1, step_ms or 1, dtype=np.int64),
+                                      Evaluator(ctx)), reps, rounds)
 
     def lookup() -> None:
-        for s in sels:
-            sids = store.candidate_sids("default", list(s.matchers), at_ms - lookback, at_ms)
+        for s, lo, hi in wins:
+            sids = store.candidate_sids("default", list(s.matchers), lo, hi)
             store.series_labels(sids.tolist())
 
-    sids_of = [store.candidate_sids("default", list(s.matchers), at_ms - lookback, at_ms) for s in sels]
+    sids_of = [(store.candidate_sids("default", list(s.matchers), lo, hi), lo, hi) for s, lo, hi in wins]
 
     def read() -> None:
-        for sids in sids_of:
-            store.read_columns(sids, at_ms - lookback, at_ms)
+        for sids, lo, hi in sids_of:
+            store.read_columns(sids, lo, hi)
 
     row["lookup"] = _median_us(lookup, reps, rounds)
     row["read"] = _median_us(read, reps, rounds)
-    total = _median_us(lambda: engine.instant(q, expr, at_ms), reps, rounds)
+    total = _median_us(evaluate, reps, rounds)
     row["eval"] = max(0.0, total - row["parse"] - row["plan"] - row["lookup"] - row["read"])
-    res = engine.instant(q, expr, at_ms)
+    res = evaluate()
     row["json"] = _median_us(lambda: encode_response_body(res), reps, rounds)
     row["http"] = max(0.0, row["e2e"] - total - row["json"])
-    row["calls"] = await _calls_per_request(get, params)
+    row["calls"] = await _calls_per_request(get, path, params)
     row["series"] = len(res.series)
     return row
 
@@ -190,18 +240,27 @@ async def measure(get: AsgiGet, app: Any, name: str, expr: str, at_ms: int, reps
 async def run(reps: int, rounds: int) -> list[dict[str, Any]]:
     work = Path(tempfile.mkdtemp(prefix="pitwall-fixed-"))
     settings = load_settings(data_dir=work / "data", listen="127.0.0.1:0", storage={"fsync": False},
-                             kube={"enabled": False})
+                             kube={"enabled": False}, otlp_grpc={"enabled": False})
     app = create_app(settings)
     try:
         async with app.router.lifespan_context(app):
             t0 = int(time.time()) // 60 * 60 - 3600
             t = time.perf_counter()
             await _load(app.state.components.metrics.store, t0)
+            if os.environ.get("FLUSH") == "1":  # every sample in sealed blocks (DuckDB), none in the head
+                await app.state.components.metrics.store.flush()
             print(f"loaded 10k series x 120 samples in {time.perf_counter() - t:.1f} s; "
-                  f"reps={reps} rounds={rounds} (best median)")
+                  f"reps={reps} rounds={rounds} (best median, clock {_clock.__name__})")
             at_ms = (t0 + 1785) * 1000
             get = AsgiGet(app)
-            return [await measure(get, app, name, expr, at_ms, reps, rounds) for name, expr in QUERIES.items()]
+            only = os.environ.get("ONLY", "")
+            rows = [await measure(get, app, name, expr, at_ms, at_ms, 0, reps, rounds)
+                    for name, expr in QUERIES.items() if only in name]
+            start_ms = t0 * 1000
+            rows += [await measure(get, app, name, expr, start_ms, start_ms + RANGE_SPAN_S * 1000,
+                                   RANGE_STEP_S * 1000, reps, rounds)
+                     for name, expr in RANGE_QUERIES.items() if only in name]
+            return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

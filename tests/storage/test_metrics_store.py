@@ -207,14 +207,15 @@ _SELECTIONS: list[tuple[list[Matcher], Callable[[Labels], bool]]] = [
 ]
 
 
+@pytest.mark.parametrize("cache_samples", [0, 1_000_000])  # small selections read through the block cache
 @pytest.mark.parametrize(("join_gap", "max_spans"), [(0, 1000), (0, 2), (1 << 16, 16)])
 async def test_block_reads_by_row_ranges_return_exactly_the_selected_samples(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_gap: int, max_spans: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, join_gap: int, max_spans: int, cache_samples: int
 ) -> None:
     monkeypatch.setattr(metric_blocks, "_JOIN_GAP", join_gap)
     monkeypatch.setattr(metric_blocks, "_MAX_SPANS", max_spans)
     series, rows = _block_fixture()
-    st = _store(tmp_path, block_ms=1000)
+    st = _store(tmp_path, block_ms=1000, read_cache_samples=cache_samples)
     await st.start()
     await _load_in_runs(st, series, rows, flush_every_ms=400)
     await st.flush()

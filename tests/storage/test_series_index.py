@@ -62,3 +62,27 @@ def test_without_drops_series_and_the_values_and_names_left_empty() -> None:
     new.add(5, series[2])
     assert new.select([Matcher.of("=", "instance", "c")]).tolist() == [5]
     assert idx.select([Matcher.of("=", "instance", "c")]).tolist() == [2]
+
+
+def test_select_agrees_with_a_scan_of_every_series() -> None:
+    # Unions of several values' postings, intersections of sets of very different sizes and
+    # negative matchers, against matching each series' labels one by one.
+    rng = np.random.default_rng(7)
+    idx = SeriesIndex()
+    series: list[Labels] = []
+    for sid in range(3000):
+        lb = [("__name__", f"m{rng.integers(5)}"), ("instance", f"i{rng.integers(40)}")]
+        if rng.random() < 0.7:
+            lb.append(("path", f"/p{rng.integers(8)}"))
+        series.append(tuple(sorted(lb)))
+        idx.add(sid, series[-1])
+    cases = [
+        [Matcher.of("=", "instance", "i3"), Matcher.of("=~", "path", "/p1|/p2|/p7")],
+        [Matcher.of("=", "__name__", "m1"), Matcher.of("=~", "instance", "i1.*"), Matcher.of("!=", "path", "/p3")],
+        [Matcher.of("=~", "instance", "i[0-4]"), Matcher.of("!~", "path", "/p[0-5]")],
+        [Matcher.of("=", "__name__", "m2"), Matcher.of("=", "path", "")],
+        [Matcher.of("=", "__name__", "m4"), Matcher.of("=~", "instance", "nope|i9")],
+    ]
+    for ms in cases:
+        want = [sid for sid, lb in enumerate(series) if all(m.matches(dict(lb).get(m.name, "")) for m in ms)]
+        assert idx.select(ms).tolist() == want, ms

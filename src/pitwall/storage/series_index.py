@@ -101,12 +101,20 @@ class SeriesIndex:
         return sorted(self._by_name.get(name, {}))
 
     def _union(self, postings: Iterable[_Postings]) -> np.ndarray:
+        """The sorted union of postings of one label's values.
+
+        A series has one value per label, so these postings are disjoint: a
+        sort of their concatenation is the union (``np.unique`` hashes and
+        sorts, ~0.2 ms for a few thousand ids).
+        """
         arrays = [p.array() for p in postings]
         if not arrays:
             return _EMPTY
         if len(arrays) == 1:
             return arrays[0]
-        return np.unique(np.concatenate(arrays))
+        out = np.concatenate(arrays)
+        out.sort()
+        return out
 
     def _matching(self, m: Matcher) -> np.ndarray:
         """Sids whose value for ``m.name`` is non-empty and matches ``m``."""
@@ -140,7 +148,7 @@ class SeriesIndex:
             for s in sets[1:]:
                 if not len(result):
                     break
-                result = np.intersect1d(result, s, assume_unique=True)
+                result = _intersect(result, s)
         else:
             result = self.all_sids()
         for m in negative:
@@ -148,5 +156,24 @@ class SeriesIndex:
                 break
             bad = self._not_matching(m)
             if len(bad):
-                result = np.setdiff1d(result, bad, assume_unique=True)
+                result = result[~_member(result, bad)]
         return result
+
+
+def _member(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per element of ``a``, whether it is in ``b`` (both sorted, unique): a binary search of ``b``.
+
+    O(len(a) log len(b)) with no sort of both, as ``np.intersect1d``/``np.setdiff1d`` do.
+    """
+    if not len(b):
+        return np.zeros(len(a), dtype=bool)
+    pos = np.searchsorted(b, a)
+    np.minimum(pos, len(b) - 1, out=pos)
+    hit: np.ndarray = b[pos] == a
+    return hit
+
+
+def _intersect(small: np.ndarray, large: np.ndarray) -> np.ndarray:
+    """Sorted ids in both sorted, unique arrays, ``small`` no longer than ``large``."""
+    out: np.ndarray = small[_member(small, large)]
+    return out

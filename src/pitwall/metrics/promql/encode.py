@@ -119,13 +119,12 @@ def matrix_result_text(series: Sequence[Labels], timestamps: Sequence[np.ndarray
     vals = np.concatenate(values).astype(np.float64, copy=False)
     heads = ['{"metric":' + orjson.dumps(dict(lb)).decode() + ',"values":[' for lb in series]
     c = counts[0]
-    if c and counts.count(c) == len(counts) and bool((ts.reshape(-1, c) == ts[:c]).all()):
+    if c and (len(counts) == 1 or (counts.count(c) == len(counts) and bool((ts.reshape(-1, c) == ts[:c]).all()))):
         # Every series has the same times (a range query's usual answer): one list holds the
         # text between values ('[t0,"', '"],[t1,"', ...); each series' values are slotted in
         # between and the list joined (2x faster than a "%s" template, 4x than per-point pieces).
-        times = _seconds_text(ts[:c])[:-1].split(",")
         pieces = [""] * (2 * c)
-        pieces[0::2] = ['[' + times[0] + ',"'] + ['"],[' + t + ',"' for t in times[1:]]
+        pieces[0::2] = ("[" + _seconds_text(ts[:c])[:-1].replace(",", ',"' + _SEP + '"],[') + ',"').split(_SEP)
         toks = values_text(vals)[:-1].split(",")
         out = []
         for i, h in enumerate(heads):

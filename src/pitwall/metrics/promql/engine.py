@@ -309,9 +309,15 @@ def _range_vector_result(rs: RangeSamples) -> QueryResult:
     return QueryResult("matrix", series, ts, vals)
 
 
+# Up to this many series, a matrix result is cut series by series (fewer numpy calls than the flat cut).
+_FEW_SERIES = 8
+
+
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
     """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking)."""
     labels = vec.labels
+    if vec.num_series <= _FEW_SERIES:
+        return _few_series_matrix(vec, ts)
     order = np.array(sorted(range(vec.num_series), key=labels.__getitem__), dtype=np.int64)
     present = vec.present[order]
     keep = present.any(axis=1)
@@ -327,3 +333,23 @@ def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
     return QueryResult("matrix", [labels[i] for i in order.tolist()],
                        [flat_ts[a:b] for a, b in zip(starts, ends, strict=True)],
                        [flat_vals[a:b] for a, b in zip(starts, ends, strict=True)])
+
+
+def _few_series_matrix(vec: StepVector, ts: np.ndarray) -> QueryResult:
+    """``_matrix_result`` of a few series: a series with a point at every step shares one read-only grid."""
+    labels, present, values = vec.labels, vec.present, vec.values
+    grid = ts.view()
+    grid.flags.writeable = False
+    out = QueryResult("matrix")
+    for i in sorted(range(vec.num_series), key=labels.__getitem__):
+        p = present[i]
+        if p.all():
+            out.timestamps.append(grid)
+            out.values.append(values[i].copy())  # the result owns its values
+        elif p.any():
+            out.timestamps.append(ts[p])
+            out.values.append(values[i][p])
+        else:
+            continue
+        out.series.append(labels[i])
+    return out

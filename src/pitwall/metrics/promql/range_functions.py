@@ -194,8 +194,15 @@ def _kahan_inc(inc: np.ndarray, s: np.ndarray, c: np.ndarray) -> tuple[np.ndarra
     """Prometheus' ``kahansum.Inc`` (Neumaier variant), element-wise."""
     t = s + inc
     big = np.abs(s) >= np.abs(inc)
-    c = np.where(np.isinf(t), 0.0, np.where(big, c + ((s - t) + inc), c + ((inc - t) + s)))
-    return t, c
+    # (s - t) + inc where |s| >= |inc|, else (inc - t) + s: the same operations, fewer numpy calls.
+    comp = np.where(big, s, inc)
+    comp -= t
+    comp += np.where(big, inc, s)
+    comp += c
+    inf = np.isinf(t)
+    if inf.any():
+        comp[inf] = 0.0
+    return t, comp
 
 
 def _exact_integer_sums(values: np.ndarray) -> bool:
@@ -702,8 +709,9 @@ def _padded_raw(values: np.ndarray, lo: np.ndarray, cnt: np.ndarray) -> np.ndarr
 def _linear_regression(rs: RangeSamples, intercept_ms: np.ndarray, cols: _Columns) -> Result:
     """Prometheus' ``linearRegression`` for every window: (slope, intercept)."""
     n = cols.size
-    sx, cx, sy, cy = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    sxy, cxy, sx2, cx2 = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    # The four sums (x, y, xy, x^2) as rows of one array: one element-wise Kahan step per
+    # sample position instead of four (the same operations on each element).
+    sums, comps = np.zeros((4, n)), np.zeros((4, n))
     init_y = rs.values[cols.lo] if n else np.zeros(0)
     const_y = np.ones(n, dtype=bool)
     for j, sl, idx in cols:
@@ -712,12 +720,9 @@ def _linear_regression(rs: RangeSamples, intercept_ms: np.ndarray, cols: _Column
             # NaN != NaN, so a NaN sample makes the series non-constant, as in Go.
             const_y[sl] &= ~(y != init_y[sl])
         x = (rs.ts[idx] - intercept_ms[sl]) / 1e3
-        sx[sl], cx[sl] = _kahan_inc(x, sx[sl], cx[sl])
-        sy[sl], cy[sl] = _kahan_inc(y, sy[sl], cy[sl])
-        sxy[sl], cxy[sl] = _kahan_inc(x * y, sxy[sl], cxy[sl])
-        sx2[sl], cx2[sl] = _kahan_inc(x * x, sx2[sl], cx2[sl])
+        sums[:, sl], comps[:, sl] = _kahan_inc(np.stack([x, y, x * y, x * x]), sums[:, sl], comps[:, sl])
     count = cols.cnt.astype(np.float64)
-    sx, sy, sxy, sx2 = sx + cx, sy + cy, sxy + cxy, sx2 + cx2
+    sx, sy, sxy, sx2 = sums + comps
     cov_xy = sxy - sx * sy / count
     var_x = sx2 - sx * sx / count
     slope = cov_xy / var_x

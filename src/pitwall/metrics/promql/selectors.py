@@ -94,7 +94,8 @@ def _first_step_at_or_after(times: np.ndarray, ts: np.ndarray) -> np.ndarray:
         # Regular grid: ceil((ts - t0) / step), clipped.
         j = (ts - t0) + (step - 1)
         j //= step
-        np.clip(j, 0, n, out=j)
+        np.maximum(j, 0, out=j)  # np.clip costs 3x as much on small arrays
+        np.minimum(j, n, out=j)
         return j
     found: np.ndarray = np.searchsorted(times, ts, side="left")
     return found

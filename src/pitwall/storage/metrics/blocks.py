@@ -24,9 +24,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from pitwall.metrics.store import WouldBlock
 from pitwall.storage.duckdb import TelemetryDB
 from pitwall.storage.metrics import blockindex
 from pitwall.storage.metrics.merge import sorted_by_sid_ts
+from pitwall.storage.metrics.readcache import BlockSeriesCache
 from pitwall.storage.retention import expired_blocks
 from pitwall.storage.row_ranges import RowRanges
 
@@ -38,6 +40,8 @@ Columns = tuple[np.ndarray, np.ndarray, np.ndarray]  # (sid, ts, val)
 # one, and at most this many go in one query (a range costs more than 10^5 rows).
 _JOIN_GAP = 1 << 16
 _MAX_SPANS = 16
+# Reads of at most this many series go through the cache of block series (``readcache``).
+CACHED_READ_SERIES = 64
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,16 @@ def _columns(res: pa.Table) -> Columns:
             np.asarray(res.column("val").to_numpy(), dtype=np.float64))
 
 
+def _spans_sql(b: Block, first: np.ndarray, last: np.ndarray, when: str) -> str:
+    """The rows of ``b`` in the row ranges [first, last] meeting ``when``; a scan of the whole
+    block when the ranges cover more than half of it."""
+    if int((last - first + 1).sum()) * 2 > b.index.rows:
+        return f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
+    return " UNION ALL ".join(
+        f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
+        for x, y in zip(first.tolist(), last.tolist(), strict=True))
+
+
 def _suffix(block: int) -> str:
     return str(block) if block >= 0 else f"n{-block}"
 
@@ -66,8 +80,11 @@ def _suffix(block: int) -> str:
 class BlockTables:
     """The block tables of one metrics store, by block start (ms)."""
 
-    def __init__(self, db: TelemetryDB, block_ms: int, index_dir: Path | None = None) -> None:
+    def __init__(
+        self, db: TelemetryDB, block_ms: int, index_dir: Path | None = None, cache_samples: int = 1_000_000
+    ) -> None:
         self.db = db
+        self.cache = BlockSeriesCache(cache_samples)  # 0: no cache
         self.index_dir = index_dir  # where sealed blocks' index files go; None: none are kept
         self.block_ms = block_ms
         self.by_start: dict[int, Block] = {}
@@ -180,6 +197,7 @@ class BlockTables:
                 cur.execute(f"DROP TABLE IF EXISTS {b.table}")
                 cur.execute("DELETE FROM metrics_meta WHERE key = ?", [_GEN + b.table])
                 del self.by_start[block]
+                self.cache.drop_table(b.table)
             finally:
                 self.db.lock.release_write()
             dropped.append(b.table)
@@ -254,6 +272,7 @@ class BlockTables:
                 raise
             b.index = summary.ranges()
             b.generation = gen
+            self.cache.drop_table(b.table)  # the old generation's entries can no longer be asked for
             b.persisted_rows = rows if self.index_dir is not None else 0
             blockindex.remove_all(self.index_dir, b.table, keep=gen)
         finally:
@@ -274,6 +293,7 @@ class BlockTables:
         end: int,
         parts: list[Columns],
         account: Callable[[int], None] | None = None,
+        nowait: bool = False,
     ) -> None:
         """Append the block rows of ``sids`` in [start, end] to ``parts``, one per block.
 
@@ -281,8 +301,20 @@ class BlockTables:
         ranges are read by ``rowid`` (zone maps skip the rest), while a
         selection covering most of a block is cheaper to scan whole. Rows of
         unwanted series inside a joined range are dropped in numpy. The
-        caller holds the database's read lock.
+        caller holds the database's read lock. At most ``CACHED_READ_SERIES``
+        series are read through the cache; with ``nowait`` only cached ones
+        are, and anything else raises ``WouldBlock``.
         """
+        if len(sids) <= CACHED_READ_SERIES and self.cache.max_samples:
+            for b in blocks:
+                part = self._read_cached(b, sids, start, end, nowait)
+                if len(part[0]):
+                    if account is not None:
+                        account(len(part[0]))
+                    parts.append(part)
+            return
+        if nowait:
+            raise WouldBlock("samples in blocks")
         cur = self.db.cursor()
         wanted = np.sort(sids)
         lo, hi = int(wanted[0]), int(wanted[-1])
@@ -296,14 +328,8 @@ class BlockTables:
             first, last = b.index.spans(wanted, max_spans=_MAX_SPANS, join_gap=_JOIN_GAP)
             if not len(first):
                 continue
-            if int((last - first + 1).sum()) * 2 > b.index.rows:
-                sql = f"SELECT sid, ts, val FROM {b.table} WHERE {when}"
-            else:
-                sql = " UNION ALL ".join(
-                    f"SELECT sid, ts, val FROM {b.table} WHERE rowid BETWEEN {x} AND {y} AND {when}"
-                    for x, y in zip(first.tolist(), last.tolist(), strict=True))
             # Arrow is the cheapest way out of DuckDB for large results.
-            res = cur.sql(sql).to_arrow_table()
+            res = cur.sql(_spans_sql(b, first, last, when)).to_arrow_table()
             if not res.num_rows:
                 continue
             s = np.asarray(res.column("sid").to_numpy(), dtype=np.int64)
@@ -316,3 +342,50 @@ class BlockTables:
             if account is not None:
                 account(len(s))
             parts.append(sorted_by_sid_ts(s, t, v, lo, hi, start, end))
+
+    def _read_cached(self, b: Block, sids: np.ndarray, start: int, end: int, nowait: bool) -> Columns:
+        """The rows of ``sids`` in [start, end] of one block, each series' stretch from the cache."""
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        missing = []
+        sid_list = sids.tolist()
+        for sid in sid_list:
+            hit = self.cache.get((b.table, b.generation, b.index.rows, sid))
+            if hit is None:
+                missing.append(sid)
+            else:
+                found[sid] = hit
+        if missing:
+            if nowait:
+                raise WouldBlock("series not in the block cache")
+            found.update(self._load_series(b, np.array(sorted(missing), dtype=np.int64)))
+        s_parts, t_parts, v_parts = [], [], []
+        for sid in sid_list:
+            ts, vals = found[sid]
+            a, z = int(ts.searchsorted(start, "left")), int(ts.searchsorted(end, "right"))
+            if z > a:
+                s_parts.append(np.full(z - a, sid, dtype=np.int64))
+                t_parts.append(ts[a:z])
+                v_parts.append(vals[a:z])
+        if not s_parts:
+            e = np.empty(0, dtype=np.int64)
+            return e, e, np.empty(0, dtype=np.float64)
+        if len(s_parts) == 1:
+            return s_parts[0], t_parts[0].copy(), v_parts[0].copy()  # readers get arrays they own
+        return np.concatenate(s_parts), np.concatenate(t_parts), np.concatenate(v_parts)
+
+    def _load_series(self, b: Block, wanted: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """Every row of the sorted sids ``wanted`` in one block, per sid, put in the cache too."""
+        first, last = b.index.spans(wanted, max_spans=_MAX_SPANS, join_gap=_JOIN_GAP)
+        e = np.empty(0, dtype=np.int64)
+        out = {sid: (e, np.empty(0, dtype=np.float64)) for sid in wanted.tolist()}
+        if len(first):
+            when = f"sid IN ({','.join(map(str, wanted.tolist()))})"
+            s, t, v = _columns(self.db.cursor().sql(_spans_sql(b, first, last, when)).to_arrow_table())
+            if len(s):
+                s, t, v = sorted_by_sid_ts(s, t, v, int(wanted[0]), int(wanted[-1]), int(t.min()), int(t.max()))
+                lo, hi = s.searchsorted(wanted, "left").tolist(), s.searchsorted(wanted, "right").tolist()
+                for sid, a, z in zip(wanted.tolist(), lo, hi, strict=True):
+                    out[sid] = (t[a:z], v[a:z])
+        for sid, (t_, v_) in out.items():
+            self.cache.put((b.table, b.generation, b.index.rows, sid), t_, v_)
+        return out

@@ -10,11 +10,15 @@ sort used when flushing, and ``place`` merges per-source parts into one flat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Chunk", "gather_head", "order_by", "place", "sorted_by_sid_ts"]
+__all__ = ["Chunk", "gather_few", "gather_head", "order_by", "place", "sorted_by_sid_ts"]
+
+# (first sid, first time, time width, key): key = (sid - first sid) * width + (ts - first time).
+_Key = tuple[int, int, int, np.ndarray]
 
 
 @dataclass
@@ -22,9 +26,33 @@ class Chunk:
     sid: np.ndarray  # int64, grouped by sid, time-ordered within a sid
     ts: np.ndarray
     val: np.ndarray
+    # Built on a chunk's first read by ``gather_few``; chunks are never changed in place.
+    _key: _Key | None = field(default=None, repr=False, compare=False)
+    _no_key: bool = field(default=False, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.sid.shape[0])
+
+    def sid_ts_key(self) -> _Key | None:
+        """One sorted int64 per row ordering rows by (sid, ts), so a window of any sid is two binary searches.
+
+        None for an empty chunk or when the key would overflow (a time span
+        times the sid span beyond 2**62); the key is built once, on first use.
+        """
+        if self._key is None and not self._no_key:
+            n = len(self)
+            s0, s1 = (int(self.sid[0]), int(self.sid[-1])) if n else (0, 0)
+            t0 = int(self.ts.min()) if n else 0
+            width = int(self.ts.max()) - t0 + 1 if n else 0
+            if not n or (s1 - s0 + 3) * width >= 2**62:
+                self._no_key = True
+                return None
+            key = self.sid - s0
+            key *= width
+            key += self.ts
+            key -= t0
+            self._key = (s0, t0, width, key)
+        return self._key
 
 
 def sorted_by_sid_ts(
@@ -83,6 +111,63 @@ def gather_head(
         if not len(s):
             return None
     return s, t, v
+
+
+def _few_bounds(key: _Key, sids: np.ndarray, start: int, end: int) -> tuple[list[int], list[int]]:
+    """Per sid, the chunk rows [a, b) of its samples in [start, end] (sids outside the chunk: empty)."""
+    s0, t0, width, k = key
+    top = int(k[-1]) // width + 1  # one past the chunk's last sid, relative to s0
+    lo_off = min(max(start - t0, 0), width)
+    hi_off = min(max(end - t0, -1), width - 1)
+    if len(sids) == 1:  # scalars: a numpy call on a one-element array costs as much as on a thousand
+        one = min(max(int(sids[0]) - s0, -1), top) * width
+        return [int(k.searchsorted(one + lo_off, "left"))], [int(k.searchsorted(one + hi_off, "right"))]
+    rel = sids - s0
+    np.maximum(rel, -1, out=rel)  # np.clip costs 3x as much on small arrays
+    np.minimum(rel, top, out=rel)
+    rel *= width
+    return k.searchsorted(rel + lo_off, "left").tolist(), k.searchsorted(rel + hi_off, "right").tolist()
+
+
+def gather_few(
+    chunks: Sequence[Chunk], sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``gather_head`` and ``place`` in one for a few sids (series in ``sids`` order, then time).
+
+    Each chunk's rows of a sid in the window are found by two binary
+    searches on its ``sid_ts_key``, and the pieces are cut as slices: a
+    constant number of numpy calls per chunk, where the general path makes
+    ~40 whatever the sizes. Returns None when a chunk has no key.
+    """
+    found: list[tuple[Chunk, list[int], list[int]]] = []
+    for c in chunks:
+        if not len(c):
+            continue
+        key = c.sid_ts_key()
+        if key is None:
+            return None
+        a, b = _few_bounds(key, sids, start, end)
+        n = sum(b) - sum(a)
+        if n:
+            if account is not None:
+                account(n)
+            found.append((c, a, b))
+    counts = [0] * len(sids)
+    ts: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for i in range(len(sids)):
+        for c, a, b in found:
+            lo, hi = a[i], b[i]
+            if hi > lo:
+                ts.append(c.ts[lo:hi])
+                vals.append(c.val[lo:hi])
+                counts[i] += hi - lo
+    cnt = np.array(counts, dtype=np.int64)
+    if len(ts) == 1:  # copies, as the general path's: a reader must never alias the head
+        return cnt, ts[0].copy(), vals[0].copy()
+    if not ts:
+        return cnt, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
+    return cnt, np.concatenate(ts), np.concatenate(vals)
 
 
 def place(

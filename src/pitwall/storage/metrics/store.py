@@ -41,7 +41,7 @@ from pitwall.storage.metrics.blockindex import Summary
 from pitwall.storage.metrics.blocks import BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
-from pitwall.storage.metrics.merge import Chunk, gather_head, order_by, place
+from pitwall.storage.metrics.merge import Chunk, gather_few, gather_head, order_by, place
 from pitwall.storage.metrics.querier import ReadBudget, TenantQuerier
 from pitwall.storage.metrics.walrec import (
     REC_EXEMPLARS,
@@ -58,6 +58,8 @@ __all__ = ["MetricStore", "StoreLimits"]
 log = logging.getLogger(__name__)
 
 _I64_MAX = np.iinfo(np.int64).max
+# Reads of at most this many series from the head alone take ``gather_few``'s per-series path.
+FEW_SERIES = 64
 
 
 @dataclass
@@ -92,6 +94,7 @@ class MetricStore:
         head_max_age_s: float = 900.0,
         limits: StoreLimits | None = None,
         fsync: bool = True,
+        read_cache_samples: int = 1_000_000,
     ) -> None:
         self.db = db
         self.wal = Wal(wal_dir, fsync=fsync)
@@ -117,7 +120,7 @@ class MetricStore:
         self.head = Head()
         self._flushed_sids = 0  # sids below this are in metrics_series
         index_dir = None if db.path is None else db.path.with_name(db.path.name + ".metrics-index")
-        self.blocks = BlockTables(db, block_ms, index_dir)
+        self.blocks = BlockTables(db, block_ms, index_dir, read_cache_samples)
         self._flush_task: asyncio.Task[None] | None = None
         self.tasks = Supervisor("metrics-store")
         self.samples_appended = 0
@@ -496,7 +499,10 @@ class MetricStore:
         return TenantQuerier(self, tenant)
 
     def nonblocking_querier(self, tenant: str, max_series: int, max_samples: int) -> TenantQuerier:
-        """A querier for the event loop: head reads only, no waiting, within the budget (else ``WouldBlock``)."""
+        """A querier for the event loop: the head and cached block series only, no waiting, within the budget.
+
+        Anything else raises ``WouldBlock``.
+        """
         return TenantQuerier(self, tenant, ReadBudget(max_series, max_samples))
 
     def candidate_sids(self, tenant: str, matchers: Sequence[Matcher], start: int, end: int) -> np.ndarray:
@@ -527,7 +533,8 @@ class MetricStore:
         ``account(n)`` is told of each block's and head chunk's ``n`` samples
         as they are read, and may raise to stop the read (a samples limit).
         With ``nowait`` it raises ``WouldBlock`` instead of waiting for a
-        writer or reading a block (DuckDB): only the in-memory head is read.
+        writer or reading a block (DuckDB): only the in-memory head and the
+        block series cache (``readcache``) are read.
         """
         k = len(sids)
         if not k:
@@ -541,12 +548,14 @@ class MetricStore:
         try:
             chunks = self.head.snapshot()
             blocks = self.blocks.overlapping(start, end)
-            if blocks and nowait:
-                raise WouldBlock("samples in blocks")
             if blocks:
-                self.blocks.read(blocks, sids, start, end, parts, account)
+                self.blocks.read(blocks, sids, start, end, parts, account, nowait=nowait)
         finally:
             self.db.lock.release_read()
+        if not blocks and k <= FEW_SERIES:
+            few = gather_few(chunks, sids, start, end, account)
+            if few is not None:
+                return few
         for c in chunks:
             part = gather_head(c, sids, start, end)
             if part is not None:

@@ -1,0 +1,57 @@
+"""``merge.gather_few`` (the head read of a few series) against the general ``gather_head`` + ``place``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pitwall.storage.metrics.merge import Chunk, gather_few, gather_head, place
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _chunks(rng: np.random.Generator, n_sids: int) -> list[Chunk]:
+    """Head-like chunks: rows grouped by sid, times increasing per sid across chunks too."""
+    last = np.zeros(n_sids, dtype=np.int64)
+    out = []
+    for _ in range(int(rng.integers(1, 5))):
+        sids = np.sort(rng.choice(n_sids, size=int(rng.integers(1, n_sids + 1)), replace=False))
+        s, t = [], []
+        for sid in sids.tolist():
+            steps = np.cumsum(rng.integers(1, 50, size=int(rng.integers(1, 8))))
+            times = last[sid] + steps
+            last[sid] = times[-1]
+            s += [sid] * len(times)
+            t += times.tolist()
+        out.append(Chunk(np.array(s, dtype=np.int64) + 1000, np.array(t, dtype=np.int64) + 10**12,
+                         rng.normal(size=len(s))))
+    return out
+
+
+def _general(chunks: list[Chunk], sids: np.ndarray, start: int, end: int) -> tuple[np.ndarray, ...]:
+    parts = [p for c in chunks if (p := gather_head(c, sids, start, end)) is not None]
+    rank = np.zeros(int(sids.max()) + 2000, dtype=np.int64)
+    rank[sids] = np.arange(len(sids))
+    return place(parts, rank, len(sids))
+
+
+def test_gather_few_agrees_with_the_general_path() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        chunks = _chunks(rng, 12)
+        # Wanted sids in any order, some absent from every chunk (below, inside and above their range).
+        sids = rng.choice(np.arange(995, 1020), size=int(rng.integers(1, 8)), replace=False).astype(np.int64)
+        start = 10**12 + int(rng.integers(-20, 150))
+        end = start + int(rng.integers(-1, 200))
+        seen: list[int] = []
+        got = gather_few(chunks, sids, start, end, seen.append)
+        assert got is not None
+        want = _general(chunks, sids, start, end)
+        for g, w in zip(got, want, strict=True):
+            assert g.tolist() == w.tolist()
+        assert sum(seen) == int(want[0].sum())
+
+
+def test_gather_few_declines_a_chunk_whose_key_would_overflow() -> None:
+    c = Chunk(np.array([0, 2**40], dtype=np.int64), np.array([0, 2**40], dtype=np.int64), np.zeros(2))
+    assert gather_few([c], np.array([0], dtype=np.int64), 0, 10) is None
