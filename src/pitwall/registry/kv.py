@@ -243,17 +243,25 @@ class KVStore:
             writes.append(Op.put(KV_PREFIX + key, new.stored()) if new else Op.delete(KV_PREFIX + key))
             writes.extend(_held_ops(key, old, new))
             changes.append((key, old, new))
-        now_ns = time.time_ns()
-        writes.extend(self.history.ops([HistoryRecord(key, who, now_ns, old.value if old else None,
-                                                      new.value if new else None, 0) for key, old, new in changes]))
-        announced = [(key, who, old is None, new is None) for key, old, new in changes]
-        writes.extend(self.history.event_ops(announced))
         if not writes:
             return await self.store.revision()
-        res = await self.store.txn(compares, writes)
+        now_ns = time.time_ns()
+        plan = self.history.plan([HistoryRecord(key, who, now_ns, old.value if old else None,
+                                                new.value if new else None, 0) for key, old, new in changes])
+        at = len(writes)
+        writes.extend(plan.ops)
+        announced = [(key, who, old is None, new is None) for key, old, new in changes]
+        writes.extend(self.history.event_ops(announced))
+        try:
+            res = await self.store.txn(compares, writes)
+        except BaseException:
+            self.history.abandoned(plan)
+            raise
         if not res.succeeded:
+            self.history.abandoned(plan)
             raise _Conflict
-        await self.history.announce(announced, res.revision)
+        over = self.history.committed(plan, res.results[at:at + len(plan.ops)])
+        await self.history.announce(announced, res.revision, over)
         return res.revision
 
     def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:
