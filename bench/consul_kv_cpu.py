@@ -1,21 +1,25 @@
 """CPU per Consul KV PUT and GET inside one process, and WAL frames per PUT, with a cProfile top list.
 
     PYTHONPATH=src .venv/bin/python bench/consul_kv_cpu.py [--n 2000] [--level route|kv|store] [--profile 25]
+        [--keys 10]
 
 Builds what ``pitwall server`` builds (``create_app`` with the SQLite state
 store, fsync on each commit, no auth) and runs its lifespan, then drives
 ``--n`` sequential PUTs (256-byte values, distinct keys) and as many GETs:
 
-- ``route``: through the whole ASGI app (middlewares, router, handler) with
-  httpx's ``ASGITransport``: no socket, no uvicorn;
+- ``route``: through the whole ASGI app (middlewares, router, handler),
+  called directly: no socket, no uvicorn, no client library;
 - ``kv``: through ``KVStore.put``/``get`` (the handler's engine: the value,
   its history record and its change event in one store transaction);
 - ``store``: through ``SqliteRevStore.put``/``get`` (one key, one revision).
 
+With ``--keys K`` the PUTs rewrite K keys instead, each first brought to
+its history limit (100 records), so each write also retires the oldest.
+
 CPU is ``time.process_time()`` (every thread of the process, the SQLite
 writer and readers included) divided by the operations; the wall rate is
 printed beside it. WAL frames per PUT: the WAL is checkpointed and truncated,
-50 PUTs run, and ``PRAGMA wal_checkpoint`` reports the frames they appended.
+20 PUTs run, and ``PRAGMA wal_checkpoint`` reports the frames they appended.
 A second pass runs under cProfile (``--profile N`` lines, 0: none); the
 profiler covers the event loop's thread only. Not part of the tests.
 """
@@ -39,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 VALUE = b"x" * 256
-WAL_PUTS = 50  # below SQLite's 1,000-page autocheckpoint at ~14 frames each
+WAL_PUTS = 20  # below SQLite's 1,000-page autocheckpoint even at two commits of ~15 frames each
 
 Op = Callable[[int], Awaitable[Any]]
 
@@ -72,30 +76,37 @@ def _truncate_wal(db: Path) -> None:
         conn.close()
 
 
-async def _ops(level: str, app: Any, tag: str) -> tuple[Op, Op]:
-    """The PUT and GET of ``level`` on keys ``bench/<tag><i>``."""
+async def _ops(level: str, app: Any, tag: str, keys: int = 0) -> tuple[Op, Op]:
+    """The PUT and GET of ``level``, op ``i`` on key ``bench/<tag><i>`` (``i`` modulo ``keys`` on
+    ``bench/same<i>`` when given), each PUT's value its own (a rewrite of the same value writes nothing)."""
+    def key(i: int) -> str:
+        return f"bench/same{i % keys}" if keys else f"bench/{tag}{i}"
+
+    def value(i: int) -> bytes:
+        return VALUE[:-10] + b"%010d" % i
+
     if level == "route":
         async def put(i: int) -> None:
-            await _asgi(app, "PUT", f"/v1/kv/bench/{tag}{i}", VALUE)
+            await _asgi(app, "PUT", f"/v1/kv/{key(i)}", value(i))
 
         async def get(i: int) -> None:
-            await _asgi(app, "GET", f"/v1/kv/bench/{tag}{i}")
+            await _asgi(app, "GET", f"/v1/kv/{key(i)}")
         return put, get
     kv = _find_kv(app)
     if level == "kv":
         async def kput(i: int) -> None:
-            await kv.put(f"bench/{tag}{i}", VALUE, who="bench")
+            await kv.put(key(i), value(i), who="bench")
 
         async def kget(i: int) -> None:
-            await kv.get(f"bench/{tag}{i}")
+            await kv.get(key(i))
         return kput, kget
     store = kv.store
 
     async def sput(i: int) -> None:
-        await store.put(f"/bench/{tag}{i}", VALUE)
+        await store.put(f"/{key(i)}", value(i))
 
     async def sget(i: int) -> None:
-        await store.get(f"/bench/{tag}{i}")
+        await store.get(f"/{key(i)}")
     return sput, sget
 
 
@@ -136,7 +147,7 @@ def _find_kv(app: Any) -> Any:
     raise RuntimeError("the app has no registry part")
 
 
-async def bench(data: Path, n: int, level: str, profile: int) -> None:
+async def bench(data: Path, n: int, level: str, profile: int, keys: int = 0) -> None:
     from pitwall.config import load_settings
     from pitwall.server import create_app
 
@@ -148,23 +159,27 @@ async def bench(data: Path, n: int, level: str, profile: int) -> None:
         for i in range(50):  # warm-up: first-use imports, statement caches
             await put(i)
             await get(i)
+        if keys:  # every key at its history limit (100 records), as a long-lived config key is
+            put, get = await _ops(level, app, "", keys)
+            for i in range(keys * 101):
+                await put(i)
         await asyncio.sleep(0.2)  # after-commit work of the warm-up (history pruning) done
         _truncate_wal(db)
-        put, get = await _ops(level, app, "f")
+        put, get = await _ops(level, app, "f", keys)
         for i in range(WAL_PUTS):
             await put(i)
         await asyncio.sleep(0.2)
         frames = _wal_frames(db) / WAL_PUTS
-        put, get = await _ops(level, app, "k")
+        put, get = await _ops(level, app, "k", keys)
         pc, pr, p50 = await _run(n, put)
         await asyncio.sleep(0.2)
         gc_, gr, g50 = await _run(n, get)
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        print(f"level {level}, n {n}, load average {load}")
+        print(f"level {level}, n {n}, {f'{keys} keys rewritten' if keys else 'new keys'}, load average {load}")
         print(f"PUT: {pc:.3f} ms CPU per op, {pr:.0f} ops/s, p50 {p50:.2f} ms; {frames:.1f} WAL frames per PUT")
         print(f"GET: {gc_:.3f} ms CPU per op, {gr:.0f} ops/s, p50 {g50:.2f} ms")
         if profile:
-            put, get = await _ops(level, app, "p")
+            put, get = await _ops(level, app, "p", keys)
             for name, op in (("PUT", put), ("GET", get)):
                 with _threads_profiled() as threads:
                     prof = cProfile.Profile()
@@ -213,9 +228,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--level", choices=("route", "kv", "store"), default="route")
     ap.add_argument("--profile", type=int, default=0, help="cProfile lines per op (0: no profile pass)")
+    ap.add_argument("--keys", type=int, default=0,
+                    help="rewrite this many keys, each at its history limit, instead of new keys")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(bench(Path(tmp) / "data", args.n, args.level, args.profile))
+        asyncio.run(bench(Path(tmp) / "data", args.n, args.level, args.profile, args.keys))
 
 
 if __name__ == "__main__":
