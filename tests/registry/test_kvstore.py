@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pitwall.registry import history as history_module
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kv import KVStore
 from pitwall.registry.model import ConsulError
@@ -138,3 +139,17 @@ async def test_history_limit_holds_over_a_restart(tmp_path: Path) -> None:
         finally:
             await k.history.stop()
             await store.stop()
+
+
+async def test_history_limit_holds_for_keys_whose_tally_was_dropped(kv: KVStore,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tallies are kept for the most recently written keys only; a key written again after its tally went
+    is counted again in that write's transaction, and its limit still holds."""
+    monkeypatch.setattr(history_module, "_TALLY_KEYS", 2)
+    for i in range(9):
+        for key in ("x", "y", "z"):  # three keys round-robin: each write finds its key's tally dropped
+            await kv.put(key, f"{key}{i}".encode(), who="t")
+    await _settled(kv.history)
+    for key in ("x", "y", "z"):
+        recs = await kv.history.of(key)
+        assert [r.new for r in recs] == [f"{key}{i}".encode() for i in range(4, 9)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,15 +89,16 @@ class ConfigHistory:
 
     The history record and the change event are in the change's own commit,
     and so is the deletion of the key's oldest record once it has ``keep``.
-    For that the history keeps, per key written since start (the last
-    ``_TALLY_KEYS``), a tally of its records and the store keys of the oldest
-    few: the first write of a key reads its records in the same transaction (a
-    get beside the put), and when a write leaves more than ``keep`` with none
-    known to delete, a pruning read after the commit deletes the excess and
-    notes the next ``_PRUNE_AHEAD``. So a KV write is one store commit and, at
-    steady state, nothing after it. The tallies count this process's writes:
-    with several servers writing one key on etcd, it can hold more than
-    ``keep`` records (each server deletes as many as it wrote).
+    For that the history keeps, per key (the ``_TALLY_KEYS`` most recently
+    written), a tally of its records and the store keys of the oldest few:
+    the first write of a key since start reads its records in the same
+    transaction (a get beside the put), and when a write leaves more than
+    ``keep`` with none known to delete, a pruning read after the commit
+    deletes the excess and notes the next ``_PRUNE_AHEAD``. So a KV write is
+    one store commit and, at steady state, nothing after it. The tallies
+    count this process's writes: with several servers writing one key on
+    etcd, it can hold more than ``keep`` records (each server deletes as
+    many as it wrote).
     """
 
     name = "consul-config-history"
@@ -108,7 +109,7 @@ class ConfigHistory:
         self.keep = keep
         self.tasks = Supervisor(self.name)
         self._prune_lock = asyncio.Lock()  # count-then-delete must not interleave, or it over-deletes
-        self._tally: dict[str, _Tally] = {}
+        self._tally: OrderedDict[str, _Tally] = OrderedDict()  # least recently written first
 
     async def start(self) -> None:
         return None
@@ -136,6 +137,7 @@ class ConfigHistory:
                 plan.counted[r.key] = len(plan.ops)
                 plan.ops.append(Op.get(_records_of(r.key), prefix=True))
             else:
+                self._tally.move_to_end(r.key)
                 # Deletions already in flight (other writes', a pruning read's) count as done.
                 for _ in range(min(t.count + 1 - self.keep - len(t.claimed), len(t.oldest))):
                     victim = t.oldest.popleft()  # claimed: no concurrent write deletes it too
@@ -177,7 +179,7 @@ class ConfigHistory:
 
     def _bound(self) -> None:
         while len(self._tally) > _TALLY_KEYS:
-            del self._tally[next(iter(self._tally))]  # the longest known; it is read again when written
+            self._tally.popitem(last=False)  # the least recently written; counted again when next written
 
     def event_ops(self, changes: Sequence[tuple[str, str, bool, bool]]) -> list[Op]:
         """The puts of the ``config`` change events of (key, who, created, deleted), to add to the change's own
