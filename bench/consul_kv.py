@@ -4,7 +4,8 @@
         [--watchers-only] [--watch-path /v1/health/service/web]
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
-connection), concurrent PUTs (``--concurrency`` connections), and for
+connection; for pitwall also the server's CPU per operation, all threads,
+the steadier figure on a shared machine), concurrent PUTs (``--concurrency`` connections), and for
 pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
 one key, the server's RSS before and while they are held, and the time from
 the write to the last waiter answering; then as many held again and their
@@ -74,11 +75,17 @@ async def _concurrent(n: int, workers: int, make: Callable[[httpx.AsyncClient, i
         return n / (time.perf_counter() - t0)
 
 
-def bench_pitwall(url: str, n: int, workers: int) -> dict[str, float]:
+def bench_pitwall(server: Server, n: int, workers: int) -> dict[str, float]:
+    """The rates, latencies and the server process's CPU (all its threads) per sequential PUT and GET."""
     out: dict[str, float] = {}
+    url = server.url
     with httpx.Client(base_url=url, timeout=60) as c:
+        cpu = server.cpu_seconds()
         out["put"], out["put_p50"], out["put_p99"] = _seq(n, lambda i: c.put(f"/v1/kv/bench/k{i}", content=VALUE))
+        time.sleep(0.5)  # the writes' after-commit work counted with them
+        out["put_cpu_ms"], cpu = (server.cpu_seconds() - cpu) * 1000 / n, server.cpu_seconds()
         out["get"], out["get_p50"], out["get_p99"] = _seq(n, lambda i: c.get(f"/v1/kv/bench/k{i}"))
+        out["get_cpu_ms"] = (server.cpu_seconds() - cpu) * 1000 / n
     out["put_conc"] = asyncio.run(_concurrent(n, workers, lambda c, i: c.put(f"{url}/v1/kv/bench/c{i}",
                                                                                content=VALUE)))
     return out
@@ -219,7 +226,7 @@ def main() -> None:
             print("etcd ...", file=sys.stderr, flush=True)
             e = bench_etcd(etcd_url, args.n, args.concurrency)
             print("pitwall ...", file=sys.stderr, flush=True)
-            p = bench_pitwall(pit.url, args.n, args.concurrency)
+            p = bench_pitwall(pit, args.n, args.concurrency)
             print("blocking queries ...", file=sys.stderr, flush=True)
             w = asyncio.run(bench_watchers(pit, args.watchers, args.watch_path))
         finally:
@@ -232,6 +239,8 @@ def main() -> None:
         print(f"{label:24}{p[k]:12.0f}{e[k]:12.0f}{ratio(p[k], e[k]):>8}")
     for k in ("put_p50", "put_p99", "get_p50", "get_p99"):
         print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
+    print(f"pitwall server CPU per sequential PUT {p['put_cpu_ms']:.2f} ms, per GET {p['get_cpu_ms']:.2f} ms "
+          "(all its threads)")
     _print_watchers(w, args.watchers, args.watch_path)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pitwall.registry import history as history_module
 from pitwall.registry.history import ConfigHistory
 from pitwall.registry.kv import KVStore
 from pitwall.registry.model import ConsulError
@@ -90,3 +91,65 @@ async def test_lock_delay_and_session_release(kv: KVStore) -> None:
     with pytest.raises(ConsulError) as err:
         await kv.put("d4", b"x", who="t", acquire="gone")
     assert err.value.status == 500 and err.value.message == 'invalid session "gone"'
+
+
+async def _records(store: SqliteRevStore, key: str) -> list[str]:
+    return [kv.key for kv in (await store.range(f"/pitwall/consul/history/{key}\x01")).kvs]
+
+
+async def test_history_at_its_limit_deletes_the_oldest_in_the_write_itself(kv: KVStore) -> None:
+    """Once a key holds ``keep`` records, each write deletes the oldest in its own commit: one revision,
+    no pruning task, no read; the records stay the newest ``keep`` through concurrent writes."""
+    store = kv.store
+    assert isinstance(store, SqliteRevStore)
+    for i in range(7):  # passes the limit with no oldest known: one pruning read, which notes the next oldest
+        await kv.put("s", str(i).encode(), who="t")
+    await _settled(kv.history)
+    assert len(await _records(store, "s")) == 5
+    for i in range(7, 12):
+        before = await store.revision()
+        await kv.put("s", str(i).encode(), who="t")
+        assert not kv.history.tasks.running  # nothing after the commit
+        assert await store.revision() == before + 1
+        assert len(await _records(store, "s")) == 5
+    await asyncio.gather(*(kv.put("s", f"c{i}".encode(), who="t") for i in range(8)))
+    await _settled(kv.history)
+    recs = await kv.history.of("s")
+    assert len(recs) == 5, kv.history._tally["s"]
+    assert [r.old for r in recs[1:]] == [r.new for r in recs[:-1]]  # consecutive: the newest five
+    e, _ = await kv.get("s")
+    assert e is not None and recs[-1].new == e.value
+
+
+async def test_history_limit_holds_over_a_restart(tmp_path: Path) -> None:
+    """A new process knows no tallies: its first write of a key reads the key's records in the same
+    transaction, and a lower ``keep`` than the stored records prunes them after that write."""
+    path = tmp_path / "r.db"
+    for keep, writes in ((8, 10), (8, 3), (3, 1), (3, 4)):
+        store = SqliteRevStore(path, compact_interval_s=None)
+        await store.start()
+        k = KVStore(store, ConfigHistory(store, None, keep=keep))
+        try:
+            for i in range(writes):
+                await k.put("r", f"{keep}-{i}".encode(), who="t")
+            await _settled(k.history)
+            recs = await k.history.of("r")
+            assert len(recs) == keep
+            assert recs[-1].new == f"{keep}-{writes - 1}".encode()
+        finally:
+            await k.history.stop()
+            await store.stop()
+
+
+async def test_history_limit_holds_for_keys_whose_tally_was_dropped(kv: KVStore,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tallies are kept for the most recently written keys only; a key written again after its tally went
+    is counted again in that write's transaction, and its limit still holds."""
+    monkeypatch.setattr(history_module, "_TALLY_KEYS", 2)
+    for i in range(9):
+        for key in ("x", "y", "z"):  # three keys round-robin: each write finds its key's tally dropped
+            await kv.put(key, f"{key}{i}".encode(), who="t")
+    await _settled(kv.history)
+    for key in ("x", "y", "z"):
+        recs = await kv.history.of(key)
+        assert [r.new for r in recs] == [f"{key}{i}".encode() for i in range(4, 9)]

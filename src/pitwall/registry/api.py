@@ -113,8 +113,9 @@ def consul_router(kv: KVStore, sessions: SessionStore, hub: WatchHub, agent: Age
     async def blocking(request: Request, prefixes: tuple[str, ...], read: Callable[[], Awaitable[tuple[Any, int]]],
                        render: Callable[[Any, int], Response]) -> Response:
         opts = QueryOptions(request)
-        share = (request.url.path, tuple(sorted((k, v) for k, v in request.query_params.multi_items()
-                                                if k not in _NOT_QUERY)))
+        share = None if opts.index <= 0 else (  # only a blocking query shares its reads
+            request.url.path, tuple(sorted((k, v) for k, v in request.query_params.multi_items()
+                                           if k not in _NOT_QUERY)))
         result, idx = await blocking_read(hub, prefixes, opts, read, share)
         return render(result, idx if idx > 0 else max(hub.seen, 1))
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -23,12 +24,14 @@ import orjson
 from pitwall.core.tasks import Supervisor
 from pitwall.incidents import ChangeEvent, ChangeLog, ChangeSink
 from pitwall.registry.model import ROOT
-from pitwall.storage.revstore import Op, RevStore
+from pitwall.storage.revstore import KeyValue, Op, RevStore
 
-__all__ = ["HISTORY_PREFIX", "ConfigHistory", "HistoryRecord"]
+__all__ = ["HISTORY_PREFIX", "ConfigHistory", "HistoryPlan", "HistoryRecord"]
 
 HISTORY_PREFIX = ROOT + "history/"
 _SEP = "\x01"
+_PRUNE_AHEAD = 16  # oldest records noted per key at a pruning read: the next writes delete them in their commit
+_TALLY_KEYS = 4096  # keys whose record counts are kept in memory
 log = logging.getLogger(__name__)
 
 
@@ -50,18 +53,52 @@ class HistoryRecord:
                 "Old": b64(self.old), "New": b64(self.new)}
 
 
+def _records_of(key: str) -> str:
+    return f"{HISTORY_PREFIX}{key}{_SEP}"
+
+
 def _event(key: str, who: str, created: bool, deleted: bool) -> ChangeEvent:
     verb = "created" if created else "deleted" if deleted else "changed"
     return ChangeEvent(kind="config", summary=f"Consul KV {key} {verb}", source="consul-kv", who=who,
                        details={"key": key, "change": verb})
 
 
+@dataclass
+class _Tally:
+    """What this process knows of one key's records: how many there are, and the oldest few (their store
+    keys, oldest first) so a write at the limit can delete the oldest in its own transaction."""
+
+    count: int
+    oldest: deque[str] = field(default_factory=deque)
+    claimed: set[str] = field(default_factory=set)  # records a transaction in flight deletes
+
+
+@dataclass
+class HistoryPlan:
+    """The history part of one change's transaction (``ConfigHistory.plan``): its ops, and what
+    ``committed``/``abandoned`` need to keep the tallies true."""
+
+    ops: list[Op]
+    counted: dict[str, int]  # key -> index in ``ops`` of the get that reads its records
+    claimed: dict[str, list[tuple[str, int]]]  # key -> the oldest records this transaction deletes, their ops' indexes
+    keys: list[str]
+
+
 class ConfigHistory:
     """Writes history records with each change and reads them back, newest last.
 
-    The history record and the change event are in the change's own commit;
-    pruning runs after the write has answered (a supervised task per commit),
-    so a KV write costs one store commit.
+    The history record and the change event are in the change's own commit,
+    and so is the deletion of the key's oldest record once it has ``keep``.
+    For that the history keeps, per key (the ``_TALLY_KEYS`` most recently
+    written), a tally of its records and the store keys of the oldest few:
+    the first write of a key since start reads its records in the same
+    transaction (a get beside the put), and when a write leaves more than
+    ``keep`` with none known to delete, a pruning read after the commit
+    deletes the excess and notes the next ``_PRUNE_AHEAD``. So a KV write is
+    one store commit and, at steady state, nothing after it. The tallies
+    count this process's writes: with several servers writing one key on
+    etcd, it can hold more than ``keep`` records (each server deletes as
+    many as it wrote).
     """
 
     name = "consul-config-history"
@@ -72,6 +109,7 @@ class ConfigHistory:
         self.keep = keep
         self.tasks = Supervisor(self.name)
         self._prune_lock = asyncio.Lock()  # count-then-delete must not interleave, or it over-deletes
+        self._tally: OrderedDict[str, _Tally] = OrderedDict()  # least recently written first
 
     async def start(self) -> None:
         return None
@@ -89,42 +127,116 @@ class ConfigHistory:
             out.append(Op.put(f"{HISTORY_PREFIX}{r.key}{_SEP}{r.ts_ns:020d}", body))
         return out
 
+    def plan(self, records: Sequence[HistoryRecord]) -> HistoryPlan:
+        """``ops(records)`` with, per key, a get of its records when this process has no tally for it, or
+        the deletion of its oldest record when it is at ``keep``. Call ``committed`` or ``abandoned`` after."""
+        plan = HistoryPlan([], {}, {}, [])
+        for r, put in zip(records, self.ops(records), strict=True):
+            t = self._tally.get(r.key)
+            if t is None:
+                plan.counted[r.key] = len(plan.ops)
+                plan.ops.append(Op.get(_records_of(r.key), prefix=True))
+            else:
+                self._tally.move_to_end(r.key)
+                # Deletions already in flight (other writes', a pruning read's) count as done.
+                for _ in range(min(t.count + 1 - self.keep - len(t.claimed), len(t.oldest))):
+                    victim = t.oldest.popleft()  # claimed: no concurrent write deletes it too
+                    t.claimed.add(victim)
+                    plan.claimed.setdefault(r.key, []).append((victim, len(plan.ops)))
+                    plan.ops.append(Op.delete(victim))
+            plan.ops.append(put)
+            plan.keys.append(r.key)
+        return plan
+
+    def committed(self, plan: HistoryPlan, results: Sequence[Sequence[KeyValue]]) -> list[str]:
+        """Update the tallies after ``plan``'s transaction committed (``results``: its ops' results, in
+        order); returns the keys that still hold more than ``keep`` records, for a pruning read."""
+        over = []
+        for key in plan.keys:
+            t = self._tally.get(key)
+            if key in plan.counted:
+                found = results[plan.counted[key]]
+                t = self._tally[key] = _Tally(len(found), deque(kv.key for kv in found[:_PRUNE_AHEAD]))
+                self._bound()
+            elif t is None:  # evicted meanwhile: the key's next write counts its records again
+                continue
+            else:
+                for victim, i in plan.claimed.get(key, ()):
+                    t.claimed.discard(victim)
+                    t.count -= len(results[i])  # 0 if another server or a pruning read deleted it first
+            t.count += 1
+            if t.count > self.keep:  # too few oldest known (or a lower keep than the stored records)
+                over.append(key)
+        return over
+
+    def abandoned(self, plan: HistoryPlan) -> None:
+        """``plan``'s transaction did not commit: its claimed records are the oldest again."""
+        for key, claims in plan.claimed.items():
+            t = self._tally.get(key)
+            if t is not None:
+                t.claimed.difference_update(v for v, _ in claims)
+                t.oldest.extendleft(v for v, _ in reversed(claims))
+
+    def _bound(self) -> None:
+        while len(self._tally) > _TALLY_KEYS:
+            self._tally.popitem(last=False)  # the least recently written; counted again when next written
+
     def event_ops(self, changes: Sequence[tuple[str, str, bool, bool]]) -> list[Op]:
         """The puts of the ``config`` change events of (key, who, created, deleted), to add to the change's own
         transaction when the change log lives in the same store (one commit, one fsync, for both); else none,
         and ``announce`` records them after the commit."""
-        if not isinstance(self.changes, ChangeLog) or self.changes.store is not self.store:
+        if not self._staged:
             return []
+        assert isinstance(self.changes, ChangeLog)
         return [self.changes.stage(_event(*c))[1] for c in changes]
 
-    async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int) -> None:
-        """After a commit: the change events not in it (see ``event_ops``), then pruning."""
-        if changes:
-            self.tasks.spawn(self._after_commit(list(changes)), name=f"config-history {revision}", loop=False)
+    @property
+    def _staged(self) -> bool:
+        return isinstance(self.changes, ChangeLog) and self.changes.store is self.store
 
-    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]]) -> None:
-        staged = isinstance(self.changes, ChangeLog) and self.changes.store is self.store
+    async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int,
+                       over: Sequence[str] = ()) -> None:
+        """After a commit: the change events not in it (see ``event_ops``), then pruning of the keys ``over``
+        their limit (``committed``'s answer)."""
+        unstaged = self.changes is not None and not self._staged
+        if (unstaged and changes) or over:
+            self.tasks.spawn(self._after_commit(list(changes) if unstaged else [], list(over)),
+                             name=f"config-history {revision}", loop=False)
+
+    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]], over: list[str]) -> None:
         for c in changes:
-            if self.changes is not None and not staged:
-                try:
-                    await self.changes.record(_event(*c))
-                except Exception:  # the change itself is committed; a lost event must not fail the write
-                    log.exception("config change event not recorded", extra={"key": c[0]})
-            await self._prune(c[0])
+            assert self.changes is not None
+            try:
+                await self.changes.record(_event(*c))
+            except Exception:  # the change itself is committed; a lost event must not fail the write
+                log.exception("config change event not recorded", extra={"key": c[0]})
+        for key in over:
+            await self._prune(key)
 
     async def _prune(self, key: str) -> None:
-        prefix = f"{HISTORY_PREFIX}{key}{_SEP}"
+        """Delete the records of ``key`` past the newest ``keep`` and note the next oldest.
+
+        The tally moves by exact deltas only (+1 per record committed, -1 per record a delete removed),
+        never by a count read beside writes in flight; records claimed by a write in flight are left to it,
+        and the ones this deletes are claimed until they are gone."""
         async with self._prune_lock:
-            res = await self.store.range(prefix, limit=1)
-            extra = res.count - self.keep
-            if extra > 0:
-                old = await self.store.range(prefix, limit=extra)
-                for kv in old.kvs:
-                    await self.store.delete(kv.key)
+            t = self._tally.get(key)
+            if t is None:  # evicted: the key's next write counts its records again
+                return
+            ahead = await self.store.range(_records_of(key), limit=max(t.count - self.keep, 0) + _PRUNE_AHEAD)
+            # From here to the first delete nothing else runs: what is claimed and counted now is exact.
+            extra = max(t.count - self.keep - len(t.claimed), 0)
+            free = [kv.key for kv in ahead.kvs if kv.key not in t.claimed]
+            victims, t.oldest = free[:extra], deque(free[extra:])
+            t.claimed.update(victims)
+            for victim in victims:
+                removed = len(await self.store.delete(victim))
+                t.claimed.discard(victim)
+                t.count -= removed  # after the await: writes committed meanwhile counted themselves
 
     async def of(self, key: str, *, limit: int = 100) -> list[HistoryRecord]:
         """The recorded changes of ``key``, oldest first (at most the newest ``limit``)."""
-        res = await self.store.range(f"{HISTORY_PREFIX}{key}{_SEP}")
+        res = await self.store.range(_records_of(key))
         out = []
         for kv in res.kvs[-limit:]:
             d = orjson.loads(kv.value)

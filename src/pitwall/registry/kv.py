@@ -174,14 +174,14 @@ class KVStore:
             verb, op["Session"] = "lock", acquire
         elif release:
             verb, op["Session"] = "unlock", release
-        return _ok(await self._run([(verb, op)], who=who))
+        return _ok(await self._run([(verb, op)], who=who, render=False))
 
     async def delete(self, key: str, *, who: str, recurse: bool = False, cas: int | None = None) -> bool:
         if recurse:
-            return _ok(await self._run([("delete-tree", {"Key": key})], who=who))
+            return _ok(await self._run([("delete-tree", {"Key": key})], who=who, render=False))
         if cas is not None:
-            return _ok(await self._run([("delete-cas", {"Key": key, "Index": cas})], who=who))
-        return _ok(await self._run([("delete", {"Key": key})], who=who))
+            return _ok(await self._run([("delete-cas", {"Key": key, "Index": cas})], who=who, render=False))
+        return _ok(await self._run([("delete", {"Key": key})], who=who, render=False))
 
     async def txn(self, ops: Sequence[dict[str, Any]], *, who: str) -> TxnOutcome:
         """``PUT /v1/txn`` (KV operations): all or nothing; per-operation errors as Consul reports them."""
@@ -207,15 +207,17 @@ class KVStore:
 
     # ---- the engine ---------------------------------------------------------------------------------
 
-    async def _run(self, ops: Sequence[tuple[str, dict[str, Any]]], *, who: str) -> TxnOutcome:
+    async def _run(self, ops: Sequence[tuple[str, dict[str, Any]]], *, who: str, render: bool = True) -> TxnOutcome:
+        """``ops`` as one transaction, retried on a race; ``render``: build Consul's ``Results`` (a single
+        write answers only true or false)."""
         for _ in range(_RETRIES):
             try:
-                return await self._attempt(ops, who)
+                return await self._attempt(ops, who, render)
             except _Conflict:
                 continue
         raise ConsulError(500, "transaction kept conflicting with concurrent writes; retry")
 
-    async def _attempt(self, ops: Sequence[tuple[str, dict[str, Any]]], who: str) -> TxnOutcome:
+    async def _attempt(self, ops: Sequence[tuple[str, dict[str, Any]]], who: str, render: bool) -> TxnOutcome:
         w = _Work(self.store, {}, {}, {})
         results: list[tuple[str, str, bool]] = []  # (verb, key, with value) to render after the commit
         errors: list[dict[str, Any]] = []
@@ -228,7 +230,7 @@ class KVStore:
         if errors:
             return TxnOutcome(None, errors)
         rev = await self._commit(w, who, [s for s, ok in sessions.items() if ok])
-        return TxnOutcome(self._render(w, results, rev), None, rev)
+        return TxnOutcome(self._render(w, results, rev) if render else [], None, rev)
 
     async def _commit(self, w: _Work, who: str, live_sessions: Sequence[str] = ()) -> int:
         """Write what ``w`` changed, its history records and the lock index (``HELD_PREFIX``) in one
@@ -243,17 +245,25 @@ class KVStore:
             writes.append(Op.put(KV_PREFIX + key, new.stored()) if new else Op.delete(KV_PREFIX + key))
             writes.extend(_held_ops(key, old, new))
             changes.append((key, old, new))
-        now_ns = time.time_ns()
-        writes.extend(self.history.ops([HistoryRecord(key, who, now_ns, old.value if old else None,
-                                                      new.value if new else None, 0) for key, old, new in changes]))
-        announced = [(key, who, old is None, new is None) for key, old, new in changes]
-        writes.extend(self.history.event_ops(announced))
         if not writes:
             return await self.store.revision()
-        res = await self.store.txn(compares, writes)
+        now_ns = time.time_ns()
+        plan = self.history.plan([HistoryRecord(key, who, now_ns, old.value if old else None,
+                                                new.value if new else None, 0) for key, old, new in changes])
+        at = len(writes)
+        writes.extend(plan.ops)
+        announced = [(key, who, old is None, new is None) for key, old, new in changes]
+        writes.extend(self.history.event_ops(announced))
+        try:
+            res = await self.store.txn(compares, writes)
+        except BaseException:
+            self.history.abandoned(plan)
+            raise
         if not res.succeeded:
+            self.history.abandoned(plan)
             raise _Conflict
-        await self.history.announce(announced, res.revision)
+        over = self.history.committed(plan, res.results[at:at + len(plan.ops)])
+        await self.history.announce(announced, res.revision, over)
         return res.revision
 
     def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:

@@ -394,3 +394,30 @@ async def test_a_failing_write_fails_alone(store: RevStore, ns: str) -> None:
     assert not any(isinstance(r, BaseException) for r in good)
     assert sorted(r.mod_revision for r in good) == list(range(before + 1, before + 11))  # type: ignore[union-attr]
     assert await store.get(ns + "bad") is None and await store.revision() == before + 10
+
+
+@pytest.mark.timeout(60)
+async def test_watchers_of_concurrent_writes_see_them_in_order(store: RevStore, ns: str) -> None:
+    """Writes sent together (one group commit where a backend batches) reach a watcher asking for previous
+    values and one not asking in revision order, each event once, with prev_kv only where asked."""
+    base = await store.put(ns + "a/0", b"seed")
+    with_prev = store.watch(ns, start_revision=base.mod_revision + 1, prev_kv=True)
+    only_a = store.watch(ns + "a/", start_revision=base.mod_revision + 1)
+    try:
+        await asyncio.gather(
+            *(store.put(ns + f"{'a' if i % 2 else 'b'}/{i % 3}", str(i).encode()) for i in range(30)),
+            store.txn([], [Op.put(ns + "a/x", b"t"), Op.put(ns + "b/x", b"t"), Op.delete(ns + "a/0")]))
+        everything = await _collect(with_prev, 33)
+        a_events = await _collect(only_a, sum(e.kv.key.startswith(ns + "a/") for e in everything))
+    finally:
+        await _aclose(with_prev)
+        await _aclose(only_a)
+    revs = [e.kv.mod_revision for e in everything]
+    assert sorted(set(revs)) == list(range(base.mod_revision + 1, base.mod_revision + 32))  # 30 puts, one txn
+    assert revs == sorted(revs)
+    assert [_seen([e]) for e in a_events] == [_seen([e]) for e in everything if e.kv.key.startswith(ns + "a/")]
+    assert all(e.prev_kv is None for e in a_events)
+    deleted = next(e for e in everything if e.type == "DELETE")
+    assert deleted.prev_kv is not None and deleted.prev_kv.key == ns + "a/0"
+    rewrites = [e for e in everything if e.type == "PUT" and e.kv.version > 1]
+    assert rewrites and all(e.prev_kv is not None and e.prev_kv.version == e.kv.version - 1 for e in rewrites)

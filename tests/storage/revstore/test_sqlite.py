@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pitwall.storage.revstore import Compacted, Event, RevStoreError
+from pitwall.storage.revstore import Compacted, Event, LeaseNotFound, Op, RevStoreError
 from pitwall.storage.revstore.sqlite import SqliteRevStore
 
 
@@ -186,3 +186,29 @@ async def test_online_backup(tmp_path: Path) -> None:
         assert len((await copy.range("/")).kvs) == rev  # one key per revision, nothing torn
     finally:
         await copy.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_lone_failing_write_leaves_nothing(tmp_path: Path) -> None:
+    """A write alone in its commit runs without a savepoint: its failure rolls the whole transaction back,
+    and the next write still gets the next revision, with a watcher seeing exactly the writes that held."""
+    s = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await s.start()
+    try:
+        await s.put("/a", b"1")
+        events = s.watch("/", start_revision=1)
+        with pytest.raises(LeaseNotFound):
+            await s.txn([], [Op.put("/b", b"x"), Op.put("/c", b"y", lease=999)])  # fails on its second op
+        assert await s.get("/b") is None and await s.revision() == 1
+        kv = await s.put("/d", b"2")
+        assert kv.mod_revision == 2
+        seen = [[(e.kv.key, e.kv.mod_revision) for e in await anext(events)] for _ in range(2)]
+        assert seen == [[("/a", 1)], [("/d", 2)]]
+    finally:
+        await s.stop()
+    s = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await s.start()
+    try:
+        assert await s.revision() == 2 and [kv.key for kv in (await s.range("/")).kvs] == ["/a", "/d"]
+    finally:
+        await s.stop()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import Event
 from ._common import prefix_bounds
@@ -74,17 +74,19 @@ class FanOut:
 
     def publish(self, revision: int, events: list[tuple[bytes, Event]]) -> None:
         """Offer one revision's events (with their encoded keys) to every watcher; call in order."""
-        bare: list[Event] | None = None
+        bare: list[Event] | None = None  # the events without prev_kv, built once for every watcher not asking
         for w in self._watchers:
             if w.lagged:
                 continue
-            mine = [ev for kb, ev in events if w.matches(kb)]
-            if not mine:
+            hits = [i for i, (kb, _) in enumerate(events) if w.matches(kb)]
+            if not hits:
                 continue
-            if not w.prev_kv:
+            if w.prev_kv:
+                mine = [events[i][1] for i in hits]
+            else:
                 if bare is None:
-                    bare = [replace(ev, prev_kv=None) for _, ev in events]
-                mine = [bev for (kb, _), bev in zip(events, bare, strict=True) if w.matches(kb)]
+                    bare = [ev if ev.prev_kv is None else Event(ev.type, ev.kv) for _, ev in events]
+                mine = [bare[i] for i in hits]
             if len(w.pending) >= w.limit:
                 w.lagged = True  # catch up from history instead of growing memory
                 w.pending.clear()

@@ -631,7 +631,9 @@ class PostgresRevStore:
                 cur = await conn.execute(_EVENTS_SQL.format(cond=cond),
                                          {"first": first, "last": last, "lo": w.lo, "hi": w.hi})
                 rows = await cur.fetchall()
-            return [[ev for _, ev in batch] for batch in _events(rows)]
+            # The rows carry each change's previous value; a watcher that did not ask for it gets none.
+            return [[ev if w.prev_kv or ev.prev_kv is None else Event(ev.type, ev.kv) for _, ev in batch]
+                    for batch in _events(rows)]
         return await self._read(fn)
 
     async def _until_published(self, rev: int) -> None:

@@ -480,22 +480,26 @@ class SqliteRevStore:
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
         assert self._loop is not None
         start_rev, start_compact = self._w_rev, self._compact_rev
+        alone = len(batch) == 1  # no savepoint: a failure rolls the whole transaction back
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
-                before = self._w_rev
-                conn.execute("SAVEPOINT job")
+                before = self._w_rev, self._compact_rev
+                if not alone:
+                    conn.execute("SAVEPOINT job")
                 try:
                     job.result, job.events = job.fn(conn)
                 except Exception as e:  # this write only; the rest of the batch goes on
-                    conn.execute("ROLLBACK TO job")
-                    self._w_rev = before
+                    conn.execute("ROLLBACK" if alone else "ROLLBACK TO job")
+                    self._w_rev, self._compact_rev = before
                     job.error = e
                     job.events = []
-                conn.execute("RELEASE job")
-            if self._w_rev != start_rev:
-                conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (self._w_rev,))
-            conn.execute("COMMIT")
+                if not alone:
+                    conn.execute("RELEASE job")
+            if conn.in_transaction:  # (not when a lone write failed: rolled back, nothing to commit)
+                if self._w_rev != start_rev:
+                    conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (self._w_rev,))
+                conn.execute("COMMIT")
         except Exception as e:
             log.error("revstore commit failed", exc_info=e)
             with contextlib.suppress(sqlite3.Error):
