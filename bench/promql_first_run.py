@@ -19,6 +19,7 @@ Environment: ``K`` (default 40), ``R``, ``SLEEP``, ``ONLY``, ``SEED`` (24).
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -34,7 +35,8 @@ def main() -> None:
     pause = float(os.environ.get("SLEEP", "0"))
     pairs = [p for p in pr.draw(300, int(os.environ.get("SEED", "24"))) if p[0] in only][:k]
     t0 = int(time.time()) // 60 * 60 - 3600
-    srv = Server("pitwall", Path(tempfile.mkdtemp(prefix="pitwall-first-")))
+    work = Path(tempfile.mkdtemp(prefix="pitwall-first-"))
+    srv = Server("pitwall", work)
     try:
         res = run_shared("prom_remote_write.py", "--url", srv.url + "/api/v1/write",
                          "--samples-per-series-per-req", "10",
@@ -61,6 +63,7 @@ def main() -> None:
               f"load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     finally:
         srv.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
