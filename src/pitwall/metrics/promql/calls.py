@@ -13,6 +13,8 @@ from pitwall.metrics.promql import functions as fn
 from pitwall.metrics.promql.ast import Call, MatrixSel, Node, Paren, Selector, Subquery, children
 from pitwall.metrics.promql.errors import PromQLEvalError
 from pitwall.metrics.promql.format import labels_string
+from pitwall.metrics.promql.histograms import histogram_fraction, histogram_quantile
+from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS, FunctionArgError
 from pitwall.metrics.promql.values import RangeSamples, Scalar, StepVector, String, Value
 
 if TYPE_CHECKING:
@@ -39,8 +41,6 @@ def call(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
 
 
 def _range_call(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
-    from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS, FunctionArgError
-
     name = node.func
     range_node = next(a for a in node.args if _is_range_arg(a))
     rs = ev.range_value(range_node, ts)
@@ -197,8 +197,6 @@ def _sort_by_label(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
 
 
 def _histogram_quantile(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
-    from pitwall.metrics.promql.histograms import histogram_quantile
-
     phi = ev.scalar(node.args[0], ts)
     vec = ev.vector(node.args[1], ts)
     phi_pos, vec_pos = node.args[0].pos, node.args[1].pos
@@ -212,8 +210,6 @@ def _histogram_quantile(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
 
 
 def _histogram_fraction(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
-    from pitwall.metrics.promql.histograms import histogram_fraction
-
     lower = ev.scalar(node.args[0], ts)
     upper = ev.scalar(node.args[1], ts)
     vec = ev.vector(node.args[2], ts)
@@ -226,8 +222,6 @@ def _histogram_fraction(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
 def _histogram_quantiles(ev: Evaluator, node: Call, ts: np.ndarray) -> Value:
     """``histogram_quantiles(v, "label", q1, q2, ...)``: one result per quantile, labelled."""
     from pitwall.metrics.promql.evaluator import dedupe
-    from pitwall.metrics.promql.histograms import histogram_quantile
-
     vec = ev.vector(node.args[0], ts)
     label = _string_arg(ev, node.args[1], ts)
     vec_pos = node.args[0].pos
