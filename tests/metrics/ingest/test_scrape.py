@@ -106,12 +106,13 @@ def config(address: str | list[str], **extra: Any) -> list[ScrapeConfig]:
     return parse_scrape_configs([raw])
 
 
-async def wait_for(pred: Callable[[], bool], what: str, steps: int = 300) -> None:
-    for _ in range(steps):
-        if pred():
-            return
+async def wait_for(pred: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    # by the clock, not a count of sleeps: on a loaded machine each sleep overshoots (CI ran out of 300)
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_scrapes_prometheus_client_endpoint() -> None:
