@@ -221,8 +221,12 @@ class ConfigHistory:
         and the ones this deletes are claimed until they are gone."""
         async with self._prune_lock:
             t = self._tally.get(key)
-            if t is None:  # evicted: the key's next write counts its records again
-                return
+            if t is None:  # evicted since its write (writes to more keys than tallies): count it again here,
+                found = (await self.store.range(_records_of(key))).kvs  # else it keeps one record too many
+                t = self._tally.get(key)
+                if t is None:
+                    t = self._tally[key] = _Tally(len(found), deque(kv.key for kv in found[:_PRUNE_AHEAD]))
+                    self._bound()
             ahead = await self.store.range(_records_of(key), limit=max(t.count - self.keep, 0) + _PRUNE_AHEAD)
             # From here to the first delete nothing else runs: what is claimed and counted now is exact.
             extra = max(t.count - self.keep - len(t.claimed), 0)
