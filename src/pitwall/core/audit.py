@@ -1,6 +1,6 @@
-"""The audit log: who changed what, and who was refused, as ASGI middleware feeding a bounded queue.
+"""The audit log: who changed what, and who was refused, fed by the edge layer into a bounded queue.
 
-``AuditMiddleware`` records one ``AuditEntry`` for every HTTP request that is
+``AuditLog.record`` (called by ``core.edge`` for every answered request) keeps one ``AuditEntry`` for every HTTP request that is
 not a read (a method other than GET, HEAD and OPTIONS, outside
 ``core.auth``'s read-only POSTs) and for every refused one (401, 403),
 reads included: when, the token's name (never the token), the tenant,
@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from pitwall.core.auth import SAFE_METHODS, is_read_only_post
 from pitwall.core.errors import PitwallError
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from pitwall.core.lifecycle import Component, Mount
     from pitwall.core.selfmetrics import SelfMetrics
 
-__all__ = ["AUDIT_TENANT", "AuditEntry", "AuditLog", "AuditMiddleware", "AuditSettings", "AuditSink",
+__all__ = ["AUDIT_TENANT", "AuditEntry", "AuditLog", "AuditSettings", "AuditSink",
            "is_audited"]
 
 log = logging.getLogger(__name__)
@@ -191,33 +191,6 @@ class AuditLog:
                                           value=audit.failed)
 
         metrics.registry.register(_Dropped())
-
-
-class AuditMiddleware:
-    """Records audited HTTP requests into an ``AuditLog``; outside ``BearerAuth`` so refusals are seen
-    (the principal it resolves stays in the shared ASGI scope)."""
-
-    def __init__(self, app: ASGIApp, audit: AuditLog) -> None:
-        self.app = app
-        self.audit = audit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.audit.enabled:
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def wrapped(msg: Message) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
-            await send(msg)
-
-        try:
-            await self.app(scope, receive, wrapped)
-        finally:
-            self.audit.record(scope, status, time.perf_counter() - start)
 
 
 def _entry(scope: Scope, method: str, status: int, duration_s: float) -> AuditEntry:

@@ -18,7 +18,7 @@ rather than one middleware (a coroutine frame, most with a wrapped
    dependencies, the route).
 
 Each concern's code stays in its own module; this layer only calls them
-(each is also a middleware of its own, for apps built without it). It runs
+(the browser guard, auth, CSRF check and parking can also wrap an app on their own). It runs
 outside the framework's error layer, so an exception of its own is answered
 as that layer would (a plain-text 500) before it propagates to the server,
 which logs it. The composition is ``server.create_app``'s.

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 
 class SelfMetrics:
@@ -50,29 +50,3 @@ class SelfMetrics:
                 yield GaugeMetricFamily(name, doc, value=read())
 
         self.registry.register(_C())
-
-
-class RequestMetrics:
-    """ASGI middleware counting requests per route template."""
-
-    def __init__(self, app: ASGIApp, metrics: SelfMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def wrapped(msg: Message) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
-            await send(msg)
-
-        try:
-            await self.app(scope, receive, wrapped)
-        finally:
-            self.metrics.observe(scope, status, time.perf_counter() - start)
