@@ -13,6 +13,7 @@ from pitwall.storage.revstore import (
     Compare,
     Event,
     FutureRevision,
+    KeyValue,
     LeaseNotFound,
     Op,
     RevStore,
@@ -132,6 +133,33 @@ async def test_txn_update_if_unchanged(store: RevStore, ns: str) -> None:
     # A value compare on a missing key is false whatever the operator (etcd's rule).
     assert not (await store.txn([Compare(ns + "none", "value", "!=", b"x")], [])).succeeded
     assert (await store.txn([Compare(ns + "none", "version", "=", 0)], [])).succeeded
+
+
+@pytest.mark.timeout(60)
+async def test_txn_puts_of_compared_new_and_existing_keys(store: RevStore, ns: str) -> None:
+    """One transaction puts a key it compared, one it compared as absent, a new key and an existing key it did
+    not compare (a Consul write's value, history record and change event are such keys): each gets its right
+    create revision, version and previous value, in the results and on a watch."""
+    seen = await store.put(ns + "seen", b"s1")
+    other = await store.put(ns + "other", b"o1")
+    w = store.watch(ns, start_revision=other.mod_revision + 1, prev_kv=True)
+    try:
+        r = await store.txn([Compare(ns + "seen", "mod", "=", seen.mod_revision), Compare(ns + "gone", "create", "=", 0)],
+                            [Op.put(ns + "seen", b"s2"), Op.put(ns + "gone", b"g1"), Op.put(ns + "new", b"n1"),
+                             Op.put(ns + "other", b"o2")])
+        assert r.succeeded
+        rev = r.revision
+        got = {kv[0].key[len(ns):]: (kv[0].value, kv[0].create_revision, kv[0].version) for kv in r.results}
+        assert got == {"seen": (b"s2", seen.create_revision, 2), "gone": (b"g1", rev, 1), "new": (b"n1", rev, 1),
+                       "other": (b"o2", other.create_revision, 2)}
+        events = await _collect(w, 4)
+    finally:
+        await _aclose(w)
+    prev = {e.kv.key[len(ns):]: None if e.prev_kv is None else e.prev_kv.value for e in events}
+    assert prev == {"seen": b"s1", "gone": None, "new": None, "other": b"o1"}
+    assert {e.kv.key: e.kv for e in events} == {kv[0].key: kv[0] for kv in r.results}
+    for key, (value, create, version) in got.items():
+        assert await store.get(ns + key) == KeyValue(ns + key, value, create, rev, version)
 
 
 @pytest.mark.timeout(60)

@@ -108,6 +108,9 @@ CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
 """
 
 _KV_COLS = "key, value, create_rev, mod_rev, version, lease"
+_INSERT_NEW = "INSERT INTO kv_current VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+_UPSERT = ("INSERT INTO kv_current VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
+           "value = excluded.value, mod_rev = excluded.mod_rev, version = excluded.version, lease = excluded.lease")
 _BATCH_MAX = 1000  # writes per group commit
 _LEASE_CHECK_S = 0.1
 _MIN_TTL_S = 0.5
@@ -331,14 +334,15 @@ class SqliteRevStore:
         check_txn_ops(failure)
 
         def fn(conn: sqlite3.Connection) -> tuple[TxnResult, list[tuple[bytes, Event]]]:
-            ok = all(compare_holds(c, self._w_current(conn, enc(c.key))) for c in compare)
+            known: dict[bytes, KeyValue | None] = {}  # what the compares read, for the puts of the same keys
+            ok = all(compare_holds(c, self._w_compared(conn, enc(c.key), known)) for c in compare)
             rev = self._w_rev + 1
             sub = 0
             results: list[list[KeyValue]] = []
             events: list[tuple[bytes, Event]] = []
             for op in success if ok else failure:
                 if op.kind == "put":
-                    kv, ev = self._w_put(conn, rev, sub, op.key, bytes(op.value), op.lease)
+                    kv, ev = self._w_put(conn, rev, sub, op.key, bytes(op.value), op.lease, known)
                     results.append([kv])
                     events.append(ev)
                     sub += 1
@@ -514,18 +518,32 @@ class SqliteRevStore:
         row = conn.execute(f"SELECT {_KV_COLS} FROM kv_current WHERE key = ?", (key,)).fetchone()
         return None if row is None else _kv(row)
 
+    def _w_compared(self, conn: sqlite3.Connection, key: bytes, known: dict[bytes, KeyValue | None]) -> KeyValue | None:
+        if key not in known:
+            known[key] = self._w_current(conn, key)
+        return known[key]
+
     def _w_put(self, conn: sqlite3.Connection, rev: int, sub: int, key: str, value: bytes,
-               lease: int) -> tuple[KeyValue, tuple[bytes, Event]]:
+               lease: int, known: dict[bytes, KeyValue | None] | None = None) -> tuple[KeyValue, tuple[bytes, Event]]:
+        """Write one key at ``rev``; ``known``: keys whose current state the transaction has read already.
+
+        A key not read yet is first inserted as new, which fails only if it exists (then it is read and
+        updated): the history records and change events written beside a Consul or Kubernetes write are
+        always new keys, so this saves them a read each (every statement is a GIL release in this thread)."""
         kb = enc(key)
         if lease and conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone() is None:
             raise LeaseNotFound(f"lease {lease} not found")
-        prev = self._w_current(conn, kb)
+        if known is not None and kb in known:
+            prev = known.pop(kb)  # popped: the key changes now (a transaction writes a key at most once)
+            pending = True
+        else:
+            inserted = conn.execute(_INSERT_NEW, (kb, value, rev, rev, 1, lease)).rowcount == 1
+            prev = None if inserted else self._w_current(conn, kb)
+            pending = not inserted
         create = prev.create_revision if prev else rev
         version = prev.version + 1 if prev else 1
-        conn.execute(
-            "INSERT INTO kv_current VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
-            "value = excluded.value, mod_rev = excluded.mod_rev, version = excluded.version, lease = excluded.lease",
-            (kb, value, create, rev, version, lease))
+        if pending:
+            conn.execute(_UPSERT, (kb, value, create, rev, version, lease))
         conn.execute("INSERT INTO kv_history VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
                      (rev, sub, kb, value, create, version, lease))
         kv = KeyValue(key, value, create, rev, version, lease)
