@@ -5,12 +5,13 @@
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
 connection; for pitwall also the server's CPU per operation, all threads,
-the steadier figure on a shared machine), concurrent PUTs (``--concurrency`` connections), and for
+the steadier figure on a shared machine, split between the event loop's
+thread and the others with each side's sleeps per operation), concurrent PUTs (``--concurrency`` connections), and for
 pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
 one key, the server's RSS before and while they are held, and the time from
 the write to the last waiter answering; then as many held again and their
 clients gone, and the time until the server holds none (a client that
-disconnects frees its watcher). ``--watch-path`` holds another blocking
+disconnects frees its watcher); ``--watchers 0`` skips them. ``--watch-path`` holds another blocking
 read instead of ``/v1/kv/watched`` (a catalog, health or session endpoint);
 for those the watched change is an agent service registration (``web``, or
 the service the path names) whose tags change. The bench lifts its own open-files soft limit
@@ -75,17 +76,46 @@ async def _concurrent(n: int, workers: int, make: Callable[[httpx.AsyncClient, i
         return n / (time.perf_counter() - t0)
 
 
+def _threads(pid: int) -> dict[str, tuple[float, int]]:
+    """Per thread of ``pid``: (CPU seconds, voluntary context switches), the event loop's (the main thread's)
+    under ``loop`` and the others summed under ``other``."""
+    out = {"loop": (0.0, 0), "other": (0.0, 0)}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            status = (task / "status").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        switches = int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt")))
+        which = "loop" if task.name == str(pid) else "other"
+        out[which] = (out[which][0] + cpu, out[which][1] + switches)
+    return out
+
+
+def _per_op(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]], n: int,
+            out: dict[str, float], op: str) -> None:
+    for which in ("loop", "other"):
+        out[f"{op}_cpu_{which}_ms"] = (after[which][0] - before[which][0]) * 1000 / n
+        out[f"{op}_switches_{which}"] = (after[which][1] - before[which][1]) / n
+
+
 def bench_pitwall(server: Server, n: int, workers: int) -> dict[str, float]:
-    """The rates, latencies and the server process's CPU (all its threads) per sequential PUT and GET."""
+    """The rates, latencies and the server process's CPU (all its threads) per sequential PUT and GET, split
+    between the event loop's thread and the others (the store's writer and readers, uvicorn's, the log
+    store's), with each side's voluntary context switches (sleeps) per operation."""
     out: dict[str, float] = {}
     url = server.url
+    pid = server.proc.pid
     with httpx.Client(base_url=url, timeout=60) as c:
-        cpu = server.cpu_seconds()
+        cpu, threads = server.cpu_seconds(), _threads(pid)
         out["put"], out["put_p50"], out["put_p99"] = _seq(n, lambda i: c.put(f"/v1/kv/bench/k{i}", content=VALUE))
         time.sleep(0.5)  # the writes' after-commit work counted with them
+        _per_op(threads, threads := _threads(pid), n, out, "put")
         out["put_cpu_ms"], cpu = (server.cpu_seconds() - cpu) * 1000 / n, server.cpu_seconds()
         out["get"], out["get_p50"], out["get_p99"] = _seq(n, lambda i: c.get(f"/v1/kv/bench/k{i}"))
         out["get_cpu_ms"] = (server.cpu_seconds() - cpu) * 1000 / n
+        _per_op(threads, _threads(pid), n, out, "get")
     out["put_conc"] = asyncio.run(_concurrent(n, workers, lambda c, i: c.put(f"{url}/v1/kv/bench/c{i}",
                                                                                content=VALUE)))
     return out
@@ -227,8 +257,10 @@ def main() -> None:
             e = bench_etcd(etcd_url, args.n, args.concurrency)
             print("pitwall ...", file=sys.stderr, flush=True)
             p = bench_pitwall(pit, args.n, args.concurrency)
-            print("blocking queries ...", file=sys.stderr, flush=True)
-            w = asyncio.run(bench_watchers(pit, args.watchers, args.watch_path))
+            w = None
+            if args.watchers > 0:
+                print("blocking queries ...", file=sys.stderr, flush=True)
+                w = asyncio.run(bench_watchers(pit, args.watchers, args.watch_path))
         finally:
             pit.stop()
             etcd.terminate()
@@ -241,7 +273,11 @@ def main() -> None:
         print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
     print(f"pitwall server CPU per sequential PUT {p['put_cpu_ms']:.2f} ms, per GET {p['get_cpu_ms']:.2f} ms "
           "(all its threads)")
-    _print_watchers(w, args.watchers, args.watch_path)
+    for op in ("put", "get"):
+        print(f"  {op.upper()}: event loop {p[f'{op}_cpu_loop_ms']:.2f} ms, {p[f'{op}_switches_loop']:.1f} sleeps; "
+              f"other threads {p[f'{op}_cpu_other_ms']:.2f} ms, {p[f'{op}_switches_other']:.1f} sleeps (per op)")
+    if w is not None:
+        _print_watchers(w, args.watchers, args.watch_path)
 
 
 if __name__ == "__main__":
