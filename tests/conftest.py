@@ -55,6 +55,13 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
 
+def _bound(port: int = 0) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a restart reuses the port
+    s.bind(("127.0.0.1", port))
+    return s
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -92,7 +99,10 @@ class LiveServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.port = free_port()
+        # The listening socket is bound here and handed to uvicorn: a port only looked up as free could be
+        # taken by another test's server before uvicorn bound it (seen in CI as "address already in use").
+        self._sock: socket.socket | None = _bound()
+        self.port = int(self._sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
         self.app: Any = None
@@ -104,7 +114,8 @@ class LiveServer:
         app = self.app = create_app(self.settings)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        sock, self._sock = self._sock or _bound(self.port), None  # uvicorn closes it when it stops
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         wait_ready(self.url)
 
@@ -113,6 +124,9 @@ class LiveServer:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._sock is not None:  # never started
+            self._sock.close()
+            self._sock = None
 
     def restart(self) -> None:
         self.stop()
