@@ -15,7 +15,7 @@ from pitwall.server import create_app
 
 RULES = """groups:
   - name: node
-    interval: 1s
+    interval: 1m
     rules:
       - record: job:up:sum
         expr: sum by (job) (up)
@@ -44,8 +44,9 @@ async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None
     app, client = await _app_client(config, tmp_path)
     async with app.router.lifespan_context(app), client:  # type: ignore[attr-defined]
         c = app.state.components  # type: ignore[attr-defined]
-        # This test drives evaluation by hand: the group's own 1 s loop, if it ran first on a slow machine,
-        # would restore the 'for' state and write ALERTS before the check below expects it.
+        # This test drives evaluation by hand: the group's own loop, had it run twice first (1-2 intervals,
+        # then one more), would restore the 'for' state and write ALERTS before the check below expects it.
+        # So the interval is a minute (it was 1 s, and a loaded CI machine got there before the stop below).
         await c.rules.manager.stop()
         now = int(time.time() * 1000)
         await c.metrics.store.append("default", SampleBatch.from_rows(
@@ -56,7 +57,7 @@ async def test_rules_api_shape_and_filters(config: Path, tmp_path: Path) -> None
         body = r.json()
         assert r.status_code == 200 and body["status"] == "success"
         (g,) = body["data"]["groups"]
-        assert (g["name"], g["file"], g["interval"], g["limit"]) == ("node", str(tmp_path / "rules.yml"), 1, 0)
+        assert (g["name"], g["file"], g["interval"], g["limit"]) == ("node", str(tmp_path / "rules.yml"), 60, 0)
         rec, alert = g["rules"]
         assert (rec["type"], rec["name"], rec["health"]) == ("recording", "job:up:sum", "ok")
         assert alert["type"] == "alerting" and alert["state"] == "firing" and alert["duration"] == 0
