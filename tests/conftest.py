@@ -102,7 +102,11 @@ class LiveServer:
         from pitwall.server import create_app
 
         app = self.app = create_app(self.settings)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+        from pitwall.core.httpproto import LeanHttpToolsProtocol
+
+        # the HTTP protocol ``pitwall server`` serves with
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
+                                http=LeanHttpToolsProtocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
