@@ -104,9 +104,9 @@ class LiveServer:
         app = self.app = create_app(self.settings)
         from pitwall.core.httpproto import LeanHttpToolsProtocol
 
-        # the HTTP protocol ``pitwall server`` serves with
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on",
-                                http=LeanHttpToolsProtocol)
+        # served as ``pitwall server`` serves it: its edge layer, on its HTTP protocol
+        config = uvicorn.Config(app.edge or app, host="127.0.0.1", port=self.port, log_config=None,
+                                lifespan="on", http=LeanHttpToolsProtocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

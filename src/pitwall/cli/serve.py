@@ -105,7 +105,9 @@ def run(settings: Settings) -> None:
         typer.echo(f"pitwall: {e.message}", err=True)
         raise typer.Exit(2) from None
     config = uvicorn.Config(
-        app,
+        # the app's edge layer (which hands lifespan and requests to the framework) itself: a held Consul
+        # blocking query pins one coroutine frame fewer than through the app's ``__call__``
+        getattr(app, "edge", None) or app,
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -26,6 +26,8 @@ from pitwall.core.httpconn import Signal
 
 __all__ = ["LeanHttpToolsProtocol"]
 
+_LOCAL: dict[tuple[str, int | None], tuple[str, int | None]] = {}  # as many as the addresses listened on
+
 
 class _Pipeline(list[Any]):
     """The ``deque`` methods uvicorn calls on its queue of pipelined requests (rare: an empty list is 56 bytes,
@@ -47,6 +49,8 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.flow._is_writable_event = Signal(is_set=True)  # type: ignore[assignment]
+        if self.server is not None:  # the listening address: one tuple for every connection to it, not one each
+            self.server = _LOCAL.setdefault(self.server, self.server)
 
     def on_headers_complete(self) -> None:
         before = self.cycle
