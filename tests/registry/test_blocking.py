@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from pitwall.config import load_settings
+from pitwall.core.httpconn import Signal
 from pitwall.registry.blocking import FLOOR_KEY, ParkHeldQueries, WatchHub, parse_go_duration
 from pitwall.registry.model import KV_PREFIX, ConsulError
 from pitwall.storage.revstore.sqlite import SqliteRevStore
@@ -72,6 +73,24 @@ async def test_cap_on_held_waiters(hub: WatchHub) -> None:
     assert await hub.wait((KV_PREFIX,), rev, 0.05, None) == 0  # room again; times out
 
 
+async def test_deadlines_are_kept_to_the_waiter_without_a_timer_each(hub: WatchHub) -> None:
+    """Waiters wait by the second their deadline falls in (one timer per second), each exact at the end; a
+    waiter woken before its deadline leaves nothing behind."""
+    rev = await hub.store.revision()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    timed = asyncio.ensure_future(hub.wait((KV_PREFIX + "t/",), rev, 1.5, None))
+    woken = asyncio.ensure_future(hub.wait((KV_PREFIX + "w/",), rev, 30, None))
+    await asyncio.sleep(0.05)
+    assert sum(len(due) for due in hub._deadlines.values()) == 2
+    kv = await hub.store.put(KV_PREFIX + "w/x", b"1")
+    assert await asyncio.wait_for(woken, 5) == kv.mod_revision
+    assert sum(len(due) for due in hub._deadlines.values()) == 1
+    assert await asyncio.wait_for(timed, 10) == 0
+    assert loop.time() - t0 >= 1.5  # not before its deadline
+    assert hub.waiting == 0 and not any(hub._deadlines.values())
+
+
 def test_go_durations() -> None:
     assert parse_go_duration("1m30s") == 90 and parse_go_duration("250ms") == 0.25 and parse_go_duration("0") == 0
     for bad in ("", "10", "5x", "s"):
@@ -96,6 +115,9 @@ def test_client_disconnect_frees_its_waiter(server: LiveServer) -> None:
     while _held(server) < base + 1:
         assert time.monotonic() < deadline, "the blocking query was never held"
         time.sleep(0.05)
+    hub = server.app.state.components.control_plane.registry.hub
+    # pitwall server's protocol: the connection's own signal tells, no task reads ``receive`` for it
+    assert [type(w.gone) for w in list(hub._waiters)] == [Signal] * int(base + 1)
     sock.close()
     while _held(server) > base:  # long before the 60s wait ends
         assert time.monotonic() < deadline, "the waiter outlived its client"

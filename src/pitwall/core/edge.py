@@ -27,6 +27,7 @@ which logs it. The composition is ``server.create_app``'s.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 from starlette.responses import PlainTextResponse
@@ -45,8 +46,9 @@ __all__ = ["Edge", "Holder"]
 class Holder(Protocol):
     """Holds a request before it reaches the framework (``registry.blocking.ParkHeldQueries``)."""
 
-    async def hold(self, scope: Scope, receive: Receive) -> Scope | None:
-        """The scope the request goes on with, or None when it needs no answer (its client left)."""
+    def hold(self, scope: Scope, receive: Receive) -> Awaitable[Scope | None] | None:
+        """None when the request is not one to hold; else what to await: the scope it goes on with, or None
+        when it needs no answer (its client left)."""
         ...
 
 
@@ -100,7 +102,8 @@ class Edge:
                 receive = checked
             measured = time.perf_counter()  # the metrics time what passed the checks, parking included
             try:
-                go_on = scope if self.park is None else await self.park.hold(scope, receive)
+                held = None if self.park is None else self.park.hold(scope, receive)
+                go_on = scope if held is None else await held
                 if go_on is not None:
                     await self.app(go_on, receive, answer)
             finally:

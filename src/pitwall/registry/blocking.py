@@ -27,7 +27,9 @@ from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive, Scope
 
+from pitwall.core.httpconn import Signal, unwatch_departure, watch_departure
 from pitwall.core.tasks import Supervisor
 from pitwall.registry.model import ConsulError
 from pitwall.storage.revstore import Event, RevStore
@@ -96,11 +98,21 @@ class QueryOptions:
 
 
 class _Waiter:
-    __slots__ = ("fut", "prefixes")
+    """A held query: its future (settled with the waking revision, 0 at the deadline, -1 when the client left),
+    its deadline and how its client's departure is watched."""
 
-    def __init__(self, prefixes: tuple[str, ...], fut: asyncio.Future[int]) -> None:
+    __slots__ = ("deadline", "fut", "gone", "prefixes", "timer")
+
+    def __init__(self, prefixes: tuple[str, ...], fut: asyncio.Future[int], deadline: float) -> None:
         self.prefixes = prefixes
         self.fut = fut
+        self.deadline = deadline  # on the loop's clock
+        self.timer: asyncio.TimerHandle | None = None  # its own timer, in its deadline's last second only
+        self.gone: Signal | asyncio.Task[None] | None = None
+
+    def __call__(self) -> None:
+        """The client left (``core.httpconn.watch_departure``'s hook: the waiter itself, no object more)."""
+        _settle(self.fut, -1)
 
 
 class WatchHub:
@@ -116,6 +128,9 @@ class WatchHub:
         self.max_waiters = max_waiters
         self.tasks = Supervisor(self.name)
         self._waiters: set[_Waiter] = set()
+        # Waiters by the whole second (loop clock) their deadline falls in, one timer per second: a timer per
+        # waiter is ~600 bytes (uvloop's handle, its libuv timer, the arguments) held for minutes.
+        self._deadlines: dict[int, set[_Waiter]] = {}
         self._deletes: deque[tuple[int, str]] = deque(maxlen=DELETE_RING)
         self.floor = 0  # deletes at or below this revision may be missing from the ring
         self.seen = 0  # the last revision delivered
@@ -172,13 +187,6 @@ class WatchHub:
         result: T = await asyncio.shield(fut)
         return result
 
-    def _register(self, prefixes: tuple[str, ...]) -> _Waiter:
-        if len(self._waiters) >= self.max_waiters:
-            raise ConsulError(429, f"too many blocking queries held ({self.max_waiters}); retry later")
-        w = _Waiter(prefixes, asyncio.get_running_loop().create_future())
-        self._waiters.add(w)
-        return w
-
     def deleted_since(self, prefixes: tuple[str, ...], index: int) -> int:
         """The revision of a delete under ``prefixes`` after ``index`` (or the floor when the ring
         cannot tell), else 0."""
@@ -191,29 +199,59 @@ class WatchHub:
                 return rev
         return 0
 
+    def watch(self, prefixes: tuple[str, ...], timeout_s: float, receive: Receive | None) -> _Waiter:
+        """A held waiter: its future settles with the revision of the next change under ``prefixes``, 0 after
+        ``timeout_s``, -1 when the client of ``receive`` leaves. Always handed back to ``unwatch``.
+
+        The deadline and the client's departure settle the waiter's own future (a timer, and the connection's
+        own signal or else one task reading ``receive``), rather than ``asyncio.wait``'s extra futures,
+        callbacks and frames: thousands are held at once.
+        """
+        if len(self._waiters) >= self.max_waiters:
+            raise ConsulError(429, f"too many blocking queries held ({self.max_waiters}); retry later")
+        loop = asyncio.get_running_loop()
+        w = _Waiter(prefixes, loop.create_future(), loop.time() + max(timeout_s, 0.0))
+        second = int(w.deadline)
+        if second <= loop.time():
+            w.timer = loop.call_at(w.deadline, _settle, w.fut, 0)
+        elif (due := self._deadlines.get(second)) is not None:
+            due.add(w)
+        else:
+            self._deadlines[second] = {w}
+            loop.call_at(second, self._expire, second)
+        if receive is not None:
+            w.gone = watch_departure(receive, w) or loop.create_task(_settle_on_disconnect(receive, w.fut))
+        self._waiters.add(w)
+        return w
+
+    def _expire(self, second: int) -> None:
+        """A second of deadlines has come: each waiter still held gets its own timer for its last fraction."""
+        loop = asyncio.get_running_loop()
+        for w in self._deadlines.pop(second, ()):
+            w.timer = loop.call_at(w.deadline, _settle, w.fut, 0)
+
+    def unwatch(self, w: _Waiter) -> None:
+        self._waiters.discard(w)
+        if w.timer is not None:
+            w.timer.cancel()
+        else:
+            self._deadlines.get(int(w.deadline), set()).discard(w)
+        if isinstance(w.gone, Signal):
+            unwatch_departure(w.gone)
+        elif w.gone is not None:
+            w.gone.cancel()
+
     async def wait(self, prefixes: tuple[str, ...], index: int, timeout_s: float, request: Request | None) -> int:
         """Until a key under ``prefixes`` changes after ``index``: that change's revision; 0 on timeout,
         -1 when the client went away."""
-        w = self._register(prefixes)
-        timer: asyncio.TimerHandle | None = None
-        gone: asyncio.Task[None] | None = None
+        rev = self.deleted_since(prefixes, index)
+        if rev:
+            return rev
+        w = self.watch(prefixes, timeout_s, None if request is None else request.receive)
         try:
-            rev = self.deleted_since(prefixes, index)
-            if rev:
-                return rev
-            # The deadline and the client's departure settle the waiter's own future (a timer and one task),
-            # rather than asyncio.wait's extra futures, callbacks and frames: thousands are held at once.
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(max(timeout_s, 0.0), _settle, w.fut, 0)
-            if request is not None:
-                gone = loop.create_task(_settle_on_disconnect(request, w.fut))
             return await w.fut
         finally:
-            self._waiters.discard(w)
-            if timer is not None:
-                timer.cancel()
-            if gone is not None:
-                gone.cancel()
+            self.unwatch(w)
 
 
 def _settle(fut: asyncio.Future[int], value: int) -> None:
@@ -221,17 +259,11 @@ def _settle(fut: asyncio.Future[int], value: int) -> None:
         fut.set_result(value)
 
 
-async def _settle_on_disconnect(request: Request, fut: asyncio.Future[int]) -> None:
-    await _disconnected(request)
+async def _settle_on_disconnect(receive: Receive, fut: asyncio.Future[int]) -> None:
+    """Settles ``fut`` with -1 when the client closes the connection (a GET has no body left to read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
     _settle(fut, -1)
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client closes the connection (a GET has no body left to read)."""
-    while True:
-        msg = await request.receive()
-        if msg["type"] == "http.disconnect":
-            return
 
 
 def fingerprint(result: Any) -> bytes:
@@ -325,15 +357,6 @@ async def blocking_read(hub: WatchHub, prefixes: tuple[str, ...], opts: QueryOpt
         since = max(since, rev)
 
 
-class _Receiver:
-    """What ``WatchHub.wait`` needs of a request: its ``receive`` (to see the client leave)."""
-
-    __slots__ = ("receive",)
-
-    def __init__(self, receive: Any) -> None:
-        self.receive = receive
-
-
 class ParkHeldQueries:
     """Where a blocking read waits, past auth and in front of the web framework (``hold``, called by
     ``core.edge.Edge``; also an ASGI middleware of its own).
@@ -358,85 +381,95 @@ class ParkHeldQueries:
         self.app, self.hub = app, hub
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        go_on = await self.hold(scope, receive) if scope["type"] == "http" else scope
+        held = self.hold(scope, receive) if scope["type"] == "http" else None
+        go_on = scope if held is None else await held
         if go_on is not None:
             await self.app(go_on, receive, send)
 
-    async def hold(self, scope: Any, receive: Any) -> Any:
-        """An HTTP request's scope for the route once a held query may go on (``scope`` itself unless it was
-        held), or None when its client left while held (nobody to answer)."""
+    def hold(self, scope: Scope, receive: Receive) -> Awaitable[Scope | None] | None:
+        """None when the HTTP request is not a blocking read to hold; else what to await: its scope for the
+        route once it may go on (``scope`` itself, or one that answers at once), or None when its client left
+        while held (nobody to answer). Not a coroutine itself: a held query pins one frame of this layer."""
         parked = self._parse(scope) if scope["method"] == "GET" and scope["path"].startswith("/v1/") else None
         if parked is None:
-            return scope
-        view, index, wait_s, query = parked
-        try:
-            if isinstance(index, str):  # one frame fewer than a helper choosing between the two
-                floor = await self._hold_hash(view, self.hub.parks.hashed[scope["path"]], index, wait_s,
-                                              _Receiver(receive))
-            else:
-                floor = await self._hold_index(view, index, wait_s, scope["path"], query, _Receiver(receive))
-        except ConsulError:  # the cap, or a read the route answers in Consul's format
-            return scope
-        if floor is None:  # moved past ``index``: the route answers at once as asked
-            return scope
-        if floor < 0:  # the client left: nobody to answer
             return None
-        query = [(k, v) for k, v in query if k != "wait"] + [("wait", "0s")]
-        return {**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}
+        view, index, wait_s = parked
+        if isinstance(index, str):
+            return self._hold_hash(scope, receive, view, index, wait_s)
+        return self._hold_index(scope, receive, view, index, wait_s)
 
-    async def _hold_hash(self, view: View, content_hash: Callable[[Any], str], given: str, wait_s: float,
-                         receiver: _Receiver) -> int | None:
-        """Until the view's content hash differs from ``given``: None (the route answers the new content),
-        0 at the deadline, -1 when the client left."""
+    async def _hold_hash(self, scope: Scope, receive: Receive, view: View, given: str,
+                         wait_s: float) -> Scope | None:
+        """Until the view's content hash differs from ``given`` (the route answers the new content) or the
+        deadline."""
         hub, (prefixes, read) = self.hub, view
+        content_hash = hub.parks.hashed[scope["path"]]
         deadline = time.monotonic() + wait_s + random.uniform(0.0, wait_s / 16)
         while True:
             mark = hub.seen
-            if content_hash((await read())[0]) != given:
-                return None
+            try:
+                if content_hash((await read())[0]) != given:
+                    return scope
+            except ConsulError:  # the route answers it in Consul's format
+                return scope
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return 0
+                return _woken(scope, 0)
             if hub.seen != mark:
                 continue  # a change arrived while reading: read again before waiting
-            rev = await hub.wait(prefixes, mark, remaining, receiver)  # type: ignore[arg-type]
+            try:
+                w = hub.watch(prefixes, remaining, receive)
+            except ConsulError:  # the cap: the route answers (or refuses) it
+                return scope
+            try:
+                rev = await w.fut
+            finally:
+                hub.unwatch(w)
             if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
-                return rev
+                return _woken(scope, rev)
 
-    async def _hold_index(self, view: View, index: int, wait_s: float, path: str, query: list[tuple[str, str]],
-                          receiver: _Receiver) -> int | None:
-        """Until the view moves past ``index``: None (the route reads the new index), a revision that changed
-        it without a higher index (a delete), 0 at the deadline, or -1 when the client left."""
+    async def _hold_index(self, scope: Scope, receive: Receive, view: View, index: int,
+                          wait_s: float) -> Scope | None:
+        """Until the view moves past ``index`` (the route reads the new index), a revision changes it without
+        a higher index (a delete: the route answers with that revision as the floor), or the deadline."""
         hub, (prefixes, read) = self.hub, view
         deleted = hub.deleted_since(prefixes, index)
         if deleted:
-            return deleted
-        share = (path, tuple(sorted((k, v) for k, v in query if k not in _NOT_VIEW)))
+            return _woken(scope, deleted)
         deadline = time.monotonic() + wait_s + random.uniform(0.0, wait_s / 16)
         seen: bytes | None = None
         while True:
             mark = hub.seen
-            result, idx = await hub.shared_read((share, mark), read)
+            try:  # the key of the shared read is built for the read, not held while waiting
+                result, idx = await hub.shared_read((_share_key(scope), mark), read)
+            except ConsulError:
+                return scope
             if idx > index:
-                return None
+                return scope
             now = fingerprint(result)
             del result
             if seen is not None and now != seen:
-                return max(hub.seen, index + 1)
+                return _woken(scope, max(hub.seen, index + 1))
             seen = now
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return 0
+                return _woken(scope, 0)
             if hub.seen != mark:
                 continue  # a change arrived while reading: read again before waiting
-            # no await between that check and the waiter's registration, so no change slips between them
+            # no await between that check and the waiter's registration, so no change slips between them;
             # a view of no store keys (the mesh CA) is re-read every RECHECK_S instead
-            rev = await hub.wait(prefixes, mark, remaining if prefixes else min(remaining, RECHECK_S),
-                                 receiver)  # type: ignore[arg-type]
+            try:
+                w = hub.watch(prefixes, remaining if prefixes else min(remaining, RECHECK_S), receive)
+            except ConsulError:
+                return scope
+            try:  # the wait inline, not in a coroutine of its own: one frame fewer per held query
+                rev = await w.fut
+            finally:
+                hub.unwatch(w)
             if rev < 0 or (rev == 0 and deadline - time.monotonic() <= 0):
-                return rev
+                return _woken(scope, rev)
 
-    def _parse(self, scope: Any) -> tuple[View, int | str, float, list[tuple[str, str]]] | None:
+    def _parse(self, scope: Any) -> tuple[View, int | str, float] | None:
         """The view, the ``index`` (or the ``hash``, on the endpoints that block on one) and the wait."""
         qs = scope.get("query_string", b"")
         if b"index" not in qs and b"hash" not in qs and b"%" not in qs:
@@ -457,4 +490,23 @@ class ParkHeldQueries:
         if not index or (isinstance(index, int) and index < 0) or ("stale" in q and "consistent" in q):
             return None
         view = self.hub.parks.match(scope["path"], q)
-        return None if view is None else (view, index, wait_s, query)
+        return None if view is None else (view, index, wait_s)
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    """A held query's parameters, parsed again when needed rather than held for its whole wait."""
+    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+
+
+def _share_key(scope: Scope) -> Hashable:
+    """The reads a held query may share with others: its path and the parameters that shape the view."""
+    return scope["path"], tuple(sorted((k, v) for k, v in _query(scope) if k not in _NOT_VIEW))
+
+
+def _woken(scope: Scope, floor: int) -> Scope | None:
+    """The scope of a held query that may go on: None when its client left (``floor`` < 0); else ``wait=0s``
+    (the route answers at once) and ``floor`` as the lowest index it may answer with (``FLOOR_KEY``)."""
+    if floor < 0:
+        return None
+    query = [(k, v) for k, v in _query(scope) if k != "wait"] + [("wait", "0s")]
+    return {**scope, "query_string": urlencode(query).encode(), FLOOR_KEY: floor}

@@ -1,0 +1,59 @@
+"""uvicorn's HTTP/1.1 connection (httptools), lighter per connection; what ``pitwall server`` serves with.
+
+A held Consul blocking query is an open connection for minutes, 10,000 of
+them at once: whatever uvicorn keeps per connection is multiplied. Three
+of its per-connection objects are empty most of their life yet cost ~2.3 KB
+together: the queue of pipelined requests and two ``asyncio.Event``s (the
+request cycle's ``message_event`` and the flow control's writable event),
+each with a 760-byte ``collections.deque`` for waiters that rarely come.
+``LeanHttpToolsProtocol`` is uvicorn's own protocol with those three
+replaced by ``core.httpconn.Signal`` and a list (the ``deque`` methods
+uvicorn calls), nothing else changed; its ``Signal`` also lets a held query
+see its client leave without a task (``core.httpconn.watch_departure``).
+It sets uvicorn's internal attributes (``HttpToolsProtocol.pipeline``,
+``FlowControl._is_writable_event``, ``RequestResponseCycle.message_event``),
+checked against uvicorn 0.55 by ``tests/core/test_httpconn.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from pitwall.core.httpconn import Signal
+
+__all__ = ["LeanHttpToolsProtocol"]
+
+_LOCAL: dict[tuple[str, int | None], tuple[str, int | None]] = {}  # as many as the addresses listened on
+
+
+class _Pipeline(list[Any]):
+    """The ``deque`` methods uvicorn calls on its queue of pipelined requests (rare: an empty list is 56 bytes,
+    an empty deque 760)."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class LeanHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with its per-connection queue and events made light (``uvicorn.Config(http=...)``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.flow._is_writable_event = Signal(is_set=True)  # type: ignore[assignment]
+        if self.server is not None:  # the listening address: one tuple for every connection to it, not one each
+            self.server = _LOCAL.setdefault(self.server, self.server)
+
+    def on_headers_complete(self) -> None:
+        before = self.cycle
+        super().on_headers_complete()
+        if self.cycle is not before:  # a new request's cycle (its task has not run yet): nothing waits on it
+            self.cycle.message_event = Signal()  # type: ignore[assignment]
