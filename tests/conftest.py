@@ -112,11 +112,11 @@ class LiveServer:
         from pitwall.server import create_app
 
         app = self.app = create_app(self.settings)
-        from pitwall.core.httpproto import LeanHttpToolsProtocol
+        from pitwall.core.httpproto import http_protocol
 
         # served as ``pitwall server`` serves it: its edge layer, on its HTTP protocol
         config = uvicorn.Config(app.edge or app, host="127.0.0.1", port=self.port, log_config=None,
-                                lifespan="on", http=LeanHttpToolsProtocol)
+                                lifespan="on", http=http_protocol())
         self._server = uvicorn.Server(config)
         sock, self._sock = self._sock or _bound(self.port), None  # uvicorn closes it when it stops
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)

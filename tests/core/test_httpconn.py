@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 
 from pitwall.core.httpconn import Signal, unwatch_departure, watch_departure
-from pitwall.core.httpproto import LeanHttpToolsProtocol
+from pitwall.core.httpproto import CHECKED_UVICORN, LeanHttpToolsProtocol, http_protocol
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -174,6 +174,13 @@ def test_the_lean_protocol_replaces_what_it_means_to() -> None:
     finally:
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
+
+
+def test_the_lean_protocol_only_on_the_uvicorn_it_was_checked_against() -> None:
+    """A newer uvicorn (pyproject allows one) gets its own protocol: its internals may have moved."""
+    assert http_protocol(CHECKED_UVICORN + "3") is LeanHttpToolsProtocol
+    assert http_protocol("0.56.0") == "httptools" and http_protocol("1.0.0") == "httptools"
+    assert http_protocol() is LeanHttpToolsProtocol, f"re-check core.httpproto against uvicorn {uvicorn.__version__}"
 
 
 class _FakeTransport:

@@ -92,7 +92,7 @@ def _raise_open_files(wanted: int) -> None:
 
 def run(settings: Settings) -> None:
     """Serve until SIGTERM/SIGINT; uvicorn drains in-flight requests first."""
-    from pitwall.core.httpproto import LeanHttpToolsProtocol
+    from pitwall.core.httpproto import http_protocol
     from pitwall.server import create_app
 
     setup_logging(settings.log_level, settings.log_format)
@@ -120,7 +120,7 @@ def run(settings: Settings) -> None:
         server_header=False,
         # uvicorn's httptools protocol with lighter per-connection state, and a held query's departure seen
         # without a task (core.httpproto): ~6 KiB less per held Consul blocking query.
-        http=LeanHttpToolsProtocol,
+        http=http_protocol(),
         # uvicorn formats each access-log line's arguments before the logger drops it (core.logs keeps
         # uvicorn.access at WARNING: no line is ever written); off, a request skips that work.
         access_log=False,

@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from pitwall.core.httpconn import Signal
 
-__all__ = ["LeanHttpToolsProtocol"]
+__all__ = ["CHECKED_UVICORN", "LeanHttpToolsProtocol", "http_protocol"]
 
+CHECKED_UVICORN = "0.55."  # the uvicorn releases whose internals this protocol was checked against
 _LOCAL: dict[tuple[str, int | None], tuple[str, int | None]] = {}  # as many as the addresses listened on
 
 
@@ -57,3 +59,10 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not before:  # a new request's cycle (its task has not run yet): nothing waits on it
             self.cycle.message_event = Signal()  # type: ignore[assignment]
+
+
+def http_protocol(version: str = uvicorn.__version__) -> type[HttpToolsProtocol] | str:
+    """What ``pitwall server`` serves HTTP/1.1 with: ``LeanHttpToolsProtocol`` on the uvicorn release it was
+    checked against, uvicorn's own ``"httptools"`` on any other (pyproject allows newer uvicorn, whose
+    internals may differ: a held query then costs ~6 KiB more, and works)."""
+    return LeanHttpToolsProtocol if version.startswith(CHECKED_UVICORN) else "httptools"
