@@ -15,7 +15,7 @@ from pitwall.core import deadline
 from pitwall.core.labels import Labels
 from pitwall.metrics.promql.ast import Node, Subquery, parse, walk
 from pitwall.metrics.promql.context import EvalContext
-from pitwall.metrics.promql.encode import matrix_result_text, values_text
+from pitwall.metrics.promql.encode import matrix_result_json, values_text
 from pitwall.metrics.promql.errors import PromQLEvalError, PromQLParseError, QueryTimeout
 from pitwall.metrics.promql.evaluator import Evaluator, finalize
 from pitwall.metrics.promql.format import format_float, format_seconds
@@ -169,8 +169,8 @@ def _matrix_body(res: QueryResult, *, stats: bool) -> bytes:
         tail += ',"warnings":' + orjson.dumps(res.warnings).decode()
     if res.infos:
         tail += ',"infos":' + orjson.dumps(res.infos).decode()
-    result = matrix_result_text(res.series, res.timestamps, res.values)
-    return ('{"status":"success","data":{"resultType":"matrix","result":' + result + tail + "}").encode()
+    result = matrix_result_json(res.series, res.timestamps, res.values)
+    return b'{"status":"success","data":{"resultType":"matrix","result":' + result + (tail + "}").encode()
 
 
 class Engine:

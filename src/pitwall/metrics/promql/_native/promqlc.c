@@ -1,0 +1,390 @@
+/*
+ * C helpers of the PromQL engine's hot per-point loops.
+ *
+ * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
+ *
+ *   The JSON text of a matrix result's ``result`` array,
+ *   ``[{"metric":{...},"values":[[<seconds>,"<value>"],...]},...]``, with
+ *   exactly the bytes of the pure-Python path (pitwall.metrics.promql.encode):
+ *     series      list of label sets (tuples of (name, value) str pairs),
+ *     counts      int64 buffer, points per series,
+ *     ts          int64 buffer, every point's time (ms), series after series,
+ *     vals        float64 buffer, every point's value, in the same order,
+ *     values_text a callable returning orjson's text of all of ``vals``
+ *                 (``[v0,v1,...]``); called at most once, and only when a
+ *                 value is not a small integer: orjson's shortest digits
+ *                 are reused, only their spelling is changed to Go's 'f'.
+ *   Labels are escaped as orjson escapes them ("\\", "\"", control
+ *   characters). Times are seconds, with up to three decimals when not
+ *   whole. Returns None when a time is too far from the epoch for that
+ *   spelling to be the shortest (|t| >= 1e15 ms): the caller falls back.
+ *
+ * The loops build one growing buffer; no Python object per point.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} out_t;
+
+/* Room for n more bytes; -1 (MemoryError set) when it cannot grow. */
+static int reserve(out_t *o, Py_ssize_t n) {
+    if (o->len + n <= o->cap) return 0;
+    Py_ssize_t nc = o->cap ? o->cap : 4096;
+    while (nc < o->len + n) nc *= 2;
+    char *nd = PyMem_Realloc(o->data, nc);
+    if (!nd) { PyErr_NoMemory(); return -1; }
+    o->data = nd;
+    o->cap = nc;
+    return 0;
+}
+
+static inline void put(out_t *o, const char *s, Py_ssize_t n) {
+    memcpy(o->data + o->len, s, n);
+    o->len += n;
+}
+
+static const char DIGIT_PAIRS[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* Decimal digits of u (no sign) at p, two at a time; returns their count (at most 20). */
+static int utoa(uint64_t u, char *p) {
+    char tmp[24];
+    char *q = tmp + sizeof(tmp);
+    while (u >= 100) {
+        unsigned r = (unsigned)(u % 100);
+        u /= 100;
+        q -= 2;
+        memcpy(q, DIGIT_PAIRS + 2 * r, 2);
+    }
+    if (u >= 10) {
+        q -= 2;
+        memcpy(q, DIGIT_PAIRS + 2 * u, 2);
+    } else {
+        *--q = (char)('0' + u);
+    }
+    int n = (int)(tmp + sizeof(tmp) - q);
+    memcpy(p, q, n);
+    return n;
+}
+
+/* Largest magnitude (ms) whose seconds text "S.mmm" (zeros stripped) is the float's shortest text. */
+#define MAX_TIME_MS 1000000000000000LL
+
+/* A time in ms as Prometheus' JSON seconds at p (at most 22 bytes): integral when whole, else up to 3 decimals. */
+static int seconds_text(int64_t t, char *p) {
+    int n = 0;
+    uint64_t a = t < 0 ? (uint64_t)(-t) : (uint64_t)t;
+    if (t < 0) p[n++] = '-';
+    n += utoa(a / 1000, p + n);
+    unsigned frac = (unsigned)(a % 1000);
+    if (frac) {
+        p[n++] = '.';
+        p[n++] = (char)('0' + frac / 100);
+        if (frac % 100) {
+            p[n++] = (char)('0' + frac / 10 % 10);
+            if (frac % 10) p[n++] = (char)('0' + frac % 10);
+        }
+    }
+    return n;
+}
+
+/* The seconds text of the j-th point of the last series that had one: series of a range
+ * query's matrix mostly share their times, so each time is spelled once. */
+typedef struct {
+    int64_t t;
+    int n;
+    char text[20];
+} time_text_t;
+
+/* orjson's exponent form of a finite float ("-1.5e-7", "1e16") as Go's 'f' text: the same digits, placed. */
+static int put_positional(out_t *o, const char *tok, Py_ssize_t n) {
+    const char *p = tok, *end = tok + n;
+    int neg = 0;
+    if (p < end && *p == '-') { neg = 1; p++; }
+    char digits[64];
+    int nd = 0, int_len = 0, seen_point = 0;
+    for (; p < end && *p != 'e' && *p != 'E'; p++) {
+        if (*p == '.') { seen_point = 1; continue; }
+        if (*p < '0' || *p > '9' || nd >= (int)sizeof(digits)) return -2;
+        digits[nd++] = *p;
+        if (!seen_point) int_len++;
+    }
+    if (p >= end) return -2;
+    p++;
+    int eneg = 0, e = 0;
+    if (p < end && (*p == '-' || *p == '+')) { eneg = *p == '-'; p++; }
+    if (p >= end) return -2;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9' || e > 100000) return -2;
+        e = e * 10 + (*p - '0');
+    }
+    if (eneg) e = -e;
+    int lz = 0;
+    while (lz < nd && digits[lz] == '0') lz++;
+    const char *d = digits + lz;
+    int k = nd - lz;
+    while (k > 0 && d[k - 1] == '0') k--;
+    /* value == 0.D * 10**dp */
+    int dp = int_len - lz + e;
+    if (reserve(o, (Py_ssize_t)k + (dp < 0 ? -dp : dp) + 8)) return -1;
+    if (neg) put(o, "-", 1);
+    if (!k) { put(o, "0", 1); return 0; }
+    if (dp <= 0) {
+        put(o, "0.", 2);
+        for (int i = 0; i < -dp; i++) o->data[o->len++] = '0';
+        put(o, d, k);
+    } else if (dp >= k) {
+        put(o, d, k);
+        for (int i = 0; i < dp - k; i++) o->data[o->len++] = '0';
+    } else {
+        put(o, d, dp);
+        put(o, ".", 1);
+        put(o, d + dp, k - dp);
+    }
+    return 0;
+}
+
+/* A label name or value as a JSON string, escaped as orjson escapes it. */
+static int put_json_string(out_t *o, PyObject *s) {
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(s, &n);
+    if (!u) return -1;
+    if (reserve(o, 6 * n + 2)) return -1;
+    char *p = o->data + o->len;
+    *p++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)u[i];
+        if (c >= 0x20 && c != '"' && c != '\\') { *p++ = (char)c; continue; }
+        *p++ = '\\';
+        switch (c) {
+        case '"': *p++ = '"'; break;
+        case '\\': *p++ = '\\'; break;
+        case '\b': *p++ = 'b'; break;
+        case '\t': *p++ = 't'; break;
+        case '\n': *p++ = 'n'; break;
+        case '\f': *p++ = 'f'; break;
+        case '\r': *p++ = 'r'; break;
+        default:
+            *p++ = 'u'; *p++ = '0'; *p++ = '0';
+            *p++ = "0123456789abcdef"[c >> 4];
+            *p++ = "0123456789abcdef"[c & 15];
+        }
+    }
+    *p++ = '"';
+    o->len = p - o->data;
+    return 0;
+}
+
+/* {"metric":{"name":"value",...},"values":[ */
+static int put_head(out_t *o, PyObject *labels) {
+    PyObject *seq = PySequence_Fast(labels, "a label set must be a sequence of (name, value) pairs");
+    if (!seq) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    int rc = -1;
+    if (reserve(o, 16)) goto done;
+    put(o, "{\"metric\":{", 11);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = items[i];
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a label must be a (name, value) tuple");
+            goto done;
+        }
+        if (i) {
+            if (reserve(o, 1)) goto done;
+            put(o, ",", 1);
+        }
+        if (put_json_string(o, PyTuple_GET_ITEM(pair, 0)) || reserve(o, 1)) goto done;
+        put(o, ":", 1);
+        if (put_json_string(o, PyTuple_GET_ITEM(pair, 1))) goto done;
+    }
+    if (reserve(o, 16)) goto done;
+    put(o, "},\"values\":[", 12);
+    rc = 0;
+done:
+    Py_DECREF(seq);
+    return rc;
+}
+
+/* orjson's text of the values, walked token by token. */
+typedef struct {
+    PyObject *callable, *text;
+    const char *p, *end;
+    Py_ssize_t index; /* the token p points at */
+} tokens_t;
+
+/* Token i (indices only grow): its start and length; -1 with an exception set on failure. */
+static int token_at(tokens_t *tk, Py_ssize_t i, const char **start, Py_ssize_t *len) {
+    if (!tk->text) {
+        tk->text = PyObject_CallNoArgs(tk->callable);
+        if (!tk->text) return -1;
+        if (!PyBytes_Check(tk->text) || PyBytes_GET_SIZE(tk->text) < 2) {
+            PyErr_SetString(PyExc_TypeError, "values_text must return the bytes of a JSON array");
+            return -1;
+        }
+        tk->p = PyBytes_AS_STRING(tk->text) + 1;
+        tk->end = PyBytes_AS_STRING(tk->text) + PyBytes_GET_SIZE(tk->text) - 1;
+        tk->index = 0;
+    }
+    for (; tk->index < i; tk->index++) {
+        const char *c = memchr(tk->p, ',', tk->end - tk->p);
+        if (!c) goto short_text;
+        tk->p = c + 1;
+    }
+    const char *c = memchr(tk->p, ',', tk->end - tk->p);
+    const char *stop = c ? c : tk->end;
+    if (stop == tk->p) goto short_text;
+    *start = tk->p;
+    *len = stop - tk->p;
+    return 0;
+short_text:
+    PyErr_SetString(PyExc_ValueError, "values_text has fewer values than vals");
+    return -1;
+}
+
+/* Value i as Go's strconv.FormatFloat(v, 'f', -1, 64). */
+static int put_value(out_t *o, double v, tokens_t *tk, Py_ssize_t i) {
+    if (v == 0.0) {
+        if (reserve(o, 2)) return -1;
+        if (signbit(v)) put(o, "-0", 2); else put(o, "0", 1);
+        return 0;
+    }
+    if (isnan(v) || isinf(v)) {
+        if (reserve(o, 4)) return -1;
+        if (isnan(v)) put(o, "NaN", 3); else if (v > 0) put(o, "+Inf", 4); else put(o, "-Inf", 4);
+        return 0;
+    }
+    if (fabs(v) < 1e15 && v == (double)(int64_t)v) {
+        /* A small integer: its digits are the shortest text, no need for orjson's. */
+        if (reserve(o, 24)) return -1;
+        int64_t k = (int64_t)v;
+        if (k < 0) put(o, "-", 1);
+        o->len += utoa(k < 0 ? (uint64_t)(-k) : (uint64_t)k, o->data + o->len);
+        return 0;
+    }
+    const char *tok;
+    Py_ssize_t n;
+    if (token_at(tk, i, &tok, &n)) return -1;
+    if (memchr(tok, 'e', n) || memchr(tok, 'E', n)) {
+        int rc = put_positional(o, tok, n);
+        if (rc == -2) PyErr_SetString(PyExc_ValueError, "unexpected number text in values_text");
+        return rc ? -1 : 0;
+    }
+    if (n >= 2 && tok[n - 2] == '.' && tok[n - 1] == '0') n -= 2; /* orjson's 2.0 is Go's 2 */
+    if (reserve(o, n)) return -1;
+    put(o, tok, n);
+    return 0;
+}
+
+/* A one-dimensional contiguous buffer of 8-byte items whose struct code is one of ``codes``. */
+static int get_buffer(PyObject *obj, Py_buffer *view, const char *codes, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)) return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++; /* native order (x86-64 and aarch64 are little-endian) */
+    if (view->itemsize != 8 || view->ndim > 1 || strlen(f) != 1 || !strchr(codes, *f)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a contiguous one-dimensional %s array", what,
+                     strchr(codes, 'd') ? "float64" : "int64");
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *matrix_json(PyObject *self, PyObject *args) {
+    PyObject *series, *counts_obj, *ts_obj, *vals_obj, *values_text;
+    if (!PyArg_ParseTuple(args, "O!OOOO:matrix_json", &PyList_Type, &series, &counts_obj, &ts_obj, &vals_obj,
+                          &values_text))
+        return NULL;
+    Py_buffer cv, tv, vv;
+    if (get_buffer(counts_obj, &cv, "ql", "counts")) return NULL;
+    if (get_buffer(ts_obj, &tv, "ql", "ts")) { PyBuffer_Release(&cv); return NULL; }
+    if (get_buffer(vals_obj, &vv, "d", "vals")) { PyBuffer_Release(&cv); PyBuffer_Release(&tv); return NULL; }
+    const int64_t *counts = cv.buf, *ts = tv.buf;
+    const double *vals = vv.buf;
+    Py_ssize_t ns = PyList_GET_SIZE(series), npts = tv.len / 8;
+    out_t o = {0};
+    tokens_t tk = {values_text, NULL, NULL, NULL, 0};
+    PyObject *res = NULL;
+    time_text_t *times = NULL;
+    int fallback = 0;
+    if (cv.len / 8 != ns || vv.len / 8 != npts) {
+        PyErr_SetString(PyExc_ValueError, "series, counts, ts and vals do not match");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < npts; i++) {
+        if (ts[i] >= MAX_TIME_MS || ts[i] <= -MAX_TIME_MS) { fallback = 1; goto done; }
+    }
+    Py_ssize_t at = 0, longest = 0;
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        if (counts[i] < 0 || counts[i] > npts) {
+            PyErr_SetString(PyExc_ValueError, "counts exceed the points");
+            goto done;
+        }
+        if (counts[i] > longest) longest = counts[i];
+    }
+    times = PyMem_Calloc(longest ? longest : 1, sizeof(time_text_t));
+    if (!times) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t j = 0; j < longest; j++) times[j].t = INT64_MIN; /* never a time here */
+    if (reserve(&o, 2)) goto done;
+    put(&o, "[", 1);
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        if (counts[s] > npts - at) {
+            PyErr_SetString(PyExc_ValueError, "counts exceed the points");
+            goto done;
+        }
+        if (s) {
+            if (reserve(&o, 1)) goto done;
+            put(&o, ",", 1);
+        }
+        if (put_head(&o, PyList_GET_ITEM(series, s))) goto done;
+        for (Py_ssize_t j = 0; j < counts[s]; j++, at++) {
+            if (reserve(&o, 32)) goto done;
+            if (j) put(&o, ",", 1);
+            put(&o, "[", 1);
+            time_text_t *tt = &times[j];
+            if (tt->t != ts[at]) {
+                tt->t = ts[at];
+                tt->n = seconds_text(ts[at], tt->text);
+            }
+            put(&o, tt->text, tt->n);
+            put(&o, ",\"", 2);
+            if (put_value(&o, vals[at], &tk, at) || reserve(&o, 2)) goto done;
+            put(&o, "\"]", 2);
+        }
+        if (reserve(&o, 2)) goto done;
+        put(&o, "]}", 2);
+    }
+    if (at != npts) {
+        PyErr_SetString(PyExc_ValueError, "counts do not add up to the points");
+        goto done;
+    }
+    if (reserve(&o, 1)) goto done;
+    put(&o, "]", 1);
+    res = PyBytes_FromStringAndSize(o.data, o.len);
+done:
+    PyMem_Free(o.data);
+    PyMem_Free(times);
+    Py_XDECREF(tk.text);
+    PyBuffer_Release(&cv);
+    PyBuffer_Release(&tv);
+    PyBuffer_Release(&vv);
+    if (fallback) Py_RETURN_NONE;
+    return res;
+}
+
+static PyMethodDef methods[] = {
+    {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_promqlc", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__promqlc(void) { return PyModule_Create(&module); }
