@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pitwall.storage.metrics import merge
 from pitwall.storage.metrics.merge import Chunk, gather_few, gather_head, place
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,7 +36,17 @@ def _general(chunks: list[Chunk], sids: np.ndarray, start: int, end: int) -> tup
     return place(parts, rank, len(sids))
 
 
-def test_gather_few_agrees_with_the_general_path() -> None:
+@pytest.fixture(params=["c", "python"])
+def few_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``gather_few`` through the C helper, then through the Python loop."""
+    if request.param == "c" and merge._metricsc is None:
+        pytest.skip("C helper not built")
+    if request.param == "python":
+        monkeypatch.setattr(merge, "_metricsc", None)
+    return str(request.param)
+
+
+def test_gather_few_agrees_with_the_general_path(few_path: str) -> None:
     rng = np.random.default_rng(3)
     for _ in range(300):
         chunks = _chunks(rng, 12)
@@ -48,10 +59,26 @@ def test_gather_few_agrees_with_the_general_path() -> None:
         assert got is not None
         want = _general(chunks, sids, start, end)
         for g, w in zip(got, want, strict=True):
-            assert g.tolist() == w.tolist()
+            assert g.dtype == w.dtype and g.tolist() == w.tolist()
+            assert g.flags.writeable  # a copy the reader owns, never a view of the head
         assert sum(seen) == int(want[0].sum())
+        assert all(seen)  # told only of chunks with samples
 
 
-def test_gather_few_declines_a_chunk_whose_key_would_overflow() -> None:
+def test_gather_few_stops_when_the_account_refuses(few_path: str) -> None:
+    class Enough(Exception):
+        pass
+
+    def refuse(n: int) -> None:
+        raise Enough
+
+    chunks = [Chunk(np.array([1, 1, 2], dtype=np.int64), np.array([10, 20, 10], dtype=np.int64), np.ones(3))]
+    with pytest.raises(Enough):
+        gather_few(chunks, np.array([2, 1], dtype=np.int64), 0, 100, refuse)
+    got = gather_few(chunks, np.array([2, 1, 7], dtype=np.int64), 15, 100)
+    assert got is not None and [a.tolist() for a in got] == [[0, 1, 0], [20], [1.0]]
+
+
+def test_gather_few_declines_a_chunk_whose_key_would_overflow(few_path: str) -> None:
     c = Chunk(np.array([0, 2**40], dtype=np.int64), np.array([0, 2**40], dtype=np.int64), np.zeros(2))
     assert gather_few([c], np.array([0], dtype=np.int64), 0, 10) is None

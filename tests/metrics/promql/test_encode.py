@@ -106,7 +106,7 @@ def test_tiny_values_grouped_by_exponent_match_format_float() -> None:
         assert values_text(v).split(",")[:-1] == [format_float(x) for x in v.tolist()]
 
 
-native = pytest.mark.skipif(encode._promqlc is None, reason="C helper not built")
+native = pytest.mark.skipif(encode._metricsc is None, reason="C helper not built")
 
 
 @native
@@ -139,7 +139,7 @@ def test_c_matrix_text_leaves_far_times_to_python() -> None:
     series = [labels_from_dict({"a": "b"})]
     for t in (10**15, -(10**15), 2**62):
         ts, vals = [np.array([0, t], dtype=np.int64)], [np.array([1.0, 0.1])]
-        assert encode._promqlc.matrix_json(series, np.array([2]), ts[0], vals[0], lambda: b"[1.0,0.1]") is None
+        assert encode._metricsc.matrix_json(series, np.array([2]), ts[0], vals[0], lambda: b"[1.0,0.1]") is None
         assert matrix_result_json(series, ts, vals) == matrix_result_text(series, ts, vals).encode()
 
 
@@ -148,12 +148,12 @@ def test_c_matrix_text_rejects_mismatched_input() -> None:
     series = [labels_from_dict({"a": "b"})]
     ts, vals = np.array([1000, 2000], dtype=np.int64), np.array([0.5, 0.25])
     with pytest.raises(ValueError):
-        encode._promqlc.matrix_json(series, np.array([3]), ts, vals, lambda: b"[0.5,0.25]")
+        encode._metricsc.matrix_json(series, np.array([3]), ts, vals, lambda: b"[0.5,0.25]")
     with pytest.raises(ValueError):
-        encode._promqlc.matrix_json(series, np.array([1]), ts, vals, lambda: b"[0.5,0.25]")
+        encode._metricsc.matrix_json(series, np.array([1]), ts, vals, lambda: b"[0.5,0.25]")
     with pytest.raises(ValueError):
-        encode._promqlc.matrix_json(series, np.array([2]), ts, vals, lambda: b"[0.5]")
+        encode._metricsc.matrix_json(series, np.array([2]), ts, vals, lambda: b"[0.5]")
     with pytest.raises(TypeError):
-        encode._promqlc.matrix_json(series, np.array([2]), ts.astype(np.int32), vals, lambda: b"[0.5,0.25]")
+        encode._metricsc.matrix_json(series, np.array([2]), ts.astype(np.int32), vals, lambda: b"[0.5,0.25]")
     with pytest.raises(TypeError):
-        encode._promqlc.matrix_json([(("a", 1),)], np.array([2]), ts, vals, lambda: b"[0.5,0.25]")
+        encode._metricsc.matrix_json([(("a", 1),)], np.array([2]), ts, vals, lambda: b"[0.5,0.25]")

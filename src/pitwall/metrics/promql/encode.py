@@ -23,12 +23,12 @@ from pitwall.core.labels import Labels
 
 __all__ = ["matrix_result_json", "matrix_result_text", "values_text"]
 
-# The same text built in C (_native/promqlc.c), ~5x faster; optional: not built without a compiler.
-_promqlc: Any
+# The same text built in C (pitwall/_native/metricsc.c), ~5x faster; optional: not built without a compiler.
+_metricsc: Any
 try:
-    _promqlc = importlib.import_module("pitwall.metrics.promql._promqlc")
+    _metricsc = importlib.import_module("pitwall._metricsc")
 except ImportError:  # pragma: no cover - depends on the build
-    _promqlc = None
+    _metricsc = None
 
 _OPT = orjson.OPT_SERIALIZE_NUMPY
 _SEP = "\x00"  # never in a number's text
@@ -122,11 +122,11 @@ def _seconds_text(ts: np.ndarray) -> str:
 def matrix_result_json(series: Sequence[Labels], timestamps: Sequence[np.ndarray],
                        values: Sequence[np.ndarray]) -> bytes:
     """``matrix_result_text`` as UTF-8, from the C helper when it is built (the same bytes)."""
-    if _promqlc is not None and series:
+    if _metricsc is not None and series:
         counts = np.fromiter(map(len, timestamps), dtype=np.int64, count=len(timestamps))
         ts = np.concatenate(timestamps).astype(np.int64, copy=False)
         vals = np.ascontiguousarray(np.concatenate(values), dtype=np.float64)
-        out: bytes | None = _promqlc.matrix_json(
+        out: bytes | None = _metricsc.matrix_json(
             list(series), counts, ts, vals, lambda: orjson.dumps(vals, option=_OPT))
         if out is not None:
             return out

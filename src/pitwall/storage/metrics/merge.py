@@ -10,8 +10,10 @@ sort used when flushing, and ``place`` merges per-source parts into one flat
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +21,13 @@ __all__ = ["Chunk", "gather_few", "gather_head", "order_by", "place", "sorted_by
 
 # (first sid, first time, time width, key): key = (sid - first sid) * width + (ts - first time).
 _Key = tuple[int, int, int, np.ndarray]
+
+# gather_few's loops in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
+_metricsc: Any
+try:
+    _metricsc = importlib.import_module("pitwall._metricsc")
+except ImportError:  # pragma: no cover - depends on the build
+    _metricsc = None
 
 
 @dataclass
@@ -139,6 +148,8 @@ def gather_few(
     constant number of numpy calls per chunk, where the general path makes
     ~40 whatever the sizes. Returns None when a chunk has no key.
     """
+    if _metricsc is not None:
+        return _gather_few_c(chunks, sids, start, end, account)
     found: list[tuple[Chunk, list[int], list[int]]] = []
     for c in chunks:
         if not len(c):
@@ -168,6 +179,22 @@ def gather_few(
     if not ts:
         return cnt, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
     return cnt, np.concatenate(ts), np.concatenate(vals)
+
+
+def _gather_few_c(
+    chunks: Sequence[Chunk], sids: np.ndarray, start: int, end: int, account: Callable[[int], None] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``gather_few`` by the C helper: the same searches and pieces, copied into fresh arrays."""
+    keyed = []
+    for c in chunks:
+        if len(c):
+            key = c.sid_ts_key()
+            if key is None:
+                return None
+            keyed.append((*key, c.ts, c.val))
+    counts, ts, vals = _metricsc.gather(keyed, np.ascontiguousarray(sids, dtype=np.int64), start, end, account)
+    return (np.frombuffer(counts, dtype=np.int64), np.frombuffer(ts, dtype=np.int64),
+            np.frombuffer(vals, dtype=np.float64))
 
 
 def place(

@@ -1,5 +1,19 @@
 /*
- * C helpers of the PromQL engine's hot per-point loops.
+ * C helpers of the metrics read path's per-sample loops.
+ *
+ * gather(chunks, sids, start, end, account) -> (counts, ts, vals)
+ *
+ *   The samples of a few series in [start, end] from the head's chunks
+ *   (pitwall.storage.metrics.merge.gather_few's answer, as bytearrays of
+ *   int64, int64 and float64): series in ``sids`` order, each in time order.
+ *     chunks  list of (s0, t0, width, key, ts, val): a chunk's sid_ts_key
+ *             (key[i] = (sid - s0) * width + ts - t0, sorted) and its ts and
+ *             val columns; later chunks hold later samples of a sid,
+ *     sids    int64 buffer,
+ *     account None or a callable told of each chunk's number of samples
+ *             found, before any is copied; it may raise to stop the read.
+ *   A series' rows in a chunk are found by two binary searches on the key
+ *   and copied with memcpy.
  *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
@@ -380,11 +394,128 @@ done:
     return res;
 }
 
+/* First index in k[lo:hi] whose value is >= x (right: > x). */
+static Py_ssize_t bisect(const int64_t *k, Py_ssize_t lo, Py_ssize_t hi, int64_t x, int right) {
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        if (k[mid] < x || (right && k[mid] == x)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+typedef struct {
+    int64_t s0, t0, width;
+    Py_buffer key, ts, val;
+    int held; /* buffers acquired: 0-3 */
+} chunk_t;
+
+static void release_chunks(chunk_t *ch, Py_ssize_t n) {
+    for (Py_ssize_t c = 0; c < n; c++) {
+        if (ch[c].held > 0) PyBuffer_Release(&ch[c].key);
+        if (ch[c].held > 1) PyBuffer_Release(&ch[c].ts);
+        if (ch[c].held > 2) PyBuffer_Release(&ch[c].val);
+    }
+}
+
+static int get_chunk(PyObject *item, chunk_t *c) {
+    PyObject *key, *ts, *val;
+    if (!PyArg_ParseTuple(item, "LLLOOO:chunk", &c->s0, &c->t0, &c->width, &key, &ts, &val)) return -1;
+    if (c->width <= 0) {
+        PyErr_SetString(PyExc_ValueError, "a chunk's key width must be positive");
+        return -1;
+    }
+    if (get_buffer(key, &c->key, "ql", "key")) return -1;
+    c->held = 1;
+    if (get_buffer(ts, &c->ts, "ql", "ts")) return -1;
+    c->held = 2;
+    if (get_buffer(val, &c->val, "d", "vals")) return -1;
+    c->held = 3;
+    if (c->ts.len != c->key.len || c->val.len != c->key.len) {
+        PyErr_SetString(PyExc_ValueError, "a chunk's key, ts and val differ in length");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *gather(PyObject *self, PyObject *args) {
+    PyObject *chunks_obj, *sids_obj, *account;
+    long long start, end;
+    if (!PyArg_ParseTuple(args, "O!OLLO:gather", &PyList_Type, &chunks_obj, &sids_obj, &start, &end, &account))
+        return NULL;
+    Py_ssize_t nc = PyList_GET_SIZE(chunks_obj);
+    Py_buffer sv;
+    if (get_buffer(sids_obj, &sv, "ql", "sids")) return NULL;
+    const int64_t *sids = sv.buf;
+    Py_ssize_t ns = sv.len / 8;
+    chunk_t *ch = PyMem_Calloc(nc ? nc : 1, sizeof(chunk_t));
+    Py_ssize_t *bounds = PyMem_Calloc(2 * (nc * ns > 0 ? nc * ns : 1), sizeof(Py_ssize_t));
+    PyObject *counts = NULL, *ts_out = NULL, *val_out = NULL, *res = NULL;
+    if (!ch || !bounds) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t c = 0; c < nc; c++)
+        if (get_chunk(PyList_GET_ITEM(chunks_obj, c), &ch[c])) goto done;
+    counts = PyByteArray_FromStringAndSize(NULL, ns * 8);
+    if (!counts) goto done;
+    int64_t *cnt = (int64_t *)PyByteArray_AS_STRING(counts);
+    memset(cnt, 0, ns * 8);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t c = 0; c < nc; c++) {
+        const int64_t *k = ch[c].key.buf;
+        Py_ssize_t rows = ch[c].key.len / 8, found = 0;
+        if (!rows) continue;
+        int64_t w = ch[c].width, top = k[rows - 1] / w + 1; /* one past the last sid, relative to s0 */
+        int64_t lo_off = start - ch[c].t0, hi_off = end - ch[c].t0;
+        if (lo_off < 0) lo_off = 0;
+        if (lo_off > w) lo_off = w;
+        if (hi_off > w - 1) hi_off = w - 1;
+        for (Py_ssize_t i = 0; i < ns; i++) {
+            Py_ssize_t *b = bounds + 2 * (c * ns + i);
+            int64_t rel = sids[i] - ch[c].s0;
+            if (rel < 0 || rel >= top || hi_off < 0 || lo_off > hi_off) continue;
+            b[0] = bisect(k, 0, rows, rel * w + lo_off, 0);
+            b[1] = bisect(k, b[0], rows, rel * w + hi_off, 1);
+            cnt[i] += b[1] - b[0];
+            found += b[1] - b[0];
+        }
+        if (found && account != Py_None) {
+            PyObject *r = PyObject_CallFunction(account, "n", found);
+            if (!r) goto done;
+            Py_DECREF(r);
+        }
+        total += found;
+    }
+    ts_out = PyByteArray_FromStringAndSize(NULL, total * 8);
+    val_out = PyByteArray_FromStringAndSize(NULL, total * 8);
+    if (!ts_out || !val_out) goto done;
+    char *tp = PyByteArray_AS_STRING(ts_out), *vp = PyByteArray_AS_STRING(val_out);
+    for (Py_ssize_t i = 0; i < ns; i++) {
+        for (Py_ssize_t c = 0; c < nc; c++) {
+            Py_ssize_t *b = bounds + 2 * (c * ns + i), n = b[1] - b[0];
+            if (n <= 0) continue;
+            memcpy(tp, (const char *)ch[c].ts.buf + 8 * b[0], 8 * n);
+            memcpy(vp, (const char *)ch[c].val.buf + 8 * b[0], 8 * n);
+            tp += 8 * n;
+            vp += 8 * n;
+        }
+    }
+    res = PyTuple_Pack(3, counts, ts_out, val_out);
+done:
+    if (ch) release_chunks(ch, nc);
+    PyMem_Free(ch);
+    PyMem_Free(bounds);
+    PyBuffer_Release(&sv);
+    Py_XDECREF(counts);
+    Py_XDECREF(ts_out);
+    Py_XDECREF(val_out);
+    return res;
+}
+
 static PyMethodDef methods[] = {
+    {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_promqlc", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_metricsc", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__promqlc(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__metricsc(void) { return PyModule_Create(&module); }
