@@ -6,14 +6,16 @@
  *   The samples of a few series in [start, end] from the head's chunks
  *   (pitwall.storage.metrics.merge.gather_few's answer, as bytearrays of
  *   int64, int64 and float64): series in ``sids`` order, each in time order.
- *     chunks  list of (s0, t0, width, key, ts, val): a chunk's sid_ts_key
- *             (key[i] = (sid - s0) * width + ts - t0, sorted) and its ts and
- *             val columns; later chunks hold later samples of a sid,
+ *     chunks  list of (s0, starts, sid, ts, val): a chunk's columns (rows
+ *             grouped by sid, in time order within a sid) and its
+ *             sid_starts (sid s0 + i owns rows starts[i]:starts[i + 1];
+ *             starts None: binary search on sid); later chunks hold later
+ *             samples of a sid,
  *     sids    int64 buffer,
  *     account None or a callable told of each chunk's number of samples
  *             found, before any is copied; it may raise to stop the read.
- *   A series' rows in a chunk are found by two binary searches on the key
- *   and copied with memcpy.
+ *   A series' window in a chunk is two binary searches on its times; its
+ *   samples are copied with memcpy.
  *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
@@ -405,37 +407,62 @@ static Py_ssize_t bisect(const int64_t *k, Py_ssize_t lo, Py_ssize_t hi, int64_t
 }
 
 typedef struct {
-    int64_t s0, t0, width;
-    Py_buffer key, ts, val;
-    int held; /* buffers acquired: 0-3 */
+    int64_t s0;
+    Py_buffer starts, sid, ts, val;
+    int has_starts;
+    int held; /* buffers acquired, in the order sid, ts, val, starts */
 } chunk_t;
 
 static void release_chunks(chunk_t *ch, Py_ssize_t n) {
     for (Py_ssize_t c = 0; c < n; c++) {
-        if (ch[c].held > 0) PyBuffer_Release(&ch[c].key);
+        if (ch[c].held > 0) PyBuffer_Release(&ch[c].sid);
         if (ch[c].held > 1) PyBuffer_Release(&ch[c].ts);
         if (ch[c].held > 2) PyBuffer_Release(&ch[c].val);
+        if (ch[c].held > 3) PyBuffer_Release(&ch[c].starts);
     }
 }
 
 static int get_chunk(PyObject *item, chunk_t *c) {
-    PyObject *key, *ts, *val;
-    if (!PyArg_ParseTuple(item, "LLLOOO:chunk", &c->s0, &c->t0, &c->width, &key, &ts, &val)) return -1;
-    if (c->width <= 0) {
-        PyErr_SetString(PyExc_ValueError, "a chunk's key width must be positive");
-        return -1;
-    }
-    if (get_buffer(key, &c->key, "ql", "key")) return -1;
+    PyObject *starts, *sid, *ts, *val;
+    if (!PyArg_ParseTuple(item, "LOOOO:chunk", &c->s0, &starts, &sid, &ts, &val)) return -1;
+    if (get_buffer(sid, &c->sid, "ql", "sid")) return -1;
     c->held = 1;
     if (get_buffer(ts, &c->ts, "ql", "ts")) return -1;
     c->held = 2;
     if (get_buffer(val, &c->val, "d", "vals")) return -1;
     c->held = 3;
-    if (c->ts.len != c->key.len || c->val.len != c->key.len) {
-        PyErr_SetString(PyExc_ValueError, "a chunk's key, ts and val differ in length");
+    if (c->ts.len != c->sid.len || c->val.len != c->sid.len) {
+        PyErr_SetString(PyExc_ValueError, "a chunk's sid, ts and val differ in length");
+        return -1;
+    }
+    if (starts == Py_None) return 0;
+    if (get_buffer(starts, &c->starts, "ql", "starts")) return -1;
+    c->held = 4;
+    c->has_starts = 1;
+    const int64_t *st = c->starts.buf;
+    Py_ssize_t n = c->starts.len / 8;
+    if (n < 1 || st[0] < 0 || st[n - 1] > c->sid.len) {
+        PyErr_SetString(PyExc_ValueError, "a chunk's starts are outside its rows");
         return -1;
     }
     return 0;
+}
+
+/* Rows [*a, *b) of sid in chunk c. */
+static void sid_rows(const chunk_t *c, int64_t sid, Py_ssize_t *a, Py_ssize_t *b) {
+    if (c->has_starts) {
+        const int64_t *st = c->starts.buf;
+        int64_t rel = sid - c->s0;
+        if (rel < 0 || rel >= c->starts.len / 8 - 1) { *a = *b = 0; return; }
+        *a = (Py_ssize_t)st[rel];
+        *b = (Py_ssize_t)st[rel + 1];
+        if (*b < *a) *b = *a;
+        return;
+    }
+    const int64_t *s = c->sid.buf;
+    Py_ssize_t n = c->sid.len / 8;
+    *a = bisect(s, 0, n, sid, 0);
+    *b = bisect(s, *a, n, sid, 1);
 }
 
 static PyObject *gather(PyObject *self, PyObject *args) {
@@ -460,20 +487,14 @@ static PyObject *gather(PyObject *self, PyObject *args) {
     memset(cnt, 0, ns * 8);
     Py_ssize_t total = 0;
     for (Py_ssize_t c = 0; c < nc; c++) {
-        const int64_t *k = ch[c].key.buf;
-        Py_ssize_t rows = ch[c].key.len / 8, found = 0;
-        if (!rows) continue;
-        int64_t w = ch[c].width, top = k[rows - 1] / w + 1; /* one past the last sid, relative to s0 */
-        int64_t lo_off = start - ch[c].t0, hi_off = end - ch[c].t0;
-        if (lo_off < 0) lo_off = 0;
-        if (lo_off > w) lo_off = w;
-        if (hi_off > w - 1) hi_off = w - 1;
+        const int64_t *t = ch[c].ts.buf;
+        Py_ssize_t found = 0;
         for (Py_ssize_t i = 0; i < ns; i++) {
-            Py_ssize_t *b = bounds + 2 * (c * ns + i);
-            int64_t rel = sids[i] - ch[c].s0;
-            if (rel < 0 || rel >= top || hi_off < 0 || lo_off > hi_off) continue;
-            b[0] = bisect(k, 0, rows, rel * w + lo_off, 0);
-            b[1] = bisect(k, b[0], rows, rel * w + hi_off, 1);
+            Py_ssize_t *b = bounds + 2 * (c * ns + i), lo, hi;
+            sid_rows(&ch[c], sids[i], &lo, &hi);
+            if (hi <= lo) continue;
+            b[0] = bisect(t, lo, hi, start, 0);
+            b[1] = bisect(t, b[0], hi, end, 1);
             cnt[i] += b[1] - b[0];
             found += b[1] - b[0];
         }
