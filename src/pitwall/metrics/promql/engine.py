@@ -314,23 +314,32 @@ _FEW_SERIES = 8
 
 
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
-    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking)."""
+    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking).
+
+    When every series has a point at every step (a selector over live data),
+    they share one read-only grid and each owns a row of one copy.
+    """
     labels = vec.labels
     if vec.num_series <= _FEW_SERIES:
         return _few_series_matrix(vec, ts)
-    order = np.array(sorted(range(vec.num_series), key=labels.__getitem__), dtype=np.int64)
-    present = vec.present[order]
+    order = sorted(range(vec.num_series), key=labels.__getitem__)
+    if vec.present.all():
+        grid = ts.view()
+        grid.flags.writeable = False
+        return QueryResult("matrix", [labels[i] for i in order], [grid] * len(order), list(vec.values[order]))
+    rank = np.array(order, dtype=np.int64)
+    present = vec.present[rank]
     keep = present.any(axis=1)
-    order, present = order[keep], present[keep]
-    if not len(order):
+    rank, present = rank[keep], present[keep]
+    if not len(rank):
         return QueryResult("matrix")
     counts = present.sum(axis=1)
-    flat_vals = vec.values[order][present]
-    flat_ts = np.broadcast_to(ts, present.shape)[present]
+    flat_vals = vec.values[rank][present]
+    flat_ts = ts[np.nonzero(present)[1]]
     ends = np.cumsum(counts).tolist()
     starts = [0, *ends[:-1]]
     # Plain slices: np.split costs ~10 us a piece.
-    return QueryResult("matrix", [labels[i] for i in order.tolist()],
+    return QueryResult("matrix", [labels[i] for i in rank.tolist()],
                        [flat_ts[a:b] for a, b in zip(starts, ends, strict=True)],
                        [flat_vals[a:b] for a, b in zip(starts, ends, strict=True)])
 
