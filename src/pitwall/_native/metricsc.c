@@ -17,6 +17,17 @@
  *   A series' window in a chunk is two binary searches on its times; its
  *   samples are copied with memcpy.
  *
+ * instant_fill(offsets, ts, vals, times, lookback, out_vals, out_present, out_ts)
+ *
+ *   An instant selector at every step (pitwall.metrics.promql.selectors.
+ *   instant_from_flat): for series s (samples offsets[s]:offsets[s + 1] of
+ *   the flat ts and vals, in time order) and step t (``times``,
+ *   non-decreasing), the latest sample at or before times[t]; present when
+ *   it is the series' own, newer than times[t] - lookback and not a
+ *   staleness marker. Fills the (S, T) outputs (float64, bool, int64) with
+ *   the numpy path's exact values, absent cells included: they hold the
+ *   sample at the flat index before the series' window (or 0).
+ *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
  *   The JSON text of a matrix result's ``result`` array,
@@ -314,6 +325,19 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *codes, const c
     return 0;
 }
 
+/* ``get_buffer`` for an output: writable as well. */
+static int get_out_buffer(PyObject *obj, Py_buffer *view, const char *codes, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)) return -1;
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (view->itemsize != (*codes == '?' ? 1 : 8) || strlen(f) != 1 || !strchr(codes, *f)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a writable contiguous array of the right type", what);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *matrix_json(PyObject *self, PyObject *args) {
     PyObject *series, *counts_obj, *ts_obj, *vals_obj, *values_text;
     if (!PyArg_ParseTuple(args, "O!OOOO:matrix_json", &PyList_Type, &series, &counts_obj, &ts_obj, &vals_obj,
@@ -531,8 +555,76 @@ done:
     return res;
 }
 
+#define STALE_NAN_BITS 0x7FF0000000000002ULL
+
+static PyObject *instant_fill(PyObject *self, PyObject *args) {
+    PyObject *off_o, *ts_o, *vals_o, *times_o, *ov_o, *op_o, *ot_o;
+    long long lookback;
+    if (!PyArg_ParseTuple(args, "OOOOLOOO:instant_fill", &off_o, &ts_o, &vals_o, &times_o, &lookback, &ov_o, &op_o,
+                          &ot_o))
+        return NULL;
+    Py_buffer b[7];
+    PyObject *objs[7] = {off_o, ts_o, vals_o, times_o, ov_o, op_o, ot_o};
+    const char *codes[7] = {"ql", "ql", "d", "ql", "d", "?", "ql"};
+    const char *names[7] = {"offsets", "ts", "vals", "times", "out_vals", "out_present", "out_ts"};
+    int got = 0;
+    PyObject *res = NULL;
+    for (; got < 7; got++) {
+        if (got < 4 ? get_buffer(objs[got], &b[got], codes[got], names[got])
+                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
+            goto done;
+    }
+    const int64_t *off = b[0].buf, *ts = b[1].buf, *times = b[3].buf;
+    const double *vals = b[2].buf;
+    double *ov = b[4].buf;
+    char *op = b[5].buf;
+    int64_t *ot = b[6].buf;
+    Py_ssize_t ns = b[0].len / 8 - 1, n = b[1].len / 8, nt = b[3].len / 8;
+    if (ns < 0 || b[2].len != b[1].len || b[4].len / 8 != ns * nt || b[5].len != ns * nt || b[6].len / 8 != ns * nt
+        || off[0] != 0 || off[ns] != n) {
+        PyErr_SetString(PyExc_ValueError, "instant_fill: shapes do not match");
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        if (off[s + 1] < off[s]) {
+            PyErr_SetString(PyExc_ValueError, "instant_fill: offsets decrease");
+            goto done;
+        }
+    }
+    for (Py_ssize_t t = 1; t < nt; t++) {
+        if (times[t] < times[t - 1]) {
+            PyErr_SetString(PyExc_ValueError, "instant_fill: times decrease");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        Py_ssize_t j = off[s], end = off[s + 1];
+        for (Py_ssize_t t = 0; t < nt; t++) {
+            while (j < end && ts[j] <= times[t]) j++;
+            Py_ssize_t idx = j - 1, cell = s * nt + t;
+            int present = idx >= off[s];
+            if (idx < 0) idx = 0;
+            double v = n ? vals[idx] : 0.0;
+            int64_t at = n ? ts[idx] : 0;
+            uint64_t bits;
+            memcpy(&bits, &v, 8);
+            ov[cell] = v;
+            ot[cell] = at;
+            op[cell] = (char)(present && at > times[t] - lookback && bits != STALE_NAN_BITS);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    res = Py_None;
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
+    {"instant_fill", instant_fill, METH_VARARGS, "An instant selector's values at every step."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };

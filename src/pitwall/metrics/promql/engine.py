@@ -316,17 +316,22 @@ _FEW_SERIES = 8
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
     """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking).
 
-    When every series has a point at every step (a selector over live data),
-    they share one read-only grid and each owns a row of one copy.
+    When every series has a point at the same steps (a selector over live
+    data), they share one read-only grid and each owns a row of one copy.
     """
     labels = vec.labels
     if vec.num_series <= _FEW_SERIES:
         return _few_series_matrix(vec, ts)
     order = sorted(range(vec.num_series), key=labels.__getitem__)
-    if vec.present.all():
-        grid = ts.view()
+    first = vec.present[0]
+    if (vec.present == first).all():
+        # The same steps for all (a selector's usual answer): one read-only grid, rows of one copy.
+        if not first.any():
+            return QueryResult("matrix")
+        grid = ts[first]
         grid.flags.writeable = False
-        return QueryResult("matrix", [labels[i] for i in order], [grid] * len(order), list(vec.values[order]))
+        rows = vec.values[order] if first.all() else vec.values[order][:, first]
+        return QueryResult("matrix", [labels[i] for i in order], [grid] * len(order), list(rows))
     rank = np.array(order, dtype=np.int64)
     present = vec.present[rank]
     keep = present.any(axis=1)

@@ -10,9 +10,10 @@ is the number of samples at or before each step.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +22,13 @@ from pitwall.metrics.model import stale_mask
 from pitwall.metrics.promql.ast import Selector
 from pitwall.metrics.promql.context import EvalContext
 from pitwall.metrics.promql.values import RangeSamples, StepVector
+
+# instant_from_flat's loop in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
+_metricsc: Any
+try:
+    _metricsc = importlib.import_module("pitwall._metricsc")
+except ImportError:  # pragma: no cover - depends on the build
+    _metricsc = None
 
 
 @dataclass
@@ -161,6 +169,12 @@ def instant_from_flat(
     if s == 0:
         empty = np.zeros((0, t))
         return StepVector([], empty, np.zeros((0, t), dtype=bool)), empty.astype(np.int64)
+    if _metricsc is not None and not bool(np.any(eff[1:] < eff[:-1])):
+        # One merge pass per series in C instead of ~15 numpy calls; the same arrays.
+        vals, present, sample_ts = np.empty((s, t)), np.empty((s, t), dtype=bool), np.empty((s, t), dtype=np.int64)
+        _metricsc.instant_fill(flat.offsets, flat.ts, flat.values, np.ascontiguousarray(eff, dtype=np.int64),
+                               lookback_ms, vals, present, sample_ts)
+        return StepVector(list(flat.labels), vals, present), sample_ts
     idx = _window_ends(flat, eff, _series_index(flat.offsets))
     idx -= 1
     present = idx >= flat.offsets[:-1, None]
