@@ -28,6 +28,14 @@
  *   the numpy path's exact values, absent cells included: they hold the
  *   sample at the flat index before the series' window (or 0).
  *
+ * window_fill(offsets, ts, times, range_ms, out_lo, out_hi)
+ *
+ *   A range selector's windows (t - range, t] at every step: out_hi[s, t]
+ *   is one past the flat index of series s's last sample at or before
+ *   times[t] (times non-decreasing), out_lo[s, t] the same for
+ *   times[t] - range_ms (int64 (S, T) outputs), as
+ *   pitwall.metrics.promql.selectors._window_bounds computes them.
+ *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
  *   The JSON text of a matrix result's ``result`` array,
@@ -622,9 +630,62 @@ done:
     return res;
 }
 
+static PyObject *window_fill(PyObject *self, PyObject *args) {
+    PyObject *objs[5];
+    long long range_ms;
+    if (!PyArg_ParseTuple(args, "OOOLOO:window_fill", &objs[0], &objs[1], &objs[2], &range_ms, &objs[3], &objs[4]))
+        return NULL;
+    Py_buffer b[5];
+    const char *names[5] = {"offsets", "ts", "times", "out_lo", "out_hi"};
+    int got = 0;
+    PyObject *res = NULL;
+    for (; got < 5; got++) {
+        if (got < 3 ? get_buffer(objs[got], &b[got], "ql", names[got])
+                    : get_out_buffer(objs[got], &b[got], "ql", names[got]))
+            goto done;
+    }
+    const int64_t *off = b[0].buf, *ts = b[1].buf, *times = b[2].buf;
+    int64_t *lo = b[3].buf, *hi = b[4].buf;
+    Py_ssize_t ns = b[0].len / 8 - 1, n = b[1].len / 8, nt = b[2].len / 8;
+    if (ns < 0 || b[3].len / 8 != ns * nt || b[4].len / 8 != ns * nt || off[0] != 0 || off[ns] != n) {
+        PyErr_SetString(PyExc_ValueError, "window_fill: shapes do not match");
+        goto done;
+    }
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        if (off[s + 1] < off[s]) {
+            PyErr_SetString(PyExc_ValueError, "window_fill: offsets decrease");
+            goto done;
+        }
+    }
+    for (Py_ssize_t t = 1; t < nt; t++) {
+        if (times[t] < times[t - 1]) {
+            PyErr_SetString(PyExc_ValueError, "window_fill: times decrease");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        Py_ssize_t a = off[s], z = off[s], end = off[s + 1];
+        for (Py_ssize_t t = 0; t < nt; t++) {
+            int64_t upto = times[t], from = times[t] - range_ms;
+            while (a < end && ts[a] <= from) a++;
+            while (z < end && ts[z] <= upto) z++;
+            lo[s * nt + t] = a;
+            hi[s * nt + t] = z;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    res = Py_None;
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
     {"instant_fill", instant_fill, METH_VARARGS, "An instant selector's values at every step."},
+    {"window_fill", window_fill, METH_VARARGS, "A range selector's window bounds at every step."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };

@@ -77,8 +77,8 @@ def test_window_bounds_match_brute_force(times: np.ndarray) -> None:
 
 @pytest.mark.skipif(selectors._metricsc is None, reason="C helper not built")
 @pytest.mark.parametrize("seed", range(20))
-def test_instant_selector_in_c_is_the_numpy_answer(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every cell, absent ones included (they hold the sample before the series' window)."""
+def test_instant_and_range_selectors_in_c_are_the_numpy_answers(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell, absent ones included (they hold the sample before the series' window); every window bound."""
     rng = np.random.default_rng(seed)
     flat = _random_flat(rng, int(rng.integers(1, 30)), 3000)
     flat.values[rng.random(len(flat.values)) < 0.1] = STALE_NAN
@@ -95,6 +95,13 @@ def test_instant_selector_in_c_is_the_numpy_answer(seed: int, monkeypatch: pytes
         assert np.array_equal(got_vec.present, want_vec.present)
         assert np.array_equal(got_vec.values.view(np.uint64), want_vec.values.view(np.uint64))
         assert np.array_equal(got_ts, want_ts)
+        for range_ms in (1, lookback, 300, int(rng.integers(1, 4000))):
+            got_rs = range_from_flat(flat, eff, range_ms, 0, 3000)
+            with monkeypatch.context() as m:
+                m.setattr(selectors, "_metricsc", None)
+                want_rs = range_from_flat(flat, eff, range_ms, 0, 3000)
+            assert np.array_equal(got_rs.lo, want_rs.lo) and np.array_equal(got_rs.hi, want_rs.hi)
+            assert np.array_equal(got_rs.offsets, want_rs.offsets) and np.array_equal(got_rs.ts, want_rs.ts)
 
 
 def test_window_bounds_drop_stale_markers() -> None:
