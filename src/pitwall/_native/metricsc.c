@@ -36,6 +36,13 @@
  *   times[t] - range_ms (int64 (S, T) outputs), as
  *   pitwall.metrics.promql.selectors._window_bounds computes them.
  *
+ * window_extreme(vals, first, counts, out, want_max)
+ *
+ *   max_over_time (want_max true) or min_over_time of each window
+ *   vals[first[i]:first[i] + counts[i]] (counts >= 1) into out[i], with
+ *   Prometheus' loop: a value replaces the extreme when beyond it or when
+ *   the extreme is NaN (so NaN only when every value is).
+ *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
  *   The JSON text of a matrix result's ``result`` array,
@@ -682,10 +689,57 @@ done:
     return res;
 }
 
+static PyObject *window_extreme(PyObject *self, PyObject *args) {
+    PyObject *objs[4];
+    int want_max;
+    if (!PyArg_ParseTuple(args, "OOOOp:window_extreme", &objs[0], &objs[1], &objs[2], &objs[3], &want_max))
+        return NULL;
+    Py_buffer b[4];
+    const char *codes[4] = {"d", "ql", "ql", "d"};
+    const char *names[4] = {"vals", "first", "counts", "out"};
+    int got = 0;
+    PyObject *res = NULL;
+    for (; got < 4; got++) {
+        if (got < 3 ? get_buffer(objs[got], &b[got], codes[got], names[got])
+                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
+            goto done;
+    }
+    const double *v = b[0].buf;
+    const int64_t *first = b[1].buf, *cnt = b[2].buf;
+    double *out = b[3].buf;
+    Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
+    if (b[2].len / 8 != nw || b[3].len / 8 != nw) {
+        PyErr_SetString(PyExc_ValueError, "window_extreme: shapes do not match");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
+            PyErr_SetString(PyExc_ValueError, "window_extreme: a window is outside the values");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        const double *x = v + first[i];
+        double m = x[0];
+        for (int64_t k = 1; k < cnt[i]; k++) {
+            if (want_max ? (x[k] > m || isnan(m)) : (x[k] < m || isnan(m))) m = x[k];
+        }
+        out[i] = m;
+    }
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    res = Py_None;
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
     {"instant_fill", instant_fill, METH_VARARGS, "An instant selector's values at every step."},
     {"window_fill", window_fill, METH_VARARGS, "A range selector's window bounds at every step."},
+    {"window_extreme", window_extreme, METH_VARARGS, "max_over_time or min_over_time of each window."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };

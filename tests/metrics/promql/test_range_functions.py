@@ -512,3 +512,26 @@ def test_rate_speed_10k_series() -> None:
     elapsed = time.perf_counter() - start
     print(f"\nrate over 10k series x 121 steps x 20 samples/window: {elapsed * 1000:.1f} ms")
     assert present.all() and np.isfinite(values).all()
+
+
+@pytest.mark.parametrize("fn", ["max_over_time", "min_over_time"])
+def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit (signed zeros and NaN included) over random overlapping windows."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+    rng = np.random.default_rng(5)
+    pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
+    for _ in range(50):
+        series = []
+        for i in range(int(rng.integers(1, 6))):
+            vals = [pool[int(k)] for k in rng.integers(0, len(pool), size=int(rng.integers(0, 30)))]
+            series.append(({"i": str(i)}, load(1000, vals)))
+        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
+        got = call(fn, rs)
+        with monkeypatch.context() as m:
+            m.setattr(range_functions, "_metricsc", None)
+            want = call(fn, rs)
+        assert np.array_equal(got[1], want[1])
+        assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
