@@ -43,6 +43,12 @@
  *   Prometheus' loop: a value replaces the extreme when beyond it or when
  *   the extreme is NaN (so NaN only when every value is).
  *
+ * window_sum(vals, first, counts, out, mean)
+ *
+ *   sum_over_time (mean false) or avg_over_time of each window, as
+ *   Prometheus 3 computes them: a Kahan-Neumaier sum; the mean switches to
+ *   an incremental mean (itself compensated) once the sum overflows.
+ *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
  *   The JSON text of a matrix result's ``result`` array,
@@ -64,6 +70,12 @@
  * The loops build one growing buffer; no Python object per point.
  */
 #define PY_SSIZE_T_CLEAN
+/* Sums must round exactly as Prometheus' Go loops do: no fused multiply-adds. */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC optimize("fp-contract=off")
+#endif
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
@@ -735,11 +747,96 @@ done:
     return res;
 }
 
+/* Prometheus' kahansum.Inc: the sum and compensation after adding inc. */
+static inline void kahan_inc(double inc, double *sum, double *c) {
+    double t = *sum + inc;
+    if (isinf(t)) {
+        *c = 0.0;
+    } else if (fabs(*sum) >= fabs(inc)) {
+        *c = ((*sum - t) + inc) + *c;
+    } else {
+        *c = ((inc - t) + *sum) + *c;
+    }
+    *sum = t;
+}
+
+static double window_avg(const double *x, int64_t n) {
+    double sum = x[0], c = 0.0, mean = 0.0;
+    int incremental = 0;
+    for (int64_t k = 1; k < n; k++) {
+        double count = (double)(k + 1);
+        if (!incremental) {
+            double s2 = sum, c2 = c;
+            kahan_inc(x[k], &s2, &c2);
+            if (!isinf(s2)) {
+                sum = s2;
+                c = c2;
+                continue;
+            }
+            incremental = 1;
+            mean = sum / (count - 1);
+            c = c / (count - 1);
+        }
+        double q = (count - 1) / count;
+        mean = q * mean;
+        c = q * c;
+        kahan_inc(x[k] / count, &mean, &c);
+    }
+    if (incremental) return mean + c;
+    return sum / (double)n + c / (double)n;
+}
+
+static double window_total(const double *x, int64_t n) {
+    double sum = 0.0, c = 0.0;
+    for (int64_t k = 0; k < n; k++) kahan_inc(x[k], &sum, &c);
+    return isinf(sum) ? sum : sum + c;
+}
+
+static PyObject *window_sum(PyObject *self, PyObject *args) {
+    PyObject *objs[4];
+    int mean;
+    if (!PyArg_ParseTuple(args, "OOOOp:window_sum", &objs[0], &objs[1], &objs[2], &objs[3], &mean)) return NULL;
+    Py_buffer b[4];
+    const char *codes[4] = {"d", "ql", "ql", "d"};
+    const char *names[4] = {"vals", "first", "counts", "out"};
+    int got = 0;
+    PyObject *res = NULL;
+    for (; got < 4; got++) {
+        if (got < 3 ? get_buffer(objs[got], &b[got], codes[got], names[got])
+                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
+            goto done;
+    }
+    const double *v = b[0].buf;
+    const int64_t *first = b[1].buf, *cnt = b[2].buf;
+    double *out = b[3].buf;
+    Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
+    if (b[2].len / 8 != nw || b[3].len / 8 != nw) {
+        PyErr_SetString(PyExc_ValueError, "window_sum: shapes do not match");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
+            PyErr_SetString(PyExc_ValueError, "window_sum: a window is outside the values");
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nw; i++)
+        out[i] = mean ? window_avg(v + first[i], cnt[i]) : window_total(v + first[i], cnt[i]);
+    Py_END_ALLOW_THREADS
+    Py_INCREF(Py_None);
+    res = Py_None;
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return res;
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
     {"instant_fill", instant_fill, METH_VARARGS, "An instant selector's values at every step."},
     {"window_fill", window_fill, METH_VARARGS, "A range selector's window bounds at every step."},
     {"window_extreme", window_extreme, METH_VARARGS, "max_over_time or min_over_time of each window."},
+    {"window_sum", window_sum, METH_VARARGS, "sum_over_time or avg_over_time of each window."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };
