@@ -365,6 +365,25 @@ static int get_out_buffer(PyObject *obj, Py_buffer *view, const char *codes, con
     return 0;
 }
 
+/* n buffers of objs: the first n_in read, the rest written; returns 0, or -1 with all released. */
+static int get_buffers(PyObject **objs, Py_buffer *b, int n, int n_in, const char **codes, const char **names) {
+    for (int i = 0; i < n; i++) {
+        if (i < n_in ? get_buffer(objs[i], &b[i], codes[i], names[i])
+                     : get_out_buffer(objs[i], &b[i], codes[i], names[i])) {
+            while (i--) PyBuffer_Release(&b[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Releases the n buffers; None when ok, else NULL (the error is set). */
+static PyObject *finish(Py_buffer *b, int n, int ok) {
+    for (int i = 0; i < n; i++) PyBuffer_Release(&b[i]);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *matrix_json(PyObject *self, PyObject *args) {
     PyObject *series, *counts_obj, *ts_obj, *vals_obj, *values_text;
     if (!PyArg_ParseTuple(args, "O!OOOO:matrix_json", &PyList_Type, &series, &counts_obj, &ts_obj, &vals_obj,
@@ -582,6 +601,23 @@ done:
     return res;
 }
 
+/* Series offsets that never decrease and step times that never go back; -1 (ValueError) otherwise. */
+static int check_grid(const int64_t *off, Py_ssize_t ns, const int64_t *times, Py_ssize_t nt, const char *what) {
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        if (off[s + 1] < off[s]) {
+            PyErr_Format(PyExc_ValueError, "%s: offsets decrease", what);
+            return -1;
+        }
+    }
+    for (Py_ssize_t t = 1; t < nt; t++) {
+        if (times[t] < times[t - 1]) {
+            PyErr_Format(PyExc_ValueError, "%s: times decrease", what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 #define STALE_NAN_BITS 0x7FF0000000000002ULL
 
 static PyObject *instant_fill(PyObject *self, PyObject *args) {
@@ -594,13 +630,7 @@ static PyObject *instant_fill(PyObject *self, PyObject *args) {
     PyObject *objs[7] = {off_o, ts_o, vals_o, times_o, ov_o, op_o, ot_o};
     const char *codes[7] = {"ql", "ql", "d", "ql", "d", "?", "ql"};
     const char *names[7] = {"offsets", "ts", "vals", "times", "out_vals", "out_present", "out_ts"};
-    int got = 0;
-    PyObject *res = NULL;
-    for (; got < 7; got++) {
-        if (got < 4 ? get_buffer(objs[got], &b[got], codes[got], names[got])
-                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
-            goto done;
-    }
+    if (get_buffers(objs, b, 7, 4, codes, names)) return NULL;
     const int64_t *off = b[0].buf, *ts = b[1].buf, *times = b[3].buf;
     const double *vals = b[2].buf;
     double *ov = b[4].buf;
@@ -612,18 +642,7 @@ static PyObject *instant_fill(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "instant_fill: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t s = 0; s < ns; s++) {
-        if (off[s + 1] < off[s]) {
-            PyErr_SetString(PyExc_ValueError, "instant_fill: offsets decrease");
-            goto done;
-        }
-    }
-    for (Py_ssize_t t = 1; t < nt; t++) {
-        if (times[t] < times[t - 1]) {
-            PyErr_SetString(PyExc_ValueError, "instant_fill: times decrease");
-            goto done;
-        }
-    }
+    if (check_grid(off, ns, times, nt, "instant_fill")) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t s = 0; s < ns; s++) {
         Py_ssize_t j = off[s], end = off[s + 1];
@@ -642,11 +661,9 @@ static PyObject *instant_fill(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    res = Py_None;
+    return finish(b, (int)(sizeof(b) / sizeof(b[0])), 1);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
-    return res;
+    return finish(b, (int)(sizeof(b) / sizeof(b[0])), 0);
 }
 
 static PyObject *window_fill(PyObject *self, PyObject *args) {
@@ -655,14 +672,9 @@ static PyObject *window_fill(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOLOO:window_fill", &objs[0], &objs[1], &objs[2], &range_ms, &objs[3], &objs[4]))
         return NULL;
     Py_buffer b[5];
+    const char *codes[5] = {"ql", "ql", "ql", "ql", "ql"};
     const char *names[5] = {"offsets", "ts", "times", "out_lo", "out_hi"};
-    int got = 0;
-    PyObject *res = NULL;
-    for (; got < 5; got++) {
-        if (got < 3 ? get_buffer(objs[got], &b[got], "ql", names[got])
-                    : get_out_buffer(objs[got], &b[got], "ql", names[got]))
-            goto done;
-    }
+    if (get_buffers(objs, b, 5, 3, codes, names)) return NULL;
     const int64_t *off = b[0].buf, *ts = b[1].buf, *times = b[2].buf;
     int64_t *lo = b[3].buf, *hi = b[4].buf;
     Py_ssize_t ns = b[0].len / 8 - 1, n = b[1].len / 8, nt = b[2].len / 8;
@@ -670,18 +682,7 @@ static PyObject *window_fill(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "window_fill: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t s = 0; s < ns; s++) {
-        if (off[s + 1] < off[s]) {
-            PyErr_SetString(PyExc_ValueError, "window_fill: offsets decrease");
-            goto done;
-        }
-    }
-    for (Py_ssize_t t = 1; t < nt; t++) {
-        if (times[t] < times[t - 1]) {
-            PyErr_SetString(PyExc_ValueError, "window_fill: times decrease");
-            goto done;
-        }
-    }
+    if (check_grid(off, ns, times, nt, "window_fill")) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t s = 0; s < ns; s++) {
         Py_ssize_t a = off[s], z = off[s], end = off[s + 1];
@@ -694,57 +695,17 @@ static PyObject *window_fill(PyObject *self, PyObject *args) {
         }
     }
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    res = Py_None;
+    return finish(b, (int)(sizeof(b) / sizeof(b[0])), 1);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
-    return res;
+    return finish(b, (int)(sizeof(b) / sizeof(b[0])), 0);
 }
 
-static PyObject *window_extreme(PyObject *self, PyObject *args) {
-    PyObject *objs[4];
-    int want_max;
-    if (!PyArg_ParseTuple(args, "OOOOp:window_extreme", &objs[0], &objs[1], &objs[2], &objs[3], &want_max))
-        return NULL;
-    Py_buffer b[4];
-    const char *codes[4] = {"d", "ql", "ql", "d"};
-    const char *names[4] = {"vals", "first", "counts", "out"};
-    int got = 0;
-    PyObject *res = NULL;
-    for (; got < 4; got++) {
-        if (got < 3 ? get_buffer(objs[got], &b[got], codes[got], names[got])
-                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
-            goto done;
+static double window_max_or_min(const double *x, int64_t n, int want_max) {
+    double m = x[0];
+    for (int64_t k = 1; k < n; k++) {
+        if (want_max ? (x[k] > m || isnan(m)) : (x[k] < m || isnan(m))) m = x[k];
     }
-    const double *v = b[0].buf;
-    const int64_t *first = b[1].buf, *cnt = b[2].buf;
-    double *out = b[3].buf;
-    Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
-    if (b[2].len / 8 != nw || b[3].len / 8 != nw) {
-        PyErr_SetString(PyExc_ValueError, "window_extreme: shapes do not match");
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "window_extreme: a window is outside the values");
-            goto done;
-        }
-    }
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        const double *x = v + first[i];
-        double m = x[0];
-        for (int64_t k = 1; k < cnt[i]; k++) {
-            if (want_max ? (x[k] > m || isnan(m)) : (x[k] < m || isnan(m))) m = x[k];
-        }
-        out[i] = m;
-    }
-    Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    res = Py_None;
-done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
-    return res;
+    return m;
 }
 
 /* Prometheus' kahansum.Inc: the sum and compensation after adding inc. */
@@ -792,43 +753,47 @@ static double window_total(const double *x, int64_t n) {
     return isinf(sum) ? sum : sum + c;
 }
 
-static PyObject *window_sum(PyObject *self, PyObject *args) {
+static double window_sum_or_avg(const double *x, int64_t n, int mean) {
+    return mean ? window_avg(x, n) : window_total(x, n);
+}
+
+/* out[i] = fn(vals[first[i]:first[i] + counts[i]], flag) for every window (counts >= 1). */
+static PyObject *per_window(PyObject *args, const char *fmt, double (*fn)(const double *, int64_t, int)) {
     PyObject *objs[4];
-    int mean;
-    if (!PyArg_ParseTuple(args, "OOOOp:window_sum", &objs[0], &objs[1], &objs[2], &objs[3], &mean)) return NULL;
+    int flag;
+    if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2], &objs[3], &flag)) return NULL;
     Py_buffer b[4];
     const char *codes[4] = {"d", "ql", "ql", "d"};
     const char *names[4] = {"vals", "first", "counts", "out"};
-    int got = 0;
-    PyObject *res = NULL;
-    for (; got < 4; got++) {
-        if (got < 3 ? get_buffer(objs[got], &b[got], codes[got], names[got])
-                    : get_out_buffer(objs[got], &b[got], codes[got], names[got]))
-            goto done;
-    }
+    if (get_buffers(objs, b, 4, 3, codes, names)) return NULL;
     const double *v = b[0].buf;
     const int64_t *first = b[1].buf, *cnt = b[2].buf;
     double *out = b[3].buf;
     Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
     if (b[2].len / 8 != nw || b[3].len / 8 != nw) {
-        PyErr_SetString(PyExc_ValueError, "window_sum: shapes do not match");
+        PyErr_SetString(PyExc_ValueError, "per-window function: shapes do not match");
         goto done;
     }
     for (Py_ssize_t i = 0; i < nw; i++) {
         if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "window_sum: a window is outside the values");
+            PyErr_SetString(PyExc_ValueError, "per-window function: a window is outside the values");
             goto done;
         }
     }
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < nw; i++)
-        out[i] = mean ? window_avg(v + first[i], cnt[i]) : window_total(v + first[i], cnt[i]);
+    for (Py_ssize_t i = 0; i < nw; i++) out[i] = fn(v + first[i], cnt[i], flag);
     Py_END_ALLOW_THREADS
-    Py_INCREF(Py_None);
-    res = Py_None;
+    return finish(b, 4, 1);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
-    return res;
+    return finish(b, 4, 0);
+}
+
+static PyObject *window_extreme(PyObject *self, PyObject *args) {
+    return per_window(args, "OOOOp:window_extreme", window_max_or_min);
+}
+
+static PyObject *window_sum(PyObject *self, PyObject *args) {
+    return per_window(args, "OOOOp:window_sum", window_sum_or_avg);
 }
 
 static PyMethodDef methods[] = {

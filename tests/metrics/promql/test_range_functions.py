@@ -514,6 +514,18 @@ def test_rate_speed_10k_series() -> None:
     assert present.all() and np.isfinite(values).all()
 
 
+def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fn`` through the C helper and through the numpy path: the same cells, the same bits."""
+    from pitwall.metrics.promql import range_functions
+
+    got = call(fn, rs)
+    with monkeypatch.context() as m:
+        m.setattr(range_functions, "_metricsc", None)
+        want = call(fn, rs)
+    assert np.array_equal(got[1], want[1])
+    assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
+
+
 @pytest.mark.parametrize("fn", ["max_over_time", "min_over_time"])
 def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit (signed zeros and NaN included) over random overlapping windows."""
@@ -529,12 +541,7 @@ def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pyt
             vals = [pool[int(k)] for k in rng.integers(0, len(pool), size=int(rng.integers(0, 30)))]
             series.append(({"i": str(i)}, load(1000, vals)))
         rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
-        got = call(fn, rs)
-        with monkeypatch.context() as m:
-            m.setattr(range_functions, "_metricsc", None)
-            want = call(fn, rs)
-        assert np.array_equal(got[1], want[1])
-        assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
+        _assert_c_is_numpy(fn, rs, monkeypatch)
 
 
 @pytest.mark.parametrize("fn", ["sum_over_time", "avg_over_time"])
@@ -556,9 +563,4 @@ def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytes
                 vals[rng.random(n) < 0.1] = rng.choice([math.nan, math.inf, -math.inf])
             series.append(({"i": str(i)}, load(1000, vals.tolist())))
         rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
-        got = call(fn, rs)
-        with monkeypatch.context() as m:
-            m.setattr(range_functions, "_metricsc", None)
-            want = call(fn, rs)
-        assert np.array_equal(got[1], want[1])
-        assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
+        _assert_c_is_numpy(fn, rs, monkeypatch)
