@@ -68,7 +68,9 @@ RANGE_QUERIES = {
     "R vector(1)": "vector(1)",
     "R one series": 'process_cpu_seconds_total{instance="host-4-0:9100"}',
     "R selector 13": 'queue_depth{instance="host-4-6:9100"}',
+    "R selector 50": "up",
     "R over_time": 'sum_over_time(queue_depth{instance="host-4-3:9100", queue!="q1"}[1m])',
+    "R over_time 50": "max_over_time(process_resident_memory_bytes[1m])",
     "R rate": 'rate(http_request_duration_seconds_sum{instance="host-3-8:9100", path=~"/|/cart"}[1m])',
     "R subquery": 'deriv(sum by (job) (rate(http_request_duration_seconds_sum{instance="host-3-8:9100"}[1m]))'
                   '[5m:1m])',
@@ -135,6 +137,11 @@ class AsgiGet:
 
 
 async def _load(store: Any, t0: int) -> None:
+    """prom_datagen's data in prom_remote_write.py's requests: 2,000 series x 10 samples each.
+
+    So the head holds the chunks a server fed by remote write holds (4, where
+    whole 10k-series batches left 2).
+    """
     sys.path.insert(0, str(SHARED_BENCH))
     os.environ["BENCH_OFFSET_MS"] = "1234"
     import prom_datagen  # type: ignore[import-not-found]
@@ -142,12 +149,13 @@ async def _load(store: Any, t0: int) -> None:
     labels, ts, values = prom_datagen.generate(t0_s=t0)
     series = [labels_from_dict(lb) for lb in labels]
     n_series, n_samp = values.shape
-    for c0 in range(0, n_samp, 10):  # 10 samples per series per batch, as the remote-write benches
-        cols = values[:, c0 : c0 + 10]
-        k = cols.shape[1]
-        batch = SampleBatch(series, np.repeat(np.arange(n_series, dtype=np.int64), k),
-                            np.tile(ts[c0 : c0 + k], n_series), cols.reshape(-1).astype(np.float64))
-        await store.append("default", batch)
+    for c0 in range(0, n_samp, 10):
+        for g0 in range(0, n_series, 2000):
+            cols = values[g0 : g0 + 2000, c0 : c0 + 10]
+            n, k = cols.shape
+            batch = SampleBatch(series[g0 : g0 + n], np.repeat(np.arange(n, dtype=np.int64), k),
+                                np.tile(ts[c0 : c0 + k], n), cols.reshape(-1).astype(np.float64))
+            await store.append("default", batch)
 
 
 async def _calls_per_request(get: AsgiGet, path: str, params: dict[str, str]) -> int:

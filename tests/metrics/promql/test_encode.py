@@ -9,7 +9,8 @@ import pytest
 
 from pitwall.core.labels import labels_from_dict
 from pitwall.metrics.memory import MemoryQuerier
-from pitwall.metrics.promql.encode import values_text
+from pitwall.metrics.promql import encode
+from pitwall.metrics.promql.encode import matrix_result_json, matrix_result_text, values_text
 from pitwall.metrics.promql.engine import Engine, QueryResult, encode_response_body
 from pitwall.metrics.promql.format import format_float, format_seconds
 
@@ -103,3 +104,56 @@ def test_tiny_values_grouped_by_exponent_match_format_float() -> None:
         v[::7] = 10.0 ** rng.integers(-30, -5, size=len(v[::7]))  # exact powers: log10 at the edge
         v[::11] = np.nextafter(v[::11], 0)
         assert values_text(v).split(",")[:-1] == [format_float(x) for x in v.tolist()]
+
+
+native = pytest.mark.skipif(encode._metricsc is None, reason="C helper not built")
+
+
+@native
+@pytest.mark.parametrize("seed", range(40))
+def test_c_matrix_text_is_the_python_text(seed: int) -> None:
+    res = _random_matrix(seed)
+    assert matrix_result_json(res.series, res.timestamps, res.values) == \
+        matrix_result_text(res.series, res.timestamps, res.values).encode()
+
+
+@native
+def test_c_matrix_text_labels_times_and_values_at_the_edges() -> None:
+    every_char = "".join(map(chr, range(0x80))) + "é€😀\u2028"
+    series = [labels_from_dict({"__name__": "m", "k": every_char}), labels_from_dict({every_char: "v"}), (),
+              labels_from_dict({"a": ""})]
+    # Negative, fractional and large times; integers around 1e15 and the values orjson spells with exponents.
+    ts = [np.array([-1_500, -1_000, -1, 0, 1, 10, 100, 999_999_999_999_999], dtype=np.int64),
+          np.array([1_700_000_000_120], dtype=np.int64), np.array([], dtype=np.int64),
+          np.array([5, 50, 500], dtype=np.int64)]
+    vals = [np.array([999_999_999_999_999.0, -999_999_999_999_999.0, 1e15, -1e15, 1e16 + 2, 2.5e-9, -0.0, 0.5]),
+            np.array([-7.0]), np.array([]), np.array([np.nan, np.inf, -np.inf])]
+    got = matrix_result_json(series, ts, vals)
+    assert got == matrix_result_text(series, ts, vals).encode()
+    assert json.loads(got)[0]["metric"]["k"] == every_char
+    assert json.loads(got)[2] == {"metric": {}, "values": []}
+
+
+@native
+def test_c_matrix_text_leaves_far_times_to_python() -> None:
+    series = [labels_from_dict({"a": "b"})]
+    for t in (10**15, -(10**15), 2**62):
+        ts, vals = [np.array([0, t], dtype=np.int64)], [np.array([1.0, 0.1])]
+        assert encode._metricsc.matrix_json(series, np.array([2]), ts[0], vals[0], lambda: b"[1.0,0.1]") is None
+        assert matrix_result_json(series, ts, vals) == matrix_result_text(series, ts, vals).encode()
+
+
+@native
+def test_c_matrix_text_rejects_mismatched_input() -> None:
+    series = [labels_from_dict({"a": "b"})]
+    ts, vals = np.array([1000, 2000], dtype=np.int64), np.array([0.5, 0.25])
+    with pytest.raises(ValueError):
+        encode._metricsc.matrix_json(series, np.array([3]), ts, vals, lambda: b"[0.5,0.25]")
+    with pytest.raises(ValueError):
+        encode._metricsc.matrix_json(series, np.array([1]), ts, vals, lambda: b"[0.5,0.25]")
+    with pytest.raises(ValueError):
+        encode._metricsc.matrix_json(series, np.array([2]), ts, vals, lambda: b"[0.5]")
+    with pytest.raises(TypeError):
+        encode._metricsc.matrix_json(series, np.array([2]), ts.astype(np.int32), vals, lambda: b"[0.5,0.25]")
+    with pytest.raises(TypeError):
+        encode._metricsc.matrix_json([(("a", 1),)], np.array([2]), ts, vals, lambda: b"[0.5,0.25]")

@@ -512,3 +512,55 @@ def test_rate_speed_10k_series() -> None:
     elapsed = time.perf_counter() - start
     print(f"\nrate over 10k series x 121 steps x 20 samples/window: {elapsed * 1000:.1f} ms")
     assert present.all() and np.isfinite(values).all()
+
+
+def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``fn`` through the C helper and through the numpy path: the same cells, the same bits."""
+    from pitwall.metrics.promql import range_functions
+
+    got = call(fn, rs)
+    with monkeypatch.context() as m:
+        m.setattr(range_functions, "_metricsc", None)
+        want = call(fn, rs)
+    assert np.array_equal(got[1], want[1])
+    assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
+
+
+@pytest.mark.parametrize("fn", ["max_over_time", "min_over_time"])
+def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit (signed zeros and NaN included) over random overlapping windows."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+    rng = np.random.default_rng(5)
+    pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
+    for _ in range(50):
+        series = []
+        for i in range(int(rng.integers(1, 6))):
+            vals = [pool[int(k)] for k in rng.integers(0, len(pool), size=int(rng.integers(0, 30)))]
+            series.append(({"i": str(i)}, load(1000, vals)))
+        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
+        _assert_c_is_numpy(fn, rs, monkeypatch)
+
+
+@pytest.mark.parametrize("fn", ["sum_over_time", "avg_over_time"])
+def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit with the column-wise Kahan loops, overflow to the incremental mean included."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+    rng = np.random.default_rng(9)
+    for k in range(60):
+        series = []
+        for i in range(int(rng.integers(1, 6))):
+            n = int(rng.integers(0, 30))
+            vals = rng.normal(size=n) * 10.0 ** float(rng.integers(-5, 10))
+            if k % 3 == 0:  # sums that overflow, and values that cancel
+                vals[rng.random(n) < 0.3] = 1.5e308 * rng.choice([-1.0, 1.0])
+            if k % 5 == 0:
+                vals[rng.random(n) < 0.1] = rng.choice([math.nan, math.inf, -math.inf])
+            series.append(({"i": str(i)}, load(1000, vals.tolist())))
+        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
+        _assert_c_is_numpy(fn, rs, monkeypatch)

@@ -15,6 +15,7 @@ import pytest
 
 from pitwall.core.labels import Labels, Matcher, labels_from_dict
 from pitwall.metrics.model import STALE_NAN, SampleBatch
+from pitwall.metrics.promql import selectors
 from pitwall.metrics.promql.aggregations import _ratio_of, xxh64
 from pitwall.metrics.promql.range_functions import RANGE_FUNCTIONS
 from pitwall.metrics.promql.selectors import Flat, instant_from_flat, range_from_flat
@@ -72,6 +73,35 @@ def test_window_bounds_match_brute_force(times: np.ndarray) -> None:
             if has:
                 assert vec.values[s, j] == flat.values[last[s, j]]
                 assert sample_ts[s, j] == flat.ts[last[s, j]]
+
+
+@pytest.mark.skipif(selectors._metricsc is None, reason="C helper not built")
+@pytest.mark.parametrize("seed", range(20))
+def test_instant_and_range_selectors_in_c_are_the_numpy_answers(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell, absent ones included (they hold the sample before the series' window); every window bound."""
+    rng = np.random.default_rng(seed)
+    flat = _random_flat(rng, int(rng.integers(1, 30)), 3000)
+    flat.values[rng.random(len(flat.values)) < 0.1] = STALE_NAN
+    flat.values[rng.random(len(flat.values)) < 0.05] = np.nan
+    times = [np.arange(int(rng.integers(-500, 500)), 3500, int(rng.integers(1, 400)), dtype=np.int64),
+             np.sort(rng.integers(-100, 3100, size=int(rng.integers(1, 50)))).astype(np.int64),
+             np.array([int(rng.integers(0, 3000))], dtype=np.int64)]
+    for eff in times:
+        lookback = int(rng.integers(1, 1000))
+        got_vec, got_ts = instant_from_flat(flat, eff, lookback, 0, 3000)
+        with monkeypatch.context() as m:
+            m.setattr(selectors, "_metricsc", None)
+            want_vec, want_ts = instant_from_flat(flat, eff, lookback, 0, 3000)
+        assert np.array_equal(got_vec.present, want_vec.present)
+        assert np.array_equal(got_vec.values.view(np.uint64), want_vec.values.view(np.uint64))
+        assert np.array_equal(got_ts, want_ts)
+        for range_ms in (1, lookback, 300, int(rng.integers(1, 4000))):
+            got_rs = range_from_flat(flat, eff, range_ms, 0, 3000)
+            with monkeypatch.context() as m:
+                m.setattr(selectors, "_metricsc", None)
+                want_rs = range_from_flat(flat, eff, range_ms, 0, 3000)
+            assert np.array_equal(got_rs.lo, want_rs.lo) and np.array_equal(got_rs.hi, want_rs.hi)
+            assert np.array_equal(got_rs.offsets, want_rs.offsets) and np.array_equal(got_rs.ts, want_rs.ts)
 
 
 def test_window_bounds_drop_stale_markers() -> None:

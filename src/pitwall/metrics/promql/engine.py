@@ -15,7 +15,7 @@ from pitwall.core import deadline
 from pitwall.core.labels import Labels
 from pitwall.metrics.promql.ast import Node, Subquery, parse, walk
 from pitwall.metrics.promql.context import EvalContext
-from pitwall.metrics.promql.encode import matrix_result_text, values_text
+from pitwall.metrics.promql.encode import matrix_result_json, values_text
 from pitwall.metrics.promql.errors import PromQLEvalError, PromQLParseError, QueryTimeout
 from pitwall.metrics.promql.evaluator import Evaluator, finalize
 from pitwall.metrics.promql.format import format_float, format_seconds
@@ -169,8 +169,8 @@ def _matrix_body(res: QueryResult, *, stats: bool) -> bytes:
         tail += ',"warnings":' + orjson.dumps(res.warnings).decode()
     if res.infos:
         tail += ',"infos":' + orjson.dumps(res.infos).decode()
-    result = matrix_result_text(res.series, res.timestamps, res.values)
-    return ('{"status":"success","data":{"resultType":"matrix","result":' + result + tail + "}").encode()
+    result = matrix_result_json(res.series, res.timestamps, res.values)
+    return b'{"status":"success","data":{"resultType":"matrix","result":' + result + (tail + "}").encode()
 
 
 class Engine:
@@ -314,23 +314,37 @@ _FEW_SERIES = 8
 
 
 def _matrix_result(vec: StepVector, ts: np.ndarray) -> QueryResult:
-    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking)."""
+    """Series with a point, sorted by labels; their points cut from one flat copy (no per-series masking).
+
+    When every series has a point at the same steps (a selector over live
+    data), they share one read-only grid and each owns a row of one copy.
+    """
     labels = vec.labels
     if vec.num_series <= _FEW_SERIES:
         return _few_series_matrix(vec, ts)
-    order = np.array(sorted(range(vec.num_series), key=labels.__getitem__), dtype=np.int64)
-    present = vec.present[order]
+    order = sorted(range(vec.num_series), key=labels.__getitem__)
+    first = vec.present[0]
+    if (vec.present == first).all():
+        # The same steps for all (a selector's usual answer): one read-only grid, rows of one copy.
+        if not first.any():
+            return QueryResult("matrix")
+        grid = ts[first]
+        grid.flags.writeable = False
+        rows = vec.values[order] if first.all() else vec.values[order][:, first]
+        return QueryResult("matrix", [labels[i] for i in order], [grid] * len(order), list(rows))
+    rank = np.array(order, dtype=np.int64)
+    present = vec.present[rank]
     keep = present.any(axis=1)
-    order, present = order[keep], present[keep]
-    if not len(order):
+    rank, present = rank[keep], present[keep]
+    if not len(rank):
         return QueryResult("matrix")
     counts = present.sum(axis=1)
-    flat_vals = vec.values[order][present]
-    flat_ts = np.broadcast_to(ts, present.shape)[present]
+    flat_vals = vec.values[rank][present]
+    flat_ts = ts[np.nonzero(present)[1]]
     ends = np.cumsum(counts).tolist()
     starts = [0, *ends[:-1]]
     # Plain slices: np.split costs ~10 us a piece.
-    return QueryResult("matrix", [labels[i] for i in order.tolist()],
+    return QueryResult("matrix", [labels[i] for i in rank.tolist()],
                        [flat_ts[a:b] for a, b in zip(starts, ends, strict=True)],
                        [flat_vals[a:b] for a, b in zip(starts, ends, strict=True)])
 

@@ -22,6 +22,7 @@ floating-point results:
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -50,6 +51,13 @@ _EXACT_INT_LIMIT = float(2**53)
 _COLUMN_BLOCK = 1 << 15
 
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
+
+# Window loops in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
+_metricsc: Any
+try:
+    _metricsc = importlib.import_module("pitwall._metricsc")
+except ImportError:  # pragma: no cover - depends on the build
+    _metricsc = None
 
 
 class FunctionArgError(BadData):
@@ -467,6 +475,12 @@ def _reduce_windows(ufunc: np.ufunc, rs: RangeSamples) -> Result:
     win, first, cnt = _windows(rs, 1)
     if not len(win):
         return _empty(rs)
+    if _metricsc is not None and ufunc in (np.fmax, np.fmin):
+        # Prometheus' loop in C: the same comparisons, ~6x faster than reduceat's segments.
+        out = np.empty(len(win))
+        _metricsc.window_extreme(np.ascontiguousarray(rs.values, dtype=np.float64), first, cnt, out,
+                                 ufunc is np.fmax)
+        return _scatter(rs, win, out)
     padded = np.append(rs.values, np.nan)  # so that an end index of N is valid
     bounds = np.empty(2 * len(win), dtype=np.int64)
     bounds[0::2] = first
@@ -522,6 +536,8 @@ def sum_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: 
         win, first, cnt = _windows(rs, 1)
         pref = _prefix(rs.values)
         return _scatter(rs, win, pref[first + cnt] - pref[first])
+    if _metricsc is not None:
+        return _window_sums(rs, mean=False)
     cols = _Columns(rs)
     s, c = np.zeros(cols.size), np.zeros(cols.size)
     for _, sl, idx in cols:
@@ -536,6 +552,8 @@ def avg_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: 
         win, first, cnt = _windows(rs, 1)
         pref = _prefix(rs.values)
         return _scatter(rs, win, (pref[first + cnt] - pref[first]) / cnt)
+    if _metricsc is not None:
+        return _window_sums(rs, mean=True)
     cols = _Columns(rs)
     total = rs.values[cols.lo] if cols.size else np.zeros(0)
     comp, mean = np.zeros(cols.size), np.zeros(cols.size)
@@ -546,6 +564,14 @@ def avg_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: 
         _avg_step(rs.values[idx], float(j + 1), total[sl], comp[sl], mean[sl], incremental[sl])
     direct = total / cols.cnt + comp / cols.cnt
     return _scatter(rs, cols.windows, np.where(incremental, mean + comp, direct))
+
+
+def _window_sums(rs: RangeSamples, mean: bool) -> Result:
+    """sum_over_time or avg_over_time window by window in C: Prometheus' loop, not a numpy call per position."""
+    win, first, cnt = _windows(rs, 1)
+    out = np.empty(len(win))
+    _metricsc.window_sum(np.ascontiguousarray(rs.values, dtype=np.float64), first, cnt, out, mean)
+    return _scatter(rs, win, out)
 
 
 def _avg_step(

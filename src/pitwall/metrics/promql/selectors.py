@@ -10,9 +10,10 @@ is the number of samples at or before each step.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -21,6 +22,13 @@ from pitwall.metrics.model import stale_mask
 from pitwall.metrics.promql.ast import Selector
 from pitwall.metrics.promql.context import EvalContext
 from pitwall.metrics.promql.values import RangeSamples, StepVector
+
+# instant_from_flat's loop in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
+_metricsc: Any
+try:
+    _metricsc = importlib.import_module("pitwall._metricsc")
+except ImportError:  # pragma: no cover - depends on the build
+    _metricsc = None
 
 
 @dataclass
@@ -117,14 +125,24 @@ def _window_ends(flat: Flat, times: np.ndarray, sidx: np.ndarray) -> np.ndarray:
     return out
 
 
-def _window_bounds(flat: Flat, eff: np.ndarray, range_ms: int, sidx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) window bounds of ``(t - range, t]`` for every series and step.
+def _window_bounds(
+    flat: Flat, eff: np.ndarray, range_ms: int, sidx: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) window bounds of ``(t - range, t]`` for every series and step (``sidx``: None or each sample's series).
 
     When the range is a whole number ``m`` of steps of a regular grid, both
     come from one pass over the grid extended by ``m`` steps to the left:
     ``lo`` at step ``t`` is ``hi`` at step ``t - m``.
     """
     n = eff.shape[0]
+    if _metricsc is not None and range_ms >= 0 and not bool(np.any(eff[1:] < eff[:-1])):
+        # Two pointers per series in C instead of ~20 numpy calls; the same bounds.
+        shape = (len(flat.labels), n)
+        lo, hi = np.empty(shape, dtype=np.int64), np.empty(shape, dtype=np.int64)
+        _metricsc.window_fill(flat.offsets, flat.ts, np.ascontiguousarray(eff, dtype=np.int64), range_ms, lo, hi)
+        return lo, hi
+    if sidx is None:
+        sidx = _series_index(flat.offsets)
     if n > 1 and range_ms > 0:
         step = int(eff[1]) - int(eff[0])
         m = range_ms // step if step > 0 else 0
@@ -161,6 +179,12 @@ def instant_from_flat(
     if s == 0:
         empty = np.zeros((0, t))
         return StepVector([], empty, np.zeros((0, t), dtype=bool)), empty.astype(np.int64)
+    if _metricsc is not None and not bool(np.any(eff[1:] < eff[:-1])):
+        # One merge pass per series in C instead of ~15 numpy calls; the same arrays.
+        vals, present, sample_ts = np.empty((s, t)), np.empty((s, t), dtype=bool), np.empty((s, t), dtype=np.int64)
+        _metricsc.instant_fill(flat.offsets, flat.ts, flat.values, np.ascontiguousarray(eff, dtype=np.int64),
+                               lookback_ms, vals, present, sample_ts)
+        return StepVector(list(flat.labels), vals, present), sample_ts
     idx = _window_ends(flat, eff, _series_index(flat.offsets))
     idx -= 1
     present = idx >= flat.offsets[:-1, None]
@@ -189,8 +213,6 @@ def range_from_flat(
     if s == 0:
         z = np.zeros((0, eff.shape[0]), dtype=np.int64)
         return RangeSamples([], flat.ts, flat.values, flat.offsets, z, z, eff, range_ms)
-    if sidx is None:
-        sidx = _series_index(flat.offsets)
     lo, hi = _window_bounds(flat, eff, range_ms, sidx)
     return RangeSamples(list(flat.labels), flat.ts, flat.values, flat.offsets, lo, hi, eff, range_ms)
 

@@ -41,7 +41,7 @@ from pitwall.storage.metrics.blockindex import Summary
 from pitwall.storage.metrics.blocks import BlockTables, Columns
 from pitwall.storage.metrics.checks import I64_MIN, check_batch, check_label_names
 from pitwall.storage.metrics.head import Head
-from pitwall.storage.metrics.merge import Chunk, gather_few, gather_head, order_by, place
+from pitwall.storage.metrics.merge import Chunk, gather_few, gather_few_scales, gather_head, order_by, place
 from pitwall.storage.metrics.querier import ReadBudget, TenantQuerier
 from pitwall.storage.metrics.walrec import (
     REC_EXEMPLARS,
@@ -58,7 +58,8 @@ __all__ = ["MetricStore", "StoreLimits"]
 log = logging.getLogger(__name__)
 
 _I64_MAX = np.iinfo(np.int64).max
-# Reads of at most this many series from the head alone take ``gather_few``'s per-series path.
+# Reads of at most this many series from the head alone take ``gather_few``'s per-series path
+# (reads of any number when it is the C helper's, see ``merge.gather_few_scales``).
 FEW_SERIES = 64
 
 
@@ -552,7 +553,7 @@ class MetricStore:
                 self.blocks.read(blocks, sids, start, end, parts, account, nowait=nowait)
         finally:
             self.db.lock.release_read()
-        if not blocks and k <= FEW_SERIES:
+        if not blocks and (k <= FEW_SERIES or gather_few_scales()):
             few = gather_few(chunks, sids, start, end, account)
             if few is not None:
                 return few
