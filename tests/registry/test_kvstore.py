@@ -159,3 +159,33 @@ async def test_history_limit_holds_for_keys_whose_tally_was_dropped(kv: KVStore,
     for key in ("x", "y", "z"):
         recs = await kv.history.of(key)
         assert [r.new for r in recs] == [f"{key}{i}".encode() for i in range(4, 9)]
+
+
+async def test_sets_and_cas_planned_from_guesses_answer_as_reads_would(kv: KVStore) -> None:
+    """A PUT is planned from the state this KVStore last wrote (or the key guessed absent) and the store's
+    compare checks it: writes by another server (``other``) must make no answer, value or history differ."""
+    other = KVStore(kv.store, kv.history)
+    await kv.store.put("/pitwall/consul/sessions/s1", b"{}")
+    assert await other.put("g", b"1", who="o", flags=3)  # exists; kv never saw it and guesses it absent
+    assert not await kv.put("g", b"x", who="t", cas=0)  # create-only: refused, nothing written
+    assert await kv.put("g", b"2", who="t")
+    assert await other.put("g", b"3", who="o")  # kv's remembered g=2 is stale now
+    assert await kv.put("g", b"2", who="t")  # the same value kv last wrote: still a write, over g=3
+    e, _ = await kv.get("g")
+    assert e is not None and e.value == b"2" and e.flags == 0
+    assert not await kv.put("g", b"y", who="t", cas=e.modify_index - 1)
+    assert await other.put("g", b"4", who="o", acquire="s1")
+    assert not await kv.put("g", b"z", who="t", cas=e.modify_index)  # kv's index is stale
+    assert await kv.put("g", b"5", who="t")  # a plain set keeps the lock kv did not see taken
+    e, _ = await kv.get("g")
+    assert e is not None and (e.value, e.session, e.lock_index) == (b"5", "s1", 1)
+    assert await kv.put("g", b"6", who="t", cas=e.modify_index)
+    assert await other.delete("g", who="o")
+    assert not await kv.put("g", b"7", who="t", cas=e.modify_index + 1)  # deleted behind kv's back
+    assert await kv.put("g", b"7", who="t", cas=0)
+    recs = await kv.history.of("g")  # the newest 5 (keep=5), each old value the one really replaced
+    assert [(r.old, r.new) for r in recs] == [(b"2", b"4"), (b"4", b"5"), (b"5", b"6"), (b"6", None), (None, b"7")]
+    big = b"b" * 2048  # not remembered (too large): read again before its next write
+    assert await kv.put("big", big, who="t") and await kv.put("big", big + b"!", who="t")
+    assert [(r.old, r.new) for r in await kv.history.of("big")] == [(None, big), (big, big + b"!")]
+    assert not await kv.put("big", b"", who="t", cas=0)

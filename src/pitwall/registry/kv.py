@@ -7,14 +7,25 @@ same transaction writes the change's history record (``history.py``), so a
 change and its audit trail share one revision. Locks follow Consul's rules:
 ``acquire`` needs a live session and fails while another session holds the
 key or while the key's lock-delay (set when a holding session ended) runs.
+
+A plain set or CAS does not read the key first: it takes the state this
+process last committed for it (``_recent``, the 4,096 most recently written
+keys) or guesses it absent, and lets the transaction's compare check the
+guess. A wrong guess fails the compare; the same transaction's failure
+branch reads the key (one trip to the store, no commit), and the write is
+planned again from what it read. So a write's answer, history record and
+change event come from a state the store confirmed at commit, as before,
+and a PUT to a new or recently written key costs no read on the event loop
+(on SQLite that read hit a page cache every commit invalidated).
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections import ChainMap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pitwall.registry.history import ConfigHistory, HistoryRecord
@@ -36,6 +47,10 @@ _RETRIES = 20
 _LEVEL_PAGE = 256  # keys read at most at once by level()
 _WRITE_VERBS = frozenset({"set", "cas", "lock", "unlock", "delete", "delete-cas", "delete-tree"})
 _READ_VERBS = frozenset({"get", "get-tree", "check-index", "check-session", "check-not-exists"})
+_GUESSED_VERBS = frozenset({"set", "cas"})  # single writes planned from a guessed state (see the module doc)
+_RECENT_MAX = 4096  # keys whose last committed state is kept to plan their next write from
+_RECENT_VALUE_MAX = 1024  # larger values are not kept (4,096 of them would be 4 MiB), their keys read again
+_READ = Entry("", b"", 0, "", 0, 0, -1)  # in ``_recent``: a key known to exist whose state is not kept
 
 
 @dataclass
@@ -52,7 +67,17 @@ class TxnOutcome:
 
 
 class _Conflict(Exception):
-    """The store changed between read and write: read again."""
+    """The store changed between read and write (or a guess was wrong): plan again; ``current`` holds the
+    guessed keys' states as the failed transaction found them."""
+
+    def __init__(self, current: Mapping[str, Entry | None] | None = None) -> None:
+        super().__init__()
+        self.current = current or {}
+
+
+class _Unverified(Exception):
+    """An outcome rests on a guessed state that no compare checked (a failed condition, no write): plan
+    again from reads."""
 
 
 @dataclass
@@ -63,11 +88,18 @@ class _Work:
     read: dict[str, Entry | None]
     state: dict[str, Entry | None]
     trees: dict[str, list[str]]
+    hints: Mapping[str, Entry | None] | None = None  # states to take instead of reading (None: read)
+    guessed: list[str] = field(default_factory=list)  # keys whose state came from ``hints``, not a read
 
     async def entry(self, key: str) -> Entry | None:
         if key not in self.state:
-            kv = await self.store.get(KV_PREFIX + key)
-            self.read[key] = self.state[key] = Entry.from_kv(kv) if kv else None
+            e = _READ if self.hints is None else self.hints.get(key)  # not in the hints: guessed absent
+            if e is _READ:
+                kv = await self.store.get(KV_PREFIX + key)
+                e = Entry.from_kv(kv) if kv else None
+            else:
+                self.guessed.append(key)
+            self.read[key] = self.state[key] = e
         return self.state[key]
 
     async def tree(self, prefix: str) -> list[Entry]:
@@ -99,6 +131,7 @@ class KVStore:
         self.store = store
         self.history = history
         self.lock_delay_until = lock_delay_until
+        self._recent: dict[str, Entry | None] = {}  # key -> its state as this process last committed it
 
     # ---- reads --------------------------------------------------------------------------------------
 
@@ -210,15 +243,20 @@ class KVStore:
     async def _run(self, ops: Sequence[tuple[str, dict[str, Any]]], *, who: str, render: bool = True) -> TxnOutcome:
         """``ops`` as one transaction, retried on a race; ``render``: build Consul's ``Results`` (a single
         write answers only true or false)."""
+        guess = len(ops) == 1 and ops[0][0] in _GUESSED_VERBS
+        found: dict[str, Entry | None] = {}  # what failed compares found, for the next plan
         for _ in range(_RETRIES):
             try:
-                return await self._attempt(ops, who, render)
-            except _Conflict:
-                continue
+                return await self._attempt(ops, who, render, ChainMap(found, self._recent) if guess else None)
+            except _Conflict as c:
+                found.update(c.current)
+            except _Unverified:
+                guess = False
         raise ConsulError(500, "transaction kept conflicting with concurrent writes; retry")
 
-    async def _attempt(self, ops: Sequence[tuple[str, dict[str, Any]]], who: str, render: bool) -> TxnOutcome:
-        w = _Work(self.store, {}, {}, {})
+    async def _attempt(self, ops: Sequence[tuple[str, dict[str, Any]]], who: str, render: bool,
+                       hints: Mapping[str, Entry | None] | None = None) -> TxnOutcome:
+        w = _Work(self.store, {}, {}, {}, hints)
         results: list[tuple[str, str, bool]] = []  # (verb, key, with value) to render after the commit
         errors: list[dict[str, Any]] = []
         sessions: dict[str, bool] = {}
@@ -228,6 +266,8 @@ class KVStore:
             except ConsulError as e:
                 errors.append({"OpIndex": i, "What": e.message, "_status": e.status})
         if errors:
+            if w.guessed:
+                raise _Unverified
             return TxnOutcome(None, errors)
         rev = await self._commit(w, who, [s for s, ok in sessions.items() if ok])
         return TxnOutcome(self._render(w, results, rev) if render else [], None, rev)
@@ -246,6 +286,8 @@ class KVStore:
             writes.extend(_held_ops(key, old, new))
             changes.append((key, old, new))
         if not writes:
+            if w.guessed:
+                raise _Unverified
             return await self.store.revision()
         now_ns = time.time_ns()
         plan = self.history.plan([HistoryRecord(key, who, now_ns, old.value if old else None,
@@ -255,16 +297,29 @@ class KVStore:
         announced = [(key, who, old is None, new is None) for key, old, new in changes]
         writes.extend(self.history.event_ops(announced))
         try:
-            res = await self.store.txn(compares, writes)
+            res = await self.store.txn(compares, writes, [Op.get(KV_PREFIX + k) for k in w.guessed])
         except BaseException:
             self.history.abandoned(plan)
             raise
         if not res.succeeded:
             self.history.abandoned(plan)
-            raise _Conflict
+            raise _Conflict({k: Entry.from_kv(kvs[0]) if kvs else None for k, kvs in zip(w.guessed, res.results,
+                                                                                           strict=True)})
+        self._remember(changes, res.revision)
         over = self.history.committed(plan, res.results[at:at + len(plan.ops)])
         await self.history.announce(announced, res.revision, over)
         return res.revision
+
+    def _remember(self, changes: Sequence[tuple[str, Entry | None, Entry | None]], rev: int) -> None:
+        """Keep what a commit wrote, to plan the keys' next writes from (the oldest key forgotten first)."""
+        for key, _old, new in changes:
+            self._recent.pop(key, None)
+            if new is not None:
+                new = _READ if len(new.value) > _RECENT_VALUE_MAX else replace(
+                    new, modify_index=rev, create_index=new.create_index or rev)
+            self._recent[key] = new
+        while len(self._recent) > _RECENT_MAX:
+            del self._recent[next(iter(self._recent))]
 
     def _render(self, w: _Work, results: list[tuple[str, str, bool]], rev: int) -> list[dict[str, Any]]:
         out = []
