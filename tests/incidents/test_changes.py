@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -58,3 +59,16 @@ def test_staged_event_is_a_copy_and_its_json_keeps_the_stored_shape(tmp_path: Pa
     assert stored.ts_ns > 0 and len(stored.id) == 16 and ChangeEvent.from_json(op.value) == stored
     details["nested"]["x"].append(3)  # type: ignore[index]
     assert stored.details["nested"] == {"x": [1, 2]}
+
+
+def test_stage_op_writes_what_stage_writes(tmp_path: Path) -> None:
+    """``stage_op`` (no copy of the details: the bytes are fixed when built) stores the same shape, checks
+    the kind, and gives each event its own id."""
+    log = ChangeLog(SqliteRevStore(tmp_path / "s.db"))
+    event = ChangeEvent(kind="config", summary="s", source="consul-kv", who="w", details={"key": "a"})
+    ops = [log.stage_op(event) for _ in range(2)]
+    stored = [ChangeEvent.from_json(op.value) for op in ops]
+    assert all(s == replace(event, ts_ns=s.ts_ns, id=s.id) and s.ts_ns > 0 for s in stored)
+    assert [op.key for op in ops] == [log._key(s.ts_ns, s.id) for s in stored] and stored[0].id != stored[1].id
+    with pytest.raises(ValueError, match="unknown change kind"):
+        log.stage_op(replace(event, kind="nope"))  # type: ignore[arg-type]

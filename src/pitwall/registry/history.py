@@ -188,7 +188,7 @@ class ConfigHistory:
         if not self._staged:
             return []
         assert isinstance(self.changes, ChangeLog)
-        return [self.changes.stage(_event(*c))[1] for c in changes]
+        return [self.changes.stage_op(_event(*c)) for c in changes]
 
     @property
     def _staged(self) -> bool:

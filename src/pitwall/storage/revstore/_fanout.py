@@ -43,9 +43,6 @@ class Watcher:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lagged: bool = False
 
-    def matches(self, key: bytes) -> bool:
-        return key >= self.lo and (self.hi is None or key < self.hi)
-
 
 # (watcher, first revision, last revision) -> that range's events under the watcher's keys, per revision
 HistoryReader = Callable[[Watcher, int, int], Awaitable[list[list[Event]]]]
@@ -78,7 +75,8 @@ class FanOut:
         for w in self._watchers:
             if w.lagged:
                 continue
-            hits = [i for i, (kb, _) in enumerate(events) if w.matches(kb)]
+            lo, hi = w.lo, w.hi  # the watcher's keys (no method call: every write runs this per watcher)
+            hits = [i for i, (kb, _) in enumerate(events) if kb >= lo and (hi is None or kb < hi)]
             if not hits:
                 continue
             if w.prev_kv:
