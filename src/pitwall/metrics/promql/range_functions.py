@@ -22,7 +22,6 @@ floating-point results:
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ import numpy as np
 from pitwall.core.errors import BadData
 from pitwall.core.gofmt import go_quote
 from pitwall.core.labels import METRIC_NAME, Labels, metric_name
+from pitwall.core.native import optional_module
 from pitwall.metrics.promql.values import RangeSamples
 
 WarnFn = Callable[[str], None]
@@ -53,11 +53,7 @@ _COLUMN_BLOCK = 1 << 15
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 
 # Window loops in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
-_metricsc: Any
-try:
-    _metricsc = importlib.import_module("pitwall._metricsc")
-except ImportError:  # pragma: no cover - depends on the build
-    _metricsc = None
+_metricsc: Any = optional_module("pitwall._metricsc")
 
 
 class FunctionArgError(BadData):
