@@ -514,14 +514,14 @@ def test_rate_speed_10k_series() -> None:
     assert present.all() and np.isfinite(values).all()
 
 
-def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch) -> None:
+def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch, *args: float) -> None:
     """``fn`` through the C helper and through the numpy path: the same cells, the same bits."""
     from pitwall.metrics.promql import range_functions
 
-    got = call(fn, rs)
+    got = call(fn, rs, *args)
     with monkeypatch.context() as m:
         m.setattr(range_functions, "_metricsc", None)
-        want = call(fn, rs)
+        want = call(fn, rs, *args)
     assert np.array_equal(got[1], want[1])
     assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
 
@@ -564,3 +564,53 @@ def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytes
             series.append(({"i": str(i)}, load(1000, vals.tolist())))
         rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
         _assert_c_is_numpy(fn, rs, monkeypatch)
+
+
+@pytest.mark.parametrize("fn", ["deriv", "predict_linear", "stddev_over_time", "stdvar_over_time"])
+def test_regression_and_variance_in_c_are_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit with the column-wise Kahan loops: irregular times, constant and infinite windows, NaN, -0."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+    rng = np.random.default_rng(24)
+    pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
+    for k in range(60):
+        series = []
+        for i in range(int(rng.integers(1, 6))):
+            n = int(rng.integers(0, 30))
+            times = np.cumsum(rng.integers(1, 2500, size=n)).tolist()
+            vals = rng.normal(size=n) * 10.0 ** float(rng.integers(-5, 10))
+            if k % 3 == 0:  # constant windows (slope 0, or NaN when infinite)
+                vals[:] = pool[k % len(pool)]
+            if k % 4 == 1:  # special values among ordinary ones, and overflowing sums
+                special = [*pool, 1.5e308, -1.5e308]
+                vals[rng.random(n) < 0.2] = special[int(rng.integers(0, len(special)))]
+            series.append(({"i": str(i)}, list(zip(times, vals.tolist(), strict=True))))
+        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
+        args = (float(rng.integers(-600, 600)),) if fn == "predict_linear" else ()
+        _assert_c_is_numpy(fn, rs, monkeypatch, *args)
+
+
+def test_quantile_over_time_in_c_is_the_padded_sort_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit with the padded-row sort: NaN samples, infinities, ties, q outside [0, 1] and NaN.
+
+    A series holds one sign of zero: with both in a window the sorts (numpy's, Go's) leave their order open.
+    """
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+    rng = np.random.default_rng(77)
+    for k in range(80):
+        series = []
+        for i in range(int(rng.integers(1, 6))):
+            zero = -0.0 if rng.random() < 0.5 else 0.0
+            pool = [math.nan, zero, math.inf, -math.inf, 1.0, -1.0, 2.5, 1e-300]
+            n = int(rng.integers(0, 70))  # past 48 samples the C path sorts with qsort
+            vals = rng.normal(size=n).round(int(rng.integers(0, 3)))  # ties
+            vals[rng.random(n) < 0.25] = pool[int(rng.integers(0, len(pool)))]
+            series.append(({"i": str(i)}, load(1000, [zero if v == 0 else v for v in vals.tolist()])))
+        rs = make_rs(series, list(range(0, 72000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 60000)))
+        q = [math.nan, -0.5, 1.5, 0.0, 1.0, float(rng.random())][k % 6]
+        _assert_c_is_numpy("quantile_over_time", rs, monkeypatch, q)
