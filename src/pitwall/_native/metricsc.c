@@ -776,6 +776,20 @@ static double window_sum_or_avg(const double *x, int64_t n, int mean) {
     return mean ? window_avg(x, n) : window_total(x, n);
 }
 
+/* The widest window when every window first[i] .. first[i] + cnt[i] is within n values and not empty;
+ * -1 (ValueError naming ``what``) otherwise. */
+static int64_t check_windows(const int64_t *first, const int64_t *cnt, Py_ssize_t nw, Py_ssize_t n, const char *what) {
+    int64_t widest = 1;
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
+            PyErr_Format(PyExc_ValueError, "%s: a window is outside the values", what);
+            return -1;
+        }
+        if (cnt[i] > widest) widest = cnt[i];
+    }
+    return widest;
+}
+
 /* out[i] = fn(vals[first[i]:first[i] + counts[i]], flag) for every window (counts >= 1); fmt may omit the flag. */
 static PyObject *per_window(PyObject *args, const char *fmt, double (*fn)(const double *, int64_t, int)) {
     PyObject *objs[4];
@@ -793,12 +807,7 @@ static PyObject *per_window(PyObject *args, const char *fmt, double (*fn)(const 
         PyErr_SetString(PyExc_ValueError, "per-window function: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "per-window function: a window is outside the values");
-            goto done;
-        }
-    }
+    if (check_windows(first, cnt, nw, n, "per-window function") < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw; i++) out[i] = fn(v + first[i], cnt[i], flag);
     Py_END_ALLOW_THREADS
@@ -873,12 +882,7 @@ static PyObject *window_regression(PyObject *self, PyObject *args) {
         PyErr_SetString(PyExc_ValueError, "window_regression: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "window_regression: a window is outside the values");
-            goto done;
-        }
-    }
+    if (check_windows(first, cnt, nw, n, "window_regression") < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw; i++)
         regress(v + first[i], ts + first[i], cnt[i], icpt[i], &slope[i], &intercept[i]);
@@ -942,18 +946,12 @@ static PyObject *window_quantile(PyObject *self, PyObject *args) {
     const int64_t *first = b[1].buf, *cnt = b[2].buf;
     double *out = b[4].buf, *buf = NULL;
     Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
-    int64_t widest = 1;
     if (b[2].len / 8 != nw || b[3].len / 8 != nw || b[4].len / 8 != nw) {
         PyErr_SetString(PyExc_ValueError, "window_quantile: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "window_quantile: a window is outside the values");
-            goto done;
-        }
-        if (cnt[i] > widest) widest = cnt[i];
-    }
+    int64_t widest = check_windows(first, cnt, nw, n, "window_quantile");
+    if (widest < 0) goto done;
     buf = PyMem_Malloc((size_t)widest * sizeof(double));
     if (!buf) {
         PyErr_NoMemory();

@@ -614,3 +614,22 @@ def test_quantile_over_time_in_c_is_the_padded_sort_answer(monkeypatch: pytest.M
         rs = make_rs(series, list(range(0, 72000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 60000)))
         q = [math.nan, -0.5, 1.5, 0.0, 1.0, float(rng.random())][k % 6]
         _assert_c_is_numpy("quantile_over_time", rs, monkeypatch, q)
+
+
+def test_window_loops_in_c_refuse_windows_outside_the_values() -> None:
+    """A bad window or output size is a ValueError, never a read past the arrays."""
+    from pitwall.metrics.promql import range_functions
+
+    c = range_functions._metricsc
+    if c is None:
+        pytest.skip("C helper not built")
+    vals, ts, one = np.zeros(3), np.arange(3, dtype=np.int64), np.zeros(1)
+    first, cnt = np.array([2], dtype=np.int64), np.array([2], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_quantile(vals, first, cnt, one, np.zeros(1))
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_variance(vals, first, np.array([0], dtype=np.int64), one)
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_regression(vals, ts, first, cnt, first, one, np.zeros(1))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        c.window_regression(vals, ts, first, cnt, first, np.zeros(2), np.zeros(1))
