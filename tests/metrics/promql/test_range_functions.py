@@ -526,6 +526,15 @@ def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatc
     assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
 
 
+@pytest.fixture
+def native() -> None:
+    """Skips a test of the C helper where it was not built."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+
+
 def _random_rs(
     rng: np.random.Generator, points: Callable[[int], list[tuple[int, float]]], span: int = 32000,
     max_range: int = 9000,
@@ -535,13 +544,10 @@ def _random_rs(
     return make_rs(series, list(range(0, span, int(rng.integers(500, 4000)))), int(rng.integers(1000, max_range)))
 
 
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("fn", ["max_over_time", "min_over_time"])
 def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit (signed zeros and NaN included) over random overlapping windows."""
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(5)
     pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
     for _ in range(50):
@@ -550,13 +556,10 @@ def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pyt
         _assert_c_is_numpy(fn, rs, monkeypatch)
 
 
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("fn", ["sum_over_time", "avg_over_time"])
 def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit with the column-wise Kahan loops, overflow to the incremental mean included."""
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(9)
     for k in range(60):
 
@@ -572,13 +575,10 @@ def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytes
         _assert_c_is_numpy(fn, _random_rs(rng, points), monkeypatch)
 
 
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("fn", ["deriv", "predict_linear", "stddev_over_time", "stdvar_over_time"])
 def test_regression_and_variance_in_c_are_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit with the column-wise Kahan loops: irregular times, constant and infinite windows, NaN, -0."""
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(24)
     pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
     for k in range(60):
@@ -598,15 +598,12 @@ def test_regression_and_variance_in_c_are_the_column_answer(fn: str, monkeypatch
         _assert_c_is_numpy(fn, _random_rs(rng, points), monkeypatch, *args)
 
 
+@pytest.mark.usefixtures("native")
 def test_quantile_over_time_in_c_is_the_padded_sort_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit with the padded-row sort: NaN samples, infinities, ties, q outside [0, 1] and NaN.
 
     A series holds one sign of zero: with both in a window the sorts (numpy's, Go's) leave their order open.
     """
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(77)
 
     def points(i: int) -> list[tuple[int, float]]:
