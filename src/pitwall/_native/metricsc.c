@@ -49,6 +49,25 @@
  *   Prometheus 3 computes them: a Kahan-Neumaier sum; the mean switches to
  *   an incremental mean (itself compensated) once the sum overflows.
  *
+ * window_variance(vals, first, counts, out)
+ *
+ *   stdvar_over_time of each window: Prometheus' Welford loop with both
+ *   running sums Kahan-compensated, (aux + c_aux) / count.
+ *
+ * window_regression(vals, ts, first, counts, intercept_ms, out_slope, out_intercept)
+ *
+ *   Prometheus' linearRegression (deriv, predict_linear) of each window
+ *   (counts >= 1): Kahan sums of x, y, xy, x^2 with x = (ts - intercept_ms)
+ *   / 1e3; a constant window has slope 0 and its value as intercept (both
+ *   NaN when that value is infinite).
+ *
+ * window_quantile(vals, first, counts, q, out)
+ *
+ *   quantile_over_time of each window (counts >= 1) at its own q[i]:
+ *   Prometheus' order (NaNs first, then ascending; -0 before +0 here, where
+ *   Go's and numpy's sorts leave equal zeros in no defined order), rank
+ *   q * (n - 1) interpolated linearly; q < 0 gives -Inf, q > 1 +Inf, NaN NaN.
+ *
  * matrix_json(series, counts, ts, vals, values_text) -> bytes | None
  *
  *   The JSON text of a matrix result's ``result`` array,
@@ -757,10 +776,24 @@ static double window_sum_or_avg(const double *x, int64_t n, int mean) {
     return mean ? window_avg(x, n) : window_total(x, n);
 }
 
-/* out[i] = fn(vals[first[i]:first[i] + counts[i]], flag) for every window (counts >= 1). */
+/* The widest window when every window first[i] .. first[i] + cnt[i] is within n values and not empty;
+ * -1 (ValueError naming ``what``) otherwise. */
+static int64_t check_windows(const int64_t *first, const int64_t *cnt, Py_ssize_t nw, Py_ssize_t n, const char *what) {
+    int64_t widest = 1;
+    for (Py_ssize_t i = 0; i < nw; i++) {
+        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
+            PyErr_Format(PyExc_ValueError, "%s: a window is outside the values", what);
+            return -1;
+        }
+        if (cnt[i] > widest) widest = cnt[i];
+    }
+    return widest;
+}
+
+/* out[i] = fn(vals[first[i]:first[i] + counts[i]], flag) for every window (counts >= 1); fmt may omit the flag. */
 static PyObject *per_window(PyObject *args, const char *fmt, double (*fn)(const double *, int64_t, int)) {
     PyObject *objs[4];
-    int flag;
+    int flag = 0;
     if (!PyArg_ParseTuple(args, fmt, &objs[0], &objs[1], &objs[2], &objs[3], &flag)) return NULL;
     Py_buffer b[4];
     const char *codes[4] = {"d", "ql", "ql", "d"};
@@ -774,12 +807,7 @@ static PyObject *per_window(PyObject *args, const char *fmt, double (*fn)(const 
         PyErr_SetString(PyExc_ValueError, "per-window function: shapes do not match");
         goto done;
     }
-    for (Py_ssize_t i = 0; i < nw; i++) {
-        if (first[i] < 0 || cnt[i] < 1 || first[i] + cnt[i] > n) {
-            PyErr_SetString(PyExc_ValueError, "per-window function: a window is outside the values");
-            goto done;
-        }
-    }
+    if (check_windows(first, cnt, nw, n, "per-window function") < 0) goto done;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < nw; i++) out[i] = fn(v + first[i], cnt[i], flag);
     Py_END_ALLOW_THREADS
@@ -796,12 +824,157 @@ static PyObject *window_sum(PyObject *self, PyObject *args) {
     return per_window(args, "OOOOp:window_sum", window_sum_or_avg);
 }
 
+static double window_variance_of(const double *x, int64_t n, int unused) {
+    (void)unused;
+    double mean = 0.0, c_mean = 0.0, aux = 0.0, c_aux = 0.0;
+    for (int64_t k = 0; k < n; k++) {
+        double d = x[k] - (mean + c_mean);
+        kahan_inc(d / (double)(k + 1), &mean, &c_mean);
+        kahan_inc(d * (x[k] - (mean + c_mean)), &aux, &c_aux);
+    }
+    return (aux + c_aux) / (double)n;
+}
+
+static PyObject *window_variance(PyObject *self, PyObject *args) {
+    return per_window(args, "OOOO:window_variance", window_variance_of);
+}
+
+/* One window's regression, the same operations in the same order as the numpy columns. */
+static void regress(const double *y, const int64_t *ts, int64_t n, int64_t icpt, double *slope, double *intercept) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0}, c[4] = {0.0, 0.0, 0.0, 0.0};
+    int constant = 1;
+    for (int64_t k = 0; k < n; k++) {
+        /* NaN != NaN, so a NaN sample makes the series non-constant, as in Go. */
+        if (k > 0 && y[k] != y[0]) constant = 0;
+        double x = (double)(ts[k] - icpt) / 1e3;
+        kahan_inc(x, &s[0], &c[0]);
+        kahan_inc(y[k], &s[1], &c[1]);
+        kahan_inc(x * y[k], &s[2], &c[2]);
+        kahan_inc(x * x, &s[3], &c[3]);
+    }
+    if (constant) {
+        *slope = isinf(y[0]) ? NAN : 0.0;
+        *intercept = isinf(y[0]) ? NAN : y[0];
+        return;
+    }
+    double count = (double)n, sx = s[0] + c[0], sy = s[1] + c[1], sxy = s[2] + c[2], sx2 = s[3] + c[3];
+    double cov_xy = sxy - sx * sy / count;
+    double var_x = sx2 - sx * sx / count;
+    *slope = cov_xy / var_x;
+    *intercept = sy / count - *slope * sx / count;
+}
+
+static PyObject *window_regression(PyObject *self, PyObject *args) {
+    PyObject *objs[7];
+    if (!PyArg_ParseTuple(args, "OOOOOOO:window_regression", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4],
+                          &objs[5], &objs[6]))
+        return NULL;
+    Py_buffer b[7];
+    const char *codes[7] = {"d", "ql", "ql", "ql", "ql", "d", "d"};
+    const char *names[7] = {"vals", "ts", "first", "counts", "intercept_ms", "out_slope", "out_intercept"};
+    if (get_buffers(objs, b, 7, 5, codes, names)) return NULL;
+    const double *v = b[0].buf;
+    const int64_t *ts = b[1].buf, *first = b[2].buf, *cnt = b[3].buf, *icpt = b[4].buf;
+    double *slope = b[5].buf, *intercept = b[6].buf;
+    Py_ssize_t n = b[0].len / 8, nw = b[2].len / 8;
+    if (b[1].len != b[0].len || b[3].len / 8 != nw || b[4].len / 8 != nw || b[5].len / 8 != nw
+        || b[6].len / 8 != nw) {
+        PyErr_SetString(PyExc_ValueError, "window_regression: shapes do not match");
+        goto done;
+    }
+    if (check_windows(first, cnt, nw, n, "window_regression") < 0) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nw; i++)
+        regress(v + first[i], ts + first[i], cnt[i], icpt[i], &slope[i], &intercept[i]);
+    Py_END_ALLOW_THREADS
+    return finish(b, 7, 1);
+done:
+    return finish(b, 7, 0);
+}
+
+/* Ascending with -0 before +0: a total order on non-NaN doubles. */
+static inline int before(double a, double b) { return a < b || (a == b && signbit(a) && !signbit(b)); }
+
+static int cmp_doubles(const void *pa, const void *pb) {
+    double a = *(const double *)pa, b = *(const double *)pb;
+    return before(a, b) ? -1 : before(b, a) ? 1 : 0;
+}
+
+/* Sorts the n non-NaN values of x into buf (ascending) and returns how many NaN x holds. */
+static int64_t sorted_values(const double *x, int64_t n, double *buf) {
+    int64_t m = 0;
+    for (int64_t k = 0; k < n; k++) {
+        if (!isnan(x[k])) buf[m++] = x[k];
+    }
+    if (m > 48) {
+        qsort(buf, (size_t)m, sizeof(double), cmp_doubles);
+    } else {
+        for (int64_t i = 1; i < m; i++) {  /* windows are mostly a few dozen samples */
+            double v = buf[i];
+            int64_t j = i;
+            for (; j > 0 && before(v, buf[j - 1]); j--) buf[j] = buf[j - 1];
+            buf[j] = v;
+        }
+    }
+    return n - m;
+}
+
+/* Element pos of the window in Prometheus' order: NaNs first, then the sorted values. */
+static inline double pick(const double *sorted, int64_t n_nan, int64_t pos) {
+    return pos < n_nan ? NAN : sorted[pos - n_nan];
+}
+
+static double window_quantile_of(const double *x, int64_t n, double q, double *buf) {
+    if (isnan(q)) return NAN;
+    if (q < 0) return -INFINITY;
+    if (q > 1) return INFINITY;
+    int64_t n_nan = sorted_values(x, n, buf);
+    double count = (double)n, rank = q * (count - 1);
+    double lower = fmax(0.0, floor(rank)), upper = fmin(count - 1, lower + 1), weight = rank - floor(rank);
+    return pick(buf, n_nan, (int64_t)lower) * (1 - weight) + pick(buf, n_nan, (int64_t)upper) * weight;
+}
+
+static PyObject *window_quantile(PyObject *self, PyObject *args) {
+    PyObject *objs[5];
+    if (!PyArg_ParseTuple(args, "OOOOO:window_quantile", &objs[0], &objs[1], &objs[2], &objs[3], &objs[4]))
+        return NULL;
+    Py_buffer b[5];
+    const char *codes[5] = {"d", "ql", "ql", "d", "d"};
+    const char *names[5] = {"vals", "first", "counts", "q", "out"};
+    if (get_buffers(objs, b, 5, 4, codes, names)) return NULL;
+    const double *v = b[0].buf, *q = b[3].buf;
+    const int64_t *first = b[1].buf, *cnt = b[2].buf;
+    double *out = b[4].buf, *buf = NULL;
+    Py_ssize_t n = b[0].len / 8, nw = b[1].len / 8;
+    if (b[2].len / 8 != nw || b[3].len / 8 != nw || b[4].len / 8 != nw) {
+        PyErr_SetString(PyExc_ValueError, "window_quantile: shapes do not match");
+        goto done;
+    }
+    int64_t widest = check_windows(first, cnt, nw, n, "window_quantile");
+    if (widest < 0) goto done;
+    buf = PyMem_Malloc((size_t)widest * sizeof(double));
+    if (!buf) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < nw; i++) out[i] = window_quantile_of(v + first[i], cnt[i], q[i], buf);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(buf);
+    return finish(b, 5, 1);
+done:
+    return finish(b, 5, 0);
+}
+
 static PyMethodDef methods[] = {
     {"gather", gather, METH_VARARGS, "A few series' samples in a time window from the head's chunks."},
     {"instant_fill", instant_fill, METH_VARARGS, "An instant selector's values at every step."},
     {"window_fill", window_fill, METH_VARARGS, "A range selector's window bounds at every step."},
     {"window_extreme", window_extreme, METH_VARARGS, "max_over_time or min_over_time of each window."},
     {"window_sum", window_sum, METH_VARARGS, "sum_over_time or avg_over_time of each window."},
+    {"window_variance", window_variance, METH_VARARGS, "stdvar_over_time of each window."},
+    {"window_regression", window_regression, METH_VARARGS, "deriv/predict_linear's regression of each window."},
+    {"window_quantile", window_quantile, METH_VARARGS, "quantile_over_time of each window."},
     {"matrix_json", matrix_json, METH_VARARGS, "The JSON text of a matrix result's result array (bytes)."},
     {NULL, NULL, 0, NULL},
 };

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
@@ -514,53 +514,126 @@ def test_rate_speed_10k_series() -> None:
     assert present.all() and np.isfinite(values).all()
 
 
-def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch) -> None:
+def _assert_c_is_numpy(fn: str, rs: RangeSamples, monkeypatch: pytest.MonkeyPatch, *args: float) -> None:
     """``fn`` through the C helper and through the numpy path: the same cells, the same bits."""
     from pitwall.metrics.promql import range_functions
 
-    got = call(fn, rs)
+    got = call(fn, rs, *args)
     with monkeypatch.context() as m:
         m.setattr(range_functions, "_metricsc", None)
-        want = call(fn, rs)
+        want = call(fn, rs, *args)
     assert np.array_equal(got[1], want[1])
     assert np.array_equal(got[0].view(np.uint64)[got[1]], want[0].view(np.uint64)[want[1]])
 
 
+@pytest.fixture
+def native() -> None:
+    """Skips a test of the C helper where it was not built."""
+    from pitwall.metrics.promql import range_functions
+
+    if range_functions._metricsc is None:
+        pytest.skip("C helper not built")
+
+
+def _random_rs(
+    rng: np.random.Generator, points: Callable[[int], list[tuple[int, float]]], span: int = 32000,
+    max_range: int = 9000,
+) -> RangeSamples:
+    """1-5 series of ``points(i)`` under random steps over [0, span) and a random range."""
+    series = [({"i": str(i)}, points(i)) for i in range(int(rng.integers(1, 6)))]
+    return make_rs(series, list(range(0, span, int(rng.integers(500, 4000)))), int(rng.integers(1000, max_range)))
+
+
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("fn", ["max_over_time", "min_over_time"])
 def test_min_max_over_time_in_c_is_the_reduceat_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit (signed zeros and NaN included) over random overlapping windows."""
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(5)
     pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
     for _ in range(50):
-        series = []
-        for i in range(int(rng.integers(1, 6))):
-            vals = [pool[int(k)] for k in rng.integers(0, len(pool), size=int(rng.integers(0, 30)))]
-            series.append(({"i": str(i)}, load(1000, vals)))
-        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
+        rs = _random_rs(rng, lambda i: load(1000, [pool[int(k)] for k in rng.integers(0, len(pool),
+                                                                                      size=int(rng.integers(0, 30)))]))
         _assert_c_is_numpy(fn, rs, monkeypatch)
 
 
+@pytest.mark.usefixtures("native")
 @pytest.mark.parametrize("fn", ["sum_over_time", "avg_over_time"])
 def test_sum_avg_over_time_in_c_is_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bit for bit with the column-wise Kahan loops, overflow to the incremental mean included."""
-    from pitwall.metrics.promql import range_functions
-
-    if range_functions._metricsc is None:
-        pytest.skip("C helper not built")
     rng = np.random.default_rng(9)
     for k in range(60):
-        series = []
-        for i in range(int(rng.integers(1, 6))):
+
+        def points(i: int, k: int = k) -> list[tuple[int, float]]:
             n = int(rng.integers(0, 30))
             vals = rng.normal(size=n) * 10.0 ** float(rng.integers(-5, 10))
             if k % 3 == 0:  # sums that overflow, and values that cancel
                 vals[rng.random(n) < 0.3] = 1.5e308 * rng.choice([-1.0, 1.0])
             if k % 5 == 0:
                 vals[rng.random(n) < 0.1] = rng.choice([math.nan, math.inf, -math.inf])
-            series.append(({"i": str(i)}, load(1000, vals.tolist())))
-        rs = make_rs(series, list(range(0, 32000, int(rng.integers(500, 4000)))), int(rng.integers(1000, 9000)))
-        _assert_c_is_numpy(fn, rs, monkeypatch)
+            return load(1000, vals.tolist())
+
+        _assert_c_is_numpy(fn, _random_rs(rng, points), monkeypatch)
+
+
+@pytest.mark.usefixtures("native")
+@pytest.mark.parametrize("fn", ["deriv", "predict_linear", "stddev_over_time", "stdvar_over_time"])
+def test_regression_and_variance_in_c_are_the_column_answer(fn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit with the column-wise Kahan loops: irregular times, constant and infinite windows, NaN, -0."""
+    rng = np.random.default_rng(24)
+    pool = [math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, 2.5]
+    for k in range(60):
+
+        def points(i: int, k: int = k) -> list[tuple[int, float]]:
+            n = int(rng.integers(0, 30))
+            times = np.cumsum(rng.integers(1, 2500, size=n)).tolist()
+            vals = rng.normal(size=n) * 10.0 ** float(rng.integers(-5, 10))
+            if k % 3 == 0:  # constant windows (slope 0, or NaN when infinite)
+                vals[:] = pool[k % len(pool)]
+            if k % 4 == 1:  # special values among ordinary ones, and overflowing sums
+                special = [*pool, 1.5e308, -1.5e308]
+                vals[rng.random(n) < 0.2] = special[int(rng.integers(0, len(special)))]
+            return list(zip(times, vals.tolist(), strict=True))
+
+        args = (float(rng.integers(-600, 600)),) if fn == "predict_linear" else ()
+        _assert_c_is_numpy(fn, _random_rs(rng, points), monkeypatch, *args)
+
+
+@pytest.mark.usefixtures("native")
+def test_quantile_over_time_in_c_is_the_padded_sort_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bit for bit with the padded-row sort: NaN samples, infinities, ties, q outside [0, 1] and NaN.
+
+    A series holds one sign of zero: with both in a window the sorts (numpy's, Go's) leave their order open.
+    """
+    rng = np.random.default_rng(77)
+
+    def points(i: int) -> list[tuple[int, float]]:
+        zero = -0.0 if rng.random() < 0.5 else 0.0
+        pool = [math.nan, zero, math.inf, -math.inf, 1.0, -1.0, 2.5, 1e-300]
+        n = int(rng.integers(0, 70))  # past 48 samples the C path sorts with qsort
+        vals = rng.normal(size=n).round(int(rng.integers(0, 3)))  # ties
+        vals[rng.random(n) < 0.25] = pool[int(rng.integers(0, len(pool)))]
+        return load(1000, [zero if v == 0 else v for v in vals.tolist()])
+
+    for k in range(80):
+        rs = _random_rs(rng, points, span=72000, max_range=60000)
+        q = [math.nan, -0.5, 1.5, 0.0, 1.0, float(rng.random())][k % 6]
+        _assert_c_is_numpy("quantile_over_time", rs, monkeypatch, q)
+
+
+def test_window_loops_in_c_refuse_windows_outside_the_values() -> None:
+    """A bad window or output size is a ValueError, never a read past the arrays."""
+    from pitwall.metrics.promql import range_functions
+
+    c = range_functions._metricsc
+    if c is None:
+        pytest.skip("C helper not built")
+    vals, ts, one = np.zeros(3), np.arange(3, dtype=np.int64), np.zeros(1)
+    first, cnt = np.array([2], dtype=np.int64), np.array([2], dtype=np.int64)
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_quantile(vals, first, cnt, one, np.zeros(1))
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_variance(vals, first, np.array([0], dtype=np.int64), one)
+    with pytest.raises(ValueError, match="outside the values"):
+        c.window_regression(vals, ts, first, cnt, first, one, np.zeros(1))
+    with pytest.raises(ValueError, match="shapes do not match"):
+        c.window_regression(vals, ts, first, cnt, first, np.zeros(2), np.zeros(1))

@@ -7,7 +7,6 @@ go to numpy arrays. Labels are only decoded for series never seen before.
 
 from __future__ import annotations
 
-import importlib
 from array import array
 from typing import Any
 
@@ -18,16 +17,14 @@ from pitwall.core.body import snappy_block
 from pitwall.core.errors import BadData
 from pitwall.core.labels import Labels, format_labels
 from pitwall.core.limits import LimitsSettings, Reservation
+from pitwall.core.native import optional_module
 from pitwall.metrics.errors import InvalidLabels, RequestTooLarge
 from pitwall.metrics.ingest import prompb
 from pitwall.metrics.model import Exemplar, MetricMetadata
 from pitwall.metrics.store import SeriesAppender
 
-_rwdecode: Any
-try:
-    _rwdecode = importlib.import_module("pitwall._rwdecode")
-except ImportError:  # built without a C compiler: the upb path below serves
-    _rwdecode = None
+# Built without a C compiler: the upb path below serves.
+_rwdecode: Any = optional_module("pitwall._rwdecode")
 
 _NATIVE_FALLBACK = 2 | 4  # exemplars/histograms present, or labels not contiguous
 

@@ -12,7 +12,6 @@ NaN/Inf (orjson's ``null``) are spelled one by one.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,15 +19,12 @@ import numpy as np
 import orjson
 
 from pitwall.core.labels import Labels
+from pitwall.core.native import optional_module
 
 __all__ = ["matrix_result_json", "matrix_result_text", "values_text"]
 
 # The same text built in C (pitwall/_native/metricsc.c), ~5x faster; optional: not built without a compiler.
-_metricsc: Any
-try:
-    _metricsc = importlib.import_module("pitwall._metricsc")
-except ImportError:  # pragma: no cover - depends on the build
-    _metricsc = None
+_metricsc: Any = optional_module("pitwall._metricsc")
 
 _OPT = orjson.OPT_SERIALIZE_NUMPY
 _SEP = "\x00"  # never in a number's text

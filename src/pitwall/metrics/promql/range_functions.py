@@ -22,7 +22,6 @@ floating-point results:
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -32,6 +31,7 @@ import numpy as np
 from pitwall.core.errors import BadData
 from pitwall.core.gofmt import go_quote
 from pitwall.core.labels import METRIC_NAME, Labels, metric_name
+from pitwall.core.native import optional_module
 from pitwall.metrics.promql.values import RangeSamples
 
 WarnFn = Callable[[str], None]
@@ -53,11 +53,7 @@ _COLUMN_BLOCK = 1 << 15
 _COUNTER_SUFFIXES = ("_total", "_sum", "_count", "_bucket")
 
 # Window loops in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
-_metricsc: Any
-try:
-    _metricsc = importlib.import_module("pitwall._metricsc")
-except ImportError:  # pragma: no cover - depends on the build
-    _metricsc = None
+_metricsc: Any = optional_module("pitwall._metricsc")
 
 
 class FunctionArgError(BadData):
@@ -598,6 +594,11 @@ def _avg_step(
 @_quiet
 def _variance_over_time(rs: RangeSamples) -> tuple[np.ndarray, np.ndarray]:
     """Windows and population variance, with Prometheus' Kahan-compensated Welford."""
+    if _metricsc is not None:
+        win, first, cnt = _windows(rs, 1)
+        var = np.empty(len(win))
+        _metricsc.window_variance(np.ascontiguousarray(rs.values, dtype=np.float64), first, cnt, var)
+        return win, var
     cols = _Columns(rs)
     mean, c_mean = np.zeros(cols.size), np.zeros(cols.size)
     aux, c_aux = np.zeros(cols.size), np.zeros(cols.size)
@@ -684,6 +685,14 @@ def _warn_invalid_quantiles(q: np.ndarray, used_steps: np.ndarray, warn: WarnFn)
 def quantile_over_time(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: WarnFn) -> Result:
     """φ-quantile of the window's values; args = [φ per step]."""
     q_steps = np.asarray(args[0], dtype=np.float64)
+    if _metricsc is not None:
+        win, first, cnt = _windows(rs, 1)
+        steps = _step_of(rs, win)
+        _warn_invalid_quantiles(q_steps, steps, warn)
+        out = np.empty(len(win))
+        values = np.ascontiguousarray(rs.values, dtype=np.float64)
+        _metricsc.window_quantile(values, first, cnt, np.ascontiguousarray(q_steps[steps]), out)
+        return _scatter(rs, win, out)
     cols = _Columns(rs)
     steps = _step_of(rs, cols.windows)
     _warn_invalid_quantiles(q_steps, steps, warn)
@@ -760,10 +769,24 @@ def _linear_regression(rs: RangeSamples, intercept_ms: np.ndarray, cols: _Column
     return slope, intercept
 
 
+def _native_regression(rs: RangeSamples, intercept_ms: np.ndarray, first: np.ndarray, cnt: np.ndarray) -> Result:
+    """``_linear_regression`` window by window in C: the same operations, not a numpy call per position."""
+    slope, intercept = np.empty(len(first)), np.empty(len(first))
+    _metricsc.window_regression(
+        np.ascontiguousarray(rs.values, dtype=np.float64), np.ascontiguousarray(rs.ts, dtype=np.int64), first, cnt,
+        np.ascontiguousarray(intercept_ms, dtype=np.int64), slope, intercept,
+    )
+    return slope, intercept
+
+
 def deriv(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info: WarnFn) -> Result:
     """Per-second derivative by least squares over the window (>= 2 samples)."""
+    if _metricsc is not None:
+        win, first, cnt = _windows(rs, 2)
+        # Regress around the first sample's time to keep x small (Prometheus #2674).
+        slope, _ = _native_regression(rs, rs.ts[first], first, cnt)
+        return _scatter(rs, win, slope)
     cols = _Columns(rs, min_count=2)
-    # Regress around the first sample's time to keep x small (Prometheus #2674).
     slope, _ = _linear_regression(rs, rs.ts[cols.lo], cols)
     return _scatter(rs, cols.windows, slope)
 
@@ -773,12 +796,17 @@ def predict_linear(rs: RangeSamples, args: list[np.ndarray], warn: WarnFn, info:
 
     The regression's intercept is taken at ``rs.step_times``.
     """
-    cols = _Columns(rs, min_count=2)
-    steps = _step_of(rs, cols.windows)
-    slope, intercept = _linear_regression(rs, rs.step_times[steps], cols)
+    if _metricsc is not None:
+        win, first, cnt = _windows(rs, 2)
+        steps = _step_of(rs, win)
+        slope, intercept = _native_regression(rs, rs.step_times[steps], first, cnt)
+    else:
+        cols = _Columns(rs, min_count=2)
+        win, steps = cols.windows, _step_of(rs, cols.windows)
+        slope, intercept = _linear_regression(rs, rs.step_times[steps], cols)
     with np.errstate(all="ignore"):
         value = slope * np.asarray(args[0], dtype=np.float64)[steps] + intercept
-    return _scatter(rs, cols.windows, value)
+    return _scatter(rs, win, value)
 
 
 # --------------------------------------------------------------------------

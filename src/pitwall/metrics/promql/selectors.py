@@ -10,7 +10,6 @@ is the number of samples at or before each step.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -18,17 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from pitwall.core.labels import Labels, Matcher
+from pitwall.core.native import optional_module
 from pitwall.metrics.model import stale_mask
 from pitwall.metrics.promql.ast import Selector
 from pitwall.metrics.promql.context import EvalContext
 from pitwall.metrics.promql.values import RangeSamples, StepVector
 
 # instant_from_flat's loop in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
-_metricsc: Any
-try:
-    _metricsc = importlib.import_module("pitwall._metricsc")
-except ImportError:  # pragma: no cover - depends on the build
-    _metricsc = None
+_metricsc: Any = optional_module("pitwall._metricsc")
 
 
 @dataclass

@@ -10,12 +10,13 @@ sort used when flushing, and ``place`` merges per-source parts into one flat
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from pitwall.core.native import optional_module
 
 __all__ = ["Chunk", "gather_few", "gather_few_scales", "gather_head", "order_by", "place", "sorted_by_sid_ts"]
 
@@ -23,11 +24,7 @@ __all__ = ["Chunk", "gather_few", "gather_few_scales", "gather_head", "order_by"
 _Key = tuple[int, int, int, np.ndarray]
 
 # gather_few's loops in C (pitwall/_native/metricsc.c); optional: not built without a compiler.
-_metricsc: Any
-try:
-    _metricsc = importlib.import_module("pitwall._metricsc")
-except ImportError:  # pragma: no cover - depends on the build
-    _metricsc = None
+_metricsc: Any = optional_module("pitwall._metricsc")
 
 
 def gather_few_scales() -> bool:
