@@ -137,7 +137,7 @@ class LiveServer:
         self.start()
 
 
-def wait_ready(url: str, timeout: float = 30.0, proc: subprocess.Popen[Any] | None = None,
+def wait_ready(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None,
                verify: bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

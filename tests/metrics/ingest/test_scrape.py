@@ -232,7 +232,8 @@ async def test_timeout_and_body_limit(exporter: Exporter) -> None:
 async def test_honor_labels(exporter: Exporter, honor: bool, expected: str) -> None:
     exporter.body = b'm{job="other",instance="i",exported_job="z"} 1\n'
     app = RecordingAppender()
-    m = ScrapeManager(app, configs=config(exporter.address, honor_labels=honor))
+    # 1 s, not the file's 100 ms: the check reads the first scrape, which a loaded machine can time out
+    m = ScrapeManager(app, configs=config(exporter.address, honor_labels=honor, scrape_interval="1s"))
     await m.start()
     await wait_for(lambda: len(app.batches) >= 1, "scrape")
     await m.stop()
@@ -281,7 +282,8 @@ async def test_metric_relabeling(exporter: Exporter) -> None:
         {"regex": "code", "action": "labeldrop"},
     ]
     app = RecordingAppender()
-    m = ScrapeManager(app, configs=config(exporter.address, metric_relabel_configs=rules))
+    # 1 s, not the file's 100 ms: the checks read the first two scrapes, which a loaded machine can time out
+    m = ScrapeManager(app, configs=config(exporter.address, metric_relabel_configs=rules, scrape_interval="1s"))
     await m.start()
     await wait_for(lambda: len(app.batches) >= 2, "scrapes")
     await m.stop()
