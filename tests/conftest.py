@@ -118,7 +118,11 @@ class LiveServer:
         config = uvicorn.Config(app.edge or app, host="127.0.0.1", port=self.port, log_config=None,
                                 lifespan="on", http=http_protocol())
         self._server = uvicorn.Server(config)
-        sock, self._sock = self._sock or _bound(self.port), None  # uvicorn closes it when it stops
+        sock, self._sock = self._sock, None  # uvicorn closes it when it stops
+        if sock is None or sock.getsockname()[1] != self.port:  # restarted, or a test chose its own port
+            if sock is not None:
+                sock.close()
+            sock = _bound(self.port)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()
         wait_ready(self.url)
