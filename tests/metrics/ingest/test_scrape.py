@@ -214,7 +214,8 @@ async def test_timeout_and_body_limit(exporter: Exporter) -> None:
     exporter.delay = 0
     exporter.body = b"a 1\n" * 100
     app = RecordingAppender()
-    m = ScrapeManager(app, configs=config(exporter.address, body_size_limit="100B"))
+    # a 100 ms timeout (the 100 ms interval's) fails before the body arrives on a loaded machine
+    m = ScrapeManager(app, configs=config(exporter.address, body_size_limit="100B", scrape_interval="2s", scrape_timeout="2s"))
     await m.start()
     await wait_for(lambda: len(app.batches) >= 1, "scrape")
     err = m.targets().active[0].last_error
