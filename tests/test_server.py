@@ -193,3 +193,32 @@ async def test_telemetry_only_without_the_control_plane(client: httpx.AsyncClien
                                          "backup", "incidents", "releases-abtest", "ui"]
     assert (await client.get("/api/v1/namespaces")).status_code == 404
     assert (await client.get("/api/v1/query", params={"query": "1"})).status_code == 200
+
+
+async def test_the_server_freezes_what_its_startup_left_alive() -> None:
+    """``pitwall server`` takes the objects alive after start-up out of the collector's generations: a full
+    collection then walks only what came later (it walked the whole heap, 150-200 ms, every ~2,000 PUTs)."""
+    import gc
+    import socket
+
+    import uvicorn
+
+    from pitwall.cli.serve import _Server
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        return None
+
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config.load()
+    server = _Server(config)
+    server.lifespan = config.lifespan_class(config)  # as ``Server._serve`` sets it before ``startup``
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    gc.unfreeze()
+    try:
+        await server.startup(sockets=[sock])
+        assert gc.get_freeze_count() > 0
+        await server.shutdown(sockets=[sock])
+    finally:
+        gc.unfreeze()  # the rest of this test process collects as before
+        sock.close()

@@ -7,7 +7,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import uvicorn
@@ -147,6 +147,47 @@ async def test_a_slow_reader_gets_a_large_answer_whole() -> None:
         assert len((await _response(reader))[1]) == len(chunk) * n
         writer.close()
     assert _CountingPauses.pauses > 0
+
+
+class _RecordingWrites(LeanHttpToolsProtocol):
+    """Records each ``write`` its connection's socket transport is given."""
+
+    writes: ClassVar[list[bytes]] = []
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        real = transport.write
+
+        def write(data: bytes) -> None:
+            type(self).writes.append(bytes(data))
+            real(data)
+        transport.write = write  # type: ignore[method-assign,assignment]
+        super().connection_made(transport)
+
+
+async def test_headers_and_body_leave_in_one_write_and_a_stream_gets_its_headers_at_once() -> None:
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] != "/stream":
+            await _answer(send, b"hello")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # the first chunk waits
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"late"})
+
+    async with _serving(app, _RecordingWrites) as port:
+        reader, writer = await _request(port, GET)
+        assert (await _response(reader))[1] == b"hello"
+        assert len(_RecordingWrites.writes) == 1 and _RecordingWrites.writes[0].endswith(b"\r\n\r\nhello")
+        writer.write(b"HEAD /h HTTP/1.1\r\nHost: t\r\n\r\n")  # no body write joins a HEAD answer's headers
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"content-length: 5" in head
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head
+        release.set()
+        assert await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5) == b"4\r\nlate\r\n0\r\n\r\n"
+        writer.close()
 
 
 def test_the_lean_protocol_replaces_what_it_means_to() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import resource
 import socket
@@ -64,6 +65,14 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)  # the app's lifespan (every part started), then the listeners
+        # What is alive now lives as long as the process: out of the collector's generations, or each full
+        # collection walks the whole heap (130-160 ms with the event loop stopped, against 3.5 ms frozen; the
+        # API gateway's p99 under steady allocating load). No collection first: it would delay readiness by
+        # as long, and found nothing to free after start-up (0 objects, measured).
+        gc.freeze()
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -84,8 +85,11 @@ class AuditEntry:
         return " ".join(f"{k}={_logfmt_value(v)}" for k, v in pairs)
 
 
+_BARE = re.compile(r'[^ "=\\]+')  # a value written unquoted (if printable too)
+
+
 def _logfmt_value(v: str) -> str:
-    if v and not any(c in v for c in ' "=\\') and v.isprintable():
+    if _BARE.fullmatch(v) and v.isprintable():
         return v
     escaped = v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{"".join(c if c.isprintable() else "?" for c in escaped)}"'

@@ -13,6 +13,15 @@ see its client leave without a task (``core.httpconn.watch_departure``).
 It sets uvicorn's internal attributes (``HttpToolsProtocol.pipeline``,
 ``FlowControl._is_writable_event``, ``RequestResponseCycle.message_event``),
 checked against uvicorn 0.55 by ``tests/core/test_httpconn.py``.
+
+uvicorn writes a response's status line and headers, then its body, with
+two ``transport.write`` calls: two ``send`` syscalls and, on loopback, two
+wake-ups of the client. Each request cycle writes through ``_Corked``
+instead, which holds the header block until the next write joins it (the
+body, sent in the same loop iteration by every non-streaming response), the
+response completes, the connection closes, or the loop iteration ends (a
+streaming response's first chunk may come later): one syscall per response,
+bytes in the same order.
 """
 
 from __future__ import annotations
@@ -41,6 +50,42 @@ class _Pipeline(list[Any]):
         self.insert(0, item)
 
 
+class _Corked:
+    """A connection's transport as its request cycles write to it: a header block is held until the next write,
+    the response's end, ``close`` or the end of the loop iteration, whichever comes first."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif data.startswith(b"HTTP/1.1 "):  # uvicorn's status line: what follows comes in this iteration
+            self._held = data
+            self._loop.call_soon(self.flush)
+            return
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None and not self.transport.is_closing():
+            self.transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # what else a cycle might ask of its transport
+        return getattr(self.transport, name)
+
+
 class LeanHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with its per-connection queue and events made light (``uvicorn.Config(http=...)``)."""
 
@@ -50,6 +95,7 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.corked = _Corked(transport, self.loop)
         self.flow._is_writable_event = Signal(is_set=True)  # type: ignore[assignment]
         if self.server is not None:  # the listening address: one tuple for every connection to it, not one each
             self.server = _LOCAL.setdefault(self.server, self.server)
@@ -59,6 +105,11 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not before:  # a new request's cycle (its task has not run yet): nothing waits on it
             self.cycle.message_event = Signal()  # type: ignore[assignment]
+            self.cycle.transport = self.corked  # type: ignore[assignment]
+
+    def on_response_complete(self) -> None:
+        self.corked.flush()  # a HEAD response's headers: no body write joins them
+        super().on_response_complete()
 
 
 def http_protocol(version: str = uvicorn.__version__) -> type[HttpToolsProtocol] | str:

@@ -15,7 +15,6 @@ file's routes.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import ssl
 from collections.abc import Callable, Sequence
@@ -135,10 +134,6 @@ class GatewayPart:
             self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ssl.load_cert_chain(str(self.tls[0]), str(self.tls[1]))
         await self.server.start(host, port, ssl=self._ssl)
-        # What is alive once the server has started lives as long as the process: take it out of the
-        # collector's generations, or each full collection walks the whole heap (100+ ms pauses, the
-        # gateway's p99, under request load that allocates steadily).
-        gc.freeze()
         self.tasks.spawn(self.stats.run(), name="gateway-metrics-flush")
         self.tasks.spawn(self._watch(), name="gateway-config-watch")
         if self.kube_client is not None:
