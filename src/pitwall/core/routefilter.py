@@ -17,6 +17,7 @@ frontend group) makes its router always tried.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import attrgetter
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -25,6 +26,8 @@ from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import Scope
 
 __all__ = ["filter_included_routers", "literal_starts"]
+
+_ROUTES_VERSION = attrgetter("_routes_version")  # FastAPI's per-router change counter
 
 
 def literal_starts(candidates: Iterable[Any]) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -80,7 +83,7 @@ class _Request:
     Consul route): the path the routes' regexes see, and whether any watched router's routes changed
     (``generation`` moves on then, and each filter reads its starts again)."""
 
-    __slots__ = ("filters", "generation", "path", "raw", "root", "scope", "version")
+    __slots__ = ("filters", "generation", "path", "raw", "root", "routers", "scope", "version")
 
     def __init__(self) -> None:
         self.scope: Scope | None = None
@@ -88,6 +91,7 @@ class _Request:
         self.root: Any = None
         self.path = ""
         self.filters: list[_Filtered] = []
+        self.routers: tuple[Any, ...] = ()  # every filter's watched routers, flat (read on every request)
         self.version = -1
         self.generation = 0
 
@@ -103,10 +107,11 @@ class _Request:
 
     def _version(self) -> int:
         """FastAPI's change counters of every watched router, summed (cheaper than its recursive walk)."""
-        return sum(r._routes_version for f in self.filters for r in f.watched)
+        return sum(map(_ROUTES_VERSION, self.routers))
 
     def rebase(self) -> None:
         """A filter read its routers again (its watched list may have grown): the counters as they are now."""
+        self.routers = tuple(r for f in self.filters for r in f.watched)
         self.version = self._version()
 
 
