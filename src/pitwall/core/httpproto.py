@@ -64,7 +64,7 @@ class _Corked:
     def write(self, data: bytes) -> None:
         if self._held is not None:
             data, self._held = self._held + data, None
-        elif data.startswith(b"HTTP/1.1 "):  # uvicorn's status line: what follows comes in this iteration
+        elif type(data) is bytes and data.startswith(b"HTTP/1.1 "):  # uvicorn's status line and headers
             self._held = data
             self._loop.call_soon(self.flush)
             return
