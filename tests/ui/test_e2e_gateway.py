@@ -64,7 +64,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     base = tmp_path_factory.mktemp("uigw")
     # the upstream: the gateway tests' echo server, on a loop of its own thread
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, daemon=True).start()
+    runner = threading.Thread(target=loop.run_forever, daemon=True)
+    runner.start()
     ups = Upstreams()
     port = asyncio.run_coroutine_threadsafe(ups.start("orders"), loop).result(10)
     conf = base / "kong.yaml"
@@ -106,6 +107,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
         srv.stop()
         asyncio.run_coroutine_threadsafe(ups.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()  # else the collector finds it open later and another test's setup reports it
 
 
 def _now_ms() -> int:
