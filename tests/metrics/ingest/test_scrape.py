@@ -124,7 +124,8 @@ async def test_scrapes_prometheus_client_endpoint() -> None:
     server, _thread = start_http_server(0, addr="127.0.0.1", registry=reg)
     port = server.server_address[1]
     app = RecordingAppender()
-    m = ScrapeManager(app, configs=config(f"127.0.0.1:{port}"))
+    # 1 s, not the file's 100 ms: the checks read the first scrape, which a loaded machine can time out
+    m = ScrapeManager(app, configs=config(f"127.0.0.1:{port}", scrape_interval="1s"))
     await m.start()
     try:
         await wait_for(lambda: len(app.batches) >= 1, "a scrape")
@@ -244,7 +245,8 @@ async def test_honor_labels(exporter: Exporter, honor: bool, expected: str) -> N
 async def test_honor_timestamps_and_staleness_bypass(exporter: Exporter) -> None:
     exporter.body = b"a 1 1000\nb 2\n"
     app = RecordingAppender()
-    m = ScrapeManager(app, configs=config(exporter.address))
+    # 1 s, not the file's 100 ms: the checks read the first scrape, which a loaded machine can time out
+    m = ScrapeManager(app, configs=config(exporter.address, scrape_interval="1s"))
     await m.start()
     await wait_for(lambda: len(app.batches) >= 1, "scrape")
     exporter.body = b"c 1\n"
