@@ -26,7 +26,8 @@ every differing step is a whole minute).
 class): unlike latency, what other work on a shared machine does not
 inflate.
 
-Environment: ``N``, ``REPS``, ``SEED`` (default 24).
+Environment: ``N``, ``REPS``, ``SEED`` (default 24); ``DUMP``: a file to write every query's row to
+(JSON: class, query, medians, CPU, agreement, the answer's series count).
 """
 
 from __future__ import annotations
@@ -287,6 +288,7 @@ def run(pairs: list[tuple[str, str]], servers: dict[str, Server], t0: int, reps:
                      **{k + "_cpu": statistics.median(v) for k, v in cpu.items()},
                      "agree": same(bodies["pitwall"], bodies["prometheus"]),
                      "agree_late": same(bodies["pitwall"], bodies["prometheus"], t0 + AGREE_AFTER_S),
+                     "series": len((bodies["prometheus"].get("data") or {}).get("result") or []),
                      "error": bodies["pitwall"].get("error") or bodies["prometheus"].get("error")})
     return rows
 
@@ -343,6 +345,8 @@ def main() -> None:
             srv.stop()
         shutil.rmtree(work, ignore_errors=True)
     report(rows)
+    if os.environ.get("DUMP"):
+        Path(os.environ["DUMP"]).write_text(json.dumps(rows, indent=1))
     print(f"\ntotal bench time {time.perf_counter() - started:.0f} s")
 
 

@@ -39,6 +39,7 @@ from pitwall.core.body import BodyLimits
 from pitwall.core.browser_guard import BrowserGuard
 from pitwall.core.edge import Edge
 from pitwall.core.errors import ConfigError, PitwallError, Unavailable
+from pitwall.core.fastlane import FastLane
 from pitwall.core.http_errors import error_router
 from pitwall.core.labels import labels_from_dict
 from pitwall.core.lifecycle import Component, Part, Supervised
@@ -475,6 +476,8 @@ def create_app(settings: Settings) -> FastAPI:
         auth=auth, csrf=csrf, metrics=c.self_metrics,
         # Held Consul blocking reads wait past auth, in front of the framework (less memory per held query).
         park=ParkHeldQueries(framework, hub=c.control_plane.registry.hub) if c.control_plane is not None else None,
+        # Exact-path routes whose endpoint takes only the request skip FastAPI's routing and dependency solving.
+        lanes=FastLane(app),
     )
     filter_included_routers(app.router.routes)  # a route late in the list no longer pays for those before it
     return app

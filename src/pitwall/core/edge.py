@@ -14,8 +14,9 @@ rather than one middleware (a coroutine frame, most with a wrapped
 5. a held blocking read (the control plane's ``ParkHeldQueries``) waits here,
    past authentication, with no framework frame below it (a held query
    pins this frame and its own, not the framework's dozen);
-6. the framework (FastAPI's whole stack: its error layer, routing,
-   dependencies, the route).
+6. the route: straight through ``core.fastlane`` when it is an exact path whose
+   endpoint takes only the request, else the framework (FastAPI's whole stack:
+   its error layer, routing, dependencies, the route).
 
 Each concern's code stays in its own module; this layer only calls them
 (the browser guard, auth, CSRF check and parking can also wrap an app on their own). It runs
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from pitwall.core.audit import AuditLog
     from pitwall.core.auth import BearerAuth
     from pitwall.core.browser_guard import BrowserGuard
+    from pitwall.core.fastlane import FastLane
     from pitwall.core.oidc import SessionCSRF
     from pitwall.core.selfmetrics import SelfMetrics
 
@@ -74,7 +76,7 @@ class Edge:
 
     def __init__(self, app: ASGIApp, *, audit: AuditLog, guard: BrowserGuard, metrics: SelfMetrics,
                  auth: BearerAuth | None = None, csrf: SessionCSRF | None = None,
-                 park: Holder | None = None) -> None:
+                 park: Holder | None = None, lanes: FastLane | None = None) -> None:
         self.app = app
         self.audit = audit
         self.guard = guard
@@ -82,6 +84,7 @@ class Edge:
         self.auth = auth
         self.csrf = csrf
         self.park = park
+        self.lanes = lanes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One frame for the whole walk (a held query keeps it for minutes: each nested coroutine is ~300 B).
@@ -105,7 +108,8 @@ class Edge:
                 held = None if self.park is None else self.park.hold(scope, receive)
                 go_on = scope if held is None else await held
                 if go_on is not None:
-                    await self.app(go_on, receive, answer)
+                    lane = None if self.lanes is None else self.lanes.find(go_on)
+                    await (self.app if lane is None else lane)(go_on, receive, answer)
             finally:
                 self.metrics.observe(scope, answer.status, time.perf_counter() - measured)
         except Exception:

@@ -148,6 +148,11 @@ def _route_class(fmt: ErrorFormat, own: ErrorRenderer | None) -> type[APIRoute]:
     class FormattedRoute(APIRoute):
         error_format: ErrorFormat = fmt
 
+        @staticmethod
+        def render_error(err: PitwallError) -> Response:
+            """The route's answer to ``err`` (``core.fastlane`` renders with it too)."""
+            return show(err)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 

@@ -25,7 +25,7 @@ from starlette._utils import get_route_path
 from starlette.routing import BaseRoute, Match, Mount, Route, WebSocketRoute
 from starlette.types import Scope
 
-__all__ = ["filter_included_routers", "literal_starts"]
+__all__ = ["filter_included_routers", "literal_starts", "starlette_format"]
 
 _ROUTES_VERSION = attrgetter("_routes_version")  # FastAPI's per-router change counter
 
@@ -47,7 +47,7 @@ def _collect(candidates: Iterable[Any], exact: set[str], starts: set[str]) -> No
             _collect(nested(), exact, starts)
             continue
         route = getattr(c, "starlette_route", None) or getattr(c, "original_route", None)
-        fmt = getattr(c, "path_format", "") if _is_api_route(c) else _starlette_format(route)
+        fmt = getattr(c, "path_format", "") if _is_api_route(c) else starlette_format(route)
         if fmt is None:
             starts.add("")
         elif "{" in fmt:
@@ -69,7 +69,7 @@ def _is_api_route(c: Any) -> bool:
     return isinstance(getattr(c, "original_route", None), APIRoute) and bool(getattr(c, "path_format", ""))
 
 
-def _starlette_format(route: Any) -> str | None:
+def starlette_format(route: Any) -> str | None:
     """A plain Starlette route's path format, or None when its match is not a path regex from the root."""
     if isinstance(route, Route | WebSocketRoute | Mount):
         fmt = route.path_format
