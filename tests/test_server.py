@@ -210,15 +210,41 @@ async def test_the_server_freezes_what_its_startup_left_alive() -> None:
 
     config = uvicorn.Config(app, lifespan="off", log_config=None)
     config.load()
-    server = _Server(config)
+    before = gc.get_threshold()
+    server = _Server(config, gc_threshold=before)
     server.lifespan = config.lifespan_class(config)  # as ``Server._serve`` sets it before ``startup``
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     gc.unfreeze()
+    gc.set_threshold(10_000, 1_000, 1_000_000)  # as ``pitwall server`` starts
     try:
         await server.startup(sockets=[sock])
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == before  # collecting as usual once started
         await server.shutdown(sockets=[sock])
     finally:
         gc.unfreeze()  # the rest of this test process collects as before
+        gc.set_threshold(*before)
         sock.close()
+
+
+def test_the_server_command_starts_with_fewer_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pitwall server`` raises the collector's thresholds before importing the server (most of start-up)
+    and hands the usual ones to ``run``, which puts them back once started."""
+    import gc
+
+    from pitwall.cli import serve
+    from pitwall.cli.server import STARTUP_GC_THRESHOLD, server
+
+    seen: dict[str, object] = {}
+
+    def run(settings: object, gc_threshold: tuple[int, int, int] | None = None) -> None:
+        seen["during"], seen["after"] = gc.get_threshold(), gc_threshold
+    before = gc.get_threshold()
+    monkeypatch.setattr(serve, "run", run)
+    monkeypatch.setattr(serve, "settings_from", lambda *a: None)
+    try:
+        server()
+    finally:
+        gc.set_threshold(*before)
+    assert seen == {"during": STARTUP_GC_THRESHOLD, "after": before}

@@ -373,22 +373,36 @@ async def test_builtin_crds_installed_on_start_and_upgraded(tmp_path: Any) -> No
                                        "schema": {"openAPIV3Schema": {
                                            "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
-    for version in ("v1", "v1", "v2"):  # first install, restart unchanged, restart with a newer schema
+    versions: list[str] = []
+    # first install, restart unchanged (read only: no create or update is even prepared), newer schema
+    for version, writes in (("v1", ["create"]), ("v1", []), ("v2", ["modify"])):
         store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
         await store.start()
         api = build_kube(store)
         api.add_builtin_crds([crd(version)])
+        calls: list[str] = []
+        for verb in ("create", "modify"):
+            def counted(rt: Any, *a: Any, _verb: str = verb, _real: Any = getattr(api.resources, verb), _calls: list[str] = calls,
+                        **kw: Any) -> Any:
+                if rt.kind == "CustomResourceDefinition":
+                    _calls.append(_verb)
+                return _real(rt, *a, **kw)
+            setattr(api.resources, verb, counted)
         await api.start()
         try:
+            assert calls == writes
             got = await api.client.get("apiextensions.k8s.io/v1", "CustomResourceDefinition",
                                        "sprockets.example.com")
             assert [v["name"] for v in got["spec"]["versions"]] == [version]
+            assert got["spec"]["conversion"] == {"strategy": "None"}  # defaulted, as the apiserver does
+            versions.append(got["metadata"]["resourceVersion"])
             made = await api.client.create({"apiVersion": f"example.com/{version}", "kind": "Sprocket",
                                             "metadata": {"generateName": "s-", "namespace": "default"}})
             assert made["kind"] == "Sprocket"
         finally:
             await api.stop()
             await store.stop()
+    assert versions[0] == versions[1] != versions[2]
 
 
 async def test_modify_retries_a_stale_read_on_the_stored_object(kube: KubeAPI) -> None:

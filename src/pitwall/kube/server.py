@@ -24,13 +24,14 @@ from pitwall.core.tasks import Supervisor
 from pitwall.kube.api import SubresourceHandler, kube_router
 from pitwall.kube.client import KubeClient
 from pitwall.kube.crd import trust_shipped, types_from_crd
+from pitwall.kube.defaults import default_object
 from pitwall.kube.encryption import Encryption
-from pitwall.kube.errors import AlreadyExists
+from pitwall.kube.errors import AlreadyExists, NotFoundError
 from pitwall.kube.gc import GarbageCollector
 from pitwall.kube.metricsapi import NODE_METRICS, POD_METRICS, MetricsProvider
 from pitwall.kube.openapi import OpenAPI
 from pitwall.kube.rbac import RBACAuthorizer
-from pitwall.kube.registry import Registry
+from pitwall.kube.registry import Registry, ResourceType
 from pitwall.kube.resources import Resources
 from pitwall.kube.serviceaccounts import ServiceAccountTokens
 from pitwall.kube.watchcache import WatchCache
@@ -143,15 +144,27 @@ class KubeAPI:
         for crd in self.builtin_crds:
             name = str(crd["metadata"]["name"])
             try:
-                stored = await self.resources.create(rt, "", crd, field_manager="pitwall")
-            except AlreadyExists:
-                def same_spec(old: dict[str, Any], crd: dict[str, Any] = crd) -> dict[str, Any]:
-                    return {**old, "spec": crd["spec"]}
-                stored = await self.resources.modify(rt, "", name, same_spec)
+                # a restart finds them stored as shipped: a read, not a create's and an update's preparation
+                stored = await self.resources.get(rt, "", name)
+            except NotFoundError:
+                stored = None
+            if stored is None:
+                try:
+                    stored = await self.resources.create(rt, "", crd, field_manager="pitwall")
+                except AlreadyExists:  # another server sharing the store created it meanwhile
+                    stored = await self._ship_spec(rt, crd)
+            elif stored.get("spec") != _as_stored(crd["spec"]):
+                stored = await self._ship_spec(rt, crd)
             if _served_view(stored) == _served_view(crd):
                 self.registry.replace_crd(name, types_from_crd(crd))
                 shared[name] = int(stored["metadata"]["resourceVersion"])
         return shared
+
+    async def _ship_spec(self, rt: ResourceType, crd: dict[str, Any]) -> dict[str, Any]:
+        """The stored CRD with the shipped spec (metadata, labels and status as stored)."""
+        def same_spec(old: dict[str, Any]) -> dict[str, Any]:
+            return {**old, "spec": crd["spec"]}
+        return await self.resources.modify(rt, "", str(crd["metadata"]["name"]), same_spec)
 
     async def _load_crds(self, shared: dict[str, int] | None = None) -> int:
         """Serve every CRD in the store; one in ``shared`` at that revision is served already."""
@@ -182,6 +195,17 @@ class KubeAPI:
                 log.exception("kube: following CRDs failed; reloading")
                 await asyncio.sleep(1)
                 rev = await self._load_crds()
+
+
+def _as_stored(spec: dict[str, Any]) -> dict[str, Any]:
+    """A CRD spec as a create stores it: with the apiserver's defaults (the parts they touch copied, the
+    schemas shared)."""
+    out = dict(spec)
+    for part in ("names", "conversion"):
+        if isinstance(out.get(part), dict):
+            out[part] = dict(out[part])
+    default_object("CustomResourceDefinition", "apiextensions.k8s.io", {"spec": out})
+    return out
 
 
 def _served_view(crd: dict[str, Any]) -> tuple[Any, ...]:
