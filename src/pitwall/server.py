@@ -476,7 +476,7 @@ def create_app(settings: Settings) -> FastAPI:
         auth=auth, csrf=csrf, metrics=c.self_metrics,
         # Held Consul blocking reads wait past auth, in front of the framework (less memory per held query).
         park=ParkHeldQueries(framework, hub=c.control_plane.registry.hub) if c.control_plane is not None else None,
-        # Exact-path routes whose endpoint takes only the request skip FastAPI's routing and dependency solving.
+        # Routes whose endpoint takes only the request skip FastAPI's routing and dependency solving.
         lanes=FastLane(app),
     )
     filter_included_routers(app.router.routes)  # a route late in the list no longer pays for those before it

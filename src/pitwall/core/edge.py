@@ -14,9 +14,10 @@ rather than one middleware (a coroutine frame, most with a wrapped
 5. a held blocking read (the control plane's ``ParkHeldQueries``) waits here,
    past authentication, with no framework frame below it (a held query
    pins this frame and its own, not the framework's dozen);
-6. the route: straight through ``core.fastlane`` when it is an exact path whose
-   endpoint takes only the request, else the framework (FastAPI's whole stack:
-   its error layer, routing, dependencies, the route).
+6. the route: straight through ``core.fastlane`` when its endpoint takes only
+   the request (and a trailing path parameter) and FastAPI would choose it, else
+   the framework (FastAPI's whole stack: its error layer, routing,
+   dependencies, the route).
 
 Each concern's code stays in its own module; this layer only calls them
 (the browser guard, auth, CSRF check and parking can also wrap an app on their own). It runs
