@@ -263,11 +263,18 @@ class _AuditToLogs:
 
     def __init__(self, store: LogAppender) -> None:
         self.store = store
+        self._labels: dict[tuple[str, int], tuple[tuple[str, str], ...]] = {}  # (method, status) -> labels
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         streams: dict[tuple[tuple[str, str], ...], list[LogEntry]] = {}
+        known = self._labels
+        if len(known) > 256:  # a client picks the method: bounded
+            known.clear()
         for e in entries:
-            streams.setdefault(labels_from_dict(e.stream_labels()), []).append(LogEntry(e.ts_ns, e.logfmt()))
+            labels = known.get((e.method, e.status))
+            if labels is None:
+                labels = known[(e.method, e.status)] = labels_from_dict(e.stream_labels())
+            streams.setdefault(labels, []).append(LogEntry(e.ts_ns, e.logfmt()))
         await self.store.push(AUDIT_TENANT, [PushStream(k, sorted(v, key=lambda x: x.ts_ns))
                                              for k, v in streams.items()])
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from pitwall.config import load_settings
-from pitwall.core.audit import AuditEntry, AuditLog, AuditSettings, is_audited
+from pitwall.core.audit import _BATCH, LINGER_S, AuditEntry, AuditLog, AuditSettings, is_audited
 from pitwall.server import create_app
 
 WRITE, READ, ADMIN, ANY_READ = "audit-write-00000", "audit-read-000000", "audit-admin-00000", "audit-any-read-00"
@@ -151,6 +151,34 @@ async def test_a_full_queue_drops_and_counts_without_waiting() -> None:
         await audit.stop()
     assert len(sink.got) + audit.dropped == 20
 
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        self.batches.append(len(entries))
+
+
+@pytest.mark.timeout(30)
+async def test_what_is_queued_when_the_linger_ends_goes_at_once_in_bounded_batches() -> None:
+    """A burst larger than one batch is stored after one linger, ``_BATCH`` entries per sink write: the
+    linger spaces the writes out but never caps how many entries a second can be stored."""
+    sink = _Counting()
+    audit = AuditLog(sink, AuditSettings(queue_size=5000))
+    await audit.start()
+    try:
+        for i in range(1200):
+            audit.offer(_entry(i))
+        await asyncio.sleep(LINGER_S * 1.6)  # one linger, not three
+        assert sink.batches == [_BATCH, _BATCH, 1200 - 2 * _BATCH]
+        audit.offer(_entry(0))
+        await asyncio.sleep(LINGER_S * 1.6)
+        assert sink.batches[3:] == [1]
+    finally:
+        await audit.stop()
+    assert audit.dropped == 0
 
 def test_what_is_audited() -> None:
     assert is_audited("POST", "/loki/api/v1/push", 204)

@@ -72,3 +72,13 @@ def test_stage_op_writes_what_stage_writes(tmp_path: Path) -> None:
     assert [op.key for op in ops] == [log._key(s.ts_ns, s.id) for s in stored] and stored[0].id != stored[1].id
     with pytest.raises(ValueError, match="unknown change kind"):
         log.stage_op(replace(event, kind="nope"))  # type: ignore[arg-type]
+
+
+def test_stamping_keeps_every_field(tmp_path: Path) -> None:
+    """An event that already has a time and an id is stored as given, every field included (the stamp
+    builds a new event field by field)."""
+    event = ChangeEvent(kind="deploy", summary="s", source="src", service="ns/web", who="w", ts_ns=7,
+                        details={"a": 1}, links=("http://x",), id="0123456789abcdef")
+    stored, _ = ChangeLog(SqliteRevStore(tmp_path / "s.db")).stage(event)
+    assert stored == event
+    assert ChangeEvent.from_json(ChangeLog(SqliteRevStore(tmp_path / "s.db")).stage_op(event).value) == event

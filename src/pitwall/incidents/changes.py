@@ -14,7 +14,7 @@ import copy
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -105,8 +105,10 @@ class ChangeLog:
         """``event`` with its kind checked and its time and id filled in when empty."""
         if event.kind not in CHANGE_KINDS:
             raise ValueError(f"unknown change kind {event.kind!r}; one of {', '.join(CHANGE_KINDS)}")
-        return replace(event, ts_ns=event.ts_ns or time.time_ns(), id=event.id or secrets.token_hex(8),
-                       details=details)
+        # A constructor, not ``replace``: a KV write stamps one per change.
+        return ChangeEvent(kind=event.kind, summary=event.summary, source=event.source, service=event.service,
+                           who=event.who, ts_ns=event.ts_ns or time.time_ns(), details=details, links=event.links,
+                           id=event.id or secrets.token_hex(8))
 
     async def between(self, start_ns: int, end_ns: int, *, service: str = "", limit: int = 1000) -> list[ChangeEvent]:
         """Events with ``start_ns <= ts_ns < end_ns`` in time order (of ``service`` when given), at most ``limit``."""

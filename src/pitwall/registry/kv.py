@@ -315,8 +315,8 @@ class KVStore:
         for key, _old, new in changes:
             self._recent.pop(key, None)
             if new is not None:
-                new = _READ if len(new.value) > _RECENT_VALUE_MAX else replace(
-                    new, modify_index=rev, create_index=new.create_index or rev)
+                new = _READ if len(new.value) > _RECENT_VALUE_MAX else Entry(
+                    new.key, new.value, new.flags, new.session, new.lock_index, new.create_index or rev, rev)
             self._recent[key] = new
         while len(self._recent) > _RECENT_MAX:
             del self._recent[next(iter(self._recent))]
@@ -380,8 +380,9 @@ class KVStore:
             return []
         base = cur or Entry(key, b"", 0, "", 0, 0, 0)
         new_flags = int(flags or 0)
-        if verb == "set":
-            w.state[key] = replace(base, value=value, flags=new_flags)
+        if verb == "set":  # (a constructor, not ``replace``: every plain PUT runs this)
+            w.state[key] = Entry(key, value, new_flags, base.session, base.lock_index, base.create_index,
+                                 base.modify_index)
         elif verb == "cas":
             if (op["Index"] == 0 and cur is not None) or (op["Index"] != 0 and (
                     cur is None or cur.modify_index != op["Index"])):
