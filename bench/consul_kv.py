@@ -1,12 +1,14 @@
 """Consul KV on pitwall beside Debian's etcd (v3 JSON gateway), same machine, same run.
 
     PYTHONPATH=src .venv/bin/python bench/consul_kv.py [--n 2000] [--concurrency 16] [--watchers 10000]
-        [--watchers-only] [--watch-path /v1/health/service/web]
+        [--watchers-only] [--watch-path /v1/health/service/web] [--rounds 10] [--round-n 500]
 
 Per server: sequential PUT and GET (ops/s, p50/p99 ms; one keep-alive
 connection; for pitwall also the server's CPU per operation, all threads,
 the steadier figure on a shared machine, split between the event loop's
-thread and the others with each side's sleeps per operation), concurrent PUTs (``--concurrency`` connections), and for
+thread and the others with each side's sleeps per operation), concurrent PUTs (``--concurrency`` connections),
+sequential PUTs again with the two servers taking turns (``--rounds`` of ``--round-n``: the steadier
+ratio, as this machine's speed drifts by more than the difference between minutes), and for
 pitwall also blocking queries: ``--watchers`` held ``?index=&wait=`` reads on
 one key, the server's RSS before and while they are held, and the time from
 the write to the last waiter answering; then as many held again and their
@@ -135,6 +137,29 @@ def bench_etcd(url: str, n: int, workers: int) -> dict[str, float]:
     return out
 
 
+def interleaved_puts(etcd_url: str, pit_url: str, rounds: int, n: int) -> tuple[float, float, list[float]]:
+    """Sequential PUTs in ``rounds`` rounds of ``n``, the two servers taking turns (who goes first alternates):
+    both see the same minutes of a machine whose speed drifts. (pitwall's rate, etcd's, each round's ratio.)"""
+    v = _b64(VALUE)
+    took = {"pitwall": 0.0, "etcd": 0.0}
+    ratios = []
+    with httpx.Client(base_url=pit_url, timeout=60) as pc, httpx.Client(base_url=etcd_url, timeout=60) as ec:
+        ops: dict[str, Callable[[int, int], httpx.Response]] = {
+            "pitwall": lambda r, i: pc.put(f"/v1/kv/bench/i{r}/{i}", content=VALUE),
+            "etcd": lambda r, i: ec.post("/v3/kv/put", json={"key": _b64(f"bench/i{r}/{i}"), "value": v}),
+        }
+        for r in range(rounds):
+            this = {}
+            for name in ("etcd", "pitwall") if r % 2 == 0 else ("pitwall", "etcd"):
+                t0 = time.perf_counter()
+                for i in range(n):
+                    ops[name](r, i).raise_for_status()
+                this[name] = time.perf_counter() - t0
+                took[name] += this[name]
+            ratios.append(this["etcd"] / this["pitwall"])
+    return rounds * n / took["pitwall"], rounds * n / took["etcd"], ratios
+
+
 async def _held_query(host: str, port: int, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A blocking GET on its own raw connection (an HTTP client's own pool would be what is measured)."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -239,6 +264,9 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--watchers", type=int, default=10_000)
     ap.add_argument("--watchers-only", action="store_true")
+    ap.add_argument("--rounds", type=int, default=10,
+                    help="sequential PUTs again, the two servers taking turns in this many rounds (0: skip)")
+    ap.add_argument("--round-n", type=int, default=500, help="PUTs per server per round")
     ap.add_argument("--watch-path", default="/v1/kv/watched",
                     help="the blocking read held (e.g. /v1/health/service/web, /v1/catalog/services)")
     args = ap.parse_args()
@@ -261,6 +289,10 @@ def main() -> None:
             e = bench_etcd(etcd_url, args.n, args.concurrency)
             print("pitwall ...", file=sys.stderr, flush=True)
             p = bench_pitwall(pit, args.n, args.concurrency)
+            inter = None
+            if args.rounds > 0:
+                print("interleaved PUTs ...", file=sys.stderr, flush=True)
+                inter = interleaved_puts(etcd_url, pit.url, args.rounds, args.round_n)
             w = None
             if args.watchers > 0:
                 print("blocking queries ...", file=sys.stderr, flush=True)
@@ -273,6 +305,11 @@ def main() -> None:
     for k, label in (("put", "PUT ops/s (sequential)"), ("get", "GET ops/s (sequential)"),
                      ("put_conc", f"PUT ops/s ({args.concurrency} conns)")):
         print(f"{label:24}{p[k]:12.0f}{e[k]:12.0f}{ratio(p[k], e[k]):>8}")
+    if inter is not None:
+        pr, er, rs = inter
+        print(f"{'PUT ops/s (interleaved)':24}{pr:12.0f}{er:12.0f}{ratio(pr, er):>8}   "
+              f"({args.rounds} rounds of {args.round_n}, taking turns; per round {min(rs):.2f}x-{max(rs):.2f}x, "
+              f"median {statistics.median(rs):.2f}x)")
     for k in ("put_p50", "put_p99", "get_p50", "get_p99"):
         print(f"{k + ' ms':24}{p[k]:12.2f}{e[k]:12.2f}")
     print(f"pitwall server CPU per sequential PUT {p['put_cpu_ms']:.2f} ms, per GET {p['get_cpu_ms']:.2f} ms "
