@@ -53,6 +53,12 @@ def incidents_config() -> dict[str, Any]:
     }
 
 
+def bob_always_on_call(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with Bob alone on "Primary": a test that pages Alice by assigning her then gets exactly the
+    pages it makes, whatever week it runs in (in Alice's weeks the trigger itself pages her too)."""
+    cfg["schedules"][0]["schedule_layers"][0]["users"] = ["Bob"]
+    return cfg
+
 def pd_settings(tmp_path: Path, *, kube: bool = False, tokens: bool = False, **extra: Any) -> Settings:
     auth = {"auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"], "name": "oncall-bot"}]} if tokens else {}
     return load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},

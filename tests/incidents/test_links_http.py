@@ -23,7 +23,14 @@ import yaml
 from pitwall.config import load_settings
 from tests.alerting.notify.helpers import Receiver
 from tests.conftest import LiveServer
-from tests.incidents.conftest import ROUTING_KEY, TOKEN, SmtpSink, incidents_config, pd_settings
+from tests.incidents.conftest import (
+    ROUTING_KEY,
+    TOKEN,
+    SmtpSink,
+    bob_always_on_call,
+    incidents_config,
+    pd_settings,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -33,7 +40,7 @@ _FORM_TOKEN = re.compile(r'name="token" value="([^"]+)"')
 
 def _server(tmp_path: Path, contacts: list[dict[str, Any]], *, tokens: bool, **extra: Any) -> LiveServer:
     """A live pitwall where Alice is reached through ``contacts``; links use its real URL."""
-    cfg = incidents_config()
+    cfg = bob_always_on_call(incidents_config())
     cfg["users"][0]["contact_methods"] = contacts
     srv = LiveServer(pd_settings(tmp_path, tokens=tokens))
     auth = {"auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"], "name": "oncall-bot"}]} if tokens else {}
@@ -45,7 +52,7 @@ def _server(tmp_path: Path, contacts: list[dict[str, Any]], *, tokens: bool, **e
 
 
 def _page_alice(srv: LiveServer) -> None:
-    """Trigger incident #1 and assign it to Alice (who is on call depends on today's date)."""
+    """Trigger incident #1 (Bob is on call) and assign it to Alice."""
     r = httpx.post(srv.url + "/v2/enqueue", headers=AUTH, json={
         "routing_key": ROUTING_KEY, "event_action": "trigger", "dedup_key": "db",
         "payload": {"summary": "db down", "source": "db1", "severity": "critical"}})
