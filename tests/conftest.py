@@ -146,7 +146,9 @@ def wait_ready(url: str, timeout: float = 60.0, proc: subprocess.Popen[Any] | No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
+            log = getattr(proc, "log_path", None)  # start_pitwall_process's: why it exited, in the failure
+            tail = Path(log).read_text(errors="replace")[-2000:] if log and Path(log).exists() else ""
+            raise RuntimeError(f"process exited with {proc.returncode}" + (f"; its log ends:\n{tail}" if tail else ""))
         try:
             if httpx.get(url + "/-/ready", timeout=1, verify=verify).status_code == 200:
                 return
@@ -195,8 +197,11 @@ def start_pitwall_process(data_dir: Path, port: int, *extra: str, config: Path |
         for key in ("pod_cidr", "service_cidr"):
             if key in kube:
                 env.pop(f"PITWALL_KUBE__{key.upper()}", None)
-    with open(data_dir.parent / f"pitwall-{port}.log", "ab") as log:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    path = data_dir.parent / f"pitwall-{port}.log"
+    with open(path, "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc.log_path = path  # type: ignore[attr-defined]  # for wait_ready's message
+    return proc
 
 
 def stop_pitwall_process(proc: subprocess.Popen[bytes]) -> None:

@@ -41,8 +41,17 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = start_pitwall_process(self.data, self.port, config=self.cfg)
-        wait_ready(self.url, timeout=90, proc=self.proc)
+        for attempt in range(3):
+            self.proc = start_pitwall_process(self.data, self.port, config=self.cfg)
+            try:
+                wait_ready(self.url, timeout=90, proc=self.proc)
+                return
+            except RuntimeError as e:
+                # free_port() only found the port free: a parallel test's process may have taken it since
+                if "cannot listen on" not in str(e) or attempt == 2:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         if self.proc is not None and self.proc.poll() is None:
