@@ -59,6 +59,7 @@ def bob_always_on_call(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg["schedules"][0]["schedule_layers"][0]["users"] = ["Bob"]
     return cfg
 
+
 def pd_settings(tmp_path: Path, *, kube: bool = False, tokens: bool = False, **extra: Any) -> Settings:
     auth = {"auth_tokens": [{"token": TOKEN, "scopes": ["read", "write"], "name": "oncall-bot"}]} if tokens else {}
     return load_settings(data_dir=tmp_path / "data", listen="127.0.0.1:0", storage={"fsync": False},
