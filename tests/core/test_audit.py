@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -156,9 +156,18 @@ async def test_a_full_queue_drops_and_counts_without_waiting() -> None:
 class _Counting:
     def __init__(self) -> None:
         self.batches: list[int] = []
+        self.at: list[float] = []  # when each batch was written (loop time)
 
     async def record(self, entries: Sequence[AuditEntry]) -> None:
         self.batches.append(len(entries))
+        self.at.append(asyncio.get_running_loop().time())
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
 
 
 @pytest.mark.timeout(30)
@@ -171,14 +180,16 @@ async def test_what_is_queued_when_the_linger_ends_goes_at_once_in_bounded_batch
     try:
         for i in range(1200):
             audit.offer(_entry(i))
-        await asyncio.sleep(LINGER_S * 1.6)  # one linger, not three
+        await _until(lambda: sum(sink.batches) >= 1200)
         assert sink.batches == [_BATCH, _BATCH, 1200 - 2 * _BATCH]
+        assert sink.at[-1] - sink.at[0] < LINGER_S / 2  # one linger, not one per batch
         audit.offer(_entry(0))
-        await asyncio.sleep(LINGER_S * 1.6)
+        await _until(lambda: len(sink.batches) > 3)
         assert sink.batches[3:] == [1]
     finally:
         await audit.stop()
     assert audit.dropped == 0
+
 
 def test_what_is_audited() -> None:
     assert is_audited("POST", "/loki/api/v1/push", 204)
