@@ -212,3 +212,98 @@ async def test_a_lone_failing_write_leaves_nothing(tmp_path: Path) -> None:
         assert await s.revision() == 2 and [kv.key for kv in (await s.range("/")).kvs] == ["/a", "/d"]
     finally:
         await s.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_the_revision_survives_a_restart_after_compacting_away_a_delete(tmp_path: Path) -> None:
+    """Commits do not write the revision down: it is the newest history row's, or meta's after a compaction."""
+    path = tmp_path / "state.db"
+    s = SqliteRevStore(path, compact_interval_s=None)
+    await s.start()
+    await s.put("/a", b"1")
+    await s.put("/b", b"2")
+    await s.delete("/a")
+    await s.delete("/b")
+    rev = await s.revision()
+    await s.compact(rev)  # every row at or below it goes: both keys are deleted
+    await s.stop()
+    s = SqliteRevStore(path, compact_interval_s=None)
+    await s.start()
+    try:
+        assert await s.revision() == rev
+        assert (await s.range("/")).revision == rev
+        assert (await s.put("/c", b"3")).mod_revision == rev + 1
+    finally:
+        await s.stop()
+
+
+_OLD_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE kv_history (
+    rev INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
+    create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,
+    deleted INTEGER NOT NULL, PRIMARY KEY (rev, sub));
+CREATE INDEX kv_history_key ON kv_history (key, rev);
+CREATE TABLE kv_current (
+    key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL,
+    version INTEGER NOT NULL, lease INTEGER NOT NULL);
+CREATE TABLE leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
+INSERT INTO meta VALUES ('revision', 4), ('compact_revision', 2);
+INSERT INTO kv_history VALUES (2, 0, CAST('/a' AS BLOB), CAST('a1' AS BLOB), 2, 1, 0, 0),
+    (3, 0, CAST('/a' AS BLOB), CAST('a2' AS BLOB), 2, 2, 0, 0),
+    (3, 1, CAST('/b' AS BLOB), CAST('b1' AS BLOB), 3, 1, 0, 0),
+    (4, 0, CAST('/b' AS BLOB), x'', 0, 0, 0, 1);
+INSERT INTO kv_current VALUES (CAST('/a' AS BLOB), CAST('a2' AS BLOB), 2, 3, 2, 0);
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_a_store_with_the_old_history_key_is_moved_over(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "state.db"
+    with sqlite3.connect(path) as old:
+        old.executescript(_OLD_SCHEMA)
+    s = SqliteRevStore(path, compact_interval_s=None)
+    await s.start()
+    try:
+        assert await s.revision() == 4
+        a = await s.get("/a")
+        assert a is not None and (a.value, a.create_revision, a.mod_revision, a.version) == (b"a2", 2, 3, 2)
+        at3 = await s.range("/", revision=3)
+        assert [(kv.key, kv.value, kv.mod_revision) for kv in at3.kvs] == [("/a", b"a2", 3), ("/b", b"b1", 3)]
+        assert [kv.value for kv in (await s.range("/", revision=2)).kvs] == [b"a1"]
+        with pytest.raises(Compacted):
+            await s.range("/", revision=1)
+        watch = s.watch("/", start_revision=3, prev_kv=True)
+        batches = [await asyncio.wait_for(anext(watch), 20) for _ in range(2)]
+        await watch.aclose()  # type: ignore[attr-defined]
+        assert [[(e.type, e.kv.key, e.kv.mod_revision) for e in b] for b in batches] == [
+            [("PUT", "/a", 3), ("PUT", "/b", 3)], [("DELETE", "/b", 4)]]
+        assert batches[1][0].prev_kv is not None and batches[1][0].prev_kv.value == b"b1"
+        assert (await s.put("/a", b"a3")).mod_revision == 5
+    finally:
+        await s.stop()
+    with sqlite3.connect(path) as moved:
+        assert [r[1] for r in moved.execute("PRAGMA table_info(kv_history)")][:2] == ["id", "key"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_prefix_delete_over_the_per_revision_limit_changes_nothing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from pitwall.storage.revstore import sqlite as backend
+
+    monkeypatch.setattr(backend, "_MAX_SUB", 3)
+    s = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await s.start()
+    try:
+        for i in range(4):
+            await s.put(f"/p/{i}", b"v")
+        rev = await s.revision()
+        with pytest.raises(RevStoreError, match="at most 3 keys"):
+            await s.delete("/p/", prefix=True)
+        assert await s.revision() == rev
+        assert len((await s.range("/p/")).kvs) == 4
+        assert len(await s.delete("/p/0")) == 1  # the store goes on
+    finally:
+        await s.stop()

@@ -2,12 +2,16 @@
 
 Tables (plain ``sqlite3``; see "Why not SQLAlchemy" below):
 
-- ``kv_history``: one row per key change, ``(rev, sub)`` ordered (``sub``
-  numbers the changes inside one revision), with the key's create revision,
-  version, lease and a tombstone flag. Reads at an old revision and watch
-  catch-up read it; compaction trims it.
+- ``kv_history``: one row per key change, with the key's create revision,
+  version, lease and a tombstone flag, keyed by ``id = rev << 24 | sub``
+  (``sub`` numbers the changes inside one revision): the table's own rowid
+  orders it by revision, so no second b-tree is kept for that. Reads at an
+  old revision and watch catch-up read it; compaction trims it. The newest
+  row's revision is the store's revision: compaction never removes it.
 - ``kv_current``: each live key's latest state, for fast current reads.
-- ``meta``: the current revision and the compaction point.
+- ``meta``: the compaction point, and a revision written at compaction,
+  which the store's revision never falls below (a commit does not write it:
+  one page fewer per write).
 - ``leases``: id and TTL. Deadlines live in memory only and are reset to a
   full TTL when the store opens, as etcd's lessor does on a leader change:
   a keepalive costs no disk write, and a restart does not expire leases
@@ -96,10 +100,9 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('revision', 0), ('compact_revision', 0);
 CREATE TABLE IF NOT EXISTS kv_history (
-    rev INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL,
-    create_rev INTEGER NOT NULL, version INTEGER NOT NULL, lease INTEGER NOT NULL,
-    deleted INTEGER NOT NULL, PRIMARY KEY (rev, sub));
-CREATE INDEX IF NOT EXISTS kv_history_key ON kv_history (key, rev);
+    id INTEGER PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+    version INTEGER NOT NULL, lease INTEGER NOT NULL, deleted INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS kv_history_key ON kv_history (key, id);
 CREATE TABLE IF NOT EXISTS kv_current (
     key BLOB PRIMARY KEY, value BLOB NOT NULL, create_rev INTEGER NOT NULL, mod_rev INTEGER NOT NULL,
     version INTEGER NOT NULL, lease INTEGER NOT NULL);
@@ -107,6 +110,23 @@ CREATE INDEX IF NOT EXISTS kv_current_lease ON kv_current (lease) WHERE lease !=
 CREATE TABLE IF NOT EXISTS leases (id INTEGER PRIMARY KEY, ttl REAL NOT NULL);
 """
 
+# Stores made before 2026-12-07 key their history by ``(rev, sub)``: moved to the ``id`` key when opened.
+SUB_BITS = 24  # a revision changes at most 2**24 keys; revisions go up to 2**39
+_MAX_SUB = 1 << SUB_BITS
+_MIGRATE_HISTORY = f"""
+ALTER TABLE kv_history RENAME TO kv_history_old;
+DROP INDEX IF EXISTS kv_history_key;
+CREATE TABLE kv_history (
+    id INTEGER PRIMARY KEY, key BLOB NOT NULL, value BLOB NOT NULL, create_rev INTEGER NOT NULL,
+    version INTEGER NOT NULL, lease INTEGER NOT NULL, deleted INTEGER NOT NULL);
+INSERT INTO kv_history SELECT (rev << {SUB_BITS}) | sub, key, value, create_rev, version, lease, deleted
+    FROM kv_history_old ORDER BY rev, sub;
+DROP TABLE kv_history_old;
+CREATE INDEX kv_history_key ON kv_history (key, id);
+"""
+# The store's revision, inside a reader's snapshot: the newest history row's, never below meta's.
+_REVISION = (f"SELECT MAX(COALESCE((SELECT MAX(id) FROM kv_history) >> {SUB_BITS}, 0), "
+             "(SELECT value FROM meta WHERE name = 'revision'))")
 _KV_COLS = "key, value, create_rev, mod_rev, version, lease"
 _INSERT_NEW = "INSERT INTO kv_current VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 _UPSERT = ("INSERT INTO kv_current VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET "
@@ -122,6 +142,23 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives power loss, not only a crash
     conn.execute("PRAGMA busy_timeout=10000")
     return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """A store whose history is keyed by ``(rev, sub)`` gets the ``id`` key, in one transaction."""
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(kv_history)")]
+    if "sub" not in cols:
+        return
+    log.info("revstore: moving the history to its new key (once)")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for stmt in _MIGRATE_HISTORY.split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 def _kv(row: Sequence[Any]) -> KeyValue:
@@ -205,10 +242,11 @@ class SqliteRevStore:
             raise RevStoreError(f"{self.path} is in use by another process") from None
         self._lock_fd = fd
         self._wconn = _connect(self.path)
+        _migrate(self._wconn)
         self._wconn.executescript(_SCHEMA)
-        meta = dict(self._wconn.execute("SELECT name, value FROM meta").fetchall())
-        self._w_rev = self._rev = int(meta["revision"])
-        self._compact_rev = int(meta["compact_revision"])
+        self._w_rev = self._rev = int(self._wconn.execute(_REVISION).fetchone()[0])
+        self._compact_rev = int(self._wconn.execute(
+            "SELECT value FROM meta WHERE name = 'compact_revision'").fetchone()[0])
         now = time.monotonic()
         for lease_id, ttl in self._wconn.execute("SELECT id, ttl FROM leases").fetchall():
             self._ttls[lease_id] = ttl
@@ -281,9 +319,9 @@ class SqliteRevStore:
         conn = self._rconn()
         conn.execute("BEGIN")  # one snapshot for the revision and the rows
         try:
-            current, compacted = (r[0] for r in conn.execute(
-                "SELECT value FROM meta WHERE name IN ('revision', 'compact_revision') ORDER BY name DESC"))
-            p: dict[str, Any] = {"lo": lo, "hi": hi, "rev": revision}
+            current = conn.execute(_REVISION).fetchone()[0]
+            compacted = conn.execute("SELECT value FROM meta WHERE name = 'compact_revision'").fetchone()[0]
+            p: dict[str, Any] = {"lo": lo, "hi": hi, "below": (revision + 1) << SUB_BITS}
             if revision == 0 or revision == current:
                 where = _range_sql("key >= :lo", hi)
                 src = f"SELECT {_KV_COLS} FROM kv_current WHERE {where}"
@@ -292,10 +330,10 @@ class SqliteRevStore:
                     raise FutureRevision(f"required revision {revision} is a future revision (current {current})")
                 if revision < compacted:
                     raise Compacted(revision, compacted)
-                where = _range_sql("key >= :lo", hi) + " AND rev <= :rev"
-                # SQLite takes the bare columns from the row holding MAX(rev): each key's state at :rev.
-                src = (f"SELECT key, value, create_rev, mod_rev, version, lease FROM ("
-                       f"SELECT key, value, create_rev, MAX(rev) AS mod_rev, version, lease, deleted "
+                where = _range_sql("key >= :lo", hi) + " AND id < :below"
+                # SQLite takes the bare columns from the row holding MAX(id): each key's state at the revision.
+                src = (f"SELECT key, value, create_rev, last >> {SUB_BITS}, version, lease FROM ("
+                       f"SELECT key, value, create_rev, MAX(id) AS last, version, lease, deleted "
                        f"FROM kv_history WHERE {where} GROUP BY key) WHERE deleted = 0")
             sql = f"{src} ORDER BY key" + (" LIMIT :limit" if limit > 0 else "")
             kvs = [_kv(r) for r in conn.execute(sql, {**p, "limit": limit})]
@@ -426,12 +464,14 @@ class SqliteRevStore:
                 raise FutureRevision(f"required revision {revision} is a future revision")
             if revision <= self._compact_rev:
                 return None, []
-            # Keep, per key, the newest change at or below `revision` unless it is a deletion.
+            # Keep, per key, the newest change at or below `revision` unless it is a deletion (a key
+            # changes at most once per revision, so its ids order its changes as revisions do).
             conn.execute(
-                "DELETE FROM kv_history WHERE rev < :r AND (deleted = 1 OR rev < ("
-                "SELECT MAX(h.rev) FROM kv_history h WHERE h.key = kv_history.key AND h.rev <= :r))",
-                {"r": revision})
+                "DELETE FROM kv_history WHERE id < :r AND (deleted = 1 OR id < ("
+                "SELECT MAX(h.id) FROM kv_history h WHERE h.key = kv_history.key AND h.id < :below))",
+                {"r": revision << SUB_BITS, "below": (revision + 1) << SUB_BITS})
             conn.execute("UPDATE meta SET value = ? WHERE name = 'compact_revision'", (revision,))
+            conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (self._w_rev,))
             self._compact_rev = revision
             return None, []
         await self._submit(fn)
@@ -446,7 +486,7 @@ class SqliteRevStore:
             target = sqlite3.connect(dest)
             try:
                 self._rconn().backup(target)
-                return int(target.execute("SELECT value FROM meta WHERE name = 'revision'").fetchone()[0])
+                return int(target.execute(_REVISION).fetchone()[0])
             finally:
                 target.close()
         return await self._read(copy)
@@ -501,8 +541,6 @@ class SqliteRevStore:
                 if not alone:
                     conn.execute("RELEASE job")
             if conn.in_transaction:  # (not when a lone write failed: rolled back, nothing to commit)
-                if self._w_rev != start_rev:
-                    conn.execute("UPDATE meta SET value = ? WHERE name = 'revision'", (self._w_rev,))
                 conn.execute("COMMIT")
         except Exception as e:
             log.error("revstore commit failed", exc_info=e)
@@ -544,8 +582,8 @@ class SqliteRevStore:
         version = prev.version + 1 if prev else 1
         if pending:
             conn.execute(_UPSERT, (kb, value, create, rev, version, lease))
-        conn.execute("INSERT INTO kv_history VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                     (rev, sub, kb, value, create, version, lease))
+        conn.execute("INSERT INTO kv_history VALUES (?, ?, ?, ?, ?, ?, 0)",
+                     (rev << SUB_BITS | sub, kb, value, create, version, lease))
         kv = KeyValue(key, value, create, rev, version, lease)
         return kv, (kb, Event("PUT", kv, prev))
 
@@ -557,9 +595,13 @@ class SqliteRevStore:
         prev = [_kv(r) for r in conn.execute(f"SELECT {_KV_COLS} FROM kv_current WHERE {where} ORDER BY key", p)]
         if not prev:
             return [], []
+        if sub + len(prev) > _MAX_SUB:
+            raise RevStoreError(f"a revision changes at most {_MAX_SUB} keys; this one would change "
+                                f"{sub + len(prev)}")
         conn.execute(f"DELETE FROM kv_current WHERE {where}", p)
-        conn.executemany("INSERT INTO kv_history VALUES (?, ?, ?, x'', 0, 0, 0, 1)",
-                         [(rev, sub + i, enc(kv.key)) for i, kv in enumerate(prev)])
+        base = rev << SUB_BITS | sub
+        conn.executemany("INSERT INTO kv_history VALUES (?, ?, x'', 0, 0, 0, 1)",
+                         [(base + i, enc(kv.key)) for i, kv in enumerate(prev)])
         events = [(enc(kv.key), Event("DELETE", KeyValue(kv.key, b"", 0, rev, 0), kv)) for kv in prev]
         return prev, events
 
@@ -598,16 +640,16 @@ class SqliteRevStore:
                 raise Compacted(first, compacted)
             where = _range_sql("key >= :lo", w.hi)
             rows = conn.execute(
-                f"SELECT rev, key, value, create_rev, version, lease, deleted FROM kv_history "
-                f"WHERE rev >= :first AND rev <= :last AND {where} ORDER BY rev, sub",
-                {"first": first, "last": last, "lo": w.lo, "hi": w.hi}).fetchall()
+                f"SELECT id >> {SUB_BITS}, key, value, create_rev, version, lease, deleted FROM kv_history "
+                f"WHERE id >= :first AND id < :below AND {where} ORDER BY id",
+                {"first": first << SUB_BITS, "below": (last + 1) << SUB_BITS, "lo": w.lo, "hi": w.hi}).fetchall()
             out: list[list[Event]] = []
             for rev, kb, value, create, version, lease, deleted in rows:
                 prev: KeyValue | None = None
                 if w.prev_kv:
                     p = conn.execute(
-                        "SELECT key, value, create_rev, rev, version, lease, deleted FROM kv_history "
-                        "WHERE key = ? AND rev < ? ORDER BY rev DESC LIMIT 1", (kb, rev)).fetchone()
+                        f"SELECT key, value, create_rev, id >> {SUB_BITS}, version, lease, deleted FROM kv_history "
+                        "WHERE key = ? AND id < ? ORDER BY id DESC LIMIT 1", (kb, rev << SUB_BITS)).fetchone()
                     prev = _kv(p) if p is not None and not p[6] else None
                 key = dec(kb)
                 ev = (Event("DELETE", KeyValue(key, b"", 0, rev, 0), prev) if deleted
