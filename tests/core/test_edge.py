@@ -123,6 +123,14 @@ async def test_a_held_consul_query_pins_no_framework_frame(tmp_path: Path) -> No
         hub = app.state.components.control_plane.registry.hub
         put = _scope(method="PUT", path="/v1/kv/held")
         assert (await _call(app, put))[0]["status"] == 200
+        # A KV write answers before the hub's watch task runs (``answer_first``); a client's next request
+        # finds it caught up, an in-process caller waits a loop turn for it.
+        written = await app.state.components.control_plane.kube.store.revision()
+        for _ in range(100):
+            if hub.seen >= written:
+                break
+            await asyncio.sleep(0)
+        assert hub.seen >= written
         gone = asyncio.Event()
 
         async def receive() -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -17,8 +18,11 @@ import pytest
 from consul.exceptions import ACLPermissionDenied, ConsulException
 
 from pitwall.config import load_settings
-from pitwall.incidents import ChangeLog
+from pitwall.incidents import ChangeEvent, ChangeLog
+from pitwall.registry.history import ConfigHistory
+from pitwall.registry.kv import KVStore
 from pitwall.server import create_app
+from pitwall.storage.revstore.sqlite import SqliteRevStore
 from tests.conftest import LiveServer
 from tests.registry.conftest import ADMIN, READER, client_for
 
@@ -84,16 +88,45 @@ async def test_kv_changes_are_change_events(tmp_path: Path) -> None:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as h:
+            before = time.time_ns()
             assert (await h.put("/v1/kv/events/flag", content=b"on")).json() is True
+            answered = time.time_ns()
             index = int((await h.get("/v1/kv/events/flag")).headers["X-Consul-Index"])
         store = app.state.components.control_plane.kube.store
-        events = await ChangeLog(store).between(0, time.time_ns() + 1)  # there as soon as the write answered
-        mine = [e for e in events if e.details.get("key") == "events/flag"]
+        mine: list[ChangeEvent] = []
+        deadline = time.monotonic() + 10
+        while not mine and time.monotonic() < deadline:  # written after the change, batched (EVENT_LINGER_S)
+            await asyncio.sleep(0.02)
+            events = await ChangeLog(store).between(0, time.time_ns() + 1)
+            mine = [e for e in events if e.details.get("key") == "events/flag"]
         assert len(mine) == 1 and mine[0].kind == "config" and mine[0].source == "consul-kv"
         assert mine[0].who == "anonymous" and mine[0].summary == "Consul KV events/flag created"
-        # written in the change's own commit: the event's key has the key's revision
+        assert before <= mine[0].ts_ns <= answered  # stamped with the change's time, not the batch's
         stored = (await store.range(ChangeLog(store).prefix)).kvs
-        assert [kv.mod_revision for kv in stored if kv.value == mine[0].to_json()] == [index]
+        assert [kv.mod_revision > index for kv in stored if kv.value == mine[0].to_json()] == [True]
+
+
+async def test_change_events_of_a_burst_share_commits_and_a_stop_writes_what_waits(tmp_path: Path) -> None:
+    store = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await store.start()
+    changes = ChangeLog(store)
+    history = ConfigHistory(store, changes)
+    kv = KVStore(store, history)
+    try:
+        await asyncio.gather(*(kv.put(f"burst/{i}", b"v", who="t") for i in range(40)))
+        written = await store.revision()
+        deadline = time.monotonic() + 10
+        while len(await changes.between(0, time.time_ns() + 1)) < 40 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        events = (await store.range(changes.prefix)).kvs
+        assert len(events) == 40
+        assert len({e.mod_revision for e in events}) <= 2  # one commit per batch, not one per change
+        assert await store.revision() - written <= 2
+        await kv.put("last/one", b"v", who="t")
+        await history.stop()  # before the linger is over: written now, not lost
+        assert len((await store.range(changes.prefix)).kvs) == 41
+    finally:
+        await store.stop()
 
 
 def _cli(server: LiveServer, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

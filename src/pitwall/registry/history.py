@@ -5,8 +5,13 @@ Records are keys in the revisioned store (``HISTORY_PREFIX<key>\\x01<ts_ns>``;
 another's) written in the same transaction as the change itself, so the
 record's mod revision is the change's revision. Each change is also a
 ``config`` event on the one change-event stream (``incidents.ChangeLog``),
-in the same commit when the log is in the same store. At most ``keep``
-records are kept per key.
+stamped with the change's time and written after the commit, batched: the
+events of every change within ``EVENT_LINGER_S`` share one store commit, off
+the path of the write that made them (a Consul write's answer waits for one
+commit, not two; the event costs a write its key, index pages and watchers
+otherwise). A server that dies inside that window loses those events, never
+the changes or their history records. At most ``keep`` records are kept per
+key.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ HISTORY_PREFIX = ROOT + "history/"
 _SEP = "\x01"
 _PRUNE_AHEAD = 16  # oldest records noted per key at a pruning read: the next writes delete them in their commit
 _TALLY_KEYS = 4096  # keys whose record counts are kept in memory
+EVENT_LINGER_S = 0.05  # how long a change event waits for others to share its commit
+_EVENT_BATCH = 256  # events per commit
+_EVENTS_MAX = 100_000  # events waiting; past this, new ones are dropped (and logged) rather than held
 log = logging.getLogger(__name__)
 
 
@@ -57,10 +65,10 @@ def _records_of(key: str) -> str:
     return f"{HISTORY_PREFIX}{key}{_SEP}"
 
 
-def _event(key: str, who: str, created: bool, deleted: bool) -> ChangeEvent:
+def _event(key: str, who: str, created: bool, deleted: bool, *, ts_ns: int = 0) -> ChangeEvent:
     verb = "created" if created else "deleted" if deleted else "changed"
     return ChangeEvent(kind="config", summary=f"Consul KV {key} {verb}", source="consul-kv", who=who,
-                       details={"key": key, "change": verb})
+                       ts_ns=ts_ns, details={"key": key, "change": verb})
 
 
 @dataclass
@@ -87,8 +95,9 @@ class HistoryPlan:
 class ConfigHistory:
     """Writes history records with each change and reads them back, newest last.
 
-    The history record and the change event are in the change's own commit,
-    and so is the deletion of the key's oldest record once it has ``keep``.
+    The history record is in the change's own commit (the change event follows,
+    batched: see the module's docstring), and so is the deletion of the key's
+    oldest record once it has ``keep``.
     For that the history keeps, per key (the ``_TALLY_KEYS`` most recently
     written), a tally of its records and the store keys of the oldest few:
     the first write of a key since start reads its records in the same
@@ -110,12 +119,17 @@ class ConfigHistory:
         self.tasks = Supervisor(self.name)
         self._prune_lock = asyncio.Lock()  # count-then-delete must not interleave, or it over-deletes
         self._tally: OrderedDict[str, _Tally] = OrderedDict()  # least recently written first
+        self._events: list[ChangeEvent] = []  # announced, not yet written
+        self._events_due = False  # a write of them is scheduled
+        self._dropped = 0
 
     async def start(self) -> None:
         return None
 
     async def stop(self) -> None:
+        """Stop, writing the change events still waiting first."""
         await self.tasks.stop()
+        await self._write_events()
 
     def ops(self, records: Sequence[HistoryRecord]) -> list[Op]:
         """The puts that record ``records`` (to add to the change's own transaction)."""
@@ -181,35 +195,43 @@ class ConfigHistory:
         while len(self._tally) > _TALLY_KEYS:
             self._tally.popitem(last=False)  # the least recently written; counted again when next written
 
-    def event_ops(self, changes: Sequence[tuple[str, str, bool, bool]]) -> list[Op]:
-        """The puts of the ``config`` change events of (key, who, created, deleted), to add to the change's own
-        transaction when the change log lives in the same store (one commit, one fsync, for both); else none,
-        and ``announce`` records them after the commit."""
-        if not self._staged:
-            return []
-        assert isinstance(self.changes, ChangeLog)
-        return [self.changes.stage_op(_event(*c)) for c in changes]
-
-    @property
-    def _staged(self) -> bool:
-        return isinstance(self.changes, ChangeLog) and self.changes.store is self.store
-
     async def announce(self, changes: Sequence[tuple[str, str, bool, bool]], revision: int,
-                       over: Sequence[str] = ()) -> None:
-        """After a commit: the change events not in it (see ``event_ops``), then pruning of the keys ``over``
-        their limit (``committed``'s answer)."""
-        unstaged = self.changes is not None and not self._staged
-        if (unstaged and changes) or over:
-            self.tasks.spawn(self._after_commit(list(changes) if unstaged else [], list(over)),
-                             name=f"config-history {revision}", loop=False)
+                       over: Sequence[str] = (), *, ts_ns: int = 0) -> None:
+        """After a commit: queue the change events of (key, who, created, deleted) made at ``ts_ns``, then
+        prune the keys ``over`` their limit (``committed``'s answer)."""
+        if self.changes is not None and changes:
+            if len(self._events) + len(changes) > _EVENTS_MAX:
+                self._dropped += len(changes)
+                log.warning("config change events dropped: too many waiting", extra={"dropped": self._dropped})
+            else:
+                self._events.extend(_event(*c, ts_ns=ts_ns) for c in changes)
+                if not self._events_due:
+                    self._events_due = True
+                    self.tasks.spawn(self._write_events_soon(), name="config-change-events", loop=False)
+        if over:
+            self.tasks.spawn(self._prune_all(list(over)), name=f"config-history {revision}", loop=False)
 
-    async def _after_commit(self, changes: list[tuple[str, str, bool, bool]], over: list[str]) -> None:
-        for c in changes:
-            assert self.changes is not None
+    async def _write_events_soon(self) -> None:
+        await asyncio.sleep(EVENT_LINGER_S)
+        self._events_due = False
+        await self._write_events()
+
+    async def _write_events(self) -> None:
+        """Write the waiting events: ``_EVENT_BATCH`` per commit into a ``ChangeLog``, one by one into
+        another sink. A failed write loses its events (logged), never the changes they describe."""
+        sink = self.changes
+        while self._events and sink is not None:
+            batch, self._events = self._events[:_EVENT_BATCH], self._events[_EVENT_BATCH:]
             try:
-                await self.changes.record(_event(*c))
-            except Exception:  # the change itself is committed; a lost event must not fail the write
-                log.exception("config change event not recorded", extra={"key": c[0]})
+                if isinstance(sink, ChangeLog):
+                    await sink.store.txn([], [sink.stage_op(e) for e in batch])
+                else:
+                    for e in batch:
+                        await sink.record(e)
+            except Exception:  # the changes are committed; a lost event must not fail anything else
+                log.exception("config change events not recorded", extra={"events": len(batch)})
+
+    async def _prune_all(self, over: list[str]) -> None:
         for key in over:
             await self._prune(key)
 

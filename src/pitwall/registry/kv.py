@@ -295,9 +295,11 @@ class KVStore:
         at = len(writes)
         writes.extend(plan.ops)
         announced = [(key, who, old is None, new is None) for key, old, new in changes]
-        writes.extend(self.history.event_ops(announced))
         try:
-            res = await self.store.txn(compares, writes, [Op.get(KV_PREFIX + k) for k in w.guessed])
+            # answer_first: Consul reads go to the store, and blocking queries follow the hub's watch, which a
+            # client's next request finds caught up (its task is queued before that request is read).
+            res = await self.store.txn(compares, writes, [Op.get(KV_PREFIX + k) for k in w.guessed],
+                                       answer_first=True)
         except BaseException:
             self.history.abandoned(plan)
             raise
@@ -307,7 +309,7 @@ class KVStore:
                                                                                            strict=True)})
         self._remember(changes, res.revision)
         over = self.history.committed(plan, res.results[at:at + len(plan.ops)])
-        await self.history.announce(announced, res.revision, over)
+        await self.history.announce(announced, res.revision, over, ts_ns=now_ns)
         return res.revision
 
     def _remember(self, changes: Sequence[tuple[str, Entry | None, Entry | None]], rev: int) -> None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -305,5 +306,33 @@ async def test_a_prefix_delete_over_the_per_revision_limit_changes_nothing(tmp_p
         assert await s.revision() == rev
         assert len((await s.range("/p/")).kvs) == 4
         assert len(await s.delete("/p/0")) == 1  # the store goes on
+    finally:
+        await s.stop()
+
+
+async def _consume(watch: Any, order: list[str]) -> list[Event]:
+    got: list[Event] = await anext(watch)
+    order.append("watcher")  # in the same task step that received the batch
+    return got
+
+
+@pytest.mark.timeout(60)
+async def test_an_answer_first_writer_resumes_before_the_watchers_see_its_write(tmp_path: Path) -> None:
+    s = SqliteRevStore(tmp_path / "state.db", compact_interval_s=None)
+    await s.start()
+    try:
+        for hint in (False, True):
+            order: list[str] = []
+            watch = s.watch(f"/{hint}/")
+
+            first = asyncio.ensure_future(_consume(watch, order))
+            for _ in range(100):  # until the watch has subscribed
+                await asyncio.sleep(0)
+            await s.txn([], [Op.put(f"/{hint}/k", b"v")], answer_first=hint)
+            order.append("writer")
+            batch = await asyncio.wait_for(first, 10)
+            await watch.aclose()  # type: ignore[attr-defined]
+            assert [e.kv.key for e in batch] == [f"/{hint}/k"]  # offered either way
+            assert order == (["writer", "watcher"] if hint else ["watcher", "writer"])
     finally:
         await s.stop()

@@ -195,8 +195,13 @@ class RevStore(Protocol):
         """Delete a key (or every key with the prefix); returns what was deleted."""
         ...
 
-    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
-        """If every compare holds, run ``success``, else ``failure``; one revision for all writes."""
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *,
+                  answer_first: bool = False) -> TxnResult:
+        """If every compare holds, run ``success``, else ``failure``; one revision for all writes.
+
+        ``answer_first``: a hint that the caller reads nothing through this store's watches right after the
+        write (its readers read the store, or follow a watch, as a Consul KV write's do), so a backend that
+        fans events out in process may resume the caller before its watchers; ignored by the others."""
         ...
 
     async def grant(self, ttl_s: float) -> int:

@@ -300,7 +300,8 @@ class EtcdRevStore:
         data = await self._call("/v3/kv/deleterange", body, idempotent=False)
         return [_kv(d) for d in data.get("prev_kvs") or []]
 
-    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *,
+                  answer_first: bool = False) -> TxnResult:
         """One etcd transaction; a put's result is the key's new state."""
         check_txn_ops(success)
         check_txn_ops(failure)

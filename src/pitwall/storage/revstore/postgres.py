@@ -373,7 +373,8 @@ class PostgresRevStore:
         r = await self.txn([], [Op.delete(key, prefix)])
         return r.results[0]
 
-    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *,
+                  answer_first: bool = False) -> TxnResult:
         """Under the meta row lock: compare the current state, run one branch as one revision."""
         check_txn_ops(success)
         check_txn_ops(failure)

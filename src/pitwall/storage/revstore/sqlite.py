@@ -161,6 +161,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _resume(jobs: Sequence[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():  # the caller was cancelled; its write still happened
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
 def _kv(row: Sequence[Any]) -> KeyValue:
     return KeyValue(dec(row[0]), bytes(row[1]), row[2], row[3], row[4], row[5])
 
@@ -176,6 +186,7 @@ class _Job:
     result: Any = None
     error: BaseException | None = None
     events: list[tuple[bytes, Event]] = field(default_factory=list)
+    answer_first: bool = False  # resumed before the watchers are offered its events (``txn``'s hint)
 
 
 class SqliteRevStore:
@@ -366,7 +377,8 @@ class SqliteRevStore:
         result: list[KeyValue] = await self._submit(fn)
         return result
 
-    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()) -> TxnResult:
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = (), *,
+                  answer_first: bool = False) -> TxnResult:
         """Compare against the current state, then run one branch; all its writes share one revision."""
         check_txn_ops(success)
         check_txn_ops(failure)
@@ -398,7 +410,7 @@ class SqliteRevStore:
             if events:
                 self._w_rev = rev
             return TxnResult(ok, self._w_rev, results), events
-        result: TxnResult = await self._submit(fn)
+        result: TxnResult = await self._submit(fn, answer_first)
         return result
 
     # Lease TTLs are floats here; etcd rounds up to whole seconds (its minimum is larger).
@@ -492,10 +504,10 @@ class SqliteRevStore:
         return await self._read(copy)
 
     # -- the writer thread ----------------------------------------------------
-    async def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _submit(self, fn: Callable[[sqlite3.Connection], Any], answer_first: bool = False) -> Any:
         self._check_open()
         assert self._loop is not None
-        job = _Job(fn, self._loop.create_future())
+        job = _Job(fn, self._loop.create_future(), answer_first=answer_first)
         self._jobs.put(job)
         return await job.future
 
@@ -607,6 +619,12 @@ class SqliteRevStore:
 
     # -- fan-out (event loop) -------------------------------------------------
     def _deliver(self, batch: list[_Job], rev: int) -> None:
+        """Offer the batch's events to the watchers, then resume the writers: a writer that sees its revision
+        knows every watcher was offered it. An ``answer_first`` writer is resumed first (its task runs before
+        the watchers' tasks): it answers sooner, and it reads nothing through a watch."""
+        self._rev = max(self._rev, rev)
+        if any(job.answer_first for job in batch):
+            _resume([job for job in batch if job.answer_first])
         by_rev: dict[int, list[tuple[bytes, Event]]] = {}
         for job in batch:
             for kb, ev in job.events:
@@ -614,14 +632,7 @@ class SqliteRevStore:
         for r in sorted(by_rev):
             self._fanout.publish(r, by_rev[r])
         self._fanout.advance(rev)
-        self._rev = max(self._rev, rev)
-        for job in batch:
-            if job.future.done():  # the caller was cancelled; its write still happened
-                continue
-            if job.error is not None:
-                job.future.set_exception(job.error)
-            else:
-                job.future.set_result(job.result)
+        _resume([job for job in batch if not job.answer_first])
 
     def watch(self, prefix: str, *, start_revision: int = 0, prev_kv: bool = False) -> AsyncIterator[list[Event]]:
         """Events under ``prefix``, one list per revision, from ``start_revision`` (0: from now on)."""
