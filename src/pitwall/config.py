@@ -166,6 +166,8 @@ class GatewaySettings(_Section):
 
     listen: str | None = Field(None, description="host:port of the public proxy, e.g. 127.0.0.1:8000")
     declarative_config: Path | None = Field(None, description="a Kong 3.x declarative file (_format_version 3.0)")
+    native: bool = Field(True, description="serve plain-HTTP connections with the C extension when it is built "
+                                           "(false: the pure-Python path for every connection)")
 
     @field_validator("listen")
     @classmethod

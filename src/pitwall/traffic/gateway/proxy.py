@@ -36,10 +36,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from http import HTTPStatus
 from ssl import SSLContext
-from typing import cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
+from pitwall.core.native import optional_module
 from pitwall.traffic.gateway.context import Ctx, Reply, Request, ResponseHead, kong_error
 from pitwall.traffic.gateway.kuberoutes import KubeRoutes
 from pitwall.traffic.gateway.plugins import Plugin
@@ -53,6 +54,9 @@ from pitwall.traffic.gateway.upstream import (
     UpstreamResponse,
     _Conn,
 )
+
+if TYPE_CHECKING:
+    from pitwall.traffic.gateway._gwfast import Engine
 
 __all__ = ["GatewayServer", "upstream_path"]
 
@@ -70,6 +74,20 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1") for code, phrase in _REASONS.items()}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 Resolver = Callable[[str, str], Awaitable[str | None]]
+# The plain-HTTP listener's connections in C (``_native/gwfast.c``), when built; ``native=False`` (the
+# setting ``gateway.native``) or a missing build keeps ``_ClientConn`` for every connection.
+_gwfast = optional_module("pitwall.traffic.gateway._gwfast")
+
+
+class Client(Protocol):
+    """Who a request's answer goes to: ``_ClientConn``, or the C connection of ``native``."""
+
+    loop: asyncio.AbstractEventLoop
+    client_ip: str
+
+    def respond(self, req: Request, head: ResponseHead) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def upstream_path(service_path: str | None, req_path: str, matched: str, strip: bool, handling: str) -> str:
@@ -94,7 +112,7 @@ class GatewayServer:
     """The listener and everything a request needs; ``config`` is swapped whole on reload."""
 
     def __init__(self, config: GatewayConfig, *, resolve: Resolver | None = None,
-                 max_body_bytes: int = 16 << 20) -> None:
+                 max_body_bytes: int = 16 << 20, native: bool = True) -> None:
         self.config = config
         self.kube_routes: KubeRoutes | None = None  # swapped whole, as ``config`` is
         self.resolve = resolve
@@ -102,14 +120,28 @@ class GatewayServer:
         self.pools = Pools()
         self.server: asyncio.Server | None = None
         self.port = 0
-        self.requests_total = 0
-        self.conns: set[_ClientConn] = set()
+        self._requests = 0
+        self.conns: set[_ClientConn | Client] = set()
         self._kube_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
+        self.native = native and _gwfast is not None
+        self.engine: Engine | None = None  # the C connections' shared state, from ``start``
+
+    @property
+    def requests_total(self) -> int:
+        """Requests served: by ``begin`` and by the C connections' own fast path."""
+        return self._requests + (self.engine.requests if self.engine is not None else 0)
 
     async def start(self, host: str, port: int, ssl: SSLContext | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _ClientConn(self), host, port, reuse_address=True,
-                                               backlog=1024, ssl=ssl)
+        factory: Callable[[], asyncio.Protocol]
+        if self.native and ssl is None:  # TLS connections stay Python: the C path is plain HTTP only
+            from pitwall.traffic.gateway import native as native_mod
+
+            engine = self.engine = native_mod.make_engine(self, loop)
+            factory = native_mod.connection_factory(engine)
+        else:
+            factory = lambda: _ClientConn(self)  # noqa: E731
+        self.server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -123,10 +155,10 @@ class GatewayServer:
 
     # one request
 
-    def begin(self, req: Request, client: _ClientConn) -> None:
+    def begin(self, req: Request, client: Client) -> None:
         """Serve ``req``: its answer goes to ``client.respond``, now or when the upstream has answered."""
         cfg = self.config  # one snapshot for the whole request
-        self.requests_total += 1
+        self._requests += 1
         ex = _Exchange(self, cfg, client, req, time.perf_counter())
         try:
             route = ex.route = self._route(cfg, req, ex)
@@ -322,7 +354,7 @@ class _Exchange(Ctx):
 
     __slots__ = ("cfg", "client", "data", "gw", "t0")
 
-    def __init__(self, gw: GatewayServer, cfg: GatewayConfig, client: _ClientConn, req: Request,
+    def __init__(self, gw: GatewayServer, cfg: GatewayConfig, client: Client, req: Request,
                  start: float) -> None:
         Ctx.__init__(self, req, client.client_ip, start)  # not super(): one object fewer per request
         self.gw = gw

@@ -94,6 +94,7 @@ class GatewayPart:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _ssl: ssl.SSLContext | None = None
     kube_source: KubeRouteSource | None = None
+    native: bool = True  # gateway.native: plain-HTTP connections in C when the extension is built
 
     # Part
 
@@ -128,7 +129,7 @@ class GatewayPart:
         assert self.listen is not None
         initial = await self._read_file() if self.config_file else KongState()
         self.state = initial
-        self.server = GatewayServer(compile_state(initial, self.stats), resolve=self.resolve)
+        self.server = GatewayServer(compile_state(initial, self.stats), resolve=self.resolve, native=self.native)
         host, port = split_listen(self.listen)
         if self.tls is not None:
             self._ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -290,7 +291,7 @@ def build_gateway_part(settings: Any, *, metrics: Appender | None, kube: Any = N
     tls = (settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file and settings.tls_key_file else None
     return GatewayPart(listen=g.listen, config_file=g.declarative_config, stats=GatewayStats(metrics),
                        resolve=kube_resolver(kube_client) if kube_client is not None else None, changes=changes,
-                       tls=tls, kube_client=kube_client)
+                       tls=tls, kube_client=kube_client, native=g.native)
 
 
 def status_address(host: str) -> str:
