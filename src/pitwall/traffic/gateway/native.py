@@ -2,29 +2,49 @@
 
 ``make_engine`` builds the C state one ``GatewayServer`` shares across its
 plain-HTTP connections; ``connection_factory`` makes each connection's
-protocol. A request the C code does not serve itself is handed to
+protocol. ``compile_plan`` turns a configuration into the C router's
+``Plan`` (the router's candidates in ``Router.candidates`` order, each
+marked evaluable in C or not, and per route whether C serves it itself);
+``GatewayServer`` swaps it in with the configuration, in the same step.
+
+A request the C code does not serve itself is handed to
 ``GatewayServer.begin`` as the same ``Request`` ``_ClientConn`` builds, and
 its answer comes back through ``NativeConn.respond`` (``encode_response``,
 as ``_ClientConn.respond``). A connection whose bytes the C parser will not
 frame (chunked bodies, ``Upgrade``, anything over a limit or malformed) is
 handed whole to a ``_ClientConn`` (``handoff``), which answers exactly as
-without the C code.
+without the C code. A new upstream connection for the C path is opened
+here (``connect``), under the service's connect timeout, and handed back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
+
+import orjson
 
 from pitwall.traffic.gateway import _gwfast
 from pitwall.traffic.gateway.context import Request, ResponseHead
-from pitwall.traffic.gateway.proxy import GatewayServer, _ClientConn, _internal_error, encode_response
+from pitwall.traffic.gateway.kuberoutes import KubeRoutes
+from pitwall.traffic.gateway.proxy import (
+    _STATUS_LINES,
+    GatewayServer,
+    _ClientConn,
+    _internal_error,
+    encode_response,
+)
+from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT
 
-__all__ = ["NativeConn", "connection_factory", "make_engine"]
+__all__ = ["NativeConn", "compile_plan", "connection_factory", "make_engine"]
 
 log = logging.getLogger(__name__)
+
+# Outcomes of a connection attempt, as gwfast.c's K_* codes.
+K_OK, K_CONNECT, K_DNS, K_INTERNAL = 0, 1, 2, 5
 
 
 class NativeConn(_gwfast.Client):
@@ -41,12 +61,24 @@ class NativeConn(_gwfast.Client):
         self._answered(data, req.keep_alive)
 
 
-def handoff(gw: GatewayServer, conn: NativeConn, transport: asyncio.Transport, data: bytes,
-            paused: bool) -> _ClientConn:
-    """A ``_ClientConn`` takes the connection over, fed every byte the C parser did not serve."""
-    py = _ClientConn(gw)
+class _HandedOff(_ClientConn):
+    """A connection the C parser handed over; ``busy`` until the requests the C code took are answered."""
+
+    def _native_release(self) -> None:
+        self.busy = False
+        if self.queue and self.transport is not None:
+            self._next()
+
+
+def handoff(gw: GatewayServer, conn: NativeConn, transport: asyncio.Transport, data: bytes, paused: bool,
+            busy: bool) -> _ClientConn:
+    """A ``_ClientConn`` takes the connection over, fed every byte the C parser did not take. While
+    ``busy`` (requests parsed in C not answered yet) it queues what it parses, as ``_ClientConn`` does
+    behind a request in flight, and refuses at once what it refuses."""
+    py = _HandedOff(gw)
     py.connection_made(transport)
     gw.conns.discard(conn)
+    py.busy = busy
     if paused:
         transport.resume_reading()
     if data:
@@ -55,11 +87,78 @@ def handoff(gw: GatewayServer, conn: NativeConn, transport: asyncio.Transport, d
 
 
 def make_engine(gw: GatewayServer, loop: asyncio.AbstractEventLoop) -> _gwfast.Engine:
-    engine = _gwfast.Engine(gw, Request, lambda conn, t, data, paused: handoff(gw, conn, t, data, paused),
-                            gw.max_body_bytes)
+    def connect(client: NativeConn, serial: int, pool: _gwfast.Pool, host: str, port: int,
+                timeout_s: float) -> None:
+        loop.create_task(_connect(engine, client, serial, pool, host, port, timeout_s))
+
+    errors = {status: orjson.dumps({"message": message}) for status, message in (
+        (502, "An invalid response was received from the upstream server"),
+        (503, "name resolution failed"), (504, "The upstream server is timing out"))}
+    internal = (encode_response(_internal_error(), True, False), encode_response(_internal_error(), False, False))
+    engine = _gwfast.Engine(gw, Request, lambda conn, t, data, paused, busy: handoff(gw, conn, t, data, paused, busy),
+                            gw.max_body_bytes, connect, _STATUS_LINES, errors, internal)
     engine.start(loop)
     return engine
 
 
+async def _connect(engine: _gwfast.Engine, client: NativeConn, serial: int, pool: _gwfast.Pool, host: str,
+                   port: int, timeout_s: float) -> None:
+    """``Pools._connect`` for the C path: the outcome goes to ``client._connected``."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s):
+            _t, proto = await loop.create_connection(lambda: cast(asyncio.Protocol, _gwfast.Upstream(engine, pool)),
+                                                     host, port)
+            conn = cast(_gwfast.Upstream, proto)
+    except socket.gaierror:
+        client._connected(serial, None, K_DNS)
+    except (OSError, TimeoutError):
+        client._connected(serial, None, K_CONNECT)
+    except Exception:
+        log.exception("gateway request failed")
+        client._connected(serial, None, K_INTERNAL)
+    else:
+        client._connected(serial, conn, K_OK)
+
+
 def connection_factory(engine: _gwfast.Engine) -> Callable[[], asyncio.Protocol]:
     return lambda: cast(asyncio.Protocol, NativeConn(engine))  # it has a Protocol's methods, in C
+
+
+def _ascii(*texts: str | None) -> bool:
+    return all(t is None or t.isascii() for t in texts)
+
+
+def _route(engine: _gwfast.Engine, rt: RouteRT) -> tuple[Any, ...]:
+    """One route for the Plan: whether C serves it (a fixed upstream host, no plugin, plain HTTP), and
+    what ``_serialize`` and ``_proxy`` need of it and its service."""
+    svc = rt.service
+    if svc is None:
+        return (False, None, "", 0, 0.0, "", None, False, False, False, 0, 0.0, 0.0)
+    fast = (svc.targets is None and svc.kube is None and not rt.https_only and not rt.plugins
+            and not rt.consumer_scoped and _ascii(svc.host_header, svc.path))
+    pool = engine.pool(svc.host, svc.port) if fast else None
+    return (fast, pool, svc.host, svc.port, svc.connect_timeout_s, svc.host_header, svc.path, rt.strip_path,
+            rt.preserve_host, rt.path_handling == "v1", svc.retries, svc.read_timeout_s, svc.write_timeout_s)
+
+
+def compile_plan(engine: _gwfast.Engine, cfg: GatewayConfig, kube: KubeRoutes | None) -> _gwfast.Plan | None:
+    """The C router for ``cfg``: ``Router.candidates`` in order, each evaluable in C (methods, hosts,
+    prefix paths) or not (headers, regex paths: the request is delegated when C reaches one first).
+    None while Kubernetes routes are in force (they are tried first, in Python)."""
+    if kube is not None:
+        return None
+    index: dict[int, int] = {}
+    routes: list[tuple[Any, ...]] = []
+    cands: list[tuple[Any, ...]] = []
+    for c in cfg.router.candidates:
+        rt = cast(RouteRT, c.route)
+        i = index.get(id(rt))
+        if i is None:
+            i = index[id(rt)] = len(routes)
+            routes.append(_route(engine, rt))
+        hosts = [(h.exact, h.suffix, h.prefix, h.port) for h in c.hosts] if c.hosts is not None else None
+        evaluable = (c.headers is None and c.regexes is None and _ascii(*(p for p in c.prefixes or ()))
+                     and all(_ascii(*h) for h in hosts or ()))
+        cands.append((evaluable, i, tuple(c.methods) if c.methods is not None else None, hosts, c.prefixes))
+    return _gwfast.Plan(cands, routes)

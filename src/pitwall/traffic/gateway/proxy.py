@@ -113,8 +113,9 @@ class GatewayServer:
 
     def __init__(self, config: GatewayConfig, *, resolve: Resolver | None = None,
                  max_body_bytes: int = 16 << 20, native: bool = True) -> None:
-        self.config = config
-        self.kube_routes: KubeRoutes | None = None  # swapped whole, as ``config`` is
+        self.engine: Engine | None = None  # the C connections' shared state, from ``start``
+        self._config = config
+        self._kube_routes: KubeRoutes | None = None
         self.resolve = resolve
         self.max_body_bytes = max_body_bytes
         self.pools = Pools()
@@ -124,7 +125,38 @@ class GatewayServer:
         self.conns: set[_ClientConn | Client] = set()
         self._kube_cache: dict[tuple[str, str], tuple[float, str | None]] = {}
         self.native = native and _gwfast is not None
-        self.engine: Engine | None = None  # the C connections' shared state, from ``start``
+
+    @property
+    def config(self) -> GatewayConfig:
+        return self._config
+
+    @config.setter
+    def config(self, cfg: GatewayConfig) -> None:
+        """Swapped whole on reload; the C router's plan with it, in the same step."""
+        self._config = cfg
+        self._replan()
+
+    @property
+    def kube_routes(self) -> KubeRoutes | None:
+        return self._kube_routes
+
+    @kube_routes.setter
+    def kube_routes(self, routes: KubeRoutes | None) -> None:
+        """Swapped whole, as ``config`` is."""
+        self._kube_routes = routes
+        self._replan()
+
+    def _replan(self) -> None:
+        if self.engine is None:
+            return
+        from pitwall.traffic.gateway.native import compile_plan
+
+        try:
+            plan = compile_plan(self.engine, self._config, self._kube_routes)
+        except Exception:  # the C path steps aside: every request is served by the Python path
+            log.exception("gateway: the native plan could not be built; requests go through Python")
+            plan = None
+        self.engine.set_plan(plan)
 
     @property
     def requests_total(self) -> int:
@@ -143,6 +175,9 @@ class GatewayServer:
             factory = lambda: _ClientConn(self)  # noqa: E731
         self.server = await loop.create_server(factory, host, port, reuse_address=True, backlog=1024, ssl=ssl)
         self.port = self.server.sockets[0].getsockname()[1]
+        if self.engine is not None:
+            self.engine.set_port(self.port)
+            self._replan()
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -152,6 +187,8 @@ class GatewayServer:
             await self.server.wait_closed()
             self.server = None
         self.pools.close()
+        if self.engine is not None:
+            self.engine.close()
 
     # one request
 

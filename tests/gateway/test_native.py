@@ -1,0 +1,361 @@
+"""The gateway's C connections (``_native/gwfast.c``) against the pure-Python path: the same bytes.
+
+Each differential test runs the same raw requests through a gateway with ``native=True`` and one
+with ``native=False`` against a recording upstream, and compares what the upstream received and what
+the client received, byte for byte (the latency headers, ``RateLimit-Reset``/``Retry-After`` and the
+gateway's own port masked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import pytest
+
+from pitwall.traffic.gateway import proxy
+from pitwall.traffic.gateway.declarative import load_declarative
+from pitwall.traffic.gateway.plugins import ratelimit
+from pitwall.traffic.gateway.proxy import GatewayServer
+from pitwall.traffic.gateway.runtime import compile_state
+
+pytestmark = [pytest.mark.timeout(60),
+              pytest.mark.skipif(proxy._gwfast is None, reason="the C extension _gwfast is not built")]
+
+V3 = "3.0"
+_MASK = re.compile(rb"((?:X-Kong-(?:Upstream|Proxy|Response)-Latency|RateLimit-Reset|Retry-After|"
+                   rb"x-forwarded-port): )\d+", re.I)
+
+
+def mask(data: bytes) -> bytes:
+    return _MASK.sub(rb"\1N", data)
+
+
+class Recorder(asyncio.Protocol):
+    """An upstream that records each raw request and answers by its path:
+    ``/chunked``, ``/close`` (close-delimited), ``/status/N``, ``/sleep/S``, ``/garbage``, ``/drop`` (closes
+    without answering), ``/drop-second`` (closes a reused connection without answering), else a fixed 200."""
+
+    def __init__(self, up: Upstream) -> None:
+        self.up = up
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+        self.served = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.up.connections += 1
+        self.up.open += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.up.open -= 1
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, rest = self.buf.partition(b"\r\n\r\n")
+            m = re.search(rb"\r\ncontent-length: (\d+)", head, re.I)
+            n = int(m.group(1)) if m else 0
+            if len(rest) < n:
+                return
+            raw = head + b"\r\n\r\n" + rest[:n]
+            self.buf = rest[n:]
+            self.up.seen.append(raw)
+            path = raw.split(b" ", 2)[1].decode()
+            self.served += 1
+            asyncio.get_running_loop().create_task(self.answer(path, self.served))
+
+    async def answer(self, path: str, nth: int) -> None:
+        t = self.transport
+        if t is None:
+            return
+        body = b'{"ok":true}'
+        if path.startswith("/sleep/"):
+            await asyncio.sleep(float(path.rsplit("/", 1)[1]))
+        if t.is_closing():
+            return
+        if path.startswith("/chunked"):
+            t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n"
+                    b"X-Up: 1\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n")
+        elif path.startswith("/close"):
+            t.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+            t.close()
+        elif path.startswith("/garbage"):
+            t.write(b"this is not http\r\n\r\n")
+        elif path.startswith("/drop") and (nth > 1 or path == "/drop"):
+            t.close()
+        elif path.startswith("/status/"):
+            code = int(path.rsplit("/", 1)[1])
+            t.write(f"HTTP/1.1 {code} Whatever\r\ncontent-length: 0\r\n\r\n".encode())
+        else:
+            t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                    str(len(body)).encode() + b"\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                    b"X-Trailing:  spaced  \r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n" + body)
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        self.connections = 0
+        self.open = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Recorder(self), "127.0.0.1", 0)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    u = Upstream()
+    await u.start()
+    try:
+        yield u
+    finally:
+        await u.close()
+
+
+Gateways = Callable[..., Awaitable[GatewayServer]]
+
+
+@pytest.fixture
+async def gateways() -> AsyncIterator[Gateways]:
+    started: list[GatewayServer] = []
+
+    async def start(doc: dict[str, Any], *, native: bool) -> GatewayServer:
+        gw = GatewayServer(compile_state(load_declarative(doc)), native=native)
+        await gw.start("127.0.0.1", 0)
+        started.append(gw)
+        return gw
+
+    try:
+        yield start
+    finally:
+        for gw in started:
+            await gw.stop()
+
+
+async def exchange(port: int, data: bytes, timeout: float = 10) -> bytes:
+    """Send raw bytes, read until the gateway closes the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def doc_for(port: int, **extra: Any) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    return {"_format_version": V3, "services": [
+        {"name": "plain", "url": url, "routes": [
+            {"name": "prefix", "paths": ["/a"]},
+            {"name": "special", "paths": ["/chunked", "/close", "/status", "/garbage", "/sleep"], "strip_path": False},
+            {"name": "keep", "paths": ["/keep"], "strip_path": False},
+            {"name": "host", "hosts": ["api.example.com", "*.wild.test"], "paths": ["/"],
+             "preserve_host": True},
+            {"name": "method", "methods": ["DELETE"], "paths": ["/m"]}]},
+        {"name": "pathy", "url": url + "/base/", "routes": [
+            {"name": "v1", "paths": ["/v1"], "path_handling": "v1"},
+            {"name": "v0", "paths": ["/v0"]}]},
+        *extra.get("services", [])],
+        "consumers": extra.get("consumers", [])}
+
+
+async def both(gateways: Gateways, upstream: Upstream, doc: dict[str, Any],
+               conversations: list[bytes]) -> tuple[list[bytes], list[bytes], GatewayServer]:
+    """Each conversation through the native gateway, then the Python one: (client bytes, upstream bytes)
+    of each run; asserts they are the same once masked. Returns the native gateway too."""
+    runs: list[tuple[list[bytes], list[bytes]]] = []
+    native_gw: GatewayServer | None = None
+    for native in (True, False):
+        ratelimit.COUNTERS.counts.clear()
+        gw = await gateways(doc, native=native)
+        if native:
+            native_gw = gw
+            assert gw.engine is not None
+        upstream.seen.clear()
+        got = [mask(await exchange(gw.port, c)) for c in conversations]
+        runs.append((got, [mask(s) for s in upstream.seen]))
+    (n_client, n_up), (p_client, p_up) = runs
+    for i, (a, b) in enumerate(zip(n_client, p_client, strict=True)):
+        assert a == b, f"conversation {i}:\nnative {a!r}\npython {b!r}"
+    assert n_up == p_up
+    assert native_gw is not None
+    return n_client, n_up, native_gw
+
+
+REQUESTS = [
+    # repeated headers (joined), cookies ("; "), an X-Forwarded-For to extend, mixed-case names, a query
+    b"GET /a/b/c?x=1&y=2 HTTP/1.1\r\nHost: Gw.Example:8000\r\nX-Multi: one\r\nUser-Agent: t\r\nx-multi: two\r\n"
+    b"Cookie: a=1\r\nCOOKIE: b=2\r\nX-Forwarded-For: 10.1.1.1\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 1.2.3.4\r\n"
+    b"Empty:\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    b"PUT /a/put HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    b"HEAD /a/h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /a/ten HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"GET /a/ten-ka HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\nGET /a/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /keep/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /anything?q HTTP/1.1\r\nHost: api.example.com:9999\r\nConnection: close\r\n\r\n",
+    b"GET /w HTTP/1.1\r\nHost: a.wild.test\r\nConnection: close\r\n\r\n",
+    b"DELETE /m/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /m/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # no route: 404 (delegated)
+    b"GET /v1/p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /v0x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /v0 HTTP/1.1\r\nConnection: close\r\n\r\n",
+    b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /close HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /status/204 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /status/299 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /status/503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"GET /garbage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    b"HEAD /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    # pipelined, then a chunked request body (handed to the Python parser) and more behind it
+    b"GET /a/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /chunked HTTP/1.1\r\nHost: x\r\n\r\nHEAD /a/2 HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /a/3 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+    b"GET /a/4 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    # refusals: over the URL limit, a bad request line, a body over the limit
+    b"GET /a/" + b"u" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /a/1 HTTP/1.1\r\nHost: x\r\n\r\nBROKEN\r\n\r\n",
+    b"GET /a/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n",
+    b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",
+]
+
+
+async def test_same_bytes_as_the_python_path(gateways: Gateways, upstream: Upstream) -> None:
+    client, seen, gw = await both(gateways, upstream, doc_for(upstream.port), REQUESTS)
+    assert gw.engine is not None and gw.engine.requests > 20  # served in C, not only delegated
+    assert client[0].startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Trailing: spaced  \r\n"
+                                b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nVia: 1.1 pitwall\r\n")
+    assert seen[0].startswith(b"GET /b/c?x=1&y=2 HTTP/1.1\r\nhost: 127.0.0.1:")
+    assert b"x-multi: one, two\r\n" in seen[0] and b"cookie: a=1; b=2\r\n" in seen[0]
+    assert b"x-forwarded-for: 10.1.1.1, 127.0.0.1\r\n" in seen[0]
+    assert client[15].count(b"hello world") == 1
+    assert client[20].startswith(b"HTTP/1.1 502 Bad Gateway")
+    assert client[22].count(b"HTTP/1.1 200 OK") == 5
+    assert client[23].startswith(b"HTTP/1.1 414") and client[25].startswith(b"HTTP/1.1 431")
+    # as the Python path: the refusal is written at once, before the answer to the request in flight
+    assert client[24].startswith(b"HTTP/1.1 400 Bad Request") and b"HTTP/1.1 200 OK" in client[24]
+    assert client[26].startswith(b"HTTP/1.1 413")
+
+
+async def test_routes_that_must_be_delegated_still_work(gateways: Gateways, upstream: Upstream) -> None:
+    url = f"http://127.0.0.1:{upstream.port}"
+    doc = {"_format_version": V3, "services": [{"name": "s", "url": url, "routes": [
+        {"name": "regex", "paths": ["~/r/\\d+$"]},
+        {"name": "hdr", "paths": ["/h"], "headers": {"x-v": ["1"]}},
+        {"name": "basic", "paths": ["/basic"], "plugins": [{"name": "basic-auth"}]},
+        {"name": "prom", "paths": ["/prom"], "plugins": [{"name": "prometheus"}]},
+        {"name": "bare", "hosts": ["bare.test"], "paths": ["/bare"]}]}],
+        "consumers": [{"username": "u", "basicauth_credentials": [{"username": "u", "password": "p"}]}]}
+    reqs = [b"GET /r/12 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /h HTTP/1.1\r\nHost: x\r\nX-V: 1\r\nConnection: close\r\n\r\n",
+            b"GET /basic HTTP/1.1\r\nHost: x\r\nAuthorization: Basic dTpw\r\nConnection: close\r\n\r\n",
+            b"GET /basic HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /prom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    client, _seen, gw = await both(gateways, upstream, doc, reqs)
+    assert [c[:12] for c in client] == [b"HTTP/1.1 200"] * 3 + [b"HTTP/1.1 401", b"HTTP/1.1 200"]
+    assert gw.engine is not None and gw.engine.requests == 0 and gw.requests_total == 5
+    # a route tried before the first candidate C cannot evaluate (the regex one) is served in C
+    r = await exchange(gw.port, b"GET /bare HTTP/1.1\r\nHost: bare.test\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 200 OK") and gw.engine.requests == 1 and gw.requests_total == 6
+    r = await exchange(gw.port, b"GET /bare HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 404") and gw.engine.requests == 1 and gw.requests_total == 7
+
+
+async def test_retry_when_the_upstream_closes_a_pooled_connection(gateways: Gateways, upstream: Upstream) -> None:
+    reqs = [b"GET /a/drop-second HTTP/1.1\r\nHost: x\r\n\r\nGET /a/drop-second HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n",
+            b"POST /a/drop-second HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+    doc = doc_for(upstream.port)
+    client, seen, _gw = await both(gateways, upstream, doc, reqs)
+    # the GET is retried on a new connection; the POST on the reused one is not retried (not idempotent)
+    assert client[0].count(b"HTTP/1.1 200 OK") == 2 and len(seen) == 4
+    assert client[1].startswith(b"HTTP/1.1 502 Bad Gateway")
+
+
+async def test_upstream_timeout_is_504_and_garbage_502(gateways: Gateways, upstream: Upstream) -> None:
+    doc = doc_for(upstream.port)
+    doc["services"][0].update(read_timeout=200, retries=1)
+    reqs = [b"GET /sleep/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"GET /garbage HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"HEAD /sleep/1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    client, seen, gw = await both(gateways, upstream, doc, reqs)
+    assert client[0].startswith(b"HTTP/1.1 504 Gateway Timeout") and b"Server: pitwall" in client[0]
+    assert client[1].startswith(b"HTTP/1.1 502") and client[2].startswith(b"HTTP/1.1 504")
+    assert len(seen) == 6  # each tried twice (retries=1, idempotent)
+    assert gw.engine is not None and gw.engine.waiting() == 0
+
+
+async def test_unreachable_and_unresolvable_upstreams(gateways: Gateways, upstream: Upstream) -> None:
+    doc = {"_format_version": V3, "services": [
+        {"name": "down", "url": "http://127.0.0.1:1", "retries": 2, "routes": [{"paths": ["/down"]}]},
+        {"name": "nxdomain", "url": "http://no-such-host.invalid", "routes": [{"paths": ["/nx"]}]}]}
+    reqs = [b"GET /down HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"POST /nx HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]
+    client, _seen, _gw = await both(gateways, upstream, doc, reqs)
+    assert client[0].startswith(b"HTTP/1.1 502") and client[1].startswith(b"HTTP/1.1 503")
+    assert b'{"message":"name resolution failed"}' in client[1]
+
+
+async def test_reload_while_requests_are_in_flight(gateways: Gateways, upstream: Upstream) -> None:
+    other = Upstream()
+    await other.start()
+    try:
+        gw = await gateways(doc_for(upstream.port), native=True)
+        slow = [asyncio.create_task(exchange(gw.port, b"GET /sleep/0.3 HTTP/1.1\r\nHost: x\r\nConnection: close"
+                                                      b"\r\n\r\n")) for _ in range(5)]
+        await asyncio.sleep(0.1)
+        gw.config = compile_state(load_declarative(doc_for(other.port)))
+        after = await exchange(gw.port, b"GET /a/new HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        results = await asyncio.gather(*slow)
+        assert all(r.startswith(b"HTTP/1.1 200 OK") for r in results)
+        assert after.startswith(b"HTTP/1.1 200 OK")
+        assert len(upstream.seen) == 5 and [s.split(b" ")[1] for s in other.seen] == [b"/new"]
+    finally:
+        await other.close()
+
+
+async def test_client_gone_mid_request_frees_the_upstream_connection(gateways: Gateways,
+                                                                     upstream: Upstream) -> None:
+    gw = await gateways(doc_for(upstream.port), native=True)
+    assert gw.engine is not None
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /sleep/0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    for _ in range(100):
+        if upstream.seen:
+            break
+        await asyncio.sleep(0.01)
+    assert gw.engine.waiting() == 1 and upstream.open == 1
+    writer.close()
+    for _ in range(100):
+        if upstream.open == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert upstream.open == 0 and gw.engine.waiting() == 0  # closed, not left in the pool
+    pool = gw.engine.pool("127.0.0.1", upstream.port)
+    assert pool.idle() == 0
+    r = await exchange(gw.port, b"GET /a/next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert r.startswith(b"HTTP/1.1 200 OK") and upstream.connections == 2
+    await asyncio.sleep(0.6)  # the abandoned answer would have come now: nothing breaks
+    assert pool.idle() == 1
+
+
+async def test_pipelining_pauses_and_resumes_reading(gateways: Gateways, upstream: Upstream) -> None:
+    gw = await gateways(doc_for(upstream.port), native=True)
+    many = b"".join(f"GET /a/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for i in range(40))
+    data = await exchange(gw.port, many + b"GET /a/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert data.count(b"HTTP/1.1 200 OK") == 41
+    assert [s.split(b" ")[1] for s in upstream.seen] == [f"/{i}".encode() for i in range(40)] + [b"/last"]
