@@ -359,3 +359,130 @@ async def test_pipelining_pauses_and_resumes_reading(gateways: Gateways, upstrea
     data = await exchange(gw.port, many + b"GET /a/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert data.count(b"HTTP/1.1 200 OK") == 41
     assert [s.split(b" ")[1] for s in upstream.seen] == [f"/{i}".encode() for i in range(40)] + [b"/last"]
+
+
+CONSUMERS = [{"username": "alice", "custom_id": "a-1", "keyauth_credentials": [{"key": "alice-key"}]},
+             {"id": "5f1c3a2e-0000-4000-8000-00000000b0b0", "custom_id": "b-2",
+              "keyauth_credentials": [{"key": "bob-key"}]}]
+
+
+def auth_doc(port: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    return {"_format_version": V3, "consumers": CONSUMERS, "services": [
+        {"name": "ka", "url": url, "routes": [
+            {"name": "default", "paths": ["/ka"]},
+            {"name": "hidden", "paths": ["/hide"], "plugins": [{"name": "key-auth", "config": {
+                "hide_credentials": True, "key_names": ["X-Key", "apikey"], "realm": "shop",
+                "run_on_preflight": False, "key_in_query": False}}]}],
+         "plugins": [{"name": "key-auth"}]},
+        {"name": "rl", "url": url, "routes": [
+            {"name": "by-consumer", "paths": ["/rc"], "plugins": [
+                {"name": "key-auth"}, {"name": "rate-limiting", "config": {"hour": 3, "day": 5, "year": 100}}]},
+            {"name": "by-ip", "paths": ["/ri"], "plugins": [
+                {"name": "rate-limiting", "config": {"hour": 2, "month": 50, "limit_by": "ip"}}]},
+            {"name": "by-service", "paths": ["/rs"], "plugins": [
+                {"name": "rate-limiting", "config": {"hour": 1, "limit_by": "service", "error_code": 403,
+                                                     "error_message": "slow down", "hide_client_headers": True}}]},
+            {"name": "by-credential", "paths": ["/rk"], "plugins": [
+                {"name": "key-auth"}, {"name": "rate-limiting", "config": {"day": 1, "limit_by": "credential"}}]},
+            {"name": "by-header", "paths": ["/rh"], "plugins": [
+                {"name": "rate-limiting", "config": {"day": 1, "limit_by": "header", "header_name": "x-t"}}]}]}]}
+
+
+def get(path: str, *headers: str, method: str = "GET") -> bytes:
+    lines = "".join(f"{h}\r\n" for h in headers)
+    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n".encode()
+
+
+AUTH_REQUESTS = [
+    get("/ka/x"),
+    get("/ka/x", "apikey: nope"),
+    get("/ka/x", "apikey: alice-key", "X-Consumer-Id: forged", "x-anonymous-consumer: true"),
+    get("/ka/x", "ApiKey: bob-key", "X-Credential-Identifier: forged"),
+    get("/ka/x", "apikey: alice-key", "apikey: bob-key"),
+    get("/ka/x", "apikey: a, b"),
+    get("/ka/x", "apikey:"),
+    get("/ka/x?apikey=alice-key"),  # a key in the query: served by the Python path
+    get("/ka/x", "apikey: alice-key", method="HEAD"),
+    get("/hide/y", "x-key: bob-key", "apikey: alice-key", "Accept: */*"),
+    get("/hide/y", "apikey: alice-key"),
+    get("/hide/y"),
+    get("/hide/y", method="OPTIONS"),
+    get("/hide/y?apikey=alice-key"),
+]
+
+
+async def test_key_auth_same_bytes(gateways: Gateways, upstream: Upstream) -> None:
+    client, seen, gw = await both(gateways, upstream, auth_doc(upstream.port), AUTH_REQUESTS)
+    assert gw.engine is not None and gw.engine.requests == len(AUTH_REQUESTS) - 1  # all but the query key
+    assert client[0].startswith(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json; charset=utf-8\r\n"
+                                b"WWW-Authenticate: Key\r\nServer: pitwall\r\n")
+    assert b'{"message":"No API key found in request"}' in client[0]
+    assert b'"Unauthorized"' in client[1] and b"Duplicate API key found" in client[4]
+    assert b"Duplicate API key found" in client[5] and b"No API key found" in client[6]
+    assert client[2].startswith(b"HTTP/1.1 200") and client[7].startswith(b"HTTP/1.1 200")
+    alice = seen[0]
+    assert b"forged" not in alice and alice.index(b"apikey: alice-key\r\n") < alice.index(b"x-consumer-id: ")
+    assert b"x-consumer-custom-id: a-1\r\nx-consumer-username: alice\r\nx-credential-identifier: " in alice
+    assert b'WWW-Authenticate: Key realm="shop"' in client[11] and client[12].startswith(b"HTTP/1.1 200")
+    hidden = seen[4]
+    assert b"x-key" not in hidden and b"apikey: alice-key" in hidden and b"accept: */*" in hidden
+
+
+RL_REQUESTS = [
+    *[get("/rc", "apikey: alice-key") for _ in range(4)], get("/rc", "apikey: bob-key"),
+    *[get("/ri/a") for _ in range(3)], get("/ri/b", method="HEAD"),
+    *[get("/rs") for _ in range(2)],
+    get("/rk", "apikey: alice-key"), get("/rk", "apikey: alice-key"),
+    get("/rh", "x-t: a"), get("/rh", "x-t: a"),  # limit_by header: the Python path, same counters
+]
+
+
+async def test_rate_limiting_same_bytes_and_same_counters(gateways: Gateways, upstream: Upstream) -> None:
+    client, _seen, gw = await both(gateways, upstream, auth_doc(upstream.port), RL_REQUESTS)
+    assert gw.engine is not None and gw.engine.requests == len(RL_REQUESTS) - 2
+    first = client[0]
+    assert (b"X-RateLimit-Limit-Hour: 3\r\nX-RateLimit-Remaining-Hour: 2\r\nX-RateLimit-Limit-Day: 5\r\n"
+            b"X-RateLimit-Remaining-Day: 4\r\nX-RateLimit-Limit-Year: 100\r\nX-RateLimit-Remaining-Year: 99\r\n"
+            b"RateLimit-Limit: 3\r\nRateLimit-Remaining: 2\r\nRateLimit-Reset: N\r\nVia: 1.1 pitwall\r\n") in first
+    assert client[3].startswith(b"HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json; charset=utf-8"
+                                b"\r\nX-RateLimit-Limit-Hour: 3\r\nX-RateLimit-Remaining-Hour: 0\r\n")
+    assert b"Retry-After: N\r\nServer: pitwall\r\n" in client[3] and client[4].startswith(b"HTTP/1.1 200")
+    assert client[7].startswith(b"HTTP/1.1 429") and client[8].startswith(b"HTTP/1.1 429")
+    assert client[10].startswith(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json; charset=utf-8\r\n"
+                                 b"Server: pitwall\r\n") and b'{"message":"slow down"}' in client[10]
+    assert client[12].startswith(b"HTTP/1.1 429") and client[14].startswith(b"HTTP/1.1 429")
+    # the C path counts in the Python path's store, under the same keys
+    keys = {k[1:] for k in ratelimit.COUNTERS.counts}
+    assert ("127.0.0.1", "hour") in keys and ("a", "day") in keys
+
+
+async def test_rate_limit_exact_under_concurrency_in_c(gateways: Gateways, upstream: Upstream) -> None:
+    ratelimit.COUNTERS.counts.clear()
+    doc = {"_format_version": V3, "services": [{"name": "s", "url": f"http://127.0.0.1:{upstream.port}",
+                                                "routes": [{"paths": ["/"]}], "plugins": [
+        {"name": "rate-limiting", "config": {"hour": 25, "limit_by": "ip"}}]}]}
+    gw = await gateways(doc, native=True)
+
+    async def client() -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n" * 4 + get("/a"))
+        try:
+            data = await asyncio.wait_for(reader.read(), 10)
+        finally:
+            writer.close()
+        return re.findall(rb"HTTP/1.1 (\d+)", data)
+
+    codes = [c for batch in await asyncio.gather(*(client() for _ in range(20))) for c in batch]
+    assert codes.count(b"200") == 25 and codes.count(b"429") == 75
+    assert len(upstream.seen) == 25 and gw.engine is not None and gw.engine.requests == 100
+
+
+async def test_reload_swaps_the_key_dicts(gateways: Gateways, upstream: Upstream) -> None:
+    gw = await gateways(auth_doc(upstream.port), native=True)
+    assert (await exchange(gw.port, get("/ka", "apikey: alice-key"))).startswith(b"HTTP/1.1 200")
+    doc = auth_doc(upstream.port)
+    doc["consumers"] = [{"username": "carol", "keyauth_credentials": [{"key": "carol-key"}]}]
+    gw.config = compile_state(load_declarative(doc))
+    assert (await exchange(gw.port, get("/ka", "apikey: alice-key"))).startswith(b"HTTP/1.1 401")
+    assert (await exchange(gw.port, get("/ka", "apikey: carol-key"))).startswith(b"HTTP/1.1 200")

@@ -25,11 +25,12 @@ import socket
 from collections.abc import Callable
 from typing import Any, cast
 
-import orjson
-
 from pitwall.traffic.gateway import _gwfast
-from pitwall.traffic.gateway.context import Request, ResponseHead
+from pitwall.traffic.gateway.context import Request, ResponseHead, kong_error
 from pitwall.traffic.gateway.kuberoutes import KubeRoutes
+from pitwall.traffic.gateway.plugins import ratelimit
+from pitwall.traffic.gateway.plugins.auth import KeyAuth
+from pitwall.traffic.gateway.plugins.ratelimit import PERIODS, RateLimiting
 from pitwall.traffic.gateway.proxy import (
     _STATUS_LINES,
     GatewayServer,
@@ -37,7 +38,7 @@ from pitwall.traffic.gateway.proxy import (
     _internal_error,
     encode_response,
 )
-from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT
+from pitwall.traffic.gateway.runtime import GatewayConfig, RouteRT, ServiceRT
 
 __all__ = ["NativeConn", "compile_plan", "connection_factory", "make_engine"]
 
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # Outcomes of a connection attempt, as gwfast.c's K_* codes.
 K_OK, K_CONNECT, K_DNS, K_INTERNAL = 0, 1, 2, 5
+# rate-limiting's limit_by values served in C (gwfast.c's BY_*); header and path are left to Python.
+_LIMIT_BY = {"consumer": 0, "credential": 1, "ip": 2, "service": 3}
 
 
 class NativeConn(_gwfast.Client):
@@ -91,7 +94,7 @@ def make_engine(gw: GatewayServer, loop: asyncio.AbstractEventLoop) -> _gwfast.E
                 timeout_s: float) -> None:
         loop.create_task(_connect(engine, client, serial, pool, host, port, timeout_s))
 
-    errors = {status: orjson.dumps({"message": message}) for status, message in (
+    errors = {status: kong_error(status, message).body for status, message in (
         (502, "An invalid response was received from the upstream server"),
         (503, "name resolution failed"), (504, "The upstream server is timing out"))}
     internal = (encode_response(_internal_error(), True, False), encode_response(_internal_error(), False, False))
@@ -129,17 +132,61 @@ def _ascii(*texts: str | None) -> bool:
     return all(t is None or t.isascii() for t in texts)
 
 
+def _keyauth(p: KeyAuth) -> tuple[Any, ...] | None:
+    """key-auth as C runs it, or None (``anonymous``: left to Python)."""
+    if p.conf.get("anonymous"):
+        return None
+    names = [low for _name, low in p.names]
+    challenge = p.challenge[0][1]
+    if len(names) > 16 or not _ascii(challenge, *names):
+        return None
+    return (names, p.hide_credentials, bool(p.conf.get("run_on_preflight", True)), p.in_header, p.in_query,
+            p.in_body, challenge, p.consumers.keyauth, kong_error(401, "No API key found in request").body,
+            kong_error(401, "Unauthorized").body, kong_error(401, "Duplicate API key found").body)
+
+
+def _ratelimit(p: RateLimiting, svc: ServiceRT) -> tuple[Any, ...] | None:
+    """rate-limiting (local policy) as C runs it, on the same counters, or None (limit_by header/path)."""
+    if p.conf.get("policy", "local") != "local" or p.limit_by not in _LIMIT_BY or not p.rows:
+        return None
+    rows = [(period, limit, lh, lt, rh, window, PERIODS.index(period)) for period, limit, lh, lt, rh, window in p.rows]
+    body = kong_error(int(p.conf["error_code"]), p.conf["error_message"]).body
+    return (p.counters, p.scope, _LIMIT_BY[p.limit_by], svc.id, p.hide, int(p.conf["error_code"]), body,
+            ratelimit.MAX_KEYS, rows)
+
+
+def _plugins(rt: RouteRT, svc: ServiceRT) -> tuple[tuple[Any, ...] | None, tuple[Any, ...] | None] | None:
+    """The route's key-auth and rate-limiting for C, or None when a plugin (or its options) is not served in C."""
+    if rt.consumer_scoped or rt.response_plugins or rt.log_plugins:
+        return None
+    ka = rl = None
+    for p in rt.plugins:  # the chain, by priority: key-auth before rate-limiting, as C runs them
+        if type(p) is KeyAuth and ka is None:
+            ka = _keyauth(p)
+            if ka is None:
+                return None
+        elif type(p) is RateLimiting and rl is None:
+            rl = _ratelimit(p, svc)
+            if rl is None:
+                return None
+        else:
+            return None
+    return ka, rl
+
+
 def _route(engine: _gwfast.Engine, rt: RouteRT) -> tuple[Any, ...]:
-    """One route for the Plan: whether C serves it (a fixed upstream host, no plugin, plain HTTP), and
-    what ``_serialize`` and ``_proxy`` need of it and its service."""
+    """One route for the Plan: whether C serves it (a fixed upstream host, plain HTTP, no plugin but
+    key-auth and rate-limiting as ``_plugins`` allows), and what ``_serialize`` and ``_proxy`` need."""
     svc = rt.service
     if svc is None:
-        return (False, None, "", 0, 0.0, "", None, False, False, False, 0, 0.0, 0.0)
-    fast = (svc.targets is None and svc.kube is None and not rt.https_only and not rt.plugins
-            and not rt.consumer_scoped and _ascii(svc.host_header, svc.path))
+        return (False, None, "", 0, 0.0, "", None, False, False, False, 0, 0.0, 0.0, None, None)
+    plugins = _plugins(rt, svc)
+    fast = (plugins is not None and svc.targets is None and svc.kube is None and not rt.https_only
+            and _ascii(svc.host_header, svc.path))
+    ka, rl = plugins if plugins is not None and fast else (None, None)
     pool = engine.pool(svc.host, svc.port) if fast else None
     return (fast, pool, svc.host, svc.port, svc.connect_timeout_s, svc.host_header, svc.path, rt.strip_path,
-            rt.preserve_host, rt.path_handling == "v1", svc.retries, svc.read_timeout_s, svc.write_timeout_s)
+            rt.preserve_host, rt.path_handling == "v1", svc.retries, svc.read_timeout_s, svc.write_timeout_s, ka, rl)
 
 
 def compile_plan(engine: _gwfast.Engine, cfg: GatewayConfig, kube: KubeRoutes | None) -> _gwfast.Plan | None:

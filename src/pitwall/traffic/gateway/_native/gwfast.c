@@ -37,7 +37,16 @@
  * ``_answered`` -- when there is no plan (Kubernetes routes in force), no candidate matches (Kong's
  * 404), a candidate C cannot evaluate (header match, regex path) comes first, the Host header is
  * repeated or bracketed, or the route is not fast (upstream targets or a Kubernetes Service,
- * https-only, plugins, consumer-scoped plugin instances, non-ASCII service path or host).
+ * https-only, plugins other than those below, consumer-scoped plugin instances, non-ASCII service
+ * path or host).
+ *
+ * Plugins in C, in the chain's priority order: key-auth (key_in_header; no ``anonymous``; a request
+ * that would look in the query or body is delegated before anything happened) looks the key up in
+ * the configuration's own ``consumers.keyauth`` dict, answers Kong's 401s, drops the forged
+ * X-Consumer-* headers and appends the consumer's as ``_set_consumer`` does; rate-limiting (local
+ * policy, limit_by consumer/credential/ip/service) checks and counts every period in one step in
+ * ``ratelimit.COUNTERS.counts`` -- the Python path's own store, same keys and values -- and writes
+ * ``RateLimiting._headers``'s headers.
  *
  * A fast request is serialized here exactly as ``GatewayServer._serialize`` does (header order of
  * the dict, lower-case names, repeats joined, X-Forwarded-*, x-real-ip, the content-length rule,
@@ -439,6 +448,10 @@ static PyObject *sb_bytes(SBuf *b, const char *tail, size_t tl) {
     return o;
 }
 
+static int sb_bytesobj(SBuf *b, PyObject *o) {
+    return o == NULL ? 0 : sb_add(b, PyBytes_AS_STRING(o), (size_t)PyBytes_GET_SIZE(o));
+}
+
 /* A copy of a str (UTF-8) or NULL for None. */
 static int dup_str(PyObject *o, char **out, size_t *len) {
     *out = NULL;
@@ -490,6 +503,37 @@ typedef struct {
     size_t *plens;
 } Cand;
 
+#define MAX_KEY_NAMES 16
+#define MAX_PERIODS 6
+
+struct KeyAuth {
+    int n; /* key_names, lower-cased */
+    char *names[MAX_KEY_NAMES];
+    size_t lens[MAX_KEY_NAMES];
+    int hide, preflight, in_header, in_query, in_body;
+    PyObject *keys; /* consumers.keyauth: key -> (consumer, credential), the configuration's own dict */
+    char *challenge; /* the WWW-Authenticate line */
+    size_t chl;
+    PyObject *no_key, *unauthorized, *duplicate; /* Kong's JSON bodies */
+};
+
+typedef struct {
+    char *limit_hdr, *rem_hdr, *limit_text;
+    size_t lhl, rhl, ltl;
+    long long limit, window;
+    int kind; /* 0..5: second minute hour day month year */
+    PyObject *period; /* "second"... as in the counter keys */
+} RLRow;
+
+enum { BY_CONSUMER, BY_CREDENTIAL, BY_IP, BY_SERVICE };
+
+struct RateLimit {
+    PyObject *counters, *scope, *service_id, *error_body;
+    int by, hide, error_code, nrows;
+    Py_ssize_t max_keys;
+    RLRow rows[MAX_PERIODS];
+};
+
 typedef struct {
     int fast;
     Pool *pool;
@@ -498,6 +542,8 @@ typedef struct {
     size_t hhl, spl;
     int strip, preserve, v1, retries;
     double read_to, write_to;
+    struct KeyAuth *ka; /* key-auth, when the route has it (plugins.auth.KeyAuth) */
+    struct RateLimit *rl; /* rate-limiting, local policy (plugins.ratelimit.RateLimiting) */
 } RouteF;
 
 struct Plan {
@@ -519,6 +565,11 @@ typedef struct {
     Upstream *up;
     int attempt, method, keep_alive;
     double start, t0;
+    PyObject *consumer_hdrs; /* key-auth's X-Consumer-* lines, sent after the other headers */
+    PyObject *consumer_id, *cred_id; /* for rate-limiting's identifier */
+    const char *hide; /* a header key-auth hides (hide_credentials) */
+    size_t hidel;
+    PyObject *rlh; /* rate-limiting's response headers (ctx.resp_headers) */
 } Exch;
 
 struct Client {
@@ -602,6 +653,29 @@ static void plan_free_data(Plan *p) {
         Py_XDECREF(r->connect_to);
         PyMem_Free(r->host_header);
         PyMem_Free(r->svc_path);
+        if (r->ka != NULL) {
+            for (int k = 0; k < r->ka->n; k++) PyMem_Free(r->ka->names[k]);
+            Py_XDECREF(r->ka->keys);
+            PyMem_Free(r->ka->challenge);
+            Py_XDECREF(r->ka->no_key);
+            Py_XDECREF(r->ka->unauthorized);
+            Py_XDECREF(r->ka->duplicate);
+            PyMem_Free(r->ka);
+        }
+        if (r->rl != NULL) {
+            for (int k = 0; k < r->rl->nrows; k++) {
+                RLRow *w = &r->rl->rows[k];
+                PyMem_Free(w->limit_hdr);
+                PyMem_Free(w->rem_hdr);
+                PyMem_Free(w->limit_text);
+                Py_XDECREF(w->period);
+            }
+            Py_XDECREF(r->rl->counters);
+            Py_XDECREF(r->rl->scope);
+            Py_XDECREF(r->rl->service_id);
+            Py_XDECREF(r->rl->error_body);
+            PyMem_Free(r->rl);
+        }
     }
     PyMem_Free(p->routes);
     p->routes = NULL;
@@ -617,6 +691,77 @@ static int method_index(PyObject *s) {
     for (int m = 0; m < M_COUNT; m++)
         if (PyUnicode_CompareWithASCIIString(s, METHOD_NAMES[m]) == 0) return m;
     return -1;
+}
+
+#define KEEP(field, value) \
+    do {                     \
+        Py_INCREF(value);    \
+        (field) = (value);   \
+    } while (0)
+
+/* key-auth: (key_names, hide_credentials, run_on_preflight, key_in_header, key_in_query, key_in_body,
+ *            challenge, consumers.keyauth, no_key_body, unauthorized_body, duplicate_body) */
+static int plan_keyauth(RouteF *r, PyObject *t) {
+    struct KeyAuth *ka = PyMem_Calloc(1, sizeof *ka);
+    if (ka == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->ka = ka;
+    PyObject *names, *ch, *keys, *b1, *b2, *b3;
+    if (!PyArg_ParseTuple(t, "O!pppppUO!SSS", &PyList_Type, &names, &ka->hide, &ka->preflight, &ka->in_header,
+                          &ka->in_query, &ka->in_body, &ch, &PyDict_Type, &keys, &b1, &b2, &b3))
+        return -1;
+    KEEP(ka->keys, keys);
+    KEEP(ka->no_key, b1);
+    KEEP(ka->unauthorized, b2);
+    KEEP(ka->duplicate, b3);
+    if (dup_str(ch, &ka->challenge, &ka->chl) < 0) return -1;
+    if (PyList_GET_SIZE(names) > MAX_KEY_NAMES) {
+        PyErr_SetString(PyExc_ValueError, "too many key_names");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(names); k++) {
+        ka->n = (int)k + 1;
+        if (dup_str(PyList_GET_ITEM(names, k), &ka->names[k], &ka->lens[k]) < 0) return -1;
+    }
+    return 0;
+}
+
+/* rate-limiting: (COUNTERS, scope, limit_by, service_id, hide_client_headers, error_code, error_body, max_keys,
+ *                 [(period, limit, limit header, limit text, remaining header, window, kind)]) */
+static int plan_ratelimit(RouteF *r, PyObject *t) {
+    struct RateLimit *rl = PyMem_Calloc(1, sizeof *rl);
+    if (rl == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    r->rl = rl;
+    PyObject *counters, *scope, *sid, *body, *rows;
+    if (!PyArg_ParseTuple(t, "OUiOpiSnO!", &counters, &scope, &rl->by, &sid, &rl->hide, &rl->error_code, &body,
+                          &rl->max_keys, &PyList_Type, &rows))
+        return -1;
+    KEEP(rl->counters, counters);
+    KEEP(rl->scope, scope);
+    KEEP(rl->service_id, sid);
+    KEEP(rl->error_body, body);
+    if (PyList_GET_SIZE(rows) > MAX_PERIODS || PyList_GET_SIZE(rows) == 0) {
+        PyErr_SetString(PyExc_ValueError, "1 to 6 periods");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(rows); k++) {
+        RLRow *w = &rl->rows[k];
+        rl->nrows = (int)k + 1;
+        PyObject *period, *lh, *lt, *rh;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(rows, k), "ULOOOLi", &period, &w->limit, &lh, &lt, &rh, &w->window,
+                              &w->kind))
+            return -1;
+        KEEP(w->period, period);
+        if (dup_str(lh, &w->limit_hdr, &w->lhl) < 0 || dup_str(lt, &w->limit_text, &w->ltl) < 0 ||
+            dup_str(rh, &w->rem_hdr, &w->rhl) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* Plan(cands, routes):
@@ -637,10 +782,13 @@ static int plan_init(Plan *p, PyObject *args, PyObject *kw UNUSED) {
     for (Py_ssize_t i = 0; i < nr; i++) {
         RouteF *r = &p->routes[i];
         p->nroutes = (int)i + 1;
-        PyObject *pool, *host, *port, *cto, *hh, *sp;
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(routes, i), "pOOOOOOpppidd", &r->fast, &pool, &host, &port, &cto, &hh,
-                              &sp, &r->strip, &r->preserve, &r->v1, &r->retries, &r->read_to, &r->write_to))
+        PyObject *pool, *host, *port, *cto, *hh, *sp, *ka, *rl;
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(routes, i), "pOOOOOOpppiddOO", &r->fast, &pool, &host, &port, &cto,
+                              &hh, &sp, &r->strip, &r->preserve, &r->v1, &r->retries, &r->read_to, &r->write_to,
+                              &ka, &rl))
             return -1;
+        if (ka != Py_None && plan_keyauth(r, ka) < 0) return -1;
+        if (rl != Py_None && plan_ratelimit(r, rl) < 0) return -1;
         if (pool != Py_None) {
             if (!PyObject_TypeCheck(pool, &PoolType)) {
                 PyErr_SetString(PyExc_TypeError, "pool must be a Pool");
@@ -1627,6 +1775,10 @@ static int client_traverse(Client *c, visitproc visit, void *arg) {
     Py_VISIT(c->ex.plan);
     Py_VISIT(c->ex.data);
     Py_VISIT(c->ex.up);
+    Py_VISIT(c->ex.consumer_hdrs);
+    Py_VISIT(c->ex.consumer_id);
+    Py_VISIT(c->ex.cred_id);
+    Py_VISIT(c->ex.rlh);
     return 0;
 }
 
@@ -1636,6 +1788,12 @@ static void ex_end(Client *c) {
     Py_CLEAR(x->plan);
     Py_CLEAR(x->data);
     Py_CLEAR(x->up);
+    Py_CLEAR(x->consumer_hdrs);
+    Py_CLEAR(x->consumer_id);
+    Py_CLEAR(x->cred_id);
+    Py_CLEAR(x->rlh);
+    x->hide = NULL;
+    x->hidel = 0;
 }
 
 static int client_clear(Client *c) {
@@ -1881,6 +2039,12 @@ static int sb_upstream_path(SBuf *b, RouteF *rf, const char *path, size_t pl, si
     return sb_add(b, sp, k) || (slash ? 0 : SB_LIT(b, "/")) || sb_add(b, rest, rl);
 }
 
+static int consumer_header(const char *n, size_t l) { /* auth._CONSUMER_HEADERS */
+    return (l == 13 && ieq(n, l, "x-consumer-id")) || (l == 20 && ieq(n, l, "x-consumer-custom-id")) ||
+           (l == 19 && ieq(n, l, "x-consumer-username")) || (l == 23 && ieq(n, l, "x-credential-identifier")) ||
+           (l == 20 && ieq(n, l, "x-anonymous-consumer"));
+}
+
 /* GatewayServer._serialize, into ``b`` (the body is added by the caller). */
 static int build_upstream(SBuf *b, Client *c, Req *r, RouteF *rf, const char *matched, size_t ml) {
     const char *path = r->buf + r->target_off;
@@ -1904,10 +2068,13 @@ static int build_upstream(SBuf *b, Client *c, Req *r, RouteF *rf, const char *ma
         if (!first_of_name(r, k)) continue;
         if (h->nl == 15 && ieq(n, 15, "x-forwarded-for")) xff = k;
         if (req_hop(n, h->nl)) continue;
+        if (c->ex.consumer_hdrs != NULL && consumer_header(n, h->nl)) continue; /* _set_consumer popped them */
+        if (c->ex.hide != NULL && name_eq(n, h->nl, c->ex.hide, c->ex.hidel)) continue; /* hide_credentials */
         if (h->nl >= sizeof name) return -1;
         for (uint32_t j = 0; j < h->nl; j++) name[j] = (char)lower((unsigned char)n[j]);
         if (sb_add(b, name, h->nl) || SB_LIT(b, ": ") || sb_joined(b, r, k) || SB_LIT(b, "\r\n")) return -1;
     }
+    if (sb_bytesobj(b, c->ex.consumer_hdrs)) return -1; /* appended to the header dict: after the others */
     if (SB_LIT(b, "x-forwarded-for: ")) return -1;
     if (xff >= 0) {
         size_t before = b->len;
@@ -1949,8 +2116,9 @@ static int sb_framing(SBuf *b, int status, size_t body_len, int keep) {
     return keep ? SB_LIT(b, "Connection: keep-alive\r\n\r\n") : SB_LIT(b, "Connection: close\r\n\r\n");
 }
 
-/* The gateway's own answer (kong_error, complete, encode_response): Server and X-Kong-Response-Latency. */
-static void fast_answer_error(Client *c, int status, PyObject *body) {
+/* The gateway's own answer (kong_error, complete, encode_response): the reply's headers (``extra``
+ * after its Content-Type), the plugins' response headers, Server and X-Kong-Response-Latency. */
+static void fast_answer_reply(Client *c, int status, const char *extra, size_t el, PyObject *body) {
     Exch *x = &c->ex;
     Engine *e = c->eng;
     int keep = x->keep_alive, head = x->method == M_HEAD;
@@ -1960,6 +2128,7 @@ static void fast_answer_error(Client *c, int status, PyObject *body) {
     PyObject *data = NULL;
     size_t bl = (size_t)PyBytes_GET_SIZE(body);
     if (!(sb_status_line(&b, e, status) || SB_LIT(&b, "Content-Type: application/json; charset=utf-8\r\n") ||
+          sb_add(&b, extra, el) || sb_bytesobj(&b, x->rlh) ||
           SB_LIT(&b, "Server: pitwall\r\nX-Kong-Response-Latency: ") || sb_num(&b, total_ms) || SB_LIT(&b, "\r\n") ||
           sb_framing(&b, status, bl, keep)))
         data = sb_bytes(&b, PyBytes_AS_STRING(body), head ? 0 : bl);
@@ -1984,7 +2153,7 @@ static void fast_answer(Client *c, Upstream *u) {
     SBuf b;
     sb_init(&b);
     PyObject *data = NULL;
-    if (!(sb_status_line(&b, e, u->status) || sb_add(&b, u->hdr, u->hlen) ||
+    if (!(sb_status_line(&b, e, u->status) || sb_add(&b, u->hdr, u->hlen) || sb_bytesobj(&b, x->rlh) ||
           SB_LIT(&b, "Via: 1.1 pitwall\r\nX-Kong-Upstream-Latency: ") || sb_num(&b, up_ms) ||
           SB_LIT(&b, "\r\nX-Kong-Proxy-Latency: ") || sb_num(&b, total_ms > up_ms ? total_ms - up_ms : 0) ||
           SB_LIT(&b, "\r\n") || sb_framing(&b, u->status, u->blen, keep)))
@@ -2088,7 +2257,7 @@ static void fast_upstream_done(Client *c, Upstream *u, int kind) {
         fast_answer(c, u);
         return;
     case K_DNS:
-        fast_answer_error(c, 503, c->eng->err503);
+        fast_answer_reply(c, 503, "", 0, c->eng->err503);
         return;
     case K_INTERNAL: {
         PyObject *data = x->keep_alive ? c->eng->internal_ka : c->eng->internal_close;
@@ -2108,7 +2277,7 @@ static void fast_upstream_done(Client *c, Upstream *u, int kind) {
         fast_attempt(c);
         return;
     }
-    fast_answer_error(c, kind == K_TIMEOUT ? 504 : 502, kind == K_TIMEOUT ? c->eng->err504 : c->eng->err502);
+    fast_answer_reply(c, kind == K_TIMEOUT ? 504 : 502, "", 0, kind == K_TIMEOUT ? c->eng->err504 : c->eng->err502);
 }
 
 /* _connected(serial, conn | None, kind): the Python connect helper's outcome. */
@@ -2141,6 +2310,243 @@ static PyObject *client_connected(Client *c, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+#define PL_PASS 0
+#define PL_ANSWERED 1
+#define PL_DELEGATE (-1)
+
+/* "name: str(value)\r\n" (latin-1, as _serialize encodes); -1 when the value is not latin-1. */
+static int sb_header_obj(SBuf *b, const char *name, PyObject *v) {
+    PyObject *str = PyObject_Str(v);
+    if (str == NULL) return -1;
+    PyObject *enc = PyUnicode_AsLatin1String(str);
+    Py_DECREF(str);
+    if (enc == NULL) return -1;
+    int rc = sb_add(b, name, strlen(name)) || SB_LIT(b, ": ") || sb_bytesobj(b, enc) || SB_LIT(b, "\r\n");
+    Py_DECREF(enc);
+    return rc ? -1 : 0;
+}
+
+static void fast_answer_401(Client *c, struct KeyAuth *ka, PyObject *body) {
+    SBuf b;
+    sb_init(&b);
+    if (SB_LIT(&b, "WWW-Authenticate: ") || sb_add(&b, ka->challenge, ka->chl) || SB_LIT(&b, "\r\n")) {
+        PyErr_Clear();
+        b.len = 0;
+    }
+    fast_answer_reply(c, 401, b.p, b.len, body);
+    sb_free(&b);
+}
+
+/* KeyAuth.access (no anonymous; a key in the query or body is left to Python): PL_PASS with the
+ * consumer set, PL_ANSWERED (401 written), or PL_DELEGATE before anything happened. */
+static int keyauth_access(Client *c, Req *r, struct KeyAuth *ka) {
+    Exch *x = &c->ex;
+    if (r->method == M_OPTIONS && !ka->preflight) return PL_PASS;
+    const char *key = NULL;
+    size_t kl = 0;
+    int found = 0;
+    size_t ql = r->target_len > r->path_len + 1 ? r->target_len - r->path_len - 1 : 0;
+    for (int i = 0; i < ka->n && !found; i++) {
+        if (ka->in_header) {
+            int count = 0, k = -1;
+            for (int j = 0; j < r->nh; j++)
+                if (name_eq(r->buf + r->h[j].no, r->h[j].nl, ka->names[i], ka->lens[i])) {
+                    if (k < 0) k = j;
+                    count = k == j ? 1 : count + 1;
+                }
+            if (k >= 0) {
+                key = r->buf + r->h[k].vo;
+                kl = r->h[k].vl;
+                /* sent more than once (joined with ", "), or a value holding ", " */
+                if (count > 1 || (kl >= 2 && memmem(key, kl, ", ", 2) != NULL)) {
+                    fast_answer_401(c, ka, ka->duplicate);
+                    return PL_ANSWERED;
+                }
+                x->hide = ka->hide ? ka->names[i] : NULL;
+                x->hidel = ka->lens[i];
+                found = 1;
+                break;
+            }
+        }
+        if ((ka->in_query && ql) || (ka->in_body && r->body_len)) return PL_DELEGATE;
+    }
+    if (!found || kl == 0) {
+        x->hide = NULL;
+        fast_answer_401(c, ka, ka->no_key);
+        return PL_ANSWERED;
+    }
+    PyObject *k = PyUnicode_DecodeLatin1(key, (Py_ssize_t)kl, NULL);
+    if (k == NULL) return PL_DELEGATE;
+    PyObject *got = PyDict_GetItemWithError(ka->keys, k);
+    Py_DECREF(k);
+    if (got == NULL) {
+        if (PyErr_Occurred()) return PL_DELEGATE;
+        x->hide = NULL;
+        fast_answer_401(c, ka, ka->unauthorized);
+        return PL_ANSWERED;
+    }
+    PyObject *consumer, *cred;
+    if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2 || !PyDict_Check(consumer = PyTuple_GET_ITEM(got, 0)) ||
+        !PyDict_Check(cred = PyTuple_GET_ITEM(got, 1)))
+        return PL_DELEGATE;
+    /* _set_consumer's headers, in its order */
+    PyObject *cid = PyDict_GetItemString(consumer, "id"), *custom = PyDict_GetItemString(consumer, "custom_id"),
+             *user = PyDict_GetItemString(consumer, "username"), *credid = PyDict_GetItemString(cred, "id");
+    if (cid == NULL || credid == NULL || credid == Py_None) return PL_DELEGATE;
+    SBuf b;
+    sb_init(&b);
+    int bad = sb_header_obj(&b, "x-consumer-id", cid) || (custom && custom != Py_None &&
+              sb_header_obj(&b, "x-consumer-custom-id", custom)) ||
+              (user && user != Py_None && sb_header_obj(&b, "x-consumer-username", user)) ||
+              sb_header_obj(&b, "x-credential-identifier", credid);
+    PyObject *hdrs = bad ? NULL : sb_bytes(&b, NULL, 0);
+    sb_free(&b);
+    if (hdrs == NULL) {
+        PyErr_Clear(); /* e.g. not latin-1: the Python path decides what that is */
+        return PL_DELEGATE;
+    }
+    Py_XSETREF(x->consumer_hdrs, hdrs);
+    KEEP(x->consumer_id, cid);
+    KEEP(x->cred_id, credid);
+    return PL_PASS;
+}
+
+static long long realtime_now(double *now) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    *now = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (long long)*now;
+}
+
+/* ratelimit.window_start: whole seconds, minutes, hours, UTC days, months, years. */
+static long long window_start(int kind, long long n) {
+    static const long long fixed[] = {1, 60, 3600, 86400};
+    if (kind < 4) return n - n % fixed[kind];
+    time_t t = (time_t)n;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    tm.tm_mday = 1;
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    if (kind == 5) tm.tm_mon = 0;
+    return (long long)timegm(&tm);
+}
+
+/* The non-empty str ``o``, or NULL. */
+static PyObject *nonempty(PyObject *o) {
+    return o != NULL && PyUnicode_Check(o) && PyUnicode_GET_LENGTH(o) > 0 ? o : NULL;
+}
+
+/* RateLimiting.access: check every period and count the request in one step, on the same counters
+ * as the Python path (ratelimit.COUNTERS.counts); PL_ANSWERED when over a limit. */
+static int ratelimit_access(Client *c, struct RateLimit *rl) {
+    Exch *x = &c->ex;
+    double now;
+    long long n = realtime_now(&now);
+    PyObject *ident = NULL;
+    if (rl->by == BY_CONSUMER) ident = nonempty(x->consumer_id) ? x->consumer_id : nonempty(x->cred_id);
+    else if (rl->by == BY_CREDENTIAL) ident = nonempty(x->cred_id);
+    else if (rl->by == BY_SERVICE) ident = nonempty(rl->service_id);
+    if (ident == NULL) ident = c->client_ip;
+    PyObject *counts = PyObject_GetAttrString(rl->counters, "counts");
+    if (counts == NULL) return PL_DELEGATE;
+    if (!PyDict_Check(counts)) {
+        Py_DECREF(counts);
+        return PL_DELEGATE;
+    }
+    if (PyDict_GET_SIZE(counts) >= rl->max_keys) { /* Counters.make_room: may swap the dict */
+        Py_DECREF(counts);
+        PyObject *r = PyObject_CallMethod(rl->counters, "make_room", NULL);
+        if (r == NULL) return PL_DELEGATE;
+        Py_DECREF(r);
+        counts = PyObject_GetAttrString(rl->counters, "counts");
+        if (counts == NULL || !PyDict_Check(counts)) {
+            Py_XDECREF(counts);
+            return PL_DELEGATE;
+        }
+    }
+    PyObject *keys[MAX_PERIODS] = {NULL};
+    long long starts[MAX_PERIODS], used[MAX_PERIODS], remaining[MAX_PERIODS];
+    int stop = -1, rc = PL_DELEGATE;
+    SBuf b;
+    sb_init(&b);
+    for (int i = 0; i < rl->nrows; i++) {
+        RLRow *w = &rl->rows[i];
+        starts[i] = window_start(w->kind, n);
+        keys[i] = PyTuple_Pack(3, rl->scope, ident, w->period);
+        if (keys[i] == NULL) goto done;
+        PyObject *got = PyDict_GetItemWithError(counts, keys[i]);
+        if (got == NULL && PyErr_Occurred()) goto done;
+        used[i] = 0;
+        if (got != NULL) {
+            if (!PyTuple_Check(got) || PyTuple_GET_SIZE(got) != 2) goto done;
+            long long gs = PyLong_AsLongLong(PyTuple_GET_ITEM(got, 0));
+            long long gc = PyLong_AsLongLong(PyTuple_GET_ITEM(got, 1));
+            if (PyErr_Occurred()) goto done;
+            if (gs == starts[i]) used[i] = gc;
+        }
+        remaining[i] = w->limit - used[i];
+        if (remaining[i] <= 0) stop = i;
+    }
+    long long reset_best = 0;
+    if (!rl->hide) { /* RateLimiting._headers */
+        long long brem = 0, bwin = 0;
+        int best = -1;
+        for (int i = 0; i < rl->nrows; i++) {
+            RLRow *w = &rl->rows[i];
+            long long rem = (stop < 0 || stop == i) ? remaining[i] - 1 : remaining[i];
+            if (rem < 0) rem = 0;
+            long long reset = w->window - (long long)(now - (double)starts[i]);
+            if (reset < 1) reset = 1;
+            if (best < 0 || rem < brem || (rem == brem && w->window > bwin)) {
+                best = i;
+                brem = rem;
+                bwin = w->window;
+                reset_best = reset;
+            }
+            if (sb_add(&b, w->limit_hdr, w->lhl) || SB_LIT(&b, ": ") || sb_add(&b, w->limit_text, w->ltl) ||
+                SB_LIT(&b, "\r\n") || sb_add(&b, w->rem_hdr, w->rhl) || SB_LIT(&b, ": ") || sb_num(&b, rem) ||
+                SB_LIT(&b, "\r\n"))
+                goto done;
+        }
+        RLRow *w = &rl->rows[best];
+        if (SB_LIT(&b, "RateLimit-Limit: ") || sb_add(&b, w->limit_text, w->ltl) ||
+            SB_LIT(&b, "\r\nRateLimit-Remaining: ") || sb_num(&b, brem) || SB_LIT(&b, "\r\nRateLimit-Reset: ") ||
+            sb_num(&b, reset_best) || SB_LIT(&b, "\r\n"))
+            goto done;
+    }
+    if (stop >= 0) {
+        if (!rl->hide && (SB_LIT(&b, "Retry-After: ") || sb_num(&b, reset_best) || SB_LIT(&b, "\r\n"))) goto done;
+        fast_answer_reply(c, rl->error_code, b.p, b.len, rl->error_body);
+        rc = PL_ANSWERED;
+        goto done;
+    }
+    /* the same step as the check: no other request runs between (the GIL is held, no Python code runs) */
+    for (int i = 0; i < rl->nrows; i++) {
+        PyObject *st = PyLong_FromLongLong(starts[i]), *cnt = PyLong_FromLongLong(used[i] + 1);
+        PyObject *val = st && cnt ? PyTuple_Pack(2, st, cnt) : NULL;
+        Py_XDECREF(st);
+        Py_XDECREF(cnt);
+        int err = val == NULL || PyDict_SetItem(counts, keys[i], val) < 0;
+        Py_XDECREF(val);
+        if (err) {
+            PyErr_WriteUnraisable((PyObject *)c); /* only out of memory: counted in part, served anyway */
+            break;
+        }
+    }
+    if (!rl->hide) {
+        PyObject *h = sb_bytes(&b, NULL, 0);
+        if (h == NULL) PyErr_WriteUnraisable((PyObject *)c);
+        Py_XSETREF(x->rlh, h);
+    }
+    rc = PL_PASS;
+done:
+    if (rc == PL_DELEGATE) PyErr_Clear();
+    sb_free(&b);
+    for (int i = 0; i < rl->nrows; i++) Py_XDECREF(keys[i]);
+    Py_DECREF(counts);
+    return rc;
+}
+
 /* Serve ``r`` in C when its route is fast; 0 when started, -1 when it must be delegated. */
 static int fast_begin(Client *c, Req *r, double start) {
     Plan *plan = c->eng->plan;
@@ -2150,6 +2556,39 @@ static int fast_begin(Client *c, Req *r, double start) {
     int ri = plan_find(plan, r, &matched, &ml);
     if (ri < 0 || !plan->routes[ri].fast) return -1;
     RouteF *rf = &plan->routes[ri];
+    Exch *x = &c->ex;
+    ex_end(c);
+    x->serial++;
+    Py_INCREF(plan);
+    x->plan = plan;
+    x->route = ri;
+    x->attempt = 0;
+    x->method = r->method;
+    x->keep_alive = r->keep_alive;
+    x->start = start;
+    /* the access phase, in the chain's priority order: key-auth (1250), then rate-limiting (910) */
+    if (rf->ka != NULL) {
+        int rc = keyauth_access(c, r, rf->ka);
+        if (rc == PL_DELEGATE) {
+            ex_end(c);
+            return -1;
+        }
+        if (rc == PL_ANSWERED) {
+            c->eng->requests++;
+            return 0;
+        }
+    }
+    if (rf->rl != NULL) {
+        int rc = ratelimit_access(c, rf->rl);
+        if (rc == PL_DELEGATE) {
+            ex_end(c);
+            return -1;
+        }
+        c->eng->requests++;
+        if (rc == PL_ANSWERED) return 0;
+    } else {
+        c->eng->requests++;
+    }
     SBuf b;
     sb_init(&b);
     PyObject *data = NULL;
@@ -2157,20 +2596,15 @@ static int fast_begin(Client *c, Req *r, double start) {
     sb_free(&b);
     if (data == NULL) {
         PyErr_WriteUnraisable((PyObject *)c);
-        return -1;
+        PyObject *err = x->keep_alive ? c->eng->internal_ka : c->eng->internal_close;
+        int keep = x->keep_alive;
+        Py_INCREF(err);
+        ex_end(c);
+        client_write_answer(c, err, keep);
+        Py_DECREF(err);
+        return 0;
     }
-    Exch *x = &c->ex;
-    ex_end(c);
-    x->serial++;
-    Py_INCREF(plan);
-    x->plan = plan;
-    x->route = ri;
     x->data = data;
-    x->attempt = 0;
-    x->method = r->method;
-    x->keep_alive = r->keep_alive;
-    x->start = start;
-    c->eng->requests++;
     fast_attempt(c);
     return 0;
 }
