@@ -36,3 +36,10 @@ def test_bad_gateway_settings_name_their_key(tmp_path: Path, gateway: dict[str, 
     with pytest.raises(ConfigError) as e:
         load_settings(data_dir=tmp_path, gateway=gateway)
     assert problem in e.value.message
+
+
+def test_gateway_native_setting(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.gateway.native is True and build_gateway_part(s, metrics=None).native is True
+    s = load_settings(data_dir=tmp_path, gateway={"listen": "127.0.0.1:8000", "native": False})
+    assert build_gateway_part(s, metrics=None).native is False
