@@ -2060,7 +2060,6 @@ static int build_upstream(SBuf *b, Client *c, Req *r, RouteF *rf, const char *ma
     if (SB_LIT(b, " HTTP/1.1\r\nhost: ")) return -1;
     if (rf->preserve && hl ? sb_add(b, host, hl) : sb_add(b, rf->host_header, rf->hhl)) return -1;
     if (SB_LIT(b, "\r\n")) return -1;
-    char name[256];
     int xff = -1;
     for (int k = 0; k < r->nh; k++) {
         Hdr *h = &r->h[k];
@@ -2070,9 +2069,10 @@ static int build_upstream(SBuf *b, Client *c, Req *r, RouteF *rf, const char *ma
         if (req_hop(n, h->nl)) continue;
         if (c->ex.consumer_hdrs != NULL && consumer_header(n, h->nl)) continue; /* _set_consumer popped them */
         if (c->ex.hide != NULL && name_eq(n, h->nl, c->ex.hide, c->ex.hidel)) continue; /* hide_credentials */
-        if (h->nl >= sizeof name) return -1;
-        for (uint32_t j = 0; j < h->nl; j++) name[j] = (char)lower((unsigned char)n[j]);
-        if (sb_add(b, name, h->nl) || SB_LIT(b, ": ") || sb_joined(b, r, k) || SB_LIT(b, "\r\n")) return -1;
+        size_t at = b->len; /* the name lower-cased in place: any length (up to MAX_HEADER_BYTES) */
+        if (sb_add(b, n, h->nl)) return -1;
+        for (size_t j = at; j < b->len; j++) b->p[j] = (char)lower((unsigned char)b->p[j]);
+        if (SB_LIT(b, ": ") || sb_joined(b, r, k) || SB_LIT(b, "\r\n")) return -1;
     }
     if (sb_bytesobj(b, c->ex.consumer_hdrs)) return -1; /* appended to the header dict: after the others */
     if (SB_LIT(b, "x-forwarded-for: ")) return -1;
