@@ -1449,16 +1449,24 @@ static int up_header_line(Upstream *u, const char *p, size_t n, int trailer) {
         if (ch < 0x20 && ch != '\t') return -1;
         if (ch == 0x7f) return -1;
     }
-    if (!trailer) {
+    if (trailer) {
+        /* framing in the trailers: llhttp (the Python path) fails the response */
+        if ((nl == 14 && ieq(p, nl, "content-length")) || (nl == 17 && ieq(p, nl, "transfer-encoding"))) return -1;
+    } else {
         if (nl == 14 && ieq(p, nl, "content-length")) {
-            if (u->clen >= 0 || vl == 0 || vl > 15) return -1;
+            /* digits (leading zeros and trailing whitespace allowed, as llhttp), at most MAX_RESPONSE_BYTES + 1:
+             * no overflow whatever the length */
+            size_t e = vl;
+            while (e > 0 && (v[e - 1] == ' ' || v[e - 1] == '\t')) e--;
+            if (u->clen >= 0 || e == 0) return -1;
             long long x = 0;
-            for (size_t k = 0; k < vl; k++) {
+            for (size_t k = 0; k < e; k++) {
                 if (v[k] < '0' || v[k] > '9') return -1;
                 x = x * 10 + (v[k] - '0');
+                if (x > MAX_RESPONSE_BYTES) x = MAX_RESPONSE_BYTES + 1;
             }
             u->clen = x;
-            u->framed = 1;
+            if (u->framed != 2) u->framed = 1; /* with Transfer-Encoding too: not HTTP (below), not framed by length */
         } else if (nl == 17 && ieq(p, nl, "transfer-encoding")) {
             if (u->framed == 2 || !(vl >= 7 && ieq(v + vl - 7, 7, "chunked") && (vl == 7 || v[vl - 8] == ' ' ||
                                                                              v[vl - 8] == ',')))
@@ -1540,11 +1548,11 @@ static int up_chunks(Upstream *u, size_t *pos) {
                     int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 :
                             (ch >= 'A' && ch <= 'F') ? ch - 'A' + 10 : -1;
                     if (d < 0) break;
-                    if (k >= 15) {
+                    size = size * 16 + d;
+                    if (size > MAX_RESPONSE_BYTES) { /* too big either way; leading zeros are fine, as llhttp */
                         rc = -1;
                         break;
                     }
-                    size = size * 16 + d;
                 }
                 if (rc) break;
                 if (k == 0 || (k < ll && p[i + k] != ';')) {
@@ -1642,6 +1650,10 @@ static PyObject *up_data_received(Upstream *u, PyObject *data) {
         }
         if (hl == 0) goto out;
         pos = (size_t)hl;
+        if (u->framed == 2 && u->clen >= 0) { /* both framings: not HTTP, even for a head without a body */
+            rc = -1;
+            goto out;
+        }
         if (u->head_only) { /* a response to HEAD has no body whatever its framing says: closed, not pooled */
             u->closed = 1;
             u->st = U_DONE;
@@ -1653,10 +1665,6 @@ static PyObject *up_data_received(Upstream *u, PyObject *data) {
             goto out;
         }
         if (u->framed == 2) {
-            if (u->clen >= 0) {
-                rc = -1;
-                goto out;
-            }
             u->st = U_CHUNKED;
         } else if (u->clen >= 0) {
             if (u->clen > MAX_RESPONSE_BYTES) {
