@@ -488,3 +488,25 @@ async def test_reload_swaps_the_key_dicts(gateways: Gateways, upstream: Upstream
     gw.config = compile_state(load_declarative(doc))
     assert (await exchange(gw.port, get("/ka", "apikey: alice-key"))).startswith(b"HTTP/1.1 401")
     assert (await exchange(gw.port, get("/ka", "apikey: carol-key"))).startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_request_that_cannot_be_built_is_answered(gateways: Gateways, upstream: Upstream,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Request handed to ``begin`` fails to build: a 500, then the connection goes on (it hung, busy)."""
+    from pitwall.traffic.gateway import native
+    from pitwall.traffic.gateway.context import Request
+
+    class Fragile(Request):
+        __slots__ = ()
+
+        def __init__(self, method: str, target: str, *rest: Any) -> None:
+            if target == "/m/boom":
+                raise ValueError("boom")
+            super().__init__(method, target, *rest)
+
+    monkeypatch.setattr(native, "Request", Fragile)
+    gw = await gateways(doc_for(upstream.port), native=True)
+    data = await exchange(gw.port, b"GET /m/boom HTTP/1.1\r\nHost: x\r\n\r\nGET /a/1 HTTP/1.1\r\nHost: x\r\n"
+                                   b"Connection: close\r\n\r\n", timeout=5)
+    assert data.startswith(b"HTTP/1.1 500 Internal Server Error") and data.count(b"HTTP/1.1 200 OK") == 1

@@ -1737,6 +1737,7 @@ static PyObject *up_stalled(Upstream *u, PyObject *unused UNUSED) {
     if (r == NULL) return NULL;
     long size = PyLong_AsLong(r);
     Py_DECREF(r);
+    if (size == -1 && PyErr_Occurred()) return NULL;
     if (size > 0) up_fail(u, K_TIMEOUT);
     Py_RETURN_NONE;
 }
@@ -1935,6 +1936,8 @@ static PyObject *client_data_received(Client *c, PyObject *data) {
 }
 
 /* Delegation: the Request _ClientConn would build, to GatewayServer.begin. */
+static void client_write_answer(Client *c, PyObject *data, int keep);
+
 static void client_delegate(Client *c, Req *r) {
     PyObject *headers = req_headers_dict(r);
     PyObject *req = NULL, *target = NULL, *body = NULL;
@@ -1947,11 +1950,20 @@ static void client_delegate(Client *c, Req *r) {
                                        r->minor ? s_v11 : s_v10, r->keep_alive ? Py_True : Py_False, NULL);
     if (req == NULL) goto fail;
     PyObject *res = PyObject_CallFunctionObjArgs(c->eng->begin, req, (PyObject *)c, NULL);
-    if (res == NULL) goto fail;
+    if (res == NULL) {
+        PyErr_WriteUnraisable((PyObject *)c); /* begin answers its own failures; whatever it did stands */
+        goto done;
+    }
     Py_DECREF(res);
     goto done;
-fail:
+fail: /* the Request could not be built: begin never saw it, so it is answered here, not left busy */
     PyErr_WriteUnraisable((PyObject *)c);
+    {
+        PyObject *err = r->keep_alive ? c->eng->internal_ka : c->eng->internal_close;
+        Py_INCREF(err);
+        client_write_answer(c, err, r->keep_alive);
+        Py_DECREF(err);
+    }
 done:
     Py_XDECREF(headers);
     Py_XDECREF(target);
