@@ -35,7 +35,8 @@ def mask(data: bytes) -> bytes:
 
 class Recorder(asyncio.Protocol):
     """An upstream that records each raw request and answers by its path:
-    ``/chunked``, ``/close`` (close-delimited), ``/status/N``, ``/sleep/S``, ``/garbage``, ``/drop`` (closes
+    ``/chunked``, ``/close`` (close-delimited), ``/status/N``, ``/sleep/S``, ``/garbage``, ``/interim`` (100 and
+    103 before its answer), ``/drop`` (closes
     without answering), ``/drop-second`` (closes a reused connection without answering), else a fixed 200."""
 
     def __init__(self, up: Upstream) -> None:
@@ -84,6 +85,10 @@ class Recorder(asyncio.Protocol):
             t.close()
         elif path.startswith("/garbage"):
             t.write(b"this is not http\r\n\r\n")
+        elif path.startswith("/interim"):  # interim answers first, then this request's own (numbered)
+            t.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
+                    b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(str(nth))).encode() + b"\r\n\r\n" +
+                    str(nth).encode())
         elif path.startswith("/drop") and (nth > 1 or path == "/drop"):
             t.close()
         elif path.startswith("/status/"):
@@ -160,7 +165,8 @@ def doc_for(port: int, **extra: Any) -> dict[str, Any]:
     return {"_format_version": V3, "services": [
         {"name": "plain", "url": url, "routes": [
             {"name": "prefix", "paths": ["/a"]},
-            {"name": "special", "paths": ["/chunked", "/close", "/status", "/garbage", "/sleep"], "strip_path": False},
+            {"name": "special", "paths": ["/chunked", "/close", "/status", "/garbage", "/sleep", "/interim"],
+             "strip_path": False},
             {"name": "keep", "paths": ["/keep"], "strip_path": False},
             {"name": "host", "hosts": ["api.example.com", "*.wild.test"], "paths": ["/"],
              "preserve_host": True},
@@ -298,6 +304,19 @@ async def test_upstream_timeout_is_504_and_garbage_502(gateways: Gateways, upstr
     assert client[1].startswith(b"HTTP/1.1 502") and client[2].startswith(b"HTTP/1.1 504")
     assert len(seen) == 6  # each tried twice (retries=1, idempotent)
     assert gw.engine is not None and gw.engine.waiting() == 0
+
+
+async def test_interim_answers_are_skipped_and_the_connection_stays_in_step(gateways: Gateways,
+                                                                             upstream: Upstream) -> None:
+    """A 100 or 103 before the answer is not the answer (nginx and Kong skip it): the client gets the final
+    response, and the pooled connection serves the next request its own answer, on both paths."""
+    reqs = [b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\nGET /interim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            b"HEAD /interim HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"]
+    client, _seen, _gw = await both(gateways, upstream, doc_for(upstream.port), reqs)
+    first, second = client[0].split(b"HTTP/1.1 200 OK")[1:]
+    assert b"100 Continue" not in client[0] and b"Link:" not in client[0]
+    assert first.endswith(b"\r\n\r\n1") and second.endswith(b"\r\n\r\n2")
+    assert client[1].startswith(b"HTTP/1.1 200 OK")
 
 
 async def test_unreachable_and_unresolvable_upstreams(gateways: Gateways, upstream: Upstream) -> None:

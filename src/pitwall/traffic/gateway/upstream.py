@@ -190,6 +190,8 @@ class _Conn(asyncio.Protocol):
         self.headers.append(b"".join((name, b": ", value, b"\r\n")))
 
     def on_headers_complete(self) -> None:
+        if self.parser.get_status_code() < 200:
+            return  # an interim response (100 Continue, 103 Early Hints): the answer follows
         self.headers_done = True
         if self.head_only:  # a response to HEAD has no body whatever its Content-Length says
             # Closed before the waiter runs: it may start the next request at once, and must not find
@@ -206,6 +208,9 @@ class _Conn(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # an interim response ends: the answer follows it, as
+            self._reset()  # nginx and Kong read it (its headers are not the answer's)
+            return
         self.done = True
         if self.waiter is not None:
             p = self.parser

@@ -1644,6 +1644,17 @@ static PyObject *up_data_received(Upstream *u, PyObject *data) {
     size_t pos = 0;
     if (u->st == U_HEAD) {
         Py_ssize_t hl = up_parse_head(u);
+        while (hl > 0 && u->status < 200) {
+            /* an interim response (100 Continue, 102, 103 Early Hints; 101 was refused): not the answer,
+             * which follows on the same connection, as nginx and Kong read it */
+            memmove(u->buf, u->buf + hl, u->len - (size_t)hl);
+            u->len -= (size_t)hl;
+            u->status = 0;
+            u->conn_close = u->conn_keep = u->framed = 0;
+            u->clen = -1;
+            u->hlen = 0;
+            hl = up_parse_head(u);
+        }
         if (hl < 0) {
             rc = (int)hl;
             goto out;
@@ -1660,7 +1671,7 @@ static PyObject *up_data_received(Upstream *u, PyObject *data) {
             up_settle(u, K_OK);
             goto out;
         }
-        if (u->status < 200 || u->status == 204 || u->status == 304) {
+        if (u->status == 204 || u->status == 304) {
             up_complete(u, u->len - pos);
             goto out;
         }
