@@ -85,6 +85,13 @@ class Recorder(asyncio.Protocol):
             t.close()
         elif path.startswith("/garbage"):
             t.write(b"this is not http\r\n\r\n")
+        elif path.startswith("/slowhead"):  # the head in pieces of 9 bytes, each its own read upstream
+            data = b"HTTP/1.1 200 OK\r\nX-Slow: " + b"s" * 500 + b"\r\nContent-Length: 4\r\n\r\nslow"
+            for i in range(0, len(data), 9):
+                if t.is_closing():
+                    return
+                t.write(data[i:i + 9])
+                await asyncio.sleep(0.0005)
         elif path.startswith("/interim"):  # interim answers first, then this request's own (numbered)
             t.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n"
                     b"HTTP/1.1 200 OK\r\nContent-Length: " + str(len(str(nth))).encode() + b"\r\n\r\n" +
@@ -165,7 +172,8 @@ def doc_for(port: int, **extra: Any) -> dict[str, Any]:
     return {"_format_version": V3, "services": [
         {"name": "plain", "url": url, "routes": [
             {"name": "prefix", "paths": ["/a"]},
-            {"name": "special", "paths": ["/chunked", "/close", "/status", "/garbage", "/sleep", "/interim"],
+            {"name": "special", "paths": ["/chunked", "/close", "/status", "/garbage", "/sleep", "/interim",
+                                          "/slowhead"],
              "strip_path": False},
             {"name": "keep", "paths": ["/keep"], "strip_path": False},
             {"name": "host", "hosts": ["api.example.com", "*.wild.test"], "paths": ["/"],
@@ -529,3 +537,34 @@ async def test_a_request_that_cannot_be_built_is_answered(gateways: Gateways, up
     data = await exchange(gw.port, b"GET /m/boom HTTP/1.1\r\nHost: x\r\n\r\nGET /a/1 HTTP/1.1\r\nHost: x\r\n"
                                    b"Connection: close\r\n\r\n", timeout=5)
     assert data.startswith(b"HTTP/1.1 500 Internal Server Error") and data.count(b"HTTP/1.1 200 OK") == 1
+
+
+async def trickle(port: int, data: bytes, piece: int) -> bytes:
+    """Send raw bytes ``piece`` at a time (each its own read on the gateway's side), read to the close."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(0, len(data), piece):
+            writer.write(data[i:i + piece])
+            await writer.drain()
+            await asyncio.sleep(0.0005)
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+async def test_a_request_and_a_response_sent_a_few_bytes_at_a_time(gateways: Gateways, upstream: Upstream) -> None:
+    """A head is parsed again only once a line ends (not at every read), a body whatever its bytes: both still
+    answered, and a head over the limit still refused, as on the Python path."""
+    post = (b"POST /a/t HTTP/1.1\r\nHost: x\r\nX-Long: " + b"v" * 800 + b"\r\nContent-Length: 600\r\n"
+            b"Connection: close\r\n\r\n" + b"b" * 600)
+    big = b"GET /a/big HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 50000 + b"\r\n\r\n"
+    for native in (True, False):
+        gw = await gateways(doc_for(upstream.port), native=native)
+        upstream.seen.clear()
+        got = await trickle(gw.port, post, 13)
+        assert got.startswith(b"HTTP/1.1 200 OK") and upstream.seen[0].endswith(b"b" * 600)
+        slow = await exchange(gw.port, b"GET /slowhead HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert slow.startswith(b"HTTP/1.1 200 OK\r\nX-Slow: " + b"s" * 500) and slow.endswith(b"\r\n\r\nslow")
+        assert (await trickle(gw.port, big, 4096)).startswith(b"HTTP/1.1 431")
+        if native:
+            assert gw.engine is not None and gw.engine.requests == 2

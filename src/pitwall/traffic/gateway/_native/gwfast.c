@@ -584,6 +584,7 @@ struct Client {
     Req *qhead, *qtail;
     int qlen;
     int busy, serving, paused, pending_handoff, released;
+    int head_pending; /* the buffered bytes hold no whole head yet: parsed again only once a line ends */
     char ip[64]; /* client_ip as latin-1, for the X-Forwarded-For of the fast path */
     size_t ipl;
     Exch ex;
@@ -1637,10 +1638,13 @@ static PyObject *up_data_received(Upstream *u, PyObject *data) {
         if (rc == 0 && u->st == U_BODY_CL && u->blen == (size_t)u->clen) up_complete(u, n - take);
         goto out;
     }
+    /* A head ends with a line: more of one not yet ended is not parsed again from the head's start. */
+    int skip = u->st == U_HEAD && u->len > 0 && memchr(p, '\n', n) == NULL && u->len + n <= MAX_RESPONSE_HEAD;
     if (buf_append(&u->buf, &u->len, &u->cap, p, n) < 0) {
         rc = -2;
         goto out;
     }
+    if (skip) goto out;
     size_t pos = 0;
     if (u->st == U_HEAD) {
         Py_ssize_t hl = up_parse_head(u);
@@ -1922,9 +1926,16 @@ static PyObject *client_data_received(Client *c, PyObject *data) {
         if (used >= 0 && (size_t)used < n && buf_append(&c->in, &c->inlen, &c->incap, p + used, n - (size_t)used) < 0)
             used = -1;
     } else {
+        /* A head ends with a line: bytes that end none change nothing the parser has not seen, so a head
+         * sent a few bytes at a time is not scanned again from its start at each read. */
+        int skip = c->head_pending && memchr(p, '\n', n) == NULL && c->inlen + n < HEAD_LIMIT;
         if (buf_append(&c->in, &c->inlen, &c->incap, p, n) < 0) {
             PyBuffer_Release(&view);
             return NULL;
+        }
+        if (skip) {
+            PyBuffer_Release(&view);
+            Py_RETURN_NONE;
         }
         used = client_parse(c, c->in, c->inlen);
         if (used > 0) {
@@ -1934,6 +1945,8 @@ static PyObject *client_data_received(Client *c, PyObject *data) {
     }
     PyBuffer_Release(&view);
     if (used < 0) return NULL;
+    c->head_pending = c->inlen > 0 && !c->pending_handoff &&
+                      memmem(c->in, c->inlen < HEAD_LIMIT ? c->inlen : HEAD_LIMIT, "\r\n\r\n", 4) == NULL;
     if (c->inlen == 0 && c->incap > (64 << 10)) { /* a big body's buffer is not kept for the connection's life */
         PyMem_Free(c->in);
         c->in = NULL;
