@@ -568,3 +568,19 @@ async def test_a_request_and_a_response_sent_a_few_bytes_at_a_time(gateways: Gat
         assert (await trickle(gw.port, big, 4096)).startswith(b"HTTP/1.1 431")
         if native:
             assert gw.engine is not None and gw.engine.requests == 2
+
+
+async def test_an_empty_set_of_kubernetes_routes_keeps_the_c_path(gateways: Gateways, upstream: Upstream) -> None:
+    """``pitwall server`` with the Kubernetes API publishes its (maybe empty) Ingress/HTTPRoute set: empty,
+    requests are still served in C; with a route in it, they go to Python, where Kubernetes routes are tried."""
+    from pitwall.traffic.gateway.ingress import IngressRoutes
+    from pitwall.traffic.gateway.kuberoutes import KubeRoutes
+
+    gw = await gateways(doc_for(upstream.port), native=True)
+    assert gw.engine is not None
+    req = b"GET /a/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    gw.kube_routes = KubeRoutes()
+    assert (await exchange(gw.port, req)).startswith(b"HTTP/1.1 200 OK") and gw.engine.requests == 1
+    gw.kube_routes = KubeRoutes(ingress=IngressRoutes(default=gw.config.routes[0]))
+    assert (await exchange(gw.port, req)).startswith(b"HTTP/1.1 200 OK") and gw.engine.requests == 1
+    assert gw.requests_total == 2

@@ -25,6 +25,12 @@ class KubeRoutes:
         return got if got is not None else self.ingress.find(req.host, req.path)
 
     @property
+    def empty(self) -> bool:
+        """No HTTPRoute, Ingress rule or default backend: requests go to Kong's routes as without it."""
+        i = self.ingress
+        return not self.http.entries and not (i.exact_hosts or i.wildcard_hosts or i.any_host) and i.default is None
+
+    @property
     def default(self) -> RouteRT | None:
         """The Ingress default backend: the last resort, after Kong's routes."""
         return self.ingress.default

@@ -192,8 +192,9 @@ def _route(engine: _gwfast.Engine, rt: RouteRT) -> tuple[Any, ...]:
 def compile_plan(engine: _gwfast.Engine, cfg: GatewayConfig, kube: KubeRoutes | None) -> _gwfast.Plan | None:
     """The C router for ``cfg``: ``Router.candidates`` in order, each evaluable in C (methods, hosts,
     prefix paths) or not (headers, regex paths: the request is delegated when C reaches one first).
-    None while Kubernetes routes are in force (they are tried first, in Python)."""
-    if kube is not None:
+    None while Kubernetes routes are in force (they are tried first, in Python); a server with the
+    Kubernetes API and no Ingress or HTTPRoute has an empty set, which changes nothing."""
+    if kube is not None and not kube.empty:
         return None
     index: dict[int, int] = {}
     routes: list[tuple[Any, ...]] = []
