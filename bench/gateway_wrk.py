@@ -1,11 +1,13 @@
 """API gateway throughput: wrk through pitwall's gateway vs through Debian's nginx, same upstream, same run.
 
-    .venv/bin/python bench/gateway_wrk.py [--duration 10] [--connections 50]
+    .venv/bin/python bench/gateway_wrk.py [--duration 10] [--connections 50] [--kube]
 
 The upstream is nginx serving a fixed 200 on its own port (one worker).
 The reference is a second nginx (one worker, non-daemon, temp config)
 proxying to it with upstream keep-alive. pitwall runs as ``pitwall server``
-(telemetry only, the gateway on its own listener) with a declarative file
+(telemetry only, or with ``--kube`` the Kubernetes API on as by default, so
+its empty Ingress/HTTPRoute set is in force; the gateway on its own
+listener) with a declarative file
 of two routes to that upstream: ``/auth`` with key-auth and rate-limiting
 (a limit never reached) on, ``/bare`` with no plugins. wrk (Debian's, one
 thread) drives each target for ``--duration`` seconds, ``--rounds`` times
@@ -126,16 +128,16 @@ def kong_file(up_port: int) -> dict[str, Any]:
 
 
 class Pitwall:
-    """``pitwall server`` (telemetry only) with the gateway on its own port."""
+    """``pitwall server`` (telemetry only, or with the Kubernetes API: ``kube``) with the gateway on its own port."""
 
-    def __init__(self, tmp: Path, up_port: int) -> None:
+    def __init__(self, tmp: Path, up_port: int, kube: bool = False) -> None:
         self.gw_port, self.api_port = free_port(), free_port()
         kong = tmp / "kong.yaml"
         kong.write_text(yaml.safe_dump(kong_file(up_port)))
         cfg = tmp / "pitwall.yaml"
         cfg.write_text(yaml.safe_dump({
             "gateway": {"listen": f"127.0.0.1:{self.gw_port}", "declarative_config": str(kong)},
-            "kube": {"enabled": False}, "storage": {"fsync": False}, "log_level": "warning"}))
+            "kube": {"enabled": kube}, "storage": {"fsync": False}, "log_level": "warning"}))
         with open(tmp / "pitwall.log", "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "pitwall.cli.main", "server", "--config", str(cfg),
                                           "--data-dir", str(tmp / "data"), "--listen", f"127.0.0.1:{self.api_port}"],
@@ -154,6 +156,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--kube", action="store_true", help="pitwall with the Kubernetes API on (its default)")
     a = ap.parse_args()
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
@@ -166,7 +169,7 @@ def main() -> None:
         pitwall: Pitwall | None = None
         try:
             wait_http(f"http://127.0.0.1:{px_port}/")
-            pitwall = Pitwall(tmp, up_port)
+            pitwall = Pitwall(tmp, up_port, a.kube)
             gw = f"http://127.0.0.1:{pitwall.gw_port}"
             pw_pid = pitwall.proc.pid
             targets = {"nginx proxy": (f"http://127.0.0.1:{px_port}/", {}, proxy.pid),
@@ -190,6 +193,7 @@ def main() -> None:
     base = results["nginx proxy"]
     cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}  # median
     print(f"wrk -t1 -c{a.connections} -d{a.duration}s, median of {a.rounds} interleaved rounds, "
+          f"pitwall {'with' if a.kube else 'without'} the Kubernetes API, "
           f"upstream: nginx static 200 (1 worker); load average {min(loads):.1f}-{max(loads):.1f} during the runs")
     print(f"{'target':44} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'vs nginx':>9} {'+p99 ms':>8} {'non-2xx':>8} "
           f"{'CPU us/req':>11}")
