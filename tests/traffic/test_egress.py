@@ -99,10 +99,19 @@ class Mesh:
         self.client = kube.client
         self.apps: list[App] = []
         self.web_ip = ""
+        self.handed_out: set[str] = set()
+
+    def spare_ip(self) -> str:
+        """An address of the second /24 that no address handed out before has (they are drawn at random)."""
+        while True:
+            ip = f"127.42.{self.subnet + 1}.{random.randrange(2, 250)}"
+            if ip not in self.handed_out:
+                self.handed_out.add(ip)
+                return ip
 
     async def web(self) -> App:
         """Service ``web`` (port 80, name http) with one backend pod (serviceAccount web)."""
-        ip = f"127.42.{self.subnet + 1}.{random.randrange(2, 250)}"
+        ip = self.spare_ip()
         await self.client.create({"apiVersion": "v1", "kind": "ServiceAccount",
                                   "metadata": {"name": "web", "namespace": "default"}})
         pod = await self.client.create({
@@ -292,7 +301,7 @@ async def test_no_proxy_keeps_pod_local_calls_direct_and_other_hosts_pass_throug
     assert mesh.egress.stats.connections_total == 0
     assert self_ip in mesh.egress.listening()
 
-    ip = f"127.42.{mesh.subnet + 1}.{random.randrange(2, 250)}"
+    ip = mesh.spare_ip()
     peers: list[str] = []
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -378,7 +387,7 @@ async def test_connections_per_pod_are_bounded_and_stop_closes_everything(mesh: 
     closes the listeners and their connections, and later ``open`` calls give no proxy."""
     await mesh.web()
     bounded = EgressListeners(mesh.proxy, max_connections=2)
-    ip = f"127.42.{mesh.subnet + 1}.{random.randrange(2, 250)}"
+    ip = mesh.spare_ip()
     pod = {"metadata": {"name": "bounded", "namespace": "default"}, "spec": {"serviceAccountName": "default"}}
     assert await bounded.open(pod, ip) == f"http://{ip}:{EGRESS_PORT}"
     kept = [await asyncio.open_connection(ip, EGRESS_PORT) for _ in range(2)]
