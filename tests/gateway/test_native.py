@@ -584,3 +584,14 @@ async def test_an_empty_set_of_kubernetes_routes_keeps_the_c_path(gateways: Gate
     gw.kube_routes = KubeRoutes(ingress=IngressRoutes(default=gw.config.routes[0]))
     assert (await exchange(gw.port, req)).startswith(b"HTTP/1.1 200 OK") and gw.engine.requests == 1
     assert gw.requests_total == 2
+
+
+def test_the_c_limits_are_the_python_paths() -> None:
+    """gwfast.c compiles its limits in; they must stay the ones the Python path answers by."""
+    from pitwall.traffic.gateway import upstream
+
+    c = proxy._gwfast
+    assert c is not None
+    assert (c.MAX_URL, c.MAX_HEADER_BYTES, c.MAX_PIPELINE) == (proxy.MAX_URL, proxy.MAX_HEADER_BYTES,
+                                                               proxy.MAX_PIPELINE)
+    assert (c.MAX_IDLE, c.MAX_RESPONSE_BYTES) == (upstream.MAX_IDLE, upstream.MAX_RESPONSE_BYTES)
